@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sluice's lab and end-to-end tests need, if any is missing.
+# Idempotent; does nothing when everything is present. Needs root (the lab needs it anyway).
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ovs-vswitchd || need+=(openvswitch-switch)
+have ovsdb-server || need+=(openvswitch-common)
+have ip || need+=(iproute2)
+have ethtool || need+=(ethtool)
+have socat || need+=(socat)
+have iperf3 || need+=(iperf3)
+have curl || need+=(curl)
+have ps || need+=(procps)
+have tcpdump || need+=(tcpdump)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "sluice: missing packages (${need[*]}); run as root to install them" >&2
+  exit 1
+fi
+echo "sluice: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The Debian package may start a system-wide OVS; sluice runs its own per-node instances and never uses it.

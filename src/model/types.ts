@@ -1,0 +1,53 @@
+// The desired-state model: what an operator declares. Pure data, no I/O.
+// The validated form is produced by `parseConfig` (schema.ts) and is deeply frozen.
+
+export type HashMode = 'dp_hash' | 'fields';
+export type Protocol = 'tcp' | 'udp';
+export type IpFamily = 4 | 6;
+
+/** Admin state of a backend, as the operator declares it (DESIGN.md "Backend states"). */
+export type AdminState = 'active' | 'draining' | 'down';
+
+export type NodeRole = 'gateway' | 'host';
+
+export interface Node {
+  readonly name: string;
+  readonly role: NodeRole;
+  /** Underlay address of the node's Geneve tunnel endpoint (IPv4). */
+  readonly tunnelIp: string;
+}
+
+export interface Backend {
+  readonly address: string;
+  /** Target port; undefined means "the port the client dialled" (no port translation). */
+  readonly port: number | undefined;
+  /** Name of the host node this backend runs on. */
+  readonly host: string;
+  readonly weight: number;
+  readonly state: AdminState;
+}
+
+export interface LoadBalancer {
+  readonly name: string;
+  readonly vip: string;
+  readonly family: IpFamily;
+  readonly protocol: Protocol;
+  readonly ports: readonly number[];
+  readonly backends: readonly Backend[];
+}
+
+export interface Config {
+  readonly hashMode: HashMode;
+  /** k: every load balancer has 2^k slots. */
+  readonly slotBits: number;
+  /** How long a second chance is kept at most while its previous owner still reports connections. */
+  readonly drainWindowSeconds: number;
+  readonly nodes: readonly Node[];
+  readonly loadBalancers: readonly LoadBalancer[];
+}
+
+/** Stable identity of a backend inside one load balancer: `address:port` (`[v6]:port`, `*` = dialled port). */
+export function backendKey(b: Pick<Backend, 'address' | 'port'>): string {
+  const port = b.port === undefined ? '*' : String(b.port);
+  return b.address.includes(':') ? `[${b.address}]:${port}` : `${b.address}:${port}`;
+}
