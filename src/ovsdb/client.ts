@@ -1,0 +1,776 @@
+// OvsdbClient: an RFC 7047 session that survives failures. It owns one JsonRpcConnection at a time and moves
+// through an explicit state machine (TRANSITIONS below). After every (re)connect it negotiates: checks the
+// member's cluster role in the `_Server` database, re-issues every monitor from a fresh snapshot (emitting only
+// the difference to what the caller already saw) and re-requests every wanted lock. Design: docs/design/ovsdb.md.
+
+import { EventEmitter } from 'node:events';
+import { OvsdbError } from './errors.ts';
+import { JsonRpcConnection } from './jsonrpc.ts';
+import {
+  applyColumnDiff,
+  type DatabaseSchema,
+  decodeRow,
+  type ErrorObject,
+  isErrorObject,
+  type JsRow,
+  type MonitorCondRequest,
+  type Operation,
+  type OperationResult,
+  type Row,
+  type RowUpdate,
+  type RowUpdate2,
+  type TableSchema,
+  type TableUpdates,
+  type TableUpdates2,
+} from './protocol.ts';
+import { diffTables, Replica, type ReplicaTables, type RowChange } from './replica.ts';
+
+// ---------------------------------------------------------------------------------------------------------
+// Connection state machine
+//
+//   idle --start--> connecting --socket open--> negotiating --monitors+locks restored--> connected
+//                      |                            |                                       |
+//                      +--------- failure ----------+------------- failure / dead peer -----+--> backoff
+//   backoff --timer (next remote)--> connecting          any state --close()--> closed (final)
+
+export type ConnectionState = 'idle' | 'connecting' | 'negotiating' | 'connected' | 'backoff' | 'closed';
+
+export const TRANSITIONS: { readonly [S in ConnectionState]: readonly ConnectionState[] } = {
+  idle: ['connecting', 'closed'],
+  connecting: ['negotiating', 'backoff', 'closed'],
+  negotiating: ['connected', 'backoff', 'closed'],
+  connected: ['backoff', 'closed'],
+  backoff: ['connecting', 'closed'],
+  closed: [],
+};
+
+export interface OvsdbClientOptions {
+  /** Remotes to try in order (cluster members): `unix:/path` or `tcp:host:port`. */
+  readonly remotes: readonly string[];
+  /**
+   * The database whose cluster role decides which member to use. When set, the client monitors
+   * `_Server`.`Database` for it and skips a member whose copy is not `connected` (no quorum) or older than one
+   * already seen (`index`), and, with `leaderOnly`, one that is not the Raft leader.
+   */
+  readonly database?: string;
+  /**
+   * Use only the cluster leader (as ovsdb-idl does by default). Needed for locks: ovsdb-server keeps locks per
+   * server process, not in the Raft log, so two planners must talk to the same (leader) server to contend.
+   */
+  readonly leaderOnly?: boolean;
+  /** Inactivity probe: after this long without a message we send "echo"; after twice this long, give up. 0 = off. */
+  readonly probeIntervalMs?: number;
+  readonly connectTimeoutMs?: number;
+  /** How long a request waits for the client to be connected before failing with SLUICE_E_OVSDB_CONNECT. */
+  readonly waitConnectedMs?: number;
+  /** Per-request reply timeout once sent (0 = none; a dead peer is still caught by the probe). */
+  readonly requestTimeoutMs?: number;
+  readonly backoffInitialMs?: number;
+  readonly backoffMaxMs?: number;
+  /** Called for state changes and failures (structured logging hook). */
+  readonly log?: (event: string, fields: Readonly<Record<string, unknown>>) => void;
+}
+
+interface Waiter {
+  readonly resolve: (c: JsonRpcConnection) => void;
+  readonly reject: (e: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** A transaction's results, one per operation (ovsdb-server(7): wait/commit/comment yield `{}`). */
+export type TransactResult = OperationResult[];
+
+export class OvsdbClient extends EventEmitter {
+  readonly #opts: Required<Omit<OvsdbClientOptions, 'database' | 'log'>> &
+    Pick<OvsdbClientOptions, 'database' | 'log'>;
+  #state: ConnectionState = 'idle';
+  #conn: JsonRpcConnection | undefined;
+  #remoteIndex = 0;
+  #failures = 0;
+  #backoffTimer: NodeJS.Timeout | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #echoOutstanding = false;
+  #waiters: Waiter[] = [];
+  readonly #monitors = new Map<string, Monitor>();
+  readonly #locks = new Map<string, OvsdbLock>();
+  #serverMonitor: Monitor | undefined;
+  /** Largest `_Server` Database `index` seen: never go back to a member with older data. */
+  #maxIndex = 0;
+  #nextMonitorId = 1;
+  /** Remote of the current connection (or the last one tried). */
+  remote: string | undefined;
+  /** Number of completed negotiations (1 after the first connect; grows with every reconnect). */
+  connects = 0;
+
+  constructor(options: OvsdbClientOptions) {
+    super();
+    if (options.remotes.length === 0)
+      throw new OvsdbError('SLUICE_E_USAGE', 'OvsdbClient needs at least one remote');
+    this.#opts = {
+      remotes: [...options.remotes],
+      database: options.database,
+      leaderOnly: options.leaderOnly ?? false,
+      probeIntervalMs: options.probeIntervalMs ?? 5000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+      waitConnectedMs: options.waitConnectedMs ?? 30_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 0,
+      backoffInitialMs: options.backoffInitialMs ?? 100,
+      backoffMaxMs: options.backoffMaxMs ?? 5000,
+      log: options.log,
+    };
+    if (this.#opts.database !== undefined) {
+      this.#serverMonitor = new Monitor(
+        this,
+        '_Server',
+        {
+          Database: {
+            columns: ['name', 'model', 'connected', 'leader', 'index'],
+            where: [['name', '==', this.#opts.database]],
+          },
+        },
+        'monitor_cond',
+        'server',
+      );
+      this.#serverMonitor.on('update', () => this.#checkServerRow(this.#conn));
+    }
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The member of `_Server`.`Database` for `database` on the current server, when `database` is set. */
+  get serverRow(): JsRow | undefined {
+    return this.#serverMonitor?.replica.rows('Database')[0];
+  }
+
+  /** Starts connecting and resolves once connected (or rejects after `waitConnectedMs`). */
+  async connect(): Promise<void> {
+    if (this.#state === 'idle') this.#connectNext();
+    await this.#whenConnected();
+  }
+
+  /** Closes the session for good: pending requests fail with SLUICE_E_OVSDB_CLOSED. */
+  close(): void {
+    if (this.#state === 'closed') return;
+    this.#transition('closed');
+    clearTimeout(this.#backoffTimer);
+    this.#stopProbe();
+    const conn = this.#conn;
+    this.#conn = undefined;
+    conn?.close();
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new OvsdbError('SLUICE_E_OVSDB_CLOSED', 'OVSDB client closed'));
+    }
+    for (const lock of this.#locks.values()) lock._setState('unlocked', 'closed');
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // Requests
+
+  /** Sends one JSON-RPC request once connected. */
+  async request(method: string, params: readonly unknown[]): Promise<unknown> {
+    const conn = await this.#whenConnected();
+    return conn.request(method, params, this.#opts.requestTimeoutMs);
+  }
+
+  /** 4.1.1 list_dbs. */
+  async listDbs(): Promise<string[]> {
+    return (await this.request('list_dbs', [])) as string[];
+  }
+
+  /** 4.1.2 get_schema. */
+  async getSchema(db: string): Promise<DatabaseSchema> {
+    return (await this.request('get_schema', [db])) as DatabaseSchema;
+  }
+
+  /**
+   * 4.1.3 transact. Resolves with one result per operation. RFC 7047: "If an operation fails, the result ...
+   * is an error object ... and subsequent operations are not executed"; "the result array may contain one more
+   * element than params ... if the transaction as a whole failed at commit" (e.g. a referential integrity or
+   * constraint violation). Either way this throws OvsdbError SLUICE_E_OVSDB_TRANSACTION naming the op index.
+   */
+  async transact(db: string, ...ops: Operation[]): Promise<TransactResult> {
+    const raw = await this.request('transact', [db, ...ops]);
+    return checkTransactResult(db, ops, raw);
+  }
+
+  /**
+   * Starts a monitor (`monitor_cond` by default, or RFC 7047 `monitor`) and resolves once its initial snapshot is
+   * in `monitor.replica`. The monitor survives reconnects: it is re-issued and the difference emitted.
+   */
+  async monitor(
+    db: string,
+    requests: { readonly [table: string]: MonitorCondRequest },
+    method: 'monitor_cond' | 'monitor' = 'monitor_cond',
+  ): Promise<Monitor> {
+    const m = new Monitor(this, db, requests, method, `m${this.#nextMonitorId++}`);
+    this.#monitors.set(m.id, m);
+    try {
+      const conn = await this.#whenConnected();
+      // Negotiation establishes registered monitors: only a monitor added while connected needs it here.
+      if (!m._isEstablished)
+        await m._establish(conn).catch((e: unknown) => {
+          // A dropped connection is not the monitor's fault: negotiation re-establishes it.
+          if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_DISCONNECTED') return;
+          throw e;
+        });
+      await m.ready(this.#opts.waitConnectedMs);
+    } catch (e) {
+      this.#monitors.delete(m.id);
+      throw e;
+    }
+    return m;
+  }
+
+  /** Stops a monitor (4.1.7 monitor_cancel) and forgets it. */
+  async cancelMonitor(m: Monitor): Promise<void> {
+    if (!this.#monitors.delete(m.id)) return;
+    const id = m._activeId;
+    m._detach();
+    if (id !== undefined && this.#state === 'connected') await this.request('monitor_cancel', [id]);
+  }
+
+  /**
+   * 4.1.8 lock. Resolves once the server answered: the returned lock is `held`, or `waiting` until a "locked"
+   * notification arrives. The lock is re-requested after every reconnect until `unlock()`.
+   */
+  async lock(id: string): Promise<OvsdbLock> {
+    let lock = this.#locks.get(id);
+    if (lock?._wanted && lock.state !== 'unlocked') return lock;
+    if (lock === undefined) {
+      lock = new OvsdbLock(this, id);
+      this.#locks.set(id, lock);
+    }
+    lock._wanted = true;
+    const conn = await this.#whenConnected();
+    // A (re)connect negotiation may have requested it meanwhile.
+    if (lock.state === 'unlocked') await lock._request(conn, 'lock');
+    return lock;
+  }
+
+  /**
+   * 4.1.9 steal: takes the lock from its owner, who gets a "stolen" notification. ovsdb-server refuses a
+   * second request for a lock this session already asked for, so a waiting request is withdrawn first.
+   */
+  async steal(id: string): Promise<OvsdbLock> {
+    let lock = this.#locks.get(id);
+    if (lock === undefined) {
+      lock = new OvsdbLock(this, id);
+      this.#locks.set(id, lock);
+    }
+    lock._wanted = true;
+    const conn = await this.#whenConnected();
+    if (lock.state === 'held') return lock;
+    if (lock.state === 'waiting') await conn.request('unlock', [id]);
+    await lock._request(conn, 'steal');
+    return lock;
+  }
+
+  /** 4.1.8 unlock: releases the lock (or stops waiting for it) and stops re-requesting it. */
+  async unlock(id: string): Promise<void> {
+    const lock = this.#locks.get(id);
+    if (lock === undefined) return;
+    lock._wanted = false;
+    this.#locks.delete(id);
+    if (this.#state === 'connected' && lock.state !== 'unlocked') {
+      await this.request('unlock', [id]);
+    }
+    lock._setState('unlocked', 'released');
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // Session internals
+
+  #transition(to: ConnectionState): void {
+    const from = this.#state;
+    if (!TRANSITIONS[from].includes(to)) throw new Error(`ovsdb client: illegal transition ${from} -> ${to}`);
+    this.#state = to;
+    this.#opts.log?.('ovsdb.state', { from, to, remote: this.remote });
+    this.emit('state', to, from);
+  }
+
+  #connectNext(): void {
+    if (this.#state === 'closed') return;
+    this.#transition('connecting');
+    const remote = this.#opts.remotes[this.#remoteIndex % this.#opts.remotes.length]!;
+    this.remote = remote;
+    const handlers = {
+      onNotification: (method: string, params: readonly unknown[]) =>
+        this.#onNotification(conn, method, params),
+      onClose: (error: Error | undefined) => {
+        if (conn === this.#conn)
+          this.#fail(error ?? new OvsdbError('SLUICE_E_OVSDB_DISCONNECTED', `${remote}: closed`));
+      },
+    };
+    let conn: JsonRpcConnection | undefined;
+    JsonRpcConnection.open(remote, handlers, this.#opts.connectTimeoutMs).then(
+      (c) => {
+        conn = c;
+        if (this.#state !== 'connecting') {
+          c.close();
+          return;
+        }
+        this.#conn = c;
+        this.#transition('negotiating');
+        this.#negotiate(c).catch((e: unknown) => {
+          if (c === this.#conn) this.#fail(e as Error);
+        });
+      },
+      (e: unknown) => this.#fail(e as Error),
+    );
+  }
+
+  async #negotiate(conn: JsonRpcConnection): Promise<void> {
+    if (this.#serverMonitor !== undefined) {
+      await this.#serverMonitor._establish(conn);
+      const why = this.#serverRowProblem();
+      if (why !== undefined) throw new OvsdbError('SLUICE_E_OVSDB_CONNECT', `${conn.remote}: ${why}`);
+    }
+    for (const m of this.#monitors.values()) await m._establish(conn);
+    for (const lock of this.#locks.values()) if (lock._wanted) await lock._request(conn, 'lock');
+    if (conn !== this.#conn || this.#state !== 'negotiating') return;
+    this.#transition('connected');
+    this.#failures = 0;
+    this.connects++;
+    this.#startProbe(conn);
+    this.#opts.log?.('ovsdb.connected', { remote: conn.remote, connects: this.connects });
+    this.emit('connected', conn.remote);
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve(conn);
+    }
+  }
+
+  /** Why the current member is unusable for `database`, or undefined. */
+  #serverRowProblem(): string | undefined {
+    const row = this.serverRow;
+    if (row === undefined) return `database ${this.#opts.database} is not served here`;
+    if (row.connected !== true) return `database ${this.#opts.database} is not connected to its cluster`;
+    if (this.#opts.leaderOnly && row.model === 'clustered' && row.leader !== true)
+      return 'not the cluster leader';
+    const index = typeof row.index === 'number' ? row.index : 0;
+    if (index < this.#maxIndex) return `stale data (index ${index} < ${this.#maxIndex} seen)`;
+    this.#maxIndex = Math.max(this.#maxIndex, index);
+    return undefined;
+  }
+
+  #checkServerRow(conn: JsonRpcConnection | undefined): void {
+    if (conn === undefined || this.#state !== 'connected') return;
+    const why = this.#serverRowProblem();
+    if (why !== undefined) {
+      this.#opts.log?.('ovsdb.member_unusable', { remote: conn.remote, why });
+      this.#fail(new OvsdbError('SLUICE_E_OVSDB_CONNECT', `${conn.remote}: ${why}`));
+    }
+  }
+
+  #fail(error: Error): void {
+    if (this.#state === 'closed' || this.#state === 'backoff') return;
+    const conn = this.#conn;
+    this.#conn = undefined;
+    this.#stopProbe();
+    conn?.close();
+    for (const m of this.#monitors.values()) m._disconnected();
+    this.#serverMonitor?._disconnected();
+    for (const lock of this.#locks.values())
+      if (lock.state !== 'unlocked') lock._setState('waiting', 'disconnected');
+    this.#failures++;
+    this.#remoteIndex++;
+    const rounds = Math.floor((this.#failures - 1) / this.#opts.remotes.length);
+    const delay = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffInitialMs * 2 ** rounds);
+    this.#opts.log?.('ovsdb.disconnected', { remote: this.remote, error: error.message, retryInMs: delay });
+    this.#transition('backoff');
+    this.emit('disconnected', error);
+    this.#backoffTimer = setTimeout(() => this.#connectNext(), delay);
+  }
+
+  #whenConnected(): Promise<JsonRpcConnection> {
+    if (this.#state === 'connected' && this.#conn !== undefined) return Promise.resolve(this.#conn);
+    if (this.#state === 'closed')
+      return Promise.reject(new OvsdbError('SLUICE_E_OVSDB_CLOSED', 'OVSDB client closed'));
+    if (this.#state === 'idle') this.#connectNext();
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          reject(
+            new OvsdbError(
+              'SLUICE_E_OVSDB_CONNECT',
+              `no usable OVSDB remote within ${this.#opts.waitConnectedMs} ms (${this.#opts.remotes.join(', ')})`,
+            ),
+          );
+        }, this.#opts.waitConnectedMs),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  // Keepalive (4.1.11 echo). ovsdb-server probes us on TCP; we answer in jsonrpc.ts. We also probe it: a
+  // frozen or partitioned server sends nothing, so silence for twice the interval means the peer is dead.
+  #startProbe(conn: JsonRpcConnection): void {
+    const interval = this.#opts.probeIntervalMs;
+    if (interval <= 0) return;
+    this.#echoOutstanding = false;
+    this.#probeTimer = setInterval(
+      () => {
+        const idle = performance.now() - conn.lastReceived;
+        if (idle >= 2 * interval) {
+          this.#fail(
+            new OvsdbError('SLUICE_E_OVSDB_TIMEOUT', `${conn.remote}: no message for ${Math.round(idle)} ms`),
+          );
+        } else if (idle >= interval && !this.#echoOutstanding) {
+          this.#echoOutstanding = true;
+          conn.request('echo', ['sluice']).then(
+            () => {
+              this.#echoOutstanding = false;
+            },
+            () => {
+              this.#echoOutstanding = false;
+            },
+          );
+        }
+      },
+      Math.max(10, Math.floor(interval / 4)),
+    );
+    this.#probeTimer.unref();
+  }
+
+  #stopProbe(): void {
+    clearInterval(this.#probeTimer);
+    this.#probeTimer = undefined;
+  }
+
+  #onNotification(conn: JsonRpcConnection | undefined, method: string, params: readonly unknown[]): void {
+    if (conn === undefined || conn !== this.#conn) return;
+    switch (method) {
+      case 'update':
+      case 'update2': {
+        const id = params[0];
+        const target = [...this.#monitors.values(), this.#serverMonitor].find((m) => m?._owns(id));
+        target?._notify(method, params[1]);
+        return;
+      }
+      case 'locked':
+      case 'stolen': {
+        const lock = this.#locks.get(String(params[0]));
+        // 4.1.8: "locked" means "the client now owns the lock"; 4.1.10: "stolen" means "another client has
+        // stolen the lock"; ovsdb-server keeps the victim's request queued, so it will get "locked" again later.
+        lock?._setState(method === 'locked' ? 'held' : 'waiting', method);
+        return;
+      }
+      case 'monitor_canceled': {
+        this.#opts.log?.('ovsdb.monitor_canceled', { id: params[0] });
+        conn.close();
+        return;
+      }
+      default:
+        this.#opts.log?.('ovsdb.notification_ignored', { method });
+    }
+  }
+}
+
+function opName(ops: readonly Operation[], i: number): string {
+  return i < ops.length ? `${ops[i]!.op}` : 'commit';
+}
+
+/** Turns a transact reply into results or the OvsdbError of its first failed operation. */
+export function checkTransactResult(db: string, ops: readonly Operation[], raw: unknown): TransactResult {
+  if (!Array.isArray(raw)) {
+    throw new OvsdbError('SLUICE_E_OVSDB_PROTOCOL', `transact on ${db}: result is not an array`, {
+      method: 'transact',
+    });
+  }
+  for (let i = 0; i < raw.length; i++) {
+    const r = raw[i] as unknown;
+    if (isErrorObject(r)) {
+      const e = r as ErrorObject;
+      throw new OvsdbError(
+        'SLUICE_E_OVSDB_TRANSACTION',
+        `transact on ${db}: op ${i} (${opName(ops, i)}) failed: ${e.error}${e.details !== undefined ? `: ${e.details}` : ''}`,
+        { opIndex: i, ovsdbError: e.error, details: e.details, method: 'transact' },
+      );
+    }
+  }
+  if (raw.length < ops.length) {
+    throw new OvsdbError(
+      'SLUICE_E_OVSDB_PROTOCOL',
+      `transact on ${db}: ${raw.length} results for ${ops.length} ops`,
+    );
+  }
+  return raw.slice(0, ops.length) as TransactResult;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Monitors
+
+export interface UpdateInfo {
+  /** The first snapshot after `client.monitor()`. */
+  readonly initial: boolean;
+  /** A fresh snapshot after a reconnect; `changes` is its difference to the previous replica. */
+  readonly resync: boolean;
+}
+
+/**
+ * A monitor and its replica. Events: `update` (changes: RowChange[], info: UpdateInfo), emitted after the
+ * replica has been updated.
+ */
+export class Monitor extends EventEmitter {
+  readonly db: string;
+  readonly requests: { readonly [table: string]: MonitorCondRequest };
+  readonly method: 'monitor_cond' | 'monitor';
+  readonly id: string;
+  readonly replica = new Replica();
+  readonly #client: OvsdbClient;
+  #schema: DatabaseSchema | undefined;
+  #established = 0;
+  /** json-value of the monitor on the current connection. */
+  _activeId: string | undefined;
+  /** Notifications that arrived for a monitor request whose reply is still being processed. */
+  #pendingId: string | undefined;
+  #buffer: { method: string; updates: unknown }[] = [];
+  #readyResolve: (() => void) | undefined;
+  readonly #ready: Promise<void>;
+  #detached = false;
+  #everReady = false;
+
+  constructor(
+    client: OvsdbClient,
+    db: string,
+    requests: { readonly [table: string]: MonitorCondRequest },
+    method: 'monitor_cond' | 'monitor',
+    id: string,
+  ) {
+    super();
+    this.#client = client;
+    this.db = db;
+    this.requests = requests;
+    this.method = method;
+    this.id = id;
+    this.#ready = new Promise((resolve) => {
+      this.#readyResolve = resolve;
+    });
+  }
+
+  get schema(): DatabaseSchema | undefined {
+    return this.#schema;
+  }
+
+  /** Stops this monitor (monitor_cancel). */
+  cancel(): Promise<void> {
+    return this.#client.cancelMonitor(this);
+  }
+
+  ready(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new OvsdbError('SLUICE_E_OVSDB_CONNECT', `monitor on ${this.db}: no snapshot in ${timeoutMs} ms`),
+          ),
+        timeoutMs,
+      );
+    });
+    return Promise.race([this.#ready, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  get _isEstablished(): boolean {
+    return this._activeId !== undefined || this.#pendingId !== undefined;
+  }
+
+  _owns(id: unknown): boolean {
+    return id === this._activeId || id === this.#pendingId;
+  }
+
+  _detach(): void {
+    this.#detached = true;
+    this._activeId = undefined;
+    this.#pendingId = undefined;
+  }
+
+  _disconnected(): void {
+    this._activeId = undefined;
+    this.#pendingId = undefined;
+    this.#buffer = [];
+  }
+
+  #table(name: string): TableSchema {
+    const t = this.#schema?.tables[name];
+    if (t === undefined) throw new OvsdbError('SLUICE_E_OVSDB_VALUE', `${this.db} has no table ${name}`);
+    return t;
+  }
+
+  /** A received row with omitted monitored columns set to their defaults, plus `_uuid`. */
+  #fullRow(table: string, uuid: string, row: Row): JsRow {
+    const ts = this.#table(table);
+    const cols = this.requests[table]?.columns;
+    const decoded = decodeRow(ts, row, true) as Record<string, unknown>;
+    if (cols !== undefined) {
+      for (const c of Object.keys(ts.columns)) if (!cols.includes(c)) delete decoded[c];
+    }
+    return Object.freeze({ ...decoded, _uuid: uuid }) as JsRow;
+  }
+
+  /** Issues the monitor request on `conn`, replaces the replica with the snapshot and emits the difference. */
+  async _establish(conn: JsonRpcConnection): Promise<void> {
+    if (this.#detached) return;
+    this.#schema = (await conn.request('get_schema', [this.db])) as DatabaseSchema;
+    const mid = `${this.id}.${conn.remote}.${++this.#established}`;
+    const reqs: Record<string, unknown> = {};
+    for (const [table, r] of Object.entries(this.requests)) {
+      this.#table(table);
+      if (this.method === 'monitor_cond') reqs[table] = [r];
+      else reqs[table] = [{ columns: r.columns, select: r.select }];
+    }
+    this.#pendingId = mid;
+    this.#buffer = [];
+    const result = await conn.request(this.method, [this.db, mid, reqs]);
+    if (this.#pendingId !== mid) return; // the connection dropped meanwhile
+    const snapshot = new Map<string, Map<string, JsRow>>();
+    for (const table of Object.keys(this.requests)) snapshot.set(table, new Map());
+    const updates = (result ?? {}) as Record<string, Record<string, RowUpdate | RowUpdate2>>;
+    for (const [table, rows] of Object.entries(updates)) {
+      const t = snapshot.get(table) ?? new Map<string, JsRow>();
+      snapshot.set(table, t);
+      for (const [uuid, u] of Object.entries(rows)) {
+        const row = 'initial' in u ? u.initial : (u as RowUpdate).new;
+        if (row !== undefined) t.set(uuid, this.#fullRow(table, uuid, row));
+      }
+    }
+    const first = !this.#everReady;
+    const changes = diffTables(this.replica.tables as ReplicaTables, snapshot);
+    this.replica.replace(snapshot);
+    this._activeId = mid;
+    this.#pendingId = undefined;
+    const buffered = this.#buffer;
+    this.#buffer = [];
+    if (first) {
+      this.#everReady = true;
+      this.emit('update', changes, { initial: true, resync: false } satisfies UpdateInfo);
+      this.#readyResolve?.();
+    } else if (changes.length > 0) {
+      this.emit('update', changes, { initial: false, resync: true } satisfies UpdateInfo);
+    }
+    for (const b of buffered) this._notify(b.method, b.updates);
+  }
+
+  /** An update/update2 notification for this monitor. */
+  _notify(method: string, updates: unknown): void {
+    if (this.#pendingId !== undefined) {
+      this.#buffer.push({ method, updates });
+      return;
+    }
+    const changes: RowChange[] = [];
+    if (method === 'update2') {
+      for (const [table, rows] of Object.entries(updates as TableUpdates2)) {
+        const ts = this.#table(table);
+        for (const [uuid, u] of Object.entries(rows)) {
+          const old = this.replica.get(table, uuid);
+          if ('delete' in u) {
+            if (old !== undefined) changes.push({ table, uuid, old, new: undefined });
+          } else if ('modify' in u) {
+            if (old === undefined) continue;
+            const next: Record<string, unknown> = { ...old };
+            for (const [col, diff] of Object.entries(u.modify)) {
+              next[col] = applyColumnDiff(old[col], diff, ts.columns[col]!.type);
+            }
+            changes.push({ table, uuid, old, new: Object.freeze(next) as JsRow });
+          } else {
+            const row = 'insert' in u ? u.insert : u.initial;
+            changes.push({ table, uuid, old, new: this.#fullRow(table, uuid, row) });
+          }
+        }
+      }
+    } else {
+      // RFC 7047 4.1.6: ""old" ... present for "delete" and "modify" updates"; ""new" ... present for "initial",
+      // "insert", and "modify" updates ... For "modify" updates, the new value of each monitored column".
+      for (const [table, rows] of Object.entries(updates as TableUpdates)) {
+        for (const [uuid, u] of Object.entries(rows)) {
+          const old = this.replica.get(table, uuid);
+          if (u.new === undefined) {
+            if (old !== undefined) changes.push({ table, uuid, old, new: undefined });
+          } else {
+            const merged =
+              old === undefined ? this.#fullRow(table, uuid, u.new) : this.#mergeNew(table, uuid, old, u.new);
+            changes.push({ table, uuid, old, new: merged });
+          }
+        }
+      }
+    }
+    if (changes.length === 0) return;
+    this.replica.apply(changes);
+    this.emit('update', changes, { initial: false, resync: false } satisfies UpdateInfo);
+  }
+
+  #mergeNew(table: string, uuid: string, old: JsRow, row: Row): JsRow {
+    const decoded = decodeRow(this.#table(table), row, false);
+    return Object.freeze({ ...old, ...decoded, _uuid: uuid }) as JsRow;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Locks
+
+export type LockState = 'unlocked' | 'waiting' | 'held';
+
+/**
+ * A named lock (RFC 7047 4.1.8-4.1.10). Events: `state` (state: LockState, reason: string) where reason is one
+ * of lock, steal, locked, stolen, disconnected, released, closed.
+ */
+export class OvsdbLock extends EventEmitter {
+  readonly id: string;
+  readonly #client: OvsdbClient;
+  #state: LockState = 'unlocked';
+  _wanted = false;
+
+  constructor(client: OvsdbClient, id: string) {
+    super();
+    this.#client = client;
+    this.id = id;
+  }
+
+  get state(): LockState {
+    return this.#state;
+  }
+
+  get held(): boolean {
+    return this.#state === 'held';
+  }
+
+  unlock(): Promise<void> {
+    return this.#client.unlock(this.id);
+  }
+
+  /** Resolves when the lock is held (rejects after `timeoutMs`). */
+  waitHeld(timeoutMs: number): Promise<void> {
+    if (this.held) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onState = (s: LockState) => {
+        if (s === 'held') {
+          clearTimeout(timer);
+          this.off('state', onState);
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        this.off('state', onState);
+        reject(new OvsdbError('SLUICE_E_OVSDB_TIMEOUT', `lock ${this.id} not acquired in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('state', onState);
+    });
+  }
+
+  _setState(s: LockState, reason: string): void {
+    if (s === this.#state) return;
+    this.#state = s;
+    this.emit('state', s, reason);
+  }
+
+  async _request(conn: JsonRpcConnection, method: 'lock' | 'steal'): Promise<void> {
+    const r = (await conn.request(method, [this.id])) as { locked?: unknown };
+    this._setState(r?.locked === true ? 'held' : 'waiting', method);
+  }
+}

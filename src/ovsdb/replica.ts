@@ -1,0 +1,119 @@
+// An in-memory replica of monitored tables (table -> row UUID -> row), kept from monitor updates. Agents read
+// their desired state from it. Rows are frozen JS rows (protocol.ts JsRow) that include `_uuid`. No I/O.
+
+import type { JsAtom, JsRow, JsValue } from './protocol.ts';
+
+/** One row's change. Insert: `old` undefined. Delete: `new` undefined. Modify: both set. */
+export interface RowChange {
+  readonly table: string;
+  readonly uuid: string;
+  readonly old: JsRow | undefined;
+  readonly new: JsRow | undefined;
+}
+
+export type ReplicaTables = ReadonlyMap<string, ReadonlyMap<string, JsRow>>;
+
+function canonical(v: JsValue): unknown {
+  if (v instanceof Map) {
+    return ['m', [...v.entries()].map(([k, x]) => [canonical(k), canonical(x)]).sort(cmpJson)];
+  }
+  if (Array.isArray(v)) return ['s', (v as JsAtom[]).map((a) => canonical(a)).sort(cmpJson)];
+  return v === undefined ? ['u'] : [typeof v, v];
+}
+
+function cmpJson(a: unknown, b: unknown): number {
+  const x = JSON.stringify(a);
+  const y = JSON.stringify(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Deep equality of JS column values, sets and maps compared regardless of element order. */
+export function valuesEqual(a: JsValue, b: JsValue): boolean {
+  if (a === b) return true;
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
+export function rowsEqual(a: JsRow, b: JsRow): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if (!valuesEqual(a[k], b[k])) return false;
+  return true;
+}
+
+/** The changes that turn `before` into `after` (used to resync a monitor from a fresh snapshot). */
+export function diffTables(before: ReplicaTables, after: ReplicaTables): RowChange[] {
+  const out: RowChange[] = [];
+  const tables = new Set([...before.keys(), ...after.keys()]);
+  for (const table of [...tables].sort()) {
+    const b = before.get(table) ?? new Map<string, JsRow>();
+    const a = after.get(table) ?? new Map<string, JsRow>();
+    for (const [uuid, row] of b) {
+      const now = a.get(uuid);
+      if (now === undefined) out.push({ table, uuid, old: row, new: undefined });
+      else if (!rowsEqual(row, now)) out.push({ table, uuid, old: row, new: now });
+    }
+    for (const [uuid, row] of a) if (!b.has(uuid)) out.push({ table, uuid, old: undefined, new: row });
+  }
+  return out;
+}
+
+export class Replica {
+  #tables = new Map<string, Map<string, JsRow>>();
+
+  /** Tables this replica holds (every monitored table, even when empty). */
+  get tables(): ReplicaTables {
+    return this.#tables;
+  }
+
+  table(name: string): ReadonlyMap<string, JsRow> {
+    return this.#tables.get(name) ?? new Map();
+  }
+
+  get(table: string, uuid: string): JsRow | undefined {
+    return this.#tables.get(table)?.get(uuid);
+  }
+
+  rows(table: string): JsRow[] {
+    return [...this.table(table).values()];
+  }
+
+  find(table: string, pred: (row: JsRow) => boolean): JsRow | undefined {
+    for (const row of this.table(table).values()) if (pred(row)) return row;
+    return undefined;
+  }
+
+  /** Applies changes in order. */
+  apply(changes: readonly RowChange[]): void {
+    for (const c of changes) {
+      let t = this.#tables.get(c.table);
+      if (t === undefined) {
+        t = new Map();
+        this.#tables.set(c.table, t);
+      }
+      if (c.new === undefined) t.delete(c.uuid);
+      else t.set(c.uuid, c.new);
+    }
+  }
+
+  /** Replaces the whole content (a fresh snapshot). */
+  replace(tables: ReplicaTables): void {
+    this.#tables = new Map([...tables].map(([name, rows]) => [name, new Map(rows)]));
+  }
+
+  /** Plain-object form, for tests and debugging: `{table: {uuid: row}}` with Maps as sorted entry lists. */
+  toJSON(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const [name, rows] of [...this.#tables].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const t: Record<string, unknown> = {};
+      for (const uuid of [...rows.keys()].sort()) {
+        const row = rows.get(uuid)!;
+        t[uuid] = Object.fromEntries(
+          Object.keys(row)
+            .sort()
+            .map((k) => [k, canonical(row[k])]),
+        );
+      }
+      out[name] = t;
+    }
+    return out;
+  }
+}
