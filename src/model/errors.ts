@@ -3,8 +3,44 @@
 
 export const ERROR_CODES = {
   SLUICE_E_CONFIG_PARSE: 'the config file is not valid YAML or JSON',
-  SLUICE_E_CONFIG_INVALID: 'the config does not satisfy the schema or a semantic rule (details list every problem)',
+  SLUICE_E_CONFIG_INVALID:
+    'the config does not satisfy the schema or a semantic rule (details list every problem)',
   SLUICE_E_IO: 'a file or process could not be read, written or run',
+  // Config issue codes: one per problem kind, each reported as an Issue inside SLUICE_E_CONFIG_INVALID.
+  SLUICE_E_CONFIG_UNKNOWN_KEY: 'a config object has a key the format does not define (often a typo)',
+  SLUICE_E_CONFIG_MISSING: 'a required config field is missing',
+  SLUICE_E_CONFIG_TYPE: 'a config value has the wrong type (e.g. a string where a number belongs)',
+  SLUICE_E_CONFIG_ENUM: 'a config value is not one of the allowed choices (hashMode, role, protocol, state)',
+  SLUICE_E_CONFIG_NAME:
+    'a node or load balancer name is empty, too long or has characters outside [A-Za-z0-9_.-]',
+  SLUICE_E_CONFIG_INVALID_IP: 'an address is not a valid IPv4 or IPv6 address',
+  SLUICE_E_CONFIG_ADDRESS_UNUSABLE:
+    'an address is unspecified, loopback, multicast, broadcast or IPv4-mapped IPv6',
+  SLUICE_E_CONFIG_TUNNEL_NOT_IPV4: "a node's tunnelIp is not IPv4 (the underlay is IPv4)",
+  SLUICE_E_CONFIG_FAMILY_MISMATCH: "a backend's address family differs from its load balancer's VIP family",
+  SLUICE_E_CONFIG_PORT_RANGE: 'a port is not an integer in 1..65535',
+  SLUICE_E_CONFIG_PORTS: 'a load balancer gives both `port` and `ports`, or an empty `ports` list',
+  SLUICE_E_CONFIG_DUPLICATE_PORT: "a port appears twice in one load balancer's `ports`",
+  SLUICE_E_CONFIG_WEIGHT: 'a backend weight is not an integer in 1..1000',
+  SLUICE_E_CONFIG_SLOT_BITS: 'slotBits is not an integer in 4..16',
+  SLUICE_E_CONFIG_DRAIN_WINDOW: 'drainWindowSeconds is not a number in (0, 86400]',
+  SLUICE_E_CONFIG_DUPLICATE_NODE: 'two nodes have the same name',
+  SLUICE_E_CONFIG_DUPLICATE_TUNNEL_IP: 'two nodes have the same tunnelIp',
+  SLUICE_E_CONFIG_UNKNOWN_HOST: "a backend's host is not the name of any node",
+  SLUICE_E_CONFIG_BACKEND_ON_GATEWAY: "a backend's host is a gateway node (backends run on hosts)",
+  SLUICE_E_CONFIG_BACKEND_HOST_CONFLICT: 'one backend address is placed on two different hosts',
+  SLUICE_E_CONFIG_DUPLICATE_LB: 'two load balancers have the same name',
+  SLUICE_E_CONFIG_DUPLICATE_LISTENER: 'two load balancers claim the same VIP, protocol and port',
+  SLUICE_E_CONFIG_DUPLICATE_BACKEND: 'one load balancer lists the same backend address and port twice',
+  SLUICE_E_CONFIG_ADDRESS_CONFLICT: "a VIP or a backend address equals a node's tunnelIp",
+  SLUICE_E_CONFIG_TOO_MANY_BACKENDS: 'a load balancer has more than 65535 backends',
+  SLUICE_E_CONFIG_NO_GATEWAY: 'there are load balancers but no gateway node',
+  SLUICE_E_CONFIG_NO_HOST: 'there are load balancers but no host node',
+  SLUICE_E_LAB_COMMAND:
+    'a command the lab ran (ip, ovs-*, a namespace script) failed or timed out; the message names it',
+  SLUICE_E_LAB_NOT_ROOT: 'the lab needs root (network namespaces, Open vSwitch)',
+  SLUICE_E_LAB_EXISTS: 'a lab with this prefix already exists (run `sluice lab down` first)',
+  SLUICE_E_LAB_NOT_FOUND: 'no running lab with this prefix',
   SLUICE_E_USAGE: 'a command was called with wrong arguments',
   // OVSDB client (src/ovsdb): each thrown as OvsdbError (src/ovsdb/errors.ts).
   SLUICE_E_OVSDB_CONNECT: 'no OVSDB remote could be reached (or none is a usable cluster member) in time',
@@ -15,6 +51,18 @@ export const ERROR_CODES = {
   SLUICE_E_OVSDB_PROTOCOL: 'ovsdb-server sent something that is not valid RFC 7047 JSON-RPC',
   SLUICE_E_OVSDB_VALUE: 'a value does not fit its OVSDB column type, or names an unknown table or column',
   SLUICE_E_OVSDB_CLOSED: 'the OVSDB client was closed',
+  // OpenFlow compiler (src/compile) and applier (src/openflow).
+  SLUICE_E_COMPILE_FACTS:
+    'the node facts do not fit the config (unknown node or role, no port for a local backend)',
+  SLUICE_E_OPENFLOW_DUMP: 'ovs-ofctl could not read the installed flows, groups or TLV map of a bridge',
+  SLUICE_E_OPENFLOW_TLV: 'the Geneve TLV map could not be installed or conflicts with an existing mapping',
+  SLUICE_E_OPENFLOW_CONFLICT:
+    'a desired flow has the same table, priority and match as a flow sluice does not own',
+  SLUICE_E_OPENFLOW_REJECTED:
+    'ovs-vswitchd rejected the bundle; nothing was changed (details: ovs-ofctl stderr)',
+  SLUICE_E_OPENFLOW_VERIFY:
+    'after a committed bundle the installed state still differs from the desired state',
+  SLUICE_E_OPENFLOW_REVALIDATE: 'ovs-appctl revalidator/wait failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
