@@ -13,6 +13,7 @@ have iperf3 || need+=(iperf3)
 have curl || need+=(curl)
 have ps || need+=(procps)
 have tcpdump || need+=(tcpdump)
+have ping || need+=(iputils-ping)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "sluice: missing packages (${need[*]}); run as root to install them" >&2

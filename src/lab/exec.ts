@@ -1,0 +1,225 @@
+// Process helpers for the lab: run a command (optionally inside a network namespace) with a timeout and an error
+// that names the command; run a shell script in a namespace; start a background process with a pid file; kill a
+// process by its pid file (only if it still looks like the program we started).
+
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { SluiceError } from '../model/errors.ts';
+
+export interface RunOptions {
+  /** Milliseconds before the command is killed (SIGKILL) and reported as timed out. Default 20 s. */
+  readonly timeoutMs?: number;
+  /** Extra environment variables (merged over process.env). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Text written to the command's stdin. */
+  readonly input?: string;
+  /** Return normally (with `code`) instead of throwing when the command exits non-zero. */
+  readonly allowFail?: boolean;
+}
+
+export interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function describe(cmd: string, args: readonly string[]): string {
+  const shown = args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+  const full = `${cmd} ${shown}`;
+  return full.length > 400 ? `${full.slice(0, 400)}…` : full;
+}
+
+/** Runs `cmd args` and resolves with its output; throws SLUICE_E_LAB_COMMAND naming the command on failure. */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const timeout = opts.timeoutMs ?? 20_000;
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      cmd,
+      args,
+      {
+        timeout,
+        killSignal: 'SIGKILL',
+        maxBuffer: 64 * 1024 * 1024,
+        env: opts.env ? { ...process.env, ...opts.env } : process.env,
+        encoding: 'utf8',
+      },
+      (err, stdout, stderr) => {
+        if (!err) {
+          resolve({ code: 0, stdout, stderr });
+          return;
+        }
+        const e = err as NodeJS.ErrnoException & {
+          code?: number | string;
+          killed?: boolean;
+          signal?: string;
+        };
+        if (e.killed || e.signal === 'SIGKILL') {
+          reject(
+            new SluiceError('SLUICE_E_LAB_COMMAND', `timed out after ${timeout} ms: ${describe(cmd, args)}`),
+          );
+          return;
+        }
+        if (typeof e.code === 'number') {
+          if (opts.allowFail) {
+            resolve({ code: e.code, stdout, stderr });
+            return;
+          }
+          const why = (stderr || stdout).trim().split('\n').slice(-6).join('\n');
+          reject(
+            new SluiceError(
+              'SLUICE_E_LAB_COMMAND',
+              `exit code ${e.code}: ${describe(cmd, args)}${why ? `\n${why}` : ''}`,
+            ),
+          );
+          return;
+        }
+        reject(new SluiceError('SLUICE_E_LAB_COMMAND', `cannot run ${describe(cmd, args)}: ${e.message}`));
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    else child.stdin?.end();
+  });
+}
+
+/** Runs `cmd args` inside network namespace `ns` (`ip netns exec`). */
+export function nsRun(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  return run('ip', ['netns', 'exec', ns, cmd, ...args], opts);
+}
+
+/**
+ * Runs a list of shell commands in namespace `ns` with one `sh` process (much faster than one process per
+ * command). Stops at the first failing command and throws an error naming it and the namespace.
+ */
+export async function nsScript(
+  ns: string,
+  commands: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  const script = commands
+    .map((c) => `${c} || { echo ${shQuote(`FAILED in ${ns}: ${c}`)} >&2; exit 1; }`)
+    .join('\n');
+  try {
+    return await run('ip', ['netns', 'exec', ns, 'sh', '-c', script], opts);
+  } catch (err) {
+    if (err instanceof SluiceError) {
+      const failed = /FAILED in .*$/m.exec(err.message);
+      if (failed) {
+        throw new SluiceError(
+          'SLUICE_E_LAB_COMMAND',
+          `${failed[0]}\n${err.message.split('\n').slice(1).join('\n')}`,
+        );
+      }
+    }
+    throw err;
+  }
+}
+
+/** Quotes one word for sh. */
+export function shQuote(s: string): string {
+  if (/^[\w@%+=:,./-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export interface BackgroundOptions {
+  readonly pidFile: string;
+  readonly logFile: string;
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Starts `cmd args` in namespace `ns` as a detached background process (own session; it survives the lab process),
+ * output to `logFile`, and writes its pid to `pidFile`. `ip netns exec` execs the command, so the pid is the
+ * command's own. Returns the pid.
+ */
+export function startInNetns(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  opts: BackgroundOptions,
+): number {
+  const fd = openSync(opts.logFile, 'a');
+  try {
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: opts.env ? { ...process.env, ...opts.env } : process.env,
+    });
+    if (child.pid === undefined) {
+      throw new SluiceError('SLUICE_E_LAB_COMMAND', `cannot start ${describe(cmd, args)} in ${ns}`);
+    }
+    writeFileSync(opts.pidFile, `${child.pid}\n`);
+    child.unref();
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads a pid file; undefined when missing or garbled. */
+export function readPidFile(path: string): number | undefined {
+  try {
+    const n = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+    return Number.isInteger(n) && n > 1 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The process's command line (NUL-separated argv joined by spaces), or undefined if it is gone. */
+export function processCmdline(pid: number): string | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (raw === '') return undefined; // zombie or kernel thread
+    return raw.split('\0').join(' ').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `pid` is alive and its command line contains `expect` (guards against recycled pids). */
+export function pidAlive(pid: number, expect?: string): boolean {
+  const cmdline = processCmdline(pid);
+  if (cmdline === undefined) return false;
+  return expect === undefined || cmdline.includes(expect);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Kills the process named by `pidFile` if it is alive and its command line contains `expect`: SIGTERM (or the
+ * given signal), then SIGKILL after `graceMs`. Removes the pid file. Returns the pid killed, if any.
+ */
+export async function killPidFile(
+  pidFile: string,
+  expect: string,
+  opts: { signal?: NodeJS.Signals; graceMs?: number; keepPidFile?: boolean } = {},
+): Promise<number | undefined> {
+  const pid = readPidFile(pidFile);
+  let killed: number | undefined;
+  if (pid !== undefined && pidAlive(pid, expect)) {
+    killed = pid;
+    try {
+      process.kill(pid, opts.signal ?? 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+    const deadline = Date.now() + (opts.graceMs ?? 2000);
+    while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
+    if (pidAlive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      const hard = Date.now() + 2000;
+      while (pidAlive(pid) && Date.now() < hard) await sleep(20);
+    }
+  }
+  if (!opts.keepPidFile) rmSync(pidFile, { force: true });
+  return killed;
+}
