@@ -1,0 +1,39 @@
+// What the compiler needs to know about the node it compiles for, beyond the config and the generation.
+// Pure data; the lab (src/lab) or the agent fills it from the node's OVS (ofport numbers) and addresses.
+
+import type { NodeRole } from '../model/types.ts';
+
+/** A backend's veth on a host's br-int. */
+export interface VmPort {
+  readonly ofport: number;
+  /** MAC of the backend's own interface (eth_dst of packets delivered to it). */
+  readonly mac: string;
+}
+
+export interface NodeFacts {
+  /** Node name, as in Config.nodes. */
+  readonly name: string;
+  readonly role: NodeRole;
+  /** Underlay tunnel endpoint IPv4 (held by br-phy's LOCAL port). */
+  readonly tunnelIp: string;
+  /** Bridge names. */
+  readonly bridges: { readonly int: string; readonly phy: string };
+  /** MAC of br-phy's LOCAL port: eth_src of direct-return frames. */
+  readonly phyMac: string;
+  readonly ports: {
+    /** br-phy: the underlay NIC. */
+    readonly eth0: number;
+    /** br-phy: patch port towards br-int (`phy-to-int`). */
+    readonly phyToInt: number;
+    /** br-int: patch port towards br-phy (`int-to-phy`). */
+    readonly intToPhy: number;
+    /** br-int: the Geneve port (remote_ip=flow, key=flow). */
+    readonly geneve: number;
+  };
+  /** Hosts: backend ports on br-int, keyed by backend address (an address of each family may name the same port). */
+  readonly vms: Readonly<Record<string, VmPort>>;
+  /** Hosts: the MAC backends use for their default router (static neighbour): eth_src of frames to backends. */
+  readonly vmRouterMac: string;
+  /** Hosts: next hop of direct return (the upstream router on the underlay). */
+  readonly router: { readonly ip: string; readonly mac: string };
+}

@@ -1,0 +1,136 @@
+// Gateway br-int: classify VIP:port/proto -> hash -> slot table -> Geneve to the primary's host. No conntrack.
+// Unknown traffic (anything that is not a configured VIP:port/proto) is DROPPED by table CLASSIFY's catch-all.
+
+import type { Flow, Group } from '../flowset/types.ts';
+import { NO_OWNER } from '../hashing/slots.ts';
+import type { Config, LoadBalancer } from '../model/types.ts';
+import type { PoolPlan } from '../rollout/types.ts';
+import { actions, dstField, ipv4ToInt, l4, lowBits, match, ofNum } from './common.ts';
+import type { NodeFacts } from './facts.ts';
+import {
+  cookie,
+  hashGroupId,
+  PRIO,
+  REG_LB,
+  REG_SLOT,
+  T,
+  TUN_LB_SLOT,
+  TUN_MEMBER_FLAGS,
+  TUN_SECOND_HOST,
+} from './registry.ts';
+
+export interface LbInput {
+  readonly lb: LoadBalancer;
+  readonly id: number;
+  readonly plan: PoolPlan;
+}
+
+/**
+ * CLASSIFY: one flow per VIP:port. dp_hash mode jumps to the LB's one-bucket dp_hash group (below); fields mode
+ * hashes the 5-tuple with `multipath` (symmetric_l4, deterministic everywhere, one datapath flow per connection).
+ *
+ *   table=0 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80
+ *           actions=set_field:0x2a7c->reg0,group:1359006844                                          (dp_hash)
+ *   table=0 priority=100,tcp6,ipv6_dst=2001:db8::10,tp_dst=80
+ *           actions=set_field:0x2a7c->reg0,multipath(symmetric_l4,0,modulo_n,256,0,NXM_NX_REG1[0..7]),
+ *                   resubmit(,10)                                                                    (fields)
+ *   table=0 priority=0 actions=drop
+ */
+export function gatewayClassifyFlows(config: Config, lbs: readonly LbInput[]): Flow[] {
+  const flows: Flow[] = [];
+  for (const { lb, id, plan } of lbs) {
+    const jump =
+      config.hashMode === 'dp_hash'
+        ? `group:${hashGroupId(id)}`
+        : actions(
+            `multipath(symmetric_l4,0,modulo_n,${2 ** plan.bits},0,${lowBits(REG_SLOT.nxm, plan.bits)})`,
+            `resubmit(,${T.GW_SLOTS})`,
+          );
+    for (const port of lb.ports) {
+      flows.push({
+        table: T.CLASSIFY,
+        priority: PRIO.NORMAL,
+        match: match(l4(lb.protocol, lb.family), `${dstField(lb.family)}=${lb.vip}`, `tp_dst=${port}`),
+        actions: actions(`set_field:${ofNum(id)}->${REG_LB.match}`, jump),
+        cookie: cookie('GW_CLASSIFY', id, 0, port),
+      });
+    }
+  }
+  flows.push(dropFlow(T.CLASSIFY));
+  return flows;
+}
+
+/**
+ * dp_hash mode: one group per LB. The group's dp_hash recirculation computes the datapath's 5-tuple hash; its only
+ * bucket copies the low `bits` bits into REG_SLOT and continues in GW_SLOTS. Datapath flows then match only those
+ * bits: at most 2^bits per LB, independent of the number of connections. Never re-created, only modified (when
+ * `bits` changes).
+ *
+ *   group_id=1359006844,type=select,selection_method=dp_hash,
+ *     bucket=bucket_id:0,actions=move:NXM_NX_DP_HASH[0..7]->NXM_NX_REG1[0..7],resubmit(,10)
+ */
+export function gatewayGroups(config: Config, lbs: readonly LbInput[]): Group[] {
+  if (config.hashMode !== 'dp_hash') return [];
+  return lbs.map(({ id, plan }) => ({
+    groupId: hashGroupId(id),
+    spec:
+      'type=select,selection_method=dp_hash,bucket=bucket_id:0,actions=' +
+      actions(
+        `move:${lowBits('NXM_NX_DP_HASH', plan.bits)}->${lowBits(REG_SLOT.nxm, plan.bits)}`,
+        `resubmit(,${T.GW_SLOTS})`,
+      ),
+  }));
+}
+
+/**
+ * GW_SLOTS: one flow per slot that has a primary. Sets all three Geneve options and the primary's host as tunnel
+ * destination. A slot without a primary has no flow: its packets hit the catch-all drop.
+ *
+ *   table=10 priority=100,reg0=0x2a7c,reg1=0x5
+ *            actions=set_field:0x2a7c0005->tun_metadata0,        lb id << 16 | slot
+ *                    set_field:0x20000->tun_metadata1,           primary member index << 16 | flags (0)
+ *                    set_field:0xc0a8640c->tun_metadata2,        second-chance host 192.168.100.12 (0 = none)
+ *                    set_field:192.168.100.11->tun_dst,output:3  primary's host, Geneve port
+ *   table=10 priority=0 actions=drop
+ */
+export function gatewaySlotFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  const flows: Flow[] = [];
+  for (const { id, plan } of lbs) {
+    const size = 2 ** plan.bits;
+    for (let slot = 0; slot < size; slot++) {
+      const p = plan.primary[slot];
+      if (p === NO_OWNER || p >= plan.members.length) continue;
+      const primary = plan.members[p];
+      const dst = hostIp.get(primary.host);
+      if (dst === undefined) continue;
+      const s = plan.second[slot];
+      let second = 0;
+      if (s !== NO_OWNER && s < plan.members.length) {
+        const sHost = plan.members[s].host;
+        const sIp = hostIp.get(sHost);
+        if (sIp !== undefined && sHost !== primary.host) second = ipv4ToInt(sIp);
+      }
+      flows.push({
+        table: T.GW_SLOTS,
+        priority: PRIO.NORMAL,
+        match: match(`${REG_LB.match}=${ofNum(id)}`, `${REG_SLOT.match}=${ofNum(slot)}`),
+        actions: actions(
+          `set_field:${ofNum(((id << 16) | slot) >>> 0)}->${TUN_LB_SLOT.field}`,
+          `set_field:${ofNum((p << 16) >>> 0)}->${TUN_MEMBER_FLAGS.field}`,
+          `set_field:${ofNum(second)}->${TUN_SECOND_HOST.field}`,
+          `set_field:${dst}->tun_dst`,
+          `output:${facts.ports.geneve}`,
+        ),
+        cookie: cookie('GW_SLOT', id, p, slot),
+      });
+    }
+  }
+  flows.push(dropFlow(T.GW_SLOTS));
+  return flows;
+}
+
+/** `table=N priority=0 actions=drop` with a DROP cookie naming the table. */
+export function dropFlow(table: number): Flow {
+  return { table, priority: PRIO.DROP, match: '', actions: 'drop', cookie: cookie('DROP', 0, table, 0) };
+}

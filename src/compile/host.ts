@@ -1,0 +1,235 @@
+// Host br-int: accept Geneve only from known nodes, deferred DNAT in conntrack, second chance, direct return.
+
+import type { Flow } from '../flowset/types.ts';
+import { SluiceError } from '../model/errors.ts';
+import type { Config, IpFamily } from '../model/types.ts';
+import { actions, dstField, familyOf, ipv4ToInt, l3, l4, match, natTarget, ofNum } from './common.ts';
+import type { NodeFacts } from './facts.ts';
+import { dropFlow, type LbInput } from './gateway.ts';
+import {
+  CT_ZONE,
+  cookie,
+  FLAG_SECOND_CHANCED,
+  PRIO,
+  T,
+  TUN_LB_SLOT,
+  TUN_LB_SLOT_NXM_BITS,
+  TUN_MEMBER_FLAGS,
+  TUN_SECOND_HOST,
+} from './registry.ts';
+
+/**
+ * CLASSIFY (host): Geneve is accepted only from the tunnel IP of another configured node (gateway or host);
+ * Geneve from any other source is dropped by an explicit, counted flow. Packets from a backend go through the
+ * conntrack lookup (reverse NAT). Everything else is dropped.
+ *
+ *   table=0 priority=100,tun_src=192.168.100.1,in_port=3 actions=resubmit(,20)
+ *   table=0 priority=100,ip,in_port=5 actions=ct(table=30,zone=1,nat)
+ *   table=0 priority=100,ipv6,in_port=5 actions=ct(table=30,zone=1,nat)
+ *   table=0 priority=50,in_port=3 actions=drop
+ *   table=0 priority=0 actions=drop
+ */
+export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
+  const g = facts.ports.geneve;
+  for (const n of config.nodes) {
+    if (n.name === facts.name) continue;
+    flows.push({
+      table: T.CLASSIFY,
+      priority: PRIO.NORMAL,
+      match: match(`tun_src=${n.tunnelIp}`, `in_port=${g}`),
+      actions: `resubmit(,${T.TUN_IN})`,
+      cookie: cookie('TUN_ACCEPT', 0, 0, ipv4ToInt(n.tunnelIp) & 0xffff),
+    });
+  }
+  flows.push({
+    table: T.CLASSIFY,
+    priority: PRIO.LOW,
+    match: `in_port=${g}`,
+    actions: 'drop',
+    cookie: cookie('TUN_REJECT'),
+  });
+  for (const ofport of vmPorts(facts)) {
+    for (const fam of [4, 6] as const) {
+      flows.push({
+        table: T.CLASSIFY,
+        priority: PRIO.NORMAL,
+        match: match(l3(fam), `in_port=${ofport}`),
+        actions: `ct(table=${T.CT_OUT},zone=${CT_ZONE},nat)`,
+        cookie: cookie('FROM_VM', 0, ofport),
+      });
+    }
+  }
+  flows.push(dropFlow(T.CLASSIFY));
+  return flows;
+}
+
+/**
+ * TUN_IN: a tunnelled packet for a VIP:port (still addressed to the VIP: deferred DNAT) is looked up in the
+ * host's conntrack zone with NAT, so an established connection comes back already translated to its backend.
+ * Every configured LB gets these flows on every host (a host may be asked for a second chance for any LB).
+ *
+ *   table=20 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80 actions=ct(table=21,zone=1,nat)
+ *   table=20 priority=0 actions=drop
+ */
+export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
+  const flows: Flow[] = [];
+  for (const { lb, id } of lbs) {
+    for (const port of lb.ports) {
+      flows.push({
+        table: T.TUN_IN,
+        priority: PRIO.NORMAL,
+        match: match(l4(lb.protocol, lb.family), `${dstField(lb.family)}=${lb.vip}`, `tp_dst=${port}`),
+        actions: `ct(table=${T.CT_IN},zone=${CT_ZONE},nat)`,
+        cookie: cookie('TUN_VIP', id, 0, port),
+      });
+    }
+  }
+  flows.push(dropFlow(T.TUN_IN));
+  return flows;
+}
+
+/**
+ * CT_IN, after the conntrack lookup of a tunnelled packet:
+ *
+ * - established (already DNATed by the lookup) -> deliver to the backend that owns the address. One flow per local
+ *   backend address (from the node facts, so connections of a backend that left the plan keep working):
+ *     table=21 priority=100,ct_state=-new+est+trk,ip,nw_dst=10.0.1.11
+ *              actions=set_field:02:00:00:00:01:01->eth_src,set_field:02:00:00:01:0b:00->eth_dst,output:5
+ *
+ * - new TCP SYN (SYN without ACK) whose primary member (tun_metadata1 high 16 bits) is a local backend of that LB
+ *   (tun_metadata0 high 16 bits) -> commit with DNAT, mark the connection with lb id << 16 | slot (ct_mark, copied
+ *   from tun_metadata0, which the match guarantees is present), deliver. UDP: any new packet (no SYN in UDP).
+ *     table=21 priority=100,ct_state=+new+trk,tcp,tun_metadata0=0x2a7c0000/0xffff0000,
+ *              tun_metadata1=0x10000/0xffff0000,tcp_flags=+syn-ack
+ *              actions=ct(commit,zone=1,nat(dst=10.0.1.11:8080),exec(move:NXM_NX_TUN_METADATA0[0..31]->
+ *                      NXM_NX_CT_MARK[])),set_field:..->eth_src,set_field:..->eth_dst,output:5
+ *
+ * - second chance (TCP only): a new non-SYN packet (no state here), not yet second-chanced, whose second-chance host
+ *   is another KNOWN host -> set the flag, re-encapsulate to that host, once. `in_port` is cleared so that output
+ *   to the Geneve port it came from is allowed. One flow per (other host, family with TCP LBs):
+ *     table=21 priority=90,ct_state=+new+trk,tcp,tun_metadata1=0/0x1,tun_metadata2=0xc0a8640c,tcp_flags=-syn
+ *              actions=set_field:0x1/0x1->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
+ *                      output:3
+ *   UDP has NO second chance: when a UDP slot moves, the next datagram of an existing UDP flow creates a new
+ *   conntrack entry on the new owner (a new "session" with the new backend).
+ *
+ * - anything else (flag already set, no second-chance host, unknown member, +inv) -> dropped:
+ *     table=21 priority=0 actions=drop
+ */
+export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
+  // Deliver established, per local backend address.
+  const seen = new Set<string>();
+  for (const [address, vm] of Object.entries(facts.vms).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (seen.has(address)) continue;
+    seen.add(address);
+    const fam = familyOf(address);
+    flows.push({
+      table: T.CT_IN,
+      priority: PRIO.NORMAL,
+      match: match('ct_state=-new+est+trk', l3(fam), `${dstField(fam)}=${address}`),
+      actions: actions(
+        `set_field:${facts.vmRouterMac}->eth_src`,
+        `set_field:${vm.mac}->eth_dst`,
+        `output:${vm.ofport}`,
+      ),
+      cookie: cookie('CT_DELIVER', 0, vm.ofport),
+    });
+  }
+  // Commit + DNAT, per local member of each LB.
+  for (const { lb, id, plan } of lbs) {
+    plan.members.forEach((m, index) => {
+      if (m.host !== facts.name) return;
+      const vm = facts.vms[m.address];
+      if (vm === undefined) {
+        throw new SluiceError(
+          'SLUICE_E_COMPILE_FACTS',
+          `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,
+        );
+      }
+      flows.push({
+        table: T.CT_IN,
+        priority: PRIO.NORMAL,
+        match: match(
+          'ct_state=+new+trk',
+          l4(lb.protocol, lb.family),
+          `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+          `${TUN_MEMBER_FLAGS.field}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+          lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
+        ),
+        actions: actions(
+          `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${TUN_LB_SLOT_NXM_BITS}->NXM_NX_CT_MARK[]))`,
+          `set_field:${facts.vmRouterMac}->eth_src`,
+          `set_field:${vm.mac}->eth_dst`,
+          `output:${vm.ofport}`,
+        ),
+        cookie: cookie('CT_COMMIT', id, index),
+      });
+    });
+  }
+  // Second chance, per other host and per family that has TCP load balancers.
+  const tcpFamilies = new Set<IpFamily>(lbs.filter((x) => x.lb.protocol === 'tcp').map((x) => x.lb.family));
+  for (const n of config.nodes) {
+    if (n.role !== 'host' || n.name === facts.name) continue;
+    const ip = ipv4ToInt(n.tunnelIp);
+    for (const fam of [4, 6] as const) {
+      if (!tcpFamilies.has(fam)) continue;
+      flows.push({
+        table: T.CT_IN,
+        priority: PRIO.SECOND_CHANCE,
+        match: match(
+          'ct_state=+new+trk',
+          l4('tcp', fam),
+          `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_SECOND_CHANCED)}`,
+          `${TUN_SECOND_HOST.field}=${ofNum(ip)}`,
+          'tcp_flags=-syn',
+        ),
+        actions: actions(
+          `set_field:${ofNum(FLAG_SECOND_CHANCED)}/${ofNum(FLAG_SECOND_CHANCED)}->${TUN_MEMBER_FLAGS.field}`,
+          `set_field:${n.tunnelIp}->tun_dst`,
+          'set_field:0->in_port',
+          `output:${facts.ports.geneve}`,
+        ),
+        cookie: cookie('SECOND_CHANCE', 0, 0, ip & 0xffff),
+      });
+    }
+  }
+  flows.push(dropFlow(T.CT_IN));
+  return flows;
+}
+
+/**
+ * CT_OUT, after the conntrack lookup of a packet from a backend: a reply of a load-balanced connection has been
+ * reverse-NATed (source is the VIP again, per connection, so a backend in several LBs answers with the VIP the
+ * client dialled); it goes straight to the upstream router through br-phy (direct server return). Anything else
+ * from a backend (connections it opens itself, ARP, ND) is dropped.
+ *
+ *   table=30 priority=100,ct_state=+est+rpl+trk,ip
+ *            actions=set_field:<br-phy MAC>->eth_src,set_field:<router MAC>->eth_dst,output:<int-to-phy>
+ *   table=30 priority=100,ct_state=+est+rpl+trk,ipv6 actions=(same)
+ *   table=30 priority=0 actions=drop
+ */
+export function hostCtOutFlows(facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
+  for (const fam of [4, 6] as const) {
+    flows.push({
+      table: T.CT_OUT,
+      priority: PRIO.NORMAL,
+      match: match('ct_state=+est+rpl+trk', l3(fam)),
+      actions: actions(
+        `set_field:${facts.phyMac}->eth_src`,
+        `set_field:${facts.router.mac}->eth_dst`,
+        `output:${facts.ports.intToPhy}`,
+      ),
+      cookie: cookie('DIRECT_RETURN', 0, fam),
+    });
+  }
+  flows.push(dropFlow(T.CT_OUT));
+  return flows;
+}
+
+/** Distinct backend ofports, ascending. */
+function vmPorts(facts: NodeFacts): number[] {
+  return [...new Set(Object.values(facts.vms).map((v) => v.ofport))].sort((a, b) => a - b);
+}

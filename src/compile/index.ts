@@ -1,0 +1,62 @@
+// compileNode: config + generation + node facts -> the node's complete desired OpenFlow state. Pure.
+
+import type { BridgeState, FlowSet } from '../flowset/types.ts';
+import { SluiceError } from '../model/errors.ts';
+import type { Config } from '../model/types.ts';
+import type { Generation } from '../rollout/types.ts';
+import type { NodeFacts } from './facts.ts';
+import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows, type LbInput } from './gateway.ts';
+import { hostClassifyFlows, hostCtInFlows, hostCtOutFlows, hostTunInFlows } from './host.ts';
+import { phyFlows } from './phy.ts';
+import { lbIds, TLV_OPTIONS } from './registry.ts';
+
+export type { NodeFacts, VmPort } from './facts.ts';
+export type { LbInput } from './gateway.ts';
+
+/** The load balancers that are both configured and planned, with their ids, sorted by name. */
+export function lbInputs(config: Config, gen: Generation): LbInput[] {
+  const ids = lbIds(config.loadBalancers.map((l) => l.name));
+  return [...config.loadBalancers]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .flatMap((lb) => {
+      const plan = gen.pools.get(lb.name);
+      return plan ? [{ lb, id: ids.get(lb.name)!, plan }] : [];
+    });
+}
+
+export function compileNode(config: Config, gen: Generation, facts: NodeFacts): FlowSet {
+  const node = config.nodes.find((n) => n.name === facts.name);
+  if (!node || node.role !== facts.role) {
+    throw new SluiceError(
+      'SLUICE_E_COMPILE_FACTS',
+      `node ${facts.name} (${facts.role}) is not a ${facts.role} in the config`,
+    );
+  }
+  const lbs = lbInputs(config, gen);
+  const tlvMap = TLV_OPTIONS.map((t) => ({ optClass: t.optClass, type: t.type, len: t.len, index: t.index }));
+  const int: BridgeState =
+    facts.role === 'gateway'
+      ? {
+          flows: [...gatewayClassifyFlows(config, lbs), ...gatewaySlotFlows(config, lbs, facts)],
+          groups: gatewayGroups(config, lbs),
+          tlvMap,
+        }
+      : {
+          flows: [
+            ...hostClassifyFlows(config, facts),
+            ...hostTunInFlows(lbs),
+            ...hostCtInFlows(config, lbs, facts),
+            ...hostCtOutFlows(facts),
+          ],
+          groups: [],
+          tlvMap,
+        };
+  const phy: BridgeState = { flows: phyFlows(config, lbs, facts), groups: [], tlvMap: [] };
+  return {
+    node: facts.name,
+    bridges: new Map([
+      [facts.bridges.int, int],
+      [facts.bridges.phy, phy],
+    ]),
+  };
+}

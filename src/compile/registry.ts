@@ -1,0 +1,230 @@
+// The ONE registry of sluice's OpenFlow vocabulary: tables, registers, Geneve TLV options, conntrack zone,
+// group ids and the cookie layout. Pure. Nothing else in the code base writes a bare table number, `reg0`,
+// `tun_metadata1` or a cookie bit position: it imports the name from here (STYLE.md item 4).
+//
+// Usage map (who writes / who reads; see docs/design/ovs-pipeline.md for one section per table):
+//
+//   br-int, gateway                          br-int, host                              br-phy (both roles)
+//   ---------------                          ------------                              -------------------
+//   T.CLASSIFY (0)  VIP:port/proto ->        T.CLASSIFY (0)  tun_src known -> TUN_IN   T.PHY (0)  VIP -> br-int (gw)
+//     writes REG_LB, hashes into REG_SLOT      vm port -> ct(nat) -> CT_OUT                 patch -> eth0 (host)
+//     (dp_hash group or multipath)             unknown tunnel source: drop                  rest: NORMAL
+//   T.GW_SLOTS (10) reads REG_LB, REG_SLOT   T.TUN_IN (20)   VIP:port -> ct(nat) -> CT_IN
+//     writes TUN_LB_SLOT, TUN_MEMBER_FLAGS,  T.CT_IN (21)    reads TUN_LB_SLOT, TUN_MEMBER_FLAGS,
+//     TUN_SECOND_HOST, tun_dst; -> geneve0     TUN_SECOND_HOST; writes ct_mark (= TUN_LB_SLOT)
+//                                              and the flag bit (second chance)
+//                                            T.CT_OUT (30)   +est+rpl -> direct return to router
+//
+//   Registers (gateway only, set before the dp_hash recirculation, so they stay low-entropy: one value per LB):
+//     REG_LB   = reg0  load balancer id (16 bits)            written in CLASSIFY, read in GW_SLOTS
+//     REG_SLOT = reg1  slot number (low `bits` bits)         written by the hash, read in GW_SLOTS
+//   Hosts use no registers: everything they need travels in the Geneve options and is matched, never moved from
+//   a possibly-absent option (OVS-NOTES: stale bytes), except TUN_LB_SLOT -> ct_mark in a flow that matches it.
+//
+//   Geneve options (class 0xffff, types >= 0x80 = critical, 4 bytes each; the gateway always sends all three):
+//     tun_metadata0 TUN_LB_SLOT      = lb id << 16 | slot
+//     tun_metadata1 TUN_MEMBER_FLAGS = primary member index << 16 | flags (bit 0 = already second-chanced)
+//     tun_metadata2 TUN_SECOND_HOST  = second-chance host tunnel IPv4 as a 32-bit number (0 = none)
+//
+//   Conntrack: one zone (CT_ZONE) for every LB on a host: a reply from a backend cannot know its LB before the
+//   lookup. ct_mark of every committed connection = TUN_LB_SLOT (lb id << 16 | slot), so live connections can be
+//   counted per slot (`ovs-appctl dpctl/dump-conntrack zone=CT_ZONE`, mark field).
+//
+//   Cookies (64 bits):  0x51 (8 bits, "sluice") | kind (8) | lb id (16) | a (16) | b (16)
+//     a and b depend on the kind (see COOKIE_KINDS). A flow without the 0x51 tag is not sluice's and is never
+//     touched.
+
+/** OpenFlow table numbers. */
+export const T = {
+  /** br-int, both roles: first table. Gateway: classify VIP:port/proto. Host: classify by in_port / tun_src. */
+  CLASSIFY: 0,
+  /** br-int, gateway: slot -> Geneve to the primary's host. */
+  GW_SLOTS: 10,
+  /** br-int, host: tunnelled packet for a VIP:port -> conntrack lookup (with NAT). */
+  TUN_IN: 20,
+  /** br-int, host: after the lookup: commit+DNAT a SYN, deliver established, second chance, or drop. */
+  CT_IN: 21,
+  /** br-int, host: packet from a backend after the lookup: reverse NAT and direct return. */
+  CT_OUT: 30,
+  /** br-phy, both roles: the underlay bridge's only table. */
+  PHY: 0,
+} as const;
+
+export const TABLE_NAMES: Readonly<Record<number, string>> = {
+  [T.CLASSIFY]: 'CLASSIFY',
+  [T.GW_SLOTS]: 'GW_SLOTS',
+  [T.TUN_IN]: 'TUN_IN',
+  [T.CT_IN]: 'CT_IN',
+  [T.CT_OUT]: 'CT_OUT',
+};
+
+/** Registers, in the names `ovs-ofctl` prints in matches/set_field (`reg0`) and in move/multipath (`NXM_NX_REG0`). */
+export const REG_LB = { match: 'reg0', nxm: 'NXM_NX_REG0' } as const;
+export const REG_SLOT = { match: 'reg1', nxm: 'NXM_NX_REG1' } as const;
+
+/** One Geneve option <-> tun_metadataN mapping. */
+export interface TlvOption {
+  readonly optClass: number;
+  readonly type: number;
+  readonly len: number;
+  /** N in tun_metadataN. */
+  readonly index: number;
+}
+
+export const TUN_LB_SLOT = {
+  optClass: 0xffff,
+  type: 0x80,
+  len: 4,
+  index: 0,
+  field: 'tun_metadata0',
+} as const;
+export const TUN_MEMBER_FLAGS = {
+  optClass: 0xffff,
+  type: 0x81,
+  len: 4,
+  index: 1,
+  field: 'tun_metadata1',
+} as const;
+export const TUN_SECOND_HOST = {
+  optClass: 0xffff,
+  type: 0x82,
+  len: 4,
+  index: 2,
+  field: 'tun_metadata2',
+} as const;
+/** The TLV map every node's br-int needs before traffic. */
+export const TLV_OPTIONS: readonly TlvOption[] = [TUN_LB_SLOT, TUN_MEMBER_FLAGS, TUN_SECOND_HOST];
+/** NXM name of TUN_LB_SLOT's 32 bits (tun_metadata fields are 992 bits wide; a 4-byte option is the low 32). */
+export const TUN_LB_SLOT_NXM_BITS = 'NXM_NX_TUN_METADATA0[0..31]';
+/** Flag bits in the low 16 bits of TUN_MEMBER_FLAGS. */
+export const FLAG_SECOND_CHANCED = 0x1;
+
+/** The conntrack zone every host uses for all its load-balanced connections. */
+export const CT_ZONE = 1;
+
+/** Priorities (bigger first). */
+export const PRIO = {
+  HIGH: 200,
+  NORMAL: 100,
+  SECOND_CHANCE: 90,
+  LOW: 50,
+  /** br-phy catch-all NORMAL (not 0: the bridge's own default flow may sit at 0 with cookie 0). */
+  PHY_DEFAULT: 1,
+  DROP: 0,
+} as const;
+
+/** Group ids sluice owns: GROUP_BASE | lb id. Groups outside [GROUP_BASE, GROUP_BASE + 0xffff] are not ours. */
+export const GROUP_BASE = 0x51000000;
+export function hashGroupId(lbId: number): number {
+  return GROUP_BASE + lbId;
+}
+export function isSluiceGroup(groupId: number): boolean {
+  return groupId >= GROUP_BASE && groupId <= GROUP_BASE + 0xffff;
+}
+
+// ---- cookies -------------------------------------------------------------------------------------------------
+
+export const COOKIE_TAG = 0x51n;
+/** `ovs-ofctl` cookie filter selecting exactly sluice's flows. */
+export const COOKIE_FILTER = 'cookie=0x5100000000000000/0xff00000000000000';
+
+/** Cookie kinds. The comment says what lb, a and b hold. */
+export const COOKIE_KINDS = {
+  /** Catch-all drop of a table. a = table. */
+  DROP: 0x01,
+  /** gw CLASSIFY: VIP:port -> hash. lb, b = port. */
+  GW_CLASSIFY: 0x02,
+  /** gw GW_SLOTS: one slot. lb, a = primary member index, b = slot. */
+  GW_SLOT: 0x03,
+  /** host CLASSIFY: accept Geneve from a known node. b = low 16 bits of its tunnel IPv4. */
+  TUN_ACCEPT: 0x04,
+  /** host CLASSIFY: drop Geneve from an unknown source. */
+  TUN_REJECT: 0x05,
+  /** host TUN_IN: VIP:port -> ct lookup. lb, b = port. */
+  TUN_VIP: 0x06,
+  /** host CT_IN: commit + DNAT a new connection to a local member. lb, a = member index. */
+  CT_COMMIT: 0x07,
+  /** host CT_IN: deliver an established connection to a local backend address. a = vm ofport. */
+  CT_DELIVER: 0x08,
+  /** host CT_IN: second chance to another host. b = low 16 bits of its tunnel IPv4. */
+  SECOND_CHANCE: 0x09,
+  /** host CLASSIFY: packet from a backend -> ct lookup. a = vm ofport. */
+  FROM_VM: 0x0a,
+  /** host CT_OUT: reply -> direct return. */
+  DIRECT_RETURN: 0x0b,
+  /** br-phy (gateway): VIP -> br-int. lb. */
+  PHY_VIP: 0x0c,
+  /** br-phy: everything else NORMAL. */
+  PHY_NORMAL: 0x0d,
+  /** br-phy (host): from br-int -> eth0. */
+  PHY_RETURN: 0x0e,
+} as const;
+export type CookieKind = keyof typeof COOKIE_KINDS;
+
+export interface CookieParts {
+  readonly kind: CookieKind;
+  readonly lb: number;
+  readonly a: number;
+  readonly b: number;
+}
+
+export function cookie(kind: CookieKind, lb = 0, a = 0, b = 0): bigint {
+  return (
+    (COOKIE_TAG << 56n) |
+    (BigInt(COOKIE_KINDS[kind]) << 48n) |
+    (BigInt(lb & 0xffff) << 32n) |
+    (BigInt(a & 0xffff) << 16n) |
+    BigInt(b & 0xffff)
+  );
+}
+
+export function isSluiceCookie(c: bigint): boolean {
+  return c >> 56n === COOKIE_TAG;
+}
+
+/** Decodes a sluice cookie; undefined if it is not one (or has an unknown kind). */
+export function decodeCookie(c: bigint): CookieParts | undefined {
+  if (!isSluiceCookie(c)) return undefined;
+  const code = Number((c >> 48n) & 0xffn);
+  const kind = (Object.keys(COOKIE_KINDS) as CookieKind[]).find((k) => COOKIE_KINDS[k] === code);
+  if (kind === undefined) return undefined;
+  return {
+    kind,
+    lb: Number((c >> 32n) & 0xffffn),
+    a: Number((c >> 16n) & 0xffffn),
+    b: Number(c & 0xffffn),
+  };
+}
+
+// ---- load balancer ids ---------------------------------------------------------------------------------------
+
+/** FNV-1a 32-bit of a string's UTF-8 bytes. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(s)) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+/**
+ * Stable small LB ids (1..0xfffe), the same on every node for the same set of LB names: the 16-bit fold of
+ * FNV-1a(name), and on a collision the next free id, names taken in sorted order. An id does not change when
+ * other LBs are added or removed unless they collide with it (probability ~ n/65534 per added LB), which keeps
+ * Geneve metadata meaningful between nodes one generation apart.
+ */
+export function lbIds(names: Iterable<string>): Map<string, number> {
+  const sorted = [...new Set(names)].sort();
+  const used = new Set<number>();
+  const ids = new Map<string, number>();
+  for (const name of sorted) {
+    const h = fnv1a(name);
+    let id = ((h >>> 16) ^ (h & 0xffff)) % 0xfffe;
+    id += 1;
+    while (used.has(id)) id = id === 0xfffe ? 1 : id + 1;
+    used.add(id);
+    ids.set(name, id);
+  }
+  return ids;
+}

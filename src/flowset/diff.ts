@@ -1,0 +1,123 @@
+// diff(desired, installed) -> the minimal bundle that turns installed into desired. Pure.
+//
+// Ordering inside the one bundle (ovs-ofctl applies it atomically; one bad line rolls everything back):
+//   1. flow delete_strict  installed sluice flows that are not desired (by table+priority+match)
+//   2. group add           new groups (before any flow that references them)
+//   3. group modify        changed groups, always with their FULL bucket list (never delete+add: OVS-NOTES)
+//   4. flow add            new flows and changed flows (an add with the same table+priority+match replaces)
+//   5. group delete        groups no longer desired, only if no remaining flow references them: deleting a
+//                          referenced group in a bundle can crash ovs-vswitchd 3.1 (OVS-NOTES "Bundles")
+// TLV mappings cannot go in a bundle: missing ones are listed for the applier to add first.
+
+import { hex, renderGroup } from './text.ts';
+import { type BridgeState, type Flow, flowKey, type Group, type TlvMapping } from './types.ts';
+
+export interface BridgeDiff {
+  readonly deleteFlows: readonly Flow[];
+  readonly addFlows: readonly Flow[];
+  readonly addGroups: readonly Group[];
+  readonly modifyGroups: readonly Group[];
+  readonly deleteGroups: readonly Group[];
+  /** Groups not desired but kept because a flow that stays still references them. */
+  readonly keptGroups: readonly Group[];
+  /** Desired mappings missing on the switch. */
+  readonly addTlv: readonly TlvMapping[];
+  /** Installed mappings that occupy a desired tun_metadataN with another option (cannot be fixed in place). */
+  readonly conflictingTlv: readonly TlvMapping[];
+}
+
+export function groupRefs(actions: string): number[] {
+  return [...actions.matchAll(/group:(\d+)/g)].map((m) => Number(m[1]));
+}
+
+/**
+ * @param desired   the compiled state of one bridge
+ * @param installed what is installed and owned by sluice (flows with sluice cookies, sluice group ids), + TLV map
+ * @param foreign   installed flows that are not sluice's: never touched, but their group references are honoured
+ */
+export function diffBridge(
+  desired: BridgeState,
+  installed: BridgeState,
+  foreign: readonly Flow[] = [],
+): BridgeDiff {
+  const inst = new Map(installed.flows.map((f) => [flowKey(f), f]));
+  const want = new Map(desired.flows.map((f) => [flowKey(f), f]));
+  const deleteFlows: Flow[] = [];
+  const addFlows: Flow[] = [];
+  for (const [k, f] of inst) if (!want.has(k)) deleteFlows.push(f);
+  for (const [k, f] of want) {
+    const i = inst.get(k);
+    if (!i || i.actions !== f.actions || i.cookie !== f.cookie) addFlows.push(f);
+  }
+
+  const instG = new Map(installed.groups.map((g) => [g.groupId, g]));
+  const wantG = new Map(desired.groups.map((g) => [g.groupId, g]));
+  const addGroups: Group[] = [];
+  const modifyGroups: Group[] = [];
+  const deleteGroups: Group[] = [];
+  const keptGroups: Group[] = [];
+  for (const [id, g] of wantG) {
+    const i = instG.get(id);
+    if (!i) addGroups.push(g);
+    else if (i.spec !== g.spec) modifyGroups.push(g);
+  }
+  const stillReferenced = new Set<number>();
+  for (const f of [...desired.flows, ...foreign])
+    for (const id of groupRefs(f.actions)) stillReferenced.add(id);
+  for (const [id, g] of instG) {
+    if (wantG.has(id)) continue;
+    if (stillReferenced.has(id)) keptGroups.push(g);
+    else deleteGroups.push(g);
+  }
+
+  const instT = new Map(installed.tlvMap.map((t) => [t.index, t]));
+  const addTlv: TlvMapping[] = [];
+  const conflictingTlv: TlvMapping[] = [];
+  for (const t of desired.tlvMap) {
+    const i = instT.get(t.index);
+    if (!i) addTlv.push(t);
+    else if (i.optClass !== t.optClass || i.type !== t.type || i.len !== t.len) conflictingTlv.push(i);
+  }
+  // Same option mapped to another index also conflicts (OVS refuses a duplicate option).
+  for (const i of installed.tlvMap) {
+    const clash = desired.tlvMap.find(
+      (t) => t.optClass === i.optClass && t.type === i.type && t.index !== i.index,
+    );
+    if (clash && !conflictingTlv.includes(i)) conflictingTlv.push(i);
+  }
+  return { deleteFlows, addFlows, addGroups, modifyGroups, deleteGroups, keptGroups, addTlv, conflictingTlv };
+}
+
+/** True when the bundle would be empty (TLV additions are outside the bundle and counted separately). */
+export function isEmptyDiff(d: BridgeDiff): boolean {
+  return (
+    d.deleteFlows.length === 0 &&
+    d.addFlows.length === 0 &&
+    d.addGroups.length === 0 &&
+    d.modifyGroups.length === 0 &&
+    d.deleteGroups.length === 0
+  );
+}
+
+function matchPart(f: Flow): string {
+  return `table=${f.table},priority=${f.priority}${f.match ? `,${f.match}` : ''}`;
+}
+
+/** `ovs-ofctl bundle` file lines, in the safe order described at the top of this file. */
+export function bundleLines(d: BridgeDiff): string[] {
+  const lines: string[] = [];
+  for (const f of d.deleteFlows) lines.push(`flow delete_strict cookie=${hex(f.cookie)}/-1,${matchPart(f)}`);
+  for (const g of d.addGroups) lines.push(`group add ${renderGroup(g)}`);
+  for (const g of d.modifyGroups) lines.push(`group modify ${renderGroup(g)}`);
+  for (const f of d.addFlows)
+    lines.push(`flow add cookie=${hex(f.cookie)},${matchPart(f)},actions=${f.actions}`);
+  for (const g of d.deleteGroups) lines.push(`group delete group_id=${g.groupId}`);
+  return lines;
+}
+
+/** `add-tlv-map` argument for a list of mappings. */
+export function tlvMapArg(ts: readonly TlvMapping[]): string {
+  return ts
+    .map((t) => `{class=${hex(t.optClass)},type=${hex(t.type)},len=${t.len}}->tun_metadata${t.index}`)
+    .join(',');
+}

@@ -1,0 +1,129 @@
+// The compiler's registry and builders: cookies, LB ids, and properties the golden files cannot state. Pure.
+// Node facts are fake (test/scenarios/fake-facts.ts).
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { compileNode } from '../../src/compile/index.ts';
+import {
+  COOKIE_KINDS,
+  type CookieKind,
+  cookie,
+  decodeCookie,
+  isSluiceCookie,
+  lbIds,
+  T,
+} from '../../src/compile/registry.ts';
+import { NO_OWNER } from '../../src/hashing/slots.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+import type { Config } from '../../src/model/types.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { fakeFacts } from '../scenarios/fake-facts.ts';
+
+test('cookies round-trip and carry the sluice tag', () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...(Object.keys(COOKIE_KINDS) as CookieKind[])),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 0xffff }),
+      (kind, lb, a, b) => {
+        const c = cookie(kind, lb, a, b);
+        assert.ok(isSluiceCookie(c));
+        assert.deepEqual(decodeCookie(c), { kind, lb, a, b });
+      },
+    ),
+  );
+  assert.equal(decodeCookie(0x1234n), undefined);
+  assert.equal(isSluiceCookie(0n), false);
+});
+
+test('LB ids: in 1..0xfffe, unique, independent of input order, stable when other LBs come and go', () => {
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(fc.string({ minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 40 }),
+      (names) => {
+        const ids = lbIds(names);
+        const rev = lbIds([...names].reverse());
+        assert.deepEqual([...ids].sort(), [...rev].sort());
+        const values = [...ids.values()];
+        assert.equal(new Set(values).size, values.length);
+        for (const v of values) assert.ok(v >= 1 && v <= 0xfffe);
+      },
+    ),
+  );
+  // Pinned: ids must not change between releases (they travel in Geneve metadata between nodes).
+  const pinned = lbIds(['web', 'web6', 'dns']);
+  assert.deepEqual(Object.fromEntries(pinned), { dns: 0x32d7, web: 0xb349, web6: 0x6027 });
+  const more = lbIds(['web', 'web6', 'dns', 'alpha', 'zeta']);
+  for (const [n, id] of pinned) assert.equal(more.get(n), id);
+});
+
+const config: Config = {
+  hashMode: 'dp_hash',
+  slotBits: 4,
+  drainWindowSeconds: 30,
+  nodes: [
+    { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+    { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
+    { name: 'host2', role: 'host', tunnelIp: '192.168.100.12' },
+  ],
+  loadBalancers: [
+    {
+      name: 'dns',
+      vip: '203.0.113.53',
+      family: 4,
+      protocol: 'udp',
+      ports: [53],
+      backends: [{ address: '10.0.1.11', port: undefined, host: 'host1', weight: 1, state: 'active' }],
+    },
+  ],
+};
+const gen: Generation = {
+  number: 1,
+  createdAt: 0,
+  pools: new Map([
+    [
+      'dns',
+      {
+        lb: 'dns',
+        bits: 4,
+        members: [{ key: '10.0.1.11:*', address: '10.0.1.11', port: undefined, host: 'host1' }],
+        primary: new Uint16Array(16).fill(0).map((_, i) => (i === 3 ? NO_OWNER : 0)),
+        second: new Uint16Array(16).fill(NO_OWNER),
+        phase: new Uint8Array(16),
+        since: new Float64Array(16),
+      },
+    ],
+  ]),
+};
+
+test('every flow carries a sluice cookie that decodes', () => {
+  for (const n of config.nodes) {
+    for (const b of compileNode(config, gen, fakeFacts(config, n.name)).bridges.values()) {
+      for (const f of b.flows) assert.ok(decodeCookie(f.cookie), `${f.match} ${f.cookie.toString(16)}`);
+    }
+  }
+});
+
+test('a slot without a primary has no flow (its packets hit the drop); UDP-only hosts get no second chance', () => {
+  const gw = compileNode(config, gen, fakeFacts(config, 'gw1')).bridges.get('br-int')!;
+  const slots = gw.flows.filter((f) => f.table === T.GW_SLOTS && f.priority > 0);
+  assert.equal(slots.length, 15);
+  assert.ok(!slots.some((f) => f.match.endsWith('reg1=0x3')));
+  const host = compileNode(config, gen, fakeFacts(config, 'host1')).bridges.get('br-int')!;
+  assert.ok(!host.flows.some((f) => decodeCookie(f.cookie)?.kind === 'SECOND_CHANCE'));
+  const commit = host.flows.find((f) => decodeCookie(f.cookie)?.kind === 'CT_COMMIT')!;
+  assert.ok(!commit.match.includes('tcp_flags'), 'UDP commits any new packet');
+});
+
+test('compileNode rejects facts that do not fit the config', () => {
+  assert.throws(
+    () => compileNode(config, gen, { ...fakeFacts(config, 'host1'), role: 'gateway' }),
+    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_COMPILE_FACTS',
+  );
+  assert.throws(
+    () => compileNode(config, gen, { ...fakeFacts(config, 'host1'), vms: {} }),
+    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_COMPILE_FACTS',
+  );
+});
