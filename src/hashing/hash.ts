@@ -5,8 +5,20 @@ const encoder = new TextEncoder();
 
 /** FNV-1a, 32 bit, over the UTF-8 bytes of `s`. Unsigned result. */
 export function fnv1a32(s: string): number {
-  const bytes = encoder.encode(s);
   let h = 0x811c9dc5;
+  let ascii = true;
+  for (let i = 0; i < s.length; i++) {
+    const u = s.charCodeAt(i);
+    if (u >= 0x80) {
+      ascii = false;
+      break;
+    }
+    h ^= u;
+    h = Math.imul(h, 0x01000193);
+  }
+  if (ascii) return h >>> 0; // ASCII: the code units are the UTF-8 bytes
+  const bytes = encoder.encode(s);
+  h = 0x811c9dc5;
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i];
     h = Math.imul(h, 0x01000193);

@@ -249,9 +249,7 @@ export function buildTable(
     counts[i] = q[i];
   }
 
-  // Fill: the free slots, in index order, go to the members below quota by a weighted interleave: member i with
-  // deficit d_i takes the free slots at ideal positions (t + phase_i) * F / d_i, t = 0..d_i-1, phase_i from
-  // its key hash. Bucketed by position: O(F + N).
+  // Fill: the free slots, in index order, go to the members below quota by a weighted interleave (interleave).
   let free = 0;
   for (let s = 0; s < size; s++) if (owners[s] === NO_OWNER) free++;
   if (free === 0) return { bits, members: c.keys, owners };
@@ -261,51 +259,45 @@ export function buildTable(
   if (deficitTotal !== free)
     throw new Error(`buildTable: internal error: ${free} free slots, ${deficitTotal} due`);
 
-  const freeSlots = new Uint32Array(free);
-  for (let s = 0, j = 0; s < size; s++) if (owners[s] === NO_OWNER) freeSlots[j++] = s;
-  const entMember = new Uint32Array(free);
-  const entPos = new Float64Array(free);
-  const bucketStart = new Int32Array(free + 1);
-  for (let pass = 0; pass < 2; pass++) {
-    for (let i = 0; i < n; i++) {
-      const d = q[i] - counts[i];
-      if (d <= 0) continue;
-      const phase = (fmix32(c.keyHashes[i] ^ PHASE_SALT) + 0.5) / 4294967296;
-      const step = free / d;
-      for (let t = 0; t < d; t++) {
-        const pos = (t + phase) * step;
-        let b = Math.floor(pos);
-        if (b >= free) b = free - 1;
-        if (pass === 0) bucketStart[b + 1]++;
-        else {
-          const at = bucketStart[b]++;
-          entMember[at] = i;
-          entPos[at] = pos;
-        }
-      }
-    }
-    if (pass === 0) for (let b = 0; b < free; b++) bucketStart[b + 1] += bucketStart[b];
-  }
-  // After the second pass bucketStart[b] is the end of bucket b (= start of b + 1); sort inside each bucket.
-  let lo = 0;
-  for (let b = 0; b < free; b++) {
-    const hi = bucketStart[b];
-    for (let x = lo + 1; x < hi; x++) {
-      const m = entMember[x];
-      const p = entPos[x];
-      let y = x - 1;
-      while (y >= lo && (entPos[y] > p || (entPos[y] === p && entMember[y] > m))) {
-        entMember[y + 1] = entMember[y];
-        entPos[y + 1] = entPos[y];
-        y--;
-      }
-      entMember[y + 1] = m;
-      entPos[y + 1] = p;
-    }
-    lo = hi;
-  }
-  for (let j = 0; j < free; j++) owners[freeSlots[j]] = entMember[j];
+  interleave(owners, free, q, counts, c.keyHashes);
   return { bits, members: c.keys, owners };
+}
+
+/**
+ * Hands the `free` NO_OWNER slots of `owners`, in index order, to the members below quota by a weighted
+ * interleave: member i with deficit d_i = q_i - counts_i has ideal positions (t + phase_i) * free / d_i,
+ * t = 0..d_i-1, with phase_i in (0, 1) from its key hash; the free slots go out in order of floor(position),
+ * members in index order within one such bucket (a stable counting sort). So each member's new slots are spread
+ * evenly over the free ones. O(free + N), two passes, no per-slot objects.
+ */
+function interleave(
+  owners: Uint16Array,
+  free: number,
+  q: Int32Array,
+  counts: Int32Array,
+  keyHashes: Uint32Array,
+): void {
+  const freeSlots = new Uint32Array(free);
+  for (let s = 0, j = 0; j < free; s++) if (owners[s] === NO_OWNER) freeSlots[j++] = s;
+  const bucketStart = new Int32Array(free + 1);
+  const last = free - 1;
+  const n = q.length;
+  const phase = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const d = q[i] - counts[i];
+    if (d <= 0) continue;
+    phase[i] = (fmix32(keyHashes[i] ^ PHASE_SALT) + 0.5) / 4294967296;
+    const step = free / d;
+    for (let t = 0; t < d; t++) bucketStart[Math.min(((t + phase[i]) * step) | 0, last) + 1]++;
+  }
+  for (let b = 0; b < free; b++) bucketStart[b + 1] += bucketStart[b];
+  for (let i = 0; i < n; i++) {
+    const d = q[i] - counts[i];
+    if (d <= 0) continue;
+    const step = free / d;
+    for (let t = 0; t < d; t++)
+      owners[freeSlots[bucketStart[Math.min(((t + phase[i]) * step) | 0, last)]++]] = i;
+  }
 }
 
 /**
