@@ -126,23 +126,33 @@ export function effectiveOwners(plan: PoolPlan): SlotTable {
   return { bits: plan.bits, members: plan.members.map((m) => m.key), owners };
 }
 
-/** Groups per-slot events into notes: one per (kind, backend). */
+const NOTE_KINDS: readonly NoteKind[] = [
+  'phase1',
+  'retarget',
+  'phase2',
+  'stable',
+  'down-primary',
+  'waits',
+  'gave-up',
+  'no-owner',
+];
+
+/**
+ * Groups per-slot events into notes, one per (kind, a, b) where a and b are member indices (or NO_OWNER); the
+ * message is written once per group, at flush.
+ */
 class Notes {
-  readonly out: PlanNote[] = [];
-  private readonly groups = new Map<
-    string,
-    { kind: NoteKind; backend?: string; slots: number[]; conns: number | undefined; detail: string }
-  >();
   private readonly lb: string;
+  private readonly groups = new Map<number, { slots: number[]; conns: number | undefined }>();
   constructor(lb: string) {
     this.lb = lb;
   }
 
-  add(kind: NoteKind, slot: number, backend: string | undefined, detail: string, conns?: number): void {
-    const id = `${kind}\u0000${backend ?? ''}\u0000${detail}`;
+  add(kind: NoteKind, slot: number, a: number, b: number, conns?: number): void {
+    const id = (NOTE_KINDS.indexOf(kind) * 0x10000 + a) * 0x10000 + b;
     let g = this.groups.get(id);
     if (g === undefined) {
-      g = { kind, backend, slots: [], conns: 0, detail };
+      g = { slots: [], conns: 0 };
       this.groups.set(id, g);
     }
     g.slots.push(slot);
@@ -150,22 +160,60 @@ class Notes {
     else g.conns += conns;
   }
 
-  flush(): PlanNote[] {
-    for (const g of this.groups.values()) {
+  flush(keys: readonly string[]): PlanNote[] {
+    const out: PlanNote[] = [];
+    const ids = [...this.groups.keys()].sort((x, y) => x - y);
+    for (const id of ids) {
+      const g = this.groups.get(id)!;
+      const kind = NOTE_KINDS[Math.floor(id / 0x100000000)];
+      const ai = Math.floor(id / 0x10000) % 0x10000;
+      const bi = id % 0x10000;
+      const a = ai === NO_OWNER ? '' : keys[ai];
+      const b = bi === NO_OWNER ? '' : keys[bi];
       const shown =
         g.slots.slice(0, 8).join(', ') + (g.slots.length > 8 ? `, ... (${g.slots.length} slots)` : '');
       const which = g.slots.length === 1 ? `slot ${shown}` : `slots ${shown}`;
-      this.out.push({
+      let detail: string;
+      let backend: string | undefined = a;
+      switch (kind) {
+        case 'phase1':
+          detail = `enter phase 1: ${a} primary, ${b} incoming`;
+          backend = b;
+          break;
+        case 'retarget':
+          detail = `change incoming owner ${a} -> ${b} (nobody sent to ${a} yet)`;
+          backend = b;
+          break;
+        case 'phase2':
+          detail = `enter phase 2: ${a} primary, ${b} second chance`;
+          break;
+        case 'stable':
+          detail = `stable on ${a}: second chance ${b} dropped (no connections left)`;
+          break;
+        case 'down-primary':
+          detail = `primary ${a} is down, second chance ${b} in use: ${b} takes them back`;
+          break;
+        case 'waits':
+          detail = `wait: second chance ${a} has ${connText(g.conns)}`;
+          break;
+        case 'gave-up':
+          detail = `drop second chance ${a} with ${connText(g.conns)}: the drain window passed`;
+          break;
+        default:
+          detail = 'keep their owners: no backend of the pool takes slots';
+          backend = undefined;
+      }
+      out.push({
         lb: this.lb,
-        kind: g.kind,
+        kind,
         slots: g.slots,
-        ...(g.backend !== undefined ? { backend: g.backend } : {}),
-        ...(g.kind === 'waits' || g.kind === 'gave-up' ? { connections: g.conns } : {}),
-        message: `${this.lb} ${which} ${g.detail}`,
+        ...(backend !== undefined ? { backend } : {}),
+        ...(kind === 'waits' || kind === 'gave-up' ? { connections: g.conns } : {}),
+        message: `${this.lb} ${which} ${detail}`,
       });
     }
     this.groups.clear();
-    return this.out;
+    return out;
   }
 }
 
@@ -175,25 +223,26 @@ function connText(n: number | undefined): string {
 
 /**
  * One planner step for one existing pool (same bits as `prev`). Returns the next plan, or `prev` itself when
- * nothing changes. Rules (docs/design/rollout.md, "Transitions"), per slot, with T the target owner:
- *   p == T:                       drop the second chance if it is free, else keep waiting.
- *   p live, s == T:               (T, p) phase 2  [phase1 (P,T) -> (T,P); phase2 (N,P) with target P -> (P,N)]
- *   p live, s != T, s free:       (p, T) phase 1  [stable -> phase 1; phase1 (P,N) retargeted -> (P,C)]
- *   p live, s != T, s in use:     wait.
- *   p down, s == T:               (T, none)
- *   p down, s live and (in use or active): (s, T) phase 1 (a live owner takes the SYNs; s keeps its connections)
- *   p down, otherwise:            (p, T) phase 1 (SYNs are lost for one more generation, as they are already)
- *   p none (never owned):         (T, none)
- *   T none (no backend takes slots): keep p; drop a free second chance; p down and s in use: (s, none).
+ * nothing changes. Rules (docs/design/rollout.md, "Transitions"), per slot (p, s) with T the target owner:
+ *   p == T:                  drop the second chance if it is free, else keep waiting.
+ *   s == T:                  (T, p) phase 2  [phase1 (P,T) -> (T,P); phase2 (N,P) with target P -> (P,N)]
+ *   s != T, s free:          (p, T) phase 1  [stable -> phase 1; phase1 (P,N) retargeted -> (P,C)]
+ *   s in use, p down:        (s, p) phase 2  (the second chance takes the SYNs back)
+ *   s in use, p up:          wait.
+ *   p none (never owned):    (T, none)
+ *   T none (no backend takes slots): keep p; drop a free second chance; p down and s in use: (s, p).
  * "s free" = no second chance, or it is down, or it reports 0 connections, or its drain window passed.
+ * The previous primary is never dropped in one step, even when down: a gateway still on `prev` may send it a SYN
+ * and it may be up again by then.
  */
 function stepPool(
   prev: PoolPlan,
   lb: LoadBalancer,
   status: ReadonlyMap<string, MemberStatus>,
   input: PlanInput,
-  notes: Notes,
+  out: PlanNote[],
 ): PoolPlan {
+  const notes = new Notes(lb.name);
   const { connections, now } = input;
   const bits = prev.bits;
   const size = 1 << bits;
@@ -240,7 +289,6 @@ function stepPool(
   const second = new Uint16Array(size);
   const phase = new Uint8Array(size);
   const since = new Float64Array(size);
-  const keyOf = (i: number): string => keys[i];
 
   for (let s = 0; s < size; s++) {
     const p = u(prev.primary[s]);
@@ -257,50 +305,38 @@ function stepPool(
       // No backend takes slots: keep the owner (packets keep reaching it, or its host drops them).
       if (pDown && busy) {
         np = sec;
-        ns = NO_OWNER;
-        notes.add('down-primary', s, keyOf(sec), `primary ${keyOf(p)} is down: ${keyOf(sec)} takes them`);
+        ns = p;
+        nph = PHASE2;
+        notes.add('down-primary', s, p, sec);
       } else if (sec !== NO_OWNER && free) {
         ns = NO_OWNER;
       }
-      notes.add('no-owner', s, undefined, 'keep their owners: no backend of the pool takes slots');
+      notes.add('no-owner', s, NO_OWNER, NO_OWNER);
     } else if (p === NO_OWNER) {
       np = t;
       ns = NO_OWNER;
     } else if (p === t) {
       if (sec !== NO_OWNER) {
         if (free) ns = NO_OWNER;
-        else notes.add('waits', s, keyOf(sec), waitText(keyOf(sec), conns[s]), conns[s]);
-      }
-    } else if (!pDown) {
-      if (sec === t) {
-        np = t;
-        ns = p;
-        nph = PHASE2;
-      } else if (free) {
-        np = p;
-        ns = t;
-        nph = PHASE1;
-      } else {
-        notes.add('waits', s, keyOf(sec), waitText(keyOf(sec), conns[s]), conns[s]);
+        else notes.add('waits', s, sec, NO_OWNER, conns[s]);
       }
     } else if (sec === t) {
       np = t;
-      ns = NO_OWNER;
-      notes.add('down-primary', s, keyOf(p), `primary ${keyOf(p)} is down: ${keyOf(t)} takes them`);
-    } else if (sec !== NO_OWNER && (busy || statusOf[sec].admin === 'active') && !statusOf[sec].down) {
-      np = sec;
-      ns = t;
-      nph = PHASE1;
-      notes.add(
-        'down-primary',
-        s,
-        keyOf(p),
-        `primary ${keyOf(p)} is down: second chance ${keyOf(sec)} takes them until ${keyOf(t)} can`,
-      );
-    } else {
+      ns = p;
+      nph = PHASE2;
+    } else if (free) {
       np = p;
       ns = t;
       nph = PHASE1;
+    } else if (pDown) {
+      // The primary is down, its second chance still in use: the second chance takes the SYNs back; the down
+      // primary stays as second chance for one generation (it may come back while gateways still send to it).
+      np = sec;
+      ns = p;
+      nph = PHASE2;
+      notes.add('down-primary', s, p, sec);
+    } else {
+      notes.add('waits', s, sec, NO_OWNER, conns[s]);
     }
 
     if (ns === NO_OWNER) nph = PHASE_STABLE;
@@ -311,23 +347,17 @@ function stepPool(
 
     // A second chance dropped (or replaced) while still reporting connections: given up on purpose.
     if (sec !== NO_OWNER && ns !== sec && np !== sec && secondBusy[s] === 2) {
-      notes.add(
-        'gave-up',
-        s,
-        keyOf(sec),
-        `drop second chance ${keyOf(sec)} with ${connText(conns[s])}: the drain window passed`,
-        conns[s],
-      );
+      notes.add('gave-up', s, sec, NO_OWNER, conns[s]);
     }
     if (np !== p || ns !== sec) {
       if (nph === PHASE1 && p === np && sec !== NO_OWNER && sec !== ns) {
-        notes.add('retarget', s, keyOf(ns), `change incoming owner ${keyOf(sec)} -> ${keyOf(ns)}`);
+        notes.add('retarget', s, sec, ns);
       } else if (nph === PHASE1 && p === np) {
-        notes.add('phase1', s, keyOf(ns), `enter phase 1: ${keyOf(p)} primary, ${keyOf(ns)} incoming`);
+        notes.add('phase1', s, p, ns);
       } else if (nph === PHASE2) {
-        notes.add('phase2', s, keyOf(np), `enter phase 2: ${keyOf(np)} primary, ${keyOf(ns)} second chance`);
+        notes.add('phase2', s, np, ns);
       } else if (ns === NO_OWNER && np === p) {
-        notes.add('stable', s, keyOf(p), `stable on ${keyOf(p)}`);
+        notes.add('stable', s, p, sec);
       }
     }
   }
@@ -349,12 +379,9 @@ function stepPool(
     if (primary[s] !== NO_OWNER) primary[s] = compact[primary[s]];
     if (second[s] !== NO_OWNER) second[s] = compact[second[s]];
   }
+  out.push(...notes.flush(keys));
   const next: PoolPlan = { lb: lb.name, bits, members, primary, second, phase, since };
   return samePlan(prev, next) ? prev : next;
-}
-
-function waitText(second: string, n: number | undefined): string {
-  return `wait: second chance ${second} has ${connText(n)}`;
 }
 
 function sameMember(a: PlanMember, b: PlanMember): boolean {
@@ -460,9 +487,7 @@ export function planNext(input: PlanInput): PlanStep {
       changed = true;
       continue;
     }
-    const n = new Notes(lb.name);
-    const next = stepPool(prev, lb, statusMap(lb), input, n);
-    notes.push(...n.flush());
+    const next = stepPool(prev, lb, statusMap(lb), input, notes);
     if (next !== prev) changed = true;
     pools.set(lb.name, next);
   }
