@@ -16,24 +16,33 @@ export interface ParsedIp {
   readonly bytes: Uint8Array;
 }
 
-const V4_OCTET = /^(?:0|[1-9][0-9]{0,2})$/;
 const V6_GROUP = /^[0-9a-fA-F]{1,4}$/;
 const V6_CHARS = /^[0-9a-fA-F:.]+$/;
 
 /** Parses dotted-quad IPv4 text into 4 bytes, or returns undefined. */
 export function parseIPv4(text: string): Uint8Array | undefined {
   if (text.length < 7 || text.length > 15) return undefined;
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i];
-    if (!V4_OCTET.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out[i] = n;
+  let octet = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46; // a virtual '.' ends the last octet
+    if (c === 46) {
+      if (digits === 0 || octet > 3) return undefined;
+      out[octet++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && value === 0) return undefined; // leading zero
+      value = value * 10 + (c - 48);
+      if (value > 255) return undefined;
+      digits++;
+    } else {
+      return undefined;
+    }
   }
-  return out;
+  return octet === 4 ? out : undefined;
 }
 
 /** Parses IPv6 text into 16 bytes, or returns undefined. */

@@ -11,7 +11,7 @@
 
 import { z } from 'zod';
 import { type ErrorCode, type Issue, SluiceError } from './errors.ts';
-import { compareIp, formatIp, type ParsedIp, parseIp, unusableReason } from './ip.ts';
+import { formatIp, type ParsedIp, parseIp, unusableReason } from './ip.ts';
 import type {
   AdminState,
   Backend,
@@ -735,6 +735,12 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
   }
 }
 
+function bytesHex(bytes: Uint8Array): string {
+  let s = '';
+  for (const x of bytes) s += x.toString(16).padStart(2, '0');
+  return s;
+}
+
 function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -750,15 +756,22 @@ function buildConfig(
   const outLbs: LoadBalancer[] = lbs
     .map(({ lb, ports, backends }) => {
       const vip = parseIp(lb.vip)!;
+      // Sort on a precomputed fixed-width key (family, address bytes as hex, port): same order as compareIp.
       const outBackends: Backend[] = backends
-        .map((b) => ({
-          address: formatIp(parseIp(b.address)!),
-          port: b.port,
-          host: b.host,
-          weight: b.weight,
-          state: b.state,
-        }))
-        .sort((a, b) => compareIp(a.address, b.address) || (a.port ?? 0) - (b.port ?? 0));
+        .map((b) => {
+          const ip = parseIp(b.address)!;
+          const sortKey = `${ip.family}${bytesHex(ip.bytes)}${(b.port ?? 0).toString(16).padStart(4, '0')}`;
+          const backend: Backend = {
+            address: formatIp(ip),
+            port: b.port,
+            host: b.host,
+            weight: b.weight,
+            state: b.state,
+          };
+          return { sortKey, backend };
+        })
+        .sort((x, y) => compareText(x.sortKey, y.sortKey))
+        .map((x) => x.backend);
       return {
         name: lb.name,
         vip: formatIp(vip),
