@@ -778,6 +778,52 @@ describe('validateConfig: every problem is reported at once', () => {
   });
 });
 
+describe('validateConfig: robustness', () => {
+  test('never throws; every issue has a known code, a path and a message', () => {
+    // Random values planted at random places of the valid base config, plus arbitrary values as the whole file.
+    const paths: (string | number)[][] = [
+      ['slotBits'],
+      ['hashMode'],
+      ['nodes'],
+      ['nodes', 0],
+      ['nodes', 1, 'name'],
+      ['nodes', 2, 'tunnelIp'],
+      ['loadBalancers', 0],
+      ['loadBalancers', 0, 'vip'],
+      ['loadBalancers', 0, 'ports'],
+      ['loadBalancers', 0, 'backends'],
+      ['loadBalancers', 0, 'backends', 1],
+      ['loadBalancers', 0, 'backends', 1, 'address'],
+      ['loadBalancers', 0, 'backends', 2, 'host'],
+      ['loadBalancers', 1, 'port'],
+      ['loadBalancers', 1, 'backends', 0, 'weight'],
+    ];
+    const plant = fc
+      .array(fc.tuple(fc.constantFrom(...paths), fc.anything()), { maxLength: 4 })
+      .map((edits) => {
+        const c = base();
+        for (const [path, value] of edits) {
+          let o = c;
+          for (const k of path.slice(0, -1)) o = o?.[k];
+          if (typeof o === 'object' && o !== null) o[path[path.length - 1]] = value;
+        }
+        return c;
+      });
+    fc.assert(
+      fc.property(fc.oneof(plant, fc.anything()), (input) => {
+        const r = validateConfig(input);
+        if (r.ok) return;
+        assert.ok(r.issues.length > 0);
+        for (const i of r.issues) {
+          assert.ok(i.code in ERROR_CODES, i.code);
+          assert.ok(i.path.length > 0 && i.message.length > 0);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
 describe('parseConfigText: YAML and JSON', () => {
   test('YAML and JSON give the same config', () => {
     const yaml = readExample('lb.yaml');
