@@ -1,0 +1,139 @@
+// `sluice lab up|down|status`: registered on the main program by src/cli/main.ts (registerLabCommands(program)).
+
+import type { Command } from 'commander';
+import { SluiceError } from '../model/errors.ts';
+import { DEFAULT_PREFIX, DEFAULT_RUN_ROOT, type LabConfigInput } from './config.ts';
+import { type LabStatus, labDown, labStatus, labUp } from './topology.ts';
+
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n))
+      throw new SluiceError('SLUICE_E_USAGE', `--${name} must be an integer, got ${v}`);
+    return n;
+  };
+}
+
+/** Human-readable status (the `--json` flag prints the LabStatus object instead). */
+export function formatLabStatus(s: LabStatus): string {
+  if (!s.exists) return `no lab with prefix ${s.prefix}`;
+  const lines = [`lab ${s.prefix}: ${s.state ?? 'unknown (no lab.json)'}`];
+  lines.push(`namespaces (${s.namespaces.length}): ${s.namespaces.join(' ')}`);
+  if (s.nodes.length > 0) {
+    lines.push('nodes:');
+    for (const n of s.nodes) {
+      lines.push(
+        `  ${n.name.padEnd(8)} ${n.role.padEnd(8)} ovsdb-server ${n.ovsdbAlive ? 'up' : 'DOWN'}, ` +
+          `ovs-vswitchd ${n.vswitchdAlive ? 'up' : 'DOWN'}${n.ovsVersion ? ` (${n.ovsVersion})` : ''}`,
+      );
+    }
+  }
+  const others = s.processes.filter((p) => p.program !== 'ovsdb-server' && p.program !== 'ovs-vswitchd');
+  if (others.length > 0) {
+    const alive = others.filter((p) => p.alive).length;
+    lines.push(`other processes: ${alive}/${others.length} alive`);
+    for (const p of others.filter((x) => !x.alive)) lines.push(`  not running: ${p.pidFile}`);
+  }
+  const ecmp = Object.entries(s.ecmp);
+  if (ecmp.length > 0) {
+    lines.push('ECMP next hops (router):');
+    for (const [vip, gws] of ecmp)
+      lines.push(`  ${vip} -> ${gws.length > 0 ? gws.join(', ') : '(none: unreachable)'}`);
+  }
+  return lines.join('\n');
+}
+
+export function registerLabCommands(program: Command): void {
+  const lab = program
+    .command('lab')
+    .description(
+      'the one-machine lab: namespaces, an ECMP router, gateways and hosts with their own OVS (root)',
+    );
+
+  lab
+    .command('up')
+    .description('build the lab (installs missing Debian packages first)')
+    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
+    .option('--gateways <n>', 'gateway nodes', int('gateways'), 2)
+    .option('--hosts <n>', 'host nodes', int('hosts'), 3)
+    .option('--backends-per-host <n>', 'backends on each host', int('backends-per-host'), 2)
+    .option('--clients <n>', 'client namespaces', int('clients'), 2)
+    .option('--ipv6', 'add the IPv6 VIP 2001:db8::10', false)
+    .option('--replace', 'tear down an existing lab with the same prefix first', false)
+    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
+    .option('--json', 'print the lab facts as JSON', false)
+    .action(
+      async (o: {
+        prefix: string;
+        gateways: number;
+        hosts: number;
+        backendsPerHost: number;
+        clients: number;
+        ipv6: boolean;
+        replace: boolean;
+        runRoot: string;
+        json: boolean;
+      }) => {
+        const input: LabConfigInput = {
+          prefix: o.prefix,
+          gateways: o.gateways,
+          hosts: o.hosts,
+          backendsPerHost: o.backendsPerHost,
+          clients: o.clients,
+          ipv6: o.ipv6,
+          runRoot: o.runRoot,
+        };
+        const l = await labUp(input, {
+          replace: o.replace,
+          log: o.json ? undefined : (m) => process.stderr.write(`lab: ${m}\n`),
+        });
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(l.facts, null, 2)}\n`);
+          return;
+        }
+        const out = [`lab ${l.prefix} up in ${l.facts.upMs} ms (run dir ${l.facts.runDir})`];
+        for (const n of l.nodes) {
+          out.push(
+            `  ${n.name.padEnd(7)} ${n.role.padEnd(7)} ns ${n.netns.padEnd(14)} tunnel ${n.tunnelIp.padEnd(15)} ` +
+              `br-phy ${n.brPhyMac}  ports eth0=${n.ports.eth0} phy-to-int=${n.ports.phyToInt} ` +
+              `int-to-phy=${n.ports.intToPhy} geneve0=${n.ports.geneve}` +
+              (n.backends.length > 0 ? ` ${n.backends.map((b) => `${b.vmPort}=${b.ofport}`).join(' ')}` : ''),
+          );
+        }
+        for (const v of l.config.vips) {
+          out.push(`  VIP ${v.name} ${v.vip} ${v.protocol}/${v.port} -> ${v.backends.join(', ')}`);
+        }
+        out.push(`  clients: ${l.clients.map((c) => `${c.netns} (${c.ip})`).join(', ')}`);
+        out.push(
+          '  no load-balancing flows yet: apply a sluice config to the nodes to load-balance the VIPs',
+        );
+        process.stdout.write(`${out.join('\n')}\n`);
+      },
+    );
+
+  lab
+    .command('down')
+    .description(
+      'remove everything the lab made (its processes by pid file, its namespaces); also after a crash',
+    )
+    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
+    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
+    .action(async (o: { prefix: string; runRoot: string }) => {
+      const r = await labDown(o.prefix, { runRoot: o.runRoot });
+      process.stdout.write(
+        `lab ${o.prefix} down in ${r.ms} ms: ${r.killed.length} processes stopped, ${r.namespaces.length} namespaces deleted\n`,
+      );
+    });
+
+  lab
+    .command('status')
+    .description('namespaces, node processes, OVS versions and the router ECMP set')
+    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
+    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
+    .option('--json', 'print JSON', false)
+    .action(async (o: { prefix: string; runRoot: string; json: boolean }) => {
+      const s = await labStatus(o.prefix, { runRoot: o.runRoot });
+      process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatLabStatus(s)}\n`);
+      if (!s.exists) process.exitCode = 1;
+    });
+}
