@@ -34,7 +34,7 @@ export interface LbInput {
  *   table=0 priority=100,tcp6,ipv6_dst=2001:db8::10,tp_dst=80
  *           actions=set_field:0x2a7c->reg0,multipath(symmetric_l4,0,modulo_n,256,0,NXM_NX_REG1[0..7]),
  *                   resubmit(,10)                                                                    (fields)
- *   table=0 priority=0 actions=drop
+ *   table=0 priority=1 actions=drop
  */
 export function gatewayClassifyFlows(config: Config, lbs: readonly LbInput[]): Flow[] {
   const flows: Flow[] = [];
@@ -91,7 +91,7 @@ export function gatewayGroups(config: Config, lbs: readonly LbInput[]): Group[] 
  *                    set_field:0x20000->tun_metadata1,           primary member index << 16 | flags (0)
  *                    set_field:0xc0a8640c->tun_metadata2,        second-chance host 192.168.100.12 (0 = none)
  *                    set_field:192.168.100.11->tun_dst,output:3  primary's host, Geneve port
- *   table=10 priority=0 actions=drop
+ *   table=10 priority=1 actions=drop
  */
 export function gatewaySlotFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
@@ -130,7 +130,7 @@ export function gatewaySlotFlows(config: Config, lbs: readonly LbInput[], facts:
   return flows;
 }
 
-/** `table=N priority=0 actions=drop` with a DROP cookie naming the table. */
+/** `table=N priority=1 actions=drop` with a DROP cookie naming the table. */
 export function dropFlow(table: number): Flow {
   return { table, priority: PRIO.DROP, match: '', actions: 'drop', cookie: cookie('DROP', 0, table, 0) };
 }

@@ -27,7 +27,7 @@ import {
  *   table=0 priority=100,ip,in_port=5 actions=ct(table=30,zone=1,nat)
  *   table=0 priority=100,ipv6,in_port=5 actions=ct(table=30,zone=1,nat)
  *   table=0 priority=50,in_port=3 actions=drop
- *   table=0 priority=0 actions=drop
+ *   table=0 priority=1 actions=drop
  */
 export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
@@ -70,7 +70,7 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  * Every configured LB gets these flows on every host (a host may be asked for a second chance for any LB).
  *
  *   table=20 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80 actions=ct(table=21,zone=1,nat)
- *   table=20 priority=0 actions=drop
+ *   table=20 priority=1 actions=drop
  */
 export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
   const flows: Flow[] = [];
@@ -115,7 +115,7 @@ export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
  *   conntrack entry on the new owner (a new "session" with the new backend).
  *
  * - anything else (flag already set, no second-chance host, unknown member, +inv) -> dropped:
- *     table=21 priority=0 actions=drop
+ *     table=21 priority=1 actions=drop
  */
 export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
@@ -208,7 +208,7 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
  *   table=30 priority=100,ct_state=+est+rpl+trk,ip
  *            actions=set_field:<br-phy MAC>->eth_src,set_field:<router MAC>->eth_dst,output:<int-to-phy>
  *   table=30 priority=100,ct_state=+est+rpl+trk,ipv6 actions=(same)
- *   table=30 priority=0 actions=drop
+ *   table=30 priority=1 actions=drop
  */
 export function hostCtOutFlows(facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];

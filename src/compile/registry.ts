@@ -108,9 +108,10 @@ export const PRIO = {
   NORMAL: 100,
   SECOND_CHANCE: 90,
   LOW: 50,
-  /** br-phy catch-all NORMAL (not 0: the bridge's own default flow may sit at 0 with cookie 0). */
+  /** Catch-alls (br-int drops, br-phy NORMAL) sit at 1, not 0: a bridge in standalone fail mode has its own
+   *  `priority=0 actions=NORMAL` flow with cookie 0, which is not sluice's to replace; ours shadows it. */
   PHY_DEFAULT: 1,
-  DROP: 0,
+  DROP: 1,
 } as const;
 
 /** Group ids sluice owns: GROUP_BASE | lb id. Groups outside [GROUP_BASE, GROUP_BASE + 0xffff] are not ours. */

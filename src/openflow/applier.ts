@@ -1,0 +1,178 @@
+// The OpenFlow applier (I/O): read what is installed on a bridge, keep only what sluice owns (flows with the sluice
+// cookie tag, group ids in sluice's range), diff against the desired state and send ONE atomic
+// `ovs-ofctl -O OpenFlow15 bundle <br> -` per change (src/flowset/diff.ts orders it safely).
+//
+// Guarantees:
+// - Nothing outside sluice's cookies / group ids is modified or deleted; a desired flow that would replace a
+//   foreign flow (same table, priority and match) is refused (SLUICE_E_OPENFLOW_CONFLICT) before anything is sent.
+// - Idempotent: when installed == desired nothing is sent and `changed` is false.
+// - Atomic: ovs-vswitchd applies the whole bundle or nothing; a rejected bundle leaves the bridge unchanged and is
+//   reported as SLUICE_E_OPENFLOW_REJECTED with ovs-ofctl's stderr.
+// - Groups are modified in place with their full bucket list, never deleted and re-added; a group is deleted only
+//   after (in the same bundle) every flow that referenced it, and never while a foreign flow references it.
+// - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
+// - Verified: after a commit the bridge is read again and must equal the desired state (SLUICE_E_OPENFLOW_VERIFY);
+//   this also proves the compiler's text is canonical (what OVS prints back).
+
+import { isSluiceCookie, isSluiceGroup } from '../compile/registry.ts';
+import { bundleLines, diffBridge, isEmptyDiff, tlvMapArg } from '../flowset/diff.ts';
+import { parseDumpFlows, parseDumpGroups, parseDumpTlvMap } from '../flowset/text.ts';
+import { type BridgeState, type Flow, type FlowSet, flowKey } from '../flowset/types.ts';
+import { SluiceError } from '../model/errors.ts';
+import type { Runner } from './runner.ts';
+
+export interface Installed {
+  /** What sluice owns on the bridge (+ the whole TLV map). */
+  readonly owned: BridgeState;
+  /** Flows with other cookies: never touched. */
+  readonly foreign: readonly Flow[];
+}
+
+export interface ApplyResult {
+  readonly bridge: string;
+  /** True when anything was sent (bundle or TLV map). */
+  readonly changed: boolean;
+  /** The bundle lines sent (empty when nothing changed). */
+  readonly bundle: readonly string[];
+  readonly tlvAdded: number;
+  /** Group ids sluice no longer wants but kept because a remaining flow references them. */
+  readonly keptGroups: readonly number[];
+}
+
+export interface ApplyOptions {
+  /** Re-read after a commit and require installed == desired (default true). */
+  readonly verify?: boolean;
+}
+
+function tail(s: string): string {
+  return s.trim().split('\n').slice(-10).join('\n');
+}
+
+/** Reads a bridge's flows, groups and TLV map. */
+export async function readInstalled(runner: Runner, bridge: string): Promise<Installed> {
+  const [flowsR, groupsR, tlvR] = await Promise.all([
+    runner.ofctl(bridge, ['dump-flows'], { allowFail: true }),
+    runner.ofctl(bridge, ['dump-groups'], { allowFail: true }),
+    runner.ofctl(bridge, ['dump-tlv-map'], { allowFail: true }),
+  ]);
+  for (const [what, r] of [
+    ['dump-flows', flowsR],
+    ['dump-groups', groupsR],
+    ['dump-tlv-map', tlvR],
+  ] as const) {
+    if (r.code !== 0) {
+      throw new SluiceError(
+        'SLUICE_E_OPENFLOW_DUMP',
+        `ovs-ofctl ${what} ${bridge} failed: ${tail(r.stderr)}`,
+      );
+    }
+  }
+  let flows: Flow[];
+  try {
+    flows = parseDumpFlows(flowsR.stdout);
+  } catch (e) {
+    throw new SluiceError('SLUICE_E_OPENFLOW_DUMP', `${bridge}: ${(e as Error).message}`);
+  }
+  return {
+    owned: {
+      flows: flows.filter((f) => isSluiceCookie(f.cookie)),
+      groups: parseDumpGroups(groupsR.stdout).filter((g) => isSluiceGroup(g.groupId)),
+      tlvMap: parseDumpTlvMap(tlvR.stdout),
+    },
+    foreign: flows.filter((f) => !isSluiceCookie(f.cookie)),
+  };
+}
+
+/** Makes one bridge's sluice-owned state equal `desired`, in at most one bundle (plus a TLV map addition). */
+export async function applyBridge(
+  runner: Runner,
+  bridge: string,
+  desired: BridgeState,
+  opts: ApplyOptions = {},
+): Promise<ApplyResult> {
+  const installed = await readInstalled(runner, bridge);
+  const foreignKeys = new Map(installed.foreign.map((f) => [flowKey(f), f]));
+  const clashes = desired.flows.filter((f) => foreignKeys.has(flowKey(f)));
+  if (clashes.length > 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_CONFLICT',
+      `${bridge}: ${clashes.length} desired flow(s) would replace flows sluice does not own, e.g. ${flowKey(clashes[0])}`,
+    );
+  }
+  const diff = diffBridge(desired, installed.owned, installed.foreign);
+  if (diff.conflictingTlv.length > 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_TLV',
+      `${bridge}: the TLV map already maps ${tlvMapArg(diff.conflictingTlv)} (sluice needs ${tlvMapArg(desired.tlvMap)})`,
+    );
+  }
+  if (diff.addTlv.length > 0) {
+    const r = await runner.ofctl(bridge, ['add-tlv-map', tlvMapArg(diff.addTlv)], { allowFail: true });
+    if (r.code !== 0) {
+      throw new SluiceError('SLUICE_E_OPENFLOW_TLV', `${bridge}: add-tlv-map failed: ${tail(r.stderr)}`);
+    }
+  }
+  const keptGroups = diff.keptGroups.map((g) => g.groupId);
+  if (isEmptyDiff(diff)) {
+    return { bridge, changed: diff.addTlv.length > 0, bundle: [], tlvAdded: diff.addTlv.length, keptGroups };
+  }
+  const lines = bundleLines(diff);
+  await sendBundle(runner, bridge, lines);
+  if (opts.verify ?? true) {
+    const after = await readInstalled(runner, bridge);
+    const rest = bundleLines(diffBridge(desired, after.owned, after.foreign));
+    if (rest.length > 0) {
+      throw new SluiceError(
+        'SLUICE_E_OPENFLOW_VERIFY',
+        `${bridge}: after the bundle ${rest.length} difference(s) remain, first: ${rest[0]}`,
+      );
+    }
+  }
+  return { bridge, changed: true, bundle: lines, tlvAdded: diff.addTlv.length, keptGroups };
+}
+
+/** Sends bundle lines as one atomic `ovs-ofctl bundle`; throws SLUICE_E_OPENFLOW_REJECTED with stderr on failure. */
+export async function sendBundle(runner: Runner, bridge: string, lines: readonly string[]): Promise<void> {
+  const r = await runner.ofctl(bridge, ['bundle', '-'], { input: `${lines.join('\n')}\n`, allowFail: true });
+  if (r.code !== 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_REJECTED',
+      `${bridge}: ovs-vswitchd rejected the bundle (${lines.length} lines); nothing was changed:\n${tail(r.stderr)}`,
+    );
+  }
+}
+
+export interface FlowSetApplyResult {
+  readonly changed: boolean;
+  readonly bridges: readonly ApplyResult[];
+}
+
+/** Applies every bridge of a node's FlowSet (one bundle per bridge that changed; bridges in name order). */
+export async function applyFlowSet(
+  runner: Runner,
+  fs: FlowSet,
+  opts: ApplyOptions = {},
+): Promise<FlowSetApplyResult> {
+  const bridges: ApplyResult[] = [];
+  for (const name of [...fs.bridges.keys()].sort()) {
+    bridges.push(await applyBridge(runner, name, fs.bridges.get(name)!, opts));
+  }
+  return { changed: bridges.some((b) => b.changed), bridges };
+}
+
+/**
+ * `ovs-appctl revalidator/wait`: returns after the revalidator threads have completed a full pass that started after
+ * the call, i.e. every datapath flow cached before it (translated with the old tables) has been re-translated
+ * against the tables now installed, and updated or deleted. After applyFlowSet + revalidate, no cached datapath
+ * flow still forwards per the previous generation (packets already queued for upcall may still be handled by the
+ * old translation in that instant). This is what an acknowledgement of a generation means (DESIGN.md).
+ */
+export async function revalidate(runner: Runner): Promise<void> {
+  const r = await runner.appctl(['revalidator/wait'], { allowFail: true });
+  if (r.code !== 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_REVALIDATE',
+      `ovs-appctl revalidator/wait failed: ${tail(r.stderr)}`,
+    );
+  }
+}
