@@ -60,6 +60,9 @@ const NF = 6;
 const SEED_DP = 0x0d9a5e11;
 const SEED_ECMP = 0x7a3c0b21;
 const NONE = NO_OWNER;
+/** Strategy 3 only: backend not computed yet (rendezvous over ~100 buckets is the costly pick; most connections
+ * never need it, so it is computed from the version they were set up on when first needed). */
+const LAZY = 0xfffe;
 
 export interface Counters {
   /** Broken although the backend holding the connection's state was alive: the strategy's fault. */
@@ -280,6 +283,8 @@ class Sim {
   private readonly gw: Uint16Array;
   private readonly gwPrev: Uint16Array;
   private readonly fresh: Uint32Array;
+  /** Scratch: the connections on one gateway. */
+  private readonly onGw: Uint32Array;
   private freshCount = 0;
   private arrivals = 0;
   // Per strategy.
@@ -307,6 +312,8 @@ class Sim {
   private readonly gens: S7Gen[] = [];
   private readonly gwGen: Int32Array;
   private latestGen: Generation | null = null;
+  /** Backends that died and that health checks have not reported yet (new connections may pick them). */
+  private undetectedDead = 0;
   private s7Busy = false;
   private s7TickPending = false;
   private s7Ev = -1;
@@ -357,6 +364,7 @@ class Sim {
     this.gw = new Uint16Array(N);
     this.gwPrev = new Uint16Array(N);
     this.fresh = new Uint32Array(N);
+    this.onGw = new Uint32Array(N);
     for (let s = 0; s < NS; s++) {
       const on = this.on[s] === 1;
       this.be.push(new Uint16Array(on ? N : 0));
@@ -378,7 +386,7 @@ class Sim {
       this.alive[b] = 1;
       this.bstate[b] = BSTATE_ACTIVE;
       this.members[b % this.V].push(b);
-      const shared = ((Math.imul(b + 1, 0x9e3779b1) >>> 0) / 4294967296) < topo.sharedFraction;
+      const shared = (Math.imul(b + 1, 0x9e3779b1) >>> 0) / 4294967296 < topo.sharedFraction;
       if (shared && this.V > 1) this.members[(b + 1) % this.V].push(b);
     }
     this.nextBackend = topo.backends;
@@ -512,7 +520,18 @@ class Sim {
     this.s7Plan(t);
   }
 
+  /** Computes every deferred strategy-3 pick (before anything reads be[S_HRW]). */
+  private resolveLazy(): void {
+    if (!this.on[S_HRW]) return;
+    const be = this.be[S_HRW];
+    const last = this.lastVer[S_HRW];
+    for (let i = 0; i < this.N; i++) {
+      if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[this.vip[i]], this.h[i]);
+    }
+  }
+
   private kill(b: number, field: number, ev: number): void {
+    this.resolveLazy();
     this.alive[b] = 0;
     for (let s = 0; s < NS; s++) {
       if (!this.on[s]) continue;
@@ -545,7 +564,8 @@ class Sim {
       if (this.gwUp[g]) nodes.push({ name: `gw${g}`, role: 'gateway', tunnelIp: `172.16.0.${g}` });
     }
     for (let b = 0; b < this.nextBackend; b++) {
-      if (this.bstate[b] !== BSTATE_REMOVED) nodes.push({ name: `h${b}`, role: 'host', tunnelIp: address(b) });
+      if (this.bstate[b] !== BSTATE_REMOVED)
+        nodes.push({ name: `h${b}`, role: 'host', tunnelIp: address(b) });
     }
     const lbs: LoadBalancer[] = [];
     for (let v = 0; v < this.V; v++) {
@@ -601,7 +621,12 @@ class Sim {
         // Not the slot's second chance (the planner does not ask this today): count exactly.
         let n = 0;
         for (let i = 0; i < this.N; i++) {
-          if (!this.dead[S_SLUICE][i] && this.vip[i] === v && (this.h[i] & this.mask) === slot && this.be[S_SLUICE][i] === id)
+          if (
+            !this.dead[S_SLUICE][i] &&
+            this.vip[i] === v &&
+            (this.h[i] & this.mask) === slot &&
+            this.be[S_SLUICE][i] === id
+          )
             n++;
         }
         return n;
@@ -667,6 +692,11 @@ class Sim {
   private assignFresh(): void {
     const ev = this.lastEv;
     const latest = this.versions[this.versions.length - 1];
+    // Strategy 3's pick may be deferred only while no gateway's version can contain a dead backend.
+    let eager = this.undetectedDead > 0;
+    for (let g = 0; g < this.nextGateway && !eager; g++) {
+      if (this.gwUp[g] && this.gwCfg[g] < this.versions.length - 1) eager = true;
+    }
     for (let f = 0; f < this.freshCount; f++) {
       const i = this.fresh[f];
       const v = this.vip[i];
@@ -685,7 +715,7 @@ class Sim {
             b = dpHashPick(cfg.sel[v], h);
             break;
           case S_HRW:
-            b = hrwPick(cfg.sel[v], h);
+            b = eager ? hrwPick(cfg.sel[v], h) : LAZY;
             break;
           case S_SLOT:
           case S_STICKY:
@@ -706,7 +736,9 @@ class Sim {
         if (s === S_STICKY) this.sticky[i] = g;
         this.be[s][i] = b;
         this.dead[s][i] = 0;
-        if (b === NONE || this.alive[b] === 0) {
+        if (b === LAZY) {
+          // Every backend of the version is alive: the pick is valid, computed when needed.
+        } else if (b === NONE || this.alive[b] === 0) {
           this.dead[s][i] = 1;
           this.count(ev, s, F_FAILED);
         } else if (s === S_NAT && cfg.replyVip[b] !== v) {
@@ -720,8 +752,20 @@ class Sim {
 
   // ---------------------------------------------------------------- evaluation
 
-  /** Re-checks connections whose gateway now runs another version than the one they were checked against. */
-  private evalVersioned(s: number, onlyGw: number, ev: number): void {
+  /** Lists the connections ECMP sends to gateway g into `onGw` (returns the count). */
+  private collectGateway(g: number): number {
+    const gw = this.gw;
+    const out = this.onGw;
+    let n = 0;
+    for (let i = 0; i < this.N; i++) if (gw[i] === g) out[n++] = i;
+    return n;
+  }
+
+  /**
+   * Re-checks connections whose gateway now runs another version than the one they were checked against:
+   * all connections, or (count >= 0) the first `count` listed in `onGw`.
+   */
+  private evalVersioned(s: number, count: number, ev: number): void {
     if (!this.on[s]) return;
     const be = this.be[s];
     const dead = this.dead[s];
@@ -729,10 +773,12 @@ class Sim {
     const gwv = s === S_SLUICE ? this.gwGen : this.gwCfg;
     const gw = this.gw;
     const mask = this.mask;
-    for (let i = 0; i < this.N; i++) {
+    const list = this.onGw;
+    const n = count >= 0 ? count : this.N;
+    for (let j = 0; j < n; j++) {
+      const i = count >= 0 ? list[j] : j;
       if (dead[i]) continue;
       const g = gw[i];
-      if (onlyGw >= 0 && g !== onlyGw) continue;
       if (s === S_STICKY) {
         if (g === this.sticky[i]) continue;
         // Another gateway: no sticky entry there, it uses its current table (and learns the result).
@@ -766,8 +812,10 @@ class Sim {
       const cfg = this.versions[ver];
       let b: number;
       if (s === S_NAT) b = dpHashPick(cfg.sel[v], h);
-      else if (s === S_HRW) b = hrwPick(cfg.sel[v], h);
-      else b = cfg.slots[v][h & mask];
+      else if (s === S_HRW) {
+        if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[v], h);
+        b = hrwPick(cfg.sel[v], h);
+      } else b = cfg.slots[v][h & mask];
       if (b === be[i]) last[i] = ver;
       else this.breakConn(s, i, F_AVOID, ev);
     }
@@ -789,7 +837,10 @@ class Sim {
       if (g !== this.gw[i]) moved++;
       this.gw[i] = g;
     }
-    this.evMeta[ev].ecmpMoved = { measured: moved / this.N, exact: ecmpMovedShare(this.trace.ecmp, before, hops) };
+    this.evMeta[ev].ecmpMoved = {
+      measured: moved / this.N,
+      exact: ecmpMovedShare(this.trace.ecmp, before, hops),
+    };
     for (const s of [S_NAT, S_HRW, S_SLOT, S_STICKY, S_SLUICE]) this.evalVersioned(s, -1, ev);
     if (this.on[S_CTSYNC]) {
       const lag = this.trace.timing.syncLagSeconds;
@@ -847,6 +898,7 @@ class Sim {
       case 'backend-fail': {
         const b = e.backend!;
         this.kill(b, F_UNAVOID, ev);
+        this.undetectedDead++;
         this.q.push(t + this.trace.timing.detectSeconds, K_DETECT, b, 0, ev);
         break;
       }
@@ -905,13 +957,14 @@ class Sim {
         case K_APPLY_CFG:
           if (this.gwUp[st.a] && st.b > this.gwCfg[st.a]) {
             this.gwCfg[st.a] = st.b;
-            for (const s of [S_NAT, S_HRW, S_SLOT, S_STICKY]) this.evalVersioned(s, st.a, ev);
+            const n = this.collectGateway(st.a);
+            for (const s of [S_NAT, S_HRW, S_SLOT, S_STICKY]) this.evalVersioned(s, n, ev);
           }
           break;
         case K_S7_APPLY:
           if (this.gwUp[st.a] && st.b > this.gwGen[st.a]) {
             this.gwGen[st.a] = st.b;
-            this.evalVersioned(S_SLUICE, st.a, ev);
+            this.evalVersioned(S_SLUICE, this.collectGateway(st.a), ev);
           }
           break;
         case K_S7_ACKED:
@@ -930,6 +983,7 @@ class Sim {
           this.configChanged(t, ev);
           break;
         case K_DETECT:
+          this.undetectedDead--;
           if (this.bstate[st.a] !== BSTATE_REMOVED) this.bstate[st.a] = BSTATE_DOWN;
           this.configChanged(t, ev);
           break;
@@ -1000,8 +1054,13 @@ class Sim {
             peak: Math.max(sum.peak, c.secondChancePeak),
           };
         }
-        const entries =
-          !this.on[s] ? 0 : s === S_STATEFUL || s === S_CTSYNC ? liveOf(s) : s === S_STICKY ? stickyMax : 0;
+        const entries = !this.on[s]
+          ? 0
+          : s === S_STATEFUL || s === S_CTSYNC
+            ? liveOf(s)
+            : s === S_STICKY
+              ? stickyMax
+              : 0;
         const t: StrategyTotals = {
           avoidable: sum.avoidable,
           unavoidable: sum.unavoidable,

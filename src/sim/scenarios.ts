@@ -2,15 +2,15 @@
 
 import type { EcmpMode } from './ecmp.ts';
 import {
+  checkTrace,
   DEFAULT_LIFETIMES,
   DEFAULT_TIMING,
   type Scale,
-  TOPOLOGIES,
   type Timing,
+  TOPOLOGIES,
   type Topology,
   type Trace,
   type TraceEvent,
-  checkTrace,
 } from './trace.ts';
 
 export interface Scenario {
@@ -38,14 +38,19 @@ function trace(
     timing,
     lifetimes: DEFAULT_LIFETIMES,
     // Long enough for sluice's phases and the drain window to finish after the last event.
-    durationSeconds: opts.duration ?? Math.max(...events.map((e) => e.at), 0) + timing.drainWindowSeconds + 60,
+    durationSeconds:
+      opts.duration ?? Math.max(...events.map((e) => e.at), 0) + timing.drainWindowSeconds + 60,
     events,
   };
   checkTrace(t);
   return t;
 }
 
-function single(name: string, description: string, event: (topo: Topology) => Omit<TraceEvent, 'at'>): Scenario {
+function single(
+  name: string,
+  description: string,
+  event: (topo: Topology) => Omit<TraceEvent, 'at'>,
+): Scenario {
   return {
     name,
     description,

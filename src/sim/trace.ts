@@ -24,7 +24,14 @@ export interface Topology {
 
 export const TOPOLOGIES: Readonly<Record<Scale, Topology>> = {
   small: { connections: 20_000, gateways: 8, backends: 40, vips: 2, sharedFraction: 0.1, slotBits: 10 },
-  full: { connections: 1_000_000, gateways: 100, backends: 1000, vips: 10, sharedFraction: 0.1, slotBits: 12 },
+  full: {
+    connections: 1_000_000,
+    gateways: 100,
+    backends: 1000,
+    vips: 10,
+    sharedFraction: 0.1,
+    slotBits: 12,
+  },
 };
 
 export interface Timing {
