@@ -1,0 +1,526 @@
+// Unit tests of the rollout planner (src/rollout/planner.ts): every transition of docs/design/rollout.md, the
+// gating helpers, slot-bit changes, offline plans, summaries and the backend state machine. Pure; connection
+// counts are given by small fake functions (said where used).
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { NO_OWNER } from '../../src/hashing/slots.ts';
+import type { AdminState, Backend, Config } from '../../src/model/types.ts';
+import {
+  BACKEND_STATES,
+  BACKEND_TRANSITIONS,
+  backendState,
+  canTransition,
+  transitionReason,
+} from '../../src/rollout/backend-state.ts';
+import {
+  type ConnectionCounts,
+  canPublish,
+  type PlanStep,
+  planNext,
+  planRollout,
+  planRolloutDetailed,
+  waitingGateways,
+} from '../../src/rollout/planner.ts';
+import { formatRollout, summarizePool, summarizeRollout } from '../../src/rollout/summary.ts';
+import { type Generation, PHASE_STABLE, PHASE1, PHASE2, type PoolPlan } from '../../src/rollout/types.ts';
+
+const NODES: Config['nodes'] = [
+  { name: 'gw1', role: 'gateway', tunnelIp: '192.168.0.1' },
+  { name: 'h1', role: 'host', tunnelIp: '192.168.0.11' },
+  { name: 'h2', role: 'host', tunnelIp: '192.168.0.12' },
+];
+
+/** Backend "A".."F" -> 10.0.1.1.. on alternating hosts. */
+function be(name: string, state: AdminState = 'active', weight = 1, host?: string): Backend {
+  const n = name.charCodeAt(0) - 64;
+  return { address: `10.0.1.${n}`, port: 8080, host: host ?? (n % 2 === 1 ? 'h1' : 'h2'), weight, state };
+}
+const K = (name: string): string => `10.0.1.${name.charCodeAt(0) - 64}:8080`;
+
+function cfg(backends: Backend[], slotBits = 4, extra: Partial<Config> = {}): Config {
+  return {
+    hashMode: 'dp_hash',
+    slotBits,
+    drainWindowSeconds: 60,
+    nodes: NODES,
+    loadBalancers: [
+      { name: 'web', vip: '10.9.9.9', family: 4, protocol: 'tcp', ports: [80], backends },
+      ...(extra.loadBalancers ?? []),
+    ],
+    ...(extra.drainWindowSeconds !== undefined ? { drainWindowSeconds: extra.drainWindowSeconds } : {}),
+    ...(extra.nodes !== undefined ? { nodes: extra.nodes } : {}),
+  };
+}
+
+const zero: ConnectionCounts = () => 0;
+
+function step(
+  config: Config,
+  latest: Generation | null,
+  connections: ConnectionCounts = zero,
+  now = 0,
+): PlanStep {
+  return planNext({ config, latest, connections, now });
+}
+function next(
+  config: Config,
+  latest: Generation | null,
+  connections: ConnectionCounts = zero,
+  now = 0,
+): Generation {
+  const r = step(config, latest, connections, now);
+  assert.ok(r.next, `expected a generation; notes: ${r.notes.map((n) => n.message).join(' | ')}`);
+  return r.next;
+}
+
+/** Slot -> "P" or "P/S" with backend letters ("-" for none). */
+function view(g: Generation, lb = 'web'): string[] {
+  const p = g.pools.get(lb)!;
+  const letter = (i: number): string =>
+    i === NO_OWNER ? '-' : String.fromCharCode(64 + Number(p.members[i].address.split('.')[3]));
+  return [...p.primary].map((x, s) =>
+    p.second[s] === NO_OWNER ? letter(x) : `${letter(x)}/${letter(p.second[s])}`,
+  );
+}
+function pool(g: Generation, lb = 'web'): PoolPlan {
+  return g.pools.get(lb)!;
+}
+function slotsWhere(g: Generation, pred: (v: string) => boolean): number[] {
+  return view(g).flatMap((v, s) => (pred(v) ? [s] : []));
+}
+
+/** Fake host reports: `busy` maps "slot:backendLetter" to a live connection count; everything else is 0. */
+function counts(busy: Record<string, number>): ConnectionCounts {
+  return (_lb, slot, key) => {
+    for (const [k, n] of Object.entries(busy)) {
+      const [s, b] = k.split(':');
+      if (Number(s) === slot && K(b) === key) return n;
+    }
+    return 0;
+  };
+}
+
+test('initial generation: stable tables from scratch, number 1, balanced, independent of backend order', () => {
+  const g = next(cfg([be('A'), be('B'), be('C')]), null);
+  assert.equal(g.number, 1);
+  const p = pool(g);
+  assert.equal(p.primary.length, 16);
+  assert.ok(p.second.every((x) => x === NO_OWNER));
+  assert.ok(p.phase.every((x) => x === PHASE_STABLE));
+  const sum = summarizePool(p, cfg([be('A'), be('B'), be('C')]).loadBalancers[0]);
+  assert.ok(sum.balance.maxDeviation < 1);
+  assert.ok(sum.balance.spread <= 1);
+  const h = next(cfg([be('C'), be('A'), be('B')]), null);
+  assert.deepEqual(view(h), view(g));
+});
+
+test('nothing changed: no generation', () => {
+  const c = cfg([be('A'), be('B')]);
+  const g = next(c, null);
+  const r = step(c, g);
+  assert.equal(r.next, null);
+});
+
+test('adding a backend: stable -> phase 1 (P, N) -> phase 2 (N, P) -> stable, only the slots it takes', () => {
+  const from = cfg([be('A'), be('B')]);
+  const to = cfg([be('A'), be('B'), be('C')]);
+  const g1 = next(from, null);
+  const g2 = next(to, g1, zero, 1000);
+  assert.equal(g2.number, 2);
+  const moving = slotsWhere(g2, (v) => v.includes('/'));
+  assert.ok(moving.length >= 5 && moving.length <= 6, `C takes ~16/3 slots, got ${moving.length}`);
+  for (let s = 0; s < 16; s++) {
+    if (moving.includes(s)) {
+      assert.equal(view(g2)[s], `${view(g1)[s]}/C`, `slot ${s}: (old owner, C)`);
+      assert.equal(pool(g2).phase[s], PHASE1);
+    } else assert.equal(view(g2)[s], view(g1)[s], `slot ${s} untouched`);
+  }
+  const g3 = next(to, g2, zero, 2000);
+  for (const s of moving) {
+    assert.equal(view(g3)[s], `C/${view(g1)[s]}`);
+    assert.equal(pool(g3).phase[s], PHASE2);
+    assert.equal(pool(g3).since[s], 2000, 'the drain window runs from phase-2 entry');
+  }
+  const g4 = next(to, g3, zero, 3000);
+  for (const s of moving) assert.equal(view(g4)[s], 'C');
+  assert.ok(pool(g4).phase.every((x) => x === PHASE_STABLE));
+  assert.equal(step(to, g4).next, null);
+});
+
+test('phase 2 waits while the previous owner reports connections, then drops the second chance', () => {
+  const to = cfg([be('A'), be('B')]);
+  const g1 = next(cfg([be('A')]), null);
+  const g2 = next(to, g1);
+  const g3 = next(to, g2);
+  const moving = slotsWhere(g3, (v) => v === 'B/A');
+  assert.ok(moving.length === 8);
+  const s0 = moving[0];
+  // Fake report: A still has 3 connections of slot s0.
+  const r = step(to, g3, counts({ [`${s0}:A`]: 3 }), 5000);
+  assert.ok(r.next);
+  assert.equal(view(r.next)[s0], 'B/A', 'slot keeps its second chance');
+  for (const s of moving.slice(1)) assert.equal(view(r.next)[s], 'B');
+  const wait = r.notes.find((n) => n.kind === 'waits');
+  assert.ok(wait);
+  assert.deepEqual(wait.slots, [s0]);
+  assert.equal(wait.connections, 3);
+  assert.equal(wait.backend, K('A'));
+  assert.match(
+    wait.message,
+    new RegExp(`web slot ${s0} wait: second chance 10\\.0\\.1\\.1:8080 has 3 connections`),
+  );
+  // Still busy: nothing to publish, and the reason says why.
+  const again = step(to, r.next, counts({ [`${s0}:A`]: 1 }), 6000);
+  assert.equal(again.next, null);
+  assert.ok(again.notes.some((n) => n.kind === 'waits' && n.connections === 1));
+  // Unknown (not reported yet) also waits.
+  assert.equal(step(to, r.next, () => undefined, 6000).next, null);
+  const done = next(to, r.next, zero, 7000);
+  assert.equal(view(done)[s0], 'B');
+});
+
+test('drain window passed: the second chance is dropped on purpose and the connections are reported', () => {
+  const to = cfg([be('A'), be('B')], 4, { drainWindowSeconds: 10 });
+  const g1 = next(cfg([be('A')], 4, { drainWindowSeconds: 10 }), null);
+  const g2 = next(to, g1, zero, 0);
+  const g3 = next(to, g2, zero, 1000); // phase 2 entered at t=1000
+  const moving = slotsWhere(g3, (v) => v === 'B/A');
+  const busy: ConnectionCounts = (_lb, _slot, key) => (key === K('A') ? 2 : 0); // fake: A keeps 2 per slot
+  assert.equal(step(to, g3, busy, 10_999).next, null, 'window not passed yet');
+  const r = step(to, g3, busy, 11_000);
+  assert.ok(r.next);
+  for (const s of moving) assert.equal(view(r.next)[s], 'B');
+  const gave = r.notes.find((n) => n.kind === 'gave-up');
+  assert.ok(gave);
+  assert.equal(gave.connections, 2 * moving.length);
+  assert.match(gave.message, /drain window passed/);
+});
+
+test('phase 1 retargeted: (P, N) with a new target C != N becomes (P, C); nobody sent to N yet', () => {
+  const g1 = next(cfg([be('A')]), null);
+  const g2 = next(cfg([be('A'), be('B')]), g1); // (A, B) on 8 slots
+  const moving = slotsWhere(g2, (v) => v === 'A/B');
+  assert.equal(moving.length, 8);
+  // B is removed before phase 2, C added: B's incoming slots go to C.
+  const g3 = next(cfg([be('A'), be('C')]), g2);
+  for (const s of moving) {
+    assert.equal(view(g3)[s], 'A/C');
+    assert.equal(pool(g3).phase[s], PHASE1);
+  }
+  assert.ok(!pool(g3).members.some((m) => m.key === K('B')), 'B no longer referenced: left the plan');
+});
+
+test('phase 1 with the target back to P: stable (P)', () => {
+  const g1 = next(cfg([be('A')]), null);
+  const g2 = next(cfg([be('A'), be('B')]), g1);
+  const g3 = next(cfg([be('A')]), g2);
+  assert.ok(view(g3).every((v) => v === 'A'));
+});
+
+test('phase 2 with the target back to the previous owner: (N, P) -> (P, N)', () => {
+  const g1 = next(cfg([be('A')]), null);
+  const to = cfg([be('A'), be('B')]);
+  const g3 = next(to, next(to, g1));
+  const moving = slotsWhere(g3, (v) => v === 'B/A');
+  const g4 = next(cfg([be('A'), be('B', 'draining')]), g3);
+  for (const s of moving) {
+    assert.equal(view(g4)[s], 'A/B', 'A primary again, B keeps its connections as second chance');
+    assert.equal(pool(g4).phase[s], PHASE2);
+  }
+});
+
+test('phase 2 (N, P) where P goes down: the second chance is dropped at once', () => {
+  const g1 = next(cfg([be('A'), be('C')]), null);
+  const to = cfg([be('A'), be('C'), be('B')]);
+  const g3 = next(to, next(to, g1));
+  const fromA = slotsWhere(g3, (v) => v === 'B/A');
+  assert.ok(fromA.length > 0);
+  // Fake report: A "still has" connections, but A is down: they are lost, nothing waits for them.
+  const g4 = next(cfg([be('A', 'down'), be('C'), be('B')]), g3, counts({ [`${fromA[0]}:A`]: 5 }));
+  for (const s of fromA) assert.equal(view(g4)[s], 'B');
+});
+
+test('phase 2 (N, P) where N goes down and P still has connections: (P, N), P takes the SYNs back', () => {
+  const g1 = next(cfg([be('A'), be('C')]), null);
+  const to = cfg([be('A'), be('C'), be('B')]);
+  const g3 = next(to, next(to, g1));
+  const inPhase2 = slotsWhere(g3, (v) => v.startsWith('B/'));
+  assert.ok(inPhase2.length >= 5);
+  // Fake report: every previous owner still has 1 connection in every slot.
+  const busy: ConnectionCounts = (_lb, _s, key) => (key === K('B') ? 0 : 1);
+  const down = cfg([be('A'), be('C'), be('B', 'down')]);
+  const g4 = next(down, g3, busy);
+  for (const s of inPhase2) {
+    const prevOwner = view(g3)[s].split('/')[1];
+    assert.equal(
+      view(g4)[s],
+      `${prevOwner}/B`,
+      `slot ${s}: previous owner primary, down B kept one generation`,
+    );
+    assert.equal(pool(g4).phase[s], PHASE2);
+  }
+  assert.ok(step(down, g3, busy).notes.some((n) => n.kind === 'down-primary'));
+  // Next: B is down, so its second chance goes; slots whose target is their primary become stable.
+  const g5 = next(down, g4, busy);
+  for (const s of inPhase2) assert.ok(!view(g5)[s].endsWith('/B'));
+  const final = planNext({ config: down, latest: g5, connections: zero, now: 0 });
+  let g = final.next ?? g5;
+  for (let i = 0; i < 5; i++) g = step(down, g).next ?? g;
+  assert.ok(view(g).every((v) => v === 'A' || v === 'C'));
+});
+
+test('stable (P) with P down: (P, T) -> (T, P) -> (T); the down primary never leaves in one step', () => {
+  const c0 = cfg([be('A'), be('B')]);
+  const g1 = next(c0, null);
+  const bSlots = slotsWhere(g1, (v) => v === 'B');
+  const down = cfg([be('A'), be('B', 'down')]);
+  const g2 = next(down, g1);
+  for (const s of bSlots) assert.equal(view(g2)[s], 'B/A');
+  for (const s of bSlots) assert.equal(pool(g2).phase[s], PHASE1);
+  const g3 = next(down, g2);
+  for (const s of bSlots) assert.equal(view(g3)[s], 'A/B');
+  // B is down: its second chance is dropped without waiting for counts (its connections are lost).
+  const g4 = next(down, g3, () => 7);
+  for (const s of bSlots) assert.equal(view(g4)[s], 'A');
+  assert.equal(step(down, g4).next, null);
+});
+
+test('draining: gives up its slots through the phases and waits for its connections', () => {
+  const g1 = next(cfg([be('A'), be('B')]), null);
+  const bSlots = slotsWhere(g1, (v) => v === 'B');
+  const drain = cfg([be('A'), be('B', 'draining')]);
+  const g2 = next(drain, g1);
+  for (const s of bSlots) assert.equal(view(g2)[s], 'B/A');
+  const g3 = next(drain, g2);
+  for (const s of bSlots) assert.equal(view(g3)[s], 'A/B');
+  assert.equal(step(drain, g3, () => 1).next, null, 'B keeps every second chance while it has connections');
+  const g4 = next(drain, g3);
+  assert.ok(view(g4).every((v) => v === 'A'));
+  assert.ok(
+    pool(g4).members.some((m) => m.key === K('B')),
+    'a draining backend stays a member',
+  );
+});
+
+test('removed backend: kept as second chance while it has connections, then leaves the plan', () => {
+  const g1 = next(cfg([be('A'), be('B')]), null);
+  const bSlots = slotsWhere(g1, (v) => v === 'B');
+  const gone = cfg([be('A')]);
+  const g3 = next(gone, next(gone, g1));
+  for (const s of bSlots) assert.equal(view(g3)[s], 'A/B');
+  const bm = pool(g3).members.find((m) => m.key === K('B'));
+  assert.deepEqual(bm, { key: K('B'), address: '10.0.1.2', port: 8080, host: 'h2' }, 'plan member kept');
+  assert.equal(step(gone, g3, () => 4).next, null);
+  const g4 = next(gone, g3);
+  assert.ok(view(g4).every((v) => v === 'A'));
+  assert.deepEqual(
+    pool(g4).members.map((m) => m.key),
+    [K('A')],
+  );
+});
+
+test('removed backend whose host left the config: treated as down (no wait)', () => {
+  const g1 = next(cfg([be('A'), be('B')]), null);
+  const noH2 = cfg([be('A')], 4, { nodes: NODES.filter((n) => n.name !== 'h2') });
+  const g3 = next(noH2, next(noH2, g1));
+  const g4 = next(noH2, g3, () => 9);
+  assert.ok(view(g4).every((v) => v === 'A'));
+});
+
+test('a slot whose second chance is in use is not moved again; buildTable is told to keep it', () => {
+  const g1 = next(cfg([be('A'), be('B')]), null);
+  const three = cfg([be('A'), be('B'), be('C')]);
+  const g3 = next(three, next(three, g1));
+  const cSlots = slotsWhere(g3, (v) => v.startsWith('C/'));
+  // Fake: every previous owner keeps connections in every slot.
+  const busy: ConnectionCounts = (_lb, _s, key) => (key === K('C') ? 0 : 2);
+  // Drop C's weight to 0 is not it; instead add D: D's slots must come from elsewhere where possible.
+  const four = cfg([be('A'), be('B'), be('C'), be('D')]);
+  const r = step(four, g3, busy);
+  assert.ok(r.next);
+  for (const s of cSlots) {
+    const v = view(r.next)[s];
+    assert.ok(v === view(g3)[s], `slot ${s}: ${view(g3)[s]} must wait, got ${v}`);
+  }
+});
+
+test('no backend takes slots (all drained): slots keep their owners, with a note', () => {
+  const g1 = next(cfg([be('A'), be('B')]), null);
+  const r = step(cfg([be('A', 'draining'), be('B', 'draining')]), g1);
+  assert.equal(r.next, null);
+  assert.ok(r.notes.some((n) => n.kind === 'no-owner'));
+});
+
+test('a pool with no backend at all starts with no owner; its first backend takes every slot', () => {
+  const g1 = next(cfg([]), null);
+  assert.ok(pool(g1).primary.every((x) => x === NO_OWNER));
+  const g2 = next(cfg([be('A')]), g1);
+  assert.ok(view(g2).every((v) => v === 'A'));
+});
+
+test('slot bits up: first a generation that only grows (moves nothing), then the phases', () => {
+  const g1 = next(cfg([be('A'), be('B'), be('C')], 4), null);
+  const to = cfg([be('A'), be('B'), be('C'), be('D')], 5);
+  const r = step(to, g1);
+  assert.ok(r.next);
+  assert.equal(pool(r.next).bits, 5);
+  const v1 = view(g1);
+  assert.deepEqual(view(r.next), [...v1, ...v1], 'slot s and s+16 keep the owner of s');
+  assert.ok(r.notes.some((n) => n.kind === 'grow'));
+  const g3 = next(to, r.next);
+  assert.ok(slotsWhere(g3, (v) => v.endsWith('/D')).length >= 7);
+});
+
+test('slot bits down: refused with a note; the pool keeps its bits, other changes still roll out', () => {
+  const g1 = next(cfg([be('A')], 5), null);
+  const r = step(cfg([be('A'), be('B')], 4), g1);
+  assert.ok(r.next);
+  assert.equal(pool(r.next).bits, 5);
+  assert.ok(r.notes.some((n) => n.kind === 'bits-decrease-refused'));
+  assert.ok(slotsWhere(r.next, (v) => v === 'A/B').length === 16);
+});
+
+test('load balancers added and removed', () => {
+  const other = { name: 'dns', vip: '10.9.9.10', family: 4 as const, protocol: 'udp' as const, ports: [53] };
+  const g1 = next(cfg([be('A')]), null);
+  const g2 = next(cfg([be('A')], 4, { loadBalancers: [{ ...other, backends: [be('B')] }] }), g1);
+  assert.ok(view(g2, 'dns').every((v) => v === 'B'));
+  const g3 = next(cfg([be('A')]), g2);
+  assert.deepEqual([...g3.pools.keys()], ['web']);
+});
+
+test('canPublish: only when every live gateway acknowledged the latest generation', () => {
+  assert.equal(canPublish(new Map(), null), true);
+  assert.equal(canPublish(new Map(), 3), true, 'no live gateway: nothing to wait for');
+  const acks = new Map([
+    ['gw2', 3],
+    ['gw1', 2],
+    ['gw3', 3],
+  ]);
+  assert.equal(canPublish(acks, 3), false);
+  assert.deepEqual(waitingGateways(acks, 3), ['gw1']);
+  acks.set('gw1', 3);
+  assert.equal(canPublish(acks, 3), true);
+  const g = next(cfg([be('A')]), null);
+  assert.equal(canPublish(new Map([['gw1', 0]]), g), false);
+});
+
+test('planRollout: the generations of a change, with summaries', () => {
+  const from = cfg([be('A'), be('B'), be('C')]);
+  const to = cfg([be('A'), be('B', 'draining'), be('C'), be('D', 'active', 2)]);
+  const gens = planRollout(from, to);
+  assert.deepEqual(
+    gens.map((g) => g.number),
+    [1, 2, 3, 4],
+  );
+  const last = gens[gens.length - 1];
+  assert.ok(pool(last).second.every((x) => x === NO_OWNER));
+  const sum = summarizePool(pool(last), to.loadBalancers[0]);
+  const d = sum.members.find((m) => m.key === K('D'))!;
+  assert.equal(d.share, 8);
+  assert.equal(d.primary, 8);
+  assert.equal(d.state, 'active');
+  assert.equal(sum.members.find((m) => m.key === K('B'))!.state, 'draining');
+  assert.ok(sum.balance.maxDeviation < 1);
+  const steps = summarizeRollout(gens);
+  assert.equal(steps[1].pools[0].moved, 0, 'phase 1 moves no primary');
+  assert.ok(steps[2].pools[0].moved > 0);
+  assert.equal(steps[3].pools[0].moved, 0, 'the last step only drops second chances');
+  const text = formatRollout(to, gens);
+  assert.match(text, /generation 3: web: \d+ moved/);
+  assert.match(text, /balance: min \d+, max \d+/);
+  // A mid-rollout pool: D is filling.
+  const mid = summarizePool(pool(gens[1]), to.loadBalancers[0]);
+  assert.equal(mid.members.find((m) => m.key === K('D'))!.state, 'filling');
+  const detailed = planRolloutDetailed(from, to);
+  assert.equal(detailed.notes.length, detailed.generations.length);
+  assert.ok(detailed.notes[1].some((n) => n.kind === 'phase1'));
+});
+
+test('backend state machine: derived states and the transition table', () => {
+  assert.equal(backendState('active', 3, 5), 'filling');
+  assert.equal(backendState('active', 5, 5), 'active');
+  assert.equal(backendState('draining', 5, 0), 'draining');
+  assert.equal(backendState('down', 5, 0), 'down');
+  assert.equal(backendState(undefined, 2, 0), 'draining');
+  assert.equal(backendState(undefined, 2, 0, false), 'down');
+  for (const from of BACKEND_STATES) {
+    assert.equal(canTransition(from, from), true);
+    for (const to of BACKEND_STATES) {
+      if (from === to) continue;
+      const why = BACKEND_TRANSITIONS[from][to];
+      assert.equal(canTransition(from, to), why !== undefined);
+      if (why !== undefined) assert.equal(transitionReason(from, to), why);
+      else assert.throws(() => transitionReason(from, to));
+    }
+  }
+});
+
+// Safety of one step, structurally (docs/design/rollout.md "Safety"): for every slot,
+//   (A) the new primary was the old primary or second chance (gateways still on the old generation reach the
+//       connections that SYNs to the new primary create), unless the old primary was none;
+//   (B) the old primary is the new primary or second chance (it may still get SYNs from the old generation).
+function checkStep(a: PoolPlan, b: PoolPlan): string | undefined {
+  const key = (p: PoolPlan, i: number): string | undefined => (i === NO_OWNER ? undefined : p.members[i].key);
+  for (let s = 0; s < b.primary.length; s++) {
+    const sa = s & (a.primary.length - 1);
+    const p0 = key(a, a.primary[sa]);
+    const s0 = key(a, a.second[sa]);
+    const p1 = key(b, b.primary[s]);
+    const s1 = key(b, b.second[s]);
+    if (p0 !== undefined && p1 !== p0 && p1 !== s0)
+      return `slot ${s}: (${p0},${s0}) -> (${p1},${s1}) breaks A`;
+    if (p0 !== undefined && p0 !== p1 && p0 !== s1)
+      return `slot ${s}: (${p0},${s0}) -> (${p1},${s1}) breaks B`;
+  }
+  return undefined;
+}
+
+const arbBackends = fc
+  .uniqueArray(
+    fc.record({
+      name: fc.constantFrom('A', 'B', 'C', 'D', 'E', 'F'),
+      state: fc.constantFrom<AdminState>('active', 'active', 'draining', 'down'),
+      weight: fc.integer({ min: 1, max: 4 }),
+    }),
+    { selector: (b) => b.name, minLength: 0, maxLength: 6 },
+  )
+  .map((list) => list.map((b) => be(b.name, b.state, b.weight)));
+
+test('property: every offline rollout step keeps A and B, ends stable and balanced', () => {
+  fc.assert(
+    fc.property(
+      arbBackends,
+      arbBackends,
+      fc.integer({ min: 4, max: 6 }),
+      fc.boolean(),
+      (x, y, bits, grow) => {
+        const from = cfg(x, bits);
+        const to = cfg(y, grow ? Math.min(bits + 1, 7) : bits);
+        const gens = planRollout(from, to);
+        for (let i = 1; i < gens.length; i++) {
+          assert.equal(gens[i].number, gens[i - 1].number + 1);
+          const bad = checkStep(pool(gens[i - 1]), pool(gens[i]));
+          assert.equal(bad, undefined, bad);
+        }
+        const last = pool(gens[gens.length - 1]);
+        assert.ok(
+          last.second.every((v) => v === NO_OWNER),
+          'ends with no second chance',
+        );
+        const taking = y.filter((b) => b.state === 'active');
+        if (taking.length > 0 || x.filter((b) => b.state === 'active').length === 0) {
+          const sum = summarizePool(last, to.loadBalancers[0]);
+          if (taking.length > 0) {
+            assert.ok(sum.balance.maxDeviation < 1, `deviation ${sum.balance.maxDeviation}`);
+            assert.equal(sum.noOwner, 0);
+          }
+        }
+        assert.ok(gens.length <= 6, `${gens.length} generations`);
+      },
+    ),
+    { numRuns: 300, seed: 42 },
+  );
+});
