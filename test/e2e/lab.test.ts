@@ -1,0 +1,288 @@
+// End-to-end: the lab builds the whole topology on this machine and removes it again (root, real OVS, namespaces).
+// Uses its own prefixes (slt-lab-, slt-labx-); touches only namespaces and processes it created.
+
+import * as assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_RUN_ROOT, labNamespacePattern } from '../../src/lab/config.ts';
+import { nsRun, pidAlive, readPidFile, run } from '../../src/lab/exec.ts';
+import { LAB_TLV_MAP } from '../../src/lab/node.ts';
+import { attachLab, type Lab, labDown, labStatus, labUp, listNamespaces } from '../../src/lab/topology.ts';
+import { TrafficRunner } from '../../src/lab/traffic.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+const PREFIX = 'slt-lab-';
+const CRASH_PREFIX = 'slt-labx-';
+
+function pidFilesUnder(dir: string): string[] {
+  const out: string[] = [];
+  if (!existsSync(dir)) return out;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory()) out.push(...pidFilesUnder(p));
+    else if (e.name.endsWith('.pid')) out.push(p);
+  }
+  return out;
+}
+
+async function labNamespaces(prefix: string): Promise<string[]> {
+  const re = labNamespacePattern(prefix);
+  return (await listNamespaces()).filter((n) => re.test(n));
+}
+
+describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () => {
+  let lab: Lab;
+  let upMs = 0;
+
+  before(async () => {
+    await labDown(PREFIX); // leftovers of an earlier crashed run of this very test (same prefix) only
+    const t0 = Date.now();
+    lab = await labUp({ prefix: PREFIX });
+    upMs = Date.now() - t0;
+  });
+
+  after(async () => {
+    await labDown(PREFIX);
+  });
+
+  test('builds 15 namespaces and the default sizes (2 gateways, 3 hosts, 2 backends each, 2 clients)', async () => {
+    const ns = await labNamespaces(PREFIX);
+    assert.equal(ns.length, 1 + 1 + 2 + 3 + 6 + 2, `namespaces: ${ns.join(' ')}`);
+    assert.deepEqual(
+      lab.nodes.map((n) => `${n.name}:${n.role}`),
+      ['gw1:gateway', 'gw2:gateway', 'host1:host', 'host2:host', 'host3:host'],
+    );
+    assert.equal(lab.backends().length, 6);
+    process.stderr.write(`lab up took ${upMs} ms\n`);
+  });
+
+  test('labUp refuses to build over an existing lab with the same prefix', async () => {
+    await assert.rejects(
+      () => labUp({ prefix: PREFIX }),
+      (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_LAB_EXISTS',
+    );
+  });
+
+  test("every node's own OVS answers, with br-phy/br-int, the ports of the plan and the TLV map", async () => {
+    for (const n of lab.nodes) {
+      const v = await n.appctl(['version']);
+      assert.match(v.stdout, /Open vSwitch/);
+      const br = await n.vsctl(['list-br']);
+      assert.deepEqual(br.stdout.trim().split('\n').sort(), ['br-int', 'br-phy']);
+      // The facts' port numbers are the ones OVSDB reports.
+      const ofport = async (iface: string) =>
+        Number((await n.vsctl(['get', 'Interface', iface, 'ofport'])).stdout.trim());
+      assert.equal(await ofport('eth0'), n.ports.eth0);
+      assert.equal(await ofport('phy-to-int'), n.ports.phyToInt);
+      assert.equal(await ofport('int-to-phy'), n.ports.intToPhy);
+      assert.equal(await ofport('geneve0'), n.ports.geneve);
+      for (const b of n.backends) assert.equal(await ofport(b.vmPort), b.ofport);
+      assert.equal((await n.vsctl(['get', 'Interface', 'geneve0', 'type'])).stdout.trim(), 'geneve');
+      assert.equal((await n.vsctl(['get', 'Bridge', 'br-int', 'datapath_type'])).stdout.trim(), 'netdev');
+      // ofctl hook: OpenFlow 1.5 against this node's bridge.
+      const flows = await n.ofctl('br-int', ['dump-flows']);
+      assert.match(flows.stdout, /OFPST_FLOW reply \(OF1\.5\)/);
+      const tlv = await n.ofctl('br-int', ['dump-tlv-map']);
+      for (const i of [0, 1, 2]) assert.match(tlv.stdout, new RegExp(`tun_metadata${i}\\b`));
+      assert.match(LAB_TLV_MAP, /type=0x80/);
+      // Pitfalls: eth0 has its own MAC, arp off, MTU 1600, tx checksum offload off.
+      const link = await n.exec('ip', ['-j', 'link', 'show', 'eth0']);
+      const [eth0] = JSON.parse(link.stdout) as Array<{ address: string; mtu: number; flags: string[] }>;
+      assert.equal(eth0.address, n.eth0Mac);
+      assert.notEqual(n.eth0Mac, n.brPhyMac);
+      assert.equal(eth0.mtu, 1600);
+      assert.ok(eth0.flags.includes('NOARP'), `eth0 flags ${eth0.flags}`);
+      const k = await n.exec('ethtool', ['-k', 'eth0']);
+      assert.match(k.stdout, /tx-checksumming: off/);
+    }
+  });
+
+  test('underlay: every node pings every other node, and the router pings every node', async () => {
+    const pings = await lab.checkUnderlay();
+    assert.equal(pings.length, 5 * 4 + 5);
+    assert.deepEqual(
+      pings.filter((p) => !p.ok),
+      [],
+    );
+  });
+
+  test('backends answer through br-int from their host namespace with their own name (TCP and UDP)', async () => {
+    const probes = await lab.probeBackends();
+    assert.equal(probes.length, 6);
+    for (const p of probes) {
+      assert.equal(p.tcpGreeting, p.backend);
+      assert.equal(p.udpReply, p.backend);
+    }
+  });
+
+  test('a backend echoes over a long-lived connection (harness in the backend namespace, 0 broken)', async () => {
+    const b = lab.backend('host2-b1');
+    const r = await TrafficRunner.start(lab, { netns: b.netns, vip: b.ip, port: 80, count: 20, rate: 200 });
+    try {
+      await r.waitUntil(() => r.counters.opened >= 20, 10_000, '20 opened');
+      await new Promise((res) => setTimeout(res, 1000));
+      const c = await r.report();
+      assert.equal(c.broken, 0);
+      assert.ok(c.echoes >= 20, `echoes ${c.echoes}`);
+      assert.deepEqual(Object.keys(c.perBackend), ['host2-b1']);
+      const s = await r.stop();
+      assert.equal(s.broken, 0);
+      assert.equal(s.closed, 20);
+    } finally {
+      await r.kill();
+    }
+  });
+
+  test('router: ECMP route over both gateways for each VIP; the set can shrink and grow', async () => {
+    const r = await nsRun(lab.facts.router.netns, 'ip', ['route', 'show', '203.0.113.10']);
+    assert.match(r.stdout, /nexthop via 192\.168\.100\.1 /);
+    assert.match(r.stdout, /nexthop via 192\.168\.100\.2 /);
+    const policy = await nsRun(lab.facts.router.netns, 'sysctl', [
+      '-n',
+      'net.ipv4.fib_multipath_hash_policy',
+    ]);
+    assert.equal(policy.stdout.trim(), '1');
+    assert.deepEqual(await lab.ecmpGateways(), {
+      '203.0.113.10': ['gw1', 'gw2'],
+      '203.0.113.20': ['gw1', 'gw2'],
+    });
+    await lab.setEcmpGateways(['gw2']);
+    assert.deepEqual(await lab.ecmpGateways(), { '203.0.113.10': ['gw2'], '203.0.113.20': ['gw2'] });
+    await lab.setEcmpGateways(['gw1', 'gw2']);
+    assert.deepEqual(await lab.ecmpGateways(), {
+      '203.0.113.10': ['gw1', 'gw2'],
+      '203.0.113.20': ['gw1', 'gw2'],
+    });
+  });
+
+  test('the derived sluice config: 2 VIPs, 4 and 3 backends, one backend in both', () => {
+    const cfg = lab.sluiceConfig();
+    assert.equal(cfg.nodes.length, 5);
+    const [web, api] = cfg.loadBalancers;
+    assert.equal(web.vip, '203.0.113.10');
+    assert.equal(web.backends.length, 4);
+    assert.equal(api.vip, '203.0.113.20');
+    assert.equal(api.backends.length, 3);
+    const shared = web.backends.filter((b) => api.backends.some((x) => x.address === b.address));
+    assert.equal(shared.length, 1);
+    // Every backend address lives on the host the config says.
+    for (const lb of cfg.loadBalancers) {
+      for (const b of lb.backends) {
+        const owner = lab.hosts.find((h) => h.backends.some((x) => x.ip === b.address));
+        assert.equal(owner?.name, b.host);
+      }
+    }
+  });
+
+  test("ovs-vswitchd killed by its pid file and restarted: the lab's runtime state comes back", async () => {
+    const gw = lab.node('gw1');
+    const oldPid = gw.vswitchdPid();
+    assert.ok(oldPid !== undefined);
+    const killed = await gw.killVswitchd();
+    assert.equal(killed, oldPid);
+    assert.equal(pidAlive(oldPid), false);
+    const dead = await gw.appctl(['version'], { allowFail: true }).catch(() => ({ code: -1 }));
+    assert.notEqual(dead.code, 0);
+    const t0 = Date.now();
+    const pid = await gw.restartVswitchd();
+    process.stderr.write(`ovs-vswitchd restart took ${Date.now() - t0} ms\n`);
+    assert.notEqual(pid, oldPid);
+    assert.match((await gw.ofctl('br-int', ['dump-tlv-map'])).stdout, /tun_metadata2/);
+    assert.match((await gw.appctl(['tnl/neigh/show'])).stdout, /192\.168\.100\.11/);
+    const pings = await lab.checkUnderlay();
+    assert.deepEqual(
+      pings.filter((p) => !p.ok),
+      [],
+    );
+  });
+
+  test('another process can attach to the running lab; status lists namespaces, processes, versions, ECMP', async () => {
+    const again = attachLab(PREFIX);
+    assert.deepEqual(again.facts.nodes, JSON.parse(JSON.stringify(lab.facts.nodes)));
+    const s = await labStatus(PREFIX);
+    assert.equal(s.exists, true);
+    assert.equal(s.namespaces.length, 15);
+    assert.equal(s.nodes.length, 5);
+    for (const n of s.nodes) {
+      assert.ok(n.ovsdbAlive && n.vswitchdAlive, n.name);
+      assert.match(n.ovsVersion ?? '', /Open vSwitch/);
+    }
+    assert.ok(s.processes.length >= 16);
+    assert.deepEqual(
+      s.processes.filter((p) => !p.alive),
+      [],
+    );
+    assert.deepEqual(s.ecmp['203.0.113.10'], ['gw1', 'gw2']);
+  });
+
+  test('lab down removes every namespace with the prefix and every process from its pid files', async () => {
+    const pids = pidFilesUnder(`${DEFAULT_RUN_ROOT}/${PREFIX}`)
+      .map((f) => readPidFile(f))
+      .filter((p): p is number => p !== undefined);
+    assert.ok(pids.length >= 16, `pids ${pids}`);
+    const t0 = Date.now();
+    const r = await labDown(PREFIX);
+    process.stderr.write(`lab down took ${Date.now() - t0} ms\n`);
+    assert.equal(r.namespaces.length, 15);
+    assert.deepEqual(await labNamespaces(PREFIX), []);
+    assert.deepEqual(
+      pids.filter((p) => pidAlive(p)),
+      [],
+    );
+    assert.equal(existsSync(`${DEFAULT_RUN_ROOT}/${PREFIX}`), false);
+    const again = await labDown(PREFIX);
+    assert.deepEqual(again.killed, []);
+    assert.deepEqual(again.namespaces, []);
+  });
+});
+
+describe('lab down after a crash', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () => {
+  after(async () => {
+    await labDown(CRASH_PREFIX);
+  });
+
+  test('a lab process killed with SIGKILL leaves processes running; labDown removes them all', async () => {
+    await labDown(CRASH_PREFIX);
+    const topology = fileURLToPath(new URL('../../src/lab/topology.ts', import.meta.url));
+    // The child builds a small lab, then kills itself without cleaning up.
+    const code = `
+      import { labUp } from ${JSON.stringify(topology)};
+      await labUp({ prefix: ${JSON.stringify(CRASH_PREFIX)}, gateways: 1, hosts: 1, backendsPerHost: 1, clients: 1 }, { probe: false });
+      process.kill(process.pid, 'SIGKILL');
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const signal = await new Promise<string | null>((res) => child.on('exit', (_c, s) => res(s)));
+    assert.equal(signal, 'SIGKILL', `child did not crash as planned: ${stderr}`);
+
+    const runDir = `${DEFAULT_RUN_ROOT}/${CRASH_PREFIX}`;
+    const files = pidFilesUnder(runDir);
+    const pids = files.map((f) => readPidFile(f)).filter((p): p is number => p !== undefined);
+    // 1 gateway + 1 host: 2 ovsdb-server + 2 ovs-vswitchd, 1 backend.
+    assert.equal(pids.length, 5, `pid files: ${files.join(' ')}`);
+    for (const p of pids) assert.ok(pidAlive(p), `pid ${p} should still run after the crash`);
+    assert.equal((await labNamespaces(CRASH_PREFIX)).length, 1 + 1 + 1 + 1 + 1 + 1);
+    assert.match(readFileSync(`${runDir}/lab.json`, 'utf8'), /"state": "up"/);
+
+    const r = await labDown(CRASH_PREFIX);
+    assert.equal(r.killed.length, 5);
+    for (const p of pids) assert.equal(pidAlive(p), false, `pid ${p} survived labDown`);
+    assert.deepEqual(await labNamespaces(CRASH_PREFIX), []);
+    // Idempotent.
+    const again = await labDown(CRASH_PREFIX);
+    assert.deepEqual([again.killed.length, again.namespaces.length], [0, 0]);
+    // The other lab prefix (slt-lab-) pattern does not match slt-labx- names and vice versa.
+    assert.equal(labNamespacePattern('slt-lab-').test('slt-labx-gw1'), false);
+    const { stdout } = await run('ip', ['netns', 'list']);
+    assert.doesNotMatch(stdout, /slt-labx-/);
+  });
+});
