@@ -8,9 +8,11 @@ import { OvsdbError } from './errors.ts';
 import { JsonRpcConnection } from './jsonrpc.ts';
 import {
   applyColumnDiff,
+  columnOf,
   type DatabaseSchema,
   decodeRow,
   type ErrorObject,
+  ID_RE,
   isErrorObject,
   type JsRow,
   type MonitorCondRequest,
@@ -101,6 +103,8 @@ export class OvsdbClient extends EventEmitter {
   remote: string | undefined;
   /** Number of completed negotiations (1 after the first connect; grows with every reconnect). */
   connects = 0;
+  /** Echo requests the server sent us (its inactivity probe) and we answered. */
+  serverEchoes = 0;
 
   constructor(options: OvsdbClientOptions) {
     super();
@@ -237,6 +241,7 @@ export class OvsdbClient extends EventEmitter {
    * notification arrives. The lock is re-requested after every reconnect until `unlock()`.
    */
   async lock(id: string): Promise<OvsdbLock> {
+    checkLockId(id);
     let lock = this.#locks.get(id);
     if (lock?._wanted && lock.state !== 'unlocked') return lock;
     if (lock === undefined) {
@@ -255,6 +260,7 @@ export class OvsdbClient extends EventEmitter {
    * second request for a lock this session already asked for, so a waiting request is withdrawn first.
    */
   async steal(id: string): Promise<OvsdbLock> {
+    checkLockId(id);
     let lock = this.#locks.get(id);
     if (lock === undefined) {
       lock = new OvsdbLock(this, id);
@@ -299,6 +305,9 @@ export class OvsdbClient extends EventEmitter {
     const handlers = {
       onNotification: (method: string, params: readonly unknown[]) =>
         this.#onNotification(conn, method, params),
+      onEcho: () => {
+        this.serverEchoes++;
+      },
       onClose: (error: Error | undefined) => {
         if (conn === this.#conn)
           this.#fail(error ?? new OvsdbError('SLUICE_E_OVSDB_DISCONNECTED', `${remote}: closed`));
@@ -472,6 +481,15 @@ export class OvsdbClient extends EventEmitter {
   }
 }
 
+/** 4.1.8: "params": [<id>]; ovsdb-server rejects anything else ("lock request params must be <id>"). */
+function checkLockId(id: string): void {
+  if (!ID_RE.test(id))
+    throw new OvsdbError(
+      'SLUICE_E_USAGE',
+      `lock id ${JSON.stringify(id)} is not an <id> ([a-zA-Z_][a-zA-Z0-9_]*)`,
+    );
+}
+
 function opName(ops: readonly Operation[], i: number): string {
   return i < ops.length ? `${ops[i]!.op}` : 'commit';
 }
@@ -621,9 +639,11 @@ export class Monitor extends EventEmitter {
     const mid = `${this.id}.${conn.remote}.${++this.#established}`;
     const reqs: Record<string, unknown> = {};
     for (const [table, r] of Object.entries(this.requests)) {
-      this.#table(table);
-      if (this.method === 'monitor_cond') reqs[table] = [r];
-      else reqs[table] = [{ columns: r.columns, select: r.select }];
+      // Name the columns when the caller did not: otherwise ovsdb-server also sends `_version`, which differs
+      // between cluster members and across restarts, so a resync would report every row as modified.
+      const columns = r.columns ?? Object.keys(this.#table(table).columns);
+      if (this.method === 'monitor_cond') reqs[table] = [{ ...r, columns }];
+      else reqs[table] = [{ columns, select: r.select }];
     }
     this.#pendingId = mid;
     this.#buffer = [];
@@ -675,7 +695,7 @@ export class Monitor extends EventEmitter {
             if (old === undefined) continue;
             const next: Record<string, unknown> = { ...old };
             for (const [col, diff] of Object.entries(u.modify)) {
-              next[col] = applyColumnDiff(old[col], diff, ts.columns[col]!.type);
+              next[col] = applyColumnDiff(old[col], diff, columnOf(ts, col).type);
             }
             changes.push({ table, uuid, old, new: Object.freeze(next) as JsRow });
           } else {

@@ -49,6 +49,8 @@ export interface JsonRpcHandlers {
   onNotification(method: string, params: readonly unknown[]): void;
   /** The connection ended; `error` says why when it was not a close we asked for. */
   onClose(error: Error | undefined): void;
+  /** The server sent an "echo" request (its inactivity probe) and we answered it. */
+  onEcho?(): void;
 }
 
 export class JsonRpcConnection {
@@ -188,6 +190,7 @@ export class JsonRpcConnection {
         // 4.1.11: "The "echo" method can be used by both clients and servers to verify the liveness of a
         // database connection. ... The reply ... "result": [same as "params"]".
         this.echoesAnswered++;
+        this.#handlers.onEcho?.();
         this.#write({ id: m.id, result: params, error: null });
       } else {
         this.#write({ id: m.id, result: null, error: { error: 'unknown method', details: m.method } });

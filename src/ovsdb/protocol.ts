@@ -434,7 +434,8 @@ export function defaultValue(t: Type): JsValue {
   }
 }
 
-function columnOf(table: TableSchema, column: string): ColumnSchema {
+/** A column's schema; `_uuid` and `_version` are uuid columns of every table (3.2). */
+export function columnOf(table: TableSchema, column: string): ColumnSchema {
   if (column === '_uuid' || column === '_version') return { type: 'uuid' };
   const c = table.columns[column];
   if (c === undefined) throw new OvsdbValueError(`unknown column ${column}`);
@@ -485,7 +486,9 @@ function atomKey(a: JsAtom): string {
  */
 export function applyColumnDiff(old: JsValue, diff: Value, t: Type): JsValue {
   const kind = columnKind(t);
-  if (kind === 'scalar') return decodeValue(diff, t);
+  // "Single value" covers optional (min 0, max 1) columns too: ovsdb-server 3.1 sends the new value for them
+  // (checked against a real server in test/e2e/ovsdb-client.test.ts), e.g. {"modify": {"error": ["set", []]}}.
+  if (kind === 'scalar' || kind === 'optional') return decodeValue(diff, t);
   if (kind === 'map') {
     const m = new globalThis.Map<JsAtom, JsAtom>(old as ReadonlyMap<JsAtom, JsAtom>);
     for (const [k, v] of mapPairs(diff)) {
@@ -496,9 +499,8 @@ export function applyColumnDiff(old: JsValue, diff: Value, t: Type): JsValue {
     }
     return m;
   }
-  // Sets, including optional (0..1) columns: symmetric difference.
-  const before: readonly JsAtom[] =
-    kind === 'optional' ? (old === undefined ? [] : [old as JsAtom]) : (old as JsAtom[]);
+  // Sets (max > 1): symmetric difference.
+  const before = (old ?? []) as readonly JsAtom[];
   const toggled = new globalThis.Map<string, JsAtom>();
   for (const a of setElements(diff).map(decodeAtom)) toggled.set(atomKey(a), a);
   const after: JsAtom[] = [];
@@ -507,10 +509,6 @@ export function applyColumnDiff(old: JsValue, diff: Value, t: Type): JsValue {
     else after.push(a);
   }
   after.push(...toggled.values());
-  if (kind === 'optional') {
-    if (after.length > 1) throw new OvsdbValueError('optional column diff leaves more than one value');
-    return after[0];
-  }
   return after;
 }
 

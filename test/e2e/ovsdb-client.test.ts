@@ -1,0 +1,616 @@
+// The OVSDB client against a REAL ovsdb-server (Debian's), serving schema/sluice.ovsschema. Every server runs as
+// a child process with all its files in a private temp dir; the tests stop only the PIDs they started and
+// remove the dir. No namespaces: works as root and unprivileged.
+import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { type Monitor, OvsdbClient, type OvsdbClientOptions } from '../../src/ovsdb/client.ts';
+import { OvsdbError } from '../../src/ovsdb/errors.ts';
+import {
+  type DatabaseSchema,
+  decodeRow,
+  encodeRow,
+  type JsRow,
+  namedUuid,
+  type Row,
+  type SelectResult,
+} from '../../src/ovsdb/protocol.ts';
+import type { RowChange } from '../../src/ovsdb/replica.ts';
+import {
+  createDatabase,
+  type OvsdbServerProcess,
+  SLUICE_DB,
+  sluiceSchemaPath,
+  startCluster,
+  startStandalone,
+} from '../../src/ovsdb/server.ts';
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const DB = SLUICE_DB;
+
+async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await sleep(25);
+  }
+}
+
+const clients: OvsdbClient[] = [];
+function client(opts: OvsdbClientOptions): OvsdbClient {
+  const c = new OvsdbClient({ backoffInitialMs: 50, backoffMaxMs: 500, waitConnectedMs: 15_000, ...opts });
+  clients.push(c);
+  return c;
+}
+
+/** Every row of `tables` on the server, decoded like the replica holds them. */
+async function serverState(
+  c: OvsdbClient,
+  schema: DatabaseSchema,
+  tables: string[],
+): Promise<Record<string, unknown>> {
+  const res = (await c.transact(
+    DB,
+    ...tables.map((table) => ({ op: 'select' as const, table, where: [] })),
+  )) as SelectResult[];
+  const out: Record<string, Record<string, JsRow>> = {};
+  tables.forEach((t, i) => {
+    out[t] = {};
+    for (const row of res[i]!.rows) {
+      const r = decodeRow(schema.tables[t]!, row, true) as Record<string, unknown>;
+      delete r._version;
+      out[t][r._uuid as string] = r as JsRow;
+    }
+  });
+  return normalize(out);
+}
+
+function replicaState(m: Monitor, tables: string[]): Record<string, unknown> {
+  const out: Record<string, Record<string, JsRow>> = {};
+  for (const t of tables) {
+    out[t] = {};
+    for (const row of m.replica.rows(t)) {
+      const r = { ...row } as Record<string, unknown>;
+      delete r._version;
+      out[t][r._uuid as string] = r as JsRow;
+    }
+  }
+  return normalize(out);
+}
+
+/** Maps as sorted entries and sets sorted, so two states compare with deepEqual. */
+function normalize(x: Record<string, Record<string, JsRow>>): Record<string, unknown> {
+  const norm = (v: unknown): unknown =>
+    v instanceof Map ? [...v.entries()].sort() : Array.isArray(v) ? [...v].sort() : v;
+  return Object.fromEntries(
+    Object.entries(x).map(([t, rows]) => [
+      t,
+      Object.fromEntries(
+        Object.entries(rows).map(([u, r]) => [
+          u,
+          Object.fromEntries(Object.entries(r).map(([k, v]) => [k, norm(v)])),
+        ]),
+      ),
+    ]),
+  );
+}
+
+const backendRow = (schema: DatabaseSchema, address: string, port: number | undefined, host: string): Row =>
+  encodeRow(schema.tables.Backend!, { address, port, host, weight: 1, admin_state: 'active' });
+
+describe('ovsdb client against a real ovsdb-server', () => {
+  let dir: string;
+  let srv: OvsdbServerProcess;
+  let schema: DatabaseSchema;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-e2e-'));
+    srv = await startStandalone(dir);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('schema/sluice.ovsschema is valid for ovsdb-tool and served as written', async () => {
+    const db = join(dir, 'check.db');
+    await createDatabase(db);
+    const { stdout } = await run('ovsdb-tool', ['db-version', db]);
+    const file = JSON.parse(readFileSync(sluiceSchemaPath(), 'utf8')) as DatabaseSchema;
+    assert.equal(stdout.trim(), file.version);
+    // A broken schema is rejected: the check can fail.
+    const bad = join(dir, 'bad.ovsschema');
+    writeFileSync(bad, JSON.stringify({ ...file, tables: { T: { columns: { c: { type: 'nope' } } } } }));
+    await assert.rejects(createDatabase(join(dir, 'bad.db'), bad), /SLUICE_E_IO|ovsdb-tool/);
+    const c = client({ remotes: [srv.unixRemote] });
+    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', '_Server']);
+    schema = await c.getSchema(DB);
+    assert.equal(schema.version, file.version);
+    assert.deepEqual(Object.keys(schema.tables).sort(), Object.keys(file.tables).sort());
+  });
+
+  test('transact: insert with named-uuid references, select, update, mutate, delete', async () => {
+    const c = client({ remotes: [srv.tcpRemote] });
+    const lbT = schema.tables.Load_Balancer!;
+    const res = await c.transact(
+      DB,
+      { op: 'insert', table: 'Backend', row: backendRow(schema, '10.0.0.1', 80, 'h1'), 'uuid-name': 'b1' },
+      {
+        op: 'insert',
+        table: 'Backend',
+        row: backendRow(schema, '10.0.0.2', undefined, 'h2'),
+        'uuid-name': 'b2',
+      },
+      {
+        op: 'insert',
+        table: 'Load_Balancer',
+        row: {
+          ...encodeRow(lbT, { name: 'web', vip: '192.0.2.10', protocol: 'tcp', ports: [80] }),
+          backends: ['set', [namedUuid('b1'), namedUuid('b2')]],
+        },
+        'uuid-name': 'lb',
+      },
+      {
+        op: 'insert',
+        table: 'Global',
+        row: encodeRow(schema.tables.Global!, { hash_mode: 'dp_hash', slot_bits: 8, drain_window: 30 }),
+      },
+    );
+    const [b1, b2, lb] = res.map((r) => (r as { uuid: [string, string] }).uuid[1]);
+    const sel = (
+      await c.transact(DB, { op: 'select', table: 'Load_Balancer', where: [['name', '==', 'web']] })
+    )[0] as SelectResult;
+    assert.equal(sel.rows.length, 1);
+    const row = decodeRow(lbT, sel.rows[0]!);
+    assert.equal(row._uuid, lb);
+    assert.deepEqual([...(row.backends as string[])].sort(), [b1, b2].sort());
+    assert.deepEqual(row.ports, [80]);
+
+    const upd = await c.transact(DB, {
+      op: 'update',
+      table: 'Backend',
+      where: [['_uuid', '==', ['uuid', b2!]]],
+      row: encodeRow(schema.tables.Backend!, { weight: 5, admin_state: 'draining' }),
+    });
+    assert.deepEqual(upd, [{ count: 1 }]);
+    const mut = await c.transact(
+      DB,
+      {
+        op: 'mutate',
+        table: 'Load_Balancer',
+        where: [['name', '==', 'web']],
+        mutations: [['ports', 'insert', ['set', [443, 8080]]]],
+      },
+      { op: 'mutate', table: 'Global', where: [], mutations: [['desired_cfg', '+=', 1]] },
+    );
+    assert.deepEqual(mut, [{ count: 1 }, { count: 1 }]);
+    const after = (await c.transact(
+      DB,
+      { op: 'select', table: 'Load_Balancer', where: [], columns: ['ports'] },
+      { op: 'select', table: 'Global', where: [], columns: ['desired_cfg'] },
+      {
+        op: 'select',
+        table: 'Backend',
+        where: [['_uuid', '==', ['uuid', b2!]]],
+        columns: ['weight', 'admin_state', 'port'],
+      },
+    )) as SelectResult[];
+    assert.deepEqual(
+      [...(decodeRow(lbT, after[0]!.rows[0]!).ports as number[])].sort((a, b) => a - b),
+      [80, 443, 8080],
+    );
+    assert.equal(after[1]!.rows[0]!.desired_cfg, 1);
+    assert.deepEqual(decodeRow(schema.tables.Backend!, after[2]!.rows[0]!), {
+      weight: 5,
+      admin_state: 'draining',
+      port: undefined,
+    });
+
+    // Deleting the load balancer garbage-collects its (non-root) backends.
+    assert.deepEqual(
+      await c.transact(DB, { op: 'delete', table: 'Load_Balancer', where: [['name', '==', 'web']] }),
+      [{ count: 1 }],
+    );
+    const left = (await c.transact(DB, { op: 'select', table: 'Backend', where: [] }))[0] as SelectResult;
+    assert.equal(left.rows.length, 0);
+  });
+
+  test('a failing wait, a failing op and a commit-time violation surface with op index and ovsdb error', async () => {
+    const c = client({ remotes: [srv.unixRemote] });
+    const err = await c
+      .transact(
+        DB,
+        { op: 'insert', table: 'Node', row: { name: 'gw1', role: 'gateway', tunnel_ip: '172.16.0.1' } },
+        {
+          op: 'wait',
+          timeout: 0,
+          table: 'Global',
+          where: [],
+          columns: ['desired_cfg'],
+          until: '==',
+          rows: [{ desired_cfg: 999 }],
+        },
+      )
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    assert.ok(err instanceof OvsdbError, String(err));
+    assert.equal(err.code, 'SLUICE_E_OVSDB_TRANSACTION');
+    assert.equal(err.opIndex, 1);
+    assert.equal(err.ovsdbError, 'timed out');
+    // The transaction is atomic: the insert before the failing wait did not happen.
+    const nodes = (await c.transact(DB, { op: 'select', table: 'Node', where: [] }))[0] as SelectResult;
+    assert.equal(nodes.rows.length, 0);
+
+    await assert.rejects(
+      c.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: { name: 'n', role: 'router', tunnel_ip: '1.1.1.1' },
+      }),
+      (e: unknown) => e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'constraint violation',
+    );
+    // Two nodes with one name: the index makes the commit fail, reported after the last op.
+    await assert.rejects(
+      c.transact(
+        DB,
+        { op: 'insert', table: 'Node', row: { name: 'dup', role: 'host', tunnel_ip: '172.16.0.2' } },
+        { op: 'insert', table: 'Node', row: { name: 'dup', role: 'host', tunnel_ip: '172.16.0.3' } },
+      ),
+      (e: unknown) => e instanceof OvsdbError && e.opIndex === 2 && e.ovsdbError === 'constraint violation',
+    );
+    // A wait that holds lets the transaction through.
+    await c.transact(
+      DB,
+      {
+        op: 'wait',
+        timeout: 0,
+        table: 'Global',
+        where: [],
+        columns: ['desired_cfg'],
+        until: '==',
+        rows: [{ desired_cfg: 1 }],
+      },
+      { op: 'mutate', table: 'Global', where: [], mutations: [['desired_cfg', '+=', 1]] },
+    );
+  });
+
+  for (const method of ['monitor_cond', 'monitor'] as const) {
+    test(`${method}: initial snapshot, then insert, modify and delete updates; replica equals the server`, async () => {
+      const writer = client({ remotes: [srv.unixRemote] });
+      const reader = client({ remotes: [srv.tcpRemote] });
+      await writer.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: { name: `pre-${method}`, role: 'host', tunnel_ip: '172.16.1.1' },
+      });
+      const m = await reader.monitor(DB, { Node: {}, Backend_Status: {} }, method);
+      assert.ok(
+        m.replica.find('Node', (r) => r.name === `pre-${method}`),
+        'snapshot has the existing row',
+      );
+      const seen: RowChange[] = [];
+      m.on('update', (changes: RowChange[]) => seen.push(...changes));
+
+      const [ins] = await writer.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: {
+          name: `n-${method}`,
+          role: 'gateway',
+          tunnel_ip: '172.16.1.2',
+          external_ids: ['map', [['rack', 'a']]],
+        },
+      });
+      const u = (ins as { uuid: [string, string] }).uuid[1];
+      await eventually('insert update', () => seen.some((c) => c.uuid === u && c.old === undefined));
+      assert.deepEqual(m.replica.get('Node', u)!.external_ids, new Map([['rack', 'a']]));
+
+      await writer.transact(DB, {
+        op: 'mutate',
+        table: 'Node',
+        where: [['_uuid', '==', ['uuid', u]]],
+        mutations: [
+          ['external_ids', 'insert', ['map', [['zone', 'z1']]]],
+          ['external_ids', 'delete', ['set', ['rack']]],
+        ],
+      });
+      await writer.transact(DB, {
+        op: 'update',
+        table: 'Node',
+        where: [['_uuid', '==', ['uuid', u]]],
+        row: { tunnel_ip: '172.16.1.3' },
+      });
+      await eventually('modify update', () => m.replica.get('Node', u)?.tunnel_ip === '172.16.1.3');
+      const mod = seen.filter((c) => c.uuid === u && c.old !== undefined && c.new !== undefined);
+      assert.ok(mod.length >= 2);
+      assert.deepEqual(m.replica.get('Node', u)!.external_ids, new Map([['zone', 'z1']]));
+
+      await writer.transact(DB, { op: 'delete', table: 'Node', where: [['_uuid', '==', ['uuid', u]]] });
+      await eventually('delete update', () => seen.some((c) => c.uuid === u && c.new === undefined));
+      assert.equal(m.replica.get('Node', u), undefined);
+      assert.deepEqual(
+        replicaState(m, ['Node', 'Backend_Status']),
+        await serverState(writer, schema, ['Node', 'Backend_Status']),
+      );
+
+      await m.cancel();
+      await writer.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: { name: `late-${method}`, role: 'host', tunnel_ip: '172.16.1.9' },
+      });
+      await sleep(200);
+      assert.equal(
+        m.replica.find('Node', (r) => r.name === `late-${method}`),
+        undefined,
+        'no updates after monitor_cancel',
+      );
+    });
+  }
+
+  test('monitor_cond with a where clause only replicates matching rows', async () => {
+    const c = client({ remotes: [srv.unixRemote] });
+    const m = await c.monitor(DB, {
+      Node: { where: [['role', '==', 'gateway']], columns: ['name', 'role'] },
+    });
+    await c.transact(
+      DB,
+      { op: 'insert', table: 'Node', row: { name: 'gw-w', role: 'gateway', tunnel_ip: '172.16.2.1' } },
+      { op: 'insert', table: 'Node', row: { name: 'host-w', role: 'host', tunnel_ip: '172.16.2.2' } },
+    );
+    await eventually('gateway row', () => m.replica.find('Node', (r) => r.name === 'gw-w'));
+    assert.equal(
+      m.replica.find('Node', (r) => r.role === 'host'),
+      undefined,
+    );
+    assert.deepEqual(Object.keys(m.replica.find('Node', (r) => r.name === 'gw-w')!).sort(), [
+      '_uuid',
+      'name',
+      'role',
+    ]);
+  });
+
+  test('locks: one holder, waiters queue, unlock hands over, steal and disconnect', async () => {
+    const [a, b, s] = [
+      client({ remotes: [srv.unixRemote] }),
+      client({ remotes: [srv.tcpRemote] }),
+      client({ remotes: [srv.unixRemote] }),
+    ];
+    const la = await a.lock('planner');
+    const lb = await b.lock('planner');
+    assert.equal(la.state, 'held');
+    assert.equal(lb.state, 'waiting');
+    // assert op: only the holder may commit a transaction that asserts the lock.
+    await a.transact(DB, { op: 'assert', lock: 'planner' }, { op: 'comment', comment: 'holder' });
+    await assert.rejects(
+      b.transact(DB, { op: 'assert', lock: 'planner' }),
+      (e: unknown) => e instanceof OvsdbError && e.ovsdbError === 'not owner',
+    );
+
+    await la.unlock();
+    await lb.waitHeld(5000);
+    assert.equal(la.state, 'unlocked');
+
+    const reasons: string[] = [];
+    lb.on('state', (st: string, why: string) => reasons.push(`${st}:${why}`));
+    const ls = await s.steal('planner');
+    assert.equal(ls.state, 'held');
+    await eventually('stolen', () => lb.state === 'waiting');
+    assert.deepEqual(reasons, ['waiting:stolen']);
+    // ovsdb-server keeps the victim queued: when the thief lets go, the victim gets it back.
+    await ls.unlock();
+    await lb.waitHeld(5000);
+
+    // The holder's session dies: the lock passes to the next waiter.
+    const la2 = await a.lock('planner');
+    assert.equal(la2.state, 'waiting');
+    b.close();
+    await la2.waitHeld(5000);
+  });
+
+  test('echo: the server probes an idle TCP session, we answer and stay connected', async () => {
+    const c = client({ remotes: [srv.tcpRemote], probeIntervalMs: 0 });
+    await c.connect();
+    // ovsdb-server's default inactivity probe for TCP sessions is 5 s: idle for longer than two probes.
+    await eventually('server echo', () => c.serverEchoes >= 2, 20_000);
+    assert.equal(c.state, 'connected');
+    assert.equal(c.connects, 1);
+    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', '_Server']);
+  });
+
+  test('echo: our own probe detects a frozen server and reconnects once it is back', async () => {
+    const c = client({ remotes: [srv.unixRemote], probeIntervalMs: 200 });
+    await c.connect();
+    const m = await c.monitor(DB, { Node: {} });
+    srv.signal('SIGSTOP');
+    try {
+      const t0 = performance.now();
+      await eventually('dead peer detected', () => c.state !== 'connected', 5000);
+      const detectMs = performance.now() - t0;
+      assert.ok(detectMs < 2000, `detected after ${detectMs} ms`);
+    } finally {
+      srv.signal('SIGCONT');
+    }
+    await eventually('reconnected', () => c.state === 'connected' && c.connects >= 2, 10_000);
+    assert.deepEqual(replicaState(m, ['Node']), await serverState(c, schema, ['Node']));
+  });
+
+  test('server killed and restarted: the client reconnects, re-monitors, emits the difference, re-takes its lock', async () => {
+    const c = client({ remotes: [srv.unixRemote, srv.tcpRemote] });
+    const m = await c.monitor(DB, { Node: {}, Load_Balancer: {}, Backend: {} });
+    const lock = await c.lock('restart_lock');
+    assert.equal(lock.state, 'held');
+    const before = m.replica.rows('Node').length;
+    const resyncs: RowChange[][] = [];
+    m.on('update', (changes: RowChange[], info: { resync: boolean }) => {
+      if (info.resync) resyncs.push(changes);
+    });
+
+    await srv.stop('SIGKILL');
+    await eventually('client noticed', () => c.state !== 'connected');
+    assert.equal(lock.state, 'waiting');
+    // While the server is down, change the database file directly (ovsdb-tool transact works on an unserved file).
+    const dbFile = srv.options.dbFiles[0]!;
+    await run('ovsdb-tool', [
+      'transact',
+      dbFile,
+      JSON.stringify([
+        DB,
+        { op: 'insert', table: 'Node', row: { name: 'offline', role: 'host', tunnel_ip: '172.16.9.9' } },
+        { op: 'delete', table: 'Node', where: [['name', '==', 'gw-w']] },
+      ]),
+    ]);
+    const pending = c.transact(DB, {
+      op: 'insert',
+      table: 'Node',
+      row: { name: 'queued', role: 'host', tunnel_ip: '172.16.9.10' },
+    });
+    await srv.start();
+    await pending; // a request issued while disconnected waits for the reconnect
+    await eventually('reconnected', () => c.state === 'connected');
+    await lock.waitHeld(5000);
+    await eventually('resync', () => m.replica.find('Node', (r) => r.name === 'queued'));
+    const diff = resyncs.flat();
+    assert.ok(
+      diff.some((ch) => ch.new?.name === 'offline' && ch.old === undefined),
+      'resync reports the offline insert',
+    );
+    assert.ok(
+      diff.some((ch) => ch.old?.name === 'gw-w' && ch.new === undefined),
+      'resync reports the offline delete',
+    );
+    assert.ok(
+      !diff.some((ch) => ch.old !== undefined && ch.new !== undefined),
+      'unchanged rows are not reported',
+    );
+    assert.equal(m.replica.rows('Node').length, before + 1); // +offline +queued -gw-w
+    assert.deepEqual(
+      replicaState(m, ['Node', 'Load_Balancer', 'Backend']),
+      await serverState(c, schema, ['Node', 'Load_Balancer', 'Backend']),
+    );
+  });
+
+  test('requests fail with SLUICE_E_OVSDB_CONNECT when no remote answers, and with CLOSED after close()', async () => {
+    const c = client({ remotes: [`unix:${join(dir, 'nobody.sock')}`], waitConnectedMs: 300 });
+    await assert.rejects(
+      c.listDbs(),
+      (e: unknown) => e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_CONNECT',
+    );
+    c.close();
+    await assert.rejects(
+      c.listDbs(),
+      (e: unknown) => e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_CLOSED',
+    );
+    assert.equal(c.state, 'closed');
+  });
+});
+
+describe('ovsdb client against a 3-member Raft cluster', () => {
+  let dir: string;
+  let cluster: Awaited<ReturnType<typeof startCluster>>;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-raft-'));
+    cluster = await startCluster(dir, 3);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Retries a write across a leader election (a follower may answer "not leader" style errors meanwhile). */
+  const retried: string[] = [];
+  async function retry<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        retried.push((e as Error).message);
+        if (Date.now() > deadline) throw e;
+        await sleep(100);
+      }
+    }
+  }
+
+  test('kill the member a client uses: it moves to another member, reads and writes go on, replica resyncs', async () => {
+    const c = client({ remotes: cluster.remotes, database: DB });
+    const leaderClient = client({ remotes: cluster.tcpRemotes, database: DB, leaderOnly: true });
+    await c.connect();
+    await leaderClient.connect();
+    assert.equal(leaderClient.serverRow?.leader, true);
+    assert.equal(leaderClient.serverRow?.model, 'clustered');
+    const m = await c.monitor(DB, { Node: {} });
+    await c.transact(DB, {
+      op: 'insert',
+      table: 'Node',
+      row: { name: 'before', role: 'host', tunnel_ip: '172.17.0.1' },
+    });
+    await eventually('replicated', () => m.replica.find('Node', (r) => r.name === 'before'));
+
+    const used = cluster.members.find((mem) => mem.unixRemote === c.remote)!;
+    const firstRemote = c.remote;
+    const t0 = performance.now();
+    await used.stop('SIGKILL');
+    await eventually('moved', () => c.state === 'connected' && c.remote !== firstRemote, 20_000);
+    const movedMs = performance.now() - t0;
+
+    await retry(() =>
+      c.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: { name: 'after', role: 'host', tunnel_ip: '172.17.0.2' },
+      }),
+    );
+    const writeMs = performance.now() - t0;
+    await retry(() =>
+      leaderClient.transact(DB, {
+        op: 'insert',
+        table: 'Node',
+        row: { name: 'via-leader', role: 'gateway', tunnel_ip: '172.17.0.3' },
+      }),
+    );
+    await eventually('replica has both', () =>
+      ['before', 'after', 'via-leader'].every((n) => m.replica.find('Node', (r) => r.name === n)),
+    );
+    const schema = m.schema!;
+    let last = '';
+    await eventually('replica equals a surviving member', async () => {
+      const [mine, theirs] = [replicaState(m, ['Node']), await serverState(c, schema, ['Node'])];
+      last = `replica ${JSON.stringify(mine)}\nserver  ${JSON.stringify(theirs)}`;
+      assert.deepEqual(mine, theirs);
+      return true;
+    }).catch((e: Error) => {
+      throw new Error(`${e.message}\n${last}`);
+    });
+    const names = (
+      (await c.transact(DB, { op: 'select', table: 'Node', where: [], columns: ['name'] }))[0] as SelectResult
+    ).rows
+      .map((r) => r.name)
+      .sort();
+    assert.deepEqual(names, ['after', 'before', 'via-leader']);
+    assert.equal(leaderClient.serverRow?.leader, true);
+    console.log(
+      `# raft failover: reconnected after ${Math.round(movedMs)} ms, first write after ${Math.round(writeMs)} ms; retried: ${JSON.stringify([...new Set(retried)])}`,
+    );
+  });
+});
