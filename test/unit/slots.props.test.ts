@@ -207,6 +207,47 @@ describe('slot table properties', () => {
     );
   });
 
+  it('equal weights, any history: a removal moves only its slots, an addition only the slots it takes', () => {
+    // Proven in docs/design/slot-tables.md for equal weights from any balanced table (not only from scratch).
+    const op = fc.oneof(
+      fc.record({ add: fc.constant(true as const), pick: fc.nat() }),
+      fc.record({ pick: fc.nat() }),
+    );
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 80 }),
+        bitsArb,
+        fc.array(op, { minLength: 1, maxLength: 15 }),
+        (n, bits, ops) => {
+          let next = n;
+          let pool: PoolMember[] = Array.from({ length: n }, (_, i) => ({ key: `m${i}`, weight: 1 }));
+          let table = buildTable(pool, bits);
+          for (const o of ops) {
+            if ('add' in o || pool.length < 2) {
+              const key = `m${next++}`;
+              pool = [...pool, { key, weight: 1 }];
+              const b = buildTable(pool, bits, table);
+              const ni = b.members.indexOf(key);
+              for (const s of movedSlots(table, b)) assert.equal(b.owners[s], ni);
+              table = b;
+            } else {
+              const gone = pool[o.pick % pool.length];
+              pool = pool.filter((m) => m !== gone);
+              const b = buildTable(pool, bits, table);
+              const gi = table.members.indexOf(gone.key);
+              const moved = movedSlots(table, b);
+              assert.equal(moved.length, slotCounts(table).get(gone.key));
+              for (const s of moved) assert.equal(table.owners[s], gi);
+              table = b;
+            }
+            assertBalanced(table, pool);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
   it('growTable moves nothing; rebalancing the grown table moves at most N slots', () => {
     fc.assert(
       fc.property(poolArb(), fc.integer({ min: 4, max: 11 }), (pool, bits) => {
