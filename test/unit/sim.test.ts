@@ -1,0 +1,159 @@
+// The strategy simulator's defining behaviours, at a small scale (a few thousand connections, fast).
+// Strategy 7 runs the real planner (src/rollout) and slot tables (src/hashing); nothing here is faked.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { runSim, type SimResult, type StrategyId } from '../../src/sim/engine.ts';
+import { findScenario, SCENARIOS } from '../../src/sim/scenarios.ts';
+import { DEFAULT_LIFETIMES, DEFAULT_TIMING, type Trace, type TraceEvent } from '../../src/sim/trace.ts';
+
+function tiny(events: TraceEvent[], over: Partial<Trace> = {}, timing: Partial<Trace['timing']> = {}): Trace {
+  return {
+    name: 'test',
+    description: 'test',
+    topology: { connections: 6000, gateways: 6, backends: 12, vips: 1, sharedFraction: 0, slotBits: 8 },
+    ecmp: 'hash-threshold',
+    timing: { ...DEFAULT_TIMING, drainWindowSeconds: 30, drainCheckSeconds: 2, ...timing },
+    lifetimes: DEFAULT_LIFETIMES,
+    durationSeconds: Math.max(0, ...events.map((e) => e.at)) + 45,
+    events,
+    ...over,
+  };
+}
+
+const broken = (r: SimResult, ev: number, s: StrategyId) => {
+  const c = r.events[ev].strategies[s];
+  return c.avoidable + c.unavoidable + c.drainExpired;
+};
+
+describe('sim: strategy behaviours', () => {
+  it('stateful loses every connection when its active gateway crashes, none when a standby crashes', () => {
+    const r = runSim(tiny([{ at: 10, type: 'gateway-crash', gateway: 0 }]));
+    const c = r.events[0].strategies.stateful;
+    assert.ok(c.avoidable > 0.95 * 6000, `active crash broke ${c.avoidable}`);
+    const standby = runSim(tiny([{ at: 10, type: 'gateway-crash', gateway: 3 }]));
+    assert.equal(broken(standby, 0, 'stateful'), 0);
+    // Stateless strategies survive a gateway crash: every gateway computes the same pick.
+    for (const s of ['stateless_nat', 'hash_hrw', 'slot_table', 'sluice'] as const) {
+      assert.equal(broken(r, 0, s), 0, s);
+    }
+  });
+
+  it('stateless_nat remaps many connections on one backend add; HRW and the slot table move about 1/N', () => {
+    const r = runSim(tiny([{ at: 10, type: 'backend-add', vip: 0 }]));
+    const nat = r.events[0].strategies.stateless_nat.avoidable;
+    const hrw = r.events[0].strategies.hash_hrw.avoidable;
+    const slot = r.events[0].strategies.slot_table.avoidable;
+    // 12 -> 13 buckets, 16 hash values: values 12..15 change bucket (4/16 of flows), 1/13 would be ideal.
+    assert.ok(nat > 0.15 * 6000, `nat ${nat}`);
+    const ideal = 6000 / 13;
+    for (const [name, v] of [
+      ['hrw', hrw],
+      ['slot', slot],
+    ] as const) {
+      assert.ok(v > 0.6 * ideal && v < 1.4 * ideal, `${name} ${v} vs ideal ${ideal.toFixed(0)}`);
+    }
+    assert.equal(r.events[0].strategies.stateful.avoidable, 0, 'conntrack pins existing connections');
+    assert.equal(
+      r.events[0].strategies.sticky.avoidable,
+      0,
+      'sticky entries keep connections on their gateway',
+    );
+  });
+
+  it('sluice breaks no connection avoidably across backend and gateway churn with staggered rollouts', () => {
+    const events: TraceEvent[] = [
+      { at: 5, type: 'backend-add', vip: 0 },
+      { at: 7, type: 'gateway-crash', gateway: 2 },
+      { at: 60, type: 'backend-drain', backend: 3 },
+      { at: 62, type: 'gateway-add' },
+      { at: 120, type: 'backend-remove', backend: 5 },
+      { at: 121, type: 'gateway-remove', gateway: 4 },
+      { at: 180, type: 'backend-fail', backend: 7 },
+      { at: 182, type: 'gateway-crash', gateway: 0 },
+    ];
+    const r = runSim(tiny(events, {}, { applySpreadSeconds: 10 }));
+    assert.equal(r.totals.sluice.avoidable, 0);
+    assert.ok(r.totals.sluice.secondChancePeak > 0, 'second chance was used');
+    // Negative control: the same table without second chance and phases breaks connections.
+    assert.ok(r.totals.slot_table.avoidable > 0, 'slot_table must break some');
+    assert.ok(r.totals.stateless_nat.avoidable > r.totals.slot_table.avoidable);
+  });
+
+  it('on a backend failure sluice loses exactly the dead backend connections', () => {
+    const r = runSim(tiny([{ at: 10, type: 'backend-fail', backend: 4 }]));
+    const s = r.events[0].strategies.sluice;
+    const slot = r.events[0].strategies.slot_table;
+    assert.equal(s.avoidable, 0);
+    assert.ok(s.unavoidable > 0);
+    // Same initial table (buildTable of the same pool): the same connections sit on backend 4.
+    assert.equal(s.unavoidable, slot.unavoidable);
+    // New connections sent to the dead backend before detection and application fail to set up.
+    assert.ok(s.failedSetups > 0);
+  });
+
+  it('sluice keeps a drained backend connections through the second chance until the drain window ends', () => {
+    const r = runSim(tiny([{ at: 10, type: 'backend-drain', backend: 2 }]));
+    const s = r.events[0].strategies.sluice;
+    assert.equal(s.avoidable, 0);
+    assert.equal(s.unavoidable, 0);
+    // Long-lived connections outlive the 30 s window: broken on purpose, counted apart.
+    assert.ok(s.drainExpired > 0);
+    assert.ok(r.events[0].strategies.slot_table.avoidable > s.drainExpired);
+  });
+
+  it('sticky survives backend changes but not a re-hash to a gateway whose table moved the slot', () => {
+    const r = runSim(
+      tiny([
+        { at: 5, type: 'backend-add', vip: 0 },
+        { at: 20, type: 'gateway-crash', gateway: 1 },
+      ]),
+    );
+    assert.equal(broken(r, 0, 'sticky'), 0);
+    assert.ok(r.events[1].strategies.sticky.avoidable > 0);
+    assert.equal(r.events[1].strategies.sluice.avoidable, 0);
+  });
+
+  it('ct_sync loses only connections younger than the replication lag when a gateway crashes', () => {
+    const ev: TraceEvent[] = [{ at: 10, type: 'gateway-crash', gateway: 3 }];
+    const lagged = runSim(tiny(ev, {}, { syncLagSeconds: 2 }));
+    const c = lagged.events[0].strategies.ct_sync.avoidable;
+    // Arrivals in 2 s are ~ 6000 / 56.7 * 2 = 212; only those ECMP moves break.
+    assert.ok(c > 0 && c < 212, `ct_sync ${c}`);
+    const noLag = runSim(tiny(ev, {}, { syncLagSeconds: 0 }));
+    assert.equal(noLag.events[0].strategies.ct_sync.avoidable, 0);
+  });
+
+  it('stateless_nat answers connections of a backend shared by two VIPs from the wrong VIP', () => {
+    const t = tiny([{ at: 10, type: 'backend-add', vip: 0 }]);
+    const r = runSim({ ...t, topology: { ...t.topology, vips: 2, sharedFraction: 0.5 } });
+    assert.ok(r.totals.stateless_nat.wrongVip > 0);
+    for (const s of ['stateful', 'hash_hrw', 'slot_table', 'sticky', 'ct_sync', 'sluice'] as const) {
+      assert.equal(r.totals[s].wrongVip, 0, s);
+    }
+  });
+
+  it('is deterministic for a seed and varies with it', () => {
+    const t = tiny([
+      { at: 5, type: 'backend-add', vip: 0 },
+      { at: 8, type: 'gateway-crash', gateway: 1 },
+    ]);
+    const strip = (r: SimResult) => ({ events: r.events, totals: r.totals, arrivals: r.arrivals });
+    const a = runSim(t, { seed: 7 });
+    const b = runSim(t, { seed: 7 });
+    assert.deepEqual(strip(a), strip(b));
+    const c = runSim(t, { seed: 8 });
+    assert.notDeepEqual(strip(a), strip(c));
+  });
+
+  it('builds every named scenario at both scales', () => {
+    for (const s of SCENARIOS) {
+      for (const scale of ['small', 'full'] as const) {
+        const t = s.build(scale);
+        assert.equal(t.name, s.name);
+        assert.ok(t.events.length > 0);
+      }
+    }
+    assert.equal(findScenario('nope'), undefined);
+  });
+});
