@@ -2,7 +2,8 @@
 // Pure functions: no I/O here, so tests and the demo can compute names and addresses without root.
 
 import { SluiceError } from '../model/errors.ts';
-import type { Backend, Config, IpFamily, LoadBalancer, Node, NodeRole, Protocol } from '../model/types.ts';
+import { parseConfig } from '../model/schema.ts';
+import type { Config, IpFamily, NodeRole, Protocol } from '../model/types.ts';
 
 /** One load-balanced service of the lab: a VIP, a port and the names of the backends behind it. */
 export interface LabVip {
@@ -304,34 +305,39 @@ export interface SluiceConfigOptions {
   readonly drainWindowSeconds?: number;
 }
 
-/** The sluice desired state for this lab: its nodes and one load balancer per lab VIP. */
-export function labSluiceConfig(cfg: LabConfig, opts: SluiceConfigOptions = {}): Config {
+/**
+ * The lab's desired state as a config document (the file format `sluice apply -f` reads; YAML/JSON-able): its
+ * nodes and one load balancer per lab VIP, every backend with the lab's backend port.
+ */
+export function labConfigDocument(cfg: LabConfig, opts: SluiceConfigOptions = {}): Record<string, unknown> {
   const plan = labPlan(cfg);
-  const nodes: Node[] = plan.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp }));
   const byName = new Map<string, LabBackendPlan>();
   for (const n of plan.nodes) for (const b of n.backends) byName.set(b.name, b);
-  const loadBalancers: LoadBalancer[] = cfg.vips.map((v) => ({
-    name: v.name,
-    vip: v.vip,
-    family: v.family,
-    protocol: v.protocol,
-    ports: [v.port],
-    backends: v.backends.map((name): Backend => {
-      const b = byName.get(name)!;
-      return {
-        address: v.family === 6 ? b.ip6 : b.ip,
-        port: cfg.backendPort,
-        host: b.host,
-        weight: 1,
-        state: 'active',
-      };
-    }),
-  }));
   return {
     hashMode: opts.hashMode ?? 'dp_hash',
     slotBits: opts.slotBits ?? 8,
     drainWindowSeconds: opts.drainWindowSeconds ?? 30,
-    nodes,
-    loadBalancers,
+    nodes: plan.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp })),
+    loadBalancers: cfg.vips.map((v) => ({
+      name: v.name,
+      vip: v.vip,
+      protocol: v.protocol,
+      ports: [v.port],
+      backends: v.backends.map((name) => {
+        const b = byName.get(name)!;
+        return {
+          address: v.family === 6 ? b.ip6 : b.ip,
+          port: cfg.backendPort,
+          host: b.host,
+          weight: 1,
+          state: 'active',
+        };
+      }),
+    })),
   };
+}
+
+/** The sluice desired state for this lab, validated and frozen by the model's parseConfig. */
+export function labSluiceConfig(cfg: LabConfig, opts: SluiceConfigOptions = {}): Config {
+  return parseConfig(labConfigDocument(cfg, opts), `lab ${cfg.prefix}`);
 }

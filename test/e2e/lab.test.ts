@@ -161,7 +161,8 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
   test('the derived sluice config: 2 VIPs, 4 and 3 backends, one backend in both', () => {
     const cfg = lab.sluiceConfig();
     assert.equal(cfg.nodes.length, 5);
-    const [web, api] = cfg.loadBalancers;
+    const web = cfg.loadBalancers.find((lb) => lb.vip === '203.0.113.10')!;
+    const api = cfg.loadBalancers.find((lb) => lb.vip === '203.0.113.20')!;
     assert.equal(web.vip, '203.0.113.10');
     assert.equal(web.backends.length, 4);
     assert.equal(api.vip, '203.0.113.20');
