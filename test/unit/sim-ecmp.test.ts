@@ -1,7 +1,7 @@
 // Simulator building blocks: ECMP models and their exact movement, the stand-in hashes, OVS select-group
 // picks, trace-file parsing and the CLI's trace loading. Pure and fast.
 
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,7 @@
 // The strategy simulator's defining behaviours, at a small scale (a few thousand connections, fast).
 // Strategy 7 runs the real planner (src/rollout) and slot tables (src/hashing); nothing here is faked.
 
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { runSim, type SimResult, type StrategyId } from '../../src/sim/engine.ts';
 import { findScenario, SCENARIOS } from '../../src/sim/scenarios.ts';
