@@ -213,11 +213,46 @@ export function buildTable(
   }
 
   const counts = new Int32Array(n);
-  for (let s = 0; s < size; s++) if (owners[s] !== NO_OWNER) counts[owners[s]]++;
+  let free = 0;
+  for (let s = 0; s < size; s++) {
+    if (owners[s] === NO_OWNER) free++;
+    else counts[owners[s]]++;
+  }
   const q = computeQuotas(c, size, counts);
 
   // Free: every member over quota gives up (count - quota) slots: unmarked (keepSlots) ones first, then by a
   // per-(key, slot) hash, so what it gives up is spread over the table.
+  let surplus = 0;
+  for (let i = 0; i < n; i++) if (counts[i] > q[i]) surplus += counts[i] - q[i];
+  if (surplus > 0) freeSurplus(owners, counts, q, c.keyHashes, keep);
+  free += surplus;
+
+  // Fill: the free slots, in index order, go to the members below quota by a weighted interleave (interleave).
+  if (free === 0) return { bits, members: c.keys, owners };
+  let deficitTotal = 0;
+  for (let i = 0; i < n; i++) deficitTotal += q[i] - counts[i];
+  if (deficitTotal === 0) return { bits, members: c.keys, owners }; // every weight is 0: all NO_OWNER
+  if (deficitTotal !== free)
+    throw new Error(`buildTable: internal error: ${free} free slots, ${deficitTotal} due`);
+
+  interleave(owners, free, q, counts, c.keyHashes);
+  return { bits, members: c.keys, owners };
+}
+
+/**
+ * Every member over quota gives up (count - quota) of its slots (sets them to NO_OWNER): slots not marked in
+ * `keep` first, then in order of slotHash(key hash, slot), so what it gives up is spread over the table.
+ * Updates `counts` to the quotas' values for those members.
+ */
+function freeSurplus(
+  owners: Uint16Array,
+  counts: Int32Array,
+  q: Int32Array,
+  keyHashes: Uint32Array,
+  keep: Uint8Array | undefined,
+): void {
+  const n = counts.length;
+  const size = owners.length;
   const start = new Int32Array(n + 1);
   for (let i = 0; i < n; i++) start[i + 1] = start[i] + counts[i];
   const bySlot = new Uint32Array(start[n]);
@@ -236,7 +271,7 @@ export function buildTable(
     } else {
       const len = counts[i];
       if (scratch.length < len) scratch = new Float64Array(len);
-      const h = c.keyHashes[i];
+      const h = keyHashes[i];
       // Sort key: (kept, hash, slot) packed into one exact double: < 2^33 * 2^16.
       for (let j = 0; j < len; j++) {
         const s = bySlot[from + j];
@@ -248,19 +283,6 @@ export function buildTable(
     }
     counts[i] = q[i];
   }
-
-  // Fill: the free slots, in index order, go to the members below quota by a weighted interleave (interleave).
-  let free = 0;
-  for (let s = 0; s < size; s++) if (owners[s] === NO_OWNER) free++;
-  if (free === 0) return { bits, members: c.keys, owners };
-  let deficitTotal = 0;
-  for (let i = 0; i < n; i++) deficitTotal += q[i] - counts[i];
-  if (deficitTotal === 0) return { bits, members: c.keys, owners }; // every weight is 0: all NO_OWNER
-  if (deficitTotal !== free)
-    throw new Error(`buildTable: internal error: ${free} free slots, ${deficitTotal} due`);
-
-  interleave(owners, free, q, counts, c.keyHashes);
-  return { bits, members: c.keys, owners };
 }
 
 /**
