@@ -459,7 +459,18 @@ export class OvsdbClient extends EventEmitter {
       case 'update2': {
         const id = params[0];
         const target = [...this.#monitors.values(), this.#serverMonitor].find((m) => m?._owns(id));
-        target?._notify(method, params[1]);
+        try {
+          target?._notify(method, params[1]);
+        } catch (e) {
+          // An update we cannot apply (it does not fit the schema we fetched) leaves the replica unknown:
+          // drop the session, and the reconnect resyncs every monitor from a fresh snapshot.
+          this.#fail(
+            new OvsdbError(
+              'SLUICE_E_OVSDB_PROTOCOL',
+              `${conn.remote}: bad ${method}: ${(e as Error).message}`,
+            ),
+          );
+        }
         return;
       }
       case 'locked':
@@ -669,10 +680,10 @@ export class Monitor extends EventEmitter {
     this.#buffer = [];
     if (first) {
       this.#everReady = true;
-      this.emit('update', changes, { initial: true, resync: false } satisfies UpdateInfo);
+      this.#emitUpdate(changes, { initial: true, resync: false });
       this.#readyResolve?.();
     } else if (changes.length > 0) {
-      this.emit('update', changes, { initial: false, resync: true } satisfies UpdateInfo);
+      this.#emitUpdate(changes, { initial: false, resync: true });
     }
     for (const b of buffered) this._notify(b.method, b.updates);
   }
@@ -722,7 +733,18 @@ export class Monitor extends EventEmitter {
     }
     if (changes.length === 0) return;
     this.replica.apply(changes);
-    this.emit('update', changes, { initial: false, resync: false } satisfies UpdateInfo);
+    this.#emitUpdate(changes, { initial: false, resync: false });
+  }
+
+  /** A listener's exception is the listener's: rethrown outside the protocol path, not taken as a bad update. */
+  #emitUpdate(changes: RowChange[], info: UpdateInfo): void {
+    try {
+      this.emit('update', changes, info);
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
   }
 
   #mergeNew(table: string, uuid: string, old: JsRow, row: Row): JsRow {
