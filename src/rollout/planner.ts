@@ -2,10 +2,16 @@
 // (or nothing: done, or waiting). Pure: the caller gates publication on acknowledgements (canPublish), supplies
 // live connection counts and the clock. Design, transition table and safety argument: docs/design/rollout.md.
 
-import { buildTable, NO_OWNER, type PoolMember, type SlotTable } from '../hashing/slots.ts';
+import {
+  buildTable,
+  NO_OWNER as NO_OWNER_IMPORT,
+  type PoolMember,
+  type SlotTable,
+} from '../hashing/slots.ts';
 import type { Backend, Config, LoadBalancer } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
-import { type Generation, PHASE_STABLE, PHASE1, PHASE2, type PlanMember, type PoolPlan } from './types.ts';
+import type { Generation, PlanMember, PoolPlan } from './types.ts';
+import * as T from './types.ts';
 
 /**
  * Live connections that `key` holds for `slot` of load balancer `lb` (slot numbered with `bits` bits), from host
@@ -63,6 +69,12 @@ interface MemberStatus {
   /** Down: admin down, or removed together with its host. Its connections are gone. */
   readonly down: boolean;
 }
+
+/** A module-local copy: an imported binding may be a getter under some loaders, and the slot loops are hot. */
+const NO_OWNER: number = NO_OWNER_IMPORT;
+const PHASE_STABLE: number = T.PHASE_STABLE;
+const PHASE1: number = T.PHASE1;
+const PHASE2: number = T.PHASE2;
 
 function compareKeys(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -263,6 +275,7 @@ function stepPool(
     const hostKnown = input.config.nodes.some((n) => n.name === pm.host);
     return { member: pm, admin: undefined, down: !hostKnown };
   });
+  const down = Uint8Array.from(statusOf, (st) => (st.down ? 1 : 0));
   const fromPrev = Uint16Array.from(prevKeys, (k) => index.get(k)!);
   const u = (i: number): number => (i === NO_OWNER ? NO_OWNER : fromPrev[i]);
 
@@ -294,7 +307,7 @@ function stepPool(
     const p = u(prev.primary[s]);
     const sec = u(prev.second[s]);
     const t = target.owners[s] === NO_OWNER ? NO_OWNER : fromTarget[target.owners[s]];
-    const pDown = p !== NO_OWNER && statusOf[p].down;
+    const pDown = p !== NO_OWNER && down[p] === 1;
     const busy = secondBusy[s] === 1;
     const free = !busy; // no second chance, down, 0 connections, or its drain window passed
     let np = p;
