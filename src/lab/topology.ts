@@ -474,6 +474,35 @@ export class Lab {
     };
   }
 
+  /** Pid of a backend's server, if it runs. */
+  backendPid(name: string): number | undefined {
+    this.backend(name);
+    const pid = readPidFile(`${this.facts.runDir}/pids/backend-${name}.pid`);
+    return pid !== undefined && pidAlive(pid, 'backend-server') ? pid : undefined;
+  }
+
+  /**
+   * Stops a backend's server (by its pid file). SIGKILL: the kernel resets its connections (a crashed
+   * application); the backend's namespace and veth stay. Returns the pid stopped.
+   */
+  async stopBackend(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | undefined> {
+    this.backend(name);
+    return killPidFile(`${this.facts.runDir}/pids/backend-${name}.pid`, 'backend-server', {
+      signal,
+      keepPidFile: true,
+    });
+  }
+
+  /** Starts a backend's server again (after stopBackend); resolves when it listens. Returns its pid. */
+  async startBackend(name: string): Promise<number> {
+    const b = this.backend(name);
+    if (this.backendPid(name) !== undefined) await this.stopBackend(name, 'SIGTERM');
+    const js = await runnableScript('backend-server', this.config.runRoot);
+    const pid = startBackend(this.facts.runDir, this.config, b, js);
+    await waitForBackends(this.facts.runDir, this.config, [name]);
+    return pid;
+  }
+
   /** Runs a command in the router namespace. */
   routerExec(cmd: string, args: readonly string[]): ReturnType<typeof nsRun> {
     return nsRun(this.facts.router.netns, cmd, args);
@@ -685,7 +714,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
       // Backends start while the nodes' OVS instances come up.
       ...backendPlans.map(async (b) => {
         await nsScript(b.netns, backendScript(b));
-        startBackend(plan, b, backendJs);
+        startBackend(plan.runDir, cfg, b, backendJs);
       }),
       ...plan.nodes.map((n) => {
         const dir = ovsDirs.get(n.name)!;
@@ -715,7 +744,11 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
       });
     }
 
-    await waitForBackends(plan);
+    await waitForBackends(
+      plan.runDir,
+      cfg,
+      backendPlans.map((b) => b.name),
+    );
     const facts: LabFacts = { ...partial, state: 'up', nodes, upMs: Date.now() - t0 };
     const lab = new Lab(facts);
     if (opts.probe ?? true) {
@@ -739,8 +772,13 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
   }
 }
 
-function startBackend(plan: LabPlan, b: LabNodePlan['backends'][number], backendJs: string): number {
-  const cfg = plan.config;
+function startBackend(
+  runDir: string,
+  cfg: LabConfig,
+  b: Pick<LabBackendFacts, 'name' | 'netns'>,
+  backendJs: string,
+): number {
+  rmSync(`${runDir}/backend-${b.name}.log`, { force: true });
   return startInNetns(
     b.netns,
     process.execPath,
@@ -754,28 +792,28 @@ function startBackend(plan: LabPlan, b: LabNodePlan['backends'][number], backend
       String(cfg.backendPort),
       ...(cfg.udp ? ['--udp'] : []),
     ],
-    { pidFile: `${plan.runDir}/pids/backend-${b.name}.pid`, logFile: `${plan.runDir}/backend-${b.name}.log` },
+    { pidFile: `${runDir}/pids/backend-${b.name}.pid`, logFile: `${runDir}/backend-${b.name}.log` },
   );
 }
 
-async function waitForBackends(plan: LabPlan): Promise<void> {
+async function waitForBackends(runDir: string, cfg: LabConfig, names: readonly string[]): Promise<void> {
   const deadline = Date.now() + 15_000;
-  const pending = new Set(plan.nodes.flatMap((n) => n.backends.map((b) => b.name)));
+  const pending = new Set(names);
   while (pending.size > 0) {
     for (const name of [...pending]) {
-      const log = `${plan.runDir}/backend-${name}.log`;
+      const log = `${runDir}/backend-${name}.log`;
       let text = '';
       try {
         text = readFileSync(log, 'utf8');
       } catch {
         /* not yet */
       }
-      const want = plan.config.udp
+      const want = cfg.udp
         ? /listening on tcp[\s\S]*listening on udp|listening on udp[\s\S]*listening on tcp/
         : /listening on tcp/;
       if (want.test(text)) pending.delete(name);
       else {
-        const pid = readPidFile(`${plan.runDir}/pids/backend-${name}.pid`);
+        const pid = readPidFile(`${runDir}/pids/backend-${name}.pid`);
         if (pid === undefined || !pidAlive(pid)) {
           throw new SluiceError('SLUICE_E_LAB_COMMAND', `backend ${name} exited: ${text.trim().slice(-400)}`);
         }

@@ -118,6 +118,21 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     }
   });
 
+  test('a backend server can be stopped and started again by its pid file', async () => {
+    const pid = lab.backendPid('host3-b2');
+    assert.ok(pid !== undefined);
+    assert.equal(await lab.stopBackend('host3-b2'), pid);
+    assert.equal(lab.backendPid('host3-b2'), undefined);
+    const down = await lab.probeBackends();
+    assert.deepEqual(
+      down.filter((p) => !p.ok).map((p) => p.backend),
+      ['host3-b2'],
+    );
+    const again = await lab.startBackend('host3-b2');
+    assert.notEqual(again, pid);
+    assert.ok((await lab.probeBackends()).every((p) => p.ok));
+  });
+
   test('a backend echoes over a long-lived connection (harness in the backend namespace, 0 broken)', async () => {
     const b = lab.backend('host2-b1');
     const r = await TrafficRunner.start(lab, { netns: b.netns, vip: b.ip, port: 80, count: 20, rate: 200 });
