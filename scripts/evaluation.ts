@@ -1,7 +1,7 @@
 // Runs the simulator's evaluation scenarios and writes the tables into docs/evaluation.md (between
 // `<!-- BEGIN GENERATED: id -->` / `<!-- END GENERATED: id -->` markers) and the plots into docs/img/.
 //
-//   node --import tsx scripts/evaluation.ts [--scale full|small] [--seed N]
+//   node --import tsx scripts/evaluation.ts [--scale full|small] [--seed N] [--only churn,rolling,crash,ecmp,scale,window]
 //
 // Full scale (the default, what docs/evaluation.md shows) takes several minutes on 2 cores.
 
@@ -26,6 +26,13 @@ function arg(name: string, dflt: string): string {
 
 const scale = arg('scale', 'full') as Scale;
 const seed = Number(arg('seed', '1'));
+const only = arg('only', '')
+  .split(',')
+  .filter((x) => x !== '');
+/** Whether to run a group: all by default, or those named in --only (churn,rolling,crash,ecmp,scale,window). */
+function want(group: string): boolean {
+  return only.length === 0 || only.includes(group);
+}
 
 function log(msg: string): void {
   process.stderr.write(`[evaluation] ${msg}\n`);
@@ -50,152 +57,201 @@ const short: Record<string, string> = {
   sluice: '7 sluice',
 };
 
-// 1. The main comparison: every event type in one run.
-const churn = run('churn');
-const evs = churn.events.filter((e) => e.type !== 'steady');
-{
-  const head = ['strategy', ...evs.map((e) => e.type), 'total avoidable'];
-  const rows = STRATEGIES.map((s) => [
-    STRATEGY_TITLES[s],
-    ...evs.map((e) => {
-      const c = e.strategies[s];
-      const b = c.avoidable + c.unavoidable + c.drainExpired;
-      return b === 0 ? '0' : `${b.toLocaleString('en-US')} (${pct(b, e.concurrent)})`;
-    }),
-    churn.totals[s].avoidable.toLocaleString('en-US'),
-  ]);
-  const md = [
-    `| ${head.join(' | ')} |`,
-    `| ${head.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`,
-    ...rows.map((r) => `| ${r.join(' | ')} |`),
-  ].join('\n');
-  sections.set(
-    'summary',
-    `Broken connections per event (all causes; % of the ${churn.trace.topology.connections.toLocaleString('en-US')} concurrent connections), scenario \`churn\`, scale ${scale}, seed ${seed}:\n\n${md}`,
-  );
-}
-sections.set('churn', formatResult(churn, 'markdown'));
-sections.set('costs', costTable(costs(churn), 'markdown'));
-
-// 2. Rolling updates with gateway churn during the rollout.
-const rolling = run('rolling-update');
-sections.set('rolling', formatResult(rolling, 'markdown'));
-
-// 3. Standby crash, hash-threshold vs modulo ECMP.
-const crashHt = run('gateway-crash-standby');
-const crashMod = run('gateway-crash-modulo');
-{
-  const ev = (r: SimResult) => r.events[0];
-  const text = [
-    `Hash-threshold: ECMP moved ${pct(ev(crashHt).ecmpMoved!.measured, 1)} of flows (exact ${pct(ev(crashHt).ecmpMoved!.exact, 1)}).`,
-    '',
-    eventTable(crashHt, 0, 'markdown'),
-    '',
-    `Modulo-N: ECMP moved ${pct(ev(crashMod).ecmpMoved!.measured, 1)} of flows (exact ${pct(ev(crashMod).ecmpMoved!.exact, 1)}).`,
-    '',
-    eventTable(crashMod, 0, 'markdown'),
-  ].join('\n');
-  sections.set('crash', text);
-}
-
-// 4. ECMP movement, exact, for the full topology's gateway count.
-{
-  const G = TOPOLOGIES.full.gateways;
-  const hops = Array.from({ length: G }, (_, i) => i);
-  const cases: [string, number[]][] = [
-    ['add a gateway (appended)', [...hops, G]],
-    ['remove the last gateway', hops.slice(0, -1)],
-    ['remove a middle gateway', hops.filter((g) => g !== G / 2)],
-    ['remove the first gateway', hops.slice(1)],
-  ];
-  const modes: EcmpMode[] = ['hash-threshold', 'modulo'];
-  const rows = cases.map(([name, after]) => [
-    name,
-    ...modes.map((m) => pct(ecmpMovedShare(m, hops, after), 1)),
-  ]);
-  const ideal = pct(1 / G, 1);
-  sections.set(
-    'ecmp',
-    [
-      `| change (${G} gateways) | hash-threshold | modulo-N |`,
-      '| --- | ---: | ---: |',
-      ...rows.map((r) => `| ${r.join(' | ')} |`),
-      '',
-      `A consistent (resilient) next-hop table would move ${ideal} (the flows of the gateway that left or joined).`,
-    ].join('\n'),
-  );
-  const svg = groupedShareBars({
-    title: `Flows ECMP sends to another gateway (${G} gateways)`,
-    categories: cases.map(([n]) => n.replace(' gateway', '').replace(' (appended)', '')),
-    series: modes.map((m) => ({ name: m, values: cases.map(([, after]) => ecmpMovedShare(m, hops, after)) })),
-    yLabel: 'share of flows moved',
-  });
-  writeFileSync(join(imgDir, 'sim-ecmp.svg'), `${svg}\n`);
-}
-
-// 5. Broken connections against scale (backend add and a standby gateway crash).
-{
-  const xs = scale === 'full' ? [10_000, 100_000, 1_000_000] : [5_000, 20_000];
-  const results = xs.map((n) => {
-    const base = findScenario('backend-add')!.build(scale);
-    const t = { ...base, topology: { ...base.topology, connections: n } };
-    log(`backend-add at ${n} connections ...`);
-    return runSim(t, { seed });
-  });
-  const rows = STRATEGIES.map((s) => [
-    STRATEGY_TITLES[s],
-    ...results.map((r) => {
-      const c = r.events[0].strategies[s];
-      const b = c.avoidable + c.unavoidable + c.drainExpired;
-      return `${b.toLocaleString('en-US')} (${pct(b, r.trace.topology.connections)})`;
-    }),
-  ]);
-  sections.set(
-    'scale',
-    [
-      `| strategy | ${xs.map((x) => x.toLocaleString('en-US')).join(' | ')} |`,
-      `| --- | ${xs.map(() => '---:').join(' | ')} |`,
-      ...rows.map((r) => `| ${r.join(' | ')} |`),
-    ].join('\n'),
-  );
-  const svg = logLogLines({
-    title: 'Broken connections when one backend is added, against scale',
-    x: xs,
-    xLabel: 'concurrent connections',
-    series: STRATEGIES.map((s) => ({
-      name: short[s],
-      values: results.map((r) => {
-        const c = r.events[0].strategies[s];
-        return c.avoidable + c.unavoidable + c.drainExpired;
-      }),
-    })),
-    yLabel: 'broken connections',
-  });
-  writeFileSync(join(imgDir, 'sim-scale.svg'), `${svg}\n`);
-}
-
-// 6. Broken connections per event type (churn), log scale.
-{
-  const svg = groupedLogBars({
-    title: `Broken connections per event (${churn.trace.topology.connections.toLocaleString('en-US')} connections, ${churn.trace.topology.gateways} gateways, ${churn.trace.topology.backends} backends)`,
-    categories: evs.map((e) => e.type),
-    series: STRATEGIES.map((s) => ({
-      name: short[s],
-      values: evs.map((e) => {
+if (want('churn')) {
+  // 1. The main comparison: every event type in one run.
+  const churn = run('churn');
+  const evs = churn.events.filter((e) => e.type !== 'steady');
+  {
+    const head = ['strategy', ...evs.map((e) => e.type), 'total avoidable'];
+    const rows = STRATEGIES.map((s) => [
+      STRATEGY_TITLES[s],
+      ...evs.map((e) => {
         const c = e.strategies[s];
-        return c.avoidable + c.unavoidable + c.drainExpired;
+        const b = c.avoidable + c.unavoidable + c.drainExpired;
+        return b === 0 ? '0' : `${b.toLocaleString('en-US')} (${pct(b, e.concurrent)})`;
       }),
-    })),
-    yLabel: 'broken connections (log)',
-  });
-  writeFileSync(join(imgDir, 'sim-events.svg'), `${svg}\n`);
+      churn.totals[s].avoidable.toLocaleString('en-US'),
+    ]);
+    const md = [
+      `| ${head.join(' | ')} |`,
+      `| ${head.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`,
+      ...rows.map((r) => `| ${r.join(' | ')} |`),
+    ].join('\n');
+    sections.set(
+      'summary',
+      `Broken connections per event (all causes; % of the ${churn.trace.topology.connections.toLocaleString('en-US')} concurrent connections), scenario \`churn\`, scale ${scale}, seed ${seed}:\n\n${md}`,
+    );
+  }
+  sections.set('churn', formatResult(churn, 'markdown'));
+  sections.set('costs', costTable(costs(churn), 'markdown'));
+
+  // 6. Broken connections per event type (churn), log scale.
+  {
+    const svg = groupedLogBars({
+      title: `Broken connections per event (${churn.trace.topology.connections.toLocaleString('en-US')} connections, ${churn.trace.topology.gateways} gateways, ${churn.trace.topology.backends} backends)`,
+      categories: evs.map((e) => e.type),
+      series: STRATEGIES.map((s) => ({
+        name: short[s],
+        values: evs.map((e) => {
+          const c = e.strategies[s];
+          return c.avoidable + c.unavoidable + c.drainExpired;
+        }),
+      })),
+      yLabel: 'broken connections (log)',
+    });
+    writeFileSync(join(imgDir, 'sim-events.svg'), `${svg}\n`);
+  }
+
+  sections.set(
+    'totals',
+    totalsTable(churn, 'markdown') +
+      `\n\nRun: \`node --import tsx scripts/evaluation.ts --scale ${scale} --seed ${seed}\` (or \`sluice sim churn --scale ${scale} --seed ${seed}\` for one scenario).`,
+  );
 }
 
-sections.set(
-  'totals',
-  totalsTable(churn, 'markdown') +
-    `\n\nRun: \`node --import tsx scripts/evaluation.ts --scale ${scale} --seed ${seed}\` (or \`sluice sim churn --scale ${scale} --seed ${seed}\` for one scenario).`,
-);
+if (want('rolling')) {
+  // 2. Rolling updates with gateway churn during the rollout.
+  const rolling = run('rolling-update');
+  sections.set('rolling', formatResult(rolling, 'markdown'));
+}
+
+if (want('crash')) {
+  // 3. Standby crash, hash-threshold vs modulo ECMP.
+  const crashHt = run('gateway-crash-standby');
+  const crashMod = run('gateway-crash-modulo');
+  {
+    const ev = (r: SimResult) => r.events[0];
+    const text = [
+      `Hash-threshold: ECMP moved ${pct(ev(crashHt).ecmpMoved!.measured, 1)} of flows (exact ${pct(ev(crashHt).ecmpMoved!.exact, 1)}).`,
+      '',
+      eventTable(crashHt, 0, 'markdown'),
+      '',
+      `Modulo-N: ECMP moved ${pct(ev(crashMod).ecmpMoved!.measured, 1)} of flows (exact ${pct(ev(crashMod).ecmpMoved!.exact, 1)}).`,
+      '',
+      eventTable(crashMod, 0, 'markdown'),
+    ].join('\n');
+    sections.set('crash', text);
+  }
+}
+
+if (want('ecmp')) {
+  // 4. ECMP movement, exact, for the full topology's gateway count.
+  {
+    const G = TOPOLOGIES.full.gateways;
+    const hops = Array.from({ length: G }, (_, i) => i);
+    const cases: [string, number[]][] = [
+      ['add a gateway (appended)', [...hops, G]],
+      ['remove the last gateway', hops.slice(0, -1)],
+      ['remove a middle gateway', hops.filter((g) => g !== G / 2)],
+      ['remove the first gateway', hops.slice(1)],
+    ];
+    const modes: EcmpMode[] = ['hash-threshold', 'modulo'];
+    const rows = cases.map(([name, after]) => [
+      name,
+      ...modes.map((m) => pct(ecmpMovedShare(m, hops, after), 1)),
+    ]);
+    const ideal = pct(1 / G, 1);
+    sections.set(
+      'ecmp',
+      [
+        `| change (${G} gateways) | hash-threshold | modulo-N |`,
+        '| --- | ---: | ---: |',
+        ...rows.map((r) => `| ${r.join(' | ')} |`),
+        '',
+        `A consistent (resilient) next-hop table would move ${ideal} (the flows of the gateway that left or joined).`,
+      ].join('\n'),
+    );
+    const svg = groupedShareBars({
+      title: `Flows ECMP sends to another gateway (${G} gateways)`,
+      categories: cases.map(([n]) => n.replace(' gateway', '').replace(' (appended)', '')),
+      series: modes.map((m) => ({
+        name: m,
+        values: cases.map(([, after]) => ecmpMovedShare(m, hops, after)),
+      })),
+      yLabel: 'share of flows moved',
+    });
+    writeFileSync(join(imgDir, 'sim-ecmp.svg'), `${svg}\n`);
+  }
+}
+
+if (want('scale')) {
+  // 5. Broken connections against scale (backend add and a standby gateway crash).
+  {
+    const xs = scale === 'full' ? [10_000, 100_000, 1_000_000] : [5_000, 20_000];
+    const results = xs.map((n) => {
+      const base = findScenario('backend-add')!.build(scale);
+      const t = { ...base, topology: { ...base.topology, connections: n } };
+      log(`backend-add at ${n} connections ...`);
+      return runSim(t, { seed });
+    });
+    const rows = STRATEGIES.map((s) => [
+      STRATEGY_TITLES[s],
+      ...results.map((r) => {
+        const c = r.events[0].strategies[s];
+        const b = c.avoidable + c.unavoidable + c.drainExpired;
+        return `${b.toLocaleString('en-US')} (${pct(b, r.trace.topology.connections)})`;
+      }),
+    ]);
+    sections.set(
+      'scale',
+      [
+        `| strategy | ${xs.map((x) => x.toLocaleString('en-US')).join(' | ')} |`,
+        `| --- | ${xs.map(() => '---:').join(' | ')} |`,
+        ...rows.map((r) => `| ${r.join(' | ')} |`),
+      ].join('\n'),
+    );
+    const svg = logLogLines({
+      title: 'Broken connections when one backend is added, against scale',
+      x: xs,
+      xLabel: 'concurrent connections',
+      series: STRATEGIES.map((s) => ({
+        name: short[s],
+        values: results.map((r) => {
+          const c = r.events[0].strategies[s];
+          return c.avoidable + c.unavoidable + c.drainExpired;
+        }),
+      })),
+      yLabel: 'broken connections',
+    });
+    writeFileSync(join(imgDir, 'sim-scale.svg'), `${svg}\n`);
+  }
+}
+
+if (want('window')) {
+  // 7. sluice's drain window against long-lived connections (small scale: long windows mean long runs).
+  {
+    const windows = [60, 300, 1800, 7200];
+    const rows = windows.map((w) => {
+      const base = findScenario('backend-add')!.build('small');
+      const t = {
+        ...base,
+        timing: { ...base.timing, drainWindowSeconds: w },
+        durationSeconds: 60 + w + 120,
+      };
+      log(`backend-add, drain window ${w} s (small) ...`);
+      const r = runSim(t, { seed, strategies: ['slot_table', 'sluice'] });
+      const s = r.events[0].strategies.sluice;
+      const moved = r.events[0].strategies.slot_table.avoidable;
+      return [
+        `${w} s`,
+        moved.toLocaleString('en-US'),
+        s.drainExpired.toLocaleString('en-US'),
+        s.avoidable.toLocaleString('en-US'),
+        s.secondChancePeak.toLocaleString('en-US'),
+        // Connection-hours spent on the second chance (extra hop): share x connections x run length.
+        ((r.totals.sluice.extraHopShare * t.topology.connections * t.durationSeconds) / 3600).toFixed(1),
+      ];
+    });
+    sections.set(
+      'window',
+      [
+        '| drain window | broken by a plain slot table (4) | sluice drain-expired | sluice avoidable | connections on the second chance (peak) | connection-hours on the second chance |',
+        '| --- | ---: | ---: | ---: | ---: | ---: |',
+        ...rows.map((r) => `| ${r.join(' | ')} |`),
+      ].join('\n'),
+    );
+  }
+}
 
 // Write the sections between their markers.
 let doc = readFileSync(docPath, 'utf8');

@@ -459,16 +459,21 @@ class Sim {
   private advance(t: number): void {
     const end = this.end;
     const r = this.connRng;
+    const eager = this.hrwEager();
     for (let i = 0; i < this.N; i++) {
       if (end[i] > t) continue;
       let e = end[i];
       let s = e;
-      do {
+      for (;;) {
         s = e;
         const k = this.sampleClass();
         e = s + Math.exp(this.mu[k] + this.sigma[k] * r.normal());
         this.arrivals++;
-      } while (e <= t);
+        if (e > t) break;
+        // Started and ended before this step: it never sees a change, but its setup may fail.
+        this.newTuple(i);
+        this.shortLived(this.vip[i], this.h[i], this.ecmp.pick(this.hu[i]), eager);
+      }
       this.start[i] = s;
       end[i] = e;
       this.newTuple(i);
@@ -689,62 +694,79 @@ class Sim {
 
   // ---------------------------------------------------------------- assignment of new connections
 
+  /** Strategy 3's pick may be deferred only while no gateway's version can contain a dead backend. */
+  private hrwEager(): boolean {
+    if (this.undetectedDead > 0) return true;
+    for (let g = 0; g < this.nextGateway; g++) {
+      if (this.gwUp[g] && this.gwCfg[g] < this.versions.length - 1) return true;
+    }
+    return false;
+  }
+
+  /** The backend a new connection (VIP v, hash h, through gateway g) gets under strategy s now. */
+  private pickNew(s: number, v: number, h: number, g: number, eager: boolean): number {
+    switch (s) {
+      case S_STATEFUL:
+      case S_CTSYNC:
+        return dpHashPick(this.versions[this.versions.length - 1].sel[v], h);
+      case S_NAT:
+        return dpHashPick(this.versions[this.gwCfg[g]].sel[v], h);
+      case S_HRW:
+        return eager ? hrwPick(this.versions[this.gwCfg[g]].sel[v], h) : LAZY;
+      case S_SLOT:
+      case S_STICKY:
+        return this.versions[this.gwCfg[g]].slots[v][h & this.mask];
+      default:
+        return this.gens[this.gwGen[g]].primary[v][h & this.mask];
+    }
+  }
+
+  /**
+   * Counts a new connection's setup outcome under strategy s: 0 = established, F_FAILED (its SYN reached a dead
+   * backend or none), F_WRONGVIP (strategy 2's reverse NAT answers from another VIP).
+   */
+  private setupOutcome(s: number, b: number, v: number, g: number): number {
+    if (b === LAZY) return 0; // every backend of the version is alive
+    if (b === NONE || this.alive[b] === 0) return F_FAILED;
+    if (s === S_NAT && this.versions[this.gwCfg[g]].replyVip[b] !== v) return F_WRONGVIP;
+    return 0;
+  }
+
+  /** A connection that started and ended between two steps: only its setup can fail. */
+  private shortLived(v: number, h: number, g: number, eager: boolean): void {
+    const ev = this.lastEv;
+    for (let s = 0; s < NS; s++) {
+      if (!this.on[s]) continue;
+      const o = this.setupOutcome(s, this.pickNew(s, v, h, g, eager), v, g);
+      if (o !== 0) this.count(ev, s, o);
+    }
+  }
+
   private assignFresh(): void {
     const ev = this.lastEv;
-    const latest = this.versions[this.versions.length - 1];
-    // Strategy 3's pick may be deferred only while no gateway's version can contain a dead backend.
-    let eager = this.undetectedDead > 0;
-    for (let g = 0; g < this.nextGateway && !eager; g++) {
-      if (this.gwUp[g] && this.gwCfg[g] < this.versions.length - 1) eager = true;
-    }
+    const eager = this.hrwEager();
     for (let f = 0; f < this.freshCount; f++) {
       const i = this.fresh[f];
       const v = this.vip[i];
       const h = this.h[i];
       const g = this.gw[i];
-      const cfg = this.versions[this.gwCfg[g]];
       for (let s = 0; s < NS; s++) {
         if (!this.on[s]) continue;
-        let b = NONE;
-        switch (s) {
-          case S_STATEFUL:
-          case S_CTSYNC:
-            b = dpHashPick(latest.sel[v], h);
-            break;
-          case S_NAT:
-            b = dpHashPick(cfg.sel[v], h);
-            break;
-          case S_HRW:
-            b = eager ? hrwPick(cfg.sel[v], h) : LAZY;
-            break;
-          case S_SLOT:
-          case S_STICKY:
-            b = cfg.slots[v][h & this.mask];
-            break;
-          case S_SLUICE: {
-            const gen = this.gens[this.gwGen[g]];
-            b = gen.primary[v][h & this.mask];
-            if (this.hop[i] === 1) {
-              this.hop[i] = 0;
-              this.hopCount--;
-            }
-            this.lastVer[s][i] = this.gwGen[g];
-            break;
+        const b = this.pickNew(s, v, h, g, eager);
+        if (s === S_SLUICE) {
+          if (this.hop[i] === 1) {
+            this.hop[i] = 0;
+            this.hopCount--;
           }
+          this.lastVer[s][i] = this.gwGen[g];
+        } else {
+          this.lastVer[s][i] = this.gwCfg[g];
         }
-        if (s !== S_SLUICE) this.lastVer[s][i] = this.gwCfg[g];
         if (s === S_STICKY) this.sticky[i] = g;
         this.be[s][i] = b;
-        this.dead[s][i] = 0;
-        if (b === LAZY) {
-          // Every backend of the version is alive: the pick is valid, computed when needed.
-        } else if (b === NONE || this.alive[b] === 0) {
-          this.dead[s][i] = 1;
-          this.count(ev, s, F_FAILED);
-        } else if (s === S_NAT && cfg.replyVip[b] !== v) {
-          this.dead[s][i] = 1;
-          this.count(ev, s, F_WRONGVIP);
-        }
+        const o = this.setupOutcome(s, b, v, g);
+        this.dead[s][i] = o === 0 ? 0 : 1;
+        if (o !== 0) this.count(ev, s, o);
       }
     }
     this.freshCount = 0;
