@@ -1,0 +1,439 @@
+// The data plane on REAL Open vSwitch (root): compiler + applier driving a small lab (src/lab `labUp`, namespace
+// prefix `slt-dp-`): 1 gateway, 2 hosts with one backend each, 1 client, an ECMP router. Real kernel TCP from the
+// client namespace (the lab's conn-runner) to the VIP: gateway -> Geneve -> host -> conntrack + DNAT -> backend, and
+// replies from the VIP straight back through the underlay (direct return). The lab is torn down at the end (only
+// its own namespaces and PIDs); traffic stays inside the lab's namespaces.
+//
+// What is shown:
+// - TCP over IPv4 and IPv6 VIPs reaches the backend the slot table names; replies come from the VIP; the host's
+//   direct-return flow carries them (the gateway never sees a reply).
+// - A move of every slot A -> B through the phases (P,N) -> (N,P) keeps established connections alive by second
+//   chance (the second-chance flow counts packets); the negative control (same move without a second chance)
+//   breaks them.
+// - Geneve from an address that is not a configured node is dropped.
+// - The applier: idempotent (changed: false), a rejected bundle leaves the switch exactly as it was, foreign
+//   flows and groups are untouched, and everything is restored after an ovs-vswitchd restart.
+
+import * as assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { compileNode } from '../../src/compile/index.ts';
+import { decodeCookie, lbIds } from '../../src/compile/registry.ts';
+import { parseDumpFlows } from '../../src/flowset/text.ts';
+import type { FlowSet } from '../../src/flowset/types.ts';
+import { NO_OWNER } from '../../src/hashing/slots.ts';
+import { nsRun } from '../../src/lab/exec.ts';
+import type { Lab } from '../../src/lab/topology.ts';
+import { labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic } from '../../src/lab/traffic.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+import { backendKey, type Config } from '../../src/model/types.ts';
+import { applyBridge, applyFlowSet, readInstalled, revalidate } from '../../src/openflow/applier.ts';
+import type { Runner } from '../../src/openflow/runner.ts';
+import type { Generation, PlanMember, PoolPlan } from '../../src/rollout/types.ts';
+
+const PREFIX = 'slt-dp-';
+const BITS = 4;
+const SIZE = 2 ** BITS;
+const A = 'host1-b1';
+const B = 'host2-b1';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const isRoot = process.getuid?.() === 0;
+
+let lab: Lab;
+let config: Config;
+let genNo = 0;
+
+/** Plan members of a load balancer, in canonical (backend key) order. */
+function members(lb: string): PlanMember[] {
+  const l = config.loadBalancers.find((x) => x.name === lb)!;
+  return l.backends
+    .map((b) => ({ key: backendKey(b), address: b.address, port: b.port, host: b.host }))
+    .sort((x, y) => (x.key < y.key ? -1 : 1));
+}
+
+/** Index of a lab backend (by name) in a load balancer's members. */
+function idx(lb: string, backend: string): number {
+  const b = lab.backend(backend);
+  return members(lb).findIndex((m) => m.address === b.ip || m.address === b.ip6);
+}
+
+/** A generation where every slot of every LB has the same (primary, second) backends. */
+function gen(primary: string, second: string | undefined): Generation {
+  const pools = new Map<string, PoolPlan>();
+  for (const l of config.loadBalancers) {
+    pools.set(l.name, {
+      lb: l.name,
+      bits: BITS,
+      members: members(l.name),
+      primary: new Uint16Array(SIZE).fill(idx(l.name, primary)),
+      second: new Uint16Array(SIZE).fill(second ? idx(l.name, second) : NO_OWNER),
+      phase: new Uint8Array(SIZE).fill(second ? 1 : 0),
+      since: new Float64Array(SIZE),
+    });
+  }
+  genNo += 1;
+  return { number: genNo, createdAt: Date.now(), pools };
+}
+
+function nodes(): string[] {
+  return config.nodes.map((n) => n.name);
+}
+
+function compile(name: string, g: Generation): FlowSet {
+  return compileNode(config, g, lab.compilerFacts(name));
+}
+
+/** Applies a generation on every node (hosts first, then gateways), then revalidates. Returns per node `changed`. */
+async function applyAll(g: Generation): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  const order = [...config.nodes].sort((a, b) => (a.role === b.role ? 0 : a.role === 'host' ? -1 : 1));
+  for (const n of order) {
+    const r = await applyFlowSet(lab.node(n.name), compile(n.name, g));
+    out[n.name] = r.changed;
+  }
+  await Promise.all(nodes().map((n) => revalidate(lab.node(n))));
+  return out;
+}
+
+/** n_packets summed per cookie kind on one bridge (sluice flows only), after a revalidator pass. */
+async function packetsByKind(node: string, bridge = 'br-int'): Promise<Record<string, number>> {
+  // Datapath flow statistics reach the OpenFlow counters when revalidators run: wait for one pass first.
+  await revalidate(lab.node(node));
+  const r = await lab.node(node).ofctl(bridge, ['dump-flows']);
+  const out: Record<string, number> = {};
+  for (const line of r.stdout.split('\n')) {
+    const c = /cookie=(0x[0-9a-f]+)/.exec(line);
+    const p = /n_packets=(\d+)/.exec(line);
+    if (!c || !p) continue;
+    const kind = decodeCookie(BigInt(c[1]))?.kind;
+    if (kind) out[kind] = (out[kind] ?? 0) + Number(p[1]);
+  }
+  return out;
+}
+
+/** Everything installed on a bridge, volatile counters stripped, sorted: for before/after comparisons. */
+async function snapshot(node: string, bridge: string): Promise<string> {
+  const n = lab.node(node);
+  const flows = parseDumpFlows((await n.ofctl(bridge, ['dump-flows'])).stdout)
+    .map((f) => `${f.cookie.toString(16)} ${f.table} ${f.priority} ${f.match} ${f.actions}`)
+    .sort();
+  const groups = (await n.ofctl(bridge, ['dump-groups'])).stdout.split('\n').slice(1).sort();
+  return [...flows, ...groups].join('\n');
+}
+
+describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
+  before(async () => {
+    lab = await labUp(
+      {
+        prefix: PREFIX,
+        gateways: 1,
+        hosts: 2,
+        backendsPerHost: 1,
+        clients: 1,
+        ipv6: true,
+        vips: [
+          { name: 'web', vip: '203.0.113.10', family: 4, protocol: 'tcp', port: 80, backends: [A, B] },
+          { name: 'web6', vip: '2001:db8::10', family: 6, protocol: 'tcp', port: 80, backends: [A, B] },
+        ],
+      },
+      { replace: true },
+    );
+    config = lab.sluiceConfig({ hashMode: 'dp_hash', slotBits: BITS });
+  });
+
+  after(async () => {
+    if (lab) await labDown(PREFIX);
+  });
+
+  test('applier installs the complete state; applying it again sends nothing', async () => {
+    const g = gen(A, undefined);
+    const first = await applyAll(g);
+    assert.deepEqual(first, { gw1: true, host1: true, host2: true });
+    const again = await applyAll(g);
+    assert.deepEqual(again, { gw1: false, host1: false, host2: false });
+    // Installed == compiled, per bridge.
+    for (const n of nodes()) {
+      for (const [br, want] of compile(n, g).bridges) {
+        const have = await readInstalled(lab.node(n), br);
+        assert.equal(have.owned.flows.length, want.flows.length, `${n} ${br}`);
+        assert.equal(have.owned.groups.length, want.groups.length, `${n} ${br}`);
+      }
+    }
+  });
+
+  test('TCP to IPv4 and IPv6 VIPs: gateway -> Geneve -> host -> DNAT -> backend; replies by direct return', async () => {
+    await applyAll(gen(A, undefined));
+    const before4 = await packetsByKind('host1');
+    const gwBefore = await packetsByKind('gw1');
+    const gwPhyBefore = await packetsByKind('gw1', 'br-phy');
+    const t4 = await startTraffic(lab, { vip: '203.0.113.10', port: 80, count: 10, expectBackends: [A, B] });
+    const t6 = await startTraffic(lab, { vip: '2001:db8::10', port: 80, count: 5, expectBackends: [A, B] });
+    try {
+      await t4.waitOpened(10);
+      await t6.waitOpened(5);
+      await sleep(1000); // a few echoes on every connection
+      const c4 = await t4.report();
+      const c6 = await t6.report();
+      assert.equal(c4.broken + c4.failed + c6.broken + c6.failed, 0);
+      assert.ok(c4.echoes > 0 && c6.echoes > 0, 'data flows both ways');
+      // Every slot names A: every connection is on A.
+      assert.equal(c4.perBackend[A]?.opened, 10);
+      assert.equal(c6.perBackend[A]?.opened, 5);
+      const after4 = await packetsByKind('host1');
+      const gwAfter = await packetsByKind('gw1');
+      assert.ok(after4.CT_COMMIT - (before4.CT_COMMIT ?? 0) >= 15, 'each connection committed on host1');
+      assert.ok(after4.DIRECT_RETURN - (before4.DIRECT_RETURN ?? 0) > 15, 'replies left by direct return');
+      assert.ok(
+        gwAfter.GW_SLOT - (gwBefore.GW_SLOT ?? 0) > 15,
+        'requests went through the gateway slot table',
+      );
+    } finally {
+      await t4.stop();
+      await t6.stop();
+    }
+    // Replies never pass the gateway. Every request it tunnels crosses its br-phy NORMAL flow once (encapsulated,
+    // from LOCAL to eth0); a reply routed through the gateway would cross it too. So, traffic stopped, NORMAL and
+    // slot-table counters grow alike (ARP aside), while the host's direct-return flow carried the replies.
+    const gwAll = await packetsByKind('gw1');
+    const gwPhyAll = await packetsByKind('gw1', 'br-phy');
+    const tunnelled = gwAll.GW_SLOT - (gwBefore.GW_SLOT ?? 0);
+    const normal = (gwPhyAll.PHY_NORMAL ?? 0) - (gwPhyBefore.PHY_NORMAL ?? 0);
+    assert.ok(
+      normal - tunnelled < 10,
+      `${normal - tunnelled} packets other than tunnelled requests crossed the gateway`,
+    );
+    const returned = (await packetsByKind('host1')).DIRECT_RETURN - (before4.DIRECT_RETURN ?? 0);
+    assert.ok(returned > 30, `${returned} replies left host1 by direct return`);
+  });
+
+  test('slots moved A -> B with (P,N) -> (N,P) phases: established connections survive by second chance', async () => {
+    await applyAll(gen(A, undefined));
+    const t = await startTraffic(lab, {
+      vip: '203.0.113.10',
+      port: 80,
+      count: 20,
+      intervalMs: 100,
+      timeoutMs: 2000,
+      expectBackends: [A, B],
+    });
+    try {
+      await t.waitOpened(20);
+      const sc0 = (await packetsByKind('host2')).SECOND_CHANCE ?? 0;
+      await applyAll(gen(A, B)); // phase 1: primary A, second chance B
+      await sleep(500);
+      await applyAll(gen(B, A)); // phase 2: primary B, second chance A
+      await sleep(4000); // > timeoutMs: a black-holed connection would have failed by now
+      const c = await t.report();
+      assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
+      assert.equal(c.perBackend[A]?.alive, 20);
+      const sc = ((await packetsByKind('host2')).SECOND_CHANCE ?? 0) - sc0;
+      assert.ok(sc > 20, `host2 handed ${sc} packets to host1 by second chance`);
+      // New connections go to the new primary.
+      t.open(5);
+      await t.waitOpened(25);
+      const c2 = await t.report();
+      assert.equal(c2.perBackend[B]?.opened, 5);
+      assert.equal(c2.broken, 0);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  test('negative control: the same move without a second chance breaks established connections', async () => {
+    await applyAll(gen(B, undefined));
+    const t = await startTraffic(lab, {
+      vip: '203.0.113.10',
+      port: 80,
+      count: 10,
+      intervalMs: 100,
+      timeoutMs: 2000,
+      expectBackends: [A, B],
+    });
+    try {
+      await t.waitOpened(10);
+      assert.equal((await t.report()).perBackend[B]?.opened, 10);
+      await applyAll(gen(A, undefined)); // straight to A, no second chance
+      await sleep(4000);
+      const c = await t.report();
+      assert.equal(c.broken, 10, `every connection on B breaks: ${JSON.stringify(c.brokenByReason)}`);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  test('Geneve from an address that is not a configured node is dropped', async () => {
+    await applyAll(gen(A, undefined));
+    const fabric = lab.facts.fabricNetns;
+    const lbId = lbIds(config.loadBalancers.map((l) => l.name)).get('web')!;
+    const send = async () => {
+      // Ten crafted Geneve packets (all three sluice options, inner TCP SYN to the VIP for member A's slot 0) from
+      // 192.168.100.99 in the fabric namespace to host1's tunnel endpoint.
+      await nsRun(fabric, process.execPath, [
+        '-e',
+        GENEVE_SENDER,
+        '192.168.100.99',
+        '192.168.100.11',
+        String(lbId),
+      ]);
+      await sleep(300);
+      return packetsByKind('host1');
+    };
+    await nsRun(fabric, 'ip', ['addr', 'add', '192.168.100.99/24', 'dev', 'br0']);
+    try {
+      // Resolve host1's MAC first: packets queued behind an unresolved neighbour are mostly dropped.
+      await nsRun(fabric, 'ping', ['-c', '1', '-W', '2', '192.168.100.11']);
+      const before = await packetsByKind('host1');
+      const after = await send();
+      assert.ok(
+        (after.TUN_REJECT ?? 0) - (before.TUN_REJECT ?? 0) >= 10,
+        `dropped by the unknown-source flow: ${JSON.stringify({ before, after })}`,
+      );
+      assert.equal(after.CT_COMMIT ?? 0, before.CT_COMMIT ?? 0, 'nothing committed');
+      // Positive control: the same packets from an address that IS a configured node get through to conntrack.
+      const saved = config;
+      config = {
+        ...config,
+        nodes: [...config.nodes, { name: 'trusted99', role: 'gateway', tunnelIp: '192.168.100.99' }],
+      };
+      try {
+        await applyFlowSet(lab.node('host1'), compile('host1', gen(A, undefined)));
+        const before2 = await packetsByKind('host1');
+        const after2 = await send();
+        assert.ok(
+          (after2.CT_COMMIT ?? 0) - (before2.CT_COMMIT ?? 0) >= 1,
+          'a trusted source reaches conntrack',
+        );
+        assert.equal(after2.TUN_REJECT ?? 0, before2.TUN_REJECT ?? 0);
+      } finally {
+        config = saved;
+        await applyFlowSet(lab.node('host1'), compile('host1', gen(A, undefined)));
+      }
+    } finally {
+      await nsRun(fabric, 'ip', ['addr', 'del', '192.168.100.99/24', 'dev', 'br0'], { allowFail: true });
+    }
+  });
+
+  test('applier: a rejected bundle leaves the switch exactly as it was and says why', async () => {
+    const g = gen(A, undefined);
+    await applyAll(g);
+    const want = compile('gw1', gen(B, undefined)).bridges.get('br-int')!; // 32 changed slot flows ...
+    const badGroup = {
+      ...want,
+      // ... plus a flow that jumps to a group that does not exist: ovs-vswitchd rejects it.
+      flows: [...want.flows, { ...want.flows[0], table: 40, match: 'ip', actions: 'group:1359999999' }],
+    };
+    const badSyntax = {
+      ...want,
+      flows: [...want.flows, { ...want.flows[0], table: 40, match: 'ip', actions: 'output:nonsense' }],
+    };
+    for (const bad of [badGroup, badSyntax]) {
+      const before = await snapshot('gw1', 'br-int');
+      await assert.rejects(applyBridge(lab.node('gw1'), 'br-int', bad), (e: unknown) => {
+        assert.ok(e instanceof SluiceError);
+        assert.equal(e.code, 'SLUICE_E_OPENFLOW_REJECTED');
+        assert.match(e.message, /ovs-ofctl|OFPBAC|group|nonsense|bundle/i);
+        return true;
+      });
+      assert.equal(await snapshot('gw1', 'br-int'), before, 'switch unchanged');
+      assert.ok(lab.node('gw1').vswitchdPid() !== undefined, 'ovs-vswitchd still running');
+    }
+  });
+
+  test('applier: nothing outside sluice cookies and group ids is touched; clashes are refused', async () => {
+    const gw = lab.node('gw1') as Runner & Lab['gateways'][number];
+    await gw.ofctl('br-int', ['add-group', 'group_id=77,type=select,bucket=actions=drop']);
+    await gw.ofctl('br-int', ['add-flow', 'cookie=0x1234,table=50,priority=7,ip,actions=group:77']);
+    const foreign = async () =>
+      (await snapshot('gw1', 'br-int'))
+        .split('\n')
+        .filter((l) => !l.startsWith('51') && !/group_id=135\d{7}/.test(l))
+        .join('\n');
+    const before = await foreign();
+    assert.match(before, /^1234 50 7 ip group:77$/m);
+    assert.match(before, /^0 0 0 {2}NORMAL$/m, "the bridge's own default flow");
+    // A change, then removing every sluice LB (all sluice flows and groups go), then back.
+    await applyAll(gen(B, undefined));
+    const empty = compileNode(
+      { ...config, loadBalancers: [] },
+      { number: 99, createdAt: 0, pools: new Map() },
+      lab.compilerFacts('gw1'),
+    );
+    const r = await applyFlowSet(gw, empty);
+    assert.ok(r.changed);
+    assert.equal(await foreign(), before);
+    const ids = lbIds(config.loadBalancers.map((l) => l.name));
+    assert.equal(
+      (await readInstalled(gw, 'br-int')).owned.groups.length,
+      0,
+      `groups of ${[...ids.values()]} deleted`,
+    );
+    await applyAll(gen(A, undefined));
+    assert.equal(await foreign(), before);
+    // A desired flow with the same table/priority/match as a foreign one is refused before anything is sent.
+    const clash = compile('gw1', gen(A, undefined)).bridges.get('br-int')!;
+    const snap = await snapshot('gw1', 'br-int');
+    await assert.rejects(
+      applyBridge(gw, 'br-int', {
+        ...clash,
+        flows: [...clash.flows, { ...clash.flows[0], table: 50, priority: 7, match: 'ip', actions: 'drop' }],
+      }),
+      (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_OPENFLOW_CONFLICT',
+    );
+    assert.equal(await snapshot('gw1', 'br-int'), snap);
+    await gw.ofctl('br-int', ['--strict', 'del-flows', 'cookie=0x1234/-1,table=50,priority=7,ip']);
+    await gw.ofctl('br-int', ['del-groups', 'group_id=77']);
+  });
+
+  test('applier: after an ovs-vswitchd restart everything is restored and traffic flows again', async () => {
+    const g = gen(A, undefined);
+    await applyAll(g);
+    const gw = lab.node('gw1');
+    await gw.restartVswitchd();
+    const lost = await readInstalled(gw, 'br-int');
+    assert.equal(lost.owned.flows.length, 0, 'a restarted ovs-vswitchd has no sluice flows');
+    const r = await applyAll(g);
+    assert.equal(r.gw1, true);
+    assert.deepEqual(await applyAll(g), { gw1: false, host1: false, host2: false });
+    const t = await startTraffic(lab, { vip: '203.0.113.10', port: 80, count: 5, expectBackends: [A, B] });
+    try {
+      await t.waitOpened(5);
+      assert.equal((await t.report()).broken, 0);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
+/**
+ * A node script (argv: source IP, destination IP, lb id) that sends ten Geneve packets to UDP 6081 with the three
+ * sluice options (lb id << 16 | slot 0, member 0, no second chance) around an Ethernet/IPv4/TCP SYN from
+ * 10.200.0.11:<port> to 203.0.113.10:80, checksums computed.
+ */
+const GENEVE_SENDER = `
+const dgram = require('node:dgram');
+const [src, dst, lb] = process.argv.slice(1);
+function sum(buf, acc = 0) { for (let i = 0; i < buf.length; i += 2) acc += (buf[i] << 8) + (buf[i + 1] ?? 0); return acc; }
+function fold(acc) { while (acc > 0xffff) acc = (acc & 0xffff) + (acc >>> 16); return (~acc) & 0xffff; }
+const ip4 = (s) => Buffer.from(s.split('.').map(Number));
+function packet(sport) {
+  const saddr = ip4('10.200.0.11'), daddr = ip4('203.0.113.10');
+  const tcp = Buffer.alloc(20);
+  tcp.writeUInt16BE(sport, 0); tcp.writeUInt16BE(80, 2); tcp.writeUInt32BE(12345, 4);
+  tcp[12] = 5 << 4; tcp[13] = 0x02; tcp.writeUInt16BE(64240, 14);
+  const pseudo = Buffer.concat([saddr, daddr, Buffer.from([0, 6, 0, 20])]);
+  tcp.writeUInt16BE(fold(sum(tcp, sum(pseudo))), 16);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45; ip.writeUInt16BE(40, 2); ip[8] = 64; ip[9] = 6; saddr.copy(ip, 12); daddr.copy(ip, 16);
+  ip.writeUInt16BE(fold(sum(ip)), 10);
+  const eth = Buffer.from('02000a00010b' + '02000a00aa01' + '0800', 'hex');
+  const opt = (type, value) => { const o = Buffer.alloc(8); o.writeUInt16BE(0xffff, 0); o[2] = type; o[3] = 1; o.writeUInt32BE(value >>> 0, 4); return o; };
+  const gnv = Buffer.alloc(8);
+  gnv[0] = 6; gnv.writeUInt16BE(0x6558, 2);
+  return Buffer.concat([gnv, opt(0x80, Number(lb) << 16), opt(0x81, 0), opt(0x82, 0), eth, ip, tcp]);
+}
+const s = dgram.createSocket('udp4');
+s.bind({ address: src }, async () => {
+  for (let i = 0; i < 10; i++) await new Promise((r) => s.send(packet(40000 + i), 6081, dst, r));
+  s.close();
+});
+`;
