@@ -613,4 +613,47 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
       `# raft failover: reconnected after ${Math.round(movedMs)} ms, first write after ${Math.round(writeMs)} ms; retried: ${JSON.stringify([...new Set(retried)])}`,
     );
   });
+
+  test('leaderOnly planners contend for one lock on the leader; killing the leader hands it to the new leader', async () => {
+    // Bring the member the previous test killed back: it rejoins from its own file (3 members again, so losing
+    // the leader next still leaves a majority).
+    for (const mem of cluster.members) if (!mem.running) await mem.start();
+    for (const mem of cluster.members) {
+      await eventually(
+        'member rejoined',
+        async () => /Leader: (?!unknown)/.test(await mem.appctl('cluster/status', DB)),
+        20_000,
+      );
+    }
+    const alive = cluster.members;
+    const remotes = alive.map((mem) => mem.unixRemote);
+    const p1 = client({ remotes, database: DB, leaderOnly: true });
+    const p2 = client({ remotes: [...remotes].reverse(), database: DB, leaderOnly: true });
+    const l1 = await p1.lock('planner');
+    const l2 = await p2.lock('planner');
+    assert.equal(p1.remote, p2.remote, 'both talk to the leader');
+    assert.deepEqual([l1.state, l2.state].sort(), ['held', 'waiting']);
+
+    const leader = alive.find((mem) => mem.unixRemote === p1.remote)!;
+    const t0 = performance.now();
+    await leader.stop('SIGKILL');
+    await eventually(
+      'a holder on the new leader',
+      () =>
+        p1.state === 'connected' &&
+        p2.state === 'connected' &&
+        p1.remote !== leader.unixRemote &&
+        (l1.held || l2.held),
+      20_000,
+    );
+    const ms = performance.now() - t0;
+    assert.equal(p1.remote, p2.remote);
+    assert.equal(p1.serverRow?.leader, true);
+    assert.ok(l1.held !== l2.held, 'exactly one holder');
+    // The holder's writes that assert the lock commit; the other's are refused.
+    const [holder, other] = l1.held ? [p1, p2] : [p2, p1];
+    await holder.transact(DB, { op: 'assert', lock: 'planner' }, { op: 'comment', comment: 'planner' });
+    await assert.rejects(other.transact(DB, { op: 'assert', lock: 'planner' }), /not owner/);
+    console.log(`# raft leader killed: lock held again on the new leader after ${Math.round(ms)} ms`);
+  });
 });
