@@ -33,7 +33,7 @@ function legend(series: readonly Series[], x: number, y: number): string {
 /** Log10 axis from 10^0 to 10^maxExp; 0 maps to the bottom. */
 function logY(v: number, maxExp: number, f: Frame): number {
   const h = f.height - f.top - f.bottom;
-  const e = v <= 1 ? (v <= 0 ? 0 : 0) : Math.log10(v);
+  const e = v <= 1 ? 0 : Math.log10(v);
   return f.top + h - (e / maxExp) * h;
 }
 

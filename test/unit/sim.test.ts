@@ -3,7 +3,15 @@
 
 import * as assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { runSim, type SimResult, type StrategyId } from '../../src/sim/engine.ts';
+import { CT_ENTRY_BYTES, costModel, SYNC_MSGS_PER_CONN } from '../../src/sim/costs.ts';
+import {
+  runSim,
+  type SimResult,
+  STRATEGIES,
+  STRATEGY_TITLES,
+  type StrategyId,
+} from '../../src/sim/engine.ts';
+import { formatResult, resultJson } from '../../src/sim/report.ts';
 import { findScenario, SCENARIOS } from '../../src/sim/scenarios.ts';
 import { DEFAULT_LIFETIMES, DEFAULT_TIMING, type Trace, type TraceEvent } from '../../src/sim/trace.ts';
 
@@ -155,5 +163,35 @@ describe('sim: strategy behaviours', () => {
       }
     }
     assert.equal(findScenario('nope'), undefined);
+  });
+});
+
+describe('sim: cost model and reports', () => {
+  it('puts per-connection state where each strategy keeps it', () => {
+    const t = findScenario('churn')!.build('full');
+    const rows = new Map(costModel(t, 17_600, 110).map((r) => [r.strategy, r]));
+    assert.equal(rows.get('stateful')!.gatewayEntries, 1_000_000);
+    assert.equal(rows.get('stateful')!.gatewayStateBytes, 1_000_000 * CT_ENTRY_BYTES);
+    assert.equal(rows.get('ct_sync')!.gatewayEntries, 1_000_000);
+    assert.equal(rows.get('ct_sync')!.syncMessagesPerSecond, 17_600 * SYNC_MSGS_PER_CONN);
+    assert.equal(rows.get('sticky')!.gatewayEntries, 10_000);
+    assert.equal(rows.get('sluice')!.gatewayEntries, 0);
+    assert.equal(rows.get('hash_hrw')!.upcallsPerNewConnection, 1);
+    // dp_hash slot copy: bounded by 2^(k+1) values per VIP, below one flow per connection.
+    const flows = rows.get('sluice')!.datapathFlowsPerGateway;
+    assert.ok(flows <= 10 * 2 ** 13 && flows < 10_000, `flows ${flows}`);
+    // OVN's group of 128 hash values per VIP is saturated by ~1,000 connections per VIP and gateway.
+    assert.ok(rows.get('stateless_nat')!.upcallsPerNewConnection < 0.001);
+  });
+
+  it('prints every strategy in the tables and the JSON', () => {
+    const r = runSim(tiny([{ at: 5, type: 'gateway-add' }]));
+    const text = formatResult(r);
+    for (const s of STRATEGIES) assert.ok(text.includes(STRATEGY_TITLES[s]), s);
+    assert.match(text, /ECMP moved 50\.\d+% of flows; exact 50\.0%/);
+    const json = resultJson(r) as { events: unknown[]; costs: unknown[] };
+    assert.equal(json.events.length, 2);
+    assert.equal(json.costs.length, STRATEGIES.length);
+    assert.doesNotThrow(() => JSON.stringify(json));
   });
 });
