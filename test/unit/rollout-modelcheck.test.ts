@@ -43,6 +43,8 @@ interface Result {
   checks: number;
   violations: number;
   firstViolation?: string;
+  /** How many planner notes of each kind (coverage of the transitions). */
+  notes: Record<string, number>;
 }
 
 /** mulberry32: small, fast, seeded. */
@@ -58,7 +60,7 @@ function prng(seed: number): () => number {
 }
 
 const LB = 'web';
-const HOSTS = ['h0', 'h1', 'h2'];
+const HOSTS = ['h0', 'h1', 'h2', 'h3', 'h4', 'h5'];
 const NODES = [
   { name: 'gw', role: 'gateway' as const, tunnelIp: '192.168.0.1' },
   ...HOSTS.map((name, i) => ({ name, role: 'host' as const, tunnelIp: `192.168.0.${10 + i}` })),
@@ -85,12 +87,12 @@ interface Conn {
 function runSequences(seed: number, sequences: number, mutation: Mutation, eventsPerSequence = 32): Result {
   const rnd = prng(seed);
   const int = (n: number): number => Math.floor(rnd() * n);
-  const res: Result = { sequences, events: 0, steps: 0, published: 0, checks: 0, violations: 0 };
+  const res: Result = { sequences, events: 0, steps: 0, published: 0, checks: 0, violations: 0, notes: {} };
 
   for (let q = 0; q < sequences; q++) {
     let bits = 4 + int(2);
     const nBackends = 2 + int(5);
-    const nHosts = 2 + int(2);
+    const nHosts = 2 + int(5);
     const backends: ModelBackend[] = [];
     for (let i = 0; i < nBackends; i++) {
       backends.push({
@@ -184,25 +186,35 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
         trace.push(
           `event ${r} gws ${gateways.map((g) => g.number).join(',')} latest ${show(latest)} conns ${conns.map((c) => `${c.id}@${c.key.slice(7, 8)}#${c.hash & 31}`).join(' ')} cfg ${backends.map((b) => `${b.key.slice(7, 8)}:${b.inConfig ? b.state : 'removed'}/${b.weight}/${b.host}`).join(' ')}`,
         );
-      if (r < 24) {
-        // SYN at a random gateway.
+      if (r < 28) {
+        // SYN at a random gateway. Half of them go to a slot that is moving (has a second chance) in the
+        // gateway's generation or the latest one, where the interesting interleavings are.
         const g = gateways[int(gateways.length)];
         const plan = g.pools.get(LB)!;
-        const hash = int(0x10000);
+        let hash = int(0x10000);
+        if (rnd() < 0.5) {
+          const moving: number[] = [];
+          const lp = latest.pools.get(LB)!;
+          for (let s = 0; s < lp.second.length; s++) {
+            if (lp.second[s] !== NO_OWNER || plan.second[s & (plan.second.length - 1)] !== NO_OWNER)
+              moving.push(s);
+          }
+          if (moving.length > 0) hash = (hash & ~0x1f) | moving[int(moving.length)];
+        }
         const x = plan.primary[hash & ((1 << plan.bits) - 1)];
         if (x !== NO_OWNER) {
           const m = plan.members[x];
           const b = byKey.get(m.key)!;
           if (b.up) conns.push({ id: nextConn++, hash, key: m.key, host: m.host });
         }
-      } else if (r < 31) {
+      } else if (r < 33) {
         if (conns.length > 0) conns.splice(int(conns.length), 1);
         dirty = true;
-      } else if (r < 50) {
+      } else if (r < 51) {
         // A gateway that lags acknowledges (applies) the latest generation; any of them, in any order.
         const lagging = gateways.flatMap((g, i) => (g === latest ? [] : [i]));
         if (lagging.length > 0) gateways[lagging[int(lagging.length)]] = latest;
-      } else if (r < 68) {
+      } else if (r < 69) {
         // Planner step, gated on every live gateway's acknowledgement.
         // planNext is a pure function of (config, latest, counts, now); while none of them changed since it
         // last returned null it would return null again, so it is not called (the drain window is infinite, so
@@ -227,6 +239,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
             },
             now,
           });
+          for (const n of step.notes) res.notes[n.kind] = (res.notes[n.kind] ?? 0) + 1;
           if (step.next !== null) {
             latest = mutate(step.next);
             res.published++;
@@ -234,8 +247,17 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
           }
         }
       } else if (r < 85) {
-        // A config change (one that applies to the chosen backend).
-        const b = backends[int(backends.length)];
+        // A config change (one that applies to the chosen backend). Half the time the backend is the primary
+        // of a moving slot (second chance set), so changes land in the middle of rollouts.
+        let b = backends[int(backends.length)];
+        if (rnd() < 0.5) {
+          const lp = latest.pools.get(LB)!;
+          const moving: string[] = [];
+          for (let s = 0; s < lp.second.length; s++) {
+            if (lp.second[s] !== NO_OWNER) moving.push(lp.members[lp.primary[s]].key);
+          }
+          if (moving.length > 0) b = byKey.get(moving[int(moving.length)])!;
+        }
         const actions: (() => void)[] = [];
         if (!b.inConfig) {
           actions.push(() => {
@@ -349,16 +371,32 @@ if (!isMainThread) {
       checks: 0,
       violations: 0,
     };
+    const notes: Record<string, number> = {};
     for (const r of runs) {
       for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r[k];
+      for (const [k, n] of Object.entries(r.notes)) notes[k] = (notes[k] ?? 0) + n;
     }
     const ms = Math.round(performance.now() - started);
     console.log(`model check: ${JSON.stringify(total)} in ${ms} ms`);
+    console.log(`model check: planner notes by kind: ${JSON.stringify(notes)}`);
     assert.equal(total.violations, 0, runs.map((r) => r.firstViolation ?? '').join(' '));
     assert.equal(total.sequences, SEQUENCES);
     // The model exercised what it claims to: many generations published, many deliveries checked.
     assert.ok(total.published > SEQUENCES, `only ${total.published} generations published`);
     assert.ok(total.checks > 10 * SEQUENCES, `only ${total.checks} deliveries checked`);
+    // Every kind of transition happened, the rare ones included.
+    for (const kind of [
+      'phase1',
+      'phase2',
+      'stable',
+      'retarget',
+      'waits',
+      'down-primary',
+      'grow',
+      'no-owner',
+    ]) {
+      assert.ok((notes[kind] ?? 0) > 0, `no '${kind}' transition in the whole run`);
+    }
   });
 
   for (const mutation of ['no-second-chance', 'skip-phase1', 'ignore-acks'] as const) {
