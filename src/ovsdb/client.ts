@@ -280,8 +280,10 @@ export class OvsdbClient extends EventEmitter {
     if (lock === undefined) return;
     lock._wanted = false;
     this.#locks.delete(id);
-    if (this.#state === 'connected' && lock.state !== 'unlocked') {
-      await this.request('unlock', [id]);
+    // While negotiating, the lock may already have been re-requested on the new session: withdraw it there too.
+    const conn = this.#conn;
+    if ((this.#state === 'connected' || this.#state === 'negotiating') && conn !== undefined) {
+      await conn.request('unlock', [id]);
     }
     lock._setState('unlocked', 'released');
   }
@@ -337,7 +339,22 @@ export class OvsdbClient extends EventEmitter {
       const why = this.#serverRowProblem();
       if (why !== undefined) throw new OvsdbError('SLUICE_E_OVSDB_CONNECT', `${conn.remote}: ${why}`);
     }
-    for (const m of this.#monitors.values()) await m._establish(conn);
+    for (const m of this.#monitors.values()) {
+      try {
+        await m._establish(conn);
+      } catch (e) {
+        // The server refused this monitor (unknown table, bad condition...): fail the monitor, not the session,
+        // or every reconnect would fail the same way.
+        if (
+          !(e instanceof OvsdbError) ||
+          (e.code !== 'SLUICE_E_OVSDB_RPC' && e.code !== 'SLUICE_E_OVSDB_VALUE')
+        )
+          throw e;
+        this.#monitors.delete(m.id);
+        m._failed(e);
+        this.#opts.log?.('ovsdb.monitor_failed', { db: m.db, error: e.message });
+      }
+    }
     for (const lock of this.#locks.values()) if (lock._wanted) await lock._request(conn, 'lock');
     if (conn !== this.#conn || this.#state !== 'negotiating') return;
     this.#transition('connected');
@@ -561,6 +578,7 @@ export class Monitor extends EventEmitter {
   #pendingId: string | undefined;
   #buffer: { method: string; updates: unknown }[] = [];
   #readyResolve: (() => void) | undefined;
+  #readyReject: ((e: Error) => void) | undefined;
   readonly #ready: Promise<void>;
   #detached = false;
   #everReady = false;
@@ -578,9 +596,11 @@ export class Monitor extends EventEmitter {
     this.requests = requests;
     this.method = method;
     this.id = id;
-    this.#ready = new Promise((resolve) => {
+    this.#ready = new Promise((resolve, reject) => {
       this.#readyResolve = resolve;
+      this.#readyReject = reject;
     });
+    this.#ready.catch(() => {}); // observed through ready()
   }
 
   get schema(): DatabaseSchema | undefined {
@@ -590,6 +610,13 @@ export class Monitor extends EventEmitter {
   /** Stops this monitor (monitor_cancel). */
   cancel(): Promise<void> {
     return this.#client.cancelMonitor(this);
+  }
+
+  /** The server refused the monitor after a reconnect: it is dropped; `error` events carry why. */
+  _failed(e: Error): void {
+    this._detach();
+    this.#readyReject?.(e);
+    if (this.listenerCount('error') > 0) this.emit('error', e);
   }
 
   ready(timeoutMs: number): Promise<void> {

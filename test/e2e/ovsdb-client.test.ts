@@ -507,6 +507,22 @@ describe('ovsdb client against a real ovsdb-server', () => {
     );
   });
 
+  test('a monitor the server refuses fails alone; the session stays up', async () => {
+    const c = client({ remotes: [srv.unixRemote] });
+    await assert.rejects(
+      c.monitor(DB, { No_Such_Table: {} }),
+      (e: unknown) => e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_VALUE',
+    );
+    await assert.rejects(
+      c.monitor(DB, { Node: { where: [['no_such_column', '==', 1]] } }),
+      (e: unknown) => e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_RPC',
+    );
+    assert.equal(c.state, 'connected');
+    assert.equal(c.connects, 1);
+    const m = await c.monitor(DB, { Node: {} });
+    assert.ok(m.replica.rows('Node').length > 0);
+  });
+
   test('requests fail with SLUICE_E_OVSDB_CONNECT when no remote answers, and with CLOSED after close()', async () => {
     const c = client({ remotes: [`unix:${join(dir, 'nobody.sock')}`], waitConnectedMs: 300 });
     await assert.rejects(
