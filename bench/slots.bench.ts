@@ -263,6 +263,14 @@ export function renderMarkdown(r: SlotsBenchResult): string {
     lines.push('');
   }
   const eq = r.scenarios[0];
+  if (r.machine.loadavg[0] > r.machine.cores) {
+    lines.push(
+      `Caution: the load average (${r.machine.loadavg[0]}) exceeded the core count during this run (other work ` +
+        'shared the machine), so medians include waiting for a CPU; the minimum is the better estimate of the cost ' +
+        `itself (equal weights: sluice ${f2(eq.sluice.buildMinMs)} ms, Maglev ${f2(eq.maglev.buildMinMs)} ms, ` +
+        `${ratio(eq.sluice.buildMinMs, eq.maglev.buildMinMs)}).`,
+    );
+  }
   lines.push(
     `Maglev's published figure for this size is 1.8 ms (the figure issue 2 cites from the paper; C++ on Google's 2016 hardware; not re-checked here). Here, in JavaScript on ` +
       `this machine, the Maglev population takes ${f2(eq.maglev.buildMs)} ms and sluice's build ${f2(eq.sluice.buildMs)} ms ` +
