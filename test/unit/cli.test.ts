@@ -1,5 +1,5 @@
 // The `sluice` command end to end in-process: plan, explain, errors and exit codes (no OVS needed).
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { main } from '../../src/cli/main.ts';
 
