@@ -194,7 +194,12 @@ export function formatRollout(config: Config, generations: readonly Generation[]
     }
   }
   lines.push(`generations: ${generations.length}`);
-  for (const g of summarizeRollout(generations)) {
+  for (const [i, g] of summarizeRollout(generations).entries()) {
+    if (i === 0) {
+      const pools = g.pools.map((p) => `${p.lb} (${1 << p.bits} slots)`).join(', ');
+      lines.push(`  generation ${g.number}: initial: ${pools || 'no pools'}`);
+      continue;
+    }
     const parts = g.pools.map(
       (p) =>
         `${p.lb}: ${p.moved} moved, ${p.secondChanged} second chances changed, phase 1 ${p.phase1}, phase 2 ${p.phase2}`,
