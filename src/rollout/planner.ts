@@ -290,7 +290,9 @@ function stepPool(
     const n = connections(lb.name, s, st.member.key, bits);
     conns[s] = n;
     if (n === 0) continue;
-    secondBusy[s] = now - prev.since[s] >= windowMs ? 2 : 1;
+    // since 0 = not known (e.g. a plan read back from a store that does not keep it): never expires.
+    const from = prev.since[s];
+    secondBusy[s] = from > 0 && now - from >= windowMs ? 2 : 1;
   }
   const keep = new Uint8Array(size);
   for (let s = 0; s < size; s++) if (secondBusy[s] === 1 && prev.phase[s] === PHASE2) keep[s] = 1;

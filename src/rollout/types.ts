@@ -38,7 +38,8 @@ export interface PoolPlan {
   readonly phase: Uint8Array;
   /**
    * Length 2^bits: when (ms, the planner's clock) the slot's current second chance became its second chance;
-   * 0 for stable slots. The drain window of a PHASE2 slot runs from here.
+   * 0 for stable slots, and 0 = not known (the drain window then never expires for that slot). The drain window
+   * of a PHASE2 slot runs from here.
    */
   readonly since: Float64Array;
 }

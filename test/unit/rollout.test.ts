@@ -524,3 +524,22 @@ test('property: every offline rollout step keeps A and B, ends stable and balanc
     { numRuns: 300, seed: 42 },
   );
 });
+
+test('a plan without phases or times (read back from a store that lost them) still steps safely', () => {
+  const to = cfg([be('A'), be('B')], 4, { drainWindowSeconds: 10 });
+  const g1 = next(cfg([be('A')], 4, { drainWindowSeconds: 10 }), null);
+  const g2 = next(to, g1, zero, 1000);
+  const g3 = next(to, g2, zero, 2000);
+  // Strip phase and since, as if decoded from a row that does not carry them.
+  const p3 = pool(g3);
+  const stripped: Generation = {
+    ...g3,
+    pools: new Map([['web', { ...p3, phase: new Uint8Array(16), since: new Float64Array(16) }]]),
+  };
+  const busy: ConnectionCounts = (_lb, _s, key) => (key === K('A') ? 1 : 0); // fake: A keeps a connection
+  // Long after the window: an unknown start never expires, so it waits instead of dropping connections.
+  assert.equal(step(to, stripped, busy, 1e9).next, null);
+  const g4 = next(to, stripped, zero, 1e9);
+  assert.equal(checkStep(pool(stripped), pool(g4)), undefined);
+  assert.ok(view(g4).every((v) => v === 'A' || v === 'B'));
+});
