@@ -4,6 +4,9 @@
 //   Plan_Pool.primary, Plan_Pool.second   base64 (RFC 4648, with padding) of 2^bits uint16 values, little-endian:
 //                                         the member index owning each slot, 0xffff = no owner / no second chance
 //   Slot_Connections.counts               base64 of 2^bits uint32 values, little-endian: live connections per slot
+//   Plan_Pool.phase                       base64 of 2^bits uint8 values: the slot's rollout phase (0 stable, 1, 2)
+//   Plan_Pool.since                       base64 of 2^bits float64 values, little-endian: ms when the slot's
+//                                         second chance started (0 for stable slots)
 //   Plan_Pool.members                     JSON array of {"key","address","port"?,"host"} in index order
 //
 // Little-endian is written explicitly (DataView), so the encoding does not depend on the machine.
@@ -56,6 +59,35 @@ export function decodeU32(s: string, length?: number): Uint32Array {
   return out;
 }
 
+export function encodeU8(a: Uint8Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+export function decodeU8(s: string, length?: number): Uint8Array {
+  const buf = fromBase64(s, 'uint8 array');
+  if (length !== undefined && buf.length !== length)
+    throw bad(`uint8 array: ${buf.length} values, expected ${length}`);
+  return Uint8Array.from(buf);
+}
+
+export function encodeF64(a: Float64Array): string {
+  const buf = Buffer.alloc(a.length * 8);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let i = 0; i < a.length; i++) view.setFloat64(i * 8, a[i]!, true);
+  return buf.toString('base64');
+}
+
+export function decodeF64(s: string, length?: number): Float64Array {
+  const buf = fromBase64(s, 'float64 array');
+  if (buf.length % 8 !== 0) throw bad(`float64 array: ${buf.length} bytes is not a whole number of values`);
+  const n = buf.length / 8;
+  if (length !== undefined && n !== length) throw bad(`float64 array: ${n} values, expected ${length}`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
+  return out;
+}
+
 /** A pool member as Plan_Pool.members stores it (same shape as rollout's PlanMember). */
 export interface PoolMemberRecord {
   readonly key: string;
@@ -71,6 +103,21 @@ export interface PoolPlanRecord {
   readonly members: readonly PoolMemberRecord[];
   readonly primary: Uint16Array;
   readonly second: Uint16Array;
+  /** Rollout phase per slot (rollout's PHASE_STABLE / PHASE1 / PHASE2). */
+  readonly phase: Uint8Array;
+  /** ms when each slot's second chance started; 0 for stable slots. */
+  readonly since: Float64Array;
+}
+
+/** The Plan_Pool row of a pool plan, in JS form (protocol.ts encodeRow). */
+export interface PlanPoolRow {
+  readonly lb: string;
+  readonly bits: number;
+  readonly members: string;
+  readonly primary: string;
+  readonly second: string;
+  readonly phase: string;
+  readonly since: string;
 }
 
 export function encodeMembers(members: readonly PoolMemberRecord[]): string {
@@ -104,39 +151,44 @@ export function decodeMembers(s: string): PoolMemberRecord[] {
 }
 
 /** The Plan_Pool columns of a pool plan (as a JS row for protocol.ts encodeRow). */
-export function poolToRow(p: PoolPlanRecord): {
-  lb: string;
-  bits: number;
-  members: string;
-  primary: string;
-  second: string;
-} {
+export function poolToRow(p: PoolPlanRecord): PlanPoolRow {
   const n = 2 ** p.bits;
-  if (p.primary.length !== n || p.second.length !== n)
-    throw bad(`pool ${p.lb}: slot arrays must have ${n} entries`);
+  for (const [name, a] of [
+    ['primary', p.primary],
+    ['second', p.second],
+    ['phase', p.phase],
+    ['since', p.since],
+  ] as const) {
+    if (a.length !== n) throw bad(`pool ${p.lb}: ${name} must have ${n} entries, has ${a.length}`);
+  }
   return {
     lb: p.lb,
     bits: p.bits,
     members: encodeMembers(p.members),
     primary: encodeU16(p.primary),
     second: encodeU16(p.second),
+    phase: encodeU8(p.phase),
+    since: encodeF64(p.since),
   };
 }
 
 /** Decodes a Plan_Pool row (JS form); checks array lengths against `bits`. */
-export function rowToPool(row: { readonly [c: string]: unknown }): PoolPlanRecord {
-  const { lb, bits, members, primary, second } = row;
+export function rowToPool(row: object): PoolPlanRecord {
+  const { lb, bits, members, primary, second, phase, since } = row as Record<string, unknown>;
   if (typeof lb !== 'string' || typeof bits !== 'number' || typeof members !== 'string') {
     throw bad('Plan_Pool row: lb, bits and members are required');
   }
-  if (typeof primary !== 'string' || typeof second !== 'string')
-    throw bad('Plan_Pool row: primary/second missing');
+  for (const [name, v] of Object.entries({ primary, second, phase, since })) {
+    if (typeof v !== 'string') throw bad(`Plan_Pool row ${lb}: ${name} missing`);
+  }
   const n = 2 ** bits;
   return {
     lb,
     bits,
     members: decodeMembers(members),
-    primary: decodeU16(primary, n),
-    second: decodeU16(second, n),
+    primary: decodeU16(primary as string, n),
+    second: decodeU16(second as string, n),
+    phase: decodeU8(phase as string, n),
+    since: decodeF64(since as string, n),
   };
 }

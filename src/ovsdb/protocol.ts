@@ -424,7 +424,9 @@ export function defaultValue(t: Type): JsValue {
   const n = normalType(t);
   switch (columnKind(t)) {
     case 'scalar':
-      return n.key.enum !== undefined ? decodeAtom(setElements(n.key.enum)[0]!) : defaultAtom(n.key.type);
+      // As ovsdb-server: the atomic type's default even when an "enum" excludes it (such a column has to be
+      // given on insert).
+      return defaultAtom(n.key.type);
     case 'optional':
       return undefined;
     case 'set':

@@ -1,15 +1,19 @@
-// sluice's desired state in the Sluice database: reading it back as a config, and the smallest transaction that
-// turns the stored state into a given config (desired -> diff -> one transaction, never "delete all and
-// re-add": agents watching the tables see only what changed, and unchanged rows keep their UUIDs).
+// sluice's state in the Sluice database: the desired state (read back as a config, and the smallest transaction
+// that turns the stored state into a given config (desired -> diff -> one transaction, never "delete all and
+// re-add": agents watching the tables see only what changed, and unchanged rows keep their UUIDs), published
+// plans (generations) and node status.
 // Pure apart from the types it shares with the client: no I/O here; callers run the ops with client.transact.
 
 import type { Backend, Config, LoadBalancer, Node } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
+import { type PlanPoolRow, type PoolPlanRecord, poolToRow, rowToPool } from './encoding.ts';
+import { OvsdbError } from './errors.ts';
 import {
   type DatabaseSchema,
   encodeRow,
   type JsRow,
   type Mutation,
+  namedUuid,
   type Operation,
   type TableSchema,
   uuid,
@@ -237,4 +241,145 @@ export function desiredStateOps(schema: DatabaseSchema, current: Replica, config
     ...ops,
     { op: 'mutate', table: 'Global', where: [], mutations: [['desired_cfg', '+=', 1]] },
   ];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Plans: what the planner publishes and agents apply (tables Plan, Plan_Pool; Global.generation / Global.plan)
+
+/** Tables an agent (or a standby planner) monitors to follow published plans. */
+export const PLAN_TABLES = ['Global', 'Plan', 'Plan_Pool'] as const;
+
+/** One published generation (same shape as rollout's Generation). */
+export interface GenerationRecord {
+  readonly number: number;
+  /** ms, the planner's clock. */
+  readonly createdAt: number;
+  readonly pools: ReadonlyMap<string, PoolPlanRecord>;
+}
+
+function samePoolRow(row: JsRow, want: PlanPoolRow): boolean {
+  return (Object.keys(want) as (keyof PlanPoolRow)[]).every((k) => row[k] === want[k]);
+}
+
+/**
+ * The transaction that publishes `gen` for `desiredCfg`: a `wait` that `Global.generation` is still the one
+ * `current` saw (a second planner, or a stale replica, fails with "timed out"), Plan_Pool rows for pools that are
+ * not already stored byte for byte (identical pools are shared by reference between generations), the Plan row,
+ * and `Global.generation`/`Global.plan` pointing at it. `current` must replicate PLAN_TABLES. Prepend
+ * `{op: 'assert', lock}` to make it conditional on holding the planner lock.
+ */
+export function publishGenerationOps(
+  schema: DatabaseSchema,
+  current: Replica,
+  gen: GenerationRecord,
+  desiredCfg: number,
+): Operation[] {
+  const g = current.rows('Global')[0];
+  if (g === undefined) throw new OvsdbError('SLUICE_E_OVSDB_VALUE', 'no Global row: nothing to plan for');
+  const poolT = table(schema, 'Plan_Pool');
+  const ops: Operation[] = [
+    {
+      op: 'wait',
+      timeout: 0,
+      table: 'Global',
+      where: [],
+      columns: ['generation'],
+      until: '==',
+      rows: [{ generation: g.generation as number }],
+    },
+  ];
+  const refs: (readonly ['uuid', string] | readonly ['named-uuid', string])[] = [];
+  const stored = current.rows('Plan_Pool');
+  let n = 0;
+  for (const name of [...gen.pools.keys()].sort()) {
+    const row = poolToRow(gen.pools.get(name)!);
+    const same = stored.find((r) => samePoolRow(r, row));
+    if (same !== undefined) {
+      refs.push(uuid(same._uuid as string));
+      continue;
+    }
+    const id = `pool${n++}`;
+    ops.push({ op: 'insert', table: 'Plan_Pool', row: encodeRow(poolT, { ...row }), 'uuid-name': id });
+    refs.push(namedUuid(id));
+  }
+  ops.push({
+    op: 'insert',
+    table: 'Plan',
+    row: {
+      generation: gen.number,
+      desired_cfg: desiredCfg,
+      created_at: Math.round(gen.createdAt),
+      pools: ['set', refs],
+    },
+    'uuid-name': 'plan',
+  });
+  ops.push({
+    op: 'update',
+    table: 'Global',
+    where: [],
+    row: { generation: gen.number, plan: ['set', [namedUuid('plan')]] },
+  });
+  return ops;
+}
+
+/** The published generation `number` (default: the one Global.generation names), or undefined. */
+export function readGeneration(
+  current: Replica,
+  number?: number,
+): (GenerationRecord & { readonly desiredCfg: number }) | undefined {
+  const want = number ?? (current.rows('Global')[0]?.generation as number | undefined);
+  if (want === undefined) return undefined;
+  const plan = current.find('Plan', (p) => p.generation === want);
+  if (plan === undefined) return undefined;
+  const pools = new Map<string, PoolPlanRecord>();
+  for (const u of plan.pools as string[]) {
+    const row = current.get('Plan_Pool', u);
+    if (row === undefined)
+      throw new OvsdbError('SLUICE_E_OVSDB_VALUE', `Plan ${want} references a missing Plan_Pool ${u}`);
+    const pool = rowToPool(row);
+    pools.set(pool.lb, pool);
+  }
+  return {
+    number: want,
+    createdAt: plan.created_at as number,
+    desiredCfg: plan.desired_cfg as number,
+    pools,
+  };
+}
+
+/** Deletes Plan rows older than `keepFrom` (their pools go with them unless a kept plan shares them). */
+export function prunePlansOps(current: Replica, keepFrom: number): Operation[] {
+  return current.rows('Plan').some((p) => (p.generation as number) < keepFrom)
+    ? [{ op: 'delete', table: 'Plan', where: [['generation', '<', keepFrom]] }]
+    : [];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Node status: what an agent applied (STYLE item 14: report what was applied, not what was asked)
+
+export interface NodeStatusRecord {
+  readonly node: string;
+  readonly appliedGeneration: number;
+  readonly appliedCfg: number;
+  /** ms */
+  readonly appliedAt: number;
+  /** ms: the agent's lease heartbeat. */
+  readonly heartbeatAt: number;
+  readonly error: string | undefined;
+}
+
+/** Insert or update the node's Node_Status row (`current` must replicate Node_Status, at least this node's row). */
+export function nodeStatusOps(schema: DatabaseSchema, current: Replica, s: NodeStatusRecord): Operation[] {
+  const row = encodeRow(table(schema, 'Node_Status'), {
+    node: s.node,
+    applied_generation: s.appliedGeneration,
+    applied_cfg: s.appliedCfg,
+    applied_at: Math.round(s.appliedAt),
+    heartbeat_at: Math.round(s.heartbeatAt),
+    error: s.error,
+  });
+  const existing = current.find('Node_Status', (r) => r.node === s.node);
+  return existing === undefined
+    ? [{ op: 'insert', table: 'Node_Status', row }]
+    : [{ op: 'update', table: 'Node_Status', where: [['_uuid', '==', uuid(existing._uuid as string)]], row }];
 }

@@ -8,10 +8,21 @@ import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import type { PoolPlanRecord } from '../../src/ovsdb/encoding.ts';
 import { OvsdbError } from '../../src/ovsdb/errors.ts';
 import type { RowChange } from '../../src/ovsdb/replica.ts';
 import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps, readDesiredState } from '../../src/ovsdb/store.ts';
+import {
+  desiredStateMonitor,
+  desiredStateOps,
+  type GenerationRecord,
+  nodeStatusOps,
+  PLAN_TABLES,
+  prunePlansOps,
+  publishGenerationOps,
+  readDesiredState,
+  readGeneration,
+} from '../../src/ovsdb/store.ts';
 
 const nodes = [
   { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
@@ -126,3 +137,154 @@ describe('desired state in ovsdb-server', () => {
     assert.equal(stored().slotBits, 12);
   });
 });
+
+/** A synthetic pool plan: `members` backends, slots dealt round robin, some slots in phase 2. */
+function pool(lb: string, bits: number, members: number, salt: number): PoolPlanRecord {
+  const n = 2 ** bits;
+  const primary = new Uint16Array(n);
+  const second = new Uint16Array(n).fill(0xffff);
+  const phase = new Uint8Array(n);
+  const since = new Float64Array(n);
+  for (let s = 0; s < n; s++) {
+    primary[s] = (s + salt) % members;
+    if (s % 17 === salt % 17) {
+      second[s] = (s + salt + 1) % members;
+      phase[s] = 2;
+      since[s] = 1_764_000_000_000 + s;
+    }
+  }
+  return {
+    lb,
+    bits,
+    members: Array.from({ length: members }, (_, i) => ({
+      key: `10.1.${i >> 8}.${i & 255}:8080`,
+      address: `10.1.${i >> 8}.${i & 255}`,
+      port: 8080,
+      host: `host${i % 4}`,
+    })),
+    primary,
+    second,
+    phase,
+    since,
+  };
+}
+
+describe('plans and node status in ovsdb-server', () => {
+  let dir: string;
+  let srv: OvsdbServerProcess;
+  let planner: OvsdbClient;
+  let agent: OvsdbClient;
+  let pm: Monitor;
+  let am: Monitor;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-plans-'));
+    srv = await startStandalone(dir);
+    planner = new OvsdbClient({ remotes: [srv.unixRemote] });
+    agent = new OvsdbClient({ remotes: [srv.tcpRemote] });
+    await planner.transact(SLUICE_DB, {
+      op: 'insert',
+      table: 'Global',
+      row: { hash_mode: 'dp_hash', slot_bits: 8, drain_window: 300, desired_cfg: 1 },
+    });
+    const tables = Object.fromEntries(PLAN_TABLES.map((t) => [t, {}]));
+    pm = await planner.monitor(SLUICE_DB, { ...tables, Node_Status: {} });
+    am = await agent.monitor(SLUICE_DB, tables);
+  });
+
+  after(async () => {
+    planner?.close();
+    agent?.close();
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('1000 pools x 256 slots x 20 members: published once, shared when unchanged, pruned', async () => {
+    const pools = new Map(Array.from({ length: 1000 }, (_, i) => [`vip${i}`, pool(`vip${i}`, 8, 20, i)]));
+    const g1: GenerationRecord = { number: 1, createdAt: 1_764_000_000_500, pools };
+    let t = performance.now();
+    const ops = desiredOpsBytes(publishGenerationOps(pm.schema!, pm.replica, g1, 1));
+    const buildMs = performance.now() - t;
+    t = performance.now();
+    await planner.transact(SLUICE_DB, ...ops.ops);
+    const commitMs = performance.now() - t;
+    await eventually(() => readGeneration(am.replica)?.number === 1);
+    const seenMs = performance.now() - t;
+    const got = readGeneration(am.replica)!;
+    assert.equal(got.desiredCfg, 1);
+    assert.equal(got.pools.size, 1000);
+    assert.deepEqual(got.pools.get('vip7'), pools.get('vip7'));
+    assert.deepEqual(got.pools.get('vip999'), pools.get('vip999'));
+
+    // Generation 2 changes one pool: one new Plan_Pool row, the other 999 are shared.
+    const pools2 = new Map(pools);
+    pools2.set('vip3', pool('vip3', 8, 20, 4));
+    const ops2 = publishGenerationOps(
+      pm.schema!,
+      pm.replica,
+      { number: 2, createdAt: 1_764_000_001_000, pools: pools2 },
+      2,
+    );
+    assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Pool').length, 1);
+    t = performance.now();
+    await planner.transact(SLUICE_DB, ...ops2);
+    const commit2Ms = performance.now() - t;
+    await eventually(() => readGeneration(am.replica)?.number === 2);
+    assert.deepEqual(readGeneration(am.replica)!.pools.get('vip3'), pools2.get('vip3'));
+    assert.equal(readGeneration(am.replica, 1)!.pools.get('vip3')!.primary[0], pools.get('vip3')!.primary[0]);
+    assert.equal(am.replica.rows('Plan_Pool').length, 1001);
+
+    // A publisher working from a stale replica (generation moved on) is refused.
+    await assert.rejects(
+      planner.transact(SLUICE_DB, ...ops2),
+      (e: unknown) => e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'timed out',
+    );
+
+    await planner.transact(SLUICE_DB, ...prunePlansOps(pm.replica, 2));
+    await eventually(() => am.replica.rows('Plan').length === 1);
+    await eventually(() => am.replica.rows('Plan_Pool').length === 1000);
+    assert.equal(readGeneration(am.replica)!.number, 2);
+    console.log(
+      `# publish 1000 pools x 256 slots: ${(ops.bytes / 1e6).toFixed(2)} MB JSON, build ${Math.round(buildMs)} ms, ` +
+        `commit ${Math.round(commitMs)} ms, seen by a monitoring agent after ${Math.round(seenMs)} ms; ` +
+        `generation 2 with one changed pool: commit ${Math.round(commit2Ms)} ms`,
+    );
+  });
+
+  test('node status: inserted once, then updated in place', async () => {
+    const status = {
+      node: 'gw1',
+      appliedGeneration: 1,
+      appliedCfg: 1,
+      appliedAt: 1000,
+      heartbeatAt: 1000,
+      error: undefined,
+    };
+    await planner.transact(SLUICE_DB, ...nodeStatusOps(pm.schema!, pm.replica, status));
+    await planner.transact(
+      SLUICE_DB,
+      ...nodeStatusOps(pm.schema!, pm.replica, { ...status, appliedGeneration: 2, error: 'bundle rejected' }),
+    );
+    const rows = pm.replica.rows('Node_Status');
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0]!.applied_generation, 2);
+    assert.equal(rows[0]!.error, 'bundle rejected');
+    await planner.transact(
+      SLUICE_DB,
+      ...nodeStatusOps(pm.schema!, pm.replica, { ...status, appliedGeneration: 3 }),
+    );
+    assert.equal(pm.replica.rows('Node_Status')[0]!.error, undefined);
+  });
+});
+
+function desiredOpsBytes<T>(ops: T[]): { ops: T[]; bytes: number } {
+  return { ops, bytes: Buffer.byteLength(JSON.stringify(ops)) };
+}
+
+async function eventually(fn: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -5,10 +5,14 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { checkTransactResult, TRANSITIONS } from '../../src/ovsdb/client.ts';
 import {
+  decodeF64,
   decodeMembers,
+  decodeU8,
   decodeU16,
   decodeU32,
+  encodeF64,
   encodeMembers,
+  encodeU8,
   encodeU16,
   encodeU32,
   poolToRow,
@@ -319,16 +323,28 @@ test('replica: applying diffTables(a, b) to a yields b', () => {
 
 test('slot arrays: base64 little-endian round trips and pinned bytes', () => {
   fc.assert(
-    fc.property(fc.array(fc.integer({ min: 0, max: 0xffff })), fc.array(fc.nat()), (a16, a32) => {
-      const u16 = Uint16Array.from(a16);
-      const u32 = Uint32Array.from(a32.map((x) => x >>> 0));
-      assert.deepEqual(decodeU16(encodeU16(u16), u16.length), u16);
-      assert.deepEqual(decodeU32(encodeU32(u32)), u32);
-    }),
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 0xffff })),
+      fc.array(fc.nat()),
+      fc.uint8Array(),
+      fc.float64Array({ noNaN: true }),
+      (a16, a32, u8, f64) => {
+        const u16 = Uint16Array.from(a16);
+        const u32 = Uint32Array.from(a32.map((x) => x >>> 0));
+        assert.deepEqual(decodeU16(encodeU16(u16), u16.length), u16);
+        assert.deepEqual(decodeU32(encodeU32(u32)), u32);
+        assert.deepEqual(decodeU8(encodeU8(u8), u8.length), u8);
+        assert.deepEqual(decodeF64(encodeF64(f64), f64.length), f64);
+      },
+    ),
   );
   // [1, 0xffff] -> bytes 01 00 ff ff
   assert.equal(encodeU16(Uint16Array.from([1, 0xffff])), Buffer.from([1, 0, 0xff, 0xff]).toString('base64'));
   assert.equal(encodeU32(Uint32Array.from([0x01020304])), Buffer.from([4, 3, 2, 1]).toString('base64'));
+  assert.equal(
+    encodeF64(Float64Array.from([1])),
+    Buffer.from([0, 0, 0, 0, 0, 0, 0xf0, 0x3f]).toString('base64'),
+  );
   assert.throws(() => decodeU16(encodeU16(new Uint16Array(4)), 8), /4 values, expected 8/);
   assert.throws(() => decodeU16('AAA'), /not base64/);
 });
@@ -343,9 +359,11 @@ test('Plan_Pool rows round trip', () => {
     ],
     primary: Uint16Array.from([0, 1, 0, 1]),
     second: Uint16Array.from([0xffff, 0xffff, 1, 0xffff]),
+    phase: Uint8Array.from([0, 0, 2, 0]),
+    since: Float64Array.from([0, 0, 1764150000123, 0]),
   };
   assert.deepEqual(rowToPool(poolToRow(pool)), pool);
   assert.deepEqual(decodeMembers(encodeMembers(pool.members)), pool.members);
-  assert.throws(() => poolToRow({ ...pool, bits: 3 }), /8 entries/);
+  assert.throws(() => poolToRow({ ...pool, bits: 3 }), /must have 8 entries/);
   assert.throws(() => decodeMembers('[{"key":1}]'), /needs string key/);
 });
