@@ -119,6 +119,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-e2e-'));
     srv = await startStandalone(dir);
+    schema = await client({ remotes: [srv.unixRemote] }).getSchema(DB);
   });
 
   after(async () => {
@@ -455,6 +456,11 @@ describe('ovsdb client against a real ovsdb-server', () => {
   test('server killed and restarted: the client reconnects, re-monitors, emits the difference, re-takes its lock', async () => {
     const c = client({ remotes: [srv.unixRemote, srv.tcpRemote] });
     const m = await c.monitor(DB, { Node: {}, Load_Balancer: {}, Backend: {} });
+    await c.transact(DB, {
+      op: 'insert',
+      table: 'Node',
+      row: { name: 'doomed', role: 'host', tunnel_ip: '172.16.9.8' },
+    });
     const lock = await c.lock('restart_lock');
     assert.equal(lock.state, 'held');
     const before = m.replica.rows('Node').length;
@@ -463,6 +469,8 @@ describe('ovsdb client against a real ovsdb-server', () => {
       if (info.resync) resyncs.push(changes);
     });
 
+    const states: string[] = [];
+    c.on('state', (to: string) => states.push(to));
     await srv.stop('SIGKILL');
     await eventually('client noticed', () => c.state !== 'connected');
     assert.equal(lock.state, 'waiting');
@@ -474,7 +482,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
       JSON.stringify([
         DB,
         { op: 'insert', table: 'Node', row: { name: 'offline', role: 'host', tunnel_ip: '172.16.9.9' } },
-        { op: 'delete', table: 'Node', where: [['name', '==', 'gw-w']] },
+        { op: 'delete', table: 'Node', where: [['name', '==', 'doomed']] },
       ]),
     ]);
     const pending = c.transact(DB, {
@@ -485,6 +493,8 @@ describe('ovsdb client against a real ovsdb-server', () => {
     await srv.start();
     await pending; // a request issued while disconnected waits for the reconnect
     await eventually('reconnected', () => c.state === 'connected');
+    // connected -> backoff -> (connecting -> backoff)* -> connecting -> negotiating -> connected
+    assert.match(states.join(' '), /^backoff (connecting backoff )*connecting negotiating connected$/);
     await lock.waitHeld(5000);
     await eventually('resync', () => m.replica.find('Node', (r) => r.name === 'queued'));
     const diff = resyncs.flat();
@@ -493,14 +503,14 @@ describe('ovsdb client against a real ovsdb-server', () => {
       'resync reports the offline insert',
     );
     assert.ok(
-      diff.some((ch) => ch.old?.name === 'gw-w' && ch.new === undefined),
+      diff.some((ch) => ch.old?.name === 'doomed' && ch.new === undefined),
       'resync reports the offline delete',
     );
     assert.ok(
       !diff.some((ch) => ch.old !== undefined && ch.new !== undefined),
       'unchanged rows are not reported',
     );
-    assert.equal(m.replica.rows('Node').length, before + 1); // +offline +queued -gw-w
+    assert.equal(m.replica.rows('Node').length, before + 1); // +doomed -doomed +offline +queued
     assert.deepEqual(
       replicaState(m, ['Node', 'Load_Balancer', 'Backend']),
       await serverState(c, schema, ['Node', 'Load_Balancer', 'Backend']),
