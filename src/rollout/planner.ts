@@ -377,22 +377,39 @@ function stepPool(
     }
   }
 
-  // Members: every configured backend, plus removed ones still referenced; canonical order.
+  // Members keep their positions across generations: the Geneve metadata carries a member's index, and a
+  // gateway one generation behind must mean the same backend by it as the hosts do. New backends take the
+  // position of a member that is neither configured nor referenced by `prev` or by this plan (nobody can
+  // still send that index), else a new position at the end. Unreferenced removed members stay until reused.
   const used = new Uint8Array(keys.length);
   for (let s = 0; s < size; s++) {
     if (primary[s] !== NO_OWNER) used[primary[s]] = 1;
     if (second[s] !== NO_OWNER) used[second[s]] = 1;
   }
-  const compact = new Uint16Array(keys.length).fill(NO_OWNER);
+  const usedPrev = new Uint8Array(prevKeys.length);
+  for (let s = 0; s < size; s++) {
+    if (prev.primary[s] !== NO_OWNER) usedPrev[prev.primary[s]] = 1;
+    if (prev.second[s] !== NO_OWNER) usedPrev[prev.second[s]] = 1;
+  }
+  const position = new Uint16Array(keys.length).fill(NO_OWNER);
   const members: PlanMember[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    if (used[i] === 0 && status.get(keys[i]) === undefined) continue;
-    compact[i] = members.length;
-    members.push(statusOf[i].member);
+  const reusable: number[] = [];
+  for (let i = 0; i < prevKeys.length; i++) {
+    const k = fromPrev[i];
+    position[k] = i;
+    members.push(statusOf[k].member);
+    if (status.get(prevKeys[i]) === undefined && usedPrev[i] === 0 && used[k] === 0) reusable.push(i);
+  }
+  let nextFree = 0;
+  for (let k = 0; k < keys.length; k++) {
+    if (position[k] !== NO_OWNER || status.get(keys[k]) === undefined) continue;
+    const at = nextFree < reusable.length ? reusable[nextFree++] : members.length;
+    position[k] = at;
+    members[at] = statusOf[k].member;
   }
   for (let s = 0; s < size; s++) {
-    if (primary[s] !== NO_OWNER) primary[s] = compact[primary[s]];
-    if (second[s] !== NO_OWNER) second[s] = compact[second[s]];
+    if (primary[s] !== NO_OWNER) primary[s] = position[primary[s]];
+    if (second[s] !== NO_OWNER) second[s] = position[second[s]];
   }
   out.push(...notes.flush(keys));
   const next: PoolPlan = { lb: lb.name, bits, members, primary, second, phase, since };

@@ -209,7 +209,11 @@ test('phase 1 retargeted: (P, N) with a new target C != N becomes (P, C); nobody
     assert.equal(view(g3)[s], 'A/C');
     assert.equal(pool(g3).phase[s], PHASE1);
   }
-  assert.ok(!pool(g3).members.some((m) => m.key === K('B')), 'B no longer referenced: left the plan');
+  const b = pool(g3).members.findIndex((m) => m.key === K('B'));
+  assert.ok(
+    !pool(g3).primary.includes(b) && !pool(g3).second.includes(b),
+    'B no longer referenced (its position stays until a new backend may reuse it)',
+  );
 });
 
 test('phase 1 with the target back to P: stable (P)', () => {
@@ -315,10 +319,34 @@ test('removed backend: kept as second chance while it has connections, then leav
   assert.equal(step(gone, g3, () => 4).next, null);
   const g4 = next(gone, g3);
   assert.ok(view(g4).every((v) => v === 'A'));
+  const b = pool(g4).members.findIndex((m) => m.key === K('B'));
+  assert.ok(!pool(g4).second.includes(b), 'B left every slot');
+});
+
+test('member positions are stable across generations (Geneve metadata carries them)', () => {
+  const g1 = next(cfg([be('B'), be('D')]), null);
+  const before = pool(g1).members.map((m) => m.key);
+  // A sorts before every existing key: it must not shift them.
+  const g2 = next(cfg([be('A'), be('B'), be('D')]), g1);
   assert.deepEqual(
-    pool(g4).members.map((m) => m.key),
-    [K('A')],
+    pool(g2)
+      .members.slice(0, before.length)
+      .map((m) => m.key),
+    before,
   );
+  assert.equal(pool(g2).members[before.length].key, K('A'), 'a new backend takes a new position');
+  // D removed while it owns nothing yet referenced by g2: it keeps its position while referenced.
+  const noD = cfg([be('A'), be('B')]);
+  const g3 = next(noD, g2);
+  const d = before.indexOf(K('D'));
+  assert.equal(pool(g3).members[d].key, K('D'));
+  // Once D is referenced by neither the latest plan nor the next one, a new backend may take its position.
+  let g = g3;
+  for (let i = 0; i < 4; i++) g = step(noD, g).next ?? g;
+  assert.ok(!pool(g).primary.includes(d) && !pool(g).second.includes(d));
+  const gE = next(cfg([be('A'), be('B'), be('E')]), g);
+  assert.equal(pool(gE).members[d].key, K('E'), 'E reuses the free position of D');
+  assert.equal(pool(gE).members.length, pool(g).members.length, 'no new position needed');
 });
 
 test('removed backend whose host left the config: treated as down (no wait)', () => {
@@ -475,6 +503,12 @@ function checkStep(a: PoolPlan, b: PoolPlan): string | undefined {
     if (p0 !== undefined && p0 !== p1 && p0 !== s1)
       return `slot ${s}: (${p0},${s0}) -> (${p1},${s1}) breaks B`;
   }
+  // (C) a member index referenced by `a` means the same backend in `b` (Geneve metadata carries indices, and
+  //     hosts on `b` decode what gateways on `a` send).
+  for (const i of [...a.primary, ...a.second]) {
+    if (i !== NO_OWNER && b.members[i]?.key !== a.members[i].key)
+      return `member index ${i}: ${a.members[i].key} -> ${b.members[i]?.key} breaks C`;
+  }
   return undefined;
 }
 
@@ -489,7 +523,7 @@ const arbBackends = fc
   )
   .map((list) => list.map((b) => be(b.name, b.state, b.weight)));
 
-test('property: every offline rollout step keeps A and B, ends stable and balanced', () => {
+test('property: every offline rollout step keeps A, B and C, ends stable and balanced', () => {
   fc.assert(
     fc.property(
       arbBackends,
