@@ -1,0 +1,164 @@
+// OvsdbClient against a FAKE ovsdb-server: a scripted JSON-RPC peer on a unix socket in a temp dir, so the
+// client's corner cases happen on purpose: a notification in the same write as the monitor reply, messages cut
+// into 1-byte writes, garbage on the wire, an "echo" from the server, a reconnect whose snapshot differs.
+// The same behaviour against the real server: test/e2e/ovsdb-client.test.ts.
+import * as assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { OvsdbClient } from '../../src/ovsdb/client.ts';
+import type { DatabaseSchema } from '../../src/ovsdb/protocol.ts';
+import type { RowChange } from '../../src/ovsdb/replica.ts';
+
+const SCHEMA: DatabaseSchema = {
+  name: 'D',
+  version: '1.0.0',
+  tables: {
+    T: {
+      columns: {
+        name: { type: 'string' },
+        tags: { type: { key: 'string', min: 0, max: 'unlimited' } },
+        n: { type: { key: 'integer', min: 0, max: 1 } },
+      },
+    },
+  },
+};
+const U1 = '00000000-0000-0000-0000-000000000001';
+const U2 = '00000000-0000-0000-0000-000000000002';
+const U3 = '00000000-0000-0000-0000-000000000003';
+
+interface Peer {
+  readonly socket: net.Socket;
+  /** Every request the client sent, in order. */
+  readonly requests: { method: string; params: unknown[]; id: unknown }[];
+  readonly replies: unknown[];
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-fake-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Writes `text` one byte per write, with a macrotask between writes. */
+async function dribble(sock: net.Socket, text: string): Promise<void> {
+  for (const b of Buffer.from(text)) {
+    sock.write(Buffer.from([b]));
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+test('fake server: split messages, notification after the reply in one write, garbage, echo, resync', async () => {
+  const path = join(dir, 'fake.sock');
+  const peers: Peer[] = [];
+  let snapshot: Record<string, unknown> = {
+    T: { [U1]: { initial: { name: 'a', tags: ['set', ['x', 'y']], n: 1 } } },
+  };
+  const server = net.createServer((socket) => {
+    const peer: Peer = { socket, requests: [], replies: [] };
+    peers.push(peer);
+    let buf = '';
+    socket.on('data', async (chunk) => {
+      buf += chunk.toString();
+      // The client writes whole messages; the fake only needs a naive split.
+      for (;;) {
+        let depth = 0;
+        let end = -1;
+        let inStr = false;
+        for (let i = 0; i < buf.length; i++) {
+          const ch = buf[i];
+          if (inStr) {
+            if (ch === '\\') i++;
+            else if (ch === '"') inStr = false;
+          } else if (ch === '"') inStr = true;
+          else if (ch === '{') depth++;
+          else if (ch === '}' && --depth === 0) {
+            end = i;
+            break;
+          }
+        }
+        if (end < 0) return;
+        const msg = JSON.parse(buf.slice(0, end + 1));
+        buf = buf.slice(end + 1);
+        if (msg.method === undefined) {
+          peer.replies.push(msg);
+          continue;
+        }
+        peer.requests.push(msg);
+        const reply = (result: unknown) => JSON.stringify({ id: msg.id, result, error: null });
+        if (msg.method === 'get_schema') await dribble(socket, reply(SCHEMA));
+        else if (msg.method === 'monitor_cond') {
+          // The reply and an update2 for the same monitor in ONE write: the update must apply after the snapshot.
+          const upd = {
+            method: 'update2',
+            id: null,
+            params: [
+              msg.params[1],
+              { T: { [U1]: { modify: { tags: ['set', ['x', 'z']], n: ['set', []] } } } },
+            ],
+          };
+          socket.write(reply(snapshot) + JSON.stringify(upd));
+        } else if (msg.method === 'echo') socket.write(reply(msg.params));
+        else socket.write(JSON.stringify({ id: msg.id, result: null, error: { error: 'unknown method' } }));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  const c = new OvsdbClient({ remotes: [`unix:${path}`], backoffInitialMs: 10, probeIntervalMs: 0 });
+  try {
+    const m = await c.monitor('D', { T: {} });
+    const updates: { changes: RowChange[]; info: { resync: boolean } }[] = [];
+    m.on('update', (changes: RowChange[], info: { resync: boolean }) => updates.push({ changes, info }));
+    // The monitor_cond request named every column, since the caller named none.
+    const mon = peers[0]!.requests.find((r) => r.method === 'monitor_cond')!;
+    assert.deepEqual((mon.params[2] as { T: { columns: string[] }[] }).T[0]!.columns, ['name', 'tags', 'n']);
+    await waitFor(() => m.replica.get('T', U1)?.n === undefined);
+    assert.deepEqual(m.replica.get('T', U1), { _uuid: U1, name: 'a', tags: ['y', 'z'], n: undefined });
+
+    // The server's own echo is answered with the same params.
+    peers[0]!.socket.write(JSON.stringify({ method: 'echo', params: ['ping', 1], id: 'echo' }));
+    await waitFor(() => peers[0]!.replies.length > 0);
+    assert.deepEqual(peers[0]!.replies[0], { id: 'echo', result: ['ping', 1], error: null });
+    assert.equal(c.serverEchoes, 1);
+
+    // Garbage on the wire: the client drops the session and reconnects; the new snapshot differs.
+    snapshot = {
+      T: {
+        [U1]: { initial: { name: 'a', tags: ['set', ['y', 'z']] } },
+        [U2]: { initial: { name: 'b' } },
+      },
+    };
+    peers[0]!.socket.write('xyz');
+    await waitFor(() => c.connects === 2 && c.state === 'connected');
+    await waitFor(() => updates.some((u) => u.info.resync));
+    const resync = updates.find((u) => u.info.resync)!.changes;
+    // Compared with the replica before: U2 inserted; U1 unchanged until the update2 after the snapshot.
+    assert.deepEqual(
+      resync.map((ch) => [
+        ch.uuid,
+        ch.old === undefined ? 'insert' : ch.new === undefined ? 'delete' : 'modify',
+      ]),
+      [[U2, 'insert']],
+    );
+    assert.equal(m.replica.rows('T').length, 2);
+
+    // A third session whose snapshot lost a row reports the delete.
+    snapshot = { T: { [U3]: { initial: { name: 'c' } } } };
+    peers[1]!.socket.destroy();
+    await waitFor(() => c.connects === 3 && c.state === 'connected');
+    await waitFor(() => m.replica.get('T', U3) !== undefined);
+    const last = updates.filter((u) => u.info.resync).at(-1)!.changes;
+    assert.deepEqual(last.map((ch) => ch.uuid).sort(), [U1, U2, U3]);
+  } finally {
+    c.close();
+    for (const p of peers) p.socket.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+async function waitFor(fn: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
