@@ -1,0 +1,230 @@
+// What one node's agent does to its own Open vSwitch (I/O edge): program a generation (compile -> one atomic bundle
+// per bridge -> revalidator pass = the acknowledgement DESIGN.md asks for), and read the host's live connections per
+// (load balancer, slot, backend) from userspace conntrack. The lab controller (src/lab/controller.ts) uses it today;
+// the per-node agent (issue 4) reuses it unchanged.
+
+import { compileNode, type NodeFacts } from '../compile/index.ts';
+import { CT_ZONE, lbIds } from '../compile/registry.ts';
+import type { Config } from '../model/types.ts';
+import { applyFlowSet, revalidate } from '../openflow/applier.ts';
+import type { Runner } from '../openflow/runner.ts';
+import type { ConnectionCounts } from '../rollout/planner.ts';
+import type { Generation } from '../rollout/types.ts';
+
+export interface ProgramResult {
+  readonly node: string;
+  readonly generation: number;
+  /** True when any bridge got a bundle (or a TLV map addition). */
+  readonly changed: boolean;
+  /** Bundle lines sent, per bridge (0 = nothing sent for it). */
+  readonly bundleLines: Readonly<Record<string, number>>;
+  /** Total wall time: compile + bundles + verification + revalidator/wait, ms. */
+  readonly ms: number;
+  /** Of which `ovs-appctl revalidator/wait`, ms. */
+  readonly revalidateMs: number;
+}
+
+/**
+ * Programs `generation` on one node: compiles its complete OpenFlow state, sends at most one atomic bundle per
+ * bridge (the applier diffs against what is installed: nothing is sent when nothing changed), then waits for a full
+ * revalidator pass so no cached datapath flow still forwards per an older generation. When this resolves the node
+ * obeys `generation`: that is its acknowledgement. Throws the applier's SluiceError (the switch is then unchanged
+ * for the bridge that failed).
+ */
+export async function programNode(
+  runner: Runner,
+  config: Config,
+  generation: Generation,
+  facts: NodeFacts,
+): Promise<ProgramResult> {
+  const t0 = performance.now();
+  const fs = compileNode(config, generation, facts);
+  const r = await applyFlowSet(runner, fs);
+  const t1 = performance.now();
+  await revalidate(runner);
+  const t2 = performance.now();
+  const bundleLines: Record<string, number> = {};
+  for (const b of r.bridges) bundleLines[b.bridge] = b.bundle.length;
+  return {
+    node: facts.name,
+    generation: generation.number,
+    changed: r.changed,
+    bundleLines,
+    ms: Math.round(t2 - t0),
+    revalidateMs: Math.round(t2 - t1),
+  };
+}
+
+// ---- live connections per slot ------------------------------------------------------------------------------
+
+/** One conntrack entry of the sluice zone, as `dpctl/dump-conntrack` prints it. */
+export interface CtEntry {
+  readonly proto: string;
+  /** The client's address and the address it dialled (the VIP). */
+  readonly origSrc: string;
+  readonly origDst: string;
+  readonly origDport: number | undefined;
+  /** The reply's source: the backend the connection was DNATed to. */
+  readonly replySrc: string;
+  readonly replySport: number | undefined;
+  readonly zone: number;
+  readonly mark: number;
+  /** TCP state (`ESTABLISHED`, `SYN_SENT`, ...); undefined for UDP. */
+  readonly state: string | undefined;
+}
+
+/** Field `name=value` inside a parenthesised group such as `orig=(src=...,dst=...)`. */
+function groupFields(line: string, group: string): Map<string, string> {
+  const m = new RegExp(`${group}=\\(([^)]*)\\)`).exec(line);
+  const out = new Map<string, string>();
+  if (!m) return out;
+  for (const kv of m[1].split(',')) {
+    const i = kv.indexOf('=');
+    if (i > 0) out.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  return out;
+}
+
+function topField(line: string, name: string): string | undefined {
+  // A top-level field: preceded by a comma (not inside orig=(...)/reply=(...)).
+  const m = new RegExp(`(?:^|\\),|,)${name}=([^,()]+)`).exec(line.replace(/\([^)]*\)/g, '()'));
+  return m?.[1];
+}
+
+/** Parses `ovs-appctl dpctl/dump-conntrack` output (one entry per line; other lines ignored). */
+export function parseConntrack(text: string): CtEntry[] {
+  const out: CtEntry[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    const pm = /^([a-z0-9]+),orig=/.exec(line);
+    if (!pm) continue;
+    const orig = groupFields(line, 'orig');
+    const reply = groupFields(line, 'reply');
+    const proto = groupFields(line, 'protoinfo');
+    const num = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+    const markText = topField(line, 'mark');
+    out.push({
+      proto: pm[1],
+      origSrc: orig.get('src') ?? '',
+      origDst: orig.get('dst') ?? '',
+      origDport: num(orig.get('dport')),
+      replySrc: reply.get('src') ?? '',
+      replySport: num(reply.get('sport')),
+      zone: Number(topField(line, 'zone') ?? 0),
+      mark: markText === undefined ? 0 : Number(markText),
+      state: proto.get('state'),
+    });
+  }
+  return out;
+}
+
+/**
+ * TCP states that still carry a connection the client may send on. SYN_SENT/SYN_RECV count too: a connection being
+ * set up is live and must keep its second chance. Closing states (FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT,
+ * CLOSING, CLOSED) do not: after a FIN only retransmissions remain.
+ */
+const LIVE_TCP_STATES = new Set(['SYN_SENT', 'SYN_RECV', 'ESTABLISHED']);
+
+/** Whether an entry is a live load-balanced connection (TCP set up or established; any UDP entry still listed). */
+export function isLiveEntry(e: CtEntry): boolean {
+  if (e.proto === 'tcp' || e.proto === 'tcp6') return e.state !== undefined && LIVE_TCP_STATES.has(e.state);
+  return e.proto === 'udp' || e.proto === 'udp6';
+}
+
+/** Live connections of one host: `counts.get(lb)?.get(slot)?.get(backendKey)`. */
+export interface SlotConnections {
+  readonly counts: ReadonlyMap<string, ReadonlyMap<number, ReadonlyMap<string, number>>>;
+  /** Live entries counted. */
+  readonly total: number;
+  /** Entries in the zone with a mark that names no configured LB (e.g. an LB removed since): not counted. */
+  readonly unknown: number;
+}
+
+type Counts = Map<string, Map<number, Map<string, number>>>;
+
+function addCount(counts: Counts, lb: string, slot: number, key: string, n: number): void {
+  let perSlot = counts.get(lb);
+  if (!perSlot) {
+    perSlot = new Map();
+    counts.set(lb, perSlot);
+  }
+  let perKey = perSlot.get(slot);
+  if (!perKey) {
+    perKey = new Map();
+    perSlot.set(slot, perKey);
+  }
+  perKey.set(key, (perKey.get(key) ?? 0) + n);
+}
+
+/** Backend key as model/types.ts `backendKey` spells it, from the reply source. */
+function keyOf(address: string, port: number | undefined, wildcard: boolean): string {
+  const p = wildcard || port === undefined ? '*' : String(port);
+  return address.includes(':') ? `[${address}]:${p}` : `${address}:${p}`;
+}
+
+/**
+ * Counts live connections per (lb, slot, backend) from conntrack entries of the sluice zone. ct_mark = lb id << 16 |
+ * slot (src/compile/registry.ts); lb id -> name by the registry's lbIds over the config's LB names; the backend is
+ * the NATed destination (the reply's source address and port), keyed like `backendKey`: `addr:port`, or `addr:*`
+ * when the config's backend has no port (no port translation).
+ */
+export function countSlotConnections(entries: readonly CtEntry[], config: Config): SlotConnections {
+  const ids = lbIds(config.loadBalancers.map((l) => l.name));
+  const byId = new Map<number, string>();
+  for (const [name, id] of ids) byId.set(id, name);
+  // Which (lb, address) have a wildcard port in the config: their key ends in ':*'.
+  const wildcard = new Set<string>();
+  for (const lb of config.loadBalancers)
+    for (const b of lb.backends) if (b.port === undefined) wildcard.add(`${lb.name} ${b.address}`);
+  const counts = new Map<string, Map<number, Map<string, number>>>();
+  let total = 0;
+  let unknown = 0;
+  for (const e of entries) {
+    if (e.zone !== CT_ZONE || !isLiveEntry(e)) continue;
+    const lb = byId.get(e.mark >>> 16);
+    if (lb === undefined) {
+      unknown++;
+      continue;
+    }
+    const slot = e.mark & 0xffff;
+    const key = keyOf(e.replySrc, e.replySport, wildcard.has(`${lb} ${e.replySrc}`));
+    addCount(counts, lb, slot, key, 1);
+    total++;
+  }
+  return { counts, total, unknown };
+}
+
+/**
+ * Reads one host's live load-balanced connections per (lb, slot, backend): `ovs-appctl dpctl/dump-conntrack
+ * zone=<CT_ZONE>` parsed by `parseConntrack`, counted by `countSlotConnections`.
+ */
+export async function readSlotConnections(runner: Runner, config: Config): Promise<SlotConnections> {
+  const r = await runner.appctl(['dpctl/dump-conntrack', `zone=${CT_ZONE}`]);
+  return countSlotConnections(parseConntrack(r.stdout), config);
+}
+
+/** Sums several hosts' counts. */
+export function mergeSlotConnections(list: readonly SlotConnections[]): SlotConnections {
+  const counts = new Map<string, Map<number, Map<string, number>>>();
+  let total = 0;
+  let unknown = 0;
+  for (const c of list) {
+    total += c.total;
+    unknown += c.unknown;
+    for (const [lb, perSlot] of c.counts) {
+      for (const [slot, perKey] of perSlot) {
+        for (const [key, n] of perKey) addCount(counts, lb, slot, key, n);
+      }
+    }
+  }
+  return { counts, total, unknown };
+}
+
+/**
+ * The planner's ConnectionCounts over merged host counts. An entry carries the slot as the gateway numbered it when
+ * the connection was committed. Known limit: after a pool's slot bits grew, an older connection is counted under
+ * its old slot number only (slot s, not s + 2^k): its second chance on the duplicate slot may be dropped early.
+ */
+export function connectionCounts(c: SlotConnections): ConnectionCounts {
+  return (lb, slot, key) => c.counts.get(lb)?.get(slot)?.get(key) ?? 0;
+}

@@ -1,0 +1,342 @@
+// LabController: drives a running lab's data plane directly (no OVSDB yet, that is issue 4): holds the desired
+// Config and the published generations, runs the rollout planner (src/rollout) with ack gating, programs every
+// node through src/agent/node-ops.ts, and performs the lab's churn events (gateway withdrawn from ECMP, a gateway's
+// ovs-vswitchd killed and restored, a gateway held one generation behind). A live event log says what happened.
+//
+// Rollout loop (DESIGN.md "Slot tables, second chance and phases"):
+//   1. wait until every live gateway acknowledged the latest generation (ack = bundle committed + revalidator pass);
+//   2. read live connections per (lb, slot, backend) from every host's conntrack (taken after step 1);
+//   3. planNext(config, latest, connections) -> next generation or null (done, or everything left waits);
+//   4. publish: program every live HOST, then every live GATEWAY that is not held; go to 1.
+// Gating: a held gateway keeps its generation; step 1 then blocks, so the others never get more than one generation
+// ahead of it. A gateway withdrawn from the router's ECMP set (removeGateway, killGatewayVswitchd) first stops
+// receiving traffic and only then leaves the ack set; it rejoins ECMP only after it was programmed with the latest
+// generation.
+
+import type { SlotConnections } from '../agent/node-ops.ts';
+import {
+  connectionCounts,
+  mergeSlotConnections,
+  programNode,
+  readSlotConnections,
+} from '../agent/node-ops.ts';
+import { SluiceError } from '../model/errors.ts';
+import type { Config } from '../model/types.ts';
+import { type PlanNote, planNext, waitingGateways } from '../rollout/planner.ts';
+import type { Generation } from '../rollout/types.ts';
+import type { Lab } from './topology.ts';
+
+export interface ControllerEvent {
+  /** ms since the controller was created. */
+  readonly t: number;
+  readonly kind: string;
+  readonly message: string;
+}
+
+export interface LabControllerOptions {
+  /** Called for every event as it happens (the demo prints them). */
+  readonly onEvent?: (e: ControllerEvent) => void;
+  /** Poll interval of the rollout loop while gated or waiting, ms (default 200). */
+  readonly pollMs?: number;
+}
+
+export interface ChangeOptions {
+  /** Give up after this long (SLUICE_E_LAB_COMMAND), ms. Default 60 s. */
+  readonly timeoutMs?: number;
+  /**
+   * Keep going while slots wait for a second chance in use (until their connections close) instead of returning
+   * when planNext first returns null. Default false.
+   */
+  readonly untilSettled?: boolean;
+}
+
+export interface ChangeResult {
+  /** Generation numbers published by this call, in order. */
+  readonly published: readonly number[];
+  /** Notes of the last planner step (`waits` notes say what is still waiting and on how many connections). */
+  readonly notes: readonly PlanNote[];
+  /** True when nothing waits any more (no `waits` note). */
+  readonly settled: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A short human summary of planner notes, e.g. `web: phase1 64 slots; api: waits 12 slots (40 conns)`. */
+export function summarizeNotes(notes: readonly PlanNote[]): string {
+  const agg = new Map<string, { slots: number; conns: number }>();
+  for (const n of notes) {
+    const k = `${n.lb}: ${n.kind}`;
+    const a = agg.get(k) ?? { slots: 0, conns: 0 };
+    a.slots += n.slots.length;
+    a.conns += n.connections ?? 0;
+    agg.set(k, a);
+  }
+  return [...agg]
+    .map(([k, a]) => `${k}${a.slots ? ` ${a.slots} slots` : ''}${a.conns ? ` (${a.conns} conns)` : ''}`)
+    .join('; ');
+}
+
+export class LabController {
+  readonly lab: Lab;
+  /** Every generation published, in order. */
+  readonly published: Generation[] = [];
+  /** Node -> the generation it last acknowledged (programmed + revalidated). */
+  readonly acks = new Map<string, number>();
+  readonly events: ControllerEvent[] = [];
+  private desired: Config | undefined;
+  private readonly held = new Set<string>();
+  /** Gateways withdrawn from ECMP and excluded from the ack set (removed or down). */
+  private readonly out = new Set<string>();
+  private readonly t0 = Date.now();
+  private readonly opts: LabControllerOptions;
+  /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(lab: Lab, opts: LabControllerOptions = {}) {
+    this.lab = lab;
+    this.opts = opts;
+  }
+
+  get config(): Config {
+    if (!this.desired) throw new SluiceError('SLUICE_E_USAGE', 'LabController: start(config) first');
+    return this.desired;
+  }
+
+  get latest(): Generation | null {
+    return this.published.at(-1) ?? null;
+  }
+
+  log(kind: string, message: string): void {
+    const e = { t: Date.now() - this.t0, kind, message };
+    this.events.push(e);
+    this.opts.onEvent?.(e);
+  }
+
+  /** Gateways in the ack set (in ECMP, not down), sorted. */
+  liveGateways(): string[] {
+    return this.lab.gateways.map((g) => g.name).filter((n) => !this.out.has(n));
+  }
+
+  /** Gateways currently held back (holdGateway). */
+  heldGateways(): string[] {
+    return [...this.held].sort();
+  }
+
+  /** Live gateways that have not acknowledged the latest generation. */
+  waiting(): string[] {
+    const acks = new Map(this.liveGateways().map((g) => [g, this.acks.get(g) ?? 0]));
+    return waitingGateways(acks, this.latest);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async program(node: string, gen: Generation): Promise<void> {
+    const r = await programNode(this.lab.node(node), this.config, gen, this.lab.compilerFacts(node));
+    this.acks.set(node, gen.number);
+    const lines = Object.entries(r.bundleLines)
+      .filter(([, n]) => n > 0)
+      .map(([b, n]) => `${b} ${n} lines`)
+      .join(', ');
+    this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms)`);
+  }
+
+  /**
+   * Publishes `gen` without asking the planner (start, and negative controls that bypass the phases): programs
+   * every live host, then every live gateway that is not held. A node withdrawn meanwhile is skipped.
+   */
+  publish(gen: Generation, note = ''): Promise<void> {
+    return this.serial(async () => {
+      this.published.push(gen);
+      this.log('publish', `g${gen.number}${note ? `: ${note}` : ''}`);
+      await Promise.all(this.lab.hosts.map((h) => this.program(h.name, gen)));
+      const gws = this.liveGateways().filter((g) => !this.held.has(g));
+      await Promise.all(
+        gws.map(async (g) => {
+          try {
+            await this.program(g, gen);
+          } catch (e) {
+            if (!this.out.has(g)) throw e;
+            this.log('skip', `${g} is down: not programmed (${(e as Error).message.split('\n')[0]})`);
+          }
+        }),
+      );
+    });
+  }
+
+  /** Publishes generation 1 of `config` to every node and puts every gateway in the ECMP set. */
+  async start(config: Config): Promise<Generation> {
+    this.desired = config;
+    const step = planNext({ config, latest: null, connections: () => 0, now: Date.now() });
+    await this.publish(step.next!, 'initial');
+    await this.lab.setEcmpGateways(this.liveGateways());
+    this.log('ecmp', `router ECMP set: ${this.liveGateways().join(', ')}`);
+    return step.next!;
+  }
+
+  /** Live connections of every host, merged (read only after every live gateway acked the latest generation). */
+  async connections(): Promise<SlotConnections> {
+    const all = await Promise.all(this.lab.hosts.map((h) => readSlotConnections(h, this.config)));
+    return mergeSlotConnections(all);
+  }
+
+  /** Resolves once every live gateway acknowledged the latest generation. */
+  async waitAcked(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let said = '';
+    for (;;) {
+      const w = this.waiting();
+      if (w.length === 0) return;
+      const msg = w.join(', ');
+      if (msg !== said) {
+        this.log(
+          'gated',
+          `g${this.latest?.number}: waiting for ${msg} to acknowledge before publishing more`,
+        );
+        said = msg;
+      }
+      if (Date.now() > deadline)
+        throw new SluiceError('SLUICE_E_LAB_COMMAND', `gateways ${msg} did not acknowledge in time`);
+      await sleep(this.opts.pollMs ?? 200);
+    }
+  }
+
+  /**
+   * Makes `config` the desired state and rolls it out: repeatedly (gated on acks) reads connections, asks the
+   * planner for the next generation and publishes it, until the planner returns null (done, or everything left
+   * waits for connections to close; with `untilSettled`, until nothing waits).
+   */
+  async change(config: Config, opts: ChangeOptions = {}): Promise<ChangeResult> {
+    this.desired = config;
+    this.log('change', 'desired state changed');
+    return this.rollout(opts);
+  }
+
+  /** Continues a rollout whose slots waited (e.g. after the connections they waited for were closed). */
+  settle(opts: Omit<ChangeOptions, 'untilSettled'> = {}): Promise<ChangeResult> {
+    return this.rollout({ ...opts, untilSettled: true });
+  }
+
+  private async rollout(opts: ChangeOptions): Promise<ChangeResult> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const deadline = Date.now() + timeoutMs;
+    const published: number[] = [];
+    let lastWait = '';
+    for (;;) {
+      await this.waitAcked(Math.max(0, deadline - Date.now()));
+      const conns = await this.connections();
+      const step = planNext({
+        config: this.config,
+        latest: this.latest,
+        connections: connectionCounts(conns),
+        now: Date.now(),
+      });
+      const waits = step.notes.filter((n) => n.kind === 'waits' || n.kind === 'gave-up');
+      if (step.next === null) {
+        if (waits.length === 0 || !opts.untilSettled) {
+          const settled = waits.length === 0;
+          this.log(
+            settled ? 'settled' : 'waiting',
+            settled
+              ? `rollout done at g${this.latest?.number}`
+              : `g${this.latest?.number}: ${summarizeNotes(waits)}`,
+          );
+          return { published, notes: step.notes, settled };
+        }
+        const w = summarizeNotes(waits);
+        if (w !== lastWait) this.log('waiting', `g${this.latest?.number}: ${w}`);
+        lastWait = w;
+        if (Date.now() > deadline)
+          throw new SluiceError('SLUICE_E_LAB_COMMAND', `rollout did not settle in ${timeoutMs} ms: ${w}`);
+        await sleep(this.opts.pollMs ?? 200);
+        continue;
+      }
+      await this.publish(step.next, summarizeNotes(step.notes));
+      published.push(step.next.number);
+    }
+  }
+
+  // ---- gateways ---------------------------------------------------------------------------------------------
+
+  /** Keeps `name` on the generation it has: later publications skip it (the rollout then gates on it). */
+  holdGateway(name: string): void {
+    this.requireGateway(name);
+    this.held.add(name);
+    this.log('hold', `${name} held on g${this.acks.get(name) ?? 0}`);
+  }
+
+  /** Programs a held gateway with the latest generation and keeps it held (it acknowledges one step). */
+  async advanceHeld(name: string): Promise<void> {
+    if (!this.held.has(name)) throw new SluiceError('SLUICE_E_USAGE', `${name} is not held`);
+    const latest = this.latest;
+    if (latest) await this.serial(() => this.program(name, latest));
+    this.log('hold', `${name} advanced to g${latest?.number}, still held`);
+  }
+
+  /** Releases a held gateway: programs it with the latest generation. */
+  async releaseGateway(name: string): Promise<void> {
+    this.held.delete(name);
+    const latest = this.latest;
+    if (latest && !this.out.has(name)) await this.serial(() => this.program(name, latest));
+    this.log('release', `${name} released at g${latest?.number}`);
+  }
+
+  private requireGateway(name: string): void {
+    if (this.lab.node(name).role !== 'gateway')
+      throw new SluiceError('SLUICE_E_USAGE', `${name} is not a gateway`);
+  }
+
+  private async setEcmp(): Promise<void> {
+    const set = this.liveGateways();
+    await this.lab.setEcmpGateways(set);
+    this.log('ecmp', `router ECMP set: ${set.length ? set.join(', ') : '(none: unreachable)'}`);
+  }
+
+  /** Withdraws a gateway from the router's ECMP set, then stops waiting for its acknowledgements. */
+  async removeGateway(name: string): Promise<void> {
+    this.requireGateway(name);
+    this.out.add(name);
+    await this.setEcmp();
+    this.log('remove', `${name} withdrawn from ECMP and from the ack set`);
+  }
+
+  /** Programs a gateway with the latest generation (until it has it), then puts it back into the ack set and ECMP. */
+  async addGateway(name: string): Promise<void> {
+    this.requireGateway(name);
+    for (;;) {
+      const latest = this.latest;
+      if (!latest) break;
+      await this.serial(() => this.program(name, latest));
+      if (this.latest === latest) break; // no await between this check and the delete below
+    }
+    this.out.delete(name);
+    this.held.delete(name);
+    await this.setEcmp();
+    this.log('add', `${name} back in ECMP at g${this.acks.get(name)}`);
+  }
+
+  /**
+   * Kills a gateway's ovs-vswitchd (SIGKILL). The router withdraws it at the same moment, as a real router's
+   * BFD/BGP session would: the next hop goes first, then the process. Then it leaves the ack set.
+   */
+  async killGatewayVswitchd(name: string): Promise<void> {
+    this.requireGateway(name);
+    this.out.add(name);
+    await this.setEcmp();
+    const pid = await this.lab.node(name).killVswitchd('SIGKILL');
+    this.acks.delete(name);
+    this.log('kill', `${name}: ovs-vswitchd (pid ${pid}) killed; withdrawn from ECMP and the ack set`);
+  }
+
+  /** Restarts a killed gateway's ovs-vswitchd, restores every flow (latest generation), rejoins ECMP. */
+  async restoreGateway(name: string): Promise<void> {
+    const t = Date.now();
+    const pid = await this.lab.node(name).restartVswitchd();
+    this.log('restart', `${name}: ovs-vswitchd restarted (pid ${pid}), restoring flows`);
+    await this.addGateway(name);
+    this.log('restore', `${name} restored in ${Date.now() - t} ms`);
+  }
+}
