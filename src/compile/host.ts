@@ -9,12 +9,16 @@ import { dropFlow, type LbInput } from './gateway.ts';
 import {
   CT_ZONE,
   cookie,
+  FLAG_RESERVED,
   FLAG_SECOND_CHANCED,
   PRIO,
+  REG_T_LB_SLOT,
+  REG_T_MEMBER,
+  REG_T_SECOND,
   T,
   TUN_LB_SLOT,
-  TUN_LB_SLOT_NXM_BITS,
   TUN_MEMBER_FLAGS,
+  TUN_NXM_BITS,
   TUN_SECOND_HOST,
 } from './registry.ts';
 
@@ -65,24 +69,45 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
 }
 
 /**
- * TUN_IN: a tunnelled packet for a VIP:port (still addressed to the VIP: deferred DNAT) is looked up in the
- * host's conntrack zone with NAT, so an established connection comes back already translated to its backend.
- * Every configured LB gets these flows on every host (a host may be asked for a second chance for any LB).
+ * TUN_IN: a tunnelled packet for a VIP:port (still addressed to the VIP: deferred DNAT) whose three sluice options
+ * are present gets them copied into registers (see registry.ts "Why copies") and is looked up in the host's
+ * conntrack zone with NAT, so an established connection comes back already translated to its backend. Presence:
+ * TUN_LB_SLOT by the lb id, TUN_MEMBER_FLAGS by its reserved bit (0), TUN_SECOND_HOST by two flows, one for each
+ * value of its top bit. Every configured LB gets these flows on every host (a host may be asked for a second chance
+ * for any LB).
  *
- *   table=20 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80 actions=ct(table=21,zone=1,nat)
+ *   table=20 priority=100,tcp,tun_metadata0=0xb3490000/0xffff0000,tun_metadata1=0/0x8000,
+ *            tun_metadata2=0/0x80000000,nw_dst=203.0.113.10,tp_dst=80             (and =0x80000000/0x80000000)
+ *            actions=move:NXM_NX_TUN_METADATA0[0..31]->NXM_NX_REG2[],move:NXM_NX_TUN_METADATA1[0..31]->NXM_NX_REG3[],
+ *                    move:NXM_NX_TUN_METADATA2[0..31]->NXM_NX_REG4[],ct(table=21,zone=1,nat)
  *   table=20 priority=1 actions=drop
  */
 export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
   const flows: Flow[] = [];
+  const copy = actions(
+    `move:${TUN_NXM_BITS[0]}->${REG_T_LB_SLOT.nxm}[]`,
+    `move:${TUN_NXM_BITS[1]}->${REG_T_MEMBER.nxm}[]`,
+    `move:${TUN_NXM_BITS[2]}->${REG_T_SECOND.nxm}[]`,
+    `ct(table=${T.CT_IN},zone=${CT_ZONE},nat)`,
+  );
   for (const { lb, id } of lbs) {
     for (const port of lb.ports) {
-      flows.push({
-        table: T.TUN_IN,
-        priority: PRIO.NORMAL,
-        match: match(l4(lb.protocol, lb.family), `${dstField(lb.family)}=${lb.vip}`, `tp_dst=${port}`),
-        actions: `ct(table=${T.CT_IN},zone=${CT_ZONE},nat)`,
-        cookie: cookie('TUN_VIP', id, 0, port),
-      });
+      for (const top of [0, 0x80000000]) {
+        flows.push({
+          table: T.TUN_IN,
+          priority: PRIO.NORMAL,
+          match: match(
+            l4(lb.protocol, lb.family),
+            `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+            `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_RESERVED)}`,
+            `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
+            `${dstField(lb.family)}=${lb.vip}`,
+            `tp_dst=${port}`,
+          ),
+          actions: copy,
+          cookie: cookie('TUN_VIP', id, 0, port),
+        });
+      }
     }
   }
   flows.push(dropFlow(T.TUN_IN));
@@ -97,18 +122,18 @@ export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
  *     table=21 priority=100,ct_state=-new+est+trk,ip,nw_dst=10.0.1.11
  *              actions=set_field:02:00:00:00:01:01->eth_src,set_field:02:00:00:01:0b:00->eth_dst,output:5
  *
- * - new TCP SYN (SYN without ACK) whose primary member (tun_metadata1 high 16 bits) is a local backend of that LB
- *   (tun_metadata0 high 16 bits) -> commit with DNAT, mark the connection with lb id << 16 | slot (ct_mark, copied
- *   from tun_metadata0, which the match guarantees is present), deliver. UDP: any new packet (no SYN in UDP).
- *     table=21 priority=100,ct_state=+new+trk,tcp,tun_metadata0=0x2a7c0000/0xffff0000,
- *              tun_metadata1=0x10000/0xffff0000,tcp_flags=+syn-ack
- *              actions=ct(commit,zone=1,nat(dst=10.0.1.11:8080),exec(move:NXM_NX_TUN_METADATA0[0..31]->
- *                      NXM_NX_CT_MARK[])),set_field:..->eth_src,set_field:..->eth_dst,output:5
+ * - new TCP SYN (SYN without ACK) whose primary member (REG_T_MEMBER high 16 bits) is a local backend of that LB
+ *   (REG_T_LB_SLOT high 16 bits) -> commit with DNAT, mark the connection with lb id << 16 | slot (ct_mark, from
+ *   REG_T_LB_SLOT), deliver. UDP: any new packet (no SYN in UDP).
+ *     table=21 priority=100,ct_state=+new+trk,tcp,reg2=0xb3490000/0xffff0000,reg3=0x10000/0xffff0000,
+ *              tcp_flags=+syn-ack
+ *              actions=ct(commit,zone=1,nat(dst=10.0.1.11:8080),exec(move:NXM_NX_REG2[]->NXM_NX_CT_MARK[])),
+ *                      set_field:..->eth_src,set_field:..->eth_dst,output:5
  *
  * - second chance (TCP only): a new non-SYN packet (no state here), not yet second-chanced, whose second-chance host
  *   is another KNOWN host -> set the flag, re-encapsulate to that host, once. `in_port` is cleared so that output
  *   to the Geneve port it came from is allowed. One flow per (other host, family with TCP LBs):
- *     table=21 priority=90,ct_state=+new+trk,tcp,tun_metadata1=0/0x1,tun_metadata2=0xc0a8640c,tcp_flags=-syn
+ *     table=21 priority=90,ct_state=+new+trk,tcp,reg3=0/0x1,reg4=0xc0a8640c,tcp_flags=-syn
  *              actions=set_field:0x1/0x1->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
  *                      output:3
  *   UDP has NO second chance: when a UDP slot moves, the next datagram of an existing UDP flow creates a new
@@ -154,12 +179,12 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
         match: match(
           'ct_state=+new+trk',
           l4(lb.protocol, lb.family),
-          `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-          `${TUN_MEMBER_FLAGS.field}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+          `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+          `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
           lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
         ),
         actions: actions(
-          `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${TUN_LB_SLOT_NXM_BITS}->NXM_NX_CT_MARK[]))`,
+          `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
           `set_field:${facts.vmRouterMac}->eth_src`,
           `set_field:${vm.mac}->eth_dst`,
           `output:${vm.ofport}`,
@@ -181,8 +206,8 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
         match: match(
           'ct_state=+new+trk',
           l4('tcp', fam),
-          `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_SECOND_CHANCED)}`,
-          `${TUN_SECOND_HOST.field}=${ofNum(ip)}`,
+          `${REG_T_MEMBER.match}=0/${ofNum(FLAG_SECOND_CHANCED)}`,
+          `${REG_T_SECOND.match}=${ofNum(ip)}`,
           'tcp_flags=-syn',
         ),
         actions: actions(

@@ -8,17 +8,19 @@ import type { LbInput } from './gateway.ts';
 import { cookie, PRIO, T } from './registry.ts';
 
 /**
- * Gateway: packets for a VIP arriving from the underlay go to br-int; everything else (ARP, Geneve to the LOCAL
- * tunnel IP, encapsulated packets leaving through LOCAL) is switched NORMAL.
+ * Both roles: what the LOCAL port sends (encapsulated Geneve from the tunnel endpoint, its ARP) leaves through eth0
+ * (without it, NORMAL floods frames to a not-yet-learned MAC into br-int too). Everything not matched below is
+ * switched NORMAL (ARP, Geneve to the LOCAL tunnel IP, which the userspace datapath pops on its way to LOCAL).
  *
+ * Gateway: packets for a VIP arriving from the underlay go to br-int.
  *   table=0 priority=100,ip,in_port=1,nw_dst=203.0.113.10 actions=output:2
  *   table=0 priority=100,ipv6,in_port=1,ipv6_dst=2001:db8::10 actions=output:2
+ *   table=0 priority=100,in_port=LOCAL actions=output:1
  *   table=0 priority=1 actions=NORMAL
  *
- * Host: direct-return frames from br-int leave through eth0; everything else NORMAL (Geneve to the LOCAL IP is
- * popped by the userspace datapath on its way to LOCAL).
- *
+ * Host: direct-return frames from br-int leave through eth0.
  *   table=0 priority=100,in_port=2 actions=output:1
+ *   table=0 priority=100,in_port=LOCAL actions=output:1
  *   table=0 priority=1 actions=NORMAL
  */
 export function phyFlows(_config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
@@ -45,6 +47,13 @@ export function phyFlows(_config: Config, lbs: readonly LbInput[], facts: NodeFa
       cookie: cookie('PHY_RETURN'),
     });
   }
+  flows.push({
+    table: T.PHY,
+    priority: PRIO.NORMAL,
+    match: 'in_port=LOCAL',
+    actions: `output:${facts.ports.eth0}`,
+    cookie: cookie('PHY_LOCAL_OUT'),
+  });
   flows.push({
     table: T.PHY,
     priority: PRIO.PHY_DEFAULT,

@@ -8,18 +8,29 @@
 //   ---------------                          ------------                              -------------------
 //   T.CLASSIFY (0)  VIP:port/proto ->        T.CLASSIFY (0)  tun_src known -> TUN_IN   T.PHY (0)  VIP -> br-int (gw)
 //     writes REG_LB, hashes into REG_SLOT      vm port -> ct(nat) -> CT_OUT                 patch -> eth0 (host)
-//     (dp_hash group or multipath)             unknown tunnel source: drop                  rest: NORMAL
-//   T.GW_SLOTS (10) reads REG_LB, REG_SLOT   T.TUN_IN (20)   VIP:port -> ct(nat) -> CT_IN
-//     writes TUN_LB_SLOT, TUN_MEMBER_FLAGS,  T.CT_IN (21)    reads TUN_LB_SLOT, TUN_MEMBER_FLAGS,
-//     TUN_SECOND_HOST, tun_dst; -> geneve0     TUN_SECOND_HOST; writes ct_mark (= TUN_LB_SLOT)
-//                                              and the flag bit (second chance)
+//     (dp_hash group or multipath)             unknown tunnel source: drop                  LOCAL -> eth0
+//   T.GW_SLOTS (10) reads REG_LB, REG_SLOT   T.TUN_IN (20)   VIP:port, options present:     rest: NORMAL
+//     writes TUN_LB_SLOT, TUN_MEMBER_FLAGS,    copies them to REG_T_*; ct(nat) -> CT_IN
+//     TUN_SECOND_HOST, tun_dst; -> geneve0   T.CT_IN (21)    reads REG_T_*; writes ct_mark (= REG_T_LB_SLOT)
+//                                              and the flag bit of TUN_MEMBER_FLAGS (second chance)
 //                                            T.CT_OUT (30)   +est+rpl -> direct return to router
 //
-//   Registers (gateway only, set before the dp_hash recirculation, so they stay low-entropy: one value per LB):
+//   Registers, gateway (set before the dp_hash recirculation, so they stay low-entropy: one value per LB):
 //     REG_LB   = reg0  load balancer id (16 bits)            written in CLASSIFY, read in GW_SLOTS
 //     REG_SLOT = reg1  slot number (low `bits` bits)         written by the hash, read in GW_SLOTS
-//   Hosts use no registers: everything they need travels in the Geneve options and is matched, never moved from
-//   a possibly-absent option (OVS-NOTES: stale bytes), except TUN_LB_SLOT -> ct_mark in a flow that matches it.
+//   Registers, host (set in TUN_IN before the conntrack recirculation):
+//     REG_T_LB_SLOT = reg2  copy of TUN_LB_SLOT              read in CT_IN (commit match, ct_mark)
+//     REG_T_MEMBER  = reg3  copy of TUN_MEMBER_FLAGS         read in CT_IN (commit match, flag)
+//     REG_T_SECOND  = reg4  copy of TUN_SECOND_HOST          read in CT_IN (second-chance target)
+//   Why copies: OVS 3.1 (userspace) freezes the flow's tunnel metadata with the recirculation id of ct(table=..),
+//   and the first pass's datapath flow does not match the Geneve options unless an action reads them. Without the
+//   copies every packet of a VIP:port from one tunnel source resumed in CT_IN with the options of the FIRST packet
+//   that created the recirculation (measured: a packet whose flag was set got a second chance again). The moves
+//   read every option bit, so first-pass datapath flows match the options exactly (one per slot, member, flag and
+//   second-chance host seen: bounded by the slot count, not by connections) and the registers are always right.
+//   TUN_IN moves only from options it proved present (OVS-NOTES: a move from an absent option reads stale bytes):
+//   TUN_LB_SLOT by its lb-id match, TUN_MEMBER_FLAGS by FLAG_RESERVED = 0, TUN_SECOND_HOST by one flow for each
+//   value of its top bit.
 //
 //   Geneve options (class 0xffff, types >= 0x80 = critical, 4 bytes each; the gateway always sends all three):
 //     tun_metadata0 TUN_LB_SLOT      = lb id << 16 | slot
@@ -61,6 +72,9 @@ export const TABLE_NAMES: Readonly<Record<number, string>> = {
 /** Registers, in the names `ovs-ofctl` prints in matches/set_field (`reg0`) and in move/multipath (`NXM_NX_REG0`). */
 export const REG_LB = { match: 'reg0', nxm: 'NXM_NX_REG0' } as const;
 export const REG_SLOT = { match: 'reg1', nxm: 'NXM_NX_REG1' } as const;
+export const REG_T_LB_SLOT = { match: 'reg2', nxm: 'NXM_NX_REG2' } as const;
+export const REG_T_MEMBER = { match: 'reg3', nxm: 'NXM_NX_REG3' } as const;
+export const REG_T_SECOND = { match: 'reg4', nxm: 'NXM_NX_REG4' } as const;
 
 /** One Geneve option <-> tun_metadataN mapping. */
 export interface TlvOption {
@@ -94,8 +108,14 @@ export const TUN_SECOND_HOST = {
 } as const;
 /** The TLV map every node's br-int needs before traffic. */
 export const TLV_OPTIONS: readonly TlvOption[] = [TUN_LB_SLOT, TUN_MEMBER_FLAGS, TUN_SECOND_HOST];
-/** NXM name of TUN_LB_SLOT's 32 bits (tun_metadata fields are 992 bits wide; a 4-byte option is the low 32). */
-export const TUN_LB_SLOT_NXM_BITS = 'NXM_NX_TUN_METADATA0[0..31]';
+/** NXM names of the options' 32 bits (tun_metadata fields are 992 bits wide; a 4-byte option is the low 32). */
+export const TUN_NXM_BITS = [
+  'NXM_NX_TUN_METADATA0[0..31]',
+  'NXM_NX_TUN_METADATA1[0..31]',
+  'NXM_NX_TUN_METADATA2[0..31]',
+] as const;
+/** Always 0 when sent; TUN_IN matches it to prove TUN_MEMBER_FLAGS is present. */
+export const FLAG_RESERVED = 0x8000;
 /** Flag bits in the low 16 bits of TUN_MEMBER_FLAGS. */
 export const FLAG_SECOND_CHANCED = 0x1;
 
@@ -159,6 +179,8 @@ export const COOKIE_KINDS = {
   PHY_NORMAL: 0x0d,
   /** br-phy (host): from br-int -> eth0. */
   PHY_RETURN: 0x0e,
+  /** br-phy: from the LOCAL port (tunnel endpoint: Geneve out, ARP) -> eth0. */
+  PHY_LOCAL_OUT: 0x0f,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

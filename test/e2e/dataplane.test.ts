@@ -57,15 +57,17 @@ function idx(lb: string, backend: string): number {
   return members(lb).findIndex((m) => m.address === b.ip || m.address === b.ip6);
 }
 
-/** A generation where every slot of every LB has the same (primary, second) backends. */
-function gen(primary: string, second: string | undefined): Generation {
+/** A generation where every slot of every LB has the same (primary, second) backends; `primary` may depend on the
+ *  slot. */
+function gen(primary: string | ((slot: number) => string), second: string | undefined): Generation {
   const pools = new Map<string, PoolPlan>();
   for (const l of config.loadBalancers) {
+    const owner = typeof primary === 'string' ? () => primary : primary;
     pools.set(l.name, {
       lb: l.name,
       bits: BITS,
       members: members(l.name),
-      primary: new Uint16Array(SIZE).fill(idx(l.name, primary)),
+      primary: Uint16Array.from({ length: SIZE }, (_, s) => idx(l.name, owner(s))),
       second: new Uint16Array(SIZE).fill(second ? idx(l.name, second) : NO_OWNER),
       phase: new Uint8Array(SIZE).fill(second ? 1 : 0),
       since: new Float64Array(SIZE),
@@ -105,8 +107,11 @@ async function packetsByKind(node: string, bridge = 'br-int'): Promise<Record<st
     const c = /cookie=(0x[0-9a-f]+)/.exec(line);
     const p = /n_packets=(\d+)/.exec(line);
     if (!c || !p) continue;
-    const kind = decodeCookie(BigInt(c[1]))?.kind;
-    if (kind) out[kind] = (out[kind] ?? 0) + Number(p[1]);
+    const parts = decodeCookie(BigInt(c[1]));
+    if (!parts) continue;
+    // Catch-all drops are counted per table too (`DROP@21`).
+    const keys = parts.kind === 'DROP' ? ['DROP', `DROP@${parts.a}`] : [parts.kind];
+    for (const k of keys) out[k] = (out[k] ?? 0) + Number(p[1]);
   }
   return out;
 }
@@ -191,16 +196,14 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       await t4.stop();
       await t6.stop();
     }
-    // Replies never pass the gateway. Every request it tunnels crosses its br-phy NORMAL flow once (encapsulated,
-    // from LOCAL to eth0); a reply routed through the gateway would cross it too. So, traffic stopped, NORMAL and
-    // slot-table counters grow alike (ARP aside), while the host's direct-return flow carried the replies.
-    const gwAll = await packetsByKind('gw1');
+    // Replies never pass the gateway: its br-phy sends VIP-bound packets to br-int and what LOCAL sends (the
+    // tunnelled requests) to eth0; a reply routed through the gateway would cross its NORMAL flow (ARP aside).
     const gwPhyAll = await packetsByKind('gw1', 'br-phy');
-    const tunnelled = gwAll.GW_SLOT - (gwBefore.GW_SLOT ?? 0);
     const normal = (gwPhyAll.PHY_NORMAL ?? 0) - (gwPhyBefore.PHY_NORMAL ?? 0);
+    assert.ok(normal < 10, `${normal} packets other than requests crossed the gateway`);
     assert.ok(
-      normal - tunnelled < 10,
-      `${normal - tunnelled} packets other than tunnelled requests crossed the gateway`,
+      (gwPhyAll.PHY_LOCAL_OUT ?? 0) - (gwPhyBefore.PHY_LOCAL_OUT ?? 0) > 30,
+      'tunnelled requests left by eth0',
     );
     const returned = (await packetsByKind('host1')).DIRECT_RETURN - (before4.DIRECT_RETURN ?? 0);
     assert.ok(returned > 30, `${returned} replies left host1 by direct return`);
@@ -261,19 +264,20 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     }
   });
 
-  test('Geneve from an address that is not a configured node is dropped', async () => {
+  test('Geneve from an address that is not a configured node is dropped; at most one second-chance hop', async () => {
     await applyAll(gen(A, undefined));
     const fabric = lab.facts.fabricNetns;
     const lbId = lbIds(config.loadBalancers.map((l) => l.name)).get('web')!;
     const send = async () => {
       // Ten crafted Geneve packets (all three sluice options, inner TCP SYN to the VIP for member A's slot 0) from
       // 192.168.100.99 in the fabric namespace to host1's tunnel endpoint.
+      const opts = [String(lbId * 0x10000), '0', '0', String(0x02), '40000']; // member 0, no second chance, SYN
       await nsRun(fabric, process.execPath, [
         '-e',
         GENEVE_SENDER,
         '192.168.100.99',
         '192.168.100.11',
-        String(lbId),
+        ...opts,
       ]);
       await sleep(300);
       return packetsByKind('host1');
@@ -304,14 +308,93 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
           'a trusted source reaches conntrack',
         );
         assert.equal(after2.TUN_REJECT ?? 0, before2.TUN_REJECT ?? 0);
+        // One second-chance hop at most. Bare ACKs nobody has state for, sent to host2 with host1 as second chance:
+        // flag clear -> host2 hands them to host1 once, host1 (no state, flag now set) drops them; flag set ->
+        // host2 drops them itself.
+        await applyFlowSet(lab.node('host2'), compile('host2', gen(A, undefined)));
+        const h1 = '192.168.100.11'.split('.').reduce((a, x) => a * 256 + Number(x), 0);
+        const ack = async (flag: number) => {
+          // Source ports nobody has used: no conntrack entry anywhere.
+          const o = [
+            String(lbId * 0x10000),
+            String(flag),
+            String(h1),
+            String(0x10),
+            String(41000 + flag * 100),
+          ];
+          await nsRun(fabric, process.execPath, [
+            '-e',
+            GENEVE_SENDER,
+            '192.168.100.99',
+            '192.168.100.12',
+            ...o,
+          ]);
+          await sleep(300);
+          return [await packetsByKind('host1'), await packetsByKind('host2')];
+        };
+        const [b1, b2] = [await packetsByKind('host1'), await packetsByKind('host2')];
+        const [c1, c2] = await ack(0);
+        assert.ok((c2.SECOND_CHANCE ?? 0) - (b2.SECOND_CHANCE ?? 0) >= 10, 'host2 handed the ACKs on');
+        assert.equal(c1.SECOND_CHANCE ?? 0, b1.SECOND_CHANCE ?? 0, 'host1 did not hand them on again');
+        assert.ok(
+          (c1['DROP@21'] ?? 0) - (b1['DROP@21'] ?? 0) >= 10,
+          `host1 dropped them ${JSON.stringify({ b1, c1 })}`,
+        );
+        const [d1, d2] = await ack(1);
+        assert.equal(
+          d2.SECOND_CHANCE ?? 0,
+          c2.SECOND_CHANCE ?? 0,
+          `flag set: no second chance ${JSON.stringify({ b2, c2, d2 })}`,
+        );
+        assert.ok((d2['DROP@21'] ?? 0) - (c2['DROP@21'] ?? 0) >= 10, 'flag set: dropped');
+        assert.equal(d1.TUN_ACCEPT ?? 0, c1.TUN_ACCEPT ?? 0, 'nothing reached host1');
       } finally {
         config = saved;
         await applyFlowSet(lab.node('host1'), compile('host1', gen(A, undefined)));
+        await applyFlowSet(lab.node('host2'), compile('host2', gen(A, undefined)));
       }
     } finally {
       await nsRun(fabric, 'ip', ['addr', 'del', '192.168.100.99/24', 'dev', 'br0'], { allowFail: true });
     }
   });
+
+  for (const mode of ['fields', 'dp_hash'] as const) {
+    test(`${mode} mode: connections spread over the slot owners; datapath flows on the gateway`, async (t) => {
+      config = { ...config, hashMode: mode };
+      try {
+        await applyAll(gen((slot) => (slot % 2 === 0 ? A : B), undefined));
+        await lab.node('gw1').appctl(['dpctl/del-flows']);
+        const tr = await startTraffic(lab, {
+          vip: '203.0.113.10',
+          port: 80,
+          count: 60,
+          rate: 200,
+          expectBackends: [A, B],
+        });
+        try {
+          await tr.waitOpened(60);
+          await sleep(500);
+          const c = await tr.report();
+          assert.equal(c.broken + c.failed, 0);
+          const a = c.perBackend[A]?.opened ?? 0;
+          const b = c.perBackend[B]?.opened ?? 0;
+          assert.ok(a >= 10 && b >= 10, `spread ${A}=${a} ${B}=${b}`);
+          const dp = (await lab.node('gw1').appctl(['dpctl/dump-flows'])).stdout
+            .split('\n')
+            .filter((l) => l.includes('recirc_id'));
+          const tcpFlows = dp.filter((l) => l.includes('proto=6')).length;
+          t.diagnostic(
+            `${mode}: 60 connections -> ${A}=${a} ${B}=${b}; gateway datapath flows ${dp.length} (TCP ${tcpFlows})`,
+          );
+        } finally {
+          await tr.stop();
+        }
+      } finally {
+        config = { ...config, hashMode: 'dp_hash' };
+        await applyAll(gen(A, undefined));
+      }
+    });
+  }
 
   test('applier: a rejected bundle leaves the switch exactly as it was and says why', async () => {
     const g = gen(A, undefined);
@@ -405,13 +488,14 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
 });
 
 /**
- * A node script (argv: source IP, destination IP, lb id) that sends ten Geneve packets to UDP 6081 with the three
- * sluice options (lb id << 16 | slot 0, member 0, no second chance) around an Ethernet/IPv4/TCP SYN from
- * 10.200.0.11:<port> to 203.0.113.10:80, checksums computed.
+ * A node script (argv: source IP, destination IP, tun_metadata0, tun_metadata1, tun_metadata2, TCP flags,
+ * first source port) that sends
+ * ten Geneve packets to UDP 6081 with the three sluice options around an Ethernet/IPv4/TCP segment from
+ * 10.200.0.11:<source port>+i to 203.0.113.10:80, checksums computed.
  */
 const GENEVE_SENDER = `
 const dgram = require('node:dgram');
-const [src, dst, lb] = process.argv.slice(1);
+const [src, dst, o0, o1, o2, flags, sport] = process.argv.slice(1);
 function sum(buf, acc = 0) { for (let i = 0; i < buf.length; i += 2) acc += (buf[i] << 8) + (buf[i + 1] ?? 0); return acc; }
 function fold(acc) { while (acc > 0xffff) acc = (acc & 0xffff) + (acc >>> 16); return (~acc) & 0xffff; }
 const ip4 = (s) => Buffer.from(s.split('.').map(Number));
@@ -419,7 +503,7 @@ function packet(sport) {
   const saddr = ip4('10.200.0.11'), daddr = ip4('203.0.113.10');
   const tcp = Buffer.alloc(20);
   tcp.writeUInt16BE(sport, 0); tcp.writeUInt16BE(80, 2); tcp.writeUInt32BE(12345, 4);
-  tcp[12] = 5 << 4; tcp[13] = 0x02; tcp.writeUInt16BE(64240, 14);
+  tcp[12] = 5 << 4; tcp[13] = Number(flags); tcp.writeUInt16BE(64240, 14);
   const pseudo = Buffer.concat([saddr, daddr, Buffer.from([0, 6, 0, 20])]);
   tcp.writeUInt16BE(fold(sum(tcp, sum(pseudo))), 16);
   const ip = Buffer.alloc(20);
@@ -429,11 +513,11 @@ function packet(sport) {
   const opt = (type, value) => { const o = Buffer.alloc(8); o.writeUInt16BE(0xffff, 0); o[2] = type; o[3] = 1; o.writeUInt32BE(value >>> 0, 4); return o; };
   const gnv = Buffer.alloc(8);
   gnv[0] = 6; gnv.writeUInt16BE(0x6558, 2);
-  return Buffer.concat([gnv, opt(0x80, Number(lb) << 16), opt(0x81, 0), opt(0x82, 0), eth, ip, tcp]);
+  return Buffer.concat([gnv, opt(0x80, Number(o0)), opt(0x81, Number(o1)), opt(0x82, Number(o2)), eth, ip, tcp]);
 }
 const s = dgram.createSocket('udp4');
 s.bind({ address: src }, async () => {
-  for (let i = 0; i < 10; i++) await new Promise((r) => s.send(packet(40000 + i), 6081, dst, r));
+  for (let i = 0; i < 10; i++) await new Promise((r) => s.send(packet(Number(sport) + i), 6081, dst, r));
   s.close();
 });
 `;
