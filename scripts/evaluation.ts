@@ -119,6 +119,7 @@ if (want('crash')) {
   // 3. Standby crash, hash-threshold vs modulo ECMP.
   const crashHt = run('gateway-crash-standby');
   const crashMod = run('gateway-crash-modulo');
+  const crashKernel = run('gateway-crash-kernel');
   {
     const ev = (r: SimResult) => r.events[0];
     const text = [
@@ -129,6 +130,10 @@ if (want('crash')) {
       `Modulo-N: ECMP moved ${pct(ev(crashMod).ecmpMoved!.measured, 1)} of flows (exact ${pct(ev(crashMod).ecmpMoved!.exact, 1)}).`,
       '',
       eventTable(crashMod, 0, 'markdown'),
+      '',
+      `Hash-threshold, but every gateway seeds \`dp_hash\` differently (kernel datapath): ECMP moved ${pct(ev(crashKernel).ecmpMoved!.measured, 1)} of flows.`,
+      '',
+      eventTable(crashKernel, 0, 'markdown'),
     ].join('\n');
     sections.set('crash', text);
   }

@@ -8,6 +8,7 @@
 // breaks when the packets it sends after the step, through the gateway ECMP now gives it, reach a backend (or
 // host) without its state and the strategy has no rescue. Method and assumptions: docs/evaluation.md.
 
+import { fmix32 } from '../hashing/hash.ts';
 import { buildTable, NO_OWNER, type PoolMember, type SlotTable } from '../hashing/slots.ts';
 import type { Backend, Config, LoadBalancer, Node } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
@@ -292,6 +293,10 @@ class Sim {
   private readonly dead: Uint8Array[] = [];
   private readonly lastVer: Int32Array[] = [];
   private readonly sticky: Uint16Array;
+  /** Strategy 7: the slot a connection was committed with (hosts mark it from the tunnel metadata). */
+  private readonly slot7: Uint16Array;
+  /** Each gateway hashes with its own seed (kernel datapath dp_hash) instead of one shared hash. */
+  private readonly perGwHash: boolean;
   private readonly hop: Uint8Array;
   private hopCount = 0;
   private hopConnSeconds = 0;
@@ -373,6 +378,8 @@ class Sim {
     }
     this.sticky = new Uint16Array(this.on[S_STICKY] ? N : 0);
     this.hop = new Uint8Array(this.on[S_SLUICE] ? N : 0);
+    this.slot7 = new Uint16Array(this.on[S_SLUICE] ? N : 0);
+    this.perGwHash = trace.datapathHash === 'per-gateway';
 
     const adds = trace.events.filter((e) => e.type === 'backend-add').length;
     const gAdds = trace.events.filter((e) => e.type === 'gateway-add').length;
@@ -561,6 +568,14 @@ class Sim {
     this.counters[(ev * NS + s) * NF + field]++;
   }
 
+  /**
+   * The dp_hash gateway g computes for a connection whose shared 5-tuple hash is h: h itself when every gateway
+   * hashes alike (userspace datapath), else a per-gateway reseeded hash (kernel datapath, per-boot seed).
+   */
+  private dh(h: number, g: number): number {
+    return this.perGwHash ? fmix32(h ^ Math.imul(g + 1, 0x9e3779b9)) : h;
+  }
+
   // ---------------------------------------------------------------- sluice planner (src/rollout)
 
   private plannerConfig(): Config {
@@ -606,7 +621,7 @@ class Sim {
     for (let i = 0; i < this.N; i++) {
       if (dead[i]) continue;
       const v = this.vip[i];
-      const s = this.h[i] & this.mask;
+      const s = this.slot7[i];
       if (cur.second[v][s] === be[i]) out[v][s]++;
     }
     return out;
@@ -629,7 +644,7 @@ class Sim {
           if (
             !this.dead[S_SLUICE][i] &&
             this.vip[i] === v &&
-            (this.h[i] & this.mask) === slot &&
+            this.slot7[i] === slot &&
             this.be[S_SLUICE][i] === id
           )
             n++;
@@ -710,14 +725,14 @@ class Sim {
       case S_CTSYNC:
         return dpHashPick(this.versions[this.versions.length - 1].sel[v], h);
       case S_NAT:
-        return dpHashPick(this.versions[this.gwCfg[g]].sel[v], h);
+        return dpHashPick(this.versions[this.gwCfg[g]].sel[v], this.dh(h, g));
       case S_HRW:
         return eager ? hrwPick(this.versions[this.gwCfg[g]].sel[v], h) : LAZY;
       case S_SLOT:
       case S_STICKY:
-        return this.versions[this.gwCfg[g]].slots[v][h & this.mask];
+        return this.versions[this.gwCfg[g]].slots[v][this.dh(h, g) & this.mask];
       default:
-        return this.gens[this.gwGen[g]].primary[v][h & this.mask];
+        return this.gens[this.gwGen[g]].primary[v][this.dh(h, g) & this.mask];
     }
   }
 
@@ -759,6 +774,7 @@ class Sim {
             this.hopCount--;
           }
           this.lastVer[s][i] = this.gwGen[g];
+          this.slot7[i] = this.dh(h, g) & this.mask;
         } else {
           this.lastVer[s][i] = this.gwCfg[g];
         }
@@ -804,7 +820,7 @@ class Sim {
       if (s === S_STICKY) {
         if (g === this.sticky[i]) continue;
         // Another gateway: no sticky entry there, it uses its current table (and learns the result).
-        const b = this.versions[gwv[g]].slots[this.vip[i]][this.h[i] & mask];
+        const b = this.versions[gwv[g]].slots[this.vip[i]][this.dh(this.h[i], g) & mask];
         if (b === be[i]) this.sticky[i] = g;
         else this.breakConn(s, i, F_AVOID, ev);
         continue;
@@ -812,7 +828,7 @@ class Sim {
       const ver = gwv[g];
       if (ver === last[i]) continue;
       const v = this.vip[i];
-      const h = this.h[i];
+      const h = s === S_HRW ? this.h[i] : this.dh(this.h[i], g);
       if (s === S_SLUICE) {
         const gen = this.gens[ver];
         const slot = h & mask;
@@ -863,6 +879,14 @@ class Sim {
       measured: moved / this.N,
       exact: ecmpMovedShare(this.trace.ecmp, before, hops),
     };
+    if (this.perGwHash) {
+      // A connection checked on one gateway says nothing about another gateway's hash: check moved ones again.
+      for (const s of [S_NAT, S_SLOT, S_SLUICE]) {
+        if (!this.on[s]) continue;
+        const last = this.lastVer[s];
+        for (let i = 0; i < this.N; i++) if (this.gw[i] !== this.gwPrev[i]) last[i] = -1;
+      }
+    }
     for (const s of [S_NAT, S_HRW, S_SLOT, S_STICKY, S_SLUICE]) this.evalVersioned(s, -1, ev);
     if (this.on[S_CTSYNC]) {
       const lag = this.trace.timing.syncLagSeconds;

@@ -3,6 +3,7 @@
 import type { EcmpMode } from './ecmp.ts';
 import {
   checkTrace,
+  type DatapathHash,
   DEFAULT_LIFETIMES,
   DEFAULT_TIMING,
   type Scale,
@@ -27,7 +28,13 @@ function trace(
   description: string,
   scale: Scale,
   events: TraceEvent[],
-  opts: { duration?: number; timing?: Partial<Timing>; ecmp?: EcmpMode; topology?: Partial<Topology> } = {},
+  opts: {
+    duration?: number;
+    timing?: Partial<Timing>;
+    ecmp?: EcmpMode;
+    topology?: Partial<Topology>;
+    datapathHash?: DatapathHash;
+  } = {},
 ): Trace {
   const timing = { ...DEFAULT_TIMING, ...opts.timing };
   const t: Trace = {
@@ -35,6 +42,7 @@ function trace(
     description,
     topology: { ...TOPOLOGIES[scale], ...opts.topology },
     ecmp: opts.ecmp ?? 'hash-threshold',
+    datapathHash: opts.datapathHash ?? 'shared',
     timing,
     lifetimes: DEFAULT_LIFETIMES,
     // Long enough for sluice's phases and the drain window to finish after the last event.
@@ -101,6 +109,19 @@ export const SCENARIOS: readonly Scenario[] = [
         scale,
         [{ at: T0, type: 'gateway-crash', gateway: mid(TOPOLOGIES[scale]) }],
         { ecmp: 'modulo' },
+      ),
+  },
+  {
+    name: 'gateway-crash-kernel',
+    description:
+      'gateway-crash-standby with a per-gateway dp_hash seed (kernel datapath): gateways disagree on the hash',
+    build: (scale) =>
+      trace(
+        'gateway-crash-kernel',
+        'a standby gateway crashes, each gateway seeds dp_hash differently',
+        scale,
+        [{ at: T0, type: 'gateway-crash', gateway: mid(TOPOLOGIES[scale]) }],
+        { datapathHash: 'per-gateway' },
       ),
   },
   {

@@ -100,11 +100,19 @@ export interface TraceEvent {
   readonly label?: string;
 }
 
+/**
+ * 'shared': every gateway computes the same datapath hash of a 5-tuple (userspace datapath, or a `fields` hash).
+ * 'per-gateway': each gateway's dp_hash has its own seed (kernel datapath: seeded per boot). Strategies that
+ * read dp_hash (2, 4, 5, 7) then pick differently on each gateway; strategy 3 hashes fields and is unaffected.
+ */
+export type DatapathHash = 'shared' | 'per-gateway';
+
 export interface Trace {
   readonly name: string;
   readonly description: string;
   readonly topology: Topology;
   readonly ecmp: EcmpMode;
+  readonly datapathHash?: DatapathHash;
   readonly timing: Timing;
   readonly lifetimes: readonly LifetimeClass[];
   readonly durationSeconds: number;
@@ -144,6 +152,7 @@ export const TraceFileSchema = z.strictObject({
   scale: z.enum(['small', 'full']).optional(),
   topology: TopologySchema.partial().optional(),
   ecmp: z.enum(ECMP_MODES as [EcmpMode, ...EcmpMode[]]).default('hash-threshold'),
+  datapathHash: z.enum(['shared', 'per-gateway']).default('shared'),
   timing: TimingSchema.partial().optional(),
   lifetimes: z
     .array(
@@ -185,6 +194,7 @@ export function parseTrace(input: unknown, scale: Scale = 'small'): Trace {
     description: f.description,
     topology,
     ecmp: f.ecmp,
+    datapathHash: f.datapathHash,
     timing: { ...DEFAULT_TIMING, ...f.timing },
     lifetimes: f.lifetimes ?? DEFAULT_LIFETIMES,
     durationSeconds: f.durationSeconds,

@@ -141,6 +141,21 @@ describe('sim: strategy behaviours', () => {
     }
   });
 
+  it('gateways that seed dp_hash differently (kernel datapath) break moved connections of dp_hash strategies', () => {
+    const t = tiny([{ at: 10, type: 'gateway-crash', gateway: 3 }]);
+    const shared = runSim(t);
+    const kernel = runSim({ ...t, datapathHash: 'per-gateway' });
+    const moved = kernel.events[0].ecmpMoved!.measured * 6000;
+    for (const s of ['slot_table', 'sticky', 'sluice', 'stateless_nat'] as const) {
+      assert.equal(broken(shared, 0, s), 0, s);
+      const b = kernel.events[0].strategies[s].avoidable;
+      // A moved connection survives only if the other gateway's hash lands on the same backend (~1/12).
+      assert.ok(b > 0.8 * moved && b <= moved, `${s}: ${b} of ${moved.toFixed(0)} moved`);
+    }
+    // selection_method=hash hashes the fields in userspace: every gateway agrees.
+    assert.equal(broken(kernel, 0, 'hash_hrw'), 0);
+  });
+
   it('is deterministic for a seed and varies with it', () => {
     const t = tiny([
       { at: 5, type: 'backend-add', vip: 0 },
