@@ -383,6 +383,18 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
             .split('\n')
             .filter((l) => l.includes('recirc_id'));
           const tcpFlows = dp.filter((l) => l.includes('proto=6')).length;
+          // Every connection host1 committed is marked lb id << 16 | slot, with slots host1's backend owns (even).
+          const ct = (await lab.node('host1').appctl(['dpctl/dump-conntrack'])).stdout
+            .split('\n')
+            .filter((l) => l.includes('dst=203.0.113.10') && l.includes('zone=1'));
+          const marks = ct.map((l) => Number(/mark=(\w+)/.exec(l)?.[1] ?? Number.NaN));
+          const webId = lbIds(config.loadBalancers.map((l) => l.name)).get('web')!;
+          assert.ok(marks.length >= a, `${marks.length} conntrack entries for ${a} connections`);
+          assert.ok(
+            marks.every((m) => m >>> 16 === webId && (m & 0xffff) % 2 === 0 && (m & 0xffff) < SIZE),
+            `marks ${marks}`,
+          );
+          assert.ok(new Set(marks).size > 1, 'marks carry the slot of each connection');
           t.diagnostic(
             `${mode}: 60 connections -> ${A}=${a} ${B}=${b}; gateway datapath flows ${dp.length} (TCP ${tcpFlows})`,
           );
