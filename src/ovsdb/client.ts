@@ -209,6 +209,9 @@ export class OvsdbClient extends EventEmitter {
     requests: { readonly [table: string]: MonitorCondRequest },
     method: 'monitor_cond' | 'monitor' = 'monitor_cond',
   ): Promise<Monitor> {
+    if (method === 'monitor' && Object.values(requests).some((r) => r.where !== undefined)) {
+      throw new OvsdbError('SLUICE_E_USAGE', 'RFC 7047 monitor has no "where": use monitor_cond');
+    }
     const m = new Monitor(this, db, requests, method, `m${this.#nextMonitorId++}`);
     this.#monitors.set(m.id, m);
     try {
