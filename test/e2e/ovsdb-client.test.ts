@@ -563,6 +563,18 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Restarts every stopped member and waits until each sees a leader. */
+  async function reviveAll(): Promise<void> {
+    for (const mem of cluster.members) if (!mem.running) await mem.start();
+    for (const mem of cluster.members) {
+      await eventually(
+        'member rejoined',
+        async () => /Leader: (?!unknown)/.test(await mem.appctl('cluster/status', DB)),
+        20_000,
+      );
+    }
+  }
+
   /** Retries a write across a leader election (a follower may answer "not leader" style errors meanwhile). */
   const retried: string[] = [];
   async function retry<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
@@ -643,14 +655,7 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
   test('leaderOnly planners contend for one lock on the leader; killing the leader hands it to the new leader', async () => {
     // Bring the member the previous test killed back: it rejoins from its own file (3 members again, so losing
     // the leader next still leaves a majority).
-    for (const mem of cluster.members) if (!mem.running) await mem.start();
-    for (const mem of cluster.members) {
-      await eventually(
-        'member rejoined',
-        async () => /Leader: (?!unknown)/.test(await mem.appctl('cluster/status', DB)),
-        20_000,
-      );
-    }
+    await reviveAll();
     const alive = cluster.members;
     const remotes = alive.map((mem) => mem.unixRemote);
     const p1 = client({ remotes, database: DB, leaderOnly: true });
@@ -681,5 +686,51 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
     await holder.transact(DB, { op: 'assert', lock: 'planner' }, { op: 'comment', comment: 'planner' });
     await assert.rejects(other.transact(DB, { op: 'assert', lock: 'planner' }), /not owner/);
     console.log(`# raft leader killed: lock held again on the new leader after ${Math.round(ms)} ms`);
+  });
+
+  test('a leader that is partitioned away and comes back as a follower is left at once (_Server monitor)', async () => {
+    await reviveAll();
+    // No probe: only the _Server Database row (leader: false) can tell the client to move.
+    const events: string[] = [];
+    const p = client({
+      remotes: cluster.remotes,
+      database: DB,
+      leaderOnly: true,
+      probeIntervalMs: 0,
+      log: (event) => events.push(event),
+    });
+    await p.connect();
+    const old = cluster.members.find((mem) => mem.unixRemote === p.remote)!;
+    const connectsBefore = p.connects;
+    old.signal('SIGSTOP');
+    try {
+      // The other two elect a new leader (election timer 1 s); the frozen one does not know yet.
+      await eventually(
+        'new leader elected',
+        async () => {
+          for (const mem of cluster.members) {
+            if (mem === old) continue;
+            if (/Role: leader/.test(await mem.appctl('cluster/status', DB))) return true;
+          }
+          return false;
+        },
+        20_000,
+      );
+    } finally {
+      old.signal('SIGCONT');
+    }
+    // Back, the old leader learns the new term, steps down, and its _Server row says leader: false.
+    await eventually(
+      'moved to the new leader',
+      () => p.connects > connectsBefore && p.state === 'connected',
+      20_000,
+    );
+    assert.notEqual(p.remote, old.unixRemote);
+    assert.equal(p.serverRow?.leader, true);
+    assert.ok(
+      events.includes('ovsdb.member_unusable'),
+      `left because of the _Server row: ${events.join(' ')}`,
+    );
+    await p.transact(DB, { op: 'comment', comment: 'on the new leader' });
   });
 });
