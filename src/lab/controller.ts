@@ -21,6 +21,7 @@ import {
   readSlotConnections,
 } from '../agent/node-ops.ts';
 import { SluiceError } from '../model/errors.ts';
+import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { type PlanNote, planNext, waitingGateways } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
@@ -339,4 +340,78 @@ export class LabController {
     await this.addGateway(name);
     this.log('restore', `${name} restored in ${Date.now() - t} ms`);
   }
+}
+
+// ---- desired-state edits (pure helpers the demo and tests use; every result goes through parseConfig) --------
+
+/** The config as a plain document (the file format), so it can be edited and validated again. */
+function configDocument(config: Config): Record<string, unknown> {
+  return {
+    hashMode: config.hashMode,
+    slotBits: config.slotBits,
+    drainWindowSeconds: config.drainWindowSeconds,
+    nodes: config.nodes.map((n) => ({ ...n })),
+    loadBalancers: config.loadBalancers.map((lb) => ({
+      name: lb.name,
+      vip: lb.vip,
+      protocol: lb.protocol,
+      ports: [...lb.ports],
+      backends: lb.backends.map((b) => ({ ...b })),
+    })),
+  };
+}
+
+type BackendDoc = { address: string; port?: number; host: string; weight?: number; state?: string };
+
+/** Returns a validated copy of `config` with load balancer `lb`'s backend list replaced by `fn(backends)`. */
+export function editBackends(
+  config: Config,
+  lb: string,
+  fn: (backends: BackendDoc[]) => BackendDoc[],
+): Config {
+  const doc = configDocument(config);
+  const lbs = doc.loadBalancers as Array<{ name: string; backends: BackendDoc[] }>;
+  const l = lbs.find((x) => x.name === lb);
+  if (!l) throw new SluiceError('SLUICE_E_USAGE', `no load balancer ${lb}`);
+  l.backends = fn(l.backends);
+  return parseConfig(doc, `edit of ${lb}`);
+}
+
+/** `config` with lab backend `name` added to `lb` (active, weight 1). */
+export function addLabBackend(lab: Lab, config: Config, lb: string, name: string): Config {
+  const b = lab.backend(name);
+  return editBackends(config, lb, (bs) => [
+    ...bs,
+    { address: b.ip, port: lab.config.backendPort, host: b.host, weight: 1, state: 'active' },
+  ]);
+}
+
+/** `config` with lab backend `name` of `lb` set to `state`. */
+export function setLabBackendState(
+  lab: Lab,
+  config: Config,
+  lb: string,
+  name: string,
+  state: 'active' | 'draining' | 'down',
+): Config {
+  const ip = lab.backend(name).ip;
+  return editBackends(config, lb, (bs) => bs.map((b) => (b.address === ip ? { ...b, state } : b)));
+}
+
+/** `config` without lab backend `name` in `lb`. */
+export function removeLabBackend(lab: Lab, config: Config, lb: string, name: string): Config {
+  const ip = lab.backend(name).ip;
+  return editBackends(config, lb, (bs) => bs.filter((b) => b.address !== ip));
+}
+
+/** `config` with backend `name`'s weight in `lb` set. */
+export function setLabBackendWeight(
+  lab: Lab,
+  config: Config,
+  lb: string,
+  name: string,
+  weight: number,
+): Config {
+  const ip = lab.backend(name).ip;
+  return editBackends(config, lb, (bs) => bs.map((b) => (b.address === ip ? { ...b, weight } : b)));
 }
