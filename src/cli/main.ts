@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { explain } from '../explain.ts';
 import { registerLabCommands } from '../lab/cli.ts';
+import { registerDaemonCommands } from './daemons.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseIp } from '../model/ip.ts';
 import { parseConfigText } from '../model/load.ts';
@@ -161,6 +162,7 @@ export function buildProgram(): Command {
 
   registerLabCommands(program);
   registerSimCommands(program);
+  registerDaemonCommands(program);
   return program;
 }
 

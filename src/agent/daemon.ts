@@ -1,0 +1,606 @@
+// `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, its own status rows),
+// applies the generation meant for its role with programNode (compile -> one bundle per bridge -> revalidator/wait)
+// and acknowledges it in Node_Status (applied_generation = the datapath obeys it; STYLE item 14). Every
+// `heartbeatMs` it writes its heartbeat; hosts add their backends' health (Backend_Status) and live connections per
+// slot (Slot_Connections) in the same transaction (the planner relies on that: see docs/design/control-plane.md).
+//
+// Which generation: hosts follow Global.generation, gateways Global.options:gateway_generation (released by the
+// planner once every live host has the generation).
+//
+// Gateway fencing state machine (STYLE item 13):
+//   unknown   --store silent or apply failing > lease: run --withdraw-cmd--> withdrawn
+//   announced --store silent or apply failing > lease: run --withdraw-cmd--> withdrawn
+//   unknown | withdrawn --applied the released generation, ack committed with `wait gateway_generation == applied`,
+//                        then --announce-cmd--> announced
+// A restarted agent starts `unknown` (it may be in the ECMP set): it applies (an empty diff when nothing changed),
+// acknowledges, and re-announces (idempotent), so traffic is not disturbed. While `withdrawn` it tells the planner
+// (Node_Status external_ids:fenced=true) so the planner does not wait for it.
+
+import { exec } from 'node:child_process';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NodeFacts } from '../compile/facts.ts';
+import { decodeCookie } from '../compile/registry.ts';
+import { parseConfig } from '../model/schema.ts';
+import type { Config } from '../model/types.ts';
+import { backendKey } from '../model/types.ts';
+import type { Runner } from '../openflow/runner.ts';
+import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
+import { type DatabaseSchema, encodeRow, type Operation, uuid } from '../ovsdb/protocol.ts';
+import type { Replica } from '../ovsdb/replica.ts';
+import { nodeStatusOps } from '../ovsdb/store.ts';
+import {
+  DB,
+  encodeSlotCounts,
+  GATEWAY_GENERATION_KEY,
+  gatewayGeneration,
+  readPlan,
+} from '../planner/view.ts';
+import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
+import { programNode, readSlotConnections, type SlotConnections } from './node-ops.ts';
+
+export type FenceState = 'unknown' | 'announced' | 'withdrawn';
+
+export interface AgentOptions {
+  readonly role: 'gateway' | 'host';
+  readonly node: string;
+  readonly remotes: readonly string[];
+  readonly runner: Runner;
+  readonly facts: NodeFacts;
+  readonly log: Logger;
+  /** Default 10 000 ms. */
+  readonly leaseMs?: number;
+  /** Heartbeat, connection report and vswitchd check period, ms. Default 1000. */
+  readonly heartbeatMs?: number;
+  readonly withdrawCmd?: string;
+  readonly announceCmd?: string;
+  /** Pid of the node's ovs-vswitchd (undefined = not running): a change means it restarted. */
+  readonly vswitchdPid?: () => number | undefined;
+  readonly health?: HealthOptions;
+  readonly probe?: Probe;
+  readonly registry?: Registry;
+}
+
+function agentMetrics(registry: Registry) {
+  const r = [registry];
+  return {
+    applied: new Gauge({
+      name: 'sluice_agent_generation_applied',
+      help: 'generation applied and acknowledged',
+      registers: r,
+    }),
+    target: new Gauge({
+      name: 'sluice_agent_generation_target',
+      help: 'generation the store asks this node to apply',
+      registers: r,
+    }),
+    applySeconds: new Histogram({
+      name: 'sluice_agent_apply_seconds',
+      help: 'compile + bundles + revalidator/wait',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    }),
+    bundleLines: new Gauge({
+      name: 'sluice_agent_bundle_lines',
+      help: 'lines of the last bundle per bridge',
+      labelNames: ['bridge'],
+      registers: r,
+    }),
+    applyErrors: new Counter({
+      name: 'sluice_agent_apply_errors_total',
+      help: 'failed applications',
+      registers: r,
+    }),
+    flows: new Gauge({
+      name: 'sluice_agent_flows',
+      help: 'installed sluice flows by kind (cookie)',
+      labelNames: ['kind'],
+      registers: r,
+    }),
+    packets: new Gauge({
+      name: 'sluice_agent_flow_packets',
+      help: 'n_packets of sluice flows by kind',
+      labelNames: ['kind'],
+      registers: r,
+    }),
+    secondChance: new Gauge({
+      name: 'sluice_agent_second_chance_packets',
+      help: 'packets handed on by second chance (SECOND_CHANCE flows n_packets)',
+      registers: r,
+    }),
+    health: new Gauge({
+      name: 'sluice_agent_backend_up',
+      help: 'backend health (1 up, 0 down, -1 unknown)',
+      labelNames: ['lb', 'backend'],
+      registers: r,
+    }),
+    connections: new Gauge({
+      name: 'sluice_agent_backend_connections',
+      help: 'live connections per backend (conntrack)',
+      labelNames: ['lb', 'backend'],
+      registers: r,
+    }),
+    fenced: new Gauge({
+      name: 'sluice_agent_fenced',
+      help: '1 while the gateway is withdrawn from ECMP',
+      registers: r,
+    }),
+    storeConnected: new Gauge({
+      name: 'sluice_agent_store_connected',
+      help: '1 while the store session is up',
+      registers: r,
+    }),
+    vswitchdRestarts: new Counter({
+      name: 'sluice_agent_vswitchd_restarts_total',
+      help: 'ovs-vswitchd restarts detected',
+      registers: r,
+    }),
+  };
+}
+
+const runShell = (cmd: string) =>
+  new Promise<void>((resolve, reject) => {
+    exec(cmd, { timeout: 30_000 }, (err, _stdout, stderr) =>
+      err ? reject(new Error(`${cmd}: ${stderr.trim() || err.message}`)) : resolve(),
+    );
+  });
+
+export class AgentDaemon {
+  readonly client: OvsdbClient;
+  readonly registry: Registry;
+  readonly health: HealthChecker | undefined;
+  readonly #o: AgentOptions;
+  readonly #log: Logger;
+  readonly #m: ReturnType<typeof agentMetrics>;
+  #schema: DatabaseSchema | undefined;
+  #monitor: Monitor | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running = false;
+  #again = false;
+  #stopped = false;
+  // What this node obeys.
+  #applied = 0;
+  #appliedAt = 0;
+  #appliedConfig: Config | undefined;
+  #error: string | undefined;
+  /** Since when applying the target fails (ms), undefined = not failing. */
+  #failingSince: number | undefined;
+  #forceApply = false;
+  #vswitchdPid: number | undefined;
+  /** Last successful store transaction (ms). */
+  #lastStoreOk = Date.now();
+  #fence: FenceState = 'unknown';
+  #conns: SlotConnections | undefined;
+  #lastHeartbeat = 0;
+
+  constructor(o: AgentOptions) {
+    this.#o = o;
+    this.#log = o.log;
+    this.registry = o.registry ?? new Registry();
+    this.#m = agentMetrics(this.registry);
+    this.client = new OvsdbClient({
+      remotes: o.remotes,
+      database: DB,
+      probeIntervalMs: 2000,
+      waitConnectedMs: 5000,
+      requestTimeoutMs: 5000,
+      log: (event, fields) => this.#log.debug({ event, ...fields }, `ovsdb ${event}`),
+    });
+    if (o.role === 'host') {
+      this.health = new HealthChecker(o.health, o.probe);
+      this.health.onChange = (id, from, to) => {
+        this.#log.info({ event: 'health', backend: id, from, to }, `backend ${id}: ${from} -> ${to}`);
+        this.#schedule();
+      };
+    }
+    new Gauge({
+      name: 'sluice_agent_flows_scrape',
+      help: 'internal: refreshes flow metrics on scrape',
+      registers: [this.registry],
+      collect: async () => this.#collectFlows(),
+    });
+  }
+
+  get fence(): FenceState {
+    return this.#fence;
+  }
+  get applied(): number {
+    return this.#applied;
+  }
+
+  async start(): Promise<void> {
+    this.client.on('state', (to: string) => {
+      this.#m.storeConnected.set(to === 'connected' ? 1 : 0);
+      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
+    });
+    this.#vswitchdPid = this.#o.vswitchdPid?.();
+    this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
+    this.health?.start();
+    await this.client.connect();
+    this.#schema = await this.client.getSchema(DB);
+    const me = [['node', '==', this.#o.node]] as const;
+    this.#monitor = await this.client.monitor(DB, {
+      Global: {},
+      Plan: {},
+      Plan_Pool: {},
+      Node_Status: { where: me },
+      Backend_Status: { where: me },
+      Slot_Connections: { where: me },
+    });
+    this.#monitor.on('update', () => this.#schedule());
+    this.#lastStoreOk = Date.now();
+    this.#schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.health?.stop();
+    this.client.close();
+  }
+
+  status(): Record<string, unknown> {
+    const r = this.#monitor?.replica;
+    return {
+      node: this.#o.node,
+      role: this.#o.role,
+      applied: this.#applied,
+      appliedAt: this.#appliedAt,
+      target: r ? this.#target(r) : undefined,
+      error: this.#error,
+      fence: this.#fence,
+      store: this.client.state,
+      vswitchdPid: this.#vswitchdPid,
+      health: this.health ? Object.fromEntries(this.health.states()) : undefined,
+      connections: this.#conns?.total,
+    };
+  }
+
+  #target(r: Replica): number {
+    if (this.#o.role === 'host') return (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+    return gatewayGeneration(r);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    this.#step()
+      .catch((e: unknown) =>
+        this.#log.warn(
+          { event: 'step-failed', err: (e as Error).message },
+          `agent step failed: ${(e as Error).message}`,
+        ),
+      )
+      .finally(() => {
+        this.#running = false;
+        if (this.#again) {
+          this.#again = false;
+          setImmediate(() => this.#schedule());
+        }
+      });
+  }
+
+  async #step(): Promise<void> {
+    const now = Date.now();
+    this.#checkVswitchd();
+    await this.#maybeFence(now);
+    const r = this.#monitor?.replica;
+    if (r === undefined || this.#schema === undefined) return;
+    const target = this.#target(r);
+    this.#m.target.set(target);
+    if (target > 0 && (target !== this.#applied || this.#forceApply || this.#error !== undefined))
+      await this.#apply(r, target);
+    if (this.client.state !== 'connected') return;
+    const beatDue = now - this.#lastHeartbeat >= (this.#o.heartbeatMs ?? 1000) * 0.9;
+    const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
+    const rejoin =
+      this.#o.role === 'gateway' &&
+      this.#fence !== 'announced' &&
+      this.#applied === target &&
+      this.#error === undefined &&
+      target > 0;
+    if (beatDue || ackDue || rejoin) await this.#writeStatus(r, target, rejoin);
+  }
+
+  #acked = -1;
+  #ackedError: string | undefined;
+
+  #checkVswitchd(): void {
+    if (!this.#o.vswitchdPid) return;
+    const pid = this.#o.vswitchdPid();
+    if (pid !== this.#vswitchdPid) {
+      if (pid !== undefined) {
+        this.#log.warn(
+          { event: 'vswitchd-restart', old: this.#vswitchdPid, pid },
+          `ovs-vswitchd restarted (pid ${this.#vswitchdPid} -> ${pid}): re-applying`,
+        );
+        this.#m.vswitchdRestarts.inc();
+        this.#forceApply = true;
+      } else {
+        this.#log.warn({ event: 'vswitchd-down', old: this.#vswitchdPid }, 'ovs-vswitchd is not running');
+        this.#error = 'ovs-vswitchd is not running';
+        this.#failingSince ??= Date.now();
+      }
+      this.#vswitchdPid = pid;
+    }
+  }
+
+  async #apply(r: Replica, target: number): Promise<void> {
+    if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) return;
+    const t0 = performance.now();
+    try {
+      const plan = readPlan(r, target);
+      if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
+      if (plan.config === undefined) throw new Error(`generation ${target} has no config document`);
+      const config = parseConfig(JSON.parse(plan.config), `plan g${target}`);
+      const res = await programNode(this.#o.runner, config, plan.generation, this.#o.facts);
+      const from = this.#applied;
+      this.#applied = target;
+      this.#appliedAt = Date.now();
+      this.#appliedConfig = config;
+      this.#error = undefined;
+      this.#failingSince = undefined;
+      this.#forceApply = false;
+      this.#m.applied.set(target);
+      this.#m.applySeconds.observe((performance.now() - t0) / 1000);
+      for (const [b, n] of Object.entries(res.bundleLines)) this.#m.bundleLines.set({ bridge: b }, n);
+      this.#log.info(
+        {
+          event: 'applied',
+          generation: target,
+          from,
+          changed: res.changed,
+          bundleLines: res.bundleLines,
+          ms: res.ms,
+          revalidateMs: res.revalidateMs,
+        },
+        `applied g${target} (${
+          res.changed
+            ? Object.entries(res.bundleLines)
+                .map(([b, n]) => `${b} ${n} lines`)
+                .join(', ')
+            : 'no change'
+        }; ${res.ms} ms)`,
+      );
+      if (this.health) this.#updateHealthTargets(config);
+    } catch (e) {
+      const msg = (e as Error).message.split('\n')[0]!;
+      if (this.#error !== msg)
+        this.#log.error(
+          { event: 'apply-failed', generation: target, err: msg },
+          `applying g${target} failed: ${msg}`,
+        );
+      this.#error = msg;
+      this.#failingSince ??= Date.now();
+      this.#m.applyErrors.inc();
+    }
+  }
+
+  #updateHealthTargets(config: Config): void {
+    const targets = config.loadBalancers.flatMap((lb) =>
+      lb.backends
+        .filter((b) => b.host === this.#o.node)
+        .map((b) => ({
+          id: `${lb.name} ${backendKey(b)}`,
+          address: b.address,
+          port: b.port ?? lb.ports[0]!,
+        })),
+    );
+    this.health?.setTargets(targets);
+  }
+
+  async #maybeFence(now: number): Promise<void> {
+    if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn') return;
+    const lease = this.#o.leaseMs ?? 10_000;
+    const silent = now - this.#lastStoreOk;
+    const failing = this.#failingSince === undefined ? 0 : now - this.#failingSince;
+    if (silent <= lease && failing <= lease) return;
+    const why = silent > lease ? `no store for ${silent} ms` : `apply failing for ${failing} ms`;
+    this.#log.warn({ event: 'fence', reason: why }, `lease expired (${why}): withdrawing from ECMP`);
+    if (this.#o.withdrawCmd) {
+      try {
+        await runShell(this.#o.withdrawCmd);
+      } catch (e) {
+        this.#log.error(
+          { event: 'withdraw-failed', err: (e as Error).message },
+          `withdraw failed: ${(e as Error).message}`,
+        );
+        return;
+      }
+    }
+    this.#fence = 'withdrawn';
+    this.#m.fenced.set(1);
+    this.#log.warn({ event: 'withdrawn' }, 'withdrawn from ECMP');
+  }
+
+  async #writeStatus(r: Replica, target: number, rejoin: boolean): Promise<void> {
+    const schema = this.#schema!;
+    const now = Date.now();
+    const ops: Operation[] = [];
+    const fencedFlag = this.#fence === 'withdrawn' && !rejoin;
+    if (rejoin) {
+      // Acknowledge only if the generation applied is still the released one: then the planner cannot get two
+      // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
+      ops.push({
+        op: 'wait',
+        timeout: 0,
+        table: 'Global',
+        where: [['options', 'includes', ['map', [[GATEWAY_GENERATION_KEY, String(target)]]]]],
+        columns: [],
+        until: '!=',
+        rows: [],
+      });
+    }
+    ops.push(
+      ...nodeStatusOps(schema, r, {
+        node: this.#o.node,
+        appliedGeneration: this.#applied,
+        appliedCfg: 0,
+        appliedAt: this.#appliedAt,
+        heartbeatAt: now,
+        error: this.#error,
+      }),
+    );
+    ops.push({
+      op: 'mutate',
+      table: 'Node_Status',
+      where: [['node', '==', this.#o.node]],
+      mutations: [
+        ['external_ids', 'delete', ['set', ['fenced', 'role']]],
+        [
+          'external_ids',
+          'insert',
+          [
+            'map',
+            [
+              ['fenced', String(fencedFlag)],
+              ['role', this.#o.role],
+            ],
+          ],
+        ],
+      ],
+    });
+    if (this.#o.role === 'host') ops.push(...(await this.#reportOps(r, schema, now)));
+    try {
+      await this.client.transact(DB, ...ops);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (rejoin && /timed out/.test(msg)) {
+        this.#log.info(
+          { event: 'rejoin-retry' },
+          'a newer generation was released meanwhile: applying it before re-announcing',
+        );
+        return;
+      }
+      throw e;
+    }
+    this.#lastStoreOk = Date.now();
+    this.#lastHeartbeat = now;
+    this.#acked = this.#applied;
+    this.#ackedError = this.#error;
+    if (rejoin) {
+      try {
+        if (this.#o.announceCmd) await runShell(this.#o.announceCmd);
+        const was = this.#fence;
+        this.#fence = 'announced';
+        this.#m.fenced.set(0);
+        this.#log.info(
+          { event: 'announced', generation: this.#applied, was },
+          `announced in ECMP at g${this.#applied}`,
+        );
+      } catch (e) {
+        this.#log.error(
+          { event: 'announce-failed', err: (e as Error).message },
+          `announce failed: ${(e as Error).message}`,
+        );
+      }
+    }
+  }
+
+  /** Backend_Status and Slot_Connections changes (hosts), from conntrack and the health checker. */
+  async #reportOps(r: Replica, schema: DatabaseSchema, now: number): Promise<Operation[]> {
+    const config = this.#appliedConfig;
+    if (config === undefined) return [];
+    const conns = await readSlotConnections(this.#o.runner, config);
+    this.#conns = conns;
+    const ops: Operation[] = [];
+    const bsT = schema.tables.Backend_Status!;
+    const scT = schema.tables.Slot_Connections!;
+    const seen = new Set<string>();
+    for (const lb of config.loadBalancers) {
+      const perSlot = conns.counts.get(lb.name) ?? new Map();
+      const counts = encodeSlotCounts(perSlot);
+      const bits = config.slotBits;
+      const row = r.find('Slot_Connections', (x) => x.lb === lb.name);
+      if (row === undefined)
+        ops.push({
+          op: 'insert',
+          table: 'Slot_Connections',
+          row: encodeRow(scT, {
+            node: this.#o.node,
+            lb: lb.name,
+            generation: this.#applied,
+            bits,
+            counts,
+            reported_at: now,
+          }),
+        });
+      else if (row.counts !== counts || row.bits !== bits)
+        ops.push({
+          op: 'update',
+          table: 'Slot_Connections',
+          where: [['_uuid', '==', uuid(row._uuid as string)]],
+          row: encodeRow(scT, { generation: this.#applied, bits, counts, reported_at: now }),
+        });
+      for (const b of lb.backends) {
+        if (b.host !== this.#o.node) continue;
+        const key = backendKey(b);
+        seen.add(`${lb.name} ${key}`);
+        let n = 0;
+        for (const perKey of perSlot.values()) n += perKey.get(key) ?? 0;
+        const health = this.health?.state(`${lb.name} ${key}`) ?? 'unknown';
+        this.#m.health.set({ lb: lb.name, backend: key }, health === 'up' ? 1 : health === 'down' ? 0 : -1);
+        this.#m.connections.set({ lb: lb.name, backend: key }, n);
+        const cur = r.find('Backend_Status', (x) => x.lb === lb.name && x.backend === key);
+        const want = { health, connections: n };
+        if (cur === undefined)
+          ops.push({
+            op: 'insert',
+            table: 'Backend_Status',
+            row: encodeRow(bsT, { node: this.#o.node, lb: lb.name, backend: key, ...want, checked_at: now }),
+          });
+        else if (cur.health !== health || cur.connections !== n)
+          ops.push({
+            op: 'update',
+            table: 'Backend_Status',
+            where: [['_uuid', '==', uuid(cur._uuid as string)]],
+            row: encodeRow(bsT, { ...want, checked_at: now }),
+          });
+      }
+    }
+    for (const row of r.rows('Slot_Connections'))
+      if (!config.loadBalancers.some((lb) => lb.name === row.lb))
+        ops.push({
+          op: 'delete',
+          table: 'Slot_Connections',
+          where: [['_uuid', '==', uuid(row._uuid as string)]],
+        });
+    for (const row of r.rows('Backend_Status'))
+      if (!seen.has(`${row.lb as string} ${row.backend as string}`))
+        ops.push({
+          op: 'delete',
+          table: 'Backend_Status',
+          where: [['_uuid', '==', uuid(row._uuid as string)]],
+        });
+    return ops;
+  }
+
+  async #collectFlows(): Promise<void> {
+    const byKind = new Map<string, { flows: number; packets: number }>();
+    for (const br of [this.#o.facts.bridges.int, this.#o.facts.bridges.phy]) {
+      const res = await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true });
+      for (const line of res.stdout.split('\n')) {
+        const c = /cookie=(0x[0-9a-f]+)/.exec(line);
+        if (!c) continue;
+        const kind = decodeCookie(BigInt(c[1]!))?.kind;
+        if (!kind) continue;
+        const p = Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
+        const k = byKind.get(kind) ?? { flows: 0, packets: 0 };
+        k.flows++;
+        k.packets += p;
+        byKind.set(kind, k);
+      }
+    }
+    this.#m.flows.reset();
+    this.#m.packets.reset();
+    for (const [kind, k] of byKind) {
+      this.#m.flows.set({ kind }, k.flows);
+      this.#m.packets.set({ kind }, k.packets);
+    }
+    this.#m.secondChance.set(byKind.get('SECOND_CHANCE')?.packets ?? 0);
+  }
+}

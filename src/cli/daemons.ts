@@ -1,0 +1,252 @@
+// `sluice planner`, `sluice agent` and the lab's fencing helper `sluice lab-ecmp withdraw|announce`. The daemons run
+// until SIGTERM/SIGINT; structured JSON logs (pino) go to stderr; `--metrics host:port` serves /metrics and /status.
+
+import { closeSync, existsSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { AgentDaemon } from '../agent/daemon.ts';
+import { netnsProbe } from '../agent/health.ts';
+import type { NodeFacts } from '../compile/facts.ts';
+import { attachLab } from '../lab/topology.ts';
+import { SluiceError } from '../model/errors.ts';
+import { localRunner } from '../openflow/runner.ts';
+import { PlannerDaemon } from '../planner/daemon.ts';
+import { startMetricsServer } from '../web/server.ts';
+
+function remotes(text: string): string[] {
+  const r = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (r.length === 0)
+    throw new SluiceError('SLUICE_E_USAGE', '--db: expected unix:/path or tcp:host:port[,...]');
+  return r;
+}
+
+function num(name: string, text: string, min = 0): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < min)
+    throw new SluiceError('SLUICE_E_USAGE', `${name}: expected a number >= ${min}, got "${text}"`);
+  return n;
+}
+
+function logger(name: string, level: string, node?: string) {
+  return pino({ name, level, base: { pid: process.pid, ...(node ? { node } : {}) } }, pino.destination(2));
+}
+
+/** Resolves on SIGTERM/SIGINT after `stop()`. */
+function untilSignal(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const on = () => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      stop().finally(resolve);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+/** A real node's facts file: NodeFacts (src/compile/facts.ts) plus, optionally, where to probe backends from. */
+interface FactsFile extends NodeFacts {
+  /** Backend address -> network namespace to run its TCP health probe in (the lab: the backend's own). */
+  readonly probeNetns?: Readonly<Record<string, string>>;
+}
+
+function readFacts(file: string): FactsFile {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as FactsFile;
+  } catch (e) {
+    throw new SluiceError('SLUICE_E_IO', `cannot read facts file ${file}: ${(e as Error).message}`);
+  }
+}
+
+function pidOf(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Serialises read-modify-write of the lab router's ECMP set across processes (an exclusive lock file). */
+async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      closeSync(openSync(path, 'wx'));
+      break;
+    } catch {
+      if (i > 200) unlinkSync(path); // a holder that died: take it over after ~10 s
+      await sleep(50);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    try {
+      unlinkSync(path);
+    } catch {}
+  }
+}
+
+export function registerDaemonCommands(program: Command): void {
+  program
+    .command('planner')
+    .description(
+      'compute and publish generations from the desired state in OVSDB (one active, others standby)',
+    )
+    .requiredOption('--db <remotes>', 'OVSDB remotes, comma separated (cluster members)')
+    .option('--lease <seconds>', "agents' lease: a silent gateway is waited for this long", '10')
+    .option('--margin <seconds>', 'extra wait beyond the lease before a silent gateway is dropped', '3')
+    .option('--keep-plans <n>', 'plans kept in the store', '5')
+    .option('--metrics <host:port>', 'serve /metrics and /status')
+    .option('--log-level <level>', 'pino level', 'info')
+    .action(
+      async (o: {
+        db: string;
+        lease: string;
+        margin: string;
+        keepPlans: string;
+        metrics?: string;
+        logLevel: string;
+      }) => {
+        const log = logger('sluice-planner', o.logLevel);
+        const d = new PlannerDaemon({
+          remotes: remotes(o.db),
+          log,
+          leaseMs: num('--lease', o.lease) * 1000,
+          marginMs: num('--margin', o.margin) * 1000,
+          keepPlans: num('--keep-plans', o.keepPlans, 2),
+        });
+        await d.start();
+        const web = o.metrics ? await startMetricsServer(o.metrics, d.registry, () => d.status()) : undefined;
+        if (web)
+          log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
+        await untilSignal(async () => {
+          log.info({ event: 'stop' }, 'stopping');
+          await web?.close();
+          await d.stop();
+        });
+      },
+    );
+
+  program
+    .command('agent')
+    .description("program this node's Open vSwitch from the store and acknowledge what it applied")
+    .requiredOption('--role <role>', 'gateway | host')
+    .requiredOption('--node <name>', 'this node, as named in the desired state')
+    .requiredOption('--db <remotes>', 'OVSDB remotes, comma separated')
+    .requiredOption(
+      '--facts <file.json>',
+      "the node's NodeFacts (bridges, ports, MACs; see docs/design/control-plane.md)",
+    )
+    .option('--ovs-rundir <dir>', "OVS_RUNDIR of the node's ovs-vswitchd (default: the system one)")
+    .option(
+      '--lease <seconds>',
+      'gateway: withdraw after this long without the store (or failing to apply)',
+      '10',
+    )
+    .option(
+      '--withdraw-cmd <cmd>',
+      'gateway: shell command that withdraws this gateway from the upstream ECMP set',
+    )
+    .option('--announce-cmd <cmd>', 'gateway: shell command that (re-)announces it')
+    .option('--heartbeat <ms>', 'heartbeat and connection report period', '1000')
+    .option('--health-interval <ms>', 'host: health check interval', '1000')
+    .option('--health-timeout <ms>', 'host: TCP connect timeout', '500')
+    .option('--health-rise <n>', 'host: successes to turn up', '2')
+    .option('--health-fall <n>', 'host: failures to turn down', '3')
+    .option('--metrics <host:port>', 'serve /metrics and /status')
+    .option('--log-level <level>', 'pino level', 'info')
+    .action(
+      async (o: {
+        role: string;
+        node: string;
+        db: string;
+        facts: string;
+        ovsRundir?: string;
+        lease: string;
+        withdrawCmd?: string;
+        announceCmd?: string;
+        heartbeat: string;
+        healthInterval: string;
+        healthTimeout: string;
+        healthRise: string;
+        healthFall: string;
+        metrics?: string;
+        logLevel: string;
+      }) => {
+        if (o.role !== 'gateway' && o.role !== 'host')
+          throw new SluiceError('SLUICE_E_USAGE', `--role: expected gateway or host, got "${o.role}"`);
+        const facts = readFacts(o.facts);
+        if (facts.name !== o.node || facts.role !== o.role)
+          throw new SluiceError(
+            'SLUICE_E_USAGE',
+            `facts file ${o.facts} describes ${facts.name} (${facts.role}), not ${o.node} (${o.role})`,
+          );
+        const log = logger('sluice-agent', o.logLevel, o.node);
+        const rundir = o.ovsRundir ?? '/var/run/openvswitch';
+        const env = o.ovsRundir
+          ? {
+              OVS_RUNDIR: o.ovsRundir,
+              OVS_DBDIR: o.ovsRundir,
+              OVS_LOGDIR: o.ovsRundir,
+              OVS_SYSCONFDIR: o.ovsRundir,
+            }
+          : undefined;
+        const probeNetns = facts.probeNetns ?? {};
+        const d = new AgentDaemon({
+          role: o.role,
+          node: o.node,
+          remotes: remotes(o.db),
+          runner: localRunner(env ? { env } : {}),
+          facts,
+          log,
+          leaseMs: num('--lease', o.lease) * 1000,
+          heartbeatMs: num('--heartbeat', o.heartbeat, 50),
+          withdrawCmd: o.withdrawCmd,
+          announceCmd: o.announceCmd,
+          vswitchdPid: () => pidOf(`${rundir}/ovs-vswitchd.pid`),
+          health: {
+            intervalMs: num('--health-interval', o.healthInterval, 10),
+            timeoutMs: num('--health-timeout', o.healthTimeout, 10),
+            rise: num('--health-rise', o.healthRise, 1),
+            fall: num('--health-fall', o.healthFall, 1),
+          },
+          probe: netnsProbe((a) => probeNetns[a]),
+        });
+        await d.start();
+        const web = o.metrics ? await startMetricsServer(o.metrics, d.registry, () => d.status()) : undefined;
+        if (web)
+          log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
+        await untilSignal(async () => {
+          log.info({ event: 'stop' }, 'stopping');
+          await web?.close();
+          await d.stop();
+        });
+      },
+    );
+
+  program
+    .command('lab-ecmp')
+    .description("lab fencing helper: withdraw a gateway from (or announce it to) the lab router's ECMP set")
+    .argument('<action>', 'withdraw | announce')
+    .argument('<gateway>', 'gateway name (gw1, ...)')
+    .option('--prefix <prefix>', 'lab prefix', 'sl-')
+    .option('--run-root <dir>', 'lab run root')
+    .action(async (action: string, gateway: string, o: { prefix: string; runRoot?: string }) => {
+      if (action !== 'withdraw' && action !== 'announce')
+        throw new SluiceError('SLUICE_E_USAGE', `lab-ecmp: expected withdraw or announce, got "${action}"`);
+      const lab = o.runRoot ? attachLab(o.prefix, o.runRoot) : attachLab(o.prefix);
+      lab.node(gateway);
+      await withLockFile(`${lab.facts.runDir}/ecmp.lock`, async () => {
+        const cur = new Set(Object.values(await lab.ecmpGateways()).flat());
+        if (action === 'withdraw') cur.delete(gateway);
+        else cur.add(gateway);
+        await lab.setEcmpGateways([...cur].sort());
+      });
+    });
+}

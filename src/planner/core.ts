@@ -1,0 +1,259 @@
+// The planner's decision logic, free of I/O: given what the store holds (a StoreView) and the planner's clock, it
+// decides the next action: publish a generation to the hosts, release the latest generation to the gateways, or
+// wait (and for whom). The daemon (daemon.ts) builds StoreViews from its OVSDB replica and carries the actions out;
+// unit tests drive this class with hand-made views (a fake store). Design: docs/design/control-plane.md.
+//
+// Publication of generation g is two-staged (hosts before gateways, as in src/lab/controller.ts: a gateway may
+// only send a packet to member indices the host already knows):
+//   1. publish g: Plan g + Global.generation = g              -> host agents apply it and acknowledge
+//   2. every live host acknowledged g: Global.options:gateway_generation = g  -> gateway agents apply it
+//   3. every live gateway acknowledged g (and, if g has second chances, every live host reported its connections
+//      twice since): planNext may publish g+1.
+// Live = heartbeat seen (on the planner's clock) within lease + margin; gateways that say they are fenced
+// (withdrawn from ECMP) are not waited for either.
+
+import { parseConfig } from '../model/schema.ts';
+import type { Config } from '../model/types.ts';
+import { backendKey } from '../model/types.ts';
+import { type ConnectionCounts, type PlanNote, planNext } from '../rollout/planner.ts';
+import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
+
+/** The config-file-shaped desired state (ovsdb/store.ts StoredDesiredState.config). */
+export interface DesiredDoc {
+  hashMode?: string;
+  slotBits?: number;
+  drainWindowSeconds?: number;
+  nodes: { name: string; role: string; tunnelIp: string }[];
+  loadBalancers: {
+    name: string;
+    vip: string;
+    protocol: string;
+    ports: number[];
+    backends: { address: string; port?: number; host: string; weight: number; state: string }[];
+  }[];
+}
+
+export interface NodeStatusView {
+  readonly appliedGeneration: number;
+  /** The agent's heartbeat value (its own clock, ms): only its changes matter to the planner. */
+  readonly heartbeatAt: number;
+  /** A gateway that withdrew itself from the upstream ECMP set. */
+  readonly fenced: boolean;
+  readonly error: string | undefined;
+}
+
+export type Health = 'up' | 'down' | 'unknown';
+
+/** Live connections one host reported for one LB: slot -> backend key -> count. */
+export interface SlotReport {
+  readonly bits: number;
+  readonly counts: ReadonlyMap<number, ReadonlyMap<string, number>>;
+}
+
+/** What the planner reads from the store. */
+export interface StoreView {
+  readonly desiredCfg: number;
+  /** undefined: no Global row yet (nothing to plan). */
+  readonly desired: DesiredDoc | undefined;
+  /** The latest published generation and the effective config document it was planned from (JSON). */
+  readonly latest: Generation | null;
+  readonly latestConfig: string | undefined;
+  /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
+  readonly gatewayGeneration: number;
+  readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
+  /** `${lb} ${backendKey}` -> health reported by the backend's host agent. */
+  readonly backendHealth: ReadonlyMap<string, Health>;
+  /** host -> lb -> report. */
+  readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
+}
+
+export interface PlannerCoreOptions {
+  /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
+  readonly leaseMs?: number;
+  /** The planner waits this much longer than the lease before it stops waiting for a silent node (default 3000). */
+  readonly marginMs?: number;
+}
+
+export type Decision =
+  | {
+      readonly kind: 'publish';
+      readonly generation: Generation;
+      /** Effective config document (JSON) the generation was planned from: agents compile with it. */
+      readonly config: string;
+      readonly notes: readonly PlanNote[];
+    }
+  | { readonly kind: 'release'; readonly generation: number }
+  | {
+      readonly kind: 'wait';
+      readonly on: 'hosts' | 'gateways' | 'reports';
+      readonly nodes: readonly string[];
+      readonly message: string;
+    }
+  | { readonly kind: 'idle'; readonly notes: readonly PlanNote[]; readonly message: string };
+
+interface Seen {
+  heartbeatAt: number;
+  /** Planner clock when the heartbeat last changed (or when the planner first saw the node). */
+  lastSeen: number;
+  /** Heartbeats seen since the current ack round completed. */
+  beatsSinceRound: number;
+}
+
+/** The effective config document: backends whose host reports them down are `down` (the operator's state else). */
+export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, Health>): DesiredDoc {
+  return {
+    ...desired,
+    loadBalancers: desired.loadBalancers.map((lb) => ({
+      ...lb,
+      backends: lb.backends.map((b) =>
+        health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`) === 'down'
+          ? { ...b, state: 'down' }
+          : b,
+      ),
+    })),
+  };
+}
+
+/** Sum of the hosts' reports. */
+export function reportCounts(
+  reports: StoreView['slotReports'],
+  hosts?: ReadonlySet<string>,
+): ConnectionCounts {
+  return (lb, slot, key) => {
+    let n = 0;
+    for (const [host, perLb] of reports) {
+      if (hosts !== undefined && !hosts.has(host)) continue;
+      n += perLb.get(lb)?.counts.get(slot)?.get(key) ?? 0;
+    }
+    return n;
+  };
+}
+
+function hasSecondChances(g: Generation): boolean {
+  for (const p of g.pools.values()) if (p.phase.some((x) => x !== PHASE_STABLE)) return true;
+  return false;
+}
+
+export class PlannerCore {
+  readonly leaseMs: number;
+  readonly marginMs: number;
+  readonly #seen = new Map<string, Seen>();
+  /** The generation whose gateway ack round completed, and when (planner clock). */
+  #round: { generation: number; at: number } | undefined;
+  #view: StoreView | undefined;
+
+  constructor(opts: PlannerCoreOptions = {}) {
+    this.leaseMs = opts.leaseMs ?? 10_000;
+    this.marginMs = opts.marginMs ?? 3000;
+  }
+
+  /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. */
+  observe(view: StoreView, now: number): void {
+    this.#view = view;
+    for (const [node, s] of view.nodeStatus) {
+      const seen = this.#seen.get(node);
+      if (seen === undefined) {
+        // First sight (planner start or a new node): give it a full lease from now.
+        this.#seen.set(node, { heartbeatAt: s.heartbeatAt, lastSeen: now, beatsSinceRound: 0 });
+      } else if (seen.heartbeatAt !== s.heartbeatAt) {
+        seen.heartbeatAt = s.heartbeatAt;
+        seen.lastSeen = now;
+        seen.beatsSinceRound++;
+      }
+    }
+  }
+
+  /** Ms since the node's last heartbeat (planner clock); undefined = never seen. */
+  silentFor(node: string, now: number): number | undefined {
+    const s = this.#seen.get(node);
+    return s === undefined ? undefined : now - s.lastSeen;
+  }
+
+  /** Whether the planner still waits for this node (heartbeat within lease + margin, and not fenced). */
+  isLive(node: string, now: number): boolean {
+    const silent = this.silentFor(node, now);
+    if (silent === undefined || silent > this.leaseMs + this.marginMs) return false;
+    return !(this.#view?.nodeStatus.get(node)?.fenced ?? false);
+  }
+
+  /** Nodes of a role in the desired state, split by liveness. */
+  nodes(role: 'gateway' | 'host', now: number): { live: string[]; out: string[] } {
+    const names = (this.#view?.desired?.nodes ?? []).filter((n) => n.role === role).map((n) => n.name);
+    const live = names.filter((n) => this.isLive(n, now)).sort();
+    return { live, out: names.filter((n) => !live.includes(n)).sort() };
+  }
+
+  /** The effective config (validated), or throws SLUICE_E_CONFIG_INVALID. */
+  effective(): { config: Config; doc: string } {
+    const v = this.#view;
+    if (v?.desired === undefined) throw new Error('no desired state');
+    const doc = effectiveDoc(v.desired, v.backendHealth);
+    return { config: parseConfig(doc, 'store (effective)'), doc: JSON.stringify(doc) };
+  }
+
+  decide(now: number): Decision {
+    const v = this.#view;
+    if (v?.desired === undefined)
+      return { kind: 'idle', notes: [], message: 'no desired state in the store' };
+    const { config, doc } = this.effective();
+    const latest = v.latest;
+    const applied = (n: string) => v.nodeStatus.get(n)?.appliedGeneration ?? 0;
+    if (latest !== null) {
+      // Stage 2: release the latest generation to the gateways once every live host has it.
+      if (v.gatewayGeneration < latest.number) {
+        const waiting = this.nodes('host', now).live.filter((h) => applied(h) < latest.number);
+        if (waiting.length > 0)
+          return {
+            kind: 'wait',
+            on: 'hosts',
+            nodes: waiting,
+            message: `g${latest.number}: waiting for hosts ${waiting.join(', ')}`,
+          };
+        return { kind: 'release', generation: latest.number };
+      }
+      // Gating: every live gateway acknowledged the latest generation.
+      const waiting = this.nodes('gateway', now).live.filter((g) => applied(g) < latest.number);
+      if (waiting.length > 0) {
+        this.#round = undefined;
+        return {
+          kind: 'wait',
+          on: 'gateways',
+          nodes: waiting,
+          message: `g${latest.number}: waiting for gateways ${waiting.join(', ')} to acknowledge`,
+        };
+      }
+      if (this.#round?.generation !== latest.number) {
+        this.#round = { generation: latest.number, at: now };
+        for (const s of this.#seen.values()) s.beatsSinceRound = 0;
+      }
+      // Connection reports must be newer than the ack round (two heartbeats: the second one's conntrack read
+      // started after the first was written, i.e. after the round completed).
+      if (hasSecondChances(latest)) {
+        const stale = this.nodes('host', now).live.filter(
+          (h) => (this.#seen.get(h)?.beatsSinceRound ?? 0) < 2,
+        );
+        if (stale.length > 0)
+          return {
+            kind: 'wait',
+            on: 'reports',
+            nodes: stale,
+            message: `g${latest.number}: waiting for fresh connection reports from ${stale.join(', ')}`,
+          };
+      }
+    }
+    const liveHosts = new Set(this.nodes('host', now).live);
+    const step = planNext({ config, latest, connections: reportCounts(v.slotReports, liveHosts), now });
+    if (step.next !== null) return { kind: 'publish', generation: step.next, config: doc, notes: step.notes };
+    if (latest !== null && v.latestConfig !== doc) {
+      // Only the config changed (a node, a VIP port, a backend's state without slot movement): same pools, new
+      // generation, so agents compile with the new config through the same gating.
+      return {
+        kind: 'publish',
+        generation: { number: latest.number + 1, createdAt: now, pools: latest.pools },
+        config: doc,
+        notes: step.notes,
+      };
+    }
+    return { kind: 'idle', notes: step.notes, message: `g${latest?.number ?? 0}: up to date` };
+  }
+}

@@ -1,0 +1,308 @@
+// `sluice planner`: the ovn-northd of sluice. Holds the OVSDB lock `sluice_planner` (one active planner, the others
+// stand by and take over when the lock is released or its holder's session dies), monitors the desired state, the
+// agents' Node_Status, Backend_Status and Slot_Connections, and carries out PlannerCore's decisions: publish a
+// generation (hosts), release it to the gateways, prune old plans. Every write starts with `assert` on the lock, so a
+// planner that lost the lock (stolen, or its session dropped) cannot publish even before it notices.
+
+import type { Logger } from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
+import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
+import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
+import { type Decision, PlannerCore } from './core.ts';
+import {
+  DB,
+  GATEWAY_GENERATION_KEY,
+  PLAN_CONFIG_KEY,
+  PLANNER_LOCK,
+  PLANNER_TABLES,
+  readStoreView,
+  setMapKeyOp,
+} from './view.ts';
+
+export interface PlannerDaemonOptions {
+  readonly remotes: readonly string[];
+  readonly log: Logger;
+  readonly leaseMs?: number;
+  readonly marginMs?: number;
+  /** Plans kept in the store (the latest and the ones before it), default 5. */
+  readonly keepPlans?: number;
+  /** Re-evaluation period even without store updates (lease expiry, drain windows), ms. Default 500. */
+  readonly tickMs?: number;
+  readonly registry?: Registry;
+}
+
+export interface PlannerStatus {
+  readonly active: boolean;
+  readonly lock: string;
+  readonly remote: string | undefined;
+  readonly generation: number;
+  readonly gatewayGeneration: number;
+  readonly lastDecision: string;
+  readonly nodes: Record<
+    string,
+    { applied: number; live: boolean; silentMs: number | undefined; fenced: boolean; error?: string }
+  >;
+}
+
+function plannerMetrics(registry: Registry) {
+  return {
+    active: new Gauge({
+      name: 'sluice_planner_active',
+      help: '1 while this planner holds the lock',
+      registers: [registry],
+    }),
+    published: new Gauge({
+      name: 'sluice_planner_generation_published',
+      help: 'latest generation in the store',
+      registers: [registry],
+    }),
+    released: new Gauge({
+      name: 'sluice_planner_gateway_generation',
+      help: 'generation released to gateways',
+      registers: [registry],
+    }),
+    publications: new Counter({
+      name: 'sluice_planner_publications_total',
+      help: 'generations published by this planner',
+      registers: [registry],
+    }),
+    waiting: new Gauge({
+      name: 'sluice_planner_waiting_gateways',
+      help: 'live gateways that have not acknowledged the latest generation',
+      registers: [registry],
+    }),
+    waitingHosts: new Gauge({
+      name: 'sluice_planner_waiting_hosts',
+      help: 'live hosts that have not acknowledged the latest generation',
+      registers: [registry],
+    }),
+    silent: new Gauge({
+      name: 'sluice_planner_node_silent_seconds',
+      help: 'seconds since the node last heartbeat (planner clock)',
+      labelNames: ['node'],
+      registers: [registry],
+    }),
+    live: new Gauge({
+      name: 'sluice_planner_node_live',
+      help: '1 while the planner waits for the node',
+      labelNames: ['node'],
+      registers: [registry],
+    }),
+  };
+}
+
+export class PlannerDaemon {
+  readonly client: OvsdbClient;
+  readonly core: PlannerCore;
+  readonly registry: Registry;
+  readonly #opts: PlannerDaemonOptions;
+  readonly #log: Logger;
+  readonly #metrics: ReturnType<typeof plannerMetrics>;
+  #schema: DatabaseSchema | undefined;
+  #monitor: Monitor | undefined;
+  #lock: OvsdbLock | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running = false;
+  #again = false;
+  #stopped = false;
+  #lastDecision = '';
+  #lastWaitLog = '';
+
+  constructor(opts: PlannerDaemonOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.core = new PlannerCore({ leaseMs: opts.leaseMs, marginMs: opts.marginMs });
+    this.registry = opts.registry ?? new Registry();
+    this.#metrics = plannerMetrics(this.registry);
+    this.client = new OvsdbClient({
+      remotes: opts.remotes,
+      database: DB,
+      // Locks live per server process: every planner must use the Raft leader to contend for the same lock.
+      leaderOnly: opts.remotes.length > 1,
+      probeIntervalMs: 2000,
+      log: (event, fields) => this.#log.debug({ event, ...fields }, `ovsdb ${event}`),
+    });
+  }
+
+  get active(): boolean {
+    return this.#lock?.held ?? false;
+  }
+
+  async start(): Promise<void> {
+    this.client.on('state', (to: string) =>
+      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`),
+    );
+    await this.client.connect();
+    this.#schema = await this.client.getSchema(DB);
+    this.#monitor = await this.client.monitor(DB, Object.fromEntries(PLANNER_TABLES.map((t) => [t, {}])));
+    this.#monitor.on('update', () => this.#schedule());
+    this.#lock = await this.client.lock(PLANNER_LOCK);
+    this.#lock.on('state', (state: string, reason: string) => {
+      this.#metrics.active.set(state === 'held' ? 1 : 0);
+      this.#log.info(
+        { event: 'lock', state, reason },
+        state === 'held' ? 'planner active (lock held)' : `planner standing by (lock ${state}: ${reason})`,
+      );
+      if (state === 'held') this.#schedule();
+    });
+    this.#metrics.active.set(this.#lock.held ? 1 : 0);
+    this.#log.info(
+      { event: 'lock', state: this.#lock.state },
+      this.#lock.held ? 'planner active (lock held)' : 'planner standing by',
+    );
+    this.#timer = setInterval(() => this.#schedule(), this.#opts.tickMs ?? 500);
+    this.#schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.client.close();
+  }
+
+  status(): PlannerStatus {
+    const now = Date.now();
+    const r = this.#monitor?.replica;
+    const view = r ? readStoreView(r) : undefined;
+    const nodes: PlannerStatus['nodes'] = {};
+    for (const n of view?.desired?.nodes ?? []) {
+      const s = view?.nodeStatus.get(n.name);
+      nodes[n.name] = {
+        applied: s?.appliedGeneration ?? 0,
+        live: this.core.isLive(n.name, now),
+        silentMs: this.core.silentFor(n.name, now),
+        fenced: s?.fenced ?? false,
+        ...(s?.error ? { error: s.error } : {}),
+      };
+    }
+    return {
+      active: this.active,
+      lock: PLANNER_LOCK,
+      remote: this.client.remote,
+      generation: view?.latest?.number ?? 0,
+      gatewayGeneration: view?.gatewayGeneration ?? 0,
+      lastDecision: this.#lastDecision,
+      nodes,
+    };
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    this.#step()
+      .catch((e: unknown) =>
+        this.#log.warn(
+          { event: 'step-failed', err: (e as Error).message },
+          `planner step failed: ${(e as Error).message}`,
+        ),
+      )
+      .finally(() => {
+        this.#running = false;
+        if (this.#again) {
+          this.#again = false;
+          setImmediate(() => this.#schedule());
+        }
+      });
+  }
+
+  async #step(): Promise<void> {
+    const replica = this.#monitor?.replica;
+    if (replica === undefined || this.#schema === undefined) return;
+    const now = Date.now();
+    const view = readStoreView(replica);
+    this.core.observe(view, now);
+    this.#metrics.published.set(view.latest?.number ?? 0);
+    this.#metrics.released.set(view.gatewayGeneration);
+    for (const n of view.desired?.nodes ?? []) {
+      this.#metrics.silent.set({ node: n.name }, (this.core.silentFor(n.name, now) ?? 0) / 1000);
+      this.#metrics.live.set({ node: n.name }, this.core.isLive(n.name, now) ? 1 : 0);
+    }
+    if (!this.active || this.client.state !== 'connected') return;
+    let d: Decision;
+    try {
+      d = this.core.decide(now);
+    } catch (e) {
+      this.#note('invalid', `desired state not plannable: ${(e as Error).message}`, 'error');
+      return;
+    }
+    this.#metrics.waiting.set(d.kind === 'wait' && d.on === 'gateways' ? d.nodes.length : 0);
+    this.#metrics.waitingHosts.set(d.kind === 'wait' && d.on === 'hosts' ? d.nodes.length : 0);
+    const lockOp: Operation = { op: 'assert', lock: PLANNER_LOCK };
+    switch (d.kind) {
+      case 'publish': {
+        const gen = d.generation;
+        const ops = publishGenerationOps(this.#schema, replica, gen, view.desiredCfg).map((op) =>
+          op.op === 'insert' && op.table === 'Plan'
+            ? { ...op, row: { ...op.row, external_ids: ['map', [[PLAN_CONFIG_KEY, d.config]]] as const } }
+            : op,
+        );
+        const keep = this.#opts.keepPlans ?? 5;
+        const prune = prunePlansOps(replica, Math.min(gen.number - keep + 1, view.gatewayGeneration));
+        await this.client.transact(DB, lockOp, ...ops, ...prune);
+        this.#metrics.publications.inc();
+        const summary = d.notes
+          .map((n) => `${n.lb}: ${n.kind}${n.slots.length ? ` ${n.slots.length} slots` : ''}`)
+          .join('; ');
+        this.#note('publish', `published g${gen.number}${summary ? ` (${summary})` : ''}`, 'info', {
+          generation: gen.number,
+          notes: d.notes.map((n) => n.message),
+        });
+        return;
+      }
+      case 'release': {
+        await this.client.transact(
+          DB,
+          lockOp,
+          {
+            op: 'wait',
+            timeout: 0,
+            table: 'Global',
+            where: [],
+            columns: ['generation'],
+            until: '==',
+            rows: [{ generation: d.generation }],
+          },
+          setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(d.generation)),
+        );
+        this.#note(
+          'release',
+          `g${d.generation} released to gateways (every live host acknowledged it)`,
+          'info',
+          { generation: d.generation },
+        );
+        return;
+      }
+      case 'wait': {
+        const level =
+          d.on === 'gateways' && d.nodes.some((n) => (this.core.silentFor(n, now) ?? 0) > 2000)
+            ? 'warn'
+            : 'info';
+        this.#note('wait', d.message, level, { on: d.on, nodes: d.nodes });
+        return;
+      }
+      case 'idle':
+        this.#note('idle', d.message, 'info', {
+          waits: d.notes.filter((n) => n.kind === 'waits').map((n) => n.message),
+        });
+        return;
+    }
+  }
+
+  /** Logs a decision once (not on every tick). */
+  #note(
+    event: string,
+    message: string,
+    level: 'info' | 'warn' | 'error',
+    fields: Record<string, unknown> = {},
+  ): void {
+    this.#lastDecision = message;
+    if (event !== 'publish' && event !== 'release' && message === this.#lastWaitLog) return;
+    this.#lastWaitLog = message;
+    this.#log[level]({ event, ...fields }, message);
+  }
+}

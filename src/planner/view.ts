@@ -1,0 +1,134 @@
+// Reading the planner's StoreView (core.ts) out of an OVSDB replica, and the small encodings the control plane adds
+// to sluice's schema without new columns: Plan.external_ids:config (the effective config document a generation was
+// planned from), Global.options:gateway_generation (the generation released to gateways), Node_Status.external_ids
+// (fenced, role), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
+
+import type { Operation } from '../ovsdb/protocol.ts';
+import type { Replica } from '../ovsdb/replica.ts';
+import { readDesiredState, readGeneration } from '../ovsdb/store.ts';
+import type { Generation } from '../rollout/types.ts';
+import type { Health, NodeStatusView, SlotReport, StoreView } from './core.ts';
+
+export const PLANNER_LOCK = 'sluice_planner';
+export const DB = 'Sluice';
+export const GATEWAY_GENERATION_KEY = 'gateway_generation';
+export const PLAN_CONFIG_KEY = 'config';
+
+/** Every table the planner monitors. */
+export const PLANNER_TABLES = [
+  'Global',
+  'Load_Balancer',
+  'Backend',
+  'Node',
+  'Plan',
+  'Plan_Pool',
+  'Node_Status',
+  'Backend_Status',
+  'Slot_Connections',
+] as const;
+
+export function mapGet(v: unknown, key: string): string | undefined {
+  return v instanceof Map ? (v.get(key) as string | undefined) : undefined;
+}
+
+export function gatewayGeneration(r: Replica): number {
+  const g = r.rows('Global')[0];
+  return Number(mapGet(g?.options, GATEWAY_GENERATION_KEY) ?? 0) || 0;
+}
+
+/** Generation `number` (default: Global.generation) with the config document it was planned from. */
+export function readPlan(
+  r: Replica,
+  number?: number,
+): { generation: Generation; config: string | undefined } | undefined {
+  const rec = readGeneration(r, number);
+  if (rec === undefined) return undefined;
+  const plan = r.find('Plan', (p) => p.generation === rec.number);
+  return {
+    generation: { number: rec.number, createdAt: rec.createdAt, pools: rec.pools },
+    config: mapGet(plan?.external_ids, PLAN_CONFIG_KEY),
+  };
+}
+
+export function encodeSlotCounts(counts: ReadonlyMap<number, ReadonlyMap<string, number>>): string {
+  const o: Record<string, Record<string, number>> = {};
+  for (const [slot, perKey] of [...counts].sort((a, b) => a[0] - b[0])) {
+    const k: Record<string, number> = {};
+    for (const [key, n] of [...perKey].sort()) if (n > 0) k[key] = n;
+    if (Object.keys(k).length > 0) o[String(slot)] = k;
+  }
+  return JSON.stringify(o);
+}
+
+export function decodeSlotCounts(s: string): Map<number, Map<string, number>> {
+  const out = new Map<number, Map<string, number>>();
+  let raw: unknown;
+  try {
+    raw = JSON.parse(s);
+  } catch {
+    return out;
+  }
+  if (raw === null || typeof raw !== 'object') return out;
+  for (const [slot, perKey] of Object.entries(raw as Record<string, unknown>)) {
+    if (perKey === null || typeof perKey !== 'object') continue;
+    const m = new Map<string, number>();
+    for (const [key, n] of Object.entries(perKey as Record<string, unknown>))
+      if (typeof n === 'number') m.set(key, n);
+    out.set(Number(slot), m);
+  }
+  return out;
+}
+
+export function readStoreView(r: Replica): StoreView {
+  const g = r.rows('Global')[0];
+  const desired = g === undefined ? undefined : readDesiredState(r);
+  const plan = readPlan(r);
+  const nodeStatus = new Map<string, NodeStatusView>();
+  for (const row of r.rows('Node_Status')) {
+    nodeStatus.set(row.node as string, {
+      appliedGeneration: row.applied_generation as number,
+      heartbeatAt: row.heartbeat_at as number,
+      fenced: mapGet(row.external_ids, 'fenced') === 'true',
+      error: row.error as string | undefined,
+    });
+  }
+  const backendHealth = new Map<string, Health>();
+  for (const row of r.rows('Backend_Status')) {
+    const k = `${row.lb as string} ${row.backend as string}`;
+    const h = row.health as Health;
+    if (backendHealth.get(k) !== 'down') backendHealth.set(k, h);
+  }
+  const slotReports = new Map<string, Map<string, SlotReport>>();
+  for (const row of r.rows('Slot_Connections')) {
+    const node = row.node as string;
+    let m = slotReports.get(node);
+    if (m === undefined) {
+      m = new Map();
+      slotReports.set(node, m);
+    }
+    m.set(row.lb as string, { bits: row.bits as number, counts: decodeSlotCounts(row.counts as string) });
+  }
+  return {
+    desiredCfg: desired?.desiredCfg ?? 0,
+    desired: desired?.config,
+    latest: plan?.generation ?? null,
+    latestConfig: plan?.config,
+    gatewayGeneration: gatewayGeneration(r),
+    nodeStatus,
+    backendHealth,
+    slotReports,
+  };
+}
+
+/** Sets one key of a map column (delete then insert: RFC 7047 map insert does not overwrite). */
+export function setMapKeyOp(table: string, column: string, key: string, value: string): Operation {
+  return {
+    op: 'mutate',
+    table,
+    where: [],
+    mutations: [
+      [column, 'delete', ['set', [key]]],
+      [column, 'insert', ['map', [[key, value]]]],
+    ],
+  };
+}
