@@ -111,6 +111,8 @@ export interface SimResult {
   readonly totals: Readonly<Record<StrategyId, StrategyTotals>>;
   /** sluice generations published during the run. */
   readonly sluiceGenerations: number;
+  /** Largest difference between the sluice generations two live gateways ran at the same time (gating: <= 1). */
+  readonly sluiceMaxGenerationSpread: number;
   readonly runtimeMs: number;
 }
 
@@ -320,6 +322,7 @@ class Sim {
   /** Backends that died and that health checks have not reported yet (new connections may pick them). */
   private undetectedDead = 0;
   private s7Busy = false;
+  private s7MaxSpread = 0;
   private s7TickPending = false;
   private s7Ev = -1;
   /** The latest event that changed the config while a rollout was in flight (-1: none). */
@@ -859,6 +862,17 @@ class Sim {
     }
   }
 
+  private noteSpread(): void {
+    let lo = Number.POSITIVE_INFINITY;
+    let hi = 0;
+    for (let g = 0; g < this.nextGateway; g++) {
+      if (!this.gwUp[g]) continue;
+      lo = Math.min(lo, this.gwGen[g]);
+      hi = Math.max(hi, this.gwGen[g]);
+    }
+    if (hi - lo > this.s7MaxSpread) this.s7MaxSpread = hi - lo;
+  }
+
   private notePeak(ev: number): void {
     const k = (ev * NS + S_SLUICE) * NF + F_HOPPEAK;
     if (this.hopCount > this.counters[k]) this.counters[k] = this.hopCount;
@@ -1010,6 +1024,7 @@ class Sim {
         case K_S7_APPLY:
           if (this.gwUp[st.a] && st.b > this.gwGen[st.a]) {
             this.gwGen[st.a] = st.b;
+            this.noteSpread();
             this.evalVersioned(S_SLUICE, this.collectGateway(st.a), ev);
           }
           break;
@@ -1130,6 +1145,7 @@ class Sim {
       events,
       totals,
       sluiceGenerations: this.gens.length,
+      sluiceMaxGenerationSpread: this.s7MaxSpread,
       runtimeMs,
     };
   }

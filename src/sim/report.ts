@@ -186,6 +186,7 @@ export function resultJson(r: SimResult): unknown {
     arrivalsPerSecond: r.arrivalsPerSecond,
     meanLifetimeSeconds: r.meanLifetime,
     sluiceGenerations: r.sluiceGenerations,
+    sluiceMaxGenerationSpread: r.sluiceMaxGenerationSpread,
     runtimeMs: Math.round(r.runtimeMs),
     events: r.events,
     totals: r.totals,

@@ -83,6 +83,9 @@ describe('sim: strategy behaviours', () => {
     const r = runSim(tiny(events, {}, { applySpreadSeconds: 10 }));
     assert.equal(r.totals.sluice.avoidable, 0);
     assert.ok(r.totals.sluice.secondChancePeak > 0, 'second chance was used');
+    // Gating: no two live gateways ever ran sluice generations more than one apart.
+    assert.ok(r.sluiceGenerations > 6);
+    assert.equal(r.sluiceMaxGenerationSpread, 1);
     // Negative control: the same table without second chance and phases breaks connections.
     assert.ok(r.totals.slot_table.avoidable > 0, 'slot_table must break some');
     assert.ok(r.totals.stateless_nat.avoidable > r.totals.slot_table.avoidable);
