@@ -1,0 +1,43 @@
+// Health checking of local backends (src/agent/health.ts) with a FAKE probe (a scripted sequence of results), and the
+// real TCP probe against a loopback listener.
+
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { describe, test } from 'node:test';
+import { HealthChecker, nextHealth, tcpProbe } from '../../src/agent/health.ts';
+
+describe('agent health checks', () => {
+  test('transition table: rise/fall streaks', () => {
+    assert.equal(nextHealth('unknown', true, 1, 2, 3), 'unknown');
+    assert.equal(nextHealth('unknown', true, 2, 2, 3), 'up');
+    assert.equal(nextHealth('up', false, 2, 2, 3), 'up');
+    assert.equal(nextHealth('up', false, 3, 2, 3), 'down');
+    assert.equal(nextHealth('down', true, 1, 2, 3), 'down');
+    assert.equal(nextHealth('down', true, 2, 2, 3), 'up');
+  });
+
+  test('checker with a fake probe: up after rise, down after fall, back up after rise', async () => {
+    const script = [true, true, false, false, true, false, false, false, true, true];
+    let i = 0;
+    const c = new HealthChecker({ rise: 2, fall: 3 }, async () => script[i++] ?? true);
+    const changes: string[] = [];
+    c.onChange = (id, from, to) => changes.push(`${id} ${from}->${to}`);
+    c.setTargets([{ id: 'web a', address: '10.0.0.1', port: 80 }]);
+    const states: string[] = [];
+    for (let k = 0; k < script.length; k++) {
+      await c.checkOnce();
+      states.push(c.state('web a'));
+    }
+    assert.deepEqual(states, ['unknown', 'up', 'up', 'up', 'up', 'up', 'up', 'down', 'down', 'up']);
+    assert.deepEqual(changes, ['web a unknown->up', 'web a up->down', 'web a down->up']);
+  });
+
+  test('tcpProbe: a listening loopback port succeeds, a closed one fails', async () => {
+    const srv = createServer((s) => s.end());
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    assert.equal(await tcpProbe('127.0.0.1', port, 500), true);
+    await new Promise<void>((r) => srv.close(() => r()));
+    assert.equal(await tcpProbe('127.0.0.1', port, 500), false);
+  });
+});

@@ -1,0 +1,284 @@
+// The planner's decision logic (src/planner/core.ts) driven with a FAKE store: hand-made StoreViews stand for what
+// the OVSDB replica would hold, and the clock is passed explicitly. No ovsdb-server, no OVS.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  type DesiredDoc,
+  effectiveDoc,
+  type Health,
+  type NodeStatusView,
+  PlannerCore,
+  type SlotReport,
+  type StoreView,
+} from '../../src/planner/core.ts';
+import { decodeSlotCounts, encodeSlotCounts } from '../../src/planner/view.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { PHASE_STABLE } from '../../src/rollout/types.ts';
+
+const A = { address: '10.0.1.11', host: 'h1', weight: 1, state: 'active' };
+const B = { address: '10.0.2.11', host: 'h2', weight: 1, state: 'active' };
+const C = { address: '10.0.1.12', host: 'h1', weight: 1, state: 'active' };
+
+function doc(backends: DesiredDoc['loadBalancers'][number]['backends'], extraNode = false): DesiredDoc {
+  return {
+    hashMode: 'dp_hash',
+    slotBits: 4,
+    drainWindowSeconds: 3600,
+    nodes: [
+      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+      { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
+      { name: 'h1', role: 'host', tunnelIp: '192.168.100.11' },
+      { name: 'h2', role: 'host', tunnelIp: '192.168.100.12' },
+      ...(extraNode ? [{ name: 'h3', role: 'host', tunnelIp: '192.168.100.13' }] : []),
+    ],
+    loadBalancers: [{ name: 'web', vip: '203.0.113.10', protocol: 'tcp', ports: [80], backends }],
+  };
+}
+
+/** A fake store: the planner's view is rebuilt from these fields at every step. */
+class FakeStore {
+  desired: DesiredDoc | undefined = doc([A, B]);
+  latest: Generation | null = null;
+  latestConfig: string | undefined;
+  gatewayGeneration = 0;
+  status = new Map<string, NodeStatusView>();
+  health = new Map<string, Health>();
+  reports = new Map<string, Map<string, SlotReport>>();
+
+  view(): StoreView {
+    return {
+      desiredCfg: 1,
+      desired: this.desired,
+      latest: this.latest,
+      latestConfig: this.latestConfig,
+      gatewayGeneration: this.gatewayGeneration,
+      nodeStatus: new Map(this.status),
+      backendHealth: new Map(this.health),
+      slotReports: new Map(this.reports),
+    };
+  }
+
+  /** An agent writes its status (heartbeat = a new value each call). */
+  beat(node: string, applied: number, extra: Partial<NodeStatusView> = {}): void {
+    const prev = this.status.get(node);
+    this.status.set(node, {
+      appliedGeneration: applied,
+      heartbeatAt: (prev?.heartbeatAt ?? 0) + 1,
+      fenced: false,
+      error: undefined,
+      ...extra,
+    });
+  }
+
+  beatAll(applied: number): void {
+    for (const n of ['gw1', 'gw2', 'h1', 'h2']) this.beat(n, applied);
+  }
+}
+
+/** Runs one planner step against the fake store and applies publish/release to it. */
+function step(core: PlannerCore, store: FakeStore, now: number) {
+  core.observe(store.view(), now);
+  const d = core.decide(now);
+  if (d.kind === 'publish') {
+    store.latest = d.generation;
+    store.latestConfig = d.config;
+  } else if (d.kind === 'release') store.gatewayGeneration = d.generation;
+  return d;
+}
+
+/** Every agent acknowledges the latest generation (hosts first, then the release, then gateways). */
+function converge(core: PlannerCore, store: FakeStore, now: number): void {
+  const g = store.latest!.number;
+  store.beat('h1', g);
+  store.beat('h2', g);
+  assert.equal(step(core, store, now).kind, 'release');
+  store.beat('gw1', g);
+  store.beat('gw2', g);
+}
+
+const hasSecond = (g: Generation) =>
+  [...g.pools.values()].some((p) => p.phase.some((x) => x !== PHASE_STABLE));
+
+describe('planner core (fake store)', () => {
+  test('initial generation, then hosts before gateways, then gating on every live gateway', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    const d1 = step(core, store, 0);
+    assert.equal(d1.kind, 'publish');
+    assert.equal(store.latest?.number, 1);
+    // Hosts have not applied g1: gateways do not get it yet.
+    const w = step(core, store, 10);
+    assert.equal(w.kind, 'wait');
+    assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['hosts', ['h1', 'h2']]);
+    store.beat('h1', 1);
+    store.beat('h2', 1);
+    assert.equal(step(core, store, 20).kind, 'release');
+    assert.equal(store.gatewayGeneration, 1);
+    // A desired change waits for gw2.
+    store.desired = doc([A, B, C]);
+    store.beat('gw1', 1);
+    const w2 = step(core, store, 30);
+    assert.deepEqual(w2.kind === 'wait' && [w2.on, w2.nodes], ['gateways', ['gw2']]);
+    store.beat('gw2', 1);
+    const d2 = step(core, store, 40);
+    assert.equal(d2.kind, 'publish');
+    assert.equal(store.latest?.number, 2);
+    // Never two generations ahead: with g2 published and not acked, nothing more is published.
+    assert.equal(step(core, store, 50).kind, 'wait');
+  });
+
+  test('a silent gateway is waited for until lease + margin, not a moment less', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000 });
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    store.desired = doc([A, B, C]);
+    // gw2 acked g1 but will stay silent from t=0; the others keep beating.
+    const d = step(core, store, 100);
+    assert.equal(d.kind, 'publish');
+    const g = store.latest!.number;
+    for (let t = 1000; t <= 13_000; t += 1000) {
+      store.beat('h1', g);
+      store.beat('h2', g);
+      store.beat('gw1', g);
+      step(core, store, t);
+    }
+    store.gatewayGeneration = g;
+    const w = step(core, store, 13_000);
+    assert.equal(w.kind, 'wait', 'at exactly lease + margin gw2 is still waited for');
+    assert.deepEqual(w.kind === 'wait' && w.nodes, ['gw2']);
+    assert.equal(core.isLive('gw2', 13_000), true);
+    assert.equal(core.isLive('gw2', 13_001), false);
+    store.beat('h1', g);
+    store.beat('h2', g);
+    store.beat('gw1', g);
+    const after = step(core, store, 13_500);
+    assert.notEqual(after.kind === 'wait' && after.on === 'gateways', true, 'gw2 no longer waited for');
+  });
+
+  test('a fenced gateway is not waited for; heartbeats again -> waited for again', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    store.desired = doc([A, B, C]);
+    assert.equal(step(core, store, 10).kind, 'publish');
+    converge(core, store, 20);
+    store.desired = doc([A, B]);
+    store.beat('gw2', 1, { fenced: true }); // withdrew itself, still on g1
+    store.beat('h1', 2);
+    store.beat('h2', 2);
+    // latest g2 has second chances (C filling): reports needed first; give two heartbeats.
+    for (let i = 0; i < 3; i++) {
+      for (const n of ['h1', 'h2']) store.beat(n, 2);
+      step(core, store, 100 + i);
+    }
+    const d = step(core, store, 200);
+    assert.notEqual(
+      d.kind === 'wait' && d.on === 'gateways',
+      true,
+      `not waiting for fenced gw2: ${JSON.stringify(d)}`,
+    );
+    store.beat('gw2', 1, { fenced: false });
+    const w = step(core, store, 300);
+    assert.equal(w.kind, 'wait');
+  });
+
+  test('second chances: connection reports must be newer than the ack round (two heartbeats per live host)', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    store.desired = doc([A, B, C]);
+    assert.equal(step(core, store, 10).kind, 'publish');
+    assert.ok(hasSecond(store.latest!), 'g2 moves slots in phases');
+    converge(core, store, 20);
+    const w = step(core, store, 30);
+    assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['reports', ['h1', 'h2']]);
+    store.beat('h1', 2);
+    store.beat('h2', 2);
+    assert.equal(step(core, store, 40).kind, 'wait');
+    store.beat('h1', 2);
+    store.beat('h2', 2);
+    assert.equal(step(core, store, 50).kind, 'publish');
+  });
+
+  test('health down -> the effective config turns the backend down (the desired state is untouched); recovery -> active', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    const desiredBefore = JSON.stringify(store.desired);
+    store.health.set('web 10.0.2.11:*', 'down');
+    const d = step(core, store, 10);
+    assert.equal(d.kind, 'publish');
+    assert.equal(JSON.stringify(store.desired), desiredBefore);
+    const eff = JSON.parse(store.latestConfig!) as DesiredDoc;
+    assert.equal(eff.loadBalancers[0]!.backends.find((b) => b.address === B.address)?.state, 'down');
+    // Step the rollout to its end (B reports no connections): B ends with no slot.
+    // Step the rollout to its end (B reports no connections): agents follow (hosts: latest; gateways: released).
+    let t = 20;
+    for (let i = 0; i < 50; i++) {
+      for (const h of ['h1', 'h2']) store.beat(h, store.latest!.number);
+      for (const g of ['gw1', 'gw2']) store.beat(g, store.gatewayGeneration);
+      if (step(core, store, t++).kind === 'idle') break;
+    }
+    const pool = store.latest!.pools.get('web')!;
+    const bIdx = pool.members.findIndex((m) => m.address === B.address);
+    assert.ok(!pool.primary.includes(bIdx), 'no slot keeps the down backend as primary');
+    assert.ok(!pool.second.includes(bIdx), 'nor as second chance');
+    // Recovery: back to active (it fills through the phases).
+    store.health.set('web 10.0.2.11:*', 'up');
+    const d2 = step(core, store, t++);
+    assert.equal(d2.kind, 'publish');
+    assert.equal(
+      (JSON.parse(store.latestConfig!) as DesiredDoc).loadBalancers[0]!.backends[1]!.state,
+      'active',
+    );
+    assert.ok(d2.kind === 'publish' && d2.notes.some((n) => n.kind === 'phase1'));
+  });
+
+  test('a config-only change (a new node) publishes the same pools under a new generation', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    assert.equal(step(core, store, 1).kind, 'idle');
+    const before = store.latest!.pools;
+    store.desired = doc([A, B], true);
+    const d = step(core, store, 2);
+    assert.equal(d.kind, 'publish');
+    assert.equal(d.kind === 'publish' && d.generation.number, 2);
+    assert.equal(d.kind === 'publish' && d.generation.pools, before);
+    assert.equal(step(core, store, 2).kind, 'wait', 'gated like any generation');
+    // h3 never reported: it is not waited for.
+    store.beat('h1', 2);
+    store.beat('h2', 2);
+    assert.equal(step(core, store, 3).kind, 'release');
+  });
+
+  test('effectiveDoc and slot count encoding', () => {
+    const e = effectiveDoc(doc([A, B]), new Map([['web 10.0.1.11:*', 'down' as const]]));
+    assert.deepEqual(
+      e.loadBalancers[0]!.backends.map((b) => b.state),
+      ['down', 'active'],
+    );
+    const m = new Map([
+      [3, new Map([['10.0.1.11:*', 2]])],
+      [1, new Map([['10.0.2.11:*', 0]])],
+    ]);
+    const s = encodeSlotCounts(m);
+    assert.equal(s, '{"3":{"10.0.1.11:*":2}}');
+    assert.deepEqual(decodeSlotCounts(s), new Map([[3, new Map([['10.0.1.11:*', 2]])]]));
+  });
+});
