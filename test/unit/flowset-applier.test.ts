@@ -1,0 +1,222 @@
+// The applier's logic against a FAKE Runner (no OVS): an in-memory bridge that prints dumps in ovs-ofctl's format
+// and applies bundle lines all-or-nothing, rejecting a bundle that references a missing group. The same behaviour
+// on real OVS is tested in test/e2e/dataplane.test.ts.
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { compileNode } from '../../src/compile/index.ts';
+import { hex } from '../../src/flowset/text.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+import type { Config } from '../../src/model/types.ts';
+import { applyBridge, applyFlowSet } from '../../src/openflow/applier.ts';
+import type { Runner, RunOpts, RunResult } from '../../src/openflow/runner.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { fakeFacts } from '../scenarios/fake-facts.ts';
+
+interface FakeFlow {
+  cookie: bigint;
+  table: number;
+  priority: number;
+  match: string;
+  actions: string;
+}
+
+/** One fake switch with several bridges. Parses only the bundle syntax the applier writes. */
+class FakeSwitch implements Runner {
+  flows = new Map<string, Map<string, FakeFlow>>();
+  groups = new Map<string, Map<number, string>>();
+  tlv = new Map<string, string[]>();
+  bundles: string[][] = [];
+
+  br<T>(m: Map<string, T>, b: string, init: () => T): T {
+    if (!m.has(b)) m.set(b, init());
+    return m.get(b)!;
+  }
+
+  async ofctl(bridge: string, args: readonly string[], opts: RunOpts = {}): Promise<RunResult> {
+    const flows = this.br(this.flows, bridge, () => new Map<string, FakeFlow>());
+    const groups = this.br(this.groups, bridge, () => new Map<number, string>());
+    const tlv = this.br(this.tlv, bridge, () => [] as string[]);
+    const ok = (stdout: string): RunResult => ({ code: 0, stdout, stderr: '' });
+    switch (args[0]) {
+      case 'dump-flows':
+        return ok(
+          `OFPST_FLOW reply (OF1.5) (xid=0x2):\n${[...flows.values()]
+            .map(
+              (f) =>
+                ` cookie=${hex(f.cookie)}, duration=1.0s, table=${f.table}, n_packets=0, n_bytes=0, idle_age=1, priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`,
+            )
+            .join('\n')}\n`,
+        );
+      case 'dump-groups':
+        return ok(
+          `OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n${[...groups].map(([id, spec]) => ` group_id=${id},${spec}`).join('\n')}\n`,
+        );
+      case 'dump-tlv-map':
+        return ok(` mapping table:\n${tlv.join('\n')}\n`);
+      case 'add-tlv-map':
+        for (const m of args[1].matchAll(
+          /\{class=(0x[0-9a-f]+),type=(0x[0-9a-f]+),len=(\d+)\}->tun_metadata(\d+)/g,
+        )) {
+          tlv.push(` ${m[1]}  ${m[2]}  ${m[3]}  tun_metadata${m[4]}`);
+        }
+        return ok('');
+      case 'bundle': {
+        const lines = (opts.input ?? '').trim().split('\n');
+        this.bundles.push(lines);
+        const f2 = new Map(flows);
+        const g2 = new Map(groups);
+        for (const line of lines) {
+          const add =
+            /^flow add cookie=(0x[0-9a-f]+),table=(\d+),priority=(\d+),(?:(.*),)?actions=(.*)$/.exec(line);
+          const del = /^flow delete_strict cookie=\S+?,table=(\d+),priority=(\d+)(?:,(.*))?$/.exec(line);
+          const gset = /^group (add|modify) group_id=(\d+),(.*)$/.exec(line);
+          const gdel = /^group delete group_id=(\d+)$/.exec(line);
+          if (add) {
+            const f = {
+              cookie: BigInt(add[1]),
+              table: +add[2],
+              priority: +add[3],
+              match: add[4] ?? '',
+              actions: add[5],
+            };
+            for (const g of f.actions.matchAll(/group:(\d+)/g)) {
+              if (!g2.has(+g[1])) return { code: 1, stdout: '', stderr: `OFPGMFC_UNKNOWN_GROUP ${g[1]}` };
+            }
+            f2.set(`${f.table}/${f.priority}/${f.match}`, f);
+          } else if (del) {
+            f2.delete(`${del[1]}/${del[2]}/${del[3] ?? ''}`);
+          } else if (gset) {
+            g2.set(+gset[2], gset[3]);
+          } else if (gdel) {
+            g2.delete(+gdel[1]);
+          } else {
+            return { code: 1, stdout: '', stderr: `ovs-ofctl: -:1: unparsable: ${line}` };
+          }
+        }
+        this.flows.set(bridge, f2);
+        this.groups.set(bridge, g2);
+        return ok('');
+      }
+      default:
+        return { code: 1, stdout: '', stderr: `fake: ${args[0]}` };
+    }
+  }
+
+  async appctl(): Promise<RunResult> {
+    return { code: 0, stdout: '', stderr: '' };
+  }
+}
+
+const config: Config = {
+  hashMode: 'dp_hash',
+  slotBits: 4,
+  drainWindowSeconds: 30,
+  nodes: [
+    { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+    { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
+  ],
+  loadBalancers: [
+    {
+      name: 'web',
+      vip: '203.0.113.10',
+      family: 4,
+      protocol: 'tcp',
+      ports: [80],
+      backends: [{ address: '10.0.1.11', port: undefined, host: 'host1', weight: 1, state: 'active' }],
+    },
+  ],
+};
+
+function gen(n: number, owner: (slot: number) => number): Generation {
+  return {
+    number: n,
+    createdAt: 0,
+    pools: new Map([
+      [
+        'web',
+        {
+          lb: 'web',
+          bits: 4,
+          members: [{ key: '10.0.1.11:*', address: '10.0.1.11', port: undefined, host: 'host1' }],
+          primary: Uint16Array.from({ length: 16 }, (_, s) => owner(s)),
+          second: new Uint16Array(16).fill(0xffff),
+          phase: new Uint8Array(16),
+          since: new Float64Array(16),
+        },
+      ],
+    ]),
+  };
+}
+
+const gwState = (g: Generation) => compileNode(config, g, fakeFacts(config, 'gw1'));
+
+test('install, then idempotent: the second apply sends nothing', async () => {
+  const sw = new FakeSwitch();
+  const first = await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  assert.equal(first.changed, true);
+  assert.equal(sw.bundles.length, 2, 'one bundle per bridge');
+  const again = await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  assert.equal(again.changed, false);
+  assert.equal(sw.bundles.length, 2, 'nothing sent');
+});
+
+test('a change sends one bundle proportional to the change', async () => {
+  const sw = new FakeSwitch();
+  await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  // Slots 3 and 9 lose their owner: their two flows are deleted, nothing else.
+  const r = await applyFlowSet(sw, gwState(gen(2, (s) => (s === 3 || s === 9 ? 0xffff : 0))));
+  const br = r.bridges.find((b) => b.bridge === 'br-int')!;
+  assert.equal(br.bundle.length, 2);
+  assert.ok(br.bundle.every((l) => l.startsWith('flow delete_strict ')));
+});
+
+test('a rejected bundle changes nothing and reports SLUICE_E_OPENFLOW_REJECTED with stderr', async () => {
+  const sw = new FakeSwitch();
+  await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  const before = JSON.stringify([...sw.flows.get('br-int')!.keys()]);
+  const want = gwState(gen(2, (s) => (s < 8 ? 0 : 0xffff))).bridges.get('br-int')!;
+  const bad = { ...want, flows: [...want.flows, { ...want.flows[0], table: 40, actions: 'group:424242' }] };
+  await assert.rejects(applyBridge(sw, 'br-int', bad), (e: unknown) => {
+    assert.ok(e instanceof SluiceError);
+    assert.equal(e.code, 'SLUICE_E_OPENFLOW_REJECTED');
+    assert.match(e.message, /UNKNOWN_GROUP 424242/);
+    return true;
+  });
+  assert.equal(JSON.stringify([...sw.flows.get('br-int')!.keys()]), before);
+});
+
+test('foreign flows are never touched; a desired flow clashing with one is refused before sending', async () => {
+  const sw = new FakeSwitch();
+  const foreign = { cookie: 0n, table: 0, priority: 0, match: '', actions: 'NORMAL' };
+  sw.flows.set('br-int', new Map([['0/0/', foreign]]));
+  await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  assert.deepEqual(sw.flows.get('br-int')!.get('0/0/'), foreign);
+  const want = gwState(gen(1, () => 0)).bridges.get('br-int')!;
+  const clash = {
+    ...want,
+    flows: [...want.flows, { ...want.flows[0], priority: 0, match: '', actions: 'drop' }],
+  };
+  const sent = sw.bundles.length;
+  await assert.rejects(
+    applyBridge(sw, 'br-int', clash),
+    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_OPENFLOW_CONFLICT',
+  );
+  assert.equal(sw.bundles.length, sent);
+});
+
+test('removing the LB deletes its flows before its group, in one bundle; TLV map installed once', async () => {
+  const sw = new FakeSwitch();
+  await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  assert.equal(sw.tlv.get('br-int')!.length, 3);
+  const none = compileNode(
+    { ...config, loadBalancers: [] },
+    { number: 2, createdAt: 0, pools: new Map() },
+    fakeFacts(config, 'gw1'),
+  );
+  await applyFlowSet(sw, none);
+  const last = sw.bundles.find((b) => b.some((l) => l.startsWith('group delete')))!;
+  assert.equal(last.at(-1)!.startsWith('group delete'), true);
+  assert.equal(sw.groups.get('br-int')!.size, 0);
+  assert.equal(sw.tlv.get('br-int')!.length, 3);
+});
