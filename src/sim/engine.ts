@@ -707,7 +707,10 @@ class Sim {
       last = Math.max(last, at);
       this.q.push(at, K_S7_APPLY, g, g7, ev);
     }
-    this.q.push(last + this.trace.timing.ackLatencySeconds, K_S7_ACKED, g7, 0, ev);
+    // Gated: the planner moves on when every live gateway applied this generation. The ungated ablation
+    // (timing.sluiceGating false) moves on after ackLatencySeconds whatever the gateways did.
+    const gated = this.trace.timing.sluiceGating ?? true;
+    this.q.push((gated ? last : t) + this.trace.timing.ackLatencySeconds, K_S7_ACKED, g7, 0, ev);
   }
 
   // ---------------------------------------------------------------- assignment of new connections

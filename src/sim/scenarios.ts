@@ -147,6 +147,22 @@ export const SCENARIOS: readonly Scenario[] = [
     },
   },
   {
+    name: 'rolling-update-ungated',
+    description:
+      'rolling-update with sluice ungated (ablation): phases published without waiting for every gateway',
+    build: (scale) => {
+      const base = findScenario('rolling-update')!.build(scale);
+      const t: Trace = {
+        ...base,
+        name: 'rolling-update-ungated',
+        description: 'rolling-update, sluice publishes phases without waiting for acknowledgements',
+        timing: { ...base.timing, sluiceGating: false },
+      };
+      checkTrace(t);
+      return t;
+    },
+  },
+  {
     name: 'churn',
     description: 'every event type in one run, one every 400 s (the main comparison)',
     build: (scale) => {

@@ -47,6 +47,11 @@ export interface Timing {
   readonly detectSeconds: number;
   /** conntrackd replication lag (strategy ct_sync): entries younger than this are not on the peers yet. */
   readonly syncLagSeconds: number;
+  /**
+   * Ablation: false makes sluice publish its next generation ackLatencySeconds after the previous one, without
+   * waiting for every gateway's acknowledgement (default true: gated, as designed).
+   */
+  readonly sluiceGating?: boolean;
 }
 
 export const DEFAULT_TIMING: Timing = {
@@ -135,6 +140,7 @@ const TimingSchema = z.strictObject({
   drainCheckSeconds: z.number().positive(),
   detectSeconds: z.number().min(0),
   syncLagSeconds: z.number().min(0),
+  sluiceGating: z.boolean(),
 });
 
 const EventSchema = z.strictObject({

@@ -91,6 +91,28 @@ describe('sim: strategy behaviours', () => {
     assert.ok(r.totals.stateless_nat.avoidable > r.totals.slot_table.avoidable);
   });
 
+  it('gating matters: sluice without acknowledgements lets gateways drift two generations apart and break', () => {
+    // Negative control for the test above: the same kind of churn during a slow rollout.
+    const events: TraceEvent[] = [
+      { at: 5, type: 'backend-add', vip: 0 },
+      { at: 25, type: 'gateway-crash', gateway: 2 },
+      { at: 35, type: 'gateway-add' },
+      { at: 45, type: 'gateway-remove', gateway: 4 },
+      { at: 55, type: 'gateway-crash', gateway: 0 },
+    ];
+    const run = (gating: boolean) =>
+      runSim(tiny(events, {}, { applySpreadSeconds: 60, sluiceGating: gating }), {
+        seed: 1,
+        strategies: ['sluice'],
+      });
+    const gated = run(true);
+    assert.equal(gated.totals.sluice.avoidable, 0);
+    assert.equal(gated.sluiceMaxGenerationSpread, 1);
+    const ungated = run(false);
+    assert.ok(ungated.sluiceMaxGenerationSpread >= 2);
+    assert.ok(ungated.totals.sluice.avoidable > 0, 'ungated sluice must break some connections');
+  });
+
   it('on a backend failure sluice loses exactly the dead backend connections', () => {
     const r = runSim(tiny([{ at: 10, type: 'backend-fail', backend: 4 }]));
     const s = r.events[0].strategies.sluice;
