@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { explain } from '../explain.ts';
 import { registerLabCommands } from '../lab/cli.ts';
-import { registerDaemonCommands } from './daemons.ts';
+import { registerDemoCommand } from '../lab/demo.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseIp } from '../model/ip.ts';
 import { parseConfigText } from '../model/load.ts';
@@ -13,6 +13,7 @@ import { planNext, planRolloutDetailed } from '../rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../rollout/summary.ts';
 import type { Generation } from '../rollout/types.ts';
 import { registerSimCommands } from '../sim/cli.ts';
+import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
 
 function loadConfig(file: string): Config {
@@ -161,6 +162,7 @@ export function buildProgram(): Command {
     );
 
   registerLabCommands(program);
+  registerDemoCommand(program);
   registerSimCommands(program);
   registerDaemonCommands(program);
   return program;
