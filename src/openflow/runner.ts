@@ -60,6 +60,8 @@ function exec(
         reject(err);
       },
     );
+    // A command that exits without reading stdin makes the write fail with EPIPE: not an error of the command.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(opts.input ?? '');
   });
 }
