@@ -150,12 +150,19 @@ export class PlannerCore {
   /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. */
   observe(view: StoreView, now: number): void {
     this.#view = view;
+    // A node of the desired state that never reported: waited for during one lease + margin from first sight
+    // (planner start, or the node's addition), then no longer.
+    for (const n of view.desired?.nodes ?? []) {
+      if (!view.nodeStatus.has(n.name) && !this.#seen.has(n.name))
+        this.#seen.set(n.name, { heartbeatAt: Number.NaN, lastSeen: now, beatsSinceRound: 0 });
+    }
     for (const [node, s] of view.nodeStatus) {
       const seen = this.#seen.get(node);
       if (seen === undefined) {
         // First sight (planner start or a new node): give it a full lease from now.
         this.#seen.set(node, { heartbeatAt: s.heartbeatAt, lastSeen: now, beatsSinceRound: 0 });
       } else if (seen.heartbeatAt !== s.heartbeatAt) {
+        // (NaN, a node first seen without status, differs from any heartbeat.)
         seen.heartbeatAt = s.heartbeatAt;
         seen.lastSeen = now;
         seen.beatsSinceRound++;

@@ -1,7 +1,7 @@
 // Health checking of local backends (src/agent/health.ts) with a FAKE probe (a scripted sequence of results), and the
 // real TCP probe against a loopback listener.
 
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
 import { HealthChecker, nextHealth, tcpProbe } from '../../src/agent/health.ts';

@@ -1,7 +1,7 @@
 // The planner's decision logic (src/planner/core.ts) driven with a FAKE store: hand-made StoreViews stand for what
 // the OVSDB replica would hold, and the clock is passed explicitly. No ovsdb-server, no OVS.
 
-import assert from 'node:assert/strict';
+import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   type DesiredDoc,
@@ -261,10 +261,14 @@ describe('planner core (fake store)', () => {
     assert.equal(d.kind === 'publish' && d.generation.number, 2);
     assert.equal(d.kind === 'publish' && d.generation.pools, before);
     assert.equal(step(core, store, 2).kind, 'wait', 'gated like any generation');
-    // h3 never reported: it is not waited for.
+    // h3 never reported: waited for during one lease + margin from first sight (t=2), then not.
     store.beat('h1', 2);
     store.beat('h2', 2);
-    assert.equal(step(core, store, 3).kind, 'release');
+    const w = step(core, store, 3);
+    assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['hosts', ['h3']]);
+    store.beat('h1', 2);
+    store.beat('h2', 2);
+    assert.equal(step(core, store, 2 + 13_001).kind, 'release');
   });
 
   test('effectiveDoc and slot count encoding', () => {

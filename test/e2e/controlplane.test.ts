@@ -1,0 +1,353 @@
+// The control plane end to end (root, REAL ovsdb-server + the lab): a standalone ovsdb-server on sluice's schema,
+// two `sluice planner` processes (one active, one standby) and one `sluice agent` per lab node, all child processes of
+// this test (killed by their own PIDs). Desired-state changes are written through the store (store.ts
+// desiredStateOps), never to the nodes directly. Long-lived connections through the lab harness must survive a
+// backend add, a drain, a planner failover and a gateway agent restart; a backend failing its health check breaks
+// only its own connections.
+
+import * as assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
+import type { Backend, Config } from '../../src/model/types.ts';
+import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
+import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
+import { gatewayGeneration } from '../../src/planner/view.ts';
+
+const PREFIX = 'slt-cp-';
+const isRoot = process.getuid?.() === 0;
+const ROOT = new URL('../..', import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const WEB = { vip: '203.0.113.10', port: 80 } as const;
+const ADDED = 'host3-b2';
+const DRAINED = 'host1-b1';
+const FAILED = 'host2-b1';
+
+let lab: Lab;
+let dir: string;
+let srv: OvsdbServerProcess;
+let client: OvsdbClient;
+let desired: Monitor;
+let status: Monitor;
+let config: Config;
+const children = new Map<string, ChildProcess>();
+const logs = new Map<string, string[]>();
+
+function cli(name: string, args: readonly string[]): ChildProcess {
+  const file = join(dir, `${name}.log`);
+  const out = createWriteStream(file, { flags: 'a' });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = logs.get(name) ?? [];
+  logs.set(name, lines);
+  let buf = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    out.write(d);
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  child.stdout?.on('data', (d: Buffer) => out.write(d));
+  children.set(name, child);
+  return child;
+}
+
+function killChild(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  const c = children.get(name);
+  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    c.once('exit', () => resolve());
+    c.kill(signal);
+  });
+}
+
+/** JSON log records of one child (pino lines). */
+function records(name: string): Array<Record<string, unknown>> {
+  return (logs.get(name) ?? []).flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+function startPlanner(name: string): void {
+  cli(name, ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '4', '--margin', '2']);
+}
+
+function startAgent(node: string): void {
+  const n = lab.node(node);
+  const ecmp = (action: string) =>
+    `${process.execPath} --import tsx ${join(ROOT, 'src/cli/bin.ts')} lab-ecmp ${action} ${node} --prefix ${PREFIX}`;
+  cli(`agent-${node}`, [
+    'agent',
+    '--role',
+    n.role,
+    '--node',
+    node,
+    '--db',
+    `unix:${srv.unixPath}`,
+    '--facts',
+    join(dir, `${node}.json`),
+    '--ovs-rundir',
+    n.ovsDir,
+    '--lease',
+    '4',
+    ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
+  ]);
+}
+
+async function writeDesired(c: Config): Promise<void> {
+  for (let i = 0; ; i++) {
+    const ops = desiredStateOps(desired.schema!, desired.replica, c);
+    if (ops.length === 0) break;
+    try {
+      await client.transact(SLUICE_DB, ...ops);
+      break;
+    } catch (e) {
+      if (i > 5) throw e;
+      await sleep(100);
+    }
+  }
+  config = c;
+}
+
+/** The store's published generation, the one released to gateways, and what every node acknowledged. */
+function storeState() {
+  const r = status.replica;
+  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+  const acks = new Map(
+    r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
+  );
+  return { gen, released: gatewayGeneration(r), acks };
+}
+
+/** Waits until every node acknowledged the latest generation and nothing new was published for `quietMs`. */
+async function waitConverged(timeoutMs = 60_000, quietMs = 3000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    const s = storeState();
+    const all = lab.nodes.every((n) => s.acks.get(n.name) === s.gen) && s.released === s.gen && s.gen > 0;
+    if (s.gen !== last || !all) {
+      last = s.gen;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return s.gen;
+    if (Date.now() > deadline)
+      throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
+    await sleep(200);
+  }
+}
+
+function withBackend(c: Config, lbName: string, b: Backend): Config {
+  return {
+    ...c,
+    loadBalancers: c.loadBalancers.map((lb) =>
+      lb.name === lbName ? { ...lb, backends: [...lb.backends, b] } : lb,
+    ),
+  };
+}
+
+function withState(c: Config, address: string, state: Backend['state']): Config {
+  return {
+    ...c,
+    loadBalancers: c.loadBalancers.map((lb) => ({
+      ...lb,
+      backends: lb.backends.map((b) => (b.address === address ? { ...b, state } : b)),
+    })),
+  };
+}
+
+function activePlanners(): string[] {
+  return ['planner-a', 'planner-b'].filter((p) => {
+    const lock = records(p).filter((r) => r.event === 'lock');
+    const c = children.get(p);
+    return c?.exitCode === null && c.signalCode === null && lock.at(-1)?.state === 'held';
+  });
+}
+
+describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot && 'needs root' }, () => {
+  let full: Config;
+  let traffic: Traffic | undefined;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-cp-'));
+    lab = await labUp({ prefix: PREFIX }, { replace: true });
+    full = lab.sluiceConfig({ drainWindowSeconds: 3600 });
+    const added = lab.backend(ADDED).ip;
+    // Start without ADDED in `web` (it is added through the store later).
+    config = {
+      ...full,
+      loadBalancers: full.loadBalancers.map((lb) =>
+        lb.name === 'web' ? { ...lb, backends: lb.backends.filter((b) => b.address !== added) } : lb,
+      ),
+    };
+    for (const n of lab.nodes) {
+      const probeNetns: Record<string, string> = {};
+      for (const b of n.backends) {
+        probeNetns[b.ip] = b.netns;
+        probeNetns[b.ip6] = b.netns;
+      }
+      writeFileSync(
+        join(dir, `${n.name}.json`),
+        JSON.stringify({ ...lab.compilerFacts(n.name), probeNetns }),
+      );
+    }
+    srv = await startStandalone(dir);
+    client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
+    await client.connect();
+    desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
+    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+  });
+
+  after(async () => {
+    await traffic?.kill().catch(() => {});
+    await Promise.all([...children.keys()].map((n) => killChild(n, 'SIGKILL')));
+    client?.close();
+    await srv?.stop();
+    if (lab) await labDown(PREFIX);
+    if (process.env.SLUICE_KEEP_LOGS) process.stderr.write(`logs kept in ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a desired state written to the store reaches every node; every gateway acknowledges it', async () => {
+    await writeDesired(config);
+    startPlanner('planner-a');
+    await sleep(1500);
+    startPlanner('planner-b');
+    for (const n of lab.nodes) startAgent(n.name);
+    const t0 = Date.now();
+    const g = await waitConverged(60_000, 1000);
+    process.stderr.write(
+      `initial: g${g} acknowledged by every node in ${Date.now() - t0} ms (incl. process start)\n`,
+    );
+    assert.deepEqual(activePlanners(), ['planner-a']);
+    // Every gateway re-announced itself after applying (the ECMP set holds every gateway).
+    const ecmp = await lab.ecmpGateways();
+    for (const v of Object.values(ecmp)) assert.deepEqual([...v].sort(), ['gw1', 'gw2']);
+    // A change: the desired-state write -> every gateway acked the generation that carries it.
+    const before = storeState().gen;
+    const t1 = Date.now();
+    await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
+    const g2 = await waitConverged(60_000, 1000);
+    assert.ok(g2 > before, `a new generation was published (g${before} -> g${g2})`);
+    process.stderr.write(
+      `drain change: g${before} -> g${g2} acknowledged everywhere in ${Date.now() - t1} ms\n`,
+    );
+    await writeDesired(withState(config, lab.backend('host3-b1').ip, 'active'));
+    await waitConverged();
+  });
+
+  test('200 long-lived connections survive a backend add and a drain through the control plane', async () => {
+    const web = config.loadBalancers.find((l) => l.name === 'web')!;
+    const names = lab.backends().map((b) => b.name);
+    traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 200, expectBackends: names });
+    await traffic.waitOpened(200, 30_000);
+    const g0 = storeState().gen;
+    const ab = lab.backend(ADDED);
+    await writeDesired(
+      withBackend(config, 'web', {
+        address: ab.ip,
+        port: undefined,
+        host: ab.host,
+        weight: 1,
+        state: 'active',
+      }),
+    );
+    const g1 = await waitConverged();
+    assert.ok(g1 >= g0 + 2, `the add rolled out in phases (g${g0} -> g${g1})`);
+    await writeDesired(withState(config, lab.backend(DRAINED).ip, 'draining'));
+    const g2 = await waitConverged();
+    assert.ok(g2 > g1);
+    traffic.open(50);
+    await sleep(3000);
+    const c = await traffic.report();
+    assert.equal(
+      c.broken,
+      0,
+      `broken: ${JSON.stringify(c.brokenByReason)} ${JSON.stringify(traffic.brokenEvents().slice(0, 5))}`,
+    );
+    assert.equal(c.failed, 0, `failed: ${JSON.stringify(c.failedByReason)}`);
+    assert.ok(
+      (c.perBackend[ADDED]?.opened ?? 0) > 0,
+      `new connections reach the added backend: ${JSON.stringify(c.perBackend)}`,
+    );
+    assert.ok(web.backends.length > 0);
+  });
+
+  test('the active planner killed: the standby takes the lock and carries on', async () => {
+    assert.deepEqual(activePlanners(), ['planner-a']);
+    await killChild('planner-a');
+    const deadline = Date.now() + 15_000;
+    while (activePlanners().join() !== 'planner-b') {
+      assert.ok(Date.now() < deadline, 'standby did not take over');
+      await sleep(100);
+    }
+    const g0 = storeState().gen;
+    await writeDesired(withState(config, lab.backend(DRAINED).ip, 'active'));
+    const g1 = await waitConverged();
+    assert.ok(g1 > g0, 'the standby published the undrain');
+    assert.ok(
+      records('planner-b').some((r) => r.event === 'publish'),
+      'published by planner-b',
+    );
+    startPlanner('planner-a'); // back as the standby
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+  });
+
+  test('a gateway agent killed and restarted: no broken connection, no withdrawal', async () => {
+    await killChild('agent-gw1');
+    await sleep(2000);
+    startAgent('gw1');
+    const deadline = Date.now() + 20_000;
+    while (!records('agent-gw1').some((r) => r.event === 'announced')) {
+      assert.ok(Date.now() < deadline, 'restarted agent did not re-announce');
+      await sleep(200);
+    }
+    const applied = records('agent-gw1').filter((r) => r.event === 'applied');
+    assert.equal(applied.at(-1)?.changed, false, 'the restarted agent found nothing to change');
+    assert.ok(!records('agent-gw1').some((r) => r.event === 'withdrawn'));
+    await sleep(2000);
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+  });
+
+  test('a backend failing its health check: only its connections break, its slots move', async () => {
+    const before = await traffic!.report();
+    const onFailed = before.perBackend[FAILED]?.alive ?? 0;
+    assert.ok(onFailed > 0, `connections on ${FAILED}: ${JSON.stringify(before.perBackend)}`);
+    const g0 = storeState().gen;
+    await lab.stopBackend(FAILED);
+    const deadline = Date.now() + 20_000;
+    while (storeState().gen === g0) {
+      assert.ok(Date.now() < deadline, 'health failure did not lead to a new generation');
+      await sleep(200);
+    }
+    await waitConverged();
+    traffic!.open(50);
+    await sleep(4000);
+    const c = await traffic!.report();
+    const brokenElsewhere = Object.entries(c.perBackend)
+      .filter(([name]) => name !== FAILED)
+      .reduce((n, [, b]) => n + b.broken, 0);
+    assert.equal(brokenElsewhere, 0, `only ${FAILED} breaks: ${JSON.stringify(c.perBackend)}`);
+    assert.equal(c.perBackend[FAILED]?.broken, onFailed + (before.perBackend[FAILED]?.broken ?? 0));
+    assert.equal(
+      c.failed,
+      0,
+      `new connections avoid the failed backend: ${JSON.stringify(c.failedByReason)}`,
+    );
+    await lab.startBackend(FAILED);
+  });
+});
