@@ -92,7 +92,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const groups: Traffic[] = [];
   let ticker: NodeJS.Timeout | undefined;
   let lab: Lab | undefined;
+  let interrupted = false;
   const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
     print('\ninterrupted: tearing the lab down');
     if (ticker) clearInterval(ticker);
     void Promise.all(groups.map((g) => g.kill()))
@@ -218,6 +221,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     say(`final: ${counterLine(final)}`);
     for (const s of steps) say(`  ${s.name}: ${s.broken} broken, ${s.secondChance} second-chance packets`);
     return { steps, final, opened: final.opened, broken: final.broken, failed: final.failed };
+  } catch (e) {
+    // Interrupted: the signal handler tears the lab down and exits 130; what fails meanwhile is its doing.
+    if (interrupted) await new Promise(() => {});
+    throw e;
   } finally {
     if (ticker) clearInterval(ticker);
     await Promise.all(groups.map((g) => g.kill()));
