@@ -17,7 +17,7 @@
 import * as assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
-import { decodeCookie, lbIds } from '../../src/compile/registry.ts';
+import { decodeCookie, lbIds, T } from '../../src/compile/registry.ts';
 import { parseDumpFlows } from '../../src/flowset/text.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
@@ -36,6 +36,8 @@ const BITS = 4;
 const SIZE = 2 ** BITS;
 const A = 'host1-b1';
 const B = 'host2-b1';
+/** packetsByKind key of CT_IN's catch-all drop. */
+const CT_IN_DROP = `DROP@${T.CT_IN}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isRoot = process.getuid?.() === 0;
 
@@ -109,7 +111,7 @@ async function packetsByKind(node: string, bridge = 'br-int'): Promise<Record<st
     if (!c || !p) continue;
     const parts = decodeCookie(BigInt(c[1]));
     if (!parts) continue;
-    // Catch-all drops are counted per table too (`DROP@21`).
+    // Catch-all drops are counted per table too (e.g. `DROP@21` for CT_IN).
     const keys = parts.kind === 'DROP' ? ['DROP', `DROP@${parts.a}`] : [parts.kind];
     for (const k of keys) out[k] = (out[k] ?? 0) + Number(p[1]);
   }
@@ -338,7 +340,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
         assert.ok((c2.SECOND_CHANCE ?? 0) - (b2.SECOND_CHANCE ?? 0) >= 10, 'host2 handed the ACKs on');
         assert.equal(c1.SECOND_CHANCE ?? 0, b1.SECOND_CHANCE ?? 0, 'host1 did not hand them on again');
         assert.ok(
-          (c1['DROP@21'] ?? 0) - (b1['DROP@21'] ?? 0) >= 10,
+          (c1[CT_IN_DROP] ?? 0) - (b1[CT_IN_DROP] ?? 0) >= 10,
           `host1 dropped them ${JSON.stringify({ b1, c1 })}`,
         );
         const [, d2] = await ack(1);
@@ -347,7 +349,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
           c2.SECOND_CHANCE ?? 0,
           `flag set: no second chance ${JSON.stringify({ b2, c2, d2 })}`,
         );
-        assert.ok((d2['DROP@21'] ?? 0) - (c2['DROP@21'] ?? 0) >= 10, 'flag set: dropped');
+        assert.ok((d2[CT_IN_DROP] ?? 0) - (c2[CT_IN_DROP] ?? 0) >= 10, 'flag set: dropped');
       } finally {
         config = saved;
         await applyFlowSet(lab.node('host1'), compile('host1', gen(A, undefined)));
@@ -445,11 +447,27 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     const badGroup = {
       ...want,
       // ... plus a flow that jumps to a group that does not exist: ovs-vswitchd rejects it.
-      flows: [...want.flows, { ...want.flows[0], table: 40, match: 'ip', actions: 'group:1359999999' }],
+      flows: [
+        ...want.flows,
+        {
+          ...want.flows[0],
+          table: 40 /* a table sluice does not use */,
+          match: 'ip',
+          actions: 'group:1359999999',
+        },
+      ],
     };
     const badSyntax = {
       ...want,
-      flows: [...want.flows, { ...want.flows[0], table: 40, match: 'ip', actions: 'output:nonsense' }],
+      flows: [
+        ...want.flows,
+        {
+          ...want.flows[0],
+          table: 40 /* a table sluice does not use */,
+          match: 'ip',
+          actions: 'output:nonsense',
+        },
+      ],
     };
     for (const bad of [badGroup, badSyntax]) {
       const before = await snapshot('gw1', 'br-int');

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { compileNode } from '../../src/compile/index.ts';
+import { T } from '../../src/compile/registry.ts';
 import { bundleLines, diffBridge } from '../../src/flowset/diff.ts';
 import { parseFlowSet, renderFlowSet } from '../../src/flowset/text.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
@@ -208,7 +209,9 @@ for (const file of files) {
         const lines = bundleBetween(prev.sets.get(n.name)!, cur.sets.get(n.name)!);
         if (n.role === 'gateway') {
           assert.equal(lines.length, moved, `${name}/${cur.name}/${n.name}: ${moved} slots changed`);
-          assert.ok(lines.every((l) => l.startsWith('br-int: flow add ') && l.includes('table=10,')));
+          assert.ok(
+            lines.every((l) => l.startsWith('br-int: flow add ') && l.includes(`table=${T.GW_SLOTS},`)),
+          );
         } else {
           assert.deepEqual(lines, [], `${name}/${cur.name}/${n.name}: a host does not depend on slots`);
         }
