@@ -155,8 +155,6 @@ export class AgentDaemon {
   #schema: DatabaseSchema | undefined;
   #monitor: Monitor | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #running = false;
-  #again = false;
   #stopped = false;
   // What this node obeys.
   #applied = 0;
@@ -261,51 +259,57 @@ export class AgentDaemon {
     return gatewayGeneration(r);
   }
 
+  /** Apply and heartbeat run as two independent serial loops: a slow apply (or a slow command) never delays the
+   *  heartbeat, which is what the planner's lease and this agent's own fencing measure. */
   #schedule(): void {
-    if (this.#stopped) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = true;
-    this.#step()
-      .catch((e: unknown) =>
-        this.#log.warn(
-          { event: 'step-failed', err: (e as Error).message },
-          `agent step failed: ${(e as Error).message}`,
-        ),
-      )
-      .finally(() => {
-        this.#running = false;
-        if (this.#again) {
-          this.#again = false;
-          setImmediate(() => this.#schedule());
-        }
-      });
+    this.#applyLoop.schedule();
+    this.#beatLoop.schedule();
   }
 
-  async #step(): Promise<void> {
-    const now = Date.now();
+  readonly #applyLoop = new SerialLoop(
+    () => this.#applyStep(),
+    (e) =>
+      this.#log.warn({ event: 'apply-step-failed', err: e.message }, `agent apply step failed: ${e.message}`),
+    () => this.#stopped,
+  );
+  readonly #beatLoop = new SerialLoop(
+    () => this.#beatStep(),
+    (e) => this.#log.warn({ event: 'heartbeat-failed', err: e.message }, `heartbeat failed: ${e.message}`),
+    () => this.#stopped,
+  );
+
+  async #applyStep(): Promise<void> {
     this.#checkVswitchd();
-    await this.#maybeFence(now);
     const r = this.#monitor?.replica;
     if (r === undefined || this.#schema === undefined) return;
     const target = this.#target(r);
     this.#m.target.set(target);
-    if (target > 0 && (target !== this.#applied || this.#forceApply || this.#error !== undefined))
+    if (target > 0 && (target !== this.#applied || this.#forceApply || this.#error !== undefined)) {
       await this.#apply(r, target);
+      this.#beatLoop.schedule();
+    }
+  }
+
+  async #beatStep(): Promise<void> {
+    const now = Date.now();
+    await this.#maybeFence(now);
+    const r = this.#monitor?.replica;
+    if (r === undefined || this.#schema === undefined) return;
     if (this.client.state !== 'connected') return;
+    const target = this.#target(r);
     const beatDue = now - this.#lastHeartbeat >= (this.#o.heartbeatMs ?? 1000) * 0.9;
     const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
     const rejoin =
       this.#o.role === 'gateway' &&
       this.#fence !== 'announced' &&
+      !this.#announcing &&
       this.#applied === target &&
       this.#error === undefined &&
       target > 0;
     if (beatDue || ackDue || rejoin) await this.#writeStatus(r, target, rejoin);
   }
 
+  #announcing = false;
   #acked = -1;
   #ackedError: string | undefined;
 
@@ -394,7 +398,7 @@ export class AgentDaemon {
   }
 
   async #maybeFence(now: number): Promise<void> {
-    if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn') return;
+    if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn' || this.#announcing) return;
     const lease = this.#o.leaseMs ?? 10_000;
     const silent = now - this.#lastStoreOk;
     const failing = this.#failingSince === undefined ? 0 : now - this.#failingSince;
@@ -421,7 +425,7 @@ export class AgentDaemon {
     const schema = this.#schema!;
     const now = Date.now();
     const ops: Operation[] = [];
-    const fencedFlag = this.#fence === 'withdrawn' && !rejoin;
+    const fencedFlag = this.#fence === 'withdrawn' && !rejoin && !this.#announcing;
     if (rejoin) {
       // Acknowledge only if the generation applied is still the released one: then the planner cannot get two
       // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
@@ -483,21 +487,28 @@ export class AgentDaemon {
     this.#acked = this.#applied;
     this.#ackedError = this.#error;
     if (rejoin) {
-      try {
-        if (this.#o.announceCmd) await runShell(this.#o.announceCmd);
-        const was = this.#fence;
-        this.#fence = 'announced';
-        this.#m.fenced.set(0);
-        this.#log.info(
-          { event: 'announced', generation: this.#applied, was },
-          `announced in ECMP at g${this.#applied}`,
-        );
-      } catch (e) {
-        this.#log.error(
-          { event: 'announce-failed', err: (e as Error).message },
-          `announce failed: ${(e as Error).message}`,
-        );
-      }
+      // Announce in the background: heartbeats (fenced=false) go on meanwhile, so the planner keeps waiting for us.
+      this.#announcing = true;
+      const cmd = this.#o.announceCmd;
+      (cmd ? runShell(cmd) : Promise.resolve())
+        .then(() => {
+          const was = this.#fence;
+          this.#fence = 'announced';
+          this.#m.fenced.set(0);
+          this.#log.info(
+            { event: 'announced', generation: this.#applied, was },
+            `announced in ECMP at g${this.#applied}`,
+          );
+        })
+        .catch((e: unknown) =>
+          this.#log.error(
+            { event: 'announce-failed', err: (e as Error).message },
+            `announce failed: ${(e as Error).message}`,
+          ),
+        )
+        .finally(() => {
+          this.#announcing = false;
+        });
     }
   }
 
@@ -602,5 +613,38 @@ export class AgentDaemon {
       this.#m.packets.set({ kind }, k.packets);
     }
     this.#m.secondChance.set(byKind.get('SECOND_CHANCE')?.packets ?? 0);
+  }
+}
+
+/** Runs `fn` serially: a schedule() while it runs makes it run once more afterwards. */
+class SerialLoop {
+  readonly #fn: () => Promise<void>;
+  readonly #onError: (e: Error) => void;
+  readonly #stopped: () => boolean;
+  #running = false;
+  #again = false;
+
+  constructor(fn: () => Promise<void>, onError: (e: Error) => void, stopped: () => boolean) {
+    this.#fn = fn;
+    this.#onError = onError;
+    this.#stopped = stopped;
+  }
+
+  schedule(): void {
+    if (this.#stopped()) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = true;
+    this.#fn()
+      .catch((e: unknown) => this.#onError(e as Error))
+      .finally(() => {
+        this.#running = false;
+        if (this.#again) {
+          this.#again = false;
+          setImmediate(() => this.schedule());
+        }
+      });
   }
 }

@@ -81,7 +81,7 @@ function records(name: string): Array<Record<string, unknown>> {
 }
 
 function startPlanner(name: string): void {
-  cli(name, ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '4', '--margin', '2']);
+  cli(name, ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
 }
 
 function startAgent(node: string): void {
@@ -101,7 +101,7 @@ function startAgent(node: string): void {
     '--ovs-rundir',
     n.ovsDir,
     '--lease',
-    '4',
+    '10',
     ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
   ]);
 }
@@ -132,19 +132,27 @@ function storeState() {
 }
 
 /** Waits until every node acknowledged the latest generation and nothing new was published for `quietMs`. */
-async function waitConverged(timeoutMs = 60_000, quietMs = 3000): Promise<number> {
+async function waitConverged(after = 0, timeoutMs = 90_000, quietMs = 3000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let last = -1;
   let since = Date.now();
   for (;;) {
     const s = storeState();
-    const all = lab.nodes.every((n) => s.acks.get(n.name) === s.gen) && s.released === s.gen && s.gen > 0;
+    const all = lab.nodes.every((n) => s.acks.get(n.name) === s.gen) && s.released === s.gen && s.gen > after;
     if (s.gen !== last || !all) {
       last = s.gen;
       since = Date.now();
     } else if (Date.now() - since >= quietMs) return s.gen;
     if (Date.now() > deadline)
       throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
+    await sleep(200);
+  }
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
     await sleep(200);
   }
 }
@@ -227,25 +235,30 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     startPlanner('planner-b');
     for (const n of lab.nodes) startAgent(n.name);
     const t0 = Date.now();
-    const g = await waitConverged(60_000, 1000);
+    const g = await waitConverged(0, 120_000, 1000);
     process.stderr.write(
       `initial: g${g} acknowledged by every node in ${Date.now() - t0} ms (incl. process start)\n`,
     );
     assert.deepEqual(activePlanners(), ['planner-a']);
-    // Every gateway re-announced itself after applying (the ECMP set holds every gateway).
+    // Every gateway announced itself after applying (the ECMP set holds every gateway).
+    await waitFor(
+      () => lab.gateways.every((gw) => records(`agent-${gw.name}`).some((r) => r.event === 'announced')),
+      60_000,
+      'gateways announced',
+    );
     const ecmp = await lab.ecmpGateways();
     for (const v of Object.values(ecmp)) assert.deepEqual([...v].sort(), ['gw1', 'gw2']);
     // A change: the desired-state write -> every gateway acked the generation that carries it.
     const before = storeState().gen;
     const t1 = Date.now();
     await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
-    const g2 = await waitConverged(60_000, 1000);
+    const g2 = await waitConverged(before, 60_000, 1000);
     assert.ok(g2 > before, `a new generation was published (g${before} -> g${g2})`);
     process.stderr.write(
       `drain change: g${before} -> g${g2} acknowledged everywhere in ${Date.now() - t1} ms\n`,
     );
     await writeDesired(withState(config, lab.backend('host3-b1').ip, 'active'));
-    await waitConverged();
+    await waitConverged(g2);
   });
 
   test('200 long-lived connections survive a backend add and a drain through the control plane', async () => {
@@ -264,10 +277,10 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
         state: 'active',
       }),
     );
-    const g1 = await waitConverged();
+    const g1 = await waitConverged(g0 + 1);
     assert.ok(g1 >= g0 + 2, `the add rolled out in phases (g${g0} -> g${g1})`);
     await writeDesired(withState(config, lab.backend(DRAINED).ip, 'draining'));
-    const g2 = await waitConverged();
+    const g2 = await waitConverged(g1);
     assert.ok(g2 > g1);
     traffic.open(50);
     await sleep(3000);
@@ -295,7 +308,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     }
     const g0 = storeState().gen;
     await writeDesired(withState(config, lab.backend(DRAINED).ip, 'active'));
-    const g1 = await waitConverged();
+    const g1 = await waitConverged(g0);
     assert.ok(g1 > g0, 'the standby published the undrain');
     assert.ok(
       records('planner-b').some((r) => r.event === 'publish'),
@@ -308,16 +321,19 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
 
   test('a gateway agent killed and restarted: no broken connection, no withdrawal', async () => {
     await killChild('agent-gw1');
+    const n0 = records('agent-gw1').length;
     await sleep(2000);
     startAgent('gw1');
-    const deadline = Date.now() + 20_000;
-    while (!records('agent-gw1').some((r) => r.event === 'announced')) {
-      assert.ok(Date.now() < deadline, 'restarted agent did not re-announce');
-      await sleep(200);
-    }
-    const applied = records('agent-gw1').filter((r) => r.event === 'applied');
-    assert.equal(applied.at(-1)?.changed, false, 'the restarted agent found nothing to change');
-    assert.ok(!records('agent-gw1').some((r) => r.event === 'withdrawn'));
+    const fresh = () => records('agent-gw1').slice(n0);
+    await waitFor(
+      () => fresh().some((r) => r.event === 'announced'),
+      60_000,
+      'restarted gw1 agent re-announced',
+    );
+    const applied = fresh().filter((r) => r.event === 'applied');
+    assert.equal(applied.length, 1);
+    assert.equal(applied[0]?.changed, false, 'the restarted agent found nothing to change (empty diff)');
+    assert.ok(!fresh().some((r) => r.event === 'withdrawn'));
     await sleep(2000);
     const c = await traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
@@ -334,7 +350,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
       assert.ok(Date.now() < deadline, 'health failure did not lead to a new generation');
       await sleep(200);
     }
-    await waitConverged();
+    await waitConverged(g0);
     traffic!.open(50);
     await sleep(4000);
     const c = await traffic!.report();
