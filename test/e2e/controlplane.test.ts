@@ -366,4 +366,25 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     );
     await lab.startBackend(FAILED);
   });
+
+  test('ovs-vswitchd restarted under a gateway agent: it notices and re-installs every flow', async () => {
+    // Out of ECMP first (as a router's BFD would do), so no client connection is on it while its switch is empty.
+    await lab.setEcmpGateways(['gw1']);
+    const n0 = records('agent-gw2').length;
+    const gw2 = lab.node('gw2');
+    await gw2.killVswitchd('SIGKILL');
+    await gw2.restartVswitchd();
+    const fresh = () => records('agent-gw2').slice(n0);
+    await waitFor(() => fresh().some((r) => r.event === 'vswitchd-restart'), 30_000, 'restart noticed');
+    await waitFor(
+      () => fresh().some((r) => r.event === 'applied' && r.changed === true),
+      60_000,
+      're-applied',
+    );
+    const flows = (await gw2.ofctl('br-int', ['dump-flows'])).stdout
+      .split('\n')
+      .filter((l) => l.includes('cookie=')).length;
+    assert.ok(flows > 100, `flows back on gw2: ${flows}`);
+    await lab.setEcmpGateways(['gw1', 'gw2']);
+  });
 });
