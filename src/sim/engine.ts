@@ -16,6 +16,7 @@ import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
 import { Ecmp, ecmpMovedShare } from './ecmp.ts';
 import { hashInt, Rng, streamSeed, tupleHash } from './hash.ts';
+import { ovsHashInt } from './ovshash.ts';
 import type { EventType, Trace } from './trace.ts';
 
 export const STRATEGIES = [
@@ -204,13 +205,11 @@ const BSTATE_ACTIVE = 0;
 const BSTATE_DRAINING = 1;
 const BSTATE_DOWN = 2;
 const BSTATE_REMOVED = 3;
+/** Removed from the config while its server keeps running (backend-remove with keepServing). */
+const BSTATE_DETACHED = 4;
 
 function address(id: number): string {
   return `10.${100 + (id >> 16)}.${(id >> 8) & 255}.${id & 255}`;
-}
-
-function keyOf(id: number): string {
-  return backendKey({ address: address(id), port: undefined });
 }
 
 /** OVS dp_hash select group over a positional bucket list (equal weights), with the >256 buckets fallback. */
@@ -236,13 +235,20 @@ export function dpHashPick(sel: Int32Array, h: number): number {
   return sel[best];
 }
 
-/** OVS select group, selection_method=hash, bucket ids = stable backend ids: rendezvous (HRW) hashing. */
-export function hrwPick(sel: Int32Array, h: number): number {
+/**
+ * OVS select group, selection_method=hash, bucket ids = stable backend ids: rendezvous (HRW) hashing. `score` is the
+ * bucket hash: the simulator's stand-in by default, OVS's own `hash_int` in explicit mode (lab validation).
+ */
+export function hrwPick(
+  sel: Int32Array,
+  h: number,
+  hashScore: (x: number, basis: number) => number = hashInt,
+): number {
   let best = NONE;
   let bestScore = 0;
   for (let j = 0; j < sel.length; j++) {
     const id = sel[j];
-    const score = hashInt(id, h) & 0xffff; // weight 1
+    const score = hashScore(id, h) & 0xffff; // weight 1
     if (score >= bestScore) {
       best = id;
       bestScore = score;
@@ -279,6 +285,13 @@ class Sim {
   readonly meanLifetime: number;
   // Connections (struct of arrays).
   private readonly h: Uint32Array;
+  /** Strategy 3's hash: the same array as `h`, except in explicit mode (OVS's fields hash; `h` is then the slot). */
+  private readonly hh: Uint32Array;
+  /** Strategy 3's bucket score: the stand-in `hashInt`, or OVS's `hash_int` in explicit mode. */
+  private readonly hrwScore: (x: number, basis: number) => number;
+  /** Backend addresses and ports (generated, or the explicit world's). */
+  private readonly addrs: string[] = [];
+  private readonly ports: (number | undefined)[] = [];
   private readonly hu: Uint32Array;
   private readonly vip: Uint16Array;
   private readonly start: Float64Array;
@@ -365,6 +378,8 @@ class Sim {
 
     const N = this.N;
     this.h = new Uint32Array(N);
+    this.hh = trace.explicit ? new Uint32Array(N) : this.h;
+    this.hrwScore = trace.explicit ? ovsHashInt : hashInt;
     this.hu = new Uint32Array(N);
     this.vip = new Uint16Array(N);
     this.start = new Float64Array(N);
@@ -391,8 +406,22 @@ class Sim {
     this.alive = new Uint8Array(bCap);
     this.bstate = new Uint8Array(bCap).fill(BSTATE_REMOVED);
     this.members = Array.from({ length: this.V }, () => []);
-    for (let b = 0; b < bCap; b++) this.keyToId.set(keyOf(b), b);
-    for (let b = 0; b < topo.backends; b++) {
+    const ex = trace.explicit;
+    for (let b = 0; b < bCap; b++) {
+      this.addrs.push(ex ? ex.backends[b].address : address(b));
+      this.ports.push(ex ? ex.backends[b].port : undefined);
+      this.keyToId.set(this.key(b), b);
+    }
+    if (ex) {
+      for (let b = 0; b < topo.backends; b++) {
+        this.alive[b] = 1;
+        this.bstate[b] = BSTATE_ACTIVE;
+      }
+      ex.pools.forEach((p, v) => {
+        this.members[v].push(...p);
+      });
+    }
+    for (let b = 0; b < (ex ? 0 : topo.backends); b++) {
       this.alive[b] = 1;
       this.bstate[b] = BSTATE_ACTIVE;
       this.members[b % this.V].push(b);
@@ -412,6 +441,10 @@ class Sim {
     this.counters = new Float64Array((trace.events.length + 1) * NS * NF);
     this.evMeta = trace.events.map(() => ({ concurrent: N }));
     this.lastEv = trace.events.length; // the "steady" row
+  }
+
+  private key(b: number): string {
+    return backendKey({ address: this.addrs[b], port: this.ports[b] });
   }
 
   // ---------------------------------------------------------------- connections
@@ -436,6 +469,21 @@ class Sim {
 
   /** Connections alive at t = 0 in the stationary regime: length-biased lifetime, uniform age. */
   private initConnections(): void {
+    const ex = this.trace.explicit;
+    if (ex) {
+      // Explicit mode: the observed connections, open before the run and through all of it.
+      ex.connections.forEach((c, i) => {
+        this.vip[i] = c.vip;
+        this.h[i] = c.slot;
+        this.hh[i] = c.hash ?? c.slot;
+        this.hu[i] = this.connRng.u32();
+        this.start[i] = -1;
+        this.end[i] = Number.POSITIVE_INFINITY;
+        this.gw[i] = this.ecmp.pick(this.hu[i]);
+        this.fresh[this.freshCount++] = i;
+      });
+      return;
+    }
     const lt = this.trace.lifetimes;
     const total = lt.reduce((s, c) => s + c.share, 0);
     // Class of a connection seen at a random instant: weighted by share * mean lifetime.
@@ -504,7 +552,7 @@ class Sim {
       const act = this.members[v].filter((b) => this.bstate[b] === BSTATE_ACTIVE);
       sel.push(Int32Array.from(act));
       for (const b of act) if (replyVip[b] < 0) replyVip[b] = v;
-      const pool: PoolMember[] = act.map((b) => ({ key: keyOf(b), weight: 1 }));
+      const pool: PoolMember[] = act.map((b) => ({ key: this.key(b), weight: 1 }));
       const table = buildTable(pool, this.bits, prev?.tables[v]);
       tables.push(table);
       const ids = table.members.map((k) => this.keyToId.get(k)!);
@@ -541,7 +589,7 @@ class Sim {
     const be = this.be[S_HRW];
     const last = this.lastVer[S_HRW];
     for (let i = 0; i < this.N; i++) {
-      if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[this.vip[i]], this.h[i]);
+      if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[this.vip[i]], this.hh[i], this.hrwScore);
     }
   }
 
@@ -595,10 +643,10 @@ class Sim {
       const backends: Backend[] = [];
       for (const b of this.members[v]) {
         const st = this.bstate[b];
-        if (st === BSTATE_REMOVED) continue;
+        if (st === BSTATE_REMOVED || st === BSTATE_DETACHED) continue;
         backends.push({
-          address: address(b),
-          port: undefined,
+          address: this.addrs[b],
+          port: this.ports[b],
           host: `h${b}`,
           weight: 1,
           state: st === BSTATE_ACTIVE ? 'active' : st === BSTATE_DRAINING ? 'draining' : 'down',
@@ -725,7 +773,7 @@ class Sim {
   }
 
   /** The backend a new connection (VIP v, hash h, through gateway g) gets under strategy s now. */
-  private pickNew(s: number, v: number, h: number, g: number, eager: boolean): number {
+  private pickNew(s: number, v: number, h: number, hh: number, g: number, eager: boolean): number {
     switch (s) {
       case S_STATEFUL:
       case S_CTSYNC:
@@ -733,7 +781,7 @@ class Sim {
       case S_NAT:
         return dpHashPick(this.versions[this.gwCfg[g]].sel[v], this.dh(h, g));
       case S_HRW:
-        return eager ? hrwPick(this.versions[this.gwCfg[g]].sel[v], h) : LAZY;
+        return eager ? hrwPick(this.versions[this.gwCfg[g]].sel[v], hh, this.hrwScore) : LAZY;
       case S_SLOT:
       case S_STICKY:
         return this.versions[this.gwCfg[g]].slots[v][this.dh(h, g) & this.mask];
@@ -758,7 +806,7 @@ class Sim {
     const ev = this.lastEv;
     for (let s = 0; s < NS; s++) {
       if (!this.on[s]) continue;
-      const o = this.setupOutcome(s, this.pickNew(s, v, h, g, eager), v, g);
+      const o = this.setupOutcome(s, this.pickNew(s, v, h, h, g, eager), v, g);
       if (o !== 0) this.count(ev, s, o);
     }
   }
@@ -773,7 +821,7 @@ class Sim {
       const g = this.gw[i];
       for (let s = 0; s < NS; s++) {
         if (!this.on[s]) continue;
-        const b = this.pickNew(s, v, h, g, eager);
+        const b = this.pickNew(s, v, h, this.hh[i], g, eager);
         if (s === S_SLUICE) {
           if (this.hop[i] === 1) {
             this.hop[i] = 0;
@@ -834,7 +882,7 @@ class Sim {
       const ver = gwv[g];
       if (ver === last[i]) continue;
       const v = this.vip[i];
-      const h = s === S_HRW ? this.h[i] : this.dh(this.h[i], g);
+      const h = s === S_HRW ? this.hh[i] : this.dh(this.h[i], g);
       if (s === S_SLUICE) {
         const gen = this.gens[ver];
         const slot = h & mask;
@@ -857,8 +905,8 @@ class Sim {
       let b: number;
       if (s === S_NAT) b = dpHashPick(cfg.sel[v], h);
       else if (s === S_HRW) {
-        if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[v], h);
-        b = hrwPick(cfg.sel[v], h);
+        if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[v], h, this.hrwScore);
+        b = hrwPick(cfg.sel[v], h, this.hrwScore);
       } else b = cfg.slots[v][h & mask];
       if (b === be[i]) last[i] = ver;
       else this.breakConn(s, i, F_AVOID, ev);
@@ -946,6 +994,12 @@ class Sim {
       }
       case 'backend-remove': {
         const b = e.backend!;
+        if (e.keepServing) {
+          // Out of the config, server still up: each strategy decides whether its connections survive.
+          this.bstate[b] = BSTATE_DETACHED;
+          this.configChanged(t, ev);
+          break;
+        }
         this.kill(b, F_UNAVOID, ev);
         this.bstate[b] = BSTATE_REMOVED;
         this.configChanged(t, ev);
@@ -996,6 +1050,7 @@ class Sim {
     if (this.on[S_SLUICE]) this.s7Plan(0);
     this.initConnections();
     this.assignFresh();
+    this.adoptExplicitBackends();
     this.trace.events.forEach((e, i) => {
       this.q.push(e.at, K_EVENT, i, 0, i);
     });
@@ -1057,6 +1112,24 @@ class Sim {
       if (ev < this.trace.events.length) this.notePeak(ev);
     }
     return this.result(performance.now() - t0);
+  }
+
+  /**
+   * Explicit mode: every connection is on the backend observed in the lab, whatever the model would have picked
+   * (scripts/validate-sim.ts checks separately that the picks agree).
+   */
+  private adoptExplicitBackends(): void {
+    const ex = this.trace.explicit;
+    if (!ex) return;
+    for (let s = 0; s < NS; s++) {
+      if (!this.on[s]) continue;
+      ex.connections.forEach((c, i) => {
+        this.be[s][i] = c.backend;
+        this.dead[s][i] = 0;
+        if (s === S_STICKY) this.sticky[i] = this.gw[i];
+      });
+    }
+    this.counters.fill(0);
   }
 
   private result(runtimeMs: number): SimResult {

@@ -103,6 +103,43 @@ export interface TraceEvent {
   readonly gateway?: number;
   /** Optional label shown in reports. */
   readonly label?: string;
+  /**
+   * backend-remove only: the backend leaves its VIPs but its server keeps running (an operator removes a healthy
+   * VM from the pool). Its connections are then not lost by the removal itself; a strategy breaks them or not.
+   */
+  readonly keepServing?: boolean;
+}
+
+/** A backend of an explicit world (lab validation): its address and port, as the lab's config names it. */
+export interface ExplicitBackend {
+  readonly address: string;
+  readonly port?: number;
+}
+
+/** One connection of an explicit world, as observed in the lab before the events. */
+export interface ExplicitConnection {
+  /** VIP index (into `pools`). */
+  readonly vip: number;
+  /** The slot the gateway computed (host conntrack ct_mark & 0xffff): strategies 4, 5 and 7 use it. */
+  readonly slot: number;
+  /** Strategy 3's hash basis for this 5-tuple (OVS's select-group fields hash, src/sim/ovshash.ts); default slot. */
+  readonly hash?: number;
+  /** The backend id it is connected to now. */
+  readonly backend: number;
+}
+
+/**
+ * Explicit mode (lab validation): instead of sampled connections and a generated topology, exactly these backends,
+ * pools and connections. Connections live through the whole run (no arrivals); backend ids index `backends`; ids
+ * not in any pool are the ones `backend-add` events add, in order; backend keys (slot tables, planner) come from
+ * the addresses, so tables equal the lab's. Strategy 3 scores buckets with OVS's own `hash_int` (ovshash.ts), the
+ * bucket id being the backend id.
+ */
+export interface ExplicitWorld {
+  readonly backends: readonly ExplicitBackend[];
+  /** Initial members of each VIP, in operator order (ids 0..n-1 must all appear). */
+  readonly pools: readonly (readonly number[])[];
+  readonly connections: readonly ExplicitConnection[];
 }
 
 /**
@@ -122,6 +159,8 @@ export interface Trace {
   readonly lifetimes: readonly LifetimeClass[];
   readonly durationSeconds: number;
   readonly events: readonly TraceEvent[];
+  /** Explicit backends and connections instead of generated ones (topology then follows from it). */
+  readonly explicit?: ExplicitWorld;
 }
 
 const TopologySchema = z.strictObject({
@@ -150,6 +189,24 @@ const EventSchema = z.strictObject({
   backend: z.number().int().min(0).optional(),
   gateway: z.number().int().min(0).optional(),
   label: z.string().optional(),
+  keepServing: z.boolean().optional(),
+});
+
+const ExplicitSchema = z.strictObject({
+  backends: z.array(
+    z.strictObject({ address: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }),
+  ),
+  pools: z.array(z.array(z.number().int().min(0))).min(1),
+  connections: z
+    .array(
+      z.strictObject({
+        vip: z.number().int().min(0),
+        slot: z.number().int().min(0).max(0xffff),
+        hash: z.number().int().min(0).max(0xffffffff).optional(),
+        backend: z.number().int().min(0),
+      }),
+    )
+    .min(1),
 });
 
 export const TraceFileSchema = z.strictObject({
@@ -173,6 +230,7 @@ export const TraceFileSchema = z.strictObject({
     .optional(),
   durationSeconds: z.number().positive(),
   events: z.array(EventSchema),
+  explicit: ExplicitSchema.optional(),
 });
 
 /**
@@ -194,7 +252,8 @@ export function parseTrace(input: unknown, scale: Scale = 'small'): Trace {
     );
   }
   const f = r.data;
-  const topology: Topology = { ...TOPOLOGIES[f.scale ?? scale], ...f.topology };
+  const base: Topology = { ...TOPOLOGIES[f.scale ?? scale], ...f.topology };
+  const topology = f.explicit ? explicitTopology(base, f.explicit) : base;
   const trace: Trace = {
     name: f.name,
     description: f.description,
@@ -205,9 +264,22 @@ export function parseTrace(input: unknown, scale: Scale = 'small'): Trace {
     lifetimes: f.lifetimes ?? DEFAULT_LIFETIMES,
     durationSeconds: f.durationSeconds,
     events: [...f.events].sort((a, b) => a.at - b.at),
+    ...(f.explicit ? { explicit: f.explicit } : {}),
   };
   checkTrace(trace);
   return trace;
+}
+
+/** The topology an explicit world implies (connections, backends, VIPs); gateways and slot bits from `base`. */
+export function explicitTopology(base: Topology, w: ExplicitWorld): Topology {
+  const initial = new Set(w.pools.flat());
+  return {
+    ...base,
+    connections: w.connections.length,
+    backends: initial.size,
+    vips: w.pools.length,
+    sharedFraction: 0,
+  };
 }
 
 /** Semantic checks: events refer to things that exist when they happen, and happen inside the run. */
@@ -230,7 +302,27 @@ export function checkTrace(trace: Trace): void {
       gateways++;
     } else if (e.gateway === undefined) bad(`${e.type} needs "gateway"`);
     else if (e.gateway >= gateways) bad(`gateway ${e.gateway} does not exist yet`);
+    if (e.keepServing !== undefined && e.type !== 'backend-remove')
+      bad('keepServing is for backend-remove only');
   });
+  const w = trace.explicit;
+  if (w !== undefined) {
+    const bad = (path: string, message: string) => issues.push({ code: 'SLUICE_E_USAGE', path, message });
+    const initial = new Set(w.pools.flat());
+    for (let b = 0; b < initial.size; b++)
+      if (!initial.has(b)) bad('explicit.pools', `backend ${b} is in no pool`);
+    if (w.backends.length < backends)
+      bad('explicit.backends', `${backends} backends needed, ${w.backends.length} given`);
+    if (t.connections !== w.connections.length || t.vips !== w.pools.length || t.backends !== initial.size)
+      bad('topology', 'explicit: topology must follow from the explicit world (use explicitTopology)');
+    w.connections.forEach((c, i) => {
+      const path = `explicit.connections.${i}`;
+      if (c.vip >= w.pools.length) bad(path, `vip ${c.vip} does not exist`);
+      else if (!w.pools[c.vip].includes(c.backend))
+        bad(path, `backend ${c.backend} is not in vip ${c.vip}'s pool`);
+      if (c.slot >= 2 ** t.slotBits) bad(path, `slot ${c.slot} >= 2^${t.slotBits}`);
+    });
+  }
   if (issues.length > 0) {
     throw new SluiceError(
       'SLUICE_E_USAGE',
