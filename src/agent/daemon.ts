@@ -262,9 +262,17 @@ export class AgentDaemon {
   /** Apply and heartbeat run as two independent serial loops: a slow apply (or a slow command) never delays the
    *  heartbeat, which is what the planner's lease and this agent's own fencing measure. */
   #schedule(): void {
+    this.#fenceLoop.schedule();
     this.#applyLoop.schedule();
     this.#beatLoop.schedule();
   }
+
+  /** The fencing check has its own loop: a heartbeat stuck waiting for the store must not delay it. */
+  readonly #fenceLoop = new SerialLoop(
+    () => this.#maybeFence(Date.now()),
+    (e) => this.#log.warn({ event: 'fence-failed', err: e.message }, `fence check failed: ${e.message}`),
+    () => this.#stopped,
+  );
 
   readonly #applyLoop = new SerialLoop(
     () => this.#applyStep(),
@@ -292,7 +300,6 @@ export class AgentDaemon {
 
   async #beatStep(): Promise<void> {
     const now = Date.now();
-    await this.#maybeFence(now);
     const r = this.#monitor?.replica;
     if (r === undefined || this.#schema === undefined) return;
     if (this.client.state !== 'connected') return;

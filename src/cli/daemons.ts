@@ -7,7 +7,8 @@ import { pino } from 'pino';
 import { AgentDaemon } from '../agent/daemon.ts';
 import { netnsProbe } from '../agent/health.ts';
 import type { NodeFacts } from '../compile/facts.ts';
-import { attachLab } from '../lab/topology.ts';
+import { underlayIp6 } from '../lab/config.ts';
+import { attachLab, type Lab } from '../lab/topology.ts';
 import { SluiceError } from '../model/errors.ts';
 import { localRunner } from '../openflow/runner.ts';
 import { PlannerDaemon } from '../planner/daemon.ts';
@@ -90,6 +91,21 @@ async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
       unlinkSync(path);
     } catch {}
   }
+}
+
+/**
+ * The lab's fencing commands for a gateway agent (`--withdraw-cmd` / `--announce-cmd`): scripts/lab-ecmp.sh removes or
+ * adds the gateway's next hop of every VIP route on the lab router (bash + ip: fast even when the machine is loaded,
+ * which matters: the withdrawal must finish within the planner's margin).
+ */
+export function labEcmpCommand(lab: Lab, gateway: string, action: 'withdraw' | 'announce'): string {
+  const gw = lab.node(gateway);
+  if (gw.role !== 'gateway') throw new SluiceError('SLUICE_E_USAGE', `${gateway} is not a gateway`);
+  const script = new URL('../../scripts/lab-ecmp.sh', import.meta.url).pathname;
+  const pairs = lab.config.vips.map(
+    (v) => `${v.vip}=${v.family === 6 ? underlayIp6(gw.tunnelIp) : gw.tunnelIp}`,
+  );
+  return ['bash', script, lab.facts.router.netns, action, ...pairs].join(' ');
 }
 
 export function registerDaemonCommands(program: Command): void {

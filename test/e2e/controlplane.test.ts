@@ -8,9 +8,11 @@
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { labEcmpCommand } from '../../src/cli/daemons.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
@@ -84,10 +86,9 @@ function startPlanner(name: string): void {
   cli(name, ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
 }
 
-function startAgent(node: string): void {
+function startAgent(node: string, db = `unix:${srv.unixPath}`): void {
   const n = lab.node(node);
-  const ecmp = (action: string) =>
-    `${process.execPath} --import tsx ${join(ROOT, 'src/cli/bin.ts')} lab-ecmp ${action} ${node} --prefix ${PREFIX}`;
+  const ecmp = (action: 'withdraw' | 'announce') => labEcmpCommand(lab, node, action);
   cli(`agent-${node}`, [
     'agent',
     '--role',
@@ -95,7 +96,7 @@ function startAgent(node: string): void {
     '--node',
     node,
     '--db',
-    `unix:${srv.unixPath}`,
+    db,
     '--facts',
     join(dir, `${node}.json`),
     '--ovs-rundir',
@@ -105,6 +106,39 @@ function startAgent(node: string): void {
     ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
   ]);
 }
+
+/** A TCP -> unix proxy to the store that the test can cut (gw2's agent reaches the store only through it). */
+class StoreProxy {
+  server: Server | undefined;
+  readonly sockets = new Set<Socket>();
+  port = 0;
+
+  async open(): Promise<void> {
+    this.server = createServer((c) => {
+      const u = netConnect(srv.unixPath);
+      for (const x of [c, u]) {
+        this.sockets.add(x);
+        x.on('error', () => {});
+        x.on('close', () => {
+          this.sockets.delete(x);
+          c.destroy();
+          u.destroy();
+        });
+      }
+      c.pipe(u);
+      u.pipe(c);
+    });
+    await new Promise<void>((r) => this.server!.listen(this.port, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  cut(): void {
+    this.server?.close();
+    for (const x of this.sockets) x.destroy();
+  }
+}
+
+const proxy = new StoreProxy();
 
 async function writeDesired(c: Config): Promise<void> {
   for (let i = 0; ; i++) {
@@ -222,6 +256,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await traffic?.kill().catch(() => {});
     await Promise.all([...children.keys()].map((n) => killChild(n, 'SIGKILL')));
     client?.close();
+    proxy.cut();
     await srv?.stop();
     if (lab) await labDown(PREFIX);
     if (process.env.SLUICE_KEEP_LOGS) process.stderr.write(`logs kept in ${dir}\n`);
@@ -233,7 +268,9 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     startPlanner('planner-a');
     await sleep(1500);
     startPlanner('planner-b');
-    for (const n of lab.nodes) startAgent(n.name);
+    await proxy.open();
+    for (const n of lab.nodes)
+      startAgent(n.name, n.name === 'gw2' ? `tcp:127.0.0.1:${proxy.port}` : undefined);
     const t0 = Date.now();
     const g = await waitConverged(0, 120_000, 1000);
     process.stderr.write(
@@ -337,6 +374,41 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await sleep(2000);
     const c = await traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+  });
+
+  test('a gateway cut off from the store withdraws itself before the planner stops waiting for it, then rejoins', async () => {
+    const n0 = records('agent-gw2').length;
+    const fresh = () => records('agent-gw2').slice(n0);
+    const g0 = storeState().gen;
+    const tCut = Date.now();
+    proxy.cut();
+    await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
+    await waitFor(() => fresh().some((r) => r.event === 'withdrawn'), 30_000, 'gw2 withdrew');
+    const tWithdrawn = fresh().find((r) => r.event === 'withdrawn')!.time as number;
+    for (const v of Object.values(await lab.ecmpGateways())) assert.deepEqual(v, ['gw1']);
+    // The planner went on without gw2 only after the withdrawal: the first generation published past the one gw2
+    // could not acknowledge came later.
+    await waitFor(() => storeState().gen >= g0 + 2, 60_000, 'rollout continued without gw2');
+    const published = ['planner-a', 'planner-b']
+      .flatMap((p) => records(p))
+      .filter((r) => r.event === 'publish' && (r.generation as number) === g0 + 2);
+    assert.equal(published.length, 1);
+    assert.ok(
+      (published[0]!.time as number) > tWithdrawn,
+      `g${g0 + 2} published ${(published[0]!.time as number) - tWithdrawn} ms after gw2 withdrew`,
+    );
+    process.stderr.write(
+      `fencing: cut at 0, gw2 withdrawn at ${tWithdrawn - tCut} ms, g${g0 + 2} published at ${(published[0]!.time as number) - tCut} ms\n`,
+    );
+    await proxy.open();
+    await waitFor(() => fresh().some((r) => r.event === 'announced'), 60_000, 'gw2 re-announced');
+    await waitConverged(g0 + 1);
+    for (const v of Object.values(await lab.ecmpGateways())) assert.deepEqual([...v].sort(), ['gw1', 'gw2']);
+    await writeDesired(withState(config, lab.backend('host3-b1').ip, 'active'));
+    await waitConverged(storeState().gen);
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+    assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
   });
 
   test('a backend failing its health check: only its connections break, its slots move', async () => {
