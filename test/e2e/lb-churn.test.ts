@@ -9,6 +9,8 @@
 // (3) gw1 withdrawn from the router's ECMP set and back; gw2's ovs-vswitchd killed (SIGKILL) and restarted, its
 //     flows restored, then back in ECMP. The withdraw happens together with the kill, as a real router's BFD/BGP
 //     session would drop the next hop of a dead gateway; the restarted gateway rejoins only after it has every flow.
+// NEGATIVE CONTROL for (3): the same kill without the ECMP withdraw breaks the connections the router keeps sending to
+// the dead gateway.
 // Second-chance packets (SECOND_CHANCE flows' n_packets summed over the hosts) are printed per event.
 
 import * as assert from 'node:assert/strict';
@@ -174,6 +176,26 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
       t.diagnostic(`second-chance packets (3): ${sc1 - sc0} (gateway churn moves no slot)`);
     } finally {
       await Promise.all([tw, ta].map((g) => g.stop().catch(() => g.kill())));
+    }
+  });
+
+  test('NEGATIVE CONTROL (3): ovs-vswitchd killed WITHOUT the ECMP withdraw breaks the connections hashed to it', async (t) => {
+    const exp = { expectBackends: allBackends(), ...T };
+    const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
+    try {
+      await tw.waitOpened(200);
+      await sleep(1000);
+      // Behind the controller's back: the router keeps sending to gw2 while it is dead.
+      await lab.node('gw2').killVswitchd('SIGKILL');
+      await sleep(4000);
+      const c = await tw.report();
+      t.diagnostic(`negative control: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
+      // About half the connections hash to gw2 (client flow hashes pinned, lb-common.ts pinClientHashes).
+      assert.ok(c.broken >= 30, 'a dead gateway left in the ECMP set must black-hole its connections');
+      await lab.node('gw2').restartVswitchd();
+      await ctl.addGateway('gw2');
+    } finally {
+      await tw.stop().catch(() => tw.kill());
     }
   });
 });
