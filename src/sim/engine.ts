@@ -292,6 +292,8 @@ class Sim {
   /** Backend addresses and ports (generated, or the explicit world's). */
   private readonly addrs: string[] = [];
   private readonly ports: (number | undefined)[] = [];
+  /** Per backend: its host (backends of one host share its conntrack). Distinct per backend unless explicit. */
+  private readonly hostOf: Int32Array;
   private readonly hu: Uint32Array;
   private readonly vip: Uint16Array;
   private readonly start: Float64Array;
@@ -407,7 +409,12 @@ class Sim {
     this.bstate = new Uint8Array(bCap).fill(BSTATE_REMOVED);
     this.members = Array.from({ length: this.V }, () => []);
     const ex = trace.explicit;
+    this.hostOf = new Int32Array(bCap);
+    const hostIds = new Map<string, number>();
     for (let b = 0; b < bCap; b++) {
+      const hn = ex?.backends[b].host ?? `#${b}`;
+      if (!hostIds.has(hn)) hostIds.set(hn, hostIds.size);
+      this.hostOf[b] = hostIds.get(hn)!;
       this.addrs.push(ex ? ex.backends[b].address : address(b));
       this.ports.push(ex ? ex.backends[b].port : undefined);
       this.keyToId.set(this.key(b), b);
@@ -441,6 +448,16 @@ class Sim {
     this.counters = new Float64Array((trace.events.length + 1) * NS * NF);
     this.evMeta = trace.events.map(() => ({ concurrent: N }));
     this.lastEv = trace.events.length; // the "steady" row
+  }
+
+  /**
+   * Whether a packet of a connection on backend `cur` that is now sent to backend `b` still reaches its state:
+   * `b` is `cur`, or another backend of the same host (its conntrack holds the entry: deferred DNAT keeps `cur`).
+   */
+  private reaches(b: number, cur: number): boolean {
+    if (b === cur) return true;
+    const n = this.hostOf.length;
+    return b < n && cur < n && this.hostOf[b] === this.hostOf[cur];
   }
 
   private key(b: number): string {
@@ -887,13 +904,13 @@ class Sim {
         const gen = this.gens[ver];
         const slot = h & mask;
         const p = gen.primary[v][slot];
-        const ok = p === be[i] || gen.second[v][slot] === be[i];
+        const ok = this.reaches(p, be[i]) || this.reaches(gen.second[v][slot], be[i]);
         if (!ok) {
           const gu = gen.gaveUp[v];
           this.breakConn(s, i, gu !== null && gu[slot] === 1 ? F_DRAIN : F_AVOID, ev);
           continue;
         }
-        const hop = p === be[i] ? 0 : 1;
+        const hop = this.reaches(p, be[i]) ? 0 : 1;
         if (hop !== this.hop[i]) {
           this.hop[i] = hop;
           this.hopCount += hop === 1 ? 1 : -1;
@@ -908,7 +925,8 @@ class Sim {
         if (be[i] === LAZY) be[i] = hrwPick(this.versions[last[i]].sel[v], h, this.hrwScore);
         b = hrwPick(cfg.sel[v], h, this.hrwScore);
       } else b = cfg.slots[v][h & mask];
-      if (b === be[i]) last[i] = ver;
+      // Strategy 2 SNATs replies by backend address, so only its own backend keeps a connection.
+      if (b === be[i] || (s !== S_NAT && this.reaches(b, be[i]))) last[i] = ver;
       else this.breakConn(s, i, F_AVOID, ev);
     }
   }

@@ -114,6 +114,12 @@ export interface TraceEvent {
 export interface ExplicitBackend {
   readonly address: string;
   readonly port?: number;
+  /**
+   * The node that hosts it. Backends on one host share that host's conntrack: a connection whose new pick is
+   * another backend of the same host still finds its entry there (deferred DNAT) and keeps its backend. Default:
+   * a host of its own (as in generated topologies).
+   */
+  readonly host?: string;
 }
 
 /** One connection of an explicit world, as observed in the lab before the events. */
@@ -194,7 +200,11 @@ const EventSchema = z.strictObject({
 
 const ExplicitSchema = z.strictObject({
   backends: z.array(
-    z.strictObject({ address: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }),
+    z.strictObject({
+      address: z.string().min(1),
+      port: z.number().int().min(1).max(65535).optional(),
+      host: z.string().min(1).optional(),
+    }),
   ),
   pools: z.array(z.array(z.number().int().min(0))).min(1),
   connections: z
