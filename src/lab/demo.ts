@@ -203,6 +203,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       config = setLabBackendWeight(theLab, config, 'web', 'host2-b1', 3);
       const rollout = ctl.change(config, { timeoutMs: 90_000 });
       rollout.catch(() => {});
+      // The router's ECMP set flips so connections cross between the two generations (a re-hash upstream).
+      const flips = async () => {
+        for (const set of [['gw1'], ['gw2'], ['gw1', 'gw2']]) {
+          await theLab.setEcmpGateways(set);
+          say(`  router ECMP set: ${set.join(', ')} (connections cross between generations)`);
+          await sleep(watchMs / 3);
+        }
+      };
       const until = async (n: number) => {
         const end = Date.now() + 30_000;
         while (ctl.acks.get('gw2') !== n && Date.now() < end) await sleep(50);
@@ -211,11 +219,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       say(
         `  skew: gw1 on g${ctl.acks.get('gw1')}, gw2 on g${ctl.acks.get('gw2')}; the planner waits for gw1`,
       );
-      await sleep(watchMs);
+      await flips();
       await ctl.advanceHeld('gw1');
       await until(g + 2);
       say(`  skew: gw1 on g${ctl.acks.get('gw1')}, gw2 on g${ctl.acks.get('gw2')}`);
-      await sleep(watchMs);
+      await flips();
       await ctl.releaseGateway('gw1');
       await rollout;
     });
