@@ -15,6 +15,7 @@ import type { Generation } from '../rollout/types.ts';
 import { registerSimCommands } from '../sim/cli.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
+import { defaultDb, exitCodeFor, publishedState, registerStoreCommands } from './store-commands.ts';
 
 function loadConfig(file: string): Config {
   let text: string;
@@ -113,7 +114,12 @@ export function buildProgram(): Command {
   program
     .command('explain')
     .description('which slot, backend, second chance and host a packet takes (for a given data-plane hash)')
-    .requiredOption('-f, --file <lb.yaml>', 'desired state (YAML or JSON)')
+    .option(
+      '-f, --file <lb.yaml>',
+      'desired state (YAML or JSON); without it: the latest generation in the store',
+    )
+    .option('--db <remotes>', 'OVSDB remotes (default: $SLUICE_DB, else unix:/run/sluice/db.sock)')
+    .option('--format <format>', 'text | json (json = --json)', 'text')
     .argument('<proto>', 'tcp or udp')
     .argument('<src>', 'client address')
     .argument('<sport>', 'client port')
@@ -122,13 +128,13 @@ export function buildProgram(): Command {
     .option('--hash <value>', 'the data-plane hash of the packet (dp_hash or fields hash)', '0')
     .option('--json', 'machine-readable output', false)
     .action(
-      (
+      async (
         proto: string,
         src: string,
         sport: string,
         dst: string,
         dport: string,
-        o: { file: string; hash: string; json: boolean },
+        o: { file?: string; db?: string; format: string; hash: string; json: boolean },
       ) => {
         if (proto !== 'tcp' && proto !== 'udp')
           throw new SluiceError('SLUICE_E_USAGE', `<proto>: expected tcp or udp, got "${proto}"`);
@@ -139,9 +145,15 @@ export function buildProgram(): Command {
           dst: parseAddress('<dst>', dst),
           dport: parsePort('<dport>', dport),
         };
-        const config = loadConfig(o.file);
-        const result = explain(config, initialGeneration(config), tuple, parseHash(o.hash));
-        if (o.json) {
+        const { config, generation } =
+          o.file === undefined
+            ? await publishedState(o.db ?? defaultDb())
+            : (() => {
+                const c = loadConfig(o.file);
+                return { config: c, generation: initialGeneration(c) };
+              })();
+        const result = explain(config, generation, tuple, parseHash(o.hash));
+        if (o.json || o.format === 'json') {
           print(JSON.stringify(result, null, 2));
         } else if (!result.found) {
           print(result.reason);
@@ -165,6 +177,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerSimCommands(program);
   registerDaemonCommands(program);
+  registerStoreCommands(program);
   return program;
 }
 
@@ -181,7 +194,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof SluiceError) {
       process.stderr.write(`sluice: ${e.message} [${e.code}]\n`);
-      return e.code === 'SLUICE_E_IO' ? 1 : 2;
+      return exitCodeFor(e.code);
     }
     process.stderr.write(`sluice: ${(e as Error).stack ?? String(e)}\n`);
     return 1;

@@ -63,6 +63,12 @@ export const ERROR_CODES = {
   SLUICE_E_OPENFLOW_VERIFY:
     'after a committed bundle the installed state still differs from the desired state',
   SLUICE_E_OPENFLOW_REVALIDATE: 'ovs-appctl revalidator/wait failed',
+  // Operator CLI against the store (src/cli/store-commands.ts).
+  SLUICE_E_STORE_NOT_FOUND:
+    'the load balancer, backend or node a command names is not in the desired state (or nothing is published yet)',
+  SLUICE_E_STORE_EXISTS: 'the load balancer, backend or node a command adds is already in the desired state',
+  SLUICE_E_STORE_CONFLICT:
+    'the desired state kept changing under an edit (concurrent writers won the desired_cfg guard every retry)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
