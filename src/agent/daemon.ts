@@ -61,7 +61,7 @@ export interface AgentOptions {
   readonly registry?: Registry;
 }
 
-function agentMetrics(registry: Registry) {
+function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
   const r = [registry];
   return {
     applied: new Gauge({
@@ -96,17 +96,22 @@ function agentMetrics(registry: Registry) {
       help: 'installed sluice flows by kind (cookie)',
       labelNames: ['kind'],
       registers: r,
+      // Read from the bridges at scrape time; one dump per scrape is shared by the three gauges (prom-client collects
+      // them concurrently).
+      collect: collectFlows,
     }),
     packets: new Gauge({
       name: 'sluice_agent_flow_packets',
       help: 'n_packets of sluice flows by kind',
       labelNames: ['kind'],
       registers: r,
+      collect: collectFlows,
     }),
     secondChance: new Gauge({
       name: 'sluice_agent_second_chance_packets',
       help: 'packets handed on by second chance (SECOND_CHANCE flows n_packets)',
       registers: r,
+      collect: collectFlows,
     }),
     health: new Gauge({
       name: 'sluice_agent_backend_up',
@@ -175,7 +180,7 @@ export class AgentDaemon {
     this.#o = o;
     this.#log = o.log;
     this.registry = o.registry ?? new Registry();
-    this.#m = agentMetrics(this.registry);
+    this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
     this.client = new OvsdbClient({
       remotes: o.remotes,
       database: DB,
@@ -191,12 +196,6 @@ export class AgentDaemon {
         this.#schedule();
       };
     }
-    new Gauge({
-      name: 'sluice_agent_flows_scrape',
-      help: 'internal: refreshes flow metrics on scrape',
-      registers: [this.registry],
-      collect: async () => this.#collectFlows(),
-    });
   }
 
   get fence(): FenceState {
@@ -595,6 +594,18 @@ export class AgentDaemon {
           where: [['_uuid', '==', uuid(row._uuid as string)]],
         });
     return ops;
+  }
+
+  #flowScrape: Promise<void> | undefined;
+
+  /** One bridge dump for all gauges of one scrape (concurrent callers share the dump in flight). */
+  #sharedFlowScrape(): Promise<void> {
+    this.#flowScrape ??= this.#collectFlows().finally(() => {
+      setTimeout(() => {
+        this.#flowScrape = undefined;
+      }, 200).unref();
+    });
+    return this.#flowScrape;
   }
 
   async #collectFlows(): Promise<void> {

@@ -83,7 +83,17 @@ function records(name: string): Array<Record<string, unknown>> {
 }
 
 function startPlanner(name: string): void {
-  cli(name, ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
+  cli(name, [
+    'planner',
+    '--db',
+    `unix:${srv.unixPath}`,
+    '--lease',
+    '10',
+    '--margin',
+    '3',
+    '--metrics',
+    '127.0.0.1:0',
+  ]);
 }
 
 function startAgent(node: string, db = `unix:${srv.unixPath}`): void {
@@ -103,6 +113,8 @@ function startAgent(node: string, db = `unix:${srv.unixPath}`): void {
     n.ovsDir,
     '--lease',
     '10',
+    '--metrics',
+    '127.0.0.1:0',
     ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
   ]);
 }
@@ -458,5 +470,33 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
       .filter((l) => l.includes('cookie=')).length;
     assert.ok(flows > 100, `flows back on gw2: ${flows}`);
     await lab.setEcmpGateways(['gw1', 'gw2']);
+  });
+
+  test('metrics and status endpoints report what was applied', async () => {
+    const gen = storeState().gen;
+    const addr = (name: string) =>
+      records(name)
+        .filter((r) => r.event === 'metrics')
+        .at(-1)?.address as string;
+    const host = await (await fetch(`http://${addr('agent-host1')}/metrics`)).text();
+    assert.match(host, new RegExp(`^sluice_agent_generation_applied ${gen}$`, 'm'));
+    assert.match(host, /^sluice_agent_backend_up\{lb="web",backend="10\.0\.1\.11:80"\} 1$/m);
+    assert.match(host, /^sluice_agent_second_chance_packets \d+$/m);
+    assert.match(host, /^sluice_agent_flows\{kind="[A-Z_]+"\} \d+$/m);
+    assert.match(host, /^sluice_agent_apply_seconds_count \d+$/m);
+    const gw = await (await fetch(`http://${addr('agent-gw1')}/metrics`)).text();
+    assert.match(gw, /^sluice_agent_bundle_lines\{bridge="br-int"\} \d+$/m);
+    assert.match(gw, /^sluice_agent_fenced 0$/m);
+    const active = activePlanners()[0]!;
+    const p = await (await fetch(`http://${addr(active)}/metrics`)).text();
+    assert.match(p, new RegExp(`^sluice_planner_generation_published ${gen}$`, 'm'));
+    assert.match(p, /^sluice_planner_waiting_gateways 0$/m);
+    assert.match(p, /^sluice_planner_active 1$/m);
+    const st = (await (await fetch(`http://${addr(active)}/status`)).json()) as {
+      generation: number;
+      active: boolean;
+    };
+    assert.equal(st.generation, gen);
+    assert.equal(st.active, true);
   });
 });

@@ -1,0 +1,61 @@
+// The agent's Prometheus metrics read at scrape time from the bridges, with a FAKE Runner (canned `dump-flows`
+// output) and no store connection (the daemon is constructed, never started).
+
+import * as assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import { AgentDaemon } from '../../src/agent/daemon.ts';
+import type { NodeFacts } from '../../src/compile/facts.ts';
+import { cookie } from '../../src/compile/registry.ts';
+import type { Runner } from '../../src/openflow/runner.ts';
+
+const facts: NodeFacts = {
+  name: 'host1',
+  role: 'host',
+  tunnelIp: '192.168.100.11',
+  bridges: { int: 'br-int', phy: 'br-phy' },
+  phyMac: '02:00:c0:a8:64:0b',
+  ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
+  vms: {},
+  vmRouterMac: '02:00:00:00:01:01',
+  router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
+};
+
+const flow = (c: bigint, packets: number) =>
+  ` cookie=0x${c.toString(16)}, duration=1.0s, table=40, n_packets=${packets}, n_bytes=0, priority=100 actions=drop`;
+
+const runner: Runner = {
+  async ofctl(bridge) {
+    const lines =
+      bridge === 'br-int'
+        ? [
+            flow(cookie('SECOND_CHANCE', 1), 7),
+            flow(cookie('SECOND_CHANCE', 2), 5),
+            flow(cookie('TUN_REJECT'), 1),
+          ]
+        : [' cookie=0x0, duration=1.0s, table=0, n_packets=3, n_bytes=0, priority=0 actions=NORMAL'];
+    return { code: 0, stdout: `OFPST_FLOW reply (OF1.5):\n${lines.join('\n')}\n`, stderr: '' };
+  },
+  async appctl() {
+    return { code: 0, stdout: '', stderr: '' };
+  },
+};
+
+describe('agent metrics (fake runner)', () => {
+  test('flows by kind and second-chance packets come from the installed flows, at scrape time', async () => {
+    const d = new AgentDaemon({
+      role: 'host',
+      node: 'host1',
+      remotes: ['unix:/nonexistent'],
+      runner,
+      facts,
+      log: pino({ level: 'silent' }),
+    });
+    const text = await d.registry.metrics();
+    assert.match(text, /^sluice_agent_flows\{kind="SECOND_CHANCE"\} 2$/m);
+    assert.match(text, /^sluice_agent_flows\{kind="TUN_REJECT"\} 1$/m);
+    assert.match(text, /^sluice_agent_second_chance_packets 12$/m);
+    assert.doesNotMatch(text, /kind="undefined"/);
+    await d.stop();
+  });
+});
