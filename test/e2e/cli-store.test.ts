@@ -1,0 +1,415 @@
+// The operator CLI (src/cli/store-commands.ts) against a REAL ovsdb-server on sluice's schema (standalone, private
+// temp dir, stopped by its own PID; no namespaces, runs unprivileged). Commands run in-process through main() with
+// stdout/stderr captured. Agent and planner reports (Node_Status, Backend_Status, a published Plan) are written
+// directly with the store helpers the daemons use, so `status` and `explain` read real rows.
+import * as assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parse as parseYaml } from 'yaml';
+import { main } from '../../src/cli/main.ts';
+import { editDesiredState, edits, StoreSession } from '../../src/cli/store-commands.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+import { parseConfig } from '../../src/model/schema.ts';
+import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
+import { DESIRED_TABLES, nodeStatusOps, PLAN_TABLES, publishGenerationOps } from '../../src/ovsdb/store.ts';
+import { planNext } from '../../src/rollout/planner.ts';
+
+let dir: string;
+let srv: OvsdbServerProcess;
+let db: string;
+
+async function sluice(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const ow = process.stdout.write.bind(process.stdout);
+  const ew = process.stderr.write.bind(process.stderr);
+  // Only strings are ours: the node:test runner reports to stdout in binary chunks meanwhile; pass those on.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) =>
+    typeof s === 'string' ? out.push(s) > 0 : ow(s, ...rest)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) =>
+    typeof s === 'string' ? err.push(s) > 0 : ew(s, ...rest)) as typeof process.stderr.write;
+  const saved = process.exitCode;
+  process.exitCode = undefined;
+  try {
+    const code = await main([...argv, '--db', db]);
+    return { code, out: out.join(''), err: err.join('') };
+  } finally {
+    process.stdout.write = ow;
+    process.stderr.write = ew;
+    process.exitCode = saved;
+  }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: JSON output, shapes asserted field by field
+async function json(...argv: string[]): Promise<any> {
+  const r = await sluice(...argv, '--format', 'json');
+  assert.equal(r.code, 0, `${argv.join(' ')}: ${r.err}`);
+  return JSON.parse(r.out);
+}
+
+async function showYaml(): Promise<string> {
+  const r = await sluice('show');
+  assert.equal(r.code, 0, r.err);
+  return r.out;
+}
+
+describe('sluice CLI against a real ovsdb-server', () => {
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-cli-store-'));
+    srv = await startStandalone(dir);
+    db = srv.unixRemote;
+  });
+
+  after(async () => {
+    await srv?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('node, lb and backend commands build the desired state; list and show read it back', async () => {
+    let r = await sluice('node', 'add', 'gw1', '--role', 'gateway', '--tunnel-ip', '192.168.100.1');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /\+ node gw1 added\ndesired_cfg 1/);
+    const j = await json('node', 'add', 'gw2', '--role', 'gateway', '--tunnel-ip', '192.168.100.2');
+    assert.deepEqual(
+      { ok: j.ok, command: j.command, changed: j.changed, desiredCfg: j.desiredCfg, attempts: j.attempts },
+      { ok: true, command: 'node add', changed: true, desiredCfg: 2, attempts: 1 },
+    );
+    assert.deepEqual(j.changes, [{ kind: 'added', subject: 'node', name: 'gw2', fields: [] }]);
+    for (const [n, ip] of [
+      ['host1', '192.168.100.11'],
+      ['host2', '192.168.100.12'],
+    ] as const)
+      assert.equal((await sluice('node', 'add', n, '--role', 'host', '--tunnel-ip', ip)).code, 0);
+    r = await sluice('lb', 'add', 'web', '203.0.113.10', '--port', '80,443');
+    assert.equal(r.code, 0, r.err);
+    await json('lb', 'add', 'dns', '203.0.113.53', '--port', '53', '--protocol', 'udp');
+    await json('backend', 'add', 'web', '10.0.1.11', '--host', 'host1', '--port', '8080');
+    await json('backend', 'add', 'web', '10.0.1.12', '--host', 'host2', '--port', '8080', '--weight', '3');
+    await json('backend', 'add', 'dns', '10.0.2.1', '--host', 'host1');
+
+    const lbs = await json('lb', 'list');
+    assert.deepEqual(lbs, [
+      { name: 'dns', vip: '203.0.113.53', protocol: 'udp', ports: [53], backends: 1, active: 1 },
+      { name: 'web', vip: '203.0.113.10', protocol: 'tcp', ports: [80, 443], backends: 2, active: 2 },
+    ]);
+    const nodes = await json('node', 'list');
+    assert.deepEqual(
+      nodes.map((n: { name: string; role: string; backends: number }) => [n.name, n.role, n.backends]),
+      [
+        ['gw1', 'gateway', 0],
+        ['gw2', 'gateway', 0],
+        ['host1', 'host', 2],
+        ['host2', 'host', 1],
+      ],
+    );
+    r = await sluice('lb', 'list');
+    assert.match(r.out, /^web\s+203\.0\.113\.10\s+tcp\s+80,443\s+2 \(2 active\)$/m);
+
+    // show: YAML that parses into the same config; show --format json is the same document.
+    const yamlText = await showYaml();
+    const doc = parseYaml(yamlText);
+    const shown = parseConfig(doc);
+    assert.equal(shown.loadBalancers.find((l) => l.name === 'web')!.backends[1]!.weight, 3);
+    assert.deepEqual(await json('show'), doc);
+  });
+
+  test('show round-trips through apply -f: no change, nothing written', async () => {
+    const file = join(dir, 'shown.yaml');
+    writeFileSync(file, await showYaml());
+    const before = (await json('show')) as unknown;
+    const r = await json('apply', '-f', file);
+    assert.equal(r.changed, false);
+    assert.deepEqual(r.changes, []);
+    assert.deepEqual(await json('show'), before);
+  });
+
+  test('drain and undrain change only the backend state; an address alone finds the backend', async () => {
+    let j = await json('backend', 'drain', 'web', '10.0.1.11');
+    assert.deepEqual(j.changes, [
+      {
+        kind: 'changed',
+        subject: 'backend',
+        name: 'web 10.0.1.11:8080',
+        fields: [{ field: 'state', from: 'active', to: 'draining' }],
+      },
+    ]);
+    assert.equal((await json('lb', 'list')).find((l: { name: string }) => l.name === 'web').active, 1);
+    j = await json('backend', 'undrain', 'web', '10.0.1.11:8080');
+    assert.equal(j.changes[0].fields[0].to, 'active');
+    j = await json('backend', 'undrain', 'web', '10.0.1.11:8080');
+    assert.equal(j.changed, false, 'undrain of an active backend writes nothing');
+  });
+
+  test('bad edits change nothing: every problem printed with its path, exit 2', async () => {
+    const before = await showYaml();
+    const cfg = (await json('lb', 'list')).length;
+
+    // Validation by parseConfig on the would-be config.
+    let r = await sluice('backend', 'add', 'web', '10.0.1.99', '--host', 'gw1', '--port', '8080');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /SLUICE_E_CONFIG_INVALID/);
+    assert.match(r.err, /loadBalancers\[1\]\.backends\[2\]\.host: .*\[SLUICE_E_CONFIG_BACKEND_ON_GATEWAY\]/);
+    r = await sluice(
+      'lb',
+      'add',
+      'bad',
+      '300.1.1.1',
+      '--port',
+      '80',
+      '--protocol',
+      'sctp',
+      '--format',
+      'json',
+    );
+    assert.equal(r.code, 2);
+    const err = JSON.parse(r.out).error;
+    assert.equal(err.code, 'SLUICE_E_CONFIG_INVALID');
+    assert.deepEqual(err.issues.map((i: { path: string; code: string }) => [i.path, i.code]).sort(), [
+      ['loadBalancers[2].protocol', 'SLUICE_E_CONFIG_ENUM'],
+      ['loadBalancers[2].vip', 'SLUICE_E_CONFIG_INVALID_IP'],
+    ]);
+    r = await sluice('node', 'del', 'host1');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /SLUICE_E_CONFIG_UNKNOWN_HOST/);
+    // Not found, exists, usage.
+    r = await sluice('lb', 'del', 'nope');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /load balancer nope is not in the desired state \[SLUICE_E_STORE_NOT_FOUND\]/);
+    r = await sluice('backend', 'drain', 'web', '10.9.9.9');
+    assert.match(r.err, /SLUICE_E_STORE_NOT_FOUND/);
+    r = await sluice('node', 'add', 'gw1', '--role', 'gateway', '--tunnel-ip', '192.168.100.9');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /SLUICE_E_STORE_EXISTS/);
+    r = await sluice('lb', 'add', 'x', '203.0.113.99', '--port', 'eighty');
+    assert.equal(r.code, 2);
+    assert.match(r.err, /SLUICE_E_USAGE/);
+    r = await sluice('backend', 'add', 'web', '10.0.1.50', '--port', '8080'); // --host missing (commander)
+    assert.equal(r.code, 2);
+    r = await sluice('lb', 'list', '--format', 'yaml');
+    assert.equal(r.code, 2);
+
+    assert.equal(await showYaml(), before, 'the store is unchanged');
+    assert.equal((await json('lb', 'list')).length, cfg);
+  });
+
+  test('apply --dry-run prints the diff and the generations, and writes nothing; apply writes', async () => {
+    const doc = parseYaml(await showYaml());
+    const web = doc.loadBalancers.find((l: { name: string }) => l.name === 'web');
+    web.backends.push({ address: '10.0.1.13', port: 8080, host: 'host2', weight: 1, state: 'active' });
+    web.backends[0].state = 'draining';
+    doc.loadBalancers = doc.loadBalancers.filter((l: { name: string }) => l.name !== 'dns');
+    const file = join(dir, 'change.yaml');
+    writeFileSync(file, JSON.stringify(doc));
+    const before = await showYaml();
+
+    const dry = await json('apply', '-f', file, '--dry-run');
+    assert.equal(dry.dryRun, true);
+    assert.deepEqual(dry.counts, { added: 1, changed: 1, removed: 1 });
+    assert.deepEqual(
+      dry.changes.map(
+        (c: { kind: string; subject: string; name: string }) => `${c.kind} ${c.subject} ${c.name}`,
+      ),
+      ['removed load balancer dns', 'changed backend web 10.0.1.11:8080', 'added backend web 10.0.1.13:8080'],
+    );
+    // Generation 1 = the current state; the drain and the add roll out through phase 1, phase 2, then stable.
+    assert.ok(dry.generations.length >= 3, `phased rollout, got ${dry.generations.length} generations`);
+    const text = await sluice('apply', '-f', file, '--dry-run');
+    assert.equal(text.code, 0, text.err);
+    assert.match(text.out, /^- load balancer dns removed$/m);
+    assert.match(text.out, /^~ backend web 10\.0\.1\.11:8080 changed: state active -> draining$/m);
+    assert.match(text.out, /^\+ backend web 10\.0\.1\.13:8080 added$/m);
+    assert.match(text.out, /rolls out in \d+ more generation/);
+    assert.match(text.out, /generation 2: .*phase 1/);
+    assert.match(text.out, /nothing written/);
+    assert.equal(await showYaml(), before, 'dry run wrote nothing');
+
+    const applied = await json('apply', '-f', file);
+    assert.equal(applied.changed, true);
+    assert.deepEqual(applied.counts, { added: 1, changed: 1, removed: 1 });
+    const now = await json('show');
+    assert.deepEqual(
+      now.loadBalancers.map((l: { name: string }) => l.name),
+      ['web'],
+    );
+    // A bad file is rejected before the store is touched.
+    writeFileSync(
+      join(dir, 'bad.yaml'),
+      'nodes: [{name: gw1, role: router, tunnelIp: 1.2.3}]\nloadBalancers: []\n',
+    );
+    const bad = await sluice('apply', '-f', join(dir, 'bad.yaml'));
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /nodes\[0\]\.role/);
+    assert.match(bad.err, /nodes\[0\]\.tunnelIp/);
+    assert.deepEqual(await json('show'), now);
+  });
+
+  test('a concurrent edit fails the desired_cfg guard: the edit is redone on the fresh state, or reported', async () => {
+    const s = await StoreSession.open(db, Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])));
+    try {
+      const before = (await json('show')) as { loadBalancers: { backends: unknown[] }[] };
+      const n0 = before.loadBalancers[0]!.backends.length;
+      // Attempt 1 races another CLI writer between our read and our transaction: the guard fails, attempt 2 wins.
+      const r = await editDesiredState(s, edits.backendAdd('web', '10.0.1.21', 'host1', 8080, 1), {
+        beforeTransact: async (attempt) => {
+          if (attempt === 1)
+            assert.equal(
+              (await sluice('backend', 'add', 'web', '10.0.1.22', '--host', 'host2', '--port', '8080')).code,
+              0,
+            );
+        },
+      });
+      assert.equal(r.attempts, 2);
+      assert.equal(r.changed, true);
+      const after = (await json('show')) as { loadBalancers: { backends: { address: string }[] }[] };
+      const addrs = after.loadBalancers[0]!.backends.map((b) => b.address);
+      assert.equal(addrs.length, n0 + 2, 'both edits are in the store');
+      assert.ok(addrs.includes('10.0.1.21') && addrs.includes('10.0.1.22'));
+
+      // With one attempt allowed, the conflict is reported and our edit is not written.
+      await assert.rejects(
+        editDesiredState(s, edits.backendAdd('web', '10.0.1.23', 'host1', 8080, 1), {
+          maxAttempts: 1,
+          beforeTransact: async () => {
+            assert.equal((await sluice('backend', 'drain', 'web', '10.0.1.22')).code, 0);
+          },
+        }),
+        (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_STORE_CONFLICT',
+      );
+      const last = (await json('show')) as {
+        loadBalancers: { backends: { address: string; state: string }[] }[];
+      };
+      const bs = last.loadBalancers[0]!.backends;
+      assert.ok(!bs.some((b) => b.address === '10.0.1.23'), 'the losing edit wrote nothing');
+      assert.equal(bs.find((b) => b.address === '10.0.1.22')!.state, 'draining', 'the winner is kept');
+    } finally {
+      s.close();
+    }
+  });
+
+  test('status reports what agents applied (generation, lag, heartbeat, error), health, connections, waiting', async () => {
+    // Publish generation 1 as the planner would, then write agent reports as the agents would.
+    const client = new OvsdbClient({ remotes: [db] });
+    let plans: Monitor | undefined;
+    try {
+      await client.connect();
+      plans = await client.monitor(SLUICE_DB, {
+        ...Object.fromEntries(PLAN_TABLES.map((t) => [t, {}])),
+        ...Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])),
+        Node_Status: {},
+      });
+      const shown = await json('show');
+      const config = parseConfig(shown);
+      const gen = planNext({ config, latest: null, connections: () => 0, now: Date.now() }).next!;
+      const desiredCfg = plans.replica.rows('Global')[0]!.desired_cfg as number;
+      await client.transact(
+        SLUICE_DB,
+        ...publishGenerationOps(
+          plans.schema!,
+          plans.replica,
+          { ...gen, number: 1, createdAt: Date.now() },
+          desiredCfg,
+        ),
+      );
+      const now = Date.now();
+      for (const [node, applied, error] of [
+        ['gw1', 1, undefined],
+        ['gw2', 0, undefined],
+        ['host1', 1, undefined],
+        ['host2', 1, 'bundle rejected'],
+      ] as const) {
+        await client.transact(
+          SLUICE_DB,
+          ...nodeStatusOps(plans.schema!, plans.replica, {
+            node,
+            appliedGeneration: applied,
+            appliedCfg: desiredCfg,
+            appliedAt: now,
+            heartbeatAt: now - 1500,
+            error,
+          }),
+        );
+      }
+      await client.transact(SLUICE_DB, {
+        op: 'insert',
+        table: 'Backend_Status',
+        row: {
+          node: 'host1',
+          lb: 'web',
+          backend: '10.0.1.11:8080',
+          health: 'up',
+          connections: 7,
+          checked_at: now,
+        },
+      });
+
+      const st = await json('status');
+      assert.equal(st.generation, 1);
+      assert.equal(st.plannedCfg, desiredCfg);
+      assert.equal(st.desiredCfg, desiredCfg);
+      const byName = new Map(st.nodes.map((n: { name: string }) => [n.name, n]));
+      assert.deepEqual(
+        ['gw1', 'gw2', 'host1', 'host2'].map((n) => {
+          const x = byName.get(n) as { appliedGeneration: number; lag: number; error: string | null };
+          return [n, x.appliedGeneration, x.lag, x.error];
+        }),
+        [
+          ['gw1', 1, 0, null],
+          ['gw2', 0, 1, null],
+          ['host1', 1, 0, null],
+          ['host2', 1, 0, 'bundle rejected'],
+        ],
+      );
+      const hb = (byName.get('gw1') as { heartbeatAgeMs: number }).heartbeatAgeMs;
+      assert.ok(hb >= 1500 && hb < 60_000, `heartbeat age ${hb}`);
+      assert.deepEqual(st.waiting, { gateways: ['gw2'], hosts: [] });
+      const b = st.backends.find((x: { backend: string }) => x.backend === '10.0.1.11:8080');
+      assert.deepEqual([b.health, b.connections, b.reportedBy, b.adminState], ['up', 7, 'host1', 'draining']);
+      const unreported = st.backends.find((x: { backend: string }) => x.backend === '10.0.1.12:8080');
+      assert.deepEqual([unreported.health, unreported.connections], ['unknown', null]);
+
+      const text = await sluice('status');
+      assert.equal(text.code, 0, text.err);
+      assert.match(text.out, /^gw2\s+gateway\s+0\s+1\s+1\.\ds ago\s+no\s+-$/m);
+      assert.match(text.out, /^host2\s+host\s+1\s+0\s+.*bundle rejected$/m);
+      assert.match(text.out, /gateways behind generation 1: gw2/);
+
+      // explain without -f: the latest published generation from the store.
+      const ex = await sluice(
+        'explain',
+        'tcp',
+        '198.51.100.7',
+        '40000',
+        '203.0.113.10',
+        '80',
+        '--hash',
+        '0x5',
+        '--format',
+        'json',
+      );
+      assert.equal(ex.code, 0, ex.err);
+      const e = JSON.parse(ex.out);
+      assert.equal(e.found, true);
+      assert.equal(e.generation, 1);
+      assert.equal(e.slot, 5);
+      assert.ok(typeof e.primary.key === 'string');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('an unreachable store is a runtime error (exit 1) naming the remote', async () => {
+    const saved = db;
+    db = `unix:${join(dir, 'nothing-here.sock')}`;
+    try {
+      const r = await sluice('lb', 'list', '--format', 'json');
+      assert.equal(r.code, 1);
+      assert.equal(JSON.parse(r.out).error.code, 'SLUICE_E_OVSDB_CONNECT');
+      assert.match(r.err, /cannot reach the store at unix:.*nothing-here\.sock/);
+    } finally {
+      db = saved;
+    }
+  });
+});
