@@ -88,6 +88,8 @@ export class LabController {
   private readonly held = new Set<string>();
   /** Gateways withdrawn from ECMP and excluded from the ack set (removed or down). */
   private readonly out = new Set<string>();
+  /** Hosts whose ovs-vswitchd is down: not programmed, not asked for connections (theirs are lost). */
+  private readonly downHosts = new Set<string>();
   private readonly t0 = Date.now();
   private readonly opts: LabControllerOptions;
   /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
@@ -116,6 +118,11 @@ export class LabController {
   /** Gateways in the ack set (in ECMP, not down), sorted. */
   liveGateways(): string[] {
     return this.lab.gateways.map((g) => g.name).filter((n) => !this.out.has(n));
+  }
+
+  /** Hosts that are programmed and report connections (not down), sorted. */
+  liveHosts(): string[] {
+    return this.lab.hosts.map((h) => h.name).filter((n) => !this.downHosts.has(n));
   }
 
   /** Gateways currently held back (holdGateway). */
@@ -153,7 +160,18 @@ export class LabController {
     return this.serial(async () => {
       this.published.push(gen);
       this.log('publish', `g${gen.number}${note ? `: ${note}` : ''}`);
-      await Promise.all(this.lab.hosts.map((h) => this.program(h.name, gen)));
+      await Promise.all(
+        this.liveHosts().map(async (h) => {
+          try {
+            await this.program(h, gen);
+          } catch (e) {
+            // A host whose ovs-vswitchd died is left out (hosts do not gate publication); anything else is an error.
+            if (this.lab.node(h).vswitchdPid() !== undefined) throw e;
+            this.downHosts.add(h);
+            this.log('host-down', `${h}: ovs-vswitchd is not running: left out until restoreHost`);
+          }
+        }),
+      );
       const gws = this.liveGateways().filter((g) => !this.held.has(g));
       await Promise.all(
         gws.map(async (g) => {
@@ -180,7 +198,19 @@ export class LabController {
 
   /** Live connections of every host, merged (read only after every live gateway acked the latest generation). */
   async connections(): Promise<SlotConnections> {
-    const all = await Promise.all(this.lab.hosts.map((h) => readSlotConnections(h, this.config)));
+    const all = await Promise.all(
+      this.liveHosts().map(async (h) => {
+        try {
+          return await readSlotConnections(this.lab.node(h), this.config);
+        } catch (e) {
+          if (this.lab.node(h).vswitchdPid() !== undefined) throw e;
+          // Its conntrack died with it: it holds no connection any more.
+          this.downHosts.add(h);
+          this.log('host-down', `${h}: ovs-vswitchd is not running: its connections are lost, left out`);
+          return mergeSlotConnections([]);
+        }
+      }),
+    );
     return mergeSlotConnections(all);
   }
 
@@ -330,6 +360,22 @@ export class LabController {
     const pid = await this.lab.node(name).killVswitchd('SIGKILL');
     this.acks.delete(name);
     this.log('kill', `${name}: ovs-vswitchd (pid ${pid}) killed; withdrawn from ECMP and the ack set`);
+  }
+
+  /** Restarts a host's ovs-vswitchd (its userspace conntrack, hence its connections, are lost), programs the
+   *  latest generation, and counts it in again. */
+  async restoreHost(name: string): Promise<void> {
+    if (this.lab.node(name).role !== 'host') throw new SluiceError('SLUICE_E_USAGE', `${name} is not a host`);
+    const node = this.lab.node(name);
+    if (node.vswitchdPid() === undefined) await node.restartVswitchd();
+    for (;;) {
+      const latest = this.latest;
+      if (!latest) break;
+      await this.serial(() => this.program(name, latest));
+      if (this.latest === latest) break;
+    }
+    this.downHosts.delete(name);
+    this.log('restore', `${name} back at g${this.acks.get(name)}`);
   }
 
   /** Restarts a killed gateway's ovs-vswitchd, restores every flow (latest generation), rejoins ECMP. */
