@@ -473,7 +473,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
   });
 
   test('metrics and status endpoints report what was applied', async () => {
-    const gen = storeState().gen;
+    const gen = await waitConverged();
+    await sleep(1500); // the planner's next evaluation (every 500 ms) sets its gauges
     const addr = (name: string) =>
       records(name)
         .filter((r) => r.event === 'metrics')
