@@ -17,7 +17,6 @@ import {
   setLabBackendState,
   setLabBackendWeight,
 } from './controller.ts';
-import { nsRun } from './exec.ts';
 import { type Lab, labDown, labUp } from './topology.ts';
 import { aggregate, startTraffic, type Traffic, type TrafficCounters } from './traffic.ts';
 
@@ -108,10 +107,6 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   try {
     say(`lab up (prefix ${prefix}): 2 gateways behind an ECMP router, 3 hosts x 2 backends, 2 clients`);
     lab = await labUp({ prefix }, { replace: true });
-    // Each connection stays on the gateway the router's hash picked (see docs/design/lab.md, "flow hash"): a
-    // connection cannot survive an event by hopping to another gateway after a retransmission timeout.
-    for (const c of lab.clients)
-      await nsRun(c.netns, 'sysctl', ['-qw', 'net.core.txrehash=0'], { allowFail: true });
     const theLab = lab;
     const ctl = new LabController(lab, { onEvent: (e) => say(`  ${e.kind}: ${e.message}`) });
     let config: Config = lab.sluiceConfig({ drainWindowSeconds: 3600 });

@@ -190,7 +190,7 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
       await sleep(4000);
       const c = await tw.report();
       t.diagnostic(`negative control: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
-      // About half the connections hash to gw2 (client flow hashes pinned, lb-common.ts pinClientHashes).
+      // About half the connections hash to gw2 (client flow hashes pinned by the lab: net.core.txrehash=0).
       assert.ok(c.broken >= 30, 'a dead gateway left in the ECMP set must black-hole its connections');
       await lab.node('gw2').restartVswitchd();
       await ctl.addGateway('gw2');
