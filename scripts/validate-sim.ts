@@ -498,14 +498,28 @@ async function main(): Promise<number> {
     down = true;
     await labDown(PREFIX).catch((e) => log(`lab down failed: ${(e as Error).message}`));
   };
+  let interrupted = false;
   process.once('SIGINT', () => {
+    interrupted = true;
     log('SIGINT: tearing the lab down');
-    teardown().finally(() => process.exit(130));
+    // A second pass removes what a labUp still in flight created during the first.
+    teardown()
+      .then(() => labDown(PREFIX).catch(() => undefined))
+      .finally(() => process.exit(130));
   });
   const rows: Row[] = [];
   try {
-    log(`lab up (${PREFIX})`);
-    const lab = await labUp({ prefix: PREFIX }, { replace: true });
+    let lab: Lab | undefined;
+    for (let attempt = 1; lab === undefined; attempt++) {
+      log(`lab up (${PREFIX})${attempt > 1 ? `, attempt ${attempt}` : ''}`);
+      try {
+        lab = await labUp({ prefix: PREFIX }, { replace: true });
+      } catch (e) {
+        // Its probe of the backends can time out on a loaded machine; `replace` starts clean.
+        if (attempt >= 3 || interrupted) throw e;
+        log(`lab up failed: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
     for (const sc of SCENARIOS) {
       if (ONLY && !ONLY.includes(sc.id)) continue;
       for (const st of STRATS) {
