@@ -253,16 +253,30 @@ export function registerDaemonCommands(program: Command): void {
     .argument('<gateway>', 'gateway name (gw1, ...)')
     .option('--prefix <prefix>', 'lab prefix', 'sl-')
     .option('--run-root <dir>', 'lab run root')
-    .action(async (action: string, gateway: string, o: { prefix: string; runRoot?: string }) => {
-      if (action !== 'withdraw' && action !== 'announce')
-        throw new SluiceError('SLUICE_E_USAGE', `lab-ecmp: expected withdraw or announce, got "${action}"`);
-      const lab = o.runRoot ? attachLab(o.prefix, o.runRoot) : attachLab(o.prefix);
-      lab.node(gateway);
-      await withLockFile(`${lab.facts.runDir}/ecmp.lock`, async () => {
-        const cur = new Set(Object.values(await lab.ecmpGateways()).flat());
-        if (action === 'withdraw') cur.delete(gateway);
-        else cur.add(gateway);
-        await lab.setEcmpGateways([...cur].sort());
-      });
-    });
+    .option(
+      '--print-cmd',
+      'print the fast shell command (for --withdraw-cmd / --announce-cmd) instead of running',
+    )
+    .action(
+      async (
+        action: string,
+        gateway: string,
+        o: { prefix: string; runRoot?: string; printCmd?: boolean },
+      ) => {
+        if (action !== 'withdraw' && action !== 'announce')
+          throw new SluiceError('SLUICE_E_USAGE', `lab-ecmp: expected withdraw or announce, got "${action}"`);
+        const lab = o.runRoot ? attachLab(o.prefix, o.runRoot) : attachLab(o.prefix);
+        lab.node(gateway);
+        if (o.printCmd) {
+          process.stdout.write(`${labEcmpCommand(lab, gateway, action)}\n`);
+          return;
+        }
+        await withLockFile(`${lab.facts.runDir}/ecmp.lock`, async () => {
+          const cur = new Set(Object.values(await lab.ecmpGateways()).flat());
+          if (action === 'withdraw') cur.delete(gateway);
+          else cur.add(gateway);
+          await lab.setEcmpGateways([...cur].sort());
+        });
+      },
+    );
 }
