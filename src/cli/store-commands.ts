@@ -12,7 +12,7 @@ import { stringify as yamlStringify } from 'yaml';
 import { type ErrorCode, SluiceError } from '../model/errors.ts';
 import { ipEquals, parseIp } from '../model/ip.ts';
 import { parseConfigText } from '../model/load.ts';
-import { parseConfig } from '../model/schema.ts';
+import { formatIssues, parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
@@ -201,6 +201,31 @@ export interface EditResult {
   readonly config: Config;
 }
 
+/** parseConfig of an edited document; each issue also names the node or load balancer its path points into. */
+function validateEdit(doc: EditableDocument): Config {
+  const source = '(the desired state after this edit; nothing was written)';
+  try {
+    return parseConfig(doc, source);
+  } catch (e) {
+    if (!(e instanceof SluiceError) || e.issues.length === 0) throw e;
+    const issues = e.issues.map((i) => {
+      const m = /^(loadBalancers|nodes)\[(\d+)\]/.exec(i.path);
+      const name = m === null ? undefined : doc[m[1] as 'nodes' | 'loadBalancers'][Number(m[2])]?.name;
+      const what = m?.[1] === 'nodes' ? 'node' : 'load balancer';
+      return name === undefined ? i : { ...i, message: `${i.message} (${what} ${JSON.stringify(name)})` };
+    });
+    const n = issues.length;
+    throw new SluiceError(
+      e.code,
+      `invalid config ${source}: ${n} problem${n === 1 ? '' : 's'}\n${formatIssues(issues)
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n')}`,
+      issues,
+    );
+  }
+}
+
 function isConflict(e: unknown): boolean {
   return (
     e instanceof OvsdbError &&
@@ -223,7 +248,7 @@ export async function editDesiredState(
   for (let attempt = 1; ; attempt++) {
     const { desiredCfg, config: current } = storedConfig(s.replica);
     const doc = edit(structuredClone(configDocument(current)), current);
-    const next = parseConfig(doc, '(the desired state after this edit; nothing was written)');
+    const next = validateEdit(doc);
     const changes = diffConfigs(current, next);
     const ops = desiredStateOps(s.schema, s.replica, next);
     if (ops.length === 0) return { desiredCfg, changed: false, changes, attempts: attempt, config: next };

@@ -171,6 +171,10 @@ describe('sluice CLI against a real ovsdb-server', () => {
       ['loadBalancers[2].protocol', 'SLUICE_E_CONFIG_ENUM'],
       ['loadBalancers[2].vip', 'SLUICE_E_CONFIG_INVALID_IP'],
     ]);
+    assert.ok(
+      err.issues.every((i: { message: string }) => i.message.endsWith('(load balancer "bad")')),
+      'each issue names the load balancer its path points into',
+    );
     r = await sluice('node', 'del', 'host1');
     assert.equal(r.code, 2);
     assert.match(r.err, /SLUICE_E_CONFIG_UNKNOWN_HOST/);
