@@ -116,7 +116,11 @@ export function registerDaemonCommands(program: Command): void {
     )
     .requiredOption('--db <remotes>', 'OVSDB remotes, comma separated (cluster members)')
     .option('--lease <seconds>', "agents' lease: a silent gateway is waited for this long", '10')
-    .option('--margin <seconds>', 'extra wait beyond the lease before a silent gateway is dropped', '3')
+    .option(
+      '--margin <seconds>',
+      'extra wait beyond the lease before a silent gateway is dropped (covers the withdraw command)',
+      '5',
+    )
     .option('--keep-plans <n>', 'plans kept in the store', '5')
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')

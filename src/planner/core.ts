@@ -70,7 +70,8 @@ export interface StoreView {
 export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
   readonly leaseMs?: number;
-  /** The planner waits this much longer than the lease before it stops waiting for a silent node (default 3000). */
+  /** The planner waits this much longer than the lease before it stops waiting for a silent node (default 5000): it
+   *  must cover the gateway's withdraw command and its fencing check period. */
   readonly marginMs?: number;
 }
 
@@ -144,7 +145,7 @@ export class PlannerCore {
 
   constructor(opts: PlannerCoreOptions = {}) {
     this.leaseMs = opts.leaseMs ?? 10_000;
-    this.marginMs = opts.marginMs ?? 3000;
+    this.marginMs = opts.marginMs ?? 5000;
   }
 
   /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. */

@@ -268,7 +268,7 @@ describe('planner core (fake store)', () => {
     assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['hosts', ['h3']]);
     store.beat('h1', 2);
     store.beat('h2', 2);
-    assert.equal(step(core, store, 2 + 13_001).kind, 'release');
+    assert.equal(step(core, store, 2 + 15_001).kind, 'release');
   });
 
   test('effectiveDoc and slot count encoding', () => {
