@@ -1,0 +1,130 @@
+// Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
+//
+//   npm run bench                          # every benchmark (the lab ones need root and OVS)
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, dpflows, perf-cp, perf-lab
+//   npm run bench -- --skip dpflows,perf-lab
+//   npm run bench -- --list
+//   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
+//
+// Each benchmark runs as its own child process (`node --import tsx <file>`): a crash or a lab teardown in one
+// cannot take the others down, perf-cp gets the large heap it needs, and each sees a fresh JIT and heap.
+// Environment variables of the individual benchmarks pass through (see each file's header).
+
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+interface Bench {
+  readonly name: string;
+  readonly file: string;
+  readonly nodeArgs: readonly string[];
+  readonly root: boolean;
+  readonly what: string;
+}
+
+const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
+
+export const BENCHES: readonly Bench[] = [
+  {
+    name: 'slots',
+    file: here('./slots.bench.ts'),
+    nodeArgs: [],
+    root: false,
+    what: 'slot tables vs Maglev (pure)',
+  },
+  {
+    name: 'perf-cp',
+    file: here('./perf/cp.ts'),
+    nodeArgs: ['--max-old-space-size=16000'],
+    root: false,
+    what: 'control plane at scale: compile, memory, bundle of one change (pure)',
+  },
+  {
+    name: 'dpflows',
+    file: here('./dpflows.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'datapath flows/upcalls per hash mode, second-chance packets (lab)',
+  },
+  {
+    name: 'perf-lab',
+    file: here('./perf/lab.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'sluice vs the BASELINE stateful gateway: state, forwarding CPU, setup rate, second-chance RTT (lab)',
+  },
+];
+
+function parseArgs(argv: readonly string[]): {
+  only?: string[];
+  skip: string[];
+  list: boolean;
+  parts?: string;
+} {
+  const out: { only?: string[]; skip: string[]; list: boolean; parts?: string } = { skip: [], list: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--list') out.list = true;
+    else if (a.startsWith('--only')) out.only = val().split(',');
+    else if (a.startsWith('--skip')) out.skip = val().split(',');
+    else if (a.startsWith('--parts')) out.parts = val();
+    else throw new Error(`unknown argument ${a} (--only a,b | --skip a,b | --parts p,q | --list)`);
+  }
+  return out;
+}
+
+function runOne(b: Bench, extra: readonly string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [...b.nodeArgs, '--import', 'tsx', b.file, ...extra], {
+      stdio: 'inherit',
+    });
+    const forward = (sig: NodeJS.Signals) => () => p.kill(sig); // the child tears its lab down itself
+    const onInt = forward('SIGINT');
+    const onTerm = forward('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    p.on('exit', (code, signal) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolve(code ?? (signal ? 128 : 1));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.list) {
+    for (const b of BENCHES)
+      process.stdout.write(`${b.name.padEnd(10)} ${b.root ? '(root) ' : ''}${b.what}\n`);
+    return;
+  }
+  const unknown = [...(args.only ?? []), ...args.skip].filter((n) => !BENCHES.some((b) => b.name === n));
+  if (unknown.length) throw new Error(`unknown benchmark(s): ${unknown.join(', ')} (see --list)`);
+  const chosen = BENCHES.filter(
+    (b) => (args.only ? args.only.includes(b.name) : true) && !args.skip.includes(b.name),
+  );
+  const isRoot = process.getuid?.() === 0;
+  const results: Array<[string, string]> = [];
+  for (const b of chosen) {
+    if (b.root && !isRoot) {
+      results.push([b.name, 'skipped (needs root)']);
+      continue;
+    }
+    process.stderr.write(`\n=== bench ${b.name}: ${b.what}\n`);
+    const t0 = Date.now();
+    const code = await runOne(b, b.name === 'perf-lab' && args.parts ? [args.parts] : []);
+    results.push([
+      b.name,
+      `${code === 0 ? 'ok' : `FAILED (exit ${code})`} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    ]);
+  }
+  process.stderr.write('\n');
+  for (const [n, r] of results) process.stderr.write(`bench ${n}: ${r}\n`);
+  if (results.some(([, r]) => r.startsWith('FAILED'))) process.exitCode = 1;
+}
+
+await main();
