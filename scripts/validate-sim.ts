@@ -24,7 +24,9 @@
 // `<!-- eval:validation:end -->` (inserted before "## Reproducing" the first time). Exit code 1 if any count
 // disagrees or any pre-event prediction missed.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { compileNode } from '../src/compile/index.ts';
 import {
   CT_ZONE,
@@ -127,6 +129,8 @@ interface Row {
   readonly sameSet: boolean;
   readonly failed: number;
   readonly note: string;
+  /** The simulator side as a trace file (`sluice sim --trace`), replayed by test/unit/sim-explicit.test.ts. */
+  readonly traceFile: Record<string, unknown>;
 }
 
 // ---------------------------------------------------------------- lab helpers
@@ -401,6 +405,20 @@ async function runOne(lab: Lab, sc: Scenario, st: (typeof STRATS)[number]): Prom
       sameSet,
       failed,
       note,
+      traceFile: {
+        name: trace.name,
+        description:
+          `${sc.title}, ${st.title}: the lab broke ${broken.length} of ${conns.length} connections. ` +
+          `Only strategy ${st.n}'s row is meaningful: the connections were placed by it in the lab.`,
+        topology: { gateways: trace.topology.gateways, slotBits: trace.topology.slotBits },
+        ecmp: trace.ecmp,
+        datapathHash: 'shared',
+        timing: { drainWindowSeconds: trace.timing.drainWindowSeconds },
+        lifetimes: trace.lifetimes,
+        durationSeconds: trace.durationSeconds,
+        events: trace.events,
+        explicit,
+      },
     };
   } finally {
     await t.stop().catch(() => t.kill());
@@ -428,6 +446,9 @@ function section(rows: readonly Row[], ms: number): string {
     "replicated), and the backend it greeted with; backend keys are the lab's addresses, so its slot tables are the",
     "lab's. Produced by `sudo node --import tsx scripts/validate-sim.ts` " +
       `(${new Date().toISOString().slice(0, 10)}, ${(ms / 1000).toFixed(0)} s).`,
+    "Each run's simulator side is saved as a trace file in `test/fixtures/sim-validation/`: `sluice sim --trace",
+    '<file>` replays it without root, and `test/unit/sim-explicit.test.ts` checks that the simulator still gives the',
+    "lab's count for every one.",
     '',
     "- **Strategy 3** in the lab: the web VIP's gateway group replaced by `type=select,selection_method=hash,",
     '  fields(ip_src,ip_dst,tcp_src,tcp_dst)`, one bucket per active backend with a stable `bucket_id`, no second',
@@ -488,6 +509,20 @@ function writeDocs(text: string): void {
   writeFileSync(path, out);
 }
 
+/** The simulator side of every run as a trace file, and the lab's counts: test/fixtures/sim-validation/. */
+function writeFixtures(rows: readonly Row[]): void {
+  const dir = new URL('../test/fixtures/sim-validation/', import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  const expected = rows.map((r) => {
+    const file = `${r.scenario}-${r.strategy}.json`;
+    writeFileSync(new URL(file, dir), `${JSON.stringify(r.traceFile)}\n`);
+    return { file, strategy: r.strategy, connections: r.connections, labBroken: r.labBroken };
+  });
+  writeFileSync(new URL('lab-results.json', dir), `${JSON.stringify(expected, null, 2)}\n`);
+  // The repository's formatter owns JSON layout (scripts/test.sh runs `biome check`).
+  execFileSync('npx', ['biome', 'format', '--write', fileURLToPath(dir)], { stdio: 'ignore' });
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<number> {
@@ -532,7 +567,10 @@ async function main(): Promise<number> {
   }
   const text = section(rows, Date.now() - t0);
   console.log(text);
-  if (WRITE_DOCS) writeDocs(text);
+  if (WRITE_DOCS) {
+    writeDocs(text);
+    writeFixtures(rows);
+  }
   const ok = rows.every((r) => r.labBroken === r.simBroken && r.predictedOk === r.connections);
   return ok ? 0 : 1;
 }

@@ -2,6 +2,7 @@
 // replicated in src/sim/ovshash.ts. Pure; nothing faked: strategy 4/7 run the real buildTable and planner.
 
 import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { buildTable, NO_OWNER } from '../../src/hashing/slots.ts';
 import { backendKey } from '../../src/model/types.ts';
@@ -230,6 +231,50 @@ describe('sim: explicit connections', () => {
         }),
       /keepServing/,
     );
+  });
+});
+
+describe('sim: replays the recorded lab validation runs (scripts/validate-sim.ts)', () => {
+  // Each fixture is the simulator side of one lab run (the lab's own connections, slots, OVS hashes and backends);
+  // lab-results.json holds what the lab counted. Re-recorded by running the script (root).
+  const dir = new URL('../fixtures/sim-validation/', import.meta.url);
+  const results = JSON.parse(readFileSync(new URL('lab-results.json', dir), 'utf8')) as {
+    file: string;
+    strategy: StrategyId;
+    connections: number;
+    labBroken: number;
+  }[];
+  const load = (file: string) =>
+    JSON.parse(readFileSync(new URL(file, dir), 'utf8')) as Record<string, unknown>;
+
+  it('has three scenarios x strategies 3, 4, 7', () => {
+    assert.equal(results.length, 9);
+    assert.deepEqual([...new Set(results.map((r) => r.strategy))].sort(), [
+      'hash_hrw',
+      'slot_table',
+      'sluice',
+    ]);
+  });
+
+  for (const r of results) {
+    it(`${r.file}: the simulator breaks what the lab broke (${r.labBroken} of ${r.connections})`, () => {
+      const trace = parseTrace(load(r.file));
+      assert.equal(trace.topology.connections, r.connections);
+      assert.equal(broken(runSim(trace, { strategies: [r.strategy] }), r.strategy), r.labBroken);
+    });
+  }
+
+  it("without the backends' hosts the model over-counts the add runs (moves within host2 survive in the lab)", () => {
+    for (const r of results.filter((x) => x.file.startsWith('add-') && x.strategy !== 'sluice')) {
+      const f = load(r.file);
+      const ex = f.explicit as ExplicitWorld;
+      const noHosts = {
+        ...f,
+        explicit: { ...ex, backends: ex.backends.map((b) => ({ address: b.address, port: b.port })) },
+      };
+      const n = broken(runSim(parseTrace(noHosts), { strategies: [r.strategy] }), r.strategy);
+      assert.ok(n > r.labBroken, `${r.file}: ${n} > ${r.labBroken}`);
+    }
   });
 });
 
