@@ -25,18 +25,22 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { programNode } from '../src/agent/node-ops.ts';
 import { configDocument } from '../src/cli/config-diff.ts';
 import { main as cliMain } from '../src/cli/main.ts';
 import { storedConfig } from '../src/cli/store-commands.ts';
 import { compileNode } from '../src/compile/index.ts';
-import { LabController } from '../src/lab/controller.ts';
+import { ovsEnv } from '../src/lab/node.ts';
 import { type Lab, labDown, labUp } from '../src/lab/topology.ts';
 import { parseConfig } from '../src/model/schema.ts';
 import type { Config } from '../src/model/types.ts';
+import { localRunner } from '../src/openflow/runner.ts';
 import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../src/ovsdb/server.ts';
 import { desiredStateOps } from '../src/ovsdb/store.ts';
 import { gatewayGeneration, PLANNER_TABLES, readPlan } from '../src/planner/view.ts';
+import { planNext } from '../src/rollout/planner.ts';
+import type { Generation } from '../src/rollout/types.ts';
 import { finish, machine, machineLine, median, say, sleep, writeSection } from './perf/common.ts';
 
 const PREFIX = 'slb-cv-';
@@ -317,6 +321,7 @@ interface InProcessResult {
   setupMs: number;
   cliMs: number;
   readMs: number;
+  planMs: number;
   agentParseMs: number;
   generations: number;
   firstAckMs: number;
@@ -329,9 +334,10 @@ interface InProcessResult {
 
 /**
  * The same change through the daemons' building blocks in this process: the real CLI writes the real store; the
- * desired state is read back from the store (what the planner reads); LabController (src/lab/controller.ts) plans
- * with the same pure planner and programs every node with programNode (compile -> one bundle per bridge ->
- * revalidator/wait: what an agent does), hosts before gateways, the next generation after every gateway acked.
+ * desired state is read back from the store (what the planner reads); this process plans with the same pure planner
+ * (planNext, no connections) and programs every node with programNode and the agents' runner (compile -> one bundle
+ * per bridge -> revalidator/wait: what an agent does), hosts before gateways, the next generation after every
+ * gateway acked.
  * Not included: the store round trips of publication and acknowledgement, and the planner's wait for fresh
  * connection reports before it drops second chances (the controller reads conntrack directly).
  */
@@ -350,10 +356,30 @@ async function inProcess(m: Monitor, vips: number): Promise<InProcessResult> {
       await sleep(200);
     }
   }
-  const ctl = new LabController(lab!, { onEvent: (e) => say(`  ${e.kind}: ${e.message}`) });
-  await ctl.start(initial);
+  // The agents' runner (src/cli/daemons.ts: ovs-ofctl/ovs-appctl with the node's OVS_RUNDIR), with a long timeout:
+  // a 1000-VIP gateway's first bundle (~257,000 flows) takes longer than the agent's default 30 s here.
+  const runners = new Map(
+    lab!.nodes.map((n) => [n.name, localRunner({ env: ovsEnv(n.ovsDir), timeoutMs: 20 * 60_000 })]),
+  );
+  const acks: { node: string; generation: number; lines: number; ms: number; t: number }[] = [];
+  const program = async (cfg: Config, gen: Generation) => {
+    for (const role of ['host', 'gateway'] as const) {
+      await Promise.all(
+        lab!.nodes
+          .filter((n) => n.role === role)
+          .map(async (n) => {
+            const r = await programNode(runners.get(n.name)!, cfg, gen, lab!.compilerFacts(n.name));
+            const lines = Object.values(r.bundleLines).reduce((a, b) => a + b, 0);
+            acks.push({ node: n.name, generation: gen.number, lines, ms: r.ms, t: performance.now() });
+            say(`  ${n.name} applied g${gen.number}: ${lines} bundle lines, ${r.ms} ms`);
+          }),
+      );
+    }
+  };
+  let latest = planNext({ config: initial, latest: null, connections: () => 0, now: Date.now() }).next!;
+  await program(initial, latest);
   const setupMs = performance.now() - t0;
-  const startEvents = ctl.events.length;
+  acks.length = 0;
   const cfg0 = (m.replica.rows('Global')[0]?.desired_cfg as number | undefined) ?? 0;
 
   const argv = [
@@ -388,8 +414,18 @@ async function inProcess(m: Monitor, vips: number): Promise<InProcessResult> {
     }
   })();
   const readMs = performance.now() - tRead;
-  const tChange = performance.now();
-  const r = await ctl.change(config, { timeoutMs: 20 * 60_000 });
+  // The planner's loop without the store: the next generation once every gateway acknowledged the previous one.
+  const published: number[] = [];
+  const planMs: number[] = [];
+  for (;;) {
+    const tp = performance.now();
+    const step = planNext({ config, latest, connections: () => 0, now: Date.now() });
+    planMs.push(performance.now() - tp);
+    if (step.next === null) break;
+    latest = step.next;
+    published.push(latest.number);
+    await program(config, latest);
+  }
   const tDone = performance.now();
   // Agents parse the plan's config document before compiling: measure that on the same document.
   const docText = JSON.stringify(configDocument(config));
@@ -397,37 +433,27 @@ async function inProcess(m: Monitor, vips: number): Promise<InProcessResult> {
   parseConfig(JSON.parse(docText));
   const agentParseMs = performance.now() - tp;
 
-  const events = ctl.events.slice(startEvents);
-  const acks = events
-    .filter((e) => e.kind === 'ack')
-    .map((e) => {
-      const x = /^(\S+) acked g(\d+) \((.*); (\d+) ms\)$/.exec(e.message)!;
-      const lines = [...x[3]!.matchAll(/(\d+) lines/g)].reduce((a, y) => a + Number(y[1]), 0);
-      return { node: x[1]!, generation: Number(x[2]), lines, ms: Number(x[4]), t: e.t };
-    });
-  const first = r.published[0]!;
+  const first = published[0]!;
   const gwAcks = acks.filter((a) => a.node.startsWith('gw'));
-  // Event times are ms since the controller was created; convert via the change start.
-  const changeT = events.find((e) => e.kind === 'change')!.t;
   const firstAckT = Math.max(...gwAcks.filter((a) => a.generation === first).map((a) => a.t));
   const times: number[] = [];
   let flows = 0;
-  const gen = ctl.latest!;
+  const gen = latest;
   for (let i = 0; i < 3; i++) {
     const t = performance.now();
     const fs = compileNode(config, gen, lab!.compilerFacts('gw1'));
     times.push(performance.now() - t);
     flows = [...fs.bridges.values()].reduce((a, b) => a + b.flows.length, 0);
   }
-  const before = tChange - tCli;
   return {
     vips,
     setupMs,
     cliMs,
     readMs,
     agentParseMs,
-    generations: r.published.length,
-    firstAckMs: before + (firstAckT - changeT),
+    generations: published.length,
+    planMs: median(planMs),
+    firstAckMs: firstAckT - tCli,
     convergedMs: tDone - tCli,
     compileMs: median(times),
     gatewayFlows: flows,
@@ -513,8 +539,8 @@ function report(
     lines.push('');
     lines.push(
       'The real CLI writes the real store and the desired state is read back from it (what the planner reads); then ' +
-        'LabController (src/lab/controller.ts) plans with the same pure planner and programs every node with ' +
-        'programNode (compile, one bundle per bridge, revalidator/wait: what an agent does), hosts before gateways, ' +
+        'this process plans with the same pure planner (planNext) and programs every node with programNode and the ' +
+        "agents' runner (compile, one bundle per bridge, revalidator/wait: what an agent does), hosts before gateways, " +
         'the next generation after every gateway acknowledged. Not included: the store round trips of publication ' +
         "and acknowledgement, and the planner's wait for fresh connection reports before it drops second chances.",
     );
@@ -528,6 +554,7 @@ function report(
     irow('`sluice backend add` (connect, validate, guarded write)', (r) => s1(r.cliMs));
     irow('read the desired state back from the store (fresh session)', (r) => s1(r.readMs));
     irow('generations published', (r) => String(r.generations));
+    irow('planner step (planNext, median)', (r) => s1(r.planMs));
     irow('every gateway acknowledged the first (phase 1)', (r) => s1(r.firstAckMs));
     irow('every gateway acknowledged the last (converged)', (r) => s1(r.convergedMs));
     irow('gateway compile (compileNode, median of 3)', (r) => s1(r.compileMs));
