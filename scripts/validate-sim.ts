@@ -475,6 +475,11 @@ function section(rows: readonly Row[], ms: number): string {
     "the simulator's stand-in (`hashInt` in `src/sim/hash.ts`, uniform but not bit-exact), which changes which",
     'connections move, not (statistically) how many.',
     '',
+    'Trace-file fields added for this (`src/sim/trace.ts`): `explicit` = `{ backends: [{ address, port?, host? }],',
+    'pools: [[backend ids]], connections: [{ vip, slot, hash?, backend }] }` (backend ids index `backends`; ids in no',
+    "pool are the ones `backend-add` events add, in order; the topology's connections, backends and VIPs follow from",
+    'it), and `keepServing: true` on a `backend-remove` event (the backend leaves its pools, its server stays up).',
+    '',
     '| scenario | strategy | connections | predicted before | pick changed | lab broken | sim broken | agree | same connections |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
