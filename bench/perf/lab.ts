@@ -305,13 +305,15 @@ export interface FwdRun {
   readonly hostCpuMs: number;
   readonly gwPackets: number;
   readonly gwUpcalls: number;
+  /** Gateway ovs-vswitchd CPU with no traffic just before this mode's runs, ms per second. */
+  readonly gwIdleMsPerS: number;
 }
 
 let udpPort = 1024;
 let udpIp = 0;
 const EXTRA_IPS = Array.from({ length: 64 }, (_, i) => `10.200.0.${100 + i}`);
 
-async function fwdRun(lab: Lab, mode: Mode, kind: 'new' | 'est'): Promise<FwdRun> {
+async function fwdRun(lab: Lab, mode: Mode, kind: 'new' | 'est', gwIdleMsPerS: number): Promise<FwdRun> {
   const gw = lab.node(GW);
   const opts =
     kind === 'est'
@@ -349,6 +351,7 @@ async function fwdRun(lab: Lab, mode: Mode, kind: 'new' | 'est'): Promise<FwdRun
     hostCpuMs: ha.reduce((s, x, i) => s + x - hb[i], 0),
     gwPackets: a.packets - b.packets,
     gwUpcalls: a.upcalls - b.upcalls,
+    gwIdleMsPerS,
   };
   say(`[fwd] ${mode} ${kind}: ${JSON.stringify(run)}`);
   if (process.env.PERF_LAB_DEBUG === '1')
@@ -362,12 +365,12 @@ async function fwdRun(lab: Lab, mode: Mode, kind: 'new' | 'est'): Promise<FwdRun
 }
 
 /** ovs-vswitchd CPU with no traffic, ms per second (gateway, hosts summed). */
-async function idleCpu(lab: Lab): Promise<{ gw: number; hosts: number }> {
+async function idleCpu(lab: Lab, seconds = SECONDS): Promise<{ gw: number; hosts: number }> {
   const gw = lab.node(GW);
   const g0 = cpuMs(gw);
   const h0 = lab.hosts.map(cpuMs);
   const t0 = performance.now();
-  await sleep(SECONDS * 1000);
+  await sleep(seconds * 1000);
   const s = (performance.now() - t0) / 1000;
   return {
     gw: (cpuMs(gw) - g0) / s,
@@ -386,6 +389,7 @@ export interface SetupRow {
   readonly p50: number;
   readonly p99: number;
   readonly gwCpuMs: number;
+  readonly reasons: Record<string, number>;
 }
 
 async function setupRun(lab: Lab, mode: Mode, concurrency: number): Promise<SetupRow> {
@@ -419,6 +423,10 @@ async function setupRun(lab: Lab, mode: Mode, concurrency: number): Promise<Setu
     p50: median(rs.map((x) => Number(x.p50 ?? Number.NaN))),
     p99: Math.max(...rs.map((x) => Number(x.p99 ?? Number.NaN))),
     gwCpuMs: gwCpu,
+    reasons: rs.reduce<Record<string, number>>((acc, x) => {
+      for (const [k, v] of Object.entries(x.failures as Record<string, number>)) acc[k] = (acc[k] ?? 0) + v;
+      return acc;
+    }, {}),
   };
   say(`[setup] ${mode} c=${concurrency}: ${JSON.stringify(row)}`);
   return row;
@@ -493,6 +501,7 @@ async function measureSc(lab: Lab): Promise<ScResult> {
 
 export interface LabReport {
   machine: Machine;
+  parts: string[];
   pps: number;
   seconds: number;
   repeats: number;
@@ -531,12 +540,15 @@ export async function runLabBench(parts: readonly string[], report: LabReport): 
         report.state.push(await measureState(lab, m, n));
   });
   await step('fwd', async () => {
+    await sleep(3000); // let the previous part's connections and flows expire
     report.idle = await idleCpu(lab);
     for (let r = 0; r < REPEATS; r++)
       for (const m of FWD_MODES) {
         await setMode(lab, m);
-        report.fwd.push(await fwdRun(lab, m, 'new'));
-        report.fwd.push(await fwdRun(lab, m, 'est'));
+        await sleep(1000);
+        const idle = (await idleCpu(lab, 2)).gw;
+        report.fwd.push(await fwdRun(lab, m, 'new', idle));
+        report.fwd.push(await fwdRun(lab, m, 'est', idle));
       }
   });
   await step('setup', async () => {
@@ -584,11 +596,19 @@ const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 
-export function renderLab(r: LabReport): string {
-  const L: string[] = [];
+/** The report as sections: `perf-lab` (topology) and one per part that ran (`perf-lab-state`, ...). */
+export function renderLab(r: LabReport): Map<string, string> {
+  const out = new Map<string, string>();
+  let L: string[] = [];
+  const cut = (name: string) => {
+    out.set(name, L.join('\n'));
+    L = [];
+  };
+  const stamp = () => {
+    L.push('');
+    L.push(machineLine(r.machine, `npm run bench -- --only perf-lab --parts ${r.parts.join(',')}`));
+  };
   L.push('## Lab: sluice vs the BASELINE stateful gateway, same lab, same OVS, same run');
-  L.push('');
-  L.push(machineLine(r.machine, 'npm run bench -- --only perf-lab'));
   L.push('');
   L.push(
     'Topology (prefix `slb-pf-`): 1 gateway, 2 hosts with one backend each (host1-b1, host2-b1), 2 clients, the ' +
@@ -606,10 +626,16 @@ export function renderLab(r: LabReport): string {
     L.push(`Parts that failed in this run: ${r.errors.join('; ')}.`);
   }
 
+  L.push('');
+  L.push(
+    'Each part below is written by its own run (`--parts`), with its machine line; the modes inside one part come ' +
+      'from the same run.',
+  );
+  cut('perf-lab');
   // (3)
   if (r.state.length) {
-    L.push('');
     L.push('### Gateway state vs concurrent connections (idle TCP connections held open)');
+    stamp();
     L.push('');
     L.push(
       "| connections | mode | opened (failed) | gateway conntrack entries | gateway datapath flows | upcalls per new connection | gateway ovs-vswitchd RSS growth | hosts' conntrack entries |",
@@ -632,30 +658,41 @@ export function renderLab(r: LabReport): string {
           `dp_hash ${ratio(fl.gwDpFlows, dp.gwDpFlows)}; gateway conntrack entries: baseline ${f0(bl.gwCt)}, sluice ` +
           `${f0(dp.gwCt)} (sluice keeps the state on the hosts: ${f0(dp.hostCt)} entries there).`,
       );
+    L.push(
+      '',
+      "Reading: the BASELINE gateway's datapath flows stay flat too (conntrack is not part of the megaflow key: " +
+        'its flows match ct_state and the dp_hash bucket), but it holds one conntrack entry per connection and its ' +
+        'ovs-vswitchd grows with them; sluice `dp_hash` holds neither (flows bounded by the 2^8 slots), sluice `fields` ' +
+        'holds one datapath flow per connection (megaflows also expire, so the count can be below the connections).',
+    );
+    cut('perf-lab-state');
   }
 
   // (1) + (5)
   if (r.fwd.length) {
-    L.push('');
     L.push(
       `### Small-packet forwarding: ovs-vswitchd CPU per client packet (UDP, 60-byte frames, ${r.pps} packets/s offered for ${r.seconds} s)`,
     );
+    stamp();
     L.push('');
     L.push(
       `Medians of ${r.repeats} runs per cell (modes interleaved in each round). "new": every datagram has a never-used ` +
         '(source address, port), i.e. a new flow; "established": 8 fixed 5-tuples. CPU is utime+stime of the node\'s ' +
         'ovs-vswitchd from /proc/<pid>/stat (all threads) over the run, divided by the datagrams the client sent. ' +
-        `Idle ovs-vswitchd CPU (no traffic): gateway ${f1(r.idle?.gw ?? Number.NaN)} ms/s, hosts ${f1(r.idle?.hosts ?? Number.NaN)} ms/s ` +
-        '(included in the figures; at this offered rate it is small against the per-packet work). "core-rate" = 1 s / ' +
-        'CPU per packet: the packets/s one core would forward at that cost (derived, not measured at saturation).',
+        `Idle ovs-vswitchd CPU (no traffic, at the start of this part): gateway ${f1(r.idle?.gw ?? Number.NaN)} ms/s, hosts ` +
+        `${f1(r.idle?.hosts ?? Number.NaN)} ms/s. "idle-corrected" subtracts the gateway's idle CPU measured just before ` +
+        'each mode (CPU time is counted in 10 ms ticks, so single runs are coarse; medians). "core-rate" = 1 s / ' +
+        'corrected CPU per packet: the packets/s one core would forward at that cost (derived, not measured at saturation).',
     );
     L.push('');
     L.push(
-      '| traffic | mode | sent | replies received | gateway CPU µs/packet | gateway core-rate (pps) | vs baseline | gateway datapath packets per client packet | gateway upcalls per client packet | hosts CPU µs/packet |',
+      '| traffic | mode | sent | replies received | gateway CPU µs/packet, raw | idle-corrected | gateway core-rate (pps) | vs baseline | gateway datapath packets per client packet | gateway upcalls per client packet | hosts CPU µs/packet |',
     );
-    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     const cell = (m: Mode, k: 'new' | 'est') => r.fwd.filter((x) => x.mode === m && x.kind === k);
-    const gwUs = (xs: FwdRun[]) => median(xs.map((x) => (x.gwCpuMs * 1000) / Math.max(1, x.sent)));
+    const gwRaw = (xs: FwdRun[]) => median(xs.map((x) => (x.gwCpuMs * 1000) / Math.max(1, x.sent)));
+    const gwUs = (xs: FwdRun[]) =>
+      median(xs.map((x) => ((x.gwCpuMs - x.gwIdleMsPerS * x.seconds) * 1000) / Math.max(1, x.sent)));
     for (const k of ['new', 'est'] as const) {
       const base = gwUs(cell('baseline', k));
       for (const m of ['bound', 'dp_hash', 'fields', 'baseline'] as const) {
@@ -664,7 +701,7 @@ export function renderLab(r: LabReport): string {
         const us = gwUs(xs);
         L.push(
           `| ${k === 'new' ? 'new flows' : 'established'} | ${LABEL[m]} | ${f0(median(xs.map((x) => x.sent)))} | ` +
-            `${f0(median(xs.map((x) => x.replies)))} | ${f1(us)} | ${f0(1e6 / us)} | ${m === 'baseline' ? '1.00x' : ratio(base, us)} | ` +
+            `${f0(median(xs.map((x) => x.replies)))} | ${f1(gwRaw(xs))} | ${f1(us)} | ${f0(1e6 / us)} | ${m === 'baseline' ? '1.00x' : ratio(base, us)} | ` +
             `${f2(median(xs.map((x) => x.gwPackets / Math.max(1, x.sent))))} | ${f2(median(xs.map((x) => x.gwUpcalls / Math.max(1, x.sent))))} | ` +
             `${m === 'bound' ? '–' : f1(median(xs.map((x) => (x.hostCpuMs * 1000) / Math.max(1, x.sent))))} |`,
         );
@@ -676,16 +713,20 @@ export function renderLab(r: LabReport): string {
         "gateway also carries every reply (its datapath packets per client packet include them); sluice's replies go " +
         'from the hosts straight to the router. The hosts column is item 5 of the issue (host cost): sluice hosts run ' +
         "conntrack + DNAT (and un-DNAT of the replies) where the baseline hosts only deliver plain; the bound's hosts " +
-        'drop its packets (no delivery, no replies).',
+        'drop its packets (no delivery, no replies). Compare modes within one traffic kind: the two generators differ ' +
+        '("new" opens a socket per datagram and sends them one by one; "established" sends small bursts), so "new" ' +
+        'and "established" rows are not comparable with each other. Before each mode\'s runs the gateway\'s idle ' +
+        'ovs-vswitchd CPU is measured for 2 s and subtracted ("idle-corrected").',
     );
+    cut('perf-lab-fwd');
   }
 
   // (2)
   if (r.setup.length) {
-    L.push('');
     L.push(
       `### TCP connection setup through one gateway (connect, greeting from the backend, close with RST; ${r.seconds} s per cell)`,
     );
+    stamp();
     L.push('');
     L.push(
       '| mode | concurrent loops | connections/s | failed | setup p50 / p99 (ms) | gateway CPU ms per connection | vs baseline (conn/s) |',
@@ -702,14 +743,21 @@ export function renderLab(r: LabReport): string {
     L.push('');
     L.push(
       "The connection rate is bounded by the lab (the clients' and backends' kernels and Node processes, and five " +
-        'ovs-vswitchd, on the same 2 cores); the gateway CPU per connection is the figure that belongs to the gateway.',
+        'ovs-vswitchd, on the same 2 cores); the gateway CPU per connection is the figure that belongs to the gateway. ' +
+        `Failures (3 s connect+greeting timeout or reset), by reason: ${
+          r.setup
+            .map((x) => `${x.mode}/${x.concurrency}: ${JSON.stringify(x.reasons)}`)
+            .filter((x) => !x.endsWith('{}'))
+            .join('; ') || 'none'
+        }.`,
     );
+    cut('perf-lab-setup');
   }
 
   // (4)
   if (r.sc) {
-    L.push('');
     L.push('### Extra latency of the second-chance hop');
+    stamp();
     L.push('');
     L.push(
       `${r.sc.connections} TCP connections to 203.0.113.10:80 (sluice dp_hash), each echoing 8 bytes every 100 ms. Then ` +
@@ -729,18 +777,26 @@ export function renderLab(r: LabReport): string {
           `${y.n}, ${f2(y.p50)} / ${f2(y.p99)} | ${ratio(y.p50, x.p50)} |`,
       );
     }
+    const mv = r.sc.rows.find((y) => y.backend === 'host1-b1' && y.bucket === 'after');
+    const st = r.sc.rows.find((y) => y.backend === 'host2-b1' && y.bucket === 'after');
     L.push('');
     L.push(
-      `Second-chance packets handed on by the hosts: ${f0(r.sc.secondChancePackets)}; echo errors: ${r.sc.lost}.`,
+      `Second-chance packets handed on by the hosts: ${f0(r.sc.secondChancePackets)}; echo errors: ${r.sc.lost}. ` +
+        `After the change, moved / not moved: p50 ${mv && st ? ratio(mv.p50, st.p50) : 'n/a'}, p99 ` +
+        `${mv && st ? ratio(mv.p99, st.p99) : 'n/a'}. On this lab the extra hop (one more Geneve encapsulation and one ` +
+        'more ovs-vswitchd pass, on the same machine) is within the noise of the overloaded machine; on real hosts it ' +
+        "adds one network hop's latency.",
     );
+    cut('perf-lab-sc');
   }
-  return L.join('\n');
+  return out;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const parts = (process.argv[2] ?? 'state,fwd,setup,sc').split(',');
   const report: LabReport = {
     machine: machine(),
+    parts,
     pps: PPS,
     seconds: SECONDS,
     repeats: REPEATS,
@@ -766,8 +822,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     await teardown();
   }
   finish(report.machine);
-  const md = renderLab(report);
-  process.stdout.write(`${md}\n`);
-  if (process.env.PERF_LAB_NO_WRITE !== '1') writeSection('perf-lab', md);
+  for (const [name, md] of renderLab(report)) {
+    process.stdout.write(`${md}\n\n`);
+    if (process.env.PERF_LAB_NO_WRITE !== '1') writeSection(name, md);
+  }
   process.exit(report.errors.length ? 1 : 0);
 }
