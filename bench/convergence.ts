@@ -576,6 +576,21 @@ function report(
     irow('config document size (bytes)', (r) => String(r.planBytes));
     irow('initial state: store write + program every node (for reference)', (r) => s1(r.setupMs));
   }
+  const big = inproc.find((r) => r.vips > 1);
+  if (big !== undefined) {
+    const gws = big.acks.filter((a) => a.node.startsWith('gw'));
+    lines.push('');
+    lines.push(
+      `At ${big.vips} VIPs the change itself is small (gateway bundles of ${Math.max(...gws.map((a) => a.lines))} lines at most) ` +
+        `but each gateway generation costs ${s1(median(gws.map((a) => a.ms)))} (median): compiling the whole node ` +
+        `(${s1(big.compileMs)}) plus the applier reading the ${big.gatewayFlows} installed flows to diff against, ` +
+        'reading them again to verify the bundle, and revalidator/wait. The cost grows with the installed table, not ' +
+        'with the change: an incremental compile/diff (only the pools that changed) is the fix this points at. The ' +
+        "agents' runner (src/cli/daemons.ts, localRunner) has a 30 s per-command timeout; the lab's exec (20 s) was " +
+        'too short for the first 1000-VIP gateway bundle (`ovs-ofctl bundle` of ~258,000 lines) in an earlier run ' +
+        'on this machine, which is why this path uses a 20-minute timeout.',
+    );
+  }
   for (const note of notes) {
     lines.push('');
     lines.push(note);
@@ -669,7 +684,7 @@ async function main(): Promise<void> {
           'message, while ovsdb-server logged poll intervals of up to 13.5 s with under 1 s of CPU, i.e. it was ' +
           'starved of CPU, and every reconnect re-sends the whole replica of 20,000 backends), acknowledgements ' +
           'were lost with them, and the gateways had not acknowledged after 5 minutes, when the run was stopped. ' +
-          'The in-process figures below are what the same work costs without that session churn. ' +
+          'The in-process figures above are what the same work costs without that session churn. ' +
           '`CONV_DAEMONS_LARGE=1` runs the daemons at this size again.',
       );
     await stopChildren();
