@@ -470,13 +470,18 @@ function listenerPorts(
   return out;
 }
 
+/** The items of an array, holes of a sparse one as `undefined` (map/forEach skip holes); [] for a non-array. */
+function denseArray(x: unknown): unknown[] {
+  return Array.isArray(x) ? Array.from(x) : [];
+}
+
 /** Validates a decoded config file (the value YAML/JSON parsing produced). Never throws for bad input. */
 export function validateConfig(input: unknown): ValidationResult {
   const issues: Issue[] = [];
   const top = parseItem(TopSchema, input, [], issues);
   const rawTop = isRecord(input) ? input : {};
-  const rawNodes: unknown[] = Array.isArray(rawTop.nodes) ? rawTop.nodes : [];
-  const rawLbs: unknown[] = Array.isArray(rawTop.loadBalancers) ? rawTop.loadBalancers : [];
+  const rawNodes = denseArray(rawTop.nodes);
+  const rawLbs = denseArray(rawTop.loadBalancers);
 
   // ---- shape, item by item (and the port/ports rules, which need the raw item)
   const nodes = rawNodes.map((n, i) => parseItem(NodeSchema, n, ['nodes', i], issues));
@@ -485,7 +490,7 @@ export function validateConfig(input: unknown): ValidationResult {
     const path = formatPath(base);
     const { fields: lb } = parseItem(LoadBalancerItemSchema, raw, base, issues);
     const rec = isRecord(raw) ? raw : {};
-    const rawBackends: unknown[] = Array.isArray(rec.backends) ? rec.backends : [];
+    const rawBackends = denseArray(rec.backends);
     const backends = rawBackends.map((b, j): BackendItem => {
       const { fields } = parseItem(BackendSchema, b, [...base, 'backends', j], issues);
       const portKnown = fields.port !== undefined || !isRecord(b) || b.port === undefined;

@@ -824,6 +824,27 @@ describe('validateConfig: robustness', () => {
   });
 });
 
+test('a sparse array (a hole, possible from code, not from YAML/JSON) is an item like any other', () => {
+  // Counterexample found by the property above (seed -2122591684): map/forEach skip holes.
+  const c = base();
+  const backends: unknown[] = [];
+  backends[1] = [{ '~8ta+p': -5628654490863923 }];
+  c.loadBalancers[0].backends = backends;
+  const r = validateConfig(c);
+  assert.equal(r.ok, false);
+  if (!r.ok) {
+    const paths = r.issues.map((i) => i.path);
+    assert.ok(
+      paths.some((p) => p.startsWith('loadBalancers[0].backends[0]')),
+      paths.join(', '),
+    );
+    assert.ok(
+      paths.some((p) => p.startsWith('loadBalancers[0].backends[1]')),
+      paths.join(', '),
+    );
+  }
+});
+
 describe('parseConfigText: YAML and JSON', () => {
   test('YAML and JSON give the same config', () => {
     const yaml = readExample('lb.yaml');
