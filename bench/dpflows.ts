@@ -21,7 +21,6 @@
 // only).
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { decodeCookie } from '../src/compile/registry.ts';
@@ -31,11 +30,9 @@ import { type Lab, labDown, labUp } from '../src/lab/topology.ts';
 import { startTraffic, type Traffic, type TrafficCounters } from '../src/lab/traffic.ts';
 import type { Config } from '../src/model/types.ts';
 import { revalidate } from '../src/openflow/applier.ts';
+import { DOC, writeSection } from './perf/common.ts';
 
 const PREFIX = 'slb-dp-';
-const DOC = new URL('../docs/benchmarks.md', import.meta.url);
-const START = '<!-- bench:dpflows:start -->';
-const END = '<!-- bench:dpflows:end -->';
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const GW = 'gw1';
 const OTHER_GW = 'gw2';
@@ -434,22 +431,6 @@ export function renderMarkdown(r: DpflowsReport): string {
   return lines.join('\n');
 }
 
-function writeSection(section: string): void {
-  let text: string;
-  try {
-    text = readFileSync(DOC, 'utf8');
-  } catch {
-    text =
-      '# Benchmarks\n\nNumbers below are written by the benchmark scripts in `bench/`; do not edit them by hand.\n';
-  }
-  const block = `${START}\n${section}\n${END}`;
-  const i = text.indexOf(START);
-  const j = text.indexOf(END);
-  if (i >= 0 && j > i) text = text.slice(0, i) + block + text.slice(j + END.length);
-  else text = `${text.replace(/\n*$/, '\n\n')}${block}\n`;
-  writeFileSync(DOC, text);
-}
-
 // ---- main: lab down in finally and on SIGINT/SIGTERM ---------------------------------------------------------
 
 let down: Promise<unknown> | undefined;
@@ -480,7 +461,7 @@ async function main(): Promise<void> {
     const md = renderMarkdown(r);
     console.log(md);
     if (process.env.DPFLOWS_NO_WRITE !== '1') {
-      writeSection(md);
+      writeSection('dpflows', md);
       console.log(`\nwritten to ${DOC.pathname}`);
     }
   } finally {

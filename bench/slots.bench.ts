@@ -5,20 +5,16 @@
 //
 // bench/run.ts may call runSlotsBench() instead.
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { buildTable, movedSlots, type PoolMember, type SlotTable, slotCounts } from '../src/hashing/slots.ts';
 import { MAGLEV_M, type MaglevBackend, maglevTable } from './maglev.ts';
+import { DOC, writeSection } from './perf/common.ts';
 
 const BITS = 16;
 const N = 1000;
-const START = '<!-- bench:slots:start -->';
-const END = '<!-- bench:slots:end -->';
-const DOC = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');
 
 export interface SideResult {
   /** Median build time from scratch, ms. */
@@ -218,7 +214,7 @@ export function runSlotsBench(options: { runs?: number; write?: boolean } = {}):
       scenario('weights 1..10 (100 backends each)', weighted, runs, gc),
     ],
   };
-  if (options.write !== false) writeSection(renderMarkdown(result));
+  if (options.write !== false) writeSection('slots', renderMarkdown(result));
   return result;
 }
 
@@ -307,24 +303,8 @@ export function renderMarkdown(r: SlotsBenchResult): string {
   return lines.join('\n');
 }
 
-function writeSection(section: string): void {
-  let text: string;
-  try {
-    text = readFileSync(DOC, 'utf8');
-  } catch {
-    text =
-      '# Benchmarks\n\nNumbers below are written by the benchmark scripts in `bench/`; do not edit them by hand.\n';
-  }
-  const block = `${START}\n${section}\n${END}`;
-  const i = text.indexOf(START);
-  const j = text.indexOf(END);
-  if (i >= 0 && j > i) text = text.slice(0, i) + block + text.slice(j + END.length);
-  else text = `${text.replace(/\n*$/, '\n\n')}${block}\n`;
-  writeFileSync(DOC, text);
-}
-
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const r = runSlotsBench();
   console.log(renderMarkdown(r));
-  console.log(`\nwritten to ${DOC}`);
+  console.log(`\nwritten to ${DOC.pathname}`);
 }
