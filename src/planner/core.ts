@@ -15,23 +15,12 @@
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
+import type { StoredDesiredState } from '../ovsdb/store.ts';
 import { type ConnectionCounts, type PlanNote, planNext } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
 
-/** The config-file-shaped desired state (ovsdb/store.ts StoredDesiredState.config). */
-export interface DesiredDoc {
-  hashMode?: string;
-  slotBits?: number;
-  drainWindowSeconds?: number;
-  nodes: { name: string; role: string; tunnelIp: string }[];
-  loadBalancers: {
-    name: string;
-    vip: string;
-    protocol: string;
-    ports: number[];
-    backends: { address: string; port?: number; host: string; weight: number; state: string }[];
-  }[];
-}
+/** The config-file-shaped desired state, as the store holds it. */
+export type DesiredDoc = StoredDesiredState['config'];
 
 export interface NodeStatusView {
   readonly appliedGeneration: number;
