@@ -390,7 +390,9 @@ export function renderCp(r: CpReport): string {
     L.push(`| full gateway bundle text (first install) | ${f1(s.bundleTextFullMiB)} MiB |`);
     for (const c of s.changes) {
       L.push('');
-      L.push(`${c.change} (host of the backend: ${c.hostBundleLines} bundle lines over the generations run):`);
+      L.push(
+        `${c.change} (host of the backend: ${c.hostBundleLines} bundle lines over the generations run):`,
+      );
       L.push('');
       L.push(
         '| generation | slots changed | gateway bundle lines | bundle bytes | lines / slots changed | lines / gateway flows | plan | compile (full) | diff (full) |',
