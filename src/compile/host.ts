@@ -2,7 +2,7 @@
 
 import type { Flow } from '../flowset/types.ts';
 import { SluiceError } from '../model/errors.ts';
-import type { Config, IpFamily } from '../model/types.ts';
+import { backendKey, type Config, type IpFamily } from '../model/types.ts';
 import { actions, dstField, familyOf, ipv4ToInt, l3, l4, match, natTarget, ofNum } from './common.ts';
 import type { NodeFacts } from './facts.ts';
 import { dropFlow, type LbInput } from './gateway.ts';
@@ -168,6 +168,9 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
       if (m.host !== facts.name) return;
       const vm = facts.vms[m.address];
       if (vm === undefined) {
+        // A member that left the config keeps its plan position until reused (rollout/planner.ts); its VM may
+        // be gone: no SYN can be committed to it any more. A configured backend without a port is an error.
+        if (!lb.backends.some((b) => backendKey(b) === m.key)) return;
         throw new SluiceError(
           'SLUICE_E_COMPILE_FACTS',
           `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,

@@ -127,3 +127,15 @@ test('compileNode rejects facts that do not fit the config', () => {
     (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_COMPILE_FACTS',
   );
 });
+
+test('a member that left the config and lost its VM is skipped on its host (its plan position outlives it)', () => {
+  const pool = gen.pools.get('dns')!;
+  const gone = { key: '10.0.1.99:*', address: '10.0.1.99', port: undefined, host: 'host1' };
+  const withGone: Generation = {
+    ...gen,
+    pools: new Map([['dns', { ...pool, members: [...pool.members, gone] }]]),
+  };
+  const host = compileNode(config, withGone, fakeFacts(config, 'host1')).bridges.get('br-int')!;
+  const commits = host.flows.filter((f) => decodeCookie(f.cookie)?.kind === 'CT_COMMIT');
+  assert.equal(commits.length, 1, 'only the configured member is committed to');
+});
