@@ -48,6 +48,22 @@ function untilSignal(stop: () => Promise<void>): Promise<void> {
   });
 }
 
+/** Starts a daemon, serves its metrics and status if asked, and runs until SIGTERM/SIGINT stops both. */
+async function runDaemon(
+  d: PlannerDaemon | AgentDaemon,
+  log: ReturnType<typeof logger>,
+  metrics: string | undefined,
+): Promise<void> {
+  await d.start();
+  const web = metrics ? await startMetricsServer(metrics, d.registry, () => d.status()) : undefined;
+  if (web) log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
+  await untilSignal(async () => {
+    log.info({ event: 'stop' }, 'stopping');
+    await web?.close();
+    await d.stop();
+  });
+}
+
 /** A real node's facts file: NodeFacts (src/compile/facts.ts) plus, optionally, where to probe backends from. */
 interface FactsFile extends NodeFacts {
   /** Backend address -> network namespace to run its TCP health probe in (the lab: the backend's own). */
@@ -141,15 +157,7 @@ export function registerDaemonCommands(program: Command): void {
           marginMs: num('--margin', o.margin) * 1000,
           keepPlans: num('--keep-plans', o.keepPlans, 2),
         });
-        await d.start();
-        const web = o.metrics ? await startMetricsServer(o.metrics, d.registry, () => d.status()) : undefined;
-        if (web)
-          log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
-        await untilSignal(async () => {
-          log.info({ event: 'stop' }, 'stopping');
-          await web?.close();
-          await d.stop();
-        });
+        await runDaemon(d, log, o.metrics);
       },
     );
 
@@ -238,15 +246,7 @@ export function registerDaemonCommands(program: Command): void {
           },
           probe: netnsProbe((a) => probeNetns[a]),
         });
-        await d.start();
-        const web = o.metrics ? await startMetricsServer(o.metrics, d.registry, () => d.status()) : undefined;
-        if (web)
-          log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
-        await untilSignal(async () => {
-          log.info({ event: 'stop' }, 'stopping');
-          await web?.close();
-          await d.stop();
-        });
+        await runDaemon(d, log, o.metrics);
       },
     );
 
