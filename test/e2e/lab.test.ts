@@ -266,11 +266,14 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     assert.notEqual(pid, oldPid);
     assert.match((await gw.ofctl('br-int', ['dump-tlv-map'])).stdout, /tun_metadata2/);
     assert.match((await gw.appctl(['tnl/neigh/show'])).stdout, /192\.168\.100\.11/);
-    const pings = await lab.checkUnderlay();
-    assert.deepEqual(
-      pings.filter((p) => !p.ok),
-      [],
-    );
+    // The restarted switch relearns its neighbours: give the underlay a few seconds (one ping each, repeated)
+    // before calling a pair broken; a loaded CI machine lost single pings right after the restart.
+    let failed = (await lab.checkUnderlay()).filter((p) => !p.ok);
+    for (let i = 0; i < 10 && failed.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      failed = (await lab.checkUnderlay()).filter((p) => !p.ok);
+    }
+    assert.deepEqual(failed, []);
   });
 
   test('another process can attach to the running lab; status lists namespaces, processes, versions, ECMP', async () => {
