@@ -23,29 +23,14 @@
 
 import { connect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
+import type { BackendCounters, TrafficCounters } from './traffic.ts';
 
-interface BackendCounters {
-  opened: number;
-  alive: number;
-  broken: number;
-  closed: number;
-}
-
-interface Counters {
+// The counters the controller aggregates (traffic.ts), plus which runner and VIP they belong to. A type-only
+// import: this file is transpiled and run on its own inside a client namespace.
+interface Counters extends TrafficCounters {
   runner: string;
   vip: string;
   port: number;
-  attempted: number;
-  connecting: number;
-  opened: number;
-  alive: number;
-  closed: number;
-  broken: number;
-  failed: number;
-  echoes: number;
-  brokenByReason: Record<string, number>;
-  failedByReason: Record<string, number>;
-  perBackend: Record<string, BackendCounters>;
 }
 
 type ConnState = 'connecting' | 'greeting' | 'alive' | 'closing' | 'done';
