@@ -201,16 +201,23 @@ export function vswitchdStartCommands(ovsDir: string): string[] {
   ];
 }
 
-/** Installs the lab's Geneve TLV map on br-int unless it is already there (add-tlv-map of an existing mapping
- * fails). */
-export async function installTlvMap(node: Pick<LabNode, 'ofctl'>): Promise<void> {
+async function tlvMapPresent(node: Pick<LabNode, 'ofctl'>): Promise<boolean> {
   const cur = (await node.ofctl('br-int', ['dump-tlv-map'])).stdout;
   // Rows look like ` 0xffff  0x80       4  tun_metadata0`.
-  const present = TLV_OPTIONS.every((o) =>
+  return TLV_OPTIONS.every((o) =>
     new RegExp(
       `0x${o.optClass.toString(16)}\\s+0x${o.type.toString(16)}\\s+${o.len}\\s+tun_metadata${o.index}\\b`,
     ).test(cur),
   );
-  if (present) return;
-  await node.ofctl('br-int', ['add-tlv-map', LAB_TLV_MAP]);
+}
+
+/** Installs the lab's Geneve TLV map on br-int unless it is already there (add-tlv-map of an existing mapping
+ * fails). An agent restoring the same switch may add it between our check and our add: then it is there. */
+export async function installTlvMap(node: Pick<LabNode, 'ofctl'>): Promise<void> {
+  if (await tlvMapPresent(node)) return;
+  try {
+    await node.ofctl('br-int', ['add-tlv-map', LAB_TLV_MAP]);
+  } catch (e) {
+    if (!(await tlvMapPresent(node))) throw e;
+  }
 }
