@@ -54,6 +54,8 @@ export const ERROR_CODES = {
   // OpenFlow compiler (src/compile) and applier (src/openflow).
   SLUICE_E_COMPILE_FACTS:
     'the node facts do not fit the config (unknown node or role, no port for a local backend)',
+  SLUICE_E_NODE_FACTS:
+    "the node's own OVSDB lacks or contradicts what the agent needs (a sluice-* external_id, a port, an ofport); the message names the row and key",
   SLUICE_E_OPENFLOW_DUMP: 'ovs-ofctl could not read the installed flows, groups or TLV map of a bridge',
   SLUICE_E_OPENFLOW_TLV: 'the Geneve TLV map could not be installed or conflicts with an existing mapping',
   SLUICE_E_OPENFLOW_CONFLICT:

@@ -1,6 +1,6 @@
-// How the applier reaches one node's Open vSwitch: a Runner runs `ovs-ofctl -O OpenFlow15` / `ovs-appctl` for
-// that node. The lab's LabNode (src/lab/node.ts) has this exact shape and can be passed as a Runner; `localRunner`
-// covers a plain machine, a private OVS_RUNDIR and/or a network namespace.
+// How the applier reaches one node's Open vSwitch: a Runner runs `ovs-ofctl -O OpenFlow15` / `ovs-appctl` (and, for
+// the agent's node facts, `ovs-vsctl`) for that node. The lab's LabNode (src/lab/node.ts) has this exact shape and
+// can be passed as a Runner; `localRunner` covers a plain machine, a private OVS_RUNDIR and/or a network namespace.
 
 import { execFile } from 'node:child_process';
 
@@ -22,6 +22,8 @@ export interface Runner {
   ofctl(bridge: string, args: readonly string[], opts?: RunOpts): Promise<RunResult>;
   /** `ovs-appctl <args...>` against the node's ovs-vswitchd. */
   appctl(args: readonly string[], opts?: RunOpts): Promise<RunResult>;
+  /** `ovs-vsctl --timeout=10 <args...>` against the node's ovsdb-server (the agent reads its node facts with it). */
+  vsctl?(args: readonly string[], opts?: RunOpts): Promise<RunResult>;
 }
 
 export interface LocalRunnerOptions {
@@ -76,6 +78,9 @@ export function localRunner(o: LocalRunnerOptions = {}): Runner {
     },
     appctl(args, opts = {}) {
       return exec('ovs-appctl', args, o, opts);
+    },
+    vsctl(args, opts = {}) {
+      return exec('ovs-vsctl', ['--timeout=10', ...args], o, opts);
     },
   };
 }

@@ -1,0 +1,357 @@
+// The agent's NodeFacts read from the node's own Open vSwitch database, the way ovn-controller reads
+// `Open_vSwitch . external_ids:ovn-*` and `Interface external_ids:iface-id/attached-mac`. The convention (what an
+// operator or the lab writes into the local OVSDB) is in docs/design/control-plane.md "Node facts from the local
+// OVSDB"; in short:
+//
+//   Open_vSwitch . external_ids:
+//     sluice-node=<name>            (default: system-id)      sluice-role=gateway|host
+//     sluice-tunnel-ip=<IPv4>                                  sluice-int-bridge=<br> (br-int)  sluice-phy-bridge=<br> (br-phy)
+//     sluice-router-ip=<IPv4> sluice-router-mac=<mac>          (hosts: next hop of direct return)
+//     sluice-vm-router-mac=<mac>                               (hosts: MAC backends use as their default router)
+//     sluice-underlay-iface=<name>  (default: the only plain interface on the phy bridge)
+//   Interface (on the int bridge, one per backend):
+//     external_ids:sluice-backend-ips=<ip>[,<ip6>]  external_ids:attached-mac=<mac>  [external_ids:sluice-probe-netns=<netns>]
+//
+// Ports are found by structure: the patch pair between the two bridges (options:peer), the one `geneve` interface on
+// the int bridge; OpenFlow numbers from Interface.ofport; br-phy's MAC from mac_in_use of its LOCAL interface.
+//
+// `parseVsctlTables` and `nodeFactsFromOvs` are pure (tested with fake input in test/unit/agent-facts.test.ts);
+// `readNodeFacts` runs one `ovs-vsctl --format=json` transaction through the node's runner.
+
+import type { NodeFacts, VmPort } from '../compile/facts.ts';
+import { SluiceError } from '../model/errors.ts';
+import { formatIp, parseIp } from '../model/ip.ts';
+import type { RunOpts, RunResult } from '../openflow/runner.ts';
+
+/** Open_vSwitch external_ids keys (and Interface external_ids keys) sluice reads. */
+export const OVS_KEYS = {
+  node: 'sluice-node',
+  role: 'sluice-role',
+  tunnelIp: 'sluice-tunnel-ip',
+  intBridge: 'sluice-int-bridge',
+  phyBridge: 'sluice-phy-bridge',
+  routerIp: 'sluice-router-ip',
+  routerMac: 'sluice-router-mac',
+  vmRouterMac: 'sluice-vm-router-mac',
+  underlayIface: 'sluice-underlay-iface',
+  /** Interface: the backend addresses behind this port, comma separated (one per family at most). */
+  backendIps: 'sluice-backend-ips',
+  /** Interface: the backend's own MAC (OVN's name). */
+  attachedMac: 'attached-mac',
+  /** Interface: network namespace to run the backend's health probe in (the lab). */
+  probeNetns: 'sluice-probe-netns',
+} as const;
+
+export const DEFAULT_BRIDGES = { int: 'br-int', phy: 'br-phy' } as const;
+const ZERO_MAC = '00:00:00:00:00:00';
+
+/** NodeFacts plus where to run each backend's health probe (backend address -> netns; empty off the lab). */
+export interface OvsNodeFacts {
+  readonly facts: NodeFacts;
+  readonly probeNetns: Readonly<Record<string, string>>;
+}
+
+/** One table as `ovs-vsctl --format=json list` prints it: cells in RFC 7047 JSON notation. */
+export interface VsctlTable {
+  readonly headings: readonly string[];
+  readonly data: readonly (readonly unknown[])[];
+}
+
+/** The four `list` commands readNodeFacts runs, in this order, in one ovs-vsctl transaction. */
+export const VSCTL_ARGS: readonly string[] = [
+  '--format=json',
+  '--',
+  '--columns=external_ids',
+  'list',
+  'Open_vSwitch',
+  '--',
+  '--columns=name,ports',
+  'list',
+  'Bridge',
+  '--',
+  '--columns=_uuid,name,interfaces',
+  'list',
+  'Port',
+  '--',
+  '--columns=_uuid,name,type,ofport,mac_in_use,options,external_ids',
+  'list',
+  'Interface',
+];
+
+function fail(message: string): never {
+  throw new SluiceError('SLUICE_E_NODE_FACTS', message);
+}
+
+/** Splits ovs-vsctl's multi-command JSON output (one object per line) into tables. */
+export function parseVsctlTables(stdout: string): VsctlTable[] {
+  const out: VsctlTable[] = [];
+  for (const line of stdout.split('\n')) {
+    if (line.trim() === '') continue;
+    let t: unknown;
+    try {
+      t = JSON.parse(line);
+    } catch (e) {
+      fail(`ovs-vsctl --format=json printed something that is not JSON: ${(e as Error).message}`);
+    }
+    const o = t as Partial<VsctlTable>;
+    if (!Array.isArray(o.headings) || !Array.isArray(o.data))
+      fail(`ovs-vsctl --format=json printed an object without headings/data: ${line.slice(0, 200)}`);
+    out.push(o as VsctlTable);
+  }
+  return out;
+}
+
+type Row = Readonly<Record<string, unknown>>;
+
+function rows(t: VsctlTable): Row[] {
+  return t.data.map((cells) => Object.fromEntries(t.headings.map((h, i) => [h, cells[i]])));
+}
+
+/** RFC 7047 <map> -> Map (string keys and values only: external_ids, options). */
+function ovsMap(v: unknown): Map<string, string> {
+  const m = new Map<string, string>();
+  if (Array.isArray(v) && v[0] === 'map' && Array.isArray(v[1]))
+    for (const pair of v[1] as unknown[]) {
+      if (Array.isArray(pair) && pair.length === 2) m.set(String(pair[0]), String(pair[1]));
+    }
+  return m;
+}
+
+/** RFC 7047 <set> (or a single atom, which is a set of one) -> its atoms; `["uuid", x]` atoms become x. */
+function ovsSet(v: unknown): unknown[] {
+  const atom = (a: unknown) => (Array.isArray(a) && a[0] === 'uuid' ? a[1] : a);
+  if (Array.isArray(v) && v[0] === 'set' && Array.isArray(v[1])) return (v[1] as unknown[]).map(atom);
+  return [atom(v)];
+}
+
+/** An optional scalar column (`[]` = `["set", []]` = no value). */
+function optional(v: unknown): unknown {
+  const s = ovsSet(v);
+  return s.length === 0 ? undefined : s[0];
+}
+
+function mac(text: string, where: string): string {
+  const m = text.trim().toLowerCase();
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m)) fail(`${where}: "${text}" is not a MAC address`);
+  return m;
+}
+
+function ipv4(text: string, where: string): string {
+  const p = parseIp(text.trim());
+  if (p?.family !== 4) fail(`${where}: "${text}" is not an IPv4 address`);
+  return formatIp(p);
+}
+
+interface Iface {
+  readonly uuid: string;
+  readonly name: string;
+  readonly type: string;
+  readonly ofport: number | undefined;
+  readonly macInUse: string | undefined;
+  readonly options: Map<string, string>;
+  readonly externalIds: Map<string, string>;
+  /** Bridge holding it (through its Port), undefined if no bridge does. */
+  readonly bridge: string | undefined;
+}
+
+/**
+ * NodeFacts from a snapshot of the node's OVSDB (the tables VSCTL_ARGS lists, in that order). Every problem is a
+ * SluiceError(SLUICE_E_NODE_FACTS) naming the row and key, e.g. `Interface vm-host1-b1: external_ids:attached-mac
+ * missing`. Pure.
+ */
+export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
+  if (tables.length !== 4)
+    fail(`expected 4 tables (Open_vSwitch, Bridge, Port, Interface), got ${tables.length}`);
+  const [ovsT, bridgeT, portT, ifaceT] = tables as [VsctlTable, VsctlTable, VsctlTable, VsctlTable];
+  const ovs = rows(ovsT);
+  if (ovs.length !== 1) fail(`Open_vSwitch: expected one row, got ${ovs.length}`);
+  const ext = ovsMap(ovs[0]!.external_ids);
+  const key = (k: string) => {
+    const v = ext.get(k)?.trim();
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const where = (k: string) => `Open_vSwitch . external_ids:${k}`;
+  const need = (k: string, why = '') => key(k) ?? fail(`${where(k)} missing${why}`);
+
+  const name =
+    key(OVS_KEYS.node) ?? key('system-id') ?? fail(`${where(OVS_KEYS.node)} (or system-id) missing`);
+  const role = need(OVS_KEYS.role);
+  if (role !== 'gateway' && role !== 'host')
+    fail(`${where(OVS_KEYS.role)}: expected gateway or host, got "${role}"`);
+  const tunnelIp = ipv4(need(OVS_KEYS.tunnelIp), where(OVS_KEYS.tunnelIp));
+  const bridges = {
+    int: key(OVS_KEYS.intBridge) ?? DEFAULT_BRIDGES.int,
+    phy: key(OVS_KEYS.phyBridge) ?? DEFAULT_BRIDGES.phy,
+  };
+
+  // Interface -> bridge, through Port.
+  const portBridge = new Map<string, string>();
+  for (const b of rows(bridgeT)) for (const p of ovsSet(b.ports)) portBridge.set(String(p), String(b.name));
+  const ifaceBridge = new Map<string, string>();
+  for (const p of rows(portT)) {
+    const br = portBridge.get(String(optional(p._uuid)));
+    if (br !== undefined) for (const i of ovsSet(p.interfaces)) ifaceBridge.set(String(i), br);
+  }
+  const bridgeNames = new Set(rows(bridgeT).map((b) => String(b.name)));
+  for (const [k, br] of [
+    [OVS_KEYS.intBridge, bridges.int],
+    [OVS_KEYS.phyBridge, bridges.phy],
+  ] as const)
+    if (!bridgeNames.has(br)) fail(`Bridge ${br} (${where(k)}) does not exist`);
+
+  const ifaces: Iface[] = rows(ifaceT).map((r) => {
+    const uuid = String(optional(r._uuid));
+    const ofport = optional(r.ofport);
+    const macInUse = optional(r.mac_in_use);
+    return {
+      uuid,
+      name: String(r.name),
+      type: String(optional(r.type) ?? ''),
+      ofport: typeof ofport === 'number' ? ofport : undefined,
+      macInUse: typeof macInUse === 'string' ? macInUse : undefined,
+      options: ovsMap(r.options),
+      externalIds: ovsMap(r.external_ids),
+      bridge: ifaceBridge.get(uuid),
+    };
+  });
+  const on = (br: string) => ifaces.filter((i) => i.bridge === br);
+  const ofport = (i: Iface): number => {
+    if (i.ofport === undefined) fail(`Interface ${i.name}: no ofport yet (is ovs-vswitchd running?)`);
+    if (!Number.isInteger(i.ofport) || i.ofport <= 0 || i.ofport >= 0xff00)
+      fail(`Interface ${i.name}: ofport ${i.ofport} (ovs-vswitchd could not open it)`);
+    return i.ofport;
+  };
+
+  // br-phy's LOCAL interface: its MAC is eth_src of direct-return frames.
+  const phyLocal = on(bridges.phy).find((i) => i.name === bridges.phy);
+  if (phyLocal === undefined) fail(`Bridge ${bridges.phy}: no interface ${bridges.phy} (its LOCAL port)`);
+  if (phyLocal.macInUse === undefined)
+    fail(`Interface ${bridges.phy}: mac_in_use empty (is ovs-vswitchd running?)`);
+  const phyMac = mac(phyLocal.macInUse, `Interface ${bridges.phy}: mac_in_use`);
+
+  // The patch pair between the two bridges.
+  const pairs = on(bridges.phy)
+    .filter((i) => i.type === 'patch')
+    .flatMap((p) => {
+      const peer = on(bridges.int).find(
+        (i) => i.type === 'patch' && i.name === p.options.get('peer') && i.options.get('peer') === p.name,
+      );
+      return peer ? [{ phyToInt: p, intToPhy: peer }] : [];
+    });
+  if (pairs.length !== 1)
+    fail(
+      `expected one patch port pair between ${bridges.phy} and ${bridges.int} (type=patch, options:peer naming each other), found ${pairs.length}`,
+    );
+  const { phyToInt, intToPhy } = pairs[0]!;
+
+  const geneves = on(bridges.int).filter((i) => i.type === 'geneve');
+  if (geneves.length !== 1)
+    fail(
+      `Bridge ${bridges.int}: expected one interface of type geneve, found ${geneves.length}${geneves.length ? ` (${geneves.map((g) => g.name).join(', ')})` : ''}`,
+    );
+  const geneve = geneves[0]!;
+  for (const o of ['remote_ip', 'key'])
+    if (geneve.options.get(o) !== 'flow')
+      fail(`Interface ${geneve.name}: options:${o} must be flow (got ${geneve.options.get(o) ?? 'nothing'})`);
+
+  const underlayName = key(OVS_KEYS.underlayIface);
+  let underlay: Iface;
+  if (underlayName !== undefined) {
+    const u = on(bridges.phy).find((i) => i.name === underlayName);
+    if (u === undefined)
+      fail(`${where(OVS_KEYS.underlayIface)}: no interface ${underlayName} on bridge ${bridges.phy}`);
+    underlay = u;
+  } else {
+    const plain = on(bridges.phy).filter((i) => i.name !== bridges.phy && i.type !== 'patch');
+    if (plain.length !== 1)
+      fail(
+        `Bridge ${bridges.phy}: cannot tell the underlay NIC (${plain.length} candidates${plain.length ? `: ${plain.map((i) => i.name).join(', ')}` : ''}); set ${where(OVS_KEYS.underlayIface)}`,
+      );
+    underlay = plain[0]!;
+  }
+
+  // Backends: interfaces carrying sluice-backend-ips.
+  const vms: Record<string, VmPort> = {};
+  const probeNetns: Record<string, string> = {};
+  const owner = new Map<string, string>();
+  for (const i of ifaces) {
+    const ips = i.externalIds.get(OVS_KEYS.backendIps);
+    if (ips === undefined) continue;
+    const at = `Interface ${i.name}`;
+    if (i.bridge !== bridges.int)
+      fail(
+        `${at}: has external_ids:${OVS_KEYS.backendIps} but is on ${i.bridge ? `bridge ${i.bridge}` : 'no bridge'}, not ${bridges.int}`,
+      );
+    const attached = i.externalIds.get(OVS_KEYS.attachedMac);
+    if (attached === undefined) fail(`${at}: external_ids:${OVS_KEYS.attachedMac} missing`);
+    const vm: VmPort = {
+      ofport: ofport(i),
+      mac: mac(attached, `${at}: external_ids:${OVS_KEYS.attachedMac}`),
+    };
+    const list = ips
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (list.length === 0) fail(`${at}: external_ids:${OVS_KEYS.backendIps} is empty`);
+    const families = new Set<number>();
+    for (const text of list) {
+      const p = parseIp(text);
+      if (p === undefined) fail(`${at}: external_ids:${OVS_KEYS.backendIps}: "${text}" is not an IP address`);
+      if (families.has(p.family))
+        fail(`${at}: external_ids:${OVS_KEYS.backendIps} has two IPv${p.family} addresses`);
+      families.add(p.family);
+      const a = formatIp(p);
+      const prev = owner.get(a);
+      if (prev !== undefined) fail(`backend ${a} is on two interfaces: ${prev} and ${i.name}`);
+      owner.set(a, i.name);
+      vms[a] = vm;
+      const ns = i.externalIds.get(OVS_KEYS.probeNetns)?.trim();
+      if (ns) probeNetns[a] = ns;
+    }
+  }
+
+  // Hosts send direct return to the router and rewrite eth_src towards backends; gateways use neither.
+  const hostNeed = (k: string) => (role === 'host' ? need(k, ' (hosts need it)') : key(k));
+  const routerIp = hostNeed(OVS_KEYS.routerIp);
+  const routerMac = hostNeed(OVS_KEYS.routerMac);
+  if ((routerIp === undefined) !== (routerMac === undefined))
+    fail(
+      `${where(routerIp === undefined ? OVS_KEYS.routerIp : OVS_KEYS.routerMac)} missing (the other is set)`,
+    );
+  const vmRouterMac = hostNeed(OVS_KEYS.vmRouterMac);
+
+  return {
+    facts: {
+      name,
+      role,
+      tunnelIp,
+      bridges,
+      phyMac,
+      ports: {
+        eth0: ofport(underlay),
+        phyToInt: ofport(phyToInt),
+        intToPhy: ofport(intToPhy),
+        geneve: ofport(geneve),
+      },
+      vms,
+      vmRouterMac: vmRouterMac ? mac(vmRouterMac, where(OVS_KEYS.vmRouterMac)) : ZERO_MAC,
+      router: {
+        ip: routerIp ? ipv4(routerIp, where(OVS_KEYS.routerIp)) : '0.0.0.0',
+        mac: routerMac ? mac(routerMac, where(OVS_KEYS.routerMac)) : ZERO_MAC,
+      },
+    },
+    probeNetns,
+  };
+}
+
+/** Runs `ovs-vsctl <args>` against the node's ovsdb-server (LabNode has this shape; so has localRunner's). */
+export interface VsctlRunner {
+  vsctl(args: readonly string[], opts?: RunOpts): Promise<RunResult>;
+}
+
+/** Reads the node's facts from its local OVSDB (one ovs-vsctl transaction). Throws SLUICE_E_NODE_FACTS or the
+ * runner's error (ovsdb-server unreachable). */
+export async function readNodeFacts(runner: VsctlRunner): Promise<OvsNodeFacts> {
+  const r = await runner.vsctl(VSCTL_ARGS);
+  return nodeFactsFromOvs(parseVsctlTables(r.stdout));
+}

@@ -1,0 +1,267 @@
+// The node-facts reader of src/agent/facts.ts on output CAPTURED from a real lab host (OVS 3.1.0, `ovs-vsctl
+// --format=json` with VSCTL_ARGS on host1 of `sluice lab --gateways 1 --hosts 1 --backends-per-host 2`, prefix
+// slt-afx-, 2026-11-26: test/fixtures/ovs-facts-host1.vsctl.jsonl), and FAKE variants of it edited by the helpers
+// below (a key removed, an ofport changed, ...) to check every error names the row and key. Pure: no OVS is run here;
+// `readNodeFacts` is exercised with a fake runner that returns the captured text.
+
+import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import {
+  nodeFactsFromOvs,
+  parseVsctlTables,
+  readNodeFacts,
+  VSCTL_ARGS,
+  type VsctlTable,
+} from '../../src/agent/facts.ts';
+import type { NodeFacts } from '../../src/compile/facts.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+
+const CAPTURED = readFileSync(new URL('../fixtures/ovs-facts-host1.vsctl.jsonl', import.meta.url), 'utf8');
+
+const HOST1: NodeFacts = {
+  name: 'host1',
+  role: 'host',
+  tunnelIp: '192.168.100.11',
+  bridges: { int: 'br-int', phy: 'br-phy' },
+  phyMac: '02:00:c0:a8:64:0b',
+  ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
+  vms: {
+    '10.0.1.11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
+    'fd00:0:1::11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
+    '10.0.1.12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
+    'fd00:0:1::12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
+  },
+  vmRouterMac: '02:00:00:00:01:01',
+  router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
+};
+
+type Mutable = { headings: string[]; data: unknown[][] };
+
+/** A fresh deep copy of the captured tables: [Open_vSwitch, Bridge, Port, Interface]. */
+function tables(): Mutable[] {
+  return JSON.parse(JSON.stringify(parseVsctlTables(CAPTURED))) as Mutable[];
+}
+
+function col(t: Mutable, name: string): number {
+  const i = t.headings.indexOf(name);
+  assert.ok(i >= 0, `column ${name}`);
+  return i;
+}
+
+function mapOf(cell: unknown): Array<[string, string]> {
+  return (cell as ['map', Array<[string, string]>])[1];
+}
+
+/** Sets (value) or removes (undefined) one Open_vSwitch external_ids key. */
+function setOvsKey(ts: Mutable[], key: string, value: string | undefined): Mutable[] {
+  const ovs = ts[0]!;
+  const pairs = mapOf(ovs.data[0]![col(ovs, 'external_ids')]).filter(([k]) => k !== key);
+  if (value !== undefined) pairs.push([key, value]);
+  ovs.data[0]![col(ovs, 'external_ids')] = ['map', pairs];
+  return ts;
+}
+
+function ifaceRow(ts: Mutable[], name: string): unknown[] {
+  const t = ts[3]!;
+  const row = t.data.find((r) => r[col(t, 'name')] === name);
+  assert.ok(row, `interface ${name}`);
+  return row;
+}
+
+function setIface(ts: Mutable[], name: string, column: string, value: unknown): Mutable[] {
+  ifaceRow(ts, name)[col(ts[3]!, column)] = value;
+  return ts;
+}
+
+/** Sets (value) or removes (undefined) one Interface external_ids key. */
+function setIfaceKey(ts: Mutable[], name: string, key: string, value: string | undefined): Mutable[] {
+  const i = col(ts[3]!, 'external_ids');
+  const row = ifaceRow(ts, name);
+  const pairs = mapOf(row[i]).filter(([k]) => k !== key);
+  if (value !== undefined) pairs.push([key, value]);
+  row[i] = ['map', pairs];
+  return ts;
+}
+
+function throwsFacts(ts: readonly VsctlTable[], message: RegExp): void {
+  assert.throws(
+    () => nodeFactsFromOvs(ts),
+    (e: unknown) => {
+      assert.ok(e instanceof SluiceError, String(e));
+      assert.equal(e.code, 'SLUICE_E_NODE_FACTS');
+      assert.match(e.message, message);
+      return true;
+    },
+  );
+}
+
+test('captured host1: the facts the lab computes, and the probe namespaces', () => {
+  const r = nodeFactsFromOvs(parseVsctlTables(CAPTURED));
+  assert.deepEqual(r.facts, HOST1);
+  assert.deepEqual(r.probeNetns, {
+    '10.0.1.11': 'slt-afx-host1-b1',
+    'fd00:0:1::11': 'slt-afx-host1-b1',
+    '10.0.1.12': 'slt-afx-host1-b2',
+    'fd00:0:1::12': 'slt-afx-host1-b2',
+  });
+});
+
+test('readNodeFacts runs one ovs-vsctl transaction (fake runner returning the captured text)', async () => {
+  const calls: (readonly string[])[] = [];
+  const r = await readNodeFacts({
+    vsctl: async (args) => {
+      calls.push(args);
+      return { code: 0, stdout: CAPTURED, stderr: '' };
+    },
+  });
+  assert.deepEqual(calls, [VSCTL_ARGS]);
+  assert.deepEqual(r.facts, HOST1);
+});
+
+test('a missing key is named with its row: node facts', () => {
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-role', undefined),
+    /^Open_vSwitch \. external_ids:sluice-role missing$/,
+  );
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-role', 'router'),
+    /sluice-role: expected gateway or host, got "router"/,
+  );
+  throwsFacts(setOvsKey(tables(), 'sluice-tunnel-ip', undefined), /external_ids:sluice-tunnel-ip missing/);
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-tunnel-ip', 'fd00::1'),
+    /sluice-tunnel-ip: "fd00::1" is not an IPv4 address/,
+  );
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-router-mac', undefined),
+    /external_ids:sluice-router-mac missing \(hosts need it\)/,
+  );
+  throwsFacts(setOvsKey(tables(), 'sluice-vm-router-mac', 'zz'), /sluice-vm-router-mac: "zz" is not a MAC/);
+  throwsFacts(
+    setOvsKey(setOvsKey(tables(), 'sluice-node', undefined), 'system-id', undefined),
+    /external_ids:sluice-node \(or system-id\) missing/,
+  );
+});
+
+test('sluice-node defaults to system-id (ovn-controller names its chassis so); keys override defaults', () => {
+  const ts = setOvsKey(setOvsKey(tables(), 'sluice-node', undefined), 'system-id', 'h-one');
+  assert.equal(nodeFactsFromOvs(ts).facts.name, 'h-one');
+  // An explicit bridge name that does not exist.
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-int-bridge', 'br-x'),
+    /Bridge br-x \(Open_vSwitch \. external_ids:sluice-int-bridge\) does not exist/,
+  );
+});
+
+test('a gateway needs no router or VM router MAC (zeros); a host does', () => {
+  let ts = setOvsKey(tables(), 'sluice-role', 'gateway');
+  for (const k of ['sluice-router-ip', 'sluice-router-mac', 'sluice-vm-router-mac'])
+    ts = setOvsKey(ts, k, undefined);
+  const f = nodeFactsFromOvs(ts).facts;
+  assert.equal(f.role, 'gateway');
+  assert.deepEqual(f.router, { ip: '0.0.0.0', mac: '00:00:00:00:00:00' });
+  assert.equal(f.vmRouterMac, '00:00:00:00:00:00');
+  // Half a router is an error even on a gateway.
+  throwsFacts(
+    setOvsKey(setOvsKey(tables(), 'sluice-role', 'gateway'), 'sluice-router-ip', undefined),
+    /sluice-router-ip missing \(the other is set\)/,
+  );
+});
+
+test('backend interfaces: missing attached-mac, bad or duplicate addresses, wrong bridge', () => {
+  throwsFacts(
+    setIfaceKey(tables(), 'vm-host1-b1', 'attached-mac', undefined),
+    /^Interface vm-host1-b1: external_ids:attached-mac missing$/,
+  );
+  throwsFacts(
+    setIfaceKey(tables(), 'vm-host1-b1', 'sluice-backend-ips', '10.0.1.11,10.0.1.13'),
+    /Interface vm-host1-b1: external_ids:sluice-backend-ips has two IPv4 addresses/,
+  );
+  throwsFacts(
+    setIfaceKey(tables(), 'vm-host1-b1', 'sluice-backend-ips', '10.0.1.300'),
+    /"10\.0\.1\.300" is not an IP address/,
+  );
+  throwsFacts(
+    setIfaceKey(tables(), 'vm-host1-b2', 'sluice-backend-ips', 'fd00:0:1::11'),
+    /backend fd00:0:1::11 is on two interfaces: vm-host1-b1 and vm-host1-b2/,
+  );
+  throwsFacts(
+    setIfaceKey(tables(), 'eth0', 'sluice-backend-ips', '10.0.9.9'),
+    /Interface eth0: has external_ids:sluice-backend-ips but is on bridge br-phy, not br-int/,
+  );
+});
+
+test('backend addresses and MACs are taken in canonical form', () => {
+  let ts = setIfaceKey(tables(), 'vm-host1-b1', 'sluice-backend-ips', ' 10.0.1.11 , FD00:0:1:0:0:0:0:11 ');
+  ts = setIfaceKey(ts, 'vm-host1-b1', 'attached-mac', '02:00:0A:00:01:0B');
+  const f = nodeFactsFromOvs(ts).facts;
+  assert.deepEqual(f.vms, HOST1.vms);
+  // Without sluice-probe-netns there is no probe namespace.
+  const p = nodeFactsFromOvs(
+    setIfaceKey(tables(), 'vm-host1-b2', 'sluice-probe-netns', undefined),
+  ).probeNetns;
+  assert.deepEqual(Object.keys(p).sort(), ['10.0.1.11', 'fd00:0:1::11']);
+});
+
+test('ofports: not assigned yet, failed, and changed (read again after a vswitchd restart)', () => {
+  throwsFacts(
+    setIface(tables(), 'geneve0', 'ofport', ['set', []]),
+    /Interface geneve0: no ofport yet \(is ovs-vswitchd running\?\)/,
+  );
+  throwsFacts(setIface(tables(), 'vm-host1-b2', 'ofport', -1), /Interface vm-host1-b2: ofport -1/);
+  const f = nodeFactsFromOvs(
+    setIface(setIface(tables(), 'eth0', 'ofport', 7), 'vm-host1-b1', 'ofport', 31),
+  ).facts;
+  assert.equal(f.ports.eth0, 7);
+  assert.deepEqual(f.vms['10.0.1.11'], { ofport: 31, mac: '02:00:0a:00:01:0b' });
+  throwsFacts(
+    setIface(tables(), 'br-phy', 'mac_in_use', ['set', []]),
+    /Interface br-phy: mac_in_use empty \(is ovs-vswitchd running\?\)/,
+  );
+});
+
+test('ports found by structure: patch pair, one geneve, one underlay NIC (or sluice-underlay-iface)', () => {
+  throwsFacts(
+    setIface(tables(), 'int-to-phy', 'options', ['map', [['peer', 'elsewhere']]]),
+    /expected one patch port pair between br-phy and br-int .* found 0/,
+  );
+  throwsFacts(
+    setIface(tables(), 'geneve0', 'type', 'vxlan'),
+    /Bridge br-int: expected one interface of type geneve, found 0/,
+  );
+  throwsFacts(
+    setIface(tables(), 'geneve0', 'options', ['map', [['remote_ip', '192.168.100.1']]]),
+    /Interface geneve0: options:remote_ip must be flow \(got 192\.168\.100\.1\)/,
+  );
+  // A second plain interface on br-phy: move vm-host1-b2's port there (a fake: Port rows are edited).
+  const ts = tables();
+  const bridgeT = ts[1]!;
+  const portT = ts[2]!;
+  const b2Port = portT.data.find((r) => r[col(portT, 'name')] === 'vm-host1-b2')!;
+  const b2Uuid = (b2Port[col(portT, '_uuid')] as [string, string])[1];
+  for (const row of bridgeT.data) {
+    const cell = row[col(bridgeT, 'ports')] as ['set', Array<[string, string]>];
+    const kept = cell[1].filter(([, u]) => u !== b2Uuid);
+    if (row[col(bridgeT, 'name')] === 'br-phy') kept.push(['uuid', b2Uuid]);
+    row[col(bridgeT, 'ports')] = ['set', kept];
+  }
+  setIfaceKey(ts, 'vm-host1-b2', 'sluice-backend-ips', undefined);
+  throwsFacts(
+    ts,
+    /Bridge br-phy: cannot tell the underlay NIC \(2 candidates: .*\); set Open_vSwitch \. external_ids:sluice-underlay-iface/,
+  );
+  assert.equal(nodeFactsFromOvs(setOvsKey(ts, 'sluice-underlay-iface', 'vm-host1-b2')).facts.ports.eth0, 12);
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-underlay-iface', 'eth9'),
+    /sluice-underlay-iface: no interface eth9 on bridge br-phy/,
+  );
+});
+
+test('output that is not ovs-vsctl JSON is rejected with SLUICE_E_NODE_FACTS', () => {
+  assert.throws(() => parseVsctlTables('ovs-vsctl: unix:/x/db.sock: database connection failed'), {
+    code: 'SLUICE_E_NODE_FACTS',
+  });
+  assert.throws(() => parseVsctlTables('{"rows": []}'), { code: 'SLUICE_E_NODE_FACTS' });
+  throwsFacts(parseVsctlTables(CAPTURED).slice(0, 3), /expected 4 tables/);
+});
