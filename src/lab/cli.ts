@@ -1,8 +1,16 @@
 // `sluice lab up|down|status`: registered on the main program by src/cli/main.ts (registerLabCommands(program)).
 
 import type { Command } from 'commander';
+import { formatStatus, type StatusReport } from '../cli/store-commands.ts';
 import { SluiceError } from '../model/errors.ts';
 import { DEFAULT_PREFIX, DEFAULT_RUN_ROOT, type LabConfigInput } from './config.ts';
+import {
+  type ControlPlaneProcess,
+  controlPlaneDir,
+  controlPlaneProcesses,
+  controlPlaneStore,
+  startControlPlane,
+} from './control-plane.ts';
 import { type LabStatus, labDown, labStatus, labUp } from './topology.ts';
 
 function int(name: string) {
@@ -28,7 +36,9 @@ export function formatLabStatus(s: LabStatus): string {
       );
     }
   }
-  const others = s.processes.filter((p) => p.program !== 'ovsdb-server' && p.program !== 'ovs-vswitchd');
+  const others = s.processes.filter(
+    (p) => p.program !== 'ovsdb-server' && p.program !== 'ovs-vswitchd' && !p.pidFile.includes('/cp/'),
+  );
   if (others.length > 0) {
     const alive = others.filter((p) => p.alive).length;
     lines.push(`other processes: ${alive}/${others.length} alive`);
@@ -40,6 +50,40 @@ export function formatLabStatus(s: LabStatus): string {
     for (const [vip, gws] of ecmp)
       lines.push(`  ${vip} -> ${gws.length > 0 ? gws.join(', ') : '(none: unreachable)'}`);
   }
+  return lines.join('\n');
+}
+
+/** The lab's control plane: its processes and (when the store answers) what every node applied. */
+export interface LabControlPlaneStatus {
+  readonly db: string;
+  readonly processes: readonly ControlPlaneProcess[];
+  readonly store: StatusReport | undefined;
+  readonly storeError: string | undefined;
+}
+
+export async function labControlPlaneStatus(runDir: string): Promise<LabControlPlaneStatus | undefined> {
+  const processes = controlPlaneProcesses(runDir);
+  if (processes.length === 0) return undefined;
+  const db = `unix:${controlPlaneDir(runDir)}/store.sock`;
+  try {
+    return { db, processes, store: await controlPlaneStore(db), storeError: undefined };
+  } catch (e) {
+    return { db, processes, store: undefined, storeError: (e as Error).message.split('\n')[0] };
+  }
+}
+
+export function formatControlPlaneStatus(c: LabControlPlaneStatus | undefined): string {
+  if (c === undefined) return 'control plane: none (data plane only)';
+  const lines = [`control plane (--db ${c.db}):`];
+  for (const p of c.processes)
+    lines.push(`  ${p.name.padEnd(12)} ${p.alive ? `up (pid ${p.pid})` : 'NOT RUNNING'}  log ${p.logFile}`);
+  if (c.store)
+    lines.push(
+      ...formatStatus(c.store)
+        .split('\n')
+        .map((l) => (l === '' ? l : `  ${l}`)),
+    );
+  else lines.push(`  store: ${c.storeError}`);
   return lines.join('\n');
 }
 
@@ -61,6 +105,8 @@ export function registerLabCommands(program: Command): void {
     .option('--ipv6', 'add the IPv6 VIP 2001:db8::10', false)
     .option('--replace', 'tear down an existing lab with the same prefix first', false)
     .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
+    .option('--no-control-plane', 'build only the data plane (no store, planners or agents)')
+    .option('--planners <n>', 'planner processes (one active, the others standby)', int('planners'), 2)
     .option('--json', 'print the lab facts as JSON', false)
     .action(
       async (o: {
@@ -72,6 +118,8 @@ export function registerLabCommands(program: Command): void {
         ipv6: boolean;
         replace: boolean;
         runRoot: string;
+        controlPlane: boolean;
+        planners: number;
         json: boolean;
       }) => {
         const input: LabConfigInput = {
@@ -83,12 +131,20 @@ export function registerLabCommands(program: Command): void {
           ipv6: o.ipv6,
           runRoot: o.runRoot,
         };
-        const l = await labUp(input, {
-          replace: o.replace,
-          log: o.json ? undefined : (m) => process.stderr.write(`lab: ${m}\n`),
-        });
+        const log = o.json ? undefined : (m: string) => process.stderr.write(`lab: ${m}\n`);
+        const l = await labUp(input, { replace: o.replace, log });
+        let db: string | undefined;
+        if (o.controlPlane) {
+          try {
+            const cp = await startControlPlane(l, { planners: o.planners, log });
+            db = cp.db;
+          } catch (e) {
+            await labDown(l.prefix, { runRoot: o.runRoot }).catch(() => {});
+            throw e;
+          }
+        }
         if (o.json) {
-          process.stdout.write(`${JSON.stringify(l.facts, null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify({ ...l.facts, db }, null, 2)}\n`);
           return;
         }
         const out = [`lab ${l.prefix} up in ${l.facts.upMs} ms (run dir ${l.facts.runDir})`];
@@ -104,9 +160,17 @@ export function registerLabCommands(program: Command): void {
           out.push(`  VIP ${v.name} ${v.vip} ${v.protocol}/${v.port} -> ${v.backends.join(', ')}`);
         }
         out.push(`  clients: ${l.clients.map((c) => `${c.netns} (${c.ip})`).join(', ')}`);
-        out.push(
-          '  no load-balancing flows yet: apply a sluice config to the nodes to load-balance the VIPs',
-        );
+        if (db !== undefined) {
+          out.push(
+            `  control plane: store + ${o.planners} planner(s) + ${l.nodes.length} agents; every node applied the lab's config`,
+            `  store: --db ${db}   e.g. sluice status --db ${db}`,
+            `                      sluice backend drain web ${l.backend('host1-b1').ip} --db ${db}`,
+          );
+        } else {
+          out.push(
+            '  no control plane (--no-control-plane): no load-balancing flows; program the nodes yourself (LabController)',
+          );
+        }
         process.stdout.write(`${out.join('\n')}\n`);
       },
     );
@@ -127,13 +191,20 @@ export function registerLabCommands(program: Command): void {
 
   lab
     .command('status')
-    .description('namespaces, node processes, OVS versions and the router ECMP set')
+    .description(
+      'namespaces, node processes, OVS versions, the router ECMP set, the control-plane processes and what each node applied',
+    )
     .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
     .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
     .option('--json', 'print JSON', false)
     .action(async (o: { prefix: string; runRoot: string; json: boolean }) => {
       const s = await labStatus(o.prefix, { runRoot: o.runRoot });
-      process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatLabStatus(s)}\n`);
+      const cp = s.exists ? await labControlPlaneStatus(`${o.runRoot}/${o.prefix}`) : undefined;
+      process.stdout.write(
+        o.json
+          ? `${JSON.stringify({ ...s, controlPlane: cp }, null, 2)}\n`
+          : `${formatLabStatus(s)}${s.exists ? `\n${formatControlPlaneStatus(cp)}` : ''}\n`,
+      );
       if (!s.exists) process.exitCode = 1;
     });
 }

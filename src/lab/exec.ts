@@ -142,15 +142,29 @@ export function startInNetns(
   args: readonly string[],
   opts: BackgroundOptions,
 ): number {
+  return startDetached('ip', ['netns', 'exec', ns, cmd, ...args], opts, ` in ${ns}`);
+}
+
+/**
+ * Starts `cmd args` (in this process's namespace) as a detached background process: own session, output to
+ * `logFile`, pid written to `pidFile`. Returns the pid.
+ */
+export function startDetached(
+  cmd: string,
+  args: readonly string[],
+  opts: BackgroundOptions & { readonly cwd?: string },
+  where = '',
+): number {
   const fd = openSync(opts.logFile, 'a');
   try {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+    const child = spawn(cmd, args, {
       detached: true,
       stdio: ['ignore', fd, fd],
+      cwd: opts.cwd,
       env: opts.env ? { ...process.env, ...opts.env } : process.env,
     });
     if (child.pid === undefined) {
-      throw new SluiceError('SLUICE_E_LAB_COMMAND', `cannot start ${describe(cmd, args)} in ${ns}`);
+      throw new SluiceError('SLUICE_E_LAB_COMMAND', `cannot start ${describe(cmd, args)}${where}`);
     }
     writeFileSync(opts.pidFile, `${child.pid}\n`);
     child.unref();

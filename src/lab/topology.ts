@@ -150,6 +150,15 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
     'other_config:n-revalidator-threads=1',
     `external_ids:sluice-lab=${plan.config.prefix}`,
     `external_ids:system-id=${node.name}`,
+    // The agent's node facts (src/agent/facts.ts; docs/design/control-plane.md "Node facts from the local OVSDB").
+    `external_ids:sluice-node=${node.name}`,
+    `external_ids:sluice-role=${node.role}`,
+    `external_ids:sluice-tunnel-ip=${node.tunnelIp}`,
+    `external_ids:sluice-router-ip=${ROUTER_UNDERLAY_IP}`,
+    `external_ids:sluice-router-mac="${ROUTER_UNDERLAY_MAC}"`,
+    ...(node.backends.length > 0
+      ? [`external_ids:sluice-vm-router-mac="${node.backends[0].gatewayMac}"`]
+      : []),
     '--',
     'add-br',
     'br-phy',
@@ -231,6 +240,9 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
       'Interface',
       b.vmPort,
       `ofport_request=${b.ofportRequest}`,
+      `external_ids:sluice-backend-ips="${b.ip},${b.ip6}"`,
+      `external_ids:attached-mac="${b.mac}"`,
+      `external_ids:sluice-probe-netns=${b.netns}`,
     );
   }
   cmds.push(
@@ -850,10 +862,16 @@ export function attachLab(prefix: string, runRoot: string = DEFAULT_RUN_ROOT): L
   return new Lab(facts);
 }
 
-/** Which program a pid file under the run directory belongs to (its command line must contain this). */
-function expectedProgram(file: string): string | undefined {
+/**
+ * Which program a pid file under the run directory belongs to (its command line must contain this). The control
+ * plane (src/lab/control-plane.ts) names its pid files `store.pid` (ovsdb-server), `planner-*.pid` and `agent-*.pid`
+ * (`sluice planner --db ...`, `sluice agent --role ...`: it starts them with these arguments first).
+ */
+export function expectedProgram(file: string): string | undefined {
   const base = file.split('/').pop() ?? '';
-  if (base === 'ovsdb-server.pid') return 'ovsdb-server';
+  if (base === 'ovsdb-server.pid' || base === 'store.pid') return 'ovsdb-server';
+  if (base.startsWith('planner-')) return 'planner --db';
+  if (base.startsWith('agent-')) return 'agent --role';
   if (base === 'ovs-vswitchd.pid') return 'ovs-vswitchd';
   if (base.startsWith('backend-')) return 'backend-server';
   if (base.startsWith('runner-')) return 'conn-runner';

@@ -73,6 +73,11 @@ export interface OvsdbServerOptions {
   readonly name?: string;
   /** Client TCP port on 127.0.0.1; 0 or undefined picks a free one. */
   readonly tcpPort?: number;
+  /**
+   * Run in its own session and do not keep this process alive for it (the lab's store outlives `sluice lab up`;
+   * it is stopped by its pidfile `<dir>/<name>.pid`). Default false: a plain child process.
+   */
+  readonly detached?: boolean;
 }
 
 export class OvsdbServerProcess {
@@ -122,7 +127,8 @@ export class OvsdbServerProcess {
       `--log-file=${this.logPath}`,
       '-vconsole:off',
     ];
-    const child = spawn('ovsdb-server', args, { stdio: 'ignore' });
+    const child = spawn('ovsdb-server', args, { stdio: 'ignore', detached: this.options.detached ?? false });
+    if (this.options.detached) child.unref();
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));

@@ -1,0 +1,452 @@
+// The lab's control plane (docs/design/lab.md "Control plane"): a store (Debian's ovsdb-server on sluice's schema,
+// standalone), planners (default 2: the first to take the lock is active, the others stand by) and one `sluice agent`
+// per lab node, all detached processes with their pid files and logs under `<runDir>/cp/`, so that labDown removes
+// them like every other lab process (also after a crash of the process that started them: it recognises them by
+// pid-file name -> command line, see expectedProgram in topology.ts). Agents run in the root namespace and reach
+// their node's OVS through its private OVS_RUNDIR; gateways fence with the lab router's ECMP script
+// (labEcmpCommand). Everything after start goes through the store, as with a real deployment: `--db unix:<socket>`.
+
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { labEcmpCommand } from '../cli/daemons.ts';
+import { type StatusReport, statusReport, withStore } from '../cli/store-commands.ts';
+import { SluiceError } from '../model/errors.ts';
+import type { Config } from '../model/types.ts';
+import { OvsdbClient } from '../ovsdb/client.ts';
+import { createDatabase, freePort, OvsdbServerProcess, SLUICE_DB } from '../ovsdb/server.ts';
+import { DESIRED_TABLES, desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
+import { gatewayGeneration } from '../planner/view.ts';
+import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
+import { expectedProgram, type Lab } from './topology.ts';
+
+export interface ControlPlaneOptions {
+  /** Planner processes (default 2: one active, one standby). */
+  readonly planners?: number;
+  /** Agents' lease and the planner's `--lease`, seconds (default 10). */
+  readonly leaseSeconds?: number;
+  /** Planner `--margin`, seconds (default 5). */
+  readonly marginSeconds?: number;
+  /** Extra arguments for every planner (appended after the defaults). */
+  readonly plannerArgs?: readonly string[];
+  /** Extra arguments for every agent (appended after the defaults). */
+  readonly agentArgs?: readonly string[];
+  /** Initial desired state written to the store (default `lab.sluiceConfig({ drainWindowSeconds: 3600 })`). */
+  readonly config?: Config;
+  /** Wait until every node acknowledged the first generation and every gateway announced itself (default true). */
+  readonly wait?: boolean;
+  /** How long to wait for that, ms (default 180 s: `node --import tsx` start-up is slow on a loaded machine). */
+  readonly timeoutMs?: number;
+  readonly log?: (msg: string) => void;
+}
+
+export interface ControlPlaneProcess {
+  /** `store`, `planner-a`, `agent-gw1`, ... */
+  readonly name: string;
+  readonly pidFile: string;
+  readonly logFile: string;
+  readonly pid: number | undefined;
+  readonly alive: boolean;
+}
+
+/** Where a lab's control plane lives (all paths under `<runDir>/cp/`). */
+export class ControlPlane {
+  readonly dir: string;
+  readonly lab: Lab;
+
+  constructor(lab: Lab) {
+    this.lab = lab;
+    this.dir = controlPlaneDir(lab.facts.runDir);
+  }
+
+  /** The store's unix socket. */
+  get socket(): string {
+    return `${this.dir}/store.sock`;
+  }
+
+  /** `--db` for the store CLI (`sluice backend drain --db ...`), planners and agents. */
+  get db(): string {
+    return `unix:${this.socket}`;
+  }
+
+  get plannerNames(): string[] {
+    return this.processes()
+      .map((p) => p.name)
+      .filter((n) => n.startsWith('planner-'));
+  }
+
+  pidFile(name: string): string {
+    return `${this.dir}/${name}.pid`;
+  }
+
+  logFile(name: string): string {
+    return `${this.dir}/${name}.log`;
+  }
+
+  /** Pid of a running control-plane process (`store`, `planner-a`, `agent-gw1`), or undefined. */
+  pid(name: string): number | undefined {
+    const expect = expectedProgram(this.pidFile(name));
+    const pid = readPidFile(this.pidFile(name));
+    return pid !== undefined && pidAlive(pid, expect) ? pid : undefined;
+  }
+
+  /** Every control-plane process that has a pid file. */
+  processes(): ControlPlaneProcess[] {
+    return controlPlaneProcesses(this.lab.facts.runDir);
+  }
+
+  /** JSON log records (pino lines) of `planner-a`, `agent-gw1`, ... */
+  records(name: string): Array<Record<string, unknown>> {
+    return logRecords(this.logFile(name));
+  }
+
+  /** The planner currently holding the lock (its last `lock` record says held), if any. */
+  activePlanner(): string | undefined {
+    return this.plannerNames.find(
+      (p) =>
+        this.pid(p) !== undefined &&
+        this.records(p)
+          .filter((r) => r.event === 'lock')
+          .at(-1)?.state === 'held',
+    );
+  }
+
+  /** Sends a signal to a control-plane process by its pid file (e.g. SIGSTOP/SIGCONT an agent). */
+  signal(name: string, sig: NodeJS.Signals): number {
+    const pid = this.pid(name);
+    if (pid === undefined) throw new SluiceError('SLUICE_E_LAB_COMMAND', `${name} is not running`);
+    process.kill(pid, sig);
+    return pid;
+  }
+
+  /** What every node reported (store `status`). */
+  status(): Promise<StatusReport> {
+    return controlPlaneStore(this.db);
+  }
+
+  /** Stops every control-plane process (agents and planners, then the store). */
+  stop(): Promise<number[]> {
+    return stopControlPlane(this.lab.facts.runDir);
+  }
+}
+
+export function controlPlaneDir(runDir: string): string {
+  return `${runDir}/cp`;
+}
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** How to run the `sluice` CLI from here: the built bin.js with plain node, or the source through tsx. */
+function sluiceCommand(): string[] {
+  const self = fileURLToPath(import.meta.url);
+  if (self.endsWith('.js')) return [fileURLToPath(new URL('../cli/bin.js', import.meta.url))];
+  return ['--import', 'tsx', fileURLToPath(new URL('../cli/bin.ts', import.meta.url))];
+}
+
+/** Arguments of planner `name` (the first two must stay `planner --db`: labDown recognises it by them). */
+export function plannerArgs(cp: ControlPlane, opts: ControlPlaneOptions = {}): string[] {
+  return [
+    'planner',
+    '--db',
+    cp.db,
+    '--lease',
+    String(opts.leaseSeconds ?? 10),
+    '--margin',
+    String(opts.marginSeconds ?? 5),
+    '--metrics',
+    '127.0.0.1:0',
+    ...(opts.plannerArgs ?? []),
+  ];
+}
+
+/** Arguments of the agent of `node` (the first two must stay `agent --role`, see plannerArgs). */
+export function agentArgs(
+  cp: ControlPlane,
+  node: string,
+  opts: ControlPlaneOptions = {},
+  db = cp.db,
+): string[] {
+  const n = cp.lab.node(node);
+  return [
+    'agent',
+    '--role',
+    n.role,
+    '--node',
+    node,
+    '--db',
+    db,
+    '--facts',
+    `${cp.dir}/facts-${node}.json`,
+    '--ovs-rundir',
+    n.ovsDir,
+    '--lease',
+    String(opts.leaseSeconds ?? 10),
+    '--metrics',
+    '127.0.0.1:0',
+    ...(n.role === 'gateway'
+      ? [
+          '--withdraw-cmd',
+          labEcmpCommand(cp.lab, node, 'withdraw'),
+          '--announce-cmd',
+          labEcmpCommand(cp.lab, node, 'announce'),
+        ]
+      : []),
+    ...(opts.agentArgs ?? []),
+  ];
+}
+
+/** Writes `<cp>/facts-<node>.json`: the compiler's NodeFacts plus where to run each backend's health probe. */
+export function writeNodeFacts(cp: ControlPlane, node: string): string {
+  const n = cp.lab.node(node);
+  const probeNetns: Record<string, string> = {};
+  for (const b of n.backends) {
+    probeNetns[b.ip] = b.netns;
+    probeNetns[b.ip6] = b.netns;
+  }
+  const file = `${cp.dir}/facts-${node}.json`;
+  writeFileSync(file, `${JSON.stringify({ ...cp.lab.compilerFacts(node), probeNetns }, null, 2)}\n`);
+  return file;
+}
+
+/** Starts one `sluice ...` process detached, with `<cp>/<name>.pid` and `<cp>/<name>.log`. */
+export function startSluiceProcess(cp: ControlPlane, name: string, args: readonly string[]): number {
+  return startDetached(process.execPath, [...sluiceCommand(), ...args], {
+    pidFile: cp.pidFile(name),
+    logFile: cp.logFile(name),
+    cwd: ROOT,
+  });
+}
+
+/** Starts an agent for `node` (also to restart one). */
+export function startAgent(cp: ControlPlane, node: string, opts: ControlPlaneOptions = {}): number {
+  return startSluiceProcess(cp, `agent-${node}`, agentArgs(cp, node, opts));
+}
+
+/** Starts planner `planner-<letter>`. */
+export function startPlanner(cp: ControlPlane, name: string, opts: ControlPlaneOptions = {}): number {
+  return startSluiceProcess(cp, name, plannerArgs(cp, opts));
+}
+
+/** JSON records of a pino log file (other lines skipped). */
+export function logRecords(file: string): Array<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text.split('\n').flatMap((l) => {
+    if (!l.startsWith('{')) return [];
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+function tail(file: string, lines = 8): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Writes `config` as the desired state (desiredStateOps: the smallest transaction; nothing when equal). */
+export async function writeDesiredState(db: string, config: Config): Promise<void> {
+  const client = new OvsdbClient({ remotes: [db], database: SLUICE_DB });
+  await client.connect();
+  try {
+    const m = await client.monitor(SLUICE_DB, desiredStateMonitor());
+    const ops = desiredStateOps(m.schema!, m.replica, config);
+    if (ops.length > 0) await client.transact(SLUICE_DB, ...ops);
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Starts the control plane of a running lab: the store (created empty, then `config` written as the desired
+ * state), the planners and one agent per node; with `wait` (default), resolves once every node acknowledged the
+ * latest generation, it was released to gateways, and every gateway agent announced itself. On failure the
+ * processes already started are stopped and the error names the process and the end of its log.
+ */
+export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  const log = opts.log ?? (() => {});
+  const cp = new ControlPlane(lab);
+  if (existsSync(cp.dir) && cp.processes().some((p) => p.alive))
+    throw new SluiceError(
+      'SLUICE_E_LAB_EXISTS',
+      `lab ${lab.prefix} already runs a control plane (${cp.dir})`,
+    );
+  mkdirSync(cp.dir, { recursive: true });
+  const t0 = Date.now();
+  try {
+    const dbFile = `${cp.dir}/store.db`;
+    if (!existsSync(dbFile)) await createDatabase(dbFile);
+    const store = new OvsdbServerProcess(
+      { dir: cp.dir, dbFiles: [dbFile], name: 'store', detached: true },
+      await freePort(),
+    );
+    await store.start();
+    log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
+    await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig({ drainWindowSeconds: 3600 }));
+    for (const n of lab.nodes) writeNodeFacts(cp, n.name);
+    const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);
+    // The first planner starts alone so that it takes the lock; the others start once it holds it.
+    startPlanner(cp, planners[0]!, opts);
+    for (const n of lab.nodes) startAgent(cp, n.name, opts);
+    log(`started ${planners[0]} and ${lab.nodes.length} agents`);
+    if (planners.length > 1) {
+      await waitUntil(cp, () => cp.activePlanner() !== undefined, 120_000, `${planners[0]} holds the lock`);
+      for (const p of planners.slice(1)) startPlanner(cp, p, opts);
+      log(`started ${planners.slice(1).join(', ')} (standby)`);
+    }
+    if (opts.wait ?? true) {
+      await waitConverged(cp, opts.timeoutMs ?? 180_000);
+      log(`control plane ready in ${Date.now() - t0} ms: every node acknowledged, every gateway announced`);
+    }
+    return cp;
+  } catch (e) {
+    await stopControlPlane(lab.facts.runDir).catch(() => {});
+    throw e;
+  }
+}
+
+/** Throws (naming the process and its log) when a started control-plane process died. */
+function checkAlive(cp: ControlPlane): void {
+  for (const p of cp.processes()) {
+    if (!p.alive)
+      throw new SluiceError(
+        'SLUICE_E_LAB_COMMAND',
+        `control plane: ${p.name} (pid ${p.pid}) is not running; end of ${p.logFile}:\n${tail(p.logFile)}`,
+      );
+  }
+}
+
+async function waitUntil(
+  cp: ControlPlane,
+  cond: () => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    checkAlive(cp);
+    if (Date.now() > deadline)
+      throw new SluiceError('SLUICE_E_LAB_COMMAND', `control plane: timed out waiting until ${what}`);
+    await sleep(200);
+  }
+}
+
+/** Every node applied the latest generation, it is released to gateways, and every gateway announced itself. */
+export async function waitConverged(cp: ControlPlane, timeoutMs: number): Promise<number> {
+  const client = new OvsdbClient({ remotes: [cp.db], database: SLUICE_DB });
+  await client.connect();
+  try {
+    const m = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    const r = m.replica;
+    let gen = 0;
+    let state = '';
+    const gateways = cp.lab.gateways.map((g) => g.name);
+    await waitUntil(
+      cp,
+      () => {
+        gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+        const acks = new Map(r.rows('Node_Status').map((s) => [s.node as string, s.applied_generation]));
+        const announced = gateways.filter((g) =>
+          cp.records(`agent-${g}`).some((x) => x.event === 'announced'),
+        );
+        state = `g${gen} released g${gatewayGeneration(r)}; acks ${JSON.stringify(Object.fromEntries(acks))}; announced ${announced.join(',') || '-'}`;
+        return (
+          gen > 0 &&
+          gatewayGeneration(r) === gen &&
+          cp.lab.nodes.every((n) => acks.get(n.name) === gen) &&
+          announced.length === gateways.length
+        );
+      },
+      timeoutMs,
+      `every node acknowledged and every gateway announced (${state})`,
+    ).catch((e: Error) => {
+      throw new SluiceError(
+        e instanceof SluiceError ? e.code : 'SLUICE_E_LAB_COMMAND',
+        `${e.message}: ${state}`,
+      );
+    });
+    return gen;
+  } finally {
+    client.close();
+  }
+}
+
+/** The control-plane processes of the lab whose run directory is `runDir` (from their pid files). */
+export function controlPlaneProcesses(runDir: string): ControlPlaneProcess[] {
+  const dir = controlPlaneDir(runDir);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((f) => f.endsWith('.pid'))
+    .map((f) => f.slice(0, -4))
+    .filter((n) => expectedProgram(`${dir}/${n}.pid`) !== undefined)
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+    .map((name) => {
+      const pidFile = `${dir}/${name}.pid`;
+      const pid = readPidFile(pidFile);
+      return {
+        name,
+        pidFile,
+        logFile: `${dir}/${name}.log`,
+        pid,
+        alive: pid !== undefined && pidAlive(pid, expectedProgram(pidFile)),
+      };
+    });
+}
+
+function rank(name: string): number {
+  return name === 'store' ? 0 : name.startsWith('planner-') ? 1 : 2;
+}
+
+/** Stops agents and planners (SIGTERM, SIGKILL after 3 s), then the store. Returns the pids stopped. */
+export async function stopControlPlane(runDir: string): Promise<number[]> {
+  const procs = controlPlaneProcesses(runDir);
+  const killed: number[] = [];
+  const stop = async (list: ControlPlaneProcess[]) => {
+    const pids = await Promise.all(
+      list.map((p) => {
+        // A frozen (SIGSTOPped) process would only take the SIGTERM when continued.
+        if (p.alive && p.pid !== undefined) {
+          try {
+            process.kill(p.pid, 'SIGCONT');
+          } catch {
+            /* gone */
+          }
+        }
+        return killPidFile(p.pidFile, expectedProgram(p.pidFile)!, { graceMs: 3000 });
+      }),
+    );
+    for (const p of pids) if (p !== undefined) killed.push(p);
+  };
+  await stop(procs.filter((p) => p.name !== 'store'));
+  await stop(procs.filter((p) => p.name === 'store'));
+  return killed;
+}
+
+/** The store's `status` report (what every node applied), or an error if the store does not answer. */
+export function controlPlaneStore(db: string): Promise<StatusReport> {
+  return withStore(
+    db,
+    {
+      ...Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])),
+      Plan: { columns: ['generation', 'desired_cfg', 'created_at'] },
+      Node_Status: {},
+      Backend_Status: {},
+    },
+    async (s) => statusReport(s.replica),
+  );
+}
