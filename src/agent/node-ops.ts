@@ -1,12 +1,14 @@
 // What one node's agent does to its own Open vSwitch (I/O edge): program a generation (compile -> one atomic bundle
 // per bridge -> revalidator pass = the acknowledgement DESIGN.md asks for), and read the host's live connections per
-// (load balancer, slot, backend) from userspace conntrack. The lab controller (src/lab/controller.ts) uses it today;
-// the per-node agent (issue 4) reuses it unchanged.
+// (load balancer, slot, backend) from userspace conntrack. The lab controller (src/lab/controller.ts) programs with
+// the stateless programNode; the agent (src/agent/daemon.ts) keeps a NodeProgrammer (incremental apply).
 
-import { compileNode, type NodeFacts } from '../compile/index.ts';
+import { compileNodeParts, joinParts, type NodeParts, partsFlowCount } from '../compile/incremental.ts';
+import type { NodeFacts } from '../compile/index.ts';
 import { CT_ZONE, lbIds } from '../compile/registry.ts';
+import type { BridgeState, Flow } from '../flowset/types.ts';
 import type { Config } from '../model/types.ts';
-import { applyFlowSet, revalidate } from '../openflow/applier.ts';
+import { type ApplyResult, applyBridge, applyBridgeDelta, revalidate } from '../openflow/applier.ts';
 import type { Runner } from '../openflow/runner.ts';
 import type { ConnectionCounts } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
@@ -20,39 +22,138 @@ export interface ProgramResult {
   readonly bundleLines: Readonly<Record<string, number>>;
   /** Total wall time: compile + bundles + verification + revalidator/wait, ms. */
   readonly ms: number;
+  /** Of which compiling (compileNodeParts), ms. */
+  readonly compileMs: number;
   /** Of which `ovs-appctl revalidator/wait`, ms. */
   readonly revalidateMs: number;
+  /** 'full': the switch was read, diffed and verified (applyBridge); 'incremental': diffed against what this
+   *  process installed last, no read (applyBridgeDelta). */
+  readonly mode: 'full' | 'incremental';
+  /** Why a full apply was chosen (undefined for incremental). */
+  readonly fullReason?: string;
+  /** Desired flows on all bridges, and load balancer parts reused from the previous compile. */
+  readonly flows: number;
+  readonly reusedLbs: number;
+}
+
+export interface ProgrammerOptions {
+  /** A full read + diff + verify at least this often (ms) even when the installed state is known. 0 = every
+   *  time (the stateless path). Default 15 minutes. */
+  readonly fullReconcileMs?: number;
+  readonly now?: () => number;
+}
+
+/** What this process last installed on one bridge: the parts it sent, and the foreign flows of the last read. */
+interface InstalledBridge {
+  readonly parts: ReadonlyMap<string, BridgeState>;
+  readonly foreign: readonly Flow[];
+}
+
+export const DEFAULT_FULL_RECONCILE_MS = 15 * 60_000;
+
+/**
+ * Programs generations on one node, incrementally (STYLE item 3, like ovn-controller's ofctrl): it keeps the
+ * desired state it last installed, compiles the next one reusing unchanged load balancer parts
+ * (compileNodeParts), diffs in memory and sends one bundle per bridge with only the changes, without dumping the
+ * switch. It reads the switch (full dump + diff + verify, applyBridge) when it does not know what is installed:
+ * the first time, after `invalidate()` (the agent calls it when ovs-vswitchd restarted), after any failure, and
+ * every `fullReconcileMs` as a safety net against changes made behind its back. Then revalidator/wait, as before:
+ * when program() resolves the node obeys the generation.
+ */
+export class NodeProgrammer {
+  readonly #runner: Runner;
+  readonly #fullEveryMs: number;
+  readonly #now: () => number;
+  #compiled: NodeParts | undefined;
+  #installed: Map<string, InstalledBridge> | undefined;
+  #lastFull = 0;
+  #invalidated: string | undefined = 'first apply';
+
+  constructor(runner: Runner, opts: ProgrammerOptions = {}) {
+    this.#runner = runner;
+    this.#fullEveryMs = opts.fullReconcileMs ?? DEFAULT_FULL_RECONCILE_MS;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Forget what is installed: the next program() reads the switch (e.g. ovs-vswitchd restarted). */
+  invalidate(reason: string): void {
+    this.#installed = undefined;
+    this.#invalidated = reason;
+  }
+
+  /** Whether the next program() will be a full one because the periodic reconcile is due. */
+  fullDue(): boolean {
+    return this.#installed !== undefined && this.#now() - this.#lastFull >= this.#fullEveryMs;
+  }
+
+  async program(config: Config, generation: Generation, facts: NodeFacts): Promise<ProgramResult> {
+    const t0 = performance.now();
+    const parts = compileNodeParts(config, generation, facts, this.#compiled);
+    this.#compiled = parts;
+    const tc = performance.now();
+    const fullReason =
+      this.#installed === undefined
+        ? (this.#invalidated ?? 'installed state unknown')
+        : this.#fullEveryMs <= 0
+          ? 'every generation'
+          : this.#now() - this.#lastFull >= this.#fullEveryMs
+            ? 'periodic reconcile'
+            : undefined;
+    const installed = this.#installed;
+    // Until this apply succeeds, what is installed is unknown (a failed bundle, a bridge missing).
+    this.#installed = undefined;
+    this.#invalidated = 'previous apply failed';
+    const results: ApplyResult[] = [];
+    const next = new Map<string, InstalledBridge>();
+    for (const name of [...parts.bridges.keys()].sort()) {
+      const want = parts.bridges.get(name)!;
+      const have = installed?.get(name);
+      const r =
+        fullReason === undefined && have !== undefined
+          ? await applyBridgeDelta(this.#runner, name, want, have.parts, have.foreign)
+          : await applyBridge(this.#runner, name, joinParts(want));
+      results.push(r);
+      next.set(name, { parts: want, foreign: r.foreign });
+    }
+    this.#installed = next;
+    this.#invalidated = undefined;
+    if (fullReason !== undefined) this.#lastFull = this.#now();
+    const t1 = performance.now();
+    await revalidate(this.#runner);
+    const t2 = performance.now();
+    const bundleLines: Record<string, number> = {};
+    for (const b of results) bundleLines[b.bridge] = b.bundle.length;
+    return {
+      node: facts.name,
+      generation: generation.number,
+      changed: results.some((b) => b.changed),
+      bundleLines,
+      ms: Math.round(t2 - t0),
+      compileMs: Math.round(tc - t0),
+      revalidateMs: Math.round(t2 - t1),
+      mode: fullReason === undefined ? 'incremental' : 'full',
+      ...(fullReason === undefined ? {} : { fullReason }),
+      flows: partsFlowCount(parts),
+      reusedLbs: parts.reused,
+    };
+  }
 }
 
 /**
- * Programs `generation` on one node: compiles its complete OpenFlow state, sends at most one atomic bundle per
- * bridge (the applier diffs against what is installed: nothing is sent when nothing changed), then waits for a full
- * revalidator pass so no cached datapath flow still forwards per an older generation. When this resolves the node
- * obeys `generation`: that is its acknowledgement. Throws the applier's SluiceError (the switch is then unchanged
- * for the bridge that failed).
+ * Programs `generation` on one node without state: compiles its complete OpenFlow state, sends at most one atomic
+ * bundle per bridge (the applier reads and diffs against what is installed: nothing is sent when nothing changed,
+ * and verifies), then waits for a full revalidator pass so no cached datapath flow still forwards per an older
+ * generation. When this resolves the node obeys `generation`: that is its acknowledgement. Throws the applier's
+ * SluiceError (the switch is then unchanged for the bridge that failed). The agent uses a NodeProgrammer instead
+ * (incremental); the lab controller uses this.
  */
-export async function programNode(
+export function programNode(
   runner: Runner,
   config: Config,
   generation: Generation,
   facts: NodeFacts,
 ): Promise<ProgramResult> {
-  const t0 = performance.now();
-  const fs = compileNode(config, generation, facts);
-  const r = await applyFlowSet(runner, fs);
-  const t1 = performance.now();
-  await revalidate(runner);
-  const t2 = performance.now();
-  const bundleLines: Record<string, number> = {};
-  for (const b of r.bridges) bundleLines[b.bridge] = b.bundle.length;
-  return {
-    node: facts.name,
-    generation: generation.number,
-    changed: r.changed,
-    bundleLines,
-    ms: Math.round(t2 - t0),
-    revalidateMs: Math.round(t2 - t1),
-  };
+  return new NodeProgrammer(runner, { fullReconcileMs: 0 }).program(config, generation, facts);
 }
 
 // ---- live connections per slot ------------------------------------------------------------------------------

@@ -37,27 +37,25 @@ export interface LbInput {
  *   table=0 priority=1 actions=drop
  */
 export function gatewayClassifyFlows(config: Config, lbs: readonly LbInput[]): Flow[] {
-  const flows: Flow[] = [];
-  for (const { lb, id, plan } of lbs) {
-    const jump =
-      config.hashMode === 'dp_hash'
-        ? `group:${hashGroupId(id)}`
-        : actions(
-            `multipath(symmetric_l4,0,modulo_n,${2 ** plan.bits},0,${lowBits(REG_SLOT.nxm, plan.bits)})`,
-            `resubmit(,${T.GW_SLOTS})`,
-          );
-    for (const port of lb.ports) {
-      flows.push({
-        table: T.CLASSIFY,
-        priority: PRIO.NORMAL,
-        match: match(l4(lb.protocol, lb.family), `${dstField(lb.family)}=${lb.vip}`, `tp_dst=${port}`),
-        actions: actions(`set_field:${ofNum(id)}->${REG_LB.match}`, jump),
-        cookie: cookie('GW_CLASSIFY', id, 0, port),
-      });
-    }
-  }
-  flows.push(dropFlow(T.CLASSIFY));
-  return flows;
+  return [...lbs.flatMap((x) => gatewayClassifyLbFlows(config, x)), dropFlow(T.CLASSIFY)];
+}
+
+/** CLASSIFY flows of one load balancer (one per port), without the catch-all. */
+export function gatewayClassifyLbFlows(config: Config, { lb, id, plan }: LbInput): Flow[] {
+  const jump =
+    config.hashMode === 'dp_hash'
+      ? `group:${hashGroupId(id)}`
+      : actions(
+          `multipath(symmetric_l4,0,modulo_n,${2 ** plan.bits},0,${lowBits(REG_SLOT.nxm, plan.bits)})`,
+          `resubmit(,${T.GW_SLOTS})`,
+        );
+  return lb.ports.map((port) => ({
+    table: T.CLASSIFY,
+    priority: PRIO.NORMAL,
+    match: match(l4(lb.protocol, lb.family), `${dstField(lb.family)}=${lb.vip}`, `tp_dst=${port}`),
+    actions: actions(`set_field:${ofNum(id)}->${REG_LB.match}`, jump),
+    cookie: cookie('GW_CLASSIFY', id, 0, port),
+  }));
 }
 
 /**
@@ -70,16 +68,23 @@ export function gatewayClassifyFlows(config: Config, lbs: readonly LbInput[]): F
  *     bucket=bucket_id:0,actions=move:NXM_NX_DP_HASH[0..7]->NXM_NX_REG1[0..7],resubmit(,10)
  */
 export function gatewayGroups(config: Config, lbs: readonly LbInput[]): Group[] {
+  return lbs.flatMap((x) => gatewayLbGroups(config, x));
+}
+
+/** The dp_hash group of one load balancer ([] in fields mode). */
+export function gatewayLbGroups(config: Config, { id, plan }: LbInput): Group[] {
   if (config.hashMode !== 'dp_hash') return [];
-  return lbs.map(({ id, plan }) => ({
-    groupId: hashGroupId(id),
-    spec:
-      'type=select,selection_method=dp_hash,bucket=bucket_id:0,actions=' +
-      actions(
-        `move:${lowBits('NXM_NX_DP_HASH', plan.bits)}->${lowBits(REG_SLOT.nxm, plan.bits)}`,
-        `resubmit(,${T.GW_SLOTS})`,
-      ),
-  }));
+  return [
+    {
+      groupId: hashGroupId(id),
+      spec:
+        'type=select,selection_method=dp_hash,bucket=bucket_id:0,actions=' +
+        actions(
+          `move:${lowBits('NXM_NX_DP_HASH', plan.bits)}->${lowBits(REG_SLOT.nxm, plan.bits)}`,
+          `resubmit(,${T.GW_SLOTS})`,
+        ),
+    },
+  ];
 }
 
 /**
@@ -95,38 +100,44 @@ export function gatewayGroups(config: Config, lbs: readonly LbInput[]): Group[] 
  */
 export function gatewaySlotFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  return [...lbs.flatMap((x) => gatewaySlotLbFlows(hostIp, x, facts)), dropFlow(T.GW_SLOTS)];
+}
+
+/** GW_SLOTS flows of one load balancer, without the catch-all. `hostIp`: node name -> tunnel IP. */
+export function gatewaySlotLbFlows(
+  hostIp: ReadonlyMap<string, string>,
+  { id, plan }: LbInput,
+  facts: NodeFacts,
+): Flow[] {
   const flows: Flow[] = [];
-  for (const { id, plan } of lbs) {
-    const size = 2 ** plan.bits;
-    for (let slot = 0; slot < size; slot++) {
-      const p = plan.primary[slot];
-      if (p === NO_OWNER || p >= plan.members.length) continue;
-      const primary = plan.members[p];
-      const dst = hostIp.get(primary.host);
-      if (dst === undefined) continue;
-      const s = plan.second[slot];
-      let second = 0;
-      if (s !== NO_OWNER && s < plan.members.length) {
-        const sHost = plan.members[s].host;
-        const sIp = hostIp.get(sHost);
-        if (sIp !== undefined && sHost !== primary.host) second = ipv4ToInt(sIp);
-      }
-      flows.push({
-        table: T.GW_SLOTS,
-        priority: PRIO.NORMAL,
-        match: match(`${REG_LB.match}=${ofNum(id)}`, `${REG_SLOT.match}=${ofNum(slot)}`),
-        actions: actions(
-          `set_field:${ofNum(((id << 16) | slot) >>> 0)}->${TUN_LB_SLOT.field}`,
-          `set_field:${ofNum((p << 16) >>> 0)}->${TUN_MEMBER_FLAGS.field}`,
-          `set_field:${ofNum(second)}->${TUN_SECOND_HOST.field}`,
-          `set_field:${dst}->tun_dst`,
-          `output:${facts.ports.geneve}`,
-        ),
-        cookie: cookie('GW_SLOT', id, p, slot),
-      });
+  const size = 2 ** plan.bits;
+  for (let slot = 0; slot < size; slot++) {
+    const p = plan.primary[slot];
+    if (p === NO_OWNER || p >= plan.members.length) continue;
+    const primary = plan.members[p];
+    const dst = hostIp.get(primary.host);
+    if (dst === undefined) continue;
+    const s = plan.second[slot];
+    let second = 0;
+    if (s !== NO_OWNER && s < plan.members.length) {
+      const sHost = plan.members[s].host;
+      const sIp = hostIp.get(sHost);
+      if (sIp !== undefined && sHost !== primary.host) second = ipv4ToInt(sIp);
     }
+    flows.push({
+      table: T.GW_SLOTS,
+      priority: PRIO.NORMAL,
+      match: match(`${REG_LB.match}=${ofNum(id)}`, `${REG_SLOT.match}=${ofNum(slot)}`),
+      actions: actions(
+        `set_field:${ofNum(((id << 16) | slot) >>> 0)}->${TUN_LB_SLOT.field}`,
+        `set_field:${ofNum((p << 16) >>> 0)}->${TUN_MEMBER_FLAGS.field}`,
+        `set_field:${ofNum(second)}->${TUN_SECOND_HOST.field}`,
+        `set_field:${dst}->tun_dst`,
+        `output:${facts.ports.geneve}`,
+      ),
+      cookie: cookie('GW_SLOT', id, p, slot),
+    });
   }
-  flows.push(dropFlow(T.GW_SLOTS));
   return flows;
 }
 

@@ -83,6 +83,11 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  *   table=20 priority=1 actions=drop
  */
 export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
+  return [...lbs.flatMap(hostTunInLbFlows), dropFlow(T.TUN_IN)];
+}
+
+/** TUN_IN flows of one load balancer (two per port), without the catch-all. */
+export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
   const flows: Flow[] = [];
   const copy = actions(
     `move:${TUN_NXM_BITS[0]}->${REG_T_LB_SLOT.nxm}[]`,
@@ -90,27 +95,24 @@ export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
     `move:${TUN_NXM_BITS[2]}->${REG_T_SECOND.nxm}[]`,
     `ct(table=${T.CT_IN},zone=${CT_ZONE},nat)`,
   );
-  for (const { lb, id } of lbs) {
-    for (const port of lb.ports) {
-      for (const top of [0, 0x80000000]) {
-        flows.push({
-          table: T.TUN_IN,
-          priority: PRIO.NORMAL,
-          match: match(
-            l4(lb.protocol, lb.family),
-            `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-            `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_RESERVED)}`,
-            `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
-            `${dstField(lb.family)}=${lb.vip}`,
-            `tp_dst=${port}`,
-          ),
-          actions: copy,
-          cookie: cookie('TUN_VIP', id, 0, port),
-        });
-      }
+  for (const port of lb.ports) {
+    for (const top of [0, 0x80000000]) {
+      flows.push({
+        table: T.TUN_IN,
+        priority: PRIO.NORMAL,
+        match: match(
+          l4(lb.protocol, lb.family),
+          `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+          `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_RESERVED)}`,
+          `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
+          `${dstField(lb.family)}=${lb.vip}`,
+          `tp_dst=${port}`,
+        ),
+        actions: copy,
+        cookie: cookie('TUN_VIP', id, 0, port),
+      });
     }
   }
-  flows.push(dropFlow(T.TUN_IN));
   return flows;
 }
 
@@ -143,8 +145,17 @@ export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
  *     table=21 priority=1 actions=drop
  */
 export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  return [
+    ...hostDeliverFlows(facts),
+    ...lbs.flatMap((x) => hostCommitLbFlows(x, facts)),
+    ...hostSecondChanceFlows(config, lbs, facts),
+    dropFlow(T.CT_IN),
+  ];
+}
+
+/** CT_IN: deliver established, one flow per local backend address (from the node facts). */
+export function hostDeliverFlows(facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
-  // Deliver established, per local backend address.
   const seen = new Set<string>();
   for (const [address, vm] of Object.entries(facts.vms).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (seen.has(address)) continue;
@@ -162,41 +173,49 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
       cookie: cookie('CT_DELIVER', 0, vm.ofport),
     });
   }
-  // Commit + DNAT, per local member of each LB.
-  for (const { lb, id, plan } of lbs) {
-    plan.members.forEach((m, index) => {
-      if (m.host !== facts.name) return;
-      const vm = facts.vms[m.address];
-      if (vm === undefined) {
-        // A member that left the config keeps its plan position until reused (rollout/planner.ts); its VM may
-        // be gone: no SYN can be committed to it any more. A configured backend without a port is an error.
-        if (!lb.backends.some((b) => backendKey(b) === m.key)) return;
-        throw new SluiceError(
-          'SLUICE_E_COMPILE_FACTS',
-          `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,
-        );
-      }
-      flows.push({
-        table: T.CT_IN,
-        priority: PRIO.NORMAL,
-        match: match(
-          'ct_state=+new+trk',
-          l4(lb.protocol, lb.family),
-          `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-          `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
-          lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
-        ),
-        actions: actions(
-          `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
-          `set_field:${facts.vmRouterMac}->eth_src`,
-          `set_field:${vm.mac}->eth_dst`,
-          `output:${vm.ofport}`,
-        ),
-        cookie: cookie('CT_COMMIT', id, index),
-      });
+  return flows;
+}
+
+/** CT_IN: commit + DNAT, one flow per local member of one load balancer. */
+export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
+  plan.members.forEach((m, index) => {
+    if (m.host !== facts.name) return;
+    const vm = facts.vms[m.address];
+    if (vm === undefined) {
+      // A member that left the config keeps its plan position until reused (rollout/planner.ts); its VM may
+      // be gone: no SYN can be committed to it any more. A configured backend without a port is an error.
+      if (!lb.backends.some((b) => backendKey(b) === m.key)) return;
+      throw new SluiceError(
+        'SLUICE_E_COMPILE_FACTS',
+        `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,
+      );
+    }
+    flows.push({
+      table: T.CT_IN,
+      priority: PRIO.NORMAL,
+      match: match(
+        'ct_state=+new+trk',
+        l4(lb.protocol, lb.family),
+        `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+        `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+        lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
+      ),
+      actions: actions(
+        `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
+        `set_field:${facts.vmRouterMac}->eth_src`,
+        `set_field:${vm.mac}->eth_dst`,
+        `output:${vm.ofport}`,
+      ),
+      cookie: cookie('CT_COMMIT', id, index),
     });
-  }
-  // Second chance, per other host and per family that has TCP load balancers.
+  });
+  return flows;
+}
+
+/** CT_IN: second chance, per other host and per family that has TCP load balancers. */
+export function hostSecondChanceFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
   const tcpFamilies = new Set<IpFamily>(lbs.filter((x) => x.lb.protocol === 'tcp').map((x) => x.lb.family));
   for (const n of config.nodes) {
     if (n.role !== 'host' || n.name === facts.name) continue;
@@ -223,7 +242,6 @@ export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: No
       });
     }
   }
-  flows.push(dropFlow(T.CT_IN));
   return flows;
 }
 

@@ -121,3 +121,42 @@ export function tlvMapArg(ts: readonly TlvMapping[]): string {
     .map((t) => `{class=${hex(t.optClass)},type=${hex(t.type)},len=${t.len}}->tun_metadata${t.index}`)
     .join(',');
 }
+
+const NOTHING: BridgeState = { flows: [], groups: [], tlvMap: [] };
+
+/**
+ * diffBridge over a bridge split in parts (compile/incremental.ts): `desired` and `installed` map part names to
+ * states. A part that is the same object on both sides is unchanged and skipped without looking at its flows; the
+ * others are diffed part by part and the results joined, so the cost is O(changed parts), not O(bridge). Correct as
+ * long as no flow key or group id appears in two parts of one side (flows of different load balancers differ in
+ * their match). A flow that moves from one part to another becomes a delete and an add of the same key: the bundle
+ * lists every delete before any add, so it ends up installed.
+ */
+export function diffParts(
+  desired: ReadonlyMap<string, BridgeState>,
+  installed: ReadonlyMap<string, BridgeState>,
+  foreign: readonly Flow[] = [],
+): BridgeDiff {
+  const out = {
+    deleteFlows: [] as Flow[],
+    addFlows: [] as Flow[],
+    addGroups: [] as Group[],
+    modifyGroups: [] as Group[],
+    deleteGroups: [] as Group[],
+    keptGroups: [] as Group[],
+    addTlv: [] as TlvMapping[],
+    conflictingTlv: [] as TlvMapping[],
+  };
+  const names = new Set([...desired.keys(), ...installed.keys()]);
+  for (const name of names) {
+    const d = desired.get(name) ?? NOTHING;
+    const i = installed.get(name) ?? NOTHING;
+    if (d === i) continue;
+    const p = diffBridge(d, i, foreign);
+    for (const k of Object.keys(out) as (keyof typeof out)[]) {
+      const from = p[k] as readonly never[];
+      for (const x of from) (out[k] as never[]).push(x);
+    }
+  }
+  return out;
+}

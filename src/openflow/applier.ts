@@ -15,7 +15,7 @@
 //   this also proves the compiler's text is canonical (what OVS prints back).
 
 import { isSluiceCookie, isSluiceGroup } from '../compile/registry.ts';
-import { bundleLines, diffBridge, isEmptyDiff, tlvMapArg } from '../flowset/diff.ts';
+import { bundleLines, diffBridge, diffParts, isEmptyDiff, tlvMapArg } from '../flowset/diff.ts';
 import { parseDumpFlows, parseDumpGroups, parseDumpTlvMap } from '../flowset/text.ts';
 import { type BridgeState, type Flow, type FlowSet, flowKey } from '../flowset/types.ts';
 import { SluiceError } from '../model/errors.ts';
@@ -37,6 +37,8 @@ export interface ApplyResult {
   readonly tlvAdded: number;
   /** Group ids sluice no longer wants but kept because a remaining flow references them. */
   readonly keptGroups: readonly number[];
+  /** Flows with other cookies found on the bridge (read by applyBridge; applyBridgeDelta passes its input on). */
+  readonly foreign: readonly Flow[];
 }
 
 export interface ApplyOptions {
@@ -114,7 +116,14 @@ export async function applyBridge(
   }
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
   if (isEmptyDiff(diff)) {
-    return { bridge, changed: diff.addTlv.length > 0, bundle: [], tlvAdded: diff.addTlv.length, keptGroups };
+    return {
+      bridge,
+      changed: diff.addTlv.length > 0,
+      bundle: [],
+      tlvAdded: diff.addTlv.length,
+      keptGroups,
+      foreign: installed.foreign,
+    };
   }
   const lines = bundleLines(diff);
   await sendBundle(runner, bridge, lines);
@@ -128,7 +137,48 @@ export async function applyBridge(
       );
     }
   }
-  return { bridge, changed: true, bundle: lines, tlvAdded: diff.addTlv.length, keptGroups };
+  return {
+    bridge,
+    changed: true,
+    bundle: lines,
+    tlvAdded: diff.addTlv.length,
+    keptGroups,
+    foreign: installed.foreign,
+  };
+}
+
+/**
+ * Incremental apply (ovn-controller's ofctrl: desired vs installed tables): makes one bridge equal `desired` given
+ * that `installed` is exactly what this process installed there last (applyBridge, or this function, succeeded),
+ * without reading the switch: diffParts skips parts that are the same object, the rest goes in at most one bundle,
+ * and nothing is read back. `foreign` is what the last full read found outside sluice's cookies: a desired flow
+ * clashing with one is still refused. The TLV map is not touched (it is part of the node part and constant; a full
+ * applyBridge installs it). The caller must fall back to applyBridge when it does not know what is installed
+ * (start, ovs-vswitchd restart, a failed bundle): see src/agent/node-ops.ts NodeProgrammer.
+ */
+export async function applyBridgeDelta(
+  runner: Runner,
+  bridge: string,
+  desired: ReadonlyMap<string, BridgeState>,
+  installed: ReadonlyMap<string, BridgeState>,
+  foreign: readonly Flow[],
+): Promise<ApplyResult> {
+  const diff = diffParts(desired, installed, foreign);
+  if (foreign.length > 0) {
+    const foreignKeys = new Set(foreign.map(flowKey));
+    const clash = diff.addFlows.find((f) => foreignKeys.has(flowKey(f)));
+    if (clash !== undefined) {
+      throw new SluiceError(
+        'SLUICE_E_OPENFLOW_CONFLICT',
+        `${bridge}: a desired flow would replace a flow sluice does not own: ${flowKey(clash)}`,
+      );
+    }
+  }
+  const keptGroups = diff.keptGroups.map((g) => g.groupId);
+  if (isEmptyDiff(diff)) return { bridge, changed: false, bundle: [], tlvAdded: 0, keptGroups, foreign };
+  const lines = bundleLines(diff);
+  await sendBundle(runner, bridge, lines);
+  return { bridge, changed: true, bundle: lines, tlvAdded: 0, keptGroups, foreign };
 }
 
 /** Sends bundle lines as one atomic `ovs-ofctl bundle`; throws SLUICE_E_OPENFLOW_REJECTED with stderr on failure. */

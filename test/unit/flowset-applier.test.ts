@@ -5,108 +5,12 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
-import { hex } from '../../src/flowset/text.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
 import { applyBridge, applyFlowSet } from '../../src/openflow/applier.ts';
-import type { Runner, RunOpts, RunResult } from '../../src/openflow/runner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
-
-interface FakeFlow {
-  cookie: bigint;
-  table: number;
-  priority: number;
-  match: string;
-  actions: string;
-}
-
-/** One fake switch with several bridges. Parses only the bundle syntax the applier writes. */
-class FakeSwitch implements Runner {
-  flows = new Map<string, Map<string, FakeFlow>>();
-  groups = new Map<string, Map<number, string>>();
-  tlv = new Map<string, string[]>();
-  bundles: string[][] = [];
-
-  br<T>(m: Map<string, T>, b: string, init: () => T): T {
-    if (!m.has(b)) m.set(b, init());
-    return m.get(b)!;
-  }
-
-  async ofctl(bridge: string, args: readonly string[], opts: RunOpts = {}): Promise<RunResult> {
-    const flows = this.br(this.flows, bridge, () => new Map<string, FakeFlow>());
-    const groups = this.br(this.groups, bridge, () => new Map<number, string>());
-    const tlv = this.br(this.tlv, bridge, () => [] as string[]);
-    const ok = (stdout: string): RunResult => ({ code: 0, stdout, stderr: '' });
-    switch (args[0]) {
-      case 'dump-flows':
-        return ok(
-          `OFPST_FLOW reply (OF1.5) (xid=0x2):\n${[...flows.values()]
-            .map(
-              (f) =>
-                ` cookie=${hex(f.cookie)}, duration=1.0s, table=${f.table}, n_packets=0, n_bytes=0, idle_age=1, priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`,
-            )
-            .join('\n')}\n`,
-        );
-      case 'dump-groups':
-        return ok(
-          `OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n${[...groups].map(([id, spec]) => ` group_id=${id},${spec}`).join('\n')}\n`,
-        );
-      case 'dump-tlv-map':
-        return ok(` mapping table:\n${tlv.join('\n')}\n`);
-      case 'add-tlv-map':
-        for (const m of args[1].matchAll(
-          /\{class=(0x[0-9a-f]+),type=(0x[0-9a-f]+),len=(\d+)\}->tun_metadata(\d+)/g,
-        )) {
-          tlv.push(` ${m[1]}  ${m[2]}  ${m[3]}  tun_metadata${m[4]}`);
-        }
-        return ok('');
-      case 'bundle': {
-        const lines = (opts.input ?? '').trim().split('\n');
-        this.bundles.push(lines);
-        const f2 = new Map(flows);
-        const g2 = new Map(groups);
-        for (const line of lines) {
-          const add =
-            /^flow add cookie=(0x[0-9a-f]+),table=(\d+),priority=(\d+),(?:(.*),)?actions=(.*)$/.exec(line);
-          const del = /^flow delete_strict cookie=\S+?,table=(\d+),priority=(\d+)(?:,(.*))?$/.exec(line);
-          const gset = /^group (add|modify) group_id=(\d+),(.*)$/.exec(line);
-          const gdel = /^group delete group_id=(\d+)$/.exec(line);
-          if (add) {
-            const f = {
-              cookie: BigInt(add[1]),
-              table: +add[2],
-              priority: +add[3],
-              match: add[4] ?? '',
-              actions: add[5],
-            };
-            for (const g of f.actions.matchAll(/group:(\d+)/g)) {
-              if (!g2.has(+g[1])) return { code: 1, stdout: '', stderr: `OFPGMFC_UNKNOWN_GROUP ${g[1]}` };
-            }
-            f2.set(`${f.table}/${f.priority}/${f.match}`, f);
-          } else if (del) {
-            f2.delete(`${del[1]}/${del[2]}/${del[3] ?? ''}`);
-          } else if (gset) {
-            g2.set(+gset[2], gset[3]);
-          } else if (gdel) {
-            g2.delete(+gdel[1]);
-          } else {
-            return { code: 1, stdout: '', stderr: `ovs-ofctl: -:1: unparsable: ${line}` };
-          }
-        }
-        this.flows.set(bridge, f2);
-        this.groups.set(bridge, g2);
-        return ok('');
-      }
-      default:
-        return { code: 1, stdout: '', stderr: `fake: ${args[0]}` };
-    }
-  }
-
-  async appctl(): Promise<RunResult> {
-    return { code: 0, stdout: '', stderr: '' };
-  }
-}
+import { FakeSwitch } from '../scenarios/fake-switch.ts';
 
 const config: Config = {
   hashMode: 'dp_hash',

@@ -1,0 +1,264 @@
+// Incremental compile and apply (src/compile/incremental.ts, flowset/diff.ts diffParts, agent/node-ops.ts
+// NodeProgrammer): the incremental result must equal a full compile, and the switch must end up exactly where the
+// stateless path (read, diff, verify) would put it. The switch is a FAKE (test/scenarios/fake-switch.ts); facts are
+// FAKE (fake-facts.ts). Real OVS: test/e2e/controlplane.test.ts and bench/convergence.ts.
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as fc from 'fast-check';
+import { NodeProgrammer } from '../../src/agent/node-ops.ts';
+import { compileNodeParts, type NodeParts, partsFlowSet } from '../../src/compile/incremental.ts';
+import { compileNode } from '../../src/compile/index.ts';
+import { hex, renderFlowSet } from '../../src/flowset/text.ts';
+import type { Backend, Config, LoadBalancer } from '../../src/model/types.ts';
+import { planNext } from '../../src/rollout/planner.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { fakeFacts } from '../scenarios/fake-facts.ts';
+import { FakeSwitch } from '../scenarios/fake-switch.ts';
+
+const NODES: Config['nodes'] = [
+  { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+  { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
+  { name: 'host2', role: 'host', tunnelIp: '192.168.100.12' },
+];
+
+/** Every backend any step may use: 3 per host. */
+const POOL: Backend[] = [1, 2].flatMap((h) =>
+  [1, 2, 3].map((i) => ({
+    address: `10.0.${h}.${10 + i}`,
+    port: 8080,
+    host: `host${h}`,
+    weight: 1,
+    state: 'active' as const,
+  })),
+);
+
+function lbOf(i: number, backends: Backend[]): LoadBalancer {
+  return {
+    name: `v${i}`,
+    vip: `203.0.113.${10 + i}`,
+    family: 4,
+    protocol: i % 3 === 2 ? 'udp' : 'tcp',
+    ports: [80],
+    backends,
+  };
+}
+
+/** A config from `members[i]` = the POOL indices behind LB i (each LB keeps at least one backend). */
+function configOf(members: readonly (readonly number[])[], hashMode: Config['hashMode']): Config {
+  return {
+    hashMode,
+    slotBits: 4,
+    drainWindowSeconds: 30,
+    nodes: NODES,
+    loadBalancers: members.map((m, i) =>
+      lbOf(
+        i,
+        m.map((j) => POOL[j]!),
+      ),
+    ),
+  };
+}
+
+/** Facts that know every backend of POOL (a backend leaving the config keeps its port, as in the lab). */
+const allConfig = configOf([[0, 1, 2, 3, 4, 5]], 'dp_hash');
+const facts = (node: string) => fakeFacts(allConfig, node);
+
+const full = (config: Config, gen: Generation, node: string) =>
+  renderFlowSet(compileNode(config, gen, facts(node)));
+
+/** Steps: each is the set of backends per LB (3 LBs); drives the real planner through every generation. */
+const stepsArb = fc.array(
+  fc.array(fc.uniqueArray(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 6 }), {
+    minLength: 3,
+    maxLength: 3,
+  }),
+  { minLength: 1, maxLength: 4 },
+);
+
+/** Every generation the planner publishes through the steps (connections = 0, drain windows ignored). */
+function generations(
+  steps: readonly (readonly (readonly number[])[])[],
+  hashMode: Config['hashMode'],
+): { config: Config; gen: Generation }[] {
+  const out: { config: Config; gen: Generation }[] = [];
+  let latest: Generation | null = null;
+  for (const step of steps) {
+    const config = configOf(step, hashMode);
+    for (let i = 0; i < 20; i++) {
+      const r = planNext({ config, latest, connections: () => 0, now: 1000 * out.length });
+      if (r.next === null) break;
+      latest = r.next;
+      out.push({ config, gen: latest });
+    }
+  }
+  return out;
+}
+
+test('incremental compile equals a full compile through random rollouts (gateway and host, both hash modes)', () => {
+  fc.assert(
+    fc.property(stepsArb, fc.constantFrom('dp_hash' as const, 'fields' as const), (steps, hashMode) => {
+      for (const node of ['gw1', 'host1', 'host2']) {
+        let prev: NodeParts | undefined;
+        for (const { config, gen } of generations(steps, hashMode)) {
+          const parts = compileNodeParts(config, gen, facts(node), prev);
+          assert.equal(renderFlowSet(partsFlowSet(parts)), full(config, gen, node));
+          prev = parts;
+        }
+      }
+    }),
+    { numRuns: 60 },
+  );
+});
+
+test('a one-backend change recompiles one load balancer and the others are reused as the same objects', () => {
+  const before = configOf(
+    [
+      [0, 1, 3],
+      [0, 1, 3],
+      [1, 4],
+    ],
+    'dp_hash',
+  );
+  const g1 = planNext({ config: before, latest: null, connections: () => 0, now: 0 }).next!;
+  const p1 = compileNodeParts(before, g1, facts('gw1'));
+  const after = configOf(
+    [
+      [0, 1, 3, 4],
+      [0, 1, 3],
+      [1, 4],
+    ],
+    'dp_hash',
+  );
+  const g2 = planNext({ config: after, latest: g1, connections: () => 0, now: 1 }).next!;
+  const p2 = compileNodeParts(after, g2, facts('gw1'), p1);
+  assert.equal(p2.reused, 2);
+  const int1 = p1.bridges.get('br-int')!;
+  const int2 = p2.bridges.get('br-int')!;
+  assert.equal(int2.get('lb:v1'), int1.get('lb:v1'));
+  assert.notEqual(int2.get('lb:v0'), int1.get('lb:v0'));
+  assert.equal(renderFlowSet(partsFlowSet(p2)), full(after, g2, 'gw1'));
+  // Another context (a node added) recompiles everything.
+  const moreNodes = {
+    ...after,
+    nodes: [...NODES, { name: 'gw2', role: 'gateway' as const, tunnelIp: '192.168.100.2' }],
+  };
+  assert.equal(compileNodeParts(moreNodes, g2, facts('gw1'), p2).reused, 0);
+});
+
+/** The fake switch's sluice state of one bridge as sorted text, to compare with a full compile. */
+function switchText(sw: FakeSwitch, bridge: string): string {
+  const flows = [...(sw.flows.get(bridge)?.values() ?? [])]
+    .map((f) => `${hex(f.cookie)} ${f.table} ${f.priority} ${f.match} ${f.actions}`)
+    .sort();
+  const groups = [...(sw.groups.get(bridge) ?? [])].map(([id, spec]) => `${id} ${spec}`).sort();
+  return [...flows, ...groups].join('\n');
+}
+
+function fsText(config: Config, gen: Generation, node: string, bridge: string): string {
+  const b = compileNode(config, gen, facts(node)).bridges.get(bridge)!;
+  const flows = b.flows
+    .map((f) => `${hex(f.cookie)} ${f.table} ${f.priority} ${f.match} ${f.actions}`)
+    .sort();
+  const groups = b.groups.map((g) => `${g.groupId} ${g.spec}`).sort();
+  return [...flows, ...groups].join('\n');
+}
+
+test('NodeProgrammer: one full read at start, then bundles of only the changes without reading the switch', async () => {
+  await fc.assert(
+    fc.asyncProperty(stepsArb, async (steps) => {
+      for (const node of ['gw1', 'host1']) {
+        const sw = new FakeSwitch();
+        const p = new NodeProgrammer(sw, { fullReconcileMs: 3_600_000 });
+        let first = true;
+        for (const { config, gen } of generations(steps, 'dp_hash')) {
+          const bundlesBefore = sw.bundles.length;
+          const r = await p.program(config, gen, facts(node));
+          assert.equal(r.mode, first ? 'full' : 'incremental');
+          // The full apply reads each bridge twice (diff, verify); afterwards nothing is read.
+          assert.equal(sw.reads, 4);
+          for (const br of ['br-int', 'br-phy'])
+            assert.equal(switchText(sw, br), fsText(config, gen, node, br));
+          assert.equal(
+            sw.bundles.length - bundlesBefore,
+            Object.values(r.bundleLines).filter((n) => n > 0).length,
+          );
+          first = false;
+        }
+      }
+    }),
+    { numRuns: 25 },
+  );
+});
+
+test('NodeProgrammer: after invalidate (ovs-vswitchd restart: empty switch) the next apply reads and restores everything', async () => {
+  const config = configOf(
+    [
+      [0, 1, 3],
+      [1, 4],
+      [2, 5],
+    ],
+    'dp_hash',
+  );
+  const g1 = planNext({ config, latest: null, connections: () => 0, now: 0 }).next!;
+  const sw = new FakeSwitch();
+  const p = new NodeProgrammer(sw, { fullReconcileMs: 3_600_000 });
+  await p.program(config, g1, facts('gw1'));
+  // ovs-vswitchd restarts: its tables are empty. Without invalidate the programmer would send nothing.
+  sw.flows.clear();
+  sw.groups.clear();
+  sw.tlv.clear();
+  const idle = await p.program(config, g1, facts('gw1'));
+  assert.equal(idle.mode, 'incremental');
+  assert.equal(idle.changed, false);
+  p.invalidate('ovs-vswitchd restarted');
+  const reads = sw.reads;
+  const r = await p.program(config, g1, facts('gw1'));
+  assert.equal(r.mode, 'full');
+  assert.equal(r.fullReason, 'ovs-vswitchd restarted');
+  assert.ok(sw.reads > reads);
+  assert.ok(r.bundleLines['br-int']! > 0);
+  assert.equal(sw.tlv.get('br-int')!.length, 3);
+  for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(config, g1, 'gw1', br));
+});
+
+test('NodeProgrammer: a rejected bundle makes the next apply a full one; the periodic reconcile reads too', async () => {
+  let t = 0;
+  const config = configOf(
+    [
+      [0, 1],
+      [1, 4],
+      [2, 5],
+    ],
+    'dp_hash',
+  );
+  const g1 = planNext({ config, latest: null, connections: () => 0, now: 0 }).next!;
+  const sw = new FakeSwitch();
+  const p = new NodeProgrammer(sw, { fullReconcileMs: 60_000, now: () => t });
+  await p.program(config, g1, facts('gw1'));
+  const config2 = configOf(
+    [
+      [0, 1, 3],
+      [1, 4],
+      [2, 5],
+    ],
+    'dp_hash',
+  );
+  const g2 = planNext({ config: config2, latest: g1, connections: () => 0, now: 1 }).next!;
+  const real = sw.ofctl.bind(sw);
+  sw.ofctl = async (bridge, args, opts) =>
+    args[0] === 'bundle' ? { code: 1, stdout: '', stderr: 'OFPBFC_MSG_FAILED' } : real(bridge, args, opts);
+  await assert.rejects(p.program(config2, g2, facts('gw1')), { code: 'SLUICE_E_OPENFLOW_REJECTED' });
+  sw.ofctl = real;
+  const r = await p.program(config2, g2, facts('gw1'));
+  assert.equal(r.mode, 'full');
+  assert.equal(r.fullReason, 'previous apply failed');
+  assert.equal(switchText(sw, 'br-int'), fsText(config2, g2, 'gw1', 'br-int'));
+  assert.equal((await p.program(config2, g2, facts('gw1'))).mode, 'incremental');
+  t = 60_000;
+  assert.equal(p.fullDue(), true);
+  const periodic = await p.program(config2, g2, facts('gw1'));
+  assert.equal(periodic.mode, 'full');
+  assert.equal(periodic.fullReason, 'periodic reconcile');
+  assert.equal(periodic.changed, false);
+});
