@@ -12,6 +12,8 @@
 //   announced --store silent or apply failing > lease: run --withdraw-cmd--> withdrawn
 //   unknown | withdrawn --applied the released generation, ack committed with `wait gateway_generation == applied`,
 //                        then --announce-cmd--> announced
+//   announced --the planner fenced it (own Node_Status external_ids:fenced_by_planner)--> withdrawn (no command: the
+//                        planner's fence command already took it out); the rejoin ack deletes the planner's record
 // A restarted agent starts `unknown` (it may be in the ECMP set): it applies (an empty diff when nothing changed),
 // acknowledges, and re-announces (idempotent), so traffic is not disturbed. While `withdrawn` it tells the planner
 // (Node_Status external_ids:fenced=true) so the planner does not wait for it.
@@ -34,6 +36,8 @@ import {
   encodeSlotCounts,
   GATEWAY_GENERATION_KEY,
   gatewayGeneration,
+  mapGet,
+  PLANNER_FENCED_KEY,
   readPlan,
 } from '../planner/view.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
@@ -405,6 +409,20 @@ export class AgentDaemon {
 
   async #maybeFence(now: number): Promise<void> {
     if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn' || this.#announcing) return;
+    const own = this.#monitor?.replica.find('Node_Status', (row) => row.node === this.#o.node);
+    const byPlanner = mapGet(own?.external_ids, PLANNER_FENCED_KEY);
+    if (this.#fence === 'announced' && byPlanner !== undefined) {
+      // The planner took us out of ECMP while it could not hear us: rejoin (apply, ack, announce) like after a
+      // withdrawal of our own.
+      this.#fence = 'withdrawn';
+      this.#m.fenced.set(1);
+      this.#log.warn(
+        { event: 'fenced-by-planner', at: Number(byPlanner) },
+        'the planner fenced this gateway',
+      );
+      this.#beatLoop.schedule();
+      return;
+    }
     const lease = this.#o.leaseMs ?? 10_000;
     const silent = now - this.#lastStoreOk;
     const failing = this.#failingSince === undefined ? 0 : now - this.#failingSince;
@@ -460,7 +478,12 @@ export class AgentDaemon {
       table: 'Node_Status',
       where: [['node', '==', this.#o.node]],
       mutations: [
-        ['external_ids', 'delete', ['set', ['fenced', 'role']]],
+        // A rejoin also deletes the planner's fence record: the ack and the announcement that follows supersede it.
+        [
+          'external_ids',
+          'delete',
+          ['set', rejoin ? ['fenced', 'role', PLANNER_FENCED_KEY] : ['fenced', 'role']],
+        ],
         [
           'external_ids',
           'insert',

@@ -124,6 +124,15 @@ export function labEcmpCommand(lab: Lab, gateway: string, action: 'withdraw' | '
   return ['bash', script, lab.facts.router.netns, action, ...pairs].join(' ');
 }
 
+/**
+ * The lab's planner fence template (`sluice planner --fence-cmd`): a shell `case` on `{node}` that runs
+ * labEcmpCommand(lab, gw, 'withdraw') for the gateway named (and fails for any other name).
+ */
+export function labFenceTemplate(lab: Lab): string {
+  const arms = lab.gateways.map((gw) => `${gw.name}) ${labEcmpCommand(lab, gw.name, 'withdraw')};;`);
+  return `case {node} in ${arms.join(' ')} *) echo "not a lab gateway: {node}" >&2; exit 1;; esac`;
+}
+
 export function registerDaemonCommands(program: Command): void {
   program
     .command('planner')
@@ -138,6 +147,10 @@ export function registerDaemonCommands(program: Command): void {
       '5',
     )
     .option('--keep-plans <n>', 'plans kept in the store', '5')
+    .option(
+      '--fence-cmd <cmd>',
+      'shell command that takes gateway {node} out of the upstream ECMP set; run for a gateway silent for the lease',
+    )
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
     .action(
@@ -146,6 +159,7 @@ export function registerDaemonCommands(program: Command): void {
         lease: string;
         margin: string;
         keepPlans: string;
+        fenceCmd?: string;
         metrics?: string;
         logLevel: string;
       }) => {
@@ -156,6 +170,7 @@ export function registerDaemonCommands(program: Command): void {
           leaseMs: num('--lease', o.lease) * 1000,
           marginMs: num('--margin', o.margin) * 1000,
           keepPlans: num('--keep-plans', o.keepPlans, 2),
+          fenceCmd: o.fenceCmd,
         });
         await runDaemon(d, log, o.metrics);
       },

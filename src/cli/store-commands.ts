@@ -21,7 +21,7 @@ import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { SLUICE_DB } from '../ovsdb/server.ts';
 import { DESIRED_TABLES, desiredStateOps, readDesiredState } from '../ovsdb/store.ts';
-import { gatewayGeneration, mapGet, readPlan } from '../planner/view.ts';
+import { gatewayGeneration, mapGet, PLANNER_FENCED_KEY, readPlan } from '../planner/view.ts';
 import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import type { Generation } from '../rollout/types.ts';
@@ -405,7 +405,9 @@ export interface NodeReport {
   readonly lag: number | null;
   /** ms since the agent's last heartbeat (the agent's clock against ours; same machine in the lab). */
   readonly heartbeatAgeMs: number | null;
+  /** Out of the upstream ECMP set: withdrawn by its own agent, or fenced by the planner (`fencedBy`). */
   readonly fenced: boolean;
+  readonly fencedBy: 'agent' | 'planner' | null;
   readonly error: string | null;
 }
 
@@ -451,6 +453,12 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
     const want = stored.config.nodes.find((n) => n.name === name);
     const st = statusRows.get(name);
     const applied = st === undefined ? null : (st.applied_generation as number);
+    const fencedBy =
+      mapGet(st?.external_ids, 'fenced') === 'true'
+        ? 'agent'
+        : mapGet(st?.external_ids, PLANNER_FENCED_KEY) !== undefined
+          ? 'planner'
+          : null;
     return {
       name,
       role: want?.role ?? mapGet(st?.external_ids, 'role') ?? '?',
@@ -459,7 +467,8 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       appliedCfg: st === undefined ? null : (st.applied_cfg as number),
       lag: applied === null ? null : generation - applied,
       heartbeatAgeMs: st === undefined ? null : Math.max(0, now - (st.heartbeat_at as number)),
-      fenced: mapGet(st?.external_ids, 'fenced') === 'true',
+      fenced: fencedBy !== null,
+      fencedBy,
       error: (st?.error as string | undefined) ?? null,
     };
   });
@@ -535,7 +544,7 @@ export function formatStatus(s: StatusReport): string {
             n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
             n.lag === null ? '-' : String(n.lag),
             age(n.heartbeatAgeMs),
-            n.fenced ? 'yes' : 'no',
+            n.fencedBy === 'planner' ? 'yes (planner)' : n.fenced ? 'yes' : 'no',
             n.error ?? '-',
           ]),
         ]),
@@ -578,7 +587,7 @@ export function formatStatus(s: StatusReport): string {
 
 /** The latest published generation and the config it was planned from (for explain). */
 export async function publishedState(db: string): Promise<{ config: Config; generation: Generation }> {
-  return withStore(db, { ...DESIRED_MONITOR, Plan: {}, Plan_Pool: {} }, async (s) => {
+  return withStore(db, { ...DESIRED_MONITOR, Plan: {}, Plan_Pool: {}, Plan_Config: {} }, async (s) => {
     const plan = readPlan(s.replica);
     if (plan === undefined)
       throw new SluiceError(

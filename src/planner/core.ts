@@ -11,6 +11,11 @@
 //      twice since): planNext may publish g+1.
 // Live = heartbeat seen (on the planner's clock) within lease + margin; gateways that say they are fenced
 // (withdrawn from ECMP) are not waited for either.
+//
+// With fencing (the daemon has a --fence-cmd), a gateway silent for the lease that did not fence itself is fenced
+// by the planner (decision `fence`: the daemon runs the command, then records Node_Status
+// external_ids:fenced_by_planner), and the planner waits for a silent gateway until that record exists, however
+// long it takes: no margin is trusted, a gateway is dropped only once it is known to be out of ECMP.
 
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -28,6 +33,9 @@ export interface NodeStatusView {
   readonly heartbeatAt: number;
   /** A gateway that withdrew itself from the upstream ECMP set. */
   readonly fenced: boolean;
+  /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner). Cleared by
+   *  the gateway's agent when it rejoins. */
+  readonly plannerFenced: boolean;
   readonly error: string | undefined;
 }
 
@@ -60,8 +68,11 @@ export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
   readonly leaseMs?: number;
   /** The planner waits this much longer than the lease before it stops waiting for a silent node (default 5000): it
-   *  must cover the gateway's withdraw command and its fencing check period. */
+   *  must cover the gateway's withdraw command and its fencing check period. Not used for gateways with fencing. */
   readonly marginMs?: number;
+  /** The daemon can fence a silent gateway (--fence-cmd): silent gateways are fenced after the lease and waited for
+   *  until they are (instead of being dropped after lease + margin). */
+  readonly fencing?: boolean;
 }
 
 export type Decision =
@@ -73,6 +84,8 @@ export type Decision =
       readonly notes: readonly PlanNote[];
     }
   | { readonly kind: 'release'; readonly generation: number }
+  /** Take these gateways out of ECMP (they were silent for the lease and did not say they withdrew), then record it. */
+  | { readonly kind: 'fence'; readonly nodes: readonly string[]; readonly message: string }
   | {
       readonly kind: 'wait';
       readonly on: 'hosts' | 'gateways' | 'reports';
@@ -127,6 +140,7 @@ function hasSecondChances(g: Generation): boolean {
 export class PlannerCore {
   readonly leaseMs: number;
   readonly marginMs: number;
+  readonly fencing: boolean;
   readonly #seen = new Map<string, Seen>();
   /** The generation whose gateway ack round completed, and when (planner clock). */
   #round: { generation: number; at: number } | undefined;
@@ -135,6 +149,13 @@ export class PlannerCore {
   constructor(opts: PlannerCoreOptions = {}) {
     this.leaseMs = opts.leaseMs ?? 10_000;
     this.marginMs = opts.marginMs ?? 5000;
+    this.fencing = opts.fencing ?? false;
+  }
+
+  /** The planner's own view was stale until `now` (its store session came back): every node gets a full lease from
+   *  now, so a planner that was cut off does not take its own silence for the nodes' (and fence them all). */
+  resync(now: number): void {
+    for (const s of this.#seen.values()) s.lastSeen = Math.max(s.lastSeen, now);
   }
 
   /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. */
@@ -166,11 +187,32 @@ export class PlannerCore {
     return s === undefined ? undefined : now - s.lastSeen;
   }
 
-  /** Whether the planner still waits for this node (heartbeat within lease + margin, and not fenced). */
+  /** Whether the planner still waits for this node: not fenced (by itself or by the planner), and heartbeat within
+   *  lease + margin (with fencing, a gateway is waited for until it is fenced, however long it is silent). */
   isLive(node: string, now: number): boolean {
     const silent = this.silentFor(node, now);
-    if (silent === undefined || silent > this.leaseMs + this.marginMs) return false;
-    return !(this.#view?.nodeStatus.get(node)?.fenced ?? false);
+    if (silent === undefined) return false;
+    const s = this.#view?.nodeStatus.get(node);
+    if (s?.fenced || s?.plannerFenced) return false;
+    if (this.fencing && this.#role(node) === 'gateway') return true;
+    return silent <= this.leaseMs + this.marginMs;
+  }
+
+  /** Gateways the planner must fence now: silent for more than the lease, not fenced by themselves or by it. */
+  toFence(now: number): string[] {
+    if (!this.fencing) return [];
+    return (this.#view?.desired?.nodes ?? [])
+      .filter((n) => n.role === 'gateway')
+      .map((n) => n.name)
+      .filter((n) => {
+        const s = this.#view?.nodeStatus.get(n);
+        return !(s?.fenced || s?.plannerFenced) && (this.silentFor(n, now) ?? 0) > this.leaseMs;
+      })
+      .sort();
+  }
+
+  #role(node: string): string | undefined {
+    return this.#view?.desired?.nodes.find((n) => n.name === node)?.role;
   }
 
   /** Nodes of a role in the desired state, split by liveness. */
@@ -192,6 +234,14 @@ export class PlannerCore {
     const v = this.#view;
     if (v?.desired === undefined)
       return { kind: 'idle', notes: [], message: 'no desired state in the store' };
+    // Fencing first: a silent gateway may be forwarding on an old generation; nothing waits on it once it is out.
+    const fence = this.toFence(now);
+    if (fence.length > 0)
+      return {
+        kind: 'fence',
+        nodes: fence,
+        message: `fencing ${fence.join(', ')}: silent for more than the lease (${this.leaseMs} ms) and not withdrawn`,
+      };
     const { config, doc } = this.effective();
     const latest = v.latest;
     const applied = (n: string) => v.nodeStatus.get(n)?.appliedGeneration ?? 0;

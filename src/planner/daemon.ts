@@ -3,17 +3,22 @@
 // agents' Node_Status, Backend_Status and Slot_Connections, and carries out PlannerCore's decisions: publish a
 // generation (hosts), release it to the gateways, prune old plans. Every write starts with `assert` on the lock, so a
 // planner that lost the lock (stolen, or its session dropped) cannot publish even before it notices.
+// With --fence-cmd, the active planner fences a gateway that went silent for the lease (STONITH: runs the command,
+// then records Node_Status external_ids:fenced_by_planner) and stops waiting for it only then.
 
+import { exec } from 'node:child_process';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
+import type { Replica } from '../ovsdb/replica.ts';
 import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
   GATEWAY_GENERATION_KEY,
   PLAN_CONFIG_KEY,
+  PLANNER_FENCED_KEY,
   PLANNER_LOCK,
   PLANNER_TABLES,
   readStoreView,
@@ -30,7 +35,24 @@ export interface PlannerDaemonOptions {
   /** Re-evaluation period even without store updates (lease expiry, drain windows), ms. Default 500. */
   readonly tickMs?: number;
   readonly registry?: Registry;
+  /** Shell command template that takes a gateway out of the upstream ECMP set, `{node}` = the gateway's name. Without
+   *  it, a silent gateway is dropped after lease + margin (trusting its agent to have withdrawn itself). */
+  readonly fenceCmd?: string;
+  /** Timeout of one fence command run, ms (default 30 000). */
+  readonly fenceTimeoutMs?: number;
 }
+
+/** `{node}` in the fence template -> the node's name (names are validated [a-z0-9-]: nothing to quote). */
+export function fenceCommand(template: string, node: string): string {
+  return template.replaceAll('{node}', node);
+}
+
+const runShell = (cmd: string, timeoutMs: number) =>
+  new Promise<void>((resolve, reject) => {
+    exec(cmd, { timeout: timeoutMs }, (err, _stdout, stderr) =>
+      err ? reject(new Error(`${cmd}: ${stderr.trim() || err.message}`)) : resolve(),
+    );
+  });
 
 export interface PlannerStatus {
   readonly active: boolean;
@@ -41,7 +63,14 @@ export interface PlannerStatus {
   readonly lastDecision: string;
   readonly nodes: Record<
     string,
-    { applied: number; live: boolean; silentMs: number | undefined; fenced: boolean; error?: string }
+    {
+      applied: number;
+      live: boolean;
+      silentMs: number | undefined;
+      fenced: boolean;
+      fencedByPlanner: boolean;
+      error?: string;
+    }
   >;
 }
 
@@ -89,6 +118,12 @@ function plannerMetrics(registry: Registry) {
       labelNames: ['node'],
       registers: [registry],
     }),
+    fences: new Counter({
+      name: 'sluice_planner_fences_total',
+      help: 'fence commands run by this planner, by result',
+      labelNames: ['node', 'result'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -108,11 +143,17 @@ export class PlannerDaemon {
   #stopped = false;
   #lastDecision = '';
   #lastWaitLog = '';
+  /** A failed fence command is retried after 2 s (the gateway is waited for meanwhile). */
+  readonly #fenceRetryAt = new Map<string, number>();
 
   constructor(opts: PlannerDaemonOptions) {
     this.#opts = opts;
     this.#log = opts.log;
-    this.core = new PlannerCore({ leaseMs: opts.leaseMs, marginMs: opts.marginMs });
+    this.core = new PlannerCore({
+      leaseMs: opts.leaseMs,
+      marginMs: opts.marginMs,
+      fencing: opts.fenceCmd !== undefined,
+    });
     this.registry = opts.registry ?? new Registry();
     this.#metrics = plannerMetrics(this.registry);
     this.client = new OvsdbClient({
@@ -130,9 +171,11 @@ export class PlannerDaemon {
   }
 
   async start(): Promise<void> {
-    this.client.on('state', (to: string) =>
-      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`),
-    );
+    this.client.on('state', (to: string) => {
+      // Back with a fresh replica (monitors are re-established before `connected`): silences are measured from now.
+      if (to === 'connected') this.core.resync(Date.now());
+      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
+    });
     await this.client.connect();
     this.#schema = await this.client.getSchema(DB);
     this.#monitor = await this.client.monitor(DB, Object.fromEntries(PLANNER_TABLES.map((t) => [t, {}])));
@@ -173,6 +216,7 @@ export class PlannerDaemon {
         live: this.core.isLive(n.name, now),
         silentMs: this.core.silentFor(n.name, now),
         fenced: s?.fenced ?? false,
+        fencedByPlanner: s?.plannerFenced ?? false,
         ...(s?.error ? { error: s.error } : {}),
       };
     }
@@ -277,6 +321,11 @@ export class PlannerDaemon {
         );
         return;
       }
+      case 'fence': {
+        this.#note('fence', d.message, 'warn', { nodes: d.nodes });
+        for (const node of d.nodes) await this.#fence(node, replica, lockOp);
+        return;
+      }
       case 'wait': {
         const level =
           d.on === 'gateways' && d.nodes.some((n) => (this.core.silentFor(n, now) ?? 0) > 2000)
@@ -291,6 +340,54 @@ export class PlannerDaemon {
         });
         return;
     }
+  }
+
+  /** Runs the fence command for a gateway, then records it (only after it succeeded: the record is what stops the
+   *  planner waiting for the gateway). A failure is retried at the next step; the gateway is waited for meanwhile. */
+  async #fence(node: string, replica: Replica, lockOp: Operation): Promise<void> {
+    const cmd = fenceCommand(this.#opts.fenceCmd!, node);
+    const t0 = Date.now();
+    if ((this.#fenceRetryAt.get(node) ?? 0) > t0) return;
+    try {
+      await runShell(cmd, this.#opts.fenceTimeoutMs ?? 30_000);
+      this.#fenceRetryAt.delete(node);
+    } catch (e) {
+      this.#fenceRetryAt.set(node, Date.now() + 2000);
+      this.#metrics.fences.inc({ node, result: 'failed' });
+      this.#note('fence-failed', `fencing ${node} failed: ${(e as Error).message}`, 'error', { node });
+      return;
+    }
+    this.#metrics.fences.inc({ node, result: 'ok' });
+    const at = String(Date.now());
+    const exists = replica.find('Node_Status', (r) => r.node === node) !== undefined;
+    const op: Operation = exists
+      ? {
+          op: 'mutate',
+          table: 'Node_Status',
+          where: [['node', '==', node]],
+          mutations: [
+            ['external_ids', 'delete', ['set', [PLANNER_FENCED_KEY]]],
+            ['external_ids', 'insert', ['map', [[PLANNER_FENCED_KEY, at]]]],
+          ],
+        }
+      : {
+          // A gateway that never reported: a status row that says only this.
+          op: 'insert',
+          table: 'Node_Status',
+          row: {
+            node,
+            applied_generation: 0,
+            applied_cfg: 0,
+            applied_at: 0,
+            heartbeat_at: 0,
+            external_ids: ['map', [[PLANNER_FENCED_KEY, at]]],
+          },
+        };
+    await this.client.transact(DB, lockOp, op);
+    this.#log.warn(
+      { event: 'fenced', node, ms: Date.now() - t0, silentMs: this.core.silentFor(node, Date.now()) },
+      `fenced ${node} (fence command succeeded in ${Date.now() - t0} ms; recorded in the store)`,
+    );
   }
 
   /** Logs a decision once (not on every tick). */

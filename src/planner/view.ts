@@ -1,7 +1,7 @@
 // Reading the planner's StoreView (core.ts) out of an OVSDB replica, and the small encodings the control plane adds
 // to sluice's schema without new columns: Plan.external_ids:config (the effective config document a generation was
 // planned from), Global.options:gateway_generation (the generation released to gateways), Node_Status.external_ids
-// (fenced, role), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
+// (fenced, role; fenced_by_planner), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
 
 import type { Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
@@ -13,6 +13,9 @@ export const PLANNER_LOCK = 'sluice_planner';
 export const DB = 'Sluice';
 export const GATEWAY_GENERATION_KEY = 'gateway_generation';
 export const PLAN_CONFIG_KEY = 'config';
+/** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
+ *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
+export const PLANNER_FENCED_KEY = 'fenced_by_planner';
 
 /** Every table the planner monitors. */
 export const PLANNER_TABLES = [
@@ -89,6 +92,7 @@ export function readStoreView(r: Replica): StoreView {
       appliedGeneration: row.applied_generation as number,
       heartbeatAt: row.heartbeat_at as number,
       fenced: mapGet(row.external_ids, 'fenced') === 'true',
+      plannerFenced: mapGet(row.external_ids, PLANNER_FENCED_KEY) !== undefined,
       error: row.error as string | undefined,
     });
   }

@@ -66,6 +66,7 @@ class FakeStore {
       appliedGeneration: applied,
       heartbeatAt: (prev?.heartbeatAt ?? 0) + 1,
       fenced: false,
+      plannerFenced: prev?.plannerFenced ?? false,
       error: undefined,
       ...extra,
     });
@@ -85,6 +86,12 @@ function step(core: PlannerCore, store: FakeStore, now: number) {
     store.latestConfig = d.config;
   } else if (d.kind === 'release') store.gatewayGeneration = d.generation;
   return d;
+}
+
+/** What the daemon does after a fence command succeeded: records it in the node's status (heartbeat unchanged). */
+function recordFence(store: FakeStore, node: string): void {
+  const s = store.status.get(node)!;
+  store.status.set(node, { ...s, plannerFenced: true });
 }
 
 /** Every agent acknowledges the latest generation (hosts first, then the release, then gateways). */
@@ -187,6 +194,93 @@ describe('planner core (fake store)', () => {
     store.beat('gw2', 1, { fenced: false });
     const w = step(core, store, 300);
     assert.equal(w.kind, 'wait');
+  });
+
+  test('fencing: a gateway silent for the lease is fenced, and waited for until the fence is recorded', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    // A config-only change (no second chances): g2 is published, the hosts and gw1 apply it, gw2 is silent from 0.
+    store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
+    assert.equal(step(core, store, 100).kind, 'publish');
+    const g = store.latest!.number;
+    const others = (t: number) => {
+      for (const n of ['h1', 'h2', 'gw1']) store.beat(n, n === 'gw1' && store.gatewayGeneration < g ? 1 : g);
+      return step(core, store, t);
+    };
+    others(500);
+    assert.equal(store.gatewayGeneration, g, 'released to gateways');
+    for (let t = 1000; t <= 10_000; t += 1000) {
+      const d = others(t);
+      assert.equal(d.kind, 'wait', `t=${t}: waiting, not fencing yet: ${JSON.stringify(d)}`);
+      assert.deepEqual(d.kind === 'wait' && d.nodes, ['gw2']);
+    }
+    const f = others(10_001);
+    assert.equal(f.kind, 'fence');
+    assert.deepEqual(f.kind === 'fence' && f.nodes, ['gw2']);
+    // The fence command keeps failing (nothing recorded): far past lease + margin, gw2 is still waited for and
+    // nothing is published past g.
+    for (let t = 11_000; t <= 60_000; t += 1000) {
+      assert.equal(others(t).kind, 'fence');
+      assert.equal(store.latest!.number, g);
+      assert.equal(core.isLive('gw2', t), true);
+    }
+    store.desired = doc([A, B, C]);
+    assert.equal(others(61_000).kind, 'fence', 'a new desired state does not get past an unfenced gateway');
+    assert.equal(store.latest!.number, g);
+    // The fence succeeded and was recorded: gw2 is out, the rollout goes on.
+    recordFence(store, 'gw2');
+    const d = others(61_500);
+    assert.equal(core.isLive('gw2', 61_500), false);
+    assert.equal(d.kind, 'publish', JSON.stringify(d));
+    assert.equal(store.latest!.number, g + 1);
+    // gw2's agent comes back: it applies the released generation and acknowledges, deleting the record.
+    store.gatewayGeneration = g + 1;
+    store.beat('gw2', g + 1, { plannerFenced: false });
+    core.observe(store.view(), 62_000);
+    assert.equal(core.isLive('gw2', 62_000), true);
+    assert.equal(core.toFence(62_000).length, 0);
+    // Silent again for the lease (gw1 keeps beating): fenced again.
+    step(core, store, 62_000);
+    store.beat('gw1', g + 1);
+    core.observe(store.view(), 70_000);
+    assert.deepEqual(core.toFence(72_000), []);
+    assert.deepEqual(core.toFence(72_001), ['gw2']);
+  });
+
+  test('fencing: never a gateway that withdrew itself, never a host, never without --fence-cmd', () => {
+    const fencing = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    const plain = new PlannerCore({ leaseMs: 10_000, marginMs: 3000 });
+    const store = new FakeStore();
+    store.beatAll(0);
+    store.beat('gw1', 0, { fenced: true });
+    for (const core of [fencing, plain]) core.observe(store.view(), 0);
+    // Every node silent for 20 s: only gw2 (gateway, not self-fenced) is fenced, and only with fencing.
+    for (const core of [fencing, plain]) core.observe(store.view(), 20_000);
+    assert.deepEqual(fencing.toFence(20_000), ['gw2']);
+    assert.equal(fencing.decide(20_000).kind, 'fence');
+    assert.deepEqual(plain.toFence(20_000), []);
+    assert.notEqual(plain.decide(20_000).kind, 'fence');
+    assert.equal(plain.isLive('gw2', 20_000), false, 'without fencing: dropped after lease + margin');
+    assert.equal(fencing.isLive('gw2', 20_000), true, 'with fencing: waited for until fenced');
+    assert.equal(fencing.isLive('gw1', 20_000), false, 'self-fenced: not waited for');
+    assert.equal(fencing.isLive('h1', 20_000), false, 'hosts: dropped after lease + margin as before');
+  });
+
+  test('fencing: a planner cut off from the store restarts its lease clocks on reconnection (no fencing of all)', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    const store = new FakeStore();
+    store.beatAll(0);
+    core.observe(store.view(), 0);
+    // The planner was cut off from 1 s to 15 s (its replica did not change); it reconnects at 15 s.
+    core.resync(15_000);
+    core.observe(store.view(), 15_000);
+    assert.deepEqual(core.toFence(15_000), []);
+    assert.deepEqual(core.toFence(25_000), []);
+    assert.deepEqual(core.toFence(25_001), ['gw1', 'gw2'], 'silent for a full lease after the resync');
   });
 
   test('second chances: connection reports must be newer than the ack round (two heartbeats per live host)', () => {
