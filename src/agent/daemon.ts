@@ -51,6 +51,9 @@ export interface AgentOptions {
   readonly remotes: readonly string[];
   readonly runner: Runner;
   readonly facts: NodeFacts;
+  /** Reads the node's facts again (from its OVS: src/agent/facts.ts) before each apply, so ofports that changed
+   *  (an ovs-vswitchd restart, a backend port plugged in) are used; undefined = `facts` are fixed (a facts file). */
+  readonly readFacts?: () => Promise<NodeFacts>;
   readonly log: Logger;
   /** Default 10 000 ms. */
   readonly leaseMs?: number;
@@ -169,6 +172,7 @@ export class AgentDaemon {
   #applied = 0;
   #appliedAt = 0;
   #appliedConfig: Config | undefined;
+  #facts: NodeFacts;
   #error: string | undefined;
   /** Since when applying the target fails (ms), undefined = not failing. */
   #failingSince: number | undefined;
@@ -182,6 +186,7 @@ export class AgentDaemon {
 
   constructor(o: AgentOptions) {
     this.#o = o;
+    this.#facts = o.facts;
     this.#log = o.log;
     this.registry = o.registry ?? new Registry();
     this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
@@ -343,6 +348,15 @@ export class AgentDaemon {
     }
   }
 
+  /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
+  async #refreshFacts(): Promise<void> {
+    if (this.#o.readFacts === undefined) return;
+    const f = await this.#o.readFacts();
+    if (JSON.stringify(f) !== JSON.stringify(this.#facts))
+      this.#log.info({ event: 'facts', facts: f }, 'node facts read from OVS changed');
+    this.#facts = f;
+  }
+
   async #apply(r: Replica, target: number): Promise<void> {
     if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) return;
     const t0 = performance.now();
@@ -351,7 +365,8 @@ export class AgentDaemon {
       if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
       if (plan.config === undefined) throw new Error(`generation ${target} has no config document`);
       const config = parseConfig(JSON.parse(plan.config), `plan g${target}`);
-      const res = await programNode(this.#o.runner, config, plan.generation, this.#o.facts);
+      await this.#refreshFacts();
+      const res = await programNode(this.#o.runner, config, plan.generation, this.#facts);
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();
@@ -633,7 +648,7 @@ export class AgentDaemon {
 
   async #collectFlows(): Promise<void> {
     const byKind = new Map<string, { flows: number; packets: number }>();
-    for (const br of [this.#o.facts.bridges.int, this.#o.facts.bridges.phy]) {
+    for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy]) {
       const res = await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true });
       for (const line of res.stdout.split('\n')) {
         const c = /cookie=(0x[0-9a-f]+)/.exec(line);

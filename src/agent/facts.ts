@@ -349,9 +349,15 @@ export interface VsctlRunner {
   vsctl(args: readonly string[], opts?: RunOpts): Promise<RunResult>;
 }
 
-/** Reads the node's facts from its local OVSDB (one ovs-vsctl transaction). Throws SLUICE_E_NODE_FACTS or the
- * runner's error (ovsdb-server unreachable). */
+/** Reads the node's facts from its local OVSDB (one ovs-vsctl transaction). Throws SLUICE_E_NODE_FACTS, or
+ * SLUICE_E_IO when ovs-vsctl fails (ovsdb-server unreachable). */
 export async function readNodeFacts(runner: VsctlRunner): Promise<OvsNodeFacts> {
-  const r = await runner.vsctl(VSCTL_ARGS);
+  const r = await runner.vsctl(VSCTL_ARGS, { allowFail: true }).catch((e: unknown) => ({
+    code: -1,
+    stdout: '',
+    stderr: (e as Error).message,
+  }));
+  if (r.code !== 0)
+    throw new SluiceError('SLUICE_E_IO', `cannot read the node's OVSDB with ovs-vsctl: ${r.stderr.trim()}`);
   return nodeFactsFromOvs(parseVsctlTables(r.stdout));
 }

@@ -5,6 +5,7 @@ import { closeSync, existsSync, openSync, readFileSync, unlinkSync } from 'node:
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { AgentDaemon } from '../agent/daemon.ts';
+import { readNodeFacts } from '../agent/facts.ts';
 import { netnsProbe } from '../agent/health.ts';
 import type { NodeFacts } from '../compile/facts.ts';
 import { underlayIp6 } from '../lab/config.ts';
@@ -70,7 +71,7 @@ interface FactsFile extends NodeFacts {
   readonly probeNetns?: Readonly<Record<string, string>>;
 }
 
-function readFacts(file: string): FactsFile {
+function readFactsFile(file: string): FactsFile {
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as FactsFile;
   } catch (e) {
@@ -179,12 +180,15 @@ export function registerDaemonCommands(program: Command): void {
   program
     .command('agent')
     .description("program this node's Open vSwitch from the store and acknowledge what it applied")
-    .requiredOption('--role <role>', 'gateway | host')
-    .requiredOption('--node <name>', 'this node, as named in the desired state')
+    .option('--role <role>', "gateway | host (default: the node's OVS, external_ids:sluice-role)")
+    .option(
+      '--node <name>',
+      "this node, as named in the desired state (default: the node's OVS, external_ids:sluice-node)",
+    )
     .requiredOption('--db <remotes>', 'OVSDB remotes, comma separated')
-    .requiredOption(
+    .option(
       '--facts <file.json>',
-      "the node's NodeFacts (bridges, ports, MACs; see docs/design/control-plane.md)",
+      "the node's NodeFacts from a file instead of its OVS's sluice-* external_ids (docs/design/control-plane.md)",
     )
     .option('--ovs-rundir <dir>', "OVS_RUNDIR of the node's ovs-vswitchd (default: the system one)")
     .option(
@@ -206,10 +210,10 @@ export function registerDaemonCommands(program: Command): void {
     .option('--log-level <level>', 'pino level', 'info')
     .action(
       async (o: {
-        role: string;
-        node: string;
+        role?: string;
+        node?: string;
         db: string;
-        facts: string;
+        facts?: string;
         ovsRundir?: string;
         lease: string;
         withdrawCmd?: string;
@@ -222,15 +226,8 @@ export function registerDaemonCommands(program: Command): void {
         metrics?: string;
         logLevel: string;
       }) => {
-        if (o.role !== 'gateway' && o.role !== 'host')
+        if (o.role !== undefined && o.role !== 'gateway' && o.role !== 'host')
           throw new SluiceError('SLUICE_E_USAGE', `--role: expected gateway or host, got "${o.role}"`);
-        const facts = readFacts(o.facts);
-        if (facts.name !== o.node || facts.role !== o.role)
-          throw new SluiceError(
-            'SLUICE_E_USAGE',
-            `facts file ${o.facts} describes ${facts.name} (${facts.role}), not ${o.node} (${o.role})`,
-          );
-        const log = logger('sluice-agent', o.logLevel, o.node);
         const rundir = o.ovsRundir ?? '/var/run/openvswitch';
         const env = o.ovsRundir
           ? {
@@ -240,13 +237,46 @@ export function registerDaemonCommands(program: Command): void {
               OVS_SYSCONFDIR: o.ovsRundir,
             }
           : undefined;
-        const probeNetns = facts.probeNetns ?? {};
+        const runner = localRunner(env ? { env } : {});
+        // The node's facts: from --facts, else from its own OVSDB (read again before every apply).
+        const source = o.facts ? `facts file ${o.facts}` : `the OVSDB in ${rundir}`;
+        const mismatch = (f: NodeFacts, node = o.node, role = o.role) =>
+          (node !== undefined && f.name !== node) || (role !== undefined && f.role !== role)
+            ? `${source} describes ${f.name} (${f.role}), not ${node ?? f.name} (${role ?? f.role})`
+            : undefined;
+        let probeNetns: Readonly<Record<string, string>> = {};
+        let facts: NodeFacts;
+        if (o.facts) {
+          const file = readFactsFile(o.facts);
+          probeNetns = file.probeNetns ?? {};
+          facts = file;
+        } else {
+          const fromOvs = await readNodeFacts(runner);
+          probeNetns = fromOvs.probeNetns;
+          facts = fromOvs.facts;
+        }
+        const bad = mismatch(facts);
+        if (bad) throw new SluiceError('SLUICE_E_USAGE', bad);
+        const node = facts.name;
+        const role = facts.role;
+        const readFacts = o.facts
+          ? undefined
+          : async (): Promise<NodeFacts> => {
+              const r = await readNodeFacts(runner);
+              const changed = mismatch(r.facts, node, role);
+              if (changed) throw new SluiceError('SLUICE_E_NODE_FACTS', changed);
+              probeNetns = r.probeNetns;
+              return r.facts;
+            };
+        const log = logger('sluice-agent', o.logLevel, node);
+        log.info({ event: 'facts', source, facts }, `node facts from ${source}`);
         const d = new AgentDaemon({
-          role: o.role,
-          node: o.node,
+          role,
+          node,
           remotes: remotes(o.db),
-          runner: localRunner(env ? { env } : {}),
+          runner,
           facts,
+          readFacts,
           log,
           leaseMs: num('--lease', o.lease) * 1000,
           heartbeatMs: num('--heartbeat', o.heartbeat, 50),

@@ -68,7 +68,7 @@ function exec(
   });
 }
 
-export function localRunner(o: LocalRunnerOptions = {}): Runner {
+export function localRunner(o: LocalRunnerOptions = {}): Required<Runner> {
   return {
     ofctl(bridge, args, opts = {}) {
       const i = args.findIndex((a) => !a.startsWith('-'));

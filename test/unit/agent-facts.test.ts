@@ -119,6 +119,15 @@ test('readNodeFacts runs one ovs-vsctl transaction (fake runner returning the ca
   assert.deepEqual(r.facts, HOST1);
 });
 
+test('readNodeFacts: ovs-vsctl failing is SLUICE_E_IO with its message (fake runner)', async () => {
+  const stderr = 'ovs-vsctl: unix:/x/db.sock: database connection failed (No such file or directory)\n';
+  await assert.rejects(readNodeFacts({ vsctl: async () => ({ code: 1, stdout: '', stderr }) }), {
+    code: 'SLUICE_E_IO',
+    message:
+      /cannot read the node's OVSDB with ovs-vsctl: ovs-vsctl: unix:\/x\/db.sock: database connection failed/,
+  });
+});
+
 test('a missing key is named with its row: node facts', () => {
   throwsFacts(
     setOvsKey(tables(), 'sluice-role', undefined),
