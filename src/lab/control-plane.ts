@@ -3,10 +3,12 @@
 // per lab node, all detached processes with their pid files and logs under `<runDir>/cp/`, so that labDown removes
 // them like every other lab process (also after a crash of the process that started them: it recognises them by
 // pid-file name -> command line, see expectedProgram in topology.ts). Agents run in the root namespace and reach
-// their node's OVS through its private OVS_RUNDIR; gateways fence with the lab router's ECMP script
-// (labEcmpCommand). Everything after start goes through the store, as with a real deployment: `--db unix:<socket>`.
+// their node's OVS through its private OVS_RUNDIR; they read their node facts from that OVS (the lab sets the
+// sluice-* external_ids, src/agent/facts.ts), so no facts file is written; gateways fence with the lab router's ECMP
+// script (labEcmpCommand). Everything after start goes through the store, as with a real deployment:
+// `--db unix:<runDir>/cp/store.sock`.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { labEcmpCommand } from '../cli/daemons.ts';
 import { type StatusReport, statusReport, withStore } from '../cli/store-commands.ts';
@@ -174,8 +176,6 @@ export function agentArgs(
     node,
     '--db',
     db,
-    '--facts',
-    `${cp.dir}/facts-${node}.json`,
     '--ovs-rundir',
     n.ovsDir,
     '--lease',
@@ -192,19 +192,6 @@ export function agentArgs(
       : []),
     ...(opts.agentArgs ?? []),
   ];
-}
-
-/** Writes `<cp>/facts-<node>.json`: the compiler's NodeFacts plus where to run each backend's health probe. */
-export function writeNodeFacts(cp: ControlPlane, node: string): string {
-  const n = cp.lab.node(node);
-  const probeNetns: Record<string, string> = {};
-  for (const b of n.backends) {
-    probeNetns[b.ip] = b.netns;
-    probeNetns[b.ip6] = b.netns;
-  }
-  const file = `${cp.dir}/facts-${node}.json`;
-  writeFileSync(file, `${JSON.stringify({ ...cp.lab.compilerFacts(node), probeNetns }, null, 2)}\n`);
-  return file;
 }
 
 /** Starts one `sluice ...` process detached, with `<cp>/<name>.pid` and `<cp>/<name>.log`. */
@@ -293,7 +280,6 @@ export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}
     await store.start();
     log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
     await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig({ drainWindowSeconds: 3600 }));
-    for (const n of lab.nodes) writeNodeFacts(cp, n.name);
     const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);
     // The first planner starts alone so that it takes the lock; the others start once it holds it.
     startPlanner(cp, planners[0]!, opts);
