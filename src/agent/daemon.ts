@@ -1,5 +1,6 @@
-// `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, its own status rows),
-// applies the generation meant for its role with programNode (compile -> one bundle per bridge -> revalidator/wait)
+// `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, Plan_Config, its own
+// status rows), applies the generation meant for its role with a NodeProgrammer (incremental: compile the load
+// balancers that changed -> diff against what it installed last -> one bundle per bridge -> revalidator/wait)
 // and acknowledges it in Node_Status (applied_generation = the datapath obeys it; STYLE item 14). Every
 // `heartbeatMs` it writes its heartbeat; hosts add their backends' health (Backend_Status) and live connections per
 // slot (Slot_Connections) in the same transaction (the planner relies on that: see docs/design/control-plane.md).
@@ -41,7 +42,7 @@ import {
   readPlan,
 } from '../planner/view.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
-import { programNode, readSlotConnections, type SlotConnections } from './node-ops.ts';
+import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
 
 export type FenceState = 'unknown' | 'announced' | 'withdrawn';
 
@@ -66,6 +67,9 @@ export interface AgentOptions {
   readonly health?: HealthOptions;
   readonly probe?: Probe;
   readonly registry?: Registry;
+  /** Full read + diff + verify of the switch at least this often, ms (0 = every generation, the stateless path).
+   *  Default 15 minutes (NodeProgrammer). */
+  readonly fullReconcileMs?: number;
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -147,6 +151,17 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       help: 'ovs-vswitchd restarts detected',
       registers: r,
     }),
+    applies: new Counter({
+      name: 'sluice_agent_applies_total',
+      help: 'applications by mode (incremental: diff against what the agent installed; full: switch read and verified)',
+      labelNames: ['mode'],
+      registers: r,
+    }),
+    compileSeconds: new Gauge({
+      name: 'sluice_agent_compile_seconds',
+      help: 'compile time of the last application',
+      registers: r,
+    }),
   };
 }
 
@@ -178,6 +193,9 @@ export class AgentDaemon {
   #failingSince: number | undefined;
   #forceApply = false;
   #vswitchdPid: number | undefined;
+  readonly #programmer: NodeProgrammer;
+  /** The last plan config parsed, by its Plan_Config row UUID (rows are never modified). */
+  #configCache: { ref: string; config: Config } | undefined;
   /** Last successful store transaction (ms). */
   #lastStoreOk = Date.now();
   #fence: FenceState = 'unknown';
@@ -190,6 +208,7 @@ export class AgentDaemon {
     this.#log = o.log;
     this.registry = o.registry ?? new Registry();
     this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
+    this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
     this.client = new OvsdbClient({
       remotes: o.remotes,
       database: DB,
@@ -229,6 +248,7 @@ export class AgentDaemon {
       Global: {},
       Plan: {},
       Plan_Pool: {},
+      Plan_Config: {},
       Node_Status: { where: me },
       Backend_Status: { where: me },
       Slot_Connections: { where: me },
@@ -300,7 +320,8 @@ export class AgentDaemon {
     if (r === undefined || this.#schema === undefined) return;
     const target = this.#target(r);
     this.#m.target.set(target);
-    if (target > 0 && (target !== this.#applied || this.#forceApply || this.#error !== undefined)) {
+    const due = this.#programmer.fullDue(); // the periodic full reconcile (NodeProgrammer)
+    if (target > 0 && (target !== this.#applied || this.#forceApply || this.#error !== undefined || due)) {
       await this.#apply(r, target);
       this.#beatLoop.schedule();
     }
@@ -339,6 +360,7 @@ export class AgentDaemon {
         );
         this.#m.vswitchdRestarts.inc();
         this.#forceApply = true;
+        this.#programmer.invalidate('ovs-vswitchd restarted');
       } else {
         this.#log.warn({ event: 'vswitchd-down', old: this.#vswitchdPid }, 'ovs-vswitchd is not running');
         this.#error = 'ovs-vswitchd is not running';
@@ -357,6 +379,14 @@ export class AgentDaemon {
     this.#facts = f;
   }
 
+  /** The plan's config, parsed once per Plan_Config row: the generations of one rollout share it. */
+  #planConfig(doc: string, ref: string | undefined, target: number): Config {
+    if (ref !== undefined && this.#configCache?.ref === ref) return this.#configCache.config;
+    const config = parseConfig(JSON.parse(doc), `plan g${target}`);
+    if (ref !== undefined) this.#configCache = { ref, config };
+    return config;
+  }
+
   async #apply(r: Replica, target: number): Promise<void> {
     if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) return;
     const t0 = performance.now();
@@ -364,9 +394,9 @@ export class AgentDaemon {
       const plan = readPlan(r, target);
       if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
       if (plan.config === undefined) throw new Error(`generation ${target} has no config document`);
-      const config = parseConfig(JSON.parse(plan.config), `plan g${target}`);
+      const config = this.#planConfig(plan.config, plan.configRef, target);
       await this.#refreshFacts();
-      const res = await programNode(this.#o.runner, config, plan.generation, this.#facts);
+      const res = await this.#programmer.program(config, plan.generation, this.#facts);
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();
@@ -377,6 +407,8 @@ export class AgentDaemon {
       this.#m.applied.set(target);
       this.#m.applySeconds.observe((performance.now() - t0) / 1000);
       for (const [b, n] of Object.entries(res.bundleLines)) this.#m.bundleLines.set({ bridge: b }, n);
+      this.#m.applies.inc({ mode: res.mode });
+      this.#m.compileSeconds.set(res.compileMs / 1000);
       this.#log.info(
         {
           event: 'applied',
@@ -386,6 +418,11 @@ export class AgentDaemon {
           bundleLines: res.bundleLines,
           ms: res.ms,
           revalidateMs: res.revalidateMs,
+          compileMs: res.compileMs,
+          mode: res.mode,
+          fullReason: res.fullReason,
+          flows: res.flows,
+          reusedLbs: res.reusedLbs,
         },
         `applied g${target} (${
           res.changed
@@ -393,7 +430,7 @@ export class AgentDaemon {
                 .map(([b, n]) => `${b} ${n} lines`)
                 .join(', ')
             : 'no change'
-        }; ${res.ms} ms)`,
+        }; ${res.mode}; ${res.ms} ms)`,
       );
       if (this.health) this.#updateHealthTargets(config);
     } catch (e) {

@@ -206,6 +206,12 @@ export function registerDaemonCommands(program: Command): void {
     .option('--health-timeout <ms>', 'host: TCP connect timeout', '500')
     .option('--health-rise <n>', 'host: successes to turn up', '2')
     .option('--health-fall <n>', 'host: failures to turn down', '3')
+    .option(
+      '--full-reconcile <seconds>',
+      'read, diff and verify the whole switch at least this often (0 = on every generation: no incremental apply)',
+      '900',
+    )
+    .option('--command-timeout <seconds>', 'timeout of one ovs-ofctl/ovs-appctl command', '30')
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
     .action(
@@ -223,6 +229,8 @@ export function registerDaemonCommands(program: Command): void {
         healthTimeout: string;
         healthRise: string;
         healthFall: string;
+        fullReconcile: string;
+        commandTimeout: string;
         metrics?: string;
         logLevel: string;
       }) => {
@@ -237,7 +245,8 @@ export function registerDaemonCommands(program: Command): void {
               OVS_SYSCONFDIR: o.ovsRundir,
             }
           : undefined;
-        const runner = localRunner(env ? { env } : {});
+        const timeoutMs = num('--command-timeout', o.commandTimeout, 1) * 1000;
+        const runner = localRunner(env ? { env, timeoutMs } : { timeoutMs });
         // The node's facts: from --facts, else from its own OVSDB (read again before every apply).
         const source = o.facts ? `facts file ${o.facts}` : `the OVSDB in ${rundir}`;
         const mismatch = (f: NodeFacts, node = o.node, role = o.role) =>
@@ -290,6 +299,7 @@ export function registerDaemonCommands(program: Command): void {
             fall: num('--health-fall', o.healthFall, 1),
           },
           probe: netnsProbe((a) => probeNetns[a]),
+          fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
         });
         await runDaemon(d, log, o.metrics);
       },

@@ -247,7 +247,7 @@ export function desiredStateOps(schema: DatabaseSchema, current: Replica, config
 // Plans: what the planner publishes and agents apply (tables Plan, Plan_Pool; Global.generation / Global.plan)
 
 /** Tables an agent (or a standby planner) monitors to follow published plans. */
-export const PLAN_TABLES = ['Global', 'Plan', 'Plan_Pool'] as const;
+export const PLAN_TABLES = ['Global', 'Plan', 'Plan_Pool', 'Plan_Config'] as const;
 
 /** One published generation (same shape as rollout's Generation). */
 export interface GenerationRecord {
@@ -265,14 +265,18 @@ function samePoolRow(row: JsRow, want: PlanPoolRow): boolean {
  * The transaction that publishes `gen` for `desiredCfg`: a `wait` that `Global.generation` is still the one
  * `current` saw (a second planner, or a stale replica, fails with "timed out"), Plan_Pool rows for pools that are
  * not already stored byte for byte (identical pools are shared by reference between generations), the Plan row,
- * and `Global.generation`/`Global.plan` pointing at it. `current` must replicate PLAN_TABLES. Prepend
- * `{op: 'assert', lock}` to make it conditional on holding the planner lock.
+ * and `Global.generation`/`Global.plan` pointing at it. `config` (the effective config document the generation was
+ * planned from) goes in a Plan_Config row that the Plan references; like pools, a document already stored is
+ * referenced, not copied, so the rollout's generations of one config change share one document (rows are never
+ * modified: a reader may cache the parsed document by the row's UUID). `current` must replicate PLAN_TABLES.
+ * Prepend `{op: 'assert', lock}` to make it conditional on holding the planner lock.
  */
 export function publishGenerationOps(
   schema: DatabaseSchema,
   current: Replica,
   gen: GenerationRecord,
   desiredCfg: number,
+  config?: string,
 ): Operation[] {
   const g = current.rows('Global')[0];
   if (g === undefined) throw new OvsdbError('SLUICE_E_OVSDB_VALUE', 'no Global row: nothing to plan for');
@@ -302,6 +306,15 @@ export function publishGenerationOps(
     ops.push({ op: 'insert', table: 'Plan_Pool', row: encodeRow(poolT, { ...row }), 'uuid-name': id });
     refs.push(namedUuid(id));
   }
+  let configRef: readonly ['uuid', string] | readonly ['named-uuid', string] | undefined;
+  if (config !== undefined) {
+    const same = current.rows('Plan_Config').find((r) => r.document === config);
+    if (same !== undefined) configRef = uuid(same._uuid as string);
+    else {
+      ops.push({ op: 'insert', table: 'Plan_Config', row: { document: config }, 'uuid-name': 'config' });
+      configRef = namedUuid('config');
+    }
+  }
   ops.push({
     op: 'insert',
     table: 'Plan',
@@ -310,6 +323,7 @@ export function publishGenerationOps(
       desired_cfg: desiredCfg,
       created_at: Math.round(gen.createdAt),
       pools: ['set', refs],
+      ...(configRef === undefined ? {} : { config: ['set', [configRef]] as const }),
     },
     'uuid-name': 'plan',
   });
@@ -345,6 +359,26 @@ export function readGeneration(
     desiredCfg: plan.desired_cfg as number,
     pools,
   };
+}
+
+/**
+ * The config document generation `number` was planned from, and the UUID of its Plan_Config row (a cache key:
+ * rows are never modified). Plans written before schema 1.2.0 kept it in `external_ids:config` (ref undefined).
+ */
+export function readPlanConfig(
+  current: Replica,
+  number: number,
+): { document: string; ref: string | undefined } | undefined {
+  const plan = current.find('Plan', (p) => p.generation === number);
+  if (plan === undefined) return undefined;
+  const ref = plan.config as string | undefined;
+  if (ref !== undefined) {
+    const row = current.get('Plan_Config', ref);
+    return row === undefined ? undefined : { document: row.document as string, ref };
+  }
+  const old =
+    plan.external_ids instanceof Map ? (plan.external_ids.get('config') as string | undefined) : undefined;
+  return old === undefined ? undefined : { document: old, ref: undefined };
 }
 
 /** Deletes Plan rows older than `keepFrom` (their pools go with them unless a kept plan shares them). */

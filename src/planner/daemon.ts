@@ -17,7 +17,6 @@ import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
   GATEWAY_GENERATION_KEY,
-  PLAN_CONFIG_KEY,
   PLANNER_FENCED_KEY,
   PLANNER_LOCK,
   PLANNER_TABLES,
@@ -280,11 +279,8 @@ export class PlannerDaemon {
     switch (d.kind) {
       case 'publish': {
         const gen = d.generation;
-        const ops = publishGenerationOps(this.#schema, replica, gen, view.desiredCfg).map((op) =>
-          op.op === 'insert' && op.table === 'Plan'
-            ? { ...op, row: { ...op.row, external_ids: ['map', [[PLAN_CONFIG_KEY, d.config]]] as const } }
-            : op,
-        );
+        // The config document goes in a Plan_Config row shared by every generation planned from it.
+        const ops = publishGenerationOps(this.#schema, replica, gen, view.desiredCfg, d.config);
         const keep = this.#opts.keepPlans ?? 5;
         const prune = prunePlansOps(replica, Math.min(gen.number - keep + 1, view.gatewayGeneration));
         await this.client.transact(DB, lockOp, ...ops, ...prune);

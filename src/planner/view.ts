@@ -1,18 +1,16 @@
 // Reading the planner's StoreView (core.ts) out of an OVSDB replica, and the small encodings the control plane adds
-// to sluice's schema without new columns: Plan.external_ids:config (the effective config document a generation was
-// planned from), Global.options:gateway_generation (the generation released to gateways), Node_Status.external_ids
+// to sluice's schema without new columns: Global.options:gateway_generation (the generation released to gateways), Node_Status.external_ids
 // (fenced, role; fenced_by_planner), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
 
 import type { Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { readDesiredState, readGeneration } from '../ovsdb/store.ts';
+import { readDesiredState, readGeneration, readPlanConfig } from '../ovsdb/store.ts';
 import type { Generation } from '../rollout/types.ts';
 import type { Health, NodeStatusView, SlotReport, StoreView } from './core.ts';
 
 export const PLANNER_LOCK = 'sluice_planner';
 export const DB = 'Sluice';
 export const GATEWAY_GENERATION_KEY = 'gateway_generation';
-export const PLAN_CONFIG_KEY = 'config';
 /** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
  *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
 export const PLANNER_FENCED_KEY = 'fenced_by_planner';
@@ -25,6 +23,7 @@ export const PLANNER_TABLES = [
   'Node',
   'Plan',
   'Plan_Pool',
+  'Plan_Config',
   'Node_Status',
   'Backend_Status',
   'Slot_Connections',
@@ -39,17 +38,21 @@ export function gatewayGeneration(r: Replica): number {
   return Number(mapGet(g?.options, GATEWAY_GENERATION_KEY) ?? 0) || 0;
 }
 
-/** Generation `number` (default: Global.generation) with the config document it was planned from. */
+/**
+ * Generation `number` (default: Global.generation) with the config document it was planned from (Plan.config ->
+ * Plan_Config, shared by the generations of one config) and that document's row UUID (`configRef`, a cache key).
+ */
 export function readPlan(
   r: Replica,
   number?: number,
-): { generation: Generation; config: string | undefined } | undefined {
+): { generation: Generation; config: string | undefined; configRef: string | undefined } | undefined {
   const rec = readGeneration(r, number);
   if (rec === undefined) return undefined;
-  const plan = r.find('Plan', (p) => p.generation === rec.number);
+  const doc = readPlanConfig(r, rec.number);
   return {
     generation: { number: rec.number, createdAt: rec.createdAt, pools: rec.pools },
-    config: mapGet(plan?.external_ids, PLAN_CONFIG_KEY),
+    config: doc?.document,
+    configRef: doc?.ref,
   };
 }
 

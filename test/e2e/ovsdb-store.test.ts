@@ -22,6 +22,7 @@ import {
   publishGenerationOps,
   readDesiredState,
   readGeneration,
+  readPlanConfig,
 } from '../../src/ovsdb/store.ts';
 
 const nodes = [
@@ -203,7 +204,12 @@ describe('plans and node status in ovsdb-server', () => {
     const pools = new Map(Array.from({ length: 1000 }, (_, i) => [`vip${i}`, pool(`vip${i}`, 8, 20, i)]));
     const g1: GenerationRecord = { number: 1, createdAt: 1_764_000_000_500, pools };
     let t = performance.now();
-    const ops = desiredOpsBytes(publishGenerationOps(pm.schema!, pm.replica, g1, 1));
+    // The config document (1.6 MB at 1000 VIPs x 20 backends) is stored once and shared by the generations of one
+    // config (Plan.config -> Plan_Config), not repeated in every plan.
+    const doc = JSON.stringify({
+      loadBalancers: [...pools.keys()].map((name) => ({ name, pad: 'x'.repeat(1600) })),
+    });
+    const ops = desiredOpsBytes(publishGenerationOps(pm.schema!, pm.replica, g1, 1, doc));
     const buildMs = performance.now() - t;
     t = performance.now();
     await planner.transact(SLUICE_DB, ...ops.ops);
@@ -224,8 +230,10 @@ describe('plans and node status in ovsdb-server', () => {
       pm.replica,
       { number: 2, createdAt: 1_764_000_001_000, pools: pools2 },
       2,
+      doc,
     );
     assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Pool').length, 1);
+    assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 0);
     t = performance.now();
     await planner.transact(SLUICE_DB, ...ops2);
     const commit2Ms = performance.now() - t;
@@ -233,6 +241,9 @@ describe('plans and node status in ovsdb-server', () => {
     assert.deepEqual(readGeneration(am.replica)!.pools.get('vip3'), pools2.get('vip3'));
     assert.equal(readGeneration(am.replica, 1)!.pools.get('vip3')!.primary[0], pools.get('vip3')!.primary[0]);
     assert.equal(am.replica.rows('Plan_Pool').length, 1001);
+    assert.equal(am.replica.rows('Plan_Config').length, 1);
+    assert.equal(readPlanConfig(am.replica, 2)!.document, doc);
+    assert.equal(readPlanConfig(am.replica, 2)!.ref, readPlanConfig(am.replica, 1)!.ref);
 
     // A publisher working from a stale replica (generation moved on) is refused.
     await assert.rejects(
@@ -244,6 +255,21 @@ describe('plans and node status in ovsdb-server', () => {
     await eventually(() => am.replica.rows('Plan').length === 1);
     await eventually(() => am.replica.rows('Plan_Pool').length === 1000);
     assert.equal(readGeneration(am.replica)!.number, 2);
+    assert.equal(am.replica.rows('Plan_Config').length, 1);
+    // Another config: a second document; once no plan references the first, ovsdb-server collects it.
+    const ops3 = publishGenerationOps(
+      pm.schema!,
+      pm.replica,
+      { number: 3, createdAt: 1_764_000_002_000, pools: pools2 },
+      3,
+      `${doc} `,
+    );
+    assert.equal(ops3.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 1);
+    await planner.transact(SLUICE_DB, ...ops3);
+    await eventually(() => am.replica.rows('Plan_Config').length === 2);
+    await planner.transact(SLUICE_DB, ...prunePlansOps(pm.replica, 3));
+    await eventually(() => am.replica.rows('Plan_Config').length === 1);
+    assert.equal(readPlanConfig(am.replica, 3)!.document, `${doc} `);
     console.log(
       `# publish 1000 pools x 256 slots: ${(ops.bytes / 1e6).toFixed(2)} MB JSON, build ${Math.round(buildMs)} ms, ` +
         `commit ${Math.round(commitMs)} ms, seen by a monitoring agent after ${Math.round(seenMs)} ms; ` +
