@@ -1,0 +1,370 @@
+// The control plane's high availability end to end (root, REAL ovsdb-server Raft cluster + the lab; issue #4): a
+// 3-member clustered store (src/ovsdb/server.ts startCluster), two `sluice planner` processes (with the lab's
+// --fence-cmd) and one `sluice agent` per lab node, every process given all three members, all child processes of
+// this test (killed by their own PIDs). Long-lived connections run through everything:
+//   - the store's Raft leader is killed: a change made through the CLI (`sluice backend drain --db <all members>`)
+//     converges on the two members left, 0 broken; the member restarted rejoins the cluster and catches up;
+//   - a gateway's agent is SIGKILLed (it cannot withdraw itself): the active planner runs the fence command (the
+//     gateway leaves the lab router's ECMP set) before it publishes past the generation the gateway could not
+//     acknowledge, `sluice status` shows the gateway fenced by the planner, 0 broken; the agent restarted
+//     re-announces and the control plane converges with both gateways.
+
+import * as assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { labEcmpCommand, labFenceTemplate } from '../../src/cli/daemons.ts';
+import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
+import type { Config } from '../../src/model/types.ts';
+import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type Cluster, type OvsdbServerProcess, SLUICE_DB, startCluster } from '../../src/ovsdb/server.ts';
+import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
+import { gatewayGeneration, mapGet, PLANNER_FENCED_KEY } from '../../src/planner/view.ts';
+
+const PREFIX = 'slt-ha-';
+const isRoot = process.getuid?.() === 0;
+const ROOT = new URL('../..', import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const WEB = { vip: '203.0.113.10', port: 80 } as const;
+const PLANNERS = ['planner-a', 'planner-b'];
+
+let lab: Lab;
+let dir: string;
+let cluster: Cluster;
+let client: OvsdbClient;
+let status: Monitor;
+const children = new Map<string, ChildProcess>();
+const logs = new Map<string, string[]>();
+
+/** Every member's client remote: what every process and CLI call of this test is given. */
+const allMembers = () => cluster.remotes.join(',');
+
+function cli(name: string, args: readonly string[]): ChildProcess {
+  const out = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = logs.get(name) ?? [];
+  logs.set(name, lines);
+  let buf = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    out.write(d);
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  child.stdout?.on('data', (d: Buffer) => out.write(d));
+  children.set(name, child);
+  return child;
+}
+
+/** Runs a store command of the CLI to its end; returns its stdout (throws with stderr on a non-zero exit). */
+function run(args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    child.once('exit', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`sluice ${args.join(' ')}: exit ${code}: ${err}`)),
+    );
+  });
+}
+
+function killChild(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  const c = children.get(name);
+  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    c.once('exit', () => resolve());
+    c.kill(signal);
+  });
+}
+
+function records(name: string): Array<Record<string, unknown>> {
+  return (logs.get(name) ?? []).flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+const plannerRecords = (): Array<Record<string, unknown>> =>
+  PLANNERS.flatMap((p) => records(p).map((r) => ({ ...r, planner: p })));
+
+function startPlanner(name: string): void {
+  cli(name, [
+    'planner',
+    '--db',
+    allMembers(),
+    '--lease',
+    '10',
+    '--margin',
+    '3',
+    '--fence-cmd',
+    labFenceTemplate(lab),
+    '--metrics',
+    '127.0.0.1:0',
+  ]);
+}
+
+function startAgent(node: string): void {
+  const n = lab.node(node);
+  const ecmp = (action: 'withdraw' | 'announce') => labEcmpCommand(lab, node, action);
+  cli(`agent-${node}`, [
+    'agent',
+    '--role',
+    n.role,
+    '--node',
+    node,
+    '--db',
+    allMembers(),
+    '--facts',
+    join(dir, `${node}.json`),
+    '--ovs-rundir',
+    n.ovsDir,
+    '--lease',
+    '10',
+    '--metrics',
+    '127.0.0.1:0',
+    ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
+  ]);
+}
+
+function storeState() {
+  const r = status.replica;
+  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+  const acks = new Map(
+    r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
+  );
+  return { gen, released: gatewayGeneration(r), acks };
+}
+
+/** Waits until every node acknowledged the latest generation (> after) and nothing new was published for quietMs. */
+async function waitConverged(after = 0, timeoutMs = 120_000, quietMs = 3000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    const s = storeState();
+    const all = lab.nodes.every((n) => s.acks.get(n.name) === s.gen) && s.released === s.gen && s.gen > after;
+    if (s.gen !== last || !all) {
+      last = s.gen;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return s.gen;
+    if (Date.now() > deadline)
+      throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
+    await sleep(200);
+  }
+}
+
+async function waitFor(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await sleep(200);
+  }
+}
+
+/** The member that says it is the Raft leader (cluster/status), if one does. */
+async function leader(): Promise<OvsdbServerProcess | undefined> {
+  for (const m of cluster.members) {
+    if (!m.running) continue;
+    const s = await m.appctl('cluster/status', SLUICE_DB).catch(() => '');
+    if (/^Role: leader$/m.test(s)) return m;
+  }
+  return undefined;
+}
+
+async function ecmpSets(): Promise<string[][]> {
+  return Object.values(await lab.ecmpGateways()).map((v) => [...v].sort());
+}
+
+describe('control plane HA: Raft store members and agents lost', { skip: !isRoot && 'needs root' }, () => {
+  let config: Config;
+  let traffic: Traffic | undefined;
+  const web = () => config.loadBalancers.find((l) => l.name === 'web')!;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-ha-'));
+    lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
+    config = lab.sluiceConfig({ drainWindowSeconds: 3600 });
+    for (const n of lab.nodes) {
+      const probeNetns: Record<string, string> = {};
+      for (const b of n.backends) {
+        probeNetns[b.ip] = b.netns;
+        probeNetns[b.ip6] = b.netns;
+      }
+      writeFileSync(
+        join(dir, `${n.name}.json`),
+        JSON.stringify({ ...lab.compilerFacts(n.name), probeNetns }),
+      );
+    }
+    cluster = await startCluster(dir, 3);
+    client = new OvsdbClient({ remotes: cluster.remotes });
+    await client.connect();
+    const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
+    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
+  });
+
+  after(async () => {
+    await traffic?.kill().catch(() => {});
+    await Promise.all([...children.keys()].map((n) => killChild(n, 'SIGKILL')));
+    client?.close();
+    await cluster?.stop();
+    if (lab) await labDown(PREFIX);
+    if (process.env.SLUICE_KEEP_LOGS) process.stderr.write(`logs kept in ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('store on a 3-member cluster: planners and agents given every member converge; traffic flows', async () => {
+    startPlanner('planner-a');
+    await sleep(1500);
+    startPlanner('planner-b');
+    for (const n of lab.nodes) startAgent(n.name);
+    const t0 = Date.now();
+    const g = await waitConverged(0, 180_000, 1000);
+    process.stderr.write(`initial: g${g} acknowledged by every node in ${Date.now() - t0} ms\n`);
+    await waitFor(
+      () => lab.gateways.every((gw) => records(`agent-${gw.name}`).some((r) => r.event === 'announced')),
+      60_000,
+      'gateways announced',
+    );
+    for (const v of await ecmpSets()) assert.deepEqual(v, ['gw1', 'gw2']);
+    traffic = await startTraffic(lab, {
+      ...WEB,
+      count: 200,
+      rate: 200,
+      expectBackends: lab.backends().map((b) => b.name),
+    });
+    await traffic.waitOpened(200, 60_000);
+  });
+
+  test('the Raft leader killed: a CLI change converges on the members left, 0 broken; the member rejoins', async () => {
+    const victim = await leader();
+    assert.ok(victim, 'a member is the leader');
+    const g0 = storeState().gen;
+    const tKill = Date.now();
+    await victim.stop('SIGKILL');
+    const drained = web().backends[0]!.address;
+    // The CLI is given every member (the dead one first when it was member 1): it must find a live one.
+    await run(['backend', 'drain', 'web', drained, '--db', allMembers()]);
+    const tChange = Date.now();
+    const g1 = await waitConverged(g0, 120_000);
+    const tConverged = Date.now();
+    assert.ok(g1 > g0, `the drain was published (g${g0} -> g${g1})`);
+    const newLeader = await leader();
+    assert.ok(newLeader && newLeader !== victim, 'another member leads');
+    process.stderr.write(
+      `leader kill: CLI change done ${tChange - tKill} ms after the kill; g${g0} -> g${g1} acknowledged by every node ${tConverged - tKill} ms after the kill\n`,
+    );
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
+    assert.equal(c.failed, 0, `failed: ${JSON.stringify(c.failedByReason)}`);
+    // The member restarted: it rejoins (cluster member, knows the leader) and serves the latest generation.
+    await victim.start();
+    await waitFor(
+      async () => {
+        const s = await victim.appctl('cluster/status', SLUICE_DB).catch(() => '');
+        return /Status: cluster member/.test(s) && /Leader: (?!unknown)/.test(s);
+      },
+      60_000,
+      'the restarted member rejoined',
+    );
+    const direct = new OvsdbClient({ remotes: [victim.unixRemote] });
+    try {
+      await direct.connect();
+      const m = await direct.monitor(SLUICE_DB, { Global: {} });
+      await waitFor(
+        () => (m.replica.rows('Global')[0]?.generation as number | undefined) === storeState().gen,
+        60_000,
+        'the restarted member serves the latest generation',
+      );
+    } finally {
+      direct.close();
+    }
+    process.stderr.write(`leader kill: member restarted and caught up ${Date.now() - tConverged} ms later\n`);
+  });
+
+  test("a gateway agent SIGKILLed: the planner fences the gateway before it publishes past gw2's generation", async () => {
+    const n0 = records('agent-gw2').length;
+    const g0 = await waitConverged(0, 120_000, 1000);
+    const tKill = Date.now();
+    await killChild('agent-gw2');
+    // A change whose rollout needs gw2: drain a second backend (phased, so g0+1 is followed by g0+2).
+    const drained = web().backends[1]!.address;
+    await run(['backend', 'drain', 'web', drained, '--db', allMembers()]);
+    const fresh = () => plannerRecords().filter((r) => (r.time as number) >= tKill);
+    // Wait on the planner's log records (not the store: the monitor update can arrive before the log line).
+    const fencedRec = () => fresh().find((r) => r.event === 'fenced' && r.node === 'gw2');
+    await waitFor(() => fencedRec() !== undefined, 90_000, 'the planner fenced gw2');
+    const tFenced = fencedRec()!.time as number;
+    for (const v of await ecmpSets()) assert.deepEqual(v, ['gw1'], 'gw2 left the ECMP set');
+    const pastRec = () => fresh().filter((r) => r.event === 'publish' && (r.generation as number) === g0 + 2);
+    await waitFor(() => pastRec().length > 0, 90_000, `g${g0 + 2} published without gw2`);
+    assert.equal(pastRec().length, 1);
+    const tPast = pastRec()[0]!.time as number;
+    assert.ok(tPast > tFenced, `g${g0 + 2} published ${tPast - tFenced} ms after gw2 was fenced`);
+    assert.equal(fencedRec()!.planner, pastRec()[0]!.planner, 'fenced and published by the active planner');
+    // The store says so, and `sluice status` shows it.
+    const row = status.replica.find('Node_Status', (r) => r.node === 'gw2');
+    assert.ok(mapGet(row?.external_ids, PLANNER_FENCED_KEY) !== undefined, 'fence recorded in Node_Status');
+    const st = JSON.parse(await run(['status', '--format', 'json', '--db', allMembers()])) as {
+      nodes: Array<{ name: string; fenced: boolean; fencedBy: string | null }>;
+    };
+    const gw2 = st.nodes.find((n) => n.name === 'gw2');
+    assert.deepEqual([gw2?.fenced, gw2?.fencedBy], [true, 'planner']);
+    process.stderr.write(
+      `dead agent: killed at 0, fenced at ${tFenced - tKill} ms, g${g0 + 2} published at ${tPast - tKill} ms\n`,
+    );
+    assert.ok(
+      !records('agent-gw2')
+        .slice(n0)
+        .some((r) => r.event === 'withdrawn'),
+      'the dead agent did not',
+    );
+    let c = await traffic!.report();
+    assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
+    // The agent restarted: it applies the released generation, acknowledges (deleting the record), re-announces.
+    const n1 = records('agent-gw2').length;
+    const tStart = Date.now();
+    startAgent('gw2');
+    await waitFor(
+      () =>
+        records('agent-gw2')
+          .slice(n1)
+          .some((r) => r.event === 'announced'),
+      90_000,
+      'gw2 re-announced',
+    );
+    const g = await waitConverged(g0 + 1, 120_000);
+    process.stderr.write(`dead agent: restarted, converged at g${g} ${Date.now() - tStart} ms later\n`);
+    for (const v of await ecmpSets()) assert.deepEqual(v, ['gw1', 'gw2']);
+    const row2 = status.replica.find('Node_Status', (r) => r.node === 'gw2');
+    assert.equal(mapGet(row2?.external_ids, PLANNER_FENCED_KEY), undefined, 'the rejoin deleted the record');
+    traffic!.open(50);
+    await sleep(3000);
+    c = await traffic!.report();
+    assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
+    assert.equal(c.failed, 0, `failed: ${JSON.stringify(c.failedByReason)}`);
+  });
+});
