@@ -81,9 +81,13 @@ export class NodeProgrammer {
     this.#invalidated = reason;
   }
 
-  /** Whether the next program() will be a full one because the periodic reconcile is due. */
+  /** Whether the periodic full reconcile is due (never with fullReconcileMs 0: every program() is full anyway). */
   fullDue(): boolean {
-    return this.#installed !== undefined && this.#now() - this.#lastFull >= this.#fullEveryMs;
+    return (
+      this.#fullEveryMs > 0 &&
+      this.#installed !== undefined &&
+      this.#now() - this.#lastFull >= this.#fullEveryMs
+    );
   }
 
   async program(config: Config, generation: Generation, facts: NodeFacts): Promise<ProgramResult> {

@@ -261,4 +261,11 @@ test('NodeProgrammer: a rejected bundle makes the next apply a full one; the per
   assert.equal(periodic.mode, 'full');
   assert.equal(periodic.fullReason, 'periodic reconcile');
   assert.equal(periodic.changed, false);
+  assert.equal(p.fullDue(), false);
+  // fullReconcileMs 0 (the stateless path): every program() is full, and there is never a periodic one due.
+  const every = new NodeProgrammer(sw, { fullReconcileMs: 0, now: () => t });
+  assert.equal((await every.program(config2, g2, facts('gw1'))).mode, 'full');
+  t += 3_600_000;
+  assert.equal(every.fullDue(), false);
+  assert.equal((await every.program(config2, g2, facts('gw1'))).fullReason, 'every generation');
 });
