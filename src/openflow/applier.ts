@@ -13,6 +13,8 @@
 // - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
 // - Verified: after a commit the bridge is read again and must equal the desired state (SLUICE_E_OPENFLOW_VERIFY);
 //   this also proves the compiler's text is canonical (what OVS prints back).
+// applyBridgeDelta is the incremental variant (no read, no verification): it trusts that the caller knows what it
+// installed last; src/agent/node-ops.ts NodeProgrammer falls back to applyBridge whenever it does not.
 
 import { isSluiceCookie, isSluiceGroup } from '../compile/registry.ts';
 import { bundleLines, diffBridge, diffParts, isEmptyDiff, tlvMapArg } from '../flowset/diff.ts';
