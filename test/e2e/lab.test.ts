@@ -321,13 +321,17 @@ describe('lab down after a crash', { skip: isRoot ? false : 'needs root', timeou
     await labDown(CRASH_PREFIX);
   });
 
-  test('a lab process killed with SIGKILL leaves processes running; labDown removes them all', async () => {
+  test('a lab process killed with SIGKILL leaves processes running (also its control plane); labDown removes them all', async () => {
     await labDown(CRASH_PREFIX);
     const topology = fileURLToPath(new URL('../../src/lab/topology.ts', import.meta.url));
-    // The child builds a small lab, then kills itself without cleaning up.
+    const controlPlane = fileURLToPath(new URL('../../src/lab/control-plane.ts', import.meta.url));
+    // The child builds a small lab with its control plane (as `sluice lab up` does), then kills itself without
+    // cleaning up.
     const code = `
       import { labUp } from ${JSON.stringify(topology)};
-      await labUp({ prefix: ${JSON.stringify(CRASH_PREFIX)}, gateways: 1, hosts: 1, backendsPerHost: 1, clients: 1 }, { probe: false });
+      import { startControlPlane } from ${JSON.stringify(controlPlane)};
+      const lab = await labUp({ prefix: ${JSON.stringify(CRASH_PREFIX)}, gateways: 1, hosts: 1, backendsPerHost: 1, clients: 1 }, { probe: false });
+      await startControlPlane(lab, { planners: 1 });
       process.kill(process.pid, 'SIGKILL');
     `;
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
@@ -344,14 +348,22 @@ describe('lab down after a crash', { skip: isRoot ? false : 'needs root', timeou
     const runDir = `${DEFAULT_RUN_ROOT}/${CRASH_PREFIX}`;
     const files = pidFilesUnder(runDir);
     const pids = files.map((f) => readPidFile(f)).filter((p): p is number => p !== undefined);
-    // 1 gateway + 1 host: 2 ovsdb-server + 2 ovs-vswitchd, 1 backend.
-    assert.equal(pids.length, 5, `pid files: ${files.join(' ')}`);
+    // 1 gateway + 1 host: 2 ovsdb-server + 2 ovs-vswitchd, 1 backend; the control plane: the store, 1 planner and
+    // 2 agents.
+    assert.equal(pids.length, 9, `pid files: ${files.join(' ')}`);
+    assert.deepEqual(
+      files
+        .filter((f) => f.includes('/cp/'))
+        .map((f) => f.split('/').pop())
+        .sort(),
+      ['agent-gw1.pid', 'agent-host1.pid', 'planner-a.pid', 'store.pid'],
+    );
     for (const p of pids) assert.ok(pidAlive(p), `pid ${p} should still run after the crash`);
     assert.equal((await labNamespaces(CRASH_PREFIX)).length, 1 + 1 + 1 + 1 + 1 + 1);
     assert.match(readFileSync(`${runDir}/lab.json`, 'utf8'), /"state": "up"/);
 
     const r = await labDown(CRASH_PREFIX);
-    assert.equal(r.killed.length, 5);
+    assert.equal(r.killed.length, 9);
     for (const p of pids) assert.equal(pidAlive(p), false, `pid ${p} survived labDown`);
     assert.deepEqual(await labNamespaces(CRASH_PREFIX), []);
     // Idempotent.
