@@ -163,7 +163,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
     await client.connect();
     const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {}, Backend_Status: {} });
     await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
     cli('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
     for (const n of lab.nodes) {
@@ -202,6 +202,33 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     const got = await reachThroughVip(config, 'web');
     assert.ok(got.length > 0, 'a connection through the VIP got a greeting');
     for (const g of got) assert.ok(webBackends.includes(g), `greeting ${g} is a backend of web`);
+    // Health probes run in the namespaces the backend ports name (sluice-probe-netns): every backend turns up.
+    const backends = config.loadBalancers.reduce((n, lb) => n + lb.backends.length, 0);
+    await waitFor(
+      () => {
+        const rows = status.replica.rows('Backend_Status');
+        return rows.length === backends && rows.every((x) => x.health === 'up');
+      },
+      60_000,
+      `all ${backends} backends reported up`,
+    );
+  });
+
+  test('--node that OVS contradicts: exit 2 with the names, nothing started', async () => {
+    const h = lab.node('host1');
+    const child = cli('agent-wrong', [
+      'agent',
+      '--db',
+      `unix:${srv!.unixPath}`,
+      '--ovs-rundir',
+      h.ovsDir,
+      '--node',
+      'gw1',
+    ]);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 2);
+    const text = (logs.get('agent-wrong') ?? []).join('\n');
+    assert.match(text, /describes host1 \(host\), not gw1 \(host\) \[SLUICE_E_USAGE\]/);
   });
 
   test('an ofport changed across a vswitchd restart is read again and used', async () => {
