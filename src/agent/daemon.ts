@@ -603,11 +603,16 @@ export class AgentDaemon {
     const bsT = schema.tables.Backend_Status!;
     const scT = schema.tables.Slot_Connections!;
     const seen = new Set<string>();
+    // Indexed once: a linear find per load balancer and backend is quadratic (10,000 backends per host at 1000 VIPs).
+    const slotRows = new Map(r.rows('Slot_Connections').map((x) => [x.lb as string, x]));
+    const statusRows = new Map(
+      r.rows('Backend_Status').map((x) => [`${x.lb as string} ${x.backend as string}`, x]),
+    );
     for (const lb of config.loadBalancers) {
       const perSlot = conns.counts.get(lb.name) ?? new Map();
       const counts = encodeSlotCounts(perSlot);
       const bits = config.slotBits;
-      const row = r.find('Slot_Connections', (x) => x.lb === lb.name);
+      const row = slotRows.get(lb.name);
       if (row === undefined)
         ops.push({
           op: 'insert',
@@ -637,7 +642,7 @@ export class AgentDaemon {
         const health = this.health?.state(`${lb.name} ${key}`) ?? 'unknown';
         this.#m.health.set({ lb: lb.name, backend: key }, health === 'up' ? 1 : health === 'down' ? 0 : -1);
         this.#m.connections.set({ lb: lb.name, backend: key }, n);
-        const cur = r.find('Backend_Status', (x) => x.lb === lb.name && x.backend === key);
+        const cur = statusRows.get(`${lb.name} ${key}`);
         const want = { health, connections: n };
         if (cur === undefined)
           ops.push({
