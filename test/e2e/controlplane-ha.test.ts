@@ -7,7 +7,9 @@
 //   - a gateway's agent is SIGKILLed (it cannot withdraw itself): the active planner runs the fence command (the
 //     gateway leaves the lab router's ECMP set) before it publishes past the generation the gateway could not
 //     acknowledge, `sluice status` shows the gateway fenced by the planner, 0 broken; the agent restarted
-//     re-announces and the control plane converges with both gateways.
+//     re-announces and the control plane converges with both gateways;
+//   - a gateway's agent frozen (SIGSTOP) past the planner's lease is fenced the same way; thawed (before its own, longer
+//     lease), it finds the planner's record on its Node_Status row and rejoins: both gateways back in ECMP, 0 broken.
 
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -122,6 +124,10 @@ function startPlanner(name: string): void {
   ]);
 }
 
+/** gw1's agent has a lease far longer than the planner's: frozen and thawed, it must learn from the planner's record
+ *  (not from its own lease) that it was fenced. */
+const AGENT_LEASE: Record<string, string> = { gw1: '60' };
+
 function startAgent(node: string): void {
   const n = lab.node(node);
   const ecmp = (action: 'withdraw' | 'announce') => labEcmpCommand(lab, node, action);
@@ -138,7 +144,7 @@ function startAgent(node: string): void {
     '--ovs-rundir',
     n.ovsDir,
     '--lease',
-    '10',
+    AGENT_LEASE[node] ?? '10',
     '--metrics',
     '127.0.0.1:0',
     ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
@@ -366,5 +372,52 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     c = await traffic!.report();
     assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
     assert.equal(c.failed, 0, `failed: ${JSON.stringify(c.failedByReason)}`);
+  });
+
+  test('a gateway agent frozen (SIGSTOP) past the lease: fenced by the planner; thawed, it sees the record and rejoins', async () => {
+    const g0 = await waitConverged(0, 120_000, 1000);
+    const agent = children.get('agent-gw1')!;
+    const n0 = records('agent-gw1').length;
+    const tStop = Date.now();
+    agent.kill('SIGSTOP');
+    try {
+      const fenced = () =>
+        plannerRecords().find((r) => r.event === 'fenced' && r.node === 'gw1' && (r.time as number) >= tStop);
+      await waitFor(() => fenced() !== undefined, 90_000, 'the planner fenced gw1');
+      for (const v of await ecmpSets()) assert.deepEqual(v, ['gw2'], 'gw1 left the ECMP set');
+      process.stderr.write(
+        `frozen agent: stopped at 0, fenced at ${(fenced()!.time as number) - tStop} ms\n`,
+      );
+    } finally {
+      agent.kill('SIGCONT');
+    }
+    const fresh = () => records('agent-gw1').slice(n0);
+    await waitFor(() => fresh().some((r) => r.event === 'announced'), 90_000, 'gw1 re-announced');
+    const how = fresh()
+      .filter((r) => r.event === 'fenced-by-planner' || r.event === 'withdrawn')
+      .map((r) => r.event);
+    assert.deepEqual(
+      how,
+      ['fenced-by-planner'],
+      'the thawed agent learnt from the record (its lease is 60 s)',
+    );
+    await waitFor(
+      async () => (await ecmpSets()).every((v) => v.join() === 'gw1,gw2'),
+      30_000,
+      'both gateways in ECMP',
+    );
+    await waitFor(
+      () =>
+        mapGet(
+          status.replica.find('Node_Status', (r) => r.node === 'gw1')?.external_ids,
+          PLANNER_FENCED_KEY,
+        ) === undefined,
+      30_000,
+      'the rejoin deleted the record',
+    );
+    await waitConverged(g0 - 1, 120_000);
+    process.stderr.write(`frozen agent: thawed, rejoined via ${how.join(', ')}\n`);
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
   });
 });
