@@ -144,6 +144,8 @@ export class PlannerDaemon {
   #lastWaitLog = '';
   /** A failed fence command is retried after 2 s (the gateway is waited for meanwhile). */
   readonly #fenceRetryAt = new Map<string, number>();
+  /** Gateways this planner fenced whose record is not in the store yet (when, command run time), ms. */
+  readonly #unrecorded = new Map<string, { at: number; ms: number }>();
 
   constructor(opts: PlannerDaemonOptions) {
     this.#opts = opts;
@@ -265,6 +267,9 @@ export class PlannerDaemon {
       this.#metrics.silent.set({ node: n.name }, (this.core.silentFor(n.name, now) ?? 0) / 1000);
       this.#metrics.live.set({ node: n.name }, this.core.isLive(n.name, now) ? 1 : 0);
     }
+    // A fence that ran is a fact: recorded even by a planner that has lost the lock since (else a gateway whose agent
+    // is in fact alive could stay out of ECMP with no record telling it to rejoin).
+    if (this.#unrecorded.size > 0 && this.client.state === 'connected') await this.#recordFences(replica);
     if (!this.active || this.client.state !== 'connected') return;
     let d: Decision;
     try {
@@ -319,7 +324,7 @@ export class PlannerDaemon {
       }
       case 'fence': {
         this.#note('fence', d.message, 'warn', { nodes: d.nodes });
-        for (const node of d.nodes) await this.#fence(node, replica, lockOp);
+        for (const node of d.nodes) await this.#fence(node);
         return;
       }
       case 'wait': {
@@ -339,8 +344,8 @@ export class PlannerDaemon {
   }
 
   /** Runs the fence command for a gateway, then records it (only after it succeeded: the record is what stops the
-   *  planner waiting for the gateway). A failure is retried at the next step; the gateway is waited for meanwhile. */
-  async #fence(node: string, replica: Replica, lockOp: Operation): Promise<void> {
+   *  planner waiting for the gateway). A failure is retried 2 s later; the gateway is waited for meanwhile. */
+  async #fence(node: string): Promise<void> {
     const cmd = fenceCommand(this.#opts.fenceCmd!, node);
     const t0 = Date.now();
     if ((this.#fenceRetryAt.get(node) ?? 0) > t0) return;
@@ -354,36 +359,57 @@ export class PlannerDaemon {
       return;
     }
     this.#metrics.fences.inc({ node, result: 'ok' });
-    const at = String(Date.now());
-    const exists = replica.find('Node_Status', (r) => r.node === node) !== undefined;
-    const op: Operation = exists
-      ? {
-          op: 'mutate',
-          table: 'Node_Status',
-          where: [['node', '==', node]],
-          mutations: [
-            ['external_ids', 'delete', ['set', [PLANNER_FENCED_KEY]]],
-            ['external_ids', 'insert', ['map', [[PLANNER_FENCED_KEY, at]]]],
-          ],
-        }
-      : {
-          // A gateway that never reported: a status row that says only this.
-          op: 'insert',
-          table: 'Node_Status',
-          row: {
+    this.#unrecorded.set(node, { at: Date.now(), ms: Date.now() - t0 });
+    const replica = this.#monitor?.replica;
+    if (replica !== undefined) await this.#recordFences(replica);
+  }
+
+  /** Writes Node_Status external_ids:fenced_by_planner for every fence not recorded yet (retried at every step). */
+  async #recordFences(replica: Replica): Promise<void> {
+    for (const [node, { at, ms }] of [...this.#unrecorded]) {
+      const exists = replica.find('Node_Status', (r) => r.node === node) !== undefined;
+      const op: Operation = exists
+        ? {
+            op: 'mutate',
+            table: 'Node_Status',
+            where: [['node', '==', node]],
+            mutations: [
+              ['external_ids', 'delete', ['set', [PLANNER_FENCED_KEY]]],
+              ['external_ids', 'insert', ['map', [[PLANNER_FENCED_KEY, String(at)]]]],
+            ],
+          }
+        : {
+            // A gateway that never reported: a status row that says only this.
+            op: 'insert',
+            table: 'Node_Status',
+            row: {
+              node,
+              applied_generation: 0,
+              applied_cfg: 0,
+              applied_at: 0,
+              heartbeat_at: 0,
+              external_ids: ['map', [[PLANNER_FENCED_KEY, String(at)]]],
+            },
+          };
+      try {
+        await this.client.transact(DB, op);
+      } catch (e) {
+        this.#note(
+          'fence-record-failed',
+          `recording the fence of ${node} failed: ${(e as Error).message}`,
+          'warn',
+          {
             node,
-            applied_generation: 0,
-            applied_cfg: 0,
-            applied_at: 0,
-            heartbeat_at: 0,
-            external_ids: ['map', [[PLANNER_FENCED_KEY, at]]],
           },
-        };
-    await this.client.transact(DB, lockOp, op);
-    this.#log.warn(
-      { event: 'fenced', node, ms: Date.now() - t0, silentMs: this.core.silentFor(node, Date.now()) },
-      `fenced ${node} (fence command succeeded in ${Date.now() - t0} ms; recorded in the store)`,
-    );
+        );
+        continue;
+      }
+      this.#unrecorded.delete(node);
+      this.#log.warn(
+        { event: 'fenced', node, ms, silentMs: this.core.silentFor(node, Date.now()) },
+        `fenced ${node} (fence command succeeded in ${ms} ms; recorded in the store)`,
+      );
+    }
   }
 
   /** Logs a decision once (not on every tick). */
