@@ -10,7 +10,7 @@
 
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { labEcmpCommand } from '../cli/daemons.ts';
+import { labEcmpCommand, labFenceTemplate } from '../cli/daemons.ts';
 import { type StatusReport, statusReport, withStore } from '../cli/store-commands.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
@@ -28,6 +28,11 @@ export interface ControlPlaneOptions {
   readonly leaseSeconds?: number;
   /** Planner `--margin`, seconds (default 5). */
   readonly marginSeconds?: number;
+  /**
+   * Planners fence a silent gateway (`--fence-cmd`, labFenceTemplate: the lab router's ECMP withdraw) before they
+   * stop waiting for it (default true; docs/design/control-plane.md "Fencing by the planner").
+   */
+  readonly fence?: boolean;
   /** Extra arguments for every planner (appended after the defaults). */
   readonly plannerArgs?: readonly string[];
   /** Extra arguments for every agent (appended after the defaults). */
@@ -144,7 +149,7 @@ function sluiceCommand(): string[] {
   return ['--import', 'tsx', fileURLToPath(new URL('../cli/bin.ts', import.meta.url))];
 }
 
-/** Arguments of planner `name` (the first two must stay `planner --db`: labDown recognises it by them). */
+/** Arguments of a planner (the first two must stay `planner --db`: labDown recognises it by them). */
 export function plannerArgs(cp: ControlPlane, opts: ControlPlaneOptions = {}): string[] {
   return [
     'planner',
@@ -156,6 +161,7 @@ export function plannerArgs(cp: ControlPlane, opts: ControlPlaneOptions = {}): s
     String(opts.marginSeconds ?? 5),
     '--metrics',
     '127.0.0.1:0',
+    ...((opts.fence ?? true) ? ['--fence-cmd', labFenceTemplate(cp.lab)] : []),
     ...(opts.plannerArgs ?? []),
   ];
 }

@@ -100,6 +100,9 @@ function describeRecord(proc: string, r: Record<string, unknown>): string | unde
     switch (r.event) {
       case 'publish':
       case 'release':
+      case 'fence':
+      case 'fenced':
+      case 'fence-failed':
         return `${proc}: ${msg}`;
       case 'wait':
         // Hosts acknowledge within a second and connection reports come every second: only gateways are news.
@@ -437,7 +440,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
           await sleep(800);
         }
       };
-      /** Freezes gw1's agent until gw2 applied a generation gw1 has not, or `maxMs`: below the 10 s lease. */
+      /** Freezes gw1's agent until gw2 applied a generation gw1 has not, then flips ECMP; about `maxMs` at most: below
+       *  the 10 s lease, so neither gw1 fences itself on resume nor the planner fences it. */
       const window = async (maxMs: number) => {
         const from = applied('gw1');
         freeze('gw1');
@@ -466,10 +470,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         b.weight = 3;
         return d;
       });
-      await window(7000);
+      await window(6500);
       await until(() => applied('gw1') > g, 30_000, 'gw1 acknowledged');
       // A second window if the rollout goes on (phase 2 after phase 1).
-      if (decisions.at(-1)?.event !== 'idle' || generation() > applied('gw1')) await window(7000);
+      if (decisions.at(-1)?.event !== 'idle' || generation() > applied('gw1')) await window(6500);
       await settled(cfg);
       say(`  rollout done: ${skew()}`);
     });
