@@ -443,13 +443,22 @@ export class OvsdbClient extends EventEmitter {
     const interval = this.#opts.probeIntervalMs;
     if (interval <= 0) return;
     this.#echoOutstanding = false;
-    this.#probeTimer = setInterval(
+    const timer = setInterval(
       () => {
         const idle = performance.now() - conn.lastReceived;
         if (idle >= 2 * interval) {
-          this.#fail(
-            new OvsdbError('SLUICE_E_OVSDB_TIMEOUT', `${conn.remote}: no message for ${Math.round(idle)} ms`),
-          );
+          // Check again after this turn's I/O: when this process itself was busy (a long compile or parse), the
+          // timer runs before the socket data waiting for it has been read; that is not the peer's silence.
+          setImmediate(() => {
+            const still = performance.now() - conn.lastReceived;
+            if (still >= 2 * interval && this.#probeTimer === timer)
+              this.#fail(
+                new OvsdbError(
+                  'SLUICE_E_OVSDB_TIMEOUT',
+                  `${conn.remote}: no message for ${Math.round(still)} ms`,
+                ),
+              );
+          });
         } else if (idle >= interval && !this.#echoOutstanding) {
           this.#echoOutstanding = true;
           conn.request('echo', ['sluice']).then(
@@ -464,7 +473,8 @@ export class OvsdbClient extends EventEmitter {
       },
       Math.max(10, Math.floor(interval / 4)),
     );
-    this.#probeTimer.unref();
+    this.#probeTimer = timer;
+    timer.unref();
   }
 
   #stopProbe(): void {

@@ -150,6 +150,9 @@ export class JsonRpcConnection {
   }
 
   #onData(chunk: Buffer): void {
+    // Any bytes mean the peer is alive: a large message (a monitor update of thousands of rows) from a server that is
+    // short of CPU can take longer than the probe's silence limit to arrive complete.
+    this.lastReceived = performance.now();
     let texts: string[];
     try {
       texts = this.#splitter.push(chunk);
@@ -158,7 +161,6 @@ export class JsonRpcConnection {
       this.#shutdown(new OvsdbError('SLUICE_E_OVSDB_PROTOCOL', `${this.remote}: ${msg}`));
       return;
     }
-    if (texts.length > 0) this.lastReceived = performance.now();
     for (const text of texts) {
       if (this.#closed) return;
       let msg: unknown;
