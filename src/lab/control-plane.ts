@@ -209,9 +209,27 @@ export function startSluiceProcess(cp: ControlPlane, name: string, args: readonl
   });
 }
 
-/** Starts an agent for `node` (also to restart one). */
-export function startAgent(cp: ControlPlane, node: string, opts: ControlPlaneOptions = {}): number {
-  return startSluiceProcess(cp, `agent-${node}`, agentArgs(cp, node, opts));
+/** Starts an agent for `node` (also to restart one); `db` overrides the store remote (e.g. through a proxy). */
+export function startAgent(
+  cp: ControlPlane,
+  node: string,
+  opts: ControlPlaneOptions = {},
+  db = cp.db,
+): number {
+  return startSluiceProcess(cp, `agent-${node}`, agentArgs(cp, node, opts, db));
+}
+
+/** Creates the store's database (if missing) and starts its ovsdb-server, detached; resolves when it listens. */
+export async function startStore(cp: ControlPlane): Promise<OvsdbServerProcess> {
+  mkdirSync(cp.dir, { recursive: true });
+  const dbFile = `${cp.dir}/store.db`;
+  if (!existsSync(dbFile)) await createDatabase(dbFile);
+  const store = new OvsdbServerProcess(
+    { dir: cp.dir, dbFiles: [dbFile], name: 'store', detached: true },
+    await freePort(),
+  );
+  await store.start();
+  return store;
 }
 
 /** Starts planner `planner-<letter>`. */
@@ -277,13 +295,7 @@ export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}
   mkdirSync(cp.dir, { recursive: true });
   const t0 = Date.now();
   try {
-    const dbFile = `${cp.dir}/store.db`;
-    if (!existsSync(dbFile)) await createDatabase(dbFile);
-    const store = new OvsdbServerProcess(
-      { dir: cp.dir, dbFiles: [dbFile], name: 'store', detached: true },
-      await freePort(),
-    );
-    await store.start();
+    const store = await startStore(cp);
     log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
     await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig({ drainWindowSeconds: 3600 }));
     const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);

@@ -1,122 +1,65 @@
 // The control plane end to end (root, REAL ovsdb-server + the lab): a standalone ovsdb-server on sluice's schema,
-// two `sluice planner` processes (one active, one standby) and one `sluice agent` per lab node, all child processes of
-// this test (killed by their own PIDs). Desired-state changes are written through the store (store.ts
-// desiredStateOps), never to the nodes directly. Long-lived connections through the lab harness must survive a
-// backend add, a drain, a planner failover and a gateway agent restart; a backend failing its health check breaks
-// only its own connections.
+// two `sluice planner` processes (one active, one standby) and one `sluice agent` per lab node, started with the lab's
+// control-plane helpers (src/lab/control-plane.ts: detached, pid files and logs under the lab's run dir, so labDown
+// removes them; killed here by their own pid files). Planners run without --fence-cmd (gateways fence themselves;
+// the planner's fencing is test/e2e/controlplane-ha.test.ts). Desired-state changes are written through the store
+// (store.ts desiredStateOps), never to the nodes directly. Long-lived connections through the lab harness must
+// survive a backend add, a drain, a planner failover and a gateway agent restart; a backend failing its health check
+// breaks only its own connections.
 
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { labEcmpCommand } from '../../src/cli/daemons.ts';
-import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import {
+  ControlPlane,
+  startAgent as startLabAgent,
+  startPlanner as startLabPlanner,
+  startStore,
+} from '../../src/lab/control-plane.ts';
+import { killPidFile } from '../../src/lab/exec.ts';
+import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
+import { SLUICE_DB } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
 import { gatewayGeneration } from '../../src/planner/view.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
-const ROOT = new URL('../..', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const ADDED = 'host3-b2';
 const DRAINED = 'host1-b1';
 const FAILED = 'host2-b1';
+const OPTS = { leaseSeconds: 10, marginSeconds: 3, fence: false } as const;
 
 let lab: Lab;
-let dir: string;
-let srv: OvsdbServerProcess;
+let cp: ControlPlane;
 let client: OvsdbClient;
 let desired: Monitor;
 let status: Monitor;
 let config: Config;
-const children = new Map<string, ChildProcess>();
-const logs = new Map<string, string[]>();
 
-function cli(name: string, args: readonly string[]): ChildProcess {
-  const file = join(dir, `${name}.log`);
-  const out = createWriteStream(file, { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = logs.get(name) ?? [];
-  logs.set(name, lines);
-  let buf = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    out.write(d);
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    lines.push(...parts);
-  });
-  child.stdout?.on('data', (d: Buffer) => out.write(d));
-  children.set(name, child);
-  return child;
+/** Kills a control-plane process by its pid file (only if it still runs the expected program). */
+async function killChild(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  await killPidFile(cp.pidFile(name), expectedProgram(cp.pidFile(name))!, { signal });
 }
 
-function killChild(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-  const c = children.get(name);
-  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    c.once('exit', () => resolve());
-    c.kill(signal);
-  });
-}
-
-/** JSON log records of one child (pino lines). */
+/** JSON log records of one process (pino lines in its log file). */
 function records(name: string): Array<Record<string, unknown>> {
-  return (logs.get(name) ?? []).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
+  return cp.records(name);
 }
 
 function startPlanner(name: string): void {
-  cli(name, [
-    'planner',
-    '--db',
-    `unix:${srv.unixPath}`,
-    '--lease',
-    '10',
-    '--margin',
-    '3',
-    '--metrics',
-    '127.0.0.1:0',
-  ]);
+  startLabPlanner(cp, name, OPTS);
 }
 
-function startAgent(node: string, db = `unix:${srv.unixPath}`): void {
-  const n = lab.node(node);
-  const ecmp = (action: 'withdraw' | 'announce') => labEcmpCommand(lab, node, action);
-  cli(`agent-${node}`, [
-    'agent',
-    '--role',
-    n.role,
-    '--node',
-    node,
-    '--db',
-    db,
-    '--facts',
-    join(dir, `${node}.json`),
-    '--ovs-rundir',
-    n.ovsDir,
-    '--lease',
-    '10',
-    '--metrics',
-    '127.0.0.1:0',
-    ...(n.role === 'gateway' ? ['--withdraw-cmd', ecmp('withdraw'), '--announce-cmd', ecmp('announce')] : []),
-  ]);
+function startAgent(node: string, db = cp.db): void {
+  startLabAgent(cp, node, OPTS, db);
 }
 
 /** A TCP -> unix proxy to the store that the test can cut (gw2's agent reaches the store only through it). */
@@ -127,7 +70,7 @@ class StoreProxy {
 
   async open(): Promise<void> {
     this.server = createServer((c) => {
-      const u = netConnect(srv.unixPath);
+      const u = netConnect(cp.socket);
       for (const x of [c, u]) {
         this.sockets.add(x);
         x.on('error', () => {});
@@ -225,8 +168,7 @@ function withState(c: Config, address: string, state: Backend['state']): Config 
 function activePlanners(): string[] {
   return ['planner-a', 'planner-b'].filter((p) => {
     const lock = records(p).filter((r) => r.event === 'lock');
-    const c = children.get(p);
-    return c?.exitCode === null && c.signalCode === null && lock.at(-1)?.state === 'held';
+    return cp.pid(p) !== undefined && lock.at(-1)?.state === 'held';
   });
 }
 
@@ -235,8 +177,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
   let traffic: Traffic | undefined;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'sluice-cp-'));
     lab = await labUp({ prefix: PREFIX }, { replace: true });
+    cp = new ControlPlane(lab);
     full = lab.sluiceConfig({ drainWindowSeconds: 3600 });
     const added = lab.backend(ADDED).ip;
     // Start without ADDED in `web` (it is added through the store later).
@@ -246,19 +188,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
         lb.name === 'web' ? { ...lb, backends: lb.backends.filter((b) => b.address !== added) } : lb,
       ),
     };
-    for (const n of lab.nodes) {
-      const probeNetns: Record<string, string> = {};
-      for (const b of n.backends) {
-        probeNetns[b.ip] = b.netns;
-        probeNetns[b.ip6] = b.netns;
-      }
-      writeFileSync(
-        join(dir, `${n.name}.json`),
-        JSON.stringify({ ...lab.compilerFacts(n.name), probeNetns }),
-      );
-    }
-    srv = await startStandalone(dir);
-    client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
+    await startStore(cp);
+    client = new OvsdbClient({ remotes: [cp.db] });
     await client.connect();
     desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
     status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
@@ -266,13 +197,14 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
 
   after(async () => {
     await traffic?.kill().catch(() => {});
-    await Promise.all([...children.keys()].map((n) => killChild(n, 'SIGKILL')));
     client?.close();
     proxy.cut();
-    await srv?.stop();
-    if (lab) await labDown(PREFIX);
-    if (process.env.SLUICE_KEEP_LOGS) process.stderr.write(`logs kept in ${dir}\n`);
-    else rmSync(dir, { recursive: true, force: true });
+    if (lab && process.env.SLUICE_KEEP_LOGS) {
+      const dir = mkdtempSync(join(tmpdir(), 'sluice-cp-'));
+      cpSync(cp.dir, dir, { recursive: true });
+      process.stderr.write(`logs kept in ${dir}\n`);
+    }
+    if (lab) await labDown(PREFIX); // the store, planners and agents too (their pid files are under the run dir)
   });
 
   test('a desired state written to the store reaches every node; every gateway acknowledges it', async () => {
