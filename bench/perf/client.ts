@@ -10,13 +10,24 @@
 //   udp-new   {dst, port, pps, seconds, ips, portBase}: every datagram from a never-used (source ip, port) pair:
 //             a socket bound to it sends once, waits up to 300 ms for the reply, closes.
 //   tcp-hold  {dst, port, count, rate}: opens `count` connections at most `rate` per second, reads the greeting,
-//             keeps them idle.
+//             keeps them idle (one process holds at most ~19,000: the lab's hard RLIMIT_NOFILE is 20,000 and this
+//             container lacks CAP_SYS_RESOURCE to raise it, so the benchmark runs several holders per namespace).
 //   tcp-setup {dst, port, concurrency, seconds}: connect, read the greeting, close; `concurrency` loops.
+//   tcp-rate  {dst, port, rate, seconds}: open loop: starts `rate` connections per second for `seconds` (connect,
+//             read the greeting, close with RST), whatever the previous ones are doing; counts those that fail
+//             (3 s timeout, reset, error) and setup latency.
+//   hold-server {port, name} (runs in a BACKEND namespace): accepts connections on 0.0.0.0:port, greets each with
+//             `<name>\n` and holds it; prints ready once listening; `reset` closes every connection it holds (RST) and
+//             prints how many; `close` ends. The state part's connections
+//             go to these instead of the lab's backend-server, which runs with a 24 MB heap (src/lab/topology.ts) and
+//             dies of it at about 8,000 connections.
+// Every close is an RST (socket.resetAndDestroy): the clients leave no TIME_WAIT behind, so a run cannot run out of
+// source ports because of the runs before it.
 //   tcp-rtt   {dst, port, count, intervalMs}: `count` connections; each sends 8 bytes every intervalMs and records
 //             the round trip until they come back, per backend (greeting).
 
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 
 const [mode, json] = process.argv.slice(2);
@@ -193,7 +204,7 @@ async function tcpHold(): Promise<unknown> {
   });
   out({ opened, failures, seconds: (performance.now() - t0) / 1000 });
   await nextLine(); // close
-  for (const s of held) s.removeAllListeners('close').destroy();
+  for (const s of held) s.removeAllListeners('close').resetAndDestroy();
   return { opened, broken, failures };
 }
 
@@ -211,7 +222,7 @@ async function tcpSetup(): Promise<unknown> {
         const r = await dial(3000);
         ok++;
         lat.push(r.ms);
-        r.sock.destroy();
+        r.sock.resetAndDestroy();
       } catch (e) {
         failures[(e as Error).message] = (failures[(e as Error).message] ?? 0) + 1;
       }
@@ -221,6 +232,48 @@ async function tcpSetup(): Promise<unknown> {
   lat.sort((a, b) => a - b);
   const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : null);
   return { ok, failures, seconds: (performance.now() - t0) / 1000, p50: q(0.5), p99: q(0.99) };
+}
+
+async function tcpRate(): Promise<unknown> {
+  out({ ready: true });
+  await nextLine();
+  const rate = num('rate');
+  const ms = num('seconds') * 1000;
+  let started = 0;
+  let ok = 0;
+  const failures: Record<string, number> = {};
+  const lat: number[] = [];
+  const pending = new Set<Promise<void>>();
+  const t0 = performance.now();
+  await new Promise<void>((done) => {
+    const tick = () => {
+      const el = performance.now() - t0;
+      const due = Math.min(Math.floor((el / 1000) * rate), Math.floor((ms / 1000) * rate)) - started;
+      for (let i = 0; i < due; i++) {
+        started++;
+        const p: Promise<void> = dial(3000).then(
+          (r) => {
+            ok++;
+            lat.push(r.ms);
+            r.sock.resetAndDestroy();
+          },
+          (e: Error) => {
+            failures[e.message] = (failures[e.message] ?? 0) + 1;
+          },
+        );
+        pending.add(p);
+        p.finally(() => pending.delete(p));
+      }
+      if (el >= ms) return done();
+      setTimeout(tick, 2);
+    };
+    tick();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(pending);
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : null);
+  return { started, ok, failures, seconds, p50: q(0.5), p99: q(0.99) };
 }
 
 async function tcpRtt(): Promise<unknown> {
@@ -284,8 +337,44 @@ async function tcpRtt(): Promise<unknown> {
   out({ ready: true, opened: conns.length, failures });
   await closed;
   for (const t of timers) clearInterval(t);
-  for (const c of conns) c.sock.destroy();
+  for (const c of conns) c.sock.resetAndDestroy();
   return { lost };
+}
+
+async function holdServer(): Promise<unknown> {
+  const name = str('name');
+  let accepted = 0;
+  let open = 0;
+  const socks = new Set<Socket>();
+  const server = createServer({ noDelay: true }, (sock) => {
+    accepted++;
+    open++;
+    socks.add(sock);
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      open--;
+      socks.delete(sock);
+    });
+    sock.write(`${name}\n`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: num('port'), host: '0.0.0.0', backlog: 65535 }, () => resolve());
+  });
+  let acceptErrors = 0;
+  server.on('error', () => acceptErrors++); // e.g. EMFILE: count it and keep serving
+  out({ ready: true });
+  for (let l = await nextLine(); l !== 'close'; l = await nextLine()) {
+    if (l !== 'reset') continue;
+    const n = socks.size;
+    for (const s of socks) s.resetAndDestroy();
+    socks.clear();
+    out({ reset: n });
+  }
+  const peak = { accepted, open, acceptErrors };
+  for (const s of socks) s.resetAndDestroy();
+  server.close();
+  return peak;
 }
 
 const modes: Record<string, () => Promise<unknown>> = {
@@ -293,6 +382,8 @@ const modes: Record<string, () => Promise<unknown>> = {
   'udp-new': udpNew,
   'tcp-hold': tcpHold,
   'tcp-setup': tcpSetup,
+  'tcp-rate': tcpRate,
+  'hold-server': holdServer,
   'tcp-rtt': tcpRtt,
 };
 const fn = modes[mode];
