@@ -16,7 +16,7 @@
 // PERF_CP_STEPS (generations per change, default 1 at full scale), PERF_CP_NO_WRITE=1.
 
 import { pathToFileURL } from 'node:url';
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { compileNode, type NodeFacts } from '../../src/compile/index.ts';
 import { bundleLines, diffBridge } from '../../src/flowset/diff.ts';
@@ -73,6 +73,11 @@ export interface ScaleResult {
   readonly compileGwCpuMs: number;
   readonly compileHostMs: number;
   readonly retainedGwMiB: number;
+  /** Characters of match + actions text per gateway flow. */
+  readonly textPerFlow: number;
+  readonly distinctCookies: number;
+  /** Largest committed V8 heap seen at the phase boundaries (after compiles, diffs) of this scale. */
+  readonly heapWatermarkMiB: number;
   readonly rssMiB: number;
   readonly bundleTextFullMiB: number;
   readonly changes: readonly ChangeResult[];
@@ -191,6 +196,22 @@ function timed<T>(fn: () => T): { value: T; ms: number; cpuMs: number } {
   return { value, ms, cpuMs: (c.user + c.system) / 1000 };
 }
 
+/** Committed V8 heap now, MiB; `watermark` keeps the largest value seen at the phase boundaries of a scale. */
+const committedMiB = () => getHeapStatistics().total_heap_size / 2 ** 20;
+let watermark = 0;
+const mark = () => {
+  watermark = Math.max(watermark, committedMiB());
+};
+
+/** Bytes of the full first-install bundle, one bridge at a time: its lines are never all alive at once. */
+function fullBundleBytes(fs: FlowSet): number {
+  let bytes = 0;
+  for (const want of fs.bridges.values())
+    for (const l of bundleLines(diffBridge(want, { flows: [], groups: [], tlvMap: [] })))
+      bytes += l.length + 1;
+  return bytes;
+}
+
 function bundleOf(desired: FlowSet, installed: FlowSet): { lines: string[]; diffMs: number } {
   const t0 = performance.now();
   const lines: string[] = [];
@@ -223,7 +244,9 @@ function measureChange(
     const next = p.value.next;
     if (next === null) break;
     const c = timed(() => compileNode(to, next, gwFacts));
+    mark();
     const { lines, diffMs } = bundleOf(c.value, gwPrev);
+    mark();
     const hostFs = compileNode(to, next, hFacts);
     hostLines += bundleOf(hostFs, hostPrev).lines.length;
     steps.push({
@@ -254,6 +277,8 @@ export function measureScale(
 ): ScaleResult {
   const vips = Math.round(s.vips * fraction);
   say(`[perf-cp] ${s.name}: building ${vips} VIPs`);
+  gc();
+  watermark = committedMiB();
   const config = makeConfig(s, vips);
   const plan = timed(() => planNext({ config, latest: null, connections: () => 0, now: 0 }));
   const gen = plan.value.next!;
@@ -276,6 +301,7 @@ export function measureScale(
     cpu.push(t.cpuMs);
     say(`[perf-cp]   compile gw1: ${t.ms.toFixed(0)} ms (cpu ${t.cpuMs.toFixed(0)} ms)`);
     gw = t.value;
+    mark();
   }
   gc();
   gc();
@@ -283,8 +309,22 @@ export function measureScale(
   if (gw === null) throw new Error('runs must be >= 1');
   const hostT = timed(() => compileNode(config, gen, hFacts));
   const gwInt = gw.bridges.get('br-int')!;
-  const fullBundle = bundleOf(gw, { node: 'gw1', bridges: new Map() }).lines;
-  const bundleTextFullMiB = fullBundle.reduce((a, l) => a + l.length + 1, 0) / 2 ** 20;
+  const bundleTextFullMiB = fullBundleBytes(gw) / 2 ** 20;
+  mark();
+  // Where the retained FlowSet goes: the match and action text (one-byte strings), one object and one BigInt cookie
+  // per flow (every slot flow has its own cookie value).
+  let textChars = 0;
+  const cookies = new Set<bigint>();
+  let flowsSeen = 0;
+  for (const b of gw.bridges.values())
+    for (const f of b.flows) {
+      textChars += f.match.length + f.actions.length;
+      cookies.add(f.cookie);
+      flowsSeen++;
+    }
+  const textPerFlow = textChars / Math.max(1, flowsSeen);
+  const distinctCookies = cookies.size;
+  cookies.clear();
 
   // Change 1: one backend added to vip00000 (a new address on host0).
   const lb0 = config.loadBalancers[0];
@@ -322,6 +362,9 @@ export function measureScale(
     compileGwCpuMs: median(cpu),
     compileHostMs: hostT.ms,
     retainedGwMiB,
+    textPerFlow,
+    distinctCookies,
+    heapWatermarkMiB: watermark,
     rssMiB: process.memoryUsage().rss / 2 ** 20,
     bundleTextFullMiB,
     changes,
@@ -386,6 +429,10 @@ export function renderCp(r: CpReport): string {
     L.push(
       `| JS heap retained by one gateway FlowSet | ${f1(s.retainedGwMiB)} MiB (${((s.retainedGwMiB * 2 ** 20) / Math.max(1, s.gatewayFlows)).toFixed(0)} B per flow) |`,
     );
+    L.push(
+      `| … of which match + actions text | ${f0(s.textPerFlow)} characters per flow (one-byte strings; ${f0(s.distinctCookies)} distinct cookies = one BigInt per flow) |`,
+    );
+    L.push(`| committed JS heap, largest seen after a compile or diff | ${f0(s.heapWatermarkMiB)} MiB |`);
     L.push(`| process RSS at the end | ${f0(s.rssMiB)} MiB |`);
     L.push(`| full gateway bundle text (first install) | ${f1(s.bundleTextFullMiB)} MiB |`);
     for (const c of s.changes) {
