@@ -202,11 +202,28 @@ export function pidAlive(pid: number, expect?: string): boolean {
   return expect === undefined || cmdline.includes(expect);
 }
 
+/**
+ * True once `pid` has finished exiting: gone, or a zombie. Not the same as `!pidAlive(pid)`: the kernel releases a
+ * dying process's memory (its cmdline reads empty) before it closes its files, so a server whose cmdline is gone can
+ * still hold its listening socket; a new server started then fails with EADDRINUSE.
+ */
+export function pidExited(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2).charAt(0);
+  return state === 'Z' || state === 'X';
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Kills the process named by `pidFile` if it is alive and its command line contains `expect`: SIGTERM (or the
- * given signal), then SIGKILL after `graceMs`. Removes the pid file. Returns the pid killed, if any.
+ * given signal), then SIGKILL after `graceMs`; resolves once it has exited (pidExited). Removes the pid file.
+ * Returns the pid killed, if any.
  */
 export async function killPidFile(
   pidFile: string,
@@ -222,16 +239,17 @@ export async function killPidFile(
     } catch {
       /* already gone */
     }
+    // Until it has really exited (pidExited), so that its sockets are closed when this resolves.
     const deadline = Date.now() + (opts.graceMs ?? 2000);
-    while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
-    if (pidAlive(pid)) {
+    while (!pidExited(pid) && Date.now() < deadline) await sleep(20);
+    if (!pidExited(pid)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
         /* gone */
       }
       const hard = Date.now() + 2000;
-      while (pidAlive(pid) && Date.now() < hard) await sleep(20);
+      while (!pidExited(pid) && Date.now() < hard) await sleep(20);
     }
   }
   if (!opts.keepPidFile) rmSync(pidFile, { force: true });

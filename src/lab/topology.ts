@@ -32,7 +32,17 @@ import {
   UNDERLAY_MTU,
   underlayIp6,
 } from './config.ts';
-import { killPidFile, nsRun, nsScript, pidAlive, readPidFile, run, shQuote, startInNetns } from './exec.ts';
+import {
+  killPidFile,
+  nsRun,
+  nsScript,
+  pidAlive,
+  pidExited,
+  readPidFile,
+  run,
+  shQuote,
+  startInNetns,
+} from './exec.ts';
 import {
   LAB_TLV_MAP,
   type LabBackendFacts,
@@ -830,8 +840,10 @@ async function waitForBackends(runDir: string, cfg: LabConfig, names: readonly s
         : /listening on tcp/;
       if (want.test(text)) pending.delete(name);
       else {
+        // pidExited, not !pidAlive: while `ip netns exec` execs node, the process's cmdline can read empty for a
+        // moment (that reported a starting server as exited under load).
         const pid = readPidFile(`${runDir}/pids/backend-${name}.pid`);
-        if (pid === undefined || !pidAlive(pid)) {
+        if (pid === undefined || pidExited(pid)) {
           throw new SluiceError('SLUICE_E_LAB_COMMAND', `backend ${name} exited: ${text.trim().slice(-400)}`);
         }
       }

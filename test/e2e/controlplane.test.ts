@@ -388,8 +388,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
       0,
       `new connections avoid the failed backend: ${JSON.stringify(c.failedByReason)}`,
     );
-    // lab.startBackend can report "exited" when it reads the killed server's pid file before the new one is written
-    // (a race in the lab under load): the server then runs anyway; start it again only if it does not.
+    // lab.startBackend used to report "exited" under load while the new server was starting (its cmdline read empty
+    // during exec; the lab now checks pidExited). Kept as a fallback: start it again only if it does not run.
     await lab.startBackend(FAILED).catch(async () => {
       await sleep(2000);
       if (lab.backendPid(FAILED) === undefined) await lab.startBackend(FAILED);

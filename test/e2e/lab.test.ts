@@ -131,6 +131,13 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     const again = await lab.startBackend('host3-b2');
     assert.notEqual(again, pid);
     assert.ok((await lab.probeBackends()).every((p) => p.ok));
+    // Killed and started again at once, several times: the new server must find the port free (stopBackend returns
+    // only once the old one has exited, sockets closed; a dying server with its memory already gone held the port).
+    for (let i = 0; i < 5; i++) {
+      await lab.stopBackend('host3-b2', 'SIGKILL');
+      await lab.startBackend('host3-b2');
+    }
+    assert.ok((await lab.probeBackends()).every((p) => p.ok));
   });
 
   test('a backend echoes over a long-lived connection (harness in the backend namespace, 0 broken)', async () => {
