@@ -1,6 +1,6 @@
 // Measures second-chance traffic during churn on the real lab (root): runs the `sluice demo` scenario
-// (src/lab/demo.ts runDemo: backend added, drained, removed; a gateway withdrawn; a gateway's ovs-vswitchd killed;
-// a rollout with one gateway held one generation behind) on its own lab (prefix `slt-measure-`, torn down at the
+// (src/lab/demo.ts runDemo, through the lab's control plane: backend added, drained, removed; a gateway withdrawn; a
+// gateway's ovs-vswitchd killed; a rollout with the gateways on different generations) on its own lab (prefix `slt-measure-`, torn down at the
 // end) and prints, per step, the packets the hosts handed on by second chance (SECOND_CHANCE flows' n_packets), the
 // generations published and the connections broken, as a Markdown table for docs/design/lab.md.
 //
