@@ -132,11 +132,22 @@ export class HealthChecker {
     return new Map([...this.#tracked].map(([id, t]) => [id, { state: t.state, checkedAt: t.checkedAt }]));
   }
 
-  /** One round of probes (all targets in parallel). */
+  /** One round of probes, in parallel: one probe per distinct address and port, whose result counts for every target
+   *  with that address and port (a backend behind 1000 VIPs is one probe, not 1000 processes per round). */
   async checkOnce(): Promise<void> {
+    const probes = new Map<string, Promise<boolean>>();
+    const probeOf = (t: Tracked) => {
+      const key = `${t.target.address} ${t.target.port}`;
+      let p = probes.get(key);
+      if (p === undefined) {
+        p = this.#probe(t.target.address, t.target.port, this.timeoutMs).catch(() => false);
+        probes.set(key, p);
+      }
+      return p;
+    };
     await Promise.all(
       [...this.#tracked.values()].map(async (t) => {
-        const ok = await this.#probe(t.target.address, t.target.port, this.timeoutMs).catch(() => false);
+        const ok = await probeOf(t);
         if (this.#tracked.get(t.target.id) !== t) return;
         if (ok) {
           t.okStreak++;

@@ -32,6 +32,23 @@ describe('agent health checks', () => {
     assert.deepEqual(changes, ['web a unknown->up', 'web a up->down', 'web a down->up']);
   });
 
+  test('one probe per distinct address and port per round, its result shared by every target (one per VIP)', async () => {
+    const calls: string[] = [];
+    const c = new HealthChecker({ rise: 1, fall: 1 }, async (address, port) => {
+      calls.push(`${address}:${port}`);
+      return address === '10.0.0.1';
+    });
+    c.setTargets([
+      ...Array.from({ length: 1000 }, (_, i) => ({ id: `v${i} 10.0.0.1:80`, address: '10.0.0.1', port: 80 })),
+      { id: 'v0 10.0.0.2:80', address: '10.0.0.2', port: 80 },
+      { id: 'v0 10.0.0.1:81', address: '10.0.0.1', port: 81 },
+    ]);
+    await c.checkOnce();
+    assert.deepEqual(calls.sort(), ['10.0.0.1:80', '10.0.0.1:81', '10.0.0.2:80']);
+    assert.equal(c.state('v999 10.0.0.1:80'), 'up');
+    assert.equal(c.state('v0 10.0.0.2:80'), 'down');
+  });
+
   test('tcpProbe: a listening loopback port succeeds, a closed one fails', async () => {
     const srv = createServer((s) => s.end());
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
