@@ -8,8 +8,8 @@ import { AgentDaemon } from '../agent/daemon.ts';
 import { readNodeFacts } from '../agent/facts.ts';
 import { netnsProbe } from '../agent/health.ts';
 import type { NodeFacts } from '../compile/facts.ts';
-import { underlayIp6 } from '../lab/config.ts';
-import { attachLab, type Lab } from '../lab/topology.ts';
+import { labEcmpCommand } from '../lab/ecmp.ts';
+import { attachLab } from '../lab/topology.ts';
 import { SluiceError } from '../model/errors.ts';
 import { localRunner } from '../openflow/runner.ts';
 import { PlannerDaemon } from '../planner/daemon.ts';
@@ -108,30 +108,6 @@ async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
       unlinkSync(path);
     } catch {}
   }
-}
-
-/**
- * The lab's fencing commands for a gateway agent (`--withdraw-cmd` / `--announce-cmd`): scripts/lab-ecmp.sh removes or
- * adds the gateway's next hop of every VIP route on the lab router (bash + ip: fast even when the machine is loaded,
- * which matters: the withdrawal must finish within the planner's margin).
- */
-export function labEcmpCommand(lab: Lab, gateway: string, action: 'withdraw' | 'announce'): string {
-  const gw = lab.node(gateway);
-  if (gw.role !== 'gateway') throw new SluiceError('SLUICE_E_USAGE', `${gateway} is not a gateway`);
-  const script = new URL('../../scripts/lab-ecmp.sh', import.meta.url).pathname;
-  const pairs = lab.config.vips.map(
-    (v) => `${v.vip}=${v.family === 6 ? underlayIp6(gw.tunnelIp) : gw.tunnelIp}`,
-  );
-  return ['bash', script, lab.facts.router.netns, action, ...pairs].join(' ');
-}
-
-/**
- * The lab's planner fence template (`sluice planner --fence-cmd`): a shell `case` on `{node}` that runs
- * labEcmpCommand(lab, gw, 'withdraw') for the gateway named (and fails for any other name).
- */
-export function labFenceTemplate(lab: Lab): string {
-  const arms = lab.gateways.map((gw) => `${gw.name}) ${labEcmpCommand(lab, gw.name, 'withdraw')};;`);
-  return `case {node} in ${arms.join(' ')} *) echo "not a lab gateway: {node}" >&2; exit 1;; esac`;
 }
 
 export function registerDaemonCommands(program: Command): void {

@@ -13,9 +13,10 @@ import { planNext, planRolloutDetailed } from '../rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../rollout/summary.ts';
 import type { Generation } from '../rollout/types.ts';
 import { registerSimCommands } from '../sim/cli.ts';
+import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
-import { defaultDb, exitCodeFor, publishedState, registerStoreCommands } from './store-commands.ts';
+import { defaultDb, exitCodeFor, registerStoreCommands } from './store-commands.ts';
 
 function loadConfig(file: string): Config {
   let text: string;

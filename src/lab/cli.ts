@@ -1,8 +1,8 @@
 // `sluice lab up|down|status`: registered on the main program by src/cli/main.ts (registerLabCommands(program)).
 
 import type { Command } from 'commander';
-import { formatStatus, type StatusReport } from '../cli/store-commands.ts';
 import { SluiceError } from '../model/errors.ts';
+import { formatStatus, type StatusReport } from '../store/operator.ts';
 import { DEFAULT_PREFIX, DEFAULT_RUN_ROOT, type LabConfigInput } from './config.ts';
 import {
   type ControlPlaneProcess,

@@ -10,14 +10,14 @@
 
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { labEcmpCommand, labFenceTemplate } from '../cli/daemons.ts';
-import { type StatusReport, statusReport, withStore } from '../cli/store-commands.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
 import { createDatabase, freePort, OvsdbServerProcess, SLUICE_DB } from '../ovsdb/server.ts';
 import { DESIRED_TABLES, desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
 import { gatewayGeneration } from '../planner/view.ts';
+import { type StatusReport, statusReport, withStore } from '../store/operator.ts';
+import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { expectedProgram, type Lab } from './topology.ts';
 

@@ -14,14 +14,14 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { labEcmpCommand } from '../cli/daemons.ts';
-import { type EditableDocument, editDesiredState, edits, StoreSession } from '../cli/store-commands.ts';
 import { decodeCookie } from '../compile/registry.ts';
 import { SluiceError } from '../model/errors.ts';
 import { revalidate } from '../openflow/applier.ts';
 import { DESIRED_TABLES } from '../ovsdb/store.ts';
 import { gatewayGeneration } from '../planner/view.ts';
+import { type EditableDocument, editDesiredState, edits, StoreSession } from '../store/operator.ts';
 import { type ControlPlane, startControlPlane } from './control-plane.ts';
+import { labEcmpCommand } from './ecmp.ts';
 import { type Lab, labDown, labUp } from './topology.ts';
 import { aggregate, startTraffic, type Traffic, type TrafficCounters } from './traffic.ts';
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readNodeFacts } from '../../src/agent/facts.ts';
-import { labEcmpCommand } from '../../src/cli/daemons.ts';
+import { labEcmpCommand } from '../../src/lab/ecmp.ts';
 import { nsRun } from '../../src/lab/exec.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import type { Config } from '../../src/model/types.ts';

@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { main } from '../../src/cli/main.ts';
-import { editDesiredState, edits, StoreSession } from '../../src/cli/store-commands.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
 import { DESIRED_TABLES, nodeStatusOps, PLAN_TABLES, publishGenerationOps } from '../../src/ovsdb/store.ts';
 import { planNext } from '../../src/rollout/planner.ts';
+import { editDesiredState, edits, StoreSession } from '../../src/store/operator.ts';
 
 let dir: string;
 let srv: OvsdbServerProcess;

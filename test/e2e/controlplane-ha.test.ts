@@ -17,7 +17,7 @@ import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { labEcmpCommand, labFenceTemplate } from '../../src/cli/daemons.ts';
+import { labEcmpCommand, labFenceTemplate } from '../../src/lab/ecmp.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';

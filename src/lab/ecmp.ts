@@ -1,0 +1,30 @@
+// The lab's ECMP commands: how a gateway leaves or rejoins the lab router's ECMP set, for the gateway agents'
+// `--withdraw-cmd`/`--announce-cmd` and the planners' `--fence-cmd` (scripts/lab-ecmp.sh does the work).
+
+import { SluiceError } from '../model/errors.ts';
+import { underlayIp6 } from './config.ts';
+import type { Lab } from './topology.ts';
+
+/**
+ * The lab's fencing commands for a gateway agent (`--withdraw-cmd` / `--announce-cmd`): scripts/lab-ecmp.sh removes or
+ * adds the gateway's next hop of every VIP route on the lab router (bash + ip: fast even when the machine is loaded,
+ * which matters: the withdrawal must finish within the planner's margin).
+ */
+export function labEcmpCommand(lab: Lab, gateway: string, action: 'withdraw' | 'announce'): string {
+  const gw = lab.node(gateway);
+  if (gw.role !== 'gateway') throw new SluiceError('SLUICE_E_USAGE', `${gateway} is not a gateway`);
+  const script = new URL('../../scripts/lab-ecmp.sh', import.meta.url).pathname;
+  const pairs = lab.config.vips.map(
+    (v) => `${v.vip}=${v.family === 6 ? underlayIp6(gw.tunnelIp) : gw.tunnelIp}`,
+  );
+  return ['bash', script, lab.facts.router.netns, action, ...pairs].join(' ');
+}
+
+/**
+ * The lab's planner fence template (`sluice planner --fence-cmd`): a shell `case` on `{node}` that runs
+ * labEcmpCommand(lab, gw, 'withdraw') for the gateway named (and fails for any other name).
+ */
+export function labFenceTemplate(lab: Lab): string {
+  const arms = lab.gateways.map((gw) => `${gw.name}) ${labEcmpCommand(lab, gw.name, 'withdraw')};;`);
+  return `case {node} in ${arms.join(' ')} *) echo "not a lab gateway: {node}" >&2; exit 1;; esac`;
+}

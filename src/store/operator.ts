@@ -1,0 +1,569 @@
+// What an operator does to the store, shared by the CLI (src/cli/store-commands.ts) and the lab's control plane
+// and demo (src/lab): a short session with the store, the desired state read, edited, validated and written (a
+// transaction guarded by a wait on Global.desired_cfg: a bad edit changes nothing and reports every problem with its
+// path; a concurrent writer makes the guard fail and the edit is redone on the fresh state), the pure edits of the
+// config document, and the status report, which reads only what agents reported (Node_Status, Backend_Status),
+// never what was asked (STYLE item 14). No commander, no process exit codes: those stay in src/cli.
+
+import { SluiceError } from '../model/errors.ts';
+import { ipEquals, parseIp } from '../model/ip.ts';
+import { formatIssues, parseConfig } from '../model/schema.ts';
+import type { Config } from '../model/types.ts';
+import { backendKey } from '../model/types.ts';
+import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
+import { OvsdbError } from '../ovsdb/errors.ts';
+import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
+import type { Replica } from '../ovsdb/replica.ts';
+import { SLUICE_DB } from '../ovsdb/server.ts';
+import { DESIRED_TABLES, desiredStateOps, readDesiredState } from '../ovsdb/store.ts';
+import { gatewayGeneration, mapGet, PLANNER_FENCED_KEY, readPlan } from '../planner/view.ts';
+import type { Generation } from '../rollout/types.ts';
+import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
+
+export function parseRemotes(text: string): string[] {
+  const r = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (r.length === 0 || r.some((x) => !/^(unix:.+|tcp:.+:\d+|ssl:.+:\d+)$/.test(x)))
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `--db: expected unix:/path or tcp:host:port, comma separated; got "${text}"`,
+    );
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A short session with the store: one client, one monitor whose replica holds the tables a command reads.
+
+export class StoreSession {
+  readonly client: OvsdbClient;
+  readonly monitor: Monitor;
+
+  private constructor(client: OvsdbClient, monitor: Monitor) {
+    this.client = client;
+    this.monitor = monitor;
+  }
+
+  /** Connects to `db` (comma-separated remotes) and waits for a snapshot of `tables`. */
+  static async open(
+    db: string,
+    tables: { readonly [table: string]: MonitorCondRequest },
+    waitMs = 5000,
+  ): Promise<StoreSession> {
+    const remotes = parseRemotes(db);
+    const client = new OvsdbClient({
+      remotes,
+      database: SLUICE_DB,
+      probeIntervalMs: 0,
+      connectTimeoutMs: Math.min(3000, waitMs),
+      waitConnectedMs: waitMs,
+      backoffInitialMs: 50,
+      backoffMaxMs: 500,
+    });
+    try {
+      await client.connect();
+      const monitor = await client.monitor(SLUICE_DB, tables);
+      return new StoreSession(client, monitor);
+    } catch (e) {
+      client.close();
+      if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_CONNECT')
+        throw new OvsdbError(
+          'SLUICE_E_OVSDB_CONNECT',
+          `cannot reach the store at ${remotes.join(',')} (set --db or SLUICE_DB): ${e.message}`,
+        );
+      throw e;
+    }
+  }
+
+  get replica(): Replica {
+    return this.monitor.replica;
+  }
+
+  get schema(): DatabaseSchema {
+    const s = this.monitor.schema;
+    if (s === undefined) throw new OvsdbError('SLUICE_E_OVSDB_PROTOCOL', 'monitor has no schema');
+    return s;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** Resolves once `pred` holds on the replica (checked now and after each update), false after `timeoutMs`. */
+  waitFor(pred: (r: Replica) => boolean, timeoutMs: number): Promise<boolean> {
+    if (pred(this.replica)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const on = () => {
+        if (!pred(this.replica)) return;
+        clearTimeout(timer);
+        this.monitor.off('update', on);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.monitor.off('update', on);
+        resolve(false);
+      }, timeoutMs);
+      this.monitor.on('update', on);
+    });
+  }
+}
+
+export const DESIRED_MONITOR = Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}]));
+export const PLAN_HEAD = { Plan: { columns: ['generation', 'desired_cfg', 'created_at'] } };
+
+export async function withStore<T>(
+  db: string,
+  tables: { readonly [table: string]: MonitorCondRequest },
+  fn: (s: StoreSession) => Promise<T>,
+): Promise<T> {
+  const s = await StoreSession.open(db, tables);
+  try {
+    return await fn(s);
+  } finally {
+    s.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Desired state: read, edit, validate, write
+
+/** The stored desired state, validated (the planner reads the same thing). */
+export function storedConfig(r: Replica): { desiredCfg: number; config: Config } {
+  const stored = readDesiredState(r);
+  try {
+    return {
+      desiredCfg: stored.desiredCfg,
+      config: parseConfig(stored.config, '(the desired state in the store)'),
+    };
+  } catch (e) {
+    if (e instanceof SluiceError)
+      throw new SluiceError(
+        e.code,
+        `${e.message}\n(the store holds an invalid desired state: fix it with \`sluice apply -f\`)`,
+        e.issues,
+      );
+    throw e;
+  }
+}
+
+/** Mutable config document the edit functions change. */
+export type EditableDocument = ConfigDocument;
+
+export interface EditOptions {
+  /** Attempts before giving up with SLUICE_E_STORE_CONFLICT (default 5). */
+  readonly maxAttempts?: number;
+  /** Called before each transaction (attempt 1, 2, ...); tests use it to race a concurrent writer. */
+  readonly beforeTransact?: (attempt: number) => Promise<void>;
+}
+
+export interface EditResult {
+  /** The desired_cfg the edit produced (unchanged when there was nothing to write). */
+  readonly desiredCfg: number;
+  readonly changed: boolean;
+  readonly changes: readonly ConfigChange[];
+  /** Transactions tried (more than 1: a concurrent writer won the guard and the edit was redone). */
+  readonly attempts: number;
+  readonly config: Config;
+}
+
+/** parseConfig of an edited document; each issue also names the node or load balancer its path points into. */
+function validateEdit(doc: EditableDocument): Config {
+  const source = '(the desired state after this edit; nothing was written)';
+  try {
+    return parseConfig(doc, source);
+  } catch (e) {
+    if (!(e instanceof SluiceError) || e.issues.length === 0) throw e;
+    const issues = e.issues.map((i) => {
+      const m = /^(loadBalancers|nodes)\[(\d+)\]/.exec(i.path);
+      const name = m === null ? undefined : doc[m[1] as 'nodes' | 'loadBalancers'][Number(m[2])]?.name;
+      const what = m?.[1] === 'nodes' ? 'node' : 'load balancer';
+      return name === undefined ? i : { ...i, message: `${i.message} (${what} ${JSON.stringify(name)})` };
+    });
+    const n = issues.length;
+    throw new SluiceError(
+      e.code,
+      `invalid config ${source}: ${n} problem${n === 1 ? '' : 's'}\n${formatIssues(issues)
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n')}`,
+      issues,
+    );
+  }
+}
+
+function isConflict(e: unknown): boolean {
+  return (
+    e instanceof OvsdbError &&
+    e.code === 'SLUICE_E_OVSDB_TRANSACTION' &&
+    (e.ovsdbError === 'timed out' || e.ovsdbError === 'constraint violation')
+  );
+}
+
+/**
+ * read desired state -> `edit` the document -> parseConfig -> desiredStateOps (guarded by desired_cfg) -> transact.
+ * `edit` may throw (not found, exists: nothing is written) and returns the new document. When the guard fails (a
+ * concurrent writer), waits for the replica to see the new desired_cfg and redoes the edit on it.
+ */
+export async function editDesiredState(
+  s: StoreSession,
+  edit: (doc: EditableDocument, current: Config) => EditableDocument,
+  options: EditOptions = {},
+): Promise<EditResult> {
+  const max = options.maxAttempts ?? 5;
+  for (let attempt = 1; ; attempt++) {
+    const { desiredCfg, config: current } = storedConfig(s.replica);
+    const doc = edit(structuredClone(configDocument(current)), current);
+    const next = validateEdit(doc);
+    const changes = diffConfigs(current, next);
+    const ops = desiredStateOps(s.schema, s.replica, next);
+    if (ops.length === 0) return { desiredCfg, changed: false, changes, attempts: attempt, config: next };
+    await options.beforeTransact?.(attempt);
+    try {
+      await s.client.transact(SLUICE_DB, ...ops);
+      return { desiredCfg: desiredCfg + 1, changed: true, changes, attempts: attempt, config: next };
+    } catch (e) {
+      if (!isConflict(e)) throw e;
+      if (attempt >= max)
+        throw new SluiceError(
+          'SLUICE_E_STORE_CONFLICT',
+          `the desired state changed under this edit ${attempt} time(s) (concurrent writers); nothing was written by it: ${(e as Error).message}`,
+        );
+      // The replica catches up with the winner's write (its desired_cfg moves on), then the edit is redone.
+      await s.waitFor((r) => readDesiredState(r).desiredCfg !== desiredCfg, 2000);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Edits (pure functions of the document)
+
+function notFound(what: string): never {
+  throw new SluiceError('SLUICE_E_STORE_NOT_FOUND', `${what} is not in the desired state`);
+}
+
+function findLb(doc: EditableDocument, name: string) {
+  return doc.loadBalancers.find((lb) => lb.name === name) ?? notFound(`load balancer ${name}`);
+}
+
+/** `address`, `address:port`, `[v6]:port`, `address:*` (no port translation). `port: 'any'` = address only. */
+export function parseBackendRef(text: string): { address: string; port: number | undefined | 'any' } {
+  if (parseIp(text) !== undefined) return { address: text, port: 'any' };
+  const m = /^\[([^\]]+)\]:(\d+|\*)$/.exec(text) ?? /^([^:[\]]+):(\d+|\*)$/.exec(text);
+  if (m === null || parseIp(m[1]!) === undefined)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `backend: expected address, address:port or [v6-address]:port, got "${text}"`,
+    );
+  return { address: m[1]!, port: m[2] === '*' ? undefined : Number(m[2]) };
+}
+
+function sameIp(a: string, b: string): boolean {
+  try {
+    return ipEquals(a, b);
+  } catch {
+    return a === b;
+  }
+}
+
+/** Index of the backend `ref` names in `lb` (an address alone must name exactly one). */
+function findBackend(lb: EditableDocument['loadBalancers'][number], ref: string): number {
+  const r = parseBackendRef(ref);
+  const hits = lb.backends
+    .map((b, i) => ({ b, i }))
+    .filter(({ b }) => sameIp(b.address, r.address) && (r.port === 'any' || b.port === r.port));
+  if (hits.length === 0) notFound(`backend ${ref} of load balancer ${lb.name}`);
+  if (hits.length > 1)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `backend ${ref} is ambiguous in ${lb.name}: ${hits.map(({ b }) => backendKey({ address: b.address, port: b.port })).join(', ')} (give address:port)`,
+    );
+  return hits[0]!.i;
+}
+
+export function parsePorts(text: string): number[] {
+  const ports = text.split(',').map((p) => p.trim());
+  if (ports.some((p) => !/^\d+$/.test(p)))
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `--port: expected a port or a comma-separated list, got "${text}"`,
+    );
+  return ports.map(Number);
+}
+
+export function parseInteger(name: string, text: string): number {
+  if (!/^-?\d+$/.test(text))
+    throw new SluiceError('SLUICE_E_USAGE', `${name}: expected an integer, got "${text}"`);
+  return Number(text);
+}
+
+export const edits = {
+  lbAdd:
+    (name: string, vip: string, ports: number[], protocol: string) =>
+    (doc: EditableDocument): EditableDocument => {
+      if (doc.loadBalancers.some((lb) => lb.name === name))
+        throw new SluiceError('SLUICE_E_STORE_EXISTS', `load balancer ${name} already exists`);
+      doc.loadBalancers.push({ name, vip, protocol: protocol as 'tcp', ports, backends: [] });
+      return doc;
+    },
+  lbDel:
+    (name: string) =>
+    (doc: EditableDocument): EditableDocument => {
+      findLb(doc, name);
+      doc.loadBalancers = doc.loadBalancers.filter((lb) => lb.name !== name);
+      return doc;
+    },
+  backendAdd:
+    (lbName: string, address: string, host: string, port: number | undefined, weight: number) =>
+    (doc: EditableDocument): EditableDocument => {
+      const lb = findLb(doc, lbName);
+      if (lb.backends.some((b) => sameIp(b.address, address) && b.port === port))
+        throw new SluiceError(
+          'SLUICE_E_STORE_EXISTS',
+          `backend ${backendKey({ address, port })} already exists in ${lbName}`,
+        );
+      lb.backends.push({ address, ...(port === undefined ? {} : { port }), host, weight, state: 'active' });
+      return doc;
+    },
+  backendDel:
+    (lbName: string, ref: string) =>
+    (doc: EditableDocument): EditableDocument => {
+      const lb = findLb(doc, lbName);
+      lb.backends.splice(findBackend(lb, ref), 1);
+      return doc;
+    },
+  backendState:
+    (lbName: string, ref: string, state: 'active' | 'draining') =>
+    (doc: EditableDocument): EditableDocument => {
+      const lb = findLb(doc, lbName);
+      lb.backends[findBackend(lb, ref)]!.state = state;
+      return doc;
+    },
+  nodeAdd:
+    (name: string, role: string, tunnelIp: string) =>
+    (doc: EditableDocument): EditableDocument => {
+      if (doc.nodes.some((n) => n.name === name))
+        throw new SluiceError('SLUICE_E_STORE_EXISTS', `node ${name} already exists`);
+      doc.nodes.push({ name, role: role as 'host', tunnelIp });
+      return doc;
+    },
+  nodeDel:
+    (name: string) =>
+    (doc: EditableDocument): EditableDocument => {
+      if (!doc.nodes.some((n) => n.name === name)) notFound(`node ${name}`);
+      doc.nodes = doc.nodes.filter((n) => n.name !== name);
+      return doc;
+    },
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Reports
+
+export interface NodeReport {
+  readonly name: string;
+  readonly role: string;
+  /** false: the node is in Node_Status but not in the desired state (any more). */
+  readonly desired: boolean;
+  /** null: the node's agent has not reported yet. */
+  readonly appliedGeneration: number | null;
+  readonly appliedCfg: number | null;
+  /** Latest published generation minus the applied one. */
+  readonly lag: number | null;
+  /** ms since the agent's last heartbeat (the agent's clock against ours; same machine in the lab). */
+  readonly heartbeatAgeMs: number | null;
+  /** Out of the upstream ECMP set: withdrawn by its own agent, or fenced by the planner (`fencedBy`). */
+  readonly fenced: boolean;
+  readonly fencedBy: 'agent' | 'planner' | null;
+  readonly error: string | null;
+}
+
+export interface BackendReport {
+  readonly lb: string;
+  readonly backend: string;
+  readonly host: string;
+  readonly adminState: string;
+  /** From the host agent's health check; `unknown` when no report. */
+  readonly health: string;
+  readonly connections: number | null;
+  readonly reportedBy: string | null;
+  readonly checkedAgeMs: number | null;
+}
+
+export interface StatusReport {
+  readonly desiredCfg: number;
+  /** desired_cfg the latest published generation was planned from (null: nothing published). */
+  readonly plannedCfg: number | null;
+  readonly generation: number;
+  readonly gatewayGeneration: number;
+  readonly nodes: readonly NodeReport[];
+  readonly backends: readonly BackendReport[];
+  readonly waiting: { readonly gateways: readonly string[]; readonly hosts: readonly string[] };
+}
+
+export const STATUS_MONITOR = {
+  ...DESIRED_MONITOR,
+  ...PLAN_HEAD,
+  Node_Status: {},
+  Backend_Status: {},
+};
+
+/** What agents reported, joined with the desired state (nodes, backends) and the latest published generation. */
+export function statusReport(r: Replica, now = Date.now()): StatusReport {
+  const stored = readDesiredState(r);
+  const g = r.rows('Global')[0];
+  const generation = (g?.generation as number | undefined) ?? 0;
+  const plan = r.find('Plan', (p) => p.generation === generation);
+  const statusRows = new Map(r.rows('Node_Status').map((row) => [row.node as string, row]));
+  const names = new Set([...stored.config.nodes.map((n) => n.name), ...statusRows.keys()]);
+  const nodes: NodeReport[] = [...names].sort().map((name) => {
+    const want = stored.config.nodes.find((n) => n.name === name);
+    const st = statusRows.get(name);
+    const applied = st === undefined ? null : (st.applied_generation as number);
+    const fencedBy =
+      mapGet(st?.external_ids, 'fenced') === 'true'
+        ? 'agent'
+        : mapGet(st?.external_ids, PLANNER_FENCED_KEY) !== undefined
+          ? 'planner'
+          : null;
+    return {
+      name,
+      role: want?.role ?? mapGet(st?.external_ids, 'role') ?? '?',
+      desired: want !== undefined,
+      appliedGeneration: applied,
+      appliedCfg: st === undefined ? null : (st.applied_cfg as number),
+      lag: applied === null ? null : generation - applied,
+      heartbeatAgeMs: st === undefined ? null : Math.max(0, now - (st.heartbeat_at as number)),
+      fenced: fencedBy !== null,
+      fencedBy,
+      error: (st?.error as string | undefined) ?? null,
+    };
+  });
+  const reports = r.rows('Backend_Status');
+  const backends: BackendReport[] = [];
+  for (const lb of stored.config.loadBalancers) {
+    for (const b of lb.backends) {
+      const key = backendKey({ address: b.address, port: b.port });
+      const rep = reports.find((x) => x.lb === lb.name && x.backend === key && x.node === b.host);
+      backends.push({
+        lb: lb.name,
+        backend: key,
+        host: b.host,
+        adminState: b.state,
+        health: (rep?.health as string | undefined) ?? 'unknown',
+        connections: rep === undefined ? null : (rep.connections as number),
+        reportedBy: rep === undefined ? null : (rep.node as string),
+        checkedAgeMs: rep === undefined ? null : Math.max(0, now - (rep.checked_at as number)),
+      });
+    }
+  }
+  const behind = (role: string) =>
+    nodes
+      .filter((n) => n.role === role && n.desired && !n.fenced && (n.appliedGeneration ?? 0) < generation)
+      .map((n) => n.name);
+  return {
+    desiredCfg: stored.desiredCfg,
+    plannedCfg: plan === undefined ? null : (plan.desired_cfg as number),
+    generation,
+    gatewayGeneration: gatewayGeneration(r),
+    nodes,
+    backends,
+    waiting: { gateways: behind('gateway'), hosts: behind('host') },
+  };
+}
+
+export function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function age(ms: number | null): string {
+  if (ms === null) return '-';
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s ago` : `${Math.round(ms / 1000)}s ago`;
+}
+
+export function formatStatus(s: StatusReport): string {
+  const lines: string[] = [];
+  const planned =
+    s.plannedCfg === null
+      ? 'nothing published yet (is a planner running?)'
+      : s.plannedCfg < s.desiredCfg
+        ? `latest plan is from desired_cfg ${s.plannedCfg}: the planner has not caught up yet`
+        : `latest plan is from desired_cfg ${s.plannedCfg}`;
+  lines.push(`desired_cfg ${s.desiredCfg}; ${planned}`);
+  lines.push(`generation ${s.generation} published, ${s.gatewayGeneration} released to gateways`);
+  lines.push('');
+  lines.push(
+    s.nodes.length === 0
+      ? 'no nodes'
+      : table([
+          ['NODE', 'ROLE', 'APPLIED', 'LAG', 'HEARTBEAT', 'FENCED', 'ERROR'],
+          ...s.nodes.map((n) => [
+            n.desired ? n.name : `${n.name} (not desired)`,
+            n.role,
+            n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
+            n.lag === null ? '-' : String(n.lag),
+            age(n.heartbeatAgeMs),
+            n.fencedBy === 'planner' ? 'yes (planner)' : n.fenced ? 'yes' : 'no',
+            n.error ?? '-',
+          ]),
+        ]),
+  );
+  lines.push('');
+  lines.push(
+    s.backends.length === 0
+      ? 'no backends'
+      : table([
+          ['LB', 'BACKEND', 'HOST', 'ADMIN', 'HEALTH', 'CONNS', 'CHECKED'],
+          ...s.backends.map((b) => [
+            b.lb,
+            b.backend,
+            b.host,
+            b.adminState,
+            b.health,
+            b.connections === null ? '-' : String(b.connections),
+            age(b.checkedAgeMs),
+          ]),
+        ]),
+  );
+  lines.push('');
+  const w = s.waiting;
+  lines.push(
+    s.generation === 0
+      ? 'no generation published yet'
+      : w.gateways.length === 0 && w.hosts.length === 0
+        ? `every live node applied generation ${s.generation}`
+        : [
+            w.hosts.length > 0 ? `hosts behind generation ${s.generation}: ${w.hosts.join(', ')}` : '',
+            w.gateways.length > 0
+              ? `gateways behind generation ${s.generation}: ${w.gateways.join(', ')}`
+              : '',
+          ]
+            .filter((x) => x !== '')
+            .join('\n'),
+  );
+  return lines.join('\n');
+}
+
+/** The latest published generation and the config it was planned from (for explain). */
+export async function publishedState(db: string): Promise<{ config: Config; generation: Generation }> {
+  return withStore(db, { ...DESIRED_MONITOR, Plan: {}, Plan_Pool: {}, Plan_Config: {} }, async (s) => {
+    const plan = readPlan(s.replica);
+    if (plan === undefined)
+      throw new SluiceError(
+        'SLUICE_E_STORE_NOT_FOUND',
+        'no generation is published in the store yet (is a planner running?)',
+      );
+    const config =
+      plan.config === undefined
+        ? storedConfig(s.replica).config
+        : parseConfig(JSON.parse(plan.config), `(the config of generation ${plan.generation.number})`);
+    return { config, generation: plan.generation };
+  });
+}
