@@ -213,8 +213,10 @@ export class AgentDaemon {
       remotes: o.remotes,
       database: DB,
       probeIntervalMs: 2000,
-      waitConnectedMs: 5000,
-      requestTimeoutMs: 5000,
+      waitConnectedMs: 30_000,
+      // Generous: the first monitor reply carries every plan's pools (several MB at 1000 VIPs) and a CPU-starved
+      // server sends it slowly; a silent server is caught by the probe (no bytes for twice its interval) instead.
+      requestTimeoutMs: 60_000,
       log: (event, fields) => this.#log.debug({ event, ...fields }, `ovsdb ${event}`),
     });
     if (o.role === 'host') {
@@ -241,18 +243,32 @@ export class AgentDaemon {
     this.#vswitchdPid = this.#o.vswitchdPid?.();
     this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
     this.health?.start();
-    await this.client.connect();
-    this.#schema = await this.client.getSchema(DB);
-    const me = [['node', '==', this.#o.node]] as const;
-    this.#monitor = await this.client.monitor(DB, {
-      Global: {},
-      Plan: {},
-      Plan_Pool: {},
-      Plan_Config: {},
-      Node_Status: { where: me },
-      Backend_Status: { where: me },
-      Slot_Connections: { where: me },
-    });
+    // Keep trying until the store answers (it may be down, or slow to send the first monitor reply): an agent that
+    // exits here only gets restarted to start over.
+    for (;;) {
+      try {
+        await this.client.connect();
+        this.#schema = await this.client.getSchema(DB);
+        const me = [['node', '==', this.#o.node]] as const;
+        this.#monitor = await this.client.monitor(DB, {
+          Global: {},
+          Plan: {},
+          Plan_Pool: {},
+          Plan_Config: {},
+          Node_Status: { where: me },
+          Backend_Status: { where: me },
+          Slot_Connections: { where: me },
+        });
+        break;
+      } catch (e) {
+        if (this.#stopped) throw e;
+        this.#log.warn(
+          { event: 'store-wait', err: (e as Error).message },
+          `store not ready (${(e as Error).message}): retrying`,
+        );
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
     this.#monitor.on('update', () => this.#schedule());
     this.#lastStoreOk = Date.now();
     this.#schedule();
