@@ -34,7 +34,7 @@ export const BENCHES: readonly Bench[] = [
   {
     name: 'perf-cp',
     file: here('./perf/cp.ts'),
-    nodeArgs: ['--max-old-space-size=16000'],
+    nodeArgs: ['--max-old-space-size=8000'],
     root: false,
     what: 'control plane at scale: compile, memory, bundle of one change (pure)',
   },
