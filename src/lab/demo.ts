@@ -481,7 +481,12 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     if (ticker) clearInterval(ticker);
     say('stopping traffic');
     const final = aggregate(await Promise.all(groups.map((g) => g.stop())));
-    follower.poll();
+    // A planner logs a publication after its transaction returned, and the store's monitor update may come first
+    // (or the other way round): give the two views up to 10 s to agree on the last generation.
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(100)) {
+      follower.poll();
+      if (plannerPublished.at(-1) === published.at(-1)) break;
+    }
     say(`final: ${counterLine(final)}`);
     for (const st of steps)
       say(
