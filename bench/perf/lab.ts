@@ -844,19 +844,16 @@ async function teardown(): Promise<void> {
 const UDP_LOSS_NOTE =
   "AF_PACKET drops = packets the kernel delivered to a node's veths minus the packets its userspace datapath read " +
   '(pmd-stats "packets received"): the rest overflowed the receive buffer of the datapath\'s packet socket. ' +
-  'Cause of the missing replies (issue 6 asked; measured here in every run): (1) the userspace datapath reads each ' +
-  'veth through an AF_PACKET socket; when its ovs-vswitchd is not scheduled for a few milliseconds (load average ' +
-  "far above the 2 cores), a burst overflows the socket's receive buffer and the kernel drops the rest (the " +
-  'AF_PACKET columns; the BASELINE gateway also carries the replies, "new" sends in bursts when its generator falls ' +
-  'behind). That is the lab (CPU starvation of the switch processes), not the load balancer. (2) With "new" only, ' +
-  'a larger share of the replies is lost after the router forwarded them towards the client (the column "replies ' +
-  'the router forwarded that the client did not receive"): not in a socket buffer, not a late reply to a closed ' +
-  "socket, not a veth or backlog drop. A first suspicion, the router's ARP queue for the generator's fresh " +
-  'source addresses, is ruled out (the harness now gives the router permanent neighbour entries for them and the ' +
-  "loss remains); the sentence below follows those replies through the client's kernel counters, and the cause " +
-  'is not identified yet. "Established" traffic, which the ratios above rely on, loses next to nothing. The ' +
-  'reply rate therefore measures the lab and this generator, not the gateway: the gateway figures above are per ' +
-  'packet the client sent.';
+  "Missing replies (issue 6 asked; counted in every run, and how many depends on the load: this run's table " +
+  'above; earlier runs at load 15-30 lost up to 45 % of the BASELINE\'s "new" replies). Two places lose them, ' +
+  'see docs/design/baseline.md ("Lost datagrams") for the runs that showed them: (1) the AF_PACKET sockets through ' +
+  'which each ovs-vswitchd reads its veths overflow when the switch is not scheduled for a few milliseconds (the ' +
+  'BASELINE gateway also carries the replies, so it loses most; "new" sends in bursts when its generator falls ' +
+  'behind): the lab, not the load balancer. (2) With "new" only, replies the router forwarded that the client\'s ' +
+  "UDP layer never saw: no socket buffer, no-port, veth or backlog drop accounts for them, the router's ARP queue " +
+  'is ruled out (permanent neighbour entries now), and the cause is not identified; the sentence below follows ' +
+  "them through the client's kernel counters. The gateway figures above are per packet the client sent and do " +
+  'not depend on either.';
 
 const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
