@@ -1006,12 +1006,14 @@ export function renderLab(r: LabReport): Map<string, string> {
       L.push(
         `**Established traffic against the lab's bound (same run):** the baseline gateway costs ` +
           `${spreadOf(perRound('est', 'baseline', 'dp_hash'))} what sluice dp_hash costs per packet, and ` +
-          `${spreadOf(perRound('est', 'baseline', 'bound'))} what the bound costs (one output flow: the most any ` +
-          `gateway program can gain over the baseline on this lab); sluice dp_hash costs ` +
+          `${spreadOf(perRound('est', 'baseline', 'bound'))} what the bound costs (one output flow: about the least a ` +
+          `gateway can do per packet on this lab); sluice dp_hash costs ` +
           `${spreadOf(perRound('est', 'dp_hash', 'bound'))} the bound (fields: ${spreadOf(perRound('est', 'fields', 'bound'))}). ` +
-          "Medians over the rounds (min-max), each ratio taken within one round. The issue's goal (sluice >= 2x the " +
-          "baseline on established traffic) is therefore capped here by the lab: sluice cannot exceed the bound's " +
-          'ratio, and what separates sluice from the bound is the part of its cost that is its own.',
+          'Medians over the rounds (min-max), each ratio taken within one round. Read the sluice / bound ratio first: ' +
+          "where it is about 1, sluice's gateway costs what receiving, encapsulating and sending a packet costs on this " +
+          "lab (AF_PACKET veths, userspace datapath), and its ratio against the baseline (the issue's goal: >= 2x on " +
+          'established traffic) is the ratio the lab allows any cheap gateway, not a figure sluice could raise here; ' +
+          'how the ratio moves on a faster datapath was not measured here.',
         '',
       );
     L.push(
