@@ -779,8 +779,13 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     const facts: LabFacts = { ...partial, state: 'up', nodes, upMs: Date.now() - t0 };
     const lab = new Lab(facts);
     if (opts.probe ?? true) {
-      const probes = await lab.probeBackends();
-      const bad = probes.filter((p) => !p.ok);
+      // A few tries: on a starved machine a reply can miss the probe's 0.5 s UDP wait (seen once in a bench run).
+      let bad: BackendProbe[] = [];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+        bad = (await lab.probeBackends()).filter((p) => !p.ok);
+        if (bad.length === 0) break;
+      }
       if (bad.length > 0) {
         throw new SluiceError(
           'SLUICE_E_LAB_COMMAND',
