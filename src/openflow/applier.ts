@@ -87,6 +87,19 @@ export async function readInstalled(runner: Runner, bridge: string): Promise<Ins
   };
 }
 
+/** Throws SLUICE_E_OPENFLOW_CONFLICT when one of `flows` has the key (table, priority, match) of a foreign flow. */
+function refuseForeignClashes(bridge: string, flows: readonly Flow[], foreign: readonly Flow[]): void {
+  if (foreign.length === 0) return;
+  const foreignKeys = new Set(foreign.map(flowKey));
+  const clashes = flows.filter((f) => foreignKeys.has(flowKey(f)));
+  if (clashes.length > 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_CONFLICT',
+      `${bridge}: ${clashes.length} desired flow(s) would replace flows sluice does not own, e.g. ${flowKey(clashes[0])}`,
+    );
+  }
+}
+
 /** Makes one bridge's sluice-owned state equal `desired`, in at most one bundle (plus a TLV map addition). */
 export async function applyBridge(
   runner: Runner,
@@ -95,14 +108,7 @@ export async function applyBridge(
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
   const installed = await readInstalled(runner, bridge);
-  const foreignKeys = new Map(installed.foreign.map((f) => [flowKey(f), f]));
-  const clashes = desired.flows.filter((f) => foreignKeys.has(flowKey(f)));
-  if (clashes.length > 0) {
-    throw new SluiceError(
-      'SLUICE_E_OPENFLOW_CONFLICT',
-      `${bridge}: ${clashes.length} desired flow(s) would replace flows sluice does not own, e.g. ${flowKey(clashes[0])}`,
-    );
-  }
+  refuseForeignClashes(bridge, desired.flows, installed.foreign);
   const diff = diffBridge(desired, installed.owned, installed.foreign);
   if (diff.conflictingTlv.length > 0) {
     throw new SluiceError(
@@ -166,16 +172,7 @@ export async function applyBridgeDelta(
   foreign: readonly Flow[],
 ): Promise<ApplyResult> {
   const diff = diffParts(desired, installed, foreign);
-  if (foreign.length > 0) {
-    const foreignKeys = new Set(foreign.map(flowKey));
-    const clash = diff.addFlows.find((f) => foreignKeys.has(flowKey(f)));
-    if (clash !== undefined) {
-      throw new SluiceError(
-        'SLUICE_E_OPENFLOW_CONFLICT',
-        `${bridge}: a desired flow would replace a flow sluice does not own: ${flowKey(clash)}`,
-      );
-    }
-  }
+  refuseForeignClashes(bridge, diff.addFlows, foreign);
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
   if (isEmptyDiff(diff)) return { bridge, changed: false, bundle: [], tlvAdded: 0, keptGroups, foreign };
   const lines = bundleLines(diff);
