@@ -15,7 +15,6 @@
 // (flowset/diff.ts diffParts).
 
 import type { BridgeState, FlowSet, Group } from '../flowset/types.ts';
-import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import type { Generation, PoolPlan } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
@@ -34,9 +33,9 @@ import {
   hostSecondChanceFlows,
   hostTunInLbFlows,
 } from './host.ts';
-import { lbInputs } from './index.ts';
+import { checkNodeInConfig, lbInputs, tlvMapping } from './index.ts';
 import { phyFlows } from './phy.ts';
-import { T, TLV_OPTIONS } from './registry.ts';
+import { T } from './registry.ts';
 
 /** Name of the node-wide part. */
 export const NODE_PART = 'node';
@@ -97,17 +96,11 @@ export function compileNodeParts(
   facts: NodeFacts,
   prev?: NodeParts,
 ): NodeParts {
-  const node = config.nodes.find((n) => n.name === facts.name);
-  if (!node || node.role !== facts.role) {
-    throw new SluiceError(
-      'SLUICE_E_COMPILE_FACTS',
-      `node ${facts.name} (${facts.role}) is not a ${facts.role} in the config`,
-    );
-  }
+  checkNodeInConfig(config, facts);
   const context = JSON.stringify([config.hashMode, config.nodes, facts]);
   const old = prev !== undefined && prev.context === context && prev.node === facts.name ? prev : undefined;
   const lbs = lbInputs(config, gen);
-  const tlvMap = TLV_OPTIONS.map((t) => ({ optClass: t.optClass, type: t.type, len: t.len, index: t.index }));
+  const tlvMap = tlvMapping();
   const int = new Map<string, BridgeState>();
   const phy = new Map<string, BridgeState>();
   const inputs = new Map<string, LbInput>();

@@ -1,6 +1,6 @@
 // compileNode: config + generation + node facts -> the node's complete desired OpenFlow state. Pure.
 
-import type { BridgeState, FlowSet } from '../flowset/types.ts';
+import type { BridgeState, FlowSet, TlvMapping } from '../flowset/types.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
@@ -24,7 +24,8 @@ export function lbInputs(config: Config, gen: Generation): LbInput[] {
     });
 }
 
-export function compileNode(config: Config, gen: Generation, facts: NodeFacts): FlowSet {
+/** Throws SLUICE_E_COMPILE_FACTS unless the config has this node with this role (compileNode, compileNodeParts). */
+export function checkNodeInConfig(config: Config, facts: NodeFacts): void {
   const node = config.nodes.find((n) => n.name === facts.name);
   if (!node || node.role !== facts.role) {
     throw new SluiceError(
@@ -32,8 +33,17 @@ export function compileNode(config: Config, gen: Generation, facts: NodeFacts): 
       `node ${facts.name} (${facts.role}) is not a ${facts.role} in the config`,
     );
   }
+}
+
+/** The TLV map sluice installs on the int bridge (registry TLV_OPTIONS). */
+export function tlvMapping(): TlvMapping[] {
+  return TLV_OPTIONS.map((t) => ({ optClass: t.optClass, type: t.type, len: t.len, index: t.index }));
+}
+
+export function compileNode(config: Config, gen: Generation, facts: NodeFacts): FlowSet {
+  checkNodeInConfig(config, facts);
   const lbs = lbInputs(config, gen);
-  const tlvMap = TLV_OPTIONS.map((t) => ({ optClass: t.optClass, type: t.type, len: t.len, index: t.index }));
+  const tlvMap = tlvMapping();
   const int: BridgeState =
     facts.role === 'gateway'
       ? {
