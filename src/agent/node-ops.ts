@@ -83,11 +83,14 @@ export class NodeProgrammer {
 
   /** Whether the periodic full reconcile is due (never with fullReconcileMs 0: every program() is full anyway). */
   fullDue(): boolean {
-    return (
-      this.#fullEveryMs > 0 &&
-      this.#installed !== undefined &&
-      this.#now() - this.#lastFull >= this.#fullEveryMs
-    );
+    return this.#fullReason() === 'periodic reconcile';
+  }
+
+  /** Why the next program() must read the switch (a full apply), or undefined: it can apply incrementally. */
+  #fullReason(): string | undefined {
+    if (this.#installed === undefined) return this.#invalidated ?? 'installed state unknown';
+    if (this.#fullEveryMs <= 0) return 'every generation';
+    return this.#now() - this.#lastFull >= this.#fullEveryMs ? 'periodic reconcile' : undefined;
   }
 
   async program(config: Config, generation: Generation, facts: NodeFacts): Promise<ProgramResult> {
@@ -95,14 +98,7 @@ export class NodeProgrammer {
     const parts = compileNodeParts(config, generation, facts, this.#compiled);
     this.#compiled = parts;
     const tc = performance.now();
-    const fullReason =
-      this.#installed === undefined
-        ? (this.#invalidated ?? 'installed state unknown')
-        : this.#fullEveryMs <= 0
-          ? 'every generation'
-          : this.#now() - this.#lastFull >= this.#fullEveryMs
-            ? 'periodic reconcile'
-            : undefined;
+    const fullReason = this.#fullReason();
     const installed = this.#installed;
     // Until this apply succeeds, what is installed is unknown (a failed bundle, a bridge missing).
     this.#installed = undefined;
