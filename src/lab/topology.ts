@@ -782,7 +782,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
       // A few tries: on a starved machine a reply can miss the probe's 0.5 s UDP wait (seen once in a bench run).
       let bad: BackendProbe[] = [];
       for (let attempt = 0; attempt < 3; attempt++) {
-        if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+        if (attempt > 0) await sleep(1000);
         bad = (await lab.probeBackends()).filter((p) => !p.ok);
         if (bad.length === 0) break;
       }
