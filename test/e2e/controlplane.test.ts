@@ -26,7 +26,7 @@ import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { SLUICE_DB } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { gatewayGeneration } from '../../src/planner/view.ts';
+import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
@@ -110,33 +110,15 @@ async function writeDesired(c: Config): Promise<void> {
   config = c;
 }
 
-/** The store's published generation, the one released to gateways, and what every node acknowledged. */
-function storeState() {
-  const r = status.replica;
-  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
-  const acks = new Map(
-    r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
+const storeState = () => readStoreState(status.replica);
+const waitConverged = (after = 0, timeoutMs = 90_000, quietMs = 3000) =>
+  waitStoreConverged(
+    () => status.replica,
+    lab.nodes.map((n) => n.name),
+    after,
+    timeoutMs,
+    quietMs,
   );
-  return { gen, released: gatewayGeneration(r), acks };
-}
-
-/** Waits until every node acknowledged the latest generation and nothing new was published for `quietMs`. */
-async function waitConverged(after = 0, timeoutMs = 90_000, quietMs = 3000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let last = -1;
-  let since = Date.now();
-  for (;;) {
-    const s = storeState();
-    const all = lab.nodes.every((n) => s.acks.get(n.name) === s.gen) && s.released === s.gen && s.gen > after;
-    if (s.gen !== last || !all) {
-      last = s.gen;
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs) return s.gen;
-    if (Date.now() > deadline)
-      throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
-    await sleep(200);
-  }
-}
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

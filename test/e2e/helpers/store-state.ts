@@ -1,0 +1,47 @@
+// What the control-plane e2e tests read from the store: the published generation, the one released to gateways,
+// what every node acknowledged, and a wait for all of them to agree (shared by controlplane and controlplane-ha).
+
+import type { Replica } from '../../../src/ovsdb/replica.ts';
+import { gatewayGeneration } from '../../../src/planner/view.ts';
+
+export interface StoreState {
+  readonly gen: number;
+  readonly released: number;
+  readonly acks: ReadonlyMap<string, number>;
+}
+
+/** The store's published generation, the one released to gateways, and what every node acknowledged. */
+export function readStoreState(r: Replica): StoreState {
+  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+  const acks = new Map(
+    r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
+  );
+  return { gen, released: gatewayGeneration(r), acks };
+}
+
+/**
+ * Waits until every node in `nodes` acknowledged the latest generation (> `after`), it was released to gateways, and
+ * nothing new was published for `quietMs`. Resolves with that generation.
+ */
+export async function waitStoreConverged(
+  replica: () => Replica,
+  nodes: readonly string[],
+  after: number,
+  timeoutMs: number,
+  quietMs: number,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    const s = readStoreState(replica());
+    const all = nodes.every((n) => s.acks.get(n) === s.gen) && s.released === s.gen && s.gen > after;
+    if (s.gen !== last || !all) {
+      last = s.gen;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return s.gen;
+    if (Date.now() > deadline)
+      throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
