@@ -19,11 +19,11 @@
 // acknowledges, and re-announces (idempotent), so traffic is not disturbed. While `withdrawn` it tells the planner
 // (Node_Status external_ids:fenced=true) so the planner does not wait for it.
 
-import { exec } from 'node:child_process';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
 import { decodeCookie } from '../compile/registry.ts';
+import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
@@ -164,13 +164,6 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
     }),
   };
 }
-
-const runShell = (cmd: string) =>
-  new Promise<void>((resolve, reject) => {
-    exec(cmd, { timeout: 30_000 }, (err, _stdout, stderr) =>
-      err ? reject(new Error(`${cmd}: ${stderr.trim() || err.message}`)) : resolve(),
-    );
-  });
 
 export class AgentDaemon {
   readonly client: OvsdbClient;
@@ -499,7 +492,7 @@ export class AgentDaemon {
     this.#log.warn({ event: 'fence', reason: why }, `lease expired (${why}): withdrawing from ECMP`);
     if (this.#o.withdrawCmd) {
       try {
-        await runShell(this.#o.withdrawCmd);
+        await runHookCommand(this.#o.withdrawCmd);
       } catch (e) {
         this.#log.error(
           { event: 'withdraw-failed', err: (e as Error).message },
@@ -587,7 +580,7 @@ export class AgentDaemon {
       // Announce in the background: heartbeats (fenced=false) go on meanwhile, so the planner keeps waiting for us.
       this.#announcing = true;
       const cmd = this.#o.announceCmd;
-      (cmd ? runShell(cmd) : Promise.resolve())
+      (cmd ? runHookCommand(cmd) : Promise.resolve())
         .then(() => {
           const was = this.#fence;
           this.#fence = 'announced';

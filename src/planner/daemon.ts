@@ -6,9 +6,9 @@
 // With --fence-cmd, the active planner fences a gateway that went silent for the lease (STONITH: runs the command,
 // then records Node_Status external_ids:fenced_by_planner) and stops waiting for it only then.
 
-import { exec } from 'node:child_process';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { runHookCommand } from '../hook-command.ts';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
@@ -45,13 +45,6 @@ export interface PlannerDaemonOptions {
 export function fenceCommand(template: string, node: string): string {
   return template.replaceAll('{node}', node);
 }
-
-const runShell = (cmd: string, timeoutMs: number) =>
-  new Promise<void>((resolve, reject) => {
-    exec(cmd, { timeout: timeoutMs }, (err, _stdout, stderr) =>
-      err ? reject(new Error(`${cmd}: ${stderr.trim() || err.message}`)) : resolve(),
-    );
-  });
 
 export interface PlannerStatus {
   readonly active: boolean;
@@ -350,7 +343,7 @@ export class PlannerDaemon {
     const t0 = Date.now();
     if ((this.#fenceRetryAt.get(node) ?? 0) > t0) return;
     try {
-      await runShell(cmd, this.#opts.fenceTimeoutMs ?? 30_000);
+      await runHookCommand(cmd, this.#opts.fenceTimeoutMs ?? 30_000);
       this.#fenceRetryAt.delete(node);
     } catch (e) {
       this.#fenceRetryAt.set(node, Date.now() + 2000);
