@@ -31,7 +31,8 @@ export async function setup(
   return { lab, ctl, config };
 }
 
-/** n_packets summed per cookie kind over the given nodes' br-int (after a revalidator pass on each). */
+/** n_packets summed per cookie kind over the given nodes' br-int (after a revalidator pass on each). Catch-all
+ *  drops are also counted per table (`DROP@21` = CT_IN's). */
 export async function packetsByKind(lab: Lab, nodes: readonly string[]): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const name of nodes) {
@@ -42,8 +43,10 @@ export async function packetsByKind(lab: Lab, nodes: readonly string[]): Promise
       const c = /cookie=(0x[0-9a-f]+)/.exec(line);
       const p = /n_packets=(\d+)/.exec(line);
       if (!c || !p) continue;
-      const kind = decodeCookie(BigInt(c[1]))?.kind;
-      if (kind) out[kind] = (out[kind] ?? 0) + Number(p[1]);
+      const parts = decodeCookie(BigInt(c[1]));
+      if (!parts) continue;
+      const keys = parts.kind === 'DROP' ? ['DROP', `DROP@${parts.a}`] : [parts.kind];
+      for (const k of keys) out[k] = (out[k] ?? 0) + Number(p[1]);
     }
   }
   return out;
