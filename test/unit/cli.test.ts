@@ -1,5 +1,6 @@
 // The `sluice` command end to end in-process: plan, explain, errors and exit codes (no OVS needed).
 import * as assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { main } from '../../src/cli/main.ts';
 
@@ -105,4 +106,31 @@ test('bad arguments are usage errors (exit 2), a missing file an I/O error (exit
   const missing = await capture(['plan', '-f', 'examples/nope.yaml']);
   assert.equal(missing.code, 1);
   assert.match(missing.err, /SLUICE_E_IO/);
+});
+
+test('the executable writes all of a large --json output into a pipe whose reader is slow', async () => {
+  // bin.ts used to call process.exit() as soon as main() returned, dropping what the pipe had not taken yet:
+  // `sluice plan --json | jq` got the first 64 KiB of ~110 KiB. A real pipe (spawn's own stdio is a socket pair
+  // with a larger buffer): the reader takes one byte, which means the writer has issued its write, then waits
+  // a second before reading the rest. The process must wait for it instead of exiting.
+  const args = ['plan', '-f', 'examples/lb-change.yaml', '--from', 'examples/lb.yaml', '--json'];
+  const whole = await capture(args);
+  assert.equal(whole.code, 0, whole.err);
+  const expected = Buffer.byteLength(whole.out);
+  assert.ok(expected > 65536, `only ${expected} bytes: too small to fill a pipe`);
+  const cmd =
+    `"${process.execPath}" --import tsx src/cli/bin.ts ${args.join(' ')} | ` +
+    '{ dd bs=1 count=1 status=none; sleep 1; cat; } | wc -c; exit $PIPESTATUS';
+  const child = spawn('bash', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => {
+    out += b;
+  });
+  child.stderr.on('data', (b: Buffer) => {
+    err += b;
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  assert.equal(code, 0, err);
+  assert.equal(Number(out.trim()), expected, 'bytes that reached the reader');
 });
