@@ -185,20 +185,49 @@ describe('slot table properties', () => {
           let pool: PoolMember[] = start;
           let table = buildTable(pool, bits);
           for (const o of ops) {
+            // The one member the change touches, and whether the others' shares can only grow (removal,
+            // weight down) or only shrink (addition, weight up).
+            let changed: string;
+            let othersGrow: boolean;
             if (o.kind === 'add') {
               if (pool.some((m) => m.key === o.member.key)) continue;
               pool = [...pool, o.member];
+              changed = o.member.key;
+              othersGrow = false;
             } else if (o.kind === 'remove') {
               if (pool.length < 2) continue;
               const gone = pool[o.pick % pool.length];
               pool = pool.filter((m) => m !== gone);
+              changed = gone.key;
+              othersGrow = true;
             } else {
               const i = o.pick % pool.length;
+              changed = pool[i].key;
+              othersGrow = o.weight < pool[i].weight;
               pool = pool.map((m, j) => (j === i ? { key: m.key, weight: o.weight } : m));
             }
             const next = buildTable(pool, bits, table);
             assertBalanced(next, pool);
-            assertMinimalMove(table, next, pool);
+            const moved = assertMinimalMove(table, next, pool);
+            // Slots between two unchanged members (docs/design/slot-tables.md): when their shares grow, each
+            // gives up at most one (count <= ceil(old share) <= floor(new share) + 1 <= quota + 1); when they
+            // shrink, each takes at most one (count >= floor(old) >= floor(new) >= quota - 1).
+            const perMember = new Map<string, number>();
+            for (const s of moved) {
+              if (table.owners[s] === NO_OWNER || next.owners[s] === NO_OWNER) continue;
+              const from = table.members[table.owners[s]];
+              const to = next.members[next.owners[s]];
+              if (from === changed || to === changed) continue;
+              const who = othersGrow ? from : to;
+              perMember.set(who, (perMember.get(who) ?? 0) + 1);
+            }
+            for (const [k, v] of perMember) {
+              assert.equal(
+                v,
+                1,
+                `${k} ${othersGrow ? 'gave up' : 'took'} ${v} slots from other unchanged members`,
+              );
+            }
             table = next;
           }
         },
