@@ -167,10 +167,18 @@ export function formatPool(summary: PoolSummary): string {
         (m.second > 0 ? `  second chance of ${m.second}` : ''),
     );
   }
-  lines.push(
-    `  balance: min ${s.balance.min}, max ${s.balance.max} (spread ${s.balance.spread}); ` +
-      `max |slots - share| ${fmt(s.balance.maxDeviation)}`,
-  );
+  const taking = s.members.filter((m) => m.weight > 0 && m.share > 0);
+  if (taking.length === 0) {
+    lines.push('  balance: no backend takes slots (none active)');
+  } else {
+    // Slots per weighted share, fewest and most: 1 is exact; the meaningful figure when weights differ.
+    const ratios = taking.map((m) => m.primary / m.share);
+    lines.push(
+      `  balance: min ${s.balance.min}, max ${s.balance.max} (spread ${s.balance.spread}); ` +
+        `slots/share ${Math.min(...ratios).toFixed(3)}..${Math.max(...ratios).toFixed(3)}; ` +
+        `max |slots - share| ${fmt(s.balance.maxDeviation)}`,
+    );
+  }
   return lines.join('\n');
 }
 

@@ -28,6 +28,11 @@ test('plan prints every pool with its balance', async () => {
   assert.match(r.out, /^web: 256 slots \(k=8\)/m);
   assert.match(r.out, /^api: 256 slots/m);
   assert.match(r.out, /balance: min 64, max 64/);
+  // api: weights 1 and 2 over 256 slots: 85 and 171 slots for shares 85.33 and 170.67.
+  assert.match(
+    r.out,
+    /balance: min 85, max 171 \(spread 86\); slots\/share 0\.996\.\.1\.002; max \|slots - share\| 0\.33/,
+  );
 });
 
 test('plan --from lists the generations of a change: phase 1, phase 2, then second chances dropped', async () => {

@@ -23,7 +23,7 @@ import {
   planRolloutDetailed,
   waitingGateways,
 } from '../../src/rollout/planner.ts';
-import { formatRollout, summarizePool, summarizeRollout } from '../../src/rollout/summary.ts';
+import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../../src/rollout/summary.ts';
 import { type Generation, PHASE_STABLE, PHASE1, PHASE2, type PoolPlan } from '../../src/rollout/types.ts';
 
 const NODES: Config['nodes'] = [
@@ -376,9 +376,14 @@ test('a slot whose second chance is in use is not moved again; buildTable is tol
 
 test('no backend takes slots (all drained): slots keep their owners, with a note', () => {
   const g1 = next(cfg([be('A'), be('B')]), null);
-  const r = step(cfg([be('A', 'draining'), be('B', 'draining')]), g1);
+  const drained = cfg([be('A', 'draining'), be('B', 'draining')]);
+  const r = step(drained, g1);
   assert.equal(r.next, null);
   assert.ok(r.notes.some((n) => n.kind === 'no-owner'));
+  // `sluice plan` says so instead of a balance over no backend (min 0, max 0 beside slots still owned).
+  const text = formatPool(summarizePool(pool(g1), drained.loadBalancers[0]));
+  assert.match(text, /balance: no backend takes slots/);
+  assert.doesNotMatch(text, /balance: min/);
 });
 
 test('a pool with no backend at all starts with no owner; its first backend takes every slot', () => {
