@@ -7,8 +7,7 @@
 // agent, which re-applies with it.
 
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -21,10 +20,10 @@ import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
 import { gatewayGeneration } from '../../src/planner/view.ts';
+import { SluiceChildren } from './helpers/sluice-children.ts';
 
 const PREFIX = 'slt-af-';
 const isRoot = process.getuid?.() === 0;
-const ROOT = new URL('../..', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let lab: Lab;
@@ -32,49 +31,7 @@ let dir: string;
 let srv: OvsdbServerProcess | undefined;
 let client: OvsdbClient | undefined;
 let status: Monitor;
-const children = new Map<string, ChildProcess>();
-const logs = new Map<string, string[]>();
-
-function cli(name: string, args: readonly string[]): ChildProcess {
-  const out = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  logs.set(name, lines);
-  let buf = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    out.write(d);
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    lines.push(...parts);
-  });
-  child.stdout?.on('data', (d: Buffer) => out.write(d));
-  children.set(name, child);
-  return child;
-}
-
-function killChild(name: string): Promise<void> {
-  const c = children.get(name);
-  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    c.once('exit', () => resolve());
-    c.kill('SIGKILL');
-  });
-}
-
-/** JSON log records of one child (pino lines). */
-function records(name: string): Array<Record<string, unknown>> {
-  return (logs.get(name) ?? []).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
-}
+const children = new SluiceChildren(() => dir);
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -128,7 +85,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
   });
 
   after(async () => {
-    await Promise.all([...children.keys()].map((n) => killChild(n)));
+    await children.killAll();
     client?.close();
     await srv?.stop();
     if (lab) await labDown(PREFIX);
@@ -165,7 +122,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
     status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {}, Backend_Status: {} });
     await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
-    cli('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
+    children.start('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
     for (const n of lab.nodes) {
       const fence =
         n.role === 'gateway'
@@ -177,7 +134,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
             ]
           : [];
       // No --facts, --node or --role: all from the node's OVS (hosts name themselves, to check they agree).
-      cli(`agent-${n.name}`, [
+      children.start(`agent-${n.name}`, [
         'agent',
         '--db',
         `unix:${srv.unixPath}`,
@@ -191,7 +148,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     await waitFor(converged, 120_000, 'every node acknowledged the generation');
     process.stderr.write(`converged in ${Date.now() - t0} ms (incl. process start)\n`);
     for (const n of lab.nodes) {
-      const f = records(`agent-${n.name}`).find((r) => r.event === 'facts');
+      const f = children.records(`agent-${n.name}`).find((r) => r.event === 'facts');
       assert.ok(f, `agent-${n.name} logged its facts`);
       assert.match(String(f.source), /^the OVSDB in /);
       assert.deepEqual(f.facts, lab.compilerFacts(n.name));
@@ -216,7 +173,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
 
   test('--node that OVS contradicts: exit 2 with the names, nothing started', async () => {
     const h = lab.node('host1');
-    const child = cli('agent-wrong', [
+    const child = children.start('agent-wrong', [
       'agent',
       '--db',
       `unix:${srv!.unixPath}`,
@@ -227,7 +184,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     ]);
     const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
     assert.equal(code, 2);
-    const text = (logs.get('agent-wrong') ?? []).join('\n');
+    const text = children.lines('agent-wrong').join('\n');
     assert.match(text, /describes host1 \(host\), not gw1 \(host\) \[SLUICE_E_USAGE\]/);
   });
 
@@ -248,7 +205,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
       () => {
         // A `facts` record with the new port, then an `applied` one.
         let reread = false;
-        for (const r of records(agent)) {
+        for (const r of children.records(agent)) {
           const vms = (r.facts as { vms?: Record<string, { ofport: number }> } | undefined)?.vms;
           if (r.event === 'facts' && vms?.[b.ip]?.ofport === newPort) reread = true;
           else if (reread && r.event === 'applied') return true;

@@ -12,8 +12,7 @@
 //     lease), it finds the planner's record on its Node_Status row and rejoins: both gateways back in ECMP, 0 broken.
 
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -25,11 +24,11 @@ import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type Cluster, type OvsdbServerProcess, SLUICE_DB, startCluster } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
 import { mapGet, PLANNER_FENCED_KEY } from '../../src/planner/view.ts';
+import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-ha-';
 const isRoot = process.getuid?.() === 0;
-const ROOT = new URL('../..', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const PLANNERS = ['planner-a', 'planner-b'];
@@ -39,78 +38,16 @@ let dir: string;
 let cluster: Cluster;
 let client: OvsdbClient;
 let status: Monitor;
-const children = new Map<string, ChildProcess>();
-const logs = new Map<string, string[]>();
+const children = new SluiceChildren(() => dir);
 
 /** Every member's client remote: what every process and CLI call of this test is given. */
 const allMembers = () => cluster.remotes.join(',');
 
-function cli(name: string, args: readonly string[]): ChildProcess {
-  const out = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = logs.get(name) ?? [];
-  logs.set(name, lines);
-  let buf = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    out.write(d);
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    lines.push(...parts);
-  });
-  child.stdout?.on('data', (d: Buffer) => out.write(d));
-  children.set(name, child);
-  return child;
-}
-
-/** Runs a store command of the CLI to its end; returns its stdout (throws with stderr on a non-zero exit). */
-function run(args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    child.once('exit', (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`sluice ${args.join(' ')}: exit ${code}: ${err}`)),
-    );
-  });
-}
-
-function killChild(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-  const c = children.get(name);
-  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    c.once('exit', () => resolve());
-    c.kill(signal);
-  });
-}
-
-function records(name: string): Array<Record<string, unknown>> {
-  return (logs.get(name) ?? []).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
-}
-
 const plannerRecords = (): Array<Record<string, unknown>> =>
-  PLANNERS.flatMap((p) => records(p).map((r) => ({ ...r, planner: p })));
+  PLANNERS.flatMap((p) => children.records(p).map((r) => ({ ...r, planner: p })));
 
 function startPlanner(name: string): void {
-  cli(name, [
+  children.start(name, [
     'planner',
     '--db',
     allMembers(),
@@ -132,7 +69,7 @@ const AGENT_LEASE: Record<string, string> = { gw1: '60' };
 function startAgent(node: string): void {
   const n = lab.node(node);
   const ecmp = (action: 'withdraw' | 'announce') => labEcmpCommand(lab, node, action);
-  cli(`agent-${node}`, [
+  children.start(`agent-${node}`, [
     'agent',
     '--role',
     n.role,
@@ -218,7 +155,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
 
   after(async () => {
     await traffic?.kill().catch(() => {});
-    await Promise.all([...children.keys()].map((n) => killChild(n, 'SIGKILL')));
+    await children.killAll();
     client?.close();
     await cluster?.stop();
     if (lab) await labDown(PREFIX);
@@ -235,7 +172,8 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     const g = await waitConverged(0, 180_000, 1000);
     process.stderr.write(`initial: g${g} acknowledged by every node in ${Date.now() - t0} ms\n`);
     await waitFor(
-      () => lab.gateways.every((gw) => records(`agent-${gw.name}`).some((r) => r.event === 'announced')),
+      () =>
+        lab.gateways.every((gw) => children.records(`agent-${gw.name}`).some((r) => r.event === 'announced')),
       60_000,
       'gateways announced',
     );
@@ -257,7 +195,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     await victim.stop('SIGKILL');
     const drained = web().backends[0]!.address;
     // The CLI is given every member (the dead one first when it was member 1): it must find a live one.
-    await run(['backend', 'drain', 'web', drained, '--db', allMembers()]);
+    await runSluice(['backend', 'drain', 'web', drained, '--db', allMembers()]);
     const tChange = Date.now();
     const g1 = await waitConverged(g0, 120_000);
     const tConverged = Date.now();
@@ -296,13 +234,13 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   });
 
   test("a gateway agent SIGKILLed: the planner fences the gateway before it publishes past gw2's generation", async () => {
-    const n0 = records('agent-gw2').length;
+    const n0 = children.records('agent-gw2').length;
     const g0 = await waitConverged(0, 120_000, 1000);
     const tKill = Date.now();
-    await killChild('agent-gw2');
+    await children.kill('agent-gw2');
     // A change whose rollout needs gw2: drain a second backend (phased, so g0+1 is followed by g0+2).
     const drained = web().backends[1]!.address;
-    await run(['backend', 'drain', 'web', drained, '--db', allMembers()]);
+    await runSluice(['backend', 'drain', 'web', drained, '--db', allMembers()]);
     const fresh = () => plannerRecords().filter((r) => (r.time as number) >= tKill);
     // Wait on the planner's log records (not the store: the monitor update can arrive before the log line).
     const fencedRec = () => fresh().find((r) => r.event === 'fenced' && r.node === 'gw2');
@@ -318,7 +256,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     // The store says so, and `sluice status` shows it.
     const row = status.replica.find('Node_Status', (r) => r.node === 'gw2');
     assert.ok(mapGet(row?.external_ids, PLANNER_FENCED_KEY) !== undefined, 'fence recorded in Node_Status');
-    const st = JSON.parse(await run(['status', '--format', 'json', '--db', allMembers()])) as {
+    const st = JSON.parse(await runSluice(['status', '--format', 'json', '--db', allMembers()])) as {
       nodes: Array<{ name: string; fenced: boolean; fencedBy: string | null }>;
     };
     const gw2 = st.nodes.find((n) => n.name === 'gw2');
@@ -327,7 +265,8 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
       `dead agent: killed at 0, fenced at ${tFenced - tKill} ms, g${g0 + 2} published at ${tPast - tKill} ms\n`,
     );
     assert.ok(
-      !records('agent-gw2')
+      !children
+        .records('agent-gw2')
         .slice(n0)
         .some((r) => r.event === 'withdrawn'),
       'the dead agent did not',
@@ -335,12 +274,13 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     let c = await traffic!.report();
     assert.equal(c.broken, 0, `broken: ${JSON.stringify(c.brokenByReason)}`);
     // The agent restarted: it applies the released generation, acknowledges (deleting the record), re-announces.
-    const n1 = records('agent-gw2').length;
+    const n1 = children.records('agent-gw2').length;
     const tStart = Date.now();
     startAgent('gw2');
     await waitFor(
       () =>
-        records('agent-gw2')
+        children
+          .records('agent-gw2')
           .slice(n1)
           .some((r) => r.event === 'announced'),
       90_000,
@@ -361,7 +301,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   test('a gateway agent frozen (SIGSTOP) past the lease: fenced by the planner; thawed, it sees the record and rejoins', async () => {
     const g0 = await waitConverged(0, 120_000, 1000);
     const agent = children.get('agent-gw1')!;
-    const n0 = records('agent-gw1').length;
+    const n0 = children.records('agent-gw1').length;
     const tStop = Date.now();
     agent.kill('SIGSTOP');
     try {
@@ -375,7 +315,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     } finally {
       agent.kill('SIGCONT');
     }
-    const fresh = () => records('agent-gw1').slice(n0);
+    const fresh = () => children.records('agent-gw1').slice(n0);
     await waitFor(() => fresh().some((r) => r.event === 'announced'), 90_000, 'gw1 re-announced');
     const how = fresh()
       .filter((r) => r.event === 'fenced-by-planner' || r.event === 'withdrawn')
