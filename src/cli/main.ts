@@ -194,7 +194,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof SluiceError) {
-      process.stderr.write(`sluice: ${e.message} [${e.code}]\n`);
+      // The code goes on the first line: after the last line of a multi-line message (one line per config
+      // problem) it read as a second code of the last problem.
+      const nl = e.message.indexOf('\n');
+      const head = nl < 0 ? e.message : e.message.slice(0, nl);
+      process.stderr.write(`sluice: ${head} [${e.code}]${nl < 0 ? '' : e.message.slice(nl)}\n`);
       return exitCodeFor(e.code);
     }
     process.stderr.write(`sluice: ${(e as Error).stack ?? String(e)}\n`);

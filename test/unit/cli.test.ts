@@ -94,9 +94,23 @@ test('explain of an address no load balancer serves exits 1 and says so', async 
 test('a bad config prints every problem with its path and exits 2', async () => {
   const r = await capture(['plan', '-f', 'examples/bad.yaml']);
   assert.equal(r.code, 2);
-  assert.match(r.err, /12 problems/);
+  const lines = r.err.trimEnd().split('\n');
+  assert.equal(lines[0], 'sluice: invalid config examples/bad.yaml: 12 problems [SLUICE_E_CONFIG_INVALID]');
+  assert.equal(lines.length, 13, r.err);
   assert.match(r.err, /loadBalancers\[0\]\.backends\[0\]\.host: unknown node "host9"/);
-  assert.match(r.err, /SLUICE_E_CONFIG_INVALID/);
+  // Each problem the issue names, on its own line with its path and its own code (one code per line).
+  for (const [path, code] of [
+    ['slotBits', 'SLOT_BITS'],
+    ['loadBalancers[0].backends[0].host', 'UNKNOWN_HOST'],
+    ['loadBalancers[0].backends[1].port', 'PORT_RANGE'],
+    ['loadBalancers[0].backends[3].address', 'FAMILY_MISMATCH'],
+    ['loadBalancers[0].backends[5].weight', 'WEIGHT'],
+    ['loadBalancers[1].port', 'DUPLICATE_LISTENER'],
+  ]) {
+    const line = lines.find((l) => l.startsWith(`  ${path}: `));
+    assert.ok(line?.endsWith(` [SLUICE_E_CONFIG_${code}]`), `${path}: ${line}`);
+  }
+  for (const l of lines.slice(1)) assert.equal(l.match(/\[SLUICE_E_/g)?.length, 1, l);
 });
 
 test('bad arguments are usage errors (exit 2), a missing file an I/O error (exit 1)', async () => {
