@@ -297,8 +297,13 @@ export function renderMarkdown(r: SlotsBenchResult): string {
       (r.scenarios.every((x) => x.sluice.movedFraction === x.sluice.removedHeldFraction)
         ? 'exactly those in both scenarios; '
         : 'more than those here (see the tables); ') +
-      'Maglev moves those plus entries between remaining backends (its rebuilt permutation walk claims different ' +
-      'entries). Balance: sluice holds every backend within one slot of its weighted share by construction.',
+      (r.scenarios.every((x) => x.maglev.movedFraction > x.maglev.removedHeldFraction)
+        ? `Maglev moves those plus entries between remaining backends (its rebuilt permutation walk claims different entries): ${r.scenarios.map((x) => `${ratio(x.maglev.movedFraction, x.maglev.removedHeldFraction)}`).join(' and ')} the minimum. `
+        : 'Maglev moved no more than that in some scenario here (see the tables). ') +
+      (r.scenarios.every((x) => x.sluice.maxDeviation < 1)
+        ? 'Balance: every sluice backend is within one slot of its weighted share (largest |slots - share| ' +
+          `${r.scenarios.map((x) => f2(x.sluice.maxDeviation)).join(' and ')}), as buildTable guarantees.`
+        : 'Balance: a sluice backend is a slot or more from its weighted share: a bug (buildTable guarantees < 1).'),
   );
   return lines.join('\n');
 }
