@@ -11,8 +11,10 @@
 //   chance (the second-chance flow counts packets); the negative control (same move without a second chance)
 //   breaks them.
 // - Geneve from an address that is not a configured node is dropped.
-// - The applier: idempotent (changed: false), a rejected bundle leaves the switch exactly as it was, foreign
-//   flows and groups are untouched, and everything is restored after an ovs-vswitchd restart.
+// - The applier: idempotent (changed: false), a change of slot bits modifies the dp_hash groups in place (group
+//   modify with the full bucket list; same group ids; connections live through it), a rejected bundle leaves the
+//   switch exactly as it was, foreign flows and groups are untouched, and everything is restored after an
+//   ovs-vswitchd restart.
 
 import * as assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -433,6 +435,67 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       }
     });
   }
+
+  test('applier: slot bits 4 -> 5 -> 4 modify the dp_hash group in place (full bucket list) under traffic', async () => {
+    await applyAll(gen(A, undefined));
+    /** Every slot on A, with 2^bits slots. */
+    const genBits = (bits: number): Generation => {
+      const g = gen(A, undefined);
+      const pools = new Map<string, PoolPlan>();
+      for (const [lb, p] of g.pools) {
+        const size = 2 ** bits;
+        pools.set(lb, {
+          ...p,
+          bits,
+          primary: new Uint16Array(size).fill(p.primary[0]),
+          second: new Uint16Array(size).fill(NO_OWNER),
+          phase: new Uint8Array(size),
+          since: new Float64Array(size),
+        });
+      }
+      return { ...g, pools };
+    };
+    const gw = lab.node('gw1');
+    const groupIds = async () =>
+      (await readInstalled(gw, 'br-int')).owned.groups.map((g) => g.groupId).sort((a, b) => a - b);
+    const ids = await groupIds();
+    assert.ok(ids.length >= 2, `one dp_hash group per LB: ${ids}`);
+    const t = await startTraffic(lab, {
+      vip: '203.0.113.10',
+      port: 80,
+      count: 10,
+      intervalMs: 100,
+      timeoutMs: 2000,
+      expectBackends: [A, B],
+    });
+    try {
+      await t.waitOpened(10);
+      for (const bits of [5, BITS]) {
+        const r = await applyFlowSet(gw, compile('gw1', genBits(bits)));
+        await revalidate(gw);
+        const lines = r.bridges.find((b) => b.bridge === 'br-int')!.bundle;
+        const groupLines = lines.filter((l) => l.startsWith('group '));
+        assert.equal(groupLines.length, ids.length, JSON.stringify(groupLines));
+        assert.ok(
+          groupLines.every(
+            (l) => l.startsWith('group modify ') && l.includes(`NXM_NX_DP_HASH[0..${bits - 1}]`),
+          ),
+          JSON.stringify(groupLines),
+        );
+        assert.deepEqual(await groupIds(), ids, 'same groups, none re-created');
+        const dump = (await gw.ofctl('br-int', ['dump-groups'])).stdout;
+        assert.match(dump, new RegExp(`NXM_NX_DP_HASH\\[0\\.\\.${bits - 1}\\]`));
+        await sleep(2500); // > timeoutMs
+        assert.equal((await t.report()).broken, 0, `bits ${bits}`);
+      }
+      t.open(5);
+      await t.waitOpened(15);
+      assert.equal((await t.report()).broken + (await t.report()).failed, 0);
+    } finally {
+      await t.stop();
+      await applyAll(gen(A, undefined));
+    }
+  });
 
   test('applier: a rejected bundle leaves the switch exactly as it was and says why', async () => {
     const g = gen(A, undefined);

@@ -124,3 +124,37 @@ test('removing the LB deletes its flows before its group, in one bundle; TLV map
   assert.equal(sw.groups.get('br-int')!.size, 0);
   assert.equal(sw.tlv.get('br-int')!.length, 3);
 });
+
+test('a change of slot bits modifies the dp_hash group in place with its full bucket list, never delete + add', async () => {
+  const sw = new FakeSwitch();
+  await applyFlowSet(sw, gwState(gen(1, () => 0)));
+  const [id] = [...sw.groups.get('br-int')!.keys()];
+  // The same LB with 2^5 slots: the group's bucket copies 5 hash bits now.
+  const p = gen(2, () => 0).pools.get('web')!;
+  const g5: Generation = {
+    number: 2,
+    createdAt: 0,
+    pools: new Map([
+      [
+        'web',
+        {
+          ...p,
+          bits: 5,
+          primary: new Uint16Array(32),
+          second: new Uint16Array(32).fill(0xffff),
+          phase: new Uint8Array(32),
+          since: new Float64Array(32),
+        },
+      ],
+    ]),
+  };
+  const r = await applyFlowSet(sw, gwState(g5));
+  const lines = r.bridges.find((b) => b.bridge === 'br-int')!.bundle;
+  const groupLines = lines.filter((l) => l.startsWith('group '));
+  assert.deepEqual(groupLines, [
+    `group modify group_id=${id},type=select,selection_method=dp_hash,bucket=bucket_id:0,actions=move:NXM_NX_DP_HASH[0..4]->NXM_NX_REG1[0..4],resubmit(,10)`,
+  ]);
+  assert.deepEqual(sw.bundles.at(-1), lines, 'in the same single bundle as the slot flows');
+  assert.ok(lines.some((l) => l.startsWith('flow add ')));
+  assert.deepEqual([...sw.groups.get('br-int')!.keys()], [id]);
+});
