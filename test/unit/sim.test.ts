@@ -194,6 +194,18 @@ describe('sim: strategy behaviours', () => {
     assert.notDeepEqual(strip(a), strip(c));
   });
 
+  it('the default lifetime mix is heavy-tailed and its arrival rate obeys Little (N = rate x mean lifetime)', () => {
+    // No event: only the renewal processes. A wrong lifetime sampler or a non-stationary start shows here.
+    const r = runSim(tiny([], { durationSeconds: 600 }), { strategies: ['slot_table'] });
+    assert.ok(Math.abs(r.meanLifetime - 56.7) < 0.05, `mean ${r.meanLifetime}`);
+    const expected = 6000 / r.meanLifetime;
+    assert.ok(Math.abs(r.arrivalsPerSecond / expected - 1) < 0.05, `${r.arrivalsPerSecond} vs ${expected}`);
+    // Heavy tail: 1% of arrivals (the long class) hold over half of the open connections at any instant.
+    const w = DEFAULT_LIFETIMES.map((c) => c.share * c.medianSeconds * Math.exp((c.sigma * c.sigma) / 2));
+    const longest = Math.max(...w);
+    assert.ok(longest / w.reduce((a, b) => a + b, 0) > 0.5);
+  });
+
   it('builds every named scenario at both scales', () => {
     for (const s of SCENARIOS) {
       for (const scale of ['small', 'full'] as const) {
@@ -222,6 +234,12 @@ describe('sim: cost model and reports', () => {
     assert.ok(flows <= 10 * 2 ** 13 && flows < 10_000, `flows ${flows}`);
     // OVN's group of 128 hash values per VIP is saturated by ~1,000 connections per VIP and gateway.
     assert.ok(rows.get('stateless_nat')!.upcallsPerNewConnection < 0.001);
+    // Conntrack is not in the megaflow key (lab baseline, docs/benchmarks.md): the stateful gateways' select
+    // groups saturate the same way, with a bounded flow count, however many entries conntrack holds.
+    for (const s of ['stateful', 'ct_sync'] as const) {
+      assert.ok(rows.get(s)!.upcallsPerNewConnection < 0.001, s);
+      assert.ok(rows.get(s)!.datapathFlowsPerGateway <= 10 * 128, s);
+    }
   });
 
   it('prints every strategy in the tables and the JSON', () => {
