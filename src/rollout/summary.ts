@@ -201,7 +201,10 @@ export function formatRollout(config: Config, generations: readonly Generation[]
       );
     }
   }
-  lines.push(`generations: ${generations.length}`);
+  lines.push(
+    `generations: ${generations.length} (each published once every gateway acknowledged the previous one; ` +
+      "offline plan: assumes the previous owners' connections have drained by then)",
+  );
   for (const [i, g] of summarizeRollout(generations).entries()) {
     if (i === 0) {
       const pools = g.pools.map((p) => `${p.lb} (${1 << p.bits} slots)`).join(', ');

@@ -40,6 +40,19 @@ test('plan --from lists the generations of a change: phase 1, phase 2, then seco
   assert.equal(r.code, 0, r.err);
   const j = JSON.parse(r.out);
   assert.ok(j.generations.length >= 3, `expected phased generations, got ${j.generations.length}`);
+  const text = await capture(['plan', '-f', 'examples/lb-change.yaml', '--from', 'examples/lb.yaml']);
+  assert.match(
+    text.out,
+    /^generations: 4 \(each published once every gateway acknowledged the previous one;/m,
+  );
+  assert.match(
+    text.out,
+    /^ {2}generation 2: .*web: 0 moved, 64 second chances changed, phase 1 64, phase 2 0$/m,
+  );
+  assert.match(
+    text.out,
+    /^ {2}generation 3: .*web: 64 moved, 64 second chances changed, phase 1 0, phase 2 64$/m,
+  );
   const web = (g: { pools: { lb: string; phase: number[] }[] }) => g.pools.find((p) => p.lb === 'web')!;
   assert.ok(
     web(j.generations[1]).phase.some((p: number) => p === 1),
