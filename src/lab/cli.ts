@@ -1,9 +1,18 @@
 // `sluice lab up|down|status`: registered on the main program by src/cli/main.ts (registerLabCommands(program)).
 
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
+import { decodeConfigText } from '../model/load.ts';
 import { formatStatus, type StatusReport } from '../store/operator.ts';
-import { DEFAULT_PREFIX, DEFAULT_RUN_ROOT, type LabConfigInput } from './config.ts';
+import {
+  DEFAULT_PREFIX,
+  DEFAULT_RUN_ROOT,
+  type LabConfig,
+  type LabConfigInput,
+  parseLabConfigFile,
+  resolveLabConfig,
+} from './config.ts';
 import {
   type ControlPlaneProcess,
   controlPlaneDir,
@@ -87,6 +96,35 @@ export function formatControlPlaneStatus(c: LabControlPlaneStatus | undefined): 
   return lines.join('\n');
 }
 
+/** Flags of `lab up` that are also lab config file fields (commander option name = file field name). */
+const FILE_FLAGS = ['prefix', 'gateways', 'hosts', 'backendsPerHost', 'clients', 'ipv6'] as const;
+
+/**
+ * The lab config of `lab up`: the file (`--config`, YAML or JSON) when given, with the flags the user typed
+ * overriding it (commander's value source `cli`); flag defaults apply only where the file says nothing. Throws
+ * before anything is built: SLUICE_E_IO (unreadable), SLUICE_E_CONFIG_PARSE (syntax), SLUICE_E_CONFIG_INVALID (every
+ * problem with its path) or SLUICE_E_USAGE (bad flags without a file).
+ */
+export function labUpConfig(
+  cmd: Pick<Command, 'getOptionValueSource'>,
+  o: Record<string, unknown> & { config?: string; runRoot: string },
+): LabConfig {
+  if (o.config === undefined) {
+    const input: Record<string, unknown> = { runRoot: o.runRoot };
+    for (const k of FILE_FLAGS) input[k] = o[k];
+    return resolveLabConfig(input as LabConfigInput);
+  }
+  let text: string;
+  try {
+    text = readFileSync(o.config, 'utf8');
+  } catch (e) {
+    throw new SluiceError('SLUICE_E_IO', `cannot read ${o.config}: ${(e as Error).message}`);
+  }
+  const overrides: Record<string, unknown> = { runRoot: o.runRoot };
+  for (const k of FILE_FLAGS) if (cmd.getOptionValueSource(k) === 'cli') overrides[k] = o[k];
+  return parseLabConfigFile(decodeConfigText(text, o.config), o.config, overrides as LabConfigInput);
+}
+
 export function registerLabCommands(program: Command): void {
   const lab = program
     .command('lab')
@@ -97,6 +135,10 @@ export function registerLabCommands(program: Command): void {
   lab
     .command('up')
     .description('build the lab (installs missing Debian packages first)')
+    .option(
+      '-f, --config <file>',
+      'lab config file (YAML or JSON: sizes and VIPs; flags given explicitly override it)',
+    )
     .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
     .option('--gateways <n>', 'gateway nodes', int('gateways'), 2)
     .option('--hosts <n>', 'host nodes', int('hosts'), 3)
@@ -109,28 +151,24 @@ export function registerLabCommands(program: Command): void {
     .option('--planners <n>', 'planner processes (one active, the others standby)', int('planners'), 2)
     .option('--json', 'print the lab facts as JSON', false)
     .action(
-      async (o: {
-        prefix: string;
-        gateways: number;
-        hosts: number;
-        backendsPerHost: number;
-        clients: number;
-        ipv6: boolean;
-        replace: boolean;
-        runRoot: string;
-        controlPlane: boolean;
-        planners: number;
-        json: boolean;
-      }) => {
-        const input: LabConfigInput = {
-          prefix: o.prefix,
-          gateways: o.gateways,
-          hosts: o.hosts,
-          backendsPerHost: o.backendsPerHost,
-          clients: o.clients,
-          ipv6: o.ipv6,
-          runRoot: o.runRoot,
-        };
+      async (
+        o: {
+          config?: string;
+          prefix: string;
+          gateways: number;
+          hosts: number;
+          backendsPerHost: number;
+          clients: number;
+          ipv6: boolean;
+          replace: boolean;
+          runRoot: string;
+          controlPlane: boolean;
+          planners: number;
+          json: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const input = labUpConfig(cmd, o);
         const log = o.json ? undefined : (m: string) => process.stderr.write(`lab: ${m}\n`);
         const l = await labUp(input, { replace: o.replace, log });
         let db: string | undefined;
@@ -164,7 +202,8 @@ export function registerLabCommands(program: Command): void {
           out.push(
             `  control plane: store + ${o.planners} planner(s) + ${l.nodes.length} agents; every node applied the lab's config`,
             `  store: --db ${db}   e.g. sluice status --db ${db}`,
-            `                      sluice backend drain web ${l.backend('host1-b1').ip} --db ${db}`,
+            `                      sluice backend drain ${l.config.vips[0]?.name ?? 'web'} ` +
+              `${l.backend(l.config.vips[0]?.backends[0] ?? 'host1-b1').ip} --db ${db}`,
           );
         } else {
           out.push(

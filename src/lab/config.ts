@@ -1,7 +1,9 @@
 // The lab's sizes and address plan (docs/design/lab.md), and the sluice Config the lab's topology implies.
 // Pure functions: no I/O here, so tests and the demo can compute names and addresses without root.
 
-import { SluiceError } from '../model/errors.ts';
+import { z } from 'zod';
+import { type ErrorCode, type Issue, SluiceError } from '../model/errors.ts';
+import { expandIPv6, ipFamily, normalizeIp, parseIp, unusableReason } from '../model/ip.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config, IpFamily, NodeRole, Protocol } from '../model/types.ts';
 
@@ -27,7 +29,7 @@ export interface LabConfig {
   readonly backendPort: number;
   /** Backends also answer UDP datagrams on `backendPort`. */
   readonly udp: boolean;
-  /** Add the IPv6 VIP (2001:db8::10, IPv4 underlay). */
+  /** Add the default IPv6 VIP (2001:db8::10, IPv4 underlay); no effect when `vips` is given. */
   readonly ipv6: boolean;
   /** Services; default: defaultVips(). */
   readonly vips: readonly LabVip[];
@@ -130,9 +132,160 @@ export function defaultVips(
 
 export type LabConfigInput = Partial<LabConfig>;
 
-/** Fills defaults and checks sizes and names; throws SLUICE_E_USAGE listing every problem. */
-export function resolveLabConfig(input: LabConfigInput = {}): LabConfig {
-  const base = {
+// ---------------------------------------------------------------------------------------------------------------
+// Checks shared by the API/flags (resolveLabConfig) and the lab config file (parseLabConfigFile). Each problem has a
+// path (`gateways`, `vips[1].backends[0]`) and a code; every problem is reported at once.
+
+/** Size fields of the lab and their ranges (gateways are underlay .1-.9; hosts start at .11). */
+const SIZE_RANGES = {
+  gateways: [1, 9],
+  hosts: [1, 200],
+  backendsPerHost: [1, 200],
+  clients: [1, 200],
+  backendPort: [1, 65535],
+} as const satisfies Record<string, readonly [number, number]>;
+type SizeField = keyof typeof SIZE_RANGES;
+
+const PREFIX_RE = /^[a-z][a-z0-9-]{0,11}$/;
+/** VIP names become load balancer names in the sluice config (same rule as src/model/schema.ts). */
+const VIP_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/** Address ranges of the fixed infrastructure plan a VIP must stay out of (the router routes them itself). */
+const RESERVED_V4: readonly (readonly [string, number, string])[] = [
+  [UNDERLAY_PREFIX, 3, 'the underlay 192.168.100.0/24'],
+  [CLIENT_NET, 3, 'the client network 10.200.0.0/24'],
+  ['10.0', 2, 'the backend networks 10.0.0.0/16'],
+];
+const RESERVED_V6: readonly (readonly [string, string])[] = [
+  ['fd00:0000:0', 'the backend networks fd00:0:H::/48'],
+  ['fd00:0100:0000:0000:', 'the IPv6 underlay fd00:100::/64'],
+  ['fd00:0200:0000:0000:', 'the IPv6 client network fd00:200::/64'],
+];
+
+function reservedRange(vip: string, family: IpFamily): string | undefined {
+  if (family === 4) {
+    const octets = vip.split('.');
+    for (const [net, n, what] of RESERVED_V4) if (octets.slice(0, n).join('.') === net) return what;
+    return undefined;
+  }
+  const full = expandIPv6(vip);
+  for (const [start, what] of RESERVED_V6) if (full.startsWith(start)) return what;
+  return undefined;
+}
+
+function labIssue(path: string, message: string, code: ErrorCode = 'SLUICE_E_LAB_CONFIG'): Issue {
+  return { code, path, message };
+}
+
+/**
+ * The semantic checks over already-typed values: sizes and prefix in range, every VIP's name unique, its
+ * address and port free (no two VIPs with the same address, protocol and port), its address outside the fixed
+ * plan, its backends known and listed once. `sizesKnown` is false when hosts or backendsPerHost was unreadable
+ * (then backend names cannot be checked and are not).
+ */
+/** A VIP whose fields may be missing: those that failed the shape check (their problems are already reported). */
+type PartialVip = { readonly [K in keyof LabVip]?: LabVip[K] };
+
+function checkLab(
+  base: Omit<LabConfig, 'vips'>,
+  vips: readonly (readonly [number, PartialVip])[],
+  sizesKnown: boolean,
+): Issue[] {
+  const issues: Issue[] = [];
+  if (!PREFIX_RE.test(base.prefix)) {
+    issues.push(labIssue('prefix', `${JSON.stringify(base.prefix)} must match [a-z][a-z0-9-]{0,11}`));
+  }
+  let sizesOk = sizesKnown;
+  for (const [field, [lo, hi]] of Object.entries(SIZE_RANGES) as [SizeField, readonly [number, number]][]) {
+    const v = base[field];
+    if (!Number.isInteger(v) || v < lo || v > hi) {
+      issues.push(
+        labIssue(
+          field,
+          `must be an integer in ${lo}..${hi} (got ${v})`,
+          field === 'backendPort' ? 'SLUICE_E_CONFIG_PORT_RANGE' : 'SLUICE_E_LAB_CONFIG',
+        ),
+      );
+      if (field === 'hosts' || field === 'backendsPerHost') sizesOk = false;
+    }
+  }
+  const names = new Map<string, number>();
+  const listeners = new Map<string, number>();
+  for (const [i, v] of vips) {
+    const at = `vips[${i}]`;
+    const prevName = v.name === undefined ? undefined : names.get(v.name);
+    if (v.name === undefined) {
+      // unreadable: reported by the shape check
+    } else if (prevName !== undefined) {
+      issues.push(
+        labIssue(
+          `${at}.name`,
+          `duplicate VIP name ${v.name} (also vips[${prevName}])`,
+          'SLUICE_E_CONFIG_DUPLICATE_LB',
+        ),
+      );
+    } else names.set(v.name, i);
+    const key =
+      v.vip === undefined || v.protocol === undefined || v.port === undefined
+        ? undefined
+        : `${normalizeIp(v.vip)}|${v.protocol}|${v.port}`;
+    const prevListener = key === undefined ? undefined : listeners.get(key);
+    if (key === undefined) {
+      // unreadable: reported by the shape check
+    } else if (prevListener !== undefined) {
+      issues.push(
+        labIssue(
+          `${at}.vip`,
+          `${v.vip} ${v.protocol}/${v.port} is already vips[${prevListener}]'s`,
+          'SLUICE_E_CONFIG_DUPLICATE_LISTENER',
+        ),
+      );
+    } else listeners.set(key, i);
+    const reserved =
+      v.vip === undefined || v.family === undefined ? undefined : reservedRange(v.vip, v.family);
+    if (reserved !== undefined) {
+      issues.push(labIssue(`${at}.vip`, `${v.vip} is inside ${reserved}, fixed by the lab's address plan`));
+    }
+    if (v.protocol === 'udp' && !base.udp) {
+      issues.push(labIssue(`${at}.protocol`, 'a UDP VIP needs backends that answer UDP (udp: true)'));
+    }
+    if (v.backends?.length === 0) issues.push(labIssue(`${at}.backends`, 'a VIP needs at least one backend'));
+    const seen = new Set<string>();
+    (v.backends ?? []).forEach((b, j) => {
+      const m = /^host(\d+)-b(\d+)$/.exec(b);
+      const known =
+        m !== null &&
+        Number(m[1]) >= 1 &&
+        Number(m[1]) <= base.hosts &&
+        Number(m[2]) >= 1 &&
+        Number(m[2]) <= base.backendsPerHost;
+      if (seen.has(b)) {
+        issues.push(
+          labIssue(`${at}.backends[${j}]`, `backend ${b} listed twice`, 'SLUICE_E_CONFIG_DUPLICATE_BACKEND'),
+        );
+      } else if (sizesOk && (!known || backendName(Number(m![1]), Number(m![2])) !== b)) {
+        issues.push(
+          labIssue(
+            `${at}.backends[${j}]`,
+            `unknown backend ${b} (this lab has host1..host${base.hosts}, each with b1..b${base.backendsPerHost})`,
+          ),
+        );
+      }
+      seen.add(b);
+    });
+  }
+  return issues;
+}
+
+function freezeLab(base: Omit<LabConfig, 'vips'>, vips: readonly LabVip[]): LabConfig {
+  return Object.freeze({
+    ...base,
+    vips: Object.freeze(vips.map((v) => Object.freeze({ ...v, backends: Object.freeze([...v.backends]) }))),
+  });
+}
+
+function baseOf(input: LabConfigInput): Omit<LabConfig, 'vips'> {
+  return {
     prefix: input.prefix ?? DEFAULT_PREFIX,
     gateways: input.gateways ?? 2,
     hosts: input.hosts ?? 3,
@@ -143,32 +296,257 @@ export function resolveLabConfig(input: LabConfigInput = {}): LabConfig {
     ipv6: input.ipv6 ?? false,
     runRoot: input.runRoot ?? DEFAULT_RUN_ROOT,
   };
-  const problems: string[] = [];
-  if (!/^[a-z][a-z0-9-]{0,11}$/.test(base.prefix)) {
-    problems.push(`prefix ${JSON.stringify(base.prefix)} must match [a-z][a-z0-9-]{0,11}`);
+}
+
+/** `  path: message [CODE]` lines under a head line. */
+function issueText(head: string, issues: readonly Issue[]): string {
+  const n = issues.length;
+  return `${head}: ${n} problem${n === 1 ? '' : 's'}\n${issues.map((i) => `  ${i.path}: ${i.message} [${i.code}]`).join('\n')}`;
+}
+
+/** Fills defaults and checks sizes and names; throws SLUICE_E_USAGE listing every problem (error.issues). */
+export function resolveLabConfig(input: LabConfigInput = {}): LabConfig {
+  const base = baseOf(input);
+  const vips = input.vips;
+  const issues = checkLab(
+    base,
+    (vips ?? []).map((v, i) => [i, v] as const),
+    true,
+  );
+  if (issues.length > 0)
+    throw new SluiceError('SLUICE_E_USAGE', issueText('invalid lab config', issues), issues);
+  return freezeLab(base, vips ?? defaultVips(base));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The lab config file (`sluice lab up --config FILE`): the fields of LabConfigInput except runRoot, VIPs without
+// `family` (derived from the address). Shape checks are zod; each VIP is checked on its own so one broken VIP does
+// not hide the problems of the others.
+
+type CheckCtx<T> = z.core.ParsePayload<T>;
+
+function custom<T>(ctx: CheckCtx<T>, code: ErrorCode, message: string): void {
+  ctx.issues.push({ code: 'custom', message, input: ctx.value, params: { sluiceCode: code } });
+}
+
+const vipNameField = z.string().check((ctx) => {
+  if (!VIP_NAME_RE.test(ctx.value)) {
+    custom(
+      ctx,
+      'SLUICE_E_CONFIG_NAME',
+      `invalid VIP name ${JSON.stringify(ctx.value)}: 1..63 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
+    );
   }
-  const range = (name: string, v: number, lo: number, hi: number) => {
-    if (!Number.isInteger(v) || v < lo || v > hi) problems.push(`${name} must be an integer in ${lo}..${hi}`);
-  };
-  range('gateways', base.gateways, 1, 9); // gateways are .1-.9, hosts start at .11
-  range('hosts', base.hosts, 1, 200);
-  range('backendsPerHost', base.backendsPerHost, 1, 200);
-  range('clients', base.clients, 1, 200);
-  range('backendPort', base.backendPort, 1, 65535);
-  const vips = input.vips ?? (problems.length === 0 ? defaultVips(base) : []);
-  const names = new Set<string>();
-  for (let h = 1; h <= base.hosts; h++) {
-    for (let m = 1; m <= base.backendsPerHost; m++) names.add(backendName(h, m));
+});
+
+const vipAddressField = z.string().check((ctx) => {
+  const ip = parseIp(ctx.value);
+  if (ip === undefined) {
+    custom(
+      ctx,
+      'SLUICE_E_CONFIG_INVALID_IP',
+      `${JSON.stringify(ctx.value)} is not a valid IPv4 or IPv6 address`,
+    );
+    return;
   }
-  for (const v of vips) {
-    for (const b of v.backends) {
-      if (!names.has(b)) problems.push(`vip ${v.name}: unknown backend ${b}`);
+  const why = unusableReason(ip);
+  if (why !== undefined)
+    custom(ctx, 'SLUICE_E_CONFIG_ADDRESS_UNUSABLE', `${ctx.value} is ${why}; it cannot be a VIP`);
+});
+
+const portField = z.number().check((ctx) => {
+  const v = ctx.value;
+  if (!Number.isInteger(v) || v < 1 || v > 65535) {
+    custom(ctx, 'SLUICE_E_CONFIG_PORT_RANGE', `a port must be an integer from 1 to 65535 (got ${v})`);
+  }
+});
+
+export const LabVipFileSchema = z.strictObject({
+  name: vipNameField,
+  vip: vipAddressField,
+  /** Default tcp. */
+  protocol: z.enum(['tcp', 'udp']).optional(),
+  /** Default: the lab's backendPort. */
+  port: portField.optional(),
+  /** Backend names `hostN-bM`; the VIP's backends listen on backendPort (sluice translates the port). */
+  backends: z.array(z.string()).check((ctx) => {
+    if (ctx.value.length === 0) custom(ctx, 'SLUICE_E_LAB_CONFIG', 'a VIP needs at least one backend');
+  }),
+});
+
+const LAB_FILE_FIELDS = {
+  prefix: z.string().optional(),
+  gateways: z.number().optional(),
+  hosts: z.number().optional(),
+  backendsPerHost: z.number().optional(),
+  clients: z.number().optional(),
+  backendPort: z.number().optional(),
+  udp: z.boolean().optional(),
+  ipv6: z.boolean().optional(),
+};
+
+/** The top level with `vips` items left unchecked (validated one by one). */
+const LabFileTopSchema = z.strictObject({ ...LAB_FILE_FIELDS, vips: z.array(z.unknown()).optional() });
+
+/** The whole lab config file format in one schema (documentation; parseLabConfigFile is the validator). */
+export const LabConfigFileSchema = z.strictObject({
+  ...LAB_FILE_FIELDS,
+  vips: z.array(LabVipFileSchema).optional(),
+});
+
+const TYPE_WORDS: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  boolean: 'true or false',
+  array: 'a list',
+  object: 'a mapping',
+};
+
+function labPath(segs: readonly PropertyKey[]): string {
+  let out = '';
+  for (const s of segs) out += typeof s === 'number' ? `[${s}]` : out === '' ? String(s) : `.${String(s)}`;
+  return out === '' ? '(root)' : out;
+}
+
+function fromZod(zi: z.core.$ZodIssue, base: readonly PropertyKey[]): Issue[] {
+  const segs = [...base, ...zi.path];
+  const path = labPath(segs);
+  switch (zi.code) {
+    case 'custom':
+      return [
+        {
+          code: (zi.params as { sluiceCode?: ErrorCode } | undefined)?.sluiceCode ?? 'SLUICE_E_CONFIG_TYPE',
+          path,
+          message: zi.message,
+        },
+      ];
+    case 'unrecognized_keys':
+      return zi.keys.map((k) => ({
+        code: 'SLUICE_E_CONFIG_UNKNOWN_KEY',
+        path: labPath([...segs, k]),
+        message: `unknown key ${JSON.stringify(k)}`,
+      }));
+    case 'invalid_type': {
+      const input = (zi as { input?: unknown }).input;
+      if (input === undefined) return [{ code: 'SLUICE_E_CONFIG_MISSING', path, message: 'missing' }];
+      return [
+        {
+          code: 'SLUICE_E_CONFIG_TYPE',
+          path,
+          message: `expected ${TYPE_WORDS[zi.expected] ?? zi.expected}, got ${JSON.stringify(input)}`,
+        },
+      ];
+    }
+    case 'invalid_value':
+      return [
+        {
+          code: 'SLUICE_E_CONFIG_ENUM',
+          path,
+          message: `expected one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}`,
+        },
+      ];
+    default:
+      return [{ code: 'SLUICE_E_CONFIG_TYPE', path, message: zi.message }];
+  }
+}
+
+/** Result of validating a decoded lab config file: the LabConfig, or every problem with its path. */
+export type LabFileResult =
+  | { readonly ok: true; readonly config: LabConfig }
+  | { readonly ok: false; readonly issues: readonly Issue[] };
+
+/**
+ * Validates a decoded lab config file (YAML/JSON already parsed) merged with `overrides` (flags the user gave
+ * explicitly; they win over the file, and defaults apply when neither says). Pure.
+ */
+export function validateLabConfigFile(doc: unknown, overrides: LabConfigInput = {}): LabFileResult {
+  const issues: Issue[] = [];
+  const top = LabFileTopSchema.safeParse(doc ?? {}, { reportInput: true });
+  const fileValues: Record<string, unknown> = {};
+  let rawVips: unknown[] | undefined;
+  let sizesKnown = true;
+  if (top.success) {
+    Object.assign(fileValues, top.data);
+    rawVips = top.data.vips;
+  } else {
+    for (const zi of top.error.issues) issues.push(...fromZod(zi, []));
+    // Keep the fields that are fine, so their problems (and the VIPs') are still reported.
+    if (typeof doc === 'object' && doc !== null && !Array.isArray(doc)) {
+      const bad = new Set(top.error.issues.map((zi) => String(zi.path[0] ?? '')));
+      for (const [k, v] of Object.entries(doc)) {
+        if (k in LAB_FILE_FIELDS && !bad.has(k)) fileValues[k] = v;
+        if (k === 'vips' && Array.isArray(v)) rawVips = v;
+        if (bad.has(k) && (k === 'hosts' || k === 'backendsPerHost')) sizesKnown = false;
+      }
     }
   }
-  if (problems.length > 0) {
-    throw new SluiceError('SLUICE_E_USAGE', `invalid lab config: ${problems.join('; ')}`);
-  }
-  return Object.freeze({ ...base, vips: Object.freeze(vips.map((v) => Object.freeze({ ...v }))) });
+  const { vips: _ignored, ...fileSizes } = fileValues as LabConfigInput;
+  const merged: LabConfigInput = { ...fileSizes };
+  for (const [k, v] of Object.entries(overrides))
+    if (v !== undefined) (merged as Record<string, unknown>)[k] = v;
+  const base = baseOf(merged);
+  const vips: [number, LabVip][] = [];
+  const partial: [number, PartialVip][] = [];
+  (rawVips ?? []).forEach((raw, i) => {
+    const r = LabVipFileSchema.safeParse(raw, { reportInput: true });
+    if (!r.success) {
+      for (const zi of r.error.issues) issues.push(...fromZod(zi, ['vips', i]));
+      // The fields that are fine still take part in the semantic checks (e.g. an unknown backend of a VIP whose
+      // address is bad is reported too).
+      const bad = new Set(r.error.issues.map((zi) => String(zi.path[0] ?? '')));
+      const obj = (typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : {}) as Record<
+        string,
+        unknown
+      >;
+      const ok = (k: string) => !bad.has(k) && typeof raw === 'object' && raw !== null && !Array.isArray(raw);
+      const vip = ok('vip') ? (obj.vip as string) : undefined;
+      partial.push([
+        i,
+        {
+          name: ok('name') ? (obj.name as string) : undefined,
+          vip: vip === undefined ? undefined : normalizeIp(vip),
+          family: vip === undefined ? undefined : ipFamily(vip),
+          protocol: ok('protocol') ? ((obj.protocol as Protocol | undefined) ?? 'tcp') : undefined,
+          port: ok('port') ? ((obj.port as number | undefined) ?? base.backendPort) : undefined,
+          backends: ok('backends') ? (obj.backends as string[]) : undefined,
+        },
+      ]);
+      return;
+    }
+    const v = r.data;
+    vips.push([
+      i,
+      {
+        name: v.name,
+        vip: normalizeIp(v.vip),
+        family: ipFamily(v.vip)!,
+        protocol: v.protocol ?? 'tcp',
+        port: v.port ?? base.backendPort,
+        backends: v.backends,
+      },
+    ]);
+  });
+  const all = [...vips, ...partial].sort((a, b) => a[0] - b[0]);
+  issues.push(...checkLab(base, all, sizesKnown));
+  if (issues.length > 0) return { ok: false, issues };
+  return {
+    ok: true,
+    config: freezeLab(base, rawVips === undefined ? defaultVips(base) : vips.map(([, v]) => v)),
+  };
+}
+
+/**
+ * Validates a decoded lab config file (see validateLabConfigFile). Throws SluiceError('SLUICE_E_CONFIG_INVALID')
+ * listing every problem with its path (error.issues); `source` (the file name) names it in the message.
+ */
+export function parseLabConfigFile(doc: unknown, source: string, overrides: LabConfigInput = {}): LabConfig {
+  const r = validateLabConfigFile(doc, overrides);
+  if (r.ok) return r.config;
+  throw new SluiceError(
+    'SLUICE_E_CONFIG_INVALID',
+    issueText(`invalid lab config ${source}`, r.issues),
+    r.issues,
+  );
 }
 
 /** Planned (pre-start) identity of one backend. */
