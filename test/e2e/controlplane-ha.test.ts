@@ -106,7 +106,15 @@ async function waitFor(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    if (Date.now() > deadline) {
+      // The planners' last decisions say why (CI keeps only this message).
+      const last = plannerRecords()
+        .filter((r) => r.event !== undefined)
+        .sort((a, b) => (a.time as number) - (b.time as number))
+        .slice(-25)
+        .map((r) => JSON.stringify(r));
+      throw new Error(`timed out waiting for: ${what}; planners' last records:\n${last.join('\n')}`);
+    }
     await sleep(200);
   }
 }
