@@ -53,6 +53,11 @@ export function formatLabStatus(s: LabStatus): string {
     lines.push(`other processes: ${alive}/${others.length} alive`);
     for (const p of others.filter((x) => !x.alive)) lines.push(`  not running: ${p.pidFile}`);
   }
+  if (s.vips.length > 0) {
+    lines.push('VIPs:');
+    for (const v of s.vips)
+      lines.push(`  ${v.name} ${v.vip} ${v.protocol}/${v.port} -> ${v.backends.join(', ')}`);
+  }
   const ecmp = Object.entries(s.ecmp);
   if (ecmp.length > 0) {
     lines.push('ECMP next hops (router):');

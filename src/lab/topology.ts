@@ -989,6 +989,8 @@ export interface LabStatus {
   readonly processes: readonly LabProcessStatus[];
   readonly nodes: readonly LabNodeStatus[];
   readonly ecmp: Readonly<Record<string, string[]>>;
+  /** The lab's services as built (from lab.json; empty when it is missing). */
+  readonly vips: readonly LabVip[];
 }
 
 /** What exists of the lab with `prefix`: namespaces, processes from its pid files, OVS versions, ECMP set. */
@@ -1039,5 +1041,6 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
     processes,
     nodes,
     ecmp,
+    vips: facts?.config.vips ?? [],
   };
 }
