@@ -1,17 +1,28 @@
-// The lab's address plan and derived sluice config (pure: no namespaces, no root).
+// The lab's address plan, its config file and the derived sluice config (pure: no namespaces, no root; one test
+// writes a temporary file for the CLI wiring, with a fake commander Command).
 
 import * as assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { labUpConfig } from '../../src/lab/cli.ts';
 import {
   defaultVips,
+  type LabConfigInput,
   labConfigDocument,
   labNamespacePattern,
   labPlan,
   labSluiceConfig,
+  parseLabConfigFile,
   planNamespaces,
   resolveLabConfig,
+  validateLabConfigFile,
 } from '../../src/lab/config.ts';
 import { SluiceError } from '../../src/model/errors.ts';
+import { decodeConfigText } from '../../src/model/load.ts';
 
 test('defaults: 2 gateways, 3 hosts, 2 backends per host, 2 clients, prefix sl-', () => {
   const cfg = resolveLabConfig();
@@ -99,4 +110,255 @@ test('the namespace pattern matches exactly the names of that prefix', () => {
     assert.ok(re.test(n), n);
   for (const n of ['sl-x-gw1', 'slt-lab-gw1', 'sl-gw', 'sl-scratch', 'xsl-gw1', 'sl-host1-b'])
     assert.ok(!re.test(n), n);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The lab config file (`sluice lab up --config FILE`).
+
+const EXAMPLE = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
+
+function issuesOf(doc: unknown, overrides: LabConfigInput = {}): Array<[string, string]> {
+  const r = validateLabConfigFile(doc, overrides);
+  assert.equal(r.ok, false, 'expected problems');
+  return r.ok ? [] : r.issues.map((i) => [i.path, i.code]);
+}
+
+function messagesOf(doc: unknown): string[] {
+  const r = validateLabConfigFile(doc);
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+}
+
+test('examples/lab.yaml is the defaults written out: the same LabConfig as no flags at all', () => {
+  const doc = decodeConfigText(readFileSync(EXAMPLE, 'utf8'), 'examples/lab.yaml');
+  assert.deepEqual(parseLabConfigFile(doc, 'examples/lab.yaml'), resolveLabConfig());
+  // An empty file (YAML null) and an empty mapping are the defaults too.
+  assert.deepEqual(parseLabConfigFile(decodeConfigText('', 'e.yaml'), 'e.yaml'), resolveLabConfig());
+  assert.deepEqual(parseLabConfigFile({}, 'x'), resolveLabConfig());
+});
+
+test('a valid file gives the same LabConfig as the same values through the API/flags (YAML and JSON)', () => {
+  const yaml = [
+    'prefix: x-',
+    'gateways: 3',
+    'hosts: 2',
+    'backendsPerHost: 1',
+    'clients: 1',
+    'backendPort: 8000',
+    'udp: false',
+    'vips:',
+    '  - { name: shop, vip: 203.0.113.30, port: 8080, backends: [host1-b1, host2-b1] }',
+    '  - { name: shop6, vip: "2001:DB8:0::30", backends: [host2-b1] }',
+  ].join('\n');
+  const fromYaml = parseLabConfigFile(decodeConfigText(yaml, 'l.yaml'), 'l.yaml');
+  const fromJson = parseLabConfigFile(
+    decodeConfigText(JSON.stringify(decodeConfigText(yaml, 'l.yaml')), 'l.json'),
+    'l.json',
+  );
+  const viaApi = resolveLabConfig({
+    prefix: 'x-',
+    gateways: 3,
+    hosts: 2,
+    backendsPerHost: 1,
+    clients: 1,
+    backendPort: 8000,
+    udp: false,
+    vips: [
+      {
+        name: 'shop',
+        vip: '203.0.113.30',
+        family: 4,
+        protocol: 'tcp',
+        port: 8080,
+        backends: ['host1-b1', 'host2-b1'],
+      },
+      // Family from the address, address canonical, protocol tcp and port backendPort by default.
+      { name: 'shop6', vip: '2001:db8::30', family: 6, protocol: 'tcp', port: 8000, backends: ['host2-b1'] },
+    ],
+  });
+  assert.deepEqual(fromYaml, viaApi);
+  assert.deepEqual(fromJson, viaApi);
+  // The VIPs flow into the sluice config the control plane gets: the VIP's port, the backends' own port.
+  const cfg = labSluiceConfig(fromYaml);
+  const shop = cfg.loadBalancers.find((lb) => lb.name === 'shop')!;
+  assert.deepEqual(shop.ports, [8080]);
+  assert.deepEqual(
+    shop.backends.map((b) => [b.address, b.port, b.host]),
+    [
+      ['10.0.1.11', 8000, 'host1'],
+      ['10.0.2.11', 8000, 'host2'],
+    ],
+  );
+  const shop6 = cfg.loadBalancers.find((lb) => lb.name === 'shop6')!;
+  assert.deepEqual([shop6.family, shop6.backends[0].address], [6, 'fd00:0:2::11']);
+  assert.equal(cfg.nodes.filter((n) => n.role === 'gateway').length, 3);
+});
+
+test('flags the user typed override the file; defaults apply only where neither says', () => {
+  const doc = {
+    prefix: 'f-',
+    hosts: 2,
+    gateways: 1,
+    vips: [{ name: 'a', vip: '198.51.100.7', backends: ['host2-b2'] }],
+  };
+  const c = parseLabConfigFile(doc, 'f', { hosts: 4, ipv6: true });
+  assert.deepEqual(
+    [c.prefix, c.gateways, c.hosts, c.backendsPerHost, c.clients, c.ipv6],
+    ['f-', 1, 4, 2, 2, true],
+  );
+  assert.deepEqual(
+    c.vips.map((v) => v.name),
+    ['a'],
+  );
+  // An override can make a file backend unknown: reported at the file's path.
+  assert.deepEqual(issuesOf(doc, { hosts: 1 }), [['vips[0].backends[0]', 'SLUICE_E_LAB_CONFIG']]);
+  // The CLI wiring: only options whose commander value source is `cli` override (a fake Command).
+  const file = join(mkdtempSync(join(tmpdir(), 'lab-config-')), 'lab.json');
+  writeFileSync(file, JSON.stringify(doc));
+  const opts = {
+    config: file,
+    prefix: 'sl-',
+    gateways: 2,
+    hosts: 3,
+    backendsPerHost: 2,
+    clients: 5,
+    ipv6: false,
+    runRoot: '/tmp/r',
+  };
+  const typed = new Set(['clients']);
+  const fake = { getOptionValueSource: (k: string) => (typed.has(k) ? 'cli' : 'default') } as Pick<
+    Command,
+    'getOptionValueSource'
+  >;
+  const viaCli = labUpConfig(fake, opts);
+  assert.deepEqual(
+    [viaCli.prefix, viaCli.gateways, viaCli.hosts, viaCli.clients, viaCli.runRoot],
+    ['f-', 1, 2, 5, '/tmp/r'],
+  );
+  // Without --config the flags alone decide (as before the file existed).
+  const noFile = labUpConfig(fake, { ...opts, config: undefined });
+  assert.deepEqual([noFile.prefix, noFile.hosts, noFile.vips.length], ['sl-', 3, 2]);
+});
+
+test('every bad case is reported with its path and code', () => {
+  const vip = (v: Record<string, unknown>) => ({
+    vips: [{ name: 's', vip: '203.0.113.30', backends: ['host1-b1'], ...v }],
+  });
+  const cases: Array<[unknown, string, string]> = [
+    [{ gateways: 10 }, 'gateways', 'SLUICE_E_LAB_CONFIG'],
+    [{ hosts: 0 }, 'hosts', 'SLUICE_E_LAB_CONFIG'],
+    [{ backendsPerHost: 1.5 }, 'backendsPerHost', 'SLUICE_E_LAB_CONFIG'],
+    [{ clients: 201 }, 'clients', 'SLUICE_E_LAB_CONFIG'],
+    [{ backendPort: 70000 }, 'backendPort', 'SLUICE_E_CONFIG_PORT_RANGE'],
+    [{ prefix: 'Bad Prefix' }, 'prefix', 'SLUICE_E_LAB_CONFIG'],
+    [{ hosts: 'three' }, 'hosts', 'SLUICE_E_CONFIG_TYPE'],
+    [{ udp: 'yes' }, 'udp', 'SLUICE_E_CONFIG_TYPE'],
+    [{ gatways: 2 }, 'gatways', 'SLUICE_E_CONFIG_UNKNOWN_KEY'],
+    [{ vips: {} }, 'vips', 'SLUICE_E_CONFIG_TYPE'],
+    [{ vips: ['web'] }, 'vips[0]', 'SLUICE_E_CONFIG_TYPE'],
+    [vip({ vip: '203.0.113.300' }), 'vips[0].vip', 'SLUICE_E_CONFIG_INVALID_IP'],
+    [vip({ vip: '0.0.0.0' }), 'vips[0].vip', 'SLUICE_E_CONFIG_ADDRESS_UNUSABLE'],
+    [vip({ vip: '10.200.0.50' }), 'vips[0].vip', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ vip: '192.168.100.77' }), 'vips[0].vip', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ vip: '10.0.7.1' }), 'vips[0].vip', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ vip: 'fd00:200::99' }), 'vips[0].vip', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ port: 0 }), 'vips[0].port', 'SLUICE_E_CONFIG_PORT_RANGE'],
+    [vip({ port: 65536 }), 'vips[0].port', 'SLUICE_E_CONFIG_PORT_RANGE'],
+    [vip({ port: '80' }), 'vips[0].port', 'SLUICE_E_CONFIG_TYPE'],
+    [vip({ protocol: 'sctp' }), 'vips[0].protocol', 'SLUICE_E_CONFIG_ENUM'],
+    [{ udp: false, ...vip({ protocol: 'udp' }) }, 'vips[0].protocol', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ name: 'no spaces' }), 'vips[0].name', 'SLUICE_E_CONFIG_NAME'],
+    [vip({ name: undefined }), 'vips[0].name', 'SLUICE_E_CONFIG_MISSING'],
+    [vip({ family: 4 }), 'vips[0].family', 'SLUICE_E_CONFIG_UNKNOWN_KEY'],
+    [vip({ backends: [] }), 'vips[0].backends', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ backends: 'host1-b1' }), 'vips[0].backends', 'SLUICE_E_CONFIG_TYPE'],
+    [vip({ backends: ['host9-b1'] }), 'vips[0].backends[0]', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ backends: ['host1-b3'] }), 'vips[0].backends[0]', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ backends: ['host01-b1'] }), 'vips[0].backends[0]', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ backends: ['gw1'] }), 'vips[0].backends[0]', 'SLUICE_E_LAB_CONFIG'],
+    [vip({ backends: ['host1-b1', 'host1-b1'] }), 'vips[0].backends[1]', 'SLUICE_E_CONFIG_DUPLICATE_BACKEND'],
+  ];
+  for (const [doc, path, code] of cases) {
+    assert.deepEqual(issuesOf(doc), [[path, code]], JSON.stringify(doc));
+  }
+  assert.deepEqual(
+    issuesOf({
+      vips: [
+        { name: 'a', vip: '203.0.113.30', backends: ['host1-b1'] },
+        { name: 'a', vip: '203.0.113.31', backends: ['host1-b1'] },
+      ],
+    }),
+    [['vips[1].name', 'SLUICE_E_CONFIG_DUPLICATE_LB']],
+  );
+  // Same address and port: a duplicate, also when written differently; another protocol or port is not.
+  const listeners = (b: Record<string, unknown>) => ({
+    vips: [
+      { name: 'a', vip: '2001:db8::30', port: 80, backends: ['host1-b1'] },
+      { name: 'b', backends: ['host2-b1'], ...b },
+    ],
+  });
+  assert.deepEqual(issuesOf(listeners({ vip: '2001:db8:0:0::30', port: 80 })), [
+    ['vips[1].vip', 'SLUICE_E_CONFIG_DUPLICATE_LISTENER'],
+  ]);
+  assert.equal(validateLabConfigFile(listeners({ vip: '2001:db8::30', port: 81 })).ok, true);
+  assert.equal(validateLabConfigFile(listeners({ vip: '2001:db8::30', port: 80, protocol: 'udp' })).ok, true);
+  assert.deepEqual(messagesOf(vip({ backends: ['host9-b1'] })), [
+    'vips[0].backends[0]: unknown backend host9-b1 (this lab has host1..host3, each with b1..b2)',
+  ]);
+});
+
+test('all problems at once, in one error, and nothing valid is built from a bad file', () => {
+  const doc = {
+    gateways: 0,
+    hosts: 2,
+    colour: 'blue',
+    vips: [
+      { name: 'shop', vip: '203.0.113.300', port: 8080, backends: ['host1-b1', 'host9-b1'] },
+      { name: 'shop', vip: '203.0.113.31', port: 0, backends: [] },
+      { name: 'ok', vip: '203.0.113.32', backends: ['host2-b2'] },
+      { name: 'dup', vip: '203.0.113.32', port: 80, backends: ['host3-b1'] },
+    ],
+  };
+  assert.throws(
+    () => parseLabConfigFile(doc, 'lab.yaml'),
+    (e: unknown) => {
+      assert.ok(e instanceof SluiceError);
+      assert.equal(e.code, 'SLUICE_E_CONFIG_INVALID');
+      assert.deepEqual(
+        e.issues.map((i) => i.path).sort(),
+        [
+          'colour',
+          'gateways',
+          'vips[0].backends[1]',
+          'vips[0].vip',
+          'vips[1].backends',
+          'vips[1].name',
+          'vips[1].port',
+          'vips[3].backends[0]',
+          'vips[3].vip',
+        ].sort(),
+      );
+      assert.match(e.message, /^invalid lab config lab\.yaml: 9 problems\n/);
+      assert.match(
+        e.message,
+        /\n {2}vips\[0\]\.backends\[1\]: unknown backend host9-b1 .*\[SLUICE_E_LAB_CONFIG\]/,
+      );
+      return true;
+    },
+  );
+});
+
+test('the API path (resolveLabConfig) reports every problem with its path too (SLUICE_E_USAGE)', () => {
+  assert.throws(
+    () =>
+      resolveLabConfig({
+        gateways: 0,
+        vips: [
+          { name: 'x', vip: '203.0.113.9', family: 4, protocol: 'tcp', port: 80, backends: ['host9-b1'] },
+        ],
+      }),
+    (e: unknown) =>
+      e instanceof SluiceError &&
+      e.code === 'SLUICE_E_USAGE' &&
+      JSON.stringify(e.issues.map((i) => i.path)) === JSON.stringify(['gateways', 'vips[0].backends[0]']),
+  );
 });
