@@ -1,12 +1,15 @@
 // End-to-end: the lab builds the whole topology on this machine and removes it again (root, real OVS, namespaces).
-// Uses its own prefixes (slt-lab-, slt-labx-); touches only namespaces and processes it created.
+// Uses its own prefixes (slt-lab-, slt-labx-, slt-labf-); touches only namespaces and processes it created.
 
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_RUN_ROOT, labNamespacePattern } from '../../src/lab/config.ts';
+import { LabController } from '../../src/lab/controller.ts';
 import { nsRun, pidAlive, readPidFile, run } from '../../src/lab/exec.ts';
 import { LAB_TLV_MAP } from '../../src/lab/node.ts';
 import { attachLab, type Lab, labDown, labStatus, labUp, listNamespaces } from '../../src/lab/topology.ts';
@@ -16,6 +19,27 @@ import { SluiceError } from '../../src/model/errors.ts';
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const PREFIX = 'slt-lab-';
 const CRASH_PREFIX = 'slt-labx-';
+const FILE_PREFIX = 'slt-labf-';
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Runs the real `sluice` command (src/cli/bin.ts under tsx) as a child process. */
+function sluiceCli(
+  args: readonly string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', ...args], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((res) => child.on('close', (code) => res({ code, stdout, stderr })));
+}
 
 function pidFilesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -380,5 +404,129 @@ describe('lab down after a crash', { skip: isRoot ? false : 'needs root', timeou
     assert.equal(labNamespacePattern('slt-lab-').test('slt-labx-gw1'), false);
     const { stdout } = await run('ip', ['netns', 'list']);
     assert.doesNotMatch(stdout, /slt-labx-/);
+  });
+});
+
+describe('lab up --config (the real CLI)', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () => {
+  let dir: string;
+  before(async () => {
+    await labDown(FILE_PREFIX); // leftovers of an earlier crashed run of this very test only
+    dir = mkdtempSync(join(tmpdir(), 'sluice-lab-config-'));
+  });
+  after(async () => {
+    await labDown(FILE_PREFIX);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a bad file: exit 2, every problem with its path, nothing built', async () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(
+      file,
+      [
+        'vips:',
+        '  - { name: shop, vip: 203.0.113.300, port: 8080, backends: [host1-b1, host9-b1] }',
+        '  - { name: shop, vip: 203.0.113.31, port: 0, backends: [] }',
+      ].join('\n'),
+    );
+    const r = await sluiceCli(['lab', 'up', '--config', file, '--no-control-plane', '--prefix', FILE_PREFIX]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /invalid lab config .*: 5 problems \[SLUICE_E_CONFIG_INVALID\]/);
+    for (const path of [
+      'vips[0].vip',
+      'vips[0].backends[1]',
+      'vips[1].name',
+      'vips[1].port',
+      'vips[1].backends',
+    ])
+      assert.ok(r.stderr.includes(`\n  ${path}: `), `${path} missing in:\n${r.stderr}`);
+    assert.match(r.stderr, /vips\[0\]\.backends\[1\]: unknown backend host9-b1/);
+    assert.deepEqual(await labNamespaces(FILE_PREFIX), []);
+    assert.equal(existsSync(`${DEFAULT_RUN_ROOT}/${FILE_PREFIX}`), false);
+  });
+
+  test('a VIP from the file that is not a default (shop 203.0.113.30:8080 -> host1-b1, host2-b1) greets a client through the ECMP router', async () => {
+    // hosts: 1 in the file, --hosts 2 on the command line: the typed flag wins (else host2-b1 would be unknown).
+    const file = join(dir, 'lab.yaml');
+    writeFileSync(
+      file,
+      [
+        'gateways: 2',
+        'hosts: 1',
+        'backendsPerHost: 1',
+        'clients: 1',
+        'vips:',
+        '  - name: shop',
+        '    vip: 203.0.113.30',
+        '    port: 8080',
+        '    backends: [host1-b1, host2-b1]',
+      ].join('\n'),
+    );
+    const t0 = Date.now();
+    const up = await sluiceCli([
+      'lab',
+      'up',
+      '-f',
+      file,
+      '--hosts',
+      '2',
+      '--no-control-plane',
+      '--prefix',
+      FILE_PREFIX,
+    ]);
+    process.stderr.write(`sluice lab up --config took ${Date.now() - t0} ms\n`);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout, /VIP shop 203\.0\.113\.30 tcp\/8080 -> host1-b1, host2-b1/);
+    assert.doesNotMatch(up.stdout, /VIP (web|api) /);
+    assert.equal((await labNamespaces(FILE_PREFIX)).length, 1 + 1 + 2 + 2 + 2 + 1);
+
+    const status = await sluiceCli(['lab', 'status', '--prefix', FILE_PREFIX]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /\n {2}shop 203\.0\.113\.30 tcp\/8080 -> host1-b1, host2-b1\n/);
+    assert.match(status.stdout, /203\.0\.113\.30 -> gw1, gw2/);
+
+    // The lab's derived sluice config (what the control plane would get) has the file's VIP; programmed directly.
+    const lab = attachLab(FILE_PREFIX);
+    const config = lab.sluiceConfig();
+    assert.deepEqual(
+      config.loadBalancers.map((lb) => [
+        lb.name,
+        lb.vip,
+        lb.ports.join(','),
+        lb.backends.map((b) => `${b.address}:${b.port}`).join(' '),
+      ]),
+      [['shop', '203.0.113.30', '8080', '10.0.1.11:80 10.0.2.11:80']],
+    );
+    const ctl = new LabController(lab);
+    await ctl.start(config);
+    const t = await startTraffic(lab, {
+      vip: '203.0.113.30',
+      port: 8080,
+      count: 20,
+      rate: 50,
+      expectBackends: ['host1-b1', 'host2-b1'],
+    });
+    try {
+      await t.waitOpened(20, 30_000);
+      const c = await t.report();
+      assert.equal(c.failed, 0, JSON.stringify(t.failedEvents()));
+      assert.equal(c.broken, 0, JSON.stringify(t.brokenEvents()));
+      // Every greeting came from one of the VIP's two backends.
+      assert.deepEqual(
+        Object.keys(c.perBackend).filter((b) => !['host1-b1', 'host2-b1'].includes(b)),
+        [],
+      );
+      assert.equal(
+        Object.values(c.perBackend).reduce((n, b) => n + b.opened, 0),
+        20,
+      );
+      const s = await t.stop();
+      assert.equal(s.closed, 20);
+    } finally {
+      await t.kill();
+    }
+
+    const down = await sluiceCli(['lab', 'down', '--prefix', FILE_PREFIX]);
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(await labNamespaces(FILE_PREFIX), []);
   });
 });
