@@ -42,7 +42,7 @@ export const ERROR_CODES = {
   SLUICE_E_LAB_EXISTS: 'a lab with this prefix already exists (run `sluice lab down` first)',
   SLUICE_E_LAB_NOT_FOUND: 'no running lab with this prefix',
   SLUICE_E_LAB_CONFIG:
-    'a lab config value breaks a lab rule (a size or the prefix out of range, a VIP with no or an unknown backend, a VIP inside the lab\'s fixed address plan); an issue inside SLUICE_E_CONFIG_INVALID or SLUICE_E_USAGE',
+    "a lab config value breaks a lab rule (a size or the prefix out of range, a VIP with no or an unknown backend, a VIP inside the lab's fixed address plan); an issue inside SLUICE_E_CONFIG_INVALID or SLUICE_E_USAGE",
   SLUICE_E_USAGE: 'a command was called with wrong arguments',
   // OVSDB client (src/ovsdb): each thrown as OvsdbError (src/ovsdb/errors.ts).
   SLUICE_E_OVSDB_CONNECT: 'no OVSDB remote could be reached (or none is a usable cluster member) in time',
