@@ -22,6 +22,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, release } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { decodeCookie } from '../src/compile/registry.ts';
 import { addLabBackend, LabController, setLabBackendState } from '../src/lab/controller.ts';
@@ -38,7 +39,6 @@ const GW = 'gw1';
 const OTHER_GW = 'gw2';
 const N = Number(process.env.DPFLOWS_CONNS ?? 1000);
 const CHURN_N = Number(process.env.DPFLOWS_CHURN_CONNS ?? 300);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stderr.write(`${s}\n`);
 
 type HashMode = Config['hashMode'];

@@ -26,6 +26,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { compileNode } from '../src/compile/index.ts';
 import {
@@ -69,7 +70,6 @@ const N = Number(opt('--connections') ?? 300);
 const ONLY = opt('--only')?.split(',');
 const WRITE_DOCS = !argv.includes('--no-docs');
 const ECHO_TIMEOUT_MS = 2000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 type ScenarioId = 'add' | 'drain' | 'remove';

@@ -86,4 +86,4 @@ export function writeSection(name: string, body: string): void {
 export const say = (s: string): void => {
   process.stderr.write(`${s}\n`);
 };
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { setTimeout as sleep } from 'node:timers/promises';

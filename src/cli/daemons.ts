@@ -2,6 +2,7 @@
 // until SIGTERM/SIGINT; structured JSON logs (pino) go to stderr; `--metrics host:port` serves /metrics and /status.
 
 import { closeSync, existsSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { AgentDaemon } from '../agent/daemon.ts';
@@ -87,8 +88,6 @@ function pidOf(file: string): number | undefined {
     return undefined;
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Serialises read-modify-write of the lab router's ECMP set across processes (an exclusive lock file). */
 async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {

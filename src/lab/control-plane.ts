@@ -9,6 +9,7 @@
 // `--db unix:<runDir>/cp/store.sock`.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
@@ -262,8 +263,6 @@ function tail(file: string, lines = 8): string {
     return '(no log)';
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Writes `config` as the desired state (desiredStateOps: the smallest transaction; nothing when equal). */
 export async function writeDesiredState(db: string, config: Config): Promise<void> {

@@ -13,6 +13,7 @@
 // receiving traffic and only then leaves the ack set; it rejoins ECMP only after it was programmed with the latest
 // generation.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SlotConnections } from '../agent/node-ops.ts';
 import {
   connectionCounts,
@@ -59,8 +60,6 @@ export interface ChangeResult {
   /** True when nothing waits any more (no `waits` note). */
   readonly settled: boolean;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A short human summary of planner notes, e.g. `web: phase1 64 slots; api: waits 12 slots (40 conns)`. */
 export function summarizeNotes(notes: readonly PlanNote[]): string {

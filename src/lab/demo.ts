@@ -13,6 +13,7 @@
 
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { decodeCookie } from '../compile/registry.ts';
 import { SluiceError } from '../model/errors.ts';
@@ -66,8 +67,6 @@ export interface DemoResult {
   /** Wall time of the whole demo including lab up and down, ms. */
   readonly ms: number;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Packets handed on by second chance, summed over every host's SECOND_CHANCE flows (after a revalidator pass). */
 export async function secondChancePackets(lab: Lab): Promise<number> {

@@ -4,6 +4,7 @@
 
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from '../model/errors.ts';
 
 export interface RunOptions {
@@ -217,8 +218,6 @@ export function pidExited(pid: number): boolean {
   const state = stat.slice(stat.lastIndexOf(')') + 2).charAt(0);
   return state === 'Z' || state === 'X';
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Kills the process named by `pidFile` if it is alive and its command line contains `expect`: SIGTERM (or the

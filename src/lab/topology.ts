@@ -4,6 +4,7 @@
 // its run directory, and every namespace carries the lab's prefix, so labDown can clean up after a crash.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { NodeFacts } from '../compile/facts.ts';
 import { SluiceError } from '../model/errors.ts';
@@ -87,8 +88,6 @@ export interface LabUpOptions {
   /** Progress messages. */
   readonly log?: (msg: string) => void;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function labJsonPath(runDir: string): string {
   return `${runDir}/lab.json`;

@@ -6,6 +6,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { OvsdbError } from './errors.ts';
@@ -61,8 +62,6 @@ function canConnect(path: string): Promise<boolean> {
     s.once('error', () => resolve(false));
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface OvsdbServerOptions {
   /** Directory for the socket, pidfile, unixctl socket and log (must exist). */

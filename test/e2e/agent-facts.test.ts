@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readNodeFacts } from '../../src/agent/facts.ts';
 import { labEcmpCommand } from '../../src/lab/ecmp.ts';
 import { nsRun } from '../../src/lab/exec.ts';
@@ -24,7 +25,6 @@ import { SluiceChildren } from './helpers/sluice-children.ts';
 
 const PREFIX = 'slt-af-';
 const isRoot = process.getuid?.() === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let lab: Lab;
 let dir: string;

@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { labEcmpCommand, labFenceTemplate } from '../../src/lab/ecmp.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
@@ -29,7 +30,6 @@ import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-ha-';
 const isRoot = process.getuid?.() === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const PLANNERS = ['planner-a', 'planner-b'];
 

@@ -13,6 +13,7 @@ import { createServer, connect as netConnect, type Server, type Socket } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   ControlPlane,
   startAgent as startLabAgent,
@@ -30,7 +31,6 @@ import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const ADDED = 'host3-b2';
 const DRAINED = 'host1-b1';

@@ -18,6 +18,7 @@
 
 import * as assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { compileNode } from '../../src/compile/index.ts';
 import { decodeCookie, lbIds, T } from '../../src/compile/registry.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
@@ -40,7 +41,6 @@ const A = 'host1-b1';
 const B = 'host2-b1';
 /** packetsByKind key of CT_IN's catch-all drop. */
 const CT_IN_DROP = `DROP@${T.CT_IN}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isRoot = process.getuid?.() === 0;
 
 let lab: Lab;

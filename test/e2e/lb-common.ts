@@ -10,7 +10,7 @@ import type { Config } from '../../src/model/types.ts';
 import { revalidate } from '../../src/openflow/applier.ts';
 
 export const isRoot = process.getuid?.() === 0;
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { setTimeout as sleep } from 'node:timers/promises';
 export const WEB = { vip: '203.0.113.10', port: 80 } as const;
 export const API = { vip: '203.0.113.20', port: 80 } as const;
 /** Echo timeout of the harness: a black-holed connection fails within it. */

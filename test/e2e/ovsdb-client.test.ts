@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { type Monitor, OvsdbClient, type OvsdbClientOptions } from '../../src/ovsdb/client.ts';
 import { OvsdbError } from '../../src/ovsdb/errors.ts';
@@ -30,7 +31,6 @@ import {
 } from '../../src/ovsdb/server.ts';
 
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const DB = SLUICE_DB;
 
 async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {

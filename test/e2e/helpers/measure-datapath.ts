@@ -4,6 +4,7 @@
 //
 //   node --import tsx test/e2e/helpers/measure-datapath.ts [connections=1000] [slotBits=8]
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { compileNode } from '../../../src/compile/index.ts';
 import { NO_OWNER } from '../../../src/hashing/slots.ts';
 import { labDown, labUp } from '../../../src/lab/topology.ts';
@@ -16,7 +17,6 @@ const N = Number(process.argv[2] ?? 1000);
 const BITS = Number(process.argv[3] ?? 8);
 const SIZE = 2 ** BITS;
 const PREFIX = 'slt-dp-';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   const lab = await labUp(
