@@ -15,31 +15,12 @@ import { LAB_TLV_MAP } from '../../src/lab/node.ts';
 import { attachLab, type Lab, labDown, labStatus, labUp, listNamespaces } from '../../src/lab/topology.ts';
 import { startTraffic, TrafficRunner } from '../../src/lab/traffic.ts';
 import { SluiceError } from '../../src/model/errors.ts';
+import { execSluice } from './helpers/sluice-children.ts';
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const PREFIX = 'slt-lab-';
 const CRASH_PREFIX = 'slt-labx-';
 const FILE_PREFIX = 'slt-labf-';
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-
-/** Runs the real `sluice` command (src/cli/bin.ts under tsx) as a child process. */
-function sluiceCli(
-  args: readonly string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', ...args], {
-    cwd: REPO,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((res) => child.on('close', (code) => res({ code, stdout, stderr })));
-}
 
 function pidFilesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -428,7 +409,15 @@ describe('lab up --config (the real CLI)', { skip: isRoot ? false : 'needs root'
         '  - { name: shop, vip: 203.0.113.31, port: 0, backends: [] }',
       ].join('\n'),
     );
-    const r = await sluiceCli(['lab', 'up', '--config', file, '--no-control-plane', '--prefix', FILE_PREFIX]);
+    const r = await execSluice([
+      'lab',
+      'up',
+      '--config',
+      file,
+      '--no-control-plane',
+      '--prefix',
+      FILE_PREFIX,
+    ]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /invalid lab config .*: 5 problems \[SLUICE_E_CONFIG_INVALID\]/);
     for (const path of [
@@ -462,7 +451,7 @@ describe('lab up --config (the real CLI)', { skip: isRoot ? false : 'needs root'
       ].join('\n'),
     );
     const t0 = Date.now();
-    const up = await sluiceCli([
+    const up = await execSluice([
       'lab',
       'up',
       '-f',
@@ -479,7 +468,7 @@ describe('lab up --config (the real CLI)', { skip: isRoot ? false : 'needs root'
     assert.doesNotMatch(up.stdout, /VIP (web|api) /);
     assert.equal((await labNamespaces(FILE_PREFIX)).length, 1 + 1 + 2 + 2 + 2 + 1);
 
-    const status = await sluiceCli(['lab', 'status', '--prefix', FILE_PREFIX]);
+    const status = await execSluice(['lab', 'status', '--prefix', FILE_PREFIX]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /\n {2}shop 203\.0\.113\.30 tcp\/8080 -> host1-b1, host2-b1\n/);
     assert.match(status.stdout, /203\.0\.113\.30 -> gw1, gw2/);
@@ -525,7 +514,7 @@ describe('lab up --config (the real CLI)', { skip: isRoot ? false : 'needs root'
       await t.kill();
     }
 
-    const down = await sluiceCli(['lab', 'down', '--prefix', FILE_PREFIX]);
+    const down = await execSluice(['lab', 'down', '--prefix', FILE_PREFIX]);
     assert.equal(down.code, 0, down.stderr);
     assert.deepEqual(await labNamespaces(FILE_PREFIX), []);
   });

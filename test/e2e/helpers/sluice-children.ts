@@ -76,23 +76,28 @@ export class SluiceChildren {
   }
 }
 
-/** Runs `sluice <args>` to its end; resolves to its stdout, rejects with its stderr on a non-zero exit. */
-export function runSluice(args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...SLUICE, ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    child.once('exit', (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`sluice ${args.join(' ')}: exit ${code}: ${err}`)),
-    );
+/** Runs `sluice <args>` to its end: its exit code and everything it printed. */
+export function execSluice(
+  args: readonly string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [...SLUICE, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** Runs `sluice <args>` to its end; resolves to its stdout, rejects with its stderr on a non-zero exit. */
+export async function runSluice(args: readonly string[]): Promise<string> {
+  const r = await execSluice(args);
+  if (r.code !== 0) throw new Error(`sluice ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+  return r.stdout;
 }
