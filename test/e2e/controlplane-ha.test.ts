@@ -26,7 +26,7 @@ import { type Cluster, type OvsdbServerProcess, SLUICE_DB, startCluster } from '
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
 import { mapGet, PLANNER_FENCED_KEY } from '../../src/planner/view.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
-import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
+import { readStoreState, STORE_STATE_TABLES, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-ha-';
 const isRoot = process.getuid?.() === 0;
@@ -157,7 +157,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     client = new OvsdbClient({ remotes: cluster.remotes });
     await client.connect();
     const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    status = await client.monitor(SLUICE_DB, STORE_STATE_TABLES);
     await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
   });
 

@@ -8,7 +8,7 @@
 // breaks only its own connections.
 
 import * as assert from 'node:assert/strict';
-import { cpSync, mkdtempSync } from 'node:fs';
+import { cpSync, lstatSync, mkdtempSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +27,7 @@ import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { SLUICE_DB } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { readStoreState, waitStoreConverged } from './helpers/store-state.ts';
+import { readStoreState, STORE_STATE_TABLES, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
@@ -174,7 +174,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     client = new OvsdbClient({ remotes: [cp.db] });
     await client.connect();
     desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    status = await client.monitor(SLUICE_DB, STORE_STATE_TABLES);
   });
 
   after(async () => {
@@ -183,7 +183,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     proxy.cut();
     if (lab && process.env.SLUICE_KEEP_LOGS) {
       const dir = mkdtempSync(join(tmpdir(), 'sluice-cp-'));
-      cpSync(cp.dir, dir, { recursive: true });
+      // Logs and pid files only: the store's unix socket cannot be copied (cpSync throws, and labDown must still run).
+      cpSync(cp.dir, dir, { recursive: true, filter: (src) => !lstatSync(src).isSocket() });
       process.stderr.write(`logs kept in ${dir}\n`);
     }
     if (lab) await labDown(PREFIX); // the store, planners and agents too (their pid files are under the run dir)

@@ -2,12 +2,19 @@
 // what every node acknowledged, and a wait for all of them to agree (shared by controlplane and controlplane-ha).
 
 import type { Replica } from '../../../src/ovsdb/replica.ts';
+import { readGeneration } from '../../../src/ovsdb/store.ts';
 import { gatewayGeneration } from '../../../src/planner/view.ts';
+import { PHASE1 } from '../../../src/rollout/types.ts';
+
+/** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
+export const STORE_STATE_TABLES = { Global: {}, Node_Status: {}, Plan: {}, Plan_Pool: {} } as const;
 
 export interface StoreState {
   readonly gen: number;
   readonly released: number;
   readonly acks: ReadonlyMap<string, number>;
+  /** Slots of the latest generation in phase 1 (a rollout's gated step still ahead: phase 2 follows). */
+  readonly phase1Slots: number;
 }
 
 /** The store's published generation, the one released to gateways, and what every node acknowledged. */
@@ -16,12 +23,17 @@ export function readStoreState(r: Replica): StoreState {
   const acks = new Map(
     r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
   );
-  return { gen, released: gatewayGeneration(r), acks };
+  let phase1Slots = 0;
+  for (const pool of readGeneration(r)?.pools.values() ?? []) {
+    for (const ph of pool.phase) if (ph === PHASE1) phase1Slots++;
+  }
+  return { gen, released: gatewayGeneration(r), acks, phase1Slots };
 }
 
 /**
- * Waits until every node in `nodes` acknowledged the latest generation (> `after`), it was released to gateways, and
- * nothing new was published for `quietMs`. Resolves with that generation.
+ * Waits until every node in `nodes` acknowledged the latest generation (> `after`), it was released to gateways, no
+ * slot of it is in phase 1 (else the rollout's next step is still to come, however quiet the planner is for a while),
+ * and nothing new was published for `quietMs`. Resolves with that generation.
  */
 export async function waitStoreConverged(
   replica: () => Replica,
@@ -35,13 +47,19 @@ export async function waitStoreConverged(
   let since = Date.now();
   for (;;) {
     const s = readStoreState(replica());
-    const all = nodes.every((n) => s.acks.get(n) === s.gen) && s.released === s.gen && s.gen > after;
+    const all =
+      nodes.every((n) => s.acks.get(n) === s.gen) &&
+      s.released === s.gen &&
+      s.gen > after &&
+      s.phase1Slots === 0;
     if (s.gen !== last || !all) {
       last = s.gen;
       since = Date.now();
     } else if (Date.now() - since >= quietMs) return s.gen;
     if (Date.now() > deadline)
-      throw new Error(`not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])}`);
+      throw new Error(
+        `not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])} phase-1 slots ${s.phase1Slots}`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }
