@@ -38,6 +38,7 @@ import {
   GATEWAY_GENERATION_KEY,
   gatewayGeneration,
   mapGet,
+  OPERATOR_FENCED_KEY,
   PLANNER_FENCED_KEY,
   readPlan,
 } from '../planner/view.ts';
@@ -472,14 +473,16 @@ export class AgentDaemon {
     if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn' || this.#announcing) return;
     const own = this.#monitor?.replica.find('Node_Status', (row) => row.node === this.#o.node);
     const byPlanner = mapGet(own?.external_ids, PLANNER_FENCED_KEY);
-    if (this.#fence === 'announced' && byPlanner !== undefined) {
-      // The planner took us out of ECMP while it could not hear us: rejoin (apply, ack, announce) like after a
-      // withdrawal of our own.
+    const byOperator = mapGet(own?.external_ids, OPERATOR_FENCED_KEY);
+    if (this.#fence === 'announced' && (byPlanner !== undefined || byOperator !== undefined)) {
+      // The planner (or the operator, by hand) took us out of ECMP while the planner could not hear us: rejoin
+      // (apply, ack, announce) like after a withdrawal of our own.
       this.#fence = 'withdrawn';
       this.#m.fenced.set(1);
+      const by = byPlanner !== undefined ? 'planner' : 'operator';
       this.#log.warn(
-        { event: 'fenced-by-planner', at: Number(byPlanner) },
-        'the planner fenced this gateway',
+        { event: `fenced-by-${by}`, at: Number(byPlanner ?? byOperator) },
+        `the ${by} fenced this gateway`,
       );
       this.#beatLoop.schedule();
       return;
@@ -539,11 +542,12 @@ export class AgentDaemon {
       table: 'Node_Status',
       where: [['node', '==', this.#o.node]],
       mutations: [
-        // A rejoin also deletes the planner's fence record: the ack and the announcement that follows supersede it.
+        // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that follows
+        // supersede it.
         [
           'external_ids',
           'delete',
-          ['set', rejoin ? ['fenced', 'role', PLANNER_FENCED_KEY] : ['fenced', 'role']],
+          ['set', rejoin ? ['fenced', 'role', PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY] : ['fenced', 'role']],
         ],
         [
           'external_ids',

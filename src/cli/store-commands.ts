@@ -17,10 +17,12 @@ import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import { configDocument, countChanges, diffConfigs, formatChanges } from '../store/config-diff.ts';
 
 import {
+  confirmFenced,
   DESIRED_MONITOR,
   type EditableDocument,
   editDesiredState,
   edits,
+  FENCE_MONITOR,
   formatStatus,
   PLAN_HEAD,
   parseInteger,
@@ -254,6 +256,24 @@ export function registerStoreCommands(program: Command): void {
   );
   storeOptions(node.command('del').description('delete a node').argument('<name>')).action(
     editCommand('node del', ([name]) => edits.nodeDel(name!)),
+  );
+  storeOptions(
+    node
+      .command('confirm-fenced')
+      .description(
+        'confirm that a gateway is out of the upstream ECMP set (taken out by hand when the fence command cannot): the planner stops waiting for it',
+      )
+      .argument('<name>'),
+  ).action(
+    action(async (ctx, [name]) => {
+      const r = await withStore(ctx.db, FENCE_MONITOR, (s) => confirmFenced(s, name!));
+      return {
+        json: { ok: true, command: 'node confirm-fenced', node: r.node, already: r.already },
+        text: r.already
+          ? `${r.node}: already confirmed fenced`
+          : `${r.node}: confirmed fenced by the operator; the planner no longer waits for it (its agent rejoins when it comes back)`,
+      };
+    }),
   );
   storeOptions(node.command('list').description('list nodes')).action(
     action(async (ctx) =>

@@ -36,6 +36,9 @@ export interface NodeStatusView {
   /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner). Cleared by
    *  the gateway's agent when it rejoins. */
   readonly plannerFenced: boolean;
+  /** The operator confirmed the gateway is out of ECMP (`sluice node confirm-fenced`; external_ids:fenced_by_operator).
+   *  Same effect as plannerFenced, cleared the same way. */
+  readonly operatorFenced: boolean;
   readonly error: string | undefined;
 }
 
@@ -193,7 +196,7 @@ export class PlannerCore {
     const silent = this.silentFor(node, now);
     if (silent === undefined) return false;
     const s = this.#view?.nodeStatus.get(node);
-    if (s?.fenced || s?.plannerFenced) return false;
+    if (s?.fenced || s?.plannerFenced || s?.operatorFenced) return false;
     if (this.fencing && this.#role(node) === 'gateway') return true;
     return silent <= this.leaseMs + this.marginMs;
   }
@@ -206,7 +209,10 @@ export class PlannerCore {
       .map((n) => n.name)
       .filter((n) => {
         const s = this.#view?.nodeStatus.get(n);
-        return !(s?.fenced || s?.plannerFenced) && (this.silentFor(n, now) ?? 0) > this.leaseMs;
+        return (
+          !(s?.fenced || s?.plannerFenced || s?.operatorFenced) &&
+          (this.silentFor(n, now) ?? 0) > this.leaseMs
+        );
       })
       .sort();
   }

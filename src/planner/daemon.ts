@@ -16,6 +16,7 @@ import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
+  fenceRecordOp,
   GATEWAY_GENERATION_KEY,
   PLANNER_FENCED_KEY,
   PLANNER_LOCK,
@@ -61,6 +62,7 @@ export interface PlannerStatus {
       silentMs: number | undefined;
       fenced: boolean;
       fencedByPlanner: boolean;
+      fencedByOperator: boolean;
       error?: string;
     }
   >;
@@ -211,6 +213,7 @@ export class PlannerDaemon {
         silentMs: this.core.silentFor(n.name, now),
         fenced: s?.fenced ?? false,
         fencedByPlanner: s?.plannerFenced ?? false,
+        fencedByOperator: s?.operatorFenced ?? false,
         ...(s?.error ? { error: s.error } : {}),
       };
     }
@@ -360,30 +363,7 @@ export class PlannerDaemon {
   /** Writes Node_Status external_ids:fenced_by_planner for every fence not recorded yet (retried at every step). */
   async #recordFences(replica: Replica): Promise<void> {
     for (const [node, { at, ms }] of [...this.#unrecorded]) {
-      const exists = replica.find('Node_Status', (r) => r.node === node) !== undefined;
-      const op: Operation = exists
-        ? {
-            op: 'mutate',
-            table: 'Node_Status',
-            where: [['node', '==', node]],
-            mutations: [
-              ['external_ids', 'delete', ['set', [PLANNER_FENCED_KEY]]],
-              ['external_ids', 'insert', ['map', [[PLANNER_FENCED_KEY, String(at)]]]],
-            ],
-          }
-        : {
-            // A gateway that never reported: a status row that says only this.
-            op: 'insert',
-            table: 'Node_Status',
-            row: {
-              node,
-              applied_generation: 0,
-              applied_cfg: 0,
-              applied_at: 0,
-              heartbeat_at: 0,
-              external_ids: ['map', [[PLANNER_FENCED_KEY, String(at)]]],
-            },
-          };
+      const op = fenceRecordOp(replica, node, PLANNER_FENCED_KEY, at);
       try {
         await this.client.transact(DB, op);
       } catch (e) {

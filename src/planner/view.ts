@@ -1,6 +1,6 @@
 // Reading the planner's StoreView (core.ts) out of an OVSDB replica, and the small encodings the control plane adds
 // to sluice's schema without new columns: Global.options:gateway_generation (the generation released to gateways), Node_Status.external_ids
-// (fenced, role; fenced_by_planner), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
+// (fenced, role; fenced_by_planner, fenced_by_operator), Slot_Connections.counts (JSON {slot: {backendKey: n}}).
 
 import type { Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
@@ -14,6 +14,38 @@ export const GATEWAY_GENERATION_KEY = 'gateway_generation';
 /** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
  *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
 export const PLANNER_FENCED_KEY = 'fenced_by_planner';
+/** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
+ *  out of ECMP by hand (STONITH's manual confirmation, for when the fence command cannot). Read and cleared like
+ *  PLANNER_FENCED_KEY. */
+export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
+
+/** Records a fence from outside the gateway (`key`: PLANNER_FENCED_KEY or OPERATOR_FENCED_KEY) on its Node_Status
+ *  row; a gateway that never reported gets a row that says only this. */
+export function fenceRecordOp(r: Replica, node: string, key: string, at: number): Operation {
+  const exists = r.find('Node_Status', (row) => row.node === node) !== undefined;
+  return exists
+    ? {
+        op: 'mutate',
+        table: 'Node_Status',
+        where: [['node', '==', node]],
+        mutations: [
+          ['external_ids', 'delete', ['set', [key]]],
+          ['external_ids', 'insert', ['map', [[key, String(at)]]]],
+        ],
+      }
+    : {
+        op: 'insert',
+        table: 'Node_Status',
+        row: {
+          node,
+          applied_generation: 0,
+          applied_cfg: 0,
+          applied_at: 0,
+          heartbeat_at: 0,
+          external_ids: ['map', [[key, String(at)]]],
+        },
+      };
+}
 
 /** Every table the planner monitors. */
 export const PLANNER_TABLES = [
@@ -96,6 +128,7 @@ export function readStoreView(r: Replica): StoreView {
       heartbeatAt: row.heartbeat_at as number,
       fenced: mapGet(row.external_ids, 'fenced') === 'true',
       plannerFenced: mapGet(row.external_ids, PLANNER_FENCED_KEY) !== undefined,
+      operatorFenced: mapGet(row.external_ids, OPERATOR_FENCED_KEY) !== undefined,
       error: row.error as string | undefined,
     });
   }

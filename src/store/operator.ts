@@ -16,7 +16,14 @@ import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { SLUICE_DB } from '../ovsdb/server.ts';
 import { DESIRED_TABLES, desiredStateOps, readDesiredState } from '../ovsdb/store.ts';
-import { gatewayGeneration, mapGet, PLANNER_FENCED_KEY, readPlan } from '../planner/view.ts';
+import {
+  fenceRecordOp,
+  gatewayGeneration,
+  mapGet,
+  OPERATOR_FENCED_KEY,
+  PLANNER_FENCED_KEY,
+  readPlan,
+} from '../planner/view.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
 
@@ -359,6 +366,37 @@ export const edits = {
 // ---------------------------------------------------------------------------------------------------------
 // Reports
 
+// ---------------------------------------------------------------------------------------------------------
+// Fencing by hand
+
+export const FENCE_MONITOR = { ...DESIRED_MONITOR, Node_Status: {} };
+
+/**
+ * The operator confirms that a gateway is out of the upstream ECMP set (STONITH's manual confirmation: for when the
+ * planner's fence command cannot take it out, e.g. the router is unreachable, and the operator did it by hand).
+ * Writes Node_Status external_ids:fenced_by_operator, so the planner stops waiting for the gateway and goes on; the
+ * gateway's agent, when it comes back, rejoins and deletes the record (docs/design/control-plane.md). Only gateways
+ * in the desired state: hosts are never fenced.
+ */
+export async function confirmFenced(
+  s: StoreSession,
+  name: string,
+  now = Date.now(),
+): Promise<{ readonly node: string; readonly already: boolean }> {
+  const { config } = storedConfig(s.replica);
+  const node = config.nodes.find((n) => n.name === name);
+  if (node === undefined) throw new SluiceError('SLUICE_E_STORE_NOT_FOUND', `node ${name} does not exist`);
+  if (node.role !== 'gateway')
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `node ${name} is a ${node.role}: only gateways are fenced (a host leaves by \`sluice node del\`)`,
+    );
+  const row = s.replica.find('Node_Status', (r) => r.node === name);
+  if (mapGet(row?.external_ids, OPERATOR_FENCED_KEY) !== undefined) return { node: name, already: true };
+  await s.client.transact(SLUICE_DB, fenceRecordOp(s.replica, name, OPERATOR_FENCED_KEY, now));
+  return { node: name, already: false };
+}
+
 export interface NodeReport {
   readonly name: string;
   readonly role: string;
@@ -371,9 +409,10 @@ export interface NodeReport {
   readonly lag: number | null;
   /** ms since the agent's last heartbeat (the agent's clock against ours; same machine in the lab). */
   readonly heartbeatAgeMs: number | null;
-  /** Out of the upstream ECMP set: withdrawn by its own agent, or fenced by the planner (`fencedBy`). */
+  /** Out of the upstream ECMP set: withdrawn by its own agent, fenced by the planner, or confirmed out by the
+   *  operator (`fencedBy`). */
   readonly fenced: boolean;
-  readonly fencedBy: 'agent' | 'planner' | null;
+  readonly fencedBy: 'agent' | 'planner' | 'operator' | null;
   readonly error: string | null;
 }
 
@@ -424,7 +463,9 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
         ? 'agent'
         : mapGet(st?.external_ids, PLANNER_FENCED_KEY) !== undefined
           ? 'planner'
-          : null;
+          : mapGet(st?.external_ids, OPERATOR_FENCED_KEY) !== undefined
+            ? 'operator'
+            : null;
     return {
       name,
       role: want?.role ?? mapGet(st?.external_ids, 'role') ?? '?',
@@ -510,7 +551,11 @@ export function formatStatus(s: StatusReport): string {
             n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
             n.lag === null ? '-' : String(n.lag),
             age(n.heartbeatAgeMs),
-            n.fencedBy === 'planner' ? 'yes (planner)' : n.fenced ? 'yes' : 'no',
+            n.fencedBy === 'planner' || n.fencedBy === 'operator'
+              ? `yes (${n.fencedBy})`
+              : n.fenced
+                ? 'yes'
+                : 'no',
             n.error ?? '-',
           ]),
         ]),

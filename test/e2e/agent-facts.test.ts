@@ -4,7 +4,8 @@
 // lab computes; they still do after a host's ovs-vswitchd restart; `sluice agent` without --facts (nor --node/--role)
 // converges with a planner and a standalone store (child processes of this test, killed by their own PIDs) and a
 // client reaches a backend through the VIP; an ofport that changes across a vswitchd restart is read again by the
-// agent, which re-applies with it.
+// agent, which re-applies with it; a live gateway the operator confirms fenced (`sluice node confirm-fenced`) is
+// withdrawn by its agent, which rejoins and deletes the record.
 
 import * as assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,8 +21,8 @@ import type { Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { gatewayGeneration } from '../../src/planner/view.ts';
-import { SluiceChildren } from './helpers/sluice-children.ts';
+import { gatewayGeneration, mapGet, OPERATOR_FENCED_KEY } from '../../src/planner/view.ts';
+import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 
 const PREFIX = 'slt-af-';
 const isRoot = process.getuid?.() === 0;
@@ -221,5 +222,29 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     const got = await reachThroughVip(config, 'api');
     assert.ok(got.length > 0, 'a connection through the VIP got a greeting after the ofport changed');
     for (const g of got) assert.equal(g, b.name);
+  });
+
+  test('the operator confirms a live gateway fenced: its agent turns withdrawn, rejoins and deletes the record', async () => {
+    const n0 = children.records('agent-gw1').length;
+    const out = await runSluice(['node', 'confirm-fenced', 'gw1', '--db', `unix:${srv!.unixPath}`]);
+    assert.match(out, /gw1: confirmed fenced by the operator/);
+    const fresh = () => children.records('agent-gw1').slice(n0);
+    await waitFor(
+      () => {
+        const i = fresh().findIndex((r) => r.event === 'fenced-by-operator');
+        return (
+          i >= 0 &&
+          fresh()
+            .slice(i)
+            .some((r) => r.event === 'announced')
+        );
+      },
+      60_000,
+      'agent-gw1 saw the operator record, then announced again',
+    );
+    const gw1Record = () =>
+      mapGet(status.replica.find('Node_Status', (r) => r.node === 'gw1')?.external_ids, OPERATOR_FENCED_KEY);
+    await waitFor(() => gw1Record() === undefined, 30_000, 'the rejoin deleted fenced_by_operator');
+    assert.ok(converged(), 'every node still on the latest generation');
   });
 });

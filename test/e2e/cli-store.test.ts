@@ -404,6 +404,40 @@ describe('sluice CLI against a real ovsdb-server', () => {
     }
   });
 
+  test('node confirm-fenced: the operator confirms a gateway out of ECMP; status shows it; hosts and unknown nodes refused', async () => {
+    // (After the status test: gw2 reported generation 0 and is waited for.)
+    let st = await json('status');
+    assert.deepEqual(st.waiting.gateways, ['gw2']);
+    const r = await sluice('node', 'confirm-fenced', 'gw2');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /gw2: confirmed fenced by the operator/);
+    st = await json('status');
+    const gw2 = st.nodes.find((n: { name: string }) => n.name === 'gw2');
+    assert.deepEqual([gw2.fenced, gw2.fencedBy, gw2.appliedGeneration], [true, 'operator', 0]);
+    assert.deepEqual(st.waiting.gateways, [], 'a fenced gateway is not waited for');
+    const text = await sluice('status');
+    assert.match(text.out, /^gw2\s+gateway\s+0\s+1\s+.*yes \(operator\)/m);
+    assert.equal((await json('node', 'confirm-fenced', 'gw2')).already, true, 'a second call writes nothing');
+    // A gateway that never reported gets a status row that says only this.
+    assert.equal(
+      (await sluice('node', 'add', 'gw3', '--role', 'gateway', '--tunnel-ip', '192.168.100.3')).code,
+      0,
+    );
+    assert.equal((await json('node', 'confirm-fenced', 'gw3')).already, false);
+    const gw3 = (await json('status')).nodes.find((n: { name: string }) => n.name === 'gw3');
+    assert.deepEqual([gw3.fencedBy, gw3.appliedGeneration], ['operator', 0]);
+    assert.equal((await sluice('node', 'del', 'gw3')).code, 0);
+    // Refused, and nothing written: a host, an unknown node.
+    const host = await sluice('node', 'confirm-fenced', 'host1');
+    assert.equal(host.code, 2);
+    assert.match(host.err, /node host1 is a host: only gateways are fenced.*\[SLUICE_E_USAGE\]/);
+    const unknown = await sluice('node', 'confirm-fenced', 'gw9');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.err, /node gw9 does not exist \[SLUICE_E_STORE_NOT_FOUND\]/);
+    const host1 = (await json('status')).nodes.find((n: { name: string }) => n.name === 'host1');
+    assert.deepEqual([host1.fenced, host1.fencedBy], [false, null]);
+  });
+
   test('an unreachable store is a runtime error (exit 1) naming the remote', async () => {
     const saved = db;
     db = `unix:${join(dir, 'nothing-here.sock')}`;

@@ -67,6 +67,7 @@ class FakeStore {
       heartbeatAt: (prev?.heartbeatAt ?? 0) + 1,
       fenced: false,
       plannerFenced: prev?.plannerFenced ?? false,
+      operatorFenced: prev?.operatorFenced ?? false,
       error: undefined,
       ...extra,
     });
@@ -249,6 +250,41 @@ describe('planner core (fake store)', () => {
     core.observe(store.view(), 70_000);
     assert.deepEqual(core.toFence(72_000), []);
     assert.deepEqual(core.toFence(72_001), ['gw2']);
+  });
+
+  test('fencing: a fence command that keeps failing is unblocked by the operator confirming the fence by hand', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
+    assert.equal(step(core, store, 100).kind, 'publish');
+    const g = store.latest!.number;
+    const others = (t: number) => {
+      for (const n of ['h1', 'h2', 'gw1']) store.beat(n, n === 'gw1' && store.gatewayGeneration < g ? 1 : g);
+      return step(core, store, t);
+    };
+    // gw2 silent since 0; its fence command fails every time: the rollout waits.
+    for (let t = 500; t <= 30_000; t += 500) others(t);
+    assert.equal(others(30_500).kind, 'fence');
+    store.desired = doc([A, B, C]);
+    assert.equal(others(31_000).kind, 'fence');
+    assert.equal(store.latest!.number, g);
+    // `sluice node confirm-fenced gw2`: the record stops the wait and the fencing, like the planner's own record.
+    const s = store.status.get('gw2')!;
+    store.status.set('gw2', { ...s, operatorFenced: true });
+    const d = others(31_500);
+    assert.equal(d.kind, 'publish', JSON.stringify(d));
+    assert.equal(store.latest!.number, g + 1);
+    assert.equal(core.isLive('gw2', 31_500), false);
+    assert.deepEqual(core.toFence(31_500), []);
+    // gw2's agent comes back and acknowledges (deleting the record): waited for again.
+    store.gatewayGeneration = g + 1;
+    store.beat('gw2', g + 1, { operatorFenced: false });
+    core.observe(store.view(), 32_000);
+    assert.equal(core.isLive('gw2', 32_000), true);
   });
 
   test('fencing: never a gateway that withdrew itself, never a host, never without --fence-cmd', () => {
