@@ -105,6 +105,28 @@ function converge(core: PlannerCore, store: FakeStore, now: number): void {
   store.beat('gw2', g);
 }
 
+/**
+ * Fencing scenarios: a planner with --fence-cmd (lease 10 s, margin 3 s) converged on g1; a config-only change (no
+ * second chances) publishes g; `others(t)` has the hosts and gw1 apply it and steps the planner at t, while gw2 stays
+ * silent from 0.
+ */
+function gw2SilentAfterChange() {
+  const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
+  const store = new FakeStore();
+  store.beatAll(0);
+  step(core, store, 0);
+  converge(core, store, 0);
+  step(core, store, 0);
+  store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
+  assert.equal(step(core, store, 100).kind, 'publish');
+  const g = store.latest!.number;
+  const others = (t: number) => {
+    for (const n of ['h1', 'h2', 'gw1']) store.beat(n, n === 'gw1' && store.gatewayGeneration < g ? 1 : g);
+    return step(core, store, t);
+  };
+  return { core, store, g, others };
+}
+
 const hasSecond = (g: Generation) =>
   [...g.pools.values()].some((p) => p.phase.some((x) => x !== PHASE_STABLE));
 
@@ -198,20 +220,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('fencing: a gateway silent for the lease is fenced, and waited for until the fence is recorded', () => {
-    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
-    step(core, store, 0);
-    // A config-only change (no second chances): g2 is published, the hosts and gw1 apply it, gw2 is silent from 0.
-    store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
-    assert.equal(step(core, store, 100).kind, 'publish');
-    const g = store.latest!.number;
-    const others = (t: number) => {
-      for (const n of ['h1', 'h2', 'gw1']) store.beat(n, n === 'gw1' && store.gatewayGeneration < g ? 1 : g);
-      return step(core, store, t);
-    };
+    const { core, store, g, others } = gw2SilentAfterChange();
     others(500);
     assert.equal(store.gatewayGeneration, g, 'released to gateways');
     for (let t = 1000; t <= 10_000; t += 1000) {
@@ -253,19 +262,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('fencing: a fence command that keeps failing is unblocked by the operator confirming the fence by hand', () => {
-    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
-    step(core, store, 0);
-    store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
-    assert.equal(step(core, store, 100).kind, 'publish');
-    const g = store.latest!.number;
-    const others = (t: number) => {
-      for (const n of ['h1', 'h2', 'gw1']) store.beat(n, n === 'gw1' && store.gatewayGeneration < g ? 1 : g);
-      return step(core, store, t);
-    };
+    const { core, store, g, others } = gw2SilentAfterChange();
     // gw2 silent since 0; its fence command fails every time: the rollout waits.
     for (let t = 500; t <= 30_000; t += 500) others(t);
     assert.equal(others(30_500).kind, 'fence');
