@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { type ErrorCode, type Issue, SluiceError } from '../model/errors.ts';
 import { expandIPv6, ipFamily, normalizeIp, parseIp, unusableReason } from '../model/ip.ts';
-import { parseConfig } from '../model/schema.ts';
+import { fail, parseConfig, zodIssues } from '../model/schema.ts';
 import type { Config, IpFamily, NodeRole, Protocol } from '../model/types.ts';
 
 /** One load-balanced service of the lab: a VIP, a port and the names of the backends behind it. */
@@ -323,15 +323,9 @@ export function resolveLabConfig(input: LabConfigInput = {}): LabConfig {
 // `family` (derived from the address). Shape checks are zod; each VIP is checked on its own so one broken VIP does
 // not hide the problems of the others.
 
-type CheckCtx<T> = z.core.ParsePayload<T>;
-
-function custom<T>(ctx: CheckCtx<T>, code: ErrorCode, message: string): void {
-  ctx.issues.push({ code: 'custom', message, input: ctx.value, params: { sluiceCode: code } });
-}
-
 const vipNameField = z.string().check((ctx) => {
   if (!VIP_NAME_RE.test(ctx.value)) {
-    custom(
+    fail(
       ctx,
       'SLUICE_E_CONFIG_NAME',
       `invalid VIP name ${JSON.stringify(ctx.value)}: 1..63 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
@@ -342,7 +336,7 @@ const vipNameField = z.string().check((ctx) => {
 const vipAddressField = z.string().check((ctx) => {
   const ip = parseIp(ctx.value);
   if (ip === undefined) {
-    custom(
+    fail(
       ctx,
       'SLUICE_E_CONFIG_INVALID_IP',
       `${JSON.stringify(ctx.value)} is not a valid IPv4 or IPv6 address`,
@@ -351,13 +345,13 @@ const vipAddressField = z.string().check((ctx) => {
   }
   const why = unusableReason(ip);
   if (why !== undefined)
-    custom(ctx, 'SLUICE_E_CONFIG_ADDRESS_UNUSABLE', `${ctx.value} is ${why}; it cannot be a VIP`);
+    fail(ctx, 'SLUICE_E_CONFIG_ADDRESS_UNUSABLE', `${ctx.value} is ${why}; it cannot be a VIP`);
 });
 
 const portField = z.number().check((ctx) => {
   const v = ctx.value;
   if (!Number.isInteger(v) || v < 1 || v > 65535) {
-    custom(ctx, 'SLUICE_E_CONFIG_PORT_RANGE', `a port must be an integer from 1 to 65535 (got ${v})`);
+    fail(ctx, 'SLUICE_E_CONFIG_PORT_RANGE', `a port must be an integer from 1 to 65535 (got ${v})`);
   }
 });
 
@@ -370,7 +364,7 @@ export const LabVipFileSchema = z.strictObject({
   port: portField.optional(),
   /** Backend names `hostN-bM`; the VIP's backends listen on backendPort (sluice translates the port). */
   backends: z.array(z.string()).check((ctx) => {
-    if (ctx.value.length === 0) custom(ctx, 'SLUICE_E_LAB_CONFIG', 'a VIP needs at least one backend');
+    if (ctx.value.length === 0) fail(ctx, 'SLUICE_E_LAB_CONFIG', 'a VIP needs at least one backend');
   }),
 });
 
@@ -394,62 +388,6 @@ export const LabConfigFileSchema = z.strictObject({
   vips: z.array(LabVipFileSchema).optional(),
 });
 
-const TYPE_WORDS: Record<string, string> = {
-  string: 'a string',
-  number: 'a number',
-  boolean: 'true or false',
-  array: 'a list',
-  object: 'a mapping',
-};
-
-function labPath(segs: readonly PropertyKey[]): string {
-  let out = '';
-  for (const s of segs) out += typeof s === 'number' ? `[${s}]` : out === '' ? String(s) : `.${String(s)}`;
-  return out === '' ? '(root)' : out;
-}
-
-function fromZod(zi: z.core.$ZodIssue, base: readonly PropertyKey[]): Issue[] {
-  const segs = [...base, ...zi.path];
-  const path = labPath(segs);
-  switch (zi.code) {
-    case 'custom':
-      return [
-        {
-          code: (zi.params as { sluiceCode?: ErrorCode } | undefined)?.sluiceCode ?? 'SLUICE_E_CONFIG_TYPE',
-          path,
-          message: zi.message,
-        },
-      ];
-    case 'unrecognized_keys':
-      return zi.keys.map((k) => ({
-        code: 'SLUICE_E_CONFIG_UNKNOWN_KEY',
-        path: labPath([...segs, k]),
-        message: `unknown key ${JSON.stringify(k)}`,
-      }));
-    case 'invalid_type': {
-      const input = (zi as { input?: unknown }).input;
-      if (input === undefined) return [{ code: 'SLUICE_E_CONFIG_MISSING', path, message: 'missing' }];
-      return [
-        {
-          code: 'SLUICE_E_CONFIG_TYPE',
-          path,
-          message: `expected ${TYPE_WORDS[zi.expected] ?? zi.expected}, got ${JSON.stringify(input)}`,
-        },
-      ];
-    }
-    case 'invalid_value':
-      return [
-        {
-          code: 'SLUICE_E_CONFIG_ENUM',
-          path,
-          message: `expected one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}`,
-        },
-      ];
-    default:
-      return [{ code: 'SLUICE_E_CONFIG_TYPE', path, message: zi.message }];
-  }
-}
-
 /** Result of validating a decoded lab config file: the LabConfig, or every problem with its path. */
 export type LabFileResult =
   | { readonly ok: true; readonly config: LabConfig }
@@ -469,7 +407,7 @@ export function validateLabConfigFile(doc: unknown, overrides: LabConfigInput = 
     Object.assign(fileValues, top.data);
     rawVips = top.data.vips;
   } else {
-    for (const zi of top.error.issues) issues.push(...fromZod(zi, []));
+    issues.push(...zodIssues(top.error, [], Object.keys(LabFileTopSchema.shape)));
     // Keep the fields that are fine, so their problems (and the VIPs') are still reported.
     if (typeof doc === 'object' && doc !== null && !Array.isArray(doc)) {
       const bad = new Set(top.error.issues.map((zi) => String(zi.path[0] ?? '')));
@@ -490,7 +428,7 @@ export function validateLabConfigFile(doc: unknown, overrides: LabConfigInput = 
   (rawVips ?? []).forEach((raw, i) => {
     const r = LabVipFileSchema.safeParse(raw, { reportInput: true });
     if (!r.success) {
-      for (const zi of r.error.issues) issues.push(...fromZod(zi, ['vips', i]));
+      issues.push(...zodIssues(r.error, ['vips', i], Object.keys(LabVipFileSchema.shape)));
       // The fields that are fine still take part in the semantic checks (e.g. an unknown backend of a VIP whose
       // address is bad is reported too).
       const bad = new Set(r.error.issues.map((zi) => String(zi.path[0] ?? '')));

@@ -57,7 +57,8 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 type CheckCtx<T> = z.core.ParsePayload<T>;
 
-function fail<T>(ctx: CheckCtx<T>, code: ErrorCode, message: string): void {
+/** Reports a failed field check from inside a zod `.check()`, with the sluice issue code (see zodIssues). */
+export function fail<T>(ctx: CheckCtx<T>, code: ErrorCode, message: string): void {
   ctx.issues.push({ code: 'custom', message, input: ctx.value, params: { sluiceCode: code } });
 }
 
@@ -189,7 +190,7 @@ type LoadBalancerIn = z.output<typeof LoadBalancerItemSchema>;
 // ---------------------------------------------------------------------------------------------------------------
 // Paths and issue text.
 
-type PathSeg = string | number;
+export type PathSeg = string | number;
 
 const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
@@ -330,6 +331,16 @@ function fromZod(zi: z.core.$ZodIssue, base: readonly PathSeg[], knownKeys: read
     default:
       return [{ code: 'SLUICE_E_CONFIG_TYPE', path, message: zi.message }];
   }
+}
+
+/** The sluice issues of a failed zod parse of the item at `base` (codes, paths and messages as for configs; an
+ *  unknown key is answered with the closest of `knownKeys`). */
+export function zodIssues(
+  error: z.ZodError,
+  base: readonly PathSeg[],
+  knownKeys: readonly string[],
+): Issue[] {
+  return error.issues.flatMap((zi) => fromZod(zi, base, knownKeys));
 }
 
 interface Parsed<T> {
