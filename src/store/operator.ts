@@ -551,11 +551,7 @@ export function formatStatus(s: StatusReport): string {
             n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
             n.lag === null ? '-' : String(n.lag),
             age(n.heartbeatAgeMs),
-            n.fencedBy === 'planner' || n.fencedBy === 'operator'
-              ? `yes (${n.fencedBy})`
-              : n.fenced
-                ? 'yes'
-                : 'no',
+            n.fencedBy === null ? 'no' : n.fencedBy === 'agent' ? 'yes' : `yes (${n.fencedBy})`,
             n.error ?? '-',
           ]),
         ]),
