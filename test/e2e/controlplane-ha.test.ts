@@ -26,7 +26,7 @@ import { type Cluster, type OvsdbServerProcess, SLUICE_DB, startCluster } from '
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
 import { mapGet, PLANNER_FENCED_KEY } from '../../src/planner/view.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
-import { readStoreState, STORE_STATE_TABLES, waitStoreConverged } from './helpers/store-state.ts';
+import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-ha-';
 const isRoot = process.getuid?.() === 0;
@@ -89,15 +89,11 @@ function startAgent(node: string): void {
   ]);
 }
 
-const storeState = () => readStoreState(status.replica);
-const waitConverged = (after = 0, timeoutMs = 120_000, quietMs = 3000) =>
-  waitStoreConverged(
-    () => status.replica,
-    lab.nodes.map((n) => n.name),
-    after,
-    timeoutMs,
-    quietMs,
-  );
+const { storeState, waitConverged } = storeWatch(
+  () => status.replica,
+  () => lab.nodes.map((n) => n.name),
+  120_000,
+);
 
 async function waitFor(
   cond: () => boolean | Promise<boolean>,

@@ -27,7 +27,7 @@ import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { SLUICE_DB } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { readStoreState, STORE_STATE_TABLES, waitStoreConverged } from './helpers/store-state.ts';
+import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
@@ -110,15 +110,11 @@ async function writeDesired(c: Config): Promise<void> {
   config = c;
 }
 
-const storeState = () => readStoreState(status.replica);
-const waitConverged = (after = 0, timeoutMs = 90_000, quietMs = 3000) =>
-  waitStoreConverged(
-    () => status.replica,
-    lab.nodes.map((n) => n.name),
-    after,
-    timeoutMs,
-    quietMs,
-  );
+const { storeState, waitConverged } = storeWatch(
+  () => status.replica,
+  () => lab.nodes.map((n) => n.name),
+  90_000,
+);
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

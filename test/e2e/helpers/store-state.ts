@@ -63,3 +63,13 @@ export async function waitStoreConverged(
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/** A test's view of the store through its status monitor: the state now, and a wait for convergence of `nodes`
+ *  (each test file's own default timeout). */
+export function storeWatch(replica: () => Replica, nodes: () => readonly string[], defaultTimeoutMs: number) {
+  return {
+    storeState: () => readStoreState(replica()),
+    waitConverged: (after = 0, timeoutMs = defaultTimeoutMs, quietMs = 3000) =>
+      waitStoreConverged(replica, nodes(), after, timeoutMs, quietMs),
+  };
+}
