@@ -3,8 +3,8 @@
 
 import { z } from 'zod';
 import { type ErrorCode, type Issue, SluiceError } from '../model/errors.ts';
-import { expandIPv6, ipFamily, normalizeIp, parseIp, unusableReason } from '../model/ip.ts';
-import { fail, parseConfig, zodIssues } from '../model/schema.ts';
+import { expandIPv6, ipFamily, normalizeIp } from '../model/ip.ts';
+import { addressField, fail, nameField, parseConfig, portField, zodIssues } from '../model/schema.ts';
 import type { Config, IpFamily, NodeRole, Protocol } from '../model/types.ts';
 
 /** One load-balanced service of the lab: a VIP, a port and the names of the backends behind it. */
@@ -147,8 +147,6 @@ const SIZE_RANGES = {
 type SizeField = keyof typeof SIZE_RANGES;
 
 const PREFIX_RE = /^[a-z][a-z0-9-]{0,11}$/;
-/** VIP names become load balancer names in the sluice config (same rule as src/model/schema.ts). */
-const VIP_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 /** Address ranges of the fixed infrastructure plan a VIP must stay out of (the router routes them itself). */
 const RESERVED_V4: readonly (readonly [string, number, string])[] = [
@@ -323,41 +321,9 @@ export function resolveLabConfig(input: LabConfigInput = {}): LabConfig {
 // `family` (derived from the address). Shape checks are zod; each VIP is checked on its own so one broken VIP does
 // not hide the problems of the others.
 
-const vipNameField = z.string().check((ctx) => {
-  if (!VIP_NAME_RE.test(ctx.value)) {
-    fail(
-      ctx,
-      'SLUICE_E_CONFIG_NAME',
-      `invalid VIP name ${JSON.stringify(ctx.value)}: 1..63 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
-    );
-  }
-});
-
-const vipAddressField = z.string().check((ctx) => {
-  const ip = parseIp(ctx.value);
-  if (ip === undefined) {
-    fail(
-      ctx,
-      'SLUICE_E_CONFIG_INVALID_IP',
-      `${JSON.stringify(ctx.value)} is not a valid IPv4 or IPv6 address`,
-    );
-    return;
-  }
-  const why = unusableReason(ip);
-  if (why !== undefined)
-    fail(ctx, 'SLUICE_E_CONFIG_ADDRESS_UNUSABLE', `${ctx.value} is ${why}; it cannot be a VIP`);
-});
-
-const portField = z.number().check((ctx) => {
-  const v = ctx.value;
-  if (!Number.isInteger(v) || v < 1 || v > 65535) {
-    fail(ctx, 'SLUICE_E_CONFIG_PORT_RANGE', `a port must be an integer from 1 to 65535 (got ${v})`);
-  }
-});
-
 export const LabVipFileSchema = z.strictObject({
-  name: vipNameField,
-  vip: vipAddressField,
+  name: nameField,
+  vip: addressField('a VIP'),
   /** Default tcp. */
   protocol: z.enum(['tcp', 'udp']).optional(),
   /** Default: the lab's backendPort. */

@@ -62,7 +62,8 @@ export function fail<T>(ctx: CheckCtx<T>, code: ErrorCode, message: string): voi
   ctx.issues.push({ code: 'custom', message, input: ctx.value, params: { sluiceCode: code } });
 }
 
-const nameField = z.string().check((ctx) => {
+/** A load balancer or node name (also the lab's VIP names, which become load balancer names). */
+export const nameField = z.string().check((ctx) => {
   const v = ctx.value;
   if (v.length === 0 || v.length > LIMITS.nameLength || !NAME_RE.test(v)) {
     fail(
@@ -74,7 +75,8 @@ const nameField = z.string().check((ctx) => {
   }
 });
 
-function addressField(what: string) {
+/** An IPv4 or IPv6 address usable as `what` (not unspecified, loopback, multicast, ...). */
+export function addressField(what: string) {
   return z.string().check((ctx) => {
     const v = ctx.value;
     const ip = parseIp(v);
@@ -115,7 +117,7 @@ function intField(bounds: { min: number; max: number }, code: ErrorCode, what: s
   });
 }
 
-const portField = intField(LIMITS.port, 'SLUICE_E_CONFIG_PORT_RANGE', 'a port');
+export const portField = intField(LIMITS.port, 'SLUICE_E_CONFIG_PORT_RANGE', 'a port');
 
 const drainWindowField = z.number().check((ctx) => {
   const v = ctx.value;
