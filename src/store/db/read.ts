@@ -1,0 +1,79 @@
+// Typed reads of the Sluice tables from a Replica (what a monitor keeps), and the monitor requests that fill one.
+// Every row goes through its table's decoder (columns.ts decodeRow): a malformed row fails with its table, UUID and
+// column named instead of flowing on as a wrong type. Pure: no I/O.
+
+import type { MonitorCondRequest } from '../../ovsdb/protocol.ts';
+import type { Replica } from '../../ovsdb/replica.ts';
+import { type Columns, decodeColumns, decodeRow, type TableDef } from './columns.ts';
+import { TABLES } from './tables.ts';
+
+type Any = { readonly _uuid: string };
+
+/** Every row of `t` the replica holds. */
+export function rows<R extends Any>(r: Replica, t: TableDef<R>): R[] {
+  return r.rows(t.name).map((row) => decodeRow(t, row));
+}
+
+/** The row of `t` with UUID `id`, if the replica holds it. */
+export function get<R extends Any>(r: Replica, t: TableDef<R>, id: string): R | undefined {
+  const row = r.get(t.name, id);
+  return row === undefined ? undefined : decodeRow(t, row);
+}
+
+/** The first row of `t` that `pred` accepts. */
+export function find<R extends Any>(r: Replica, t: TableDef<R>, pred: (row: R) => boolean): R | undefined {
+  for (const row of r.rows(t.name)) {
+    const typed = decodeRow(t, row);
+    if (pred(typed)) return typed;
+  }
+  return undefined;
+}
+
+/** The only row of a one-row table (Global), if there is one. */
+export function single<R extends Any>(r: Replica, t: TableDef<R>): R | undefined {
+  const row = r.rows(t.name)[0];
+  return row === undefined ? undefined : decodeRow(t, row);
+}
+
+/** `columns` of every row of `t`, from a monitor that asked for those columns only. */
+export function rowsWith<R extends Any, K extends keyof Columns<R>>(
+  r: Replica,
+  t: TableDef<R>,
+  columns: readonly K[],
+): Pick<R, K | '_uuid'>[] {
+  return r.rows(t.name).map((row) => decodeColumns(t, row, columns));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Monitor requests (client.monitor(DB_NAME, ...))
+
+type MonitorRequests = { readonly [table: string]: MonitorCondRequest };
+
+/** The desired state: what the CLI writes and the planner plans from (every column). */
+export const DESIRED_STATE_MONITOR: MonitorRequests = {
+  Global: {},
+  Load_Balancer: {},
+  Backend: {},
+  Node: {},
+};
+
+/** Published plans: what agents apply (every column of Global, Plan, Plan_Pool, Plan_Config). */
+export const PLAN_MONITOR: MonitorRequests = { Global: {}, Plan: {}, Plan_Pool: {}, Plan_Config: {} };
+
+/** Every table (the planner's view of the whole store). */
+export const ALL_TABLES_MONITOR: MonitorRequests = Object.fromEntries(TABLES.map((t) => [t.name, {}]));
+
+/** The heads of published plans (no pools, no config): enough to say which desired_cfg a generation came from. */
+export const PLAN_HEAD_COLUMNS = ['generation', 'desired_cfg', 'created_at'] as const;
+export const PLAN_HEAD_MONITOR: MonitorRequests = { Plan: { columns: PLAN_HEAD_COLUMNS } };
+
+/** What node `node`'s agent follows: published plans, and its own status rows. */
+export function agentMonitor(node: string): MonitorRequests {
+  const me = [['node', '==', node]] as const;
+  return {
+    ...PLAN_MONITOR,
+    Node_Status: { where: me },
+    Backend_Status: { where: me },
+    Slot_Connections: { where: me },
+  };
+}

@@ -1,0 +1,278 @@
+// The Sluice database (schema/sluice.ovsschema): its name, one typed row per table, and the keys sluice keeps in
+// its string maps. Column names are the schema's (snake_case) so a reader can grep a column from the schema to
+// its uses; test/unit/store-db-schema.test.ts checks these definitions against the schema file both ways.
+
+import { col, type TableDef } from './columns.ts';
+
+/** The database name, as in schema/sluice.ovsschema. */
+export const DB_NAME = 'Sluice';
+
+export type HashMode = 'dp_hash' | 'fields';
+export type Role = 'gateway' | 'host';
+export type AdminState = 'active' | 'draining' | 'down';
+export type Health = 'unknown' | 'up' | 'down';
+
+export interface GlobalRow {
+  readonly _uuid: string;
+  readonly hash_mode: HashMode;
+  readonly slot_bits: number;
+  /** Seconds. */
+  readonly drain_window: number;
+  /** Incremented by every write of the desired state (the write's guard). */
+  readonly desired_cfg: number;
+  /** The latest published generation. */
+  readonly generation: number;
+  /** The Plan row of `generation`. */
+  readonly plan: string | undefined;
+  /** GATEWAY_GENERATION_KEY. */
+  readonly options: ReadonlyMap<string, string>;
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+export interface LoadBalancerRow {
+  readonly _uuid: string;
+  readonly name: string;
+  readonly vip: string;
+  readonly protocol: 'tcp' | 'udp';
+  readonly ports: readonly number[];
+  /** Backend rows. */
+  readonly backends: readonly string[];
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+export interface BackendRow {
+  readonly _uuid: string;
+  readonly address: string;
+  readonly port: number | undefined;
+  /** The Node (host) the backend runs on. */
+  readonly host: string;
+  readonly weight: number;
+  readonly admin_state: AdminState;
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+export interface NodeRow {
+  readonly _uuid: string;
+  readonly name: string;
+  readonly role: Role;
+  readonly tunnel_ip: string;
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+export interface PlanRow {
+  readonly _uuid: string;
+  readonly generation: number;
+  /** The desired_cfg the generation was planned from. */
+  readonly desired_cfg: number;
+  /** ms, the planner's clock. */
+  readonly created_at: number;
+  /** Plan_Pool rows. */
+  readonly pools: readonly string[];
+  /** The Plan_Config row (undefined in plans written before schema 1.2.0: LEGACY_PLAN_CONFIG_KEY). */
+  readonly config: string | undefined;
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+/** Slot arrays encoded as in encoding.ts (poolToRow / rowToPool). */
+export interface PlanPoolRow {
+  readonly _uuid: string;
+  readonly lb: string;
+  readonly bits: number;
+  readonly members: string;
+  readonly primary: string;
+  readonly second: string;
+  readonly phase: string;
+  readonly since: string;
+}
+
+export interface PlanConfigRow {
+  readonly _uuid: string;
+  /** The effective config (JSON) a generation was planned from; rows are never modified. */
+  readonly document: string;
+}
+
+export interface NodeStatusRow {
+  readonly _uuid: string;
+  readonly node: string;
+  readonly applied_generation: number;
+  /** The desired_cfg the applied generation was planned from (0: nothing applied yet). */
+  readonly applied_cfg: number;
+  /** ms */
+  readonly applied_at: number;
+  /** ms: the agent's lease heartbeat. */
+  readonly heartbeat_at: number;
+  readonly error: string | undefined;
+  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY. */
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+export interface BackendStatusRow {
+  readonly _uuid: string;
+  readonly node: string;
+  readonly lb: string;
+  /** backendKey (address and port). */
+  readonly backend: string;
+  readonly health: Health;
+  readonly connections: number;
+  /** ms */
+  readonly checked_at: number;
+}
+
+export interface SlotConnectionsRow {
+  readonly _uuid: string;
+  readonly node: string;
+  readonly lb: string;
+  readonly generation: number;
+  readonly bits: number;
+  /** encodeSlotCounts (JSON {slot: {backendKey: n}}). */
+  readonly counts: string;
+  /** ms */
+  readonly reported_at: number;
+}
+
+export const GlobalTable: TableDef<GlobalRow> = {
+  name: 'Global',
+  columns: {
+    hash_mode: col.oneOf('dp_hash', 'fields'),
+    slot_bits: col.integer,
+    drain_window: col.real,
+    desired_cfg: col.integer,
+    generation: col.integer,
+    plan: col.optionalRef('Plan'),
+    options: col.stringMap,
+    external_ids: col.stringMap,
+  },
+};
+
+export const LoadBalancerTable: TableDef<LoadBalancerRow> = {
+  name: 'Load_Balancer',
+  columns: {
+    name: col.string,
+    vip: col.string,
+    protocol: col.oneOf('tcp', 'udp'),
+    ports: col.integerSet(1),
+    backends: col.refSet('Backend'),
+    external_ids: col.stringMap,
+  },
+};
+
+export const BackendTable: TableDef<BackendRow> = {
+  name: 'Backend',
+  columns: {
+    address: col.string,
+    port: col.optionalInteger,
+    host: col.string,
+    weight: col.integer,
+    admin_state: col.oneOf('active', 'draining', 'down'),
+    external_ids: col.stringMap,
+  },
+};
+
+export const NodeTable: TableDef<NodeRow> = {
+  name: 'Node',
+  columns: {
+    name: col.string,
+    role: col.oneOf('gateway', 'host'),
+    tunnel_ip: col.string,
+    external_ids: col.stringMap,
+  },
+};
+
+export const PlanTable: TableDef<PlanRow> = {
+  name: 'Plan',
+  columns: {
+    generation: col.integer,
+    desired_cfg: col.integer,
+    created_at: col.integer,
+    pools: col.refSet('Plan_Pool'),
+    config: col.optionalRef('Plan_Config'),
+    external_ids: col.stringMap,
+  },
+};
+
+export const PlanPoolTable: TableDef<PlanPoolRow> = {
+  name: 'Plan_Pool',
+  columns: {
+    lb: col.string,
+    bits: col.integer,
+    members: col.string,
+    primary: col.string,
+    second: col.string,
+    phase: col.string,
+    since: col.string,
+  },
+};
+
+export const PlanConfigTable: TableDef<PlanConfigRow> = {
+  name: 'Plan_Config',
+  columns: { document: col.string },
+};
+
+export const NodeStatusTable: TableDef<NodeStatusRow> = {
+  name: 'Node_Status',
+  columns: {
+    node: col.string,
+    applied_generation: col.integer,
+    applied_cfg: col.integer,
+    applied_at: col.integer,
+    heartbeat_at: col.integer,
+    error: col.optionalString,
+    external_ids: col.stringMap,
+  },
+};
+
+export const BackendStatusTable: TableDef<BackendStatusRow> = {
+  name: 'Backend_Status',
+  columns: {
+    node: col.string,
+    lb: col.string,
+    backend: col.string,
+    health: col.oneOf('unknown', 'up', 'down'),
+    connections: col.integer,
+    checked_at: col.integer,
+  },
+};
+
+export const SlotConnectionsTable: TableDef<SlotConnectionsRow> = {
+  name: 'Slot_Connections',
+  columns: {
+    node: col.string,
+    lb: col.string,
+    generation: col.integer,
+    bits: col.integer,
+    counts: col.string,
+    reported_at: col.integer,
+  },
+};
+
+/** Every table, in schema order. */
+export const TABLES = [
+  GlobalTable,
+  LoadBalancerTable,
+  BackendTable,
+  NodeTable,
+  PlanTable,
+  PlanPoolTable,
+  PlanConfigTable,
+  NodeStatusTable,
+  BackendStatusTable,
+  SlotConnectionsTable,
+] as const;
+
+// ---------------------------------------------------------------------------------------------------------
+// Keys sluice keeps in string maps (no new columns for them)
+
+/** Global.options: the generation released to gateways (the planner sets it once every live host has it). */
+export const GATEWAY_GENERATION_KEY = 'gateway_generation';
+/** Node_Status.external_ids, set by the node's agent: "true" while the gateway withdrew itself from ECMP. */
+export const AGENT_FENCED_KEY = 'fenced';
+/** Node_Status.external_ids, set by the node's agent: its role (a node that left the desired state keeps one). */
+export const ROLE_KEY = 'role';
+/** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
+ *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
+export const PLANNER_FENCED_KEY = 'fenced_by_planner';
+/** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
+ *  out of ECMP by hand (for when the fence command cannot). Read and cleared like PLANNER_FENCED_KEY. */
+export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
+/** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
+export const LEGACY_PLAN_CONFIG_KEY = 'config';
