@@ -1,14 +1,16 @@
 #!/bin/bash
 # Lab fencing helper (fast: no node start-up): withdraw a gateway's next hop from the lab router's ECMP routes, or
-# announce it again. Usage: lab-ecmp.sh <router-netns> <withdraw|announce> <vip>=<next-hop> [<vip>=<next-hop> ...]
+# announce it again. Usage: lab-ecmp.sh <lock-file> <router-netns> <withdraw|announce> <vip>=<next-hop> [...]
 # One pair per VIP (an IPv6 VIP takes the gateway's IPv6 underlay next hop). Read-modify-write of the multipath route,
-# serialised across processes with flock. Built by labEcmpCommand() in src/cli/daemons.ts.
+# serialised across processes with flock on <lock-file> (in the lab's run directory, not a guessable /tmp path a
+# local user could plant). Built by labEcmpCommand() in src/lab/ecmp.ts.
 set -euo pipefail
-ns=$1
-action=$2
-shift 2
+lock=$1
+ns=$2
+action=$3
+shift 3
 case $action in withdraw | announce) ;; *) echo "lab-ecmp.sh: withdraw or announce, not $action" >&2; exit 2 ;; esac
-exec 9>"/tmp/sluice-lab-ecmp-$ns.lock"
+exec 9>"$lock"
 flock -w 10 9
 for pair in "$@"; do
   vip=${pair%%=*}

@@ -495,7 +495,7 @@ export class AgentDaemon {
     this.#log.warn({ event: 'fence', reason: why }, `lease expired (${why}): withdrawing from ECMP`);
     if (this.#o.withdrawCmd) {
       try {
-        await runHookCommand(this.#o.withdrawCmd);
+        await runHookCommand(this.#o.withdrawCmd, this.#o.node);
       } catch (e) {
         this.#log.error(
           { event: 'withdraw-failed', err: (e as Error).message },
@@ -584,7 +584,7 @@ export class AgentDaemon {
       // Announce in the background: heartbeats (fenced=false) go on meanwhile, so the planner keeps waiting for us.
       this.#announcing = true;
       const cmd = this.#o.announceCmd;
-      (cmd ? runHookCommand(cmd) : Promise.resolve())
+      (cmd ? runHookCommand(cmd, this.#o.node) : Promise.resolve())
         .then(() => {
           const was = this.#fence;
           this.#fence = 'announced';

@@ -125,7 +125,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--keep-plans <n>', 'plans kept in the store', '5')
     .option(
       '--fence-cmd <cmd>',
-      'shell command that takes gateway {node} out of the upstream ECMP set; run for a gateway silent for the lease',
+      'shell command that takes gateway "$1" (also SLUICE_NODE) out of the upstream ECMP set; run for a gateway silent for the lease',
     )
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
@@ -173,7 +173,7 @@ export function registerDaemonCommands(program: Command): void {
     )
     .option(
       '--withdraw-cmd <cmd>',
-      'gateway: shell command that withdraws this gateway from the upstream ECMP set',
+      'gateway: shell command that withdraws this gateway ("$1", SLUICE_NODE) from the upstream ECMP set',
     )
     .option('--announce-cmd <cmd>', 'gateway: shell command that (re-)announces it')
     .option('--heartbeat <ms>', 'heartbeat and connection report period', '1000')

@@ -201,10 +201,20 @@ export class PlannerCore {
     return silent <= this.leaseMs + this.marginMs;
   }
 
-  /** Gateways the planner must fence now: silent for more than the lease, not fenced by themselves or by it. */
-  toFence(now: number): string[] {
+  /** Gateways the planner must fence now: silent for more than the lease, not fenced by themselves or by it. Names
+   *  come only from the validated desired state (an unvalidated store row never reaches a fence command); with an
+   *  invalid desired state nothing is fenced (nothing is published either). */
+  toFence(now: number, config?: Config): string[] {
     if (!this.fencing) return [];
-    return (this.#view?.desired?.nodes ?? [])
+    let valid = config;
+    if (valid === undefined) {
+      try {
+        valid = this.effective().config;
+      } catch {
+        return [];
+      }
+    }
+    return valid.nodes
       .filter((n) => n.role === 'gateway')
       .map((n) => n.name)
       .filter((n) => {
@@ -240,15 +250,16 @@ export class PlannerCore {
     const v = this.#view;
     if (v?.desired === undefined)
       return { kind: 'idle', notes: [], message: 'no desired state in the store' };
-    // Fencing first: a silent gateway may be forwarding on an old generation; nothing waits on it once it is out.
-    const fence = this.toFence(now);
+    // Validation first: fencing acts only on names from the validated desired state.
+    const { config, doc } = this.effective();
+    // Fencing next: a silent gateway may be forwarding on an old generation; nothing waits on it once it is out.
+    const fence = this.toFence(now, config);
     if (fence.length > 0)
       return {
         kind: 'fence',
         nodes: fence,
         message: `fencing ${fence.join(', ')}: silent for more than the lease (${this.leaseMs} ms) and not withdrawn`,
       };
-    const { config, doc } = this.effective();
     const latest = v.latest;
     const applied = (n: string) => v.nodeStatus.get(n)?.appliedGeneration ?? 0;
     if (latest !== null) {

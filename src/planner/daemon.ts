@@ -35,16 +35,12 @@ export interface PlannerDaemonOptions {
   /** Re-evaluation period even without store updates (lease expiry, drain windows), ms. Default 500. */
   readonly tickMs?: number;
   readonly registry?: Registry;
-  /** Shell command template that takes a gateway out of the upstream ECMP set, `{node}` = the gateway's name. Without
+  /** Shell command template that takes a gateway out of the upstream ECMP set; the gateway's name is its `$1` and
+   *  SLUICE_NODE (`{node}` = `"$1"`; see hook-command.ts: the name is never pasted into the shell text). Without
    *  it, a silent gateway is dropped after lease + margin (trusting its agent to have withdrawn itself). */
   readonly fenceCmd?: string;
   /** Timeout of one fence command run, ms (default 30 000). */
   readonly fenceTimeoutMs?: number;
-}
-
-/** `{node}` in the fence template -> the node's name (names are validated [a-z0-9-]: nothing to quote). */
-export function fenceCommand(template: string, node: string): string {
-  return template.replaceAll('{node}', node);
 }
 
 export interface PlannerStatus {
@@ -342,11 +338,10 @@ export class PlannerDaemon {
   /** Runs the fence command for a gateway, then records it (only after it succeeded: the record is what stops the
    *  planner waiting for the gateway). A failure is retried 2 s later; the gateway is waited for meanwhile. */
   async #fence(node: string): Promise<void> {
-    const cmd = fenceCommand(this.#opts.fenceCmd!, node);
     const t0 = Date.now();
     if ((this.#fenceRetryAt.get(node) ?? 0) > t0) return;
     try {
-      await runHookCommand(cmd, this.#opts.fenceTimeoutMs ?? 30_000);
+      await runHookCommand(this.#opts.fenceCmd!, node, this.#opts.fenceTimeoutMs ?? 30_000);
       this.#fenceRetryAt.delete(node);
     } catch (e) {
       this.#fenceRetryAt.set(node, Date.now() + 2000);

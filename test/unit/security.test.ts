@@ -1,0 +1,140 @@
+// The bad-input and hostile-input suite of issue 11 (docs/security.md): one block per finding, each case written so
+// it failed before its fix. Unit level: the planner's core with a FAKE store (hand-made StoreViews), hook commands
+// through the real /bin/sh in a temp dir. The real-store and real-OVS cases are in test/e2e/security.test.ts.
+
+import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { runHookCommand } from '../../src/hook-command.ts';
+import { labEcmpCommand, labFenceTemplate, shellQuote } from '../../src/lab/ecmp.ts';
+import type { Lab } from '../../src/lab/topology.ts';
+import { type DesiredDoc, PlannerCore, type StoreView } from '../../src/planner/core.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-security-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const HOSTILE = [
+  'gw1;echo INJECTED >injected;#',
+  '$(touch injected)',
+  '`touch injected`',
+  "gw1' ; touch injected ; '",
+  'gw1\ntouch injected',
+  '-n',
+];
+
+describe('finding 1: hook commands never paste data into shell text', () => {
+  test('a hostile name reaches the hook verbatim as $1, SLUICE_NODE and {node}, and runs nothing else', async () => {
+    for (const [i, name] of HOSTILE.entries()) {
+      const cwd = mkdtempSync(join(dir, `hook${i}-`));
+      const tpl = `cd '${cwd}' && printf '%s' "$1" >arg && printf '%s' "$SLUICE_NODE" >env && printf '%s' {node} >tpl`;
+      await runHookCommand(tpl, name);
+      assert.equal(readFileSync(join(cwd, 'arg'), 'utf8'), name);
+      assert.equal(readFileSync(join(cwd, 'env'), 'utf8'), name);
+      assert.equal(readFileSync(join(cwd, 'tpl'), 'utf8'), name);
+      assert.equal(existsSync(join(cwd, 'injected')), false, `${JSON.stringify(name)} ran a command`);
+    }
+  });
+
+  test('a failing hook rejects naming the template and the node', async () => {
+    await assert.rejects(runHookCommand('echo nope >&2; exit 3', 'gw1'), /exit 3.*gw1.*nope/s);
+  });
+
+  const desired = (gw: string): DesiredDoc => ({
+    hashMode: 'dp_hash',
+    slotBits: 4,
+    nodes: [
+      { name: gw, role: 'gateway', tunnelIp: '192.168.100.1' },
+      { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
+      { name: 'h1', role: 'host', tunnelIp: '192.168.100.11' },
+    ],
+    loadBalancers: [
+      {
+        name: 'web',
+        vip: '203.0.113.10',
+        protocol: 'tcp',
+        ports: [80],
+        backends: [{ address: '10.0.1.11', host: 'h1', weight: 1, state: 'active' }],
+      },
+    ],
+  });
+  const view = (d: DesiredDoc, beat: number): StoreView => ({
+    desiredCfg: 1,
+    desired: d,
+    latest: null,
+    latestConfig: undefined,
+    gatewayGeneration: 0,
+    nodeStatus: new Map(
+      d.nodes.map((n) => [
+        n.name,
+        {
+          appliedGeneration: 0,
+          heartbeatAt: beat,
+          fenced: false,
+          plannerFenced: false,
+          operatorFenced: false,
+          error: undefined,
+        },
+      ]),
+    ),
+    backendHealth: new Map(),
+    slotReports: new Map(),
+  });
+
+  test('the planner fences only names from the validated desired state', () => {
+    for (const name of HOSTILE) {
+      const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+      core.observe(view(desired(name), 1), 0);
+      // Every gateway silent for 20 s: the store's desired state is invalid (a hostile name), so nothing is fenced.
+      core.observe(view(desired(name), 1), 20_000);
+      assert.deepEqual(core.toFence(20_000), [], JSON.stringify(name));
+      assert.throws(() => core.decide(20_000), /name/);
+    }
+    // Negative control: the same silence with valid names fences both gateways.
+    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    core.observe(view(desired('gw1'), 1), 0);
+    core.observe(view(desired('gw1'), 1), 20_000);
+    assert.deepEqual(core.toFence(20_000), ['gw1', 'gw2']);
+    assert.equal(core.decide(20_000).kind, 'fence');
+  });
+});
+
+describe('finding 9: lab hygiene', () => {
+  // A FAKE lab: only what labEcmpCommand reads; the run directory has a space and a quote in it.
+  const runDir = join(dir, "lab run's dir");
+  const lab = {
+    node: (name: string) => ({ name, role: 'gateway', tunnelIp: '192.168.100.1' }),
+    gateways: [{ name: 'gw1' }],
+    config: { vips: [{ vip: '203.0.113.10', family: 4 }] },
+    facts: { runDir, router: { netns: 'slt-router' } },
+  } as unknown as Lab;
+
+  test('the ECMP helper command quotes its path and keeps its lock in the run directory', () => {
+    const cmd = labEcmpCommand(lab, 'gw1', 'withdraw');
+    assert.match(cmd, /^bash /);
+    // What the shell makes of it: print each word instead of running bash.
+    const words = execFileSync('/bin/sh', ['-c', `printf '%s\\n' ${cmd.slice('bash '.length)}`], {
+      encoding: 'utf8',
+    })
+      .trimEnd()
+      .split('\n');
+    assert.equal(words[0], fileURLToPath(new URL('../../scripts/lab-ecmp.sh', import.meta.url)));
+    assert.ok(existsSync(words[0]!));
+    assert.deepEqual(words.slice(1), [
+      `${runDir}/lab-ecmp.lock`,
+      'slt-router',
+      'withdraw',
+      '203.0.113.10=192.168.100.1',
+    ]);
+    assert.equal(shellQuote("a b'c"), `'a b'\\''c'`);
+  });
+
+  test('the fence template names the gateway through $1 only', () => {
+    const tpl = labFenceTemplate(lab);
+    assert.match(tpl, /^case "\$1" in gw1\) bash /);
+    assert.doesNotMatch(tpl, /\{node\}/);
+  });
+});
