@@ -65,8 +65,14 @@ export interface OvsdbClientOptions {
   readonly connectTimeoutMs?: number;
   /** How long a request waits for the client to be connected before failing with SLUICE_E_OVSDB_CONNECT. */
   readonly waitConnectedMs?: number;
-  /** Per-request reply timeout once sent (0 = none; a dead peer is still caught by the probe). */
+  /** Per-request reply timeout once sent (default 60 s; 0 = none, a dead peer is then caught by the probe only). */
   readonly requestTimeoutMs?: number;
+  /**
+   * Deadline of one negotiation (the `_Server` check, every monitor's get_schema and snapshot, every lock request),
+   * default 60 s: a member that accepts the connection but never answers (hung, SIGSTOPped: the kernel still
+   * accepts) is left for the next remote. The inactivity probe also runs while negotiating.
+   */
+  readonly negotiateTimeoutMs?: number;
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
   /** Called for state changes and failures (structured logging hook). */
@@ -91,6 +97,7 @@ export class OvsdbClient extends EventEmitter {
   #failures = 0;
   #backoffTimer: NodeJS.Timeout | undefined;
   #probeTimer: NodeJS.Timeout | undefined;
+  #negotiateTimer: NodeJS.Timeout | undefined;
   #echoOutstanding = false;
   #waiters: Waiter[] = [];
   readonly #monitors = new Map<string, Monitor>();
@@ -117,7 +124,8 @@ export class OvsdbClient extends EventEmitter {
       probeIntervalMs: options.probeIntervalMs ?? 5000,
       connectTimeoutMs: options.connectTimeoutMs ?? 5000,
       waitConnectedMs: options.waitConnectedMs ?? 30_000,
-      requestTimeoutMs: options.requestTimeoutMs ?? 0,
+      requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
+      negotiateTimeoutMs: options.negotiateTimeoutMs ?? 60_000,
       backoffInitialMs: options.backoffInitialMs ?? 100,
       backoffMaxMs: options.backoffMaxMs ?? 5000,
       log: options.log,
@@ -159,6 +167,7 @@ export class OvsdbClient extends EventEmitter {
     if (this.#state === 'closed') return;
     this.#transition('closed');
     clearTimeout(this.#backoffTimer);
+    clearTimeout(this.#negotiateTimer);
     this.#stopProbe();
     const conn = this.#conn;
     this.#conn = undefined;
@@ -328,6 +337,18 @@ export class OvsdbClient extends EventEmitter {
         }
         this.#conn = c;
         this.#transition('negotiating');
+        // Deadlines from the first byte: a peer that accepted but never answers must not hold us here.
+        this.#startProbe(c);
+        const limit = this.#opts.negotiateTimeoutMs;
+        this.#negotiateTimer = setTimeout(() => {
+          if (c === this.#conn && this.#state === 'negotiating')
+            this.#fail(
+              new OvsdbError(
+                'SLUICE_E_OVSDB_TIMEOUT',
+                `${remote}: negotiation did not finish in ${limit} ms`,
+              ),
+            );
+        }, limit);
         this.#negotiate(c).catch((e: unknown) => {
           if (c === this.#conn) this.#fail(e as Error);
         });
@@ -361,9 +382,9 @@ export class OvsdbClient extends EventEmitter {
     for (const lock of this.#locks.values()) if (lock._wanted) await lock._request(conn, 'lock');
     if (conn !== this.#conn || this.#state !== 'negotiating') return;
     this.#transition('connected');
+    clearTimeout(this.#negotiateTimer);
     this.#failures = 0;
     this.connects++;
-    this.#startProbe(conn);
     this.#opts.log?.('ovsdb.connected', { remote: conn.remote, connects: this.connects });
     this.emit('connected', conn.remote);
     for (const w of this.#waiters.splice(0)) {
@@ -399,6 +420,7 @@ export class OvsdbClient extends EventEmitter {
     const conn = this.#conn;
     this.#conn = undefined;
     this.#stopProbe();
+    clearTimeout(this.#negotiateTimer);
     conn?.close();
     for (const m of this.#monitors.values()) m._disconnected();
     this.#serverMonitor?._disconnected();

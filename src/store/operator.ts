@@ -64,6 +64,8 @@ export class StoreSession {
       database: SLUICE_DB,
       probeIntervalMs: 0,
       connectTimeoutMs: Math.min(3000, waitMs),
+      // A member that accepts but never answers is left in time to try the next one.
+      negotiateTimeoutMs: Math.max(1000, Math.floor(waitMs / 2)),
       waitConnectedMs: waitMs,
       backoffInitialMs: 50,
       backoffMaxMs: 500,

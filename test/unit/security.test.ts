@@ -5,6 +5,7 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { runHookCommand } from '../../src/hook-command.ts';
 import { labEcmpCommand, labFenceTemplate, shellQuote } from '../../src/lab/ecmp.ts';
 import type { Lab } from '../../src/lab/topology.ts';
+import { OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type DesiredDoc, PlannerCore, type StoreView } from '../../src/planner/core.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-security-'));
@@ -137,4 +139,87 @@ describe('finding 9: lab hygiene', () => {
     assert.match(tpl, /^case "\$1" in gw1\) bash /);
     assert.doesNotMatch(tpl, /\{node\}/);
   });
+});
+
+describe('finding 2: the OVSDB client never waits forever on a silent member', () => {
+  // FAKE servers on unix sockets: `silent` accepts and never answers (what a SIGSTOPped ovsdb-server looks like to
+  // a client: the kernel still accepts); `good` answers get_schema, monitor_cond, lock and echo.
+  const SCHEMA = { name: 'D', version: '1.0.0', tables: { T: { columns: { name: { type: 'string' } } } } };
+  const servers: net.Server[] = [];
+  after(() => {
+    for (const s of servers) s.close();
+  });
+  function serve(path: string, answer: boolean): Promise<{ accepted: () => number }> {
+    let accepted = 0;
+    const server = net.createServer((sock) => {
+      accepted++;
+      sock.on('error', () => {});
+      if (!answer) return;
+      let buf = '';
+      sock.on('data', (chunk) => {
+        buf += chunk.toString();
+        for (;;) {
+          const end = jsonEnd(buf);
+          if (end < 0) return;
+          const msg = JSON.parse(buf.slice(0, end));
+          buf = buf.slice(end);
+          const result =
+            msg.method === 'get_schema'
+              ? SCHEMA
+              : msg.method === 'lock'
+                ? { locked: true }
+                : msg.method === 'echo'
+                  ? msg.params
+                  : {};
+          sock.write(JSON.stringify({ id: msg.id, result, error: null }));
+        }
+      });
+    });
+    servers.push(server);
+    return new Promise((resolve) => server.listen(path, () => resolve({ accepted: () => accepted })));
+  }
+  /** End of the first whole JSON object in `s` (the client writes whole messages), or -1. */
+  function jsonEnd(s: string): number {
+    let depth = 0;
+    let inStr = false;
+    for (let i = 0; i < s.length; i++) {
+      const ch = s[i];
+      if (inStr) {
+        if (ch === '\\') i++;
+        else if (ch === '"') inStr = false;
+      } else if (ch === '"') inStr = true;
+      else if (ch === '{') depth++;
+      else if (ch === '}' && --depth === 0) return i + 1;
+    }
+    return -1;
+  }
+
+  for (const [what, opts] of [
+    ['the probe (no negotiation deadline)', { probeIntervalMs: 200, negotiateTimeoutMs: 600_000 }],
+    ['the negotiation deadline (no probe)', { probeIntervalMs: 0, negotiateTimeoutMs: 500 }],
+  ] as const) {
+    test(`monitor and lock move past a silent member: ${what}`, async () => {
+      const silentPath = join(dir, `silent-${opts.probeIntervalMs}.sock`);
+      const goodPath = join(dir, `good-${opts.probeIntervalMs}.sock`);
+      const silent = await serve(silentPath, false);
+      const good = await serve(goodPath, true);
+      const client = new OvsdbClient({
+        remotes: [`unix:${silentPath}`, `unix:${goodPath}`],
+        backoffInitialMs: 10,
+        waitConnectedMs: 10_000,
+        ...opts,
+      });
+      try {
+        const m = await client.monitor('D', { T: {} });
+        const lock = await client.lock('l');
+        assert.equal(client.remote, `unix:${goodPath}`);
+        assert.equal(silent.accepted(), 1, 'the silent member was tried first');
+        assert.equal(good.accepted(), 1);
+        assert.equal(lock.held, true);
+        assert.deepEqual(m.replica.rows('T'), []);
+      } finally {
+        client.close();
+      }
+    });
+  }
 });
