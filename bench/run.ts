@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, dpflows, perf-cp, perf-lab
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, sim-engine, dpflows, perf-cp, perf-lab
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -37,6 +37,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=8000'],
     root: false,
     what: 'control plane at scale: compile, memory, bundle of one change (pure)',
+  },
+  {
+    name: 'sim-engine',
+    file: here('./sim-engine.ts'),
+    nodeArgs: [],
+    root: false,
+    what: 'simulator engine: strategies as objects vs the integer-code version, same numbers (pure)',
   },
   {
     name: 'dpflows',
