@@ -284,7 +284,7 @@ export function renderMarkdown(r: SlotsBenchResult): string {
     );
   }
   lines.push(
-    "Maglev's published figure for this size is 1.8 ms (the figure issue 2 cites from the paper; C++ on " +
+    "Maglev's published figure for this size is 1.8 ms (the paper's figure; C++ on " +
       "Google's 2016 hardware; not re-checked here). Here, in JavaScript on this machine (equal weights, median " +
       `CPU time / fastest run), the Maglev population takes ${f2(eq.maglev.buildCpuMs)} / ${f2(eq.maglev.buildMinMs)} ms ` +
       `and sluice's build ${f2(eq.sluice.buildCpuMs)} / ${f2(eq.sluice.buildMinMs)} ms: sluice is ` +

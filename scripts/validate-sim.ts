@@ -1,4 +1,4 @@
-// Validates the simulator against the real lab (issue 5 "Validation"; root; lab prefix `slv-`, torn down in
+// Validates the simulator against the real lab (docs/evaluation.md "Validation against the lab"; root; lab prefix `slv-`, torn down in
 // `finally` and on SIGINT). For three scenarios (backend add, drain, remove without drain while the VM keeps
 // running) and strategies 3 (OVS select group, selection_method=hash, stable bucket ids = rendezvous), 4 (fixed
 // consistent slot table, no second chance) and 7 (sluice), each (scenario, strategy) pair:

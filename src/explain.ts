@@ -1,6 +1,6 @@
 // `sluice explain`: which load balancer, slot, primary backend, second chance and host a packet takes in one
 // generation. Pure. The hash is the data plane's (dp_hash or the fields hash); the caller supplies it: a packet's
-// slot is the low k bits of that hash (DESIGN.md "Slot tables, second chance and phases").
+// slot is the low k bits of that hash (docs/design/overview.md "Slot tables, second chance and phases").
 
 import { NO_OWNER } from './hashing/slots.ts';
 import { ipEquals } from './model/ip.ts';

@@ -1,4 +1,4 @@
-// Control plane at scale (issue 6, item 6): pure compile, no OVS.
+// Control plane at scale: pure compile, no OVS.
 //
 //   node --max-old-space-size=8000 --import tsx bench/perf/cp.ts     (bench/run.ts adds the heap flag)
 //

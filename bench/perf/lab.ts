@@ -1,4 +1,4 @@
-// Lab performance benchmarks (issue 6, items 1-5): sluice (dp_hash, fields) against the BASELINE fixture
+// Lab performance benchmarks: sluice (dp_hash, fields) against the BASELINE fixture
 // (bench/perf/baseline.ts: a stateful conntrack gateway as OVN builds it) and the lab's BOUND (one output flow),
 // all on the same lab, same OVS, same run. Root. `npm run bench -- --only perf-lab` (or
 // `node --import tsx bench/perf/lab.ts [state,fwd,setup,sc]`). Writes docs/benchmarks.md between the bench:perf-lab
@@ -844,7 +844,7 @@ async function teardown(): Promise<void> {
 const UDP_LOSS_NOTE =
   "AF_PACKET drops = packets the kernel delivered to a node's veths minus the packets its userspace datapath read " +
   '(pmd-stats "packets received"): the rest overflowed the receive buffer of the datapath\'s packet socket. ' +
-  "Missing replies (issue 6 asked; counted in every run, and how many depends on the load: this run's table " +
+  "Missing replies (counted in every run, and how many depends on the load: this run's table " +
   'above; earlier runs at load 15-30 lost up to 45 % of the BASELINE\'s "new" replies). Two places lose them, ' +
   'see docs/design/baseline.md ("Lost datagrams") for the runs that showed them: (1) the AF_PACKET sockets through ' +
   'which each ovs-vswitchd reads its veths overflow when the switch is not scheduled for a few milliseconds (the ' +

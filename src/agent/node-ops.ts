@@ -1,5 +1,5 @@
 // What one node's agent does to its own Open vSwitch (I/O edge): program a generation (compile -> one atomic bundle
-// per bridge -> revalidator pass = the acknowledgement DESIGN.md asks for), and read the host's live connections per
+// per bridge -> revalidator pass = the acknowledgement, docs/design/overview.md), and read the host's live connections per
 // (load balancer, slot, backend) from userspace conntrack. The lab controller (src/lab/controller.ts) programs with
 // the stateless programNode; the agent (src/agent/daemon.ts) keeps a NodeProgrammer (incremental apply).
 

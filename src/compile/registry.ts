@@ -1,6 +1,6 @@
 // The ONE registry of sluice's OpenFlow vocabulary: tables, registers, Geneve TLV options, conntrack zone,
 // group ids and the cookie layout. Pure. Nothing else in the code base writes a bare table number, `reg0`,
-// `tun_metadata1` or a cookie bit position: it imports the name from here (STYLE.md item 4).
+// `tun_metadata1` or a cookie bit position: it imports the name from here, so a layout change is one edit.
 //
 // Usage map (who writes / who reads; see docs/design/ovs-pipeline.md for one section per table):
 //
@@ -28,7 +28,7 @@
 //   that created the recirculation (measured: a packet whose flag was set got a second chance again). The moves
 //   read every option bit, so first-pass datapath flows match the options exactly (one per slot, member, flag and
 //   second-chance host seen: bounded by the slot count, not by connections) and the registers are always right.
-//   TUN_IN moves only from options it proved present (OVS-NOTES: a move from an absent option reads stale bytes):
+//   TUN_IN moves only from options it proved present (docs/design/ovs-facts.md: a move from an absent option reads stale bytes):
 //   TUN_LB_SLOT by its lb-id match, TUN_MEMBER_FLAGS by FLAG_RESERVED = 0, TUN_SECOND_HOST by one flow for each
 //   value of its top bit.
 //

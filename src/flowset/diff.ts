@@ -3,10 +3,10 @@
 // Ordering inside the one bundle (ovs-ofctl applies it atomically; one bad line rolls everything back):
 //   1. flow delete_strict  installed sluice flows that are not desired (by table+priority+match)
 //   2. group add           new groups (before any flow that references them)
-//   3. group modify        changed groups, always with their FULL bucket list (never delete+add: OVS-NOTES)
+//   3. group modify        changed groups, always with their FULL bucket list (never delete+add: docs/design/ovs-facts.md)
 //   4. flow add            new flows and changed flows (an add with the same table+priority+match replaces)
 //   5. group delete        groups no longer desired, only if no remaining flow references them: deleting a
-//                          referenced group in a bundle can crash ovs-vswitchd 3.1 (OVS-NOTES "Bundles")
+//                          referenced group in a bundle can crash ovs-vswitchd 3.1 (docs/design/ovs-facts.md "Bundles")
 // TLV mappings cannot go in a bundle: missing ones are listed for the applier to add first.
 
 import { hex, renderGroup } from './text.ts';

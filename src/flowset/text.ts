@@ -1,4 +1,4 @@
-// Canonical text of a FlowSet (the golden-test oracle, STYLE.md item 7) and parsers of `ovs-ofctl -O OpenFlow15`
+// Canonical text of a FlowSet (the golden-test oracle) and parsers of `ovs-ofctl -O OpenFlow15`
 // dump output into the same structures, so installed state can be diffed against desired state. Pure.
 //
 // Canonical text, one node:

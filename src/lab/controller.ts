@@ -1,9 +1,9 @@
-// LabController: drives a running lab's data plane directly (no OVSDB yet, that is issue 4): holds the desired
+// LabController: drives a running lab's data plane directly (no store, planner daemon or agents): holds the desired
 // Config and the published generations, runs the rollout planner (src/rollout) with ack gating, programs every
 // node through src/agent/node-ops.ts, and performs the lab's churn events (gateway withdrawn from ECMP, a gateway's
 // ovs-vswitchd killed and restored, a gateway held one generation behind). A live event log says what happened.
 //
-// Rollout loop (DESIGN.md "Slot tables, second chance and phases"):
+// Rollout loop (docs/design/rollout.md):
 //   1. wait until every live gateway acknowledged the latest generation (ack = bundle committed + revalidator pass);
 //   2. read live connections per (lb, slot, backend) from every host's conntrack (taken after step 1);
 //   3. planNext(config, latest, connections) -> next generation or null (done, or everything left waits);

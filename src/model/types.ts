@@ -5,7 +5,7 @@ export type HashMode = 'dp_hash' | 'fields';
 export type Protocol = 'tcp' | 'udp';
 export type IpFamily = 4 | 6;
 
-/** Admin state of a backend, as the operator declares it (DESIGN.md "Backend states"). */
+/** Admin state of a backend, as the operator declares it (docs/design/overview.md "Backend states"). */
 export type AdminState = 'active' | 'draining' | 'down';
 
 export type NodeRole = 'gateway' | 'host';

@@ -214,7 +214,7 @@ export async function applyFlowSet(
  * the call, i.e. every datapath flow cached before it (translated with the old tables) has been re-translated
  * against the tables now installed, and updated or deleted. After applyFlowSet + revalidate, no cached datapath
  * flow still forwards per the previous generation (packets already queued for upcall may still be handled by the
- * old translation in that instant). This is what an acknowledgement of a generation means (DESIGN.md).
+ * old translation in that instant). This is what an acknowledgement of a generation means (docs/design/overview.md).
  */
 export async function revalidate(runner: Runner): Promise<void> {
   const r = await runner.appctl(['revalidator/wait'], { allowFail: true });

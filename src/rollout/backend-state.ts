@@ -1,6 +1,6 @@
 // Operational state of a backend: the admin state the operator declared (model/types.ts AdminState), refined
 // by what the rollout has done so far. An explicit state machine: a string-literal union and a transition table
-// that names the event behind every allowed transition (STYLE.md item 13). Pure.
+// that names the event behind every allowed transition. Pure.
 
 import type { AdminState } from '../model/types.ts';
 

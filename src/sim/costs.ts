@@ -1,6 +1,6 @@
 // Cost model: per-gateway state, datapath flows, upcalls and sync traffic of each strategy, from the trace's
 // scale and the measured arrival rate. Pure. Grounding (docs/evaluation.md "Cost model"):
-// - OVS-NOTES.md: dp_hash groups and the slot-register copy make datapath flows match only the hash bits read
+// - docs/design/ovs-facts.md: dp_hash groups and the slot-register copy make datapath flows match only the hash bits read
 //   (<= 2^(k+1) values per recirculation for a k-bit slot copy; <= the group's hash-map size for a select group);
 //   `selection_method=hash`, `multipath` and `learn` un-wildcard the 5-tuple: one datapath flow and one upcall
 //   per connection (1003 flows for 1000 connections, measured).
@@ -51,7 +51,7 @@ export function costModel(trace: Trace, arrivalsPerSecond: number, poolSize: num
   const { connections: N, gateways: G, vips: V, slotBits: k } = trace.topology;
   const perGw = N / G;
   const perGwVip = perGw / V;
-  // dp_hash with the slot-register copy: flows match k+1 hash bits (OVS-NOTES), per VIP.
+  // dp_hash with the slot-register copy: flows match k+1 hash bits (docs/design/ovs-facts.md), per VIP.
   const w = 2 ** (k + 1);
   const slotFlows = V * distinct(perGwVip, w);
   const slotUpcall = Math.exp(-perGwVip / w);

@@ -2,7 +2,7 @@
 //
 // `tupleHash` stands in for the datapath's 5-tuple hash (OVS dp_hash / RSS, the upstream router's ECMP hash):
 // a MurmurHash3-style mix of the five fields. It is not bit-exact with any of them; the simulator only needs a
-// uniform, deterministic hash that every gateway computes alike (DESIGN.md "Hash modes").
+// uniform, deterministic hash that every gateway computes alike (docs/design/overview.md "Hash modes").
 
 import { fmix32 } from '../hashing/hash.ts';
 

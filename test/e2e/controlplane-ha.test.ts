@@ -1,4 +1,4 @@
-// The control plane's high availability end to end (root, REAL ovsdb-server Raft cluster + the lab; issue #4): a
+// The control plane's high availability end to end (root, REAL ovsdb-server Raft cluster + the lab): a
 // 3-member clustered store (src/ovsdb/server.ts startCluster), two `sluice planner` processes (with the lab's
 // --fence-cmd) and one `sluice agent` per lab node, every process given all three members, all child processes of
 // this test (killed by their own PIDs). Long-lived connections run through everything:
@@ -170,7 +170,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   });
 
   test('store on a 3-member cluster, its first member frozen: planners and agents converge; traffic flows', async () => {
-    // Issue 11 finding 2: the first remote every process is given accepts connections but never answers (SIGSTOP);
+    // Security finding 2: the first remote every process is given accepts connections but never answers (SIGSTOP);
     // each must give up negotiating with it and use a live member.
     const frozen = cluster.members[0]!;
     frozen.signal('SIGSTOP');

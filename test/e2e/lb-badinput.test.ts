@@ -1,4 +1,4 @@
-// End-to-end tests (7) and (8) of issue 3 under live traffic, on REAL Open vSwitch and real kernel TCP (root; lab
+// End-to-end: the data plane under live traffic, on REAL Open vSwitch and real kernel TCP (root; lab
 // prefix `slt-e2e7-`, torn down in `after`). 200 long-lived connections exchange data before, during and after:
 // (7) bundles with an invalid flow (a jump to a group that does not exist, an unparsable action) sent by the
 //     applier to a gateway and a host: rejected with SLUICE_E_OPENFLOW_REJECTED, the switch unchanged flow for flow;

@@ -1,4 +1,4 @@
-// End-to-end test (1) of issue 3 on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e1-`, torn down
+// End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e1-`, torn down
 // in `after`): the default lab (2 gateways behind the router's ECMP, 3 hosts, backends host1-b2 in both VIPs),
 // programmed by the LabController (planner generation 1 -> compiler -> applier on every node).
 //

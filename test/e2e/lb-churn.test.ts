@@ -1,4 +1,4 @@
-// End-to-end tests (2) and (3) of issue 3 on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e2-`,
+// End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e2-`,
 // torn down in `after`). The default lab (2 gateways behind the router's ECMP, 3 hosts x 2 backends, 2 clients),
 // driven by the LabController: every change goes through the planner's phases with ack gating, hosts first.
 // Connections send a few bytes every 300 ms and need them echoed within 3 s: a reset, an echo timeout or a wrong

@@ -1,4 +1,4 @@
-// End-to-end test (5) of issue 3 on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e4-`, torn down
+// End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e4-`, torn down
 // in `after`): a backend fails. host3-b1's server is killed (SIGKILL: the kernel ends its sockets, a crashed
 // application) and the desired state marks it `down` (what failed health checks would do): its slots move at once.
 // Only its own connections break: every broken connection was on host3-b1, every one of host3-b1's broke, every

@@ -1,4 +1,4 @@
-// End-to-end test (6) of issue 3 on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-v6-`, torn down in
+// End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-v6-`, torn down in
 // `after`): an IPv6 VIP over the IPv4 underlay. The default lab with `ipv6: true` (2 gateways behind the router's
 // ECMP, 3 hosts x 2 backends, 2 clients) adds VIP web6 = [2001:db8::10]:80 with backends host1-b1, host2-b1,
 // host3-b1 at fd00:0:N::(10+M); the router's IPv6 route to the VIP is a multipath route over both gateways (L4 hash

@@ -1,4 +1,4 @@
-// End-to-end test (4) of issue 3 on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e3-`, torn down
+// End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e3-`, torn down
 // in `after`): a skewed rollout. The change: web's host1-b1 weight 1 -> 4 (slots move to it from the other three
 // backends; the member list does not change). gw1 is held back by the LabController, so at every moment it is one
 // generation behind gw2: window A gw1 = g, gw2 = g+1 (phase 1: primary P, second chance N); window B gw1 = g+1,

@@ -1,4 +1,4 @@
-// Issue 11 against REAL components (docs/security.md): a real ovsdb-server holding hostile rows, the real planner
+// The security findings against REAL components (docs/security.md): a real ovsdb-server holding hostile rows, the real planner
 // daemon (in-process) running a real fence hook through /bin/sh. Every server is a child process in a private temp
 // dir, stopped by its own PID; the dir is removed afterwards. No namespaces in this file's first block.
 

@@ -1,4 +1,4 @@
-// Golden tests of the OpenFlow compiler (STYLE.md item 7): each test/scenarios/*.yaml holds a config and a list of
+// Golden tests of the OpenFlow compiler (one reviewable text per scenario): each test/scenarios/*.yaml holds a config and a list of
 // generation steps; the expected canonical flow text of every node at every step, and the bundle that takes a node
 // from one step to the next, live in test/scenarios/<name>.golden. `UPDATE_GOLDEN=1` rewrites the golden files.
 //

@@ -1,4 +1,4 @@
-// The pure core imports no I/O (README "How it is built", DESIGN.md "Shape of the system"): every import of a
+// The pure core imports no I/O (README "How it is built", docs/design/overview.md "Shape of the system"): every import of a
 // file in src/model, src/hashing, src/rollout, src/compile, src/flowset and src/explain.ts is either another
 // pure-core file or one of the parsing libraries below, and no file reaches for process, fetch or require.
 import * as assert from 'node:assert/strict';

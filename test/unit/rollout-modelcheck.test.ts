@@ -1,4 +1,4 @@
-// Model check of the rollout (issue 2, DESIGN.md "Slot tables, second chance and phases"): random event sequences
+// Model check of the rollout (docs/design/rollout.md): random event sequences
 // against the real planner (src/rollout/planner.ts) and a small model of the data plane. Everything but the
 // planner is a model (a fake): gateways that each apply some generation, hosts with a conntrack set, backends
 // that go down and up, clients that open and close connections.

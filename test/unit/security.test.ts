@@ -1,4 +1,4 @@
-// The bad-input and hostile-input suite of issue 11 (docs/security.md): one block per finding, each case written so
+// The bad-input and hostile-input suite (docs/security.md): one block per finding, each case written so
 // it failed before its fix. Unit level: the planner's core with a FAKE store (hand-made StoreViews), hook commands
 // through the real /bin/sh in a temp dir. The real-store and real-OVS cases are in test/e2e/security.test.ts.
 
