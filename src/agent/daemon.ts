@@ -8,16 +8,14 @@
 // Which generation: hosts follow Global.generation, gateways Global.options:gateway_generation (released by the
 // planner once every live host has the generation).
 //
-// Gateway fencing state machine (STYLE item 13):
-//   unknown   --store silent or apply failing > lease: run --withdraw-cmd--> withdrawn
-//   announced --store silent or apply failing > lease: run --withdraw-cmd--> withdrawn
-//   unknown | withdrawn --applied the released generation, ack committed with `wait gateway_generation == applied`,
-//                        then --announce-cmd--> announced
-//   announced --the planner fenced it (own Node_Status external_ids:fenced_by_planner)--> withdrawn (no command: the
-//                        planner's fence command already took it out); the rejoin ack deletes the planner's record
-// A restarted agent starts `unknown` (it may be in the ECMP set): it applies (an empty diff when nothing changed),
-// acknowledges, and re-announces (idempotent), so traffic is not disturbed. While `withdrawn` it tells the planner
-// (Node_Status external_ids:fenced=true) so the planner does not wait for it.
+// Gateway fencing: the state machine is src/agent/fencing.ts (nextFence); this file detects its events and runs its
+// actions. A gateway never leaves ECMP merely because the store is silent: it keeps forwarding on what it
+// applied. It leaves when its apply keeps failing, when it sees the others two generations ahead, or (no command)
+// when it finds the planner's or the operator's fence record on its row; it rejoins by applying the released
+// generation, acknowledging it with `wait gateway_generation == applied`, then announcing. A restarted agent starts
+// `unknown` (it may be in the ECMP set): it applies (an empty diff when nothing changed), acknowledges, and
+// re-announces (idempotent), so traffic is not disturbed. While out it tells the planner (Node_Status
+// external_ids:fenced=true) so the planner does not wait for it.
 
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -42,10 +40,12 @@ import {
   PLANNER_FENCED_KEY,
   readPlan,
 } from '../planner/view.ts';
+import { SerialLoop } from '../serial-loop.ts';
+import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
 import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
 
-export type FenceState = 'unknown' | 'announced' | 'withdrawn';
+export type { FenceState } from './fencing.ts';
 
 export interface AgentOptions {
   readonly role: 'gateway' | 'host';
@@ -63,6 +63,9 @@ export interface AgentOptions {
   readonly heartbeatMs?: number;
   readonly withdrawCmd?: string;
   readonly announceCmd?: string;
+  /** The old rule (withdraw after a lease without the store), kept only as the negative control of
+   *  the outage tests: with it a store outage takes every gateway out of ECMP. */
+  readonly withdrawOnStoreSilence?: boolean;
   /** Pid of the node's ovs-vswitchd (undefined = not running): a change means it restarted. */
   readonly vswitchdPid?: () => number | undefined;
   readonly health?: HealthOptions;
@@ -347,15 +350,13 @@ export class AgentDaemon {
     const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
     const rejoin =
       this.#o.role === 'gateway' &&
-      this.#fence !== 'announced' &&
-      !this.#announcing &&
+      mayRejoin(this.#fence) &&
       this.#applied === target &&
       this.#error === undefined &&
       target > 0;
     if (beatDue || ackDue || rejoin) await this.#writeStatus(r, target, rejoin);
   }
 
-  #announcing = false;
   #acked = -1;
   #ackedError: string | undefined;
 
@@ -469,31 +470,37 @@ export class AgentDaemon {
     this.health?.setTargets(targets);
   }
 
-  async #maybeFence(now: number): Promise<void> {
-    if (this.#o.role !== 'gateway' || this.#fence === 'withdrawn' || this.#announcing) return;
-    const own = this.#monitor?.replica.find('Node_Status', (row) => row.node === this.#o.node);
-    const byPlanner = mapGet(own?.external_ids, PLANNER_FENCED_KEY);
-    const byOperator = mapGet(own?.external_ids, OPERATOR_FENCED_KEY);
-    if (this.#fence === 'announced' && (byPlanner !== undefined || byOperator !== undefined)) {
-      // The planner (or the operator, by hand) took us out of ECMP while the planner could not hear us: rejoin
-      // (apply, ack, announce) like after a withdrawal of our own.
-      this.#fence = 'withdrawn';
-      this.#m.fenced.set(1);
-      const by = byPlanner !== undefined ? 'planner' : 'operator';
-      this.#log.warn(
-        { event: `fenced-by-${by}`, at: Number(byPlanner ?? byOperator) },
-        `the ${by} fenced this gateway`,
-      );
-      this.#beatLoop.schedule();
-      return;
-    }
+  /** The most pressing fencing event now, if any (src/agent/fencing.ts). */
+  #fenceEvent(now: number): FenceEvent | undefined {
+    const r = this.#monitor?.replica;
+    const own = r?.find('Node_Status', (row) => row.node === this.#o.node);
+    if (mapGet(own?.external_ids, PLANNER_FENCED_KEY) !== undefined) return 'planner-record';
+    if (mapGet(own?.external_ids, OPERATOR_FENCED_KEY) !== undefined) return 'operator-record';
     const lease = this.#o.leaseMs ?? 10_000;
-    const silent = now - this.#lastStoreOk;
-    const failing = this.#failingSince === undefined ? 0 : now - this.#failingSince;
-    if (silent <= lease && failing <= lease) return;
-    const why = silent > lease ? `no store for ${silent} ms` : `apply failing for ${failing} ms`;
-    this.#log.warn({ event: 'fence', reason: why }, `lease expired (${why}): withdrawing from ECMP`);
-    if (this.#o.withdrawCmd) {
+    if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
+      return 'behind';
+    if (this.#failingSince !== undefined && now - this.#failingSince > lease) return 'apply-failing';
+    if (now - this.#lastStoreOk > lease) return 'store-silent';
+    return undefined;
+  }
+
+  #storeSilentLogged = false;
+
+  async #maybeFence(now: number): Promise<void> {
+    if (this.#o.role !== 'gateway') return;
+    const event = this.#fenceEvent(now);
+    if (event === 'store-silent' && !this.#storeSilentLogged) {
+      this.#storeSilentLogged = true;
+      this.#log.warn(
+        { event: 'store-silent', generation: this.#applied, silentMs: now - this.#lastStoreOk },
+        `no store for ${now - this.#lastStoreOk} ms: forwarding on g${this.#applied} as applied ` +
+          '(the planner cannot publish past this gateway without fencing it)',
+      );
+    }
+    if (event === undefined) return;
+    const t = nextFence(this.#fence, event, { withdrawOnStoreSilence: this.#o.withdrawOnStoreSilence });
+    if (t === undefined) return;
+    if (t.action === 'withdraw' && this.#o.withdrawCmd) {
       try {
         await runHookCommand(this.#o.withdrawCmd, this.#o.node);
       } catch (e) {
@@ -504,16 +511,28 @@ export class AgentDaemon {
         return;
       }
     }
-    this.#fence = 'withdrawn';
-    this.#m.fenced.set(1);
-    this.#log.warn({ event: 'withdrawn' }, 'withdrawn from ECMP');
+    const was = this.#fence;
+    this.#setFence(t.to);
+    if (t.to === 'withdrawn') {
+      this.#log.warn({ event: 'withdrawn', reason: event, was }, `withdrawn from ECMP (${event})`);
+    } else {
+      // fenced-by-planner / fenced-by-operator: out already; rejoin (apply, ack, announce) like after a withdrawal.
+      const by = t.to === 'fenced-by-planner' ? 'planner' : 'operator';
+      this.#log.warn({ event: t.to, was }, `the ${by} fenced this gateway`);
+    }
+    this.#beatLoop.schedule();
+  }
+
+  #setFence(to: FenceState): void {
+    this.#fence = to;
+    this.#m.fenced.set(reportsFenced(to) ? 1 : 0);
   }
 
   async #writeStatus(r: Replica, target: number, rejoin: boolean): Promise<void> {
     const schema = this.#schema!;
     const now = Date.now();
     const ops: Operation[] = [];
-    const fencedFlag = this.#fence === 'withdrawn' && !rejoin && !this.#announcing;
+    const fencedFlag = reportsFenced(this.#fence) && !rejoin;
     if (rejoin) {
       // Acknowledge only if the generation applied is still the released one: then the planner cannot get two
       // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
@@ -577,33 +596,36 @@ export class AgentDaemon {
       throw e;
     }
     this.#lastStoreOk = Date.now();
+    this.#storeSilentLogged = false;
     this.#lastHeartbeat = now;
     this.#acked = this.#applied;
     this.#ackedError = this.#error;
-    if (rejoin) {
-      // Announce in the background: heartbeats (fenced=false) go on meanwhile, so the planner keeps waiting for us.
-      this.#announcing = true;
-      const cmd = this.#o.announceCmd;
-      (cmd ? runHookCommand(cmd, this.#o.node) : Promise.resolve())
-        .then(() => {
-          const was = this.#fence;
-          this.#fence = 'announced';
-          this.#m.fenced.set(0);
-          this.#log.info(
-            { event: 'announced', generation: this.#applied, was },
-            `announced in ECMP at g${this.#applied}`,
-          );
-        })
-        .catch((e: unknown) =>
-          this.#log.error(
-            { event: 'announce-failed', err: (e as Error).message },
-            `announce failed: ${(e as Error).message}`,
-          ),
-        )
-        .finally(() => {
-          this.#announcing = false;
-        });
-    }
+    if (rejoin) this.#announce();
+  }
+
+  /** After the rejoin ack: --announce-cmd in the background, heartbeats (fenced=false) go on meanwhile, so the
+   *  planner keeps waiting for this gateway. */
+  #announce(): void {
+    const was = this.#fence;
+    const t = nextFence(was, 'rejoin-acked');
+    if (t === undefined) return;
+    this.#setFence(t.to);
+    const cmd = this.#o.announceCmd;
+    (cmd ? runHookCommand(cmd, this.#o.node) : Promise.resolve())
+      .then(() => {
+        this.#setFence(nextFence(this.#fence, 'announce-ok')?.to ?? this.#fence);
+        this.#log.info(
+          { event: 'announced', generation: this.#applied, was },
+          `announced in ECMP at g${this.#applied}`,
+        );
+      })
+      .catch((e: unknown) => {
+        this.#setFence(nextFence(this.#fence, 'announce-failed')?.to ?? this.#fence);
+        this.#log.error(
+          { event: 'announce-failed', err: (e as Error).message },
+          `announce failed: ${(e as Error).message}`,
+        );
+      });
   }
 
   /** Backend_Status and Slot_Connections changes (hosts), from conntrack and the health checker. */
@@ -724,38 +746,5 @@ export class AgentDaemon {
       this.#m.packets.set({ kind }, k.packets);
     }
     this.#m.secondChance.set(byKind.get('SECOND_CHANCE')?.packets ?? 0);
-  }
-}
-
-/** Runs `fn` serially: a schedule() while it runs makes it run once more afterwards. */
-class SerialLoop {
-  readonly #fn: () => Promise<void>;
-  readonly #onError: (e: Error) => void;
-  readonly #stopped: () => boolean;
-  #running = false;
-  #again = false;
-
-  constructor(fn: () => Promise<void>, onError: (e: Error) => void, stopped: () => boolean) {
-    this.#fn = fn;
-    this.#onError = onError;
-    this.#stopped = stopped;
-  }
-
-  schedule(): void {
-    if (this.#stopped()) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = true;
-    this.#fn()
-      .catch((e: unknown) => this.#onError(e as Error))
-      .finally(() => {
-        this.#running = false;
-        if (this.#again) {
-          this.#again = false;
-          setImmediate(() => this.schedule());
-        }
-      });
   }
 }

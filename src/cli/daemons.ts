@@ -116,16 +116,20 @@ export function registerDaemonCommands(program: Command): void {
       'compute and publish generations from the desired state in OVSDB (one active, others standby)',
     )
     .requiredOption('--db <remotes>', 'OVSDB remotes, comma separated (cluster members)')
-    .option('--lease <seconds>', "agents' lease: a silent gateway is waited for this long", '10')
+    .option(
+      '--lease <seconds>',
+      "agents' lease: a gateway silent this long is fenced (--fence-cmd), a host dropped after lease + margin",
+      '10',
+    )
     .option(
       '--margin <seconds>',
-      'extra wait beyond the lease before a silent gateway is dropped (covers the withdraw command)',
+      'extra wait beyond the lease before a silent host is dropped (a silent gateway is waited for until fenced)',
       '5',
     )
     .option('--keep-plans <n>', 'plans kept in the store', '5')
     .option(
       '--fence-cmd <cmd>',
-      'shell command that takes gateway "$1" (also SLUICE_NODE) out of the upstream ECMP set; run for a gateway silent for the lease',
+      'shell command that takes gateway "$1" (also SLUICE_NODE) out of the upstream ECMP set; run for a gateway silent for the lease, never for a majority of the gateways',
     )
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
@@ -168,7 +172,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--ovs-rundir <dir>', "OVS_RUNDIR of the node's ovs-vswitchd (default: the system one)")
     .option(
       '--lease <seconds>',
-      'gateway: withdraw after this long without the store (or failing to apply)',
+      'gateway: withdraw after failing to apply for this long (a silent store alone is no reason to withdraw)',
       '10',
     )
     .option(
@@ -176,6 +180,10 @@ export function registerDaemonCommands(program: Command): void {
       'gateway: shell command that withdraws this gateway ("$1", SLUICE_NODE) from the upstream ECMP set',
     )
     .option('--announce-cmd <cmd>', 'gateway: shell command that (re-)announces it')
+    .option(
+      '--withdraw-on-store-silence',
+      'gateway: the old rule (withdraw after a lease without the store); for negative-control tests only',
+    )
     .option('--heartbeat <ms>', 'heartbeat and connection report period', '1000')
     .option('--health-interval <ms>', 'host: health check interval', '1000')
     .option('--health-timeout <ms>', 'host: TCP connect timeout', '500')
@@ -199,6 +207,7 @@ export function registerDaemonCommands(program: Command): void {
         lease: string;
         withdrawCmd?: string;
         announceCmd?: string;
+        withdrawOnStoreSilence?: boolean;
         heartbeat: string;
         healthInterval: string;
         healthTimeout: string;
@@ -266,6 +275,7 @@ export function registerDaemonCommands(program: Command): void {
           heartbeatMs: num('--heartbeat', o.heartbeat, 50),
           withdrawCmd: o.withdrawCmd,
           announceCmd: o.announceCmd,
+          withdrawOnStoreSilence: o.withdrawOnStoreSilence === true,
           vswitchdPid: () => pidOf(`${rundir}/ovs-vswitchd.pid`),
           health: {
             intervalMs: num('--health-interval', o.healthInterval, 10),

@@ -9,13 +9,17 @@
 //   2. every live host acknowledged g: Global.options:gateway_generation = g  -> gateway agents apply it
 //   3. every live gateway acknowledged g (and, if g has second chances, every live host reported its connections
 //      twice since): planNext may publish g+1.
-// Live = heartbeat seen (on the planner's clock) within lease + margin; gateways that say they are fenced
-// (withdrawn from ECMP) are not waited for either.
+// Live (waited for): a host whose heartbeat the planner saw (on its own clock) within lease + margin; a gateway until
+// it is known to be out of ECMP (it said it withdrew, or the planner's or the operator's fence record is on its row),
+// however long it is silent. A silent store or a cut-off gateway must not take the data plane down, and a gateway
+// keeps forwarding on what it applied while it hears nothing (src/agent/fencing.ts), so the planner never publishes
+// past a silent gateway it has not fenced.
 //
 // With fencing (the daemon has a --fence-cmd), a gateway silent for the lease that did not fence itself is fenced
 // by the planner (decision `fence`: the daemon runs the command, then records Node_Status
-// external_ids:fenced_by_planner), and the planner waits for a silent gateway until that record exists, however
-// long it takes: no margin is trusted, a gateway is dropped only once it is known to be out of ECMP.
+// external_ids:fenced_by_planner), unless that would leave fewer gateways in ECMP than out of it: a majority going
+// silent together is far more likely a fault on the planner's side (its store, its network) than in the gateways,
+// so the planner holds the fence, keeps waiting, and says so (fenceHeld). Docs: control-plane.md "Fencing".
 
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -70,11 +74,12 @@ export interface StoreView {
 export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
   readonly leaseMs?: number;
-  /** The planner waits this much longer than the lease before it stops waiting for a silent node (default 5000): it
-   *  must cover the gateway's withdraw command and its fencing check period. Not used for gateways with fencing. */
+  /** The planner waits this much longer than the lease before it stops waiting for a silent host (default 5000).
+   *  Gateways are waited for until they are known to be out of ECMP. */
   readonly marginMs?: number;
-  /** The daemon can fence a silent gateway (--fence-cmd): silent gateways are fenced after the lease and waited for
-   *  until they are (instead of being dropped after lease + margin). */
+  /** The daemon can fence a silent gateway (--fence-cmd): silent gateways are fenced after the lease (unless that
+   *  would fence a majority). Without it a silent gateway is waited for until it returns or the operator confirms
+   *  it is out (`sluice node confirm-fenced`). */
   readonly fencing?: boolean;
 }
 
@@ -161,9 +166,23 @@ export class PlannerCore {
     for (const s of this.#seen.values()) s.lastSeen = Math.max(s.lastSeen, now);
   }
 
-  /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. */
+  /** Planner clock of the last heartbeat change of any node. */
+  #lastAnyBeat: number | undefined;
+
+  /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. When no node at all was heard for
+   *  more than half a lease and then one is, the silence was the store's or the planner's (a store restarted, a
+   *  Raft cluster that lost its quorum without dropping this session): every lease restarts from now (resync). */
   observe(view: StoreView, now: number): void {
     this.#view = view;
+    const heard = [...view.nodeStatus].some(([n, s]) => {
+      const seen = this.#seen.get(n);
+      return seen !== undefined && seen.heartbeatAt !== s.heartbeatAt;
+    });
+    if (heard) {
+      if (this.#lastAnyBeat !== undefined && now - this.#lastAnyBeat > this.leaseMs / 2) this.resync(now);
+      this.#lastAnyBeat = now;
+    }
+    this.#lastAnyBeat ??= now;
     // A node of the desired state that never reported: waited for during one lease + margin from first sight
     // (planner start, or the node's addition), then no longer.
     for (const n of view.desired?.nodes ?? []) {
@@ -190,22 +209,26 @@ export class PlannerCore {
     return s === undefined ? undefined : now - s.lastSeen;
   }
 
-  /** Whether the planner still waits for this node: not fenced (by itself or by the planner), and heartbeat within
-   *  lease + margin (with fencing, a gateway is waited for until it is fenced, however long it is silent). */
+  /** Whether the planner still waits for this node: not out of ECMP (fenced by itself, the planner or the operator);
+   *  a host also only while its heartbeat is within lease + margin. A gateway is waited for however long it is
+   *  silent: it may be forwarding on an old generation. */
   isLive(node: string, now: number): boolean {
     const silent = this.silentFor(node, now);
     if (silent === undefined) return false;
-    const s = this.#view?.nodeStatus.get(node);
-    if (s?.fenced || s?.plannerFenced || s?.operatorFenced) return false;
-    if (this.fencing && this.#role(node) === 'gateway') return true;
+    if (this.#isOut(node)) return false;
+    if (this.#role(node) === 'gateway') return true;
     return silent <= this.leaseMs + this.marginMs;
   }
 
-  /** Gateways the planner must fence now: silent for more than the lease, not fenced by themselves or by it. Names
-   *  come only from the validated desired state (an unvalidated store row never reaches a fence command); with an
-   *  invalid desired state nothing is fenced (nothing is published either). */
-  toFence(now: number, config?: Config): string[] {
-    if (!this.fencing) return [];
+  /** Known to be out of ECMP: withdrew itself, or a fence record (planner or operator). */
+  #isOut(node: string): boolean {
+    const s = this.#view?.nodeStatus.get(node);
+    return (s?.fenced || s?.plannerFenced || s?.operatorFenced) ?? false;
+  }
+
+  /** Gateway names, only from the validated desired state (an unvalidated store row never reaches a fence
+   *  command); with an invalid desired state there are none to fence (nothing is published either). */
+  #gateways(config?: Config): string[] {
     let valid = config;
     if (valid === undefined) {
       try {
@@ -214,17 +237,52 @@ export class PlannerCore {
         return [];
       }
     }
-    return valid.nodes
-      .filter((n) => n.role === 'gateway')
-      .map((n) => n.name)
-      .filter((n) => {
-        const s = this.#view?.nodeStatus.get(n);
-        return (
-          !(s?.fenced || s?.plannerFenced || s?.operatorFenced) &&
-          (this.silentFor(n, now) ?? 0) > this.leaseMs
-        );
-      })
+    return valid.nodes.filter((n) => n.role === 'gateway').map((n) => n.name);
+  }
+
+  /** Gateways silent for more than the lease and not out of ECMP: the ones a fence would take out. */
+  #fenceCandidates(now: number, config?: Config): string[] {
+    return this.#gateways(config)
+      .filter((n) => !this.#isOut(n) && (this.silentFor(n, now) ?? 0) > this.leaseMs)
       .sort();
+  }
+
+  /** The fence is held when the gateways left in ECMP would be fewer than those out of it: out = already out,
+   *  to be fenced, or silent for more than half a lease (so gateways cut off together count together, even if
+   *  their leases expire a moment apart). */
+  #fenceHeldFor(now: number, candidates: readonly string[], config?: Config): boolean {
+    const all = this.#gateways(config);
+    const out = all.filter(
+      (n) => this.#isOut(n) || candidates.includes(n) || (this.silentFor(n, now) ?? 0) > this.leaseMs / 2,
+    );
+    return 2 * (all.length - out.length) < all.length;
+  }
+
+  /** Gateways the planner must fence now: silent for more than the lease, not out of ECMP, and fencing them would
+   *  not leave a minority of the gateways in ECMP (then none: fenceHeld says why). */
+  toFence(now: number, config?: Config): string[] {
+    if (!this.fencing) return [];
+    const candidates = this.#fenceCandidates(now, config);
+    return candidates.length > 0 && !this.#fenceHeldFor(now, candidates, config) ? candidates : [];
+  }
+
+  /** Silent gateways the planner does not fence because they are too many at once, and why; undefined = none. */
+  fenceHeld(
+    now: number,
+    config?: Config,
+  ): { readonly nodes: readonly string[]; readonly message: string } | undefined {
+    if (!this.fencing) return undefined;
+    const candidates = this.#fenceCandidates(now, config);
+    if (candidates.length === 0 || !this.#fenceHeldFor(now, candidates, config)) return undefined;
+    const all = this.#gateways(config);
+    const inEcmp = all.filter((n) => !this.#isOut(n) && (this.silentFor(n, now) ?? 0) <= this.leaseMs / 2);
+    return {
+      nodes: candidates,
+      message:
+        `not fencing ${candidates.join(', ')}: only ${inEcmp.length} of ${all.length} gateways would stay in ECMP ` +
+        "(a majority silent at once is more likely a fault on the planner's or the store's side); waiting for " +
+        'them to return (sluice node confirm-fenced <gateway> if one is really out)',
+    };
   }
 
   #role(node: string): string | undefined {
@@ -279,11 +337,14 @@ export class PlannerCore {
       const waiting = this.nodes('gateway', now).live.filter((g) => applied(g) < latest.number);
       if (waiting.length > 0) {
         this.#round = undefined;
+        const held = this.fenceHeld(now, config);
         return {
           kind: 'wait',
           on: 'gateways',
           nodes: waiting,
-          message: `g${latest.number}: waiting for gateways ${waiting.join(', ')} to acknowledge`,
+          message:
+            `g${latest.number}: waiting for gateways ${waiting.join(', ')} to acknowledge` +
+            (held ? ` (${held.message})` : ''),
         };
       }
       if (this.#round?.generation !== latest.number) {

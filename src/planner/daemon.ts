@@ -4,7 +4,8 @@
 // generation (hosts), release it to the gateways, prune old plans. Every write starts with `assert` on the lock, so a
 // planner that lost the lock (stolen, or its session dropped) cannot publish even before it notices.
 // With --fence-cmd, the active planner fences a gateway that went silent for the lease (STONITH: runs the command,
-// then records Node_Status external_ids:fenced_by_planner) and stops waiting for it only then.
+// then records Node_Status external_ids:fenced_by_planner) and stops waiting for it only then; it holds the fence
+// (logs `fence-held`) when that would take a majority of the gateways out of ECMP.
 
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -13,6 +14,7 @@ import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
+import { SerialLoop } from '../serial-loop.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
@@ -50,6 +52,8 @@ export interface PlannerStatus {
   readonly generation: number;
   readonly gatewayGeneration: number;
   readonly lastDecision: string;
+  /** Silent gateways the planner does not fence (too many at once), and why. */
+  readonly fenceHeld: { readonly nodes: readonly string[]; readonly message: string } | undefined;
   readonly nodes: Record<
     string,
     {
@@ -108,6 +112,11 @@ function plannerMetrics(registry: Registry) {
       labelNames: ['node'],
       registers: [registry],
     }),
+    fenceHeld: new Gauge({
+      name: 'sluice_planner_fence_held',
+      help: 'silent gateways not fenced because fencing them would take a majority of the gateways out',
+      registers: [registry],
+    }),
     fences: new Counter({
       name: 'sluice_planner_fences_total',
       help: 'fence commands run by this planner, by result',
@@ -128,9 +137,12 @@ export class PlannerDaemon {
   #monitor: Monitor | undefined;
   #lock: OvsdbLock | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #running = false;
-  #again = false;
   #stopped = false;
+  readonly #loop = new SerialLoop(
+    () => this.#step(),
+    (e) => this.#log.warn({ event: 'step-failed', err: e.message }, `planner step failed: ${e.message}`),
+    () => this.#stopped,
+  );
   #lastDecision = '';
   #lastWaitLog = '';
   /** A failed fence command is retried after 2 s (the gateway is waited for meanwhile). */
@@ -220,31 +232,13 @@ export class PlannerDaemon {
       generation: view?.latest?.number ?? 0,
       gatewayGeneration: view?.gatewayGeneration ?? 0,
       lastDecision: this.#lastDecision,
+      fenceHeld: this.core.fenceHeld(now),
       nodes,
     };
   }
 
   #schedule(): void {
-    if (this.#stopped) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = true;
-    this.#step()
-      .catch((e: unknown) =>
-        this.#log.warn(
-          { event: 'step-failed', err: (e as Error).message },
-          `planner step failed: ${(e as Error).message}`,
-        ),
-      )
-      .finally(() => {
-        this.#running = false;
-        if (this.#again) {
-          this.#again = false;
-          setImmediate(() => this.#schedule());
-        }
-      });
+    this.#loop.schedule();
   }
 
   async #step(): Promise<void> {
@@ -263,6 +257,7 @@ export class PlannerDaemon {
     // is in fact alive could stay out of ECMP with no record telling it to rejoin).
     if (this.#unrecorded.size > 0 && this.client.state === 'connected') await this.#recordFences(replica);
     if (!this.active || this.client.state !== 'connected') return;
+    this.#noteFenceHeld(now);
     let d: Decision;
     try {
       d = this.core.decide(now);
@@ -333,6 +328,19 @@ export class PlannerDaemon {
         });
         return;
     }
+  }
+
+  #fenceHeld = '';
+
+  /** Logs (once per change) the silent gateways the planner does not fence because they are too many at once. */
+  #noteFenceHeld(now: number): void {
+    const held = this.core.fenceHeld(now);
+    const key = held?.nodes.join(',') ?? '';
+    this.#metrics.fenceHeld.set(held?.nodes.length ?? 0);
+    if (key === this.#fenceHeld) return;
+    this.#fenceHeld = key;
+    if (held) this.#log.warn({ event: 'fence-held', nodes: held.nodes }, held.message);
+    else this.#log.info({ event: 'fence-held', nodes: [] }, 'no fence held');
   }
 
   /** Runs the fence command for a gateway, then records it (only after it succeeded: the record is what stops the

@@ -159,7 +159,7 @@ describe('planner core (fake store)', () => {
     assert.equal(step(core, store, 50).kind, 'wait');
   });
 
-  test('a silent gateway is waited for until lease + margin, not a moment less', () => {
+  test('without --fence-cmd a silent gateway is waited for however long it is silent; a host until lease + margin', () => {
     const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000 });
     const store = new FakeStore();
     store.beatAll(0);
@@ -167,27 +167,29 @@ describe('planner core (fake store)', () => {
     converge(core, store, 0);
     step(core, store, 0);
     store.desired = doc([A, B, C]);
-    // gw2 acked g1 but will stay silent from t=0; the others keep beating.
+    // gw2 acked g1 but stays silent from t=0 (cut off from the store, still forwarding on g1); h2 too from 13 s.
     const d = step(core, store, 100);
     assert.equal(d.kind, 'publish');
     const g = store.latest!.number;
-    for (let t = 1000; t <= 13_000; t += 1000) {
-      store.beat('h1', g);
-      store.beat('h2', g);
-      store.beat('gw1', g);
-      step(core, store, t);
+    for (let t = 1000; t <= 600_000; t += 1000) {
+      for (const n of t <= 13_000 ? ['h1', 'h2', 'gw1'] : ['h1', 'gw1']) store.beat(n, g);
+      const w = step(core, store, t);
+      if (t >= 2000) {
+        assert.equal(w.kind, 'wait', `t=${t}: ${JSON.stringify(w)}`);
+        assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['gateways', ['gw2']]);
+      }
     }
-    store.gatewayGeneration = g;
-    const w = step(core, store, 13_000);
-    assert.equal(w.kind, 'wait', 'at exactly lease + margin gw2 is still waited for');
-    assert.deepEqual(w.kind === 'wait' && w.nodes, ['gw2']);
-    assert.equal(core.isLive('gw2', 13_000), true);
-    assert.equal(core.isLive('gw2', 13_001), false);
+    assert.equal(store.latest!.number, g, 'nothing published past the silent gateway');
+    assert.equal(core.isLive('gw2', 600_000), true);
+    assert.equal(core.isLive('h2', 13_000 + 13_000), true, 'a host: waited for until lease + margin');
+    assert.equal(core.isLive('h2', 13_000 + 13_001), false);
+    // The operator confirms gw2 is out: the rollout goes on.
+    const s2 = store.status.get('gw2')!;
+    store.status.set('gw2', { ...s2, operatorFenced: true });
     store.beat('h1', g);
-    store.beat('h2', g);
     store.beat('gw1', g);
-    const after = step(core, store, 13_500);
-    assert.notEqual(after.kind === 'wait' && after.on === 'gateways', true, 'gw2 no longer waited for');
+    const after = step(core, store, 600_500);
+    assert.notEqual(after.kind === 'wait' && after.on === 'gateways', true, JSON.stringify(after));
   });
 
   test('a fenced gateway is not waited for; heartbeats again -> waited for again', () => {
@@ -256,6 +258,8 @@ describe('planner core (fake store)', () => {
     // Silent again for the lease (gw1 keeps beating): fenced again.
     step(core, store, 62_000);
     store.beat('gw1', g + 1);
+    core.observe(store.view(), 66_000);
+    store.beat('gw1', g + 1);
     core.observe(store.view(), 70_000);
     assert.deepEqual(core.toFence(72_000), []);
     assert.deepEqual(core.toFence(72_001), ['gw2']);
@@ -289,18 +293,26 @@ describe('planner core (fake store)', () => {
     const plain = new PlannerCore({ leaseMs: 10_000, marginMs: 3000 });
     const store = new FakeStore();
     store.beatAll(0);
-    store.beat('gw1', 0, { fenced: true });
     for (const core of [fencing, plain]) core.observe(store.view(), 0);
-    // Every node silent for 20 s: only gw2 (gateway, not self-fenced) is fenced, and only with fencing.
-    for (const core of [fencing, plain]) core.observe(store.view(), 20_000);
+    // gw1 keeps beating; gw2 and the hosts are silent for 20 s.
+    for (let t = 1000; t <= 20_000; t += 1000) {
+      store.beat('gw1', 0);
+      for (const core of [fencing, plain]) core.observe(store.view(), t);
+    }
     assert.deepEqual(fencing.toFence(20_000), ['gw2']);
     assert.equal(fencing.decide(20_000).kind, 'fence');
     assert.deepEqual(plain.toFence(20_000), []);
     assert.notEqual(plain.decide(20_000).kind, 'fence');
-    assert.equal(plain.isLive('gw2', 20_000), false, 'without fencing: dropped after lease + margin');
+    assert.equal(plain.isLive('gw2', 20_000), true, 'without fencing: waited for, not dropped');
     assert.equal(fencing.isLive('gw2', 20_000), true, 'with fencing: waited for until fenced');
-    assert.equal(fencing.isLive('gw1', 20_000), false, 'self-fenced: not waited for');
     assert.equal(fencing.isLive('h1', 20_000), false, 'hosts: dropped after lease + margin as before');
+    // gw2 had withdrawn itself (fenced=true): neither fenced nor waited for.
+    const s2 = store.status.get('gw2')!;
+    store.status.set('gw2', { ...s2, fenced: true });
+    store.beat('gw1', 0);
+    fencing.observe(store.view(), 20_500);
+    assert.deepEqual(fencing.toFence(20_500), []);
+    assert.equal(fencing.isLive('gw2', 20_500), false, 'self-fenced: not waited for');
   });
 
   test('fencing: a planner cut off from the store restarts its lease clocks on reconnection (no fencing of all)', () => {
@@ -313,7 +325,89 @@ describe('planner core (fake store)', () => {
     core.observe(store.view(), 15_000);
     assert.deepEqual(core.toFence(15_000), []);
     assert.deepEqual(core.toFence(25_000), []);
-    assert.deepEqual(core.toFence(25_001), ['gw1', 'gw2'], 'silent for a full lease after the resync');
+    // Still nobody heard a lease later: both gateways would be fenced, which the majority guard holds.
+    assert.deepEqual(core.toFence(25_001), []);
+    assert.deepEqual(core.fenceHeld(25_001)?.nodes, ['gw1', 'gw2']);
+  });
+
+  test('fencing: every gateway cut off together (hosts fine) -> the planner holds the fence and waits, says so', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    // gw1 is cut off at 0, gw2 3 s later (not exactly together); hosts keep beating; a change arrives at 5 s.
+    for (let t = 1000; t <= 120_000; t += 1000) {
+      if (t === 5000) store.desired = doc([A, B, C]);
+      if (t <= 3000) store.beat('gw2', 1);
+      const g = store.latest!.number;
+      store.beat('h1', g);
+      store.beat('h2', g);
+      const d = step(core, store, t);
+      assert.notEqual(d.kind, 'fence', `t=${t}: ${JSON.stringify(d)}`);
+      if (t > 13_000) {
+        assert.deepEqual(core.fenceHeld(t)?.nodes, ['gw1', 'gw2']);
+        assert.match(core.fenceHeld(t)!.message, /not fencing gw1, gw2: only 0 of 2 gateways/);
+      }
+    }
+    const d = step(core, store, 120_500);
+    assert.deepEqual(d.kind === 'wait' && [d.on, d.nodes], ['gateways', ['gw1', 'gw2']]);
+    assert.match(d.kind === 'wait' ? d.message : '', /not fencing/);
+    assert.equal(store.latest!.number, 2, 'g2 published and released; nothing past it');
+    // They come back: they apply g2, acknowledge, and the hold ends.
+    store.beat('gw1', 2);
+    store.beat('gw2', 2);
+    core.observe(store.view(), 121_000);
+    assert.equal(core.fenceHeld(121_000), undefined);
+  });
+
+  test('fencing: never a majority of the gateways (3 gateways: one silent is fenced, two are held)', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    const store = new FakeStore();
+    const base = doc([A, B]);
+    store.desired = {
+      ...base,
+      nodes: [...base.nodes, { name: 'gw3', role: 'gateway', tunnelIp: '192.168.100.3' }],
+    };
+    for (const n of ['gw1', 'gw2', 'gw3', 'h1', 'h2']) store.beat(n, 0);
+    core.observe(store.view(), 0);
+    for (let t = 1000; t <= 11_000; t += 1000) {
+      for (const n of ['gw1', 'gw2', 'h1', 'h2']) store.beat(n, 0);
+      core.observe(store.view(), t);
+    }
+    assert.deepEqual(core.toFence(11_000), ['gw3'], 'one of three: fenced');
+    for (let t = 12_000; t <= 30_000; t += 1000) {
+      for (const n of ['gw1', 'h1', 'h2']) store.beat(n, 0);
+      core.observe(store.view(), t);
+    }
+    assert.deepEqual(core.toFence(30_000), [], 'two of three: held');
+    assert.deepEqual(core.fenceHeld(30_000)?.nodes, ['gw2', 'gw3']);
+    // gw3's fence was recorded earlier (out of ECMP): gw2 still is not fenced (two of three out).
+    const s3 = store.status.get('gw3')!;
+    store.status.set('gw3', { ...s3, plannerFenced: true });
+    store.beat('gw1', 0);
+    core.observe(store.view(), 31_000);
+    assert.deepEqual(core.toFence(31_000), []);
+    assert.deepEqual(core.fenceHeld(31_000)?.nodes, ['gw2']);
+  });
+
+  test('the whole store silent (no node heard for half a lease), then back: every lease restarts', () => {
+    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
+    const store = new FakeStore();
+    store.beatAll(0);
+    core.observe(store.view(), 0);
+    // A Raft cluster without quorum: the planner's session stays up, nothing changes for 60 s; then h1 beats.
+    core.observe(store.view(), 60_000);
+    store.beat('h1', 0);
+    core.observe(store.view(), 60_000);
+    assert.equal(core.silentFor('gw2', 60_000), 0, 'lease restarted at the first heartbeat after the gap');
+    for (let t = 61_000; t <= 70_000; t += 1000) {
+      store.beat('gw1', 0);
+      core.observe(store.view(), t);
+    }
+    assert.deepEqual(core.toFence(70_000), []);
+    assert.deepEqual(core.toFence(70_001), ['gw2'], 'gw2 still silent a lease after the gap: fenced');
   });
 
   test('second chances: connection reports must be newer than the ack round (two heartbeats per live host)', () => {
@@ -393,8 +487,11 @@ describe('planner core (fake store)', () => {
     store.beat('h2', 2);
     const w = step(core, store, 3);
     assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['hosts', ['h3']]);
-    store.beat('h1', 2);
-    store.beat('h2', 2);
+    for (let t = 1000; t <= 15_000; t += 1000) {
+      store.beat('h1', 2);
+      store.beat('h2', 2);
+      core.observe(store.view(), t);
+    }
     assert.equal(step(core, store, 2 + 15_001).kind, 'release');
   });
 
