@@ -10,7 +10,6 @@
 
 import * as assert from 'node:assert/strict';
 import { cpSync, lstatSync, mkdtempSync } from 'node:fs';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -28,6 +27,7 @@ import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { SLUICE_DB } from '../../src/ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
+import { StoreProxy } from './helpers/store-proxy.ts';
 import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
@@ -63,38 +63,8 @@ function startAgent(node: string, db = cp.db): void {
   startLabAgent(cp, node, OPTS, db);
 }
 
-/** A TCP -> unix proxy to the store that the test can cut (gw2's agent reaches the store only through it). */
-class StoreProxy {
-  server: Server | undefined;
-  readonly sockets = new Set<Socket>();
-  port = 0;
-
-  async open(): Promise<void> {
-    this.server = createServer((c) => {
-      const u = netConnect(cp.socket);
-      for (const x of [c, u]) {
-        this.sockets.add(x);
-        x.on('error', () => {});
-        x.on('close', () => {
-          this.sockets.delete(x);
-          c.destroy();
-          u.destroy();
-        });
-      }
-      c.pipe(u);
-      u.pipe(c);
-    });
-    await new Promise<void>((r) => this.server!.listen(this.port, '127.0.0.1', () => r()));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-
-  cut(): void {
-    this.server?.close();
-    for (const x of this.sockets) x.destroy();
-  }
-}
-
-const proxy = new StoreProxy();
+/** gw2's agent reaches the store only through it. */
+const proxy = new StoreProxy(() => cp.socket);
 
 async function writeDesired(c: Config): Promise<void> {
   for (let i = 0; ; i++) {
@@ -193,8 +163,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await sleep(1500);
     startPlanner('planner-b');
     await proxy.open();
-    for (const n of lab.nodes)
-      startAgent(n.name, n.name === 'gw2' ? `tcp:127.0.0.1:${proxy.port}` : undefined);
+    for (const n of lab.nodes) startAgent(n.name, n.name === 'gw2' ? proxy.remote : undefined);
     const t0 = Date.now();
     const g = await waitConverged(0, 120_000, 1000);
     process.stderr.write(
