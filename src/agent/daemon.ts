@@ -74,6 +74,8 @@ export interface AgentOptions {
   /** Full read + diff + verify of the switch at least this often, ms (0 = every generation, the stateless path).
    *  Default 15 minutes (NodeProgrammer). */
   readonly fullReconcileMs?: number;
+  /** How long one read of the flow counters serves scrapes, ms. Default 5000. */
+  readonly flowCacheMs?: number;
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -713,12 +715,13 @@ export class AgentDaemon {
 
   #flowScrape: Promise<void> | undefined;
 
-  /** One bridge dump for all gauges of one scrape (concurrent callers share the dump in flight). */
+  /** One bridge dump shared by every gauge and every scrape for `flowCacheMs` (default 5 s): scrapes, the status
+   *  page and several Prometheus servers cost at most one pair of `dump-flows` per period. */
   #sharedFlowScrape(): Promise<void> {
     this.#flowScrape ??= this.#collectFlows().finally(() => {
       setTimeout(() => {
         this.#flowScrape = undefined;
-      }, 200).unref();
+      }, this.#o.flowCacheMs ?? 5000).unref();
     });
     return this.#flowScrape;
   }

@@ -57,7 +57,14 @@ async function runDaemon(
   metrics: string | undefined,
 ): Promise<void> {
   await d.start();
-  const web = metrics ? await startMetricsServer(metrics, d.registry, () => d.status()) : undefined;
+  const onError = (route: string, e: unknown) =>
+    log.error(
+      { event: 'http-error', route, err: (e as Error)?.message },
+      `GET ${route} failed: ${(e as Error)?.message}`,
+    );
+  const web = metrics
+    ? await startMetricsServer(metrics, d.registry, () => d.status(), {}, { onError })
+    : undefined;
   if (web) log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
   await untilSignal(async () => {
     log.info({ event: 'stop' }, 'stopping');

@@ -58,4 +58,28 @@ describe('agent metrics (fake runner)', () => {
     assert.doesNotMatch(text, /kind="undefined"/);
     await d.stop();
   });
+
+  test('one read of the bridges serves every scrape for flowCacheMs (each scrape used to run two dump-flows)', async () => {
+    let dumps = 0;
+    const counting: Runner = {
+      ...runner,
+      async ofctl(bridge, args, opts) {
+        dumps++;
+        return runner.ofctl(bridge, args, opts);
+      },
+    };
+    const d = new AgentDaemon({
+      role: 'host',
+      node: 'host1',
+      remotes: ['unix:/nonexistent'],
+      runner: counting,
+      facts,
+      log: pino({ level: 'silent' }),
+      flowCacheMs: 60_000,
+    });
+    for (let i = 0; i < 5; i++)
+      assert.match(await d.registry.metrics(), /^sluice_agent_second_chance_packets 12$/m);
+    assert.equal(dumps, 2, 'one dump-flows per bridge for five scrapes');
+    await d.stop();
+  });
 });
