@@ -14,6 +14,7 @@ import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
+import { describeGeneration } from '../rollout/summary.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
@@ -277,11 +278,12 @@ export class PlannerDaemon {
         const prune = prunePlansOps(replica, Math.min(gen.number - keep + 1, view.gatewayGeneration));
         await this.client.transact(DB, lockOp, ...ops, ...prune);
         this.#metrics.publications.inc();
-        const summary = d.notes
-          .map((n) => `${n.lb}: ${n.kind}${n.slots.length ? ` ${n.slots.length} slots` : ''}`)
-          .join('; ');
+        // Names what moves ("web: 21 slots 10.0.1.11:80 -> 10.0.2.12:80, phase 1"), not just how many.
+        const moves = describeGeneration(view.latest, gen);
+        const summary = moves.length > 0 ? moves.join('; ') : 'config only, no slot moves';
         this.#note('publish', `published g${gen.number}${summary ? ` (${summary})` : ''}`, 'info', {
           generation: gen.number,
+          moves,
           notes: d.notes.map((n) => n.message),
         });
         return;

@@ -147,6 +147,93 @@ export function summarizeRollout(generations: readonly Generation[]): Generation
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// What a generation moves, by name: "web: 21 slots 10.0.1.11:80 -> 10.0.2.12:80, phase 1"
+
+/**
+ * Where a group of slots stands after a generation:
+ * - `phase 1`: `from` is still the primary, `to` is its second chance (new connections still go to `from`);
+ * - `phase 2`: `to` is the primary, `from` its second chance (keeps `from`'s connections alive);
+ * - `at once`: the primary changed with no second chance (a down backend, or nothing to keep);
+ * - `done`: `from`'s second chance was dropped (no connections left, or the drain window passed).
+ */
+export type MoveStep = 'phase 1' | 'phase 2' | 'at once' | 'done';
+
+export interface SlotMove {
+  readonly lb: string;
+  /** Backend key the slots leave (null: they had no owner). */
+  readonly from: string | null;
+  /** Backend key the slots go to (null: no owner, packets dropped). */
+  readonly to: string | null;
+  readonly step: MoveStep;
+  readonly slots: number;
+}
+
+const STEP_ORDER: Record<MoveStep, number> = { 'phase 1': 0, 'phase 2': 1, 'at once': 2, done: 3 };
+
+/** One slot's state, keys instead of indices; `size` of the plan's table folds a grown slot onto its origin. */
+function slotState(plan: PoolPlan | undefined, s: number): string {
+  if (plan === undefined) return '';
+  return `${keyAt(plan, 'primary', s) ?? ''} ${keyAt(plan, 'second', s) ?? ''} ${plan.phase[s & (plan.phase.length - 1)]}`;
+}
+
+/** The slots whose primary, second chance or phase changed between `prev` and `next`, grouped by what moved. */
+export function describeMoves(prev: PoolPlan | undefined, next: PoolPlan): SlotMove[] {
+  if (prev === undefined) return [];
+  const groups = new Map<string, SlotMove>();
+  for (let s = 0; s < next.primary.length; s++) {
+    if (slotState(prev, s) === slotState(next, s)) continue;
+    const primary = keyAt(next, 'primary', s) ?? null;
+    const second = keyAt(next, 'second', s) ?? null;
+    const before = keyAt(prev, 'primary', s) ?? null;
+    let from: string | null;
+    let to: string | null;
+    let step: MoveStep;
+    if (next.phase[s] === PHASE1) [from, to, step] = [primary, second, 'phase 1'];
+    else if (next.phase[s] === PHASE2) [from, to, step] = [second, primary, 'phase 2'];
+    else if (primary !== before) [from, to, step] = [before, primary, 'at once'];
+    else [from, to, step] = [keyAt(prev, 'second', s) ?? null, primary, 'done'];
+    const k = `${from} ${to} ${step}`;
+    const g = groups.get(k);
+    groups.set(k, { lb: next.lb, from, to, step, slots: (g?.slots ?? 0) + 1 });
+  }
+  return [...groups.values()].sort(
+    (a, b) =>
+      STEP_ORDER[a.step] - STEP_ORDER[b.step] ||
+      b.slots - a.slots ||
+      String(a.from).localeCompare(String(b.from)),
+  );
+}
+
+/** "web: 21 slots 10.0.1.11:80 -> 10.0.2.12:80, phase 1" */
+export function formatMove(m: SlotMove): string {
+  const n = `${m.slots} slot${m.slots === 1 ? '' : 's'}`;
+  const from = m.from ?? '(no owner)';
+  const to = m.to ?? '(no owner)';
+  if (m.step === 'done') return `${m.lb}: ${n} on ${to}, second chance ${from} dropped`;
+  return `${m.lb}: ${n} ${from} -> ${to}, ${m.step}`;
+}
+
+/**
+ * What generation `next` moves against `prev`, one phrase per group of slots (pools in `next` order); new and
+ * removed load balancers and grown tables named too. Empty: only the config changed (no slot moved).
+ */
+export function describeGeneration(prev: Generation | null | undefined, next: Generation): string[] {
+  const out: string[] = [];
+  for (const plan of next.pools.values()) {
+    const before = prev?.pools.get(plan.lb);
+    if (before === undefined) {
+      out.push(`${plan.lb}: new, ${plan.primary.length} slots`);
+      continue;
+    }
+    if (before.bits !== plan.bits)
+      out.push(`${plan.lb}: ${before.primary.length} -> ${plan.primary.length} slots`);
+    out.push(...describeMoves(before, plan).map(formatMove));
+  }
+  for (const lb of prev?.pools.keys() ?? []) if (!next.pools.has(lb)) out.push(`${lb}: removed`);
+  return out;
+}
+
 function fmt(x: number): string {
   return Number.isInteger(x) ? String(x) : x.toFixed(2);
 }
@@ -205,17 +292,14 @@ export function formatRollout(config: Config, generations: readonly Generation[]
     `generations: ${generations.length} (each published once every gateway acknowledged the previous one; ` +
       "offline plan: assumes the previous owners' connections have drained by then)",
   );
-  for (const [i, g] of summarizeRollout(generations).entries()) {
+  for (const [i, g] of generations.entries()) {
     if (i === 0) {
-      const pools = g.pools.map((p) => `${p.lb} (${1 << p.bits} slots)`).join(', ');
+      const pools = [...g.pools.values()].map((p) => `${p.lb} (${p.primary.length} slots)`).join(', ');
       lines.push(`  generation ${g.number}: initial: ${pools || 'no pools'}`);
       continue;
     }
-    const parts = g.pools.map(
-      (p) =>
-        `${p.lb}: ${p.moved} moved, ${p.secondChanged} second chances changed, phase 1 ${p.phase1}, phase 2 ${p.phase2}`,
-    );
-    lines.push(`  generation ${g.number}: ${parts.join('; ') || 'no pools'}`);
+    const moves = describeGeneration(generations[i - 1], g);
+    lines.push(`  generation ${g.number}: ${moves.length === 0 ? 'no slot moves' : moves.join('; ')}`);
   }
   return lines.join('\n');
 }

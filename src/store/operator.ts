@@ -16,6 +16,7 @@ import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { SLUICE_DB } from '../ovsdb/server.ts';
 import { DESIRED_TABLES, desiredStateOps, readDesiredState } from '../ovsdb/store.ts';
+import { effectiveDoc, reportCounts } from '../planner/core.ts';
 import {
   fenceRecordOp,
   gatewayGeneration,
@@ -23,7 +24,9 @@ import {
   OPERATOR_FENCED_KEY,
   PLANNER_FENCED_KEY,
   readPlan,
+  readStoreView,
 } from '../planner/view.ts';
+import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
 
@@ -439,13 +442,54 @@ export interface StatusReport {
   readonly nodes: readonly NodeReport[];
   readonly backends: readonly BackendReport[];
   readonly waiting: { readonly gateways: readonly string[]; readonly hosts: readonly string[] };
+  /** Slots of the latest generation that cannot settle yet because their second chance still has connections
+   *  (the planner's own 'waits' notes, recomputed from the same store state). */
+  readonly waitingSlots: readonly SlotWait[];
+}
+
+export interface SlotWait {
+  readonly lb: string;
+  readonly slots: readonly number[];
+  /** The second chance that still holds connections. */
+  readonly backend: string | undefined;
+  readonly connections: number | undefined;
+  /** Why, in words: "web slots 3, 17 wait: second chance 10.0.1.11:8080 has 4 connections". */
+  readonly message: string;
+}
+
+/**
+ * The slots that wait for connections to end: what the planner computes from the store (the latest generation, the
+ * effective desired state, every host's connection report), so status shows the same reasons the planner logs.
+ */
+export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
+  const view = readStoreView(r);
+  if (view.desired === undefined || view.latest === null) return [];
+  let config: Config;
+  try {
+    config = parseConfig(effectiveDoc(view.desired, view.backendHealth), '(the desired state in the store)');
+  } catch {
+    return []; // an invalid desired state: the planner waits on nothing, storedConfig reports the problem
+  }
+  const step = planNext({ config, latest: view.latest, connections: reportCounts(view.slotReports), now });
+  return step.notes
+    .filter((n) => n.kind === 'waits')
+    .map((n) => ({
+      lb: n.lb,
+      slots: n.slots,
+      backend: n.backend,
+      connections: n.connections,
+      message: n.message,
+    }));
 }
 
 export const STATUS_MONITOR = {
   ...DESIRED_MONITOR,
-  ...PLAN_HEAD,
+  Plan: {},
+  Plan_Pool: {},
+  Plan_Config: {},
   Node_Status: {},
   Backend_Status: {},
+  Slot_Connections: {},
 };
 
 /** What agents reported, joined with the desired state (nodes, backends) and the latest published generation. */
@@ -511,6 +555,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
     nodes,
     backends,
     waiting: { gateways: behind('gateway'), hosts: behind('host') },
+    waitingSlots: slotWaits(r, now),
   };
 }
 
@@ -591,6 +636,11 @@ export function formatStatus(s: StatusReport): string {
             .filter((x) => x !== '')
             .join('\n'),
   );
+  if (s.waitingSlots.length > 0) {
+    lines.push('');
+    lines.push('slots waiting for connections to end (their second chance is kept until then):');
+    for (const w of s.waitingSlots) lines.push(`  ${w.message}`);
+  }
   return lines.join('\n');
 }
 

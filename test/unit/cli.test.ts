@@ -47,11 +47,15 @@ test('plan --from lists the generations of a change: phase 1, phase 2, then seco
   );
   assert.match(
     text.out,
-    /^ {2}generation 2: .*web: 0 moved, 64 second chances changed, phase 1 64, phase 2 0$/m,
+    /^ {2}generation 2: web: 64 slots 10\.0\.1\.12:8080 -> 10\.0\.3\.12:8080, phase 1$/m,
   );
   assert.match(
     text.out,
-    /^ {2}generation 3: .*web: 64 moved, 64 second chances changed, phase 1 0, phase 2 64$/m,
+    /^ {2}generation 3: web: 64 slots 10\.0\.1\.12:8080 -> 10\.0\.3\.12:8080, phase 2$/m,
+  );
+  assert.match(
+    text.out,
+    /^ {2}generation 4: web: 64 slots on 10\.0\.3\.12:8080, second chance 10\.0\.1\.12:8080 dropped$/m,
   );
   const web = (g: { pools: { lb: string; phase: number[] }[] }) => g.pools.find((p) => p.lb === 'web')!;
   assert.ok(

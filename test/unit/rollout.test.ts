@@ -462,7 +462,7 @@ test('planRollout: the generations of a change, with summaries', () => {
   assert.ok(steps[2].pools[0].moved > 0);
   assert.equal(steps[3].pools[0].moved, 0, 'the last step only drops second chances');
   const text = formatRollout(to, gens);
-  assert.match(text, /generation 3: web: \d+ moved/);
+  assert.match(text, /generation 3: web: \d+ slots 10\.0\.1\.2:8080 -> 10\.0\.1\.4:8080, phase 2/);
   assert.match(text, /balance: min \d+, max \d+/);
   // A mid-rollout pool: D is filling.
   const mid = summarizePool(pool(gens[1]), to.loadBalancers[0]);
