@@ -14,6 +14,7 @@ import { attachLab } from '../lab/topology.ts';
 import { SluiceError } from '../model/errors.ts';
 import { localRunner } from '../openflow/runner.ts';
 import { PlannerDaemon } from '../planner/daemon.ts';
+import { statusPageRoutes } from '../web/page.ts';
 import { startMetricsServer } from '../web/server.ts';
 
 function remotes(text: string): string[] {
@@ -63,9 +64,21 @@ async function runDaemon(
       `GET ${route} failed: ${(e as Error)?.message}`,
     );
   const web = metrics
-    ? await startMetricsServer(metrics, d.registry, () => d.status(), {}, { onError })
+    ? await startMetricsServer(
+        metrics,
+        d.registry,
+        () => d.status(),
+        d instanceof PlannerDaemon ? statusPageRoutes(() => d.pageState()) : {},
+        { onError },
+      )
     : undefined;
-  if (web) log.info({ event: 'metrics', address: web.address }, `metrics on http://${web.address}/metrics`);
+  if (web)
+    log.info(
+      { event: 'metrics', address: web.address },
+      d instanceof PlannerDaemon
+        ? `status page on http://${web.address}/, metrics on http://${web.address}/metrics`
+        : `metrics on http://${web.address}/metrics`,
+    );
   await untilSignal(async () => {
     log.info({ event: 'stop' }, 'stopping');
     await web?.close();

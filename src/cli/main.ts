@@ -16,6 +16,7 @@ import { registerSimCommands } from '../sim/cli.ts';
 import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
+import { registerRolloutCommand } from './rollout.ts';
 import { defaultDb, exitCodeFor, registerStoreCommands } from './store-commands.ts';
 
 function loadConfig(file: string): Config {
@@ -179,6 +180,7 @@ export function buildProgram(): Command {
   registerSimCommands(program);
   registerDaemonCommands(program);
   registerStoreCommands(program);
+  registerRolloutCommand(program);
   return program;
 }
 

@@ -15,9 +15,9 @@ import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
 import { createDatabase, freePort, OvsdbServerProcess, SLUICE_DB } from '../ovsdb/server.ts';
-import { DESIRED_TABLES, desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
+import { desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
 import { gatewayGeneration } from '../planner/view.ts';
-import { type StatusReport, statusReport, withStore } from '../store/operator.ts';
+import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { expectedProgram, type Lab } from './topology.ts';
@@ -442,14 +442,5 @@ export async function stopControlPlane(runDir: string): Promise<number[]> {
 
 /** The store's `status` report (what every node applied), or an error if the store does not answer. */
 export function controlPlaneStore(db: string): Promise<StatusReport> {
-  return withStore(
-    db,
-    {
-      ...Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])),
-      Plan: { columns: ['generation', 'desired_cfg', 'created_at'] },
-      Node_Status: {},
-      Backend_Status: {},
-    },
-    async (s) => statusReport(s.replica),
-  );
+  return withStore(db, STATUS_MONITOR, async (s) => statusReport(s.replica));
 }

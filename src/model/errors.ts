@@ -73,6 +73,9 @@ export const ERROR_CODES = {
   SLUICE_E_STORE_EXISTS: 'the load balancer, backend or node a command adds is already in the desired state',
   SLUICE_E_STORE_CONFLICT:
     'the desired state kept changing under an edit (concurrent writers won the desired_cfg guard every retry)',
+  // sluice rollout status --watch (src/cli/rollout.ts).
+  SLUICE_E_ROLLOUT_STUCK:
+    'a rollout did not finish within --timeout (the message names the nodes or the step it waits for)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -16,6 +16,7 @@ import type { Replica } from '../ovsdb/replica.ts';
 import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import { SerialLoop } from '../serial-loop.ts';
+import { type PageState, pageState } from '../web/page-model.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
@@ -236,6 +237,13 @@ export class PlannerDaemon {
       fenceHeld: this.core.fenceHeld(now),
       nodes,
     };
+  }
+
+  /** What the status page shows (src/web/page-model.ts), from this planner's replica of the store. */
+  pageState(): PageState {
+    const r = this.#monitor?.replica;
+    if (r === undefined) throw new Error('not connected to the store yet');
+    return pageState(r, { active: this.active, lastDecision: this.#lastDecision });
   }
 
   #schedule(): void {
