@@ -20,7 +20,6 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
-import { decodeCookie } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -41,7 +40,9 @@ import {
   readPlan,
 } from '../planner/view.ts';
 import { SerialLoop } from '../serial-loop.ts';
+import { SECOND_CHANCE_KEY } from '../store/db/tables.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
+import { countFlows, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
 import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
 
@@ -117,16 +118,23 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       // them concurrently).
       collect: collectFlows,
     }),
-    packets: new Gauge({
-      name: 'sluice_agent_flow_packets',
-      help: 'n_packets of sluice flows by kind',
+    packets: new Counter({
+      name: 'sluice_agent_flow_packets_total',
+      help: 'packets that hit sluice flows, by kind (n_packets, summed)',
       labelNames: ['kind'],
       registers: r,
       collect: collectFlows,
     }),
-    secondChance: new Gauge({
-      name: 'sluice_agent_second_chance_packets',
-      help: 'packets handed on by second chance (SECOND_CHANCE flows n_packets)',
+    secondChanceSent: new Counter({
+      name: 'sluice_agent_second_chance_sent_packets_total',
+      help: 'packets this host had no connection for and handed on to their second chance (SECOND_CHANCE flows)',
+      registers: r,
+      collect: collectFlows,
+    }),
+    secondChance: new Counter({
+      name: 'sluice_agent_second_chance_packets_total',
+      help: 'packets another host handed to this one by second chance, per load balancer: each would have broken a connection without sluice',
+      labelNames: ['lb'],
       registers: r,
       collect: collectFlows,
     }),
@@ -568,7 +576,12 @@ export class AgentDaemon {
         [
           'external_ids',
           'delete',
-          ['set', rejoin ? ['fenced', 'role', PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY] : ['fenced', 'role']],
+          [
+            'set',
+            rejoin
+              ? ['fenced', 'role', SECOND_CHANCE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY]
+              : ['fenced', 'role', SECOND_CHANCE_KEY],
+          ],
         ],
         [
           'external_ids',
@@ -578,12 +591,25 @@ export class AgentDaemon {
             [
               ['fenced', String(fencedFlag)],
               ['role', this.#o.role],
+              // Hosts: second-chance packets received per load balancer (the status page sums them).
+              ...(this.#o.role === 'host'
+                ? [
+                    [
+                      SECOND_CHANCE_KEY,
+                      JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())),
+                    ] as [string, string],
+                  ]
+                : []),
             ],
           ],
         ],
       ],
     });
-    if (this.#o.role === 'host') ops.push(...(await this.#reportOps(r, schema, now)));
+    if (this.#o.role === 'host') {
+      ops.push(...(await this.#reportOps(r, schema, now)));
+      // Refresh the counters for the next heartbeat (at most one bridge read per flowCacheMs; never waited for).
+      this.#sharedFlowScrape().catch(() => {});
+    }
     try {
       await this.client.transact(DB, ...ops);
     } catch (e) {
@@ -714,6 +740,9 @@ export class AgentDaemon {
   }
 
   #flowScrape: Promise<void> | undefined;
+  readonly #counts = new ReadingCounters();
+  /** Second-chance packets this host received per load balancer, since the agent started (reported in heartbeats). */
+  readonly #secondChanceTotals = new Map<string, number>();
 
   /** One bridge dump shared by every gauge and every scrape for `flowCacheMs` (default 5 s): scrapes, the status
    *  page and several Prometheus servers cost at most one pair of `dump-flows` per period. */
@@ -727,27 +756,18 @@ export class AgentDaemon {
   }
 
   async #collectFlows(): Promise<void> {
-    const byKind = new Map<string, { flows: number; packets: number }>();
-    for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy]) {
-      const res = await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true });
-      for (const line of res.stdout.split('\n')) {
-        const c = /cookie=(0x[0-9a-f]+)/.exec(line);
-        if (!c) continue;
-        const kind = decodeCookie(BigInt(c[1]!))?.kind;
-        if (!kind) continue;
-        const p = Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
-        const k = byKind.get(kind) ?? { flows: 0, packets: 0 };
-        k.flows++;
-        k.packets += p;
-        byKind.set(kind, k);
-      }
-    }
+    const dumps: string[] = [];
+    for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy])
+      dumps.push((await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true })).stdout);
+    const lbNames = (this.#appliedConfig?.loadBalancers ?? []).map((lb) => lb.name);
+    const { byKind, perLb } = countFlows(dumps.join('\n'), lbNames);
     this.#m.flows.reset();
-    this.#m.packets.reset();
     for (const [kind, k] of byKind) {
       this.#m.flows.set({ kind }, k.flows);
-      this.#m.packets.set({ kind }, k.packets);
+      this.#counts.advance(this.#m.packets, { kind }, k.packets);
     }
-    this.#m.secondChance.set(byKind.get('SECOND_CHANCE')?.packets ?? 0);
+    this.#counts.advance(this.#m.secondChanceSent, {}, byKind.get('SECOND_CHANCE')?.packets ?? 0);
+    for (const [lb, n] of perLb)
+      this.#secondChanceTotals.set(lb, this.#counts.advance(this.#m.secondChance, { lb }, n));
   }
 }

@@ -80,6 +80,8 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  *            tun_metadata2=0/0x80000000,nw_dst=203.0.113.10,tp_dst=80             (and =0x80000000/0x80000000)
  *            actions=move:NXM_NX_TUN_METADATA0[0..31]->NXM_NX_REG2[],move:NXM_NX_TUN_METADATA1[0..31]->NXM_NX_REG3[],
  *                    move:NXM_NX_TUN_METADATA2[0..31]->NXM_NX_REG4[],ct(table=21,zone=1,nat)
+ *   TCP: the same with tun_metadata1=0x1/0x8001 at priority 110 (cookie TUN_VIP_SECOND): a packet another host
+ *   handed on by second chance, counted per VIP.
  *   table=20 priority=1 actions=drop
  */
 export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
@@ -111,6 +113,23 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
         actions: copy,
         cookie: cookie('TUN_VIP', id, 0, port),
       });
+      // The same packet when another host handed it on by second chance: same actions, its own cookie, so the
+      // agent counts second-chance packets per VIP (the packets that would have broken a connection).
+      if (lb.protocol === 'tcp')
+        flows.push({
+          table: T.TUN_IN,
+          priority: PRIO.SECOND_CHANCED_IN,
+          match: match(
+            l4(lb.protocol, lb.family),
+            `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+            `${TUN_MEMBER_FLAGS.field}=${ofNum(FLAG_SECOND_CHANCED)}/${ofNum(FLAG_RESERVED | FLAG_SECOND_CHANCED)}`,
+            `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
+            `${dstField(lb.family)}=${lb.vip}`,
+            `tp_dst=${port}`,
+          ),
+          actions: copy,
+          cookie: cookie('TUN_VIP_SECOND', id, 0, port),
+        });
     }
   }
   return flows;

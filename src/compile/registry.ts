@@ -125,6 +125,8 @@ export const CT_ZONE = 1;
 /** Priorities (bigger first). */
 export const PRIO = {
   HIGH: 200,
+  /** TUN_IN: the per-VIP counting twin of a NORMAL flow for second-chanced packets. */
+  SECOND_CHANCED_IN: 110,
   NORMAL: 100,
   SECOND_CHANCE: 90,
   LOW: 50,
@@ -181,6 +183,8 @@ export const COOKIE_KINDS = {
   PHY_RETURN: 0x0e,
   /** br-phy: from the LOCAL port (tunnel endpoint: Geneve out, ARP) -> eth0. */
   PHY_LOCAL_OUT: 0x0f,
+  /** host TUN_IN: VIP:port, a packet another host handed on by second chance (counted per VIP). lb, b = port. */
+  TUN_VIP_SECOND: 0x10,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

@@ -8,7 +8,7 @@
 // (logs `fence-held`) when that would take a majority of the gateways out of ECMP.
 
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { runHookCommand } from '../hook-command.ts';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
@@ -17,6 +17,7 @@ import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import { type PageState, pageState } from '../web/page-model.ts';
+import { AckLatency } from './ack-latency.ts';
 import { type Decision, PlannerCore } from './core.ts';
 import {
   DB,
@@ -119,6 +120,13 @@ function plannerMetrics(registry: Registry) {
       help: 'silent gateways not fenced because fencing them would take a majority of the gateways out',
       registers: [registry],
     }),
+    ackLatency: new Histogram({
+      name: 'sluice_planner_ack_latency_seconds',
+      help: 'from the desired-state change a generation was planned from to the node acknowledging it (planner clock)',
+      labelNames: ['node'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
     fences: new Counter({
       name: 'sluice_planner_fences_total',
       help: 'fence commands run by this planner, by result',
@@ -151,6 +159,7 @@ export class PlannerDaemon {
   readonly #fenceRetryAt = new Map<string, number>();
   /** Gateways this planner fenced whose record is not in the store yet (when, command run time), ms. */
   readonly #unrecorded = new Map<string, { at: number; ms: number }>();
+  readonly #acks = new AckLatency();
 
   constructor(opts: PlannerDaemonOptions) {
     this.#opts = opts;
@@ -258,6 +267,7 @@ export class PlannerDaemon {
     this.core.observe(view, now);
     this.#metrics.published.set(view.latest?.number ?? 0);
     this.#metrics.released.set(view.gatewayGeneration);
+    this.#observeAcks(view, replica, now);
     for (const n of view.desired?.nodes ?? []) {
       this.#metrics.silent.set({ node: n.name }, (this.core.silentFor(n.name, now) ?? 0) / 1000);
       this.#metrics.live.set({ node: n.name }, this.core.isLive(n.name, now) ? 1 : 0);
@@ -396,6 +406,19 @@ export class PlannerDaemon {
         `fenced ${node} (fence command succeeded in ${ms} ms; recorded in the store)`,
       );
     }
+  }
+
+  /** Change-to-acknowledged latency of every new acknowledgement (active planner only: one series per cluster). */
+  #observeAcks(view: ReturnType<typeof readStoreView>, replica: Replica, now: number): void {
+    const acked = new Map([...view.nodeStatus].map(([n, s]) => [n, s.appliedGeneration]));
+    const plan = (g: number) => {
+      const row = replica.find('Plan', (p) => p.generation === g);
+      return row === undefined
+        ? undefined
+        : { desiredCfg: row.desired_cfg as number, createdAt: row.created_at as number };
+    };
+    for (const s of this.#acks.observe(view.desiredCfg, acked, plan, now))
+      if (this.active) this.#metrics.ackLatency.observe({ node: s.node }, s.seconds);
   }
 
   /** Logs a decision once (not on every tick). */

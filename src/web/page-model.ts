@@ -6,11 +6,9 @@ import { NO_OWNER } from '../hashing/slots.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { mapGet, readPlan } from '../planner/view.ts';
 import { describeGeneration } from '../rollout/summary.ts';
+import { SECOND_CHANCE_KEY } from '../store/db/tables.ts';
 import { type StatusReport, statusReport } from '../store/operator.ts';
 import { rolloutProgress } from '../store/rollout-progress.ts';
-
-/** Node_Status external_ids key: the host's second-chance packet counters per load balancer (JSON {lb: n}). */
-export const SECOND_CHANCE_KEY = 'second_chance_packets';
 
 export interface PagePool {
   readonly lb: string;

@@ -378,7 +378,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     };
     await between(host, 'sluice_agent_generation_applied');
     assert.match(host, /^sluice_agent_backend_up\{lb="web",backend="10\.0\.1\.11:80"\} 1$/m);
-    assert.match(host, /^sluice_agent_second_chance_packets \d+$/m);
+    assert.match(host, /^sluice_agent_second_chance_sent_packets_total \d+$/m);
     assert.match(host, /^sluice_agent_flows\{kind="[A-Z_]+"\} \d+$/m);
     assert.match(host, /^sluice_agent_apply_seconds_count \d+$/m);
     const gw = await (await fetch(`http://${addr('agent-gw1')}/metrics`)).text();

@@ -94,17 +94,24 @@ describe('status page, status and rollout status', { skip, timeout: 400_000 }, (
     const { generation } = await publishedState(cp.db);
     await page.waitForSelector(`body[data-generation="${generation.number}"]`, { timeout: 15_000 });
     const store = await cp.status();
+    // The page redraws every second from the planner's replica: each row must come to show what the store says.
+    const shows = async (selector: string, what: string) => {
+      try {
+        await page.waitForSelector(selector, { timeout: 10_000 });
+      } catch {
+        assert.fail(`the page does not show ${what} (${selector})`);
+      }
+    };
     // Nodes: what each agent acknowledged.
-    for (const n of store.nodes) {
-      const applied = await page.getAttribute(`tr[data-node="${n.name}"]`, 'data-applied');
-      assert.equal(applied, String(n.appliedGeneration), n.name);
-    }
+    for (const n of store.nodes)
+      await shows(`tr[data-node="${n.name}"][data-applied="${n.appliedGeneration}"]`, `${n.name} applied`);
     // Backends: admin state and health as the host agents reported them.
-    for (const b of store.backends) {
-      const rowSel = `#backends-body tr[data-lb="${b.lb}"][data-backend="${b.backend}"]`;
-      assert.equal(await page.getAttribute(rowSel, 'data-admin'), b.adminState);
-      assert.equal(await page.getAttribute(rowSel, 'data-health'), b.health);
-    }
+    assert.ok(store.backends.length > 0);
+    for (const b of store.backends)
+      await shows(
+        `#backends-body tr[data-lb="${b.lb}"][data-backend="${b.backend}"][data-admin="${b.adminState}"][data-health="${b.health}"]`,
+        `${b.lb} ${b.backend} ${b.adminState} ${b.health}`,
+      );
     // Slot tables: every slot's primary as published.
     for (const plan of generation.pools.values()) {
       const cells = await page.$$eval(`.pool[data-lb="${plan.lb}"] .slot`, (els) =>
@@ -145,6 +152,10 @@ describe('status page, status and rollout status', { skip, timeout: 400_000 }, (
       `moves name the drained backend: ${moves.join(' | ')}`,
     );
     await shot('status-page-rollout.png');
+    // Second-chance packets per VIP are reported by the hosts (a number, not "not reported").
+    await page.waitForSelector(`#second-chance-body tr[data-lb="${web.name}"][data-packets]`, {
+      timeout: 15_000,
+    });
 
     const watch = await sluice('rollout', 'status', '--watch', '--timeout', '120');
     assert.equal(watch.code, 0, `${watch.stdout}\n${watch.stderr}`);
@@ -182,6 +193,13 @@ describe('status page, status and rollout status', { skip, timeout: 400_000 }, (
     assert.ok(
       j.waitingSlots.length > 0 && j.waitingSlots.every((w: { backend: string }) => w.backend === key),
     );
+    // Metrics: the planner measured change-to-acknowledged latency per node; hosts count second chances per VIP.
+    const metrics = await (await fetch(`http://${plannerAddress()}/metrics`)).text();
+    for (const n of ['gw1', 'gw2', 'host1'])
+      assert.match(
+        metrics,
+        new RegExp(`^sluice_planner_ack_latency_seconds_count\\{node="${n}"\\} [1-9]\\d*$`, 'm'),
+      );
     const counters = await traffic.stop();
     traffic = undefined;
     assert.equal(counters.broken, 0, 'no connection broke during the drain');

@@ -4,9 +4,11 @@
 import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
+import { Counter, Registry } from 'prom-client';
 import { AgentDaemon } from '../../src/agent/daemon.ts';
+import { countFlows, ReadingCounters } from '../../src/agent/flow-counts.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
-import { cookie } from '../../src/compile/registry.ts';
+import { cookie, lbIds } from '../../src/compile/registry.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
 
 const facts: NodeFacts = {
@@ -54,7 +56,8 @@ describe('agent metrics (fake runner)', () => {
     const text = await d.registry.metrics();
     assert.match(text, /^sluice_agent_flows\{kind="SECOND_CHANCE"\} 2$/m);
     assert.match(text, /^sluice_agent_flows\{kind="TUN_REJECT"\} 1$/m);
-    assert.match(text, /^sluice_agent_second_chance_packets 12$/m);
+    assert.match(text, /^sluice_agent_second_chance_sent_packets_total 12$/m);
+    assert.match(text, /^sluice_agent_flow_packets_total\{kind="SECOND_CHANCE"\} 12$/m);
     assert.doesNotMatch(text, /kind="undefined"/);
     await d.stop();
   });
@@ -78,8 +81,38 @@ describe('agent metrics (fake runner)', () => {
       flowCacheMs: 60_000,
     });
     for (let i = 0; i < 5; i++)
-      assert.match(await d.registry.metrics(), /^sluice_agent_second_chance_packets 12$/m);
+      assert.match(await d.registry.metrics(), /^sluice_agent_second_chance_sent_packets_total 12$/m);
     assert.equal(dumps, 2, 'one dump-flows per bridge for five scrapes');
     await d.stop();
+  });
+
+  test('second-chance packets per load balancer come from TUN_VIP_SECOND cookies (lb id -> name)', () => {
+    const ids = lbIds(['web', 'api']);
+    const dump = [
+      flow(cookie('TUN_VIP_SECOND', ids.get('web')!, 0, 80), 4),
+      flow(cookie('TUN_VIP_SECOND', ids.get('web')!, 0, 80), 3),
+      flow(cookie('TUN_VIP_SECOND', ids.get('api')!, 0, 80), 2),
+      flow(cookie('TUN_VIP_SECOND', 0xfff0, 0, 80), 9), // a load balancer not in the applied config: not named
+      flow(cookie('TUN_VIP', ids.get('web')!, 0, 80), 100),
+    ].join('\n');
+    const c = countFlows(dump, ['web', 'api']);
+    assert.deepEqual([...c.perLb].sort(), [
+      ['api', 2],
+      ['web', 7],
+    ]);
+    assert.deepEqual(c.byKind.get('TUN_VIP_SECOND'), { flows: 4, packets: 18 });
+  });
+
+  test('counters fed from flow readings never go down when flows are re-installed', async () => {
+    const registry = new Registry();
+    const counter = new Counter({ name: 't_total', help: 't', labelNames: ['lb'], registers: [registry] });
+    const rc = new ReadingCounters();
+    assert.equal(rc.advance(counter, { lb: 'web' }, 10), 10);
+    assert.equal(rc.advance(counter, { lb: 'web' }, 15), 15);
+    assert.equal(rc.advance(counter, { lb: 'web' }, 3), 18, 'a reading that went down restarted from 0');
+    assert.equal(rc.advance(counter, { lb: 'api' }, 0), 0);
+    const text = await registry.metrics();
+    assert.match(text, /^t_total\{lb="web"\} 18$/m);
+    assert.match(text, /^t_total\{lb="api"\} 0$/m);
   });
 });

@@ -102,7 +102,7 @@ export interface NodeStatusRow {
   /** ms: the agent's lease heartbeat. */
   readonly heartbeat_at: number;
   readonly error: string | undefined;
-  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY. */
+  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY, SECOND_CHANCE_KEY. */
   readonly external_ids: ReadonlyMap<string, string>;
 }
 
@@ -274,5 +274,8 @@ export const PLANNER_FENCED_KEY = 'fenced_by_planner';
 /** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
  *  out of ECMP by hand (for when the fence command cannot). Read and cleared like PLANNER_FENCED_KEY. */
 export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
+/** Node_Status.external_ids, set by a host's agent: second-chance packets it received per load balancer since the
+ *  agent started, JSON {lb: packets} (the status page sums them over hosts). */
+export const SECOND_CHANCE_KEY = 'second_chance_packets';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
