@@ -266,6 +266,23 @@ export class PlannerCore {
     return candidates.length > 0 && !this.#fenceHeldFor(now, candidates, config) ? candidates : [];
   }
 
+  /** The gateways whose fence was held at the last decision. */
+  #held: readonly string[] = [];
+
+  /** When a hold ends because some of the gateways came back, the ones still silent get a fresh lease from now: they
+   *  went silent together with the others, so the shared cause (a cut, a store) most likely keeps them a moment
+   *  longer (reconnection back-off) rather than a fault of their own; a gateway that is really gone is fenced a
+   *  lease later. */
+  #updateHold(now: number, config: Config): void {
+    const held = this.fenceHeld(now, config)?.nodes ?? [];
+    if (held.length === 0)
+      for (const n of this.#held) {
+        const s = this.#seen.get(n);
+        if (s !== undefined) s.lastSeen = Math.max(s.lastSeen, now);
+      }
+    this.#held = held;
+  }
+
   /** Silent gateways the planner does not fence because they are too many at once, and why; undefined = none. */
   fenceHeld(
     now: number,
@@ -311,6 +328,7 @@ export class PlannerCore {
     // Validation first: fencing acts only on names from the validated desired state.
     const { config, doc } = this.effective();
     // Fencing next: a silent gateway may be forwarding on an old generation; nothing waits on it once it is out.
+    this.#updateHold(now, config);
     const fence = this.toFence(now, config);
     if (fence.length > 0)
       return {

@@ -355,11 +355,25 @@ describe('planner core (fake store)', () => {
     assert.deepEqual(d.kind === 'wait' && [d.on, d.nodes], ['gateways', ['gw1', 'gw2']]);
     assert.match(d.kind === 'wait' ? d.message : '', /not fencing/);
     assert.equal(store.latest!.number, 2, 'g2 published and released; nothing past it');
-    // They come back: they apply g2, acknowledge, and the hold ends.
-    store.beat('gw1', 2);
+    // gw2 comes back first: the hold ends, and gw1 (silent with it, 120 s) gets a fresh lease instead of a fence.
     store.beat('gw2', 2);
-    core.observe(store.view(), 121_000);
-    assert.equal(core.fenceHeld(121_000), undefined);
+    for (let t = 121_000; t <= 131_000; t += 1000) {
+      store.beat('h1', 2);
+      store.beat('h2', 2);
+      store.beat('gw2', 2);
+      const d2 = step(core, store, t);
+      assert.notEqual(d2.kind, 'fence', `t=${t}: gw1 fenced at once: ${JSON.stringify(d2)}`);
+    }
+    assert.equal(core.fenceHeld(131_000), undefined);
+    // Still silent a lease after the hold ended: a fault of its own, fenced.
+    store.beat('h1', 2);
+    store.beat('gw2', 2);
+    core.observe(store.view(), 131_001);
+    assert.deepEqual(core.toFence(131_001), ['gw1']);
+    // It comes back: nothing to fence.
+    store.beat('gw1', 2);
+    core.observe(store.view(), 131_500);
+    assert.deepEqual(core.toFence(131_500), []);
   });
 
   test('fencing: never a majority of the gateways (3 gateways: one silent is fenced, two are held)', () => {
