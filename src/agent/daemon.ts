@@ -455,14 +455,18 @@ export class AgentDaemon {
       );
       if (this.health) this.#updateHealthTargets(config);
     } catch (e) {
-      const msg = (e as Error).message.split('\n')[0]!;
+      // A generation that does not decode or validate (a rogue or broken writer) is refused: the switch keeps the
+      // last good generation, which this node still forwards on correctly, so a gateway does not count it as
+      // failing (no withdraw); the error in Node_Status says why it does not acknowledge.
+      const refused = isRefusal(e);
+      const msg = `${refused ? `refused g${target}: ` : ''}${(e as Error).message.split('\n')[0]!}`;
       if (this.#error !== msg)
         this.#log.error(
-          { event: 'apply-failed', generation: target, err: msg },
-          `applying g${target} failed: ${msg}`,
+          { event: refused ? 'generation-refused' : 'apply-failed', generation: target, err: msg },
+          refused ? msg : `applying g${target} failed: ${msg}`,
         );
       this.#error = msg;
-      this.#failingSince ??= Date.now();
+      if (!refused) this.#failingSince ??= Date.now();
       this.#m.applyErrors.inc();
     }
   }
@@ -770,4 +774,11 @@ export class AgentDaemon {
     for (const [lb, n] of perLb)
       this.#secondChanceTotals.set(lb, this.#counts.advance(this.#m.secondChance, { lb }, n));
   }
+}
+
+/** A generation the store holds but no agent may apply: a Plan_Pool that does not decode (SLUICE_E_OVSDB_VALUE) or a
+ *  config document that does not validate. */
+function isRefusal(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return code === 'SLUICE_E_OVSDB_VALUE' || code === 'SLUICE_E_CONFIG_INVALID' || e instanceof SyntaxError;
 }

@@ -132,13 +132,14 @@ function optional(v: unknown): unknown {
 
 function mac(text: string, where: string): string {
   const m = text.trim().toLowerCase();
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m)) fail(`${where}: "${text}" is not a MAC address`);
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m))
+    fail(`${where}: ${JSON.stringify(text)} is not a MAC address`);
   return m;
 }
 
 function ipv4(text: string, where: string): string {
   const p = parseIp(text.trim());
-  if (p?.family !== 4) fail(`${where}: "${text}" is not an IPv4 address`);
+  if (p?.family !== 4) fail(`${where}: ${JSON.stringify(text)} is not an IPv4 address`);
   return formatIp(p);
 }
 
@@ -321,26 +322,108 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
   const vmRouterMac = hostNeed(OVS_KEYS.vmRouterMac);
 
   return {
-    facts: {
-      name,
-      role,
-      tunnelIp,
-      bridges,
-      phyMac,
-      ports: {
-        eth0: ofport(underlay),
-        phyToInt: ofport(phyToInt),
-        intToPhy: ofport(intToPhy),
-        geneve: ofport(geneve),
+    facts: checkNodeFacts(
+      {
+        name,
+        role,
+        tunnelIp,
+        bridges,
+        phyMac,
+        ports: {
+          eth0: ofport(underlay),
+          phyToInt: ofport(phyToInt),
+          intToPhy: ofport(intToPhy),
+          geneve: ofport(geneve),
+        },
+        vms,
+        vmRouterMac: vmRouterMac ? mac(vmRouterMac, where(OVS_KEYS.vmRouterMac)) : ZERO_MAC,
+        router: {
+          ip: routerIp ? ipv4(routerIp, where(OVS_KEYS.routerIp)) : '0.0.0.0',
+          mac: routerMac ? mac(routerMac, where(OVS_KEYS.routerMac)) : ZERO_MAC,
+        },
       },
-      vms,
-      vmRouterMac: vmRouterMac ? mac(vmRouterMac, where(OVS_KEYS.vmRouterMac)) : ZERO_MAC,
-      router: {
-        ip: routerIp ? ipv4(routerIp, where(OVS_KEYS.routerIp)) : '0.0.0.0',
-        mac: routerMac ? mac(routerMac, where(OVS_KEYS.routerMac)) : ZERO_MAC,
-      },
-    },
+      'the OVSDB',
+    ),
     probeNetns,
+  };
+}
+
+/** Bridge and node names as OVS and the config allow them: nothing a command line or flow text could misread. */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/**
+ * The one check every NodeFacts passes before the compiler sees it, whether read from the node's OVS
+ * (nodeFactsFromOvs) or from an agent's --facts file (`where` names the source): the same types, addresses, MACs,
+ * ofports and names, and nothing else (an unknown key is refused: it is a typo or an injection, never meant).
+ * Returns canonical facts (addresses and MACs as the compiler writes them). Throws SLUICE_E_NODE_FACTS.
+ */
+export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
+  const at = (k: string) => `${where}: ${k}`;
+  const obj = (v: unknown, k: string, keys: readonly string[]): Record<string, unknown> => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(`${at(k)}: expected an object`);
+    const extra = Object.keys(v).filter((x) => !keys.includes(x));
+    if (extra.length > 0) fail(`${at(k)}: unknown key ${JSON.stringify(extra[0])}`);
+    return v as Record<string, unknown>;
+  };
+  const str = (v: unknown, k: string): string => {
+    if (typeof v !== 'string') fail(`${at(k)}: expected a string`);
+    return v;
+  };
+  const name = (v: unknown, k: string): string => {
+    const t = str(v, k);
+    if (!SAFE_NAME.test(t))
+      fail(`${at(k)}: ${JSON.stringify(t)} is not a valid name ([A-Za-z0-9_.-], 1..63)`);
+    return t;
+  };
+  const port = (v: unknown, k: string): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v >= 0xff00)
+      fail(`${at(k)}: ${JSON.stringify(v)} is not an OpenFlow port number (1..65279)`);
+    return v;
+  };
+  const f = obj(raw, '(root)', [
+    'name',
+    'role',
+    'tunnelIp',
+    'bridges',
+    'phyMac',
+    'ports',
+    'vms',
+    'vmRouterMac',
+    'router',
+  ]);
+  const role = str(f.role, 'role');
+  if (role !== 'gateway' && role !== 'host') fail(`${at('role')}: expected gateway or host, got "${role}"`);
+  const bridges = obj(f.bridges, 'bridges', ['int', 'phy']);
+  const ports = obj(f.ports, 'ports', ['eth0', 'phyToInt', 'intToPhy', 'geneve']);
+  const router = obj(f.router, 'router', ['ip', 'mac']);
+  const vms: Record<string, VmPort> = {};
+  for (const [addr, v] of Object.entries(obj(f.vms, 'vms', Object.keys(f.vms ?? {})))) {
+    const p = parseIp(addr);
+    if (p === undefined) fail(`${at(`vms.${addr}`)}: not an IP address`);
+    const vm = obj(v, `vms.${addr}`, ['ofport', 'mac']);
+    vms[formatIp(p)] = {
+      ofport: port(vm.ofport, `vms.${addr}.ofport`),
+      mac: mac(str(vm.mac, `vms.${addr}.mac`), at(`vms.${addr}.mac`)),
+    };
+  }
+  return {
+    name: name(f.name, 'name'),
+    role,
+    tunnelIp: ipv4(str(f.tunnelIp, 'tunnelIp'), at('tunnelIp')),
+    bridges: { int: name(bridges.int, 'bridges.int'), phy: name(bridges.phy, 'bridges.phy') },
+    phyMac: mac(str(f.phyMac, 'phyMac'), at('phyMac')),
+    ports: {
+      eth0: port(ports.eth0, 'ports.eth0'),
+      phyToInt: port(ports.phyToInt, 'ports.phyToInt'),
+      intToPhy: port(ports.intToPhy, 'ports.intToPhy'),
+      geneve: port(ports.geneve, 'ports.geneve'),
+    },
+    vms,
+    vmRouterMac: mac(str(f.vmRouterMac, 'vmRouterMac'), at('vmRouterMac')),
+    router: {
+      ip: ipv4(str(router.ip, 'router.ip'), at('router.ip')),
+      mac: mac(str(router.mac, 'router.mac'), at('router.mac')),
+    },
   };
 }
 

@@ -6,12 +6,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { AgentDaemon } from '../agent/daemon.ts';
-import { readNodeFacts } from '../agent/facts.ts';
+import { checkNodeFacts, readNodeFacts } from '../agent/facts.ts';
 import { netnsProbe } from '../agent/health.ts';
 import type { NodeFacts } from '../compile/facts.ts';
 import { labEcmpCommand } from '../lab/ecmp.ts';
 import { attachLab } from '../lab/topology.ts';
 import { SluiceError } from '../model/errors.ts';
+import { parseIp } from '../model/ip.ts';
 import { localRunner } from '../openflow/runner.ts';
 import { PlannerDaemon } from '../planner/daemon.ts';
 import { statusPageRoutes } from '../web/page.ts';
@@ -92,12 +93,29 @@ interface FactsFile extends NodeFacts {
   readonly probeNetns?: Readonly<Record<string, string>>;
 }
 
+/** Reads and checks a facts file exactly like facts read from OVS (checkNodeFacts), plus its probeNetns map. */
 function readFactsFile(file: string): FactsFile {
+  let raw: unknown;
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as FactsFile;
+    raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
     throw new SluiceError('SLUICE_E_IO', `cannot read facts file ${file}: ${(e as Error).message}`);
   }
+  const { probeNetns, ...facts } = (raw ?? {}) as Record<string, unknown>;
+  const checked = checkNodeFacts(facts, `facts file ${file}`);
+  if (probeNetns === undefined) return checked;
+  const ok =
+    typeof probeNetns === 'object' &&
+    probeNetns !== null &&
+    Object.entries(probeNetns).every(
+      ([a, ns]) => parseIp(a) !== undefined && /^[A-Za-z0-9_.-]+$/.test(String(ns)),
+    );
+  if (!ok)
+    throw new SluiceError(
+      'SLUICE_E_NODE_FACTS',
+      `facts file ${file}: probeNetns: expected {address: netns name ([A-Za-z0-9_.-])}`,
+    );
+  return { ...checked, probeNetns: probeNetns as Record<string, string> };
 }
 
 function pidOf(file: string): number | undefined {

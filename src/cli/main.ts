@@ -12,12 +12,13 @@ import type { Config, Protocol } from '../model/types.ts';
 import { planNext, planRolloutDetailed } from '../rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../rollout/summary.ts';
 import type { Generation } from '../rollout/types.ts';
+import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
 import { registerSimCommands } from '../sim/cli.ts';
 import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
 import { registerRolloutCommand } from './rollout.ts';
-import { defaultDb, exitCodeFor, registerStoreCommands } from './store-commands.ts';
+import { defaultDb, exitCodeFor, registerStoreCommands, reportInternal } from './store-commands.ts';
 
 function loadConfig(file: string): Config {
   let text: string;
@@ -72,6 +73,8 @@ export function buildProgram(): Command {
     .action((o: { file: string; from?: string; json: boolean }) => {
       const to = loadConfig(o.file);
       const from = o.from === undefined ? undefined : loadConfig(o.from);
+      const warnings = configWarnings(to);
+      process.stderr.write(formatWarnings(warnings));
       if (from === undefined) {
         const gen = initialGeneration(to);
         if (o.json) {
@@ -81,7 +84,7 @@ export function buildProgram(): Command {
               to.loadBalancers.find((lb) => lb.name === p.lb),
             ),
           );
-          print(JSON.stringify({ generation: generationJson(gen), summary: pools }, null, 2));
+          print(JSON.stringify({ generation: generationJson(gen), summary: pools, warnings }, null, 2));
         } else {
           for (const p of gen.pools.values())
             print(
@@ -103,6 +106,7 @@ export function buildProgram(): Command {
               generations: plan.generations.map(generationJson),
               steps: summarizeRollout(plan.generations),
               notes: plan.notes,
+              warnings,
             },
             null,
             2,
@@ -203,7 +207,6 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`sluice: ${head} [${e.code}]${nl < 0 ? '' : e.message.slice(nl)}\n`);
       return exitCodeFor(e.code);
     }
-    process.stderr.write(`sluice: ${(e as Error).stack ?? String(e)}\n`);
-    return 1;
+    return reportInternal(e);
   }
 }

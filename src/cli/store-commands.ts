@@ -14,6 +14,7 @@ import { parseConfigText } from '../model/load.ts';
 import type { Config } from '../model/types.ts';
 import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
+import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
 import { configDocument, countChanges, diffConfigs, formatChanges } from '../store/config-diff.ts';
 
 import {
@@ -82,8 +83,20 @@ export function reportFailure(e: unknown, format: OutputFormat): void {
     return;
   }
   if (format === 'json') print(JSON.stringify({ error: { message: String(e) } }));
-  process.stderr.write(`sluice: ${(e as Error).stack ?? String(e)}\n`);
-  process.exitCode = 1;
+  process.exitCode = reportInternal(e);
+}
+
+/**
+ * A failure that is not a SluiceError (a bug, or a limit of the runtime such as a RangeError): one line on stderr,
+ * exit 1. The stack trace only with SLUICE_DEBUG=1: it means nothing to an operator and leaks paths.
+ */
+export function reportInternal(e: unknown): 1 {
+  const err = e instanceof Error ? e : new Error(String(e));
+  process.stderr.write(
+    `sluice: internal error: ${err.name}: ${err.message.split('\n')[0]} [SLUICE_E_INTERNAL]\n`,
+  );
+  if (process.env.SLUICE_DEBUG === '1') process.stderr.write(`${err.stack ?? ''}\n`);
+  return 1;
 }
 
 function storeOptions(cmd: Command): Command {
@@ -312,6 +325,8 @@ export function registerStoreCommands(program: Command): void {
   ).action(
     action(async (ctx, _args, o) => {
       const want = readConfigFile(o.file as string);
+      const warnings = configWarnings(want);
+      process.stderr.write(formatWarnings(warnings));
       return withStore(ctx.db, { ...DESIRED_MONITOR, ...PLAN_HEAD }, async (s) => {
         if (o.dryRun === true) {
           const { desiredCfg, config: current } = storedConfig(s.replica);
@@ -328,6 +343,7 @@ export function registerStoreCommands(program: Command): void {
               publishedGeneration: published,
               generations: summarizeRollout(plan.generations),
               notes: plan.notes,
+              warnings,
             },
             text: [
               formatChanges(changes),
@@ -349,6 +365,7 @@ export function registerStoreCommands(program: Command): void {
             attempts: r.attempts,
             changes: r.changes,
             counts: countChanges(r.changes),
+            warnings,
           },
           text: r.changed
             ? `${formatChanges(r.changes)}\ndesired_cfg ${r.desiredCfg}`

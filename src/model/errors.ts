@@ -15,7 +15,7 @@ export const ERROR_CODES = {
     'a node or load balancer name is empty, too long or has characters outside [A-Za-z0-9_.-]',
   SLUICE_E_CONFIG_INVALID_IP: 'an address is not a valid IPv4 or IPv6 address',
   SLUICE_E_CONFIG_ADDRESS_UNUSABLE:
-    'an address is unspecified, loopback, multicast, broadcast or IPv4-mapped IPv6',
+    'an address is unspecified, in 0/8, loopback, link-local, multicast, reserved (240/4), broadcast or IPv4-mapped IPv6',
   SLUICE_E_CONFIG_TUNNEL_NOT_IPV4: "a node's tunnelIp is not IPv4 (the underlay is IPv4)",
   SLUICE_E_CONFIG_FAMILY_MISMATCH: "a backend's address family differs from its load balancer's VIP family",
   SLUICE_E_CONFIG_PORT_RANGE: 'a port is not an integer in 1..65535',
@@ -32,8 +32,10 @@ export const ERROR_CODES = {
   SLUICE_E_CONFIG_DUPLICATE_LB: 'two load balancers have the same name',
   SLUICE_E_CONFIG_DUPLICATE_LISTENER: 'two load balancers claim the same VIP, protocol and port',
   SLUICE_E_CONFIG_DUPLICATE_BACKEND: 'one load balancer lists the same backend address and port twice',
-  SLUICE_E_CONFIG_ADDRESS_CONFLICT: "a VIP or a backend address equals a node's tunnelIp",
+  SLUICE_E_CONFIG_ADDRESS_CONFLICT:
+    "a VIP or a backend address equals a node's tunnelIp, or a backend address is a VIP",
   SLUICE_E_CONFIG_TOO_MANY_BACKENDS: 'a load balancer has more than 65535 backends',
+  SLUICE_E_CONFIG_TOO_LARGE: 'load balancers x 2^slotBits is over the total-slots budget (4,194,304)',
   SLUICE_E_CONFIG_NO_GATEWAY: 'there are load balancers but no gateway node',
   SLUICE_E_CONFIG_NO_HOST: 'there are load balancers but no host node',
   SLUICE_E_LAB_COMMAND:
@@ -44,6 +46,8 @@ export const ERROR_CODES = {
   SLUICE_E_LAB_CONFIG:
     "a lab config value breaks a lab rule (a size or the prefix out of range, a VIP with no or an unknown backend, a VIP inside the lab's fixed address plan); an issue inside SLUICE_E_CONFIG_INVALID or SLUICE_E_USAGE",
   SLUICE_E_USAGE: 'a command was called with wrong arguments',
+  SLUICE_E_INTERNAL:
+    'an unexpected failure (a bug or a runtime limit); the CLI prints one line, the stack only with SLUICE_DEBUG=1',
   // OVSDB client (src/ovsdb): each thrown as OvsdbError (src/ovsdb/errors.ts).
   SLUICE_E_OVSDB_CONNECT: 'no OVSDB remote could be reached (or none is a usable cluster member) in time',
   SLUICE_E_OVSDB_DISCONNECTED: 'the connection dropped before the reply (a transaction may have committed)',

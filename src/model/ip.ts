@@ -195,19 +195,25 @@ export function ipEquals(a: string, b: string): boolean {
 
 /**
  * Why an address cannot be a VIP, a backend or a tunnel endpoint, or undefined if it can:
- * unspecified (0.0.0.0, ::), loopback (127/8, ::1), multicast (224/4, ff00::/8), limited broadcast
- * (255.255.255.255), or IPv4-mapped IPv6 (::ffff:0:0/96; write the IPv4 address instead).
+ * unspecified (0.0.0.0, ::), "this network" (0/8), loopback (127/8, ::1), link-local (169.254/16, fe80::/10),
+ * multicast (224/4, ff00::/8), reserved (240/4) and limited broadcast (255.255.255.255), or IPv4-mapped IPv6
+ * (::ffff:0:0/96; write the IPv4 address instead). None of them is routed to a unicast service across an underlay:
+ * a packet for one is dropped, answered by the wrong stack or flooded (docs/config.md, docs/security.md).
  */
 export function unusableReason(ip: ParsedIp): string | undefined {
   const b = ip.bytes;
   if (b.every((x) => x === 0)) return 'the unspecified address';
   if (ip.family === 4) {
+    if (b[0] === 0) return 'in 0.0.0.0/8 ("this network")';
     if (b[0] === 127) return 'a loopback address';
+    if (b[0] === 169 && b[1] === 254) return 'a link-local address (169.254.0.0/16)';
     if (b[0] >= 224 && b[0] <= 239) return 'a multicast address';
     if (b.every((x) => x === 255)) return 'the broadcast address';
+    if (b[0] >= 240) return 'a reserved address (240.0.0.0/4)';
     return undefined;
   }
   if (b[0] === 0xff) return 'a multicast address';
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return 'a link-local address (fe80::/10)';
   if (b[15] === 1 && b.subarray(0, 15).every((x) => x === 0)) return 'a loopback address';
   if (isV4Mapped(b)) return 'an IPv4-mapped IPv6 address (write the IPv4 address)';
   return undefined;

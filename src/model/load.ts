@@ -47,8 +47,15 @@ function parseError(fileName: string, text: string, problems: readonly SyntaxPro
   );
 }
 
-/** Offset of the first JSON syntax error (JSON.parse in Node 20 does not always say where). */
-function jsonErrorOffset(text: string): number {
+/** A key seen twice in one JSON object (JSON.parse keeps the last one silently), thrown by jsonErrorOffset. */
+interface DuplicateKey {
+  readonly key: string;
+  readonly at: number;
+}
+
+/** Offset of the first JSON syntax error (JSON.parse in Node 20 does not always say where); with `keys`, throws the
+ *  first DuplicateKey found in well-formed text. */
+function jsonErrorOffset(text: string, keys = false): number {
   let i = 0;
   const ws = () => {
     while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
@@ -66,10 +73,17 @@ function jsonErrorOffset(text: string): number {
         i++;
         return;
       }
+      const seen = new Set<string>();
       for (;;) {
         ws();
         if (text[i] !== '"') fail();
+        const start = i;
         string();
+        if (keys) {
+          const key = JSON.parse(text.slice(start, i)) as string;
+          if (seen.has(key)) throw { key, at: start } satisfies DuplicateKey;
+          seen.add(key);
+        }
         ws();
         if (text[i] !== ':') fail();
         i++;
@@ -142,8 +156,20 @@ function jsonErrorOffset(text: string): number {
 
 function parseJsonText(text: string, fileName: string): unknown {
   try {
-    return JSON.parse(text);
+    const value: unknown = JSON.parse(text);
+    // docs/config.md: a key given twice is an error (JSON.parse would keep the last one silently).
+    try {
+      jsonErrorOffset(text, true);
+    } catch (dup) {
+      const { key, at } = dup as DuplicateKey;
+      const { line, col } = lineCol(text, at);
+      throw parseError(fileName, text, [
+        { line, col, message: `invalid JSON: duplicate key ${JSON.stringify(key)}` },
+      ]);
+    }
+    return value;
   } catch (e) {
+    if (e instanceof SluiceError) throw e;
     const message = (e as Error).message
       .replace(/, "[\s\S]*$/, '')
       .replace(/ in JSON at position \d+[\s\S]*$/, '');

@@ -42,6 +42,9 @@ export const LIMITS = {
   drainWindowSeconds: { max: 86400 },
   /** Slot owners are Uint16 indices and 0xffff means "no owner". */
   backendsPerLoadBalancer: 65535,
+  /** Load balancers x 2^slotBits: what the planner, the store and every gateway hold per generation (the largest
+   *  configuration the benchmarks measured is 4,096,000 slots: docs/benchmarks.md, docs/config.md). */
+  totalSlots: 4_194_304,
   nameLength: 63,
 } as const;
 
@@ -553,6 +556,19 @@ export function validateConfig(input: unknown): ValidationResult {
   }
 
   checkLoadBalancers(lbs, tunnelOwner, issues);
+  const slotBits = typeof rawTop.slotBits === 'number' ? rawTop.slotBits : DEFAULTS.slotBits;
+  const totalSlots = rawLbs.length * 2 ** slotBits;
+  const bitsValid =
+    Number.isInteger(slotBits) && slotBits >= LIMITS.slotBits.min && slotBits <= LIMITS.slotBits.max;
+  if (bitsValid && totalSlots > LIMITS.totalSlots) {
+    issues.push({
+      code: 'SLUICE_E_CONFIG_TOO_LARGE',
+      path: 'loadBalancers',
+      message:
+        `${rawLbs.length} load balancers x 2^${slotBits} slots = ${totalSlots} slots; at most ` +
+        `${LIMITS.totalSlots} in total (fewer load balancers, or a smaller slotBits)`,
+    });
+  }
   checkBackends(lbs, { roleOf, namesComplete, hostNames, tunnelOwner }, issues);
 
   if (rawLbs.length > 0 && rolesComplete) {
@@ -684,6 +700,10 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
     facts.hostNames.length > 0 ? `hosts: ${facts.hostNames.join(', ')}` : 'there are no host nodes';
   // Backend address -> the host it was first placed on, across all load balancers.
   const placement = new Map<string, { host: string; path: string }>();
+  // VIP address -> the load balancer path that uses it (a backend may not be any VIP).
+  const vips = new Map<string, string>();
+  for (const { path, vip } of lbs)
+    if (vip !== undefined && !vips.has(formatIp(vip))) vips.set(formatIp(vip), path);
   for (const { vip, ports, backends } of lbs) {
     // Effective target "address port" -> path of the first backend that sends there.
     const targets = new Map<string, string>();
@@ -696,6 +716,14 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
             code: 'SLUICE_E_CONFIG_FAMILY_MISMATCH',
             path: `${path}.address`,
             message: `${addr} is IPv${ip.family} but the VIP ${formatIp(vip)} is IPv${vip.family}`,
+          });
+        }
+        const vipOf = vips.get(addr);
+        if (vipOf !== undefined) {
+          issues.push({
+            code: 'SLUICE_E_CONFIG_ADDRESS_CONFLICT',
+            path: `${path}.address`,
+            message: `${addr} is the VIP of ${vipOf}: a backend there would receive its own load balancer's traffic`,
           });
         }
         const owner = facts.tunnelOwner.get(addr);

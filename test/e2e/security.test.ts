@@ -7,15 +7,26 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
+import { type ControlPlane, startControlPlane, waitConverged } from '../../src/lab/control-plane.ts';
+import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { parseConfig } from '../../src/model/schema.ts';
-import { OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { encodeRow } from '../../src/ovsdb/protocol.ts';
 import { SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps, nodeStatusOps } from '../../src/ovsdb/store.ts';
+import {
+  desiredStateMonitor,
+  desiredStateOps,
+  nodeStatusOps,
+  publishGenerationOps,
+  readGeneration,
+  readPlanConfig,
+} from '../../src/ovsdb/store.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
+import { GATEWAY_GENERATION_KEY, setMapKeyOp } from '../../src/planner/view.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'slt-security-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -125,5 +136,111 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
       client.close();
       await srv.stop();
     }
+  });
+});
+
+// ---- On the lab (root): real namespaces, one ovs-vswitchd per node, the lab's control plane (store, planner, one
+// agent per node, src/lab/control-plane.ts) and 200 long-lived client connections through the ECMP router.
+
+const PREFIX = 'slt-sec-';
+const isRoot = process.getuid?.() === 0;
+const WEB = { vip: '203.0.113.10', port: 80 } as const;
+
+describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'needs root' }, () => {
+  let lab: Lab;
+  let cp: ControlPlane;
+  let traffic: Traffic | undefined;
+  let client: OvsdbClient;
+  let state: Monitor;
+
+  before(async () => {
+    lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
+    cp = await startControlPlane(lab, { planners: 1 });
+    client = new OvsdbClient({ remotes: [cp.db], database: SLUICE_DB });
+    state = await client.monitor(SLUICE_DB, {
+      Global: {},
+      Plan: {},
+      Plan_Pool: {},
+      Plan_Config: {},
+      Node_Status: {},
+    });
+    traffic = await startTraffic(lab, {
+      ...WEB,
+      count: 200,
+      rate: 200,
+      expectBackends: lab.backends().map((b) => b.name),
+    });
+    await traffic.waitOpened(200, 60_000);
+  });
+
+  after(async () => {
+    await traffic?.kill().catch(() => {});
+    client?.close();
+    if (lab) await labDown(PREFIX);
+  });
+
+  const status = (node: string) => state.replica.find('Node_Status', (r) => r.node === node);
+
+  test('finding 7: a malformed Plan_Pool is refused by every agent; they keep forwarding and recover', async () => {
+    const r = state.replica;
+    const schema = state.schema!;
+    const good = readGeneration(r)!;
+    const g = good.number;
+    const doc = readPlanConfig(r, g)!.document;
+    // A rogue writer (no planner lock needed to write rows): g+1 whose first pool names member 7 of a 2..4-member
+    // pool, released to hosts and gateways at once.
+    const [lb, pool] = [...good.pools][0]!;
+    const primary = pool.primary.slice();
+    primary[0] = 7;
+    const rogue = new Map(good.pools).set(lb, { ...pool, primary });
+    await client.transact(
+      SLUICE_DB,
+      ...publishGenerationOps(
+        schema,
+        r,
+        { number: g + 1, createdAt: Date.now(), pools: rogue },
+        good.desiredCfg,
+        doc,
+      ),
+      setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(g + 1)),
+    );
+    await until('every agent to refuse g+1 in its status', () =>
+      lab.nodes.every((n) =>
+        new RegExp(`refused g${g + 1}: .*slot 0 names member 7`).test(String(status(n.name)?.error ?? '')),
+      ),
+    );
+    for (const n of lab.nodes)
+      assert.equal(status(n.name)?.applied_generation, g, `${n.name} still at g${g}`);
+    // Past the agents' lease (10 s): no gateway withdrew, every gateway still in the router's ECMP set.
+    await sleep(12_000);
+    for (const v of Object.values(await lab.ecmpGateways())) assert.deepEqual([...v].sort(), ['gw1', 'gw2']);
+    for (const gw of lab.gateways)
+      assert.ok(!cp.records(`agent-${gw.name}`).some((x) => x.event === 'withdrawn'), `${gw.name} withdrew`);
+    traffic!.open(50); // new connections still land on the last good generation
+    await sleep(3000);
+    let c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+    assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
+    // A good generation (g's own pools) comes: every agent applies it, clears its error; the planner carries on.
+    await client.transact(
+      SLUICE_DB,
+      ...publishGenerationOps(
+        schema,
+        r,
+        { number: g + 2, createdAt: Date.now(), pools: good.pools },
+        good.desiredCfg,
+        doc,
+      ),
+      setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(g + 2)),
+    );
+    await until('every agent to apply g+2 and clear its error', () =>
+      lab.nodes.every((n) => status(n.name)?.applied_generation === g + 2 && !status(n.name)?.error),
+    );
+    assert.equal(await waitConverged(cp, 60_000), g + 2);
+    c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+    process.stderr.write(
+      `rogue generation: refused by ${lab.nodes.length} agents, 0 of ${c.opened} connections broken\n`,
+    );
   });
 });

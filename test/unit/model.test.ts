@@ -676,8 +676,33 @@ describe('validateConfig: each problem kind, its code and path', () => {
     );
   });
 
+  test('over the total-slots budget (load balancers x 2^slotBits)', () => {
+    // 65 load balancers at slotBits 16: 4,259,840 slots, one LB over the 4,194,304 budget; 64 fit.
+    const lbs = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        name: `lb${i}`,
+        vip: '203.0.113.10',
+        ports: [1000 + i],
+        backends: [{ address: '10.0.1.11', host: 'host1' }],
+      }));
+    const issues = issuesOf(mutate((x) => Object.assign(x, { slotBits: 16, loadBalancers: lbs(65) })));
+    assert.deepEqual(
+      issues.map((i) => [i.code, i.path]),
+      [['SLUICE_E_CONFIG_TOO_LARGE', 'loadBalancers']],
+    );
+    assert.match(issues[0]!.message, /65 load balancers x 2\^16 slots = 4259840 slots; at most 4194304/);
+    assert.equal(
+      validateConfig(mutate((x) => Object.assign(x, { slotBits: 16, loadBalancers: lbs(64) }))).ok,
+      true,
+    );
+  });
+
   test('every config issue code has a case here', () => {
-    const covered = new Set([...CASES.map((c) => c.code), 'SLUICE_E_CONFIG_TOO_MANY_BACKENDS']);
+    const covered = new Set([
+      ...CASES.map((c) => c.code),
+      'SLUICE_E_CONFIG_TOO_MANY_BACKENDS',
+      'SLUICE_E_CONFIG_TOO_LARGE',
+    ]);
     const configCodes = Object.keys(ERROR_CODES).filter(
       (k) =>
         k.startsWith('SLUICE_E_CONFIG_') && k !== 'SLUICE_E_CONFIG_PARSE' && k !== 'SLUICE_E_CONFIG_INVALID',

@@ -352,18 +352,18 @@ test('slot arrays: base64 little-endian round trips and pinned bytes', () => {
 test('Plan_Pool rows round trip', () => {
   const pool = {
     lb: 'web',
-    bits: 2,
+    bits: 4,
     members: [
       { key: '10.0.0.1:80', address: '10.0.0.1', port: 80, host: 'h1' },
       { key: '10.0.0.2:*', address: '10.0.0.2', port: undefined, host: 'h2' },
     ],
-    primary: Uint16Array.from([0, 1, 0, 1]),
-    second: Uint16Array.from([0xffff, 0xffff, 1, 0xffff]),
-    phase: Uint8Array.from([0, 0, 2, 0]),
-    since: Float64Array.from([0, 0, 1764150000123, 0]),
+    primary: Uint16Array.from({ length: 16 }, (_, s) => s % 2),
+    second: Uint16Array.from({ length: 16 }, (_, s) => (s === 2 ? 1 : 0xffff)),
+    phase: Uint8Array.from({ length: 16 }, (_, s) => (s === 2 ? 2 : 0)),
+    since: Float64Array.from({ length: 16 }, (_, s) => (s === 2 ? 1764150000123 : 0)),
   };
   assert.deepEqual(rowToPool(poolToRow(pool)), pool);
   assert.deepEqual(decodeMembers(encodeMembers(pool.members)), pool.members);
-  assert.throws(() => poolToRow({ ...pool, bits: 3 }), /must have 8 entries/);
+  assert.throws(() => poolToRow({ ...pool, bits: 5 }), /must have 32 entries/);
   assert.throws(() => decodeMembers('[{"key":1}]'), /needs string key/);
 });
