@@ -116,12 +116,16 @@ async function main(): Promise<void> {
   );
   const isRoot = process.getuid?.() === 0;
   const results: Array<[string, string]> = [];
-  for (const b of chosen) {
+  const start = Date.now();
+  for (const [i, b] of chosen.entries()) {
     if (b.root && !isRoot) {
       results.push([b.name, 'skipped (needs root)']);
       continue;
     }
-    process.stderr.write(`\n=== bench ${b.name}: ${b.what}\n`);
+    // How far along: the benchmark's place in the run and the time spent so far (each bench prints its own steps).
+    process.stderr.write(
+      `\n=== bench ${b.name} [${i + 1}/${chosen.length}, ${((Date.now() - start) / 1000).toFixed(0)} s so far]: ${b.what}\n`,
+    );
     const t0 = Date.now();
     const code = await runOne(b, b.name === 'perf-lab' && args.parts ? [args.parts] : []);
     results.push([

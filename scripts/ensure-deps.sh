@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sluice's lab and end-to-end tests need, if any is missing.
 # Idempotent; does nothing when everything is present. Needs root (the lab needs it anyway).
+# --with-browser (the test command passes it): also Debian's chromium, which the status page's e2e test drives
+# headless (test/e2e/status-page.test.ts); the lab and the demo do not need it.
 set -euo pipefail
+browser=0
+[ "${1:-}" = --with-browser ] && browser=1
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have ovs-vswitchd || need+=(openvswitch-switch)
@@ -14,6 +18,7 @@ have curl || need+=(curl)
 have ps || need+=(procps)
 have tcpdump || need+=(tcpdump)
 have ping || need+=(iputils-ping)
+if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "sluice: missing packages (${need[*]}); run as root to install them" >&2

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci
-if [ "$(id -u)" = 0 ]; then bash scripts/ensure-deps.sh; fi
+if [ "$(id -u)" = 0 ]; then bash scripts/ensure-deps.sh --with-browser; fi
 npx tsc -p tsconfig.json --noEmit
 npx biome check .
 shopt -s nullglob

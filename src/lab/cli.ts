@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
 import { decodeConfigText } from '../model/load.ts';
+import { terminalProgress } from '../progress.ts';
 import { formatStatus, type StatusReport } from '../store/operator.ts';
 import {
   DEFAULT_PREFIX,
@@ -174,16 +175,33 @@ export function registerLabCommands(program: Command): void {
         cmd: Command,
       ) => {
         const input = labUpConfig(cmd, o);
-        const log = o.json ? undefined : (m: string) => process.stderr.write(`lab: ${m}\n`);
-        const l = await labUp(input, { replace: o.replace, log });
+        // On a terminal one progress line says what is being done and how far along; log lines print above it.
+        const labProgress = o.json ? undefined : terminalProgress('lab up', 5);
+        let current = labProgress;
+        const log = o.json
+          ? undefined
+          : (m: string) => {
+              current?.clear();
+              process.stderr.write(`lab: ${m}\n`);
+            };
+        let l: Awaited<ReturnType<typeof labUp>>;
+        try {
+          l = await labUp(input, { replace: o.replace, log, progress: labProgress });
+        } finally {
+          labProgress?.end();
+        }
         let db: string | undefined;
         if (o.controlPlane) {
+          const cpProgress = o.json ? undefined : terminalProgress('control plane', 4);
+          current = cpProgress;
           try {
-            const cp = await startControlPlane(l, { planners: o.planners, log });
+            const cp = await startControlPlane(l, { planners: o.planners, log, progress: cpProgress });
             db = cp.db;
           } catch (e) {
             await labDown(l.prefix, { runRoot: o.runRoot }).catch(() => {});
             throw e;
+          } finally {
+            cpProgress?.end();
           }
         }
         if (o.json) {

@@ -17,6 +17,7 @@ import { OvsdbClient } from '../ovsdb/client.ts';
 import { createDatabase, freePort, OvsdbServerProcess, SLUICE_DB } from '../ovsdb/server.ts';
 import { desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
 import { gatewayGeneration } from '../planner/view.ts';
+import type { Progress } from '../progress.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
@@ -45,6 +46,8 @@ export interface ControlPlaneOptions {
   /** How long to wait for that, ms (default 180 s: `node --import tsx` start-up is slow on a loaded machine). */
   readonly timeoutMs?: number;
   readonly log?: (msg: string) => void;
+  /** Progress on a terminal (src/progress.ts): 4 steps. */
+  readonly progress?: Progress;
 }
 
 export interface ControlPlaneProcess {
@@ -285,6 +288,7 @@ export async function writeDesiredState(db: string, config: Config): Promise<voi
  */
 export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const log = opts.log ?? (() => {});
+  const prog = opts.progress;
   const cp = new ControlPlane(lab);
   if (existsSync(cp.dir) && cp.processes().some((p) => p.alive))
     throw new SluiceError(
@@ -294,21 +298,27 @@ export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}
   mkdirSync(cp.dir, { recursive: true });
   const t0 = Date.now();
   try {
+    prog?.step(1, 'starting the store (ovsdb-server) and writing the desired state');
     const store = await startStore(cp);
     log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
     await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig({ drainWindowSeconds: 3600 }));
     const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);
     // The first planner starts alone so that it takes the lock; the others start once it holds it.
+    prog?.step(2, `starting ${planners[0]} and ${lab.nodes.length} agents; waiting for the planner's lock`);
     startPlanner(cp, planners[0]!, opts);
     for (const n of lab.nodes) startAgent(cp, n.name, opts);
     log(`started ${planners[0]} and ${lab.nodes.length} agents`);
     if (planners.length > 1) {
       await waitUntil(cp, () => cp.activePlanner() !== undefined, 120_000, `${planners[0]} holds the lock`);
+      prog?.step(3, `starting ${planners.slice(1).join(', ')} (standby)`);
       for (const p of planners.slice(1)) startPlanner(cp, p, opts);
       log(`started ${planners.slice(1).join(', ')} (standby)`);
     }
     if (opts.wait ?? true) {
-      await waitConverged(cp, opts.timeoutMs ?? 180_000);
+      prog?.step(4, 'waiting until every node acknowledged the first generation and every gateway announced');
+      await waitConverged(cp, opts.timeoutMs ?? 180_000, (acked, total) =>
+        prog?.detail(`${acked}/${total} nodes acknowledged`),
+      );
       log(`control plane ready in ${Date.now() - t0} ms: every node acknowledged, every gateway announced`);
     }
     return cp;
@@ -345,7 +355,11 @@ async function waitUntil(
 }
 
 /** Every node applied the latest generation, it is released to gateways, and every gateway announced itself. */
-export async function waitConverged(cp: ControlPlane, timeoutMs: number): Promise<number> {
+export async function waitConverged(
+  cp: ControlPlane,
+  timeoutMs: number,
+  onProgress?: (acked: number, total: number) => void,
+): Promise<number> {
   const client = new OvsdbClient({ remotes: [cp.db], database: SLUICE_DB });
   await client.connect();
   try {
@@ -361,6 +375,10 @@ export async function waitConverged(cp: ControlPlane, timeoutMs: number): Promis
         const acks = new Map(r.rows('Node_Status').map((s) => [s.node as string, s.applied_generation]));
         const announced = gateways.filter((g) =>
           cp.records(`agent-${g}`).some((x) => x.event === 'announced'),
+        );
+        onProgress?.(
+          cp.lab.nodes.filter((n) => gen > 0 && acks.get(n.name) === gen).length,
+          cp.lab.nodes.length,
         );
         state = `g${gen} released g${gatewayGeneration(r)}; acks ${JSON.stringify(Object.fromEntries(acks))}; announced ${announced.join(',') || '-'}`;
         return (

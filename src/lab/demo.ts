@@ -20,6 +20,7 @@ import { SluiceError } from '../model/errors.ts';
 import { revalidate } from '../openflow/applier.ts';
 import { DESIRED_TABLES } from '../ovsdb/store.ts';
 import { gatewayGeneration } from '../planner/view.ts';
+import { terminalProgress } from '../progress.ts';
 import { type EditableDocument, editDesiredState, edits, StoreSession } from '../store/operator.ts';
 import { type ControlPlane, startControlPlane } from './control-plane.ts';
 import { labEcmpCommand } from './ecmp.ts';
@@ -39,6 +40,8 @@ export interface DemoOptions {
   readonly watchSeconds?: number;
   /** Where the lab lives (default: the lab's default run root). */
   readonly runRoot?: string;
+  /** Progress of the start-up (lab, control plane) on stderr when it is a terminal (src/progress.ts). */
+  readonly progress?: boolean;
 }
 
 export interface DemoStep {
@@ -217,13 +220,23 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   process.once('SIGTERM', onSignal);
   try {
     say(`lab up (prefix ${prefix}): 2 gateways behind an ECMP router, 3 hosts x 2 backends, 2 clients`);
-    lab = await labUp({ prefix, ...runRoot }, { replace: true });
+    const labProgress = opts.progress ? terminalProgress('demo: lab up', 5) : undefined;
+    try {
+      lab = await labUp({ prefix, ...runRoot }, { replace: true, progress: labProgress });
+    } finally {
+      labProgress?.end();
+    }
     const theLab = lab;
     say('control plane up: a store (ovsdb-server), 2 planners (one active, one standby), one agent per node');
+    const cpProgress = opts.progress ? terminalProgress('demo: control plane', 4) : undefined;
     const theCp = await startControlPlane(lab, {
       config: lab.sluiceConfig({ drainWindowSeconds: 3600 }),
-      log: (m) => say(`  ${m}`),
-    });
+      log: (m) => {
+        cpProgress?.clear();
+        say(`  ${m}`);
+      },
+      progress: cpProgress,
+    }).finally(() => cpProgress?.end());
     cp = theCp;
     const DB = '$DB';
     say(`  the store: DB=${theCp.db}; every change below is what \`sluice ... --db $DB\` writes`);
@@ -538,7 +551,7 @@ export function registerDemoCommand(program: Command): void {
           'SLUICE_E_USAGE',
           `--connections must be an integer in 3..2000, got ${o.connections}`,
         );
-      const r = await runDemo({ prefix: o.prefix, connections: n });
+      const r = await runDemo({ prefix: o.prefix, connections: n, progress: true });
       process.stdout.write(
         r.broken === 0
           ? `OK: ${r.opened} connections opened, 0 broken; generations g1..g${r.generations.at(-1)} through the store; ${(r.ms / 1000).toFixed(0)} s\n`

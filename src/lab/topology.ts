@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { NodeFacts } from '../compile/facts.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
+import type { Progress } from '../progress.ts';
 import {
   DEFAULT_RUN_ROOT,
   type LabClientPlan,
@@ -87,6 +88,8 @@ export interface LabUpOptions {
   readonly probe?: boolean;
   /** Progress messages. */
   readonly log?: (msg: string) => void;
+  /** Progress on a terminal (src/progress.ts): 5 steps. */
+  readonly progress?: Progress;
 }
 
 function labJsonPath(runDir: string): string {
@@ -723,7 +726,9 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
   };
   writeFileSync(labJsonPath(plan.runDir), `${JSON.stringify(partial, null, 2)}\n`);
   try {
+    const prog = opts.progress;
     log(`creating ${planNamespaces(plan).length} namespaces and their veths`);
+    prog?.step(1, `creating ${planNamespaces(plan).length} namespaces and their veths`);
     await run('ip', ['-batch', '-'], { input: linkBatch(plan) });
 
     const ovsDirs = new Map(plan.nodes.map((n) => [n.name, `${plan.runDir}/nodes/${n.name}`]));
@@ -731,6 +736,10 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     const backendJs = await runnableScript('backend-server', cfg.runRoot);
 
     log(`configuring namespaces; starting ${plan.nodes.length} ovsdb-server + ovs-vswitchd`);
+    prog?.step(
+      2,
+      `starting ${plan.nodes.length} ovsdb-server + ovs-vswitchd and ${plan.nodes.flatMap((n) => n.backends).length} backends`,
+    );
     const tNodes = Date.now();
     const backendPlans = plan.nodes.flatMap((n) => n.backends);
     await Promise.all([
@@ -749,6 +758,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     ]);
     log(`namespaces and OVS ready in ${Date.now() - tNodes} ms`);
 
+    prog?.step(3, "reading the nodes' OpenFlow ports");
     const nodes: LabNodeFacts[] = [];
     for (const n of plan.nodes) {
       const dir = ovsDirs.get(n.name)!;
@@ -770,6 +780,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
       });
     }
 
+    prog?.step(4, `waiting for ${backendPlans.length} backends to listen`);
     await waitForBackends(
       plan.runDir,
       cfg,
@@ -778,6 +789,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     const facts: LabFacts = { ...partial, state: 'up', nodes, upMs: Date.now() - t0 };
     const lab = new Lab(facts);
     if (opts.probe ?? true) {
+      prog?.step(5, "probing every backend through its host's br-int");
       // A few tries: on a starved machine a reply can miss the probe's 0.5 s UDP wait (seen once in a bench run).
       let bad: BackendProbe[] = [];
       for (let attempt = 0; attempt < 3; attempt++) {
