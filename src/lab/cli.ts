@@ -191,12 +191,19 @@ export function registerLabCommands(program: Command): void {
           labProgress?.end();
         }
         let db: string | undefined;
+        let page: string | undefined;
         if (o.controlPlane) {
           const cpProgress = o.json ? undefined : terminalProgress('control plane', 4);
           current = cpProgress;
           try {
             const cp = await startControlPlane(l, { planners: o.planners, log, progress: cpProgress });
             db = cp.db;
+            // The active planner's HTTP endpoint serves the status page (its log says where).
+            const address = cp
+              .records(cp.activePlanner() ?? 'planner-a')
+              .filter((r) => r.event === 'metrics')
+              .at(-1)?.address;
+            page = typeof address === 'string' ? `http://${address}/` : undefined;
           } catch (e) {
             await labDown(l.prefix, { runRoot: o.runRoot }).catch(() => {});
             throw e;
@@ -225,9 +232,11 @@ export function registerLabCommands(program: Command): void {
           out.push(
             `  control plane: store + ${o.planners} planner(s) + ${l.nodes.length} agents; every node applied the lab's config`,
             `  store: --db ${db}   e.g. sluice status --db ${db}`,
+            `                      sluice rollout status --watch --db ${db}`,
             `                      sluice backend drain ${l.config.vips[0]?.name ?? 'web'} ` +
               `${l.backend(l.config.vips[0]?.backends[0] ?? 'host1-b1').ip} --db ${db}`,
           );
+          if (page !== undefined) out.push(`  status page: ${page} (the active planner's; read-only)`);
         } else {
           out.push(
             '  no control plane (--no-control-plane): no load-balancing flows; program the nodes yourself (LabController)',
