@@ -160,6 +160,7 @@ export class PlannerDaemon {
   /** Gateways this planner fenced whose record is not in the store yet (when, command run time), ms. */
   readonly #unrecorded = new Map<string, { at: number; ms: number }>();
   readonly #acks = new AckLatency();
+  #page: { at: number; state: PageState } | undefined;
 
   constructor(opts: PlannerDaemonOptions) {
     this.#opts = opts;
@@ -252,7 +253,14 @@ export class PlannerDaemon {
   pageState(): PageState {
     const r = this.#monitor?.replica;
     if (r === undefined) throw new Error('not connected to the store yet');
-    return pageState(r, { active: this.active, lastDecision: this.#lastDecision });
+    // One computation per second however many pages poll (it replans to find the waiting slots).
+    const now = Date.now();
+    if (this.#page === undefined || now - this.#page.at >= 1000)
+      this.#page = {
+        at: now,
+        state: pageState(r, { active: this.active, lastDecision: this.#lastDecision }, now),
+      };
+    return this.#page.state;
   }
 
   #schedule(): void {
