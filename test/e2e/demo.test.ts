@@ -54,6 +54,11 @@ describe('sluice demo through the control plane', { skip: !isRoot && 'needs root
       r.steps.map((s) => s.broken),
       [0, 0, 0, 0, 0, 0],
     );
+    // Each step's own check (what must hold once it settled) held.
+    assert.deepEqual(
+      r.steps.filter((s) => s.problem !== undefined).map((s) => `${s.name}: ${s.problem}`),
+      [],
+    );
     // The four desired-state changes (add, drain, remove, weight) each published generations; the gateway events
     // (ECMP withdraw, ovs-vswitchd killed) changed nothing in the store.
     const [add, drain, remove, leave, kill, skew] = r.steps;
