@@ -147,7 +147,15 @@ async function withLockFile<T>(path: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The daemons: `sluice planner`, `sluice agent`, and the lab's fencing helper `sluice lab-ecmp`. */
 export function registerDaemonCommands(program: Command): void {
+  plannerCommand(program);
+  agentCommand(program);
+  labEcmpCliCommand(program);
+}
+
+/** `sluice planner`. */
+function plannerCommand(program: Command): void {
   program
     .command('planner')
     .description(
@@ -193,7 +201,31 @@ export function registerDaemonCommands(program: Command): void {
         await runDaemon(d, log, o.metrics);
       },
     );
+}
 
+interface AgentCliOptions {
+  role?: string;
+  node?: string;
+  db: string;
+  facts?: string;
+  ovsRundir?: string;
+  lease: string;
+  withdrawCmd?: string;
+  announceCmd?: string;
+  withdrawOnStoreSilence?: boolean;
+  heartbeat: string;
+  healthInterval: string;
+  healthTimeout: string;
+  healthRise: string;
+  healthFall: string;
+  fullReconcile: string;
+  commandTimeout: string;
+  metrics?: string;
+  logLevel: string;
+}
+
+/** `sluice agent`: its options; the daemon is `runAgent`. */
+function agentCommand(program: Command): void {
   program
     .command('agent')
     .description("program this node's Open vSwitch from the store and acknowledge what it applied")
@@ -235,99 +267,111 @@ export function registerDaemonCommands(program: Command): void {
     .option('--command-timeout <seconds>', 'timeout of one ovs-ofctl/ovs-appctl command', '30')
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
-    .action(
-      async (o: {
-        role?: string;
-        node?: string;
-        db: string;
-        facts?: string;
-        ovsRundir?: string;
-        lease: string;
-        withdrawCmd?: string;
-        announceCmd?: string;
-        withdrawOnStoreSilence?: boolean;
-        heartbeat: string;
-        healthInterval: string;
-        healthTimeout: string;
-        healthRise: string;
-        healthFall: string;
-        fullReconcile: string;
-        commandTimeout: string;
-        metrics?: string;
-        logLevel: string;
-      }) => {
-        if (o.role !== undefined && o.role !== 'gateway' && o.role !== 'host')
-          throw new SluiceError('SLUICE_E_USAGE', `--role: expected gateway or host, got "${o.role}"`);
-        const rundir = o.ovsRundir ?? '/var/run/openvswitch';
-        const env = o.ovsRundir
-          ? {
-              OVS_RUNDIR: o.ovsRundir,
-              OVS_DBDIR: o.ovsRundir,
-              OVS_LOGDIR: o.ovsRundir,
-              OVS_SYSCONFDIR: o.ovsRundir,
-            }
-          : undefined;
-        const timeoutMs = num('--command-timeout', o.commandTimeout, 1) * 1000;
-        const runner = localRunner(env ? { env, timeoutMs } : { timeoutMs });
-        // The node's facts: from --facts, else from its own OVSDB (read again before every apply).
-        const source = o.facts ? `facts file ${o.facts}` : `the OVSDB in ${rundir}`;
-        const mismatch = (f: NodeFacts, node = o.node, role = o.role) =>
-          (node !== undefined && f.name !== node) || (role !== undefined && f.role !== role)
-            ? `${source} describes ${f.name} (${f.role}), not ${node ?? f.name} (${role ?? f.role})`
-            : undefined;
-        let probeNetns: Readonly<Record<string, string>> = {};
-        let facts: NodeFacts;
-        if (o.facts) {
-          const file = readFactsFile(o.facts);
-          probeNetns = file.probeNetns ?? {};
-          facts = file;
-        } else {
-          const fromOvs = await readNodeFacts(runner);
-          probeNetns = fromOvs.probeNetns;
-          facts = fromOvs.facts;
-        }
-        const bad = mismatch(facts);
-        if (bad) throw new SluiceError('SLUICE_E_USAGE', bad);
-        const node = facts.name;
-        const role = facts.role;
-        const readFacts = o.facts
-          ? undefined
-          : async (): Promise<NodeFacts> => {
-              const r = await readNodeFacts(runner);
-              const changed = mismatch(r.facts, node, role);
-              if (changed) throw new SluiceError('SLUICE_E_NODE_FACTS', changed);
-              probeNetns = r.probeNetns;
-              return r.facts;
-            };
-        const log = logger('sluice-agent', o.logLevel, node);
-        log.info({ event: 'facts', source, facts }, `node facts from ${source}`);
-        const d = new AgentDaemon({
-          role,
-          node,
-          remotes: remotes(o.db),
-          runner,
-          facts,
-          readFacts,
-          log,
-          leaseMs: num('--lease', o.lease) * 1000,
-          heartbeatMs: num('--heartbeat', o.heartbeat, 50),
-          withdrawCmd: o.withdrawCmd,
-          announceCmd: o.announceCmd,
-          withdrawOnStoreSilence: o.withdrawOnStoreSilence === true,
-          vswitchdPid: () => pidOf(`${rundir}/ovs-vswitchd.pid`),
-          health: {
-            intervalMs: num('--health-interval', o.healthInterval, 10),
-            timeoutMs: num('--health-timeout', o.healthTimeout, 10),
-            rise: num('--health-rise', o.healthRise, 1),
-            fall: num('--health-fall', o.healthFall, 1),
-          },
-          probe: netnsProbe((a) => probeNetns[a]),
-          fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
-        });
-        await runDaemon(d, log, o.metrics);
-      },
-    );
+    .action(runAgent);
+}
 
+/** Runs `sluice agent` until a signal: this node's facts, its runner, then the daemon. */
+async function runAgent(o: AgentCliOptions): Promise<void> {
+  if (o.role !== undefined && o.role !== 'gateway' && o.role !== 'host')
+    throw new SluiceError('SLUICE_E_USAGE', `--role: expected gateway or host, got "${o.role}"`);
+  const rundir = o.ovsRundir ?? '/var/run/openvswitch';
+  const env = o.ovsRundir
+    ? {
+        OVS_RUNDIR: o.ovsRundir,
+        OVS_DBDIR: o.ovsRundir,
+        OVS_LOGDIR: o.ovsRundir,
+        OVS_SYSCONFDIR: o.ovsRundir,
+      }
+    : undefined;
+  const timeoutMs = num('--command-timeout', o.commandTimeout, 1) * 1000;
+  const runner = localRunner(env ? { env, timeoutMs } : { timeoutMs });
+  const nf = await agentFacts(o, runner, rundir);
+  const node = nf.facts.name;
+  const log = logger('sluice-agent', o.logLevel, node);
+  log.info({ event: 'facts', source: nf.source, facts: nf.facts }, `node facts from ${nf.source}`);
+  const d = new AgentDaemon({
+    role: nf.facts.role,
+    node,
+    remotes: remotes(o.db),
+    runner,
+    facts: nf.facts,
+    readFacts: nf.readFacts,
+    log,
+    leaseMs: num('--lease', o.lease) * 1000,
+    heartbeatMs: num('--heartbeat', o.heartbeat, 50),
+    withdrawCmd: o.withdrawCmd,
+    announceCmd: o.announceCmd,
+    withdrawOnStoreSilence: o.withdrawOnStoreSilence === true,
+    vswitchdPid: () => pidOf(`${rundir}/ovs-vswitchd.pid`),
+    health: {
+      intervalMs: num('--health-interval', o.healthInterval, 10),
+      timeoutMs: num('--health-timeout', o.healthTimeout, 10),
+      rise: num('--health-rise', o.healthRise, 1),
+      fall: num('--health-fall', o.healthFall, 1),
+    },
+    probe: netnsProbe((a) => nf.probeNetns[a]),
+    fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
+  });
+  await runDaemon(d, log, o.metrics);
+}
+
+/** This node's facts and where they come from; `readFacts` reads them again before every apply (OVSDB only). */
+interface AgentFacts {
+  readonly source: string;
+  readonly facts: NodeFacts;
+  readonly readFacts: (() => Promise<NodeFacts>) | undefined;
+  /** Backend address -> namespace of its health probes (updated by `readFacts`). */
+  probeNetns: Readonly<Record<string, string>>;
+}
+
+/**
+ * The node's facts: from --facts, else from its own OVSDB. Throws a usage error if they describe another node or
+ * role than --node/--role, and (later, from `readFacts`) if the node's OVSDB starts describing another one.
+ */
+async function agentFacts(
+  o: AgentCliOptions,
+  runner: ReturnType<typeof localRunner>,
+  rundir: string,
+): Promise<AgentFacts> {
+  const source = o.facts ? `facts file ${o.facts}` : `the OVSDB in ${rundir}`;
+  const mismatch = (f: NodeFacts, node = o.node, role = o.role) =>
+    (node !== undefined && f.name !== node) || (role !== undefined && f.role !== role)
+      ? `${source} describes ${f.name} (${f.role}), not ${node ?? f.name} (${role ?? f.role})`
+      : undefined;
+  let probeNetns: Readonly<Record<string, string>>;
+  let facts: NodeFacts;
+  if (o.facts) {
+    const file = readFactsFile(o.facts);
+    probeNetns = file.probeNetns ?? {};
+    facts = file;
+  } else {
+    const fromOvs = await readNodeFacts(runner);
+    probeNetns = fromOvs.probeNetns;
+    facts = fromOvs.facts;
+  }
+  const bad = mismatch(facts);
+  if (bad) throw new SluiceError('SLUICE_E_USAGE', bad);
+  const node = facts.name;
+  const role = facts.role;
+  const out: AgentFacts = {
+    source,
+    facts,
+    probeNetns,
+    readFacts: o.facts
+      ? undefined
+      : async (): Promise<NodeFacts> => {
+          const r = await readNodeFacts(runner);
+          const changed = mismatch(r.facts, node, role);
+          if (changed) throw new SluiceError('SLUICE_E_NODE_FACTS', changed);
+          out.probeNetns = r.probeNetns;
+          return r.facts;
+        },
+  };
+  return out;
+}
+
+/** `sluice lab-ecmp`. */
+function labEcmpCliCommand(program: Command): void {
   program
     .command('lab-ecmp')
     .description("lab fencing helper: withdraw a gateway from (or announce it to) the lab router's ECMP set")

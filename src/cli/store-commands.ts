@@ -3,7 +3,7 @@
 // config document, validates the would-be config with parseConfig and only then writes it with desiredStateOps
 // (a transaction guarded by a wait on Global.desired_cfg): a bad edit changes nothing and prints every problem with
 // its path; a concurrent writer makes the guard fail, and the edit is redone on the fresh state (a few times).
-// `status` reads only what agents reported (Node_Status, Backend_Status), never what was asked (STYLE item 14).
+// `status` reads only what agents reported (Node_Status, Backend_Status), never what was asked.
 // Reference: docs/cli.md.
 
 import { readFileSync } from 'node:fs';
@@ -164,9 +164,29 @@ function readConfigFile(file: string): Config {
   return parseConfigText(text, file);
 }
 
+/** The operator's commands against the store: lb, backend, node, apply, show, status (one function each). */
 export function registerStoreCommands(program: Command): void {
-  // lb
   const lb = program.command('lb').description('load balancers (VIPs) in the desired state');
+  lbAddCommand(lb);
+  lbDelCommand(lb);
+  lbListCommand(lb);
+  const backend = program.command('backend').description('backends of a load balancer');
+  backendAddCommand(backend);
+  backendDelCommand(backend);
+  backendDrainCommand(backend);
+  backendUndrainCommand(backend);
+  const node = program.command('node').description('gateway and host nodes in the desired state');
+  nodeAddCommand(node);
+  nodeDelCommand(node);
+  nodeConfirmFencedCommand(node);
+  nodeListCommand(node);
+  applyCommand(program);
+  showCommand(program);
+  statusCommand(program);
+}
+
+/** `sluice lb add`. */
+function lbAddCommand(lb: Command): void {
   storeOptions(
     lb
       .command('add')
@@ -180,9 +200,17 @@ export function registerStoreCommands(program: Command): void {
       edits.lbAdd(name!, vip!, parsePorts(o.port as string), o.protocol as string),
     ),
   );
+}
+
+/** `sluice lb del`. */
+function lbDelCommand(lb: Command): void {
   storeOptions(
     lb.command('del').description('delete a load balancer and its backends').argument('<name>'),
   ).action(editCommand('lb del', ([name]) => edits.lbDel(name!)));
+}
+
+/** `sluice lb list`. */
+function lbListCommand(lb: Command): void {
   storeOptions(lb.command('list').description('list load balancers')).action(
     action(async (ctx) =>
       withStore(ctx.db, DESIRED_MONITOR, async (s) => {
@@ -214,9 +242,10 @@ export function registerStoreCommands(program: Command): void {
       }),
     ),
   );
+}
 
-  // backend
-  const backend = program.command('backend').description('backends of a load balancer');
+/** `sluice backend add`. */
+function backendAddCommand(backend: Command): void {
   storeOptions(
     backend
       .command('add')
@@ -237,9 +266,17 @@ export function registerStoreCommands(program: Command): void {
       ),
     ),
   );
+}
+
+/** `sluice backend del`. */
+function backendDelCommand(backend: Command): void {
   storeOptions(
     backend.command('del').description('remove a backend').argument('<lb>').argument('<address[:port]>'),
   ).action(editCommand('backend del', ([lbName, ref]) => edits.backendDel(lbName!, ref!)));
+}
+
+/** `sluice backend drain`. */
+function backendDrainCommand(backend: Command): void {
   storeOptions(
     backend
       .command('drain')
@@ -247,6 +284,10 @@ export function registerStoreCommands(program: Command): void {
       .argument('<lb>')
       .argument('<address[:port]>'),
   ).action(editCommand('backend drain', ([lbName, ref]) => edits.backendState(lbName!, ref!, 'draining')));
+}
+
+/** `sluice backend undrain`. */
+function backendUndrainCommand(backend: Command): void {
   storeOptions(
     backend
       .command('undrain')
@@ -254,9 +295,10 @@ export function registerStoreCommands(program: Command): void {
       .argument('<lb>')
       .argument('<address[:port]>'),
   ).action(editCommand('backend undrain', ([lbName, ref]) => edits.backendState(lbName!, ref!, 'active')));
+}
 
-  // node
-  const node = program.command('node').description('gateway and host nodes in the desired state');
+/** `sluice node add`. */
+function nodeAddCommand(node: Command): void {
   storeOptions(
     node
       .command('add')
@@ -267,9 +309,17 @@ export function registerStoreCommands(program: Command): void {
   ).action(
     editCommand('node add', ([name], o) => edits.nodeAdd(name!, o.role as string, o.tunnelIp as string)),
   );
+}
+
+/** `sluice node del`. */
+function nodeDelCommand(node: Command): void {
   storeOptions(node.command('del').description('delete a node').argument('<name>')).action(
     editCommand('node del', ([name]) => edits.nodeDel(name!)),
   );
+}
+
+/** `sluice node confirm-fenced`. */
+function nodeConfirmFencedCommand(node: Command): void {
   storeOptions(
     node
       .command('confirm-fenced')
@@ -288,6 +338,10 @@ export function registerStoreCommands(program: Command): void {
       };
     }),
   );
+}
+
+/** `sluice node list`. */
+function nodeListCommand(node: Command): void {
   storeOptions(node.command('list').description('list nodes')).action(
     action(async (ctx) =>
       withStore(ctx.db, DESIRED_MONITOR, async (s) => {
@@ -314,8 +368,10 @@ export function registerStoreCommands(program: Command): void {
       }),
     ),
   );
+}
 
-  // apply
+/** `sluice apply`. */
+function applyCommand(program: Command): void {
   storeOptions(
     program
       .command('apply')
@@ -374,8 +430,10 @@ export function registerStoreCommands(program: Command): void {
       });
     }),
   );
+}
 
-  // show
+/** `sluice show`. */
+function showCommand(program: Command): void {
   storeOptions(
     program.command('show').description('the desired state as YAML (feeds back into `sluice apply -f`)'),
   ).action(
@@ -390,8 +448,10 @@ export function registerStoreCommands(program: Command): void {
       }),
     ),
   );
+}
 
-  // status
+/** `sluice status`. */
+function statusCommand(program: Command): void {
   storeOptions(
     program
       .command('status')
