@@ -42,17 +42,8 @@ import type { Config, HashMode } from '../../src/model/types.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { type BaselineVip, clearBrInt, installBaseline, installBound } from './baseline.ts';
-import {
-  finish,
-  type Machine,
-  machine,
-  machineLine,
-  median,
-  ratio,
-  say,
-  sleep,
-  writeSection,
-} from './common.ts';
+import { finish, type Machine, machine, median, say, sleep, writeSection } from './common.ts';
+import { renderLab } from './lab-report.ts';
 
 export const PREFIX = 'slb-pf-';
 const GW = 'gw1';
@@ -101,7 +92,7 @@ const BASE_VIPS: BaselineVip[] = VIPS.map((v) => ({
 }));
 
 export type Mode = 'bound' | 'dp_hash' | 'fields' | 'baseline';
-const LABEL: Record<Mode, string> = {
+export const LABEL: Record<Mode, string> = {
   bound: 'bound (1 output flow)',
   dp_hash: 'sluice dp_hash',
   fields: 'sluice fields',
@@ -580,9 +571,11 @@ export interface SetupRow {
   readonly load1: number;
 }
 
-const SETUP_RATES = env('PERF_LAB_SETUP_RATES', '100,200,400,700,1000,1400,2000').split(',').map(Number);
+export const SETUP_RATES = env('PERF_LAB_SETUP_RATES', '100,200,400,700,1000,1400,2000')
+  .split(',')
+  .map(Number);
 const SETUP_ROUNDS = Number(env('PERF_LAB_SETUP_ROUNDS', '3'));
-const SETUP_SECONDS = Number(env('PERF_LAB_SETUP_SECONDS', '3'));
+export const SETUP_SECONDS = Number(env('PERF_LAB_SETUP_SECONDS', '3'));
 /** A rate "holds" when fewer than this share of its connections failed. */
 const SETUP_FAIL_SHARE = 0.01;
 
@@ -628,7 +621,7 @@ async function setupRun(lab: Lab, mode: Mode, rate: number, round: number): Prom
   return row;
 }
 
-const holds = (r: SetupRow) => r.failed < SETUP_FAIL_SHARE * Math.max(1, r.started);
+export const holds = (r: SetupRow): boolean => r.failed < SETUP_FAIL_SHARE * Math.max(1, r.started);
 
 /**
  * Rounds of a rate ramp: in each round every mode gets the same increasing offered rates, the modes interleaved at
@@ -836,356 +829,6 @@ function run(cmd: string, args: string[], input?: string): Promise<void> {
 async function teardown(): Promise<void> {
   for (const c of children) c.kill('SIGKILL');
   await labDown(PREFIX).catch((e) => say(`[lab] down failed: ${(e as Error).message}`));
-}
-
-// ---- report -----------------------------------------------------------------------------------------------------
-
-/** What the loss table shows; see docs/design/baseline.md ("Lost datagrams"). */
-const UDP_LOSS_NOTE =
-  "AF_PACKET drops = packets the kernel delivered to a node's veths minus the packets its userspace datapath read " +
-  '(pmd-stats "packets received"): the rest overflowed the receive buffer of the datapath\'s packet socket. ' +
-  "Missing replies (counted in every run, and how many depends on the load: this run's table " +
-  'above; earlier runs at load 15-30 lost up to 45 % of the BASELINE\'s "new" replies). Two places lose them, ' +
-  'see docs/design/baseline.md ("Lost datagrams") for the runs that showed them: (1) the AF_PACKET sockets through ' +
-  'which each ovs-vswitchd reads its veths overflow when the switch is not scheduled for a few milliseconds (the ' +
-  'BASELINE gateway also carries the replies, so it loses most; "new" sends in bursts when its generator falls ' +
-  'behind): the lab, not the load balancer. (2) With "new" only, replies the router forwarded that the client\'s ' +
-  "UDP layer never saw: no socket buffer, no-port, veth or backlog drop accounts for them, the router's ARP queue " +
-  'is ruled out (permanent neighbour entries now), and the cause is not identified; the sentence below follows ' +
-  "them through the client's kernel counters. The gateway figures above are per packet the client sent and do " +
-  'not depend on either.';
-
-const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-const loadRange = (xs: readonly number[]) =>
-  xs.length
-    ? `median ${median(xs).toFixed(1)}, ${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}`
-    : 'n/a';
-
-/** The report as sections: `perf-lab` (topology) and one per part that ran (`perf-lab-state`, ...). */
-export function renderLab(r: LabReport): Map<string, string> {
-  const out = new Map<string, string>();
-  let L: string[] = [];
-  const cut = (name: string) => {
-    out.set(name, L.join('\n'));
-    L = [];
-  };
-  const stamp = () => {
-    L.push('');
-    L.push(machineLine(r.machine, `npm run bench -- --only perf-lab --parts ${r.parts.join(',')}`));
-  };
-  L.push('## Lab: sluice vs the BASELINE stateful gateway, same lab, same OVS, same run');
-  L.push('');
-  L.push(
-    'Topology (prefix `slb-pf-`): 1 gateway, 2 hosts with two backends each (host1-b1, host1-b2, host2-b1, ' +
-      'host2-b2), 2 clients, the lab router. VIPs: 203.0.113.10 tcp/80 and 203.0.113.30 udp/80 over host1-b1 and ' +
-      "host2-b1, and 203.0.113.20 tcp/8080 over all four (the state part's held connections). Each mode " +
-      're-programs br-int of every node (br-phy identical): **sluice dp_hash** and **sluice fields** (compiled by ' +
-      'src/compile, direct server return from the hosts), **BASELINE** (bench/perf/baseline.ts, docs/design/baseline.md: ' +
-      "conntrack + `select` group of `ct(commit,nat(dst=backend))` buckets on the gateway, OVN's ct_lb_mark shape; " +
-      'hosts deliver plain; replies return through the gateway and are un-NATed there) and **bound** (the gateway ' +
-      'forwards every VIP packet into one fixed Geneve tunnel with a single flow: the cheapest thing a gateway can ' +
-      'do on this lab; its hosts drop the packets, so it has no replies). Every ovs-vswitchd uses the userspace ' +
-      'datapath over veths (AF_PACKET), all on the same 2 shared cores as the traffic generators.',
-  );
-  if (r.errors.length) {
-    L.push('');
-    L.push(`Parts that failed in this run: ${r.errors.join('; ')}.`);
-  }
-
-  L.push('');
-  L.push(
-    'Each part below is written by its own run (`--parts`), with its machine line; the modes inside one part come ' +
-      'from the same run.',
-  );
-  cut('perf-lab');
-  // (3)
-  if (r.state.length) {
-    L.push('### Gateway state vs concurrent connections (idle TCP connections held open)');
-    stamp();
-    L.push('');
-    L.push(
-      'Connections to 203.0.113.20:8080 (four backends), opened at up to 300/s per holder process (12,500 ' +
-        'connections per process at most: the hard open-files limit here is 20,000) and held idle; counted 1.5 s ' +
-        "after the last one opened. The gateway's datapath idle timeout is 600 s during this part (default 10 s), " +
-        'so a flow installed for a connection has not expired by then. Load average (1 min) at each count: ' +
-        `${loadRange(r.state.map((s) => s.load1))}.`,
-    );
-    L.push('');
-    L.push(
-      "| connections | mode | opened (failed) | gateway conntrack entries | gateway datapath flows | upcalls per new connection | gateway ovs-vswitchd RSS growth | hosts' conntrack entries | revalidator flow limit (dump ms) |",
-    );
-    L.push('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const s of r.state)
-      L.push(
-        `| ${f0(s.conns)} | ${LABEL[s.mode]} | ${f0(s.opened)} (${s.failed}) | ${f0(s.gwCt)} | ${f0(s.gwDpFlows)} | ` +
-          `${f2(s.gwUpcalls / Math.max(1, s.opened))} | ${f0(s.gwRssGrowthKiB / 1024)} MiB | ${f0(s.hostCt)} | ` +
-          `${f0(s.flowLimit ?? Number.NaN)} (${f0(s.dumpMs ?? Number.NaN)}) |`,
-      );
-    const big = Math.max(...r.state.map((s) => s.conns));
-    const at = (m: Mode) => r.state.find((s) => s.mode === m && s.conns === big);
-    const dp = at('dp_hash');
-    const bl = at('baseline');
-    const fl = at('fields');
-    if (dp && bl && fl)
-      L.push(
-        '',
-        `At ${f0(big)} connections: datapath flows baseline / dp_hash ${ratio(bl.gwDpFlows, dp.gwDpFlows)}, fields / ` +
-          `dp_hash ${ratio(fl.gwDpFlows, dp.gwDpFlows)}, upcalls per new connection fields ${f2(fl.gwUpcalls / Math.max(1, fl.opened))}, ` +
-          `dp_hash ${f2(dp.gwUpcalls / Math.max(1, dp.opened))}; gateway conntrack entries: baseline ${f0(bl.gwCt)}, sluice ` +
-          `${f0(dp.gwCt)} (sluice keeps the state on the hosts: ${f0(dp.hostCt)} entries there).`,
-      );
-    L.push(
-      '',
-      "Reading: the BASELINE gateway's datapath flows stay flat too (conntrack is not part of the megaflow key: " +
-        'its flows match ct_state and the dp_hash bucket), but it holds one conntrack entry per connection and its ' +
-        'ovs-vswitchd grows with them; sluice `dp_hash` holds neither (flows bounded by the 2^8 slots, upcalls per ' +
-        'new connection falling as the slots fill). Sluice `fields` needs one datapath flow per connection (one upcall ' +
-        "each); when the gateway's revalidator lowers its flow limit (it does when dumping the flows takes long, as " +
-        'on this loaded machine) it expires idle flows after 100 ms whatever max-idle says, so the flows counted can ' +
-        'be far below the connections: each such connection pays another upcall on its next packet. The 50,000 ' +
-        'step is the largest that was tried: limited by the per-process open-files limit (hence several holders) and ' +
-        'by the time to open the connections on this machine, not by any mode.',
-    );
-    cut('perf-lab-state');
-  }
-
-  // (1) + (5)
-  if (r.fwd.length) {
-    L.push(
-      `### Small-packet forwarding: ovs-vswitchd CPU per client packet (UDP, 60-byte frames, ${r.pps} packets/s offered for ${r.seconds} s)`,
-    );
-    stamp();
-    L.push('');
-    L.push(
-      `Medians of ${r.repeats} runs per cell (modes interleaved in each round). "new": every datagram has a never-used ` +
-        '(source address, port), i.e. a new flow; "established": 8 fixed 5-tuples. CPU is utime+stime of the node\'s ' +
-        'ovs-vswitchd from /proc/<pid>/stat (all threads) over the run, divided by the datagrams the client sent. ' +
-        `Idle ovs-vswitchd CPU (no traffic, at the start of this part): gateway ${f1(r.idle?.gw ?? Number.NaN)} ms/s, hosts ` +
-        `${f1(r.idle?.hosts ?? Number.NaN)} ms/s. "idle-corrected" subtracts the gateway's idle CPU measured just before ` +
-        'each mode (CPU time is counted in 10 ms ticks, so single runs are coarse; medians). "core-rate" = 1 s / ' +
-        'corrected CPU per packet: the packets/s one core would forward at that cost (derived, not measured at saturation).',
-    );
-    L.push('');
-    L.push(
-      '| traffic | mode | sent | replies received | gateway CPU µs/packet, raw | idle-corrected | gateway core-rate (pps) | vs baseline | gateway datapath packets per client packet | gateway upcalls per client packet | hosts CPU µs/packet |',
-    );
-    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    const cell = (m: Mode, k: 'new' | 'est') => r.fwd.filter((x) => x.mode === m && x.kind === k);
-    const costOf = (x: FwdRun) => ((x.gwCpuMs - x.gwIdleMsPerS * x.seconds) * 1000) / Math.max(1, x.sent);
-    /** a's cost / b's cost, per round (the modes of a round ran back to back). */
-    const perRound = (k: 'new' | 'est', a: Mode, b: Mode) =>
-      [...new Set(r.fwd.map((x) => x.round))].flatMap((round) => {
-        const xa = r.fwd.find((x) => x.mode === a && x.kind === k && x.round === round);
-        const xb = r.fwd.find((x) => x.mode === b && x.kind === k && x.round === round);
-        return xa && xb ? [costOf(xa) / costOf(xb)] : [];
-      });
-    const spreadOf = (xs: number[]) =>
-      xs.length
-        ? `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`
-        : 'n/a';
-    const gwRaw = (xs: FwdRun[]) => median(xs.map((x) => (x.gwCpuMs * 1000) / Math.max(1, x.sent)));
-    const gwUs = (xs: FwdRun[]) =>
-      median(xs.map((x) => ((x.gwCpuMs - x.gwIdleMsPerS * x.seconds) * 1000) / Math.max(1, x.sent)));
-    for (const k of ['new', 'est'] as const) {
-      for (const m of ['bound', 'dp_hash', 'fields', 'baseline'] as const) {
-        const xs = cell(m, k);
-        if (!xs.length) continue;
-        const us = gwUs(xs);
-        L.push(
-          `| ${k === 'new' ? 'new flows' : 'established'} | ${LABEL[m]} | ${f0(median(xs.map((x) => x.sent)))} | ` +
-            `${f0(median(xs.map((x) => x.replies)))} | ${f1(gwRaw(xs))} | ${f1(us)} | ${f0(1e6 / us)} | ${m === 'baseline' ? '1.00x' : spreadOf(perRound(k, 'baseline', m))} | ` +
-            `${f2(median(xs.map((x) => x.gwPackets / Math.max(1, x.sent))))} | ${f2(median(xs.map((x) => x.gwUpcalls / Math.max(1, x.sent))))} | ` +
-            `${m === 'bound' ? '–' : f1(median(xs.map((x) => (x.hostCpuMs * 1000) / Math.max(1, x.sent))))} |`,
-        );
-      }
-    }
-    L.push('');
-    if (r.fwd.some((x) => x.mode === 'bound') && r.fwd.some((x) => x.mode === 'dp_hash'))
-      L.push(
-        `**Established traffic against the lab's bound (same run):** the baseline gateway costs ` +
-          `${spreadOf(perRound('est', 'baseline', 'dp_hash'))} what sluice dp_hash costs per packet, and ` +
-          `${spreadOf(perRound('est', 'baseline', 'bound'))} what the bound costs (one output flow: about the least a ` +
-          `gateway can do per packet on this lab); sluice dp_hash costs ` +
-          `${spreadOf(perRound('est', 'dp_hash', 'bound'))} the bound (fields: ${spreadOf(perRound('est', 'fields', 'bound'))}). ` +
-          'Medians over the rounds (min-max), each ratio taken within one round. Read the sluice / bound ratio first: ' +
-          "where it is about 1, sluice's gateway costs what receiving, encapsulating and sending a packet costs on this " +
-          "lab (AF_PACKET veths, userspace datapath), and its ratio against the baseline (the issue's goal: >= 2x on " +
-          'established traffic) is the ratio the lab allows any cheap gateway, not a figure sluice could raise here; ' +
-          'how the ratio moves on a faster datapath was not measured here.',
-        '',
-      );
-    L.push(
-      '"vs baseline" = baseline gateway CPU per packet / this mode\'s, median over the rounds of the ratio within each ' +
-        'round (min-max; higher is better for the mode). The BASELINE ' +
-        "gateway also carries every reply (its datapath packets per client packet include them); sluice's replies go " +
-        'from the hosts straight to the router. The hosts column is item 5 of the issue (host cost): sluice hosts run ' +
-        "conntrack + DNAT (and un-DNAT of the replies) where the baseline hosts only deliver plain; the bound's hosts " +
-        'drop its packets (no delivery, no replies). Compare modes within one traffic kind: the two generators differ ' +
-        '("new" opens a socket per datagram and sends them one by one; "established" sends small bursts), so "new" ' +
-        'and "established" rows are not comparable with each other. Before each mode\'s runs the gateway\'s idle ' +
-        'ovs-vswitchd CPU is measured for 2 s and subtracted ("idle-corrected"). Load average (1 min) during the part: ' +
-        `${loadRange(r.fwd.map((x) => x.load1))}.`,
-    );
-    const hop = (xs: FwdRun[], k: string) => median(xs.map((x) => x.hops[k] ?? Number.NaN));
-    L.push('');
-    L.push(
-      'Where datagrams were lost (medians over the rounds, counted by the kernel and by the datapaths):',
-    );
-    L.push('');
-    L.push(
-      "| traffic | mode | sent | reached the backends | replies received | dropped by the gateway's AF_PACKET sockets | … by the hosts' | veth drops | socket buffer drops (backends / client) | replies after the client closed its socket | replies the router forwarded that the client did not receive | input-backlog drops, whole machine |",
-    );
-    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const k of ['new', 'est'] as const)
-      for (const m of ['bound', 'dp_hash', 'fields', 'baseline'] as const) {
-        const xs = cell(m, k);
-        if (!xs.length) continue;
-        L.push(
-          `| ${k === 'new' ? 'new flows' : 'established'} | ${LABEL[m]} | ${f0(median(xs.map((x) => x.sent)))} | ` +
-            `${f0(hop(xs, 'backendIn'))} | ${f0(median(xs.map((x) => x.replies)))} | ` +
-            `${f0(median(xs.map((x) => x.hops.gwVethRx - x.hops.gwDatapathRx)))} | ` +
-            `${f0(median(xs.map((x) => x.hops.hostsVethRx - x.hops.hostsDatapathRx)))} | ${f0(hop(xs, 'vethDropped'))} | ` +
-            `${f0(hop(xs, 'backendRcvbufErrors'))} / ${f0(hop(xs, 'clientRcvbufErrors'))} | ${f0(hop(xs, 'clientNoPorts'))} | ` +
-            `${f0(median(xs.map((x) => x.hops.routerForwarded - x.hops.clientOut - x.hops.clientIn)))} | ` +
-            `${f0(hop(xs, 'softnetDroppedMachine'))} |`,
-        );
-      }
-    const newRuns = r.fwd.filter((x) => x.kind === 'new' && x.mode !== 'bound');
-    const med = (f: (x: FwdRun) => number) => f0(median(newRuns.map(f)));
-    L.push('');
-    L.push(UDP_LOSS_NOTE);
-    if (newRuns.length && newRuns[0].hops.clientVethRx !== undefined)
-      L.push(
-        '',
-        `"New" runs, replies on their last hop (median per run over the load-balancing modes): the router forwarded ` +
-          `${med((x) => x.hops.routerForwarded - x.hops.clientOut)} to the client; the client's veth received ` +
-          `${med((x) => x.hops.clientVethRx)} packets, its IP layer ${med((x) => x.hops.clientIpInReceives)} ` +
-          `(delivered ${med((x) => x.hops.clientIpInDelivers)}, discarded or address/header errors ` +
-          `${med((x) => x.hops.clientIpInDiscards)}); UDP delivered ${med((x) => x.hops.clientIn)}, UDP errors ` +
-          `${med((x) => x.hops.clientUdpInErrors)} (checksum ${med((x) => x.hops.clientUdpCsumErrors)}), no port ` +
-          `${med((x) => x.hops.clientNoPorts)}.`,
-      );
-    cut('perf-lab-fwd');
-  }
-
-  // (2)
-  if (r.setup.length) {
-    const rounds = [...new Set(r.setup.map((x) => x.round))].sort((a, b) => a - b);
-    const modes = (['dp_hash', 'fields', 'baseline'] as const).filter((m) =>
-      r.setup.some((x) => x.mode === m),
-    );
-    L.push(
-      `### TCP connection setup through one gateway: highest offered rate with < 1 % failures (${SETUP_SECONDS} s per step)`,
-    );
-    stamp();
-    L.push('');
-    L.push(
-      `Open loop: both clients together start connections at the offered rate (connect, read the backend's greeting, ` +
-        'close with RST; a connection fails on a 3 s timeout, a reset or an error). The rate ramps ' +
-        `${SETUP_RATES.join(', ')} connections/s; at each step the modes run one after the other (their order rotates ` +
-        'from round to round), so sluice and the baseline see the same machine state; a mode leaves the ramp after two ' +
-        `consecutive steps with >= 1 % failures. ${rounds.length} rounds. Load average (1 min) during the part: ` +
-        `${loadRange(r.setup.map((x) => x.load1))}.`,
-    );
-    L.push('');
-    L.push(
-      `| mode | highest rate held, per round (conn/s) | median | vs baseline, median (min-max over rounds) | gateway CPU ms per connection, median | setup p50 / p99 at 400/s (ms, median) |`,
-    );
-    L.push('| --- | --- | ---: | ---: | ---: | ---: |');
-    const base = rounds.map((k) => sustained(r.setup, 'baseline', k));
-    for (const m of modes) {
-      const per = rounds.map((k) => sustained(r.setup, m, k));
-      const ratios = per.map((x, i) => x / Math.max(1, base[i]));
-      const held = r.setup.filter((x) => x.mode === m && holds(x));
-      const at400 = r.setup.filter((x) => x.mode === m && x.rate === 400);
-      L.push(
-        `| ${LABEL[m]} | ${per.map(f0).join(', ')} | ${f0(median(per))} | ` +
-          `${m === 'baseline' ? '1.00x' : `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`} | ` +
-          `${f2(median(held.map((x) => x.gwCpuMs / Math.max(1, x.ok))))} | ` +
-          `${f1(median(at400.map((x) => x.p50)))} / ${f1(median(at400.map((x) => x.p99)))} |`,
-      );
-    }
-    L.push('');
-    L.push(
-      'Every step (failed / started; offered rate in the column head; † = the clients could not start the ' +
-        `connections on schedule: starting ${SETUP_SECONDS} s worth took more than ${(1.2 * SETUP_SECONDS).toFixed(1)} s, i.e. the ` +
-        'generator itself was out of CPU):',
-    );
-    L.push('');
-    L.push(`| mode | round | ${SETUP_RATES.map((x) => `${x}/s`).join(' | ')} |`);
-    L.push(`| --- | ---: | ${SETUP_RATES.map(() => '---:').join(' | ')} |`);
-    for (const m of modes)
-      for (const k of rounds)
-        L.push(
-          `| ${LABEL[m]} | ${k + 1} | ${SETUP_RATES.map((rate) => {
-            const x = r.setup.find((y) => y.mode === m && y.round === k && y.rate === rate);
-            return x ? `${x.failed}/${x.started}${x.seconds > 1.2 * SETUP_SECONDS ? ' †' : ''}` : '';
-          }).join(' | ')} |`,
-        );
-    const reasons: Record<string, number> = {};
-    for (const x of r.setup)
-      for (const [k, v] of Object.entries(x.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
-    L.push('');
-    L.push(
-      "The rate is bounded by the lab (the clients' and backends' kernels and Node processes and every ovs-vswitchd " +
-        'share the same 2 cores with other work), not by one gateway: read the ratio, and the gateway CPU per ' +
-        `connection, not the absolute rates. Failures by reason over the part: ${JSON.stringify(reasons)}.`,
-    );
-    cut('perf-lab-setup');
-  }
-
-  // (4)
-  if (r.sc.length) {
-    const q = (x: ScResult, backend: string, bucket: string) =>
-      x.rows.find((y) => y.backend === backend && y.bucket === bucket);
-    const rat = (x: ScResult, bucket: string, k: 'p50' | 'p99') => {
-      const mv = q(x, 'host1-b1', bucket);
-      const st = q(x, 'host2-b1', bucket);
-      return mv && st ? mv[k] / st[k] : Number.NaN;
-    };
-    const spread = (xs: number[]) =>
-      `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
-    L.push('### Extra latency of the second-chance hop');
-    stamp();
-    L.push('');
-    L.push(
-      `${r.sc[0].connections} TCP connections to 203.0.113.10:80 (sluice dp_hash), each echoing 8 bytes every 100 ms. ` +
-        `Then host1-b1 is drained (${r.sc[0].movedSlots}): every slot it owned moves to host2-b1 with host1 as second ` +
-        "chance, so each packet of host1-b1's connections goes gateway -> host2 (no conntrack entry) -> host1 (the extra " +
-        "hop); host2-b1's connections are the unmoved control, measured over the same seconds (the two groups' echoes " +
-        `interleave). ${r.sc.length} rounds (lab re-programmed from scratch each time). RTT in ms. Load average (1 min) ` +
-        `at the end of each round: ${r.sc.map((x) => x.load1.toFixed(1)).join(', ')}.`,
-    );
-    L.push('');
-    L.push(
-      '| round | moved (host1-b1): before p50 / p99 -> after p50 / p99 | not moved (host2-b1): before -> after | after: moved / not moved, p50 | p99 | before: moved / not moved, p50 | second-chance packets | echo errors |',
-    );
-    L.push('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    r.sc.forEach((x, i) => {
-      const cellOf = (b: string) => {
-        const u = q(x, b, 'before');
-        const v = q(x, b, 'after');
-        return u && v ? `${f2(u.p50)} / ${f2(u.p99)} -> ${f2(v.p50)} / ${f2(v.p99)} (n ${v.n})` : 'n/a';
-      };
-      L.push(
-        `| ${i + 1} | ${cellOf('host1-b1')} | ${cellOf('host2-b1')} | ${f2(rat(x, 'after', 'p50'))}x | ` +
-          `${f2(rat(x, 'after', 'p99'))}x | ${f2(rat(x, 'before', 'p50'))}x | ${f0(x.secondChancePackets)} | ${x.lost} |`,
-      );
-    });
-    L.push('');
-    L.push(
-      `Moved / not moved after the change, median over rounds (min-max): p50 ${spread(r.sc.map((x) => rat(x, 'after', 'p50')))}, ` +
-        `p99 ${spread(r.sc.map((x) => rat(x, 'after', 'p99')))}; the same two groups before the change (no second chance ` +
-        `yet: the noise floor of the comparison): p50 ${spread(r.sc.map((x) => rat(x, 'before', 'p50')))}. ` +
-        'On this lab the extra hop is one more Geneve encapsulation and one more ovs-vswitchd pass on the same ' +
-        "machine; on real hosts it adds one network hop's latency. A ratio whose min-max range contains the " +
-        'before-change range is not distinguishable from noise here.',
-    );
-    cut('perf-lab-sc');
-  }
-  return out;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
