@@ -185,14 +185,6 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
     phy: key(OVS_KEYS.phyBridge) ?? DEFAULT_BRIDGES.phy,
   };
 
-  // Interface -> bridge, through Port.
-  const portBridge = new Map<string, string>();
-  for (const b of rows(bridgeT)) for (const p of ovsSet(b.ports)) portBridge.set(String(p), String(b.name));
-  const ifaceBridge = new Map<string, string>();
-  for (const p of rows(portT)) {
-    const br = portBridge.get(String(optional(p._uuid)));
-    if (br !== undefined) for (const i of ovsSet(p.interfaces)) ifaceBridge.set(String(i), br);
-  }
   const bridgeNames = new Set(rows(bridgeT).map((b) => String(b.name)));
   for (const [k, br] of [
     [OVS_KEYS.intBridge, bridges.int],
@@ -200,21 +192,7 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
   ] as const)
     if (!bridgeNames.has(br)) fail(`Bridge ${br} (${where(k)}) does not exist`);
 
-  const ifaces: Iface[] = rows(ifaceT).map((r) => {
-    const uuid = String(optional(r._uuid));
-    const ofport = optional(r.ofport);
-    const macInUse = optional(r.mac_in_use);
-    return {
-      uuid,
-      name: String(r.name),
-      type: String(optional(r.type) ?? ''),
-      ofport: typeof ofport === 'number' ? ofport : undefined,
-      macInUse: typeof macInUse === 'string' ? macInUse : undefined,
-      options: ovsMap(r.options),
-      externalIds: ovsMap(r.external_ids),
-      bridge: ifaceBridge.get(uuid),
-    };
-  });
+  const ifaces = interfaces(bridgeT, portT, ifaceT);
   const on = (br: string) => ifaces.filter((i) => i.bridge === br);
   const ofport = (i: Iface): number => {
     if (i.ofport === undefined) fail(`Interface ${i.name}: no ofport yet (is ovs-vswitchd running?)`);
@@ -230,30 +208,8 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
     fail(`Interface ${bridges.phy}: mac_in_use empty (is ovs-vswitchd running?)`);
   const phyMac = mac(phyLocal.macInUse, `Interface ${bridges.phy}: mac_in_use`);
 
-  // The patch pair between the two bridges.
-  const pairs = on(bridges.phy)
-    .filter((i) => i.type === 'patch')
-    .flatMap((p) => {
-      const peer = on(bridges.int).find(
-        (i) => i.type === 'patch' && i.name === p.options.get('peer') && i.options.get('peer') === p.name,
-      );
-      return peer ? [{ phyToInt: p, intToPhy: peer }] : [];
-    });
-  if (pairs.length !== 1)
-    fail(
-      `expected one patch port pair between ${bridges.phy} and ${bridges.int} (type=patch, options:peer naming each other), found ${pairs.length}`,
-    );
-  const { phyToInt, intToPhy } = pairs[0]!;
-
-  const geneves = on(bridges.int).filter((i) => i.type === 'geneve');
-  if (geneves.length !== 1)
-    fail(
-      `Bridge ${bridges.int}: expected one interface of type geneve, found ${geneves.length}${geneves.length ? ` (${geneves.map((g) => g.name).join(', ')})` : ''}`,
-    );
-  const geneve = geneves[0]!;
-  for (const o of ['remote_ip', 'key'])
-    if (geneve.options.get(o) !== 'flow')
-      fail(`Interface ${geneve.name}: options:${o} must be flow (got ${geneve.options.get(o) ?? 'nothing'})`);
+  const { phyToInt, intToPhy } = patchPair(on(bridges.phy), on(bridges.int), bridges);
+  const geneve = geneveOf(on(bridges.int), bridges.int);
 
   const underlayName = key(OVS_KEYS.underlayIface);
   let underlay: Iface;
@@ -271,45 +227,7 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
     underlay = plain[0]!;
   }
 
-  // Backends: interfaces carrying sluice-backend-ips.
-  const vms: Record<string, VmPort> = {};
-  const probeNetns: Record<string, string> = {};
-  const owner = new Map<string, string>();
-  for (const i of ifaces) {
-    const ips = i.externalIds.get(OVS_KEYS.backendIps);
-    if (ips === undefined) continue;
-    const at = `Interface ${i.name}`;
-    if (i.bridge !== bridges.int)
-      fail(
-        `${at}: has external_ids:${OVS_KEYS.backendIps} but is on ${i.bridge ? `bridge ${i.bridge}` : 'no bridge'}, not ${bridges.int}`,
-      );
-    const attached = i.externalIds.get(OVS_KEYS.attachedMac);
-    if (attached === undefined) fail(`${at}: external_ids:${OVS_KEYS.attachedMac} missing`);
-    const vm: VmPort = {
-      ofport: ofport(i),
-      mac: mac(attached, `${at}: external_ids:${OVS_KEYS.attachedMac}`),
-    };
-    const list = ips
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
-    if (list.length === 0) fail(`${at}: external_ids:${OVS_KEYS.backendIps} is empty`);
-    const families = new Set<number>();
-    for (const text of list) {
-      const p = parseIp(text);
-      if (p === undefined) fail(`${at}: external_ids:${OVS_KEYS.backendIps}: "${text}" is not an IP address`);
-      if (families.has(p.family))
-        fail(`${at}: external_ids:${OVS_KEYS.backendIps} has two IPv${p.family} addresses`);
-      families.add(p.family);
-      const a = formatIp(p);
-      const prev = owner.get(a);
-      if (prev !== undefined) fail(`backend ${a} is on two interfaces: ${prev} and ${i.name}`);
-      owner.set(a, i.name);
-      vms[a] = vm;
-      const ns = i.externalIds.get(OVS_KEYS.probeNetns)?.trim();
-      if (ns) probeNetns[a] = ns;
-    }
-  }
+  const { vms, probeNetns } = backendPorts(ifaces, bridges.int, ofport);
 
   // Hosts send direct return to the router and rewrite eth_src towards backends; gateways use neither.
   const hostNeed = (k: string) => (role === 'host' ? need(k, ' (hosts need it)') : key(k));
@@ -346,6 +264,114 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
     ),
     probeNetns,
   };
+}
+
+/** Every interface with the bridge that holds it (through its Port). */
+function interfaces(bridgeT: VsctlTable, portT: VsctlTable, ifaceT: VsctlTable): Iface[] {
+  const portBridge = new Map<string, string>();
+  for (const b of rows(bridgeT)) for (const p of ovsSet(b.ports)) portBridge.set(String(p), String(b.name));
+  const ifaceBridge = new Map<string, string>();
+  for (const p of rows(portT)) {
+    const br = portBridge.get(String(optional(p._uuid)));
+    if (br !== undefined) for (const i of ovsSet(p.interfaces)) ifaceBridge.set(String(i), br);
+  }
+  return rows(ifaceT).map((r): Iface => {
+    const uuid = String(optional(r._uuid));
+    const ofport = optional(r.ofport);
+    const macInUse = optional(r.mac_in_use);
+    return {
+      uuid,
+      name: String(r.name),
+      type: String(optional(r.type) ?? ''),
+      ofport: typeof ofport === 'number' ? ofport : undefined,
+      macInUse: typeof macInUse === 'string' ? macInUse : undefined,
+      options: ovsMap(r.options),
+      externalIds: ovsMap(r.external_ids),
+      bridge: ifaceBridge.get(uuid),
+    };
+  });
+}
+
+/** The patch port pair between the two bridges (`phy`, `int`: their interfaces). */
+function patchPair(
+  phy: Iface[],
+  int: Iface[],
+  bridges: { int: string; phy: string },
+): { phyToInt: Iface; intToPhy: Iface } {
+  const pairs = phy
+    .filter((i) => i.type === 'patch')
+    .flatMap((p) => {
+      const peer = int.find(
+        (i) => i.type === 'patch' && i.name === p.options.get('peer') && i.options.get('peer') === p.name,
+      );
+      return peer ? [{ phyToInt: p, intToPhy: peer }] : [];
+    });
+  if (pairs.length !== 1)
+    fail(
+      `expected one patch port pair between ${bridges.phy} and ${bridges.int} (type=patch, options:peer naming each other), found ${pairs.length}`,
+    );
+  return pairs[0]!;
+}
+
+/** The one Geneve interface of br-int (`int`: its interfaces), with remote_ip and key from the flow. */
+function geneveOf(int: Iface[], bridge: string): Iface {
+  const geneves = int.filter((i) => i.type === 'geneve');
+  if (geneves.length !== 1)
+    fail(
+      `Bridge ${bridge}: expected one interface of type geneve, found ${geneves.length}${geneves.length ? ` (${geneves.map((g) => g.name).join(', ')})` : ''}`,
+    );
+  const geneve = geneves[0]!;
+  for (const o of ['remote_ip', 'key'])
+    if (geneve.options.get(o) !== 'flow')
+      fail(`Interface ${geneve.name}: options:${o} must be flow (got ${geneve.options.get(o) ?? 'nothing'})`);
+  return geneve;
+}
+
+/** Backends: interfaces of br-int carrying sluice-backend-ips, by backend address (and their probe namespaces). */
+function backendPorts(
+  ifaces: readonly Iface[],
+  bridge: string,
+  ofport: (i: Iface) => number,
+): { vms: Record<string, VmPort>; probeNetns: Record<string, string> } {
+  const vms: Record<string, VmPort> = {};
+  const probeNetns: Record<string, string> = {};
+  const owner = new Map<string, string>();
+  for (const i of ifaces) {
+    const ips = i.externalIds.get(OVS_KEYS.backendIps);
+    if (ips === undefined) continue;
+    const at = `Interface ${i.name}`;
+    if (i.bridge !== bridge)
+      fail(
+        `${at}: has external_ids:${OVS_KEYS.backendIps} but is on ${i.bridge ? `bridge ${i.bridge}` : 'no bridge'}, not ${bridge}`,
+      );
+    const attached = i.externalIds.get(OVS_KEYS.attachedMac);
+    if (attached === undefined) fail(`${at}: external_ids:${OVS_KEYS.attachedMac} missing`);
+    const vm: VmPort = {
+      ofport: ofport(i),
+      mac: mac(attached, `${at}: external_ids:${OVS_KEYS.attachedMac}`),
+    };
+    const list = ips
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (list.length === 0) fail(`${at}: external_ids:${OVS_KEYS.backendIps} is empty`);
+    const families = new Set<number>();
+    for (const text of list) {
+      const p = parseIp(text);
+      if (p === undefined) fail(`${at}: external_ids:${OVS_KEYS.backendIps}: "${text}" is not an IP address`);
+      if (families.has(p.family))
+        fail(`${at}: external_ids:${OVS_KEYS.backendIps} has two IPv${p.family} addresses`);
+      families.add(p.family);
+      const a = formatIp(p);
+      const prev = owner.get(a);
+      if (prev !== undefined) fail(`backend ${a} is on two interfaces: ${prev} and ${i.name}`);
+      owner.set(a, i.name);
+      vms[a] = vm;
+      const ns = i.externalIds.get(OVS_KEYS.probeNetns)?.trim();
+      if (ns) probeNetns[a] = ns;
+    }
+  }
+  return { vms, probeNetns };
 }
 
 /** Bridge and node names as OVS and the config allow them: nothing a command line or flow text could misread. */

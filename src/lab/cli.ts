@@ -137,7 +137,28 @@ export function registerLabCommands(program: Command): void {
     .description(
       'the one-machine lab: namespaces, an ECMP router, gateways and hosts with their own OVS (root)',
     );
+  labUpCommand(lab);
+  labDownCommand(lab);
+  labStatusCommand(lab);
+}
 
+type LabUpOptions = {
+  config?: string;
+  prefix: string;
+  gateways: number;
+  hosts: number;
+  backendsPerHost: number;
+  clients: number;
+  ipv6: boolean;
+  replace: boolean;
+  runRoot: string;
+  controlPlane: boolean;
+  planners: number;
+  json: boolean;
+};
+
+/** `sluice lab up`: its options; the work is runLabUp. */
+function labUpCommand(lab: Command): void {
   lab
     .command('up')
     .description('build the lab (installs missing Debian packages first)')
@@ -156,96 +177,94 @@ export function registerLabCommands(program: Command): void {
     .option('--no-control-plane', 'build only the data plane (no store, planners or agents)')
     .option('--planners <n>', 'planner processes (one active, the others standby)', int('planners'), 2)
     .option('--json', 'print the lab facts as JSON', false)
-    .action(
-      async (
-        o: {
-          config?: string;
-          prefix: string;
-          gateways: number;
-          hosts: number;
-          backendsPerHost: number;
-          clients: number;
-          ipv6: boolean;
-          replace: boolean;
-          runRoot: string;
-          controlPlane: boolean;
-          planners: number;
-          json: boolean;
-        },
-        cmd: Command,
-      ) => {
-        const input = labUpConfig(cmd, o);
-        // On a terminal one progress line says what is being done and how far along; log lines print above it.
-        const labProgress = o.json ? undefined : terminalProgress('lab up', 5);
-        let current = labProgress;
-        const log = o.json
-          ? undefined
-          : (m: string) => {
-              current?.clear();
-              process.stderr.write(`lab: ${m}\n`);
-            };
-        let l: Awaited<ReturnType<typeof labUp>>;
-        try {
-          l = await labUp(input, { replace: o.replace, log, progress: labProgress });
-        } finally {
-          labProgress?.end();
-        }
-        let db: string | undefined;
-        let page: string | undefined;
-        if (o.controlPlane) {
-          const cpProgress = o.json ? undefined : terminalProgress('control plane', 4);
-          current = cpProgress;
-          try {
-            const cp = await startControlPlane(l, { planners: o.planners, log, progress: cpProgress });
-            db = cp.db;
-            // The active planner's HTTP endpoint serves the status page (its log says where).
-            const address = cp
-              .records(cp.activePlanner() ?? 'planner-a')
-              .filter((r) => r.event === 'metrics')
-              .at(-1)?.address;
-            page = typeof address === 'string' ? `http://${address}/` : undefined;
-          } catch (e) {
-            await labDown(l.prefix, { runRoot: o.runRoot }).catch(() => {});
-            throw e;
-          } finally {
-            cpProgress?.end();
-          }
-        }
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify({ ...l.facts, db }, null, 2)}\n`);
-          return;
-        }
-        const out = [`lab ${l.prefix} up in ${l.facts.upMs} ms (run dir ${l.facts.runDir})`];
-        for (const n of l.nodes) {
-          out.push(
-            `  ${n.name.padEnd(7)} ${n.role.padEnd(7)} ns ${n.netns.padEnd(14)} tunnel ${n.tunnelIp.padEnd(15)} ` +
-              `br-phy ${n.brPhyMac}  ports eth0=${n.ports.eth0} phy-to-int=${n.ports.phyToInt} ` +
-              `int-to-phy=${n.ports.intToPhy} geneve0=${n.ports.geneve}` +
-              (n.backends.length > 0 ? ` ${n.backends.map((b) => `${b.vmPort}=${b.ofport}`).join(' ')}` : ''),
-          );
-        }
-        for (const v of l.config.vips) {
-          out.push(`  VIP ${v.name} ${v.vip} ${v.protocol}/${v.port} -> ${v.backends.join(', ')}`);
-        }
-        out.push(`  clients: ${l.clients.map((c) => `${c.netns} (${c.ip})`).join(', ')}`);
-        if (db !== undefined) {
-          out.push(
-            `  control plane: store + ${o.planners} planner(s) + ${l.nodes.length} agents; every node applied the lab's config`,
-            `  store: --db ${db}   e.g. sluice status --db ${db}`,
-            `                      sluice rollout status --watch --db ${db}`,
-            `                      sluice backend drain ${l.config.vips[0]?.name ?? 'web'} ` +
-              `${l.backend(l.config.vips[0]?.backends[0] ?? 'host1-b1').ip} --db ${db}`,
-          );
-          if (page !== undefined) out.push(`  status page: ${page} (the active planner's; read-only)`);
-        } else {
-          out.push(
-            '  no control plane (--no-control-plane): no load-balancing flows; program the nodes yourself (LabController)',
-          );
-        }
-        process.stdout.write(`${out.join('\n')}\n`);
-      },
-    );
+    .action(runLabUp);
+}
 
+/** Builds the lab (and its control plane unless --no-control-plane) and prints what it made. */
+async function runLabUp(o: LabUpOptions, cmd: Command): Promise<void> {
+  const input = labUpConfig(cmd, o);
+  // On a terminal one progress line says what is being done and how far along; log lines print above it.
+  const labProgress = o.json ? undefined : terminalProgress('lab up', 5);
+  let current = labProgress;
+  const log = o.json
+    ? undefined
+    : (m: string) => {
+        current?.clear();
+        process.stderr.write(`lab: ${m}\n`);
+      };
+  let l: Awaited<ReturnType<typeof labUp>>;
+  try {
+    l = await labUp(input, { replace: o.replace, log, progress: labProgress });
+  } finally {
+    labProgress?.end();
+  }
+  let db: string | undefined;
+  let page: string | undefined;
+  if (o.controlPlane) {
+    const cpProgress = o.json ? undefined : terminalProgress('control plane', 4);
+    current = cpProgress;
+    try {
+      const cp = await startControlPlane(l, { planners: o.planners, log, progress: cpProgress });
+      db = cp.db;
+      // The active planner's HTTP endpoint serves the status page (its log says where).
+      const address = cp
+        .records(cp.activePlanner() ?? 'planner-a')
+        .filter((r) => r.event === 'metrics')
+        .at(-1)?.address;
+      page = typeof address === 'string' ? `http://${address}/` : undefined;
+    } catch (e) {
+      await labDown(l.prefix, { runRoot: o.runRoot }).catch(() => {});
+      throw e;
+    } finally {
+      cpProgress?.end();
+    }
+  }
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify({ ...l.facts, db }, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(`${labUpSummary(l, o.planners, db, page).join('\n')}\n`);
+}
+
+/** What `lab up` prints: nodes, VIPs, clients and how to reach the control plane (`db` undefined: none). */
+function labUpSummary(
+  l: Awaited<ReturnType<typeof labUp>>,
+  planners: number,
+  db: string | undefined,
+  page: string | undefined,
+): string[] {
+  const out = [`lab ${l.prefix} up in ${l.facts.upMs} ms (run dir ${l.facts.runDir})`];
+  for (const n of l.nodes) {
+    out.push(
+      `  ${n.name.padEnd(7)} ${n.role.padEnd(7)} ns ${n.netns.padEnd(14)} tunnel ${n.tunnelIp.padEnd(15)} ` +
+        `br-phy ${n.brPhyMac}  ports eth0=${n.ports.eth0} phy-to-int=${n.ports.phyToInt} ` +
+        `int-to-phy=${n.ports.intToPhy} geneve0=${n.ports.geneve}` +
+        (n.backends.length > 0 ? ` ${n.backends.map((b) => `${b.vmPort}=${b.ofport}`).join(' ')}` : ''),
+    );
+  }
+  for (const v of l.config.vips) {
+    out.push(`  VIP ${v.name} ${v.vip} ${v.protocol}/${v.port} -> ${v.backends.join(', ')}`);
+  }
+  out.push(`  clients: ${l.clients.map((c) => `${c.netns} (${c.ip})`).join(', ')}`);
+  if (db !== undefined) {
+    out.push(
+      `  control plane: store + ${planners} planner(s) + ${l.nodes.length} agents; every node applied the lab's config`,
+      `  store: --db ${db}   e.g. sluice status --db ${db}`,
+      `                      sluice rollout status --watch --db ${db}`,
+      `                      sluice backend drain ${l.config.vips[0]?.name ?? 'web'} ` +
+        `${l.backend(l.config.vips[0]?.backends[0] ?? 'host1-b1').ip} --db ${db}`,
+    );
+    if (page !== undefined) out.push(`  status page: ${page} (the active planner's; read-only)`);
+  } else {
+    out.push(
+      '  no control plane (--no-control-plane): no load-balancing flows; program the nodes yourself (LabController)',
+    );
+  }
+  return out;
+}
+
+/** `sluice lab down`. */
+function labDownCommand(lab: Command): void {
   lab
     .command('down')
     .description(
@@ -259,7 +278,10 @@ export function registerLabCommands(program: Command): void {
         `lab ${o.prefix} down in ${r.ms} ms: ${r.killed.length} processes stopped, ${r.namespaces.length} namespaces deleted\n`,
       );
     });
+}
 
+/** `sluice lab status`. */
+function labStatusCommand(lab: Command): void {
   lab
     .command('status')
     .description(

@@ -151,6 +151,33 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
     cmds.push(`ip link set ${b.vmPort} mtu 1500 up`, `ethtool -K ${b.vmPort} tx off >/dev/null`);
   }
   const vsctl = [
+    ...ovsIdentityArgs(plan, node),
+    ...bridgeArgs(node),
+    ...node.backends.flatMap((b) => backendPortArgs(b)),
+  ];
+  cmds.push(
+    `ovsdb-tool create ${q(`${ovsDir}/conf.db`)} /usr/share/openvswitch/vswitch.ovsschema`,
+    `ovsdb-server ${q(`${ovsDir}/conf.db`)} --remote=punix:${q(`${ovsDir}/db.sock`)} --pidfile --detach --no-chdir --log-file`,
+    `ovs-vsctl ${vsctl.map(q).join(' ')}`,
+    ...vswitchdStartCommands(ovsDir),
+    `ip addr add ${node.tunnelIp}/24 dev br-phy`,
+    'ip link set br-phy up',
+    `ip neigh replace ${ROUTER_UNDERLAY_IP} lladdr ${ROUTER_UNDERLAY_MAC} dev br-phy nud permanent`,
+    `ovs-appctl tnl/arp/set br-phy ${ROUTER_UNDERLAY_IP} ${ROUTER_UNDERLAY_MAC}`,
+  );
+  for (const o of others) {
+    cmds.push(
+      `ip neigh replace ${o.tunnelIp} lladdr ${o.brPhyMac} dev br-phy nud permanent`,
+      `ovs-appctl tnl/arp/set br-phy ${o.tunnelIp} ${o.brPhyMac} >/dev/null`,
+    );
+  }
+  cmds.push(`ovs-ofctl -O OpenFlow15 add-tlv-map br-int ${q(LAB_TLV_MAP)}`);
+  return cmds;
+}
+
+/** `ovs-vsctl` arguments: init, and the node's identity in Open_vSwitch external_ids (the agent reads them). */
+function ovsIdentityArgs(plan: LabPlan, node: LabNodePlan): string[] {
+  return [
     '--no-wait',
     '--',
     'init',
@@ -171,6 +198,12 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
     ...(node.backends.length > 0
       ? [`external_ids:sluice-vm-router-mac="${node.backends[0].gatewayMac}"`]
       : []),
+  ];
+}
+
+/** `ovs-vsctl` arguments: br-phy (underlay NIC, LOCAL tunnel endpoint) and br-int (patch to br-phy, Geneve). */
+function bridgeArgs(node: LabNodePlan): string[] {
+  return [
     '--',
     'add-br',
     'br-phy',
@@ -241,40 +274,24 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
     'options:csum=false',
     `ofport_request=${OFPORT_REQUEST.geneve}`,
   ];
-  for (const b of node.backends) {
-    vsctl.push(
-      '--',
-      'add-port',
-      'br-int',
-      b.vmPort,
-      '--',
-      'set',
-      'Interface',
-      b.vmPort,
-      `ofport_request=${b.ofportRequest}`,
-      `external_ids:sluice-backend-ips="${b.ip},${b.ip6}"`,
-      `external_ids:attached-mac="${b.mac}"`,
-      `external_ids:sluice-probe-netns=${b.netns}`,
-    );
-  }
-  cmds.push(
-    `ovsdb-tool create ${q(`${ovsDir}/conf.db`)} /usr/share/openvswitch/vswitch.ovsschema`,
-    `ovsdb-server ${q(`${ovsDir}/conf.db`)} --remote=punix:${q(`${ovsDir}/db.sock`)} --pidfile --detach --no-chdir --log-file`,
-    `ovs-vsctl ${vsctl.map(q).join(' ')}`,
-    ...vswitchdStartCommands(ovsDir),
-    `ip addr add ${node.tunnelIp}/24 dev br-phy`,
-    'ip link set br-phy up',
-    `ip neigh replace ${ROUTER_UNDERLAY_IP} lladdr ${ROUTER_UNDERLAY_MAC} dev br-phy nud permanent`,
-    `ovs-appctl tnl/arp/set br-phy ${ROUTER_UNDERLAY_IP} ${ROUTER_UNDERLAY_MAC}`,
-  );
-  for (const o of others) {
-    cmds.push(
-      `ip neigh replace ${o.tunnelIp} lladdr ${o.brPhyMac} dev br-phy nud permanent`,
-      `ovs-appctl tnl/arp/set br-phy ${o.tunnelIp} ${o.brPhyMac} >/dev/null`,
-    );
-  }
-  cmds.push(`ovs-ofctl -O OpenFlow15 add-tlv-map br-int ${q(LAB_TLV_MAP)}`);
-  return cmds;
+}
+
+/** `ovs-vsctl` arguments: a backend's port on br-int, with what the agent needs to know about it. */
+function backendPortArgs(b: LabNodePlan['backends'][number]): string[] {
+  return [
+    '--',
+    'add-port',
+    'br-int',
+    b.vmPort,
+    '--',
+    'set',
+    'Interface',
+    b.vmPort,
+    `ofport_request=${b.ofportRequest}`,
+    `external_ids:sluice-backend-ips="${b.ip},${b.ip6}"`,
+    `external_ids:attached-mac="${b.mac}"`,
+    `external_ids:sluice-probe-netns=${b.netns}`,
+  ];
 }
 
 function fabricScript(plan: LabPlan): string[] {
