@@ -83,25 +83,25 @@ export class LabController {
   /** Node -> the generation it last acknowledged (programmed + revalidated). */
   readonly acks = new Map<string, number>();
   readonly events: ControllerEvent[] = [];
-  private desired: Config | undefined;
-  private readonly held = new Set<string>();
+  #desired: Config | undefined;
+  readonly #held = new Set<string>();
   /** Gateways withdrawn from ECMP and excluded from the ack set (removed or down). */
-  private readonly out = new Set<string>();
+  readonly #out = new Set<string>();
   /** Hosts whose ovs-vswitchd is down: not programmed, not asked for connections (theirs are lost). */
-  private readonly downHosts = new Set<string>();
-  private readonly t0 = Date.now();
-  private readonly opts: LabControllerOptions;
+  readonly #downHosts = new Set<string>();
+  readonly #t0 = Date.now();
+  readonly #opts: LabControllerOptions;
   /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
-  private chain: Promise<unknown> = Promise.resolve();
+  #chain: Promise<unknown> = Promise.resolve();
 
   constructor(lab: Lab, opts: LabControllerOptions = {}) {
     this.lab = lab;
-    this.opts = opts;
+    this.#opts = opts;
   }
 
   get config(): Config {
-    if (!this.desired) throw new SluiceError('SLUICE_E_USAGE', 'LabController: start(config) first');
-    return this.desired;
+    if (!this.#desired) throw new SluiceError('SLUICE_E_USAGE', 'LabController: start(config) first');
+    return this.#desired;
   }
 
   get latest(): Generation | null {
@@ -109,24 +109,24 @@ export class LabController {
   }
 
   log(kind: string, message: string): void {
-    const e = { t: Date.now() - this.t0, kind, message };
+    const e = { t: Date.now() - this.#t0, kind, message };
     this.events.push(e);
-    this.opts.onEvent?.(e);
+    this.#opts.onEvent?.(e);
   }
 
   /** Gateways in the ack set (in ECMP, not down), sorted. */
   liveGateways(): string[] {
-    return this.lab.gateways.map((g) => g.name).filter((n) => !this.out.has(n));
+    return this.lab.gateways.map((g) => g.name).filter((n) => !this.#out.has(n));
   }
 
   /** Hosts that are programmed and report connections (not down), sorted. */
   liveHosts(): string[] {
-    return this.lab.hosts.map((h) => h.name).filter((n) => !this.downHosts.has(n));
+    return this.lab.hosts.map((h) => h.name).filter((n) => !this.#downHosts.has(n));
   }
 
   /** Gateways currently held back (holdGateway). */
   heldGateways(): string[] {
-    return [...this.held].sort();
+    return [...this.#held].sort();
   }
 
   /** Live gateways that have not acknowledged the latest generation. */
@@ -135,13 +135,13 @@ export class LabController {
     return waitingGateways(acks, this.latest);
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.chain.then(fn, fn);
-    this.chain = p.catch(() => undefined);
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#chain.then(fn, fn);
+    this.#chain = p.catch(() => undefined);
     return p;
   }
 
-  private async program(node: string, gen: Generation): Promise<void> {
+  async #program(node: string, gen: Generation): Promise<void> {
     const r = await programNode(this.lab.node(node), this.config, gen, this.lab.compilerFacts(node));
     this.acks.set(node, gen.number);
     const lines = Object.entries(r.bundleLines)
@@ -156,28 +156,28 @@ export class LabController {
    * every live host, then every live gateway that is not held. A node withdrawn meanwhile is skipped.
    */
   publish(gen: Generation, note = ''): Promise<void> {
-    return this.serial(async () => {
+    return this.#serial(async () => {
       this.published.push(gen);
       this.log('publish', `g${gen.number}${note ? `: ${note}` : ''}`);
       await Promise.all(
         this.liveHosts().map(async (h) => {
           try {
-            await this.program(h, gen);
+            await this.#program(h, gen);
           } catch (e) {
             // A host whose ovs-vswitchd died is left out (hosts do not gate publication); anything else is an error.
             if (this.lab.node(h).vswitchdPid() !== undefined) throw e;
-            this.downHosts.add(h);
+            this.#downHosts.add(h);
             this.log('host-down', `${h}: ovs-vswitchd is not running: left out until restoreHost`);
           }
         }),
       );
-      const gws = this.liveGateways().filter((g) => !this.held.has(g));
+      const gws = this.liveGateways().filter((g) => !this.#held.has(g));
       await Promise.all(
         gws.map(async (g) => {
           try {
-            await this.program(g, gen);
+            await this.#program(g, gen);
           } catch (e) {
-            if (!this.out.has(g)) throw e;
+            if (!this.#out.has(g)) throw e;
             this.log('skip', `${g} is down: not programmed (${(e as Error).message.split('\n')[0]})`);
           }
         }),
@@ -187,7 +187,7 @@ export class LabController {
 
   /** Publishes generation 1 of `config` to every node and puts every gateway in the ECMP set. */
   async start(config: Config): Promise<Generation> {
-    this.desired = config;
+    this.#desired = config;
     const step = planNext({ config, latest: null, connections: () => 0, now: Date.now() });
     await this.publish(step.next!, 'initial');
     await this.lab.setEcmpGateways(this.liveGateways());
@@ -204,7 +204,7 @@ export class LabController {
         } catch (e) {
           if (this.lab.node(h).vswitchdPid() !== undefined) throw e;
           // Its conntrack died with it: it holds no connection any more.
-          this.downHosts.add(h);
+          this.#downHosts.add(h);
           this.log('host-down', `${h}: ovs-vswitchd is not running: its connections are lost, left out`);
           return mergeSlotConnections([]);
         }
@@ -230,7 +230,7 @@ export class LabController {
       }
       if (Date.now() > deadline)
         throw new SluiceError('SLUICE_E_LAB_COMMAND', `gateways ${msg} did not acknowledge in time`);
-      await sleep(this.opts.pollMs ?? 200);
+      await sleep(this.#opts.pollMs ?? 200);
     }
   }
 
@@ -240,17 +240,17 @@ export class LabController {
    * waits for connections to close; with `untilSettled`, until nothing waits).
    */
   async change(config: Config, opts: ChangeOptions = {}): Promise<ChangeResult> {
-    this.desired = config;
+    this.#desired = config;
     this.log('change', 'desired state changed');
-    return this.rollout(opts);
+    return this.#rollout(opts);
   }
 
   /** Continues a rollout whose slots waited (e.g. after the connections they waited for were closed). */
   settle(opts: Omit<ChangeOptions, 'untilSettled'> = {}): Promise<ChangeResult> {
-    return this.rollout({ ...opts, untilSettled: true });
+    return this.#rollout({ ...opts, untilSettled: true });
   }
 
-  private async rollout(opts: ChangeOptions): Promise<ChangeResult> {
+  async #rollout(opts: ChangeOptions): Promise<ChangeResult> {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     const deadline = Date.now() + timeoutMs;
     const published: number[] = [];
@@ -281,7 +281,7 @@ export class LabController {
         lastWait = w;
         if (Date.now() > deadline)
           throw new SluiceError('SLUICE_E_LAB_COMMAND', `rollout did not settle in ${timeoutMs} ms: ${w}`);
-        await sleep(this.opts.pollMs ?? 200);
+        await sleep(this.#opts.pollMs ?? 200);
         continue;
       }
       await this.publish(step.next, summarizeNotes(step.notes));
@@ -293,33 +293,33 @@ export class LabController {
 
   /** Keeps `name` on the generation it has: later publications skip it (the rollout then gates on it). */
   holdGateway(name: string): void {
-    this.requireGateway(name);
-    this.held.add(name);
+    this.#requireGateway(name);
+    this.#held.add(name);
     this.log('hold', `${name} held on g${this.acks.get(name) ?? 0}`);
   }
 
   /** Programs a held gateway with the latest generation and keeps it held (it acknowledges one step). */
   async advanceHeld(name: string): Promise<void> {
-    if (!this.held.has(name)) throw new SluiceError('SLUICE_E_USAGE', `${name} is not held`);
+    if (!this.#held.has(name)) throw new SluiceError('SLUICE_E_USAGE', `${name} is not held`);
     const latest = this.latest;
-    if (latest) await this.serial(() => this.program(name, latest));
+    if (latest) await this.#serial(() => this.#program(name, latest));
     this.log('hold', `${name} advanced to g${latest?.number}, still held`);
   }
 
   /** Releases a held gateway: programs it with the latest generation. */
   async releaseGateway(name: string): Promise<void> {
-    this.held.delete(name);
+    this.#held.delete(name);
     const latest = this.latest;
-    if (latest && !this.out.has(name)) await this.serial(() => this.program(name, latest));
+    if (latest && !this.#out.has(name)) await this.#serial(() => this.#program(name, latest));
     this.log('release', `${name} released at g${latest?.number}`);
   }
 
-  private requireGateway(name: string): void {
+  #requireGateway(name: string): void {
     if (this.lab.node(name).role !== 'gateway')
       throw new SluiceError('SLUICE_E_USAGE', `${name} is not a gateway`);
   }
 
-  private async setEcmp(): Promise<void> {
+  async #setEcmp(): Promise<void> {
     const set = this.liveGateways();
     await this.lab.setEcmpGateways(set);
     this.log('ecmp', `router ECMP set: ${set.length ? set.join(', ') : '(none: unreachable)'}`);
@@ -327,24 +327,24 @@ export class LabController {
 
   /** Withdraws a gateway from the router's ECMP set, then stops waiting for its acknowledgements. */
   async removeGateway(name: string): Promise<void> {
-    this.requireGateway(name);
-    this.out.add(name);
-    await this.setEcmp();
+    this.#requireGateway(name);
+    this.#out.add(name);
+    await this.#setEcmp();
     this.log('remove', `${name} withdrawn from ECMP and from the ack set`);
   }
 
   /** Programs a gateway with the latest generation (until it has it), then puts it back into the ack set and ECMP. */
   async addGateway(name: string): Promise<void> {
-    this.requireGateway(name);
+    this.#requireGateway(name);
     for (;;) {
       const latest = this.latest;
       if (!latest) break;
-      await this.serial(() => this.program(name, latest));
+      await this.#serial(() => this.#program(name, latest));
       if (this.latest === latest) break; // no await between this check and the delete below
     }
-    this.out.delete(name);
-    this.held.delete(name);
-    await this.setEcmp();
+    this.#out.delete(name);
+    this.#held.delete(name);
+    await this.#setEcmp();
     this.log('add', `${name} back in ECMP at g${this.acks.get(name)}`);
   }
 
@@ -353,9 +353,9 @@ export class LabController {
    * BFD/BGP session would: the next hop goes first, then the process. Then it leaves the ack set.
    */
   async killGatewayVswitchd(name: string): Promise<void> {
-    this.requireGateway(name);
-    this.out.add(name);
-    await this.setEcmp();
+    this.#requireGateway(name);
+    this.#out.add(name);
+    await this.#setEcmp();
     const pid = await this.lab.node(name).killVswitchd('SIGKILL');
     this.acks.delete(name);
     this.log('kill', `${name}: ovs-vswitchd (pid ${pid}) killed; withdrawn from ECMP and the ack set`);
@@ -370,10 +370,10 @@ export class LabController {
     for (;;) {
       const latest = this.latest;
       if (!latest) break;
-      await this.serial(() => this.program(name, latest));
+      await this.#serial(() => this.#program(name, latest));
       if (this.latest === latest) break;
     }
-    this.downHosts.delete(name);
+    this.#downHosts.delete(name);
     this.log('restore', `${name} back at g${this.acks.get(name)}`);
   }
 

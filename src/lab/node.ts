@@ -120,7 +120,7 @@ export class LabNode implements LabNodeFacts {
 
   /** `ovs-appctl <args>` against this node's ovs-vswitchd (e.g. `['revalidator/wait']`, `['dpctl/dump-flows']`). */
   appctl(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    return run('ovs-appctl', ['-t', `${this.ovsDir}/ovs-vswitchd.${this.requirePid()}.ctl`, ...args], {
+    return run('ovs-appctl', ['-t', `${this.ovsDir}/ovs-vswitchd.${this.#requirePid()}.ctl`, ...args], {
       ...opts,
       env: { ...this.env, ...opts.env },
     });
@@ -149,7 +149,7 @@ export class LabNode implements LabNodeFacts {
     return pid !== undefined && pidAlive(pid, 'ovs-vswitchd') ? pid : undefined;
   }
 
-  private requirePid(): number {
+  #requirePid(): number {
     const pid = this.vswitchdPid();
     if (pid === undefined) {
       // Let ovs-appctl report "cannot connect" with the path it tried.

@@ -149,12 +149,12 @@ export class TrafficRunner {
   readonly failedEvents: FailedEvent[] = [];
   /** Opened-connection events (only with `verbose`). */
   readonly openEvents: Array<{ id: number; backend: string; localPort: number }> = [];
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly pidFile: string;
-  private readonly waiters = new Set<() => void>();
-  private stderr = '';
-  private summary: TrafficCounters | undefined;
-  private readonly exited: Promise<number | null>;
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #pidFile: string;
+  readonly #waiters = new Set<() => void>();
+  #stderr = '';
+  #summary: TrafficCounters | undefined;
+  readonly #exited: Promise<number | null>;
 
   private constructor(
     id: string,
@@ -166,22 +166,22 @@ export class TrafficRunner {
     this.id = id;
     this.netns = netns;
     this.options = options;
-    this.child = child;
-    this.pidFile = pidFile;
-    this.exited = new Promise((resolve) => {
+    this.#child = child;
+    this.#pidFile = pidFile;
+    this.#exited = new Promise((resolve) => {
       // 'close' (not 'exit'): fires after stdout is drained, so the summary line has been read.
       child.on('close', (code) => {
-        rmSync(this.pidFile, { force: true });
-        this.notify();
+        rmSync(this.#pidFile, { force: true });
+        this.#notify();
         resolve(code);
       });
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d: string) => {
-      this.stderr = (this.stderr + d).slice(-2000);
+      this.#stderr = (this.#stderr + d).slice(-2000);
     });
     const rl = createInterface({ input: child.stdout });
-    rl.on('line', (line) => this.onLine(line));
+    rl.on('line', (line) => this.#onLine(line));
   }
 
   /** Starts a runner in `lab`'s client namespace. Resolves once the runner reported ready. */
@@ -229,13 +229,13 @@ export class TrafficRunner {
     const pidFile = `${lab.facts.runDir}/pids/runner-${id}.pid`;
     if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
     const r = new TrafficRunner(id, netns, options, child, pidFile);
-    await r.waitUntil(() => r.ready, 10_000, 'runner ready');
+    await r.waitUntil(() => r.#ready, 10_000, 'runner ready');
     return r;
   }
 
-  private ready = false;
+  #ready = false;
 
-  private onLine(line: string): void {
+  #onLine(line: string): void {
     let ev: Record<string, unknown>;
     try {
       ev = JSON.parse(line) as Record<string, unknown>;
@@ -244,14 +244,14 @@ export class TrafficRunner {
     }
     switch (ev.ev) {
       case 'ready':
-        this.ready = true;
+        this.#ready = true;
         break;
       case 'counters':
         this.counters = pickCounters(ev);
         break;
       case 'summary':
         this.counters = pickCounters(ev);
-        this.summary = this.counters;
+        this.#summary = this.counters;
         break;
       case 'broken':
         this.brokenEvents.push({
@@ -281,19 +281,19 @@ export class TrafficRunner {
       default:
         break;
     }
-    this.notify();
+    this.#notify();
   }
 
-  private notify(): void {
-    for (const w of [...this.waiters]) w();
+  #notify(): void {
+    for (const w of [...this.#waiters]) w();
   }
 
-  private send(obj: object): void {
-    if (this.child.stdin.writable) this.child.stdin.write(`${JSON.stringify(obj)}\n`);
+  #send(obj: object): void {
+    if (this.#child.stdin.writable) this.#child.stdin.write(`${JSON.stringify(obj)}\n`);
   }
 
   get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
+    return this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
   /** Resolves when `pred()` holds (checked on every runner event); rejects after `timeoutMs`. */
@@ -306,7 +306,7 @@ export class TrafficRunner {
           resolve();
         } else if (!this.running) {
           cleanup();
-          reject(new SluiceError('SLUICE_E_LAB_COMMAND', `runner ${this.id} exited: ${this.stderr.trim()}`));
+          reject(new SluiceError('SLUICE_E_LAB_COMMAND', `runner ${this.id} exited: ${this.#stderr.trim()}`));
         }
       };
       const timer = setTimeout(() => {
@@ -314,54 +314,54 @@ export class TrafficRunner {
         reject(
           new SluiceError(
             'SLUICE_E_LAB_COMMAND',
-            `runner ${this.id}: timed out after ${timeoutMs} ms waiting for ${what} (${formatCounters(this.counters)})${this.stderr ? `; stderr: ${this.stderr.trim()}` : ''}`,
+            `runner ${this.id}: timed out after ${timeoutMs} ms waiting for ${what} (${formatCounters(this.counters)})${this.#stderr ? `; stderr: ${this.#stderr.trim()}` : ''}`,
           ),
         );
       }, timeoutMs);
       const cleanup = () => {
         clearTimeout(timer);
-        this.waiters.delete(check);
+        this.#waiters.delete(check);
       };
-      this.waiters.add(check);
+      this.#waiters.add(check);
     });
   }
 
   /** Opens `count` more connections (at `rate` per second if given). */
   open(count: number, rate?: number): void {
-    this.send({ cmd: 'open', count, rate });
+    this.#send({ cmd: 'open', count, rate });
   }
 
   /** Closes `count` alive connections gracefully (they count as closed, not broken). */
   close(count: number): void {
-    this.send({ cmd: 'close', count });
+    this.#send({ cmd: 'close', count });
   }
 
   /** Asks for fresh counters and resolves with them. */
   async report(timeoutMs = 5000): Promise<TrafficCounters> {
     const before = this.counters;
-    this.send({ cmd: 'report' });
+    this.#send({ cmd: 'report' });
     await this.waitUntil(() => this.counters !== before, timeoutMs, 'a report');
     return this.counters;
   }
 
   /** Stops: closes every connection gracefully, resolves with the final summary. */
   async stop(timeoutMs = 10_000): Promise<TrafficCounters> {
-    if (this.summary) return this.summary;
-    this.send({ cmd: 'stop' });
-    this.child.stdin.end();
+    if (this.#summary) return this.#summary;
+    this.#send({ cmd: 'stop' });
+    this.#child.stdin.end();
     try {
-      await this.waitUntil(() => this.summary !== undefined, timeoutMs, 'the summary');
+      await this.waitUntil(() => this.#summary !== undefined, timeoutMs, 'the summary');
     } finally {
-      if (this.running) this.child.kill('SIGKILL');
-      await this.exited;
+      if (this.running) this.#child.kill('SIGKILL');
+      await this.#exited;
     }
-    return this.summary!;
+    return this.#summary!;
   }
 
   /** Kills the runner without a summary (cleanup after a failed test). */
   async kill(): Promise<void> {
-    if (this.running) this.child.kill('SIGKILL');
-    await this.exited;
+    if (this.running) this.#child.kill('SIGKILL');
+    await this.#exited;
   }
 }
 

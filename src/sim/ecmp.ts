@@ -23,11 +23,11 @@ export function thresholdBounds(n: number): Float64Array {
 export class Ecmp {
   readonly mode: EcmpMode;
   readonly hops: readonly number[];
-  private readonly ub: Float64Array;
+  readonly #ub: Float64Array;
   constructor(mode: EcmpMode, hops: readonly number[]) {
     this.mode = mode;
     this.hops = hops.slice();
-    this.ub = thresholdBounds(hops.length);
+    this.#ub = thresholdBounds(hops.length);
   }
   /** Position in `hops` for flow hash `h` (unsigned 32-bit); -1 when there is no next hop. */
   index(h: number): number {
@@ -37,8 +37,8 @@ export class Ecmp {
     const h31 = h >>> 1;
     let i = Math.floor((h31 * n) / TWO31);
     if (i >= n) i = n - 1;
-    while (i > 0 && h31 <= this.ub[i - 1]) i--;
-    while (h31 > this.ub[i]) i++;
+    while (i > 0 && h31 <= this.#ub[i - 1]) i--;
+    while (h31 > this.#ub[i]) i++;
     return i;
   }
   pick(h: number): number {

@@ -40,14 +40,14 @@ export function hashInt(x: number, basis: number): number {
 
 /** Small fast PRNG (mulberry32): deterministic for a seed, period 2^32; fine for simulation. */
 export class Rng {
-  private s: number;
+  #s: number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
+    this.#s = seed >>> 0;
   }
   /** Uniform 32-bit unsigned integer. */
   u32(): number {
-    this.s = (this.s + 0x6d2b79f5) | 0;
-    let t = this.s;
+    this.#s = (this.#s + 0x6d2b79f5) | 0;
+    let t = this.#s;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return (t ^ (t >>> 14)) >>> 0;

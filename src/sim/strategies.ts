@@ -371,19 +371,19 @@ class HashHrw extends VersionedPick {
   protected keeps(i: number, v: number, _g: number, cfg: Snapshot): boolean {
     const w = this.world;
     const h = w.hrwHash[i];
-    if (this.backend[i] === LAZY) this.resolve(i);
+    if (this.backend[i] === LAZY) this.#resolve(i);
     return w.reaches(hrwPick(cfg.sel[v], h, w.hrwScore), this.backend[i]);
   }
 
   /** Computes the deferred pick of connection i from the version it was set up on. */
-  private resolve(i: number): void {
+  #resolve(i: number): void {
     const w = this.world;
     this.backend[i] = hrwPick(w.versions[this.checkedVersion[i]].sel[w.vip[i]], w.hrwHash[i], w.hrwScore);
   }
 
   /** Every deferred pick is computed before anything reads which backend holds a connection. */
   override killed(b: number, field: number, ev: number): void {
-    for (let i = 0; i < this.backend.length; i++) if (this.backend[i] === LAZY) this.resolve(i);
+    for (let i = 0; i < this.backend.length; i++) if (this.backend[i] === LAZY) this.#resolve(i);
     super.killed(b, field, ev);
   }
 }
