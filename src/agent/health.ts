@@ -1,6 +1,6 @@
 // Health checks of a host's local backends: a TCP connect every `intervalMs`, failing after `timeoutMs`; a backend
 // turns `up` after `rise` consecutive successes and `down` after `fall` consecutive failures (HAProxy's rise/fall).
-// The transition table is explicit (STYLE item 13); the probe is injectable (tests, lab namespaces).
+// The transition table is explicit (one row per allowed change, a test each); the probe is injectable (tests, lab namespaces).
 
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';

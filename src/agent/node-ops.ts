@@ -52,7 +52,7 @@ interface InstalledBridge {
 export const DEFAULT_FULL_RECONCILE_MS = 15 * 60_000;
 
 /**
- * Programs generations on one node, incrementally (STYLE item 3, like ovn-controller's ofctrl): it keeps the
+ * Programs generations on one node, incrementally (cost follows what changed, like ovn-controller's ofctrl): it keeps the
  * desired state it last installed, compiles the next one reusing unchanged load balancer parts
  * (compileNodeParts), diffs in memory and sends one bundle per bridge with only the changes, without dumping the
  * switch. It reads the switch (full dump + diff + verify, applyBridge) when it does not know what is installed:

@@ -3,7 +3,7 @@
 // transaction guarded by a wait on Global.desired_cfg: a bad edit changes nothing and reports every problem with its
 // path; a concurrent writer makes the guard fail and the edit is redone on the fresh state), the pure edits of the
 // config document, and the status report, which reads only what agents reported (Node_Status, Backend_Status),
-// never what was asked (STYLE item 14). No commander, no process exit codes: those stay in src/cli.
+// never what was asked. No commander, no process exit codes: those stay in src/cli.
 
 import { SluiceError } from '../model/errors.ts';
 import { ipEquals, parseIp } from '../model/ip.ts';

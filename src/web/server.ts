@@ -1,5 +1,5 @@
 // The daemons' HTTP endpoint: `GET /metrics` (Prometheus text from a prom-client Registry) and `GET /status`
-// (JSON from a callback that reads only what the daemon applied or published: STYLE item 14), plus any extra
+// (JSON from a callback that reads only what the daemon applied or published, never what was asked), plus any extra
 // read-only routes a daemon adds (the planner's status page). node:http, no framework: a few routes do not need one.
 //
 // A daemon's HTTP endpoint must never take the daemon down: every handler runs inside try/catch (a failure is a
