@@ -1,13 +1,11 @@
 // The `sluice` command. Reads files and arguments, calls the pure core, prints, sets the exit code.
 
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { explain } from '../explain.ts';
 import { registerLabCommands } from '../lab/cli.ts';
 import { registerDemoCommand } from '../lab/demo.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseIp } from '../model/ip.ts';
-import { parseConfigText } from '../model/load.ts';
 import type { Config, Protocol } from '../model/types.ts';
 import { planNext, planRolloutDetailed } from '../rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../rollout/summary.ts';
@@ -18,17 +16,13 @@ import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
 import { registerRolloutCommand } from './rollout.ts';
-import { defaultDb, exitCodeFor, registerStoreCommands, reportInternal } from './store-commands.ts';
-
-function loadConfig(file: string): Config {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new SluiceError('SLUICE_E_IO', `cannot read ${file}: ${(e as Error).message}`);
-  }
-  return parseConfigText(text, file);
-}
+import {
+  defaultDb,
+  exitCodeFor,
+  readConfigFile,
+  registerStoreCommands,
+  reportInternal,
+} from './store-commands.ts';
 
 function initialGeneration(config: Config): Generation {
   return planNext({ config, latest: null, connections: () => 0, now: 0 }).next!;
@@ -71,8 +65,8 @@ export function buildProgram(): Command {
     .option('--from <old.yaml>', 'the current state the change starts from')
     .option('--json', 'machine-readable output', false)
     .action((o: { file: string; from?: string; json: boolean }) => {
-      const to = loadConfig(o.file);
-      const from = o.from === undefined ? undefined : loadConfig(o.from);
+      const to = readConfigFile(o.file);
+      const from = o.from === undefined ? undefined : readConfigFile(o.from);
       const warnings = configWarnings(to);
       process.stderr.write(formatWarnings(warnings));
       if (from === undefined) {
@@ -155,7 +149,7 @@ export function buildProgram(): Command {
           o.file === undefined
             ? await publishedState(o.db ?? defaultDb())
             : (() => {
-                const c = loadConfig(o.file);
+                const c = readConfigFile(o.file);
                 return { config: c, generation: initialGeneration(c) };
               })();
         const result = explain(config, generation, tuple, parseHash(o.hash));

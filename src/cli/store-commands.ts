@@ -154,7 +154,8 @@ function editCommand(
   });
 }
 
-function readConfigFile(file: string): Config {
+/** Reads and validates a config file (YAML or JSON); SLUICE_E_IO if it cannot be read. */
+export function readConfigFile(file: string): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -173,8 +174,13 @@ export function registerStoreCommands(program: Command): void {
   const backend = program.command('backend').description('backends of a load balancer');
   backendAddCommand(backend);
   backendDelCommand(backend);
-  backendDrainCommand(backend);
-  backendUndrainCommand(backend);
+  backendStateCommand(
+    backend,
+    'drain',
+    'drain a backend: it gives up its slots, its connections continue through second chance',
+    'draining',
+  );
+  backendStateCommand(backend, 'undrain', 'make a drained (or down) backend active again', 'active');
   const node = program.command('node').description('gateway and host nodes in the desired state');
   nodeAddCommand(node);
   nodeDelCommand(node);
@@ -275,26 +281,16 @@ function backendDelCommand(backend: Command): void {
   ).action(editCommand('backend del', ([lbName, ref]) => edits.backendDel(lbName!, ref!)));
 }
 
-/** `sluice backend drain`. */
-function backendDrainCommand(backend: Command): void {
+/** `sluice backend drain` and `sluice backend undrain`: set a backend's admin state. */
+function backendStateCommand(
+  backend: Command,
+  name: 'drain' | 'undrain',
+  description: string,
+  state: 'draining' | 'active',
+): void {
   storeOptions(
-    backend
-      .command('drain')
-      .description('drain a backend: it gives up its slots, its connections continue through second chance')
-      .argument('<lb>')
-      .argument('<address[:port]>'),
-  ).action(editCommand('backend drain', ([lbName, ref]) => edits.backendState(lbName!, ref!, 'draining')));
-}
-
-/** `sluice backend undrain`. */
-function backendUndrainCommand(backend: Command): void {
-  storeOptions(
-    backend
-      .command('undrain')
-      .description('make a drained (or down) backend active again')
-      .argument('<lb>')
-      .argument('<address[:port]>'),
-  ).action(editCommand('backend undrain', ([lbName, ref]) => edits.backendState(lbName!, ref!, 'active')));
+    backend.command(name).description(description).argument('<lb>').argument('<address[:port]>'),
+  ).action(editCommand(`backend ${name}`, ([lbName, ref]) => edits.backendState(lbName!, ref!, state)));
 }
 
 /** `sluice node add`. */

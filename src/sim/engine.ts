@@ -15,17 +15,7 @@ import { Ecmp, ecmpMovedShare } from './ecmp.ts';
 import { hashInt, Rng, streamSeed, tupleHash } from './hash.ts';
 import { ovsHashInt } from './ovshash.ts';
 import { type PlannerWorld, SluiceStrategy } from './sluice-strategy.ts';
-import {
-  STEP_APPLY_CFG,
-  STEP_BACKEND_STOP,
-  STEP_DETECT,
-  STEP_END,
-  STEP_EVENT,
-  STEP_SLUICE_ACKED,
-  STEP_SLUICE_APPLY,
-  STEP_SLUICE_TICK,
-  StepQueue,
-} from './step-queue.ts';
+import { STEP, StepQueue } from './step-queue.ts';
 import {
   AVOIDABLE,
   BACKEND_ACTIVE,
@@ -491,7 +481,7 @@ class Sim implements PlannerWorld {
     this.versions.push(this.#snapshot());
     const ver = this.versions.length - 1;
     for (let g = 0; g < this.gateways; g++) {
-      if (this.gatewayUp[g]) this.#queue.push(t + this.applyDelay(), STEP_APPLY_CFG, g, ver, ev);
+      if (this.gatewayUp[g]) this.#queue.push(t + this.applyDelay(), STEP.applyCfg, g, ver, ev);
     }
     this.#sluice?.configChanged(t, ev);
   }
@@ -571,14 +561,14 @@ class Sim implements PlannerWorld {
         const b = e.backend!;
         this.backendState[b] = BACKEND_DRAINING;
         this.#configChanged(t, ev);
-        this.#queue.push(t + this.trace.timing.drainWindowSeconds, STEP_BACKEND_STOP, b, 0, ev);
+        this.#queue.push(t + this.trace.timing.drainWindowSeconds, STEP.backendStop, b, 0, ev);
         break;
       }
       case 'backend-fail': {
         const b = e.backend!;
         this.#kill(b, UNAVOIDABLE, ev);
         this.#undetectedDead++;
-        this.#queue.push(t + this.trace.timing.detectSeconds, STEP_DETECT, b, 0, ev);
+        this.#queue.push(t + this.trace.timing.detectSeconds, STEP.detect, b, 0, ev);
         break;
       }
       case 'gateway-add': {
@@ -609,30 +599,30 @@ class Sim implements PlannerWorld {
   /** One step other than a trace event. */
   #handleStep(t: number, kind: number, a: number, b: number, ev: number): void {
     switch (kind) {
-      case STEP_APPLY_CFG:
+      case STEP.applyCfg:
         if (this.gatewayUp[a] && b > this.gatewayVersion[a]) {
           this.gatewayVersion[a] = b;
           const n = this.#collectGateway(a);
           for (const m of this.#models) m.configApplied(this.#onGateway, n, ev);
         }
         break;
-      case STEP_SLUICE_APPLY:
+      case STEP.sluiceApply:
         if (this.#sluice?.applyGeneration(a, b)) {
           this.#sluice.recheck(this.#onGateway, this.#collectGateway(a), ev);
         }
         break;
-      case STEP_SLUICE_ACKED:
+      case STEP.sluiceAcked:
         this.#sluice?.acknowledged(t, ev);
         break;
-      case STEP_SLUICE_TICK:
+      case STEP.sluiceTick:
         this.#sluice?.tick(t);
         break;
-      case STEP_BACKEND_STOP:
+      case STEP.backendStop:
         this.#kill(a, DRAIN_EXPIRED, ev);
         this.backendState[a] = BACKEND_REMOVED;
         this.#configChanged(t, ev);
         break;
-      case STEP_DETECT:
+      case STEP.detect:
         this.#undetectedDead--;
         if (this.backendState[a] !== BACKEND_REMOVED) this.backendState[a] = BACKEND_DOWN;
         this.#configChanged(t, ev);
@@ -648,10 +638,10 @@ class Sim implements PlannerWorld {
     this.#assignFresh();
     this.#adoptExplicitBackends();
     this.trace.events.forEach((e, i) => {
-      this.#queue.push(e.at, STEP_EVENT, i, 0, i);
+      this.#queue.push(e.at, STEP.event, i, 0, i);
     });
     const endT = this.trace.durationSeconds;
-    this.#queue.push(endT, STEP_END, 0, 0, this.trace.events.length);
+    this.#queue.push(endT, STEP.end, 0, 0, this.trace.events.length);
     let lastT = 0;
     while (this.#queue.size > 0) {
       const st = this.#queue.pop();
@@ -664,7 +654,7 @@ class Sim implements PlannerWorld {
       this.#assignFresh();
       const ev = st.ev;
       this.#lastEv = ev;
-      if (st.kind === STEP_EVENT) this.#handleEvent(t, st.a);
+      if (st.kind === STEP.event) this.#handleEvent(t, st.a);
       else this.#handleStep(t, st.kind, st.a, st.b, ev);
       if (ev < this.trace.events.length) this.#sluice?.notePeak(ev);
     }

@@ -6,7 +6,7 @@
 import type { Backend, Config, LoadBalancer, Node } from '../model/types.ts';
 import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
-import { STEP_SLUICE_ACKED, STEP_SLUICE_APPLY, STEP_SLUICE_TICK } from './step-queue.ts';
+import { STEP } from './step-queue.ts';
 import {
   AVOIDABLE,
   BACKEND_ACTIVE,
@@ -15,6 +15,7 @@ import {
   BACKEND_REMOVED,
   COUNTER_FIELDS,
   DRAIN_EXPIRED,
+  forgetMovedChecks,
   generatedAddress,
   NONE,
   SECOND_CHANCE_PEAK,
@@ -149,12 +150,7 @@ export class SluiceStrategy extends Strategy {
   }
 
   override ecmpChanged(_t: number, ev: number, _graceful: number, all: Uint32Array): void {
-    const w = this.#world;
-    if (w.perGatewayHash) {
-      // A connection checked on one gateway says nothing about another gateway's hash: check moved ones again.
-      const checked = this.checkedVersion;
-      for (let i = 0; i < checked.length; i++) if (w.gateway[i] !== w.gatewayBefore[i]) checked[i] = -1;
-    }
+    forgetMovedChecks(this.#world, this.checkedVersion);
     this.recheck(all, all.length, ev);
   }
 
@@ -222,7 +218,7 @@ export class SluiceStrategy extends Strategy {
       if (this.#hasSecondChances() && !this.#tickPending) {
         this.#tickPending = true;
         const at = t + this.#world.trace.timing.drainCheckSeconds;
-        this.#world.schedule(at, STEP_SLUICE_TICK, 0, 0, this.#planEv);
+        this.#world.schedule(at, STEP.sluiceTick, 0, 0, this.#planEv);
       }
       return;
     }
@@ -341,11 +337,11 @@ export class SluiceStrategy extends Strategy {
       if (!w.gatewayUp[g]) continue;
       const at = t + w.applyDelay();
       last = Math.max(last, at);
-      w.schedule(at, STEP_SLUICE_APPLY, g, published, ev);
+      w.schedule(at, STEP.sluiceApply, g, published, ev);
     }
     // Gated: the planner moves on when every live gateway applied this generation. The ungated ablation
     // (timing.sluiceGating false) moves on after ackLatencySeconds whatever the gateways did.
     const gated = w.trace.timing.sluiceGating ?? true;
-    w.schedule((gated ? last : t) + w.trace.timing.ackLatencySeconds, STEP_SLUICE_ACKED, published, 0, ev);
+    w.schedule((gated ? last : t) + w.trace.timing.ackLatencySeconds, STEP.sluiceAcked, published, 0, ev);
   }
 }

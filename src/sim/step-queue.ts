@@ -1,14 +1,16 @@
 // The simulator's step queue: a binary min-heap of steps by (time, insertion order).
 
 /** What a step does (the engine dispatches on it). */
-export const STEP_EVENT = 0;
-export const STEP_APPLY_CFG = 1;
-export const STEP_SLUICE_APPLY = 2;
-export const STEP_SLUICE_ACKED = 3;
-export const STEP_SLUICE_TICK = 4;
-export const STEP_BACKEND_STOP = 5;
-export const STEP_DETECT = 6;
-export const STEP_END = 7;
+export const STEP = {
+  event: 0,
+  applyCfg: 1,
+  sluiceApply: 2,
+  sluiceAcked: 3,
+  sluiceTick: 4,
+  backendStop: 5,
+  detect: 6,
+  end: 7,
+} as const;
 
 export interface Step {
   readonly t: number;

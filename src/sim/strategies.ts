@@ -138,6 +138,15 @@ export function hrwPick(
   return best;
 }
 
+/**
+ * With a per-gateway hash, a connection checked on one gateway says nothing about another gateway's hash: marks the
+ * connections ECMP moved as not checked against any version, so that they are checked again.
+ */
+export function forgetMovedChecks(w: World, checked: Int32Array): void {
+  if (!w.perGatewayHash) return;
+  for (let i = 0; i < checked.length; i++) if (w.gateway[i] !== w.gatewayBefore[i]) checked[i] = -1;
+}
+
 /** What every strategy model does; the defaults fit a strategy that never re-checks a connection. */
 export abstract class Strategy {
   readonly id: StrategyId;
@@ -326,12 +335,7 @@ abstract class VersionedPick extends Strategy {
   }
 
   override ecmpChanged(_t: number, ev: number, _graceful: number, all: Uint32Array): void {
-    const w = this.world;
-    if (w.perGatewayHash && this.hashesPerGateway) {
-      // A connection checked on one gateway says nothing about another gateway's hash: check moved ones again.
-      const checked = this.checkedVersion;
-      for (let i = 0; i < checked.length; i++) if (w.gateway[i] !== w.gatewayBefore[i]) checked[i] = -1;
-    }
+    if (this.hashesPerGateway) forgetMovedChecks(this.world, this.checkedVersion);
     this.configApplied(all, all.length, ev);
   }
 }
@@ -454,20 +458,18 @@ class StickyTable extends Strategy {
   }
 }
 
+const UNGATED: Readonly<
+  Record<Exclude<StrategyId, 'sluice'>, new (id: StrategyId, world: World) => Strategy>
+> = {
+  stateful: StatefulGateway,
+  stateless_nat: StatelessNat,
+  hash_hrw: HashHrw,
+  slot_table: ConsistentSlots,
+  sticky: StickyTable,
+  ct_sync: ConntrackSync,
+};
+
 /** The model of one ungated strategy. */
 export function ungatedStrategy(id: Exclude<StrategyId, 'sluice'>, world: World): Strategy {
-  switch (id) {
-    case 'stateful':
-      return new StatefulGateway(id, world);
-    case 'stateless_nat':
-      return new StatelessNat(id, world);
-    case 'hash_hrw':
-      return new HashHrw(id, world);
-    case 'slot_table':
-      return new ConsistentSlots(id, world);
-    case 'sticky':
-      return new StickyTable(id, world);
-    case 'ct_sync':
-      return new ConntrackSync(id, world);
-  }
+  return new UNGATED[id](id, world);
 }
