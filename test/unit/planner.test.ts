@@ -9,6 +9,7 @@ import {
   type Health,
   type NodeStatusView,
   PlannerCore,
+  type PlannerCoreOptions,
   type SlotReport,
   type StoreView,
 } from '../../src/planner/core.ts';
@@ -105,17 +106,23 @@ function converge(core: PlannerCore, store: FakeStore, now: number): void {
   store.beat('gw2', g);
 }
 
+/** A planner and a fake store where every agent is live and acknowledged g1 (gateways included), at t = 0. */
+function convergedOnG1(opts: PlannerCoreOptions = {}): { core: PlannerCore; store: FakeStore } {
+  const core = new PlannerCore(opts);
+  const store = new FakeStore();
+  store.beatAll(0);
+  step(core, store, 0);
+  converge(core, store, 0);
+  return { core, store };
+}
+
 /**
  * Fencing scenarios: a planner with --fence-cmd (lease 10 s, margin 3 s) converged on g1; a config-only change (no
  * second chances) publishes g; `others(t)` has the hosts and gw1 apply it and steps the planner at t, while gw2 stays
  * silent from 0.
  */
 function gw2SilentAfterChange() {
-  const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000, fencing: true });
-  const store = new FakeStore();
-  store.beatAll(0);
-  step(core, store, 0);
-  converge(core, store, 0);
+  const { core, store } = convergedOnG1({ leaseMs: 10_000, marginMs: 3000, fencing: true });
   step(core, store, 0);
   store.desired = { ...doc([A, B]), drainWindowSeconds: 60 };
   assert.equal(step(core, store, 100).kind, 'publish');
@@ -193,11 +200,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('a fenced gateway is not waited for; heartbeats again -> waited for again', () => {
-    const core = new PlannerCore();
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1();
     store.desired = doc([A, B, C]);
     assert.equal(step(core, store, 10).kind, 'publish');
     converge(core, store, 20);
@@ -425,11 +428,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('second chances: connection reports must be newer than the ack round (two heartbeats per live host)', () => {
-    const core = new PlannerCore();
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1();
     step(core, store, 0);
     store.desired = doc([A, B, C]);
     assert.equal(step(core, store, 10).kind, 'publish');
@@ -446,11 +445,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('health down -> the effective config turns the backend down (the desired state is untouched); recovery -> active', () => {
-    const core = new PlannerCore();
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1();
     step(core, store, 0);
     const desiredBefore = JSON.stringify(store.desired);
     store.health.set('web 10.0.2.11:*', 'down');
@@ -483,11 +478,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('a config-only change (a new node) publishes the same pools under a new generation', () => {
-    const core = new PlannerCore();
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1();
     assert.equal(step(core, store, 1).kind, 'idle');
     const before = store.latest!.pools;
     store.desired = doc([A, B], true);
