@@ -15,6 +15,7 @@ import {
 } from '../../src/agent/node-ops.ts';
 import { lbIds } from '../../src/compile/registry.ts';
 import { parseConfig } from '../../src/model/schema.ts';
+import type { Config } from '../../src/model/types.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
 
 // Captured (host1: host1-b1 = 10.0.1.11 in `web` 203.0.113.10, host1-b2 = 10.0.1.12 in `api` 203.0.113.20).
@@ -42,31 +43,36 @@ tcp,orig=(src=fd00:200::11,dst=2001:db8::10,sport=40004,dport=80),reply=(src=fd0
 tcp,orig=(src=10.200.0.12,dst=203.0.113.10,sport=40005,dport=80),reply=(src=10.0.1.11,dst=10.200.0.12,sport=80,dport=40005),zone=1,mark=65537,protoinfo=(state=ESTABLISHED)
 `;
 
-const config = parseConfig(
-  {
-    nodes: [
-      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-      { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-    ],
-    loadBalancers: [
-      {
-        name: 'web',
-        vip: '203.0.113.10',
-        protocol: 'tcp',
-        ports: [80],
-        backends: [{ address: '10.0.1.11', port: 80, host: 'host1' }],
-      },
-      {
-        name: 'api',
-        vip: '203.0.113.20',
-        protocol: 'tcp',
-        ports: [80],
-        backends: [{ address: '10.0.1.12', port: 80, host: 'host1' }],
-      },
-    ],
-  },
-  'test',
-);
+/** gw1 and host1; web and api on port 80, one backend each on host1 (web's backend port given or not). */
+function webApi(webBackendPort: number | undefined): Config {
+  return parseConfig(
+    {
+      nodes: [
+        { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+        { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
+      ],
+      loadBalancers: [
+        {
+          name: 'web',
+          vip: '203.0.113.10',
+          protocol: 'tcp',
+          ports: [80],
+          backends: [{ address: '10.0.1.11', port: webBackendPort, host: 'host1' }],
+        },
+        {
+          name: 'api',
+          vip: '203.0.113.20',
+          protocol: 'tcp',
+          ports: [80],
+          backends: [{ address: '10.0.1.12', port: 80, host: 'host1' }],
+        },
+      ],
+    },
+    'test',
+  );
+}
+
+const config = webApi(80);
 
 test('the lab marks are lb id << 16 | slot with the registry ids (sanity of the captured text)', () => {
   const ids = lbIds(['web', 'api']);
@@ -120,28 +126,7 @@ test('countSlotConnections: per (lb, slot, backend key) from the captured host',
 });
 
 test('a backend without a port is keyed addr:* like backendKey; merge sums hosts', () => {
-  const noPort = parseConfig(
-    {
-      nodes: config.nodes,
-      loadBalancers: [
-        {
-          name: 'web',
-          vip: '203.0.113.10',
-          protocol: 'tcp',
-          ports: [80],
-          backends: [{ address: '10.0.1.11', host: 'host1' }],
-        },
-        {
-          name: 'api',
-          vip: '203.0.113.20',
-          protocol: 'tcp',
-          ports: [80],
-          backends: [{ address: '10.0.1.12', port: 80, host: 'host1' }],
-        },
-      ],
-    },
-    'test',
-  );
+  const noPort = webApi(undefined);
   const c = countSlotConnections(parseConntrack(CAPTURED), noPort);
   const web = 3007906041 & 0xffff;
   assert.equal(c.counts.get('web')?.get(web)?.get('10.0.1.11:*'), 7);
