@@ -1,7 +1,7 @@
 // `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, Plan_Config, its own
 // status rows), applies the generation meant for its role with a NodeProgrammer (incremental: compile the load
 // balancers that changed -> diff against what it installed last -> one bundle per bridge -> revalidator/wait)
-// and acknowledges it in Node_Status (applied_generation = the datapath obeys it; STYLE item 14). Every
+// and acknowledges it in Node_Status (applied_generation = the datapath obeys it: what was applied, not what was asked). Every
 // `heartbeatMs` it writes its heartbeat; hosts add their backends' health (Backend_Status) and live connections per
 // slot (Slot_Connections) in the same transaction (the planner relies on that: see docs/design/control-plane.md).
 //

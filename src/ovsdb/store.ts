@@ -389,7 +389,7 @@ export function prunePlansOps(current: Replica, keepFrom: number): Operation[] {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Node status: what an agent applied (STYLE item 14: report what was applied, not what was asked)
+// Node status: what an agent applied (report what was applied, not what was asked)
 
 export interface NodeStatusRecord {
   readonly node: string;

@@ -1,6 +1,6 @@
 // How far the latest change has rolled out (`sluice rollout status`, like `kubectl rollout status`), read from the
 // store: what the planner published, what every node acknowledged, what the planner still has to publish. Only
-// reported state (STYLE item 14); the planner's next step is recomputed with the same pure core it runs.
+// reported state, never what was asked; the planner's next step is recomputed with the same pure core it runs.
 
 import { parseConfig } from '../model/schema.ts';
 import type { Replica } from '../ovsdb/replica.ts';

@@ -1,5 +1,5 @@
 // What the planner's status page shows, read from the planner's replica of the store: only what agents reported
-// and what the planner published (STYLE item 14), never what was asked. Plain JSON for the page's script
+// and what the planner published, never what was asked. Plain JSON for the page's script
 // (GET /api/state); the page itself (page.ts) only draws it.
 
 import { NO_OWNER } from '../hashing/slots.ts';

@@ -1,5 +1,5 @@
 // The daemons' HTTP endpoint (src/web/server.ts) on loopback: a failing handler is a 500 and the server keeps
-// serving (issue 11 finding 6: one request with a malformed Plan_Pool row used to exit the planner), limits are set,
+// serving (security finding 6: one request with a malformed Plan_Pool row used to exit the planner), limits are set,
 // malformed requests and unknown routes are answered without harm.
 
 import * as assert from 'node:assert/strict';
