@@ -30,3 +30,21 @@ export function fakeFacts(config: Config, name: string): NodeFacts {
     router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
   };
 }
+
+/**
+ * The lab's host1 as its agent reads it from its own OVS (test/fixtures/ovs-facts-host1.vsctl.jsonl), with the
+ * backend ports given (none by default). A fresh object on every call.
+ */
+export function labHost1Facts(vms: Record<string, VmPort> = {}): NodeFacts {
+  return {
+    name: 'host1',
+    role: 'host',
+    tunnelIp: '192.168.100.11',
+    bridges: { int: 'br-int', phy: 'br-phy' },
+    phyMac: '02:00:c0:a8:64:0b',
+    ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
+    vms,
+    vmRouterMac: '02:00:00:00:01:01',
+    router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
+  };
+}

@@ -16,25 +16,16 @@ import {
 } from '../../src/agent/facts.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
 import { SluiceError } from '../../src/model/errors.ts';
+import { labHost1Facts } from '../scenarios/fake-facts.ts';
 
 const CAPTURED = readFileSync(new URL('../fixtures/ovs-facts-host1.vsctl.jsonl', import.meta.url), 'utf8');
 
-const HOST1: NodeFacts = {
-  name: 'host1',
-  role: 'host',
-  tunnelIp: '192.168.100.11',
-  bridges: { int: 'br-int', phy: 'br-phy' },
-  phyMac: '02:00:c0:a8:64:0b',
-  ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
-  vms: {
-    '10.0.1.11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
-    'fd00:0:1::11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
-    '10.0.1.12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
-    'fd00:0:1::12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
-  },
-  vmRouterMac: '02:00:00:00:01:01',
-  router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
-};
+const HOST1: NodeFacts = labHost1Facts({
+  '10.0.1.11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
+  'fd00:0:1::11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
+  '10.0.1.12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
+  'fd00:0:1::12': { ofport: 12, mac: '02:00:0a:00:01:0c' },
+});
 
 type Mutable = { headings: string[]; data: unknown[][] };
 

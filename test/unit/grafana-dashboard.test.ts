@@ -9,18 +9,9 @@ import { AgentDaemon } from '../../src/agent/daemon.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
+import { labHost1Facts } from '../scenarios/fake-facts.ts';
 
-const facts: NodeFacts = {
-  name: 'host1',
-  role: 'host',
-  tunnelIp: '192.168.100.11',
-  bridges: { int: 'br-int', phy: 'br-phy' },
-  phyMac: '02:00:c0:a8:64:0b',
-  ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
-  vms: {},
-  vmRouterMac: '02:00:00:00:01:01',
-  router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
-};
+const facts: NodeFacts = labHost1Facts();
 const runner: Runner = {
   async ofctl() {
     return { code: 0, stdout: '', stderr: '' };
