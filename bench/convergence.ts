@@ -33,9 +33,20 @@ import { main as cliMain } from '../src/cli/main.ts';
 import { type Lab, labDown, labUp } from '../src/lab/topology.ts';
 import { parseConfig } from '../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
-import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../src/ovsdb/server.ts';
-import { desiredStateOps } from '../src/ovsdb/store.ts';
-import { gatewayGeneration, PLANNER_TABLES, readPlan } from '../src/planner/view.ts';
+import { type OvsdbServerProcess, startStandalone } from '../src/ovsdb/server.ts';
+import {
+  ALL_TABLES_MONITOR,
+  DB_NAME,
+  desiredStateOps,
+  gatewayGeneration,
+  NodeStatusTable,
+  PlanConfigTable,
+  PlanTable,
+  publishedGeneration,
+  readPlan,
+  rows,
+  storedDesiredCfg,
+} from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, sleep, writeSection } from './perf/common.ts';
 
 const PREFIX = 'slb-cv-';
@@ -147,11 +158,11 @@ interface StoreState {
 function state(m: Monitor): StoreState {
   const r = m.replica;
   return {
-    desiredCfg: (r.rows('Global')[0]?.desired_cfg as number | undefined) ?? 0,
-    gen: (r.rows('Global')[0]?.generation as number | undefined) ?? 0,
+    desiredCfg: storedDesiredCfg(r),
+    gen: publishedGeneration(r),
     released: gatewayGeneration(r),
-    acks: new Map(r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number])),
-    planCfg: new Map(r.rows('Plan').map((p) => [p.generation as number, p.desired_cfg as number])),
+    acks: new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation])),
+    planCfg: new Map(rows(r, PlanTable).map((p) => [p.generation, p.desired_cfg])),
   };
 }
 
@@ -273,9 +284,7 @@ async function agentsUp(m: Monitor): Promise<void> {
   const since = Date.now();
   const deadline = since + 10 * 60_000;
   while (Date.now() < deadline) {
-    const beats = new Map(
-      m.replica.rows('Node_Status').map((r) => [r.node as string, r.heartbeat_at as number]),
-    );
+    const beats = new Map(rows(m.replica, NodeStatusTable).map((r) => [r.node, r.heartbeat_at]));
     if (lab!.nodes.every((n) => (beats.get(n.name) ?? 0) > since)) return;
     await sleep(200);
   }
@@ -307,10 +316,10 @@ interface ScenarioResult {
 async function writeDesired(m: Monitor, vips: number): Promise<void> {
   const config = parseConfig(desiredDoc(vips, false));
   for (let i = 0; ; i++) {
-    const ops = desiredStateOps(m.schema!, m.replica, config);
+    const ops = desiredStateOps(m.replica, config);
     if (ops.length === 0) return;
     try {
-      await client!.transact(SLUICE_DB, ...ops);
+      await client!.transact(DB_NAME, ...ops);
       return;
     } catch (e) {
       if (i > 5) throw e;
@@ -389,7 +398,7 @@ async function scenario(m: Monitor, vips: number, mode: Mode): Promise<ScenarioR
     gatewayAckMs: Object.fromEntries(gateways.map((gw) => [gw, ackMs(gw, lastGen)])),
     applies: lab!.nodes.flatMap((n) => applied(n.name, firstGen, lastGen)),
     configBytes: plan.config?.length ?? 0,
-    configRows: m.replica.rows('Plan_Config').length,
+    configRows: rows(m.replica, PlanConfigTable).length,
     storeBytes: statSync(join(dir!, 'ovsdb.db')).size,
     rss: { gateway: roleRss('gateway'), host: roleRss('host'), planner: rssMb('planner') ?? 0 },
     respawns: [...respawns.values()].reduce((a, b) => a + b, 0),
@@ -553,7 +562,7 @@ async function main(): Promise<void> {
     const db = `unix:${srv.unixPath}`;
     client = new OvsdbClient({ remotes: [db] });
     await client.connect();
-    const mon = await client.monitor(SLUICE_DB, Object.fromEntries(PLANNER_TABLES.map((t) => [t, {}])));
+    const mon = await client.monitor(DB_NAME, ALL_TABLES_MONITOR);
     spawnCli('planner', ['planner', '--db', db, '--lease', '30', '--margin', '5']);
     // CONV_PREVIOUS=<json written by an earlier run>: start from its results (e.g. the 1-VIP runs) and run only the
     // sizes it lacks; the report says which rows come from it.

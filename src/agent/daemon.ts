@@ -26,21 +26,30 @@ import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
-import { type DatabaseSchema, encodeRow, type Operation, uuid } from '../ovsdb/protocol.ts';
+import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { nodeStatusOps } from '../ovsdb/store.ts';
-import {
-  DB,
-  encodeSlotCounts,
-  GATEWAY_GENERATION_KEY,
-  gatewayGeneration,
-  mapGet,
-  OPERATOR_FENCED_KEY,
-  PLANNER_FENCED_KEY,
-  readPlan,
-} from '../planner/view.ts';
 import { SerialLoop } from '../serial-loop.ts';
-import { SECOND_CHANCE_KEY } from '../store/db/tables.ts';
+import {
+  agentMarksOp,
+  agentMonitor,
+  BackendStatusTable,
+  byUuid,
+  DB_NAME,
+  encodeSlotCounts,
+  fenceMarks,
+  gatewayGeneration,
+  insert,
+  isConflict,
+  nodeStatus,
+  nodeStatusOps,
+  publishedGeneration,
+  readPlan,
+  remove,
+  rows,
+  SlotConnectionsTable,
+  stillReleasedOp,
+  update,
+} from '../store/db/index.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
@@ -193,6 +202,8 @@ export class AgentDaemon {
   // What this node obeys.
   #applied = 0;
   #appliedAt = 0;
+  /** The desired_cfg the applied generation was planned from. */
+  #appliedCfg = 0;
   #appliedConfig: Config | undefined;
   #facts: NodeFacts;
   #error: string | undefined;
@@ -218,7 +229,7 @@ export class AgentDaemon {
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
     this.client = new OvsdbClient({
       remotes: o.remotes,
-      database: DB,
+      database: DB_NAME,
       probeIntervalMs: 2000,
       waitConnectedMs: 30_000,
       // Generous: the first monitor reply carries every plan's pools (several MB at 1000 VIPs) and a CPU-starved
@@ -255,17 +266,8 @@ export class AgentDaemon {
     for (;;) {
       try {
         await this.client.connect();
-        this.#schema = await this.client.getSchema(DB);
-        const me = [['node', '==', this.#o.node]] as const;
-        this.#monitor = await this.client.monitor(DB, {
-          Global: {},
-          Plan: {},
-          Plan_Pool: {},
-          Plan_Config: {},
-          Node_Status: { where: me },
-          Backend_Status: { where: me },
-          Slot_Connections: { where: me },
-        });
+        this.#schema = await this.client.getSchema(DB_NAME);
+        this.#monitor = await this.client.monitor(DB_NAME, agentMonitor(this.#o.node));
         break;
       } catch (e) {
         if (this.#stopped) throw e;
@@ -306,7 +308,7 @@ export class AgentDaemon {
   }
 
   #target(r: Replica): number {
-    if (this.#o.role === 'host') return (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
+    if (this.#o.role === 'host') return publishedGeneration(r);
     return gatewayGeneration(r);
   }
 
@@ -421,6 +423,7 @@ export class AgentDaemon {
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();
+      this.#appliedCfg = plan.desiredCfg;
       this.#appliedConfig = config;
       this.#error = undefined;
       this.#failingSince = undefined;
@@ -487,9 +490,9 @@ export class AgentDaemon {
   /** The most pressing fencing event now, if any (src/agent/fencing.ts). */
   #fenceEvent(now: number): FenceEvent | undefined {
     const r = this.#monitor?.replica;
-    const own = r?.find('Node_Status', (row) => row.node === this.#o.node);
-    if (mapGet(own?.external_ids, PLANNER_FENCED_KEY) !== undefined) return 'planner-record';
-    if (mapGet(own?.external_ids, OPERATOR_FENCED_KEY) !== undefined) return 'operator-record';
+    const marks = fenceMarks(r === undefined ? undefined : nodeStatus(r, this.#o.node));
+    if (marks.byPlanner !== undefined) return 'planner-record';
+    if (marks.byOperator !== undefined) return 'operator-record';
     const lease = this.#o.leaseMs ?? 10_000;
     if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
       return 'behind';
@@ -543,82 +546,43 @@ export class AgentDaemon {
   }
 
   async #writeStatus(r: Replica, target: number, rejoin: boolean): Promise<void> {
-    const schema = this.#schema!;
     const now = Date.now();
     const ops: Operation[] = [];
     const fencedFlag = reportsFenced(this.#fence) && !rejoin;
-    if (rejoin) {
-      // Acknowledge only if the generation applied is still the released one: then the planner cannot get two
-      // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
-      ops.push({
-        op: 'wait',
-        timeout: 0,
-        table: 'Global',
-        where: [['options', 'includes', ['map', [[GATEWAY_GENERATION_KEY, String(target)]]]]],
-        columns: [],
-        until: '!=',
-        rows: [],
-      });
-    }
+    // Acknowledge a rejoin only if the generation applied is still the released one: then the planner cannot get two
+    // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
+    if (rejoin) ops.push(stillReleasedOp(target));
     ops.push(
-      ...nodeStatusOps(schema, r, {
+      ...nodeStatusOps(r, {
         node: this.#o.node,
         appliedGeneration: this.#applied,
-        appliedCfg: 0,
+        appliedCfg: this.#appliedCfg,
         appliedAt: this.#appliedAt,
         heartbeatAt: now,
         error: this.#error,
       }),
     );
-    ops.push({
-      op: 'mutate',
-      table: 'Node_Status',
-      where: [['node', '==', this.#o.node]],
-      mutations: [
-        // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that follows
-        // supersede it.
-        [
-          'external_ids',
-          'delete',
-          [
-            'set',
-            rejoin
-              ? ['fenced', 'role', SECOND_CHANCE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY]
-              : ['fenced', 'role', SECOND_CHANCE_KEY],
-          ],
-        ],
-        [
-          'external_ids',
-          'insert',
-          [
-            'map',
-            [
-              ['fenced', String(fencedFlag)],
-              ['role', this.#o.role],
-              // Hosts: second-chance packets received per load balancer (the status page sums them).
-              ...(this.#o.role === 'host'
-                ? [
-                    [
-                      SECOND_CHANCE_KEY,
-                      JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())),
-                    ] as [string, string],
-                  ]
-                : []),
-            ],
-          ],
-        ],
-      ],
-    });
+    // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that follows
+    // supersede it. Hosts add their second-chance packets received per load balancer (the status page sums them).
+    ops.push(
+      agentMarksOp(this.#o.node, {
+        fenced: fencedFlag,
+        role: this.#o.role,
+        clearFenceRecords: rejoin,
+        ...(this.#o.role === 'host'
+          ? { secondChance: JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())) }
+          : {}),
+      }),
+    );
     if (this.#o.role === 'host') {
-      ops.push(...(await this.#reportOps(r, schema, now)));
+      ops.push(...(await this.#reportOps(r, now)));
       // Refresh the counters for the next heartbeat (at most one bridge read per flowCacheMs; never waited for).
       this.#sharedFlowScrape().catch(() => {});
     }
     try {
-      await this.client.transact(DB, ...ops);
+      await this.client.transact(DB_NAME, ...ops);
     } catch (e) {
-      const msg = (e as Error).message;
-      if (rejoin && /timed out/.test(msg)) {
+      if (rejoin && isConflict(e)) {
         this.#log.info(
           { event: 'rejoin-retry' },
           'a newer generation was released meanwhile: applying it before re-announcing',
@@ -661,30 +625,24 @@ export class AgentDaemon {
   }
 
   /** Backend_Status and Slot_Connections changes (hosts), from conntrack and the health checker. */
-  async #reportOps(r: Replica, schema: DatabaseSchema, now: number): Promise<Operation[]> {
+  async #reportOps(r: Replica, now: number): Promise<Operation[]> {
     const config = this.#appliedConfig;
     if (config === undefined) return [];
     const conns = await readSlotConnections(this.#o.runner, config);
     this.#conns = conns;
     const ops: Operation[] = [];
-    const bsT = schema.tables.Backend_Status!;
-    const scT = schema.tables.Slot_Connections!;
     const seen = new Set<string>();
     // Indexed once: a linear find per load balancer and backend is quadratic (10,000 backends per host at 1000 VIPs).
-    const slotRows = new Map(r.rows('Slot_Connections').map((x) => [x.lb as string, x]));
-    const statusRows = new Map(
-      r.rows('Backend_Status').map((x) => [`${x.lb as string} ${x.backend as string}`, x]),
-    );
+    const slotRows = new Map(rows(r, SlotConnectionsTable).map((x) => [x.lb, x]));
+    const statusRows = new Map(rows(r, BackendStatusTable).map((x) => [`${x.lb} ${x.backend}`, x]));
     for (const lb of config.loadBalancers) {
       const perSlot = conns.counts.get(lb.name) ?? new Map();
       const counts = encodeSlotCounts(perSlot);
       const bits = config.slotBits;
       const row = slotRows.get(lb.name);
       if (row === undefined)
-        ops.push({
-          op: 'insert',
-          table: 'Slot_Connections',
-          row: encodeRow(scT, {
+        ops.push(
+          insert(SlotConnectionsTable, {
             node: this.#o.node,
             lb: lb.name,
             generation: this.#applied,
@@ -692,14 +650,16 @@ export class AgentDaemon {
             counts,
             reported_at: now,
           }),
-        });
+        );
       else if (row.counts !== counts || row.bits !== bits)
-        ops.push({
-          op: 'update',
-          table: 'Slot_Connections',
-          where: [['_uuid', '==', uuid(row._uuid as string)]],
-          row: encodeRow(scT, { generation: this.#applied, bits, counts, reported_at: now }),
-        });
+        ops.push(
+          update(SlotConnectionsTable, byUuid(row._uuid), {
+            generation: this.#applied,
+            bits,
+            counts,
+            reported_at: now,
+          }),
+        );
       for (const b of lb.backends) {
         if (b.host !== this.#o.node) continue;
         const key = backendKey(b);
@@ -712,34 +672,24 @@ export class AgentDaemon {
         const cur = statusRows.get(`${lb.name} ${key}`);
         const want = { health, connections: n };
         if (cur === undefined)
-          ops.push({
-            op: 'insert',
-            table: 'Backend_Status',
-            row: encodeRow(bsT, { node: this.#o.node, lb: lb.name, backend: key, ...want, checked_at: now }),
-          });
+          ops.push(
+            insert(BackendStatusTable, {
+              node: this.#o.node,
+              lb: lb.name,
+              backend: key,
+              ...want,
+              checked_at: now,
+            }),
+          );
         else if (cur.health !== health || cur.connections !== n)
-          ops.push({
-            op: 'update',
-            table: 'Backend_Status',
-            where: [['_uuid', '==', uuid(cur._uuid as string)]],
-            row: encodeRow(bsT, { ...want, checked_at: now }),
-          });
+          ops.push(update(BackendStatusTable, byUuid(cur._uuid), { ...want, checked_at: now }));
       }
     }
-    for (const row of r.rows('Slot_Connections'))
+    for (const row of slotRows.values())
       if (!config.loadBalancers.some((lb) => lb.name === row.lb))
-        ops.push({
-          op: 'delete',
-          table: 'Slot_Connections',
-          where: [['_uuid', '==', uuid(row._uuid as string)]],
-        });
-    for (const row of r.rows('Backend_Status'))
-      if (!seen.has(`${row.lb as string} ${row.backend as string}`))
-        ops.push({
-          op: 'delete',
-          table: 'Backend_Status',
-          where: [['_uuid', '==', uuid(row._uuid as string)]],
-        });
+        ops.push(remove(SlotConnectionsTable, byUuid(row._uuid)));
+    for (const [key, row] of statusRows)
+      if (!seen.has(key)) ops.push(remove(BackendStatusTable, byUuid(row._uuid)));
     return ops;
   }
 

@@ -16,16 +16,14 @@ import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
 import { configDocument, countChanges, diffConfigs, formatChanges } from '../store/config-diff.ts';
-
+import { DESIRED_STATE_MONITOR, PLAN_HEAD_MONITOR, publishedGeneration } from '../store/db/index.ts';
 import {
   confirmFenced,
-  DESIRED_MONITOR,
   type EditableDocument,
   editDesiredState,
   edits,
   FENCE_MONITOR,
   formatStatus,
-  PLAN_HEAD,
   parseInteger,
   parsePorts,
   STATUS_MONITOR,
@@ -137,7 +135,7 @@ function editCommand(
 ) {
   return action(async (ctx, args, opts) => {
     const fn = edit(args, opts); // usage errors before connecting
-    const r = await withStore(ctx.db, DESIRED_MONITOR, (s) => editDesiredState(s, fn));
+    const r = await withStore(ctx.db, DESIRED_STATE_MONITOR, (s) => editDesiredState(s, fn));
     return {
       json: {
         ok: true,
@@ -219,7 +217,7 @@ function lbDelCommand(lb: Command): void {
 function lbListCommand(lb: Command): void {
   storeOptions(lb.command('list').description('list load balancers')).action(
     action(async (ctx) =>
-      withStore(ctx.db, DESIRED_MONITOR, async (s) => {
+      withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
         const { config } = storedConfig(s.replica);
         const rows = config.loadBalancers.map((l) => ({
           name: l.name,
@@ -340,7 +338,7 @@ function nodeConfirmFencedCommand(node: Command): void {
 function nodeListCommand(node: Command): void {
   storeOptions(node.command('list').description('list nodes')).action(
     action(async (ctx) =>
-      withStore(ctx.db, DESIRED_MONITOR, async (s) => {
+      withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
         const { config } = storedConfig(s.replica);
         const rows = config.nodes.map((n) => ({
           name: n.name,
@@ -379,11 +377,11 @@ function applyCommand(program: Command): void {
       const want = readConfigFile(o.file as string);
       const warnings = configWarnings(want);
       process.stderr.write(formatWarnings(warnings));
-      return withStore(ctx.db, { ...DESIRED_MONITOR, ...PLAN_HEAD }, async (s) => {
+      return withStore(ctx.db, { ...DESIRED_STATE_MONITOR, ...PLAN_HEAD_MONITOR }, async (s) => {
         if (o.dryRun === true) {
           const { desiredCfg, config: current } = storedConfig(s.replica);
           const changes = diffConfigs(current, want);
-          const published = (s.replica.rows('Global')[0]?.generation as number | undefined) ?? 0;
+          const published = publishedGeneration(s.replica);
           const plan = planRolloutDetailed(current, want);
           const more = plan.generations.length - 1;
           return {
@@ -434,7 +432,7 @@ function showCommand(program: Command): void {
     program.command('show').description('the desired state as YAML (feeds back into `sluice apply -f`)'),
   ).action(
     action(async (ctx) =>
-      withStore(ctx.db, DESIRED_MONITOR, async (s) => {
+      withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
         const { desiredCfg, config } = storedConfig(s.replica);
         const doc = configDocument(config);
         return {

@@ -14,10 +14,17 @@ import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
-import { createDatabase, freePort, OvsdbServerProcess, SLUICE_DB } from '../ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps } from '../ovsdb/store.ts';
-import { gatewayGeneration } from '../planner/view.ts';
+import { createDatabase, freePort, OvsdbServerProcess } from '../ovsdb/server.ts';
 import type { Progress } from '../progress.ts';
+import {
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  desiredStateOps,
+  gatewayGeneration,
+  NodeStatusTable,
+  publishedGeneration,
+  rows,
+} from '../store/db/index.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
@@ -269,12 +276,12 @@ function tail(file: string, lines = 8): string {
 
 /** Writes `config` as the desired state (desiredStateOps: the smallest transaction; nothing when equal). */
 export async function writeDesiredState(db: string, config: Config): Promise<void> {
-  const client = new OvsdbClient({ remotes: [db], database: SLUICE_DB });
+  const client = new OvsdbClient({ remotes: [db], database: DB_NAME });
   await client.connect();
   try {
-    const m = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    const ops = desiredStateOps(m.schema!, m.replica, config);
-    if (ops.length > 0) await client.transact(SLUICE_DB, ...ops);
+    const m = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
+    const ops = desiredStateOps(m.replica, config);
+    if (ops.length > 0) await client.transact(DB_NAME, ...ops);
   } finally {
     client.close();
   }
@@ -360,10 +367,10 @@ export async function waitConverged(
   timeoutMs: number,
   onProgress?: (acked: number, total: number) => void,
 ): Promise<number> {
-  const client = new OvsdbClient({ remotes: [cp.db], database: SLUICE_DB });
+  const client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
   await client.connect();
   try {
-    const m = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {} });
+    const m = await client.monitor(DB_NAME, { Global: {}, Node_Status: {} });
     const r = m.replica;
     let gen = 0;
     let state = '';
@@ -371,8 +378,8 @@ export async function waitConverged(
     await waitUntil(
       cp,
       () => {
-        gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
-        const acks = new Map(r.rows('Node_Status').map((s) => [s.node as string, s.applied_generation]));
+        gen = publishedGeneration(r);
+        const acks = new Map(rows(r, NodeStatusTable).map((s) => [s.node, s.applied_generation]));
         const announced = gateways.filter((g) =>
           cp.records(`agent-${g}`).some((x) => x.event === 'announced'),
         );

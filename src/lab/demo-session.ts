@@ -5,8 +5,14 @@
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from '../model/errors.ts';
-import { DESIRED_TABLES } from '../ovsdb/store.ts';
-import { gatewayGeneration } from '../planner/view.ts';
+import {
+  DESIRED_STATE_MONITOR,
+  gatewayGeneration,
+  nodeStatus,
+  PLAN_HEAD_MONITOR,
+  publishedGeneration,
+  publishedPlanHead,
+} from '../store/db/index.ts';
 import { type EditableDocument, editDesiredState, StoreSession } from '../store/operator.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { describeRecord, LogFollower, secondChancePackets } from './demo-log.ts';
@@ -83,8 +89,8 @@ export class DemoSession {
     watchMs: number,
   ): Promise<DemoSession> {
     const store = await StoreSession.open(cp.db, {
-      ...Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])),
-      Plan: { columns: ['generation', 'desired_cfg'] },
+      ...DESIRED_STATE_MONITOR,
+      ...PLAN_HEAD_MONITOR,
       Node_Status: {},
     });
     const d = new DemoSession(lab, cp, store, say, watchMs);
@@ -126,7 +132,7 @@ export class DemoSession {
   // ---- the store, read like `sluice status` does ------------------------------------------------------------
 
   generation(): number {
-    return (this.#store.replica.rows('Global')[0]?.generation as number | undefined) ?? 0;
+    return publishedGeneration(this.#store.replica);
   }
 
   /** The generation released to gateways. */
@@ -135,23 +141,20 @@ export class DemoSession {
   }
 
   applied(node: string): number {
-    return (this.#status(node)?.applied_generation as number | undefined) ?? 0;
+    return this.#status(node)?.applied_generation ?? 0;
   }
 
   nodeError(node: string): string | undefined {
-    return this.#status(node)?.error as string | undefined;
+    return this.#status(node)?.error;
   }
 
   #status(node: string) {
-    return this.#store.replica.find('Node_Status', (x) => x.node === node);
+    return nodeStatus(this.#store.replica, node);
   }
 
   /** desired_cfg the latest generation was planned from. */
   plannedCfg(): number {
-    const r = this.#store.replica;
-    return (
-      (r.find('Plan', (p) => p.generation === this.generation())?.desired_cfg as number | undefined) ?? 0
-    );
+    return publishedPlanHead(this.#store.replica)?.desired_cfg ?? 0;
   }
 
   /** Which generation each gateway applied, e.g. "gw1 on g3, gw2 on g4". */

@@ -3,7 +3,7 @@
 // directory the caller owns; servers run as child processes (no --detach) and are stopped by their own PID.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,9 +13,6 @@ import { OvsdbError } from './errors.ts';
 
 const run = promisify(execFile);
 
-/** The database name in schema/sluice.ovsschema. */
-export const SLUICE_DB = 'Sluice';
-
 /** Path of schema/sluice.ovsschema, from the source tree or the built package. */
 export function sluiceSchemaPath(): string {
   for (const rel of ['../../schema/sluice.ovsschema', '../../../schema/sluice.ovsschema']) {
@@ -23,6 +20,13 @@ export function sluiceSchemaPath(): string {
     if (existsSync(p)) return p;
   }
   throw new OvsdbError('SLUICE_E_IO', 'schema/sluice.ovsschema not found');
+}
+
+/** The database name a schema file declares (its "name"). */
+export function schemaName(schemaPath: string): string {
+  const name: unknown = JSON.parse(readFileSync(schemaPath, 'utf8')).name;
+  if (typeof name !== 'string') throw new OvsdbError('SLUICE_E_IO', `${schemaPath}: the schema has no name`);
+  return name;
 }
 
 async function tool(cmd: string, args: readonly string[]): Promise<string> {
@@ -208,9 +212,10 @@ export async function startCluster(
   for (let i = 0; i < n; i++) raftPorts.push(await freePort());
   const raft = (i: number) => `tcp:127.0.0.1:${raftPorts[i]}`;
   const dbs = raftPorts.map((_, i) => join(dir, `member${i + 1}.db`));
+  const dbName = schemaName(schemaPath);
   await tool('ovsdb-tool', ['create-cluster', dbs[0]!, schemaPath, raft(0)]);
   for (let i = 1; i < n; i++) {
-    await tool('ovsdb-tool', ['join-cluster', dbs[i]!, SLUICE_DB, raft(i), raft(0)]);
+    await tool('ovsdb-tool', ['join-cluster', dbs[i]!, dbName, raft(i), raft(0)]);
   }
   const members: OvsdbServerProcess[] = [];
   const cluster: Cluster = {
@@ -234,7 +239,7 @@ export async function startCluster(
     const deadline = Date.now() + timeoutMs;
     for (const m of members) {
       for (;;) {
-        const status = await m.appctl('cluster/status', SLUICE_DB).catch(() => '');
+        const status = await m.appctl('cluster/status', dbName).catch(() => '');
         if (/Status: cluster member/.test(status) && /Leader: (?!unknown)/.test(status)) break;
         if (Date.now() > deadline)
           throw new OvsdbError('SLUICE_E_IO', `cluster member ${m.unixPath} did not join:\n${status}`);

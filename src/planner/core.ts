@@ -24,9 +24,9 @@
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
-import type { StoredDesiredState } from '../ovsdb/store.ts';
 import { type ConnectionCounts, type PlanNote, planNext } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
+import type { StoredDesiredState } from '../store/db/index.ts';
 
 /** The config-file-shaped desired state, as the store holds it. */
 export type DesiredDoc = StoredDesiredState['config'];

@@ -13,22 +13,21 @@ import { runHookCommand } from '../hook-command.ts';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { prunePlansOps, publishGenerationOps } from '../ovsdb/store.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import { SerialLoop } from '../serial-loop.ts';
+import {
+  ALL_TABLES_MONITOR,
+  DB_NAME,
+  fenceRecordOp,
+  PLANNER_FENCED_KEY,
+  prunePlansOps,
+  publishGenerationOps,
+  releaseOps,
+} from '../store/db/index.ts';
 import { type PageState, pageState } from '../web/page-model.ts';
 import { AckLatency } from './ack-latency.ts';
 import { type Decision, PlannerCore } from './core.ts';
-import {
-  DB,
-  fenceRecordOp,
-  GATEWAY_GENERATION_KEY,
-  PLANNER_FENCED_KEY,
-  PLANNER_LOCK,
-  PLANNER_TABLES,
-  readStoreView,
-  setMapKeyOp,
-} from './view.ts';
+import { PLANNER_LOCK, readStoreView } from './view.ts';
 
 export interface PlannerDaemonOptions {
   readonly remotes: readonly string[];
@@ -174,7 +173,7 @@ export class PlannerDaemon {
     this.#metrics = plannerMetrics(this.registry);
     this.client = new OvsdbClient({
       remotes: opts.remotes,
-      database: DB,
+      database: DB_NAME,
       // Locks live per server process: every planner must use the Raft leader to contend for the same lock.
       leaderOnly: opts.remotes.length > 1,
       probeIntervalMs: 2000,
@@ -193,8 +192,8 @@ export class PlannerDaemon {
       this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
     });
     await this.client.connect();
-    this.#schema = await this.client.getSchema(DB);
-    this.#monitor = await this.client.monitor(DB, Object.fromEntries(PLANNER_TABLES.map((t) => [t, {}])));
+    this.#schema = await this.client.getSchema(DB_NAME);
+    this.#monitor = await this.client.monitor(DB_NAME, ALL_TABLES_MONITOR);
     this.#monitor.on('update', () => this.#schedule());
     this.#lock = await this.client.lock(PLANNER_LOCK);
     this.#lock.on('state', (state: string, reason: string) => {
@@ -299,10 +298,10 @@ export class PlannerDaemon {
       case 'publish': {
         const gen = d.generation;
         // The config document goes in a Plan_Config row shared by every generation planned from it.
-        const ops = publishGenerationOps(this.#schema, replica, gen, view.desiredCfg, d.config);
+        const ops = publishGenerationOps(replica, gen, view.desiredCfg, d.config);
         const keep = this.#opts.keepPlans ?? 5;
         const prune = prunePlansOps(replica, Math.min(gen.number - keep + 1, view.gatewayGeneration));
-        await this.client.transact(DB, lockOp, ...ops, ...prune);
+        await this.client.transact(DB_NAME, lockOp, ...ops, ...prune);
         this.#metrics.publications.inc();
         // Names what moves ("web: 21 slots 10.0.1.11:80 -> 10.0.2.12:80, phase 1"), not just how many.
         const moves = describeGeneration(view.latest, gen);
@@ -315,20 +314,7 @@ export class PlannerDaemon {
         return;
       }
       case 'release': {
-        await this.client.transact(
-          DB,
-          lockOp,
-          {
-            op: 'wait',
-            timeout: 0,
-            table: 'Global',
-            where: [],
-            columns: ['generation'],
-            until: '==',
-            rows: [{ generation: d.generation }],
-          },
-          setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(d.generation)),
-        );
+        await this.client.transact(DB_NAME, lockOp, ...releaseOps(d.generation));
         this.#note(
           'release',
           `g${d.generation} released to gateways (every live host acknowledged it)`,
@@ -396,7 +382,7 @@ export class PlannerDaemon {
     for (const [node, { at, ms }] of [...this.#unrecorded]) {
       const op = fenceRecordOp(replica, node, PLANNER_FENCED_KEY, at);
       try {
-        await this.client.transact(DB, op);
+        await this.client.transact(DB_NAME, op);
       } catch (e) {
         this.#note(
           'fence-record-failed',

@@ -14,21 +14,31 @@ import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import { OvsdbError } from '../ovsdb/errors.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { SLUICE_DB } from '../ovsdb/server.ts';
-import { DESIRED_TABLES, desiredStateOps, readDesiredState } from '../ovsdb/store.ts';
 import { effectiveDoc, reportCounts } from '../planner/core.ts';
-import {
-  fenceRecordOp,
-  gatewayGeneration,
-  mapGet,
-  OPERATOR_FENCED_KEY,
-  PLANNER_FENCED_KEY,
-  readPlan,
-  readStoreView,
-} from '../planner/view.ts';
+import { readStoreView } from '../planner/view.ts';
 import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
+import {
+  BackendStatusTable,
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  desiredStateOps,
+  fenceMarks,
+  fenceRecordOp,
+  gatewayGeneration,
+  isConflict,
+  NodeStatusTable,
+  nodeStatus,
+  OPERATOR_FENCED_KEY,
+  PLAN_MONITOR,
+  publishedGeneration,
+  publishedPlanHead,
+  readDesiredState,
+  readPlan,
+  rows,
+  storedDesiredCfg,
+} from './db/index.ts';
 
 export function parseRemotes(text: string): string[] {
   const r = text
@@ -64,7 +74,7 @@ export class StoreSession {
     const remotes = parseRemotes(db);
     const client = new OvsdbClient({
       remotes,
-      database: SLUICE_DB,
+      database: DB_NAME,
       probeIntervalMs: 0,
       connectTimeoutMs: Math.min(3000, waitMs),
       // A member that accepts but never answers is left in time to try the next one.
@@ -75,7 +85,7 @@ export class StoreSession {
     });
     try {
       await client.connect();
-      const monitor = await client.monitor(SLUICE_DB, tables);
+      const monitor = await client.monitor(DB_NAME, tables);
       return new StoreSession(client, monitor);
     } catch (e) {
       client.close();
@@ -120,9 +130,6 @@ export class StoreSession {
     });
   }
 }
-
-export const DESIRED_MONITOR = Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}]));
-export const PLAN_HEAD = { Plan: { columns: ['generation', 'desired_cfg', 'created_at'] } };
 
 export async function withStore<T>(
   db: string,
@@ -204,14 +211,6 @@ function validateEdit(doc: EditableDocument): Config {
   }
 }
 
-function isConflict(e: unknown): boolean {
-  return (
-    e instanceof OvsdbError &&
-    e.code === 'SLUICE_E_OVSDB_TRANSACTION' &&
-    (e.ovsdbError === 'timed out' || e.ovsdbError === 'constraint violation')
-  );
-}
-
 /**
  * read desired state -> `edit` the document -> parseConfig -> desiredStateOps (guarded by desired_cfg) -> transact.
  * `edit` may throw (not found, exists: nothing is written) and returns the new document. When the guard fails (a
@@ -228,11 +227,11 @@ export async function editDesiredState(
     const doc = edit(structuredClone(configDocument(current)), current);
     const next = validateEdit(doc);
     const changes = diffConfigs(current, next);
-    const ops = desiredStateOps(s.schema, s.replica, next);
+    const ops = desiredStateOps(s.replica, next);
     if (ops.length === 0) return { desiredCfg, changed: false, changes, attempts: attempt, config: next };
     await options.beforeTransact?.(attempt);
     try {
-      await s.client.transact(SLUICE_DB, ...ops);
+      await s.client.transact(DB_NAME, ...ops);
       return { desiredCfg: desiredCfg + 1, changed: true, changes, attempts: attempt, config: next };
     } catch (e) {
       if (!isConflict(e)) throw e;
@@ -242,7 +241,7 @@ export async function editDesiredState(
           `the desired state changed under this edit ${attempt} time(s) (concurrent writers); nothing was written by it: ${(e as Error).message}`,
         );
       // The replica catches up with the winner's write (its desired_cfg moves on), then the edit is redone.
-      await s.waitFor((r) => readDesiredState(r).desiredCfg !== desiredCfg, 2000);
+      await s.waitFor((r) => storedDesiredCfg(r) !== desiredCfg, 2000);
     }
   }
 }
@@ -374,7 +373,7 @@ export const edits = {
 // ---------------------------------------------------------------------------------------------------------
 // Fencing by hand
 
-export const FENCE_MONITOR = { ...DESIRED_MONITOR, Node_Status: {} };
+export const FENCE_MONITOR = { ...DESIRED_STATE_MONITOR, Node_Status: {} };
 
 /**
  * The operator confirms that a gateway is out of the upstream ECMP set (STONITH's manual confirmation: for when the
@@ -396,9 +395,8 @@ export async function confirmFenced(
       'SLUICE_E_USAGE',
       `node ${name} is a ${node.role}: only gateways are fenced (a host leaves by \`sluice node del\`)`,
     );
-  const row = s.replica.find('Node_Status', (r) => r.node === name);
-  if (mapGet(row?.external_ids, OPERATOR_FENCED_KEY) !== undefined) return { node: name, already: true };
-  await s.client.transact(SLUICE_DB, fenceRecordOp(s.replica, name, OPERATOR_FENCED_KEY, now));
+  if (fenceMarks(nodeStatus(s.replica, name)).byOperator !== undefined) return { node: name, already: true };
+  await s.client.transact(DB_NAME, fenceRecordOp(s.replica, name, OPERATOR_FENCED_KEY, now));
   return { node: name, already: false };
 }
 
@@ -483,10 +481,8 @@ export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
 }
 
 export const STATUS_MONITOR = {
-  ...DESIRED_MONITOR,
-  Plan: {},
-  Plan_Pool: {},
-  Plan_Config: {},
+  ...DESIRED_STATE_MONITOR,
+  ...PLAN_MONITOR,
   Node_Status: {},
   Backend_Status: {},
   Slot_Connections: {},
@@ -495,37 +491,36 @@ export const STATUS_MONITOR = {
 /** What agents reported, joined with the desired state (nodes, backends) and the latest published generation. */
 export function statusReport(r: Replica, now = Date.now()): StatusReport {
   const stored = readDesiredState(r);
-  const g = r.rows('Global')[0];
-  const generation = (g?.generation as number | undefined) ?? 0;
-  const plan = r.find('Plan', (p) => p.generation === generation);
-  const statusRows = new Map(r.rows('Node_Status').map((row) => [row.node as string, row]));
+  const generation = publishedGeneration(r);
+  const plan = publishedPlanHead(r);
+  const statusRows = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row]));
   const names = new Set([...stored.config.nodes.map((n) => n.name), ...statusRows.keys()]);
   const nodes: NodeReport[] = [...names].sort().map((name) => {
     const want = stored.config.nodes.find((n) => n.name === name);
     const st = statusRows.get(name);
-    const applied = st === undefined ? null : (st.applied_generation as number);
-    const fencedBy =
-      mapGet(st?.external_ids, 'fenced') === 'true'
-        ? 'agent'
-        : mapGet(st?.external_ids, PLANNER_FENCED_KEY) !== undefined
-          ? 'planner'
-          : mapGet(st?.external_ids, OPERATOR_FENCED_KEY) !== undefined
-            ? 'operator'
-            : null;
+    const applied = st === undefined ? null : st.applied_generation;
+    const marks = fenceMarks(st);
+    const fencedBy = marks.byAgent
+      ? 'agent'
+      : marks.byPlanner !== undefined
+        ? 'planner'
+        : marks.byOperator !== undefined
+          ? 'operator'
+          : null;
     return {
       name,
-      role: want?.role ?? mapGet(st?.external_ids, 'role') ?? '?',
+      role: want?.role ?? marks.role ?? '?',
       desired: want !== undefined,
       appliedGeneration: applied,
-      appliedCfg: st === undefined ? null : (st.applied_cfg as number),
+      appliedCfg: st === undefined ? null : st.applied_cfg,
       lag: applied === null ? null : generation - applied,
-      heartbeatAgeMs: st === undefined ? null : Math.max(0, now - (st.heartbeat_at as number)),
+      heartbeatAgeMs: st === undefined ? null : Math.max(0, now - st.heartbeat_at),
       fenced: fencedBy !== null,
       fencedBy,
-      error: (st?.error as string | undefined) ?? null,
+      error: st?.error ?? null,
     };
   });
-  const reports = r.rows('Backend_Status');
+  const reports = rows(r, BackendStatusTable);
   const backends: BackendReport[] = [];
   for (const lb of stored.config.loadBalancers) {
     for (const b of lb.backends) {
@@ -536,10 +531,10 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
         backend: key,
         host: b.host,
         adminState: b.state,
-        health: (rep?.health as string | undefined) ?? 'unknown',
-        connections: rep === undefined ? null : (rep.connections as number),
-        reportedBy: rep === undefined ? null : (rep.node as string),
-        checkedAgeMs: rep === undefined ? null : Math.max(0, now - (rep.checked_at as number)),
+        health: rep?.health ?? 'unknown',
+        connections: rep === undefined ? null : rep.connections,
+        reportedBy: rep === undefined ? null : rep.node,
+        checkedAgeMs: rep === undefined ? null : Math.max(0, now - rep.checked_at),
       });
     }
   }
@@ -549,7 +544,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       .map((n) => n.name);
   return {
     desiredCfg: stored.desiredCfg,
-    plannedCfg: plan === undefined ? null : (plan.desired_cfg as number),
+    plannedCfg: plan === undefined ? null : plan.desired_cfg,
     generation,
     gatewayGeneration: gatewayGeneration(r),
     nodes,
@@ -646,7 +641,7 @@ export function formatStatus(s: StatusReport): string {
 
 /** The latest published generation and the config it was planned from (for explain). */
 export async function publishedState(db: string): Promise<{ config: Config; generation: Generation }> {
-  return withStore(db, { ...DESIRED_MONITOR, Plan: {}, Plan_Pool: {}, Plan_Config: {} }, async (s) => {
+  return withStore(db, { ...DESIRED_STATE_MONITOR, ...PLAN_MONITOR }, async (s) => {
     const plan = readPlan(s.replica);
     if (plan === undefined)
       throw new SluiceError(

@@ -4,9 +4,8 @@
 
 import { NO_OWNER } from '../hashing/slots.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { mapGet, readPlan } from '../planner/view.ts';
 import { describeGeneration } from '../rollout/summary.ts';
-import { SECOND_CHANCE_KEY } from '../store/db/tables.ts';
+import { NodeStatusTable, readPlan, rows, SECOND_CHANCE_KEY } from '../store/db/index.ts';
 import { type StatusReport, statusReport } from '../store/operator.ts';
 import { rolloutProgress } from '../store/rollout-progress.ts';
 
@@ -77,8 +76,8 @@ function routing(role: string, fencedBy: string | null): string {
 /** Second-chance counters the hosts reported, per load balancer. */
 export function secondChanceCounts(r: Replica): Map<string, number> {
   const out = new Map<string, number>();
-  for (const row of r.rows('Node_Status')) {
-    const text = mapGet(row.external_ids, SECOND_CHANCE_KEY);
+  for (const row of rows(r, NodeStatusTable)) {
+    const text = row.external_ids.get(SECOND_CHANCE_KEY);
     if (text === undefined) continue;
     let parsed: unknown;
     try {
@@ -127,9 +126,9 @@ export function pageState(
   const progress = rolloutProgress(r, now);
   const late = new Set([...st.waiting.gateways, ...st.waiting.hosts, ...progress.silent.map((n) => n.name)]);
   const counts = secondChanceCounts(r);
-  const reported = r
-    .rows('Node_Status')
-    .some((row) => mapGet(row.external_ids, SECOND_CHANCE_KEY) !== undefined);
+  const reported = rows(r, NodeStatusTable).some(
+    (row) => row.external_ids.get(SECOND_CHANCE_KEY) !== undefined,
+  );
   return {
     at: now,
     planner,

@@ -19,9 +19,19 @@ import { nsRun } from '../../src/lab/exec.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import type { Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { gatewayGeneration, mapGet, OPERATOR_FENCED_KEY } from '../../src/planner/view.ts';
+import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
+import {
+  BackendStatusTable,
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  desiredStateOps,
+  fenceMarks,
+  gatewayGeneration,
+  NodeStatusTable,
+  nodeStatus,
+  publishedGeneration,
+  rows,
+} from '../../src/store/db/index.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 
 const PREFIX = 'slt-af-';
@@ -45,8 +55,8 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
 /** Every node acknowledged the store's latest generation, which is also released to gateways. */
 function converged(): boolean {
   const r = status.replica;
-  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
-  const acks = new Map(r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation]));
+  const gen = publishedGeneration(r);
+  const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation]));
   return gen > 0 && gatewayGeneration(r) === gen && lab.nodes.every((n) => acks.get(n.name) === gen);
 }
 
@@ -120,9 +130,9 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     srv = await startStandalone(dir);
     client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
     await client.connect();
-    const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, { Global: {}, Node_Status: {}, Backend_Status: {} });
-    await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
+    const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
+    status = await client.monitor(DB_NAME, { Global: {}, Node_Status: {}, Backend_Status: {} });
+    await client.transact(DB_NAME, ...desiredStateOps(desired.replica, config));
     children.start('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
     for (const n of lab.nodes) {
       const fence =
@@ -164,8 +174,8 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     const backends = config.loadBalancers.reduce((n, lb) => n + lb.backends.length, 0);
     await waitFor(
       () => {
-        const rows = status.replica.rows('Backend_Status');
-        return rows.length === backends && rows.every((x) => x.health === 'up');
+        const reports = rows(status.replica, BackendStatusTable);
+        return reports.length === backends && reports.every((x) => x.health === 'up');
       },
       60_000,
       `all ${backends} backends reported up`,
@@ -242,8 +252,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
       60_000,
       'agent-gw1 saw the operator record, then announced again',
     );
-    const gw1Record = () =>
-      mapGet(status.replica.find('Node_Status', (r) => r.node === 'gw1')?.external_ids, OPERATOR_FENCED_KEY);
+    const gw1Record = () => fenceMarks(nodeStatus(status.replica, 'gw1')).byOperator;
     await waitFor(() => gw1Record() === undefined, 30_000, 'the rejoin deleted fenced_by_operator');
     assert.ok(converged(), 'every node still on the latest generation');
   });

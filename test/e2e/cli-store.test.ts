@@ -12,9 +12,18 @@ import { main } from '../../src/cli/main.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
-import { DESIRED_TABLES, nodeStatusOps, PLAN_TABLES, publishGenerationOps } from '../../src/ovsdb/store.ts';
+import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
 import { planNext } from '../../src/rollout/planner.ts';
+import {
+  BackendStatusTable,
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  insert,
+  nodeStatusOps,
+  PLAN_MONITOR,
+  publishGenerationOps,
+  storedDesiredCfg,
+} from '../../src/store/db/index.ts';
 import { editDesiredState, edits, StoreSession } from '../../src/store/operator.ts';
 
 let dir: string;
@@ -251,7 +260,7 @@ describe('sluice CLI against a real ovsdb-server', () => {
   });
 
   test('a concurrent edit fails the desired_cfg guard: the edit is redone on the fresh state, or reported', async () => {
-    const s = await StoreSession.open(db, Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])));
+    const s = await StoreSession.open(db, DESIRED_STATE_MONITOR);
     try {
       const before = (await json('show')) as { loadBalancers: { backends: unknown[] }[] };
       const n0 = before.loadBalancers[0]!.backends.length;
@@ -299,23 +308,14 @@ describe('sluice CLI against a real ovsdb-server', () => {
     let plans: Monitor | undefined;
     try {
       await client.connect();
-      plans = await client.monitor(SLUICE_DB, {
-        ...Object.fromEntries(PLAN_TABLES.map((t) => [t, {}])),
-        ...Object.fromEntries(DESIRED_TABLES.map((t) => [t, {}])),
-        Node_Status: {},
-      });
+      plans = await client.monitor(DB_NAME, { ...PLAN_MONITOR, ...DESIRED_STATE_MONITOR, Node_Status: {} });
       const shown = await json('show');
       const config = parseConfig(shown);
       const gen = planNext({ config, latest: null, connections: () => 0, now: Date.now() }).next!;
-      const desiredCfg = plans.replica.rows('Global')[0]!.desired_cfg as number;
+      const desiredCfg = storedDesiredCfg(plans.replica);
       await client.transact(
-        SLUICE_DB,
-        ...publishGenerationOps(
-          plans.schema!,
-          plans.replica,
-          { ...gen, number: 1, createdAt: Date.now() },
-          desiredCfg,
-        ),
+        DB_NAME,
+        ...publishGenerationOps(plans.replica, { ...gen, number: 1, createdAt: Date.now() }, desiredCfg),
       );
       const now = Date.now();
       for (const [node, applied, error] of [
@@ -325,8 +325,8 @@ describe('sluice CLI against a real ovsdb-server', () => {
         ['host2', 1, 'bundle rejected'],
       ] as const) {
         await client.transact(
-          SLUICE_DB,
-          ...nodeStatusOps(plans.schema!, plans.replica, {
+          DB_NAME,
+          ...nodeStatusOps(plans.replica, {
             node,
             appliedGeneration: applied,
             appliedCfg: desiredCfg,
@@ -336,18 +336,17 @@ describe('sluice CLI against a real ovsdb-server', () => {
           }),
         );
       }
-      await client.transact(SLUICE_DB, {
-        op: 'insert',
-        table: 'Backend_Status',
-        row: {
+      await client.transact(
+        DB_NAME,
+        insert(BackendStatusTable, {
           node: 'host1',
           lb: 'web',
           backend: '10.0.1.11:8080',
           health: 'up',
           connections: 7,
           checked_at: now,
-        },
-      });
+        }),
+      );
 
       const st = await json('status');
       assert.equal(st.generation, 1);

@@ -24,9 +24,15 @@ import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { type Cluster, type OvsdbServerProcess, SLUICE_DB, startCluster } from '../../src/ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
-import { mapGet, PLANNER_FENCED_KEY } from '../../src/planner/view.ts';
+import { type Cluster, type OvsdbServerProcess, startCluster } from '../../src/ovsdb/server.ts';
+import {
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  desiredStateOps,
+  fenceMarks,
+  nodeStatus,
+  publishedGeneration,
+} from '../../src/store/db/index.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
@@ -121,7 +127,7 @@ async function waitFor(
 async function leader(): Promise<OvsdbServerProcess | undefined> {
   for (const m of cluster.members) {
     if (!m.running) continue;
-    const s = await m.appctl('cluster/status', SLUICE_DB).catch(() => '');
+    const s = await m.appctl('cluster/status', DB_NAME).catch(() => '');
     if (/^Role: leader$/m.test(s)) return m;
   }
   return undefined;
@@ -154,9 +160,9 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     cluster = await startCluster(dir, 3);
     client = new OvsdbClient({ remotes: cluster.remotes });
     await client.connect();
-    const desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, STORE_STATE_TABLES);
-    await client.transact(SLUICE_DB, ...desiredStateOps(desired.schema!, desired.replica, config));
+    const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
+    status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
+    await client.transact(DB_NAME, ...desiredStateOps(desired.replica, config));
   });
 
   after(async () => {
@@ -186,7 +192,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     frozen.signal('SIGCONT');
     await waitFor(
       async () => {
-        const s = await frozen.appctl('cluster/status', SLUICE_DB).catch(() => '');
+        const s = await frozen.appctl('cluster/status', DB_NAME).catch(() => '');
         return /Status: cluster member/.test(s) && /Leader: (?!unknown)/.test(s);
       },
       60_000,
@@ -233,7 +239,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     await victim.start();
     await waitFor(
       async () => {
-        const s = await victim.appctl('cluster/status', SLUICE_DB).catch(() => '');
+        const s = await victim.appctl('cluster/status', DB_NAME).catch(() => '');
         return /Status: cluster member/.test(s) && /Leader: (?!unknown)/.test(s);
       },
       60_000,
@@ -242,9 +248,9 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     const direct = new OvsdbClient({ remotes: [victim.unixRemote] });
     try {
       await direct.connect();
-      const m = await direct.monitor(SLUICE_DB, { Global: {} });
+      const m = await direct.monitor(DB_NAME, { Global: {} });
       await waitFor(
-        () => (m.replica.rows('Global')[0]?.generation as number | undefined) === storeState().gen,
+        () => publishedGeneration(m.replica) === storeState().gen,
         60_000,
         'the restarted member serves the latest generation',
       );
@@ -275,8 +281,8 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     assert.ok(tPast > tFenced, `g${g0 + 2} published ${tPast - tFenced} ms after gw2 was fenced`);
     assert.equal(fencedRec()!.planner, pastRec()[0]!.planner, 'fenced and published by the active planner');
     // The store says so, and `sluice status` shows it.
-    const row = status.replica.find('Node_Status', (r) => r.node === 'gw2');
-    assert.ok(mapGet(row?.external_ids, PLANNER_FENCED_KEY) !== undefined, 'fence recorded in Node_Status');
+    const row = nodeStatus(status.replica, 'gw2');
+    assert.ok(fenceMarks(row).byPlanner !== undefined, 'fence recorded in Node_Status');
     const st = JSON.parse(await runSluice(['status', '--format', 'json', '--db', allMembers()])) as {
       nodes: Array<{ name: string; fenced: boolean; fencedBy: string | null }>;
     };
@@ -310,8 +316,8 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     const g = await waitConverged(g0 + 1, 120_000);
     process.stderr.write(`dead agent: restarted, converged at g${g} ${Date.now() - tStart} ms later\n`);
     for (const v of await ecmpSets()) assert.deepEqual(v, ['gw1', 'gw2']);
-    const row2 = status.replica.find('Node_Status', (r) => r.node === 'gw2');
-    assert.equal(mapGet(row2?.external_ids, PLANNER_FENCED_KEY), undefined, 'the rejoin deleted the record');
+    const row2 = nodeStatus(status.replica, 'gw2');
+    assert.equal(fenceMarks(row2).byPlanner, undefined, 'the rejoin deleted the record');
     traffic!.open(50);
     await sleep(3000);
     c = await traffic!.report();
@@ -352,11 +358,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
       'both gateways in ECMP',
     );
     await waitFor(
-      () =>
-        mapGet(
-          status.replica.find('Node_Status', (r) => r.node === 'gw1')?.external_ids,
-          PLANNER_FENCED_KEY,
-        ) === undefined,
+      () => fenceMarks(nodeStatus(status.replica, 'gw1')).byPlanner === undefined,
       30_000,
       'the rejoin deleted the record',
     );

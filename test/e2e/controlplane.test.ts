@@ -25,8 +25,7 @@ import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topolog
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { SLUICE_DB } from '../../src/ovsdb/server.ts';
-import { desiredStateMonitor, desiredStateOps } from '../../src/ovsdb/store.ts';
+import { DB_NAME, DESIRED_STATE_MONITOR, desiredStateOps } from '../../src/store/db/index.ts';
 import { StoreProxy } from './helpers/store-proxy.ts';
 import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
@@ -68,10 +67,10 @@ const proxy = new StoreProxy(() => cp.socket);
 
 async function writeDesired(c: Config): Promise<void> {
   for (let i = 0; ; i++) {
-    const ops = desiredStateOps(desired.schema!, desired.replica, c);
+    const ops = desiredStateOps(desired.replica, c);
     if (ops.length === 0) break;
     try {
-      await client.transact(SLUICE_DB, ...ops);
+      await client.transact(DB_NAME, ...ops);
       break;
     } catch (e) {
       if (i > 5) throw e;
@@ -140,8 +139,8 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await startStore(cp);
     client = new OvsdbClient({ remotes: [cp.db] });
     await client.connect();
-    desired = await client.monitor(SLUICE_DB, desiredStateMonitor());
-    status = await client.monitor(SLUICE_DB, STORE_STATE_TABLES);
+    desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
+    status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
   });
 
   after(async () => {

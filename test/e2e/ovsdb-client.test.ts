@@ -24,14 +24,14 @@ import type { RowChange } from '../../src/ovsdb/replica.ts';
 import {
   createDatabase,
   type OvsdbServerProcess,
-  SLUICE_DB,
+  schemaName,
   sluiceSchemaPath,
   startCluster,
   startStandalone,
 } from '../../src/ovsdb/server.ts';
 
 const run = promisify(execFile);
-const DB = SLUICE_DB;
+const DB = schemaName(sluiceSchemaPath());
 
 async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

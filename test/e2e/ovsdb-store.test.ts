@@ -8,22 +8,33 @@ import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import type { PoolPlanRecord } from '../../src/ovsdb/encoding.ts';
 import { OvsdbError } from '../../src/ovsdb/errors.ts';
 import type { RowChange } from '../../src/ovsdb/replica.ts';
-import { type OvsdbServerProcess, SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
+import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
 import {
-  desiredStateMonitor,
+  BackendTable,
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
   desiredStateOps,
+  find,
   type GenerationRecord,
+  GlobalTable,
+  insert,
+  isConflict,
+  NodeStatusTable,
   nodeStatusOps,
-  PLAN_TABLES,
+  PLAN_MONITOR,
+  PlanConfigTable,
+  PlanPoolTable,
+  PlanTable,
+  type PoolPlanRecord,
   prunePlansOps,
   publishGenerationOps,
   readDesiredState,
   readGeneration,
   readPlanConfig,
-} from '../../src/ovsdb/store.ts';
+  rows,
+} from '../../src/store/db/index.ts';
 
 const nodes = [
   { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
@@ -87,7 +98,7 @@ describe('desired state in ovsdb-server', () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-ovsdb-store-'));
     srv = await startStandalone(dir);
     c = new OvsdbClient({ remotes: [srv.unixRemote] });
-    m = await c.monitor(SLUICE_DB, desiredStateMonitor());
+    m = await c.monitor(DB_NAME, DESIRED_STATE_MONITOR);
   });
 
   after(async () => {
@@ -97,8 +108,8 @@ describe('desired state in ovsdb-server', () => {
   });
 
   async function apply(config: Config): Promise<number> {
-    const ops = desiredStateOps(m.schema!, m.replica, config);
-    if (ops.length > 0) await c.transact(SLUICE_DB, ...ops);
+    const ops = desiredStateOps(m.replica, config);
+    if (ops.length > 0) await c.transact(DB_NAME, ...ops);
     return ops.length;
   }
 
@@ -108,11 +119,11 @@ describe('desired state in ovsdb-server', () => {
     assert.ok((await apply(A)) > 0);
     assert.deepEqual(stored(), A);
     assert.equal(readDesiredState(m.replica).desiredCfg, 1);
-    assert.equal(desiredStateOps(m.schema!, m.replica, A).length, 0, 'nothing to do when equal');
+    assert.equal(desiredStateOps(m.replica, A).length, 0, 'nothing to do when equal');
   });
 
   test('a change touches only what changed; unchanged backends keep their rows', async () => {
-    const uuidOf = (address: string) => m.replica.find('Backend', (b) => b.address === address)?._uuid;
+    const uuidOf = (address: string) => find(m.replica, BackendTable, (b) => b.address === address)?._uuid;
     const kept = ['10.0.1.11', '10.0.1.12'].map(uuidOf);
     const seen: RowChange[] = [];
     m.on('update', (ch: RowChange[]) => seen.push(...ch));
@@ -125,15 +136,16 @@ describe('desired state in ovsdb-server', () => {
     // Removed backends were garbage-collected with their references.
     assert.equal(uuidOf('10.0.1.13'), undefined);
     assert.equal(uuidOf('10.0.2.1'), undefined);
-    assert.equal(m.replica.rows('Backend').length, 4);
+    assert.equal(rows(m.replica, BackendTable).length, 4);
   });
 
   test('a transaction computed from a stale replica fails on its desired_cfg wait', async () => {
-    const stale = desiredStateOps(m.schema!, m.replica, A);
+    const stale = desiredStateOps(m.replica, A);
     await apply(parseConfig({ ...readDesiredState(m.replica).config, slotBits: 12 }));
     await assert.rejects(
-      c.transact(SLUICE_DB, ...stale),
-      (e: unknown) => e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'timed out',
+      c.transact(DB_NAME, ...stale),
+      (e: unknown) =>
+        e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'timed out' && isConflict(e),
     );
     assert.equal(stored().slotBits, 12);
   });
@@ -183,14 +195,12 @@ describe('plans and node status in ovsdb-server', () => {
     srv = await startStandalone(dir);
     planner = new OvsdbClient({ remotes: [srv.unixRemote] });
     agent = new OvsdbClient({ remotes: [srv.tcpRemote] });
-    await planner.transact(SLUICE_DB, {
-      op: 'insert',
-      table: 'Global',
-      row: { hash_mode: 'dp_hash', slot_bits: 8, drain_window: 300, desired_cfg: 1 },
-    });
-    const tables = Object.fromEntries(PLAN_TABLES.map((t) => [t, {}]));
-    pm = await planner.monitor(SLUICE_DB, { ...tables, Node_Status: {} });
-    am = await agent.monitor(SLUICE_DB, tables);
+    await planner.transact(
+      DB_NAME,
+      insert(GlobalTable, { hash_mode: 'dp_hash', slot_bits: 8, drain_window: 300, desired_cfg: 1 }),
+    );
+    pm = await planner.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
+    am = await agent.monitor(DB_NAME, PLAN_MONITOR);
   });
 
   after(async () => {
@@ -209,10 +219,10 @@ describe('plans and node status in ovsdb-server', () => {
     const doc = JSON.stringify({
       loadBalancers: [...pools.keys()].map((name) => ({ name, pad: 'x'.repeat(1600) })),
     });
-    const ops = desiredOpsBytes(publishGenerationOps(pm.schema!, pm.replica, g1, 1, doc));
+    const ops = desiredOpsBytes(publishGenerationOps(pm.replica, g1, 1, doc));
     const buildMs = performance.now() - t;
     t = performance.now();
-    await planner.transact(SLUICE_DB, ...ops.ops);
+    await planner.transact(DB_NAME, ...ops.ops);
     const commitMs = performance.now() - t;
     await eventually(() => readGeneration(am.replica)?.number === 1);
     const seenMs = performance.now() - t;
@@ -226,7 +236,6 @@ describe('plans and node status in ovsdb-server', () => {
     const pools2 = new Map(pools);
     pools2.set('vip3', pool('vip3', 8, 20, 4));
     const ops2 = publishGenerationOps(
-      pm.schema!,
       pm.replica,
       { number: 2, createdAt: 1_764_000_001_000, pools: pools2 },
       2,
@@ -235,40 +244,39 @@ describe('plans and node status in ovsdb-server', () => {
     assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Pool').length, 1);
     assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 0);
     t = performance.now();
-    await planner.transact(SLUICE_DB, ...ops2);
+    await planner.transact(DB_NAME, ...ops2);
     const commit2Ms = performance.now() - t;
     await eventually(() => readGeneration(am.replica)?.number === 2);
     assert.deepEqual(readGeneration(am.replica)!.pools.get('vip3'), pools2.get('vip3'));
     assert.equal(readGeneration(am.replica, 1)!.pools.get('vip3')!.primary[0], pools.get('vip3')!.primary[0]);
-    assert.equal(am.replica.rows('Plan_Pool').length, 1001);
-    assert.equal(am.replica.rows('Plan_Config').length, 1);
+    assert.equal(rows(am.replica, PlanPoolTable).length, 1001);
+    assert.equal(rows(am.replica, PlanConfigTable).length, 1);
     assert.equal(readPlanConfig(am.replica, 2)!.document, doc);
     assert.equal(readPlanConfig(am.replica, 2)!.ref, readPlanConfig(am.replica, 1)!.ref);
 
     // A publisher working from a stale replica (generation moved on) is refused.
     await assert.rejects(
-      planner.transact(SLUICE_DB, ...ops2),
+      planner.transact(DB_NAME, ...ops2),
       (e: unknown) => e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'timed out',
     );
 
-    await planner.transact(SLUICE_DB, ...prunePlansOps(pm.replica, 2));
-    await eventually(() => am.replica.rows('Plan').length === 1);
-    await eventually(() => am.replica.rows('Plan_Pool').length === 1000);
+    await planner.transact(DB_NAME, ...prunePlansOps(pm.replica, 2));
+    await eventually(() => rows(am.replica, PlanTable).length === 1);
+    await eventually(() => rows(am.replica, PlanPoolTable).length === 1000);
     assert.equal(readGeneration(am.replica)!.number, 2);
-    assert.equal(am.replica.rows('Plan_Config').length, 1);
+    assert.equal(rows(am.replica, PlanConfigTable).length, 1);
     // Another config: a second document; once no plan references the first, ovsdb-server collects it.
     const ops3 = publishGenerationOps(
-      pm.schema!,
       pm.replica,
       { number: 3, createdAt: 1_764_000_002_000, pools: pools2 },
       3,
       `${doc} `,
     );
     assert.equal(ops3.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 1);
-    await planner.transact(SLUICE_DB, ...ops3);
-    await eventually(() => am.replica.rows('Plan_Config').length === 2);
-    await planner.transact(SLUICE_DB, ...prunePlansOps(pm.replica, 3));
-    await eventually(() => am.replica.rows('Plan_Config').length === 1);
+    await planner.transact(DB_NAME, ...ops3);
+    await eventually(() => rows(am.replica, PlanConfigTable).length === 2);
+    await planner.transact(DB_NAME, ...prunePlansOps(pm.replica, 3));
+    await eventually(() => rows(am.replica, PlanConfigTable).length === 1);
     assert.equal(readPlanConfig(am.replica, 3)!.document, `${doc} `);
     console.log(
       `# publish 1000 pools x 256 slots: ${(ops.bytes / 1e6).toFixed(2)} MB JSON, build ${Math.round(buildMs)} ms, ` +
@@ -286,20 +294,17 @@ describe('plans and node status in ovsdb-server', () => {
       heartbeatAt: 1000,
       error: undefined,
     };
-    await planner.transact(SLUICE_DB, ...nodeStatusOps(pm.schema!, pm.replica, status));
+    await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, status));
     await planner.transact(
-      SLUICE_DB,
-      ...nodeStatusOps(pm.schema!, pm.replica, { ...status, appliedGeneration: 2, error: 'bundle rejected' }),
+      DB_NAME,
+      ...nodeStatusOps(pm.replica, { ...status, appliedGeneration: 2, error: 'bundle rejected' }),
     );
-    const rows = pm.replica.rows('Node_Status');
-    assert.equal(rows.length, 1);
-    assert.equal(rows[0]!.applied_generation, 2);
-    assert.equal(rows[0]!.error, 'bundle rejected');
-    await planner.transact(
-      SLUICE_DB,
-      ...nodeStatusOps(pm.schema!, pm.replica, { ...status, appliedGeneration: 3 }),
-    );
-    assert.equal(pm.replica.rows('Node_Status')[0]!.error, undefined);
+    const statusRows = rows(pm.replica, NodeStatusTable);
+    assert.equal(statusRows.length, 1);
+    assert.equal(statusRows[0]!.applied_generation, 2);
+    assert.equal(statusRows[0]!.error, 'bundle rejected');
+    await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, { ...status, appliedGeneration: 3 }));
+    assert.equal(rows(pm.replica, NodeStatusTable)[0]!.error, undefined);
   });
 });
 

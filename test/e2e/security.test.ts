@@ -15,18 +15,26 @@ import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { encodeRow } from '../../src/ovsdb/protocol.ts';
-import { SLUICE_DB, startStandalone } from '../../src/ovsdb/server.ts';
+import { startStandalone } from '../../src/ovsdb/server.ts';
+import { PlannerDaemon } from '../../src/planner/daemon.ts';
 import {
-  desiredStateMonitor,
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
   desiredStateOps,
+  GATEWAY_GENERATION_KEY,
+  GlobalTable,
+  mapPut,
+  mutate,
+  NodeTable,
+  nodeStatus,
   nodeStatusOps,
+  PLAN_MONITOR,
   publishGenerationOps,
   readGeneration,
   readPlanConfig,
-} from '../../src/ovsdb/store.ts';
-import { PlannerDaemon } from '../../src/planner/daemon.ts';
-import { GATEWAY_GENERATION_KEY, setMapKeyOp } from '../../src/planner/view.ts';
+  update,
+  where,
+} from '../../src/store/db/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'slt-security-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -59,12 +67,11 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
   test('the planner fences nothing while the name is in the store, then fences valid names verbatim', async () => {
     const work = mkdtempSync(join(dir, 'fence-'));
     const srv = await startStandalone(work);
-    const client = new OvsdbClient({ remotes: [srv.unixRemote], database: SLUICE_DB });
+    const client = new OvsdbClient({ remotes: [srv.unixRemote], database: DB_NAME });
     const { log, lines } = captureLog();
     let planner: PlannerDaemon | undefined;
     try {
-      const schema = await client.getSchema(SLUICE_DB);
-      const m = await client.monitor(SLUICE_DB, { ...desiredStateMonitor(), Node_Status: {} });
+      const m = await client.monitor(DB_NAME, { ...DESIRED_STATE_MONITOR, Node_Status: {} });
       const config = parseConfig({
         nodes: [
           { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
@@ -80,19 +87,17 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
           },
         ],
       });
-      await client.transact(SLUICE_DB, ...desiredStateOps(schema, m.replica, config));
+      await client.transact(DB_NAME, ...desiredStateOps(m.replica, config));
       // What any store writer can do (no validation on the way in): rename gw2 to a shell payload, and give both
       // gateways one heartbeat so they go silent from the planner's start.
-      await client.transact(SLUICE_DB, {
-        op: 'update',
-        table: 'Node',
-        where: [['name', '==', 'gw2']],
-        row: encodeRow(schema.tables.Node!, { name: HOSTILE }),
-      });
+      await client.transact(
+        DB_NAME,
+        update(NodeTable, [where(NodeTable, 'name', '==', 'gw2')], { name: HOSTILE }),
+      );
       for (const node of ['gw1', HOSTILE]) {
         await client.transact(
-          SLUICE_DB,
-          ...nodeStatusOps(schema, m.replica, {
+          DB_NAME,
+          ...nodeStatusOps(m.replica, {
             node,
             appliedGeneration: 0,
             appliedCfg: 0,
@@ -119,12 +124,10 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
       assert.equal(existsSync(join(work, 'injected')), false, 'the payload ran');
       assert.equal(existsSync(fenceLog), false, 'fenced a name from an invalid desired state');
       // Negative control: valid names, the same silence: both gateways fenced, each name passed verbatim.
-      await client.transact(SLUICE_DB, {
-        op: 'update',
-        table: 'Node',
-        where: [['name', '==', HOSTILE]],
-        row: encodeRow(schema.tables.Node!, { name: 'gw2' }),
-      });
+      await client.transact(
+        DB_NAME,
+        update(NodeTable, [where(NodeTable, 'name', '==', HOSTILE)], { name: 'gw2' }),
+      );
       await until(
         'both fences',
         () => existsSync(fenceLog) && readFileSync(fenceLog, 'utf8').split('\n').length > 2,
@@ -156,14 +159,8 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
   before(async () => {
     lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
     cp = await startControlPlane(lab, { planners: 1 });
-    client = new OvsdbClient({ remotes: [cp.db], database: SLUICE_DB });
-    state = await client.monitor(SLUICE_DB, {
-      Global: {},
-      Plan: {},
-      Plan_Pool: {},
-      Plan_Config: {},
-      Node_Status: {},
-    });
+    client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
+    state = await client.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
     traffic = await startTraffic(lab, {
       ...WEB,
       count: 200,
@@ -179,11 +176,10 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     if (lab) await labDown(PREFIX);
   });
 
-  const status = (node: string) => state.replica.find('Node_Status', (r) => r.node === node);
+  const status = (node: string) => nodeStatus(state.replica, node);
 
   test('finding 7: a malformed Plan_Pool is refused by every agent; they keep forwarding and recover', async () => {
     const r = state.replica;
-    const schema = state.schema!;
     const good = readGeneration(r)!;
     const g = good.number;
     const doc = readPlanConfig(r, g)!.document;
@@ -194,15 +190,14 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     primary[0] = 7;
     const rogue = new Map(good.pools).set(lb, { ...pool, primary });
     await client.transact(
-      SLUICE_DB,
+      DB_NAME,
       ...publishGenerationOps(
-        schema,
         r,
         { number: g + 1, createdAt: Date.now(), pools: rogue },
         good.desiredCfg,
         doc,
       ),
-      setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(g + 1)),
+      mutate(GlobalTable, [], mapPut(GlobalTable, 'options', { [GATEWAY_GENERATION_KEY]: String(g + 1) })),
     );
     await until('every agent to refuse g+1 in its status', () =>
       lab.nodes.every((n) =>
@@ -223,15 +218,14 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
     // A good generation (g's own pools) comes: every agent applies it, clears its error; the planner carries on.
     await client.transact(
-      SLUICE_DB,
+      DB_NAME,
       ...publishGenerationOps(
-        schema,
         r,
         { number: g + 2, createdAt: Date.now(), pools: good.pools },
         good.desiredCfg,
         doc,
       ),
-      setMapKeyOp('Global', 'options', GATEWAY_GENERATION_KEY, String(g + 2)),
+      mutate(GlobalTable, [], mapPut(GlobalTable, 'options', { [GATEWAY_GENERATION_KEY]: String(g + 2) })),
     );
     await until('every agent to apply g+2 and clear its error', () =>
       lab.nodes.every((n) => status(n.name)?.applied_generation === g + 2 && !status(n.name)?.error),

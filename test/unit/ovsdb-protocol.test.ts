@@ -4,20 +4,6 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { checkTransactResult, TRANSITIONS } from '../../src/ovsdb/client.ts';
-import {
-  decodeF64,
-  decodeMembers,
-  decodeU8,
-  decodeU16,
-  decodeU32,
-  encodeF64,
-  encodeMembers,
-  encodeU8,
-  encodeU16,
-  encodeU32,
-  poolToRow,
-  rowToPool,
-} from '../../src/ovsdb/encoding.ts';
 import { OvsdbError } from '../../src/ovsdb/errors.ts';
 import {
   type AtomicType,
@@ -38,6 +24,20 @@ import {
   type Value,
 } from '../../src/ovsdb/protocol.ts';
 import { diffTables, Replica, rowsEqual } from '../../src/ovsdb/replica.ts';
+import {
+  decodeF64,
+  decodeMembers,
+  decodeU8,
+  decodeU16,
+  decodeU32,
+  encodeF64,
+  encodeMembers,
+  encodeU8,
+  encodeU16,
+  encodeU32,
+  poolToRow,
+  rowToPool,
+} from '../../src/store/db/encoding.ts';
 
 const atomOf = (t: AtomicType): fc.Arbitrary<JsAtom> => {
   switch (t) {

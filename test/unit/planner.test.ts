@@ -13,9 +13,9 @@ import {
   type SlotReport,
   type StoreView,
 } from '../../src/planner/core.ts';
-import { decodeSlotCounts, encodeSlotCounts } from '../../src/planner/view.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { PHASE_STABLE } from '../../src/rollout/types.ts';
+import { decodeSlotCounts, encodeSlotCounts } from '../../src/store/db/index.ts';
 
 const A = { address: '10.0.1.11', host: 'h1', weight: 1, state: 'active' };
 const B = { address: '10.0.2.11', host: 'h2', weight: 1, state: 'active' };

@@ -26,7 +26,7 @@ import {
   encodeU16,
   poolToRow,
   rowToPool,
-} from '../../src/ovsdb/encoding.ts';
+} from '../../src/store/db/encoding.ts';
 import type { OvsdbError } from '../../src/ovsdb/errors.ts';
 import { type DesiredDoc, type NodeStatusView, PlannerCore, type StoreView } from '../../src/planner/core.ts';
 import { configWarnings, formatWarnings } from '../../src/rollout/warnings.ts';

@@ -1,6 +1,10 @@
 // The Sluice database layer: import from here (see README.md in this folder).
 
 export * from './columns.ts';
+export * from './desired.ts';
+export * from './encoding.ts';
 export * from './ops.ts';
+export * from './plans.ts';
 export * from './read.ts';
+export * from './status.ts';
 export * from './tables.ts';

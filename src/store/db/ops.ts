@@ -112,11 +112,16 @@ export function mapPut<R extends Any>(
   column: MapColumn<R> & string,
   entries: Readonly<Record<string, string>>,
 ): Mutation[] {
-  const type = columnDef(t, column).type;
-  return [
-    [column, 'delete', ['set', Object.keys(entries)]],
-    [column, 'insert', encodeValue(new Map(Object.entries(entries)), type)],
-  ];
+  return [mapDelete(t, column, Object.keys(entries)), mapInsert(t, column, entries)];
+}
+
+/** Adds pairs to a map column (a key already there keeps its old value: see mapPut). */
+export function mapInsert<R extends Any>(
+  t: TableDef<R>,
+  column: MapColumn<R> & string,
+  entries: Readonly<Record<string, string>>,
+): Mutation {
+  return [column, 'insert', encodeValue(new Map(Object.entries(entries)), columnDef(t, column).type)];
 }
 
 /** Deletes keys (whatever their values) from a map column. */

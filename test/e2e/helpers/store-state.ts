@@ -2,9 +2,14 @@
 // what every node acknowledged, and a wait for all of them to agree (shared by controlplane and controlplane-ha).
 
 import type { Replica } from '../../../src/ovsdb/replica.ts';
-import { readGeneration } from '../../../src/ovsdb/store.ts';
-import { gatewayGeneration } from '../../../src/planner/view.ts';
 import { PHASE1 } from '../../../src/rollout/types.ts';
+import {
+  gatewayGeneration,
+  NodeStatusTable,
+  publishedGeneration,
+  readGeneration,
+  rows,
+} from '../../../src/store/db/index.ts';
 
 /** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
 export const STORE_STATE_TABLES = { Global: {}, Node_Status: {}, Plan: {}, Plan_Pool: {} } as const;
@@ -19,10 +24,8 @@ export interface StoreState {
 
 /** The store's published generation, the one released to gateways, and what every node acknowledged. */
 export function readStoreState(r: Replica): StoreState {
-  const gen = (r.rows('Global')[0]?.generation as number | undefined) ?? 0;
-  const acks = new Map(
-    r.rows('Node_Status').map((row) => [row.node as string, row.applied_generation as number]),
-  );
+  const gen = publishedGeneration(r);
+  const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation]));
   let phase1Slots = 0;
   for (const pool of readGeneration(r)?.pools.values() ?? []) {
     for (const ph of pool.phase) if (ph === PHASE1) phase1Slots++;

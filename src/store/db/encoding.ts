@@ -16,8 +16,10 @@
 //
 // Little-endian is written explicitly (DataView), so the encoding does not depend on the machine.
 
-import { LIMITS } from '../model/schema.ts';
-import { OvsdbError } from './errors.ts';
+import { LIMITS } from '../../model/schema.ts';
+import { OvsdbError } from '../../ovsdb/errors.ts';
+import type { Columns } from './columns.ts';
+import type { PlanPoolRow } from './tables.ts';
 
 function bad(msg: string): OvsdbError {
   return new OvsdbError('SLUICE_E_OVSDB_VALUE', msg);
@@ -183,17 +185,6 @@ export interface PoolPlanRecord {
   readonly since: Float64Array;
 }
 
-/** The Plan_Pool row of a pool plan, in JS form (protocol.ts encodeRow). */
-export interface PlanPoolRow {
-  readonly lb: string;
-  readonly bits: number;
-  readonly members: string;
-  readonly primary: string;
-  readonly second: string;
-  readonly phase: string;
-  readonly since: string;
-}
-
 export function encodeMembers(members: readonly PoolMemberRecord[]): string {
   return JSON.stringify(
     members.map((m) =>
@@ -217,15 +208,18 @@ export function decodeMembers(s: string): PoolMemberRecord[] {
     if (typeof o?.key !== 'string' || typeof o.address !== 'string' || typeof o.host !== 'string') {
       throw bad(`Plan_Pool.members[${i}]: needs string key, address and host`);
     }
-    if (o.port !== undefined && (typeof o.port !== 'number' || !Number.isInteger(o.port))) {
-      throw bad(`Plan_Pool.members[${i}]: port must be an integer`);
+    let port: number | undefined;
+    if (o.port !== undefined) {
+      if (typeof o.port !== 'number' || !Number.isInteger(o.port))
+        throw bad(`Plan_Pool.members[${i}]: port must be an integer`);
+      port = o.port;
     }
-    return { key: o.key, address: o.address, port: o.port as number | undefined, host: o.host };
+    return { key: o.key, address: o.address, port, host: o.host };
   });
 }
 
 /** The Plan_Pool columns of a pool plan (as a JS row for protocol.ts encodeRow). */
-export function poolToRow(p: PoolPlanRecord): PlanPoolRow {
+export function poolToRow(p: PoolPlanRecord): Columns<PlanPoolRow> {
   const n = 2 ** p.bits;
   for (const [name, a] of [
     ['primary', p.primary],
