@@ -12,6 +12,7 @@ import { stringify as yamlStringify } from 'yaml';
 import { type ErrorCode, SluiceError } from '../model/errors.ts';
 import { parseConfigText } from '../model/load.ts';
 import type { Config } from '../model/types.ts';
+import { isOvsdbErrorCode } from '../ovsdb/errors.ts';
 import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
@@ -43,14 +44,9 @@ export function defaultDb(): string {
 
 export type OutputFormat = 'text' | 'json';
 
-/** Every OVSDB client failure (src/ovsdb/errors.ts) is a runtime failure. */
-const OVSDB_CODE_PREFIX = ['SLUICE', 'E', 'OVSDB', ''].join('_');
-
 /** Exit code for a failure: 1 for runtime and store failures, 2 for invalid input or usage. */
 export function exitCodeFor(code: ErrorCode): 1 | 2 {
-  return code === 'SLUICE_E_IO' || code === 'SLUICE_E_STORE_CONFLICT' || code.startsWith(OVSDB_CODE_PREFIX)
-    ? 1
-    : 2;
+  return code === 'SLUICE_E_IO' || code === 'SLUICE_E_STORE_CONFLICT' || isOvsdbErrorCode(code) ? 1 : 2;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,23 @@ export interface OvsdbErrorFields {
   readonly method?: string;
 }
 
+/** The codes OvsdbError is thrown with (each listed in src/model/errors.ts). */
+export const OVSDB_ERROR_CODES = [
+  'SLUICE_E_OVSDB_CONNECT',
+  'SLUICE_E_OVSDB_DISCONNECTED',
+  'SLUICE_E_OVSDB_TIMEOUT',
+  'SLUICE_E_OVSDB_RPC',
+  'SLUICE_E_OVSDB_TRANSACTION',
+  'SLUICE_E_OVSDB_PROTOCOL',
+  'SLUICE_E_OVSDB_VALUE',
+  'SLUICE_E_OVSDB_CLOSED',
+] as const satisfies readonly ErrorCode[];
+
+/** An OVSDB client failure: a runtime failure of the store, not bad input. */
+export function isOvsdbErrorCode(code: ErrorCode): boolean {
+  return (OVSDB_ERROR_CODES as readonly ErrorCode[]).includes(code);
+}
+
 export class OvsdbError extends SluiceError {
   readonly opIndex: number | undefined;
   readonly ovsdbError: string | undefined;

@@ -4,7 +4,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ERROR_CODES, SluiceError } from '../../src/model/errors.ts';
+import { exitCodeFor } from '../../src/cli/store-commands.ts';
+import { ERROR_CODES, type ErrorCode, SluiceError } from '../../src/model/errors.ts';
+import { isOvsdbErrorCode, OVSDB_ERROR_CODES } from '../../src/ovsdb/errors.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -71,4 +73,13 @@ test('SluiceError carries its code and issues', () => {
   assert.equal(e.code, 'SLUICE_E_CONFIG_INVALID');
   assert.deepEqual(e.issues, issues);
   assert.deepEqual(new SluiceError('SLUICE_E_IO', 'x').issues, []);
+});
+
+test('OVSDB_ERROR_CODES is exactly the SLUICE_E_OVSDB_* codes, and only they are OVSDB failures (exit code 1)', () => {
+  const ovsdb = Object.keys(ERROR_CODES).filter((c) => c.startsWith('SLUICE_E_OVSDB_'));
+  assert.deepEqual([...OVSDB_ERROR_CODES].sort(), ovsdb.sort());
+  for (const code of Object.keys(ERROR_CODES) as ErrorCode[])
+    assert.equal(isOvsdbErrorCode(code), ovsdb.includes(code), code);
+  assert.equal(exitCodeFor('SLUICE_E_OVSDB_TIMEOUT'), 1);
+  assert.equal(exitCodeFor('SLUICE_E_CONFIG_INVALID'), 2);
 });
