@@ -25,7 +25,14 @@ import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topolog
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { DB_NAME, DESIRED_STATE_MONITOR, desiredStateOps } from '../../src/store/db/index.ts';
+import {
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  desiredStateOps,
+  find,
+  nodeStatus,
+  PlanTable,
+} from '../../src/store/db/index.ts';
 import { StoreProxy } from './helpers/store-proxy.ts';
 import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
@@ -183,6 +190,13 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
     const g2 = await waitConverged(before, 60_000, 1000);
     assert.ok(g2 > before, `a new generation was published (g${before} -> g${g2})`);
+    // Node_Status.applied_cfg (`sluice status` appliedCfg) is the desired_cfg of the generation the node applied.
+    for (const n of lab.nodes) {
+      const st = nodeStatus(status.replica, n.name)!;
+      const plan = find(status.replica, PlanTable, (p) => p.generation === st.applied_generation);
+      assert.ok(st.applied_cfg > 0, `${n.name} reports applied_cfg ${st.applied_cfg}`);
+      assert.equal(st.applied_cfg, plan?.desired_cfg, `${n.name}: applied_cfg of g${st.applied_generation}`);
+    }
     process.stderr.write(
       `drain change: g${before} -> g${g2} acknowledged everywhere in ${Date.now() - t1} ms\n`,
     );

@@ -44,13 +44,22 @@ export function where<R extends Any, K extends keyof Columns<R> & string>(
   return [column, fn, encodeValue(def.encode(value), def.type)];
 }
 
+/** `entries` as a value of map column `column`. */
+function mapValue<R extends Any>(
+  t: TableDef<R>,
+  column: string,
+  entries: Readonly<Record<string, string>>,
+): Value {
+  return encodeValue(new Map(Object.entries(entries)), columnDef(t, column).type);
+}
+
 /** Map column `column` includes every pair of `entries` (e.g. Global.options has gateway_generation = 7). */
 export function mapIncludes<R extends Any>(
   t: TableDef<R>,
   column: MapColumn<R> & string,
   entries: Readonly<Record<string, string>>,
 ): Condition {
-  return [column, 'includes', encodeValue(new Map(Object.entries(entries)), columnDef(t, column).type)];
+  return [column, 'includes', mapValue(t, column, entries)];
 }
 
 export function insert<R extends Any>(t: TableDef<R>, row: Partial<Columns<R>>, uuidName?: string): Insert {
@@ -121,7 +130,7 @@ export function mapInsert<R extends Any>(
   column: MapColumn<R> & string,
   entries: Readonly<Record<string, string>>,
 ): Mutation {
-  return [column, 'insert', encodeValue(new Map(Object.entries(entries)), columnDef(t, column).type)];
+  return [column, 'insert', mapValue(t, column, entries)];
 }
 
 /** Deletes keys (whatever their values) from a map column. */
