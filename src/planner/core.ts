@@ -23,53 +23,9 @@
 
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
-import { backendKey } from '../model/types.ts';
-import { type ConnectionCounts, type PlanNote, planNext } from '../rollout/planner.ts';
+import { type PlanNote, planNext } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
-import type { StoredDesiredState } from '../store/db/index.ts';
-
-/** The config-file-shaped desired state, as the store holds it. */
-export type DesiredDoc = StoredDesiredState['config'];
-
-export interface NodeStatusView {
-  readonly appliedGeneration: number;
-  /** The agent's heartbeat value (its own clock, ms): only its changes matter to the planner. */
-  readonly heartbeatAt: number;
-  /** A gateway that withdrew itself from the upstream ECMP set. */
-  readonly fenced: boolean;
-  /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner). Cleared by
-   *  the gateway's agent when it rejoins. */
-  readonly plannerFenced: boolean;
-  /** The operator confirmed the gateway is out of ECMP (`sluice node confirm-fenced`; external_ids:fenced_by_operator).
-   *  Same effect as plannerFenced, cleared the same way. */
-  readonly operatorFenced: boolean;
-  readonly error: string | undefined;
-}
-
-export type Health = 'up' | 'down' | 'unknown';
-
-/** Live connections one host reported for one LB: slot -> backend key -> count. */
-export interface SlotReport {
-  readonly bits: number;
-  readonly counts: ReadonlyMap<number, ReadonlyMap<string, number>>;
-}
-
-/** What the planner reads from the store. */
-export interface StoreView {
-  readonly desiredCfg: number;
-  /** undefined: no Global row yet (nothing to plan). */
-  readonly desired: DesiredDoc | undefined;
-  /** The latest published generation and the effective config document it was planned from (JSON). */
-  readonly latest: Generation | null;
-  readonly latestConfig: string | undefined;
-  /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
-  readonly gatewayGeneration: number;
-  readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
-  /** `${lb} ${backendKey}` -> health reported by the backend's host agent. */
-  readonly backendHealth: ReadonlyMap<string, Health>;
-  /** host -> lb -> report. */
-  readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
-}
+import { effectiveDoc, reportCounts, type StoreView } from '../store/db/index.ts';
 
 export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
@@ -108,36 +64,6 @@ interface Seen {
   lastSeen: number;
   /** Heartbeats seen since the current ack round completed. */
   beatsSinceRound: number;
-}
-
-/** The effective config document: backends whose host reports them down are `down` (the operator's state else). */
-export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, Health>): DesiredDoc {
-  return {
-    ...desired,
-    loadBalancers: desired.loadBalancers.map((lb) => ({
-      ...lb,
-      backends: lb.backends.map((b) =>
-        health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`) === 'down'
-          ? { ...b, state: 'down' }
-          : b,
-      ),
-    })),
-  };
-}
-
-/** Sum of the hosts' reports. */
-export function reportCounts(
-  reports: StoreView['slotReports'],
-  hosts?: ReadonlySet<string>,
-): ConnectionCounts {
-  return (lb, slot, key) => {
-    let n = 0;
-    for (const [host, perLb] of reports) {
-      if (hosts !== undefined && !hosts.has(host)) continue;
-      n += perLb.get(lb)?.counts.get(slot)?.get(key) ?? 0;
-    }
-    return n;
-  };
 }
 
 function hasSecondChances(g: Generation): boolean {

@@ -19,15 +19,18 @@ import {
   ALL_TABLES_MONITOR,
   DB_NAME,
   fenceRecordOp,
+  find,
   PLANNER_FENCED_KEY,
+  PlanTable,
   prunePlansOps,
   publishGenerationOps,
+  readStoreView,
   releaseOps,
 } from '../store/db/index.ts';
 import { type PageState, pageState } from '../web/page-model.ts';
 import { AckLatency } from './ack-latency.ts';
 import { type Decision, PlannerCore } from './core.ts';
-import { PLANNER_LOCK, readStoreView } from './view.ts';
+import { PLANNER_LOCK } from './view.ts';
 
 export interface PlannerDaemonOptions {
   readonly remotes: readonly string[];
@@ -406,10 +409,8 @@ export class PlannerDaemon {
   #observeAcks(view: ReturnType<typeof readStoreView>, replica: Replica, now: number): void {
     const acked = new Map([...view.nodeStatus].map(([n, s]) => [n, s.appliedGeneration]));
     const plan = (g: number) => {
-      const row = replica.find('Plan', (p) => p.generation === g);
-      return row === undefined
-        ? undefined
-        : { desiredCfg: row.desired_cfg as number, createdAt: row.created_at as number };
+      const row = find(replica, PlanTable, (p) => p.generation === g);
+      return row === undefined ? undefined : { desiredCfg: row.desired_cfg, createdAt: row.created_at };
     };
     for (const s of this.#acks.observe(view.desiredCfg, acked, plan, now))
       if (this.active) this.#metrics.ackLatency.observe({ node: s.node }, s.seconds);

@@ -14,8 +14,6 @@ import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import { OvsdbError } from '../ovsdb/errors.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { effectiveDoc, reportCounts } from '../planner/core.ts';
-import { readStoreView } from '../planner/view.ts';
 import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
@@ -24,6 +22,7 @@ import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
   desiredStateOps,
+  effectiveDoc,
   fenceMarks,
   fenceRecordOp,
   gatewayGeneration,
@@ -36,6 +35,8 @@ import {
   publishedPlanHead,
   readDesiredState,
   readPlan,
+  readStoreView,
+  reportCounts,
   rows,
   storedDesiredCfg,
 } from './db/index.ts';

@@ -4,10 +4,9 @@
 
 import { parseConfig } from '../model/schema.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { effectiveDoc, reportCounts } from '../planner/core.ts';
-import { readStoreView } from '../planner/view.ts';
 import { planNext } from '../rollout/planner.ts';
 import { PHASE1, PHASE2 } from '../rollout/types.ts';
+import { effectiveDoc, readStoreView, reportCounts } from './db/index.ts';
 import { statusReport } from './operator.ts';
 
 export interface RolloutProgress {

@@ -33,8 +33,9 @@ import {
   nextFence,
   reportsFenced,
 } from '../../src/agent/fencing.ts';
-import { type DesiredDoc, type NodeStatusView, PlannerCore, type StoreView } from '../../src/planner/core.ts';
+import { PlannerCore } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
 
 type Mutation = 'none' | 'old-agent-rule' | 'no-majority-guard' | 'margin-only';
 

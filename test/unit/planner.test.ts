@@ -3,19 +3,19 @@
 
 import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  type DesiredDoc,
-  effectiveDoc,
-  type Health,
-  type NodeStatusView,
-  PlannerCore,
-  type PlannerCoreOptions,
-  type SlotReport,
-  type StoreView,
-} from '../../src/planner/core.ts';
+import { PlannerCore, type PlannerCoreOptions } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { PHASE_STABLE } from '../../src/rollout/types.ts';
-import { decodeSlotCounts, encodeSlotCounts } from '../../src/store/db/index.ts';
+import {
+  type DesiredDoc,
+  decodeSlotCounts,
+  effectiveDoc,
+  encodeSlotCounts,
+  type Health,
+  type NodeStatusView,
+  type SlotReport,
+  type StoreView,
+} from '../../src/store/db/index.ts';
 
 const A = { address: '10.0.1.11', host: 'h1', weight: 1, state: 'active' };
 const B = { address: '10.0.2.11', host: 'h2', weight: 1, state: 'active' };

@@ -18,6 +18,9 @@ import type { SluiceError } from '../../src/model/errors.ts';
 import { parseConfigText } from '../../src/model/load.ts';
 import { parseConfig, validateConfig } from '../../src/model/schema.ts';
 import { OvsdbClient } from '../../src/ovsdb/client.ts';
+import type { OvsdbError } from '../../src/ovsdb/errors.ts';
+import { PlannerCore } from '../../src/planner/core.ts';
+import { configWarnings, formatWarnings } from '../../src/rollout/warnings.ts';
 import {
   encodeF64,
   encodeMembers,
@@ -27,9 +30,7 @@ import {
   poolToRow,
   rowToPool,
 } from '../../src/store/db/encoding.ts';
-import type { OvsdbError } from '../../src/ovsdb/errors.ts';
-import { type DesiredDoc, type NodeStatusView, PlannerCore, type StoreView } from '../../src/planner/core.ts';
-import { configWarnings, formatWarnings } from '../../src/rollout/warnings.ts';
+import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-security-'));
 const BIN = fileURLToPath(new URL('../../src/cli/bin.ts', import.meta.url));

@@ -8,3 +8,4 @@ export * from './plans.ts';
 export * from './read.ts';
 export * from './status.ts';
 export * from './tables.ts';
+export * from './view.ts';

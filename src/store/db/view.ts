@@ -1,0 +1,133 @@
+// The store as the planner sees it (StoreView): the desired state, the latest plan, what every node reported. The
+// planner decides from it (src/planner/core.ts); `sluice status` and `sluice rollout status` recompute the planner's
+// next step from the same view, so they show the reasons the planner logs. Pure: no I/O.
+
+import { backendKey } from '../../model/types.ts';
+import type { Replica } from '../../ovsdb/replica.ts';
+import type { ConnectionCounts } from '../../rollout/planner.ts';
+import type { Generation } from '../../rollout/types.ts';
+import type { StoredDesiredState } from './desired.ts';
+import { readDesiredState } from './desired.ts';
+import { gatewayGeneration, readPlan } from './plans.ts';
+import { rows, single } from './read.ts';
+import { decodeSlotCounts, fenceMarks } from './status.ts';
+import {
+  BackendStatusTable,
+  GlobalTable,
+  type Health,
+  NodeStatusTable,
+  SlotConnectionsTable,
+} from './tables.ts';
+
+/** The config-file-shaped desired state, as the store holds it. */
+export type DesiredDoc = StoredDesiredState['config'];
+
+export interface NodeStatusView {
+  readonly appliedGeneration: number;
+  /** The agent's heartbeat value (its own clock, ms): only its changes matter to the planner. */
+  readonly heartbeatAt: number;
+  /** A gateway that withdrew itself from the upstream ECMP set. */
+  readonly fenced: boolean;
+  /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner). Cleared by
+   *  the gateway's agent when it rejoins. */
+  readonly plannerFenced: boolean;
+  /** The operator confirmed the gateway is out of ECMP (`sluice node confirm-fenced`; external_ids:fenced_by_operator).
+   *  Same effect as plannerFenced, cleared the same way. */
+  readonly operatorFenced: boolean;
+  readonly error: string | undefined;
+}
+
+/** Live connections one host reported for one LB: slot -> backend key -> count. */
+export interface SlotReport {
+  readonly bits: number;
+  readonly counts: ReadonlyMap<number, ReadonlyMap<string, number>>;
+}
+
+/** What the planner reads from the store. */
+export interface StoreView {
+  readonly desiredCfg: number;
+  /** undefined: no Global row yet (nothing to plan). */
+  readonly desired: DesiredDoc | undefined;
+  /** The latest published generation and the effective config document it was planned from (JSON). */
+  readonly latest: Generation | null;
+  readonly latestConfig: string | undefined;
+  /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
+  readonly gatewayGeneration: number;
+  readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
+  /** `${lb} ${backendKey}` -> health reported by the backend's host agent. */
+  readonly backendHealth: ReadonlyMap<string, Health>;
+  /** host -> lb -> report. */
+  readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
+}
+
+/** The effective config document: backends whose host reports them down are `down` (the operator's state else). */
+export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, Health>): DesiredDoc {
+  return {
+    ...desired,
+    loadBalancers: desired.loadBalancers.map((lb) => ({
+      ...lb,
+      backends: lb.backends.map((b) =>
+        health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`) === 'down'
+          ? { ...b, state: 'down' }
+          : b,
+      ),
+    })),
+  };
+}
+
+/** Sum of the hosts' reports. */
+export function reportCounts(
+  reports: StoreView['slotReports'],
+  hosts?: ReadonlySet<string>,
+): ConnectionCounts {
+  return (lb, slot, key) => {
+    let n = 0;
+    for (const [host, perLb] of reports) {
+      if (hosts !== undefined && !hosts.has(host)) continue;
+      n += perLb.get(lb)?.counts.get(slot)?.get(key) ?? 0;
+    }
+    return n;
+  };
+}
+
+/** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). */
+export function readStoreView(r: Replica): StoreView {
+  const desired = single(r, GlobalTable) === undefined ? undefined : readDesiredState(r);
+  const plan = readPlan(r);
+  const nodeStatus = new Map<string, NodeStatusView>();
+  for (const row of rows(r, NodeStatusTable)) {
+    const marks = fenceMarks(row);
+    nodeStatus.set(row.node, {
+      appliedGeneration: row.applied_generation,
+      heartbeatAt: row.heartbeat_at,
+      fenced: marks.byAgent,
+      plannerFenced: marks.byPlanner !== undefined,
+      operatorFenced: marks.byOperator !== undefined,
+      error: row.error,
+    });
+  }
+  const backendHealth = new Map<string, Health>();
+  for (const row of rows(r, BackendStatusTable)) {
+    const k = `${row.lb} ${row.backend}`;
+    if (backendHealth.get(k) !== 'down') backendHealth.set(k, row.health);
+  }
+  const slotReports = new Map<string, Map<string, SlotReport>>();
+  for (const row of rows(r, SlotConnectionsTable)) {
+    let m = slotReports.get(row.node);
+    if (m === undefined) {
+      m = new Map();
+      slotReports.set(row.node, m);
+    }
+    m.set(row.lb, { bits: row.bits, counts: decodeSlotCounts(row.counts) });
+  }
+  return {
+    desiredCfg: desired?.desiredCfg ?? 0,
+    desired: desired?.config,
+    latest: plan?.generation ?? null,
+    latestConfig: plan?.config,
+    gatewayGeneration: gatewayGeneration(r),
+    nodeStatus,
+    backendHealth,
+    slotReports,
+  };
+}
