@@ -30,7 +30,9 @@ import {
 import { type PageState, pageState } from '../web/page-model.ts';
 import { AckLatency } from './ack-latency.ts';
 import { type Decision, PlannerCore } from './core.ts';
-import { PLANNER_LOCK } from './view.ts';
+
+/** The OVSDB lock the active planner holds (the others stand by). */
+export const PLANNER_LOCK = 'sluice_planner';
 
 export interface PlannerDaemonOptions {
   readonly remotes: readonly string[];
