@@ -24,13 +24,12 @@ import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, release } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { decodeCookie } from '../src/compile/registry.ts';
 import { addLabBackend, LabController, setLabBackendState } from '../src/lab/controller.ts';
+import { secondChancePackets } from '../src/lab/flow-counters.ts';
 import type { LabNode } from '../src/lab/node.ts';
 import { type Lab, labDown, labUp } from '../src/lab/topology.ts';
 import { startTraffic, type Traffic, type TrafficCounters } from '../src/lab/traffic.ts';
 import type { Config } from '../src/model/types.ts';
-import { revalidate } from '../src/openflow/applier.ts';
 import { DOC, writeSection } from './perf/common.ts';
 
 const PREFIX = 'slb-dp-';
@@ -153,22 +152,6 @@ async function snapshot(node: LabNode): Promise<{ snap: DpSnapshot; lines: strin
     coverage: cov,
   };
   return { snap, lines };
-}
-
-/** Second-chance packets handed on, summed over every host (SECOND_CHANCE flows' n_packets, after revalidation). */
-async function secondChancePackets(lab: Lab): Promise<number> {
-  let sum = 0;
-  for (const h of lab.hosts) {
-    const n = lab.node(h.name);
-    await revalidate(n);
-    const r = await n.ofctl('br-int', ['dump-flows']);
-    for (const line of r.stdout.split('\n')) {
-      const c = /cookie=(0x[0-9a-f]+)/.exec(line);
-      const p = /n_packets=(\d+)/.exec(line);
-      if (c && p && decodeCookie(BigInt(c[1]))?.kind === 'SECOND_CHANCE') sum += Number(p[1]);
-    }
-  }
-  return sum;
 }
 
 // ---- the measurement -----------------------------------------------------------------------------------------

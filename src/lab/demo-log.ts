@@ -1,27 +1,9 @@
 // What `sluice demo` narrates of the control plane: the planners' and agents' JSON logs, followed as they grow, and
-// the records worth one line each. Also the demo's counters line and its second-chance packet count.
+// the records worth one line each. Also the demo's counters line.
 
 import { readFileSync, statSync } from 'node:fs';
-import { decodeCookie } from '../compile/registry.ts';
-import { revalidate } from '../openflow/applier.ts';
 import type { ControlPlane } from './control-plane.ts';
-import type { Lab } from './topology.ts';
 import type { TrafficCounters } from './traffic.ts';
-
-/** Packets handed on by second chance, summed over every host's SECOND_CHANCE flows (after a revalidator pass). */
-export async function secondChancePackets(lab: Lab): Promise<number> {
-  let n = 0;
-  for (const h of lab.hosts) {
-    await revalidate(h);
-    const r = await h.ofctl('br-int', ['dump-flows']);
-    for (const line of r.stdout.split('\n')) {
-      const c = /cookie=(0x[0-9a-f]+)/.exec(line);
-      const p = /n_packets=(\d+)/.exec(line);
-      if (c && p && decodeCookie(BigInt(c[1]))?.kind === 'SECOND_CHANCE') n += Number(p[1]);
-    }
-  }
-  return n;
-}
 
 /** One counters line: totals and alive/opened per backend. */
 export function counterLine(c: TrafficCounters): string {

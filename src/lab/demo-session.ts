@@ -15,8 +15,9 @@ import {
 } from '../store/db/index.ts';
 import { type EditableDocument, editDesiredState, StoreSession } from '../store/operator.ts';
 import type { ControlPlane } from './control-plane.ts';
-import { describeRecord, LogFollower, secondChancePackets } from './demo-log.ts';
+import { describeRecord, LogFollower } from './demo-log.ts';
 import { labEcmpCommand } from './ecmp.ts';
+import { secondChancePackets } from './flow-counters.ts';
 import type { Lab } from './topology.ts';
 import { aggregate, startTraffic, type Traffic, type TrafficCounters } from './traffic.ts';
 

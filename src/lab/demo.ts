@@ -23,8 +23,9 @@ import { demoScenarios } from './demo-steps.ts';
 import { type Lab, labDown, labUp } from './topology.ts';
 import type { Traffic, TrafficCounters } from './traffic.ts';
 
-export { counterLine, secondChancePackets } from './demo-log.ts';
+export { counterLine } from './demo-log.ts';
 export type { DemoStep } from './demo-session.ts';
+export { secondChancePackets } from './flow-counters.ts';
 
 export interface DemoOptions {
   /** Namespace prefix (default `sl-`). */

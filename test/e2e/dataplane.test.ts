@@ -20,13 +20,14 @@ import * as assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { compileNode } from '../../src/compile/index.ts';
-import { decodeCookie, lbIds, T } from '../../src/compile/registry.ts';
+import { lbIds, T } from '../../src/compile/registry.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import { nsRun } from '../../src/lab/exec.ts';
+import { packetsByKind as flowPacketsByKind } from '../../src/lab/flow-counters.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
-import { startTraffic } from '../../src/lab/traffic.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import { backendKey, type Config } from '../../src/model/types.ts';
 import { applyBridge, applyFlowSet, readInstalled, revalidate } from '../../src/openflow/applier.ts';
@@ -102,22 +103,20 @@ async function applyAll(g: Generation): Promise<Record<string, boolean>> {
 }
 
 /** n_packets summed per cookie kind on one bridge (sluice flows only), after a revalidator pass. */
-async function packetsByKind(node: string, bridge = 'br-int'): Promise<Record<string, number>> {
-  // Datapath flow statistics reach the OpenFlow counters when revalidators run: wait for one pass first.
-  await revalidate(lab.node(node));
-  const r = await lab.node(node).ofctl(bridge, ['dump-flows']);
-  const out: Record<string, number> = {};
-  for (const line of r.stdout.split('\n')) {
-    const c = /cookie=(0x[0-9a-f]+)/.exec(line);
-    const p = /n_packets=(\d+)/.exec(line);
-    if (!c || !p) continue;
-    const parts = decodeCookie(BigInt(c[1]));
-    if (!parts) continue;
-    // Catch-all drops are counted per table too (e.g. `DROP@21` for CT_IN).
-    const keys = parts.kind === 'DROP' ? ['DROP', `DROP@${parts.a}`] : [parts.kind];
-    for (const k of keys) out[k] = (out[k] ?? 0) + Number(p[1]);
-  }
-  return out;
+function packetsByKind(node: string, bridge = 'br-int'): Promise<Record<string, number>> {
+  return flowPacketsByKind([lab.node(node)], bridge);
+}
+
+/** Long-lived connections to web (A or B answers), echoing every 100 ms: one black-holed fails within 2 s. */
+function webTraffic(count: number): Promise<Traffic> {
+  return startTraffic(lab, {
+    vip: '203.0.113.10',
+    port: 80,
+    count,
+    intervalMs: 100,
+    timeoutMs: 2000,
+    expectBackends: [A, B],
+  });
 }
 
 async function snapshot(node: string, bridge: string): Promise<string> {
@@ -210,14 +209,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
 
   test('slots moved A -> B with (P,N) -> (N,P) phases: established connections survive by second chance', async () => {
     await applyAll(gen(A, undefined));
-    const t = await startTraffic(lab, {
-      vip: '203.0.113.10',
-      port: 80,
-      count: 20,
-      intervalMs: 100,
-      timeoutMs: 2000,
-      expectBackends: [A, B],
-    });
+    const t = await webTraffic(20);
     try {
       await t.waitOpened(20);
       const sc0 = (await packetsByKind('host2')).SECOND_CHANCE ?? 0;
@@ -243,14 +235,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
 
   test('negative control: the same move without a second chance breaks established connections', async () => {
     await applyAll(gen(B, undefined));
-    const t = await startTraffic(lab, {
-      vip: '203.0.113.10',
-      port: 80,
-      count: 10,
-      intervalMs: 100,
-      timeoutMs: 2000,
-      expectBackends: [A, B],
-    });
+    const t = await webTraffic(10);
     try {
       await t.waitOpened(10);
       assert.equal((await t.report()).perBackend[B]?.opened, 10);
@@ -460,14 +445,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       (await readInstalled(gw, 'br-int')).owned.groups.map((g) => g.groupId).sort((a, b) => a - b);
     const ids = await groupIds();
     assert.ok(ids.length >= 2, `one dp_hash group per LB: ${ids}`);
-    const t = await startTraffic(lab, {
-      vip: '203.0.113.10',
-      port: 80,
-      count: 10,
-      intervalMs: 100,
-      timeoutMs: 2000,
-      expectBackends: [A, B],
-    });
+    const t = await webTraffic(10);
     try {
       await t.waitOpened(10);
       for (const bits of [5, BITS]) {
