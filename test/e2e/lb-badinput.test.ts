@@ -10,38 +10,33 @@
 // positive control for the unknown-source drop and a check that nothing was committed.)
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
 import { lbIds, T } from '../../src/compile/registry.ts';
 import type { LabController } from '../../src/lab/controller.ts';
 import { nsRun } from '../../src/lab/exec.ts';
-import { type Lab, labDown } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
 import { applyBridge } from '../../src/openflow/applier.ts';
 import { bridgeSnapshot, GENEVE_SENDER } from './helpers/geneve.ts';
-import { isRoot, packetsByKind, setup, sleep, WEB } from './lb-common.ts';
+import { expectAll, isRoot, labHooks, packetsByKind, sleep, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-e2e7-';
 let lab: Lab;
 let ctl: LabController;
 let config: Config;
-const log: string[] = [];
 
 describe('lb bad input: rejected bundles and untrusted Geneve change nothing under traffic', {
   skip: !isRoot && 'needs root',
 }, () => {
-  before(async () => {
-    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s)));
-  });
-  after(async () => {
-    if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
-    await labDown(PREFIX);
+  labHooks(PREFIX, (s) => {
+    ({ lab, ctl, config } = s);
   });
 
   test('(7) invalid bundles rejected, switch unchanged; (8) Geneve from an unknown address dropped; 0 broken', async (t) => {
-    const exp = { expectBackends: lab.backends().map((b) => b.name), intervalMs: 300, timeoutMs: 3000 };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     try {
       await tw.waitOpened(200);

@@ -10,24 +10,21 @@
 //   10.0.1.12 originally addressed to both VIPs, and the clients' sockets on it see the right VIP.
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { parseConntrack } from '../../src/agent/node-ops.ts';
 import type { LabController } from '../../src/lab/controller.ts';
 import { nsRun } from '../../src/lab/exec.ts';
-import { type Lab, labDown } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
-import { API, gatewayPackets, isRoot, setup, sleep, spread, TIMEOUT_MS, WEB } from './lb-common.ts';
+import { API, gatewayPackets, isRoot, labHooks, sleep, spread, TIMEOUT_MS, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-e2e1-';
 let lab: Lab;
 let ctl: LabController;
 
 describe('lb basic: spread, VIP as peer, shared backend', { skip: !isRoot && 'needs root' }, () => {
-  before(async () => {
-    ({ lab, ctl } = await setup(PREFIX, () => {}));
-  });
-  after(async () => {
-    await labDown(PREFIX);
+  labHooks(PREFIX, (s) => {
+    ({ lab, ctl } = s);
   });
 
   test('300 connections spread over every backend and both gateways; peers are the VIPs', async (t) => {

@@ -14,50 +14,45 @@
 // Second-chance packets (SECOND_CHANCE flows' n_packets summed over the hosts) are printed per event.
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   addLabBackend,
   type LabController,
   removeLabBackend,
   setLabBackendState,
 } from '../../src/lab/controller.ts';
-import { type Lab, labDown } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 import {
   API,
   brokenInfo,
+  expectAll,
   gatewayPackets,
   isRoot,
+  labHooks,
   secondChancePackets,
-  setup,
   sleep,
   spread,
   WEB,
 } from './lb-common.ts';
 
 const PREFIX = 'slt-e2e2-';
-const T = { intervalMs: 300, timeoutMs: 3000 } as const;
 let lab: Lab;
 let ctl: LabController;
 let config: Config;
-const log: string[] = [];
 
-function allBackends(): string[] {
+function _allBackends(): string[] {
   return lab.backends().map((b) => b.name);
 }
 
 describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoot && 'needs root' }, () => {
-  before(async () => {
-    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s)));
-  });
-  after(async () => {
-    if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
-    await labDown(PREFIX);
+  labHooks(PREFIX, (s) => {
+    ({ lab, ctl, config } = s);
   });
 
   test('(2) backend added, drained, removed after its connections closed: 0 broken', async (t) => {
-    const exp = { expectBackends: allBackends(), ...T };
+    const exp = expectAll(lab);
     const t1: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     const tApi: Traffic = await startTraffic(lab, { ...API, count: 60, rate: 100, ...exp });
     const groups = [t1, tApi];
@@ -141,7 +136,7 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
   });
 
   test('(3) a gateway withdrawn from ECMP, a gateway ovs-vswitchd killed and restored: 0 broken', async (t) => {
-    const exp = { expectBackends: allBackends(), ...T };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     const ta: Traffic = await startTraffic(lab, { ...API, count: 60, rate: 100, ...exp });
     try {
@@ -180,7 +175,7 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
   });
 
   test('NEGATIVE CONTROL (3): ovs-vswitchd killed WITHOUT the ECMP withdraw breaks the connections hashed to it', async (t) => {
-    const exp = { expectBackends: allBackends(), ...T };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     try {
       await tw.waitOpened(200);

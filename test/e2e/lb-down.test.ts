@@ -5,34 +5,28 @@
 // other connection (web and api, 260 in all) stays alive and keeps exchanging data; new connections avoid host3-b1.
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { type LabController, setLabBackendState } from '../../src/lab/controller.ts';
-import { type Lab, labDown } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
-import { API, isRoot, setup, sleep, spread, WEB } from './lb-common.ts';
+import { API, expectAll, isRoot, labHooks, sleep, spread, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-e2e4-';
 const DOWN = 'host3-b1';
-const T = { intervalMs: 300, timeoutMs: 3000 } as const;
 let lab: Lab;
 let ctl: LabController;
 let config: Config;
-const log: string[] = [];
 
 describe('lb down: a failed backend loses only its own connections', {
   skip: !isRoot && 'needs root',
 }, () => {
-  before(async () => {
-    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s)));
-  });
-  after(async () => {
-    if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
-    await labDown(PREFIX);
+  labHooks(PREFIX, (s) => {
+    ({ lab, ctl, config } = s);
   });
 
   test('(5) backend down: exactly its connections break, all others stay alive', async (t) => {
-    const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     const ta: Traffic = await startTraffic(lab, { ...API, count: 60, rate: 100, ...exp });
     try {

@@ -15,24 +15,31 @@
 //   second chance) must break connections, or the test above could not fail.
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { parseConntrack } from '../../src/agent/node-ops.ts';
-import { editBackends, LabController } from '../../src/lab/controller.ts';
+import { editBackends, type LabController } from '../../src/lab/controller.ts';
 import { nsRun } from '../../src/lab/exec.ts';
-import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
-import { brokenInfo, gatewayPackets, isRoot, secondChancePackets, sleep, spread } from './lb-common.ts';
+import {
+  brokenInfo,
+  expectAll,
+  gatewayPackets,
+  isRoot,
+  labHooks,
+  secondChancePackets,
+  sleep,
+  spread,
+} from './lb-common.ts';
 
 const PREFIX = 'slt-v6-';
 const WEB6 = { vip: '2001:db8::10', port: 80 } as const;
-const T = { intervalMs: 300, timeoutMs: 3000 } as const;
 let lab: Lab | undefined;
 let ctl: LabController;
 let config: Config;
-const log: string[] = [];
 
 function L(): Lab {
   if (!lab) throw new Error('lab not up');
@@ -59,24 +66,19 @@ async function clientPeers(): Promise<string[]> {
 }
 
 describe('lb IPv6 VIP: spread and backend add, 0 broken', { skip: !isRoot && 'needs root' }, () => {
-  before(async () => {
-    lab = await labUp({ prefix: PREFIX, ipv6: true }, { replace: true });
-    ctl = new LabController(lab, {
-      onEvent: (e) => log.push(`[${(e.t / 1000).toFixed(1)}s] ${e.kind}: ${e.message}`),
-    });
-    config = lab.sluiceConfig({ drainWindowSeconds: 3600 });
-    await ctl.start(config);
-  });
-  after(async () => {
-    if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
-    await labDown(PREFIX);
-  });
+  labHooks(
+    PREFIX,
+    (s) => {
+      ({ lab, ctl, config } = s);
+    },
+    { ipv6: true },
+  );
 
   test('240 connections to [2001:db8::10]:80 spread over every IPv6 backend and both gateways; then a backend added: 0 broken', async (t) => {
     const lab = L();
     const web6 = lab.config.vips.find((v) => v.name === 'web6')!;
     assert.deepEqual([...web6.backends], ['host1-b1', 'host2-b1', 'host3-b1']);
-    const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
+    const exp = expectAll(lab);
     const gw0 = await gatewayPackets(lab);
     const t1: Traffic = await startTraffic(lab, { ...WEB6, count: 240, rate: 150, ...exp });
     const groups = [t1];
@@ -152,7 +154,7 @@ describe('lb IPv6 VIP: spread and backend add, 0 broken', { skip: !isRoot && 'ne
 
   test('NEGATIVE CONTROL: a backend added without phases (no second chance) breaks IPv6 connections', async (t) => {
     const lab = L();
-    const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB6, count: 200, rate: 150, ...exp });
     try {
       await tw.waitOpened(200);

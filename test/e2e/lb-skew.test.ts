@@ -13,21 +13,28 @@
 // stable table at once, no second chance) with gw1 held and the same ECMP flips must break connections.
 
 import * as assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { type LabController, setLabBackendWeight } from '../../src/lab/controller.ts';
-import { type Lab, labDown } from '../../src/lab/topology.ts';
+import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
-import { API, brokenInfo, isRoot, secondChancePackets, setup, sleep, WEB } from './lb-common.ts';
+import {
+  API,
+  brokenInfo,
+  expectAll,
+  isRoot,
+  labHooks,
+  secondChancePackets,
+  sleep,
+  WEB,
+} from './lb-common.ts';
 
 const PREFIX = 'slt-e2e3-';
-const T = { intervalMs: 300, timeoutMs: 3000 } as const;
 let lab: Lab;
 let ctl: LabController;
 let config: Config;
-const log: string[] = [];
 
 async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -52,16 +59,12 @@ function gens(): string {
 }
 
 describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs root' }, () => {
-  before(async () => {
-    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s)));
-  });
-  after(async () => {
-    if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
-    await labDown(PREFIX);
+  const log = labHooks(PREFIX, (s) => {
+    ({ lab, ctl, config } = s);
   });
 
   test('(4) phased rollout with gw1 one generation behind, connections crossing gateways: 0 broken', async (t) => {
-    const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
+    const exp = expectAll(lab);
     const tw = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     const ta = await startTraffic(lab, { ...API, count: 40, rate: 100, ...exp });
     try {
@@ -117,7 +120,7 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
   });
 
   test('NEGATIVE CONTROL: the reverse change without phases, gw1 held, breaks connections', async (t) => {
-    const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
+    const exp = expectAll(lab);
     const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
     try {
       await tw.waitOpened(200);
