@@ -154,18 +154,18 @@ const NOTE_KINDS: readonly NoteKind[] = [
  * message is written once per group, at flush.
  */
 class Notes {
-  private readonly lb: string;
-  private readonly groups = new Map<number, { slots: number[]; conns: number | undefined }>();
+  readonly #lb: string;
+  readonly #groups = new Map<number, { slots: number[]; conns: number | undefined }>();
   constructor(lb: string) {
-    this.lb = lb;
+    this.#lb = lb;
   }
 
   add(kind: NoteKind, slot: number, a: number, b: number, conns?: number): void {
     const id = (NOTE_KINDS.indexOf(kind) * 0x10000 + a) * 0x10000 + b;
-    let g = this.groups.get(id);
+    let g = this.#groups.get(id);
     if (g === undefined) {
       g = { slots: [], conns: 0 };
-      this.groups.set(id, g);
+      this.#groups.set(id, g);
     }
     g.slots.push(slot);
     if (conns === undefined || g.conns === undefined) g.conns = undefined;
@@ -174,9 +174,9 @@ class Notes {
 
   flush(keys: readonly string[]): PlanNote[] {
     const out: PlanNote[] = [];
-    const ids = [...this.groups.keys()].sort((x, y) => x - y);
+    const ids = [...this.#groups.keys()].sort((x, y) => x - y);
     for (const id of ids) {
-      const g = this.groups.get(id)!;
+      const g = this.#groups.get(id)!;
       const kind = NOTE_KINDS[Math.floor(id / 0x100000000)];
       const ai = Math.floor(id / 0x10000) % 0x10000;
       const bi = id % 0x10000;
@@ -216,15 +216,15 @@ class Notes {
           backend = undefined;
       }
       out.push({
-        lb: this.lb,
+        lb: this.#lb,
         kind,
         slots: g.slots,
         ...(backend !== undefined ? { backend } : {}),
         ...(kind === 'waits' || kind === 'gave-up' ? { connections: g.conns } : {}),
-        message: `${this.lb} ${which} ${detail}`,
+        message: `${this.#lb} ${which} ${detail}`,
       });
     }
-    this.groups.clear();
+    this.#groups.clear();
     return out;
   }
 }
