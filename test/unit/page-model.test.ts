@@ -1,0 +1,45 @@
+// The status page's second-chance counters (src/web/page-model.ts) from Node_Status rows in a Replica built here
+// (no store): summed over hosts per load balancer; a malformed report is ignored, never fatal.
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { JsRow } from '../../src/ovsdb/protocol.ts';
+import { Replica } from '../../src/ovsdb/replica.ts';
+import { secondChanceCounts } from '../../src/web/page-model.ts';
+
+let n = 0;
+function nodeStatus(node: string, ids: [string, string][]): JsRow {
+  n++;
+  return {
+    _uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    node,
+    applied_generation: 3,
+    applied_cfg: 2,
+    applied_at: 1,
+    heartbeat_at: 1,
+    error: undefined,
+    external_ids: new Map(ids),
+  } as unknown as JsRow;
+}
+
+test('second-chance packets per load balancer are summed over the hosts that report them', () => {
+  const r = new Replica();
+  r.replace(
+    new Map([
+      [
+        'Node_Status',
+        new Map([
+          ['u1', nodeStatus('host1', [['second_chance_packets', '{"web":7,"api":1}']])],
+          ['u2', nodeStatus('host2', [['second_chance_packets', '{"web":5}']])],
+          ['u3', nodeStatus('host3', [['second_chance_packets', 'not json']])],
+          ['u4', nodeStatus('host4', [['second_chance_packets', '{"web":"9","api":null}']])],
+          ['u5', nodeStatus('gw1', [['role', 'gateway']])],
+        ]),
+      ],
+    ]),
+  );
+  assert.deepEqual([...secondChanceCounts(r)].sort(), [
+    ['api', 1],
+    ['web', 12],
+  ]);
+});
