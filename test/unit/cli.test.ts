@@ -170,3 +170,22 @@ test('the executable writes all of a large --json output into a pipe whose reade
   assert.equal(code, 0, err);
   assert.equal(Number(out.trim()), expected, 'bytes that reached the reader');
 });
+
+test('rollout status: bad --timeout or --format is a usage error (exit 2) before connecting; no store is exit 1', async () => {
+  const t = await capture([
+    'rollout',
+    'status',
+    '--watch',
+    '--timeout',
+    'abc',
+    '--db',
+    'unix:/nonexistent.sock',
+  ]);
+  assert.equal(t.code, 2);
+  assert.match(t.err, /--timeout: expected a number of seconds > 0, got "abc" \[SLUICE_E_USAGE\]/);
+  const f = await capture(['rollout', 'status', '--format', 'yaml', '--db', 'unix:/nonexistent.sock']);
+  assert.equal(f.code, 2);
+  const s = await capture(['rollout', 'status', '--db', 'unix:/nonexistent.sock']);
+  assert.equal(s.code, 1);
+  assert.match(s.err, /cannot reach the store at unix:\/nonexistent\.sock .*\[SLUICE_E_OVSDB_CONNECT\]/);
+});
