@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { type ControlPlane, startControlPlane } from '../../src/lab/control-plane.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
@@ -93,7 +94,14 @@ describe('status page, status and rollout status', { skip, timeout: 400_000 }, (
     assert.match(res?.headers()['content-security-policy'] ?? '', /script-src 'self'/);
     const { generation } = await publishedState(cp.db);
     await page.waitForSelector(`body[data-generation="${generation.number}"]`, { timeout: 15_000 });
-    const store = await cp.status();
+    // A store that has settled: every host reported every backend's health (reports start a few seconds after the
+    // first generation is acknowledged), so the page and this snapshot describe the same state.
+    let store = await cp.status();
+    for (const deadline = Date.now() + 30_000; store.backends.some((b) => b.health === 'unknown'); ) {
+      assert.ok(Date.now() < deadline, `health never reported: ${JSON.stringify(store.backends)}`);
+      await sleep(500);
+      store = await cp.status();
+    }
     // The page redraws every second from the planner's replica: each row must come to show what the store says.
     const shows = async (selector: string, what: string) => {
       try {
