@@ -1,11 +1,19 @@
-// `sluice explain`: which load balancer, slot, primary backend, second chance and host a packet takes in one
+// `sluice explain`: which load balancer, slot, primary backend, chain and host a packet takes in one
 // generation. Pure. The hash is the data plane's (dp_hash or the fields hash); the caller supplies it: a packet's
 // slot is the low k bits of that hash (docs/design/overview.md "Slot tables, second chance and phases").
 
 import { NO_OWNER } from './hashing/slots.ts';
 import { ipEquals } from './model/ip.ts';
 import type { Config, LoadBalancer, Node, Protocol } from './model/types.ts';
-import { type Generation, PHASE1, PHASE2, type PlanMember } from './rollout/types.ts';
+import {
+  type Generation,
+  LANES,
+  PHASE1,
+  PHASE2,
+  type PlanMember,
+  type PoolPlan,
+  planLanes,
+} from './rollout/types.ts';
 
 export interface FiveTuple {
   readonly proto: Protocol;
@@ -24,8 +32,11 @@ export interface Explained {
   readonly slot: number;
   /** Where the gateway sends the packet; undefined: the slot has no owner (the packet is dropped). */
   readonly primary: PlanMember | undefined;
-  /** Where the primary's host hands a non-SYN packet it has no connection for (once). */
+  /** The head of the slot's chain (the incoming owner in phase 1, else the most recent previous owner). */
   readonly second: PlanMember | undefined;
+  /** Where a non-SYN packet no host on the way has a connection for goes, hop by hop from the primary's host: the
+   *  owners of later lanes on other hosts (docs/design/rollout.md, "Where the chain lives"). */
+  readonly chain: readonly PlanMember[];
   readonly phase: 'stable' | 'phase1' | 'phase2';
   /** The primary's host node (undefined without a primary). */
   readonly host: string | undefined;
@@ -47,6 +58,25 @@ function sameAddress(a: string, b: string): boolean {
   } catch {
     return a === b;
   }
+}
+
+/** The owners a packet can still find its connection on after the primary's host, in the order hosts walk the
+ *  slot's lanes (each hands it to the first later lane whose owner lives on another host; a later visit to the
+ *  primary's host finds nothing new, so it is not listed). */
+function walk(plan: PoolPlan, slot: number): PlanMember[] {
+  const p = plan.primary[slot];
+  if (p === NO_OWNER || plan.second[slot] === NO_OWNER) return [];
+  const lanes = planLanes(plan);
+  const out: PlanMember[] = [];
+  const first = plan.members[p].host;
+  let host = first;
+  for (let l = 0; l < LANES; l++) {
+    const m = lanes[slot * LANES + l];
+    if (m === NO_OWNER || plan.members[m].host === host) continue;
+    host = plan.members[m].host;
+    if (host !== first) out.push(plan.members[m]);
+  }
+  return out;
 }
 
 /** The load balancer that owns dst:dport/proto, if any. */
@@ -88,6 +118,8 @@ export function explain(
   const s = plan.second[slot];
   const primary = p === NO_OWNER ? undefined : plan.members[p];
   const second = s === NO_OWNER ? undefined : plan.members[s];
+  const chain = walk(plan, slot);
+  const along = chain.map((m) => `${m.key} on ${m.host}`).join(', then ');
   const ph = plan.phase[slot];
   const phase = ph === PHASE1 ? 'phase1' : ph === PHASE2 ? 'phase2' : 'stable';
   const node: Node | undefined =
@@ -101,11 +133,12 @@ export function explain(
   } else if (phase === 'phase1') {
     reason =
       `${head}: phase 1: SYNs go to ${primary.key} on ${primary.host} (still the owner); ` +
-      `${second.key} on ${second.host} is incoming and gets packets of connections ${primary.host} does not know`;
+      `${second.key} on ${second.host} is incoming; packets of connections ${primary.host} does not know go ` +
+      `along the chain: ${along}`;
   } else {
     reason =
       `${head}: phase 2: ${primary.key} on ${primary.host} owns the slot; packets of connections ${primary.host} ` +
-      `does not know go once to the previous owner ${second.key} on ${second.host}`;
+      `does not know go along the chain of previous owners: ${along}`;
   }
   return {
     found: true,
@@ -116,6 +149,7 @@ export function explain(
     slot,
     primary,
     second,
+    chain,
     phase,
     host: primary?.host,
     hostTunnelIp: node?.tunnelIp,

@@ -165,6 +165,7 @@ export function buildProgram(): Command {
               `hash           0x${result.hash.toString(16).padStart(8, '0')} -> slot ${result.slot} (${result.phase})`,
               `primary        ${result.primary?.key ?? '(none: dropped)'}`,
               `second chance  ${result.second?.key ?? '(none)'}`,
+              `chain          ${result.chain.length === 0 ? '(none)' : result.chain.map((m) => m.key).join(' -> ')}`,
               `host           ${result.host ?? '-'}${result.hostTunnelIp ? ` (tunnel ${result.hostTunnelIp})` : ''}`,
               `why            ${result.reason}`,
             ].join('\n'),

@@ -12,22 +12,24 @@
 import { z } from 'zod';
 import { type ErrorCode, type Issue, SluiceError } from './errors.ts';
 import { formatIp, type ParsedIp, parseIp, unusableReason } from './ip.ts';
-import type {
-  AdminState,
-  Backend,
-  Config,
-  HashMode,
-  LoadBalancer,
-  Node,
-  NodeRole,
-  Protocol,
+import {
+  type AdminState,
+  type Backend,
+  type Config,
+  DEFAULT_CHAIN_LENGTH,
+  type HashMode,
+  type LoadBalancer,
+  type Node,
+  type NodeRole,
+  type Protocol,
 } from './types.ts';
 
 /** Values a field takes when the file leaves it out. */
 export const DEFAULTS = {
   hashMode: 'dp_hash' as HashMode,
   slotBits: 8,
-  drainWindowSeconds: 300,
+  /** Previous owners a slot may keep (docs/design/rollout.md, "The chain bound"). */
+  chainLength: DEFAULT_CHAIN_LENGTH,
   protocol: 'tcp' as Protocol,
   weight: 1,
   state: 'active' as AdminState,
@@ -40,6 +42,8 @@ export const LIMITS = {
   weight: { min: 1, max: 1000 },
   /** Exclusive minimum 0, inclusive maximum one day. */
   drainWindowSeconds: { max: 86400 },
+  /** At least one previous owner (the second chance); at most 7: a slot's owners fit the 8 lanes of the hop counter. */
+  chainLength: { min: 1, max: 7 },
   /** Slot owners are Uint16 indices and 0xffff means "no owner". */
   backendsPerLoadBalancer: 65535,
   /** Load balancers x 2^slotBits: what the planner, the store and every gateway hold per generation (the largest
@@ -168,7 +172,11 @@ export const LoadBalancerSchema = z.strictObject({ ...loadBalancerFields, backen
 const topFields = {
   hashMode: z.enum(HASH_MODES).default(DEFAULTS.hashMode),
   slotBits: intField(LIMITS.slotBits, 'SLUICE_E_CONFIG_SLOT_BITS', 'slotBits').default(DEFAULTS.slotBits),
-  drainWindowSeconds: drainWindowField.default(DEFAULTS.drainWindowSeconds),
+  /** Absent: no window (previous owners are kept while they hold connections). */
+  drainWindowSeconds: drainWindowField.optional(),
+  chainLength: intField(LIMITS.chainLength, 'SLUICE_E_CONFIG_CHAIN_LENGTH', 'chainLength').default(
+    DEFAULTS.chainLength,
+  ),
 };
 
 /** The top level with its lists left unchecked (items are validated one by one). */
@@ -248,6 +256,7 @@ const NUMBER_FIELD_CODES: Record<string, ErrorCode> = {
   weight: 'SLUICE_E_CONFIG_WEIGHT',
   slotBits: 'SLUICE_E_CONFIG_SLOT_BITS',
   drainWindowSeconds: 'SLUICE_E_CONFIG_DRAIN_WINDOW',
+  chainLength: 'SLUICE_E_CONFIG_CHAIN_LENGTH',
 };
 
 function editDistance(a: string, b: string): number {
@@ -404,7 +413,15 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /** Document order of the top-level keys, for sorting issues. */
-const TOP_KEYS = ['(root)', 'hashMode', 'slotBits', 'drainWindowSeconds', 'nodes', 'loadBalancers'];
+const TOP_KEYS = [
+  '(root)',
+  'hashMode',
+  'slotBits',
+  'drainWindowSeconds',
+  'chainLength',
+  'nodes',
+  'loadBalancers',
+];
 
 /** Issues sort in document order of top-level keys, then naturally (items[10] after items[9]). */
 function comparePath(a: string, b: string): number {
@@ -831,7 +848,8 @@ function buildConfig(
   return {
     hashMode: top.hashMode,
     slotBits: top.slotBits,
-    drainWindowSeconds: top.drainWindowSeconds,
+    ...(top.drainWindowSeconds !== undefined ? { drainWindowSeconds: top.drainWindowSeconds } : {}),
+    chainLength: top.chainLength,
     nodes: outNodes,
     loadBalancers: outLbs,
   };

@@ -40,11 +40,23 @@ export interface Config {
   readonly hashMode: HashMode;
   /** k: every load balancer has 2^k slots. */
   readonly slotBits: number;
-  /** How long a second chance is kept at most while its previous owner still reports connections. */
-  readonly drainWindowSeconds: number;
+  /**
+   * The operator's deadline, optional: a slot whose chain of previous owners is full may drop one that still holds
+   * connections once the slot's last move is this old (the connections dropped are counted and reported).
+   * Undefined: no deadline, previous owners are kept for as long as their connections last.
+   */
+  readonly drainWindowSeconds?: number;
+  /**
+   * L: previous owners (chain members) a slot may keep; a slot whose chain is full waits to move. A validated
+   * config always has it; undefined (hand-built configs) means the default, DEFAULT_CHAIN_LENGTH.
+   */
+  readonly chainLength?: number;
   readonly nodes: readonly Node[];
   readonly loadBalancers: readonly LoadBalancer[];
 }
+
+/** The default chain bound L (docs/design/rollout.md, "The chain bound"). */
+export const DEFAULT_CHAIN_LENGTH = 4;
 
 /** Stable identity of a backend inside one load balancer: `address:port` (`[v6]:port`, `*` = dialled port). */
 export function backendKey(b: Pick<Backend, 'address' | 'port'>): string {

@@ -9,9 +9,9 @@ import {
   type SlotTable,
 } from '../hashing/slots.ts';
 import type { Backend, Config, LoadBalancer } from '../model/types.ts';
-import { backendKey } from '../model/types.ts';
-import type { Generation, PlanMember, PoolPlan } from './types.ts';
+import { backendKey, DEFAULT_CHAIN_LENGTH } from '../model/types.ts';
 import * as T from './types.ts';
+import { type Generation, LANES, type PlanMember, type PoolPlan, planLanes } from './types.ts';
 
 /**
  * Live connections that `key` holds for `slot` of load balancer `lb` (slot numbered with `bits` bits), from host
@@ -39,8 +39,9 @@ export type NoteKind =
   | 'retarget' // a phase-1 slot's incoming owner changed before anyone sent to it
   | 'stable' // slots drop a second chance nobody uses any more
   | 'down-primary' // slots whose primary is down are handed to a live owner
-  | 'waits' // slots that cannot move yet: their second chance still has connections
-  | 'gave-up' // second chances dropped with connections: the drain window passed
+  | 'waits' // slots that keep a previous owner: it still has connections
+  | 'chain-full' // slots that cannot move yet: their chain of previous owners is full (all in use)
+  | 'gave-up' // previous owners dropped with connections: the drain window passed and the slot needed room
   | 'no-owner'; // the pool has no backend that takes slots: slots keep their owners
 
 export interface PlanNote {
@@ -99,6 +100,15 @@ function emptyPlan(lb: string, bits: number, members: PlanMember[], primary: Uin
     second: new Uint16Array(size).fill(NO_OWNER),
     phase: new Uint8Array(size),
     since: new Float64Array(size),
+    lanes: planLanes({
+      lb,
+      bits,
+      members,
+      primary,
+      second: new Uint16Array(size).fill(NO_OWNER),
+      phase: new Uint8Array(size),
+      since: new Float64Array(size),
+    }),
   };
 }
 
@@ -115,7 +125,7 @@ export function growPool(plan: PoolPlan, bits: number): PoolPlan {
   const size = 1 << bits;
   const grow = <T extends Uint16Array | Uint8Array | Float64Array>(a: T, out: T): T => {
     out.set(a);
-    for (let len = a.length; len < size; len *= 2) out.copyWithin(len, 0, len);
+    for (let len = a.length; len < out.length; len *= 2) out.copyWithin(len, 0, len);
     return out;
   };
   return {
@@ -126,6 +136,7 @@ export function growPool(plan: PoolPlan, bits: number): PoolPlan {
     second: grow(plan.second, new Uint16Array(size)),
     phase: grow(plan.phase, new Uint8Array(size)),
     since: grow(plan.since, new Float64Array(size)),
+    lanes: grow(planLanes(plan), new Uint16Array(size * LANES)),
   };
 }
 
@@ -145,6 +156,7 @@ const NOTE_KINDS: readonly NoteKind[] = [
   'stable',
   'down-primary',
   'waits',
+  'chain-full',
   'gave-up',
   'no-owner',
 ];
@@ -206,10 +218,14 @@ class Notes {
           detail = `primary ${a} is down, second chance ${b} in use: ${b} takes them back`;
           break;
         case 'waits':
-          detail = `wait: second chance ${a} has ${connText(g.conns)}`;
+          detail = `keep previous owner ${a}: it has ${connText(g.conns)}`;
+          break;
+        case 'chain-full':
+          detail = `wait to move ${a} -> ${b}: chain full, its previous owners have ${connText(g.conns)}`;
+          backend = b;
           break;
         case 'gave-up':
-          detail = `drop second chance ${a} with ${connText(g.conns)}: the drain window passed`;
+          detail = `drop previous owner ${a} with ${connText(g.conns)}: the drain window passed`;
           break;
         default:
           detail = 'keep their owners: no backend of the pool takes slots';
@@ -220,7 +236,7 @@ class Notes {
         kind,
         slots: g.slots,
         ...(backend !== undefined ? { backend } : {}),
-        ...(kind === 'waits' || kind === 'gave-up' ? { connections: g.conns } : {}),
+        ...(kind === 'waits' || kind === 'gave-up' || kind === 'chain-full' ? { connections: g.conns } : {}),
         message: `${this.#lb} ${which} ${detail}`,
       });
     }
@@ -233,19 +249,297 @@ function connText(n: number | undefined): string {
   return n === undefined ? 'unreported connections' : n === 1 ? '1 connection' : `${n} connections`;
 }
 
+/** The unified key space of one step: the previous plan's members and the configured backends, sorted. */
+interface KeySpace {
+  readonly keys: readonly string[];
+  readonly statusOf: readonly MemberStatus[];
+  /** 1 = gone (its connections are lost: never kept in a chain). */
+  readonly gone: Uint8Array;
+  /** Previous plan's member index -> key space index. */
+  readonly fromPrev: Uint16Array;
+  readonly index: ReadonlyMap<string, number>;
+}
+
+function keySpace(
+  prev: PoolPlan,
+  lb: LoadBalancer,
+  status: ReadonlyMap<string, MemberStatus>,
+  config: Config,
+): KeySpace {
+  const prevKeys = prev.members.map((m) => m.key);
+  const keySet = new Set<string>(prevKeys);
+  for (const b of lb.backends) keySet.add(backendKey(b));
+  const keys = [...keySet].sort(compareKeys);
+  const index = new Map<string, number>();
+  for (let i = 0; i < keys.length; i++) index.set(keys[i], i);
+  const statusOf = keys.map((k): MemberStatus => {
+    const st = status.get(k);
+    if (st !== undefined) return st;
+    // Removed from the config: still referenced by the latest plan. Gone only if its host left the config too.
+    const pm = prev.members.find((m) => m.key === k)!;
+    const hostKnown = config.nodes.some((n) => n.name === pm.host);
+    return { member: pm, admin: undefined, down: !hostKnown };
+  });
+  const gone = Uint8Array.from(statusOf, (st) => (st.down ? 1 : 0));
+  const fromPrev = Uint16Array.from(prevKeys, (k) => index.get(k)!);
+  return { keys, statusOf, gone, fromPrev, index };
+}
+
+/** How a chain member stands: it may hold connections of the slot (`busy`), and may be dropped for room
+ *  (`expired`: busy, but the operator's drain window since the slot's last move passed), or not (`free`). */
+export type ChainUse = 'free' | 'busy' | 'expired';
+
+/** One slot as nextSlot sees it, in one index space (NO_OWNER = none). */
+export interface SlotView {
+  readonly primary: number;
+  /** Second chance first, then the older previous owners (lane order). Empty for a stable slot. */
+  readonly chain: readonly number[];
+  readonly phase: number;
+}
+
+export interface SlotFacts {
+  /** The target owner (buildTable), NO_OWNER when no backend takes slots. */
+  readonly target: number;
+  /** The chain bound L. */
+  readonly bound: number;
+  readonly primaryGone: boolean;
+  /** Per chain member, same order as SlotView.chain. */
+  readonly use: readonly ChainUse[];
+  readonly conns: readonly (number | undefined)[];
+}
+
+/** What happened to a slot, for the notes: kind, the two members the note names, connections concerned. */
+export interface SlotEvent {
+  readonly kind: NoteKind;
+  readonly a: number;
+  readonly b: number;
+  readonly conns?: number | undefined;
+}
+
+export interface SlotStep extends SlotView {
+  readonly events: readonly SlotEvent[];
+}
+
+function chained(primary: number, chain: readonly number[], events: SlotEvent[], phase = PHASE2): SlotStep {
+  return { primary, chain, phase: chain.length === 0 ? PHASE_STABLE : phase, events };
+}
+
+/**
+ * One slot's transition: the rows of the table in docs/design/rollout.md ("Transitions"), in order. Pure.
+ * The chain keeps every member that may hold connections (busy or expired); free ones leave it.
+ *   T none:            keep p, keep the chain; p gone and a chain member in use: it takes the SYNs (down-primary)
+ *   p none:            (T)
+ *   p = T:             (T, chain)                           stable once the chain is empty
+ *   T in the chain:    (T, p, chain - T)                    phase 2
+ *   else, room:        (p, T, chain)                        phase 1 (retarget when T replaces a free incoming)
+ *   else, full:        drop expired members (fewest connections first, gave-up) to make room, then phase 1;
+ *                      else p gone: (c1, p, rest)           down-primary: the newest chain member takes the SYNs
+ *                      else wait                            chain-full
+ * The previous primary is never dropped in one step, even when gone: a gateway still on the previous generation
+ * may send it a SYN and it may be up again by then.
+ */
+export function nextSlot(cur: SlotView, f: SlotFacts): SlotStep {
+  const p = cur.primary;
+  const t = f.target;
+  const s = cur.chain.length > 0 ? cur.chain[0] : NO_OWNER;
+  const events: SlotEvent[] = [];
+  const kept: number[] = [];
+  const keptAt: number[] = [];
+  for (let i = 0; i < cur.chain.length; i++) {
+    if (f.use[i] === 'free') continue;
+    kept.push(cur.chain[i]);
+    keptAt.push(i);
+  }
+  const waits = (members: readonly number[], at: readonly number[]) => {
+    for (let i = 0; i < members.length; i++)
+      events.push({ kind: 'waits', a: members[i], b: NO_OWNER, conns: f.conns[at[i]] });
+  };
+
+  if (t === NO_OWNER && p !== NO_OWNER) {
+    events.push({ kind: 'no-owner', a: NO_OWNER, b: NO_OWNER });
+    if (f.primaryGone && kept.length > 0) {
+      events.push({ kind: 'down-primary', a: p, b: kept[0] });
+      return chained(kept[0], [p, ...kept.slice(1)], events);
+    }
+    return chained(p, kept, events);
+  }
+  if (p === NO_OWNER) return chained(t, [], events);
+  if (p === t) {
+    if (kept.length === 0 && s !== NO_OWNER) events.push({ kind: 'stable', a: p, b: s });
+    waits(kept, keptAt);
+    return chained(p, kept, events);
+  }
+  const inChain = cur.chain.indexOf(t);
+  if (inChain >= 0) {
+    events.push({ kind: 'phase2', a: t, b: p });
+    return chained(t, [p, ...kept.filter((m) => m !== t)], events);
+  }
+  // Phase 1: T becomes the incoming owner. A free incoming owner of an earlier phase 1 is simply replaced.
+  const room = f.bound - kept.length;
+  if (room < 1) {
+    const expired = keptAt
+      .map((at, i) => ({ i, at, n: f.conns[at] ?? Number.POSITIVE_INFINITY }))
+      .filter((x) => f.use[x.at] === 'expired')
+      .sort((x, y) => x.n - y.n || x.at - y.at);
+    const need = 1 - room;
+    if (expired.length >= need) {
+      const drop = new Set(expired.slice(0, need).map((x) => x.i));
+      for (const i of drop)
+        events.push({ kind: 'gave-up', a: kept[i], b: NO_OWNER, conns: f.conns[keptAt[i]] });
+      const rest = kept.filter((_, i) => !drop.has(i));
+      events.push({ kind: 'phase1', a: p, b: t });
+      return chained(p, [t, ...rest], events, PHASE1);
+    }
+    if (f.primaryGone) {
+      events.push({ kind: 'down-primary', a: p, b: kept[0] });
+      return chained(kept[0], [p, ...kept.slice(1)], events);
+    }
+    let total: number | undefined = 0;
+    for (const at of keptAt)
+      total = total === undefined || f.conns[at] === undefined ? undefined : total + f.conns[at]!;
+    events.push({ kind: 'chain-full', a: p, b: t, conns: total });
+    return chained(p, kept, events);
+  }
+  const retarget = cur.phase === PHASE1 && s !== NO_OWNER && !kept.includes(s);
+  events.push(retarget ? { kind: 'retarget', a: s, b: t } : { kind: 'phase1', a: p, b: t });
+  return chained(p, [t, ...kept], events, PHASE1);
+}
+
+/** Per slot and chain position (s * LANES + i, i over SlotView.chain), the use of each chain member of `prev`. */
+interface ChainState {
+  /** 0 free, 1 busy, 2 expired (USE_CODES). */
+  readonly use: Uint8Array;
+  /** Reported connections; NaN = not reported. */
+  readonly conns: Float64Array;
+  /** Slots that keep a member that may hold connections: buildTable moves other slots first. */
+  readonly holding: Uint8Array;
+}
+
+const USE_CODES: readonly ChainUse[] = ['free', 'busy', 'expired'];
+
+const NO_CHAIN: readonly number[] = [];
+
+/** The chain (unified indices) of slot `s` of a plan: second chance first, then older owners in lane order. */
+function chainOf(plan: PoolPlan, lanes: Uint16Array, s: number, u: (i: number) => number): readonly number[] {
+  const sec = plan.second[s];
+  if (sec === NO_OWNER) return NO_CHAIN;
+  const out = [u(sec)];
+  for (let l = 0; l < LANES; l++) {
+    const m = lanes[s * LANES + l];
+    if (m !== NO_OWNER && m !== sec && m !== plan.primary[s]) out.push(u(m));
+  }
+  return out;
+}
+
+function chainState(
+  prev: PoolPlan,
+  chains: readonly (readonly number[])[],
+  space: KeySpace,
+  lbName: string,
+  input: PlanInput,
+): ChainState {
+  const size = prev.primary.length;
+  const use = new Uint8Array(size * LANES);
+  const conns = new Float64Array(size * LANES);
+  const holding = new Uint8Array(size);
+  const window = input.config.drainWindowSeconds;
+  const windowMs = window === undefined ? Number.POSITIVE_INFINITY : window * 1000;
+  for (let s = 0; s < size; s++) {
+    const chain = chains[s];
+    if (chain.length === 0) continue;
+    // since 0 = not known (e.g. a plan read back from a store that does not keep it): never expires.
+    const from = prev.since[s];
+    const expired = from > 0 && input.now - from >= windowMs;
+    for (let i = 0; i < chain.length; i++) {
+      if (space.gone[chain[i]] === 1) continue; // free: its connections are lost
+      const n = input.connections(lbName, s, space.statusOf[chain[i]].member.key, prev.bits);
+      conns[s * LANES + i] = n ?? Number.NaN;
+      if (n === 0) continue;
+      use[s * LANES + i] = expired ? 2 : 1;
+      holding[s] = 1;
+    }
+  }
+  return { use, conns, holding };
+}
+
+/**
+ * Lanes of the next plan for one slot: owners that stay keep their lane, new ones take the lowest free lane; a
+ * stable slot has its primary in lane 0 (its lane does not matter: every gateway sends its packets there).
+ */
+function assignLanes(
+  prevLanes: Uint16Array,
+  s: number,
+  u: (i: number) => number,
+  next: SlotView,
+  out: Uint16Array,
+): void {
+  const base = s * LANES;
+  if (next.chain.length === 0) {
+    out[base] = next.primary;
+    return;
+  }
+  const owners = [next.primary, ...next.chain];
+  const placed = new Set<number>();
+  for (let l = 0; l < LANES; l++) {
+    const m = prevLanes[base + l];
+    if (m === NO_OWNER) continue;
+    const k = u(m);
+    if (owners.includes(k) && !placed.has(k)) {
+      out[base + l] = k;
+      placed.add(k);
+    }
+  }
+  let free = 0;
+  for (const k of owners) {
+    if (placed.has(k)) continue;
+    while (out[base + free] !== NO_OWNER) free++;
+    out[base + free] = k;
+    placed.add(k);
+  }
+}
+
+/**
+ * Members keep their positions across generations: the Geneve metadata carries a member's index, and a gateway
+ * one generation behind must mean the same backend by it as the hosts do. New backends take the position of a
+ * member that is neither configured nor referenced by `prev` or by this plan (nobody can still send that index),
+ * else a new position at the end. Unreferenced removed members stay until reused. Returns the members and the
+ * key space index -> position map.
+ */
+function reuseMembers(
+  prev: PoolPlan,
+  prevLanes: Uint16Array,
+  lanes: Uint16Array,
+  space: KeySpace,
+  status: ReadonlyMap<string, MemberStatus>,
+): { members: PlanMember[]; position: Uint16Array } {
+  const { keys, fromPrev, statusOf } = space;
+  const used = new Uint8Array(keys.length);
+  for (const m of lanes) if (m !== NO_OWNER) used[m] = 1;
+  const usedPrev = new Uint8Array(prev.members.length);
+  for (const m of prevLanes) if (m !== NO_OWNER && m < usedPrev.length) usedPrev[m] = 1;
+  const position = new Uint16Array(keys.length).fill(NO_OWNER);
+  const members: PlanMember[] = [];
+  const reusable: number[] = [];
+  for (let i = 0; i < prev.members.length; i++) {
+    const k = fromPrev[i];
+    position[k] = i;
+    members.push(statusOf[k].member);
+    if (status.get(prev.members[i].key) === undefined && usedPrev[i] === 0 && used[k] === 0) reusable.push(i);
+  }
+  let nextFree = 0;
+  for (let k = 0; k < keys.length; k++) {
+    if (position[k] !== NO_OWNER || status.get(keys[k]) === undefined) continue;
+    const at = nextFree < reusable.length ? reusable[nextFree++] : members.length;
+    position[k] = at;
+    members[at] = statusOf[k].member;
+  }
+  return { members, position };
+}
+
 /**
  * One planner step for one existing pool (same bits as `prev`). Returns the next plan, or `prev` itself when
- * nothing changes. Rules (docs/design/rollout.md, "Transitions"), per slot (p, s) with T the target owner:
- *   p == T:                  drop the second chance if it is free, else keep waiting.
- *   s == T:                  (T, p) phase 2  [phase1 (P,T) -> (T,P); phase2 (N,P) with target P -> (P,N)]
- *   s != T, s free:          (p, T) phase 1  [stable -> phase 1; phase1 (P,N) retargeted -> (P,C)]
- *   s in use, p down:        (s, p) phase 2  (the second chance takes the SYNs back)
- *   s in use, p up:          wait.
- *   p none (never owned):    (T, none)
- *   T none (no backend takes slots): keep p; drop a free second chance; p down and s in use: (s, p).
- * "s free" = no second chance, or it is down, or it reports 0 connections, or its drain window passed.
- * The previous primary is never dropped in one step, even when down: a gateway still on `prev` may send it a SYN
- * and it may be up again by then.
+ * nothing changes: the key space, each chain member's use, the target table, nextSlot per slot, lanes, then
+ * member positions.
  */
 function stepPool(
   prev: PoolPlan,
@@ -255,164 +549,58 @@ function stepPool(
   out: PlanNote[],
 ): PoolPlan {
   const notes = new Notes(lb.name);
-  const { connections, now } = input;
-  const bits = prev.bits;
-  const size = 1 << bits;
-  const windowMs = input.config.drainWindowSeconds * 1000;
-  const prevKeys = prev.members.map((m) => m.key);
+  const size = prev.primary.length;
+  const bound = input.config.chainLength ?? DEFAULT_CHAIN_LENGTH;
+  const space = keySpace(prev, lb, status, input.config);
+  const u = (i: number): number => (i === NO_OWNER ? NO_OWNER : space.fromPrev[i]);
+  const prevLanes = planLanes(prev);
+  const chains = Array.from({ length: size }, (_, s) => chainOf(prev, prevLanes, s, u));
+  const use = chainState(prev, chains, space, lb.name, input);
 
-  // Unified key space: previous members and configured backends.
-  const keySet = new Set<string>(prevKeys);
-  for (const b of lb.backends) keySet.add(backendKey(b));
-  const keys = [...keySet].sort(compareKeys);
-  const index = new Map<string, number>();
-  for (let i = 0; i < keys.length; i++) index.set(keys[i], i);
-  const statusOf = keys.map((k): MemberStatus => {
-    const st = status.get(k);
-    if (st !== undefined) return st;
-    // Removed from the config: still referenced by the latest plan.
-    const pm = prev.members.find((m) => m.key === k)!;
-    const hostKnown = input.config.nodes.some((n) => n.name === pm.host);
-    return { member: pm, admin: undefined, down: !hostKnown };
-  });
-  const down = Uint8Array.from(statusOf, (st) => (st.down ? 1 : 0));
-  const fromPrev = Uint16Array.from(prevKeys, (k) => index.get(k)!);
-  const u = (i: number): number => (i === NO_OWNER ? NO_OWNER : fromPrev[i]);
-
-  // The second chance of each slot: in use (must be kept), and its connections.
-  const conns = new Array<number | undefined>(size);
-  const secondBusy = new Uint8Array(size); // 1 = in use, 2 = in use but its drain window passed
-  for (let s = 0; s < size; s++) {
-    const sec = prev.second[s];
-    if (sec === NO_OWNER) continue;
-    const st = statusOf[u(sec)];
-    if (st.down) continue;
-    const n = connections(lb.name, s, st.member.key, bits);
-    conns[s] = n;
-    if (n === 0) continue;
-    // since 0 = not known (e.g. a plan read back from a store that does not keep it): never expires.
-    const from = prev.since[s];
-    secondBusy[s] = from > 0 && now - from >= windowMs ? 2 : 1;
-  }
-  const keep = new Uint8Array(size);
-  for (let s = 0; s < size; s++) if (secondBusy[s] === 1 && prev.phase[s] === PHASE2) keep[s] = 1;
-
-  const target = buildTable(desiredPool(lb), bits, effectiveOwners(prev), { keepSlots: keep });
-  const fromTarget = Uint16Array.from(target.members, (k) => index.get(k)!);
+  const target = buildTable(desiredPool(lb), prev.bits, effectiveOwners(prev), { keepSlots: use.holding });
+  const fromTarget = Uint16Array.from(target.members, (k) => space.index.get(k)!);
 
   const primary = new Uint16Array(size);
   const second = new Uint16Array(size);
   const phase = new Uint8Array(size);
   const since = new Float64Array(size);
-
+  const lanes = new Uint16Array(size * LANES).fill(NO_OWNER);
   for (let s = 0; s < size; s++) {
     const p = u(prev.primary[s]);
-    const sec = u(prev.second[s]);
     const t = target.owners[s] === NO_OWNER ? NO_OWNER : fromTarget[target.owners[s]];
-    const pDown = p !== NO_OWNER && down[p] === 1;
-    const busy = secondBusy[s] === 1;
-    const free = !busy; // no second chance, down, 0 connections, or its drain window passed
-    let np = p;
-    let ns = sec;
-    let nph = prev.phase[s];
-
-    if (t === NO_OWNER && p !== NO_OWNER) {
-      // No backend takes slots: keep the owner (packets keep reaching it, or its host drops them).
-      if (pDown && busy) {
-        np = sec;
-        ns = p;
-        nph = PHASE2;
-        notes.add('down-primary', s, p, sec);
-      } else if (sec !== NO_OWNER && free) {
-        ns = NO_OWNER;
-      }
-      notes.add('no-owner', s, NO_OWNER, NO_OWNER);
-    } else if (p === NO_OWNER) {
-      np = t;
-      ns = NO_OWNER;
-    } else if (p === t) {
-      if (sec !== NO_OWNER) {
-        if (free) ns = NO_OWNER;
-        else notes.add('waits', s, sec, NO_OWNER, conns[s]);
-      }
-    } else if (sec === t) {
-      np = t;
-      ns = p;
-      nph = PHASE2;
-    } else if (free) {
-      np = p;
-      ns = t;
-      nph = PHASE1;
-    } else if (pDown) {
-      // The primary is down, its second chance still in use: the second chance takes the SYNs back; the down
-      // primary stays as second chance for one generation (it may come back while gateways still send to it).
-      np = sec;
-      ns = p;
-      nph = PHASE2;
-      notes.add('down-primary', s, p, sec);
-    } else {
-      notes.add('waits', s, sec, NO_OWNER, conns[s]);
-    }
-
-    if (ns === NO_OWNER) nph = PHASE_STABLE;
-    primary[s] = np;
+    const chain = chains[s];
+    const cur: SlotView = { primary: p, chain, phase: prev.phase[s] };
+    const next: SlotView =
+      chain.length === 0 && p === t && p !== NO_OWNER
+        ? cur // stable and staying: the common case, nothing to decide
+        : nextSlot(cur, {
+            target: t,
+            bound,
+            primaryGone: p !== NO_OWNER && space.gone[p] === 1,
+            use: Array.from(use.use.subarray(s * LANES, s * LANES + chain.length), (c) => USE_CODES[c]),
+            conns: Array.from(use.conns.subarray(s * LANES, s * LANES + chain.length), (n) =>
+              Number.isNaN(n) ? undefined : n,
+            ),
+          });
+    if (next !== cur) for (const e of (next as SlotStep).events) notes.add(e.kind, s, e.a, e.b, e.conns);
+    const ns = next.chain.length > 0 ? next.chain[0] : NO_OWNER;
+    const sec = chain.length > 0 ? chain[0] : NO_OWNER;
+    primary[s] = next.primary;
     second[s] = ns;
-    phase[s] = nph;
-    since[s] = ns === NO_OWNER ? 0 : ns === sec ? prev.since[s] : now;
-
-    // A second chance dropped (or replaced) while still reporting connections: given up on purpose.
-    if (sec !== NO_OWNER && ns !== sec && np !== sec && secondBusy[s] === 2) {
-      notes.add('gave-up', s, sec, NO_OWNER, conns[s]);
-    }
-    if (np !== p || ns !== sec) {
-      if (nph === PHASE1 && p === np && sec !== NO_OWNER && sec !== ns) {
-        notes.add('retarget', s, sec, ns);
-      } else if (nph === PHASE1 && p === np) {
-        notes.add('phase1', s, p, ns);
-      } else if (nph === PHASE2) {
-        notes.add('phase2', s, np, ns);
-      } else if (ns === NO_OWNER && np === p) {
-        notes.add('stable', s, p, sec);
-      }
-    }
+    phase[s] = next.phase;
+    since[s] = ns === NO_OWNER ? 0 : ns === sec ? prev.since[s] : input.now;
+    assignLanes(prevLanes, s, u, next, lanes);
   }
 
-  // Members keep their positions across generations: the Geneve metadata carries a member's index, and a
-  // gateway one generation behind must mean the same backend by it as the hosts do. New backends take the
-  // position of a member that is neither configured nor referenced by `prev` or by this plan (nobody can
-  // still send that index), else a new position at the end. Unreferenced removed members stay until reused.
-  const used = new Uint8Array(keys.length);
+  const { members, position } = reuseMembers(prev, prevLanes, lanes, space, status);
+  const pos = (i: number): number => (i === NO_OWNER ? NO_OWNER : position[i]);
   for (let s = 0; s < size; s++) {
-    if (primary[s] !== NO_OWNER) used[primary[s]] = 1;
-    if (second[s] !== NO_OWNER) used[second[s]] = 1;
+    primary[s] = pos(primary[s]);
+    second[s] = pos(second[s]);
   }
-  const usedPrev = new Uint8Array(prevKeys.length);
-  for (let s = 0; s < size; s++) {
-    if (prev.primary[s] !== NO_OWNER) usedPrev[prev.primary[s]] = 1;
-    if (prev.second[s] !== NO_OWNER) usedPrev[prev.second[s]] = 1;
-  }
-  const position = new Uint16Array(keys.length).fill(NO_OWNER);
-  const members: PlanMember[] = [];
-  const reusable: number[] = [];
-  for (let i = 0; i < prevKeys.length; i++) {
-    const k = fromPrev[i];
-    position[k] = i;
-    members.push(statusOf[k].member);
-    if (status.get(prevKeys[i]) === undefined && usedPrev[i] === 0 && used[k] === 0) reusable.push(i);
-  }
-  let nextFree = 0;
-  for (let k = 0; k < keys.length; k++) {
-    if (position[k] !== NO_OWNER || status.get(keys[k]) === undefined) continue;
-    const at = nextFree < reusable.length ? reusable[nextFree++] : members.length;
-    position[k] = at;
-    members[at] = statusOf[k].member;
-  }
-  for (let s = 0; s < size; s++) {
-    if (primary[s] !== NO_OWNER) primary[s] = position[primary[s]];
-    if (second[s] !== NO_OWNER) second[s] = position[second[s]];
-  }
-  out.push(...notes.flush(keys));
-  const next: PoolPlan = { lb: lb.name, bits, members, primary, second, phase, since };
+  for (let i = 0; i < lanes.length; i++) lanes[i] = pos(lanes[i]);
+  out.push(...notes.flush(space.keys));
+  const next: PoolPlan = { lb: lb.name, bits: prev.bits, members, primary, second, phase, since, lanes };
   return samePlan(prev, next) ? prev : next;
 }
 
@@ -426,7 +614,7 @@ function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   return true;
 }
 
-/** Same slots, phases and members (ignores `since`, which only changes with the second chance). */
+/** Same slots, phases, lanes and members (ignores `since`, which only changes with the second chance). */
 export function samePlan(a: PoolPlan, b: PoolPlan): boolean {
   return (
     a.bits === b.bits &&
@@ -434,7 +622,8 @@ export function samePlan(a: PoolPlan, b: PoolPlan): boolean {
     a.members.every((m, i) => sameMember(m, b.members[i])) &&
     sameArray(a.primary, b.primary) &&
     sameArray(a.second, b.second) &&
-    sameArray(a.phase, b.phase)
+    sameArray(a.phase, b.phase) &&
+    sameArray(planLanes(a), planLanes(b))
   );
 }
 

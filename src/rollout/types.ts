@@ -1,6 +1,8 @@
 // What the planner publishes and every agent compiles: one generation of slot plans. Pure data.
-// The planner's own state lives here too (phase, since), so a restarted planner resumes from the latest
+// The planner's own state lives here too (phase, since, lanes), so a restarted planner resumes from the latest
 // published generation alone. Design and safety argument: docs/design/rollout.md.
+
+import { NO_OWNER } from '../hashing/slots.ts';
 
 /** A backend as a plan refers to it: enough to compile flows without the config (it may have left it). */
 export interface PlanMember {
@@ -14,10 +16,11 @@ export interface PlanMember {
 
 /**
  * Phase of one slot (docs/design/rollout.md):
- * - STABLE: (P, none): no second chance.
- * - PHASE1: (P, N): primary still the old owner P, second chance the incoming owner N.
- * - PHASE2: (N, P): primary the new owner N, second chance the previous owner P (kept while P may hold
- *   connections of the slot).
+ * - STABLE: (P, none): no second chance, no chain.
+ * - PHASE1: (P, N, ...): primary still the old owner P, second chance the incoming owner N; older previous owners
+ *   may follow in the chain.
+ * - PHASE2: (N, P, ...): primary the new owner N, second chance the previous owner P, then older previous owners
+ *   (each kept while it may hold connections of the slot).
  */
 export const PHASE_STABLE = 0;
 export const PHASE1 = 1;
@@ -42,6 +45,33 @@ export interface PoolPlan {
    * of a PHASE2 slot runs from here.
    */
   readonly since: Float64Array;
+  /**
+   * Length 2^bits * LANES: lane l of slot s at [s * LANES + l], a member index or NO_OWNER. The slot's owners:
+   * primary, second chance and older previous owners (the chain), each in the lane it keeps while it stays an
+   * owner. A stable slot has its primary in lane 0 and nothing else. Undefined: see planLanes.
+   */
+  readonly lanes?: Uint16Array;
+}
+
+/**
+ * Lanes per slot: every owner of a slot (primary, second chance, older previous owners) holds one lane, and keeps
+ * it from one generation to the next while it stays an owner. A host hands a packet it has no connection for to
+ * the owner in the next lane (the hop counter in the Geneve metadata is that lane + 1), so the counter only grows:
+ * no loops, at most LANES hops. The chain bound L (Config.chainLength) is at most LANES - 1.
+ */
+export const LANES = 8;
+
+/** The lanes of a plan: `plan.lanes`, or, for a plan without them (hand-built, or read from a store that does not
+ *  keep them), the primary in lane 0 and the second chance in lane 1. Length 2^bits * LANES. */
+export function planLanes(plan: PoolPlan): Uint16Array {
+  if (plan.lanes !== undefined) return plan.lanes;
+  const size = plan.primary.length;
+  const lanes = new Uint16Array(size * LANES).fill(NO_OWNER);
+  for (let s = 0; s < size; s++) {
+    lanes[s * LANES] = plan.primary[s];
+    if (plan.second[s] !== NO_OWNER) lanes[s * LANES + 1] = plan.second[s];
+  }
+  return lanes;
 }
 
 export interface Generation {

@@ -70,7 +70,7 @@ function diffSet<T extends object>(
 /** Every row-level difference from `from` to `to`, settings first, then nodes, load balancers and backends. */
 export function diffConfigs(from: Config, to: Config): ConfigChange[] {
   const out: ConfigChange[] = [];
-  for (const f of ['hashMode', 'slotBits', 'drainWindowSeconds'] as const) {
+  for (const f of ['hashMode', 'slotBits', 'drainWindowSeconds', 'chainLength'] as const) {
     if (from[f] !== to[f])
       out.push({
         kind: 'changed',
@@ -133,7 +133,8 @@ export function configDocument(c: Config) {
   return {
     hashMode: c.hashMode,
     slotBits: c.slotBits,
-    drainWindowSeconds: c.drainWindowSeconds,
+    ...(c.drainWindowSeconds !== undefined ? { drainWindowSeconds: c.drainWindowSeconds } : {}),
+    ...(c.chainLength !== undefined ? { chainLength: c.chainLength } : {}),
     nodes: c.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp })),
     loadBalancers: c.loadBalancers.map((lb) => ({
       name: lb.name,

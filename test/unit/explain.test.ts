@@ -92,7 +92,16 @@ test('phase 1 and phase 2 slots name both backends', () => {
   assert.equal(r3.primary?.key, '10.0.1.2:8080');
   assert.equal(r3.host, 'h2');
   assert.equal(r3.second?.key, '10.0.1.1:8080');
-  assert.match(r3.reason, /previous owner 10\.0\.1\.1:8080 on h1/);
+  assert.match(r3.reason, /chain of previous owners: 10\.0\.1\.1:8080 on h1/);
+  assert.deepEqual(
+    r3.chain.map((m) => m.key),
+    ['10.0.1.1:8080'],
+    'the walk from the primary host: the previous owner',
+  );
+  assert.deepEqual(
+    r2.chain.map((m) => m.key),
+    ['10.0.1.2:8080'],
+  );
 });
 
 test('IPv6 VIP in another spelling; a hash above 2^31 still takes its low bits', () => {

@@ -75,7 +75,8 @@ describe('parseConfig: valid input', () => {
     const c = parseConfig(base());
     assert.equal(c.hashMode, 'dp_hash');
     assert.equal(c.slotBits, 8);
-    assert.equal(c.drainWindowSeconds, DEFAULTS.drainWindowSeconds);
+    assert.equal(c.drainWindowSeconds, undefined, 'no drain window by default');
+    assert.equal(c.chainLength, DEFAULTS.chainLength);
     const web = c.loadBalancers.find((l) => l.name === 'web')!;
     assert.equal(web.family, 4);
     assert.deepEqual(web.ports, [80, 443]);
@@ -99,7 +100,7 @@ describe('parseConfig: valid input', () => {
     assert.deepEqual(c, {
       hashMode: 'dp_hash',
       slotBits: 8,
-      drainWindowSeconds: 300,
+      chainLength: 4,
       nodes: [],
       loadBalancers: [],
     });
@@ -532,6 +533,18 @@ const CASES: { name: string; code: string; path: string; input: () => Raw; messa
     code: 'SLUICE_E_CONFIG_SLOT_BITS',
     path: 'slotBits',
     input: () => mutate((x) => (x.slotBits = 17)),
+  },
+  {
+    name: 'chainLength 0',
+    code: 'SLUICE_E_CONFIG_CHAIN_LENGTH',
+    path: 'chainLength',
+    input: () => mutate((x) => (x.chainLength = 0)),
+  },
+  {
+    name: 'chainLength 8 (lanes are 8: primary + 7)',
+    code: 'SLUICE_E_CONFIG_CHAIN_LENGTH',
+    path: 'chainLength',
+    input: () => mutate((x) => (x.chainLength = 8)),
   },
   {
     name: 'drainWindowSeconds 0',

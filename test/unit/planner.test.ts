@@ -444,7 +444,7 @@ describe('planner core (fake store)', () => {
     assert.equal(step(core, store, 50).kind, 'publish');
   });
 
-  test('health down -> the effective config turns the backend down (the desired state is untouched); recovery -> active', () => {
+  test('health down -> the effective config drains the backend (the desired state is untouched); recovery -> active', () => {
     const { core, store } = convergedOnG1();
     step(core, store, 0);
     const desiredBefore = JSON.stringify(store.desired);
@@ -453,8 +453,8 @@ describe('planner core (fake store)', () => {
     assert.equal(d.kind, 'publish');
     assert.equal(JSON.stringify(store.desired), desiredBefore);
     const eff = JSON.parse(store.latestConfig!) as DesiredDoc;
-    assert.equal(eff.loadBalancers[0]!.backends.find((b) => b.address === B.address)?.state, 'down');
-    // Step the rollout to its end (B reports no connections): B ends with no slot.
+    // A failed health check is not a dead backend: no new connections, but kept in the chains (draining).
+    assert.equal(eff.loadBalancers[0]!.backends.find((b) => b.address === B.address)?.state, 'draining');
     // Step the rollout to its end (B reports no connections): agents follow (hosts: latest; gateways: released).
     let t = 20;
     for (let i = 0; i < 50; i++) {
@@ -465,7 +465,7 @@ describe('planner core (fake store)', () => {
     const pool = store.latest!.pools.get('web')!;
     const bIdx = pool.members.findIndex((m) => m.address === B.address);
     assert.ok(!pool.primary.includes(bIdx), 'no slot keeps the down backend as primary');
-    assert.ok(!pool.second.includes(bIdx), 'nor as second chance');
+    assert.ok(!pool.second.includes(bIdx), 'nor as second chance (it reported no connections)');
     // Recovery: back to active (it fills through the phases).
     store.health.set('web 10.0.2.11:*', 'up');
     const d2 = step(core, store, t++);
@@ -501,10 +501,16 @@ describe('planner core (fake store)', () => {
   });
 
   test('effectiveDoc and slot count encoding', () => {
+    // Health down: no new connections (draining); gone (its port is missing): down, dropped from the chains.
     const e = effectiveDoc(doc([A, B]), new Map([['web 10.0.1.11:*', 'down' as const]]));
     assert.deepEqual(
       e.loadBalancers[0]!.backends.map((b) => b.state),
-      ['down', 'active'],
+      ['draining', 'active'],
+    );
+    const g = effectiveDoc(doc([A, B]), new Map([['web 10.0.2.11:*', 'gone' as const]]));
+    assert.deepEqual(
+      g.loadBalancers[0]!.backends.map((b) => b.state),
+      ['active', 'down'],
     );
     const m = new Map([
       [3, new Map([['10.0.1.11:*', 2]])],

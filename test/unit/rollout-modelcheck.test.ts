@@ -1,26 +1,28 @@
-// Model check of the rollout (docs/design/rollout.md): random event sequences
-// against the real planner (src/rollout/planner.ts) and a small model of the data plane. Everything but the
-// planner is a model (a fake): gateways that each apply some generation, hosts with a conntrack set, backends
-// that go down and up, clients that open and close connections.
+// Model check of the rollout with chains of previous owners (docs/design/rollout.md "Safety", "Model check"):
+// random event sequences against the real planner (src/rollout/planner.ts) and a small model of the data plane.
+// Everything but the planner is a model (a fake): gateways and hosts that each apply some generation, hosts with a
+// conntrack set, backends that go down and up, clients that open and close long-lived connections.
 //
-// Property: a connection established on a backend that stays up is always delivered to that backend, directly
-// or by its one second-chance hop, whatever gateway (ECMP re-hash at will) gets its packet, on whichever of the
-// generations in flight that gateway is. After every event, every live connection is checked at every live
-// gateway (= every packet the connection could send next), so a "packet" event is implied everywhere.
+// Property: a connection established on a backend that stays up is always delivered to that backend, through at
+// most L + 1 host-to-host hops (L = the chain bound), whatever gateway (ECMP re-hash at will) gets its packet, on
+// whichever of the generations in flight that gateway is, and whichever generation each host on the way is on.
+// After every event, every live connection is checked at every live gateway (= every packet the connection could
+// send next), so a "packet" event is implied everywhere.
 //
 // Data plane model:
 // - SYN at gateway G (on generation g): slot = hash & (2^bits - 1); primary P of the slot in g; P's host commits
 //   the connection on P in its conntrack (if P is up; a SYN to a down backend is lost, the client retries).
-// - Later packet at gateway G on generation g: primary X; if X's host holds the connection (X is its backend, or
-//   another backend of the same host: the host's conntrack has the entry) -> delivered. Else the host forwards it
-//   once to the second chance S (if any): delivered if S's host holds it; otherwise a VIOLATION.
+// - Later packet at gateway G on generation g: to the host of its primary X with hop counter 0. A host that holds
+//   the connection (any of its backends is the connection's) delivers it. Else, on its OWN generation, it finds the
+//   first lane >= the counter whose owner lives on another host, and hands the packet there with the counter set
+//   to that lane + 1; no such lane: dropped, a VIOLATION. (The counter only grows: no loops.)
 // - A backend that goes down loses its connections (not violations). A backend removed from the config stays up
-//   and keeps its connections (the planner keeps it as second chance while they live).
-// - The drain window is effectively infinite here: connections that an expired window gives up on purpose are
-//   reported by the planner ('gave-up'), they are not a safety violation; that path is excluded from this model
-//   and tested in test/unit/rollout.test.ts instead.
-// - The planner publishes only when every live gateway acknowledged the latest generation (canPublish), and
-//   reads the true live connection counts at that moment. Gateways acknowledge in any order, join (on the
+//   and keeps its connections (the planner keeps it in chains while they live). A health flap (refuses new
+//   connections, established ones work) is a backend that is up but takes no new slots.
+// - No drain window (the default): nothing is given up on purpose; a slot whose chain is full waits.
+// - The planner publishes only when every live gateway and every host acknowledged the latest generation (the
+//   planner's two-stage publication is stricter: hosts first, then gateways), and reads the true live connection
+//   counts at that moment. Gateways and hosts acknowledge in any order, independently; gateways join (on the
 //   latest generation) and leave.
 //
 // Negative controls (same model, one safety mechanism removed) must find violations, so the check can fail.
@@ -31,9 +33,15 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import type { AdminState, Backend, Config } from '../../src/model/types.ts';
 import { canPublish, planNext } from '../../src/rollout/planner.ts';
-import { type Generation, PHASE1, PHASE2, type PoolPlan } from '../../src/rollout/types.ts';
+import { type Generation, LANES, PHASE1, PHASE2, type PoolPlan, planLanes } from '../../src/rollout/types.ts';
 
-type Mutation = 'none' | 'no-second-chance' | 'skip-phase1' | 'ignore-acks';
+type Mutation =
+  | 'none'
+  | 'no-chain' // hosts never hand a packet on
+  | 'one-hop' // hosts hand a packet on once, to the gateway's second chance only (the design before chains)
+  | 'drop-chain-member' // every published plan loses the last older previous owner of each chain, in use or not
+  | 'skip-phase1' // a slot that would enter phase 1 (P, N) goes straight to (N, P)
+  | 'ignore-acks'; // publish whatever the gateways and hosts acknowledged
 
 interface Result {
   sequences: number;
@@ -42,6 +50,11 @@ interface Result {
   published: number;
   checks: number;
   violations: number;
+  /** Most host-to-host hops a delivered packet took, and the longest chain published. */
+  maxHops: number;
+  maxChain: number;
+  /** Deliveries that needed at least 2 hops (reached through the chain beyond the second chance). */
+  deepDeliveries: number;
   firstViolation?: string;
   /** How many planner notes of each kind (coverage of the transitions). */
   notes: Record<string, number>;
@@ -75,6 +88,8 @@ interface ModelBackend {
   weight: number;
   /** Physically up (a removed backend stays up). */
   up: boolean;
+  /** Health check failing while up: refuses new connections, established ones work (the planner sees `draining`). */
+  flapping: boolean;
 }
 
 interface Conn {
@@ -84,13 +99,30 @@ interface Conn {
   readonly host: string;
 }
 
-function runSequences(seed: number, sequences: number, mutation: Mutation, eventsPerSequence = 32): Result {
+function runSequences(seed: number, sequences: number, mutation: Mutation): Result {
   const rnd = prng(seed);
   const int = (n: number): number => Math.floor(rnd() * n);
-  const res: Result = { sequences, events: 0, steps: 0, published: 0, checks: 0, violations: 0, notes: {} };
+  const res: Result = {
+    sequences,
+    events: 0,
+    steps: 0,
+    published: 0,
+    checks: 0,
+    violations: 0,
+    maxHops: 0,
+    maxChain: 0,
+    deepDeliveries: 0,
+    notes: {},
+  };
 
   for (let q = 0; q < sequences; q++) {
     let bits = 4 + int(2);
+    const chainLength = 1 + int(4);
+    // Long-lived connections: in half the sequences nothing ever closes. One sequence in four is long (96
+    // events) and never closes: slots move again and again while every previous owner holds connections.
+    const deep = rnd() < 0.25;
+    const closes = !deep && rnd() < 0.5;
+    const eventsPerSequence = deep ? 96 : 40;
     const nBackends = 2 + int(5);
     const nHosts = 2 + int(5);
     const backends: ModelBackend[] = [];
@@ -103,16 +135,23 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
         state: 'active',
         weight: 1 + int(3),
         up: true,
+        flapping: false,
       });
     }
     const config = (): Config => {
       const list: Backend[] = backends
         .filter((b) => b.inConfig)
-        .map((b) => ({ address: b.address, port: 8080, host: b.host, weight: b.weight, state: b.state }));
+        .map((b) => ({
+          address: b.address,
+          port: 8080,
+          host: b.host,
+          weight: b.weight,
+          state: b.flapping && b.state === 'active' ? 'draining' : b.state,
+        }));
       return {
         hashMode: 'dp_hash',
         slotBits: bits,
-        drainWindowSeconds: 1e12, // effectively infinite (see the header)
+        chainLength,
         nodes: NODES,
         loadBalancers: [
           { name: LB, vip: '10.9.9.9', family: 4, protocol: 'tcp', ports: [80], backends: list },
@@ -121,6 +160,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
     };
     const byKey = new Map(backends.map((b) => [b.key, b]));
     const mutate = (g: Generation): Generation => {
+      if (mutation === 'drop-chain-member') return dropOlderMember(g);
       if (mutation !== 'skip-phase1') return g;
       // Negative control: a slot that would enter phase 1 (P, N) goes straight to (N, P).
       const p = g.pools.get(LB)!;
@@ -134,7 +174,8 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
           phase[s] = PHASE2;
         }
       }
-      const pool: PoolPlan = { ...p, primary, second, phase };
+      const lanes = planLanes(p).slice(); // the same owners, so the same lanes
+      const pool: PoolPlan = { ...p, primary, second, phase, lanes };
       return { ...g, pools: new Map([[LB, pool]]) };
     };
 
@@ -142,33 +183,66 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
     let latest = mutate(planNext({ config: config(), latest: null, connections: () => 0, now }).next!);
     const nGateways = 2 + int(3);
     const gateways: Generation[] = Array.from({ length: nGateways }, () => latest);
+    // Each host applies generations on its own: the lanes it walks are those of its generation.
+    const hosts = HOSTS.slice(0, nHosts);
+    const hostGen = new Map<string, Generation>(hosts.map((h) => [h, latest]));
     let conns: Conn[] = [];
     let nextConn = 0;
     let dirty = true;
+
+    /** Host-to-host hops to deliver `c` from a gateway on `g`, or a reason it is not delivered. */
+    const deliver = (c: Conn, g: Generation): number | string => {
+      const plan = g.pools.get(LB)!;
+      const x = plan.primary[c.hash & ((1 << plan.bits) - 1)];
+      if (x === NO_OWNER) return 'no primary';
+      let host = plan.members[x].host;
+      let counter = 0;
+      for (let hops = 0; ; hops++) {
+        if (host === c.host) return hops;
+        if (mutation === 'no-chain') return `not on ${host}, hosts never hand packets on`;
+        if (mutation === 'one-hop') {
+          const sc = plan.second[c.hash & ((1 << plan.bits) - 1)];
+          if (counter > 0 || sc === NO_OWNER) return `not on ${host}, one hop only`;
+          host = plan.members[sc].host;
+          counter = 1;
+          continue;
+        }
+        const hp = hostGen.get(host)!.pools.get(LB)!;
+        const lanes = planLanes(hp);
+        const base = (c.hash & ((1 << hp.bits) - 1)) * LANES;
+        let next = -1;
+        for (let l = counter; l < LANES && next < 0; l++) {
+          const m = lanes[base + l];
+          if (m !== NO_OWNER && hp.members[m].host !== host) next = l;
+        }
+        if (next < 0)
+          return `not on ${host} (g${hostGen.get(host)!.number}) at counter ${counter}, no lane left`;
+        host = hp.members[lanes[base + next]].host;
+        counter = next + 1;
+      }
+    };
 
     const check = (): void => {
       const seen = new Set<Generation>();
       for (const g of gateways) {
         if (seen.has(g)) continue;
         seen.add(g);
-        const plan = g.pools.get(LB)!;
-        const mask = (1 << plan.bits) - 1;
         for (const c of conns) {
           res.checks++;
-          const slot = c.hash & mask;
-          const x = plan.primary[slot];
-          if (x !== NO_OWNER && plan.members[x].host === c.host) continue;
-          const sc = plan.second[slot];
-          if (mutation !== 'no-second-chance' && sc !== NO_OWNER && x !== NO_OWNER) {
-            if (plan.members[sc].host === c.host) continue;
+          const r = deliver(c, g);
+          if (typeof r === 'number') {
+            if (r > res.maxHops) res.maxHops = r;
+            if (r >= 2) res.deepDeliveries++;
+            if (r > chainLength + 1) {
+              res.violations++;
+              res.firstViolation ??= `sequence ${q}: connection ${c.id} took ${r} hops (L = ${chainLength})`;
+            }
+            continue;
           }
           res.violations++;
-          if (res.firstViolation === undefined) {
-            res.firstViolation =
-              `sequence ${q}: connection ${c.id} on ${c.key} (${c.host}) slot ${slot} at a gateway on generation ` +
-              `${g.number}: primary ${x === NO_OWNER ? 'none' : plan.members[x].key}, second ` +
-              `${sc === NO_OWNER ? 'none' : plan.members[sc].key}`;
-          }
+          res.firstViolation ??=
+            `sequence ${q}: connection ${c.id} on ${c.key} (${c.host}) slot ${c.hash & ((1 << g.pools.get(LB)!.bits) - 1)} ` +
+            `at a gateway on generation ${g.number}: ${r}`;
         }
       }
     };
@@ -208,18 +282,29 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
           if (b.up) conns.push({ id: nextConn++, hash, key: m.key, host: m.host });
         }
       } else if (r < 33) {
-        if (conns.length > 0) conns.splice(int(conns.length), 1);
+        if (closes && conns.length > 0) conns.splice(int(conns.length), 1);
         dirty = true;
       } else if (r < 51) {
-        // A gateway that lags acknowledges (applies) the latest generation; any of them, in any order.
-        const lagging = gateways.flatMap((g, i) => (g === latest ? [] : [i]));
-        if (lagging.length > 0) gateways[lagging[int(lagging.length)]] = latest;
+        // Gateways and hosts that lag acknowledge (apply) the latest generation: one of them, or each with
+        // probability 1/2, in any order.
+        const lagging = [
+          ...gateways.flatMap((g, i) => (g === latest ? [] : [() => (gateways[i] = latest)])),
+          ...hosts.flatMap((h) => (hostGen.get(h) === latest ? [] : [() => hostGen.set(h, latest)])),
+        ];
+        if (lagging.length > 0) lagging[int(lagging.length)]();
+        const more = rnd() < 0.5;
+        for (const ack of lagging) {
+          if (more && rnd() < 0.5) ack();
+        }
       } else if (r < 69) {
-        // Planner step, gated on every live gateway's acknowledgement.
+        // Planner step, gated on every live gateway's and host's acknowledgement.
         // planNext is a pure function of (config, latest, counts, now); while none of them changed since it
         // last returned null it would return null again, so it is not called (the drain window is infinite, so
         // `now` does not matter; SYNs only add connections on primaries, which the planner does not count).
-        const acks = new Map(gateways.map((g, i) => [`gw${i}`, g.number]));
+        const acks = new Map([
+          ...gateways.map((g, i): [string, number] => [`gw${i}`, g.number]),
+          ...hosts.map((h): [string, number] => [h, hostGen.get(h)!.number]),
+        ]);
         if (dirty && (mutation === 'ignore-acks' || canPublish(acks, latest))) {
           res.steps++;
           dirty = false;
@@ -244,6 +329,13 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
             latest = mutate(step.next);
             res.published++;
             dirty = true;
+            const lp = latest.pools.get(LB)!;
+            const lanes = planLanes(lp);
+            for (let s = 0; s < lp.primary.length; s++) {
+              let n = -1; // owners but the primary
+              for (let l = 0; l < LANES; l++) if (lanes[s * LANES + l] !== NO_OWNER) n++;
+              if (n > res.maxChain) res.maxChain = n;
+            }
           }
         }
       } else if (r < 85) {
@@ -290,6 +382,10 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
               b.state = 'active';
             });
           }
+          // A health flap: up, established connections work, new ones refused (then it recovers).
+          actions.push(() => {
+            b.flapping = !b.flapping;
+          });
           if (b.state !== 'down') {
             actions.push(() => {
               b.state = 'down';
@@ -316,15 +412,32 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, event
       } else {
         now += 1000 * (1 + int(30));
       }
-      // Invariant of the gating: live gateways are at most one generation apart.
+      // Invariant of the gating: live gateways and hosts are at most one generation apart.
       if (mutation !== 'ignore-acks') {
-        for (const g of gateways) assert.ok(latest.number - g.number <= 1, 'gateways two generations apart');
+        for (const g of [...gateways, ...hostGen.values()])
+          assert.ok(latest.number - g.number <= 1, 'nodes two generations apart');
       }
       check();
     }
     if (T) console.log(trace.join('\n'));
   }
   return res;
+}
+
+/** Negative control: every chain of two or more previous owners loses its last older one (in use or not). */
+function dropOlderMember(g: Generation): Generation {
+  const p = g.pools.get(LB)!;
+  const lanes = planLanes(p).slice();
+  for (let s = 0; s < p.primary.length; s++) {
+    for (let l = LANES - 1; l >= 0; l--) {
+      const m = lanes[s * LANES + l];
+      if (m !== NO_OWNER && m !== p.primary[s] && m !== p.second[s]) {
+        lanes[s * LANES + l] = NO_OWNER;
+        break;
+      }
+    }
+  }
+  return { ...g, pools: new Map([[LB, { ...p, lanes }]]) };
 }
 
 const SEQUENCES = Number(process.env.SLUICE_MODELCHECK_SEQUENCES ?? 100_000);
@@ -370,20 +483,28 @@ if (!isMainThread) {
       published: 0,
       checks: 0,
       violations: 0,
+      deepDeliveries: 0,
     };
     const notes: Record<string, number> = {};
+    let maxHops = 0;
+    let maxChain = 0;
     for (const r of runs) {
       for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r[k];
+      maxHops = Math.max(maxHops, r.maxHops);
+      maxChain = Math.max(maxChain, r.maxChain);
       for (const [k, n] of Object.entries(r.notes)) notes[k] = (notes[k] ?? 0) + n;
     }
     const ms = Math.round(performance.now() - started);
-    console.log(`model check: ${JSON.stringify(total)} in ${ms} ms`);
+    console.log(`model check: ${JSON.stringify({ ...total, maxHops, maxChain })} in ${ms} ms`);
     console.log(`model check: planner notes by kind: ${JSON.stringify(notes)}`);
     assert.equal(total.violations, 0, runs.map((r) => r.firstViolation ?? '').join(' '));
     assert.equal(total.sequences, SEQUENCES);
     // The model exercised what it claims to: many generations published, many deliveries checked.
     assert.ok(total.published > SEQUENCES, `only ${total.published} generations published`);
     assert.ok(total.checks > 10 * SEQUENCES, `only ${total.checks} deliveries checked`);
+    // Chains were used: slots kept several previous owners, and packets were delivered through them.
+    assert.ok(maxChain >= 3, `longest chain ${maxChain}`);
+    assert.ok(total.deepDeliveries > 0, 'no delivery needed more than one hop');
     // Every kind of transition happened, the rare ones included.
     for (const kind of [
       'phase1',
@@ -391,6 +512,7 @@ if (!isMainThread) {
       'stable',
       'retarget',
       'waits',
+      'chain-full',
       'down-primary',
       'grow',
       'no-owner',
@@ -399,7 +521,13 @@ if (!isMainThread) {
     }
   });
 
-  for (const mutation of ['no-second-chance', 'skip-phase1', 'ignore-acks'] as const) {
+  for (const mutation of [
+    'no-chain',
+    'one-hop',
+    'drop-chain-member',
+    'skip-phase1',
+    'ignore-acks',
+  ] as const) {
     test(`negative control: the same model with ${mutation} finds violations`, () => {
       const r = runSequences(0xbad, 2_000, mutation);
       console.log(`negative control ${mutation}: ${r.violations} violations; first: ${r.firstViolation}`);

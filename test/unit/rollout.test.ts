@@ -15,16 +15,27 @@ import {
   transitionReason,
 } from '../../src/rollout/backend-state.ts';
 import {
+  type ChainUse,
   type ConnectionCounts,
   canPublish,
+  nextSlot,
   type PlanStep,
   planNext,
   planRollout,
   planRolloutDetailed,
+  type SlotStep,
   waitingGateways,
 } from '../../src/rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../../src/rollout/summary.ts';
-import { type Generation, PHASE_STABLE, PHASE1, PHASE2, type PoolPlan } from '../../src/rollout/types.ts';
+import {
+  type Generation,
+  LANES,
+  PHASE_STABLE,
+  PHASE1,
+  PHASE2,
+  type PoolPlan,
+  planLanes,
+} from '../../src/rollout/types.ts';
 
 const NODES: Config['nodes'] = [
   { name: 'gw1', role: 'gateway', tunnelIp: '192.168.0.1' },
@@ -50,6 +61,7 @@ function cfg(backends: Backend[], slotBits = 4, extra: Partial<Config> = {}): Co
       ...(extra.loadBalancers ?? []),
     ],
     ...(extra.drainWindowSeconds !== undefined ? { drainWindowSeconds: extra.drainWindowSeconds } : {}),
+    ...(extra.chainLength !== undefined ? { chainLength: extra.chainLength } : {}),
     ...(extra.nodes !== undefined ? { nodes: extra.nodes } : {}),
   };
 }
@@ -169,7 +181,7 @@ test('phase 2 waits while the previous owner reports connections, then drops the
   assert.equal(wait.backend, K('A'));
   assert.match(
     wait.message,
-    new RegExp(`web slot ${s0} wait: second chance 10\\.0\\.1\\.1:8080 has 3 connections`),
+    new RegExp(`web slot ${s0} keep previous owner 10\\.0\\.1\\.1:8080: it has 3 connections`),
   );
   // Still busy: nothing to publish, and the reason says why.
   const again = step(to, r.next, counts({ [`${s0}:A`]: 1 }), 6000);
@@ -181,21 +193,75 @@ test('phase 2 waits while the previous owner reports connections, then drops the
   assert.equal(view(done)[s0], 'B');
 });
 
-test('drain window passed: the second chance is dropped on purpose and the connections are reported', () => {
-  const to = cfg([be('A'), be('B')], 4, { drainWindowSeconds: 10 });
-  const g1 = next(cfg([be('A')], 4, { drainWindowSeconds: 10 }), null);
-  const g2 = next(to, g1, zero, 0);
-  const g3 = next(to, g2, zero, 1000); // phase 2 entered at t=1000
+test('no drain window by default: a previous owner with connections is kept however long it lives', () => {
+  const to = cfg([be('A'), be('B')]);
+  const c0: Config = { ...to, drainWindowSeconds: undefined };
+  const g3 = next(c0, next(c0, next(cfg([be('A')]), null), zero, 0), zero, 1000);
+  const busy: ConnectionCounts = (_lb, _slot, key) => (key === K('A') ? 2 : 0); // fake: A keeps 2 per slot
+  assert.equal(step(c0, g3, busy, 1e12).next, null, 'a year later: still kept, nothing dropped');
+});
+
+test('drain window: a full chain drops a previous owner only once the window passed, and reports it', () => {
+  // Chain bound 1: a slot that moved once (B/A, A busy) cannot move again while A holds connections.
+  const opts = { drainWindowSeconds: 10, chainLength: 1 };
+  const two = cfg([be('A'), be('B')], 4, opts);
+  const g3 = next(two, next(two, next(cfg([be('A')], 4, opts), null), zero, 0), zero, 1000); // phase 2 at 1000
   const moving = slotsWhere(g3, (v) => v === 'B/A');
   const busy: ConnectionCounts = (_lb, _slot, key) => (key === K('A') ? 2 : 0); // fake: A keeps 2 per slot
-  assert.equal(step(to, g3, busy, 10_999).next, null, 'window not passed yet');
-  const r = step(to, g3, busy, 11_000);
+  // C takes slots, some of them from B's moved ones: those wait (chain full) until the window passed.
+  const three = cfg([be('A'), be('B'), be('C', 'active', 4)], 4, opts);
+  const early = step(three, g3, busy, 10_999);
+  const full = early.notes.find((n) => n.kind === 'chain-full');
+  assert.ok(full, early.notes.map((n) => n.message).join(' | '));
+  assert.match(full.message, /chain full/);
+  assert.ok(!early.notes.some((n) => n.kind === 'gave-up'), 'window not passed yet: nothing dropped');
+  const r = step(three, g3, busy, 11_000);
   assert.ok(r.next);
-  for (const s of moving) assert.equal(view(r.next)[s], 'B');
   const gave = r.notes.find((n) => n.kind === 'gave-up');
-  assert.ok(gave);
-  assert.equal(gave.connections, 2 * moving.length);
+  assert.ok(gave, 'the window passed: the full chain drops its previous owner, on purpose');
+  assert.equal(gave.connections, 2 * gave.slots.length);
   assert.match(gave.message, /drain window passed/);
+  for (const s of gave.slots) {
+    assert.ok(moving.includes(s));
+    assert.equal(view(r.next)[s], 'B/C', `slot ${s}: A dropped, C incoming`);
+  }
+});
+
+test('chains: a slot moves again while its previous owner holds connections, and keeps both', () => {
+  const two = cfg([be('A'), be('B')]);
+  const g3 = next(two, next(two, next(cfg([be('A')]), null)));
+  const moving = slotsWhere(g3, (v) => v === 'B/A');
+  const busy: ConnectionCounts = (_lb, _slot, key) => (key === K('A') || key === K('B') ? 1 : 0); // fake
+  const three = cfg([be('A'), be('B'), be('C', 'active', 4)]);
+  const g4 = next(three, g3, busy);
+  const again = moving.filter((s) => view(g4)[s] === 'B/C');
+  assert.ok(again.length > 0, 'some of the moved slots move again');
+  const g5 = next(three, g4, busy);
+  const lanes = planLanes(pool(g5));
+  const p5 = pool(g5);
+  for (const s of again) {
+    assert.equal(view(g5)[s], 'C/B', `slot ${s}: C primary, B second chance`);
+    const owners = [...lanes.slice(s * LANES, s * LANES + LANES)]
+      .filter((m) => m !== NO_OWNER)
+      .map((m) => p5.members[m].key)
+      .sort();
+    assert.deepEqual(owners, [K('A'), K('B'), K('C')], `slot ${s}: A stays in the chain`);
+    // Lanes are stable: A keeps the lane it had in g3.
+    const laneOf = (g: Generation, key: string) => {
+      const p = pool(g);
+      const l = planLanes(p);
+      for (let i = 0; i < LANES; i++) if (p.members[l[s * LANES + i]]?.key === key) return i;
+      return -1;
+    };
+    assert.equal(laneOf(g5, K('A')), laneOf(g3, K('A')));
+    assert.equal(laneOf(g5, K('B')), laneOf(g3, K('B')));
+  }
+  // A reports 0: it leaves the chain; B still busy stays.
+  const onlyB: ConnectionCounts = (_lb, _slot, key) => (key === K('B') ? 1 : 0);
+  const g6 = next(three, g5, onlyB);
+  for (const s of again) assert.equal(view(g6)[s], 'C/B');
+  const g7 = next(three, g6, zero);
+  for (const s of again) assert.equal(view(g7)[s], 'C');
 });
 
 test('phase 1 retargeted: (P, N) with a new target C != N becomes (P, C); nobody sent to N yet', () => {
@@ -254,7 +320,8 @@ test('phase 2 (N, P) where N goes down and P still has connections: (P, N), P ta
   assert.ok(inPhase2.length >= 5);
   // Fake report: every previous owner still has 1 connection in every slot.
   const busy: ConnectionCounts = (_lb, _s, key) => (key === K('B') ? 0 : 1);
-  const down = cfg([be('A'), be('C'), be('B', 'down')]);
+  // Chain bound 1: no room for a new incoming owner, so the previous owner takes the SYNs back.
+  const down = cfg([be('A'), be('C'), be('B', 'down')], 4, { chainLength: 1 });
   const g4 = next(down, g3, busy);
   for (const s of inPhase2) {
     const prevOwner = view(g3)[s].split('/')[1];
@@ -357,15 +424,16 @@ test('removed backend whose host left the config: treated as down (no wait)', ()
   assert.ok(view(g4).every((v) => v === 'A'));
 });
 
-test('a slot whose second chance is in use is not moved again; buildTable is told to keep it', () => {
-  const g1 = next(cfg([be('A'), be('B')]), null);
-  const three = cfg([be('A'), be('B'), be('C')]);
+test('a slot whose chain is full is not moved again; buildTable is told to keep it', () => {
+  const L1 = { chainLength: 1 };
+  const g1 = next(cfg([be('A'), be('B')], 4, L1), null);
+  const three = cfg([be('A'), be('B'), be('C')], 4, L1);
   const g3 = next(three, next(three, g1));
   const cSlots = slotsWhere(g3, (v) => v.startsWith('C/'));
   // Fake: every previous owner keeps connections in every slot.
   const busy: ConnectionCounts = (_lb, _s, key) => (key === K('C') ? 0 : 2);
   // Drop C's weight to 0 is not it; instead add D: D's slots must come from elsewhere where possible.
-  const four = cfg([be('A'), be('B'), be('C'), be('D')]);
+  const four = cfg([be('A'), be('B'), be('C'), be('D')], 4, L1);
   const r = step(four, g3, busy);
   assert.ok(r.next);
   for (const s of cSlots) {
@@ -491,26 +559,38 @@ test('backend state machine: derived states and the transition table', () => {
   }
 });
 
-// Safety of one step, structurally (docs/design/rollout.md "Safety"): for every slot,
-//   (A) the new primary was the old primary or second chance (gateways still on the old generation reach the
-//       connections that SYNs to the new primary create), unless the old primary was none;
-//   (B) the old primary is the new primary or second chance (it may still get SYNs from the old generation).
+// Safety of one step, structurally (docs/design/rollout.md "Safety"), O = a slot's owners (its lanes): for every
+// slot,
+//   (A) the new primary was an owner before (gateways still on the old generation reach the connections that SYNs
+//       to the new primary create), unless the old primary was none;
+//   (B) the old primary is still an owner (it may still get SYNs from the old generation);
+//   (D) an owner in both keeps its lane, unless it is the primary in both (hosts on either generation walk the
+//       lanes in order).
 function checkStep(a: PoolPlan, b: PoolPlan): string | undefined {
   const key = (p: PoolPlan, i: number): string | undefined => (i === NO_OWNER ? undefined : p.members[i].key);
+  const la = planLanes(a);
+  const lb = planLanes(b);
+  const lanesOf = (p: PoolPlan, l: Uint16Array, s: number) => {
+    const m = new Map<string, number>();
+    for (let i = 0; i < LANES; i++) if (l[s * LANES + i] !== NO_OWNER) m.set(key(p, l[s * LANES + i])!, i);
+    return m;
+  };
   for (let s = 0; s < b.primary.length; s++) {
     const sa = s & (a.primary.length - 1);
     const p0 = key(a, a.primary[sa]);
-    const s0 = key(a, a.second[sa]);
     const p1 = key(b, b.primary[s]);
-    const s1 = key(b, b.second[s]);
-    if (p0 !== undefined && p1 !== p0 && p1 !== s0)
-      return `slot ${s}: (${p0},${s0}) -> (${p1},${s1}) breaks A`;
-    if (p0 !== undefined && p0 !== p1 && p0 !== s1)
-      return `slot ${s}: (${p0},${s0}) -> (${p1},${s1}) breaks B`;
+    const o0 = lanesOf(a, la, sa);
+    const o1 = lanesOf(b, lb, s);
+    const show = `slot ${s}: (${p0}; ${[...o0.keys()]}) -> (${p1}; ${[...o1.keys()]})`;
+    if (p0 !== undefined && !o0.has(p1!)) return `${show} breaks A`;
+    if (p0 !== undefined && !o1.has(p0)) return `${show} breaks B`;
+    for (const [k, lane] of o0) {
+      if (o1.has(k) && o1.get(k) !== lane && !(k === p0 && k === p1)) return `${show}: ${k} changes lane (D)`;
+    }
   }
   // (C) a member index referenced by `a` means the same backend in `b` (Geneve metadata carries indices, and
   //     hosts on `b` decode what gateways on `a` send).
-  for (const i of [...a.primary, ...a.second]) {
+  for (const i of la) {
     if (i !== NO_OWNER && b.members[i]?.key !== a.members[i].key)
       return `member index ${i}: ${a.members[i].key} -> ${b.members[i]?.key} breaks C`;
   }
@@ -528,7 +608,7 @@ const arbBackends = fc
   )
   .map((list) => list.map((b) => be(b.name, b.state, b.weight)));
 
-test('property: every offline rollout step keeps A, B and C, ends stable and balanced', () => {
+test('property: every offline rollout step keeps A, B, C and D, ends stable and balanced', () => {
   fc.assert(
     fc.property(
       arbBackends,
@@ -576,9 +656,85 @@ test('a plan without phases or times (read back from a store that lost them) sti
     pools: new Map([['web', { ...p3, phase: new Uint8Array(16), since: new Float64Array(16) }]]),
   };
   const busy: ConnectionCounts = (_lb, _s, key) => (key === K('A') ? 1 : 0); // fake: A keeps a connection
-  // Long after the window: an unknown start never expires, so it waits instead of dropping connections.
-  assert.equal(step(to, stripped, busy, 1e9).next, null);
+  // Long after the window: an unknown start never expires. The step only restores the phases (no owner moves)
+  // and drops nothing.
+  const restored = step(to, stripped, busy, 1e9);
+  assert.ok(!restored.notes.some((n) => n.kind === 'gave-up'));
+  if (restored.next !== null) {
+    assert.deepEqual(view(restored.next), view(stripped));
+    assert.equal(step(to, restored.next, busy, 1e9).next, null);
+  }
   const g4 = next(to, stripped, zero, 1e9);
   assert.equal(checkStep(pool(stripped), pool(g4)), undefined);
   assert.ok(view(g4).every((v) => v === 'A' || v === 'B'));
+});
+
+// nextSlot is the transition table of docs/design/rollout.md ("Transitions"), one row per case. Members are plain
+// indices here (0 = P, 1 = T, 2 = C, 3 = D); uses and counts are given directly (no planner around it).
+test('nextSlot: every row of the transition table', () => {
+  const P = 0;
+  const Tg = 1;
+  const C = 2;
+  const D = 3;
+  const f = (
+    target: number,
+    use: ChainUse[],
+    extra: Partial<{ bound: number; primaryGone: boolean; conns: (number | undefined)[] }> = {},
+  ) => ({
+    target,
+    bound: extra.bound ?? 4,
+    primaryGone: extra.primaryGone ?? false,
+    use,
+    conns: extra.conns ?? use.map((u) => (u === 'free' ? 0 : 3)),
+  });
+  const kinds = (r: SlotStep) => r.events.map((e) => e.kind).sort();
+  const st = (r: SlotStep) => [r.primary, [...r.chain], r.phase];
+  // T = none: keep p and the kept chain; p gone with a busy member: that member takes the SYNs.
+  let r = nextSlot({ primary: P, chain: [C], phase: PHASE2 }, f(NO_OWNER, ['busy']));
+  assert.deepEqual(st(r), [P, [C], PHASE2]);
+  assert.deepEqual(kinds(r), ['no-owner']);
+  r = nextSlot({ primary: P, chain: [C], phase: PHASE2 }, f(NO_OWNER, ['busy'], { primaryGone: true }));
+  assert.deepEqual(st(r), [C, [P], PHASE2]);
+  assert.deepEqual(kinds(r), ['down-primary', 'no-owner']);
+  // p none: the target at once.
+  r = nextSlot({ primary: NO_OWNER, chain: [], phase: PHASE_STABLE }, f(Tg, []));
+  assert.deepEqual(st(r), [Tg, [], PHASE_STABLE]);
+  // p = T: free members leave, busy ones stay (waits); stable once empty.
+  r = nextSlot({ primary: Tg, chain: [P, C], phase: PHASE2 }, f(Tg, ['free', 'busy']));
+  assert.deepEqual(st(r), [Tg, [C], PHASE2]);
+  assert.deepEqual(kinds(r), ['waits']);
+  r = nextSlot({ primary: Tg, chain: [P], phase: PHASE2 }, f(Tg, ['free']));
+  assert.deepEqual(st(r), [Tg, [], PHASE_STABLE]);
+  assert.deepEqual(kinds(r), ['stable']);
+  // T in the chain: phase 2, p joins the chain.
+  r = nextSlot({ primary: P, chain: [Tg, C], phase: PHASE1 }, f(Tg, ['free', 'busy']));
+  assert.deepEqual(st(r), [Tg, [P, C], PHASE2]);
+  assert.deepEqual(kinds(r), ['phase2']);
+  // T not in the chain, room: phase 1 (retarget when it replaces a free incoming owner).
+  r = nextSlot({ primary: P, chain: [C], phase: PHASE2 }, f(Tg, ['busy']));
+  assert.deepEqual(st(r), [P, [Tg, C], PHASE1]);
+  assert.deepEqual(kinds(r), ['phase1']);
+  r = nextSlot({ primary: P, chain: [C], phase: PHASE1 }, f(Tg, ['free']));
+  assert.deepEqual(st(r), [P, [Tg], PHASE1]);
+  assert.deepEqual(kinds(r), ['retarget']);
+  // Full chain: expired members (fewest connections first) make room, on purpose.
+  r = nextSlot(
+    { primary: P, chain: [C, D], phase: PHASE2 },
+    f(Tg, ['expired', 'expired'], { bound: 2, conns: [5, 2] }),
+  );
+  assert.deepEqual(st(r), [P, [Tg, C], PHASE1]);
+  assert.deepEqual(kinds(r), ['gave-up', 'phase1']);
+  assert.equal(r.events.find((e) => e.kind === 'gave-up')?.a, D);
+  // Full, primary gone: the newest busy member takes the SYNs back.
+  r = nextSlot(
+    { primary: P, chain: [C, D], phase: PHASE2 },
+    f(Tg, ['busy', 'busy'], { bound: 2, primaryGone: true }),
+  );
+  assert.deepEqual(st(r), [C, [P, D], PHASE2]);
+  assert.deepEqual(kinds(r), ['down-primary']);
+  // Full, primary live: wait, and say so with the connections.
+  r = nextSlot({ primary: P, chain: [C, D], phase: PHASE2 }, f(Tg, ['busy', 'busy'], { bound: 2 }));
+  assert.deepEqual(st(r), [P, [C, D], PHASE2]);
+  assert.deepEqual(kinds(r), ['chain-full']);
+  assert.equal(r.events[0].conns, 6);
 });

@@ -4,15 +4,27 @@
 // keep their UUIDs). Pure: callers run the ops with client.transact.
 
 import type { Backend, Config, LoadBalancer, Node } from '../../model/types.ts';
-import { backendKey } from '../../model/types.ts';
+import { backendKey, DEFAULT_CHAIN_LENGTH } from '../../model/types.ts';
 import type { Operation } from '../../ovsdb/protocol.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
 import type { Columns } from './columns.ts';
-import { add, byUuid, insert, mutate, remove, setDelete, setInsert, update, waitUnchanged } from './ops.ts';
+import {
+  add,
+  byUuid,
+  insert,
+  mapPut,
+  mutate,
+  remove,
+  setDelete,
+  setInsert,
+  update,
+  waitUnchanged,
+} from './ops.ts';
 import { get, rows, single } from './read.ts';
 import {
   type BackendRow,
   BackendTable,
+  CHAIN_LENGTH_KEY,
   GlobalTable,
   type LoadBalancerRow,
   LoadBalancerTable,
@@ -27,6 +39,7 @@ export interface StoredDesiredState {
     hashMode?: string;
     slotBits?: number;
     drainWindowSeconds?: number;
+    chainLength?: number;
     nodes: { name: string; role: string; tunnelIp: string }[];
     loadBalancers: {
       name: string;
@@ -73,7 +86,10 @@ export function readDesiredState(r: Replica): StoredDesiredState {
   if (g !== undefined) {
     config.hashMode = g.hash_mode;
     config.slotBits = g.slot_bits;
-    config.drainWindowSeconds = g.drain_window;
+    // 0 = no drain window (the default: previous owners are kept while they hold connections).
+    if (g.drain_window > 0) config.drainWindowSeconds = g.drain_window;
+    const chain = g.options.get(CHAIN_LENGTH_KEY);
+    if (chain !== undefined) config.chainLength = Number(chain);
   }
   return { desiredCfg: g?.desired_cfg ?? 0, config };
 }
@@ -199,14 +215,23 @@ export function desiredStateOps(current: Replica, config: Config): Operation[] {
   const settings = {
     hash_mode: config.hashMode,
     slot_bits: config.slotBits,
-    drain_window: config.drainWindowSeconds,
+    drain_window: config.drainWindowSeconds ?? 0, // 0 = none
   };
+  // The chain bound lives in Global.options (absent: the default), beside the planner's keys: set by key only.
+  const chain = config.chainLength ?? DEFAULT_CHAIN_LENGTH;
+  const chainOp = mutate(
+    GlobalTable,
+    [],
+    mapPut(GlobalTable, 'options', { [CHAIN_LENGTH_KEY]: String(chain) }),
+  );
   if (g === undefined) {
     ops.push(insert(GlobalTable, { ...settings, desired_cfg: 1 }));
+    if (chain !== DEFAULT_CHAIN_LENGTH) ops.push(chainOp);
     return ops;
   }
   const gdiff = changed(g, settings);
   if (nonEmpty(gdiff)) ops.push(update(GlobalTable, [], gdiff));
+  if (Number(g.options.get(CHAIN_LENGTH_KEY) ?? DEFAULT_CHAIN_LENGTH) !== chain) ops.push(chainOp);
   if (ops.length === 0) return [];
   return [
     waitUnchanged(GlobalTable, [], { desired_cfg: g.desired_cfg }),

@@ -10,7 +10,8 @@ export const DB_NAME = 'Sluice';
 export type HashMode = 'dp_hash' | 'fields';
 export type Role = 'gateway' | 'host';
 export type AdminState = 'active' | 'draining' | 'down';
-export type Health = 'unknown' | 'up' | 'down';
+/** `down`: its health check fails (it may still serve its connections); `gone`: its port is missing on its host. */
+export type Health = 'unknown' | 'up' | 'down' | 'gone';
 
 export interface GlobalRow {
   readonly _uuid: string;
@@ -227,7 +228,7 @@ export const BackendStatusTable: TableDef<BackendStatusRow> = {
     node: col.string,
     lb: col.string,
     backend: col.string,
-    health: col.oneOf('unknown', 'up', 'down'),
+    health: col.oneOf('unknown', 'up', 'down', 'gone'),
     connections: col.integer,
     checked_at: col.integer,
   },
@@ -264,6 +265,8 @@ export const TABLES = [
 
 /** Global.options: the generation released to gateways (the planner sets it once every live host has it). */
 export const GATEWAY_GENERATION_KEY = 'gateway_generation';
+/** Global.options: the chain bound L (Config.chainLength); absent = DEFAULT_CHAIN_LENGTH. */
+export const CHAIN_LENGTH_KEY = 'chain_length';
 /** Node_Status.external_ids, set by the node's agent: "true" while the gateway withdrew itself from ECMP. */
 export const AGENT_FENCED_KEY = 'fenced';
 /** Node_Status.external_ids, set by the node's agent: its role (a node that left the desired state keeps one). */

@@ -60,17 +60,24 @@ export interface StoreView {
   readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
 }
 
-/** The effective config document: backends whose host reports them down are `down` (the operator's state else). */
+/**
+ * The effective config document. A failed health check is not a dead backend: a backend whose host reports it
+ * `down` takes no new connections (an active one plans as `draining`: its slots move for new connections at once,
+ * and it stays in the chains while its host reports connections). Only evidence that the backend itself is gone
+ * (`gone`: its port is missing on its host) plans it as `down`, which drops it from the chains. The operator's
+ * state otherwise.
+ */
 export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, Health>): DesiredDoc {
   return {
     ...desired,
     loadBalancers: desired.loadBalancers.map((lb) => ({
       ...lb,
-      backends: lb.backends.map((b) =>
-        health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`) === 'down'
-          ? { ...b, state: 'down' }
-          : b,
-      ),
+      backends: lb.backends.map((b) => {
+        const h = health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`);
+        if (h === 'gone') return { ...b, state: 'down' };
+        if (h === 'down' && (b.state ?? 'active') === 'active') return { ...b, state: 'draining' };
+        return b;
+      }),
     })),
   };
 }
