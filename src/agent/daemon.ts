@@ -624,11 +624,24 @@ export class AgentDaemon {
       });
   }
 
+  /**
+   * A backend's health as reported: the checker's state, except that a backend whose port is missing on this host
+   * (not in the node facts) is `gone`. Only `gone` drops a backend's connections from the chains; a failing health
+   * check alone (`down`) only stops new connections (docs/design/rollout.md, "Health").
+   */
+  #healthOf(id: string, address: string): 'unknown' | 'up' | 'down' | 'gone' {
+    if (this.#facts.vms[address] === undefined) return 'gone';
+    return this.health?.state(id) ?? 'unknown';
+  }
+
   /** Backend_Status and Slot_Connections changes (hosts), from conntrack and the health checker. */
   async #reportOps(r: Replica, now: number): Promise<Operation[]> {
     const config = this.#appliedConfig;
     if (config === undefined) return [];
     const conns = await readSlotConnections(this.#o.runner, config);
+    // A failing check may mean the backend's port is gone: read the facts again to tell (cheap when all are up).
+    if ([...(this.health?.states().values() ?? [])].some((h) => h.state === 'down'))
+      await this.#refreshFacts();
     this.#conns = conns;
     const ops: Operation[] = [];
     const seen = new Set<string>();
@@ -666,8 +679,11 @@ export class AgentDaemon {
         seen.add(`${lb.name} ${key}`);
         let n = 0;
         for (const perKey of perSlot.values()) n += perKey.get(key) ?? 0;
-        const health = this.health?.state(`${lb.name} ${key}`) ?? 'unknown';
-        this.#m.health.set({ lb: lb.name, backend: key }, health === 'up' ? 1 : health === 'down' ? 0 : -1);
+        const health = this.#healthOf(`${lb.name} ${key}`, b.address);
+        this.#m.health.set(
+          { lb: lb.name, backend: key },
+          health === 'up' ? 1 : health === 'unknown' ? -1 : 0,
+        );
         this.#m.connections.set({ lb: lb.name, backend: key }, n);
         const cur = statusRows.get(`${lb.name} ${key}`);
         const want = { health, connections: n };

@@ -1,8 +1,10 @@
-// Host br-int: accept Geneve only from known nodes, deferred DNAT in conntrack, second chance, direct return.
+// Host br-int: accept Geneve only from known nodes, deferred DNAT in conntrack, the chain walk, direct return.
 
 import type { Flow } from '../flowset/types.ts';
+import { NO_OWNER } from '../hashing/slots.ts';
 import { SluiceError } from '../model/errors.ts';
 import { backendKey, type Config, type IpFamily } from '../model/types.ts';
+import { LANES, planLanes } from '../rollout/types.ts';
 import { actions, dstField, familyOf, ipv4ToInt, l3, l4, match, natTarget, ofNum } from './common.ts';
 import type { NodeFacts } from './facts.ts';
 import { dropFlow, type LbInput } from './gateway.ts';
@@ -10,7 +12,7 @@ import {
   CT_ZONE,
   cookie,
   FLAG_RESERVED,
-  FLAG_SECOND_CHANCED,
+  HOP_MASK,
   PRIO,
   REG_T_LB_SLOT,
   REG_T_MEMBER,
@@ -80,8 +82,8 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  *            tun_metadata2=0/0x80000000,nw_dst=203.0.113.10,tp_dst=80             (and =0x80000000/0x80000000)
  *            actions=move:NXM_NX_TUN_METADATA0[0..31]->NXM_NX_REG2[],move:NXM_NX_TUN_METADATA1[0..31]->NXM_NX_REG3[],
  *                    move:NXM_NX_TUN_METADATA2[0..31]->NXM_NX_REG4[],ct(table=21,zone=1,nat)
- *   TCP: the same with tun_metadata1=0x1/0x8001 at priority 110 (cookie TUN_VIP_SECOND): a packet another host
- *   handed on by second chance, counted per VIP.
+ *   TCP: the same with a hop counter that is not 0 (tun_metadata1=0x1/0x8001, 0x2/0x8003, 0x4/0x8007, 0x8/0x800f) at
+ *   priority 110 (cookie TUN_VIP_SECOND): a packet another host handed on along a chain, counted per VIP.
  *   table=20 priority=1 actions=drop
  */
 export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
@@ -113,27 +115,37 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
         actions: copy,
         cookie: cookie('TUN_VIP', id, 0, port),
       });
-      // The same packet when another host handed it on by second chance: same actions, its own cookie, so the
-      // agent counts second-chance packets per VIP (the packets that would have broken a connection).
+      // The same packet when another host handed it on along a chain (hop counter not 0: one flow per lowest set
+      // bit): same actions, its own cookie, so the agent counts chain packets per VIP (the packets that would have
+      // broken a connection).
       if (lb.protocol === 'tcp')
-        flows.push({
-          table: T.TUN_IN,
-          priority: PRIO.SECOND_CHANCED_IN,
-          match: match(
-            l4(lb.protocol, lb.family),
-            `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-            `${TUN_MEMBER_FLAGS.field}=${ofNum(FLAG_SECOND_CHANCED)}/${ofNum(FLAG_RESERVED | FLAG_SECOND_CHANCED)}`,
-            `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
-            `${dstField(lb.family)}=${lb.vip}`,
-            `tp_dst=${port}`,
-          ),
-          actions: copy,
-          cookie: cookie('TUN_VIP_SECOND', id, 0, port),
-        });
+        for (const [value, mask] of HOP_NOT_ZERO)
+          flows.push({
+            table: T.TUN_IN,
+            priority: PRIO.SECOND_CHANCED_IN,
+            match: match(
+              l4(lb.protocol, lb.family),
+              `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+              `${TUN_MEMBER_FLAGS.field}=${ofNum(value)}/${ofNum(FLAG_RESERVED | mask)}`,
+              `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
+              `${dstField(lb.family)}=${lb.vip}`,
+              `tp_dst=${port}`,
+            ),
+            actions: copy,
+            cookie: cookie('TUN_VIP_SECOND', id, 0, port),
+          });
     }
   }
   return flows;
 }
+
+/** Hop counters that are not 0, as (value, mask) pairs on HOP_MASK's 4 bits: one per lowest set bit. */
+const HOP_NOT_ZERO: readonly (readonly [number, number])[] = [
+  [0x1, 0x1],
+  [0x2, 0x3],
+  [0x4, 0x7],
+  [0x8, 0xf],
+];
 
 /**
  * CT_IN, after the conntrack lookup of a tunnelled packet:
@@ -151,23 +163,20 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
  *              actions=ct(commit,zone=1,nat(dst=10.0.1.11:8080),exec(move:NXM_NX_REG2[]->NXM_NX_CT_MARK[])),
  *                      set_field:..->eth_src,set_field:..->eth_dst,output:5
  *
- * - second chance (TCP only): a new non-SYN packet (no state here), not yet second-chanced, whose second-chance host
- *   is another KNOWN host -> set the flag, re-encapsulate to that host, once. `in_port` is cleared so that output
- *   to the Geneve port it came from is allowed. One flow per (other host, family with TCP LBs):
- *     table=21 priority=90,ct_state=+new+trk,tcp,reg3=0/0x1,reg4=0xc0a8640c,tcp_flags=-syn
- *              actions=set_field:0x1/0x1->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
- *                      output:3
- *   UDP has NO second chance: when a UDP slot moves, the next datagram of an existing UDP flow creates a new
- *   conntrack entry on the new owner (a new "session" with the new backend).
+ * - the chain (TCP only): a new non-SYN packet (no state here) -> CHAIN (hostChainLbFlows), which hands it to the
+ *   slot's next owner on another host or drops it. One flow per family with TCP LBs:
+ *     table=21 priority=90,ct_state=+new+trk,tcp,tcp_flags=-syn actions=resubmit(,22)
+ *   UDP has NO chain: when a UDP slot moves, the next datagram of an existing UDP flow creates a new conntrack
+ *   entry on the new owner (a new "session" with the new backend).
  *
- * - anything else (flag already set, no second-chance host, unknown member, +inv) -> dropped:
+ * - anything else (a SYN for a member that is not local, +inv) -> dropped:
  *     table=21 priority=1 actions=drop
  */
-export function hostCtInFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+export function hostCtInFlows(lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   return [
     ...hostDeliverFlows(facts),
     ...lbs.flatMap((x) => hostCommitLbFlows(x, facts)),
-    ...hostSecondChanceFlows(config, lbs, facts),
+    ...hostChainJumpFlows(lbs),
     dropFlow(T.CT_IN),
   ];
 }
@@ -232,36 +241,78 @@ export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): 
   return flows;
 }
 
-/** CT_IN: second chance, per other host and per family that has TCP load balancers. */
-export function hostSecondChanceFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
-  const flows: Flow[] = [];
+/** CT_IN: a new non-SYN TCP packet (this host has no connection for it) -> CHAIN, per family with TCP LBs. */
+export function hostChainJumpFlows(lbs: readonly LbInput[]): Flow[] {
   const tcpFamilies = new Set<IpFamily>(lbs.filter((x) => x.lb.protocol === 'tcp').map((x) => x.lb.family));
-  for (const n of config.nodes) {
-    if (n.role !== 'host' || n.name === facts.name) continue;
-    const ip = ipv4ToInt(n.tunnelIp);
-    for (const fam of [4, 6] as const) {
-      if (!tcpFamilies.has(fam)) continue;
+  return ([4, 6] as const)
+    .filter((fam) => tcpFamilies.has(fam))
+    .map((fam) => ({
+      table: T.CT_IN,
+      priority: PRIO.SECOND_CHANCE,
+      match: match('ct_state=+new+trk', l4('tcp', fam), 'tcp_flags=-syn'),
+      actions: `resubmit(,${T.CHAIN})`,
+      cookie: cookie('SECOND_CHANCE', 0, 0, fam),
+    }));
+}
+
+/**
+ * CHAIN, per slot that has a chain (TCP only): for each hop counter c a packet of the slot may carry, the owner of
+ * the first lane >= c that lives on another host gets it, with the counter set to that lane + 1. The counter only
+ * grows, so a packet visits each lane at most once (docs/design/rollout.md, "Where the chain lives"). The slot is
+ * matched on the plan's low `bits` bits only, so a gateway one slot-bit growth ahead still finds it (slot s and
+ * s + 2^bits have the same owners right after a growth). Stable slots have no flow: their packets are dropped.
+ *
+ *   table=22 priority=100,reg2=0xb3490005/0xffff000f,reg3=0/0xf
+ *            actions=set_field:0x2/0xf->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
+ *                    output:3
+ */
+export function hostChainLbFlows(
+  hostIp: ReadonlyMap<string, string>,
+  { lb, id, plan }: LbInput,
+  facts: NodeFacts,
+): Flow[] {
+  if (lb.protocol !== 'tcp') return [];
+  const flows: Flow[] = [];
+  const lanes = planLanes(plan);
+  const size = plan.primary.length;
+  const slotMask = (0xffff0000 | (size - 1)) >>> 0;
+  for (let slot = 0; slot < size; slot++) {
+    if (plan.second[slot] === NO_OWNER) continue;
+    // The owner of each lane that lives on another (configured) host.
+    const target: (string | undefined)[] = [];
+    for (let l = 0; l < LANES; l++) {
+      const m = lanes[slot * LANES + l];
+      const host = m === NO_OWNER || m >= plan.members.length ? undefined : plan.members[m].host;
+      target.push(host === undefined || host === facts.name ? undefined : hostIp.get(host));
+    }
+    for (let c = 0; c < LANES; c++) {
+      let l = c;
+      while (l < LANES && target[l] === undefined) l++;
+      if (l === LANES) break; // no lane left from here on
       flows.push({
-        table: T.CT_IN,
-        priority: PRIO.SECOND_CHANCE,
+        table: T.CHAIN,
+        priority: PRIO.NORMAL,
         match: match(
-          'ct_state=+new+trk',
-          l4('tcp', fam),
-          `${REG_T_MEMBER.match}=0/${ofNum(FLAG_SECOND_CHANCED)}`,
-          `${REG_T_SECOND.match}=${ofNum(ip)}`,
-          'tcp_flags=-syn',
+          `${REG_T_LB_SLOT.match}=${ofNum(((id << 16) | slot) >>> 0)}/${ofNum(slotMask)}`,
+          `${REG_T_MEMBER.match}=${ofNum(c)}/${ofNum(HOP_MASK)}`,
         ),
         actions: actions(
-          `set_field:${ofNum(FLAG_SECOND_CHANCED)}/${ofNum(FLAG_SECOND_CHANCED)}->${TUN_MEMBER_FLAGS.field}`,
-          `set_field:${n.tunnelIp}->tun_dst`,
+          `set_field:${ofNum(l + 1)}/${ofNum(HOP_MASK)}->${TUN_MEMBER_FLAGS.field}`,
+          `set_field:${target[l]}->tun_dst`,
           'set_field:0->in_port',
           `output:${facts.ports.geneve}`,
         ),
-        cookie: cookie('SECOND_CHANCE', 0, 0, ip & 0xffff),
+        cookie: cookie('CHAIN_HOP', id, slot, c),
       });
     }
   }
   return flows;
+}
+
+/** CHAIN: every load balancer's hops, then the catch-all drop. */
+export function hostChainFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  return [...lbs.flatMap((x) => hostChainLbFlows(hostIp, x, facts)), dropFlow(T.CHAIN)];
 }
 
 /**

@@ -4,19 +4,19 @@
 //
 // Parts, per bridge (a part absent on a bridge has nothing there):
 //   `lb:<name>`  one load balancer's flows and groups. Gateway br-int: its CLASSIFY flows, its dp_hash group, its
-//                GW_SLOTS flows. Host br-int: its TUN_IN flows and its CT_IN commit flows.
+//                GW_SLOTS flows. Host br-int: its TUN_IN flows, its CT_IN commit flows and its CHAIN hops.
 //   `node`       everything else, recompiled every time (O(load balancers), no slot flows): the catch-all drops, the
-//                TLV map, br-phy (one flow per distinct VIP on a gateway), host CLASSIFY, CT_IN deliver and second
-//                chance, CT_OUT.
+//                TLV map, br-phy (one flow per distinct VIP on a gateway), host CLASSIFY, CT_IN deliver and the jump
+//                to CHAIN, CT_OUT.
 // An `lb:` part is reused (the same object) when the previous result was compiled in the same context (hash mode,
 // nodes, facts) and the load balancer's id, configuration and the flow-relevant part of its pool plan (bits,
-// members, primary, second; not phase or since, which no flow reads) are equal. A one-backend change at 1000 VIPs
+// members, primary, second, lanes; not phase or since, which no flow reads) are equal. A one-backend change at 1000 VIPs
 // therefore recompiles one load balancer; parts that are the same object need no diff either
 // (flowset/diff.ts diffParts).
 
 import type { BridgeState, FlowSet, Group } from '../flowset/types.ts';
 import type { Config } from '../model/types.ts';
-import type { Generation, PoolPlan } from '../rollout/types.ts';
+import { type Generation, type PoolPlan, planLanes } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
 import {
   dropFlow,
@@ -26,11 +26,12 @@ import {
   type LbInput,
 } from './gateway.ts';
 import {
+  hostChainJumpFlows,
+  hostChainLbFlows,
   hostClassifyFlows,
   hostCommitLbFlows,
   hostCtOutFlows,
   hostDeliverFlows,
-  hostSecondChanceFlows,
   hostTunInLbFlows,
 } from './host.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping } from './index.ts';
@@ -75,7 +76,9 @@ export function samePlanForFlows(a: PoolPlan, b: PoolPlan): boolean {
     const y = b.members[i]!;
     if (x.key !== y.key || x.address !== y.address || x.port !== y.port || x.host !== y.host) return false;
   }
-  return sameArray(a.primary, b.primary) && sameArray(a.second, b.second);
+  return (
+    sameArray(a.primary, b.primary) && sameArray(a.second, b.second) && sameArray(planLanes(a), planLanes(b))
+  );
 }
 
 function sameInput(a: LbInput, b: LbInput): boolean {
@@ -127,7 +130,11 @@ export function compileNodeParts(
       });
     } else {
       int.set(key, {
-        flows: [...hostTunInLbFlows(x), ...hostCommitLbFlows(x, facts)],
+        flows: [
+          ...hostTunInLbFlows(x),
+          ...hostCommitLbFlows(x, facts),
+          ...hostChainLbFlows(hostIp, x, facts),
+        ],
         groups: [],
         tlvMap: [],
       });
@@ -142,8 +149,9 @@ export function compileNodeParts(
             ...hostClassifyFlows(config, facts),
             dropFlow(T.TUN_IN),
             ...hostDeliverFlows(facts),
-            ...hostSecondChanceFlows(config, lbs, facts),
+            ...hostChainJumpFlows(lbs),
             dropFlow(T.CT_IN),
+            dropFlow(T.CHAIN),
             ...hostCtOutFlows(facts),
           ],
           groups: [],

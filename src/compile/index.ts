@@ -6,7 +6,7 @@ import type { Config } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
 import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows, type LbInput } from './gateway.ts';
-import { hostClassifyFlows, hostCtInFlows, hostCtOutFlows, hostTunInFlows } from './host.ts';
+import { hostChainFlows, hostClassifyFlows, hostCtInFlows, hostCtOutFlows, hostTunInFlows } from './host.ts';
 import { phyFlows } from './phy.ts';
 import { lbIds, TLV_OPTIONS } from './registry.ts';
 
@@ -55,7 +55,8 @@ export function compileNode(config: Config, gen: Generation, facts: NodeFacts): 
           flows: [
             ...hostClassifyFlows(config, facts),
             ...hostTunInFlows(lbs),
-            ...hostCtInFlows(config, lbs, facts),
+            ...hostCtInFlows(lbs, facts),
+            ...hostChainFlows(config, lbs, facts),
             ...hostCtOutFlows(facts),
           ],
           groups: [],

@@ -11,8 +11,10 @@
 //     (dp_hash group or multipath)             unknown tunnel source: drop                  LOCAL -> eth0
 //   T.GW_SLOTS (10) reads REG_LB, REG_SLOT   T.TUN_IN (20)   VIP:port, options present:     rest: NORMAL
 //     writes TUN_LB_SLOT, TUN_MEMBER_FLAGS,    copies them to REG_T_*; ct(nat) -> CT_IN
-//     TUN_SECOND_HOST, tun_dst; -> geneve0   T.CT_IN (21)    reads REG_T_*; writes ct_mark (= REG_T_LB_SLOT)
-//                                              and the flag bit of TUN_MEMBER_FLAGS (second chance)
+//     TUN_SECOND_HOST, tun_dst; -> geneve0   T.CT_IN (21)    reads REG_T_*; writes ct_mark (= REG_T_LB_SLOT);
+//                                              new non-SYN TCP -> CHAIN
+//                                            T.CHAIN (22)    reads REG_T_LB_SLOT, the hop counter of REG_T_MEMBER;
+//                                              writes the hop counter of TUN_MEMBER_FLAGS, tun_dst -> geneve0
 //                                            T.CT_OUT (30)   +est+rpl -> direct return to router
 //
 //   Registers, gateway (set before the dp_hash recirculation, so they stay low-entropy: one value per LB):
@@ -20,8 +22,8 @@
 //     REG_SLOT = reg1  slot number (low `bits` bits)         written by the hash, read in GW_SLOTS
 //   Registers, host (set in TUN_IN before the conntrack recirculation):
 //     REG_T_LB_SLOT = reg2  copy of TUN_LB_SLOT              read in CT_IN (commit match, ct_mark)
-//     REG_T_MEMBER  = reg3  copy of TUN_MEMBER_FLAGS         read in CT_IN (commit match, flag)
-//     REG_T_SECOND  = reg4  copy of TUN_SECOND_HOST          read in CT_IN (second-chance target)
+//     REG_T_MEMBER  = reg3  copy of TUN_MEMBER_FLAGS         read in CT_IN (commit match), CHAIN (hop counter)
+//     REG_T_SECOND  = reg4  copy of TUN_SECOND_HOST          not read (the chain lives in the hosts' CHAIN table)
 //   Why copies: OVS 3.1 (userspace) freezes the flow's tunnel metadata with the recirculation id of ct(table=..),
 //   and the first pass's datapath flow does not match the Geneve options unless an action reads them. Without the
 //   copies every packet of a VIP:port from one tunnel source resumed in CT_IN with the options of the FIRST packet
@@ -34,8 +36,10 @@
 //
 //   Geneve options (class 0xffff, types >= 0x80 = critical, 4 bytes each; the gateway always sends all three):
 //     tun_metadata0 TUN_LB_SLOT      = lb id << 16 | slot
-//     tun_metadata1 TUN_MEMBER_FLAGS = primary member index << 16 | flags (bit 0 = already second-chanced)
-//     tun_metadata2 TUN_SECOND_HOST  = second-chance host tunnel IPv4 as a 32-bit number (0 = none)
+//     tun_metadata1 TUN_MEMBER_FLAGS = primary member index << 16 | flags (bits 0..3 = hop counter: 0 from a
+//                                      gateway, lane + 1 after a host handed the packet to that lane's owner)
+//     tun_metadata2 TUN_SECOND_HOST  = second-chance host tunnel IPv4 as a 32-bit number (0 = none); still sent
+//                                      by gateways, no longer read by hosts
 //
 //   Conntrack: one zone (CT_ZONE) for every LB on a host: a reply from a backend cannot know its LB before the
 //   lookup. ct_mark of every committed connection = TUN_LB_SLOT (lb id << 16 | slot), so live connections can be
@@ -53,8 +57,10 @@ export const T = {
   GW_SLOTS: 10,
   /** br-int, host: tunnelled packet for a VIP:port -> conntrack lookup (with NAT). */
   TUN_IN: 20,
-  /** br-int, host: after the lookup: commit+DNAT a SYN, deliver established, second chance, or drop. */
+  /** br-int, host: after the lookup: commit+DNAT a SYN, deliver established, new non-SYN TCP -> CHAIN, or drop. */
   CT_IN: 21,
+  /** br-int, host: a packet this host has no connection for -> the owner of the slot's next lane (hop counter). */
+  CHAIN: 22,
   /** br-int, host: packet from a backend after the lookup: reverse NAT and direct return. */
   CT_OUT: 30,
   /** br-phy, both roles: the underlay bridge's only table. */
@@ -66,6 +72,7 @@ export const TABLE_NAMES: Readonly<Record<number, string>> = {
   [T.GW_SLOTS]: 'GW_SLOTS',
   [T.TUN_IN]: 'TUN_IN',
   [T.CT_IN]: 'CT_IN',
+  [T.CHAIN]: 'CHAIN',
   [T.CT_OUT]: 'CT_OUT',
 };
 
@@ -116,8 +123,9 @@ export const TUN_NXM_BITS = [
 ] as const;
 /** Always 0 when sent; TUN_IN matches it to prove TUN_MEMBER_FLAGS is present. */
 export const FLAG_RESERVED = 0x8000;
-/** Flag bits in the low 16 bits of TUN_MEMBER_FLAGS. */
-export const FLAG_SECOND_CHANCED = 0x1;
+/** The hop counter in the low bits of TUN_MEMBER_FLAGS: 0 = sent by a gateway; lane + 1 = handed to that lane's
+ *  owner by a host. Only grows along a packet's way (docs/design/rollout.md, "Where the chain lives"). */
+export const HOP_MASK = 0xf;
 
 /** The conntrack zone every host uses for all its load-balanced connections. */
 export const CT_ZONE = 1;
@@ -169,7 +177,7 @@ export const COOKIE_KINDS = {
   CT_COMMIT: 0x07,
   /** host CT_IN: deliver an established connection to a local backend address. a = vm ofport. */
   CT_DELIVER: 0x08,
-  /** host CT_IN: second chance to another host. b = low 16 bits of its tunnel IPv4. */
+  /** host CT_IN: a new non-SYN TCP packet (no connection here) -> CHAIN. b = IP family (4 or 6). */
   SECOND_CHANCE: 0x09,
   /** host CLASSIFY: packet from a backend -> ct lookup. a = vm ofport. */
   FROM_VM: 0x0a,
@@ -185,6 +193,8 @@ export const COOKIE_KINDS = {
   PHY_LOCAL_OUT: 0x0f,
   /** host TUN_IN: VIP:port, a packet another host handed on by second chance (counted per VIP). lb, b = port. */
   TUN_VIP_SECOND: 0x10,
+  /** host CHAIN: hand a packet of one slot, at one hop counter, to the next lane's owner. lb, a = slot, b = counter. */
+  CHAIN_HOP: 0x11,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

@@ -13,6 +13,7 @@ import { runHookCommand } from '../hook-command.ts';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
+import type { PlanNote } from '../rollout/planner.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import {
@@ -129,6 +130,17 @@ function plannerMetrics(registry: Registry) {
       help: 'from the desired-state change a generation was planned from to the node acknowledging it (planner clock)',
       labelNames: ['node'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
+    dropped: new Counter({
+      name: 'sluice_planner_dropped_connections_total',
+      help: "connections of live backends dropped on purpose: a full chain dropped a previous owner once the operator's drain window passed",
+      labelNames: ['lb'],
+      registers: [registry],
+    }),
+    chainFull: new Gauge({
+      name: 'sluice_planner_chain_full_slots',
+      help: 'slots that wait to move: their chain of previous owners is full of owners that hold connections',
       registers: [registry],
     }),
     fences: new Counter({
@@ -308,6 +320,7 @@ export class PlannerDaemon {
         const prune = prunePlansOps(replica, Math.min(gen.number - keep + 1, view.gatewayGeneration));
         await this.client.transact(DB_NAME, lockOp, ...ops, ...prune);
         this.#metrics.publications.inc();
+        this.#reportChainNotes(d.notes);
         // Names what moves ("web: 21 slots 10.0.1.11:80 -> 10.0.2.12:80, phase 1"), not just how many.
         const moves = describeGeneration(view.latest, gen);
         const summary = moves.length > 0 ? moves.join('; ') : 'config only, no slot moves';
@@ -342,8 +355,9 @@ export class PlannerDaemon {
         return;
       }
       case 'idle':
+        this.#reportChainNotes(d.notes);
         this.#note('idle', d.message, 'info', {
-          waits: d.notes.filter((n) => n.kind === 'waits').map((n) => n.message),
+          waits: d.notes.filter((n) => n.kind === 'waits' || n.kind === 'chain-full').map((n) => n.message),
         });
         return;
     }
@@ -416,6 +430,21 @@ export class PlannerDaemon {
     };
     for (const s of this.#acks.observe(view.desiredCfg, acked, plan, now))
       if (this.active) this.#metrics.ackLatency.observe({ node: s.node }, s.seconds);
+  }
+
+  /**
+   * Connections dropped on purpose (gave-up: the operator's drain window let a full chain drop a previous owner)
+   * are counted and logged as warnings, never silent; slots waiting on a full chain are a gauge (and `sluice
+   * status` recomputes the planner's notes from the store: store/operator.ts slotWaits).
+   */
+  #reportChainNotes(notes: readonly PlanNote[]): void {
+    for (const n of notes) {
+      if (n.kind !== 'gave-up') continue;
+      this.#metrics.dropped.inc({ lb: n.lb }, n.connections ?? 0);
+      this.#log.warn({ event: 'gave-up', lb: n.lb, connections: n.connections ?? null }, n.message);
+    }
+    const full = notes.filter((n) => n.kind === 'chain-full');
+    this.#metrics.chainFull.set(full.reduce((t, n) => t + n.slots.length, 0));
   }
 
   /** Logs a decision once (not on every tick). */

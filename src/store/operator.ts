@@ -441,8 +441,8 @@ export interface StatusReport {
   readonly nodes: readonly NodeReport[];
   readonly backends: readonly BackendReport[];
   readonly waiting: { readonly gateways: readonly string[]; readonly hosts: readonly string[] };
-  /** Slots of the latest generation that cannot settle yet because their second chance still has connections
-   *  (the planner's own 'waits' notes, recomputed from the same store state). */
+  /** Slots of the latest generation that keep a previous owner with connections ('waits'), or that cannot move
+   *  because their chain is full ('chain-full'): the planner's own notes, recomputed from the same store state. */
   readonly waitingSlots: readonly SlotWait[];
 }
 
@@ -471,7 +471,7 @@ export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
   }
   const step = planNext({ config, latest: view.latest, connections: reportCounts(view.slotReports), now });
   return step.notes
-    .filter((n) => n.kind === 'waits')
+    .filter((n) => n.kind === 'waits' || n.kind === 'chain-full')
     .map((n) => ({
       lb: n.lb,
       slots: n.slots,
@@ -634,7 +634,7 @@ export function formatStatus(s: StatusReport): string {
   );
   if (s.waitingSlots.length > 0) {
     lines.push('');
-    lines.push('slots waiting for connections to end (their second chance is kept until then):');
+    lines.push('slots keeping previous owners that hold connections, or waiting to move on a full chain:');
     for (const w of s.waitingSlots) lines.push(`  ${w.message}`);
   }
   return lines.join('\n');

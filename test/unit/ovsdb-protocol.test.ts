@@ -366,4 +366,25 @@ test('Plan_Pool rows round trip', () => {
   assert.deepEqual(decodeMembers(encodeMembers(pool.members)), pool.members);
   assert.throws(() => poolToRow({ ...pool, bits: 5 }), /must have 32 entries/);
   assert.throws(() => decodeMembers('[{"key":1}]'), /needs string key/);
+  // Lanes (schema 1.3.0): only slots with a second chance are stored; stable slots have the primary in lane 0.
+  const lanes = new Uint16Array(16 * 8).fill(0xffff);
+  for (let s = 0; s < 16; s++) lanes[s * 8] = pool.primary[s]!;
+  lanes[2 * 8] = 0xffff; // slot 2: primary 0 in lane 3, second 1 in lane 1, a third owner 2 in lane 0
+  lanes[2 * 8 + 3] = 0;
+  lanes[2 * 8 + 1] = 1;
+  lanes[2 * 8] = 2;
+  const chained = {
+    ...pool,
+    members: [...pool.members, { key: '10.0.0.3:80', address: '10.0.0.3', port: 80, host: 'h3' }],
+    lanes,
+  };
+  const row = poolToRow(chained);
+  assert.equal(Buffer.from(row.lanes, 'base64').length, 8 * 2, 'one slot with a chain: 8 lanes stored');
+  assert.deepEqual(rowToPool(row), chained);
+  assert.equal(poolToRow(pool).lanes, '', 'no lanes given: none stored');
+  assert.equal(rowToPool(poolToRow(pool)).lanes, undefined, '... and derived by the reader');
+  // A lane that names no member is refused like any other rogue index.
+  const rogue = { ...chained, lanes: lanes.slice() };
+  rogue.lanes[2 * 8 + 5] = 7;
+  assert.throws(() => rowToPool(poolToRow(rogue)), /slot 2 lane 5 names member 7/);
 });

@@ -8,6 +8,10 @@
 //   Plan_Pool.phase                       runs of uint8 values: the slot's rollout phase (0 stable, 1, 2)
 //   Plan_Pool.since                       runs of float64 values, little-endian: ms when the slot's second chance
 //                                         started (0 for stable slots)
+//   Plan_Pool.lanes                       base64 of LANES (8) uint16 values, little-endian, per slot that has a
+//                                         second chance, in slot order: the member index in each lane (0xffff =
+//                                         empty); slots without one have their primary in lane 0. '' = none stored
+//                                         (rows before schema 1.3.0: lanes derived from primary and second)
 //   Plan_Pool.members                     JSON array of {"key","address","port"?,"host"} in index order
 //
 // Runs: `rle:` + base64 of (uint32 count, value) pairs, little-endian. second, phase and since are constant over
@@ -183,6 +187,39 @@ export interface PoolPlanRecord {
   readonly phase: Uint8Array;
   /** ms when each slot's second chance started; 0 for stable slots. */
   readonly since: Float64Array;
+  /** rollout's PoolPlan.lanes: 2^bits * LANES member indices; undefined = derived from primary and second. */
+  readonly lanes?: Uint16Array;
+}
+
+/** Lanes per slot (rollout's LANES; the encoding does not import the rollout). */
+const LANES = 8;
+const NO_MEMBER = 0xffff;
+
+/** Plan_Pool.lanes: the lanes of the slots that have a second chance, in slot order ('' when there are none). */
+export function encodeLanes(second: Uint16Array, lanes: Uint16Array | undefined): string {
+  if (lanes === undefined) return '';
+  const chained: number[] = [];
+  for (let s = 0; s < second.length; s++) if (second[s] !== NO_MEMBER) chained.push(s);
+  if (chained.length === 0) return '';
+  const out = new Uint16Array(chained.length * LANES);
+  chained.forEach((s, i) => {
+    out.set(lanes.subarray(s * LANES, s * LANES + LANES), i * LANES);
+  });
+  return encodeU16(out);
+}
+
+/** Inverse of encodeLanes; undefined for '' (lanes derived by the reader: primary lane 0, second lane 1). */
+export function decodeLanes(s: string, primary: Uint16Array, second: Uint16Array): Uint16Array | undefined {
+  if (s === '') return undefined;
+  const chained: number[] = [];
+  for (let x = 0; x < second.length; x++) if (second[x] !== NO_MEMBER) chained.push(x);
+  const packed = decodeU16(s, chained.length * LANES);
+  const lanes = new Uint16Array(primary.length * LANES).fill(NO_MEMBER);
+  for (let x = 0; x < primary.length; x++) lanes[x * LANES] = primary[x]!;
+  chained.forEach((x, i) => {
+    lanes.set(packed.subarray(i * LANES, i * LANES + LANES), x * LANES);
+  });
+  return lanes;
 }
 
 export function encodeMembers(members: readonly PoolMemberRecord[]): string {
@@ -237,6 +274,7 @@ export function poolToRow(p: PoolPlanRecord): Columns<PlanPoolRow> {
     second: encodeRuns(p.second, 'u16'),
     phase: encodeRuns(p.phase, 'u8'),
     since: encodeRuns(p.since, 'f64'),
+    lanes: encodeLanes(p.second, p.lanes),
   };
 }
 
@@ -251,7 +289,7 @@ const LAST_PHASE = 2;
  * written by a rogue or broken writer is refused with the first problem, before anything uses it.
  */
 export function rowToPool(row: object): PoolPlanRecord {
-  const { lb, bits, members, primary, second, phase, since } = row as Record<string, unknown>;
+  const { lb, bits, members, primary, second, phase, since, lanes } = row as Record<string, unknown>;
   if (typeof lb !== 'string' || typeof bits !== 'number' || typeof members !== 'string') {
     throw bad('Plan_Pool row: lb, bits and members are required');
   }
@@ -263,14 +301,18 @@ export function rowToPool(row: object): PoolPlanRecord {
     if (typeof v !== 'string') throw bad(`Plan_Pool row ${lb}: ${name} missing`);
   }
   const n = 2 ** bits;
+  const p = decodeU16(primary as string, n);
+  const sc = decodeU16Column(second as string, n);
+  const l = typeof lanes === 'string' ? decodeLanes(lanes, p, sc) : undefined;
   const pool: PoolPlanRecord = {
     lb,
     bits,
     members: decodeMembers(members),
-    primary: decodeU16(primary as string, n),
-    second: decodeU16Column(second as string, n),
+    primary: p,
+    second: sc,
     phase: decodeU8Column(phase as string, n),
     since: decodeF64Column(since as string, n),
+    ...(l !== undefined ? { lanes: l } : {}),
   };
   checkPool(pool);
   return pool;
@@ -286,6 +328,10 @@ function checkPool(p: PoolPlanRecord): void {
     if ((own >= m && own !== NO_OWNER) || (sec >= m && sec !== NO_OWNER))
       throw bad(`Plan_Pool row ${p.lb}: slot ${s} names member ${own >= m ? own : sec}; the pool has ${m}`);
     if (ph > LAST_PHASE) throw bad(`Plan_Pool row ${p.lb}: slot ${s} has phase ${ph}`);
+    for (let l = 0; p.lanes !== undefined && l < LANES; l++) {
+      const x = p.lanes[s * LANES + l]!;
+      if (x >= m && x !== NO_OWNER) throw bad(`Plan_Pool row ${p.lb}: slot ${s} lane ${l} names member ${x}`);
+    }
     if (!Number.isFinite(at) || at < 0) throw bad(`Plan_Pool row ${p.lb}: slot ${s} has since ${at}`);
   }
 }

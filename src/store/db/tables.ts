@@ -84,6 +84,8 @@ export interface PlanPoolRow {
   readonly second: string;
   readonly phase: string;
   readonly since: string;
+  /** The owners' lanes of every slot that has a chain (encoding.ts); '' in rows written before schema 1.3.0. */
+  readonly lanes: string;
 }
 
 export interface PlanConfigRow {
@@ -201,6 +203,7 @@ export const PlanPoolTable: TableDef<PlanPoolRow> = {
     second: col.string,
     phase: col.string,
     since: col.string,
+    lanes: col.string,
   },
 };
 
