@@ -135,7 +135,6 @@ function desiredDoc(vips: number, withAdded: boolean) {
   return {
     hashMode: 'dp_hash',
     slotBits: 8,
-    drainWindowSeconds: 30,
     nodes: l.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp })),
     loadBalancers: Array.from({ length: vips }, (_, i) => ({
       name: `v${i}`,

@@ -158,7 +158,7 @@ async function snapshot(node: LabNode): Promise<{ snap: DpSnapshot; lines: strin
 
 /** Makes `mode` the hash mode and re-programs every live node with it (same slot tables, a new generation). */
 async function setHashMode(lab: Lab, ctl: LabController, mode: HashMode): Promise<Config> {
-  const config = lab.sluiceConfig({ hashMode: mode, drainWindowSeconds: 3600 });
+  const config = lab.sluiceConfig({ hashMode: mode });
   if (ctl.config.hashMode === mode) return config;
   const r = await ctl.change(config); // the slot tables do not change: the planner publishes nothing
   if (r.published.length === 0) {
@@ -300,7 +300,7 @@ export async function runDpflows(): Promise<DpflowsReport> {
   const ctl = new LabController(lab, {
     onEvent: (e) => say(`[${(e.t / 1000).toFixed(1)}s] ${e.kind}: ${e.message}`),
   });
-  await ctl.start(lab.sluiceConfig({ hashMode: 'dp_hash', drainWindowSeconds: 3600 }));
+  await ctl.start(lab.sluiceConfig({ hashMode: 'dp_hash' }));
   await ctl.removeGateway(OTHER_GW);
   const modes: ModeResult[] = [];
   for (const mode of ['dp_hash', 'fields'] as const) modes.push(await measureMode(lab, ctl, mode));

@@ -136,7 +136,7 @@ export function makeConfig(s: CpScale, vips = s.vips): Config {
       backends,
     });
   }
-  return { hashMode: 'dp_hash', slotBits: s.slotBits, drainWindowSeconds: 3600, nodes, loadBalancers: lbs };
+  return { hashMode: 'dp_hash', slotBits: s.slotBits, nodes, loadBalancers: lbs };
 }
 
 function facts(config: Config, name: string): NodeFacts {

@@ -169,7 +169,7 @@ let gen: Generation | null = null;
 
 /** The lab's sluice config with the hold VIP's backends on HOLD_VIP.port (the lab gives every backend port 80). */
 function sluiceConfig(lab: Lab, mode: HashMode): Config {
-  const doc = labConfigDocument(lab.config, { hashMode: mode, drainWindowSeconds: 3600 });
+  const doc = labConfigDocument(lab.config, { hashMode: mode });
   for (const lb of doc.loadBalancers as Array<{ name: string; backends: Array<{ port: number }> }>)
     if (lb.name === HOLD_VIP.name) for (const b of lb.backends) b.port = HOLD_VIP.port;
   return parseConfig(doc, `perf-lab ${mode}`);

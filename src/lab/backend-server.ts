@@ -38,8 +38,21 @@ server.on('error', (err) => {
   process.stderr.write(`backend ${name}: tcp: ${err.message}\n`);
   process.exit(1);
 });
-server.listen({ port, host: '::', ipv6Only: false, backlog: 4096 }, () => {
-  process.stdout.write(`backend ${name}: listening on tcp port ${port}\n`);
+const listen = () =>
+  server.listen({ port, host: '::', ipv6Only: false, backlog: 4096 }, () => {
+    process.stdout.write(`backend ${name}: listening on tcp port ${port}\n`);
+  });
+listen();
+
+// SIGUSR1: refuse new connections (close the listening socket: new SYNs are reset, health probes fail) while the
+// established ones keep working, as an overloaded server or a misfiring probe looks; SIGHUP: accept again.
+process.on('SIGUSR1', () => {
+  if (!server.listening) return;
+  server.close();
+  process.stdout.write(`backend ${name}: refusing new tcp connections (open=${open})\n`);
+});
+process.on('SIGHUP', () => {
+  if (!server.listening) listen();
 });
 
 if (udp) {

@@ -584,7 +584,10 @@ export function labNamespacePattern(prefix: string): RegExp {
 export interface SluiceConfigOptions {
   readonly hashMode?: Config['hashMode'];
   readonly slotBits?: number;
+  /** Absent: no drain window (the default). */
   readonly drainWindowSeconds?: number;
+  /** Absent: the default chain bound. */
+  readonly chainLength?: number;
 }
 
 /**
@@ -598,7 +601,8 @@ export function labConfigDocument(cfg: LabConfig, opts: SluiceConfigOptions = {}
   return {
     hashMode: opts.hashMode ?? 'dp_hash',
     slotBits: opts.slotBits ?? 8,
-    drainWindowSeconds: opts.drainWindowSeconds ?? 30,
+    ...(opts.drainWindowSeconds !== undefined ? { drainWindowSeconds: opts.drainWindowSeconds } : {}),
+    ...(opts.chainLength !== undefined ? { chainLength: opts.chainLength } : {}),
     nodes: plan.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp })),
     loadBalancers: cfg.vips.map((v) => ({
       name: v.name,

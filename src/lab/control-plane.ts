@@ -46,7 +46,7 @@ export interface ControlPlaneOptions {
   readonly plannerArgs?: readonly string[];
   /** Extra arguments for every agent (appended after the defaults). */
   readonly agentArgs?: readonly string[];
-  /** Initial desired state written to the store (default `lab.sluiceConfig({ drainWindowSeconds: 3600 })`). */
+  /** Initial desired state written to the store (default `lab.sluiceConfig()`). */
   readonly config?: Config;
   /** Wait until every node acknowledged the first generation and every gateway announced itself (default true). */
   readonly wait?: boolean;
@@ -308,7 +308,7 @@ export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}
     prog?.step(1, 'starting the store (ovsdb-server) and writing the desired state');
     const store = await startStore(cp);
     log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
-    await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig({ drainWindowSeconds: 3600 }));
+    await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig());
     const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);
     // The first planner starts alone so that it takes the lock; the others start once it holds it.
     prog?.step(2, `starting ${planners[0]} and ${lab.nodes.length} agents; waiting for the planner's lock`);

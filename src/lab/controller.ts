@@ -57,6 +57,8 @@ export interface ChangeResult {
   readonly published: readonly number[];
   /** Notes of the last planner step (`waits` notes say what is still waiting and on how many connections). */
   readonly notes: readonly PlanNote[];
+  /** `gave-up` notes of every step this call published (connections an operator's drain window dropped). */
+  readonly gaveUp: readonly PlanNote[];
   /** True when nothing waits any more (no `waits` note). */
   readonly settled: boolean;
 }
@@ -254,6 +256,7 @@ export class LabController {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     const deadline = Date.now() + timeoutMs;
     const published: number[] = [];
+    const gaveUp: PlanNote[] = [];
     let lastWait = '';
     for (;;) {
       await this.waitAcked(Math.max(0, deadline - Date.now()));
@@ -264,7 +267,9 @@ export class LabController {
         connections: connectionCounts(conns),
         now: Date.now(),
       });
-      const waits = step.notes.filter((n) => n.kind === 'waits' || n.kind === 'gave-up');
+      const waits = step.notes.filter(
+        (n) => n.kind === 'waits' || n.kind === 'chain-full' || n.kind === 'gave-up',
+      );
       if (step.next === null) {
         if (waits.length === 0 || !opts.untilSettled) {
           const settled = waits.length === 0;
@@ -274,7 +279,7 @@ export class LabController {
               ? `rollout done at g${this.latest?.number}`
               : `g${this.latest?.number}: ${summarizeNotes(waits)}`,
           );
-          return { published, notes: step.notes, settled };
+          return { published, notes: step.notes, gaveUp, settled };
         }
         const w = summarizeNotes(waits);
         if (w !== lastWait) this.log('waiting', `g${this.latest?.number}: ${w}`);
@@ -286,6 +291,7 @@ export class LabController {
       }
       await this.publish(step.next, summarizeNotes(step.notes));
       published.push(step.next.number);
+      gaveUp.push(...step.notes.filter((n) => n.kind === 'gave-up'));
     }
   }
 
@@ -394,7 +400,8 @@ function configDocument(config: Config): Record<string, unknown> {
   return {
     hashMode: config.hashMode,
     slotBits: config.slotBits,
-    drainWindowSeconds: config.drainWindowSeconds,
+    ...(config.drainWindowSeconds !== undefined ? { drainWindowSeconds: config.drainWindowSeconds } : {}),
+    ...(config.chainLength !== undefined ? { chainLength: config.chainLength } : {}),
     nodes: config.nodes.map((n) => ({ ...n })),
     loadBalancers: config.loadBalancers.map((lb) => ({
       name: lb.name,

@@ -79,7 +79,7 @@ async function demoUp(
   say('control plane up: a store (ovsdb-server), 2 planners (one active, one standby), one agent per node');
   const cpProgress = opts.progress ? terminalProgress('demo: control plane', 4) : undefined;
   const cp: ControlPlane = await startControlPlane(lab, {
-    config: lab.sluiceConfig({ drainWindowSeconds: 3600 }),
+    config: lab.sluiceConfig(),
     log: (m) => {
       cpProgress?.clear();
       say(`  ${m}`);

@@ -539,6 +539,18 @@ export class Lab {
     });
   }
 
+  /**
+   * Makes a backend's server refuse new TCP connections (`refuse`: its listening socket closed, so SYNs are reset
+   * and health probes fail) or accept them again, while its established connections keep working: a health-check
+   * flap without a dead backend. Signals the server by its pid file (SIGUSR1 / SIGHUP).
+   */
+  async refuseNewConnections(name: string, refuse: boolean): Promise<void> {
+    const pid = this.backendPid(name);
+    if (pid === undefined) throw new Error(`backend ${name} does not run`);
+    process.kill(pid, refuse ? 'SIGUSR1' : 'SIGHUP');
+    await sleep(300);
+  }
+
   /** Starts a backend's server again (after stopBackend); resolves when it listens. Returns its pid. */
   async startBackend(name: string): Promise<number> {
     const b = this.backend(name);

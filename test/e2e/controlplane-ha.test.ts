@@ -145,7 +145,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-ha-'));
     lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
-    config = lab.sluiceConfig({ drainWindowSeconds: 3600 });
+    config = lab.sluiceConfig();
     for (const n of lab.nodes) {
       const probeNetns: Record<string, string> = {};
       for (const b of n.backends) {

@@ -5,8 +5,9 @@
 // waited for until it returns; the planner's fencing is test/e2e/controlplane-ha.test.ts, store outages
 // test/e2e/controlplane-outage.test.ts). Desired-state changes are written through the store
 // (store.ts desiredStateOps), never to the nodes directly. Long-lived connections through the lab harness must
-// survive a backend add, a drain, a planner failover and a gateway agent restart; a backend failing its health check
-// breaks only its own connections.
+// survive a backend add, a drain, a planner failover and a gateway agent restart. A backend that refuses new
+// connections for 15 s while its established ones work (its health check fails: a flap, not a dead backend) breaks
+// none of them; the negative control, a backend actually killed, loses its own connections and nothing else.
 
 import * as assert from 'node:assert/strict';
 import { cpSync, lstatSync, mkdtempSync } from 'node:fs';
@@ -42,6 +43,8 @@ const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const ADDED = 'host3-b2';
 const DRAINED = 'host1-b1';
 const FAILED = 'host2-b1';
+/** Refuses new connections for 15 s while its established ones work (a health-check flap, not a dead backend). */
+const FLAPPING = 'host1-b2';
 const OPTS = { leaseSeconds: 10, marginSeconds: 3, fence: false } as const;
 
 let lab: Lab;
@@ -134,7 +137,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
   before(async () => {
     lab = await labUp({ prefix: PREFIX }, { replace: true });
     cp = new ControlPlane(lab);
-    full = lab.sluiceConfig({ drainWindowSeconds: 3600 });
+    full = lab.sluiceConfig();
     const added = lab.backend(ADDED).ip;
     // Start without ADDED in `web` (it is added through the store later).
     config = {
@@ -318,7 +321,42 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
   });
 
-  test('a backend failing its health check: only its connections break, its slots move', async () => {
+  test('a backend refusing new connections for 15 s (health down) while its connections work: 0 broken', async (t) => {
+    const before = await traffic!.report();
+    const onFlapping = before.perBackend[FLAPPING]?.alive ?? 0;
+    assert.ok(onFlapping > 0, `connections on ${FLAPPING}: ${JSON.stringify(before.perBackend)}`);
+    const g0 = storeState().gen;
+    const t0 = Date.now();
+    await lab.refuseNewConnections(FLAPPING, true);
+    try {
+      // Health down -> the planner drains it (its slots move for new connections): a new generation.
+      while (storeState().gen === g0) {
+        assert.ok(Date.now() - t0 < 15_000, 'the failing health check did not lead to a new generation');
+        await sleep(200);
+      }
+      t.diagnostic(`health down -> g${storeState().gen} after ${Date.now() - t0} ms`);
+      await sleep(Math.max(0, 15_000 - (Date.now() - t0)));
+    } finally {
+      await lab.refuseNewConnections(FLAPPING, false);
+    }
+    // Health up again -> active: it takes slots back through the phases.
+    const g1 = storeState().gen;
+    await waitFor(() => storeState().gen > g1, 30_000, 'recovery published');
+    await waitConverged(g1);
+    await sleep(3000);
+    const c = await traffic!.report();
+    t.diagnostic(
+      `flap: ${FLAPPING} had ${onFlapping} connections; now ${c.perBackend[FLAPPING]?.alive ?? 0} alive, ${c.broken - before.broken} broken`,
+    );
+    assert.equal(
+      c.broken,
+      before.broken,
+      `no connection broke: ${JSON.stringify(c.brokenByReason)} ${JSON.stringify(traffic!.brokenEvents().slice(0, 5))}`,
+    );
+    assert.ok((c.perBackend[FLAPPING]?.alive ?? 0) >= onFlapping, 'its established connections all live');
+  });
+
+  test('NEGATIVE CONTROL of the flap: a backend actually killed loses its connections and nothing else', async () => {
     const before = await traffic!.report();
     const onFailed = before.perBackend[FAILED]?.alive ?? 0;
     assert.ok(onFailed > 0, `connections on ${FAILED}: ${JSON.stringify(before.perBackend)}`);

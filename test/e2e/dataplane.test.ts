@@ -10,7 +10,8 @@
 // - A move of every slot A -> B through the phases (P,N) -> (N,P) keeps established connections alive by second
 //   chance (the second-chance flow counts packets); the negative control (same move without a second chance)
 //   breaks them.
-// - Geneve from an address that is not a configured node is dropped.
+// - Geneve from an address that is not a configured node is dropped; a host hands a packet it has no state for to
+//   the owner of a later lane only (the hop counter grows; a packet at the last lane is dropped).
 // - The applier: idempotent (changed: false), a change of slot bits modifies the dp_hash groups in place (group
 //   modify with the full bucket list; same group ids; connections live through it), a rejected bundle leaves the
 //   switch exactly as it was, foreign flows and groups are untouched, and everything is restored after an
@@ -40,8 +41,8 @@ const BITS = 4;
 const SIZE = 2 ** BITS;
 const A = 'host1-b1';
 const B = 'host2-b1';
-/** packetsByKind key of CT_IN's catch-all drop. */
-const CT_IN_DROP = `DROP@${T.CT_IN}`;
+/** packetsByKind key of CHAIN's catch-all drop (a packet no lane is left for). */
+const CHAIN_DROP = `DROP@${T.CHAIN}`;
 const isRoot = process.getuid?.() === 0;
 
 let lab: Lab;
@@ -248,7 +249,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     }
   });
 
-  test('Geneve from an address that is not a configured node is dropped; at most one second-chance hop', async () => {
+  test('Geneve from an address that is not a configured node is dropped; the hop counter only grows', async () => {
     await applyAll(gen(A, undefined));
     const fabric = lab.facts.fabricNetns;
     const lbId = lbIds(config.loadBalancers.map((l) => l.name)).get('web')!;
@@ -292,19 +293,19 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
           'a trusted source reaches conntrack',
         );
         assert.equal(after2.TUN_REJECT ?? 0, before2.TUN_REJECT ?? 0);
-        // One second-chance hop at most. Bare ACKs nobody has state for, sent to host2 with host1 as second chance:
-        // flag clear -> host2 hands them to host1 once, host1 (no state, flag now set) drops them; flag set ->
-        // host2 drops them itself.
-        await applyFlowSet(lab.node('host2'), compile('host2', gen(A, undefined)));
+        // The hop counter only grows. Slot 0 has primary B (host2) in lane 0 and previous owner A (host1) in lane 1.
+        // Bare ACKs nobody has state for, sent to host2 with counter 0: host2 hands them to lane 1's host (host1)
+        // with counter 2; host1 (no state, no lane >= 2) drops them. With counter 2, host2 drops them itself.
+        for (const h of ['host1', 'host2']) await applyFlowSet(lab.node(h), compile(h, gen(B, A)));
         const h1 = '192.168.100.11'.split('.').reduce((a, x) => a * 256 + Number(x), 0);
-        const ack = async (flag: number) => {
+        const ack = async (counter: number) => {
           // Source ports nobody has used: no conntrack entry anywhere.
           const o = [
             String(lbId * 0x10000),
-            String(flag),
+            String(counter),
             String(h1),
             String(0x10),
-            String(41000 + flag * 100),
+            String(41000 + counter * 100),
           ];
           await nsRun(fabric, process.execPath, [
             '-e',
@@ -316,21 +317,22 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
           await sleep(300);
           return [await packetsByKind('host1'), await packetsByKind('host2')];
         };
+        const hop = (c: Record<string, number>) => c.CHAIN_HOP ?? 0;
         const [b1, b2] = [await packetsByKind('host1'), await packetsByKind('host2')];
         const [c1, c2] = await ack(0);
-        assert.ok((c2.SECOND_CHANCE ?? 0) - (b2.SECOND_CHANCE ?? 0) >= 10, 'host2 handed the ACKs on');
-        assert.equal(c1.SECOND_CHANCE ?? 0, b1.SECOND_CHANCE ?? 0, 'host1 did not hand them on again');
+        assert.ok(hop(c2) - hop(b2) >= 10, `host2 handed the ACKs on ${JSON.stringify({ b2, c2 })}`);
+        assert.equal(hop(c1), hop(b1), 'host1 did not hand them on again (no lane after its own)');
         assert.ok(
-          (c1[CT_IN_DROP] ?? 0) - (b1[CT_IN_DROP] ?? 0) >= 10,
+          (c1[CHAIN_DROP] ?? 0) - (b1[CHAIN_DROP] ?? 0) >= 10,
           `host1 dropped them ${JSON.stringify({ b1, c1 })}`,
         );
-        const [, d2] = await ack(1);
+        const [, d2] = await ack(2);
         assert.equal(
-          d2.SECOND_CHANCE ?? 0,
-          c2.SECOND_CHANCE ?? 0,
-          `flag set: no second chance ${JSON.stringify({ b2, c2, d2 })}`,
+          hop(d2),
+          hop(c2),
+          `counter past the last lane: not handed on ${JSON.stringify({ c2, d2 })}`,
         );
-        assert.ok((d2[CT_IN_DROP] ?? 0) - (c2[CT_IN_DROP] ?? 0) >= 10, 'flag set: dropped');
+        assert.ok((d2[CHAIN_DROP] ?? 0) - (c2[CHAIN_DROP] ?? 0) >= 10, 'counter past the last lane: dropped');
       } finally {
         config = saved;
         await applyFlowSet(lab.node('host1'), compile('host1', gen(A, undefined)));

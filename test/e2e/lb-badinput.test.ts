@@ -4,8 +4,8 @@
 //     applier to a gateway and a host: rejected with SLUICE_E_OPENFLOW_REJECTED, the switch unchanged flow for flow;
 // (8) crafted Geneve packets (all three sluice options, inner SYNs to the VIP) from an address that is not a
 //     configured node, sent to a host's tunnel endpoint: counted by the unknown-source drop flow, nothing committed;
-//     and bare ACKs in Geneve from a known gateway's address, which no host has state for, take at most one
-//     second-chance hop.
+//     and bare ACKs in Geneve from a known gateway's address, which no host has state for, for a slot without a
+//     chain: dropped by the first host, never handed on, whatever their hop counter.
 // Every connection stays alive: bad input changes nothing. (dataplane.test.ts shows both on a small lab too, with a
 // positive control for the unknown-source drop and a check that nothing was committed.)
 
@@ -92,43 +92,40 @@ describe('lb bad input: rejected bundles and untrusted Geneve change nothing und
         await nsRun(fabric, 'ip', ['addr', 'del', '192.168.100.99/24', 'dev', 'br0'], { allowFail: true });
       }
 
-      // (8) At most one second-chance hop, on the live lab: ten bare ACKs nobody has state for, in Geneve from gw1's
-      // own tunnel address (a known gateway: its kernel sends them out by br-phy's LOCAL port) to host2, naming host1
-      // as second-chance host. Flag clear: host2 hands them to host1 once, and host1 (no state, flag now set) drops
-      // them; flag set: host2 drops them itself. Nothing else takes a second chance here (no slot moves in this
-      // test). Inner source ports below the clients' ephemeral range: no live connection has these tuples.
+      // (8) No hop for a slot without a chain, and the hop counter only grows, on the live lab: ten bare ACKs nobody
+      // has state for, in Geneve from gw1's own tunnel address (a known gateway: its kernel sends them out by
+      // br-phy's LOCAL port) to host2, for slot 0. Nothing moves in this test, so slot 0 has no chain: host2 drops
+      // them (CHAIN's catch-all) whatever the counter, and hands nothing on. Inner source ports below the clients'
+      // ephemeral range: no live connection has these tuples.
       const gw1 = lab.node('gw1');
       const [h1, h2] = ['host1', 'host2'].map((h) => lab.node(h).tunnelIp);
       const h1Int = h1.split('.').reduce((a, x) => a * 256 + Number(x), 0);
-      const ack = async (flag: number) => {
+      const ack = async (counter: number) => {
         const o = [
           String(lbId * 0x10000),
-          String(flag),
+          String(counter),
           String(h1Int),
           String(0x10),
-          String(20000 + flag * 100),
+          String(20000 + counter * 100),
         ];
         await nsRun(gw1.netns, process.execPath, ['-e', GENEVE_SENDER, gw1.tunnelIp, h2, ...o]);
         await sleep(500);
         return [await packetsByKind(lab, ['host1']), await packetsByKind(lab, ['host2'])];
       };
-      const CT_IN_DROP = `DROP@${T.CT_IN}`;
+      const CHAIN_DROP = `DROP@${T.CHAIN}`;
       const n = (c: Record<string, number>, k: string) => c[k] ?? 0;
       const [b1, b2] = [await packetsByKind(lab, ['host1']), await packetsByKind(lab, ['host2'])];
       const [c1, c2] = await ack(0);
       const hops = { b1, b2, c1, c2 };
-      assert.ok(
-        n(c2, 'SECOND_CHANCE') - n(b2, 'SECOND_CHANCE') >= 10,
-        `host2 handed them on ${JSON.stringify(hops)}`,
-      );
-      assert.equal(n(c1, 'SECOND_CHANCE'), n(b1, 'SECOND_CHANCE'), 'host1 did not hand them on again');
-      assert.ok(n(c1, CT_IN_DROP) - n(b1, CT_IN_DROP) >= 10, `host1 dropped them ${JSON.stringify(hops)}`);
-      const [d1, d2] = await ack(1);
-      assert.equal(n(d2, 'SECOND_CHANCE'), n(c2, 'SECOND_CHANCE'), 'flag set: no second chance');
-      assert.ok(n(d2, CT_IN_DROP) - n(c2, CT_IN_DROP) >= 10, 'flag set: host2 dropped them');
-      assert.equal(n(d1, 'SECOND_CHANCE'), n(b1, 'SECOND_CHANCE'));
+      assert.equal(n(c2, 'CHAIN_HOP'), n(b2, 'CHAIN_HOP'), `host2 handed nothing on ${JSON.stringify(hops)}`);
+      assert.ok(n(c2, CHAIN_DROP) - n(b2, CHAIN_DROP) >= 10, `host2 dropped them ${JSON.stringify(hops)}`);
+      assert.equal(n(c1, CHAIN_DROP), n(b1, CHAIN_DROP), 'nothing reached host1');
+      const [d1, d2] = await ack(8);
+      assert.equal(n(d2, 'CHAIN_HOP'), n(c2, 'CHAIN_HOP'), 'counter at the last lane: not handed on');
+      assert.ok(n(d2, CHAIN_DROP) - n(c2, CHAIN_DROP) >= 10, 'counter at the last lane: host2 dropped them');
+      assert.equal(n(d1, CHAIN_DROP), n(b1, CHAIN_DROP));
       t.diagnostic(
-        `(8) one hop: flag clear ${n(c2, 'SECOND_CHANCE') - n(b2, 'SECOND_CHANCE')} handed on by host2, ${n(c1, CT_IN_DROP) - n(b1, CT_IN_DROP)} dropped by host1; flag set ${n(d2, CT_IN_DROP) - n(c2, CT_IN_DROP)} dropped by host2`,
+        `(8) no chain: ${n(c2, CHAIN_DROP) - n(b2, CHAIN_DROP)} dropped by host2 at counter 0, ${n(d2, CHAIN_DROP) - n(c2, CHAIN_DROP)} at counter 8; none handed on`,
       );
 
       // The connections never noticed.

@@ -60,7 +60,7 @@ export async function setup(
   const ctl = new LabController(lab, {
     onEvent: (e) => log(`[${(e.t / 1000).toFixed(1)}s] ${e.kind}: ${e.message}`),
   });
-  const config = lab.sluiceConfig({ drainWindowSeconds: 3600 });
+  const config = lab.sluiceConfig();
   await ctl.start(config);
   return { lab, ctl, config };
 }
