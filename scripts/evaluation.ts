@@ -1,7 +1,8 @@
 // Runs the simulator's evaluation scenarios and writes the tables into docs/evaluation.md (between
 // `<!-- BEGIN GENERATED: id -->` / `<!-- END GENERATED: id -->` markers) and the plots into docs/img/.
 //
-//   node --import tsx scripts/evaluation.ts [--scale full|small] [--seed N] [--only churn,rolling,crash,ecmp,scale,window]
+//   node --import tsx scripts/evaluation.ts [--scale full|small] [--seed N]
+//       [--only churn,rolling,crash,ecmp,scale,window,chains]
 //
 // Full scale (the default, what docs/evaluation.md shows) takes several minutes on 2 cores.
 
@@ -29,7 +30,7 @@ const seed = Number(arg('seed', '1'));
 const only = arg('only', '')
   .split(',')
   .filter((x) => x !== '');
-/** Whether to run a group: all by default, or those named in --only (churn,rolling,crash,ecmp,scale,window). */
+/** Whether to run a group: all by default, or those named in --only (churn,rolling,crash,ecmp,scale,window,chains). */
 function want(group: string): boolean {
   return only.length === 0 || only.includes(group);
 }
@@ -238,39 +239,82 @@ if (want('scale')) {
 }
 
 if (want('window')) {
-  // 7. sluice's drain window against long-lived connections (small scale: long windows mean long runs).
+  // 7. sluice's optional drain window against long-lived connections (small scale: long windows mean long runs).
+  // Chain bound 1 (the design before chains) so that the window has something to drop; with the default bound and
+  // no window, the same runs drop nothing (first row).
   {
-    const windows = [60, 300, 1800, 7200];
+    const windows: (number | undefined)[] = [undefined, 60, 300, 1800];
     const rows = windows.map((w) => {
-      const base = findScenario('backend-add')!.build('small');
+      const base = findScenario('rapid-changes')!.build('small');
       const t = {
         ...base,
-        timing: { ...base.timing, drainWindowSeconds: w },
-        durationSeconds: 60 + w + 120,
+        timing: {
+          ...base.timing,
+          ...(w === undefined ? {} : { sluiceDrainWindowSeconds: w, sluiceChainLength: 1 }),
+        },
+        durationSeconds: 100 + (w ?? 300) + 120,
       };
-      log(`backend-add, drain window ${w} s (small) ...`);
+      log(
+        `rapid-changes, ${w === undefined ? 'defaults' : `chain bound 1, drain window ${w} s`} (small) ...`,
+      );
       const r = runSim(t, { seed, strategies: ['slot_table', 'sluice'] });
-      const s = r.events[0].strategies.sluice;
-      const moved = r.events[0].strategies.slot_table.avoidable;
+      const s = r.totals.sluice;
       return [
-        `${w} s`,
-        moved.toLocaleString('en-US'),
+        w === undefined ? 'none (defaults: L = 4)' : `${w} s, L = 1`,
+        r.totals.slot_table.avoidable.toLocaleString('en-US'),
         s.drainExpired.toLocaleString('en-US'),
         s.avoidable.toLocaleString('en-US'),
+        (r.sluiceChains?.chainFullSlotSteps ?? 0).toLocaleString('en-US'),
         s.secondChancePeak.toLocaleString('en-US'),
-        // Connection-hours spent on the second chance (extra hop): share x connections x run length.
-        ((r.totals.sluice.extraHopShare * t.topology.connections * t.durationSeconds) / 3600).toFixed(1),
       ];
     });
     sections.set(
       'window',
       [
-        '| drain window | broken by a plain slot table (4) | sluice drain-expired | sluice avoidable | connections on the second chance (peak) | connection-hours on the second chance |',
+        '| drain window, chain bound | broken by a plain slot table (4) | sluice drain-expired | sluice avoidable | slot-steps waiting on a full chain | connections reached through a chain (peak) |',
         '| --- | ---: | ---: | ---: | ---: | ---: |',
         ...rows.map((r) => `| ${r.join(' | ')} |`),
       ].join('\n'),
     );
   }
+}
+
+if (want('chains')) {
+  // 8. Chains: drain-expired, hops, host CHAIN flows and full-chain waits per chain bound (sluice only, small scale).
+  const rows: string[][] = [];
+  for (const name of ['churn', 'backend-add', 'rolling-update', 'rapid-changes']) {
+    for (const L of [1, 2, 4]) {
+      const base = findScenario(name)!.build('small');
+      log(`${name}, chain bound ${L} (small, sluice) ...`);
+      const r = runSim(
+        { ...base, timing: { ...base.timing, sluiceChainLength: L } },
+        { seed, strategies: ['sluice'] },
+      );
+      const s = r.totals.sluice;
+      const c = r.sluiceChains!;
+      const deep = c.hopShare.slice(2).reduce((t, x) => t + x, 0);
+      rows.push([
+        name,
+        String(L),
+        s.drainExpired.toLocaleString('en-US'),
+        s.avoidable.toLocaleString('en-US'),
+        String(c.maxChain),
+        pct(c.hopShare[1] ?? 0, 1),
+        pct(deep, 1),
+        c.meanExtraHops.toFixed(4),
+        c.peakHostFlows.toLocaleString('en-US'),
+        `${c.chainFullSlotSteps.toLocaleString('en-US')} (peak ${c.chainFullPeak})`,
+      ]);
+    }
+  }
+  sections.set(
+    'chains',
+    [
+      '| scenario | L | drain-expired | avoidable | longest chain | connection-time 1 hop | 2+ hops | extra hops per packet | peak CHAIN flows per host | slot-steps waiting on a full chain |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      ...rows.map((r) => `| ${r.join(' | ')} |`),
+    ].join('\n'),
+  );
 }
 
 // Write the sections between their markers.

@@ -14,7 +14,7 @@ import { backendKey } from '../model/types.ts';
 import { Ecmp, ecmpMovedShare } from './ecmp.ts';
 import { hashInt, Rng, streamSeed, tupleHash } from './hash.ts';
 import { ovsHashInt } from './ovshash.ts';
-import { type PlannerWorld, SluiceStrategy } from './sluice-strategy.ts';
+import { type ChainStats, type PlannerWorld, SluiceStrategy } from './sluice-strategy.ts';
 import { STEP, StepQueue } from './step-queue.ts';
 import {
   AVOIDABLE,
@@ -48,7 +48,7 @@ export const STRATEGY_TITLES: Readonly<Record<StrategyId, string>> = {
   slot_table: '4 consistent slot table, no second chance',
   sticky: '5 slot table + per-gateway sticky table',
   ct_sync: '6 conntrack synced between gateways',
-  sluice: '7 sluice (slot table + second chance + phases)',
+  sluice: '7 sluice (slot table + chains of previous owners + phases)',
 };
 
 export interface Counters {
@@ -99,6 +99,8 @@ export interface SimResult {
   readonly sluiceGenerations: number;
   /** Largest difference between the sluice generations two live gateways ran at the same time (gating: <= 1). */
   readonly sluiceMaxGenerationSpread: number;
+  /** sluice's chain figures (undefined when sluice did not run). */
+  readonly sluiceChains: ChainStats | undefined;
   readonly runtimeMs: number;
 }
 
@@ -618,7 +620,9 @@ class Sim implements PlannerWorld {
         this.#sluice?.tick(t);
         break;
       case STEP.backendStop:
-        this.#kill(a, DRAIN_EXPIRED, ev);
+        // The operator stops a drained server: its remaining connections break for every strategy (the server is
+        // gone: unavoidable). Drain-expired is kept for connections of live backends a strategy gives up on.
+        this.#kill(a, UNAVOIDABLE, ev);
         this.backendState[a] = BACKEND_REMOVED;
         this.#configChanged(t, ev);
         break;
@@ -728,6 +732,7 @@ class Sim implements PlannerWorld {
       totals,
       sluiceGenerations: this.#sluice?.generations ?? 0,
       sluiceMaxGenerationSpread: this.#sluice?.maxGenerationSpread ?? 0,
+      sluiceChains: this.#sluice?.chainStats(this.#connSeconds),
       runtimeMs,
     };
   }

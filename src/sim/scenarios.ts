@@ -163,6 +163,19 @@ export const SCENARIOS: readonly Scenario[] = [
     },
   },
   {
+    name: 'rapid-changes',
+    description:
+      'backends added and drained on vip0 every 10 s: slots move again while their previous owners hold connections (chains)',
+    build: (scale) =>
+      trace('rapid-changes', 'five changes of vip0, 10 s apart', scale, [
+        { at: 60, type: 'backend-add', vip: 0 },
+        { at: 70, type: 'backend-drain', backend: 0 },
+        { at: 80, type: 'backend-add', vip: 0 },
+        { at: 90, type: 'backend-drain', backend: 10 },
+        { at: 100, type: 'backend-add', vip: 0 },
+      ]),
+  },
+  {
     name: 'churn',
     description: 'every event type in one run, one every 400 s (the main comparison)',
     build: (scale) => {

@@ -1,11 +1,12 @@
 // Strategy 7, sluice, in the simulator: the real planner (src/rollout, `planNext`) publishes generations (slot
-// table + second chance per VIP), gateways apply them after a delay, and the planner moves on only when every live
-// gateway applied the last one (gating). A connection survives a generation when its slot's primary or second
-// chance still reaches its backend; packets that reach it through the second chance take one extra hop.
+// table + chains of previous owners per VIP), gateways apply them after a delay, and the planner moves on only when
+// every live gateway applied the last one (gating). A connection survives a generation when the walk hosts make
+// along its slot's lanes (docs/design/rollout.md, "Where the chain lives") reaches its backend; each host passed on
+// the way is one extra hop. Hosts are modelled on the gateway's generation (they apply it before the gateways).
 
 import type { Backend, Config, LoadBalancer, Node } from '../model/types.ts';
 import { planNext } from '../rollout/planner.ts';
-import type { Generation } from '../rollout/types.ts';
+import { type Generation, LANES, planLanes } from '../rollout/types.ts';
 import { STEP } from './step-queue.ts';
 import {
   AVOIDABLE,
@@ -45,19 +46,44 @@ export interface PlannerWorld extends World {
 interface PublishedGeneration {
   readonly primary: Uint16Array[];
   readonly second: Uint16Array[];
-  /** Per VIP: slots whose second chance the planner gave up (drain window passed); null = none. */
+  /** Per VIP: the owners' lanes (backend ids), 2^bits * LANES. */
+  readonly lanes: Uint16Array[];
+  /** Per VIP: slots whose previous owner the planner gave up (the operator's drain window passed); null = none. */
   readonly gaveUp: (Uint8Array | null)[];
   readonly ev: number;
+}
+
+/** Chain figures of one run (docs/evaluation.md, "Chains"). */
+export interface ChainStats {
+  /** Most previous owners one slot held at once. */
+  readonly maxChain: number;
+  /** Share of connection-time per extra hop count (index 0: straight to the backend). */
+  readonly hopShare: readonly number[];
+  /** Extra hops per packet, averaged over connection-time. */
+  readonly meanExtraHops: number;
+  /** Most CHAIN flows one host carried (a host owning none of the chained slots: the upper bound). */
+  readonly peakHostFlows: number;
+  /** Planner steps x slots that waited to move on a full chain, and the most slots waiting in one step. */
+  readonly chainFullSlotSteps: number;
+  readonly chainFullPeak: number;
 }
 
 export class SluiceStrategy extends Strategy {
   readonly #world: PlannerWorld;
   /** Per connection: the slot it was committed with (hosts mark it from the tunnel metadata). */
   readonly #committedSlot: Uint16Array;
-  /** Per connection: 1 while its packets take the second-chance hop. */
+  /** Per connection: the extra hops its packets take along the chain (0: straight to its backend). */
   readonly #hop: Uint8Array;
   #hopCount = 0;
   #hopConnSeconds = 0;
+  /** Live connections per hop count, and connection-seconds per hop count. */
+  readonly #hopHist = new Int32Array(LANES + 1);
+  readonly #hopSeconds = new Float64Array(LANES + 1);
+  /** Longest chain published, peak CHAIN flows a host carries, slot-steps that waited on a full chain. */
+  #maxChain = 0;
+  #peakHostFlows = 0;
+  #chainFullSlotSteps = 0;
+  #chainFullPeak = 0;
   readonly #generations: PublishedGeneration[] = [];
   /** Per gateway: the generation it runs. */
   readonly #gatewayGeneration: Int32Array;
@@ -76,6 +102,7 @@ export class SluiceStrategy extends Strategy {
     this.#world = world;
     this.#committedSlot = new Uint16Array(world.connections);
     this.#hop = new Uint8Array(world.connections);
+    this.#hopHist[0] = world.connections; // every connection slot starts with no hop
     this.#gatewayGeneration = new Int32Array(gatewayCapacity);
   }
 
@@ -93,9 +120,61 @@ export class SluiceStrategy extends Strategy {
     return connSeconds > 0 ? this.#hopConnSeconds / connSeconds : 0;
   }
 
-  /** Time passes with the current connections: accumulates their second-chance hops. */
+  /** Time passes with the current connections: accumulates their hops along the chains. */
   elapse(seconds: number): void {
     this.#hopConnSeconds += this.#hopCount * seconds;
+    for (let h = 0; h <= LANES; h++) this.#hopSeconds[h] += this.#hopHist[h] * seconds;
+  }
+
+  /** Chain figures of the run (docs/evaluation.md). */
+  chainStats(connSeconds: number): ChainStats {
+    const share = Array.from(this.#hopSeconds, (x) => (connSeconds > 0 ? x / connSeconds : 0));
+    const extra = this.#hopSeconds.reduce((t, x, h) => t + x * h, 0);
+    return {
+      maxChain: this.#maxChain,
+      hopShare: share,
+      meanExtraHops: connSeconds > 0 ? extra / connSeconds : 0,
+      peakHostFlows: this.#peakHostFlows,
+      chainFullSlotSteps: this.#chainFullSlotSteps,
+      chainFullPeak: this.#chainFullPeak,
+    };
+  }
+
+  /** Sets connection i's hop count (keeps the counters). */
+  #setHop(i: number, hop: number): void {
+    const before = this.#hop[i];
+    if (hop === before) return;
+    this.#hopHist[before]--;
+    this.#hopHist[hop]++;
+    if (before === 0) this.#hopCount++;
+    if (hop === 0) this.#hopCount--;
+    this.#hop[i] = hop;
+  }
+
+  /**
+   * Extra hops from the primary's host to backend `b` along the slot's lanes (-1: not reached), as hosts walk
+   * them: each hands the packet to the first lane >= the counter whose owner is on another host.
+   */
+  #walk(gen: PublishedGeneration, v: number, slot: number, b: number): number {
+    const w = this.#world;
+    let cur = gen.primary[v][slot];
+    if (cur === NONE) return -1;
+    if (w.reaches(cur, b)) return 0;
+    const lanes = gen.lanes[v];
+    const base = slot * LANES;
+    let counter = 0;
+    for (let hops = 1; hops <= LANES; hops++) {
+      let next = -1;
+      for (let l = counter; l < LANES && next < 0; l++) {
+        const m = lanes[base + l];
+        if (m !== NONE && !w.reaches(m, cur)) next = l;
+      }
+      if (next < 0) return -1;
+      cur = lanes[base + next];
+      counter = next + 1;
+      if (w.reaches(cur, b)) return hops;
+    }
+    return -1;
   }
 
   pickNew(v: number, hash: number, _hrwHash: number, g: number): number {
@@ -104,20 +183,14 @@ export class SluiceStrategy extends Strategy {
   }
 
   protected override noteNew(i: number, g: number): void {
-    if (this.#hop[i] === 1) {
-      this.#hop[i] = 0;
-      this.#hopCount--;
-    }
+    this.#setHop(i, 0);
     this.checkedVersion[i] = this.#gatewayGeneration[g];
     this.#committedSlot[i] = this.#world.gatewayHash(this.#world.flowHash[i], g) & this.#world.slotMask;
   }
 
   override breakConn(i: number, field: number, ev: number): void {
     super.breakConn(i, field, ev);
-    if (this.#hop[i] === 1) {
-      this.#hop[i] = 0;
-      this.#hopCount--;
-    }
+    this.#setHop(i, 0);
   }
 
   /** Re-checks the first `n` connections of `list` whose gateway now runs another generation. */
@@ -134,17 +207,13 @@ export class SluiceStrategy extends Strategy {
       const v = w.vip[i];
       const gen = this.#generations[ver];
       const slot = w.gatewayHash(w.flowHash[i], g) & w.slotMask;
-      const viaPrimary = w.reaches(gen.primary[v][slot], held[i]);
-      if (!viaPrimary && !w.reaches(gen.second[v][slot], held[i])) {
+      const hop = this.#walk(gen, v, slot, held[i]);
+      if (hop < 0) {
         const gu = gen.gaveUp[v];
         this.breakConn(i, gu !== null && gu[slot] === 1 ? DRAIN_EXPIRED : AVOIDABLE, ev);
         continue;
       }
-      const hop = viaPrimary ? 0 : 1;
-      if (hop !== this.#hop[i]) {
-        this.#hop[i] = hop;
-        this.#hopCount += hop === 1 ? 1 : -1;
-      }
+      this.#setHop(i, hop);
       checked[i] = ver;
     }
   }
@@ -154,7 +223,7 @@ export class SluiceStrategy extends Strategy {
     this.recheck(all, all.length, ev);
   }
 
-  /** Records the most connections at once on the second-chance hop, for event `ev`. */
+  /** Records the most connections at once reached through a chain (one hop or more), for event `ev`. */
   notePeak(ev: number): void {
     const k = ev * COUNTER_FIELDS + SECOND_CHANCE_PEAK;
     if (this.#hopCount > this.counters[k]) this.counters[k] = this.#hopCount;
@@ -199,20 +268,21 @@ export class SluiceStrategy extends Strategy {
 
   /** Runs the planner once and publishes what it decides. */
   plan(t: number): void {
-    const counts = this.#latest === null ? null : this.#secondChanceCounts();
+    const counts = this.#latest === null ? null : this.#chainCounts();
     const step = planNext({
       config: this.#plannerConfig(),
       latest: this.#latest,
       now: t * 1000,
       connections: (lb, slot, key) => {
-        const v = Number(lb.slice(3));
         const id = this.#world.backendId.get(key);
-        const cur = this.#generations[this.#generations.length - 1];
-        if (counts !== null && id !== undefined && cur.second[v][slot] === id) return counts[v][slot];
-        // Not the slot's second chance (the planner does not ask this today): count exactly.
-        return this.#countOn(v, slot, id);
+        if (counts === null || id === undefined) return 0;
+        return counts.get((Number(lb.slice(3)) * (1 << this.#world.slotBits) + slot) * 65536 + id) ?? 0;
       },
     });
+    let waiting = 0;
+    for (const n of step.notes) if (n.kind === 'chain-full') waiting += n.slots.length;
+    this.#chainFullSlotSteps += waiting;
+    if (waiting > this.#chainFullPeak) this.#chainFullPeak = waiting;
     if (step.next === null) {
       this.#busy = false;
       if (this.#hasSecondChances() && !this.#tickPending) {
@@ -233,14 +303,17 @@ export class SluiceStrategy extends Strategy {
     this.#publish(step.next, gaveUp, t, this.#planEv);
   }
 
-  /** Live connections of VIP v committed with `slot` and held by backend `id`. */
-  #countOn(v: number, slot: number, id: number | undefined): number {
+  /** Live connections per (VIP, committed slot, backend): key (v * 2^bits + slot) * 65536 + backend. */
+  #chainCounts(): Map<number, number> {
     const w = this.#world;
-    let n = 0;
+    const out = new Map<number, number>();
+    const size = 1 << w.slotBits;
     for (let i = 0; i < w.connections; i++) {
-      if (!this.dead[i] && w.vip[i] === v && this.#committedSlot[i] === slot && this.backend[i] === id) n++;
+      if (this.dead[i]) continue;
+      const k = (w.vip[i] * size + this.#committedSlot[i]) * 65536 + this.backend[i];
+      out.set(k, (out.get(k) ?? 0) + 1);
     }
-    return n;
+    return out;
   }
 
   #noteSpread(): void {
@@ -281,28 +354,16 @@ export class SluiceStrategy extends Strategy {
       }
       lbs.push({ name: `vip${v}`, vip: `100.64.0.${v}`, family: 4, protocol: 'tcp', ports: [443], backends });
     }
+    const window = w.trace.timing.sluiceDrainWindowSeconds;
+    const chain = w.trace.timing.sluiceChainLength;
     return {
       hashMode: 'dp_hash',
       slotBits: w.slotBits,
-      drainWindowSeconds: w.trace.timing.drainWindowSeconds,
+      ...(window !== undefined ? { drainWindowSeconds: window } : {}),
+      ...(chain !== undefined ? { chainLength: chain } : {}),
       nodes,
       loadBalancers: lbs,
     };
-  }
-
-  /** Live sluice connections per (VIP, slot) held by the slot's current second chance. */
-  #secondChanceCounts(): Int32Array[] {
-    const w = this.#world;
-    const cur = this.#generations[this.#generations.length - 1];
-    const out = Array.from({ length: w.vips }, () => new Int32Array(1 << w.slotBits));
-    const held = this.backend;
-    for (let i = 0; i < w.connections; i++) {
-      if (this.dead[i]) continue;
-      const v = w.vip[i];
-      const s = this.#committedSlot[i];
-      if (cur.second[v][s] === held[i]) out[v][s]++;
-    }
-    return out;
   }
 
   #hasSecondChances(): boolean {
@@ -314,21 +375,40 @@ export class SluiceStrategy extends Strategy {
     const w = this.#world;
     const primary: Uint16Array[] = [];
     const second: Uint16Array[] = [];
+    const lanes: Uint16Array[] = [];
+    let hostFlows = 0;
     for (let v = 0; v < w.vips; v++) {
       const p = gen.pools.get(`vip${v}`)!;
       const ids = p.members.map((m) => w.backendId.get(m.key)!);
       const size = p.primary.length;
       const pr = new Uint16Array(size);
       const se = new Uint16Array(size);
+      const pl = planLanes(p);
+      const la = new Uint16Array(size * LANES);
       for (let s = 0; s < size; s++) {
         pr[s] = p.primary[s] === NONE ? NONE : ids[p.primary[s]];
         se[s] = p.second[s] === NONE ? NONE : ids[p.second[s]];
+        let owners = -1;
+        let last = -1;
+        for (let l = 0; l < LANES; l++) {
+          const m = pl[s * LANES + l];
+          la[s * LANES + l] = m === NONE ? NONE : ids[m];
+          if (m !== NONE) {
+            owners++;
+            last = l;
+          }
+        }
+        if (owners > this.#maxChain) this.#maxChain = owners;
+        // A host that owns none of the slot's lanes has one CHAIN flow per counter up to the last lane.
+        if (owners > 0) hostFlows += last + 1;
       }
       primary.push(pr);
       second.push(se);
+      lanes.push(la);
     }
+    if (hostFlows > this.#peakHostFlows) this.#peakHostFlows = hostFlows;
     this.#latest = gen;
-    this.#generations.push({ primary, second, gaveUp, ev });
+    this.#generations.push({ primary, second, lanes, gaveUp, ev });
     const published = this.#generations.length - 1;
     if (published === 0) return; // the initial generation: every gateway starts on it
     this.#busy = true;

@@ -39,8 +39,13 @@ export interface Timing {
   readonly applySpreadSeconds: number;
   /** From the last gateway applying a generation to the planner seeing every acknowledgement. */
   readonly ackLatencySeconds: number;
-  /** sluice drain window; also how long a drained backend keeps serving before it is stopped. */
+  /** How long a drained backend keeps serving before the operator stops it (its remaining connections break,
+   *  for every strategy: the server is gone). */
   readonly drainWindowSeconds: number;
+  /** sluice's optional drain window (a full chain may then drop a previous owner); undefined: none, the default. */
+  readonly sluiceDrainWindowSeconds?: number;
+  /** sluice's chain bound L; undefined: the default (4). */
+  readonly sluiceChainLength?: number;
   /** How often the sluice planner re-reads connection counts while second chances are in use. */
   readonly drainCheckSeconds: number;
   /** Health-check detection delay after a backend failure (new connections sent to it meanwhile fail). */
@@ -182,6 +187,8 @@ const TimingSchema = z.strictObject({
   applySpreadSeconds: z.number().min(0),
   ackLatencySeconds: z.number().min(0),
   drainWindowSeconds: z.number().positive(),
+  sluiceDrainWindowSeconds: z.number().positive().optional(),
+  sluiceChainLength: z.number().int().min(1).max(7).optional(),
   drainCheckSeconds: z.number().positive(),
   detectSeconds: z.number().min(0),
   syncLagSeconds: z.number().min(0),
