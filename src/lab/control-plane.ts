@@ -136,6 +136,13 @@ export class ControlPlane {
     return pid;
   }
 
+  /** SIGKILLs the store's ovsdb-server (by its pid file); its database file stays, and startStore(cp) starts it again
+   *  on the same socket. Resolves with the pid killed (undefined: it was not running). */
+  killStore(): Promise<number | undefined> {
+    const pidFile = this.pidFile('store');
+    return killPidFile(pidFile, expectedProgram(pidFile)!, { signal: 'SIGKILL' });
+  }
+
   /** What every node reported (store `status`). */
   status(): Promise<StatusReport> {
     return controlPlaneStore(this.db);

@@ -24,6 +24,8 @@ function describePlannerRecord(proc: string, r: Record<string, unknown>): string
     case 'fenced':
     case 'fence-failed':
       return `${proc}: ${msg}`;
+    case 'fence-held':
+      return (r.nodes as string[] | undefined)?.length ? `${proc}: ${msg}` : undefined;
     case 'wait':
       // Hosts acknowledge within a second and connection reports come every second: only gateways are news.
       return r.on === 'gateways' ? `${proc}: ${msg}` : undefined;
@@ -50,6 +52,7 @@ export function describeRecord(proc: string, r: Record<string, unknown>): string
         : `${proc.replace(/^agent-/, '')} agent: ${msg}`;
     case 'apply-failed':
     case 'fence':
+    case 'store-silent':
     case 'withdrawn':
     case 'announced':
     case 'vswitchd-restart':

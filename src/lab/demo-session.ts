@@ -145,6 +145,11 @@ export class DemoSession {
     return this.#status(node)?.applied_generation ?? 0;
   }
 
+  /** The node's last heartbeat value in the store (its own clock), undefined before its first. */
+  heartbeat(node: string): number | undefined {
+    return this.#status(node)?.heartbeat_at;
+  }
+
   nodeError(node: string): string | undefined {
     return this.#status(node)?.error;
   }

@@ -5,6 +5,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from '../model/errors.ts';
 import { edits } from '../store/operator.ts';
+import { startStore } from './control-plane.ts';
 import type { DemoScenario, DemoSession } from './demo-session.ts';
 import type { Traffic } from './traffic.ts';
 
@@ -169,7 +170,55 @@ const skewedRollout: DemoScenario<{ skewed: boolean }> = {
     skewed ? undefined : 'the two gateways were never seen on different generations',
 };
 
+/** The store killed for 30 s, then restarted on its database file: no planner can publish, no agent can report,
+ *  and the data plane must not notice (docs/design/control-plane.md "Fencing"). */
+const storeDown: DemoScenario<{ ecmp: string[]; opened: number }> = {
+  name: 'the store down for 30 s: every node keeps forwarding on what it applied',
+  async run(d) {
+    const t0 = Date.now();
+    const beats = new Map(d.lab.nodes.map((n) => [n.name, d.heartbeat(n.name)]));
+    await d.cp.killStore();
+    d.say(
+      '  the store (ovsdb-server) killed (SIGKILL): no planner can publish, no agent can report or acknowledge',
+    );
+    let ecmp: string[] = [];
+    let opened = 0;
+    try {
+      await sleep(12_000);
+      ecmp = [...new Set(Object.values(await d.lab.ecmpGateways()).flat())].sort();
+      d.say(`  12 s later, past the agents' 10 s lease: router ECMP set ${ecmp.join(', ') || '(none)'}`);
+      d.say('  opening 30 new web connections while the store is down');
+      opened = (await d.traffic(d.vip('web'), 30)).counters().opened;
+      await sleep(Math.max(0, t0 + 30_000 - Date.now()));
+    } finally {
+      await startStore(d.cp);
+    }
+    d.say('  the store restarted on its database file: planners and agents reconnect by themselves');
+    await d.until(
+      () => d.lab.nodes.every((n) => d.heartbeat(n.name) !== beats.get(n.name)),
+      60_000,
+      'every node heartbeats again',
+    );
+    d.say(`  every node heartbeats again; the gateways never left ECMP (${d.skew()})`);
+    return { ecmp, opened };
+  },
+  check: (d, { ecmp, opened }) => {
+    const all = d.lab.gateways.map((g) => g.name).sort();
+    if (ecmp.join(',') !== all.join(','))
+      return `a gateway left ECMP while the store was down (ECMP set: ${ecmp.join(', ') || 'none'})`;
+    return opened >= 30 ? undefined : `only ${opened} of 30 new connections opened while the store was down`;
+  },
+};
+
 /** The demo's scenarios in order; `first` is the web traffic opened before them (the drained backend holds some). */
 export function demoScenarios(first: () => Traffic): readonly DemoScenario[] {
-  return [backendAdded, backendDrained, drainedRemoved(first), gatewayLeaves, vswitchdKilled, skewedRollout];
+  return [
+    backendAdded,
+    backendDrained,
+    drainedRemoved(first),
+    gatewayLeaves,
+    vswitchdKilled,
+    skewedRollout,
+    storeDown,
+  ];
 }

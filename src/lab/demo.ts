@@ -2,13 +2,13 @@
 // control plane (src/lab/control-plane.ts: a store ovsdb-server, 2 planners, one agent per node), opens a few
 // hundred long-lived TCP connections through the ECMP router and both gateways, then, with live counters every
 // second, walks through: a backend added, a backend drained, the drained backend removed once its connections
-// closed, a gateway leaving the ECMP set, a gateway's ovs-vswitchd killed and restored, and a rollout with the two
-// gateways on different generations. Every change is written to the store the way `sluice backend add|drain|del`
+// closed, a gateway leaving the ECMP set, a gateway's ovs-vswitchd killed and restored, a rollout with the two
+// gateways on different generations, and the store killed for 30 s (nothing may leave ECMP). Every change is written to the store the way `sluice backend add|drain|del`
 // and `sluice apply` write it (editDesiredState + the CLI's edits); progress is read back from the store
 // (Global.generation, gateway_generation, Node_Status.applied_generation) and the planners' and agents' logs are
 // narrated. What the demo does itself is what the network around sluice would do (docs/design/lab.md "sluice demo"):
-// the router's ECMP set (a maintenance withdraw, BFD noticing a dead gateway, an upstream re-hash) and freezing one
-// agent (SIGSTOP) to hold its gateway one generation behind. The lab is torn down at the end (also on Ctrl-C or an
+// the router's ECMP set (a maintenance withdraw, BFD noticing a dead gateway, an upstream re-hash), freezing one
+// agent (SIGSTOP) to hold its gateway one generation behind, and killing the store. The lab is torn down at the end (also on Ctrl-C or an
 // error). Exit 0 only if no connection broke and every step's own check held. The steps are src/lab/demo-steps.ts,
 // what they work with src/lab/demo-session.ts. `runDemo` is also what scripts/measure-churn.ts runs.
 
