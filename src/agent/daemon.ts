@@ -26,6 +26,7 @@ import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
+import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { SerialLoop } from '../serial-loop.ts';
@@ -61,6 +62,8 @@ export interface AgentOptions {
   readonly role: 'gateway' | 'host';
   readonly node: string;
   readonly remotes: readonly string[];
+  /** Credentials for ssl: remotes (mutual TLS). */
+  readonly tls?: TlsFiles;
   readonly runner: Runner;
   readonly facts: NodeFacts;
   /** Reads the node's facts again (from its OVS: src/agent/facts.ts) before each apply, so ofports that changed
@@ -229,6 +232,7 @@ export class AgentDaemon {
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
     this.client = new OvsdbClient({
       remotes: o.remotes,
+      tls: o.tls,
       database: DB_NAME,
       probeIntervalMs: 2000,
       waitConnectedMs: 30_000,

@@ -14,9 +14,38 @@ import { attachLab } from '../lab/topology.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseIp } from '../model/ip.ts';
 import { localRunner } from '../openflow/runner.ts';
+import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import { PlannerDaemon } from '../planner/daemon.ts';
 import { statusPageRoutes } from '../web/page.ts';
 import { startMetricsServer } from '../web/server.ts';
+
+/** `--private-key`/`--certificate`/`--ca-cert` (else SLUICE_SSL_PRIVATE_KEY, _CERTIFICATE, _CA_CERT): the
+ *  credentials for `ssl:` remotes; all three or none. */
+export function tlsFiles(o: {
+  privateKey?: string;
+  certificate?: string;
+  caCert?: string;
+}): TlsFiles | undefined {
+  const privateKey = o.privateKey ?? process.env.SLUICE_SSL_PRIVATE_KEY;
+  const certificate = o.certificate ?? process.env.SLUICE_SSL_CERTIFICATE;
+  const caCert = o.caCert ?? process.env.SLUICE_SSL_CA_CERT;
+  const given = [privateKey, certificate, caCert].filter((x) => x !== undefined && x !== '').length;
+  if (given === 0) return undefined;
+  if (given !== 3)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      'TLS needs all of --private-key, --certificate and --ca-cert (or SLUICE_SSL_PRIVATE_KEY, SLUICE_SSL_CERTIFICATE, SLUICE_SSL_CA_CERT)',
+    );
+  return { privateKey: privateKey!, certificate: certificate!, caCert: caCert! };
+}
+
+/** The TLS options of every command that talks to the store. */
+export function tlsOptions(cmd: Command): Command {
+  return cmd
+    .option('--private-key <file>', 'PEM private key for ssl: remotes (mutual TLS; docs/security.md)')
+    .option('--certificate <file>', 'PEM certificate for ssl: remotes (its CN is who the store sees)')
+    .option('--ca-cert <file>', "PEM CA certificate the store's certificate must chain to");
+}
 
 function remotes(text: string): string[] {
   const r = text
@@ -156,8 +185,7 @@ export function registerDaemonCommands(program: Command): void {
 
 /** `sluice planner`. */
 function plannerCommand(program: Command): void {
-  program
-    .command('planner')
+  tlsOptions(program.command('planner'))
     .description(
       'compute and publish generations from the desired state in OVSDB (one active, others standby)',
     )
@@ -187,11 +215,15 @@ function plannerCommand(program: Command): void {
         keepPlans: string;
         fenceCmd?: string;
         metrics?: string;
+        privateKey?: string;
+        certificate?: string;
+        caCert?: string;
         logLevel: string;
       }) => {
         const log = logger('sluice-planner', o.logLevel);
         const d = new PlannerDaemon({
           remotes: remotes(o.db),
+          tls: tlsFiles(o),
           log,
           leaseMs: num('--lease', o.lease) * 1000,
           marginMs: num('--margin', o.margin) * 1000,
@@ -221,13 +253,15 @@ interface AgentCliOptions {
   fullReconcile: string;
   commandTimeout: string;
   metrics?: string;
+  privateKey?: string;
+  certificate?: string;
+  caCert?: string;
   logLevel: string;
 }
 
 /** `sluice agent`: its options; the daemon is `runAgent`. */
 function agentCommand(program: Command): void {
-  program
-    .command('agent')
+  tlsOptions(program.command('agent'))
     .description("program this node's Open vSwitch from the store and acknowledge what it applied")
     .option('--role <role>', "gateway | host (default: the node's OVS, external_ids:sluice-role)")
     .option(
@@ -293,6 +327,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     role: nf.facts.role,
     node,
     remotes: remotes(o.db),
+    tls: tlsFiles(o),
     runner,
     facts: nf.facts,
     readFacts: nf.readFacts,

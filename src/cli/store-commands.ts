@@ -33,6 +33,7 @@ import {
   table,
   withStore,
 } from '../store/operator.ts';
+import { tlsFiles, tlsOptions } from './daemons.ts';
 
 export const DEFAULT_DB = 'unix:/run/sluice/db.sock';
 
@@ -94,7 +95,7 @@ export function reportInternal(e: unknown): 1 {
 }
 
 function storeOptions(cmd: Command): Command {
-  return cmd
+  return tlsOptions(cmd)
     .option(
       '--db <remotes>',
       'OVSDB remotes, comma separated (default: $SLUICE_DB, else unix:/run/sluice/db.sock)',
@@ -114,6 +115,14 @@ function action(
     try {
       if (format !== 'text' && format !== 'json')
         throw new SluiceError('SLUICE_E_USAGE', `--format: expected text or json, got "${format}"`);
+      // One command per process: the TLS flags become the SLUICE_SSL_* variables every store session reads.
+      const tls = tlsFiles(opts as { privateKey?: string; certificate?: string; caCert?: string });
+      if (tls !== undefined)
+        Object.assign(process.env, {
+          SLUICE_SSL_PRIVATE_KEY: tls.privateKey,
+          SLUICE_SSL_CERTIFICATE: tls.certificate,
+          SLUICE_SSL_CA_CERT: tls.caCert,
+        });
       const out = await fn({ db: (opts.db as string | undefined) ?? defaultDb(), format }, args, opts);
       print(format === 'json' ? JSON.stringify(out.json, null, 2) : out.text);
     } catch (e) {

@@ -8,7 +8,7 @@
 // script (labEcmpCommand). Everything after start goes through the store, as with a real deployment:
 // `--db unix:<runDir>/cp/store.sock`.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
@@ -26,8 +26,10 @@ import {
   rows,
 } from '../store/db/index.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
+import { accessControlOps } from '../store/rbac.ts';
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
+import { Pki } from './pki.ts';
 import { expectedProgram, type Lab } from './topology.ts';
 
 export interface ControlPlaneOptions {
@@ -81,9 +83,36 @@ export class ControlPlane {
     return `${this.dir}/store.sock`;
   }
 
-  /** `--db` for the store CLI (`sluice backend drain --db ...`), planners and agents. */
+  /** `--db` of the administrator's local socket (no role: full access; the lab's own tooling and tests). */
   get db(): string {
     return `unix:${this.socket}`;
+  }
+
+  /** The lab's PKI (`<cp>/pki`, ovs-pki): certificates for the store, `planner`, `operator` and every node. */
+  get pki(): Pki {
+    return new Pki(`${this.dir}/pki`);
+  }
+
+  /** The store's TLS remotes by role (written by startStore), or undefined for a store without TLS. */
+  get tlsPorts(): TlsPorts | undefined {
+    try {
+      return JSON.parse(readFileSync(`${this.dir}/tls-ports.json`, 'utf8')) as TlsPorts;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The remote a client with `role` uses: TLS (mutual, with RBAC) when the store has it, else the local socket. */
+  remoteFor(role: keyof TlsPorts): string {
+    const port = this.tlsPorts?.[role];
+    return port === undefined ? this.db : `ssl:127.0.0.1:${port}`;
+  }
+
+  /** `--db` and TLS flags for a `sluice` command run as the operator (desired-state edits through RBAC). */
+  operatorArgs(): string[] {
+    return this.tlsPorts === undefined
+      ? ['--db', this.db]
+      : ['--db', this.remoteFor('operator'), ...this.pki.args('operator')];
   }
 
   get plannerNames(): string[] {
@@ -154,6 +183,13 @@ export class ControlPlane {
   }
 }
 
+/** The store's TLS listening ports, one per RBAC role (src/store/rbac.ts). */
+export interface TlsPorts {
+  readonly agent: number;
+  readonly planner: number;
+  readonly operator: number;
+}
+
 export function controlPlaneDir(runDir: string): string {
   return `${runDir}/cp`;
 }
@@ -172,7 +208,8 @@ export function plannerArgs(cp: ControlPlane, opts: ControlPlaneOptions = {}): s
   return [
     'planner',
     '--db',
-    cp.db,
+    cp.remoteFor('planner'),
+    ...(cp.tlsPorts === undefined ? [] : cp.pki.args('planner')),
     '--lease',
     String(opts.leaseSeconds ?? 10),
     '--margin',
@@ -189,7 +226,7 @@ export function agentArgs(
   cp: ControlPlane,
   node: string,
   opts: ControlPlaneOptions = {},
-  db = cp.db,
+  db = cp.remoteFor('agent'),
 ): string[] {
   const n = cp.lab.node(node);
   return [
@@ -200,6 +237,7 @@ export function agentArgs(
     node,
     '--db',
     db,
+    ...(cp.tlsPorts === undefined ? [] : cp.pki.args(node)),
     '--ovs-rundir',
     n.ovsDir,
     '--lease',
@@ -232,21 +270,54 @@ export function startAgent(
   cp: ControlPlane,
   node: string,
   opts: ControlPlaneOptions = {},
-  db = cp.db,
+  db = cp.remoteFor('agent'),
 ): number {
   return startSluiceProcess(cp, `agent-${node}`, agentArgs(cp, node, opts, db));
 }
 
-/** Creates the store's database (if missing) and starts its ovsdb-server, detached; resolves when it listens. */
-export async function startStore(cp: ControlPlane): Promise<OvsdbServerProcess> {
+/**
+ * Creates the store's database (if missing) and starts its ovsdb-server, detached; resolves when it listens. With
+ * `tls` (the default), the lab's PKI issues certificates (store, planner, operator, one per node, CN = the name) and
+ * the store also listens on three TLS remotes on 127.0.0.1, one per RBAC role (src/store/rbac.ts), which the
+ * planners and agents use; the unix socket stays the administrator's (no role).
+ */
+export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbServerProcess> {
   mkdirSync(cp.dir, { recursive: true });
   const dbFile = `${cp.dir}/store.db`;
   if (!existsSync(dbFile)) await createDatabase(dbFile);
+  if (tls) await cp.pki.issue(['store', 'planner', 'operator', ...cp.lab.nodes.map((n) => n.name)]);
   const store = new OvsdbServerProcess(
-    { dir: cp.dir, dbFiles: [dbFile], name: 'store', detached: true },
+    {
+      dir: cp.dir,
+      dbFiles: [dbFile],
+      name: 'store',
+      detached: true,
+      ...(tls ? { tls: cp.pki.files('store') } : {}),
+    },
     await freePort(),
   );
   await store.start();
+  if (tls) {
+    const ports: TlsPorts = {
+      agent: await freePort(),
+      planner: await freePort(),
+      operator: await freePort(),
+    };
+    const client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
+    try {
+      await client.transact(
+        DB_NAME,
+        ...accessControlOps([
+          { target: `pssl:${ports.agent}:127.0.0.1`, role: 'sluice-agent' },
+          { target: `pssl:${ports.planner}:127.0.0.1`, role: 'sluice-planner' },
+          { target: `pssl:${ports.operator}:127.0.0.1`, role: 'sluice-operator' },
+        ]),
+      );
+    } finally {
+      client.close();
+    }
+    writeFileSync(`${cp.dir}/tls-ports.json`, `${JSON.stringify(ports)}\n`);
+  }
   return store;
 }
 

@@ -5,7 +5,7 @@
 
 import { EventEmitter } from 'node:events';
 import { OvsdbError } from './errors.ts';
-import { JsonRpcConnection } from './jsonrpc.ts';
+import { JsonRpcConnection, type TlsFiles } from './jsonrpc.ts';
 import {
   applyColumnDiff,
   columnOf,
@@ -75,6 +75,8 @@ export interface OvsdbClientOptions {
   readonly negotiateTimeoutMs?: number;
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Credentials for `ssl:` remotes (mutual TLS; docs/security.md). */
+  readonly tls?: TlsFiles;
   /** Called for state changes and failures (structured logging hook). */
   readonly log?: (event: string, fields: Readonly<Record<string, unknown>>) => void;
 }
@@ -89,8 +91,8 @@ interface Waiter {
 export type TransactResult = OperationResult[];
 
 export class OvsdbClient extends EventEmitter {
-  readonly #opts: Required<Omit<OvsdbClientOptions, 'database' | 'log'>> &
-    Pick<OvsdbClientOptions, 'database' | 'log'>;
+  readonly #opts: Required<Omit<OvsdbClientOptions, 'database' | 'log' | 'tls'>> &
+    Pick<OvsdbClientOptions, 'database' | 'log' | 'tls'>;
   #state: ConnectionState = 'idle';
   #conn: JsonRpcConnection | undefined;
   #remoteIndex = 0;
@@ -129,6 +131,7 @@ export class OvsdbClient extends EventEmitter {
       backoffInitialMs: options.backoffInitialMs ?? 100,
       backoffMaxMs: options.backoffMaxMs ?? 5000,
       log: options.log,
+      tls: options.tls,
     };
     if (this.#opts.database !== undefined) {
       this.#serverMonitor = new Monitor(
@@ -328,7 +331,13 @@ export class OvsdbClient extends EventEmitter {
       },
     };
     let conn: JsonRpcConnection | undefined;
-    JsonRpcConnection.open(remote, handlers, this.#opts.connectTimeoutMs).then(
+    // A usage problem (an ssl: remote without credentials) throws here: fail like any connect failure.
+    new Promise<JsonRpcConnection>((resolve, reject) => {
+      JsonRpcConnection.open(remote, handlers, this.#opts.connectTimeoutMs, this.#opts.tls).then(
+        resolve,
+        reject,
+      );
+    }).then(
       (c) => {
         conn = c;
         if (this.#state !== 'connecting') {

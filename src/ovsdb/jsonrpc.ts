@@ -7,34 +7,80 @@
 // Both peers may send requests: ovsdb-server sends "echo" requests to keep the session alive and expects the
 // reply to carry "the same params" (4.1.11).
 
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { OvsdbError } from './errors.ts';
 import { FramingError, JsonSplitter } from './framing.ts';
 
 export type Remote =
   | { readonly kind: 'unix'; readonly path: string }
-  | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
+  | { readonly kind: 'tcp' | 'ssl'; readonly host: string; readonly port: number };
 
-/** Parses an ovsdb remote in the form ovs tools use: `unix:/path/to/sock` or `tcp:host:port` (`tcp:[::1]:port`). */
+/**
+ * The client's TLS credentials for `ssl:` remotes (PEM files, as `ovs-pki` writes them; read at every connect so a
+ * renewed certificate is picked up): its private key and certificate (the server authorizes by the certificate's
+ * CN) and the CA certificate the server's certificate must chain to. As in Open vSwitch, the server is verified
+ * against the CA only, not against a host name.
+ */
+export interface TlsFiles {
+  readonly privateKey: string;
+  readonly certificate: string;
+  readonly caCert: string;
+}
+
+/** Parses an ovsdb remote in the form ovs tools use: `unix:/path/to/sock`, `tcp:host:port` (`tcp:[::1]:port`) or
+ *  `ssl:host:port`. */
 export function parseRemote(s: string): Remote {
   if (s.startsWith('unix:')) {
     const path = s.slice(5);
     if (path === '') throw new OvsdbError('SLUICE_E_USAGE', `empty unix socket path in remote ${s}`);
     return { kind: 'unix', path };
   }
-  const m = /^tcp:(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
+  const m = /^(tcp|ssl):(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
   if (m !== null) {
-    const port = Number(m[3]);
+    const port = Number(m[4]);
     if (port < 1 || port > 65535) throw new OvsdbError('SLUICE_E_USAGE', `bad port in remote ${s}`);
-    return { kind: 'tcp', host: m[1] ?? m[2]!, port };
+    return { kind: m[1] as 'tcp' | 'ssl', host: m[2] ?? m[3]!, port };
   }
-  throw new OvsdbError('SLUICE_E_USAGE', `unsupported OVSDB remote ${s} (use unix:/path or tcp:host:port)`);
+  throw new OvsdbError(
+    'SLUICE_E_USAGE',
+    `unsupported OVSDB remote ${s} (use unix:/path, tcp:host:port or ssl:host:port)`,
+  );
 }
 
 export function formatRemote(r: Remote): string {
   return r.kind === 'unix'
     ? `unix:${r.path}`
-    : `tcp:${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`;
+    : `${r.kind}:${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`;
+}
+
+function connectSocket(r: Remote, remote: string, creds: TlsFiles | undefined): net.Socket {
+  if (r.kind === 'unix') return net.connect({ path: r.path });
+  if (r.kind === 'tcp') return net.connect({ host: r.host, port: r.port });
+  if (creds === undefined)
+    throw new OvsdbError(
+      'SLUICE_E_USAGE',
+      `${remote}: an ssl: remote needs a private key, a certificate and a CA certificate (--private-key, --certificate, --ca-cert)`,
+    );
+  let pem: { key: Buffer; cert: Buffer; ca: Buffer };
+  try {
+    pem = {
+      key: readFileSync(creds.privateKey),
+      cert: readFileSync(creds.certificate),
+      ca: readFileSync(creds.caCert),
+    };
+  } catch (e) {
+    throw new OvsdbError('SLUICE_E_IO', `${remote}: cannot read TLS files: ${(e as Error).message}`);
+  }
+  return tls.connect({
+    host: r.host,
+    port: r.port,
+    ...pem,
+    rejectUnauthorized: true,
+    // Open vSwitch PKI: certificates name a role or node (CN), not a host; the CA is what is checked.
+    checkServerIdentity: () => undefined,
+  });
 }
 
 interface Pending {
@@ -78,11 +124,16 @@ export class JsonRpcConnection {
   }
 
   /** Opens a connection; rejects with SLUICE_E_OVSDB_CONNECT when the socket cannot be opened in `timeoutMs`. */
-  static open(remote: string, handlers: JsonRpcHandlers, timeoutMs: number): Promise<JsonRpcConnection> {
+  static open(
+    remote: string,
+    handlers: JsonRpcHandlers,
+    timeoutMs: number,
+    creds?: TlsFiles,
+  ): Promise<JsonRpcConnection> {
     const r = parseRemote(remote);
     return new Promise((resolve, reject) => {
-      const socket =
-        r.kind === 'unix' ? net.connect({ path: r.path }) : net.connect({ host: r.host, port: r.port });
+      const socket = connectSocket(r, remote, creds);
+      const ready = r.kind === 'ssl' ? 'secureConnect' : 'connect';
       const timer = setTimeout(() => {
         socket.destroy();
         reject(
@@ -95,7 +146,7 @@ export class JsonRpcConnection {
         reject(new OvsdbError('SLUICE_E_OVSDB_CONNECT', `${remote}: ${e.message}`));
       };
       socket.once('error', onError);
-      socket.once('connect', () => {
+      socket.once(ready, () => {
         clearTimeout(timer);
         socket.off('error', onError);
         socket.setNoDelay(true);

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { OvsdbError } from './errors.ts';
+import type { TlsFiles } from './jsonrpc.ts';
 
 const run = promisify(execFile);
 
@@ -81,6 +82,11 @@ export interface OvsdbServerOptions {
    * it is stopped by its pidfile `<dir>/<name>.pid`). Default false: a plain child process.
    */
   readonly detached?: boolean;
+  /**
+   * Also serve the TLS remotes listed in the database (`--remote=db:Sluice,Store,connections`, each with its RBAC
+   * role; src/store/rbac.ts) with this server key, certificate and CA (client certificates must chain to it).
+   */
+  readonly tls?: TlsFiles;
 }
 
 export class OvsdbServerProcess {
@@ -129,6 +135,15 @@ export class OvsdbServerProcess {
       `--unixctl=${this.ctlPath}`,
       `--log-file=${this.logPath}`,
       '-vconsole:off',
+      ...(this.options.tls === undefined
+        ? []
+        : [
+            // Sluice is schema/sluice.ovsschema's database name.
+            '--remote=db:Sluice,Store,connections',
+            `--private-key=${this.options.tls.privateKey}`,
+            `--certificate=${this.options.tls.certificate}`,
+            `--ca-cert=${this.options.tls.caCert}`,
+          ]),
     ];
     const child = spawn('ovsdb-server', args, { stdio: 'ignore', detached: this.options.detached ?? false });
     if (this.options.detached) child.unref();

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { runHookCommand } from '../hook-command.ts';
 import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
+import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import type { PlanNote } from '../rollout/planner.ts';
@@ -37,6 +38,8 @@ export const PLANNER_LOCK = 'sluice_planner';
 
 export interface PlannerDaemonOptions {
   readonly remotes: readonly string[];
+  /** Credentials for ssl: remotes (mutual TLS). */
+  readonly tls?: TlsFiles;
   readonly log: Logger;
   readonly leaseMs?: number;
   readonly marginMs?: number;
@@ -190,6 +193,7 @@ export class PlannerDaemon {
     this.#metrics = plannerMetrics(this.registry);
     this.client = new OvsdbClient({
       remotes: opts.remotes,
+      tls: opts.tls,
       database: DB_NAME,
       // Locks live per server process: every planner must use the Raft leader to contend for the same lock.
       leaderOnly: opts.remotes.length > 1,

@@ -12,6 +12,7 @@ import type { Config } from '../model/types.ts';
 import { backendKey } from '../model/types.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import { OvsdbError } from '../ovsdb/errors.ts';
+import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { planNext } from '../rollout/planner.ts';
@@ -41,6 +42,18 @@ import {
   storedDesiredCfg,
 } from './db/index.ts';
 
+/** The operator's TLS credentials for ssl: remotes: SLUICE_SSL_PRIVATE_KEY, SLUICE_SSL_CERTIFICATE and
+ *  SLUICE_SSL_CA_CERT (the CLI's --private-key/--certificate/--ca-cert set them), or none. */
+export function envTls(): TlsFiles | undefined {
+  const e = process.env;
+  const [privateKey, certificate, caCert] = [
+    e.SLUICE_SSL_PRIVATE_KEY,
+    e.SLUICE_SSL_CERTIFICATE,
+    e.SLUICE_SSL_CA_CERT,
+  ];
+  return privateKey && certificate && caCert ? { privateKey, certificate, caCert } : undefined;
+}
+
 export function parseRemotes(text: string): string[] {
   const r = text
     .split(',')
@@ -49,7 +62,7 @@ export function parseRemotes(text: string): string[] {
   if (r.length === 0 || r.some((x) => !/^(unix:.+|tcp:.+:\d+|ssl:.+:\d+)$/.test(x)))
     throw new SluiceError(
       'SLUICE_E_USAGE',
-      `--db: expected unix:/path or tcp:host:port, comma separated; got "${text}"`,
+      `--db: expected unix:/path, tcp:host:port or ssl:host:port, comma separated; got "${text}"`,
     );
   return r;
 }
@@ -71,6 +84,7 @@ export class StoreSession {
     db: string,
     tables: { readonly [table: string]: MonitorCondRequest },
     waitMs = 5000,
+    tls = envTls(),
   ): Promise<StoreSession> {
     const remotes = parseRemotes(db);
     const client = new OvsdbClient({
@@ -80,6 +94,7 @@ export class StoreSession {
       connectTimeoutMs: Math.min(3000, waitMs),
       // A member that accepts but never answers is left in time to try the next one.
       negotiateTimeoutMs: Math.max(1000, Math.floor(waitMs / 2)),
+      tls,
       waitConnectedMs: waitMs,
       backoffInitialMs: 50,
       backoffMaxMs: 500,

@@ -3,18 +3,23 @@
 // dir, stopped by its own PID; the dir is removed afterwards. No namespaces in this file's first block.
 
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { type ControlPlane, startControlPlane, waitConverged } from '../../src/lab/control-plane.ts';
+import { Pki } from '../../src/lab/pki.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { encodeRow, type Operation } from '../../src/ovsdb/protocol.ts';
 import { startStandalone } from '../../src/ovsdb/server.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
 import {
@@ -37,6 +42,7 @@ import {
 } from '../../src/store/db/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'slt-security-'));
+const BIN = fileURLToPath(new URL('../../src/cli/bin.ts', import.meta.url));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A pino logger whose records land in `lines` (JSON objects). */
@@ -177,6 +183,134 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
   });
 
   const status = (node: string) => nodeStatus(state.replica, node);
+
+  test('finding 4: the store is TLS-only for the daemons, with certificates, and RBAC limits each role', async () => {
+    const ports = cp.tlsPorts!;
+    assert.ok(ports, 'the lab store runs with TLS remotes by default');
+    // The daemons are on TLS: every planner and agent was started with an ssl: remote and its own certificate.
+    for (const p of cp.processes().filter((x) => x.name !== 'store')) {
+      const cmd = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0');
+      assert.match(cmd[cmd.indexOf('--db') + 1]!, /^ssl:127\.0\.0\.1:\d+$/, p.name);
+      assert.ok(cmd.includes('--certificate'), p.name);
+    }
+    const agentDb = cp.remoteFor('agent');
+    // 1. No certificate: the TLS handshake is refused; plain TCP on the TLS port gets no answer either.
+    const noCert = await new Promise<string>((resolve) => {
+      const sock = tlsConnect({
+        host: '127.0.0.1',
+        port: ports.agent,
+        ca: readFileSync(cp.pki.caCert),
+        checkServerIdentity: () => undefined,
+      });
+      sock.on('secureConnect', () => sock.write(JSON.stringify({ method: 'list_dbs', params: [], id: 1 })));
+      sock.on('data', (d) => resolve(`answered: ${d}`));
+      sock.on('error', (e) => resolve(`error: ${e.message}`));
+      sock.on('close', () => resolve('closed'));
+      setTimeout(() => resolve('timeout'), 5000);
+    });
+    assert.doesNotMatch(noCert, /answered/, noCert);
+    const plain = new OvsdbClient({ remotes: [`tcp:127.0.0.1:${ports.agent}`], waitConnectedMs: 3000 });
+    await assert.rejects(plain.listDbs(), /SLUICE_E_OVSDB|no usable|closed|timed out/i);
+    plain.close();
+    // A certificate from another CA (same names): refused as well.
+    const rogue = new Pki(join(dir, 'rogue-pki'));
+    await rogue.issue(['gw1']);
+    const stranger = new OvsdbClient({
+      remotes: [agentDb],
+      tls: { ...rogue.files('gw1'), caCert: cp.pki.caCert },
+      waitConnectedMs: 3000,
+    });
+    await assert.rejects(stranger.listDbs());
+    stranger.close();
+    // 2. An agent's certificate: its own Node_Status only; not another node's, not the desired state, not plans.
+    const gw1 = new OvsdbClient({ remotes: [agentDb], tls: cp.pki.files('gw1'), database: DB_NAME });
+    const as = (c: OvsdbClient, ...ops: Operation[]) => c.transact(DB_NAME, ...ops);
+    const beat = (node: string): Operation => ({
+      op: 'update',
+      table: 'Node_Status',
+      where: [['node', '==', node]],
+      row: { heartbeat_at: 1 },
+    });
+    try {
+      await as(gw1, beat('gw1')); // negative control: its own row
+      await assert.rejects(as(gw1, beat('host1')), /permission error/);
+      await assert.rejects(
+        as(gw1, { op: 'insert', table: 'Node_Status', row: { node: 'gw2', heartbeat_at: 1 } }),
+        /permission error/,
+      );
+      await assert.rejects(
+        as(gw1, {
+          op: 'update',
+          table: 'Node',
+          where: [['name', '==', 'gw2']],
+          row: { tunnel_ip: '192.168.100.99' },
+        }),
+        /permission error/,
+      );
+      await assert.rejects(
+        as(gw1, { op: 'update', table: 'Global', where: [], row: { generation: 999 } }),
+        /permission error/,
+      );
+      await assert.rejects(as(gw1, { op: 'delete', table: 'Plan', where: [] }), /permission error/);
+    } finally {
+      gw1.close();
+    }
+    // 3. The planner's certificate on the planner's remote: plans yes, desired state no; the operator's: the reverse.
+    const planner = new OvsdbClient({
+      remotes: [cp.remoteFor('planner')],
+      tls: cp.pki.files('planner'),
+      database: DB_NAME,
+    });
+    const operator = new OvsdbClient({
+      remotes: [cp.remoteFor('operator')],
+      tls: cp.pki.files('operator'),
+      database: DB_NAME,
+    });
+    try {
+      await assert.rejects(
+        as(planner, { op: 'update', table: 'Backend', where: [], row: { admin_state: 'down' } }),
+        /permission error/,
+      );
+      await assert.rejects(as(planner, beat('gw1')), /permission error/);
+      await assert.rejects(as(operator, { op: 'delete', table: 'Plan', where: [] }), /permission error/);
+      await assert.rejects(
+        as(operator, { op: 'update', table: 'Global', where: [], row: { generation: 999 } }),
+        /permission error/,
+      );
+      await as(operator, {
+        op: 'mutate',
+        table: 'Global',
+        where: [],
+        mutations: [['external_ids', 'delete', ['set', ['x']]]],
+      });
+    } finally {
+      planner.close();
+      operator.close();
+    }
+    // 4. Everything still converges through TLS + RBAC: a drain written as the operator (the real CLI) rolls out.
+    const before = readGeneration(state.replica)!.number;
+    const drained = lab.backend('host1-b1').ip;
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', BIN, 'backend', 'drain', 'web', drained, ...cp.operatorArgs()],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const g = await waitConverged(cp, 90_000);
+    assert.ok(g > before, `the drain rolled out (g${before} -> g${g})`);
+    spawnSync(process.execPath, [
+      '--import',
+      'tsx',
+      BIN,
+      'backend',
+      'undrain',
+      'web',
+      drained,
+      ...cp.operatorArgs(),
+    ]);
+    const c = await traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+  });
 
   test('finding 7: a malformed Plan_Pool is refused by every agent; they keep forwarding and recover', async () => {
     const r = state.replica;

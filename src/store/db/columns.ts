@@ -6,7 +6,7 @@ import { OvsdbError } from '../../ovsdb/errors.ts';
 import type { JsAtom, JsRow, JsValue, Row } from '../../ovsdb/protocol.ts';
 import { encodeValue, OvsdbValueError } from '../../ovsdb/protocol.ts';
 
-type Atomic = 'integer' | 'real' | 'string' | 'uuid';
+type Atomic = 'integer' | 'real' | 'boolean' | 'string' | 'uuid';
 
 /** One column: its declared OVSDB type, a decoder that rejects what the type does not allow, and an encoder. */
 export interface ColumnDef<T> {
@@ -35,6 +35,8 @@ function atomOk(a: JsAtom, key: Atomic): boolean {
       return typeof a === 'number' && Number.isSafeInteger(a);
     case 'real':
       return typeof a === 'number' && Number.isFinite(a);
+    case 'boolean':
+      return typeof a === 'boolean';
     case 'string':
     case 'uuid':
       return typeof a === 'string';
@@ -44,6 +46,7 @@ function atomOk(a: JsAtom, key: Atomic): boolean {
 const WORD: Record<Atomic, string> = {
   integer: 'an integer',
   real: 'a number',
+  boolean: 'a boolean',
   string: 'a string',
   uuid: 'a uuid',
 };
@@ -107,6 +110,22 @@ const stringMap: ColumnDef<ReadonlyMap<string, string>> = {
   encode: (v) => v,
 };
 
+/** string -> row references (RBAC_Role.permissions). */
+function refMap(_refTable: string): ColumnDef<ReadonlyMap<string, string>> {
+  // ColumnDef.type.refTable is the key's; a value's referenced table is the schema file's business.
+  return {
+    type: { key: 'string', value: 'uuid', min: 0, max: 'unlimited' },
+    decode(v) {
+      if (!(v instanceof Map)) throw new Error(`expected a map, got ${show(v)}`);
+      for (const [k, val] of v)
+        if (typeof k !== 'string' || typeof val !== 'string')
+          throw new Error(`expected string keys and uuid values, got ${show(k)} -> ${show(val)}`);
+      return v as ReadonlyMap<string, string>;
+    },
+    encode: (v) => v,
+  };
+}
+
 /** The column kinds the Sluice schema uses. */
 export const col = {
   integer: scalar<number>('integer'),
@@ -122,6 +141,11 @@ export const col = {
   /** References to rows of `table` (their UUID texts). */
   refSet: (table: string) => set<string>('uuid', 0, table),
   stringMap,
+  boolean: scalar<boolean>('boolean'),
+  /** A set of strings (RBAC_Permission.authorization, update). */
+  stringSet: set<string>('string', 0),
+  /** string -> references to rows of `table`. */
+  refMap,
 };
 
 // ---------------------------------------------------------------------------------------------------------

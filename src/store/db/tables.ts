@@ -249,6 +249,65 @@ export const SlotConnectionsTable: TableDef<SlotConnectionsRow> = {
   },
 };
 
+// Access control (docs/security.md): ovsdb-server reads its TLS remotes, each with a role, from Store.connections
+// and enforces RBAC_Role/RBAC_Permission on every client that came in through a remote with a role.
+
+export interface StoreRow {
+  readonly _uuid: string;
+  /** Connection rows: the remotes ovsdb-server listens on (`--remote=db:Sluice,Store,connections`). */
+  readonly connections: readonly string[];
+}
+
+export interface ConnectionRow {
+  readonly _uuid: string;
+  /** `pssl:port:address` (or any ovsdb-server remote). */
+  readonly target: string;
+  /** The RBAC_Role of every client that connects here ('' = none: full access). */
+  readonly role: string;
+}
+
+export interface RbacRoleRow {
+  readonly _uuid: string;
+  readonly name: string;
+  /** Table name -> its RBAC_Permission row; a table not listed is read-only for the role. */
+  readonly permissions: ReadonlyMap<string, string>;
+}
+
+export interface RbacPermissionRow {
+  readonly _uuid: string;
+  readonly table: string;
+  /** Columns (or `column:key`) whose value must equal the client's certificate CN; '' = every row. */
+  readonly authorization: readonly string[];
+  readonly insert_delete: boolean;
+  /** Columns the role may update or mutate in the rows it is authorized for. */
+  readonly update: readonly string[];
+}
+
+export const StoreTable: TableDef<StoreRow> = {
+  name: 'Store',
+  columns: { connections: col.refSet('Connection') },
+};
+
+export const ConnectionTable: TableDef<ConnectionRow> = {
+  name: 'Connection',
+  columns: { target: col.string, role: col.string },
+};
+
+export const RbacRoleTable: TableDef<RbacRoleRow> = {
+  name: 'RBAC_Role',
+  columns: { name: col.string, permissions: col.refMap('RBAC_Permission') },
+};
+
+export const RbacPermissionTable: TableDef<RbacPermissionRow> = {
+  name: 'RBAC_Permission',
+  columns: {
+    table: col.string,
+    authorization: col.stringSet,
+    insert_delete: col.boolean,
+    update: col.stringSet,
+  },
+};
+
 /** Every table, in schema order. */
 export const TABLES = [
   GlobalTable,
@@ -261,6 +320,10 @@ export const TABLES = [
   NodeStatusTable,
   BackendStatusTable,
   SlotConnectionsTable,
+  StoreTable,
+  ConnectionTable,
+  RbacRoleTable,
+  RbacPermissionTable,
 ] as const;
 
 // ---------------------------------------------------------------------------------------------------------

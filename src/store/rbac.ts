@@ -1,0 +1,131 @@
+// Who may write what in the store (docs/security.md): the RBAC roles ovsdb-server enforces on clients that come in
+// through a TLS remote with a role, and the transaction that installs them with those remotes. Pure data and ops.
+//
+// A client's identity is the CN of its certificate (mutual TLS). An agent's certificate is named after its node:
+// it may insert, update and delete only the Node_Status, Backend_Status and Slot_Connections rows whose `node` is
+// that name. A planner writes plans (Plan, Plan_Pool, Plan_Config, Global's generation/plan/options) and its fence
+// record (Node_Status.external_ids). An operator writes the desired state (Global's settings, Load_Balancer,
+// Backend, Node) and `node confirm-fenced` (Node_Status.external_ids). Every other table is read-only to all three;
+// the local unix socket (no role) stays the administrator's.
+
+import type { Operation } from '../ovsdb/protocol.ts';
+
+export type StoreRole = 'sluice-agent' | 'sluice-planner' | 'sluice-operator';
+
+interface Permission {
+  /** Columns whose value must equal the client's CN; [''] = every row. */
+  readonly authorization: readonly string[];
+  readonly insertDelete: boolean;
+  readonly update: readonly string[];
+}
+
+const EVERY_ROW = [''] as const;
+
+/** Role -> table -> what it may do there (a table not listed is read-only for the role). */
+export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Permission } } = {
+  'sluice-agent': {
+    Node_Status: {
+      authorization: ['node'],
+      insertDelete: true,
+      update: ['applied_generation', 'applied_cfg', 'applied_at', 'heartbeat_at', 'error', 'external_ids'],
+    },
+    Backend_Status: {
+      authorization: ['node'],
+      insertDelete: true,
+      update: ['lb', 'backend', 'health', 'connections', 'checked_at'],
+    },
+    Slot_Connections: {
+      authorization: ['node'],
+      insertDelete: true,
+      update: ['lb', 'generation', 'bits', 'counts', 'reported_at'],
+    },
+  },
+  'sluice-planner': {
+    Global: { authorization: EVERY_ROW, insertDelete: false, update: ['generation', 'plan', 'options'] },
+    Plan: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['generation', 'desired_cfg', 'created_at', 'pools', 'config', 'external_ids'],
+    },
+    Plan_Pool: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['lb', 'bits', 'members', 'primary', 'second', 'phase', 'since'],
+    },
+    Plan_Config: { authorization: EVERY_ROW, insertDelete: true, update: ['document'] },
+    Node_Status: { authorization: EVERY_ROW, insertDelete: false, update: ['external_ids'] },
+  },
+  'sluice-operator': {
+    Global: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['hash_mode', 'slot_bits', 'drain_window', 'desired_cfg', 'external_ids'],
+    },
+    Load_Balancer: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['name', 'vip', 'protocol', 'ports', 'backends', 'external_ids'],
+    },
+    Backend: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['address', 'port', 'host', 'weight', 'admin_state', 'external_ids'],
+    },
+    Node: {
+      authorization: EVERY_ROW,
+      insertDelete: true,
+      update: ['name', 'role', 'tunnel_ip', 'external_ids'],
+    },
+    Node_Status: { authorization: EVERY_ROW, insertDelete: false, update: ['external_ids'] },
+  },
+};
+
+/** One TLS remote of the store and the role of every client that connects through it. */
+export interface StoreRemote {
+  /** ovsdb-server remote, e.g. `pssl:6650:127.0.0.1`. */
+  readonly target: string;
+  readonly role: StoreRole;
+}
+
+/**
+ * The transaction (for the administrator's unix socket) that replaces the store's roles and TLS remotes with ROLES
+ * and `remotes`. ovsdb-server started with `--remote=db:Sluice,Store,connections` opens them at once.
+ */
+export function accessControlOps(remotes: readonly StoreRemote[]): Operation[] {
+  const ops: Operation[] = [
+    { op: 'delete', table: 'RBAC_Role', where: [] },
+    { op: 'delete', table: 'RBAC_Permission', where: [] },
+    { op: 'delete', table: 'Store', where: [] },
+  ];
+  let n = 0;
+  for (const [role, tables] of Object.entries(ROLES)) {
+    const perms: [string, ['named-uuid', string]][] = [];
+    for (const [table, p] of Object.entries(tables)) {
+      const id = `perm${n++}`;
+      perms.push([table, ['named-uuid', id]]);
+      ops.push({
+        op: 'insert',
+        table: 'RBAC_Permission',
+        'uuid-name': id,
+        row: {
+          table,
+          authorization: ['set', [...p.authorization]],
+          insert_delete: p.insertDelete,
+          update: ['set', [...p.update]],
+        },
+      });
+    }
+    ops.push({ op: 'insert', table: 'RBAC_Role', row: { name: role, permissions: ['map', perms] } });
+  }
+  const conns = remotes.map((r, i) => {
+    ops.push({
+      op: 'insert',
+      table: 'Connection',
+      'uuid-name': `conn${i}`,
+      row: { target: r.target, role: r.role },
+    });
+    return ['named-uuid', `conn${i}`] as const;
+  });
+  ops.push({ op: 'insert', table: 'Store', row: { connections: ['set', conns] } });
+  return ops;
+}
