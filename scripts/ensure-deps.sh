@@ -18,6 +18,7 @@ have curl || need+=(curl)
 have ps || need+=(procps)
 have tcpdump || need+=(tcpdump)
 have ping || need+=(iputils-ping)
+have hping3 || need+=(hping3)
 if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then

@@ -20,6 +20,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
+import { CT_ZONE } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -44,6 +45,7 @@ import {
   nodeStatus,
   nodeStatusOps,
   publishedGeneration,
+  REPORT_AT_KEY,
   readPlan,
   remove,
   rows,
@@ -89,6 +91,12 @@ export interface AgentOptions {
   readonly fullReconcileMs?: number;
   /** How long one read of the flow counters serves scrapes, ms. Default 5000. */
   readonly flowCacheMs?: number;
+  /** Hosts: a connection report (conntrack read) that takes longer is abandoned, ms. Default 5000. The heartbeat
+   *  never waits for it: it carries the latest finished report, or none. */
+  readonly reportTimeoutMs?: number;
+  /** Hosts: the most conntrack entries sluice's zone may hold (`dpctl/ct-set-limits`); 0 = no limit. Default
+   *  200,000 (docs/security.md "Floods"). */
+  readonly ctLimit?: number;
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -162,6 +170,22 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       labelNames: ['lb', 'backend'],
       registers: r,
     }),
+    ctEntries: new Gauge({
+      name: 'sluice_agent_conntrack_entries',
+      help: "hosts: entries in sluice's conntrack zone by TCP state (syn_sent = half-open: a SYN flood shows here)",
+      labelNames: ['state'],
+      registers: r,
+    }),
+    ctLimit: new Gauge({
+      name: 'sluice_agent_conntrack_limit',
+      help: "hosts: the limit set on sluice's conntrack zone (0 = none)",
+      registers: r,
+    }),
+    reportFailures: new Counter({
+      name: 'sluice_agent_report_failures_total',
+      help: 'hosts: connection reports that failed or timed out (the heartbeat went on without them)',
+      registers: r,
+    }),
     fenced: new Gauge({
       name: 'sluice_agent_fenced',
       help: '1 while the gateway is withdrawn from ECMP',
@@ -222,6 +246,13 @@ export class AgentDaemon {
   #fence: FenceState = 'unknown';
   #conns: SlotConnections | undefined;
   #lastHeartbeat = 0;
+  /** Hosts: the latest finished connection report and when its conntrack read started (ms). */
+  #report: { conns: SlotConnections; startedAt: number } | undefined;
+  /** When the heartbeat that carried the last report was written (a report counts once, if read after it). */
+  #reportWrittenAt = 0;
+  #reporting = false;
+  #reportTimer: NodeJS.Timeout | undefined;
+  #reportError: string | undefined;
 
   constructor(o: AgentOptions) {
     this.#o = o;
@@ -264,6 +295,10 @@ export class AgentDaemon {
     });
     this.#vswitchdPid = this.#o.vswitchdPid?.();
     this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
+    if (this.#o.role === 'host') {
+      await this.#limitConntrack();
+      this.#reportTimer = setInterval(() => void this.#reportTick(), this.#o.heartbeatMs ?? 1000);
+    }
     this.health?.start();
     // Keep trying until the store answers (it may be down, or slow to send the first monitor reply): an agent that
     // exits here only gets restarted to start over.
@@ -290,6 +325,7 @@ export class AgentDaemon {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#reportTimer) clearInterval(this.#reportTimer);
     this.health?.stop();
     this.client.close();
   }
@@ -566,6 +602,10 @@ export class AgentDaemon {
         error: this.#error,
       }),
     );
+    // Hosts: the latest report, if its conntrack read started after the last report went out (the planner counts
+    // reports by report_at); the heartbeat never waits for a report (#reportTick reads conntrack in its own loop).
+    const rep = this.#report;
+    const fresh = this.#o.role === 'host' && rep !== undefined && rep.startedAt > this.#reportWrittenAt;
     // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that follows
     // supersede it. Hosts add their second-chance packets received per load balancer (the status page sums them).
     ops.push(
@@ -576,10 +616,11 @@ export class AgentDaemon {
         ...(this.#o.role === 'host'
           ? { secondChance: JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())) }
           : {}),
+        ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
       }),
     );
     if (this.#o.role === 'host') {
-      ops.push(...(await this.#reportOps(r, now)));
+      if (fresh) ops.push(...this.#reportOps(r, now, rep!.conns));
       // Refresh the counters for the next heartbeat (at most one bridge read per flowCacheMs; never waited for).
       this.#sharedFlowScrape().catch(() => {});
     }
@@ -598,6 +639,7 @@ export class AgentDaemon {
     this.#lastStoreOk = Date.now();
     this.#storeSilentLogged = false;
     this.#lastHeartbeat = now;
+    if (fresh) this.#reportWrittenAt = Date.now();
     this.#acked = this.#applied;
     this.#ackedError = this.#error;
     if (rejoin) this.#announce();
@@ -638,15 +680,66 @@ export class AgentDaemon {
     return this.health?.state(id) ?? 'unknown';
   }
 
-  /** Backend_Status and Slot_Connections changes (hosts), from conntrack and the health checker. */
-  async #reportOps(r: Replica, now: number): Promise<Operation[]> {
+  /** Hosts: caps sluice's conntrack zone (a SYN flood cannot grow it without bound, nor the report's read). */
+  async #limitConntrack(): Promise<void> {
+    const limit = this.#o.ctLimit ?? 200_000;
+    if (limit <= 0) return;
+    try {
+      await this.#o.runner.appctl(['dpctl/ct-set-limits', `zone=${CT_ZONE},limit=${limit}`]);
+      this.#m.ctLimit.set(limit);
+      this.#log.info(
+        { event: 'ct-limit', zone: CT_ZONE, limit },
+        `conntrack zone ${CT_ZONE} limited to ${limit}`,
+      );
+    } catch (e) {
+      this.#log.error(
+        { event: 'ct-limit-failed', err: (e as Error).message },
+        `ct-set-limits failed: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  /** Hosts: one connection report (conntrack read and count) with a deadline, in its own loop. */
+  async #reportTick(): Promise<void> {
+    const config = this.#appliedConfig;
+    if (this.#reporting || this.#stopped || config === undefined) return;
+    this.#reporting = true;
+    const startedAt = Date.now();
+    const limit = this.#o.reportTimeoutMs ?? 5000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const conns = await Promise.race([
+        readSlotConnections(this.#o.runner, config),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
+        }),
+      ]);
+      // A failing check may mean the backend's port is gone: read the facts again to tell (cheap when all are up).
+      if ([...(this.health?.states().values() ?? [])].some((h) => h.state === 'down'))
+        await this.#refreshFacts();
+      this.#report = { conns, startedAt };
+      this.#conns = conns;
+      for (const [state, n] of Object.entries(conns.states)) this.#m.ctEntries.set({ state }, n);
+      this.#reportError = undefined;
+    } catch (e) {
+      this.#m.reportFailures.inc();
+      const msg = (e as Error).message;
+      if (this.#reportError !== msg)
+        this.#log.warn(
+          { event: 'report-failed', err: msg },
+          `connection report failed (heartbeats go on): ${msg}`,
+        );
+      this.#reportError = msg;
+    } finally {
+      clearTimeout(timer);
+      this.#reporting = false;
+    }
+  }
+
+  /** Backend_Status and Slot_Connections changes (hosts), from a connection report and the health checker. */
+  #reportOps(r: Replica, now: number, conns: SlotConnections): Operation[] {
     const config = this.#appliedConfig;
     if (config === undefined) return [];
-    const conns = await readSlotConnections(this.#o.runner, config);
-    // A failing check may mean the backend's port is gone: read the facts again to tell (cheap when all are up).
-    if ([...(this.health?.states().values() ?? [])].some((h) => h.state === 'down'))
-      await this.#refreshFacts();
-    this.#conns = conns;
     const ops: Operation[] = [];
     const seen = new Set<string>();
     // Indexed once: a linear find per load balancer and backend is quadratic (10,000 backends per host at 1000 VIPs).

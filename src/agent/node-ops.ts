@@ -220,11 +220,14 @@ export function parseConntrack(text: string): CtEntry[] {
 }
 
 /**
- * TCP states that still carry a connection the client may send on. SYN_SENT/SYN_RECV count too: a connection being
- * set up is live and must keep its second chance. Closing states (FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT,
- * CLOSING, CLOSED) do not: after a FIN only retransmissions remain.
+ * TCP states that still carry a connection the client may send on. SYN_RECV counts too: the backend answered, the
+ * connection is being set up and must keep its second chance. SYN_SENT does not: the host saw only the client's SYN
+ * (the backend has not answered yet, a matter of microseconds for a real connection), and that is all a SYN flood
+ * makes, so counting it would let a flood hold every second chance; such entries are counted apart (states).
+ * Closing states (FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSING, CLOSED) do not count: after a FIN only
+ * retransmissions remain.
  */
-const LIVE_TCP_STATES = new Set(['SYN_SENT', 'SYN_RECV', 'ESTABLISHED']);
+const LIVE_TCP_STATES = new Set(['SYN_RECV', 'ESTABLISHED']);
 
 /** Whether an entry is a live load-balanced connection (TCP set up or established; any UDP entry still listed). */
 export function isLiveEntry(e: CtEntry): boolean {
@@ -239,6 +242,9 @@ export interface SlotConnections {
   readonly total: number;
   /** Entries in the zone with a mark that names no configured LB (e.g. an LB removed since): not counted. */
   readonly unknown: number;
+  /** Every entry of the zone by state: `established`, `syn_sent` (half-open), `syn_recv`, `other` (TCP closing or
+   *  UDP). */
+  readonly states: Readonly<Record<'established' | 'syn_sent' | 'syn_recv' | 'other', number>>;
 }
 
 type Counts = Map<string, Map<number, Map<string, number>>>;
@@ -280,8 +286,19 @@ export function countSlotConnections(entries: readonly CtEntry[], config: Config
   const counts = new Map<string, Map<number, Map<string, number>>>();
   let total = 0;
   let unknown = 0;
+  const states = { established: 0, syn_sent: 0, syn_recv: 0, other: 0 };
   for (const e of entries) {
-    if (e.zone !== CT_ZONE || !isLiveEntry(e)) continue;
+    if (e.zone !== CT_ZONE) continue;
+    const st =
+      e.state === 'ESTABLISHED'
+        ? 'established'
+        : e.state === 'SYN_SENT'
+          ? 'syn_sent'
+          : e.state === 'SYN_RECV'
+            ? 'syn_recv'
+            : 'other';
+    states[st]++;
+    if (!isLiveEntry(e)) continue;
     const lb = byId.get(e.mark >>> 16);
     if (lb === undefined) {
       unknown++;
@@ -292,7 +309,7 @@ export function countSlotConnections(entries: readonly CtEntry[], config: Config
     addCount(counts, lb, slot, key, 1);
     total++;
   }
-  return { counts, total, unknown };
+  return { counts, total, unknown, states };
 }
 
 /**
@@ -309,16 +326,18 @@ export function mergeSlotConnections(list: readonly SlotConnections[]): SlotConn
   const counts = new Map<string, Map<number, Map<string, number>>>();
   let total = 0;
   let unknown = 0;
+  const states = { established: 0, syn_sent: 0, syn_recv: 0, other: 0 };
   for (const c of list) {
     total += c.total;
     unknown += c.unknown;
+    for (const k of Object.keys(states) as (keyof typeof states)[]) states[k] += c.states[k];
     for (const [lb, perSlot] of c.counts) {
       for (const [slot, perKey] of perSlot) {
         for (const [key, n] of perKey) addCount(counts, lb, slot, key, n);
       }
     }
   }
-  return { counts, total, unknown };
+  return { counts, total, unknown, states };
 }
 
 /**

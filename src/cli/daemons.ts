@@ -252,6 +252,8 @@ interface AgentCliOptions {
   healthFall: string;
   fullReconcile: string;
   commandTimeout: string;
+  ctLimit: string;
+  reportTimeout: string;
   metrics?: string;
   privateKey?: string;
   certificate?: string;
@@ -299,6 +301,16 @@ function agentCommand(program: Command): void {
       '900',
     )
     .option('--command-timeout <seconds>', 'timeout of one ovs-ofctl/ovs-appctl command', '30')
+    .option(
+      '--ct-limit <n>',
+      "host: most entries in sluice's conntrack zone (dpctl/ct-set-limits; 0 = none)",
+      '200000',
+    )
+    .option(
+      '--report-timeout <ms>',
+      'host: abandon a connection report (conntrack read) after this long',
+      '5000',
+    )
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
     .action(runAgent);
@@ -346,6 +358,8 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     },
     probe: netnsProbe((a) => nf.probeNetns[a]),
     fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
+    ctLimit: num('--ct-limit', o.ctLimit),
+    reportTimeoutMs: num('--report-timeout', o.reportTimeout, 1),
   });
   await runDaemon(d, log, o.metrics);
 }

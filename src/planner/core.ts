@@ -62,8 +62,9 @@ interface Seen {
   heartbeatAt: number;
   /** Planner clock when the heartbeat last changed (or when the planner first saw the node). */
   lastSeen: number;
-  /** Heartbeats seen since the current ack round completed. */
+  /** Connection reports (heartbeats, from agents without report_at) seen since the current ack round completed. */
   beatsSinceRound: number;
+  reportAt?: number;
 }
 
 function hasSecondChances(g: Generation): boolean {
@@ -119,11 +120,22 @@ export class PlannerCore {
       const seen = this.#seen.get(node);
       if (seen === undefined) {
         // First sight (planner start or a new node): give it a full lease from now.
-        this.#seen.set(node, { heartbeatAt: s.heartbeatAt, lastSeen: now, beatsSinceRound: 0 });
+        this.#seen.set(node, {
+          heartbeatAt: s.heartbeatAt,
+          lastSeen: now,
+          beatsSinceRound: 0,
+          reportAt: s.reportAt,
+        });
+        continue;
       } else if (seen.heartbeatAt !== s.heartbeatAt) {
         // (NaN, a node first seen without status, differs from any heartbeat.)
         seen.heartbeatAt = s.heartbeatAt;
         seen.lastSeen = now;
+        if (s.reportAt === undefined) seen.beatsSinceRound++;
+      }
+      // A host that reports in its own loop: only a new report counts (its heartbeats go on without one).
+      if (s.reportAt !== undefined && s.reportAt !== seen.reportAt) {
+        seen.reportAt = s.reportAt;
         seen.beatsSinceRound++;
       }
     }

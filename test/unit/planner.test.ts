@@ -444,6 +444,32 @@ describe('planner core (fake store)', () => {
     assert.equal(step(core, store, 50).kind, 'publish');
   });
 
+  test('second chances: hosts that report in their own loop count reports (report_at), not heartbeats', () => {
+    const core = new PlannerCore();
+    const store = new FakeStore();
+    store.beatAll(0);
+    step(core, store, 0);
+    converge(core, store, 0);
+    step(core, store, 0);
+    store.desired = doc([A, B, C]);
+    assert.equal(step(core, store, 10).kind, 'publish');
+    converge(core, store, 20);
+    // Hosts whose reports are slow (a flood): heartbeats go on, report_at stays: the planner keeps waiting.
+    for (let t = 30; t < 90; t += 10) {
+      store.beat('h1', 2, { reportAt: 5 });
+      store.beat('h2', 2, { reportAt: 5 });
+      const w = step(core, store, t);
+      assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['reports', ['h1', 'h2']], `t=${t}`);
+    }
+    // Two fresh reports each: now it may move on.
+    store.beat('h1', 2, { reportAt: 100 });
+    store.beat('h2', 2, { reportAt: 100 });
+    assert.equal(step(core, store, 100).kind, 'wait');
+    store.beat('h1', 2, { reportAt: 200 });
+    store.beat('h2', 2, { reportAt: 200 });
+    assert.equal(step(core, store, 200).kind, 'publish');
+  });
+
   test('health down -> the effective config drains the backend (the desired state is untouched); recovery -> active', () => {
     const { core, store } = convergedOnG1();
     step(core, store, 0);

@@ -24,6 +24,7 @@ import {
   NodeStatusTable,
   OPERATOR_FENCED_KEY,
   PLANNER_FENCED_KEY,
+  REPORT_AT_KEY,
   ROLE_KEY,
   SECOND_CHANCE_KEY,
 } from './tables.ts';
@@ -121,9 +122,12 @@ export function agentMarksOp(
     readonly role: string;
     readonly clearFenceRecords: boolean;
     readonly secondChance?: string;
+    /** Hosts: when the connection report this heartbeat carries was read (REPORT_AT_KEY). */
+    readonly reportAt?: string;
   },
 ): Operation {
   const cleared = [AGENT_FENCED_KEY, ROLE_KEY, SECOND_CHANCE_KEY];
+  if (marks.reportAt !== undefined) cleared.push(REPORT_AT_KEY);
   if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
@@ -134,6 +138,7 @@ export function agentMarksOp(
         [AGENT_FENCED_KEY]: String(marks.fenced),
         [ROLE_KEY]: marks.role,
         ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
+        ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
       }),
     ],
   );

@@ -340,6 +340,9 @@ export const ROLE_KEY = 'role';
 /** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
  *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
 export const PLANNER_FENCED_KEY = 'fenced_by_planner';
+/** Node_Status.external_ids key a host's agent sets (ms, its clock) in the heartbeat that carries a connection report
+ *  whose conntrack read started after the previous report was written: the planner counts reports by it. */
+export const REPORT_AT_KEY = 'report_at';
 /** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
  *  out of ECMP by hand (for when the fence command cannot). Read and cleared like PLANNER_FENCED_KEY. */
 export const OPERATOR_FENCED_KEY = 'fenced_by_operator';

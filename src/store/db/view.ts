@@ -16,6 +16,7 @@ import {
   GlobalTable,
   type Health,
   NodeStatusTable,
+  REPORT_AT_KEY,
   SlotConnectionsTable,
 } from './tables.ts';
 
@@ -35,6 +36,9 @@ export interface NodeStatusView {
    *  Same effect as plannerFenced, cleared the same way. */
   readonly operatorFenced: boolean;
   readonly error: string | undefined;
+  /** A host's last connection report (Node_Status external_ids:report_at); undefined from agents that report in
+   *  every heartbeat (then each heartbeat counts as a report). */
+  readonly reportAt?: number;
 }
 
 /** Live connections one host reported for one LB: slot -> backend key -> count. */
@@ -97,6 +101,11 @@ export function reportCounts(
   };
 }
 
+function reportAt(ids: ReadonlyMap<string, string>): { reportAt?: number } {
+  const v = Number(ids.get(REPORT_AT_KEY));
+  return Number.isFinite(v) && v > 0 ? { reportAt: v } : {};
+}
+
 /** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). */
 export function readStoreView(r: Replica): StoreView {
   const desired = single(r, GlobalTable) === undefined ? undefined : readDesiredState(r);
@@ -111,6 +120,7 @@ export function readStoreView(r: Replica): StoreView {
       plannerFenced: marks.byPlanner !== undefined,
       operatorFenced: marks.byOperator !== undefined,
       error: row.error,
+      ...reportAt(row.external_ids),
     });
   }
   const backendHealth = new Map<string, Health>();
