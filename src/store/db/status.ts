@@ -58,9 +58,10 @@ export function nodeStatusOps(current: Replica, s: NodeStatusRecord): Operation[
     error: s.error,
   };
   const existing = nodeStatus(current, s.node);
-  return existing === undefined
-    ? [insert(NodeStatusTable, row)]
-    : [update(NodeStatusTable, byUuid(existing._uuid), row)];
+  if (existing === undefined) return [insert(NodeStatusTable, row)];
+  // An update leaves `node` alone: the store's RBAC lets an agent update its own row but never rename it.
+  const { node: _node, ...columns } = row;
+  return [update(NodeStatusTable, byUuid(existing._uuid), columns)];
 }
 
 /** Who took a node out of the upstream ECMP set, as its Node_Status row records it. */
