@@ -45,7 +45,6 @@ import {
   nodeStatus,
   nodeStatusOps,
   publishedGeneration,
-  REPORT_AT_KEY,
   readPlan,
   remove,
   rows,

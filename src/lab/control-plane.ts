@@ -25,8 +25,8 @@ import {
   publishedGeneration,
   rows,
 } from '../store/db/index.ts';
+import { accessControlOps } from '../store/db/rbac.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
-import { accessControlOps } from '../store/rbac.ts';
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { Pki } from './pki.ts';
@@ -183,7 +183,7 @@ export class ControlPlane {
   }
 }
 
-/** The store's TLS listening ports, one per RBAC role (src/store/rbac.ts). */
+/** The store's TLS listening ports, one per RBAC role (src/store/db/rbac.ts). */
 export interface TlsPorts {
   readonly agent: number;
   readonly planner: number;
@@ -278,7 +278,7 @@ export function startAgent(
 /**
  * Creates the store's database (if missing) and starts its ovsdb-server, detached; resolves when it listens. With
  * `tls` (the default), the lab's PKI issues certificates (store, planner, operator, one per node, CN = the name) and
- * the store also listens on three TLS remotes on 127.0.0.1, one per RBAC role (src/store/rbac.ts), which the
+ * the store also listens on three TLS remotes on 127.0.0.1, one per RBAC role (src/store/db/rbac.ts), which the
  * planners and agents use; the unix socket stays the administrator's (no role).
  */
 export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbServerProcess> {

@@ -1,6 +1,6 @@
 // A throwaway public key infrastructure for the lab and the tests, made with Debian's `ovs-pki` (openvswitch-common),
 // as an operator would make one: a CA, then one key and certificate per identity, the certificate's CN being the
-// identity (`-u`: no UUID appended). The store's TLS remotes and RBAC (src/store/rbac.ts) key on that CN.
+// identity (`-u`: no UUID appended). The store's TLS remotes and RBAC (src/store/db/rbac.ts) key on that CN.
 
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';

@@ -84,7 +84,7 @@ export interface OvsdbServerOptions {
   readonly detached?: boolean;
   /**
    * Also serve the TLS remotes listed in the database (`--remote=db:Sluice,Store,connections`, each with its RBAC
-   * role; src/store/rbac.ts) with this server key, certificate and CA (client certificates must chain to it).
+   * role; src/store/db/rbac.ts) with this server key, certificate and CA (client certificates must chain to it).
    */
   readonly tls?: TlsFiles;
 }

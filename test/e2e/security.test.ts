@@ -19,7 +19,7 @@ import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { encodeRow, type Operation } from '../../src/ovsdb/protocol.ts';
+import type { Operation } from '../../src/ovsdb/protocol.ts';
 import { startStandalone } from '../../src/ovsdb/server.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
 import {

@@ -8,7 +8,7 @@
 // Backend, Node) and `node confirm-fenced` (Node_Status.external_ids). Every other table is read-only to all three;
 // the local unix socket (no role) stays the administrator's.
 
-import type { Operation } from '../ovsdb/protocol.ts';
+import type { Operation } from '../../ovsdb/protocol.ts';
 
 export type StoreRole = 'sluice-agent' | 'sluice-planner' | 'sluice-operator';
 
