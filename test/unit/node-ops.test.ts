@@ -106,7 +106,7 @@ test('only live entries count: ESTABLISHED/SYN_RECV TCP and UDP; SYN_SENT, closi
   );
   const c = countSlotConnections(e, config);
   // udp (api), IPv6 (web, address not in this config but counted by its key); SYN_SENT (half-open, what a SYN flood
-  // makes: counted apart, issue 11); zone 7 skipped; mark 65537 names lb id 1, not configured: unknown.
+  // makes: counted apart, see docs/security.md); zone 7 skipped; mark 65537 names lb id 1, not configured: unknown.
   assert.equal(c.total, 2);
   assert.equal(c.unknown, 1);
   assert.equal(c.states.syn_sent, 1);
