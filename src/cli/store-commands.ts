@@ -17,7 +17,8 @@ import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
 import { configDocument, countChanges, diffConfigs, formatChanges } from '../store/config-diff.ts';
-import { DESIRED_STATE_MONITOR, PLAN_HEAD_MONITOR, publishedGeneration } from '../store/db/index.ts';
+import { DB_NAME, DESIRED_STATE_MONITOR, PLAN_HEAD_MONITOR, publishedGeneration } from '../store/db/index.ts';
+import { accessControlOps, type StoreRemote, type StoreRole } from '../store/db/rbac.ts';
 import {
   confirmFenced,
   type EditableDocument,
@@ -192,6 +193,7 @@ export function registerStoreCommands(program: Command): void {
   applyCommand(program);
   showCommand(program);
   statusCommand(program);
+  storeAccessCommand(program);
 }
 
 /** `sluice lb add`. */
@@ -462,5 +464,63 @@ function statusCommand(program: Command): void {
         return { json: report, text: formatStatus(report) };
       }),
     ),
+  );
+}
+
+/** The `--<role>-remote` option of `sluice store access` for each RBAC role. */
+const ACCESS_OPTIONS: ReadonlyArray<readonly [StoreRole, string]> = [
+  ['sluice-agent', 'agentRemote'],
+  ['sluice-planner', 'plannerRemote'],
+  ['sluice-operator', 'operatorRemote'],
+];
+
+/** The TLS remotes `sluice store access` writes: each `pssl:` target with the role of its clients. */
+export function accessRemotes(opts: Record<string, string | boolean | undefined>): StoreRemote[] {
+  const remotes = ACCESS_OPTIONS.flatMap(([role, key]) => {
+    const value = opts[key];
+    if (typeof value !== 'string') return [];
+    return value.split(',').map((target) => {
+      if (!/^pssl:\d{1,5}(:[^,\s]+)?$/.test(target))
+        throw new SluiceError(
+          'SLUICE_E_USAGE',
+          `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: expected pssl:PORT[:ADDRESS], got "${target}"`,
+        );
+      return { target, role };
+    });
+  });
+  if (remotes.length === 0)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      'store access: give at least one of --agent-remote, --planner-remote, --operator-remote',
+    );
+  return remotes;
+}
+
+/**
+ * `sluice store access`: writes the store's RBAC roles and its TLS remotes, one role per remote (docs/security.md).
+ * Run it once per cluster through the administrator's unix socket: a role's own remote cannot change roles.
+ */
+function storeAccessCommand(program: Command): void {
+  const store = program.command('store').description('the store itself');
+  storeOptions(
+    store
+      .command('access')
+      .description(
+        "write the store's RBAC roles and TLS remotes (mutual TLS; each remote's clients get one role); run through the unix socket",
+      )
+      .option('--agent-remote <pssl>', 'remote(s) for agents, e.g. pssl:6642:10.0.0.1 (comma separated)')
+      .option('--planner-remote <pssl>', 'remote(s) for planners, e.g. pssl:6643:10.0.0.1')
+      .option('--operator-remote <pssl>', 'remote(s) for operators (the CLI), e.g. pssl:6645:10.0.0.1'),
+  ).action(
+    action(async (ctx, _args, opts) => {
+      const remotes = accessRemotes(opts); // usage errors before connecting
+      await withStore(ctx.db, DESIRED_STATE_MONITOR, (s) =>
+        s.client.transact(DB_NAME, ...accessControlOps(remotes)),
+      );
+      return {
+        json: { ok: true, command: 'store access', remotes },
+        text: remotes.map((r) => `${r.target}: ${r.role}`).join('\n'),
+      };
+    }),
   );
 }
