@@ -284,7 +284,8 @@ export function startAgent(
 export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbServerProcess> {
   mkdirSync(cp.dir, { recursive: true });
   const dbFile = `${cp.dir}/store.db`;
-  if (!existsSync(dbFile)) await createDatabase(dbFile);
+  const restart = existsSync(dbFile);
+  if (!restart) await createDatabase(dbFile);
   if (tls) await cp.pki.issue(['store', 'planner', 'operator', ...cp.lab.nodes.map((n) => n.name)]);
   const store = new OvsdbServerProcess(
     {
@@ -298,7 +299,8 @@ export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbSer
   );
   await store.start();
   if (tls) {
-    const ports: TlsPorts = {
+    // A restarted store keeps its remotes: planners and agents started against them must find them again.
+    const ports: TlsPorts = (restart ? cp.tlsPorts : undefined) ?? {
       agent: await freePort(),
       planner: await freePort(),
       operator: await freePort(),
