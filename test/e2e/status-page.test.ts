@@ -189,11 +189,11 @@ describe('status page, status and rollout status', { skip, timeout: 400_000 }, (
 
     const st = await sluice('status');
     assert.equal(st.code, 0, st.stderr);
-    assert.match(st.stdout, /^slots waiting for connections to end/m);
+    assert.match(st.stdout, /^slots keeping previous owners that hold connections/m);
     assert.match(
       st.stdout,
       new RegExp(
-        `^ {2}${web.name} slots? .*second chance ${key.replaceAll('.', '\\.')} has \\d+ connections?`,
+        `^ {2}${web.name} slots? .*keep previous owner ${key.replaceAll('.', '\\.')}: it has \\d+ connections?`,
         'm',
       ),
     );
