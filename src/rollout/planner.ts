@@ -92,7 +92,7 @@ export function desiredPool(lb: LoadBalancer): PoolMember[] {
 
 function emptyPlan(lb: string, bits: number, members: PlanMember[], primary: Uint16Array): PoolPlan {
   const size = 1 << bits;
-  return {
+  const plan = {
     lb,
     bits,
     members,
@@ -100,16 +100,8 @@ function emptyPlan(lb: string, bits: number, members: PlanMember[], primary: Uin
     second: new Uint16Array(size).fill(NO_OWNER),
     phase: new Uint8Array(size),
     since: new Float64Array(size),
-    lanes: planLanes({
-      lb,
-      bits,
-      members,
-      primary,
-      second: new Uint16Array(size).fill(NO_OWNER),
-      phase: new Uint8Array(size),
-      since: new Float64Array(size),
-    }),
   };
+  return { ...plan, lanes: planLanes(plan) };
 }
 
 /** A pool from scratch: stable, no second chances. */
