@@ -25,7 +25,7 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   type FenceEvent,
   type FenceState,
@@ -36,6 +36,7 @@ import {
 import { PlannerCore } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
+import { inWorker as runInWorker } from '../scenarios/worker-job.ts';
 
 type Mutation = 'none' | 'old-agent-rule' | 'no-majority-guard' | 'margin-only';
 
@@ -436,19 +437,9 @@ interface Job {
   readonly mutation: Mutation;
 }
 
-/** Runs one job in a worker thread (this same file, through tsx), so the check uses both cores. */
+/** Runs one job in a worker thread (this same file), so the check uses both cores. */
 function inWorker(job: Job): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const boot =
-      `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})` +
-      `.then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`;
-    const w = new Worker(boot, { eval: true, workerData: job });
-    w.once('message', resolve);
-    w.once('error', reject);
-    w.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`model check worker exited with ${code}`));
-    });
-  });
+  return runInWorker<Job, Result>(import.meta.url, job);
 }
 
 if (!isMainThread) {

@@ -29,11 +29,12 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import type { AdminState, Backend, Config } from '../../src/model/types.ts';
 import { canPublish, planNext } from '../../src/rollout/planner.ts';
 import { type Generation, LANES, PHASE1, PHASE2, type PoolPlan, planLanes } from '../../src/rollout/types.ts';
+import { inWorker as runInWorker } from '../scenarios/worker-job.ts';
 
 type Mutation =
   | 'none'
@@ -450,18 +451,7 @@ interface Job {
 
 /** Runs one job in a worker thread (this same file), so the check uses both cores. */
 function inWorker(job: Job): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    // The worker loads this file through tsx, as the test runner does (a worker does not inherit the loader).
-    const boot =
-      `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})` +
-      `.then((tsx) => { tsx.register(); return import(${JSON.stringify(import.meta.url)}); })`;
-    const w = new Worker(boot, { eval: true, workerData: job });
-    w.once('message', resolve);
-    w.once('error', reject);
-    w.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`model check worker exited with ${code}`));
-    });
-  });
+  return runInWorker<Job, Result>(import.meta.url, job);
 }
 
 if (!isMainThread) {
