@@ -25,7 +25,7 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread } from 'node:worker_threads';
 import {
   type FenceEvent,
   type FenceState,
@@ -35,8 +35,9 @@ import {
 } from '../../src/agent/fencing.ts';
 import { PlannerCore } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import { Rng } from '../../src/sim/hash.ts';
 import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
-import { inWorker as runInWorker } from '../scenarios/worker-job.ts';
+import { answerJob, unmutatedInWorkers } from '../scenarios/worker-job.ts';
 
 type Mutation = 'none' | 'old-agent-rule' | 'no-majority-guard' | 'margin-only';
 
@@ -51,17 +52,6 @@ interface Result {
   safety: number;
   availability: number;
   first?: string;
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const LEASE = 10_000;
@@ -157,7 +147,8 @@ function desiredDoc(gateways: number, hosts: number, version: number): DesiredDo
 }
 
 function runSequences(seed: number, sequences: number, mutation: Mutation, ticksPerSequence = 240): Result {
-  const rnd = prng(seed);
+  const rng = new Rng(seed);
+  const rnd = (): number => rng.next();
   const int = (n: number): number => Math.floor(rnd() * n);
   const res: Result = {
     sequences,
@@ -431,30 +422,14 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
 
 const SEQUENCES = Number(process.env.SLUICE_OUTAGE_MODELCHECK_SEQUENCES ?? 4000);
 
-interface Job {
-  readonly seed: number;
-  readonly sequences: number;
-  readonly mutation: Mutation;
-}
-
-/** Runs one job in a worker thread (this same file), so the check uses both cores. */
-function inWorker(job: Job): Promise<Result> {
-  return runInWorker<Job, Result>(import.meta.url, job);
-}
-
 if (!isMainThread) {
-  const job = workerData as Job;
-  parentPort!.postMessage(runSequences(job.seed, job.sequences, job.mutation));
+  answerJob<Mutation, Result>((job) => runSequences(job.seed, job.sequences, job.mutation));
 } else if (TRACE >= 0) {
   for (const seed of [0x0a7a6e, 0x57083]) console.log(runSequences(seed, TRACE + 1, 'none').first);
 } else {
   test(`outage model check: 0 violations over ${SEQUENCES} random runs with store outages and partitions`, async () => {
     const started = performance.now();
-    const half = Math.floor(SEQUENCES / 2);
-    const runs = await Promise.all([
-      inWorker({ seed: 0x0a7a6e, sequences: half, mutation: 'none' }),
-      inWorker({ seed: 0x57083, sequences: SEQUENCES - half, mutation: 'none' }),
-    ]);
+    const runs = await unmutatedInWorkers<Result>(import.meta.url, [0x0a7a6e, 0x57083], SEQUENCES);
     const total = { ...runs[0]! };
     for (const k of Object.keys(total) as (keyof Result)[])
       if (typeof total[k] === 'number') (total[k] as number) = runs.reduce((n, r) => n + (r[k] as number), 0);

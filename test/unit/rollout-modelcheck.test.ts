@@ -29,12 +29,13 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread } from 'node:worker_threads';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import type { AdminState, Backend, Config } from '../../src/model/types.ts';
 import { canPublish, planNext } from '../../src/rollout/planner.ts';
 import { type Generation, LANES, PHASE1, PHASE2, type PoolPlan, planLanes } from '../../src/rollout/types.ts';
-import { inWorker as runInWorker } from '../scenarios/worker-job.ts';
+import { Rng } from '../../src/sim/hash.ts';
+import { answerJob, unmutatedInWorkers } from '../scenarios/worker-job.ts';
 
 type Mutation =
   | 'none'
@@ -59,18 +60,6 @@ interface Result {
   firstViolation?: string;
   /** How many planner notes of each kind (coverage of the transitions). */
   notes: Record<string, number>;
-}
-
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const LB = 'web';
@@ -101,7 +90,8 @@ interface Conn {
 }
 
 function runSequences(seed: number, sequences: number, mutation: Mutation): Result {
-  const rnd = prng(seed);
+  const rng = new Rng(seed);
+  const rnd = (): number => rng.next();
   const int = (n: number): number => Math.floor(rnd() * n);
   const res: Result = {
     sequences,
@@ -443,29 +433,12 @@ function dropOlderMember(g: Generation): Generation {
 
 const SEQUENCES = Number(process.env.SLUICE_MODELCHECK_SEQUENCES ?? 100_000);
 
-interface Job {
-  readonly seed: number;
-  readonly sequences: number;
-  readonly mutation: Mutation;
-}
-
-/** Runs one job in a worker thread (this same file), so the check uses both cores. */
-function inWorker(job: Job): Promise<Result> {
-  return runInWorker<Job, Result>(import.meta.url, job);
-}
-
 if (!isMainThread) {
-  const job = workerData as Job;
-  parentPort!.postMessage(runSequences(job.seed, job.sequences, job.mutation));
+  answerJob<Mutation, Result>((job) => runSequences(job.seed, job.sequences, job.mutation));
 } else {
   test(`model check: 0 violations over ${SEQUENCES} random event sequences`, async () => {
     const started = performance.now();
-    // Two seeds in two worker threads; a regression in one corner of the event space is not hidden by one stream.
-    const half = Math.floor(SEQUENCES / 2);
-    const runs = await Promise.all([
-      inWorker({ seed: 0x5eed1, sequences: half, mutation: 'none' }),
-      inWorker({ seed: 0xc0ffee, sequences: SEQUENCES - half, mutation: 'none' }),
-    ]);
+    const runs = await unmutatedInWorkers<Result>(import.meta.url, [0x5eed1, 0xc0ffee], SEQUENCES);
     const total = {
       sequences: 0,
       events: 0,
