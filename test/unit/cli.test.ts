@@ -22,6 +22,11 @@ async function capture(argv: string[]): Promise<{ code: number; out: string; err
   }
 }
 
+/** A command line's words (none of the ones here holds a space). */
+function words(line: string): string[] {
+  return line.split(' ');
+}
+
 test('plan prints every pool with its balance', async () => {
   const r = await capture(['plan', '-f', 'examples/lb.yaml']);
   assert.equal(r.code, 0, r.err);
@@ -73,19 +78,9 @@ test('plan --from lists the generations of a change: phase 1, phase 2, then seco
 });
 
 test('explain names slot, primary and host for a hash', async () => {
-  const r = await capture([
-    'explain',
-    '-f',
-    'examples/lb.yaml',
-    'tcp',
-    '10.200.0.11',
-    '40000',
-    '203.0.113.10',
-    '80',
-    '--hash',
-    '0x1234',
-    '--json',
-  ]);
+  const r = await capture(
+    words('explain -f examples/lb.yaml tcp 10.200.0.11 40000 203.0.113.10 80 --hash 0x1234 --json'),
+  );
   assert.equal(r.code, 0, r.err);
   const j = JSON.parse(r.out);
   assert.equal(j.lb, 'web');
@@ -94,16 +89,7 @@ test('explain names slot, primary and host for a hash', async () => {
 });
 
 test('explain of an address no load balancer serves exits 1 and says so', async () => {
-  const r = await capture([
-    'explain',
-    '-f',
-    'examples/lb.yaml',
-    'tcp',
-    '10.200.0.11',
-    '1',
-    '203.0.113.99',
-    '80',
-  ]);
+  const r = await capture(words('explain -f examples/lb.yaml tcp 10.200.0.11 1 203.0.113.99 80'));
   assert.equal(r.code, 1);
   assert.match(r.out, /no load balancer for 203\.0\.113\.99:80\/tcp/);
 });
@@ -172,15 +158,7 @@ test('the executable writes all of a large --json output into a pipe whose reade
 });
 
 test('rollout status: bad --timeout or --format is a usage error (exit 2) before connecting; no store is exit 1', async () => {
-  const t = await capture([
-    'rollout',
-    'status',
-    '--watch',
-    '--timeout',
-    'abc',
-    '--db',
-    'unix:/nonexistent.sock',
-  ]);
+  const t = await capture(words('rollout status --watch --timeout abc --db unix:/nonexistent.sock'));
   assert.equal(t.code, 2);
   assert.match(t.err, /--timeout: expected a number of seconds > 0, got "abc" \[SLUICE_E_USAGE\]/);
   const f = await capture(['rollout', 'status', '--format', 'yaml', '--db', 'unix:/nonexistent.sock']);
