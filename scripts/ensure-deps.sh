@@ -19,6 +19,7 @@ have ps || need+=(procps)
 have tcpdump || need+=(tcpdump)
 have ping || need+=(iputils-ping)
 have hping3 || need+=(hping3)
+have bird || need+=(bird2)
 if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
