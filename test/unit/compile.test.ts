@@ -18,6 +18,7 @@ import { NO_OWNER } from '../../src/hashing/slots.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
 
 test('cookies round-trip and carry the sluice tag', () => {
@@ -59,26 +60,9 @@ test('LB ids: in 1..0xfffe, unique, independent of input order, stable when othe
   for (const [n, id] of pinned) assert.equal(more.get(n), id);
 });
 
-const config: Config = {
-  hashMode: 'dp_hash',
-  slotBits: 4,
-  drainWindowSeconds: 30,
-  nodes: [
-    { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-    { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-    { name: 'host2', role: 'host', tunnelIp: '192.168.100.12' },
-  ],
-  loadBalancers: [
-    {
-      name: 'dns',
-      vip: '203.0.113.53',
-      family: 4,
-      protocol: 'udp',
-      ports: [53],
-      backends: [{ address: '10.0.1.11', port: undefined, host: 'host1', weight: 1, state: 'active' }],
-    },
-  ],
-};
+const config: Config = testConfig(testNodes(['gw1'], ['host1', 'host2']), [
+  testLb('dns', '203.0.113.53', 'udp', [53], [activeBackend('10.0.1.11', 'host1')]),
+]);
 const gen: Generation = {
   number: 1,
   createdAt: 0,

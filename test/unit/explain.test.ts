@@ -7,41 +7,19 @@ import { explain, type FiveTuple } from '../../src/explain.ts';
 import type { Config } from '../../src/model/types.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 
 function config(withB: boolean): Config {
-  return {
-    hashMode: 'dp_hash',
-    slotBits: 4,
-    drainWindowSeconds: 60,
-    nodes: [
-      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.0.1' },
-      { name: 'h1', role: 'host', tunnelIp: '192.168.0.11' },
-      { name: 'h2', role: 'host', tunnelIp: '192.168.0.12' },
+  const a = activeBackend('10.0.1.1', 'h1', 8080);
+  const b = activeBackend('10.0.1.2', 'h2', 8080);
+  return testConfig(
+    testNodes(['gw1'], ['h1', 'h2']),
+    [
+      testLb('web', '10.9.9.9', 'tcp', [80, 443], withB ? [a, b] : [a]),
+      testLb('v6', '2001:db8::10', 'udp', [53], [activeBackend('2001:db8::1:1', 'h2')]),
     ],
-    loadBalancers: [
-      {
-        name: 'web',
-        vip: '10.9.9.9',
-        family: 4,
-        protocol: 'tcp',
-        ports: [80, 443],
-        backends: [
-          { address: '10.0.1.1', port: 8080, host: 'h1', weight: 1, state: 'active' },
-          ...(withB
-            ? [{ address: '10.0.1.2', port: 8080, host: 'h2', weight: 1, state: 'active' as const }]
-            : []),
-        ],
-      },
-      {
-        name: 'v6',
-        vip: '2001:db8::10',
-        family: 6,
-        protocol: 'udp',
-        ports: [53],
-        backends: [{ address: '2001:db8::1:1', port: undefined, host: 'h2', weight: 1, state: 'active' }],
-      },
-    ],
-  };
+    60,
+  );
 }
 
 const zero = (): number => 0;
@@ -72,7 +50,7 @@ test('stable slot: the slot is the low k bits of the hash; primary, host and no 
   assert.equal(r.second, undefined);
   assert.equal(r.phase, 'stable');
   assert.equal(r.host, 'h1');
-  assert.equal(r.hostTunnelIp, '192.168.0.11');
+  assert.equal(r.hostTunnelIp, '192.168.100.11');
   assert.match(r.reason, /web slot 3 of 16 .*stable: 10\.0\.1\.1:8080 on h1/);
 });
 

@@ -9,28 +9,13 @@ import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
 import { applyBridge, applyFlowSet } from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
 import { FakeSwitch } from '../scenarios/fake-switch.ts';
 
-const config: Config = {
-  hashMode: 'dp_hash',
-  slotBits: 4,
-  drainWindowSeconds: 30,
-  nodes: [
-    { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-    { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-  ],
-  loadBalancers: [
-    {
-      name: 'web',
-      vip: '203.0.113.10',
-      family: 4,
-      protocol: 'tcp',
-      ports: [80],
-      backends: [{ address: '10.0.1.11', port: undefined, host: 'host1', weight: 1, state: 'active' }],
-    },
-  ],
-};
+const config: Config = testConfig(testNodes(['gw1'], ['host1']), [
+  testLb('web', '203.0.113.10', 'tcp', [80], [activeBackend('10.0.1.11', 'host1')]),
+]);
 
 function gen(n: number, owner: (slot: number) => number): Generation {
   return {

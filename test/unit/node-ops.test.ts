@@ -17,6 +17,7 @@ import { lbIds } from '../../src/compile/registry.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
+import { testNodes } from '../scenarios/configs.ts';
 
 // Captured (host1: host1-b1 = 10.0.1.11 in `web` 203.0.113.10, host1-b2 = 10.0.1.12 in `api` 203.0.113.20).
 const CAPTURED = `tcp,orig=(src=10.200.0.11,dst=203.0.113.10,sport=36868,dport=80),reply=(src=10.0.1.11,dst=10.200.0.11,sport=80,dport=36868),zone=1,mark=3007906041,protoinfo=(state=ESTABLISHED)
@@ -47,10 +48,7 @@ tcp,orig=(src=10.200.0.12,dst=203.0.113.10,sport=40005,dport=80),reply=(src=10.0
 function webApi(webBackendPort: number | undefined): Config {
   return parseConfig(
     {
-      nodes: [
-        { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-        { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-      ],
+      nodes: testNodes(['gw1'], ['host1']),
       loadBalancers: [
         {
           name: 'web',

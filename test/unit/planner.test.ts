@@ -16,6 +16,7 @@ import {
   type SlotReport,
   type StoreView,
 } from '../../src/store/db/index.ts';
+import { testNodes } from '../scenarios/configs.ts';
 
 const A = { address: '10.0.1.11', host: 'h1', weight: 1, state: 'active' };
 const B = { address: '10.0.2.11', host: 'h2', weight: 1, state: 'active' };
@@ -26,13 +27,7 @@ function doc(backends: DesiredDoc['loadBalancers'][number]['backends'], extraNod
     hashMode: 'dp_hash',
     slotBits: 4,
     drainWindowSeconds: 3600,
-    nodes: [
-      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-      { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
-      { name: 'h1', role: 'host', tunnelIp: '192.168.100.11' },
-      { name: 'h2', role: 'host', tunnelIp: '192.168.100.12' },
-      ...(extraNode ? [{ name: 'h3', role: 'host', tunnelIp: '192.168.100.13' }] : []),
-    ],
+    nodes: testNodes(['gw1', 'gw2'], ['h1', 'h2', ...(extraNode ? ['h3'] : [])]),
     loadBalancers: [{ name: 'web', vip: '203.0.113.10', protocol: 'tcp', ports: [80], backends }],
   };
 }
@@ -167,11 +162,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('without --fence-cmd a silent gateway is waited for however long it is silent; a host until lease + margin', () => {
-    const core = new PlannerCore({ leaseMs: 10_000, marginMs: 3000 });
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1({ leaseMs: 10_000, marginMs: 3000 });
     step(core, store, 0);
     store.desired = doc([A, B, C]);
     // gw2 acked g1 but stays silent from t=0 (cut off from the store, still forwarding on g1); h2 too from 13 s.
@@ -334,11 +325,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('fencing: every gateway cut off together (hosts fine) -> the planner holds the fence and waits, says so', () => {
-    const core = new PlannerCore({ leaseMs: 10_000, fencing: true });
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1({ leaseMs: 10_000, fencing: true });
     step(core, store, 0);
     // gw1 is cut off at 0, gw2 3 s later (not exactly together); hosts keep beating; a change arrives at 5 s.
     for (let t = 1000; t <= 120_000; t += 1000) {
@@ -445,11 +432,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('second chances: hosts that report in their own loop count reports (report_at), not heartbeats', () => {
-    const core = new PlannerCore();
-    const store = new FakeStore();
-    store.beatAll(0);
-    step(core, store, 0);
-    converge(core, store, 0);
+    const { core, store } = convergedOnG1();
     step(core, store, 0);
     store.desired = doc([A, B, C]);
     assert.equal(step(core, store, 10).kind, 'publish');
