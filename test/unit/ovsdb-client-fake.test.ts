@@ -11,6 +11,7 @@ import { after, test } from 'node:test';
 import { OvsdbClient } from '../../src/ovsdb/client.ts';
 import type { DatabaseSchema } from '../../src/ovsdb/protocol.ts';
 import type { RowChange } from '../../src/ovsdb/replica.ts';
+import { onJsonMessages } from '../scenarios/json-messages.ts';
 
 const SCHEMA: DatabaseSchema = {
   name: 'D',
@@ -56,50 +57,24 @@ test('fake server: split messages, notification after the reply in one write, ga
   const server = net.createServer((socket) => {
     const peer: Peer = { socket, requests: [], replies: [] };
     peers.push(peer);
-    let buf = '';
-    socket.on('data', async (chunk) => {
-      buf += chunk.toString();
-      // The client writes whole messages; the fake only needs a naive split.
-      for (;;) {
-        let depth = 0;
-        let end = -1;
-        let inStr = false;
-        for (let i = 0; i < buf.length; i++) {
-          const ch = buf[i];
-          if (inStr) {
-            if (ch === '\\') i++;
-            else if (ch === '"') inStr = false;
-          } else if (ch === '"') inStr = true;
-          else if (ch === '{') depth++;
-          else if (ch === '}' && --depth === 0) {
-            end = i;
-            break;
-          }
-        }
-        if (end < 0) return;
-        const msg = JSON.parse(buf.slice(0, end + 1));
-        buf = buf.slice(end + 1);
-        if (msg.method === undefined) {
-          peer.replies.push(msg);
-          continue;
-        }
-        peer.requests.push(msg);
-        const reply = (result: unknown) => JSON.stringify({ id: msg.id, result, error: null });
-        if (msg.method === 'get_schema') await dribble(socket, reply(SCHEMA));
-        else if (msg.method === 'monitor_cond') {
-          // The reply and an update2 for the same monitor in ONE write: the update must apply after the snapshot.
-          const upd = {
-            method: 'update2',
-            id: null,
-            params: [
-              msg.params[1],
-              { T: { [U1]: { modify: { tags: ['set', ['x', 'z']], n: ['set', []] } } } },
-            ],
-          };
-          socket.write(reply(snapshot) + JSON.stringify(upd));
-        } else if (msg.method === 'echo') socket.write(reply(msg.params));
-        else socket.write(JSON.stringify({ id: msg.id, result: null, error: { error: 'unknown method' } }));
+    onJsonMessages(socket, async (msg) => {
+      if (msg.method === undefined) {
+        peer.replies.push(msg);
+        return;
       }
+      peer.requests.push(msg);
+      const reply = (result: unknown) => JSON.stringify({ id: msg.id, result, error: null });
+      if (msg.method === 'get_schema') await dribble(socket, reply(SCHEMA));
+      else if (msg.method === 'monitor_cond') {
+        // The reply and an update2 for the same monitor in ONE write: the update must apply after the snapshot.
+        const upd = {
+          method: 'update2',
+          id: null,
+          params: [msg.params[1], { T: { [U1]: { modify: { tags: ['set', ['x', 'z']], n: ['set', []] } } } }],
+        };
+        socket.write(reply(snapshot) + JSON.stringify(upd));
+      } else if (msg.method === 'echo') socket.write(reply(msg.params));
+      else socket.write(JSON.stringify({ id: msg.id, result: null, error: { error: 'unknown method' } }));
     });
   });
   await new Promise<void>((r) => server.listen(path, r));

@@ -76,13 +76,9 @@ function step(
 ): PlanStep {
   return planNext({ config, latest, connections, now });
 }
-function next(
-  config: Config,
-  latest: Generation | null,
-  connections: ConnectionCounts = zero,
-  now = 0,
-): Generation {
-  const r = step(config, latest, connections, now);
+/** step() that must publish a generation. */
+function next(...args: Parameters<typeof step>): Generation {
+  const r = step(...args);
   assert.ok(r.next, `expected a generation; notes: ${r.notes.map((n) => n.message).join(' | ')}`);
   return r.next;
 }

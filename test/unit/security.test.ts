@@ -31,6 +31,9 @@ import {
   rowToPool,
 } from '../../src/store/db/encoding.ts';
 import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
+import { testNodes } from '../scenarios/configs.ts';
+import { labHost1Facts } from '../scenarios/fake-facts.ts';
+import { onJsonMessages } from '../scenarios/json-messages.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-security-'));
 const BIN = fileURLToPath(new URL('../../src/cli/bin.ts', import.meta.url));
@@ -65,11 +68,7 @@ describe('finding 1: hook commands never paste data into shell text', () => {
   const desired = (gw: string): DesiredDoc => ({
     hashMode: 'dp_hash',
     slotBits: 4,
-    nodes: [
-      { name: gw, role: 'gateway', tunnelIp: '192.168.100.1' },
-      { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
-      { name: 'h1', role: 'host', tunnelIp: '192.168.100.11' },
-    ],
+    nodes: testNodes([gw, 'gw2'], ['h1']),
     loadBalancers: [
       {
         name: 'web',
@@ -180,43 +179,20 @@ describe('finding 2: the OVSDB client never waits forever on a silent member', (
       accepted++;
       sock.on('error', () => {});
       if (!answer) return;
-      let buf = '';
-      sock.on('data', (chunk) => {
-        buf += chunk.toString();
-        for (;;) {
-          const end = jsonEnd(buf);
-          if (end < 0) return;
-          const msg = JSON.parse(buf.slice(0, end));
-          buf = buf.slice(end);
-          const result =
-            msg.method === 'get_schema'
-              ? SCHEMA
-              : msg.method === 'lock'
-                ? { locked: true }
-                : msg.method === 'echo'
-                  ? msg.params
-                  : {};
-          sock.write(JSON.stringify({ id: msg.id, result, error: null }));
-        }
+      onJsonMessages(sock, (msg) => {
+        const result =
+          msg.method === 'get_schema'
+            ? SCHEMA
+            : msg.method === 'lock'
+              ? { locked: true }
+              : msg.method === 'echo'
+                ? msg.params
+                : {};
+        sock.write(JSON.stringify({ id: msg.id, result, error: null }));
       });
     });
     servers.push(server);
     return new Promise((resolve) => server.listen(path, () => resolve({ accepted: () => accepted })));
-  }
-  /** End of the first whole JSON object in `s` (the client writes whole messages), or -1. */
-  function jsonEnd(s: string): number {
-    let depth = 0;
-    let inStr = false;
-    for (let i = 0; i < s.length; i++) {
-      const ch = s[i];
-      if (inStr) {
-        if (ch === '\\') i++;
-        else if (ch === '"') inStr = false;
-      } else if (ch === '"') inStr = true;
-      else if (ch === '{') depth++;
-      else if (ch === '}' && --depth === 0) return i + 1;
-    }
-    return -1;
   }
 
   for (const [what, opts] of [
@@ -344,18 +320,11 @@ describe('finding 8: input checks', () => {
     assert.deepEqual(configWarnings(parseConfig(c)), []);
   });
 
-  // A FAKE facts file content: the lab's shape with one field changed at a time.
-  const facts = () => ({
-    name: 'host1',
-    role: 'host',
-    tunnelIp: '192.168.100.11',
-    bridges: { int: 'br-int', phy: 'br-phy' },
-    phyMac: '02:00:c0:a8:64:0b',
-    ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
-    vms: { '10.0.1.11': { ofport: 3, mac: '02:00:0a:00:01:0b' } },
-    vmRouterMac: '02:00:00:00:01:01',
-    router: { ip: '192.168.100.254', mac: '02:00:c0:a8:64:fe' },
-  });
+  // A FAKE facts file content, the lab's host1 as parsed JSON (so a test may set any field to anything), with one
+  // field changed at a time.
+  const vms = { '10.0.1.11': { ofport: 3, mac: '02:00:0a:00:01:0b' } };
+  // biome-ignore lint/suspicious/noExplicitAny: a facts file's content is arbitrary JSON
+  const facts = (): any => JSON.parse(JSON.stringify(labHost1Facts(vms)));
 
   test('a --facts file is checked like facts read from OVS: a newline in router.mac is refused', () => {
     assert.deepEqual(checkNodeFacts(facts(), 'f.json'), facts());
