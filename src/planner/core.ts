@@ -21,11 +21,10 @@
 // silent together is far more likely a fault on the planner's side (its store, its network) than in the gateways,
 // so the planner holds the fence, keeps waiting, and says so (fenceHeld). Docs: control-plane.md "Fencing".
 
-import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
-import { type PlanNote, planNext } from '../rollout/planner.ts';
+import type { PlanNote } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
-import { effectiveDoc, reportCounts, type StoreView } from '../store/db/index.ts';
+import { effectiveConfig, plannerStep, type StoreView } from '../store/db/index.ts';
 
 export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
@@ -253,10 +252,9 @@ export class PlannerCore {
 
   /** The effective config (validated), or throws SLUICE_E_CONFIG_INVALID. */
   effective(): { config: Config; doc: string } {
-    const v = this.#view;
-    if (v?.desired === undefined) throw new Error('no desired state');
-    const doc = effectiveDoc(v.desired, v.backendHealth);
-    return { config: parseConfig(doc, 'store (effective)'), doc: JSON.stringify(doc) };
+    const effective = this.#view === undefined ? undefined : effectiveConfig(this.#view, 'store (effective)');
+    if (effective === undefined) throw new Error('no desired state');
+    return effective;
   }
 
   decide(now: number): Decision {
@@ -264,7 +262,8 @@ export class PlannerCore {
     if (v?.desired === undefined)
       return { kind: 'idle', notes: [], message: 'no desired state in the store' };
     // Validation first: fencing acts only on names from the validated desired state.
-    const { config, doc } = this.effective();
+    const effective = this.effective();
+    const { config, doc } = effective;
     // Fencing next: a silent gateway may be forwarding on an old generation; nothing waits on it once it is out.
     this.#updateHold(now, config);
     const fence = this.toFence(now, config);
@@ -323,9 +322,9 @@ export class PlannerCore {
       }
     }
     const liveHosts = new Set(this.nodes('host', now).live);
-    const step = planNext({ config, latest, connections: reportCounts(v.slotReports, liveHosts), now });
+    const step = plannerStep(v, effective, now, liveHosts);
     if (step.next !== null) return { kind: 'publish', generation: step.next, config: doc, notes: step.notes };
-    if (latest !== null && v.latestConfig !== doc) {
+    if (latest !== null && step.configChanged) {
       // Only the config changed (a node, a VIP port, a backend's state without slot movement): same pools, new
       // generation, so agents compile with the new config through the same gating.
       return {

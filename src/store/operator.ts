@@ -15,7 +15,6 @@ import { OvsdbError } from '../ovsdb/errors.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { planNext } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
 import {
@@ -23,7 +22,6 @@ import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
   desiredStateOps,
-  effectiveDoc,
   fenceMarks,
   fenceRecordOp,
   gatewayGeneration,
@@ -31,13 +29,13 @@ import {
   NodeStatusTable,
   nodeStatus,
   OPERATOR_FENCED_KEY,
+  observedPlannerStep,
   PLAN_MONITOR,
   publishedGeneration,
   publishedPlanHead,
   readDesiredState,
   readPlan,
   readStoreView,
-  reportCounts,
   rows,
   storedDesiredCfg,
 } from './db/index.ts';
@@ -477,15 +475,8 @@ export interface SlotWait {
  */
 export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
   const view = readStoreView(r);
-  if (view.desired === undefined || view.latest === null) return [];
-  let config: Config;
-  try {
-    config = parseConfig(effectiveDoc(view.desired, view.backendHealth), '(the desired state in the store)');
-  } catch {
-    return []; // an invalid desired state: the planner waits on nothing, storedConfig reports the problem
-  }
-  const step = planNext({ config, latest: view.latest, connections: reportCounts(view.slotReports), now });
-  return step.notes
+  if (view.latest === null) return [];
+  return (observedPlannerStep(view, now)?.notes ?? [])
     .filter((n) => n.kind === 'waits' || n.kind === 'chain-full')
     .map((n) => ({
       lb: n.lb,

@@ -2,11 +2,9 @@
 // store: what the planner published, what every node acknowledged, what the planner still has to publish. Only
 // reported state, never what was asked; the planner's next step is recomputed with the same pure core it runs.
 
-import { parseConfig } from '../model/schema.ts';
 import type { Replica } from '../ovsdb/replica.ts';
-import { planNext } from '../rollout/planner.ts';
 import { PHASE1, PHASE2 } from '../rollout/types.ts';
-import { effectiveDoc, readStoreView, reportCounts } from './db/index.ts';
+import { observedPlannerStep, readStoreView } from './db/index.ts';
 import { statusReport } from './operator.ts';
 
 export interface RolloutProgress {
@@ -47,15 +45,8 @@ function plannerHasMore(r: Replica, now: number): boolean {
   const view = readStoreView(r);
   if (view.desired === undefined) return false;
   if (view.latest === null) return true;
-  let doc: ReturnType<typeof effectiveDoc>;
-  try {
-    doc = effectiveDoc(view.desired, view.backendHealth);
-  } catch {
-    return false;
-  }
-  const config = parseConfig(doc, '(the desired state in the store)');
-  const step = planNext({ config, latest: view.latest, connections: reportCounts(view.slotReports), now });
-  return step.next !== null || view.latestConfig !== JSON.stringify(doc);
+  const step = observedPlannerStep(view, now);
+  return step !== undefined && (step.next !== null || step.configChanged);
 }
 
 export function rolloutProgress(r: Replica, now = Date.now()): RolloutProgress {

@@ -13,6 +13,7 @@ import {
   encodeSlotCounts,
   type Health,
   type NodeStatusView,
+  observedPlannerStep,
   type SlotReport,
   type StoreView,
 } from '../../src/store/db/index.ts';
@@ -451,6 +452,33 @@ describe('planner core (fake store)', () => {
     store.beat('h1', 2, { reportAt: 200 });
     store.beat('h2', 2, { reportAt: 200 });
     assert.equal(step(core, store, 200).kind, 'publish');
+  });
+
+  test("status's slot waits are the planner's own: one shared function (observedPlannerStep)", () => {
+    const { core, store } = convergedOnG1();
+    step(core, store, 0);
+    // B drains while h2 reports 5 connections on each slot B held: those slots keep B as their second chance.
+    const pool = store.latest!.pools.get('web')!;
+    const bIdx = pool.members.findIndex((m) => m.address === B.address);
+    const held = [...pool.primary].flatMap((m, slot) => (m === bIdx ? [slot] : []));
+    assert.ok(held.length > 0);
+    const counts = new Map(held.map((slot) => [slot, new Map([['10.0.2.11:*', 5]])]));
+    store.reports.set('h2', new Map([['web', { bits: 4, counts }]]));
+    store.desired = doc([A, { ...B, state: 'draining' }]);
+    let d = step(core, store, 10);
+    for (let t = 20; d.kind !== 'idle' && t < 1000; t += 10) {
+      for (const h of ['h1', 'h2']) store.beat(h, store.latest!.number);
+      for (const g of ['gw1', 'gw2']) store.beat(g, store.gatewayGeneration);
+      d = step(core, store, t);
+    }
+    assert.equal(d.kind, 'idle');
+    const waits = d.kind === 'idle' ? d.notes.filter((n) => n.kind === 'waits') : [];
+    assert.deepEqual(
+      waits.flatMap((n) => n.slots),
+      held,
+      'the planner waits on every slot B held',
+    );
+    assert.deepEqual(observedPlannerStep(store.view(), 1000)?.notes, d.kind === 'idle' ? d.notes : []);
   });
 
   test('health down -> the effective config drains the backend (the desired state is untouched); recovery -> active', () => {

@@ -2,9 +2,10 @@
 // planner decides from it (src/planner/core.ts); `sluice status` and `sluice rollout status` recompute the planner's
 // next step from the same view, so they show the reasons the planner logs. Pure: no I/O.
 
-import { backendKey } from '../../model/types.ts';
+import { parseConfig } from '../../model/schema.ts';
+import { backendKey, type Config } from '../../model/types.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
-import type { ConnectionCounts } from '../../rollout/planner.ts';
+import { type ConnectionCounts, type PlanStep, planNext } from '../../rollout/planner.ts';
 import type { Generation } from '../../rollout/types.ts';
 import type { StoredDesiredState } from './desired.ts';
 import { readDesiredState } from './desired.ts';
@@ -84,6 +85,56 @@ export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, He
       }),
     })),
   };
+}
+
+/** The view's effective desired state, validated (throws SLUICE_E_CONFIG_INVALID naming `source`), and as the JSON a
+ *  published generation carries for the agents; undefined when the store holds no desired state. */
+export function effectiveConfig(
+  view: StoreView,
+  source: string,
+): { config: Config; doc: string } | undefined {
+  if (view.desired === undefined) return undefined;
+  const doc = effectiveDoc(view.desired, view.backendHealth);
+  return { config: parseConfig(doc, source), doc: JSON.stringify(doc) };
+}
+
+export interface PlannerStep extends PlanStep {
+  /** The effective config differs from the latest plan's: the planner publishes it (same pools, new generation)
+   *  even when no slot moves. */
+  readonly configChanged: boolean;
+}
+
+/**
+ * The planner's rollout step on a view: planNext on the effective config (effectiveConfig), the latest generation and
+ * the connections the hosts reported (only `hosts`' reports when given: the planner passes the hosts it still waits
+ * for; status, which cannot know the planner's clock, counts every report). PlannerCore.decide, `sluice status` and
+ * `sluice rollout status` all call this one function, so the waits they show are the planner's own.
+ */
+export function plannerStep(
+  view: StoreView,
+  effective: { readonly config: Config; readonly doc: string },
+  now: number,
+  hosts?: ReadonlySet<string>,
+): PlannerStep {
+  const step = planNext({
+    config: effective.config,
+    latest: view.latest,
+    connections: reportCounts(view.slotReports, hosts),
+    now,
+  });
+  return { ...step, configChanged: view.latest !== null && view.latestConfig !== effective.doc };
+}
+
+/** plannerStep as status sees it (every report counts): undefined when the store holds no valid desired state (the
+ *  planner publishes nothing then; storedConfig reports the problem). */
+export function observedPlannerStep(view: StoreView, now: number): PlannerStep | undefined {
+  let effective: ReturnType<typeof effectiveConfig>;
+  try {
+    effective = effectiveConfig(view, '(the desired state in the store)');
+  } catch {
+    return undefined;
+  }
+  return effective === undefined ? undefined : plannerStep(view, effective, now);
 }
 
 /** Sum of the hosts' reports. */
