@@ -30,7 +30,7 @@ import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../s
 import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { Pki } from './pki.ts';
-import { expectedProgram, type Lab } from './topology.ts';
+import { expectedProgram, type Lab, labJsonPath } from './topology.ts';
 
 export interface ControlPlaneOptions {
   /** Planner processes (default 2: one active, one standby). */
@@ -256,8 +256,21 @@ export function agentArgs(
   ];
 }
 
+/**
+ * Throws unless the lab is still up: a control-plane process started after labDown (say a test's clean-up that
+ * restarts the store, running after the lab's) would have nothing left to stop it and would outlive its lab.
+ */
+function requireLabUp(cp: ControlPlane): void {
+  if (!existsSync(labJsonPath(cp.lab.facts.runDir)))
+    throw new SluiceError(
+      'SLUICE_E_LAB_NOT_FOUND',
+      `lab ${cp.lab.prefix} is down (${cp.lab.facts.runDir} is gone): its control plane is not started again`,
+    );
+}
+
 /** Starts one `sluice ...` process detached, with `<cp>/<name>.pid` and `<cp>/<name>.log`. */
 export function startSluiceProcess(cp: ControlPlane, name: string, args: readonly string[]): number {
+  requireLabUp(cp);
   return startDetached(process.execPath, [...sluiceCommand(), ...args], {
     pidFile: cp.pidFile(name),
     logFile: cp.logFile(name),
@@ -282,6 +295,7 @@ export function startAgent(
  * planners and agents use; the unix socket stays the administrator's (no role).
  */
 export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbServerProcess> {
+  requireLabUp(cp);
   mkdirSync(cp.dir, { recursive: true });
   const dbFile = `${cp.dir}/store.db`;
   const restart = existsSync(dbFile);

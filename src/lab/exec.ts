@@ -3,7 +3,7 @@
 // process by its pid file (only if it still looks like the program we started).
 
 import { execFile, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from '../model/errors.ts';
 
@@ -219,19 +219,53 @@ export function pidExited(pid: number): boolean {
   return state === 'Z' || state === 'X';
 }
 
+/** Inode of a network namespace: of process `pid` (`/proc/<pid>/ns/net`) or a named one (`/run/netns/<name>`). */
+export function netnsInode(of: { pid: number } | { name: string }): number | undefined {
+  try {
+    return statSync('pid' in of ? `/proc/${of.pid}/ns/net` : `/run/netns/${of.name}`).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What marks a process as one a lab started: paths under its run directory, or one of its namespaces. */
+export interface LabIdentity {
+  readonly runDir: string;
+  /** Inodes of the lab's network namespaces (netnsInode). */
+  readonly netns: ReadonlySet<number>;
+}
+
 /**
- * Kills the process named by `pidFile` if it is alive and its command line contains `expect`: SIGTERM (or the
- * given signal), then SIGKILL after `graceMs`; resolves once it has exited (pidExited). Removes the pid file.
- * Returns the pid killed, if any.
+ * True when a process (its command line and network namespace inode) is one the lab started as `program`: the
+ * program matches, and its command line names a path under the lab's run directory (node OVS, store, planners,
+ * agents) or it runs in one of the lab's namespaces (backends, traffic runners; their scripts live in a directory
+ * every lab shares). A pid file whose pid now belongs to another lab's process, or to anything else, fails both.
+ */
+export function startedByLab(
+  p: { readonly cmdline: string | undefined; readonly netns: number | undefined },
+  program: string,
+  lab: LabIdentity,
+): boolean {
+  if (p.cmdline === undefined || !p.cmdline.includes(program)) return false;
+  return p.cmdline.includes(`${lab.runDir}/`) || (p.netns !== undefined && lab.netns.has(p.netns));
+}
+
+/**
+ * Kills the process named by `pidFile` if it is alive and its command line contains `expect` (and, with `owner`,
+ * startedByLab says the lab started it): SIGTERM (or the given signal), then SIGKILL after `graceMs`; resolves once
+ * it has exited (pidExited). Removes the pid file. Returns the pid killed, if any.
  */
 export async function killPidFile(
   pidFile: string,
   expect: string,
-  opts: { signal?: NodeJS.Signals; graceMs?: number; keepPidFile?: boolean } = {},
+  opts: { signal?: NodeJS.Signals; graceMs?: number; keepPidFile?: boolean; owner?: LabIdentity } = {},
 ): Promise<number | undefined> {
   const pid = readPidFile(pidFile);
   let killed: number | undefined;
-  if (pid !== undefined && pidAlive(pid, expect)) {
+  const owned = (p: number) =>
+    opts.owner === undefined ||
+    startedByLab({ cmdline: processCmdline(p), netns: netnsInode({ pid: p }) }, expect, opts.owner);
+  if (pid !== undefined && pidAlive(pid, expect) && owned(pid)) {
     killed = pid;
     try {
       process.kill(pid, opts.signal ?? 'SIGTERM');

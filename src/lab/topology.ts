@@ -36,6 +36,8 @@ import {
 } from './config.ts';
 import {
   killPidFile,
+  type LabIdentity,
+  netnsInode,
   nsRun,
   nsScript,
   pidAlive,
@@ -92,7 +94,8 @@ export interface LabUpOptions {
   readonly progress?: Progress;
 }
 
-function labJsonPath(runDir: string): string {
+/** The lab's facts file; it exists from the start of labUp until labDown removes the run directory. */
+export function labJsonPath(runDir: string): string {
   return `${runDir}/lab.json`;
 }
 
@@ -932,6 +935,9 @@ export function expectedProgram(file: string): string | undefined {
   if (base === 'ovs-vswitchd.pid') return 'ovs-vswitchd';
   if (base.startsWith('backend-')) return 'backend-server';
   if (base.startsWith('runner-')) return 'conn-runner';
+  // Members of a Raft store a test starts under the lab's run dir (src/ovsdb/server.ts startCluster): killed with
+  // the lab when the test that started them crashed.
+  if (/^member\d+\.pid$/.test(base)) return 'ovsdb-server';
   return undefined;
 }
 
@@ -966,8 +972,9 @@ export interface LabDownReport {
 
 /**
  * Removes everything a lab with `prefix` made: kills the processes named by the pid files under its run directory
- * (only if their command line still matches the program), deletes its namespaces (exact lab name pattern, so a
- * longer prefix's lab is untouched) and the run directory. Idempotent; works after a crash of the lab process.
+ * (only if their command line still matches the program and marks them as this lab's: startedByLab, so a recycled
+ * pid of another lab's process is left alone), deletes its namespaces (exact lab name pattern, so a lab with a
+ * similar prefix is untouched) and the run directory. Idempotent; works after a crash of the lab process.
  */
 export async function labDown(prefix: string, opts: { runRoot?: string } = {}): Promise<LabDownReport> {
   const t0 = Date.now();
@@ -975,6 +982,12 @@ export async function labDown(prefix: string, opts: { runRoot?: string } = {}): 
   if (!/^[a-z][a-z0-9-]{0,11}$/.test(prefix))
     throw new SluiceError('SLUICE_E_USAGE', `invalid lab prefix ${prefix}`);
   const runDir = `${opts.runRoot ?? DEFAULT_RUN_ROOT}/${prefix}`;
+  const pattern = labNamespacePattern(prefix);
+  const namespaces = (await listNamespaces()).filter((n) => pattern.test(n));
+  const owner: LabIdentity = {
+    runDir,
+    netns: new Set(namespaces.map((name) => netnsInode({ name })).filter((i) => i !== undefined)),
+  };
   const files = findPidFiles(runDir);
   // Order: traffic runners and backends first, then ovs-vswitchd, then ovsdb-server.
   const rank = (f: string) => {
@@ -988,14 +1001,12 @@ export async function labDown(prefix: string, opts: { runRoot?: string } = {}): 
       batch.map((f) => {
         const expect = expectedProgram(f);
         return expect
-          ? killPidFile(f, expect, { signal: 'SIGTERM', graceMs: 3000 })
+          ? killPidFile(f, expect, { signal: 'SIGTERM', graceMs: 3000, owner })
           : Promise.resolve(undefined);
       }),
     );
     for (const p of pids) if (p !== undefined) killed.push(p);
   }
-  const pattern = labNamespacePattern(prefix);
-  const namespaces = (await listNamespaces()).filter((n) => pattern.test(n));
   if (namespaces.length > 0) {
     await run('ip', ['-force', '-batch', '-'], {
       input: `${namespaces.map((n) => `netns del ${n}`).join('\n')}\n`,

@@ -1,5 +1,6 @@
 // End-to-end: the lab builds the whole topology on this machine and removes it again (root, real OVS, namespaces).
-// Uses its own prefixes (slt-lab-, slt-labx-, slt-labf-); touches only namespaces and processes it created.
+// Uses its own prefixes (slt-lab-, slt-labx-, slt-labf-); touches only namespaces and processes it created (lab down
+// is shown to leave alone namespaces named like its own and a process whose pid one of its pid files names).
 
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -307,14 +308,36 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     assert.deepEqual(s.ecmp['203.0.113.10'], ['gw1', 'gw2']);
   });
 
-  test('lab down removes every namespace with the prefix and every process from its pid files', async () => {
+  test('lab down removes every namespace with the prefix and every process from its pid files, nothing else', async () => {
     const pids = pidFilesUnder(`${DEFAULT_RUN_ROOT}/${PREFIX}`)
       .map((f) => readPidFile(f))
       .filter((p): p is number => p !== undefined);
     assert.ok(pids.length >= 16, `pids ${pids}`);
-    const t0 = Date.now();
-    const r = await labDown(PREFIX);
-    process.stderr.write(`lab down took ${Date.now() - t0} ms\n`);
+    // Not this lab's: namespaces with names close to its own, and a process (started here) whose pid sits in one of
+    // the lab's pid files as if its pid had been recycled: a backend-server by name, but in no namespace of the lab.
+    const foreignNs = [`${PREFIX}x-gw1`, `${PREFIX}gw1x`, 'slt-labz-gw1'];
+    for (const n of foreignNs) await run('ip', ['netns', 'add', n]);
+    const foreign = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', 'backend-server'], {
+      stdio: 'ignore',
+    });
+    writeFileSync(`${DEFAULT_RUN_ROOT}/${PREFIX}/pids/backend-recycled.pid`, `${foreign.pid}\n`);
+    let r: Awaited<ReturnType<typeof labDown>>;
+    try {
+      const t0 = Date.now();
+      r = await labDown(PREFIX);
+      process.stderr.write(`lab down took ${Date.now() - t0} ms\n`);
+      const left = await listNamespaces();
+      assert.deepEqual(
+        foreignNs.filter((n) => !left.includes(n)),
+        [],
+        'foreign namespaces survive',
+      );
+      assert.ok(pidAlive(foreign.pid!, 'backend-server'), 'the foreign process survives');
+      assert.ok(!r.killed.includes(foreign.pid!));
+    } finally {
+      foreign.kill('SIGKILL');
+      for (const n of foreignNs) await run('ip', ['netns', 'del', n], { allowFail: true });
+    }
     assert.equal(r.namespaces.length, 15);
     assert.deepEqual(await labNamespaces(PREFIX), []);
     assert.deepEqual(
