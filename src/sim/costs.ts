@@ -53,8 +53,15 @@ export function costModel(trace: Trace, arrivalsPerSecond: number, poolSize: num
   const perGwVip = perGw / V;
   // dp_hash with the slot-register copy: flows match k+1 hash bits (docs/design/ovs-facts.md), per VIP.
   const w = 2 ** (k + 1);
-  const slotFlows = V * distinct(perGwVip, w);
-  const slotUpcall = Math.exp(-perGwVip / w);
+  // Strategies 4 and 7 (both slot tables): no gateway state, conntrack on the backends' hosts.
+  const slotCopy = {
+    gatewayEntries: 0,
+    gatewayStateBytes: 0,
+    hostEntries: N,
+    datapathFlowsPerGateway: V * distinct(perGwVip, w),
+    upcallsPerNewConnection: Math.exp(-perGwVip / w),
+    syncMessagesPerSecond: 0,
+  };
   // OVN's select group (dp_hash): hash map of max(16, 2^ceil(log2 n)) values, <= 256; else the hash fallback.
   const fallback = poolSize > 256;
   let nHash = 16;
@@ -98,16 +105,7 @@ export function costModel(trace: Trace, arrivalsPerSecond: number, poolSize: num
       notes:
         'selection_method=hash un-wildcards the 5-tuple: one datapath flow per connection (counted as state)',
     },
-    {
-      strategy: 'slot_table',
-      gatewayEntries: 0,
-      gatewayStateBytes: 0,
-      hostEntries: N,
-      datapathFlowsPerGateway: slotFlows,
-      upcallsPerNewConnection: slotUpcall,
-      syncMessagesPerSecond: 0,
-      notes: `dp_hash slot copy, ${w} hash values per VIP`,
-    },
+    { strategy: 'slot_table', ...slotCopy, notes: `dp_hash slot copy, ${w} hash values per VIP` },
     {
       strategy: 'sticky',
       gatewayEntries: perGw,
@@ -130,12 +128,7 @@ export function costModel(trace: Trace, arrivalsPerSecond: number, poolSize: num
     },
     {
       strategy: 'sluice',
-      gatewayEntries: 0,
-      gatewayStateBytes: 0,
-      hostEntries: N,
-      datapathFlowsPerGateway: slotFlows,
-      upcallsPerNewConnection: slotUpcall,
-      syncMessagesPerSecond: 0,
+      ...slotCopy,
       notes: `dp_hash slot copy, ${w} hash values per VIP; conntrack on the backend's host`,
     },
   ];

@@ -8,29 +8,17 @@
 // Used by the simulator's explicit-connection mode (lab validation) for strategy 3. The simulator's stand-in
 // `hashInt` in hash.ts is NOT this function (it only needs to be uniform); the two must not be mixed up.
 
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
-}
+import { fmix32 } from '../hashing/hash.ts';
+import { mix32 } from './hash.ts';
 
 /** lib/hash.h `mhash_add` (= `hash_add` without SSE4.2): one murmur3 body round. Unsigned. */
 export function ovsHashAdd(hash: number, data: number): number {
-  let d = Math.imul(data >>> 0, 0xcc9e2d51);
-  d = rotl(d, 15);
-  d = Math.imul(d, 0x1b873593);
-  let h = (hash ^ d) >>> 0;
-  h = rotl(h, 13);
-  return (Math.imul(h, 5) + 0xe6546b64) >>> 0;
+  return mix32(hash, data) >>> 0;
 }
 
 /** lib/hash.h `hash_finish(hash, final)` = murmur3 fmix32 of `hash ^ final`. Unsigned. */
 export function ovsHashFinish(hash: number, final: number): number {
-  let h = (hash ^ final) >>> 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(hash ^ final);
 }
 
 /** lib/hash.h `hash_int(x, basis)` = `hash_2words(x, basis)`: scores bucket `x` in `group_best_live_bucket`. */

@@ -30,6 +30,34 @@ function legend(series: readonly Series[], x: number, y: number): string {
     .join('');
 }
 
+/** The opening of every chart: the svg element, a white background, the title. */
+function chartHead(f: Frame, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${f.left}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+}
+
+/** A grouped chart's category name, centred under group `ci`. */
+function categoryLabel(f: Frame, ci: number, groupW: number, base: number, name: string): string {
+  return `<text x="${f.left + ci * groupW + groupW / 2}" y="${base + 16}" font-size="11" text-anchor="middle">${esc(name)}</text>`;
+}
+
+/** The end of a grouped chart: the baseline, the legend, the closing tag. */
+function groupedChartFoot(f: Frame, base: number, series: readonly Series[]): string[] {
+  return [
+    `<line x1="${f.left}" x2="${f.width - f.right}" y1="${base}" y2="${base}" stroke="#333"/>`,
+    legend(series, f.width - f.right + 12, f.top),
+    '</svg>',
+  ];
+}
+
+/** The power of ten a log axis must reach to show every value of every series (at least 10^0). */
+function topExponent(series: readonly Series[]): number {
+  return Math.ceil(Math.log10(Math.max(1, ...series.flatMap((s) => s.values))));
+}
+
 /** Log10 axis from 10^0 to 10^maxExp; 0 maps to the bottom. */
 function logY(v: number, maxExp: number, f: Frame): number {
   const h = f.height - f.top - f.bottom;
@@ -72,17 +100,11 @@ export function groupedLogBars(opts: {
   yLabel: string;
 }): string {
   const f: Frame = { width: 980, height: 440, left: 60, right: 250, top: 40, bottom: 70 };
-  const max = Math.max(1, ...opts.series.flatMap((s) => s.values));
-  const maxExp = Math.ceil(Math.log10(max));
+  const maxExp = topExponent(opts.series);
   const plotW = f.width - f.left - f.right;
   const groupW = plotW / opts.categories.length;
   const barW = (groupW * 0.8) / opts.series.length;
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" font-family="sans-serif">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${f.left}" y="22" font-size="15" font-weight="bold">${esc(opts.title)}</text>`,
-    logAxis(maxExp, f, opts.yLabel),
-  ];
+  const parts: string[] = [...chartHead(f, opts.title), logAxis(maxExp, f, opts.yLabel)];
   const base = f.height - f.bottom;
   opts.categories.forEach((c, ci) => {
     const gx = f.left + ci * groupW + groupW * 0.1;
@@ -101,15 +123,9 @@ export function groupedLogBars(opts: {
         );
       }
     });
-    parts.push(
-      `<text x="${f.left + ci * groupW + groupW / 2}" y="${base + 16}" font-size="11" text-anchor="middle">${esc(c)}</text>`,
-    );
+    parts.push(categoryLabel(f, ci, groupW, base, c));
   });
-  parts.push(
-    `<line x1="${f.left}" x2="${f.width - f.right}" y1="${base}" y2="${base}" stroke="#333"/>`,
-    legend(opts.series, f.width - f.right + 12, f.top),
-    '</svg>',
-  );
+  parts.push(...groupedChartFoot(f, base, opts.series));
   return parts.join('\n');
 }
 
@@ -122,17 +138,14 @@ export function logLogLines(opts: {
   yLabel: string;
 }): string {
   const f: Frame = { width: 760, height: 420, left: 60, right: 250, top: 40, bottom: 60 };
-  const max = Math.max(1, ...opts.series.flatMap((s) => s.values));
-  const maxExp = Math.ceil(Math.log10(max));
+  const maxExp = topExponent(opts.series);
   const lx0 = Math.log10(opts.x[0]);
   const lx1 = Math.log10(opts.x[opts.x.length - 1]);
   const px = (x: number) =>
     f.left + ((Math.log10(x) - lx0) / (lx1 - lx0 || 1)) * (f.width - f.left - f.right);
   const base = f.height - f.bottom;
   const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" font-family="sans-serif">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${f.left}" y="22" font-size="15" font-weight="bold">${esc(opts.title)}</text>`,
+    ...chartHead(f, opts.title),
     logAxis(maxExp, f, opts.yLabel),
     `<line x1="${f.left}" x2="${f.width - f.right}" y1="${base}" y2="${base}" stroke="#333"/>`,
   ];
@@ -171,11 +184,7 @@ export function groupedShareBars(opts: {
   const groupW = plotW / opts.categories.length;
   const barW = (groupW * 0.7) / opts.series.length;
   const base = f.height - f.bottom;
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" font-family="sans-serif">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${f.left}" y="22" font-size="15" font-weight="bold">${esc(opts.title)}</text>`,
-  ];
+  const parts: string[] = [...chartHead(f, opts.title)];
   for (let p = 0; p <= 100; p += 25) {
     const y = base - (p / 100) * plotH;
     parts.push(
@@ -197,14 +206,8 @@ export function groupedShareBars(opts: {
         `<text x="${gx + si * barW + barW / 2}" y="${base - h - 3}" font-size="10" text-anchor="middle">${(100 * v).toFixed(1)}</text>`,
       );
     });
-    parts.push(
-      `<text x="${f.left + ci * groupW + groupW / 2}" y="${base + 16}" font-size="11" text-anchor="middle">${esc(c)}</text>`,
-    );
+    parts.push(categoryLabel(f, ci, groupW, base, c));
   });
-  parts.push(
-    `<line x1="${f.left}" x2="${f.width - f.right}" y1="${base}" y2="${base}" stroke="#333"/>`,
-    legend(opts.series, f.width - f.right + 12, f.top),
-    '</svg>',
-  );
+  parts.push(...groupedChartFoot(f, base, opts.series));
   return parts.join('\n');
 }
