@@ -263,32 +263,36 @@ function labUpSummary(
   return out;
 }
 
+/** A `sluice lab` subcommand about a lab that exists: it is found by --prefix under --run-root. */
+function namedLabCommand(lab: Command, name: string, description: string): Command {
+  return lab
+    .command(name)
+    .description(description)
+    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
+    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT);
+}
+
 /** `sluice lab down`. */
 function labDownCommand(lab: Command): void {
-  lab
-    .command('down')
-    .description(
-      'remove everything the lab made (its processes by pid file, its namespaces); also after a crash',
-    )
-    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
-    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
-    .action(async (o: { prefix: string; runRoot: string }) => {
-      const r = await labDown(o.prefix, { runRoot: o.runRoot });
-      process.stdout.write(
-        `lab ${o.prefix} down in ${r.ms} ms: ${r.killed.length} processes stopped, ${r.namespaces.length} namespaces deleted\n`,
-      );
-    });
+  namedLabCommand(
+    lab,
+    'down',
+    'remove everything the lab made (its processes by pid file, its namespaces); also after a crash',
+  ).action(async (o: { prefix: string; runRoot: string }) => {
+    const r = await labDown(o.prefix, { runRoot: o.runRoot });
+    process.stdout.write(
+      `lab ${o.prefix} down in ${r.ms} ms: ${r.killed.length} processes stopped, ${r.namespaces.length} namespaces deleted\n`,
+    );
+  });
 }
 
 /** `sluice lab status`. */
 function labStatusCommand(lab: Command): void {
-  lab
-    .command('status')
-    .description(
-      'namespaces, node processes, OVS versions, the router ECMP set, the control-plane processes and what each node applied',
-    )
-    .option('--prefix <prefix>', 'namespace prefix', DEFAULT_PREFIX)
-    .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
+  namedLabCommand(
+    lab,
+    'status',
+    'namespaces, node processes, OVS versions, the router ECMP set, the control-plane processes and what each node applied',
+  )
     .option('--json', 'print JSON', false)
     .action(async (o: { prefix: string; runRoot: string; json: boolean }) => {
       const s = await labStatus(o.prefix, { runRoot: o.runRoot });

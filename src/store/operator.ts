@@ -573,9 +573,42 @@ export function table(rows: readonly (readonly string[])[]): string {
     .join('\n');
 }
 
+/** A table with a header row, or `none` when there are no rows. */
+function tableOr(none: string, header: readonly string[], rows: readonly (readonly string[])[]): string {
+  return rows.length === 0 ? none : table([header, ...rows]);
+}
+
 function age(ms: number | null): string {
   if (ms === null) return '-';
   return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s ago` : `${Math.round(ms / 1000)}s ago`;
+}
+
+const NODE_COLUMNS = ['NODE', 'ROLE', 'APPLIED', 'LAG', 'HEARTBEAT', 'FENCED', 'ERROR'];
+
+function nodeRow(n: NodeReport): string[] {
+  return [
+    n.desired ? n.name : `${n.name} (not desired)`,
+    n.role,
+    n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
+    n.lag === null ? '-' : String(n.lag),
+    age(n.heartbeatAgeMs),
+    n.fencedBy === null ? 'no' : n.fencedBy === 'agent' ? 'yes' : `yes (${n.fencedBy})`,
+    n.error ?? '-',
+  ];
+}
+
+const BACKEND_COLUMNS = ['LB', 'BACKEND', 'HOST', 'ADMIN', 'HEALTH', 'CONNS', 'CHECKED'];
+
+function backendRow(b: BackendReport): string[] {
+  return [
+    b.lb,
+    b.backend,
+    b.host,
+    b.adminState,
+    b.health,
+    b.connections === null ? '-' : String(b.connections),
+    age(b.checkedAgeMs),
+  ];
 }
 
 export function formatStatus(s: StatusReport): string {
@@ -588,39 +621,11 @@ export function formatStatus(s: StatusReport): string {
         : `latest plan is from desired_cfg ${s.plannedCfg}`;
   lines.push(`desired_cfg ${s.desiredCfg}; ${planned}`);
   lines.push(`generation ${s.generation} published, ${s.gatewayGeneration} released to gateways`);
-  lines.push('');
   lines.push(
-    s.nodes.length === 0
-      ? 'no nodes'
-      : table([
-          ['NODE', 'ROLE', 'APPLIED', 'LAG', 'HEARTBEAT', 'FENCED', 'ERROR'],
-          ...s.nodes.map((n) => [
-            n.desired ? n.name : `${n.name} (not desired)`,
-            n.role,
-            n.appliedGeneration === null ? '-' : String(n.appliedGeneration),
-            n.lag === null ? '-' : String(n.lag),
-            age(n.heartbeatAgeMs),
-            n.fencedBy === null ? 'no' : n.fencedBy === 'agent' ? 'yes' : `yes (${n.fencedBy})`,
-            n.error ?? '-',
-          ]),
-        ]),
-  );
-  lines.push('');
-  lines.push(
-    s.backends.length === 0
-      ? 'no backends'
-      : table([
-          ['LB', 'BACKEND', 'HOST', 'ADMIN', 'HEALTH', 'CONNS', 'CHECKED'],
-          ...s.backends.map((b) => [
-            b.lb,
-            b.backend,
-            b.host,
-            b.adminState,
-            b.health,
-            b.connections === null ? '-' : String(b.connections),
-            age(b.checkedAgeMs),
-          ]),
-        ]),
+    '',
+    tableOr('no nodes', NODE_COLUMNS, s.nodes.map(nodeRow)),
+    '',
+    tableOr('no backends', BACKEND_COLUMNS, s.backends.map(backendRow)),
   );
   lines.push('');
   const w = s.waiting;
