@@ -18,6 +18,7 @@ import {
 import { decodeConfigText, parseConfigText } from '../../src/model/load.ts';
 import { DEFAULTS, formatIssues, parseConfig, validateConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
+import { testNodes } from '../scenarios/configs.ts';
 
 const EXAMPLES = new URL('../../examples/', import.meta.url);
 const readExample = (name: string) => readFileSync(new URL(name, EXAMPLES), 'utf8');
@@ -30,11 +31,7 @@ function base(): Raw {
   return {
     hashMode: 'dp_hash',
     slotBits: 8,
-    nodes: [
-      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-      { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-      { name: 'host2', role: 'host', tunnelIp: '192.168.100.12' },
-    ],
+    nodes: testNodes(['gw1'], ['host1', 'host2']),
     loadBalancers: [
       {
         name: 'web',
