@@ -101,17 +101,20 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
   );
   for (const port of lb.ports) {
     for (const top of [0, 0x80000000]) {
-      flows.push({
-        table: T.TUN_IN,
-        priority: PRIO.NORMAL,
-        match: match(
+      // The VIP's packets on this port and this top bit of the second host, member flags matching `flags`.
+      const vipMatch = (flags: string) =>
+        match(
           l4(lb.protocol, lb.family),
           `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-          `${TUN_MEMBER_FLAGS.field}=0/${ofNum(FLAG_RESERVED)}`,
+          `${TUN_MEMBER_FLAGS.field}=${flags}`,
           `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
           `${dstField(lb.family)}=${lb.vip}`,
           `tp_dst=${port}`,
-        ),
+        );
+      flows.push({
+        table: T.TUN_IN,
+        priority: PRIO.NORMAL,
+        match: vipMatch(`0/${ofNum(FLAG_RESERVED)}`),
         actions: copy,
         cookie: cookie('TUN_VIP', id, 0, port),
       });
@@ -123,14 +126,7 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
           flows.push({
             table: T.TUN_IN,
             priority: PRIO.SECOND_CHANCED_IN,
-            match: match(
-              l4(lb.protocol, lb.family),
-              `${TUN_LB_SLOT.field}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-              `${TUN_MEMBER_FLAGS.field}=${ofNum(value)}/${ofNum(FLAG_RESERVED | mask)}`,
-              `${TUN_SECOND_HOST.field}=${ofNum(top)}/0x80000000`,
-              `${dstField(lb.family)}=${lb.vip}`,
-              `tp_dst=${port}`,
-            ),
+            match: vipMatch(`${ofNum(value)}/${ofNum(FLAG_RESERVED | mask)}`),
             actions: copy,
             cookie: cookie('TUN_VIP_SECOND', id, 0, port),
           });

@@ -2,14 +2,15 @@
 // its string maps. Column names are the schema's (snake_case) so a reader can grep a column from the schema to
 // its uses; test/unit/store-db-schema.test.ts checks these definitions against the schema file both ways.
 
+import type { AdminState, HashMode, NodeRole } from '../../model/types.ts';
 import { col, type TableDef } from './columns.ts';
 
 /** The database name, as in schema/sluice.ovsschema. */
 export const DB_NAME = 'Sluice';
 
-export type HashMode = 'dp_hash' | 'fields';
-export type Role = 'gateway' | 'host';
-export type AdminState = 'active' | 'draining' | 'down';
+// The schema's enums that the model already names (one definition each).
+export type { AdminState, HashMode } from '../../model/types.ts';
+export type Role = NodeRole;
 /** `down`: its health check fails (it may still serve its connections); `gone`: its port is missing on its host. */
 export type Health = 'unknown' | 'up' | 'down' | 'gone';
 
