@@ -20,7 +20,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
-import { CT_ZONE } from '../compile/registry.ts';
+import { CT_ZONE, SYN_METER_ID } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -53,7 +53,7 @@ import {
   update,
 } from '../store/db/index.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
-import { countFlows, ReadingCounters } from './flow-counts.ts';
+import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
 import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
 
@@ -96,6 +96,9 @@ export interface AgentOptions {
   /** Hosts: the most conntrack entries sluice's zone may hold (`dpctl/ct-set-limits`); 0 = no limit. Default
    *  200,000 (docs/security.md "Floods"). */
   readonly ctLimit?: number;
+  /** Hosts: TCP SYNs per second committed to conntrack (an OpenFlow meter, NodeFacts.synRate); 0 or undefined = no
+   *  meter (the default, docs/security.md "Floods"). */
+  readonly synRate?: number;
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -179,6 +182,23 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       name: 'sluice_agent_conntrack_limit',
       help: "hosts: the limit set on sluice's conntrack zone (0 = none)",
       registers: r,
+    }),
+    synRate: new Gauge({
+      name: 'sluice_agent_syn_rate_limit',
+      help: 'hosts: TCP SYNs per second this host commits to conntrack (the SYN meter; 0 = unmetered)',
+      registers: r,
+    }),
+    synMeterPackets: new Counter({
+      name: 'sluice_agent_syn_meter_packets_total',
+      help: 'hosts: TCP SYNs for a local backend that reached the SYN meter',
+      registers: r,
+      collect: collectFlows,
+    }),
+    synMeterDropped: new Counter({
+      name: 'sluice_agent_syn_meter_dropped_total',
+      help: 'hosts: TCP SYNs the SYN meter dropped over the rate (a SYN flood shows here)',
+      registers: r,
+      collect: collectFlows,
     }),
     reportFailures: new Counter({
       name: 'sluice_agent_report_failures_total',
@@ -295,6 +315,7 @@ export class AgentDaemon {
     this.#vswitchdPid = this.#o.vswitchdPid?.();
     this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
     if (this.#o.role === 'host') {
+      this.#m.synRate.set(this.#o.synRate ?? 0);
       await this.#limitConntrack();
       this.#reportTimer = setInterval(() => void this.#reportTick(), this.#o.heartbeatMs ?? 1000);
     }
@@ -432,6 +453,12 @@ export class AgentDaemon {
     }
   }
 
+  /** The facts the compiler sees: the node's, plus the SYN rate of this agent's options (hosts). */
+  #compileFacts(): NodeFacts {
+    const rate = this.#o.synRate ?? 0;
+    return this.#o.role === 'host' && rate > 0 ? { ...this.#facts, synRate: rate } : this.#facts;
+  }
+
   /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
   async #refreshFacts(): Promise<void> {
     if (this.#o.readFacts === undefined) return;
@@ -458,7 +485,7 @@ export class AgentDaemon {
       if (plan.config === undefined) throw new Error(`generation ${target} has no config document`);
       const config = this.#planConfig(plan.config, plan.configRef, target);
       await this.#refreshFacts();
-      const res = await this.#programmer.program(config, plan.generation, this.#facts);
+      const res = await this.#programmer.program(config, plan.generation, this.#compileFacts());
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();
@@ -835,6 +862,18 @@ export class AgentDaemon {
     this.#counts.advance(this.#m.secondChanceSent, {}, byKind.get('SECOND_CHANCE')?.packets ?? 0);
     for (const [lb, n] of perLb)
       this.#secondChanceTotals.set(lb, this.#counts.advance(this.#m.secondChance, { lb }, n));
+    if (this.#o.role === 'host' && (this.#o.synRate ?? 0) > 0) {
+      const r = await this.#o.runner.ofctl(
+        this.#facts.bridges.int,
+        ['meter-stats', `meter=${SYN_METER_ID}`],
+        {
+          allowFail: true,
+        },
+      );
+      const m = parseMeterStats(r.stdout).get(SYN_METER_ID);
+      this.#counts.advance(this.#m.synMeterPackets, {}, m?.packets ?? 0);
+      this.#counts.advance(this.#m.synMeterDropped, {}, m?.dropped ?? 0);
+    }
   }
 }
 

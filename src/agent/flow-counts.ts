@@ -1,5 +1,6 @@
 // The agent's flow counters: sluice's flows counted by kind (cookie), and the second-chance packets a host received
-// per load balancer, from `ovs-ofctl dump-flows` text. Pure, plus a small adapter that feeds prom-client Counters.
+// per load balancer, from `ovs-ofctl dump-flows` text; a host's SYN meter from `meter-stats`. Pure, plus a small
+// adapter that feeds prom-client Counters.
 
 import type { Counter } from 'prom-client';
 import { decodeCookie, lbIds } from '../compile/registry.ts';
@@ -30,6 +31,28 @@ export function countFlows(dump: string, lbNames: Iterable<string>): FlowCounts 
     if (lb !== undefined) perLb.set(lb, (perLb.get(lb) ?? 0) + p);
   }
   return { byKind, perLb };
+}
+
+/**
+ * Parses `ovs-ofctl -O OpenFlow15 meter-stats <br>`: per meter id, the packets that reached it (packet_in_count) and
+ * those its bands dropped (the bands' packet_count, summed). Lines look like
+ *   meter:1358954497 flow_count:2 packet_in_count:4635 byte_in_count:250290 duration:5.100s bands:
+ *   0: packet_count:4127 byte_count:222858
+ */
+export function parseMeterStats(text: string): Map<number, { packets: number; dropped: number }> {
+  const out = new Map<number, { packets: number; dropped: number }>();
+  let cur: { packets: number; dropped: number } | undefined;
+  for (const line of text.split('\n')) {
+    const m = /^\s*meter:(\d+) .*packet_in_count:(\d+)/.exec(line);
+    if (m) {
+      cur = { packets: Number(m[2]), dropped: 0 };
+      out.set(Number(m[1]), cur);
+      continue;
+    }
+    const band = /^\s*\d+: packet_count:(\d+)/.exec(line);
+    if (band && cur) cur.dropped += Number(band[1]);
+  }
+  return out;
 }
 
 /**

@@ -64,6 +64,16 @@ function num(name: string, text: string, min = 0): number {
   return n;
 }
 
+function integer(name: string, text: string): number {
+  const n = num(name, text);
+  if (!Number.isInteger(n) || n > 0xffffffff)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `${name}: expected a whole number of packets per second, got "${text}"`,
+    );
+  return n;
+}
+
 function logger(name: string, level: string, node?: string) {
   return pino({ name, level, base: { pid: process.pid, ...(node ? { node } : {}) } }, pino.destination(2));
 }
@@ -253,6 +263,7 @@ interface AgentCliOptions {
   fullReconcile: string;
   commandTimeout: string;
   ctLimit: string;
+  synRate: string;
   reportTimeout: string;
   metrics?: string;
   privateKey?: string;
@@ -307,6 +318,11 @@ function agentCommand(program: Command): void {
       '200000',
     )
     .option(
+      '--syn-rate <n>',
+      'host: TCP SYNs per second committed to conntrack, over the rest dropped (an OpenFlow meter; 0 = none)',
+      '0',
+    )
+    .option(
       '--report-timeout <ms>',
       'host: abandon a connection report (conntrack read) after this long',
       '5000',
@@ -359,6 +375,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     probe: netnsProbe((a) => nf.probeNetns[a]),
     fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
     ctLimit: num('--ct-limit', o.ctLimit),
+    synRate: integer('--syn-rate', o.synRate),
     reportTimeoutMs: num('--report-timeout', o.reportTimeout, 1),
   });
   await runDaemon(d, log, o.metrics);

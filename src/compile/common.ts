@@ -53,6 +53,6 @@ export function match(...pieces: (string | undefined | false)[]): string {
   return pieces.filter((p): p is string => typeof p === 'string' && p.length > 0).join(',');
 }
 
-export function actions(...pieces: string[]): string {
-  return pieces.join(',');
+export function actions(...pieces: (string | false)[]): string {
+  return pieces.filter((p) => p !== false).join(',');
 }

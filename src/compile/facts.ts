@@ -36,4 +36,8 @@ export interface NodeFacts {
   readonly vmRouterMac: string;
   /** Hosts: next hop of direct return (the upstream router on the underlay). */
   readonly router: { readonly ip: string; readonly mac: string };
+  /** Hosts: TCP SYNs per second this host commits to conntrack, over all its load balancers (one OpenFlow meter,
+   *  burst one second's worth; SYNs above it are dropped before conntrack). Absent or 0: unmetered. Not read from
+   *  OVS: the agent's `--syn-rate` (docs/security.md "Floods"). */
+  readonly synRate?: number;
 }

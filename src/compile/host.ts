@@ -1,6 +1,6 @@
 // Host br-int: accept Geneve only from known nodes, deferred DNAT in conntrack, the chain walk, direct return.
 
-import type { Flow } from '../flowset/types.ts';
+import type { Flow, Meter } from '../flowset/types.ts';
 import { NO_OWNER } from '../hashing/slots.ts';
 import { SluiceError } from '../model/errors.ts';
 import { backendKey, type Config, type IpFamily } from '../model/types.ts';
@@ -17,6 +17,7 @@ import {
   REG_T_LB_SLOT,
   REG_T_MEMBER,
   REG_T_SECOND,
+  SYN_METER_ID,
   T,
   TUN_LB_SLOT,
   TUN_MEMBER_FLAGS,
@@ -200,9 +201,23 @@ export function hostDeliverFlows(facts: NodeFacts): Flow[] {
   return flows;
 }
 
+/**
+ * Hosts with a SYN rate (facts.synRate, the agent's --syn-rate): one meter that every TCP commit flow passes first
+ * (`actions=meter:1358954497,ct(commit,...)`, OpenFlow wants the meter before the other actions), so a SYN flood
+ * adds at most `synRate` conntrack entries per second after a one-second burst; SYNs over the rate are dropped
+ * before conntrack and counted in the meter's band. Established packets never pass a meter.
+ *   meter=1358954497 pktps burst bands=type=drop rate=2000 burst_size=2000
+ */
+export function hostMeters(facts: NodeFacts): Meter[] {
+  const rate = facts.synRate ?? 0;
+  if (facts.role !== 'host' || rate <= 0) return [];
+  return [{ meterId: SYN_METER_ID, spec: `pktps burst bands=type=drop rate=${rate} burst_size=${rate}` }];
+}
+
 /** CT_IN: commit + DNAT, one flow per local member of one load balancer. */
 export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
+  const metered = hostMeters(facts).length > 0;
   plan.members.forEach((m, index) => {
     if (m.host !== facts.name) return;
     const vm = facts.vms[m.address];
@@ -226,6 +241,7 @@ export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): 
         lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
       ),
       actions: actions(
+        lb.protocol === 'tcp' && metered && `meter:${SYN_METER_ID}`,
         `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
         `set_field:${facts.vmRouterMac}->eth_src`,
         `set_field:${vm.mac}->eth_dst`,

@@ -6,7 +6,7 @@
 //   `lb:<name>`  one load balancer's flows and groups. Gateway br-int: its CLASSIFY flows, its dp_hash group, its
 //                GW_SLOTS flows. Host br-int: its TUN_IN flows, its CT_IN commit flows and its CHAIN hops.
 //   `node`       everything else, recompiled every time (O(load balancers), no slot flows): the catch-all drops, the
-//                TLV map, br-phy (one flow per distinct VIP on a gateway), host CLASSIFY, CT_IN deliver and the jump
+//                TLV map, a host's SYN meter, br-phy (one flow per distinct VIP on a gateway), host CLASSIFY, CT_IN deliver and the jump
 //                to CHAIN, CT_OUT.
 // An `lb:` part is reused (the same object) when the previous result was compiled in the same context (hash mode,
 // nodes, facts) and the load balancer's id, configuration and the flow-relevant part of its pool plan (bits,
@@ -14,7 +14,7 @@
 // therefore recompiles one load balancer; parts that are the same object need no diff either
 // (flowset/diff.ts diffParts).
 
-import type { BridgeState, FlowSet, Group } from '../flowset/types.ts';
+import type { BridgeState, FlowSet, Group, Meter } from '../flowset/types.ts';
 import type { Config } from '../model/types.ts';
 import { type Generation, type PoolPlan, planLanes } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
@@ -32,9 +32,10 @@ import {
   hostCommitLbFlows,
   hostCtOutFlows,
   hostDeliverFlows,
+  hostMeters,
   hostTunInLbFlows,
 } from './host.ts';
-import { checkNodeInConfig, lbInputs, tlvMapping } from './index.ts';
+import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
 import { phyFlows } from './phy.ts';
 import { T } from './registry.ts';
 
@@ -156,6 +157,7 @@ export function compileNodeParts(
           ],
           groups: [],
           tlvMap,
+          ...withMeters(hostMeters(facts)),
         },
   );
   phy.set(NODE_PART, { flows: phyFlows(config, lbs, facts), groups: [], tlvMap: [] });
@@ -176,12 +178,15 @@ export function joinParts(parts: ReadonlyMap<string, BridgeState>): BridgeState 
   const flows = [];
   const groups = [];
   const tlvMap = [];
+  const meters: Meter[] = [];
   for (const p of parts.values()) {
     flows.push(...p.flows);
     groups.push(...p.groups);
     tlvMap.push(...p.tlvMap);
+    meters.push(...(p.meters ?? []));
   }
-  return flows.length === 0 && groups.length === 0 && tlvMap.length === 0 ? EMPTY : { flows, groups, tlvMap };
+  if (flows.length === 0 && groups.length === 0 && tlvMap.length === 0 && meters.length === 0) return EMPTY;
+  return { flows, groups, tlvMap, ...withMeters(meters) };
 }
 
 /** The whole node as a FlowSet (what compileNode returns, up to order). */

@@ -1,12 +1,19 @@
 // compileNode: config + generation + node facts -> the node's complete desired OpenFlow state. Pure.
 
-import type { BridgeState, FlowSet, TlvMapping } from '../flowset/types.ts';
+import type { BridgeState, FlowSet, Meter, TlvMapping } from '../flowset/types.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
 import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows, type LbInput } from './gateway.ts';
-import { hostChainFlows, hostClassifyFlows, hostCtInFlows, hostCtOutFlows, hostTunInFlows } from './host.ts';
+import {
+  hostChainFlows,
+  hostClassifyFlows,
+  hostCtInFlows,
+  hostCtOutFlows,
+  hostMeters,
+  hostTunInFlows,
+} from './host.ts';
 import { phyFlows } from './phy.ts';
 import { lbIds, TLV_OPTIONS } from './registry.ts';
 
@@ -40,6 +47,11 @@ export function tlvMapping(): TlvMapping[] {
   return TLV_OPTIONS.map((t) => ({ optClass: t.optClass, type: t.type, len: t.len, index: t.index }));
 }
 
+/** `{ meters }` when there are any: a bridge without meters has no `meters` key (canonical text stays the same). */
+export function withMeters(meters: readonly Meter[]): { meters?: readonly Meter[] } {
+  return meters.length > 0 ? { meters } : {};
+}
+
 export function compileNode(config: Config, gen: Generation, facts: NodeFacts): FlowSet {
   checkNodeInConfig(config, facts);
   const lbs = lbInputs(config, gen);
@@ -61,6 +73,7 @@ export function compileNode(config: Config, gen: Generation, facts: NodeFacts): 
           ],
           groups: [],
           tlvMap,
+          ...withMeters(hostMeters(facts)),
         };
   const phy: BridgeState = { flows: phyFlows(config, lbs, facts), groups: [], tlvMap: [] };
   return {

@@ -153,6 +153,15 @@ export function isSluiceGroup(groupId: number): boolean {
   return groupId >= GROUP_BASE && groupId <= GROUP_BASE + 0xffff;
 }
 
+/** Meter ids sluice owns: METER_BASE + n, n < 0x10000 (ids this high are accepted by the userspace datapath, whose
+ *  meter-features say max_meter 262144: docs/design/ovs-facts.md "Meters"). Meters outside the range are not ours. */
+export const METER_BASE = 0x51000000;
+/** Hosts: the meter every TCP SYN passes before it is committed to conntrack (the agent's --syn-rate). */
+export const SYN_METER_ID = METER_BASE + 1;
+export function isSluiceMeter(meterId: number): boolean {
+  return meterId >= METER_BASE && meterId <= METER_BASE + 0xffff;
+}
+
 // ---- cookies -------------------------------------------------------------------------------------------------
 
 export const COOKIE_TAG = 0x51n;

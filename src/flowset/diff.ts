@@ -7,10 +7,12 @@
 //   4. flow add            new flows and changed flows (an add with the same table+priority+match replaces)
 //   5. group delete        groups no longer desired, only if no remaining flow references them: deleting a
 //                          referenced group in a bundle can crash ovs-vswitchd 3.1 (docs/design/ovs-facts.md "Bundles")
-// TLV mappings cannot go in a bundle: missing ones are listed for the applier to add first.
+// TLV mappings cannot go in a bundle: missing ones are listed for the applier to add first. Nor can meters
+// (`ovs-ofctl bundle` refuses them): diffMeters lists them for the applier to add or modify before the bundle (a
+// flow naming a missing meter is refused) and delete after it (deleting a meter deletes every flow naming it).
 
 import { hex, renderGroup } from './text.ts';
-import { type BridgeState, type Flow, flowKey, type Group, type TlvMapping } from './types.ts';
+import { type BridgeState, type Flow, flowKey, type Group, type Meter, type TlvMapping } from './types.ts';
 
 export interface BridgeDiff {
   readonly deleteFlows: readonly Flow[];
@@ -159,4 +161,27 @@ export function diffParts(
     }
   }
   return out;
+}
+
+export interface MeterDiff {
+  /** New meters and changed ones (`add-meter` / `mod-meter`), before the bundle. */
+  readonly add: readonly Meter[];
+  readonly modify: readonly Meter[];
+  /** Meters no longer desired (`del-meter`), after the bundle removed the flows that named them. */
+  readonly remove: readonly Meter[];
+}
+
+/** The meter changes that turn `installed` (sluice's meter ids only) into `desired`. */
+export function diffMeters(desired: readonly Meter[], installed: readonly Meter[]): MeterDiff {
+  const inst = new Map(installed.map((m) => [m.meterId, m]));
+  const want = new Map(desired.map((m) => [m.meterId, m]));
+  return {
+    add: desired.filter((m) => !inst.has(m.meterId)),
+    modify: desired.filter((m) => inst.has(m.meterId) && inst.get(m.meterId)!.spec !== m.spec),
+    remove: installed.filter((m) => !want.has(m.meterId)),
+  };
+}
+
+export function isEmptyMeterDiff(d: MeterDiff): boolean {
+  return d.add.length === 0 && d.modify.length === 0 && d.remove.length === 0;
 }

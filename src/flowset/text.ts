@@ -5,12 +5,13 @@
 //   # node gw1
 //   bridge br-int
 //   tlv {class=0xffff,type=0x80,len=4}->tun_metadata0
+//   meter meter=1358954433 pktps burst bands=type=drop rate=2000 burst_size=2000
 //   group group_id=1358954497,type=select,selection_method=dp_hash,bucket=bucket_id:0,actions=...
 //   flow cookie=0x5102000100000050 table=0 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80 actions=...
-// Bridges sorted by name; TLVs by index; groups by id; flows by table, priority (high first), match, cookie.
+// Bridges sorted by name; TLVs by index; meters and groups by id; flows by table, priority (high first), match, cookie.
 // Volatile fields of dumps (duration, n_packets, n_bytes, idle_age, hard_age) are never part of it.
 
-import type { BridgeState, Flow, FlowSet, Group, TlvMapping } from './types.ts';
+import type { BridgeState, Flow, FlowSet, Group, Meter, TlvMapping } from './types.ts';
 
 export function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
@@ -29,6 +30,7 @@ export function sortBridge(b: BridgeState): BridgeState {
     flows: [...b.flows].sort(compareFlows),
     groups: [...b.groups].sort((x, y) => x.groupId - y.groupId),
     tlvMap: [...b.tlvMap].sort((x, y) => x.index - y.index),
+    ...(b.meters?.length ? { meters: [...b.meters].sort((x, y) => x.meterId - y.meterId) } : {}),
   };
 }
 
@@ -40,6 +42,15 @@ export function renderGroup(g: Group): string {
   return `group_id=${g.groupId},${g.spec}`;
 }
 
+export function renderMeter(m: Meter): string {
+  return `meter=${m.meterId} ${m.spec}`;
+}
+
+/** The `add-meter` / `mod-meter` argument of a meter: `meter=N,pktps,burst,band=type=drop,rate=R,burst_size=B`. */
+export function meterArg(m: Meter): string {
+  return [`meter=${m.meterId}`, ...m.spec.split(' ').map((w) => w.replace(/^bands=/, 'band='))].join(',');
+}
+
 export function renderFlow(f: Flow): string {
   return `cookie=${hex(f.cookie)} table=${f.table} priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`;
 }
@@ -48,6 +59,7 @@ export function renderBridge(name: string, b: BridgeState): string {
   const s = sortBridge(b);
   const lines = [`bridge ${name}`];
   for (const t of s.tlvMap) lines.push(`tlv ${renderTlv(t)}`);
+  for (const m of s.meters ?? []) lines.push(`meter ${renderMeter(m)}`);
   for (const g of s.groups) lines.push(`group ${renderGroup(g)}`);
   for (const f of s.flows) lines.push(`flow ${renderFlow(f)}`);
   return lines.join('\n');
@@ -65,8 +77,9 @@ const FLOW_RE = /^cookie=(0x[0-9a-f]+) table=(\d+) priority=(\d+)(?:,(\S+))? act
 /** Parses renderFlowSet's output back (round trip). Throws on a line it does not understand. */
 export function parseFlowSet(text: string): FlowSet {
   let node = '';
-  const bridges = new Map<string, { flows: Flow[]; groups: Group[]; tlvMap: TlvMapping[] }>();
-  let cur: { flows: Flow[]; groups: Group[]; tlvMap: TlvMapping[] } | undefined;
+  type Parsed = { flows: Flow[]; groups: Group[]; tlvMap: TlvMapping[]; meters?: Meter[] };
+  const bridges = new Map<string, Parsed>();
+  let cur: Parsed | undefined;
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     if (!line) continue;
@@ -80,6 +93,9 @@ export function parseFlowSet(text: string): FlowSet {
       const m = TLV_RE.exec(line.slice(4));
       if (!m) throw new Error(`bad tlv line: ${line}`);
       cur.tlvMap.push({ optClass: Number(m[1]), type: Number(m[2]), len: Number(m[3]), index: Number(m[4]) });
+    } else if (cur && line.startsWith('meter ')) {
+      cur.meters ??= [];
+      cur.meters.push(...parseDumpMeters(line.slice(6)));
     } else if (cur && line.startsWith('group ')) {
       cur.groups.push(parseGroupLine(line.slice(6)));
     } else if (cur && line.startsWith('flow ')) {
@@ -170,4 +186,23 @@ export function parseDumpTlvMap(text: string): TlvMapping[] {
     if (m) out.push({ optClass: Number(m[1]), type: Number(m[2]), len: Number(m[3]), index: Number(m[4]) });
   }
   return out;
+}
+
+/**
+ * Parses `ovs-ofctl -O OpenFlow15 dump-meters <br>` output: each meter is a line `meter=N pktps burst bands=` followed
+ * by one line per band (`type=drop rate=100 burst_size=100`); the band lines are joined to the spec with a space.
+ */
+export function parseDumpMeters(text: string): Meter[] {
+  const meters: { meterId: number; spec: string }[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || /^(OFPST_|NXST_)/.test(line)) continue;
+    const m = /^meter=(\d+) (.*)$/.exec(line);
+    if (m) meters.push({ meterId: Number(m[1]), spec: m[2]! });
+    else if (meters.length > 0) {
+      const last = meters[meters.length - 1]!;
+      last.spec = last.spec.endsWith('=') ? `${last.spec}${line}` : `${last.spec} ${line}`;
+    } else throw new Error(`unparsable dump-meters line: ${line}`);
+  }
+  return meters;
 }

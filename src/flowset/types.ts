@@ -24,10 +24,20 @@ export interface TlvMapping {
   readonly index: number;
 }
 
+/** One OpenFlow meter. `spec` is what `dump-meters` prints after `meter=N `, its lines joined by one space, e.g.
+ *  `pktps burst bands=type=drop rate=100 burst_size=100`. */
+export interface Meter {
+  readonly meterId: number;
+  readonly spec: string;
+}
+
 export interface BridgeState {
   readonly flows: readonly Flow[];
   readonly groups: readonly Group[];
   readonly tlvMap: readonly TlvMapping[];
+  /** Absent = none. Meters are not part of an OpenFlow bundle: the applier adds them before it and deletes them
+   *  after it (src/openflow/applier.ts). */
+  readonly meters?: readonly Meter[];
 }
 
 /** Desired (or installed) state of every bridge of one node, by bridge name. */

@@ -13,13 +13,31 @@
 // - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
 // - Verified: after a commit the bridge is read again and must equal the desired state (SLUICE_E_OPENFLOW_VERIFY);
 //   this also proves the compiler's text is canonical (what OVS prints back).
+// - Meters (a host's SYN meter) are outside bundles: new or changed ones are sent before the bundle (a flow naming a
+//   missing meter is refused), unwanted ones deleted after it (deleting a meter deletes the flows naming it: by then
+//   the bundle removed sluice's). Only meter ids in sluice's range are read, changed or deleted.
 // applyBridgeDelta is the incremental variant (no read, no verification): it trusts that the caller knows what it
 // installed last; src/agent/node-ops.ts NodeProgrammer falls back to applyBridge whenever it does not.
 
-import { isSluiceCookie, isSluiceGroup } from '../compile/registry.ts';
-import { bundleLines, diffBridge, diffParts, isEmptyDiff, tlvMapArg } from '../flowset/diff.ts';
-import { parseDumpFlows, parseDumpGroups, parseDumpTlvMap } from '../flowset/text.ts';
-import { type BridgeState, type Flow, type FlowSet, flowKey } from '../flowset/types.ts';
+import { isSluiceCookie, isSluiceGroup, isSluiceMeter } from '../compile/registry.ts';
+import {
+  bundleLines,
+  diffBridge,
+  diffMeters,
+  diffParts,
+  isEmptyDiff,
+  isEmptyMeterDiff,
+  type MeterDiff,
+  tlvMapArg,
+} from '../flowset/diff.ts';
+import {
+  meterArg,
+  parseDumpFlows,
+  parseDumpGroups,
+  parseDumpMeters,
+  parseDumpTlvMap,
+} from '../flowset/text.ts';
+import { type BridgeState, type Flow, type FlowSet, flowKey, type Meter } from '../flowset/types.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Runner } from './runner.ts';
 
@@ -36,6 +54,8 @@ export interface ApplyResult {
   readonly changed: boolean;
   /** The bundle lines sent (empty when nothing changed). */
   readonly bundle: readonly string[];
+  /** Meter commands sent around the bundle (`add-meter meter=...`, `mod-meter ...`, `del-meter meter=N`). */
+  readonly meterCommands: readonly string[];
   readonly tlvAdded: number;
   /** Group ids sluice no longer wants but kept because a remaining flow references them. */
   readonly keptGroups: readonly number[];
@@ -54,15 +74,17 @@ function tail(s: string): string {
 
 /** Reads a bridge's flows, groups and TLV map. */
 export async function readInstalled(runner: Runner, bridge: string): Promise<Installed> {
-  const [flowsR, groupsR, tlvR] = await Promise.all([
+  const [flowsR, groupsR, tlvR, metersR] = await Promise.all([
     runner.ofctl(bridge, ['dump-flows'], { allowFail: true }),
     runner.ofctl(bridge, ['dump-groups'], { allowFail: true }),
     runner.ofctl(bridge, ['dump-tlv-map'], { allowFail: true }),
+    runner.ofctl(bridge, ['dump-meters'], { allowFail: true }),
   ]);
   for (const [what, r] of [
     ['dump-flows', flowsR],
     ['dump-groups', groupsR],
     ['dump-tlv-map', tlvR],
+    ['dump-meters', metersR],
   ] as const) {
     if (r.code !== 0) {
       throw new SluiceError(
@@ -72,8 +94,10 @@ export async function readInstalled(runner: Runner, bridge: string): Promise<Ins
     }
   }
   let flows: Flow[];
+  let meters: Meter[];
   try {
     flows = parseDumpFlows(flowsR.stdout);
+    meters = parseDumpMeters(metersR.stdout).filter((m) => isSluiceMeter(m.meterId));
   } catch (e) {
     throw new SluiceError('SLUICE_E_OPENFLOW_DUMP', `${bridge}: ${(e as Error).message}`);
   }
@@ -82,6 +106,7 @@ export async function readInstalled(runner: Runner, bridge: string): Promise<Ins
       flows: flows.filter((f) => isSluiceCookie(f.cookie)),
       groups: parseDumpGroups(groupsR.stdout).filter((g) => isSluiceGroup(g.groupId)),
       tlvMap: parseDumpTlvMap(tlvR.stdout),
+      ...(meters.length > 0 ? { meters } : {}),
     },
     foreign: flows.filter((f) => !isSluiceCookie(f.cookie)),
   };
@@ -123,21 +148,27 @@ export async function applyBridge(
     }
   }
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
-  if (isEmptyDiff(diff)) {
+  const meters = diffMeters(desired.meters ?? [], installed.owned.meters ?? []);
+  if (isEmptyDiff(diff) && isEmptyMeterDiff(meters)) {
     return {
       bridge,
       changed: diff.addTlv.length > 0,
       bundle: [],
+      meterCommands: [],
       tlvAdded: diff.addTlv.length,
       keptGroups,
       foreign: installed.foreign,
     };
   }
   const lines = bundleLines(diff);
-  await sendBundle(runner, bridge, lines);
+  const sentMeters = await sendWithMeters(runner, bridge, lines, meters);
   if (opts.verify ?? true) {
     const after = await readInstalled(runner, bridge);
-    const rest = bundleLines(diffBridge(desired, after.owned, after.foreign));
+    const m = meterCommands(diffMeters(desired.meters ?? [], after.owned.meters ?? []));
+    const rest = [
+      ...bundleLines(diffBridge(desired, after.owned, after.foreign)),
+      ...[...m.before, ...m.after].map((c) => c.join(' ')),
+    ];
     if (rest.length > 0) {
       throw new SluiceError(
         'SLUICE_E_OPENFLOW_VERIFY',
@@ -149,6 +180,7 @@ export async function applyBridge(
     bridge,
     changed: true,
     bundle: lines,
+    meterCommands: sentMeters,
     tlvAdded: diff.addTlv.length,
     keptGroups,
     foreign: installed.foreign,
@@ -174,10 +206,58 @@ export async function applyBridgeDelta(
   const diff = diffParts(desired, installed, foreign);
   refuseForeignClashes(bridge, diff.addFlows, foreign);
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
-  if (isEmptyDiff(diff)) return { bridge, changed: false, bundle: [], tlvAdded: 0, keptGroups, foreign };
+  const meters = diffMeters(partsMeters(desired), partsMeters(installed));
+  if (isEmptyDiff(diff) && isEmptyMeterDiff(meters))
+    return { bridge, changed: false, bundle: [], meterCommands: [], tlvAdded: 0, keptGroups, foreign };
   const lines = bundleLines(diff);
-  await sendBundle(runner, bridge, lines);
-  return { bridge, changed: true, bundle: lines, tlvAdded: 0, keptGroups, foreign };
+  const sentMeters = await sendWithMeters(runner, bridge, lines, meters);
+  return {
+    bridge,
+    changed: true,
+    bundle: lines,
+    meterCommands: sentMeters,
+    tlvAdded: 0,
+    keptGroups,
+    foreign,
+  };
+}
+
+function partsMeters(parts: ReadonlyMap<string, BridgeState>): Meter[] {
+  return [...parts.values()].flatMap((p) => p.meters ?? []);
+}
+
+/** The `ovs-ofctl` arguments (after the bridge) of a meter diff: those to run before the bundle, and after it. */
+function meterCommands(d: MeterDiff): { before: string[][]; after: string[][] } {
+  return {
+    before: [
+      ...d.add.map((m) => ['add-meter', meterArg(m)]),
+      ...d.modify.map((m) => ['mod-meter', meterArg(m)]),
+    ],
+    after: d.remove.map((m) => ['del-meter', `meter=${m.meterId}`]),
+  };
+}
+
+/** Adds/modifies meters, sends the bundle (if any line), deletes meters; returns the meter commands sent. A failed
+ *  meter command throws SLUICE_E_OPENFLOW_REJECTED (meters already sent stay: the next full apply repairs them). */
+async function sendWithMeters(
+  runner: Runner,
+  bridge: string,
+  lines: readonly string[],
+  d: MeterDiff,
+): Promise<string[]> {
+  const cmds = meterCommands(d);
+  const meter = async (args: string[]) => {
+    const r = await runner.ofctl(bridge, args, { allowFail: true });
+    if (r.code !== 0)
+      throw new SluiceError(
+        'SLUICE_E_OPENFLOW_REJECTED',
+        `${bridge}: ovs-ofctl ${args.join(' ')} failed: ${tail(r.stderr)}`,
+      );
+  };
+  for (const c of cmds.before) await meter(c);
+  if (lines.length > 0) await sendBundle(runner, bridge, lines);
+  for (const c of cmds.after) await meter(c);
+  return [...cmds.before, ...cmds.after].map((c) => c.join(' '));
 }
 
 /** Sends bundle lines as one atomic `ovs-ofctl bundle`; throws SLUICE_E_OPENFLOW_REJECTED with stderr on failure. */

@@ -13,6 +13,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { AgentDaemon } from '../../src/agent/daemon.ts';
+import { SYN_METER_ID } from '../../src/compile/registry.ts';
 import { type ControlPlane, startControlPlane, waitConverged } from '../../src/lab/control-plane.ts';
 import { Pki } from '../../src/lab/pki.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
@@ -22,6 +24,8 @@ import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
 import type { Operation } from '../../src/ovsdb/protocol.ts';
 import { startStandalone } from '../../src/ovsdb/server.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
+import { planNext } from '../../src/rollout/planner.ts';
+import { configDocument } from '../../src/store/config-diff.ts';
 import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
@@ -40,6 +44,7 @@ import {
   update,
   where,
 } from '../../src/store/db/index.ts';
+import { fakeFacts } from '../scenarios/fake-facts.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'slt-security-'));
 const BIN = fileURLToPath(new URL('../../src/cli/bin.ts', import.meta.url));
@@ -69,31 +74,40 @@ async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_0
 
 const HOSTILE = 'gw1;echo INJECTED >injected;#';
 
+/** A standalone store in a fresh directory under `dir`, a client on its unix socket and a captured log. */
+async function openStore(prefix: string) {
+  const work = mkdtempSync(join(dir, prefix));
+  const srv = await startStandalone(work);
+  return {
+    work,
+    srv,
+    client: new OvsdbClient({ remotes: [srv.unixRemote], database: DB_NAME }),
+    ...captureLog(),
+  };
+}
+
+/** The desired state of the store-only tests: two gateways, one host, one load balancer. */
+function storeConfig() {
+  return parseConfig({
+    nodes: [
+      { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
+      { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
+      { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
+    ],
+    loadBalancers: [
+      { name: 'web', vip: '203.0.113.10', ports: [80], backends: [{ address: '10.0.1.11', host: 'host1' }] },
+    ],
+  });
+}
+
 describe('finding 1: a hostile Node name in a real store reaches no shell', () => {
   test('the planner fences nothing while the name is in the store, then fences valid names verbatim', async () => {
-    const work = mkdtempSync(join(dir, 'fence-'));
-    const srv = await startStandalone(work);
-    const client = new OvsdbClient({ remotes: [srv.unixRemote], database: DB_NAME });
-    const { log, lines } = captureLog();
+    const { work, srv, client, log, lines } = await openStore('fence-');
     let planner: PlannerDaemon | undefined;
     let gw1Beats: NodeJS.Timeout | undefined;
     try {
       const m = await client.monitor(DB_NAME, { ...DESIRED_STATE_MONITOR, Node_Status: {} });
-      const config = parseConfig({
-        nodes: [
-          { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-          { name: 'gw2', role: 'gateway', tunnelIp: '192.168.100.2' },
-          { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-        ],
-        loadBalancers: [
-          {
-            name: 'web',
-            vip: '203.0.113.10',
-            ports: [80],
-            backends: [{ address: '10.0.1.11', host: 'host1' }],
-          },
-        ],
-      });
+      const config = storeConfig();
       await client.transact(DB_NAME, ...desiredStateOps(m.replica, config));
       // What any store writer can do (no validation on the way in): rename gw2 to a shell payload, and give both
       // gateways one heartbeat so they go silent from the planner's start.
@@ -151,6 +165,77 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
   });
 });
 
+describe('finding 1: an agent whose Node name is hostile runs its hook with that name and nothing else', () => {
+  test('a real store holding the hostile row, the real agent daemon, its withdraw hook through /bin/sh', async () => {
+    const { work, srv, client, log, lines } = await openStore('agent-');
+    let agent: AgentDaemon | undefined;
+    const ofCalls: string[] = [];
+    try {
+      const m = await client.monitor(DB_NAME, { ...DESIRED_STATE_MONITOR, ...PLAN_MONITOR, Node_Status: {} });
+      const config = storeConfig();
+      await client.transact(DB_NAME, ...desiredStateOps(m.replica, config));
+      // A generation for the valid names, released to gateways; then any store writer renames gw2 to a payload.
+      const g1 = planNext({ config, latest: null, connections: () => 0, now: Date.now() }).next!;
+      await client.transact(
+        DB_NAME,
+        ...publishGenerationOps(m.replica, g1, 1, JSON.stringify(configDocument(config))),
+        mutate(
+          GlobalTable,
+          [],
+          mapPut(GlobalTable, 'options', { [GATEWAY_GENERATION_KEY]: String(g1.number) }),
+        ),
+      );
+      await client.transact(
+        DB_NAME,
+        update(NodeTable, [where(NodeTable, 'name', '==', 'gw2')], { name: HOSTILE }),
+      );
+      // The agent of that node, named as the store names it (the CLI refuses such a name: src/agent/facts.ts; the
+      // daemon is started in-process to get past that). Its generation does not name it, so its apply fails and
+      // after the lease it withdraws through the operator's hook. Its OpenFlow runner only records (it is never
+      // reached: the compile refuses first).
+      const runner = {
+        ofctl: async (br: string, args: readonly string[]) => {
+          ofCalls.push(`${br} ${args.join(' ')}`);
+          return { code: 1, stdout: '', stderr: 'no switch here' };
+        },
+        appctl: async (args: readonly string[]) => {
+          ofCalls.push(args.join(' '));
+          return { code: 1, stdout: '', stderr: 'no switch here' };
+        },
+      };
+      agent = new AgentDaemon({
+        role: 'gateway',
+        node: HOSTILE,
+        remotes: [srv.unixRemote],
+        runner,
+        facts: { ...fakeFacts(config, 'gw2'), name: HOSTILE },
+        log,
+        leaseMs: 500,
+        heartbeatMs: 100,
+        withdrawCmd: `cd '${work}' && printf '%s|%s\\n' "$1" "$SLUICE_NODE" >>withdrawn`,
+      });
+      await agent.start();
+      await until('the withdraw hook', () => existsSync(join(work, 'withdrawn')));
+      await until('the agent to log its withdrawal', () => lines.find((l) => l.event === 'withdrawn'));
+      assert.deepEqual(readFileSync(join(work, 'withdrawn'), 'utf8').split('\n').filter(Boolean), [
+        `${HOSTILE}|${HOSTILE}`,
+      ]);
+      assert.equal(existsSync(join(work, 'injected')), false, 'the payload ran');
+      assert.ok(
+        lines.some((l) => /is not a gateway in the config/.test(String(l.err ?? l.msg))),
+        'the apply failed for the reason above',
+      );
+      assert.deepEqual(ofCalls, [], 'the agent touched no switch');
+      // Its status row carries the name verbatim too (written through the store, never through a shell).
+      await until('its Node_Status row', () => nodeStatus(m.replica, HOSTILE));
+    } finally {
+      await agent?.stop();
+      client.close();
+      await srv.stop();
+    }
+  });
+});
+
 // ---- On the lab (root): real namespaces, one ovs-vswitchd per node, the lab's control plane (store, planner, one
 // agent per node, src/lab/control-plane.ts) and 200 long-lived client connections through the ECMP router.
 
@@ -158,6 +243,8 @@ const PREFIX = 'slt-sec-';
 const isRoot = process.getuid?.() === 0;
 const WEB = { vip: '203.0.113.10', port: 80 } as const;
 const CT_LIMIT = 3000;
+/** Every host's SYN meter (--syn-rate): a 10 s flood through it stays below CT_LIMIT. */
+const SYN_RATE = 200;
 
 describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'needs root' }, () => {
   let lab: Lab;
@@ -168,8 +255,12 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
 
   before(async () => {
     lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
-    // A small conntrack budget for sluice's zone on hosts, so that the SYN flood below reaches it in seconds.
-    cp = await startControlPlane(lab, { planners: 1, agentArgs: ['--ct-limit', String(CT_LIMIT)] });
+    // A small conntrack budget for sluice's zone on hosts, so that the SYN flood below reaches it in seconds, and a
+    // SYN meter that keeps a flood below it.
+    cp = await startControlPlane(lab, {
+      planners: 1,
+      agentArgs: ['--ct-limit', String(CT_LIMIT), '--syn-rate', String(SYN_RATE)],
+    });
     client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
     state = await client.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
     traffic = await startTraffic(lab, {
@@ -317,17 +408,23 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
   });
 
-  test('finding 5: a SYN flood at the VIP during live connections: conntrack bounded, heartbeats on, 0 broken', async () => {
+  test('finding 5: a SYN flood during live connections: the SYN meter caps new entries, conntrack bounded, 0 broken', async () => {
     const hosts = lab.nodes.filter((n) => n.role === 'host');
     const flooder = lab.clients[lab.clients.length - 1]!;
-    // hping3 (Debian) in a client namespace: TCP SYNs to the VIP every 100 us, from an unused address of the client
-    // network (the backends' SYN-ACKs go nowhere, so every SYN leaves a half-open entry) with a new source port each.
+    // hping3 (Debian) in a client namespace: TCP SYNs to the VIP from an unused address of the client network (the
+    // backends' SYN-ACKs go nowhere, so every SYN that passes the meter leaves an entry) with a new source port each.
     const spoofed = '10.200.0.200';
-    const beats = new Map(hosts.map((h) => [h.name, [] as number[]]));
-    const ctCounts = new Map(hosts.map((h) => [h.name, [] as number[]]));
-    const flood = spawn(
-      'ip',
-      [
+    const zoneLines = async (h: (typeof hosts)[number]) =>
+      (await h.appctl(['dpctl/dump-conntrack', 'zone=1']).catch(() => ({ stdout: '' }))).stdout
+        .split('\n')
+        .filter((l) => l.includes('zone=1'));
+    const entries = async () =>
+      new Map(await Promise.all(hosts.map(async (h) => [h.name, (await zoneLines(h)).length] as const)));
+    /** Floods for `seconds` (one SYN every `gapUs`), sampling every host's zone and heartbeat each second. */
+    const flood = async (gapUs: number, seconds: number, during: (t: number) => Promise<void>) => {
+      const ct = new Map(hosts.map((h) => [h.name, [] as number[]]));
+      const beats = new Map(hosts.map((h) => [h.name, new Set<unknown>()]));
+      const args = [
         'netns',
         'exec',
         flooder.netns,
@@ -336,28 +433,29 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
         '-p',
         '80',
         '-i',
-        'u100',
+        `u${gapUs}`,
         '-q',
         '-a',
         spoofed,
         WEB.vip,
-      ],
-      {
-        stdio: 'ignore',
-      },
-    );
-    try {
-      for (let t = 0; t < 15; t++) {
-        await sleep(1000);
-        for (const h of hosts) {
-          beats.get(h.name)!.push(status(h.name)?.heartbeat_at as number);
-          const dump = await h.appctl(['dpctl/dump-conntrack', 'zone=1']).catch(() => ({ stdout: '' }));
-          ctCounts.get(h.name)!.push(dump.stdout.split('\n').filter((l) => l.includes('zone=1')).length);
+      ];
+      const p = spawn('ip', args, { stdio: 'ignore' });
+      const t0 = Date.now();
+      try {
+        for (let t = 0; t < seconds; t++) {
+          await sleep(1000);
+          for (const h of hosts) beats.get(h.name)!.add(status(h.name)?.heartbeat_at);
+          for (const [h, n] of await entries()) ct.get(h)!.push(n);
+          await during(t);
         }
+      } finally {
+        p.kill('SIGTERM');
       }
-    } finally {
-      flood.kill('SIGTERM');
-    }
+      return { ct, beats, seconds: (Date.now() - t0) / 1000 };
+    };
+    /** 20 new connections from the first client while the flood runs (a connect may take 20 s of SYN retries). */
+    const legitimate = () =>
+      startTraffic(lab, { ...WEB, count: 20, rate: 10, clients: [lab.clients[0]!.name], timeoutMs: 20_000 });
     const scrape = () =>
       Promise.all(
         hosts.map(async (h) => {
@@ -365,33 +463,92 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
           return (await fetch(`http://${addr}/metrics`)).text();
         }),
       );
-    const halfOpen = (m: string) =>
-      [...m.matchAll(/sluice_agent_conntrack_entries\{state="syn_(?:sent|recv)"\} (\d+)/g)].reduce(
-        (n, x) => n + Number(x[1]),
-        0,
+    const counter = (m: string, name: string) => Number(new RegExp(`${name} (\\d+)`).exec(m)?.[1] ?? NaN);
+
+    // 1. Metered (every host agent runs with --syn-rate SYN_RATE): ~1,000 SYNs/s at the VIP for 10 s.
+    const before = await entries();
+    let served: Traffic | undefined;
+    let sample: string[] = [];
+    const metered = await flood(1000, 10, async (t) => {
+      if (t === 1) served = await legitimate();
+      if (t === 5) sample = (await zoneLines(hosts[0]!)).filter((l) => l.includes(spoofed)).slice(0, 2);
+    });
+    const legit = await served!.report();
+    await served!.kill();
+    const m1 = await scrape();
+    // 2. The negative control: the same hosts with the meter's rate raised out of the way by hand (as if unmetered),
+    // ~10,000 SYNs/s for 15 s: the zone fills up to its limit, and new connections are refused meanwhile.
+    const raise = (rate: number) =>
+      Promise.all(
+        hosts.map((h) =>
+          h.ofctl('br-int', [
+            'mod-meter',
+            `meter=${SYN_METER_ID},pktps,burst,band=type=drop,rate=${rate},burst_size=${rate}`,
+          ]),
+        ),
       );
-    const metrics = await scrape();
+    await raise(1_000_000);
+    let refused: Traffic | undefined;
+    let unmetered: Awaited<ReturnType<typeof flood>>;
+    let legitUnmetered: Awaited<ReturnType<Traffic['report']>>;
+    try {
+      unmetered = await flood(100, 15, async (t) => {
+        if (t === 3) refused = await legitimate();
+      });
+      legitUnmetered = await refused!.report();
+    } finally {
+      await refused?.kill();
+      await raise(SYN_RATE);
+    }
+    const m2 = await scrape();
     const report = hosts.map((h, i) => ({
       host: h.name,
-      ctMax: Math.max(...ctCounts.get(h.name)!),
-      beats: new Set(beats.get(h.name)).size,
-      halfOpen: halfOpen(metrics[i]!),
-      reportFailures: /sluice_agent_report_failures_total (\d+)/.exec(metrics[i]!)?.[1],
-      states: metrics[i]!.match(/sluice_agent_conntrack_entries\{[^\n]*/g),
+      seconds: metered.seconds,
+      before: before.get(h.name),
+      meteredMax: Math.max(...metered.ct.get(h.name)!),
+      unmeteredMax: Math.max(...unmetered.ct.get(h.name)!),
+      synMeterPackets: counter(m1[i]!, 'sluice_agent_syn_meter_packets_total'),
+      synMeterDropped: counter(m1[i]!, 'sluice_agent_syn_meter_dropped_total'),
+      // SYNs that reached the commit flows (before the meter), after each phase: the flood's rate shows here.
+      commitPackets: [m1[i]!, m2[i]!].map((m) =>
+        counter(m, 'sluice_agent_flow_packets_total\\{kind="CT_COMMIT"\\}'),
+      ),
+      beats: Math.min(metered.beats.get(h.name)!.size, unmetered.beats.get(h.name)!.size),
+      reportFailures: counter(m2[i]!, 'sluice_agent_report_failures_total'),
+      states: m2[i]!.match(/sluice_agent_conntrack_entries\{[^\n]*/g),
     }));
-    process.stderr.write(`SYN flood: ${JSON.stringify(report)}\n`);
-    // The flood reached the hosts' conntrack (negative control: without it the bound below proves nothing) and never
-    // went past the limit.
+    process.stderr.write(
+      `SYN flood: ${JSON.stringify({ hosts: report, legitimateMetered: legit, legitimateUnmetered: legitUnmetered, floodEntries: sample })}\n`,
+    );
+    // Metered: each host added at most SYN_RATE entries a second (the flood's wall time, plus the bucket's fill of
+    // rate + burst = two seconds' worth, plus the 20 legitimate ones), the meter counted what it dropped, and
+    // legitimate new connections were still served.
+    for (const r of report) {
+      const bound = Math.ceil(SYN_RATE * (metered.seconds + 2)) + 20;
+      assert.ok(
+        r.meteredMax - r.before! <= bound,
+        `${r.host}: ${r.meteredMax - r.before!} new entries > ${bound}`,
+      );
+      assert.ok(r.synMeterDropped > 0, `${r.host}: the meter dropped nothing`);
+      assert.ok(r.synMeterPackets > r.synMeterDropped, `${r.host}: the meter let nothing through`);
+      assert.match(m1[report.indexOf(r)]!, new RegExp(`sluice_agent_syn_rate_limit ${SYN_RATE}`));
+    }
     assert.ok(
-      report.some((r) => r.ctMax >= CT_LIMIT * 0.9),
+      legit.opened >= 10,
+      `legitimate connections during the metered flood: ${JSON.stringify(legit)}`,
+    );
+    // The negative control reached the limit (so the meter, not the limit, held the metered flood) and never passed
+    // it; with the zone full, new connections fared worse than under the meter.
+    assert.ok(
+      report.some((r) => r.unmeteredMax >= CT_LIMIT * 0.9),
       JSON.stringify(report),
     );
-    for (const r of report) assert.ok(r.ctMax <= CT_LIMIT, `${r.host}: ${r.ctMax} entries > ${CT_LIMIT}`);
-    // Heartbeats went on (one per second; at least 12 different values in 15 s), and the limit is in the metrics.
-    for (const r of report) assert.ok(r.beats >= 12, `${r.host} heartbeats: ${r.beats}`);
-    for (const m of metrics) assert.match(m, new RegExp(`sluice_agent_conntrack_limit ${CT_LIMIT}`));
-    // Not asserted: that the flood shows as half-open entries. The userspace conntrack marks these SYN-only flows
-    // established, so syn_sent/syn_recv stay 0 under this flood; the report above prints what the metrics said.
+    for (const r of report)
+      assert.ok(r.unmeteredMax <= CT_LIMIT, `${r.host}: ${r.unmeteredMax} entries > ${CT_LIMIT}`);
+    assert.ok(legitUnmetered.opened < legit.opened, JSON.stringify({ legit, legitUnmetered }));
+    // Heartbeats went on (one per second; at least 8 different values in 10 s), and the limit is in the metrics.
+    for (const r of report) assert.ok(r.beats >= 8, `${r.host} heartbeats: ${r.beats}`);
+    for (const m of m2) assert.match(m, new RegExp(`sluice_agent_conntrack_limit ${CT_LIMIT}`));
     // No node fenced, no gateway withdrawn; 0 live connections broken.
     for (const p of cp.processes().filter((x) => x.name.startsWith('planner-')))
       assert.ok(

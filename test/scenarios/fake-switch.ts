@@ -1,6 +1,7 @@
 // A FAKE Runner (no OVS) for unit tests of the applier: an in-memory switch that prints dumps in ovs-ofctl's format
 // and applies bundle lines all-or-nothing, rejecting a bundle that references a missing group. Parses only the
-// bundle syntax the applier writes. `reads` counts dump-flows calls (the incremental path must not read).
+// bundle syntax the applier writes. `reads` counts dump-flows calls (the incremental path must not read). Meters as
+// on OVS 3.1: outside bundles, a flow naming a missing meter is refused, deleting a meter deletes the flows naming it.
 
 import { hex } from '../../src/flowset/text.ts';
 import type { Runner, RunOpts, RunResult } from '../../src/openflow/runner.ts';
@@ -19,7 +20,10 @@ export class FakeSwitch implements Runner {
   flows = new Map<string, Map<string, FakeFlow>>();
   groups = new Map<string, Map<number, string>>();
   tlv = new Map<string, string[]>();
+  meters = new Map<string, Map<number, string>>();
   bundles: string[][] = [];
+  /** Every meter command, e.g. `br-int add-meter meter=...`. */
+  meterLog: string[] = [];
 
   br<T>(m: Map<string, T>, b: string, init: () => T): T {
     if (!m.has(b)) m.set(b, init());
@@ -30,6 +34,7 @@ export class FakeSwitch implements Runner {
     const flows = this.br(this.flows, bridge, () => new Map<string, FakeFlow>());
     const groups = this.br(this.groups, bridge, () => new Map<number, string>());
     const tlv = this.br(this.tlv, bridge, () => [] as string[]);
+    const meters = this.br(this.meters, bridge, () => new Map<number, string>());
     const ok = (stdout: string): RunResult => ({ code: 0, stdout, stderr: '' });
     switch (args[0]) {
       case 'dump-flows':
@@ -46,6 +51,33 @@ export class FakeSwitch implements Runner {
         return ok(
           `OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n${[...groups].map(([id, spec]) => ` group_id=${id},${spec}`).join('\n')}\n`,
         );
+      case 'dump-meters':
+        return ok(
+          `OFPST_METER_CONFIG reply (OF1.5) (xid=0x2):\n${[...meters]
+            .map(([id, spec]) => `meter=${id} ${spec.replace('bands=', 'bands=\n')}`)
+            .join('\n\n')}\n`,
+        );
+      case 'add-meter':
+      case 'mod-meter':
+      case 'del-meter': {
+        this.meterLog.push(`${bridge} ${args.join(' ')}`);
+        const m = /^meter=(\d+)(?:,(.*))?$/.exec(args[1] ?? '');
+        if (!m) return { code: 1, stdout: '', stderr: `fake: bad meter ${args[1]}` };
+        const id = +m[1]!;
+        if (args[0] === 'del-meter') {
+          meters.delete(id);
+          for (const [k, f] of flows) if (f.actions.includes(`meter:${id},`)) flows.delete(k);
+        } else {
+          if ((args[0] === 'add-meter') === meters.has(id))
+            return {
+              code: 1,
+              stdout: '',
+              stderr: `OFPMMFC_${meters.has(id) ? 'METER_EXISTS' : 'UNKNOWN_METER'}`,
+            };
+          meters.set(id, m[2]!.split(',').join(' ').replace('band=', 'bands='));
+        }
+        return ok('');
+      }
       case 'dump-tlv-map':
         return ok(` mapping table:\n${tlv.join('\n')}\n`);
       case 'add-tlv-map':
@@ -76,6 +108,9 @@ export class FakeSwitch implements Runner {
             };
             for (const g of f.actions.matchAll(/group:(\d+)/g)) {
               if (!g2.has(+g[1])) return { code: 1, stdout: '', stderr: `OFPGMFC_UNKNOWN_GROUP ${g[1]}` };
+            }
+            for (const g of f.actions.matchAll(/meter:(\d+)/g)) {
+              if (!meters.has(+g[1])) return { code: 1, stdout: '', stderr: `OFPMMFC_INVALID_METER ${g[1]}` };
             }
             f2.set(`${f.table}/${f.priority}/${f.match}`, f);
           } else if (del) {

@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { AgentDaemon } from '../../src/agent/daemon.ts';
-import { countFlows, ReadingCounters } from '../../src/agent/flow-counts.ts';
+import { countFlows, parseMeterStats, ReadingCounters } from '../../src/agent/flow-counts.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
 import { cookie, lbIds } from '../../src/compile/registry.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
@@ -106,4 +106,18 @@ describe('agent metrics (fake runner)', () => {
     assert.match(text, /^t_total\{lb="web"\} 18$/m);
     assert.match(text, /^t_total\{lb="api"\} 0$/m);
   });
+});
+
+test('parseMeterStats: packets in and dropped by the bands, per meter', () => {
+  // What `ovs-ofctl -O OpenFlow15 meter-stats` printed on a scratch switch under hping3 (docs/design/ovs-facts.md).
+  const m = parseMeterStats(`OFPST_METER reply (OF1.5) (xid=0x2):
+meter:1358954497 flow_count:2 packet_in_count:4635 byte_in_count:250290 duration:5.100s bands:
+0: packet_count:4127 byte_count:222858
+
+meter:2 flow_count:0 packet_in_count:0 byte_in_count:0 duration:0.009s bands:
+0: packet_count:0 byte_count:0
+`);
+  assert.deepEqual(m.get(1358954497), { packets: 4635, dropped: 4127 });
+  assert.deepEqual(m.get(2), { packets: 0, dropped: 0 });
+  assert.equal(parseMeterStats('ovs-ofctl: br-int is not a bridge').size, 0);
 });

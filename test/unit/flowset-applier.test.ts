@@ -143,3 +143,57 @@ test('a change of slot bits modifies the dp_hash group in place with its full bu
   assert.ok(lines.some((l) => l.startsWith('flow add ')));
   assert.deepEqual([...sw.groups.get('br-int')!.keys()], [id]);
 });
+
+// ---- meters (a host's SYN meter, --syn-rate) --------------------------------------------------------------------
+
+const hostState = (synRate?: number) =>
+  compileNode(
+    config,
+    gen(1, () => 0),
+    { ...fakeFacts(config, 'host1'), ...(synRate ? { synRate } : {}) },
+  );
+
+test('a SYN meter is added before the bundle that names it, changed in place, deleted after its flows', async () => {
+  const sw = new FakeSwitch();
+  const first = await applyFlowSet(sw, hostState(2000));
+  const int = first.bridges.find((b) => b.bridge === 'br-int')!;
+  assert.deepEqual(int.meterCommands, [
+    'add-meter meter=1358954497,pktps,burst,band=type=drop,rate=2000,burst_size=2000',
+  ]);
+  const commit = [...sw.flows.get('br-int')!.values()].filter((f) => f.actions.includes('ct(commit'));
+  assert.ok(commit.length > 0);
+  for (const f of commit) assert.match(f.actions, /^meter:1358954497,ct\(commit/);
+  // Idempotent, then a new rate is a mod-meter and no bundle (the flows do not change).
+  assert.equal((await applyFlowSet(sw, hostState(2000))).changed, false);
+  const bundles = sw.bundles.length;
+  const r = await applyFlowSet(sw, hostState(500));
+  assert.deepEqual(r.bridges.find((b) => b.bridge === 'br-int')!.meterCommands, [
+    'mod-meter meter=1358954497,pktps,burst,band=type=drop,rate=500,burst_size=500',
+  ]);
+  assert.equal(sw.bundles.length, bundles);
+  // Off: the bundle takes the meter out of the commit flows, then the meter goes; the commit flows stay.
+  await applyFlowSet(sw, hostState());
+  assert.deepEqual(sw.meterLog.slice(-1), ['br-int del-meter meter=1358954497']);
+  const after = [...sw.flows.get('br-int')!.values()].filter((f) => f.actions.includes('ct(commit'));
+  assert.equal(after.length, commit.length);
+  for (const f of after) assert.match(f.actions, /^ct\(commit/);
+  assert.equal(sw.meters.get('br-int')!.size, 0);
+});
+
+test('meters are restored after the switch lost them (restart) and foreign meters are never touched', async () => {
+  const sw = new FakeSwitch();
+  await applyFlowSet(sw, hostState(2000));
+  // An ovs-vswitchd restart: empty tables, no meters; a foreign meter (another controller's id 7) appears.
+  sw.flows.clear();
+  sw.groups.clear();
+  sw.meters.clear();
+  sw.meters.set('br-int', new Map([[7, 'pktps bands=type=drop rate=10']]));
+  await applyFlowSet(sw, hostState(2000));
+  assert.deepEqual(
+    [...sw.meters.get('br-int')!.keys()].sort((a, b) => a - b),
+    [7, 1358954497],
+  );
+  assert.equal((await applyFlowSet(sw, hostState(2000))).changed, false, 'verified and idempotent');
+  await applyFlowSet(sw, hostState());
+  assert.deepEqual([...sw.meters.get('br-int')!.keys()], [7]);
+});

@@ -4,7 +4,14 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { bundleLines, diffBridge, isEmptyDiff, tlvMapArg } from '../../src/flowset/diff.ts';
-import { parseDumpFlows, parseDumpGroups, parseDumpTlvMap, renderFlow } from '../../src/flowset/text.ts';
+import {
+  meterArg,
+  parseDumpFlows,
+  parseDumpGroups,
+  parseDumpMeters,
+  parseDumpTlvMap,
+  renderFlow,
+} from '../../src/flowset/text.ts';
 import type { BridgeState, Flow } from '../../src/flowset/types.ts';
 
 const DUMP_FLOWS = `OFPST_FLOW reply (OF1.5) (xid=0x2):
@@ -165,4 +172,22 @@ test('renderFlow is one line in dump order', () => {
     renderFlow(f(10, 100, 'reg0=0x1,reg1=0', 'output:2', 0x5103000100000000n)),
     'cookie=0x5103000100000000 table=10 priority=100,reg0=0x1,reg1=0 actions=output:2',
   );
+});
+
+test("parseDumpMeters joins each meter's band lines; meterArg gives add-meter its syntax back", () => {
+  // What ovs-ofctl 3.1 printed on a scratch switch (docs/design/ovs-facts.md "Meters").
+  const meters = parseDumpMeters(`OFPST_METER_CONFIG reply (OF1.5) (xid=0x2):
+meter=1358954497 pktps burst bands=
+type=drop rate=2000 burst_size=2000
+
+meter=2 pktps bands=
+type=drop rate=100
+`);
+  assert.deepEqual(meters, [
+    { meterId: 1358954497, spec: 'pktps burst bands=type=drop rate=2000 burst_size=2000' },
+    { meterId: 2, spec: 'pktps bands=type=drop rate=100' },
+  ]);
+  assert.equal(meterArg(meters[0]!), 'meter=1358954497,pktps,burst,band=type=drop,rate=2000,burst_size=2000');
+  assert.deepEqual(parseDumpMeters('OFPST_METER_CONFIG reply (OF1.5) (xid=0x2):\n'), []);
+  assert.throws(() => parseDumpMeters('type=drop rate=1'), /unparsable dump-meters line/);
 });

@@ -269,3 +269,21 @@ test('NodeProgrammer: a rejected bundle makes the next apply a full one; the per
   assert.equal(every.fullDue(), false);
   assert.equal((await every.program(config2, g2, facts('gw1'))).fullReason, 'every generation');
 });
+
+test("NodeProgrammer: a host's SYN meter follows --syn-rate on the incremental path too", async () => {
+  const config = configOf([[1], [4], [5]], 'dp_hash');
+  const sw = new FakeSwitch();
+  const p = new NodeProgrammer(sw, { fullReconcileMs: 3_600_000 });
+  const g1 = planNext({ config, latest: null, connections: () => 0, now: 0 }).next!;
+  await p.program(config, g1, { ...facts('host1'), synRate: 1000 });
+  assert.equal(sw.meters.get('br-int')!.size, 1);
+  const r = await p.program(config, g1, { ...facts('host1'), synRate: 3000 });
+  assert.equal(r.mode, 'incremental');
+  assert.deepEqual(
+    sw.meterLog.at(-1),
+    'br-int mod-meter meter=1358954497,pktps,burst,band=type=drop,rate=3000,burst_size=3000',
+  );
+  await p.program(config, g1, facts('host1'));
+  assert.equal(sw.meters.get('br-int')!.size, 0);
+  for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(config, g1, 'host1', br));
+});
