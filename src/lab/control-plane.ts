@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
+import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import { createDatabase, freePort, OvsdbServerProcess } from '../ovsdb/server.ts';
 import type { Progress } from '../progress.ts';
 import {
@@ -106,6 +107,11 @@ export class ControlPlane {
   remoteFor(role: keyof TlsPorts): string {
     const port = this.tlsPorts?.[role];
     return port === undefined ? this.db : `ssl:127.0.0.1:${port}`;
+  }
+
+  /** The operator's certificate when the store has TLS remotes (with remoteFor('operator'): the lab's own edits). */
+  operatorTls(): TlsFiles | undefined {
+    return this.tlsPorts === undefined ? undefined : this.pki.files('operator');
   }
 
   /** `--db` and TLS flags for a `sluice` command run as the operator (desired-state edits through RBAC). */
@@ -369,8 +375,8 @@ function tail(file: string, lines = 8): string {
 }
 
 /** Writes `config` as the desired state (desiredStateOps: the smallest transaction; nothing when equal). */
-export async function writeDesiredState(db: string, config: Config): Promise<void> {
-  const client = new OvsdbClient({ remotes: [db], database: DB_NAME });
+export async function writeDesiredState(db: string, config: Config, tls?: TlsFiles): Promise<void> {
+  const client = new OvsdbClient({ remotes: [db], database: DB_NAME, ...(tls ? { tls } : {}) });
   await client.connect();
   try {
     const m = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
@@ -402,7 +408,8 @@ export async function startControlPlane(lab: Lab, opts: ControlPlaneOptions = {}
     prog?.step(1, 'starting the store (ovsdb-server) and writing the desired state');
     const store = await startStore(cp);
     log(`store: ovsdb-server on ${cp.socket} (pid ${store.pid})`);
-    await writeDesiredState(cp.db, opts.config ?? lab.sluiceConfig());
+    // As the operator, over TLS and RBAC (the unix socket is only for what no role may do: the RBAC rows above).
+    await writeDesiredState(cp.remoteFor('operator'), opts.config ?? lab.sluiceConfig(), cp.operatorTls());
     const planners = Array.from({ length: opts.planners ?? 2 }, (_, i) => `planner-${'abcdefgh'[i]}`);
     // The first planner starts alone so that it takes the lock; the others start once it holds it.
     prog?.step(2, `starting ${planners[0]} and ${lab.nodes.length} agents; waiting for the planner's lock`);
@@ -461,7 +468,12 @@ export async function waitConverged(
   timeoutMs: number,
   onProgress?: (acked: number, total: number) => void,
 ): Promise<number> {
-  const client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
+  const tls = cp.operatorTls();
+  const client = new OvsdbClient({
+    remotes: [cp.remoteFor('operator')],
+    database: DB_NAME,
+    ...(tls ? { tls } : {}),
+  });
   await client.connect();
   try {
     const m = await client.monitor(DB_NAME, { Global: {}, Node_Status: {} });

@@ -89,11 +89,13 @@ export class DemoSession {
     say: (l: string) => void,
     watchMs: number,
   ): Promise<DemoSession> {
-    const store = await StoreSession.open(cp.db, {
-      ...DESIRED_STATE_MONITOR,
-      ...PLAN_HEAD_MONITOR,
-      Node_Status: {},
-    });
+    // As the operator: TLS with the operator's certificate, through RBAC (src/store/db/rbac.ts).
+    const store = await StoreSession.open(
+      cp.remoteFor('operator'),
+      { ...DESIRED_STATE_MONITOR, ...PLAN_HEAD_MONITOR, Node_Status: {} },
+      5000,
+      cp.operatorTls(),
+    );
     const d = new DemoSession(lab, cp, store, say, watchMs);
     d.#notePublished();
     store.monitor.on('update', () => d.#notePublished());

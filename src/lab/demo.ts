@@ -86,7 +86,11 @@ async function demoUp(
     },
     progress: cpProgress,
   }).finally(() => cpProgress?.end());
-  say(`  the store: DB=${cp.db}; every change below is what \`sluice ... --db $DB\` writes`);
+  const [, db, ...tls] = cp.operatorArgs();
+  say(
+    `  the store: DB=${db}; every change below is what \`sluice ... --db $DB\` writes as the operator ` +
+      `(${tls.join(' ') || 'no TLS'}; mutual TLS and RBAC)`,
+  );
   return DemoSession.open(lab, cp, say, watchMs);
 }
 
