@@ -20,6 +20,10 @@ have tcpdump || need+=(tcpdump)
 have ping || need+=(iputils-ping)
 have hping3 || need+=(hping3)
 have bird || need+=(bird2)
+# OVN's northbound/southbound databases, ovn-northd and ovn-nbctl/-sbctl (test/e2e/ovn-sync.test.ts starts its own;
+# the package's system services are not used), and ovn-controller (docs/ovn.md)
+have ovn-northd || need+=(ovn-central)
+have ovn-controller || need+=(ovn-host)
 if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then

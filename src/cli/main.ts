@@ -15,6 +15,7 @@ import { registerSimCommands } from '../sim/cli.ts';
 import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
 import { generationJson } from './json.ts';
+import { registerOvnCommands } from './ovn.ts';
 import { registerRolloutCommand } from './rollout.ts';
 import {
   defaultDb,
@@ -180,6 +181,7 @@ export function buildProgram(): Command {
   registerDaemonCommands(program);
   registerStoreCommands(program);
   registerRolloutCommand(program);
+  registerOvnCommands(program);
   return program;
 }
 

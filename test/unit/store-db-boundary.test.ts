@@ -59,7 +59,8 @@ test('the search finds a raw table access, a raw operation and a column cast, an
 
 test('outside src/store/db, src/ and bench/ reach Sluice rows only through it', () => {
   const files = [...tsFiles(`${ROOT}src`), ...tsFiles(`${ROOT}bench`)].filter(
-    (f) => !f.startsWith(`${ROOT}src/store/db/`),
+    // src/ovn reads OVN's Northbound database, which has a Load_Balancer table of its own (not Sluice's).
+    (f) => !f.startsWith(`${ROOT}src/store/db/`) && !f.startsWith(`${ROOT}src/ovn/`),
   );
   assert.ok(files.length > 80, `only ${files.length} files`);
   const problems = files.flatMap((f) =>
