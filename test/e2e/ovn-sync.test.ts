@@ -42,6 +42,19 @@ async function sbctl(...args: string[]): Promise<string> {
   return stdout.trim();
 }
 
+/** `sluice ovn sync <extra>` against this test's NB, SB and store. */
+const syncArgs = (...extra: string[]) => [
+  'ovn',
+  'sync',
+  ...extra,
+  '--nb',
+  nb.unixRemote,
+  '--sb',
+  sb.unixRemote,
+  '--db',
+  store.unixRemote,
+];
+
 const uuidOf = async (table: string, cond: string) => sbctl('--bare', '--columns=_uuid', 'find', table, cond);
 
 const config = (): Config => storedConfig(session.replica).config;
@@ -143,17 +156,7 @@ describe('sluice ovn sync against real ovn-central', {
     await nbctl('set', 'Load_Balancer', 'web', 'external_ids:sluice=true');
     await nbctl('lb-add', 'other', '10.0.0.20:80', '10.0.1.11:80'); // not selected: never served
     const cfg = storedDesiredCfg(session.replica);
-    const out = await runSluice([
-      'ovn',
-      'sync',
-      '--dry-run',
-      '--nb',
-      nb.unixRemote,
-      '--sb',
-      sb.unixRemote,
-      '--db',
-      store.unixRemote,
-    ]);
+    const out = await runSluice(syncArgs('--dry-run'));
     assert.match(out, /\+ load balancer ovn-web-10.0.0.10-80 added/);
     assert.match(out, /\+ backend ovn-web-10.0.0.10-80 10.0.1.12:8080 added/);
     assert.doesNotMatch(out, /other|10\.0\.0\.20/);
@@ -163,16 +166,7 @@ describe('sluice ovn sync against real ovn-central', {
   });
 
   test('the daemon serves lb-add, backend changes and set Load_Balancer as sluice edits', async () => {
-    children.start('sync', [
-      'ovn',
-      'sync',
-      '--nb',
-      nb.unixRemote,
-      '--sb',
-      sb.unixRemote,
-      '--db',
-      store.unixRemote,
-    ]);
+    children.start('sync', syncArgs());
     await until(
       'web imported',
       () => placed('ovn-web-10.0.0.10-80') === '10.0.1.11:8080@host1,10.0.1.12:8080@host2',
@@ -258,34 +252,16 @@ describe('sluice ovn sync against real ovn-central', {
     await until('only the hand-made load balancer left', () => ovnLbs().length === 0);
     assert.ok(lbByName('handmade') !== undefined);
     await children.kill('sync', 'SIGTERM');
-    const r = await execSluice([
-      'ovn',
-      'sync',
-      '--once',
-      '--nb',
-      nb.unixRemote,
-      '--sb',
-      sb.unixRemote,
-      '--db',
-      store.unixRemote,
-    ]);
+    const r = await execSluice(syncArgs('--once'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /no changes\nno change \(desired_cfg \d+\)/);
   });
 
   test('an unreachable OVN database fails within the deadline, naming it', async () => {
     const r = await execSluice([
-      'ovn',
-      'sync',
-      '--once',
-      '--timeout',
-      '1',
-      '--nb',
+      ...syncArgs('--once', '--timeout', '1'),
+      '--nb', // the last --nb wins
       `unix:${join(dir, 'absent.sock')}`,
-      '--sb',
-      sb.unixRemote,
-      '--db',
-      store.unixRemote,
     ]);
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stderr, /cannot reach OVN's Northbound \(--nb\)/);

@@ -15,10 +15,10 @@ import { diffConfigs, formatChanges } from '../../src/store/config-diff.ts';
 
 const current = parseConfig({
   nodes: [
-    { name: 'gw1', role: 'gateway', tunnelIp: '192.168.100.1' },
-    { name: 'host1', role: 'host', tunnelIp: '192.168.100.11' },
-    { name: 'host2', role: 'host', tunnelIp: '192.168.100.12' },
-  ],
+    ['gw1', 'gateway', 1],
+    ['host1', 'host', 11],
+    ['host2', 'host', 12],
+  ].map(([name, role, n]) => ({ name, role, tunnelIp: `192.168.100.${n}` })),
   loadBalancers: [
     { name: 'handmade', vip: '203.0.113.50', ports: [80], backends: [] },
     { name: 'ovn-stale-10.0.0.99-80', vip: '10.0.0.99', ports: [80], backends: [] },
