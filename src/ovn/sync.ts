@@ -175,21 +175,28 @@ export class OvnSync {
 
   /**
    * Keeps syncing: after every change in the NB, the SB or the store (another writer), one sync step runs (a change
-   * during a step runs it once more). Resolves with a stop function.
+   * during a step runs it once more; a failed step is tried again a second later). Returns a stop function.
    */
   watch(onResult: (r: SyncResult) => void, onError: (e: Error) => void): () => void {
     let stopped = false;
+    let retry: NodeJS.Timeout | undefined;
+    const kick = () => loop.schedule();
     const loop = new SerialLoop(
       async () => onResult(await this.syncOnce(false)),
-      onError,
+      (e) => {
+        onError(e);
+        // A failed write (the store unreachable, concurrent writers) is tried again without waiting for a change.
+        clearTimeout(retry);
+        retry = setTimeout(kick, 1000);
+      },
       () => stopped,
     );
-    const kick = () => loop.schedule();
     const monitors = [this.#nb, this.#sb, this.#store.monitor];
     for (const m of monitors) m.on('update', kick);
     kick();
     return () => {
       stopped = true;
+      clearTimeout(retry);
       for (const m of monitors) m.off('update', kick);
     };
   }
