@@ -12,7 +12,7 @@ import type { JsAtom, JsRow, JsValue } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import { type ConfigChange, diffConfigs } from '../store/config-diff.ts';
-import { DESIRED_STATE_MONITOR } from '../store/db/index.ts';
+import { DB_NAME, DESIRED_STATE_MONITOR, ovnSkippedOps } from '../store/db/index.ts';
 import { editDesiredState, parseRemotes, StoreSession, storedConfig } from '../store/operator.ts';
 import { type Note, type OvnLoadBalancer, type OvnSnapshot, type Skipped, translate } from './translate.ts';
 
@@ -164,6 +164,9 @@ export class OvnSync {
       last = translate(snap, current);
       return last.doc;
     });
+    // The status entry `sluice status` shows: what is not served and why (written only when it changes).
+    const status = ovnSkippedOps(this.#store.replica, last!.skipped);
+    if (status.length > 0) await this.#store.client.transact(DB_NAME, ...status);
     return {
       changed: r.changed,
       changes: r.changes,

@@ -11,6 +11,7 @@ import { formatIp, parseIp } from '../model/ip.ts';
 import { validateConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { type ConfigDocument, configDocument } from '../store/config-diff.ts';
+import { formatOvnRow } from '../store/db/ovn-status.ts';
 
 /** The prefix of every load balancer the importer owns. */
 export const OVN_LB_PREFIX = 'ovn-';
@@ -360,11 +361,9 @@ export function translate(snap: OvnSnapshot, current: Config): Translation {
 
 /** One line per skipped row: `skipped: load balancer web, VIP 10.0.0.10:80, backend 10.0.1.5:8080: why`. */
 export function formatSkipped(s: Skipped): string {
-  const where = [`load balancer ${s.lb}`, s.vip && `VIP ${s.vip}`, s.backend && `backend ${s.backend}`];
-  return `skipped: ${where.filter(Boolean).join(', ')}: ${s.reason}`;
+  return `skipped: ${formatOvnRow(s)}: ${s.reason}`;
 }
 
 export function formatNote(n: Note): string {
-  const where = [`load balancer ${n.lb}`, n.vip && `VIP ${n.vip}`, n.backend && `backend ${n.backend}`];
-  return `note: ${where.filter(Boolean).join(', ')}: ${n.message}`;
+  return `note: ${formatOvnRow(n)}: ${n.message}`;
 }

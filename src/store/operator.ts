@@ -24,16 +24,19 @@ import {
   desiredStateOps,
   fenceMarks,
   fenceRecordOp,
+  formatOvnRow,
   gatewayGeneration,
   isConflict,
   NodeStatusTable,
   nodeStatus,
   OPERATOR_FENCED_KEY,
+  type OvnSkippedRow,
   observedPlannerStep,
   PLAN_MONITOR,
   publishedGeneration,
   publishedPlanHead,
   readDesiredState,
+  readOvnSkipped,
   readPlan,
   readStoreView,
   rows,
@@ -457,6 +460,8 @@ export interface StatusReport {
   /** Slots of the latest generation that keep a previous owner with connections ('waits'), or that cannot move
    *  because their chain is full ('chain-full'): the planner's own notes, recomputed from the same store state. */
   readonly waitingSlots: readonly SlotWait[];
+  /** OVN rows `sluice ovn sync` does not serve, and why (docs/ovn.md); empty without the importer. */
+  readonly ovnSkipped: readonly OvnSkippedRow[];
 }
 
 export interface SlotWait {
@@ -558,6 +563,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
     backends,
     waiting: { gateways: behind('gateway'), hosts: behind('host') },
     waitingSlots: slotWaits(r, now),
+    ovnSkipped: readOvnSkipped(r),
   };
 }
 
@@ -647,6 +653,11 @@ export function formatStatus(s: StatusReport): string {
     lines.push('');
     lines.push('slots keeping previous owners that hold connections, or waiting to move on a full chain:');
     for (const w of s.waitingSlots) lines.push(`  ${w.message}`);
+  }
+  if (s.ovnSkipped.length > 0) {
+    lines.push('');
+    lines.push(`OVN rows sluice ovn sync does not serve (${s.ovnSkipped.length}):`);
+    for (const o of s.ovnSkipped) lines.push(`  ${formatOvnRow(o)}: ${o.reason}`);
   }
   return lines.join('\n');
 }

@@ -223,11 +223,10 @@ describe('sluice ovn sync against real ovn-central', {
     const before = JSON.stringify(config());
     await nbctl('lb-add', 'noport', '10.0.0.30', '10.0.1.12');
     await nbctl('lb-add', 'sctp', '10.0.0.31:80', '10.0.1.12:80', 'sctp');
-    await nbctl('lb-add', 'elsewhere', '10.0.0.32:80', '10.0.1.12:80');
     await nbctl('lsp-add', 'sw0', 'vm9', '--', 'lsp-set-addresses', 'vm9', '00:00:00:00:01:99 10.0.1.99');
     await nbctl('--wait=sb', 'sync');
     await sbctl('lsp-bind', 'vm9', 'ch9');
-    await nbctl('lb-add', 'elsewhere', '10.0.0.32:80', '10.0.1.99:80');
+    await nbctl('lb-add', 'elsewhere', '10.0.0.32:80', '10.0.1.12:80,10.0.1.99:80');
     for (const lb of ['noport', 'sctp', 'elsewhere'])
       await nbctl('set', 'Load_Balancer', lb, 'external_ids:sluice=true');
     await logged(/load balancer noport, VIP 10\.0\.0\.30: a VIP without a port is not served/);
@@ -245,11 +244,17 @@ describe('sluice ovn sync against real ovn-central', {
       now.loadBalancers.filter((lb) => lb.name !== 'ovn-elsewhere-10.0.0.32-80'),
     );
     assert.equal(children.get('sync')?.exitCode, null, 'the daemon is still running');
+    // The status entry: `sluice status` lists what is not served and why.
+    const status = await runSluice(['status', '--db', store.unixRemote]);
+    assert.match(status, /OVN rows sluice ovn sync does not serve \(3\):/);
+    assert.match(status, /load balancer sctp: protocol sctp is not served/);
   });
 
   test('lb-del removes what OVN no longer asks for; --once on an unchanged OVN writes nothing', async () => {
     for (const lb of ['web', 'elsewhere', 'noport', 'sctp']) await nbctl('lb-del', lb);
     await until('only the hand-made load balancer left', () => ovnLbs().length === 0);
+    const status = await runSluice(['status', '--db', store.unixRemote]);
+    assert.doesNotMatch(status, /OVN rows/);
     assert.ok(lbByName('handmade') !== undefined);
     await children.kill('sync', 'SIGTERM');
     const r = await execSluice(syncArgs('--once'));

@@ -4,6 +4,7 @@ export * from './columns.ts';
 export * from './desired.ts';
 export * from './encoding.ts';
 export * from './ops.ts';
+export * from './ovn-status.ts';
 export * from './plans.ts';
 export * from './read.ts';
 export * from './status.ts';

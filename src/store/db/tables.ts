@@ -352,3 +352,6 @@ export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
 export const SECOND_CHANCE_KEY = 'second_chance_packets';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
+/** Global.external_ids, set by `sluice ovn sync`: the OVN rows it could not serve, JSON [{lb, vip?, backend?,
+ *  reason}] (docs/ovn.md); absent or "[]" when it serves everything selected. `sluice status` prints them. */
+export const OVN_SKIPPED_KEY = 'ovn_sync_skipped';
