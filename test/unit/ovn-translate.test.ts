@@ -1,8 +1,9 @@
-// The OVN -> sluice translation (src/ovn/translate.ts), pure: hand-built OVN rows (fakes of what the NB and SB
+// The OVN -> sluice translation (src/ovn/translate.ts) and the reading of OVN rows (readSnapshot), pure: hand-built OVN rows (fakes of what the NB and SB
 // databases hold, in the shape src/ovn/sync.ts reads them) against a desired state with gateways and hosts.
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/model/schema.ts';
+import { readSnapshot } from '../../src/ovn/sync.ts';
 import {
   formatSkipped,
   type OvnLoadBalancer,
@@ -11,6 +12,8 @@ import {
   sluiceLbName,
   translate,
 } from '../../src/ovn/translate.ts';
+import type { JsRow } from '../../src/ovsdb/protocol.ts';
+import { Replica } from '../../src/ovsdb/replica.ts';
 import { diffConfigs, formatChanges } from '../../src/store/config-diff.ts';
 
 const current = parseConfig({
@@ -249,4 +252,50 @@ test('translation is idempotent: translating its own result changes nothing', ()
   const once = parseConfig(translate(s, current).doc);
   const twice = parseConfig(translate(s, once).doc);
   assert.deepEqual(diffConfigs(once, twice), []);
+});
+
+test('readSnapshot reads OVN rows from replicas and resolves health-check and encap references', () => {
+  // Fake replicas: rows as the OVSDB client decodes them (maps as Map, sets as arrays, optional as value/undefined).
+  const nb = new Replica();
+  const sb = new Replica();
+  const row = (table: string, uuid: string, cols: Record<string, unknown>) => ({
+    table,
+    uuid,
+    old: undefined,
+    new: { _uuid: uuid, ...cols } as JsRow,
+  });
+  nb.apply([
+    row('Load_Balancer_Health_Check', 'hc1', { vip: '10.0.0.10:80', options: new Map([['interval', '5']]) }),
+    row('Load_Balancer', 'lb1', {
+      name: 'web',
+      vips: new Map([['10.0.0.10:80', '10.0.1.11:8080']]),
+      protocol: undefined,
+      options: new Map(),
+      selection_fields: ['ip_src'],
+      ip_port_mappings: new Map(),
+      health_check: ['hc1'],
+      external_ids: new Map([['sluice', 'true']]),
+    }),
+    row('Logical_Switch_Port', 'p1', {
+      name: 'vm1',
+      addresses: ['dynamic'],
+      dynamic_addresses: '00:00:00:00:01:01 10.0.1.11',
+    }),
+  ]);
+  sb.apply([
+    row('Encap', 'e1', { ip: '192.168.100.11' }),
+    row('Chassis', 'c1', { name: 'ch1', encaps: ['e1'] }),
+    row('Port_Binding', 'b1', { logical_port: 'vm1', mac: [], chassis: 'c1', additional_chassis: [] }),
+  ]);
+  const s = readSnapshot(nb, sb);
+  assert.deepEqual(s.chassis, [{ uuid: 'c1', name: 'ch1', encapIps: ['192.168.100.11'] }]);
+  assert.deepEqual(s.loadBalancers[0]?.healthChecks, [
+    { vip: '10.0.0.10:80', options: new Map([['interval', '5']]) },
+  ]);
+  assert.deepEqual(s.switchPorts[0]?.addresses, ['dynamic', '00:00:00:00:01:01 10.0.1.11']);
+  const t = translate(s, current);
+  assert.equal(
+    t.doc.loadBalancers.find((l) => l.name === 'ovn-web-10.0.0.10-80')?.backends[0]?.host,
+    'host1',
+  );
 });
