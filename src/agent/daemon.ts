@@ -52,6 +52,7 @@ import {
   stillReleasedOp,
   update,
 } from '../store/db/index.ts';
+import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
@@ -77,6 +78,9 @@ export interface AgentOptions {
   readonly heartbeatMs?: number;
   readonly withdrawCmd?: string;
   readonly announceCmd?: string;
+  /** Gateway: the control socket of this gateway's BIRD (docs/design/routing.md). Announce = enable its VIP routes,
+   *  withdraw = disable them; with it the agent also withdraws on shutdown and reports BGP and BFD state. */
+  readonly birdSocket?: string;
   /** The old rule (withdraw after a lease without the store), kept only as the negative control of
    *  the outage tests: with it a store outage takes every gateway out of ECMP. */
   readonly withdrawOnStoreSilence?: boolean;
@@ -124,6 +128,11 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       name: 'sluice_agent_bundle_lines',
       help: 'lines of the last bundle per bridge',
       labelNames: ['bridge'],
+      registers: r,
+    }),
+    bgpEstablished: new Gauge({
+      name: 'sluice_agent_bgp_established',
+      help: "1 while the gateway's BGP session to its router is established (gateways with --bird-socket)",
       registers: r,
     }),
     applyErrors: new Counter({
@@ -256,7 +265,12 @@ export class AgentDaemon {
   /** Since when applying the target fails (ms), undefined = not failing. */
   #failingSince: number | undefined;
   #forceApply = false;
+  /** ovs-vswitchd is gone, or restarted and not yet programmed again (cleared by a successful apply). */
+  #datapathLost = false;
   #vswitchdPid: number | undefined;
+  readonly #bird: BirdControl | undefined;
+  #routing: RoutingState | undefined;
+  #routingError: string | undefined;
   readonly #programmer: NodeProgrammer;
   /** The last plan config parsed, by its Plan_Config row UUID (rows are never modified). */
   #configCache: { ref: string; config: Config } | undefined;
@@ -280,6 +294,8 @@ export class AgentDaemon {
     this.registry = o.registry ?? new Registry();
     this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
+    this.#bird =
+      o.role === 'gateway' && o.birdSocket !== undefined ? new BirdControl(o.birdSocket) : undefined;
     this.client = new OvsdbClient({
       remotes: o.remotes,
       tls: o.tls,
@@ -347,6 +363,16 @@ export class AgentDaemon {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#reportTimer) clearInterval(this.#reportTimer);
     this.health?.stop();
+    // A gateway that stops leaves ECMP first (its routes withdrawn while the datapath still forwards).
+    if (this.#bird !== undefined)
+      await this.#bird.withdraw().then(
+        () => this.#log.info({ event: 'withdrawn', reason: 'shutdown' }, 'withdrawn from ECMP (shutdown)'),
+        (e: unknown) =>
+          this.#log.error(
+            { event: 'withdraw-failed', err: (e as Error).message },
+            `withdraw failed: ${(e as Error).message}`,
+          ),
+      );
     this.client.close();
   }
 
@@ -360,6 +386,7 @@ export class AgentDaemon {
       target: r ? this.#target(r) : undefined,
       error: this.#error,
       fence: this.#fence,
+      routing: this.#routing === undefined ? this.#routingError : formatRoutingState(this.#routing),
       store: this.client.state,
       vswitchdPid: this.#vswitchdPid,
       health: this.health ? Object.fromEntries(this.health.states()) : undefined,
@@ -423,10 +450,37 @@ export class AgentDaemon {
     const rejoin =
       this.#o.role === 'gateway' &&
       mayRejoin(this.#fence) &&
+      !this.#datapathLost &&
       this.#applied === target &&
       this.#error === undefined &&
       target > 0;
     if (beatDue || ackDue || rejoin) await this.#writeStatus(r, target, rejoin);
+    if (beatDue) this.#refreshRouting();
+  }
+
+  #readingRouting = false;
+
+  /** Reads BGP and BFD state from this gateway's BIRD for the next heartbeat (never waited for). */
+  #refreshRouting(): void {
+    if (this.#bird === undefined || this.#readingRouting) return;
+    this.#readingRouting = true;
+    this.#bird
+      .state()
+      .then(
+        (st) => {
+          this.#routing = st;
+          this.#routingError = undefined;
+          this.#m.bgpEstablished.set(Object.values(st.bgp).some((x) => x === 'Established') ? 1 : 0);
+        },
+        (e: unknown) => {
+          this.#routing = undefined;
+          this.#routingError = `BIRD: ${(e as Error).message.split('\n')[0]}`;
+          this.#m.bgpEstablished.set(0);
+        },
+      )
+      .finally(() => {
+        this.#readingRouting = false;
+      });
   }
 
   #acked = -1;
@@ -443,11 +497,13 @@ export class AgentDaemon {
         );
         this.#m.vswitchdRestarts.inc();
         this.#forceApply = true;
+        this.#datapathLost = true;
         this.#programmer.invalidate('ovs-vswitchd restarted');
       } else {
         this.#log.warn({ event: 'vswitchd-down', old: this.#vswitchdPid }, 'ovs-vswitchd is not running');
         this.#error = 'ovs-vswitchd is not running';
         this.#failingSince ??= Date.now();
+        this.#datapathLost = true;
       }
       this.#vswitchdPid = pid;
     }
@@ -494,6 +550,7 @@ export class AgentDaemon {
       this.#error = undefined;
       this.#failingSince = undefined;
       this.#forceApply = false;
+      this.#datapathLost = false;
       this.#m.applied.set(target);
       this.#m.applySeconds.observe((performance.now() - t0) / 1000);
       for (const [b, n] of Object.entries(res.bundleLines)) this.#m.bundleLines.set({ bridge: b }, n);
@@ -559,6 +616,7 @@ export class AgentDaemon {
     const marks = fenceMarks(r === undefined ? undefined : nodeStatus(r, this.#o.node));
     if (marks.byPlanner !== undefined) return 'planner-record';
     if (marks.byOperator !== undefined) return 'operator-record';
+    if (this.#datapathLost) return 'datapath-down';
     const lease = this.#o.leaseMs ?? 10_000;
     if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
       return 'behind';
@@ -583,9 +641,10 @@ export class AgentDaemon {
     if (event === undefined) return;
     const t = nextFence(this.#fence, event, { withdrawOnStoreSilence: this.#o.withdrawOnStoreSilence });
     if (t === undefined) return;
-    if (t.action === 'withdraw' && this.#o.withdrawCmd) {
+    if (t.action === 'withdraw') {
       try {
-        await runHookCommand(this.#o.withdrawCmd, this.#o.node);
+        await this.#bird?.withdraw();
+        if (this.#o.withdrawCmd) await runHookCommand(this.#o.withdrawCmd, this.#o.node);
       } catch (e) {
         this.#log.error(
           { event: 'withdraw-failed', err: (e as Error).message },
@@ -639,6 +698,14 @@ export class AgentDaemon {
         fenced: fencedFlag,
         role: this.#o.role,
         clearFenceRecords: rejoin,
+        ...(this.#bird === undefined
+          ? {}
+          : {
+              routing:
+                this.#routing === undefined
+                  ? (this.#routingError ?? 'not read yet')
+                  : formatRoutingState(this.#routing),
+            }),
         ...(this.#o.role === 'host'
           ? { secondChance: JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())) }
           : {}),
@@ -679,7 +746,9 @@ export class AgentDaemon {
     if (t === undefined) return;
     this.#setFence(t.to);
     const cmd = this.#o.announceCmd;
+    // The hook first (in the lab it re-opens the router's side of a fenced session), then the VIP routes.
     (cmd ? runHookCommand(cmd, this.#o.node) : Promise.resolve())
+      .then(() => this.#bird?.announce())
       .then(() => {
         this.#setFence(nextFence(this.#fence, 'announce-ok')?.to ?? this.#fence);
         this.#log.info(

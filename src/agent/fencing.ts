@@ -29,6 +29,8 @@ export type FenceEvent =
   | 'apply-failing'
   /** The released generation is two or more ahead of the one applied: the others moved on without this gateway. */
   | 'behind'
+  /** Its own ovs-vswitchd is gone, or restarted and not yet programmed again: it would black-hole what it gets. */
+  | 'datapath-down'
   /** A fence record on this gateway's own Node_Status row. */
   | 'planner-record'
   | 'operator-record'
@@ -62,6 +64,7 @@ export const FENCE_TABLE: Readonly<
 > = {
   unknown: {
     'apply-failing': withdraw,
+    'datapath-down': withdraw,
     'planner-record': byPlanner,
     'operator-record': byOperator,
     'rejoin-acked': rejoin,
@@ -69,6 +72,7 @@ export const FENCE_TABLE: Readonly<
   announced: {
     'apply-failing': withdraw,
     behind: withdraw,
+    'datapath-down': withdraw,
     // Out already (the fence command did it): no command, then rejoin like after a withdrawal of its own.
     'planner-record': byPlanner,
     'operator-record': byOperator,

@@ -254,6 +254,7 @@ interface AgentCliOptions {
   lease: string;
   withdrawCmd?: string;
   announceCmd?: string;
+  birdSocket?: string;
   withdrawOnStoreSilence?: boolean;
   heartbeat: string;
   healthInterval: string;
@@ -297,6 +298,10 @@ function agentCommand(program: Command): void {
       'gateway: shell command that withdraws this gateway ("$1", SLUICE_NODE) from the upstream ECMP set',
     )
     .option('--announce-cmd <cmd>', 'gateway: shell command that (re-)announces it')
+    .option(
+      '--bird-socket <path>',
+      "gateway: control socket of this gateway's BIRD; announce/withdraw = enable/disable its VIP routes (docs/design/routing.md)",
+    )
     .option(
       '--withdraw-on-store-silence',
       'gateway: the old rule (withdraw after a lease without the store); for negative-control tests only',
@@ -362,8 +367,9 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     log,
     leaseMs: num('--lease', o.lease) * 1000,
     heartbeatMs: num('--heartbeat', o.heartbeat, 50),
-    withdrawCmd: o.withdrawCmd,
-    announceCmd: o.announceCmd,
+    withdrawCmd: o.withdrawCmd || undefined,
+    announceCmd: o.announceCmd || undefined,
+    birdSocket: o.birdSocket || undefined,
     withdrawOnStoreSilence: o.withdrawOnStoreSilence === true,
     vswitchdPid: () => pidOf(`${rundir}/ovs-vswitchd.pid`),
     health: {

@@ -65,6 +65,9 @@ export function formatLabStatus(s: LabStatus): string {
     for (const [vip, gws] of ecmp)
       lines.push(`  ${vip} -> ${gws.length > 0 ? gws.join(', ') : '(none: unreachable)'}`);
   }
+  if (s.routing !== undefined) lines.push(`routing: ${s.routing}`);
+  for (const [gw, r] of Object.entries(s.sessions))
+    lines.push(`  ${gw.padEnd(8)} BGP ${r.bgp}, BFD ${r.bfd}`);
   return lines.join('\n');
 }
 
@@ -103,7 +106,7 @@ export function formatControlPlaneStatus(c: LabControlPlaneStatus | undefined): 
 }
 
 /** Flags of `lab up` that are also lab config file fields (commander option name = file field name). */
-const FILE_FLAGS = ['prefix', 'gateways', 'hosts', 'backendsPerHost', 'clients', 'ipv6'] as const;
+const FILE_FLAGS = ['prefix', 'gateways', 'hosts', 'backendsPerHost', 'clients', 'ipv6', 'routing'] as const;
 
 /**
  * The lab config of `lab up`: the file (`--config`, YAML or JSON) when given, with the flags the user typed
@@ -128,7 +131,11 @@ export function labUpConfig(
   }
   const overrides: Record<string, unknown> = { runRoot: o.runRoot };
   for (const k of FILE_FLAGS) if (cmd.getOptionValueSource(k) === 'cli') overrides[k] = o[k];
-  return parseLabConfigFile(decodeConfigText(text, o.config), o.config, overrides as LabConfigInput);
+  const doc = decodeConfigText(text, o.config);
+  // `lab up` routes with BGP unless the flag or the file says otherwise (the library's default stays static).
+  const fileRouting = typeof doc === 'object' && doc !== null && 'routing' in doc;
+  if (!fileRouting && o.routing !== undefined) overrides.routing = o.routing;
+  return parseLabConfigFile(doc, o.config, overrides as LabConfigInput);
 }
 
 export function registerLabCommands(program: Command): void {
@@ -172,6 +179,11 @@ function labUpCommand(lab: Command): void {
     .option('--backends-per-host <n>', 'backends on each host', int('backends-per-host'), 2)
     .option('--clients <n>', 'client namespaces', int('clients'), 2)
     .option('--ipv6', 'add the IPv6 VIP 2001:db8::10', false)
+    .option(
+      '--routing <mode>',
+      'bgp (BIRD on the router and every gateway, BFD; the agents announce) or static (a script edits the ECMP routes)',
+      'bgp',
+    )
     .option('--replace', 'tear down an existing lab with the same prefix first', false)
     .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)
     .option('--no-control-plane', 'build only the data plane (no store, planners or agents)')

@@ -35,7 +35,14 @@ export interface LabConfig {
   readonly vips: readonly LabVip[];
   /** Parent of the lab's run directory (`<runRoot>/<prefix>/`). */
   readonly runRoot: string;
+  /** How the router learns which gateways serve the VIPs: `bgp` (BIRD on the router and every gateway, BFD; the
+   *  agents announce) or `static` (a script edits the router's ECMP routes; for users without BGP).
+   *  docs/design/routing.md. */
+  readonly routing: LabRouting;
 }
+
+export type LabRouting = 'bgp' | 'static';
+export const LAB_ROUTINGS: readonly LabRouting[] = ['bgp', 'static'];
 
 export const DEFAULT_PREFIX = 'sl-';
 export const DEFAULT_RUN_ROOT = '/run/sluice-lab';
@@ -193,6 +200,10 @@ function checkLab(
   if (!PREFIX_RE.test(base.prefix)) {
     issues.push(labIssue('prefix', `${JSON.stringify(base.prefix)} must match [a-z][a-z0-9-]{0,11}`));
   }
+  if (!LAB_ROUTINGS.includes(base.routing))
+    issues.push(
+      labIssue('routing', `${JSON.stringify(base.routing)} must be one of ${LAB_ROUTINGS.join(', ')}`),
+    );
   let sizesOk = sizesKnown;
   for (const [field, [lo, hi]] of Object.entries(SIZE_RANGES) as [SizeField, readonly [number, number]][]) {
     const v = base[field];
@@ -293,6 +304,7 @@ function baseOf(input: LabConfigInput): Omit<LabConfig, 'vips'> {
     udp: input.udp ?? true,
     ipv6: input.ipv6 ?? false,
     runRoot: input.runRoot ?? DEFAULT_RUN_ROOT,
+    routing: input.routing ?? 'static',
   };
 }
 
@@ -343,6 +355,7 @@ const LAB_FILE_FIELDS = {
   backendPort: z.number().optional(),
   udp: z.boolean().optional(),
   ipv6: z.boolean().optional(),
+  routing: z.enum(['bgp', 'static']).optional(),
 };
 
 /** The top level with `vips` items left unchecked (validated one by one). */

@@ -28,9 +28,10 @@ import {
 } from '../store/db/index.ts';
 import { accessControlOps } from '../store/db/rbac.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
-import { labEcmpCommand, labFenceTemplate } from './ecmp.ts';
+import { labEcmpCommand, labFenceTemplate, labRouterSessionCommand } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { Pki } from './pki.ts';
+import { birdSocket } from './routing.ts';
 import { expectedProgram, type Lab, labJsonPath } from './topology.ts';
 
 export interface ControlPlaneOptions {
@@ -250,7 +251,16 @@ export function agentArgs(
     String(opts.leaseSeconds ?? 10),
     '--metrics',
     '127.0.0.1:0',
-    ...(n.role === 'gateway'
+    ...(n.role === 'gateway' && cp.lab.routing === 'bgp'
+      ? [
+          '--bird-socket',
+          birdSocket(cp.lab.facts.runDir, node),
+          // Re-opens the router's side of the session if the planner's fence shut it.
+          '--announce-cmd',
+          labRouterSessionCommand(cp.lab, node, 'announce'),
+        ]
+      : []),
+    ...(n.role === 'gateway' && cp.lab.routing === 'static'
       ? [
           '--withdraw-cmd',
           labEcmpCommand(cp.lab, node, 'withdraw'),
@@ -509,10 +519,27 @@ export async function waitConverged(
         `${e.message}: ${state}`,
       );
     });
+    if (cp.lab.routing === 'bgp') await waitRoutes(cp, gateways, timeoutMs);
     return gen;
   } finally {
     client.close();
   }
+}
+
+/** BGP: the announcements reached the router (every VIP's ECMP route holds every gateway). */
+async function waitRoutes(cp: ControlPlane, gateways: readonly string[], timeoutMs: number): Promise<void> {
+  const want = [...gateways].sort().join(',');
+  const deadline = Date.now() + timeoutMs;
+  let ecmp: Record<string, string[]> = {};
+  while (Date.now() < deadline) {
+    ecmp = await cp.lab.ecmpGateways();
+    if (Object.values(ecmp).every((g) => g.join(',') === want)) return;
+    await sleep(50);
+  }
+  throw new SluiceError(
+    'SLUICE_E_LAB_COMMAND',
+    `the router's ECMP routes are ${JSON.stringify(ecmp)}, not ${want}`,
+  );
 }
 
 /** The control-plane processes of the lab whose run directory is `runDir` (from their pid files). */

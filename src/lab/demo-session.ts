@@ -226,11 +226,20 @@ export class DemoSession {
     return e.desiredCfg;
   }
 
-  /** The router withdraws or announces a gateway (what its agent's fence command runs). */
+  /** The router stops or starts sending to a gateway: with BGP its BIRD withdraws or announces the VIP routes (what
+   *  its agent does), with static routing lab-ecmp.sh edits the router's routes (what its withdraw command runs). */
   async ecmp(gw: string, action: 'withdraw' | 'announce'): Promise<void> {
-    await new Promise<void>((resolve, reject) =>
-      execFile('sh', ['-c', labEcmpCommand(this.lab, gw, action)], (err) => (err ? reject(err) : resolve())),
-    );
+    if (this.lab.routing === 'bgp') {
+      const set = new Set(Object.values(await this.lab.ecmpGateways()).flat());
+      if (action === 'withdraw') set.delete(gw);
+      else set.add(gw);
+      await this.lab.setEcmpGateways([...set].sort());
+    } else
+      await new Promise<void>((resolve, reject) =>
+        execFile('sh', ['-c', labEcmpCommand(this.lab, gw, action)], (err) =>
+          err ? reject(err) : resolve(),
+        ),
+      );
     const set = [...new Set(Object.values(await this.lab.ecmpGateways()).flat())].sort();
     this.say(`  router ECMP set: ${set.join(', ') || '(none)'}`);
   }

@@ -73,7 +73,7 @@ const gatewayLeaves: DemoScenario<{ before: number }> = {
   async run(d) {
     const before = d.generation();
     d.say(
-      '  maintenance: the router stops sending to gw1 (scripts/lab-ecmp.sh withdraw, what its agent runs to fence)',
+      '  maintenance: the router stops sending to gw1 (its VIP routes withdrawn, what its agent does to leave)',
     );
     await d.ecmp('gw1', 'withdraw');
     d.say(`  gw1's connections re-hash to gw2, which runs the same generation (${d.skew()})`);
@@ -90,7 +90,7 @@ const gatewayLeaves: DemoScenario<{ before: number }> = {
 const vswitchdKilled: DemoScenario<{ restored: boolean }> = {
   name: "gateway gw2's ovs-vswitchd killed, restarted, its agent restores every flow",
   async run(d) {
-    d.say('  the router withdraws gw2 as its BFD session goes down with the switch (lab-ecmp.sh withdraw)');
+    d.say('  gw2 leaves ECMP first (its VIP routes withdrawn), then its switch is killed');
     await d.ecmp('gw2', 'withdraw');
     const pid = await d.lab.node('gw2').killVswitchd('SIGKILL');
     d.say(`  gw2: ovs-vswitchd (pid ${pid}) killed`);

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
 import { terminalProgress } from '../progress.ts';
+import { LAB_ROUTINGS, type LabRouting } from './config.ts';
 import { type ControlPlane, startControlPlane } from './control-plane.ts';
 import { counterLine } from './demo-log.ts';
 import { DemoSession, type DemoStep } from './demo-session.ts';
@@ -42,6 +43,8 @@ export interface DemoOptions {
   readonly runRoot?: string;
   /** Progress of the start-up (lab, control plane) on stderr when it is a terminal (src/progress.ts). */
   readonly progress?: boolean;
+  /** How the lab's router learns the gateways (default `bgp`: BIRD and BFD; docs/design/routing.md). */
+  readonly routing?: LabRouting;
 }
 
 export interface DemoResult {
@@ -63,15 +66,20 @@ export interface DemoResult {
 async function demoUp(
   prefix: string,
   runRoot: { runRoot?: string },
-  opts: { say: (l: string) => void; watchMs: number; progress: boolean },
+  opts: { say: (l: string) => void; watchMs: number; progress: boolean; routing: LabRouting },
   started: (lab: Lab) => void,
 ): Promise<DemoSession> {
   const { say, watchMs } = opts;
-  say(`lab up (prefix ${prefix}): 2 gateways behind an ECMP router, 3 hosts x 2 backends, 2 clients`);
+  say(
+    `lab up (prefix ${prefix}): 2 gateways behind an ECMP router (${opts.routing === 'bgp' ? 'BGP + BFD, BIRD' : 'static routes'}), 3 hosts x 2 backends, 2 clients`,
+  );
   const labProgress = opts.progress ? terminalProgress('demo: lab up', 5) : undefined;
   let lab: Lab;
   try {
-    lab = await labUp({ prefix, ...runRoot }, { replace: true, progress: labProgress });
+    lab = await labUp(
+      { prefix, ...runRoot, routing: opts.routing },
+      { replace: true, progress: labProgress },
+    );
   } finally {
     labProgress?.end();
   }
@@ -156,7 +164,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   process.once('SIGTERM', onSignal);
   try {
     const watchMs = (opts.watchSeconds ?? 3) * 1000;
-    const d = await demoUp(prefix, runRoot, { say, watchMs, progress: opts.progress === true }, (l) => {
+    const up = { say, watchMs, progress: opts.progress === true, routing: opts.routing ?? 'bgp' } as const;
+    const d = await demoUp(prefix, runRoot, up, (l) => {
       lab = l;
     });
     demo = d;
@@ -192,14 +201,22 @@ export function registerDemoCommand(program: Command): void {
     )
     .option('--prefix <prefix>', 'namespace prefix of the lab', 'sl-')
     .option('--connections <n>', 'long-lived connections at start', '300')
-    .action(async (o: { prefix: string; connections: string }) => {
+    .option('--routing <mode>', 'bgp (BIRD + BFD) or static (a script edits the ECMP routes)', 'bgp')
+    .action(async (o: { prefix: string; connections: string; routing: string }) => {
       const n = Number(o.connections);
       if (!Number.isInteger(n) || n < 3 || n > 2000)
         throw new SluiceError(
           'SLUICE_E_USAGE',
           `--connections must be an integer in 3..2000, got ${o.connections}`,
         );
-      const r = await runDemo({ prefix: o.prefix, connections: n, progress: true });
+      if (!LAB_ROUTINGS.includes(o.routing as LabRouting))
+        throw new SluiceError('SLUICE_E_USAGE', `--routing must be bgp or static, got ${o.routing}`);
+      const r = await runDemo({
+        prefix: o.prefix,
+        connections: n,
+        progress: true,
+        routing: o.routing as LabRouting,
+      });
       const failedChecks = r.steps
         .filter((st) => st.problem !== undefined)
         .map((st) => `${st.name}: ${st.problem}`);

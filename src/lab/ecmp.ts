@@ -4,6 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
 import { underlayIp6 } from './config.ts';
+import { birdSocket, routerPeerName } from './routing.ts';
 import type { Lab } from './topology.ts';
 
 /**
@@ -22,6 +23,20 @@ export function labEcmpCommand(lab: Lab, gateway: string, action: 'withdraw' | '
   return ['bash', script, lock, lab.facts.router.netns, action, ...pairs].map(shellQuote).join(' ');
 }
 
+/**
+ * BGP routing: shuts (`withdraw`, the planner's fence) or re-opens (`announce`, the agent's --announce-cmd after it
+ * rejoined) the router's session with the gateway: `birdc -s <router socket> disable|enable <peer>`. A shut session
+ * withdraws every route the gateway announced, whatever state the gateway is in.
+ */
+export function labRouterSessionCommand(lab: Lab, gateway: string, action: 'withdraw' | 'announce'): string {
+  const gw = lab.node(gateway);
+  if (gw.role !== 'gateway') throw new SluiceError('SLUICE_E_USAGE', `${gateway} is not a gateway`);
+  const sock = birdSocket(lab.facts.runDir, 'router');
+  return ['birdc', '-s', sock, action === 'withdraw' ? 'disable' : 'enable', routerPeerName(gateway)]
+    .map(shellQuote)
+    .join(' ');
+}
+
 /** One POSIX shell word for `s` (single-quoted; a `'` inside closes, escapes and reopens): paths with spaces stay
  *  one argument. */
 export function shellQuote(s: string): string {
@@ -34,6 +49,7 @@ export function shellQuote(s: string): string {
  * (and fails for any other name).
  */
 export function labFenceTemplate(lab: Lab): string {
-  const arms = lab.gateways.map((gw) => `${gw.name}) ${labEcmpCommand(lab, gw.name, 'withdraw')};;`);
+  const fence = lab.routing === 'bgp' ? labRouterSessionCommand : labEcmpCommand;
+  const arms = lab.gateways.map((gw) => `${gw.name}) ${fence(lab, gw.name, 'withdraw')};;`);
   return `case "$1" in ${arms.join(' ')} *) echo "not a lab gateway: $1" >&2; exit 1;; esac`;
 }

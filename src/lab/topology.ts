@@ -10,6 +10,7 @@ import type { NodeFacts } from '../compile/facts.ts';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import type { Progress } from '../progress.ts';
+import { VIP_PROTOCOLS } from '../routing/bird.ts';
 import {
   DEFAULT_RUN_ROOT,
   type LabClientPlan,
@@ -56,6 +57,7 @@ import {
   ovsEnv,
   vswitchdStartCommands,
 } from './node.ts';
+import { type GatewayRouting, labBirdc, routerView, startLabRouting } from './routing.ts';
 import { runnableScript } from './scripts.ts';
 
 export interface LabRouterFacts {
@@ -345,8 +347,11 @@ function routerScript(plan: LabPlan): string[] {
       cmds.push(`ip -6 neigh replace ${underlayIp6(n.tunnelIp)} lladdr ${n.brPhyMac} dev eth0 nud permanent`);
     }
   }
-  const gws = plan.nodes.filter((n) => n.role === 'gateway').map((n) => n.tunnelIp);
-  for (const v of plan.config.vips) cmds.push(routeCommand(v, gws));
+  // With BGP, the router's BIRD installs the VIP routes once gateways announce them.
+  if (plan.config.routing === 'static') {
+    const gws = plan.nodes.filter((n) => n.role === 'gateway').map((n) => n.tunnelIp);
+    for (const v of plan.config.vips) cmds.push(routeCommand(v, gws));
+  }
   return cmds;
 }
 
@@ -569,17 +574,49 @@ export class Lab {
     return nsRun(this.facts.router.netns, cmd, args);
   }
 
-  /** Sets the router's ECMP next hops for every VIP to exactly these gateways (by name; [] = unreachable). */
+  /** How the router learns the gateways (lab.json of an older lab has no `routing`: static). */
+  get routing(): 'bgp' | 'static' {
+    return this.config.routing ?? 'static';
+  }
+
+  /**
+   * Sets the router's ECMP next hops for every VIP to exactly these gateways (by name; [] = unreachable). With BGP,
+   * as the agents would: enables the chosen gateways' VIP routes in their BIRD, disables the others', and waits until
+   * the router's kernel routes say so.
+   */
   async setEcmpGateways(names: readonly string[]): Promise<void> {
     const ips = names.map((n) => {
       const node = this.node(n);
       if (node.role !== 'gateway') throw new SluiceError('SLUICE_E_USAGE', `${n} is not a gateway`);
       return node.tunnelIp;
     });
-    await nsScript(
-      this.facts.router.netns,
-      this.config.vips.map((v) => routeCommand(v, ips)),
-    );
+    if (this.routing === 'static') {
+      await nsScript(
+        this.facts.router.netns,
+        this.config.vips.map((v) => routeCommand(v, ips)),
+      );
+      return;
+    }
+    for (const g of this.gateways)
+      for (const p of Object.values(VIP_PROTOCOLS))
+        await labBirdc(this.facts.runDir, g.name, [names.includes(g.name) ? 'enable' : 'disable', p]);
+    const want = [...names].sort().join(',');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const now = await this.ecmpGateways();
+      if (Object.values(now).every((gws) => gws.join(',') === want)) return;
+      if (Date.now() > deadline)
+        throw new SluiceError(
+          'SLUICE_E_LAB_COMMAND',
+          `the router's ECMP set is ${JSON.stringify(now)}, not ${want || 'empty'}, 10 s after BGP changes`,
+        );
+      await sleep(20);
+    }
+  }
+
+  /** The router's BGP and BFD session with every gateway ({} with static routing). */
+  async routingView(): Promise<Record<string, GatewayRouting>> {
+    return this.routing === 'bgp' ? routerView(this.facts.runDir, this.gateways) : {};
   }
 
   /** The gateways currently in the router's ECMP set, per VIP. */
@@ -813,11 +850,14 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     }
 
     prog?.step(4, `waiting for ${backendPlans.length} backends to listen`);
-    await waitForBackends(
-      plan.runDir,
-      cfg,
-      backendPlans.map((b) => b.name),
-    );
+    await Promise.all([
+      waitForBackends(
+        plan.runDir,
+        cfg,
+        backendPlans.map((b) => b.name),
+      ),
+      startLabRouting(plan.runDir, cfg, plan.routerNetns, nodes),
+    ]);
     const facts: LabFacts = { ...partial, state: 'up', nodes, upMs: Date.now() - t0 };
     const lab = new Lab(facts);
     if (opts.probe ?? true) {
@@ -938,6 +978,7 @@ export function expectedProgram(file: string): string | undefined {
   // Members of a Raft store a test starts under the lab's run dir (src/ovsdb/server.ts startCluster): killed with
   // the lab when the test that started them crashed.
   if (/^member\d+\.pid$/.test(base)) return 'ovsdb-server';
+  if (base.startsWith('bird-')) return 'bird -f';
   return undefined;
 }
 
@@ -1040,6 +1081,9 @@ export interface LabStatus {
   readonly processes: readonly LabProcessStatus[];
   readonly nodes: readonly LabNodeStatus[];
   readonly ecmp: Readonly<Record<string, string[]>>;
+  /** `bgp`: the router's BGP and BFD session with each gateway. */
+  readonly routing: 'bgp' | 'static' | undefined;
+  readonly sessions: Readonly<Record<string, GatewayRouting>>;
   /** The lab's services as built (from lab.json; empty when it is missing). */
   readonly vips: readonly LabVip[];
 }
@@ -1064,6 +1108,7 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
   }
   const nodes: LabNodeStatus[] = [];
   let ecmp: Record<string, string[]> = {};
+  let sessions: Record<string, GatewayRouting> = {};
   if (facts) {
     for (const nf of facts.nodes) {
       const n = new LabNode(nf);
@@ -1083,6 +1128,11 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
       });
     }
     if (namespaces.includes(facts.router.netns)) ecmp = await readEcmp(facts);
+    if (facts.config.routing === 'bgp')
+      sessions = await routerView(
+        runDir,
+        facts.nodes.filter((n) => n.role === 'gateway'),
+      );
   }
   return {
     prefix,
@@ -1092,6 +1142,8 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
     processes,
     nodes,
     ecmp,
+    routing: facts === undefined ? undefined : (facts.config.routing ?? 'static'),
+    sessions,
     vips: facts?.config.vips ?? [],
   };
 }

@@ -434,6 +434,8 @@ export interface NodeReport {
   readonly fenced: boolean;
   readonly fencedBy: 'agent' | 'planner' | 'operator' | null;
   readonly error: string | null;
+  /** A gateway's BGP and BFD state as its agent last read it from its BIRD (null: no BIRD). */
+  readonly routing: string | null;
 }
 
 export interface BackendReport {
@@ -530,6 +532,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       fenced: fencedBy !== null,
       fencedBy,
       error: st?.error ?? null,
+      routing: marks.routing ?? null,
     };
   });
   const reports = rows(r, BackendStatusTable);
@@ -603,6 +606,14 @@ function nodeRow(n: NodeReport): string[] {
   ];
 }
 
+/** Gateways whose agent drives BIRD: their BGP and BFD state, as a table after the nodes'. */
+function routingLines(nodes: readonly NodeReport[]): string[] {
+  const routed = nodes.filter((n) => n.routing !== null);
+  return routed.length === 0
+    ? []
+    : ['', table([['GATEWAY', 'BGP / BFD'], ...routed.map((n) => [n.name, n.routing!])])];
+}
+
 const BACKEND_COLUMNS = ['LB', 'BACKEND', 'HOST', 'ADMIN', 'HEALTH', 'CONNS', 'CHECKED'];
 
 function backendRow(b: BackendReport): string[] {
@@ -630,6 +641,7 @@ export function formatStatus(s: StatusReport): string {
   lines.push(
     '',
     tableOr('no nodes', NODE_COLUMNS, s.nodes.map(nodeRow)),
+    ...routingLines(s.nodes),
     '',
     tableOr('no backends', BACKEND_COLUMNS, s.backends.map(backendRow)),
   );

@@ -24,6 +24,7 @@ const STATES: readonly FenceState[] = [
 const EVENTS: readonly FenceEvent[] = [
   'store-silent',
   'apply-failing',
+  'datapath-down',
   'behind',
   'planner-record',
   'operator-record',
@@ -35,10 +36,12 @@ const EVENTS: readonly FenceEvent[] = [
 /** Every transition of the table, as the design states it: [from, event, to, action]. */
 const TRANSITIONS: ReadonlyArray<readonly [FenceState, FenceEvent, FenceState, string]> = [
   ['unknown', 'apply-failing', 'withdrawn', 'withdraw'],
+  ['unknown', 'datapath-down', 'withdrawn', 'withdraw'],
   ['unknown', 'planner-record', 'fenced-by-planner', 'none'],
   ['unknown', 'operator-record', 'fenced-by-operator', 'none'],
   ['unknown', 'rejoin-acked', 'rejoining', 'announce'],
   ['announced', 'apply-failing', 'withdrawn', 'withdraw'],
+  ['announced', 'datapath-down', 'withdrawn', 'withdraw'],
   ['announced', 'behind', 'withdrawn', 'withdraw'],
   ['announced', 'planner-record', 'fenced-by-planner', 'none'],
   ['announced', 'operator-record', 'fenced-by-operator', 'none'],

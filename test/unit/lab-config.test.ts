@@ -237,6 +237,18 @@ test('flags the user typed override the file; defaults apply only where neither 
   // Without --config the flags alone decide (as before the file existed).
   const noFile = labUpConfig(fake, { ...opts, config: undefined });
   assert.deepEqual([noFile.prefix, noFile.hosts, noFile.vips.length], ['sl-', 3, 2]);
+  // Routing: `lab up` defaults to BGP (its flag's default), a file's `routing` wins over that default, the library
+  // (resolveLabConfig, used by the data-plane tests) stays static.
+  assert.equal(labUpConfig(fake, { ...opts, routing: 'bgp' }).routing, 'bgp');
+  assert.equal(labUpConfig(fake, { ...opts, config: undefined, routing: 'bgp' }).routing, 'bgp');
+  const staticFile = join(mkdtempSync(join(tmpdir(), 'lab-config-')), 'lab.json');
+  writeFileSync(staticFile, JSON.stringify({ ...doc, routing: 'static' }));
+  assert.equal(labUpConfig(fake, { ...opts, config: staticFile, routing: 'bgp' }).routing, 'static');
+  assert.equal(resolveLabConfig({}).routing, 'static');
+  assert.throws(
+    () => resolveLabConfig({ routing: 'ospf' as 'bgp' }),
+    /routing: "ospf" must be one of bgp, static/,
+  );
 });
 
 test('every bad case is reported with its path and code', () => {

@@ -26,6 +26,7 @@ import {
   PLANNER_FENCED_KEY,
   REPORT_AT_KEY,
   ROLE_KEY,
+  ROUTING_KEY,
   SECOND_CHANCE_KEY,
 } from './tables.ts';
 
@@ -74,6 +75,8 @@ export interface FenceMarks {
   readonly byOperator: string | undefined;
   /** The role its agent reported (ROLE_KEY). */
   readonly role: string | undefined;
+  /** A gateway's BGP and BFD state as its agent reported it (ROUTING_KEY). */
+  readonly routing: string | undefined;
 }
 
 export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
@@ -83,6 +86,7 @@ export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
     byPlanner: ids?.get(PLANNER_FENCED_KEY),
     byOperator: ids?.get(OPERATOR_FENCED_KEY),
     role: ids?.get(ROLE_KEY),
+    routing: ids?.get(ROUTING_KEY),
   };
 }
 
@@ -125,10 +129,13 @@ export function agentMarksOp(
     readonly secondChance?: string;
     /** Hosts: when the connection report this heartbeat carries was read (REPORT_AT_KEY). */
     readonly reportAt?: string;
+    /** Gateways with BIRD: BGP and BFD state (ROUTING_KEY). */
+    readonly routing?: string;
   },
 ): Operation {
   const cleared = [AGENT_FENCED_KEY, ROLE_KEY, SECOND_CHANCE_KEY];
   if (marks.reportAt !== undefined) cleared.push(REPORT_AT_KEY);
+  if (marks.routing !== undefined) cleared.push(ROUTING_KEY);
   if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
@@ -140,6 +147,7 @@ export function agentMarksOp(
         [ROLE_KEY]: marks.role,
         ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
         ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
+        ...(marks.routing === undefined ? {} : { [ROUTING_KEY]: marks.routing }),
       }),
     ],
   );

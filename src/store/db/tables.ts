@@ -349,6 +349,8 @@ export const REPORT_AT_KEY = 'report_at';
 export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
 /** Node_Status.external_ids, set by a host's agent: second-chance packets it received per load balancer since the
  *  agent started, JSON {lb: packets} (the status page sums them over hosts). */
+/** Node_Status external_ids: a gateway's BGP and BFD state as its agent last read it from its BIRD, one line. */
+export const ROUTING_KEY = 'routing';
 export const SECOND_CHANCE_KEY = 'second_chance_packets';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
