@@ -212,6 +212,8 @@ async function runLabUp(o: LabUpOptions, cmd: Command): Promise<void> {
   }
   let db: string | undefined;
   let page: string | undefined;
+  // Without agents nobody announces over BGP: the lab does it for every gateway (static routes start like that too).
+  if (!o.controlPlane && l.routing === 'bgp') await l.setEcmpGateways(l.gateways.map((g) => g.name));
   if (o.controlPlane) {
     const cpProgress = o.json ? undefined : terminalProgress('control plane', 4);
     current = cpProgress;
