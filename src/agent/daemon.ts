@@ -329,6 +329,8 @@ export class AgentDaemon {
       this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
     });
     this.#vswitchdPid = this.#o.vswitchdPid?.();
+    // No switch at start: nothing can be programmed, so a gateway must not be (or stay) announced.
+    if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) this.#datapathLost = true;
     this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
     if (this.#o.role === 'host') {
       this.#m.synRate.set(this.#o.synRate ?? 0);
