@@ -321,8 +321,10 @@ export class PlannerCore {
           };
       }
     }
-    const liveHosts = new Set(this.nodes('host', now).live);
-    const step = plannerStep(v, effective, now, liveHosts);
+    const hosts = this.nodes('host', now);
+    // A host out of the wait set is silent, not gone: its data plane may still forward and hold connections.
+    // Evidence that it is gone is in the config (its backends down, or the host removed), never its silence.
+    const step = plannerStep(v, effective, now, new Set(hosts.live), new Set(hosts.out));
     if (step.next !== null) return { kind: 'publish', generation: step.next, config: doc, notes: step.notes };
     if (latest !== null && step.configChanged) {
       // Only the config changed (a node, a VIP port, a backend's state without slot movement): same pools, new

@@ -146,6 +146,12 @@ function plannerMetrics(registry: Registry) {
       help: 'slots that wait to move: their chain of previous owners is full of owners that hold connections',
       registers: [registry],
     }),
+    silentHostSlots: new Gauge({
+      name: 'sluice_planner_silent_host_slots',
+      help: 'slots that wait to move because an owner (or the target) is on a host whose agent went silent',
+      labelNames: ['host'],
+      registers: [registry],
+    }),
     fences: new Counter({
       name: 'sluice_planner_fences_total',
       help: 'fence commands run by this planner, by result',
@@ -361,7 +367,9 @@ export class PlannerDaemon {
       case 'idle':
         this.#reportChainNotes(d.notes);
         this.#note('idle', d.message, 'info', {
-          waits: d.notes.filter((n) => n.kind === 'waits' || n.kind === 'chain-full').map((n) => n.message),
+          waits: d.notes
+            .filter((n) => n.kind === 'waits' || n.kind === 'chain-full' || n.kind === 'silent-host')
+            .map((n) => n.message),
         });
         return;
     }
@@ -449,7 +457,23 @@ export class PlannerDaemon {
     }
     const full = notes.filter((n) => n.kind === 'chain-full');
     this.#metrics.chainFull.set(full.reduce((t, n) => t + n.slots.length, 0));
+    // Slots held by a silent host, per host; a host that no longer holds any goes back to 0.
+    const held = new Map<string, number>([...this.#silentHostsSeen].map((h) => [h, 0]));
+    for (const n of notes)
+      if (n.kind === 'silent-host' && n.host !== undefined)
+        held.set(n.host, (held.get(n.host) ?? 0) + n.slots.length);
+    for (const [host, slots] of held) {
+      this.#metrics.silentHostSlots.set({ host }, slots);
+      this.#silentHostsSeen.add(host);
+      if (slots > 0 && !this.#silentLogged.has(host))
+        this.#log.warn({ event: 'silent-host', host, slots }, `${slots} slots wait on silent host ${host}`);
+    }
+    this.#silentLogged = new Set([...held].filter(([, n]) => n > 0).map(([h]) => h));
   }
+
+  readonly #silentHostsSeen = new Set<string>();
+  /** Hosts whose held slots were logged (logged again only after they held none). */
+  #silentLogged = new Set<string>();
 
   /** Logs a decision once (not on every tick). */
   #note(

@@ -27,6 +27,13 @@ export interface PlanInput {
   readonly connections: ConnectionCounts;
   /** The planner's clock, ms. */
   readonly now: number;
+  /**
+   * Hosts whose agent stopped reporting (silent past its lease) without evidence that they are gone: their data
+   * plane may still forward, on the last generation they applied, and hold connections. Their backends' counts
+   * are unknown (kept in the chains), and a slot with an owner there, or moving onto one, does not move
+   * (`silent-host`): docs/design/rollout.md, "A host that is alive but silent".
+   */
+  readonly silentHosts?: ReadonlySet<string>;
 }
 
 export type NoteKind =
@@ -42,6 +49,7 @@ export type NoteKind =
   | 'waits' // slots that keep a previous owner: it still has connections
   | 'chain-full' // slots that cannot move yet: their chain of previous owners is full (all in use)
   | 'gave-up' // previous owners dropped with connections: the drain window passed and the slot needed room
+  | 'silent-host' // slots that cannot move: an owner (or the target) is on a host whose agent went silent
   | 'no-owner'; // the pool has no backend that takes slots: slots keep their owners
 
 export interface PlanNote {
@@ -53,6 +61,8 @@ export interface PlanNote {
   readonly backend?: string;
   /** Connections concerned (waits, gave-up); undefined when not reported. */
   readonly connections?: number;
+  /** The silent host a `silent-host` note waits on. */
+  readonly host?: string;
   readonly message: string;
 }
 
@@ -150,6 +160,7 @@ const NOTE_KINDS: readonly NoteKind[] = [
   'waits',
   'chain-full',
   'gave-up',
+  'silent-host',
   'no-owner',
 ];
 
@@ -176,7 +187,8 @@ class Notes {
     else g.conns += conns;
   }
 
-  flush(keys: readonly string[]): PlanNote[] {
+  /** `hosts[i]`: the host of key `keys[i]`. */
+  flush(keys: readonly string[], hosts: readonly string[]): PlanNote[] {
     const out: PlanNote[] = [];
     const ids = [...this.#groups.keys()].sort((x, y) => x - y);
     for (const id of ids) {
@@ -219,6 +231,11 @@ class Notes {
         case 'gave-up':
           detail = `drop previous owner ${a} with ${connText(g.conns)}: the drain window passed`;
           break;
+        case 'silent-host':
+          detail =
+            `wait on silent host ${hosts[ai]}: no move${b ? ` to ${b}` : ''} while its agent does not report ` +
+            (a === b ? '(it would not know its new owner)' : `(${a} there may hold connections)`);
+          break;
         default:
           detail = 'keep their owners: no backend of the pool takes slots';
           backend = undefined;
@@ -229,6 +246,7 @@ class Notes {
         slots: g.slots,
         ...(backend !== undefined ? { backend } : {}),
         ...(kind === 'waits' || kind === 'gave-up' || kind === 'chain-full' ? { connections: g.conns } : {}),
+        ...(kind === 'silent-host' ? { host: hosts[ai] } : {}),
         message: `${this.#lb} ${which} ${detail}`,
       });
     }
@@ -247,6 +265,8 @@ interface KeySpace {
   readonly statusOf: readonly MemberStatus[];
   /** 1 = gone (its connections are lost: never kept in a chain). */
   readonly gone: Uint8Array;
+  /** 1 = on a silent host (PlanInput.silentHosts) and not gone: connections unknown, its slots do not move. */
+  readonly silent: Uint8Array;
   /** Previous plan's member index -> key space index. */
   readonly fromPrev: Uint16Array;
   readonly index: ReadonlyMap<string, number>;
@@ -257,6 +277,7 @@ function keySpace(
   lb: LoadBalancer,
   status: ReadonlyMap<string, MemberStatus>,
   config: Config,
+  silentHosts: ReadonlySet<string> | undefined,
 ): KeySpace {
   const prevKeys = prev.members.map((m) => m.key);
   const keySet = new Set<string>(prevKeys);
@@ -273,8 +294,9 @@ function keySpace(
     return { member: pm, admin: undefined, down: !hostKnown };
   });
   const gone = Uint8Array.from(statusOf, (st) => (st.down ? 1 : 0));
+  const silent = Uint8Array.from(statusOf, (st) => (!st.down && silentHosts?.has(st.member.host) ? 1 : 0));
   const fromPrev = Uint16Array.from(prevKeys, (k) => index.get(k)!);
-  return { keys, statusOf, gone, fromPrev, index };
+  return { keys, statusOf, gone, silent, fromPrev, index };
 }
 
 /** How a chain member stands: it may hold connections of the slot (`busy`), and may be dropped for room
@@ -397,6 +419,25 @@ export function nextSlot(cur: SlotView, f: SlotFacts): SlotStep {
   return chained(p, [t, ...kept], events, PHASE1);
 }
 
+/**
+ * A slot with an owner on a silent host (or moving onto one), `silent` being that member: it does not move. The
+ * silent host forwards on the last generation it applied, so a new owner would be unknown to it: a packet of the
+ * new owner's connections that reaches it (from a gateway one phase behind, or walking the lanes after a later
+ * move) finds no lane and is dropped. Only free members on reporting hosts leave; every owner keeps its lane, so
+ * the stale host's tables and the current ones still agree on every connection (the one-step argument).
+ */
+export function holdForSilentHost(cur: SlotView, f: SlotFacts, silent: number): SlotStep {
+  const kept = cur.chain.filter((_, i) => f.use[i] !== 'free');
+  const phase = kept.length > 0 && kept[0] === cur.chain[0] ? cur.phase : PHASE2;
+  return chained(cur.primary, kept, [{ kind: 'silent-host', a: silent, b: f.target }], phase);
+}
+
+/** The first owner of the slot (primary, then chain), or else the target, on a silent host; NO_OWNER if none. */
+function silentOwner(space: KeySpace, p: number, chain: readonly number[], t: number): number {
+  for (const m of [p, ...chain, t]) if (m !== NO_OWNER && space.silent[m] === 1) return m;
+  return NO_OWNER;
+}
+
 /** Per slot and chain position (s * LANES + i, i over SlotView.chain), the use of each chain member of `prev`. */
 interface ChainState {
   /** 0 free, 1 busy, 2 expired (USE_CODES). */
@@ -444,10 +485,14 @@ function chainState(
     const expired = from > 0 && input.now - from >= windowMs;
     for (let i = 0; i < chain.length; i++) {
       if (space.gone[chain[i]] === 1) continue; // free: its connections are lost
-      const n = input.connections(lbName, s, space.statusOf[chain[i]].member.key, prev.bits);
+      // A silent host's report is stale: unknown, so in use (and never expired: see holdForSilentHost).
+      const n =
+        space.silent[chain[i]] === 1
+          ? undefined
+          : input.connections(lbName, s, space.statusOf[chain[i]].member.key, prev.bits);
       conns[s * LANES + i] = n ?? Number.NaN;
       if (n === 0) continue;
-      use[s * LANES + i] = expired ? 2 : 1;
+      use[s * LANES + i] = expired && space.silent[chain[i]] === 0 ? 2 : 1;
       holding[s] = 1;
     }
   }
@@ -543,7 +588,7 @@ function stepPool(
   const notes = new Notes(lb.name);
   const size = prev.primary.length;
   const bound = input.config.chainLength ?? DEFAULT_CHAIN_LENGTH;
-  const space = keySpace(prev, lb, status, input.config);
+  const space = keySpace(prev, lb, status, input.config, input.silentHosts);
   const u = (i: number): number => (i === NO_OWNER ? NO_OWNER : space.fromPrev[i]);
   const prevLanes = planLanes(prev);
   const chains = Array.from({ length: size }, (_, s) => chainOf(prev, prevLanes, s, u));
@@ -562,18 +607,20 @@ function stepPool(
     const t = target.owners[s] === NO_OWNER ? NO_OWNER : fromTarget[target.owners[s]];
     const chain = chains[s];
     const cur: SlotView = { primary: p, chain, phase: prev.phase[s] };
-    const next: SlotView =
-      chain.length === 0 && p === t && p !== NO_OWNER
-        ? cur // stable and staying: the common case, nothing to decide
-        : nextSlot(cur, {
-            target: t,
-            bound,
-            primaryGone: p !== NO_OWNER && space.gone[p] === 1,
-            use: Array.from(use.use.subarray(s * LANES, s * LANES + chain.length), (c) => USE_CODES[c]),
-            conns: Array.from(use.conns.subarray(s * LANES, s * LANES + chain.length), (n) =>
-              Number.isNaN(n) ? undefined : n,
-            ),
-          });
+    let next: SlotView = cur; // stable and staying: the common case, nothing to decide
+    if (chain.length > 0 || p !== t || p === NO_OWNER) {
+      const facts: SlotFacts = {
+        target: t,
+        bound,
+        primaryGone: p !== NO_OWNER && space.gone[p] === 1,
+        use: Array.from(use.use.subarray(s * LANES, s * LANES + chain.length), (c) => USE_CODES[c]),
+        conns: Array.from(use.conns.subarray(s * LANES, s * LANES + chain.length), (n) =>
+          Number.isNaN(n) ? undefined : n,
+        ),
+      };
+      const silent = p === t ? NO_OWNER : silentOwner(space, p, chain, t);
+      next = silent === NO_OWNER ? nextSlot(cur, facts) : holdForSilentHost(cur, facts, silent);
+    }
     if (next !== cur) for (const e of (next as SlotStep).events) notes.add(e.kind, s, e.a, e.b, e.conns);
     const ns = next.chain.length > 0 ? next.chain[0] : NO_OWNER;
     const sec = chain.length > 0 ? chain[0] : NO_OWNER;
@@ -591,7 +638,12 @@ function stepPool(
     second[s] = pos(second[s]);
   }
   for (let i = 0; i < lanes.length; i++) lanes[i] = pos(lanes[i]);
-  out.push(...notes.flush(space.keys));
+  out.push(
+    ...notes.flush(
+      space.keys,
+      space.statusOf.map((st) => st.member.host),
+    ),
+  );
   const next: PoolPlan = { lb: lb.name, bits: prev.bits, members, primary, second, phase, since, lanes };
   return samePlan(prev, next) ? prev : next;
 }

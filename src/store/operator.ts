@@ -460,7 +460,8 @@ export interface StatusReport {
   readonly backends: readonly BackendReport[];
   readonly waiting: { readonly gateways: readonly string[]; readonly hosts: readonly string[] };
   /** Slots of the latest generation that keep a previous owner with connections ('waits'), or that cannot move
-   *  because their chain is full ('chain-full'): the planner's own notes, recomputed from the same store state. */
+   *  because their chain is full ('chain-full') or an owner's host is silent ('silent-host'): the planner's own
+   *  notes, recomputed from the same store state. */
   readonly waitingSlots: readonly SlotWait[];
   /** OVN rows `sluice ovn sync` does not serve, and why (docs/ovn.md); empty without the importer. */
   readonly ovnSkipped: readonly OvnSkippedRow[];
@@ -484,7 +485,7 @@ export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
   const view = readStoreView(r);
   if (view.latest === null) return [];
   return (observedPlannerStep(view, now)?.notes ?? [])
-    .filter((n) => n.kind === 'waits' || n.kind === 'chain-full')
+    .filter((n) => n.kind === 'waits' || n.kind === 'chain-full' || n.kind === 'silent-host')
     .map((n) => ({
       lb: n.lb,
       slots: n.slots,

@@ -191,6 +191,52 @@ describe('planner core (fake store)', () => {
     assert.notEqual(after.kind === 'wait' && after.on === 'gateways', true, JSON.stringify(after));
   });
 
+  test('a host silent past lease + margin keeps its previous owners: no report is not 0 connections', () => {
+    const { core, store } = convergedOnG1({ leaseMs: 10_000, marginMs: 3000 });
+    // h1 reports a connection of A on every slot (A's key: no port).
+    const counts = new Map(Array.from({ length: 16 }, (_, s) => [s, new Map([['10.0.1.11:*', 1]])]));
+    store.reports.set('h1', new Map([['web', { bits: 4, counts }]]));
+    store.desired = doc([{ ...A, state: 'draining' }, B]);
+    const secondA = () => {
+      const p = store.latest!.pools.get('web')!;
+      return [...p.second].filter((m) => m !== 0xffff && p.members[m].address === A.address).length;
+    };
+    let d = step(core, store, 10);
+    const run = (from: number, to: number, nodes: string[]) => {
+      for (let t = from; t <= to; t += 500) {
+        for (const n of nodes) store.beat(n, store.latest!.number);
+        if (store.gatewayGeneration === store.latest!.number)
+          for (const g of ['gw1', 'gw2']) store.beat(g, store.latest!.number);
+        d = step(core, store, t);
+      }
+    };
+    run(500, 20_000, ['h1', 'h2']);
+    assert.ok(secondA() > 0, 'drained: A is the previous owner of the slots it gave up');
+    // h1's agent stops; everyone else keeps acknowledging and reporting.
+    run(20_500, 60_000, ['h2']);
+    assert.equal(core.isLive('h1', 60_000), false, 'h1 is no longer waited for');
+    assert.ok(secondA() > 0, 'A (on silent h1) is still the previous owner of the slots it gave up');
+    assert.equal(d.kind, 'idle', JSON.stringify(d));
+    assert.ok(d.kind === 'idle' && d.notes.some((n) => n.kind === 'waits' && n.connections === undefined));
+    // A third backend: the slots A still holds as previous owner wait on h1, and say so.
+    store.desired = doc([
+      { ...A, state: 'draining' },
+      B,
+      { ...C, host: 'h2', address: '10.0.2.12', weight: 3 },
+    ]);
+    d = step(core, store, 60_500);
+    const notes = d.kind === 'publish' || d.kind === 'idle' ? d.notes : [];
+    assert.ok(
+      notes.some((n) => n.kind === 'silent-host' && n.host === 'h1'),
+      `a silent-host note: ${JSON.stringify(d)}`,
+    );
+    // h1 reports again, 0 connections: A leaves the chains.
+    store.desired = doc([{ ...A, state: 'draining' }, B]);
+    store.reports.set('h1', new Map([['web', { bits: 4, counts: new Map() }]]));
+    run(61_000, 90_000, ['h1', 'h2']);
+    assert.equal(secondA(), 0, 'back and reporting 0: A left every chain');
+  });
+
   test('a fenced gateway is not waited for; heartbeats again -> waited for again', () => {
     const { core, store } = convergedOnG1();
     store.desired = doc([A, B, C]);

@@ -734,3 +734,64 @@ test('nextSlot: every row of the transition table', () => {
   assert.deepEqual(kinds(r), ['chain-full']);
   assert.equal(r.events[0].conns, 6);
 });
+
+test('a silent host: its previous owners stay, its slots do not move and say why, until evidence or its return', () => {
+  const nodes: Config['nodes'] = [...NODES, { name: 'h3', role: 'host', tunnelIp: '192.168.0.13' }];
+  const c = (bs: Backend[]) => cfg(bs, 4, { nodes });
+  const A = be('A', 'active', 1, 'h1');
+  const B = be('B', 'active', 1, 'h2');
+  const C = be('C', 'active', 1, 'h3');
+  const D = be('D', 'active', 2, 'h1');
+  const E = be('E', 'active', 1, 'h2');
+  // E added to (A, B): slots move from A (E/A: A is a previous owner on h1) and from B (E/B).
+  const g3 = next(c([A, B, E]), next(c([A, B, E]), next(c([A, B]), null)));
+  const moved = slotsWhere(g3, (v) => v === 'E/A');
+  assert.ok(moved.length > 0 && slotsWhere(g3, (v) => v === 'E/B').length > 0);
+  const silentH1 = new Set(['h1']);
+  // h1's agent stopped: no fresh report (the planner core counts 0 for a host it no longer waits for).
+  const silentStep = (config: Config, latest: Generation) =>
+    planNext({ config, latest, connections: zero, now: 0, silentHosts: silentH1 });
+  // The old behaviour, the same zero counts without the silent set: A leaves every chain (its connections break).
+  for (const s of moved) assert.equal(view(next(c([A, B, E]), g3))[s], 'E');
+  const kept = silentStep(c([A, B, E]), g3).next!;
+  for (const s of moved) assert.equal(view(kept)[s], 'E/A', `slot ${s}: A stays, its connections unknown`);
+  assert.equal(slotsWhere(kept, (v) => v === 'E/B').length, 0, 'B (h2 reported 0) leaves its chains');
+
+  // C added on h3: slots with an owner on h1 do not move (silent-host, naming h1); the others move.
+  const s4 = silentStep(c([A, B, C, E]), kept);
+  const g4 = s4.next!;
+  assert.ok(g4, 'slots without an owner on h1 still move');
+  const held = s4.notes.filter((n) => n.kind === 'silent-host');
+  assert.ok(held.length > 0, 'some slots wait on h1');
+  const ownersOf = (g: Generation, s: number) => {
+    const l = planLanes(pool(g));
+    return [...l.slice(s * LANES, s * LANES + LANES)].map((m) =>
+      m === NO_OWNER ? '-' : pool(g).members[m].key,
+    );
+  };
+  for (const n of held) {
+    assert.equal(n.host, 'h1');
+    assert.match(n.message, /^web slots? .* wait on silent host h1: no move to 10\.0\.1\.3:8080/);
+    for (const s of n.slots) {
+      assert.deepEqual(ownersOf(g4, s), ownersOf(kept, s), `slot ${s}: same owners in the same lanes`);
+      assert.ok(['A', 'E/A'].includes(view(g4)[s]), `slot ${s}: ${view(g4)[s]}`);
+    }
+  }
+  const toC = slotsWhere(g4, (v) => v.endsWith('/C'));
+  assert.ok(toC.length > 0, 'slots without an owner on h1 enter phase 1 towards C');
+  for (const s of toC) assert.ok(!view(kept)[s].includes('A'), `slot ${s} had no owner on h1`);
+
+  // A backend added on the silent host takes nothing: its host would not know the slots it owns.
+  const s5 = silentStep(c([A, B, D, E]), kept);
+  const toD = s5.notes.filter((n) => n.kind === 'silent-host' && n.message.includes('(it would not know'));
+  assert.ok(toD.length > 0, 'slots whose target is D wait');
+  assert.equal(slotsWhere(s5.next ?? kept, (v) => v.includes('D')).length, 0, 'no slot gets D');
+
+  // Evidence that A is gone (the operator's down): A leaves the chains, silent host or not.
+  const g6 = silentStep(c([{ ...A, state: 'down' }, B, E]), kept).next!;
+  for (const s of moved) assert.equal(view(g6)[s], 'E', `slot ${s}: A dropped on evidence`);
+
+  // h1 reports again (0 connections for A): A leaves the chains, the slots are free to move.
+  const back = next(c([A, B, C, E]), kept);
+  for (const s of moved) assert.notEqual(view(back)[s], 'E/A', `slot ${s}: A left once h1 reported`);
+});

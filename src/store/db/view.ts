@@ -115,18 +115,21 @@ export function plannerStep(
   effective: { readonly config: Config; readonly doc: string },
   now: number,
   hosts?: ReadonlySet<string>,
+  silent?: ReadonlySet<string>,
 ): PlannerStep {
   const step = planNext({
     config: effective.config,
     latest: view.latest,
     connections: reportCounts(view.slotReports, hosts),
     now,
+    ...(silent !== undefined ? { silentHosts: silent } : {}),
   });
   return { ...step, configChanged: view.latest !== null && view.latestConfig !== effective.doc };
 }
 
-/** plannerStep as status sees it (every report counts): undefined when the store holds no valid desired state (the
- *  planner publishes nothing then; storedConfig reports the problem). */
+/** plannerStep as status sees it (every report counts; hosts silent for HOST_WAIT_MS are silent hosts): undefined
+ *  when the store holds no valid desired state (the planner publishes nothing then; storedConfig reports the
+ *  problem). */
 export function observedPlannerStep(view: StoreView, now: number): PlannerStep | undefined {
   let effective: ReturnType<typeof effectiveConfig>;
   try {
@@ -134,7 +137,27 @@ export function observedPlannerStep(view: StoreView, now: number): PlannerStep |
   } catch {
     return undefined;
   }
-  return effective === undefined ? undefined : plannerStep(view, effective, now);
+  return effective === undefined
+    ? undefined
+    : plannerStep(view, effective, now, undefined, silentHosts(view, now));
+}
+
+/** How long a host may be silent before the planner stops waiting for it, with its default lease and margin
+ *  (10 s + 5 s, src/planner/core.ts): the status commands, which do not know the planner's flags, use it. */
+export const HOST_WAIT_MS = 15_000;
+
+/**
+ * Hosts of the desired state whose agent has not written a heartbeat for `afterMs` by `now` (the agents' clock
+ * against the reader's: the status commands' view of what the planner calls silent hosts), or never did.
+ */
+export function silentHosts(view: StoreView, now: number, afterMs = HOST_WAIT_MS): Set<string> {
+  const out = new Set<string>();
+  for (const n of view.desired?.nodes ?? []) {
+    if (n.role !== 'host') continue;
+    const st = view.nodeStatus.get(n.name);
+    if (st === undefined || now - st.heartbeatAt > afterMs) out.add(n.name);
+  }
+  return out;
 }
 
 /** Sum of the hosts' reports. */
