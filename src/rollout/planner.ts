@@ -265,7 +265,7 @@ interface KeySpace {
   readonly statusOf: readonly MemberStatus[];
   /** 1 = gone (its connections are lost: never kept in a chain). */
   readonly gone: Uint8Array;
-  /** 1 = on a silent host (PlanInput.silentHosts) and not gone: connections unknown, its slots do not move. */
+  /** 1 = on a silent host (PlanInput.silentHosts): its slots do not move; connections unknown unless gone. */
   readonly silent: Uint8Array;
   /** Previous plan's member index -> key space index. */
   readonly fromPrev: Uint16Array;
@@ -294,7 +294,7 @@ function keySpace(
     return { member: pm, admin: undefined, down: !hostKnown };
   });
   const gone = Uint8Array.from(statusOf, (st) => (st.down ? 1 : 0));
-  const silent = Uint8Array.from(statusOf, (st) => (!st.down && silentHosts?.has(st.member.host) ? 1 : 0));
+  const silent = Uint8Array.from(statusOf, (st) => (silentHosts?.has(st.member.host) ? 1 : 0));
   const fromPrev = Uint16Array.from(prevKeys, (k) => index.get(k)!);
   return { keys, statusOf, gone, silent, fromPrev, index };
 }
@@ -423,8 +423,9 @@ export function nextSlot(cur: SlotView, f: SlotFacts): SlotStep {
  * A slot with an owner on a silent host (or moving onto one), `silent` being that member: it does not move. The
  * silent host forwards on the last generation it applied, so a new owner would be unknown to it: a packet of the
  * new owner's connections that reaches it (from a gateway one phase behind, or walking the lanes after a later
- * move) finds no lane and is dropped. Only free members on reporting hosts leave; every owner keeps its lane, so
- * the stale host's tables and the current ones still agree on every connection (the one-step argument).
+ * move) finds no lane and is dropped. Only free members leave (gone ones included, even on the silent host); every
+ * owner keeps its lane, so the stale host's tables and the current ones still agree on every connection (the
+ * one-step argument). A gone primary on the silent host stays primary: gateways still send to that host.
  */
 export function holdForSilentHost(cur: SlotView, f: SlotFacts, silent: number): SlotStep {
   const kept = cur.chain.filter((_, i) => f.use[i] !== 'free');

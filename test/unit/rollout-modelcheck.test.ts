@@ -24,6 +24,9 @@
 //   planner's two-stage publication is stricter: hosts first, then gateways), and reads the true live connection
 //   counts at that moment. Gateways and hosts acknowledge in any order, independently; gateways join (on the
 //   latest generation) and leave.
+// - A host's agent goes silent (its data plane forwards on the generation it has): it no longer acknowledges, the
+//   planner no longer waits for it, gets 0 connections from it (what src/planner/core.ts reads from a host it no
+//   longer waits for) and the host in `silentHosts`. It comes back by applying the latest generation.
 //
 // Negative controls (same model, one safety mechanism removed) must find violations, so the check can fail.
 
@@ -43,7 +46,8 @@ type Mutation =
   | 'one-hop' // hosts hand a packet on once, to the gateway's second chance only (the design before chains)
   | 'drop-chain-member' // every published plan loses the last older previous owner of each chain, in use or not
   | 'skip-phase1' // a slot that would enter phase 1 (P, N) goes straight to (N, P)
-  | 'ignore-acks'; // publish whatever the gateways and hosts acknowledged
+  | 'ignore-acks' // publish whatever the gateways and hosts acknowledged
+  | 'silent-as-zero'; // a silent host's backends count 0 connections and its slots move (no silentHosts)
 
 interface Result {
   sequences: number;
@@ -177,6 +181,8 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     // Each host applies generations on its own: the lanes it walks are those of its generation.
     const hosts = HOSTS.slice(0, nHosts);
     const hostGen = new Map<string, Generation>(hosts.map((h) => [h, latest]));
+    /** Hosts whose agent is silent: they stay on their generation, the planner does not wait for them. */
+    const silent = new Set<string>();
     let conns: Conn[] = [];
     let nextConn = 0;
     let dirty = true;
@@ -280,7 +286,9 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         // probability 1/2, in any order.
         const lagging = [
           ...gateways.flatMap((g, i) => (g === latest ? [] : [() => (gateways[i] = latest)])),
-          ...hosts.flatMap((h) => (hostGen.get(h) === latest ? [] : [() => hostGen.set(h, latest)])),
+          ...hosts.flatMap((h) =>
+            hostGen.get(h) === latest || silent.has(h) ? [] : [() => hostGen.set(h, latest)],
+          ),
         ];
         if (lagging.length > 0) lagging[int(lagging.length)]();
         const more = rnd() < 0.5;
@@ -294,7 +302,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         // `now` does not matter; SYNs only add connections on primaries, which the planner does not count).
         const acks = new Map([
           ...gateways.map((g, i): [string, number] => [`gw${i}`, g.number]),
-          ...hosts.map((h): [string, number] => [h, hostGen.get(h)!.number]),
+          ...hosts.filter((h) => !silent.has(h)).map((h): [string, number] => [h, hostGen.get(h)!.number]),
         ]);
         if (dirty && (mutation === 'ignore-acks' || canPublish(acks, latest))) {
           res.steps++;
@@ -303,6 +311,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
           const b = latest.pools.get(LB)!.bits;
           const mask = (1 << b) - 1;
           for (const c of conns) {
+            if (silent.has(c.host)) continue; // no fresh report: the planner reads 0
             const k = `${c.key}|${c.hash & mask}`;
             counts.set(k, (counts.get(k) ?? 0) + 1);
           }
@@ -314,6 +323,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
               return counts.get(`${key}|${slot}`) ?? 0;
             },
             now,
+            ...(mutation === 'silent-as-zero' ? {} : { silentHosts: silent }),
           });
           for (const n of step.notes) res.notes[n.kind] = (res.notes[n.kind] ?? 0) + 1;
           if (step.next !== null) {
@@ -400,12 +410,19 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
       } else if (r < 94) {
         if (bits < 5) bits++;
         dirty = true;
+      } else if (r < 96) {
+        // A host's agent goes silent (its switch forwards on), or comes back and applies the latest generation.
+        const h = hosts[int(hosts.length)];
+        if (silent.delete(h)) hostGen.set(h, latest);
+        else silent.add(h);
+        dirty = true;
       } else {
         now += 1000 * (1 + int(30));
       }
-      // Invariant of the gating: live gateways and hosts are at most one generation apart.
+      // Invariant of the gating: live gateways and hosts are at most one generation apart (a silent host may be
+      // further behind: that is what the silent-host rule is for).
       if (mutation !== 'ignore-acks') {
-        for (const g of [...gateways, ...hostGen.values()])
+        for (const g of [...gateways, ...hosts.filter((h) => !silent.has(h)).map((h) => hostGen.get(h)!)])
           assert.ok(latest.number - g.number <= 1, 'nodes two generations apart');
       }
       check();
@@ -479,6 +496,7 @@ if (!isMainThread) {
       'down-primary',
       'grow',
       'no-owner',
+      'silent-host',
     ]) {
       assert.ok((notes[kind] ?? 0) > 0, `no '${kind}' transition in the whole run`);
     }
@@ -490,6 +508,7 @@ if (!isMainThread) {
     'drop-chain-member',
     'skip-phase1',
     'ignore-acks',
+    'silent-as-zero',
   ] as const) {
     test(`negative control: the same model with ${mutation} finds violations`, () => {
       const r = runSequences(0xbad, 2_000, mutation);

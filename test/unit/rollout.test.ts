@@ -788,8 +788,14 @@ test('a silent host: its previous owners stay, its slots do not move and say why
   assert.equal(slotsWhere(s5.next ?? kept, (v) => v.includes('D')).length, 0, 'no slot gets D');
 
   // Evidence that A is gone (the operator's down): A leaves the chains, silent host or not.
-  const g6 = silentStep(c([{ ...A, state: 'down' }, B, E]), kept).next!;
+  const s6 = silentStep(c([{ ...A, state: 'down' }, B, E]), kept);
+  const g6 = s6.next!;
   for (const s of moved) assert.equal(view(g6)[s], 'E', `slot ${s}: A dropped on evidence`);
+  // ... but where A is the primary, gateways send to h1: the slot keeps A until h1 reports or leaves the config.
+  const onA = slotsWhere(kept, (v) => v === 'A');
+  assert.ok(onA.length > 0);
+  for (const s of onA) assert.equal(view(g6)[s], 'A', `slot ${s}: a gone primary on the silent host stays`);
+  assert.ok(s6.notes.some((n) => n.kind === 'silent-host' && n.slots.includes(onA[0]!)));
 
   // h1 reports again (0 connections for A): A leaves the chains, the slots are free to move.
   const back = next(c([A, B, C, E]), kept);
