@@ -19,8 +19,8 @@ import {
 const TEMPLATE = new URL('./lab-report.md', import.meta.url);
 
 /** The template's blocks by name (`<!-- block: NAME -->` up to the next block). */
-function blocks(): Map<string, string> {
-  const text = readFileSync(TEMPLATE, 'utf8');
+export function blocks(template: URL = TEMPLATE): Map<string, string> {
+  const text = readFileSync(template, 'utf8');
   const out = new Map<string, string>();
   const parts = text.split(/^<!-- block: ([\w-]+) -->\n/m);
   for (let i = 1; i < parts.length; i += 2) out.set(parts[i]!, parts[i + 1]!.replace(/\n+$/, ''));
@@ -28,33 +28,39 @@ function blocks(): Map<string, string> {
 }
 
 /** Block `name` with every placeholder filled; a placeholder without a value (or a value without one) throws. */
-function fill(tpl: Map<string, string>, name: string, values: Record<string, string | number> = {}): string {
+export function fill(
+  tpl: Map<string, string>,
+  name: string,
+  values: Record<string, string | number> = {},
+): string {
   const text = tpl.get(name);
-  if (text === undefined) throw new Error(`lab-report.md: no block ${name}`);
+  if (text === undefined) throw new Error(`report template: no block ${name}`);
   const used = new Set<string>();
   const filled = text.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
-    if (!(k in values)) throw new Error(`lab-report.md block ${name}: no value for {{${k}}}`);
+    if (!(k in values)) throw new Error(`report template block ${name}: no value for {{${k}}}`);
     used.add(k);
     return String(values[k]);
   });
   const unused = Object.keys(values).filter((k) => !used.has(k));
-  if (unused.length) throw new Error(`lab-report.md block ${name}: no placeholder for ${unused.join(', ')}`);
+  if (unused.length)
+    throw new Error(`report template block ${name}: no placeholder for ${unused.join(', ')}`);
   return filled;
 }
 
-const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+export const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+export const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 const loadRange = (xs: readonly number[]) =>
   xs.length
     ? `median ${median(xs).toFixed(1)}, ${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}`
     : 'n/a';
 /** Median and min-max of ratios, e.g. "2.10x (1.90-2.30)". */
-const spreadOf = (xs: number[]) =>
+export const spreadOf = (xs: number[]) =>
   xs.length
     ? `${median(xs).toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`
     : 'n/a';
-const mdTable = (head: string, align: string, rows: readonly string[]) => [head, align, ...rows].join('\n');
+export const mdTable = (head: string, align: string, rows: readonly string[]) =>
+  [head, align, ...rows].join('\n');
 
 /** The report as sections: `perf-lab` (topology) and one per part that ran (`perf-lab-state`, ...). */
 export function renderLab(r: LabReport): Map<string, string> {

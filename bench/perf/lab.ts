@@ -156,7 +156,7 @@ async function counters(n: LabNode, withCt = true): Promise<NodeCounters> {
   };
 }
 
-async function flushState(lab: Lab): Promise<void> {
+export async function flushState(lab: Lab): Promise<void> {
   for (const n of [...lab.gateways, ...lab.hosts]) {
     await n.appctl(['dpctl/flush-conntrack']);
     await n.appctl(['dpctl/del-flows']);
@@ -197,7 +197,7 @@ export async function setMode(lab: Lab, mode: Mode): Promise<void> {
 
 const children = new Set<ChildProcess>();
 
-interface Client {
+export interface Client {
   readonly proc: ChildProcess;
   send(line: string): void;
   next(): Promise<Record<string, unknown>>;
@@ -209,7 +209,7 @@ function client(lab: Lab, ci: number, mode: string, opts: Record<string, unknown
 }
 
 /** Runs client.ts in namespace `ns` (a child of this process) and waits for its `ready`. */
-async function nsClient(ns: string, mode: string, opts: Record<string, unknown>): Promise<Client> {
+export async function nsClient(ns: string, mode: string, opts: Record<string, unknown>): Promise<Client> {
   const proc = spawn(
     'ip',
     ['netns', 'exec', ns, process.execPath, '--import', 'tsx', CLIENT_SCRIPT, mode, JSON.stringify(opts)],
@@ -666,7 +666,7 @@ export interface ScResult {
   readonly load1: number;
 }
 
-function quantile(xs: number[], q: number): number {
+export function quantile(xs: number[], q: number): number {
   if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
@@ -826,8 +826,13 @@ function run(cmd: string, args: string[], input?: string): Promise<void> {
   });
 }
 
-async function teardown(): Promise<void> {
+/** SIGKILLs every client.ts process this process started (by their ChildProcess handles). */
+export function killClients(): void {
   for (const c of children) c.kill('SIGKILL');
+}
+
+async function teardown(): Promise<void> {
+  killClients();
   await labDown(PREFIX).catch((e) => say(`[lab] down failed: ${(e as Error).message}`));
 }
 

@@ -9,11 +9,13 @@ import type { Lab } from './topology.ts';
 /**
  * n_packets summed per cookie kind over sluice's flows on `bridge` of each node, after a revalidator pass on each
  * (datapath statistics reach the OpenFlow counters only then). Catch-all drops are also counted per table
- * (`DROP@21` = CT_IN's). Counters restart from 0 when a node's ovs-vswitchd restarts.
+ * (`DROP@21` = CT_IN's). Counters restart from 0 when a node's ovs-vswitchd restarts. With `what = 'flows'`, the
+ * number of flows per cookie kind instead.
  */
 export async function packetsByKind(
   nodes: readonly LabNode[],
   bridge = 'br-int',
+  what: 'packets' | 'flows' = 'packets',
 ): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const n of nodes) {
@@ -26,7 +28,7 @@ export async function packetsByKind(
       const parts = decodeCookie(BigInt(c[1]));
       if (!parts) continue;
       const keys = parts.kind === 'DROP' ? ['DROP', `DROP@${parts.a}`] : [parts.kind];
-      for (const k of keys) out[k] = (out[k] ?? 0) + Number(p[1]);
+      for (const k of keys) out[k] = (out[k] ?? 0) + (what === 'flows' ? 1 : Number(p[1]));
     }
   }
   return out;

@@ -1,9 +1,11 @@
 // The perf-lab report (bench/perf/lab-report.ts + its Markdown template lab-report.md) renders every section from a
 // synthetic run: every placeholder of the template is filled and every value has a placeholder (fill throws
-// otherwise), and the sentences that read numbers carry this run's numbers. Pure: no lab.
+// otherwise), and the sentences that read numbers carry this run's numbers; the same for the chains section
+// (bench/chains.ts + chains-report.md). Pure: no lab.
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { type Round as ChainsRound, render as renderChains } from '../../bench/chains.ts';
 import type { FwdRun, LabReport, Mode, ScResult, SetupRow, StateRow } from '../../bench/perf/lab.ts';
 import { renderLab } from '../../bench/perf/lab-report.ts';
 
@@ -143,4 +145,31 @@ test('renderLab fills every block of lab-report.md from a run', () => {
 test('renderLab: a part that did not run has no section', () => {
   const r = { ...report(), parts: ['sc'], state: [], fwd: [], setup: [], errors: [] };
   assert.deepEqual([...renderLab(r).keys()], ['perf-lab', 'perf-lab-sc']);
+});
+
+test('the chains section (bench/chains.ts + chains-report.md) renders from a synthetic run', () => {
+  const m = report().machine;
+  const rtt = (p50: number) => ({ n: 80, p50, p99: 2 * p50, elsewhere: 0, lost: 0 });
+  const round: ChainsRound = {
+    rtt: [rtt(10), rtt(10.2), rtt(11), rtt(12), rtt(13)],
+    flows: [
+      [0, 0, 0, 0],
+      [16, 0, 0, 16],
+      [32, 16, 0, 32],
+      [48, 32, 16, 48],
+    ],
+    lanesOk: 16,
+    slots: 16,
+    hopPackets: 1234,
+    load1: 3.5,
+  };
+  const md = renderChains([round, { ...round, rtt: [rtt(10), rtt(9.9), rtt(10.5), rtt(12), rtt(14)] }], m);
+  assert.match(md, /^## Latency through chains/);
+  assert.match(md, /\| 3 hops \| 1\.35x \(1\.30-1\.40\) \|/);
+  assert.match(md, /16 of 16 in that order/);
+  assert.match(
+    md,
+    /\| 3 \| host4-b1 \(lane 3\), previous owners host1-b1, host2-b1, host3-b1 \| 48 \| 32 \| 16 \| 48 \| 144 \| 9\.00 \|/,
+  );
+  assert.doesNotMatch(md, /\{\{|n\/a/);
 });
