@@ -7,7 +7,10 @@
 // (store.ts desiredStateOps), never to the nodes directly. Long-lived connections through the lab harness must
 // survive a backend add, a drain, a planner failover and a gateway agent restart. A backend that refuses new
 // connections for 15 s while its established ones work (its health check fails: a flap, not a dead backend) breaks
-// none of them; the negative control, a backend actually killed, loses its own connections and nothing else.
+// none of them; the negative control, a backend actually killed, loses its own connections and nothing else. A host
+// whose agent is frozen (SIGSTOP) while its OVS forwards keeps its connections through changes, and the slots that
+// would move under it wait visibly (status, metric) until it reports again; the negative control, the operator's
+// evidence that its drained backend is gone (admin down), drops exactly that backend's connections.
 
 import * as assert from 'node:assert/strict';
 import { cpSync, lstatSync, mkdtempSync } from 'node:fs';
@@ -15,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { NO_OWNER } from '../../src/hashing/slots.ts';
 import {
   ControlPlane,
   startAgent as startLabAgent,
@@ -26,6 +30,7 @@ import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topolog
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { planLanes } from '../../src/rollout/types.ts';
 import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
@@ -33,9 +38,11 @@ import {
   find,
   nodeStatus,
   PlanTable,
+  readGeneration,
 } from '../../src/store/db/index.ts';
+import { type SlotWait, STATUS_MONITOR, statusReport } from '../../src/store/operator.ts';
 import { StoreProxy } from './helpers/store-proxy.ts';
-import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
+import { STORE_STATE_TABLES, storeWatch, waitStoreConverged } from './helpers/store-state.ts';
 
 const PREFIX = 'slt-cp-';
 const isRoot = process.getuid?.() === 0;
@@ -46,12 +53,17 @@ const FAILED = 'host2-b1';
 /** Refuses new connections for 15 s while its established ones work (a health-check flap, not a dead backend). */
 const FLAPPING = 'host1-b2';
 const OPTS = { leaseSeconds: 10, marginSeconds: 3, fence: false } as const;
+/** On host3, whose agent is frozen: its slots wait on the silent host; DRAINED_TOO's (host1) still move. */
+const SILENT = 'host3-b1';
+const SILENT_2 = 'host3-b2';
+const DRAINED_TOO = 'host1-b2';
 
 let lab: Lab;
 let cp: ControlPlane;
 let client: OvsdbClient;
 let desired: Monitor;
 let status: Monitor;
+let statusMon: Monitor | undefined;
 let config: Config;
 
 /** Kills a control-plane process by its pid file (only if it still runs the expected program). */
@@ -123,6 +135,31 @@ function withState(c: Config, address: string, state: Backend['state']): Config 
   };
 }
 
+/** Slots of `web` in the latest generation whose primary is the lab backend `name`; with `any`, any lane. */
+function primarySlots(name: string, any = false): number {
+  const ip = lab.backend(name).ip;
+  const p = readGeneration(status.replica)?.pools.get('web');
+  if (p === undefined) return 0;
+  if (!any) return [...p.primary].filter((m) => p.members[m]?.address === ip).length;
+  return [...planLanes(p)].filter((m) => m !== NO_OWNER && p.members[m]?.address === ip).length;
+}
+const ownerSlots = (name: string) => primarySlots(name, true);
+
+/** The waits of `sluice status` (and the status page) that name the silent host3. */
+function silentWaits(waits: readonly SlotWait[]): string[] {
+  return waits.map((w) => w.message).filter((m) => m.includes('wait on silent host host3'));
+}
+
+/** A value of the active planner's /metrics. */
+async function plannerMetric(re: RegExp): Promise<number> {
+  const active = cp.activePlanner()!;
+  const addr = records(active)
+    .filter((r) => r.event === 'metrics')
+    .at(-1)?.address as string;
+  const text = await (await fetch(`http://${addr}/metrics`)).text();
+  return Number(re.exec(text)?.[1] ?? Number.NaN);
+}
+
 function activePlanners(): string[] {
   return ['planner-a', 'planner-b'].filter((p) => {
     const lock = records(p).filter((r) => r.event === 'lock');
@@ -151,6 +188,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await client.connect();
     desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
     status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
+    statusMon = await client.monitor(DB_NAME, STATUS_MONITOR);
   });
 
   after(async () => {
@@ -387,6 +425,94 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
       await sleep(2000);
       if (lab.backendPid(FAILED) === undefined) await lab.startBackend(FAILED);
     });
+  });
+
+  test('a host agent frozen (SIGSTOP) while its OVS forwards: its connections survive changes, slots wait on it', async (t) => {
+    const before = await traffic!.report();
+    const alive = (c: typeof before) =>
+      (c.perBackend[SILENT]?.alive ?? 0) + (c.perBackend[SILENT_2]?.alive ?? 0);
+    assert.ok(alive(before) > 0, `connections on host3: ${JSON.stringify(before.perBackend)}`);
+    const g0 = await waitConverged();
+    const [silent0, drainedToo0] = [primarySlots(SILENT), primarySlots(DRAINED_TOO)];
+    cp.signal('agent-host3', 'SIGSTOP');
+    try {
+      await sleep((OPTS.leaseSeconds + OPTS.marginSeconds + 2) * 1000); // the planner stops waiting for host3
+      // Two changes at once: SILENT drained (its slots would move away from the silent host, leaving it a previous
+      // owner whose report is stale), and DRAINED_TOO drained (slots without an owner on host3 still move).
+      await writeDesired(
+        withState(
+          withState(config, lab.backend(SILENT).ip, 'draining'),
+          lab.backend(DRAINED_TOO).ip,
+          'draining',
+        ),
+      );
+      const waits = () => silentWaits(statusReport(statusMon!.replica).waitingSlots);
+      await waitFor(() => waits().length > 0, 60_000, '`sluice status` says slots wait on host3');
+      // Everything that may move has moved: every node but host3 on the latest generation, nothing in phase 1.
+      await waitStoreConverged(
+        () => status.replica,
+        lab.nodes.map((n) => n.name).filter((n) => n !== 'host3'),
+        g0,
+        90_000,
+        5000,
+      );
+      assert.ok(
+        primarySlots(DRAINED_TOO) < drainedToo0,
+        `${DRAINED_TOO} gave up slots: ${primarySlots(DRAINED_TOO)} of ${drainedToo0} left`,
+      );
+      assert.equal(primarySlots(SILENT), silent0, `${SILENT} keeps every slot: they wait on its silent host`);
+      t.diagnostic(`while host3's agent is frozen: ${waits().join(' | ')}`);
+      const metric = await plannerMetric(/^sluice_planner_silent_host_slots\{host="host3"\} (\d+)$/m);
+      assert.ok(metric > 0, `sluice_planner_silent_host_slots{host="host3"} ${metric}`);
+      await sleep(15_000);
+      const c = await traffic!.report();
+      assert.equal(
+        c.broken,
+        before.broken,
+        `none broke: ${JSON.stringify(traffic!.brokenEvents().slice(-5))}`,
+      );
+      assert.ok(alive(c) >= alive(before), `host3's connections alive: ${alive(c)} of ${alive(before)}`);
+    } finally {
+      cp.signal('agent-host3', 'SIGCONT');
+    }
+    // Thawed: it reports again, the held slots move (SILENT drains through the phases), every node converges.
+    await waitConverged(g0);
+    await waitFor(() => primarySlots(SILENT) === 0, 90_000, `${SILENT} drained once host3 reports`);
+    assert.deepEqual(silentWaits(statusReport(statusMon!.replica).waitingSlots), []);
+    const c = await traffic!.report();
+    assert.equal(c.broken, before.broken, `none broke: ${JSON.stringify(traffic!.brokenEvents().slice(-5))}`);
+    t.diagnostic(`thawed: converged, ${alive(c)} connections on host3 alive, 0 broken`);
+  });
+
+  test("NEGATIVE CONTROL of the frozen host: evidence (its backend down) drops that backend's connections only", async () => {
+    // SILENT stays drained (a previous owner in the chains of the slots it gave up, holding its connections).
+    await writeDesired(withState(config, lab.backend(DRAINED_TOO).ip, 'active'));
+    const g0 = await waitConverged();
+    const before = await traffic!.report();
+    const onSilent = before.perBackend[SILENT]?.alive ?? 0;
+    assert.ok(onSilent > 0, `connections on ${SILENT}: ${JSON.stringify(before.perBackend)}`);
+    assert.equal(primarySlots(SILENT), 0, `${SILENT} is only a chain member`);
+    cp.signal('agent-host3', 'SIGSTOP');
+    try {
+      await sleep((OPTS.leaseSeconds + OPTS.marginSeconds + 2) * 1000);
+      // The operator says SILENT is gone (admin down): the planner drops it from every chain, silent host or not.
+      await writeDesired(withState(config, lab.backend(SILENT).ip, 'down'));
+      await waitFor(() => ownerSlots(SILENT) === 0, 90_000, `${SILENT} left every chain`);
+      await sleep(6000);
+      const c = await traffic!.report();
+      const elsewhere = Object.entries(c.perBackend)
+        .filter(([name]) => name !== SILENT)
+        .reduce((n, [name, b]) => n + b.broken - (before.perBackend[name]?.broken ?? 0), 0);
+      assert.equal(elsewhere, 0, `only ${SILENT}'s connections break: ${JSON.stringify(c.perBackend)}`);
+      // Most of SILENT's connections break. Not all: a walk that passes host3 (another of its backends is a lane
+      // before SILENT's in the slot) is delivered there, by host3's conntrack.
+      const broken = (c.perBackend[SILENT]?.broken ?? 0) - (before.perBackend[SILENT]?.broken ?? 0);
+      assert.ok(broken > 0 && broken <= onSilent, `${broken} of ${SILENT}'s ${onSilent} connections broke`);
+    } finally {
+      cp.signal('agent-host3', 'SIGCONT');
+    }
+    await writeDesired(withState(config, lab.backend(SILENT).ip, 'active'));
+    await waitConverged(g0);
   });
 
   test('ovs-vswitchd restarted under a gateway agent: it notices and re-installs every flow', async () => {
