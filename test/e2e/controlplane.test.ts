@@ -10,7 +10,7 @@
 // none of them; the negative control, a backend actually killed, loses its own connections and nothing else. A host
 // whose agent is frozen (SIGSTOP) while its OVS forwards keeps its connections through changes, and the slots that
 // would move under it wait visibly (status, metric) until it reports again; the negative control, the operator's
-// evidence that its drained backend is gone (admin down), drops exactly that backend's connections.
+// evidence that its drained backend is gone (admin down), breaks that backend's connections and no other.
 
 import * as assert from 'node:assert/strict';
 import { cpSync, lstatSync, mkdtempSync } from 'node:fs';
