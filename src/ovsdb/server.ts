@@ -213,19 +213,25 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
+export interface ClusterOptions {
+  readonly schemaPath?: string;
+  /** How long every member has to join, ms. Default 30 000. */
+  readonly timeoutMs?: number;
+  /** Raft between the members over mutual TLS (`ssl:` addresses) with this key, certificate and CA, which every
+   *  member also serves its TLS client remotes with (OvsdbServerOptions.tls). Default: plain `tcp:`. */
+  readonly tls?: TlsFiles;
+}
+
 /**
  * Creates and starts an `n`-member Raft cluster on 127.0.0.1 (`ovsdb-tool create-cluster` on the first member,
  * `join-cluster` on the others) and waits until every member reports the database connected.
  */
-export async function startCluster(
-  dir: string,
-  n = 3,
-  schemaPath = sluiceSchemaPath(),
-  timeoutMs = 30_000,
-): Promise<Cluster> {
+export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}): Promise<Cluster> {
+  const schemaPath = opts.schemaPath ?? sluiceSchemaPath();
+  const timeoutMs = opts.timeoutMs ?? 30_000;
   const raftPorts: number[] = [];
   for (let i = 0; i < n; i++) raftPorts.push(await freePort());
-  const raft = (i: number) => `tcp:127.0.0.1:${raftPorts[i]}`;
+  const raft = (i: number) => `${opts.tls ? 'ssl' : 'tcp'}:127.0.0.1:${raftPorts[i]}`;
   const dbs = raftPorts.map((_, i) => join(dir, `member${i + 1}.db`));
   const dbName = schemaName(schemaPath);
   await tool('ovsdb-tool', ['create-cluster', dbs[0]!, schemaPath, raft(0)]);
@@ -247,7 +253,10 @@ export async function startCluster(
   };
   try {
     for (let i = 0; i < n; i++) {
-      const m = new OvsdbServerProcess({ dir, dbFiles: [dbs[i]!], name: `member${i + 1}` }, await freePort());
+      const m = new OvsdbServerProcess(
+        { dir, dbFiles: [dbs[i]!], name: `member${i + 1}`, ...(opts.tls ? { tls: opts.tls } : {}) },
+        await freePort(),
+      );
       members.push(m);
       await m.start();
     }

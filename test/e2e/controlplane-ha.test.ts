@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { labEcmpCommand, labFenceTemplate } from '../../src/lab/ecmp.ts';
+import { Pki } from '../../src/lab/pki.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
@@ -157,7 +158,10 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
         JSON.stringify({ ...lab.compilerFacts(n.name), probeNetns }),
       );
     }
-    cluster = await startCluster(dir, 3);
+    // Raft between the members over mutual TLS, as deployed (examples/systemd/sluice-store-init.sh).
+    const pki = new Pki(join(dir, 'pki'));
+    await pki.issue(['store']);
+    cluster = await startCluster(dir, 3, { tls: pki.files('store') });
     client = new OvsdbClient({ remotes: cluster.remotes });
     await client.connect();
     const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
@@ -178,6 +182,10 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   test('store on a 3-member cluster, its first member frozen: planners and agents converge; traffic flows', async () => {
     // Security finding 2: the first remote every process is given accepts connections but never answers (SIGSTOP);
     // each must give up negotiating with it and use a live member.
+    // The members talk Raft over TLS (ssl: addresses in the cluster's status), not plain tcp.
+    const raft = await cluster.members[1]!.appctl('cluster/status', DB_NAME);
+    assert.match(raft, /Address: ssl:127\.0\.0\.1:\d+/, raft);
+    assert.doesNotMatch(raft, /tcp:127/, raft);
     const frozen = cluster.members[0]!;
     frozen.signal('SIGSTOP');
     startPlanner('planner-a');
@@ -215,8 +223,9 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
   });
 
   test('the Raft leader killed: a CLI change converges on the members left, 0 broken; the member rejoins', async () => {
-    const victim = await leader();
-    assert.ok(victim, 'a member is the leader');
+    // The thawed member may start an election of its own: wait for the cluster to settle on a leader.
+    await waitFor(async () => (await leader()) !== undefined, 30_000, 'a Raft leader');
+    const victim = (await leader())!;
     const g0 = storeState().gen;
     const tKill = Date.now();
     await victim.stop('SIGKILL');
