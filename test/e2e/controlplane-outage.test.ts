@@ -491,7 +491,8 @@ describe('control-plane outages: the data plane keeps forwarding', { skip: !isRo
     await cp.stop();
     const raftDir = join(cp.dir, 'raft');
     mkdirSync(raftDir, { recursive: true });
-    cluster = await startCluster(raftDir, 3);
+    // Raft between the members over mutual TLS with the lab store's certificate (made by startStore).
+    cluster = await startCluster(raftDir, 3, { tls: cp.pki.files('store') });
     remotes = () => [...cluster!.remotes];
     await watchStore();
     await writeDesired(base);
