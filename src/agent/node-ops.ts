@@ -4,7 +4,7 @@
 // the stateless programNode; the agent (src/agent/daemon.ts) keeps a NodeProgrammer (incremental apply).
 
 import { compileNodeParts, joinParts, type NodeParts, partsFlowCount } from '../compile/incremental.ts';
-import type { NodeFacts } from '../compile/index.ts';
+import type { CompileOptions, NodeFacts } from '../compile/index.ts';
 import { CT_ZONE, lbIds } from '../compile/registry.ts';
 import type { BridgeState, Flow } from '../flowset/types.ts';
 import type { Config } from '../model/types.ts';
@@ -41,6 +41,8 @@ export interface ProgrammerOptions {
    *  time (the stateless path). Default 15 minutes. */
   readonly fullReconcileMs?: number;
   readonly now?: () => number;
+  /** Compiler switches (negative controls in tests; the agent uses the defaults). */
+  readonly compile?: CompileOptions;
 }
 
 /** What this process last installed on one bridge: the parts it sent, and the foreign flows of the last read. */
@@ -64,6 +66,7 @@ export class NodeProgrammer {
   readonly #runner: Runner;
   readonly #fullEveryMs: number;
   readonly #now: () => number;
+  readonly #compile: CompileOptions;
   #compiled: NodeParts | undefined;
   #installed: Map<string, InstalledBridge> | undefined;
   #lastFull = 0;
@@ -73,6 +76,7 @@ export class NodeProgrammer {
     this.#runner = runner;
     this.#fullEveryMs = opts.fullReconcileMs ?? DEFAULT_FULL_RECONCILE_MS;
     this.#now = opts.now ?? Date.now;
+    this.#compile = opts.compile ?? {};
   }
 
   /** Forget what is installed: the next program() reads the switch (e.g. ovs-vswitchd restarted). */
@@ -95,7 +99,7 @@ export class NodeProgrammer {
 
   async program(config: Config, generation: Generation, facts: NodeFacts): Promise<ProgramResult> {
     const t0 = performance.now();
-    const parts = compileNodeParts(config, generation, facts, this.#compiled);
+    const parts = compileNodeParts(config, generation, facts, this.#compiled, this.#compile);
     this.#compiled = parts;
     const tc = performance.now();
     const fullReason = this.#fullReason();
@@ -152,8 +156,9 @@ export function programNode(
   config: Config,
   generation: Generation,
   facts: NodeFacts,
+  compile: CompileOptions = {},
 ): Promise<ProgramResult> {
-  return new NodeProgrammer(runner, { fullReconcileMs: 0 }).program(config, generation, facts);
+  return new NodeProgrammer(runner, { fullReconcileMs: 0, compile }).program(config, generation, facts);
 }
 
 // ---- live connections per slot ------------------------------------------------------------------------------

@@ -23,6 +23,15 @@ export interface LbInput {
   readonly lb: LoadBalancer;
   readonly id: number;
   readonly plan: PoolPlan;
+  /** false: UDP datagrams are committed where they first land, without the chain walk (the pipeline before UDP
+   *  persistence; negative controls only, CompileOptions). Default true. */
+  readonly udpWalk?: boolean;
+}
+
+/** Compiler switches for tests. */
+export interface CompileOptions {
+  /** false: compile UDP load balancers without the chain walk (negative controls of the UDP persistence tests). */
+  readonly udpWalk?: boolean;
 }
 
 /**

@@ -11,6 +11,7 @@ import { dropFlow, type LbInput } from './gateway.ts';
 import {
   CT_ZONE,
   cookie,
+  FLAG_COMMIT,
   FLAG_RESERVED,
   HOP_MASK,
   PRIO,
@@ -83,7 +84,7 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  *            tun_metadata2=0/0x80000000,nw_dst=203.0.113.10,tp_dst=80             (and =0x80000000/0x80000000)
  *            actions=move:NXM_NX_TUN_METADATA0[0..31]->NXM_NX_REG2[],move:NXM_NX_TUN_METADATA1[0..31]->NXM_NX_REG3[],
  *                    move:NXM_NX_TUN_METADATA2[0..31]->NXM_NX_REG4[],ct(table=21,zone=1,nat)
- *   TCP: the same with a hop counter that is not 0 (tun_metadata1=0x1/0x8001, 0x2/0x8003, 0x4/0x8007, 0x8/0x800f) at
+ *   The same with a hop counter that is not 0 (tun_metadata1=0x1/0x8001, 0x2/0x8003, 0x4/0x8007, 0x8/0x800f) at
  *   priority 110 (cookie TUN_VIP_SECOND): a packet another host handed on along a chain, counted per VIP.
  *   table=20 priority=1 actions=drop
  */
@@ -120,17 +121,16 @@ export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
         cookie: cookie('TUN_VIP', id, 0, port),
       });
       // The same packet when another host handed it on along a chain (hop counter not 0: one flow per lowest set
-      // bit): same actions, its own cookie, so the agent counts chain packets per VIP (the packets that would have
-      // broken a connection).
-      if (lb.protocol === 'tcp')
-        for (const [value, mask] of HOP_NOT_ZERO)
-          flows.push({
-            table: T.TUN_IN,
-            priority: PRIO.SECOND_CHANCED_IN,
-            match: vipMatch(`${ofNum(value)}/${ofNum(FLAG_RESERVED | mask)}`),
-            actions: copy,
-            cookie: cookie('TUN_VIP_SECOND', id, 0, port),
-          });
+      // bit): same actions, its own cookie, so the agent counts chain packets per VIP (TCP: the packets that would
+      // have broken a connection; UDP: also the first datagrams of new flows in moving slots).
+      for (const [value, mask] of HOP_NOT_ZERO)
+        flows.push({
+          table: T.TUN_IN,
+          priority: PRIO.SECOND_CHANCED_IN,
+          match: vipMatch(`${ofNum(value)}/${ofNum(FLAG_RESERVED | mask)}`),
+          actions: copy,
+          cookie: cookie('TUN_VIP_SECOND', id, 0, port),
+        });
     }
   }
   return flows;
@@ -214,22 +214,18 @@ export function hostMeters(facts: NodeFacts): Meter[] {
   return [{ meterId: SYN_METER_ID, spec: `pktps burst bands=type=drop rate=${rate} burst_size=${rate}` }];
 }
 
-/** CT_IN: commit + DNAT, one flow per local member of one load balancer. */
-export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): Flow[] {
+/** CT_IN: commit + DNAT, one flow per local member of one load balancer (UDP: only a datagram marked FLAG_COMMIT,
+ *  whose chain walk ended; an unmarked one walks first, hostChainJumpFlows). */
+export function hostCommitLbFlows(x: LbInput, facts: NodeFacts): Flow[] {
+  const { lb, id, plan } = x;
   const flows: Flow[] = [];
-  const metered = hostMeters(facts).length > 0;
+  const walks = udpWalks(x);
+  // SYNs pass the SYN meter when the host has one (hostMeters); UDP commits do not.
+  const meter = lb.protocol === 'tcp' && hostMeters(facts).length > 0 && `meter:${SYN_METER_ID}`;
   plan.members.forEach((m, index) => {
-    if (m.host !== facts.name) return;
-    const vm = facts.vms[m.address];
-    if (vm === undefined) {
-      // A member that left the config keeps its plan position until reused (rollout/planner.ts); its VM may
-      // be gone: no SYN can be committed to it any more. A configured backend without a port is an error.
-      if (!lb.backends.some((b) => backendKey(b) === m.key)) return;
-      throw new SluiceError(
-        'SLUICE_E_COMPILE_FACTS',
-        `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,
-      );
-    }
+    const deliver = localMemberActions(lb, m, facts, meter);
+    if (deliver === undefined) return;
+    const member = (index << 16) >>> 0;
     flows.push({
       table: T.CT_IN,
       priority: PRIO.NORMAL,
@@ -237,54 +233,97 @@ export function hostCommitLbFlows({ lb, id, plan }: LbInput, facts: NodeFacts): 
         'ct_state=+new+trk',
         l4(lb.protocol, lb.family),
         `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
-        `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+        walks
+          ? `${REG_T_MEMBER.match}=${ofNum((member | FLAG_COMMIT) >>> 0)}/${ofNum((0xffff0000 | FLAG_COMMIT) >>> 0)}`
+          : `${REG_T_MEMBER.match}=${ofNum(member)}/0xffff0000`,
         lb.protocol === 'tcp' && 'tcp_flags=+syn-ack',
       ),
-      actions: actions(
-        lb.protocol === 'tcp' && metered && `meter:${SYN_METER_ID}`,
-        `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
-        `set_field:${facts.vmRouterMac}->eth_src`,
-        `set_field:${vm.mac}->eth_dst`,
-        `output:${vm.ofport}`,
-      ),
+      actions: deliver,
       cookie: cookie('CT_COMMIT', id, index),
     });
   });
   return flows;
 }
 
-/** CT_IN: a new non-SYN TCP packet (this host has no connection for it) -> CHAIN, per family with TCP LBs. */
-export function hostChainJumpFlows(lbs: readonly LbInput[]): Flow[] {
-  const tcpFamilies = new Set<IpFamily>(lbs.filter((x) => x.lb.protocol === 'tcp').map((x) => x.lb.family));
-  return ([4, 6] as const)
-    .filter((fam) => tcpFamilies.has(fam))
-    .map((fam) => ({
-      table: T.CT_IN,
-      priority: PRIO.SECOND_CHANCE,
-      match: match('ct_state=+new+trk', l4('tcp', fam), 'tcp_flags=-syn'),
-      actions: `resubmit(,${T.CHAIN})`,
-      cookie: cookie('SECOND_CHANCE', 0, 0, fam),
-    }));
+/** Whether a load balancer's datagrams walk the chain before they are committed (UDP, unless switched off). */
+function udpWalks(x: LbInput): boolean {
+  return x.lb.protocol === 'udp' && x.udpWalk !== false;
 }
 
 /**
- * CHAIN, per slot that has a chain (TCP only): for each hop counter c a packet of the slot may carry, the owner of
+ * The actions that commit a new connection to plan member `m` with DNAT, mark it with lb id << 16 | slot (ct_mark,
+ * from REG_T_LB_SLOT) and deliver it; undefined when `m` is not a backend of this host.
+ */
+function localMemberActions(
+  lb: LbInput['lb'],
+  m: LbInput['plan']['members'][number],
+  facts: NodeFacts,
+  meter: string | false = false,
+): string | undefined {
+  if (m.host !== facts.name) return undefined;
+  const vm = facts.vms[m.address];
+  if (vm === undefined) {
+    // A member that left the config keeps its plan position until reused (rollout/planner.ts); its VM may
+    // be gone: no new connection can be committed to it any more. A configured backend without a port is an error.
+    if (!lb.backends.some((b) => backendKey(b) === m.key)) return undefined;
+    throw new SluiceError(
+      'SLUICE_E_COMPILE_FACTS',
+      `node ${facts.name}: no port for local backend ${m.address} of load balancer ${lb.name}`,
+    );
+  }
+  return actions(
+    meter,
+    `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
+    `set_field:${facts.vmRouterMac}->eth_src`,
+    `set_field:${vm.mac}->eth_dst`,
+    `output:${vm.ofport}`,
+  );
+}
+
+/**
+ * CT_IN -> CHAIN, per protocol and family with such LBs: a new non-SYN TCP packet (this host has no connection for
+ * it), and a new UDP datagram not marked FLAG_COMMIT (a UDP datagram cannot say whether its flow is new: it walks
+ * the chain first, and is committed where the walk ends; docs/design/rollout.md, "UDP").
+ */
+export function hostChainJumpFlows(lbs: readonly LbInput[]): Flow[] {
+  const flows: Flow[] = [];
+  for (const protocol of ['tcp', 'udp'] as const) {
+    const walking = lbs.filter((x) => (protocol === 'tcp' ? x.lb.protocol === 'tcp' : udpWalks(x)));
+    const families = new Set<IpFamily>(walking.map((x) => x.lb.family));
+    for (const fam of [4, 6] as const) {
+      if (!families.has(fam)) continue;
+      flows.push({
+        table: T.CT_IN,
+        priority: PRIO.SECOND_CHANCE,
+        match: match(
+          'ct_state=+new+trk',
+          l4(protocol, fam),
+          protocol === 'tcp' ? 'tcp_flags=-syn' : `${REG_T_MEMBER.match}=0/${ofNum(FLAG_COMMIT)}`,
+        ),
+        actions: `resubmit(,${T.CHAIN})`,
+        cookie: cookie(protocol === 'tcp' ? 'SECOND_CHANCE' : 'UDP_WALK', 0, 0, fam),
+      });
+    }
+  }
+  return flows;
+}
+
+/**
+ * CHAIN, per slot that has a chain (TCP and UDP): for each hop counter c a packet of the slot may carry, the owner of
  * the first lane >= c that lives on another host gets it, with the counter set to that lane + 1. The counter only
  * grows, so a packet visits each lane at most once (docs/design/rollout.md, "Where the chain lives"). The slot is
  * matched on the plan's low `bits` bits only, so a gateway one slot-bit growth ahead still finds it (slot s and
- * s + 2^bits have the same owners right after a growth). Stable slots have no flow: their packets are dropped.
+ * s + 2^bits have the same owners right after a growth). Stable slots have no flow: their TCP packets are dropped,
+ * and UDP datagrams reach the end of the walk at once (hostUdpWalkEndFlows: committed at the primary, no hop).
  *
  *   table=22 priority=100,reg2=0xb3490005/0xffff000f,reg3=0/0xf
  *            actions=set_field:0x2/0xf->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
  *                    output:3
  */
-export function hostChainLbFlows(
-  hostIp: ReadonlyMap<string, string>,
-  { lb, id, plan }: LbInput,
-  facts: NodeFacts,
-): Flow[] {
-  if (lb.protocol !== 'tcp') return [];
-  const flows: Flow[] = [];
+export function hostChainLbFlows(hostIp: ReadonlyMap<string, string>, x: LbInput, facts: NodeFacts): Flow[] {
+  const { lb, id, plan } = x;
+  if (lb.protocol === 'udp' && !udpWalks(x)) return [];
+  const flows: Flow[] = lb.protocol === 'udp' ? hostUdpWalkEndFlows(hostIp, x, facts) : [];
   const lanes = planLanes(plan);
   const size = plan.primary.length;
   const slotMask = (0xffff0000 | (size - 1)) >>> 0;
@@ -318,6 +357,59 @@ export function hostChainLbFlows(
       });
     }
   }
+  return flows;
+}
+
+/**
+ * CHAIN, UDP, below every slot's hops: the walk found no conntrack entry for the datagram on any owner of its slot
+ * (or the slot has no chain), so its flow is new here: one flow per plan member of the LB, matched on the primary
+ * member the gateway wrote. A local member commits it (as a SYN would be); another host's member gets it back with
+ * FLAG_COMMIT (the counter kept), and that host commits it in CT_IN. So a new UDP flow lands where a TCP SYN
+ * through the same gateway would, and only after every owner that may hold it said no.
+ *
+ *   table=22 priority=40,udp,reg2=0xb3490000/0xffff0000,reg3=0x10000/0xffff0000 actions=ct(commit,...),...,output:5
+ *   table=22 priority=40,udp,reg2=0xb3490000/0xffff0000,reg3=0x20000/0xffff0000
+ *            actions=set_field:0x10/0x10->tun_metadata1,set_field:192.168.100.12->tun_dst,set_field:0->in_port,
+ *                    output:3
+ */
+export function hostUdpWalkEndFlows(
+  hostIp: ReadonlyMap<string, string>,
+  { lb, id, plan }: LbInput,
+  facts: NodeFacts,
+): Flow[] {
+  const flows: Flow[] = [];
+  plan.members.forEach((m, index) => {
+    const walkEnd = (actionText: string, kind: 'UDP_WALK_COMMIT' | 'UDP_WALK_RETURN'): Flow => ({
+      table: T.CHAIN,
+      priority: PRIO.WALK_END,
+      // The protocol match is what lets ct(commit,nat(...)) through OpenFlow's prerequisite check.
+      match: match(
+        l4(lb.protocol, lb.family),
+        `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+        `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+      ),
+      actions: actionText,
+      cookie: cookie(kind, id, index),
+    });
+    if (m.host === facts.name) {
+      const deliver = localMemberActions(lb, m, facts);
+      if (deliver !== undefined) flows.push(walkEnd(deliver, 'UDP_WALK_COMMIT'));
+      return;
+    }
+    const ip = hostIp.get(m.host);
+    if (ip === undefined) return; // its host left the config: nowhere to commit (dropped)
+    flows.push(
+      walkEnd(
+        actions(
+          `set_field:${ofNum(FLAG_COMMIT)}/${ofNum(FLAG_COMMIT)}->${TUN_MEMBER_FLAGS.field}`,
+          `set_field:${ip}->tun_dst`,
+          'set_field:0->in_port',
+          `output:${facts.ports.geneve}`,
+        ),
+        'UDP_WALK_RETURN',
+      ),
+    );
+  });
   return flows;
 }
 

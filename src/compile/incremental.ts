@@ -19,6 +19,7 @@ import type { Config } from '../model/types.ts';
 import { type Generation, type PoolPlan, planLanes } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
 import {
+  type CompileOptions,
   dropFlow,
   gatewayClassifyLbFlows,
   gatewayLbGroups,
@@ -99,11 +100,12 @@ export function compileNodeParts(
   gen: Generation,
   facts: NodeFacts,
   prev?: NodeParts,
+  opts: CompileOptions = {},
 ): NodeParts {
   checkNodeInConfig(config, facts);
-  const context = JSON.stringify([config.hashMode, config.nodes, facts]);
+  const context = JSON.stringify([config.hashMode, config.nodes, facts, opts]);
   const old = prev !== undefined && prev.context === context && prev.node === facts.name ? prev : undefined;
-  const lbs = lbInputs(config, gen);
+  const lbs = lbInputs(config, gen, opts);
   const tlvMap = tlvMapping();
   const int = new Map<string, BridgeState>();
   const phy = new Map<string, BridgeState>();

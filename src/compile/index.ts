@@ -5,7 +5,13 @@ import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
-import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows, type LbInput } from './gateway.ts';
+import {
+  type CompileOptions,
+  gatewayClassifyFlows,
+  gatewayGroups,
+  gatewaySlotFlows,
+  type LbInput,
+} from './gateway.ts';
 import {
   hostChainFlows,
   hostClassifyFlows,
@@ -18,16 +24,17 @@ import { phyFlows } from './phy.ts';
 import { lbIds, TLV_OPTIONS } from './registry.ts';
 
 export type { NodeFacts, VmPort } from './facts.ts';
-export type { LbInput } from './gateway.ts';
+export type { CompileOptions, LbInput } from './gateway.ts';
 
 /** The load balancers that are both configured and planned, with their ids, sorted by name. */
-export function lbInputs(config: Config, gen: Generation): LbInput[] {
+export function lbInputs(config: Config, gen: Generation, opts: CompileOptions = {}): LbInput[] {
   const ids = lbIds(config.loadBalancers.map((l) => l.name));
   return [...config.loadBalancers]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .flatMap((lb) => {
       const plan = gen.pools.get(lb.name);
-      return plan ? [{ lb, id: ids.get(lb.name)!, plan }] : [];
+      if (!plan) return [];
+      return [{ lb, id: ids.get(lb.name)!, plan, ...(opts.udpWalk === false ? { udpWalk: false } : {}) }];
     });
 }
 
@@ -52,9 +59,14 @@ export function withMeters(meters: readonly Meter[]): { meters?: readonly Meter[
   return meters.length > 0 ? { meters } : {};
 }
 
-export function compileNode(config: Config, gen: Generation, facts: NodeFacts): FlowSet {
+export function compileNode(
+  config: Config,
+  gen: Generation,
+  facts: NodeFacts,
+  opts: CompileOptions = {},
+): FlowSet {
   checkNodeInConfig(config, facts);
-  const lbs = lbInputs(config, gen);
+  const lbs = lbInputs(config, gen, opts);
   const tlvMap = tlvMapping();
   const int: BridgeState =
     facts.role === 'gateway'

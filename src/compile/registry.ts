@@ -12,9 +12,10 @@
 //   T.GW_SLOTS (10) reads REG_LB, REG_SLOT   T.TUN_IN (20)   VIP:port, options present:     rest: NORMAL
 //     writes TUN_LB_SLOT, TUN_MEMBER_FLAGS,    copies them to REG_T_*; ct(nat) -> CT_IN
 //     TUN_SECOND_HOST, tun_dst; -> geneve0   T.CT_IN (21)    reads REG_T_*; writes ct_mark (= REG_T_LB_SLOT);
-//                                              new non-SYN TCP -> CHAIN
+//                                              new non-SYN TCP, new UDP without FLAG_COMMIT -> CHAIN
 //                                            T.CHAIN (22)    reads REG_T_LB_SLOT, the hop counter of REG_T_MEMBER;
-//                                              writes the hop counter of TUN_MEMBER_FLAGS, tun_dst -> geneve0
+//                                              writes the hop counter of TUN_MEMBER_FLAGS, tun_dst -> geneve0;
+//                                              UDP at the walk's end: commit, or FLAG_COMMIT -> the primary's host
 //                                            T.CT_OUT (30)   +est+rpl -> direct return to router
 //
 //   Registers, gateway (set before the dp_hash recirculation, so they stay low-entropy: one value per LB):
@@ -37,7 +38,8 @@
 //   Geneve options (class 0xffff, types >= 0x80 = critical, 4 bytes each; the gateway always sends all three):
 //     tun_metadata0 TUN_LB_SLOT      = lb id << 16 | slot
 //     tun_metadata1 TUN_MEMBER_FLAGS = primary member index << 16 | flags (bits 0..3 = hop counter: 0 from a
-//                                      gateway, lane + 1 after a host handed the packet to that lane's owner)
+//                                      gateway, lane + 1 after a host handed the packet to that lane's owner;
+//                                      bit 4 = FLAG_COMMIT, UDP only; bit 15 reserved, always 0)
 //     tun_metadata2 TUN_SECOND_HOST  = second-chance host tunnel IPv4 as a 32-bit number (0 = none); still sent
 //                                      by gateways, no longer read by hosts
 //
@@ -126,6 +128,9 @@ export const FLAG_RESERVED = 0x8000;
 /** The hop counter in the low bits of TUN_MEMBER_FLAGS: 0 = sent by a gateway; lane + 1 = handed to that lane's
  *  owner by a host. Only grows along a packet's way (docs/design/rollout.md, "Where the chain lives"). */
 export const HOP_MASK = 0xf;
+/** UDP: "commit here". A host whose chain walk found no conntrack entry for a new UDP datagram sends it back to the
+ *  host of the gateway's primary member with this bit set; that host commits it (docs/design/rollout.md, "UDP"). */
+export const FLAG_COMMIT = 0x10;
 
 /** The conntrack zone every host uses for all its load-balanced connections. */
 export const CT_ZONE = 1;
@@ -138,6 +143,8 @@ export const PRIO = {
   NORMAL: 100,
   SECOND_CHANCE: 90,
   LOW: 50,
+  /** CHAIN, UDP: the end of a walk (below every slot's hops). */
+  WALK_END: 40,
   /** Catch-alls (br-int drops, br-phy NORMAL) sit at 1, not 0: a bridge in standalone fail mode has its own
    *  `priority=0 actions=NORMAL` flow with cookie 0, which is not sluice's to replace; ours shadows it. */
   PHY_DEFAULT: 1,
@@ -204,6 +211,12 @@ export const COOKIE_KINDS = {
   TUN_VIP_SECOND: 0x10,
   /** host CHAIN: hand a packet of one slot, at one hop counter, to the next lane's owner. lb, a = slot, b = counter. */
   CHAIN_HOP: 0x11,
+  /** host CHAIN, UDP: the walk found no conntrack entry: commit at the local primary member. lb, a = member index. */
+  UDP_WALK_COMMIT: 0x12,
+  /** host CHAIN, UDP: the walk found no conntrack entry: back to the primary's host with FLAG_COMMIT. lb, a = member. */
+  UDP_WALK_RETURN: 0x13,
+  /** host CT_IN: a new UDP datagram without FLAG_COMMIT (no flow here; new or not, it walks) -> CHAIN. b = family. */
+  UDP_WALK: 0x14,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

@@ -1,4 +1,4 @@
-// Traffic runner: runs inside a client namespace and keeps N long-lived TCP connections to VIP:port.
+// Traffic runner: runs inside a client namespace and keeps N long-lived TCP connections (or UDP flows) to VIP:port.
 //
 //   ip netns exec sl-c1 node --import tsx src/lab/conn-runner.ts --vip 203.0.113.10 --port 80 --count 200 --rate 100
 //
@@ -13,6 +13,11 @@
 // --interval and requiring their echo within --timeout is the application-level equivalent (stricter, even: the
 // bytes must come back through the whole path, from the right backend).
 //
+// With --udp, a "connection" is a UDP flow: one connected socket (its own source port, so its own 5-tuple) that
+// sends a datagram every --interval ms; the backend answers each with its name. The first answer opens the flow
+// (its backend); it is BROKEN when an answer names another backend (`backend-changed`: the flow moved), or when no
+// answer came for --timeout ms (`echo-timeout`), or on an ICMP error (`refused`). No first answer: FAILED.
+//
 // Control on stdin, one JSON object per line: {"cmd":"open","count":N,"rate":R} | {"cmd":"close","count":N} |
 // {"cmd":"report"} | {"cmd":"stop"}. stdin closing (controller gone) = stop.
 // Output on stdout, one JSON object per line: {"ev":"ready"} | {"ev":"open",...} (with --verbose) |
@@ -21,7 +26,8 @@
 //
 // Self-contained (node: builtins only) so the lab can run it as plain JS (see scripts.ts).
 
-import { connect, type Socket } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { BackendCounters, TrafficCounters } from './traffic.ts';
 
@@ -35,9 +41,17 @@ interface Counters extends TrafficCounters {
 
 type ConnState = 'connecting' | 'greeting' | 'alive' | 'closing' | 'done';
 
+/** What a connection needs of its socket: a TCP socket as it is, a UDP socket through udpLink. */
+interface Link {
+  readonly localPort?: number | undefined;
+  write(data: string): void;
+  end(): void;
+  destroy(): void;
+}
+
 interface Conn {
   id: number;
-  sock: Socket;
+  sock: Link;
   state: ConnState;
   startedAt: number;
   openedAt: number;
@@ -70,6 +84,7 @@ const timeoutMs = num('--timeout', 3000);
 const reportMs = num('--report-ms', 1000);
 const runnerId = arg('--id', 'runner')!;
 const verbose = process.argv.includes('--verbose');
+const udp = process.argv.includes('--udp');
 const expect = arg('--expect')
   ?.split(',')
   .filter((s) => s !== '');
@@ -186,28 +201,8 @@ function onData(c: Conn, chunk: string): void {
     const name = c.rx.slice(0, nl);
     const rest = c.rx.slice(nl + 1);
     c.rx = '';
-    if (!NAME.test(name) || (expect && !expect.includes(name)) || rest !== '') {
-      fail(c, 'bad-greeting');
-      return;
-    }
-    c.backend = name;
-    c.state = 'alive';
-    c.openedAt = Date.now();
-    c.nextSendAt = c.openedAt + Math.floor(Math.random() * intervalMs);
-    counters.connecting--;
-    counters.opened++;
-    counters.alive++;
-    const b = backendCounters(name);
-    b.opened++;
-    b.alive++;
-    if (verbose)
-      emit({
-        ev: 'open',
-        id: c.id,
-        backend: name,
-        localPort: c.sock.localPort,
-        ms: c.openedAt - c.startedAt,
-      });
+    if (rest !== '') fail(c, 'bad-greeting');
+    else opened(c, name);
     return;
   }
   // Echo: the bytes must be exactly the oldest unechoed payloads, in order.
@@ -233,14 +228,91 @@ function onData(c: Conn, chunk: string): void {
   }
 }
 
+/** A connection got its backend's name (TCP greeting, first UDP answer): it is open. */
+function opened(c: Conn, name: string): void {
+  if (!NAME.test(name) || (expect && !expect.includes(name))) {
+    fail(c, 'bad-greeting');
+    return;
+  }
+  c.backend = name;
+  c.state = 'alive';
+  c.openedAt = Date.now();
+  c.nextSendAt = c.openedAt + Math.floor(Math.random() * intervalMs);
+  counters.connecting--;
+  counters.opened++;
+  counters.alive++;
+  const b = backendCounters(name);
+  b.opened++;
+  b.alive++;
+  if (verbose)
+    emit({
+      ev: 'open',
+      id: c.id,
+      backend: name,
+      localPort: c.sock.localPort,
+      ms: c.openedAt - c.startedAt,
+    });
+}
+
+/** A UDP answer: the first opens the flow; each later one must name the same backend and answers the oldest
+ *  datagram still unanswered (datagrams may be lost; the timeout catches a flow that gets no answers). */
+function onDatagram(c: Conn, name: string): void {
+  if (c.state === 'greeting' || c.state === 'connecting') {
+    opened(c, name);
+    return;
+  }
+  if (c.state !== 'alive') return;
+  if (name !== c.backend) {
+    fail(c, 'backend-changed');
+    return;
+  }
+  if (c.pending.shift() !== undefined) counters.echoes++;
+}
+
+/** A connected UDP socket as a Link, and the flow's events wired to `c`. */
+function udpLink(c: () => Conn): Link {
+  const s = createSocket(vip!.includes(':') ? 'udp6' : 'udp4');
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    s.close();
+  };
+  s.on('message', (m) => onDatagram(c(), m.toString('latin1').trim()));
+  s.on('error', (err) => fail(c(), reasonOf(err)));
+  s.connect(port, vip!, () => {
+    const conn = c();
+    if (conn.state !== 'connecting') return;
+    conn.state = 'greeting';
+    conn.nextSendAt = Date.now(); // tick() sends the first datagram, and again every interval until answered
+  });
+  return {
+    get localPort() {
+      try {
+        return s.address().port;
+      } catch {
+        return undefined;
+      }
+    },
+    write: (data) => {
+      if (!closed) s.send(data);
+    },
+    end: () => {
+      close();
+      finish(c(), 'closed', 'closed');
+    },
+    destroy: close,
+  };
+}
+
 function openOne(): void {
   const id = nextId++;
   counters.attempted++;
   counters.connecting++;
-  const sock = connect({ host: vip!, port, noDelay: true });
-  sock.setEncoding('latin1');
+  let c: Conn | undefined;
+  const sock: Link = udp ? udpLink(() => c!) : tcpLink(() => c!);
   const now = Date.now();
-  const c: Conn = {
+  c = {
     id,
     sock,
     state: 'connecting',
@@ -254,15 +326,22 @@ function openOne(): void {
     closingAt: 0,
   };
   conns.set(id, c);
+}
+
+/** A TCP connection to the VIP, its events wired to `c`. */
+function tcpLink(c: () => Conn): Link {
+  const sock = connect({ host: vip!, port, noDelay: true });
+  sock.setEncoding('latin1');
   sock.on('connect', () => {
-    if (c.state === 'connecting') c.state = 'greeting';
+    if (c().state === 'connecting') c().state = 'greeting';
   });
-  sock.on('data', (d: string) => onData(c, d));
-  sock.on('error', (err) => fail(c, reasonOf(err)));
+  sock.on('data', (d: string) => onData(c(), d));
+  sock.on('error', (err) => fail(c(), reasonOf(err)));
   sock.on('close', () => {
-    if (c.state === 'closing') finish(c, 'closed', 'closed');
-    else fail(c, 'eof');
+    if (c().state === 'closing') finish(c(), 'closed', 'closed');
+    else fail(c(), 'eof');
   });
+  return sock;
 }
 
 function tick(): void {
@@ -281,6 +360,11 @@ function tick(): void {
       if (now - c.startedAt > timeoutMs) fail(c, 'connect-timeout');
     } else if (c.state === 'greeting') {
       if (now - c.startedAt > timeoutMs) fail(c, 'greeting-timeout');
+      else if (udp && now >= c.nextSendAt) {
+        // A UDP client resends its request until answered (a datagram may be lost); only the first answer counts.
+        c.nextSendAt = now + intervalMs;
+        c.sock.write(`${c.id}.0;`);
+      }
     } else if (c.state === 'alive') {
       if (c.pending.length > 0 && now - c.pending[0].at > timeoutMs) {
         fail(c, 'echo-timeout');

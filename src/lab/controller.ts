@@ -21,6 +21,7 @@ import {
   programNode,
   readSlotConnections,
 } from '../agent/node-ops.ts';
+import type { CompileOptions } from '../compile/index.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -40,6 +41,8 @@ export interface LabControllerOptions {
   readonly onEvent?: (e: ControllerEvent) => void;
   /** Poll interval of the rollout loop while gated or waiting, ms (default 200). */
   readonly pollMs?: number;
+  /** Compiler switches for every node it programs (negative controls, e.g. `{ udpWalk: false }`). */
+  readonly compile?: CompileOptions;
 }
 
 export interface ChangeOptions {
@@ -144,7 +147,13 @@ export class LabController {
   }
 
   async #program(node: string, gen: Generation): Promise<void> {
-    const r = await programNode(this.lab.node(node), this.config, gen, this.lab.compilerFacts(node));
+    const r = await programNode(
+      this.lab.node(node),
+      this.config,
+      gen,
+      this.lab.compilerFacts(node),
+      this.#opts.compile,
+    );
     this.acks.set(node, gen.number);
     const lines = Object.entries(r.bundleLines)
       .filter(([, n]) => n > 0)

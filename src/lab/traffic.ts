@@ -61,6 +61,9 @@ export interface RunnerOptions {
   readonly netns?: string;
   readonly vip: string;
   readonly port: number;
+  /** `udp`: each "connection" is a UDP flow (its own source port) answered by the backend's name (conn-runner.ts).
+   *  Default `tcp`. */
+  readonly protocol?: 'tcp' | 'udp';
   /** Connections to open at start. */
   readonly count?: number;
   /** New connections per second. Default 100. */
@@ -224,6 +227,7 @@ export class TrafficRunner {
       String(options.reportMs ?? 500),
       ...(options.expectBackends ? ['--expect', options.expectBackends.join(',')] : []),
       ...(options.verbose ? ['--verbose'] : []),
+      ...(options.protocol === 'udp' ? ['--udp'] : []),
     ];
     const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const pidFile = `${lab.facts.runDir}/pids/runner-${id}.pid`;

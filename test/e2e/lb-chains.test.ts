@@ -28,7 +28,7 @@ import { type Lab, labDown } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 import { LANES, planLanes } from '../../src/rollout/types.ts';
-import { API, brokenInfo, isRoot, packetsByKind, setup, sleep, WEB } from './lb-common.ts';
+import { API, brokenInfo, hostPackets, isRoot, setup, sleep, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-e2ech-';
 const T = { intervalMs: 300, timeoutMs: 3000 } as const;
@@ -54,15 +54,8 @@ function chainStats(): [number, number] {
 }
 
 /** Packets hosts handed to a chain's next owner (CHAIN_HOP flows' n_packets, every host). */
-async function chainHops(): Promise<number> {
-  return (
-    (
-      await packetsByKind(
-        lab,
-        lab.hosts.map((h) => h.name),
-      )
-    ).CHAIN_HOP ?? 0
-  );
+function chainHops(): Promise<number> {
+  return hostPackets(lab, 'CHAIN_HOP');
 }
 
 async function waitFor(cond: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {

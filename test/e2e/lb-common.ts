@@ -3,7 +3,7 @@
 
 import { after, before } from 'node:test';
 import type { LabConfigInput } from '../../src/lab/config.ts';
-import { LabController } from '../../src/lab/controller.ts';
+import { type ChangeResult, LabController } from '../../src/lab/controller.ts';
 import { packetsByKind as flowPacketsByKind, secondChancePackets } from '../../src/lab/flow-counters.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
@@ -12,7 +12,10 @@ import type { Config } from '../../src/model/types.ts';
 
 export { secondChancePackets };
 export const isRoot = process.getuid?.() === 0;
-export { setTimeout as sleep } from 'node:timers/promises';
+
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export { sleep };
 export const WEB = { vip: '203.0.113.10', port: 80 } as const;
 export const API = { vip: '203.0.113.20', port: 80 } as const;
 /** Echo timeout of the harness: a black-holed connection fails within it. */
@@ -87,6 +90,61 @@ export function spread(c: TrafficCounters): string {
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, b]) => `${k} ${b.opened}`)
     .join(', ');
+}
+
+/** Resolves once `pred()` holds (polled every 50 ms); throws after `timeoutMs`. */
+export async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** ~6 s of ECMP flips: {gw1}, {gw2}, both; opens `open` new connections on each of `ts` meanwhile. Flows cross
+ *  between the gateways (on different generations when one is held). */
+export async function ecmpFlips(lab: Lab, ts: readonly Traffic[], open: number): Promise<void> {
+  for (const t of ts) t.open(open, 50);
+  for (const set of [['gw1'], ['gw2'], ['gw1', 'gw2'], ['gw2'], ['gw1']]) {
+    await lab.setEcmpGateways(set);
+    await sleep(1200);
+  }
+  await lab.setEcmpGateways(['gw1', 'gw2']);
+}
+
+/**
+ * A planner-driven change with gw1 held one generation behind gw2: `onWindow` runs in window A (gw1 on g, gw2 on
+ * g+1: phase 1) and window B (gw1 on g+1, gw2 on g+2: phase 2), g = the latest generation before the change; then
+ * gw1 is released and the change's result returned. The gating keeps gw2 from getting further ahead.
+ */
+export async function skewedChange(
+  ctl: LabController,
+  config: Config,
+  onWindow: (window: 'A' | 'B', g: number) => Promise<void>,
+): Promise<ChangeResult> {
+  const g = ctl.latest!.number;
+  ctl.holdGateway('gw1');
+  const rollout = ctl.change(config, { timeoutMs: 90_000 });
+  rollout.catch(() => {});
+  await waitFor(() => ctl.acks.get('gw2') === g + 1, 'gw2 on g+1');
+  await onWindow('A', g);
+  await ctl.advanceHeld('gw1');
+  await waitFor(() => ctl.acks.get('gw2') === g + 2, 'gw2 on g+2');
+  await onWindow('B', g);
+  await ctl.releaseGateway('gw1');
+  return rollout;
+}
+
+/** n_packets of one cookie kind summed over every host's br-int (e.g. CHAIN_HOP, UDP_WALK_RETURN). */
+export async function hostPackets(lab: Lab, kind: string): Promise<number> {
+  return (
+    (
+      await packetsByKind(
+        lab,
+        lab.hosts.map((h) => h.name),
+      )
+    )[kind] ?? 0
+  );
 }
 
 /** Broken connections with their reasons and backends, for assertion messages. */

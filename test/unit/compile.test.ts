@@ -12,6 +12,7 @@ import {
   decodeCookie,
   isSluiceCookie,
   lbIds,
+  PRIO,
   T,
 } from '../../src/compile/registry.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
@@ -90,15 +91,41 @@ test('every flow carries a sluice cookie that decodes', () => {
   }
 });
 
-test('a slot without a primary has no flow (its packets hit the drop); UDP-only hosts get no second chance', () => {
+test('a slot without a primary has no flow (its packets hit the drop); UDP walks the chain before it commits', () => {
   const gw = compileNode(config, gen, fakeFacts(config, 'gw1')).bridges.get('br-int')!;
   const slots = gw.flows.filter((f) => f.table === T.GW_SLOTS && decodeCookie(f.cookie)?.kind === 'GW_SLOT');
   assert.equal(slots.length, 15);
   assert.ok(!slots.some((f) => f.match.endsWith('reg1=0x3')));
   const host = compileNode(config, gen, fakeFacts(config, 'host1')).bridges.get('br-int')!;
-  assert.ok(!host.flows.some((f) => decodeCookie(f.cookie)?.kind === 'SECOND_CHANCE'));
+  assert.ok(!host.flows.some((f) => decodeCookie(f.cookie)?.kind === 'SECOND_CHANCE'), 'no TCP LB');
+  const jumps = host.flows.filter((f) => decodeCookie(f.cookie)?.kind === 'UDP_WALK');
+  assert.deepEqual(
+    jumps.map((f) => f.match),
+    ['ct_state=+new+trk,udp,reg3=0/0x10'],
+    'a new UDP datagram without FLAG_COMMIT walks the chain',
+  );
   const commit = host.flows.find((f) => decodeCookie(f.cookie)?.kind === 'CT_COMMIT')!;
-  assert.ok(!commit.match.includes('tcp_flags'), 'UDP commits any new packet');
+  assert.ok(!commit.match.includes('tcp_flags'), 'no SYN in UDP');
+  assert.ok(commit.match.includes('reg3=0x10/0xffff0010'), `UDP commits only FLAG_COMMIT: ${commit.match}`);
+  // The end of the walk: on the primary member's host it commits (a stable slot takes no hop); on another host
+  // the datagram goes back to the member's host with FLAG_COMMIT.
+  const ends = (h: typeof host, kind: CookieKind) =>
+    h.flows.filter(
+      (f) => f.table === T.CHAIN && f.priority === PRIO.WALK_END && decodeCookie(f.cookie)?.kind === kind,
+    );
+  const local = ends(host, 'UDP_WALK_COMMIT');
+  assert.equal(local.length, 1);
+  assert.ok(local[0].actions.startsWith('ct(commit,'), local[0].actions);
+  assert.equal(ends(host, 'UDP_WALK_RETURN').length, 0);
+  const host2 = compileNode(config, gen, fakeFacts(config, 'host2')).bridges.get('br-int')!;
+  assert.equal(ends(host2, 'UDP_WALK_COMMIT').length, 0);
+  const back = ends(host2, 'UDP_WALK_RETURN');
+  assert.equal(back.length, 1);
+  assert.equal(
+    back[0].actions,
+    'set_field:0x10/0x10->tun_metadata1,set_field:192.168.100.11->tun_dst,set_field:0->in_port,output:' +
+      back[0].actions.split('output:')[1],
+  );
 });
 
 test('compileNode rejects facts that do not fit the config', () => {

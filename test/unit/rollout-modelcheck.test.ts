@@ -28,6 +28,15 @@
 //   planner no longer waits for it, gets 0 connections from it (what src/planner/core.ts reads from a host it no
 //   longer waits for) and the host in `silentHosts`. It comes back by applying the latest generation.
 //
+// - UDP (half the sequences): a UDP load balancer. There is no SYN: a datagram a host has no conntrack entry for
+//   walks the chain like a non-SYN TCP packet; where the walk ends (no lane left), the flow is new: it goes back to
+//   the host of the gateway's primary X (FLAG_COMMIT), which commits it on X (docs/design/rollout.md, "UDP"). So a
+//   new UDP flow lands on X like a SYN, after up to L + 1 walk hops and 1 hop back; the check asserts that bound
+//   for every new flow. A packet of an existing flow that the walk misses would be committed anew on X, i.e. the
+//   flow would change backend: the same VIOLATION as a drop. A flow idle past conntrack's UDP timeout is gone (a
+//   close). The negative control 'udp-commit-first' is the design before: a host commits a UDP datagram it has no
+//   entry for at once (no walk).
+//
 // Negative controls (same model, one safety mechanism removed) must find violations, so the check can fail.
 
 import * as assert from 'node:assert/strict';
@@ -47,7 +56,8 @@ type Mutation =
   | 'drop-chain-member' // every published plan loses the last older previous owner of each chain, in use or not
   | 'skip-phase1' // a slot that would enter phase 1 (P, N) goes straight to (N, P)
   | 'ignore-acks' // publish whatever the gateways and hosts acknowledged
-  | 'silent-as-zero'; // a silent host's backends count 0 connections and its slots move (no silentHosts)
+  | 'silent-as-zero' // a silent host's backends count 0 connections and its slots move (no silentHosts)
+  | 'udp-commit-first'; // UDP only: a host commits a datagram it has no entry for at once (no walk)
 
 interface Result {
   sequences: number;
@@ -61,6 +71,11 @@ interface Result {
   maxChain: number;
   /** Deliveries that needed at least 2 hops (reached through the chain beyond the second chance). */
   deepDeliveries: number;
+  /** UDP: sequences, new flows, new flows that walked a chain (hops > 0), and the most hops one took to commit. */
+  udpSequences: number;
+  udpFlows: number;
+  udpWalked: number;
+  udpMaxNewHops: number;
   firstViolation?: string;
   /** How many planner notes of each kind (coverage of the transitions). */
   notes: Record<string, number>;
@@ -107,6 +122,10 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     maxHops: 0,
     maxChain: 0,
     deepDeliveries: 0,
+    udpSequences: 0,
+    udpFlows: 0,
+    udpWalked: 0,
+    udpMaxNewHops: 0,
     notes: {},
   };
 
@@ -118,6 +137,9 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     const deep = rnd() < 0.25;
     const closes = !deep && rnd() < 0.5;
     const eventsPerSequence = deep ? 96 : 40;
+    // Every other sequence (by number, so the random stream and the TCP sequences stay those of the TCP-only check).
+    const udp = mutation === 'udp-commit-first' || q % 2 === 1;
+    if (udp) res.udpSequences++;
     const nBackends = 2 + int(5);
     const nHosts = 2 + int(5);
     const backends: ModelBackend[] = [];
@@ -149,7 +171,14 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         chainLength,
         nodes: NODES,
         loadBalancers: [
-          { name: LB, vip: '10.9.9.9', family: 4, protocol: 'tcp', ports: [80], backends: list },
+          {
+            name: LB,
+            vip: '10.9.9.9',
+            family: 4,
+            protocol: udp ? 'udp' : 'tcp',
+            ports: [80],
+            backends: list,
+          },
         ],
       };
     };
@@ -187,18 +216,27 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     let nextConn = 0;
     let dirty = true;
 
-    /** Host-to-host hops to deliver `c` from a gateway on `g`, or a reason it is not delivered. */
-    const deliver = (c: Conn, g: Generation): number | string => {
+    /**
+     * Host-to-host hops to deliver `c` from a gateway on `g`, or a reason it is not delivered. `c` undefined: a new
+     * UDP flow's first datagram (no host holds it); the walk's end is returned as `{ hops, host }`.
+     */
+    const walk = (
+      c: Conn | undefined,
+      hash: number,
+      g: Generation,
+    ): number | string | { hops: number; host: string } => {
       const plan = g.pools.get(LB)!;
-      const x = plan.primary[c.hash & ((1 << plan.bits) - 1)];
+      const x = plan.primary[hash & ((1 << plan.bits) - 1)];
       if (x === NO_OWNER) return 'no primary';
       let host = plan.members[x].host;
       let counter = 0;
       for (let hops = 0; ; hops++) {
-        if (host === c.host) return hops;
+        if (host === c?.host) return hops;
         if (mutation === 'no-chain') return `not on ${host}, hosts never hand packets on`;
+        if (mutation === 'udp-commit-first' && c !== undefined)
+          return `not on ${host}, which commits the datagram anew on ${plan.members[x].key}: the flow changed backend`;
         if (mutation === 'one-hop') {
-          const sc = plan.second[c.hash & ((1 << plan.bits) - 1)];
+          const sc = plan.second[hash & ((1 << plan.bits) - 1)];
           if (counter > 0 || sc === NO_OWNER) return `not on ${host}, one hop only`;
           host = plan.members[sc].host;
           counter = 1;
@@ -206,16 +244,35 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         }
         const hp = hostGen.get(host)!.pools.get(LB)!;
         const lanes = planLanes(hp);
-        const base = (c.hash & ((1 << hp.bits) - 1)) * LANES;
+        const base = (hash & ((1 << hp.bits) - 1)) * LANES;
         let next = -1;
         for (let l = counter; l < LANES && next < 0; l++) {
           const m = lanes[base + l];
           if (m !== NO_OWNER && hp.members[m].host !== host) next = l;
         }
+        if (next < 0 && c === undefined) return { hops, host };
         if (next < 0)
-          return `not on ${host} (g${hostGen.get(host)!.number}) at counter ${counter}, no lane left`;
+          return (
+            `not on ${host} (g${hostGen.get(host)!.number}) at counter ${counter}, no lane left` +
+            (udp ? `: committed anew on ${plan.members[x].key}, the flow changed backend` : '')
+          );
         host = hp.members[lanes[base + next]].host;
         counter = next + 1;
+      }
+    };
+
+    /** A new UDP flow's first datagram: it walks the whole chain, then goes back to the primary's host (FLAG_COMMIT)
+     *  unless the walk ended there; that host commits it, as it would a SYN. Checks the hop bound L + 2. */
+    const newUdpFlowHops = (hash: number, g: Generation, primaryHost: string): void => {
+      res.udpFlows++;
+      const r = walk(undefined, hash, g);
+      if (typeof r !== 'object') return; // a negative control that breaks walks (checked on the known flows)
+      const hops = r.hops + (r.host === primaryHost ? 0 : 1);
+      if (hops > 0) res.udpWalked++;
+      res.udpMaxNewHops = Math.max(res.udpMaxNewHops, hops);
+      if (hops > chainLength + 2) {
+        res.violations++;
+        res.firstViolation ??= `sequence ${q}: a new UDP flow took ${hops} hops to commit (L = ${chainLength})`;
       }
     };
 
@@ -226,7 +283,8 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         seen.add(g);
         for (const c of conns) {
           res.checks++;
-          const r = deliver(c, g);
+          const r = walk(c, c.hash, g);
+          if (typeof r === 'object') throw new Error('unreachable: a walk for a known flow');
           if (typeof r === 'number') {
             if (r > res.maxHops) res.maxHops = r;
             if (r >= 2) res.deepDeliveries++;
@@ -276,6 +334,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         if (x !== NO_OWNER) {
           const m = plan.members[x];
           const b = byKey.get(m.key)!;
+          if (udp && mutation !== 'udp-commit-first') newUdpFlowHops(hash, g, m.host);
           if (b.up) conns.push({ id: nextConn++, hash, key: m.key, host: m.host });
         }
       } else if (r < 33) {
@@ -464,18 +523,23 @@ if (!isMainThread) {
       checks: 0,
       violations: 0,
       deepDeliveries: 0,
+      udpSequences: 0,
+      udpFlows: 0,
+      udpWalked: 0,
     };
     const notes: Record<string, number> = {};
     let maxHops = 0;
     let maxChain = 0;
+    let udpMaxNewHops = 0;
     for (const r of runs) {
+      udpMaxNewHops = Math.max(udpMaxNewHops, r.udpMaxNewHops);
       for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r[k];
       maxHops = Math.max(maxHops, r.maxHops);
       maxChain = Math.max(maxChain, r.maxChain);
       for (const [k, n] of Object.entries(r.notes)) notes[k] = (notes[k] ?? 0) + n;
     }
     const ms = Math.round(performance.now() - started);
-    console.log(`model check: ${JSON.stringify({ ...total, maxHops, maxChain })} in ${ms} ms`);
+    console.log(`model check: ${JSON.stringify({ ...total, maxHops, maxChain, udpMaxNewHops })} in ${ms} ms`);
     console.log(`model check: planner notes by kind: ${JSON.stringify(notes)}`);
     assert.equal(total.violations, 0, runs.map((r) => r.firstViolation ?? '').join(' '));
     assert.equal(total.sequences, SEQUENCES);
@@ -485,6 +549,12 @@ if (!isMainThread) {
     // Chains were used: slots kept several previous owners, and packets were delivered through them.
     assert.ok(maxChain >= 3, `longest chain ${maxChain}`);
     assert.ok(total.deepDeliveries > 0, 'no delivery needed more than one hop');
+    // UDP sequences ran, and new UDP flows walked chains before they were committed.
+    assert.ok(total.udpSequences > SEQUENCES / 3, `only ${total.udpSequences} UDP sequences`);
+    assert.ok(
+      total.udpWalked > 0 && udpMaxNewHops >= 3,
+      `UDP walks: ${total.udpWalked}, max ${udpMaxNewHops}`,
+    );
     // Every kind of transition happened, the rare ones included.
     for (const kind of [
       'phase1',
@@ -509,6 +579,7 @@ if (!isMainThread) {
     'skip-phase1',
     'ignore-acks',
     'silent-as-zero',
+    'udp-commit-first',
   ] as const) {
     test(`negative control: the same model with ${mutation} finds violations`, () => {
       const r = runSequences(0xbad, 2_000, mutation);

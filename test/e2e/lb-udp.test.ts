@@ -1,0 +1,206 @@
+// End-to-end: UDP flows keep their backend through slot moves, on REAL Open vSwitch and real kernel UDP (root; lab
+// prefix `slt-udp-`, torn down in `after`). The default lab's sizes (2 gateways behind the router's ECMP, 3 hosts x 2
+// backends, 2 clients) with two UDP VIPs: dns = 203.0.113.53:80 (host1-b1, host2-b1, host3-b1, host1-b2) and
+// dns6 = [2001:db8::53]:80 (host1-b1, host2-b1, host3-b1). Every backend answers each datagram with its name.
+//
+// A flow is one client socket (its own source port) sending a datagram every 200 ms (conn-runner --udp). It is
+// BROKEN when an answer names another backend than its first (`backend-changed`: the flow moved), when no answer
+// came for 3 s, or on an ICMP error; one that never got an answer FAILED.
+//
+// (1) 200 IPv4 flows and 60 IPv6 flows through: host2-b2 added to dns, host1-b1 drained in dns and dns6, host1-b1
+//     removed from dns while its flows live (the planner keeps it in the chain), each change with the router's
+//     ECMP set flipping between the gateways; meanwhile a request/response load opens new flows all the time and
+//     closes old ones: 0 broken, 0 failed. New flows of moving slots walked the chain and were sent back to the
+//     primary to be committed (UDP_WALK_RETURN packets counted).
+// (2) A skewed rollout: gw1 held one generation behind gw2 (phase 1, then phase 2), ECMP flipping, new flows
+//     opened meanwhile: 0 broken, 0 failed.
+// NEGATIVE CONTROL: a controller whose hosts are compiled without the UDP walk (`{ udpWalk: false }`, the pipeline
+// before it: a host commits a datagram it has no entry for at once) and the same backend add: the flows of moved
+// slots change backend.
+
+import * as assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  addLabBackend,
+  editBackends,
+  LabController,
+  removeLabBackend,
+  setLabBackendState,
+  setLabBackendWeight,
+} from '../../src/lab/controller.ts';
+import type { Lab } from '../../src/lab/topology.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
+import type { Config } from '../../src/model/types.ts';
+import {
+  brokenInfo,
+  ecmpFlips,
+  hostPackets,
+  isRoot,
+  labHooks,
+  skewedChange,
+  sleep,
+  spread,
+} from './lb-common.ts';
+
+const PREFIX = 'slt-udp-';
+const DNS = { vip: '203.0.113.53', port: 80, protocol: 'udp' } as const;
+const DNS6 = { vip: '2001:db8::53', port: 80, protocol: 'udp' } as const;
+let lab: Lab;
+let ctl: LabController;
+let config: Config;
+
+/** Traffic options: UDP, one datagram every 200 ms, no answer for 3 s = broken, any lab backend may answer. */
+function flows(): { intervalMs: number; timeoutMs: number; expectBackends: string[] } {
+  return { intervalMs: 200, timeoutMs: 3000, expectBackends: lab.backends().map((b) => b.name) };
+}
+
+/** UDP_WALK_RETURN packets summed over the hosts: new flows of moving slots sent back to be committed. */
+function walkReturns(): Promise<number> {
+  return hostPackets(lab, 'UDP_WALK_RETURN');
+}
+
+/** A planner-driven change while the router's ECMP set flips (new flows opened on `ts` meanwhile). */
+async function changeWithFlips(c: Config, ts: readonly Traffic[]): Promise<string> {
+  config = c;
+  const [r] = await Promise.all([ctl.change(c, { timeoutMs: 90_000 }), ecmpFlips(lab, ts, 20)]);
+  const published = r.published.length > 0 ? `published g${r.published.join(', g')}` : 'nothing to publish';
+  return `${published}; settled=${r.settled}`;
+}
+
+/** Asserts that no group has a broken or failed flow. */
+async function noneBroken(...ts: Traffic[]): Promise<void> {
+  for (const x of ts) {
+    const c = await x.report();
+    assert.equal(c.broken, 0, brokenInfo(...ts));
+    assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
+  }
+}
+
+describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isRoot && 'needs root' }, () => {
+  labHooks(
+    PREFIX,
+    (s) => {
+      ({ lab, ctl, config } = s);
+    },
+    {
+      udp: true,
+      vips: [
+        {
+          name: 'dns',
+          vip: DNS.vip,
+          family: 4,
+          protocol: 'udp',
+          port: 80,
+          backends: ['host1-b1', 'host2-b1', 'host3-b1', 'host1-b2'],
+        },
+        {
+          name: 'dns6',
+          vip: DNS6.vip,
+          family: 6,
+          protocol: 'udp',
+          port: 80,
+          backends: ['host1-b1', 'host2-b1', 'host3-b1'],
+        },
+      ],
+    },
+  );
+
+  test('(1) backend add, drain, remove with ECMP flips; request/response load: 0 flows changed backend', async (t) => {
+    const t4 = await startTraffic(lab, { ...DNS, count: 200, rate: 150, ...flows() });
+    const t6 = await startTraffic(lab, { ...DNS6, count: 60, rate: 100, ...flows() });
+    const rr = await startTraffic(lab, { ...DNS, count: 0, rate: 40, ...flows() });
+    const groups = [t4, t6, rr];
+    // Request/response: 20 new flows a second all along, the oldest closed as the new ones come.
+    const churn = setInterval(() => {
+      rr.open(20, 40);
+      rr.close(10);
+    }, 1000);
+    try {
+      await t4.waitOpened(200);
+      await t6.waitOpened(60);
+      await sleep(1000);
+      const w0 = await walkReturns();
+
+      t.diagnostic(`add: ${await changeWithFlips(addLabBackend(lab, config, 'dns', 'host2-b2'), [t4, rr])}`);
+      await noneBroken(...groups);
+      const w1 = await walkReturns();
+
+      const h11v6 = lab.backend('host1-b1').ip6;
+      const drained = editBackends(
+        setLabBackendState(lab, config, 'dns', 'host1-b1', 'draining'),
+        'dns6',
+        (bs) => bs.map((b) => (b.address === h11v6 ? { ...b, state: 'draining' } : b)),
+      );
+      t.diagnostic(`drain: ${await changeWithFlips(drained, [t4, t6, rr])}`);
+      await noneBroken(...groups);
+      const kept = (await t4.report()).perBackend['host1-b1']?.alive ?? 0;
+      assert.ok(kept > 0, 'the drained backend keeps its flows');
+
+      const removal = await changeWithFlips(removeLabBackend(lab, config, 'dns', 'host1-b1'), [t4, rr]);
+      t.diagnostic(`remove while ${kept} flows live on it: ${removal}`);
+      await sleep(3000);
+      await noneBroken(...groups);
+      const w2 = await walkReturns();
+
+      const c = await Promise.all(groups.map((g) => g.report()));
+      t.diagnostic(`dns flows: ${spread(c[0])}; dns6: ${spread(c[1])}`);
+      t.diagnostic(
+        `request/response: ${c[2].opened} flows opened, ${c[2].echoes} answers, failed ${c[2].failed}`,
+      );
+      t.diagnostic(`new flows sent back to the primary to commit: add ${w1 - w0}, drain + remove ${w2 - w1}`);
+      // Every flow opened (the 200 and those opened during the flips) is alive on its first backend.
+      assert.ok(
+        c[0].opened >= 200 && c[0].alive === c[0].opened,
+        `dns: ${c[0].alive} of ${c[0].opened} alive`,
+      );
+      assert.ok(
+        c[1].opened >= 60 && c[1].alive === c[1].opened,
+        `dns6: ${c[1].alive} of ${c[1].opened} alive`,
+      );
+      assert.ok(c[2].opened > 100, `request/response flows opened: ${c[2].opened}`);
+      assert.ok(w2 - w0 > 0, 'new flows of moving slots walked the chain and went back to be committed');
+    } finally {
+      clearInterval(churn);
+      await Promise.all(groups.map((g) => g.stop().catch(() => g.kill())));
+    }
+  });
+
+  test('(2) skewed rollout, gw1 one generation behind, ECMP flips: 0 flows changed backend', async (t) => {
+    const t4 = await startTraffic(lab, { ...DNS, count: 200, rate: 150, ...flows() });
+    try {
+      await t4.waitOpened(200);
+      await sleep(1000);
+      config = setLabBackendWeight(lab, config, 'dns', 'host2-b1', 4);
+      const r = await skewedChange(ctl, config, () => ecmpFlips(lab, [t4], 30));
+      t.diagnostic(`skewed rollout: published g${r.published.join(', g')}`);
+      await sleep(3000);
+      await noneBroken(t4);
+      const c = await t4.report();
+      assert.equal(c.opened, 260);
+      t.diagnostic(`flows: ${spread(c)}`);
+    } finally {
+      await t4.stop().catch(() => t4.kill());
+    }
+  });
+
+  test('NEGATIVE CONTROL: hosts without the UDP walk, the same backend add: flows change backend', async (t) => {
+    const legacy = new LabController(lab, { compile: { udpWalk: false } });
+    await legacy.start(config);
+    const t4 = await startTraffic(lab, { ...DNS, count: 200, rate: 150, ...flows() });
+    try {
+      await t4.waitOpened(200);
+      await sleep(1000);
+      const added = addLabBackend(lab, config, 'dns', 'host3-b2');
+      await Promise.all([legacy.change(added, { timeoutMs: 90_000 }), ecmpFlips(lab, [t4], 0)]);
+      await sleep(3000);
+      const c = await t4.report();
+      t.diagnostic(`negative control: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
+      assert.ok(
+        (c.brokenByReason['backend-changed'] ?? 0) > 0,
+        'without the walk, flows of moved slots must change backend',
+      );
+    } finally {
+      await t4.stop().catch(() => t4.kill());
+    }
+  });
+});
