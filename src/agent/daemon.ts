@@ -24,7 +24,7 @@ import { CT_ZONE, SYN_METER_ID } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
-import { backendKey } from '../model/types.ts';
+import { backendKey, healthCheckOf } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
@@ -603,11 +603,16 @@ export class AgentDaemon {
     const targets = config.loadBalancers.flatMap((lb) =>
       lb.backends
         .filter((b) => b.host === this.#o.node)
-        .map((b) => ({
-          id: `${lb.name} ${backendKey(b)}`,
-          address: b.address,
-          port: b.port ?? lb.ports[0]!,
-        })),
+        .map((b) => {
+          // The load balancer's check (by protocol when it has none: a UDP one is never probed with TCP).
+          const check = healthCheckOf(lb);
+          return {
+            id: `${lb.name} ${backendKey(b)}`,
+            address: b.address,
+            port: check.port ?? b.port ?? lb.ports[0]!,
+            check,
+          };
+        }),
     );
     this.health?.setTargets(targets);
   }

@@ -1,9 +1,16 @@
-// Health checks of a host's local backends: a TCP connect every `intervalMs`, failing after `timeoutMs`; a backend
-// turns `up` after `rise` consecutive successes and `down` after `fall` consecutive failures (HAProxy's rise/fall).
-// The transition table is explicit (one row per allowed change, a test each); the probe is injectable (tests, lab namespaces).
+// Health checks of a host's local backends, per load balancer (docs/config.md, "Health checks"): a TCP connect, a
+// UDP datagram (healthy on a reply, or on no ICMP port-unreachable, as configured) or an HTTP(S) GET with an expected
+// status, every `intervalMs`, failing after `timeoutMs`; a backend turns `up` after `rise` consecutive successes and
+// `down` after `fall` consecutive failures (HAProxy's rise/fall). A load balancer's check overrides the agent's
+// defaults field by field. The transition table is explicit (one row per allowed change, a test each); the probe is
+// injectable (tests, lab namespaces).
 
 import { execFile } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
+import type { HealthCheck } from '../model/types.ts';
 
 export type HealthState = 'unknown' | 'up' | 'down';
 
@@ -18,14 +25,22 @@ export interface HealthOptions {
   readonly fall?: number;
 }
 
-/** A probe: resolves true when the backend accepted a TCP connection within the timeout. */
-export type Probe = (address: string, port: number, timeoutMs: number) => Promise<boolean>;
+/** What a probe does (the probing part of a HealthCheck); absent: a TCP connect. */
+export type ProbeSpec = Pick<HealthCheck, 'type' | 'send' | 'expect' | 'path' | 'status'>;
+
+/** A probe: resolves true when the backend passed `spec` (default: accepted a TCP connection) within the timeout. */
+export type Probe = (address: string, port: number, timeoutMs: number, spec?: ProbeSpec) => Promise<boolean>;
+
+/** The UDP payload when a check gives none: says who sends it, in a backend's logs. */
+export const DEFAULT_UDP_PAYLOAD = 'sluice-health\n';
 
 export interface HealthTarget {
   /** Stable id, e.g. `${lb} ${backendKey}`. */
   readonly id: string;
   readonly address: string;
   readonly port: number;
+  /** The load balancer's check; undefined: a TCP connect with the checker's defaults. */
+  readonly check?: HealthCheck;
 }
 
 /**
@@ -44,6 +59,72 @@ export function nextHealth(
   return state !== 'down' && streak >= fall ? 'down' : state;
 }
 
+/** The probe for `spec`'s type, from this process's network namespace. */
+export const localProbe: Probe = (address, port, timeoutMs, spec) => {
+  switch (spec?.type ?? 'tcp') {
+    case 'udp':
+      return udpProbe(address, port, timeoutMs, spec);
+    case 'http':
+    case 'https':
+      return httpProbe(address, port, timeoutMs, spec);
+    default:
+      return tcpProbe(address, port, timeoutMs);
+  }
+};
+
+/**
+ * UDP: sends one datagram on a connected socket. `reply`: healthy when an answer comes within the timeout.
+ * `no-icmp` (default): healthy unless an ICMP port-unreachable comes back (the kernel reports it on a connected
+ * socket as ECONNREFUSED) within the timeout, or the backend answers first (healthy at once).
+ */
+export const udpProbe: Probe = (address, port, timeoutMs, spec) =>
+  new Promise((resolve) => {
+    const s = createSocket(address.includes(':') ? 'udp6' : 'udp4');
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.close();
+      resolve(ok);
+    };
+    const t = setTimeout(() => done(spec?.expect === 'no-icmp' || spec?.expect === undefined), timeoutMs);
+    s.once('message', () => done(true));
+    s.once('error', () => done(false));
+    s.connect(port, address, () => s.send(spec?.send ?? DEFAULT_UDP_PAYLOAD));
+  });
+
+/** HTTP(S) GET of `spec.path` (default `/`): healthy when the status is `spec.status` (default 200). HTTPS does not
+ *  verify the certificate (a backend's certificate names the service, not the address the host probes). */
+export const httpProbe: Probe = (address, port, timeoutMs, spec) =>
+  new Promise((resolve) => {
+    const request = spec?.type === 'https' ? httpsRequest : httpRequest;
+    const req = request(
+      {
+        host: address,
+        port,
+        path: spec?.path ?? '/',
+        method: 'GET',
+        timeout: timeoutMs,
+        rejectUnauthorized: false,
+        headers: { 'user-agent': 'sluice-health' },
+      },
+      (res) => {
+        res.resume();
+        finish(res.statusCode === (spec?.status ?? 200));
+      },
+    );
+    const t = setTimeout(() => finish(false), timeoutMs);
+    let settled = false;
+    function finish(ok: boolean): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(t);
+      req.destroy();
+      resolve(ok);
+    }
+    req.on('error', () => finish(false));
+    req.on('timeout', () => finish(false));
+    req.end();
+  });
+
 /** TCP connect from this process's network namespace. */
 export const tcpProbe: Probe = (address, port, timeoutMs) =>
   new Promise((resolve) => {
@@ -58,41 +139,72 @@ export const tcpProbe: Probe = (address, port, timeoutMs) =>
     s.once('error', () => done(false));
   });
 
-/** TCP connect from inside a network namespace (the lab's backends live in their own): bash's /dev/tcp. */
+/**
+ * The probes run from inside a network namespace (the lab's backends live in their own), with the same meaning as
+ * localProbe: TCP with bash's /dev/tcp, UDP with socat (exit 1 on an ICMP error; `reply` also needs output), HTTP(S)
+ * with curl (status compared; -k for HTTPS). Arguments are passed as a list, never through a shell string, except
+ * the /dev/tcp path, built from a parsed address and a number.
+ */
 export function netnsProbe(netnsOf: (address: string) => string | undefined): Probe {
-  return (address, port, timeoutMs) => {
+  return (address, port, timeoutMs, spec) => {
     const ns = netnsOf(address);
-    if (ns === undefined) return tcpProbe(address, port, timeoutMs);
-    const host = address.includes(':') ? address : address;
-    return new Promise((resolve) => {
-      execFile(
-        'ip',
-        [
-          'netns',
-          'exec',
-          ns,
-          'timeout',
-          String(timeoutMs / 1000),
-          'bash',
-          '-c',
-          `exec 3<>/dev/tcp/${host}/${port}`,
-        ],
-        { timeout: timeoutMs + 2000 },
-        (err) => resolve(err === null),
-      );
-    });
+    if (ns === undefined) return localProbe(address, port, timeoutMs, spec);
+    const secs = String(timeoutMs / 1000);
+    const bracketed = address.includes(':') ? `[${address}]` : address;
+    // The outer `timeout` ends a tool without its own deadline (bash); socat and curl end by themselves first.
+    const run = (argv: string[], input: string | undefined, ok: (stdout: string) => boolean, outer = secs) =>
+      new Promise<boolean>((resolve) => {
+        const child = execFile(
+          'ip',
+          ['netns', 'exec', ns, 'timeout', outer, ...argv],
+          { timeout: timeoutMs + 2000 },
+          (err, stdout) => resolve(err === null && ok(String(stdout))),
+        );
+        child.stdin?.end(input ?? '');
+      });
+    switch (spec?.type ?? 'tcp') {
+      case 'udp': {
+        const family = address.includes(':') ? 'UDP6' : 'UDP4';
+        // -t: after sending, wait the timeout for an answer or an ICMP error (exit 1), then exit 0.
+        return run(
+          ['socat', `-t${secs}`, `-T${secs}`, '-', `${family}:${bracketed}:${port}`],
+          spec?.send ?? DEFAULT_UDP_PAYLOAD,
+          (out) => spec?.expect !== 'reply' || out.length > 0,
+          String(timeoutMs / 1000 + 1),
+        );
+      }
+      case 'http':
+      case 'https': {
+        const url = `${spec?.type}://${bracketed}:${port}${spec?.path ?? '/'}`;
+        return run(
+          ['curl', '-s', '-k', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', secs, url],
+          undefined,
+          (out) => out.trim() === String(spec?.status ?? 200),
+          String(timeoutMs / 1000 + 1),
+        );
+      }
+      default:
+        return run(['bash', '-c', `exec 3<>/dev/tcp/${address}/${port}`], undefined, () => true);
+    }
   };
 }
 
 interface Tracked {
   target: HealthTarget;
+  /** The target's check with the checker's defaults filled in. */
+  check: Required<Pick<HealthCheck, 'intervalMs' | 'timeoutMs' | 'rise' | 'fall'>> & ProbeSpec;
   state: HealthState;
   okStreak: number;
   failStreak: number;
   checkedAt: number;
+  /** When the target is due for its next probe (start()'s ticks), ms. */
+  nextAt: number;
 }
 
-/** Probes a set of targets periodically and keeps their state. */
+/** How often start() looks for targets due for a probe (each target keeps its own interval). */
+const TICK_MS = 100;
+
+/** Probes a set of targets periodically (each at its own check's interval) and keeps their state. */
 export class HealthChecker {
   readonly intervalMs: number;
   readonly timeoutMs: number;
@@ -105,7 +217,7 @@ export class HealthChecker {
   /** Called when a target changes state. */
   onChange: ((id: string, from: HealthState, to: HealthState) => void) | undefined;
 
-  constructor(opts: HealthOptions = {}, probe: Probe = tcpProbe) {
+  constructor(opts: HealthOptions = {}, probe: Probe = localProbe) {
     this.intervalMs = opts.intervalMs ?? 1000;
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.rise = opts.rise ?? 2;
@@ -113,14 +225,44 @@ export class HealthChecker {
     this.#probe = probe;
   }
 
-  /** Sets the targets (new ones start `unknown`; gone ones are forgotten). */
+  /** A target's check with this checker's defaults for what it leaves out (a TCP connect when it has none). */
+  #resolve(t: HealthTarget): Tracked['check'] {
+    const c = t.check;
+    return {
+      type: c?.type ?? 'tcp',
+      ...(c?.send === undefined ? {} : { send: c.send }),
+      ...(c?.expect === undefined ? {} : { expect: c.expect }),
+      ...(c?.path === undefined ? {} : { path: c.path }),
+      ...(c?.status === undefined ? {} : { status: c.status }),
+      intervalMs: c?.intervalMs ?? this.intervalMs,
+      timeoutMs: Math.min(c?.timeoutMs ?? this.timeoutMs, c?.intervalMs ?? Number.POSITIVE_INFINITY),
+      rise: c?.rise ?? this.rise,
+      fall: c?.fall ?? this.fall,
+    };
+  }
+
+  /** Sets the targets (new or changed ones start `unknown`; gone ones are forgotten). */
   setTargets(targets: readonly HealthTarget[]): void {
     const ids = new Set(targets.map((t) => t.id));
     for (const id of this.#tracked.keys()) if (!ids.has(id)) this.#tracked.delete(id);
     for (const t of targets) {
       const cur = this.#tracked.get(t.id);
-      if (cur === undefined || cur.target.address !== t.address || cur.target.port !== t.port)
-        this.#tracked.set(t.id, { target: t, state: 'unknown', okStreak: 0, failStreak: 0, checkedAt: 0 });
+      const check = this.#resolve(t);
+      if (
+        cur === undefined ||
+        cur.target.address !== t.address ||
+        cur.target.port !== t.port ||
+        JSON.stringify(cur.check) !== JSON.stringify(check)
+      )
+        this.#tracked.set(t.id, {
+          target: t,
+          check,
+          state: 'unknown',
+          okStreak: 0,
+          failStreak: 0,
+          checkedAt: 0,
+          nextAt: 0,
+        });
     }
   }
 
@@ -128,25 +270,48 @@ export class HealthChecker {
     return this.#tracked.get(id)?.state ?? 'unknown';
   }
 
+  /** The check a target runs (its load balancer's, defaults filled in), for status output. */
+  check(id: string): Tracked['check'] | undefined {
+    return this.#tracked.get(id)?.check;
+  }
+
   states(): Map<string, { state: HealthState; checkedAt: number }> {
     return new Map([...this.#tracked].map(([id, t]) => [id, { state: t.state, checkedAt: t.checkedAt }]));
   }
 
-  /** One round of probes, in parallel: one probe per distinct address and port, whose result counts for every target
-   *  with that address and port (a backend behind 1000 VIPs is one probe, not 1000 processes per round). */
-  async checkOnce(): Promise<void> {
+  /** One round of probes of every target, in parallel. */
+  checkOnce(): Promise<void> {
+    return this.#checkTargets([...this.#tracked.values()]);
+  }
+
+  /** Probes the targets due at `now` (their interval since their last probe passed). */
+  checkDue(now = Date.now()): Promise<void> {
+    return this.#checkTargets([...this.#tracked.values()].filter((t) => t.nextAt <= now));
+  }
+
+  /** One probe per distinct address, port and check, whose result counts for every target with the same ones (a
+   *  backend behind 1000 VIPs with one check is one probe, not 1000 processes per round). */
+  async #checkTargets(due: readonly Tracked[]): Promise<void> {
     const probes = new Map<string, Promise<boolean>>();
     const probeOf = (t: Tracked) => {
-      const key = `${t.target.address} ${t.target.port}`;
+      const key = `${t.target.address} ${t.target.port} ${JSON.stringify(t.check)}`;
       let p = probes.get(key);
       if (p === undefined) {
-        p = this.#probe(t.target.address, t.target.port, this.timeoutMs).catch(() => false);
+        const { type, send, expect, path, status } = t.check;
+        p = this.#probe(t.target.address, t.target.port, t.check.timeoutMs, {
+          type,
+          send,
+          expect,
+          path,
+          status,
+        }).catch(() => false);
         probes.set(key, p);
       }
       return p;
     };
     await Promise.all(
-      [...this.#tracked.values()].map(async (t) => {
+      due.map(async (t) => {
+        t.nextAt = Date.now() + t.check.intervalMs;
         const ok = await probeOf(t);
         if (this.#tracked.get(t.target.id) !== t) return;
         if (ok) {
@@ -157,7 +322,7 @@ export class HealthChecker {
           t.okStreak = 0;
         }
         t.checkedAt = Date.now();
-        const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, this.rise, this.fall);
+        const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, t.check.rise, t.check.fall);
         if (to !== t.state) {
           const from = t.state;
           t.state = to;
@@ -171,10 +336,10 @@ export class HealthChecker {
     this.#timer = setInterval(() => {
       if (this.#running) return;
       this.#running = true;
-      this.checkOnce().finally(() => {
+      this.checkDue().finally(() => {
         this.#running = false;
       });
-    }, this.intervalMs);
+    }, TICK_MS);
   }
 
   stop(): void {

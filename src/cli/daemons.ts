@@ -307,10 +307,10 @@ function agentCommand(program: Command): void {
       'gateway: the old rule (withdraw after a lease without the store); for negative-control tests only',
     )
     .option('--heartbeat <ms>', 'heartbeat and connection report period', '1000')
-    .option('--health-interval <ms>', 'host: health check interval', '1000')
-    .option('--health-timeout <ms>', 'host: TCP connect timeout', '500')
-    .option('--health-rise <n>', 'host: successes to turn up', '2')
-    .option('--health-fall <n>', 'host: failures to turn down', '3')
+    .option('--health-interval <ms>', 'host: health check interval (LBs without their own)', '1000')
+    .option('--health-timeout <ms>', 'host: health probe timeout (LBs without their own)', '500')
+    .option('--health-rise <n>', 'host: successes to turn up (LBs without their own)', '2')
+    .option('--health-fall <n>', 'host: failures to turn down (LBs without their own)', '3')
     .option(
       '--full-reconcile <seconds>',
       'read, diff and verify the whole switch at least this often (0 = on every generation: no incremental apply)',

@@ -45,6 +45,11 @@ export type LabRouting = 'bgp' | 'static';
 export const LAB_ROUTINGS: readonly LabRouting[] = ['bgp', 'static'];
 
 export const DEFAULT_PREFIX = 'sl-';
+
+/** The port of every lab backend's HTTP health endpoint: 8081 (8082 when the backends' own port is 8081). */
+export function backendHttpPort(backendPort: number): number {
+  return backendPort === 8081 ? 8082 : 8081;
+}
 export const DEFAULT_RUN_ROOT = '/run/sluice-lab';
 
 export const UNDERLAY_PREFIX = '192.168.100';

@@ -12,6 +12,7 @@ import type { Config } from '../model/types.ts';
 import type { Progress } from '../progress.ts';
 import { VIP_PROTOCOLS } from '../routing/bird.ts';
 import {
+  backendHttpPort,
   DEFAULT_RUN_ROOT,
   type LabClientPlan,
   type LabConfig,
@@ -906,6 +907,8 @@ function startBackend(
       '--port',
       String(cfg.backendPort),
       ...(cfg.udp ? ['--udp'] : []),
+      '--http-port',
+      String(backendHttpPort(cfg.backendPort)),
     ],
     { pidFile: `${runDir}/pids/backend-${b.name}.pid`, logFile: `${runDir}/backend-${b.name}.log` },
   );

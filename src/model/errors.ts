@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   SLUICE_E_CONFIG_SLOT_BITS: 'slotBits is not an integer in 4..16',
   SLUICE_E_CONFIG_DRAIN_WINDOW: 'drainWindowSeconds is not a number in (0, 86400]',
   SLUICE_E_CONFIG_CHAIN_LENGTH: 'chainLength is not an integer in 1..7',
+  SLUICE_E_CONFIG_HEALTH_CHECK:
+    "a load balancer's healthCheck has a value out of range or a field its type does not use (docs/config.md)",
   SLUICE_E_CONFIG_DUPLICATE_NODE: 'two nodes have the same name',
   SLUICE_E_CONFIG_DUPLICATE_TUNNEL_IP: 'two nodes have the same tunnelIp',
   SLUICE_E_CONFIG_UNKNOWN_HOST: "a backend's host is not the name of any node",

@@ -18,6 +18,7 @@ import {
   type Config,
   DEFAULT_CHAIN_LENGTH,
   type HashMode,
+  type HealthCheck,
   type LoadBalancer,
   type Node,
   type NodeRole,
@@ -50,12 +51,23 @@ export const LIMITS = {
    *  configuration the benchmarks measured is 4,096,000 slots: docs/benchmarks.md, docs/config.md). */
   totalSlots: 4_194_304,
   nameLength: 63,
+  /** Health checks (docs/config.md, "Health checks"). */
+  healthCheck: {
+    intervalMs: { min: 100, max: 3_600_000 },
+    timeoutMs: { min: 10, max: 60_000 },
+    streak: { min: 1, max: 100 },
+    sendLength: 512,
+    pathLength: 1024,
+    status: { min: 100, max: 599 },
+  },
 } as const;
 
 export const HASH_MODES = ['dp_hash', 'fields'] as const satisfies readonly HashMode[];
 export const NODE_ROLES = ['gateway', 'host'] as const satisfies readonly NodeRole[];
 export const PROTOCOLS = ['tcp', 'udp'] as const satisfies readonly Protocol[];
 export const ADMIN_STATES = ['active', 'draining', 'down'] as const satisfies readonly AdminState[];
+export const HEALTH_CHECK_TYPES = ['tcp', 'udp', 'http', 'https'] as const;
+export const UDP_EXPECTS = ['reply', 'no-icmp'] as const;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -155,6 +167,56 @@ export const BackendSchema = z.strictObject({
   state: z.enum(ADMIN_STATES).default(DEFAULTS.state),
 });
 
+const HC = LIMITS.healthCheck;
+const HC_CODE = 'SLUICE_E_CONFIG_HEALTH_CHECK';
+
+/** Which optional fields each health check type uses (a field another type uses is an error, not ignored). */
+const HEALTH_CHECK_FIELDS: Readonly<Record<HealthCheck['type'], readonly string[]>> = {
+  tcp: [],
+  udp: ['send', 'expect'],
+  http: ['path', 'status'],
+  https: ['path', 'status'],
+};
+
+export const HealthCheckSchema = z
+  .strictObject({
+    type: z.enum(HEALTH_CHECK_TYPES),
+    port: portField.optional(),
+    intervalMs: intField(HC.intervalMs, HC_CODE, 'healthCheck.intervalMs').optional(),
+    timeoutMs: intField(HC.timeoutMs, HC_CODE, 'healthCheck.timeoutMs').optional(),
+    rise: intField(HC.streak, HC_CODE, 'healthCheck.rise').optional(),
+    fall: intField(HC.streak, HC_CODE, 'healthCheck.fall').optional(),
+    send: z.string().max(HC.sendLength).optional(),
+    expect: z.enum(UDP_EXPECTS).optional(),
+    path: z
+      .string()
+      .check((ctx) => {
+        const v = ctx.value;
+        if (!/^\/[\x21-\x7e]*$/.test(v) || v.length > HC.pathLength)
+          fail(
+            ctx,
+            HC_CODE,
+            `healthCheck.path must start with / and hold at most ${HC.pathLength} printable characters without spaces (got ${JSON.stringify(v.slice(0, 80))})`,
+          );
+      })
+      .optional(),
+    status: intField(HC.status, HC_CODE, 'healthCheck.status').optional(),
+  })
+  .check((ctx) => {
+    const h = ctx.value;
+    const used = HEALTH_CHECK_FIELDS[h.type];
+    for (const f of ['send', 'expect', 'path', 'status'] as const) {
+      if (h[f] !== undefined && !used.includes(f))
+        fail(ctx, HC_CODE, `healthCheck.${f} does not apply to a ${h.type} check`);
+    }
+    if (h.timeoutMs !== undefined && h.intervalMs !== undefined && h.timeoutMs > h.intervalMs)
+      fail(
+        ctx,
+        HC_CODE,
+        `healthCheck.timeoutMs (${h.timeoutMs}) must not exceed intervalMs (${h.intervalMs})`,
+      );
+  });
+
 const loadBalancerFields = {
   name: nameField,
   vip: addressField('a VIP'),
@@ -162,6 +224,8 @@ const loadBalancerFields = {
   /** `port: 80` is shorthand for `ports: [80]`; exactly one of the two must be given. */
   port: portField.optional(),
   ports: z.array(portField).optional(),
+  /** Absent: the default check of the protocol (healthCheckOf). */
+  healthCheck: HealthCheckSchema.optional(),
 };
 
 /** A load balancer with its backends left unchecked (they are validated one by one). */
@@ -304,7 +368,7 @@ function fromZod(zi: z.core.$ZodIssue, base: readonly PathSeg[], knownKeys: read
       return zi.keys.map((key) => ({
         code: 'SLUICE_E_CONFIG_UNKNOWN_KEY',
         path: formatPath([...segs, key]),
-        message: `unknown key ${JSON.stringify(key)}${suggestion(key, knownKeys)}`,
+        message: `unknown key ${JSON.stringify(key)}${suggestion(key, zi.path.at(-1) === 'healthCheck' ? Object.keys(HealthCheckSchema.shape) : knownKeys)}`,
       }));
     case 'invalid_type': {
       const received = (zi as { received?: unknown }).received;
@@ -842,6 +906,7 @@ function buildConfig(
         protocol: lb.protocol,
         ports: [...ports.keys()].sort((a, b) => a - b),
         backends: outBackends,
+        ...(lb.healthCheck === undefined ? {} : { healthCheck: { ...lb.healthCheck } }),
       };
     })
     .sort((a, b) => compareText(a.name, b.name));

@@ -34,6 +34,39 @@ export interface LoadBalancer {
   readonly protocol: Protocol;
   readonly ports: readonly number[];
   readonly backends: readonly Backend[];
+  /** How hosts probe this load balancer's backends; undefined: the default for its protocol (healthCheckOf). */
+  readonly healthCheck?: HealthCheck;
+}
+
+export type HealthCheckType = 'tcp' | 'udp' | 'http' | 'https';
+/** UDP: healthy when the backend answers (`reply`), or when no ICMP port-unreachable came back (`no-icmp`). */
+export type UdpExpect = 'reply' | 'no-icmp';
+
+/** A load balancer's health check (docs/config.md, "Health checks"). Unset fields take the host agent's defaults. */
+export interface HealthCheck {
+  readonly type: HealthCheckType;
+  /** Port to probe; undefined: the backend's port (the LB's first port for a backend without one). */
+  readonly port?: number;
+  readonly intervalMs?: number;
+  readonly timeoutMs?: number;
+  /** Consecutive successes to turn up. */
+  readonly rise?: number;
+  /** Consecutive failures to turn down. */
+  readonly fall?: number;
+  /** UDP: the datagram sent (text). Default empty. */
+  readonly send?: string;
+  /** UDP: what counts as healthy. Default `no-icmp`. */
+  readonly expect?: UdpExpect;
+  /** HTTP(S): the path of the GET. Default `/`. */
+  readonly path?: string;
+  /** HTTP(S): the status that counts as healthy. Default 200. */
+  readonly status?: number;
+}
+
+/** The health check hosts run for `lb`: its own, or by protocol: TCP connect for TCP, UDP `no-icmp` for UDP (a
+ *  UDP load balancer is never probed with TCP unless its config says so). */
+export function healthCheckOf(lb: Pick<LoadBalancer, 'protocol' | 'healthCheck'>): HealthCheck {
+  return lb.healthCheck ?? (lb.protocol === 'udp' ? { type: 'udp', expect: 'no-icmp' } : { type: 'tcp' });
 }
 
 export interface Config {

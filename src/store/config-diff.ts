@@ -141,6 +141,7 @@ export function configDocument(c: Config) {
       vip: lb.vip,
       protocol: lb.protocol,
       ports: [...lb.ports],
+      ...(lb.healthCheck === undefined ? {} : { healthCheck: { ...lb.healthCheck } }),
       backends: lb.backends.map((b) => ({
         address: b.address,
         ...(b.port === undefined ? {} : { port: b.port }),

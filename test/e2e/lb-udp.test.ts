@@ -14,12 +14,20 @@
 //     primary to be committed (UDP_WALK_RETURN packets counted).
 // (2) A skewed rollout: gw1 held one generation behind gw2 (phase 1, then phase 2), ECMP flipping, new flows
 //     opened meanwhile: 0 broken, 0 failed.
+// (0) Health probes in the lab, from the backend's namespace as the agent runs them there (netnsProbe): UDP `reply`
+//     and `no-icmp`, HTTP GET (the backends' health port) and TCP pass; a backend that refuses (SIGUSR1: TCP
+//     listener and UDP socket closed, HTTP 503) fails every kind; a checker for the UDP load balancer (its default
+//     check) demotes it after `fall` rounds and never opens a TCP connection to it (the backend's TCP accept count is
+//     unchanged; the same count grows under a TCP check, the positive control).
 // NEGATIVE CONTROL: a controller whose hosts are compiled without the UDP walk (`{ udpWalk: false }`, the pipeline
 // before it: a host commits a datagram it has no entry for at once) and the same backend add: the flows of moved
 // slots change backend.
 
 import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { HealthChecker, netnsProbe } from '../../src/agent/health.ts';
+import { backendHttpPort } from '../../src/lab/config.ts';
 import {
   addLabBackend,
   editBackends,
@@ -30,7 +38,7 @@ import {
 } from '../../src/lab/controller.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
-import type { Config } from '../../src/model/types.ts';
+import { type Config, healthCheckOf } from '../../src/model/types.ts';
 import {
   brokenInfo,
   ecmpFlips,
@@ -104,6 +112,61 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
       ],
     },
   );
+
+  test('(0) UDP, HTTP and TCP health probes in the lab; a refusing UDP backend is demoted, never TCP-probed', async () => {
+    const name = 'host3-b1';
+    const b = lab.backend(name);
+    const probe = netnsProbe((address) => (address === b.ip ? b.netns : undefined));
+    const kinds = {
+      'udp reply': { type: 'udp', expect: 'reply' },
+      'udp no-icmp': { type: 'udp', expect: 'no-icmp' },
+      http: { type: 'http', path: '/health' },
+      tcp: { type: 'tcp' },
+    } as const;
+    const portOf = (k: keyof typeof kinds) => (k === 'http' ? backendHttpPort(lab.config.backendPort) : 80);
+    const all = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          (Object.keys(kinds) as (keyof typeof kinds)[]).map(async (k) => [
+            k,
+            await probe(b.ip, portOf(k), 1000, kinds[k]),
+          ]),
+        ),
+      );
+    assert.deepEqual(await all(), { 'udp reply': true, 'udp no-icmp': true, http: true, tcp: true });
+    /** TCP connections the backend accepted so far (it prints the count on SIGUSR2). */
+    const accepted = async (): Promise<number> => {
+      process.kill(lab.backendPid(name)!, 'SIGUSR2');
+      await sleep(300);
+      const lines = readFileSync(`${lab.facts.runDir}/backend-${name}.log`, 'utf8').match(/total=\d+/g) ?? [];
+      return Number(lines.at(-1)?.slice('total='.length) ?? Number.NaN);
+    };
+    const checker = (check: ReturnType<typeof healthCheckOf>) => {
+      const c = new HealthChecker({ rise: 1, fall: 2, timeoutMs: 800 }, probe);
+      c.setTargets([{ id: `dns ${b.ip}:80`, address: b.ip, port: 80, check }]);
+      return c;
+    };
+    const udpChecker = checker(healthCheckOf({ protocol: 'udp' }));
+    const before = await accepted();
+    await udpChecker.checkOnce();
+    assert.equal(udpChecker.state(`dns ${b.ip}:80`), 'up');
+    await lab.refuseNewConnections(name, true);
+    try {
+      assert.deepEqual(await all(), { 'udp reply': false, 'udp no-icmp': false, http: false, tcp: false });
+      for (let i = 0; i < 2; i++) await udpChecker.checkOnce();
+      assert.equal(udpChecker.state(`dns ${b.ip}:80`), 'down', 'demoted after fall = 2 failed UDP probes');
+    } finally {
+      await lab.refuseNewConnections(name, false);
+    }
+    await udpChecker.checkOnce();
+    assert.equal(udpChecker.state(`dns ${b.ip}:80`), 'up');
+    // The direct TCP probe above (one, before the refusal) is the only TCP connection so far; the UDP checker's 4
+    // rounds opened none. Positive control: a TCP check's round is counted.
+    const afterUdp = await accepted();
+    assert.equal(afterUdp, before, 'the UDP load balancer is never probed with TCP');
+    await checker({ type: 'tcp' }).checkOnce();
+    assert.equal(await accepted(), afterUdp + 1, 'a TCP probe is counted by the backend');
+  });
 
   test('(1) backend add, drain, remove with ECMP flips; request/response load: 0 flows changed backend', async (t) => {
     const t4 = await startTraffic(lab, { ...DNS, count: 200, rate: 150, ...flows() });

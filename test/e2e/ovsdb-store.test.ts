@@ -60,6 +60,7 @@ const A = parseConfig({
       vip: '203.0.113.20',
       protocol: 'udp',
       ports: [53],
+      healthCheck: { type: 'udp', send: 'ping', expect: 'reply', intervalMs: 500, fall: 2 },
       backends: [{ address: '10.0.2.1', host: 'host1' }],
     },
   ],
@@ -73,6 +74,7 @@ const B = parseConfig({
       name: 'web',
       vip: '203.0.113.10',
       ports: [443, 8443],
+      healthCheck: { type: 'https', port: 8443, path: '/healthz', status: 204 },
       backends: [
         { address: '10.0.1.11', port: 8080, host: 'host1' },
         { address: '10.0.1.12', port: 8080, host: 'host2', weight: 2, state: 'draining' },

@@ -1,10 +1,21 @@
 // Health checking of local backends (src/agent/health.ts) with a FAKE probe (a scripted sequence of results), and the
-// real TCP probe against a loopback listener.
+// real TCP, UDP and HTTP probes against loopback servers (real sockets).
 
 import * as assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
-import { HealthChecker, nextHealth, tcpProbe } from '../../src/agent/health.ts';
+import {
+  HealthChecker,
+  httpProbe,
+  localProbe,
+  nextHealth,
+  type ProbeSpec,
+  tcpProbe,
+  udpProbe,
+} from '../../src/agent/health.ts';
+import { healthCheckOf } from '../../src/model/types.ts';
 
 describe('agent health checks', () => {
   test('transition table: rise/fall streaks', () => {
@@ -56,5 +67,100 @@ describe('agent health checks', () => {
     assert.equal(await tcpProbe('127.0.0.1', port, 500), true);
     await new Promise<void>((r) => srv.close(() => r()));
     assert.equal(await tcpProbe('127.0.0.1', port, 500), false);
+  });
+
+  test("per load balancer checks: the probe gets each target's check; rise, fall and interval are its own", async () => {
+    const calls: string[] = [];
+    let udpOk = true;
+    const c = new HealthChecker(
+      { rise: 2, fall: 3, intervalMs: 1000 },
+      async (address, port, timeoutMs, spec) => {
+        calls.push(`${spec?.type} ${address}:${port} ${timeoutMs}`);
+        return spec?.type === 'udp' ? udpOk : true;
+      },
+    );
+    c.setTargets([
+      { id: 'web a', address: '10.0.0.1', port: 80 },
+      // A UDP load balancer without a check of its own: healthCheckOf gives the UDP probe, never TCP.
+      { id: 'dns a', address: '10.0.0.1', port: 53, check: healthCheckOf({ protocol: 'udp' }) },
+      {
+        id: 'api a',
+        address: '10.0.0.1',
+        port: 8080,
+        check: { type: 'http', path: '/h', rise: 1, intervalMs: 200, timeoutMs: 50 },
+      },
+    ]);
+    await c.checkOnce();
+    assert.deepEqual(calls.sort(), ['http 10.0.0.1:8080 50', 'tcp 10.0.0.1:80 500', 'udp 10.0.0.1:53 500']);
+    assert.equal(c.state('api a'), 'up', 'its own rise: 1');
+    assert.equal(c.state('web a'), 'unknown', 'the default rise: 2');
+    assert.equal(c.check('dns a')?.type, 'udp');
+    udpOk = false;
+    for (let i = 0; i < 3; i++) await c.checkOnce();
+    assert.equal(c.state('dns a'), 'down');
+    assert.equal(c.state('web a'), 'up');
+    // Due probes only: right after a round nothing is due; the 200 ms check is due before the 1000 ms ones.
+    calls.length = 0;
+    const now = Date.now();
+    await c.checkDue(now);
+    assert.deepEqual(calls, []);
+    await c.checkDue(now + 300);
+    assert.deepEqual(calls, ['http 10.0.0.1:8080 50']);
+    // A changed check starts the target over.
+    c.setTargets([{ id: 'dns a', address: '10.0.0.1', port: 53, check: { type: 'udp', expect: 'reply' } }]);
+    assert.equal(c.state('dns a'), 'unknown');
+  });
+
+  test('udpProbe: reply and no-icmp against a loopback UDP server and a closed port', async () => {
+    const srv = createSocket('udp4');
+    const got: string[] = [];
+    srv.on('message', (m, r) => {
+      got.push(m.toString());
+      srv.send('pong', r.port, r.address);
+    });
+    await new Promise<void>((r) => srv.bind(0, '127.0.0.1', () => r()));
+    const port = srv.address().port;
+    const silent = createSocket('udp4'); // bound, never answers
+    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    const quiet = silent.address().port;
+    const reply: ProbeSpec = { type: 'udp', expect: 'reply', send: 'ping' };
+    const noIcmp: ProbeSpec = { type: 'udp', expect: 'no-icmp' };
+    try {
+      assert.equal(await udpProbe('127.0.0.1', port, 500, reply), true, 'answered');
+      assert.deepEqual(got, ['ping'], 'the configured payload');
+      assert.equal(await udpProbe('127.0.0.1', quiet, 300, reply), false, 'no answer within the timeout');
+      assert.equal(await udpProbe('127.0.0.1', quiet, 300, noIcmp), true, 'silent, but no ICMP error');
+      srv.close();
+      assert.equal(
+        await localProbe('127.0.0.1', port, 500, noIcmp),
+        false,
+        'closed port: ICMP port-unreachable',
+      );
+      assert.equal(await udpProbe('127.0.0.1', port, 500, reply), false);
+    } finally {
+      silent.close();
+    }
+  });
+
+  test('httpProbe: the expected status passes, another status or a closed port fails', async () => {
+    const srv = createHttpServer((req, res) => {
+      res.statusCode = req.url === '/healthz' ? 200 : req.url === '/ready' ? 204 : 503;
+      res.end();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    assert.equal(await httpProbe('127.0.0.1', port, 500, { type: 'http', path: '/healthz' }), true);
+    assert.equal(
+      await httpProbe('127.0.0.1', port, 500, { type: 'http', path: '/ready', status: 204 }),
+      true,
+    );
+    assert.equal(await httpProbe('127.0.0.1', port, 500, { type: 'http', path: '/other' }), false, '503');
+    assert.equal(
+      await localProbe('127.0.0.1', port, 500, { type: 'https', path: '/healthz' }),
+      false,
+      'no TLS',
+    );
+    await new Promise<void>((r) => srv.close(() => r()));
+    assert.equal(await httpProbe('127.0.0.1', port, 500, { type: 'http' }), false, 'closed');
   });
 });

@@ -544,6 +544,43 @@ const CASES: { name: string; code: string; path: string; input: () => Raw; messa
     input: () => mutate((x) => (x.chainLength = 8)),
   },
   {
+    name: 'healthCheck interval below 100 ms',
+    code: 'SLUICE_E_CONFIG_HEALTH_CHECK',
+    path: 'loadBalancers[0].healthCheck.intervalMs',
+    input: () =>
+      mutate((x) => Object.assign(x.loadBalancers[0], { healthCheck: { type: 'tcp', intervalMs: 5 } })),
+  },
+  {
+    name: 'healthCheck field of another type (path on a UDP check)',
+    code: 'SLUICE_E_CONFIG_HEALTH_CHECK',
+    path: 'loadBalancers[0].healthCheck',
+    input: () =>
+      mutate((x) => Object.assign(x.loadBalancers[0], { healthCheck: { type: 'udp', path: '/' } })),
+    message: /healthCheck\.path does not apply to a udp check/,
+  },
+  {
+    name: 'healthCheck timeout longer than its interval',
+    code: 'SLUICE_E_CONFIG_HEALTH_CHECK',
+    path: 'loadBalancers[0].healthCheck',
+    input: () =>
+      mutate((x) =>
+        Object.assign(x.loadBalancers[0], { healthCheck: { type: 'http', intervalMs: 500, timeoutMs: 900 } }),
+      ),
+  },
+  {
+    name: 'healthCheck HTTP path without a leading slash',
+    code: 'SLUICE_E_CONFIG_HEALTH_CHECK',
+    path: 'loadBalancers[0].healthCheck.path',
+    input: () =>
+      mutate((x) => Object.assign(x.loadBalancers[0], { healthCheck: { type: 'https', path: 'health' } })),
+  },
+  {
+    name: 'healthCheck type unknown',
+    code: 'SLUICE_E_CONFIG_ENUM',
+    path: 'loadBalancers[0].healthCheck.type',
+    input: () => mutate((x) => Object.assign(x.loadBalancers[0], { healthCheck: { type: 'icmp' } })),
+  },
+  {
     name: 'drainWindowSeconds 0',
     code: 'SLUICE_E_CONFIG_DRAIN_WINDOW',
     path: 'drainWindowSeconds',

@@ -46,6 +46,7 @@ export interface StoredDesiredState {
       vip: string;
       protocol: string;
       ports: number[];
+      healthCheck?: unknown;
       backends: { address: string; port?: number; host: string; weight: number; state: string }[];
     }[];
   };
@@ -70,6 +71,7 @@ export function readDesiredState(r: Replica): StoredDesiredState {
       vip: lb.vip,
       protocol: lb.protocol,
       ports: [...lb.ports].sort((a, b) => a - b),
+      ...healthCheckOfRow(lb),
       backends: lb.backends
         .map((u) => get(r, BackendTable, u))
         .filter((b): b is BackendRow => b !== undefined)
@@ -102,7 +104,23 @@ const backendColumns = (b: Backend) => ({
   weight: b.weight,
   admin_state: b.state,
 });
-const lbColumns = (lb: LoadBalancer) => ({ vip: lb.vip, protocol: lb.protocol, ports: [...lb.ports] });
+const lbColumns = (lb: LoadBalancer) => ({
+  vip: lb.vip,
+  protocol: lb.protocol,
+  ports: [...lb.ports],
+  health_check: lb.healthCheck === undefined ? '' : JSON.stringify(lb.healthCheck),
+});
+
+/** The row's `healthCheck` for the config document: parsed JSON, validated with the rest by parseConfig (text that
+ *  is not JSON is passed on as text, so parseConfig names the field). */
+function healthCheckOfRow(lb: LoadBalancerRow): { healthCheck?: unknown } {
+  if (lb.health_check === '') return {};
+  try {
+    return { healthCheck: JSON.parse(lb.health_check) as unknown };
+  } catch {
+    return { healthCheck: lb.health_check };
+  }
+}
 
 /** Columns of `want` whose value differs from `row` (sets compared regardless of order). */
 function changed<R, W extends Partial<Columns<R>>>(row: R, want: W): Partial<W> {

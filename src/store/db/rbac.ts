@@ -64,7 +64,7 @@ export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Per
     Load_Balancer: {
       authorization: EVERY_ROW,
       insertDelete: true,
-      update: ['name', 'vip', 'protocol', 'ports', 'backends', 'external_ids'],
+      update: ['name', 'vip', 'protocol', 'ports', 'health_check', 'backends', 'external_ids'],
     },
     Backend: {
       authorization: EVERY_ROW,

@@ -37,6 +37,8 @@ export interface LoadBalancerRow {
   readonly vip: string;
   readonly protocol: 'tcp' | 'udp';
   readonly ports: readonly number[];
+  /** The config's `healthCheck` object as JSON; '' = the protocol's default check (schema 1.5.0). */
+  readonly health_check: string;
   /** Backend rows. */
   readonly backends: readonly string[];
   readonly external_ids: ReadonlyMap<string, string>;
@@ -155,6 +157,7 @@ export const LoadBalancerTable: TableDef<LoadBalancerRow> = {
     vip: col.string,
     protocol: col.oneOf('tcp', 'udp'),
     ports: col.integerSet(1),
+    health_check: col.string,
     backends: col.refSet('Backend'),
     external_ids: col.stringMap,
   },
