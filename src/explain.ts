@@ -1,10 +1,12 @@
 // `sluice explain`: which load balancer, slot, primary backend, chain and host a packet takes in one
-// generation. Pure. The hash is the data plane's (dp_hash or the fields hash); the caller supplies it: a packet's
-// slot is the low k bits of that hash (docs/design/overview.md "Slot tables, second chance and phases").
+// generation. Pure. A packet's slot is the low k bits of the data plane's hash (docs/design/overview.md "Slot
+// tables, second chance and phases"); `tupleHash` computes that hash from the 5-tuple as the gateway's OVS does
+// (docs/design/hash.md), or says why it cannot be known.
 
+import { fieldsModeHash, ovsUserspaceDpHash } from './hashing/ovs.ts';
 import { NO_OWNER } from './hashing/slots.ts';
-import { ipEquals } from './model/ip.ts';
-import type { Config, LoadBalancer, Node, Protocol } from './model/types.ts';
+import { ipEquals, parseIp } from './model/ip.ts';
+import type { Config, HashMode, LoadBalancer, Node, Protocol } from './model/types.ts';
 import {
   type Generation,
   LANES,
@@ -77,6 +79,45 @@ function walk(plan: PoolPlan, slot: number): PlanMember[] {
     if (host !== first) out.push(plan.members[m]);
   }
   return out;
+}
+
+/**
+ * The gateway's datapath, which decides whether the `dp_hash` of a packet can be known: `netdev` = the userspace
+ * datapath on ports without a NIC RSS hash (veth, tap, AF_PACKET; sluice's lab); `netdev-rss` = the userspace
+ * datapath on DPDK/AF_XDP ports whose NIC supplies the RSS hash; `system` = the Linux kernel datapath.
+ */
+export type Datapath = 'netdev' | 'netdev-rss' | 'system';
+export const DATAPATHS: readonly Datapath[] = ['netdev', 'netdev-rss', 'system'];
+
+export type TupleHash =
+  | { readonly known: true; readonly hash: number; readonly how: string }
+  | { readonly known: false; readonly why: string };
+
+/** The hash the gateway's OVS computes for this packet in `mode` (OVS 3.1, x86-64 build without SSE4.2). */
+export function tupleHash(mode: HashMode, tuple: FiveTuple, datapath: Datapath = 'netdev'): TupleHash {
+  const src = parseIp(tuple.src);
+  const dst = parseIp(tuple.dst);
+  if (src === undefined || dst === undefined || src.family !== dst.family) {
+    return { known: false, why: `${tuple.src} and ${tuple.dst} are not two addresses of one family` };
+  }
+  const key = { proto: tuple.proto, src: src.bytes, dst: dst.bytes, sport: tuple.sport, dport: tuple.dport };
+  if (mode === 'fields') {
+    return { known: true, hash: fieldsModeHash(key), how: 'multipath symmetric_l3l4+udp, any datapath' };
+  }
+  if (datapath === 'netdev') {
+    return {
+      known: true,
+      hash: ovsUserspaceDpHash(key),
+      how: 'dp_hash of the userspace datapath, no NIC RSS hash',
+    };
+  }
+  return {
+    known: false,
+    why:
+      datapath === 'system'
+        ? 'the kernel datapath seeds its dp_hash with a random value at boot: use hashMode fields, or pass --hash'
+        : "the NIC's RSS hash (its key and function) feeds dp_hash: use hashMode fields, or pass --hash",
+  };
 }
 
 /** The load balancer that owns dst:dport/proto, if any. */

@@ -1,56 +1,19 @@
 // The `sluice` command. Reads files and arguments, calls the pure core, prints, sets the exit code.
 
 import { Command, CommanderError } from 'commander';
-import { explain } from '../explain.ts';
 import { registerLabCommands } from '../lab/cli.ts';
 import { registerDemoCommand } from '../lab/demo.ts';
 import { SluiceError } from '../model/errors.ts';
-import { parseIp } from '../model/ip.ts';
-import type { Config, Protocol } from '../model/types.ts';
-import { planNext, planRolloutDetailed } from '../rollout/planner.ts';
+import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatPool, formatRollout, summarizePool, summarizeRollout } from '../rollout/summary.ts';
-import type { Generation } from '../rollout/types.ts';
 import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
 import { registerSimCommands } from '../sim/cli.ts';
-import { publishedState } from '../store/operator.ts';
 import { registerDaemonCommands } from './daemons.ts';
+import { initialGeneration, registerExplainCommand } from './explain.ts';
 import { generationJson } from './json.ts';
 import { registerOvnCommands } from './ovn.ts';
 import { registerRolloutCommand } from './rollout.ts';
-import {
-  defaultDb,
-  exitCodeFor,
-  readConfigFile,
-  registerStoreCommands,
-  reportInternal,
-} from './store-commands.ts';
-
-function initialGeneration(config: Config): Generation {
-  return planNext({ config, latest: null, connections: () => 0, now: 0 }).next!;
-}
-
-function parsePort(name: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new SluiceError('SLUICE_E_USAGE', `${name}: expected a port 0..65535, got "${text}"`);
-  return n;
-}
-
-function parseAddress(name: string, text: string): string {
-  if (parseIp(text) === undefined)
-    throw new SluiceError('SLUICE_E_USAGE', `${name}: not an IPv4 or IPv6 address: "${text}"`);
-  return text;
-}
-
-function parseHash(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff)
-    throw new SluiceError(
-      'SLUICE_E_USAGE',
-      `--hash: expected an unsigned 32-bit integer (decimal or 0x..), got "${text}"`,
-    );
-  return n;
-}
+import { exitCodeFor, readConfigFile, registerStoreCommands, reportInternal } from './store-commands.ts';
 
 export function buildProgram(): Command {
   const program = new Command('sluice')
@@ -112,69 +75,7 @@ export function buildProgram(): Command {
       }
     });
 
-  program
-    .command('explain')
-    .description('which slot, backend, second chance and host a packet takes (for a given data-plane hash)')
-    .option(
-      '-f, --file <lb.yaml>',
-      'desired state (YAML or JSON); without it: the latest generation in the store',
-    )
-    .option('--db <remotes>', 'OVSDB remotes (default: $SLUICE_DB, else unix:/run/sluice/db.sock)')
-    .option('--format <format>', 'text | json (json = --json)', 'text')
-    .argument('<proto>', 'tcp or udp')
-    .argument('<src>', 'client address')
-    .argument('<sport>', 'client port')
-    .argument('<dst>', 'VIP')
-    .argument('<dport>', 'VIP port')
-    .option('--hash <value>', 'the data-plane hash of the packet (dp_hash or fields hash)', '0')
-    .option('--json', 'machine-readable output', false)
-    .action(
-      async (
-        proto: string,
-        src: string,
-        sport: string,
-        dst: string,
-        dport: string,
-        o: { file?: string; db?: string; format: string; hash: string; json: boolean },
-      ) => {
-        if (proto !== 'tcp' && proto !== 'udp')
-          throw new SluiceError('SLUICE_E_USAGE', `<proto>: expected tcp or udp, got "${proto}"`);
-        const tuple = {
-          proto: proto as Protocol,
-          src: parseAddress('<src>', src),
-          sport: parsePort('<sport>', sport),
-          dst: parseAddress('<dst>', dst),
-          dport: parsePort('<dport>', dport),
-        };
-        const { config, generation } =
-          o.file === undefined
-            ? await publishedState(o.db ?? defaultDb())
-            : (() => {
-                const c = readConfigFile(o.file);
-                return { config: c, generation: initialGeneration(c) };
-              })();
-        const result = explain(config, generation, tuple, parseHash(o.hash));
-        if (o.json || o.format === 'json') {
-          print(JSON.stringify(result, null, 2));
-        } else if (!result.found) {
-          print(result.reason);
-          process.exitCode = 1;
-        } else {
-          print(
-            [
-              `load balancer  ${result.lb} (generation ${result.generation}, k=${result.bits})`,
-              `hash           0x${result.hash.toString(16).padStart(8, '0')} -> slot ${result.slot} (${result.phase})`,
-              `primary        ${result.primary?.key ?? '(none: dropped)'}`,
-              `second chance  ${result.second?.key ?? '(none)'}`,
-              `chain          ${result.chain.length === 0 ? '(none)' : result.chain.map((m) => m.key).join(' -> ')}`,
-              `host           ${result.host ?? '-'}${result.hostTunnelIp ? ` (tunnel ${result.hostTunnelIp})` : ''}`,
-              `why            ${result.reason}`,
-            ].join('\n'),
-          );
-        }
-      },
-    );
-
+  registerExplainCommand(program);
   registerLabCommands(program);
   registerDemoCommand(program);
   registerSimCommands(program);

@@ -19,6 +19,9 @@ import {
   TUN_SECOND_HOST,
 } from './registry.ts';
 
+/** The `multipath` field set of the `fields` hash mode (must match `fieldsModeHash` in src/hashing/ovs.ts). */
+export const FIELDS_HASH = 'symmetric_l3l4+udp';
+
 export interface LbInput {
   readonly lb: LoadBalancer;
   readonly id: number;
@@ -36,12 +39,15 @@ export interface CompileOptions {
 
 /**
  * CLASSIFY: one flow per VIP:port. dp_hash mode jumps to the LB's one-bucket dp_hash group (below); fields mode
- * hashes the 5-tuple with `multipath` (symmetric_l4, deterministic everywhere, one datapath flow per connection).
+ * hashes the 5-tuple with `multipath` (deterministic everywhere, one datapath flow per connection). Its field set
+ * is `symmetric_l3l4+udp`: addresses, protocol and TCP *and UDP* ports, no MACs, so every gateway computes the
+ * same slot (`symmetric_l4` also hashes the Ethernet addresses, which differ per gateway, and no UDP ports; see
+ * docs/design/hash.md). `sluice explain` reproduces it (src/hashing/ovs.ts).
  *
  *   table=0 priority=100,tcp,nw_dst=203.0.113.10,tp_dst=80
  *           actions=set_field:0x2a7c->reg0,group:1359006844                                          (dp_hash)
  *   table=0 priority=100,tcp6,ipv6_dst=2001:db8::10,tp_dst=80
- *           actions=set_field:0x2a7c->reg0,multipath(symmetric_l4,0,modulo_n,256,0,NXM_NX_REG1[0..7]),
+ *           actions=set_field:0x2a7c->reg0,multipath(symmetric_l3l4+udp,0,modulo_n,256,0,NXM_NX_REG1[0..7]),
  *                   resubmit(,10)                                                                    (fields)
  *   table=0 priority=1 actions=drop
  */
@@ -55,7 +61,7 @@ export function gatewayClassifyLbFlows(config: Config, { lb, id, plan }: LbInput
     config.hashMode === 'dp_hash'
       ? `group:${hashGroupId(id)}`
       : actions(
-          `multipath(symmetric_l4,0,modulo_n,${2 ** plan.bits},0,${lowBits(REG_SLOT.nxm, plan.bits)})`,
+          `multipath(${FIELDS_HASH},0,modulo_n,${2 ** plan.bits},0,${lowBits(REG_SLOT.nxm, plan.bits)})`,
           `resubmit(,${T.GW_SLOTS})`,
         );
   return lb.ports.map((port) => ({

@@ -5,15 +5,12 @@
 // uniform, deterministic hash that every gateway computes alike (docs/design/overview.md "Hash modes").
 
 import { fmix32 } from '../hashing/hash.ts';
+import { ovsHashAdd } from '../hashing/ovs.ts';
 
-/** One MurmurHash3 body round: mixes 32-bit word `k` into `h`. Signed 32-bit result (callers `>>> 0`). */
+/** One MurmurHash3 body round (OVS's `hash_add`): mixes 32-bit word `k` into `h`. Signed 32-bit result (callers
+ *  `>>> 0`). */
 export function mix32(h: number, k: number): number {
-  let x = Math.imul(k, 0xcc9e2d51);
-  x = (x << 15) | (x >>> 17);
-  x = Math.imul(x, 0x1b873593);
-  let y = h ^ x;
-  y = (y << 13) | (y >>> 19);
-  return (Math.imul(y, 5) + 0xe6546b64) | 0;
+  return ovsHashAdd(h, k) | 0;
 }
 
 /** Hash of a TCP/UDP 5-tuple with a seed (different seeds model different hash functions). Unsigned. */

@@ -1,5 +1,4 @@
-// Open vSwitch's own hashes, as OVS 3.1 computes them in userspace on x86-64 builds without SSE4.2 (Debian's
-// generic amd64 package): the murmur-based `hash_add`/`hash_finish` of lib/hash.h, `hash_bytes` of lib/hash.c, and
+// Open vSwitch's own hashes (the primitives live in src/hashing/ovs.ts, shared with `sluice explain`), and
 // the basis a `select` group with `selection_method=hash,fields(...)` feeds to `group_best_live_bucket`
 // (ofproto/ofproto-dpif-xlate.c). Written from reading those functions; checked against the real ovs-vswitchd by
 // scripts/validate-sim.ts (every connection's predicted bucket = the backend it greeted with) and pinned by
@@ -8,47 +7,9 @@
 // Used by the simulator's explicit-connection mode (lab validation) for strategy 3. The simulator's stand-in
 // `hashInt` in hash.ts is NOT this function (it only needs to be uniform); the two must not be mixed up.
 
-import { fmix32 } from '../hashing/hash.ts';
-import { mix32 } from './hash.ts';
+import { ovsHashBytes, ovsHashInt, ovsHashUint64 } from '../hashing/ovs.ts';
 
-/** lib/hash.h `mhash_add` (= `hash_add` without SSE4.2): one murmur3 body round. Unsigned. */
-export function ovsHashAdd(hash: number, data: number): number {
-  return mix32(hash, data) >>> 0;
-}
-
-/** lib/hash.h `hash_finish(hash, final)` = murmur3 fmix32 of `hash ^ final`. Unsigned. */
-export function ovsHashFinish(hash: number, final: number): number {
-  return fmix32(hash ^ final);
-}
-
-/** lib/hash.h `hash_int(x, basis)` = `hash_2words(x, basis)`: scores bucket `x` in `group_best_live_bucket`. */
-export function ovsHashInt(x: number, basis: number): number {
-  return ovsHashFinish(ovsHashAdd(ovsHashAdd(x >>> 0, 0), basis >>> 0), 8);
-}
-
-/** lib/hash.h `hash_uint64(x)` for x < 2^32 (the selection method parameter): `hash_add64` then finish with 8. */
-export function ovsHashUint64(x: number): number {
-  return ovsHashFinish(ovsHashAdd(ovsHashAdd(0, x >>> 0), Math.floor(x / 2 ** 32) >>> 0), 8);
-}
-
-/**
- * lib/hash.c `hash_bytes(p, n, basis)`: 4-byte words read in the CPU's (little-endian) order, a zero-padded tail
- * word, then `hash_finish(hash, n)`.
- */
-export function ovsHashBytes(bytes: Uint8Array, basis: number): number {
-  let h = basis >>> 0;
-  const n = bytes.length;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    h = ovsHashAdd(h, (bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24)) >>> 0);
-  }
-  if (i < n) {
-    let tail = 0;
-    for (let j = 0; i + j < n; j++) tail |= bytes[i + j] << (8 * j);
-    h = ovsHashAdd(h, tail >>> 0);
-  }
-  return ovsHashFinish(h, n);
-}
+export { ovsHashAdd, ovsHashBytes, ovsHashFinish, ovsHashInt, ovsHashUint64 } from '../hashing/ovs.ts';
 
 function ipv4Bytes(ip: string): Uint8Array {
   const p = ip.split('.').map(Number);

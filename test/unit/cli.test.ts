@@ -88,6 +88,20 @@ test('explain names slot, primary and host for a hash', async () => {
   assert.ok(j.primary.key.endsWith(':8080'));
 });
 
+test('explain without --hash computes the gateway hash from the 5-tuple', async () => {
+  const args = words('explain -f examples/lb.yaml tcp 198.51.100.7 40000 203.0.113.10 80');
+  const r = await capture([...args, '--json']);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  // examples/lb.yaml: dp_hash mode; 0x00ffe93e is what ovs-vswitchd 3.1 computed (test/unit/ovs-hash.test.ts).
+  assert.equal(j.hash, 0x00ffe93e);
+  assert.equal(j.slot, 0x00ffe93e & ((1 << j.bits) - 1));
+  assert.match(j.hashHow, /userspace datapath/);
+  const k = await capture([...args, '--datapath', 'system']);
+  assert.equal(k.code, 1);
+  assert.match(k.out, /cannot be known.*random value at boot/);
+});
+
 test('explain of an address no load balancer serves exits 1 and says so', async () => {
   const r = await capture(words('explain -f examples/lb.yaml tcp 10.200.0.11 1 203.0.113.99 80'));
   assert.equal(r.code, 1);
