@@ -3,6 +3,7 @@
 // (load balancer, slot, backend) from userspace conntrack. The lab controller (src/lab/controller.ts) programs with
 // the stateless programNode; the agent (src/agent/daemon.ts) keeps a NodeProgrammer (incremental apply).
 
+import type { CommittedConnection } from '../audit.ts';
 import { compileNodeParts, joinParts, type NodeParts, partsFlowCount } from '../compile/incremental.ts';
 import type { CompileOptions, NodeFacts } from '../compile/index.ts';
 import { CT_ZONE, lbIds } from '../compile/registry.ts';
@@ -169,6 +170,7 @@ export interface CtEntry {
   /** The client's address and the address it dialled (the VIP). */
   readonly origSrc: string;
   readonly origDst: string;
+  readonly origSport: number | undefined;
   readonly origDport: number | undefined;
   /** The reply's source: the backend the connection was DNATed to. */
   readonly replySrc: string;
@@ -213,6 +215,7 @@ export function parseConntrack(text: string): CtEntry[] {
       proto: pm[1],
       origSrc: orig.get('src') ?? '',
       origDst: orig.get('dst') ?? '',
+      origSport: num(orig.get('sport')),
       origDport: num(orig.get('dport')),
       replySrc: reply.get('src') ?? '',
       replySport: num(reply.get('sport')),
@@ -324,6 +327,30 @@ export function countSlotConnections(entries: readonly CtEntry[], config: Config
 export async function readSlotConnections(runner: Runner, config: Config): Promise<SlotConnections> {
   const r = await runner.appctl(['dpctl/dump-conntrack', `zone=${CT_ZONE}`]);
   return countSlotConnections(parseConntrack(r.stdout), config);
+}
+
+/**
+ * Every connection one host committed in the sluice zone, as the audit compares them (src/audit.ts): the client's
+ * 5-tuple towards the VIP and the mark (lb id << 16 | slot) the gateway's tunnel metadata gave it. `appctlArgs`
+ * go before the command (e.g. `-t <ctl socket>`).
+ */
+export async function readCommittedConnections(
+  runner: Runner,
+  appctlArgs: readonly string[] = [],
+): Promise<CommittedConnection[]> {
+  const r = await runner.appctl([...appctlArgs, 'dpctl/dump-conntrack', `zone=${CT_ZONE}`]);
+  const out: CommittedConnection[] = [];
+  for (const e of parseConntrack(r.stdout)) {
+    const proto = e.proto.replace(/6$/, '');
+    if ((proto !== 'tcp' && proto !== 'udp') || e.origSport === undefined || e.origDport === undefined)
+      continue;
+    if (e.mark === 0) continue; // not committed by sluice's CT_IN (no slot recorded)
+    out.push({
+      tuple: { proto, src: e.origSrc, sport: e.origSport, dst: e.origDst, dport: e.origDport },
+      mark: e.mark,
+    });
+  }
+  return out;
 }
 
 /** Sums several hosts' counts. */

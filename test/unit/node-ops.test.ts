@@ -85,6 +85,7 @@ test('parseConntrack reads every field of the captured lines', () => {
     proto: 'tcp',
     origSrc: '10.200.0.11',
     origDst: '203.0.113.10',
+    origSport: 36868,
     origDport: 80,
     replySrc: '10.0.1.11',
     replySport: 80,

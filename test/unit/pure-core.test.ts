@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SRC = `${ROOT}src/`;
 const CORE_DIRS = ['model', 'hashing', 'rollout', 'compile', 'flowset'];
-const CORE_FILES = ['explain.ts'];
+const CORE_FILES = ['explain.ts', 'audit.ts'];
 /** Packages the core may use: pure parsers/validators, no I/O. */
 const ALLOWED_PACKAGES = new Set(['zod', 'yaml']);
 
