@@ -8,6 +8,7 @@ import { LANES, planLanes } from '../rollout/types.ts';
 import { actions, dstField, familyOf, ipv4ToInt, l3, l4, match, natTarget, ofNum } from './common.ts';
 import type { NodeFacts } from './facts.ts';
 import { dropFlow, type LbInput } from './gateway.ts';
+import { icmpMatch } from './icmp.ts';
 import {
   CT_ZONE,
   cookie,
@@ -186,17 +187,29 @@ export function hostDeliverFlows(facts: NodeFacts): Flow[] {
     if (seen.has(address)) continue;
     seen.add(address);
     const fam = familyOf(address);
-    flows.push({
-      table: T.CT_IN,
-      priority: PRIO.NORMAL,
-      match: match('ct_state=-new+est+trk', l3(fam), `${dstField(fam)}=${address}`),
-      actions: actions(
-        `set_field:${facts.vmRouterMac}->eth_src`,
-        `set_field:${vm.mac}->eth_dst`,
-        `output:${vm.ofport}`,
-      ),
-      cookie: cookie('CT_DELIVER', 0, vm.ofport),
-    });
+    const deliver = actions(
+      `set_field:${facts.vmRouterMac}->eth_src`,
+      `set_field:${vm.mac}->eth_dst`,
+      `output:${vm.ofport}`,
+    );
+    const to = `${dstField(fam)}=${address}`;
+    flows.push(
+      {
+        table: T.CT_IN,
+        priority: PRIO.NORMAL,
+        match: match('ct_state=-new+est+trk', l3(fam), to),
+        actions: deliver,
+        cookie: cookie('CT_DELIVER', 0, vm.ofport),
+      },
+      // An ICMP error related to a connection here, rewritten to the backend by conntrack (compile/icmp.ts).
+      {
+        table: T.CT_IN,
+        priority: PRIO.NORMAL,
+        match: match('ct_state=+rel+trk', icmpMatch(fam), to),
+        actions: deliver,
+        cookie: cookie('ICMP_DELIVER', 0, vm.ofport),
+      },
+    );
   }
   return flows;
 }
@@ -432,18 +445,29 @@ export function hostChainFlows(config: Config, lbs: readonly LbInput[], facts: N
  */
 export function hostCtOutFlows(facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
+  const back = actions(
+    `set_field:${facts.phyMac}->eth_src`,
+    `set_field:${facts.router.mac}->eth_dst`,
+    `output:${facts.ports.intToPhy}`,
+  );
   for (const fam of [4, 6] as const) {
-    flows.push({
-      table: T.CT_OUT,
-      priority: PRIO.NORMAL,
-      match: match('ct_state=+est+rpl+trk', l3(fam)),
-      actions: actions(
-        `set_field:${facts.phyMac}->eth_src`,
-        `set_field:${facts.router.mac}->eth_dst`,
-        `output:${facts.ports.intToPhy}`,
-      ),
-      cookie: cookie('DIRECT_RETURN', 0, fam),
-    });
+    flows.push(
+      {
+        table: T.CT_OUT,
+        priority: PRIO.NORMAL,
+        match: match('ct_state=+est+rpl+trk', l3(fam)),
+        actions: back,
+        cookie: cookie('DIRECT_RETURN', 0, fam),
+      },
+      // An ICMP error a backend sends about a connection (related; conntrack restored the VIP): the same way back.
+      {
+        table: T.CT_OUT,
+        priority: PRIO.NORMAL,
+        match: match('ct_state=+rel+trk', icmpMatch(fam)),
+        actions: back,
+        cookie: cookie('ICMP_RETURN', 0, fam),
+      },
+    );
   }
   flows.push(dropFlow(T.CT_OUT));
   return flows;

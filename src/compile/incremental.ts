@@ -36,9 +36,10 @@ import {
   hostMeters,
   hostTunInLbFlows,
 } from './host.ts';
+import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
 import { phyFlows } from './phy.ts';
-import { T } from './registry.ts';
+import { CT_ZONE, T } from './registry.ts';
 
 /** Name of the node-wide part. */
 export const NODE_PART = 'node';
@@ -146,10 +147,15 @@ export function compileNodeParts(
   int.set(
     NODE_PART,
     facts.role === 'gateway'
-      ? { flows: [dropFlow(T.CLASSIFY), dropFlow(T.GW_SLOTS)], groups: [], tlvMap }
+      ? {
+          flows: [...gatewayIcmpFlows(config, lbs, facts), dropFlow(T.CLASSIFY), dropFlow(T.GW_SLOTS)],
+          groups: [],
+          tlvMap,
+        }
       : {
           flows: [
             ...hostClassifyFlows(config, facts),
+            ...hostIcmpTunInFlows(lbs, CT_ZONE),
             dropFlow(T.TUN_IN),
             ...hostDeliverFlows(facts),
             ...hostChainJumpFlows(lbs),

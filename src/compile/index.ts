@@ -20,8 +20,9 @@ import {
   hostMeters,
   hostTunInFlows,
 } from './host.ts';
+import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
 import { phyFlows } from './phy.ts';
-import { lbIds, TLV_OPTIONS } from './registry.ts';
+import { CT_ZONE, lbIds, TLV_OPTIONS } from './registry.ts';
 
 export type { NodeFacts, VmPort } from './facts.ts';
 export type { CompileOptions, LbInput } from './gateway.ts';
@@ -71,7 +72,11 @@ export function compileNode(
   const int: BridgeState =
     facts.role === 'gateway'
       ? {
-          flows: [...gatewayClassifyFlows(config, lbs), ...gatewaySlotFlows(config, lbs, facts)],
+          flows: [
+            ...gatewayClassifyFlows(config, lbs),
+            ...gatewayIcmpFlows(config, lbs, facts),
+            ...gatewaySlotFlows(config, lbs, facts),
+          ],
           groups: gatewayGroups(config, lbs),
           tlvMap,
         }
@@ -79,6 +84,7 @@ export function compileNode(
           flows: [
             ...hostClassifyFlows(config, facts),
             ...hostTunInFlows(lbs),
+            ...hostIcmpTunInFlows(lbs, CT_ZONE),
             ...hostCtInFlows(lbs, facts),
             ...hostChainFlows(config, lbs, facts),
             ...hostCtOutFlows(facts),

@@ -217,6 +217,16 @@ export const COOKIE_KINDS = {
   UDP_WALK_RETURN: 0x13,
   /** host CT_IN: a new UDP datagram without FLAG_COMMIT (no flow here; new or not, it walks) -> CHAIN. b = family. */
   UDP_WALK: 0x14,
+  /** gw CLASSIFY: an ICMP error to a VIP -> a copy to every host of its members. lb, a = ICMP type. */
+  GW_ICMP: 0x20,
+  /** host TUN_IN: an ICMP error from a gateway -> ct lookup. lb. */
+  ICMP_IN: 0x21,
+  /** host CT_IN: an ICMP error related to a local connection -> its backend. a = vm ofport. */
+  ICMP_DELIVER: 0x22,
+  /** host CT_OUT: an ICMP error from a backend, related to a connection -> direct return. b = IP family. */
+  ICMP_RETURN: 0x23,
+  /** gw CLASSIFY: an echo request to a VIP, answered by the gateway. lb, a = request type. */
+  GW_ICMP_ECHO: 0x24,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

@@ -24,7 +24,7 @@ import { readCommittedConnections } from '../../src/agent/node-ops.ts';
 import { auditCommittedSlots, formatAudit, type HashFunction } from '../../src/audit.ts';
 import { auditGateway, auditHost, initialGeneration } from '../../src/cli/explain.ts';
 import { compileNode } from '../../src/compile/index.ts';
-import { lbIds, T } from '../../src/compile/registry.ts';
+import { decodeCookie, lbIds, T } from '../../src/compile/registry.ts';
 import { explain, tupleHash } from '../../src/explain.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
 import { ovsHashSymmetricL3L4, ovsUserspaceDpHash } from '../../src/hashing/ovs.ts';
@@ -519,6 +519,103 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       }
     });
   }
+
+  // Path MTU discovery through a VIP (docs/design/icmp.md). The router's route to the client is locked at a smaller
+  // MTU (1400 IPv4, 1280 IPv6) than the backends' 1500, so the router answers the backend's full-size echo segments
+  // with fragmentation-needed / packet-too-big addressed to the VIP. A 256 KiB echo completes only if the gateway
+  // copies that error to the hosts and the right host's conntrack hands it, rewritten, to the backend. Negative
+  // control first (the backends would otherwise remember the smaller MTU): without the gateway's ICMP flows it stalls.
+  test('ICMP: PMTU discovery and ping of the VIP work for IPv4 and IPv6; without the ICMP flows they fail', async (t) => {
+    const g = gen((slot) => (slot % 2 === 0 ? A : B), undefined);
+    await applyAll(g);
+    const client = lab.clients[0];
+    const routes = [
+      ['-4', `${client.ip}/32`, '1400'],
+      ['-6', `${client.ip6}/128`, '1280'],
+    ] as const;
+    for (const [fam, dst, mtu] of routes) {
+      await lab.routerExec('ip', [fam, 'route', 'replace', dst, 'dev', 'brc', 'mtu', 'lock', mtu]);
+    }
+    const flushPmtu = () =>
+      Promise.all(
+        [A, B].flatMap((b) =>
+          ['-4', '-6'].map((fam) => nsRun(lab.backend(b).netns, 'ip', [fam, 'route', 'flush', 'cache'])),
+        ),
+      );
+    /** One connection to vip:80 that sends `total` bytes and reads the echo; JSON {done, got, ms}. */
+    const transfer = async (vip: string, total: number, ms: number) => {
+      const script = `const net=require('net');const s=net.connect({host:process.argv[1],port:80});
+        const total=+process.argv[2];let got=-1;const t0=Date.now();
+        const end=(o)=>{process.stdout.write(JSON.stringify({...o,got,ms:Date.now()-t0}));process.exit(0)};
+        s.on('data',(d)=>{if(got<0){const i=d.indexOf(10);if(i<0)return;got=d.length-i-1;s.write(Buffer.alloc(total,120));}
+          else got+=d.length;if(got>=total)end({done:true});});
+        s.on('error',(e)=>end({done:false,error:e.message}));setTimeout(()=>end({done:false}),${ms});`;
+      const r = await nsRun(client.netns, process.execPath, ['-e', script, vip, String(total)]);
+      return JSON.parse(r.stdout) as { done: boolean; got: number; ms: number };
+    };
+    const vips = ['203.0.113.10', '2001:db8::10'];
+    const gw = lab.node('gw1');
+    /** Exit codes of one ping (2 requests, 2 s deadline) to each VIP from the client. */
+    const ping = () =>
+      Promise.all(
+        vips.map(async (vip) => {
+          const r = await nsRun(client.netns, 'ping', ['-n', '-c', '2', '-i', '0.2', '-w', '2', vip], {
+            allowFail: true,
+          });
+          return r.code;
+        }),
+      );
+    try {
+      const full = compile('gw1', g);
+      const withoutIcmp: FlowSet = {
+        ...full,
+        bridges: new Map(
+          [...full.bridges].map(([br, st]) => [
+            br,
+            { ...st, flows: st.flows.filter((f) => !decodeCookie(f.cookie)?.kind.startsWith('GW_ICMP')) },
+          ]),
+        ),
+      };
+      await applyFlowSet(gw, withoutIcmp);
+      await revalidate(gw);
+      await flushPmtu();
+      assert.deepEqual(await ping(), [1, 1], 'without the echo flows the VIPs do not answer ping');
+      for (const vip of vips) {
+        const r = await transfer(vip, 256 * 1024, 6000);
+        t.diagnostic(`without ICMP flows ${vip}: ${JSON.stringify(r)}`);
+        assert.equal(r.done, false, `${vip}: the transfer must stall without the ICMP path`);
+      }
+      await applyFlowSet(gw, full);
+      await revalidate(gw);
+      await flushPmtu();
+      const gwBefore = await packetsByKind('gw1');
+      const hostsBefore = await flowPacketsByKind([lab.node('host1'), lab.node('host2')], 'br-int');
+      for (const vip of vips) {
+        const r = await transfer(vip, 256 * 1024, 15000);
+        t.diagnostic(`with ICMP flows ${vip}: ${JSON.stringify(r)}`);
+        assert.equal(
+          r.done,
+          true,
+          `${vip}: PMTU discovery must let the transfer complete: ${JSON.stringify(r)}`,
+        );
+      }
+      assert.deepEqual(await ping(), [0, 0], 'the gateway answers ping for its VIPs (IPv4 and IPv6)');
+      const gwAfter = await packetsByKind('gw1');
+      const hostsAfter = await flowPacketsByKind([lab.node('host1'), lab.node('host2')], 'br-int');
+      const delta = (a: Record<string, number>, b: Record<string, number>, k: string) =>
+        (a[k] ?? 0) - (b[k] ?? 0);
+      t.diagnostic(
+        `gateway ICMP errors copied ${delta(gwAfter, gwBefore, 'GW_ICMP')}, hosts looked up ` +
+          `${delta(hostsAfter, hostsBefore, 'ICMP_IN')}, delivered ${delta(hostsAfter, hostsBefore, 'ICMP_DELIVER')}`,
+      );
+      assert.ok(delta(gwAfter, gwBefore, 'GW_ICMP') >= 2, 'the gateway forwarded the ICMP errors');
+      assert.ok(delta(hostsAfter, hostsBefore, 'ICMP_DELIVER') >= 2, 'a host delivered them to the backend');
+    } finally {
+      for (const [fam, dst] of routes) await lab.routerExec('ip', [fam, 'route', 'del', dst, 'dev', 'brc']);
+      await flushPmtu();
+      await applyAll(gen(A, undefined));
+    }
+  });
 
   test('applier: slot bits 4 -> 5 -> 4 modify the dp_hash group in place (full bucket list) under traffic', async () => {
     await applyAll(gen(A, undefined));
