@@ -63,16 +63,30 @@ function jsonErrorOffset(text: string, keys = false): number {
   const fail = (): never => {
     throw i;
   };
+  // At an opening bracket: steps over it; true when the container is empty (`close` follows, stepped over too).
+  const opens = (close: string): boolean => {
+    i++;
+    ws();
+    if (text[i] !== close) return false;
+    i++;
+    return true;
+  };
+  // After an item: a comma (more follow: false) or `close` (the container ends: true), stepped over.
+  const closes = (close: string): boolean => {
+    ws();
+    if (text[i] === ',') {
+      i++;
+      return false;
+    }
+    if (text[i] !== close) fail();
+    i++;
+    return true;
+  };
   const value = (): void => {
     ws();
     const c = text[i];
     if (c === '{') {
-      i++;
-      ws();
-      if (text[i] === '}') {
-        i++;
-        return;
-      }
+      if (opens('}')) return;
       const seen = new Set<string>();
       for (;;) {
         ws();
@@ -88,29 +102,14 @@ function jsonErrorOffset(text: string, keys = false): number {
         if (text[i] !== ':') fail();
         i++;
         value();
-        ws();
-        if (text[i] === ',') i++;
-        else if (text[i] === '}') {
-          i++;
-          return;
-        } else fail();
+        if (closes('}')) return;
       }
     }
     if (c === '[') {
-      i++;
-      ws();
-      if (text[i] === ']') {
-        i++;
-        return;
-      }
+      if (opens(']')) return;
       for (;;) {
         value();
-        ws();
-        if (text[i] === ',') i++;
-        else if (text[i] === ']') {
-          i++;
-          return;
-        } else fail();
+        if (closes(']')) return;
       }
     }
     if (c === '"') {
