@@ -15,10 +15,12 @@ import {
   type DatabaseSchema,
   decodeRow,
   encodeRow,
+  type Insert,
   type JsRow,
   namedUuid,
   type Row,
   type SelectResult,
+  type Wait,
 } from '../../src/ovsdb/protocol.ts';
 import type { RowChange } from '../../src/ovsdb/replica.ts';
 import {
@@ -47,6 +49,11 @@ async function eventually<T>(what: string, fn: () => T | Promise<T>, timeoutMs =
       throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await sleep(25);
   }
+}
+
+/** Inserts a Node row (most tests here need a row, any row, in a real table). */
+function insertNode(name: string, role: string, tunnelIp: string): Insert {
+  return { op: 'insert', table: 'Node', row: { name, role, tunnel_ip: tunnelIp } };
 }
 
 const clients: OvsdbClient[] = [];
@@ -233,24 +240,20 @@ describe('ovsdb client against a real ovsdb-server', () => {
 
   test('a failing wait, a failing op and a commit-time violation surface with op index and ovsdb error', async () => {
     const c = client({ remotes: [srv.unixRemote] });
-    const err = await c
-      .transact(
-        DB,
-        { op: 'insert', table: 'Node', row: { name: 'gw1', role: 'gateway', tunnel_ip: '172.16.0.1' } },
-        {
-          op: 'wait',
-          timeout: 0,
-          table: 'Global',
-          where: [],
-          columns: ['desired_cfg'],
-          until: '==',
-          rows: [{ desired_cfg: 999 }],
-        },
-      )
-      .then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+    /** A wait (no timeout) that holds while Global's desired_cfg is `n`. */
+    const desiredCfgIs = (n: number): Wait => ({
+      op: 'wait',
+      timeout: 0,
+      table: 'Global',
+      where: [],
+      columns: ['desired_cfg'],
+      until: '==',
+      rows: [{ desired_cfg: n }],
+    });
+    const err = await c.transact(DB, insertNode('gw1', 'gateway', '172.16.0.1'), desiredCfgIs(999)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof OvsdbError, String(err));
     assert.equal(err.code, 'SLUICE_E_OVSDB_TRANSACTION');
     assert.equal(err.opIndex, 1);
@@ -260,47 +263,28 @@ describe('ovsdb client against a real ovsdb-server', () => {
     assert.equal(nodes.rows.length, 0);
 
     await assert.rejects(
-      c.transact(DB, {
-        op: 'insert',
-        table: 'Node',
-        row: { name: 'n', role: 'router', tunnel_ip: '1.1.1.1' },
-      }),
+      c.transact(DB, insertNode('n', 'router', '1.1.1.1')),
       (e: unknown) => e instanceof OvsdbError && e.opIndex === 0 && e.ovsdbError === 'constraint violation',
     );
     // Two nodes with one name: the index makes the commit fail, reported after the last op.
     await assert.rejects(
-      c.transact(
-        DB,
-        { op: 'insert', table: 'Node', row: { name: 'dup', role: 'host', tunnel_ip: '172.16.0.2' } },
-        { op: 'insert', table: 'Node', row: { name: 'dup', role: 'host', tunnel_ip: '172.16.0.3' } },
-      ),
+      c.transact(DB, insertNode('dup', 'host', '172.16.0.2'), insertNode('dup', 'host', '172.16.0.3')),
       (e: unknown) => e instanceof OvsdbError && e.opIndex === 2 && e.ovsdbError === 'constraint violation',
     );
     // A wait that holds lets the transaction through.
-    await c.transact(
-      DB,
-      {
-        op: 'wait',
-        timeout: 0,
-        table: 'Global',
-        where: [],
-        columns: ['desired_cfg'],
-        until: '==',
-        rows: [{ desired_cfg: 1 }],
-      },
-      { op: 'mutate', table: 'Global', where: [], mutations: [['desired_cfg', '+=', 1]] },
-    );
+    await c.transact(DB, desiredCfgIs(1), {
+      op: 'mutate',
+      table: 'Global',
+      where: [],
+      mutations: [['desired_cfg', '+=', 1]],
+    });
   });
 
   for (const method of ['monitor_cond', 'monitor'] as const) {
     test(`${method}: initial snapshot, then insert, modify and delete updates; replica equals the server`, async () => {
       const writer = client({ remotes: [srv.unixRemote] });
       const reader = client({ remotes: [srv.tcpRemote] });
-      await writer.transact(DB, {
-        op: 'insert',
-        table: 'Node',
-        row: { name: `pre-${method}`, role: 'host', tunnel_ip: '172.16.1.1' },
-      });
+      await writer.transact(DB, insertNode(`pre-${method}`, 'host', '172.16.1.1'));
       const m = await reader.monitor(DB, { Node: {}, Backend_Status: {} }, method);
       assert.ok(
         m.replica.find('Node', (r) => r.name === `pre-${method}`),
@@ -352,11 +336,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
       );
 
       await m.cancel();
-      await writer.transact(DB, {
-        op: 'insert',
-        table: 'Node',
-        row: { name: `late-${method}`, role: 'host', tunnel_ip: '172.16.1.9' },
-      });
+      await writer.transact(DB, insertNode(`late-${method}`, 'host', '172.16.1.9'));
       await sleep(200);
       assert.equal(
         m.replica.find('Node', (r) => r.name === `late-${method}`),
@@ -373,8 +353,8 @@ describe('ovsdb client against a real ovsdb-server', () => {
     });
     await c.transact(
       DB,
-      { op: 'insert', table: 'Node', row: { name: 'gw-w', role: 'gateway', tunnel_ip: '172.16.2.1' } },
-      { op: 'insert', table: 'Node', row: { name: 'host-w', role: 'host', tunnel_ip: '172.16.2.2' } },
+      insertNode('gw-w', 'gateway', '172.16.2.1'),
+      insertNode('host-w', 'host', '172.16.2.2'),
     );
     await eventually('gateway row', () => m.replica.find('Node', (r) => r.name === 'gw-w'));
     assert.equal(
@@ -456,11 +436,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
   test('server killed and restarted: the client reconnects, re-monitors, emits the difference, re-takes its lock', async () => {
     const c = client({ remotes: [srv.unixRemote, srv.tcpRemote] });
     const m = await c.monitor(DB, { Node: {}, Load_Balancer: {}, Backend: {} });
-    await c.transact(DB, {
-      op: 'insert',
-      table: 'Node',
-      row: { name: 'doomed', role: 'host', tunnel_ip: '172.16.9.8' },
-    });
+    await c.transact(DB, insertNode('doomed', 'host', '172.16.9.8'));
     const lock = await c.lock('restart_lock');
     assert.equal(lock.state, 'held');
     const before = m.replica.rows('Node').length;
@@ -481,15 +457,11 @@ describe('ovsdb client against a real ovsdb-server', () => {
       dbFile,
       JSON.stringify([
         DB,
-        { op: 'insert', table: 'Node', row: { name: 'offline', role: 'host', tunnel_ip: '172.16.9.9' } },
+        insertNode('offline', 'host', '172.16.9.9'),
         { op: 'delete', table: 'Node', where: [['name', '==', 'doomed']] },
       ]),
     ]);
-    const pending = c.transact(DB, {
-      op: 'insert',
-      table: 'Node',
-      row: { name: 'queued', role: 'host', tunnel_ip: '172.16.9.10' },
-    });
+    const pending = c.transact(DB, insertNode('queued', 'host', '172.16.9.10'));
     await srv.start();
     await pending; // a request issued while disconnected waits for the reconnect
     await eventually('reconnected', () => c.state === 'connected');
@@ -598,11 +570,7 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
     assert.equal(leaderClient.serverRow?.leader, true);
     assert.equal(leaderClient.serverRow?.model, 'clustered');
     const m = await c.monitor(DB, { Node: {} });
-    await c.transact(DB, {
-      op: 'insert',
-      table: 'Node',
-      row: { name: 'before', role: 'host', tunnel_ip: '172.17.0.1' },
-    });
+    await c.transact(DB, insertNode('before', 'host', '172.17.0.1'));
     await eventually('replicated', () => m.replica.find('Node', (r) => r.name === 'before'));
 
     const used = cluster.members.find((mem) => mem.unixRemote === c.remote)!;
@@ -612,21 +580,9 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
     await eventually('moved', () => c.state === 'connected' && c.remote !== firstRemote, 20_000);
     const movedMs = performance.now() - t0;
 
-    await retry(() =>
-      c.transact(DB, {
-        op: 'insert',
-        table: 'Node',
-        row: { name: 'after', role: 'host', tunnel_ip: '172.17.0.2' },
-      }),
-    );
+    await retry(() => c.transact(DB, insertNode('after', 'host', '172.17.0.2')));
     const writeMs = performance.now() - t0;
-    await retry(() =>
-      leaderClient.transact(DB, {
-        op: 'insert',
-        table: 'Node',
-        row: { name: 'via-leader', role: 'gateway', tunnel_ip: '172.17.0.3' },
-      }),
-    );
+    await retry(() => leaderClient.transact(DB, insertNode('via-leader', 'gateway', '172.17.0.3')));
     await eventually('replica has both', () =>
       ['before', 'after', 'via-leader'].every((n) => m.replica.find('Node', (r) => r.name === n)),
     );
