@@ -31,7 +31,7 @@ import {
   STATUS_MONITOR,
   statusReport,
   storedConfig,
-  table,
+  tableOr,
   withStore,
 } from '../store/operator.ts';
 import { tlsFiles, tlsOptions } from './daemons.ts';
@@ -222,37 +222,20 @@ function lbDelCommand(lb: Command): void {
 
 /** `sluice lb list`. */
 function lbListCommand(lb: Command): void {
-  storeOptions(lb.command('list').description('list load balancers')).action(
-    action(async (ctx) =>
-      withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
-        const { config } = storedConfig(s.replica);
-        const rows = config.loadBalancers.map((l) => ({
-          name: l.name,
-          vip: l.vip,
-          protocol: l.protocol,
-          ports: [...l.ports],
-          backends: l.backends.length,
-          active: l.backends.filter((b) => b.state === 'active').length,
-        }));
-        return {
-          json: rows,
-          text:
-            rows.length === 0
-              ? 'no load balancers'
-              : table([
-                  ['NAME', 'VIP', 'PROTOCOL', 'PORTS', 'BACKENDS'],
-                  ...rows.map((r) => [
-                    r.name,
-                    r.vip,
-                    r.protocol,
-                    r.ports.join(','),
-                    `${r.backends} (${r.active} active)`,
-                  ]),
-                ]),
-        };
-      }),
-    ),
-  );
+  listCommand(lb, 'list load balancers', {
+    rows: (config) =>
+      config.loadBalancers.map((l) => ({
+        name: l.name,
+        vip: l.vip,
+        protocol: l.protocol,
+        ports: [...l.ports],
+        backends: l.backends.length,
+        active: l.backends.filter((b) => b.state === 'active').length,
+      })),
+    none: 'no load balancers',
+    header: ['NAME', 'VIP', 'PROTOCOL', 'PORTS', 'BACKENDS'],
+    cells: (r) => [r.name, r.vip, r.protocol, r.ports.join(','), `${r.backends} (${r.active} active)`],
+  });
 }
 
 /** `sluice backend add`. */
@@ -343,29 +326,34 @@ function nodeConfirmFencedCommand(node: Command): void {
 
 /** `sluice node list`. */
 function nodeListCommand(node: Command): void {
-  storeOptions(node.command('list').description('list nodes')).action(
+  listCommand(node, 'list nodes', {
+    rows: (config) =>
+      config.nodes.map((n) => ({
+        name: n.name,
+        role: n.role,
+        tunnelIp: n.tunnelIp,
+        backends: config.loadBalancers.reduce(
+          (a, l) => a + l.backends.filter((b) => b.host === n.name).length,
+          0,
+        ),
+      })),
+    none: 'no nodes',
+    header: ['NAME', 'ROLE', 'TUNNEL IP', 'BACKENDS'],
+    cells: (r) => [r.name, r.role, r.tunnelIp, String(r.backends)],
+  });
+}
+
+/** A `list` subcommand: rows of the stored config, printed as JSON, or as a table (`none` when there are none). */
+function listCommand<R>(
+  parent: Command,
+  description: string,
+  list: { rows: (config: Config) => R[]; none: string; header: string[]; cells: (row: R) => string[] },
+): void {
+  storeOptions(parent.command('list').description(description)).action(
     action(async (ctx) =>
       withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
-        const { config } = storedConfig(s.replica);
-        const rows = config.nodes.map((n) => ({
-          name: n.name,
-          role: n.role,
-          tunnelIp: n.tunnelIp,
-          backends: config.loadBalancers.reduce(
-            (a, l) => a + l.backends.filter((b) => b.host === n.name).length,
-            0,
-          ),
-        }));
-        return {
-          json: rows,
-          text:
-            rows.length === 0
-              ? 'no nodes'
-              : table([
-                  ['NAME', 'ROLE', 'TUNNEL IP', 'BACKENDS'],
-                  ...rows.map((r) => [r.name, r.role, r.tunnelIp, String(r.backends)]),
-                ]),
-        };
+        const rows = list.rows(storedConfig(s.replica).config);
+        return { json: rows, text: tableOr(list.none, list.header, rows.map(list.cells)) };
       }),
     ),
   );

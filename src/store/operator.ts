@@ -584,7 +584,11 @@ export function table(rows: readonly (readonly string[])[]): string {
 }
 
 /** A table with a header row, or `none` when there are no rows. */
-function tableOr(none: string, header: readonly string[], rows: readonly (readonly string[])[]): string {
+export function tableOr(
+  none: string,
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+): string {
   return rows.length === 0 ? none : table([header, ...rows]);
 }
 
