@@ -219,6 +219,18 @@ export function pidExited(pid: number): boolean {
   return state === 'Z' || state === 'X';
 }
 
+/** When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22): with the pid, it names one
+ *  process for good (a recycled pid starts later). Undefined when it is gone. */
+export function processStart(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Inode of a network namespace: of process `pid` (`/proc/<pid>/ns/net`) or a named one (`/run/netns/<name>`). */
 export function netnsInode(of: { pid: number } | { name: string }): number | undefined {
   try {

@@ -44,6 +44,7 @@ import {
   nsScript,
   pidAlive,
   pidExited,
+  processStart,
   readPidFile,
   run,
   shQuote,
@@ -84,6 +85,30 @@ export interface LabFacts {
   readonly createdAt: string;
   /** Wall-clock time labUp took, in milliseconds. */
   readonly upMs: number;
+  /** The process that built the lab (pid and start time, processStart); absent in labs built before it was kept. */
+  readonly builtBy?: { readonly pid: number; readonly start: number };
+}
+
+/**
+ * The pid of the live process (not this one) that built the lab, if any: a test or a demo still using it. Another
+ * process's `labUp --replace` then refuses instead of tearing down a lab in use (two runs of one test file at once
+ * would otherwise take each other's namespaces and leave processes behind). `startOf` is processStart.
+ */
+export function labInUseBy(
+  builtBy: LabFacts['builtBy'],
+  self: number,
+  startOf: (pid: number) => number | undefined,
+): number | undefined {
+  if (builtBy === undefined || builtBy.pid === self) return undefined;
+  return startOf(builtBy.pid) === builtBy.start ? builtBy.pid : undefined;
+}
+
+function readLabFacts(runDir: string): LabFacts | undefined {
+  try {
+    return JSON.parse(readFileSync(labJsonPath(runDir), 'utf8')) as LabFacts;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface LabUpOptions {
@@ -752,6 +777,32 @@ async function readEcmp(
 // ---------------------------------------------------------------------------------------------------------------
 // up / down / status
 
+/** Removes an earlier lab with this prefix (`replace`, and not in use: labInUseBy), or throws SLUICE_E_LAB_EXISTS. */
+async function clearExistingLab(
+  cfg: LabConfig,
+  runDir: string,
+  replace: boolean,
+  log: (msg: string) => void,
+): Promise<void> {
+  const pattern = labNamespacePattern(cfg.prefix);
+  const existing = (await listNamespaces()).filter((n) => pattern.test(n));
+  if (existing.length === 0 && !existsSync(runDir)) return;
+  if (!replace) {
+    throw new SluiceError(
+      'SLUICE_E_LAB_EXISTS',
+      `a lab with prefix ${cfg.prefix} exists (${existing.length} namespaces); run \`sluice lab down --prefix ${cfg.prefix}\``,
+    );
+  }
+  const user = labInUseBy(readLabFacts(runDir)?.builtBy, process.pid, processStart);
+  if (user !== undefined)
+    throw new SluiceError(
+      'SLUICE_E_LAB_EXISTS',
+      `the lab with prefix ${cfg.prefix} is in use: process ${user}, which built it, still runs; not replacing it`,
+    );
+  log(`removing the existing lab ${cfg.prefix}`);
+  await labDown(cfg.prefix, { runRoot: cfg.runRoot });
+}
+
 /** Builds the whole lab. Needs root. Throws SLUICE_E_LAB_EXISTS if a lab with this prefix exists (see `replace`). */
 export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {}): Promise<Lab> {
   const t0 = Date.now();
@@ -760,18 +811,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
   requireRoot();
   await ensureDeps();
   const plan = labPlan(cfg);
-  const pattern = labNamespacePattern(cfg.prefix);
-  const existing = (await listNamespaces()).filter((n) => pattern.test(n));
-  if (existing.length > 0 || existsSync(plan.runDir)) {
-    if (!opts.replace) {
-      throw new SluiceError(
-        'SLUICE_E_LAB_EXISTS',
-        `a lab with prefix ${cfg.prefix} exists (${existing.length} namespaces); run \`sluice lab down --prefix ${cfg.prefix}\``,
-      );
-    }
-    log(`removing the existing lab ${cfg.prefix}`);
-    await labDown(cfg.prefix, { runRoot: cfg.runRoot });
-  }
+  await clearExistingLab(cfg, plan.runDir, opts.replace === true, log);
   mkdirSync(`${plan.runDir}/pids`, { recursive: true });
   const router: LabRouterFacts = {
     netns: plan.routerNetns,
@@ -793,6 +833,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     clients: plan.clients,
     createdAt: new Date().toISOString(),
     upMs: 0,
+    builtBy: { pid: process.pid, start: processStart(process.pid) ?? 0 },
   };
   writeFileSync(labJsonPath(plan.runDir), `${JSON.stringify(partial, null, 2)}\n`);
   try {
@@ -1103,12 +1144,7 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
       const pid = readPidFile(f);
       return { pidFile: f, program, pid, alive: pid !== undefined && pidAlive(pid, program) };
     });
-  let facts: LabFacts | undefined;
-  try {
-    facts = JSON.parse(readFileSync(labJsonPath(runDir), 'utf8')) as LabFacts;
-  } catch {
-    facts = undefined;
-  }
+  const facts = readLabFacts(runDir);
   const nodes: LabNodeStatus[] = [];
   let ecmp: Record<string, string[]> = {};
   let sessions: Record<string, GatewayRouting> = {};

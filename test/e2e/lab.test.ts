@@ -72,6 +72,13 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     );
   });
 
+  test('another process cannot replace a lab whose builder still runs (it would take its namespaces away)', async () => {
+    const r = await execSluice(['lab', 'up', '--replace', '--no-control-plane', '--prefix', PREFIX]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, new RegExp(`in use: process ${process.pid}, which built it, still runs`));
+    assert.equal((await labNamespaces(PREFIX)).length, 15, 'the lab is intact');
+  });
+
   test("every node's own OVS answers, with br-phy/br-int, the ports of the plan and the TLV map", async () => {
     for (const n of lab.nodes) {
       const v = await n.appctl(['version']);

@@ -11,8 +11,8 @@ import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { labNamespacePattern } from '../../src/lab/config.ts';
-import { killPidFile, pidAlive, startedByLab } from '../../src/lab/exec.ts';
-import { expectedProgram } from '../../src/lab/topology.ts';
+import { killPidFile, pidAlive, processStart, startedByLab } from '../../src/lab/exec.ts';
+import { expectedProgram, labInUseBy } from '../../src/lab/topology.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -106,4 +106,24 @@ test('killPidFile with an owner: kills its own lab process, leaves a recycled pi
   writeFileSync(pidFile, `${own}\n`);
   assert.equal(await killPidFile(pidFile, 'ovsdb-server', { signal: 'SIGKILL', owner }), own);
   assert.equal(pidAlive(own), false);
+});
+
+test('labInUseBy: a replace refuses only while the (same) process that built the lab still runs', async () => {
+  const start = (table: Record<number, number>) => (pid: number) => table[pid];
+  assert.equal(labInUseBy(undefined, 1, start({})), undefined, 'a lab.json from before builtBy');
+  assert.equal(labInUseBy({ pid: 7, start: 100 }, 7, start({ 7: 100 })), undefined, 'its own lab');
+  assert.equal(
+    labInUseBy({ pid: 8, start: 100 }, 7, start({ 8: 100 })),
+    8,
+    'built by a process that still runs',
+  );
+  assert.equal(labInUseBy({ pid: 8, start: 100 }, 7, start({ 8: 250 })), undefined, 'pid 8 recycled since');
+  assert.equal(labInUseBy({ pid: 8, start: 100 }, 7, start({})), undefined, 'the builder is gone');
+  // processStart names a process for good: stable while it runs, undefined once it is gone.
+  const own = processStart(process.pid);
+  assert.ok(own !== undefined && own > 0 && processStart(process.pid) === own);
+  const c = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  await new Promise((r) => c.on('exit', r));
+  await sleep(50);
+  assert.equal(processStart(c.pid!), undefined);
 });
