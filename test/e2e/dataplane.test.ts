@@ -40,7 +40,7 @@ import { backendKey, type Config } from '../../src/model/types.ts';
 import { applyBridge, applyFlowSet, readInstalled, revalidate } from '../../src/openflow/applier.ts';
 import type { Runner } from '../../src/openflow/runner.ts';
 import type { Generation, PlanMember, PoolPlan } from '../../src/rollout/types.ts';
-import { bridgeSnapshot, GENEVE_SENDER } from './helpers/geneve.ts';
+import { bridgeSnapshot, sendGeneve, withForeignFlow } from './helpers/geneve.ts';
 
 const PREFIX = 'slt-dp-';
 const BITS = 4;
@@ -262,14 +262,8 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     const send = async () => {
       // Ten crafted Geneve packets (all three sluice options, inner TCP SYN to the VIP for member A's slot 0) from
       // 192.168.100.99 in the fabric namespace to host1's tunnel endpoint.
-      const opts = [String(lbId * 0x10000), '0', '0', String(0x02), '40000']; // member 0, no second chance, SYN
-      await nsRun(fabric, process.execPath, [
-        '-e',
-        GENEVE_SENDER,
-        '192.168.100.99',
-        '192.168.100.11',
-        ...opts,
-      ]);
+      const syn = { lbId, counter: 0, flags: 0x02, firstPort: 40000 }; // member 0, no second chance
+      await sendGeneve(fabric, '192.168.100.99', '192.168.100.11', syn);
       await sleep(300);
       return packetsByKind('host1');
     };
@@ -303,23 +297,11 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
         // Bare ACKs nobody has state for, sent to host2 with counter 0: host2 hands them to lane 1's host (host1)
         // with counter 2; host1 (no state, no lane >= 2) drops them. With counter 2, host2 drops them itself.
         for (const h of ['host1', 'host2']) await applyFlowSet(lab.node(h), compile(h, gen(B, A)));
-        const h1 = '192.168.100.11'.split('.').reduce((a, x) => a * 256 + Number(x), 0);
         const ack = async (counter: number) => {
           // Source ports nobody has used: no conntrack entry anywhere.
-          const o = [
-            String(lbId * 0x10000),
-            String(counter),
-            String(h1),
-            String(0x10),
-            String(41000 + counter * 100),
-          ];
-          await nsRun(fabric, process.execPath, [
-            '-e',
-            GENEVE_SENDER,
-            '192.168.100.99',
-            '192.168.100.12',
-            ...o,
-          ]);
+          const firstPort = 41000 + counter * 100;
+          const ack = { lbId, counter, secondHost: '192.168.100.11', flags: 0x10, firstPort };
+          await sendGeneve(fabric, '192.168.100.99', '192.168.100.12', ack);
           await sleep(300);
           return [await packetsByKind('host1'), await packetsByKind('host2')];
         };
@@ -675,31 +657,9 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     const g = gen(A, undefined);
     await applyAll(g);
     const want = compile('gw1', gen(B, undefined)).bridges.get('br-int')!; // 32 changed slot flows ...
-    const badGroup = {
-      ...want,
-      // ... plus a flow that jumps to a group that does not exist: ovs-vswitchd rejects it.
-      flows: [
-        ...want.flows,
-        {
-          ...want.flows[0],
-          table: 40 /* a table sluice does not use */,
-          match: 'ip',
-          actions: 'group:1359999999',
-        },
-      ],
-    };
-    const badSyntax = {
-      ...want,
-      flows: [
-        ...want.flows,
-        {
-          ...want.flows[0],
-          table: 40 /* a table sluice does not use */,
-          match: 'ip',
-          actions: 'output:nonsense',
-        },
-      ],
-    };
+    // ... plus a flow that jumps to a group that does not exist (ovs-vswitchd rejects it), or one it cannot parse.
+    const badGroup = withForeignFlow(want, 'group:1359999999');
+    const badSyntax = withForeignFlow(want, 'output:nonsense');
     for (const bad of [badGroup, badSyntax]) {
       const before = await snapshot('gw1', 'br-int');
       await assert.rejects(applyBridge(lab.node('gw1'), 'br-int', bad), (e: unknown) => {

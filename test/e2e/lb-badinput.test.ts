@@ -20,7 +20,7 @@ import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
 import { applyBridge } from '../../src/openflow/applier.ts';
-import { bridgeSnapshot, GENEVE_SENDER } from './helpers/geneve.ts';
+import { bridgeSnapshot, sendGeneve, withForeignFlow } from './helpers/geneve.ts';
 import { expectAll, isRoot, labHooks, packetsByKind, sleep, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-e2e7-';
@@ -47,14 +47,10 @@ describe('lb bad input: rejected bundles and untrusted Geneve change nothing und
       // (7) For a gateway and a host: the node's own desired state plus one invalid flow, two ways.
       for (const node of ['gw1', 'host1']) {
         const want = compileNode(config, gen, lab.compilerFacts(node)).bridges.get('br-int')!;
-        const extra = (actions: string) => ({
-          ...want,
-          flows: [
-            ...want.flows,
-            { ...want.flows[0], table: 40 /* unused by sluice */, match: 'ip', actions },
-          ],
-        });
-        for (const bad of [extra('group:1359999999'), extra('output:nonsense')]) {
+        for (const bad of [
+          withForeignFlow(want, 'group:1359999999'),
+          withForeignFlow(want, 'output:nonsense'),
+        ]) {
           const before = await bridgeSnapshot(lab.node(node), 'br-int');
           await assert.rejects(applyBridge(lab.node(node), 'br-int', bad), (e: unknown) => {
             assert.ok(e instanceof SluiceError, String(e));
@@ -73,14 +69,8 @@ describe('lb bad input: rejected bundles and untrusted Geneve change nothing und
       try {
         await nsRun(fabric, 'ping', ['-c', '1', '-W', '2', '192.168.100.11'], { allowFail: true });
         const before = await packetsByKind(lab, ['host1']);
-        const opts = [String(lbId * 0x10000), '0', '0', String(0x02), '40000'];
-        await nsRun(fabric, process.execPath, [
-          '-e',
-          GENEVE_SENDER,
-          '192.168.100.99',
-          '192.168.100.11',
-          ...opts,
-        ]);
+        const syn = { lbId, counter: 0, flags: 0x02, firstPort: 40000 };
+        await sendGeneve(fabric, '192.168.100.99', '192.168.100.11', syn);
         await sleep(500);
         const after = await packetsByKind(lab, ['host1']);
         const rejected = (after.TUN_REJECT ?? 0) - (before.TUN_REJECT ?? 0);
@@ -99,16 +89,15 @@ describe('lb bad input: rejected bundles and untrusted Geneve change nothing und
       // ephemeral range: no live connection has these tuples.
       const gw1 = lab.node('gw1');
       const [h1, h2] = ['host1', 'host2'].map((h) => lab.node(h).tunnelIp);
-      const h1Int = h1.split('.').reduce((a, x) => a * 256 + Number(x), 0);
       const ack = async (counter: number) => {
-        const o = [
-          String(lbId * 0x10000),
-          String(counter),
-          String(h1Int),
-          String(0x10),
-          String(20000 + counter * 100),
-        ];
-        await nsRun(gw1.netns, process.execPath, ['-e', GENEVE_SENDER, gw1.tunnelIp, h2, ...o]);
+        const firstPort = 20000 + counter * 100;
+        await sendGeneve(gw1.netns, gw1.tunnelIp, h2, {
+          lbId,
+          counter,
+          secondHost: h1,
+          flags: 0x10,
+          firstPort,
+        });
         await sleep(500);
         return [await packetsByKind(lab, ['host1']), await packetsByKind(lab, ['host2'])];
       };

@@ -1,6 +1,8 @@
 // Shared by e2e tests (not a test file): a crafted-Geneve sender and a before/after snapshot of a bridge.
 
 import { parseDumpFlows } from '../../../src/flowset/text.ts';
+import type { BridgeState } from '../../../src/flowset/types.ts';
+import { nsRun } from '../../../src/lab/exec.ts';
 import type { Runner } from '../../../src/openflow/runner.ts';
 
 /**
@@ -37,6 +39,31 @@ s.bind({ address: src }, async () => {
   s.close();
 });
 `;
+
+/** What the crafted packets carry: slot 0 of load balancer `lbId`, the hop counter, the second-chance host. */
+export interface GenevePackets {
+  readonly lbId: number;
+  /** Hop counter (tun_metadata1); 0 = as a gateway sends. */
+  readonly counter: number;
+  /** Second-chance host's tunnel IPv4 address (tun_metadata2); none = 0. */
+  readonly secondHost?: string;
+  /** Inner TCP flags: 0x02 SYN, 0x10 ACK. */
+  readonly flags: number;
+  /** Inner source port of the first packet (the ten use the next ten). */
+  readonly firstPort: number;
+}
+
+/** Runs GENEVE_SENDER in `netns`: ten crafted packets from `src` to UDP 6081 on `dst`. */
+export async function sendGeneve(netns: string, src: string, dst: string, p: GenevePackets): Promise<void> {
+  const second = (p.secondHost ?? '0.0.0.0').split('.').reduce((a, x) => a * 256 + Number(x), 0);
+  const options = [p.lbId * 0x10000, p.counter, second, p.flags, p.firstPort].map(String);
+  await nsRun(netns, process.execPath, ['-e', GENEVE_SENDER, src, dst, ...options]);
+}
+
+/** `want` plus one flow with `actions` in a table sluice does not use: a bundle for ovs-vswitchd to reject. */
+export function withForeignFlow(want: BridgeState, actions: string): BridgeState {
+  return { ...want, flows: [...want.flows, { ...want.flows[0]!, table: 40, match: 'ip', actions }] };
+}
 
 /** Everything installed on a bridge, volatile counters stripped, sorted: for before/after comparisons. */
 export async function bridgeSnapshot(node: Runner, bridge: string): Promise<string> {
