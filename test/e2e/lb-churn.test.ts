@@ -31,6 +31,7 @@ import {
   gatewayPackets,
   isRoot,
   labHooks,
+  openTraffic,
   secondChancePackets,
   sleep,
   spread,
@@ -70,9 +71,8 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
       t.diagnostic(`add: published g${add.published.join(', g')}; settled=${add.settled}`);
       assert.ok(add.published.length >= 2, 'phase 1 and phase 2');
       await sleep(3500);
-      t2 = await startTraffic(lab, { ...WEB, count: 100, rate: 150, ...exp });
+      t2 = await openTraffic(lab, WEB, 100, 150);
       groups.push(t2);
-      await t2.waitOpened(100);
       const c2 = await t2.report();
       t.diagnostic(`after add, new web connections: ${spread(c2)}`);
       assert.ok((c2.perBackend['host2-b2']?.opened ?? 0) > 0, 'the added backend takes new connections');
@@ -86,9 +86,8 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
       const drain = await ctl.change(config);
       t.diagnostic(`drain: published g${drain.published.join(', g')}; settled=${drain.settled}`);
       await sleep(3500);
-      t3 = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
+      t3 = await openTraffic(lab, WEB, 200, 150);
       groups.push(t3);
-      await t3.waitOpened(200);
       const c3 = await t3.report();
       t.diagnostic(`after drain, new web connections: ${spread(c3)}`);
       assert.equal(
@@ -175,10 +174,8 @@ describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoo
   });
 
   test('NEGATIVE CONTROL (3): ovs-vswitchd killed WITHOUT the ECMP withdraw breaks the connections hashed to it', async (t) => {
-    const exp = expectAll(lab);
-    const tw: Traffic = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...exp });
+    const tw = await openTraffic(lab, WEB, 200, 150);
     try {
-      await tw.waitOpened(200);
       await sleep(1000);
       // Behind the controller's back: the router keeps sending to gw2 while it is dead.
       await lab.node('gw2').killVswitchd('SIGKILL');

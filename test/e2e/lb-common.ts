@@ -7,7 +7,7 @@ import { type ChangeResult, LabController } from '../../src/lab/controller.ts';
 import { packetsByKind as flowPacketsByKind, secondChancePackets } from '../../src/lab/flow-counters.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
-import type { Traffic, TrafficCounters } from '../../src/lab/traffic.ts';
+import { startTraffic, type Traffic, type TrafficCounters } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
 
 export { secondChancePackets };
@@ -26,6 +26,26 @@ export const ECHO = { intervalMs: 300, timeoutMs: 3000 } as const;
 /** Traffic options of the lb tests: any backend of the lab may answer; ECHO timing. */
 export function expectAll(lab: Lab): { expectBackends: string[]; intervalMs: 300; timeoutMs: 3000 } {
   return { expectBackends: lab.backends().map((b) => b.name), ...ECHO };
+}
+
+/**
+ * `count` connections to `to` (WEB, API, ...) at `rate` per second, any backend of the lab may answer, ECHO timing;
+ * resolves once every one is open. A traffic group that fails to open is stopped before the promise rejects.
+ */
+export async function openTraffic(
+  lab: Lab,
+  to: { readonly vip: string; readonly port: number },
+  count: number,
+  rate: number,
+): Promise<Traffic> {
+  const t = await startTraffic(lab, { ...to, count, rate, ...expectAll(lab) });
+  try {
+    await t.waitOpened(count);
+    return t;
+  } catch (e) {
+    await t.stop().catch(() => t.kill());
+    throw e;
+  }
 }
 
 export interface LabSetup {
