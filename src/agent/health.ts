@@ -10,6 +10,7 @@ import { createSocket } from 'node:dgram';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
+import { endStdin } from '../child-input.ts';
 import type { HealthCheck } from '../model/types.ts';
 
 export type HealthState = 'unknown' | 'up' | 'down';
@@ -160,7 +161,7 @@ export function netnsProbe(netnsOf: (address: string) => string | undefined): Pr
           { timeout: timeoutMs + 2000 },
           (err, stdout) => resolve(err === null && ok(String(stdout))),
         );
-        child.stdin?.end(input ?? '');
+        endStdin(child, input);
       });
     switch (spec?.type ?? 'tcp') {
       case 'udp': {

@@ -5,6 +5,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { endStdin } from '../child-input.ts';
 import { SluiceError } from '../model/errors.ts';
 
 export interface RunOptions {
@@ -77,8 +78,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         reject(new SluiceError('SLUICE_E_LAB_COMMAND', `cannot run ${describe(cmd, args)}: ${e.message}`));
       },
     );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-    else child.stdin?.end();
+    endStdin(child, opts.input);
   });
 }
 

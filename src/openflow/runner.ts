@@ -3,6 +3,7 @@
 // can be passed as a Runner; `localRunner` covers a plain machine, a private OVS_RUNDIR and/or a network namespace.
 
 import { execFile } from 'node:child_process';
+import { endStdin } from '../child-input.ts';
 
 export interface RunResult {
   readonly code: number;
@@ -62,9 +63,7 @@ function exec(
         reject(err);
       },
     );
-    // A command that exits without reading stdin makes the write fail with EPIPE: not an error of the command.
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(opts.input ?? '');
+    endStdin(child, opts.input);
   });
 }
 
