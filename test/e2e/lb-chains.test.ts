@@ -167,9 +167,11 @@ describe('lb chains: long-lived connections through repeated changes, default se
     }
   });
 
-  test('NEGATIVE CONTROL (1): chain bound 1 and a 10 s window break the connections whose slots moved twice', async (t) => {
+  test('NEGATIVE CONTROL (1): chain bound 1 and a 20 s window break the connections whose slots moved twice', async (t) => {
     // Back to the lab's backends with the old design's bound, no connections: every chain empties.
-    config = lab.sluiceConfig({ chainLength: 1, drainWindowSeconds: 10 });
+    // The window must outlast the add below (its rollout takes several seconds on a loaded machine): a window that
+    // passed before the drain would drop the owners at once, with no chain-full wait to see.
+    config = lab.sluiceConfig({ chainLength: 1, drainWindowSeconds: 20 });
     await ctl.change(config, { timeoutMs: 90_000 });
     await ctl.settle({ timeoutMs: 90_000 });
     const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
@@ -190,7 +192,7 @@ describe('lb chains: long-lived connections through repeated changes, default se
       const full = waiting.notes.filter((n) => n.kind === 'chain-full');
       t.diagnostic(`drain of the added backend: ${full.map((n) => n.message).join(' | ')}`);
       assert.ok(full.length > 0, 'slots wait on a full chain, and say so');
-      await sleep(11_000);
+      await sleep(21_000);
       const forced = await ctl.change(config, { timeoutMs: 90_000 });
       const gaveUp = forced.gaveUp.reduce((n, x) => n + (x.connections ?? 0), 0);
       await sleep(6000);
