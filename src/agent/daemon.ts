@@ -37,6 +37,7 @@ import {
   BackendStatusTable,
   byUuid,
   DB_NAME,
+  DEFAULT_LEASE_MS,
   encodeSlotCounts,
   fenceMarks,
   gatewayGeneration,
@@ -624,7 +625,7 @@ export class AgentDaemon {
     if (marks.byPlanner !== undefined) return 'planner-record';
     if (marks.byOperator !== undefined) return 'operator-record';
     if (this.#datapathLost) return 'datapath-down';
-    const lease = this.#o.leaseMs ?? 10_000;
+    const lease = this.#o.leaseMs ?? DEFAULT_LEASE_MS;
     if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
       return 'behind';
     if (this.#failingSince !== undefined && now - this.#failingSince > lease) return 'apply-failing';

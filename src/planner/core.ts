@@ -24,7 +24,13 @@
 import type { Config } from '../model/types.ts';
 import type { PlanNote } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
-import { effectiveConfig, plannerStep, type StoreView } from '../store/db/index.ts';
+import {
+  DEFAULT_LEASE_MS,
+  DEFAULT_MARGIN_MS,
+  effectiveConfig,
+  plannerStep,
+  type StoreView,
+} from '../store/db/index.ts';
 
 export interface PlannerCoreOptions {
   /** Lease of an agent, ms (default 10 000). A gateway agent fences itself after this long without the store. */
@@ -81,8 +87,8 @@ export class PlannerCore {
   #view: StoreView | undefined;
 
   constructor(opts: PlannerCoreOptions = {}) {
-    this.leaseMs = opts.leaseMs ?? 10_000;
-    this.marginMs = opts.marginMs ?? 5000;
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+    this.marginMs = opts.marginMs ?? DEFAULT_MARGIN_MS;
     this.fencing = opts.fencing ?? false;
   }
 

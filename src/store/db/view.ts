@@ -142,9 +142,14 @@ export function observedPlannerStep(view: StoreView, now: number): PlannerStep |
     : plannerStep(view, effective, now, undefined, silentHosts(view, now));
 }
 
-/** How long a host may be silent before the planner stops waiting for it, with its default lease and margin
- *  (10 s + 5 s, src/planner/core.ts): the status commands, which do not know the planner's flags, use it. */
-export const HOST_WAIT_MS = 15_000;
+/** The agents' lease by default: how long a node may go without a heartbeat before it counts as silent. */
+export const DEFAULT_LEASE_MS = 10_000;
+/** What the planner adds to the lease by default before it stops waiting for a silent host. */
+export const DEFAULT_MARGIN_MS = 5000;
+
+/** How long a host may be silent before the planner stops waiting for it, with its default lease and margin: the
+ *  status commands, which do not know the planner's flags, use it. */
+export const HOST_WAIT_MS = DEFAULT_LEASE_MS + DEFAULT_MARGIN_MS;
 
 /**
  * Hosts of the desired state whose agent has not written a heartbeat for `afterMs` by `now` (the agents' clock
