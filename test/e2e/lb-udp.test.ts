@@ -19,6 +19,11 @@
 //     listener and UDP socket closed, HTTP 503) fails every kind; a checker for the UDP load balancer (its default
 //     check) demotes it after `fall` rounds and never opens a TCP connection to it (the backend's TCP accept count is
 //     unchanged; the same count grows under a TCP check, the positive control).
+// (3) Through the real control plane (store, planner, one agent per node, src/lab/control-plane.ts) taking over the
+//     same lab: dns keeps its default check (UDP, no ICMP port-unreachable), dns6 gets an HTTP check on the health
+//     port. A backend that refuses (SIGUSR1) is reported down by both, the planner moves its slots away, new flows
+//     avoid it and the flows of every other backend keep theirs (only its own break: its UDP socket is closed); no
+//     lab backend accepts a TCP connection while the agents run (their accept counts are unchanged).
 // NEGATIVE CONTROL: a controller whose hosts are compiled without the UDP walk (`{ udpWalk: false }`, the pipeline
 // before it: a host commits a datagram it has no entry for at once) and the same backend add: the flows of moved
 // slots change backend.
@@ -28,6 +33,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { HealthChecker, netnsProbe } from '../../src/agent/health.ts';
 import { backendHttpPort } from '../../src/lab/config.ts';
+import { startControlPlane, stopControlPlane, waitConverged } from '../../src/lab/control-plane.ts';
 import {
   addLabBackend,
   editBackends,
@@ -38,7 +44,10 @@ import {
 } from '../../src/lab/controller.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
-import { type Config, healthCheckOf } from '../../src/model/types.ts';
+import { backendKey, type Config, healthCheckOf } from '../../src/model/types.ts';
+import { OvsdbClient } from '../../src/ovsdb/client.ts';
+import { DB_NAME, readGeneration } from '../../src/store/db/index.ts';
+import { STATUS_MONITOR, statusReport } from '../../src/store/operator.ts';
 import {
   brokenInfo,
   ecmpFlips,
@@ -48,6 +57,7 @@ import {
   skewedChange,
   sleep,
   spread,
+  waitFor,
 } from './lb-common.ts';
 
 const PREFIX = 'slt-udp-';
@@ -73,6 +83,14 @@ async function changeWithFlips(c: Config, ts: readonly Traffic[]): Promise<strin
   const [r] = await Promise.all([ctl.change(c, { timeoutMs: 90_000 }), ecmpFlips(lab, ts, 20)]);
   const published = r.published.length > 0 ? `published g${r.published.join(', g')}` : 'nothing to publish';
   return `${published}; settled=${r.settled}`;
+}
+
+/** TCP connections lab backend `name` accepted so far (it prints the count on SIGUSR2). */
+async function tcpAccepted(name: string): Promise<number> {
+  process.kill(lab.backendPid(name)!, 'SIGUSR2');
+  await sleep(300);
+  const lines = readFileSync(`${lab.facts.runDir}/backend-${name}.log`, 'utf8').match(/total=\d+/g) ?? [];
+  return Number(lines.at(-1)?.slice('total='.length) ?? Number.NaN);
 }
 
 /** Asserts that no group has a broken or failed flow. */
@@ -134,13 +152,7 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
         ),
       );
     assert.deepEqual(await all(), { 'udp reply': true, 'udp no-icmp': true, http: true, tcp: true });
-    /** TCP connections the backend accepted so far (it prints the count on SIGUSR2). */
-    const accepted = async (): Promise<number> => {
-      process.kill(lab.backendPid(name)!, 'SIGUSR2');
-      await sleep(300);
-      const lines = readFileSync(`${lab.facts.runDir}/backend-${name}.log`, 'utf8').match(/total=\d+/g) ?? [];
-      return Number(lines.at(-1)?.slice('total='.length) ?? Number.NaN);
-    };
+    const accepted = () => tcpAccepted(name);
     const checker = (check: ReturnType<typeof healthCheckOf>) => {
       const c = new HealthChecker({ rise: 1, fall: 2, timeoutMs: 800 }, probe);
       c.setTargets([{ id: `dns ${b.ip}:80`, address: b.ip, port: 80, check }]);
@@ -265,5 +277,80 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
     } finally {
       await t4.stop().catch(() => t4.kill());
     }
+  });
+  test('(3) real planner and agents: a backend failing its UDP probe is demoted, never TCP-probed; HTTP too', async (t) => {
+    const name = 'host3-b1';
+    const b = lab.backend(name);
+    // dns keeps its default check (UDP, no ICMP port-unreachable); dns6 probes the backends' HTTP health port.
+    const http = { type: 'http', port: backendHttpPort(lab.config.backendPort), path: '/health' } as const;
+    const cpConfig: Config = {
+      ...config,
+      loadBalancers: config.loadBalancers.map((lb) =>
+        lb.name === 'dns6' ? { ...lb, healthCheck: http } : lb,
+      ),
+    };
+    const backends = lab.backends().map((x) => x.name);
+    const acceptedBefore = await Promise.all(backends.map(tcpAccepted));
+    const cp = await startControlPlane(lab, { config: cpConfig, planners: 1, fence: false });
+    const client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
+    let t4: Traffic | undefined;
+    try {
+      await client.connect();
+      const store = (await client.monitor(DB_NAME, STATUS_MONITOR)).replica;
+      const healthOf = (lb: string, address: string) =>
+        statusReport(store).backends.find(
+          (x) => x.lb === lb && x.backend === backendKey({ address, port: 80 }),
+        )?.health;
+      /** Slots of `lb` in the latest generation whose primary is `address`. */
+      const primaries = (lb: string, address: string) => {
+        const p = readGeneration(store)?.pools.get(lb);
+        return p === undefined ? 0 : [...p.primary].filter((m) => p.members[m]?.address === address).length;
+      };
+      const probed = statusReport(store).backends;
+      await waitFor(
+        () => statusReport(store).backends.every((x) => x.health === 'up'),
+        'every backend up by its check',
+      );
+      t4 = await startTraffic(lab, { ...DNS, count: 100, rate: 100, ...flows() });
+      await t4.waitOpened(100);
+      await sleep(1000);
+      const onIt = (await t4.report()).perBackend[name]?.opened ?? 0;
+      assert.ok(onIt > 0 && primaries('dns', b.ip) > 0, `${name} serves dns: ${onIt} flows`);
+      const t0 = Date.now();
+      await lab.refuseNewConnections(name, true);
+      await waitFor(
+        () => healthOf('dns', b.ip) === 'down' && healthOf('dns6', b.ip6) === 'down',
+        `${name} down by its UDP (dns) and HTTP (dns6) probes`,
+      );
+      const tDown = Date.now() - t0;
+      await waitFor(
+        () => primaries('dns', b.ip) === 0 && primaries('dns6', b.ip6) === 0,
+        `the planner moves ${name}'s slots away`,
+        60_000,
+      );
+      await waitConverged(cp, 90_000);
+      t.diagnostic(
+        `${name} refusing: down after ${tDown} ms, its slots moved and acknowledged after ${Date.now() - t0} ms`,
+      );
+      t4.open(50);
+      await t4.waitOpened(150);
+      await sleep(3000);
+      const c = await t4.report();
+      const brokenElsewhere = Object.entries(c.perBackend)
+        .filter(([n]) => n !== name)
+        .reduce((n, [, x]) => n + x.broken, 0);
+      t.diagnostic(`flows: ${spread(c)}; broken ${JSON.stringify(c.brokenByReason)}`);
+      assert.equal(brokenElsewhere, 0, `only ${name}'s flows may break: ${brokenInfo(t4)}`);
+      assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
+      assert.equal(c.perBackend[name]?.opened ?? 0, onIt, 'no new flow lands on the demoted backend');
+      t.diagnostic(`backends probed: ${probed.map((x) => `${x.lb} ${x.backend}`).join(', ')}`);
+    } finally {
+      await lab.refuseNewConnections(name, false);
+      await t4?.stop().catch(() => t4?.kill());
+      client.close();
+      await stopControlPlane(lab.facts.runDir);
+    }
+    // Every lab backend (the UDP load balancers' and the rest) accepted no TCP connection while the agents ran.
+    assert.deepEqual(await Promise.all(backends.map(tcpAccepted)), acceptedBefore, 'no TCP probe was sent');
   });
 });
