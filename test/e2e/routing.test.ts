@@ -1,22 +1,39 @@
-// BGP and BFD against real crashes (root; real BIRD, real ovs-vswitchd, real kernel TCP; docs/design/routing.md).
+// BGP and BFD against real faults (root; real BIRD, real ovs-vswitchd, real kernel TCP; docs/design/routing.md).
 // One lab with `routing: bgp` (BIRD on the router and both gateways, BFD 100 ms x 3) and its control plane
-// (planners fence by shutting a session on the router). 200 long-lived connections whose clients give up after 4 s
-// without an echo. gw1 crashes: ovs-vswitchd, its agent and its BIRD SIGKILLed at once, nothing withdrawn first. The
-// router's BFD takes it out of ECMP within ~300 ms and the connections that hashed to it move to gw2, which forwards
-// them as gw1 did (gateways are stateless): 0 broken. Then gw1 comes back and must announce only after it applied the
-// latest generation (one published while it was dead). The negative control runs the same crash on a lab with the
-// `static` routing option (no routing protocol: only the planner's fence, after its 10 s lease, takes gw1 out): the
-// connections ECMP sent to gw1 break.
+// (planners fence by shutting a session on the router). Each test opens 200 long-lived connections whose clients give
+// up after 4 s without an echo (Node cannot set TCP_USER_TIMEOUT on a socket, so the client's echo deadline plays its
+// part: a connection black-holed that long is broken), then hits gw1 with nothing withdrawn first (src/lab/faults.ts):
+// - crash: ovs-vswitchd, its agent and its BIRD SIGKILLed at once; then gw1 comes back and must announce only after
+//   it applied the latest generation (one published while it was dead);
+// - link cut: its veth down at the fabric (both directions, no signal to the router);
+// - freeze: every process SIGSTOPped (it still holds its lease and its sockets);
+// - a freeze during a backend add: the planner fences gw1 after its lease and finishes the rollout on the survivors.
+// The router's BFD takes gw1 out of ECMP within ~300 ms and the connections that hashed to it move to gw2, which
+// forwards them as gw1 did (gateways are stateless): 0 broken each time. The negative control runs the cut, the freeze
+// and the crash on a lab with the `static` routing option (no routing protocol: only the planner's fence, after its
+// 10 s lease, takes gw1 out, and never for a cut): the connections ECMP sent to gw1 break.
 
 import * as assert from 'node:assert/strict';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ControlPlane, startAgent, startControlPlane } from '../../src/lab/control-plane.ts';
-import { readPidFile } from '../../src/lab/exec.ts';
-import { birdPidFile, startGatewayBird } from '../../src/lab/routing.ts';
+import { type ControlPlane, startControlPlane } from '../../src/lab/control-plane.ts';
+import {
+  type GatewayFault,
+  type GatewayFaultKind,
+  injectGatewayFault,
+  waitEcmpAll,
+  waitEcmpWithout,
+} from '../../src/lab/faults.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
-import { DESIRED_STATE_MONITOR, gatewayGeneration } from '../../src/store/db/index.ts';
+import type { Replica } from '../../src/ovsdb/replica.ts';
+import {
+  DESIRED_STATE_MONITOR,
+  gatewayGeneration,
+  NodeStatusTable,
+  publishedGeneration,
+  rows,
+} from '../../src/store/db/index.ts';
 import { editDesiredState, edits, withStore } from '../../src/store/operator.ts';
 import { isRoot, WEB } from './lb-common.ts';
 
@@ -24,7 +41,7 @@ const CONNECTIONS = 200;
 /** The clients' echo timeout: a connection black-holed this long is broken. */
 const CLIENT_TIMEOUT_MS = 4000;
 
-interface Crash {
+interface Outcome {
   /** Fault -> gw1 gone from the router's ECMP route, ms (undefined: still there when we stopped looking). */
   readonly detectionMs: number | undefined;
   readonly broken: number;
@@ -35,14 +52,14 @@ interface Hooked {
   readonly lab: Lab;
   readonly cp: ControlPlane;
   traffic?: Traffic;
+  /** The last fault injected on gw1 (healed by the test that follows it, or after the block). */
+  fault?: GatewayFault;
 }
 
-/** 200 connections to web; SIGKILL gw1's ovs-vswitchd, agent and (with BGP) BIRD at once; watch the router for twice
- *  the clients' timeout (a black-holed connection has broken by then); count. */
-async function crashGw1(h: Hooked, t: TestContext): Promise<Crash> {
-  const { lab, cp } = h;
-  const watchMs = 2 * CLIENT_TIMEOUT_MS;
-  const traffic = await startTraffic(lab, {
+/** 200 fresh connections to web (the previous test's are closed) with both gateways in ECMP. */
+async function openConnections(h: Hooked): Promise<Traffic> {
+  await h.traffic?.kill();
+  const traffic = await startTraffic(h.lab, {
     vip: WEB.vip,
     port: WEB.port,
     count: CONNECTIONS,
@@ -54,64 +71,72 @@ async function crashGw1(h: Hooked, t: TestContext): Promise<Crash> {
   await traffic.waitOpened(CONNECTIONS);
   await sleep(1000);
   assert.deepEqual(
-    (await lab.ecmpGateways())[WEB.vip],
+    (await h.lab.ecmpGateways())[WEB.vip],
     ['gw1', 'gw2'],
-    'both gateways in ECMP before the crash',
+    'both gateways in ECMP before the fault',
   );
-  const pids = [
-    lab.node('gw1').vswitchdPid(),
-    cp.pid('agent-gw1'),
-    lab.routing === 'bgp' ? readPidFile(birdPidFile(lab.facts.runDir, 'gw1')) : undefined,
-  ].filter((p): p is number => p !== undefined);
-  assert.equal(pids.length, lab.routing === 'bgp' ? 3 : 2, 'every process of gw1 found');
-  const t0 = performance.now();
-  for (const p of pids) process.kill(p, 'SIGKILL');
-  let detectionMs: number | undefined;
-  while (performance.now() - t0 < watchMs) {
-    if (detectionMs === undefined && !(await lab.ecmpGateways())[WEB.vip]?.includes('gw1'))
-      detectionMs = performance.now() - t0;
-    await sleep(10);
-  }
+  return traffic;
+}
+
+/** Injects `kind` on gw1 (nothing withdrawn first) under the open connections, watches the router for twice the
+ *  clients' timeout (a black-holed connection has broken by then) and counts. */
+async function faultGw1(h: Hooked, t: TestContext, kind: GatewayFaultKind): Promise<Outcome> {
+  const traffic = h.traffic!;
+  const watchMs = 2 * CLIENT_TIMEOUT_MS;
+  h.fault = await injectGatewayFault(h.lab, h.cp, 'gw1', kind);
+  const detectionMs = await waitEcmpWithout(h.lab, WEB.vip, 'gw1', h.fault.at, watchMs);
+  await sleep(Math.max(0, watchMs - (performance.now() - h.fault.at)));
   const c = await traffic.report();
   t.diagnostic(
-    `${lab.routing}: gw1 out of ECMP ${detectionMs === undefined ? `not within ${watchMs}` : detectionMs.toFixed(0)} ms` +
-      ` after the crash; broken ${c.broken} of ${CONNECTIONS} (${JSON.stringify(c.brokenByReason)}), alive ${c.alive}`,
+    `${h.lab.routing} ${kind}: gw1 out of ECMP ${detectionMs === undefined ? `not within ${watchMs}` : detectionMs.toFixed(0)} ms` +
+      ` after the fault; broken ${c.broken} of ${CONNECTIONS} (${JSON.stringify(c.brokenByReason)}), alive ${c.alive}`,
   );
   return { detectionMs, broken: c.broken, alive: c.alive };
 }
 
+/** Heals the last fault and waits until gw1 is back in ECMP (its agent announces again). */
+async function healGw1(h: Hooked): Promise<void> {
+  const f = h.fault;
+  h.fault = undefined;
+  await f?.heal();
+  await waitEcmpAll(h.lab, WEB.vip, 90_000);
+}
+
+/** BGP survives: gw1 left ECMP within a second, nothing broke, the router's session with gw1 is down. */
+async function assertSurvived(h: Hooked, r: Outcome): Promise<void> {
+  assert.ok(r.detectionMs !== undefined, 'gw1 left the ECMP route');
+  assert.ok(r.detectionMs < 1000, `detection took ${r.detectionMs} ms`);
+  assert.equal(r.broken, 0, JSON.stringify(h.traffic!.counters().brokenByReason));
+  assert.equal(r.alive, CONNECTIONS);
+  const view = await h.lab.routingView();
+  assert.notEqual(view.gw1?.bgp, 'Established', `the router's session with gw1: ${JSON.stringify(view.gw1)}`);
+  assert.equal(view.gw2?.bgp, 'Established');
+}
+
 /** A lab with `routing` and its control plane (one planner) for the enclosing describe block; torn down after it. */
 function labHooks(prefix: string, routing: 'bgp' | 'static') {
-  const h: { lab?: Lab; cp?: ControlPlane; traffic?: Traffic } = {};
+  const h: { lab?: Lab; cp?: ControlPlane; traffic?: Traffic; fault?: GatewayFault } = {};
   before(async () => {
     h.lab = await labUp({ prefix, routing }, { replace: true });
     h.cp = await startControlPlane(h.lab, { planners: 1 });
   });
   after(async () => {
     await h.traffic?.kill().catch(() => {});
+    // A frozen process would ignore labDown's SIGTERM until its grace ran out.
+    if (h.fault?.kind === 'freeze') await h.fault.heal().catch(() => {});
     if (h.lab) await labDown(prefix);
   });
   return h as Hooked;
 }
 
-describe('BGP + BFD: a crashed gateway leaves ECMP in well under a second', {
+describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
   skip: !isRoot && 'needs root',
 }, () => {
   const h = labHooks('slt-bgp-', 'bgp');
 
   test('gw1 SIGKILLed (ovs-vswitchd, agent, BIRD), nothing withdrawn: 0 of 200 connections break', async (t) => {
-    const r = await crashGw1(h, t);
-    assert.ok(r.detectionMs !== undefined, 'gw1 left the ECMP route');
-    assert.ok(r.detectionMs < 1000, `detection took ${r.detectionMs} ms`);
-    assert.equal(r.broken, 0, JSON.stringify(h.traffic!.counters().brokenByReason));
-    assert.equal(r.alive, CONNECTIONS);
-    const view = await h.lab.routingView();
-    assert.notEqual(
-      view.gw1?.bgp,
-      'Established',
-      `the router's session with gw1: ${JSON.stringify(view.gw1)}`,
-    );
-    assert.equal(view.gw2?.bgp, 'Established');
+    await openConnections(h);
+    await assertSurvived(h, await faultGw1(h, t, 'kill'));
   });
 
   test('gw1 comes back: it announces only after it applied the generation published while it was dead', async () => {
@@ -129,16 +154,8 @@ describe('BGP + BFD: a crashed gateway leaves ECMP in well under a second', {
       released = await withStore(h.cp.db, { Global: {} }, async (s) => gatewayGeneration(s.replica));
     }
     const n0 = h.cp.records('agent-gw1').length;
-    await h.lab.node('gw1').restartVswitchd();
-    startGatewayBird(h.lab.facts.runDir, h.lab.config, h.lab.node('gw1'));
-    startAgent(h.cp, 'gw1');
-    let backAt: number | undefined;
-    const until = Date.now() + 90_000;
-    while (backAt === undefined && Date.now() < until) {
-      if ((await h.lab.ecmpGateways())[WEB.vip]?.includes('gw1')) backAt = Date.now();
-      else await sleep(20);
-    }
-    assert.ok(backAt !== undefined, 'gw1 back in ECMP');
+    await healGw1(h);
+    const backAt = Date.now();
     const fresh = h.cp.records('agent-gw1').slice(n0);
     const appliedAt = fresh.find(
       (x) => x.event === 'applied' && typeof x.generation === 'number' && x.generation >= released,
@@ -147,17 +164,88 @@ describe('BGP + BFD: a crashed gateway leaves ECMP in well under a second', {
       appliedAt !== undefined,
       `gw1 applied g${released}: ${JSON.stringify(fresh.map((x) => x.event))}`,
     );
-    assert.ok(appliedAt <= backAt, `in ECMP at ${backAt}, applied g${released} at ${appliedAt}`);
-    assert.ok(fresh.some((x) => x.event === 'announced'));
+    const announcedAt = fresh.find((x) => x.event === 'announced')?.time as number | undefined;
+    assert.ok(announcedAt !== undefined && announcedAt <= backAt, 'gw1 announced before it was back in ECMP');
+    assert.ok(appliedAt <= announcedAt, `announced at ${announcedAt}, applied g${released} at ${appliedAt}`);
     // The connections moved back by ECMP's new hash are forwarded by gw1 on the latest generation: none breaks.
     await sleep(2 * CLIENT_TIMEOUT_MS);
     const c = await h.traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
   });
+
+  test("gw1's link cut (its veth down at the fabric), nothing withdrawn: 0 of 200 connections break", async (t) => {
+    await openConnections(h);
+    await assertSurvived(h, await faultGw1(h, t, 'cut'));
+    // gw1 itself is fine (its agent holds its lease): once the link is back, BGP comes up and it is in ECMP again.
+    await healGw1(h);
+  });
+
+  test('gw1 frozen (SIGSTOP ovs-vswitchd, agent, BIRD): 0 of 200 connections break', async (t) => {
+    await openConnections(h);
+    await assertSurvived(h, await faultGw1(h, t, 'freeze'));
+    await healGw1(h);
+  });
+
+  test('gw1 frozen during a backend add: the planner fences it, the rollout finishes on the survivors', async (t) => {
+    await openConnections(h);
+    const planner = h.cp.plannerNames[0]!;
+    const p0 = h.cp.records(planner).length;
+    const before = await withStore(h.cp.db, { ...DESIRED_STATE_MONITOR, Global: {} }, async (s) => {
+      const g = publishedGeneration(s.replica);
+      await editDesiredState(s, edits.backendAdd('web', h.lab.backend('host2-b2').ip, 'host2', undefined, 1));
+      return g;
+    });
+    // The planner publishes the add while gw1 freezes: gw1 cannot acknowledge it, nor ever withdraw.
+    await assertSurvived(h, await faultGw1(h, t, 'freeze'));
+    const survivors = h.lab.nodes.map((n) => n.name).filter((n) => n !== 'gw1');
+    let state = '';
+    const done = await waitStore(h, 60_000, (r) => {
+      const gen = publishedGeneration(r);
+      const acks = new Map(rows(r, NodeStatusTable).map((x) => [x.node, x.applied_generation]));
+      state = `published g${gen} (before g${before}), released g${gatewayGeneration(r)}, acks ${JSON.stringify(Object.fromEntries(acks))}`;
+      return gen > before && gatewayGeneration(r) === gen && survivors.every((n) => acks.get(n) === gen);
+    });
+    assert.ok(done, `the rollout finished on the survivors: ${state}`);
+    t.diagnostic(state);
+    // Frozen, gw1 holds its lease until it runs out; then the planner fences it (shuts its session on the router).
+    const fenced = () =>
+      h.cp
+        .records(planner)
+        .slice(p0)
+        .some((x) => x.event === 'fenced' && x.node === 'gw1');
+    const until = Date.now() + 30_000;
+    while (!fenced() && Date.now() < until) await sleep(200);
+    assert.ok(
+      fenced(),
+      `the planner fenced gw1: ${JSON.stringify(
+        h.cp
+          .records(planner)
+          .slice(p0)
+          .map((x) => x.event),
+      )}`,
+    );
+    const c = await h.traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+    await healGw1(h);
+  });
 });
 
-// Its own lab, built and torn down inside the test (the BGP lab above is down by then).
-test('NEGATIVE CONTROL: the same crash with the static routing option breaks connections', {
+/** Polls the store (Global and Node_Status) until `done` holds or `timeoutMs` passes; false on time-out. */
+async function waitStore(h: Hooked, timeoutMs: number, done: (r: Replica) => boolean): Promise<boolean> {
+  return withStore(h.cp.db, { Global: {}, Node_Status: {} }, async (s) => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (done(s.replica)) return true;
+      await sleep(200);
+    }
+    return done(s.replica);
+  });
+}
+
+// Its own lab, built and torn down inside the test (the BGP lab above is down by then). Link cut, freeze and crash in
+// turn: without a routing protocol nothing takes gw1 out of ECMP before the planner's 10 s lease (and never for a cut:
+// gw1's agent still reaches the store and holds its lease), so the connections ECMP sent to gw1 break every time.
+test('NEGATIVE CONTROL: the same cut, freeze and crash with the static routing option break connections', {
   skip: !isRoot && 'needs root',
 }, async (t) => {
   const prefix = 'slt-bgpn-';
@@ -165,12 +253,19 @@ test('NEGATIVE CONTROL: the same crash with the static routing option breaks con
   let h: Hooked | undefined;
   try {
     h = { lab, cp: await startControlPlane(lab, { planners: 1 }) };
-    // Nothing detects the dead gateway before the planner's lease: the connections ECMP sent to it break.
-    const r = await crashGw1(h, t);
-    assert.ok(r.broken > 0, 'the connections hashed to gw1 break without BFD');
-    assert.ok(r.detectionMs === undefined || r.detectionMs > CLIENT_TIMEOUT_MS);
+    for (const kind of ['cut', 'freeze', 'kill'] as const) {
+      await openConnections(h);
+      const r = await faultGw1(h, t, kind);
+      assert.ok(r.broken > 0, `${kind}: the connections hashed to gw1 break without BFD`);
+      assert.ok(
+        r.detectionMs === undefined || r.detectionMs > CLIENT_TIMEOUT_MS,
+        `${kind}: ${r.detectionMs} ms`,
+      );
+      if (kind !== 'kill') await healGw1(h);
+    }
   } finally {
     await h?.traffic?.kill().catch(() => {});
+    if (h?.fault?.kind === 'freeze') await h.fault.heal().catch(() => {});
     await labDown(prefix);
   }
 });
