@@ -23,6 +23,7 @@ import {
   confirmFenced,
   type EditableDocument,
   editDesiredState,
+  editLoadBalancer,
   edits,
   FENCE_MONITOR,
   formatStatus,
@@ -132,16 +133,21 @@ function action(
   };
 }
 
+/** An edit command. `oneLb`: it changes only the load balancer named by its first argument (the backend commands),
+ *  so it reads and writes only that one (editLoadBalancer) instead of the whole desired state. */
 function editCommand(
   what: string,
   edit: (
     args: string[],
     opts: Record<string, string | boolean | undefined>,
   ) => (doc: EditableDocument) => EditableDocument,
+  oneLb = false,
 ) {
   return action(async (ctx, args, opts) => {
     const fn = edit(args, opts); // usage errors before connecting
-    const r = await withStore(ctx.db, DESIRED_STATE_MONITOR, (s) => editDesiredState(s, fn));
+    const r = oneLb
+      ? await editLoadBalancer(ctx.db, args[0]!, fn)
+      : await withStore(ctx.db, DESIRED_STATE_MONITOR, (s) => editDesiredState(s, fn));
     return {
       json: {
         ok: true,
@@ -250,14 +256,17 @@ function backendAddCommand(backend: Command): void {
       .option('--port <port>', 'target port (default: the port the client dialled)')
       .option('--weight <weight>', 'relative share of the slots, 1..1000', '1'),
   ).action(
-    editCommand('backend add', ([lbName, address], o) =>
-      edits.backendAdd(
-        lbName!,
-        address!,
-        o.host as string,
-        o.port === undefined ? undefined : parseInteger('--port', o.port as string),
-        parseInteger('--weight', o.weight as string),
-      ),
+    editCommand(
+      'backend add',
+      ([lbName, address], o) =>
+        edits.backendAdd(
+          lbName!,
+          address!,
+          o.host as string,
+          o.port === undefined ? undefined : parseInteger('--port', o.port as string),
+          parseInteger('--weight', o.weight as string),
+        ),
+      true,
     ),
   );
 }
@@ -266,7 +275,7 @@ function backendAddCommand(backend: Command): void {
 function backendDelCommand(backend: Command): void {
   storeOptions(
     backend.command('del').description('remove a backend').argument('<lb>').argument('<address[:port]>'),
-  ).action(editCommand('backend del', ([lbName, ref]) => edits.backendDel(lbName!, ref!)));
+  ).action(editCommand('backend del', ([lbName, ref]) => edits.backendDel(lbName!, ref!), true));
 }
 
 /** `sluice backend drain` and `sluice backend undrain`: set a backend's admin state. */
@@ -278,7 +287,7 @@ function backendStateCommand(
 ): void {
   storeOptions(
     backend.command(name).description(description).argument('<lb>').argument('<address[:port]>'),
-  ).action(editCommand(`backend ${name}`, ([lbName, ref]) => edits.backendState(lbName!, ref!, state)));
+  ).action(editCommand(`backend ${name}`, ([lbName, ref]) => edits.backendState(lbName!, ref!, state), true));
 }
 
 /** `sluice node add`. */

@@ -27,6 +27,10 @@ import {
   formatOvnRow,
   gatewayGeneration,
   isConflict,
+  lbScopeBackendOps,
+  lbScopeConflictWaits,
+  lbScopeReadOps,
+  lbScopeReplica,
   NodeStatusTable,
   nodeStatus,
   OPERATOR_FENCED_KEY,
@@ -71,6 +75,40 @@ export function parseRemotes(text: string): string[] {
 // ---------------------------------------------------------------------------------------------------------
 // A short session with the store: one client, one monitor whose replica holds the tables a command reads.
 
+/** A connected client for one command (no keepalive probes: the command is short). */
+async function connectStore(db: string, waitMs: number, tls: TlsFiles | undefined): Promise<OvsdbClient> {
+  const remotes = parseRemotes(db);
+  const client = new OvsdbClient({
+    remotes,
+    database: DB_NAME,
+    probeIntervalMs: 0,
+    connectTimeoutMs: Math.min(3000, waitMs),
+    // A member that accepts but never answers is left in time to try the next one.
+    negotiateTimeoutMs: Math.max(1000, Math.floor(waitMs / 2)),
+    tls,
+    waitConnectedMs: waitMs,
+    backoffInitialMs: 50,
+    backoffMaxMs: 500,
+  });
+  try {
+    await client.connect();
+    return client;
+  } catch (e) {
+    client.close();
+    throw reachError(e, remotes);
+  }
+}
+
+/** A connection failure, with the remotes named and how to set them. */
+function reachError(e: unknown, remotes: readonly string[]): unknown {
+  if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_CONNECT')
+    return new OvsdbError(
+      'SLUICE_E_OVSDB_CONNECT',
+      `cannot reach the store at ${remotes.join(',')} (set --db or SLUICE_DB): ${e.message}`,
+    );
+  return e;
+}
+
 export class StoreSession {
   readonly client: OvsdbClient;
   readonly monitor: Monitor;
@@ -87,31 +125,13 @@ export class StoreSession {
     waitMs = 5000,
     tls = envTls(),
   ): Promise<StoreSession> {
-    const remotes = parseRemotes(db);
-    const client = new OvsdbClient({
-      remotes,
-      database: DB_NAME,
-      probeIntervalMs: 0,
-      connectTimeoutMs: Math.min(3000, waitMs),
-      // A member that accepts but never answers is left in time to try the next one.
-      negotiateTimeoutMs: Math.max(1000, Math.floor(waitMs / 2)),
-      tls,
-      waitConnectedMs: waitMs,
-      backoffInitialMs: 50,
-      backoffMaxMs: 500,
-    });
+    const client = await connectStore(db, waitMs, tls);
     try {
-      await client.connect();
       const monitor = await client.monitor(DB_NAME, tables);
       return new StoreSession(client, monitor);
     } catch (e) {
       client.close();
-      if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_CONNECT')
-        throw new OvsdbError(
-          'SLUICE_E_OVSDB_CONNECT',
-          `cannot reach the store at ${remotes.join(',')} (set --db or SLUICE_DB): ${e.message}`,
-        );
-      throw e;
+      throw reachError(e, parseRemotes(db));
     }
   }
 
@@ -260,6 +280,97 @@ export async function editDesiredState(
       // The replica catches up with the winner's write (its desired_cfg moves on), then the edit is redone.
       await s.waitFor((r) => storedDesiredCfg(r) !== desiredCfg, 2000);
     }
+  }
+}
+
+/** What an edit of one load balancer reports (editLoadBalancer: no whole config, it read only that one). */
+export type LbEditResult = Omit<EditResult, 'config'>;
+
+/**
+ * `edit` confined to load balancer `lb` (backend add, del, drain, undrain) without reading the rest of the store:
+ * two `select` transactions read Global, the nodes, that load balancer and its backends; the edit is validated on
+ * that one-load-balancer document; one transaction writes it, guarded by desired_cfg and by waits that fail when a
+ * new backend conflicts with another load balancer (lbScopeConflictWaits). A few small round trips, whatever the
+ * store holds. What the scoped path cannot decide alone (the edit or its validation fails, or such a conflict) is
+ * redone by editDesiredState on the whole store, so errors and their paths are exactly the full path's.
+ */
+export async function editLoadBalancer(
+  db: string,
+  lb: string,
+  edit: (doc: EditableDocument) => EditableDocument,
+  options: EditOptions = {},
+): Promise<LbEditResult> {
+  const scoped = await scopedEdit(db, lb, edit, options);
+  if (scoped !== 'full') return scoped;
+  const { config: _whole, ...r } = await withStore(db, DESIRED_STATE_MONITOR, (s) =>
+    editDesiredState(s, edit, options),
+  );
+  return r;
+}
+
+async function scopedEdit(
+  db: string,
+  lb: string,
+  edit: (doc: EditableDocument) => EditableDocument,
+  options: EditOptions,
+): Promise<LbEditResult | 'full'> {
+  const client = await connectStore(db, 5000, envTls());
+  try {
+    const max = options.maxAttempts ?? 5;
+    for (let attempt = 1; ; attempt++) {
+      const r = await scopedEditAttempt(client, lb, edit, () => options.beforeTransact?.(attempt));
+      if (r === 'full') return r;
+      if (r !== 'conflict') return { ...r, attempts: attempt };
+      if (attempt >= max)
+        throw new SluiceError(
+          'SLUICE_E_STORE_CONFLICT',
+          `the desired state changed under this edit ${attempt} time(s) (concurrent writers); nothing was written by it`,
+        );
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/** One read-edit-write of editLoadBalancer: its result, 'conflict' (read again) or 'full' (use the full path). */
+async function scopedEditAttempt(
+  client: OvsdbClient,
+  lb: string,
+  edit: (doc: EditableDocument) => EditableDocument,
+  beforeTransact: () => Promise<void> | undefined,
+): Promise<Omit<LbEditResult, 'attempts'> | 'conflict' | 'full'> {
+  const first = await client.transact(DB_NAME, ...lbScopeReadOps(lb));
+  let second: Awaited<ReturnType<OvsdbClient['transact']>>;
+  try {
+    second = await client.transact(DB_NAME, ...lbScopeBackendOps(first));
+  } catch (e) {
+    if (isConflict(e)) return 'conflict';
+    throw e;
+  }
+  const replica = lbScopeReplica(first, second);
+  if (storedDesiredCfg(replica) === 0) return 'full';
+  let scoped: { desiredCfg: number; current: Config; next: Config };
+  try {
+    const { desiredCfg, config: current } = storedConfig(replica);
+    scoped = { desiredCfg, current, next: validateEdit(edit(structuredClone(configDocument(current)))) };
+  } catch (e) {
+    if (e instanceof SluiceError) return 'full';
+    throw e;
+  }
+  const { desiredCfg, current, next } = scoped;
+  const changes = diffConfigs(current, next);
+  const ops = desiredStateOps(replica, next);
+  if (ops.length === 0) return { desiredCfg, changed: false, changes };
+  // ops[0] is the desired_cfg guard; the conflict waits follow it, so a failed op tells which one failed.
+  const waits = lbScopeConflictWaits(replica, next, lb);
+  await beforeTransact();
+  try {
+    await client.transact(DB_NAME, ops[0]!, ...waits, ...ops.slice(1));
+    return { desiredCfg: desiredCfg + 1, changed: true, changes };
+  } catch (e) {
+    if (!isConflict(e)) throw e;
+    const i = (e as OvsdbError).opIndex ?? 0;
+    return i >= 1 && i <= waits.length ? 'full' : 'conflict';
   }
 }
 

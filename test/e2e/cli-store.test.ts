@@ -24,7 +24,7 @@ import {
   publishGenerationOps,
   storedDesiredCfg,
 } from '../../src/store/db/index.ts';
-import { editDesiredState, edits, StoreSession } from '../../src/store/operator.ts';
+import { editDesiredState, editLoadBalancer, edits, StoreSession } from '../../src/store/operator.ts';
 
 let dir: string;
 let srv: OvsdbServerProcess;
@@ -206,6 +206,54 @@ describe('sluice CLI against a real ovsdb-server', () => {
 
     assert.equal(await showYaml(), before, 'the store is unchanged');
     assert.equal((await json('lb', 'list')).length, cfg);
+  });
+
+  test('backend edits read and write one load balancer; conflicts with another are caught as before', async () => {
+    // The backend commands take editLoadBalancer's path (Global, nodes, one load balancer and its backends).
+    assert.equal((await sluice('lb', 'add', 'api', '203.0.113.20', '--port', '80')).code, 0);
+    const before = await showYaml();
+    const cfg = (await json('lb', 'list')).length;
+    // 10.0.1.11 is a backend of web on host1: on host2 here it conflicts with another load balancer's backend.
+    let r = await sluice('backend', 'add', 'api', '10.0.1.11', '--host', 'host2', '--port', '80');
+    assert.equal(r.code, 2, r.err);
+    assert.match(
+      r.err,
+      /backends\[0\]\.host: backend 10\.0\.1\.11 is on "host1" here but on "host2" .*\[SLUICE_E_CONFIG_BACKEND_HOST_CONFLICT\]/,
+    );
+    // The VIP of dns as a backend address of api.
+    r = await sluice('backend', 'add', 'api', '203.0.113.53', '--host', 'host1', '--port', '80');
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /203\.0\.113\.53 is the VIP of .*\[SLUICE_E_CONFIG_ADDRESS_CONFLICT\]/);
+    assert.equal(await showYaml(), before, 'the store is unchanged');
+    // The same address on the same host as in web is no conflict; the scoped edit writes only api's rows.
+    const j = await json('backend', 'add', 'api', '10.0.1.11', '--host', 'host1', '--port', '80');
+    assert.equal(j.changed, true);
+    assert.deepEqual(
+      j.changes.map(
+        (c: { kind: string; subject: string; name: string }) => `${c.kind} ${c.subject} ${c.name}`,
+      ),
+      ['added backend api 10.0.1.11:80'],
+    );
+    assert.equal((await json('lb', 'list')).length, cfg);
+
+    // A concurrent writer between the scoped read and the write: the guard fails and the edit is redone.
+    const raced = await editLoadBalancer(db, 'api', edits.backendAdd('api', '10.0.1.12', 'host2', 80, 1), {
+      beforeTransact: async (attempt) => {
+        if (attempt === 1) assert.equal((await sluice('backend', 'drain', 'api', '10.0.1.11')).code, 0);
+      },
+    });
+    assert.equal(raced.attempts, 2);
+    const api = (await json('show')).loadBalancers.find((l: { name: string }) => l.name === 'api');
+    assert.deepEqual(
+      api.backends.map((b: { address: string; state: string }) => `${b.address} ${b.state}`),
+      ['10.0.1.11 draining', '10.0.1.12 active'],
+      'both edits are in the store',
+    );
+    assert.equal((await sluice('lb', 'del', 'api')).code, 0);
+    assert.deepEqual(
+      (await json('lb', 'list')).map((l: { name: string }) => l.name),
+      ['dns', 'web'],
+    );
   });
 
   test('apply --dry-run prints the diff and the generations, and writes nothing; apply writes', async () => {

@@ -5,7 +5,7 @@
 
 import type { Backend, Config, LoadBalancer, Node } from '../../model/types.ts';
 import { backendKey, DEFAULT_CHAIN_LENGTH } from '../../model/types.ts';
-import type { Operation } from '../../ovsdb/protocol.ts';
+import type { Operation, OperationResult } from '../../ovsdb/protocol.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
 import type { Columns } from './columns.ts';
 import {
@@ -18,9 +18,11 @@ import {
   setDelete,
   setInsert,
   update,
+  waitNone,
   waitUnchanged,
+  where,
 } from './ops.ts';
-import { get, rows, single } from './read.ts';
+import { get, replicaOf, rows, selectAll, selectedRows, single } from './read.ts';
 import {
   type BackendRow,
   BackendTable,
@@ -256,4 +258,66 @@ export function desiredStateOps(current: Replica, config: Config): Operation[] {
     ...ops,
     mutate(GlobalTable, [], [add(GlobalTable, 'desired_cfg', 1)]),
   ];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One load balancer's part of the desired state, read with `select`s instead of a monitor of every table: an edit of
+// one load balancer's backends reads and validates what it changes, not the whole store (docs/design/control-plane.md).
+
+/** First read: Global, every Node, and the Load_Balancer named `lb` (none when it does not exist). */
+export function lbScopeReadOps(lb: string): Operation[] {
+  return [
+    selectAll(GlobalTable, []),
+    selectAll(NodeTable, []),
+    selectAll(LoadBalancerTable, [where(LoadBalancerTable, 'name', '==', lb)]),
+  ];
+}
+
+/** Second read: the load balancer's Backend rows, behind a wait that desired_cfg is still the one the first read
+ *  saw (so both reads see one state; a failed wait is a conflict: read again). */
+export function lbScopeBackendOps(first: readonly OperationResult[]): Operation[] {
+  const g = selectedRows(GlobalTable, first[0])[0];
+  const lb = selectedRows(LoadBalancerTable, first[2])[0];
+  const backends = lb === undefined ? [] : (lb.backends as readonly string[]);
+  return [
+    ...(g === undefined ? [] : [waitUnchanged(GlobalTable, [], { desired_cfg: g.desired_cfg as number })]),
+    ...backends.map((u) => selectAll(BackendTable, byUuid(u))),
+  ];
+}
+
+/** The two reads as a Replica: readDesiredState gives the one-load-balancer document, desiredStateOps the writes. */
+export function lbScopeReplica(
+  first: readonly OperationResult[],
+  second: readonly OperationResult[],
+): Replica {
+  const waited = first[0] !== undefined && selectedRows(GlobalTable, first[0]).length > 0 ? 1 : 0;
+  return replicaOf([
+    [GlobalTable, selectedRows(GlobalTable, first[0])],
+    [NodeTable, selectedRows(NodeTable, first[1])],
+    [LoadBalancerTable, selectedRows(LoadBalancerTable, first[2])],
+    [BackendTable, second.slice(waited).flatMap((r) => selectedRows(BackendTable, r))],
+  ]);
+}
+
+/**
+ * Waits that fail the transaction if a backend of `config`'s load balancer `lb` that `current` does not hold on the
+ * same host conflicts with another load balancer (the rules parseConfig checks across load balancers: the address
+ * is another load balancer's VIP, or it is a backend there on another host). Put after desiredStateOps' guard.
+ */
+export function lbScopeConflictWaits(current: Replica, config: Config, lb: string): Operation[] {
+  const want = config.loadBalancers.find((l) => l.name === lb);
+  if (want === undefined) return [];
+  const held = new Set(rows(current, BackendTable).map((b) => `${b.address} ${b.host}`));
+  const fresh = new Map<string, string>();
+  for (const b of want.backends) if (!held.has(`${b.address} ${b.host}`)) fresh.set(b.address, b.host);
+  return [...fresh].flatMap(([address, host]) => [
+    waitNone(BackendTable, [
+      where(BackendTable, 'address', '==', address),
+      where(BackendTable, 'host', '!=', host),
+    ]),
+    waitNone(LoadBalancerTable, [
+      where(LoadBalancerTable, 'vip', '==', address),
+      where(LoadBalancerTable, 'name', '!=', lb),
+    ]),
+  ]);
 }

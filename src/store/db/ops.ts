@@ -108,6 +108,11 @@ export function waitUnchanged<R extends Any>(
   };
 }
 
+/** Fails the transaction ("timed out") if `where` selects any row. */
+export function waitNone<R extends Any>(t: TableDef<R>, where: readonly Condition[]): Wait {
+  return { op: 'wait', timeout: 0, table: t.name, where, columns: [], until: '==', rows: [] };
+}
+
 /** Fails the transaction ("timed out") unless `where` selects at least one row. */
 export function waitExists<R extends Any>(t: TableDef<R>, where: readonly Condition[]): Wait {
   return { op: 'wait', timeout: 0, table: t.name, where, columns: [], until: '!=', rows: [] };

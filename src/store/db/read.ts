@@ -2,9 +2,17 @@
 // Every row goes through its table's decoder (columns.ts decodeRow): a malformed row fails with its table, UUID and
 // column named instead of flowing on as a wrong type. Pure: no I/O.
 
-import type { MonitorCondRequest } from '../../ovsdb/protocol.ts';
-import type { Replica } from '../../ovsdb/replica.ts';
-import { type Columns, decodeColumns, decodeRow, type TableDef } from './columns.ts';
+import type {
+  Condition,
+  JsRow,
+  JsValue,
+  MonitorCondRequest,
+  OperationResult,
+  Select,
+} from '../../ovsdb/protocol.ts';
+import { decodeValue } from '../../ovsdb/protocol.ts';
+import { Replica } from '../../ovsdb/replica.ts';
+import { type ColumnDef, type Columns, decodeColumns, decodeRow, type TableDef } from './columns.ts';
 import { TABLES } from './tables.ts';
 
 type Any = { readonly _uuid: string };
@@ -42,6 +50,37 @@ export function rowsWith<R extends Any, K extends keyof Columns<R>>(
   columns: readonly K[],
 ): Pick<R, K | '_uuid'>[] {
   return r.rows(t.name).map((row) => decodeColumns(t, row, columns));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reads without a monitor: `select` the rows a command needs, then read them through a Replica as above.
+
+/** Every column (and `_uuid`) of the rows of `t` where `where` holds (conditions ANDed). */
+export function selectAll<R extends Any>(t: TableDef<R>, where: readonly Condition[]): Select {
+  return { op: 'select', table: t.name, where, columns: ['_uuid', ...Object.keys(t.columns)] };
+}
+
+/** The rows a `selectAll(t, ...)` returned, as a Replica holds them (decoded by the columns' declared types). */
+export function selectedRows<R extends Any>(t: TableDef<R>, result: OperationResult | undefined): JsRow[] {
+  const raw = (result as { rows?: readonly Record<string, unknown>[] } | undefined)?.rows ?? [];
+  const defs = t.columns as Record<string, ColumnDef<unknown>>;
+  return raw.map((row) => {
+    const out: Record<string, JsValue> = {};
+    for (const [c, v] of Object.entries(row)) {
+      if (c === '_uuid') out[c] = (v as readonly [string, string])[1];
+      else if (defs[c] !== undefined) out[c] = decodeValue(v as never, defs[c].type);
+    }
+    return Object.freeze(out) as JsRow;
+  });
+}
+
+/** A replica holding just these rows (what `select`s returned), for the readers above and desiredStateOps. */
+export function replicaOf(tables: readonly (readonly [TableDef<Any>, readonly JsRow[]])[]): Replica {
+  const r = new Replica();
+  r.replace(
+    new Map(tables.map(([t, rows]) => [t.name, new Map(rows.map((row) => [row._uuid as string, row]))])),
+  );
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------------------
