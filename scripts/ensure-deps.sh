@@ -24,6 +24,12 @@ have bird || need+=(bird2)
 # the package's system services are not used), and ovn-controller (docs/ovn.md)
 have ovn-northd || need+=(ovn-central)
 have ovn-controller || need+=(ovn-host)
+# The XDP gateway datapath (src/xdp, docs/design/xdp.md): clang compiles it to BPF (llvm: its BPF back end and
+# llvm-objdump), libbpf-dev gives the BPF helper headers, bpftool loads it and runs its program tests.
+have clang || need+=(clang)
+have llvm-objdump || need+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+have bpftool || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
 if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then

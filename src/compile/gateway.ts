@@ -118,13 +118,20 @@ export function gatewaySlotFlows(config: Config, lbs: readonly LbInput[], facts:
   return [...lbs.flatMap((x) => gatewaySlotLbFlows(hostIp, x, facts)), dropFlow(T.GW_SLOTS)];
 }
 
-/** GW_SLOTS flows of one load balancer, without the catch-all. `hostIp`: node name -> tunnel IP. */
-export function gatewaySlotLbFlows(
-  hostIp: ReadonlyMap<string, string>,
-  { id, plan }: LbInput,
-  facts: NodeFacts,
-): Flow[] {
-  const flows: Flow[] = [];
+/** What a gateway sends for one slot that has a primary (the OVS GW_SLOTS flow and the XDP slot map entry). */
+export interface SlotEntry {
+  readonly slot: number;
+  /** Primary member index. */
+  readonly primary: number;
+  /** The three Geneve option values, in TLV order: TUN_LB_SLOT, TUN_MEMBER_FLAGS, TUN_SECOND_HOST. */
+  readonly options: readonly [number, number, number];
+  /** Tunnel IPv4 of the primary's host. */
+  readonly dst: string;
+}
+
+/** The slots of one load balancer that have a primary on a known host. `hostIp`: node name -> tunnel IP. */
+export function gatewaySlotEntries(hostIp: ReadonlyMap<string, string>, { id, plan }: LbInput): SlotEntry[] {
+  const entries: SlotEntry[] = [];
   const size = 2 ** plan.bits;
   for (let slot = 0; slot < size; slot++) {
     const p = plan.primary[slot];
@@ -139,21 +146,30 @@ export function gatewaySlotLbFlows(
       const sIp = hostIp.get(sHost);
       if (sIp !== undefined && sHost !== primary.host) second = ipv4ToInt(sIp);
     }
-    flows.push({
-      table: T.GW_SLOTS,
-      priority: PRIO.NORMAL,
-      match: match(`${REG_LB.match}=${ofNum(id)}`, `${REG_SLOT.match}=${ofNum(slot)}`),
-      actions: actions(
-        `set_field:${ofNum(((id << 16) | slot) >>> 0)}->${TUN_LB_SLOT.field}`,
-        `set_field:${ofNum((p << 16) >>> 0)}->${TUN_MEMBER_FLAGS.field}`,
-        `set_field:${ofNum(second)}->${TUN_SECOND_HOST.field}`,
-        `set_field:${dst}->tun_dst`,
-        `output:${facts.ports.geneve}`,
-      ),
-      cookie: cookie('GW_SLOT', id, p, slot),
-    });
+    entries.push({ slot, primary: p, options: [((id << 16) | slot) >>> 0, (p << 16) >>> 0, second], dst });
   }
-  return flows;
+  return entries;
+}
+
+/** GW_SLOTS flows of one load balancer, without the catch-all. `hostIp`: node name -> tunnel IP. */
+export function gatewaySlotLbFlows(
+  hostIp: ReadonlyMap<string, string>,
+  input: LbInput,
+  facts: NodeFacts,
+): Flow[] {
+  return gatewaySlotEntries(hostIp, input).map((e) => ({
+    table: T.GW_SLOTS,
+    priority: PRIO.NORMAL,
+    match: match(`${REG_LB.match}=${ofNum(input.id)}`, `${REG_SLOT.match}=${ofNum(e.slot)}`),
+    actions: actions(
+      `set_field:${ofNum(e.options[0])}->${TUN_LB_SLOT.field}`,
+      `set_field:${ofNum(e.options[1])}->${TUN_MEMBER_FLAGS.field}`,
+      `set_field:${ofNum(e.options[2])}->${TUN_SECOND_HOST.field}`,
+      `set_field:${e.dst}->tun_dst`,
+      `output:${facts.ports.geneve}`,
+    ),
+    cookie: cookie('GW_SLOT', input.id, e.primary, e.slot),
+  }));
 }
 
 /** `table=N priority=1 actions=drop` with a DROP cookie naming the table. */

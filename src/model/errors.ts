@@ -43,6 +43,8 @@ export const ERROR_CODES = {
   SLUICE_E_CONFIG_NO_HOST: 'there are load balancers but no host node',
   SLUICE_E_LAB_COMMAND:
     'a command the lab ran (ip, ovs-*, a namespace script) failed or timed out; the message names it',
+  SLUICE_E_XDP:
+    'the XDP gateway: its program could not be built or loaded (clang, bpftool), or a generation does not fit its maps; the message names what',
   SLUICE_E_LAB_NOT_ROOT: 'the lab needs root (network namespaces, Open vSwitch)',
   SLUICE_E_LAB_EXISTS: 'a lab with this prefix already exists (run `sluice lab down` first)',
   SLUICE_E_LAB_NOT_FOUND: 'no running lab with this prefix',

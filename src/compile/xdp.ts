@@ -1,0 +1,176 @@
+// The XDP gateway's maps (src/xdp/gateway.bpf.c) for one generation: the same decisions as the OVS gateway's
+// CLASSIFY and GW_SLOTS flows (gateway.ts; the slot entries are the very values those flows carry), as map keys
+// and values in the C structs' byte layout. Pure. Design: docs/design/xdp.md.
+
+import { SluiceError } from '../model/errors.ts';
+import { parseIp } from '../model/ip.ts';
+import type { Config } from '../model/types.ts';
+import type { Generation } from '../rollout/types.ts';
+import { ipv4ToInt } from './common.ts';
+import { gatewaySlotEntries } from './gateway.ts';
+import { lbInputs } from './index.ts';
+
+/** Map sizes compiled into the program (gateway.bpf.c MAX_VIPS, MAX_SLOT_ENTRIES): more entries are refused
+ *  before they reach the maps. The slot map holds both copies. */
+export const XDP_LIMITS = { vips: 1024, slotEntries: 262144 } as const;
+/** The outer TTL OVS's tunnels use unless configured (`options:ttl`). */
+export const XDP_DEFAULT_TTL = 64;
+
+/** What an XDP gateway is on the underlay (an OVS gateway's br-phy MAC and tunnel IP). */
+export interface XdpGatewayFacts {
+  /** Tunnel source IPv4. */
+  readonly tunnelIp: string;
+  /** MAC the encapsulated frames leave with. */
+  readonly mac: string;
+  /** Next-hop MAC of every host tunnel IP (OVS: its tunnel neighbour table). */
+  readonly neighbours: ReadonlyMap<string, string>;
+  readonly ttl?: number;
+}
+
+/** One VIP:port/proto the program encapsulates; `counter` indexes the per-VIP statistics. */
+export interface XdpVip {
+  readonly lb: string;
+  readonly lbId: number;
+  readonly family: 4 | 6;
+  readonly proto: 'tcp' | 'udp';
+  readonly vip: string;
+  readonly port: number;
+  readonly bits: number;
+  readonly counter: number;
+}
+
+export interface XdpSlot {
+  readonly lbId: number;
+  readonly slot: number;
+  readonly dst: string;
+  readonly dstMac: string;
+  readonly options: readonly [number, number, number];
+}
+
+export interface XdpTables {
+  readonly srcIp: string;
+  readonly srcMac: string;
+  readonly ttl: number;
+  readonly vips: readonly XdpVip[];
+  readonly slots: readonly XdpSlot[];
+}
+
+/** A key or value of one map, as bytes. */
+export interface MapEntry {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
+export interface XdpMapImage {
+  readonly config: MapEntry;
+  readonly vips: readonly MapEntry[];
+  readonly slots: readonly MapEntry[];
+}
+
+function macBytes(mac: string, what: string): Uint8Array {
+  const parts = mac.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
+    throw new SluiceError('SLUICE_E_XDP', `${what}: not a MAC address: ${mac}`);
+  }
+  return Uint8Array.from(parts.map((p) => Number.parseInt(p, 16)));
+}
+
+/** The tables of one generation for one XDP gateway. Throws SLUICE_E_XDP (naming what) on a host without a
+ *  neighbour MAC or tables larger than the program's maps; nothing is half-built. */
+export function xdpTables(config: Config, gen: Generation, facts: XdpGatewayFacts): XdpTables {
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  const vips: XdpVip[] = [];
+  const slots: XdpSlot[] = [];
+  for (const input of lbInputs(config, gen)) {
+    const { lb, id, plan } = input;
+    for (const port of lb.ports) {
+      vips.push({
+        lb: lb.name,
+        lbId: id,
+        family: lb.family,
+        proto: lb.protocol,
+        vip: lb.vip,
+        port,
+        bits: plan.bits,
+        counter: vips.length,
+      });
+    }
+    for (const e of gatewaySlotEntries(hostIp, input)) {
+      const dstMac = facts.neighbours.get(e.dst);
+      if (dstMac === undefined) {
+        throw new SluiceError(
+          'SLUICE_E_XDP',
+          `xdp: no neighbour MAC for host tunnel IP ${e.dst} (lb ${lb.name})`,
+        );
+      }
+      slots.push({ lbId: id, slot: e.slot, dst: e.dst, dstMac, options: e.options });
+    }
+  }
+  if (vips.length > XDP_LIMITS.vips) {
+    throw new SluiceError(
+      'SLUICE_E_XDP',
+      `xdp: ${vips.length} VIP ports, the program holds ${XDP_LIMITS.vips}`,
+    );
+  }
+  // Two copies share the slot map.
+  if (2 * slots.length > XDP_LIMITS.slotEntries) {
+    throw new SluiceError(
+      'SLUICE_E_XDP',
+      `xdp: ${slots.length} slots, the program holds ${XDP_LIMITS.slotEntries / 2}`,
+    );
+  }
+  return { srcIp: facts.tunnelIp, srcMac: facts.mac, ttl: facts.ttl ?? XDP_DEFAULT_TTL, vips, slots };
+}
+
+const IP_PROTO = { tcp: 6, udp: 17 } as const;
+
+function u32le(view: DataView, at: number, n: number): void {
+  view.setUint32(at, n >>> 0, true);
+}
+
+function ipv4Bytes(ip: string): Uint8Array {
+  const n = ipv4ToInt(ip);
+  return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+
+/** The map entries of `tables` in copy `copy` (0 or 1), laid out as gateway.bpf.c's structs (x86-64/arm64 are
+ *  little-endian, as is the BPF target clang picks there; addresses and ports in network order). */
+export function xdpMapImage(tables: XdpTables, copy: 0 | 1): XdpMapImage {
+  const cfg = new Uint8Array(12);
+  cfg.set(ipv4Bytes(tables.srcIp), 0);
+  cfg.set(macBytes(tables.srcMac, 'xdp gateway MAC'), 4);
+  cfg[10] = tables.ttl;
+  const cfgKey = new Uint8Array(4);
+  u32le(new DataView(cfgKey.buffer), 0, copy);
+  const vips = tables.vips.map((v) => {
+    const key = new Uint8Array(24);
+    const kv = new DataView(key.buffer);
+    u32le(kv, 0, copy);
+    key[4] = v.family;
+    key[5] = IP_PROTO[v.proto];
+    kv.setUint16(6, v.port, false);
+    const addr = parseIp(v.vip);
+    if (!addr) throw new SluiceError('SLUICE_E_XDP', `xdp: not an IP address: ${v.vip} (lb ${v.lb})`);
+    key.set(addr.bytes, 8);
+    const value = new Uint8Array(12);
+    const vv = new DataView(value.buffer);
+    u32le(vv, 0, v.lbId);
+    u32le(vv, 4, v.bits);
+    u32le(vv, 8, v.counter);
+    return { key, value };
+  });
+  const slots = tables.slots.map((s) => {
+    const key = new Uint8Array(12);
+    const kv = new DataView(key.buffer);
+    u32le(kv, 0, copy);
+    u32le(kv, 4, s.lbId);
+    u32le(kv, 8, s.slot);
+    const value = new Uint8Array(24);
+    const vv = new DataView(value.buffer);
+    value.set(ipv4Bytes(s.dst), 0);
+    for (let i = 0; i < 3; i++) u32le(vv, 4 + 4 * i, s.options[i]);
+    value.set(macBytes(s.dstMac, `neighbour of ${s.dst}`), 16);
+    return { key, value };
+  });
+  return { config: { key: cfgKey, value: cfg }, vips, slots };
+}

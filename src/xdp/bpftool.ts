@@ -1,0 +1,153 @@
+// Runs the XDP gateway program through `bpftool` without touching the machine's BPF state: a private mount
+// namespace (`unshare --mount`) with its own bpffs, where the object is loaded, its maps pinned and written, packets
+// run through BPF_PROG_TEST_RUN and maps dumped, in one `bpftool batch`. Everything vanishes with the namespace.
+// Used by the program tests and the benchmark. Data reaches bpftool as argv and files, never a shell string.
+
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { MapEntry } from '../compile/xdp.ts';
+import { SluiceError } from '../model/errors.ts';
+
+export type XdpMapName = 'sluice_active' | 'sluice_config' | 'sluice_vips' | 'sluice_slots' | 'sluice_stats';
+
+/** XDP return codes (linux/bpf.h). */
+export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
+
+export type XdpStep =
+  | { readonly kind: 'update'; readonly map: XdpMapName; readonly entry: MapEntry }
+  | { readonly kind: 'delete'; readonly map: XdpMapName; readonly key: Uint8Array }
+  | { readonly kind: 'run'; readonly packet: Uint8Array; readonly repeat?: number }
+  | { readonly kind: 'dump'; readonly map: XdpMapName };
+
+export type XdpStepResult =
+  | { readonly kind: 'update' | 'delete' }
+  | {
+      readonly kind: 'run';
+      readonly retval: number;
+      readonly output: Uint8Array;
+      readonly durationNs: number;
+    }
+  | { readonly kind: 'dump'; readonly entries: readonly DumpedEntry[] };
+
+/** A map entry as bpftool dumps it: per-CPU maps have one value per CPU. */
+export interface DumpedEntry {
+  readonly key: Uint8Array;
+  readonly values: readonly Uint8Array[];
+}
+
+const PIN = '/sys/fs/bpf/sluice-test';
+const PROG = `${PIN}/prog`;
+const MAPS = `${PIN}/maps`;
+const SCRIPT =
+  'set -e; mount -t bpf bpf /sys/fs/bpf; mkdir -p "$3"; ' +
+  'bpftool prog load "$1" "$4" type xdp pinmaps "$5"; exec bpftool -j batch file "$2"';
+
+function hex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+}
+
+function bytesOf(list: readonly string[]): Uint8Array {
+  return Uint8Array.from(list.map((x) => Number.parseInt(x, 16)));
+}
+
+function batchLine(step: XdpStep, dir: string, i: number): string {
+  switch (step.kind) {
+    case 'update':
+      return `map update pinned ${MAPS}/${step.map} key hex ${hex(step.entry.key)} value hex ${hex(step.entry.value)}`;
+    case 'delete':
+      return `map delete pinned ${MAPS}/${step.map} key hex ${hex(step.key)}`;
+    case 'run': {
+      writeFileSync(join(dir, `in${i}`), step.packet);
+      // data_out must hold the packet plus the largest encapsulation.
+      const size = step.packet.length + 256;
+      return `prog run pinned ${PROG} data_in ${dir}/in${i} data_out ${dir}/out${i} data_size_out ${size} repeat ${step.repeat ?? 1}`;
+    }
+    case 'dump':
+      return `map dump pinned ${MAPS}/${step.map}`;
+  }
+}
+
+interface BatchOutput {
+  readonly command?: string[];
+  readonly output?: unknown;
+  readonly error?: string;
+}
+
+function stepResult(step: XdpStep, out: BatchOutput, dir: string, i: number): XdpStepResult {
+  if (step.kind === 'run') {
+    const o = out.output as { retval: number; duration: number };
+    return {
+      kind: 'run',
+      retval: o.retval,
+      output: readFileSync(join(dir, `out${i}`)),
+      durationNs: o.duration,
+    };
+  }
+  if (step.kind === 'dump') {
+    const rows = out.output as { key: string[]; value?: string[]; values?: { value: string[] }[] }[];
+    return {
+      kind: 'dump',
+      entries: rows.map((r) => ({
+        key: bytesOf(r.key),
+        values: r.values ? r.values.map((v) => bytesOf(v.value)) : [bytesOf(r.value ?? [])],
+      })),
+    };
+  }
+  return { kind: step.kind };
+}
+
+function execRoot(args: readonly string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'unshare',
+      args,
+      { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 256 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const why = (stderr || stdout || err.message).trim().split('\n').slice(-6).join('\n');
+        reject(new SluiceError('SLUICE_E_XDP', `bpftool (private bpffs) failed: ${why}`));
+      },
+    );
+  });
+}
+
+/**
+ * Loads `object` (a build of gateway.bpf.c) in a private bpffs and runs `steps` in order; one result per step.
+ * Needs root. Throws SLUICE_E_XDP naming bpftool's complaint (a program the verifier rejects, a bad map entry).
+ */
+export async function runXdpSteps(
+  object: string,
+  steps: readonly XdpStep[],
+  timeoutMs = 120_000,
+): Promise<XdpStepResult[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-'));
+  try {
+    const lines = steps.map((s, i) => batchLine(s, dir, i));
+    writeFileSync(join(dir, 'batch'), `${lines.join('\n')}\n`);
+    const args = [
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      SCRIPT,
+      'sh',
+      object,
+      join(dir, 'batch'),
+    ];
+    const stdout = await execRoot([...args, PIN, PROG, MAPS], timeoutMs);
+    const outs = JSON.parse(stdout) as BatchOutput[];
+    const failed = outs.find((o) => o.error !== undefined);
+    if (failed || outs.length !== steps.length) {
+      throw new SluiceError(
+        'SLUICE_E_XDP',
+        `bpftool batch: ${failed?.error ?? `${outs.length} results for ${steps.length} commands`}`,
+      );
+    }
+    return steps.map((s, i) => stepResult(s, outs[i], dir, i));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

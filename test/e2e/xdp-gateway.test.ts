@@ -1,0 +1,274 @@
+// The XDP gateway program against a LIVE OVS gateway (root; lab prefix `slt-xdp-`, torn down in `after`): a lab
+// with one OVS gateway in `fields` mode carries real traffic (kernel TCP and UDP over IPv4 and IPv6 from the client
+// through the router; hping3 for IP options, ECN, fragments, ICMP and a port that is not a VIP's) while tcpdump
+// records the gateway's uplink (the fabric side of its veth). Then every frame the gateway received for a VIP is
+// run through the XDP program (BPF_PROG_TEST_RUN, maps written from the same generation, src/compile/xdp.ts):
+// where OVS sent a Geneve frame whose inner frame is that frame, the program must send the same bytes, outer
+// headers included; where OVS sent nothing, the program must not transmit. The flow-derived model of
+// helpers/xdp.ts (the program test's reference for crafted packets) must say the same.
+//
+// Negative control: the same comparison with the maps of another generation (every slot on the other host)
+// disagrees on most frames.
+
+import * as assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { initialGeneration } from '../../src/cli/explain.ts';
+import { compileNode } from '../../src/compile/index.ts';
+import { type XdpGatewayFacts, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import { nsRun } from '../../src/lab/exec.ts';
+import type { Lab } from '../../src/lab/topology.ts';
+import { labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic } from '../../src/lab/traffic.ts';
+import { parseIp } from '../../src/model/ip.ts';
+import type { Config } from '../../src/model/types.ts';
+import { applyFlowSet } from '../../src/openflow/applier.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { runXdpSteps, XDP, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
+import { ovsFlowKey, ovsGatewayOutput, readPcap, toHex } from './helpers/xdp.ts';
+
+const PREFIX = 'slt-xdp-';
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const isRoot = process.getuid?.() === 0;
+const VIPS = { web: '203.0.113.10', web6: '2001:db8::10', dns: '203.0.113.53', dns6: '2001:db8::53' };
+const BACKENDS = ['host1-b1', 'host2-b1'];
+
+let lab: Lab;
+let config: Config;
+let gen: Generation;
+let dir: string;
+let object: string;
+
+function gatewayFacts(): XdpGatewayFacts {
+  const gw = lab.node('gw1');
+  const hosts = ['host1', 'host2'].map((h) => lab.node(h));
+  return {
+    tunnelIp: gw.tunnelIp,
+    mac: gw.brPhyMac,
+    neighbours: new Map(hosts.map((h) => [h.tunnelIp, h.brPhyMac])),
+  };
+}
+
+function mapSteps(g: Generation): XdpStep[] {
+  const img = xdpMapImage(xdpTables(config, g, gatewayFacts()), 0);
+  return [
+    { kind: 'update', map: 'sluice_config', entry: img.config },
+    ...img.vips.map((entry) => ({ kind: 'update' as const, map: 'sluice_vips' as const, entry })),
+    ...img.slots.map((entry) => ({ kind: 'update' as const, map: 'sluice_slots' as const, entry })),
+  ];
+}
+
+/** tcpdump on the fabric side of gw1's uplink; resolves once it listens. */
+async function startCapture(file: string): Promise<ChildProcess> {
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', lab.facts.fabricNetns, 'tcpdump', '-i', 'gw1', '-n', '-U', '-s', '0', '-w', file],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('listening on')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.on('exit', () => reject(new Error(`tcpdump exited: ${err}`)));
+  });
+  return child;
+}
+
+async function stopCapture(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await exited;
+}
+
+/** hping3 in the client namespace: `count` packets with `args`, to `vip`. */
+async function hping(args: readonly string[], vip: string, count = 3): Promise<void> {
+  await nsRun(lab.clients[0].netns, 'hping3', ['-q', '-i', 'u20000', '-c', String(count), ...args, vip], {
+    allowFail: true,
+    timeoutMs: 15_000,
+  });
+}
+
+/** Real traffic to the four VIPs, plus the packets only hping3 makes. */
+async function sendTraffic(): Promise<void> {
+  const runs = [
+    startTraffic(lab, { vip: VIPS.web, port: 80, count: 30, rate: 200, expectBackends: BACKENDS }),
+    startTraffic(lab, { vip: VIPS.web6, port: 80, count: 20, rate: 200, expectBackends: BACKENDS }),
+    ...[VIPS.dns, VIPS.dns6].map((vip) =>
+      startTraffic(lab, {
+        vip,
+        port: 53,
+        protocol: 'udp',
+        count: 20,
+        rate: 200,
+        intervalMs: 200,
+        expectBackends: BACKENDS,
+      }),
+    ),
+  ];
+  const traffic = await Promise.all(runs);
+  try {
+    await Promise.all([traffic[0].waitOpened(30), traffic[1].waitOpened(20)]);
+    await sleep(1000);
+  } finally {
+    for (const t of traffic) await t.stop();
+  }
+  await hping(['-S', '-p', '80', '-G'], VIPS.web); // IP option: record route
+  await hping(['-S', '-p', '80', '-o', '3'], VIPS.web); // ECN CE
+  await hping(['-S', '-p', '80', '-o', '1'], VIPS.web); // ECN ECT(1)
+  await hping(['-S', '-p', '80', '-d', '120', '-m', '48'], VIPS.web); // fragments, ports in the first
+  await hping(['-2', '-p', '53', '-d', '100', '-m', '56'], VIPS.dns); // UDP fragments
+  await hping(['-1'], VIPS.web); // ICMP echo to a VIP
+  await hping(['-S', '-p', '81'], VIPS.web); // a port that is not the VIP's
+  await hping(['-2', '-p', '80'], VIPS.web); // UDP to a TCP VIP
+}
+
+describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs root' }, () => {
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-live-'));
+    object = join(dir, 'gateway.bpf.o');
+    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), object], { stdio: 'pipe' });
+    const vip = (name: keyof typeof VIPS, protocol: 'tcp' | 'udp', port: number) => {
+      const family = VIPS[name].includes(':') ? (6 as const) : (4 as const);
+      return { name, vip: VIPS[name], family, protocol, port, backends: BACKENDS };
+    };
+    const vips = [
+      vip('web', 'tcp', 80),
+      vip('web6', 'tcp', 80),
+      vip('dns', 'udp', 53),
+      vip('dns6', 'udp', 53),
+    ];
+    const sizes = { gateways: 1, hosts: 2, backendsPerHost: 1, clients: 1 };
+    lab = await labUp({ prefix: PREFIX, ...sizes, ipv6: true, vips }, { replace: true });
+    config = lab.sluiceConfig({ hashMode: 'fields', slotBits: 8 });
+    gen = initialGeneration(config);
+    for (const n of ['host1', 'host2', 'gw1'])
+      await applyFlowSet(lab.node(n), compileNode(config, gen, lab.compilerFacts(n)));
+  });
+
+  after(async () => {
+    if (lab) await labDown(PREFIX);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('every frame the OVS gateway received: the XDP program sends the bytes OVS sent, or nothing', async (t) => {
+    const pcap = join(dir, 'gw1.pcap');
+    const capture = await startCapture(pcap);
+    try {
+      await sendTraffic();
+      await sleep(500);
+    } finally {
+      await stopCapture(capture);
+    }
+    const frames = readPcap(readFileSync(pcap));
+    const gw = lab.node('gw1');
+    const vipBytes = new Set(Object.values(VIPS).map((v) => toHex(parseIp(v)!.bytes)));
+    const isGeneveFromGw = (f: Uint8Array) =>
+      f.length > 74 &&
+      f[23] === 17 &&
+      f[36] === 0x17 &&
+      f[37] === 0xc1 &&
+      [...f.subarray(26, 30)].join('.') === gw.tunnelIp;
+    const sent = new Map<string, string>();
+    for (const f of frames.filter(isGeneveFromGw)) sent.set(toHex(f.subarray(74)), toHex(f));
+    const received = frames.filter((f) => {
+      const k = ovsFlowKey(f);
+      return (
+        k !== undefined &&
+        toHex(f.subarray(0, 6)) === gw.brPhyMac.replaceAll(':', '') &&
+        vipBytes.has(toHex(k.dst))
+      );
+    });
+    assert.ok(sent.size > 100, `the OVS gateway encapsulated ${sent.size} frames`);
+    const flows = compileNode(config, gen, lab.compilerFacts('gw1')).bridges.get('br-int')!.flows;
+    const underlay = { mac: gw.brPhyMac, ip: gw.tunnelIp, neighbours: gatewayFacts().neighbours };
+
+    const run = async (g: Generation) => {
+      const setup = mapSteps(g);
+      const res = await runXdpSteps(object, [
+        ...setup,
+        { kind: 'update', map: 'sluice_active', entry: { key: new Uint8Array(4), value: new Uint8Array(4) } },
+        ...received.map((packet) => ({ kind: 'run' as const, packet })),
+      ]);
+      return res.slice(setup.length + 1) as Extract<XdpStepResult, { kind: 'run' }>[];
+    };
+    const runs = await run(gen);
+    const tally: Record<string, number> = {};
+    let agree = 0;
+    let modelAgrees = 0;
+    for (let i = 0; i < received.length; i++) {
+      const f = received[i];
+      const k = ovsFlowKey(f)!;
+      const ovs = sent.get(toHex(f));
+      const kind = `${k.family === 4 ? 'v4' : 'v6'}/${k.proto}${k.frag !== 'no' ? `/${k.frag}-frag` : ''}${
+        k.family === 4 && (f[14] & 0xf) > 5 ? '/options' : ''
+      }${(f[15] & 3) !== 0 && k.family === 4 ? `/ecn${f[15] & 3}` : ''}/${ovs ? 'sent' : 'not-sent'}`;
+      tally[kind] = (tally[kind] ?? 0) + 1;
+      const xdp = runs[i].retval === XDP.TX ? toHex(runs[i].output) : undefined;
+      if (xdp === ovs) agree++;
+      else assert.equal(xdp, ovs, `frame ${i} (${kind}) ${toHex(f)}`);
+      const model = ovsGatewayOutput(flows, f, underlay);
+      if ((model ? toHex(model) : undefined) === ovs) modelAgrees++;
+    }
+    t.diagnostic(
+      `${received.length} frames for the VIPs, ${sent.size} encapsulated by OVS: ${JSON.stringify(tally)}`,
+    );
+    t.diagnostic(
+      `XDP = OVS on ${agree}/${received.length}; flow model = OVS on ${modelAgrees}/${received.length}`,
+    );
+    assert.equal(agree, received.length);
+    assert.equal(modelAgrees, received.length);
+    for (const want of [
+      'v4/6/sent',
+      'v6/6/sent',
+      'v4/17/sent',
+      'v6/17/sent',
+      'v4/6/options/sent',
+      'v4/1/not-sent',
+    ]) {
+      assert.ok(tally[want] > 0, `traffic includes ${want}`);
+    }
+    // OVS looks fragments up without ports (`normal` fragment handling): not even a first fragment is sent.
+    for (const want of [
+      'v4/6/first-frag/not-sent',
+      'v4/6/later-frag/not-sent',
+      'v4/6/ecn3/sent',
+      'v6/17/sent',
+    ]) {
+      assert.ok(tally[want] > 0, `traffic includes ${want}`);
+    }
+
+    // Negative control: the maps of another generation (every slot on host2) must disagree.
+    const other: Generation = {
+      ...gen,
+      pools: new Map(
+        [...gen.pools].map(([name, p]) => {
+          const m = p.members.findIndex((x) => x.host === 'host2');
+          return [name, { ...p, primary: new Uint16Array(p.primary.length).fill(m) }];
+        }),
+      ),
+    };
+    const wrong = await run(other);
+    const sentIdx = received.flatMap((f, i) => (sent.has(toHex(f)) ? [i] : []));
+    const wrongAgree = sentIdx.filter((i) => toHex(wrong[i].output) === sent.get(toHex(received[i]))).length;
+    t.diagnostic(
+      `negative control (every slot on host2): XDP = OVS on ${wrongAgree}/${sentIdx.length} encapsulated`,
+    );
+    assert.ok(
+      wrongAgree < sentIdx.length * 0.75,
+      `a wrong generation must disagree (${wrongAgree}/${sentIdx.length})`,
+    );
+  });
+});

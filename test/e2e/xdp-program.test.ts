@@ -1,0 +1,341 @@
+// The XDP gateway program (src/xdp/gateway.bpf.c) on crafted packets, through the kernel's BPF_PROG_TEST_RUN
+// (`bpftool prog run`, src/xdp/bpftool.ts: a private mount namespace and bpffs, nothing left behind). Root, clang
+// and bpftool (scripts/ensure-deps.sh). No lab: the program is built, verified and JIT-run by this kernel.
+//
+// The reference is the OVS gateway: every output is compared byte for byte with what an OVS gateway running the
+// same generation's compiled flows sends (helpers/xdp.ts `ovsGatewayOutput`, derived from the flows' multipath and
+// set_field actions; test/e2e/xdp-gateway.test.ts pins that model against a live OVS gateway), and every slot with
+// src/hashing/ovs.ts `fieldsModeHash`. Negative control: the slots a wrong hash (basis 1) predicts disagree.
+
+import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { initialGeneration } from '../../src/cli/explain.ts';
+import type { NodeFacts } from '../../src/compile/facts.ts';
+import { gatewayClassifyFlows, gatewaySlotFlows } from '../../src/compile/gateway.ts';
+import { lbInputs } from '../../src/compile/index.ts';
+import { type XdpGatewayFacts, type XdpTables, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import type { Flow } from '../../src/flowset/types.ts';
+import { fieldsModeHash, ovsHashSymmetricL3L4 } from '../../src/hashing/ovs.ts';
+import { NO_OWNER } from '../../src/hashing/slots.ts';
+import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/config.ts';
+import { parseIp } from '../../src/model/ip.ts';
+import type { Config } from '../../src/model/types.ts';
+import type { Generation } from '../../src/rollout/types.ts';
+import { runXdpSteps, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
+import { craftFrame, type FrameSpec, type GatewayUnderlay, ovsGatewayOutput, toHex } from './helpers/xdp.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const isRoot = process.getuid?.() === 0;
+const GW_IP = '192.168.100.1';
+const GW_MAC = nodeBrPhyMac(GW_IP);
+const HOSTS = ['192.168.100.11', '192.168.100.12', '192.168.100.13'];
+const CLIENT4 = '10.200.0.11';
+const CLIENT6 = 'fd00:200::11';
+const VIPS = { web: '203.0.113.10', web6: '2001:db8::10', dns: '203.0.113.53', dns6: '2001:db8::53' };
+
+let dir: string;
+let object: string;
+let config: Config;
+let gen: Generation;
+let flows: Flow[];
+let underlay: GatewayUnderlay;
+let facts: XdpGatewayFacts;
+
+/** Deterministic pseudo-random numbers (tests must be repeatable). */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s;
+  };
+}
+
+/** The lab's address plan as a sluice config, fields mode, 256 slots; `web` also listens on 443. */
+function testConfig(): Config {
+  const b = (n: number) => [`host${n}-b1`, `host${n}-b2`];
+  const lab = resolveLabConfig({
+    gateways: 1,
+    hosts: 3,
+    backendsPerHost: 2,
+    vips: [
+      {
+        name: 'web',
+        vip: VIPS.web,
+        family: 4,
+        protocol: 'tcp',
+        port: 80,
+        backends: [...b(1), ...b(2), ...b(3)],
+      },
+      { name: 'web6', vip: VIPS.web6, family: 6, protocol: 'tcp', port: 80, backends: [...b(1), ...b(2)] },
+      { name: 'dns', vip: VIPS.dns, family: 4, protocol: 'udp', port: 53, backends: [...b(2), ...b(3)] },
+      { name: 'dns6', vip: VIPS.dns6, family: 6, protocol: 'udp', port: 53, backends: [...b(1), ...b(3)] },
+    ],
+  });
+  const c = labSluiceConfig(lab, { hashMode: 'fields', slotBits: 8 });
+  return {
+    ...c,
+    loadBalancers: c.loadBalancers.map((l) => (l.name === 'web' ? { ...l, ports: [80, 443] } : l)),
+  };
+}
+
+/** `gen` with the slots of `lb` below `n` left without a primary (as while a table is being built). */
+function withEmptySlots(g: Generation, lb: string, n: number): Generation {
+  const pools = new Map(g.pools);
+  const p = g.pools.get(lb)!;
+  const primary = Uint16Array.from(p.primary, (x, i) => (i < n ? NO_OWNER : x));
+  pools.set(lb, { ...p, primary });
+  return { ...g, pools };
+}
+
+/** The OVS gateway's br-int flows for a generation (CLASSIFY and GW_SLOTS; ports are irrelevant here). */
+function gatewayFlows(g: Generation): Flow[] {
+  const lbs = lbInputs(config, g);
+  const nodeFacts = { ports: { geneve: 2 } } as NodeFacts;
+  return [...gatewayClassifyFlows(config, lbs), ...gatewaySlotFlows(config, lbs, nodeFacts)];
+}
+
+/** Steps that write `tables` into copy `copy` and make it the one in force. */
+function loadSteps(tables: XdpTables, copy: 0 | 1, flip = true): XdpStep[] {
+  const img = xdpMapImage(tables, copy);
+  const steps: XdpStep[] = [
+    { kind: 'update', map: 'sluice_config', entry: img.config },
+    ...img.vips.map((entry) => ({ kind: 'update' as const, map: 'sluice_vips' as const, entry })),
+    ...img.slots.map((entry) => ({ kind: 'update' as const, map: 'sluice_slots' as const, entry })),
+  ];
+  if (flip) steps.push(activeStep(copy));
+  return steps;
+}
+
+function activeStep(copy: 0 | 1): XdpStep {
+  return {
+    kind: 'update',
+    map: 'sluice_active',
+    entry: { key: new Uint8Array(4), value: Uint8Array.of(copy, 0, 0, 0) },
+  };
+}
+
+type Run = Extract<XdpStepResult, { kind: 'run' }>;
+
+async function runFrames(setup: XdpStep[], frames: readonly Uint8Array[], tail: XdpStep[] = []) {
+  const steps = [...setup, ...frames.map((packet) => ({ kind: 'run' as const, packet })), ...tail];
+  const res = await runXdpSteps(object, steps);
+  const runs = res.slice(setup.length, setup.length + frames.length) as Run[];
+  return { runs, tail: res.slice(setup.length + frames.length) };
+}
+
+const verdict = (r: Run) =>
+  (['ABORTED', 'DROP', 'PASS', 'TX', 'REDIRECT'] as const)[r.retval] ?? String(r.retval);
+
+/** Many TCP and UDP tuples over the four VIPs (and web's second port). */
+function randomSpecs(count: number): FrameSpec[] {
+  const rnd = prng(15);
+  const out: FrameSpec[] = [];
+  const kinds = [
+    { src: CLIENT4, dst: VIPS.web, proto: 6, dport: 80 },
+    { src: CLIENT4, dst: VIPS.web, proto: 6, dport: 443 },
+    { src: CLIENT6, dst: VIPS.web6, proto: 6, dport: 80 },
+    { src: CLIENT4, dst: VIPS.dns, proto: 17, dport: 53 },
+    { src: CLIENT6, dst: VIPS.dns6, proto: 17, dport: 53 },
+  ];
+  for (let i = 0; i < count; i++) {
+    const k = kinds[i % kinds.length];
+    const r = rnd();
+    const src = k.src.includes(':')
+      ? `fd00:200::${(r & 0xffff).toString(16)}:${(rnd() & 0xffff).toString(16)}`
+      : `10.200.${(r >>> 8) & 0xff}.${r & 0xff}`;
+    out.push({ ...k, src, sport: 1024 + (rnd() % 64000), payload: rnd() % 64, dstMac: GW_MAC });
+  }
+  return out;
+}
+
+describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
+  skip: !isRoot && 'needs root (bpftool, BPF_PROG_TEST_RUN)',
+}, () => {
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-test-'));
+    object = join(dir, 'gateway.bpf.o');
+    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), object], { stdio: 'pipe' });
+    config = testConfig();
+    gen = initialGeneration(config);
+    flows = gatewayFlows(gen);
+    const neighbours = new Map(HOSTS.map((h) => [h, nodeBrPhyMac(h)]));
+    underlay = { mac: GW_MAC, ip: GW_IP, neighbours };
+    facts = { tunnelIp: GW_IP, mac: GW_MAC, neighbours };
+  });
+
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('2000 TCP/UDP IPv4/IPv6 tuples: the OVS gateway bytes, and the slot of src/hashing/ovs.ts', async (t) => {
+    const specs = randomSpecs(2000);
+    const frames = specs.map(craftFrame);
+    const { runs } = await runFrames(loadSteps(xdpTables(config, gen, facts), 1), frames);
+    let same = 0;
+    let slotsAgree = 0;
+    let wrongHashAgrees = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const want = ovsGatewayOutput(flows, frames[i], underlay);
+      assert.ok(want, `the OVS model forwards ${JSON.stringify(specs[i])}`);
+      assert.equal(verdict(runs[i]), 'TX', JSON.stringify(specs[i]));
+      if (toHex(runs[i].output) === toHex(want)) same++;
+      else assert.equal(toHex(runs[i].output), toHex(want), JSON.stringify(specs[i]));
+      // The slot the program put in TUN_LB_SLOT (outer bytes 54..57, low 16 bits) against src/hashing/ovs.ts.
+      const out = runs[i].output;
+      const slot = new DataView(out.buffer, out.byteOffset).getUint16(56);
+      const s = specs[i];
+      const key = {
+        proto: s.proto === 6 ? ('tcp' as const) : ('udp' as const),
+        src: parseIp(s.src)!.bytes,
+        dst: parseIp(s.dst)!.bytes,
+        sport: s.sport!,
+        dport: s.dport!,
+      };
+      if (slot === fieldsModeHash(key) % 256) slotsAgree++;
+      if (slot === ovsHashSymmetricL3L4(key, 1) % 256) wrongHashAgrees++;
+    }
+    t.diagnostic(
+      `${same}/2000 byte-identical; slots = fieldsModeHash ${slotsAgree}/2000; basis 1: ${wrongHashAgrees}`,
+    );
+    assert.equal(same, 2000);
+    assert.equal(slotsAgree, 2000);
+    assert.ok(wrongHashAgrees < 40, `a wrong hash must disagree (${wrongHashAgrees}/2000 agree)`);
+  });
+
+  test('options, extension headers, ECN, fragments, truncation, non-VIP: forwarded as OVS or passed untouched', async () => {
+    const base = {
+      src: CLIENT4,
+      dst: VIPS.web,
+      proto: 6,
+      sport: 40000,
+      dport: 80,
+      payload: 20,
+      dstMac: GW_MAC,
+    };
+    const base6 = { ...base, src: CLIENT6, dst: VIPS.web6 };
+    const udp6 = { ...base6, dst: VIPS.dns6, proto: 17, dport: 53 };
+    const nop = Uint8Array.of(1, 1, 1, 0);
+    const rr = Uint8Array.of(7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const cases: [string, FrameSpec | Uint8Array, 'TX' | 'PASS'][] = [
+      ['IPv4 options (NOPs)', { ...base, ipOptions: nop }, 'TX'],
+      ['IPv4 options (record route)', { ...base, ipOptions: rr }, 'TX'],
+      ['ECN ECT(1)', { ...base, tos: 0x01 }, 'TX'],
+      ['ECN CE (sent as ECT(0))', { ...base, tos: 0xb3 }, 'TX'],
+      ['IPv6 ECN CE', { ...base6, tos: 0x03 }, 'TX'],
+      ['IPv6 hop-by-hop', { ...base6, v6Ext: [0] }, 'TX'],
+      ['IPv6 destination options + routing', { ...udp6, v6Ext: [60, 43] }, 'TX'],
+      ['IPv4 first fragment', { ...base, frag: { offset: 0, more: true } }, 'PASS'],
+      [
+        'IPv4 UDP first fragment',
+        { ...base, dst: VIPS.dns, proto: 17, dport: 53, frag: { offset: 0, more: true } },
+        'PASS',
+      ],
+      ['IPv6 first fragment', { ...udp6, frag: { offset: 0, more: true } }, 'PASS'],
+      ['IPv4 later fragment', { ...base, frag: { offset: 8, more: false } }, 'PASS'],
+      ['IPv6 later fragment', { ...base6, frag: { offset: 8, more: true } }, 'PASS'],
+      ['TCP header cut to 12 bytes', { ...base, payload: 0, l4Bytes: 12 }, 'PASS'],
+      ['UDP header cut to 6 bytes', { ...udp6, payload: 0, l4Bytes: 6 }, 'PASS'],
+      ['IPv4 total length beyond the frame', craftFrame({ ...base, payload: 20 }).subarray(0, 60), 'PASS'],
+      ['IPv4 header cut', craftFrame(base).subarray(0, 30), 'PASS'],
+      ['IPv6 header cut', craftFrame(base6).subarray(0, 50), 'PASS'],
+      ['Ethernet header only', craftFrame(base).subarray(0, 14), 'PASS'],
+      [
+        'ARP',
+        Uint8Array.from([...craftFrame(base).subarray(0, 12), 0x08, 0x06, ...new Uint8Array(28)]),
+        'PASS',
+      ],
+      ['not a VIP', { ...base, dst: '198.51.100.7' }, 'PASS'],
+      ['VIP, other port', { ...base, dport: 81 }, 'PASS'],
+      ['VIP, other protocol (UDP to a TCP VIP)', { ...base, proto: 17 }, 'PASS'],
+      ['ICMP echo to a VIP', { ...base, proto: 1 }, 'PASS'],
+      ['ICMPv6 echo to a VIP', { ...base6, proto: 58 }, 'PASS'],
+    ];
+    const frames = cases.map(([, c]) => (c instanceof Uint8Array ? c : craftFrame(c)));
+    const { runs } = await runFrames(loadSteps(xdpTables(config, gen, facts), 0), frames);
+    for (let i = 0; i < cases.length; i++) {
+      const [what, , expect] = cases[i];
+      assert.equal(verdict(runs[i]), expect, what);
+      const ovs = ovsGatewayOutput(flows, frames[i], underlay);
+      if (expect === 'TX') assert.equal(toHex(runs[i].output), toHex(ovs!), what);
+      else {
+        assert.equal(ovs, undefined, `${what}: the OVS gateway sends nothing either`);
+        assert.equal(toHex(runs[i].output), toHex(frames[i]), `${what}: untouched`);
+      }
+    }
+  });
+
+  test('slot without a primary: dropped and counted; counters per VIP:port', async () => {
+    const g = withEmptySlots(gen, 'dns', 128);
+    const tables = xdpTables(config, g, facts);
+    const specs = randomSpecs(500);
+    const frames = specs.map(craftFrame);
+    const g2flows = gatewayFlows(g);
+    const { runs, tail } = await runFrames(loadSteps(tables, 0), frames, [
+      { kind: 'dump', map: 'sluice_stats' },
+    ]);
+    const want = new Map<number, { packets: number; bytes: number; noSlot: number }>();
+    for (let i = 0; i < frames.length; i++) {
+      const counter = tables.vips.find((v) => v.vip === specs[i].dst && v.port === specs[i].dport)!.counter;
+      const w = want.get(counter) ?? { packets: 0, bytes: 0, noSlot: 0 };
+      const ovs = ovsGatewayOutput(g2flows, frames[i], underlay);
+      if (ovs) {
+        assert.equal(verdict(runs[i]), 'TX');
+        assert.equal(toHex(runs[i].output), toHex(ovs));
+        w.packets++;
+        w.bytes += frames[i].length;
+      } else {
+        assert.equal(verdict(runs[i]), 'DROP', 'a VIP packet whose slot has no primary');
+        w.noSlot++;
+      }
+      want.set(counter, w);
+    }
+    const dump = tail[0] as Extract<XdpStepResult, { kind: 'dump' }>;
+    const sum = (values: readonly Uint8Array[], at: number) =>
+      values.reduce((n, v) => n + Number(new DataView(v.buffer, v.byteOffset).getBigUint64(at, true)), 0);
+    const dns = tables.vips.find((v) => v.lb === 'dns')!.counter;
+    assert.ok((want.get(dns)?.noSlot ?? 0) > 20, 'half of dns has no primary');
+    for (const [counter, w] of want) {
+      const e = dump.entries.find(
+        (x) => new DataView(x.key.buffer, x.key.byteOffset).getUint32(0, true) === counter,
+      )!;
+      const got = { packets: sum(e.values, 0), bytes: sum(e.values, 8), noSlot: sum(e.values, 16) };
+      assert.deepEqual(got, w, `counter ${counter}`);
+    }
+  });
+
+  test('generation switch: the index flip moves every packet to the other copy at once', async () => {
+    const all = (host: string): Generation => {
+      const pools = new Map(gen.pools);
+      for (const [name, p] of gen.pools) {
+        const m = p.members.findIndex((x) => x.host === host);
+        if (m >= 0) pools.set(name, { ...p, primary: new Uint16Array(p.primary.length).fill(m) });
+      }
+      return { ...gen, number: gen.number + 1, pools };
+    };
+    const specs = randomSpecs(20).filter((s) => s.dst === VIPS.web);
+    const frames = specs.map(craftFrame);
+    const dstOf = (r: Run) => [...r.output.subarray(30, 34)].join('.');
+    const steps = [
+      ...loadSteps(xdpTables(config, all('host1'), facts), 0),
+      ...loadSteps(xdpTables(config, all('host2'), facts), 1, false),
+    ];
+    const res = await runXdpSteps(object, [
+      ...steps,
+      ...frames.map((packet) => ({ kind: 'run' as const, packet })),
+      activeStep(1),
+      ...frames.map((packet) => ({ kind: 'run' as const, packet })),
+    ]);
+    const runs = res.filter((r): r is Run => r.kind === 'run');
+    assert.deepEqual(new Set(runs.slice(0, frames.length).map(dstOf)), new Set([HOSTS[0]]), 'copy 0: host1');
+    assert.deepEqual(
+      new Set(runs.slice(frames.length).map(dstOf)),
+      new Set([HOSTS[1]]),
+      'after the flip: host2',
+    );
+  });
+});

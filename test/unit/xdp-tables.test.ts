@@ -1,0 +1,68 @@
+// src/compile/xdp.ts: the XDP gateway's map entries for a generation (pure; no kernel). The program itself runs in
+// test/e2e/xdp-program.test.ts.
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { initialGeneration } from '../../src/cli/explain.ts';
+import { gatewaySlotEntries } from '../../src/compile/gateway.ts';
+import { lbInputs } from '../../src/compile/index.ts';
+import { xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/config.ts';
+import { SluiceError } from '../../src/model/errors.ts';
+
+const config = labSluiceConfig(resolveLabConfig({ gateways: 1, hosts: 3, ipv6: true }), {
+  hashMode: 'fields',
+  slotBits: 4,
+});
+const gen = initialGeneration(config);
+const hosts = config.nodes.filter((n) => n.role === 'host').map((n) => n.tunnelIp);
+const facts = {
+  tunnelIp: '192.168.100.1',
+  mac: '02:00:c0:a8:64:01',
+  neighbours: new Map(hosts.map((h) => [h, nodeBrPhyMac(h)])),
+};
+
+test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP entry per port', () => {
+  const t = xdpTables(config, gen, facts);
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  const want = lbInputs(config, gen).flatMap((x) =>
+    gatewaySlotEntries(hostIp, x).map((e) => [x.id, e.slot, e.options, e.dst]),
+  );
+  assert.deepEqual(
+    t.slots.map((s) => [s.lbId, s.slot, s.options, s.dst]),
+    want,
+  );
+  assert.equal(
+    t.vips.length,
+    config.loadBalancers.reduce((n, l) => n + l.ports.length, 0),
+  );
+  assert.deepEqual(
+    t.vips.map((v) => v.counter),
+    t.vips.map((_, i) => i),
+  );
+});
+
+test('the byte layout of gateway.bpf.c: copy first, addresses and ports in network order', () => {
+  const t = xdpTables(config, gen, facts);
+  const img = xdpMapImage(t, 1);
+  const web6 = t.vips.findIndex((v) => v.vip === '2001:db8::10');
+  const k = img.vips[web6].key;
+  assert.deepEqual([...k.subarray(0, 8)], [1, 0, 0, 0, 6, 6, 0, 80]);
+  assert.deepEqual([...k.subarray(8, 12)], [0x20, 0x01, 0x0d, 0xb8]);
+  const s = img.slots[0];
+  assert.equal(s.value.length, 24);
+  assert.deepEqual([...s.value.subarray(0, 4)], t.slots[0].dst.split('.').map(Number));
+  assert.equal(new DataView(s.value.buffer).getUint32(4, true), t.slots[0].options[0]);
+  assert.deepEqual([...img.config.value], [192, 168, 100, 1, 2, 0, 0xc0, 0xa8, 0x64, 1, 64, 0]);
+});
+
+test('a host without a neighbour MAC: SLUICE_E_XDP naming it, no tables', () => {
+  const partial = { ...facts, neighbours: new Map([[hosts[0], nodeBrPhyMac(hosts[0])]]) };
+  assert.throws(
+    () => xdpTables(config, gen, partial),
+    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_XDP' && /no neighbour MAC for host tunnel IP 192\.168\.100\.1[23] \(lb \w+\)/.test(e.message),
+  );
+  assert.throws(
+    () => xdpMapImage({ ...xdpTables(config, gen, facts), srcMac: '02:00' }, 0),
+    /not a MAC address: 02:00/,
+  );
+});
