@@ -886,7 +886,8 @@ export class AgentDaemon {
         );
         this.#m.connections.set({ lb: lb.name, backend: key }, n);
         const cur = statusRows.get(`${lb.name} ${key}`);
-        const want = { health, connections: n };
+        // The latest probe's result is written when it changes (not every round): a falling or rising backend shows.
+        const want = { health, connections: n, last_ok: this.health?.lastOk(`${lb.name} ${key}`) };
         if (cur === undefined)
           ops.push(
             insert(BackendStatusTable, {
@@ -897,7 +898,7 @@ export class AgentDaemon {
               checked_at: now,
             }),
           );
-        else if (cur.health !== health || cur.connections !== n)
+        else if (cur.health !== health || cur.connections !== n || cur.last_ok !== want.last_ok)
           ops.push(update(BackendStatusTable, byUuid(cur._uuid), { ...want, checked_at: now }));
       }
     }

@@ -198,6 +198,8 @@ interface Tracked {
   okStreak: number;
   failStreak: number;
   checkedAt: number;
+  /** Whether its latest probe passed (undefined: not probed yet). */
+  lastOk: boolean | undefined;
   /** When the target is due for its next probe (start()'s ticks), ms. */
   nextAt: number;
 }
@@ -262,6 +264,7 @@ export class HealthChecker {
           okStreak: 0,
           failStreak: 0,
           checkedAt: 0,
+          lastOk: undefined,
           nextAt: 0,
         });
     }
@@ -274,6 +277,11 @@ export class HealthChecker {
   /** The check a target runs (its load balancer's, defaults filled in), for status output. */
   check(id: string): Tracked['check'] | undefined {
     return this.#tracked.get(id)?.check;
+  }
+
+  /** Whether a target's latest probe passed (undefined: not probed yet): `up` with a failed last probe is falling. */
+  lastOk(id: string): boolean | undefined {
+    return this.#tracked.get(id)?.lastOk;
   }
 
   states(): Map<string, { state: HealthState; checkedAt: number }> {
@@ -323,6 +331,7 @@ export class HealthChecker {
           t.okStreak = 0;
         }
         t.checkedAt = Date.now();
+        t.lastOk = ok;
         const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, t.check.rise, t.check.fall);
         if (to !== t.state) {
           const from = t.state;

@@ -8,18 +8,26 @@
 
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { stringify as yamlStringify } from 'yaml';
+import { Document, type Node as YamlNode } from 'yaml';
 import { type ErrorCode, SluiceError } from '../model/errors.ts';
 import { parseConfigText } from '../model/load.ts';
-import type { Config } from '../model/types.ts';
+import { backendKey, type Config, healthCheckOf, healthCheckText } from '../model/types.ts';
 import { isOvsdbErrorCode } from '../ovsdb/errors.ts';
 import { planRolloutDetailed } from '../rollout/planner.ts';
 import { formatRollout, summarizeRollout } from '../rollout/summary.ts';
 import { configWarnings, formatWarnings } from '../rollout/warnings.ts';
-import { configDocument, countChanges, diffConfigs, formatChanges } from '../store/config-diff.ts';
+import {
+  type ConfigDocument,
+  configDocument,
+  countChanges,
+  diffConfigs,
+  formatChanges,
+} from '../store/config-diff.ts';
 import { DB_NAME, DESIRED_STATE_MONITOR, PLAN_HEAD_MONITOR, publishedGeneration } from '../store/db/index.ts';
 import { accessControlOps, type StoreRemote, type StoreRole } from '../store/db/rbac.ts';
 import {
+  type BackendReport,
+  backendReports,
   confirmFenced,
   type EditableDocument,
   editDesiredState,
@@ -430,19 +438,50 @@ function applyCommand(program: Command): void {
   );
 }
 
+/**
+ * `sluice show`'s YAML: the desired state, with each load balancer's health check and each backend's health (as its
+ * host last reported it) as comments, so that the output still applies as is.
+ */
+export function showYaml(
+  config: Config,
+  doc: ConfigDocument,
+  reports: readonly BackendReport[],
+  desiredCfg: number,
+): string {
+  const y = new Document(doc);
+  const at = (...path: number[]) =>
+    y.getIn(
+      path.flatMap((i, k) => [k === 0 ? 'loadBalancers' : 'backends', i]),
+      true,
+    );
+  config.loadBalancers.forEach((lb, i) => {
+    const own = lb.healthCheck === undefined ? ` (the default for ${lb.protocol})` : '';
+    (at(i) as YamlNode).commentBefore = ` health check: ${healthCheckText(healthCheckOf(lb))}${own}`;
+    lb.backends.forEach((b, j) => {
+      const rep = reports.find((r) => r.lb === lb.name && r.backend === backendKey(b));
+      if (rep === undefined) return;
+      const conns = rep.connections === null ? 'not reported' : `${rep.connections} connections`;
+      (at(i, j) as YamlNode).commentBefore =
+        ` health ${rep.health}, last probe ${rep.lastProbe ?? '-'}, ${conns}`;
+    });
+  });
+  return `# sluice desired state, desired_cfg ${desiredCfg}\n${y.toString({ flowCollectionPadding: true })}`;
+}
+
 /** `sluice show`. */
 function showCommand(program: Command): void {
   storeOptions(
-    program.command('show').description('the desired state as YAML (feeds back into `sluice apply -f`)'),
+    program
+      .command('show')
+      .description(
+        'the desired state as YAML (feeds back into `sluice apply -f`), backend health as comments',
+      ),
   ).action(
     action(async (ctx) =>
-      withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
+      withStore(ctx.db, { ...DESIRED_STATE_MONITOR, Backend_Status: {} }, async (s) => {
         const { desiredCfg, config } = storedConfig(s.replica);
         const doc = configDocument(config);
-        return {
-          json: doc,
-          text: `# sluice desired state, desired_cfg ${desiredCfg}\n${yamlStringify(doc, { flowCollectionPadding: true })}`,
-        };
+        return { json: doc, text: showYaml(config, doc, backendReports(s.replica, config), desiredCfg) };
       }),
     ),
   );

@@ -69,6 +69,21 @@ export function healthCheckOf(lb: Pick<LoadBalancer, 'protocol' | 'healthCheck'>
   return lb.healthCheck ?? (lb.protocol === 'udp' ? { type: 'udp', expect: 'no-icmp' } : { type: 'tcp' });
 }
 
+/** What a check probes, in a few words for status output: `tcp`, `udp no-icmp`, `udp:5353 reply`,
+ *  `http :8081/health 200` (a port only when the check names its own). */
+export function healthCheckText(c: HealthCheck): string {
+  const port = c.port === undefined ? '' : `:${c.port}`;
+  switch (c.type) {
+    case 'udp':
+      return `udp${port} ${c.expect ?? 'no-icmp'}`;
+    case 'http':
+    case 'https':
+      return `${c.type} ${port}${c.path ?? '/'} ${c.status ?? 200}`;
+    default:
+      return `tcp${port}`;
+  }
+}
+
 export interface Config {
   readonly hashMode: HashMode;
   /** k: every load balancer has 2^k slots. */

@@ -9,7 +9,7 @@ import { SluiceError } from '../model/errors.ts';
 import { ipEquals, parseIp } from '../model/ip.ts';
 import { formatIssues, parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
-import { backendKey } from '../model/types.ts';
+import { backendKey, type HealthCheck, healthCheckOf, healthCheckText } from '../model/types.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import { OvsdbError } from '../ovsdb/errors.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
@@ -554,8 +554,13 @@ export interface BackendReport {
   readonly backend: string;
   readonly host: string;
   readonly adminState: string;
+  /** The load balancer's health check, in words (healthCheckText): what the host agent probes. */
+  readonly check: string;
   /** From the host agent's health check; `unknown` when no report. */
   readonly health: string;
+  /** The latest probe's result: `pass`, `fail`, or null (none reported). `up` with `fail` is falling, `down` with
+   *  `pass` rising. */
+  readonly lastProbe: 'pass' | 'fail' | null;
   readonly connections: number | null;
   readonly reportedBy: string | null;
   readonly checkedAgeMs: number | null;
@@ -614,6 +619,52 @@ export const STATUS_MONITOR = {
   Slot_Connections: {},
 };
 
+/** The check hosts run for a stored load balancer (its health_check as stored: validated by the planner and the
+ *  agents, not here, so a malformed one reads `invalid` instead of failing the whole report). */
+function storedCheckText(lb: { readonly protocol: string; readonly healthCheck?: unknown }): string {
+  const h = lb.healthCheck;
+  if (h === undefined)
+    return healthCheckText(healthCheckOf({ protocol: lb.protocol === 'udp' ? 'udp' : 'tcp' }));
+  const typed = typeof h === 'object' && h !== null && typeof (h as { type?: unknown }).type === 'string';
+  return typed ? healthCheckText(h as HealthCheck) : 'invalid';
+}
+
+/** Every backend of the desired state with its check and what its host reported (Backend_Status). */
+export function backendReports(
+  r: Replica,
+  config: {
+    readonly loadBalancers: ReadonlyArray<{
+      readonly name: string;
+      readonly protocol: string;
+      readonly healthCheck?: unknown;
+      readonly backends: ReadonlyArray<{ address: string; port?: number; host: string; state: string }>;
+    }>;
+  },
+  now = Date.now(),
+): BackendReport[] {
+  const reports = rows(r, BackendStatusTable);
+  const backends: BackendReport[] = [];
+  for (const lb of config.loadBalancers) {
+    for (const b of lb.backends) {
+      const key = backendKey({ address: b.address, port: b.port });
+      const rep = reports.find((x) => x.lb === lb.name && x.backend === key && x.node === b.host);
+      backends.push({
+        lb: lb.name,
+        backend: key,
+        host: b.host,
+        adminState: b.state,
+        check: storedCheckText(lb),
+        health: rep?.health ?? 'unknown',
+        lastProbe: rep?.last_ok === undefined ? null : rep.last_ok ? 'pass' : 'fail',
+        connections: rep === undefined ? null : rep.connections,
+        reportedBy: rep === undefined ? null : rep.node,
+        checkedAgeMs: rep === undefined ? null : Math.max(0, now - rep.checked_at),
+      });
+    }
+  }
+  return backends;
+}
+
 /** What agents reported, joined with the desired state (nodes, backends) and the latest published generation. */
 export function statusReport(r: Replica, now = Date.now()): StatusReport {
   const stored = readDesiredState(r);
@@ -647,24 +698,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       routing: marks.routing ?? null,
     };
   });
-  const reports = rows(r, BackendStatusTable);
-  const backends: BackendReport[] = [];
-  for (const lb of stored.config.loadBalancers) {
-    for (const b of lb.backends) {
-      const key = backendKey({ address: b.address, port: b.port });
-      const rep = reports.find((x) => x.lb === lb.name && x.backend === key && x.node === b.host);
-      backends.push({
-        lb: lb.name,
-        backend: key,
-        host: b.host,
-        adminState: b.state,
-        health: rep?.health ?? 'unknown',
-        connections: rep === undefined ? null : rep.connections,
-        reportedBy: rep === undefined ? null : rep.node,
-        checkedAgeMs: rep === undefined ? null : Math.max(0, now - rep.checked_at),
-      });
-    }
-  }
+  const backends = backendReports(r, stored.config, now);
   const behind = (role: string) =>
     nodes
       .filter((n) => n.role === role && n.desired && !n.fenced && (n.appliedGeneration ?? 0) < generation)
@@ -730,7 +764,17 @@ function routingLines(nodes: readonly NodeReport[]): string[] {
     : ['', table([['GATEWAY', 'BGP / BFD'], ...routed.map((n) => [n.name, n.routing!])])];
 }
 
-const BACKEND_COLUMNS = ['LB', 'BACKEND', 'HOST', 'ADMIN', 'HEALTH', 'CONNS', 'CHECKED'];
+const BACKEND_COLUMNS = [
+  'LB',
+  'BACKEND',
+  'HOST',
+  'ADMIN',
+  'CHECK',
+  'HEALTH',
+  'LAST PROBE',
+  'CONNS',
+  'REPORTED',
+];
 
 function backendRow(b: BackendReport): string[] {
   return [
@@ -738,7 +782,9 @@ function backendRow(b: BackendReport): string[] {
     b.backend,
     b.host,
     b.adminState,
+    b.check,
     b.health,
+    b.lastProbe ?? '-',
     b.connections === null ? '-' : String(b.connections),
     age(b.checkedAgeMs),
   ];

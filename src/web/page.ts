@@ -34,7 +34,7 @@ export const PAGE_HTML = `<!doctype html>
     the slot waits for connections to end.</p>
     <div id="pools-body"></div></section>
   <section id="backends"><h2>Backends</h2><table><thead><tr>
-    <th>load balancer</th><th>backend</th><th>host</th><th>admin</th><th>health</th><th>connections</th>
+    <th>load balancer</th><th>backend</th><th>host</th><th>admin</th><th>check</th><th>health</th><th>last probe</th><th>connections</th>
   </tr></thead><tbody id="backends-body"></tbody></table></section>
   <section id="second-chance"><h2>Second-chance packets</h2>
     <p class="help">Packets a host had no connection for and handed to the slot's second chance: each one would
@@ -183,7 +183,9 @@ export const PAGE_JS = `'use strict';
   function drawBackends(s) {
     $('backends-body').replaceChildren(...s.backends.map((b) => row([
       td(b.lb), td(b.backend), td(b.host), td(b.adminState, b.adminState === 'active' ? '' : 'warn'),
+      td(b.check),
       td(b.health, b.health === 'up' ? 'ok' : b.health === 'down' ? 'bad' : ''),
+      td(b.lastProbe ?? '-', b.lastProbe === 'fail' ? 'bad' : ''),
       td(b.connections === null ? '-' : b.connections),
     ], { 'data-lb': b.lb, 'data-backend': b.backend, 'data-admin': b.adminState, 'data-health': b.health,
       'data-connections': b.connections })));

@@ -393,6 +393,8 @@ describe('sluice CLI against a real ovsdb-server', () => {
           health: 'up',
           connections: 7,
           checked_at: now,
+          // Up, but its latest probe failed: falling.
+          last_ok: false,
         }),
       );
 
@@ -417,15 +419,30 @@ describe('sluice CLI against a real ovsdb-server', () => {
       assert.ok(hb >= 1500 && hb < 60_000, `heartbeat age ${hb}`);
       assert.deepEqual(st.waiting, { gateways: ['gw2'], hosts: [] });
       const b = st.backends.find((x: { backend: string }) => x.backend === '10.0.1.11:8080');
-      assert.deepEqual([b.health, b.connections, b.reportedBy, b.adminState], ['up', 7, 'host1', 'draining']);
+      assert.deepEqual(
+        [b.check, b.health, b.lastProbe, b.connections, b.reportedBy, b.adminState],
+        ['tcp', 'up', 'fail', 7, 'host1', 'draining'],
+      );
       const unreported = st.backends.find((x: { backend: string }) => x.backend === '10.0.1.12:8080');
-      assert.deepEqual([unreported.health, unreported.connections], ['unknown', null]);
+      assert.deepEqual(
+        [unreported.health, unreported.lastProbe, unreported.connections],
+        ['unknown', null, null],
+      );
 
       const text = await sluice('status');
       assert.equal(text.code, 0, text.err);
       assert.match(text.out, /^gw2\s+gateway\s+0\s+1\s+1\.\ds ago\s+no\s+-$/m);
       assert.match(text.out, /^host2\s+host\s+1\s+0\s+.*bundle rejected$/m);
       assert.match(text.out, /gateways behind generation 1: gw2/);
+      assert.match(
+        text.out,
+        /^LB\s+BACKEND\s+HOST\s+ADMIN\s+CHECK\s+HEALTH\s+LAST PROBE\s+CONNS\s+REPORTED$/m,
+      );
+      assert.match(text.out, /^web\s+10\.0\.1\.11:8080\s+host1\s+draining\s+tcp\s+up\s+fail\s+7\s+\d/m);
+      // show: the same, as comments before each load balancer and backend (the YAML still applies as is).
+      const withHealth = await showYaml();
+      assert.match(withHealth, /# health check: tcp \(the default for tcp\)\n\s+- name: web\n/);
+      assert.match(withHealth, /# health up, last probe fail, 7 connections\n\s+- address: 10\.0\.1\.11\n/);
 
       // explain without -f: the latest published generation from the store.
       const ex = await sluice(

@@ -297,10 +297,12 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
     try {
       await client.connect();
       const store = (await client.monitor(DB_NAME, STATUS_MONITOR)).replica;
-      const healthOf = (lb: string, address: string) =>
+      /** A backend's line of `sluice status` (statusReport). */
+      const row = (lb: string, address: string) =>
         statusReport(store).backends.find(
           (x) => x.lb === lb && x.backend === backendKey({ address, port: 80 }),
-        )?.health;
+        );
+      const healthOf = (lb: string, address: string) => row(lb, address)?.health;
       /** Slots of `lb` in the latest generation whose primary is `address`. */
       const primaries = (lb: string, address: string) => {
         const p = readGeneration(store)?.pools.get(lb);
@@ -323,6 +325,19 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
         `${name} down by its UDP (dns) and HTTP (dns6) probes`,
       );
       const tDown = Date.now() - t0;
+      // `sluice status` names each backend's check and its latest probe (written with its health by its agent).
+      assert.deepEqual(
+        [row('dns', b.ip), row('dns6', b.ip6), row('dns', lab.backend('host2-b1').ip)].map((x) => [
+          x?.check,
+          x?.health,
+          x?.lastProbe,
+        ]),
+        [
+          ['udp no-icmp', 'down', 'fail'],
+          [`http :${http.port}/health 200`, 'down', 'fail'],
+          ['udp no-icmp', 'up', 'pass'],
+        ],
+      );
       await waitFor(
         () => primaries('dns', b.ip) === 0 && primaries('dns6', b.ip6) === 0,
         `the planner moves ${name}'s slots away`,

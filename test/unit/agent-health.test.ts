@@ -15,7 +15,7 @@ import {
   tcpProbe,
   udpProbe,
 } from '../../src/agent/health.ts';
-import { healthCheckOf } from '../../src/model/types.ts';
+import { healthCheckOf, healthCheckText } from '../../src/model/types.ts';
 
 describe('agent health checks', () => {
   test('transition table: rise/fall streaks', () => {
@@ -35,11 +35,14 @@ describe('agent health checks', () => {
     c.onChange = (id, from, to) => changes.push(`${id} ${from}->${to}`);
     c.setTargets([{ id: 'web a', address: '10.0.0.1', port: 80 }]);
     const states: string[] = [];
+    const last: Array<boolean | undefined> = [c.lastOk('web a')];
     for (let k = 0; k < script.length; k++) {
       await c.checkOnce();
       states.push(c.state('web a'));
+      last.push(c.lastOk('web a'));
     }
     assert.deepEqual(states, ['unknown', 'up', 'up', 'up', 'up', 'up', 'up', 'down', 'down', 'up']);
+    assert.deepEqual(last, [undefined, ...script], 'the latest probe result, before the state follows it');
     assert.deepEqual(changes, ['web a unknown->up', 'web a up->down', 'web a down->up']);
   });
 
@@ -162,5 +165,13 @@ describe('agent health checks', () => {
     );
     await new Promise<void>((r) => srv.close(() => r()));
     assert.equal(await httpProbe('127.0.0.1', port, 500, { type: 'http' }), false, 'closed');
+  });
+  test('healthCheckText: what each kind of check probes, in words (status, status page)', () => {
+    assert.equal(healthCheckText(healthCheckOf({ protocol: 'udp' })), 'udp no-icmp');
+    assert.equal(healthCheckText(healthCheckOf({ protocol: 'tcp' })), 'tcp');
+    assert.equal(healthCheckText({ type: 'udp', port: 5353, expect: 'reply' }), 'udp:5353 reply');
+    assert.equal(healthCheckText({ type: 'http', port: 8081, path: '/health' }), 'http :8081/health 200');
+    assert.equal(healthCheckText({ type: 'https', status: 204 }), 'https / 204');
+    assert.equal(healthCheckText({ type: 'tcp', port: 9000 }), 'tcp:9000');
   });
 });

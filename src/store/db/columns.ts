@@ -134,6 +134,7 @@ export const col = {
   oneOf: <T extends string>(...values: T[]): ColumnDef<T> => scalar<T>('string', values),
   optionalInteger: optional<number>('integer'),
   optionalString: optional<string>('string'),
+  optionalBoolean: optional<boolean>('boolean'),
   /** A reference to at most one row of `table` (its UUID text). */
   optionalRef: (table: string) => optional<string>('uuid', table),
   /** A set of integers with at least `min` elements. */

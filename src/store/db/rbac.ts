@@ -32,7 +32,7 @@ export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Per
     Backend_Status: {
       authorization: ['node'],
       insertDelete: true,
-      update: ['lb', 'backend', 'health', 'connections', 'checked_at'],
+      update: ['lb', 'backend', 'health', 'connections', 'checked_at', 'last_ok'],
     },
     Slot_Connections: {
       authorization: ['node'],

@@ -122,6 +122,8 @@ export interface BackendStatusRow {
   readonly connections: number;
   /** ms */
   readonly checked_at: number;
+  /** Whether the latest health probe passed (undefined: none yet, or no checker); schema 1.6.0. */
+  readonly last_ok: boolean | undefined;
 }
 
 export interface SlotConnectionsRow {
@@ -238,6 +240,7 @@ export const BackendStatusTable: TableDef<BackendStatusRow> = {
     health: col.oneOf('unknown', 'up', 'down', 'gone'),
     connections: col.integer,
     checked_at: col.integer,
+    last_ok: col.optionalBoolean,
   },
 };
 
