@@ -58,6 +58,14 @@ export function diffTables(before: ReplicaTables, after: ReplicaTables): RowChan
 
 export class Replica {
   #tables = new Map<string, Map<string, JsRow>>();
+  /** Changes applied per table: readers that derive something from a few tables redo it only when one moved. */
+  #versions = new Map<string, number>();
+  #replaced = 0;
+
+  /** A number that changes whenever table `name` may have changed (apply touching it, or a replace). */
+  version(name: string): string {
+    return `${this.#replaced}.${this.#versions.get(name) ?? 0}`;
+  }
 
   /** Tables this replica holds (every monitored table, even when empty). */
   get tables(): ReplicaTables {
@@ -89,6 +97,7 @@ export class Replica {
         t = new Map();
         this.#tables.set(c.table, t);
       }
+      this.#versions.set(c.table, (this.#versions.get(c.table) ?? 0) + 1);
       if (c.new === undefined) t.delete(c.uuid);
       else t.set(c.uuid, c.new);
     }
@@ -97,6 +106,7 @@ export class Replica {
   /** Replaces the whole content (a fresh snapshot). */
   replace(tables: ReplicaTables): void {
     this.#tables = new Map([...tables].map(([name, rows]) => [name, new Map(rows)]));
+    this.#replaced++;
   }
 
   /** Plain-object form, for tests and debugging: `{table: {uuid: row}}` with Maps as sorted entry lists. */

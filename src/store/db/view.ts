@@ -94,9 +94,26 @@ export function effectiveConfig(
   source: string,
 ): { config: Config; doc: string } | undefined {
   if (view.desired === undefined) return undefined;
+  // Validated once per desired state and set of unhealthy backends (the planner asks on every heartbeat).
+  const unhealthy = [...view.backendHealth]
+    .filter(([, h]) => h === 'down' || h === 'gone')
+    .map(([k, h]) => `${k} ${h}`)
+    .sort()
+    .join('\n');
+  const bySource = effectiveMemo.get(view.desired) ?? new Map();
+  effectiveMemo.set(view.desired, bySource);
+  const hit = bySource.get(source);
+  if (hit !== undefined && hit.unhealthy === unhealthy) return hit.value;
   const doc = effectiveDoc(view.desired, view.backendHealth);
-  return { config: parseConfig(doc, source), doc: JSON.stringify(doc) };
+  const value = { config: parseConfig(doc, source), doc: JSON.stringify(doc) };
+  bySource.set(source, { unhealthy, value });
+  return value;
 }
+
+const effectiveMemo = new WeakMap<
+  DesiredDoc,
+  Map<string, { unhealthy: string; value: { config: Config; doc: string } }>
+>();
 
 export interface PlannerStep extends PlanStep {
   /** The effective config differs from the latest plan's: the planner publishes it (same pools, new generation)
@@ -185,10 +202,54 @@ function reportAt(ids: ReadonlyMap<string, string>): { reportAt?: number } {
   return Number.isFinite(v) && v > 0 ? { reportAt: v } : {};
 }
 
-/** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). */
+function readBackendHealth(r: Replica): Map<string, Health> {
+  const backendHealth = new Map<string, Health>();
+  for (const row of rows(r, BackendStatusTable)) {
+    const k = `${row.lb} ${row.backend}`;
+    if (backendHealth.get(k) !== 'down') backendHealth.set(k, row.health);
+  }
+  return backendHealth;
+}
+
+function readSlotReports(r: Replica): Map<string, Map<string, SlotReport>> {
+  const slotReports = new Map<string, Map<string, SlotReport>>();
+  for (const row of rows(r, SlotConnectionsTable)) {
+    let m = slotReports.get(row.node);
+    if (m === undefined) {
+      m = new Map();
+      slotReports.set(row.node, m);
+    }
+    m.set(row.lb, { bits: row.bits, counts: decodeSlotCounts(row.counts) });
+  }
+  return slotReports;
+}
+
+/** What was derived from some tables of a replica, and their versions then (Replica.version). */
+const derived = new WeakMap<Replica, Map<string, { versions: string; value: unknown }>>();
+
+/** `read(r)`, computed again only when one of `tables` changed since the last call with the same `key`: the
+ *  planner reads a view on every heartbeat, and rebuilding 1,000 load balancers each time would cost it a core. */
+function memo<T>(r: Replica, key: string, tables: readonly string[], read: (r: Replica) => T): T {
+  const m = derived.get(r) ?? new Map<string, { versions: string; value: unknown }>();
+  derived.set(r, m);
+  const versions = tables.map((t) => r.version(t)).join(' ');
+  const hit = m.get(key);
+  if (hit?.versions === versions) return hit.value as T;
+  const value = read(r);
+  m.set(key, { versions, value });
+  return value;
+}
+
+const DESIRED_TABLES = ['Global', 'Load_Balancer', 'Backend', 'Node'];
+const PLAN_TABLES = ['Global', 'Plan', 'Plan_Pool', 'Plan_Config'];
+
+/** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). The desired state and the plan are the
+ *  same objects as in the previous view while their tables did not change: treat them as read-only. */
 export function readStoreView(r: Replica): StoreView {
-  const desired = single(r, GlobalTable) === undefined ? undefined : readDesiredState(r);
-  const plan = readPlan(r);
+  const desired = memo(r, 'desired', DESIRED_TABLES, (x) =>
+    single(x, GlobalTable) === undefined ? undefined : readDesiredState(x),
+  );
+  const plan = memo(r, 'plan', PLAN_TABLES, (x) => readPlan(x));
   const nodeStatus = new Map<string, NodeStatusView>();
   for (const row of rows(r, NodeStatusTable)) {
     const marks = fenceMarks(row);
@@ -202,20 +263,8 @@ export function readStoreView(r: Replica): StoreView {
       ...reportAt(row.external_ids),
     });
   }
-  const backendHealth = new Map<string, Health>();
-  for (const row of rows(r, BackendStatusTable)) {
-    const k = `${row.lb} ${row.backend}`;
-    if (backendHealth.get(k) !== 'down') backendHealth.set(k, row.health);
-  }
-  const slotReports = new Map<string, Map<string, SlotReport>>();
-  for (const row of rows(r, SlotConnectionsTable)) {
-    let m = slotReports.get(row.node);
-    if (m === undefined) {
-      m = new Map();
-      slotReports.set(row.node, m);
-    }
-    m.set(row.lb, { bits: row.bits, counts: decodeSlotCounts(row.counts) });
-  }
+  const backendHealth = memo(r, 'health', ['Backend_Status'], readBackendHealth);
+  const slotReports = memo(r, 'slots', ['Slot_Connections'], readSlotReports);
   return {
     desiredCfg: desired?.desiredCfg ?? 0,
     desired: desired?.config,
