@@ -20,7 +20,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
-import { CT_ZONE, SYN_METER_ID } from '../compile/registry.ts';
+import { ctZoneOf, SYN_METER_ID } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -788,12 +788,10 @@ export class AgentDaemon {
     const limit = this.#o.ctLimit ?? 200_000;
     if (limit <= 0) return;
     try {
-      await this.#o.runner.appctl(['dpctl/ct-set-limits', `zone=${CT_ZONE},limit=${limit}`]);
+      const zone = ctZoneOf(this.#facts);
+      await this.#o.runner.appctl(['dpctl/ct-set-limits', `zone=${zone},limit=${limit}`]);
       this.#m.ctLimit.set(limit);
-      this.#log.info(
-        { event: 'ct-limit', zone: CT_ZONE, limit },
-        `conntrack zone ${CT_ZONE} limited to ${limit}`,
-      );
+      this.#log.info({ event: 'ct-limit', zone, limit }, `conntrack zone ${zone} limited to ${limit}`);
     } catch (e) {
       this.#log.error(
         { event: 'ct-limit-failed', err: (e as Error).message },
@@ -812,7 +810,7 @@ export class AgentDaemon {
     let timer: NodeJS.Timeout | undefined;
     try {
       const conns = await Promise.race([
-        readSlotConnections(this.#o.runner, config),
+        readSlotConnections(this.#o.runner, config, ctZoneOf(this.#facts)),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
         }),

@@ -9,6 +9,7 @@
 //     sluice-router-ip=<IPv4> sluice-router-mac=<mac>          (hosts: next hop of direct return)
 //     sluice-vm-router-mac=<mac>                               (hosts: MAC backends use as their default router)
 //     sluice-underlay-iface=<name>  (default: the only plain interface on the phy bridge)
+//     sluice-ct-zone=<1..65535>     (hosts: sluice's conntrack zone, default 1; 65535 beside ovn-controller, docs/ovn.md)
 //   Interface (on the int bridge, one per backend):
 //     external_ids:sluice-backend-ips=<ip>[,<ip6>]  external_ids:attached-mac=<mac>  [external_ids:sluice-probe-netns=<netns>]
 //
@@ -34,6 +35,7 @@ export const OVS_KEYS = {
   routerMac: 'sluice-router-mac',
   vmRouterMac: 'sluice-vm-router-mac',
   underlayIface: 'sluice-underlay-iface',
+  ctZone: 'sluice-ct-zone',
   /** Interface: the backend addresses behind this port, comma separated (one per family at most). */
   backendIps: 'sluice-backend-ips',
   /** Interface: the backend's own MAC (OVN's name). */
@@ -238,6 +240,10 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
       `${where(routerIp === undefined ? OVS_KEYS.routerIp : OVS_KEYS.routerMac)} missing (the other is set)`,
     );
   const vmRouterMac = hostNeed(OVS_KEYS.vmRouterMac);
+  const ctZoneText = key(OVS_KEYS.ctZone);
+  const ctZone = ctZoneText === undefined ? undefined : Number(ctZoneText);
+  if (ctZoneText !== undefined && !validZone(ctZone))
+    fail(`${where(OVS_KEYS.ctZone)}: ${JSON.stringify(ctZoneText)} is not a conntrack zone (1..65535)`);
 
   return {
     facts: checkNodeFacts(
@@ -259,6 +265,7 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
           ip: routerIp ? ipv4(routerIp, where(OVS_KEYS.routerIp)) : '0.0.0.0',
           mac: routerMac ? mac(routerMac, where(OVS_KEYS.routerMac)) : ZERO_MAC,
         },
+        ...(ctZone === undefined ? {} : { ctZone }),
       },
       'the OVSDB',
     ),
@@ -374,6 +381,11 @@ function backendPorts(
   return { vms, probeNetns };
 }
 
+/** A conntrack zone sluice may use: 1..65535 (zone 0 is the default zone of everything that names none). */
+function validZone(z: unknown): z is number {
+  return typeof z === 'number' && Number.isInteger(z) && z >= 1 && z <= 0xffff;
+}
+
 /** Bridge and node names as OVS and the config allow them: nothing a command line or flow text could misread. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -406,6 +418,10 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
       fail(`${at(k)}: ${JSON.stringify(v)} is not an OpenFlow port number (1..65279)`);
     return v;
   };
+  const zone = (v: unknown): number => {
+    if (!validZone(v)) fail(`${at('ctZone')}: ${JSON.stringify(v)} is not a conntrack zone (1..65535)`);
+    return v;
+  };
   const f = obj(raw, '(root)', [
     'name',
     'role',
@@ -416,6 +432,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
     'vms',
     'vmRouterMac',
     'router',
+    'ctZone',
   ]);
   const role = str(f.role, 'role');
   if (role !== 'gateway' && role !== 'host') fail(`${at('role')}: expected gateway or host, got "${role}"`);
@@ -450,6 +467,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
       ip: ipv4(str(router.ip, 'router.ip'), at('router.ip')),
       mac: mac(str(router.mac, 'router.mac'), at('router.mac')),
     },
+    ...(f.ctZone === undefined ? {} : { ctZone: zone(f.ctZone) }),
   };
 }
 

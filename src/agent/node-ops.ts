@@ -283,7 +283,11 @@ function keyOf(address: string, port: number | undefined, wildcard: boolean): st
  * the NATed destination (the reply's source address and port), keyed like `backendKey`: `addr:port`, or `addr:*`
  * when the config's backend has no port (no port translation).
  */
-export function countSlotConnections(entries: readonly CtEntry[], config: Config): SlotConnections {
+export function countSlotConnections(
+  entries: readonly CtEntry[],
+  config: Config,
+  zone: number = CT_ZONE,
+): SlotConnections {
   const ids = lbIds(config.loadBalancers.map((l) => l.name));
   const byId = new Map<number, string>();
   for (const [name, id] of ids) byId.set(id, name);
@@ -296,7 +300,7 @@ export function countSlotConnections(entries: readonly CtEntry[], config: Config
   let unknown = 0;
   const states = { established: 0, syn_sent: 0, syn_recv: 0, other: 0 };
   for (const e of entries) {
-    if (e.zone !== CT_ZONE) continue;
+    if (e.zone !== zone) continue;
     const st =
       e.state === 'ESTABLISHED'
         ? 'established'
@@ -322,11 +326,15 @@ export function countSlotConnections(entries: readonly CtEntry[], config: Config
 
 /**
  * Reads one host's live load-balanced connections per (lb, slot, backend): `ovs-appctl dpctl/dump-conntrack
- * zone=<CT_ZONE>` parsed by `parseConntrack`, counted by `countSlotConnections`.
+ * zone=<the host's zone>` parsed by `parseConntrack`, counted by `countSlotConnections`.
  */
-export async function readSlotConnections(runner: Runner, config: Config): Promise<SlotConnections> {
-  const r = await runner.appctl(['dpctl/dump-conntrack', `zone=${CT_ZONE}`]);
-  return countSlotConnections(parseConntrack(r.stdout), config);
+export async function readSlotConnections(
+  runner: Runner,
+  config: Config,
+  zone: number = CT_ZONE,
+): Promise<SlotConnections> {
+  const r = await runner.appctl(['dpctl/dump-conntrack', `zone=${zone}`]);
+  return countSlotConnections(parseConntrack(r.stdout), config, zone);
 }
 
 /**

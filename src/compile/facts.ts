@@ -40,4 +40,7 @@ export interface NodeFacts {
    *  burst one second's worth; SYNs above it are dropped before conntrack). Absent or 0: unmetered. Not read from
    *  OVS: the agent's `--syn-rate` (docs/security.md "Floods"). */
   readonly synRate?: number;
+  /** Hosts: the conntrack zone of sluice's connections (CT_ZONE when absent). Another zone on a node where another
+   *  controller allocates zones in the same datapath (OVN's ovn-controller: docs/ovn.md). */
+  readonly ctZone?: number;
 }

@@ -10,8 +10,8 @@ import type { NodeFacts } from './facts.ts';
 import { dropFlow, type LbInput } from './gateway.ts';
 import { icmpMatch } from './icmp.ts';
 import {
-  CT_ZONE,
   cookie,
+  ctZoneOf,
   FLAG_COMMIT,
   FLAG_RESERVED,
   HOP_MASK,
@@ -64,7 +64,7 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
         table: T.CLASSIFY,
         priority: PRIO.NORMAL,
         match: match(l3(fam), `in_port=${ofport}`),
-        actions: `ct(table=${T.CT_OUT},zone=${CT_ZONE},nat)`,
+        actions: `ct(table=${T.CT_OUT},zone=${ctZoneOf(facts)},nat)`,
         cookie: cookie('FROM_VM', 0, ofport),
       });
     }
@@ -89,18 +89,18 @@ export function hostClassifyFlows(config: Config, facts: NodeFacts): Flow[] {
  *   priority 110 (cookie TUN_VIP_SECOND): a packet another host handed on along a chain, counted per VIP.
  *   table=20 priority=1 actions=drop
  */
-export function hostTunInFlows(lbs: readonly LbInput[]): Flow[] {
-  return [...lbs.flatMap(hostTunInLbFlows), dropFlow(T.TUN_IN)];
+export function hostTunInFlows(lbs: readonly LbInput[], zone: number): Flow[] {
+  return [...lbs.flatMap((x) => hostTunInLbFlows(x, zone)), dropFlow(T.TUN_IN)];
 }
 
 /** TUN_IN flows of one load balancer (two per port), without the catch-all. */
-export function hostTunInLbFlows({ lb, id }: LbInput): Flow[] {
+export function hostTunInLbFlows({ lb, id }: LbInput, zone: number): Flow[] {
   const flows: Flow[] = [];
   const copy = actions(
     `move:${TUN_NXM_BITS[0]}->${REG_T_LB_SLOT.nxm}[]`,
     `move:${TUN_NXM_BITS[1]}->${REG_T_MEMBER.nxm}[]`,
     `move:${TUN_NXM_BITS[2]}->${REG_T_SECOND.nxm}[]`,
-    `ct(table=${T.CT_IN},zone=${CT_ZONE},nat)`,
+    `ct(table=${T.CT_IN},zone=${zone},nat)`,
   );
   for (const port of lb.ports) {
     for (const top of [0, 0x80000000]) {
@@ -286,7 +286,7 @@ function localMemberActions(
   }
   return actions(
     meter,
-    `ct(commit,zone=${CT_ZONE},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
+    `ct(commit,zone=${ctZoneOf(facts)},nat(dst=${natTarget(m.address, m.port)}),exec(move:${REG_T_LB_SLOT.nxm}[]->NXM_NX_CT_MARK[]))`,
     `set_field:${facts.vmRouterMac}->eth_src`,
     `set_field:${vm.mac}->eth_dst`,
     `output:${vm.ofport}`,

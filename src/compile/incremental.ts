@@ -39,7 +39,7 @@ import {
 import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
 import { phyFlows } from './phy.ts';
-import { CT_ZONE, T } from './registry.ts';
+import { ctZoneOf, T } from './registry.ts';
 
 /** Name of the node-wide part. */
 export const NODE_PART = 'node';
@@ -135,7 +135,7 @@ export function compileNodeParts(
     } else {
       int.set(key, {
         flows: [
-          ...hostTunInLbFlows(x),
+          ...hostTunInLbFlows(x, ctZoneOf(facts)),
           ...hostCommitLbFlows(x, facts),
           ...hostChainLbFlows(hostIp, x, facts),
         ],
@@ -155,7 +155,7 @@ export function compileNodeParts(
       : {
           flows: [
             ...hostClassifyFlows(config, facts),
-            ...hostIcmpTunInFlows(lbs, CT_ZONE),
+            ...hostIcmpTunInFlows(lbs, ctZoneOf(facts)),
             dropFlow(T.TUN_IN),
             ...hostDeliverFlows(facts),
             ...hostChainJumpFlows(lbs),

@@ -22,7 +22,7 @@ import {
 } from './host.ts';
 import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
 import { phyFlows } from './phy.ts';
-import { CT_ZONE, lbIds, TLV_OPTIONS } from './registry.ts';
+import { ctZoneOf, lbIds, TLV_OPTIONS } from './registry.ts';
 
 export type { NodeFacts, VmPort } from './facts.ts';
 export type { CompileOptions, LbInput } from './gateway.ts';
@@ -83,8 +83,8 @@ export function compileNode(
       : {
           flows: [
             ...hostClassifyFlows(config, facts),
-            ...hostTunInFlows(lbs),
-            ...hostIcmpTunInFlows(lbs, CT_ZONE),
+            ...hostTunInFlows(lbs, ctZoneOf(facts)),
+            ...hostIcmpTunInFlows(lbs, ctZoneOf(facts)),
             ...hostCtInFlows(lbs, facts),
             ...hostChainFlows(config, lbs, facts),
             ...hostCtOutFlows(facts),

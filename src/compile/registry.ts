@@ -132,8 +132,14 @@ export const HOP_MASK = 0xf;
  *  host of the gateway's primary member with this bit set; that host commits it (docs/design/rollout.md, "UDP"). */
 export const FLAG_COMMIT = 0x10;
 
-/** The conntrack zone every host uses for all its load-balanced connections. */
+/** The conntrack zone every host uses for all its load-balanced connections, unless its facts name another
+ *  (`NodeFacts.ctZone`: beside ovn-controller, whose zones start at 1; docs/ovn.md). */
 export const CT_ZONE = 1;
+
+/** The zone of one host's load-balanced connections. */
+export function ctZoneOf(facts: { readonly ctZone?: number }): number {
+  return facts.ctZone ?? CT_ZONE;
+}
 
 /** Priorities (bigger first). */
 export const PRIO = {

@@ -8,6 +8,7 @@ import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import {
+  checkNodeFacts,
   nodeFactsFromOvs,
   parseVsctlTables,
   readNodeFacts,
@@ -264,4 +265,20 @@ test('output that is not ovs-vsctl JSON is rejected with SLUICE_E_NODE_FACTS', (
   });
   assert.throws(() => parseVsctlTables('{"rows": []}'), { code: 'SLUICE_E_NODE_FACTS' });
   throwsFacts(parseVsctlTables(CAPTURED).slice(0, 3), /expected 4 tables/);
+});
+
+test('sluice-ct-zone: the host zone beside ovn-controller (1..65535), absent = the default; bad values named', () => {
+  assert.equal(nodeFactsFromOvs(tables()).facts.ctZone, undefined);
+  assert.equal(nodeFactsFromOvs(setOvsKey(tables(), 'sluice-ct-zone', '65535')).facts.ctZone, 65535);
+  for (const bad of ['0', '65536', '1.5', 'one', '-3'])
+    throwsFacts(
+      setOvsKey(tables(), 'sluice-ct-zone', bad),
+      new RegExp(
+        `Open_vSwitch \\. external_ids:sluice-ct-zone: "${bad.replace('.', '\\.')}" is not a conntrack zone \\(1\\.\\.65535\\)`,
+      ),
+    );
+  // A facts file says the same thing with the same check.
+  const f = nodeFactsFromOvs(tables()).facts;
+  assert.equal(checkNodeFacts({ ...f, ctZone: 7 }, 'file').ctZone, 7);
+  assert.throws(() => checkNodeFacts({ ...f, ctZone: 0 }, 'file'), /file: ctZone: 0 is not a conntrack zone/);
 });

@@ -4,6 +4,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { compileNodeParts, joinParts } from '../../src/compile/incremental.ts';
 import { compileNode } from '../../src/compile/index.ts';
 import {
   COOKIE_KINDS,
@@ -149,4 +150,31 @@ test('a member that left the config and lost its VM is skipped on its host (its 
   const host = compileNode(config, withGone, fakeFacts(config, 'host1')).bridges.get('br-int')!;
   const commits = host.flows.filter((f) => decodeCookie(f.cookie)?.kind === 'CT_COMMIT');
   assert.equal(commits.length, 1, 'only the configured member is committed to');
+});
+
+test('a host whose facts name a conntrack zone uses it in every ct() and nothing else changes', () => {
+  const facts = fakeFacts(config, 'host1');
+  const zoned = { ...facts, ctZone: 65535 };
+  const text = (f: typeof facts) =>
+    compileNode(config, gen, f)
+      .bridges.get('br-int')!
+      .flows.map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`);
+  const plain = text(facts);
+  const other = text(zoned);
+  const cts = other.filter((l) => l.includes('ct('));
+  assert.ok(cts.length >= 3, 'CT_OUT lookup, TUN_IN lookup and commit');
+  for (const l of cts) assert.match(l, /zone=65535[,)]/, l);
+  assert.ok(!other.some((l) => /zone=1[,)]/.test(l)), 'no flow left in zone 1');
+  assert.deepEqual(
+    other.map((l) => l.replace(/zone=65535/g, 'zone=1')),
+    plain,
+    'only the zone differs from the default',
+  );
+  // The incremental compiler (the agent's path) agrees with the full one.
+  const parts = compileNodeParts(config, gen, zoned);
+  const inc = joinParts(parts.bridges.get('br-int')!);
+  assert.deepEqual(
+    inc.flows.map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`).sort(),
+    [...other].sort(),
+  );
 });
