@@ -4,46 +4,30 @@
 // exactly as an operator would (execFile, no shell). The importer runs as a child `sluice ovn sync` daemon; the test
 // reads sluice's desired state back from the store. Every process is stopped by its own PID. Unprivileged.
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import type { Config, LoadBalancer } from '../../src/model/types.ts';
 import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
 import { DESIRED_STATE_MONITOR, storedDesiredCfg } from '../../src/store/db/index.ts';
 import { StoreSession, storedConfig } from '../../src/store/operator.ts';
+import { haveOvnCentral, type OvnCentral, startOvnCentral } from './helpers/ovn-central.ts';
 import { execSluice, runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 
-const run = promisify(execFile);
-const OVN_SHARE = '/usr/share/ovn';
-const haveOvn = existsSync(join(OVN_SHARE, 'ovn-nb.ovsschema')) && existsSync('/usr/bin/ovn-northd');
 /** Skipped only for a user who cannot install ovn-central; as root (CI runs scripts/ensure-deps.sh) it must run. */
 const skip =
-  !haveOvn && process.getuid?.() !== 0 && 'ovn-central is not installed (scripts/ensure-deps.sh, as root)';
+  !haveOvnCentral &&
+  process.getuid?.() !== 0 &&
+  'ovn-central is not installed (scripts/ensure-deps.sh, as root)';
 
 let dir: string;
-let nb: OvsdbServerProcess;
-let sb: OvsdbServerProcess;
+let ovn: OvnCentral;
 let store: OvsdbServerProcess;
-let northd: ChildProcess | undefined;
 let session: StoreSession;
 const children = new SluiceChildren(() => dir);
-
-async function nbctl(...args: string[]): Promise<string> {
-  const { stdout } = await run('ovn-nbctl', [`--db=${nb.unixRemote}`, '--timeout=10', ...args], {
-    timeout: 15_000,
-  });
-  return stdout.trim();
-}
-
-async function sbctl(...args: string[]): Promise<string> {
-  const { stdout } = await run('ovn-sbctl', [`--db=${sb.unixRemote}`, '--timeout=10', ...args], {
-    timeout: 15_000,
-  });
-  return stdout.trim();
-}
+const nbctl = (...args: string[]) => ovn.nbctl(...args);
+const sbctl = (...args: string[]) => ovn.sbctl(...args);
 
 /** `sluice ovn sync <extra>` against this test's NB, SB and store. */
 const syncArgs = (...extra: string[]) => [
@@ -51,9 +35,9 @@ const syncArgs = (...extra: string[]) => [
   'sync',
   ...extra,
   '--nb',
-  nb.unixRemote,
+  ovn.nb.unixRemote,
   '--sb',
-  sb.unixRemote,
+  ovn.sb.unixRemote,
   '--db',
   store.unixRemote,
 ];
@@ -94,20 +78,8 @@ async function logged(re: RegExp, timeoutMs = 10_000): Promise<string> {
 describe('sluice ovn sync against real ovn-central', { skip }, () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-ovn-'));
-    nb = await startStandalone(dir, join(OVN_SHARE, 'ovn-nb.ovsschema'), 'nb');
-    sb = await startStandalone(dir, join(OVN_SHARE, 'ovn-sb.ovsschema'), 'sb');
+    ovn = await startOvnCentral(dir);
     store = await startStandalone(dir);
-    northd = spawn(
-      'ovn-northd',
-      [
-        `--ovnnb-db=${nb.unixRemote}`,
-        `--ovnsb-db=${sb.unixRemote}`,
-        `--unixctl=${join(dir, 'northd.ctl')}`,
-        `--log-file=${join(dir, 'northd.log')}`,
-        '-vconsole:off',
-      ],
-      { stdio: 'ignore' },
-    );
     const file = join(dir, 'nodes.yaml');
     writeFileSync(
       file,
@@ -143,12 +115,7 @@ describe('sluice ovn sync against real ovn-central', { skip }, () => {
   after(async () => {
     await children.killAll();
     session?.close();
-    if (northd?.pid !== undefined && northd.exitCode === null) {
-      const exited = new Promise((r) => northd?.once('exit', r));
-      northd.kill('SIGTERM');
-      await exited;
-    }
-    await Promise.all([nb?.stop(), sb?.stop(), store?.stop()]);
+    await Promise.all([ovn?.stop(), store?.stop()]);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
