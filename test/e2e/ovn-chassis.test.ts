@@ -1,0 +1,269 @@
+// sluice's host agent beside REAL ovn-controller (Debian ovn-host) on the same ovs-vswitchd (root; lab prefix
+// `slt-ovn-`, torn down in `after`). host1 of a small lab (1 gateway, 2 hosts, 1 backend each, 1 client, the
+// control plane) is made an OVN chassis the way docs/ovn.md tells an operator: OVN's integration bridge `br-ovn`
+// (ovn-bridge) beside sluice's own bridge, a localnet port whose bridge mapping is sluice's bridge (ovn-controller
+// patches the two), the backend VM's veth on OVN's bridge bound to logical port vm1 (`external_ids:iface-id`), and
+// `sluice-ct-zone=65535` for sluice's conntrack. ovn-central (NB, SB, ovn-northd) runs in a private directory.
+// Every process this file starts is stopped by its own PID.
+//
+// - Long-lived connections to the VIP reach host1-b1 through OVN's pipeline (and host2-b1 without OVN); OVN's own
+//   flows are the same before and after sluice's agents program the chassis, and none of sluice's are on OVN's bridge.
+// - ovn-controller restarted under traffic with its zones allocated anew (it flushes each zone it assigns): 0 broken,
+//   sluice's flows not touched.
+// - An OVN ACL dropping traffic to vm1 is honoured: new connections to host1-b1 fail, host2-b1 still answers.
+// - Negative control: the same restart with sluice's connections in zone 1 (the default, which OVN assigns to its
+//   first port) breaks host1-b1's connections.
+import * as assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type ControlPlane, startAgent, startControlPlane } from '../../src/lab/control-plane.ts';
+import { killPidFile } from '../../src/lab/exec.ts';
+import type { LabNode } from '../../src/lab/node.ts';
+import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
+import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
+import { haveOvnCentral, type OvnCentral, startOvnCentral } from './helpers/ovn-central.ts';
+import { isRoot, WEB } from './lb-common.ts';
+
+const PREFIX = 'slt-ovn-';
+const OVN_VM = 'host1-b1';
+const PLAIN_VM = 'host2-b1';
+const SLUICE_ZONE = 65535;
+const PATCH = 'patch-ln-to-br-ovn'; // ovn-controller's name for the localnet patch on the mapped bridge
+
+let lab: Lab;
+let cp: ControlPlane;
+let ovn: OvnCentral;
+let dir: string;
+let h1: LabNode;
+let controller: ChildProcess | undefined;
+let ovnFlowsBefore = 0;
+const traffics: Traffic[] = [];
+
+const vsctl = async (...args: string[]) => (await h1.vsctl(args)).stdout.trim();
+const flows = async (br: string) =>
+  (await h1.ofctl(br, ['--no-stats', 'dump-flows'])).stdout
+    .split('\n')
+    .filter((l) => l.includes('cookie='))
+    .map((l) => l.trim());
+/** sluice's cookies carry 0x51 in their top byte (OVN's are the first 32 bits of a logical flow's UUID). */
+const SLUICE_COOKIE = /cookie=0x51[0-9a-f]{14}[, ]/;
+const sluiceFlows = async (br: string) => (await flows(br)).filter((l) => SLUICE_COOKIE.test(l));
+const ovnFlows = async () => (await flows('br-ovn')).filter((l) => !SLUICE_COOKIE.test(l));
+
+async function until(what: string, pred: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred().catch(() => false))) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await sleep(200);
+  }
+}
+
+/** ovn-controller on host1's own ovs-vswitchd (its OVS_RUNDIR: the node's run directory, where br-*.mgmt live). */
+async function startController(): Promise<void> {
+  const run = join(dir, 'host1');
+  mkdirSync(run, { recursive: true });
+  controller = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      h1.netns,
+      'ovn-controller',
+      `unix:${h1.ovsDir}/db.sock`,
+      `--log-file=${join(run, 'ovn-controller.log')}`,
+      '-vconsole:off',
+    ],
+    { stdio: 'ignore', env: { ...process.env, OVS_RUNDIR: h1.ovsDir, OVN_RUNDIR: run } },
+  );
+  await until('ovn-controller bound vm1', async () => {
+    const zone = await vsctl('--if-exists', 'get', 'Bridge', 'br-ovn', 'external_ids:ct-zone-vm1');
+    return (
+      zone !== '' &&
+      (await vsctl('get', 'Interface', lab.backend(OVN_VM).vmPort, 'external_ids')).includes('ovn-installed')
+    );
+  });
+}
+
+async function stopController(): Promise<void> {
+  const c = controller;
+  controller = undefined;
+  if (c?.pid === undefined || c.exitCode !== null) return;
+  const exited = new Promise((r) => c.once('exit', r));
+  c.kill('SIGTERM');
+  await exited;
+}
+
+/** ovn-controller restarted with its zones forgotten (a chassis set up again): it assigns and flushes them anew. */
+async function restartWithFreshZones(): Promise<Record<string, string>> {
+  await stopController();
+  const ids = await vsctl('get', 'Bridge', 'br-ovn', 'external_ids');
+  for (const k of ids.matchAll(/"?(ct-zone-[^"=]+)"?=/g))
+    await vsctl('remove', 'Bridge', 'br-ovn', 'external_ids', k[1]!);
+  await startController();
+  await until('OVN reinstalled its flows', async () => (await ovnFlows()).length >= ovnFlowsBefore);
+  return zones();
+}
+
+async function zones(): Promise<Record<string, string>> {
+  const ids = await vsctl('get', 'Bridge', 'br-ovn', 'external_ids');
+  return Object.fromEntries([...ids.matchAll(/"?ct-zone-([^"=]+)"?="?(\d+)"?/g)].map((m) => [m[1]!, m[2]!]));
+}
+
+async function traffic(count: number): Promise<Traffic> {
+  const t = await startTraffic(lab, { ...WEB, count, rate: 40, expectBackends: [OVN_VM, PLAIN_VM] });
+  traffics.push(t);
+  await t.waitOpened(count);
+  return t;
+}
+
+/** host1's agent restarted (it reads its facts, the conntrack zone among them, at start). */
+async function restartAgent(): Promise<void> {
+  const pid = cp.pidFile('agent-host1');
+  await killPidFile(pid, expectedProgram(pid)!, { signal: 'SIGTERM' });
+  startAgent(cp, 'host1');
+}
+
+describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 'needs root' }, () => {
+  before(async () => {
+    assert.ok(haveOvnCentral, 'ovn-central and ovn-host are installed (scripts/ensure-deps.sh)');
+    dir = mkdtempSync(join(tmpdir(), 'sluice-ovn-chassis-'));
+    ovn = await startOvnCentral(dir);
+    lab = await labUp(
+      { prefix: PREFIX, gateways: 1, hosts: 2, backendsPerHost: 1, clients: 1, routing: 'static' },
+      { replace: true },
+    );
+    h1 = lab.node('host1');
+    const vm = lab.backend(OVN_VM);
+    // The operator's OVN: one switch with the VM's port and a localnet port to sluice's bridge.
+    await ovn.nbctl('ls-add', 'sw0');
+    await ovn.nbctl('lsp-add', 'sw0', 'vm1');
+    await ovn.nbctl('lsp-set-addresses', 'vm1', `${vm.mac} ${vm.ip}`);
+    await ovn.nbctl('lsp-add', 'sw0', 'ln');
+    await ovn.nbctl('lsp-set-type', 'ln', 'localnet');
+    await ovn.nbctl('lsp-set-addresses', 'ln', 'unknown');
+    await ovn.nbctl('lsp-set-options', 'ln', 'network_name=sluicenet');
+    // The chassis: OVN's bridge beside sluice's br-int; the VM moves onto it as logical port vm1.
+    await vsctl(
+      ...['add-br', 'br-ovn', '--', 'set', 'Bridge', 'br-ovn', 'datapath_type=netdev'],
+      ...['--', 'set', 'Open_vSwitch', '.', `external_ids:ovn-remote=${ovn.sb.unixRemote}`],
+      ...['external_ids:ovn-encap-type=geneve', `external_ids:ovn-encap-ip=${h1.tunnelIp}`],
+      ...['external_ids:ovn-bridge=br-ovn', 'external_ids:ovn-bridge-datapath-type=netdev'],
+      ...['external_ids:ovn-bridge-mappings=sluicenet:br-int', `external_ids:sluice-ct-zone=${SLUICE_ZONE}`],
+      ...['--', 'del-port', 'br-int', vm.vmPort, '--', 'add-port', 'br-ovn', vm.vmPort],
+      ...['--', 'set', 'Interface', vm.vmPort, 'external_ids={}', 'external_ids:iface-id=vm1'],
+    );
+    await startController();
+    await until(
+      `${PATCH} on br-int`,
+      async () => Number(await vsctl('get', 'Interface', PATCH, 'ofport')) > 0,
+    );
+    // sluice's backend port is the localnet patch: packets to the VM cross OVN's logical switch.
+    await vsctl(
+      ...['set', 'Interface', PATCH, `external_ids:sluice-backend-ips="${vm.ip},${vm.ip6}"`],
+      ...[`external_ids:attached-mac="${vm.mac}"`, `external_ids:sluice-probe-netns=${vm.netns}`],
+    );
+    await until('OVN flows settled', async () => {
+      const n = (await ovnFlows()).length;
+      await sleep(500);
+      return n > 100 && n === (await ovnFlows()).length;
+    });
+    ovnFlowsBefore = (await ovnFlows()).length;
+    cp = await startControlPlane(lab, { planners: 1 });
+  });
+
+  after(async () => {
+    await Promise.all(traffics.map((t) => t.kill().catch(() => {})));
+    await stopController();
+    if (lab) await labDown(PREFIX);
+    await ovn?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the VIP reaches the OVN port through OVN's switch; OVN's flows untouched", async (t) => {
+    const tr = await traffic(40);
+    await sleep(2000);
+    const c = await tr.report();
+    t.diagnostic(`opened per backend: ${JSON.stringify(c.perBackend)}`);
+    assert.equal(c.broken + c.failed, 0, JSON.stringify([c.brokenByReason, c.failedByReason]));
+    assert.ok((c.perBackend[OVN_VM]?.opened ?? 0) >= 5, `${OVN_VM} (an OVN logical port) answers`);
+    assert.ok((c.perBackend[PLAIN_VM]?.opened ?? 0) >= 5, `${PLAIN_VM} answers`);
+    const ovnNow = (await ovnFlows()).length;
+    t.diagnostic(`OVN flows on br-ovn: ${ovnFlowsBefore} before sluice's agents, ${ovnNow} after`);
+    assert.equal(ovnNow, ovnFlowsBefore);
+    assert.equal((await sluiceFlows('br-ovn')).length, 0, "no sluice flow on OVN's bridge");
+    assert.ok(
+      (await sluiceFlows('br-int')).some((l) => l.includes(`zone=${SLUICE_ZONE}`)),
+      'sluice in its zone',
+    );
+    const ct = (await h1.appctl(['dpctl/dump-conntrack', `zone=${SLUICE_ZONE}`])).stdout;
+    assert.ok(ct.includes('ESTABLISHED'), `sluice's connections are in zone ${SLUICE_ZONE}`);
+  });
+
+  test('ovn-controller restarted under traffic, zones assigned anew: 0 broken, sluice flows untouched', async (t) => {
+    const tr = traffics[0]!;
+    const before = await sluiceFlows('br-int');
+    const c0 = await tr.report();
+    const z = await restartWithFreshZones();
+    t.diagnostic(`OVN's zones after the restart: ${JSON.stringify(z)}`);
+    assert.ok(Object.values(z).includes('1'), 'OVN assigned zone 1 again (and flushed it)');
+    await sleep(3000); // data on every connection after the flushes
+    const c = await tr.report();
+    t.diagnostic(`echoes during the restart: ${c.echoes - c0.echoes}; alive ${c.alive}`);
+    assert.equal(c.broken + c.failed, 0, JSON.stringify([c.brokenByReason, tr.brokenEvents().slice(0, 5)]));
+    assert.equal(c.alive, 40);
+    assert.deepEqual(
+      await sluiceFlows('br-int'),
+      before,
+      "ovn-controller's restart did not touch sluice's flows",
+    );
+  });
+
+  test('an OVN ACL that drops traffic to vm1 is honoured; host2-b1 still answers', async () => {
+    await ovn.nbctl('--wait=hv', 'acl-add', 'sw0', 'to-lport', '1001', 'outport == "vm1" && ip4', 'drop');
+    try {
+      const tr = await startTraffic(lab, {
+        ...WEB,
+        count: 20,
+        rate: 40,
+        timeoutMs: 1500,
+        expectBackends: [OVN_VM, PLAIN_VM],
+      });
+      traffics.push(tr);
+      await tr.runners[0]!.waitUntil(() => {
+        const n = tr.counters();
+        return n.opened + n.failed >= 20;
+      }, 20_000);
+      const c = await tr.report();
+      assert.equal(c.perBackend[OVN_VM]?.opened ?? 0, 0, 'no connection reaches the dropped port');
+      assert.ok(c.failed > 0, 'the dropped ones fail');
+      assert.ok((c.perBackend[PLAIN_VM]?.opened ?? 0) > 0);
+      await tr.kill();
+    } finally {
+      await ovn.nbctl('--wait=hv', 'acl-del', 'sw0', 'to-lport', '1001', 'outport == "vm1" && ip4');
+    }
+  });
+
+  test("negative control: sluice in zone 1, OVN's restart flushes it and host1-b1's connections break", async (t) => {
+    await Promise.all(traffics.map((x) => x.kill().catch(() => {})));
+    await vsctl('remove', 'Open_vSwitch', '.', 'external_ids', 'sluice-ct-zone');
+    await restartAgent();
+    await until('sluice flows in zone 1', async () =>
+      (await sluiceFlows('br-int')).some((l) => l.includes('zone=1,') || l.includes('zone=1)')),
+    );
+    const tr = await traffic(40);
+    const c0 = await tr.report();
+    await restartWithFreshZones();
+    await sleep(5000); // the runner's echo timeout (3 s) passes on every connection
+    const c = await tr.report();
+    t.diagnostic(
+      `broken: ${c.broken} of ${c0.perBackend[OVN_VM]?.opened ?? 0} on ${OVN_VM}: ${JSON.stringify(c.brokenByReason)}`,
+    );
+    assert.ok(c.broken > 0, 'the flush of zone 1 broke connections');
+    const brokenOn = new Set(tr.brokenEvents().map((e) => e.backend));
+    assert.deepEqual([...brokenOn], [OVN_VM], 'only the chassis backend lost its connections');
+  });
+});
