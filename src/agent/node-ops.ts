@@ -127,7 +127,7 @@ export class NodeProgrammer {
     await revalidate(this.#runner);
     const t2 = performance.now();
     const bundleLines: Record<string, number> = {};
-    for (const b of results) bundleLines[b.bridge] = b.bundle.length;
+    for (const b of results) bundleLines[b.bridge] = b.bundleLines;
     return {
       node: facts.name,
       generation: generation.number,

@@ -42,15 +42,19 @@ export function diffBridge(
   installed: BridgeState,
   foreign: readonly Flow[] = [],
 ): BridgeDiff {
+  // Keys of the installed side only: a first install (nothing installed) holds no key per desired flow, whose
+  // match text a compact flow renders on demand (src/compile/gateway.ts).
   const inst = new Map(installed.flows.map((f) => [flowKey(f), f]));
-  const want = new Map(desired.flows.map((f) => [flowKey(f), f]));
-  const deleteFlows: Flow[] = [];
-  const addFlows: Flow[] = [];
-  for (const [k, f] of inst) if (!want.has(k)) deleteFlows.push(f);
-  for (const [k, f] of want) {
+  const kept = new Set<string>();
+  const addFlows: Flow[] = inst.size === 0 ? [...desired.flows] : [];
+  for (const f of inst.size === 0 ? [] : desired.flows) {
+    const k = flowKey(f);
     const i = inst.get(k);
+    if (i !== undefined) kept.add(k);
     if (!i || i.actions !== f.actions || i.cookie !== f.cookie) addFlows.push(f);
   }
+  const deleteFlows: Flow[] = [];
+  for (const [k, f] of inst) if (!kept.has(k)) deleteFlows.push(f);
 
   const instG = new Map(installed.groups.map((g) => [g.groupId, g]));
   const wantG = new Map(desired.groups.map((g) => [g.groupId, g]));
@@ -63,12 +67,14 @@ export function diffBridge(
     if (!i) addGroups.push(g);
     else if (i.spec !== g.spec) modifyGroups.push(g);
   }
+  // Which groups flows still reference is only asked when a group is to go (it reads every flow's actions).
+  const unwanted = [...instG.values()].filter((g) => !wantG.has(g.groupId));
   const stillReferenced = new Set<number>();
-  for (const f of [...desired.flows, ...foreign])
-    for (const id of groupRefs(f.actions)) stillReferenced.add(id);
-  for (const [id, g] of instG) {
-    if (wantG.has(id)) continue;
-    if (stillReferenced.has(id)) keptGroups.push(g);
+  if (unwanted.length > 0)
+    for (const flows of [desired.flows, foreign])
+      for (const f of flows) for (const id of groupRefs(f.actions)) stillReferenced.add(id);
+  for (const g of unwanted) {
+    if (stillReferenced.has(g.groupId)) keptGroups.push(g);
     else deleteGroups.push(g);
   }
 
@@ -107,14 +113,55 @@ function matchPart(f: Flow): string {
 
 /** `ovs-ofctl bundle` file lines, in the safe order described at the top of this file. */
 export function bundleLines(d: BridgeDiff): string[] {
-  const lines: string[] = [];
-  for (const f of d.deleteFlows) lines.push(`flow delete_strict cookie=${hex(f.cookie)}/-1,${matchPart(f)}`);
-  for (const g of d.addGroups) lines.push(`group add ${renderGroup(g)}`);
-  for (const g of d.modifyGroups) lines.push(`group modify ${renderGroup(g)}`);
-  for (const f of d.addFlows)
-    lines.push(`flow add cookie=${hex(f.cookie)},${matchPart(f)},actions=${f.actions}`);
-  for (const g of d.deleteGroups) lines.push(`group delete group_id=${g.groupId}`);
-  return lines;
+  return [...bundleLineIter(d)];
+}
+
+/** The lines of bundleLines, rendered one at a time (a first install at 10,000 VIPs has 2.6 M of them). */
+export function* bundleLineIter(d: BridgeDiff): Generator<string> {
+  for (const f of d.deleteFlows) yield `flow delete_strict cookie=${hex(f.cookie)}/-1,${matchPart(f)}`;
+  for (const g of d.addGroups) yield `group add ${renderGroup(g)}`;
+  for (const g of d.modifyGroups) yield `group modify ${renderGroup(g)}`;
+  for (const f of d.addFlows) yield `flow add cookie=${hex(f.cookie)},${matchPart(f)},actions=${f.actions}`;
+  for (const g of d.deleteGroups) yield `group delete group_id=${g.groupId}`;
+}
+
+/** How many lines bundleLines would give, without rendering them. */
+export function bundleLineCount(d: BridgeDiff): number {
+  return (
+    d.deleteFlows.length +
+    d.addGroups.length +
+    d.modifyGroups.length +
+    d.addFlows.length +
+    d.deleteGroups.length
+  );
+}
+
+/** Default size of one chunk of bundle text streamed to ovs-ofctl (bytes). */
+export const BUNDLE_CHUNK_BYTES = 1 << 20;
+
+const encoder = new TextEncoder();
+
+/**
+ * The bundle file (every line ending in a newline) as UTF-8 chunks of at most `chunkBytes` each (more only for a
+ * single longer line), rendered while they are consumed: never the whole text at once (570 MiB for a first install
+ * at 10,000 VIPs, more than a JavaScript string can hold). Each line is copied into the chunk as soon as it is
+ * rendered, so line strings die young instead of piling up in the heap until their chunk is complete.
+ */
+export function* bundleChunks(d: BridgeDiff, chunkBytes = BUNDLE_CHUNK_BYTES): Generator<Uint8Array> {
+  let buf = new Uint8Array(chunkBytes);
+  let pos = 0;
+  for (const line of bundleLineIter(d)) {
+    const text = `${line}\n`;
+    let r = encoder.encodeInto(text, buf.subarray(pos));
+    if (r.read < text.length) {
+      if (pos > 0) yield buf.subarray(0, pos);
+      buf = new Uint8Array(Math.max(chunkBytes, text.length * 3));
+      pos = 0;
+      r = encoder.encodeInto(text, buf);
+    }
+    pos += r.written;
+  }
+  if (pos > 0) yield buf.subarray(0, pos);
 }
 
 /** `add-tlv-map` argument for a list of mappings. */

@@ -5,7 +5,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { endStdin } from '../child-input.ts';
+import { type ChildInput, endStdin } from '../child-input.ts';
 import { SluiceError } from '../model/errors.ts';
 
 export interface RunOptions {
@@ -14,7 +14,7 @@ export interface RunOptions {
   /** Extra environment variables (merged over process.env). */
   readonly env?: Readonly<Record<string, string>>;
   /** Text written to the command's stdin. */
-  readonly input?: string;
+  readonly input?: ChildInput;
   /** Return normally (with `code`) instead of throwing when the command exits non-zero. */
   readonly allowFail?: boolean;
 }

@@ -21,6 +21,9 @@
 
 import { isSluiceCookie, isSluiceGroup, isSluiceMeter } from '../compile/registry.ts';
 import {
+  type BridgeDiff,
+  bundleChunks,
+  bundleLineCount,
   bundleLines,
   diffBridge,
   diffMeters,
@@ -52,7 +55,10 @@ export interface ApplyResult {
   readonly bridge: string;
   /** True when anything was sent (bundle or TLV map). */
   readonly changed: boolean;
-  /** The bundle lines sent (empty when nothing changed). */
+  /** How many lines the bundle sent had (0 when nothing changed). */
+  readonly bundleLines: number;
+  /** Those lines, when at most BUNDLE_KEEP_LINES (for logs and tests); a larger bundle (a first install) was
+   *  streamed to ovs-ofctl while it was rendered and is not kept: then empty. */
   readonly bundle: readonly string[];
   /** Meter commands sent around the bundle (`add-meter meter=...`, `mod-meter ...`, `del-meter meter=N`). */
   readonly meterCommands: readonly string[];
@@ -67,6 +73,9 @@ export interface ApplyOptions {
   /** Re-read after a commit and require installed == desired (default true). */
   readonly verify?: boolean;
 }
+
+/** Bundles up to this many lines are kept in ApplyResult.bundle. */
+export const BUNDLE_KEEP_LINES = 10_000;
 
 function tail(s: string): string {
   return s.trim().split('\n').slice(-10).join('\n');
@@ -153,6 +162,7 @@ export async function applyBridge(
     return {
       bridge,
       changed: diff.addTlv.length > 0,
+      bundleLines: 0,
       bundle: [],
       meterCommands: [],
       tlvAdded: diff.addTlv.length,
@@ -160,8 +170,7 @@ export async function applyBridge(
       foreign: installed.foreign,
     };
   }
-  const lines = bundleLines(diff);
-  const sentMeters = await sendWithMeters(runner, bridge, lines, meters);
+  const sentMeters = await sendWithMeters(runner, bridge, diff, meters);
   if (opts.verify ?? true) {
     const after = await readInstalled(runner, bridge);
     const m = meterCommands(diffMeters(desired.meters ?? [], after.owned.meters ?? []));
@@ -179,7 +188,7 @@ export async function applyBridge(
   return {
     bridge,
     changed: true,
-    bundle: lines,
+    ...sentLines(diff),
     meterCommands: sentMeters,
     tlvAdded: diff.addTlv.length,
     keptGroups,
@@ -208,13 +217,21 @@ export async function applyBridgeDelta(
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
   const meters = diffMeters(partsMeters(desired), partsMeters(installed));
   if (isEmptyDiff(diff) && isEmptyMeterDiff(meters))
-    return { bridge, changed: false, bundle: [], meterCommands: [], tlvAdded: 0, keptGroups, foreign };
-  const lines = bundleLines(diff);
-  const sentMeters = await sendWithMeters(runner, bridge, lines, meters);
+    return {
+      bridge,
+      changed: false,
+      bundleLines: 0,
+      bundle: [],
+      meterCommands: [],
+      tlvAdded: 0,
+      keptGroups,
+      foreign,
+    };
+  const sentMeters = await sendWithMeters(runner, bridge, diff, meters);
   return {
     bridge,
     changed: true,
-    bundle: lines,
+    ...sentLines(diff),
     meterCommands: sentMeters,
     tlvAdded: 0,
     keptGroups,
@@ -237,12 +254,18 @@ function meterCommands(d: MeterDiff): { before: string[][]; after: string[][] } 
   };
 }
 
+/** ApplyResult's account of a bundle that was sent: its line count, and its lines when there are few. */
+function sentLines(diff: BridgeDiff): { bundleLines: number; bundle: readonly string[] } {
+  const n = bundleLineCount(diff);
+  return { bundleLines: n, bundle: n <= BUNDLE_KEEP_LINES ? bundleLines(diff) : [] };
+}
+
 /** Adds/modifies meters, sends the bundle (if any line), deletes meters; returns the meter commands sent. A failed
  *  meter command throws SLUICE_E_OPENFLOW_REJECTED (meters already sent stay: the next full apply repairs them). */
 async function sendWithMeters(
   runner: Runner,
   bridge: string,
-  lines: readonly string[],
+  diff: BridgeDiff,
   d: MeterDiff,
 ): Promise<string[]> {
   const cmds = meterCommands(d);
@@ -255,18 +278,20 @@ async function sendWithMeters(
       );
   };
   for (const c of cmds.before) await meter(c);
-  if (lines.length > 0) await sendBundle(runner, bridge, lines);
+  if (bundleLineCount(diff) > 0) await sendBundleDiff(runner, bridge, diff);
   for (const c of cmds.after) await meter(c);
   return [...cmds.before, ...cmds.after].map((c) => c.join(' '));
 }
 
-/** Sends bundle lines as one atomic `ovs-ofctl bundle`; throws SLUICE_E_OPENFLOW_REJECTED with stderr on failure. */
-export async function sendBundle(runner: Runner, bridge: string, lines: readonly string[]): Promise<void> {
-  const r = await runner.ofctl(bridge, ['bundle', '-'], { input: `${lines.join('\n')}\n`, allowFail: true });
+/** Sends a diff's bundle as one atomic `ovs-ofctl bundle`, its text streamed to ovs-ofctl's stdin in chunks as it
+ *  is rendered (bundleChunks): one transaction, however many lines. */
+export async function sendBundleDiff(runner: Runner, bridge: string, diff: BridgeDiff): Promise<void> {
+  const lines = bundleLineCount(diff);
+  const r = await runner.ofctl(bridge, ['bundle', '-'], { input: bundleChunks(diff), allowFail: true });
   if (r.code !== 0) {
     throw new SluiceError(
       'SLUICE_E_OPENFLOW_REJECTED',
-      `${bridge}: ovs-vswitchd rejected the bundle (${lines.length} lines); nothing was changed:\n${tail(r.stderr)}`,
+      `${bridge}: ovs-vswitchd rejected the bundle (${lines} lines); nothing was changed:\n${tail(r.stderr)}`,
     );
   }
 }

@@ -3,7 +3,7 @@
 // can be passed as a Runner; `localRunner` covers a plain machine, a private OVS_RUNDIR and/or a network namespace.
 
 import { execFile } from 'node:child_process';
-import { endStdin } from '../child-input.ts';
+import { type ChildInput, endStdin } from '../child-input.ts';
 
 export interface RunResult {
   readonly code: number;
@@ -13,7 +13,7 @@ export interface RunResult {
 
 export interface RunOpts {
   /** Text for stdin (e.g. a bundle file, with `bundle -`). */
-  readonly input?: string;
+  readonly input?: ChildInput;
   /** Resolve with a non-zero `code` instead of rejecting. The applier always sets it. */
   readonly allowFail?: boolean;
 }

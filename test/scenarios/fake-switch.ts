@@ -88,7 +88,11 @@ export class FakeSwitch implements Runner {
         }
         return ok('');
       case 'bundle': {
-        const lines = (opts.input ?? '').trim().split('\n');
+        const text =
+          typeof opts.input === 'string'
+            ? opts.input
+            : Buffer.concat([...(opts.input ?? [])].map((c) => Buffer.from(c))).toString();
+        const lines = text.trim().split('\n');
         this.bundles.push(lines);
         const f2 = new Map(flows);
         const g2 = new Map(groups);

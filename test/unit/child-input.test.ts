@@ -17,6 +17,38 @@ describe('endStdin', () => {
     assert.equal(code, 0);
   });
 
+  it('chunks are written as the pipe drains, all of them, in order', async () => {
+    let pulled = 0;
+    function* chunks() {
+      for (let i = 0; i < 64; i++) {
+        pulled++;
+        yield `${String(i).padStart(4, '0')}${BIG}`;
+      }
+    }
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = execFile('wc', ['-c'], (err, stdout) => (err ? reject(err) : resolve(stdout)));
+      endStdin(child, chunks());
+    });
+    assert.equal(pulled, 64);
+    assert.equal(Number(out.trim()), 64 * (4 + BIG.length));
+  });
+
+  it('a child that exits early stops the chunks being rendered, and does not crash this process', async () => {
+    let pulled = 0;
+    function* chunks() {
+      for (let i = 0; i < 1000; i++) {
+        pulled++;
+        yield BIG;
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const child = execFile('true', [], () => resolve());
+      endStdin(child, chunks());
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(pulled < 1000, `only what the pipe took was rendered (${pulled} of 1000 chunks)`);
+  });
+
   it('negative control: the same write with no error listener ends the process with EPIPE', () => {
     const script = `require('node:child_process').execFile('true', [], () => {}).stdin.end('x'.repeat(1 << 20));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });

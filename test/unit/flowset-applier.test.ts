@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
-import { applyBridge, applyFlowSet } from '../../src/openflow/applier.ts';
+import { applyBridge, applyFlowSet, BUNDLE_KEEP_LINES } from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
@@ -17,7 +17,8 @@ const config: Config = testConfig(testNodes(['gw1'], ['host1']), [
   testLb('web', '203.0.113.10', 'tcp', [80], [activeBackend('10.0.1.11', 'host1')]),
 ]);
 
-function gen(n: number, owner: (slot: number) => number): Generation {
+function gen(n: number, owner: (slot: number) => number, bits = 4): Generation {
+  const slots = 2 ** bits;
   return {
     number: n,
     createdAt: 0,
@@ -26,12 +27,12 @@ function gen(n: number, owner: (slot: number) => number): Generation {
         'web',
         {
           lb: 'web',
-          bits: 4,
+          bits,
           members: [{ key: '10.0.1.11:*', address: '10.0.1.11', port: undefined, host: 'host1' }],
-          primary: Uint16Array.from({ length: 16 }, (_, s) => owner(s)),
-          second: new Uint16Array(16).fill(0xffff),
-          phase: new Uint8Array(16),
-          since: new Float64Array(16),
+          primary: Uint16Array.from({ length: slots }, (_, s) => owner(s)),
+          second: new Uint16Array(slots).fill(0xffff),
+          phase: new Uint8Array(slots),
+          since: new Float64Array(slots),
         },
       ],
     ]),
@@ -48,6 +49,21 @@ test('install, then idempotent: the second apply sends nothing', async () => {
   const again = await applyFlowSet(sw, gwState(gen(1, () => 0)));
   assert.equal(again.changed, false);
   assert.equal(sw.bundles.length, 2, 'nothing sent');
+});
+
+test('a bundle larger than BUNDLE_KEEP_LINES is streamed in one bundle, counted but not kept', async () => {
+  const sw = new FakeSwitch();
+  const r = await applyFlowSet(sw, gwState(gen(1, () => 0, 14)));
+  const br = r.bridges.find((b) => b.bridge === 'br-int')!;
+  assert.ok(br.bundleLines > BUNDLE_KEEP_LINES, `${br.bundleLines} lines`);
+  assert.deepEqual(br.bundle, [], 'the lines are not kept');
+  const sent = sw.bundles.find((b) => b.length === br.bundleLines);
+  assert.ok(sent, 'every line went to the switch in a single bundle');
+  assert.equal(
+    sw.flows.get('br-int')!.size,
+    br.bundleLines - 1,
+    'every line but the group add is an installed flow',
+  );
 });
 
 test('a change sends one bundle proportional to the change', async () => {

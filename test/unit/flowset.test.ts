@@ -3,7 +3,14 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { bundleLines, diffBridge, isEmptyDiff, tlvMapArg } from '../../src/flowset/diff.ts';
+import {
+  bundleChunks,
+  bundleLineCount,
+  bundleLines,
+  diffBridge,
+  isEmptyDiff,
+  tlvMapArg,
+} from '../../src/flowset/diff.ts';
 import {
   meterArg,
   parseDumpFlows,
@@ -138,6 +145,28 @@ test('bundle order: flow deletes, group adds, group modifies, flow adds, group d
   );
   assert.equal(lines[4], 'group delete group_id=1');
   assert.match(lines[2], /^group modify group_id=2,type=select,bucket=bucket_id:0,actions=output:2$/);
+});
+
+test('bundleChunks: the bundle file in whole lines, chunk by chunk, the same text as bundleLines', () => {
+  const want: BridgeState = {
+    ...empty,
+    flows: Array.from({ length: 500 }, (_, i) => f(10, 100, `reg0=0x1,reg1=${i}`, `output:${i}`)),
+    groups: [{ groupId: 3, spec: 'type=select,bucket=bucket_id:0,actions=drop' }],
+  };
+  const have: BridgeState = { ...empty, flows: [f(0, 100, 'tcp', 'drop')] };
+  const d = diffBridge(want, have);
+  const chunks = [...bundleChunks(d, 4096)].map((c) => Buffer.from(c).toString());
+  assert.ok(chunks.length > 5, `${chunks.length} chunks`);
+  for (const c of chunks) {
+    assert.ok(c.endsWith('\n'), 'whole lines');
+    assert.ok(c.length <= 4096);
+  }
+  assert.equal(chunks.join(''), `${bundleLines(d).join('\n')}\n`);
+  const long = [...bundleChunks(d, 16)].map((c) => Buffer.from(c).toString());
+  assert.ok(long.length > 100, 'lines longer than the chunk size still go out in pieces');
+  assert.ok(long.every((c) => c.endsWith('\n')));
+  assert.equal(long.join(''), chunks.join(''));
+  assert.equal(bundleLineCount(d), 502);
 });
 
 test('a group still referenced by a remaining flow (ours or foreign) is never deleted', () => {
