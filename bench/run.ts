@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, sim-engine, dpflows, perf-cp, perf-lab, chains
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -37,6 +37,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=8000'],
     root: false,
     what: 'control plane at scale: compile, memory, bundle of one change (pure)',
+  },
+  {
+    name: 'agent-start',
+    file: here('./agent-start.ts'),
+    nodeArgs: [],
+    root: false,
+    what: 'gateway agent start at 10,000 VIPs: compile CPU, retained heap, streamed first bundle, peak RSS (pure)',
   },
   {
     name: 'sim-engine',

@@ -139,7 +139,8 @@ export function makeConfig(s: CpScale, vips = s.vips): Config {
   return { hashMode: 'dp_hash', slotBits: s.slotBits, nodes, loadBalancers: lbs };
 }
 
-function facts(config: Config, name: string): NodeFacts {
+/** Facts of one synthetic node (bench/agent-start.ts uses them too). */
+export function syntheticFacts(config: Config, name: string): NodeFacts {
   const node = config.nodes.find((n) => n.name === name)!;
   const vms: Record<string, { ofport: number; mac: string }> = {};
   if (node.role === 'host') {
@@ -237,8 +238,8 @@ function measureChange(
   let gwPrev = gwBefore;
   let hostPrev = hostBefore;
   let hostLines = 0;
-  const gwFacts = facts(to, 'gw1');
-  const hFacts = facts(to, host);
+  const gwFacts = syntheticFacts(to, 'gw1');
+  const hFacts = syntheticFacts(to, host);
   for (let i = 1; i <= maxSteps; i++) {
     const p = timed(() => planNext({ config: to, latest, connections: () => 0, now: i * 1000 }));
     const next = p.value.next;
@@ -282,9 +283,9 @@ export function measureScale(
   const config = makeConfig(s, vips);
   const plan = timed(() => planNext({ config, latest: null, connections: () => 0, now: 0 }));
   const gen = plan.value.next!;
-  const gwFacts = facts(config, 'gw1');
+  const gwFacts = syntheticFacts(config, 'gw1');
   const host = 'host0';
-  const hFacts = facts(config, host);
+  const hFacts = syntheticFacts(config, host);
 
   // Compile the gateway `runs` times (median). Retained heap: heapUsed after forced GCs with exactly one gateway
   // FlowSet alive (after the loop) minus heapUsed before the first compile.
