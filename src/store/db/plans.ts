@@ -45,8 +45,9 @@ export function publishedPlanHead(
   return rowsWith(r, PlanTable, PLAN_HEAD_COLUMNS).find((p) => p.generation === generation);
 }
 
-function samePoolRow(row: PlanPoolRow, want: Omit<PlanPoolRow, '_uuid'>): boolean {
-  return (Object.keys(want) as (keyof typeof want)[]).every((k) => row[k] === want[k]);
+/** A stored pool row's content as one string (every column, in the schema's order): equal rows, equal keys. */
+function poolRowKey(row: Omit<PlanPoolRow, '_uuid'>): string {
+  return JSON.stringify(Object.keys(PlanPoolTable.columns).map((k) => row[k as keyof typeof row]));
 }
 
 /**
@@ -69,11 +70,12 @@ export function publishGenerationOps(
   if (g === undefined) throw new OvsdbError('SLUICE_E_OVSDB_VALUE', 'no Global row: nothing to plan for');
   const ops: Operation[] = [waitUnchanged(GlobalTable, [], { generation: g.generation })];
   const refs: string[] = [];
-  const stored = rows(current, PlanPoolTable);
+  // By content, not by scanning: a plan of 1,000 pools against 5 stored plans is 1,000 lookups, not 5 million.
+  const stored = new Map(rows(current, PlanPoolTable).map((r) => [poolRowKey(r), r]));
   let n = 0;
   for (const name of [...gen.pools.keys()].sort()) {
     const row = poolToRow(gen.pools.get(name)!);
-    const same = stored.find((r) => samePoolRow(r, row));
+    const same = stored.get(poolRowKey(row));
     if (same !== undefined) {
       refs.push(same._uuid);
       continue;
