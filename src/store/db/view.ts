@@ -14,6 +14,7 @@ import { rows, single } from './read.ts';
 import { decodeSlotCounts, fenceMarks } from './status.ts';
 import {
   BackendStatusTable,
+  CHAIN_LENGTH_KEY,
   GlobalTable,
   type Health,
   NodeStatusTable,
@@ -224,32 +225,50 @@ function readSlotReports(r: Replica): Map<string, Map<string, SlotReport>> {
   return slotReports;
 }
 
-/** What was derived from some tables of a replica, and their versions then (Replica.version). */
-const derived = new WeakMap<Replica, Map<string, { versions: string; value: unknown }>>();
+/** What was derived from a replica, and the stamp of what it was derived from then. */
+const derived = new WeakMap<Replica, Map<string, { stamp: string; value: unknown }>>();
 
-/** `read(r)`, computed again only when one of `tables` changed since the last call with the same `key`: the
- *  planner reads a view on every heartbeat, and rebuilding 1,000 load balancers each time would cost it a core. */
-function memo<T>(r: Replica, key: string, tables: readonly string[], read: (r: Replica) => T): T {
-  const m = derived.get(r) ?? new Map<string, { versions: string; value: unknown }>();
+/** `read(r)`, computed again only when `stamp` (the versions of the tables it reads, Replica.version) differs from
+ *  the last call with the same `key`: the planner reads a view on every heartbeat, and rebuilding 1,000 load
+ *  balancers each time would cost it a core. */
+function memo<T>(r: Replica, key: string, stamp: string, read: (r: Replica) => T): T {
+  const m = derived.get(r) ?? new Map<string, { stamp: string; value: unknown }>();
   derived.set(r, m);
-  const versions = tables.map((t) => r.version(t)).join(' ');
   const hit = m.get(key);
-  if (hit?.versions === versions) return hit.value as T;
+  if (hit?.stamp === stamp) return hit.value as T;
   const value = read(r);
-  m.set(key, { versions, value });
+  m.set(key, { stamp, value });
   return value;
 }
 
-const DESIRED_TABLES = ['Global', 'Load_Balancer', 'Backend', 'Node'];
-const PLAN_TABLES = ['Global', 'Plan', 'Plan_Pool', 'Plan_Config'];
+const versions = (r: Replica, tables: readonly string[]) => tables.map((t) => r.version(t)).join(' ');
+
+/** What readDesiredState reads: three tables and Global's desired-state columns (not the planner's generation, which
+ *  moves on every publication). */
+function desiredStamp(r: Replica): string {
+  const g = single(r, GlobalTable);
+  const global =
+    g === undefined
+      ? '-'
+      : JSON.stringify([
+          g.desired_cfg,
+          g.hash_mode,
+          g.slot_bits,
+          g.drain_window,
+          g.options.get(CHAIN_LENGTH_KEY),
+        ]);
+  return `${versions(r, ['Load_Balancer', 'Backend', 'Node'])} ${global}`;
+}
 
 /** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). The desired state and the plan are the
- *  same objects as in the previous view while their tables did not change: treat them as read-only. */
+ *  same objects as in the previous view while what they are read from did not change: treat them as read-only. */
 export function readStoreView(r: Replica): StoreView {
-  const desired = memo(r, 'desired', DESIRED_TABLES, (x) =>
+  const desired = memo(r, 'desired', desiredStamp(r), (x) =>
     single(x, GlobalTable) === undefined ? undefined : readDesiredState(x),
   );
-  const plan = memo(r, 'plan', PLAN_TABLES, (x) => readPlan(x));
+  const plan = memo(r, 'plan', versions(r, ['Global', 'Plan', 'Plan_Pool', 'Plan_Config']), (x) =>
+    readPlan(x),
+  );
   const nodeStatus = new Map<string, NodeStatusView>();
   for (const row of rows(r, NodeStatusTable)) {
     const marks = fenceMarks(row);
@@ -263,8 +282,8 @@ export function readStoreView(r: Replica): StoreView {
       ...reportAt(row.external_ids),
     });
   }
-  const backendHealth = memo(r, 'health', ['Backend_Status'], readBackendHealth);
-  const slotReports = memo(r, 'slots', ['Slot_Connections'], readSlotReports);
+  const backendHealth = memo(r, 'health', versions(r, ['Backend_Status']), readBackendHealth);
+  const slotReports = memo(r, 'slots', versions(r, ['Slot_Connections']), readSlotReports);
   return {
     desiredCfg: desired?.desiredCfg ?? 0,
     desired: desired?.config,
