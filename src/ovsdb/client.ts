@@ -1,7 +1,8 @@
 // OvsdbClient: an RFC 7047 session that survives failures. It owns one JsonRpcConnection at a time and moves
 // through an explicit state machine (TRANSITIONS below). After every (re)connect it negotiates: checks the
-// member's cluster role in the `_Server` database, re-issues every monitor from a fresh snapshot (emitting only
-// the difference to what the caller already saw) and re-requests every wanted lock. Design: docs/design/ovsdb.md.
+// member's cluster role in the `_Server` database, re-issues every monitor (monitor_cond_since: resumed from the
+// last transaction it saw when the server still has it, else a fresh snapshot; either way emitting only the
+// difference to what the caller already saw) and re-requests every wanted lock. Design: docs/design/ovsdb.md.
 
 import { EventEmitter } from 'node:events';
 import { OvsdbError } from './errors.ts';
@@ -24,6 +25,7 @@ import {
   type TableSchema,
   type TableUpdates,
   type TableUpdates2,
+  ZERO_UUID,
 } from './protocol.ts';
 import { diffTables, Replica, type ReplicaTables, type RowChange } from './replica.ts';
 
@@ -517,11 +519,14 @@ export class OvsdbClient extends EventEmitter {
     if (conn === undefined || conn !== this.#conn) return;
     switch (method) {
       case 'update':
-      case 'update2': {
+      case 'update2':
+      case 'update3': {
         const id = params[0];
         const target = [...this.#monitors.values(), this.#serverMonitor].find((m) => m?._owns(id));
         try {
-          target?._notify(method, params[1]);
+          // update3 (monitor_cond_since): [id, last-txn-id, table-updates2].
+          if (method === 'update3') target?._notify('update2', params[2], params[1] as string);
+          else target?._notify(method, params[1]);
         } catch (e) {
           // An update we cannot apply (it does not fit the schema we fetched) leaves the replica unknown:
           // drop the session, and the reconnect resyncs every monitor from a fresh snapshot.
@@ -601,6 +606,9 @@ export interface UpdateInfo {
   readonly initial: boolean;
   /** A fresh snapshot after a reconnect; `changes` is its difference to the previous replica. */
   readonly resync: boolean;
+  /** A reconnect that resumed from the last transaction seen (monitor_cond_since "found"): `changes` are what
+   *  happened meanwhile, no snapshot was sent. */
+  readonly resumed?: boolean;
 }
 
 /**
@@ -620,7 +628,13 @@ export class Monitor extends EventEmitter {
   _activeId: string | undefined;
   /** Notifications that arrived for a monitor request whose reply is still being processed. */
   #pendingId: string | undefined;
-  #buffer: { method: string; updates: unknown }[] = [];
+  #buffer: { method: string; updates: unknown; txn: string | undefined }[] = [];
+  /** Last transaction this replica reflects (monitor_cond_since); undefined: none yet, or not known. */
+  #lastTxnId: string | undefined;
+  /** The server answered monitor_cond_since with "unknown method": plain monitor_cond from then on. */
+  #noSince = false;
+  /** Reconnects that resumed from the last transaction instead of downloading a snapshot. */
+  resumes = 0;
   #readyResolve: (() => void) | undefined;
   #readyReject: ((e: Error) => void) | undefined;
   readonly #ready: Promise<void>;
@@ -729,8 +743,13 @@ export class Monitor extends EventEmitter {
     }
     this.#pendingId = mid;
     this.#buffer = [];
-    const result = await conn.request(this.method, [this.db, mid, reqs]);
-    if (this.#pendingId !== mid) return; // the connection dropped meanwhile
+    const reply = await this.#request(conn, mid, reqs);
+    if (reply === undefined || this.#pendingId !== mid) return; // the connection dropped meanwhile
+    const { result, found } = reply;
+    if (found && this.#everReady) {
+      this.#resume(mid, result);
+      return;
+    }
     const snapshot = new Map<string, Map<string, JsRow>>();
     for (const table of Object.keys(this.requests)) snapshot.set(table, new Map());
     const updates = (result ?? {}) as Record<string, Record<string, RowUpdate | RowUpdate2>>;
@@ -756,15 +775,67 @@ export class Monitor extends EventEmitter {
     } else if (changes.length > 0) {
       this.#emitUpdate(changes, { initial: false, resync: true });
     }
-    for (const b of buffered) this._notify(b.method, b.updates);
+    for (const b of buffered) this._notify(b.method, b.updates, b.txn);
+  }
+
+  /**
+   * The monitor request: monitor_cond_since from the last transaction seen (ovsdb-server 2.12+; a server that keeps
+   * transaction history, a Raft member, answers "found" and sends only what changed since), else the method asked
+   * for. Undefined: a newer request superseded this one.
+   */
+  async #request(
+    conn: JsonRpcConnection,
+    mid: string,
+    reqs: Record<string, unknown>,
+  ): Promise<{ result: unknown; found: boolean } | undefined> {
+    // _Server (the session's own member checks) is small and kept by the server in memory: a snapshot is fine.
+    if (this.method !== 'monitor_cond' || this.#noSince || this.db === '_Server')
+      return { result: await conn.request(this.method, [this.db, mid, reqs]), found: false };
+    try {
+      const r = (await conn.request('monitor_cond_since', [
+        this.db,
+        mid,
+        reqs,
+        this.#lastTxnId ?? ZERO_UUID,
+      ])) as [boolean, string, unknown];
+      this.#lastTxnId = r[1];
+      return { result: r[2], found: r[0] === true };
+    } catch (e) {
+      if (!(e instanceof OvsdbError && e.ovsdbError === 'unknown method')) throw e;
+      this.#noSince = true;
+      if (this.#pendingId !== mid) return undefined;
+      return { result: await conn.request(this.method, [this.db, mid, reqs]), found: false };
+    }
+  }
+
+  /** A reconnect that resumed: `updates` (table-updates2) are the changes since the last transaction seen. */
+  #resume(mid: string, updates: unknown): void {
+    const changes = this.#changesOf('update2', updates ?? {});
+    this.replica.apply(changes);
+    this._activeId = mid;
+    this.#pendingId = undefined;
+    this.resumes++;
+    const buffered = this.#buffer;
+    this.#buffer = [];
+    if (changes.length > 0) this.#emitUpdate(changes, { initial: false, resync: true, resumed: true });
+    for (const b of buffered) this._notify(b.method, b.updates, b.txn);
   }
 
   /** An update/update2 notification for this monitor. */
-  _notify(method: string, updates: unknown): void {
+  _notify(method: string, updates: unknown, txn?: string): void {
     if (this.#pendingId !== undefined) {
-      this.#buffer.push({ method, updates });
+      this.#buffer.push({ method, updates, txn });
       return;
     }
+    const changes = this.#changesOf(method, updates);
+    if (txn !== undefined) this.#lastTxnId = txn;
+    if (changes.length === 0) return;
+    this.replica.apply(changes);
+    this.#emitUpdate(changes, { initial: false, resync: false });
+  }
+
+  /** The row changes an update (RFC 7047) or update2 (table-updates2) makes to the replica. */
+  #changesOf(method: string, updates: unknown): RowChange[] {
     const changes: RowChange[] = [];
     if (method === 'update2') {
       for (const [table, rows] of Object.entries(updates as TableUpdates2)) {
@@ -802,9 +873,7 @@ export class Monitor extends EventEmitter {
         }
       }
     }
-    if (changes.length === 0) return;
-    this.replica.apply(changes);
-    this.#emitUpdate(changes, { initial: false, resync: false });
+    return changes;
   }
 
   /** A listener's exception is the listener's: rethrown outside the protocol path, not taken as a bad update. */

@@ -482,6 +482,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
       !diff.some((ch) => ch.old !== undefined && ch.new !== undefined),
       'unchanged rows are not reported',
     );
+    assert.equal(m.resumes, 0, 'a restarted standalone server has no transaction history: a fresh snapshot');
     assert.equal(m.replica.rows('Node').length, before + 1); // +doomed -doomed +offline +queued
     assert.deepEqual(
       replicaState(m, ['Node', 'Load_Balancer', 'Backend']),
@@ -596,6 +597,9 @@ describe('ovsdb client against a 3-member Raft cluster', () => {
     }).catch((e: Error) => {
       throw new Error(`${e.message}\n${last}`);
     });
+    // The other member shares the Raft log: the monitor resumed from its last transaction (monitor_cond_since),
+    // no snapshot; the replica still equals the server (above). The standalone restart above is the contrast.
+    assert.ok(m.resumes >= 1, `the monitor resumed on the other member (resumes: ${m.resumes})`);
     const names = (
       (await c.transact(DB, { op: 'select', table: 'Node', where: [], columns: ['name'] }))[0] as SelectResult
     ).rows
