@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -65,6 +65,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: [],
     root: true,
     what: 'sluice vs the BASELINE stateful gateway: state, forwarding CPU, setup rate, second-chance RTT (lab)',
+  },
+  {
+    name: 'udp-walk',
+    file: here('./udp-walk.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'first datagram of a new UDP flow in a moving vs an unmoved slot: extra hops, RTT (lab)',
   },
   {
     name: 'chains',

@@ -23,6 +23,9 @@
 //             dies of it at about 8,000 connections.
 // Every close is an RST (socket.resetAndDestroy): the clients leave no TIME_WAIT behind, so a run cannot run out of
 // source ports because of the runs before it.
+//   udp-flows {dst, port, count, rate, sends, intervalMs}: `count` new UDP flows, `rate` a second, each from its own
+//             socket: the round trip of its first datagram (bucket `first`) and of `sends` more, one every intervalMs
+//             (bucket `est`), per backend (the lab backend answers its name); no answer in 1 s is lost.
 //   tcp-rtt   {dst, port, count, intervalMs}: `count` connections; each sends 8 bytes every intervalMs and records
 //             the round trip until they come back, per backend (greeting).
 
@@ -135,6 +138,53 @@ async function udpNew(): Promise<unknown> {
   const seconds = (performance.now() - t0) / 1000;
   await new Promise((r) => setTimeout(r, 500));
   return { sent, replies, errors, seconds, nextPort: port, ipIndex: ip };
+}
+
+/** One UDP flow: the round trip of each of `1 + sends` datagrams, the first one apart. */
+function udpFlow(add: (bucket: string, backend: string, ms: number) => void): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createSocket(str('dst').includes(':') ? 'udp6' : 'udp4');
+    let n = 0;
+    let sentAt = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const end = (ok: boolean) => {
+      clearTimeout(timer);
+      s.close();
+      resolve(ok);
+    };
+    const send = () => {
+      sentAt = performance.now();
+      s.send(payload, num('port'), str('dst'));
+      timer = setTimeout(() => end(false), 1000);
+    };
+    s.on('error', () => end(false));
+    s.on('message', (msg) => {
+      clearTimeout(timer);
+      add(n === 0 ? 'first' : 'est', msg.toString(), performance.now() - sentAt);
+      if (++n > num('sends', 5)) end(true);
+      else timer = setTimeout(send, num('intervalMs', 100));
+    });
+    s.bind(0, send);
+  });
+}
+
+async function udpFlows(): Promise<unknown> {
+  const buckets: Record<string, Record<string, number[]>> = { first: {}, est: {} };
+  const add = (bucket: string, backend: string, ms: number) => {
+    const b = buckets[bucket]!;
+    const xs = b[backend] ?? [];
+    xs.push(ms);
+    b[backend] = xs;
+  };
+  out({ ready: true });
+  await nextLine();
+  const flows: Promise<boolean>[] = [];
+  for (let i = 0; i < num('count'); i++) {
+    flows.push(udpFlow(add));
+    await new Promise((r) => setTimeout(r, 1000 / num('rate', 20)));
+  }
+  const lost = (await Promise.all(flows)).filter((ok) => !ok).length;
+  return { buckets, lost };
 }
 
 /** Connects and resolves with the greeting (backend name), or rejects. */
@@ -385,6 +435,7 @@ const modes: Record<string, () => Promise<unknown>> = {
   'tcp-rate': tcpRate,
   'hold-server': holdServer,
   'tcp-rtt': tcpRtt,
+  'udp-flows': udpFlows,
 };
 const fn = modes[mode];
 if (!fn) {
