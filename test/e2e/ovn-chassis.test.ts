@@ -11,27 +11,38 @@
 // - ovn-controller restarted under traffic with its zones allocated anew (it flushes each zone it assigns): 0 broken,
 //   sluice's flows not touched.
 // - An OVN ACL dropping traffic to vm1 is honoured: new connections to host1-b1 fail, host2-b1 still answers.
+// - host2 made a chassis too: OVN's tunnel port between host1 and host2 takes sluice's Geneve between them, so the
+//   chain hops of a drain (host1 -> host2) are lost and the drained backend's connections break (negative
+//   control); with sluice's Geneve on UDP port 6082 on every node the same drain breaks none.
 // - Negative control: the same restart with sluice's connections in zone 1 (the default, which OVN assigns to its
 //   first port) breaks host1-b1's connections.
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ControlPlane, startAgent, startControlPlane } from '../../src/lab/control-plane.ts';
+import {
+  type ControlPlane,
+  startAgent,
+  startControlPlane,
+  waitConverged,
+} from '../../src/lab/control-plane.ts';
 import { killPidFile } from '../../src/lab/exec.ts';
 import type { LabNode } from '../../src/lab/node.ts';
 import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
-import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
+import { startTraffic, type Traffic, type TrafficCounters } from '../../src/lab/traffic.ts';
 import { haveOvnCentral, type OvnCentral, startOvnCentral } from './helpers/ovn-central.ts';
-import { isRoot, WEB } from './lb-common.ts';
+import { runSluice } from './helpers/sluice-children.ts';
+import { isRoot, packetsByKind, WEB } from './lb-common.ts';
 
 const PREFIX = 'slt-ovn-';
 const OVN_VM = 'host1-b1';
 const PLAIN_VM = 'host2-b1';
 const SLUICE_ZONE = 65535;
+/** sluice's Geneve UDP port where OVN's tunnel ports (6081) would take it: between two chassis. */
+const SLUICE_GENEVE_PORT = 6082;
 const PATCH = 'patch-ln-to-br-ovn'; // ovn-controller's name for the localnet patch on the mapped bridge
 
 let lab: Lab;
@@ -39,7 +50,7 @@ let cp: ControlPlane;
 let ovn: OvnCentral;
 let dir: string;
 let h1: LabNode;
-let controller: ChildProcess | undefined;
+const controllers = new Map<string, ChildProcess>();
 let ovnFlowsBefore = 0;
 const traffics: Traffic[] = [];
 
@@ -54,31 +65,46 @@ const SLUICE_COOKIE = /cookie=0x51[0-9a-f]{14}[, ]/;
 const sluiceFlows = async (br: string) => (await flows(br)).filter((l) => SLUICE_COOKIE.test(l));
 const ovnFlows = async () => (await flows('br-ovn')).filter((l) => !SLUICE_COOKIE.test(l));
 
-async function until(what: string, pred: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+/** Polls `pred`; on timeout fails with its last error or note and the end of host1's ovn-controller log. */
+async function until(what: string, pred: () => Promise<boolean | string>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await pred().catch(() => false))) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+  let last = '';
+  for (;;) {
+    const r = await pred().catch((e: Error) => `error: ${e.message}`);
+    if (r === true) return;
+    if (typeof r === 'string') last = r;
+    if (Date.now() > deadline) {
+      const log = join(dir, 'host1', 'ovn-controller.log');
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-15).join('\n') : '(no log)';
+      assert.fail(`timed out waiting until ${what} (${last})\n${tail}`);
+    }
     await sleep(200);
   }
 }
 
-/** ovn-controller on host1's own ovs-vswitchd (its OVS_RUNDIR: the node's run directory, where br-*.mgmt live). */
-async function startController(): Promise<void> {
-  const run = join(dir, 'host1');
+/** ovn-controller on a node's own ovs-vswitchd (its OVS_RUNDIR: the node's run directory, where br-*.mgmt live). */
+function spawnController(node: LabNode): void {
+  const run = join(dir, node.name);
   mkdirSync(run, { recursive: true });
-  controller = spawn(
+  const c = spawn(
     'ip',
     [
       'netns',
       'exec',
-      h1.netns,
+      node.netns,
       'ovn-controller',
-      `unix:${h1.ovsDir}/db.sock`,
+      `unix:${node.ovsDir}/db.sock`,
       `--log-file=${join(run, 'ovn-controller.log')}`,
       '-vconsole:off',
     ],
-    { stdio: 'ignore', env: { ...process.env, OVS_RUNDIR: h1.ovsDir, OVN_RUNDIR: run } },
+    { stdio: 'ignore', env: { ...process.env, OVS_RUNDIR: node.ovsDir, OVN_RUNDIR: run } },
   );
+  controllers.set(node.name, c);
+}
+
+/** host1's ovn-controller, until it has bound vm1. */
+async function startController(): Promise<void> {
+  spawnController(h1);
   await until('ovn-controller bound vm1', async () => {
     const zone = await vsctl('--if-exists', 'get', 'Bridge', 'br-ovn', 'external_ids:ct-zone-vm1');
     return (
@@ -88,13 +114,57 @@ async function startController(): Promise<void> {
   });
 }
 
-async function stopController(): Promise<void> {
-  const c = controller;
-  controller = undefined;
+async function stopController(name = 'host1'): Promise<void> {
+  const c = controllers.get(name);
+  controllers.delete(name);
   if (c?.pid === undefined || c.exitCode !== null) return;
   const exited = new Promise((r) => c.once('exit', r));
   c.kill('SIGTERM');
   await exited;
+}
+
+/** `ovs-vsctl` arguments that make a node an OVN chassis with its own integration bridge br-ovn. */
+function chassisArgs(node: LabNode): string[] {
+  return [
+    ...['add-br', 'br-ovn', '--', 'set', 'Bridge', 'br-ovn', 'datapath_type=netdev'],
+    ...['--', 'set', 'Open_vSwitch', '.', `external_ids:ovn-remote=${ovn.sb.unixRemote}`],
+    ...['external_ids:ovn-encap-type=geneve', `external_ids:ovn-encap-ip=${node.tunnelIp}`],
+    ...['external_ids:ovn-bridge=br-ovn', 'external_ids:ovn-bridge-datapath-type=netdev'],
+  ];
+}
+
+/** Packets host1 handed along a chain (CHAIN_HOP flows' n_packets). */
+async function host1Hops(): Promise<number> {
+  return (await packetsByKind(lab, ['host1'])).CHAIN_HOP ?? 0;
+}
+
+/** Drains host2-b1 under 40 connections: its moved slots' packets reach host1, which hands them to host2 over
+ *  Geneve (a chain hop between two chassis). Counters 5 s after the first hop (past the runner's 3 s echo timeout),
+ *  with the packets host2's sluice pipeline took from host1 (its TUN_ACCEPT flow for host1); then undrained. */
+async function drainAcrossChassis(): Promise<{ c: TrafficCounters; received: number; broken: Set<string> }> {
+  const h2 = lab.node('host2');
+  const fromHost1 = async () => {
+    await h2.appctl(['revalidator/wait']);
+    const accept = (await h2.ofctl('br-int', ['dump-flows'])).stdout
+      .split('\n')
+      .find((l) => l.includes(`tun_src=${h1.tunnelIp},`));
+    return Number(/n_packets=(\d+)/.exec(accept ?? '')?.[1] ?? 0);
+  };
+  const tr = await traffic(40);
+  const hops0 = await host1Hops();
+  const in0 = await fromHost1();
+  const ip = lab.backend(PLAIN_VM).ip;
+  const db = ['--db', cp.db];
+  await runSluice(['backend', 'drain', 'web', ip, ...db]);
+  await until('host1 hands packets to host2', async () => (await host1Hops()) > hops0);
+  await sleep(5000);
+  const c = await tr.report();
+  const received = (await fromHost1()) - in0;
+  const broken = new Set(tr.brokenEvents().map((e) => String(e.backend)));
+  await tr.kill();
+  await runSluice(['backend', 'undrain', 'web', ip, ...db]);
+  await waitConverged(cp, 60_000);
+  return { c, received, broken };
 }
 
 /** ovn-controller restarted with its zones forgotten (a chassis set up again): it assigns and flushes them anew. */
@@ -121,13 +191,13 @@ async function traffic(count: number): Promise<Traffic> {
 }
 
 /** host1's agent restarted (it reads its facts, the conntrack zone among them, at start). */
-async function restartAgent(): Promise<void> {
-  const pid = cp.pidFile('agent-host1');
+async function restartAgent(node = 'host1'): Promise<void> {
+  const pid = cp.pidFile(`agent-${node}`);
   await killPidFile(pid, expectedProgram(pid)!, { signal: 'SIGTERM' });
-  startAgent(cp, 'host1');
+  startAgent(cp, node);
 }
 
-describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 'needs root' }, () => {
+describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 'needs root' }, () => {
   before(async () => {
     assert.ok(haveOvnCentral, 'ovn-central and ovn-host are installed (scripts/ensure-deps.sh)');
     dir = mkdtempSync(join(tmpdir(), 'sluice-ovn-chassis-'));
@@ -148,10 +218,7 @@ describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 
     await ovn.nbctl('lsp-set-options', 'ln', 'network_name=sluicenet');
     // The chassis: OVN's bridge beside sluice's br-int; the VM moves onto it as logical port vm1.
     await vsctl(
-      ...['add-br', 'br-ovn', '--', 'set', 'Bridge', 'br-ovn', 'datapath_type=netdev'],
-      ...['--', 'set', 'Open_vSwitch', '.', `external_ids:ovn-remote=${ovn.sb.unixRemote}`],
-      ...['external_ids:ovn-encap-type=geneve', `external_ids:ovn-encap-ip=${h1.tunnelIp}`],
-      ...['external_ids:ovn-bridge=br-ovn', 'external_ids:ovn-bridge-datapath-type=netdev'],
+      ...chassisArgs(h1),
       ...['external_ids:ovn-bridge-mappings=sluicenet:br-int', `external_ids:sluice-ct-zone=${SLUICE_ZONE}`],
       ...['--', 'del-port', 'br-int', vm.vmPort, '--', 'add-port', 'br-ovn', vm.vmPort],
       ...['--', 'set', 'Interface', vm.vmPort, 'external_ids={}', 'external_ids:iface-id=vm1'],
@@ -168,8 +235,9 @@ describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 
     );
     await until('OVN flows settled', async () => {
       const n = (await ovnFlows()).length;
-      await sleep(500);
-      return n > 100 && n === (await ovnFlows()).length;
+      await sleep(1000);
+      const m = (await ovnFlows()).length;
+      return (n > 100 && n === m) || `${n} then ${m} flows`;
     });
     ovnFlowsBefore = (await ovnFlows()).length;
     cp = await startControlPlane(lab, { planners: 1 });
@@ -177,7 +245,7 @@ describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 
 
   after(async () => {
     await Promise.all(traffics.map((t) => t.kill().catch(() => {})));
-    await stopController();
+    for (const name of [...controllers.keys()]) await stopController(name);
     if (lab) await labDown(PREFIX);
     await ovn?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -245,6 +313,38 @@ describe('sluice beside real ovn-controller on one chassis', { skip: !isRoot && 
     } finally {
       await ovn.nbctl('--wait=hv', 'acl-del', 'sw0', 'to-lport', '1001', 'outport == "vm1" && ip4');
     }
+  });
+
+  test("two chassis: OVN's tunnel port takes sluice's Geneve between them; chain hops are lost (negative control)", async (t) => {
+    await Promise.all(traffics.map((x) => x.kill().catch(() => {})));
+    const h2 = lab.node('host2');
+    await h2.vsctl(chassisArgs(h2));
+    spawnController(h2);
+    await until('OVN tunnel ports between host1 and host2', async () => {
+      const a = Number(await vsctl('--if-exists', 'get', 'Interface', 'ovn-host2-0', 'ofport'));
+      const b = Number((await h2.vsctl(['--if-exists', 'get', 'Interface', 'ovn-host1-0', 'ofport'])).stdout);
+      return a > 0 && b > 0;
+    });
+    const { c, received, broken } = await drainAcrossChassis();
+    t.diagnostic(
+      `host2's sluice pipeline took ${received} packets from host1; broken ${c.broken} on ${[...broken]}`,
+    );
+    assert.equal(received, 0, "nothing from host1 reached host2's sluice pipeline");
+    assert.ok(c.broken > 0, 'the drained backend lost the connections that needed the hops');
+    assert.deepEqual([...broken], [PLAIN_VM]);
+  });
+
+  test(`sluice's Geneve on its own UDP port (${SLUICE_GENEVE_PORT} on every node): the same drain breaks none`, async (t) => {
+    for (const n of lab.nodes)
+      await n.vsctl(['set', 'Interface', 'geneve0', `options:dst_port=${SLUICE_GENEVE_PORT}`]);
+    for (const n of lab.nodes) await restartAgent(n.name); // each reads its node again
+    await waitConverged(cp, 60_000);
+    const { c, received } = await drainAcrossChassis();
+    t.diagnostic(
+      `host2's sluice pipeline took ${received} packets from host1; opened ${c.opened}, broken ${c.broken}`,
+    );
+    assert.ok(received > 0, "host1's hops reached host2's sluice pipeline");
+    assert.equal(c.broken + c.failed, 0, JSON.stringify([c.brokenByReason, c.failedByReason]));
   });
 
   test("negative control: sluice in zone 1, OVN's restart flushes it and host1-b1's connections break", async (t) => {
