@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -79,6 +79,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: [],
     root: true,
     what: 'RTT through 0-3 chain hops against the direct path, host CHAIN flows per chain length (lab)',
+  },
+  {
+    name: 'failover',
+    file: here('./failover.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'BGP + BFD: fault (kill, link cut, freeze) to ECMP change and to the first answered retransmission (lab)',
   },
 ];
 
