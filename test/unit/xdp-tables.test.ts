@@ -59,7 +59,10 @@ test('a host without a neighbour MAC: SLUICE_E_XDP naming it, no tables', () => 
   const partial = { ...facts, neighbours: new Map([[hosts[0], nodeBrPhyMac(hosts[0])]]) };
   assert.throws(
     () => xdpTables(config, gen, partial),
-    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_XDP' && /no neighbour MAC for host tunnel IP 192\.168\.100\.1[23] \(lb \w+\)/.test(e.message),
+    (e: unknown) =>
+      e instanceof SluiceError &&
+      e.code === 'SLUICE_E_XDP' &&
+      /no neighbour MAC for host tunnel IP 192\.168\.100\.1[23] \(lb \w+\)/.test(e.message),
   );
   assert.throws(
     () => xdpMapImage({ ...xdpTables(config, gen, facts), srcMac: '02:00' }, 0),
