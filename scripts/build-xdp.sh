@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Compiles the XDP gateway datapath (src/xdp/gateway.bpf.c) to a BPF object with Debian's clang (scripts/ensure-deps.sh
-# installs clang, llvm and libbpf-dev). Usage: build-xdp.sh [OUT]; default build/gateway.bpf.o.
+# Compiles the XDP programs in src/xdp to BPF objects with Debian's clang (scripts/ensure-deps.sh installs clang,
+# llvm and libbpf-dev): DIR/gateway.bpf.o (the gateway datapath) and DIR/pass.bpf.o (passes every frame; the peer
+# of a veth that runs the gateway). Usage: build-xdp.sh [DIR]; default build/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-build/gateway.bpf.o}"
-mkdir -p "$(dirname "$out")"
+out="${1:-build}"
+mkdir -p "$out"
 multiarch="$(gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")"
-clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$multiarch" -c src/xdp/gateway.bpf.c -o "$out"
+for prog in gateway pass; do
+  clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$multiarch" -c "src/xdp/$prog.bpf.c" -o "$out/$prog.bpf.o"
+done

@@ -61,6 +61,13 @@ export interface MapEntry {
   readonly value: Uint8Array;
 }
 
+export type XdpMapName = 'sluice_active' | 'sluice_config' | 'sluice_vips' | 'sluice_slots' | 'sluice_stats';
+
+/** One write to one of the program's maps. */
+export type MapWrite =
+  | { readonly kind: 'update'; readonly map: XdpMapName; readonly entry: MapEntry }
+  | { readonly kind: 'delete'; readonly map: XdpMapName; readonly key: Uint8Array };
+
 export interface XdpMapImage {
   readonly config: MapEntry;
   readonly vips: readonly MapEntry[];
@@ -173,4 +180,37 @@ export function xdpMapImage(tables: XdpTables, copy: 0 | 1): XdpMapImage {
     return { key, value };
   });
   return { config: { key: cfgKey, value: cfg }, vips, slots };
+}
+
+function keyHex(k: Uint8Array): string {
+  return [...k].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The write that makes `copy` the copy in force. */
+export function xdpFlip(copy: 0 | 1): MapWrite {
+  return {
+    kind: 'update',
+    map: 'sluice_active',
+    entry: { key: new Uint8Array(4), value: Uint8Array.of(copy, 0, 0, 0) },
+  };
+}
+
+/**
+ * The writes that install `next` (an image of copy c) in place of `held` (what copy c holds now; undefined: nothing
+ * or not known, then the caller starts from empty maps): every entry of `next`, the deletion of the keys of `held`
+ * that `next` lacks, and last the flip to c. Copy c is not in force while it is written; each packet reads the index
+ * once, so it sees the old copy or the whole new one.
+ */
+export function xdpInstallWrites(held: XdpMapImage | undefined, next: XdpMapImage, copy: 0 | 1): MapWrite[] {
+  const writes: MapWrite[] = [{ kind: 'update', map: 'sluice_config', entry: next.config }];
+  for (const [map, entries, old] of [
+    ['sluice_vips', next.vips, held?.vips ?? []],
+    ['sluice_slots', next.slots, held?.slots ?? []],
+  ] as const) {
+    const keep = new Set(entries.map((e) => keyHex(e.key)));
+    for (const entry of entries) writes.push({ kind: 'update', map, entry });
+    for (const e of old) if (!keep.has(keyHex(e.key))) writes.push({ kind: 'delete', map, key: e.key });
+  }
+  writes.push(xdpFlip(copy));
+  return writes;
 }

@@ -7,17 +7,16 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { MapEntry } from '../compile/xdp.ts';
+import type { MapWrite, XdpMapName } from '../compile/xdp.ts';
 import { SluiceError } from '../model/errors.ts';
 
-export type XdpMapName = 'sluice_active' | 'sluice_config' | 'sluice_vips' | 'sluice_slots' | 'sluice_stats';
+export type { XdpMapName } from '../compile/xdp.ts';
 
 /** XDP return codes (linux/bpf.h). */
 export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
 
 export type XdpStep =
-  | { readonly kind: 'update'; readonly map: XdpMapName; readonly entry: MapEntry }
-  | { readonly kind: 'delete'; readonly map: XdpMapName; readonly key: Uint8Array }
+  | MapWrite
   | { readonly kind: 'run'; readonly packet: Uint8Array; readonly repeat?: number }
   | { readonly kind: 'dump'; readonly map: XdpMapName };
 
@@ -52,12 +51,17 @@ function bytesOf(list: readonly string[]): Uint8Array {
   return Uint8Array.from(list.map((x) => Number.parseInt(x, 16)));
 }
 
-function batchLine(step: XdpStep, dir: string, i: number): string {
+/** How a batch names a map: `pinned <path>` in the private bpffs, `id <n>` for a program attached to a device. */
+export type MapRef = (map: XdpMapName) => string;
+
+const privateMap: MapRef = (map) => `pinned ${MAPS}/${map}`;
+
+export function batchLine(step: XdpStep, dir: string, i: number, ref: MapRef = privateMap): string {
   switch (step.kind) {
     case 'update':
-      return `map update pinned ${MAPS}/${step.map} key hex ${hex(step.entry.key)} value hex ${hex(step.entry.value)}`;
+      return `map update ${ref(step.map)} key hex ${hex(step.entry.key)} value hex ${hex(step.entry.value)}`;
     case 'delete':
-      return `map delete pinned ${MAPS}/${step.map} key hex ${hex(step.key)}`;
+      return `map delete ${ref(step.map)} key hex ${hex(step.key)}`;
     case 'run': {
       writeFileSync(join(dir, `in${i}`), step.packet);
       // data_out must hold the packet plus the largest encapsulation.
@@ -65,17 +69,17 @@ function batchLine(step: XdpStep, dir: string, i: number): string {
       return `prog run pinned ${PROG} data_in ${dir}/in${i} data_out ${dir}/out${i} data_size_out ${size} repeat ${step.repeat ?? 1}`;
     }
     case 'dump':
-      return `map dump pinned ${MAPS}/${step.map}`;
+      return `map dump ${ref(step.map)}`;
   }
 }
 
-interface BatchOutput {
+export interface BatchOutput {
   readonly command?: string[];
   readonly output?: unknown;
   readonly error?: string;
 }
 
-function stepResult(step: XdpStep, out: BatchOutput, dir: string, i: number): XdpStepResult {
+export function stepResult(step: XdpStep, out: BatchOutput, dir: string, i: number): XdpStepResult {
   if (step.kind === 'run') {
     const o = out.output as { retval: number; duration: number };
     return {
@@ -98,19 +102,32 @@ function stepResult(step: XdpStep, out: BatchOutput, dir: string, i: number): Xd
   return { kind: step.kind };
 }
 
-function execRoot(args: readonly string[], timeoutMs: number): Promise<string> {
+export function execBpf(cmd: string, args: readonly string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
-      'unshare',
+      cmd,
       args,
       { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 256 * 1024 * 1024 },
       (err, stdout, stderr) => {
         if (!err) return resolve(stdout);
         const why = (stderr || stdout || err.message).trim().split('\n').slice(-6).join('\n');
-        reject(new SluiceError('SLUICE_E_XDP', `bpftool (private bpffs) failed: ${why}`));
+        reject(new SluiceError('SLUICE_E_XDP', `${cmd} ${args.slice(0, 3).join(' ')}... failed: ${why}`));
       },
     );
   });
+}
+
+/** The results of `bpftool -j batch` for `steps`; SLUICE_E_XDP when a command failed or one is missing. */
+export function batchResults(steps: readonly XdpStep[], stdout: string, dir: string): XdpStepResult[] {
+  const outs = JSON.parse(stdout) as BatchOutput[];
+  const failed = outs.find((o) => o.error !== undefined);
+  if (failed || outs.length !== steps.length) {
+    throw new SluiceError(
+      'SLUICE_E_XDP',
+      `bpftool batch: ${failed?.error ?? `${outs.length} results for ${steps.length} commands`}`,
+    );
+  }
+  return steps.map((s, i) => stepResult(s, outs[i], dir, i));
 }
 
 /**
@@ -137,16 +154,8 @@ export async function runXdpSteps(
       object,
       join(dir, 'batch'),
     ];
-    const stdout = await execRoot([...args, PIN, PROG, MAPS], timeoutMs);
-    const outs = JSON.parse(stdout) as BatchOutput[];
-    const failed = outs.find((o) => o.error !== undefined);
-    if (failed || outs.length !== steps.length) {
-      throw new SluiceError(
-        'SLUICE_E_XDP',
-        `bpftool batch: ${failed?.error ?? `${outs.length} results for ${steps.length} commands`}`,
-      );
-    }
-    return steps.map((s, i) => stepResult(s, outs[i], dir, i));
+    const stdout = await execBpf('unshare', [...args, PIN, PROG, MAPS], timeoutMs);
+    return batchResults(steps, stdout, dir);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -20,8 +20,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { initialGeneration } from '../../src/cli/explain.ts';
 import { compileNode } from '../../src/compile/index.ts';
-import { type XdpGatewayFacts, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import {
+  type MapWrite,
+  type XdpGatewayFacts,
+  xdpInstallWrites,
+  xdpMapImage,
+  xdpTables,
+} from '../../src/compile/xdp.ts';
 import { nsRun } from '../../src/lab/exec.ts';
+import { packetsByKind } from '../../src/lab/flow-counters.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic } from '../../src/lab/traffic.ts';
@@ -29,7 +36,8 @@ import { parseIp } from '../../src/model/ip.ts';
 import type { Config } from '../../src/model/types.ts';
 import { applyFlowSet } from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
-import { runXdpSteps, XDP, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
+import { attachedSteps, attachXdp, attachXdpPass, detachXdp, sumCounters } from '../../src/xdp/attach.ts';
+import { runXdpSteps, XDP, type XdpStepResult } from '../../src/xdp/bpftool.ts';
 import { ovsFlowKey, ovsGatewayOutput, readPcap, toHex } from './helpers/xdp.ts';
 
 const PREFIX = 'slt-xdp-';
@@ -44,8 +52,8 @@ let gen: Generation;
 let dir: string;
 let object: string;
 
-function gatewayFacts(): XdpGatewayFacts {
-  const gw = lab.node('gw1');
+function gatewayFacts(name = 'gw1'): XdpGatewayFacts {
+  const gw = lab.node(name);
   const hosts = ['host1', 'host2'].map((h) => lab.node(h));
   return {
     tunnelIp: gw.tunnelIp,
@@ -54,13 +62,18 @@ function gatewayFacts(): XdpGatewayFacts {
   };
 }
 
-function mapSteps(g: Generation): XdpStep[] {
-  const img = xdpMapImage(xdpTables(config, g, gatewayFacts()), 0);
-  return [
-    { kind: 'update', map: 'sluice_config', entry: img.config },
-    ...img.vips.map((entry) => ({ kind: 'update' as const, map: 'sluice_vips' as const, entry })),
-    ...img.slots.map((entry) => ({ kind: 'update' as const, map: 'sluice_slots' as const, entry })),
-  ];
+/** The writes that install generation `g` of gateway `name` in copy 0 of empty maps, and flip to it. */
+function installWrites(g: Generation, name = 'gw1'): MapWrite[] {
+  return xdpInstallWrites(undefined, xdpMapImage(xdpTables(config, g, gatewayFacts(name)), 0), 0);
+}
+
+/** `gen` with every slot of every pool on `host`'s member: a generation the OVS gateways do not run. */
+function allOn(host: string): Generation {
+  const pools = [...gen.pools].map(([name, p]) => {
+    const m = p.members.findIndex((x) => x.host === host);
+    return [name, { ...p, primary: new Uint16Array(p.primary.length).fill(m) }] as const;
+  });
+  return { ...gen, pools: new Map(pools) };
 }
 
 /** tcpdump on the fabric side of gw1's uplink; resolves once it listens. */
@@ -139,7 +152,7 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-live-'));
     object = join(dir, 'gateway.bpf.o');
-    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), object], { stdio: 'pipe' });
+    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), dir], { stdio: 'pipe' });
     const vip = (name: keyof typeof VIPS, protocol: 'tcp' | 'udp', port: number) => {
       const family = VIPS[name].includes(':') ? (6 as const) : (4 as const);
       return { name, vip: VIPS[name], family, protocol, port, backends: BACKENDS };
@@ -150,11 +163,11 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
       vip('dns', 'udp', 53),
       vip('dns6', 'udp', 53),
     ];
-    const sizes = { gateways: 1, hosts: 2, backendsPerHost: 1, clients: 1 };
+    const sizes = { gateways: 2, hosts: 2, backendsPerHost: 1, clients: 1 };
     lab = await labUp({ prefix: PREFIX, ...sizes, ipv6: true, vips }, { replace: true });
     config = lab.sluiceConfig({ hashMode: 'fields', slotBits: 8 });
     gen = initialGeneration(config);
-    for (const n of ['host1', 'host2', 'gw1'])
+    for (const n of ['host1', 'host2', 'gw1', 'gw2'])
       await applyFlowSet(lab.node(n), compileNode(config, gen, lab.compilerFacts(n)));
   });
 
@@ -164,6 +177,7 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
   });
 
   test('every frame the OVS gateway received: the XDP program sends the bytes OVS sent, or nothing', async (t) => {
+    await lab.setEcmpGateways(['gw1']);
     const pcap = join(dir, 'gw1.pcap');
     const capture = await startCapture(pcap);
     try {
@@ -196,13 +210,12 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
     const underlay = { mac: gw.brPhyMac, ip: gw.tunnelIp, neighbours: gatewayFacts().neighbours };
 
     const run = async (g: Generation) => {
-      const setup = mapSteps(g);
+      const setup = installWrites(g);
       const res = await runXdpSteps(object, [
         ...setup,
-        { kind: 'update', map: 'sluice_active', entry: { key: new Uint8Array(4), value: new Uint8Array(4) } },
         ...received.map((packet) => ({ kind: 'run' as const, packet })),
       ]);
-      return res.slice(setup.length + 1) as Extract<XdpStepResult, { kind: 'run' }>[];
+      return res.slice(setup.length) as Extract<XdpStepResult, { kind: 'run' }>[];
     };
     const runs = await run(gen);
     const tally: Record<string, number> = {};
@@ -251,15 +264,7 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
     }
 
     // Negative control: the maps of another generation (every slot on host2) must disagree.
-    const other: Generation = {
-      ...gen,
-      pools: new Map(
-        [...gen.pools].map(([name, p]) => {
-          const m = p.members.findIndex((x) => x.host === 'host2');
-          return [name, { ...p, primary: new Uint16Array(p.primary.length).fill(m) }];
-        }),
-      ),
-    };
+    const other = allOn('host2');
     const wrong = await run(other);
     const sentIdx = received.flatMap((f, i) => (sent.has(toHex(f)) ? [i] : []));
     const wrongAgree = sentIdx.filter((i) => toHex(wrong[i].output) === sent.get(toHex(received[i]))).length;
@@ -270,5 +275,70 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
       wrongAgree < sentIdx.length * 0.75,
       `a wrong generation must disagree (${wrongAgree}/${sentIdx.length})`,
     );
+  });
+
+  // A mixed ECMP set: gw1 runs OVS, gw2 the XDP program on its uplink (before OVS: what it transmits never reaches
+  // gw2's switch; what it passes does). Connections start spread over both, then all move to gw2, then all to gw1.
+  // They survive only if both gateways send every packet to the same host. Negative control: gw2's maps hold a
+  // generation the OVS gateway does not run (every slot on host2): connections break.
+  test('mixed set (OVS gw1, XDP gw2): connections move between the gateways, 0 broken', async (t) => {
+    const gw2 = lab.node('gw2');
+    // XDP_TX on a veth reaches the peer only if the peer runs XDP too: a program that passes everything.
+    await attachXdpPass(lab.facts.fabricNetns, 'gw2', join(dir, 'pass.bpf.o'));
+    const att = await attachXdp(gw2.netns, 'eth0', object);
+    try {
+      const moves = async () => {
+        await lab.setEcmpGateways(['gw1', 'gw2']);
+        const opts = { intervalMs: 100, timeoutMs: 2000, rate: 200, expectBackends: BACKENDS };
+        const traffic = await Promise.all([
+          startTraffic(lab, { vip: VIPS.web, port: 80, count: 40, ...opts }),
+          startTraffic(lab, { vip: VIPS.web6, port: 80, count: 20, ...opts }),
+        ]);
+        try {
+          await Promise.all([traffic[0].waitOpened(40), traffic[1].waitOpened(20)]);
+          await sleep(1500);
+          await lab.setEcmpGateways(['gw2']);
+          await sleep(3000);
+          await lab.setEcmpGateways(['gw1']);
+          await sleep(3000);
+          const r = await Promise.all(traffic.map((x) => x.report()));
+          return r.reduce(
+            (n, c) => ({ opened: n.opened + c.opened, broken: n.broken + c.broken + c.failed }),
+            {
+              opened: 0,
+              broken: 0,
+            },
+          );
+        } finally {
+          for (const x of traffic) await x.stop();
+          await lab.setEcmpGateways(['gw1', 'gw2']);
+        }
+      };
+      const ovsBefore = (await packetsByKind([gw2])).GW_SLOT ?? 0;
+      await attachedSteps(att, installWrites(gen, 'gw2'));
+      const good = await moves();
+      const [dump] = await attachedSteps(att, [{ kind: 'dump', map: 'sluice_stats' }]);
+      const xdpPackets = [
+        ...sumCounters((dump as Extract<XdpStepResult, { kind: 'dump' }>).entries).values(),
+      ].reduce((n, c) => n + c.packets, 0);
+      const ovsOnGw2 = ((await packetsByKind([gw2])).GW_SLOT ?? 0) - ovsBefore;
+      t.diagnostic(
+        `same generation: ${good.opened} opened, ${good.broken} broken; XDP sent ${xdpPackets} packets, gw2's OVS ${ovsOnGw2}`,
+      );
+      assert.equal(good.opened, 60);
+      assert.equal(good.broken, 0);
+      assert.ok(xdpPackets > 500, 'gw2 carried traffic in XDP');
+      assert.equal(ovsOnGw2, 0, "no VIP packet reached gw2's OVS");
+
+      await attachedSteps(att, installWrites(allOn('host2'), 'gw2'));
+      const bad = await moves();
+      t.diagnostic(
+        `negative control (gw2's maps: every slot on host2): ${bad.opened} opened, ${bad.broken} broken`,
+      );
+      assert.ok(bad.broken > 5, `a disagreeing XDP gateway breaks connections (${bad.broken})`);
+    } finally {
+      await detachXdp(gw2.netns, 'eth0');
+      await detachXdp(lab.facts.fabricNetns, 'gw2');
+    }
   });
 });

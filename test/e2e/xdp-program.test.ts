@@ -18,7 +18,14 @@ import { initialGeneration } from '../../src/cli/explain.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
 import { gatewayClassifyFlows, gatewaySlotFlows } from '../../src/compile/gateway.ts';
 import { lbInputs } from '../../src/compile/index.ts';
-import { type XdpGatewayFacts, type XdpTables, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import {
+  type XdpGatewayFacts,
+  type XdpTables,
+  xdpFlip,
+  xdpInstallWrites,
+  xdpMapImage,
+  xdpTables,
+} from '../../src/compile/xdp.ts';
 import type { Flow } from '../../src/flowset/types.ts';
 import { fieldsModeHash, ovsHashSymmetricL3L4 } from '../../src/hashing/ovs.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
@@ -26,6 +33,7 @@ import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/c
 import { parseIp } from '../../src/model/ip.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Generation } from '../../src/rollout/types.ts';
+import { sumCounters } from '../../src/xdp/attach.ts';
 import { runXdpSteps, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
 import { craftFrame, type FrameSpec, type GatewayUnderlay, ovsGatewayOutput, toHex } from './helpers/xdp.ts';
 
@@ -99,24 +107,10 @@ function gatewayFlows(g: Generation): Flow[] {
   return [...gatewayClassifyFlows(config, lbs), ...gatewaySlotFlows(config, lbs, nodeFacts)];
 }
 
-/** Steps that write `tables` into copy `copy` and make it the one in force. */
+/** Steps that write `tables` into copy `copy` (empty before) and, unless `flip` is false, make it the one in force. */
 function loadSteps(tables: XdpTables, copy: 0 | 1, flip = true): XdpStep[] {
-  const img = xdpMapImage(tables, copy);
-  const steps: XdpStep[] = [
-    { kind: 'update', map: 'sluice_config', entry: img.config },
-    ...img.vips.map((entry) => ({ kind: 'update' as const, map: 'sluice_vips' as const, entry })),
-    ...img.slots.map((entry) => ({ kind: 'update' as const, map: 'sluice_slots' as const, entry })),
-  ];
-  if (flip) steps.push(activeStep(copy));
-  return steps;
-}
-
-function activeStep(copy: 0 | 1): XdpStep {
-  return {
-    kind: 'update',
-    map: 'sluice_active',
-    entry: { key: new Uint8Array(4), value: Uint8Array.of(copy, 0, 0, 0) },
-  };
+  const writes = xdpInstallWrites(undefined, xdpMapImage(tables, copy), copy);
+  return flip ? writes : writes.slice(0, -1);
 }
 
 type Run = Extract<XdpStepResult, { kind: 'run' }>;
@@ -159,7 +153,7 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-test-'));
     object = join(dir, 'gateway.bpf.o');
-    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), object], { stdio: 'pipe' });
+    execFileSync('bash', [join(ROOT, 'scripts/build-xdp.sh'), dir], { stdio: 'pipe' });
     config = testConfig();
     gen = initialGeneration(config);
     flows = gatewayFlows(gen);
@@ -294,18 +288,18 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
       }
       want.set(counter, w);
     }
-    const dump = tail[0] as Extract<XdpStepResult, { kind: 'dump' }>;
-    const sum = (values: readonly Uint8Array[], at: number) =>
-      values.reduce((n, v) => n + Number(new DataView(v.buffer, v.byteOffset).getBigUint64(at, true)), 0);
+    const got = sumCounters((tail[0] as Extract<XdpStepResult, { kind: 'dump' }>).entries);
     const dns = tables.vips.find((v) => v.lb === 'dns')!.counter;
     assert.ok((want.get(dns)?.noSlot ?? 0) > 20, 'half of dns has no primary');
     for (const [counter, w] of want) {
-      const e = dump.entries.find(
-        (x) => new DataView(x.key.buffer, x.key.byteOffset).getUint32(0, true) === counter,
-      )!;
-      const got = { packets: sum(e.values, 0), bytes: sum(e.values, 8), noSlot: sum(e.values, 16) };
-      assert.deepEqual(got, w, `counter ${counter}`);
+      const c = got.get(counter);
+      assert.deepEqual(
+        { packets: c?.packets, bytes: c?.bytes, noSlot: c?.dropNoSlot },
+        w,
+        `counter ${counter}`,
+      );
     }
+    assert.equal(got.size, want.size, 'no other counter moved');
   });
 
   test('generation switch: the index flip moves every packet to the other copy at once', async () => {
@@ -327,7 +321,7 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
     const res = await runXdpSteps(object, [
       ...steps,
       ...frames.map((packet) => ({ kind: 'run' as const, packet })),
-      activeStep(1),
+      xdpFlip(1),
       ...frames.map((packet) => ({ kind: 'run' as const, packet })),
     ]);
     const runs = res.filter((r): r is Run => r.kind === 'run');

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { initialGeneration } from '../../src/cli/explain.ts';
 import { gatewaySlotEntries } from '../../src/compile/gateway.ts';
 import { lbInputs } from '../../src/compile/index.ts';
-import { xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import { xdpFlip, xdpInstallWrites, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
 import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/config.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 
@@ -67,5 +67,27 @@ test('a host without a neighbour MAC: SLUICE_E_XDP naming it, no tables', () => 
   assert.throws(
     () => xdpMapImage({ ...xdpTables(config, gen, facts), srcMac: '02:00' }, 0),
     /not a MAC address: 02:00/,
+  );
+});
+
+test('installing a generation: every entry, the deletion of keys the copy held and the new one lacks, flip last', () => {
+  const full = xdpMapImage(xdpTables(config, gen, facts), 1);
+  const lessLbs = { ...config, loadBalancers: config.loadBalancers.filter((l) => l.name !== 'api') };
+  const smaller = xdpMapImage(xdpTables(lessLbs, gen, facts), 1);
+  const writes = xdpInstallWrites(full, smaller, 1);
+  const deletes = writes.filter((w) => w.kind === 'delete');
+  assert.equal(
+    deletes.length,
+    full.vips.length - smaller.vips.length + (full.slots.length - smaller.slots.length),
+  );
+  assert.ok(deletes.length > 0);
+  assert.equal(
+    writes.filter((w) => w.kind === 'update').length,
+    1 + smaller.vips.length + smaller.slots.length + 1,
+  );
+  assert.deepEqual(writes.at(-1), xdpFlip(1));
+  assert.deepEqual(
+    xdpInstallWrites(smaller, smaller, 1).filter((w) => w.kind === 'delete'),
+    [],
   );
 });

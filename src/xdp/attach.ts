@@ -1,0 +1,131 @@
+// The XDP gateway program on a real device: load it and attach it (native XDP) to an interface inside a network
+// namespace, find its maps, write them, detach it. The load runs under `ip netns exec`, whose private mount
+// namespace gets its own bpffs for the pin that `bpftool net attach` needs; the pin vanishes with it, the
+// attachment keeps the program (and the program its maps) alive, and later writes name the maps by id.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { MapWrite, XdpMapName } from '../compile/xdp.ts';
+import { SluiceError } from '../model/errors.ts';
+import { batchLine, batchResults, execBpf, type XdpStep, type XdpStepResult } from './bpftool.ts';
+
+export interface XdpAttachment {
+  readonly netns: string;
+  readonly dev: string;
+  readonly progId: number;
+  readonly maps: Readonly<Record<XdpMapName, number>>;
+}
+
+const MAP_NAMES: readonly XdpMapName[] = [
+  'sluice_active',
+  'sluice_config',
+  'sluice_vips',
+  'sluice_slots',
+  'sluice_stats',
+];
+const ATTACH =
+  'set -e; mount -t bpf bpf /sys/fs/bpf; bpftool prog load "$1" /sys/fs/bpf/sluice-gw type xdp; ' +
+  'bpftool net attach xdpdrv pinned /sys/fs/bpf/sluice-gw dev "$2"; exec bpftool -j prog show pinned /sys/fs/bpf/sluice-gw';
+
+/** Loads `object` and attaches it to `dev` in `netns` as native XDP. Throws SLUICE_E_XDP (the verifier's or the
+ *  driver's complaint) with nothing attached. */
+export async function attachXdp(
+  netns: string,
+  dev: string,
+  object: string,
+  timeoutMs = 60_000,
+): Promise<XdpAttachment> {
+  const prog = JSON.parse(
+    await execBpf('ip', ['netns', 'exec', netns, 'sh', '-c', ATTACH, 'sh', object, dev], timeoutMs),
+  ) as { id: number; map_ids: number[] };
+  const maps: Partial<Record<XdpMapName, number>> = {};
+  for (const id of prog.map_ids) {
+    const m = JSON.parse(await execBpf('bpftool', ['-j', 'map', 'show', 'id', String(id)], timeoutMs)) as {
+      name: string;
+    };
+    if ((MAP_NAMES as readonly string[]).includes(m.name)) maps[m.name as XdpMapName] = id;
+  }
+  const missing = MAP_NAMES.filter((n) => maps[n] === undefined);
+  if (missing.length > 0) {
+    await detachXdp(netns, dev);
+    throw new SluiceError(
+      'SLUICE_E_XDP',
+      `program ${prog.id} on ${dev} (${netns}) has no map ${missing.join(', ')}`,
+    );
+  }
+  return { netns, dev, progId: prog.id, maps: maps as Record<XdpMapName, number> };
+}
+
+/** Attaches pass.bpf.o (every frame XDP_PASS) to `dev` in `netns`: the peer of a veth whose other end runs the
+ *  gateway, which the kernel delivers XDP_TX'd frames to only when it runs XDP itself. */
+export async function attachXdpPass(
+  netns: string,
+  dev: string,
+  object: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const args = [
+    'netns',
+    'exec',
+    netns,
+    'ip',
+    'link',
+    'set',
+    'dev',
+    dev,
+    'xdpdrv',
+    'obj',
+    object,
+    'sec',
+    'xdp',
+  ];
+  await execBpf('ip', args, timeoutMs);
+}
+
+export async function detachXdp(netns: string, dev: string, timeoutMs = 30_000): Promise<void> {
+  await execBpf('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'dev', dev, 'xdp', 'off'], timeoutMs);
+}
+
+/** Runs map writes and dumps against the attached program's maps, in order, in one `bpftool batch`. */
+export async function attachedSteps(
+  att: XdpAttachment,
+  steps: readonly (MapWrite | Extract<XdpStep, { kind: 'dump' }>)[],
+  timeoutMs = 60_000,
+): Promise<XdpStepResult[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-xdp-'));
+  try {
+    const lines = steps.map((s, i) => batchLine(s, dir, i, (m) => `id ${att.maps[m]}`));
+    writeFileSync(join(dir, 'batch'), `${lines.join('\n')}\n`);
+    return batchResults(
+      steps,
+      await execBpf('bpftool', ['-j', 'batch', 'file', join(dir, 'batch')], timeoutMs),
+      dir,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Per-VIP counters summed over the CPUs, by counter index (struct vip_stats of gateway.bpf.c). */
+export interface XdpVipCounters {
+  readonly packets: number;
+  readonly bytes: number;
+  readonly dropNoSlot: number;
+  readonly dropNoRoom: number;
+}
+
+export function sumCounters(
+  entries: Extract<XdpStepResult, { kind: 'dump' }>['entries'],
+): Map<number, XdpVipCounters> {
+  const out = new Map<number, XdpVipCounters>();
+  for (const e of entries) {
+    const at = (v: Uint8Array, i: number) =>
+      Number(new DataView(v.buffer, v.byteOffset).getBigUint64(i, true));
+    const sum = (i: number) => e.values.reduce((n, v) => n + at(v, i), 0);
+    const index = new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true);
+    const c = { packets: sum(0), bytes: sum(8), dropNoSlot: sum(16), dropNoRoom: sum(24) };
+    if (c.packets + c.bytes + c.dropNoSlot + c.dropNoRoom > 0) out.set(index, c);
+  }
+  return out;
+}
