@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -37,6 +37,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=8000'],
     root: false,
     what: 'control plane at scale: compile, memory, bundle of one change (pure)',
+  },
+  {
+    name: 'cli-edit',
+    file: here('./cli-edit.ts'),
+    nodeArgs: [],
+    root: false,
+    what: '`sluice backend add`/`del` against a store of 1 and 10,000 VIPs x 20 (ovsdb-server, no lab)',
   },
   {
     name: 'agent-start',
