@@ -11,6 +11,8 @@
 // - ovn-controller restarted under traffic with its zones allocated anew (it flushes each zone it assigns): 0 broken,
 //   sluice's flows not touched.
 // - An OVN ACL dropping traffic to vm1 is honoured: new connections to host1-b1 fail, host2-b1 still answers.
+// - `ovn-nbctl lb-add` of a load balancer whose backend is vm1, served by `sluice ovn sync --once`: the importer
+//   places the backend on host1 (its chassis' encap IP) and new connections through the gateway reach vm1.
 // - host2 made a chassis too: OVN's tunnel port between host1 and host2 takes sluice's Geneve between them, so the
 //   chain hops of a drain (host1 -> host2) are lost and the drained backend's connections break (negative
 //   control); with sluice's Geneve on UDP port 6082 on every node the same drain breaks none.
@@ -43,7 +45,9 @@ const PLAIN_VM = 'host2-b1';
 const SLUICE_ZONE = 65535;
 /** sluice's Geneve UDP port where OVN's tunnel ports (6081) would take it: between two chassis. */
 const SLUICE_GENEVE_PORT = 6082;
-const PATCH = 'patch-ln-to-br-ovn'; // ovn-controller's name for the localnet patch on the mapped bridge
+const PATCH = 'patch-ln-to-br-ovn';
+/** The port of the OVN load balancer the importer serves (the lab's router already sends the VIP to the gateway). */
+const SHOP_PORT = 8080; // ovn-controller's name for the localnet patch on the mapped bridge
 
 let lab: Lab;
 let cp: ControlPlane;
@@ -313,6 +317,43 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
     } finally {
       await ovn.nbctl('--wait=hv', 'acl-del', 'sw0', 'to-lport', '1001', 'outport == "vm1" && ip4');
     }
+  });
+
+  test('ovn-nbctl lb-add: sluice ovn sync places the backend on the chassis; connections reach vm1', async (t) => {
+    const vm = lab.backend(OVN_VM);
+    await ovn.nbctl('lb-add', 'shop', `${WEB.vip}:${SHOP_PORT}`, `${vm.ip}:80`);
+    await ovn.nbctl('set', 'Load_Balancer', 'shop', 'external_ids:sluice=true');
+    const out = await runSluice([
+      'ovn',
+      'sync',
+      '--once',
+      '--nb',
+      ovn.nb.unixRemote,
+      '--sb',
+      ovn.sb.unixRemote,
+      '--db',
+      cp.db,
+    ]);
+    t.diagnostic(out.trim());
+    assert.match(
+      out,
+      new RegExp(`\\+ load balancer ovn-shop-${WEB.vip.replaceAll('.', '\\.')}-${SHOP_PORT}`),
+    );
+    await waitConverged(cp, 60_000);
+    const tr = await startTraffic(lab, {
+      vip: WEB.vip,
+      port: SHOP_PORT,
+      count: 20,
+      rate: 40,
+      expectBackends: [OVN_VM],
+    });
+    traffics.push(tr);
+    await tr.waitOpened(20);
+    await sleep(2000);
+    const c = await tr.report();
+    assert.equal(c.broken + c.failed, 0, JSON.stringify([c.brokenByReason, c.failedByReason]));
+    assert.equal(c.perBackend[OVN_VM]?.opened, 20, 'every connection reached the OVN port');
+    await tr.kill();
   });
 
   test("two chassis: OVN's tunnel port takes sluice's Geneve between them; chain hops are lost (negative control)", async (t) => {
