@@ -13,7 +13,14 @@ import {
   publishedGeneration,
   publishedPlanHead,
 } from '../store/db/index.ts';
-import { type EditableDocument, editDesiredState, StoreSession } from '../store/operator.ts';
+import {
+  type BackendReport,
+  type EditableDocument,
+  editDesiredState,
+  STATUS_MONITOR,
+  StoreSession,
+  statusReport,
+} from '../store/operator.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { describeRecord, LogFollower } from './demo-log.ts';
 import { labEcmpCommand } from './ecmp.ts';
@@ -62,6 +69,8 @@ export class DemoSession {
   readonly plannerPublished: number[] = [];
   readonly steps: DemoStep[] = [];
   readonly #groups: Traffic[] = [];
+  /** UDP flows, counted apart from the TCP connections (the demo's verdict is about those). */
+  #udp: Traffic | undefined;
   readonly #frozen = new Set<string>();
   readonly #follower: LogFollower;
   #narrate = false;
@@ -92,7 +101,7 @@ export class DemoSession {
     // As the operator: TLS with the operator's certificate, through RBAC (src/store/db/rbac.ts).
     const store = await StoreSession.open(
       cp.remoteFor('operator'),
-      { ...DESIRED_STATE_MONITOR, ...PLAN_HEAD_MONITOR, Node_Status: {} },
+      { ...DESIRED_STATE_MONITOR, ...PLAN_HEAD_MONITOR, ...STATUS_MONITOR },
       5000,
       cp.operatorTls(),
     );
@@ -129,7 +138,7 @@ export class DemoSession {
     if (this.#follow) clearInterval(this.#follow);
     this.thawAll();
     this.#store.close();
-    await Promise.all(this.#groups.map((g) => g.kill()));
+    await Promise.all([...this.#groups, ...(this.#udp ? [this.#udp] : [])].map((g) => g.kill()));
   }
 
   // ---- the store, read like `sluice status` does ------------------------------------------------------------
@@ -154,6 +163,11 @@ export class DemoSession {
 
   nodeError(node: string): string | undefined {
     return this.#status(node)?.error;
+  }
+
+  /** Every load balancer's backends as `sluice status` lists them (check, health, latest probe). */
+  backendStatus(): readonly BackendReport[] {
+    return statusReport(this.#store.replica).backends;
   }
 
   #status(node: string) {
@@ -282,6 +296,28 @@ export class DemoSession {
     this.#groups.push(t);
     await t.waitOpened(count, 60_000);
     return t;
+  }
+
+  /** Opens `count` UDP flows (a datagram a second each) to `vip`, kept apart from the TCP counters. */
+  async udpFlows(vip: string, count: number): Promise<void> {
+    this.#udp = await startTraffic(this.lab, {
+      vip,
+      port: this.lab.config.backendPort,
+      protocol: 'udp',
+      count,
+      rate: 50,
+      intervalMs: 1000,
+      timeoutMs: 3000,
+      expectBackends: this.lab.backends().map((b) => b.name),
+    });
+    await this.#udp.waitOpened(count, 60_000);
+  }
+
+  /** Stops the UDP flows; their final counters (undefined: none were opened). */
+  async stopUdp(): Promise<TrafficCounters | undefined> {
+    const t = this.#udp;
+    this.#udp = undefined;
+    return t?.stop();
   }
 
   counters(): TrafficCounters {

@@ -1,6 +1,7 @@
 // `sluice demo` (root): the README's main command. Builds the lab (prefix `sl-`, a stale one is replaced) with its
-// control plane (src/lab/control-plane.ts: a store ovsdb-server, 2 planners, one agent per node), opens a few
-// hundred long-lived TCP connections through the ECMP router and both gateways, then, with live counters every
+// control plane (src/lab/control-plane.ts: a store ovsdb-server, 2 planners, one agent per node), waits until every
+// backend is up by its health check (web TCP, api HTTP, dns UDP; printed as `sluice status` reads them), opens a few
+// hundred long-lived TCP connections and a few UDP flows to dns through the ECMP router and both gateways, then, with live counters every
 // second, walks through: a backend added, a backend drained, the drained backend removed once its connections
 // closed, a gateway leaving the ECMP set, a gateway's ovs-vswitchd killed and restored, a rollout with the two
 // gateways on different generations, and the store killed for 30 s (nothing may leave ECMP). Every change is written to the store the way `sluice backend add|drain|del`
@@ -15,8 +16,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
+import type { Config } from '../model/types.ts';
 import { terminalProgress } from '../progress.ts';
-import { LAB_ROUTINGS, type LabRouting } from './config.ts';
+import { backendHttpPort, defaultVips, LAB_ROUTINGS, type LabRouting, type LabVip } from './config.ts';
 import { type ControlPlane, startControlPlane } from './control-plane.ts';
 import { counterLine } from './demo-log.ts';
 import { DemoSession, type DemoStep } from './demo-session.ts';
@@ -58,8 +60,51 @@ export interface DemoResult {
   readonly generations: readonly number[];
   /** Generations the planners' logs say they published (the same ones, seen from the planners). */
   readonly plannerPublished: readonly number[];
+  /** The UDP flows to `dns` kept open through every step (reported, not part of the verdict). */
+  readonly udp: TrafficCounters | undefined;
   /** Wall time of the whole demo including lab up and down, ms. */
   readonly ms: number;
+}
+
+/** The demo's services: the lab's default web and api (TCP) and `dns`, a UDP load balancer. */
+const DEMO_VIPS: readonly LabVip[] = [
+  ...defaultVips({ hosts: 3, backendsPerHost: 2, backendPort: 80, ipv6: false }),
+  {
+    name: 'dns',
+    vip: '203.0.113.53',
+    family: 4,
+    protocol: 'udp',
+    port: 80,
+    backends: ['host1-b1', 'host2-b1', 'host3-b1'],
+  },
+];
+
+/** The lab's desired state with `api` probed over HTTP on the backends' health port (dns keeps its default UDP
+ *  check, web its TCP one): the demo shows all three kinds of health check at work. */
+function demoConfig(lab: Lab): Config {
+  const base = lab.sluiceConfig();
+  const http = { type: 'http', port: backendHttpPort(lab.config.backendPort), path: '/health' } as const;
+  return {
+    ...base,
+    loadBalancers: base.loadBalancers.map((lb) => (lb.name === 'api' ? { ...lb, healthCheck: http } : lb)),
+  };
+}
+
+/** Waits until every backend is up by its load balancer's check and prints each check (what `sluice status` shows). */
+async function reportHealth(d: DemoSession): Promise<void> {
+  await d.until(
+    () => d.backendStatus().every((b) => b.health === 'up'),
+    60_000,
+    'every backend up by its health check',
+  );
+  const rows = d.backendStatus();
+  for (const lb of [...new Set(rows.map((b) => b.lb))]) {
+    const mine = rows.filter((b) => b.lb === lb);
+    d.say(
+      `  health: ${lb} (${mine[0]!.check}): ${mine.filter((b) => b.health === 'up').length} of ${mine.length} backends up ` +
+        `(${mine.map((b) => `${b.backend} ${b.health}, last probe ${b.lastProbe}`).join('; ')})`,
+    );
+  }
 }
 
 /** Brings the lab and its control plane up and opens the session every step works with. */
@@ -77,7 +122,7 @@ async function demoUp(
   let lab: Lab;
   try {
     lab = await labUp(
-      { prefix, ...runRoot, routing: opts.routing },
+      { prefix, ...runRoot, routing: opts.routing, udp: true, vips: DEMO_VIPS },
       { replace: true, progress: labProgress },
     );
   } finally {
@@ -87,7 +132,7 @@ async function demoUp(
   say('control plane up: a store (ovsdb-server), 2 planners (one active, one standby), one agent per node');
   const cpProgress = opts.progress ? terminalProgress('demo: control plane', 4) : undefined;
   const cp: ControlPlane = await startControlPlane(lab, {
-    config: lab.sluiceConfig(),
+    config: demoConfig(lab),
     log: (m) => {
       cpProgress?.clear();
       say(`  ${m}`);
@@ -99,8 +144,13 @@ async function demoUp(
     `  the store: DB=${db}; every change below is what \`sluice ... --db $DB\` writes as the operator ` +
       `(${tls.join(' ') || 'no TLS'}; mutual TLS and RBAC)`,
   );
-  return DemoSession.open(lab, cp, say, watchMs);
+  const d = await DemoSession.open(lab, cp, say, watchMs);
+  await reportHealth(d);
+  return d;
 }
+
+/** UDP flows to dns kept open through the whole demo. */
+const UDP_FLOWS = 30;
 
 /** Opens the long-lived connections, 2:1 between web and api; resolves with the web group. */
 async function openConnections(d: DemoSession, total: number): Promise<Traffic> {
@@ -110,6 +160,8 @@ async function openConnections(d: DemoSession, total: number): Promise<Traffic> 
   d.say(`opening ${total} long-lived connections (${nWeb} to web ${web}, ${total - nWeb} to api ${api})`);
   const first = await d.traffic(web, nWeb);
   await d.traffic(api, total - nWeb);
+  d.say(`opening ${UDP_FLOWS} UDP flows to dns ${d.vip('dns')} (a datagram a second each, reported apart)`);
+  await d.udpFlows(d.vip('dns'), UDP_FLOWS);
   return first;
 }
 
@@ -117,6 +169,7 @@ async function openConnections(d: DemoSession, total: number): Promise<Traffic> 
 async function finishDemo(d: DemoSession, t0: number): Promise<DemoResult> {
   d.say('stopping traffic');
   const final = await d.stopTraffic();
+  const udp = await d.stopUdp();
   // A planner logs a publication after its transaction returned, and the store's monitor update may come first
   // (or the other way round): give the two views up to 10 s to agree on the last generation.
   for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(100)) {
@@ -124,6 +177,10 @@ async function finishDemo(d: DemoSession, t0: number): Promise<DemoResult> {
     if (d.plannerPublished.at(-1) === d.published.at(-1)) break;
   }
   d.say(`final: ${counterLine(final)}`);
+  if (udp !== undefined)
+    d.say(
+      `udp flows to dns: ${udp.opened} opened, ${udp.echoes} answers, ${udp.broken} broken ${JSON.stringify(udp.brokenByReason)}`,
+    );
   for (const st of d.steps)
     d.say(
       `  ${st.name}: ${st.broken} broken, ${st.secondChance} second-chance packets, generations ${st.generations.map((x) => `g${x}`).join(', ') || '-'}${st.problem === undefined ? '' : `; CHECK FAILED: ${st.problem}`}`,
@@ -134,6 +191,7 @@ async function finishDemo(d: DemoSession, t0: number): Promise<DemoResult> {
     opened: final.opened,
     broken: final.broken,
     failed: final.failed,
+    udp,
     generations: [...d.published],
     plannerPublished: [...d.plannerPublished],
     ms: Date.now() - t0,

@@ -2,7 +2,8 @@
 // namespaces, the lab's real control plane: a store ovsdb-server, 2 planners and 5 agents as processes). Every change
 // of the demo goes through the store; this checks that no connection broke, that each change step published
 // generations (the store and the planners' logs agree), that the two gateways really ran different generations
-// during the skewed rollout, and that nothing of the prefix is left afterwards (namespaces, processes, run dir).
+// during the skewed rollout, that every backend was up by its check first (web TCP, api HTTP, dns UDP), that the
+// UDP flows to dns kept their backends, and that nothing of the prefix is left afterwards (namespaces, processes, run dir).
 
 import * as assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -70,6 +71,21 @@ describe('sluice demo through the control plane', { skip: !isRoot && 'needs root
     // opened meanwhile did open). A rollout still in progress from the step before may publish around it.
     assert.equal(storeDown!.problem, undefined, storeDown!.problem);
     assert.ok(lines.some((l) => /past the agents' 10 s lease: router ECMP set gw1, gw2$/.test(l)));
+    // Before the steps, every backend was reported up by its load balancer's check (what `sluice status` shows):
+    // dns by UDP probes, api by HTTP GETs on the health port, web by TCP connects.
+    for (const [lb, check, n] of [
+      ['dns', 'udp no-icmp', 3],
+      ['api', 'http :8081/health 200', 3],
+      ['web', 'tcp', 4],
+    ] as const)
+      assert.ok(
+        lines.some((l) => l.includes(`health: ${lb} (${check}): ${n} of ${n} backends up`)),
+        `${lb}: no "${check}" line with ${n} backends up`,
+      );
+    t.diagnostic(`udp flows to dns: ${JSON.stringify(r.udp)}`);
+    assert.ok((r.udp?.opened ?? 0) >= 30, `udp flows opened: ${r.udp?.opened}`);
+    // Every change of the demo leaves the UDP flows on their first backend (none answered by another one).
+    assert.equal(r.udp?.brokenByReason['backend-changed'] ?? 0, 0, JSON.stringify(r.udp?.brokenByReason));
     // What the store showed is what the planners logged they published.
     assert.deepEqual(r.plannerPublished, r.generations);
     assert.deepEqual(
