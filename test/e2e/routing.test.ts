@@ -99,6 +99,24 @@ async function healGw1(h: Hooked): Promise<void> {
   const f = h.fault;
   h.fault = undefined;
   await f?.heal();
+  // A fault as long as the lease makes the planner fence gw1, possibly just as it heals: the fence then shuts the
+  // router's session after the route came back, until gw1's agent re-announces. Wait for that to settle: past the
+  // planner's next look at gw1's heartbeat, its last fence (if any) followed by an announcement.
+  await sleep(3000);
+  const last = (name: string, event: string) =>
+    Math.max(
+      0,
+      ...h.cp
+        .records(name)
+        .filter((x) => x.event === event && (event !== 'fenced' || x.node === 'gw1'))
+        .map((x) => x.time as number),
+    );
+  const rejoined = () =>
+    h.cp.plannerNames.every(
+      (p) => last(p, 'fenced') < last('agent-gw1', 'announced') || last(p, 'fenced') === 0,
+    );
+  for (const until = Date.now() + 60_000; !rejoined() && Date.now() < until; ) await sleep(200);
+  assert.ok(rejoined(), "gw1 re-announced after the planner's last fence");
   await waitEcmpAll(h.lab, WEB.vip, 90_000);
 }
 
