@@ -348,15 +348,32 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
         `${name} refusing: down after ${tDown} ms, its slots moved and acknowledged after ${Date.now() - t0} ms`,
       );
       t4.open(50);
-      await t4.waitOpened(150);
+      await waitFor(
+        () => t4!.counters().opened + t4!.counters().failed >= 150,
+        '50 new flows answered or failed',
+      );
       await sleep(3000);
       const c = await t4.report();
+      // A new flow the client kernel happened to give the source port of one of the demoted backend's broken flows
+      // is that flow again (same 5-tuple, its conntrack entry still alive): kept on its backend, which refuses it.
+      const reused = new Set(
+        t4
+          .brokenEvents()
+          .filter((e) => e.backend === name)
+          .map((e) => `${e.runner}:${e.localPort}`),
+      );
+      const failedNew = t4
+        .failedEvents()
+        .filter((e) => !(e.reason === 'refused' && reused.has(`${e.runner}:${e.localPort}`)));
+      t.diagnostic(
+        `new flows failed: ${JSON.stringify(t4.failedEvents())}; ${name}'s broken flows: ${[...reused].join(' ')}`,
+      );
       const brokenElsewhere = Object.entries(c.perBackend)
         .filter(([n]) => n !== name)
         .reduce((n, [, x]) => n + x.broken, 0);
       t.diagnostic(`flows: ${spread(c)}; broken ${JSON.stringify(c.brokenByReason)}`);
       assert.equal(brokenElsewhere, 0, `only ${name}'s flows may break: ${brokenInfo(t4)}`);
-      assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
+      assert.deepEqual(failedNew, [], 'every new flow was answered');
       assert.equal(c.perBackend[name]?.opened ?? 0, onIt, 'no new flow lands on the demoted backend');
       t.diagnostic(`backends probed: ${probed.map((x) => `${x.lb} ${x.backend}`).join(', ')}`);
     } finally {
