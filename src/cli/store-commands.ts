@@ -454,11 +454,14 @@ export function showYaml(
       path.flatMap((i, k) => [k === 0 ? 'loadBalancers' : 'backends', i]),
       true,
     );
+  const byBackend = new Map<string, BackendReport>();
+  for (const r of reports)
+    if (!byBackend.has(`${r.lb} ${r.backend}`)) byBackend.set(`${r.lb} ${r.backend}`, r);
   config.loadBalancers.forEach((lb, i) => {
     const own = lb.healthCheck === undefined ? ` (the default for ${lb.protocol})` : '';
     (at(i) as YamlNode).commentBefore = ` health check: ${healthCheckText(healthCheckOf(lb))}${own}`;
     lb.backends.forEach((b, j) => {
-      const rep = reports.find((r) => r.lb === lb.name && r.backend === backendKey(b));
+      const rep = byBackend.get(`${lb.name} ${backendKey(b)}`);
       if (rep === undefined) return;
       const conns = rep.connections === null ? 'not reported' : `${rep.connections} connections`;
       (at(i, j) as YamlNode).commentBefore =
