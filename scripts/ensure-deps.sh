@@ -29,6 +29,8 @@ have ovn-controller || need+=(ovn-host)
 have clang || need+=(clang)
 have llvm-objdump || need+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+# The traffic harness's TCP_USER_TIMEOUT library (src/lab/tcp-user-timeout.ts) is C built with that clang: libc's headers.
+[ -f /usr/include/netinet/tcp.h ] || need+=(libc6-dev)
 have bpftool || [ -x /usr/sbin/bpftool ] || need+=(bpftool)
 if [ $browser = 1 ]; then [ -x /usr/bin/chromium ] || need+=(chromium); fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

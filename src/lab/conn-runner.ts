@@ -7,11 +7,12 @@
 // an echo not received within --timeout ms (default 3000), or a wrong/garbled greeting or echo. One that never got
 // its greeting is FAILED (refused, reset, connect or greeting timeout).
 //
-// Why an echo timeout and not TCP_USER_TIMEOUT: a connection whose packets reach a host without state for it is
-// usually black-holed, not reset, and the kernel would retransmit for minutes. TCP_USER_TIMEOUT (socket option 18)
-// would fail the socket once sent data stays unacknowledged, but Node has no setsockopt. Sending bytes every
-// --interval and requiring their echo within --timeout is the application-level equivalent (stricter, even: the
-// bytes must come back through the whole path, from the right backend).
+// Why an echo timeout: a connection whose packets reach a host without state for it is usually black-holed, not
+// reset, and the kernel would retransmit for minutes. Sending bytes every --interval and requiring their echo within
+// --timeout is an application-level TCP_USER_TIMEOUT (stricter, even: the bytes must come back through the whole
+// path, from the right backend). Node has no setsockopt, so for the kernel's own TCP_USER_TIMEOUT the controller
+// starts this runner with a preloaded library that sets it on every TCP socket (tcp-user-timeout.ts); its ETIMEDOUT
+// then breaks a connection (reason `timeout`) before a longer --timeout would.
 //
 // With --udp, a "connection" is a UDP flow: one connected socket (its own source port, so its own 5-tuple) that
 // sends a datagram every --interval ms; the backend answers each with its name. The first answer opens the flow

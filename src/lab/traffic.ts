@@ -14,6 +14,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { SluiceError } from '../model/errors.ts';
 import { runnableScript } from './scripts.ts';
+import { tcpUserTimeoutLibrary, USER_TIMEOUT_ENV } from './tcp-user-timeout.ts';
 import type { Lab } from './topology.ts';
 
 export interface BackendCounters {
@@ -72,6 +73,9 @@ export interface RunnerOptions {
   readonly intervalMs?: number;
   /** Echo/connect/greeting timeout (application-level TCP_USER_TIMEOUT). Default 3000. */
   readonly timeoutMs?: number;
+  /** TCP only: the kernel's TCP_USER_TIMEOUT on every client socket, ms (tcp-user-timeout.ts): a connection whose
+   *  data stays unacknowledged this long fails with ETIMEDOUT (broken, reason `timeout`). Default: not set. */
+  readonly tcpUserTimeoutMs?: number;
   /** Greetings accepted as valid backends (others count as `bad-greeting`). */
   readonly expectBackends?: readonly string[];
   /** Counter reports per second from the runner. Default every 500 ms. */
@@ -229,7 +233,15 @@ export class TrafficRunner {
       ...(options.verbose ? ['--verbose'] : []),
       ...(options.protocol === 'udp' ? ['--udp'] : []),
     ];
-    const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const env =
+      options.tcpUserTimeoutMs === undefined
+        ? process.env
+        : {
+            ...process.env,
+            LD_PRELOAD: await tcpUserTimeoutLibrary(lab.config.runRoot),
+            [USER_TIMEOUT_ENV]: String(options.tcpUserTimeoutMs),
+          };
+    const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'], env });
     const pidFile = `${lab.facts.runDir}/pids/runner-${id}.pid`;
     if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
     const r = new TrafficRunner(id, netns, options, child, pidFile);

@@ -1,8 +1,9 @@
 // BGP and BFD against real faults (root; real BIRD, real ovs-vswitchd, real kernel TCP; docs/design/routing.md).
 // One lab with `routing: bgp` (BIRD on the router and both gateways, BFD 100 ms x 3) and its control plane
-// (planners fence by shutting a session on the router). Each test opens 200 long-lived connections whose clients give
-// up after 4 s without an echo (Node cannot set TCP_USER_TIMEOUT on a socket, so the client's echo deadline plays its
-// part: a connection black-holed that long is broken), then hits gw1 with nothing withdrawn first (src/lab/faults.ts):
+// (planners fence by shutting a session on the router). Each test opens 200 long-lived connections whose sockets have
+// TCP_USER_TIMEOUT 3 s (set in the kernel through the harness's preloaded library, src/lab/tcp-user-timeout.ts: data
+// unacknowledged that long fails the connection with ETIMEDOUT, and it counts as broken), then hits gw1 with nothing
+// withdrawn first (src/lab/faults.ts):
 // - crash: ovs-vswitchd, its agent and its BIRD SIGKILLed at once; then gw1 comes back and must announce only after
 //   it applied the latest generation (one published while it was dead);
 // - link cut: its veth down at the fabric (both directions, no signal to the router);
@@ -11,7 +12,7 @@
 // The router's BFD takes gw1 out of ECMP within ~300 ms and the connections that hashed to it move to gw2, which
 // forwards them as gw1 did (gateways are stateless): 0 broken each time. The negative control runs the cut, the freeze
 // and the crash on a lab with the `static` routing option (no routing protocol: only the planner's fence, after its
-// 10 s lease, takes gw1 out, and never for a cut): the connections ECMP sent to gw1 break.
+// 10 s lease, takes gw1 out, and never for a cut): the connections ECMP sent to gw1 break, by their 3 s user timeout.
 
 import * as assert from 'node:assert/strict';
 import { after, before, describe, type TestContext, test } from 'node:test';
@@ -38,13 +39,20 @@ import { editDesiredState, edits, withStore } from '../../src/store/operator.ts'
 import { isRoot, WEB } from './lb-common.ts';
 
 const CONNECTIONS = 200;
-/** The clients' echo timeout: a connection black-holed this long is broken. */
-const CLIENT_TIMEOUT_MS = 4000;
+/** The clients' TCP_USER_TIMEOUT: a connection whose data stays unacknowledged this long fails in the kernel. */
+const USER_TIMEOUT_MS = 3000;
+/** The harness's echo deadline, a backstop past the user timeout (which therefore decides a black-holed connection). */
+const ECHO_TIMEOUT_MS = 5000;
+/** How long a test watches after a fault: a connection black-holed by it has failed by then (its first unacknowledged
+ *  send is at most one 200 ms interval after the fault; the kernel fails it at the next retransmission timer past
+ *  the user timeout). */
+const WATCH_MS = 2 * USER_TIMEOUT_MS;
 
 interface Outcome {
   /** Fault -> gw1 gone from the router's ECMP route, ms (undefined: still there when we stopped looking). */
   readonly detectionMs: number | undefined;
   readonly broken: number;
+  readonly brokenByReason: Readonly<Record<string, number>>;
   readonly alive: number;
 }
 
@@ -65,7 +73,8 @@ async function openConnections(h: Hooked): Promise<Traffic> {
     count: CONNECTIONS,
     rate: 200,
     intervalMs: 200,
-    timeoutMs: CLIENT_TIMEOUT_MS,
+    timeoutMs: ECHO_TIMEOUT_MS,
+    tcpUserTimeoutMs: USER_TIMEOUT_MS,
   });
   h.traffic = traffic;
   await traffic.waitOpened(CONNECTIONS);
@@ -78,11 +87,11 @@ async function openConnections(h: Hooked): Promise<Traffic> {
   return traffic;
 }
 
-/** Injects `kind` on gw1 (nothing withdrawn first) under the open connections, watches the router for twice the
- *  clients' timeout (a black-holed connection has broken by then) and counts. */
+/** Injects `kind` on gw1 (nothing withdrawn first) under the open connections, watches the router for WATCH_MS (a
+ *  black-holed connection has broken by then) and counts. */
 async function faultGw1(h: Hooked, t: TestContext, kind: GatewayFaultKind): Promise<Outcome> {
   const traffic = h.traffic!;
-  const watchMs = 2 * CLIENT_TIMEOUT_MS;
+  const watchMs = WATCH_MS;
   h.fault = await injectGatewayFault(h.lab, h.cp, 'gw1', kind);
   const detectionMs = await waitEcmpWithout(h.lab, WEB.vip, 'gw1', h.fault.at, watchMs);
   await sleep(Math.max(0, watchMs - (performance.now() - h.fault.at)));
@@ -91,7 +100,7 @@ async function faultGw1(h: Hooked, t: TestContext, kind: GatewayFaultKind): Prom
     `${h.lab.routing} ${kind}: gw1 out of ECMP ${detectionMs === undefined ? `not within ${watchMs}` : detectionMs.toFixed(0)} ms` +
       ` after the fault; broken ${c.broken} of ${CONNECTIONS} (${JSON.stringify(c.brokenByReason)}), alive ${c.alive}`,
   );
-  return { detectionMs, broken: c.broken, alive: c.alive };
+  return { detectionMs, broken: c.broken, brokenByReason: c.brokenByReason, alive: c.alive };
 }
 
 /** Heals the last fault and waits until gw1 is back in ECMP (its agent announces again). */
@@ -186,7 +195,7 @@ describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
     assert.ok(announcedAt !== undefined && announcedAt <= backAt, 'gw1 announced before it was back in ECMP');
     assert.ok(appliedAt <= announcedAt, `announced at ${announcedAt}, applied g${released} at ${appliedAt}`);
     // The connections moved back by ECMP's new hash are forwarded by gw1 on the latest generation: none breaks.
-    await sleep(2 * CLIENT_TIMEOUT_MS);
+    await sleep(WATCH_MS);
     const c = await h.traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
   });
@@ -275,8 +284,10 @@ test('NEGATIVE CONTROL: the same cut, freeze and crash with the static routing o
       await openConnections(h);
       const r = await faultGw1(h, t, kind);
       assert.ok(r.broken > 0, `${kind}: the connections hashed to gw1 break without BFD`);
+      // ETIMEDOUT within seconds is the kernel's user timeout (default TCP retries take minutes): it broke them.
+      assert.ok((r.brokenByReason.timeout ?? 0) > 0, `${kind}: ${JSON.stringify(r.brokenByReason)}`);
       assert.ok(
-        r.detectionMs === undefined || r.detectionMs > CLIENT_TIMEOUT_MS,
+        r.detectionMs === undefined || r.detectionMs > USER_TIMEOUT_MS,
         `${kind}: ${r.detectionMs} ms`,
       );
       if (kind !== 'kill') await healGw1(h);
