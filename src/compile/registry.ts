@@ -257,6 +257,18 @@ export function isSluiceCookie(c: bigint): boolean {
   return c >> 56n === COOKIE_TAG;
 }
 
+/** The load balancer id field of a cookie (0 for a node-wide flow). */
+export function cookieLb(c: bigint): number {
+  return Number((c >> 32n) & 0xffffn);
+}
+
+/** The `cookie=value/mask` argument of `ovs-ofctl dump-flows` that selects sluice's flows of load balancer id `lb`
+ *  (every kind). */
+export function cookieLbMatch(lb: number): string {
+  const value = (COOKIE_TAG << 56n) | (BigInt(lb & 0xffff) << 32n);
+  return `cookie=0x${value.toString(16)}/0xff00ffff00000000`;
+}
+
 /** Decodes a sluice cookie; undefined if it is not one (or has an unknown kind). */
 export function decodeCookie(c: bigint): CookieParts | undefined {
   if (!isSluiceCookie(c)) return undefined;

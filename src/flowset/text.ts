@@ -131,40 +131,46 @@ const VOLATILE = new Set(['duration', 'n_packets', 'n_bytes', 'idle_age', 'hard_
 export function parseDumpFlows(text: string): Flow[] {
   const flows: Flow[] = [];
   for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (!line || /^(OFPST_|NXST_)/.test(line)) continue;
-    const at = line.indexOf(' actions=');
-    if (at < 0) throw new Error(`unparsable dump-flows line: ${line}`);
-    const left = line.slice(0, at);
-    const actions = line.slice(at + ' actions='.length);
-    // Stats are ", "-separated key=value pairs; the last piece is "priority=P,match" (or just the match).
-    const pieces = left.split(', ');
-    let cookie = 0n;
-    let table = 0;
-    let tail = '';
-    for (const piece of pieces) {
-      const eq = piece.indexOf('=');
-      const key = eq < 0 ? piece : piece.slice(0, eq);
-      if (key === 'cookie') cookie = BigInt(piece.slice(eq + 1));
-      else if (key === 'table') table = Number(piece.slice(eq + 1));
-      else if (
-        VOLATILE.has(key) ||
-        key === 'reset_counts' ||
-        key.endsWith('_timeout') ||
-        key === 'importance'
-      ) {
-      } else tail = tail ? `${tail}, ${piece}` : piece;
-    }
-    let priority = 32768;
-    let match = tail;
-    const pm = /^priority=(\d+)(?:,(.*))?$/.exec(tail);
-    if (pm) {
-      priority = Number(pm[1]);
-      match = pm[2] ?? '';
-    }
-    flows.push({ cookie, table, priority, match, actions });
+    const f = parseDumpFlowLine(raw);
+    if (f !== undefined) flows.push(f);
   }
   return flows;
+}
+
+/** One line of `dump-flows` output as parseDumpFlows reads it; undefined for a blank or header line. */
+export function parseDumpFlowLine(raw: string): Flow | undefined {
+  const line = raw.trim();
+  if (!line || /^(OFPST_|NXST_)/.test(line)) return undefined;
+  const at = line.indexOf(' actions=');
+  if (at < 0) throw new Error(`unparsable dump-flows line: ${line}`);
+  const left = line.slice(0, at);
+  const actions = line.slice(at + ' actions='.length);
+  // Stats are ", "-separated key=value pairs; the last piece is "priority=P,match" (or just the match).
+  const pieces = left.split(', ');
+  let cookie = 0n;
+  let table = 0;
+  let tail = '';
+  for (const piece of pieces) {
+    const eq = piece.indexOf('=');
+    const key = eq < 0 ? piece : piece.slice(0, eq);
+    if (key === 'cookie') cookie = BigInt(piece.slice(eq + 1));
+    else if (key === 'table') table = Number(piece.slice(eq + 1));
+    else if (
+      VOLATILE.has(key) ||
+      key === 'reset_counts' ||
+      key.endsWith('_timeout') ||
+      key === 'importance'
+    ) {
+    } else tail = tail ? `${tail}, ${piece}` : piece;
+  }
+  let priority = 32768;
+  let match = tail;
+  const pm = /^priority=(\d+)(?:,(.*))?$/.exec(tail);
+  if (pm) {
+    priority = Number(pm[1]);
+    match = pm[2] ?? '';
+  }
+  return { cookie, table, priority, match, actions };
 }
 
 /** Parses `ovs-ofctl -O OpenFlow15 dump-groups <br>` output. */

@@ -12,14 +12,23 @@
 //   after (in the same bundle) every flow that referenced it, and never while a foreign flow references it.
 // - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
 // - Verified: after a commit the bridge is read again and must equal the desired state (SLUICE_E_OPENFLOW_VERIFY);
-//   this also proves the compiler's text is canonical (what OVS prints back).
+//   this also proves the compiler's text is canonical (what OVS prints back). Above STREAM_VERIFY_FLOWS desired
+//   flows the read is streamed: each printed flow goes into per-load-balancer digests (src/flowset/digest.ts) and
+//   is dropped, so memory does not grow with the dump (695 MiB of text at 10,000 VIPs); only the load balancers
+//   whose digests differ are read again (by cookie) to name the difference.
 // - Meters (a host's SYN meter) are outside bundles: new or changed ones are sent before the bundle (a flow naming a
 //   missing meter is refused), unwanted ones deleted after it (deleting a meter deletes the flows naming it: by then
 //   the bundle removed sluice's). Only meter ids in sluice's range are read, changed or deleted.
 // applyBridgeDelta is the incremental variant (no read, no verification): it trusts that the caller knows what it
 // installed last; src/agent/node-ops.ts NodeProgrammer falls back to applyBridge whenever it does not.
 
-import { isSluiceCookie, isSluiceGroup, isSluiceMeter } from '../compile/registry.ts';
+import {
+  cookieLb,
+  cookieLbMatch,
+  isSluiceCookie,
+  isSluiceGroup,
+  isSluiceMeter,
+} from '../compile/registry.ts';
 import {
   type BridgeDiff,
   bundleChunks,
@@ -33,9 +42,10 @@ import {
   type MeterDiff,
   tlvMapArg,
 } from '../flowset/diff.ts';
+import { FlowDigest } from '../flowset/digest.ts';
 import {
   meterArg,
-  parseDumpFlows,
+  parseDumpFlowLine,
   parseDumpGroups,
   parseDumpMeters,
   parseDumpTlvMap,
@@ -72,7 +82,13 @@ export interface ApplyResult {
 export interface ApplyOptions {
   /** Re-read after a commit and require installed == desired (default true). */
   readonly verify?: boolean;
+  /** Verify by streamed digests above this many desired flows (default STREAM_VERIFY_FLOWS). */
+  readonly streamVerifyAbove?: number;
 }
+
+/** Desired flows of a bridge above which the verification after a bundle streams the dump (digests per load
+ *  balancer) instead of holding every installed flow. */
+export const STREAM_VERIFY_FLOWS = 50_000;
 
 /** Bundles up to this many lines are kept in ApplyResult.bundle. */
 export const BUNDLE_KEEP_LINES = 10_000;
@@ -81,16 +97,47 @@ function tail(s: string): string {
   return s.trim().split('\n').slice(-10).join('\n');
 }
 
-/** Reads a bridge's flows, groups and TLV map. */
-export async function readInstalled(runner: Runner, bridge: string): Promise<Installed> {
-  const [flowsR, groupsR, tlvR, metersR] = await Promise.all([
-    runner.ofctl(bridge, ['dump-flows'], { allowFail: true }),
+/**
+ * Hands every flow `dump-flows <bridge> [filter]` prints to `onFlow`, parsed, one line at a time (through the
+ * runner's ofctlLines when it has one: the text is then never held whole).
+ */
+async function streamFlows(
+  runner: Runner,
+  bridge: string,
+  filter: readonly string[],
+  onFlow: (f: Flow) => void,
+): Promise<void> {
+  const onLine = (line: string) => {
+    const f = parseDumpFlowLine(line);
+    if (f !== undefined) onFlow(f);
+  };
+  let r: { code: number; stderr: string };
+  try {
+    if (runner.ofctlLines)
+      r = await runner.ofctlLines(bridge, ['dump-flows', ...filter], onLine, { allowFail: true });
+    else {
+      const out = await runner.ofctl(bridge, ['dump-flows', ...filter], { allowFail: true });
+      if (out.code === 0) for (const line of out.stdout.split('\n')) onLine(line);
+      r = out;
+    }
+  } catch (e) {
+    throw new SluiceError('SLUICE_E_OPENFLOW_DUMP', `${bridge}: ${(e as Error).message}`);
+  }
+  if (r.code !== 0)
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_DUMP',
+      `ovs-ofctl dump-flows ${bridge} failed: ${tail(r.stderr)}`,
+    );
+}
+
+/** Reads a bridge's groups, TLV map and meters (sluice's groups and meters as `owned`, no flows). */
+async function readInstalledTables(runner: Runner, bridge: string): Promise<BridgeState> {
+  const [groupsR, tlvR, metersR] = await Promise.all([
     runner.ofctl(bridge, ['dump-groups'], { allowFail: true }),
     runner.ofctl(bridge, ['dump-tlv-map'], { allowFail: true }),
     runner.ofctl(bridge, ['dump-meters'], { allowFail: true }),
   ]);
   for (const [what, r] of [
-    ['dump-flows', flowsR],
     ['dump-groups', groupsR],
     ['dump-tlv-map', tlvR],
     ['dump-meters', metersR],
@@ -102,23 +149,73 @@ export async function readInstalled(runner: Runner, bridge: string): Promise<Ins
       );
     }
   }
-  let flows: Flow[];
   let meters: Meter[];
   try {
-    flows = parseDumpFlows(flowsR.stdout);
     meters = parseDumpMeters(metersR.stdout).filter((m) => isSluiceMeter(m.meterId));
   } catch (e) {
     throw new SluiceError('SLUICE_E_OPENFLOW_DUMP', `${bridge}: ${(e as Error).message}`);
   }
   return {
-    owned: {
-      flows: flows.filter((f) => isSluiceCookie(f.cookie)),
-      groups: parseDumpGroups(groupsR.stdout).filter((g) => isSluiceGroup(g.groupId)),
-      tlvMap: parseDumpTlvMap(tlvR.stdout),
-      ...(meters.length > 0 ? { meters } : {}),
-    },
-    foreign: flows.filter((f) => !isSluiceCookie(f.cookie)),
+    flows: [],
+    groups: parseDumpGroups(groupsR.stdout).filter((g) => isSluiceGroup(g.groupId)),
+    tlvMap: parseDumpTlvMap(tlvR.stdout),
+    ...(meters.length > 0 ? { meters } : {}),
   };
+}
+
+/** Reads a bridge's flows, groups and TLV map. */
+export async function readInstalled(runner: Runner, bridge: string): Promise<Installed> {
+  const owned: Flow[] = [];
+  const foreign: Flow[] = [];
+  const [tables] = await Promise.all([
+    readInstalledTables(runner, bridge),
+    streamFlows(runner, bridge, [], (f) => (isSluiceCookie(f.cookie) ? owned : foreign).push(f)),
+  ]);
+  return { owned: { ...tables, flows: owned }, foreign };
+}
+
+/**
+ * Verification after a bundle without holding the dump: every sluice flow the switch prints goes into a digest
+ * per load balancer id, every desired flow comes out of it; the load balancers left unequal are read again by cookie
+ * and diffed to name the first difference. Groups, the TLV map and meters are compared as in applyBridge.
+ */
+async function verifyStreamed(runner: Runner, bridge: string, desired: BridgeState): Promise<void> {
+  const digest = new FlowDigest((f) => cookieLb(f.cookie));
+  const foreign: Flow[] = [];
+  let printed = 0;
+  const [tables] = await Promise.all([
+    readInstalledTables(runner, bridge),
+    streamFlows(runner, bridge, [], (f) => {
+      if (!isSluiceCookie(f.cookie)) return void foreign.push(f);
+      printed++;
+      digest.add(f, 1);
+    }),
+  ]);
+  for (const f of desired.flows) digest.add(f, -1);
+  const m = meterCommands(diffMeters(desired.meters ?? [], tables.meters ?? []));
+  const rest = [
+    ...bundleLines(diffBridge({ ...desired, flows: [] }, tables, foreign)),
+    ...[...m.before, ...m.after].map((c) => c.join(' ')),
+  ];
+  const lbs = digest.unequal();
+  // The first few unequal load balancers, read again by cookie, name the difference.
+  for (const lb of lbs.slice(0, 3)) {
+    const installed: Flow[] = [];
+    await streamFlows(runner, bridge, [cookieLbMatch(lb)], (f) => installed.push(f));
+    const want = desired.flows.filter((f) => cookieLb(f.cookie) === lb);
+    rest.push(
+      ...bundleLines(
+        diffBridge({ ...desired, flows: want, groups: [] }, { ...tables, flows: installed, groups: [] }),
+      ),
+    );
+  }
+  if (rest.length > 0 || lbs.length > 0) {
+    throw new SluiceError(
+      'SLUICE_E_OPENFLOW_VERIFY',
+      `${bridge}: after the bundle ${lbs.length} load balancer id(s) differ (streamed check of ${printed} flows` +
+        ` against ${desired.flows.length} desired)${rest.length > 0 ? `, first difference: ${rest[0]}` : ''}`,
+    );
+  }
 }
 
 /** Throws SLUICE_E_OPENFLOW_CONFLICT when one of `flows` has the key (table, priority, match) of a foreign flow. */
@@ -171,7 +268,9 @@ export async function applyBridge(
     };
   }
   const sentMeters = await sendWithMeters(runner, bridge, diff, meters);
-  if (opts.verify ?? true) {
+  if ((opts.verify ?? true) && desired.flows.length > (opts.streamVerifyAbove ?? STREAM_VERIFY_FLOWS)) {
+    await verifyStreamed(runner, bridge, desired);
+  } else if (opts.verify ?? true) {
     const after = await readInstalled(runner, bridge);
     const m = meterCommands(diffMeters(desired.meters ?? [], after.owned.meters ?? []));
     const rest = [

@@ -24,6 +24,8 @@ export class FakeSwitch implements Runner {
   bundles: string[][] = [];
   /** Every meter command, e.g. `br-int add-meter meter=...`. */
   meterLog: string[] = [];
+  /** Called after a bundle committed (a test changes the switch behind the applier's back). */
+  afterBundle?: (bridge: string) => void;
 
   br<T>(m: Map<string, T>, b: string, init: () => T): T {
     if (!m.has(b)) m.set(b, init());
@@ -37,16 +39,22 @@ export class FakeSwitch implements Runner {
     const meters = this.br(this.meters, bridge, () => new Map<number, string>());
     const ok = (stdout: string): RunResult => ({ code: 0, stdout, stderr: '' });
     switch (args[0]) {
-      case 'dump-flows':
+      case 'dump-flows': {
         this.reads++;
+        // An optional `cookie=value/mask` filter, as ovs-ofctl takes it.
+        const c = /^cookie=(0x[0-9a-f]+)\/(0x[0-9a-f]+)$/.exec(args[1] ?? '');
+        const shown = [...flows.values()].filter(
+          (f) => !c || (f.cookie & BigInt(c[2])) === (BigInt(c[1]) & BigInt(c[2])),
+        );
         return ok(
-          `OFPST_FLOW reply (OF1.5) (xid=0x2):\n${[...flows.values()]
+          `OFPST_FLOW reply (OF1.5) (xid=0x2):\n${shown
             .map(
               (f) =>
                 ` cookie=${hex(f.cookie)}, duration=1.0s, table=${f.table}, n_packets=0, n_bytes=0, idle_age=1, priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`,
             )
             .join('\n')}\n`,
         );
+      }
       case 'dump-groups':
         return ok(
           `OFPST_GROUP_DESC reply (OF1.5) (xid=0x2):\n${[...groups].map(([id, spec]) => ` group_id=${id},${spec}`).join('\n')}\n`,
@@ -129,6 +137,7 @@ export class FakeSwitch implements Runner {
         }
         this.flows.set(bridge, f2);
         this.groups.set(bridge, g2);
+        this.afterBundle?.(bridge);
         return ok('');
       }
       default:

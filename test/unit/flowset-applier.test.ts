@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
-import { applyBridge, applyFlowSet, BUNDLE_KEEP_LINES } from '../../src/openflow/applier.ts';
+import { applyBridge, applyFlowSet, BUNDLE_KEEP_LINES, readInstalled } from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
@@ -212,4 +212,37 @@ test('meters are restored after the switch lost them (restart) and foreign meter
   assert.equal((await applyFlowSet(sw, hostState(2000))).changed, false, 'verified and idempotent');
   await applyFlowSet(sw, hostState());
   assert.deepEqual([...sw.meters.get('br-int')!.keys()], [7]);
+});
+
+test('streamed verification: a correct install passes, a flow changed behind the bundle is named', async () => {
+  const want = gwState(gen(1, () => 0)).bridges.get('br-int')!;
+  const streamed = { streamVerifyAbove: 0 };
+  const ok = new FakeSwitch();
+  const r = await applyBridge(ok, 'br-int', want, streamed);
+  assert.equal(r.changed, true);
+  assert.equal((await readInstalled(ok, 'br-int')).owned.flows.length, want.flows.length);
+  // Negative control: the switch keeps one slot flow with other actions than the bundle said.
+  const bad = new FakeSwitch();
+  bad.afterBundle = (br) => {
+    const flows = bad.flows.get(br)!;
+    const [k, f] = [...flows].find(([, x]) => x.table === 10)!;
+    flows.set(k, { ...f, actions: 'drop' });
+  };
+  await assert.rejects(applyBridge(bad, 'br-int', want, streamed), (e: unknown) => {
+    assert.ok(e instanceof SluiceError);
+    assert.equal(e.code, 'SLUICE_E_OPENFLOW_VERIFY');
+    assert.match(e.message, /1 load balancer id\(s\) differ/);
+    assert.match(e.message, /first difference: flow add cookie=0x51[0-9a-f]+,table=10,/);
+    return true;
+  });
+  // A flow missing from the switch is found too.
+  const missing = new FakeSwitch();
+  missing.afterBundle = (br) => {
+    const flows = missing.flows.get(br)!;
+    flows.delete([...flows].find(([, x]) => x.table === 10)![0]);
+  };
+  await assert.rejects(
+    applyBridge(missing, 'br-int', want, streamed),
+    (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_OPENFLOW_VERIFY',
+  );
 });
