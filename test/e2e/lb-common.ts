@@ -1,6 +1,7 @@
 // Shared by the lb-*.test.ts end-to-end tests (not a test file itself): lab + LabController setup, second-chance
 // and slot-table packet counters read from the hosts' and gateways' flows, and a wait helper. Root, real OVS.
 
+import * as assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import type { LabConfigInput } from '../../src/lab/config.ts';
 import { type ChangeResult, LabController } from '../../src/lab/controller.ts';
@@ -9,6 +10,8 @@ import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic, type TrafficCounters } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
+import { planNext } from '../../src/rollout/planner.ts';
+import type { Generation } from '../../src/rollout/types.ts';
 
 export { secondChancePackets };
 export const isRoot = process.getuid?.() === 0;
@@ -173,4 +176,31 @@ export function brokenInfo(...ts: Traffic[]): string {
     0,
     800,
   );
+}
+
+/** The stable table a phased rollout from the controller's latest generation to `target` ends in, every step taken
+ *  at once (no second chance): what a negative control publishes. */
+export function finalTable(ctl: LabController, target: Config): Generation {
+  let fin: Generation = ctl.latest!;
+  for (let i = 0; i < 10; i++) {
+    const step = planNext({ config: target, latest: fin, connections: () => 0, now: Date.now() });
+    if (!step.next) break;
+    fin = step.next;
+  }
+  return fin;
+}
+
+/** Negative control: publishes `fin` at once, waits past the echo timeout, and requires broken connections on `tw`;
+ *  returns the diagnostic line. */
+export async function publishBreaks(
+  ctl: LabController,
+  tw: Traffic,
+  fin: Generation,
+  what: string,
+): Promise<string> {
+  await ctl.publish({ ...fin, number: ctl.latest!.number + 1 }, `negative control: ${what}`);
+  await sleep(4500);
+  const c = await tw.report();
+  assert.ok(c.broken > 0, 'moving slots without phases and second chance must break connections');
+  return `negative control: ${c.broken} of ${c.opened} broken (${JSON.stringify(c.brokenByReason)})`;
 }

@@ -11,22 +11,28 @@
 //
 // NEGATIVE CONTROL: on fresh connections, the reverse change (weight 4 -> 1) published WITHOUT phases (the final
 // stable table at once, no second chance) with gw1 held and the same ECMP flips must break connections.
+//
+// (5) At scale: 300 more VIPs (no traffic, web's backends) installed beside web and api, ~78,000 flows per gateway
+// (the applier then verifies by streamed digests); long-lived connections through web survive host2-b2's phased
+// add to web: 0 broken. NEGATIVE CONTROL (5): with the 300 VIPs still there, host3-b2 added to web without phases
+// breaks connections.
 
 import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type LabController, setLabBackendWeight } from '../../src/lab/controller.ts';
+import { addLabBackend, type LabController, setLabBackendWeight } from '../../src/lab/controller.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
-import { planNext } from '../../src/rollout/planner.ts';
-import type { Generation } from '../../src/rollout/types.ts';
 import {
   API,
   brokenInfo,
   ecmpFlips,
   expectAll,
+  finalTable,
   isRoot,
   labHooks,
+  openTraffic,
+  publishBreaks,
   secondChancePackets,
   skewedChange,
   sleep,
@@ -107,12 +113,7 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
       await sleep(1000);
       const target = setLabBackendWeight(lab, config, 'web', 'host1-b1', 1);
       // The final table of the phased rollout (every step assumed acknowledged and drained), published at once.
-      let fin: Generation = ctl.latest!;
-      for (let i = 0; i < 10; i++) {
-        const step = planNext({ config: target, latest: fin, connections: () => 0, now: Date.now() });
-        if (!step.next) break;
-        fin = step.next;
-      }
+      const fin = finalTable(ctl, target);
       const web = fin.pools.get('web')!;
       assert.ok(
         web.second.every((s, i) => s === 0xffff || web.phase[i] === 0) && web.phase.every((p) => p === 0),
@@ -128,6 +129,61 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
       t.diagnostic(`negative control: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
       assert.ok(c.broken > 0, 'moving slots without phases and second chance must break connections');
       await ctl.releaseGateway('gw1');
+    } finally {
+      await tw.stop().catch(() => tw.kill());
+    }
+  });
+
+  /** `config` with `n` more load balancers: web's backends behind VIPs in 198.18.0.0/15 (no traffic to them). */
+  function withExtraVips(base: Config, n: number): Config {
+    const web = base.loadBalancers.find((l) => l.name === 'web')!;
+    const extra = Array.from({ length: n }, (_, i) => ({
+      ...web,
+      name: `scale${i}`,
+      vip: `198.18.${(i + 1) >> 8}.${(i + 1) & 255}`,
+    }));
+    return { ...base, loadBalancers: [...base.loadBalancers, ...extra] };
+  }
+
+  test('(5) 300 more VIPs: long-lived connections through web survive a backend add on it, 0 broken', async (t) => {
+    const grow = await ctl.change(withExtraVips(config, 300));
+    assert.ok(grow.settled, 'the 300 VIPs are installed');
+    config = withExtraVips(config, 300);
+    const dump = await lab.node('gw1').ofctl('br-int', ['dump-flows']);
+    const gwFlows = dump.stdout.split('\n').filter((l) => l.includes(' actions=')).length;
+    t.diagnostic(`gw1 br-int flows with ${config.loadBalancers.length} load balancers: ${gwFlows}`);
+    assert.ok(gwFlows > 300 * 256, 'every extra VIP has its slot flows on the gateway');
+    const tw = await openTraffic(lab, WEB, 200, 150);
+    try {
+      await sleep(1000);
+      config = addLabBackend(lab, config, 'web', 'host2-b2');
+      const add = await ctl.change(config);
+      t.diagnostic(`add: published g${add.published.join(', g')}; settled=${add.settled}`);
+      assert.ok(add.published.length >= 2, 'phase 1 and phase 2');
+      await sleep(3500); // > the echo timeout: a black-holed connection would have failed by now
+      const c = await tw.report();
+      assert.equal(c.broken + c.failed, 0, brokenInfo(tw));
+      assert.equal(c.alive, 200, 'every connection opened before the add is alive');
+      const fin = await tw.stop();
+      assert.equal(fin.broken, 0, brokenInfo(tw));
+    } finally {
+      await tw.stop().catch(() => tw.kill());
+    }
+  });
+
+  test('NEGATIVE CONTROL (5): with the 300 VIPs, a backend added to web without phases breaks connections', async (t) => {
+    const tw = await openTraffic(lab, WEB, 200, 150);
+    try {
+      await sleep(1000);
+      const target = addLabBackend(lab, config, 'web', 'host3-b2');
+      const fin = finalTable(ctl, target);
+      assert.ok(
+        fin.pools.get('web')!.phase.every((p) => p === 0),
+        'a stable table: no second chance',
+      );
+      assert.equal(fin.pools.size, target.loadBalancers.length, 'the 300 VIPs stay');
+      config = target;
+      t.diagnostic(await publishBreaks(ctl, tw, fin, 'no phase, 302 VIPs'));
     } finally {
       await tw.stop().catch(() => tw.kill());
     }
