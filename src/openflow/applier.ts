@@ -7,7 +7,12 @@
 //   foreign flow (same table, priority and match) is refused (SLUICE_E_OPENFLOW_CONFLICT) before anything is sent.
 // - Idempotent: when installed == desired nothing is sent and `changed` is false.
 // - Atomic: ovs-vswitchd applies the whole bundle or nothing; a rejected bundle leaves the bridge unchanged and is
-//   reported as SLUICE_E_OPENFLOW_REJECTED with ovs-ofctl's stderr.
+//   reported as SLUICE_E_OPENFLOW_REJECTED with ovs-ofctl's stderr. One exception, a first install of more than
+//   FIRST_INSTALL_BUNDLE_LINES on a bridge that holds none of sluice's flows (agent start, ovs-vswitchd restart):
+//   `ovs-ofctl bundle` parses its whole input before it sends it (about 5 KiB of its memory per line, 13.9 GB for
+//   a gateway at 10,000 VIPs), so it goes in several bundles, the groups in the first, the load balancers' flows
+//   next and the node-wide flows (cookie lb id 0) in the last. Every state in between is a subset of the desired
+//   flows added to nothing of sluice's: a packet takes its final path or meets no sluice flow, as before.
 // - Groups are modified in place with their full bucket list, never deleted and re-added; a group is deleted only
 //   after (in the same bundle) every flow that referenced it, and never while a foreign flow references it.
 // - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
@@ -89,6 +94,9 @@ export interface ApplyOptions {
 /** Desired flows of a bridge above which the verification after a bundle streams the dump (digests per load
  *  balancer) instead of holding every installed flow. */
 export const STREAM_VERIFY_FLOWS = 50_000;
+
+/** A first install with more lines than this is sent in several bundles of at most this many (see the top). */
+export const FIRST_INSTALL_BUNDLE_LINES = 100_000;
 
 /** Bundles up to this many lines are kept in ApplyResult.bundle. */
 export const BUNDLE_KEEP_LINES = 10_000;
@@ -267,7 +275,8 @@ export async function applyBridge(
       foreign: installed.foreign,
     };
   }
-  const sentMeters = await sendWithMeters(runner, bridge, diff, meters);
+  const firstInstall = installed.owned.flows.length === 0 && installed.owned.groups.length === 0;
+  const sentMeters = await sendWithMeters(runner, bridge, diff, meters, firstInstall);
   if ((opts.verify ?? true) && desired.flows.length > (opts.streamVerifyAbove ?? STREAM_VERIFY_FLOWS)) {
     await verifyStreamed(runner, bridge, desired);
   } else if (opts.verify ?? true) {
@@ -366,6 +375,7 @@ async function sendWithMeters(
   bridge: string,
   diff: BridgeDiff,
   d: MeterDiff,
+  firstInstall = false,
 ): Promise<string[]> {
   const cmds = meterCommands(d);
   const meter = async (args: string[]) => {
@@ -377,9 +387,29 @@ async function sendWithMeters(
       );
   };
   for (const c of cmds.before) await meter(c);
-  if (bundleLineCount(diff) > 0) await sendBundleDiff(runner, bridge, diff);
+  const pieces = firstInstall ? firstInstallPieces(diff, FIRST_INSTALL_BUNDLE_LINES) : [diff];
+  for (const piece of pieces) if (bundleLineCount(piece) > 0) await sendBundleDiff(runner, bridge, piece);
   for (const c of cmds.after) await meter(c);
   return [...cmds.before, ...cmds.after].map((c) => c.join(' '));
+}
+
+/**
+ * A first install's diff (only additions) in pieces of at most `lines` bundle lines: every group in the first, the
+ * load balancers' flows in order, the node-wide flows (cookie lb id 0) in the last (see the top of this file).
+ */
+export function firstInstallPieces(diff: BridgeDiff, lines: number): BridgeDiff[] {
+  if (bundleLineCount(diff) <= lines) return [diff];
+  const flows = [
+    ...diff.addFlows.filter((f) => cookieLb(f.cookie) !== 0),
+    ...diff.addFlows.filter((f) => cookieLb(f.cookie) === 0),
+  ];
+  const pieces: BridgeDiff[] = [];
+  const none = { deleteFlows: [], modifyGroups: [], deleteGroups: [], addGroups: [] };
+  let at = Math.max(0, lines - diff.addGroups.length);
+  pieces.push({ ...diff, ...none, addGroups: diff.addGroups, addFlows: flows.slice(0, at) });
+  for (; at < flows.length; at += lines)
+    pieces.push({ ...diff, ...none, addFlows: flows.slice(at, at + lines) });
+  return pieces;
 }
 
 /** Sends a diff's bundle as one atomic `ovs-ofctl bundle`, its text streamed to ovs-ofctl's stdin in chunks as it

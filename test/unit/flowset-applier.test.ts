@@ -5,9 +5,17 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compileNode } from '../../src/compile/index.ts';
+import { cookieLb } from '../../src/compile/registry.ts';
+import { bundleLineCount, bundleLines, diffBridge } from '../../src/flowset/diff.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
-import { applyBridge, applyFlowSet, BUNDLE_KEEP_LINES, readInstalled } from '../../src/openflow/applier.ts';
+import {
+  applyBridge,
+  applyFlowSet,
+  BUNDLE_KEEP_LINES,
+  firstInstallPieces,
+  readInstalled,
+} from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
@@ -245,4 +253,21 @@ test('streamed verification: a correct install passes, a flow changed behind the
     applyBridge(missing, 'br-int', want, streamed),
     (e: unknown) => e instanceof SluiceError && e.code === 'SLUICE_E_OPENFLOW_VERIFY',
   );
+});
+
+test('a large first install is cut in bundles: groups first, node-wide flows last, every line once', () => {
+  const want = gwState(gen(1, () => 0, 14)).bridges.get('br-int')!;
+  const diff = diffBridge(want, { flows: [], groups: [], tlvMap: [] });
+  const pieces = firstInstallPieces(diff, 1000);
+  assert.equal(pieces.length, Math.ceil(bundleLineCount(diff) / 1000));
+  assert.ok(pieces.every((p) => bundleLineCount(p) <= 1000));
+  assert.deepEqual(pieces[0]!.addGroups, diff.addGroups, 'every group in the first bundle');
+  assert.ok(pieces.slice(1).every((p) => p.addGroups.length === 0));
+  const nodeWide = pieces.map((p) => p.addFlows.filter((f) => cookieLb(f.cookie) === 0).length);
+  assert.ok(
+    nodeWide.at(-1)! > 0 && nodeWide.slice(0, -1).every((n) => n === 0),
+    `node-wide last: ${nodeWide}`,
+  );
+  assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort(), 'the same lines, each once');
+  assert.deepEqual(firstInstallPieces(diff, bundleLineCount(diff)), [diff], 'small enough: one bundle');
 });
