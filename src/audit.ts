@@ -91,6 +91,22 @@ export function auditCommittedSlots(
   return { checked: agree + disagree.length, agree, disagree, skipped, skipReasons, unknowable: undefined };
 }
 
+// ---- the gateway's own datapath: can it agree at all? (the agent checks this continuously) -----------------------
+
+/** Any tuple: whether the hash can be known depends on the mode and the datapath only, not on the packet. */
+const ANY_TUPLE: FiveTuple = { proto: 'tcp', src: '192.0.2.1', sport: 1, dst: '192.0.2.2', dport: 1 };
+
+/**
+ * Why a gateway whose datapath is `datapath` cannot put connections in the slots the other gateways (and explain)
+ * do in hash mode `mode`, or undefined when it can: the same test as `sluice audit`'s "audit impossible" (the kernel
+ * datapath's per-boot dp_hash seed, a NIC's RSS hash). Such a gateway must not be in ECMP: a connection that
+ * ECMP moves to it (another gateway failed, the router re-hashed) would land in another slot, on another backend.
+ */
+export function datapathDisagreement(mode: HashMode, datapath: Datapath): string | undefined {
+  const h = tupleHash(mode, ANY_TUPLE, datapath);
+  return h.known ? undefined : `hashMode ${mode} on the ${datapath} datapath cannot agree: ${h.why}`;
+}
+
 /** Operator's text: one summary line, then up to `limit` disagreements. */
 export function formatAudit(r: AuditResult, limit = 10): string {
   if (r.unknowable !== undefined) return `audit impossible: ${r.unknowable}`;

@@ -54,6 +54,7 @@ import {
   update,
 } from '../store/db/index.ts';
 import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
+import { HashAgreement, readDatapath } from './datapath.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
@@ -104,6 +105,9 @@ export interface AgentOptions {
   /** Hosts: TCP SYNs per second committed to conntrack (an OpenFlow meter, NodeFacts.synRate); 0 or undefined = no
    *  meter (the default, docs/security.md "Floods"). */
   readonly synRate?: number;
+  /** Gateways: how often the continuous audit reads the datapath (besides after every applied generation), ms.
+   *  Default 5000 (src/agent/datapath.ts). */
+  readonly auditMs?: number;
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -215,6 +219,11 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       help: 'hosts: connection reports that failed or timed out (the heartbeat went on without them)',
       registers: r,
     }),
+    hashAgrees: new Gauge({
+      name: 'sluice_agent_hash_agrees',
+      help: "gateways: 1 when the datapath's hash can agree with the other gateways' in the applied hash mode, 0 when it cannot (the gateway stays withdrawn)",
+      registers: r,
+    }),
     fenced: new Gauge({
       name: 'sluice_agent_fenced',
       help: '1 while the gateway is withdrawn from ECMP',
@@ -287,6 +296,9 @@ export class AgentDaemon {
   #reporting = false;
   #reportTimer: NodeJS.Timeout | undefined;
   #reportError: string | undefined;
+  /** Gateways with ovs-vsctl: the continuous audit (can this datapath's hash agree with the others'?). */
+  readonly #agreement: HashAgreement | undefined;
+  #auditTimer: NodeJS.Timeout | undefined;
 
   constructor(o: AgentOptions) {
     this.#o = o;
@@ -297,6 +309,11 @@ export class AgentDaemon {
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
     this.#bird =
       o.role === 'gateway' && o.birdSocket !== undefined ? new BirdControl(o.birdSocket) : undefined;
+    const vsctl = o.runner.vsctl?.bind(o.runner);
+    this.#agreement =
+      o.role === 'gateway' && vsctl !== undefined
+        ? new HashAgreement(() => readDatapath({ vsctl }, o.facts.bridges.int))
+        : undefined;
     this.client = new OvsdbClient({
       remotes: o.remotes,
       tls: o.tls,
@@ -333,6 +350,8 @@ export class AgentDaemon {
     // No switch at start: nothing can be programmed, so a gateway must not be (or stay) announced.
     if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) this.#datapathLost = true;
     this.#timer = setInterval(() => this.#schedule(), this.#o.heartbeatMs ?? 1000);
+    if (this.#agreement)
+      this.#auditTimer = setInterval(() => this.#auditLoop.schedule(), this.#o.auditMs ?? 5000);
     if (this.#o.role === 'host') {
       this.#m.synRate.set(this.#o.synRate ?? 0);
       await this.#limitConntrack();
@@ -364,6 +383,7 @@ export class AgentDaemon {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#auditTimer) clearInterval(this.#auditTimer);
     if (this.#reportTimer) clearInterval(this.#reportTimer);
     this.health?.stop();
     // A gateway that stops leaves ECMP first (its routes withdrawn while the datapath still forwards).
@@ -390,6 +410,7 @@ export class AgentDaemon {
       error: this.#error,
       fence: this.#fence,
       routing: this.#routing === undefined ? this.#routingError : formatRoutingState(this.#routing),
+      hashAgreement: this.#agreement?.text(),
       store: this.client.state,
       vswitchdPid: this.#vswitchdPid,
       health: this.health ? Object.fromEntries(this.health.states()) : undefined,
@@ -423,6 +444,27 @@ export class AgentDaemon {
       this.#log.warn({ event: 'apply-step-failed', err: e.message }, `agent apply step failed: ${e.message}`),
     () => this.#stopped,
   );
+  readonly #auditLoop = new SerialLoop(
+    () => this.#auditStep(),
+    (e) => this.#log.warn({ event: 'audit-failed', err: e.message }, `hash audit failed: ${e.message}`),
+    () => this.#stopped,
+  );
+
+  /** The continuous audit: can this gateway's datapath agree with the others in the applied hash mode? */
+  async #auditStep(): Promise<void> {
+    const mode = this.#appliedConfig?.hashMode;
+    if (this.#agreement === undefined || mode === undefined) return;
+    const changed = await this.#agreement.check(mode);
+    if (changed === undefined) return;
+    this.#m.hashAgrees.set(changed.state === 'agrees' ? 1 : 0);
+    const text = this.#agreement.text();
+    if (changed.state === 'cannot-agree')
+      this.#log.error({ event: 'hash-cannot-agree', datapath: changed.datapath, why: changed.why }, text);
+    else this.#log.info({ event: 'hash-audit', verdict: changed.state }, `hash audit: ${text}`);
+    this.#fenceLoop.schedule();
+    this.#beatLoop.schedule();
+  }
+
   readonly #beatLoop = new SerialLoop(
     () => this.#beatStep(),
     (e) => this.#log.warn({ event: 'heartbeat-failed', err: e.message }, `heartbeat failed: ${e.message}`),
@@ -454,6 +496,7 @@ export class AgentDaemon {
       this.#o.role === 'gateway' &&
       mayRejoin(this.#fence) &&
       !this.#datapathLost &&
+      (this.#agreement === undefined || this.#agreement.mayAnnounce(this.#appliedConfig?.hashMode)) &&
       this.#applied === target &&
       this.#error === undefined &&
       target > 0;
@@ -583,6 +626,7 @@ export class AgentDaemon {
         }; ${res.mode}; ${res.ms} ms)`,
       );
       if (this.health) this.#updateHealthTargets(config);
+      this.#auditLoop.schedule();
     } catch (e) {
       // A generation that does not decode or validate (a rogue or broken writer) is refused: the switch keeps the
       // last good generation, which this node still forwards on correctly, so a gateway does not count it as
@@ -625,6 +669,7 @@ export class AgentDaemon {
     if (marks.byPlanner !== undefined) return 'planner-record';
     if (marks.byOperator !== undefined) return 'operator-record';
     if (this.#datapathLost) return 'datapath-down';
+    if (this.#agreement?.disagreement !== undefined) return 'cannot-agree';
     const lease = this.#o.leaseMs ?? DEFAULT_LEASE_MS;
     if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
       return 'behind';
@@ -706,6 +751,7 @@ export class AgentDaemon {
         fenced: fencedFlag,
         role: this.#o.role,
         clearFenceRecords: rejoin,
+        ...(this.#agreement === undefined ? {} : { hashAgreement: this.#agreement.text() }),
         ...(this.#bird === undefined
           ? {}
           : {

@@ -60,25 +60,17 @@ export interface VsctlTable {
 }
 
 /** The four `list` commands readNodeFacts runs, in this order, in one ovs-vsctl transaction. */
-export const VSCTL_ARGS: readonly string[] = [
-  '--format=json',
-  '--',
-  '--columns=external_ids',
-  'list',
-  'Open_vSwitch',
-  '--',
-  '--columns=name,ports',
-  'list',
-  'Bridge',
-  '--',
-  '--columns=_uuid,name,interfaces',
-  'list',
-  'Port',
-  '--',
-  '--columns=_uuid,name,type,ofport,mac_in_use,options,external_ids',
-  'list',
-  'Interface',
-];
+export const VSCTL_ARGS: readonly string[] = vsctlListArgs([
+  ['Open_vSwitch', 'external_ids'],
+  ['Bridge', 'name,ports'],
+  ['Port', '_uuid,name,interfaces'],
+  ['Interface', '_uuid,name,type,ofport,mac_in_use,options,external_ids'],
+]);
+
+/** `ovs-vsctl --format=json` arguments that list these columns of each table, in order, in one transaction. */
+export function vsctlListArgs(tables: readonly (readonly [table: string, columns: string])[]): string[] {
+  return ['--format=json', ...tables.flatMap(([t, c]) => ['--', `--columns=${c}`, 'list', t])];
+}
 
 function fail(message: string): never {
   throw new SluiceError('SLUICE_E_NODE_FACTS', message);
@@ -105,12 +97,13 @@ export function parseVsctlTables(stdout: string): VsctlTable[] {
 
 type Row = Readonly<Record<string, unknown>>;
 
-function rows(t: VsctlTable): Row[] {
+/** A table's rows as heading -> cell objects. */
+export function rows(t: VsctlTable): Row[] {
   return t.data.map((cells) => Object.fromEntries(t.headings.map((h, i) => [h, cells[i]])));
 }
 
 /** RFC 7047 <map> -> Map (string keys and values only: external_ids, options). */
-function ovsMap(v: unknown): Map<string, string> {
+export function ovsMap(v: unknown): Map<string, string> {
   const m = new Map<string, string>();
   if (Array.isArray(v) && v[0] === 'map' && Array.isArray(v[1]))
     for (const pair of v[1] as unknown[]) {
@@ -479,12 +472,17 @@ export interface VsctlRunner {
 /** Reads the node's facts from its local OVSDB (one ovs-vsctl transaction). Throws SLUICE_E_NODE_FACTS, or
  * SLUICE_E_IO when ovs-vsctl fails (ovsdb-server unreachable). */
 export async function readNodeFacts(runner: VsctlRunner): Promise<OvsNodeFacts> {
-  const r = await runner.vsctl(VSCTL_ARGS, { allowFail: true }).catch((e: unknown) => ({
+  return nodeFactsFromOvs(await readVsctlTables(runner, VSCTL_ARGS));
+}
+
+/** Runs one `ovs-vsctl --format=json` transaction and splits its tables. Throws SLUICE_E_IO when ovs-vsctl fails. */
+export async function readVsctlTables(runner: VsctlRunner, args: readonly string[]): Promise<VsctlTable[]> {
+  const r = await runner.vsctl(args, { allowFail: true }).catch((e: unknown) => ({
     code: -1,
     stdout: '',
     stderr: (e as Error).message,
   }));
   if (r.code !== 0)
     throw new SluiceError('SLUICE_E_IO', `cannot read the node's OVSDB with ovs-vsctl: ${r.stderr.trim()}`);
-  return nodeFactsFromOvs(parseVsctlTables(r.stdout));
+  return parseVsctlTables(r.stdout);
 }

@@ -31,6 +31,9 @@ export type FenceEvent =
   | 'behind'
   /** Its own ovs-vswitchd is gone, or restarted and not yet programmed again: it would black-hole what it gets. */
   | 'datapath-down'
+  /** Its datapath's hash cannot agree with the other gateways' in the applied hash mode (src/agent/datapath.ts): a
+   *  connection ECMP moves to it would land in another slot. */
+  | 'cannot-agree'
   /** A fence record on this gateway's own Node_Status row. */
   | 'planner-record'
   | 'operator-record'
@@ -65,6 +68,7 @@ export const FENCE_TABLE: Readonly<
   unknown: {
     'apply-failing': withdraw,
     'datapath-down': withdraw,
+    'cannot-agree': withdraw,
     'planner-record': byPlanner,
     'operator-record': byOperator,
     'rejoin-acked': rejoin,
@@ -73,6 +77,7 @@ export const FENCE_TABLE: Readonly<
     'apply-failing': withdraw,
     behind: withdraw,
     'datapath-down': withdraw,
+    'cannot-agree': withdraw,
     // Out already (the fence command did it): no command, then rejoin like after a withdrawal of its own.
     'planner-record': byPlanner,
     'operator-record': byOperator,

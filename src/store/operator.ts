@@ -19,6 +19,7 @@ import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
 import {
   BackendStatusTable,
+  CANNOT_AGREE,
   DB_NAME,
   DESIRED_STATE_MONITOR,
   desiredStateOps,
@@ -567,6 +568,9 @@ export interface NodeReport {
   readonly error: string | null;
   /** A gateway's BGP and BFD state as its agent last read it from its BIRD (null: no BIRD). */
   readonly routing: string | null;
+  /** A gateway's continuous hash audit as its agent last ran it (null: not reported): `ok (...)`, or
+   *  `CANNOT AGREE: <why>` (the agent keeps it withdrawn), or why it is unchecked. */
+  readonly hashAgreement: string | null;
 }
 
 export interface BackendReport {
@@ -718,6 +722,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       fencedBy,
       error: st?.error ?? null,
       routing: marks.routing ?? null,
+      hashAgreement: marks.hashAgreement ?? null,
     };
   });
   const backends = backendReports(r, stored.config, now);
@@ -786,6 +791,16 @@ function routingLines(nodes: readonly NodeReport[]): string[] {
     : ['', table([['GATEWAY', 'BGP / BFD'], ...routed.map((n) => [n.name, n.routing!])])];
 }
 
+/** Gateways whose continuous audit says their hash cannot agree with the others' (they stay withdrawn). */
+export function hashWarnings(nodes: readonly NodeReport[]): string[] {
+  return nodes
+    .filter((n) => n.hashAgreement?.startsWith(CANNOT_AGREE) === true)
+    .map(
+      (n) =>
+        `WARNING ${n.name} (withdrawn by its agent): ${n.hashAgreement!.slice(CANNOT_AGREE.length).trim()}`,
+    );
+}
+
 const BACKEND_COLUMNS = [
   'LB',
   'BACKEND',
@@ -826,6 +841,7 @@ export function formatStatus(s: StatusReport): string {
     '',
     tableOr('no nodes', NODE_COLUMNS, s.nodes.map(nodeRow)),
     ...routingLines(s.nodes),
+    ...hashWarnings(s.nodes).flatMap((w, i) => (i === 0 ? ['', w] : [w])),
     '',
     tableOr('no backends', BACKEND_COLUMNS, s.backends.map(backendRow)),
   );

@@ -5,7 +5,7 @@
 import { NO_OWNER } from '../hashing/slots.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { describeGeneration } from '../rollout/summary.ts';
-import { NodeStatusTable, readPlan, rows, SECOND_CHANCE_KEY } from '../store/db/index.ts';
+import { CANNOT_AGREE, NodeStatusTable, readPlan, rows, SECOND_CHANCE_KEY } from '../store/db/index.ts';
 import { type StatusReport, statusReport } from '../store/operator.ts';
 import { rolloutProgress } from '../store/rollout-progress.ts';
 
@@ -67,10 +67,16 @@ export interface PageState {
 /** Cells drawn per table: 4096 keeps the page light at slotBits 12; larger tables show their first 4096 slots. */
 export const MAX_SLOTS_SHOWN = 4096;
 
-function routing(role: string, fencedBy: string | null): string {
+/** A node's routing cell: n/a for hosts; announced, withdrawn by its agent (with the hash audit's reason when that
+ *  is why) or fenced by the planner/operator for gateways. */
+export function routingCell(role: string, fencedBy: string | null, hashAgreement: string | null): string {
   if (role !== 'gateway') return 'n/a';
   if (fencedBy === null) return 'announced';
-  return fencedBy === 'agent' ? 'withdrawn (by its agent)' : `fenced (${fencedBy})`;
+  if (fencedBy !== 'agent') return `fenced (${fencedBy})`;
+  // The continuous audit's reason, when that is why its agent keeps it out.
+  return hashAgreement?.startsWith(CANNOT_AGREE)
+    ? `withdrawn (by its agent): hash ${hashAgreement}`
+    : 'withdrawn (by its agent)';
 }
 
 /** Second-chance counters the hosts reported, per load balancer. */
@@ -156,7 +162,7 @@ export function pageState(
       lag: n.lag,
       heartbeatAgeMs: n.heartbeatAgeMs,
       fenced: n.fenced,
-      routing: routing(n.role, n.fencedBy),
+      routing: routingCell(n.role, n.fencedBy, n.hashAgreement),
       error: n.error,
       late: late.has(n.name),
     })),

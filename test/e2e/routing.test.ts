@@ -17,6 +17,7 @@
 import * as assert from 'node:assert/strict';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DATAPATH_KEY } from '../../src/agent/datapath.ts';
 import { type ControlPlane, startControlPlane } from '../../src/lab/control-plane.ts';
 import {
   type GatewayFault,
@@ -35,7 +36,7 @@ import {
   publishedGeneration,
   rows,
 } from '../../src/store/db/index.ts';
-import { editDesiredState, edits, withStore } from '../../src/store/operator.ts';
+import { editDesiredState, edits, formatStatus, withStore } from '../../src/store/operator.ts';
 import { isRoot, WEB } from './lb-common.ts';
 
 const CONNECTIONS = 200;
@@ -254,6 +255,46 @@ describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
     const c = await h.traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
     await healGw1(h);
+  });
+
+  test("gw1's datapath cannot agree (kernel datapath in dp_hash mode): it withdraws and says why, then rejoins", async (t) => {
+    await openConnections(h);
+    const gw1 = h.lab.node('gw1');
+    const n0 = h.cp.records('agent-gw1').length;
+    // What an operator states for a datapath OVSDB cannot show (src/agent/datapath.ts); the lab runs dp_hash mode.
+    const at = performance.now();
+    await gw1.vsctl(['set', 'Open_vSwitch', '.', `external_ids:${DATAPATH_KEY}=system`]);
+    try {
+      const outMs = await waitEcmpWithout(h.lab, WEB.vip, 'gw1', at, 15_000);
+      assert.ok(outMs !== undefined, 'gw1 left ECMP: its agent withdrew it');
+      // Its next heartbeat reports the withdrawal and the reason.
+      let st = await h.cp.status();
+      const gwOf = () => st.nodes.find((n) => n.name === 'gw1');
+      for (const until = Date.now() + 10_000; gwOf()?.fencedBy !== 'agent' && Date.now() < until; ) {
+        await sleep(200);
+        st = await h.cp.status();
+      }
+      const gw = gwOf();
+      assert.equal(gw?.fencedBy, 'agent');
+      assert.match(gw?.hashAgreement ?? '', /^CANNOT AGREE: hashMode dp_hash on the system datapath/);
+      const text = formatStatus(st);
+      assert.match(text, /WARNING gw1 \(withdrawn by its agent\): hashMode dp_hash on the system datapath/);
+      const withdrawn = h.cp
+        .records('agent-gw1')
+        .slice(n0)
+        .find((x) => x.event === 'withdrawn');
+      assert.equal(withdrawn?.reason, 'cannot-agree');
+      t.diagnostic(`gw1 out of ECMP ${outMs.toFixed(0)} ms after the flip; status: ${gw?.hashAgreement}`);
+    } finally {
+      await gw1.vsctl(['remove', 'Open_vSwitch', '.', 'external_ids', DATAPATH_KEY]);
+    }
+    await waitEcmpAll(h.lab, WEB.vip, 30_000);
+    const back = (await h.cp.status()).nodes.find((n) => n.name === 'gw1');
+    assert.equal(back?.hashAgreement, 'ok (dp_hash on netdev)');
+    assert.equal(back?.fenced, false);
+    // A withdrawal, not a failure: the connections ECMP moved to gw2 and back lived on.
+    const c = await h.traffic!.report();
+    assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
   });
 });
 

@@ -1,11 +1,12 @@
 // The status page's second-chance counters (src/web/page-model.ts) from Node_Status rows in a Replica built here
-// (no store): summed over hosts per load balancer; a malformed report is ignored, never fatal.
+// (no store): summed over hosts per load balancer; a malformed report is ignored, never fatal. The routing cell of a
+// node, with the continuous hash audit's reason when that keeps a gateway out.
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { JsRow } from '../../src/ovsdb/protocol.ts';
 import { Replica } from '../../src/ovsdb/replica.ts';
-import { secondChanceCounts } from '../../src/web/page-model.ts';
+import { routingCell, secondChanceCounts } from '../../src/web/page-model.ts';
 
 let n = 0;
 function nodeStatus(node: string, ids: [string, string][]): JsRow {
@@ -42,4 +43,13 @@ test('second-chance packets per load balancer are summed over the hosts that rep
     ['api', 1],
     ['web', 12],
   ]);
+});
+
+test("a gateway's routing cell names the hash audit's reason when that keeps it withdrawn", () => {
+  const why = 'CANNOT AGREE: hashMode dp_hash on the system datapath cannot agree: per-boot seed';
+  assert.equal(routingCell('host', null, null), 'n/a');
+  assert.equal(routingCell('gateway', null, 'ok (dp_hash on netdev)'), 'announced');
+  assert.equal(routingCell('gateway', 'agent', why), `withdrawn (by its agent): hash ${why}`);
+  assert.equal(routingCell('gateway', 'agent', 'ok (dp_hash on netdev)'), 'withdrawn (by its agent)');
+  assert.equal(routingCell('gateway', 'planner', why), 'fenced (planner)');
 });

@@ -20,6 +20,7 @@ import {
   AGENT_FENCED_KEY,
   GATEWAY_GENERATION_KEY,
   GlobalTable,
+  HASH_AGREEMENT_KEY,
   type NodeStatusRow,
   NodeStatusTable,
   OPERATOR_FENCED_KEY,
@@ -77,6 +78,8 @@ export interface FenceMarks {
   readonly role: string | undefined;
   /** A gateway's BGP and BFD state as its agent reported it (ROUTING_KEY). */
   readonly routing: string | undefined;
+  /** A gateway's continuous audit verdict as its agent reported it (HASH_AGREEMENT_KEY). */
+  readonly hashAgreement: string | undefined;
 }
 
 export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
@@ -87,6 +90,7 @@ export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
     byOperator: ids?.get(OPERATOR_FENCED_KEY),
     role: ids?.get(ROLE_KEY),
     routing: ids?.get(ROUTING_KEY),
+    hashAgreement: ids?.get(HASH_AGREEMENT_KEY),
   };
 }
 
@@ -131,11 +135,14 @@ export function agentMarksOp(
     readonly reportAt?: string;
     /** Gateways with BIRD: BGP and BFD state (ROUTING_KEY). */
     readonly routing?: string;
+    /** Gateways: the continuous audit's verdict (HASH_AGREEMENT_KEY): `ok (...)` or why its hash cannot agree. */
+    readonly hashAgreement?: string;
   },
 ): Operation {
   const cleared = [AGENT_FENCED_KEY, ROLE_KEY, SECOND_CHANCE_KEY];
   if (marks.reportAt !== undefined) cleared.push(REPORT_AT_KEY);
   if (marks.routing !== undefined) cleared.push(ROUTING_KEY);
+  if (marks.hashAgreement !== undefined) cleared.push(HASH_AGREEMENT_KEY);
   if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
@@ -148,6 +155,7 @@ export function agentMarksOp(
         ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
         ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
         ...(marks.routing === undefined ? {} : { [ROUTING_KEY]: marks.routing }),
+        ...(marks.hashAgreement === undefined ? {} : { [HASH_AGREEMENT_KEY]: marks.hashAgreement }),
       }),
     ],
   );

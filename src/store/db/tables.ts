@@ -358,6 +358,11 @@ export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
 /** Node_Status external_ids: a gateway's BGP and BFD state as its agent last read it from its BIRD, one line. */
 export const ROUTING_KEY = 'routing';
 export const SECOND_CHANCE_KEY = 'second_chance_packets';
+/** Node_Status external_ids: a gateway's continuous hash audit as its agent last ran it (src/agent/datapath.ts):
+ *  `ok (<mode> on <datapath>)`, `CANNOT AGREE: <why>` (the gateway stays withdrawn), or why it is unchecked. */
+export const HASH_AGREEMENT_KEY = 'hash_agreement';
+/** How a HASH_AGREEMENT_KEY verdict that keeps the gateway out starts. */
+export const CANNOT_AGREE = 'CANNOT AGREE:';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
 /** Global.external_ids, set by `sluice ovn sync`: the OVN rows it could not serve, JSON [{lb, vip?, backend?,
