@@ -4,7 +4,7 @@
 
 import { SluiceError } from '../model/errors.ts';
 import { parseIp } from '../model/ip.ts';
-import type { Config } from '../model/types.ts';
+import type { Config, HashMode } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
 import { ipv4ToInt } from './common.ts';
 import { gatewaySlotEntries } from './gateway.ts';
@@ -48,6 +48,8 @@ export interface XdpSlot {
 }
 
 export interface XdpTables {
+  /** The OVS gateways' hash in this config (`fields`: multipath; `dp_hash`: the userspace datapath's). */
+  readonly hashMode: HashMode;
   readonly srcIp: string;
   readonly srcMac: string;
   readonly ttl: number;
@@ -126,7 +128,14 @@ export function xdpTables(config: Config, gen: Generation, facts: XdpGatewayFact
       `xdp: ${slots.length} slots, the program holds ${XDP_LIMITS.slotEntries / 2}`,
     );
   }
-  return { srcIp: facts.tunnelIp, srcMac: facts.mac, ttl: facts.ttl ?? XDP_DEFAULT_TTL, vips, slots };
+  return {
+    hashMode: config.hashMode,
+    srcIp: facts.tunnelIp,
+    srcMac: facts.mac,
+    ttl: facts.ttl ?? XDP_DEFAULT_TTL,
+    vips,
+    slots,
+  };
 }
 
 const IP_PROTO = { tcp: 6, udp: 17 } as const;
@@ -147,6 +156,7 @@ export function xdpMapImage(tables: XdpTables, copy: 0 | 1): XdpMapImage {
   cfg.set(ipv4Bytes(tables.srcIp), 0);
   cfg.set(macBytes(tables.srcMac, 'xdp gateway MAC'), 4);
   cfg[10] = tables.ttl;
+  cfg[11] = tables.hashMode === 'dp_hash' ? 1 : 0;
   const cfgKey = new Uint8Array(4);
   u32le(new DataView(cfgKey.buffer), 0, copy);
   const vips = tables.vips.map((v) => {

@@ -2,7 +2,9 @@
 // sluice's gateway datapath in XDP: the same decision as the OVS gateway pipeline (src/compile/gateway.ts) in
 // `fields` hash mode, so a mixed ECMP set of OVS and XDP gateways sends every packet to the same slot.
 //
-//   VIP:port/proto (IPv4 or IPv6, TCP or UDP)  ->  h = OVS flow_hash_symmetric_l3l4(+udp), basis 0
+//   VIP:port/proto (IPv4 or IPv6, TCP or UDP)  ->  h = the OVS gateway's hash in the generation's hash mode:
+//     `fields`: OVS flow_hash_symmetric_l3l4(+udp), basis 0 (multipath);
+//     `dp_hash`: the userspace datapath's dp_hash, hash_int(miniflow_hash_5tuple(packet, 0), 0)
 //   slot = h mod 2^bits  ->  slot entry of the generation in force (copy `active`)
 //   -> Ethernet/IPv4/UDP 6081/Geneve with the three sluice options, exactly as OVS's userspace tunnel push
 //      builds them (outer UDP source port from OVS's 5-tuple hash) -> XDP_TX
@@ -38,8 +40,11 @@ struct gw_config {
 	__u32 src_ip;     // tunnel source IPv4, network order
 	__u8 src_mac[6];  // MAC of the uplink (OVS: br-phy's MAC)
 	__u8 ttl;         // outer TTL (OVS default 64)
-	__u8 pad;
+	__u8 hash_mode;   // HASH_FIELDS or HASH_DP
 };
+
+#define HASH_FIELDS 0
+#define HASH_DP 1
 
 struct vip_key {
 	__u32 copy;
@@ -118,6 +123,12 @@ static __always_inline __u32 hash_finish(__u32 hash, __u32 final)
 	hash *= 0xc2b2ae35;
 	hash ^= hash >> 16;
 	return hash;
+}
+
+/** lib/hash.h hash_int(x, basis) = hash_2words(x, basis). */
+static __always_inline __u32 hash_int(__u32 x, __u32 basis)
+{
+	return hash_finish(hash_add(hash_add(x, 0), basis), 8);
 }
 
 /** What the hashes read from a packet: address words and ports exactly as a little-endian CPU loads them. */
@@ -362,7 +373,13 @@ int sluice_gateway(struct xdp_md *ctx)
 	if (!cfg)
 		return XDP_PASS;
 
-	__u32 slot = hash_symmetric_l3l4_udp(&p.t) & ((1u << (vip->bits & 31)) - 1);
+	// dp_hash mode: OVS's select group (selection_method=dp_hash, basis 0) runs the hash action, which in the
+	// userspace datapath is hash_int(the packet's RSS hash, basis), and the RSS hash of a packet from a device
+	// without one (veth, tap, AF_PACKET) is miniflow_hash_5tuple(packet, 0): the hash that also picks the outer
+	// UDP source port below.
+	__u32 h5 = hash_5tuple(&p.t);
+	__u32 h = cfg->hash_mode == HASH_DP ? hash_int(h5, 0) : hash_symmetric_l3l4_udp(&p.t);
+	__u32 slot = h & ((1u << (vip->bits & 31)) - 1);
 	struct slot_key sk = {.copy = copy, .lb = vip->lb, .slot = slot};
 	struct slot_value *s = bpf_map_lookup_elem(&sluice_slots, &sk);
 	__u32 counter = vip->counter;
@@ -370,7 +387,6 @@ int sluice_gateway(struct xdp_md *ctx)
 		count_drop_no_slot(counter);
 		return XDP_DROP;
 	}
-	__u32 h5 = hash_5tuple(&p.t);
 	__u16 sport = (((__u64)h5 * (TNL_PORT_MAX - TNL_PORT_MIN)) >> 32) + TNL_PORT_MIN;
 	__u32 inner_len = end - data;
 	struct vip_stats *st = bpf_map_lookup_elem(&sluice_stats, &counter);

@@ -15,7 +15,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { initialGeneration } from '../../src/cli/explain.ts';
@@ -33,7 +33,7 @@ import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic } from '../../src/lab/traffic.ts';
 import { parseIp } from '../../src/model/ip.ts';
-import type { Config } from '../../src/model/types.ts';
+import type { Config, HashMode } from '../../src/model/types.ts';
 import { applyFlowSet } from '../../src/openflow/applier.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { attachedSteps, attachXdp, attachXdpPass, detachXdp, sumCounters } from '../../src/xdp/attach.ts';
@@ -63,8 +63,14 @@ function gatewayFacts(name = 'gw1'): XdpGatewayFacts {
 }
 
 /** The writes that install generation `g` of gateway `name` in copy 0 of empty maps, and flip to it. */
-function installWrites(g: Generation, name = 'gw1'): MapWrite[] {
-  return xdpInstallWrites(undefined, xdpMapImage(xdpTables(config, g, gatewayFacts(name)), 0), 0);
+function installWrites(g: Generation, name = 'gw1', c: Config = config): MapWrite[] {
+  return xdpInstallWrites(undefined, xdpMapImage(xdpTables(c, g, gatewayFacts(name)), 0), 0);
+}
+
+/** Programs every node of the lab with `c` (generation `gen`). */
+async function applyAll(c: Config): Promise<void> {
+  for (const n of ['host1', 'host2', 'gw1', 'gw2'])
+    await applyFlowSet(lab.node(n), compileNode(c, gen, lab.compilerFacts(n)));
 }
 
 /** `gen` with every slot of every pool on `host`'s member: a generation the OVS gateways do not run. */
@@ -167,8 +173,7 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
     lab = await labUp({ prefix: PREFIX, ...sizes, ipv6: true, vips }, { replace: true });
     config = lab.sluiceConfig({ hashMode: 'fields', slotBits: 8 });
     gen = initialGeneration(config);
-    for (const n of ['host1', 'host2', 'gw1', 'gw2'])
-      await applyFlowSet(lab.node(n), compileNode(config, gen, lab.compilerFacts(n)));
+    await applyAll(config);
   });
 
   after(async () => {
@@ -176,9 +181,18 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('every frame the OVS gateway received: the XDP program sends the bytes OVS sent, or nothing', async (t) => {
+  // In each hash mode (dp_hash: the userspace datapath's dp_hash, which the program reproduces), with every node
+  // programmed in that mode. The mixed-set test below runs in fields mode (applied last).
+  for (const mode of ['dp_hash', 'fields'] as const)
+    test(`${mode} mode: every frame the OVS gateway received, the XDP program sends the bytes OVS sent, or nothing`, async (t) => {
+      const c = mode === 'fields' ? config : lab.sluiceConfig({ hashMode: mode, slotBits: 8 });
+      await applyAll(c);
+      await compareWithOvs(t, c, mode);
+    });
+
+  async function compareWithOvs(t: TestContext, c: Config, mode: HashMode): Promise<void> {
     await lab.setEcmpGateways(['gw1']);
-    const pcap = join(dir, 'gw1.pcap');
+    const pcap = join(dir, `gw1-${mode}.pcap`);
     const capture = await startCapture(pcap);
     try {
       await sendTraffic();
@@ -206,11 +220,11 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
       );
     });
     assert.ok(sent.size > 100, `the OVS gateway encapsulated ${sent.size} frames`);
-    const flows = compileNode(config, gen, lab.compilerFacts('gw1')).bridges.get('br-int')!.flows;
+    const brInt = compileNode(c, gen, lab.compilerFacts('gw1')).bridges.get('br-int')!;
     const underlay = { mac: gw.brPhyMac, ip: gw.tunnelIp, neighbours: gatewayFacts().neighbours };
 
-    const run = async (g: Generation) => {
-      const setup = installWrites(g);
+    const run = async (g: Generation, tables: Config = c) => {
+      const setup = installWrites(g, 'gw1', tables);
       const res = await runXdpSteps(object, [
         ...setup,
         ...received.map((packet) => ({ kind: 'run' as const, packet })),
@@ -232,14 +246,14 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
       const xdp = runs[i].retval === XDP.TX ? toHex(runs[i].output) : undefined;
       if (xdp === ovs) agree++;
       else assert.equal(xdp, ovs, `frame ${i} (${kind}) ${toHex(f)}`);
-      const model = ovsGatewayOutput(flows, f, underlay);
+      const model = ovsGatewayOutput(brInt.flows, f, underlay, brInt.groups);
       if ((model ? toHex(model) : undefined) === ovs) modelAgrees++;
     }
     t.diagnostic(
-      `${received.length} frames for the VIPs, ${sent.size} encapsulated by OVS: ${JSON.stringify(tally)}`,
+      `${mode}: ${received.length} frames for the VIPs, ${sent.size} encapsulated by OVS: ${JSON.stringify(tally)}`,
     );
     t.diagnostic(
-      `XDP = OVS on ${agree}/${received.length}; flow model = OVS on ${modelAgrees}/${received.length}`,
+      `${mode}: XDP = OVS on ${agree}/${received.length}; flow model = OVS on ${modelAgrees}/${received.length}`,
     );
     assert.equal(agree, received.length);
     assert.equal(modelAgrees, received.length);
@@ -263,19 +277,19 @@ describe('XDP gateway program vs a live OVS gateway', { skip: !isRoot && 'needs 
       assert.ok(tally[want] > 0, `traffic includes ${want}`);
     }
 
-    // Negative control: the maps of another generation (every slot on host2) must disagree.
-    const other = allOn('host2');
-    const wrong = await run(other);
+    // Negative control: in fields mode the maps of another generation (every slot on host2); in dp_hash mode the
+    // same generation hashed the fields way. Both must disagree.
+    const wrong = mode === 'fields' ? await run(allOn('host2')) : await run(gen, config);
     const sentIdx = received.flatMap((f, i) => (sent.has(toHex(f)) ? [i] : []));
     const wrongAgree = sentIdx.filter((i) => toHex(wrong[i].output) === sent.get(toHex(received[i]))).length;
     t.diagnostic(
-      `negative control (every slot on host2): XDP = OVS on ${wrongAgree}/${sentIdx.length} encapsulated`,
+      `${mode}: negative control (${mode === 'fields' ? 'every slot on host2' : 'the fields hash'}): XDP = OVS on ${wrongAgree}/${sentIdx.length} encapsulated`,
     );
     assert.ok(
       wrongAgree < sentIdx.length * 0.75,
-      `a wrong generation must disagree (${wrongAgree}/${sentIdx.length})`,
+      `a wrong generation or hash must disagree (${wrongAgree}/${sentIdx.length})`,
     );
-  });
+  }
 
   // A mixed ECMP set: gw1 runs OVS, gw2 the XDP program on its uplink (before OVS: what it transmits never reaches
   // gw2's switch; what it passes does). Connections start spread over both, then all move to gw2, then all to gw1.

@@ -5,7 +5,8 @@
 // The reference is the OVS gateway: every output is compared byte for byte with what an OVS gateway running the
 // same generation's compiled flows sends (helpers/xdp.ts `ovsGatewayOutput`, derived from the flows' multipath and
 // set_field actions; test/e2e/xdp-gateway.test.ts pins that model against a live OVS gateway), and every slot with
-// src/hashing/ovs.ts `fieldsModeHash`. Negative control: the slots a wrong hash (basis 1) predicts disagree.
+// src/hashing/ovs.ts `fieldsModeHash` (fields mode) or `ovsUserspaceDpHash` (dp_hash mode, the userspace datapath's
+// dp_hash). Negative controls: the slots a wrong hash (basis 1; in dp_hash mode the fields hash) predicts disagree.
 
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -16,7 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { initialGeneration } from '../../src/cli/explain.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
-import { gatewayClassifyFlows, gatewaySlotFlows } from '../../src/compile/gateway.ts';
+import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows } from '../../src/compile/gateway.ts';
 import { lbInputs } from '../../src/compile/index.ts';
 import {
   type XdpGatewayFacts,
@@ -27,7 +28,12 @@ import {
   xdpTables,
 } from '../../src/compile/xdp.ts';
 import type { Flow } from '../../src/flowset/types.ts';
-import { fieldsModeHash, ovsHashSymmetricL3L4 } from '../../src/hashing/ovs.ts';
+import {
+  fieldsModeHash,
+  ovsHashSymmetricL3L4,
+  ovsUserspaceDpHash,
+  type PacketKey,
+} from '../../src/hashing/ovs.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/config.ts';
 import { parseIp } from '../../src/model/ip.ts';
@@ -101,10 +107,10 @@ function withEmptySlots(g: Generation, lb: string, n: number): Generation {
 }
 
 /** The OVS gateway's br-int flows for a generation (CLASSIFY and GW_SLOTS; ports are irrelevant here). */
-function gatewayFlows(g: Generation): Flow[] {
-  const lbs = lbInputs(config, g);
+function gatewayFlows(g: Generation, c: Config = config): Flow[] {
+  const lbs = lbInputs(c, g);
   const nodeFacts = { ports: { geneve: 2 } } as NodeFacts;
-  return [...gatewayClassifyFlows(config, lbs), ...gatewaySlotFlows(config, lbs, nodeFacts)];
+  return [...gatewayClassifyFlows(c, lbs), ...gatewaySlotFlows(c, lbs, nodeFacts)];
 }
 
 /** Steps that write `tables` into copy `copy` (empty before) and, unless `flip` is false, make it the one in force. */
@@ -166,40 +172,50 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('2000 TCP/UDP IPv4/IPv6 tuples: the OVS gateway bytes, and the slot of src/hashing/ovs.ts', async (t) => {
-    const specs = randomSpecs(2000);
-    const frames = specs.map(craftFrame);
-    const { runs } = await runFrames(loadSteps(xdpTables(config, gen, facts), 1), frames);
-    let same = 0;
-    let slotsAgree = 0;
-    let wrongHashAgrees = 0;
-    for (let i = 0; i < frames.length; i++) {
-      const want = ovsGatewayOutput(flows, frames[i], underlay);
-      assert.ok(want, `the OVS model forwards ${JSON.stringify(specs[i])}`);
-      assert.equal(verdict(runs[i]), 'TX', JSON.stringify(specs[i]));
-      if (toHex(runs[i].output) === toHex(want)) same++;
-      else assert.equal(toHex(runs[i].output), toHex(want), JSON.stringify(specs[i]));
-      // The slot the program put in TUN_LB_SLOT (outer bytes 54..57, low 16 bits) against src/hashing/ovs.ts.
-      const out = runs[i].output;
-      const slot = new DataView(out.buffer, out.byteOffset).getUint16(56);
-      const s = specs[i];
-      const key = {
-        proto: s.proto === 6 ? ('tcp' as const) : ('udp' as const),
-        src: parseIp(s.src)!.bytes,
-        dst: parseIp(s.dst)!.bytes,
-        sport: s.sport!,
-        dport: s.dport!,
-      };
-      if (slot === fieldsModeHash(key) % 256) slotsAgree++;
-      if (slot === ovsHashSymmetricL3L4(key, 1) % 256) wrongHashAgrees++;
-    }
-    t.diagnostic(
-      `${same}/2000 byte-identical; slots = fieldsModeHash ${slotsAgree}/2000; basis 1: ${wrongHashAgrees}`,
-    );
-    assert.equal(same, 2000);
-    assert.equal(slotsAgree, 2000);
-    assert.ok(wrongHashAgrees < 40, `a wrong hash must disagree (${wrongHashAgrees}/2000 agree)`);
-  });
+  // Each output is compared with the OVS model for the same mode's flows (and groups), its slot with the hash
+  // src/hashing/ovs.ts gives for that mode; the other mode's hash is the negative control.
+  for (const mode of ['fields', 'dp_hash'] as const)
+    test(`2000 TCP/UDP IPv4/IPv6 tuples in ${mode} mode: the OVS gateway bytes, and the slot of src/hashing/ovs.ts`, async (t) => {
+      const c: Config = { ...config, hashMode: mode };
+      const lbs = lbInputs(c, gen);
+      const groups = gatewayGroups(c, lbs);
+      const modeFlows = mode === 'fields' ? flows : gatewayFlows(gen, c);
+      const hash = (k: PacketKey) => (mode === 'fields' ? fieldsModeHash(k) : ovsUserspaceDpHash(k, 0));
+      const other = (k: PacketKey) => (mode === 'fields' ? ovsHashSymmetricL3L4(k, 1) : fieldsModeHash(k));
+      const specs = randomSpecs(2000);
+      const frames = specs.map(craftFrame);
+      const { runs } = await runFrames(loadSteps(xdpTables(c, gen, facts), 1), frames);
+      let same = 0;
+      let slotsAgree = 0;
+      let wrongHashAgrees = 0;
+      for (let i = 0; i < frames.length; i++) {
+        const want = ovsGatewayOutput(modeFlows, frames[i], underlay, groups);
+        assert.ok(want, `the OVS model forwards ${JSON.stringify(specs[i])}`);
+        assert.equal(verdict(runs[i]), 'TX', JSON.stringify(specs[i]));
+        if (toHex(runs[i].output) === toHex(want)) same++;
+        else assert.equal(toHex(runs[i].output), toHex(want), JSON.stringify(specs[i]));
+        // The slot the program put in TUN_LB_SLOT (outer bytes 54..57, low 16 bits) against src/hashing/ovs.ts.
+        const out = runs[i].output;
+        const slot = new DataView(out.buffer, out.byteOffset).getUint16(56);
+        const s = specs[i];
+        const key = {
+          proto: s.proto === 6 ? ('tcp' as const) : ('udp' as const),
+          src: parseIp(s.src)!.bytes,
+          dst: parseIp(s.dst)!.bytes,
+          sport: s.sport!,
+          dport: s.dport!,
+        };
+        if (slot === hash(key) % 256) slotsAgree++;
+        if (slot === other(key) % 256) wrongHashAgrees++;
+      }
+      t.diagnostic(
+        `${mode}: ${same}/2000 byte-identical; slots = ${mode} hash ${slotsAgree}/2000; ` +
+          `${mode === 'fields' ? 'basis 1' : 'the fields hash'}: ${wrongHashAgrees}`,
+      );
+      assert.equal(same, 2000);
+      assert.equal(slotsAgree, 2000);
+      assert.ok(wrongHashAgrees < 40, `a wrong hash must disagree (${wrongHashAgrees}/2000 agree)`);
+    });
 
   test('options, extension headers, ECN, fragments, truncation, non-VIP: forwarded as OVS or passed untouched', async () => {
     const base = {

@@ -53,6 +53,9 @@ test('the byte layout of gateway.bpf.c: copy first, addresses and ports in netwo
   assert.deepEqual([...s.value.subarray(0, 4)], t.slots[0].dst.split('.').map(Number));
   assert.equal(new DataView(s.value.buffer).getUint32(4, true), t.slots[0].options[0]);
   assert.deepEqual([...img.config.value], [192, 168, 100, 1, 2, 0, 0xc0, 0xa8, 0x64, 1, 64, 0]);
+  // The last byte of the config is the hash mode: 0 fields, 1 dp_hash (the userspace datapath's dp_hash).
+  const dp = xdpMapImage(xdpTables({ ...config, hashMode: 'dp_hash' }, gen, facts), 0);
+  assert.equal(dp.config.value[11], 1);
 });
 
 test('a host without a neighbour MAC: SLUICE_E_XDP naming it, no tables', () => {

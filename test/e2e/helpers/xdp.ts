@@ -5,8 +5,13 @@
 // the packet's 5-tuple hash scaled into [32768, 61000), no checksum (csum=false); Geneve with the critical bit,
 // VNI 0 and the options in TLV order. test/e2e/xdp-gateway.test.ts pins this model against a live OVS gateway.
 
-import type { Flow } from '../../../src/flowset/types.ts';
-import { fieldsModeHash, ovsHash5Tuple, type PacketKey } from '../../../src/hashing/ovs.ts';
+import type { Flow, Group } from '../../../src/flowset/types.ts';
+import {
+  fieldsModeHash,
+  ovsHash5Tuple,
+  ovsUserspaceDpHash,
+  type PacketKey,
+} from '../../../src/hashing/ovs.ts';
 import { parseIp } from '../../../src/model/ip.ts';
 
 export const ROUTER_MAC = '02:00:c0:a8:64:fe';
@@ -201,16 +206,28 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 const OF_PROTO: Readonly<Record<string, number>> = { tcp: 6, udp: 17, tcp6: 6, udp6: 17 };
 
-/** CLASSIFY's VIP:port flow for the key: [lb id, slots n] from its set_field and multipath, or undefined. */
-function classify(flows: readonly Flow[], k: OvsFlowKey): [number, number] | undefined {
+/**
+ * CLASSIFY's VIP:port flow for the key: lb id, slots n and hash from its set_field and either its multipath
+ * (fields mode) or its dp_hash group's bucket (dp_hash mode: the userspace datapath's dp_hash, basis 0), or
+ * undefined.
+ */
+function classify(
+  flows: readonly Flow[],
+  groups: readonly Group[],
+  k: OvsFlowKey,
+): { id: number; n: number; mode: 'fields' | 'dp_hash' } | undefined {
   for (const fl of flows) {
     if (fl.table !== 0) continue;
     const m = /^(tcp6?|udp6?),(?:nw_dst|ipv6_dst)=([^,]+),tp_dst=(\d+)$/.exec(fl.match);
     if (!m || OF_PROTO[m[1]] !== k.proto || Number(m[3]) !== k.dport || !sameBytes(ip(m[2]), k.dst)) continue;
     const id = /set_field:(\w+)->reg0/.exec(fl.actions);
     const n = /multipath\(symmetric_l3l4\+udp,0,modulo_n,(\d+),/.exec(fl.actions);
-    if (!id || !n) throw new Error(`unexpected CLASSIFY actions (fields mode?): ${fl.actions}`);
-    return [Number(id[1]), Number(n[1])];
+    if (id && n) return { id: Number(id[1]), n: Number(n[1]), mode: 'fields' };
+    const g = /group:(\d+)/.exec(fl.actions);
+    const spec = groups.find((x) => g && x.groupId === Number(g[1]))?.spec ?? '';
+    const bits = /selection_method=dp_hash,.*NXM_NX_DP_HASH\[0\.\.(\d+)\]/.exec(spec);
+    if (!id || !bits) throw new Error(`unexpected CLASSIFY actions (or no dp_hash group): ${fl.actions}`);
+    return { id: Number(id[1]), n: 2 ** (Number(bits[1]) + 1), mode: 'dp_hash' };
   }
   return undefined;
 }
@@ -238,19 +255,21 @@ function checksum(h: Uint8Array): number {
 }
 
 /**
- * The frame an OVS gateway with these br-int flows (fields mode) sends for `frame` received on its uplink, or
- * undefined when it sends none (not a VIP:port, a later fragment, a slot without a primary, not IP). ICMP errors
- * (copies to every host) are outside this model: callers do not ask it about them.
+ * The frame an OVS gateway (userspace datapath) with these br-int flows and groups (fields or dp_hash mode) sends
+ * for `frame` received on its uplink, or undefined when it sends none (not a VIP:port, a later fragment, a slot
+ * without a primary, not IP). ICMP errors (copies to every host) are outside this model: callers do not ask it
+ * about them.
  */
 export function ovsGatewayOutput(
   flows: readonly Flow[],
   frame: Uint8Array,
   gw: GatewayUnderlay,
+  groups: readonly Group[] = [],
 ): Uint8Array | undefined {
   const k = ovsFlowKey(frame);
   // OVS's `normal` fragment handling looks every fragment up with ports 0: no VIP:port flow matches.
   if (!k || (k.proto !== 6 && k.proto !== 17) || k.frag !== 'no') return undefined;
-  const c = classify(flows, k);
+  const c = classify(flows, groups, k);
   if (!c) return undefined;
   const key: PacketKey = {
     proto: k.proto === 6 ? 'tcp' : 'udp',
@@ -259,8 +278,8 @@ export function ovsGatewayOutput(
     sport: k.sport,
     dport: k.dport,
   };
-  const slot = fieldsModeHash(key) % c[1];
-  const s = slotFlow(flows, c[0], slot);
+  const hash = c.mode === 'fields' ? fieldsModeHash(key) : ovsUserspaceDpHash(key, 0);
+  const s = slotFlow(flows, c.id, hash % c.n);
   if (!s) return undefined;
   const neighbour = gw.neighbours.get(s.dst);
   if (!neighbour) throw new Error(`no neighbour for ${s.dst}`);
