@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, agent-start, sim-engine, dpflows, perf-cp, perf-lab, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, agent-start, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -72,6 +72,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: [],
     root: true,
     what: 'sluice vs the BASELINE stateful gateway: state, forwarding CPU, setup rate, second-chance RTT (lab)',
+  },
+  {
+    name: 'perf-xdp',
+    file: here('./perf/xdp.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'XDP gateway vs OVS gateway vs BASELINE: gateway CPU per packet, highest XDP rate under a flood (lab)',
   },
   {
     name: 'udp-walk',

@@ -46,10 +46,10 @@ import { finish, type Machine, machine, median, say, sleep, writeSection } from 
 import { renderLab } from './lab-report.ts';
 
 export const PREFIX = 'slb-pf-';
-const GW = 'gw1';
+export const GW = 'gw1';
 const CLIENT_SCRIPT = fileURLToPath(new URL('./client.ts', import.meta.url));
 const TCP_VIP = { name: 'web', vip: '203.0.113.10', port: 80 } as const;
-const UDP_VIP = { name: 'dgram', vip: '203.0.113.30', port: 80 } as const;
+export const UDP_VIP = { name: 'dgram', vip: '203.0.113.30', port: 80 } as const;
 /**
  * The state part's VIP: over all four backends, so 50,000 held connections stay under 20,000 (the hard open-files
  * limit) per backend process. Its backends listen on 8080 with the bench's own holder (client.ts hold-server), not
@@ -167,8 +167,19 @@ export async function flushState(lab: Lab): Promise<void> {
 
 let gen: Generation | null = null;
 
+/** The generation the sluice modes program (planned by the first `setMode` of a sluice mode). */
+export const programmedGeneration = (): Generation | null => gen;
+
+/** The perf lab (prefix `prefix`): 1 gateway, 2 hosts x 2 backends, 2 clients, the VIPs above. */
+export function perfLabUp(prefix: string): Promise<Lab> {
+  return labUp(
+    { prefix, gateways: 1, hosts: 2, backendsPerHost: 2, clients: 2, udp: true, vips: VIPS },
+    { replace: true, log: (s) => say(`[lab] ${s}`) },
+  );
+}
+
 /** The lab's sluice config with the hold VIP's backends on HOLD_VIP.port (the lab gives every backend port 80). */
-function sluiceConfig(lab: Lab, mode: HashMode): Config {
+export function sluiceConfig(lab: Lab, mode: HashMode): Config {
   const doc = labConfigDocument(lab.config, { hashMode: mode });
   for (const lb of doc.loadBalancers as Array<{ name: string; backends: Array<{ port: number }> }>)
     if (lb.name === HOLD_VIP.name) for (const b of lb.backends) b.port = HOLD_VIP.port;
@@ -738,10 +749,7 @@ export interface LabReport {
 }
 
 export async function runLabBench(parts: readonly string[], report: LabReport): Promise<LabReport> {
-  const lab = await labUp(
-    { prefix: PREFIX, gateways: 1, hosts: 2, backendsPerHost: 2, clients: 2, udp: true, vips: VIPS },
-    { replace: true, log: (s) => say(`[lab] ${s}`) },
-  );
+  const lab = await perfLabUp(PREFIX);
   // Extra client addresses (udp-new: every datagram from a never-used source address and port).
   await addExtraIps(lab);
   await lab.setEcmpGateways([GW]);
@@ -831,6 +839,18 @@ export function killClients(): void {
   for (const c of children) c.kill('SIGKILL');
 }
 
+/** On SIGINT/SIGTERM (once): `cleanup` (tears the benchmark's lab down), then exit 130. */
+export function teardownOnSignal(name: string, cleanup: () => Promise<void>): void {
+  let stopping = false;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      say(`[${name}] ${sig}: tearing the lab down`);
+      cleanup().finally(() => process.exit(130));
+    });
+}
+
 async function teardown(): Promise<void> {
   killClients();
   await labDown(PREFIX).catch((e) => say(`[lab] down failed: ${(e as Error).message}`));
@@ -850,14 +870,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     sc: [],
     errors: [],
   };
-  let stopping = false;
-  for (const sig of ['SIGINT', 'SIGTERM'] as const)
-    process.on(sig, () => {
-      if (stopping) return;
-      stopping = true;
-      say(`[perf-lab] ${sig}: tearing the lab down`);
-      teardown().finally(() => process.exit(130));
-    });
+  teardownOnSignal('perf-lab', teardown);
   try {
     await runLabBench(parts, report);
   } catch (e) {
