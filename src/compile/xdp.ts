@@ -32,7 +32,8 @@ export interface XdpVip {
   readonly lb: string;
   readonly lbId: number;
   readonly family: 4 | 6;
-  readonly proto: 'tcp' | 'udp';
+  /** `icmp` (port 0): the VIP address's echo requests, answered by the program as the OVS gateway's echo flow. */
+  readonly proto: 'tcp' | 'udp' | 'icmp';
   readonly vip: string;
   readonly port: number;
   readonly bits: number;
@@ -90,8 +91,23 @@ export function xdpTables(config: Config, gen: Generation, facts: XdpGatewayFact
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
   const vips: XdpVip[] = [];
   const slots: XdpSlot[] = [];
+  const echo = new Set<string>();
   for (const input of lbInputs(config, gen)) {
     const { lb, id, plan } = input;
+    // One echo entry per VIP address (the OVS gateway has one echo flow per address, src/compile/icmp.ts).
+    if (!echo.has(`${lb.family}/${lb.vip}`)) {
+      echo.add(`${lb.family}/${lb.vip}`);
+      const e = {
+        lb: lb.name,
+        lbId: id,
+        family: lb.family,
+        proto: 'icmp',
+        vip: lb.vip,
+        port: 0,
+        bits: 0,
+      } as const;
+      vips.push({ ...e, counter: vips.length });
+    }
     for (const port of lb.ports) {
       vips.push({
         lb: lb.name,
@@ -139,6 +155,7 @@ export function xdpTables(config: Config, gen: Generation, facts: XdpGatewayFact
 }
 
 const IP_PROTO = { tcp: 6, udp: 17 } as const;
+const ICMP_PROTO = { 4: 1, 6: 58 } as const;
 
 function u32le(view: DataView, at: number, n: number): void {
   view.setUint32(at, n >>> 0, true);
@@ -164,7 +181,7 @@ export function xdpMapImage(tables: XdpTables, copy: 0 | 1): XdpMapImage {
     const kv = new DataView(key.buffer);
     u32le(kv, 0, copy);
     key[4] = v.family;
-    key[5] = IP_PROTO[v.proto];
+    key[5] = v.proto === 'icmp' ? ICMP_PROTO[v.family] : IP_PROTO[v.proto];
     kv.setUint16(6, v.port, false);
     const addr = parseIp(v.vip);
     if (!addr) throw new SluiceError('SLUICE_E_XDP', `xdp: not an IP address: ${v.vip} (lb ${v.lb})`);

@@ -9,8 +9,9 @@
 //   -> Ethernet/IPv4/UDP 6081/Geneve with the three sluice options, exactly as OVS's userspace tunnel push
 //      builds them (outer UDP source port from OVS's 5-tuple hash) -> XDP_TX
 //
-// A VIP:port packet whose slot has no primary is dropped (the OVS gateway's catch-all drop). Everything else
-// (other addresses, ports, protocols, ICMP, fragments, malformed headers) is XDP_PASS, untouched.
+// A VIP:port packet whose slot has no primary is dropped (the OVS gateway's catch-all drop). An ICMP or ICMPv6 echo
+// request to a VIP address is answered in place (XDP_TX), as the OVS gateway's echo flow does. Everything else
+// (other addresses, ports, protocols, ICMP errors, fragments, malformed headers) is XDP_PASS, untouched.
 // Map layouts are mirrored by src/xdp/maps.ts; design and limits in docs/design/xdp.md.
 
 #include <linux/bpf.h>
@@ -31,6 +32,7 @@
 #define OPT_LB_SLOT 0x80
 #define OPT_MEMBER_FLAGS 0x81
 #define OPT_SECOND_HOST 0x82
+#define PROTO_ICMPV6 58
 
 // Outer headers: Ethernet 14 + IPv4 20 + UDP 8 + Geneve 8 + three options of 8.
 #define OUTER_LEN (14 + 20 + 8 + 8 + 24)
@@ -49,7 +51,7 @@ struct gw_config {
 struct vip_key {
 	__u32 copy;
 	__u8 family;      // 4 or 6
-	__u8 proto;       // IPPROTO_TCP or IPPROTO_UDP
+	__u8 proto;       // IPPROTO_TCP or IPPROTO_UDP; ICMP (4) or ICMPv6 (6) with port 0: the VIP address's echo
 	__u16 port;       // network order
 	__u8 addr[16];    // IPv4: first 4 bytes, rest zero
 };
@@ -177,6 +179,8 @@ struct parsed {
 	struct tuple t;
 	struct vip_key key;
 	__u8 ecn;         // inner ECN bits
+	__u8 echo;        // an ICMP(v6) echo request: key.port is 0
+	__u16 l4_off;     // the L4 header's offset from the IP header
 };
 
 /** L4 of a TCP or UDP packet: OVS reads the ports only from a complete header (TCP: data offset >= 5 and the
@@ -193,6 +197,14 @@ static __always_inline int parse_l4(void *l4, void *end, __u32 len, struct parse
 	} else if (p->t.proto == IPPROTO_UDP) {
 		if (len < 8 || l4 + 8 > end)
 			return -1;
+	} else if (p->t.proto == (p->key.family == 4 ? IPPROTO_ICMP : PROTO_ICMPV6)) {
+		// OVS reads ICMP's type from a complete 8-byte header; only echo requests are ours.
+		__u8 *icmp = l4;
+		if (len < 8 || l4 + 8 > end || icmp[0] != (p->key.family == 4 ? 8 : 128))
+			return -1;
+		p->echo = 1;
+		p->key.port = 0;
+		return 0;
 	} else {
 		return -1;
 	}
@@ -223,6 +235,7 @@ static __always_inline int parse_ipv4(void *nh, void *end, struct parsed *p)
 	__builtin_memcpy(p->key.addr, ip + 16, 4);
 	if (ihl > 60)
 		return -1;
+	p->l4_off = ihl;  // from the IP header; the caller adds the Ethernet header
 	return parse_l4(nh + ihl, end, tot - ihl, p);
 }
 
@@ -263,6 +276,7 @@ static __always_inline int parse_ipv6(void *nh, void *end, struct parsed *p)
 		}
 	}
 	p->t.proto = next;
+	p->l4_off = l4 - nh;
 	return parse_l4(l4, end, len, p);
 }
 
@@ -339,6 +353,55 @@ static __always_inline void count_drop_no_slot(__u32 counter)
 		st->drop_no_slot++;
 }
 
+/** lib/csum.c recalc_csum16 (RFC 1624, eqn. 3): a checksum after one 16-bit word changed from `old` to `new`.
+ *  Ones-complement sums do not depend on byte order, so the words are used as loaded. */
+static __always_inline __u16 csum_replace16(__u16 csum, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~csum + (__u16)~old + (__u32)new;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/** The OVS gateway's echo flow: swap the Ethernet and IP addresses, echo reply, TTL (hop limit) 64, out the port it
+ *  came in. Swapping addresses leaves every checksum as it was (the same words, summed in another order); the TTL
+ *  and the type are updated as OVS's packet_set_ipv4 and packet_set_icmp do. */
+static __always_inline int echo_reply(struct xdp_md *ctx, const struct parsed *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u8 *eth = data;
+	__u8 *ip = data + 14;
+	__u8 *icmp = data + 14 + (p->l4_off & 0x3ff);
+	if ((void *)(ip + 20) > end || (void *)(icmp + 8) > end)
+		return XDP_PASS;
+	__u8 mac[6];
+	__builtin_memcpy(mac, eth, 6);
+	__builtin_memcpy(eth, eth + 6, 6);
+	__builtin_memcpy(eth + 6, mac, 6);
+	__u16 old_type = *(__u16 *)icmp;
+	if (p->key.family == 4) {
+		__u32 a = *(__u32 *)(ip + 12);
+		*(__u32 *)(ip + 12) = *(__u32 *)(ip + 16);
+		*(__u32 *)(ip + 16) = a;
+		__u16 old_ttl = *(__u16 *)(ip + 8);
+		ip[8] = 64;
+		*(__u16 *)(ip + 10) = csum_replace16(*(__u16 *)(ip + 10), old_ttl, *(__u16 *)(ip + 8));
+		icmp[0] = 0;
+	} else {
+		if ((void *)(ip + 40) > end)
+			return XDP_PASS;
+		__u8 a[16];
+		__builtin_memcpy(a, ip + 8, 16);
+		__builtin_memcpy(ip + 8, ip + 24, 16);
+		__builtin_memcpy(ip + 24, a, 16);
+		ip[7] = 64;
+		icmp[0] = 129;
+	}
+	*(__u16 *)(icmp + 2) = csum_replace16(*(__u16 *)(icmp + 2), old_type, *(__u16 *)icmp);
+	return XDP_TX;
+}
+
 SEC("xdp")
 int sluice_gateway(struct xdp_md *ctx)
 {
@@ -369,6 +432,16 @@ int sluice_gateway(struct xdp_md *ctx)
 	struct vip_value *vip = bpf_map_lookup_elem(&sluice_vips, &p.key);
 	if (!vip)
 		return XDP_PASS;
+	if (p.echo) {
+		__u32 n = vip->counter;
+		struct vip_stats *est = bpf_map_lookup_elem(&sluice_stats, &n);
+		int verdict = echo_reply(ctx, &p);
+		if (est && verdict == XDP_TX) {
+			est->packets++;
+			est->bytes += end - data;
+		}
+		return verdict;
+	}
 	struct gw_config *cfg = bpf_map_lookup_elem(&sluice_config, &copy);
 	if (!cfg)
 		return XDP_PASS;

@@ -41,7 +41,15 @@ import type { Config } from '../../src/model/types.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { sumCounters } from '../../src/xdp/attach.ts';
 import { runXdpSteps, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
-import { craftFrame, type FrameSpec, type GatewayUnderlay, ovsGatewayOutput, toHex } from './helpers/xdp.ts';
+import {
+  craftFrame,
+  type FrameSpec,
+  type GatewayUnderlay,
+  ovsEchoReply,
+  ovsGatewayOutput,
+  toHex,
+  withIcmpChecksums,
+} from './helpers/xdp.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const isRoot = process.getuid?.() === 0;
@@ -126,6 +134,14 @@ async function runFrames(setup: XdpStep[], frames: readonly Uint8Array[], tail: 
   const res = await runXdpSteps(object, steps);
   const runs = res.slice(setup.length, setup.length + frames.length) as Run[];
   return { runs, tail: res.slice(setup.length + frames.length) };
+}
+
+/** An ICMP (or, to an IPv6 address, ICMPv6) message of `type` per `s`, its checksums valid. */
+function icmpTo(s: FrameSpec, type: number): Uint8Array {
+  const six = s.dst.includes(':');
+  const f = craftFrame({ ...s, proto: six ? 58 : 1, payload: s.payload ?? 24 });
+  f[six ? 54 : 34] = type;
+  return withIcmpChecksums(f);
 }
 
 const verdict = (r: Run) =>
@@ -262,8 +278,16 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
       ['not a VIP', { ...base, dst: '198.51.100.7' }, 'PASS'],
       ['VIP, other port', { ...base, dport: 81 }, 'PASS'],
       ['VIP, other protocol (UDP to a TCP VIP)', { ...base, proto: 17 }, 'PASS'],
-      ['ICMP echo to a VIP', { ...base, proto: 1 }, 'PASS'],
-      ['ICMPv6 echo to a VIP', { ...base6, proto: 58 }, 'PASS'],
+      ['ICMP error (destination unreachable) to a VIP', icmpTo(base, 3), 'PASS'],
+      ['ICMPv6 error (packet too big) to a VIP', icmpTo(base6, 2), 'PASS'],
+      ['ICMP echo reply to a VIP', icmpTo(base, 0), 'PASS'],
+      ['ICMP echo to a non-VIP address', icmpTo({ ...base, dst: '203.0.113.99' }, 8), 'PASS'],
+      [
+        'ICMP echo, first fragment',
+        craftFrame({ ...base, proto: 1, frag: { offset: 0, more: true } }),
+        'PASS',
+      ],
+      ['ICMP echo cut to 6 bytes', craftFrame({ ...base, proto: 1, payload: 0, l4Bytes: 6 }), 'PASS'],
     ];
     const frames = cases.map(([, c]) => (c instanceof Uint8Array ? c : craftFrame(c)));
     const { runs } = await runFrames(loadSteps(xdpTables(config, gen, facts), 0), frames);
@@ -277,6 +301,26 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
         assert.equal(toHex(runs[i].output), toHex(frames[i]), `${what}: untouched`);
       }
     }
+  });
+
+  test('echo requests to a VIP address: answered in place, the bytes of the OVS echo flow, counted', async () => {
+    const frames = [VIPS.web, VIPS.dns, VIPS.web6, VIPS.dns6].flatMap((dst, i) => {
+      const src = dst.includes(':') ? CLIENT6 : CLIENT4;
+      return [4, 17, 56, 1000].map((payload) =>
+        icmpTo({ src, dst, proto: 1, payload: payload + i, dstMac: GW_MAC }, dst.includes(':') ? 128 : 8),
+      );
+    });
+    const tables = xdpTables(config, gen, facts);
+    const { runs, tail } = await runFrames(loadSteps(tables, 0), frames, [
+      { kind: 'dump', map: 'sluice_stats' },
+    ]);
+    for (let i = 0; i < frames.length; i++) {
+      assert.equal(verdict(runs[i]), 'TX', toHex(frames[i]));
+      assert.equal(toHex(runs[i].output), toHex(ovsEchoReply(frames[i])), toHex(frames[i]));
+    }
+    const counters = sumCounters((tail[0] as Extract<XdpStepResult, { kind: 'dump' }>).entries);
+    for (const v of tables.vips.filter((x) => x.proto === 'icmp'))
+      assert.equal(counters.get(v.counter)?.packets, 4, `echo replies counted for ${v.vip}`);
   });
 
   test('slot without a primary: dropped and counted; counters per VIP:port', async () => {
@@ -305,7 +349,7 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
       want.set(counter, w);
     }
     const got = sumCounters((tail[0] as Extract<XdpStepResult, { kind: 'dump' }>).entries);
-    const dns = tables.vips.find((v) => v.lb === 'dns')!.counter;
+    const dns = tables.vips.find((v) => v.lb === 'dns' && v.proto === 'udp')!.counter;
     assert.ok((want.get(dns)?.noSlot ?? 0) > 20, 'half of dns has no primary');
     for (const [counter, w] of want) {
       const c = got.get(counter);

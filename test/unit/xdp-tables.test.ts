@@ -21,7 +21,7 @@ const facts = {
   neighbours: new Map(hosts.map((h) => [h, nodeBrPhyMac(h)])),
 };
 
-test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP entry per port', () => {
+test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP entry per port and per address', () => {
   const t = xdpTables(config, gen, facts);
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
   const want = lbInputs(config, gen).flatMap((x) =>
@@ -32,9 +32,15 @@ test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP 
     want,
   );
   assert.equal(
-    t.vips.length,
+    t.vips.filter((v) => v.proto !== 'icmp').length,
     config.loadBalancers.reduce((n, l) => n + l.ports.length, 0),
   );
+  // Echo: one entry per VIP address, port 0.
+  const addresses = new Set(config.loadBalancers.map((l) => `${l.family}/${l.vip}`));
+  const echo = t.vips.filter((v) => v.proto === 'icmp');
+  assert.deepEqual(new Set(echo.map((v) => `${v.family}/${v.vip}`)), addresses);
+  assert.equal(echo.length, addresses.size);
+  assert.ok(echo.every((v) => v.port === 0));
   assert.deepEqual(
     t.vips.map((v) => v.counter),
     t.vips.map((_, i) => i),
@@ -44,10 +50,12 @@ test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP 
 test('the byte layout of gateway.bpf.c: copy first, addresses and ports in network order', () => {
   const t = xdpTables(config, gen, facts);
   const img = xdpMapImage(t, 1);
-  const web6 = t.vips.findIndex((v) => v.vip === '2001:db8::10');
+  const web6 = t.vips.findIndex((v) => v.vip === '2001:db8::10' && v.proto === 'tcp');
   const k = img.vips[web6].key;
   assert.deepEqual([...k.subarray(0, 8)], [1, 0, 0, 0, 6, 6, 0, 80]);
   assert.deepEqual([...k.subarray(8, 12)], [0x20, 0x01, 0x0d, 0xb8]);
+  const echo6 = t.vips.findIndex((v) => v.vip === '2001:db8::10' && v.proto === 'icmp');
+  assert.deepEqual([...img.vips[echo6].key.subarray(0, 8)], [1, 0, 0, 0, 6, 58, 0, 0]);
   const s = img.slots[0];
   assert.equal(s.value.length, 24);
   assert.deepEqual([...s.value.subarray(0, 4)], t.slots[0].dst.split('.').map(Number));

@@ -314,6 +314,54 @@ export function ovsGatewayOutput(
   return cat(outer, frame);
 }
 
+/** Ones-complement sum of 16-bit words (an odd byte padded with zero). */
+function sum16(bytes: Uint8Array, start = 0): number {
+  let sum = start;
+  for (let i = 0; i < bytes.length; i += 2) sum += (bytes[i] << 8) | (bytes[i + 1] ?? 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/**
+ * `frame` (Ethernet, IPv4 without options or IPv6 without extension headers, ICMP or ICMPv6) with its IPv4 header
+ * checksum and its ICMP checksum computed in full (ICMPv6: with the pseudo-header).
+ */
+export function withIcmpChecksums(frame: Uint8Array): Uint8Array {
+  const f = Uint8Array.from(frame);
+  const v = new DataView(f.buffer);
+  if (v.getUint16(12) === 0x0800) {
+    v.setUint16(24, 0);
+    v.setUint16(24, ~sum16(f.subarray(14, 34)) & 0xffff);
+    v.setUint16(36, 0);
+    v.setUint16(36, ~sum16(f.subarray(34)) & 0xffff);
+  } else {
+    const pseudo = sum16(Uint8Array.of(0, 0, (f.length - 54) >> 8, (f.length - 54) & 0xff, 0, 0, 0, 58));
+    v.setUint16(56, 0);
+    v.setUint16(56, ~sum16(f.subarray(54), sum16(f.subarray(22, 54), pseudo)) & 0xffff);
+  }
+  return f;
+}
+
+/**
+ * What the OVS gateway's echo flow (src/compile/icmp.ts) sends for an echo request `frame` (as withIcmpChecksums
+ * takes): Ethernet and IP addresses swapped, echo reply, TTL (hop limit) 64, checksums valid.
+ */
+export function ovsEchoReply(frame: Uint8Array): Uint8Array {
+  const f = Uint8Array.from(frame);
+  const four = f[12] === 0x08;
+  const swap = (a: number, b: number, n: number) => {
+    const t = f.slice(a, a + n);
+    f.copyWithin(a, b, b + n);
+    f.set(t, b);
+  };
+  swap(0, 6, 6);
+  if (four) swap(26, 30, 4);
+  else swap(22, 38, 16);
+  f[four ? 22 : 21] = 64;
+  f[four ? 34 : 54] = four ? 0 : 129;
+  return withIcmpChecksums(f);
+}
+
 export function toHex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
