@@ -10,8 +10,9 @@
 //     sluice-vm-router-mac=<mac>                               (hosts: MAC backends use as their default router)
 //     sluice-underlay-iface=<name>  (default: the only plain interface on the phy bridge)
 //     sluice-ct-zone=<1..65535>     (hosts: sluice's conntrack zone, default 1; 65535 beside ovn-controller, docs/ovn.md)
-//   Interface (on the int bridge, one per backend):
+//   Interface (on the int bridge, one per backend, or one for several VMs behind a port with their own MACs):
 //     external_ids:sluice-backend-ips=<ip>[,<ip6>]  external_ids:attached-mac=<mac>  [external_ids:sluice-probe-netns=<netns>]
+//     external_ids:sluice-backend-ips=<ip>=<mac>,...                               [external_ids:sluice-probe-netns=<ip>=<netns>,...]
 //
 // Ports are found by structure: the patch pair between the two bridges (options:peer), the one `geneve` interface on
 // the int bridge; OpenFlow numbers from Interface.ofport; br-phy's MAC from mac_in_use of its LOCAL interface.
@@ -327,7 +328,24 @@ function geneveOf(int: Iface[], bridge: string): Iface {
   return geneve;
 }
 
-/** Backends: interfaces of br-int carrying sluice-backend-ips, by backend address (and their probe namespaces). */
+/** `a=b` pairs of a comma-separated list; an entry without `=` has `b` undefined. */
+function entries(text: string): Array<[string, string | undefined]> {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const eq = s.indexOf('=');
+      return eq < 0 ? [s, undefined] : [s.slice(0, eq).trim(), s.slice(eq + 1).trim()];
+    });
+}
+
+/**
+ * Backends: interfaces of br-int carrying sluice-backend-ips, by backend address (and their probe namespaces). An
+ * entry `ip=mac` is a backend with its own MAC behind the port (several VMs behind one port: OVN's localnet patch,
+ * docs/ovn.md); a plain `ip` has the port's attached-mac. One address per family per MAC. sluice-probe-netns is one
+ * namespace for every address of the port, or `ip=netns` entries.
+ */
 function backendPorts(
   ifaces: readonly Iface[],
   bridge: string,
@@ -340,38 +358,58 @@ function backendPorts(
     const ips = i.externalIds.get(OVS_KEYS.backendIps);
     if (ips === undefined) continue;
     const at = `Interface ${i.name}`;
+    const key = `${at}: external_ids:${OVS_KEYS.backendIps}`;
     if (i.bridge !== bridge)
       fail(
         `${at}: has external_ids:${OVS_KEYS.backendIps} but is on ${i.bridge ? `bridge ${i.bridge}` : 'no bridge'}, not ${bridge}`,
       );
+    const list = entries(ips);
+    if (list.length === 0) fail(`${key} is empty`);
     const attached = i.externalIds.get(OVS_KEYS.attachedMac);
-    if (attached === undefined) fail(`${at}: external_ids:${OVS_KEYS.attachedMac} missing`);
-    const vm: VmPort = {
-      ofport: ofport(i),
-      mac: mac(attached, `${at}: external_ids:${OVS_KEYS.attachedMac}`),
-    };
-    const list = ips
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
-    if (list.length === 0) fail(`${at}: external_ids:${OVS_KEYS.backendIps} is empty`);
-    const families = new Set<number>();
-    for (const text of list) {
+    const portMac = () =>
+      attached === undefined
+        ? fail(`${at}: external_ids:${OVS_KEYS.attachedMac} missing`)
+        : mac(attached, `${at}: external_ids:${OVS_KEYS.attachedMac}`);
+    const families = new Set<string>();
+    const here: string[] = [];
+    for (const [text, ownMac] of list) {
       const p = parseIp(text);
-      if (p === undefined) fail(`${at}: external_ids:${OVS_KEYS.backendIps}: "${text}" is not an IP address`);
-      if (families.has(p.family))
-        fail(`${at}: external_ids:${OVS_KEYS.backendIps} has two IPv${p.family} addresses`);
-      families.add(p.family);
+      if (p === undefined) fail(`${key}: "${text}" is not an IP address`);
+      const vmMac = ownMac === undefined ? portMac() : mac(ownMac, `${key}: MAC of ${text}`);
+      if (families.has(`${vmMac}/${p.family}`))
+        fail(`${key} has two IPv${p.family} addresses${ownMac === undefined ? '' : ` for MAC ${vmMac}`}`);
+      families.add(`${vmMac}/${p.family}`);
       const a = formatIp(p);
       const prev = owner.get(a);
       if (prev !== undefined) fail(`backend ${a} is on two interfaces: ${prev} and ${i.name}`);
       owner.set(a, i.name);
-      vms[a] = vm;
-      const ns = i.externalIds.get(OVS_KEYS.probeNetns)?.trim();
-      if (ns) probeNetns[a] = ns;
+      vms[a] = { ofport: ofport(i), mac: vmMac };
+      here.push(a);
     }
+    Object.assign(probeNetns, probeNamespaces(i.externalIds.get(OVS_KEYS.probeNetns), here, at));
   }
   return { vms, probeNetns };
+}
+
+/** sluice-probe-netns of one port: one namespace for all its addresses, or `ip=netns` entries (each one of them). */
+function probeNamespaces(
+  text: string | undefined,
+  addresses: readonly string[],
+  at: string,
+): Record<string, string> {
+  const list = entries(text ?? '');
+  if (list.length === 1 && list[0]![1] === undefined)
+    return Object.fromEntries(addresses.map((a) => [a, list[0]![0]]));
+  const out: Record<string, string> = {};
+  for (const [ip, ns] of list) {
+    const a = parseIp(ip);
+    const where = `${at}: external_ids:${OVS_KEYS.probeNetns}`;
+    if (ns === undefined || ns === '') fail(`${where}: "${ip}" has no namespace (ip=netns)`);
+    if (a === undefined || !addresses.includes(formatIp(a)))
+      fail(`${where}: "${ip}" is not one of this port's backend addresses`);
+    out[formatIp(a)] = ns;
+  }
+  return out;
 }
 
 /** A conntrack zone sluice may use: 1..65535 (zone 0 is the default zone of everything that names none). */

@@ -205,6 +205,58 @@ test('backend addresses and MACs are taken in canonical form', () => {
   assert.deepEqual(Object.keys(p).sort(), ['10.0.1.11', 'fd00:0:1::11']);
 });
 
+test('several VMs behind one port (ip=mac entries: OVN localnet patch): own MACs, probe namespaces per address', () => {
+  // host1-b2's addresses moved behind vm-host1-b1 (as both VMs behind one localnet patch), each with its own MAC.
+  let ts = setIfaceKey(tables(), 'vm-host1-b2', 'sluice-backend-ips', undefined);
+  ts = setIfaceKey(
+    ts,
+    'vm-host1-b1',
+    'sluice-backend-ips',
+    '10.0.1.11=02:00:0a:00:01:0b, 10.0.1.12=02:00:0A:00:01:0C, fd00:0:1::12=02:00:0a:00:01:0c',
+  );
+  ts = setIfaceKey(ts, 'vm-host1-b1', 'attached-mac', undefined); // not needed when every entry has its MAC
+  ts = setIfaceKey(ts, 'vm-host1-b1', 'sluice-probe-netns', '10.0.1.11=ns-a,10.0.1.12=ns-b');
+  const r = nodeFactsFromOvs(ts);
+  assert.deepEqual(r.facts.vms, {
+    '10.0.1.11': { ofport: 11, mac: '02:00:0a:00:01:0b' },
+    '10.0.1.12': { ofport: 11, mac: '02:00:0a:00:01:0c' },
+    'fd00:0:1::12': { ofport: 11, mac: '02:00:0a:00:01:0c' },
+  });
+  assert.deepEqual(r.probeNetns, { '10.0.1.11': 'ns-a', '10.0.1.12': 'ns-b' });
+  // (setIfaceKey edits `ts` in place.) A plain entry beside ip=mac ones takes attached-mac (here absent: named).
+  throwsFacts(
+    setIfaceKey(ts, 'vm-host1-b1', 'sluice-backend-ips', '10.0.1.11=02:00:0a:00:01:0b,10.0.1.12'),
+    /^Interface vm-host1-b1: external_ids:attached-mac missing$/,
+  );
+  throwsFacts(
+    setIfaceKey(
+      ts,
+      'vm-host1-b1',
+      'sluice-backend-ips',
+      '10.0.1.11=02:00:0a:00:01:0b,10.0.1.12=02:00:0a:00:01:0b',
+    ),
+    /sluice-backend-ips has two IPv4 addresses for MAC 02:00:0a:00:01:0b/,
+  );
+  throwsFacts(
+    setIfaceKey(ts, 'vm-host1-b1', 'sluice-backend-ips', '10.0.1.11=zz'),
+    /Interface vm-host1-b1: external_ids:sluice-backend-ips: MAC of 10\.0\.1\.11/,
+  );
+  setIfaceKey(
+    ts,
+    'vm-host1-b1',
+    'sluice-backend-ips',
+    '10.0.1.11=02:00:0a:00:01:0b,10.0.1.12=02:00:0a:00:01:0c',
+  );
+  throwsFacts(
+    setIfaceKey(ts, 'vm-host1-b1', 'sluice-probe-netns', '10.0.1.11=ns-a,10.0.1.99=ns-b'),
+    /external_ids:sluice-probe-netns: "10\.0\.1\.99" is not one of this port's backend addresses/,
+  );
+  throwsFacts(
+    setIfaceKey(ts, 'vm-host1-b1', 'sluice-probe-netns', '10.0.1.11=ns-a,10.0.1.12'),
+    /sluice-probe-netns: "10\.0\.1\.12" has no namespace/,
+  );
+});
+
 test('ofports: not assigned yet, failed, and changed (read again after a vswitchd restart)', () => {
   throwsFacts(
     setIface(tables(), 'geneve0', 'ofport', ['set', []]),
