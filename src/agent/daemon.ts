@@ -23,6 +23,7 @@ import type { NodeFacts } from '../compile/facts.ts';
 import { ctZoneOf, SYN_METER_ID } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
+import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey, healthCheckOf } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
@@ -895,7 +896,7 @@ export class AgentDaemon {
     for (const lb of config.loadBalancers) {
       const perSlot = conns.counts.get(lb.name) ?? new Map();
       const counts = encodeSlotCounts(perSlot);
-      const bits = config.slotBits;
+      const bits = lbSlotBits(config.slotBits, lb.backends.length);
       const row = slotRows.get(lb.name);
       if (row === undefined)
         ops.push(

@@ -382,8 +382,9 @@ export function mergeSlotConnections(list: readonly SlotConnections[]): SlotConn
 
 /**
  * The planner's ConnectionCounts over merged host counts. An entry carries the slot as the gateway numbered it when
- * the connection was committed. Known limit: after a pool's slot bits grew, an older connection is counted under
- * its old slot number only (slot s, not s + 2^k): its second chance on the duplicate slot may be dropped early.
+ * the connection was committed. After a pool's slot bits grew, an older connection is counted under its old slot
+ * number only (slot s, not s + 2^k); the planner reads those marks too for pools above `slotBits` (grownCounts).
+ * Known limit: after `slotBits` itself was raised, a second chance on the duplicate slot may be dropped early.
  */
 export function connectionCounts(c: SlotConnections): ConnectionCounts {
   return (lb, slot, key) => c.counts.get(lb)?.get(slot)?.get(key) ?? 0;

@@ -38,7 +38,8 @@ export const ERROR_CODES = {
   SLUICE_E_CONFIG_ADDRESS_CONFLICT:
     "a VIP or a backend address equals a node's tunnelIp, or a backend address is a VIP",
   SLUICE_E_CONFIG_TOO_MANY_BACKENDS: 'a load balancer has more than 65535 backends',
-  SLUICE_E_CONFIG_TOO_LARGE: 'load balancers x 2^slotBits is over the total-slots budget (4,194,304)',
+  SLUICE_E_CONFIG_TOO_LARGE:
+    'the slots of all load balancers (2^slotBits each, more for large pools) are over the budget (4,194,304)',
   SLUICE_E_CONFIG_NO_GATEWAY: 'there are load balancers but no gateway node',
   SLUICE_E_CONFIG_NO_HOST: 'there are load balancers but no host node',
   SLUICE_E_LAB_COMMAND:

@@ -12,6 +12,7 @@
 import { z } from 'zod';
 import { type ErrorCode, type Issue, SluiceError } from './errors.ts';
 import { formatIp, type ParsedIp, parseIp, unusableReason } from './ip.ts';
+import { lbSlotBits, SLOT_BITS, SLOTS_PER_BACKEND } from './slot-bits.ts';
 import {
   type AdminState,
   type Backend,
@@ -38,7 +39,7 @@ export const DEFAULTS = {
 
 /** Bounds the validation enforces. */
 export const LIMITS = {
-  slotBits: { min: 4, max: 16 },
+  slotBits: SLOT_BITS,
   port: { min: 1, max: 65535 },
   weight: { min: 1, max: 1000 },
   /** Exclusive minimum 0, inclusive maximum one day. */
@@ -47,8 +48,9 @@ export const LIMITS = {
   chainLength: { min: 1, max: 7 },
   /** Slot owners are Uint16 indices and 0xffff means "no owner". */
   backendsPerLoadBalancer: 65535,
-  /** Load balancers x 2^slotBits: what the planner, the store and every gateway hold per generation (the largest
-   *  configuration the benchmarks measured is 4,096,000 slots: docs/benchmarks.md, docs/config.md). */
+  /** The sum of every load balancer's 2^bits (lbSlotBits): what the planner, the store and every gateway hold per
+   *  generation (the largest configuration the benchmarks measured is 4,096,000 slots: docs/benchmarks.md,
+   *  docs/config.md). */
   totalSlots: 4_194_304,
   nameLength: 63,
   /** Health checks (docs/config.md, "Health checks"). */
@@ -572,7 +574,20 @@ function denseArray(x: unknown): unknown[] {
   return Array.isArray(x) ? Array.from(x) : [];
 }
 
-/** Validates a decoded config file (the value YAML/JSON parsing produced). Never throws for bad input. */
+/** Sum of 2^lbSlotBits over the raw load balancers (a non-array `backends` counts as none: reported elsewhere), and
+ *  how many of them are above `slotBits`. */
+function budgetSlots(rawLbs: readonly unknown[], slotBits: number): { total: number; grown: number } {
+  let total = 0;
+  let grown = 0;
+  for (const raw of rawLbs) {
+    const backends = isRecord(raw) && Array.isArray(raw.backends) ? raw.backends.length : 0;
+    const bits = lbSlotBits(slotBits, backends);
+    total += 2 ** bits;
+    if (bits > slotBits) grown++;
+  }
+  return { total, grown };
+}
+
 export function validateConfig(input: unknown): ValidationResult {
   const issues: Issue[] = [];
   const top = parseItem(TopSchema, input, [], issues);
@@ -638,16 +653,20 @@ export function validateConfig(input: unknown): ValidationResult {
 
   checkLoadBalancers(lbs, tunnelOwner, issues);
   const slotBits = typeof rawTop.slotBits === 'number' ? rawTop.slotBits : DEFAULTS.slotBits;
-  const totalSlots = rawLbs.length * 2 ** slotBits;
   const bitsValid =
     Number.isInteger(slotBits) && slotBits >= LIMITS.slotBits.min && slotBits <= LIMITS.slotBits.max;
-  if (bitsValid && totalSlots > LIMITS.totalSlots) {
+  const budget = bitsValid ? budgetSlots(rawLbs, slotBits) : { total: 0, grown: 0 };
+  if (budget.total > LIMITS.totalSlots) {
+    const grown =
+      budget.grown === 0
+        ? ''
+        : ` (${budget.grown} of them more: over ${2 ** slotBits / SLOTS_PER_BACKEND} backends)`;
     issues.push({
       code: 'SLUICE_E_CONFIG_TOO_LARGE',
       path: 'loadBalancers',
       message:
-        `${rawLbs.length} load balancers x 2^${slotBits} slots = ${totalSlots} slots; at most ` +
-        `${LIMITS.totalSlots} in total (fewer load balancers, or a smaller slotBits)`,
+        `${rawLbs.length} load balancers x 2^${slotBits} slots${grown} = ${budget.total} slots; at most ` +
+        `${LIMITS.totalSlots} in total (fewer load balancers or backends, or a smaller slotBits)`,
     });
   }
   checkBackends(lbs, { roleOf, namesComplete, hostNames, tunnelOwner }, issues);

@@ -8,6 +8,7 @@ import {
   type PoolMember,
   type SlotTable,
 } from '../hashing/slots.ts';
+import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Backend, Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, DEFAULT_CHAIN_LENGTH } from '../model/types.ts';
 import * as T from './types.ts';
@@ -686,18 +687,20 @@ function statusMap(lb: LoadBalancer): Map<string, MemberStatus> {
  * `input.latest` (canPublish), with connection counts reported after that.
  *
  * - No latest: the initial generation, every pool stable from scratch.
- * - A pool whose slot bits are below `config.slotBits` first gets a generation that only grows every such pool
- *   (duplicates slots: nothing moves); the phases follow. Slot bits never shrink: the pool keeps its bits and a
+ * - Every load balancer has its own slot bits, `lbSlotBits(config.slotBits, its backend count)`. A pool whose bits
+ *   are below that first gets a generation that only grows every such pool (duplicates slots, second chances and
+ *   lanes included: nothing moves); the phases follow. Slot bits never shrink: the pool keeps its bits and a
  *   `bits-decrease-refused` note says so on every step.
  * - New load balancers start stable from scratch; removed ones are dropped (their connections end).
  */
 export function planNext(input: PlanInput): PlanStep {
   const { config, latest } = input;
-  const bits = config.slotBits;
+  const bitsOf = (lb: LoadBalancer): number => lbSlotBits(config.slotBits, lb.backends.length);
   const notes: PlanNote[] = [];
   if (latest === null) {
     const pools = new Map<string, PoolPlan>();
     for (const lb of config.loadBalancers) {
+      const bits = bitsOf(lb);
       pools.set(lb.name, initialPool(lb, bits));
       notes.push({
         lb: lb.name,
@@ -710,8 +713,13 @@ export function planNext(input: PlanInput): PlanStep {
   }
 
   const byName = new Map(config.loadBalancers.map((lb) => [lb.name, lb]));
+  const growing: [PoolPlan, number][] = [];
   for (const [name, plan] of latest.pools) {
-    if (byName.has(name) && plan.bits > bits) {
+    const lb = byName.get(name);
+    if (lb === undefined) continue;
+    const bits = bitsOf(lb);
+    if (plan.bits < bits) growing.push([plan, bits]);
+    if (plan.bits > bits) {
       notes.push({
         lb: name,
         kind: 'bits-decrease-refused',
@@ -722,10 +730,9 @@ export function planNext(input: PlanInput): PlanStep {
   }
 
   // Growing first, alone: a generation that moves nothing.
-  const growing = [...latest.pools.values()].filter((p) => byName.has(p.lb) && p.bits < bits);
   if (growing.length > 0) {
     const pools = new Map(latest.pools);
-    for (const p of growing) {
+    for (const [p, bits] of growing) {
       pools.set(p.lb, growPool(p, bits));
       notes.push({
         lb: p.lb,
@@ -737,6 +744,7 @@ export function planNext(input: PlanInput): PlanStep {
     return { next: { number: latest.number + 1, createdAt: input.now, pools }, notes };
   }
 
+  const counted = { ...input, connections: grownCounts(input.connections, config.slotBits) };
   let changed = false;
   const pools = new Map<string, PoolPlan>();
   for (const name of latest.pools.keys()) {
@@ -748,17 +756,40 @@ export function planNext(input: PlanInput): PlanStep {
   for (const lb of config.loadBalancers) {
     const prev = latest.pools.get(lb.name);
     if (prev === undefined) {
+      const bits = bitsOf(lb);
       pools.set(lb.name, initialPool(lb, bits));
       notes.push({ lb: lb.name, kind: 'initial', slots: [], message: `${lb.name}: new, ${1 << bits} slots` });
       changed = true;
       continue;
     }
-    const next = stepPool(prev, lb, statusMap(lb), input, notes);
+    const next = stepPool(prev, lb, statusMap(lb), counted, notes);
     if (next !== prev) changed = true;
     pools.set(lb.name, next);
   }
   if (!changed) return { next: null, notes };
   return { next: { number: latest.number + 1, createdAt: input.now, pools }, notes };
+}
+
+/**
+ * Counts for pools whose table grew past the config's `floorBits`. A host marks a connection with the slot the gateway
+ * numbered it with when it was committed; one committed before a growth carries the slot of the smaller table (the low
+ * bits of today's slot), so slot s of a 2^bits table also counts the marks s mod 2^j for every j from `floorBits` to
+ * bits - 1. Conservative: a connection committed since in slot s mod 2^j of the grown table counts too, which only
+ * holds a second chance longer (within the drain window); pools at `floorBits` count exactly as before.
+ */
+export function grownCounts(connections: ConnectionCounts, floorBits: number): ConnectionCounts {
+  return (lb, slot, key, bits) => {
+    let n = connections(lb, slot, key, bits);
+    let last = slot;
+    for (let j = bits - 1; j >= floorBits && n !== undefined; j--) {
+      const alias = slot & ((1 << j) - 1);
+      if (alias === last) continue;
+      last = alias;
+      const m = connections(lb, alias, key, j);
+      n = m === undefined ? undefined : n + m;
+    }
+    return n;
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 // Warnings about a valid config (docs/config.md "Warnings"): things that are allowed but probably not meant. Pure.
 
 import { quotas } from '../hashing/slots.ts';
+import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Config } from '../model/types.ts';
 import { desiredPool } from './planner.ts';
 
@@ -9,14 +10,15 @@ export interface ConfigWarning {
   readonly message: string;
 }
 
-/** Active backends whose weighted share of their load balancer's 2^slotBits slots rounds to none. */
+/** Active backends whose weighted share of their load balancer's slots (2^lbSlotBits) rounds to none. */
 export function configWarnings(config: Config): ConfigWarning[] {
   const out: ConfigWarning[] = [];
-  const slots = 2 ** config.slotBits;
   config.loadBalancers.forEach((lb, i) => {
     const pool = desiredPool(lb);
     if (!pool.some((m) => m.weight > 0)) return;
-    const q = quotas(pool, config.slotBits);
+    const bits = lbSlotBits(config.slotBits, lb.backends.length);
+    const slots = 2 ** bits;
+    const q = quotas(pool, bits);
     const starved = lb.backends.filter((_b, j) => pool[j]!.weight > 0 && (q.get(pool[j]!.key) ?? 0) === 0);
     if (starved.length === 0) return;
     const active = pool.filter((m) => m.weight > 0).length;

@@ -6,6 +6,7 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
+import { lbSlotBits, SLOTS_PER_BACKEND } from '../../src/model/slot-bits.ts';
 import type { AdminState, Backend, Config } from '../../src/model/types.ts';
 import {
   BACKEND_STATES,
@@ -18,6 +19,7 @@ import {
   type ChainUse,
   type ConnectionCounts,
   canPublish,
+  grownCounts,
   nextSlot,
   type PlanStep,
   planNext,
@@ -477,6 +479,100 @@ test('slot bits down: refused with a note; the pool keeps its bits, other change
   assert.equal(pool(r.next).bits, 5);
   assert.ok(r.notes.some((n) => n.kind === 'bits-decrease-refused'));
   assert.ok(slotsWhere(r.next, (v) => v === 'A/B').length === 16);
+});
+
+test('lbSlotBits: the config floor, or at least 4 slots per backend, at most 2^16', () => {
+  // floor, backends -> bits
+  const cases = '8,4:8 8,64:8 8,65:9 8,1000:12 4,4:4 4,5:5 4,20:7 12,4:12 8,20000:16';
+  const parsed = cases.split(' ').map((c) => c.split(/[,:]/).map(Number) as [number, number, number]);
+  for (const [floor, n, bits] of parsed) assert.equal(lbSlotBits(floor, n), bits, `${floor}, ${n} backends`);
+  assert.equal(SLOTS_PER_BACKEND, 4);
+});
+
+test('slot bits per load balancer: a VIP with 4 backends keeps 2^slotBits whatever another has', () => {
+  const many = Array.from(
+    { length: 100 },
+    (_, i): Backend => ({
+      address: `10.0.2.${i + 1}`,
+      port: 8080,
+      host: i % 2 === 0 ? 'h1' : 'h2',
+      weight: 1,
+      state: 'active',
+    }),
+  );
+  const big = { name: 'big', vip: '10.9.9.10', family: 4 as const, protocol: 'tcp' as const, ports: [80] };
+  const g1 = next(
+    cfg([be('A'), be('B'), be('C'), be('D')], 4, { loadBalancers: [{ ...big, backends: many }] }),
+    null,
+  );
+  assert.equal(pool(g1).bits, 4);
+  assert.equal(pool(g1).primary.length, 16);
+  assert.equal(pool(g1, 'big').bits, 9, '100 backends x 4 slots -> 2^9');
+  const per = summarizePool(
+    pool(g1, 'big'),
+    cfg([], 4, { loadBalancers: [{ ...big, backends: many }] }).loadBalancers[1],
+  );
+  assert.ok(
+    per.members.every((m) => m.primary === 5 || m.primary === 6),
+    'every backend within one slot of 5.12',
+  );
+});
+
+test('a backend add that crosses 4 slots per backend grows the pool first (nothing moves), then the phases', () => {
+  const four = [be('A'), be('B'), be('C'), be('D')];
+  const g1 = next(cfg(four, 4), null);
+  const to = cfg([...four, be('E')], 4);
+  const r = step(to, g1);
+  assert.ok(r.next);
+  assert.equal(pool(r.next).bits, 5);
+  assert.deepEqual(view(r.next), [...view(g1), ...view(g1)], 'slot s and s+16 keep the owner of s');
+  assert.deepEqual(
+    r.notes.map((n) => n.kind),
+    ['grow'],
+  );
+  const g3 = next(to, r.next);
+  assert.ok(slotsWhere(g3, (v) => v.endsWith('/E')).length >= 6, view(g3).join(' '));
+  // Removing it again does not shrink the table (that would merge slots): a note says so, E's slots move back.
+  const back = step(cfg(four, 4), next(to, g3));
+  assert.ok(back.next);
+  assert.equal(pool(back.next).bits, 5);
+  assert.ok(back.notes.some((n) => n.kind === 'bits-decrease-refused' && /5 -> 4 refused/.test(n.message)));
+});
+
+test('after a growth, a connection marked with the smaller table slot holds the second chance of s + 2^k', () => {
+  const four = [be('A'), be('B'), be('C'), be('D')];
+  const g1 = next(cfg(four, 4), null);
+  const to = cfg([...four, be('E')], 4);
+  const g2 = next(to, g1); // grow to 2^5
+  const g3 = next(to, g2); // phase 1
+  const g4 = next(to, g3); // phase 2: E primary, the previous owner second chance
+  const moved = slotsWhere(g4, (v) => v.startsWith('E/')).filter((s) => s >= 16);
+  assert.ok(moved.length > 0, view(g4).join(' '));
+  const s = moved[0]!;
+  const prev = view(g4)[s]!.split('/')[1]!;
+  // FAKE host report: one connection of the previous owner, committed before the growth: marked slot s - 16.
+  const old = counts({ [`${s - 16}:${prev}`]: 1 });
+  const kept = next(to, g4, old);
+  assert.equal(view(kept)[s], `E/${prev}`, 'the second chance waits for the connection marked s - 16');
+  // Negative control: a report read only in the grown table's numbering misses it and drops the second chance.
+  const blind: ConnectionCounts = (lb, slot, key, bits) => (bits < 5 ? 0 : old(lb, slot, key, bits));
+  const dropped = next(to, g4, blind);
+  assert.equal(view(dropped)[s], 'E');
+  // grownCounts on its own: slot s of the 2^5 table also reads mark s - 16; a pool at the floor reads only s.
+  const seen: string[] = [];
+  const spy: ConnectionCounts = (_lb, slot, _key, bits) => {
+    seen.push(`${slot}/${bits}`);
+    return 1;
+  };
+  assert.equal(grownCounts(spy, 4)('web', 21, K('A'), 5), 2);
+  assert.deepEqual(seen, ['21/5', '5/4']);
+  seen.length = 0;
+  assert.equal(grownCounts(spy, 5)('web', 21, K('A'), 5), 1);
+  assert.equal(
+    grownCounts(spy, 4)('web', 37, K('A'), 6),
+    2,
+    '37 = 0b100101: marks 37 and 5 (k=5 and k=4 agree)',
+  );
 });
 
 test('load balancers added and removed', () => {

@@ -305,18 +305,22 @@ describe('finding 8: input checks', () => {
     assert.deepEqual(codes(other), ['SLUICE_E_CONFIG_ADDRESS_CONFLICT loadBalancers[1].backends[0].address']);
   });
 
-  test('backends that get 0 slots are a warning (100 backends on 16 slots: 84 get none)', () => {
+  test('backends that get 0 slots are a warning (one backend of weight 1000 among 100 on 512 slots)', () => {
     const c = base();
-    c.loadBalancers[0]!.backends = Array.from({ length: 100 }, (_, i) => ({
-      address: `10.0.${1 + (i >> 8)}.${(i & 255) + 1}`,
-      host: 'host1',
-    }));
+    const hundred = (heavy: number) =>
+      Array.from({ length: 100 }, (_, i) => ({
+        address: `10.0.${1 + (i >> 8)}.${(i & 255) + 1}`,
+        host: 'host1',
+        weight: i === 0 ? heavy : 1,
+      }));
+    c.loadBalancers[0]!.backends = hundred(1000);
+    // slotBits 4, but 100 backends size this load balancer's table at 2^9 (lbSlotBits: 4 slots a backend).
     const w = configWarnings(parseConfig(c));
     assert.equal(w.length, 1);
-    assert.match(w[0]!.message, /^84 of 100 active backends get 0 of 16 slots/);
-    assert.match(formatWarnings(w), /^sluice: warning: loadBalancers\[0\] \(web\): 84 of 100/);
-    // 16 backends on 16 slots: no warning.
-    c.loadBalancers[0]!.backends = c.loadBalancers[0]!.backends.slice(0, 16);
+    assert.match(w[0]!.message, /^53 of 100 active backends get 0 of 512 slots/);
+    assert.match(formatWarnings(w), /^sluice: warning: loadBalancers\[0\] \(web\): 53 of 100/);
+    // The same 100 backends with equal weights: 5 or 6 slots each, no warning.
+    c.loadBalancers[0]!.backends = hundred(1);
     assert.deepEqual(configWarnings(parseConfig(c)), []);
   });
 
