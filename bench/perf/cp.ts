@@ -36,7 +36,8 @@ export interface CpScale {
 
 /** slotBits: 2^8 = 256 slots for 20 backends (12.8 slots each, every backend within one slot of its share:
  *  +-8 %); 2^12 = 4096 slots for 1000 backends (4.1 each; 2^10 would give 1 or 2 slots per backend, a 2x
- *  imbalance). One slotBits per config (Config.slotBits is global). */
+ *  imbalance). Each scale sets slotBits to its pools' own bits (lbSlotBits gives 20 backends 2^8 at slotBits 8 and
+ *  1000 backends 2^12 at slotBits 12: the same tables). */
 export const SCALES: readonly CpScale[] = [
   { name: '10,000 VIPs x 20 backends', vips: 10_000, backends: 20, hosts: 100, slotBits: 8 },
   { name: '1,000 VIPs x 1,000 backends', vips: 1_000, backends: 1_000, hosts: 100, slotBits: 12 },
@@ -395,8 +396,8 @@ export function renderCp(r: CpReport): string {
   L.push(
     'Synthetic desired state: 2 gateways, 100 hosts, TCP VIPs with one port, equal weights, `dp_hash` mode. ' +
       'slotBits: 2^8 for 20 backends per VIP (12.8 slots per backend), 2^12 for 1,000 backends per VIP (4.1 per ' +
-      'backend; 2^10 would leave 1 or 2 slots per backend, a 2x imbalance). Config.slotBits is one number for ' +
-      'every VIP. A gateway has one slot flow per slot of every VIP: the gateway tables below are that big, ' +
+      'backend; 2^10 would leave 1 or 2 slots per backend, a 2x imbalance); every VIP of a scale has the same ' +
+      'backend count, so the same slot bits. A gateway has one slot flow per slot of every VIP: the gateway tables below are that big, ' +
       `and they are reported as measured. Compile times are medians of ${r.runs} runs (wall; CPU time beside it, ` +
       'less sensitive to the busy machine). A change is applied the way the agent does it: every generation the ' +
       'planner publishes is compiled in full and diffed against the previous FlowSet; the bundle is what the diff ' +
