@@ -20,7 +20,8 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
-import { ctZoneOf, SYN_METER_ID } from '../compile/registry.ts';
+import { icmpRate } from '../compile/icmp.ts';
+import { ctZoneOf, ICMP_METER_ID, SYN_METER_ID } from '../compile/registry.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import { lbSlotBits } from '../model/slot-bits.ts';
@@ -109,6 +110,44 @@ export interface AgentOptions {
   /** Gateways: how often the continuous audit reads the datapath (besides after every applied generation), ms.
    *  Default 5000 (src/agent/datapath.ts). */
   readonly auditMs?: number;
+  /** Gateways: ICMP errors per second copied to hosts (an OpenFlow meter, NodeFacts.icmpRate); undefined = the
+   *  compiler's default (1000), 0 = no meter (docs/design/icmp.md "The meter"). */
+  readonly icmpRate?: number;
+}
+
+/** The meters' metrics: a host's SYN meter, a gateway's ICMP meter (agentMetrics). */
+function meterMetrics(r: Registry[], collectFlows: () => Promise<void>) {
+  return {
+    synRate: new Gauge({
+      name: 'sluice_agent_syn_rate_limit',
+      help: 'hosts: TCP SYNs per second this host commits to conntrack (the SYN meter; 0 = unmetered)',
+      registers: r,
+    }),
+    synMeterPackets: new Counter({
+      name: 'sluice_agent_syn_meter_packets_total',
+      help: 'hosts: TCP SYNs for a local backend that reached the SYN meter',
+      registers: r,
+      collect: collectFlows,
+    }),
+    synMeterDropped: new Counter({
+      name: 'sluice_agent_syn_meter_dropped_total',
+      help: 'hosts: TCP SYNs the SYN meter dropped over the rate (a SYN flood shows here)',
+      registers: r,
+      collect: collectFlows,
+    }),
+    icmpMeterPackets: new Counter({
+      name: 'sluice_agent_icmp_meter_packets_total',
+      help: 'gateways: ICMP errors to VIPs that reached the ICMP meter (before they are copied to hosts)',
+      registers: r,
+      collect: collectFlows,
+    }),
+    icmpMeterDropped: new Counter({
+      name: 'sluice_agent_icmp_meter_dropped_total',
+      help: 'gateways: ICMP errors to VIPs the ICMP meter dropped over the rate (a flood of errors shows here)',
+      registers: r,
+      collect: collectFlows,
+    }),
+  };
 }
 
 function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
@@ -198,23 +237,7 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       help: "hosts: the limit set on sluice's conntrack zone (0 = none)",
       registers: r,
     }),
-    synRate: new Gauge({
-      name: 'sluice_agent_syn_rate_limit',
-      help: 'hosts: TCP SYNs per second this host commits to conntrack (the SYN meter; 0 = unmetered)',
-      registers: r,
-    }),
-    synMeterPackets: new Counter({
-      name: 'sluice_agent_syn_meter_packets_total',
-      help: 'hosts: TCP SYNs for a local backend that reached the SYN meter',
-      registers: r,
-      collect: collectFlows,
-    }),
-    synMeterDropped: new Counter({
-      name: 'sluice_agent_syn_meter_dropped_total',
-      help: 'hosts: TCP SYNs the SYN meter dropped over the rate (a SYN flood shows here)',
-      registers: r,
-      collect: collectFlows,
-    }),
+    ...meterMetrics(r, collectFlows),
     reportFailures: new Counter({
       name: 'sluice_agent_report_failures_total',
       help: 'hosts: connection reports that failed or timed out (the heartbeat went on without them)',
@@ -556,10 +579,12 @@ export class AgentDaemon {
     }
   }
 
-  /** The facts the compiler sees: the node's, plus the SYN rate of this agent's options (hosts). */
+  /** The facts the compiler sees: the node's, plus the SYN rate (hosts) or ICMP rate (gateways) of this agent's
+   *  options. */
   #compileFacts(): NodeFacts {
     const rate = this.#o.synRate ?? 0;
-    return this.#o.role === 'host' && rate > 0 ? { ...this.#facts, synRate: rate } : this.#facts;
+    if (this.#o.role === 'host') return rate > 0 ? { ...this.#facts, synRate: rate } : this.#facts;
+    return this.#o.icmpRate === undefined ? this.#facts : { ...this.#facts, icmpRate: this.#o.icmpRate };
   }
 
   /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
@@ -985,17 +1010,18 @@ export class AgentDaemon {
     this.#counts.advance(this.#m.secondChanceSent, {}, byKind.get('SECOND_CHANCE')?.packets ?? 0);
     for (const [lb, n] of perLb)
       this.#secondChanceTotals.set(lb, this.#counts.advance(this.#m.secondChance, { lb }, n));
-    if (this.#o.role === 'host' && (this.#o.synRate ?? 0) > 0) {
-      const r = await this.#o.runner.ofctl(
-        this.#facts.bridges.int,
-        ['meter-stats', `meter=${SYN_METER_ID}`],
-        {
-          allowFail: true,
-        },
-      );
-      const m = parseMeterStats(r.stdout).get(SYN_METER_ID);
-      this.#counts.advance(this.#m.synMeterPackets, {}, m?.packets ?? 0);
-      this.#counts.advance(this.#m.synMeterDropped, {}, m?.dropped ?? 0);
+    const meter = this.#o.role === 'host' ? SYN_METER_ID : ICMP_METER_ID;
+    if (this.#o.role === 'host' ? (this.#o.synRate ?? 0) > 0 : icmpRate(this.#compileFacts()) > 0) {
+      const r = await this.#o.runner.ofctl(this.#facts.bridges.int, ['meter-stats', `meter=${meter}`], {
+        allowFail: true,
+      });
+      const m = parseMeterStats(r.stdout).get(meter);
+      const [packets, dropped] =
+        this.#o.role === 'host'
+          ? [this.#m.synMeterPackets, this.#m.synMeterDropped]
+          : [this.#m.icmpMeterPackets, this.#m.icmpMeterDropped];
+      this.#counts.advance(packets, {}, m?.packets ?? 0);
+      this.#counts.advance(dropped, {}, m?.dropped ?? 0);
     }
   }
 }

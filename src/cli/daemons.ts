@@ -265,6 +265,7 @@ interface AgentCliOptions {
   commandTimeout: string;
   ctLimit: string;
   synRate: string;
+  icmpRate: string;
   reportTimeout: string;
   metrics?: string;
   privateKey?: string;
@@ -328,6 +329,11 @@ function agentCommand(program: Command): void {
       '0',
     )
     .option(
+      '--icmp-rate <n>',
+      'gateway: ICMP errors to VIPs per second copied to hosts, over the rest dropped (an OpenFlow meter; 0 = none)',
+      '1000',
+    )
+    .option(
       '--report-timeout <ms>',
       'host: abandon a connection report (conntrack read) after this long',
       '5000',
@@ -382,6 +388,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     fullReconcileMs: num('--full-reconcile', o.fullReconcile) * 1000,
     ctLimit: num('--ct-limit', o.ctLimit),
     synRate: integer('--syn-rate', o.synRate),
+    icmpRate: integer('--icmp-rate', o.icmpRate),
     reportTimeoutMs: num('--report-timeout', o.reportTimeout, 1),
   });
   await runDaemon(d, log, o.metrics);

@@ -40,6 +40,10 @@ export interface NodeFacts {
    *  burst one second's worth; SYNs above it are dropped before conntrack). Absent or 0: unmetered. Not read from
    *  OVS: the agent's `--syn-rate` (docs/security.md "Floods"). */
   readonly synRate?: number;
+  /** Gateways: ICMP errors per second to all VIPs that the gateway copies to hosts (one OpenFlow meter, burst one
+   *  second's worth, in front of every GW_ICMP flow; errors over the rate are dropped before they are copied).
+   *  Absent: DEFAULT_ICMP_RATE; 0: unmetered. The agent's `--icmp-rate` (docs/design/icmp.md "The meter"). */
+  readonly icmpRate?: number;
   /** Hosts: the conntrack zone of sluice's connections (CT_ZONE when absent). Another zone on a node where another
    *  controller allocates zones in the same datapath (OVN's ovn-controller: docs/ovn.md). */
   readonly ctZone?: number;

@@ -5,12 +5,34 @@
 // backend), and delivers it, or finds nothing and drops it. Replies' ICMP errors from backends (related) leave by
 // direct return. Design, cost and limits: docs/design/icmp.md.
 
-import type { Flow } from '../flowset/types.ts';
+import type { Flow, Meter } from '../flowset/types.ts';
 import type { Config, IpFamily } from '../model/types.ts';
 import { actions, dstField, match, ofNum } from './common.ts';
 import type { NodeFacts } from './facts.ts';
 import type { LbInput } from './gateway.ts';
-import { cookie, PRIO, T, TUN_LB_SLOT } from './registry.ts';
+import { cookie, ICMP_METER_ID, PRIO, T, TUN_LB_SLOT } from './registry.ts';
+
+/** ICMP errors per second a gateway copies when its facts name no rate: far above what routers send for Path MTU
+ *  discovery (Linux sends at most about one per second per destination), far below a flood. */
+export const DEFAULT_ICMP_RATE = 1000;
+
+/** The rate of a gateway's ICMP meter: facts.icmpRate, else DEFAULT_ICMP_RATE; 0 = no meter. */
+export function icmpRate(facts: NodeFacts): number {
+  return facts.role === 'gateway' ? (facts.icmpRate ?? DEFAULT_ICMP_RATE) : 0;
+}
+
+/**
+ * Gateways: one meter in front of every ICMP error copy (all VIPs share it), so a flood of ICMP errors to VIPs
+ * reaches the hosts at no more than `rate` errors per second (times the copies per error) after a burst of about a
+ * second's worth; the rest is dropped on the gateway and counted in the meter's band. One token per error, not per
+ * copy. Echo requests do not pass it.
+ *   meter=1358954498 pktps burst bands=type=drop rate=1000 burst_size=1000
+ */
+export function gatewayIcmpMeters(facts: NodeFacts): Meter[] {
+  const rate = icmpRate(facts);
+  if (rate <= 0) return [];
+  return [{ meterId: ICMP_METER_ID, spec: `pktps burst bands=type=drop rate=${rate} burst_size=${rate}` }];
+}
 
 /** ICMP error types a gateway forwards, per family: v4 destination unreachable (3, code 4 = fragmentation needed)
  *  and time exceeded (11); v6 destination unreachable (1), packet too big (2), time exceeded (3). */
@@ -52,15 +74,17 @@ function vipHosts(lbs: readonly LbInput[]): VipHosts[] {
 
 /**
  * Gateway CLASSIFY: an ICMP error addressed to a VIP -> one Geneve copy to each host of the VIP's members, with
- * TUN_LB_SLOT = lb id << 16 (slot 0: no slot is known) and no other option.
+ * TUN_LB_SLOT = lb id << 16 (slot 0: no slot is known) and no other option, after the gateway's ICMP meter when it
+ * has one (gatewayIcmpMeters; OpenFlow wants the meter first).
  *
  *   table=0 priority=100,icmp,nw_dst=203.0.113.10,icmp_type=3
- *           actions=set_field:0x2a7c0000->tun_metadata0,set_field:192.168.100.11->tun_dst,output:3,
- *                   set_field:192.168.100.12->tun_dst,output:3
+ *           actions=meter:1358954498,set_field:0x2a7c0000->tun_metadata0,set_field:192.168.100.11->tun_dst,
+ *                   output:3,set_field:192.168.100.12->tun_dst,output:3
  */
 export function gatewayIcmpFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
   const flows: Flow[] = [];
+  const meter = gatewayIcmpMeters(facts).map((m) => `meter:${m.meterId}`);
   for (const v of vipHosts(lbs)) {
     const outs = v.hosts.flatMap((h) => {
       const ip = hostIp.get(h);
@@ -73,7 +97,7 @@ export function gatewayIcmpFlows(config: Config, lbs: readonly LbInput[], facts:
         table: T.CLASSIFY,
         priority: PRIO.NORMAL,
         match: match(icmpMatch(v.family), `${dstField(v.family)}=${v.vip}`, `icmp_type=${type}`),
-        actions: actions(`set_field:${ofNum((v.id << 16) >>> 0)}->${TUN_LB_SLOT.field}`, ...outs),
+        actions: actions(...meter, `set_field:${ofNum((v.id << 16) >>> 0)}->${TUN_LB_SLOT.field}`, ...outs),
         cookie: cookie('GW_ICMP', v.id, type),
       });
     }

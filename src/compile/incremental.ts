@@ -6,8 +6,8 @@
 //   `lb:<name>`  one load balancer's flows and groups. Gateway br-int: its CLASSIFY flows, its dp_hash group, its
 //                GW_SLOTS flows. Host br-int: its TUN_IN flows, its CT_IN commit flows and its CHAIN hops.
 //   `node`       everything else, recompiled every time (O(load balancers), no slot flows): the catch-all drops, the
-//                TLV map, a host's SYN meter, br-phy (one flow per distinct VIP on a gateway), host CLASSIFY, CT_IN deliver and the jump
-//                to CHAIN, CT_OUT.
+//                TLV map, a host's SYN meter, a gateway's ICMP flows and meter, br-phy (one flow per distinct VIP on a
+//                gateway), host CLASSIFY, CT_IN deliver and the jump to CHAIN, CT_OUT.
 // An `lb:` part is reused (the same object) when the previous result was compiled in the same context (hash mode,
 // nodes, facts) and the load balancer's id, configuration and the flow-relevant part of its pool plan (bits,
 // members, primary, second, lanes; not phase or since, which no flow reads) are equal. A one-backend change at 1000 VIPs
@@ -36,7 +36,7 @@ import {
   hostMeters,
   hostTunInLbFlows,
 } from './host.ts';
-import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
+import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, T } from './registry.ts';
@@ -151,6 +151,7 @@ export function compileNodeParts(
           flows: [...gatewayIcmpFlows(config, lbs, facts), dropFlow(T.CLASSIFY), dropFlow(T.GW_SLOTS)],
           groups: [],
           tlvMap,
+          ...withMeters(gatewayIcmpMeters(facts)),
         }
       : {
           flows: [

@@ -20,7 +20,7 @@ import {
   hostMeters,
   hostTunInFlows,
 } from './host.ts';
-import { gatewayIcmpFlows, hostIcmpTunInFlows } from './icmp.ts';
+import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, lbIds, TLV_OPTIONS } from './registry.ts';
 
@@ -79,6 +79,7 @@ export function compileNode(
           ],
           groups: gatewayGroups(config, lbs),
           tlvMap,
+          ...withMeters(gatewayIcmpMeters(facts)),
         }
       : {
           flows: [

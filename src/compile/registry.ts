@@ -171,6 +171,8 @@ export function isSluiceGroup(groupId: number): boolean {
 export const METER_BASE = 0x51000000;
 /** Hosts: the meter every TCP SYN passes before it is committed to conntrack (the agent's --syn-rate). */
 export const SYN_METER_ID = METER_BASE + 1;
+/** Gateways: the meter every ICMP error to a VIP passes before it is copied to the hosts (the agent's --icmp-rate). */
+export const ICMP_METER_ID = METER_BASE + 2;
 export function isSluiceMeter(meterId: number): boolean {
   return meterId >= METER_BASE && meterId <= METER_BASE + 0xffff;
 }

@@ -20,11 +20,12 @@
 import * as assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseMeterStats } from '../../src/agent/flow-counts.ts';
 import { readCommittedConnections } from '../../src/agent/node-ops.ts';
 import { auditCommittedSlots, formatAudit, type HashFunction } from '../../src/audit.ts';
 import { auditGateway, auditHost, initialGeneration } from '../../src/cli/explain.ts';
 import { compileNode } from '../../src/compile/index.ts';
-import { decodeCookie, lbIds, T } from '../../src/compile/registry.ts';
+import { decodeCookie, ICMP_METER_ID, lbIds, T } from '../../src/compile/registry.ts';
 import { explain, tupleHash } from '../../src/explain.ts';
 import type { FlowSet } from '../../src/flowset/types.ts';
 import { ovsHashSymmetricL3L4, ovsUserspaceDpHash } from '../../src/hashing/ovs.ts';
@@ -611,6 +612,53 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     } finally {
       for (const [fam, dst] of routes) await lab.routerExec('ip', [fam, 'route', 'del', dst, 'dev', 'brc']);
       await Promise.all(backendNs.map((ns) => flushPathMtu(ns)));
+      await applyAll(gen(A, undefined));
+    }
+  });
+
+  // The gateway's ICMP meter (docs/design/icmp.md "The meter"): hping3 in the client namespace sends ICMP
+  // fragmentation-needed to a VIP at ~1000/s for ~2 s, through a gateway whose meter is set to 100/s. The meter must
+  // drop the excess before the copies (its band counts them) and each host may receive at most rate x (seconds + 2)
+  // copies (the bucket starts full). Positive side: some copies pass.
+  test('ICMP: a flood of errors to a VIP is limited by the gateway meter before it is copied to the hosts', async (t) => {
+    const RATE = 100;
+    const g = gen(A, undefined);
+    await applyAll(g);
+    const gw = lab.node('gw1');
+    await applyFlowSet(gw, compileNode(config, g, { ...lab.compilerFacts('gw1'), icmpRate: RATE }));
+    const hosts = [lab.node('host1'), lab.node('host2')];
+    const meter = async () =>
+      parseMeterStats((await gw.ofctl('br-int', ['meter-stats', `meter=${ICMP_METER_ID}`])).stdout).get(
+        ICMP_METER_ID,
+      ) ?? { packets: 0, dropped: 0 };
+    try {
+      const m0 = await meter();
+      const in0 = await Promise.all(hosts.map((h) => flowPacketsByKind([h], 'br-int')));
+      const t0 = Date.now();
+      const args = ['-1', '-C', '3', '-K', '4', '-c', '2000', '-i', 'u1000', '-q', '203.0.113.10'];
+      await nsRun(lab.clients[0].netns, 'hping3', args, { allowFail: true, timeoutMs: 30_000 });
+      const seconds = (Date.now() - t0) / 1000;
+      const m1 = await meter();
+      const in1 = await Promise.all(hosts.map((h) => flowPacketsByKind([h], 'br-int')));
+      const copies = in1.map((c, i) => (c.ICMP_IN ?? 0) - (in0[i].ICMP_IN ?? 0));
+      const seen = m1.packets - m0.packets;
+      const dropped = m1.dropped - m0.dropped;
+      t.diagnostic(
+        `ICMP flood ${seconds.toFixed(1)} s: ${seen} errors reached the meter (rate ${RATE}/s), ${dropped} dropped; ` +
+          `copies per host ${copies.join(', ')} (bound ${Math.round(RATE * (seconds + 2))})`,
+      );
+      assert.ok(seen >= 1000, `the flood reached the gateway's meter: ${seen}`);
+      assert.ok(
+        dropped >= seen - RATE * (seconds + 2),
+        `the meter dropped the excess: ${dropped} of ${seen}`,
+      );
+      for (const c of copies) {
+        assert.ok(
+          c > 0 && c <= RATE * (seconds + 2),
+          `copies per host within rate x (seconds + 2): ${copies}`,
+        );
+      }
+    } finally {
       await applyAll(gen(A, undefined));
     }
   });

@@ -4,18 +4,21 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { DEFAULT_ICMP_RATE } from '../../src/compile/icmp.ts';
 import { compileNodeParts, joinParts } from '../../src/compile/incremental.ts';
-import { compileNode } from '../../src/compile/index.ts';
+import { compileNode, type NodeFacts } from '../../src/compile/index.ts';
 import {
   COOKIE_KINDS,
   type CookieKind,
   cookie,
   decodeCookie,
+  ICMP_METER_ID,
   isSluiceCookie,
   lbIds,
   PRIO,
   T,
 } from '../../src/compile/registry.ts';
+import type { BridgeState } from '../../src/flowset/types.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import type { Config } from '../../src/model/types.ts';
@@ -177,4 +180,32 @@ test('a host whose facts name a conntrack zone uses it in every ct() and nothing
     inc.flows.map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`).sort(),
     [...other].sort(),
   );
+});
+
+test("a gateway's ICMP error copies pass one meter first (default 1000/s, facts.icmpRate, 0 = none); echo does not", () => {
+  const gw = fakeFacts(config, 'gw1');
+  const int = (f: NodeFacts) => compileNode(config, gen, f).bridges.get('br-int')!;
+  const kinds = (b: BridgeState, kind: string) =>
+    b.flows.filter((f) => decodeCookie(f.cookie)?.kind === kind);
+  const meterSpec = (rate: number) => `pktps burst bands=type=drop rate=${rate} burst_size=${rate}`;
+  for (const [facts, rate] of [
+    [gw, DEFAULT_ICMP_RATE],
+    [{ ...gw, icmpRate: 50 }, 50],
+  ] as const) {
+    const b = int(facts);
+    assert.deepEqual(b.meters, [{ meterId: ICMP_METER_ID, spec: meterSpec(rate) }]);
+    const copies = kinds(b, 'GW_ICMP');
+    assert.equal(copies.length, 2, 'IPv4 destination unreachable and time exceeded');
+    for (const f of copies) assert.ok(f.actions.startsWith(`meter:${ICMP_METER_ID},set_field:`), f.actions);
+    for (const f of kinds(b, 'GW_ICMP_ECHO')) assert.ok(!f.actions.includes('meter:'), f.actions);
+    // The incremental compiler (the agent's path) installs the same meter and flows.
+    const inc = joinParts(compileNodeParts(config, gen, facts).bridges.get('br-int')!);
+    assert.deepEqual(inc.meters, b.meters);
+    assert.deepEqual(kinds(inc, 'GW_ICMP'), copies);
+  }
+  const off = int({ ...gw, icmpRate: 0 });
+  assert.equal(off.meters, undefined, 'icmpRate 0: no meter');
+  for (const f of kinds(off, 'GW_ICMP')) assert.ok(f.actions.startsWith('set_field:'), f.actions);
+  const host = int({ ...fakeFacts(config, 'host1'), icmpRate: 50 });
+  assert.ok(!(host.meters ?? []).some((m) => m.meterId === ICMP_METER_ID), 'hosts have no ICMP meter');
 });
