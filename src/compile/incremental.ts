@@ -6,7 +6,7 @@
 //   `lb:<name>`  one load balancer's flows and groups. Gateway br-int: its CLASSIFY flows, its dp_hash group, its
 //                GW_SLOTS flows. Host br-int: its TUN_IN flows, its CT_IN commit flows and its CHAIN hops.
 //   `node`       everything else, recompiled every time (O(load balancers), no slot flows): the catch-all drops, the
-//                TLV map, a host's SYN meter, a gateway's ICMP flows and meter, br-phy (one flow per distinct VIP on a
+//                TLV map, a host's SYN meter, a gateway's ICMP flows and meter, br-phy (two flows per distinct VIP on a
 //                gateway), host CLASSIFY, CT_IN deliver and the jump to CHAIN, CT_OUT.
 // An `lb:` part is reused (the same object) when the previous result was compiled in the same context (hash mode,
 // nodes, facts) and the load balancer's id, configuration and the flow-relevant part of its pool plan (bits,

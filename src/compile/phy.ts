@@ -12,9 +12,15 @@ import { cookie, PRIO, T } from './registry.ts';
  * (without it, NORMAL floods frames to a not-yet-learned MAC into br-int too). Everything not matched below is
  * switched NORMAL (ARP, Geneve to the LOCAL tunnel IP, which the userspace datapath pops on its way to LOCAL).
  *
- * Gateway: packets for a VIP arriving from the underlay go to br-int.
- *   table=0 priority=100,ip,in_port=1,nw_dst=203.0.113.10 actions=output:2
- *   table=0 priority=100,ipv6,in_port=1,ipv6_dst=2001:db8::10 actions=output:2
+ * Gateway: packets for a VIP arriving from the underlay in frames addressed to this gateway (br-phy's MAC, the one
+ * that answers ARP/ND for its underlay address, so the MAC an upstream router sends to) go to br-int; the same
+ * packets in frames addressed to any other MAC are dropped. A switch floods a frame whose destination MAC it has
+ * not learned (or no longer knows) to every port: without the MAC match every gateway that got a copy would forward
+ * it, and the backend would see it as many times.
+ *   table=0 priority=100,ip,in_port=1,dl_dst=02:00:c0:a8:64:01,nw_dst=203.0.113.10 actions=output:2
+ *   table=0 priority=50,ip,in_port=1,nw_dst=203.0.113.10 actions=drop
+ *   table=0 priority=100,ipv6,in_port=1,dl_dst=02:00:c0:a8:64:01,ipv6_dst=2001:db8::10 actions=output:2
+ *   table=0 priority=50,ipv6,in_port=1,ipv6_dst=2001:db8::10 actions=drop
  *   table=0 priority=100,in_port=LOCAL actions=output:1
  *   table=0 priority=1 actions=NORMAL
  *
@@ -30,13 +36,24 @@ export function phyFlows(_config: Config, lbs: readonly LbInput[], facts: NodeFa
     for (const { lb, id } of lbs) {
       if (seen.has(lb.vip)) continue;
       seen.add(lb.vip);
-      flows.push({
-        table: T.PHY,
-        priority: PRIO.NORMAL,
-        match: match(l3(lb.family), `in_port=${facts.ports.eth0}`, `${dstField(lb.family)}=${lb.vip}`),
-        actions: `output:${facts.ports.phyToInt}`,
-        cookie: cookie('PHY_VIP', id),
-      });
+      const inPort = `in_port=${facts.ports.eth0}`;
+      const dst = `${dstField(lb.family)}=${lb.vip}`;
+      flows.push(
+        {
+          table: T.PHY,
+          priority: PRIO.NORMAL,
+          match: match(l3(lb.family), inPort, `dl_dst=${facts.phyMac}`, dst),
+          actions: `output:${facts.ports.phyToInt}`,
+          cookie: cookie('PHY_VIP', id),
+        },
+        {
+          table: T.PHY,
+          priority: PRIO.LOW,
+          match: match(l3(lb.family), inPort, dst),
+          actions: 'drop',
+          cookie: cookie('PHY_VIP_NOT_MINE', id),
+        },
+      );
     }
   } else {
     flows.push({

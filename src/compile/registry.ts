@@ -207,7 +207,7 @@ export const COOKIE_KINDS = {
   FROM_VM: 0x0a,
   /** host CT_OUT: reply -> direct return. */
   DIRECT_RETURN: 0x0b,
-  /** br-phy (gateway): VIP -> br-int. lb. */
+  /** br-phy (gateway): VIP, in a frame addressed to this gateway's MAC -> br-int. lb. */
   PHY_VIP: 0x0c,
   /** br-phy: everything else NORMAL. */
   PHY_NORMAL: 0x0d,
@@ -225,6 +225,8 @@ export const COOKIE_KINDS = {
   UDP_WALK_RETURN: 0x13,
   /** host CT_IN: a new UDP datagram without FLAG_COMMIT (no flow here; new or not, it walks) -> CHAIN. b = family. */
   UDP_WALK: 0x14,
+  /** br-phy (gateway): a VIP-bound frame addressed to another MAC (flooded by a switch) -> drop. lb. */
+  PHY_VIP_NOT_MINE: 0x15,
   /** gw CLASSIFY: an ICMP error to a VIP -> a copy to every host of its members. lb, a = ICMP type. */
   GW_ICMP: 0x20,
   /** host TUN_IN: an ICMP error from a gateway -> ct lookup. lb. */

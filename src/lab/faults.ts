@@ -40,9 +40,9 @@ export function gatewayPids(lab: Lab, cp: ControlPlane, gateway: string): number
 
 /**
  * Cuts (`down`) or restores gw's link at the fabric: its veth end there goes down. The switch keeps gw's MAC on that
- * port meanwhile (a static entry): otherwise the bridge forgets it and floods gw's frames to every port, and the
- * other gateway forwards them (its br-phy is promiscuous, the VIP flows do not match the destination MAC), which
- * would hide the cut.
+ * port meanwhile (a static entry): otherwise the bridge forgets it and floods gw's frames to every port. Before
+ * 2026-12-05 the other gateway forwarded such copies (its VIP flows did not match the destination MAC), which hid
+ * the cut; it drops them now (PHY_VIP_NOT_MINE), and the entry keeps the cut a plain cut.
  */
 async function setLink(lab: Lab, gateway: string, state: 'up' | 'down'): Promise<void> {
   const node = lab.node(gateway);

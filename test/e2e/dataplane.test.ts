@@ -333,6 +333,49 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     }
   });
 
+  // A gateway forwards only frames addressed to it (br-phy's PHY_VIP flows match its MAC): the router is given a wrong
+  // MAC for gw1, so the fabric switch floods those frames (unknown unicast) to every node, and gw1 must drop its copy
+  // (PHY_VIP_NOT_MINE counts it) instead of answering or forwarding it. With the right MAC the VIP answers again.
+  test('gateway: VIP frames addressed to another MAC (flooded by the switch) are dropped, not forwarded', async (t) => {
+    await applyAll(gen(A, undefined));
+    const gw = lab.node('gw1');
+    const ping = async () =>
+      (
+        await nsRun(lab.clients[0].netns, 'ping', ['-n', '-c', '3', '-i', '0.2', '-w', '2', '203.0.113.10'], {
+          allowFail: true,
+        })
+      ).code;
+    const notMine = async () => (await packetsByKind('gw1', 'br-phy')).PHY_VIP_NOT_MINE ?? 0;
+    const routerMac = (mac: string) =>
+      lab.routerExec('ip', [
+        'neigh',
+        'replace',
+        gw.tunnelIp,
+        'lladdr',
+        mac,
+        'dev',
+        'eth0',
+        'nud',
+        'permanent',
+      ]);
+    try {
+      const n0 = await notMine();
+      await routerMac('02:00:00:00:99:99');
+      const wrong = await ping();
+      const dropped = (await notMine()) - n0;
+      await routerMac(gw.brPhyMac);
+      const right = await ping();
+      t.diagnostic(
+        `ping with a wrong MAC: exit ${wrong}, ${dropped} frames dropped by gw1; right MAC: exit ${right}`,
+      );
+      assert.equal(wrong, 1, 'a frame for another MAC is not answered');
+      assert.ok(dropped >= 3, `gw1 dropped the flooded copies (${dropped})`);
+      assert.equal(right, 0, 'frames for its own MAC are');
+    } finally {
+      await routerMac(gw.brPhyMac);
+    }
+  });
+
   test('UDP VIP: datagrams reach the slot owner through host conntrack; answers come from the VIP', async () => {
     await applyAll(gen((slot) => (slot % 2 === 0 ? A : B), undefined));
     const client = lab.clients[0].netns;

@@ -209,3 +209,51 @@ test("a gateway's ICMP error copies pass one meter first (default 1000/s, facts.
   const host = int({ ...fakeFacts(config, 'host1'), icmpRate: 50 });
   assert.ok(!(host.meters ?? []).some((m) => m.meterId === ICMP_METER_ID), 'hosts have no ICMP meter');
 });
+
+test("a gateway's br-phy sends a VIP to br-int only in frames addressed to its own MAC; other MACs are dropped", () => {
+  const two = testConfig(testNodes(['gw1', 'gw2'], ['host1']), [
+    testLb('web', '203.0.113.10', 'tcp', [80, 443], [activeBackend('10.0.1.11', 'host1')]),
+    testLb('web6', '2001:db8::10', 'tcp', [80], [activeBackend('fd00:0:1::11', 'host1')]),
+  ]);
+  const plan = (members: readonly { address: string }[]) => ({
+    bits: 1,
+    members: members.map((m) => ({
+      key: `${m.address}:*`,
+      address: m.address,
+      port: undefined,
+      host: 'host1',
+    })),
+    primary: new Uint16Array(2),
+    second: new Uint16Array(2).fill(NO_OWNER),
+    phase: new Uint8Array(2),
+    since: new Float64Array(2),
+  });
+  const g: Generation = {
+    number: 1,
+    createdAt: 0,
+    pools: new Map(two.loadBalancers.map((l) => [l.name, { lb: l.name, ...plan(l.backends) }])),
+  };
+  const macs = new Set<string>();
+  for (const name of ['gw1', 'gw2']) {
+    const facts = fakeFacts(two, name);
+    macs.add(facts.phyMac);
+    const phy = compileNode(two, g, facts).bridges.get('br-phy')!.flows;
+    const vip = phy.filter((f) => decodeCookie(f.cookie)?.kind === 'PHY_VIP');
+    const other = phy.filter((f) => decodeCookie(f.cookie)?.kind === 'PHY_VIP_NOT_MINE');
+    assert.deepEqual(
+      vip.map((f) => `${f.priority} ${f.match} ${f.actions}`),
+      [
+        `100 ip,in_port=${facts.ports.eth0},dl_dst=${facts.phyMac},nw_dst=203.0.113.10 actions`,
+        `100 ipv6,in_port=${facts.ports.eth0},dl_dst=${facts.phyMac},ipv6_dst=2001:db8::10 actions`,
+      ].map((s) => s.replace('actions', `output:${facts.ports.phyToInt}`)),
+      'one flow per VIP (not per port), for frames to this gateway only',
+    );
+    // The same VIP in a frame for any other MAC (a switch flooding an unknown unicast): dropped, below the above.
+    assert.deepEqual(
+      other.map((f) => `${f.priority} ${f.match} ${f.actions}`),
+      vip.map((f) => `${PRIO.LOW} ${f.match.replace(`dl_dst=${facts.phyMac},`, '')} drop`),
+    );
+    assert.ok(PRIO.LOW < PRIO.NORMAL && PRIO.LOW > PRIO.PHY_DEFAULT, 'above NORMAL switching, below ours');
+  }
+  assert.equal(macs.size, 2, 'each gateway matches its own MAC');
+});
