@@ -27,7 +27,7 @@ import { auditGateway, auditHost, initialGeneration } from '../../src/cli/explai
 import { compileNode } from '../../src/compile/index.ts';
 import { decodeCookie, ICMP_METER_ID, lbIds, T } from '../../src/compile/registry.ts';
 import { explain, tupleHash } from '../../src/explain.ts';
-import type { FlowSet } from '../../src/flowset/types.ts';
+import type { Flow, FlowSet } from '../../src/flowset/types.ts';
 import { ovsHashSymmetricL3L4, ovsUserspaceDpHash } from '../../src/hashing/ovs.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import { nsRun } from '../../src/lab/exec.ts';
@@ -126,6 +126,15 @@ function webTraffic(count: number): Promise<Traffic> {
     timeoutMs: 2000,
     expectBackends: [A, B],
   });
+}
+
+/** `fs` without the flows whose cookie kind `drop` names (the negative controls' switched-off features). */
+function withoutFlows(fs: FlowSet, drop: (kind: string) => boolean): FlowSet {
+  const keep = (f: Flow) => !drop(decodeCookie(f.cookie)?.kind ?? '');
+  return {
+    ...fs,
+    bridges: new Map([...fs.bridges].map(([br, st]) => [br, { ...st, flows: st.flows.filter(keep) }])),
+  };
 }
 
 async function snapshot(node: string, bridge: string): Promise<string> {
@@ -605,15 +614,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       );
     try {
       const full = compile('gw1', g);
-      const withoutIcmp: FlowSet = {
-        ...full,
-        bridges: new Map(
-          [...full.bridges].map(([br, st]) => [
-            br,
-            { ...st, flows: st.flows.filter((f) => !decodeCookie(f.cookie)?.kind.startsWith('GW_ICMP')) },
-          ]),
-        ),
-      };
+      const withoutIcmp = withoutFlows(full, (kind) => kind.startsWith('GW_ICMP'));
       await applyFlowSet(gw, withoutIcmp);
       await revalidate(gw);
       await clean('before the negative control');
@@ -702,6 +703,66 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
         );
       }
     } finally {
+      await applyAll(gen(A, undefined));
+    }
+  });
+
+  // ICMP errors from backends go back to the client by direct return (host CT_OUT, ICMP_RETURN): the UDP VIP is
+  // pointed at port 9 of its backend, where nothing listens, so the backend answers a datagram with port
+  // unreachable; conntrack relates it to the flow and restores the VIP:80 in the outer source and the embedded header,
+  // and the client's connected socket gets ECONNREFUSED (the kernel matches the embedded header to the socket).
+  // Negative control: without the hosts' ICMP_RETURN flows the error is dropped and the client only times out.
+  test('ICMP from a backend: port unreachable reaches the client from the VIP; without ICMP_RETURN it does not', async (t) => {
+    const saved = config;
+    config = {
+      ...config,
+      loadBalancers: config.loadBalancers.map((l) =>
+        l.name === 'dgram' ? { ...l, backends: l.backends.map((b) => ({ ...b, port: 9 })) } : l,
+      ),
+    };
+    const client = lab.clients[0];
+    /** One datagram from a connected socket to the UDP VIP: 'refused', 'answer' or 'timeout' (1.5 s). */
+    const probe = async () => {
+      const script = `const s=require('dgram').createSocket('udp4');
+        const done=(w)=>{console.log(w);process.exit(0)};setTimeout(()=>done('timeout'),1500);
+        s.on('error',(e)=>done(e.code==='ECONNREFUSED'?'refused':e.code));s.on('message',()=>done('answer'));
+        s.connect(80,'203.0.113.53',()=>s.send('hello'));`;
+      return (await nsRun(client.netns, process.execPath, ['-e', script])).stdout.trim();
+    };
+    const icmpReturn = async () => (await flowPacketsByKind([lab.node('host1')], 'br-int')).ICMP_RETURN ?? 0;
+    // What reaches the client: tcpdump's one ICMP line (source and type) while a probe runs.
+    const captured = async (run: () => Promise<string>) => {
+      const cap = nsRun(client.netns, 'timeout', ['2.5', 'tcpdump', '-n', '-c', '1', '-i', 'eth0', 'icmp'], {
+        allowFail: true,
+      });
+      await sleep(500);
+      const got = await run();
+      return { got, line: (await cap).stdout.trim() };
+    };
+    try {
+      const g = gen(A, undefined);
+      await applyAll(g);
+      const host = lab.node('host1');
+      const full = compile('host1', g);
+      const withoutReturn = withoutFlows(full, (kind) => kind === 'ICMP_RETURN');
+      await applyFlowSet(host, withoutReturn);
+      const off = await captured(probe);
+      await applyFlowSet(host, full);
+      const r0 = await icmpReturn();
+      const on = await captured(probe);
+      const returned = (await icmpReturn()) - r0;
+      t.diagnostic(
+        `without ICMP_RETURN: ${JSON.stringify(off)}; with it: ${JSON.stringify(on)}, ${returned} returned`,
+      );
+      assert.equal(off.got, 'timeout', 'without the ICMP_RETURN flows no error reaches the client');
+      assert.equal(on.got, 'refused', "the backend's port unreachable reaches the client's socket");
+      assert.ok(
+        on.line.includes(`IP 203.0.113.53 > ${client.ip}: ICMP 203.0.113.53 udp port 80 unreachable`),
+        `the error comes from the VIP and names VIP:80: ${on.line}`,
+      );
+      assert.ok(returned >= 1, `host1 returned it by direct return (ICMP_RETURN counted ${returned})`);
+    } finally {
+      config = saved;
       await applyAll(gen(A, undefined));
     }
   });
