@@ -412,9 +412,15 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((after.UDP_WALK_RETURN ?? 0) - (before.UDP_WALK_RETURN ?? 0), 0, 'stable slots: no hop');
   });
 
+  // The gateway's datapath flows: in dp_hash mode they match only the hash bits a slot reads, so they stay bounded by
+  // the slot count (at most 2^(bits+1) per recirculation, docs/design/ovs-facts.md) whatever the number of
+  // connections: 1,000 connections over 16 slots must leave at most 2 x 16 + 8. Negative control: fields mode hashes
+  // in userspace, one datapath flow per connection, so the same count exceeds the bound (300 connections).
   for (const mode of ['fields', 'dp_hash'] as const) {
     test(`${mode} mode: connections spread over the slot owners; datapath flows on the gateway`, async (t) => {
       config = { ...config, hashMode: mode };
+      const count = mode === 'dp_hash' ? 1000 : 300;
+      const bound = 2 * SIZE + 8;
       try {
         await applyAll(gen((slot) => (slot % 2 === 0 ? A : B), undefined));
         await lab.node('gw1').appctl(['dpctl/del-flows']);
@@ -423,12 +429,12 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
         const tr = await startTraffic(lab, {
           vip: '203.0.113.10',
           port: 80,
-          count: 60,
-          rate: 200,
+          count,
+          rate: 400,
           expectBackends: [A, B],
         });
         try {
-          await tr.waitOpened(60);
+          await tr.waitOpened(count);
           await sleep(500);
           const c = await tr.report();
           assert.equal(c.broken + c.failed, 0);
@@ -452,8 +458,12 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
           );
           assert.ok(new Set(marks).size > 1, 'marks carry the slot of each connection');
           t.diagnostic(
-            `${mode}: 60 connections -> ${A}=${a} ${B}=${b}; gateway datapath flows ${dp.length} (TCP ${tcpFlows})`,
+            `${mode}: ${count} connections -> ${A}=${a} ${B}=${b}; gateway datapath flows ${dp.length} ` +
+              `(TCP ${tcpFlows}), bound for ${SIZE} slots ${bound}`,
           );
+          if (mode === 'dp_hash') assert.ok(dp.length <= bound, `${dp.length} datapath flows > ${bound}`);
+          else
+            assert.ok(tcpFlows >= count && tcpFlows > bound, `fields: one flow per connection (${tcpFlows})`);
         } finally {
           await tr.stop();
         }
