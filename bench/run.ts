@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, agent-start, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -58,6 +58,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: [],
     root: false,
     what: 'ovs-vswitchd at 10,000 VIPs x 20: rules, RSS, install, revalidation per slot layout (private ovs-vswitchd)',
+  },
+  {
+    name: 'agent-start-ovs',
+    file: here('./agent-start-ovs.ts'),
+    nodeArgs: [],
+    root: true,
+    what: 'gateway agent start at 10,000 VIPs on real OVS: compile + install + streamed verify, RSS of agent and OVS',
   },
   {
     name: 'sim-engine',

@@ -1,9 +1,10 @@
-// Shared helpers of the perf benchmarks: machine info, medians, and writing one marked section of
-// docs/benchmarks.md (keeping every other section).
+// Shared helpers of the perf benchmarks: machine info, medians, writing one marked section of docs/benchmarks.md
+// (keeping every other section), two-size tables, child runs, a lab config document.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
+import type { Lab } from '../../src/lab/topology.ts';
 
 export const DOC = new URL('../../docs/benchmarks.md', import.meta.url);
 
@@ -87,3 +88,55 @@ export const say = (s: string): void => {
   process.stderr.write(`${s}\n`);
 };
 export { setTimeout as sleep } from 'node:timers/promises';
+
+/** A row of a two-size markdown table (`one`, the baseline, and `big`), with an optional ratio column. */
+export function pairRow<T>(one: T, big: T) {
+  return (what: string, f: (r: T) => string, r?: (a: T, b: T) => string): string =>
+    `| ${what} | ${f(one)} | ${f(big)} | ${r ? r(big, one) : ''} |`;
+}
+
+/** Runs benchmark `file` again as a child (fresh heap, its own peak RSS) with `env`; resolves with the JSON it
+ *  prints on stdout. */
+export function runJsonChild<T>(
+  file: string,
+  env: Readonly<Record<string, string>>,
+  what: string,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', file], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    p.on('exit', (code, signal) =>
+      code === 0 ? resolve(JSON.parse(out) as T) : reject(new Error(`${what}: child exit ${code ?? signal}`)),
+    );
+  });
+}
+
+/** A config document on a lab: its nodes and `vips` VIPs (198.18.0.0/15, tcp/80) behind every lab backend, but
+ *  VIP v0 without `omitFromV0` (an address). */
+export function labVipsDoc(lab: Lab, vips: number, omitFromV0?: string): Record<string, unknown> {
+  const backends = lab.backends().map((b) => ({
+    address: b.ip,
+    port: lab.config.backendPort,
+    host: b.host,
+    weight: 1,
+    state: 'active',
+  }));
+  return {
+    hashMode: 'dp_hash',
+    slotBits: 8,
+    nodes: lab.nodes.map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnelIp })),
+    loadBalancers: Array.from({ length: vips }, (_, i) => ({
+      name: `v${i}`,
+      vip: `198.18.${(i + 1) >> 8}.${(i + 1) & 255}`,
+      protocol: 'tcp',
+      ports: [80],
+      backends: i === 0 ? backends.filter((b) => b.address !== omitFromV0) : backends,
+    })),
+  };
+}
