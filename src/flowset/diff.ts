@@ -207,6 +207,17 @@ export function diffParts(
       for (const x of from) (out[k] as never[]).push(x);
     }
   }
+  // A group id that leaves one part and enters another (a load balancer id taken over by another load balancer
+  // when ids are reassigned on a hash collision) is one modify: an add would come before the delete of the same
+  // id in the bundle (groups go after the flows that reference them) and ovs-vswitchd refuses it (GROUP_EXISTS).
+  const leaving = new Set(out.deleteGroups.map((g) => g.groupId));
+  const moved = out.addGroups.filter((g) => leaving.has(g.groupId));
+  if (moved.length > 0) {
+    const ids = new Set(moved.map((g) => g.groupId));
+    out.addGroups = out.addGroups.filter((g) => !ids.has(g.groupId));
+    out.deleteGroups = out.deleteGroups.filter((g) => !ids.has(g.groupId));
+    out.modifyGroups.push(...moved);
+  }
   return out;
 }
 

@@ -128,6 +128,14 @@ export class FakeSwitch implements Runner {
           } else if (del) {
             f2.delete(`${del[1]}/${del[2]}/${del[3] ?? ''}`);
           } else if (gset) {
+            // As OVS: an add of an existing group id or a modify of a missing one fails the bundle.
+            if ((gset[1] === 'add') === g2.has(+gset[2]))
+              return {
+                code: 1,
+                stdout: '',
+                stderr:
+                  gset[1] === 'add' ? `OFPGMFC_GROUP_EXISTS ${gset[2]}` : `OFPGMFC_UNKNOWN_GROUP ${gset[2]}`,
+              };
             g2.set(+gset[2], gset[3]);
           } else if (gdel) {
             g2.delete(+gdel[1]);

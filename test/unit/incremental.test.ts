@@ -9,6 +9,7 @@ import * as fc from 'fast-check';
 import { NodeProgrammer } from '../../src/agent/node-ops.ts';
 import { compileNodeParts, type NodeParts, partsFlowSet } from '../../src/compile/incremental.ts';
 import { compileNode } from '../../src/compile/index.ts';
+import { lbIds } from '../../src/compile/registry.ts';
 import { hex, renderFlowSet } from '../../src/flowset/text.ts';
 import type { Backend, Config, LoadBalancer } from '../../src/model/types.ts';
 import { planNext } from '../../src/rollout/planner.ts';
@@ -286,4 +287,27 @@ test("NodeProgrammer: a host's SYN meter follows --syn-rate on the incremental p
   await p.program(config, g1, facts('host1'));
   assert.equal(sw.meters.get('br-int')!.size, 0);
   for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(config, g1, 'host1', br));
+});
+
+test("NodeProgrammer: a new load balancer that takes an existing one's id (hash collision) applies incrementally", async () => {
+  // A name that sorts before v0 and folds to v0's id: added, it takes that id and v0 moves to the next free one.
+  let taker = '';
+  const id0 = lbIds(['v0']).get('v0');
+  for (let i = 0; taker === ''; i++) if (lbIds([`a${i}`]).get(`a${i}`) === id0) taker = `a${i}`;
+  const base = configOf([[0, 3]], 'dp_hash');
+  const grown: Config = {
+    ...base,
+    loadBalancers: [...base.loadBalancers, { ...lbOf(1, [POOL[1]!]), name: taker }],
+  };
+  const ids = lbIds(grown.loadBalancers.map((l) => l.name));
+  assert.equal(ids.get(taker), id0, `${taker} takes v0's id`);
+  assert.notEqual(ids.get('v0'), id0, 'v0 moves');
+  const sw = new FakeSwitch();
+  const p = new NodeProgrammer(sw, { fullReconcileMs: 3_600_000 });
+  const g1 = planNext({ config: base, latest: null, connections: () => 0, now: 0 }).next!;
+  await p.program(base, g1, facts('gw1'));
+  const g2 = planNext({ config: grown, latest: g1, connections: () => 0, now: 0 }).next!;
+  const r = await p.program(grown, g2, facts('gw1'));
+  assert.equal(r.mode, 'incremental');
+  for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(grown, g2, 'gw1', br));
 });
