@@ -28,7 +28,8 @@
 //   planner, the agents and this benchmark's own monitor of every table.
 // The lab and every child process are stopped in `finally` and on SIGINT/SIGTERM (children by their own PIDs).
 // Options (environment): CONV_SIZES (comma-separated VIP counts), CONV_CHANGES, CONV_NO_WRITE=1 (print only),
-// CONV_BASELINE=1 (also the full-apply runs), CONV_LARGE_BASELINE=0 (not at the sizes above 1).
+// CONV_BASELINE=1 (also the full-apply runs), CONV_LARGE_BASELINE=0 (not at the sizes above 1), CONV_REPORT_ONLY=<json>
+// (render a saved run's results, no lab; CONV_NOTE adds a note).
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -271,10 +272,10 @@ function startAgents(mode: Mode): void {
       '30',
       '--heartbeat',
       '500',
-      // One round of health probes at start, then none within the run: at 1000 VIPs on this machine every probe
-      // round (30 s, 0.5 s or 5 s deadline) failed inside the host agents while the same probe by hand answered at
-      // once, all backends went down after 3 rounds, and the rollouts of that churn hid the measured adds
-      // (docs/benchmarks.md, convergence). One failed round leaves a backend `unknown`, which keeps its slots.
+      // One round of health probes at start, then none within the run: with 30 s probes (0.5 s or 5 s deadline)
+      // the probes failed inside the host agents while the same probe by hand answered at once, every backend went
+      // down after 3 rounds at 1000 VIPs, and the rollouts of that churn hid the measured adds (docs/benchmarks.md,
+      // convergence). One failed round leaves a backend `unknown`, which keeps its slots.
       '--health-interval',
       '3600000',
       // The first 1000-VIP gateway bundle (~258,000 lines) takes longer than the default 30 s here.
@@ -503,9 +504,8 @@ function report(
       'CLI command; all sizes in one run, one after the other, on the same lab, store and daemons (the agents are ' +
       'restarted for each size). **incremental**: the agents as shipped (compile only the load balancers whose plan ' +
       'or config changed, diff against what the agent installed last, one bundle, no read of the switch; ' +
-      'docs/design/control-plane.md). Bytes on the wire: what ovsdb-server wrote to its clients during a change ' +
-      '(`/proc/<pid>/io` wchar minus the growth of its database file), per generation of the rollout; its clients ' +
-      "are the planner, the four agents and this benchmark's own monitor of every table.",
+      'docs/design/control-plane.md). Not measured: bytes on the wire per generation (ovsdb-server sends with ' +
+      'send(2), which its `/proc/<pid>/io` wchar does not count: it grew by less than 0.1 KiB per generation).',
   );
   lines.push('');
   const label = (r: ScenarioResult) =>
@@ -552,9 +552,8 @@ function report(
   row('`sluice backend del` → every gateway acknowledged: median; max', (r) =>
     mmc(dels(r), (c) => c.convergedMs),
   );
-  row('bytes on the wire per generation (ovsdb-server → clients), adds: median; max', (r) =>
-    mmc(adds(r), (c) => c.wireBytes / gens(c), kb),
-  );
+  // Bytes on the wire: ovsdb-server's wchar grew by ~0 over a change: it sends with send(2), which /proc/<pid>/io
+  // does not count, so that measure is not shown (counting at the clients would be).
   row('gateway flows (all bridges)', (r) =>
     Math.max(0, ...gw(r).map((a) => a.flows)).toLocaleString('en-US'),
   );
@@ -658,7 +657,28 @@ function teardown(): Promise<void> {
   return down;
 }
 
+/** Reference: the same change before the control-plane scale work (run of 2026-11-26). */
+const BEFORE_1000 =
+  'Before the control-plane scale work (run of 2026-11-26 14:59 UTC, same lab and change): `sluice backend add` ' +
+  'took 9726 ms at 1000 VIPs (a monitor of every desired-state table), and the change converged in 76.0 s against ' +
+  '6236 ms at 1 VIP (12.2x; the planner rebuilt and re-validated the whole desired state on every heartbeat).';
+
+/** CONV_REPORT_ONLY=<json written by a run>: renders and writes the section from it, no lab (a run stopped early). */
+function reportOnly(file: string): void {
+  const saved = JSON.parse(readFileSync(file, 'utf8')) as { results: ScenarioResult[]; notes: string[] };
+  const notes = [
+    ...saved.notes,
+    ...(saved.results.some((r) => r.vips === 1000) ? [BEFORE_1000] : []),
+    'Rendered from the results the run saved (CONV_REPORT_ONLY); the machine line is the time of rendering.',
+    ...(process.env.CONV_NOTE ? [process.env.CONV_NOTE] : []),
+  ];
+  const section = report(saved.results, notes, finish(machine()));
+  process.stdout.write(`${section}\n`);
+  if (process.env.CONV_NO_WRITE !== '1') writeSection('convergence', section);
+}
+
 async function main(): Promise<void> {
+  if (process.env.CONV_REPORT_ONLY) return reportOnly(process.env.CONV_REPORT_ONLY);
   for (const sig of ['SIGINT', 'SIGTERM'] as const)
     process.once(sig, () => {
       void teardown().finally(() => process.exit(130));
@@ -711,12 +731,7 @@ async function main(): Promise<void> {
         `The ${previous.map((r) => `${r.vips}-VIP ${r.mode}`).join(', ')} column(s) come from the previous run of this ` +
           'benchmark minutes earlier on the same machine (CONV_PREVIOUS), the others from this one.',
       );
-    if (SIZES.includes(1000))
-      notes.push(
-        'Before the control-plane scale work (run of 2026-11-26 14:59 UTC, same lab and change): `sluice backend add` ' +
-          'took 9726 ms at 1000 VIPs (a monitor of every desired-state table), and the change converged in 76.0 s against ' +
-          '6236 ms at 1 VIP (12.2x; the planner rebuilt and re-validated the whole desired state on every heartbeat).',
-      );
+    if (SIZES.includes(1000)) notes.push(BEFORE_1000);
     const section = report(results, notes, finish(m));
     process.stdout.write(`${section}\n`);
     if (process.env.CONV_NO_WRITE !== '1') writeSection('convergence', section);
