@@ -55,12 +55,14 @@ import {
   stillReleasedOp,
   update,
 } from '../store/db/index.ts';
+import { XdpDatapathError } from '../xdp/datapath.ts';
 import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
 import { HashAgreement, readDatapath } from './datapath.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
 import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
+import type { XdpGateway } from './xdp-gateway.ts';
 
 export type { FenceState } from './fencing.ts';
 
@@ -113,6 +115,9 @@ export interface AgentOptions {
   /** Gateways: ICMP errors per second copied to hosts (an OpenFlow meter, NodeFacts.icmpRate); undefined = the
    *  compiler's default (1000), 0 = no meter (docs/design/icmp.md "The meter"). */
   readonly icmpRate?: number;
+  /** Gateways whose node facts say `sluice-gateway-datapath=xdp`: each generation is also installed in the XDP
+   *  program on the uplink (after the OVS flows, before the acknowledgement). docs/design/xdp.md "In the agent". */
+  readonly xdp?: XdpGateway;
 }
 
 /** The meters' metrics: a host's SYN meter, a gateway's ICMP meter (agentMetrics). */
@@ -331,6 +336,7 @@ export class AgentDaemon {
     this.registry = o.registry ?? new Registry();
     this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
+    o.xdp?.registerMetrics(this.registry);
     this.#bird =
       o.role === 'gateway' && o.birdSocket !== undefined ? new BirdControl(o.birdSocket) : undefined;
     const vsctl = o.runner.vsctl?.bind(o.runner);
@@ -439,6 +445,7 @@ export class AgentDaemon {
       vswitchdPid: this.#vswitchdPid,
       health: this.health ? Object.fromEntries(this.health.states()) : undefined,
       connections: this.#conns?.total,
+      ...(this.#o.xdp === undefined ? {} : { xdp: this.#o.xdp.status() }),
     };
   }
 
@@ -614,6 +621,7 @@ export class AgentDaemon {
       const config = this.#planConfig(plan.config, plan.configRef, target);
       await this.#refreshFacts();
       const res = await this.#programmer.program(config, plan.generation, this.#compileFacts());
+      const xdp = await this.#o.xdp?.install(config, plan.generation, this.#facts);
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();
@@ -642,6 +650,7 @@ export class AgentDaemon {
           fullReason: res.fullReason,
           flows: res.flows,
           reusedLbs: res.reusedLbs,
+          ...(xdp === undefined ? {} : { xdp }),
         },
         `applied g${target} (${
           res.changed
@@ -658,6 +667,8 @@ export class AgentDaemon {
       // last good generation, which this node still forwards on correctly, so a gateway does not count it as
       // failing (no withdraw); the error in Node_Status says why it does not acknowledge.
       const refused = isRefusal(e);
+      // The XDP program or its maps failed: this gateway's datapath is gone until an apply succeeds (withdraw now).
+      if (e instanceof XdpDatapathError) this.#datapathLost = true;
       const msg = `${refused ? `refused g${target}: ` : ''}${(e as Error).message.split('\n')[0]!}`;
       if (this.#error !== msg)
         this.#log.error(
@@ -1030,5 +1041,12 @@ export class AgentDaemon {
  *  config document that does not validate. */
 function isRefusal(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
-  return code === 'SLUICE_E_OVSDB_VALUE' || code === 'SLUICE_E_CONFIG_INVALID' || e instanceof SyntaxError;
+  // SLUICE_E_XDP without XdpDatapathError: a generation the XDP maps cannot hold, refused before any write.
+  const xdpRefused = code === 'SLUICE_E_XDP' && !(e instanceof XdpDatapathError);
+  return (
+    code === 'SLUICE_E_OVSDB_VALUE' ||
+    code === 'SLUICE_E_CONFIG_INVALID' ||
+    xdpRefused ||
+    e instanceof SyntaxError
+  );
 }

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { AgentDaemon } from '../agent/daemon.ts';
 import { checkNodeFacts, readNodeFacts } from '../agent/facts.ts';
 import { netnsProbe } from '../agent/health.ts';
+import { agentXdpGateway } from '../agent/xdp-gateway.ts';
 import type { NodeFacts } from '../compile/facts.ts';
 import { labEcmpCommand } from '../lab/ecmp.ts';
 import { attachLab } from '../lab/topology.ts';
@@ -267,6 +268,7 @@ interface AgentCliOptions {
   synRate: string;
   icmpRate: string;
   reportTimeout: string;
+  xdpObject?: string;
   metrics?: string;
   privateKey?: string;
   certificate?: string;
@@ -289,6 +291,10 @@ function agentCommand(program: Command): void {
       "the node's NodeFacts from a file instead of its OVS's sluice-* external_ids (docs/design/control-plane.md)",
     )
     .option('--ovs-rundir <dir>', "OVS_RUNDIR of the node's ovs-vswitchd (default: the system one)")
+    .option(
+      '--xdp-object <file>',
+      'gateway with external_ids:sluice-gateway-datapath=xdp: the XDP program to attach (gateway.bpf.o of scripts/build-xdp.sh)',
+    )
     .option(
       '--lease <seconds>',
       'gateway: withdraw after failing to apply for this long (a silent store alone is no reason to withdraw)',
@@ -362,6 +368,8 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
   const node = nf.facts.name;
   const log = logger('sluice-agent', o.logLevel, node);
   log.info({ event: 'facts', source: nf.source, facts: nf.facts }, `node facts from ${nf.source}`);
+  const xdp = nf.facts.role === 'gateway' ? await agentXdpGateway(runner, o.xdpObject) : undefined;
+  if (xdp) log.info({ event: 'datapath', datapath: 'xdp' }, 'gateway datapath: xdp');
   const d = new AgentDaemon({
     role: nf.facts.role,
     node,
@@ -390,6 +398,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     synRate: integer('--syn-rate', o.synRate),
     icmpRate: integer('--icmp-rate', o.icmpRate),
     reportTimeoutMs: num('--report-timeout', o.reportTimeout, 1),
+    xdp,
   });
   await runDaemon(d, log, o.metrics);
 }

@@ -42,7 +42,8 @@ export function formatLabStatus(s: LabStatus): string {
     for (const n of s.nodes) {
       lines.push(
         `  ${n.name.padEnd(8)} ${n.role.padEnd(8)} ovsdb-server ${n.ovsdbAlive ? 'up' : 'DOWN'}, ` +
-          `ovs-vswitchd ${n.vswitchdAlive ? 'up' : 'DOWN'}${n.ovsVersion ? ` (${n.ovsVersion})` : ''}`,
+          `ovs-vswitchd ${n.vswitchdAlive ? 'up' : 'DOWN'}${n.ovsVersion ? ` (${n.ovsVersion})` : ''}` +
+          `${n.datapath ? `; datapath ${n.datapath}` : ''}`,
       );
     }
   }
@@ -106,7 +107,16 @@ export function formatControlPlaneStatus(c: LabControlPlaneStatus | undefined): 
 }
 
 /** Flags of `lab up` that are also lab config file fields (commander option name = file field name). */
-const FILE_FLAGS = ['prefix', 'gateways', 'hosts', 'backendsPerHost', 'clients', 'ipv6', 'routing'] as const;
+const FILE_FLAGS = [
+  'prefix',
+  'gateways',
+  'hosts',
+  'backendsPerHost',
+  'clients',
+  'ipv6',
+  'routing',
+  'gatewayDatapath',
+] as const;
 
 /**
  * The lab config of `lab up`: the file (`--config`, YAML or JSON) when given, with the flags the user typed
@@ -157,6 +167,7 @@ type LabUpOptions = {
   backendsPerHost: number;
   clients: number;
   ipv6: boolean;
+  gatewayDatapath: string;
   replace: boolean;
   runRoot: string;
   controlPlane: boolean;
@@ -183,6 +194,11 @@ function labUpCommand(lab: Command): void {
       '--routing <mode>',
       'bgp (BIRD on the router and every gateway, BFD; the agents announce) or static (a script edits the ECMP routes)',
       'bgp',
+    )
+    .option(
+      '--gateway-datapath <kind>',
+      'ovs, xdp (every gateway runs the XDP program on its uplink) or mixed (gw1 ovs, gw2 xdp, ...)',
+      'ovs',
     )
     .option('--replace', 'tear down an existing lab with the same prefix first', false)
     .option('--run-root <dir>', 'parent of the lab run directory', DEFAULT_RUN_ROOT)

@@ -39,10 +39,21 @@ export interface LabConfig {
    *  agents announce) or `static` (a script edits the router's ECMP routes; for users without BGP).
    *  docs/design/routing.md. */
   readonly routing: LabRouting;
+  /** The gateways' datapath: `ovs` (every gateway), `xdp` (every gateway runs the XDP program on its uplink, OVS
+   *  behind it) or `mixed` (odd gateways OVS, even ones XDP: gw1 OVS, gw2 XDP). docs/design/xdp.md. */
+  readonly gatewayDatapath: LabGatewayDatapath;
 }
 
 export type LabRouting = 'bgp' | 'static';
 export const LAB_ROUTINGS: readonly LabRouting[] = ['bgp', 'static'];
+export type LabGatewayDatapath = 'ovs' | 'xdp' | 'mixed';
+export const LAB_GATEWAY_DATAPATHS: readonly LabGatewayDatapath[] = ['ovs', 'xdp', 'mixed'];
+
+/** The datapath gateway `index` (1-based) is built with (a lab.json of an older lab has none: ovs). */
+export function labGatewayDatapath(cfg: Pick<LabConfig, 'gatewayDatapath'>, index: number): 'ovs' | 'xdp' {
+  const kind = cfg.gatewayDatapath ?? 'ovs';
+  return kind === 'xdp' || (kind === 'mixed' && index % 2 === 0) ? 'xdp' : 'ovs';
+}
 
 export const DEFAULT_PREFIX = 'sl-';
 
@@ -209,6 +220,13 @@ function checkLab(
     issues.push(
       labIssue('routing', `${JSON.stringify(base.routing)} must be one of ${LAB_ROUTINGS.join(', ')}`),
     );
+  if (!LAB_GATEWAY_DATAPATHS.includes(base.gatewayDatapath))
+    issues.push(
+      labIssue(
+        'gatewayDatapath',
+        `${JSON.stringify(base.gatewayDatapath)} must be one of ${LAB_GATEWAY_DATAPATHS.join(', ')}`,
+      ),
+    );
   let sizesOk = sizesKnown;
   for (const [field, [lo, hi]] of Object.entries(SIZE_RANGES) as [SizeField, readonly [number, number]][]) {
     const v = base[field];
@@ -310,6 +328,7 @@ function baseOf(input: LabConfigInput): Omit<LabConfig, 'vips'> {
     ipv6: input.ipv6 ?? false,
     runRoot: input.runRoot ?? DEFAULT_RUN_ROOT,
     routing: input.routing ?? 'static',
+    gatewayDatapath: input.gatewayDatapath ?? 'ovs',
   };
 }
 
@@ -361,6 +380,7 @@ const LAB_FILE_FIELDS = {
   udp: z.boolean().optional(),
   ipv6: z.boolean().optional(),
   routing: z.enum(['bgp', 'static']).optional(),
+  gatewayDatapath: z.enum(['ovs', 'xdp', 'mixed']).optional(),
 };
 
 /** The top level with `vips` items left unchecked (validated one by one). */
@@ -617,7 +637,8 @@ export function labConfigDocument(cfg: LabConfig, opts: SluiceConfigOptions = {}
   const byName = new Map<string, LabBackendPlan>();
   for (const n of plan.nodes) for (const b of n.backends) byName.set(b.name, b);
   return {
-    hashMode: opts.hashMode ?? 'dp_hash',
+    // Labs with XDP gateways default to `fields`, the mode their survival tests run in (docs/design/xdp.md).
+    hashMode: opts.hashMode ?? ((cfg.gatewayDatapath ?? 'ovs') === 'ovs' ? 'dp_hash' : 'fields'),
     slotBits: opts.slotBits ?? 8,
     ...(opts.drainWindowSeconds !== undefined ? { drainWindowSeconds: opts.drainWindowSeconds } : {}),
     ...(opts.chainLength !== undefined ? { chainLength: opts.chainLength } : {}),

@@ -33,6 +33,7 @@ import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
 import { Pki } from './pki.ts';
 import { birdSocket } from './routing.ts';
 import { expectedProgram, type Lab, labJsonPath } from './topology.ts';
+import { labXdpObject } from './xdp.ts';
 
 export interface ControlPlaneOptions {
   /** Planner processes (default 2: one active, one standby). */
@@ -267,6 +268,10 @@ export function agentArgs(
           '--announce-cmd',
           labEcmpCommand(cp.lab, node, 'announce'),
         ]
+      : []),
+    // Read only by a gateway whose node facts say sluice-gateway-datapath=xdp (src/lab/xdp.ts).
+    ...(n.role === 'gateway' && existsSync(labXdpObject(cp.lab.facts.runDir))
+      ? ['--xdp-object', labXdpObject(cp.lab.facts.runDir)]
       : []),
     ...(opts.agentArgs ?? []),
   ];

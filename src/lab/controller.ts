@@ -21,13 +21,16 @@ import {
   programNode,
   readSlotConnections,
 } from '../agent/node-ops.ts';
+import { XdpGateway } from '../agent/xdp-gateway.ts';
 import type { CompileOptions } from '../compile/index.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { type PlanNote, planNext, waitingGateways } from '../rollout/planner.ts';
 import type { Generation } from '../rollout/types.ts';
+import { deviceOps, XdpDatapath } from '../xdp/datapath.ts';
 import type { Lab } from './topology.ts';
+import { LAB_UPLINK, labDatapathStatus, labXdpObject, setLabDatapathFacts } from './xdp.ts';
 
 export interface ControllerEvent {
   /** ms since the controller was created. */
@@ -96,6 +99,8 @@ export class LabController {
   readonly #downHosts = new Set<string>();
   readonly #t0 = Date.now();
   readonly #opts: LabControllerOptions;
+  /** Gateways that run the XDP datapath (their OVS is programmed too: it handles what the program passes). */
+  readonly #xdp = new Map<string, XdpGateway>();
   /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
   #chain: Promise<unknown> = Promise.resolve();
 
@@ -154,12 +159,15 @@ export class LabController {
       this.lab.compilerFacts(node),
       this.#opts.compile,
     );
+    // As the agent does: the XDP tables after the OVS flows, the acknowledgement after the flip.
+    const x = await this.#xdp.get(node)?.install(this.config, gen, this.lab.compilerFacts(node));
     this.acks.set(node, gen.number);
     const lines = Object.entries(r.bundleLines)
       .filter(([, n]) => n > 0)
       .map(([b, n]) => `${b} ${n} lines`)
       .join(', ');
-    this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms)`);
+    const xdp = x ? `; xdp copy ${x.copy}, ${x.writes} writes${x.attached ? ', attached' : ''}` : '';
+    this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms${xdp})`);
   }
 
   /**
@@ -199,6 +207,8 @@ export class LabController {
   /** Publishes generation 1 of `config` to every node and puts every gateway in the ECMP set. */
   async start(config: Config): Promise<Generation> {
     this.#desired = config;
+    for (const g of this.lab.gateways)
+      if ((await labDatapathStatus(g)).datapath === 'xdp') this.#xdp.set(g.name, this.#xdpGateway(g.name));
     const step = planNext({ config, latest: null, connections: () => 0, now: Date.now() });
     await this.publish(step.next!, 'initial');
     await this.lab.setEcmpGateways(this.liveGateways());
@@ -329,6 +339,46 @@ export class LabController {
     this.log('release', `${name} released at g${latest?.number}`);
   }
 
+  #xdpGateway(name: string): XdpGateway {
+    const node = this.lab.node(name);
+    const object = labXdpObject(this.lab.facts.runDir);
+    return new XdpGateway(node, new XdpDatapath(deviceOps(LAB_UPLINK, object, node.netns)));
+  }
+
+  /** The gateways running the XDP datapath, sorted. */
+  xdpGateways(): string[] {
+    return [...this.#xdp.keys()].sort();
+  }
+
+  /** Packets the XDP program of gateway `name` sent since it was attached (0: it runs none). */
+  async xdpPackets(name: string): Promise<number> {
+    const c = (await this.#xdp.get(name)?.counters()) ?? [];
+    return c.reduce((n, v) => n + v.packets, 0);
+  }
+
+  /**
+   * Switches a gateway's datapath in service (its node facts too): to `xdp` attaches the program and installs the
+   * generation it has; to `ovs` detaches it (its OVS, programmed all along, takes the VIP packets). Both datapaths
+   * agree slot for slot, so connections through it do not notice.
+   */
+  async setGatewayDatapath(name: string, datapath: 'ovs' | 'xdp'): Promise<void> {
+    this.#requireGateway(name);
+    await this.#serial(async () => {
+      await setLabDatapathFacts(this.lab.node(name), datapath);
+      const had = this.#xdp.get(name);
+      if (datapath === 'ovs') {
+        this.#xdp.delete(name);
+        await had?.detach();
+      } else if (had === undefined) {
+        const x = this.#xdpGateway(name);
+        const gen = this.published.find((g) => g.number === this.acks.get(name));
+        if (gen) await x.install(this.config, gen, this.lab.compilerFacts(name));
+        this.#xdp.set(name, x);
+      }
+    });
+    this.log('datapath', `${name} runs ${datapath}`);
+  }
+
   #requireGateway(name: string): void {
     if (this.lab.node(name).role !== 'gateway')
       throw new SluiceError('SLUICE_E_USAGE', `${name} is not a gateway`);
@@ -364,16 +414,21 @@ export class LabController {
   }
 
   /**
-   * Kills a gateway's ovs-vswitchd (SIGKILL). The router withdraws it at the same moment, as a real router's
-   * BFD/BGP session would: the next hop goes first, then the process. Then it leaves the ack set.
+   * Kills a gateway's ovs-vswitchd (SIGKILL), and on an XDP gateway detaches its program: the whole datapath is
+   * gone. The router withdraws it at the same moment, as a real router's BFD/BGP session would: the next hop goes
+   * first, then the process. Then it leaves the ack set. `withdraw: false` (negative controls) leaves the router's
+   * ECMP set alone.
    */
-  async killGatewayVswitchd(name: string): Promise<void> {
+  async killGatewayVswitchd(name: string, opts: { withdraw?: boolean } = {}): Promise<void> {
     this.#requireGateway(name);
     this.#out.add(name);
-    await this.#setEcmp();
+    if (opts.withdraw ?? true) await this.#setEcmp();
     const pid = await this.lab.node(name).killVswitchd('SIGKILL');
+    await this.#xdp.get(name)?.detach();
     this.acks.delete(name);
-    this.log('kill', `${name}: ovs-vswitchd (pid ${pid}) killed; withdrawn from ECMP and the ack set`);
+    const xdp = this.#xdp.has(name) ? ' and its XDP program detached' : '';
+    const ecmp = (opts.withdraw ?? true) ? 'withdrawn from ECMP and the ack set' : 'LEFT in ECMP';
+    this.log('kill', `${name}: ovs-vswitchd (pid ${pid}) killed${xdp}; ${ecmp}`);
   }
 
   /** Restarts a host's ovs-vswitchd (its userspace conntrack, hence its connections, are lost), programs the

@@ -20,6 +20,7 @@ import {
   type LabNodePlan,
   type LabPlan,
   type LabVip,
+  labGatewayDatapath,
   labNamespacePattern,
   labPlan,
   labSluiceConfig,
@@ -61,6 +62,7 @@ import {
 } from './node.ts';
 import { type GatewayRouting, labBirdc, routerView, startLabRouting } from './routing.ts';
 import { runnableScript } from './scripts.ts';
+import { datapathIdArgs, formatDatapath, labDatapathStatus, prepareLabXdp } from './xdp.ts';
 
 export interface LabRouterFacts {
   readonly netns: string;
@@ -229,6 +231,7 @@ function ovsIdentityArgs(plan: LabPlan, node: LabNodePlan): string[] {
     ...(node.backends.length > 0
       ? [`external_ids:sluice-vm-router-mac="${node.backends[0].gatewayMac}"`]
       : []),
+    ...(node.role === 'gateway' ? datapathIdArgs(node, labGatewayDatapath(plan.config, node.index)) : []),
   ];
 }
 
@@ -893,6 +896,12 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
 
     prog?.step(4, `waiting for ${backendPlans.length} backends to listen`);
     await Promise.all([
+      prepareLabXdp(
+        cfg,
+        plan.runDir,
+        plan.fabricNetns,
+        plan.nodes.filter((n) => n.role === 'gateway').map((n) => n.name),
+      ),
       waitForBackends(
         plan.runDir,
         cfg,
@@ -1115,6 +1124,8 @@ export interface LabNodeStatus {
   readonly ovsdbAlive: boolean;
   readonly vswitchdAlive: boolean;
   readonly ovsVersion: string | undefined;
+  /** Gateways: the datapath (`ovs`, or `xdp (program N on eth0)`), read from the node's OVSDB and its uplink. */
+  readonly datapath?: string;
 }
 
 export interface LabStatus {
@@ -1158,13 +1169,12 @@ export async function labStatus(prefix: string, opts: { runRoot?: string } = {})
         const v = await n.appctl(['version'], { allowFail: true, timeoutMs: 5000 }).catch(() => undefined);
         ovsVersion = v?.code === 0 ? v.stdout.trim().split('\n')[0] : undefined;
       }
-      nodes.push({
-        name: n.name,
-        role: n.role,
-        ovsdbAlive: ovsdbPid !== undefined && pidAlive(ovsdbPid, 'ovsdb-server'),
-        vswitchdAlive,
-        ovsVersion,
-      });
+      const ovsdbAlive = ovsdbPid !== undefined && pidAlive(ovsdbPid, 'ovsdb-server');
+      const datapath =
+        n.role === 'gateway' && ovsdbAlive && namespaces.includes(n.netns)
+          ? formatDatapath(await labDatapathStatus(n))
+          : undefined;
+      nodes.push({ name: n.name, role: n.role, ovsdbAlive, vswitchdAlive, ovsVersion, datapath });
     }
     if (namespaces.includes(facts.router.netns)) ecmp = await readEcmp(facts);
     if (facts.config.routing === 'bgp')

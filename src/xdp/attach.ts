@@ -11,7 +11,7 @@ import { SluiceError } from '../model/errors.ts';
 import { batchLine, batchResults, execBpf, type XdpStep, type XdpStepResult } from './bpftool.ts';
 
 export interface XdpAttachment {
-  readonly netns: string;
+  readonly netns: string | undefined;
   readonly dev: string;
   readonly progId: number;
   readonly maps: Readonly<Record<XdpMapName, number>>;
@@ -26,18 +26,26 @@ const MAP_NAMES: readonly XdpMapName[] = [
 ];
 const ATTACH =
   'set -e; mount -t bpf bpf /sys/fs/bpf; bpftool prog load "$1" /sys/fs/bpf/sluice-gw type xdp; ' +
-  'bpftool net attach xdpdrv pinned /sys/fs/bpf/sluice-gw dev "$2"; exec bpftool -j prog show pinned /sys/fs/bpf/sluice-gw';
+  'bpftool net attach xdpdrv pinned /sys/fs/bpf/sluice-gw dev "$2" overwrite; exec bpftool -j prog show pinned /sys/fs/bpf/sluice-gw';
 
-/** Loads `object` and attaches it to `dev` in `netns` as native XDP. Throws SLUICE_E_XDP (the verifier's or the
- *  driver's complaint) with nothing attached. */
+/** `cmd args` inside `netns` (`ip netns exec`: a private mount namespace too), or, with no netns, in a private mount
+ *  namespace of the caller's network namespace (the bpffs mount must not leak into the machine's). */
+function inNetns(netns: string | undefined, cmd: string, args: readonly string[]): [string, string[]] {
+  return netns === undefined
+    ? ['unshare', ['--mount', '--propagation', 'private', cmd, ...args]]
+    : ['ip', ['netns', 'exec', netns, cmd, ...args]];
+}
+
+/** Loads `object` and attaches it to `dev` in `netns` (undefined: the caller's) as native XDP, replacing a program
+ *  left attached (a restarted agent's). Throws SLUICE_E_XDP (the verifier's or the driver's complaint). */
 export async function attachXdp(
-  netns: string,
+  netns: string | undefined,
   dev: string,
   object: string,
   timeoutMs = 60_000,
 ): Promise<XdpAttachment> {
   const prog = JSON.parse(
-    await execBpf('ip', ['netns', 'exec', netns, 'sh', '-c', ATTACH, 'sh', object, dev], timeoutMs),
+    await execBpf(...inNetns(netns, 'sh', ['-c', ATTACH, 'sh', object, dev]), timeoutMs),
   ) as { id: number; map_ids: number[] };
   const maps: Partial<Record<XdpMapName, number>> = {};
   for (const id of prog.map_ids) {
@@ -51,7 +59,7 @@ export async function attachXdp(
     await detachXdp(netns, dev);
     throw new SluiceError(
       'SLUICE_E_XDP',
-      `program ${prog.id} on ${dev} (${netns}) has no map ${missing.join(', ')}`,
+      `program ${prog.id} on ${dev} (${netns ?? 'this namespace'}) has no map ${missing.join(', ')}`,
     );
   }
   return { netns, dev, progId: prog.id, maps: maps as Record<XdpMapName, number> };
@@ -83,8 +91,8 @@ export async function attachXdpPass(
   await execBpf('ip', args, timeoutMs);
 }
 
-export async function detachXdp(netns: string, dev: string, timeoutMs = 30_000): Promise<void> {
-  await execBpf('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'dev', dev, 'xdp', 'off'], timeoutMs);
+export async function detachXdp(netns: string | undefined, dev: string, timeoutMs = 30_000): Promise<void> {
+  await execBpf(...inNetns(netns, 'ip', ['link', 'set', 'dev', dev, 'xdp', 'off']), timeoutMs);
 }
 
 /** Runs map writes and dumps against the attached program's maps, in order, in one `bpftool batch`. */

@@ -2,24 +2,14 @@
 // test/e2e/xdp-program.test.ts.
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { initialGeneration } from '../../src/cli/explain.ts';
 import { gatewaySlotEntries } from '../../src/compile/gateway.ts';
 import { lbInputs } from '../../src/compile/index.ts';
 import { xdpFlip, xdpInstallWrites, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
-import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/config.ts';
+import { nodeBrPhyMac } from '../../src/lab/config.ts';
 import { SluiceError } from '../../src/model/errors.ts';
+import { xdpFixture } from '../scenarios/xdp-fixture.ts';
 
-const config = labSluiceConfig(resolveLabConfig({ gateways: 1, hosts: 3, ipv6: true }), {
-  hashMode: 'fields',
-  slotBits: 4,
-});
-const gen = initialGeneration(config);
-const hosts = config.nodes.filter((n) => n.role === 'host').map((n) => n.tunnelIp);
-const facts = {
-  tunnelIp: '192.168.100.1',
-  mac: '02:00:c0:a8:64:01',
-  neighbours: new Map(hosts.map((h) => [h, nodeBrPhyMac(h)])),
-};
+const { config, gen, hosts, facts } = xdpFixture(true);
 
 test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP entry per port and per address', () => {
   const t = xdpTables(config, gen, facts);
