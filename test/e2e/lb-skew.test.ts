@@ -16,9 +16,16 @@
 // (the applier then verifies by streamed digests); long-lived connections through web survive host2-b2's phased
 // add to web: 0 broken. NEGATIVE CONTROL (5): with the 300 VIPs still there, host3-b2 added to web without phases
 // breaks connections.
+//
+// Then the same lab in `fields` hash mode (OVS's multipath over the 5-tuple instead of the datapath's dp_hash): the
+// same ECMP flips send every packet of each of 200 connections through gw1 alone, then gw2 alone, and back; both
+// gateways compute the same slot for a connection, so 0 break. NEGATIVE CONTROL: gw2 hashes with another basis (a
+// seed: its multipath flows rewritten in place, basis 0 -> 1) and the same crossing breaks the connections whose
+// slot then names another backend.
 
 import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { T } from '../../src/compile/registry.ts';
 import { addLabBackend, type LabController, setLabBackendWeight } from '../../src/lab/controller.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
@@ -29,6 +36,7 @@ import {
   ecmpFlips,
   expectAll,
   finalTable,
+  gatewayPackets,
   isRoot,
   labHooks,
   openTraffic,
@@ -187,5 +195,64 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
     } finally {
       await tw.stop().catch(() => tw.kill());
     }
+  });
+
+  test('fields mode, two gateways, every connection crossing between them: 0 broken', async (t) => {
+    config = { ...config, hashMode: 'fields' };
+    const before = ctl.latest!.number;
+    await ctl.change(config);
+    // The slot tables do not change with the hash mode: publish the latest generation again under the new config.
+    if (ctl.latest!.number === before)
+      await ctl.publish({ ...ctl.latest!, number: before + 1 }, 'hash mode fields');
+    const classify = (
+      await lab.node('gw1').ofctl('br-int', ['--no-stats', 'dump-flows', `table=${T.CLASSIFY}`])
+    ).stdout;
+    assert.match(classify, /multipath\(symmetric_l3l4\+udp,0,/, 'gw1 hashes with multipath');
+    const tw = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...expectAll(lab) });
+    try {
+      await tw.waitOpened(200);
+      await sleep(1000);
+      const p0 = await gatewayPackets(lab);
+      await ecmpFlips(lab, [tw], 20);
+      await sleep(3500);
+      const p1 = await gatewayPackets(lab);
+      const c = await tw.report();
+      t.diagnostic(
+        `fields mode, ECMP {gw1} -> {gw2} -> both -> {gw2} -> {gw1}: ${c.broken} of ${c.opened} broken; ` +
+          `gateway slot packets gw1 +${p1.gw1! - p0.gw1!}, gw2 +${p1.gw2! - p0.gw2!}`,
+      );
+      // Alive through a phase with gw1 alone and one with gw2 alone: each connection went through both.
+      assert.equal(c.broken, 0, brokenInfo(tw));
+      assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
+      assert.equal(c.opened, 220);
+      assert.ok(p1.gw1! > p0.gw1! && p1.gw2! > p0.gw2!, 'both gateways carried the connections');
+    } finally {
+      await tw.stop().catch(() => tw.kill());
+    }
+  });
+
+  test('NEGATIVE CONTROL: fields mode with gw2 hashing under another seed breaks crossing connections', async (t) => {
+    const tw = await startTraffic(lab, { ...WEB, count: 200, rate: 150, ...expectAll(lab) });
+    try {
+      await tw.waitOpened(200);
+      await sleep(1000);
+      // gw2's multipath flows, basis 0 -> 1, in place (same match, priority and cookie: add-flow replaces them).
+      const gw2 = lab.node('gw2');
+      const dump = (await gw2.ofctl('br-int', ['--no-stats', 'dump-flows', `table=${T.CLASSIFY}`])).stdout;
+      const seeded = dump
+        .split('\n')
+        .filter((l) => l.includes('multipath(symmetric_l3l4+udp,0,'))
+        .map((l) => l.trim().replace('multipath(symmetric_l3l4+udp,0,', 'multipath(symmetric_l3l4+udp,1,'));
+      assert.ok(seeded.length > 0, 'gw2 has multipath flows');
+      await gw2.ofctl('br-int', ['add-flows', '-'], { input: `${seeded.join('\n')}\n` });
+      await ecmpFlips(lab, [tw], 0);
+      await sleep(3500);
+      const c = await tw.report();
+      t.diagnostic(`gw2 seeded differently: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
+      assert.ok(c.broken > 0, 'gateways that hash differently must break crossing connections');
+    } finally {
+      await tw.stop().catch(() => tw.kill());
+    }
+    // The lab is torn down after this block: gw2 keeps the rewritten flows until then.
   });
 });
