@@ -604,6 +604,7 @@ function stepPool(
   const phase = new Uint8Array(size);
   const since = new Float64Array(size);
   const lanes = new Uint16Array(size * LANES).fill(NO_OWNER);
+  let decided = false;
   for (let s = 0; s < size; s++) {
     const p = u(prev.primary[s]);
     const t = target.owners[s] === NO_OWNER ? NO_OWNER : fromTarget[target.owners[s]];
@@ -611,6 +612,7 @@ function stepPool(
     const cur: SlotView = { primary: p, chain, phase: prev.phase[s] };
     let next: SlotView = cur; // stable and staying: the common case, nothing to decide
     if (chain.length > 0 || p !== t || p === NO_OWNER) {
+      decided = true;
       const facts: SlotFacts = {
         target: t,
         bound,
@@ -647,7 +649,30 @@ function stepPool(
     ),
   );
   const next: PoolPlan = { lb: lb.name, bits: prev.bits, members, primary, second, phase, since, lanes };
-  return samePlan(prev, next) ? prev : next;
+  if (!samePlan(prev, next)) return next;
+  if (!decided) settled.set(prev, backendsKey(lb));
+  return prev;
+}
+
+/**
+ * Pools that a step left unchanged without deciding any slot (no chain, every slot already on its target owner),
+ * with the backends (backendsKey) they were stepped with. Stepping such a pool again with the same backends gives
+ * the pool itself: its target table depends only on the pool and the backends, and without a chain nothing else
+ * enters (connections, the clock, silent hosts, the chain bound, the nodes). So planNext skips it, and a step costs
+ * the pools that change, not every pool.
+ */
+const settled = new WeakMap<PoolPlan, string>();
+/** backendsKey by load balancer object: the planner plans from the same Config until the desired state changes. */
+const keys = new WeakMap<LoadBalancer, string>();
+
+/** Everything of a load balancer's backends that stepPool reads on a settled pool (desiredPool, statusMap). */
+function backendsKey(lb: LoadBalancer): string {
+  let k = keys.get(lb);
+  if (k === undefined) {
+    k = lb.backends.map((b) => `${b.address} ${b.port ?? '*'} ${b.host} ${b.weight} ${b.state}`).join('\n');
+    keys.set(lb, k);
+  }
+  return k;
 }
 
 function sameMember(a: PlanMember, b: PlanMember): boolean {
@@ -760,6 +785,10 @@ export function planNext(input: PlanInput): PlanStep {
       pools.set(lb.name, initialPool(lb, bits));
       notes.push({ lb: lb.name, kind: 'initial', slots: [], message: `${lb.name}: new, ${1 << bits} slots` });
       changed = true;
+      continue;
+    }
+    if (settled.get(prev) === backendsKey(lb)) {
+      pools.set(lb.name, prev);
       continue;
     }
     const next = stepPool(prev, lb, statusMap(lb), counted, notes);
