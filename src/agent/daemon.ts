@@ -47,6 +47,8 @@ import {
   isConflict,
   nodeStatus,
   nodeStatusOps,
+  type PlanDocs,
+  planDocument,
   publishedGeneration,
   readPlan,
   remove,
@@ -311,7 +313,7 @@ export class AgentDaemon {
   #routing: RoutingState | undefined;
   #routingError: string | undefined;
   readonly #programmer: NodeProgrammer;
-  /** The last plan config parsed, by its Plan_Config row UUID (rows are never modified). */
+  /** The last plan config parsed, by the UUIDs of its Plan_Config rows (rows are never modified). */
   #configCache: { ref: string; config: Config } | undefined;
   /** Last successful store transaction (ms). */
   #lastStoreOk = Date.now();
@@ -603,10 +605,10 @@ export class AgentDaemon {
     this.#facts = f;
   }
 
-  /** The plan's config, parsed once per Plan_Config row: the generations of one rollout share it. */
-  #planConfig(doc: string, ref: string | undefined, target: number): Config {
+  /** The plan's config, parsed once per set of Plan_Config rows: the generations of one rollout share it. */
+  #planConfig(docs: PlanDocs, ref: string | undefined, target: number): Config {
     if (ref !== undefined && this.#configCache?.ref === ref) return this.#configCache.config;
-    const config = parseConfig(JSON.parse(doc), `plan g${target}`);
+    const config = parseConfig(planDocument(docs), `plan g${target}`);
     if (ref !== undefined) this.#configCache = { ref, config };
     return config;
   }
@@ -617,8 +619,8 @@ export class AgentDaemon {
     try {
       const plan = readPlan(r, target);
       if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
-      if (plan.config === undefined) throw new Error(`generation ${target} has no config document`);
-      const config = this.#planConfig(plan.config, plan.configRef, target);
+      if (plan.docs === undefined) throw new Error(`generation ${target} has no config document`);
+      const config = this.#planConfig(plan.docs, plan.configRef, target);
       await this.#refreshFacts();
       const res = await this.#programmer.program(config, plan.generation, this.#compileFacts());
       const xdp = await this.#o.xdp?.install(config, plan.generation, this.#facts);

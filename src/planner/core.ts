@@ -28,6 +28,7 @@ import {
   DEFAULT_LEASE_MS,
   DEFAULT_MARGIN_MS,
   effectiveConfig,
+  type PlanDocs,
   plannerStep,
   type StoreView,
 } from '../store/db/index.ts';
@@ -48,8 +49,8 @@ export type Decision =
   | {
       readonly kind: 'publish';
       readonly generation: Generation;
-      /** Effective config document (JSON) the generation was planned from: agents compile with it. */
-      readonly config: string;
+      /** Effective config documents the generation was planned from: agents compile with them. */
+      readonly config: PlanDocs;
       readonly notes: readonly PlanNote[];
     }
   | { readonly kind: 'release'; readonly generation: number }
@@ -257,7 +258,7 @@ export class PlannerCore {
   }
 
   /** The effective config (validated), or throws SLUICE_E_CONFIG_INVALID. */
-  effective(): { config: Config; doc: string } {
+  effective(): { config: Config; doc: PlanDocs } {
     const effective = this.#view === undefined ? undefined : effectiveConfig(this.#view, 'store (effective)');
     if (effective === undefined) throw new Error('no desired state');
     return effective;

@@ -38,6 +38,7 @@ import {
   type OvnSkippedRow,
   observedPlannerStep,
   PLAN_MONITOR,
+  planDocument,
   publishedGeneration,
   publishedPlanHead,
   readDesiredState,
@@ -884,9 +885,9 @@ export async function publishedState(db: string): Promise<{ config: Config; gene
         'no generation is published in the store yet (is a planner running?)',
       );
     const config =
-      plan.config === undefined
+      plan.docs === undefined
         ? storedConfig(s.replica).config
-        : parseConfig(JSON.parse(plan.config), `(the config of generation ${plan.generation.number})`);
+        : parseConfig(planDocument(plan.docs), `(the config of generation ${plan.generation.number})`);
     return { config, generation: plan.generation };
   });
 }

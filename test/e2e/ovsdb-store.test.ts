@@ -25,9 +25,11 @@ import {
   nodeStatusOps,
   PLAN_MONITOR,
   PlanConfigTable,
+  PlanLbTable,
   PlanPoolTable,
   PlanTable,
   type PoolPlanRecord,
+  planDocument,
   prunePlansOps,
   publishGenerationOps,
   readDesiredState,
@@ -216,8 +218,8 @@ describe('plans and node status in ovsdb-server', () => {
     const pools = new Map(Array.from({ length: 1000 }, (_, i) => [`vip${i}`, pool(`vip${i}`, 8, 20, i)]));
     const g1: GenerationRecord = { number: 1, createdAt: 1_764_000_000_500, pools };
     let t = performance.now();
-    // The config document (1.6 MB at 1000 VIPs x 20 backends) is stored once and shared by the generations of one
-    // config (Plan.config -> Plan_Config), not repeated in every plan.
+    // The config document (1.6 MB at 1000 VIPs x 20 backends) is stored once per load balancer (Plan_LB.config) and
+    // shared by the generations that do not change it, not repeated in every plan.
     const doc = JSON.stringify({
       loadBalancers: [...pools.keys()].map((name) => ({ name, pad: 'x'.repeat(1600) })),
     });
@@ -234,7 +236,8 @@ describe('plans and node status in ovsdb-server', () => {
     assert.deepEqual(got.pools.get('vip7'), pools.get('vip7'));
     assert.deepEqual(got.pools.get('vip999'), pools.get('vip999'));
 
-    // Generation 2 changes one pool: one new Plan_Pool row, the other 999 are shared.
+    // Generation 2 changes one pool: one Plan_Pool row and one Plan_LB row (its predecessor ended), nothing for the
+    // other 999 load balancers and no document: bytes proportional to the one pool, not to the 1000.
     const pools2 = new Map(pools);
     pools2.set('vip3', pool('vip3', 8, 20, 4));
     const ops2 = publishGenerationOps(
@@ -243,17 +246,25 @@ describe('plans and node status in ovsdb-server', () => {
       2,
       doc,
     );
-    assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Pool').length, 1);
-    assert.equal(ops2.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 0);
+    const count = (o: typeof ops2, op: string, table: string) =>
+      o.filter((x) => x.op === op && (x as { table?: string }).table === table).length;
+    assert.equal(count(ops2, 'insert', 'Plan_Pool'), 1);
+    assert.equal(count(ops2, 'insert', 'Plan_LB'), 1);
+    assert.equal(count(ops2, 'update', 'Plan_LB'), 1);
+    assert.equal(count(ops2, 'insert', 'Plan_Config'), 0);
+    const bytes2 = Buffer.byteLength(JSON.stringify(ops2));
+    assert.ok(bytes2 < 10_000, `generation 2 is ${bytes2} bytes of operations`);
     t = performance.now();
     await planner.transact(DB_NAME, ...ops2);
     const commit2Ms = performance.now() - t;
     await eventually(() => readGeneration(am.replica)?.number === 2);
     assert.deepEqual(readGeneration(am.replica)!.pools.get('vip3'), pools2.get('vip3'));
+    assert.equal(readGeneration(am.replica)!.pools.size, 1000);
     assert.equal(readGeneration(am.replica, 1)!.pools.get('vip3')!.primary[0], pools.get('vip3')!.primary[0]);
     assert.equal(rows(am.replica, PlanPoolTable).length, 1001);
-    assert.equal(rows(am.replica, PlanConfigTable).length, 1);
-    assert.equal(readPlanConfig(am.replica, 2)!.document, doc);
+    assert.equal(rows(am.replica, PlanLbTable).length, 1001);
+    assert.equal(rows(am.replica, PlanConfigTable).length, 1001); // the base document and one per load balancer
+    assert.deepEqual(planDocument(readPlanConfig(am.replica, 2)!.docs), JSON.parse(doc));
     assert.equal(readPlanConfig(am.replica, 2)!.ref, readPlanConfig(am.replica, 1)!.ref);
 
     // A publisher working from a stale replica (generation moved on) is refused.
@@ -265,25 +276,32 @@ describe('plans and node status in ovsdb-server', () => {
     await planner.transact(DB_NAME, ...prunePlansOps(pm.replica, 2));
     await eventually(() => rows(am.replica, PlanTable).length === 1);
     await eventually(() => rows(am.replica, PlanPoolTable).length === 1000);
+    assert.equal(rows(am.replica, PlanLbTable).length, 1000);
     assert.equal(readGeneration(am.replica)!.number, 2);
-    assert.equal(rows(am.replica, PlanConfigTable).length, 1);
-    // Another config: a second document; once no plan references the first, ovsdb-server collects it.
+    assert.equal(rows(am.replica, PlanConfigTable).length, 1001);
+    // One load balancer's document changes: one new document and Plan_LB row; once no kept plan uses the old row,
+    // ovsdb-server collects its document.
+    const ref2 = readPlanConfig(am.replica, 2)!.ref;
+    const changed = JSON.parse(doc) as { loadBalancers: { name: string; pad: string }[] };
+    changed.loadBalancers[3]!.pad = 'y';
     const ops3 = publishGenerationOps(
       pm.replica,
       { number: 3, createdAt: 1_764_000_002_000, pools: pools2 },
       3,
-      `${doc} `,
+      JSON.stringify(changed),
     );
-    assert.equal(ops3.filter((o) => o.op === 'insert' && o.table === 'Plan_Config').length, 1);
+    assert.equal(count(ops3, 'insert', 'Plan_Config'), 1);
+    assert.equal(count(ops3, 'insert', 'Plan_Pool'), 0);
     await planner.transact(DB_NAME, ...ops3);
-    await eventually(() => rows(am.replica, PlanConfigTable).length === 2);
+    await eventually(() => rows(am.replica, PlanConfigTable).length === 1002);
     await planner.transact(DB_NAME, ...prunePlansOps(pm.replica, 3));
-    await eventually(() => rows(am.replica, PlanConfigTable).length === 1);
-    assert.equal(readPlanConfig(am.replica, 3)!.document, `${doc} `);
+    await eventually(() => rows(am.replica, PlanConfigTable).length === 1001);
+    assert.deepEqual(planDocument(readPlanConfig(am.replica, 3)!.docs), changed);
+    assert.notEqual(readPlanConfig(am.replica, 3)!.ref, ref2);
     console.log(
       `# publish 1000 pools x 256 slots: ${(ops.bytes / 1e6).toFixed(2)} MB JSON, build ${Math.round(buildMs)} ms, ` +
         `commit ${Math.round(commitMs)} ms, seen by a monitoring agent after ${Math.round(seenMs)} ms; ` +
-        `generation 2 with one changed pool: commit ${Math.round(commit2Ms)} ms`,
+        `generation 2 with one changed pool: ${bytes2} bytes, commit ${Math.round(commit2Ms)} ms`,
     );
   });
 

@@ -564,7 +564,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     const r = state.replica;
     const good = readGeneration(r)!;
     const g = good.number;
-    const doc = readPlanConfig(r, g)!.document;
+    const doc = readPlanConfig(r, g)!.docs;
     // A rogue writer (no planner lock needed to write rows): g+1 whose first pool names member 7 of a 2..4-member
     // pool, released to hosts and gateways at once.
     const [lb, pool] = [...good.pools][0]!;

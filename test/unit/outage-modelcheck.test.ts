@@ -36,7 +36,7 @@ import {
 import { PlannerCore } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { Rng } from '../../src/sim/hash.ts';
-import type { DesiredDoc, NodeStatusView, StoreView } from '../../src/store/db/index.ts';
+import type { DesiredDoc, NodeStatusView, PlanDocs, StoreView } from '../../src/store/db/index.ts';
 import { answerJob, unmutatedInWorkers } from '../scenarios/worker-job.ts';
 
 type Mutation = 'none' | 'old-agent-rule' | 'no-majority-guard' | 'margin-only';
@@ -73,7 +73,7 @@ interface Store {
   state: 'up' | 'down' | 'frozen';
   desired: DesiredDoc;
   latest: Generation | null;
-  latestConfig: string | undefined;
+  latestConfig: PlanDocs | undefined;
   released: number;
   status: Map<string, StatusRow>;
 }

@@ -14,6 +14,8 @@ import {
   type Health,
   type NodeStatusView,
   observedPlannerStep,
+  type PlanDocs,
+  planDocument,
   type SlotReport,
   type StoreView,
 } from '../../src/store/db/index.ts';
@@ -37,7 +39,7 @@ function doc(backends: DesiredDoc['loadBalancers'][number]['backends'], extraNod
 class FakeStore {
   desired: DesiredDoc | undefined = doc([A, B]);
   latest: Generation | null = null;
-  latestConfig: string | undefined;
+  latestConfig: PlanDocs | undefined;
   gatewayGeneration = 0;
   status = new Map<string, NodeStatusView>();
   health = new Map<string, Health>();
@@ -535,7 +537,7 @@ describe('planner core (fake store)', () => {
     const d = step(core, store, 10);
     assert.equal(d.kind, 'publish');
     assert.equal(JSON.stringify(store.desired), desiredBefore);
-    const eff = JSON.parse(store.latestConfig!) as DesiredDoc;
+    const eff = planDocument(store.latestConfig!) as unknown as DesiredDoc;
     // A failed health check is not a dead backend: no new connections, but kept in the chains (draining).
     assert.equal(eff.loadBalancers[0]!.backends.find((b) => b.address === B.address)?.state, 'draining');
     // Step the rollout to its end (B reports no connections): agents follow (hosts: latest; gateways: released).
@@ -554,7 +556,7 @@ describe('planner core (fake store)', () => {
     const d2 = step(core, store, t++);
     assert.equal(d2.kind, 'publish');
     assert.equal(
-      (JSON.parse(store.latestConfig!) as DesiredDoc).loadBalancers[0]!.backends[1]!.state,
+      (planDocument(store.latestConfig!) as unknown as DesiredDoc).loadBalancers[0]!.backends[1]!.state,
       'active',
     );
     assert.ok(d2.kind === 'publish' && d2.notes.some((n) => n.kind === 'phase1'));

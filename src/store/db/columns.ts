@@ -135,6 +135,11 @@ export const col = {
   optionalInteger: optional<number>('integer'),
   optionalString: optional<string>('string'),
   optionalBoolean: optional<boolean>('boolean'),
+  /** A reference to exactly one row of `table` (its UUID text). */
+  ref: (table: string): ColumnDef<string> => {
+    const c = scalar<string>('uuid');
+    return { ...c, type: { ...c.type, refTable: table } };
+  },
   /** A reference to at most one row of `table` (its UUID text). */
   optionalRef: (table: string) => optional<string>('uuid', table),
   /** A set of integers with at least `min` elements. */

@@ -1,18 +1,23 @@
-// Published plans in the Sluice database: what the planner publishes and agents apply (tables Plan, Plan_Pool,
-// Plan_Config; Global.generation, Global.plan and Global.options:gateway_generation). Pure: callers run the ops
+// Published plans in the Sluice database: what the planner publishes and agents apply (tables Plan, Plan_LB,
+// Plan_Pool, Plan_Config; Global.generation, Global.plan and Global.options:gateway_generation). Pure: callers run the ops
 // with client.transact.
 
 import { OvsdbError } from '../../ovsdb/errors.ts';
 import type { Operation } from '../../ovsdb/protocol.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
+import type { Columns } from './columns.ts';
 import { type PoolPlanRecord, poolToRow, rowToPool } from './encoding.ts';
-import { insert, mapPut, mutate, remove, update, waitUnchanged, where } from './ops.ts';
+import { byUuid, insert, mapPut, mutate, remove, update, waitUnchanged, where } from './ops.ts';
 import { find, get, PLAN_HEAD_COLUMNS, rows, rowsWith, single } from './read.ts';
 import {
   GATEWAY_GENERATION_KEY,
   GlobalTable,
   LEGACY_PLAN_CONFIG_KEY,
+  PLAN_LAYOUT_KEY,
+  PLAN_LB_ROWS,
   PlanConfigTable,
+  type PlanLbRow,
+  PlanLbTable,
   type PlanPoolRow,
   PlanPoolTable,
   type PlanRow,
@@ -51,48 +56,120 @@ function poolRowKey(row: Omit<PlanPoolRow, '_uuid'>): string {
 }
 
 /**
+ * The config a generation was planned from, as the store keeps it (schema 2.0.0): `base` is the document (JSON,
+ * config-file shape) with `loadBalancers` replaced by their names in order, `lbs` each load balancer's own JSON.
+ * A change to one load balancer changes one entry; the base changes with the nodes, the global settings, or the
+ * set of load balancers.
+ */
+export interface PlanDocs {
+  readonly base: string;
+  readonly lbs: ReadonlyMap<string, string>;
+}
+
+/** A config document (config-file shape) split as PlanDocs. */
+export function splitPlanDocument(doc: {
+  readonly loadBalancers: readonly { readonly name: string }[];
+}): PlanDocs {
+  const lbs = new Map(doc.loadBalancers.map((lb) => [lb.name, JSON.stringify(lb)]));
+  return { base: JSON.stringify({ ...doc, loadBalancers: doc.loadBalancers.map((lb) => lb.name) }), lbs };
+}
+
+/** The config document PlanDocs hold (config-file shape, for parseConfig); throws SLUICE_E_OVSDB_VALUE when a load
+ *  balancer the base names has no document. */
+export function planDocument(docs: PlanDocs): Record<string, unknown> {
+  const base = JSON.parse(docs.base) as Record<string, unknown>;
+  const names = Array.isArray(base.loadBalancers) ? (base.loadBalancers as unknown[]) : [];
+  base.loadBalancers = names.map((name) => {
+    const lb = docs.lbs.get(String(name));
+    if (lb === undefined)
+      throw new OvsdbError(
+        'SLUICE_E_OVSDB_VALUE',
+        `plan config names load balancer ${name}, which has no document`,
+      );
+    return JSON.parse(lb) as unknown;
+  });
+  return base;
+}
+
+/** Same documents (the planner publishes a generation when the effective config's differ from the latest plan's). */
+export function samePlanDocs(a: PlanDocs | undefined, b: PlanDocs | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.base !== b.base || a.lbs.size !== b.lbs.size) return false;
+  for (const [name, doc] of a.lbs) if (b.lbs.get(name) !== doc) return false;
+  return true;
+}
+
+/** Plan_LB rows of the latest published generation (until_generation 0), by load balancer. */
+function currentLbRows(current: Replica): Map<string, PlanLbRow> {
+  const out = new Map<string, PlanLbRow>();
+  for (const row of rows(current, PlanLbTable)) if (row.until_generation === 0) out.set(row.lb, row);
+  return out;
+}
+
+/** The Plan_Pool row each pool read by readGeneration came from (rows are never modified): an unchanged pool is
+ *  known by identity, without encoding it again. */
+const poolSource = new WeakMap<PoolPlanRecord, string>();
+
+/**
  * The transaction that publishes `gen` for `desiredCfg`: a `wait` that `Global.generation` is still the one
- * `current` saw (a second planner, or a stale replica, fails it: isConflict), Plan_Pool rows for pools that are not
- * already stored byte for byte (identical pools are shared by reference between generations), the Plan row, and
- * `Global.generation`/`Global.plan` pointing at it. `config` (the effective config document the generation was
- * planned from) goes in a Plan_Config row that the Plan references; like pools, a document already stored is
- * referenced, not copied, so the rollout's generations of one config change share one document (rows are never
- * modified: a reader may cache the parsed document by the row's UUID). `current` must replicate PLAN_MONITOR.
- * Prepend `{op: 'assert', lock}` to make it conditional on holding the planner lock.
+ * `current` saw (a second planner, or a stale replica, fails it: isConflict), then, per load balancer whose pool or
+ * config document differs from its row in the latest generation, that row ended (`until_generation`) and a new one
+ * started, with a Plan_Pool row and a Plan_Config row for its document only where those changed; load balancers that
+ * left end their row. The Plan row references the base document (PlanDocs: a Plan_Config row, shared with the latest
+ * plan when equal) and `Global.generation`/`Global.plan` point at it. So a generation that changes one pool writes
+ * that pool, whatever the number of load balancers; one transaction, so a reader sees all of it or none. Rows are
+ * never modified but for `until_generation`: a reader may cache what it parsed by a row's UUID. `config` may be the
+ * whole document as JSON (split here). `current` must replicate PLAN_MONITOR. Prepend `{op: 'assert', lock}` to make
+ * it conditional on holding the planner lock.
  */
 export function publishGenerationOps(
   current: Replica,
   gen: GenerationRecord,
   desiredCfg: number,
-  config?: string,
+  config?: PlanDocs | string,
 ): Operation[] {
   const g = single(current, GlobalTable);
   if (g === undefined) throw new OvsdbError('SLUICE_E_OVSDB_VALUE', 'no Global row: nothing to plan for');
+  const docs = typeof config === 'string' ? splitPlanDocument(JSON.parse(config)) : config;
   const ops: Operation[] = [waitUnchanged(GlobalTable, [], { generation: g.generation })];
-  const refs: string[] = [];
-  // By content, not by scanning: a plan of 1,000 pools against 5 stored plans is 1,000 lookups, not 5 million.
-  const stored = new Map(rows(current, PlanPoolTable).map((r) => [poolRowKey(r), r]));
+  const live = currentLbRows(current);
+  const end = (row: PlanLbRow) => update(PlanLbTable, byUuid(row._uuid), { until_generation: gen.number });
   let n = 0;
   for (const name of [...gen.pools.keys()].sort()) {
-    const row = poolToRow(gen.pools.get(name)!);
-    const same = stored.get(poolRowKey(row));
-    if (same !== undefined) {
-      refs.push(same._uuid);
-      continue;
+    const pool = gen.pools.get(name)!;
+    const cur = live.get(name);
+    const doc = docs?.lbs.get(name);
+    // A pool read from a row that is still stored (the planner's unchanged pools, also from a plan of before 2.0.0)
+    // is that row; another is compared with its load balancer's current row.
+    let poolRef = poolSource.get(pool);
+    if (poolRef !== undefined && get(current, PlanPoolTable, poolRef) === undefined) poolRef = undefined;
+    let row: Columns<PlanPoolRow> | undefined;
+    if (poolRef === undefined) {
+      row = poolToRow(pool);
+      const stored = cur === undefined ? undefined : get(current, PlanPoolTable, cur.pool);
+      if (stored !== undefined && poolRowKey(stored) === poolRowKey(row)) poolRef = stored._uuid;
     }
-    const id = `pool${n++}`;
-    ops.push(insert(PlanPoolTable, row, id));
-    refs.push(id);
+    const curDoc =
+      cur?.config === undefined ? undefined : get(current, PlanConfigTable, cur.config)?.document;
+    const configRef = doc === undefined ? undefined : doc === curDoc ? cur?.config : undefined;
+    if (cur !== undefined && poolRef === cur.pool && configRef === cur.config) continue;
+    const id = n++;
+    if (poolRef === undefined) ops.push(insert(PlanPoolTable, row ?? poolToRow(pool), `pool${id}`));
+    if (doc !== undefined && configRef === undefined)
+      ops.push(insert(PlanConfigTable, { document: doc }, `doc${id}`));
+    if (cur !== undefined) ops.push(end(cur));
+    ops.push(
+      insert(PlanLbTable, {
+        lb: name,
+        from_generation: gen.number,
+        until_generation: 0,
+        pool: poolRef ?? `pool${id}`,
+        config: doc === undefined ? undefined : (configRef ?? `doc${id}`),
+      }),
+    );
   }
-  let configRef: string | undefined;
-  if (config !== undefined) {
-    const same = find(current, PlanConfigTable, (r) => r.document === config);
-    if (same !== undefined) configRef = same._uuid;
-    else {
-      ops.push(insert(PlanConfigTable, { document: config }, 'config'));
-      configRef = 'config';
-    }
-  }
+  for (const [name, row] of live) if (!gen.pools.has(name)) ops.push(end(row));
+  const configRef = docs === undefined ? undefined : baseConfigRef(current, g.plan, docs.base, ops);
   ops.push(
     insert(
       PlanTable,
@@ -100,8 +177,9 @@ export function publishGenerationOps(
         generation: gen.number,
         desired_cfg: desiredCfg,
         created_at: Math.round(gen.createdAt),
-        pools: refs,
+        pools: [],
         ...(configRef === undefined ? {} : { config: configRef }),
+        external_ids: new Map([[PLAN_LAYOUT_KEY, PLAN_LB_ROWS]]),
       },
       'plan',
     ),
@@ -110,12 +188,54 @@ export function publishGenerationOps(
   return ops;
 }
 
+/** The base document's Plan_Config row: the latest plan's when it holds the same document, else a new one (its
+ *  insert appended to `ops`). */
+function baseConfigRef(
+  current: Replica,
+  latestPlan: string | undefined,
+  base: string,
+  ops: Operation[],
+): string {
+  const ref = latestPlan === undefined ? undefined : get(current, PlanTable, latestPlan)?.config;
+  if (ref !== undefined && get(current, PlanConfigTable, ref)?.document === base) return ref;
+  ops.push(insert(PlanConfigTable, { document: base }, 'config'));
+  return 'config';
+}
+
 /** The transaction that releases `generation` to gateways, if it is still the latest published one. */
 export function releaseOps(generation: number): Operation[] {
   return [
     waitUnchanged(GlobalTable, [], { generation }),
     mutate(GlobalTable, [], mapPut(GlobalTable, 'options', { [GATEWAY_GENERATION_KEY]: String(generation) })),
   ];
+}
+
+/** Whether `plan` keeps its load balancers in Plan_LB rows (schema 2.0.0) rather than in Plan.pools. */
+function hasLbRows(plan: PlanRow): boolean {
+  return plan.external_ids.get(PLAN_LAYOUT_KEY) === PLAN_LB_ROWS;
+}
+
+/** The Plan_LB rows generation `number` is made of. */
+function lbRowsOf(current: Replica, number: number): PlanLbRow[] {
+  return rows(current, PlanLbTable).filter(
+    (r) => r.from_generation <= number && (r.until_generation === 0 || r.until_generation > number),
+  );
+}
+
+/** Decoded pools by their (frozen, never modified) row object: a generation that changes one pool decodes one. */
+const decodedPools = new WeakMap<PlanPoolRow, PoolPlanRecord>();
+
+function decodePool(current: Replica, want: number, u: string): PoolPlanRecord {
+  const row = get(current, PlanPoolTable, u);
+  if (row === undefined)
+    throw new OvsdbError('SLUICE_E_OVSDB_VALUE', `Plan ${want} references a missing Plan_Pool ${u}`);
+  let pool = decodedPools.get(row);
+  if (pool === undefined) {
+    pool = rowToPool(row);
+    decodedPools.set(row, pool);
+    poolSource.set(pool, u);
+  }
+  return pool;
 }
 
 /** The published generation `number` (default: the one Global.generation names), or undefined. */
@@ -128,33 +248,44 @@ export function readGeneration(
   const plan = find(current, PlanTable, (p) => p.generation === want);
   if (plan === undefined) return undefined;
   const pools = new Map<string, PoolPlanRecord>();
-  for (const u of plan.pools) {
-    const row = get(current, PlanPoolTable, u);
-    if (row === undefined)
-      throw new OvsdbError('SLUICE_E_OVSDB_VALUE', `Plan ${want} references a missing Plan_Pool ${u}`);
-    const pool = rowToPool(row);
+  const refs = hasLbRows(plan) ? lbRowsOf(current, want).map((r) => r.pool) : plan.pools;
+  for (const u of refs) {
+    const pool = decodePool(current, want, u);
     pools.set(pool.lb, pool);
   }
   return { number: want, createdAt: plan.created_at, desiredCfg: plan.desired_cfg, pools };
 }
 
 /**
- * The config document generation `number` was planned from, and the UUID of its Plan_Config row (a cache key:
- * rows are never modified). Plans written before schema 1.2.0 kept it in `external_ids:config` (ref undefined).
+ * The config documents generation `number` was planned from, and a cache key for them (`ref`: the UUIDs of the
+ * Plan_Config rows they came from, which are never modified; undefined for plans written before schema 1.2.0, whose
+ * document was in `external_ids:config`). Plans written before 2.0.0 held the whole document in one row: split here.
  */
 export function readPlanConfig(
   current: Replica,
   number: number,
-): { document: string; ref: string | undefined } | undefined {
+): { docs: PlanDocs; ref: string | undefined } | undefined {
   const plan = find(current, PlanTable, (p) => p.generation === number);
   if (plan === undefined) return undefined;
   const ref = plan.config;
-  if (ref !== undefined) {
-    const row = get(current, PlanConfigTable, ref);
-    return row === undefined ? undefined : { document: row.document, ref };
+  const whole = (doc: string) =>
+    splitPlanDocument(JSON.parse(doc) as Parameters<typeof splitPlanDocument>[0]);
+  if (ref === undefined) {
+    const old = plan.external_ids.get(LEGACY_PLAN_CONFIG_KEY);
+    return old === undefined ? undefined : { docs: whole(old), ref: undefined };
   }
-  const old = plan.external_ids.get(LEGACY_PLAN_CONFIG_KEY);
-  return old === undefined ? undefined : { document: old, ref: undefined };
+  const base = get(current, PlanConfigTable, ref)?.document;
+  if (base === undefined) return undefined;
+  if (!hasLbRows(plan)) return { docs: whole(base), ref };
+  const lbs = new Map<string, string>();
+  const key = [ref];
+  for (const row of lbRowsOf(current, number)) {
+    const doc = row.config === undefined ? undefined : get(current, PlanConfigTable, row.config)?.document;
+    if (doc === undefined) continue;
+    lbs.set(row.lb, doc);
+    key.push(`${row.lb}=${row.config}`);
+  }
+  return { docs: { base, lbs }, ref: key.sort().join(' ') };
 }
 
 /** A published generation with the config it was planned from. */
@@ -162,28 +293,45 @@ export interface PublishedPlan {
   readonly generation: GenerationRecord;
   /** The desired_cfg the generation was planned from. */
   readonly desiredCfg: number;
-  /** The config document (JSON), undefined when the plan has none. */
+  /** The config documents, undefined when the plan has none. */
+  readonly docs: PlanDocs | undefined;
+  /** The whole config document (JSON), undefined when the plan has none; assembled from `docs` when first read. */
   readonly config: string | undefined;
-  /** The UUID of the config's Plan_Config row: a cache key (rows are never modified). */
+  /** A cache key of the config's Plan_Config rows (rows are never modified); undefined for plans before 1.2.0. */
   readonly configRef: string | undefined;
 }
 
-/** Generation `number` (default: Global.generation) with the config document it was planned from. */
+/** Generation `number` (default: Global.generation) with the config documents it was planned from. */
 export function readPlan(r: Replica, number?: number): PublishedPlan | undefined {
   const rec = readGeneration(r, number);
   if (rec === undefined) return undefined;
   const doc = readPlanConfig(r, rec.number);
+  let whole: string | undefined;
   return {
     generation: { number: rec.number, createdAt: rec.createdAt, pools: rec.pools },
     desiredCfg: rec.desiredCfg,
-    config: doc?.document,
+    docs: doc?.docs,
+    get config() {
+      if (doc !== undefined) whole ??= JSON.stringify(planDocument(doc.docs));
+      return whole;
+    },
     configRef: doc?.ref,
   };
 }
 
-/** Deletes Plan rows older than `keepFrom` (their pools go with them unless a kept plan shares them). */
+/** Deletes Plan rows older than `keepFrom`, and the Plan_LB rows only those used (their pools and documents go with
+ *  them unless a kept row shares them). */
 export function prunePlansOps(current: Replica, keepFrom: number): Operation[] {
-  return rows(current, PlanTable).some((p) => p.generation < keepFrom)
-    ? [remove(PlanTable, [where(PlanTable, 'generation', '<', keepFrom)])]
-    : [];
+  const ops: Operation[] = [];
+  if (rows(current, PlanTable).some((p) => p.generation < keepFrom))
+    ops.push(remove(PlanTable, [where(PlanTable, 'generation', '<', keepFrom)]));
+  const ended = (r: PlanLbRow) => r.until_generation > 0 && r.until_generation <= keepFrom;
+  if (rows(current, PlanLbTable).some(ended))
+    ops.push(
+      remove(PlanLbTable, [
+        where(PlanLbTable, 'until_generation', '>', 0),
+        where(PlanLbTable, 'until_generation', '<=', keepFrom),
+      ]),
+    );
+  return ops;
 }

@@ -3,7 +3,7 @@
 //
 // A client's identity is the CN of its certificate (mutual TLS). An agent's certificate is named after its node:
 // it may insert, update and delete only the Node_Status, Backend_Status and Slot_Connections rows whose `node` is
-// that name. A planner writes plans (Plan, Plan_Pool, Plan_Config, Global's generation/plan/options) and its fence
+// that name. A planner writes plans (Plan, Plan_LB, Plan_Pool, Plan_Config, Global's generation/plan/options) and its fence
 // record (Node_Status.external_ids). An operator writes the desired state (Global's settings, Load_Balancer,
 // Backend, Node) and `node confirm-fenced` (Node_Status.external_ids). Every other table is read-only to all three;
 // the local unix socket (no role) stays the administrator's.
@@ -52,6 +52,7 @@ export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Per
       insertDelete: true,
       update: ['lb', 'bits', 'members', 'primary', 'second', 'phase', 'since'],
     },
+    Plan_LB: { authorization: EVERY_ROW, insertDelete: true, update: ['until_generation'] },
     Plan_Config: { authorization: EVERY_ROW, insertDelete: true, update: ['document'] },
     Node_Status: { authorization: EVERY_ROW, insertDelete: false, update: ['external_ids'] },
   },

@@ -96,8 +96,14 @@ export const DESIRED_STATE_MONITOR: MonitorRequests = {
   Node: {},
 };
 
-/** Published plans: what agents apply (every column of Global, Plan, Plan_Pool, Plan_Config). */
-export const PLAN_MONITOR: MonitorRequests = { Global: {}, Plan: {}, Plan_Pool: {}, Plan_Config: {} };
+/** Published plans: what agents apply (every column of Global, Plan, Plan_LB, Plan_Pool, Plan_Config). */
+export const PLAN_MONITOR: MonitorRequests = {
+  Global: {},
+  Plan: {},
+  Plan_LB: {},
+  Plan_Pool: {},
+  Plan_Config: {},
+};
 
 /** Every table (the planner's view of the whole store). */
 export const ALL_TABLES_MONITOR: MonitorRequests = Object.fromEntries(TABLES.map((t) => [t.name, {}]));

@@ -91,6 +91,22 @@ export interface PlanPoolRow {
   readonly lanes: string;
 }
 
+/**
+ * One load balancer's part of every generation from `from_generation` until before `until_generation` (0: it is in
+ * the latest one): its pool and its config document. A generation that changes one pool ends that pool's row and
+ * starts one; the other load balancers' rows carry on untouched (schema 2.0.0).
+ */
+export interface PlanLbRow {
+  readonly _uuid: string;
+  readonly lb: string;
+  readonly from_generation: number;
+  readonly until_generation: number;
+  /** The Plan_Pool row. */
+  readonly pool: string;
+  /** The Plan_Config row holding the load balancer's JSON (config-file shape); undefined: planned without one. */
+  readonly config: string | undefined;
+}
+
 export interface PlanConfigRow {
   readonly _uuid: string;
   /** The effective config (JSON) a generation was planned from; rows are never modified. */
@@ -213,6 +229,17 @@ export const PlanPoolTable: TableDef<PlanPoolRow> = {
   },
 };
 
+export const PlanLbTable: TableDef<PlanLbRow> = {
+  name: 'Plan_LB',
+  columns: {
+    lb: col.string,
+    from_generation: col.integer,
+    until_generation: col.integer,
+    pool: col.ref('Plan_Pool'),
+    config: col.optionalRef('Plan_Config'),
+  },
+};
+
 export const PlanConfigTable: TableDef<PlanConfigRow> = {
   name: 'Plan_Config',
   columns: { document: col.string },
@@ -323,6 +350,7 @@ export const TABLES = [
   NodeTable,
   PlanTable,
   PlanPoolTable,
+  PlanLbTable,
   PlanConfigTable,
   NodeStatusTable,
   BackendStatusTable,
@@ -363,6 +391,10 @@ export const SECOND_CHANCE_KEY = 'second_chance_packets';
 export const HASH_AGREEMENT_KEY = 'hash_agreement';
 /** How a HASH_AGREEMENT_KEY verdict that keeps the gateway out starts. */
 export const CANNOT_AGREE = 'CANNOT AGREE:';
+/** Plan.external_ids: how the plan stores its load balancers; PLAN_LB_ROWS (schema 2.0.0: Plan_LB rows, Plan.config
+ *  the base document), absent in plans written before (Plan.pools, Plan.config the whole document). */
+export const PLAN_LAYOUT_KEY = 'layout';
+export const PLAN_LB_ROWS = 'lb-rows';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
 /** Global.external_ids, set by `sluice ovn sync`: the OVN rows it could not serve, JSON [{lb, vip?, backend?,

@@ -9,7 +9,7 @@ import { type ConnectionCounts, type PlanStep, planNext } from '../../rollout/pl
 import type { Generation } from '../../rollout/types.ts';
 import type { StoredDesiredState } from './desired.ts';
 import { readDesiredState } from './desired.ts';
-import { gatewayGeneration, readPlan } from './plans.ts';
+import { gatewayGeneration, type PlanDocs, readPlan, samePlanDocs, splitPlanDocument } from './plans.ts';
 import { rows, single } from './read.ts';
 import { decodeSlotCounts, fenceMarks } from './status.ts';
 import {
@@ -54,9 +54,9 @@ export interface StoreView {
   readonly desiredCfg: number;
   /** undefined: no Global row yet (nothing to plan). */
   readonly desired: DesiredDoc | undefined;
-  /** The latest published generation and the effective config document it was planned from (JSON). */
+  /** The latest published generation and the effective config documents it was planned from. */
   readonly latest: Generation | null;
-  readonly latestConfig: string | undefined;
+  readonly latestConfig: PlanDocs | undefined;
   /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
   readonly gatewayGeneration: number;
   readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
@@ -88,12 +88,12 @@ export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, He
   };
 }
 
-/** The view's effective desired state, validated (throws SLUICE_E_CONFIG_INVALID naming `source`), and as the JSON a
- *  published generation carries for the agents; undefined when the store holds no desired state. */
+/** The view's effective desired state, validated (throws SLUICE_E_CONFIG_INVALID naming `source`), and as the
+ *  documents a published generation carries for the agents; undefined when the store holds no desired state. */
 export function effectiveConfig(
   view: StoreView,
   source: string,
-): { config: Config; doc: string } | undefined {
+): { config: Config; doc: PlanDocs } | undefined {
   if (view.desired === undefined) return undefined;
   // Validated once per desired state and set of unhealthy backends (the planner asks on every heartbeat).
   const unhealthy = [...view.backendHealth]
@@ -106,14 +106,14 @@ export function effectiveConfig(
   const hit = bySource.get(source);
   if (hit !== undefined && hit.unhealthy === unhealthy) return hit.value;
   const doc = effectiveDoc(view.desired, view.backendHealth);
-  const value = { config: parseConfig(doc, source), doc: JSON.stringify(doc) };
+  const value = { config: parseConfig(doc, source), doc: splitPlanDocument(doc) };
   bySource.set(source, { unhealthy, value });
   return value;
 }
 
 const effectiveMemo = new WeakMap<
   DesiredDoc,
-  Map<string, { unhealthy: string; value: { config: Config; doc: string } }>
+  Map<string, { unhealthy: string; value: { config: Config; doc: PlanDocs } }>
 >();
 
 export interface PlannerStep extends PlanStep {
@@ -130,7 +130,7 @@ export interface PlannerStep extends PlanStep {
  */
 export function plannerStep(
   view: StoreView,
-  effective: { readonly config: Config; readonly doc: string },
+  effective: { readonly config: Config; readonly doc: PlanDocs },
   now: number,
   hosts?: ReadonlySet<string>,
   silent?: ReadonlySet<string>,
@@ -142,7 +142,7 @@ export function plannerStep(
     now,
     ...(silent !== undefined ? { silentHosts: silent } : {}),
   });
-  return { ...step, configChanged: view.latest !== null && view.latestConfig !== effective.doc };
+  return { ...step, configChanged: view.latest !== null && !samePlanDocs(view.latestConfig, effective.doc) };
 }
 
 /** plannerStep as status sees it (every report counts; hosts silent for HOST_WAIT_MS are silent hosts): undefined
@@ -266,7 +266,7 @@ export function readStoreView(r: Replica): StoreView {
   const desired = memo(r, 'desired', desiredStamp(r), (x) =>
     single(x, GlobalTable) === undefined ? undefined : readDesiredState(x),
   );
-  const plan = memo(r, 'plan', versions(r, ['Global', 'Plan', 'Plan_Pool', 'Plan_Config']), (x) =>
+  const plan = memo(r, 'plan', versions(r, ['Global', 'Plan', 'Plan_LB', 'Plan_Pool', 'Plan_Config']), (x) =>
     readPlan(x),
   );
   const nodeStatus = new Map<string, NodeStatusView>();
@@ -288,7 +288,7 @@ export function readStoreView(r: Replica): StoreView {
     desiredCfg: desired?.desiredCfg ?? 0,
     desired: desired?.config,
     latest: plan?.generation ?? null,
-    latestConfig: plan?.config,
+    latestConfig: plan?.docs,
     gatewayGeneration: gatewayGeneration(r),
     nodeStatus,
     backendHealth,

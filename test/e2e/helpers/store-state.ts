@@ -12,7 +12,13 @@ import {
 } from '../../../src/store/db/index.ts';
 
 /** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
-export const STORE_STATE_TABLES = { Global: {}, Node_Status: {}, Plan: {}, Plan_Pool: {} } as const;
+export const STORE_STATE_TABLES = {
+  Global: {},
+  Node_Status: {},
+  Plan: {},
+  Plan_LB: {},
+  Plan_Pool: {},
+} as const;
 
 export interface StoreState {
   readonly gen: number;
