@@ -13,38 +13,14 @@ import { join } from 'node:path';
 import { main as cliMain } from '../src/cli/main.ts';
 import { parseConfig } from '../src/model/schema.ts';
 import { OvsdbClient } from '../src/ovsdb/client.ts';
+import type { Operation } from '../src/ovsdb/protocol.ts';
 import { startStandalone } from '../src/ovsdb/server.ts';
 import { DB_NAME, DESIRED_STATE_MONITOR, desiredStateOps } from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, writeSection } from './perf/common.ts';
+import { syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
 
 const LARGE = Number(process.env.CLI_EDIT_VIPS ?? 10_000);
 const RUNS = Number(process.env.CLI_EDIT_RUNS ?? 7);
-
-function desiredDoc(vips: number) {
-  const backends = Array.from({ length: 20 }, (_, i) => ({
-    address: `10.0.${1 + (i >> 3)}.${10 + (i & 7)}`,
-    port: 80,
-    host: i < 10 ? 'host1' : 'host2',
-    weight: 1,
-    state: 'active',
-  }));
-  return {
-    hashMode: 'dp_hash',
-    slotBits: 8,
-    nodes: [
-      { name: 'gw1', role: 'gateway', tunnelIp: '192.0.2.1' },
-      { name: 'host1', role: 'host', tunnelIp: '192.0.2.11' },
-      { name: 'host2', role: 'host', tunnelIp: '192.0.2.12' },
-    ],
-    loadBalancers: Array.from({ length: vips }, (_, i) => ({
-      name: `v${i}`,
-      vip: `198.18.${(i + 1) >> 8}.${(i + 1) & 255}`,
-      protocol: 'tcp',
-      ports: [80],
-      backends: i === 0 ? backends.slice(0, 19) : backends,
-    })),
-  };
-}
 
 interface SizeResult {
   vips: number;
@@ -71,14 +47,14 @@ async function size(vips: number): Promise<SizeResult> {
   try {
     await client.connect();
     const m = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
-    const doc = desiredDoc(vips);
+    const doc = syntheticDesiredDoc(vips);
     const t0 = performance.now();
-    // In batches: one transaction of 210,000 operations is more than one call's arguments can carry.
-    for (let k = Math.min(1000, vips); ; k = Math.min(k + 1000, vips)) {
-      const part = parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) });
-      await client.transact(DB_NAME, ...desiredStateOps(m.replica, part));
-      if (k === vips) break;
-    }
+    await writeInBatches(
+      vips,
+      (k) =>
+        desiredStateOps(m.replica, parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) })),
+      (ops) => client.transact(DB_NAME, ...(ops as Operation[])),
+    );
     const writeMs = performance.now() - t0;
     client.close();
     const editsMs: number[] = [];
