@@ -5,15 +5,9 @@
 // docs/design/hash.md, "The audit".
 
 import { lbIds } from './compile/registry.ts';
-import {
-  type Datapath,
-  explain,
-  type FiveTuple,
-  findLoadBalancer,
-  type TupleHash,
-  tupleHash,
-} from './explain.ts';
-import type { Config, HashMode } from './model/types.ts';
+import { type Datapath, explain, type FiveTuple, type TupleHash, tupleHash } from './explain.ts';
+import { parseIp } from './model/ip.ts';
+import type { Config, HashMode, LoadBalancer } from './model/types.ts';
 import type { Generation } from './rollout/types.ts';
 
 /** One committed connection: the client's 5-tuple towards the VIP and the conntrack mark the host set. */
@@ -34,6 +28,8 @@ export interface AuditResult {
   /** Connections whose committed slot was compared with the model's. */
   readonly checked: number;
   readonly agree: number;
+  /** `agree` per load balancer. */
+  readonly agreeByLb: ReadonlyMap<string, number>;
   readonly disagree: readonly Disagreement[];
   /** Connections not compared, and why (no load balancer in the config any more, mark of another LB, ...). */
   readonly skipped: number;
@@ -44,9 +40,34 @@ export interface AuditResult {
 
 export type HashFunction = (mode: HashMode, tuple: FiveTuple, datapath: Datapath) => TupleHash;
 
+/** `proto address port` with the address in one spelling (its bytes), for a map lookup. */
+function endpointKey(proto: string, address: string, port: number): string {
+  return `${proto} ${parseIp(address)?.bytes.join('.') ?? address} ${port}`;
+}
+
+/** The load balancer of each VIP:port, for one lookup per connection (a host may hold 200,000 connections). */
+function lbIndex(config: Config): (tuple: FiveTuple) => LoadBalancer | undefined {
+  const byEndpoint = new Map<string, LoadBalancer>();
+  for (const lb of config.loadBalancers)
+    for (const port of lb.ports) byEndpoint.set(endpointKey(lb.protocol, lb.vip, port), lb);
+  return (t) => byEndpoint.get(endpointKey(t.proto, t.dst, t.dport));
+}
+
 /**
- * Compares each committed connection's slot with the model's slot for its 5-tuple in `generation`. `hashOf` is the
- * model (default: explain's `tupleHash`); tests pass a deliberately wrong one as a negative control.
+ * Whether a connection committed in `slot` agrees with `hash`: its low bits at the pool's current size
+ * (`currentBits`), or at any smaller size down to `minBits`. A connection committed before its pool grew carries
+ * the smaller table's slot (the planner grows a pool, never shrinks it: src/model/slot-bits.ts).
+ */
+export function slotAgrees(slot: number, hash: number, minBits: number, currentBits: number): boolean {
+  for (let b = Math.min(minBits, currentBits); b <= currentBits; b++)
+    if (slot === (hash & ((1 << b) - 1)) >>> 0) return true;
+  return false;
+}
+
+/**
+ * Compares each committed connection's slot with the model's slot for its 5-tuple in `generation` (at any slot-bit
+ * count between the config's `slotBits` and the pool's: `slotAgrees`). `hashOf` is the model (default: explain's
+ * `tupleHash`); tests pass a deliberately wrong one as a negative control.
  */
 export function auditCommittedSlots(
   config: Config,
@@ -56,12 +77,14 @@ export function auditCommittedSlots(
   hashOf: HashFunction = tupleHash,
 ): AuditResult {
   const idOf = lbIds(config.loadBalancers.map((l) => l.name));
+  const lbOf = lbIndex(config);
   const skipReasons = new Map<string, number>();
   const skip = (why: string) => skipReasons.set(why, (skipReasons.get(why) ?? 0) + 1);
   const disagree: Disagreement[] = [];
+  const agreeByLb = new Map<string, number>();
   let agree = 0;
   for (const { tuple, mark } of connections) {
-    const lb = findLoadBalancer(config, tuple);
+    const lb = lbOf(tuple);
     const plan = lb === undefined ? undefined : generation.pools.get(lb.name);
     if (lb === undefined || plan === undefined) {
       skip('no load balancer for its VIP:port in this generation');
@@ -76,6 +99,7 @@ export function auditCommittedSlots(
       return {
         checked: 0,
         agree: 0,
+        agreeByLb: new Map(),
         disagree: [],
         skipped: connections.length,
         skipReasons,
@@ -83,12 +107,23 @@ export function auditCommittedSlots(
       };
     }
     const committedSlot = mark & 0xffff;
+    const bits = Math.log2(plan.primary.length);
     const modelSlot = h.hash & (plan.primary.length - 1);
-    if (committedSlot === modelSlot) agree++;
-    else disagree.push({ tuple, lb: lb.name, committedSlot, modelSlot, hash: h.hash });
+    if (slotAgrees(committedSlot, h.hash, config.slotBits, bits)) {
+      agree++;
+      agreeByLb.set(lb.name, (agreeByLb.get(lb.name) ?? 0) + 1);
+    } else disagree.push({ tuple, lb: lb.name, committedSlot, modelSlot, hash: h.hash });
   }
   const skipped = [...skipReasons.values()].reduce((a, b) => a + b, 0);
-  return { checked: agree + disagree.length, agree, disagree, skipped, skipReasons, unknowable: undefined };
+  return {
+    checked: agree + disagree.length,
+    agree,
+    agreeByLb,
+    disagree,
+    skipped,
+    skipReasons,
+    unknowable: undefined,
+  };
 }
 
 // ---- the gateway's own datapath: can it agree at all? (the agent checks this continuously) -----------------------

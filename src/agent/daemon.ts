@@ -22,6 +22,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
 import { icmpRate } from '../compile/icmp.ts';
 import { ctZoneOf, ICMP_METER_ID, SYN_METER_ID } from '../compile/registry.ts';
+import type { Datapath } from '../explain.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
 import { lbSlotBits } from '../model/slot-bits.ts';
@@ -32,6 +33,7 @@ import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
+import type { Generation } from '../rollout/types.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import {
   agentMarksOp,
@@ -63,7 +65,14 @@ import { HashAgreement, readDatapath } from './datapath.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
-import { NodeProgrammer, readSlotConnections, type SlotConnections } from './node-ops.ts';
+import { PeriodicSlotAudit } from './live-audit.ts';
+import {
+  type CtEntry,
+  countSlotConnections,
+  NodeProgrammer,
+  readConntrack,
+  type SlotConnections,
+} from './node-ops.ts';
 import type { XdpGateway } from './xdp-gateway.ts';
 
 export type { FenceState } from './fencing.ts';
@@ -114,6 +123,12 @@ export interface AgentOptions {
   /** Gateways: how often the continuous audit reads the datapath (besides after every applied generation), ms.
    *  Default 5000 (src/agent/datapath.ts). */
   readonly auditMs?: number;
+  /** Hosts: how often the live slot audit compares each live connection's committed slot with the model's, ms; 0 =
+   *  off. Default 10,000. It reuses the connection report's conntrack read (src/agent/live-audit.ts). */
+  readonly slotAuditMs?: number;
+  /** Hosts: the gateways' datapath the live audit models in `dp_hash` mode. Default `netdev`, the only datapath a
+   *  gateway announces on in that mode (its own continuous audit withdraws it otherwise). */
+  readonly slotAuditDatapath?: Datapath;
   /** Gateways: ICMP errors per second copied to hosts (an OpenFlow meter, NodeFacts.icmpRate); undefined = the
    *  compiler's default (1000), 0 = no meter (docs/design/icmp.md "The meter"). */
   readonly icmpRate?: number;
@@ -250,6 +265,12 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       help: 'hosts: connection reports that failed or timed out (the heartbeat went on without them)',
       registers: r,
     }),
+    slotAudit: new Gauge({
+      name: 'sluice_agent_slot_audit_connections',
+      help: "hosts: live connections by the live slot audit's verdict per load balancer: agree (committed in the model's slot for their 5-tuple), disagree (another slot: a gateway hashes differently), unknown (the hash cannot be known)",
+      labelNames: ['lb', 'verdict'],
+      registers: r,
+    }),
     hashAgrees: new Gauge({
       name: 'sluice_agent_hash_agrees',
       help: "gateways: 1 when the datapath's hash can agree with the other gateways' in the applied hash mode, 0 when it cannot (the gateway stays withdrawn)",
@@ -301,6 +322,7 @@ export class AgentDaemon {
   /** The desired_cfg the applied generation was planned from. */
   #appliedCfg = 0;
   #appliedConfig: Config | undefined;
+  #appliedGeneration: Generation | undefined;
   #facts: NodeFacts;
   #error: string | undefined;
   /** Since when applying the target fails (ms), undefined = not failing. */
@@ -330,6 +352,8 @@ export class AgentDaemon {
   /** Gateways with ovs-vsctl: the continuous audit (can this datapath's hash agree with the others'?). */
   readonly #agreement: HashAgreement | undefined;
   #auditTimer: NodeJS.Timeout | undefined;
+  /** Hosts: the live slot audit (its summary line goes to Node_Status SLOT_AUDIT_KEY). */
+  readonly #slotAudit: PeriodicSlotAudit;
 
   constructor(o: AgentOptions) {
     this.#o = o;
@@ -338,6 +362,11 @@ export class AgentDaemon {
     this.registry = o.registry ?? new Registry();
     this.#m = agentMetrics(this.registry, () => this.#sharedFlowScrape());
     this.#programmer = new NodeProgrammer(o.runner, { fullReconcileMs: o.fullReconcileMs });
+    this.#slotAudit = new PeriodicSlotAudit(
+      o.role === 'host' ? (o.slotAuditMs ?? 10_000) : 0,
+      this.#m.slotAudit,
+      o.slotAuditDatapath,
+    );
     o.xdp?.registerMetrics(this.registry);
     this.#bird =
       o.role === 'gateway' && o.birdSocket !== undefined ? new BirdControl(o.birdSocket) : undefined;
@@ -443,6 +472,7 @@ export class AgentDaemon {
       fence: this.#fence,
       routing: this.#routing === undefined ? this.#routingError : formatRoutingState(this.#routing),
       hashAgreement: this.#agreement?.text(),
+      slotAudit: this.#slotAudit.text,
       store: this.client.state,
       vswitchdPid: this.#vswitchdPid,
       health: this.health ? Object.fromEntries(this.health.states()) : undefined,
@@ -629,6 +659,7 @@ export class AgentDaemon {
       this.#appliedAt = Date.now();
       this.#appliedCfg = plan.desiredCfg;
       this.#appliedConfig = config;
+      this.#appliedGeneration = plan.generation;
       this.#error = undefined;
       this.#failingSince = undefined;
       this.#forceApply = false;
@@ -799,6 +830,7 @@ export class AgentDaemon {
                   ? (this.#routingError ?? 'not read yet')
                   : formatRoutingState(this.#routing),
             }),
+        ...(this.#slotAudit.text === undefined ? {} : { slotAudit: this.#slotAudit.text }),
         ...(this.#o.role === 'host'
           ? { secondChance: JSON.stringify(Object.fromEntries([...this.#secondChanceTotals].sort())) }
           : {}),
@@ -888,18 +920,28 @@ export class AgentDaemon {
   /** Hosts: one connection report (conntrack read and count) with a deadline, in its own loop. */
   async #reportTick(): Promise<void> {
     const config = this.#appliedConfig;
+    const generation = this.#appliedGeneration;
     if (this.#reporting || this.#stopped || config === undefined) return;
     this.#reporting = true;
     const startedAt = Date.now();
     const limit = this.#o.reportTimeoutMs ?? 5000;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const conns = await Promise.race([
-        readSlotConnections(this.#o.runner, config, ctZoneOf(this.#facts)),
+      const zone = ctZoneOf(this.#facts);
+      const entries = await Promise.race([
+        readConntrack(this.#o.runner, zone),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
         }),
       ]);
+      const conns = countSlotConnections(entries, config, zone);
+      if (generation !== undefined)
+        this.#maybeAuditSlots(
+          config,
+          generation,
+          entries.filter((e) => e.zone === zone),
+          startedAt,
+        );
       // A failing check may mean the backend's port is gone: read the facts again to tell (cheap when all are up).
       if ([...(this.health?.states().values() ?? [])].some((h) => h.state === 'down'))
         await this.#refreshFacts();
@@ -920,6 +962,18 @@ export class AgentDaemon {
       clearTimeout(timer);
       this.#reporting = false;
     }
+  }
+
+  /** Hosts: the live slot audit over the entries the connection report read, at most every `slotAuditMs`. */
+  #maybeAuditSlots(config: Config, generation: Generation, entries: readonly CtEntry[], now: number): void {
+    const was = this.#slotAudit.text;
+    const summary = this.#slotAudit.maybeRun(config, generation, entries, now);
+    const text = this.#slotAudit.text;
+    if (summary === undefined || text === undefined) return;
+    if (summary.state === 'disagree')
+      this.#log.warn({ event: 'slot-audit-disagree', summary: text }, `live slot audit: ${text}`);
+    else if (was?.split(':')[0] !== text.split(':')[0])
+      this.#log.info({ event: 'slot-audit', state: summary.state }, `live slot audit: ${text}`);
   }
 
   /** Backend_Status and Slot_Connections changes (hosts), from a connection report and the health checker. */

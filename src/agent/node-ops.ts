@@ -324,41 +324,55 @@ export function countSlotConnections(
   return { counts, total, unknown, states };
 }
 
+/** One host's conntrack entries of sluice's zone: `ovs-appctl [appctlArgs] dpctl/dump-conntrack zone=<zone>`. */
+export async function readConntrack(
+  runner: Runner,
+  zone: number = CT_ZONE,
+  appctlArgs: readonly string[] = [],
+): Promise<CtEntry[]> {
+  const r = await runner.appctl([...appctlArgs, 'dpctl/dump-conntrack', `zone=${zone}`]);
+  return parseConntrack(r.stdout);
+}
+
 /**
- * Reads one host's live load-balanced connections per (lb, slot, backend): `ovs-appctl dpctl/dump-conntrack
- * zone=<the host's zone>` parsed by `parseConntrack`, counted by `countSlotConnections`.
+ * Reads one host's live load-balanced connections per (lb, slot, backend): `readConntrack`, counted by
+ * `countSlotConnections`.
  */
 export async function readSlotConnections(
   runner: Runner,
   config: Config,
   zone: number = CT_ZONE,
 ): Promise<SlotConnections> {
-  const r = await runner.appctl(['dpctl/dump-conntrack', `zone=${zone}`]);
-  return countSlotConnections(parseConntrack(r.stdout), config, zone);
+  return countSlotConnections(await readConntrack(runner, zone), config, zone);
 }
 
 /**
- * Every connection one host committed in the sluice zone, as the audit compares them (src/audit.ts): the client's
- * 5-tuple towards the VIP and the mark (lb id << 16 | slot) the gateway's tunnel metadata gave it. `appctlArgs`
- * go before the command (e.g. `-t <ctl socket>`).
+ * The connections sluice committed among `entries`, as the audit compares them (src/audit.ts): the client's
+ * 5-tuple towards the VIP and the mark (lb id << 16 | slot) the gateway's tunnel metadata gave it. Entries without
+ * a mark (not committed by sluice's CT_IN) and of other protocols are left out.
  */
-export async function readCommittedConnections(
-  runner: Runner,
-  appctlArgs: readonly string[] = [],
-): Promise<CommittedConnection[]> {
-  const r = await runner.appctl([...appctlArgs, 'dpctl/dump-conntrack', `zone=${CT_ZONE}`]);
+export function committedConnections(entries: readonly CtEntry[]): CommittedConnection[] {
   const out: CommittedConnection[] = [];
-  for (const e of parseConntrack(r.stdout)) {
+  for (const e of entries) {
     const proto = e.proto.replace(/6$/, '');
     if ((proto !== 'tcp' && proto !== 'udp') || e.origSport === undefined || e.origDport === undefined)
       continue;
-    if (e.mark === 0) continue; // not committed by sluice's CT_IN (no slot recorded)
+    if (e.mark === 0) continue;
     out.push({
       tuple: { proto, src: e.origSrc, sport: e.origSport, dst: e.origDst, dport: e.origDport },
       mark: e.mark,
     });
   }
   return out;
+}
+
+/** Every connection one host committed in the sluice zone (`committedConnections`). `appctlArgs` go before the
+ *  command (e.g. `-t <ctl socket>`). */
+export async function readCommittedConnections(
+  runner: Runner,
+  appctlArgs: readonly string[] = [],
+): Promise<CommittedConnection[]> {
+  return committedConnections(await readConntrack(runner, CT_ZONE, appctlArgs));
 }
 
 /** Sums several hosts' counts. */

@@ -268,6 +268,7 @@ interface AgentCliOptions {
   synRate: string;
   icmpRate: string;
   reportTimeout: string;
+  slotAudit: string;
   xdpObject?: string;
   metrics?: string;
   privateKey?: string;
@@ -344,6 +345,11 @@ function agentCommand(program: Command): void {
       'host: abandon a connection report (conntrack read) after this long',
       '5000',
     )
+    .option(
+      '--slot-audit <ms>',
+      "host: compare each live connection's committed slot with the model's this often (0 = off; docs/design/hash.md)",
+      '10000',
+    )
     .option('--metrics <host:port>', 'serve /metrics and /status')
     .option('--log-level <level>', 'pino level', 'info')
     .action(runAgent);
@@ -398,6 +404,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     synRate: integer('--syn-rate', o.synRate),
     icmpRate: integer('--icmp-rate', o.icmpRate),
     reportTimeoutMs: num('--report-timeout', o.reportTimeout, 1),
+    slotAuditMs: num('--slot-audit', o.slotAudit),
     xdp,
   });
   await runDaemon(d, log, o.metrics);

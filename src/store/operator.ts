@@ -46,6 +46,7 @@ import {
   readPlan,
   readStoreView,
   rows,
+  SLOT_DISAGREE,
   storedDesiredCfg,
 } from './db/index.ts';
 
@@ -572,6 +573,9 @@ export interface NodeReport {
   /** A gateway's continuous hash audit as its agent last ran it (null: not reported): `ok (...)`, or
    *  `CANNOT AGREE: <why>` (the agent keeps it withdrawn), or why it is unchecked. */
   readonly hashAgreement: string | null;
+  /** A host's live slot audit as its agent last ran it (null: not reported): `ok: ...`, `DISAGREE: <lb> <n> of
+   *  <m> ... (e.g. <5-tuple> ...)` (a gateway hashes differently from the model), `unknown: <why>`. */
+  readonly slotAudit: string | null;
 }
 
 export interface BackendReport {
@@ -724,6 +728,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
       error: st?.error ?? null,
       routing: marks.routing ?? null,
       hashAgreement: marks.hashAgreement ?? null,
+      slotAudit: marks.slotAudit ?? null,
     };
   });
   const backends = backendReports(r, stored.config, now);
@@ -792,14 +797,23 @@ function routingLines(nodes: readonly NodeReport[]): string[] {
     : ['', table([['GATEWAY', 'BGP / BFD'], ...routed.map((n) => [n.name, n.routing!])])];
 }
 
-/** Gateways whose continuous audit says their hash cannot agree with the others' (they stay withdrawn). */
+/** Gateways whose continuous audit says their hash cannot agree with the others' (they stay withdrawn), and hosts
+ *  whose live slot audit found connections committed in another slot than the model's (a gateway hashes
+ *  differently). */
 export function hashWarnings(nodes: readonly NodeReport[]): string[] {
-  return nodes
+  const gateways = nodes
     .filter((n) => n.hashAgreement?.startsWith(CANNOT_AGREE) === true)
     .map(
       (n) =>
         `WARNING ${n.name} (withdrawn by its agent): ${n.hashAgreement!.slice(CANNOT_AGREE.length).trim()}`,
     );
+  const hosts = nodes
+    .filter((n) => n.slotAudit?.startsWith(SLOT_DISAGREE) === true)
+    .map(
+      (n) =>
+        `WARNING ${n.name}: a gateway's hash disagrees with the model: ${n.slotAudit!.slice(SLOT_DISAGREE.length).trim()}`,
+    );
+  return [...gateways, ...hosts];
 }
 
 const BACKEND_COLUMNS = [

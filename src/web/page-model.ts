@@ -5,7 +5,14 @@
 import { NO_OWNER } from '../hashing/slots.ts';
 import type { Replica } from '../ovsdb/replica.ts';
 import { describeGeneration } from '../rollout/summary.ts';
-import { CANNOT_AGREE, NodeStatusTable, readPlan, rows, SECOND_CHANCE_KEY } from '../store/db/index.ts';
+import {
+  CANNOT_AGREE,
+  NodeStatusTable,
+  readPlan,
+  rows,
+  SECOND_CHANCE_KEY,
+  SLOT_DISAGREE,
+} from '../store/db/index.ts';
 import { type StatusReport, statusReport } from '../store/operator.ts';
 import { rolloutProgress } from '../store/rollout-progress.ts';
 
@@ -77,6 +84,14 @@ export function routingCell(role: string, fencedBy: string | null, hashAgreement
   return hashAgreement?.startsWith(CANNOT_AGREE)
     ? `withdrawn (by its agent): hash ${hashAgreement}`
     : 'withdrawn (by its agent)';
+}
+
+/** A host's live slot audit, when it found connections in another slot than the model's: shown in its error cell
+ *  (the page's node warning), as `sluice status` prints it under the nodes. */
+export function slotAuditWarning(slotAudit: string | null): string | null {
+  return slotAudit?.startsWith(SLOT_DISAGREE) === true
+    ? `WARNING: a gateway's hash disagrees with the model: ${slotAudit.slice(SLOT_DISAGREE.length).trim()}`
+    : null;
 }
 
 /** Second-chance counters the hosts reported, per load balancer. */
@@ -163,7 +178,7 @@ export function pageState(
       heartbeatAgeMs: n.heartbeatAgeMs,
       fenced: n.fenced,
       routing: routingCell(n.role, n.fencedBy, n.hashAgreement),
-      error: n.error,
+      error: n.error ?? slotAuditWarning(n.slotAudit),
       late: late.has(n.name),
     })),
     backends: st.backends,

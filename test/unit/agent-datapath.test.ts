@@ -166,6 +166,7 @@ test('sluice status warns about each gateway whose hash cannot agree', () => {
     error: null,
     routing: null,
     hashAgreement,
+    slotAudit: null,
   });
   assert.deepEqual(
     hashWarnings([

@@ -29,6 +29,7 @@ import {
   ROLE_KEY,
   ROUTING_KEY,
   SECOND_CHANCE_KEY,
+  SLOT_AUDIT_KEY,
 } from './tables.ts';
 
 /** What an agent applied (report what was applied, not what was asked). */
@@ -80,6 +81,8 @@ export interface FenceMarks {
   readonly routing: string | undefined;
   /** A gateway's continuous audit verdict as its agent reported it (HASH_AGREEMENT_KEY). */
   readonly hashAgreement: string | undefined;
+  /** A host's live slot audit as its agent reported it (SLOT_AUDIT_KEY). */
+  readonly slotAudit: string | undefined;
 }
 
 export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
@@ -91,6 +94,7 @@ export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
     role: ids?.get(ROLE_KEY),
     routing: ids?.get(ROUTING_KEY),
     hashAgreement: ids?.get(HASH_AGREEMENT_KEY),
+    slotAudit: ids?.get(SLOT_AUDIT_KEY),
   };
 }
 
@@ -137,12 +141,15 @@ export function agentMarksOp(
     readonly routing?: string;
     /** Gateways: the continuous audit's verdict (HASH_AGREEMENT_KEY): `ok (...)` or why its hash cannot agree. */
     readonly hashAgreement?: string;
+    /** Hosts: the live slot audit's summary (SLOT_AUDIT_KEY). */
+    readonly slotAudit?: string;
   },
 ): Operation {
   const cleared = [AGENT_FENCED_KEY, ROLE_KEY, SECOND_CHANCE_KEY];
   if (marks.reportAt !== undefined) cleared.push(REPORT_AT_KEY);
   if (marks.routing !== undefined) cleared.push(ROUTING_KEY);
   if (marks.hashAgreement !== undefined) cleared.push(HASH_AGREEMENT_KEY);
+  if (marks.slotAudit !== undefined) cleared.push(SLOT_AUDIT_KEY);
   if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
@@ -156,6 +163,7 @@ export function agentMarksOp(
         ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
         ...(marks.routing === undefined ? {} : { [ROUTING_KEY]: marks.routing }),
         ...(marks.hashAgreement === undefined ? {} : { [HASH_AGREEMENT_KEY]: marks.hashAgreement }),
+        ...(marks.slotAudit === undefined ? {} : { [SLOT_AUDIT_KEY]: marks.slotAudit }),
       }),
     ],
   );

@@ -391,6 +391,11 @@ export const SECOND_CHANCE_KEY = 'second_chance_packets';
 export const HASH_AGREEMENT_KEY = 'hash_agreement';
 /** How a HASH_AGREEMENT_KEY verdict that keeps the gateway out starts. */
 export const CANNOT_AGREE = 'CANNOT AGREE:';
+/** Node_Status external_ids: a host's live slot audit as its agent last ran it (src/agent/live-audit.ts), one line:
+ *  `ok: <n> connections agree`, `DISAGREE: <lb> <n> of <m> (e.g. <5-tuple> ...)`, `unknown: <why>` or `off`. */
+export const SLOT_AUDIT_KEY = 'slot_audit';
+/** How a SLOT_AUDIT_KEY summary that found connections in other slots than the model's starts. */
+export const SLOT_DISAGREE = 'DISAGREE:';
 /** Plan.external_ids: how the plan stores its load balancers; PLAN_LB_ROWS (schema 2.0.0: Plan_LB rows, Plan.config
  *  the base document), absent in plans written before (Plan.pools, Plan.config the whole document). */
 export const PLAN_LAYOUT_KEY = 'layout';
