@@ -22,9 +22,17 @@
 // gateways compute the same slot for a connection, so 0 break. NEGATIVE CONTROL: gw2 hashes with another basis (a
 // seed: its multipath flows rewritten in place, basis 0 -> 1) and the same crossing breaks the connections whose
 // slot then names another backend.
+//
+// The live slot audit of the host agents (src/agent/live-audit.ts, the agents' PeriodicSlotAudit run here on each
+// host's real conntrack, every second as the connection report reads it): in the positive fields-mode test no
+// host flags a connection; in the negative control connections opened through gw2 after the reseed are committed
+// in other slots than the model's, and the hosts' metric counts them within seconds.
 
 import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { Gauge, Registry } from 'prom-client';
+import { PeriodicSlotAudit } from '../../src/agent/live-audit.ts';
+import { readConntrack } from '../../src/agent/node-ops.ts';
 import { T } from '../../src/compile/registry.ts';
 import { addLabBackend, type LabController, setLabBackendWeight } from '../../src/lab/controller.ts';
 import type { Lab } from '../../src/lab/topology.ts';
@@ -56,6 +64,43 @@ let config: Config;
 function skewWindow(t: Traffic, open: number): Promise<void> {
   return ecmpFlips(lab, [t], open);
 }
+
+/** The host agents' live slot audit, one per host, each with its own metric registry. */
+interface HostAudit {
+  readonly host: string;
+  readonly audit: PeriodicSlotAudit;
+  readonly registry: Registry;
+}
+
+function hostAudits(): HostAudit[] {
+  return lab.hosts.map((h) => {
+    const registry = new Registry();
+    const gauge = new Gauge({
+      name: 'sluice_agent_slot_audit_connections',
+      help: 'live slot audit',
+      labelNames: ['lb', 'verdict'],
+      registers: [registry],
+    });
+    return { host: h.name, audit: new PeriodicSlotAudit(1000, gauge), registry };
+  });
+}
+
+/** One audit round on every host (its conntrack read now, the latest generation): web's counts by verdict. */
+async function auditRound(audits: readonly HostAudit[]): Promise<{ agree: number; disagree: number }> {
+  let agree = 0;
+  let disagree = 0;
+  for (const a of audits) {
+    const entries = await readConntrack(lab.node(a.host));
+    a.audit.maybeRun(config, ctl.latest!, entries, Date.now());
+    const metrics = await a.registry.metrics();
+    const n = (v: string) => Number(new RegExp(`lb="web",verdict="${v}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
+    agree += n('agree');
+    disagree += n('disagree');
+  }
+  return { agree, disagree };
+}
+
+let audits: HostAudit[] = [];
 
 function gens(): string {
   return `gw1=g${ctl.acks.get('gw1')} gw2=g${ctl.acks.get('gw2')} latest=g${ctl.latest?.number}`;
@@ -198,6 +243,9 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
   });
 
   test('fields mode, two gateways, every connection crossing between them: 0 broken', async (t) => {
+    // The hosts' audits start in dp_hash mode: connections still in conntrack keep that mode's slots.
+    audits = hostAudits();
+    await auditRound(audits);
     config = { ...config, hashMode: 'fields' };
     const before = ctl.latest!.number;
     await ctl.change(config);
@@ -217,10 +265,15 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
       await sleep(3500);
       const p1 = await gatewayPackets(lab);
       const c = await tw.report();
+      const verdicts = await auditRound(audits);
       t.diagnostic(
         `fields mode, ECMP {gw1} -> {gw2} -> both -> {gw2} -> {gw1}: ${c.broken} of ${c.opened} broken; ` +
-          `gateway slot packets gw1 +${p1.gw1! - p0.gw1!}, gw2 +${p1.gw2! - p0.gw2!}`,
+          `gateway slot packets gw1 +${p1.gw1! - p0.gw1!}, gw2 +${p1.gw2! - p0.gw2!}; ` +
+          `live slot audit of web: ${verdicts.agree} agree, ${verdicts.disagree} disagree`,
       );
+      // The control for the control: gateways that hash alike are not flagged.
+      assert.equal(verdicts.disagree, 0, audits.map((a) => `${a.host}: ${a.audit.text}`).join('\n'));
+      assert.ok(verdicts.agree >= 200, 'the audit saw the live connections');
       // Alive through a phase with gw1 alone and one with gw2 alone: each connection went through both.
       assert.equal(c.broken, 0, brokenInfo(tw));
       assert.equal(c.failed, 0, JSON.stringify(c.failedByReason));
@@ -245,11 +298,30 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
         .map((l) => l.trim().replace('multipath(symmetric_l3l4+udp,0,', 'multipath(symmetric_l3l4+udp,1,'));
       assert.ok(seeded.length > 0, 'gw2 has multipath flows');
       await gw2.ofctl('br-int', ['add-flows', '-'], { input: `${seeded.join('\n')}\n` });
-      await ecmpFlips(lab, [tw], 0);
+      const seededAt = Date.now();
+      // New connections while ECMP holds both gateways (before the flips): those gw2 takes are committed in gw2's
+      // slot.
+      tw.open(20, 50);
+      await sleep(800);
+      const flips = ecmpFlips(lab, [tw], 0);
+      // The hosts' audit, every second as their connection report reads conntrack, until one flags web.
+      let flagged: { agree: number; disagree: number; ms: number } | undefined;
+      while (flagged === undefined && Date.now() - seededAt < 10_000) {
+        await sleep(1000);
+        const v = await auditRound(audits);
+        if (v.disagree > 0) flagged = { ...v, ms: Date.now() - seededAt };
+      }
+      await flips;
       await sleep(3500);
       const c = await tw.report();
-      t.diagnostic(`gw2 seeded differently: ${c.broken} of 200 broken (${JSON.stringify(c.brokenByReason)})`);
+      t.diagnostic(`gw2 seeded differently: ${c.broken} of 220 broken (${JSON.stringify(c.brokenByReason)})`);
+      const flaggedBy = audits.filter((a) => a.audit.text?.startsWith('DISAGREE')).map((a) => a.audit.text);
+      t.diagnostic(
+        `live slot audit flagged web ${flagged?.ms ?? '-'} ms after the reseed: ` +
+          `${flagged?.disagree} disagree, ${flagged?.agree} agree; ${flaggedBy.join(' | ')}`,
+      );
       assert.ok(c.broken > 0, 'gateways that hash differently must break crossing connections');
+      assert.ok(flagged !== undefined, 'the hosts flag connections gw2 committed in other slots within 10 s');
     } finally {
       await tw.stop().catch(() => tw.kill());
     }
