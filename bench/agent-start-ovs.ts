@@ -27,6 +27,7 @@ import {
   labVipsDoc,
   machine,
   machineLine,
+  n0,
   pairRow,
   ratio,
   runJsonChild,
@@ -36,7 +37,6 @@ import {
 
 const PREFIX = 'slb-as-';
 const LARGE = Number(process.env.AGENT_START_OVS_VIPS ?? 10_000);
-const _MiB = 2 ** 20;
 
 interface Input {
   readonly vips: number;
@@ -152,7 +152,6 @@ function runChild(input: Input): Promise<SizeResult> {
   return runJsonChild(fileURLToPath(import.meta.url), { AGENT_START_OVS_CHILD: file }, `${input.vips} VIPs`);
 }
 
-const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
 const sec = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${n0(ms)} ms`);
 
 function render(m: ReturnType<typeof machine>, one: SizeResult, big: SizeResult): string {

@@ -26,6 +26,7 @@ import {
   finish,
   machine,
   machineLine,
+  n0,
   pairRow,
   ratio,
   runJsonChild,
@@ -153,7 +154,6 @@ function runChild(vips: number): Promise<SizeResult> {
   return runJsonChild(fileURLToPath(import.meta.url), { AGENT_START_CHILD: String(vips) }, `${vips} VIPs`);
 }
 
-const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
 const n1 = (x: number) => x.toFixed(1);
 
 function render(m: ReturnType<typeof machine>, one: SizeResult, big: SizeResult): string {

@@ -30,7 +30,7 @@ import { bundleLineIter, diffBridge, tlvMapArg } from '../src/flowset/diff.ts';
 import type { Config } from '../src/model/types.ts';
 import { planNext } from '../src/rollout/planner.ts';
 import type { Generation } from '../src/rollout/types.ts';
-import { finish, machine, machineLine, median, ratio, say, sleep, writeSection } from './perf/common.ts';
+import { finish, machine, machineLine, median, n0, ratio, say, sleep, writeSection } from './perf/common.ts';
 import { makeConfig, syntheticFacts } from './perf/cp.ts';
 
 const run = promisify(execFile);
@@ -304,8 +304,6 @@ async function measure(layout: Layout): Promise<Result> {
     await sw.stop();
   }
 }
-
-const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
 
 type NumKey = { [K in keyof Result]: Result[K] extends number ? K : never }[keyof Result];
 const perRule = (r: Result) => ((r.rssMiB - r.rssBeforeMiB) * MiB) / (r.layout.vips * r.slotsPerVip);

@@ -60,6 +60,9 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** A whole number with thousands separators (NaN prints as NaN). */
+export const n0 = (x: number): string => Math.round(x).toLocaleString('en-US');
+
 export function ratio(a: number, b: number, digits = 2): string {
   if (!Number.isFinite(a) || !Number.isFinite(b)) return 'n/a';
   if (b === 0) return a === 0 ? '–' : '∞';
