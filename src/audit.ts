@@ -4,7 +4,7 @@
 // by a gateway that disagrees with explain (another OVS build, a kernel datapath, a NIC RSS hash, a changed flow):
 // docs/design/hash.md, "The audit".
 
-import { lbIds } from './compile/registry.ts';
+import { lbIdsOf } from './compile/registry.ts';
 import { type Datapath, explain, type FiveTuple, type TupleHash, tupleHash } from './explain.ts';
 import { parseIp } from './model/ip.ts';
 import type { Config, HashMode, LoadBalancer } from './model/types.ts';
@@ -76,7 +76,7 @@ export function auditCommittedSlots(
   datapath: Datapath = 'netdev',
   hashOf: HashFunction = tupleHash,
 ): AuditResult {
-  const idOf = lbIds(config.loadBalancers.map((l) => l.name));
+  const idOf = lbIdsOf(config, generation);
   const lbOf = lbIndex(config);
   const skipReasons = new Map<string, number>();
   const skip = (why: string) => skipReasons.set(why, (skipReasons.get(why) ?? 0) + 1);

@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
 import { icmpRate } from '../compile/icmp.ts';
-import { ctZoneOf, ICMP_METER_ID, SYN_METER_ID } from '../compile/registry.ts';
+import { ctZoneOf, ICMP_METER_ID, lbIdsOf, SYN_METER_ID } from '../compile/registry.ts';
 import type { Datapath } from '../explain.ts';
 import { runHookCommand } from '../hook-command.ts';
 import { parseConfig } from '../model/schema.ts';
@@ -934,7 +934,8 @@ export class AgentDaemon {
           timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
         }),
       ]);
-      const conns = countSlotConnections(entries, config, zone);
+      const ids = generation === undefined ? undefined : lbIdsOf(config, generation);
+      const conns = countSlotConnections(entries, config, zone, ids);
       if (generation !== undefined)
         this.#maybeAuditSlots(
           config,
@@ -1067,8 +1068,9 @@ export class AgentDaemon {
     const dumps: string[] = [];
     for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy])
       dumps.push((await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true })).stdout);
-    const lbNames = (this.#appliedConfig?.loadBalancers ?? []).map((lb) => lb.name);
-    const { byKind, perLb } = countFlows(dumps.join('\n'), lbNames);
+    const [config, generation] = [this.#appliedConfig, this.#appliedGeneration];
+    const ids = config === undefined || generation === undefined ? new Map() : lbIdsOf(config, generation);
+    const { byKind, perLb } = countFlows(dumps.join('\n'), ids);
     this.#m.flows.reset();
     for (const [kind, k] of byKind) {
       this.#m.flows.set({ kind }, k.flows);

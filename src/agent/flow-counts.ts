@@ -3,7 +3,7 @@
 // adapter that feeds prom-client Counters.
 
 import type { Counter } from 'prom-client';
-import { decodeCookie, lbIds } from '../compile/registry.ts';
+import { decodeCookie } from '../compile/registry.ts';
 
 export interface FlowCounts {
   /** Flows and n_packets by cookie kind. */
@@ -12,9 +12,10 @@ export interface FlowCounts {
   readonly perLb: ReadonlyMap<string, number>;
 }
 
-/** Counts `dump-flows` text; `lbNames` are the load balancers of the applied config (cookies carry their ids). */
-export function countFlows(dump: string, lbNames: Iterable<string>): FlowCounts {
-  const names = new Map([...lbIds(lbNames)].map(([n, id]) => [id, n]));
+/** Counts `dump-flows` text; `lbIds` are the ids of the applied generation's load balancers (name -> id,
+ *  registry lbIdsOf: cookies carry the ids). */
+export function countFlows(dump: string, lbIds: ReadonlyMap<string, number>): FlowCounts {
+  const names = new Map([...lbIds].map(([n, id]) => [id, n]));
   const byKind = new Map<string, { flows: number; packets: number }>();
   const perLb = new Map<string, number>();
   for (const line of dump.split('\n')) {

@@ -279,7 +279,8 @@ function keyOf(address: string, port: number | undefined, wildcard: boolean): st
 
 /**
  * Counts live connections per (lb, slot, backend) from conntrack entries of the sluice zone. ct_mark = lb id << 16 |
- * slot (src/compile/registry.ts); lb id -> name by the registry's lbIds over the config's LB names; the backend is
+ * slot (src/compile/registry.ts); lb id -> name by `ids` (the applied generation's, registry lbIdsOf; default: computed
+ * from the config's names, as for a plan without stored ids); the backend is
  * the NATed destination (the reply's source address and port), keyed like `backendKey`: `addr:port`, or `addr:*`
  * when the config's backend has no port (no port translation).
  */
@@ -287,8 +288,8 @@ export function countSlotConnections(
   entries: readonly CtEntry[],
   config: Config,
   zone: number = CT_ZONE,
+  ids: ReadonlyMap<string, number> = lbIds(config.loadBalancers.map((l) => l.name)),
 ): SlotConnections {
-  const ids = lbIds(config.loadBalancers.map((l) => l.name));
   const byId = new Map<number, string>();
   for (const [name, id] of ids) byId.set(id, name);
   // Which (lb, address) have a wildcard port in the config: their key ends in ':*'.
@@ -342,8 +343,9 @@ export async function readSlotConnections(
   runner: Runner,
   config: Config,
   zone: number = CT_ZONE,
+  ids?: ReadonlyMap<string, number>,
 ): Promise<SlotConnections> {
-  return countSlotConnections(await readConntrack(runner, zone), config, zone);
+  return countSlotConnections(await readConntrack(runner, zone), config, zone, ids);
 }
 
 /**

@@ -22,14 +22,14 @@ import {
 } from './host.ts';
 import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
 import { phyFlows } from './phy.ts';
-import { ctZoneOf, lbIds, TLV_OPTIONS } from './registry.ts';
+import { ctZoneOf, lbIdsOf, TLV_OPTIONS } from './registry.ts';
 
 export type { NodeFacts, VmPort } from './facts.ts';
 export type { CompileOptions, LbInput } from './gateway.ts';
 
 /** The load balancers that are both configured and planned, with their ids, sorted by name. */
 export function lbInputs(config: Config, gen: Generation, opts: CompileOptions = {}): LbInput[] {
-  const ids = lbIds(config.loadBalancers.map((l) => l.name));
+  const ids = lbIdsOf(config, gen);
   return [...config.loadBalancers]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .flatMap((lb) => {

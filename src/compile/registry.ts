@@ -51,6 +51,10 @@
 //     a and b depend on the kind (see COOKIE_KINDS). A flow without the 0x51 tag is not sluice's and is never
 //     touched.
 
+import { computedLbIds } from '../hashing/lb-ids.ts';
+import type { Config } from '../model/types.ts';
+import type { Generation } from '../rollout/types.ts';
+
 /** OpenFlow table numbers. */
 export const T = {
   /** br-int, both roles: first table. Gateway: classify VIP:port/proto. Host: classify by in_port / tun_src. */
@@ -289,32 +293,32 @@ export function decodeCookie(c: bigint): CookieParts | undefined {
 
 // ---- load balancer ids ---------------------------------------------------------------------------------------
 
-/** FNV-1a 32-bit of a string's UTF-8 bytes. */
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(s)) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
+/** The ids plans before schema 2.1.0 implied (computed from the set of names; hashing/lb-ids.ts). */
+export { computedLbIds as lbIds } from '../hashing/lb-ids.ts';
 
 /**
- * Stable small LB ids (1..0xfffe), the same on every node for the same set of LB names: the 16-bit fold of
- * FNV-1a(name), and on a collision the next free id, names taken in sorted order. An id does not change when
- * other LBs are added or removed unless they collide with it (probability ~ n/65534 per added LB), which keeps
- * Geneve metadata meaningful between nodes one generation apart.
+ * The id of every load balancer of `config` that `gen` plans: the ids its pools carry (assigned once by the planner
+ * and never shifted by another load balancer: rollout/lb-ids.ts), or, for a generation without any (a plan of
+ * before schema 2.1.0, a hand-built one), the ids computed from the config's names as those plans' agents did.
+ * Throws when some planned pools carry an id and others do not, or two carry the same id (a broken plan).
  */
-export function lbIds(names: Iterable<string>): Map<string, number> {
-  const sorted = [...new Set(names)].sort();
-  const used = new Set<number>();
+export function lbIdsOf(
+  config: Pick<Config, 'loadBalancers'>,
+  gen: Pick<Generation, 'number' | 'pools'>,
+): Map<string, number> {
+  const names = config.loadBalancers.map((l) => l.name);
+  const planned = names.filter((n) => gen.pools.has(n));
+  if (planned.every((n) => gen.pools.get(n)!.id === undefined)) return computedLbIds(names);
   const ids = new Map<string, number>();
-  for (const name of sorted) {
-    const h = fnv1a(name);
-    let id = ((h >>> 16) ^ (h & 0xffff)) % 0xfffe;
-    id += 1;
-    while (used.has(id)) id = id === 0xfffe ? 1 : id + 1;
-    used.add(id);
+  const owner = new Map<number, string>();
+  for (const name of planned) {
+    const id = gen.pools.get(name)!.id;
+    if (id === undefined)
+      throw new Error(`generation ${gen.number}: load balancer ${name} has no id, others do`);
+    const other = owner.get(id);
+    if (other !== undefined)
+      throw new Error(`generation ${gen.number}: load balancers ${other} and ${name} both have id ${id}`);
+    owner.set(id, name);
     ids.set(name, id);
   }
   return ids;

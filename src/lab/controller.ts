@@ -23,6 +23,7 @@ import {
 } from '../agent/node-ops.ts';
 import { XdpGateway } from '../agent/xdp-gateway.ts';
 import type { CompileOptions } from '../compile/index.ts';
+import { lbIdsOf } from '../compile/registry.ts';
 import { SluiceError } from '../model/errors.ts';
 import { parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
@@ -218,10 +219,12 @@ export class LabController {
 
   /** Live connections of every host, merged (read only after every live gateway acked the latest generation). */
   async connections(): Promise<SlotConnections> {
+    const latest = this.latest;
+    const ids = latest === null ? undefined : lbIdsOf(this.config, latest);
     const all = await Promise.all(
       this.liveHosts().map(async (h) => {
         try {
-          return await readSlotConnections(this.lab.node(h), this.config);
+          return await readSlotConnections(this.lab.node(h), this.config, undefined, ids);
         } catch (e) {
           if (this.lab.node(h).vswitchdPid() !== undefined) throw e;
           // Its conntrack died with it: it holds no connection any more.

@@ -22,12 +22,14 @@
 // so the planner holds the fence, keeps waiting, and says so (fenceHeld). Docs: control-plane.md "Fencing".
 
 import type { Config } from '../model/types.ts';
+import { withLbIds } from '../rollout/lb-ids.ts';
 import type { PlanNote } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
 import {
   DEFAULT_LEASE_MS,
   DEFAULT_MARGIN_MS,
   effectiveConfig,
+  lbIdContext,
   type PlanDocs,
   plannerStep,
   type StoreView,
@@ -338,7 +340,10 @@ export class PlannerCore {
       // generation, so agents compile with the new config through the same gating.
       return {
         kind: 'publish',
-        generation: { number: latest.number + 1, createdAt: now, pools: latest.pools },
+        generation: withLbIds(
+          { number: latest.number + 1, createdAt: now, pools: latest.pools },
+          { latest, now, ...lbIdContext(v) },
+        ),
         config: doc,
         notes: step.notes,
       };

@@ -11,6 +11,7 @@ import {
 import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Backend, Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, DEFAULT_CHAIN_LENGTH } from '../model/types.ts';
+import { withLbIds } from './lb-ids.ts';
 import * as T from './types.ts';
 import { type Generation, LANES, type PlanMember, type PoolPlan, planLanes } from './types.ts';
 
@@ -35,6 +36,9 @@ export interface PlanInput {
    * (`silent-host`): docs/design/rollout.md, "A host that is alive but silent".
    */
   readonly silentHosts?: ReadonlySet<string>;
+  /** Load balancer ids across an upgrade and older stored plans (rollout/lb-ids.ts LbIdInput). */
+  readonly legacyLbNames?: readonly string[];
+  readonly reservedLbIds?: Iterable<number>;
 }
 
 export type NoteKind =
@@ -717,8 +721,17 @@ function statusMap(lb: LoadBalancer): Map<string, MemberStatus> {
  *   lanes included: nothing moves); the phases follow. Slot bits never shrink: the pool keeps its bits and a
  *   `bits-decrease-refused` note says so on every step.
  * - New load balancers start stable from scratch; removed ones are dropped (their connections end).
+ * - Every pool carries its load balancer's id: kept from the latest generation, a new one for a new load balancer,
+ *   the ids of removed ones held (rollout/lb-ids.ts).
  */
 export function planNext(input: PlanInput): PlanStep {
+  const step = planPools(input);
+  if (step.next === null) return step;
+  return { ...step, next: withLbIds(step.next, input) };
+}
+
+/** planNext without the ids. */
+function planPools(input: PlanInput): PlanStep {
   const { config, latest } = input;
   const bitsOf = (lb: LoadBalancer): number => lbSlotBits(config.slotBits, lb.backends.length);
   const notes: PlanNote[] = [];

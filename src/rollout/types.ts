@@ -30,6 +30,10 @@ export type Phase = typeof PHASE_STABLE | typeof PHASE1 | typeof PHASE2;
 /** The slot plan of one load balancer in one generation. */
 export interface PoolPlan {
   readonly lb: string;
+  /** The load balancer's id (cookies, ct_mark, Geneve), assigned once by the planner and kept while the load
+   *  balancer lives (rollout/lb-ids.ts). Undefined in plans published before schema 2.1.0 and in hand-built ones:
+   *  every node then computes ids from the config's names (compile/registry.ts lbIdsOf). */
+  readonly id?: number;
   readonly bits: number;
   /** Members referenced by `primary`/`second`, in canonical order. */
   readonly members: readonly PlanMember[];
@@ -81,4 +85,7 @@ export interface Generation {
   readonly createdAt: number;
   /** By load balancer name. */
   readonly pools: ReadonlyMap<string, PoolPlan>;
+  /** Ids of load balancers that left, and when (ms, the planner's clock): held, not reused, for
+   *  RETIRED_LB_ID_HOLD_MS (rollout/lb-ids.ts). */
+  readonly retiredLbIds?: ReadonlyMap<number, number>;
 }

@@ -86,7 +86,7 @@ describe('agent metrics (fake runner)', () => {
       flow(cookie('TUN_VIP_SECOND', 0xfff0, 0, 80), 9), // a load balancer not in the applied config: not named
       flow(cookie('TUN_VIP', ids.get('web')!, 0, 80), 100),
     ].join('\n');
-    const c = countFlows(dump, ['web', 'api']);
+    const c = countFlows(dump, ids);
     assert.deepEqual([...c.perLb].sort(), [
       ['api', 2],
       ['web', 7],

@@ -179,6 +179,8 @@ export interface PoolMemberRecord {
 /** A pool plan as the Plan_Pool row stores it (same shape as rollout's PoolPlan). */
 export interface PoolPlanRecord {
   readonly lb: string;
+  /** rollout's PoolPlan.id: the load balancer's id; undefined in rows written before schema 2.1.0. */
+  readonly id?: number;
   readonly bits: number;
   readonly members: readonly PoolMemberRecord[];
   readonly primary: Uint16Array;
@@ -194,6 +196,8 @@ export interface PoolPlanRecord {
 /** Lanes per slot (rollout's LANES; the encoding does not import the rollout). */
 const LANES = 8;
 const NO_MEMBER = 0xffff;
+/** The largest load balancer id (hashing/lb-ids.ts LB_ID_MAX; the schema's maxInteger of Plan_Pool.lb_id). */
+const LB_ID_MAX = 0xfffe;
 
 /** Plan_Pool.lanes: the lanes of the slots that have a second chance, in slot order ('' when there are none). */
 export function encodeLanes(second: Uint16Array, lanes: Uint16Array | undefined): string {
@@ -275,6 +279,7 @@ export function poolToRow(p: PoolPlanRecord): Columns<PlanPoolRow> {
     phase: encodeRuns(p.phase, 'u8'),
     since: encodeRuns(p.since, 'f64'),
     lanes: encodeLanes(p.second, p.lanes),
+    lb_id: p.id,
   };
 }
 
@@ -289,7 +294,7 @@ const LAST_PHASE = 2;
  * written by a rogue or broken writer is refused with the first problem, before anything uses it.
  */
 export function rowToPool(row: object): PoolPlanRecord {
-  const { lb, bits, members, primary, second, phase, since, lanes } = row as Record<string, unknown>;
+  const { lb, bits, members, primary, second, phase, since, lanes, lb_id } = row as Record<string, unknown>;
   if (typeof lb !== 'string' || typeof bits !== 'number' || typeof members !== 'string') {
     throw bad('Plan_Pool row: lb, bits and members are required');
   }
@@ -304,8 +309,14 @@ export function rowToPool(row: object): PoolPlanRecord {
   const p = decodeU16(primary as string, n);
   const sc = decodeU16Column(second as string, n);
   const l = typeof lanes === 'string' ? decodeLanes(lanes, p, sc) : undefined;
+  if (
+    lb_id !== undefined &&
+    (!Number.isInteger(lb_id) || (lb_id as number) < 1 || (lb_id as number) > LB_ID_MAX)
+  )
+    throw bad(`Plan_Pool row ${lb}: lb_id ${lb_id} is not an integer in 1..${LB_ID_MAX}`);
   const pool: PoolPlanRecord = {
     lb,
+    ...(lb_id !== undefined ? { id: lb_id as number } : {}),
     bits,
     members: decodeMembers(members),
     primary: p,

@@ -22,6 +22,7 @@ import {
   PlanPoolTable,
   type PlanRow,
   PlanTable,
+  RETIRED_LB_IDS_KEY,
 } from './tables.ts';
 
 /** One published generation (same shape as rollout's Generation). */
@@ -30,6 +31,28 @@ export interface GenerationRecord {
   /** ms, the planner's clock. */
   readonly createdAt: number;
   readonly pools: ReadonlyMap<string, PoolPlanRecord>;
+  /** Ids of load balancers that left -> when (ms): Plan.external_ids:retired_lb_ids (rollout's Generation). */
+  readonly retiredLbIds?: ReadonlyMap<number, number>;
+}
+
+/** Plan.external_ids:retired_lb_ids: `id:ms` pairs separated by spaces. */
+export function encodeRetiredLbIds(retired: ReadonlyMap<number, number>): string {
+  return [...retired].map(([id, at]) => `${id}:${Math.round(at)}`).join(' ');
+}
+
+/** Inverse of encodeRetiredLbIds; throws SLUICE_E_OVSDB_VALUE naming the plan on a malformed pair. */
+export function decodeRetiredLbIds(s: string, generation: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pair of s.split(' ').filter((x) => x !== '')) {
+    const m = /^(\d+):(\d+)$/.exec(pair);
+    if (m === null)
+      throw new OvsdbError(
+        'SLUICE_E_OVSDB_VALUE',
+        `Plan ${generation} retired_lb_ids: bad pair ${JSON.stringify(pair)}`,
+      );
+    out.set(Number(m[1]), Number(m[2]));
+  }
+  return out;
 }
 
 /** The latest published generation (Global.generation; 0: none). Hosts apply it. */
@@ -179,7 +202,12 @@ export function publishGenerationOps(
         created_at: Math.round(gen.createdAt),
         pools: [],
         ...(configRef === undefined ? {} : { config: configRef }),
-        external_ids: new Map([[PLAN_LAYOUT_KEY, PLAN_LB_ROWS]]),
+        external_ids: new Map([
+          [PLAN_LAYOUT_KEY, PLAN_LB_ROWS],
+          ...(gen.retiredLbIds !== undefined && gen.retiredLbIds.size > 0
+            ? [[RETIRED_LB_IDS_KEY, encodeRetiredLbIds(gen.retiredLbIds)] as const]
+            : []),
+        ]),
       },
       'plan',
     ),
@@ -253,7 +281,14 @@ export function readGeneration(
     const pool = decodePool(current, want, u);
     pools.set(pool.lb, pool);
   }
-  return { number: want, createdAt: plan.created_at, desiredCfg: plan.desired_cfg, pools };
+  const retired = plan.external_ids.get(RETIRED_LB_IDS_KEY);
+  return {
+    number: want,
+    createdAt: plan.created_at,
+    desiredCfg: plan.desired_cfg,
+    pools,
+    ...(retired !== undefined ? { retiredLbIds: decodeRetiredLbIds(retired, want) } : {}),
+  };
 }
 
 /**
@@ -308,7 +343,12 @@ export function readPlan(r: Replica, number?: number): PublishedPlan | undefined
   const doc = readPlanConfig(r, rec.number);
   let whole: string | undefined;
   return {
-    generation: { number: rec.number, createdAt: rec.createdAt, pools: rec.pools },
+    generation: {
+      number: rec.number,
+      createdAt: rec.createdAt,
+      pools: rec.pools,
+      ...(rec.retiredLbIds !== undefined ? { retiredLbIds: rec.retiredLbIds } : {}),
+    },
     desiredCfg: rec.desiredCfg,
     docs: doc?.docs,
     get config() {

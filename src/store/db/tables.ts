@@ -89,6 +89,8 @@ export interface PlanPoolRow {
   readonly since: string;
   /** The owners' lanes of every slot that has a chain (encoding.ts); '' in rows written before schema 1.3.0. */
   readonly lanes: string;
+  /** The load balancer's id (schema 2.1.0); undefined in rows written before: ids computed from names. */
+  readonly lb_id: number | undefined;
 }
 
 /**
@@ -226,6 +228,7 @@ export const PlanPoolTable: TableDef<PlanPoolRow> = {
     phase: col.string,
     since: col.string,
     lanes: col.string,
+    lb_id: col.optionalInteger,
   },
 };
 
@@ -400,6 +403,9 @@ export const SLOT_DISAGREE = 'DISAGREE:';
  *  the base document), absent in plans written before (Plan.pools, Plan.config the whole document). */
 export const PLAN_LAYOUT_KEY = 'layout';
 export const PLAN_LB_ROWS = 'lb-rows';
+/** Plan.external_ids (schema 2.1.0): ids of load balancers that left and when (`id:ms` separated by spaces), held
+ *  by the planner before reuse (rollout/lb-ids.ts). */
+export const RETIRED_LB_IDS_KEY = 'retired_lb_ids';
 /** Plan.external_ids of plans written before schema 1.2.0: the config document (now a Plan_Config row). */
 export const LEGACY_PLAN_CONFIG_KEY = 'config';
 /** Global.external_ids, set by `sluice ovn sync`: the OVN rows it could not serve, JSON [{lb, vip?, backend?,

@@ -18,6 +18,7 @@ import {
   GlobalTable,
   type Health,
   NodeStatusTable,
+  PlanPoolTable,
   REPORT_AT_KEY,
   SlotConnectionsTable,
 } from './tables.ts';
@@ -64,6 +65,20 @@ export interface StoreView {
   readonly backendHealth: ReadonlyMap<string, Health>;
   /** host -> lb -> report. */
   readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
+  /** Load balancer ids of every stored plan (Plan_Pool.lb_id): no new load balancer may take one. */
+  readonly storedLbIds?: ReadonlySet<number>;
+}
+
+/** What planNext needs to keep load balancer ids (rollout/lb-ids.ts): the names the latest plan's agents computed
+ *  ids over when it has none stored (its config's load balancers), and the ids older stored plans still carry. */
+export function lbIdContext(view: StoreView): {
+  legacyLbNames?: readonly string[];
+  reservedLbIds?: Iterable<number>;
+} {
+  return {
+    ...(view.latestConfig !== undefined ? { legacyLbNames: [...view.latestConfig.lbs.keys()] } : {}),
+    ...(view.storedLbIds !== undefined ? { reservedLbIds: view.storedLbIds } : {}),
+  };
 }
 
 /**
@@ -141,6 +156,7 @@ export function plannerStep(
     connections: reportCounts(view.slotReports, hosts),
     now,
     ...(silent !== undefined ? { silentHosts: silent } : {}),
+    ...lbIdContext(view),
   });
   return { ...step, configChanged: view.latest !== null && !samePlanDocs(view.latestConfig, effective.doc) };
 }
@@ -284,6 +300,7 @@ export function readStoreView(r: Replica): StoreView {
   }
   const backendHealth = memo(r, 'health', versions(r, ['Backend_Status']), readBackendHealth);
   const slotReports = memo(r, 'slots', versions(r, ['Slot_Connections']), readSlotReports);
+  const storedLbIds = memo(r, 'lb ids', versions(r, ['Plan_Pool']), readStoredLbIds);
   return {
     desiredCfg: desired?.desiredCfg ?? 0,
     desired: desired?.config,
@@ -293,5 +310,12 @@ export function readStoreView(r: Replica): StoreView {
     nodeStatus,
     backendHealth,
     slotReports,
+    storedLbIds,
   };
+}
+
+function readStoredLbIds(r: Replica): Set<number> {
+  const ids = new Set<number>();
+  for (const p of rows(r, PlanPoolTable)) if (p.lb_id !== undefined) ids.add(p.lb_id);
+  return ids;
 }
