@@ -139,7 +139,11 @@ const ANY_TUPLE: FiveTuple = { proto: 'tcp', src: '192.0.2.1', sport: 1, dst: '1
  */
 export function datapathDisagreement(mode: HashMode, datapath: Datapath): string | undefined {
   const h = tupleHash(mode, ANY_TUPLE, datapath);
-  return h.known ? undefined : `hashMode ${mode} on the ${datapath} datapath cannot agree: ${h.why}`;
+  return h.known
+    ? undefined
+    : `hashMode ${mode} on the ${datapath} datapath cannot agree: ${h.why}; to bring this gateway back, set ` +
+        "hashMode fields in the desired state (`sluice apply`) or run it on OVS's userspace datapath without NIC RSS " +
+        'hashes (docs/design/hash.md)';
 }
 
 /** Operator's text: one summary line, then up to `limit` disagreements. */

@@ -113,10 +113,11 @@ export function tupleHash(mode: HashMode, tuple: FiveTuple, datapath: Datapath =
   }
   return {
     known: false,
+    // The fact only: what to do about it depends on who reads it (explain, the agent's status, the audit).
     why:
       datapath === 'system'
-        ? 'the kernel datapath seeds its dp_hash with a random value at boot: use hashMode fields, or pass --hash'
-        : "the NIC's RSS hash (its key and function) feeds dp_hash: use hashMode fields, or pass --hash",
+        ? 'the kernel datapath seeds its dp_hash with a random value at boot'
+        : "the NIC's RSS hash (its key and function) feeds dp_hash",
   };
 }
 

@@ -255,7 +255,10 @@ export function registerExplainCommand(program: Command): void {
             ? tupleHash(config.hashMode, tuple, datapath)
             : { known: true, hash: parseHash(o.hash), how: 'given with --hash' };
         if (!computed.known) {
-          print(`hash of this packet cannot be known in hashMode ${config.hashMode}: ${computed.why}`);
+          print(
+            `hash of this packet cannot be known in hashMode ${config.hashMode}: ${computed.why}` +
+              (config.hashMode === 'dp_hash' ? ': use hashMode fields, or pass --hash' : ''),
+          );
           process.exitCode = 1;
           return;
         }

@@ -103,6 +103,13 @@ describe('can a datapath agree with the other gateways?', () => {
     assert.match(datapathDisagreement('dp_hash', 'system') ?? '', /kernel datapath seeds its dp_hash/);
     assert.match(datapathDisagreement('dp_hash', 'netdev-rss') ?? '', /RSS hash/);
   });
+  test("the reason tells an operator what brings the gateway back (not explain's --hash)", () => {
+    for (const d of ['netdev-rss', 'system'] as const) {
+      const why = datapathDisagreement('dp_hash', d) ?? '';
+      assert.match(why, /set hashMode fields in the desired state .* or run it on OVS's userspace datapath/);
+      assert.doesNotMatch(why, /--hash/);
+    }
+  });
 });
 
 describe("the agent's verdict (HashAgreement)", () => {

@@ -99,7 +99,7 @@ test('explain without --hash computes the gateway hash from the 5-tuple', async 
   assert.match(j.hashHow, /userspace datapath/);
   const k = await capture([...args, '--datapath', 'system']);
   assert.equal(k.code, 1);
-  assert.match(k.out, /cannot be known.*random value at boot/);
+  assert.match(k.out, /cannot be known.*random value at boot: use hashMode fields, or pass --hash/);
 });
 
 test('explain of an address no load balancer serves exits 1 and says so', async () => {
