@@ -68,6 +68,9 @@ test('the Grafana dashboard parses and every query names a real metric', async (
   // The two the issue asks for.
   assert.ok(used.has('sluice_planner_ack_latency_seconds_bucket'));
   assert.ok(used.has('sluice_agent_second_chance_packets_total'));
+  // The two hash audits: a gateway's verdict and the hosts' live slot audit.
+  assert.ok(used.has('sluice_agent_hash_agrees'));
+  assert.ok(used.has('sluice_agent_slot_audit_connections'));
 });
 
 test('negative control: a query naming a metric nobody exports is caught', async () => {
