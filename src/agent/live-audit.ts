@@ -43,7 +43,8 @@ function tupleKey(t: FiveTuple): string {
 /**
  * The audit's state across runs: only what a hash-mode change needs. After a change, a disagreeing connection that
  * agrees with the previous mode is accepted during MODE_CHANGE_GRACE_MS, and afterwards only if it was live then
- * (it was committed before the gateways switched); new connections must agree with the current mode.
+ * (it was committed before the gateways switched); new connections must agree with the current mode. The first run
+ * treats the other mode as the previous one (see run).
  */
 export class LiveSlotAudit {
   #mode: HashMode | undefined;
@@ -56,8 +57,12 @@ export class LiveSlotAudit {
   }
 
   run(config: Config, generation: Generation, entries: readonly CtEntry[], now: number): LiveAuditSummary {
-    if (this.#mode !== undefined && this.#mode !== config.hashMode)
-      this.#previous = { mode: this.#mode, until: now + MODE_CHANGE_GRACE_MS, keys: undefined };
+    // The first run (an agent just started) cannot know whether the mode changed shortly before, or long ago with
+    // connections of the old mode still live: it grants the other mode the same grace as a change it saw. Otherwise
+    // a restarted agent would flag those connections until they close, though no gateway hashes wrong.
+    const previous = this.#mode ?? (config.hashMode === 'fields' ? 'dp_hash' : 'fields');
+    if (previous !== config.hashMode)
+      this.#previous = { mode: previous, until: now + MODE_CHANGE_GRACE_MS, keys: undefined };
     this.#mode = config.hashMode;
     const conns = committedConnections(entries.filter(isLiveEntry));
     const r = auditCommittedSlots(config, generation, conns, this.datapath);

@@ -111,24 +111,33 @@ test('a gateway hashing differently is flagged per load balancer, with an exampl
   assert.equal(slotAuditWarning('ok: 1 connections agree with the model'), null);
 });
 
+/** An audit past its first run's grace for the other hash mode (see the restart test): at 4 slot bits, 1 in 16 of
+ *  a shifted gateway's connections would agree with the other mode by chance. */
+function started(): LiveSlotAudit {
+  const a = new LiveSlotAudit();
+  a.run(config, generation, [], 0);
+  return a;
+}
+const AFTER_START = MODE_CHANGE_GRACE_MS;
+
 test('a connection committed before its pool grew (fewer slot bits) agrees; any other slot does not', () => {
   // The config's floor is 4 bits; the pool has 8: a slot of the 5-bit table is accepted.
   const floor4 = { ...config, slotBits: 4 };
-  const s = new LiveSlotAudit().run(
+  const s = started().run(
     floor4,
     generation,
     entries(20, (h) => h & 31),
-    0,
+    AFTER_START,
   );
   assert.equal(s.state, 'ok');
-  const bad = new LiveSlotAudit().run(floor4, generation, entries(20, shifted), 0);
+  const bad = started().run(floor4, generation, entries(20, shifted), AFTER_START);
   assert.equal(bad.perLb.get('web')!.disagree, 20);
   // Without the floor below the pool, the 5-bit slots are wrong for the 8-bit table (most of them).
-  const strict = new LiveSlotAudit().run(
+  const strict = started().run(
     config,
     generation,
     entries(20, (h) => h & 31),
-    0,
+    AFTER_START,
   );
   assert.ok(strict.perLb.get('web')!.disagree > 10);
 });
@@ -173,6 +182,28 @@ test('after a hash-mode change, connections of the old mode are accepted; new on
   b.run(config, generation, [], 0);
   const seeded = entries(20, shifted, { mode: 'fields', sport0: 60000 });
   assert.ok(b.run(fields, generation, seeded, 1000).perLb.get('web')!.disagree > 15);
+});
+
+test('an agent restarted after a hash-mode change grants the old mode the same grace', () => {
+  // Its first run: fields mode, connections committed under dp_hash before the change it did not see.
+  const fields = { ...config, hashMode: 'fields' as const };
+  const a = new LiveSlotAudit();
+  const old = entries(10, undefined, { mode: 'dp_hash' });
+  const s0 = a.run(fields, generation, old, 0);
+  assert.equal(s0.state, 'ok');
+  assert.equal(s0.perLb.get('web')!.agree, 10);
+  // Past the grace the ones live then stay accepted; a new connection in a dp_hash slot is flagged.
+  const t = MODE_CHANGE_GRACE_MS + 1000;
+  assert.equal(a.run(fields, generation, old, t).state, 'ok');
+  const late = entries(1, undefined, { mode: 'dp_hash', sport0: 50000 });
+  const s1 = a.run(fields, generation, [...old, ...late], t + 1000);
+  assert.equal(s1.state, 'disagree');
+  assert.equal(s1.perLb.get('web')!.disagree, 1);
+  // A gateway under another seed is flagged at the first run all the same.
+  const b = new LiveSlotAudit();
+  assert.ok(
+    b.run(fields, generation, entries(20, shifted, { mode: 'fields' }), 0).perLb.get('web')!.disagree > 15,
+  );
 });
 
 test('the periodic audit runs every everyMs (0 = off) and sets the metric per load balancer and verdict', async () => {
