@@ -12,6 +12,7 @@
 import { pathToFileURL } from 'node:url';
 import { type ControlPlane, startControlPlane } from '../src/lab/control-plane.ts';
 import * as faults from '../src/lab/faults.ts';
+import { tcpUserTimeoutLibrary, USER_TIMEOUT_ENV } from '../src/lab/tcp-user-timeout.ts';
 import { type Lab, labDown, labUp } from '../src/lab/topology.ts';
 import { DEFAULT_BFD } from '../src/routing/bird.ts';
 import { finish, machine, machineLine, median, say, sleep, writeSection } from './perf/common.ts';
@@ -26,6 +27,8 @@ const CONNS = env('FAILOVER_BENCH_CONNS', '40');
 const INTERVAL_MS = 20;
 /** How long a round watches after the fault (every stalled echo is answered well before). */
 const WATCH_MS = 5000;
+/** The clients' TCP_USER_TIMEOUT: a connection whose data stays unacknowledged this long breaks. */
+const USER_TIMEOUT_MS = 3000;
 /** An echo slower than this took a retransmission (the lab's round trip is ~1 ms). */
 const STALLED_MS = 100;
 
@@ -37,7 +40,7 @@ export interface FailoverRound {
   readonly worstStallMs: number;
   /** Connections whose echo stalled (they went through the failed gateway). */
   readonly stalled: number;
-  /** Socket errors (a connection that broke). */
+  /** Connections that broke during the round (socket errors: the user timeout's ETIMEDOUT, a reset). */
   readonly lost: number;
 }
 
@@ -47,6 +50,7 @@ async function oneRound(
   client: Client,
   kind: faults.GatewayFaultKind,
   i: number,
+  lostBefore: number,
 ) {
   await faults.waitEcmpAll(lab, WEB.vip, 120_000);
   const label = `${kind}-${i}`;
@@ -65,7 +69,8 @@ async function oneRound(
     ecmpMs,
     worstStallMs: Math.max(0, ...rtts),
     stalled: rtts.filter((x) => x > STALLED_MS).length,
-    lost: Number(rep.lost ?? 0),
+    // The client counts socket errors since it started.
+    lost: Number(rep.lost ?? 0) - lostBefore,
   };
   say(
     `[failover] ${label}: ECMP ${ecmpMs?.toFixed(0) ?? '-'} ms, worst stall ${r.worstStallMs.toFixed(0)} ms, ${r.stalled} stalled`,
@@ -76,16 +81,24 @@ async function oneRound(
 export async function runFailover(): Promise<FailoverRound[]> {
   const lab = await labUp({ prefix: PREFIX, routing: 'bgp' }, { replace: true });
   const cp = await startControlPlane(lab, { planners: 1 });
-  const client = await nsClient(lab.clients[0]!.netns, 'tcp-rtt', {
-    dst: WEB.vip,
-    port: WEB.port,
-    count: CONNS,
-    intervalMs: INTERVAL_MS,
-  });
+  // Every client socket has TCP_USER_TIMEOUT 3 s, as in test/e2e/routing.test.ts: a connection black-holed that long
+  // fails in the kernel (a socket error, counted as broken), as a real client with that option would see it.
+  const client = await nsClient(
+    lab.clients[0]!.netns,
+    'tcp-rtt',
+    { dst: WEB.vip, port: WEB.port, count: CONNS, intervalMs: INTERVAL_MS },
+    {
+      LD_PRELOAD: await tcpUserTimeoutLibrary(lab.config.runRoot),
+      [USER_TIMEOUT_ENV]: String(USER_TIMEOUT_MS),
+    },
+  );
   const out: FailoverRound[] = [];
   try {
     for (const kind of faults.GATEWAY_FAULTS)
-      for (let i = 1; i <= ROUNDS; i++) out.push(await oneRound(lab, cp, client, kind, i));
+      for (let i = 1; i <= ROUNDS; i++) {
+        const lostBefore = out.reduce((n, r) => n + r.lost, 0);
+        out.push(await oneRound(lab, cp, client, kind, i, lostBefore));
+      }
   } finally {
     client.send('close');
     await client.done();
@@ -116,7 +129,9 @@ export function render(rounds: readonly FailoverRound[], m: ReturnType<typeof ma
       `${INTERVAL_MS} ms; those ECMP hashes to gw1 (*stalled* below) lose their echo when gw1 fails, ${ROUNDS} times per ` +
       'kind, nothing withdrawn first: **kill** (SIGKILL of its ovs-vswitchd, agent and BIRD), **cut** (its veth down at the fabric), ' +
       "**freeze** (SIGSTOP of the same processes). Between rounds gw1 is healed, back in ECMP, and the router's BFD " +
-      'session with it is Up again.',
+      `session with it is Up again. Every client socket has TCP_USER_TIMEOUT ${USER_TIMEOUT_MS / 1000} s (as in ` +
+      'test/e2e/routing.test.ts): a connection whose data stays unacknowledged that long fails in the kernel and ' +
+      'counts as *broken*.',
     '',
     "- *ECMP change*: from the fault until the router's kernel route to the VIP has lost gw1 (`ip -j route` in the " +
       'router namespace, polled every ~10 ms).',

@@ -219,13 +219,20 @@ function client(lab: Lab, ci: number, mode: string, opts: Record<string, unknown
   return nsClient(lab.clients[ci].netns, mode, opts);
 }
 
-/** Runs client.ts in namespace `ns` (a child of this process) and waits for its `ready`. */
-export async function nsClient(ns: string, mode: string, opts: Record<string, unknown>): Promise<Client> {
+/** Runs client.ts in namespace `ns` (a child of this process) and waits for its `ready`. `env`: added to this
+ *  process's environment for the client (e.g. the TCP_USER_TIMEOUT preload, src/lab/tcp-user-timeout.ts). */
+export async function nsClient(
+  ns: string,
+  mode: string,
+  opts: Record<string, unknown>,
+  env: Readonly<Record<string, string>> = {},
+): Promise<Client> {
   const proc = spawn(
     'ip',
     ['netns', 'exec', ns, process.execPath, '--import', 'tsx', CLIENT_SCRIPT, mode, JSON.stringify(opts)],
     {
       stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, ...env },
     },
   );
   children.add(proc);
