@@ -53,6 +53,10 @@ export interface FailedEvent {
   readonly id: number;
   readonly reason: string;
   readonly localPort: number | undefined;
+  /** From the connection's start to its failure, ms. */
+  readonly ms: number | undefined;
+  /** Date.now() when the controller read the event (when it failed, within a pipe's delay). */
+  readonly at: number;
 }
 
 export interface RunnerOptions {
@@ -134,12 +138,15 @@ export function formatCounters(c: TrafficCounters): string {
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, b]) => `${k} ${b.alive}/${b.opened}`)
     .join(', ');
-  const reasons = Object.entries({ ...c.brokenByReason })
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
+  const reasons = (r: Record<string, number>) => {
+    const text = Object.entries(r)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+    return text ? ` (${text})` : '';
+  };
   return (
-    `opened ${c.opened} alive ${c.alive} closed ${c.closed} broken ${c.broken}${reasons ? ` (${reasons})` : ''}` +
-    ` failed ${c.failed}${spread ? ` | alive/opened per backend: ${spread}` : ''}`
+    `opened ${c.opened} alive ${c.alive} closed ${c.closed} broken ${c.broken}${reasons(c.brokenByReason)}` +
+    ` failed ${c.failed}${reasons(c.failedByReason)}${spread ? ` | alive/opened per backend: ${spread}` : ''}`
   );
 }
 
@@ -285,6 +292,8 @@ export class TrafficRunner {
           id: ev.id as number,
           reason: ev.reason as string,
           localPort: ev.localPort as number | undefined,
+          ms: ev.ms as number | undefined,
+          at: Date.now(),
         });
         break;
       case 'open':
@@ -440,7 +449,15 @@ export class Traffic {
       const c = this.counters();
       if (c.opened >= n) return c;
       if (c.opened + c.failed >= n && c.failed > 0) {
-        throw new SluiceError('SLUICE_E_LAB_COMMAND', `connections failed to open: ${formatCounters(c)}`);
+        const events = this.failedEvents().map(
+          (e) =>
+            `${e.runner}#${e.id} port ${e.localPort ?? '-'} ${e.reason} after ${e.ms ?? '-'} ms ` +
+            `at ${new Date(e.at).toISOString().slice(11, 23)}`,
+        );
+        throw new SluiceError(
+          'SLUICE_E_LAB_COMMAND',
+          `connections failed to open: ${formatCounters(c)}; failed: ${events.join(', ')}`,
+        );
       }
       if (Date.now() > deadline) {
         throw new SluiceError(
