@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, reconnect, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, reconnect, health-probes, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -58,6 +58,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=6000'],
     root: false,
     what: 'store reconnect at 1,000 and 10,000 VIPs: monitor_cond_since resume vs a fresh full monitor (ovsdb-server, no lab)',
+  },
+  {
+    name: 'health-probes',
+    file: here('./health-probes.ts'),
+    nodeArgs: [],
+    root: false,
+    what: "a host agent's health probes of 20,000 distinct backends, bounded vs unbounded (loopback, no lab)",
   },
   {
     name: 'agent-start',

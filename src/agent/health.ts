@@ -11,6 +11,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { endStdin } from '../child-input.ts';
+import { fnv1a32 } from '../hashing/hash.ts';
 import type { HealthCheck } from '../model/types.ts';
 
 export type HealthState = 'unknown' | 'up' | 'down';
@@ -24,6 +25,9 @@ export interface HealthOptions {
   readonly rise?: number;
   /** Consecutive failures to turn down. Default 3. */
   readonly fall?: number;
+  /** Probes in flight at once, at most (default 64): each holds a socket or a child process, and a host with
+   *  thousands of backends must not open them all in one instant (HealthChecker). */
+  readonly maxInFlight?: number;
 }
 
 /** What a probe does (the probing part of a HealthCheck); absent: a TCP connect. */
@@ -202,10 +206,38 @@ interface Tracked {
   lastOk: boolean | undefined;
   /** When the target is due for its next probe (start()'s ticks), ms. */
   nextAt: number;
+  /** The probe it shares with every target of the same address, port and check (probeKey). */
+  key: string;
 }
 
 /** How often start() looks for targets due for a probe (each target keeps its own interval). */
 const TICK_MS = 100;
+
+/** One probe per distinct address, port and check: its result counts for every target with the same ones. */
+function probeKey(address: string, port: number, check: Tracked['check']): string {
+  return `${address} ${port} ${JSON.stringify(check)}`;
+}
+
+/**
+ * When a probe that ran at `now` is next due: the first time after `now + interval / 2` at its own phase within the
+ * interval (a hash of its key). Probes of thousands of backends are thus spread evenly over the interval instead of
+ * all falling due in the same tick, round after round, and each keeps a steady period of `interval` after its first.
+ */
+export function nextProbeAt(now: number, intervalMs: number, key: string): number {
+  const phase = fnv1a32(key) % intervalMs;
+  const earliest = now + intervalMs / 2;
+  const base = earliest - ((((earliest - phase) % intervalMs) + intervalMs) % intervalMs);
+  return base >= earliest ? base : base + intervalMs;
+}
+
+/** Runs `jobs` with at most `limit` of them in flight. */
+async function runLimited(jobs: readonly (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < jobs.length) await jobs[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
+}
 
 /** Probes a set of targets periodically (each at its own check's interval) and keeps their state. */
 export class HealthChecker {
@@ -213,6 +245,7 @@ export class HealthChecker {
   readonly timeoutMs: number;
   readonly rise: number;
   readonly fall: number;
+  readonly maxInFlight: number;
   readonly #probe: Probe;
   readonly #tracked = new Map<string, Tracked>();
   #timer: NodeJS.Timeout | undefined;
@@ -225,6 +258,7 @@ export class HealthChecker {
     this.timeoutMs = opts.timeoutMs ?? 500;
     this.rise = opts.rise ?? 2;
     this.fall = opts.fall ?? 3;
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 64);
     this.#probe = probe;
   }
 
@@ -266,6 +300,7 @@ export class HealthChecker {
           checkedAt: 0,
           lastOk: undefined,
           nextAt: 0,
+          key: probeKey(t.address, t.port, check),
         });
     }
   }
@@ -288,58 +323,63 @@ export class HealthChecker {
     return new Map([...this.#tracked].map(([id, t]) => [id, { state: t.state, checkedAt: t.checkedAt }]));
   }
 
-  /** One round of probes of every target, in parallel. */
+  /** One round of probes of every target (at most maxInFlight at once). */
   checkOnce(): Promise<void> {
-    return this.#checkTargets([...this.#tracked.values()]);
+    return this.#checkTargets([...this.#tracked.values()], Date.now());
   }
 
-  /** Probes the targets due at `now` (their interval since their last probe passed). */
+  /** Probes the targets due at `now` (each at its own phase of its interval: nextProbeAt). */
   checkDue(now = Date.now()): Promise<void> {
-    return this.#checkTargets([...this.#tracked.values()].filter((t) => t.nextAt <= now));
+    return this.#checkTargets(
+      [...this.#tracked.values()].filter((t) => t.nextAt <= now),
+      now,
+    );
   }
 
   /** One probe per distinct address, port and check, whose result counts for every target with the same ones (a
-   *  backend behind 1000 VIPs with one check is one probe, not 1000 processes per round). */
-  async #checkTargets(due: readonly Tracked[]): Promise<void> {
-    const probes = new Map<string, Promise<boolean>>();
-    const probeOf = (t: Tracked) => {
-      const key = `${t.target.address} ${t.target.port} ${JSON.stringify(t.check)}`;
-      let p = probes.get(key);
-      if (p === undefined) {
-        const { type, send, expect, path, status } = t.check;
-        p = this.#probe(t.target.address, t.target.port, t.check.timeoutMs, {
-          type,
-          send,
-          expect,
-          path,
-          status,
-        }).catch(() => false);
-        probes.set(key, p);
-      }
-      return p;
-    };
-    await Promise.all(
-      due.map(async (t) => {
-        t.nextAt = Date.now() + t.check.intervalMs;
-        const ok = await probeOf(t);
-        if (this.#tracked.get(t.target.id) !== t) return;
-        if (ok) {
-          t.okStreak++;
-          t.failStreak = 0;
-        } else {
-          t.failStreak++;
-          t.okStreak = 0;
-        }
-        t.checkedAt = Date.now();
-        t.lastOk = ok;
-        const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, t.check.rise, t.check.fall);
-        if (to !== t.state) {
-          const from = t.state;
-          t.state = to;
-          this.onChange?.(t.target.id, from, to);
-        }
-      }),
-    );
+   *  backend behind 1000 VIPs with one check is one probe, not 1000 processes per round); at most maxInFlight
+   *  probes at once, each with its full deadline from when it starts (a queued probe is not timed). */
+  async #checkTargets(due: readonly Tracked[], now: number): Promise<void> {
+    const byKey = new Map<string, Tracked[]>();
+    for (const t of due) {
+      t.nextAt = nextProbeAt(now, t.check.intervalMs, t.key);
+      const same = byKey.get(t.key);
+      if (same === undefined) byKey.set(t.key, [t]);
+      else same.push(t);
+    }
+    const jobs = [...byKey.values()].map((targets) => async () => {
+      const { target, check } = targets[0]!;
+      const { type, send, expect, path, status } = check;
+      const ok = await this.#probe(target.address, target.port, check.timeoutMs, {
+        type,
+        send,
+        expect,
+        path,
+        status,
+      }).catch(() => false);
+      for (const t of targets) this.#record(t, ok);
+    });
+    await runLimited(jobs, this.maxInFlight);
+  }
+
+  /** A probe result for one target: streaks, state, onChange. */
+  #record(t: Tracked, ok: boolean): void {
+    if (this.#tracked.get(t.target.id) !== t) return;
+    if (ok) {
+      t.okStreak++;
+      t.failStreak = 0;
+    } else {
+      t.failStreak++;
+      t.okStreak = 0;
+    }
+    t.checkedAt = Date.now();
+    t.lastOk = ok;
+    const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, t.check.rise, t.check.fall);
+    if (to !== t.state) {
+      const from = t.state;
+      t.state = to;
+      this.onChange?.(t.target.id, from, to);
+    }
   }
 
   start(): void {

@@ -11,6 +11,8 @@ import {
   httpProbe,
   localProbe,
   nextHealth,
+  nextProbeAt,
+  type Probe,
   type ProbeSpec,
   tcpProbe,
   udpProbe,
@@ -61,6 +63,100 @@ describe('agent health checks', () => {
     assert.deepEqual(calls.sort(), ['10.0.0.1:80', '10.0.0.1:81', '10.0.0.2:80']);
     assert.equal(c.state('v999 10.0.0.1:80'), 'up');
     assert.equal(c.state('v0 10.0.0.2:80'), 'down');
+  });
+
+  // 1,000 VIPs x 20 backends of their own: 20,000 distinct probes. The fake probe stands for the host's limits (file
+  // descriptors, processes): it fails whenever more than 1,000 probes are in flight at once, as a connect fails with
+  // EMFILE or a spawn with EAGAIN. Negative control: without a bound, every probe of a round is in flight at once.
+  const VIPS_20K = Array.from({ length: 20_000 }, (_, i) => ({
+    id: `v${i >> 4} b${i}`,
+    address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+    port: 8080,
+  }));
+  function limitedProbe(): { probe: Probe; maxInFlight: () => number } {
+    let inFlight = 0;
+    let max = 0;
+    const probe: Probe = async () => {
+      inFlight++;
+      max = Math.max(max, inFlight);
+      const starved = inFlight > 1000;
+      await new Promise((r) => setImmediate(r));
+      inFlight--;
+      return !starved;
+    };
+    return { probe, maxInFlight: () => max };
+  }
+  async function roundsOf20k(maxInFlight: number): Promise<{ up: number; down: number; peak: number }> {
+    const { probe, maxInFlight: peak } = limitedProbe();
+    const c = new HealthChecker({ rise: 2, fall: 3, maxInFlight }, probe);
+    c.setTargets(VIPS_20K);
+    for (let r = 0; r < 3; r++) await c.checkOnce();
+    const states = [...c.states().values()].map((x) => x.state);
+    return {
+      up: states.filter((x) => x === 'up').length,
+      down: states.filter((x) => x === 'down').length,
+      peak: peak(),
+    };
+  }
+
+  test('20,000 distinct backends: at most maxInFlight probes at once, all stay up (negative control: unbounded)', async () => {
+    const bounded = await roundsOf20k(64);
+    assert.equal(bounded.peak, 64);
+    assert.equal(bounded.up, 20_000);
+    const unbounded = await roundsOf20k(Number.POSITIVE_INFINITY);
+    assert.equal(unbounded.peak, 20_000, 'every probe of the round at once, as before the bound');
+    assert.equal(unbounded.down, 19_000, 'the probes past the first 1,000 starve: their backends go down');
+  });
+
+  test('probes are spread over the interval: each tick starts a small share (negative control: now + interval)', async () => {
+    const interval = 30_000;
+    const tick = 100;
+    /** The most probes falling due in one tick over two intervals, for a rule giving a probe's next time. */
+    const busiestTick = (next: (now: number, key: string) => number): number => {
+      const perTick = new Map<number, number>();
+      for (const t of VIPS_20K) {
+        const key = `${t.address} ${t.port}`;
+        let at = next(0, key); // after the first round, all at 0
+        while (at < 2 * interval) {
+          const k = Math.floor(at / tick);
+          perTick.set(k, (perTick.get(k) ?? 0) + 1);
+          at = next(at, key);
+        }
+      }
+      return Math.max(...perTick.values());
+    };
+    const even = (20_000 * tick) / interval; // 67
+    const spread = busiestTick((now, key) => nextProbeAt(now, interval, key));
+    assert.ok(spread < 3 * even, `busiest tick ${spread} probes, even share ${even.toFixed(0)}`);
+    assert.equal(
+      busiestTick((now) => now + interval),
+      20_000,
+    );
+    // The period stays the interval, and the first wait is between half an interval and one and a half.
+    const first = nextProbeAt(1000, interval, 'k');
+    assert.ok(first >= 1000 + interval / 2 && first < 1000 + 1.5 * interval);
+    assert.equal(nextProbeAt(first, interval, 'k'), first + interval);
+  });
+
+  test('checkDue: after the first round, a round starts only the probes due in it', async () => {
+    let probes = 0;
+    const c = new HealthChecker({ intervalMs: 30_000 }, async () => {
+      probes++;
+      return true;
+    });
+    c.setTargets(VIPS_20K.slice(0, 3000));
+    await c.checkDue(0);
+    assert.equal(probes, 3000, 'every new target at once (bounded by maxInFlight)');
+    probes = 0;
+    let busiest = 0;
+    // First probes due in [15 s, 45 s), the next ones 30 s later: by 75 s every target was probed twice more.
+    for (let t = 100; t <= 75_000; t += 100) {
+      const before = probes;
+      await c.checkDue(t);
+      busiest = Math.max(busiest, probes - before);
+    }
+    assert.equal(probes, 6000, 'two more probes of each target');
+    assert.ok(busiest < 30, `busiest tick ${busiest} of 3000 targets (even share 10)`);
   });
 
   test('tcpProbe: a listening loopback port succeeds, a closed one fails', async () => {
