@@ -3,8 +3,9 @@
 # llvm and libbpf-dev): DIR/gateway.bpf.o (the gateway datapath) and DIR/pass.bpf.o (passes every frame; the peer
 # of a veth that runs the gateway). Usage: build-xdp.sh [DIR]; default build/.
 set -euo pipefail
+# DIR is taken relative to the caller's directory (the default, build/, to the checkout or installed package).
+if [[ $# -gt 0 ]]; then out="$(realpath -m -- "$1")"; else out=build; fi
 cd "$(dirname "$0")/.."
-out="${1:-build}"
 mkdir -p "$out"
 multiarch="$(gcc -print-multiarch 2>/dev/null || echo "$(uname -m)-linux-gnu")"
 for prog in gateway pass; do

@@ -53,7 +53,7 @@ export async function prepareLabXdp(
   if (script === undefined)
     throw new SluiceError(
       'SLUICE_E_XDP',
-      'gatewayDatapath xdp/mixed needs scripts/build-xdp.sh and src/xdp (a source checkout of sluice)',
+      'gatewayDatapath xdp/mixed needs scripts/build-xdp.sh and src/xdp/*.bpf.c (a checkout or the npm package)',
     );
   const dir = labXdpDir(runDir);
   mkdirSync(dir, { recursive: true });

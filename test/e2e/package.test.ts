@@ -1,12 +1,13 @@
 // The npm package end to end: `npm pack` (which builds dist/ through `prepare`), install the tarball into a temporary
 // directory, and run the installed `sluice` from there, outside the repository: `--version`, `plan -f` on the shipped
 // example, and as root `sluice demo` (prefix slt-pkg-, fewer connections), which needs the files the lab uses at run
-// time (scripts/ensure-deps.sh, scripts/lab-ecmp.sh, the schema, the lab's helper programs). The install takes the
-// dependencies from npm's cache when it has them.
+// time (scripts/ensure-deps.sh, scripts/lab-ecmp.sh, the schema, the lab's helper programs), and the XDP gateway
+// program built from the shipped C sources with the shipped scripts/build-xdp.sh (what `--xdp-object` loads). The
+// install takes the dependencies from npm's cache when it has them.
 
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -63,13 +64,19 @@ describe('npm package: installed from the tarball, run from a temporary director
       'schema/sluice.ovsschema',
       'scripts/ensure-deps.sh',
       'scripts/lab-ecmp.sh',
+      'scripts/build-xdp.sh',
+      'src/xdp/gateway.bpf.c',
+      'src/xdp/pass.bpf.c',
       'examples/lb.yaml',
       'examples/systemd/sluice-store.service',
       'examples/grafana/sluice-dashboard.json',
       'docs/deploy.md',
     ])
       assert.ok(files.has(f), `${f} is in the tarball`);
-    assert.ok(![...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'no tests or sources');
+    // The only sources shipped: the XDP programs' C, which a gateway node compiles for its own kernel.
+    const sources = [...files].filter((f) => f.startsWith('test/') || f.startsWith('src/'));
+    const notC = sources.filter((f) => !/^src\/xdp\/[\w.-]+\.(bpf\.c|h)$/.test(f));
+    assert.deepEqual(notC, [], 'no tests or sources but the XDP programs');
     const install = await run(
       'npm',
       ['install', '--prefix', join(dir, 'app'), '--no-audit', '--no-fund', '--prefer-offline', tarball],
@@ -95,6 +102,14 @@ describe('npm package: installed from the tarball, run from a temporary director
     assert.match(plan.stdout, /^web: 256 slots \(k=8\)/m);
     const bad = await run(bin, ['plan', '-f', join(pkg, 'examples', 'bad.yaml')], dir);
     assert.equal(bad.code, 2, 'a bad config exits 2 from the package too');
+  });
+
+  test('the installed package builds the XDP programs (scripts/build-xdp.sh, clang)', async (t) => {
+    const out = join(dir, 'xdp');
+    const build = await run('bash', [join(pkg, 'scripts', 'build-xdp.sh'), out], dir);
+    assert.equal(build.code, 0, build.stderr);
+    for (const o of ['gateway.bpf.o', 'pass.bpf.o']) assert.ok(existsSync(join(out, o)), `${o} built`);
+    t.diagnostic(`built from the package: ${readdirSync(out).join(', ')}`);
   });
 
   test('sluice demo runs from the installed package (root)', { skip: !isRoot && 'needs root' }, async (t) => {
