@@ -213,6 +213,16 @@ function keyHex(k: Uint8Array): string {
   return [...k].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** `image` as one `map key=value` line (hex) per entry, sorted: what a read-back of the maps is compared with. */
+export function xdpImageLines(image: XdpMapImage): string[] {
+  const line = (map: XdpMapName, e: MapEntry) => `${map} ${keyHex(e.key)}=${keyHex(e.value)}`;
+  return [
+    line('sluice_config', image.config),
+    ...image.vips.map((e) => line('sluice_vips', e)),
+    ...image.slots.map((e) => line('sluice_slots', e)),
+  ].sort();
+}
+
 /** The write that makes `copy` the copy in force. */
 export function xdpFlip(copy: 0 | 1): MapWrite {
   return {

@@ -477,12 +477,8 @@ async function waitUntil(
   }
 }
 
-/** Every node applied the latest generation, it is released to gateways, and every gateway announced itself. */
-export async function waitConverged(
-  cp: ControlPlane,
-  timeoutMs: number,
-  onProgress?: (acked: number, total: number) => void,
-): Promise<number> {
+/** A client of the lab's store as the operator (TLS when the lab has it), connected. */
+export async function operatorClient(cp: ControlPlane): Promise<OvsdbClient> {
   const tls = cp.operatorTls();
   const client = new OvsdbClient({
     remotes: [cp.remoteFor('operator')],
@@ -490,6 +486,16 @@ export async function waitConverged(
     ...(tls ? { tls } : {}),
   });
   await client.connect();
+  return client;
+}
+
+/** Every node applied the latest generation, it is released to gateways, and every gateway announced itself. */
+export async function waitConverged(
+  cp: ControlPlane,
+  timeoutMs: number,
+  onProgress?: (acked: number, total: number) => void,
+): Promise<number> {
+  const client = await operatorClient(cp);
   try {
     const m = await client.monitor(DB_NAME, { Global: {}, Node_Status: {} });
     const r = m.replica;

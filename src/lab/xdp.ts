@@ -8,7 +8,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DATAPATH_KEYS, type GatewayDatapath } from '../agent/xdp-gateway.ts';
 import { SluiceError } from '../model/errors.ts';
-import { attachXdpPass } from '../xdp/attach.ts';
+import { attachedSteps, attachXdpPass, programMaps } from '../xdp/attach.ts';
+import type { XdpMapName, XdpStepResult } from '../xdp/bpftool.ts';
 import type { LabConfig, LabNodePlan } from './config.ts';
 import { nsRun, run } from './exec.ts';
 import type { LabNode } from './node.ts';
@@ -93,6 +94,48 @@ export async function labDatapathStatus(node: LabNode): Promise<LabDatapathStatu
     xdpProgram = undefined;
   }
   return { datapath, xdpProgram };
+}
+
+/** What the XDP program on a lab gateway's uplink holds: the copy in force and that copy's entries. */
+export interface LabXdpInForce {
+  readonly progId: number;
+  readonly copy: number;
+  /** The copy's config, VIP and slot entries as `xdpImageLines` writes them. */
+  readonly lines: readonly string[];
+}
+
+/** Reads (never writes) the maps of the program on `node`'s uplink; undefined when none is attached. */
+export async function labXdpInForce(node: LabNode): Promise<LabXdpInForce | undefined> {
+  const { xdpProgram } = await labDatapathStatus(node);
+  if (xdpProgram === undefined) return undefined;
+  const ids = await programMaps(xdpProgram);
+  const maps = ['sluice_active', 'sluice_config', 'sluice_vips', 'sluice_slots'] as const;
+  const missing = maps.filter((m) => ids[m] === undefined);
+  if (missing.length > 0)
+    throw new SluiceError(
+      'SLUICE_E_XDP',
+      `${node.name}: program ${xdpProgram} has no map ${missing.join(', ')}`,
+    );
+  const att = {
+    netns: node.netns,
+    dev: LAB_UPLINK,
+    progId: xdpProgram,
+    maps: ids as Record<XdpMapName, number>,
+  };
+  const dumps = await attachedSteps(
+    att,
+    maps.map((map) => ({ kind: 'dump', map })),
+  );
+  const entries = (i: number) => (dumps[i] as Extract<XdpStepResult, { kind: 'dump' }>).entries;
+  const copyOf = (key: Uint8Array) => new DataView(key.buffer, key.byteOffset).getUint32(0, true);
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+  const copy = entries(0)[0]?.values[0]?.[0] ?? 0;
+  const lines = maps.slice(1).flatMap((map, i) =>
+    entries(i + 1)
+      .filter((e) => copyOf(e.key) === copy)
+      .map((e) => `${map} ${hex(e.key)}=${hex(e.values[0]!)}`),
+  );
+  return { progId: xdpProgram, copy, lines: lines.sort() };
 }
 
 export function formatDatapath(s: LabDatapathStatus): string {

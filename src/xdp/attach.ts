@@ -137,3 +137,20 @@ export function sumCounters(
   }
   return out;
 }
+
+/** The ids of the sluice maps that loaded program `progId` uses, by name (read-only; the lab's read-back). */
+export async function programMaps(
+  progId: number,
+  timeoutMs = 30_000,
+): Promise<Partial<Record<XdpMapName, number>>> {
+  const show = async (args: string[]) => JSON.parse(await execBpf('bpftool', ['-j', ...args], timeoutMs));
+  const ids = new Set(
+    ((await show(['prog', 'show', 'id', String(progId)])) as { map_ids?: number[] }).map_ids,
+  );
+  const all = (await show(['map', 'show'])) as { id: number; name?: string }[];
+  return Object.fromEntries(
+    all
+      .filter((m) => ids.has(m.id) && (MAP_NAMES as readonly string[]).includes(m.name ?? ''))
+      .map((m) => [m.name, m.id]),
+  );
+}

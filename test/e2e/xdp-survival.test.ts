@@ -4,15 +4,30 @@
 // flip) before it counts the acknowledgement, as the agent does (src/agent/xdp-gateway.ts). Real kernel TCP from
 // two clients through the router's ECMP; a connection echoes every 300 ms and breaks on a reset or 3 s of silence.
 //
-// (1) Both gateways XDP (gw1 switched to XDP in service), then (2) the mixed set (gw1 back to OVS): on the same
-//     connections, a backend added, a skewed rollout (gw1 held one generation behind gw2, ECMP flipping between
-//     {gw1}, {gw2} and both), a backend drained, then removed once its connections closed, and gw2 crashed (its
-//     ovs-vswitchd killed and its XDP program detached, withdrawn from ECMP with it) and restored: 0 broken.
+// (1) Both gateways XDP (gw1 switched to XDP in service) in `fields` mode, then (2) the mixed set (gw1 back to OVS)
+//     in `dp_hash` mode (OVS's userspace dp_hash against the program's copy of it): on the same connections, a
+//     backend added, a skewed rollout (gw1 held one generation behind gw2, ECMP flipping between {gw1}, {gw2} and
+//     both), a backend drained, then removed once its connections closed, and gw2 crashed (its ovs-vswitchd killed
+//     and its XDP program detached, withdrawn from ECMP with it) and restored: 0 broken.
 // NEGATIVE CONTROLS (mixed set): slots moved with no phase while gw1 is held breaks connections; gw2 crashed
 // WITHOUT the ECMP withdraw black-holes the connections hashed to it.
+// (3) The same lab under real `sluice agent` processes and a real planner (mixed, dp_hash): at every
+//     acknowledgement of gw2 during a phased backend add, the copy in force in its XDP maps already holds that
+//     generation's tables (read back with bpftool, compared with the store's plan; the previous generation's
+//     differ, so the check can fail); 0 broken. Then gw1 restarted as an xdp gateway whose program cannot load:
+//     withdrawn from ECMP, never announced, its status naming the failed attach.
 
 import * as assert from 'node:assert/strict';
 import { describe, type TestContext, test } from 'node:test';
+import { parseTnlNeigh } from '../../src/agent/xdp-gateway.ts';
+import { xdpImageLines, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import {
+  type ControlPlane,
+  operatorClient,
+  startAgent,
+  startControlPlane,
+  writeDesiredState,
+} from '../../src/lab/control-plane.ts';
 import {
   addLabBackend,
   removeLabBackend,
@@ -21,7 +36,13 @@ import {
 } from '../../src/lab/controller.ts';
 import { type Lab, labStatus } from '../../src/lab/topology.ts';
 import type { Traffic } from '../../src/lab/traffic.ts';
+import { labXdpInForce, setLabDatapathFacts } from '../../src/lab/xdp.ts';
+import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
+import type { Replica } from '../../src/ovsdb/replica.ts';
+import { DB_NAME, nodeStatus, PLAN_MONITOR, planDocument, readPlan } from '../../src/store/db/index.ts';
+import { execSluice } from './helpers/sluice-children.ts';
+import { waitStoreConverged } from './helpers/store-state.ts';
 import {
   API,
   brokenInfo,
@@ -36,6 +57,7 @@ import {
   skewedChange,
   sleep,
   WEB,
+  waitFor,
 } from './lb-common.ts';
 
 const PREFIX = 'slt-xdps-';
@@ -120,6 +142,71 @@ async function survival(t: TestContext, churn: Churn): Promise<{ opened: number;
   }
 }
 
+/** One acknowledgement of `node` seen in the store, and what its XDP maps held right then. */
+interface AckSeen {
+  readonly generation: number;
+  readonly copy: number;
+  /** The copy in force holds exactly this generation's tables (config, VIPs, slots). */
+  readonly matches: boolean;
+  /** ... and not the previous generation's: the check tells the two apart (undefined for the first). */
+  readonly previousDiffers: boolean | undefined;
+  /** The node acknowledged something newer while the maps were read: the observation proves nothing. */
+  readonly raced: boolean;
+}
+
+/**
+ * Watches `node`'s acknowledgements in the store (polled every 25 ms) and, at each new one, reads the program's maps
+ * on its uplink and compares the copy in force with the tables of the acknowledged generation as the store has it
+ * (xdpTables of its plan, with the node's tunnel neighbours): it must already hold them, i.e. the agent wrote
+ * and flipped before it acknowledged. The planner publishes the next generation only after this ack, so nothing
+ * newer can be in the maps unless the read raced a later ack (recorded as `raced`).
+ */
+async function watchXdpAcks(cp: ControlPlane, node: string) {
+  const client = await operatorClient(cp);
+  const m = await client.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
+  const n = lab.node(node);
+  const facts = lab.compilerFacts(node);
+  const neighbours = parseTnlNeigh((await n.appctl(['tnl/neigh/show'])).stdout);
+  const image = (r: Replica, g: number, copy: 0 | 1) => {
+    const plan = readPlan(r, g);
+    if (plan?.docs === undefined) return undefined;
+    const c = parseConfig(planDocument(plan.docs), `g${g}`);
+    const t = xdpTables(c, plan.generation, { tunnelIp: facts.tunnelIp, mac: facts.phyMac, neighbours });
+    return xdpImageLines(xdpMapImage(t, copy)).join('\n');
+  };
+  const acked = () => nodeStatus(m.replica, node)?.applied_generation ?? 0;
+  const seen: AckSeen[] = [];
+  let stop = false;
+  const loop = (async () => {
+    for (let last = -1; !stop; await sleep(25)) {
+      const g = acked();
+      if (g === last || g === 0) continue;
+      last = g;
+      const f = await labXdpInForce(n);
+      const copy = (f?.copy ?? 0) as 0 | 1;
+      const held = f?.lines.join('\n');
+      const before = seen.length === 0 ? undefined : image(m.replica, g - 1, copy);
+      seen.push({
+        generation: g,
+        copy,
+        matches: held !== undefined && held === image(m.replica, g, copy),
+        previousDiffers: before === undefined ? undefined : held !== before,
+        raced: acked() !== g,
+      });
+    }
+  })();
+  return {
+    acked,
+    replica: () => m.replica,
+    async stop(): Promise<AckSeen[]> {
+      stop = true;
+      await loop;
+      await client.close();
+      return seen;
+    },
+  };
+}
+
 describe('XDP survival: XDP and mixed gateway sets through the scenarios', {
   skip: !isRoot && 'needs root',
 }, () => {
@@ -156,9 +243,25 @@ describe('XDP survival: XDP and mixed gateway sets through the scenarios', {
     assert.ok(g1.gw1 - g0.gw1 < 50, "gw1's OVS saw (almost) no VIP packet");
   });
 
-  test('(2) mixed set (gw1 OVS, gw2 XDP): the same scenarios: 0 broken', async (t) => {
+  test('(2) mixed set (gw1 OVS, gw2 XDP) in dp_hash mode: the same scenarios: 0 broken', async (t) => {
     await ctl.setGatewayDatapath('gw1', 'ovs');
     assert.deepEqual(ctl.xdpGateways(), ['gw2']);
+    // No connection is open: the hash mode changes every connection's slot. OVS's userspace dp_hash on gw1, the
+    // program's reproduction of it on gw2 (docs/design/xdp.md): the ECMP set agrees only if they are equal.
+    config = { ...config, hashMode: 'dp_hash' };
+    const before = ctl.latest!.number;
+    await ctl.change(config);
+    // The slot tables do not change with the hash mode: publish the latest generation again under the new config.
+    if (ctl.latest!.number === before)
+      await ctl.publish({ ...ctl.latest!, number: before + 1 }, 'hash mode dp_hash');
+    const groups = (await lab.node('gw1').ofctl('br-int', ['dump-groups'])).stdout;
+    assert.match(groups, /selection_method=dp_hash/, 'gw1 selects with dp_hash');
+    const inForce = await labXdpInForce(lab.node('gw2'));
+    assert.match(
+      inForce?.lines.find((l) => l.startsWith('sluice_config')) ?? '',
+      /01$/,
+      "gw2's program: dp_hash",
+    );
     const g0 = await gatewayPackets(lab);
     const r = await survival(t, { add: 'host1-b1', skew: ['host3-b1', 1], drain: 'host2-b2' });
     const g1 = await gatewayPackets(lab);
@@ -192,6 +295,102 @@ describe('XDP survival: XDP and mixed gateway sets through the scenarios', {
       await ctl.restoreGateway('gw2');
     } finally {
       await tc.stop().catch(() => tc.kill());
+    }
+  });
+
+  // The same lab handed to real agents and one real planner (the LabController is not used any more): gw2's agent
+  // reads sluice-gateway-datapath=xdp from its OVSDB and replaces the controller's program with its own.
+  test('(3) real agents: each generation is in the XDP maps before its ack; a program that fails to load keeps gw1 out', async (t) => {
+    const cp = await startControlPlane(lab, { planners: 1, config, timeoutMs: 90_000 });
+    const watch = await watchXdpAcks(cp, 'gw2');
+    const tw = await openTraffic(lab, WEB, 60, 150);
+    try {
+      const applied = () => cp.records('agent-gw2').filter((r) => r.event === 'applied');
+      type Install = { copy: number; generation: number; attached: boolean };
+      assert.equal((applied()[0]!.xdp as Install).attached, true, "gw2's agent attached its own program");
+      await waitFor(() => watch.acked() > 0, 'gw2 acknowledged', 10_000);
+      const g0 = watch.acked();
+      config = addLabBackend(lab, config, 'web', 'host2-b2');
+      await writeDesiredState(cp.remoteFor('operator'), config, cp.operatorTls());
+      // The whole rollout (phase 1, phase 2, ...), not just its first generation: no slot left in phase 1.
+      const names = lab.nodes.map((x) => x.name);
+      const g1 = await waitStoreConverged(watch.replica, names, g0, 60_000, 2000);
+      const seen = (await watch.stop()).filter((x) => x.generation > g0);
+      t.diagnostic(`g${g0} -> g${g1}; gw2's maps at each of its acks: ${JSON.stringify(seen)}`);
+      const installs = applied()
+        .map((r) => r.xdp as Install)
+        .filter((x) => x.generation > g0);
+      assert.deepEqual(
+        seen.map((x) => x.generation),
+        Array.from({ length: g1 - g0 }, (_, i) => g0 + 1 + i),
+        'gw2 acknowledged every generation of the rollout',
+      );
+      assert.ok(g1 - g0 >= 2, `the add rolled out in phases (g${g0} -> g${g1})`);
+      for (const x of seen) {
+        assert.equal(x.raced, false, `g${x.generation}: read before any newer ack`);
+        assert.equal(
+          x.matches,
+          true,
+          `g${x.generation} was in force in gw2's XDP maps when it was acknowledged`,
+        );
+        assert.equal(
+          x.previousDiffers,
+          true,
+          `g${x.generation}: its maps differ from g${x.generation - 1}'s`,
+        );
+        const log = installs.find((i) => i.generation === x.generation);
+        assert.equal(log?.copy, x.copy, `g${x.generation}: the copy the agent logged is the one in force`);
+      }
+      for (let i = 1; i < seen.length; i++)
+        assert.notEqual(seen[i]!.copy, seen[i - 1]!.copy, 'each generation went to the other copy');
+      const address = cp.records('agent-gw2').find((r) => r.event === 'metrics')!.address as string;
+      const metrics = await (await fetch(`http://${address}/metrics`)).text();
+      const sent =
+        /^sluice_agent_xdp_packets_total\{lb="web",vip="203\.0\.113\.10",proto="tcp",port="80"\} (\d+)$/m.exec(
+          metrics,
+        );
+      t.diagnostic(`gw2 metrics: web packets sent in XDP ${sent?.[1]}`);
+      assert.ok(Number(sent?.[1]) > 100, "gw2's per-VIP counters are metrics");
+
+      // gw1 becomes an xdp gateway whose program cannot load: its agent withdraws it and says why.
+      cp.signal('agent-gw1', 'SIGTERM');
+      await waitFor(() => cp.pid('agent-gw1') === undefined, 'agent-gw1 stopped', 10_000);
+      await setLabDatapathFacts(lab.node('gw1'), 'xdp');
+      // The new agent appends to the same log as the one stopped (which announced gw1): its records are the later.
+      const restart = Date.now();
+      startAgent(cp, 'gw1', { agentArgs: ['--xdp-object', '/nonexistent/gateway.bpf.o'] });
+      let report: string | null = null;
+      for (const end = Date.now() + 30_000; !/xdp: attaching the program failed/.test(report ?? ''); ) {
+        if (Date.now() > end) throw new Error(`gw1's status never named the failed load (error: ${report})`);
+        await sleep(250);
+        report = (await cp.status()).nodes.find((x) => x.name === 'gw1')?.error ?? null;
+      }
+      await sleep(1500);
+      const ecmp = await lab.ecmpGateways();
+      t.diagnostic(`gw1 status: ${report}; ECMP ${JSON.stringify(ecmp)}`);
+      for (const gws of Object.values(ecmp)) assert.deepEqual(gws, ['gw2'], 'gw1 withdrawn');
+      // What the operator sees: `sluice status` names gw1's failed attach.
+      const cli = await execSluice(['status', ...cp.operatorArgs()]);
+      const line = cli.stdout.split('\n').find((l) => /^\s*gw1\b/.test(l) || /gw1.*xdp: attaching/.test(l));
+      t.diagnostic(`sluice status (exit ${cli.code}): ${line}`);
+      assert.match(
+        cli.stdout,
+        /xdp: attaching the program failed/,
+        `sluice status:\n${cli.stdout}${cli.stderr}`,
+      );
+      const since = cp.records('agent-gw1').filter((r) => (r.time as number) >= restart);
+      assert.ok(
+        since.some((r) => r.event === 'apply-failed'),
+        'the restarted agent logged its failure',
+      );
+      assert.ok(!since.some((r) => r.event === 'announced'), 'never announced');
+      const c = await tw.report();
+      t.diagnostic(`through the agents: ${c.opened} connections, ${c.broken} broken`);
+      assert.equal(c.broken, 0, brokenInfo(tw));
+    } finally {
+      await watch.stop().catch(() => []);
+      await tw.stop().catch(() => tw.kill());
+      await cp.stop();
     }
   });
 });
