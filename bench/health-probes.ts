@@ -128,9 +128,9 @@ function report(results: readonly ModeResult[], n: number, m: ReturnType<typeof 
     `One host agent's HealthChecker with the real TCP probe (a connect from the agent's process) against ` +
       `${n.toLocaleString('en')} loopback listeners (child processes, one port each): interval ${INTERVAL_MS / 1000} s, ` +
       `deadline ${TIMEOUT_MS / 1000} s, rise 2, fall 3, run for ${ROUNDS} intervals. **bounded**: at most 64 probes ` +
-      'in flight, each due at its own phase of the interval; **unbounded**: every due probe at once (the first round ' +
-      `of the checker before the bound: all ${n.toLocaleString('en')} in one tick). Latency from the probe start to ` +
-      'its answer. ' +
+      'in flight; **unbounded**: no limit in flight, so its first round puts every probe in flight in one tick, as ' +
+      `every round of the checker before this change did (all ${n.toLocaleString('en')}); later rounds of both modes ` +
+      'are spread over the interval (each probe at its own phase). Latency from the probe start to its answer. ' +
       `This process's file descriptor limit: ${fdLimit()}.`,
   );
   lines.push('');
