@@ -38,6 +38,7 @@ import { addLabBackend, type LabController, setLabBackendWeight } from '../../sr
 import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
+import { reseedGateway } from './helpers/hash-fault.ts';
 import {
   API,
   brokenInfo,
@@ -290,14 +291,7 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
       await tw.waitOpened(200);
       await sleep(1000);
       // gw2's multipath flows, basis 0 -> 1, in place (same match, priority and cookie: add-flow replaces them).
-      const gw2 = lab.node('gw2');
-      const dump = (await gw2.ofctl('br-int', ['--no-stats', 'dump-flows', `table=${T.CLASSIFY}`])).stdout;
-      const seeded = dump
-        .split('\n')
-        .filter((l) => l.includes('multipath(symmetric_l3l4+udp,0,'))
-        .map((l) => l.trim().replace('multipath(symmetric_l3l4+udp,0,', 'multipath(symmetric_l3l4+udp,1,'));
-      assert.ok(seeded.length > 0, 'gw2 has multipath flows');
-      await gw2.ofctl('br-int', ['add-flows', '-'], { input: `${seeded.join('\n')}\n` });
+      await reseedGateway(lab.node('gw2'), 1, 'in-place');
       const seededAt = Date.now();
       // New connections while ECMP holds both gateways (before the flips): those gw2 takes are committed in gw2's
       // slot.

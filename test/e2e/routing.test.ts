@@ -10,7 +10,9 @@
 // - freeze: every process SIGSTOPped (it still holds its lease and its sockets);
 // - a freeze during a backend add: the planner fences gw1 after its lease and finishes the rollout on the survivors.
 // The router's BFD takes gw1 out of ECMP within ~300 ms and the connections that hashed to it move to gw2, which
-// forwards them as gw1 did (gateways are stateless): 0 broken each time.
+// forwards them as gw1 did (gateways are stateless): 0 broken each time. Last on that lab, in fields mode, the hosts'
+// live slot audit as an operator sees it (real agents, `sluice status`, /metrics): nothing flagged while the
+// gateways hash alike; gw1 under another hash basis (a flow its agent does not own) flagged; clear once removed.
 // The negative control runs the cut, the freeze and the crash on a lab with the `static` routing option (no routing
 // protocol: only the planner's fence, after its 10 s lease, takes gw1 out, and never for a cut): the connections ECMP
 // sent to gw1 break, by their 3 s user timeout.
@@ -20,6 +22,7 @@ import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DATAPATH_KEY } from '../../src/agent/datapath.ts';
 import { isLiveEntry, readConntrack } from '../../src/agent/node-ops.ts';
+import { T } from '../../src/compile/registry.ts';
 import { type ControlPlane, startControlPlane } from '../../src/lab/control-plane.ts';
 import {
   type GatewayFault,
@@ -28,6 +31,7 @@ import {
   waitEcmpAll,
   waitEcmpWithout,
 } from '../../src/lab/faults.ts';
+import type { LabNode } from '../../src/lab/node.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Replica } from '../../src/ovsdb/replica.ts';
@@ -39,6 +43,8 @@ import {
   rows,
 } from '../../src/store/db/index.ts';
 import { editDesiredState, edits, formatStatus, withStore } from '../../src/store/operator.ts';
+import { removeForeignFlows, reseedGateway } from './helpers/hash-fault.ts';
+import { runSluice } from './helpers/sluice-children.ts';
 import { isRoot, WEB } from './lb-common.ts';
 
 const CONNECTIONS = 200;
@@ -186,7 +192,8 @@ function labHooks(prefix: string, routing: 'bgp' | 'static') {
   const h: { lab?: Lab; cp?: ControlPlane; traffic?: Traffic; fault?: GatewayFault } = {};
   before(async () => {
     h.lab = await labUp({ prefix, routing }, { replace: true });
-    h.cp = await startControlPlane(h.lab, { planners: 1 });
+    // The hosts' live slot audit every second (default 10 s), so the audit test sees a verdict within seconds.
+    h.cp = await startControlPlane(h.lab, { planners: 1, agentArgs: ['--slot-audit', '1000'] });
   });
   after(async () => {
     await h.traffic?.kill().catch(() => {});
@@ -336,7 +343,118 @@ describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
     const c = await h.traffic!.report();
     assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
   });
+
+  // Last in this block: it leaves the lab in fields mode. The fault is a flow sluice does not own on gw1, one priority
+  // above its CLASSIFY flow, hashing with another basis (helpers/hash-fault.ts): like another controller's or an
+  // operator's stray flow on a real gateway. gw1's agent keeps reconciling and never touches it (it leaves foreign
+  // flows alone), so the fault stays until the test removes it, with every agent running as deployed.
+  test("fields mode, gw1 hashing with another basis: the hosts' live slot audit flags it in status and metrics", async (t) => {
+    const gw1 = h.lab.node('gw1');
+    await withStore(h.cp.db, { ...DESIRED_STATE_MONITOR, Global: {} }, (s) =>
+      editDesiredState(s, (doc) => ({ ...doc, hashMode: 'fields' as const })),
+    );
+    for (const gw of h.lab.gateways) await waitFieldsMode(h.lab.node(gw.name));
+    // The control: every gateway hashes as the model does, the hosts agree, status has no warning.
+    await openConnections(h);
+    const ok = await waitSlotAudit(h, (v) => v.agree >= CONNECTIONS && v.disagree === 0);
+    assert.equal(ok.disagree, 0, ok.text);
+    assert.ok(ok.agree >= CONNECTIONS, ok.text);
+    assert.doesNotMatch(ok.status, /hash disagrees/);
+    // Closed before the fault: under another hash gw1 would send their closing packets to other hosts, which leaves
+    // them live on their own (a hash change breaks what crosses it; lb-skew's negative control shows that).
+    await h.traffic!.kill();
+    h.traffic = undefined;
+    await waitHostsForgot(h.lab);
+    const flows = await reseedGateway(gw1, 1, 'foreign');
+    const at = Date.now();
+    try {
+      // Fresh connections: those ECMP sends to gw1 are committed in gw1's slot, not the model's.
+      await openConnections(h);
+      const bad = await waitSlotAudit(h, (v) => v.disagree > 0 && /hash disagrees/.test(v.status));
+      t.diagnostic(
+        `gw1 reseeded (${flows} foreign flow(s)): flagged ${Date.now() - at} ms after; ` +
+          `metric web agree ${bad.agree} disagree ${bad.disagree}; ${bad.warnings.join(' | ')}`,
+      );
+      assert.ok(bad.disagree > 0, bad.text);
+      assert.match(
+        bad.status,
+        /^WARNING host\d: a gateway's hash disagrees with the model: web \d+ of \d+ connections in another slot than the model's \(e\.g\. tcp .* committed in slot \d+, model slot \d+\)$/m,
+      );
+      // Crossing gateways is not what breaks here: ECMP keeps each connection on the gateway it hashed to.
+      const c = await h.traffic!.report();
+      assert.equal(c.broken, 0, JSON.stringify(c.brokenByReason));
+      // Closed while gw1 still hashes as it did when they opened (see above).
+      await h.traffic!.kill();
+      h.traffic = undefined;
+      await waitHostsForgot(h.lab);
+    } finally {
+      await removeForeignFlows(gw1);
+    }
+    // Fault gone: fresh connections agree again (the reseeded ones are closed), and so do the hosts.
+    await openConnections(h);
+    const back = await waitSlotAudit(h, (v) => v.agree >= CONNECTIONS && v.disagree === 0);
+    assert.equal(back.disagree, 0, back.text);
+    assert.doesNotMatch(back.status, /hash disagrees/);
+  });
 });
+
+/** Waits until `gw` hashes in fields mode (its CLASSIFY flows use multipath): it applied the new hash mode. */
+async function waitFieldsMode(gw: LabNode): Promise<void> {
+  let dump = '';
+  for (const until = Date.now() + 60_000; Date.now() < until; await sleep(300)) {
+    dump = (await gw.ofctl('br-int', ['--no-stats', 'dump-flows', `table=${T.CLASSIFY}`])).stdout;
+    if (dump.includes('multipath(')) return;
+  }
+  assert.fail(`${gw.name} did not switch to fields mode: ${dump}`);
+}
+
+interface SlotAuditView {
+  /** web's connections by verdict, summed over every host agent's sluice_agent_slot_audit_connections. */
+  readonly agree: number;
+  readonly disagree: number;
+  /** `sluice status` (the CLI) as printed. */
+  readonly status: string;
+  readonly warnings: readonly string[];
+  /** Everything above, for a failed assertion. */
+  readonly text: string;
+}
+
+/** The hosts' live slot audit as an operator sees it: each host agent's /metrics and `sluice status`. */
+async function slotAuditView(h: Hooked): Promise<SlotAuditView> {
+  let agree = 0;
+  let disagree = 0;
+  const lines: string[] = [];
+  for (const host of h.lab.hosts) {
+    const address = h.cp
+      .records(`agent-${host.name}`)
+      .filter((r) => r.event === 'metrics')
+      .at(-1)?.address as string;
+    const text = await (
+      await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) })
+    ).text();
+    const m = (verdict: string) =>
+      Number(
+        new RegExp(
+          `^sluice_agent_slot_audit_connections\\{lb="web",verdict="${verdict}"\\} (\\d+)$`,
+          'm',
+        ).exec(text)?.[1] ?? 0,
+      );
+    agree += m('agree');
+    disagree += m('disagree');
+    lines.push(`${host.name} agree ${m('agree')} disagree ${m('disagree')}`);
+  }
+  const status = await runSluice(['status', ...h.cp.operatorArgs()]);
+  const warnings = status.split('\n').filter((l) => l.startsWith('WARNING'));
+  return { agree, disagree, status, warnings, text: `${lines.join(', ')}\n${status}` };
+}
+
+/** Polls slotAuditView until `done` holds (the agents audit every second here); the last view after 20 s. */
+async function waitSlotAudit(h: Hooked, done: (v: SlotAuditView) => boolean): Promise<SlotAuditView> {
+  let v = await slotAuditView(h);
+  for (const until = Date.now() + 20_000; !done(v) && Date.now() < until; v = await slotAuditView(h))
+    await sleep(500);
+  return v;
+}
 
 /** Polls the store (Global and Node_Status) until `done` holds or `timeoutMs` passes; false on time-out. */
 async function waitStore(h: Hooked, timeoutMs: number, done: (r: Replica) => boolean): Promise<boolean> {
