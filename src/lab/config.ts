@@ -42,9 +42,15 @@ export interface LabConfig {
   /** The gateways' datapath: `ovs` (every gateway), `xdp` (every gateway runs the XDP program on its uplink, OVS
    *  behind it) or `mixed` (odd gateways OVS, even ones XDP: gw1 OVS, gw2 XDP). docs/design/xdp.md. */
   readonly gatewayDatapath: LabGatewayDatapath;
+  /** UDP port of every node's sluice Geneve (`geneve0` `options:dst_port`). Default 6081, Geneve's own; an OVN
+   *  chassis lab takes another (6082), since ovn-controller's tunnel ports take 6081 (docs/ovn.md "What collides"). */
+  readonly genevePort: number;
 }
 
 export type LabRouting = 'bgp' | 'static';
+
+/** Geneve's IANA UDP port: the default of `LabConfig.genevePort` (and of OVS's Geneve ports). */
+export const GENEVE_PORT = 6081;
 export const LAB_ROUTINGS: readonly LabRouting[] = ['bgp', 'static'];
 export type LabGatewayDatapath = 'ovs' | 'xdp' | 'mixed';
 export const LAB_GATEWAY_DATAPATHS: readonly LabGatewayDatapath[] = ['ovs', 'xdp', 'mixed'];
@@ -166,6 +172,7 @@ const SIZE_RANGES = {
   backendsPerHost: [1, 200],
   clients: [1, 200],
   backendPort: [1, 65535],
+  genevePort: [1, 65535],
 } as const satisfies Record<string, readonly [number, number]>;
 type SizeField = keyof typeof SIZE_RANGES;
 
@@ -235,7 +242,9 @@ function checkLab(
         labIssue(
           field,
           `must be an integer in ${lo}..${hi} (got ${v})`,
-          field === 'backendPort' ? 'SLUICE_E_CONFIG_PORT_RANGE' : 'SLUICE_E_LAB_CONFIG',
+          field === 'backendPort' || field === 'genevePort'
+            ? 'SLUICE_E_CONFIG_PORT_RANGE'
+            : 'SLUICE_E_LAB_CONFIG',
         ),
       );
       if (field === 'hosts' || field === 'backendsPerHost') sizesOk = false;
@@ -329,6 +338,7 @@ function baseOf(input: LabConfigInput): Omit<LabConfig, 'vips'> {
     runRoot: input.runRoot ?? DEFAULT_RUN_ROOT,
     routing: input.routing ?? 'static',
     gatewayDatapath: input.gatewayDatapath ?? 'ovs',
+    genevePort: input.genevePort ?? GENEVE_PORT,
   };
 }
 
@@ -381,6 +391,7 @@ const LAB_FILE_FIELDS = {
   ipv6: z.boolean().optional(),
   routing: z.enum(['bgp', 'static']).optional(),
   gatewayDatapath: z.enum(['ovs', 'xdp', 'mixed']).optional(),
+  genevePort: z.number().optional(),
 };
 
 /** The top level with `vips` items left unchecked (validated one by one). */

@@ -14,6 +14,7 @@ import { VIP_PROTOCOLS } from '../routing/bird.ts';
 import {
   backendHttpPort,
   DEFAULT_RUN_ROOT,
+  GENEVE_PORT,
   type LabClientPlan,
   type LabConfig,
   type LabConfigInput,
@@ -185,7 +186,7 @@ function nodeScript(plan: LabPlan, node: LabNodePlan, ovsDir: string): string[] 
   }
   const vsctl = [
     ...ovsIdentityArgs(plan, node),
-    ...bridgeArgs(node),
+    ...bridgeArgs(node, plan.config.genevePort ?? GENEVE_PORT),
     ...node.backends.flatMap((b) => backendPortArgs(b)),
   ];
   cmds.push(
@@ -236,7 +237,7 @@ function ovsIdentityArgs(plan: LabPlan, node: LabNodePlan): string[] {
 }
 
 /** `ovs-vsctl` arguments: br-phy (underlay NIC, LOCAL tunnel endpoint) and br-int (patch to br-phy, Geneve). */
-function bridgeArgs(node: LabNodePlan): string[] {
+function bridgeArgs(node: LabNodePlan, genevePort: number): string[] {
   return [
     '--',
     'add-br',
@@ -306,6 +307,7 @@ function bridgeArgs(node: LabNodePlan): string[] {
     'options:remote_ip=flow',
     'options:key=flow',
     'options:csum=false',
+    ...(genevePort === GENEVE_PORT ? [] : [`options:dst_port=${genevePort}`]),
     `ofport_request=${OFPORT_REQUEST.geneve}`,
   ];
 }

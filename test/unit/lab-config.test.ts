@@ -261,6 +261,7 @@ test('every bad case is reported with its path and code', () => {
     [{ backendsPerHost: 1.5 }, 'backendsPerHost', 'SLUICE_E_LAB_CONFIG'],
     [{ clients: 201 }, 'clients', 'SLUICE_E_LAB_CONFIG'],
     [{ backendPort: 70000 }, 'backendPort', 'SLUICE_E_CONFIG_PORT_RANGE'],
+    [{ genevePort: 0 }, 'genevePort', 'SLUICE_E_CONFIG_PORT_RANGE'],
     [{ prefix: 'Bad Prefix' }, 'prefix', 'SLUICE_E_LAB_CONFIG'],
     [{ hosts: 'three' }, 'hosts', 'SLUICE_E_CONFIG_TYPE'],
     [{ udp: 'yes' }, 'udp', 'SLUICE_E_CONFIG_TYPE'],
