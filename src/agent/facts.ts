@@ -10,6 +10,7 @@
 //     sluice-vm-router-mac=<mac>                               (hosts: MAC backends use as their default router)
 //     sluice-underlay-iface=<name>  (default: the only plain interface on the phy bridge)
 //     sluice-ct-zone=<1..65535>     (hosts: sluice's conntrack zone, default 1; 65535 beside ovn-controller, docs/ovn.md)
+//     sluice-follow-moves=true|false (hosts: keep a moved backend's connections, compile/moved.ts; default false)
 //   Interface (on the int bridge, one per backend, or one for several VMs behind a port with their own MACs):
 //     external_ids:sluice-backend-ips=<ip>[,<ip6>]  external_ids:attached-mac=<mac>  [external_ids:sluice-probe-netns=<netns>]
 //     external_ids:sluice-backend-ips=<ip>=<mac>,...                               [external_ids:sluice-probe-netns=<ip>=<netns>,...]
@@ -37,6 +38,7 @@ export const OVS_KEYS = {
   vmRouterMac: 'sluice-vm-router-mac',
   underlayIface: 'sluice-underlay-iface',
   ctZone: 'sluice-ct-zone',
+  followMoves: 'sluice-follow-moves',
   /** Interface: the backend addresses behind this port, comma separated (one per family at most). */
   backendIps: 'sluice-backend-ips',
   /** Interface: the backend's own MAC (OVN's name). */
@@ -238,6 +240,9 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
   const ctZone = ctZoneText === undefined ? undefined : Number(ctZoneText);
   if (ctZoneText !== undefined && !validZone(ctZone))
     fail(`${where(OVS_KEYS.ctZone)}: ${JSON.stringify(ctZoneText)} is not a conntrack zone (1..65535)`);
+  const followText = key(OVS_KEYS.followMoves);
+  if (followText !== undefined && followText !== 'true' && followText !== 'false')
+    fail(`${where(OVS_KEYS.followMoves)}: ${JSON.stringify(followText)} is not true or false`);
 
   return {
     facts: checkNodeFacts(
@@ -260,6 +265,7 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
           mac: routerMac ? mac(routerMac, where(OVS_KEYS.routerMac)) : ZERO_MAC,
         },
         ...(ctZone === undefined ? {} : { ctZone }),
+        ...(followText === 'true' ? { followMoves: true } : {}),
       },
       'the OVSDB',
     ),
@@ -449,6 +455,10 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
       fail(`${at(k)}: ${JSON.stringify(v)} is not an OpenFlow port number (1..65279)`);
     return v;
   };
+  const flag = (v: unknown): boolean => {
+    if (typeof v !== 'boolean') fail(`${at('followMoves')}: expected true or false`);
+    return v;
+  };
   const zone = (v: unknown): number => {
     if (!validZone(v)) fail(`${at('ctZone')}: ${JSON.stringify(v)} is not a conntrack zone (1..65535)`);
     return v;
@@ -464,6 +474,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
     'vmRouterMac',
     'router',
     'ctZone',
+    'followMoves',
   ]);
   const role = str(f.role, 'role');
   if (role !== 'gateway' && role !== 'host') fail(`${at('role')}: expected gateway or host, got "${role}"`);
@@ -499,6 +510,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
       mac: mac(str(router.mac, 'router.mac'), at('router.mac')),
     },
     ...(f.ctZone === undefined ? {} : { ctZone: zone(f.ctZone) }),
+    ...(f.followMoves === undefined ? {} : { followMoves: flag(f.followMoves) }),
   };
 }
 

@@ -47,4 +47,9 @@ export interface NodeFacts {
   /** Hosts: the conntrack zone of sluice's connections (CT_ZONE when absent). Another zone on a node where another
    *  controller allocates zones in the same datapath (OVN's ovn-controller: docs/ovn.md). */
   readonly ctZone?: number;
+  /** Hosts: hand over the connections of a backend that moved to another host (live migration) instead of losing
+   *  them: this host forwards its established connections of a backend configured elsewhere to that host, and
+   *  sends a local backend's replies it has no connection for back to the host that forwarded them
+   *  (compile/moved.ts). Off when absent. The agent's `sluice-follow-moves=true` (docs/ovn.md). */
+  readonly followMoves?: boolean;
 }

@@ -6,7 +6,7 @@ import { SluiceError } from '../model/errors.ts';
 import { backendKey, type Config, type IpFamily } from '../model/types.ts';
 import { LANES, planLanes } from '../rollout/types.ts';
 import { actions, dstField, familyOf, ipv4ToInt, l3, l4, match, natTarget, ofNum } from './common.ts';
-import type { NodeFacts } from './facts.ts';
+import type { NodeFacts, VmPort } from './facts.ts';
 import { dropFlow, type LbInput } from './gateway.ts';
 import { icmpMatch } from './icmp.ts';
 import {
@@ -179,19 +179,27 @@ export function hostCtInFlows(lbs: readonly LbInput[], facts: NodeFacts): Flow[]
   ];
 }
 
+/** The node's backend addresses (facts), sorted, with their port and family. */
+export function localBackends(facts: NodeFacts): { address: string; vm: VmPort; fam: IpFamily }[] {
+  return Object.entries(facts.vms)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([address, vm]) => ({ address, vm, fam: familyOf(address) }));
+}
+
+/** The actions that hand a packet to a local backend: the backends' router MAC as source, its MAC, its port. */
+export function deliverActions(facts: NodeFacts, vm: VmPort): string {
+  return actions(
+    `set_field:${facts.vmRouterMac}->eth_src`,
+    `set_field:${vm.mac}->eth_dst`,
+    `output:${vm.ofport}`,
+  );
+}
+
 /** CT_IN: deliver established, one flow per local backend address (from the node facts). */
 export function hostDeliverFlows(facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
-  const seen = new Set<string>();
-  for (const [address, vm] of Object.entries(facts.vms).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (seen.has(address)) continue;
-    seen.add(address);
-    const fam = familyOf(address);
-    const deliver = actions(
-      `set_field:${facts.vmRouterMac}->eth_src`,
-      `set_field:${vm.mac}->eth_dst`,
-      `output:${vm.ofport}`,
-    );
+  for (const { address, vm, fam } of localBackends(facts)) {
+    const deliver = deliverActions(facts, vm);
     const to = `${dstField(fam)}=${address}`;
     flows.push(
       {

@@ -38,6 +38,7 @@ import {
 } from './host.ts';
 import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
+import { movedNodeFlows, movedOutLbFlows } from './moved.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, T } from './registry.ts';
 
@@ -138,6 +139,7 @@ export function compileNodeParts(
           ...hostTunInLbFlows(x, ctZoneOf(facts)),
           ...hostCommitLbFlows(x, facts),
           ...hostChainLbFlows(hostIp, x, facts),
+          ...movedOutLbFlows(hostIp, x, facts),
         ],
         groups: [],
         tlvMap: [],
@@ -163,6 +165,7 @@ export function compileNodeParts(
             dropFlow(T.CT_IN),
             dropFlow(T.CHAIN),
             ...hostCtOutFlows(facts),
+            ...movedNodeFlows(facts),
           ],
           groups: [],
           tlvMap,

@@ -21,6 +21,7 @@ import {
   hostTunInFlows,
 } from './host.ts';
 import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
+import { movedNodeFlows, movedOutLbFlows } from './moved.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, lbIdsOf, TLV_OPTIONS } from './registry.ts';
 
@@ -60,6 +61,12 @@ export function withMeters(meters: readonly Meter[]): { meters?: readonly Meter[
   return meters.length > 0 ? { meters } : {};
 }
 
+/** A host's moved-backend flows (compile/moved.ts): every load balancer's, then the node-wide ones. */
+function movedFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts) {
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  return [...lbs.flatMap((x) => movedOutLbFlows(hostIp, x, facts)), ...movedNodeFlows(facts)];
+}
+
 export function compileNode(
   config: Config,
   gen: Generation,
@@ -89,6 +96,7 @@ export function compileNode(
             ...hostCtInFlows(lbs, facts),
             ...hostChainFlows(config, lbs, facts),
             ...hostCtOutFlows(facts),
+            ...movedFlows(config, lbs, facts),
           ],
           groups: [],
           tlvMap,

@@ -67,8 +67,12 @@ export const T = {
   CT_IN: 21,
   /** br-int, host: a packet this host has no connection for -> the owner of the slot's next lane (hop counter). */
   CHAIN: 22,
+  /** br-int, host (sluice-follow-moves): a connection a moved backend's old host hands over -> that host. */
+  MOVED_FWD: 23,
   /** br-int, host: packet from a backend after the lookup: reverse NAT and direct return. */
   CT_OUT: 30,
+  /** br-int, host (sluice-follow-moves): a backend's reply without a connection here -> its connection's old host. */
+  MOVED_BACK: 31,
   /** br-phy, both roles: the underlay bridge's only table. */
   PHY: 0,
 } as const;
@@ -79,7 +83,9 @@ export const TABLE_NAMES: Readonly<Record<number, string>> = {
   [T.TUN_IN]: 'TUN_IN',
   [T.CT_IN]: 'CT_IN',
   [T.CHAIN]: 'CHAIN',
+  [T.MOVED_FWD]: 'MOVED_FWD',
   [T.CT_OUT]: 'CT_OUT',
+  [T.MOVED_BACK]: 'MOVED_BACK',
 };
 
 /** Registers, in the names `ovs-ofctl` prints in matches/set_field (`reg0`) and in move/multipath (`NXM_NX_REG0`). */
@@ -136,6 +142,17 @@ export const HOP_MASK = 0xf;
  *  host of the gateway's primary member with this bit set; that host commits it (docs/design/rollout.md, "UDP"). */
 export const FLAG_COMMIT = 0x10;
 
+/** Geneve VNIs (tun_id) of the moved-backend hand-over between hosts (compile/moved.ts, `sluice-follow-moves`).
+ *  Gateways and chain hops send VNI 0; these mark a packet as already translated by the host that sent it. */
+export const TUN_ID_MOVED = 0x5101;
+/** A moved backend's reply, sent back to the host whose conntrack holds its connection. */
+export const TUN_ID_RETURN = 0x5102;
+/** Cookie of the flows OpenFlow `learn` adds for moved connections: not sluice's tag (0x51), so the applier never
+ *  deletes them; they leave by their idle timeout. */
+export const LEARNED_COOKIE = 0x5200000000000000n;
+/** Seconds a learned moved-connection flow lives without a packet. */
+export const MOVED_IDLE_TIMEOUT = 3600;
+
 /** The conntrack zone every host uses for all its load-balanced connections, unless its facts name another
  *  (`NodeFacts.ctZone`: beside ovn-controller, whose zones start at 1; docs/ovn.md). */
 export const CT_ZONE = 1;
@@ -150,7 +167,11 @@ export const PRIO = {
   HIGH: 200,
   /** TUN_IN: the per-VIP counting twin of a NORMAL flow for second-chanced packets. */
   SECOND_CHANCED_IN: 110,
+  /** CT_IN: an established connection of a backend that moved to another host (above CT_DELIVER). */
+  MOVED: 105,
   NORMAL: 100,
+  /** CT_IN: a new non-SYN TCP packet looks for a handed-over connection before the chain. */
+  MOVED_LOOKUP: 95,
   SECOND_CHANCE: 90,
   LOW: 50,
   /** CHAIN, UDP: the end of a walk (below every slot's hops). */
@@ -241,6 +262,17 @@ export const COOKIE_KINDS = {
   ICMP_RETURN: 0x23,
   /** gw CLASSIFY: an echo request to a VIP, answered by the gateway. lb, a = request type. */
   GW_ICMP_ECHO: 0x24,
+  /** host CT_IN: an established connection of a backend configured on another host -> that host. lb, a = member. */
+  MOVED_OUT: 0x25,
+  /** host TUN_IN: a moved connection's packet from its old host -> learn its way back, deliver. a = vm ofport,
+   *  b = family << 8 | IP protocol. */
+  MOVED_IN: 0x26,
+  /** host TUN_IN: a moved backend's reply from its new host -> ct lookup (un-NAT) -> CT_OUT. b = family. */
+  MOVED_RETURN: 0x27,
+  /** host CT_IN -> MOVED_FWD, and MOVED_FWD's miss -> CHAIN. a = table, b = family. */
+  MOVED_LOOKUP: 0x28,
+  /** host CT_OUT: a backend's packet without a connection here -> MOVED_BACK. b = family. */
+  MOVED_BACK_LOOKUP: 0x29,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

@@ -319,6 +319,25 @@ test('output that is not ovs-vsctl JSON is rejected with SLUICE_E_NODE_FACTS', (
   throwsFacts(parseVsctlTables(CAPTURED).slice(0, 3), /expected 4 tables/);
 });
 
+test('sluice-follow-moves: true or false, absent = off; another value named', () => {
+  assert.equal(nodeFactsFromOvs(tables()).facts.followMoves, undefined);
+  assert.equal(nodeFactsFromOvs(setOvsKey(tables(), 'sluice-follow-moves', 'true')).facts.followMoves, true);
+  assert.equal(
+    nodeFactsFromOvs(setOvsKey(tables(), 'sluice-follow-moves', 'false')).facts.followMoves,
+    undefined,
+  );
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-follow-moves', 'yes'),
+    /Open_vSwitch \. external_ids:sluice-follow-moves: "yes" is not true or false/,
+  );
+  const f = nodeFactsFromOvs(tables()).facts;
+  assert.equal(checkNodeFacts({ ...f, followMoves: true }, 'file').followMoves, true);
+  assert.throws(
+    () => checkNodeFacts({ ...f, followMoves: 1 } as never, 'file'),
+    /file: followMoves: expected true or false/,
+  );
+});
+
 test('sluice-ct-zone: the host zone beside ovn-controller (1..65535), absent = the default; bad values named', () => {
   assert.equal(nodeFactsFromOvs(tables()).facts.ctZone, undefined);
   assert.equal(nodeFactsFromOvs(setOvsKey(tables(), 'sluice-ct-zone', '65535')).facts.ctZone, 65535);

@@ -182,6 +182,63 @@ test('a host whose facts name a conntrack zone uses it in every ct() and nothing
   );
 });
 
+test("sluice-follow-moves: a host hands over a moved backend's connections; off, nothing changes", () => {
+  const text = (f: NodeFacts) =>
+    compileNode(config, gen, f)
+      .bridges.get('br-int')!
+      .flows.map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`);
+  const ip = (n: string) => config.nodes.find((x) => x.name === n)!.tunnelIp;
+  for (const name of ['host1', 'host2']) {
+    const plain = text(fakeFacts(config, name));
+    const on = { ...fakeFacts(config, name), followMoves: true };
+    const moved = text(on);
+    // Only additions: every flow of the plain host is still there, the same.
+    assert.deepEqual(
+      moved.filter((l) => plain.includes(l)),
+      plain,
+    );
+    const added = moved.filter((l) => !plain.includes(l));
+    // The incremental compiler (the agent's path) agrees with the full one.
+    const inc = joinParts(compileNodeParts(config, gen, on).bridges.get('br-int')!);
+    assert.deepEqual(
+      inc.flows.map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`).sort(),
+      [...moved].sort(),
+    );
+    // Both hosts: a reply handed back (VNI 0x5102) is looked up with NAT; CT_OUT sends what has no connection to
+    // MOVED_BACK (learned flows only, else dropped); a new non-SYN TCP packet looks in MOVED_FWD before the chain.
+    assert.ok(added.includes(`${T.TUN_IN} ${PRIO.HIGH} ip,tun_id=0x5102 ct(table=${T.CT_OUT},zone=1,nat)`));
+    assert.ok(added.includes(`${T.CT_OUT} ${PRIO.LOW} ct_state=-est+trk,ip resubmit(,${T.MOVED_BACK})`));
+    assert.ok(added.includes(`${T.MOVED_BACK} ${PRIO.DROP}  drop`));
+    assert.ok(
+      added.includes(
+        `${T.CT_IN} ${PRIO.MOVED_LOOKUP} ct_state=+new+trk,tcp,tcp_flags=-syn resubmit(,${T.MOVED_FWD})`,
+      ),
+    );
+    assert.ok(added.includes(`${T.MOVED_FWD} ${PRIO.DROP}  resubmit(,${T.CHAIN})`));
+    const out = added.filter((l) => l.startsWith(`${T.CT_IN} ${PRIO.MOVED} `));
+    const learn = added.filter((l) => l.includes('tun_id=0x5101'));
+    if (name === 'host2') {
+      // dns's backend 10.0.1.11 is on host1: host2's established connections to it (were it to have any) go there.
+      assert.deepEqual(out, [
+        `${T.CT_IN} ${PRIO.MOVED} ct_state=-new+est+trk,ct_mark=0x32d70000/0xffff0000,ip,nw_dst=10.0.1.11 ` +
+          `set_field:0x5101->tun_id,set_field:${ip('host1')}->tun_dst,set_field:0->in_port,output:${on.ports.geneve}`,
+      ]);
+      assert.deepEqual(learn, [], 'host2 has no backend to hand packets to');
+    } else {
+      assert.deepEqual(out, [], 'host1 keeps its own backend');
+      // Its backend's handed-over packets (TCP and UDP) learn the way back to the sender and are delivered.
+      assert.equal(learn.filter((l) => l.includes('nw_dst=10.0.1.11')).length, 2);
+      const tcp = learn.find((l) => l.startsWith(`${T.TUN_IN} ${PRIO.HIGH} tcp,`))!;
+      assert.match(
+        tcp,
+        /learn\(table=31,.*NXM_OF_IP_SRC\[\]=NXM_OF_IP_DST\[\].*load:0x5102->NXM_NX_TUN_ID\[\],load:NXM_NX_TUN_IPV4_SRC\[\]->NXM_NX_TUN_IPV4_DST\[\]/,
+      );
+      assert.match(tcp, /learn\(table=23,.*NXM_NX_REG2\[16\.\.31\]=NXM_NX_TUN_METADATA0\[16\.\.31\]/);
+      assert.match(tcp, /output:\d+$/);
+    }
+  }
+});
+
 test("a gateway's ICMP error copies pass one meter first (default 1000/s, facts.icmpRate, 0 = none); echo does not", () => {
   const gw = fakeFacts(config, 'gw1');
   const int = (f: NodeFacts) => compileNode(config, gen, f).bridges.get('br-int')!;
