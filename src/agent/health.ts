@@ -280,6 +280,7 @@ export class HealthChecker {
 
   /** Sets the targets (new or changed ones start `unknown`; gone ones are forgotten). */
   setTargets(targets: readonly HealthTarget[]): void {
+    this.#version++;
     const ids = new Set(targets.map((t) => t.id));
     for (const id of this.#tracked.keys()) if (!ids.has(id)) this.#tracked.delete(id);
     for (const t of targets) {
@@ -303,6 +304,13 @@ export class HealthChecker {
           key: probeKey(t.address, t.port, check),
         });
     }
+  }
+
+  #version = 0;
+
+  /** Grows whenever a target's state or latest probe result changes, or the targets do (readers skip what did not). */
+  get version(): number {
+    return this.#version;
   }
 
   state(id: string): HealthState {
@@ -373,11 +381,13 @@ export class HealthChecker {
       t.okStreak = 0;
     }
     t.checkedAt = Date.now();
+    if (t.lastOk !== ok) this.#version++;
     t.lastOk = ok;
     const to = nextHealth(t.state, ok, ok ? t.okStreak : t.failStreak, t.check.rise, t.check.fall);
     if (to !== t.state) {
       const from = t.state;
       t.state = to;
+      this.#version++;
       this.onChange?.(t.target.id, from, to);
     }
   }

@@ -1,0 +1,58 @@
+// reportScope (src/agent/report-scope.ts): which load balancers a host's connection report looks at. Configs are
+// built by hand (no store, no agent).
+
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FULL_REPORT_MS, reportScope } from '../../src/agent/report-scope.ts';
+import { parseConfig } from '../../src/model/schema.ts';
+
+const config = parseConfig({
+  nodes: [
+    { name: 'gw1', role: 'gateway', tunnelIp: '192.0.2.1' },
+    { name: 'host1', role: 'host', tunnelIp: '192.0.2.11' },
+  ],
+  loadBalancers: Array.from({ length: 5 }, (_, i) => ({
+    name: `v${i}`,
+    vip: `198.18.0.${i + 1}`,
+    protocol: 'tcp',
+    ports: [80],
+    backends: [{ address: '10.0.1.11', port: 80, host: 'host1' }],
+  })),
+});
+const vms = {};
+const names = (lbs: readonly { name: string }[]) => lbs.map((lb) => lb.name);
+
+test('first report, then only the load balancers with connections now or in the last report', () => {
+  const first = reportScope(undefined, 1000, { config, health: 0, vms, active: new Set(['v1']) });
+  assert.equal(first.full, true);
+  assert.deepEqual(names(first.lbs), ['v0', 'v1', 'v2', 'v3', 'v4']);
+  // v1's connections ended (its row must go back to none), v3's started (its row must say so): both are looked at.
+  const next = reportScope(first.scope, 1500, { config, health: 0, vms, active: new Set(['v3']) });
+  assert.equal(next.full, false);
+  assert.deepEqual(names(next.lbs), ['v1', 'v3']);
+  const quiet = reportScope(next.scope, 2000, { config, health: 0, vms, active: new Set() });
+  assert.deepEqual(names(quiet.lbs), ['v3']);
+  const idle = reportScope(quiet.scope, 2500, { config, health: 0, vms, active: new Set() });
+  assert.deepEqual(names(idle.lbs), []);
+});
+
+test('anything else the rows depend on moved: every load balancer (negative controls)', () => {
+  const { scope } = reportScope(undefined, 1000, { config, health: 0, vms, active: new Set() });
+  const all = ['v0', 'v1', 'v2', 'v3', 'v4'];
+  const other = { ...config };
+  for (const [what, input] of [
+    ['a new config object', { config: other, health: 0, vms, active: new Set<string>() }],
+    ['a health result changed', { config, health: 1, vms, active: new Set<string>() }],
+    ['the VMs changed', { config, health: 0, vms: {}, active: new Set<string>() }],
+  ] as const) {
+    const r = reportScope(scope, 1500, input);
+    assert.equal(r.full, true, what);
+    assert.deepEqual(names(r.lbs), all, what);
+  }
+  const late = reportScope(scope, 1000 + FULL_REPORT_MS, { config, health: 0, vms, active: new Set() });
+  assert.equal(late.full, true, 'FULL_REPORT_MS after the last full report');
+  assert.equal(late.scope.fullAt, 1000 + FULL_REPORT_MS);
+  const soon = reportScope(scope, 1000 + FULL_REPORT_MS - 1, { config, health: 0, vms, active: new Set() });
+  assert.equal(soon.full, false);
+  assert.equal(soon.scope.fullAt, 1000);
+});
