@@ -84,7 +84,15 @@ test('the config split per load balancer: base with the names in order, one docu
   assert.ok(samePlanDocs(docs, splitPlanDocument(structuredClone(doc))));
   const other = structuredClone(doc);
   other.loadBalancers[1]!.vip = '198.18.0.3';
-  assert.ok(!samePlanDocs(docs, splitPlanDocument(other)));
+  const otherDocs = splitPlanDocument(other);
+  assert.ok(!samePlanDocs(docs, otherDocs));
+  // Remembered per pair of objects: asked again, each pair keeps its own answer (a negative control for the memo).
+  const same = splitPlanDocument(structuredClone(doc));
+  for (let i = 0; i < 2; i++) {
+    assert.ok(samePlanDocs(docs, same));
+    assert.ok(!samePlanDocs(docs, otherDocs));
+    assert.ok(!samePlanDocs(otherDocs, same));
+  }
   assert.throws(
     () => planDocument({ base: docs.base, lbs: new Map([['a', docs.lbs.get('a')!]]) }),
     /names load balancer b, which has no document/,
