@@ -23,15 +23,17 @@
 //   apply also the reads and the verification), revalidator/wait, bundle lines per bridge, apply mode;
 // - RSS (/proc/<pid>/status VmRSS) after convergence of every agent, the planner, ovsdb-server and every node's
 //   ovs-vswitchd; the store's database file size;
-// - bytes on the wire per generation: what ovsdb-server wrote to its clients (/proc/<pid>/io wchar minus the growth
-//   of its database file) over a change, divided by the generations the change rolled out in; its clients are the
-//   planner, the agents and this benchmark's own monitor of every table.
+// - bytes on the wire per generation: the kernel's counters of each daemon's TCP socket to the store (wireCounters),
+//   each way, from the CLI command to the last gateway acknowledgement of the change, divided by the generations it
+//   rolled out in (the daemons use 127.0.0.1 TCP for this; this process's own monitor and the CLI use the unix
+//   socket and are not counted).
 // The lab and every child process are stopped in `finally` and on SIGINT/SIGTERM (children by their own PIDs).
 // Options (environment): CONV_SIZES (comma-separated VIP counts), CONV_CHANGES, CONV_NO_WRITE=1 (print only),
+// CONV_KEEP_LOGS=1 (keep the daemons' logs), CONV_CPU_PROF=1 (V8 CPU profiles of the daemons, with the logs),
 // CONV_BASELINE=1 (also the full-apply runs), CONV_LARGE_BASELINE=0 (not at the sizes above 1), CONV_REPORT_ONLY=<json>
 // (render a saved run's results, no lab; CONV_NOTE adds a note).
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,7 +90,10 @@ const respawns = new Map<string, number>();
 
 function spawnCli(name: string, args: readonly string[]): void {
   const out = createWriteStream(join(dir!, `${name}.log`), { flags: 'a' });
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
+  // CONV_CPU_PROF=1: each daemon writes a V8 CPU profile into the run's directory when it stops.
+  const prof =
+    process.env.CONV_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(dir!, 'prof')}`] : [];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -247,14 +252,48 @@ function pidRssMb(pid: number | undefined): number | undefined {
 /** VmRSS of a child, MB (undefined when it is gone). */
 const rssMb = (name: string) => pidRssMb(children.get(name)?.pid);
 
-/** Bytes ovsdb-server has written (files and sockets: /proc/<pid>/io wchar). */
-function serverWchar(): number {
-  const m = /wchar:\s+(\d+)/.exec(readFileSync(`/proc/${srv!.pid}/io`, 'utf8'));
-  return m ? Number(m[1]) : Number.NaN;
+/** Bytes through each daemon's store connection so far, by daemon name: the kernel's own counters of its TCP
+ *  socket to ovsdb-server (`ss -tinpH`, the client's side: bytes_received = what the store sent it, bytes_acked =
+ *  what it sent the store). The daemons reach the store over 127.0.0.1 TCP for this; this benchmark's own monitor
+ *  and the CLI use the unix socket, so they are not counted. */
+function wireCounters(): Map<string, { rx: number; tx: number }> {
+  const out = new Map<string, { rx: number; tx: number }>();
+  const byPid = new Map([...children].map(([name, c]) => [c.pid, name]));
+  const text = execFileSync('ss', ['-tinpH', 'state', 'established', `( dport = :${srv!.tcpPort} )`], {
+    encoding: 'utf8',
+  });
+  // ss prints each socket on two lines: addresses and users:(("node",pid=N,fd=M)), then the tcp_info fields.
+  let name: string | undefined;
+  for (const line of text.split('\n')) {
+    const pid = /pid=(\d+)/.exec(line);
+    if (pid) name = byPid.get(Number(pid[1]));
+    const rx = /bytes_received:(\d+)/.exec(line);
+    if (rx && name !== undefined) {
+      const tx = /bytes_acked:(\d+)/.exec(line);
+      const cur = out.get(name) ?? { rx: 0, tx: 0 };
+      out.set(name, { rx: cur.rx + Number(rx[1]), tx: cur.tx + Number(tx?.[1] ?? 0) });
+      name = undefined;
+    }
+  }
+  return out;
+}
+
+/** What went through each daemon's store connection between two wireCounters() readings. */
+function wireDelta(
+  a: Map<string, { rx: number; tx: number }>,
+  b: Map<string, { rx: number; tx: number }>,
+): Record<string, { rx: number; tx: number }> {
+  const out: Record<string, { rx: number; tx: number }> = {};
+  for (const [name, x] of b) {
+    const y = a.get(name) ?? { rx: 0, tx: 0 };
+    // A counter that went down is a new connection (a reconnect): count it from 0.
+    out[name] = { rx: x.rx >= y.rx ? x.rx - y.rx : x.rx, tx: x.tx >= y.tx ? x.tx - y.tx : x.tx };
+  }
+  return out;
 }
 
 function startAgents(mode: Mode): void {
-  const db = `unix:${srv!.unixPath}`;
+  const db = srv!.tcpRemote;
   for (const n of lab!.nodes)
     spawnCli(`agent-${n.name}`, [
       'agent',
@@ -308,10 +347,8 @@ interface ChangeResult {
   firstAckMs: number;
   convergedMs: number;
   gatewayAckMs: Record<string, number>;
-  /** What ovsdb-server wrote to its clients during the change (wchar minus the database file's growth). */
-  wireBytes: number;
-  /** The database file shrank during the change (compaction): wireBytes is then an over-estimate. */
-  compacted: boolean;
+  /** Bytes through each daemon's store connection during the change (wireCounters). */
+  wire: Record<string, { rx: number; tx: number }>;
   /** Backend health changes the host agents logged during the change (a flap makes rollouts of its own). */
   healthChanges: number;
 }
@@ -366,6 +403,9 @@ async function change(m: Monitor, vips: number, kind: 'add' | 'del'): Promise<Ch
   // Watch every update: when did each gateway first acknowledge each generation?
   const gateways = lab!.gateways.map((g) => g.name);
   const ackAt = new Map<string, Map<number, number>>(gateways.map((g) => [g, new Map()]));
+  // The daemons' socket counters when every gateway had acknowledged each generation (the bytes of a change are
+  // counted up to its last acknowledgement, not through the quiet window after it, which is only heartbeats).
+  const wireAt = new Map<number, ReturnType<typeof wireCounters>>();
   const onUpdate = () => {
     const s = state(m);
     const now = performance.now();
@@ -374,6 +414,8 @@ async function change(m: Monitor, vips: number, kind: 'add' | 'del'): Promise<Ch
       const seen = ackAt.get(g)!;
       if (!seen.has(a)) seen.set(a, now);
     }
+    const acked = Math.min(...gateways.map((g) => s.acks.get(g) ?? 0));
+    if (acked > before.gen && !wireAt.has(acked)) wireAt.set(acked, wireCounters());
   };
   m.on('update', onUpdate);
   const argv =
@@ -382,8 +424,7 @@ async function change(m: Monitor, vips: number, kind: 'add' | 'del'): Promise<Ch
       : ['backend', 'del', 'v0', `${ADDED.address}:80`];
   say(`  sluice ${argv.join(' ')}`);
   const health0 = healthEvents();
-  const wchar0 = serverWchar();
-  const file0 = statSync(join(dir!, 'ovsdb.db')).size;
+  const wire0 = wireCounters();
   const tCli = performance.now();
   // The CLI gives the store 5 s to answer; on the loaded machine its first read can take longer: retry (the time
   // counts from the first attempt, and the retries are reported).
@@ -396,12 +437,11 @@ async function change(m: Monitor, vips: number, kind: 'add' | 'del'): Promise<Ch
     process.exitCode = 0;
   }
   const cliMs = performance.now() - tCli;
-  // The planner waits for two fresh connection reports of every host before it drops second chances, and a planner
-  // step takes seconds at 1000 VIPs: a 3 s quiet window could end between two generations of the rollout there.
-  const lastGen = await converged(m, 15 * 60_000, vips > 1 ? 30_000 : 3000);
+  // The planner waits for two fresh connection reports of every host before it drops second chances (~1 s), and a
+  // generation takes a few seconds at 10,000 VIPs: a 3 s quiet window could end between two generations there.
+  const lastGen = await converged(m, 15 * 60_000, vips > 1 ? 10_000 : 3000);
   m.off('update', onUpdate);
-  const file1 = statSync(join(dir!, 'ovsdb.db')).size;
-  const wireBytes = serverWchar() - wchar0 - Math.max(0, file1 - file0);
+  const wire = wireDelta(wire0, wireAt.get(lastGen) ?? wireCounters());
   const after = state(m);
   const newGens = [...after.planCfg].filter(([g, c]) => g > before.gen && c > cfgBefore).map(([g]) => g);
   if (newGens.length === 0) throw new Error(`no generation planned from desired_cfg > ${cfgBefore}`);
@@ -418,8 +458,7 @@ async function change(m: Monitor, vips: number, kind: 'add' | 'del'): Promise<Ch
     firstAckMs: Math.max(...gateways.map((gw) => ackMs(gw, firstGen))),
     convergedMs: Math.max(...gateways.map((gw) => ackMs(gw, lastGen))),
     gatewayAckMs: Object.fromEntries(gateways.map((gw) => [gw, ackMs(gw, lastGen)])),
-    wireBytes,
-    compacted: file1 < file0,
+    wire,
     healthChanges: healthEvents() - health0,
   };
   say(`  converged in ${(res.convergedMs / 1000).toFixed(1)} s (g${firstGen}..g${lastGen})`);
@@ -504,8 +543,11 @@ function report(
       'CLI command; all sizes in one run, one after the other, on the same lab, store and daemons (the agents are ' +
       'restarted for each size). **incremental**: the agents as shipped (compile only the load balancers whose plan ' +
       'or config changed, diff against what the agent installed last, one bundle, no read of the switch; ' +
-      'docs/design/control-plane.md). Not measured: bytes on the wire per generation (ovsdb-server sends with ' +
-      'send(2), which its `/proc/<pid>/io` wchar does not count: it grew by less than 0.1 KiB per generation).',
+      'docs/design/control-plane.md). Bytes on the wire: the planner and the agents reach ovsdb-server over ' +
+      '127.0.0.1 TCP, and the kernel counts each socket (`ss -tinp`, bytes_received and bytes_acked of the ' +
+      "daemon's side), read before each change and when every gateway had acknowledged its last generation, " +
+      'divided by the generations it rolled out in (idle heartbeats included while the rollout ran); this ' +
+      "benchmark's own monitor and the CLI use the unix socket and are not counted.",
   );
   lines.push('');
   const label = (r: ScenarioResult) =>
@@ -552,8 +594,46 @@ function report(
   row('`sluice backend del` → every gateway acknowledged: median; max', (r) =>
     mmc(dels(r), (c) => c.convergedMs),
   );
-  // Bytes on the wire: ovsdb-server's wchar grew by ~0 over a change: it sends with send(2), which /proc/<pid>/io
-  // does not count, so that measure is not shown (counting at the clients would be).
+  // Bytes on the wire: the kernel's counters of each daemon's TCP socket to the store (wireCounters).
+  const perGen = (c: ChangeResult, f: (w: { rx: number; tx: number }) => number, who = (_: string) => true) =>
+    Object.entries(c.wire)
+      .filter(([name]) => who(name))
+      .reduce((t, [, w]) => t + f(w), 0) / gens(c);
+  const kb = (x: number) => `${(x / 1024).toFixed(1)} KiB`;
+  row('bytes on the wire per generation, store → planner + agents (kernel TCP counters): median; max', (r) =>
+    mmc(adds(r), (c) => perGen(c, (w) => w.rx), kb),
+  );
+  row('… planner + agents → store: median; max', (r) => mmc(adds(r), (c) => perGen(c, (w) => w.tx), kb));
+  row(
+    '… of which store → planner; → one agent (median of the 4)',
+    (r) =>
+      mmc(
+        adds(r),
+        (c) =>
+          perGen(
+            c,
+            (w) => w.rx,
+            (n) => n === 'planner',
+          ),
+        kb,
+      ).split(';')[0] +
+      '; ' +
+      kb(
+        median(
+          adds(r).flatMap((c) =>
+            Object.keys(c.wire)
+              .filter((n) => n.startsWith('agent-'))
+              .map((n) =>
+                perGen(
+                  c,
+                  (w) => w.rx,
+                  (x) => x === n,
+                ),
+              ),
+          ),
+        ),
+      ),
+  );
   row('gateway flows (all bridges)', (r) =>
     Math.max(0, ...gw(r).map((a) => a.flows)).toLocaleString('en-US'),
   );
@@ -602,14 +682,6 @@ function report(
       );
     }
   }
-  const compacted = results.filter((r) => r.changes.some((c) => c.compacted));
-  if (compacted.length > 0) {
-    lines.push('');
-    lines.push(
-      `ovsdb-server compacted its database during a change at ${compacted.map((r) => r.vips).join(', ')} VIPs: ` +
-        'the bytes on the wire there include the rewritten file (an over-estimate).',
-    );
-  }
   const largest = results.filter((r) => r.mode === 'incremental').at(-1);
   if (largest !== undefined && largest.vips > 1) {
     lines.push('');
@@ -652,7 +724,8 @@ function teardown(): Promise<void> {
       () => say('[lab] down'),
       (e: unknown) => say(`[lab] down failed: ${(e as Error).message}`),
     );
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (dir && process.env.CONV_KEEP_LOGS === '1') say(`[logs] kept in ${dir}`);
+    else if (dir) rmSync(dir, { recursive: true, force: true });
   })();
   return down;
 }
@@ -704,7 +777,7 @@ async function main(): Promise<void> {
     client = new OvsdbClient({ remotes: [db] });
     await client.connect();
     const mon = await client.monitor(DB_NAME, ALL_TABLES_MONITOR);
-    spawnCli('planner', ['planner', '--db', db, '--lease', '30', '--margin', '5']);
+    spawnCli('planner', ['planner', '--db', srv.tcpRemote, '--lease', '30', '--margin', '5']);
     // CONV_PREVIOUS=<json written by an earlier run>: start from its results (e.g. the 1-VIP runs) and run only the
     // sizes it lacks; the report says which rows come from it.
     const previous = process.env.CONV_PREVIOUS
