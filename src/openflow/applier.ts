@@ -98,6 +98,10 @@ export const STREAM_VERIFY_FLOWS = 50_000;
 /** A first install with more lines than this is sent in several bundles of at most this many (see the top). */
 export const FIRST_INSTALL_BUNDLE_LINES = 100_000;
 
+/** An incremental apply with more lines than this sends new load balancers in bundles of about this many first
+ *  (incrementalPieces). */
+export const INCREMENTAL_BUNDLE_LINES = 100_000;
+
 /** Bundles up to this many lines are kept in ApplyResult.bundle. */
 export const BUNDLE_KEEP_LINES = 10_000;
 
@@ -276,7 +280,8 @@ export async function applyBridge(
     };
   }
   const firstInstall = installed.owned.flows.length === 0 && installed.owned.groups.length === 0;
-  const sentMeters = await sendWithMeters(runner, bridge, diff, meters, firstInstall);
+  const pieces = firstInstall ? firstInstallPieces(diff, FIRST_INSTALL_BUNDLE_LINES) : [diff];
+  const sentMeters = await sendWithMeters(runner, bridge, diff, meters, pieces);
   if ((opts.verify ?? true) && desired.flows.length > (opts.streamVerifyAbove ?? STREAM_VERIFY_FLOWS)) {
     await verifyStreamed(runner, bridge, desired);
   } else if (opts.verify ?? true) {
@@ -335,7 +340,8 @@ export async function applyBridgeDelta(
       keptGroups,
       foreign,
     };
-  const sentMeters = await sendWithMeters(runner, bridge, diff, meters);
+  const pieces = incrementalPieces(desired, installed, foreign, diff, INCREMENTAL_BUNDLE_LINES);
+  const sentMeters = await sendWithMeters(runner, bridge, diff, meters, pieces);
   return {
     bridge,
     changed: true,
@@ -345,6 +351,55 @@ export async function applyBridgeDelta(
     keptGroups,
     foreign,
   };
+}
+
+/**
+ * An incremental diff (`diff`, of `desired` against `installed` by parts) in bundles of at most about `lines`
+ * lines when it is larger: `ovs-ofctl bundle` holds about 5 KiB per line it parses (a 1,000-VIP step on a gateway
+ * is 261,000 lines). The first bundles add whole new parts (load balancers the switch does not have yet: their
+ * groups and flows together, several parts per bundle, a part never split); the last one is everything else as
+ * one bundle (changed and removed parts, the node part), as before. Safe because each state in between is the
+ * installed state plus complete load balancers of the target: a new load balancer's flows match only its own VIP and
+ * ports and reference only its own group, and nothing sends its traffic there before the node part does (gateway
+ * br-phy steers a VIP to br-int only in the last bundle; a host receives a VIP's packets only after the gateways
+ * apply the generation). A new part whose flow key or group id is also being deleted or modified elsewhere (an id
+ * that moved between load balancers) stays in the last bundle, where the delete comes before the add. A change that
+ * modifies many existing parts at once (slotBits, hash mode, a node's address) is still one bundle.
+ */
+export function incrementalPieces(
+  desired: ReadonlyMap<string, BridgeState>,
+  installed: ReadonlyMap<string, BridgeState>,
+  foreign: readonly Flow[],
+  diff: BridgeDiff,
+  lines: number,
+): BridgeDiff[] {
+  if (bundleLineCount(diff) <= lines) return [diff];
+  const deletedKeys = new Set(diff.deleteFlows.map(flowKey));
+  const takenGroups = new Set([...diff.deleteGroups, ...diff.modifyGroups].map((g) => g.groupId));
+  const pieces: BridgeDiff[] = [];
+  const early = new Map(installed);
+  let batch = new Map<string, BridgeState>();
+  let batchLines = 0;
+  const flush = () => {
+    if (batch.size > 0) pieces.push(diffParts(batch, new Map(), foreign));
+    batch = new Map();
+    batchLines = 0;
+  };
+  for (const name of [...desired.keys()].sort()) {
+    const part = desired.get(name)!;
+    if (installed.has(name)) continue;
+    if (part.groups.some((g) => takenGroups.has(g.groupId))) continue;
+    if (part.flows.some((f) => deletedKeys.has(flowKey(f)))) continue;
+    const n = part.flows.length + part.groups.length;
+    if (batchLines > 0 && batchLines + n > lines) flush();
+    batch.set(name, part);
+    batchLines += n;
+    early.set(name, part);
+  }
+  flush();
+  if (pieces.length === 0) return [diff];
+  const rest = diffParts(desired, early, foreign);
+  return isEmptyDiff(rest) ? pieces : [...pieces, rest];
 }
 
 function partsMeters(parts: ReadonlyMap<string, BridgeState>): Meter[] {
@@ -375,7 +430,7 @@ async function sendWithMeters(
   bridge: string,
   diff: BridgeDiff,
   d: MeterDiff,
-  firstInstall = false,
+  pieces: readonly BridgeDiff[] = [diff],
 ): Promise<string[]> {
   const cmds = meterCommands(d);
   const meter = async (args: string[]) => {
@@ -387,7 +442,6 @@ async function sendWithMeters(
       );
   };
   for (const c of cmds.before) await meter(c);
-  const pieces = firstInstall ? firstInstallPieces(diff, FIRST_INSTALL_BUNDLE_LINES) : [diff];
   for (const piece of pieces) if (bundleLineCount(piece) > 0) await sendBundleDiff(runner, bridge, piece);
   for (const c of cmds.after) await meter(c);
   return [...cmds.before, ...cmds.after].map((c) => c.join(' '));

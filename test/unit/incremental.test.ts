@@ -7,11 +7,19 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as fc from 'fast-check';
 import { NodeProgrammer } from '../../src/agent/node-ops.ts';
-import { compileNodeParts, type NodeParts, partsFlowSet } from '../../src/compile/incremental.ts';
+import {
+  compileNodeParts,
+  lbPart,
+  NODE_PART,
+  type NodeParts,
+  partsFlowSet,
+} from '../../src/compile/incremental.ts';
 import { compileNode } from '../../src/compile/index.ts';
 import { lbIds } from '../../src/compile/registry.ts';
+import { bundleLineCount, bundleLines, diffParts } from '../../src/flowset/diff.ts';
 import { hex, renderFlowSet } from '../../src/flowset/text.ts';
 import type { Backend, Config, LoadBalancer } from '../../src/model/types.ts';
+import { incrementalPieces } from '../../src/openflow/applier.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
@@ -310,4 +318,102 @@ test("NodeProgrammer: a new load balancer that takes an existing one's id (hash 
   const r = await p.program(grown, g2, facts('gw1'));
   assert.equal(r.mode, 'incremental');
   for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(grown, g2, 'gw1', br));
+});
+
+test('a large incremental bundle goes in pieces: whole new load balancers first, the rest in the last bundle', () => {
+  const small = configOf(
+    [
+      [0, 1],
+      [2, 3],
+    ],
+    'dp_hash',
+  );
+  const big = configOf(
+    [
+      [0, 1],
+      [2, 3],
+      [0, 4],
+      [1, 5],
+      [2, 4],
+      [3, 5],
+      [0, 5],
+    ],
+    'dp_hash',
+  );
+  const g1 = planNext({ config: small, latest: null, connections: () => 0, now: 0 }).next!;
+  const g2 = planNext({ config: big, latest: g1, connections: () => 0, now: 1000 }).next!;
+  const f = facts('gw1');
+  const have = compileNodeParts(small, g1, f).bridges.get(f.bridges.int)!;
+  const want = compileNodeParts(big, g2, f).bridges.get(f.bridges.int)!;
+  const diff = diffParts(want, have);
+  const total = bundleLineCount(diff);
+  const perLb = want.get(lbPart('v2'))!.flows.length + 1;
+  // Small enough: one bundle, the same object.
+  assert.deepEqual(incrementalPieces(want, have, [], diff, total), [diff]);
+  const pieces = incrementalPieces(want, have, [], diff, 2 * perLb);
+  assert.ok(pieces.length >= 3, `${pieces.length} pieces`);
+  // Together they send exactly the single bundle's lines.
+  assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort());
+  const early = pieces.slice(0, -1);
+  const newLbs = ['v2', 'v3', 'v4', 'v5', 'v6'].map((n) => want.get(lbPart(n))!);
+  for (const p of early) {
+    // Only additions, of whole new load balancers (each one's group with all its flows), at most the limit.
+    assert.equal(p.deleteFlows.length + p.modifyGroups.length + p.deleteGroups.length, 0);
+    assert.ok(bundleLineCount(p) <= 2 * perLb);
+    const lbs = newLbs.filter((lb) => p.addGroups.some((g) => g.groupId === lb.groups[0]!.groupId));
+    assert.equal(
+      p.addFlows.length,
+      lbs.reduce((t, lb) => t + lb.flows.length, 0),
+    );
+    assert.equal(p.addGroups.length, lbs.length);
+  }
+  // The node part's changes (br-int's ICMP flows for the new VIPs) come last.
+  const nodeChanges = diffParts(
+    new Map([[NODE_PART, want.get(NODE_PART)!]]),
+    new Map([[NODE_PART, have.get(NODE_PART)!]]),
+  );
+  assert.ok(bundleLineCount(nodeChanges) > 0);
+  assert.deepEqual(
+    bundleLines(pieces.at(-1)!)
+      .filter((l) => bundleLines(nodeChanges).includes(l))
+      .sort(),
+    bundleLines(nodeChanges).sort(),
+  );
+});
+
+test('a new load balancer taking a group id that another one gives up stays in the last bundle', () => {
+  const flow = (match: string, group: number) => ({
+    table: 10,
+    priority: 100,
+    match,
+    actions: `group:${group}`,
+    cookie: 1n,
+  });
+  const part = (match: string, group: number) => ({
+    flows: [flow(match, group)],
+    groups: [{ groupId: group, spec: 'type=select' }],
+    tlvMap: [],
+  });
+  const have = new Map([['lb:a', part('ip,nw_dst=198.18.0.1', 5)]]);
+  const want = new Map([
+    ['lb:b', part('ip,nw_dst=198.18.0.2', 5)],
+    ['lb:c', part('ip,nw_dst=198.18.0.3', 6)],
+  ]);
+  const diff = diffParts(want, have);
+  assert.deepEqual(
+    diff.modifyGroups.map((g) => g.groupId),
+    [5],
+  );
+  const pieces = incrementalPieces(want, have, [], diff, 1);
+  // lb:c (a fresh id) may go first; lb:b must not (its group is a modify after a's flow is deleted).
+  assert.equal(pieces.length, 2);
+  assert.deepEqual(
+    pieces[0]!.addGroups.map((g) => g.groupId),
+    [6],
+  );
+  assert.deepEqual(
+    pieces[1]!.modifyGroups.map((g) => g.groupId),
+    [5],
+  );
+  assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort());
 });
