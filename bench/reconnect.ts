@@ -297,12 +297,20 @@ async function freshMonitor(
   }
 }
 
+/** The stores of the size being measured: stopped on SIGTERM/SIGINT too (a deadline), never left running. */
+const running = new Set<{ stop(): Promise<void> }>();
+for (const signal of ['SIGTERM', 'SIGINT'] as const)
+  process.once(signal, () => {
+    void Promise.all([...running].map((s) => s.stop())).finally(() => process.exit(1));
+  });
+
 async function size(store: Result['store'], vips: number): Promise<Result[]> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-reconnect-'));
   const servers =
     store === 'raft'
       ? await startCluster(dir, 1)
       : await startStandalone(dir).then((s) => ({ remotes: [s.unixRemote], stop: () => s.stop() }));
+  running.add(servers);
   const upstream = servers.remotes[0]!.slice('unix:'.length);
   const proxy = new CountingProxy(upstream);
   let w: Writer | undefined;
@@ -317,6 +325,7 @@ async function size(store: Result['store'], vips: number): Promise<Result[]> {
     w?.close();
     proxy.close();
     await servers.stop();
+    running.delete(servers);
     rmSync(dir, { recursive: true, force: true });
   }
 }
