@@ -630,11 +630,15 @@ export class AgentDaemon {
   }
 
   /** The facts the compiler sees: the node's, plus the SYN rate (hosts) or ICMP rate (gateways) of this agent's
-   *  options. */
+   *  options; on an XDP gateway, ICMP errors are the XDP datapath's (its tc program copies them, not OVS). */
   #compileFacts(): NodeFacts {
     const rate = this.#o.synRate ?? 0;
     if (this.#o.role === 'host') return rate > 0 ? { ...this.#facts, synRate: rate } : this.#facts;
-    return this.#o.icmpRate === undefined ? this.#facts : { ...this.#facts, icmpRate: this.#o.icmpRate };
+    return {
+      ...this.#facts,
+      ...(this.#o.icmpRate === undefined ? {} : { icmpRate: this.#o.icmpRate }),
+      ...(this.#o.xdp === undefined ? {} : { icmpErrorsInXdp: true }),
+    };
   }
 
   /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
@@ -669,7 +673,7 @@ export class AgentDaemon {
       const readMs = Math.round(performance.now() - t0);
       await this.#refreshFacts();
       const res = await this.#programmer.program(config, plan.generation, this.#compileFacts());
-      const xdp = await this.#o.xdp?.install(config, plan.generation, this.#facts);
+      const xdp = await this.#o.xdp?.install(config, plan.generation, this.#compileFacts());
       const from = this.#applied;
       this.#applied = target;
       this.#appliedAt = Date.now();

@@ -99,6 +99,13 @@ function xdpMetrics(registry: Registry, collect: () => Promise<void>) {
       'VIP packets the program dropped, per VIP port and reason (no_slot: the slot has no primary; no_headroom: no room for the outer headers)',
       ['reason'],
     ),
+    icmp: new Counter({
+      name: 'sluice_agent_xdp_icmp_total',
+      help: 'xdp gateways: ICMP errors to VIPs in the tc program (what=errors: reached its meter; copies: copies sent to hosts; dropped: over the meter rate; refused: copies the kernel refused)',
+      labelNames: ['what'],
+      registers: [registry],
+      collect,
+    }),
   };
 }
 
@@ -151,6 +158,7 @@ export class XdpGateway {
         tunnelIp: facts.tunnelIp,
         mac: facts.phyMac,
         neighbours: parseTnlNeigh(neigh.stdout),
+        ...(facts.icmpRate === undefined ? {} : { icmpRate: facts.icmpRate }),
       });
       this.#m?.attached.set(1);
       return this.#last;
@@ -174,7 +182,9 @@ export class XdpGateway {
   async #collect(): Promise<void> {
     const m = this.#m;
     if (m === undefined) return;
-    for (const c of await this.#dp.counters().catch(() => [])) {
+    const read = await this.#dp.readCounters().catch(() => ({ vips: [], icmp: undefined }));
+    for (const [what, n] of Object.entries(read.icmp ?? {})) this.#readings.advance(m.icmp, { what }, n);
+    for (const c of read.vips) {
       const labels = { lb: c.lb, vip: c.vip, proto: c.proto, port: String(c.port) };
       this.#readings.advance(m.packets, labels, c.packets);
       this.#readings.advance(m.bytes, labels, c.bytes);

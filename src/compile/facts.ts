@@ -44,6 +44,10 @@ export interface NodeFacts {
    *  second's worth, in front of every GW_ICMP flow; errors over the rate are dropped before they are copied).
    *  Absent: DEFAULT_ICMP_RATE; 0: unmetered. The agent's `--icmp-rate` (docs/design/icmp.md "The meter"). */
   readonly icmpRate?: number;
+  /** Gateways: the XDP datapath's tc program copies ICMP errors to the hosts (src/xdp/icmp.bpf.c, with the meter
+   *  above), so OVS gets no GW_ICMP error flows and no meter: OVS sees every frame the XDP program passes (its
+   *  AF_PACKET socket reads them before tc does) and would send a second set of copies. */
+  readonly icmpErrorsInXdp?: boolean;
   /** Hosts: the conntrack zone of sluice's connections (CT_ZONE when absent). Another zone on a node where another
    *  controller allocates zones in the same datapath (OVN's ovn-controller: docs/ovn.md). */
   readonly ctZone?: number;

@@ -30,7 +30,7 @@ export function icmpRate(facts: NodeFacts): number {
  */
 export function gatewayIcmpMeters(facts: NodeFacts): Meter[] {
   const rate = icmpRate(facts);
-  if (rate <= 0) return [];
+  if (rate <= 0 || facts.icmpErrorsInXdp) return [];
   return [{ meterId: ICMP_METER_ID, spec: `pktps burst bands=type=drop rate=${rate} burst_size=${rate}` }];
 }
 
@@ -48,7 +48,7 @@ function setTypeField(family: IpFamily): string {
   return family === 6 ? 'icmpv6_type' : 'icmp_type';
 }
 
-interface VipHosts {
+export interface VipHosts {
   readonly vip: string;
   readonly family: IpFamily;
   /** The id of the first load balancer (by name) on this VIP: what the tunnel metadata carries. */
@@ -58,7 +58,7 @@ interface VipHosts {
 }
 
 /** One entry per VIP, in the order of the (name-sorted) load balancers. */
-function vipHosts(lbs: readonly LbInput[]): VipHosts[] {
+export function vipHosts(lbs: readonly LbInput[]): VipHosts[] {
   const byVip = new Map<string, { vip: string; family: IpFamily; id: number; hosts: Set<string> }>();
   for (const { lb, id, plan } of lbs) {
     const key = `${lb.family}/${lb.vip}`;
@@ -75,7 +75,8 @@ function vipHosts(lbs: readonly LbInput[]): VipHosts[] {
 /**
  * Gateway CLASSIFY: an ICMP error addressed to a VIP -> one Geneve copy to each host of the VIP's members, with
  * TUN_LB_SLOT = lb id << 16 (slot 0: no slot is known) and no other option, after the gateway's ICMP meter when it
- * has one (gatewayIcmpMeters; OpenFlow wants the meter first).
+ * has one (gatewayIcmpMeters; OpenFlow wants the meter first). None when facts.icmpErrorsInXdp: the XDP
+ * gateway's tc program makes the copies (src/compile/xdp.ts `icmp`); the echo flows stay.
  *
  *   table=0 priority=100,icmp,nw_dst=203.0.113.10,icmp_type=3
  *           actions=meter:1358954498,set_field:0x2a7c0000->tun_metadata0,set_field:192.168.100.11->tun_dst,
@@ -91,7 +92,7 @@ export function gatewayIcmpFlows(config: Config, lbs: readonly LbInput[], facts:
       return ip === undefined ? [] : [`set_field:${ip}->tun_dst`, `output:${facts.ports.geneve}`];
     });
     flows.push(gatewayEchoFlow(v));
-    if (outs.length === 0) continue;
+    if (outs.length === 0 || facts.icmpErrorsInXdp) continue;
     for (const type of ICMP_ERROR_TYPES[v.family]) {
       flows.push({
         table: T.CLASSIFY,

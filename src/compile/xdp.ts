@@ -8,11 +8,12 @@ import type { Config, HashMode } from '../model/types.ts';
 import type { Generation } from '../rollout/types.ts';
 import { ipv4ToInt } from './common.ts';
 import { gatewaySlotEntries } from './gateway.ts';
+import { DEFAULT_ICMP_RATE, vipHosts } from './icmp.ts';
 import { lbInputs } from './index.ts';
 
 /** Map sizes compiled into the program (gateway.bpf.c MAX_VIPS, MAX_SLOT_ENTRIES): more entries are refused
  *  before they reach the maps. The slot map holds both copies. */
-export const XDP_LIMITS = { vips: 1024, slotEntries: 262144 } as const;
+export const XDP_LIMITS = { vips: 1024, slotEntries: 262144, icmpHosts: 64 } as const;
 /** The outer TTL OVS's tunnels use unless configured (`options:ttl`). */
 export const XDP_DEFAULT_TTL = 64;
 
@@ -25,6 +26,19 @@ export interface XdpGatewayFacts {
   /** Next-hop MAC of every host tunnel IP (OVS: its tunnel neighbour table). */
   readonly neighbours: ReadonlyMap<string, string>;
   readonly ttl?: number;
+  /** ICMP errors per second the tc program copies (its meter; docs/design/icmp.md "The meter"); absent:
+   *  DEFAULT_ICMP_RATE; 0: unmetered. */
+  readonly icmpRate?: number;
+}
+
+/** One VIP address whose ICMP errors icmp.bpf.c copies to its hosts (the OVS gateway's GW_ICMP flows). */
+export interface XdpIcmpVip {
+  readonly family: 4 | 6;
+  readonly vip: string;
+  /** The id of the VIP's first load balancer (by name): TUN_LB_SLOT = lbId << 16. */
+  readonly lbId: number;
+  /** Hosts of the VIP's members, sorted by name, with their next-hop MACs. */
+  readonly hosts: ReadonlyArray<{ readonly ip: string; readonly mac: string }>;
 }
 
 /** One VIP:port/proto the program encapsulates; `counter` indexes the per-VIP statistics. */
@@ -56,6 +70,9 @@ export interface XdpTables {
   readonly ttl: number;
   readonly vips: readonly XdpVip[];
   readonly slots: readonly XdpSlot[];
+  readonly icmp: readonly XdpIcmpVip[];
+  /** The ICMP meter: errors per second, burst one second's worth; 0: none. */
+  readonly icmpRate: number;
 }
 
 /** A key or value of one map, as bytes. */
@@ -64,7 +81,15 @@ export interface MapEntry {
   readonly value: Uint8Array;
 }
 
-export type XdpMapName = 'sluice_active' | 'sluice_config' | 'sluice_vips' | 'sluice_slots' | 'sluice_stats';
+export type XdpMapName =
+  | 'sluice_active'
+  | 'sluice_config'
+  | 'sluice_vips'
+  | 'sluice_slots'
+  | 'sluice_stats'
+  | 'sluice_icmpvips'
+  | 'sluice_icmpconf'
+  | 'sluice_icmpstat';
 
 /** One write to one of the program's maps. */
 export type MapWrite =
@@ -75,6 +100,8 @@ export interface XdpMapImage {
   readonly config: MapEntry;
   readonly vips: readonly MapEntry[];
   readonly slots: readonly MapEntry[];
+  readonly icmpConf: MapEntry;
+  readonly icmpVips: readonly MapEntry[];
 }
 
 function macBytes(mac: string, what: string): Uint8Array {
@@ -151,7 +178,34 @@ export function xdpTables(config: Config, gen: Generation, facts: XdpGatewayFact
     ttl: facts.ttl ?? XDP_DEFAULT_TTL,
     vips,
     slots,
+    icmp: xdpIcmpVips(config, gen, facts),
+    icmpRate: facts.icmpRate ?? DEFAULT_ICMP_RATE,
   };
+}
+
+/** The VIP addresses whose ICMP errors the tc program copies, with the hosts the OVS gateway's GW_ICMP flows name. */
+function xdpIcmpVips(config: Config, gen: Generation, facts: XdpGatewayFacts): XdpIcmpVip[] {
+  const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
+  return vipHosts(lbInputs(config, gen)).flatMap((v) => {
+    const ips = v.hosts.flatMap((h) => hostIp.get(h) ?? []);
+    if (ips.length === 0) return [];
+    if (ips.length > XDP_LIMITS.icmpHosts) {
+      throw new SluiceError(
+        'SLUICE_E_XDP',
+        `xdp: VIP ${v.vip} has members on ${ips.length} hosts, the ICMP program copies to ${XDP_LIMITS.icmpHosts}`,
+      );
+    }
+    const hosts = ips.map((ip) => {
+      const mac = facts.neighbours.get(ip);
+      if (mac === undefined)
+        throw new SluiceError(
+          'SLUICE_E_XDP',
+          `xdp: no neighbour MAC for host tunnel IP ${ip} (VIP ${v.vip})`,
+        );
+      return { ip, mac };
+    });
+    return [{ family: v.family, vip: v.vip, lbId: v.id, hosts }];
+  });
 }
 
 const IP_PROTO = { tcp: 6, udp: 17 } as const;
@@ -206,7 +260,34 @@ export function xdpMapImage(tables: XdpTables, copy: 0 | 1): XdpMapImage {
     value.set(macBytes(s.dstMac, `neighbour of ${s.dst}`), 16);
     return { key, value };
   });
-  return { config: { key: cfgKey, value: cfg }, vips, slots };
+  return { config: { key: cfgKey, value: cfg }, vips, slots, ...icmpImage(tables, copy) };
+}
+
+/** icmp.bpf.c's entries of copy `copy`: the meter's rate and burst, and per VIP address its hosts. */
+function icmpImage(tables: XdpTables, copy: 0 | 1): Pick<XdpMapImage, 'icmpConf' | 'icmpVips'> {
+  const copyKey = new Uint8Array(4);
+  u32le(new DataView(copyKey.buffer), 0, copy);
+  const conf = new Uint8Array(8);
+  u32le(new DataView(conf.buffer), 0, tables.icmpRate);
+  u32le(new DataView(conf.buffer), 4, tables.icmpRate);
+  const icmpVips = tables.icmp.map((v) => {
+    const key = new Uint8Array(24);
+    u32le(new DataView(key.buffer), 0, copy);
+    key[4] = v.family;
+    const addr = parseIp(v.vip);
+    if (!addr) throw new SluiceError('SLUICE_E_XDP', `xdp: not an IP address: ${v.vip}`);
+    key.set(addr.bytes, 8);
+    const value = new Uint8Array(8 + 12 * XDP_LIMITS.icmpHosts);
+    const vv = new DataView(value.buffer);
+    u32le(vv, 0, v.lbId);
+    u32le(vv, 4, v.hosts.length);
+    v.hosts.forEach((h, i) => {
+      value.set(ipv4Bytes(h.ip), 8 + 12 * i);
+      value.set(macBytes(h.mac, `neighbour of ${h.ip}`), 12 + 12 * i);
+    });
+    return { key, value };
+  });
+  return { icmpConf: { key: copyKey, value: conf }, icmpVips };
 }
 
 function keyHex(k: Uint8Array): string {
@@ -239,10 +320,14 @@ export function xdpFlip(copy: 0 | 1): MapWrite {
  * once, so it sees the old copy or the whole new one.
  */
 export function xdpInstallWrites(held: XdpMapImage | undefined, next: XdpMapImage, copy: 0 | 1): MapWrite[] {
-  const writes: MapWrite[] = [{ kind: 'update', map: 'sluice_config', entry: next.config }];
+  const writes: MapWrite[] = [
+    { kind: 'update', map: 'sluice_config', entry: next.config },
+    { kind: 'update', map: 'sluice_icmpconf', entry: next.icmpConf },
+  ];
   for (const [map, entries, old] of [
     ['sluice_vips', next.vips, held?.vips ?? []],
     ['sluice_slots', next.slots, held?.slots ?? []],
+    ['sluice_icmpvips', next.icmpVips, held?.icmpVips ?? []],
   ] as const) {
     const keep = new Set(entries.map((e) => keyHex(e.key)));
     for (const entry of entries) writes.push({ kind: 'update', map, entry });

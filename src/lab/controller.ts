@@ -22,6 +22,7 @@ import {
   readSlotConnections,
 } from '../agent/node-ops.ts';
 import { XdpGateway } from '../agent/xdp-gateway.ts';
+import type { NodeFacts } from '../compile/facts.ts';
 import type { CompileOptions } from '../compile/index.ts';
 import { lbIdsOf } from '../compile/registry.ts';
 import { SluiceError } from '../model/errors.ts';
@@ -152,16 +153,16 @@ export class LabController {
     return p;
   }
 
+  /** A node's compiler facts; on an XDP gateway its tc program copies ICMP errors, not OVS (as the agent does). */
+  #facts(node: string): NodeFacts {
+    const f = this.lab.compilerFacts(node);
+    return this.#xdp.has(node) ? { ...f, icmpErrorsInXdp: true } : f;
+  }
+
   async #program(node: string, gen: Generation): Promise<void> {
-    const r = await programNode(
-      this.lab.node(node),
-      this.config,
-      gen,
-      this.lab.compilerFacts(node),
-      this.#opts.compile,
-    );
+    const r = await programNode(this.lab.node(node), this.config, gen, this.#facts(node), this.#opts.compile);
     // As the agent does: the XDP tables after the OVS flows, the acknowledgement after the flip.
-    const x = await this.#xdp.get(node)?.install(this.config, gen, this.lab.compilerFacts(node));
+    const x = await this.#xdp.get(node)?.install(this.config, gen, this.#facts(node));
     this.acks.set(node, gen.number);
     const lines = Object.entries(r.bundleLines)
       .filter(([, n]) => n > 0)
@@ -369,15 +370,15 @@ export class LabController {
     await this.#serial(async () => {
       await setLabDatapathFacts(this.lab.node(name), datapath);
       const had = this.#xdp.get(name);
+      const gen = this.published.find((g) => g.number === this.acks.get(name));
       if (datapath === 'ovs') {
         this.#xdp.delete(name);
         await had?.detach();
       } else if (had === undefined) {
-        const x = this.#xdpGateway(name);
-        const gen = this.published.find((g) => g.number === this.acks.get(name));
-        if (gen) await x.install(this.config, gen, this.lab.compilerFacts(name));
-        this.#xdp.set(name, x);
+        this.#xdp.set(name, this.#xdpGateway(name));
       }
+      // Its OVS flows change too (ICMP errors move between OVS and the XDP datapath's tc program).
+      if (gen) await this.#program(name, gen);
     });
     this.log('datapath', `${name} runs ${datapath}`);
   }

@@ -1,12 +1,14 @@
-// Runs the XDP gateway program through `bpftool` without touching the machine's BPF state: a private mount
-// namespace (`unshare --mount`) with its own bpffs, where the object is loaded, its maps pinned and written, packets
-// run through BPF_PROG_TEST_RUN and maps dumped, in one `bpftool batch`. Everything vanishes with the namespace.
+// Runs the XDP gateway program (and its ICMP error program, icmp.bpf.o beside it, when there is one) through
+// `bpftool` without touching the machine's BPF state: private mount and network namespaces (`unshare --mount --net`)
+// with their own bpffs, where the objects are loaded, their maps pinned and written, packets run through
+// BPF_PROG_TEST_RUN and maps dumped, in one `bpftool batch`. Everything vanishes with the namespaces (the ICMP
+// program's copies go out of that namespace's loopback, which drops them).
 // Used by the program tests and the benchmark. Data reaches bpftool as argv and files, never a shell string.
 
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { MapWrite, XdpMapName } from '../compile/xdp.ts';
 import { SluiceError } from '../model/errors.ts';
 
@@ -17,7 +19,13 @@ export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const
 
 export type XdpStep =
   | MapWrite
-  | { readonly kind: 'run'; readonly packet: Uint8Array; readonly repeat?: number }
+  | {
+      readonly kind: 'run';
+      readonly packet: Uint8Array;
+      readonly repeat?: number;
+      /** `icmp`: the tc program icmp.bpf.c (retval TC_ACT_*) instead of the XDP program. */
+      readonly prog?: 'icmp';
+    }
   | { readonly kind: 'dump'; readonly map: XdpMapName };
 
 export type XdpStepResult =
@@ -36,12 +44,19 @@ export interface DumpedEntry {
   readonly values: readonly Uint8Array[];
 }
 
+/** tc return codes (linux/pkt_cls.h). */
+export const TC_ACT = { OK: 0, SHOT: 2 } as const;
+
 const PIN = '/sys/fs/bpf/sluice-test';
 const PROG = `${PIN}/prog`;
 const MAPS = `${PIN}/maps`;
+const ICMP_PROG = `${PIN}/icmp`;
+const ICMP_MAPS = `${PIN}/icmp-maps`;
 const SCRIPT =
-  'set -e; mount -t bpf bpf /sys/fs/bpf; mkdir -p "$3"; ' +
-  'bpftool prog load "$1" "$4" type xdp pinmaps "$5"; exec bpftool -j batch file "$2"';
+  'set -e; mount -t bpf bpf /sys/fs/bpf; mkdir -p "$3" "$7"; ip link set lo up; ' +
+  'bpftool prog load "$1" "$4" type xdp pinmaps "$5"; ' +
+  'if [ -f "$6" ]; then bpftool prog load "$6" "$8" type classifier map name sluice_active pinned "$5/sluice_active" ' +
+  'map name sluice_config pinned "$5/sluice_config" pinmaps "$7"; fi; exec bpftool -j batch file "$2"';
 
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
@@ -54,7 +69,7 @@ function bytesOf(list: readonly string[]): Uint8Array {
 /** How a batch names a map: `pinned <path>` in the private bpffs, `id <n>` for a program attached to a device. */
 export type MapRef = (map: XdpMapName) => string;
 
-const privateMap: MapRef = (map) => `pinned ${MAPS}/${map}`;
+const privateMap: MapRef = (map) => `pinned ${map.startsWith('sluice_icmp') ? ICMP_MAPS : MAPS}/${map}`;
 
 export function batchLine(step: XdpStep, dir: string, i: number, ref: MapRef = privateMap): string {
   switch (step.kind) {
@@ -66,7 +81,7 @@ export function batchLine(step: XdpStep, dir: string, i: number, ref: MapRef = p
       writeFileSync(join(dir, `in${i}`), step.packet);
       // data_out must hold the packet plus the largest encapsulation.
       const size = step.packet.length + 256;
-      return `prog run pinned ${PROG} data_in ${dir}/in${i} data_out ${dir}/out${i} data_size_out ${size} repeat ${step.repeat ?? 1}`;
+      return `prog run pinned ${step.prog === 'icmp' ? ICMP_PROG : PROG} data_in ${dir}/in${i} data_out ${dir}/out${i} data_size_out ${size} repeat ${step.repeat ?? 1}`;
     }
     case 'dump':
       return `map dump ${ref(step.map)}`;
@@ -145,6 +160,7 @@ export async function runXdpSteps(
     writeFileSync(join(dir, 'batch'), `${lines.join('\n')}\n`);
     const args = [
       '--mount',
+      '--net',
       '--propagation',
       'private',
       'sh',
@@ -154,7 +170,12 @@ export async function runXdpSteps(
       object,
       join(dir, 'batch'),
     ];
-    const stdout = await execBpf('unshare', [...args, PIN, PROG, MAPS], timeoutMs);
+    const icmp = join(dirname(object), 'icmp.bpf.o');
+    const stdout = await execBpf(
+      'unshare',
+      [...args, PIN, PROG, MAPS, icmp, ICMP_MAPS, ICMP_PROG],
+      timeoutMs,
+    );
     return batchResults(steps, stdout, dir);
   } finally {
     rmSync(dir, { recursive: true, force: true });

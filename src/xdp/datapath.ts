@@ -21,7 +21,9 @@ import {
   attachXdp,
   detachXdp,
   sumCounters,
+  sumIcmpCounters,
   type XdpAttachment,
+  type XdpIcmpCounters,
   type XdpVipCounters,
 } from './attach.ts';
 import type { XdpStepResult } from './bpftool.ts';
@@ -129,18 +131,28 @@ export class XdpDatapath {
 
   /** The per-VIP counters of the program, by the VIPs of the generation in force; [] when not attached. */
   async counters(): Promise<XdpVipStats[]> {
+    return (await this.readCounters()).vips;
+  }
+
+  /** The per-VIP counters and the ICMP program's, in one batch (undefined ICMP counters when not attached). */
+  async readCounters(): Promise<{ vips: XdpVipStats[]; icmp: XdpIcmpCounters | undefined }> {
     const att = this.#att;
     const tables = this.#tables;
-    if (att === undefined || tables === undefined) return [];
-    const [dump] = await this.#ops.steps(att, [{ kind: 'dump', map: 'sluice_stats' }]);
-    const byIndex = sumCounters((dump as Extract<XdpStepResult, { kind: 'dump' }>).entries);
-    return tables.vips.map((v) => ({
+    if (att === undefined || tables === undefined) return { vips: [], icmp: undefined };
+    const dumps = await this.#ops.steps(att, [
+      { kind: 'dump', map: 'sluice_stats' },
+      { kind: 'dump', map: 'sluice_icmpstat' },
+    ]);
+    const entries = (i: number) => (dumps[i] as Extract<XdpStepResult, { kind: 'dump' }>).entries;
+    const byIndex = sumCounters(entries(0));
+    const vips = tables.vips.map((v) => ({
       lb: v.lb,
       vip: v.vip,
       proto: v.proto,
       port: v.port,
       ...(byIndex.get(v.counter) ?? { packets: 0, bytes: 0, dropNoSlot: 0, dropNoRoom: 0 }),
     }));
+    return { vips, icmp: sumIcmpCounters(entries(1)) };
   }
 
   /** Detaches the program (the uplink falls back to the kernel and OVS behind it). */

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { initialGeneration } from '../../src/cli/explain.ts';
 import type { NodeFacts } from '../../src/compile/facts.ts';
 import { gatewayClassifyFlows, gatewayGroups, gatewaySlotFlows } from '../../src/compile/gateway.ts';
+import { gatewayIcmpFlows } from '../../src/compile/icmp.ts';
 import { lbInputs } from '../../src/compile/index.ts';
 import {
   type XdpGatewayFacts,
@@ -39,14 +40,16 @@ import { labSluiceConfig, nodeBrPhyMac, resolveLabConfig } from '../../src/lab/c
 import { parseIp } from '../../src/model/ip.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Generation } from '../../src/rollout/types.ts';
-import { sumCounters } from '../../src/xdp/attach.ts';
-import { runXdpSteps, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
+import { sumCounters, sumIcmpCounters } from '../../src/xdp/attach.ts';
+import { runXdpSteps, TC_ACT, type XdpStep, type XdpStepResult } from '../../src/xdp/bpftool.ts';
 import {
   craftFrame,
   type FrameSpec,
   type GatewayUnderlay,
   ovsEchoReply,
+  ovsFlowKey,
   ovsGatewayOutput,
+  ovsIcmpCopies,
   toHex,
   withIcmpChecksums,
 } from './helpers/xdp.ts';
@@ -142,6 +145,14 @@ function icmpTo(s: FrameSpec, type: number): Uint8Array {
   const f = craftFrame({ ...s, proto: six ? 58 : 1, payload: s.payload ?? 24 });
   f[six ? 54 : 34] = type;
   return withIcmpChecksums(f);
+}
+
+/** An ICMP(v6) message of `type` per `s` (any options or extension headers before it); checksums not set. */
+function icmpFrame(s: FrameSpec, type: number): Uint8Array {
+  const f = craftFrame({ ...s, proto: s.dst.includes(':') ? 58 : 1, payload: s.payload ?? 24 });
+  const at = ovsFlowKey(f)?.l4;
+  if (at !== undefined && at < f.length) f[at] = type;
+  return f;
 }
 
 const verdict = (r: Run) =>
@@ -360,6 +371,104 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
       );
     }
     assert.equal(got.size, want.size, 'no other counter moved');
+  });
+
+  // ICMP errors (src/xdp/icmp.bpf.c, the tc program): each error to a VIP becomes one Geneve copy per host of the
+  // VIP, the bytes of the OVS gateway's GW_ICMP flow (helpers/xdp.ts ovsIcmpCopies). BPF_PROG_TEST_RUN returns the
+  // skb as the program left it, i.e. the last copy: the VIP's host list is rotated so that every host's copy is the
+  // last one once. Everything else passes untouched.
+  test('ICMP errors to a VIP (tc program): one copy per host, the OVS GW_ICMP bytes; the rest untouched', async (t) => {
+    const icmpFlows = gatewayIcmpFlows(config, lbInputs(config, gen), { ports: { geneve: 2 } } as NodeFacts);
+    const base = { src: '198.51.100.1', proto: 1, payload: 48, dstMac: GW_MAC };
+    const errors: FrameSpec[] = [];
+    for (const dst of Object.values(VIPS)) {
+      const six = dst.includes(':');
+      const src = six ? '2001:db8:ffff::1' : base.src;
+      for (const type of six ? [1, 2, 3] : [3, 11]) errors.push({ ...base, src, dst, proto: type });
+    }
+    const frames = [
+      ...errors.map((e) => icmpFrame(e, e.proto)),
+      icmpFrame({ ...base, dst: VIPS.web, ipOptions: Uint8Array.of(1, 1, 1, 0) }, 3),
+      icmpFrame({ ...base, dst: VIPS.web, tos: 0x03 }, 3),
+      icmpFrame({ ...base, src: '2001:db8:ffff::1', dst: VIPS.web6, v6Ext: [0, 60] }, 2),
+    ];
+    const tables = xdpTables(config, gen, { ...facts, icmpRate: 0 });
+    let same = 0;
+    let copies = 0;
+    const hostsPerVip = Math.max(...tables.icmp.map((v) => v.hosts.length));
+    for (let r = 0; r < hostsPerVip; r++) {
+      const rot = <T>(xs: readonly T[]) => [...xs.slice(r % xs.length), ...xs.slice(0, r % xs.length)];
+      const rotated = { ...tables, icmp: tables.icmp.map((v) => ({ ...v, hosts: rot(v.hosts) })) };
+      const steps = frames.map((packet) => ({ kind: 'run' as const, packet, prog: 'icmp' as const }));
+      const res = await runXdpSteps(object, [
+        ...loadSteps(rotated, 0),
+        ...steps,
+        { kind: 'dump', map: 'sluice_icmpstat' },
+      ]);
+      const runs = res.filter((x): x is Run => x.kind === 'run');
+      for (let i = 0; i < frames.length; i++) {
+        const want = rot(ovsIcmpCopies(icmpFlows, frames[i], underlay));
+        assert.ok(want.length >= 2, `the OVS model copies ${toHex(frames[i].subarray(0, 40))}`);
+        assert.equal(runs[i].retval, TC_ACT.SHOT, 'the original is consumed');
+        assert.equal(toHex(runs[i].output), toHex(want[want.length - 1]), `frame ${i}, rotation ${r}`);
+        same++;
+        copies += want.length;
+      }
+      const got = sumIcmpCounters((res.at(-1) as Extract<XdpStepResult, { kind: 'dump' }>).entries);
+      assert.deepEqual(
+        got,
+        { errors: frames.length, copies, dropped: 0, refused: 0 },
+        'every error copied to every host of its VIP',
+      );
+      copies = 0;
+    }
+    t.diagnostic(
+      `${same} last copies byte-identical with the OVS GW_ICMP flows (${frames.length} errors x ${hostsPerVip} rotations)`,
+    );
+    const passed: [string, Uint8Array][] = [
+      ['echo request', icmpFrame({ ...base, dst: VIPS.web }, 8)],
+      ['error to a non-VIP address', icmpFrame({ ...base, dst: '203.0.113.99' }, 3)],
+      ['redirect (type 5) to a VIP', icmpFrame({ ...base, dst: VIPS.web }, 5)],
+      ['error, first fragment', icmpFrame({ ...base, dst: VIPS.web, frag: { offset: 0, more: true } }, 3)],
+      [
+        'error, IPv6 first fragment',
+        icmpFrame({ ...base, src: '2001:db8:ffff::1', dst: VIPS.web6, frag: { offset: 0, more: true } }, 2),
+      ],
+      ['ICMPv6 echo request', icmpFrame({ ...base, src: '2001:db8:ffff::1', dst: VIPS.web6 }, 128)],
+      ['error cut to 6 bytes', icmpFrame({ ...base, dst: VIPS.web, payload: 0, l4Bytes: 6 }, 3)],
+      ['TCP to a VIP', craftFrame({ ...base, dst: VIPS.web, proto: 6, sport: 1000, dport: 80 })],
+    ];
+    const res = await runXdpSteps(object, [
+      ...loadSteps(tables, 0),
+      ...passed.map(([, packet]) => ({ kind: 'run' as const, packet, prog: 'icmp' as const })),
+    ]);
+    const runs = res.filter((x): x is Run => x.kind === 'run');
+    passed.forEach(([what, f], i) => {
+      assert.equal(ovsIcmpCopies(icmpFlows, f, underlay).length, 0, `${what}: OVS copies nothing either`);
+      assert.equal(runs[i].retval, TC_ACT.OK, what);
+      assert.equal(toHex(runs[i].output), toHex(f), `${what}: untouched`);
+    });
+  });
+
+  test('ICMP errors: the meter lets `rate` errors through in a burst, drops and counts the rest', async (t) => {
+    const frames = Array.from({ length: 30 }, (_, i) =>
+      icmpFrame({ src: `198.51.100.${i + 1}`, dst: VIPS.dns, proto: 1, payload: 40, dstMac: GW_MAC }, 3),
+    );
+    const res = await runXdpSteps(object, [
+      ...loadSteps(xdpTables(config, gen, { ...facts, icmpRate: 10 }), 1),
+      ...frames.map((packet) => ({ kind: 'run' as const, packet, prog: 'icmp' as const })),
+      { kind: 'dump', map: 'sluice_icmpstat' },
+    ]);
+    const got = sumIcmpCounters((res.at(-1) as Extract<XdpStepResult, { kind: 'dump' }>).entries);
+    const hosts = xdpTables(config, gen, facts).icmp.find((v) => v.vip === VIPS.dns)!.hosts.length;
+    const runs = res.filter((x): x is Run => x.kind === 'run');
+    const copied = runs.filter((r) => r.output.length > frames[0].length).length;
+    t.diagnostic(
+      `rate 10, burst 10: 30 errors back to back, ${copied} copied, ${got.dropped} dropped by the meter`,
+    );
+    // The bucket starts full (10 tokens) and refills at 10 a second: one more token per 100 ms the batch takes.
+    assert.ok(copied >= 10 && copied <= 12, `${copied} copied`);
+    assert.deepEqual(got, { errors: 30, copies: copied * hosts, dropped: 30 - copied, refused: 0 });
   });
 
   test('generation switch: the index flip moves every packet to the other copy at once', async () => {

@@ -40,19 +40,31 @@ function fakeOps() {
   let progs = 0;
   const fail = { attach: false, steps: false };
   let dump: Extract<XdpStepResult, { kind: 'dump' }> = { kind: 'dump', entries: [] };
+  let icmpDump: Extract<XdpStepResult, { kind: 'dump' }> = { kind: 'dump', entries: [] };
   const ops: XdpOps = {
     async attach(): Promise<XdpAttachment> {
       calls.push('attach');
       if (fail.attach) throw new Error('libbpf: prog: the verifier said no');
       progs++;
-      const maps = { sluice_active: 1, sluice_config: 2, sluice_vips: 3, sluice_slots: 4, sluice_stats: 5 };
+      const maps = {
+        sluice_active: 1,
+        sluice_config: 2,
+        sluice_vips: 3,
+        sluice_slots: 4,
+        sluice_stats: 5,
+        sluice_icmpvips: 6,
+        sluice_icmpconf: 7,
+        sluice_icmpstat: 8,
+      };
       return { netns: 'ns', dev: 'eth0', progId: 100 + progs, maps };
     },
     async steps(_att, steps) {
       calls.push(`steps ${steps.length}`);
       if (fail.steps) throw new Error('bpftool batch: map update failed');
       batches.push([...steps]);
-      return steps.map((s) => (s.kind === 'dump' ? dump : { kind: s.kind }));
+      return steps.map((s) =>
+        s.kind === 'dump' ? (s.map === 'sluice_icmpstat' ? icmpDump : dump) : { kind: s.kind },
+      );
     },
     async detach() {
       calls.push('detach');
@@ -65,6 +77,9 @@ function fakeOps() {
     fail,
     setDump(d: typeof dump) {
       dump = d;
+    },
+    setIcmpDump(d: typeof dump) {
+      icmpDump = d;
     },
   };
 }
@@ -226,14 +241,27 @@ describe("the agent's XDP part (fake runner, fake device)", () => {
       kind: 'dump',
       entries: [{ key: Uint8Array.of(at, 0, 0, 0), values: [u64(3, 300, 1, 0), u64(4, 400, 0, 0)] }],
     });
+    // The ICMP program's counters (one entry) on two CPUs: 5 errors, 10 copies, 2 over the meter.
+    f.setIcmpDump({
+      kind: 'dump',
+      entries: [{ key: Uint8Array.of(0, 0, 0, 0), values: [u64(3, 6, 2, 0), u64(2, 4, 0, 0)] }],
+    });
     const text = await registry.metrics();
+    assert.match(text, /^sluice_agent_xdp_icmp_total\{what="errors"\} 5$/m);
+    assert.match(text, /^sluice_agent_xdp_icmp_total\{what="copies"\} 10$/m);
+    assert.match(text, /^sluice_agent_xdp_icmp_total\{what="dropped"\} 2$/m);
+    assert.match(text, /^sluice_agent_xdp_icmp_total\{what="refused"\} 0$/m);
     const api = 'lb="api",vip="203.0.113.20",proto="tcp",port="80"';
     assert.match(text, new RegExp(`^sluice_agent_xdp_packets_total\\{${api}\\} 7$`, 'm'));
     assert.match(text, new RegExp(`^sluice_agent_xdp_bytes_total\\{${api}\\} 700$`, 'm'));
     assert.match(text, new RegExp(`^sluice_agent_xdp_drops_total\\{${api},reason="no_slot"\\} 1$`, 'm'));
     assert.match(text, /^sluice_agent_xdp_packets_total\{lb="web",.*\} 0$/m);
     assert.match(text, /^sluice_agent_xdp_attached 1$/m);
-    assert.equal(f.calls.filter((c) => c === 'steps 1').length, 1, 'one dump serves the three counters');
+    assert.equal(
+      f.calls.filter((c) => c === 'steps 2').length,
+      1,
+      'one batch of two dumps serves every counter',
+    );
   });
 
   test('an xdp node without --xdp-object: every install fails with that reason', async () => {

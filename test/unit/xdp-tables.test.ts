@@ -3,13 +3,17 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { gatewaySlotEntries } from '../../src/compile/gateway.ts';
+import { gatewayIcmpFlows, gatewayIcmpMeters } from '../../src/compile/icmp.ts';
 import { lbInputs } from '../../src/compile/index.ts';
-import { xdpFlip, xdpInstallWrites, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
+import { decodeCookie } from '../../src/compile/registry.ts';
+import { XDP_LIMITS, xdpFlip, xdpInstallWrites, xdpMapImage, xdpTables } from '../../src/compile/xdp.ts';
 import { nodeBrPhyMac } from '../../src/lab/config.ts';
 import { SluiceError } from '../../src/model/errors.ts';
+import { fakeFacts } from '../scenarios/fake-facts.ts';
 import { xdpFixture } from '../scenarios/xdp-fixture.ts';
 
 const { config, gen, hosts, facts } = xdpFixture(true);
+const gwFacts = fakeFacts(config, config.nodes.find((n) => n.role === 'gateway')?.name ?? 'gw1');
 
 test('one slot entry per slot with a primary, with the GW_SLOTS values; one VIP entry per port and per address', () => {
   const t = xdpTables(config, gen, facts);
@@ -79,16 +83,54 @@ test('installing a generation: every entry, the deletion of keys the copy held a
   const deletes = writes.filter((w) => w.kind === 'delete');
   assert.equal(
     deletes.length,
-    full.vips.length - smaller.vips.length + (full.slots.length - smaller.slots.length),
+    full.vips.length -
+      smaller.vips.length +
+      (full.slots.length - smaller.slots.length) +
+      (full.icmpVips.length - smaller.icmpVips.length),
   );
-  assert.ok(deletes.length > 0);
+  assert.ok(
+    deletes.some((w) => w.map === 'sluice_icmpvips'),
+    "api's VIP address leaves the ICMP map",
+  );
   assert.equal(
     writes.filter((w) => w.kind === 'update').length,
-    1 + smaller.vips.length + smaller.slots.length + 1,
+    2 + smaller.vips.length + smaller.slots.length + smaller.icmpVips.length + 1,
   );
   assert.deepEqual(writes.at(-1), xdpFlip(1));
   assert.deepEqual(
     xdpInstallWrites(smaller, smaller, 1).filter((w) => w.kind === 'delete'),
     [],
   );
+});
+
+test("ICMP errors: per VIP address its hosts (the GW_ICMP flows' tun_dst list) and the meter, in the tc program's layout", () => {
+  const tables = xdpTables(config, gen, { ...facts, icmpRate: 250 });
+  const ovs = gatewayIcmpFlows(config, lbInputs(config, gen), { ...gwFacts, icmpRate: 250 }).filter(
+    (f) => decodeCookie(f.cookie)?.kind === 'GW_ICMP',
+  );
+  for (const v of tables.icmp) {
+    const flow = ovs.find((f) => f.match.includes(`=${v.vip},`));
+    assert.ok(flow, `an OVS GW_ICMP flow for ${v.vip}`);
+    const dsts = [...flow.actions.matchAll(/set_field:([\d.]+)->tun_dst/g)].map((m) => m[1]);
+    assert.deepEqual(
+      v.hosts.map((h) => h.ip),
+      dsts,
+      `${v.vip}: the same hosts in the same order as OVS`,
+    );
+    assert.ok(flow.actions.includes(`set_field:0x${((v.lbId << 16) >>> 0).toString(16)}->tun_metadata0`));
+  }
+  const image = xdpMapImage(tables, 1);
+  assert.equal(image.icmpVips.length, tables.icmp.length);
+  assert.deepEqual([...image.icmpConf.key], [1, 0, 0, 0]);
+  assert.deepEqual([...image.icmpConf.value], [250, 0, 0, 0, 250, 0, 0, 0]);
+  const first = image.icmpVips[0];
+  assert.equal(first.value.length, 8 + 12 * XDP_LIMITS.icmpHosts);
+  assert.equal(new DataView(first.value.buffer).getUint32(4, true), tables.icmp[0].hosts.length);
+  // On an XDP gateway OVS gets no GW_ICMP error flows and no meter (the tc program copies), but keeps echo.
+  const inXdp = { ...gwFacts, icmpErrorsInXdp: true };
+  const kinds = gatewayIcmpFlows(config, lbInputs(config, gen), inXdp).map(
+    (f) => decodeCookie(f.cookie)?.kind,
+  );
+  assert.ok(kinds.length > 0 && kinds.every((k) => k === 'GW_ICMP_ECHO'));
+  assert.deepEqual(gatewayIcmpMeters(inXdp), []);
 });

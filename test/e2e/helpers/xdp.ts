@@ -9,6 +9,8 @@ import type { Flow, Group } from '../../../src/flowset/types.ts';
 import {
   fieldsModeHash,
   ovsHash5Tuple,
+  ovsHashAdd,
+  ovsHashFinish,
   ovsUserspaceDpHash,
   type PacketKey,
 } from '../../../src/hashing/ovs.ts';
@@ -146,6 +148,9 @@ interface OvsFlowKey {
   readonly sport: number;
   readonly dport: number;
   readonly ecn: number;
+  /** Offset of the L4 header in the frame, and the L4 bytes the IP header claims. */
+  readonly l4: number;
+  readonly l4Len: number;
 }
 
 function l4Ports(view: DataView, at: number, len: number, proto: number): [number, number] {
@@ -171,7 +176,8 @@ export function ovsFlowKey(f: Uint8Array): OvsFlowKey | undefined {
     const proto = f[23];
     const [sport, dport] = frag === 'later' ? [0, 0] : l4Ports(v, 14 + ihl, tot - ihl, proto);
     const ecn = f[15] & 3;
-    return { family: 4, src: f.slice(26, 30), dst: f.slice(30, 34), proto, frag, sport, dport, ecn };
+    const l4 = { l4: 14 + ihl, l4Len: tot - ihl };
+    return { family: 4, src: f.slice(26, 30), dst: f.slice(30, 34), proto, frag, sport, dport, ecn, ...l4 };
   }
   if (type !== 0x86dd || f.length < 54) return undefined;
   let len = v.getUint16(18);
@@ -190,7 +196,18 @@ export function ovsFlowKey(f: Uint8Array): OvsFlowKey | undefined {
   }
   const [sport, dport] = frag === 'later' ? [0, 0] : l4Ports(v, at, len, next);
   const ecn = (f[15] >> 4) & 3;
-  return { family: 6, src: f.slice(22, 38), dst: f.slice(38, 54), proto: next, frag, sport, dport, ecn };
+  const l4 = { l4: at, l4Len: len };
+  return {
+    family: 6,
+    src: f.slice(22, 38),
+    dst: f.slice(38, 54),
+    proto: next,
+    frag,
+    sport,
+    dport,
+    ecn,
+    ...l4,
+  };
 }
 
 /** The gateway's own addresses on the underlay and its tunnel neighbours. */
@@ -257,8 +274,7 @@ function checksum(h: Uint8Array): number {
 /**
  * The frame an OVS gateway (userspace datapath) with these br-int flows and groups (fields or dp_hash mode) sends
  * for `frame` received on its uplink, or undefined when it sends none (not a VIP:port, a later fragment, a slot
- * without a primary, not IP). ICMP errors (copies to every host) are outside this model: callers do not ask it
- * about them.
+ * without a primary, not IP). ICMP errors (copies to every host): `ovsIcmpCopies`.
  */
 export function ovsGatewayOutput(
   flows: readonly Flow[],
@@ -281,37 +297,99 @@ export function ovsGatewayOutput(
   const hash = c.mode === 'fields' ? fieldsModeHash(key) : ovsUserspaceDpHash(key, 0);
   const s = slotFlow(flows, c.id, hash % c.n);
   if (!s) return undefined;
-  const neighbour = gw.neighbours.get(s.dst);
-  if (!neighbour) throw new Error(`no neighbour for ${s.dst}`);
-  const outer = new Uint8Array(74);
+  const options = s.opts.map((value, i) => [0x80 + i, value] as const);
+  return tunnelPush(gw, s.dst, k.ecn, ovsHash5Tuple(key, 0), options, frame);
+}
+
+/** OVS's userspace tunnel push of `frame` to `dst` with Geneve `options` ([type, value], class 0xffff, 4 bytes),
+ *  the UDP source port from the packet's 5-tuple hash `h5`. */
+function tunnelPush(
+  gw: GatewayUnderlay,
+  dst: string,
+  ecn: number,
+  h5: number,
+  options: ReadonlyArray<readonly [number, number]>,
+  frame: Uint8Array,
+): Uint8Array {
+  const neighbour = gw.neighbours.get(dst);
+  if (!neighbour) throw new Error(`no neighbour for ${dst}`);
+  const len = 50 + 8 * options.length;
+  const outer = new Uint8Array(len);
   const v = new DataView(outer.buffer);
   outer.set(mac(neighbour), 0);
   outer.set(mac(gw.mac), 6);
   v.setUint16(12, 0x0800);
-  const ipLen = 60 + frame.length;
+  const ipLen = len - 14 + frame.length;
   outer[14] = 0x45;
-  outer[15] = k.ecn === 3 ? 2 : k.ecn;
+  outer[15] = ecn === 3 ? 2 : ecn;
   v.setUint16(16, ipLen);
   v.setUint16(20, 0x4000);
   outer[22] = 64;
   outer[23] = 17;
   outer.set(ip(gw.ip), 26);
-  outer.set(ip(s.dst), 30);
+  outer.set(ip(dst), 30);
   v.setUint16(24, checksum(outer.subarray(14, 34)));
-  const h5 = ovsHash5Tuple(key, 0);
   v.setUint16(34, Math.floor((h5 * (61000 - 32768)) / 2 ** 32) + 32768);
   v.setUint16(36, 6081);
   v.setUint16(38, ipLen - 20);
-  outer[42] = 6;
+  outer[42] = 2 * options.length;
   outer[43] = 0x40;
   v.setUint16(44, 0x6558);
-  for (let i = 0; i < 3; i++) {
+  options.forEach(([type, value], i) => {
     v.setUint16(50 + 8 * i, 0xffff);
-    outer[52 + 8 * i] = 0x80 + i;
+    outer[52 + 8 * i] = type;
     outer[53 + 8 * i] = 1;
-    v.setUint32(54 + 8 * i, s.opts[i] >>> 0);
-  }
+    v.setUint32(54 + 8 * i, value >>> 0);
+  });
   return cat(outer, frame);
+}
+
+/** lib/flow.c miniflow_hash_5tuple(flow, 0) of an ICMP(v6) packet: its ports are htons(type), htons(code). */
+function icmpHash5(k: OvsFlowKey, type: number, code: number): number {
+  const words = (b: Uint8Array) =>
+    Array.from({ length: b.length / 4 }, (_, i) =>
+      new DataView(b.buffer, b.byteOffset).getUint32(4 * i, true),
+    );
+  let h = 0;
+  for (const w of [...words(k.src), ...words(k.dst)]) h = ovsHashAdd(h, w);
+  h = ovsHashAdd(h, k.proto);
+  h = ovsHashAdd(h, ((type << 8) | (code << 24)) >>> 0);
+  return ovsHashFinish(h, 42);
+}
+
+/**
+ * The copies an OVS gateway with these br-int flows sends for an ICMP error `frame` received on its uplink: its
+ * GW_ICMP flow (src/compile/icmp.ts) sets TUN_LB_SLOT and outputs once per tun_dst, so one Geneve frame per host,
+ * in the flow's order, with that one option. [] when no GW_ICMP flow matches (not an error to a VIP, a fragment:
+ * OVS's `normal` fragment handling zeroes the ICMP type, a header cut short).
+ */
+export function ovsIcmpCopies(flows: readonly Flow[], frame: Uint8Array, gw: GatewayUnderlay): Uint8Array[] {
+  const k = ovsFlowKey(frame);
+  if (
+    !k ||
+    k.proto !== (k.family === 4 ? 1 : 58) ||
+    k.frag !== 'no' ||
+    k.l4Len < 8 ||
+    k.l4 + 8 > frame.length
+  )
+    return [];
+  const [type, code] = [frame[k.l4], frame[k.l4 + 1]];
+  const fl = flows.find((x) => {
+    const m = /^icmp6?,(?:nw_dst|ipv6_dst)=([^,]+),icmp_type=(\d+)$/.exec(x.match);
+    return (
+      x.table === 0 &&
+      m !== null &&
+      Number(m[2]) === type &&
+      sameBytes(ip(m[1]), k.dst) &&
+      x.actions.includes('tun_dst')
+    );
+  });
+  if (!fl) return [];
+  const lb = Number(/set_field:(\w+)->tun_metadata0/.exec(fl.actions)![1]);
+  const h5 = icmpHash5(k, type, code);
+  return [...fl.actions.matchAll(/set_field:([\d.]+)->tun_dst/g)].map((m) =>
+    tunnelPush(gw, m[1], k.ecn, h5, [[0x80, lb]], frame),
+  );
 }
 
 /** Ones-complement sum of 16-bit words (an odd byte padded with zero). */
