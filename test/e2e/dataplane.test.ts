@@ -42,7 +42,7 @@ import { applyBridge, applyFlowSet, readInstalled, revalidate } from '../../src/
 import type { Runner } from '../../src/openflow/runner.ts';
 import type { Generation, PlanMember, PoolPlan } from '../../src/rollout/types.ts';
 import { bridgeSnapshot, sendGeneve, withForeignFlow } from './helpers/geneve.ts';
-import { flushPathMtu, pathState } from './helpers/pmtu.ts';
+import { cleanPaths, echoTransfer, flushPathMtu, lockClientMtu, pathState } from './helpers/pmtu.ts';
 
 const PREFIX = 'slt-dp-';
 const BITS = 4;
@@ -579,37 +579,11 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
     const g = gen((slot) => (slot % 2 === 0 ? A : B), undefined);
     await applyAll(g);
     const client = lab.clients[0];
-    const routes = [
-      ['-4', `${client.ip}/32`, '1400'],
-      ['-6', `${client.ip6}/128`, '1280'],
-    ] as const;
-    for (const [fam, dst, mtu] of routes) {
-      await lab.routerExec('ip', [fam, 'route', 'replace', dst, 'dev', 'brc', 'mtu', 'lock', mtu]);
-    }
+    const unlock = await lockClientMtu((cmd, args) => lab.routerExec(cmd, args), client);
     const backendNs = [A, B].map((b) => lab.backend(b).netns);
     const paths = () => Promise.all(backendNs.map((ns) => pathState(ns, client.ip, client.ip6)));
-    /** Waits (3 s at most) until no backend holds a socket with the client, forgets cached path MTUs, and checks
-     *  that both are gone: a transfer after this has to discover the path MTU itself. */
-    const clean = async (when: string) => {
-      for (let i = 0; i < 30 && (await paths()).some((p) => p.sockets.length > 0); i++) await sleep(100);
-      await Promise.all(backendNs.map((ns) => flushPathMtu(ns)));
-      const left = await paths();
-      assert.ok(
-        left.every((p) => p.sockets.length === 0 && p.mtu4 === null && p.mtu6 === null),
-        `${when}: the backends still hold state towards the client: ${JSON.stringify(left)}`,
-      );
-    };
-    /** One connection to vip:80 that sends `total` bytes and reads the echo, then resets; JSON {done, got, ms}. */
-    const transfer = async (vip: string, total: number, ms: number) => {
-      const script = `const net=require('net');const s=net.connect({host:process.argv[1],port:80});
-        const total=+process.argv[2];let got=-1;const t0=Date.now();
-        const end=(o)=>{s.resetAndDestroy();process.stdout.write(JSON.stringify({...o,got,ms:Date.now()-t0}));process.exit(0)};
-        s.on('data',(d)=>{if(got<0){const i=d.indexOf(10);if(i<0)return;got=d.length-i-1;s.write(Buffer.alloc(total,120));}
-          else got+=d.length;if(got>=total)end({done:true});});
-        s.on('error',(e)=>end({done:false,error:e.message}));setTimeout(()=>end({done:false}),${ms});`;
-      const r = await nsRun(client.netns, process.execPath, ['-e', script, vip, String(total)]);
-      return JSON.parse(r.stdout) as { done: boolean; got: number; ms: number };
-    };
+    const clean = (when: string) => cleanPaths(backendNs, client, when);
+    const transfer = (vip: string, total: number, ms: number) => echoTransfer(client.netns, vip, total, ms);
     const vips = ['203.0.113.10', '2001:db8::10'];
     const gw = lab.node('gw1');
     /** Exit codes of one ping (2 requests, 2 s deadline) to each VIP from the client. */
@@ -664,7 +638,7 @@ describe('data plane on real OVS', { skip: !isRoot && 'needs root' }, () => {
       assert.ok(delta(gwAfter, gwBefore, 'GW_ICMP') >= 2, 'the gateway forwarded the ICMP errors');
       assert.ok(delta(hostsAfter, hostsBefore, 'ICMP_DELIVER') >= 2, 'a host delivered them to the backend');
     } finally {
-      for (const [fam, dst] of routes) await lab.routerExec('ip', [fam, 'route', 'del', dst, 'dev', 'brc']);
+      await unlock();
       await Promise.all(backendNs.map((ns) => flushPathMtu(ns)));
       await applyAll(gen(A, undefined));
     }

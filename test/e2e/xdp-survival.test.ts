@@ -11,6 +11,8 @@
 //     and its XDP program detached, withdrawn from ECMP with it) and restored: 0 broken.
 // NEGATIVE CONTROLS (mixed set): slots moved with no phase while gw1 is held breaks connections; gw2 crashed
 // WITHOUT the ECMP withdraw black-holes the connections hashed to it.
+// ICMP (mixed set): Path MTU discovery through gw2 alone, whose tc program copies the ICMP errors to the VIP's hosts
+// (its OVS has no GW_ICMP flows); NEGATIVE CONTROL: without the tc program the transfer stalls.
 // (3) The same lab under real `sluice agent` processes and a real planner (mixed, dp_hash): at every
 //     acknowledgement of gw2 during a phased backend add, the copy in force in its XDP maps already holds that
 //     generation's tables (read back with bpftool, compared with the store's plan; the previous generation's
@@ -34,6 +36,8 @@ import {
   setLabBackendState,
   setLabBackendWeight,
 } from '../../src/lab/controller.ts';
+import { nsRun } from '../../src/lab/exec.ts';
+import { packetsByKind as flowPacketsByKind } from '../../src/lab/flow-counters.ts';
 import { type Lab, labStatus } from '../../src/lab/topology.ts';
 import type { Traffic } from '../../src/lab/traffic.ts';
 import { labXdpInForce, setLabDatapathFacts } from '../../src/lab/xdp.ts';
@@ -41,6 +45,8 @@ import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Replica } from '../../src/ovsdb/replica.ts';
 import { DB_NAME, nodeStatus, PLAN_MONITOR, planDocument, readPlan } from '../../src/store/db/index.ts';
+import { ICMP_TC_PREF } from '../../src/xdp/attach.ts';
+import { cleanPaths, echoTransfer, flushPathMtu, lockClientMtu } from './helpers/pmtu.ts';
 import { execSluice } from './helpers/sluice-children.ts';
 import { waitStoreConverged } from './helpers/store-state.ts';
 import {
@@ -270,6 +276,49 @@ describe('XDP survival: XDP and mixed gateway sets through the scenarios', {
         `XDP gw2 ${await xdpSent('gw2')}`,
     );
     assert.ok(g1.gw1 - g0.gw1 > 500, 'gw1 forwarded in OVS');
+  });
+
+  // Path MTU discovery through the XDP gateway alone (docs/design/xdp.md "ICMP errors"): the router's route to the
+  // client is locked at MTU 1400, so a backend's full-size echo segments draw fragmentation-needed errors addressed to
+  // the VIP, which reach gw2 only (ECMP = {gw2}). gw2's XDP program passes them to its tc program (icmp.bpf.c), which
+  // copies each to the VIP's hosts; gw2's OVS has no GW_ICMP flows (it would copy them a second time). A 256 KiB echo
+  // completes only if the copies arrive. NEGATIVE CONTROL first: with the tc program removed from gw2's uplink the
+  // same transfer stalls.
+  test('ICMP (mixed set): PMTU discovery through the XDP gateway (its tc program); without it the transfer stalls', async (t) => {
+    const client = lab.clients[0];
+    const gw2 = lab.node('gw2');
+    const backendNs = lab.backends().map((b) => b.netns);
+    const hosts = lab.hosts.map((h) => lab.node(h.name));
+    const unlock = await lockClientMtu((cmd, args) => lab.routerExec(cmd, args), client);
+    await lab.setEcmpGateways(['gw2']);
+    try {
+      const gwIcmp = (await gw2.ofctl('br-int', ['dump-flows', 'table=0,icmp'])).stdout;
+      assert.ok(!gwIcmp.includes('tun_dst'), `gw2's OVS copies no ICMP error:\n${gwIcmp}`);
+      await nsRun(gw2.netns, 'tc', ['filter', 'del', 'dev', 'eth0', 'ingress', 'pref', ICMP_TC_PREF]);
+      await cleanPaths(backendNs, client, 'before the negative control');
+      const off = await echoTransfer(client.netns, WEB.vip, 256 * 1024, 6000);
+      t.diagnostic(`gw2 without its tc program: ${JSON.stringify(off)}`);
+      assert.equal(off.done, false, 'the transfer must stall when the XDP gateway does not copy ICMP errors');
+      await cleanPaths(backendNs, client, 'after the negative control');
+      // A fresh program pair on gw2's uplink, the generation installed again.
+      await ctl.setGatewayDatapath('gw2', 'ovs');
+      await ctl.setGatewayDatapath('gw2', 'xdp');
+      const before = await flowPacketsByKind([gw2, ...hosts], 'br-int');
+      const on = await echoTransfer(client.netns, WEB.vip, 256 * 1024, 15000);
+      const after = await flowPacketsByKind([gw2, ...hosts], 'br-int');
+      const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+      t.diagnostic(
+        `through gw2 (XDP + tc): ${JSON.stringify(on)}; gw2's OVS copied ${d('GW_ICMP')}, hosts looked up ` +
+          `${d('ICMP_IN')} copies, delivered ${d('ICMP_DELIVER')}`,
+      );
+      assert.equal(on.done, true, `PMTU discovery through the XDP gateway: ${JSON.stringify(on)}`);
+      assert.equal(d('GW_ICMP'), 0, "gw2's OVS copied nothing");
+      assert.ok(d('ICMP_DELIVER') >= 1, "a host delivered the tc program's copy to the backend");
+    } finally {
+      await unlock();
+      await Promise.all(backendNs.map((ns) => flushPathMtu(ns)));
+      await lab.setEcmpGateways(['gw1', 'gw2']);
+    }
   });
 
   test('NEGATIVE CONTROLS (mixed set): slots moved with no phase; gw2 crashed without the withdraw', async (t) => {

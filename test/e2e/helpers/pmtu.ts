@@ -43,3 +43,63 @@ export async function flushPathMtu(netns: string): Promise<void> {
   await nsRun(netns, 'ip', ['-4', 'route', 'flush', 'cache']);
   await nsRun(netns, 'ip', ['-6', 'route', 'flush', 'cache']);
 }
+
+/** Locks the lab router's routes to the client at a smaller MTU than the backends' 1500 (1400 IPv4, 1280 IPv6), so
+ *  a backend's full-size segment to the client draws a fragmentation-needed / packet-too-big addressed to the VIP.
+ *  Returns the undo. */
+export async function lockClientMtu(
+  routerExec: (cmd: string, args: readonly string[]) => Promise<unknown>,
+  client: { readonly ip: string; readonly ip6: string },
+): Promise<() => Promise<void>> {
+  const routes = [
+    ['-4', `${client.ip}/32`, '1400'],
+    ['-6', `${client.ip6}/128`, '1280'],
+  ] as const;
+  for (const [fam, dst, mtu] of routes)
+    await routerExec('ip', [fam, 'route', 'replace', dst, 'dev', 'brc', 'mtu', 'lock', mtu]);
+  return async () => {
+    for (const [fam, dst] of routes) await routerExec('ip', [fam, 'route', 'del', dst, 'dev', 'brc']);
+  };
+}
+
+/** Waits (3 s at most) until no backend in `backendNs` holds a socket with the client, forgets cached path MTUs,
+ *  and checks that both are gone: a transfer after this has to discover the path MTU itself. */
+export async function cleanPaths(
+  backendNs: readonly string[],
+  client: { readonly ip: string; readonly ip6: string },
+  when: string,
+): Promise<void> {
+  const paths = () => Promise.all(backendNs.map((ns) => pathState(ns, client.ip, client.ip6)));
+  for (let i = 0; i < 30 && (await paths()).some((p) => p.sockets.length > 0); i++)
+    await new Promise((r) => setTimeout(r, 100));
+  await Promise.all(backendNs.map((ns) => flushPathMtu(ns)));
+  const left = await paths();
+  if (!left.every((p) => p.sockets.length === 0 && p.mtu4 === null && p.mtu6 === null))
+    throw new Error(`${when}: the backends still hold state towards the client: ${JSON.stringify(left)}`);
+}
+
+export interface TransferResult {
+  readonly done: boolean;
+  readonly got: number;
+  readonly ms: number;
+  readonly error?: string;
+}
+
+/** From `clientNs`, one connection to vip:80 (a lab backend: greeting line, then echo) that sends `total` bytes and
+ *  reads the echo, then resets (a stalled echo left in CLOSE-WAIT would keep retransmitting full-size segments and
+ *  teach the backend the path MTU before the next transfer); gives up after `ms`. */
+export async function echoTransfer(
+  clientNs: string,
+  vip: string,
+  total: number,
+  ms: number,
+): Promise<TransferResult> {
+  const script = `const net=require('net');const s=net.connect({host:process.argv[1],port:80});
+    const total=+process.argv[2];let got=-1;const t0=Date.now();
+    const end=(o)=>{s.resetAndDestroy();process.stdout.write(JSON.stringify({...o,got,ms:Date.now()-t0}));process.exit(0)};
+    s.on('data',(d)=>{if(got<0){const i=d.indexOf(10);if(i<0)return;got=d.length-i-1;s.write(Buffer.alloc(total,120));}
+      else got+=d.length;if(got>=total)end({done:true});});
+    s.on('error',(e)=>end({done:false,error:e.message}));setTimeout(()=>end({done:false}),+process.argv[3]);`;
+  const r = await nsRun(clientNs, process.execPath, ['-e', script, vip, String(total), String(ms)]);
+  return JSON.parse(r.stdout) as TransferResult;
+}
