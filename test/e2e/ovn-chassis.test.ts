@@ -22,9 +22,12 @@
 //   control); with sluice's Geneve on UDP port 6082 on every node the same drain breaks none.
 // - Negative control: the same restart with sluice's connections in zone 1 (the default, which OVN assigns to its
 //   first port) breaks host1-b1's connections.
-// - Live migration (measured): vm2's namespace keeps running while its veth moves from host1's OVS to host2's and
-//   is bound there; the daemon moves its backend to host2; its established connections are counted (they break:
-//   sluice's conntrack entry stays on host1 while the replies leave from host2, docs/ovn.md), new ones reach it.
+// - Live migration: vm2's namespace keeps running while its veth moves to the other chassis' OVS and is bound there;
+//   the daemon moves its backend. Without sluice-follow-moves (negative control: host1 -> host2) its 20 established
+//   connections break (sluice's conntrack entry stays on the old host while the replies leave from the new one);
+//   with it on both hosts (host2 -> host1, through OVN's dual binding: requested-chassis=host2,host1 and a port
+//   bound on host1, additional_chassis, noted by the importer, nothing written) 0 break: the old host hands them
+//   over and the new host learns their way back (docs/ovn.md "Live migration"). New connections reach the VM.
 // - vm1 behind an OVN logical router (measured for docs/ovn.md): no connection opens while the router cannot resolve
 //   its next hop towards the clients; with a static MAC binding to sluice's VM router MAC they open; with the router's
 //   provider leg a gateway port on host2, none does (a diagnostic).
@@ -33,7 +36,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type ControlPlane,
@@ -221,6 +224,13 @@ async function drainAcrossChassis(): Promise<{ c: TrafficCounters; received: num
   return { c, received, broken };
 }
 
+/** sluice's Geneve UDP port on every node, each agent restarted (it reads its node again), converged. */
+async function genevePort(port: number): Promise<void> {
+  for (const n of lab.nodes) await n.vsctl(['set', 'Interface', 'geneve0', `options:dst_port=${port}`]);
+  for (const n of lab.nodes) await restartAgent(n.name);
+  await waitConverged(cp, 60_000);
+}
+
 /** ovn-controller restarted with its zones forgotten (a chassis set up again): it assigns and flushes them anew. */
 async function restartWithFreshZones(): Promise<Record<string, string>> {
   await stopController();
@@ -268,6 +278,143 @@ async function restartAgent(node = 'host1'): Promise<void> {
   const pid = cp.pidFile(`agent-${node}`);
   await killPidFile(pid, expectedProgram(pid)!, { signal: 'SIGTERM' });
   startAgent(cp, node);
+}
+
+/** What migrateVm2 measured. */
+interface Migration {
+  /** The 20 connections established to vm2 before the move, counted after it. */
+  readonly c: TrafficCounters;
+  /** sluice's conntrack entries for vm2 on the old (`from`) and the new (`to`) host after the move. */
+  readonly ct: { readonly from: number; readonly to: number };
+  /** The daemon's note of the dual binding (dualBinding only). */
+  readonly note?: string;
+}
+
+/**
+ * vm2 (backend of `shop`) migrates from `from` to `to` under 20 long-lived connections, the way a live migration
+ * ends: its namespace (with its kernel TCP state) keeps running, its veth leaves `from`'s OVS for `to`'s and is
+ * bound there with the same iface-id, so OVN moves Port_Binding.chassis and the sync daemon moves the backend.
+ * dualBinding: first `requested-chassis=<from>,<to>` with a port bound to vm2 on `to` (OVN's multi-chassis binding:
+ * `additional_chassis`), as a migration starts; then the VM moves and `requested-chassis=<to>`. The connections get
+ * 10 s echo timeouts (a migration pauses the VM). Also checks that 20 new connections reach vm2 on `to`.
+ */
+async function migrateVm2(
+  t: TestContext,
+  from: LabNode,
+  to: LabNode,
+  opts: { dualBinding?: boolean } = {},
+): Promise<Migration> {
+  const [vm1, vm2] = [lab.backend(OVN_VM), lab.backend(OVN_VM2)];
+  for (const n of [from, to]) await restartAgent(n.name); // each reads its facts again
+  await waitConverged(cp, 60_000);
+  const shop = { vip: WEB.vip, port: SHOP_PORT, count: 20, rate: 40, expectBackends: [OVN_VM2] };
+  const tr = await startTraffic(lab, { ...shop, timeoutMs: 10_000 });
+  traffics.push(tr);
+  await tr.waitOpened(20);
+  let note: string | undefined;
+  const seen = children.records('sync').length;
+  const nodeVsctl = async (n: LabNode, ...args: string[]) => (await n.vsctl(args)).stdout.trim();
+  if (opts.dualBinding === true) {
+    await ovn.nbctl('lsp-set-options', 'vm2', `requested-chassis=${from.name},${to.name}`);
+    // The destination's port for the VM, bound before the VM arrives (a placeholder: the veth is still on `from`).
+    await nodeVsctl(
+      to,
+      ...['add-port', 'br-ovn', 'vm2-dst', '--', 'set', 'Interface', 'vm2-dst', 'type=internal'],
+      'external_ids:iface-id=vm2',
+    );
+    await until('vm2 bound on both chassis', async () => {
+      const extra = await ovn.sbctl(
+        '--bare',
+        '--columns=additional_chassis',
+        'find',
+        'Port_Binding',
+        'logical_port=vm2',
+      );
+      return extra.trim() !== '' || 'no additional_chassis yet';
+    });
+    await until('the daemon notes the dual binding', async () => {
+      const r = children
+        .records('sync')
+        .slice(seen)
+        .find((x) => x.event === 'note' && /vm2 is migrating/.test(String(x.msg)));
+      note = r === undefined ? undefined : String(r.msg);
+      return note !== undefined;
+    });
+    t.diagnostic(`sync: ${note}`);
+    const wrote = children
+      .records('sync')
+      .slice(seen)
+      .filter((r) => r.event === 'synced');
+    assert.equal(wrote.length, 0, 'the dual binding changes nothing in the store');
+  }
+  const t0 = Date.now();
+  // The switch-over: the destination's placeholder leaves, the VM's interface moves and is bound on `to`; with a
+  // dual binding, requested-chassis then names the destination only.
+  if (opts.dualBinding === true) await nodeVsctl(to, 'del-port', 'br-ovn', 'vm2-dst');
+  await nodeVsctl(from, 'del-port', 'br-ovn', vm2.vmPort);
+  await run('ip', ['-n', from.netns, 'link', 'set', vm2.vmPort, 'netns', to.netns]);
+  await run('ip', ['-n', to.netns, 'link', 'set', vm2.vmPort, 'up']);
+  await nodeVsctl(
+    to,
+    ...['add-port', 'br-ovn', vm2.vmPort, '--', 'set', 'Interface', vm2.vmPort, 'external_ids:iface-id=vm2'],
+  );
+  if (opts.dualBinding === true) await ovn.nbctl('lsp-set-options', 'vm2', `requested-chassis=${to.name}`);
+  await until(`vm2 installed on ${to.name}`, async () =>
+    (await nodeVsctl(to, 'get', 'Interface', vm2.vmPort, 'external_ids')).includes('ovn-installed'),
+  );
+  await until(
+    `${to.name} has the localnet patch`,
+    async () => Number(await nodeVsctl(to, '--if-exists', 'get', 'Interface', PATCH, 'ofport')) > 0,
+  );
+  // The operator's side of sluice on both chassis: vm2's addresses behind its new chassis' patch, no longer the old.
+  const entries = (vms: (typeof vm1)[]) => [
+    ...['set', 'Interface', PATCH],
+    `external_ids:sluice-backend-ips="${vms.flatMap((v) => [`${v.ip}=${v.mac}`, `${v.ip6}=${v.mac}`]).join(',')}"`,
+    `external_ids:sluice-probe-netns="${vms.flatMap((v) => [`${v.ip}=${v.netns}`, `${v.ip6}=${v.netns}`]).join(',')}"`,
+  ];
+  await nodeVsctl(to, ...entries(to === h1 ? [vm1, vm2] : [vm2]));
+  await nodeVsctl(
+    from,
+    ...(from === h1
+      ? entries([vm1])
+      : ['remove', 'Interface', PATCH, 'external_ids', 'sluice-backend-ips', 'sluice-probe-netns']),
+  );
+  for (const n of [to, from]) await restartAgent(n.name);
+  await synced(
+    new RegExp(`host ${from.name} -> ${to.name}|backend .*${vm2.ip.replaceAll('.', '\\.')}:80 added`),
+    `the daemon moves vm2's backend to ${to.name}`,
+  );
+  await sleep(1500); // a later write of the daemon (if OVN's binding took one more step) is in the store
+  await inEffect();
+  const tDone = Date.now() - t0;
+  const writes = children
+    .records('sync')
+    .slice(seen)
+    .filter((r) => r.event === 'synced');
+  for (const r of writes) t.diagnostic(`sync: ${String(r.msg)}`);
+  const tSynced = Number(writes.at(-1)?.time) - t0; // the daemon's last write (pino's time, ms)
+  await sleep(11_000); // the connections' echo timeout passes on every connection
+  const c = await tr.report();
+  const ctOf = async (n: LabNode) =>
+    (await n.appctl(['dpctl/dump-conntrack', `zone=${SLUICE_ZONE}`])).stdout
+      .split('\n')
+      .filter((l) => l.includes(`dst=${vm2.ip},`) || l.includes(`src=${vm2.ip},`)).length;
+  const ct = { from: await ctOf(from), to: await ctOf(to) };
+  const after = await startTraffic(lab, shop);
+  traffics.push(after);
+  await after.waitOpened(20);
+  await sleep(2000);
+  const n = await after.report();
+  t.diagnostic(
+    `daemon moved the backend ${tSynced} ms after the VM, rollout done at ${tDone} ms; sluice's conntrack ` +
+      `entries for vm2: ${from.name} ${ct.from}, ${to.name} ${ct.to}; of 20 established connections ${c.broken} ` +
+      `broken, ${c.alive} alive (${JSON.stringify(c.brokenByReason)}); new after the move: ${n.opened} opened, ` +
+      `${n.broken + n.failed} broken or failed`,
+  );
+  assert.equal(n.perBackend[OVN_VM2]?.opened, 20, `new connections reach vm2 on ${to.name}`);
+  assert.equal(n.broken + n.failed, 0);
+  await Promise.all([tr.kill(), after.kill()]);
+  return { c, ct, ...(note === undefined ? {} : { note }) };
 }
 
 describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 'needs root' }, () => {
@@ -495,10 +642,7 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
   });
 
   test(`sluice's Geneve on its own UDP port (${SLUICE_GENEVE_PORT} on every node): the same drain breaks none`, async (t) => {
-    for (const n of lab.nodes)
-      await n.vsctl(['set', 'Interface', 'geneve0', `options:dst_port=${SLUICE_GENEVE_PORT}`]);
-    for (const n of lab.nodes) await restartAgent(n.name); // each reads its node again
-    await waitConverged(cp, 60_000);
+    await genevePort(SLUICE_GENEVE_PORT);
     const { c, received } = await drainAcrossChassis();
     t.diagnostic(
       `host2's sluice pipeline took ${received} packets from host1; opened ${c.opened}, broken ${c.broken}`,
@@ -526,8 +670,7 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
     const brokenOn = new Set(tr.brokenEvents().map((e) => e.backend));
     assert.deepEqual([...brokenOn], [OVN_VM], 'only the chassis backend lost its connections');
   });
-  test('live migration: vm2 moves from host1 to host2; the daemon moves its backend; its connections are measured', async (t) => {
-    const [vm1, vm2] = [lab.backend(OVN_VM), lab.backend(OVN_VM2)];
+  test('live migration, sluice-follow-moves off: vm2 moves from host1 to host2; its connections break (negative control)', async (t) => {
     const h2 = lab.node('host2');
     // host2, a chassis since the two-chassis test, gets OVN's localnet mapping to sluice's bridge and sluice's zone;
     // host1 gets its zone back (the negative control above took it away).
@@ -536,82 +679,36 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
       `external_ids:sluice-ct-zone=${SLUICE_ZONE}`,
     ]);
     await vsctl('set', 'Open_vSwitch', '.', `external_ids:sluice-ct-zone=${SLUICE_ZONE}`);
-    await restartAgent('host2');
-    await restartAgent('host1');
-    await waitConverged(cp, 60_000);
-    const shop = { vip: WEB.vip, port: SHOP_PORT, count: 20, rate: 40, expectBackends: [OVN_VM2] };
-    const tr = await startTraffic(lab, shop);
-    traffics.push(tr);
-    await tr.waitOpened(20);
-    // The move: the VM (its namespace, with its TCP state) keeps running; its veth leaves host1's OVS for host2's
-    // and is bound there with the same iface-id, so OVN moves Port_Binding.chassis.
-    const t0 = Date.now();
-    const seen = children.records('sync').length;
-    await vsctl('del-port', 'br-ovn', vm2.vmPort);
-    await run('ip', ['-n', h1.netns, 'link', 'set', vm2.vmPort, 'netns', h2.netns]);
-    await run('ip', ['-n', h2.netns, 'link', 'set', vm2.vmPort, 'up']);
-    await h2.vsctl([
-      'add-port',
-      'br-ovn',
-      vm2.vmPort,
-      '--',
-      'set',
-      'Interface',
-      vm2.vmPort,
-      'external_ids:iface-id=vm2',
-    ]);
-    await until(
-      'host2 has the localnet patch',
-      async () => Number((await h2.vsctl(['--if-exists', 'get', 'Interface', PATCH, 'ofport'])).stdout) > 0,
-    );
-    // The operator's side of sluice on both chassis: vm2's addresses behind host2's patch, no longer host1's.
-    const mark = (vm: typeof vm1) => [
-      ...[
-        'set',
-        'Interface',
-        PATCH,
-        `external_ids:sluice-backend-ips="${vm.ip}=${vm.mac},${vm.ip6}=${vm.mac}"`,
-      ],
-      `external_ids:sluice-probe-netns=${vm.netns}`,
-    ];
-    await h2.vsctl(mark(vm2));
-    await vsctl(...mark(vm1));
-    await restartAgent('host2');
-    await restartAgent('host1');
-    await synced(
-      new RegExp(`host host1 -> host2|backend .*${vm2.ip.replaceAll('.', '\\.')}:80 added`),
-      "the daemon moves vm2's backend to host2",
-    );
-    for (const r of children.records('sync').slice(seen)) t.diagnostic(`sync: ${String(r.msg)}`);
-    const tSynced = Date.now() - t0;
-    await inEffect();
-    const tDone = Date.now() - t0;
-    await sleep(4000); // the runner's echo timeout passes on every connection
-    const c = await tr.report();
-    const ctOf = async (n: LabNode) =>
-      (await n.appctl(['dpctl/dump-conntrack', `zone=${SLUICE_ZONE}`])).stdout
+    const m = await migrateVm2(t, h1, h2);
+    // What docs/ovn.md states: without the hand-over the established connections break (sluice's state for them is
+    // on host1 only, the replies leave from host2).
+    assert.equal(m.ct.to, 0, "host2's sluice zone has no entry for vm2's old connections");
+    assert.equal(m.c.broken, 20, 'the established connections to the migrated VM break');
+  });
+
+  test('live migration, sluice-follow-moves on: vm2 moves back through a dual binding (additional_chassis); 0 broken', async (t) => {
+    const h2 = lab.node('host2');
+    for (const n of [h1, h2])
+      await n.vsctl(['set', 'Open_vSwitch', '.', 'external_ids:sluice-follow-moves=true']);
+    const m = await migrateVm2(t, h2, h1, { dualBinding: true });
+    const learned = async (table: number) => {
+      const ls = (await h1.ofctl('br-int', ['dump-flows', `table=${table}`])).stdout
         .split('\n')
-        .filter((l) => l.includes(`dst=${vm2.ip},`) || l.includes(`src=${vm2.ip},`));
-    const [ct1, ct2] = [await ctOf(h1), await ctOf(h2)];
+        .filter((l) => l.includes('cookie=0x52'));
+      const packets = ls.reduce((n, l) => n + Number(/n_packets=(\d+)/.exec(l)?.[1] ?? 0), 0);
+      return { flows: ls.length, packets };
+    };
+    const [back, fwd] = [await learned(31), await learned(23)];
+    const out = (await packetsByKind(lab, ['host2'])).MOVED_OUT ?? 0;
     t.diagnostic(
-      `sluice's conntrack entries for vm2: host1 ${ct1.length}, host2 ${ct2.length}; ${ct2.slice(0, 2).join(' | ')}`,
+      `learned on host1: ${back.flows} reply flows (MOVED_BACK, ${back.packets} packets), ${fwd.flows} forward ` +
+        `flows (MOVED_FWD, ${fwd.packets} packets); host2 handed ${out} packets to host1`,
     );
-    const after = await startTraffic(lab, shop);
-    traffics.push(after);
-    await after.waitOpened(20);
-    await sleep(2000);
-    const n = await after.report();
-    t.diagnostic(
-      `daemon moved the backend ${tSynced} ms after the VM, rollout done at ${tDone} ms; of 20 established ` +
-        `connections ${c.broken} broken, ${c.alive} alive (${JSON.stringify(c.brokenByReason)}); new after the move: ` +
-        `${n.opened} opened, ${n.broken + n.failed} broken or failed`,
-    );
-    // What docs/ovn.md states: the established connections break (sluice's state for them is on host1 only).
-    assert.equal(ct2.length, 0, "host2's sluice zone has no entry for vm2's old connections");
-    assert.equal(c.broken, 20, 'the established connections to the migrated VM break');
-    assert.equal(n.perBackend[OVN_VM2]?.opened, 20, 'new connections reach vm2 on host2');
-    assert.equal(n.broken + n.failed, 0);
-    await Promise.all([tr.kill(), after.kill()]);
+    assert.ok(m.note, 'the importer noted the dual binding (additional_chassis host1) and changed nothing');
+    assert.equal(m.c.broken + m.c.failed, 0, JSON.stringify([m.c.brokenByReason, m.c.failedByReason]));
+    assert.equal(m.c.alive, 20, "the migrated VM's established connections live on");
+    assert.ok(back.flows >= 20, 'host1 learned the way back of every moved connection');
+    assert.ok(back.packets > 0 && out > 0, 'the replies took the way back through host2');
   });
   test('vm1 behind an OVN logical router: no direct return without a route to sluice; with one, served', async (t) => {
     const vm1 = lab.backend(OVN_VM);
@@ -662,9 +759,12 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
       'nud',
       'permanent',
     ]);
+    // vm2 (back on host1 since the migration) stays behind the patch with its own MAC.
+    const vm2 = lab.backend(OVN_VM2);
     await vsctl(
-      ...['set', 'Interface', PATCH, `external_ids:sluice-backend-ips="${vm1.ip}=${ROUTER.sw0Mac}"`],
-      `external_ids:sluice-probe-netns=${vm1.netns}`,
+      ...['set', 'Interface', PATCH],
+      `external_ids:sluice-backend-ips="${vm1.ip}=${ROUTER.sw0Mac},${vm2.ip}=${vm2.mac},${vm2.ip6}=${vm2.mac}"`,
+      `external_ids:sluice-probe-netns="${vm1.ip}=${vm1.netns},${vm2.ip}=${vm2.netns},${vm2.ip6}=${vm2.netns}"`,
     );
     await restartAgent('host1');
     await until('sluice delivers vm1 to the router', async () =>
