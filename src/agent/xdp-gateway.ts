@@ -96,7 +96,7 @@ function xdpMetrics(registry: Registry, collect: () => Promise<void>) {
     bytes: perVip('bytes_total', 'bytes of the received frames the program encapsulated, per VIP port'),
     drops: perVip(
       'drops_total',
-      'VIP packets the program dropped, per VIP port and reason (no_slot: the slot has no primary; no_headroom: no room for the outer headers)',
+      'VIP packets the program dropped, per VIP port and reason (no_slot: the slot has no primary; no_headroom: no room for the outer headers; not_mine: a frame addressed to another MAC)',
       ['reason'],
     ),
     icmp: new Counter({
@@ -190,6 +190,7 @@ export class XdpGateway {
       this.#readings.advance(m.bytes, labels, c.bytes);
       this.#readings.advance(m.drops, { ...labels, reason: 'no_slot' }, c.dropNoSlot);
       this.#readings.advance(m.drops, { ...labels, reason: 'no_headroom' }, c.dropNoRoom);
+      this.#readings.advance(m.drops, { ...labels, reason: 'not_mine' }, c.dropNotMine);
     }
   }
 }

@@ -139,6 +139,8 @@ export interface XdpVipCounters {
   readonly bytes: number;
   readonly dropNoSlot: number;
   readonly dropNoRoom: number;
+  /** VIP frames addressed to another MAC than the gateway's. */
+  readonly dropNotMine: number;
 }
 
 /** The ICMP program's counters summed over the CPUs (struct icmp_stats of icmp.bpf.c). */
@@ -175,8 +177,14 @@ export function sumCounters(
       Number(new DataView(v.buffer, v.byteOffset).getBigUint64(i, true));
     const sum = (i: number) => e.values.reduce((n, v) => n + at(v, i), 0);
     const index = new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true);
-    const c = { packets: sum(0), bytes: sum(8), dropNoSlot: sum(16), dropNoRoom: sum(24) };
-    if (c.packets + c.bytes + c.dropNoSlot + c.dropNoRoom > 0) out.set(index, c);
+    const c = {
+      packets: sum(0),
+      bytes: sum(8),
+      dropNoSlot: sum(16),
+      dropNoRoom: sum(24),
+      dropNotMine: sum(32),
+    };
+    if (Object.values(c).some((n) => n > 0)) out.set(index, c);
   }
   return out;
 }

@@ -150,7 +150,7 @@ export class XdpDatapath {
       vip: v.vip,
       proto: v.proto,
       port: v.port,
-      ...(byIndex.get(v.counter) ?? { packets: 0, bytes: 0, dropNoSlot: 0, dropNoRoom: 0 }),
+      ...(byIndex.get(v.counter) ?? { packets: 0, bytes: 0, dropNoSlot: 0, dropNoRoom: 0, dropNotMine: 0 }),
     }));
     return { vips, icmp: sumIcmpCounters(entries(1)) };
   }

@@ -9,7 +9,10 @@
 //   -> Ethernet/IPv4/UDP 6081/Geneve with the three sluice options, exactly as OVS's userspace tunnel push
 //      builds them (outer UDP source port from OVS's 5-tuple hash) -> XDP_TX
 //
-// A VIP:port packet whose slot has no primary is dropped (the OVS gateway's catch-all drop). An ICMP or ICMPv6 echo
+// A VIP:port packet (or echo request) in a frame addressed to another MAC than this gateway's is dropped and counted,
+// as the OVS gateway's br-phy does (PHY_VIP_NOT_MINE): a switch floods a frame whose destination it has not learned
+// to every port, and every gateway that got a copy would forward it. A VIP:port packet whose slot has no primary is
+// dropped (the OVS gateway's catch-all drop). An ICMP or ICMPv6 echo
 // request to a VIP address is answered in place (XDP_TX), as the OVS gateway's echo flow does. Everything else
 // (other addresses, ports, protocols, ICMP errors, fragments, malformed headers) is XDP_PASS, untouched; ICMP errors
 // to a VIP are then copied to its hosts by icmp.bpf.c on the uplink's tc ingress.
@@ -94,6 +97,16 @@ static __always_inline int echo_reply(struct xdp_md *ctx, const struct parsed *p
 	return XDP_TX;
 }
 
+/** Whether the frame's destination MAC is this gateway's (every byte compared: packet data may be unaligned). */
+static __always_inline int frame_is_mine(const __u8 *eth, const struct gw_config *cfg)
+{
+	__u8 diff = 0;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		diff |= eth[i] ^ cfg->src_mac[i];
+	return diff == 0;
+}
+
 SEC("xdp")
 int sluice_gateway(struct xdp_md *ctx)
 {
@@ -113,6 +126,18 @@ int sluice_gateway(struct xdp_md *ctx)
 	struct vip_value *vip = bpf_map_lookup_elem(&sluice_vips, &p.key);
 	if (!vip)
 		return XDP_PASS;
+	struct gw_config *cfg = bpf_map_lookup_elem(&sluice_config, &copy);
+	if (!cfg)
+		return XDP_PASS;
+	if (data + ETH_HLEN > end)  // parse_frame checked it; the verifier wants it on this pointer
+		return XDP_PASS;
+	if (!frame_is_mine(data, cfg)) {
+		__u32 n = vip->counter;
+		struct vip_stats *nst = bpf_map_lookup_elem(&sluice_stats, &n);
+		if (nst)
+			nst->drop_not_mine++;
+		return XDP_DROP;
+	}
 	if (p.echo) {
 		__u32 n = vip->counter;
 		struct vip_stats *est = bpf_map_lookup_elem(&sluice_stats, &n);
@@ -123,9 +148,6 @@ int sluice_gateway(struct xdp_md *ctx)
 		}
 		return verdict;
 	}
-	struct gw_config *cfg = bpf_map_lookup_elem(&sluice_config, &copy);
-	if (!cfg)
-		return XDP_PASS;
 
 	// dp_hash mode: OVS's select group (selection_method=dp_hash, basis 0) runs the hash action, which in the
 	// userspace datapath is hash_int(the packet's RSS hash, basis), and the RSS hash of a packet from a device

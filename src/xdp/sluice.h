@@ -73,6 +73,7 @@ struct vip_stats {
 	__u64 bytes;      // of those, inner frame bytes
 	__u64 drop_no_slot;
 	__u64 drop_no_room;
+	__u64 drop_not_mine;  // VIP frames addressed to another MAC (a switch's flood): not this gateway's to forward
 };
 
 // One BTF-defined map (libbpf's `.maps` section).

@@ -471,6 +471,51 @@ describe('XDP gateway program (BPF_PROG_TEST_RUN)', {
     assert.deepEqual(got, { errors: 30, copies: copied * hosts, dropped: 30 - copied, refused: 0 });
   });
 
+  // The OVS gateway's br-phy sends a VIP to br-int only in frames for its own MAC and drops the rest
+  // (PHY_VIP_NOT_MINE, src/compile/phy.ts): a flooded frame must not be forwarded by every gateway that got a copy.
+  test('VIP frames addressed to another MAC: dropped and counted; the same frames to the gateway still forwarded', async () => {
+    const tables = xdpTables(config, gen, facts);
+    const specs = randomSpecs(100);
+    const other = specs.map((sp, i) => ({
+      ...sp,
+      dstMac: i % 2 ? '02:00:c0:a8:64:02' : 'ff:ff:ff:ff:ff:ff',
+    }));
+    const echo = icmpTo({ src: CLIENT4, dst: VIPS.web, proto: 1, dstMac: '02:00:c0:a8:64:02' }, 8);
+    const notVip = craftFrame({ ...other[0]!, dst: '203.0.113.99' });
+    const foreign = [...other.map(craftFrame), echo, notVip];
+    const mine = specs.map(craftFrame);
+    const { runs, tail } = await runFrames(
+      loadSteps(tables, 0),
+      [...foreign, ...mine],
+      [{ kind: 'dump', map: 'sluice_stats' }],
+    );
+    const want = new Map<number, number>();
+    for (let i = 0; i < foreign.length - 1; i++) {
+      assert.equal(verdict(runs[i]), 'DROP', `another MAC: ${toHex(foreign[i])}`);
+      assert.equal(toHex(runs[i].output), toHex(foreign[i]), 'dropped as received');
+      const dst = i < other.length ? other[i]! : { dst: VIPS.web, dport: 0 };
+      const v = tables.vips.find((x) => x.vip === dst.dst && x.port === (dst.dport ?? 0))!;
+      want.set(v.counter, (want.get(v.counter) ?? 0) + 1);
+    }
+    assert.equal(
+      verdict(runs[foreign.length - 1]),
+      'PASS',
+      'not a VIP: the kernel decides, whatever the MAC',
+    );
+    const flowsNow = gatewayFlows(gen);
+    for (let i = 0; i < mine.length; i++) {
+      const r = runs[foreign.length + i];
+      assert.equal(verdict(r), 'TX', 'the same packet to the gateway MAC');
+      assert.equal(toHex(r.output), toHex(ovsGatewayOutput(flowsNow, mine[i], underlay)!));
+    }
+    const got = sumCounters((tail[0] as Extract<XdpStepResult, { kind: 'dump' }>).entries);
+    for (const [counter, n] of want) assert.equal(got.get(counter)?.dropNotMine, n, `counter ${counter}`);
+    assert.equal(
+      [...got.values()].reduce((n, c) => n + c.dropNotMine, 0),
+      foreign.length - 1,
+    );
+  });
+
   test('generation switch: the index flip moves every packet to the other copy at once', async () => {
     const all = (host: string): Generation => {
       const pools = new Map(gen.pools);

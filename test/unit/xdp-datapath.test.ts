@@ -231,15 +231,15 @@ describe("the agent's XDP part (fake runner, fake device)", () => {
       generation: gen.number,
     });
     const u64 = (...n: number[]) => {
-      const b = new Uint8Array(32);
+      const b = new Uint8Array(40); // struct vip_stats: five u64
       for (const [i, x] of n.entries()) new DataView(b.buffer).setBigUint64(8 * i, BigInt(x), true);
       return b;
     };
-    // api:80's counter on two CPUs: 3+4 packets, 300+400 bytes, 1 drop without a primary.
+    // api:80's counter on two CPUs: 3+4 packets, 300+400 bytes, 1 drop without a primary, 2+5 for another MAC.
     const at = xdpTables(config, gen, facts).vips.find((v) => v.lb === 'api' && v.proto === 'tcp')!.counter;
     f.setDump({
       kind: 'dump',
-      entries: [{ key: Uint8Array.of(at, 0, 0, 0), values: [u64(3, 300, 1, 0), u64(4, 400, 0, 0)] }],
+      entries: [{ key: Uint8Array.of(at, 0, 0, 0), values: [u64(3, 300, 1, 0, 2), u64(4, 400, 0, 0, 5)] }],
     });
     // The ICMP program's counters (one entry) on two CPUs: 5 errors, 10 copies, 2 over the meter.
     f.setIcmpDump({
@@ -255,6 +255,7 @@ describe("the agent's XDP part (fake runner, fake device)", () => {
     assert.match(text, new RegExp(`^sluice_agent_xdp_packets_total\\{${api}\\} 7$`, 'm'));
     assert.match(text, new RegExp(`^sluice_agent_xdp_bytes_total\\{${api}\\} 700$`, 'm'));
     assert.match(text, new RegExp(`^sluice_agent_xdp_drops_total\\{${api},reason="no_slot"\\} 1$`, 'm'));
+    assert.match(text, new RegExp(`^sluice_agent_xdp_drops_total\\{${api},reason="not_mine"\\} 7$`, 'm'));
     assert.match(text, /^sluice_agent_xdp_packets_total\{lb="web",.*\} 0$/m);
     assert.match(text, /^sluice_agent_xdp_attached 1$/m);
     assert.equal(
