@@ -350,6 +350,12 @@ describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
   // flows alone), so the fault stays until the test removes it, with every agent running as deployed.
   test("fields mode, gw1 hashing with another basis: the hosts' live slot audit flags it in status and metrics", async (t) => {
     const gw1 = h.lab.node('gw1');
+    // The previous test's connections are closed before the switch to fields mode: the switch moves every connection
+    // to another slot, so closed after it their closing packets would reach other hosts and leave them live (a CI run
+    // saw 132 still tracked after 30 s).
+    await h.traffic?.kill();
+    h.traffic = undefined;
+    await waitHostsForgot(h.lab);
     await withStore(h.cp.db, { ...DESIRED_STATE_MONITOR, Global: {} }, (s) =>
       editDesiredState(s, (doc) => ({ ...doc, hashMode: 'fields' as const })),
     );
