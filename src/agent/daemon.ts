@@ -883,7 +883,7 @@ export class AgentDaemon {
     this.#lastHeartbeat = now;
     if (fresh) {
       this.#reportWrittenAt = Date.now();
-      this.#reported = this.#reporting_;
+      this.#committedReportScope = this.#pendingReportScope;
     }
     this.#acked = this.#applied;
     this.#ackedError = this.#error;
@@ -1005,9 +1005,9 @@ export class AgentDaemon {
   }
 
   /** What the last written report covered (hosts; set once its transaction committed). */
-  #reported: ReportScope | undefined;
+  #committedReportScope: ReportScope | undefined;
   /** The scope of the report in the transaction being written. */
-  #reporting_: ReportScope | undefined;
+  #pendingReportScope: ReportScope | undefined;
   /** Backend_Status and Slot_Connections rows by key, rebuilt only when those tables moved. */
   #statusIndex: StatusIndex | undefined;
 
@@ -1031,13 +1031,13 @@ export class AgentDaemon {
   #reportOps(r: Replica, now: number, conns: SlotConnections): Operation[] {
     const config = this.#appliedConfig;
     if (config === undefined) return [];
-    const { scope, full, lbs } = reportScope(this.#reported, now, {
+    const { scope, full, lbs } = reportScope(this.#committedReportScope, now, {
       config,
       health: this.health?.version ?? 0,
       vms: this.#facts.vms,
       active: new Set(conns.counts.keys()),
     });
-    this.#reporting_ = scope;
+    this.#pendingReportScope = scope;
     const { slots: slotRows, status: statusRows } = this.#indexStatusRows(r);
     const ops: Operation[] = [];
     const seen = new Set<string>();
