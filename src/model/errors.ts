@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   SLUICE_E_CONFIG_UNKNOWN_HOST: "a backend's host is not the name of any node",
   SLUICE_E_CONFIG_BACKEND_ON_GATEWAY: "a backend's host is a gateway node (backends run on hosts)",
   SLUICE_E_CONFIG_BACKEND_HOST_CONFLICT: 'one backend address is placed on two different hosts',
+  SLUICE_E_CONFIG_MAC: "a backend's mac is not a unicast MAC address (six hex bytes, colon separated)",
+  SLUICE_E_CONFIG_MAC_CONFLICT: 'one backend address is given two different MACs',
   SLUICE_E_CONFIG_DUPLICATE_LB: 'two load balancers have the same name',
   SLUICE_E_CONFIG_DUPLICATE_LISTENER: 'two load balancers claim the same VIP, protocol and port',
   SLUICE_E_CONFIG_DUPLICATE_BACKEND: 'one load balancer lists the same backend address and port twice',

@@ -160,6 +160,22 @@ export const NodeSchema = z.strictObject({
   tunnelIp: tunnelIpField,
 });
 
+/** A MAC address: six bytes in hex, colon separated (either case; stored lowercase). */
+const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
+
+const macField = z.string().check((ctx) => {
+  const v = ctx.value;
+  if (!MAC_RE.test(v)) {
+    fail(
+      ctx,
+      'SLUICE_E_CONFIG_MAC',
+      `${JSON.stringify(v)} is not a MAC address (six hex bytes, colon separated)`,
+    );
+  } else if ((Number.parseInt(v.slice(0, 2), 16) & 1) === 1) {
+    fail(ctx, 'SLUICE_E_CONFIG_MAC', `${v} is a multicast MAC; a backend's MAC is a unicast one`);
+  }
+});
+
 export const BackendSchema = z.strictObject({
   address: addressField('a backend address'),
   /** Absent: the port the client dialled (no port translation). */
@@ -167,6 +183,8 @@ export const BackendSchema = z.strictObject({
   host: z.string(),
   weight: intField(LIMITS.weight, 'SLUICE_E_CONFIG_WEIGHT', 'weight').default(DEFAULTS.weight),
   state: z.enum(ADMIN_STATES).default(DEFAULTS.state),
+  /** Absent: sluice is not told the backend's MAC (its host's interface says it). */
+  mac: macField.optional(),
 });
 
 const HC = LIMITS.healthCheck;
@@ -800,6 +818,8 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
     facts.hostNames.length > 0 ? `hosts: ${facts.hostNames.join(', ')}` : 'there are no host nodes';
   // Backend address -> the host it was first placed on, across all load balancers.
   const placement = new Map<string, { host: string; path: string }>();
+  // Backend address -> the first MAC given for it, across all load balancers (one address, one MAC).
+  const macs = new Map<string, { mac: string; path: string }>();
   // VIP address -> the load balancer path that uses it (a backend may not be any VIP).
   const vips = new Map<string, string>();
   for (const { path, vip } of lbs)
@@ -868,6 +888,7 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
         });
       }
       if (addr === undefined) continue;
+      checkBackendMac(macs, addr, path, b.mac, issues);
       const placed = placement.get(addr);
       if (placed === undefined) placement.set(addr, { host: b.host, path });
       else if (placed.host !== b.host) {
@@ -879,6 +900,26 @@ function checkBackends(lbs: readonly LbItem[], facts: NodeFacts, issues: Issue[]
       }
     }
   }
+}
+
+/** One MAC per backend address: a second, different `mac` for an address (any load balancer) is an issue. */
+function checkBackendMac(
+  macs: Map<string, { mac: string; path: string }>,
+  addr: string,
+  path: string,
+  mac: string | undefined,
+  issues: Issue[],
+): void {
+  if (mac === undefined || !MAC_RE.test(mac)) return;
+  const m = mac.toLowerCase();
+  const first = macs.get(addr);
+  if (first === undefined) macs.set(addr, { mac: m, path });
+  else if (first.mac !== m)
+    issues.push({
+      code: 'SLUICE_E_CONFIG_MAC_CONFLICT',
+      path: `${path}.mac`,
+      message: `backend ${addr} has MAC ${m} here but ${first.mac} at ${first.path}`,
+    });
 }
 
 function bytesHex(bytes: Uint8Array): string {
@@ -913,6 +954,7 @@ function buildConfig(
             host: b.host,
             weight: b.weight,
             state: b.state,
+            ...(b.mac === undefined ? {} : { mac: b.mac.toLowerCase() }),
           };
           return { sortKey, backend };
         })

@@ -25,6 +25,9 @@ export interface Backend {
   readonly host: string;
   readonly weight: number;
   readonly state: AdminState;
+  /** The backend's own MAC, lowercase: its OVN logical port's, written by `sluice ovn sync` (docs/ovn.md).
+   *  Undefined: none given. */
+  readonly mac?: string;
 }
 
 export interface LoadBalancer {

@@ -125,16 +125,39 @@ function addressOwners(snap: OvnSnapshot): Map<string, Set<string>> {
   return owners;
 }
 
+/** A unicast MAC as OVN writes them (the first word of an addresses entry), lowercase; undefined otherwise. */
+function unicastMac(word: string | undefined): string | undefined {
+  const m = word?.toLowerCase();
+  if (m === undefined || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m)) return undefined;
+  return (Number.parseInt(m.slice(0, 2), 16) & 1) === 0 ? m : undefined;
+}
+
+/**
+ * The MAC of `address` on a logical port, from its "MAC IP..." entries (NB addresses and dynamic_addresses, SB
+ * Port_Binding.mac): the entry that lists the address, else the port's one MAC if it has exactly one (a port named
+ * by ip_port_mappings need not list the address); undefined when neither says.
+ */
+function portMac(entries: readonly string[], address: string): string | undefined {
+  const parsed = entries.map((e) => e.trim().split(/\s+/));
+  const listing = parsed.find((w) => entryIps([w.slice(1).join(' ')]).includes(address));
+  if (listing !== undefined) return unicastMac(listing[0]);
+  const macs = new Set(parsed.map((w) => unicastMac(w[0])).filter((m) => m !== undefined));
+  return macs.size === 1 ? [...macs][0] : undefined;
+}
+
 interface Placement {
   readonly host?: string;
   readonly reason?: string;
   readonly note?: string;
+  /** The backend's MAC on its logical port (config `mac`), when the port's addresses give one. */
+  readonly mac?: string;
 }
 
 /** Which sluice host serves `address`: its logical port, that port's chassis, the chassis' encap IP. */
 function placer(snap: OvnSnapshot, current: Config): (lb: OvnLoadBalancer, address: string) => Placement {
   const owners = addressOwners(snap);
   const bindings = new Map(snap.portBindings.map((b) => [b.logicalPort, b]));
+  const switchPorts = new Map(snap.switchPorts.map((p) => [p.name, p]));
   const chassis = new Map(snap.chassis.map((c) => [c.uuid, c]));
   const hostByIp = new Map(
     current.nodes.filter((n) => n.role === 'host').map((n) => [canonicalIp(n.tunnelIp), n.name]),
@@ -165,7 +188,8 @@ function placer(snap: OvnSnapshot, current: Config): (lb: OvnLoadBalancer, addre
       extra.length === 0
         ? undefined
         : `logical port ${port} is migrating (additional_chassis ${extra.join(', ')}): it stays on ${host} until its chassis changes`;
-    return { host, note };
+    const mac = portMac([...(switchPorts.get(port)?.addresses ?? []), ...binding.mac], address);
+    return { host, note, ...(mac === undefined ? {} : { mac }) };
   };
 }
 
@@ -273,6 +297,7 @@ function candidates(
         host: where.host,
         weight: 1,
         state: 'active',
+        ...(where.mac === undefined ? {} : { mac: where.mac }),
       });
     }
     const name = sluiceLbName(lb.name, vip.address, vip.port);

@@ -96,7 +96,7 @@ export function diffConfigs(from: Config, to: Config): ConfigChange[] {
         x.backends,
         y.backends,
         backendKey,
-        ['host', 'weight', 'state'],
+        ['host', 'weight', 'state', 'mac'],
         (k) => `${y.name} ${k}`,
       ),
   );
@@ -148,6 +148,7 @@ export function configDocument(c: Config) {
         host: b.host,
         weight: b.weight,
         state: b.state,
+        ...(b.mac === undefined ? {} : { mac: b.mac }),
       })),
     })),
   };

@@ -52,7 +52,7 @@ const A = parseConfig({
       vip: '203.0.113.10',
       ports: [80, 443],
       backends: [
-        { address: '10.0.1.11', port: 8080, host: 'host1' },
+        { address: '10.0.1.11', port: 8080, host: 'host1', mac: '02:00:0a:00:01:0b' },
         { address: '10.0.1.12', port: 8080, host: 'host2', weight: 2 },
         { address: '10.0.1.13', host: 'host2' },
       ],
@@ -78,8 +78,15 @@ const B = parseConfig({
       ports: [443, 8443],
       healthCheck: { type: 'https', port: 8443, path: '/healthz', status: 204 },
       backends: [
-        { address: '10.0.1.11', port: 8080, host: 'host1' },
-        { address: '10.0.1.12', port: 8080, host: 'host2', weight: 2, state: 'draining' },
+        { address: '10.0.1.11', port: 8080, host: 'host1', mac: '02:00:0a:00:01:0b' },
+        {
+          address: '10.0.1.12',
+          port: 8080,
+          host: 'host2',
+          weight: 2,
+          state: 'draining',
+          mac: '02:00:0a:00:01:0c',
+        },
         { address: '10.0.1.14', port: 8080, host: 'host1' },
       ],
     },
@@ -141,6 +148,13 @@ describe('desired state in ovsdb-server', () => {
     assert.equal(uuidOf('10.0.1.13'), undefined);
     assert.equal(uuidOf('10.0.2.1'), undefined);
     assert.equal(rows(m.replica, BackendTable).length, 4);
+    // Backend.mac (2.2.0): written, read back, and empty where the config gives none.
+    const macOf = (address: string) => find(m.replica, BackendTable, (b) => b.address === address)?.mac;
+    assert.deepEqual(['10.0.1.11', '10.0.1.12', '10.0.1.14'].map(macOf), [
+      '02:00:0a:00:01:0b',
+      '02:00:0a:00:01:0c',
+      undefined,
+    ]);
   });
 
   test('a transaction computed from a stale replica fails on its desired_cfg wait', async () => {

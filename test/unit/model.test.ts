@@ -55,6 +55,13 @@ function base(): Raw {
   };
 }
 
+/** 10.0.1.11 (web's first backend, on host1) given MAC `a` in web and `b` in a third load balancer. */
+function macTwice(x: Raw, a: string, b: string): void {
+  x.loadBalancers[0].backends[0].mac = a;
+  const backends = [{ address: '10.0.1.11', host: 'host1', mac: b }];
+  x.loadBalancers.push({ name: 'web8080', vip: '203.0.113.11', port: 8080, backends });
+}
+
 function issuesOf(input: unknown) {
   const r = validateConfig(input);
   assert.equal(r.ok, false, 'expected the config to be rejected');
@@ -68,6 +75,20 @@ function mutate(f: (c: Raw) => void): Raw {
 }
 
 describe('parseConfig: valid input', () => {
+  test("a backend's mac: optional, stored lowercase, the same MAC for one address in two load balancers", () => {
+    const c = parseConfig(
+      mutate((x) => {
+        x.loadBalancers[1].backends[0].mac = '02:00:0a:00:02:0b';
+        macTwice(x, '02:00:0A:00:01:0B', '02:00:0a:00:01:0b');
+      }),
+    );
+    const web = c.loadBalancers.find((l) => l.name === 'web')!;
+    assert.equal(web.backends[0]!.mac, '02:00:0a:00:01:0b');
+    assert.equal(web.backends[1]!.mac, undefined, 'absent when not given');
+    assert.ok(!('mac' in web.backends[1]!), 'no mac key at all, so documents and diffs stay as before');
+    assert.equal(c.loadBalancers.find((l) => l.name === 'web8080')!.backends[0]!.mac, '02:00:0a:00:01:0b');
+  });
+
   test('the base config parses, with defaults filled in and addresses canonical', () => {
     const c = parseConfig(base());
     assert.equal(c.hashMode, 'dp_hash');
@@ -622,6 +643,28 @@ const CASES: { name: string; code: string; path: string; input: () => Raw; messa
         x.loadBalancers[0].backends[1].port = 9090;
         x.loadBalancers[0].backends[1].host = 'host2';
       }),
+  },
+  {
+    name: 'backend mac that is not a MAC',
+    code: 'SLUICE_E_CONFIG_MAC',
+    path: 'loadBalancers[0].backends[0].mac',
+    input: () => mutate((x) => (x.loadBalancers[0].backends[0].mac = '02:00:0a:00:01')),
+    message: /"02:00:0a:00:01" is not a MAC address \(six hex bytes, colon separated\)/,
+  },
+  {
+    name: 'backend mac that is multicast',
+    code: 'SLUICE_E_CONFIG_MAC',
+    path: 'loadBalancers[0].backends[0].mac',
+    input: () => mutate((x) => (x.loadBalancers[0].backends[0].mac = '01:00:5e:00:00:01')),
+    message: /01:00:5e:00:00:01 is a multicast MAC/,
+  },
+  {
+    name: 'one backend address with two MACs (across load balancers, either spelling)',
+    code: 'SLUICE_E_CONFIG_MAC_CONFLICT',
+    path: 'loadBalancers[2].backends[0].mac',
+    input: () => mutate((x) => macTwice(x, '02:00:0A:00:01:0B', '02:00:0a:00:01:0c')),
+    message:
+      /^backend 10\.0\.1\.11 has MAC 02:00:0a:00:01:0c here but 02:00:0a:00:01:0b at loadBalancers\[0\]\.backends\[0\]$/,
   },
   {
     name: 'duplicate LB name',

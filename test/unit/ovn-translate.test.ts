@@ -155,6 +155,60 @@ test('ip_port_mappings names the logical port of a backend before addresses do',
   assert.equal(t.doc.loadBalancers.find((l) => l.name.startsWith('ovn-web'))?.backends[0]?.host, 'host2');
 });
 
+test("each backend carries its logical port's MAC (config mac): NB addresses, SB mac, ip_port_mappings", () => {
+  const only = (snapshot: OvnSnapshot, vips: Record<string, string>, more: Partial<OvnLoadBalancer> = {}) =>
+    translate({ ...snapshot, loadBalancers: [lb('web', vips, more)] }, current)
+      .doc.loadBalancers.filter((l) => l.name.startsWith('ovn-web'))
+      .flatMap((l) => l.backends.map((b) => `${b.address}=${b.mac ?? 'none'}`));
+  // NB addresses (vm1), and an IPv6 address of a port with several (vm2's entry lists both families).
+  assert.deepEqual(only(base, { '10.0.0.10:80': '10.0.1.11:80,10.0.1.12:80' }), [
+    '10.0.1.11=00:00:00:00:01:01',
+    '10.0.1.12=00:00:00:00:01:02',
+  ]);
+  assert.deepEqual(only(base, { '[2001:db8::10]:80': '[2001:db8::12]:80' }), [
+    '2001:db8::12=00:00:00:00:01:02',
+  ]);
+  // A port only the SB describes (no Logical_Switch_Port row): its Port_Binding.mac; written as OVN spells it, lowercase.
+  const sbOnly: OvnSnapshot = {
+    ...base,
+    switchPorts: [],
+    portBindings: [
+      { logicalPort: 'vm5', mac: ['0A:00:00:00:01:05 10.0.1.15'], chassis: 'c1', additionalChassis: [] },
+    ],
+  };
+  assert.deepEqual(only(sbOnly, { '10.0.0.10:80': '10.0.1.15:80' }), ['10.0.1.15=0a:00:00:00:01:05']);
+  // ip_port_mappings names vm2 for an address vm2 does not list: vm2's one MAC.
+  assert.deepEqual(
+    only(
+      base,
+      { '10.0.0.10:80': '10.0.1.99:80' },
+      { ipPortMappings: new Map([['10.0.1.99', 'vm2:10.0.1.1']]) },
+    ),
+    ['10.0.1.99=00:00:00:00:01:02'],
+  );
+  // A port whose addresses give no unicast MAC ("unknown", a multicast MAC): served, without a mac.
+  const noMac: OvnSnapshot = {
+    ...base,
+    switchPorts: [{ name: 'vm6', addresses: ['unknown', '01:00:5e:00:00:06 10.0.1.16'] }],
+    portBindings: [{ logicalPort: 'vm6', mac: [], chassis: 'c1', additionalChassis: [] }],
+  };
+  assert.deepEqual(only(noMac, { '10.0.0.10:80': '10.0.1.16:80' }), ['10.0.1.16=none']);
+  // The document validates, and a changed MAC is a changed backend in the diff.
+  const t = translate(snap(lb('web', { '10.0.0.10:80': '10.0.1.11:80' })), current);
+  const before = parseConfig(t.doc);
+  const moved: OvnSnapshot = {
+    ...snap(lb('web', { '10.0.0.10:80': '10.0.1.11:80' })),
+    switchPorts: [{ name: 'vm1', addresses: ['00:00:00:00:0a:01 10.0.1.11'] }],
+    portBindings: [
+      { logicalPort: 'vm1', mac: ['00:00:00:00:0a:01 10.0.1.11'], chassis: 'c1', additionalChassis: [] },
+    ],
+  };
+  assert.match(
+    formatChanges(diffConfigs(before, parseConfig(translate(moved, before).doc))),
+    /~ backend ovn-web-10\.0\.0\.10-80 10\.0\.1\.11:80 changed: mac 00:00:00:00:01:01 -> 00:00:00:00:0a:01/,
+  );
+});
+
 test('rows sluice cannot serve are skipped with the row and the reason; the rest is served', () => {
   const t = translate(
     snap(

@@ -49,7 +49,14 @@ export interface StoredDesiredState {
       protocol: string;
       ports: number[];
       healthCheck?: unknown;
-      backends: { address: string; port?: number; host: string; weight: number; state: string }[];
+      backends: {
+        address: string;
+        port?: number;
+        host: string;
+        weight: number;
+        state: string;
+        mac?: string;
+      }[];
     }[];
   };
 }
@@ -83,6 +90,7 @@ export function readDesiredState(r: Replica): StoredDesiredState {
           host: b.host,
           weight: b.weight,
           state: b.admin_state,
+          ...(b.mac === undefined ? {} : { mac: b.mac }),
         })),
     }))
     .sort(byName);
@@ -105,6 +113,7 @@ const backendColumns = (b: Backend) => ({
   host: b.host,
   weight: b.weight,
   admin_state: b.state,
+  mac: b.mac,
 });
 const lbColumns = (lb: LoadBalancer) => ({
   vip: lb.vip,

@@ -52,6 +52,8 @@ export interface BackendRow {
   readonly host: string;
   readonly weight: number;
   readonly admin_state: AdminState;
+  /** The backend's own MAC (schema 2.2.0; config `mac`); undefined when none is given, and in older rows. */
+  readonly mac: string | undefined;
   readonly external_ids: ReadonlyMap<string, string>;
 }
 
@@ -191,6 +193,7 @@ export const BackendTable: TableDef<BackendRow> = {
     host: col.string,
     weight: col.integer,
     admin_state: col.oneOf('active', 'draining', 'down'),
+    mac: col.optionalString,
     external_ids: col.stringMap,
   },
 };
