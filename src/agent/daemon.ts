@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
 import { icmpRate } from '../compile/icmp.ts';
+import { type DeliveryEntries, ovnPatchEntries, withDeliveryEntries } from '../compile/ovn-patch.ts';
 import { ctZoneOf, ICMP_METER_ID, lbIdsOf, SYN_METER_ID } from '../compile/registry.ts';
 import type { Datapath } from '../explain.ts';
 import { runHookCommand } from '../hook-command.ts';
@@ -335,6 +336,9 @@ export class AgentDaemon {
   #appliedConfig: Config | undefined;
   #appliedGeneration: Generation | undefined;
   #facts: NodeFacts;
+  /** Hosts with an OVN patch: its delivery entries derived from the applied config (compile/ovn-patch.ts). */
+  #ovnEntries: DeliveryEntries = {};
+  #vmsMemo: { facts: NodeFacts['vms']; entries: DeliveryEntries; vms: NodeFacts['vms'] } | undefined;
   #error: string | undefined;
   /** Since when applying the target fails (ms), undefined = not failing. */
   #failingSince: number | undefined;
@@ -641,6 +645,26 @@ export class AgentDaemon {
     };
   }
 
+  /** The delivery entries of the OVN patch just applied (logged when they change). */
+  #setOvnEntries(entries: DeliveryEntries): void {
+    if (JSON.stringify(entries) === JSON.stringify(this.#ovnEntries)) return;
+    const list = Object.entries(entries).map(([ip, vm]) => `${ip}=${vm.mac}`);
+    this.#log.info(
+      { event: 'ovn-patch', entries: list },
+      `OVN patch delivers to ${list.length} backend address(es) from the config`,
+    );
+    this.#ovnEntries = entries;
+  }
+
+  /** The backend ports this host delivers to: its OVSDB's, and its OVN patch's entries (the OVSDB's win). */
+  #vms(): NodeFacts['vms'] {
+    const m = this.#vmsMemo;
+    if (m?.facts === this.#facts.vms && m.entries === this.#ovnEntries) return m.vms;
+    const vms = withDeliveryEntries(this.#facts, this.#ovnEntries).vms;
+    this.#vmsMemo = { facts: this.#facts.vms, entries: this.#ovnEntries, vms };
+    return vms;
+  }
+
   /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
   async #refreshFacts(): Promise<void> {
     if (this.#o.readFacts === undefined) return;
@@ -672,7 +696,10 @@ export class AgentDaemon {
       const config = this.#planConfig(plan.docs, plan.configRef, target);
       const readMs = Math.round(performance.now() - t0);
       await this.#refreshFacts();
-      const res = await this.#programmer.program(config, plan.generation, this.#compileFacts());
+      const entries = ovnPatchEntries(config, plan.generation, this.#facts, this.#ovnEntries);
+      const facts = withDeliveryEntries(this.#compileFacts(), entries);
+      const res = await this.#programmer.program(config, plan.generation, facts);
+      this.#setOvnEntries(entries);
       const xdp = await this.#o.xdp?.install(config, plan.generation, this.#compileFacts());
       const from = this.#applied;
       this.#applied = target;
@@ -923,7 +950,7 @@ export class AgentDaemon {
    * check alone (`down`) only stops new connections (docs/design/rollout.md, "Health").
    */
   #healthOf(id: string, address: string): 'unknown' | 'up' | 'down' | 'gone' {
-    if (this.#facts.vms[address] === undefined) return 'gone';
+    if (this.#vms()[address] === undefined) return 'gone';
     return this.health?.state(id) ?? 'unknown';
   }
 
@@ -1034,7 +1061,7 @@ export class AgentDaemon {
     const { scope, full, lbs } = reportScope(this.#committedReportScope, now, {
       config,
       health: this.health?.version ?? 0,
-      vms: this.#facts.vms,
+      vms: this.#vms(),
       active: new Set(conns.counts.keys()),
     });
     this.#pendingReportScope = scope;

@@ -11,6 +11,10 @@
 //     sluice-underlay-iface=<name>  (default: the only plain interface on the phy bridge)
 //     sluice-ct-zone=<1..65535>     (hosts: sluice's conntrack zone, default 1; 65535 beside ovn-controller, docs/ovn.md)
 //     sluice-follow-moves=true|false (hosts: keep a moved backend's connections, compile/moved.ts; default false)
+//     sluice-ovn-patch=<interface>  (hosts on an OVN chassis: the localnet patch ovn-controller makes on the int bridge;
+//                                    the backends the config places here with a `mac` are delivered through it,
+//                                    compile/ovn-patch.ts; absent until ovn-controller makes it)
+//     sluice-probe-netns=<ip>=<netns>,...  (node-wide probe namespaces, for addresses no interface lists: the lab)
 //   Interface (on the int bridge, one per backend, or one for several VMs behind a port with their own MACs):
 //     external_ids:sluice-backend-ips=<ip>[,<ip6>]  external_ids:attached-mac=<mac>  [external_ids:sluice-probe-netns=<netns>]
 //     external_ids:sluice-backend-ips=<ip>=<mac>,...                               [external_ids:sluice-probe-netns=<ip>=<netns>,...]
@@ -39,6 +43,8 @@ export const OVS_KEYS = {
   underlayIface: 'sluice-underlay-iface',
   ctZone: 'sluice-ct-zone',
   followMoves: 'sluice-follow-moves',
+  /** Open_vSwitch: the name of the OVN localnet patch interface on the int bridge (docs/ovn.md). */
+  ovnPatch: 'sluice-ovn-patch',
   /** Interface: the backend addresses behind this port, comma separated (one per family at most). */
   backendIps: 'sluice-backend-ips',
   /** Interface: the backend's own MAC (OVN's name). */
@@ -226,6 +232,9 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
   }
 
   const { vms, probeNetns } = backendPorts(ifaces, bridges.int, ofport);
+  const ovnPatch = ovnPatchOf(ifaces, key(OVS_KEYS.ovnPatch), bridges.int, ofport);
+  const nodeProbes = key(OVS_KEYS.probeNetns);
+  const probes = nodeProbes === undefined ? probeNetns : { ...nodeNamespaces(nodeProbes), ...probeNetns };
 
   // Hosts send direct return to the router and rewrite eth_src towards backends; gateways use neither.
   const hostNeed = (k: string) => (role === 'host' ? need(k, ' (hosts need it)') : key(k));
@@ -266,10 +275,11 @@ export function nodeFactsFromOvs(tables: readonly VsctlTable[]): OvsNodeFacts {
         },
         ...(ctZone === undefined ? {} : { ctZone }),
         ...(followText === 'true' ? { followMoves: true } : {}),
+        ...(ovnPatch === undefined ? {} : { ovnPatch }),
       },
       'the OVSDB',
     ),
-    probeNetns,
+    probeNetns: probes,
   };
 }
 
@@ -332,6 +342,40 @@ function geneveOf(int: Iface[], bridge: string): Iface {
     if (geneve.options.get(o) !== 'flow')
       fail(`Interface ${geneve.name}: options:${o} must be flow (got ${geneve.options.get(o) ?? 'nothing'})`);
   return geneve;
+}
+
+/**
+ * The OVN patch's OpenFlow port: the interface `name` (sluice-ovn-patch) when it exists. ovn-controller makes the
+ * localnet patch only while a port of that switch is bound on the chassis, so a missing one is no error (nothing
+ * to deliver through yet); one that exists must be a patch on the int bridge.
+ */
+function ovnPatchOf(
+  ifaces: readonly Iface[],
+  name: string | undefined,
+  bridge: string,
+  ofport: (i: Iface) => number,
+): number | undefined {
+  if (name === undefined) return undefined;
+  const i = ifaces.find((x) => x.name === name);
+  if (i === undefined) return undefined;
+  const at = `Interface ${name} (Open_vSwitch . external_ids:${OVS_KEYS.ovnPatch})`;
+  if (i.bridge !== bridge)
+    fail(`${at}: is on ${i.bridge ? `bridge ${i.bridge}` : 'no bridge'}, not ${bridge}`);
+  if (i.type !== 'patch') fail(`${at}: is of type ${i.type || 'system'}, not patch`);
+  return ofport(i);
+}
+
+/** Open_vSwitch . external_ids:sluice-probe-netns: `ip=netns` entries, each naming its namespace. */
+function nodeNamespaces(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [ip, ns] of entries(text)) {
+    const a = parseIp(ip);
+    const where = `Open_vSwitch . external_ids:${OVS_KEYS.probeNetns}`;
+    if (a === undefined) fail(`${where}: "${ip}" is not an IP address`);
+    if (ns === undefined || ns === '') fail(`${where}: "${ip}" has no namespace (ip=netns)`);
+    out[formatIp(a)] = ns;
+  }
+  return out;
 }
 
 /** `a=b` pairs of a comma-separated list; an entry without `=` has `b` undefined. */
@@ -455,6 +499,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
       fail(`${at(k)}: ${JSON.stringify(v)} is not an OpenFlow port number (1..65279)`);
     return v;
   };
+  const ovnPort = (v: unknown): number => port(v, 'ovnPatch');
   const flag = (v: unknown): boolean => {
     if (typeof v !== 'boolean') fail(`${at('followMoves')}: expected true or false`);
     return v;
@@ -475,6 +520,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
     'router',
     'ctZone',
     'followMoves',
+    'ovnPatch',
   ]);
   const role = str(f.role, 'role');
   if (role !== 'gateway' && role !== 'host') fail(`${at('role')}: expected gateway or host, got "${role}"`);
@@ -511,6 +557,7 @@ export function checkNodeFacts(raw: unknown, where: string): NodeFacts {
     },
     ...(f.ctZone === undefined ? {} : { ctZone: zone(f.ctZone) }),
     ...(f.followMoves === undefined ? {} : { followMoves: flag(f.followMoves) }),
+    ...(f.ovnPatch === undefined ? {} : { ovnPatch: ovnPort(f.ovnPatch) }),
   };
 }
 

@@ -56,4 +56,8 @@ export interface NodeFacts {
    *  sends a local backend's replies it has no connection for back to the host that forwarded them
    *  (compile/moved.ts). Off when absent. The agent's `sluice-follow-moves=true` (docs/ovn.md). */
   readonly followMoves?: boolean;
+  /** Hosts on an OVN chassis: the OpenFlow port of OVN's localnet patch on the int bridge. Every backend the config
+   *  places on this host with a `mac` is delivered through it (compile/ovn-patch.ts, ovnPatchFacts), unless `vms`
+   *  names the address. The agent's `sluice-ovn-patch=<interface>` (docs/ovn.md). */
+  readonly ovnPatch?: number;
 }

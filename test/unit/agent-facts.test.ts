@@ -353,3 +353,36 @@ test('sluice-ct-zone: the host zone beside ovn-controller (1..65535), absent = t
   assert.equal(checkNodeFacts({ ...f, ctZone: 7 }, 'file').ctZone, 7);
   assert.throws(() => checkNodeFacts({ ...f, ctZone: 0 }, 'file'), /file: ctZone: 0 is not a conntrack zone/);
 });
+
+test('sluice-ovn-patch: the named patch on the int bridge, absent until it exists; probe namespaces for the node', () => {
+  assert.equal(nodeFactsFromOvs(tables()).facts.ovnPatch, undefined, 'not set: no OVN patch');
+  // (The fixture's int-to-phy stands in for ovn-controller's patch-ln-to-br-ovn: a patch on br-int.)
+  const on = (name: string) => setOvsKey(tables(), 'sluice-ovn-patch', name);
+  assert.equal(nodeFactsFromOvs(on('int-to-phy')).facts.ovnPatch, 1);
+  assert.equal(
+    nodeFactsFromOvs(on('patch-ln-to-br-ovn')).facts.ovnPatch,
+    undefined,
+    'named but not made yet (no port of the switch bound here): no error, nothing to deliver through',
+  );
+  throwsFacts(
+    on('phy-to-int'),
+    /^Interface phy-to-int \(Open_vSwitch \. external_ids:sluice-ovn-patch\): is on bridge br-phy, not br-int$/,
+  );
+  throwsFacts(on('vm-host1-b1'), /Interface vm-host1-b1 .*: is of type system, not patch$/);
+  const f = nodeFactsFromOvs(on('int-to-phy')).facts;
+  assert.equal(checkNodeFacts(f, 'file').ovnPatch, 1, 'a facts file may carry it');
+  assert.throws(
+    () => checkNodeFacts({ ...f, ovnPatch: 0 }, 'file'),
+    /file: ovnPatch: 0 is not an OpenFlow port/,
+  );
+  // Node-wide probe namespaces (for addresses no interface lists, as the OVN patch's derived ones); an
+  // interface's own entry wins.
+  const p = nodeFactsFromOvs(setOvsKey(tables(), 'sluice-probe-netns', '10.0.1.21=ns-x, 10.0.1.11=ns-y'));
+  assert.equal(p.probeNetns['10.0.1.21'], 'ns-x');
+  assert.notEqual(p.probeNetns['10.0.1.11'], 'ns-y', "the interface's own namespace wins");
+  throwsFacts(
+    setOvsKey(tables(), 'sluice-probe-netns', 'ns-x'),
+    /^Open_vSwitch \. external_ids:sluice-probe-netns: "ns-x" is not an IP address$/,
+  );
+  throwsFacts(setOvsKey(tables(), 'sluice-probe-netns', '10.0.1.21'), /"10\.0\.1\.21" has no namespace/);
+});
