@@ -45,7 +45,7 @@ import {
   waitConverged,
 } from '../../src/lab/control-plane.ts';
 import { killPidFile, run } from '../../src/lab/exec.ts';
-import type { LabNode } from '../../src/lab/node.ts';
+import type { LabBackendFacts as LabBackend, LabNode } from '../../src/lab/node.ts';
 import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic, type TrafficCounters } from '../../src/lab/traffic.ts';
 import { haveOvnCentral, type OvnCentral, startOvnCentral } from './helpers/ovn-central.ts';
@@ -273,6 +273,19 @@ async function attempt(count: number): Promise<TrafficCounters> {
   return c;
 }
 
+/** A VM's `ip=mac` entries (IPv4 and IPv6), as the patch's sluice-backend-ips lists a VM behind it. */
+const ipMacs = (vm: LabBackend) => [vm.ip, vm.ip6].map((a) => `${a}=${vm.mac}`).join(',');
+/** Every VM's `ip=netns` entries for Open_vSwitch's sluice-probe-netns (the same on every chassis). */
+const probeNetns = (vms: readonly LabBackend[]) =>
+  vms.flatMap((vm) => [vm.ip, vm.ip6].map((a) => `${a}=${vm.netns}`)).join(',');
+/** The OVN patch marked on a chassis: its delivery entries come from the store (docs/ovn.md). */
+const markPatch = (n: LabNode) =>
+  n.vsctl(['set', 'Open_vSwitch', '.', `external_ids:sluice-ovn-patch=${PATCH}`]);
+
+/** host1's agent's `ovn-patch` records: each time the delivery entries its patch takes from the store changed. */
+const ovnPatchRecords = () =>
+  cp.records('agent-host1').filter((r) => r.event === 'ovn-patch') as { entries?: string[] }[];
+
 /** host1's agent restarted (it reads its facts, the conntrack zone among them, at start). */
 async function restartAgent(node = 'host1'): Promise<void> {
   const pid = cp.pidFile(`agent-${node}`);
@@ -304,7 +317,7 @@ async function migrateVm2(
   to: LabNode,
   opts: { dualBinding?: boolean } = {},
 ): Promise<Migration> {
-  const [vm1, vm2] = [lab.backend(OVN_VM), lab.backend(OVN_VM2)];
+  const vm2 = lab.backend(OVN_VM2);
   for (const n of [from, to]) await restartAgent(n.name); // each reads its facts again
   await waitConverged(cp, 60_000);
   const shop = { vip: WEB.vip, port: SHOP_PORT, count: 20, rate: 40, expectBackends: [OVN_VM2] };
@@ -366,20 +379,8 @@ async function migrateVm2(
     `${to.name} has the localnet patch`,
     async () => Number(await nodeVsctl(to, '--if-exists', 'get', 'Interface', PATCH, 'ofport')) > 0,
   );
-  // The operator's side of sluice on both chassis: vm2's addresses behind its new chassis' patch, no longer the old.
-  const entries = (vms: (typeof vm1)[]) => [
-    ...['set', 'Interface', PATCH],
-    `external_ids:sluice-backend-ips="${vms.flatMap((v) => [`${v.ip}=${v.mac}`, `${v.ip6}=${v.mac}`]).join(',')}"`,
-    `external_ids:sluice-probe-netns="${vms.flatMap((v) => [`${v.ip}=${v.netns}`, `${v.ip6}=${v.netns}`]).join(',')}"`,
-  ];
-  await nodeVsctl(to, ...entries(to === h1 ? [vm1, vm2] : [vm2]));
-  await nodeVsctl(
-    from,
-    ...(from === h1
-      ? entries([vm1])
-      : ['remove', 'Interface', PATCH, 'external_ids', 'sluice-backend-ips', 'sluice-probe-netns']),
-  );
-  for (const n of [to, from]) await restartAgent(n.name);
+  // Nothing of sluice's is rewritten on either chassis: both patches are marked as OVN's, so each host delivers to
+  // vm2 from the store's entry wherever the importer places it (docs/ovn.md "The patch's backend list").
   await synced(
     new RegExp(`host ${from.name} -> ${to.name}|backend .*${vm2.ip.replaceAll('.', '\\.')}:80 added`),
     `the daemon moves vm2's backend to ${to.name}`,
@@ -461,13 +462,14 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
       `${PATCH} on br-int`,
       async () => Number(await vsctl('get', 'Interface', PATCH, 'ofport')) > 0,
     );
-    // sluice's backend port is the localnet patch: packets to the VMs cross OVN's logical switch. Two VMs behind
-    // one port: each address with its VM's MAC (and its probe namespace).
-    const ips = vms.flatMap((vm) => [vm.ip, vm.ip6].map((a) => `${a}=${vm.mac}`));
-    const probes = vms.flatMap((vm) => [vm.ip, vm.ip6].map((a) => `${a}=${vm.netns}`));
+    // sluice's backend port is the localnet patch: packets to the VMs cross OVN's logical switch. vm1 (a backend of
+    // the lab's hand-made load balancer `web`) is listed on the patch by hand, with its MAC, as before: the patch is
+    // not marked as OVN's yet (sluice-ovn-patch), so nothing is derived from the store. vm2 is in no list: it gets
+    // its entry from the store once the patch is marked (the daemon test). Probe namespaces for every VM on the
+    // node (the lab's VMs are namespaces), written once: no migration changes them.
     await vsctl(
-      ...['set', 'Interface', PATCH, `external_ids:sluice-backend-ips="${ips.join(',')}"`],
-      `external_ids:sluice-probe-netns="${probes.join(',')}"`,
+      ...['set', 'Interface', PATCH, `external_ids:sluice-backend-ips="${ipMacs(vms[0]!)}"`],
+      ...['--', 'set', 'Open_vSwitch', '.', `external_ids:sluice-probe-netns="${probeNetns(vms)}"`],
     );
     await until('OVN flows settled', async () => {
       const n = (await ovnFlows()).length;
@@ -564,6 +566,13 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
     assert.equal(c.broken + c.failed, 0, JSON.stringify([c.brokenByReason, c.failedByReason]));
     assert.equal(c.perBackend[OVN_VM]?.opened, 20, 'every connection reached the OVN port');
     await tr.kill();
+    // The importer carried vm1's MAC (its logical port's) into the store; host1's patch is not marked as OVN's, so
+    // its agent derives nothing from it and delivers through its hand-written entry, as before.
+    const shop = JSON.parse(await runSluice(['show', '--format', 'json', '--db', cp.db])).loadBalancers.find(
+      (l: { name: string }) => l.name.startsWith('ovn-shop-'),
+    );
+    assert.deepEqual(shop.backends[0].mac, vm.mac, "the backend carries its logical port's MAC");
+    assert.equal(ovnPatchRecords().length, 0, 'an unmarked patch takes nothing from the store');
   });
 
   test('ovn-nbctl adds and removes a backend under traffic through the sync daemon: 0 broken (two OVN ports on host1)', async (t) => {
@@ -581,17 +590,30 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
       return x;
     };
     const t1 = await open(20);
-    // Added: vm2, a second logical port on host1's switch, joins the load balancer.
+    // The operator marks host1's patch as OVN's once (no agent restart: the agent reads its node before each apply).
+    const agentPid = cp.pid('agent-host1');
+    await markPatch(h1);
+    const patchIps = await vsctl('get', 'Interface', PATCH, 'external_ids:sluice-backend-ips');
+    // Added: vm2, a second logical port on host1's switch, joins the load balancer. Nobody writes vm2 on the patch:
+    // its entry comes from the MAC the importer stores.
     await ovn.nbctl('set', 'Load_Balancer', 'shop', shop(vm1, vm2));
     await synced(new RegExp(vm2.ip.replaceAll('.', '\\.')), 'the daemon adds vm2');
     await inEffect();
     const t2 = await open(40);
     const c2 = (await t2.report()).perBackend;
-    t.diagnostic(`after the add, new connections: ${JSON.stringify(c2)}`);
+    const derived = ovnPatchRecords().at(-1)?.entries;
+    t.diagnostic(`after the add, new connections: ${JSON.stringify(c2)}; host1's OVN patch: ${derived}`);
     assert.ok(
       (c2[OVN_VM]?.opened ?? 0) > 0 && (c2[OVN_VM2]?.opened ?? 0) > 0,
       'both OVN ports on host1 serve',
     );
+    assert.deepEqual(
+      derived,
+      [`${vm2.ip}=${vm2.mac}`, `${vm1.ip}=${vm1.mac}`].sort(),
+      'entries from the store',
+    );
+    assert.equal(await vsctl('get', 'Interface', PATCH, 'external_ids:sluice-backend-ips'), patchIps);
+    assert.equal(cp.pid('agent-host1'), agentPid, 'the same agent process took the new entry');
     // Removed: vm1 leaves the load balancer; its established connections stay (a removed backend is kept, like a
     // drained one, while it has connections: docs/design/rollout.md), new ones go to vm2.
     await ovn.nbctl('set', 'Load_Balancer', 'shop', shop(vm2));
@@ -674,10 +696,13 @@ describe('sluice beside real ovn-controller on its chassis', { skip: !isRoot && 
     const h2 = lab.node('host2');
     // host2, a chassis since the two-chassis test, gets OVN's localnet mapping to sluice's bridge and sluice's zone;
     // host1 gets its zone back (the negative control above took it away).
+    const vms = [lab.backend(OVN_VM), lab.backend(OVN_VM2)];
     await h2.vsctl([
       ...['set', 'Open_vSwitch', '.', 'external_ids:ovn-bridge-mappings=sluicenet:br-int'],
       `external_ids:sluice-ct-zone=${SLUICE_ZONE}`,
+      `external_ids:sluice-probe-netns="${probeNetns(vms)}"`,
     ]);
+    await markPatch(h2);
     await vsctl('set', 'Open_vSwitch', '.', `external_ids:sluice-ct-zone=${SLUICE_ZONE}`);
     const m = await migrateVm2(t, h1, h2);
     // What docs/ovn.md states: without the hand-over the established connections break (sluice's state for them is

@@ -143,6 +143,11 @@ describe('sluice ovn sync against real ovn-central', { skip }, () => {
       config().loadBalancers.map((lb) => lb.name),
       ['handmade', 'ovn-web-10.0.0.10-80'],
     );
+    // Each backend carries its logical port's MAC (NB addresses); a changed address entry changes it in the store.
+    const macs = () => lbByName('ovn-web-10.0.0.10-80')?.backends.map((b) => `${b.address}=${b.mac}`);
+    assert.deepEqual(macs(), ['10.0.1.11=00:00:00:00:01:11', '10.0.1.12=00:00:00:00:01:12']);
+    await nbctl('lsp-set-addresses', 'vm2', '02:00:00:00:01:12 10.0.1.12');
+    await until('vm2 MAC changed', () => macs()?.[1] === '10.0.1.12=02:00:00:00:01:12');
     // A backend on a port not bound to any chassis is skipped, said so, and the rest still served.
     await nbctl(
       '--may-exist',
