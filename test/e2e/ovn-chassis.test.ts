@@ -3,7 +3,8 @@
 // control plane) is made an OVN chassis the way docs/ovn.md tells an operator: OVN's integration bridge `br-ovn`
 // (ovn-bridge) beside sluice's own bridge, a localnet port whose bridge mapping is sluice's bridge (ovn-controller
 // patches the two), the backend VMs' veths on OVN's bridge bound to logical ports vm1 and vm2
-// (`external_ids:iface-id`), both behind the one patch (`sluice-backend-ips` entries `ip=mac`), and
+// (`external_ids:iface-id`), both behind the one patch (vm1 listed by hand, `sluice-backend-ips` entries `ip=mac`;
+// vm2's entry taken from the store once the patch is marked `sluice-ovn-patch`), and
 // `sluice-ct-zone=65535` for sluice's conntrack. ovn-central (NB, SB, ovn-northd) runs in a private directory.
 // Every process this file starts is stopped by its own PID.
 //
@@ -14,8 +15,9 @@
 // - An OVN ACL dropping traffic to vm1 is honoured: new connections to host1-b1 fail, host2-b1 still answers.
 // - `ovn-nbctl lb-add` of a load balancer whose backend is vm1, served by `sluice ovn sync --once`: the importer
 //   places the backend on host1 (its chassis' encap IP) and new connections through the gateway reach vm1.
-// - The `sluice ovn sync` daemon under long-lived connections: `ovn-nbctl set Load_Balancer` adds vm2 (a second
-//   OVN port on host1: both serve), then removes vm1: 0 broken, vm1's connections live on (a removed backend keeps
+// - The `sluice ovn sync` daemon under long-lived connections: host1's patch marked as OVN's, `ovn-nbctl set
+//   Load_Balancer` adds vm2 (a second OVN port on host1, written on no patch: its entry comes from the MAC the
+//   importer stores, taken by the running agent; both serve), then removes vm1: 0 broken, vm1's connections live on (a removed backend keeps
 //   its connections); negative control: host1's sluice zone flushed under them breaks them.
 // - host2 made a chassis too: OVN's tunnel port between host1 and host2 takes sluice's Geneve between them, so the
 //   chain hops of a drain (host1 -> host2) are lost and the drained backend's connections break (negative
