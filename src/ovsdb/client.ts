@@ -62,7 +62,11 @@ export interface OvsdbClientOptions {
    * server process, not in the Raft log, so two planners must talk to the same (leader) server to contend.
    */
   readonly leaderOnly?: boolean;
-  /** Inactivity probe: after this long without a message we send "echo"; after twice this long, give up. 0 = off. */
+  /**
+   * Inactivity probe: after this long without a byte we send "echo"; after twice this long (plus the allowance for
+   * the size of the database, `silenceLimitMs`) we give up. Not while a monitor reply is pending (the server builds a
+   * snapshot without sending anything): then the deadline is `negotiateTimeoutMs` of silence. 0 = off.
+   */
   readonly probeIntervalMs?: number;
   readonly connectTimeoutMs?: number;
   /** How long a request waits for the client to be connected before failing with SLUICE_E_OVSDB_CONNECT. */
@@ -72,7 +76,8 @@ export interface OvsdbClientOptions {
   /**
    * Deadline of one negotiation (the `_Server` check, every monitor's get_schema and snapshot, every lock request),
    * default 60 s: a member that accepts the connection but never answers (hung, SIGSTOPped: the kernel still
-   * accepts) is left for the next remote. The inactivity probe also runs while negotiating.
+   * accepts) is left for the next remote. The inactivity probe also runs while negotiating, but not while a
+   * monitor's snapshot is pending; this deadline also bounds the silence allowed then.
    */
   readonly negotiateTimeoutMs?: number;
   readonly backoffInitialMs?: number;
@@ -89,6 +94,16 @@ interface Waiter {
   readonly timer: NodeJS.Timeout;
 }
 
+/**
+ * Silence allowed per byte of the snapshots this client last received (ms), on top of two probe intervals: 0.5 s per
+ * MB. ovsdb-server is single-threaded and sends nothing to anyone while it builds one client's snapshot or commits a
+ * large transaction, so at scale a healthy store is silent for seconds (10,000 VIPs: 1.3 s for an agent's 48 MB
+ * snapshot, 5.4 s for the planner's 86 MB, one after the other when a fleet reconnects). The snapshot this client
+ * saw is its measure of the database's size; 2 MB/s is about a tenth of the server's build rate, i.e. room for
+ * about ten such builds in a row. A small store keeps the fast detection (2 intervals plus milliseconds).
+ */
+const SILENCE_MS_PER_SNAPSHOT_BYTE = 0.5 / 1000;
+
 /** A transaction's results, one per operation (ovsdb-server(7): wait/commit/comment yield `{}`). */
 export type TransactResult = OperationResult[];
 
@@ -103,6 +118,8 @@ export class OvsdbClient extends EventEmitter {
   #probeTimer: NodeJS.Timeout | undefined;
   #negotiateTimer: NodeJS.Timeout | undefined;
   #echoOutstanding = false;
+  /** Monitor requests (snapshots) in flight per connection: the server may build one for long without a byte. */
+  readonly #building = new WeakMap<JsonRpcConnection, number>();
   #waiters: Waiter[] = [];
   readonly #monitors = new Map<string, Monitor>();
   readonly #locks = new Map<string, OvsdbLock>();
@@ -470,8 +487,30 @@ export class OvsdbClient extends EventEmitter {
     });
   }
 
+  /** A monitor request on `conn` started (+1) or ended (-1). */
+  _building(conn: JsonRpcConnection, delta: 1 | -1): void {
+    this.#building.set(conn, (this.#building.get(conn) ?? 0) + delta);
+  }
+
+  /**
+   * How long `conn` may stay silent before the peer counts as dead. While a snapshot is pending, the negotiation
+   * deadline: the server sends nothing until it has built the whole reply (at 10,000 VIPs, seconds), and giving up
+   * earlier made every retry restart that work (117 drops in 5 minutes, no daemon reconnected). Otherwise two probe
+   * intervals plus an allowance that grows with the snapshots last received, as OVN deployments raise their probe
+   * intervals at scale; capped by the negotiation deadline. A frozen server is still caught in 2 intervals on a
+   * small store and within a minute on any.
+   */
+  silenceLimitMs(conn: JsonRpcConnection | undefined = this.#conn): number {
+    const base = 2 * this.#opts.probeIntervalMs;
+    const cap = Math.max(base, this.#opts.negotiateTimeoutMs);
+    if (conn !== undefined && (this.#building.get(conn) ?? 0) > 0) return cap;
+    let bytes = 0;
+    for (const m of this.#monitors.values()) bytes += m.snapshotBytes;
+    return Math.min(cap, Math.round(base + bytes * SILENCE_MS_PER_SNAPSHOT_BYTE));
+  }
+
   // Keepalive (4.1.11 echo). ovsdb-server probes us on TCP; we answer in jsonrpc.ts. We also probe it: a
-  // frozen or partitioned server sends nothing, so silence for twice the interval means the peer is dead.
+  // frozen or partitioned server sends nothing, so silence past `silenceLimitMs` means the peer is dead.
   #startProbe(conn: JsonRpcConnection): void {
     const interval = this.#opts.probeIntervalMs;
     if (interval <= 0) return;
@@ -479,12 +518,12 @@ export class OvsdbClient extends EventEmitter {
     const timer = setInterval(
       () => {
         const idle = performance.now() - conn.lastReceived;
-        if (idle >= 2 * interval) {
+        if (idle >= this.silenceLimitMs(conn)) {
           // Check again after this turn's I/O: when this process itself was busy (a long compile or parse), the
           // timer runs before the socket data waiting for it has been read; that is not the peer's silence.
           setImmediate(() => {
             const still = performance.now() - conn.lastReceived;
-            if (still >= 2 * interval && this.#probeTimer === timer)
+            if (still >= this.silenceLimitMs(conn) && this.#probeTimer === timer)
               this.#fail(
                 new OvsdbError(
                   'SLUICE_E_OVSDB_TIMEOUT',
@@ -635,6 +674,8 @@ export class Monitor extends EventEmitter {
   #noSince = false;
   /** Reconnects that resumed from the last transaction instead of downloading a snapshot. */
   resumes = 0;
+  /** Bytes received while the last snapshot (not a resume) was pending: the client's measure of the store's size. */
+  snapshotBytes = 0;
   #readyResolve: (() => void) | undefined;
   #readyReject: ((e: Error) => void) | undefined;
   readonly #ready: Promise<void>;
@@ -743,13 +784,15 @@ export class Monitor extends EventEmitter {
     }
     this.#pendingId = mid;
     this.#buffer = [];
-    const reply = await this.#request(conn, mid, reqs);
+    const bytesBefore = conn.bytesReceived;
+    const reply = await this.#building(conn, () => this.#request(conn, mid, reqs));
     if (reply === undefined || this.#pendingId !== mid) return; // the connection dropped meanwhile
     const { result, found } = reply;
     if (found && this.#everReady) {
       this.#resume(mid, result);
       return;
     }
+    this.snapshotBytes = conn.bytesReceived - bytesBefore;
     const snapshot = new Map<string, Map<string, JsRow>>();
     for (const table of Object.keys(this.requests)) snapshot.set(table, new Map());
     const updates = (result ?? {}) as Record<string, Record<string, RowUpdate | RowUpdate2>>;
@@ -776,6 +819,21 @@ export class Monitor extends EventEmitter {
       this.#emitUpdate(changes, { initial: false, resync: true });
     }
     for (const b of buffered) this._notify(b.method, b.updates, b.txn);
+  }
+
+  /**
+   * Runs `request` with the client's silence deadline lifted on `conn` (the server sends no byte while it builds the
+   * snapshot). Not for `_Server`, which is small and answered at once, nor for get_schema: a member that accepted the
+   * connection but answers nothing at all is still left by the probe.
+   */
+  async #building<T>(conn: JsonRpcConnection, request: () => Promise<T>): Promise<T> {
+    if (this.db === '_Server') return request();
+    this.#client._building(conn, 1);
+    try {
+      return await request();
+    } finally {
+      this.#client._building(conn, -1);
+    }
   }
 
   /**

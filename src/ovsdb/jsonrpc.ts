@@ -111,6 +111,8 @@ export class JsonRpcConnection {
   lastReceived = performance.now();
   /** Counts server-initiated echo requests answered (observability and tests). */
   echoesAnswered = 0;
+  /** Bytes received so far (a monitor measures its snapshot with it; the keepalive scales with that). */
+  bytesReceived = 0;
 
   private constructor(remote: string, socket: net.Socket, handlers: JsonRpcHandlers) {
     this.remote = remote;
@@ -204,6 +206,7 @@ export class JsonRpcConnection {
     // Any bytes mean the peer is alive: a large message (a monitor update of thousands of rows) from a server that is
     // short of CPU can take longer than the probe's silence limit to arrive complete.
     this.lastReceived = performance.now();
+    this.bytesReceived += chunk.length;
     let texts: string[];
     try {
       texts = this.#splitter.push(chunk);

@@ -130,6 +130,126 @@ test('fake server: split messages, notification after the reply in one write, ga
   }
 });
 
+/**
+ * A FAKE store that answers get_schema and echo at once but holds every monitor reply for `holdMs` (Infinity: never)
+ * and, while holding, answers nothing at all: a single-threaded ovsdb-server building a large snapshot. `silent()`
+ * makes it stop answering anything from then on (a frozen server on a connected session).
+ */
+async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
+  const sockets: net.Socket[] = [];
+  let frozen = false;
+  let monitors = 0;
+  const snapshot: Record<string, unknown> = {};
+  for (let i = 0; i < rows; i++)
+    snapshot[`00000000-0000-0000-0000-${String(i).padStart(12, '0')}`] = { initial: { name: `row-${i}` } };
+  const server = net.createServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+    let busyUntil = 0;
+    onJsonMessages(socket, (msg) => {
+      if (msg.method === undefined || frozen) return;
+      const reply = (result: unknown) => JSON.stringify({ id: msg.id, result, error: null });
+      const send = (text: string) => {
+        const wait = busyUntil - performance.now();
+        if (wait === Number.POSITIVE_INFINITY) return;
+        if (wait > 0) setTimeout(() => socket.writable && !frozen && socket.write(text), wait);
+        else socket.write(text);
+      };
+      if (msg.method === 'get_schema') send(reply(SCHEMA));
+      else if (msg.method === 'echo') send(reply(msg.params));
+      else if (msg.method === 'monitor_cond_since' || msg.method === 'monitor_cond') {
+        monitors++;
+        if (holdMs === Number.POSITIVE_INFINITY) {
+          busyUntil = Number.POSITIVE_INFINITY;
+          return;
+        }
+        busyUntil = performance.now() + holdMs;
+        const result = msg.method === 'monitor_cond' ? { T: snapshot } : [false, U1, { T: snapshot }];
+        send(reply(result));
+      } else send(JSON.stringify({ id: msg.id, result: null, error: { error: 'unknown method' } }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    monitors: () => monitors,
+    silent: () => {
+      frozen = true;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/** A client with a 100 ms probe on `sock` in the temp dir, and the reasons of every session it dropped. */
+function probedClient(sock: string, negotiateTimeoutMs: number, backoffInitialMs = 10) {
+  const errors: string[] = [];
+  const c = new OvsdbClient({
+    remotes: [`unix:${join(dir, sock)}`],
+    backoffInitialMs,
+    probeIntervalMs: 100,
+    negotiateTimeoutMs,
+  });
+  c.on('disconnected', (e: Error) => errors.push(e.message));
+  return { c, errors };
+}
+
+test('fake server silent for 6 probe intervals while it builds the snapshot: the session survives', async () => {
+  const srv = await slowSnapshotServer(join(dir, 'slow.sock'), 600);
+  const { c } = probedClient('slow.sock', 5000);
+  try {
+    const m = await c.monitor('D', { T: {} });
+    assert.equal(m.replica.rows('T').length, 1);
+    assert.equal(c.connects, 1, 'no reconnect: the pending snapshot is not silence');
+    assert.equal(srv.monitors(), 1, 'the snapshot was asked for once, not restarted');
+    assert.equal(c.state, 'connected');
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
+test('fake server that never answers the snapshot: the negotiation deadline still leaves it', async () => {
+  const srv = await slowSnapshotServer(join(dir, 'hung.sock'), Number.POSITIVE_INFINITY);
+  const { c, errors } = probedClient('hung.sock', 800);
+  try {
+    c.connect().catch(() => {});
+    c.monitor('D', { T: {} }).catch(() => {});
+    await waitFor(() => errors.length > 0, 5000);
+    assert.match(errors[0]!, /negotiation did not finish in 800 ms/);
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
+test('fake server frozen while connected: the probe still drops the session within its silence limit', async () => {
+  // ~1 MB of snapshot: the silence allowed grows by 0.5 s per MB over two intervals.
+  const srv = await slowSnapshotServer(join(dir, 'frozen.sock'), 0, 20_000);
+  const { c, errors } = probedClient('frozen.sock', 5000, 10_000);
+  try {
+    const m = await c.monitor('D', { T: {} });
+    assert.equal(m.replica.rows('T').length, 20_000);
+    assert.ok(m.snapshotBytes > 500_000, `snapshot measured: ${m.snapshotBytes} bytes`);
+    const limit = c.silenceLimitMs();
+    assert.equal(limit, Math.round(200 + m.snapshotBytes * 0.0005));
+    const t0 = performance.now();
+    srv.silent();
+    await waitFor(() => errors.length > 0, 5000);
+    const detectMs = performance.now() - t0;
+    assert.match(errors[0]!, /no message for/);
+    // Silence counts from the last byte (an echo reply, at most ~1.3 intervals before the freeze).
+    assert.ok(
+      detectMs >= limit - 300 && detectMs < limit + 1000,
+      `dropped after ${detectMs} ms, limit ${limit}`,
+    );
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
 async function waitFor(fn: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!fn()) {
