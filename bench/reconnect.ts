@@ -17,33 +17,23 @@
 // RECONNECT_NO_WRITE=1 (print only).
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../src/model/schema.ts';
-import { type Monitor, OvsdbClient, type UpdateInfo } from '../src/ovsdb/client.ts';
-import type { MonitorCondRequest } from '../src/ovsdb/protocol.ts';
+import { OvsdbClient } from '../src/ovsdb/client.ts';
 import { startCluster, startStandalone } from '../src/ovsdb/server.ts';
-import { planNext } from '../src/rollout/planner.ts';
-import {
-  ALL_TABLES_MONITOR,
-  agentMonitor,
-  DB_NAME,
-  DESIRED_STATE_MONITOR,
-  desiredStateOps,
-  insert,
-  NodeStatusTable,
-  PLAN_MONITOR,
-  prunePlansOps,
-  publishedGeneration,
-  publishGenerationOps,
-  readGeneration,
-  storedDesiredCfg,
-  update,
-  where,
-} from '../src/store/db/index.ts';
+import { ALL_TABLES_MONITOR, agentMonitor, DB_NAME } from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, writeSection } from './perf/common.ts';
-import { syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
+import {
+  CountingProxy,
+  DEADLINE_MS,
+  freshMonitor,
+  kb,
+  type MonitorRequests,
+  nextUpdate,
+  type Sample,
+  Writer,
+  withDeadline,
+} from './reconnect-fixture.ts';
 
 const SIZES = (process.env.RECONNECT_VIPS ?? '1000,10000').split(',').map(Number);
 const CHANGES = (process.env.RECONNECT_CHANGES ?? '1,10').split(',').map(Number);
@@ -53,78 +43,6 @@ const BEATS = (process.env.RECONNECT_BEATS ?? '90,1000')
   .split(',')
   .map(Number)
   .filter((n) => n > 0);
-const KEEP = 5;
-
-type MonitorRequests = { readonly [table: string]: MonitorCondRequest };
-const DEADLINE_MS = 600_000;
-
-/** A TCP proxy to one ovsdb-server unix socket that counts what the server sends and can cut and refuse. */
-class CountingProxy {
-  readonly #server: Server;
-  readonly #pairs = new Set<[Socket, Socket]>();
-  #refusing = false;
-  /** Bytes from the server to clients, and when the latest connection was accepted. */
-  bytes = 0;
-  acceptedAt = 0;
-
-  constructor(upstreamPath: string) {
-    this.#server = createServer((down) => {
-      if (this.#refusing) {
-        down.destroy();
-        return;
-      }
-      this.acceptedAt = performance.now();
-      const up = tcpConnect({ path: upstreamPath });
-      const pair: [Socket, Socket] = [down, up];
-      this.#pairs.add(pair);
-      up.on('data', (b: Buffer) => {
-        this.bytes += b.length;
-      });
-      up.pipe(down);
-      down.pipe(up);
-      const end = () => {
-        this.#pairs.delete(pair);
-        up.destroy();
-        down.destroy();
-      };
-      up.on('error', end).on('close', end);
-      down.on('error', end).on('close', end);
-    });
-  }
-
-  async listen(): Promise<string> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve));
-    const addr = this.#server.address();
-    if (addr === null || typeof addr === 'string') throw new Error('proxy has no TCP address');
-    return `tcp:127.0.0.1:${addr.port}`;
-  }
-
-  /** Cuts every connection and refuses new ones until admit(). */
-  cut(): void {
-    this.#refusing = true;
-    for (const [a, b] of this.#pairs) {
-      a.destroy();
-      b.destroy();
-    }
-    this.#pairs.clear();
-  }
-
-  admit(): void {
-    this.bytes = 0;
-    this.#refusing = false;
-  }
-
-  close(): void {
-    this.cut();
-    this.#server.close();
-  }
-}
-
-interface Sample {
-  readonly bytes: number;
-  readonly ms: number;
-  readonly resumed: boolean;
-}
 
 interface Result {
   readonly store: 'raft' | 'standalone';
@@ -137,103 +55,6 @@ interface Result {
   readonly generations: number;
   readonly resume: Sample;
   readonly fresh: Sample;
-}
-
-function nextUpdate(m: Monitor): Promise<UpdateInfo> {
-  return new Promise((resolve) => m.once('update', (_changes, info: UpdateInfo) => resolve(info)));
-}
-
-function withDeadline<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${DEADLINE_MS} ms`)), DEADLINE_MS);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-/** The store's writer: the desired state and the planner's publications, through its own direct session. */
-class Writer {
-  doc = syntheticDesiredDoc(0);
-  added = 0;
-  readonly client: OvsdbClient;
-  readonly m: Monitor;
-  constructor(client: OvsdbClient, m: Monitor) {
-    this.client = client;
-    this.m = m;
-  }
-
-  static async open(remote: string, vips: number): Promise<Writer> {
-    const client = new OvsdbClient({ remotes: [remote] });
-    await client.connect();
-    const m = await client.monitor(DB_NAME, { ...DESIRED_STATE_MONITOR, ...PLAN_MONITOR });
-    const w = new Writer(client, m);
-    w.doc = syntheticDesiredDoc(vips);
-    const doc = w.doc;
-    await writeInBatches(
-      vips,
-      (k) =>
-        desiredStateOps(m.replica, parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) })),
-      (ops) => client.transact(DB_NAME, ...(ops as Parameters<typeof client.transact>[1][])),
-    );
-    await w.rollout();
-    return w;
-  }
-
-  /** Publishes every generation planNext plans for the current desired state; returns how many. */
-  async rollout(): Promise<number> {
-    const config = parseConfig(this.doc);
-    let n = 0;
-    for (;;) {
-      const latest = readGeneration(this.m.replica) ?? null;
-      const next = planNext({ config, latest, connections: () => 0, now: Date.now() }).next;
-      if (next === null) return n;
-      await this.client.transact(
-        DB_NAME,
-        ...publishGenerationOps(
-          this.m.replica,
-          next,
-          storedDesiredCfg(this.m.replica),
-          JSON.stringify(this.doc),
-        ),
-        ...prunePlansOps(this.m.replica, next.number - KEEP + 1),
-      );
-      while (publishedGeneration(this.m.replica) !== next.number) await new Promise((r) => setTimeout(r, 5));
-      n++;
-    }
-  }
-
-  /** `n` heartbeat transactions of node gw1 (its Node_Status row), one at a time as agents write them. */
-  async beats(n: number): Promise<void> {
-    if (n === 0) return;
-    const node = `gw-beat-${this.added}`;
-    await this.client.transact(DB_NAME, insert(NodeStatusTable, { node, heartbeat_at: 0 }));
-    for (let i = 1; i <= n; i++)
-      await this.client.transact(
-        DB_NAME,
-        update(NodeStatusTable, [where(NodeStatusTable, 'node', '==', node)], { heartbeat_at: i }),
-      );
-  }
-
-  /** `k` VIPs get one more backend each (a new address every time), then their rollout. */
-  async change(k: number): Promise<number> {
-    const doc = structuredClone(this.doc);
-    for (let i = 0; i < k; i++) {
-      const n = this.added++;
-      // A new array: the fixture's load balancers share one backends array (structuredClone keeps that sharing).
-      const lb = doc.loadBalancers[1 + (n % (doc.loadBalancers.length - 1 || 1))]!;
-      lb.backends = [
-        ...lb.backends,
-        { address: `10.1.${n >> 8}.${n & 255}`, port: 80, host: 'host2', weight: 1, state: 'active' },
-      ];
-    }
-    this.doc = doc;
-    await this.client.transact(DB_NAME, ...desiredStateOps(this.m.replica, parseConfig(doc)));
-    return this.rollout();
-  }
-
-  close(): void {
-    this.client.close();
-  }
 }
 
 async function subject(
@@ -278,25 +99,6 @@ async function subject(
   return out;
 }
 
-/** A new client with the same monitor: bytes the store sent it and the time to its snapshot. */
-async function freshMonitor(
-  proxy: CountingProxy,
-  remote: string,
-  requests: MonitorRequests,
-): Promise<Sample> {
-  proxy.admit();
-  const t0 = performance.now();
-  const client = new OvsdbClient({ remotes: [remote] });
-  try {
-    await client.connect();
-    const m = await client.monitor(DB_NAME, requests);
-    await withDeadline(m.ready(DEADLINE_MS), 'fresh snapshot');
-    return { bytes: proxy.bytes, ms: performance.now() - t0, resumed: false };
-  } finally {
-    client.close();
-  }
-}
-
 /** The stores of the size being measured: stopped on SIGTERM/SIGINT too (a deadline), never left running. */
 const running = new Set<{ stop(): Promise<void> }>();
 for (const signal of ['SIGTERM', 'SIGINT'] as const)
@@ -329,8 +131,6 @@ async function size(store: Result['store'], vips: number): Promise<Result[]> {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-
-const kb = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
 
 function report(results: readonly Result[], m: ReturnType<typeof machine>): string {
   const prose =

@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, reconnect, health-probes, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, reconnect, reconnect-window, health-probes, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -58,6 +58,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=6000'],
     root: false,
     what: 'store reconnect at 1,000 and 10,000 VIPs: monitor_cond_since resume vs a fresh full monitor (ovsdb-server, no lab)',
+  },
+  {
+    name: 'reconnect-window',
+    file: here('./reconnect-window.ts'),
+    nodeArgs: ['--max-old-space-size=6000'],
+    root: false,
+    what: 'how long a daemon can be away and still resume, 10,000 VIPs, 4 and 100 simulated agents, per layout (ovsdb-server, no lab)',
   },
   {
     name: 'health-probes',

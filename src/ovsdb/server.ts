@@ -220,6 +220,9 @@ export interface ClusterOptions {
   /** Raft between the members over mutual TLS (`ssl:` addresses) with this key, certificate and CA, which every
    *  member also serves its TLS client remotes with (OvsdbServerOptions.tls). Default: plain `tcp:`. */
   readonly tls?: TlsFiles;
+  /** More databases every member serves, each its own Raft cluster on its own ports (ovsdb-server keeps transaction
+   *  history per database: writes to one never push another's out). Default: none. */
+  readonly moreSchemaPaths?: readonly string[];
 }
 
 /**
@@ -229,14 +232,20 @@ export interface ClusterOptions {
 export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}): Promise<Cluster> {
   const schemaPath = opts.schemaPath ?? sluiceSchemaPath();
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const raftPorts: number[] = [];
-  for (let i = 0; i < n; i++) raftPorts.push(await freePort());
-  const raft = (i: number) => `${opts.tls ? 'ssl' : 'tcp'}:127.0.0.1:${raftPorts[i]}`;
-  const dbs = raftPorts.map((_, i) => join(dir, `member${i + 1}.db`));
-  const dbName = schemaName(schemaPath);
-  await tool('ovsdb-tool', ['create-cluster', dbs[0]!, schemaPath, raft(0)]);
-  for (let i = 1; i < n; i++) {
-    await tool('ovsdb-tool', ['join-cluster', dbs[i]!, dbName, raft(i), raft(0)]);
+  const schemas = [schemaPath, ...(opts.moreSchemaPaths ?? [])];
+  const proto = opts.tls ? 'ssl' : 'tcp';
+  // dbs[i][d]: member i's file of database d (database 0 keeps the historical name member<i>.db).
+  const dbs: string[][] = Array.from({ length: n }, () => []);
+  for (const [d, schema] of schemas.entries()) {
+    const raftPorts: number[] = [];
+    for (let i = 0; i < n; i++) raftPorts.push(await freePort());
+    const raft = (i: number) => `${proto}:127.0.0.1:${raftPorts[i]}`;
+    const file = (i: number) =>
+      join(dir, d === 0 ? `member${i + 1}.db` : `member${i + 1}-${schemaName(schema)}.db`);
+    await tool('ovsdb-tool', ['create-cluster', file(0), schema, raft(0)]);
+    for (let i = 1; i < n; i++)
+      await tool('ovsdb-tool', ['join-cluster', file(i), schemaName(schema), raft(i), raft(0)]);
+    for (let i = 0; i < n; i++) dbs[i]!.push(file(i));
   }
   const members: OvsdbServerProcess[] = [];
   const cluster: Cluster = {
@@ -254,7 +263,7 @@ export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}
   try {
     for (let i = 0; i < n; i++) {
       const m = new OvsdbServerProcess(
-        { dir, dbFiles: [dbs[i]!], name: `member${i + 1}`, ...(opts.tls ? { tls: opts.tls } : {}) },
+        { dir, dbFiles: dbs[i]!, name: `member${i + 1}`, ...(opts.tls ? { tls: opts.tls } : {}) },
         await freePort(),
       );
       members.push(m);
@@ -262,13 +271,14 @@ export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}
     }
     const deadline = Date.now() + timeoutMs;
     for (const m of members) {
-      for (;;) {
-        const status = await m.appctl('cluster/status', dbName).catch(() => '');
-        if (/Status: cluster member/.test(status) && /Leader: (?!unknown)/.test(status)) break;
-        if (Date.now() > deadline)
-          throw new OvsdbError('SLUICE_E_IO', `cluster member ${m.unixPath} did not join:\n${status}`);
-        await sleep(100);
-      }
+      for (const dbName of schemas.map(schemaName))
+        for (;;) {
+          const status = await m.appctl('cluster/status', dbName).catch(() => '');
+          if (/Status: cluster member/.test(status) && /Leader: (?!unknown)/.test(status)) break;
+          if (Date.now() > deadline)
+            throw new OvsdbError('SLUICE_E_IO', `cluster member ${m.unixPath} did not join:\n${status}`);
+          await sleep(100);
+        }
     }
   } catch (e) {
     await cluster.stop();

@@ -1,0 +1,368 @@
+// How long a daemon can be away from the store and still resume its monitor (monitor_cond_since), at 10,000 VIPs x 20
+// backends, with N agents writing while it is away (`npm run bench -- reconnect-window`).
+//
+// No lab, not root: one ovsdb-server (a one-member Raft cluster, the only kind that keeps transaction history) serving
+// two databases: Sluice, and a second one with the status tables only (Sluice_Status, generated from
+// schema/sluice.ovsschema in the run's temp dir: design (a) of docs/design/ovsdb.md; the product does not use it yet).
+// The agents are SIMULATED: one client writes their heartbeats (each one transaction updating that agent's Node_Status
+// row and marks, as the agent's heartbeat does, without connection reports). A blip of T seconds is written as the
+// transactions N agents make in T seconds (N x T x 1000 / heartbeat ms), as fast as the server takes them: ovsdb-server
+// trims its history by count and size, never by time (bench/txn-history.ts), so the count decides; the bench says
+// what its model predicted and what the real server did.
+// The subject: an agent's monitor of Sluice (plan tables and its own status rows) through a byte-counting proxy that
+// cuts it for the blip. Layouts, in the same run on the same store: where the heartbeats go and how often, and where
+// the acknowledgements go. Scenarios: `idle` (only heartbeats while away) and `rollout` (one VIP gets a backend and
+// its generations are published, each acknowledged by every agent). Measured: resumed or not, bytes the store sent on
+// the new connection and the time to the monitor's re-establishment, against a fresh monitor's snapshot.
+// Options (environment): WINDOW_VIPS (default 10000), WINDOW_AGENTS (default "4,100"), WINDOW_BLIPS (seconds,
+// default "5,30,120"), WINDOW_NO_WRITE=1 (print only).
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
+import type { Operation } from '../src/ovsdb/protocol.ts';
+import { type Cluster, sluiceSchemaPath, startCluster } from '../src/ovsdb/server.ts';
+import {
+  agentMarksOp,
+  agentMonitor,
+  BackendStatusTable,
+  DB_NAME,
+  insert,
+  NodeStatusTable,
+  publishedGeneration,
+  rows,
+  SlotConnectionsTable,
+  update,
+  where,
+} from '../src/store/db/index.ts';
+import { finish, machine, machineLine, ratio, say, writeSection } from './perf/common.ts';
+import {
+  CountingProxy,
+  DEADLINE_MS,
+  freshMonitor,
+  kb,
+  type MonitorRequests,
+  type Sample,
+  Writer,
+  withDeadline,
+} from './reconnect-fixture.ts';
+import { canResume } from './txn-history.ts';
+
+const VIPS = Number(process.env.WINDOW_VIPS ?? 10_000);
+const AGENTS = (process.env.WINDOW_AGENTS ?? '4,100').split(',').map(Number);
+const BLIPS = (process.env.WINDOW_BLIPS ?? '5,30,120').split(',').map(Number);
+const STATUS_DB = 'Sluice_Status';
+const SUBJECT = 'host1';
+/** Writes in flight from the simulated agents' client. */
+const IN_FLIGHT = 32;
+
+type Db = typeof DB_NAME | typeof STATUS_DB;
+
+interface Layout {
+  readonly name: string;
+  readonly beatsIn: Db;
+  readonly beatMs: number;
+  readonly acksIn: Db;
+}
+
+const LAYOUTS: readonly Layout[] = [
+  { name: 'today: heartbeats in Sluice, 1 s', beatsIn: DB_NAME, beatMs: 1000, acksIn: DB_NAME },
+  // Heartbeats every 2 s while nothing moves: a quarter of the 10 s lease, the longest that keeps four per lease;
+  // idle only: while the plan moves such an agent beats every second, as today.
+  { name: '(b) idle heartbeats in Sluice, 2 s', beatsIn: DB_NAME, beatMs: 2000, acksIn: DB_NAME },
+  { name: '(a) heartbeats in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: DB_NAME },
+  { name: '(a) heartbeats and acks in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: STATUS_DB },
+];
+
+type Scenario = 'idle' | 'rollout';
+
+interface Round {
+  readonly layout: string;
+  readonly agents: number;
+  readonly blipS: number;
+  readonly scenario: Scenario;
+  /** Transactions committed in Sluice while the subject was away. */
+  readonly sluiceTxns: number;
+  readonly predicted: boolean;
+  readonly resume: Sample;
+}
+
+/** The status tables of schema/sluice.ovsschema as a database of their own. */
+function statusSchema(dir: string): string {
+  const sluice = JSON.parse(readFileSync(sluiceSchemaPath(), 'utf8'));
+  const tables: Record<string, unknown> = {};
+  for (const t of [NodeStatusTable, BackendStatusTable, SlotConnectionsTable])
+    tables[t.name] = sluice.tables[t.name];
+  const path = join(dir, 'sluice-status.ovsschema');
+  writeFileSync(path, JSON.stringify({ name: STATUS_DB, version: '1.0.0', tables }));
+  return path;
+}
+
+const simName = (i: number) => `sim-host-${i}`;
+
+/** The simulated agents: one client writing every agent's heartbeats and acknowledgements. */
+class Agents {
+  readonly client: OvsdbClient;
+  #beat = 0;
+  constructor(client: OvsdbClient) {
+    this.client = client;
+  }
+
+  /** Node_Status rows for `n` agents and the subject in both databases (kept across rounds). */
+  async ensure(n: number): Promise<void> {
+    for (const db of [DB_NAME, STATUS_DB]) {
+      const have = new Set(
+        (
+          (await this.client.transact(db, {
+            op: 'select',
+            table: NodeStatusTable.name,
+            where: [],
+            columns: ['node'],
+          })) as { rows: { node: string }[] }[]
+        )[0]!.rows.map((r) => r.node),
+      );
+      const want = [SUBJECT, ...Array.from({ length: n }, (_, i) => simName(i))].filter((x) => !have.has(x));
+      if (want.length > 0)
+        await this.client.transact(
+          db,
+          ...want.map((node) =>
+            insert(NodeStatusTable, {
+              node,
+              applied_generation: 0,
+              applied_cfg: 0,
+              applied_at: 0,
+              heartbeat_at: 0,
+            }),
+          ),
+        );
+    }
+  }
+
+  /** One agent's heartbeat as the agent writes it (Node_Status columns and its marks), without a report. */
+  #beatOps(node: string, generation?: number): Operation[] {
+    const now = Date.now() + ++this.#beat; // distinct every time: a transaction that changes nothing is not kept
+    return [
+      update(NodeStatusTable, [where(NodeStatusTable, 'node', '==', node)], {
+        heartbeat_at: now,
+        ...(generation === undefined ? {} : { applied_generation: generation, applied_at: now }),
+      }),
+      agentMarksOp(node, {
+        fenced: false,
+        role: 'host',
+        clearFenceRecords: false,
+        secondChance: '{}',
+        reportAt: String(now),
+      }),
+    ];
+  }
+
+  /** `count` heartbeats of agents 0..n-1 in turn, into `db`, IN_FLIGHT at a time. */
+  async beats(db: Db, n: number, count: number): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < count) {
+        const i = next++;
+        await this.client.transact(db, ...this.#beatOps(simName(i % n)));
+      }
+    };
+    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+  }
+
+  /** Every agent acknowledges `generation`, one transaction each. */
+  async acks(db: Db, n: number, generation: number): Promise<void> {
+    await Promise.all(
+      Array.from({ length: n }, (_, i) => this.client.transact(db, ...this.#beatOps(simName(i), generation))),
+    );
+  }
+
+  /** The subject's own heartbeat in Sluice: its monitor sees it, so its last transaction is the newest one. */
+  async subjectBeat(m: Monitor): Promise<void> {
+    const ops = this.#beatOps(SUBJECT);
+    await this.client.transact(DB_NAME, ...ops);
+    const want = (ops[0] as unknown as { row: { heartbeat_at: number } }).row.heartbeat_at;
+    const deadline = Date.now() + 10_000;
+    while (!rows(m.replica, NodeStatusTable).some((r) => r.node === SUBJECT && r.heartbeat_at === want)) {
+      if (Date.now() > deadline) throw new Error('the subject never saw its own heartbeat');
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+}
+
+/** Waits until the monitor is established on a new connection (a resume with nothing new emits no update). */
+async function reestablished(m: Monitor, before: string | undefined): Promise<void> {
+  const deadline = Date.now() + DEADLINE_MS;
+  while (m._activeId === undefined || m._activeId === before) {
+    if (Date.now() > deadline) throw new Error(`no re-established monitor in ${DEADLINE_MS} ms`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+interface Env {
+  readonly w: Writer;
+  readonly agents: Agents;
+  readonly proxy: CountingProxy;
+  readonly m: Monitor;
+}
+
+/** One disconnect. `exactBeats`: exactly this many heartbeats instead of the blip's (the history's boundary). */
+async function round(
+  env: Env,
+  layout: Layout,
+  n: number,
+  blipS: number,
+  scenario: Scenario,
+  exactBeats?: number,
+): Promise<Round> {
+  const { w, agents, proxy, m } = env;
+  if (layout.beatsIn === DB_NAME) await agents.subjectBeat(m);
+  const before = m._activeId;
+  const resumes = m.resumes;
+  proxy.cut();
+  let sluiceTxns = 0;
+  if (scenario === 'rollout') {
+    const generations = await w.change(1);
+    sluiceTxns += 1 + generations; // the desired-state edit, then one transaction per published generation
+    const latest = publishedGeneration(w.m.replica);
+    for (let g = latest - generations + 1; g <= latest; g++) await agents.acks(layout.acksIn, n, g);
+    if (layout.acksIn === DB_NAME) sluiceTxns += n * generations;
+  }
+  const beats = exactBeats ?? Math.round((n * blipS * 1000) / layout.beatMs);
+  await agents.beats(layout.beatsIn, n, beats);
+  if (layout.beatsIn === DB_NAME) sluiceTxns += beats;
+  proxy.admit();
+  await withDeadline(reestablished(m, before), 'reconnect');
+  const resume = {
+    bytes: proxy.bytes,
+    ms: performance.now() - proxy.acceptedAt,
+    resumed: m.resumes > resumes,
+  };
+  const predicted = canResume(0, Array(sluiceTxns).fill(0), Number.POSITIVE_INFINITY);
+  const r: Round = { layout: layout.name, agents: n, blipS, scenario, sluiceTxns, predicted, resume };
+  say(
+    `[${layout.name}, ${n} agents, ${blipS} s away, ${scenario}] ${sluiceTxns} Sluice transactions: ` +
+      `${resume.resumed ? 'resumed' : 'NOT resumed'} (model: ${predicted ? 'resume' : 'snapshot'}), ` +
+      `${kb(resume.bytes)}, ${resume.ms.toFixed(0)} ms`,
+  );
+  return r;
+}
+
+interface Run {
+  readonly rounds: Round[];
+  readonly fresh: Sample;
+  /** The subject's own rows in Sluice_Status: what its second monitor re-downloads when that one cannot resume. */
+  readonly statusFresh: Sample;
+  readonly memory: string;
+}
+
+async function measure(servers: Cluster, proxy: CountingProxy, remote: string): Promise<Run> {
+  const w = await Writer.open(servers.remotes[0]!, VIPS);
+  const direct = new OvsdbClient({ remotes: [servers.remotes[0]!] });
+  const subject = new OvsdbClient({ remotes: [remote], backoffInitialMs: 50, backoffMaxMs: 200 });
+  try {
+    await direct.connect();
+    const agents = new Agents(direct);
+    await agents.ensure(Math.max(...AGENTS));
+    const requests: MonitorRequests = agentMonitor(SUBJECT);
+    const fresh = await freshMonitor(proxy, remote, requests);
+    const statusFresh = await freshMonitor(proxy, remote, {
+      Node_Status: { where: [['node', '==', SUBJECT]] },
+    }).catch(() => ({ bytes: Number.NaN, ms: Number.NaN, resumed: false }));
+    say(`fresh monitor: ${kb(fresh.bytes)} in ${fresh.ms.toFixed(0)} ms`);
+    await subject.connect();
+    const m = await subject.monitor(DB_NAME, requests);
+    await withDeadline(m.ready(DEADLINE_MS), 'subject snapshot');
+    const env = { w, agents, proxy, m };
+    // The boundary first: the subject's own transaction plus 99 later ones are kept, 100 later ones are not.
+    const rounds: Round[] = [];
+    for (const exact of [99, 100]) rounds.push(await round(env, LAYOUTS[0]!, 1, 0, 'idle', exact));
+    for (const scenario of ['idle', 'rollout'] as const)
+      for (const layout of LAYOUTS) {
+        // Idle, the two (a) layouts write the same: heartbeats into Sluice_Status only. During a rollout an agent
+        // beating slower only while idle keeps the 1 s pace: (b) is today's row there.
+        if (scenario === 'idle' && layout.acksIn === STATUS_DB) continue;
+        if (scenario === 'rollout' && layout.beatMs !== 1000) continue;
+        for (const n of AGENTS)
+          for (const blipS of BLIPS) rounds.push(await round(env, layout, n, blipS, scenario));
+      }
+    const memory = (await servers.members[0]!.appctl('memory/show').catch(() => '')).trim();
+    return { rounds, fresh, statusFresh, memory };
+  } finally {
+    subject.close();
+    direct.close();
+    w.close();
+  }
+}
+
+function report(run: Run, m: ReturnType<typeof machine>): string {
+  const lines = [
+    '## Store reconnect window: how long a daemon can be away and still resume',
+    '',
+    machineLine(m, 'npm run bench -- reconnect-window'),
+    '',
+    `${VIPS.toLocaleString('en')} VIPs x 20 backends on one ovsdb-server (a one-member Raft cluster) serving Sluice ` +
+      'and a second database with the status tables only (Sluice_Status: design (a) in docs/design/ovsdb.md, not ' +
+      'used by the product yet). The agents are **simulated**: one client writes their heartbeats (a Node_Status ' +
+      "update and the agent's marks per heartbeat, no connection reports) and acknowledgements. A blip of T s is " +
+      "written as the transactions N agents make in T s at the layout's heartbeat interval, as fast as the server " +
+      "takes them (its history is trimmed by count and size, never by time). The subject is an agent's monitor of " +
+      'Sluice (plan tables, its own status rows) behind a byte-counting proxy, whose own heartbeat (today and (b)) ' +
+      'was the last transaction before the cut. `idle`: only heartbeats while away; `rollout`: one VIP also gets a ' +
+      'backend and every generation of its rollout is published and acknowledged by every agent. Layouts: **today** ' +
+      "(every agent's heartbeat a transaction in Sluice every second); **(b)** agents beating every 2 s while idle " +
+      '(every 2 s while the plan does not move, the longest a 10 s lease allows; during a rollout they beat every ' +
+      'second, so the rollout rows of today apply to them); **(a)** heartbeats in Sluice_Status (acknowledgements ' +
+      'in Sluice, then also in Sluice_Status). **model**: what ' +
+      "bench/txn-history.ts predicts from the count of Sluice transactions while away. Fresh monitor (the subject's " +
+      `full snapshot) in the same run: ${kb(run.fresh.bytes)} in ${run.fresh.ms.toFixed(0)} ms; its own rows in ` +
+      `Sluice_Status (what (a) adds to a reconnect that cannot resume there): ${kb(run.statusFresh.bytes)} in ` +
+      `${run.statusFresh.ms.toFixed(0)} ms.`,
+    '',
+    '| layout | scenario | agents | away | Sluice transactions while away | model | resumed | bytes | vs fresh | time | vs fresh |',
+    '| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of run.rounds)
+    lines.push(
+      `| ${r.layout} | ${r.scenario} | ${r.blipS === 0 ? 'boundary' : r.agents} | ${r.blipS === 0 ? '-' : `${r.blipS} s`} | ${r.sluiceTxns.toLocaleString('en')} | ` +
+        `${r.predicted ? 'resume' : 'snapshot'} | ${r.resume.resumed ? 'yes' : '**no**'} | ${kb(r.resume.bytes)} | ` +
+        `${ratio(r.resume.bytes, run.fresh.bytes, 4)} | ${r.resume.ms.toFixed(0)} ms | ` +
+        `${ratio(r.resume.ms, run.fresh.ms, 3)} |`,
+    );
+  const wrong = run.rounds.filter((r) => r.predicted !== r.resume.resumed).length;
+  lines.push(
+    '',
+    `The model disagreed with the server in ${wrong} of ${run.rounds.length} rounds. ovsdb-server's ` +
+      `\`memory/show\` at the end (both databases summed): \`${run.memory.replace(/\s+/g, ' ')}\`.`,
+  );
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const m = machine();
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-reconnect-window-'));
+  let servers: Cluster | undefined;
+  const stop = () => servers?.stop() ?? Promise.resolve();
+  for (const signal of ['SIGTERM', 'SIGINT'] as const)
+    process.once(signal, () => void stop().finally(() => process.exit(1)));
+  try {
+    servers = await startCluster(dir, 1, { moreSchemaPaths: [statusSchema(dir)] });
+    const proxy = new CountingProxy(servers.remotes[0]!.slice('unix:'.length));
+    try {
+      const remote = await proxy.listen();
+      const run = await measure(servers, proxy, remote);
+      const body = report(run, finish(m));
+      if (process.env.WINDOW_NO_WRITE === '1') console.log(body);
+      else writeSection('reconnect-window', body);
+    } finally {
+      proxy.close();
+    }
+  } finally {
+    await stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
