@@ -660,7 +660,9 @@ export class AgentDaemon {
   #vms(): NodeFacts['vms'] {
     const m = this.#vmsMemo;
     if (m?.facts === this.#facts.vms && m.entries === this.#ovnEntries) return m.vms;
-    const vms = withDeliveryEntries(this.#facts, this.#ovnEntries).vms;
+    // A patch gone since the last apply (ovn-controller deleted it) delivers nothing: its backends are gone here.
+    const entries = this.#facts.ovnPatch === undefined ? {} : this.#ovnEntries;
+    const vms = withDeliveryEntries(this.#facts, entries).vms;
     this.#vmsMemo = { facts: this.#facts.vms, entries: this.#ovnEntries, vms };
     return vms;
   }
