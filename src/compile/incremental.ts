@@ -38,7 +38,7 @@ import {
 } from './host.ts';
 import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
 import { checkNodeInConfig, lbInputs, tlvMapping, withMeters } from './index.ts';
-import { movedNodeFlows, movedOutLbFlows } from './moved.ts';
+import { movedFromLbFlows, movedNodeFlows, movedOutLbFlows } from './moved.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, T } from './registry.ts';
 
@@ -140,6 +140,7 @@ export function compileNodeParts(
           ...hostCommitLbFlows(x, facts),
           ...hostChainLbFlows(hostIp, x, facts),
           ...movedOutLbFlows(hostIp, x, facts),
+          ...movedFromLbFlows(hostIp, x, facts),
         ],
         groups: [],
         tlvMap: [],

@@ -21,7 +21,7 @@ import {
   hostTunInFlows,
 } from './host.ts';
 import { gatewayIcmpFlows, gatewayIcmpMeters, hostIcmpTunInFlows } from './icmp.ts';
-import { movedNodeFlows, movedOutLbFlows } from './moved.ts';
+import { movedFromLbFlows, movedNodeFlows, movedOutLbFlows } from './moved.ts';
 import { phyFlows } from './phy.ts';
 import { ctZoneOf, lbIdsOf, TLV_OPTIONS } from './registry.ts';
 
@@ -64,7 +64,10 @@ export function withMeters(meters: readonly Meter[]): { meters?: readonly Meter[
 /** A host's moved-backend flows (compile/moved.ts): every load balancer's, then the node-wide ones. */
 function movedFlows(config: Config, lbs: readonly LbInput[], facts: NodeFacts) {
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
-  return [...lbs.flatMap((x) => movedOutLbFlows(hostIp, x, facts)), ...movedNodeFlows(facts)];
+  return [
+    ...lbs.flatMap((x) => [...movedOutLbFlows(hostIp, x, facts), ...movedFromLbFlows(hostIp, x, facts)]),
+    ...movedNodeFlows(facts),
+  ];
 }
 
 export function compileNode(

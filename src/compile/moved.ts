@@ -14,6 +14,11 @@
 //   new host, CT_OUT: a backend's packet with no connection here (-est) -> MOVED_BACK (else dropped, as before).
 //   old host, TUN_IN: VNI TUN_ID_RETURN -> ct lookup with NAT -> CT_OUT: a reply of a connection it holds is
 //     un-NATed and takes direct return from the old host; anything else is dropped there.
+//   new host, MOVED_FWD, per member whose plan names its old host (PlanMember.movedFrom): a client's packet the
+//     gateway sent for that member, with no state and nothing learned here yet -> the old host, as it came. The old
+//     host's conntrack has the connection and hands it back (VNI TUN_ID_MOVED), so the new host learns it. Without
+//     this, a connection whose client sent nothing between the old host's and the gateways' switch to the new
+//     generation was never handed over: a host change moves no slot, so no chain names the old host.
 //
 // Per packet it is one more flow lookup on each host (O(1)); the state is the old host's conntrack entry and two
 // learned flows per moved connection on the new host (idle timeout MOVED_IDLE_TIMEOUT, cookie LEARNED_COOKIE, which
@@ -33,6 +38,7 @@ import {
   MOVED_IDLE_TIMEOUT,
   PRIO,
   REG_T_LB_SLOT,
+  REG_T_MEMBER,
   T,
   TUN_ID_MOVED,
   TUN_ID_RETURN,
@@ -83,6 +89,39 @@ export function movedOutLbFlows(
         `output:${facts.ports.geneve}`,
       ),
       cookie: cookie('MOVED_OUT', id, index),
+    });
+  });
+  return flows;
+}
+
+/**
+ * MOVED_FWD (new host), per load balancer and per local member the plan says moved here (`movedFrom`): the client's
+ * packets of a connection the old host holds, which the gateway sent here (the member's index in the Geneve options)
+ * before this host learned the connection -> the old host, unchanged (below the learned flows, above the miss):
+ *   table=23 priority=50,reg2=0xb3490000/0xffff0000,reg3=0x10000/0xffff0000
+ *            actions=set_field:192.168.100.12->tun_dst,set_field:0->in_port,output:3
+ * A packet the old host has no connection for either walks the chain there (its hop counter unchanged), so it
+ * cannot loop: only the walk sends packets on, and it raises the counter.
+ */
+export function movedFromLbFlows(
+  hostIp: ReadonlyMap<string, string>,
+  { lb, id, plan }: LbInput,
+  facts: NodeFacts,
+): Flow[] {
+  if (facts.followMoves !== true || facts.role !== 'host' || lb.protocol !== 'tcp') return [];
+  const flows: Flow[] = [];
+  plan.members.forEach((m, index) => {
+    const ip = m.movedFrom === undefined || m.host !== facts.name ? undefined : hostIp.get(m.movedFrom);
+    if (ip === undefined || m.movedFrom === facts.name) return;
+    flows.push({
+      table: T.MOVED_FWD,
+      priority: PRIO.LOW,
+      match: match(
+        `${REG_T_LB_SLOT.match}=${ofNum((id << 16) >>> 0)}/0xffff0000`,
+        `${REG_T_MEMBER.match}=${ofNum((index << 16) >>> 0)}/0xffff0000`,
+      ),
+      actions: actions(`set_field:${ip}->tun_dst`, 'set_field:0->in_port', `output:${facts.ports.geneve}`),
+      cookie: cookie('MOVED_FROM', id, index),
     });
   });
   return flows;

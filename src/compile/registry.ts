@@ -273,6 +273,9 @@ export const COOKIE_KINDS = {
   MOVED_LOOKUP: 0x28,
   /** host CT_OUT: a backend's packet without a connection here -> MOVED_BACK. b = family. */
   MOVED_BACK_LOOKUP: 0x29,
+  /** host MOVED_FWD: a moved member's packet with no state here -> its old host (PlanMember.movedFrom). lb,
+   *  a = member. */
+  MOVED_FROM: 0x2a,
 } as const;
 export type CookieKind = keyof typeof COOKIE_KINDS;
 

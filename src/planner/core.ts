@@ -75,12 +75,16 @@ interface Seen {
   reportAt?: number;
 }
 
-/** Whether any slot of `g` is in a phase other than stable; remembered per (immutable) generation: the planner asks
+/** Whether any slot of `g` is in a phase other than stable, or a member names the host it moved from (both are
+ *  let go on fresh connection reports); remembered per (immutable) generation: the planner asks
  *  on every step, and at 10,000 pools the scan reads 2.56 M phases. */
 function hasSecondChances(g: Generation): boolean {
   let known = secondChancesMemo.get(g);
   if (known === undefined) {
-    known = [...g.pools.values()].some((p) => p.phase.some((x) => x !== PHASE_STABLE));
+    // A moved member's old host (movedFrom) is let go on a report of 0 connections, as a chain member is.
+    known = [...g.pools.values()].some(
+      (p) => p.phase.some((x) => x !== PHASE_STABLE) || p.members.some((m) => m.movedFrom !== undefined),
+    );
     secondChancesMemo.set(g, known);
   }
   return known;

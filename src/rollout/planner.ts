@@ -36,6 +36,12 @@ export interface PlanInput {
    * (`silent-host`): docs/design/rollout.md, "A host that is alive but silent".
    */
   readonly silentHosts?: ReadonlySet<string>;
+  /**
+   * Live connections `host` reports for backend `key` of load balancer `lb` (all slots); undefined = not known (no
+   * report, or a silent host). It decides how long a backend whose host changed keeps its old host
+   * (PlanMember.movedFrom); without it the old host is kept while the backend stays where it went.
+   */
+  readonly hostConnections?: (host: string, lb: string, key: string) => number | undefined;
   /** Load balancer ids across an upgrade and older stored plans (rollout/lb-ids.ts LbIdInput). */
   readonly legacyLbNames?: readonly string[];
   readonly reservedLbIds?: Iterable<number>;
@@ -639,7 +645,9 @@ function stepPool(
     assignLanes(prevLanes, s, u, next, lanes);
   }
 
-  const { members, position } = reuseMembers(prev, prevLanes, lanes, space, status);
+  const reused = reuseMembers(prev, prevLanes, lanes, space, status);
+  const members = withMovedFrom(prev, reused.members, lb.name, input);
+  const position = reused.position;
   const pos = (i: number): number => (i === NO_OWNER ? NO_OWNER : position[i]);
   for (let s = 0; s < size; s++) {
     primary[s] = pos(primary[s]);
@@ -654,8 +662,42 @@ function stepPool(
   );
   const next: PoolPlan = { lb: lb.name, bits: prev.bits, members, primary, second, phase, since, lanes };
   if (!samePlan(prev, next)) return next;
-  if (!decided) settled.set(prev, backendsKey(lb));
+  // A moved member's old host is let go on a report, not on a change of the backends: such a pool is never settled.
+  if (!decided && !prev.members.some((m) => m.movedFrom !== undefined)) settled.set(prev, backendsKey(lb));
   return prev;
+}
+
+/**
+ * A backend whose host changed (same address and port, another host: a live-migrated VM) keeps its old host as
+ * `movedFrom` while that host may hold its connections: sluice's conntrack entry for a connection stays on the host
+ * that committed it, and the new host sends the packets it has no state for back there (compile/moved.ts, hosts
+ * with sluice-follow-moves). Its slots do not move (the member is the same), so no chain would name the old host.
+ * Let go once the old host reports none of the backend's connections in this load balancer (the planner core waits
+ * for fresh reports while a member names one, as for second chances), or leaves the config.
+ */
+function withMovedFrom(
+  prev: PoolPlan,
+  members: readonly PlanMember[],
+  lb: string,
+  input: PlanInput,
+): PlanMember[] {
+  return members.map((m, i) => {
+    const was = prev.members[i];
+    const same = was !== undefined && was.key === m.key;
+    const moved = same && was.host !== m.host;
+    const from = moved ? was.host : same ? was.movedFrom : undefined;
+    // Named at the move whatever the old host last reported (a report may predate its newest connections); let go
+    // on a later step, on a report taken after that generation was in force.
+    const keep =
+      from !== undefined &&
+      from !== m.host &&
+      input.config.nodes.some((n) => n.name === from) &&
+      (moved || input.hostConnections?.(from, lb, m.key) !== 0);
+    if (keep) return m.movedFrom === from ? m : { ...m, movedFrom: from };
+    if (m.movedFrom === undefined) return m;
+    const { movedFrom: _, ...rest } = m;
+    return rest;
+  });
 }
 
 /**
@@ -680,7 +722,13 @@ function backendsKey(lb: LoadBalancer): string {
 }
 
 function sameMember(a: PlanMember, b: PlanMember): boolean {
-  return a.key === b.key && a.address === b.address && a.port === b.port && a.host === b.host;
+  return (
+    a.key === b.key &&
+    a.address === b.address &&
+    a.port === b.port &&
+    a.host === b.host &&
+    a.movedFrom === b.movedFrom
+  );
 }
 
 function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {

@@ -12,6 +12,13 @@ export interface PlanMember {
   readonly port: number | undefined;
   /** Host node name. */
   readonly host: string;
+  /**
+   * The host this backend was on before its host last changed (a live-migrated VM: the same address and port on
+   * another host), while that host may still hold its connections (it reports some, or has not reported). Hosts with
+   * `sluice-follow-moves` send such connections' packets that reach the new host without state there back to it
+   * (compile/moved.ts). Undefined: the backend did not move, or its old host holds none of its connections any more.
+   */
+  readonly movedFrom?: string;
 }
 
 /**

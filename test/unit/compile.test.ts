@@ -239,6 +239,52 @@ test("sluice-follow-moves: a host hands over a moved backend's connections; off,
   }
 });
 
+test("sluice-follow-moves: a moved member's packets without state on its new host go to its old host", () => {
+  // web's backend 10.0.1.12 moved from host2 to host1 (the plan names its old host while that host may hold its
+  // connections); web is TCP, so host1 sends what the gateway gives it for that member, unknown here, back to host2.
+  const web = testLb('web', '203.0.113.10', 'tcp', [80], [activeBackend('10.0.1.12', 'host1', 80)]);
+  const cfg = testConfig(testNodes(['gw1'], ['host1', 'host2']), [web]);
+  const member = { key: '10.0.1.12:80', address: '10.0.1.12', port: 80, host: 'host1' };
+  const pool = (m: typeof member & { movedFrom?: string }) => ({
+    lb: 'web',
+    bits: 4,
+    members: [m],
+    primary: new Uint16Array(16),
+    second: new Uint16Array(16).fill(NO_OWNER),
+    phase: new Uint8Array(16),
+    since: new Float64Array(16),
+  });
+  const g = (m: typeof member & { movedFrom?: string }): Generation => ({
+    number: 1,
+    createdAt: 0,
+    pools: new Map([['web', pool(m)]]),
+  });
+  const movedG = g({ ...member, movedFrom: 'host2' });
+  const fromFlows = (facts: NodeFacts, gg: Generation) =>
+    compileNode(cfg, gg, facts)
+      .bridges.get('br-int')!
+      .flows.filter((f) => decodeCookie(f.cookie)?.kind === 'MOVED_FROM')
+      .map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`);
+  const on = (name: string) => ({ ...fakeFacts(cfg, name), followMoves: true });
+  const host2Ip = cfg.nodes.find((x) => x.name === 'host2')!.tunnelIp;
+  const expected = [
+    `${T.MOVED_FWD} ${PRIO.LOW} reg2=0xb3490000/0xffff0000,reg3=0/0xffff0000 ` +
+      `set_field:${host2Ip}->tun_dst,set_field:0->in_port,output:${on('host1').ports.geneve}`,
+  ];
+  assert.deepEqual(fromFlows(on('host1'), movedG), expected);
+  // The incremental compiler (the agent's path) agrees.
+  const inc = joinParts(compileNodeParts(cfg, movedG, on('host1')).bridges.get('br-int')!);
+  assert.deepEqual(
+    inc.flows
+      .filter((f) => decodeCookie(f.cookie)?.kind === 'MOVED_FROM')
+      .map((x) => `${x.table} ${x.priority} ${x.match} ${x.actions}`),
+    expected,
+  );
+  assert.deepEqual(fromFlows(on('host2'), movedG), [], 'the old host keeps its MOVED_OUT flows only');
+  assert.deepEqual(fromFlows(fakeFacts(cfg, 'host1'), movedG), [], 'only with sluice-follow-moves');
+  assert.deepEqual(fromFlows(on('host1'), g(member)), [], 'a member that did not move has none');
+});
+
 test("a gateway's ICMP error copies pass one meter first (default 1000/s, facts.icmpRate, 0 = none); echo does not", () => {
   const gw = fakeFacts(config, 'gw1');
   const int = (f: NodeFacts) => compileNode(config, gen, f).bridges.get('br-int')!;

@@ -366,6 +366,14 @@ test('Plan_Pool rows round trip', () => {
   assert.deepEqual(decodeMembers(encodeMembers(pool.members)), pool.members);
   assert.throws(() => poolToRow({ ...pool, bits: 5 }), /must have 32 entries/);
   assert.throws(() => decodeMembers('[{"key":1}]'), /needs string key/);
+  // A moved member's old host (PlanMember.movedFrom) round-trips; members without one are stored as before.
+  const moved = [{ key: '10.0.0.9:80', address: '10.0.0.9', port: 80, host: 'h2', movedFrom: 'h1' }];
+  assert.deepEqual(decodeMembers(encodeMembers(moved)), moved);
+  assert.ok(!encodeMembers(pool.members).includes('movedFrom'));
+  assert.throws(
+    () => decodeMembers('[{"key":"k","address":"a","host":"h","movedFrom":3}]'),
+    /movedFrom must be a string/,
+  );
   // Lanes (schema 1.3.0): only slots with a second chance are stored; stable slots have the primary in lane 0.
   const lanes = new Uint16Array(16 * 8).fill(0xffff);
   for (let s = 0; s < 16; s++) lanes[s * 8] = pool.primary[s]!;

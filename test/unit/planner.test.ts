@@ -480,6 +480,32 @@ describe('planner core (fake store)', () => {
     assert.equal(step(core, store, 50).kind, 'publish');
   });
 
+  test("a moved backend's old host is let go only on fresh reports of 0 connections", () => {
+    const { core, store } = convergedOnG1();
+    step(core, store, 0);
+    // B's VM moved from h2 to h1: one host edit; the plan names h2 (h2 reported 3 connections of B).
+    store.reports.set(
+      'h2',
+      new Map([['web', { bits: 4, counts: new Map([[0, new Map([['10.0.2.11:*', 3]])]]) }]]),
+    );
+    store.desired = doc([A, { ...B, host: 'h1' }]);
+    assert.equal(step(core, store, 10).kind, 'publish');
+    const moved = () => store.latest!.pools.get('web')!.members.find((m) => m.address === B.address)!;
+    assert.equal(moved().movedFrom, 'h2');
+    converge(core, store, 20);
+    // h2 reports none now, but the planner waits for two reports after the ack round, as for second chances.
+    store.reports.delete('h2');
+    const w = step(core, store, 30);
+    assert.deepEqual(w.kind === 'wait' && [w.on, w.nodes], ['reports', ['h1', 'h2']]);
+    for (const t of [40, 50]) {
+      store.beat('h1', 2);
+      store.beat('h2', 2);
+      if (t === 40) assert.equal(step(core, store, t).kind, 'wait');
+    }
+    assert.equal(step(core, store, 60).kind, 'publish');
+    assert.equal(moved().movedFrom, undefined, 'h2 let go');
+  });
+
   test('second chances: hosts that report in their own loop count reports (report_at), not heartbeats', () => {
     const { core, store } = convergedOnG1();
     step(core, store, 0);

@@ -936,3 +936,61 @@ test('a silent host: its previous owners stay, its slots do not move and say why
   const back = next(c([A, B, C, E]), kept);
   for (const s of moved) assert.notEqual(view(back)[s], 'E/A', `slot ${s}: A left once h1 reported`);
 });
+
+test('a backend whose host changes keeps its slots and names its old host until that host reports none of its connections', () => {
+  const A = be('A', 'active', 1, 'h2');
+  const B = be('B', 'active', 1, 'h1');
+  const g1 = next(cfg([A, B]), null);
+  const movedA = { ...A, host: 'h1' };
+  const onH2 = (n: number | undefined) => (host: string, _lb: string, key: string) =>
+    host === 'h2' && key === K('A') ? n : 0;
+  const member = (g: Generation) => pool(g).members.find((m) => m.key === K('A'))!;
+  const at = (g: Generation, n: number | undefined) =>
+    planNext({ config: cfg([movedA, B]), latest: g, connections: zero, now: 0, hostConnections: onH2(n) });
+
+  // The VM moved to h1 while h2 holds 3 of its connections: same slots, same member, new host, old host named.
+  const g2 = at(g1, 3).next!;
+  assert.deepEqual(view(g2), view(g1), 'no slot moves: the member is the same backend');
+  assert.deepEqual(member(g2), { ...member(g1), host: 'h1', movedFrom: 'h2' });
+  // While h2 reports connections (or nothing: unknown), nothing changes, and the pool is not taken as settled.
+  assert.equal(at(g2, 3).next, null);
+  assert.equal(at(g2, undefined).next, null);
+  // h2 reports none: the old host is let go in a generation of its own.
+  const g3 = at(g2, 0).next!;
+  assert.deepEqual(member(g3), { ...member(g1), host: 'h1' });
+  assert.equal('movedFrom' in member(g3), false);
+  assert.deepEqual(view(g3), view(g1));
+
+  // Named at the move even if the old host's last report says 0 (it may predate its newest connections); a later
+  // report of 0 lets it go.
+  assert.equal(member(at(g1, 0).next!).movedFrom, 'h2');
+  const back = planNext({
+    config: cfg([A, B]),
+    latest: g2,
+    connections: zero,
+    now: 0,
+    hostConnections: () => 5,
+  }).next!;
+  assert.equal(member(back).host, 'h2');
+  assert.equal(member(back).movedFrom, 'h1', 'back on h2: h1 holds the connections made while it was there');
+
+  // OVN's way: unbound (removed from the load balancer), then bound on h1 (added there). The removal keeps the
+  // member on h2 (it is still referenced); the add names h2 as the old host.
+  const removed = next(cfg([B]), g1);
+  assert.equal(member(removed).host, 'h2');
+  const readded = planNext({
+    config: cfg([movedA, B]),
+    latest: removed,
+    connections: zero,
+    now: 0,
+    hostConnections: onH2(2),
+  }).next!;
+  assert.equal(member(readded).host, 'h1');
+  assert.equal(member(readded).movedFrom, 'h2');
+
+  // The old host leaving the config lets it go (its connections are gone with it).
+  const noH2 = cfg([movedA, B], 4, { nodes: NODES.filter((n) => n.name !== 'h2') });
+  const g4 = planNext({ config: noH2, latest: g2, connections: zero, now: 0, hostConnections: onH2(3) })
+    .next!;
+  assert.equal('movedFrom' in member(g4), false);
+});

@@ -12,7 +12,7 @@
 //                                         second chance, in slot order: the member index in each lane (0xffff =
 //                                         empty); slots without one have their primary in lane 0. '' = none stored
 //                                         (rows before schema 1.3.0: lanes derived from primary and second)
-//   Plan_Pool.members                     JSON array of {"key","address","port"?,"host"} in index order
+//   Plan_Pool.members                     JSON array of {"key","address","port"?,"host","movedFrom"?} in index order
 //
 // Runs: `rle:` + base64 of (uint32 count, value) pairs, little-endian. second, phase and since are constant over
 // every stable slot, so a stable pool at slotBits 16 stores them in a few bytes instead of 0.9 MB (the since
@@ -174,6 +174,8 @@ export interface PoolMemberRecord {
   readonly address: string;
   readonly port: number | undefined;
   readonly host: string;
+  /** rollout's PlanMember.movedFrom: the backend's previous host while that host may hold its connections. */
+  readonly movedFrom?: string;
 }
 
 /** A pool plan as the Plan_Pool row stores it (same shape as rollout's PoolPlan). */
@@ -228,11 +230,13 @@ export function decodeLanes(s: string, primary: Uint16Array, second: Uint16Array
 
 export function encodeMembers(members: readonly PoolMemberRecord[]): string {
   return JSON.stringify(
-    members.map((m) =>
-      m.port === undefined
-        ? { key: m.key, address: m.address, host: m.host }
-        : { key: m.key, address: m.address, port: m.port, host: m.host },
-    ),
+    members.map((m) => ({
+      key: m.key,
+      address: m.address,
+      ...(m.port === undefined ? {} : { port: m.port }),
+      host: m.host,
+      ...(m.movedFrom === undefined ? {} : { movedFrom: m.movedFrom }),
+    })),
   );
 }
 
@@ -245,7 +249,7 @@ export function decodeMembers(s: string): PoolMemberRecord[] {
   }
   if (!Array.isArray(raw)) throw bad('Plan_Pool.members: not a JSON array');
   return raw.map((m: unknown, i) => {
-    const o = m as { key?: unknown; address?: unknown; port?: unknown; host?: unknown };
+    const o = m as { key?: unknown; address?: unknown; port?: unknown; host?: unknown; movedFrom?: unknown };
     if (typeof o?.key !== 'string' || typeof o.address !== 'string' || typeof o.host !== 'string') {
       throw bad(`Plan_Pool.members[${i}]: needs string key, address and host`);
     }
@@ -255,7 +259,15 @@ export function decodeMembers(s: string): PoolMemberRecord[] {
         throw bad(`Plan_Pool.members[${i}]: port must be an integer`);
       port = o.port;
     }
-    return { key: o.key, address: o.address, port, host: o.host };
+    if (o.movedFrom !== undefined && typeof o.movedFrom !== 'string')
+      throw bad(`Plan_Pool.members[${i}]: movedFrom must be a string`);
+    return {
+      key: o.key,
+      address: o.address,
+      port,
+      host: o.host,
+      ...(o.movedFrom === undefined ? {} : { movedFrom: o.movedFrom }),
+    };
   });
 }
 

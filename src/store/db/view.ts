@@ -154,6 +154,7 @@ export function plannerStep(
     config: effective.config,
     latest: view.latest,
     connections: reportCounts(view.slotReports, hosts),
+    hostConnections: hostBackendCounts(view, hosts, silent),
     now,
     ...(silent !== undefined ? { silentHosts: silent } : {}),
     ...lbIdContext(view),
@@ -210,6 +211,27 @@ export function reportCounts(
       if (hosts !== undefined && !hosts.has(host)) continue;
       n += perLb.get(lb)?.counts.get(slot)?.get(key) ?? 0;
     }
+    return n;
+  };
+}
+
+/**
+ * PlanInput.hostConnections from the hosts' reports: the connections one host reports for one backend of one load
+ * balancer, over every slot. Unknown (undefined) for a host that is silent, out of `hosts`, or has never written
+ * a status; a host with a status but no report row for the load balancer has none of its connections (a host writes
+ * rows only for load balancers with connections).
+ */
+export function hostBackendCounts(
+  view: Pick<StoreView, 'slotReports' | 'nodeStatus'>,
+  hosts?: ReadonlySet<string>,
+  silent?: ReadonlySet<string>,
+): (host: string, lb: string, key: string) => number | undefined {
+  return (host, lb, key) => {
+    if ((hosts !== undefined && !hosts.has(host)) || silent?.has(host) || !view.nodeStatus.has(host))
+      return undefined;
+    let n = 0;
+    for (const perKey of view.slotReports.get(host)?.get(lb)?.counts.values() ?? [])
+      n += perKey.get(key) ?? 0;
     return n;
   };
 }
