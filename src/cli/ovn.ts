@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { SluiceError } from '../model/errors.ts';
 import { OvnSync, type SyncResult } from '../ovn/sync.ts';
-import { formatNote, formatSkipped } from '../ovn/translate.ts';
+import { formatNote, formatSkipped, UNBOUND_HOLD_MS } from '../ovn/translate.ts';
 import { formatChanges } from '../store/config-diff.ts';
 import { tlsFiles, tlsOptions } from './daemons.ts';
 import { defaultDb } from './store-commands.ts';
@@ -18,6 +18,7 @@ interface OvnSyncCliOptions {
   once: boolean;
   dryRun: boolean;
   timeout: string;
+  unboundHold: string;
   format: string;
   logLevel: string;
   privateKey?: string;
@@ -41,7 +42,7 @@ function resultJson(r: SyncResult, dryRun: boolean) {
 }
 
 /** The daemon: logs every write, and the skipped rows and notes whenever they change. */
-async function runSyncDaemon(sync: OvnSync, logLevel: string): Promise<void> {
+async function runSyncDaemon(sync: OvnSync, logLevel: string, holdMs: number): Promise<void> {
   const log = pino(
     { name: 'sluice-ovn-sync', level: logLevel, base: { pid: process.pid } },
     pino.destination(2),
@@ -69,6 +70,7 @@ async function runSyncDaemon(sync: OvnSync, logLevel: string): Promise<void> {
         { event: 'sync-failed', err: e.message },
         `sync failed (retried on the next change): ${e.message}`,
       ),
+    holdMs,
   );
   log.info({ event: 'start' }, 'watching OVN Northbound and Southbound');
   await new Promise<void>((resolve) => {
@@ -99,12 +101,23 @@ export function registerOvnCommands(program: Command): void {
     .option('--once', 'sync once and exit', false)
     .option('--dry-run', 'print the diff and what would be skipped; write nothing', false)
     .option('--timeout <seconds>', 'deadline of connecting and of every request', '10')
+    .option(
+      '--unbound-hold <seconds>',
+      "daemon: how long a backend stays on its host after its port lost its chassis (a live migration's switch-over); 0 = none",
+      String(UNBOUND_HOLD_MS / 1000),
+    )
     .option('--format <format>', 'text | json (--once, --dry-run)', 'text')
     .option('--log-level <level>', 'pino level (daemon)', 'info')
     .action(async (o: OvnSyncCliOptions) => {
       const timeout = Number(o.timeout);
       if (!Number.isFinite(timeout) || timeout <= 0)
         throw new SluiceError('SLUICE_E_USAGE', `--timeout: expected seconds > 0, got "${o.timeout}"`);
+      const hold = Number(o.unboundHold);
+      if (!Number.isFinite(hold) || hold < 0 || hold > 300)
+        throw new SluiceError(
+          'SLUICE_E_USAGE',
+          `--unbound-hold: expected seconds from 0 to 300, got "${o.unboundHold}"`,
+        );
       if (o.format !== 'text' && o.format !== 'json')
         throw new SluiceError('SLUICE_E_USAGE', `--format: expected text or json, got "${o.format}"`);
       const sync = await OvnSync.open({
@@ -115,7 +128,7 @@ export function registerOvnCommands(program: Command): void {
         tls: tlsFiles(o),
       });
       try {
-        if (!o.once && !o.dryRun) return await runSyncDaemon(sync, o.logLevel);
+        if (!o.once && !o.dryRun) return await runSyncDaemon(sync, o.logLevel, hold * 1000);
         const r = await sync.syncOnce(o.dryRun);
         process.stdout.write(
           `${o.format === 'json' ? JSON.stringify(resultJson(r, o.dryRun)) : resultText(r, o.dryRun)}\n`,

@@ -14,7 +14,17 @@ import { SerialLoop } from '../serial-loop.ts';
 import { type ConfigChange, diffConfigs } from '../store/config-diff.ts';
 import { DB_NAME, DESIRED_STATE_MONITOR, ovnSkippedOps } from '../store/db/index.ts';
 import { editDesiredState, parseRemotes, StoreSession, storedConfig } from '../store/operator.ts';
-import { type Note, type OvnLoadBalancer, type OvnSnapshot, type Skipped, translate } from './translate.ts';
+import {
+  NO_UNBOUND_PORTS,
+  type Note,
+  type OvnLoadBalancer,
+  type OvnSnapshot,
+  type Skipped,
+  trackUnbound,
+  translate,
+  UNBOUND_HOLD_MS,
+  type UnboundPorts,
+} from './translate.ts';
 
 /** OVN's tables and the columns the importer reads (ovn-nb(5), ovn-sb(5)). */
 export const NB_MONITOR = {
@@ -91,6 +101,8 @@ export interface SyncResult {
   readonly skipped: readonly Skipped[];
   readonly notes: readonly Note[];
   readonly desiredCfg: number;
+  /** A backend is kept on its host while its port is briefly unbound, until then (ms): sync again then. */
+  readonly heldUntil?: number;
 }
 
 export interface OvnSyncOptions {
@@ -109,6 +121,8 @@ export class OvnSync {
   readonly #nb: Monitor;
   readonly #sb: Monitor;
   readonly #store: StoreSession;
+  /** The ports this process saw bound, and since when they are unbound (translate's hold). */
+  #unbound: UnboundPorts = NO_UNBOUND_PORTS;
 
   private constructor(clients: OvsdbClient[], nb: Monitor, sb: Monitor, store: StoreSession) {
     this.#clients = clients;
@@ -150,18 +164,25 @@ export class OvnSync {
     }
   }
 
-  /** Translates what the replicas hold now; writes it unless `dryRun` (then reports the diff only). */
-  async syncOnce(dryRun: boolean): Promise<SyncResult> {
+  /**
+   * Translates what the replicas hold now; writes it unless `dryRun` (then reports the diff only). `holdMs` > 0:
+   * a backend whose port this process saw bound and now unbound for less than that stays on its host (the daemon:
+   * a live migration's moment without a chassis is one host edit, not a removal and an add).
+   */
+  async syncOnce(dryRun: boolean, holdMs = 0): Promise<SyncResult> {
     const snap = readSnapshot(this.#nb.replica, this.#sb.replica);
+    const now = Date.now();
+    this.#unbound = trackUnbound(this.#unbound, snap, now);
+    const hold = holdMs > 0 ? { ports: this.#unbound, now, holdMs } : undefined;
     if (dryRun) {
       const { desiredCfg, config } = storedConfig(this.#store.replica);
-      const t = translate(snap, config);
+      const t = translate(snap, config, hold);
       const next = parseConfig(t.doc, '(the desired state the OVN load balancers give)');
       return { changed: false, changes: diffConfigs(config, next), ...t, desiredCfg };
     }
     let last: ReturnType<typeof translate> | undefined;
     const r = await editDesiredState(this.#store, (_doc, current: Config) => {
-      last = translate(snap, current);
+      last = translate(snap, current, hold);
       return last.doc;
     });
     // The status entry `sluice status` shows: what is not served and why (written only when it changes).
@@ -173,19 +194,31 @@ export class OvnSync {
       skipped: last!.skipped,
       notes: last!.notes,
       desiredCfg: r.desiredCfg,
+      ...(last!.heldUntil === undefined ? {} : { heldUntil: last!.heldUntil }),
     };
   }
 
   /**
    * Keeps syncing: after every change in the NB, the SB or the store (another writer), one sync step runs (a change
-   * during a step runs it once more; a failed step is tried again a second later). Returns a stop function.
+   * during a step runs it once more; a failed step is tried again a second later), and once more when the hold of
+   * a briefly unbound port ends (`holdMs`, UNBOUND_HOLD_MS by default). Returns a stop function.
    */
-  watch(onResult: (r: SyncResult) => void, onError: (e: Error) => void): () => void {
+  watch(
+    onResult: (r: SyncResult) => void,
+    onError: (e: Error) => void,
+    holdMs = UNBOUND_HOLD_MS,
+  ): () => void {
     let stopped = false;
     let retry: NodeJS.Timeout | undefined;
+    let wake: NodeJS.Timeout | undefined;
     const kick = () => loop.schedule();
     const loop = new SerialLoop(
-      async () => onResult(await this.syncOnce(false)),
+      async () => {
+        const r = await this.syncOnce(false, holdMs);
+        onResult(r);
+        clearTimeout(wake);
+        if (r.heldUntil !== undefined) wake = setTimeout(kick, Math.max(0, r.heldUntil - Date.now()) + 20);
+      },
       (e) => {
         onError(e);
         // A failed write (the store unreachable, concurrent writers) is tried again without waiting for a change.
@@ -200,6 +233,7 @@ export class OvnSync {
     return () => {
       stopped = true;
       clearTimeout(retry);
+      clearTimeout(wake);
       for (const m of monitors) m.off('update', kick);
     };
   }

@@ -82,6 +82,8 @@ export interface Translation {
   readonly doc: ConfigDocument;
   readonly skipped: readonly Skipped[];
   readonly notes: readonly Note[];
+  /** The earliest end of a hold of an unbound port (ms): the daemon syncs again then. */
+  readonly heldUntil?: number;
 }
 
 export const isSelected = (lb: OvnLoadBalancer): boolean => lb.externalIds.get(SELECT_KEY) === 'true';
@@ -151,10 +153,80 @@ interface Placement {
   readonly note?: string;
   /** The backend's MAC on its logical port (config `mac`), when the port's addresses give one. */
   readonly mac?: string;
+  /** Held on its host while its port is briefly unbound (UnboundHold): until when (ms). */
+  readonly heldUntil?: number;
+}
+
+/**
+ * How long the daemon keeps a backend on its host after its logical port lost its chassis. A live migration that
+ * moves the VM's interface unbinds the port for a moment before the destination claims it; removing the backend
+ * then and adding it on the new host is two edits with a generation in between. Held, the move is one
+ * `~ backend ...: host A -> B` edit. Bounded: a port that stays unbound is let go after this (its backend removed).
+ */
+export const UNBOUND_HOLD_MS = 5000;
+
+/** Logical ports the daemon saw bound, and since when each port it saw bound has been unbound (ms). */
+export interface UnboundPorts {
+  readonly bound: ReadonlySet<string>;
+  readonly since: ReadonlyMap<string, number>;
+}
+
+export const NO_UNBOUND_PORTS: UnboundPorts = { bound: new Set(), since: new Map() };
+
+/** The next UnboundPorts after reading `snap` at `now`: only a port seen bound before can be held; a port whose
+ *  binding row is gone (deleted) is not held. */
+export function trackUnbound(prev: UnboundPorts, snap: OvnSnapshot, now: number): UnboundPorts {
+  const bound = new Set<string>();
+  const since = new Map<string, number>();
+  for (const b of snap.portBindings) {
+    if (b.chassis !== undefined) bound.add(b.logicalPort);
+    else if (prev.bound.has(b.logicalPort) || prev.since.has(b.logicalPort))
+      since.set(b.logicalPort, prev.since.get(b.logicalPort) ?? now);
+  }
+  return { bound, since };
+}
+
+/** translate's hold of briefly unbound ports (the daemon's; `--once` and `--dry-run` hold nothing). */
+export interface UnboundHold {
+  readonly ports: UnboundPorts;
+  readonly now: number;
+  readonly holdMs: number;
+}
+
+/** The host `current` places an importer-owned backend with this address on, if any. */
+function currentHost(current: Config, address: string): string | undefined {
+  for (const lb of current.loadBalancers) {
+    if (!isOwned(lb.name)) continue;
+    const b = lb.backends.find((x) => x.address === address);
+    if (b !== undefined) return b.host;
+  }
+  return undefined;
+}
+
+/** A backend whose port `port` lost its chassis less than holdMs ago stays where `current` has it. */
+function held(
+  current: Config,
+  hold: UnboundHold | undefined,
+  port: string,
+  address: string,
+): Placement | undefined {
+  const since = hold?.ports.since.get(port);
+  if (hold === undefined || since === undefined || hold.now - since >= hold.holdMs) return undefined;
+  const host = currentHost(current, address);
+  if (host === undefined) return undefined;
+  return {
+    host,
+    heldUntil: since + hold.holdMs,
+    note: `logical port ${port} lost its chassis ${hold.now - since} ms ago: kept on ${host} for up to ${hold.holdMs} ms (a live migration binds it again)`,
+  };
 }
 
 /** Which sluice host serves `address`: its logical port, that port's chassis, the chassis' encap IP. */
-function placer(snap: OvnSnapshot, current: Config): (lb: OvnLoadBalancer, address: string) => Placement {
+function placer(
+  snap: OvnSnapshot,
+  current: Config,
+  hold?: UnboundHold,
+): (lb: OvnLoadBalancer, address: string) => Placement {
   const owners = addressOwners(snap);
   const bindings = new Map(snap.portBindings.map((b) => [b.logicalPort, b]));
   const switchPorts = new Map(snap.switchPorts.map((p) => [p.name, p]));
@@ -175,7 +247,12 @@ function placer(snap: OvnSnapshot, current: Config): (lb: OvnLoadBalancer, addre
     }
     const binding = bindings.get(port);
     if (binding === undefined) return { reason: `logical port ${port} has no Port_Binding` };
-    if (binding.chassis === undefined) return { reason: `logical port ${port} is not bound to a chassis` };
+    const mac = portMac([...(switchPorts.get(port)?.addresses ?? []), ...binding.mac], address);
+    const withMac = (p: Placement): Placement => (mac === undefined ? p : { ...p, mac });
+    if (binding.chassis === undefined) {
+      const h = held(current, hold, port, address);
+      return h === undefined ? { reason: `logical port ${port} is not bound to a chassis` } : withMac(h);
+    }
     const ch = chassis.get(binding.chassis);
     if (ch === undefined) return { reason: `logical port ${port} is bound to an unknown chassis` };
     const host = ch.encapIps.map((ip) => hostByIp.get(canonicalIp(ip))).find((h) => h !== undefined);
@@ -188,8 +265,7 @@ function placer(snap: OvnSnapshot, current: Config): (lb: OvnLoadBalancer, addre
       extra.length === 0
         ? undefined
         : `logical port ${port} is migrating (additional_chassis ${extra.join(', ')}): it stays on ${host} until its chassis changes`;
-    const mac = portMac([...(switchPorts.get(port)?.addresses ?? []), ...binding.mac], address);
-    return { host, note, ...(mac === undefined ? {} : { mac }) };
+    return withMac({ host, note });
   };
 }
 
@@ -252,6 +328,7 @@ function candidates(
   place: ReturnType<typeof placer>,
   skipped: Skipped[],
   notes: Note[],
+  holds: number[],
 ): Candidate[] {
   const problem = lbProblem(lb);
   if (problem !== undefined) {
@@ -290,6 +367,7 @@ function candidates(
       }
       if (where.note !== undefined)
         notes.push({ lb: lb.name, vip: key, backend: text.trim(), message: where.note });
+      if (where.heldUntil !== undefined) holds.push(where.heldUntil);
       if (backends.some((b) => b.address === be.address && b.port === be.port)) continue;
       backends.push({
         address: be.address,
@@ -361,16 +439,17 @@ function admit(doc: ConfigDocument, c: Candidate, skipped: Skipped[]): void {
  * The desired state that serves the selected OVN load balancers: `current` without the importer's load balancers,
  * plus one per selected, servable OVN VIP. Everything left out is in `skipped` with its reason.
  */
-export function translate(snap: OvnSnapshot, current: Config): Translation {
+export function translate(snap: OvnSnapshot, current: Config, hold?: UnboundHold): Translation {
   const skipped: Skipped[] = [];
   const notes: Note[] = [];
-  const place = placer(snap, current);
+  const holds: number[] = [];
+  const place = placer(snap, current, hold);
   const doc = configDocument(current);
   doc.loadBalancers = doc.loadBalancers.filter((lb) => !isOwned(lb.name));
   const selected = snap.loadBalancers
     .filter(isSelected)
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.uuid < b.uuid ? -1 : 1));
-  const all = selected.flatMap((lb) => candidates(lb, place, skipped, notes));
+  const all = selected.flatMap((lb) => candidates(lb, place, skipped, notes, holds));
   const seen = new Map<string, Candidate>();
   for (const c of all) {
     const first = seen.get(c.doc.name);
@@ -381,7 +460,7 @@ export function translate(snap: OvnSnapshot, current: Config): Translation {
     seen.set(c.doc.name, c);
     admit(doc, c, skipped);
   }
-  return { doc, skipped, notes };
+  return { doc, skipped, notes, ...(holds.length > 0 ? { heldUntil: Math.min(...holds) } : {}) };
 }
 
 /** One line per skipped row: `skipped: load balancer web, VIP 10.0.0.10:80, backend 10.0.1.5:8080: why`. */

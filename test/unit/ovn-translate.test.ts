@@ -6,10 +6,12 @@ import { parseConfig } from '../../src/model/schema.ts';
 import { readSnapshot } from '../../src/ovn/sync.ts';
 import {
   formatSkipped,
+  NO_UNBOUND_PORTS,
   type OvnLoadBalancer,
   type OvnSnapshot,
   parseEndpoint,
   sluiceLbName,
+  trackUnbound,
   translate,
 } from '../../src/ovn/translate.ts';
 import type { JsRow } from '../../src/ovsdb/protocol.ts';
@@ -143,6 +145,60 @@ test('a port that moves to another chassis moves its backend to that host; addit
     after.doc.loadBalancers.find((l) => l.name === 'ovn-web-10.0.0.10-80')?.backends[0]?.host,
     'host2',
   );
+});
+
+test('a port that loses its chassis for a moment (a migration switching over) keeps its backend, bounded', () => {
+  const web = lb('web', { '10.0.0.10:80': '10.0.1.11:8080' });
+  const bind = (chassis: string | undefined): OvnSnapshot => ({
+    ...base,
+    loadBalancers: [web],
+    portBindings: base.portBindings.map((b) => (b.logicalPort === 'vm1' ? { ...b, chassis } : b)),
+  });
+  const hostOf = (doc: ReturnType<typeof translate>['doc']) =>
+    doc.loadBalancers.find((l) => l.name === 'ovn-web-10.0.0.10-80')?.backends[0]?.host;
+  const served = parseConfig(translate(bind('c1'), current).doc); // vm1 on host1, as the store has it
+  // The daemon saw vm1 bound at t=0, unbound at t=1000.
+  const seen = trackUnbound(NO_UNBOUND_PORTS, bind('c1'), 0);
+  const gone = trackUnbound(seen, bind(undefined), 1000);
+  assert.equal(gone.since.get('vm1'), 1000);
+  assert.equal(
+    trackUnbound(gone, bind(undefined), 3000).since.get('vm1'),
+    1000,
+    'unbound since the first sight',
+  );
+  // Within the hold: kept on host1, noted, and the daemon is told when to look again.
+  const during = translate(bind(undefined), served, { ports: gone, now: 3000, holdMs: 5000 });
+  assert.equal(hostOf(during.doc), 'host1');
+  assert.equal(
+    during.doc.loadBalancers.find((l) => l.name === 'ovn-web-10.0.0.10-80')?.backends[0]?.mac,
+    '00:00:00:00:01:01',
+    'its MAC from the port, as when bound',
+  );
+  assert.deepEqual(during.skipped, []);
+  assert.equal(during.heldUntil, 6000);
+  assert.match(
+    during.notes.map((n) => n.message).join('\n'),
+    /vm1 lost its chassis 2000 ms ago: kept on host1/,
+  );
+  // Bound on chassis-2 within the hold: one host edit, no removal.
+  const moved = translate(bind('c2'), served, {
+    ports: trackUnbound(gone, bind('c2'), 3500),
+    now: 3500,
+    holdMs: 5000,
+  });
+  assert.equal(hostOf(moved.doc), 'host2');
+  assert.equal(
+    formatChanges(diffConfigs(served, parseConfig(moved.doc))),
+    '~ backend ovn-web-10.0.0.10-80 10.0.1.11:8080 changed: host host1 -> host2',
+  );
+  // The hold ends: the backend is skipped (removed), as without it.
+  const after = translate(bind(undefined), served, { ports: gone, now: 6000, holdMs: 5000 });
+  assert.equal(hostOf(after.doc), undefined);
+  assert.match(formatSkipped(after.skipped[0]!), /logical port vm1 is not bound to a chassis/);
+  assert.equal(after.heldUntil, undefined);
+  // Nothing is held without the daemon's hold (--once, --dry-run), nor for a port never seen bound (vm3).
+  assert.equal(hostOf(translate(bind(undefined), served).doc), undefined);
+  assert.equal(trackUnbound(NO_UNBOUND_PORTS, bind('c1'), 0).since.has('vm3'), false);
 });
 
 test('ip_port_mappings names the logical port of a backend before addresses do', () => {
