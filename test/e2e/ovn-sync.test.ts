@@ -63,11 +63,14 @@ async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Pro
   assert.ok(ok, `${what} within ${timeoutMs} ms; desired state: ${JSON.stringify(config().loadBalancers)}`);
 }
 
-/** Waits for a log line of the sync daemon that matches `re`. */
-async function logged(re: RegExp, timeoutMs = 10_000): Promise<string> {
+/** Waits for a log line of the sync daemon that matches `re` (among its records from index `from` on). */
+async function logged(re: RegExp, timeoutMs = 10_000, from = 0): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const hit = children.records('sync').find((r) => re.test(String(r.msg)));
+    const hit = children
+      .records('sync')
+      .slice(from)
+      .find((r) => re.test(String(r.msg)));
     if (hit !== undefined) return String(hit.msg);
     if (Date.now() > deadline)
       assert.fail(`no log line ${re}:\n${children.lines('sync').slice(-20).join('\n')}`);
@@ -186,10 +189,33 @@ describe('sluice ovn sync against real ovn-central', { skip }, () => {
       () => placed('ovn-web-10.0.0.10-80')?.includes('10.0.1.11:8080@host2') === true,
     );
     await sbctl('set', 'Port_Binding', pb, `chassis=${ch1}`);
+    const onHost = (h: string) => () =>
+      placed('ovn-web-10.0.0.10-80')?.includes(`10.0.1.11:8080@${h}`) === true;
+    await until('vm1 back on host1', onHost('host1'));
+    // A migration that moves the VM's interface unbinds the port for a moment before the destination claims it:
+    // the daemon keeps the backend on host1 meanwhile (--unbound-hold, 5 s), so the move is one host edit.
+    await logged(/10\.0\.1\.11:8080 changed: host host2 -> host1/); // the move back is logged before we count
+    const seen = children.records('sync').length;
+    await sbctl('lsp-unbind', 'vm1');
+    await logged(/vm1 lost its chassis \d+ ms ago: kept on host1/, 10_000, seen);
+    await sbctl('lsp-bind', 'vm1', 'ch2');
+    await until('vm1 on host2 after the switch-over', onHost('host2'));
+    await logged(/10\.0\.1\.11:8080 changed: host host1 -> host2/, 10_000, seen);
+    const writes = children
+      .records('sync')
+      .slice(seen)
+      .filter((r) => r.event === 'synced')
+      .map((r) => String(r.msg));
+    assert.doesNotMatch(writes.join('\n'), /removed/, 'no removal during the switch-over');
+    // A port that stays unbound is let go when the hold ends: the backend is removed, the rest still served.
+    await sbctl('lsp-unbind', 'vm1');
     await until(
-      'vm1 back on host1',
-      () => placed('ovn-web-10.0.0.10-80')?.includes('10.0.1.11:8080@host1') === true,
+      'vm1 removed once the hold ended',
+      () => placed('ovn-web-10.0.0.10-80')?.includes('10.0.1.11') === false,
+      15_000,
     );
+    await sbctl('lsp-bind', 'vm1', 'ch1');
+    await until('vm1 back on host1 once bound', onHost('host1'));
   });
 
   test('bad OVN input is skipped with the load balancer and VIP named; nothing else changes', async () => {
