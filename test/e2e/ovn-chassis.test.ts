@@ -215,7 +215,12 @@ async function drainAcrossChassis(): Promise<{ c: TrafficCounters; received: num
   const ip = lab.backend(PLAIN_VM).ip;
   const db = ['--db', cp.db];
   await runSluice(['backend', 'drain', 'web', ip, ...db]);
-  await until('host1 hands packets to host2', async () => (await host1Hops()) > hops0);
+  // While it waits, the note says where the rollout is (a failure then names what the drain waited for).
+  await until('host1 hands packets to host2', async () => {
+    if ((await host1Hops()) > hops0) return true;
+    const p = JSON.parse(await runSluice(['rollout', 'status', '--format', 'json', ...db]));
+    return `g${p.generation} (gateways g${p.gatewayGeneration}), phase 1 slots ${p.phase1}, waiting for ${p.waitingFor}`;
+  });
   await sleep(5000);
   const c = await tr.report();
   const received = (await fromHost1()) - in0;
