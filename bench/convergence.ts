@@ -44,6 +44,7 @@ import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, startStandalone } from '../src/ovsdb/server.ts';
 import {
   ALL_TABLES_MONITOR,
+  agentMonitor,
   DB_NAME,
   desiredStateOps,
   gatewayGeneration,
@@ -367,6 +368,57 @@ interface ScenarioResult {
   rss: Record<string, number>;
   /** Agents that exited on their own during the scenario and were started again. */
   respawns: number;
+  /** Store sessions each daemon lost during the scenario (its `ovsdb-state` records of `backoff`). */
+  drops?: Record<string, number>;
+  /** An agent's monitor snapshot after the changes, fresh client over TCP: as shipped, and limited by conditions to
+   *  the plan rows of generations an agent may still apply (what `monitor_cond` can filter). */
+  snapshot?: { full: SnapshotSample; live: SnapshotSample };
+}
+
+interface SnapshotSample {
+  bytes: number;
+  ms: number;
+  rows: Record<string, number>;
+}
+
+/** Store sessions lost per daemon since `since` (ms epoch), from their `ovsdb-state` log records. */
+function storeDrops(since: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, recs] of logs)
+    out[name] = recs.filter(
+      (r) => r.event === 'ovsdb-state' && r.state === 'backoff' && Number(r.time ?? 0) >= since,
+    ).length;
+  return out;
+}
+
+/**
+ * gw1's monitor requests as its agent sends them, and the same limited to generations it may still apply: Plan rows
+ * from the released generation on, Plan_LB rows still current or ended after it. Plan_Pool and Plan_Config rows
+ * carry no generation (a Plan_LB row refers to them), so no condition can leave out those of older generations.
+ */
+async function snapshotSizes(m: Monitor): Promise<{ full: SnapshotSample; live: SnapshotSample }> {
+  const released = gatewayGeneration(m.replica);
+  const full = agentMonitor('gw1');
+  const live = {
+    ...full,
+    Plan: { where: [['generation', '>=', released]] as const },
+    Plan_LB: {
+      where: [['until_generation', '==', 0] as const, ['until_generation', '>', released] as const],
+    },
+  };
+  const sample = async (requests: typeof full): Promise<SnapshotSample> => {
+    const c = new OvsdbClient({ remotes: [srv!.tcpRemote], probeIntervalMs: 0 });
+    try {
+      const t0 = performance.now();
+      await c.connect();
+      const mon = await c.monitor(DB_NAME, requests);
+      const rowsBy = Object.fromEntries(Object.keys(requests).map((t) => [t, mon.replica.rows(t).length]));
+      return { bytes: mon.snapshotBytes, ms: performance.now() - t0, rows: rowsBy };
+    } finally {
+      c.close();
+    }
+  };
+  return { full: await sample(full), live: await sample(live) };
 }
 
 /**
@@ -487,6 +539,7 @@ async function scenario(m: Monitor, vips: number, mode: Mode): Promise<ScenarioR
   say(`${tag} agents (re)started; writing the initial desired state`);
   await stopChildren((n) => n.startsWith('agent-'));
   respawns.clear();
+  const since = Date.now();
   startAgents(mode);
   await agentsUp(m);
   const t0 = performance.now();
@@ -502,6 +555,11 @@ async function scenario(m: Monitor, vips: number, mode: Mode): Promise<ScenarioR
   }
   await sleep(1000); // let the last `applied` log lines arrive
   const first = changes[0]!;
+  const drops = storeDrops(since);
+  const snapshot = await snapshotSizes(m).catch((e: unknown) => {
+    say(`${tag} snapshot sizes not measured: ${(e as Error).message}`);
+    return undefined;
+  });
   const plan = readPlan(m.replica, state(m).gen)!;
   return {
     vips,
@@ -514,6 +572,8 @@ async function scenario(m: Monitor, vips: number, mode: Mode): Promise<ScenarioR
     storeBytes: statSync(join(dir!, 'ovsdb.db')).size,
     rss: allRss(),
     respawns: [...respawns.values()].reduce((a, b) => a + b, 0),
+    drops,
+    snapshot,
   };
 }
 
@@ -660,6 +720,19 @@ function report(
   row('store database file after the changes', (r) => `${(r.storeBytes / 1e6).toFixed(1)} MB`);
   row('initial state: write + converge (for reference)', (r) => s1(r.setupMs));
   row('agents that exited on their own and were restarted', (r) => String(r.respawns));
+  row('store sessions dropped (planner + agents, from their start to the end of the changes)', (r) =>
+    r.drops === undefined ? '–' : String(Object.values(r.drops).reduce((a, b) => a + b, 0)),
+  );
+  const snap = (s: SnapshotSample | undefined) =>
+    s === undefined
+      ? '–'
+      : `${(s.bytes / 1e6).toFixed(2)} MB, ${s1(s.ms)} (${s.rows.Plan_LB ?? 0} Plan_LB, ${s.rows.Plan_Pool ?? 0} Plan_Pool rows)`;
+  row("an agent's monitor snapshot after the changes (fresh client): as shipped", (r) =>
+    snap(r.snapshot?.full),
+  );
+  row('… limited to the generations it may still apply (conditions on Plan, Plan_LB)', (r) =>
+    snap(r.snapshot?.live),
+  );
   const one = results.find((r) => r.vips === 1 && r.mode === 'incremental');
   if (one !== undefined) {
     // The issue's targets are ratios against one VIP measured in the same run.

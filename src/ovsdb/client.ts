@@ -254,7 +254,9 @@ export class OvsdbClient extends EventEmitter {
           if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_DISCONNECTED') return;
           throw e;
         });
-      await m.ready(this.#opts.waitConnectedMs);
+      // Connected, then the snapshot, which has its own deadline (negotiateTimeoutMs of silence): at 10,000 VIPs
+      // it can queue behind other clients' snapshots for longer than waitConnectedMs alone.
+      await m.ready(this.#opts.waitConnectedMs + this.#opts.negotiateTimeoutMs);
     } catch (e) {
       this.#monitors.delete(m.id);
       throw e;
@@ -496,7 +498,7 @@ export class OvsdbClient extends EventEmitter {
    * How long `conn` may stay silent before the peer counts as dead. While a snapshot is pending, the negotiation
    * deadline: the server sends nothing until it has built the whole reply (at 10,000 VIPs, seconds), and giving up
    * earlier made every retry restart that work (117 drops in 5 minutes, no daemon reconnected). Otherwise two probe
-   * intervals plus an allowance that grows with the snapshots last received, as OVN deployments raise their probe
+   * intervals plus an allowance that grows with the replicas' size in snapshot bytes, as OVN deployments raise their probe
    * intervals at scale; capped by the negotiation deadline. A frozen server is still caught in 2 intervals on a
    * small store and within a minute on any.
    */
@@ -505,7 +507,7 @@ export class OvsdbClient extends EventEmitter {
     const cap = Math.max(base, this.#opts.negotiateTimeoutMs);
     if (conn !== undefined && (this.#building.get(conn) ?? 0) > 0) return cap;
     let bytes = 0;
-    for (const m of this.#monitors.values()) bytes += m.snapshotBytes;
+    for (const m of this.#monitors.values()) bytes += m.sizeEstimate;
     return Math.min(cap, Math.round(base + bytes * SILENCE_MS_PER_SNAPSHOT_BYTE));
   }
 
@@ -676,6 +678,8 @@ export class Monitor extends EventEmitter {
   resumes = 0;
   /** Bytes received while the last snapshot (not a resume) was pending: the client's measure of the store's size. */
   snapshotBytes = 0;
+  /** Rows that snapshot held. */
+  #snapshotRows = 0;
   #readyResolve: (() => void) | undefined;
   #readyReject: ((e: Error) => void) | undefined;
   readonly #ready: Promise<void>;
@@ -700,6 +704,15 @@ export class Monitor extends EventEmitter {
       this.#readyReject = reject;
     });
     this.#ready.catch(() => {}); // observed through ready()
+  }
+
+  /** What a snapshot of the replica would weigh now: the last snapshot's bytes per row times the rows it holds now
+   *  (a store that grew through updates since, as at set-up, counts at its current size). */
+  get sizeEstimate(): number {
+    if (this.#snapshotRows === 0) return this.snapshotBytes;
+    let rows = 0;
+    for (const t of this.replica.tables.values()) rows += t.size;
+    return (this.snapshotBytes / this.#snapshotRows) * rows;
   }
 
   get schema(): DatabaseSchema | undefined {
@@ -807,6 +820,7 @@ export class Monitor extends EventEmitter {
     const first = !this.#everReady;
     const changes = diffTables(this.replica.tables as ReplicaTables, snapshot);
     this.replica.replace(snapshot);
+    this.#snapshotRows = [...snapshot.values()].reduce((n, t) => n + t.size, 0);
     this._activeId = mid;
     this.#pendingId = undefined;
     const buffered = this.#buffer;
