@@ -133,15 +133,17 @@ test('fake server: split messages, notification after the reply in one write, ga
 /**
  * A FAKE store that answers get_schema and echo at once but holds every monitor reply for `holdMs` (Infinity: never)
  * and, while holding, answers nothing at all: a single-threaded ovsdb-server building a large snapshot. `silent()`
- * makes it stop answering anything from then on (a frozen server on a connected session).
+ * makes it stop answering anything from then on (a frozen server on a connected session); `insert(n)` sends an
+ * update3 inserting `n` more rows (the store growing after the snapshot).
  */
 async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
   const sockets: net.Socket[] = [];
   let frozen = false;
   let monitors = 0;
+  let monitorId: unknown;
+  const uuid = (i: number) => `00000000-0000-0000-0000-${String(i).padStart(12, '0')}`;
   const snapshot: Record<string, unknown> = {};
-  for (let i = 0; i < rows; i++)
-    snapshot[`00000000-0000-0000-0000-${String(i).padStart(12, '0')}`] = { initial: { name: `row-${i}` } };
+  for (let i = 0; i < rows; i++) snapshot[uuid(i)] = { initial: { name: `row-${i}` } };
   const server = net.createServer((socket) => {
     sockets.push(socket);
     socket.on('error', () => {});
@@ -159,6 +161,7 @@ async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
       else if (msg.method === 'echo') send(reply(msg.params));
       else if (msg.method === 'monitor_cond_since' || msg.method === 'monitor_cond') {
         monitors++;
+        monitorId = msg.params[1];
         if (holdMs === Number.POSITIVE_INFINITY) {
           busyUntil = Number.POSITIVE_INFINITY;
           return;
@@ -172,6 +175,12 @@ async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
   await new Promise<void>((r) => server.listen(path, r));
   return {
     monitors: () => monitors,
+    insert: (n: number) => {
+      const rowsIn: Record<string, unknown> = {};
+      for (let i = rows; i < rows + n; i++) rowsIn[uuid(i)] = { insert: { name: `row-${i}` } };
+      const params = [monitorId, U2, { T: rowsIn }];
+      for (const s of sockets) s.write(JSON.stringify({ method: 'update3', id: null, params }));
+    },
     silent: () => {
       frozen = true;
     },
@@ -232,8 +241,13 @@ test('fake server frozen while connected: the probe still drops the session with
     const m = await c.monitor('D', { T: {} });
     assert.equal(m.replica.rows('T').length, 20_000);
     assert.ok(m.snapshotBytes > 500_000, `snapshot measured: ${m.snapshotBytes} bytes`);
+    assert.equal(c.silenceLimitMs(), Math.round(200 + m.snapshotBytes * 0.0005));
+    // The store grows after the snapshot (set-up at scale): the allowance follows the rows held, not the snapshot.
+    srv.insert(20_000);
+    await waitFor(() => m.replica.rows('T').length === 40_000);
+    assert.ok(Math.abs(m.sizeEstimate - 2 * m.snapshotBytes) < 1, `estimate ${m.sizeEstimate}`);
     const limit = c.silenceLimitMs();
-    assert.equal(limit, Math.round(200 + m.snapshotBytes * 0.0005));
+    assert.equal(limit, Math.round(200 + 2 * m.snapshotBytes * 0.0005));
     const t0 = performance.now();
     srv.silent();
     await waitFor(() => errors.length > 0, 5000);
