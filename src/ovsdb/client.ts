@@ -706,13 +706,12 @@ export class Monitor extends EventEmitter {
     this.#ready.catch(() => {}); // observed through ready()
   }
 
-  /** What a snapshot of the replica would weigh now: the last snapshot's bytes per row times the rows it holds now
-   *  (a store that grew through updates since, as at set-up, counts at its current size). */
+  /** What a snapshot of the replica would weigh now: the last snapshot's bytes per row (200 when it had no rows)
+   *  times the rows it holds now, so a store that grew through updates since (set-up) counts at its current size. */
   get sizeEstimate(): number {
-    if (this.#snapshotRows === 0) return this.snapshotBytes;
     let rows = 0;
     for (const t of this.replica.tables.values()) rows += t.size;
-    return (this.snapshotBytes / this.#snapshotRows) * rows;
+    return (this.#snapshotRows > 0 ? this.snapshotBytes / this.#snapshotRows : 200) * rows;
   }
 
   get schema(): DatabaseSchema | undefined {
