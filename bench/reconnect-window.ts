@@ -68,8 +68,8 @@ interface Layout {
 
 const LAYOUTS: readonly Layout[] = [
   { name: 'today: heartbeats in Sluice, 1 s', beatsIn: DB_NAME, beatMs: 1000, acksIn: DB_NAME },
-  // Heartbeats every 2 s while nothing moves: a quarter of the 10 s lease, the longest that keeps four per lease;
-  // idle only: while the plan moves such an agent beats every second, as today.
+  // Heartbeats every 2 s while nothing moves (`sluice agent --idle-heartbeat 2000`, the longest a 10 s lease allows:
+  // src/agent/beat-cadence.ts); idle only: while the plan moves such an agent beats every second, as today.
   { name: '(b) idle heartbeats in Sluice, 2 s', beatsIn: DB_NAME, beatMs: 2000, acksIn: DB_NAME },
   { name: '(a) heartbeats in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: DB_NAME },
   { name: '(a) heartbeats and acks in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: STATUS_DB },

@@ -34,7 +34,7 @@ import type { Runner } from '../openflow/runner.ts';
 import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
-import type { Replica } from '../ovsdb/replica.ts';
+import type { Replica, RowChange } from '../ovsdb/replica.ts';
 import type { Generation } from '../rollout/types.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import {
@@ -64,6 +64,7 @@ import {
   update,
 } from '../store/db/index.ts';
 import { XdpDatapathError } from '../xdp/datapath.ts';
+import { heartbeatInterval, isPlanChange } from './beat-cadence.ts';
 import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
 import { HashAgreement, readDatapath } from './datapath.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
@@ -98,6 +99,9 @@ export interface AgentOptions {
   readonly leaseMs?: number;
   /** Heartbeat, connection report and vswitchd check period, ms. Default 1000. */
   readonly heartbeatMs?: number;
+  /** Heartbeat period once nothing the agent watches changed for a while, ms (src/agent/beat-cadence.ts). Default:
+   *  none, every heartbeat at `heartbeatMs`. */
+  readonly idleHeartbeatMs?: number;
   readonly withdrawCmd?: string;
   readonly announceCmd?: string;
   /** Gateway: the control socket of this gateway's BIRD (docs/design/routing.md). Announce = enable its VIP routes,
@@ -357,6 +361,9 @@ export class AgentDaemon {
   #fence: FenceState = 'unknown';
   #conns: SlotConnections | undefined;
   #lastHeartbeat = 0;
+  /** When the agent last saw a change of what it applies or reports urgently (plans, its fence state, a backend's
+   *  health): the heartbeat keeps its fast pace for a while after (src/agent/beat-cadence.ts). */
+  #lastChangeAt = Date.now();
   /** Hosts: the latest finished connection report and when its conntrack read started (ms). */
   #report: { conns: SlotConnections; startedAt: number } | undefined;
   /** When the heartbeat that carried the last report was written (a report counts once, if read after it). */
@@ -405,6 +412,7 @@ export class AgentDaemon {
       this.health = new HealthChecker(o.health, o.probe);
       this.health.onChange = (id, from, to) => {
         this.#log.info({ event: 'health', backend: id, from, to }, `backend ${id}: ${from} -> ${to}`);
+        this.#lastChangeAt = Date.now();
         this.#schedule();
       };
     }
@@ -451,8 +459,12 @@ export class AgentDaemon {
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
-    this.#monitor.on('update', () => this.#schedule());
+    this.#monitor.on('update', (changes: readonly RowChange[]) => {
+      if (isPlanChange(changes)) this.#lastChangeAt = Date.now();
+      this.#schedule();
+    });
     this.#lastStoreOk = Date.now();
+    this.#lastChangeAt = Date.now();
     this.#schedule();
   }
 
@@ -568,7 +580,8 @@ export class AgentDaemon {
     if (r === undefined || this.#schema === undefined) return;
     if (this.client.state !== 'connected') return;
     const target = this.#target(r);
-    const beatDue = now - this.#lastHeartbeat >= (this.#o.heartbeatMs ?? 1000) * 0.9;
+    const cadence = { heartbeatMs: this.#o.heartbeatMs ?? 1000, idleHeartbeatMs: this.#o.idleHeartbeatMs };
+    const beatDue = now - this.#lastHeartbeat >= heartbeatInterval(cadence, now, this.#lastChangeAt) * 0.9;
     const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
     const rejoin =
       this.#o.role === 'gateway' &&
@@ -844,6 +857,7 @@ export class AgentDaemon {
   }
 
   #setFence(to: FenceState): void {
+    if (to !== this.#fence) this.#lastChangeAt = Date.now();
     this.#fence = to;
     this.#m.fenced.set(reportsFenced(to) ? 1 : 0);
   }

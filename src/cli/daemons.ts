@@ -5,6 +5,7 @@ import { closeSync, existsSync, openSync, readFileSync, unlinkSync } from 'node:
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { pino } from 'pino';
+import { idleHeartbeatProblem } from '../agent/beat-cadence.ts';
 import { AgentDaemon } from '../agent/daemon.ts';
 import { checkNodeFacts, readNodeFacts } from '../agent/facts.ts';
 import { netnsProbe } from '../agent/health.ts';
@@ -63,6 +64,21 @@ function num(name: string, text: string, min = 0): number {
   if (!Number.isFinite(n) || n < min)
     throw new SluiceError('SLUICE_E_USAGE', `${name}: expected a number >= ${min}, got "${text}"`);
   return n;
+}
+
+/** --idle-heartbeat, checked against the heartbeat and the lease (src/agent/beat-cadence.ts). */
+function idleHeartbeat(o: { idleHeartbeat?: string; heartbeat: string; lease: string }): {
+  idleHeartbeatMs?: number;
+} {
+  if (o.idleHeartbeat === undefined) return {};
+  const idleMs = num('--idle-heartbeat', o.idleHeartbeat, 50);
+  const problem = idleHeartbeatProblem(
+    idleMs,
+    num('--heartbeat', o.heartbeat, 50),
+    num('--lease', o.lease) * 1000,
+  );
+  if (problem !== undefined) throw new SluiceError('SLUICE_E_USAGE', problem);
+  return { idleHeartbeatMs: idleMs };
 }
 
 function integer(name: string, text: string): number {
@@ -258,6 +274,7 @@ interface AgentCliOptions {
   birdSocket?: string;
   withdrawOnStoreSilence?: boolean;
   heartbeat: string;
+  idleHeartbeat?: string;
   healthInterval: string;
   healthTimeout: string;
   healthRise: string;
@@ -315,6 +332,10 @@ function agentCommand(program: Command): void {
       'gateway: the old rule (withdraw after a lease without the store); for negative-control tests only',
     )
     .option('--heartbeat <ms>', 'heartbeat and connection report period', '1000')
+    .option(
+      '--idle-heartbeat <ms>',
+      'heartbeat period once no plan, fence or health change was seen for 10 s (fewer store transactions; at most a quarter of --lease; default: --heartbeat)',
+    )
     .option('--health-interval <ms>', 'host: health check interval (LBs without their own)', '1000')
     .option('--health-timeout <ms>', 'host: health probe timeout (LBs without their own)', '500')
     .option('--health-rise <n>', 'host: successes to turn up (LBs without their own)', '2')
@@ -357,6 +378,7 @@ function agentCommand(program: Command): void {
 
 /** Runs `sluice agent` until a signal: this node's facts, its runner, then the daemon. */
 async function runAgent(o: AgentCliOptions): Promise<void> {
+  const idle = idleHeartbeat(o); // checked before anything is read or started
   if (o.role !== undefined && o.role !== 'gateway' && o.role !== 'host')
     throw new SluiceError('SLUICE_E_USAGE', `--role: expected gateway or host, got "${o.role}"`);
   const rundir = o.ovsRundir ?? '/var/run/openvswitch';
@@ -387,6 +409,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     log,
     leaseMs: num('--lease', o.lease) * 1000,
     heartbeatMs: num('--heartbeat', o.heartbeat, 50),
+    ...idle,
     withdrawCmd: o.withdrawCmd || undefined,
     announceCmd: o.announceCmd || undefined,
     birdSocket: o.birdSocket || undefined,

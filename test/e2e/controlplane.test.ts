@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ACTIVE_WINDOW_MS } from '../../src/agent/beat-cadence.ts';
 import { NO_OWNER } from '../../src/hashing/slots.ts';
 import {
   ControlPlane,
@@ -30,12 +31,14 @@ import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topolog
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import type { RowChange } from '../../src/ovsdb/replica.ts';
 import { planLanes } from '../../src/rollout/types.ts';
 import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
   desiredStateOps,
   find,
+  NodeStatusTable,
   nodeStatus,
   PlanTable,
   readGeneration,
@@ -589,5 +592,58 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     };
     assert.ok(st.generation >= gen, `status g${st.generation}, converged g${gen}`);
     assert.equal(st.active, true);
+  });
+  test('--idle-heartbeat: an idle host agent writes fewer heartbeats and keeps the fast pace through a change', async () => {
+    // host1 restarted with a 2 s idle interval; host2 keeps the default 1 s: same lab, same window. The gaps are
+    // read from the heartbeat_at values the agents wrote (their own clocks), through the store.
+    await killChild('agent-host1');
+    startLabAgent(cp, 'host1', { ...OPTS, agentArgs: ['--idle-heartbeat', '2000'] });
+    const beats = new Map<string, number[]>([
+      ['host1', []],
+      ['host2', []],
+    ]);
+    const onUpdate = (changes: readonly RowChange[]) => {
+      for (const c of changes) {
+        const row = c.new as { node?: string; heartbeat_at?: number } | undefined;
+        if (c.table !== NodeStatusTable.name || row?.heartbeat_at === undefined) continue;
+        const list = beats.get(row.node ?? '');
+        if (list !== undefined && list.at(-1) !== row.heartbeat_at) list.push(row.heartbeat_at);
+      }
+    };
+    status.on('update', onUpdate);
+    try {
+      // A window counts only if no generation was published during it nor in the 10 s before (a plan change puts
+      // the agent back on the fast pace, as it should); the planner may publish once more after a quiet period.
+      for (let attempt = 1; ; attempt++) {
+        await waitConverged();
+        const gen = storeState().gen;
+        await sleep(ACTIVE_WINDOW_MS + 1500);
+        const from = Date.now();
+        await sleep(12_000);
+        const to = Date.now();
+        if (storeState().gen !== gen) {
+          assert.ok(attempt < 3, `a generation was published during each of ${attempt} windows`);
+          continue;
+        }
+        const gaps = (node: string) => {
+          const t = beats.get(node)!.filter((x) => x >= from && x <= to);
+          return t.slice(1).map((x, i) => x - t[i]!);
+        };
+        const [idle, fast] = [gaps('host1'), gaps('host2')];
+        process.stderr.write(`idle heartbeat gaps: host1 ${idle.join(',')} ms; host2 ${fast.join(',')} ms\n`);
+        assert.ok(idle.length >= 3 && Math.min(...idle) >= 1800, `host1 beats every ~2 s: ${idle.join(',')}`);
+        assert.ok(fast.length >= 8, `host2 (no idle interval) beats every ~1 s: ${fast.join(',')}`);
+        break;
+      }
+      // A change: host1 acknowledges it like the others (its agent sees the plan move and beats at the fast pace).
+      const before = storeState().gen;
+      await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
+      const g = await waitConverged(before, 60_000, 1000);
+      assert.ok(g > before, `a new generation was published (g${before} -> g${g})`);
+      await writeDesired(withState(config, lab.backend('host3-b1').ip, 'active'));
+      await waitConverged(g);
+    } finally {
+      status.off('update', onUpdate);
+    }
   });
 });
