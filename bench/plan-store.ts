@@ -1,18 +1,4 @@
-// The planner's work and the store's growth per published generation, at 1, 1,000 and 10,000 VIPs x 20 backends
-// (`npm run bench -- plan-store`), against the code before per-load-balancer plan rows and the settled-pool skip,
-// same run, same machine. For each version and size: a standalone ovsdb-server on that version's schema (private
-// temp dir, stopped by its own PID; no lab, no agents), the desired state written, the initial generation
-// published, then a backend add to v0 and its removal, each planned step by step with that version's planNext (no
-// connections reported: every second chance is free) and published with its publishGenerationOps, pruned as the
-// planner does (5 plans kept), until planNext has nothing left to do; then idle steps (planNext on the settled
-// state: what the planner runs whenever its view moves and every gateway acknowledged). Measured: the store file's
-// growth per generation, the publish transaction's JSON size, planNext CPU per step. The baseline is src/ and
-// schema/ at PLAN_STORE_BASELINE_COMMIT, extracted with `git archive` into node_modules/.cache (needs the git
-// history). Options (environment): PLAN_STORE_VIPS (default "1,1000,10000"), PLAN_STORE_IDLE (idle steps, default
-// 5), PLAN_STORE_NO_WRITE=1 (print only).
-
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -22,7 +8,7 @@ import type * as Server from '../src/ovsdb/server.ts';
 import type * as Planner from '../src/rollout/planner.ts';
 import type * as Db from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, writeSection } from './perf/common.ts';
-import { syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
+import { extractTree, syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
 
 const BASELINE = process.env.PLAN_STORE_BASELINE_COMMIT ?? 'e8f8e449e928e69c8dc9db8a938c05511e24d421';
 const SIZES = (process.env.PLAN_STORE_VIPS ?? '1,1000,10000').split(',').map(Number);
@@ -51,17 +37,6 @@ async function loadImpl(label: string, tree: string): Promise<Impl> {
     planner: await at('src/rollout/planner.ts'),
     db: await at('src/store/db/index.ts'),
   };
-}
-
-/** Extracts src/ and schema/ at `commit` (its own imports and schema file resolve inside that tree). */
-function extract(commit: string): string {
-  const full = execFileSync('git', ['-C', root, 'rev-parse', commit], { encoding: 'utf8' }).trim();
-  const dir = `${root}node_modules/.cache/sluice-plan-store-baseline/${full}`;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const tar = execFileSync('git', ['-C', root, 'archive', full, 'src', 'schema'], { maxBuffer: 1 << 28 });
-  execFileSync('tar', ['-x', '-C', dir], { input: tar });
-  return dir;
 }
 
 interface Generation {
@@ -251,7 +226,10 @@ function report(results: readonly SizeResult[], m: ReturnType<typeof machine>): 
 }
 
 const m = machine();
-const impls = [await loadImpl('before', extract(BASELINE)), await loadImpl('after', root)];
+const impls = [
+  await loadImpl('before', extractTree(BASELINE, 'sluice-plan-store-baseline')),
+  await loadImpl('after', root),
+];
 const results: SizeResult[] = [];
 for (const vips of SIZES) for (const impl of impls) results.push(await size(impl, vips));
 const section = report(results, finish(m));

@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, reconnect, reconnect-window, health-probes, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, planner-step, reconnect, reconnect-window, health-probes, agent-start, agent-start-ovs, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -51,6 +51,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: ['--max-old-space-size=6000'],
     root: false,
     what: 'planner CPU and store growth per generation at 1, 1,000, 10,000 VIPs, before/after (ovsdb-server, no lab)',
+  },
+  {
+    name: 'planner-step',
+    file: here('./planner-step.ts'),
+    nodeArgs: ['--max-old-space-size=6000'],
+    root: false,
+    what: 'planner CPU per step on a heartbeat, a connection count, a health change at 1,000 and 10,000 VIPs: health followed row by row vs the full walk (ovsdb-server, no lab)',
   },
   {
     name: 'reconnect',

@@ -1,5 +1,10 @@
-// The synthetic desired state the store benchmarks share (cli-edit, plan-store): `vips` load balancers with the same
-// 20 backends on two hosts (v0 with 19 of them, so a backend add has something to add), slotBits 8, dp_hash.
+// What the store benchmarks share (cli-edit, plan-store, planner-step): the synthetic desired state (`vips` load
+// balancers with the same 20 backends on two hosts, v0 with 19 of them so a backend add has something to add,
+// slotBits 8, dp_hash), writing it in batches, and a baseline tree extracted from git.
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 /** The desired state document (config-file shape) of `vips` VIPs x 20 backends. */
 export function syntheticDesiredDoc(vips: number) {
@@ -39,4 +44,18 @@ export async function writeInBatches(
     await transact(ops(k));
     if (k === vips) break;
   }
+}
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** Extracts src/ and schema/ at `commit` into node_modules/.cache/`cache` (the tree's own imports and schema file
+ *  resolve inside it: a baseline version measured in the same run). Needs the git history. */
+export function extractTree(commit: string, cache: string): string {
+  const full = execFileSync('git', ['-C', root, 'rev-parse', commit], { encoding: 'utf8' }).trim();
+  const dir = `${root}node_modules/.cache/${cache}/${full}`;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tar = execFileSync('git', ['-C', root, 'archive', full, 'src', 'schema'], { maxBuffer: 1 << 28 });
+  execFileSync('tar', ['-x', '-C', dir], { input: tar });
+  return dir;
 }

@@ -61,6 +61,16 @@ export class Replica {
   /** Changes applied per table: readers that derive something from a few tables redo it only when one moved. */
   #versions = new Map<string, number>();
   #replaced = 0;
+  readonly #watchers = new Map<string, ((change: RowChange | undefined) => void)[]>();
+
+  /** Calls `fn` with every change applied to `table` from now on, and with undefined when the whole content is
+   *  replaced: a reader that keeps something derived from a large table follows the rows that changed instead of
+   *  reading every row again. `fn` must not throw (it runs inside apply). */
+  watch(table: string, fn: (change: RowChange | undefined) => void): void {
+    const list = this.#watchers.get(table) ?? [];
+    list.push(fn);
+    this.#watchers.set(table, list);
+  }
 
   /** A number that changes whenever table `name` may have changed (apply touching it, or a replace). */
   version(name: string): string {
@@ -100,6 +110,7 @@ export class Replica {
       this.#versions.set(c.table, (this.#versions.get(c.table) ?? 0) + 1);
       if (c.new === undefined) t.delete(c.uuid);
       else t.set(c.uuid, c.new);
+      for (const fn of this.#watchers.get(c.table) ?? []) fn(c);
     }
   }
 
@@ -107,6 +118,7 @@ export class Replica {
   replace(tables: ReplicaTables): void {
     this.#tables = new Map([...tables].map(([name, rows]) => [name, new Map(rows)]));
     this.#replaced++;
+    for (const list of this.#watchers.values()) for (const fn of list) fn(undefined);
   }
 
   /** Plain-object form, for tests and debugging: `{table: {uuid: row}}` with Maps as sorted entry lists. */

@@ -3,6 +3,7 @@
 export * from './columns.ts';
 export * from './desired.ts';
 export * from './encoding.ts';
+export * from './health.ts';
 export * from './ops.ts';
 export * from './ovn-status.ts';
 export * from './plans.ts';

@@ -2,18 +2,18 @@
 // planner decides from it (src/planner/core.ts); `sluice status` and `sluice rollout status` recompute the planner's
 // next step from the same view, so they show the reasons the planner logs. Pure: no I/O.
 
-import { parseConfig } from '../../model/schema.ts';
+import { parseConfig, validateConfig } from '../../model/schema.ts';
 import { backendKey, type Config } from '../../model/types.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
 import { type ConnectionCounts, type PlanStep, planNext } from '../../rollout/planner.ts';
 import type { Generation } from '../../rollout/types.ts';
 import type { StoredDesiredState } from './desired.ts';
 import { readDesiredState } from './desired.ts';
+import { BackendHealthIndex } from './health.ts';
 import { gatewayGeneration, type PlanDocs, readPlan, samePlanDocs, splitPlanDocument } from './plans.ts';
 import { rows, single } from './read.ts';
 import { decodeSlotCounts, fenceMarks } from './status.ts';
 import {
-  BackendStatusTable,
   CHAIN_LENGTH_KEY,
   GlobalTable,
   type Health,
@@ -61,7 +61,9 @@ export interface StoreView {
   /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
   readonly gatewayGeneration: number;
   readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
-  /** `${lb} ${backendKey}` -> health reported by the backend's host agent. */
+  /** `${lb} ${backendKey}` -> health reported by the backend's host agents (`down` if any says so): only `down` and
+   *  `gone` change the plan (effectiveDoc), and readStoreView lists only those, in a map that stays the same object
+   *  while they do not change. */
   readonly backendHealth: ReadonlyMap<string, Health>;
   /** host -> lb -> report. */
   readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
@@ -89,47 +91,112 @@ export function lbIdContext(view: StoreView): {
  * state otherwise.
  */
 export function effectiveDoc(desired: DesiredDoc, health: ReadonlyMap<string, Health>): DesiredDoc {
+  return { ...desired, loadBalancers: desired.loadBalancers.map((lb) => effectiveLb(lb, health)) };
+}
+
+type DesiredLb = DesiredDoc['loadBalancers'][number];
+
+/** One load balancer of effectiveDoc. */
+function effectiveLb(lb: DesiredLb, health: ReadonlyMap<string, Health>): DesiredLb {
   return {
-    ...desired,
-    loadBalancers: desired.loadBalancers.map((lb) => ({
-      ...lb,
-      backends: lb.backends.map((b) => {
-        const h = health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`);
-        if (h === 'gone') return { ...b, state: 'down' };
-        if (h === 'down' && (b.state ?? 'active') === 'active') return { ...b, state: 'draining' };
-        return b;
-      }),
-    })),
+    ...lb,
+    backends: lb.backends.map((b) => {
+      const h = health.get(`${lb.name} ${backendKey({ address: b.address, port: b.port })}`);
+      if (h === 'gone') return { ...b, state: 'down' };
+      if (h === 'down' && (b.state ?? 'active') === 'active') return { ...b, state: 'draining' };
+      return b;
+    }),
   };
 }
 
+/** The effective config validated, and as the documents a published generation carries for the agents. */
+type Effective = { config: Config; doc: PlanDocs };
+
 /** The view's effective desired state, validated (throws SLUICE_E_CONFIG_INVALID naming `source`), and as the
  *  documents a published generation carries for the agents; undefined when the store holds no desired state. */
-export function effectiveConfig(
-  view: StoreView,
-  source: string,
-): { config: Config; doc: PlanDocs } | undefined {
+export function effectiveConfig(view: StoreView, source: string): Effective | undefined {
   if (view.desired === undefined) return undefined;
-  // Validated once per desired state and set of unhealthy backends (the planner asks on every heartbeat).
-  const unhealthy = [...view.backendHealth]
-    .filter(([, h]) => h === 'down' || h === 'gone')
-    .map(([k, h]) => `${k} ${h}`)
-    .sort()
-    .join('\n');
-  const bySource = effectiveMemo.get(view.desired) ?? new Map();
+  // Computed once per desired state; then, per set of unhealthy backends, again only for the load balancers whose
+  // backends' health changed (the planner asks on every step, and at 10,000 VIPs a whole parse takes a second).
+  const bySource = effectiveMemo.get(view.desired) ?? new Map<string, EffectiveMemo>();
   effectiveMemo.set(view.desired, bySource);
   const hit = bySource.get(source);
-  if (hit !== undefined && hit.unhealthy === unhealthy) return hit.value;
-  const doc = effectiveDoc(view.desired, view.backendHealth);
-  const value = { config: parseConfig(doc, source), doc: splitPlanDocument(doc) };
-  bySource.set(source, { unhealthy, value });
-  return value;
+  if (hit?.health === view.backendHealth) return hit.value;
+  const patched = hit === undefined ? undefined : healthPatch(view.desired, hit, view.backendHealth);
+  const next = patched ?? {
+    health: view.backendHealth,
+    value: effectiveWhole(view.desired, view.backendHealth, source),
+  };
+  bySource.set(source, next);
+  return next.value;
 }
 
-const effectiveMemo = new WeakMap<
-  DesiredDoc,
-  Map<string, { unhealthy: string; value: { config: Config; doc: PlanDocs } }>
->();
+function effectiveWhole(desired: DesiredDoc, health: ReadonlyMap<string, Health>, source: string): Effective {
+  const doc = effectiveDoc(desired, health);
+  return { config: parseConfig(doc, source), doc: splitPlanDocument(doc) };
+}
+
+interface EffectiveMemo {
+  readonly health: ReadonlyMap<string, Health>;
+  readonly value: Effective;
+  /** Load balancer name -> its position in the desired document and in the config (built on the first patch). */
+  readonly at?: ReadonlyMap<string, { readonly doc: number; readonly config: number }>;
+}
+
+const effectiveMemo = new WeakMap<DesiredDoc, Map<string, EffectiveMemo>>();
+
+/** What effectiveDoc makes of a backend's health: only `gone` and `down` change its state. */
+const planned = (h: Health | undefined) => (h === 'gone' || h === 'down' ? h : undefined);
+
+/** Names of the load balancers with a backend whose planned health differs between the two maps. */
+function changedLbs(a: ReadonlyMap<string, Health>, b: ReadonlyMap<string, Health>): Set<string> {
+  const out = new Set<string>();
+  const note = (k: string) => out.add(k.slice(0, k.indexOf(' ')));
+  for (const [k, h] of a) if (planned(h) !== planned(b.get(k))) note(k);
+  for (const [k, h] of b) if (!a.has(k) && planned(h) !== undefined) note(k);
+  return out;
+}
+
+/**
+ * `prev`'s effective config with only the load balancers whose backends' health changed made again: each one's
+ * effective document, validated with the desired state's nodes and settings (validateConfig), replaces its entry.
+ * Equal to the whole computation: health changes only backends' `state`, which no rule of validateConfig reads
+ * beyond its value (test/unit/store-health.test.ts compares both over random health changes). Undefined: do the
+ * whole computation (a document that does not validate alone, so the full parse reports it).
+ */
+function healthPatch(
+  desired: DesiredDoc,
+  prev: EffectiveMemo,
+  health: ReadonlyMap<string, Health>,
+): EffectiveMemo | undefined {
+  const at = prev.at ?? positions(desired, prev.value.config);
+  const names = [...changedLbs(prev.health, health)].filter((n) => at.has(n));
+  if (names.length === 0) return { health, value: prev.value, at };
+  const docs = new Map(names.map((n) => [n, effectiveLb(desired.loadBalancers[at.get(n)!.doc], health)]));
+  const sub = validateConfig({ ...desired, loadBalancers: [...docs.values()] });
+  if (!sub.ok || sub.config.loadBalancers.length !== docs.size) return undefined;
+  const lbs = [...prev.value.config.loadBalancers];
+  const lbDocs = new Map(prev.value.doc.lbs);
+  for (const lb of sub.config.loadBalancers) {
+    const pos = at.get(lb.name);
+    const doc = docs.get(lb.name);
+    if (pos === undefined || doc === undefined) return undefined;
+    lbs[pos.config] = lb;
+    lbDocs.set(lb.name, JSON.stringify(doc));
+  }
+  const config: Config = Object.freeze({ ...prev.value.config, loadBalancers: Object.freeze(lbs) });
+  return { health, value: { config, doc: { base: prev.value.doc.base, lbs: lbDocs } }, at };
+}
+
+function positions(desired: DesiredDoc, config: Config): Map<string, { doc: number; config: number }> {
+  const inConfig = new Map(config.loadBalancers.map((lb, i) => [lb.name, i]));
+  const out = new Map<string, { doc: number; config: number }>();
+  for (const [i, lb] of desired.loadBalancers.entries()) {
+    const c = inConfig.get(lb.name);
+    if (c !== undefined) out.set(lb.name, { doc: i, config: c });
+  }
+  return out;
+}
 
 export interface PlannerStep extends PlanStep {
   /** The effective config differs from the latest plan's: the planner publishes it (same pools, new generation)
@@ -241,14 +308,17 @@ function reportAt(ids: ReadonlyMap<string, string>): { reportAt?: number } {
   return Number.isFinite(v) && v > 0 ? { reportAt: v } : {};
 }
 
-function readBackendHealth(r: Replica): Map<string, Health> {
-  const backendHealth = new Map<string, Health>();
-  for (const row of rows(r, BackendStatusTable)) {
-    const k = `${row.lb} ${row.backend}`;
-    if (backendHealth.get(k) !== 'down') backendHealth.set(k, row.health);
+/** The unhealthy backends of a replica, followed row by row from its first read (health.ts). */
+function healthIndexOf(r: Replica): BackendHealthIndex {
+  let index = healthIndexes.get(r);
+  if (index === undefined) {
+    index = new BackendHealthIndex(r);
+    healthIndexes.set(r, index);
   }
-  return backendHealth;
+  return index;
 }
+
+const healthIndexes = new WeakMap<Replica, BackendHealthIndex>();
 
 function readSlotReports(r: Replica): Map<string, Map<string, SlotReport>> {
   const slotReports = new Map<string, Map<string, SlotReport>>();
@@ -320,7 +390,7 @@ export function readStoreView(r: Replica): StoreView {
       ...reportAt(row.external_ids),
     });
   }
-  const backendHealth = memo(r, 'health', versions(r, ['Backend_Status']), readBackendHealth);
+  const backendHealth = healthIndexOf(r).unhealthy();
   const slotReports = memo(r, 'slots', versions(r, ['Slot_Connections']), readSlotReports);
   const storedLbIds = memo(r, 'lb ids', versions(r, ['Plan_Pool']), readStoredLbIds);
   return {
