@@ -10,7 +10,7 @@
 // ovs-vswitchd. Writes docs/benchmarks.md between the bench:agent-start-ovs markers. AGENT_START_OVS_NO_WRITE=1:
 // print only. The lab is taken down in `finally` and on SIGINT/SIGTERM.
 
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,10 +28,12 @@ import {
   machine,
   machineLine,
   n0,
+  ofctlChildrenPeakKb,
   pairRow,
   ratio,
   runJsonChild,
   say,
+  statusKb,
   writeSection,
 } from './perf/common.ts';
 
@@ -62,29 +64,6 @@ interface SizeResult {
   readonly vswitchdBeforeMiB: number;
   readonly vswitchdAfterMiB: number;
   readonly error?: string;
-}
-
-function statusKb(pid: number | string, field: 'VmRSS' | 'VmHWM'): number {
-  try {
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Largest VmHWM among this process's `ovs-ofctl` children (they are gone after exiting: sample while alive). */
-function ofctlChildrenPeakKb(): number {
-  let max = 0;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid && stat.includes('(ovs-ofctl)')) max = Math.max(max, statusKb(d, 'VmHWM'));
-    } catch {}
-  }
-  return max;
 }
 
 /** The runner, timing each command by its first word (`bundle`, `dump-flows`, `revalidator/wait`...). */

@@ -1,8 +1,8 @@
 // Shared helpers of the perf benchmarks: machine info, medians, writing one marked section of docs/benchmarks.md
-// (keeping every other section), two-size tables, child runs, a lab config document.
+// (keeping every other section), two-size tables, child runs, a lab config document, the memory of child processes.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import type { Lab } from '../../src/lab/topology.ts';
 
@@ -142,4 +142,28 @@ export function labVipsDoc(lab: Lab, vips: number, omitFromV0?: string): Record<
       backends: i === 0 ? backends.filter((b) => b.address !== omitFromV0) : backends,
     })),
   };
+}
+
+/** A field of /proc/<pid>/status in kB (0 when the process is gone). */
+export function statusKb(pid: number | string, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Largest VmHWM among this process's `ovs-ofctl` children (they are gone after exiting: sample while alive). */
+export function ofctlChildrenPeakKb(): number {
+  let max = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid && stat.includes('(ovs-ofctl)')) max = Math.max(max, statusKb(d, 'VmHWM'));
+    } catch {}
+  }
+  return max;
 }

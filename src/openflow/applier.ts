@@ -27,6 +27,7 @@
 // applyBridgeDelta is the incremental variant (no read, no verification): it trusts that the caller knows what it
 // installed last; src/agent/node-ops.ts NodeProgrammer falls back to applyBridge whenever it does not.
 
+import { NODE_PART } from '../compile/incremental.ts';
 import {
   cookieLb,
   cookieLbMatch,
@@ -356,15 +357,17 @@ export async function applyBridgeDelta(
 /**
  * An incremental diff (`diff`, of `desired` against `installed` by parts) in bundles of at most about `lines`
  * lines when it is larger: `ovs-ofctl bundle` holds about 5 KiB per line it parses (a 1,000-VIP step on a gateway
- * is 261,000 lines). The first bundles add whole new parts (load balancers the switch does not have yet: their
- * groups and flows together, several parts per bundle, a part never split); the last one is everything else as
- * one bundle (changed and removed parts, the node part), as before. Safe because each state in between is the
- * installed state plus complete load balancers of the target: a new load balancer's flows match only its own VIP and
- * ports and reference only its own group, and nothing sends its traffic there before the node part does (gateway
- * br-phy steers a VIP to br-int only in the last bundle; a host receives a VIP's packets only after the gateways
- * apply the generation). A new part whose flow key or group id is also being deleted or modified elsewhere (an id
- * that moved between load balancers) stays in the last bundle, where the delete comes before the add. A change that
- * modifies many existing parts at once (slotBits, hash mode, a node's address) is still one bundle.
+ * is 261,000 lines; a slotBits change at 10,000 VIPs rewrites 7.7 M). The first bundles carry whole load balancer
+ * parts, new or changed, each part's lines in one bundle (several parts per bundle, a part never split); the last one
+ * is everything else as one bundle: the node part, removed parts, and parts that share a flow key or group id with
+ * another part's changes. Safe because each state in between is the installed state with some load balancers
+ * wholly on the target and the others wholly as installed, and load balancer parts do not reference one another:
+ * a part's flows match only its own VIPs and ports or its own load balancer id, and reference only its own group.
+ * A new load balancer gets no traffic before the node part steers it (gateway br-phy steers a VIP to br-int only in
+ * the last bundle; a host receives a VIP's packets only after the gateways apply the generation); a changed one
+ * (slot bits, hash mode, a host's address) switches from its installed flows to its target ones in one bundle, as a
+ * gateway that applies the generation a moment later would. A flow key or group id in two parts' changes (an id or a
+ * VIP that moved between load balancers) keeps both parts in the last bundle, where the delete comes before the add.
  */
 export function incrementalPieces(
   desired: ReadonlyMap<string, BridgeState>,
@@ -374,32 +377,79 @@ export function incrementalPieces(
   lines: number,
 ): BridgeDiff[] {
   if (bundleLineCount(diff) <= lines) return [diff];
-  const deletedKeys = new Set(diff.deleteFlows.map(flowKey));
-  const takenGroups = new Set([...diff.deleteGroups, ...diff.modifyGroups].map((g) => g.groupId));
   const pieces: BridgeDiff[] = [];
-  const early = new Map(installed);
-  let batch = new Map<string, BridgeState>();
+  const done = new Map(installed);
+  let batch: BridgeDiff[] = [];
   let batchLines = 0;
   const flush = () => {
-    if (batch.size > 0) pieces.push(diffParts(batch, new Map(), foreign));
-    batch = new Map();
+    if (batch.length > 0) pieces.push(joinDiffs(batch));
+    batch = [];
     batchLines = 0;
   };
-  for (const name of [...desired.keys()].sort()) {
-    const part = desired.get(name)!;
-    if (installed.has(name)) continue;
-    if (part.groups.some((g) => takenGroups.has(g.groupId))) continue;
-    if (part.flows.some((f) => deletedKeys.has(flowKey(f)))) continue;
-    const n = part.flows.length + part.groups.length;
+  for (const [name, d] of earlyParts(desired, installed, foreign, diff)) {
+    const n = bundleLineCount(d);
     if (batchLines > 0 && batchLines + n > lines) flush();
-    batch.set(name, part);
+    batch.push(d);
     batchLines += n;
-    early.set(name, part);
+    done.set(name, desired.get(name)!);
   }
   flush();
   if (pieces.length === 0) return [diff];
-  const rest = diffParts(desired, early, foreign);
+  const rest = diffParts(desired, done, foreign);
   return isEmptyDiff(rest) ? pieces : [...pieces, rest];
+}
+
+/**
+ * The load balancer parts that may go before the rest (incrementalPieces), each with its own diff, in name order:
+ * new or changed, not the node part, and no flow key or group id of theirs in another part's changes. Within one
+ * bridge a desired flow key belongs to one part and so does an installed one, and a part's changed flow is an add
+ * only, so a key two parts touch is one some part adds and another deletes: the keys `diff` both adds and deletes.
+ */
+function earlyParts(
+  desired: ReadonlyMap<string, BridgeState>,
+  installed: ReadonlyMap<string, BridgeState>,
+  foreign: readonly Flow[],
+  diff: BridgeDiff,
+): Map<string, BridgeDiff> {
+  const deleted = new Set(diff.deleteFlows.map(flowKey));
+  const groupParts = new Map<number, number>();
+  const own = new Map<string, BridgeDiff>();
+  for (const name of [...new Set([...desired.keys(), ...installed.keys()])].sort()) {
+    const d = desired.get(name);
+    const i = installed.get(name);
+    if (d === i) continue;
+    const one = (s: BridgeState | undefined) => new Map(s === undefined ? [] : [[name, s]]);
+    const part = diffParts(one(d), one(i), foreign);
+    for (const id of touchedGroups(part)) groupParts.set(id, (groupParts.get(id) ?? 0) + 1);
+    // The node part and removed parts go last; they still count for the groups they touch.
+    if (name !== NODE_PART && d !== undefined && !isEmptyDiff(part)) own.set(name, part);
+  }
+  for (const [name, part] of own) {
+    const shared =
+      touchedGroups(part).some((id) => (groupParts.get(id) ?? 0) > 1) ||
+      (deleted.size > 0 && part.addFlows.some((f) => deleted.has(flowKey(f))));
+    if (shared) own.delete(name);
+  }
+  return own;
+}
+
+function touchedGroups(d: BridgeDiff): number[] {
+  return [...d.addGroups, ...d.modifyGroups, ...d.deleteGroups].map((g) => g.groupId);
+}
+
+/** Diffs of disjoint parts as one (what diffParts gives for their union when no group id moves between them). */
+function joinDiffs(diffs: readonly BridgeDiff[]): BridgeDiff {
+  const all = <K extends keyof BridgeDiff>(k: K) => diffs.flatMap((d) => d[k] as readonly unknown[]) as never;
+  return {
+    deleteFlows: all('deleteFlows'),
+    addFlows: all('addFlows'),
+    addGroups: all('addGroups'),
+    modifyGroups: all('modifyGroups'),
+    deleteGroups: all('deleteGroups'),
+    keptGroups: all('keptGroups'),
+    addTlv: all('addTlv'),
+    conflictingTlv: all('conflictingTlv'),
+  };
 }
 
 function partsMeters(parts: ReadonlyMap<string, BridgeState>): Meter[] {

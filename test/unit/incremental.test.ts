@@ -320,6 +320,17 @@ test("NodeProgrammer: a new load balancer that takes an existing one's id (hash 
   for (const br of ['br-int', 'br-phy']) assert.equal(switchText(sw, br), fsText(grown, g2, 'gw1', br));
 });
 
+/** Seven load balancers over POOL (each one's backend indices). */
+const SEVEN_LBS = [
+  [0, 1],
+  [2, 3],
+  [0, 4],
+  [1, 5],
+  [2, 4],
+  [3, 5],
+  [0, 5],
+] as const;
+
 test('a large incremental bundle goes in pieces: whole new load balancers first, the rest in the last bundle', () => {
   const small = configOf(
     [
@@ -328,18 +339,7 @@ test('a large incremental bundle goes in pieces: whole new load balancers first,
     ],
     'dp_hash',
   );
-  const big = configOf(
-    [
-      [0, 1],
-      [2, 3],
-      [0, 4],
-      [1, 5],
-      [2, 4],
-      [3, 5],
-      [0, 5],
-    ],
-    'dp_hash',
-  );
+  const big = configOf(SEVEN_LBS, 'dp_hash');
   const g1 = planNext({ config: small, latest: null, connections: () => 0, now: 0 }).next!;
   const g2 = planNext({ config: big, latest: g1, connections: () => 0, now: 1000 }).next!;
   const f = facts('gw1');
@@ -416,4 +416,103 @@ test('a new load balancer taking a group id that another one gives up stays in t
     [5],
   );
   assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort());
+});
+
+/** `have` -> `want` on one bridge in pieces of about `limit` lines: checks what every split must hold, returns them. */
+function checkedPieces(
+  want: ReadonlyMap<string, import('../../src/flowset/types.ts').BridgeState>,
+  have: ReadonlyMap<string, import('../../src/flowset/types.ts').BridgeState>,
+  limit: number,
+) {
+  const diff = diffParts(want, have);
+  const pieces = incrementalPieces(want, have, [], diff, limit);
+  // Together they send exactly the single bundle's lines.
+  assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort());
+  // Every load balancer's lines are in one bundle: after each bundle it is wholly as installed or wholly as wanted.
+  for (const name of [...want.keys()].filter((n) => n !== NODE_PART)) {
+    const own = bundleLines(
+      diffParts(new Map([[name, want.get(name)!]]), new Map([[name, have.get(name)!]])),
+    );
+    const holders = pieces.filter((p) => own.some((l) => bundleLines(p).includes(l)));
+    assert.ok(holders.length <= 1, `${name} is split over ${holders.length} bundles`);
+  }
+  // The node part's changes come last.
+  const node = bundleLines(
+    diffParts(new Map([[NODE_PART, want.get(NODE_PART)!]]), new Map([[NODE_PART, have.get(NODE_PART)!]])),
+  );
+  for (const p of pieces.slice(0, -1)) assert.ok(!bundleLines(p).some((l) => node.includes(l)));
+  return { diff, pieces };
+}
+
+test('a change of every load balancer (slot bits, hash mode, a host address) goes in bounded bundles, each one whole', () => {
+  const base = configOf(SEVEN_LBS, 'dp_hash');
+  const g1 = planNext({ config: base, latest: null, connections: () => 0, now: 0 }).next!;
+  const bits = { ...base, slotBits: 5 };
+  const g2 = planNext({ config: bits, latest: g1, connections: () => 0, now: 1000 }).next!;
+  const moved = NODES.map((n) => (n.name === 'host1' ? { ...n, tunnelIp: '192.168.100.21' } : n));
+  const changes: [string, Config, Generation, string][] = [
+    ['slot bits 4 -> 5', bits, g2, 'gw1'],
+    ['hash mode dp_hash -> fields', { ...base, hashMode: 'fields' }, g1, 'gw1'],
+    ["host1's address (gateway slot flows)", { ...base, nodes: moved }, g1, 'gw1'],
+  ];
+  for (const [what, config, gen, node] of changes) {
+    const f = facts(node);
+    const have = compileNodeParts(base, g1, f).bridges.get(f.bridges.int)!;
+    const want = compileNodeParts(
+      config,
+      gen,
+      fakeFacts({ ...allConfig, nodes: config.nodes }, node),
+    ).bridges.get(f.bridges.int)!;
+    const partLines = (n: string) =>
+      bundleLineCount(diffParts(new Map([[n, want.get(n)!]]), new Map([[n, have.get(n)!]])));
+    const changed = [...want.keys()].filter((n) => n !== NODE_PART && partLines(n) > 0);
+    assert.ok(changed.length >= 4, `${what}: ${changed.length} load balancers change`);
+    const perLb = Math.max(...changed.map(partLines));
+    const { diff, pieces } = checkedPieces(want, have, 2 * perLb);
+    // Before, a change of existing load balancers was one bundle of every line; now none is larger than the limit
+    // but by one part.
+    const largest = Math.max(...pieces.map(bundleLineCount));
+    assert.ok(
+      pieces.length >= 3,
+      `${what}: ${pieces.length} bundles ${pieces.map(bundleLineCount)} per ${perLb} of ${changed.length}`,
+    );
+    assert.ok(
+      largest < bundleLineCount(diff) && largest <= 3 * perLb,
+      `${what}: ${largest} of ${bundleLineCount(diff)} lines`,
+    );
+  }
+});
+
+test('two load balancers trading a VIP stay in the last bundle together (the delete before the add)', () => {
+  const base = configOf(
+    [
+      [0, 1],
+      [2, 3],
+      [0, 4],
+      [1, 5],
+    ],
+    'dp_hash',
+  );
+  // v0 and v1 swap VIPs: each one's CLASSIFY flow key is deleted by the other's part.
+  const lbs = base.loadBalancers.map((lb, i) =>
+    i === 0
+      ? { ...lb, vip: base.loadBalancers[1]!.vip }
+      : i === 1
+        ? { ...lb, vip: base.loadBalancers[0]!.vip }
+        : lb,
+  );
+  const swapped = { ...base, slotBits: 5, loadBalancers: lbs };
+  const g1 = planNext({ config: base, latest: null, connections: () => 0, now: 0 }).next!;
+  const g2 = planNext({ config: { ...base, slotBits: 5 }, latest: g1, connections: () => 0, now: 1000 })
+    .next!;
+  const f = facts('gw1');
+  const have = compileNodeParts(base, g1, f).bridges.get(f.bridges.int)!;
+  const want = compileNodeParts(swapped, g2, f).bridges.get(f.bridges.int)!;
+  const { pieces } = checkedPieces(want, have, 1);
+  const classify = (p: ReturnType<typeof diffParts>, vip: string) =>
+    p.addFlows.some((x) => x.match.includes(`nw_dst=${vip}`) && x.table === 0);
+  const last = pieces.at(-1)!;
+  assert.ok(classify(last, base.loadBalancers[0]!.vip) && classify(last, base.loadBalancers[1]!.vip));
+  // The other two went early, one bundle each (limit 1: one part per bundle).
+  assert.equal(pieces.length, 3);
 });
