@@ -28,6 +28,13 @@ const SIZES = (process.env.BUNDLE_SPLIT_VIPS ?? '1000,10000').split(',').map(Num
 const OVS_VIPS = Number(process.env.BUNDLE_SPLIT_OVS_VIPS ?? 1000);
 const BR = 'br-int';
 
+/** What the section's figures say, whatever the run. */
+const READING =
+  'Reading: at these sizes only the slotBits change goes above 100,000 lines (the hash mode switch changes two lines ' +
+  "per load balancer, a host's address only the slot flows of that host's backends), so only it is split. Each extra " +
+  "bundle is one more commit in ovs-vswitchd (the wall column); what the split bounds is ovs-ofctl's memory, about " +
+  '5 KiB per line of its bundle.';
+
 type Applier = typeof import('../src/openflow/applier.ts');
 
 interface Impl {
@@ -211,6 +218,7 @@ function render(m: ReturnType<typeof machine>, rows: readonly Split[], ovs: read
       `| ${o.impl} | ${o.bundles.length} (${o.bundles.map(n0).join(', ')}) | ${n0(o.ms)} ms | ` +
         `${n0(o.ofctlPeakMiB)} MiB | ${o.leftOver ? 'no' : 'yes'} |`,
     );
+  lines.push('', READING);
   return lines.join('\n');
 }
 
