@@ -1,7 +1,8 @@
 // The repository stands alone: every file its docs, code, tests, benchmarks and scripts point a reader at is in
 // the repository. Checks Markdown links (file and heading), repository paths named in text (`docs/...`,
-// `src/...`, ...), any `*.md` file named anywhere, and citations of the issue tracker ("issue N"), which a reader
-// of the repository cannot follow. Reads files only.
+// `src/...`, ...), any `*.md` file named anywhere, relative paths that climb out of the repository, notes cited
+// by name and item ("NAME item 4"), and citations of the issue tracker ("issue N"): none of which a reader of the
+// repository can follow. Reads files only.
 
 import * as assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -14,7 +15,7 @@ const SCANNED_DIRS = ['docs', 'src', 'test', 'bench', 'scripts', 'examples'];
 const SCANNED_EXT = /\.(md|ts|sh|ya?ml)$/;
 /** Test inputs that are data, not prose. */
 const SKIPPED_DIRS = new Set(['test/fixtures']);
-/** This file names forbidden references in its own negative controls. */
+/** This file's negative controls are made-up dangling references. */
 const SELF = relative(ROOT, fileURLToPath(import.meta.url));
 
 function walk(dir: string, out: string[]): void {
@@ -53,6 +54,12 @@ function anchorsOf(mdText: string): Set<string> {
   return out;
 }
 
+/** Whether relative path `p`, named in `file`, resolves outside the repository. */
+function leavesRepo(file: string, p: string): boolean {
+  const rel = relative(ROOT, resolve(ROOT, dirname(file), p));
+  return rel === '..' || rel.startsWith('../');
+}
+
 /** The comment part of a line of code (TypeScript `//` and block-comment lines; `#` in shell and YAML). */
 function commentOf(file: string, line: string): string {
   const t = line.trimStart();
@@ -84,9 +91,11 @@ export function badReferences(file: string, text: string, repo: Repo): string[] 
     const prose = file.endsWith('.md') ? line : commentOf(file, line);
     if (/\bissue\s+#?\d+/i.test(line))
       out.push(`${at}: cites the issue tracker ("${/\bissue\s+#?\d+/i.exec(line)![0]}")`);
-    if (/\.\.\/shared\b|(^|[^\w.])shared\/[A-Z]/.test(line))
-      out.push(`${at}: cites ../shared, outside the repository`);
-    const note = /\b(DESIGN|OVS-NOTES|STYLE)\b(?!\.md)/.exec(prose);
+    for (const m of prose.matchAll(/(?<![\w/.])((?:\.\.\/)+[\w./-]*)/g))
+      if (leavesRepo(file, m[1])) out.push(`${at}: names ${m[1]}, outside the repository`);
+      else if (!repo.exists(relative(ROOT, resolve(ROOT, dirname(file), m[1]))))
+        out.push(`${at}: names ${m[1]}, which is not in the repository`);
+    const note = /\b([A-Z][A-Z0-9-]{2,})\s+(?:item|notes)\b/.exec(prose);
     if (note) out.push(`${at}: cites the ${note[1]} notes, which are not in the repository`);
     for (const m of prose.matchAll(/(?<![\w/.-])([\w.-]+\.md)\b/g)) {
       if (!repo.markdownNames.has(m[1])) out.push(`${at}: names ${m[1]}, which is not in the repository`);
@@ -108,7 +117,7 @@ export function badReferences(file: string, text: string, repo: Repo): string[] 
       if (/^[a-z]+:/i.test(target)) continue; // http:, https:, mailto:
       const [path, anchor] = target.split('#');
       const rel = path === '' ? file : relative(ROOT, resolve(ROOT, dirname(file), path));
-      if (!repo.exists(rel)) {
+      if (leavesRepo(file, path) || !repo.exists(rel)) {
         out.push(`${at}: links to ${target}, which is not in the repository`);
         continue;
       }
@@ -147,11 +156,13 @@ test('negative control: each kind of dangling reference is reported', () => {
     markdownNames: new Set(['a.md']),
   };
   const cases: [string, string, RegExp][] = [
-    ['docs/b.md', 'see DESIGN.md "Hash modes"', /names DESIGN\.md/],
-    ['src/y.ts', '// report what was applied (STYLE item 14)', /the STYLE notes/],
-    ['src/y.ts', '// OVS-NOTES.md: stale bytes', /names OVS-NOTES\.md/],
+    ['docs/b.md', 'see GUIDE.md "Hash modes"', /names GUIDE\.md/],
+    ['src/y.ts', '// report what was applied (GUIDE item 14)', /the GUIDE notes/],
+    ['src/y.ts', '// LAB-NOTES.md: stale bytes', /names LAB-NOTES\.md/],
     ['src/y.ts', '// as issue 4 asks', /issue tracker/],
-    ['docs/b.md', 'read ../shared/notes', /\.\.\/shared/],
+    ['docs/b.md', 'read ../../elsewhere/notes', /outside the repository/],
+    ['docs/b.md', 'read ../elsewhere/notes', /names \.\.\/elsewhere\/notes, which is not/],
+    ['docs/b.md', 'see [the notes](../../elsewhere/)', /links to \.\.\/\.\.\/elsewhere/],
     ['docs/b.md', 'see [the plan](plan.md)', /names plan\.md|links to plan\.md/],
     ['docs/b.md', 'see [a](a.md#no-such-heading)', /no heading #no-such-heading/],
     ['src/y.ts', '// built by src/gone.ts', /names src\/gone\.ts/],
