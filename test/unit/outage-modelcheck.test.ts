@@ -129,7 +129,8 @@ function desiredDoc(gateways: number, hosts: number, version: number): DesiredDo
   return {
     hashMode: 'dp_hash',
     slotBits: 4,
-    drainWindowSeconds: 3600 + (version % 2),
+    // No window (the product's default) and a five-minute one, alternating: a config-only generation.
+    ...(version % 2 === 1 ? { drainWindowSeconds: 300 } : {}),
     nodes,
     loadBalancers: [
       {

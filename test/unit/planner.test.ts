@@ -29,7 +29,6 @@ function doc(backends: DesiredDoc['loadBalancers'][number]['backends'], extraNod
   return {
     hashMode: 'dp_hash',
     slotBits: 4,
-    drainWindowSeconds: 3600,
     nodes: testNodes(['gw1', 'gw2'], ['h1', 'h2', ...(extraNode ? ['h3'] : [])]),
     loadBalancers: [{ name: 'web', vip: '203.0.113.10', protocol: 'tcp', ports: [80], backends }],
   };

@@ -72,7 +72,7 @@ function trace(w: ExplicitWorld, events: TraceEvent[]): Trace {
     ),
     ecmp: 'hash-threshold',
     datapathHash: 'shared',
-    timing: { ...DEFAULT_TIMING, drainWindowSeconds: 3600 },
+    timing: DEFAULT_TIMING,
     lifetimes: [{ name: 'all', share: 1, medianSeconds: 3600, sigma: 0 }],
     durationSeconds: 60,
     events,
