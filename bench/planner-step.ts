@@ -13,8 +13,8 @@ import * as db from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, sleep, writeSection } from './perf/common.ts';
 import { extractTree, syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
 
-const BASELINE = process.env.PLANNER_STEP_BASELINE_COMMIT ?? '36c3e39fdf45413868abe8e26b35f669e7b5d685';
-const SIZES = (process.env.PLANNER_STEP_VIPS ?? '1000,10000').split(',').map(Number);
+const BASELINE = process.env.PLANNER_STEP_BASELINE_COMMIT ?? 'b92dad20e12e4544257e860209753f7771b6be56';
+const SIZES = (process.env.PLANNER_STEP_VIPS ?? '1,1000,10000').split(',').map(Number);
 const ROUNDS = Number(process.env.PLANNER_STEP_ROUNDS ?? 5);
 const NODES = ['gw1', 'host1', 'host2'];
 
@@ -32,7 +32,15 @@ async function loadImpl(label: string, tree: string): Promise<Impl> {
   return { label, db: await at('src/store/db/index.ts'), client: await at('src/ovsdb/client.ts') };
 }
 
-const KINDS = ['heartbeat', 'connections', 'health'] as const;
+const KINDS = [
+  'heartbeat',
+  'connections',
+  'health',
+  'slot report',
+  'backend add',
+  'backend del',
+  'no-op',
+] as const;
 type Kind = (typeof KINDS)[number];
 
 interface SizeResult {
@@ -91,6 +99,21 @@ async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<numb
     ),
   );
   for (let i = 0; i < rows.length; i += 10_000) await tx(rows.slice(i, i + 10_000));
+  // A connection report per host and load balancer (a host writes rows only for load balancers with connections:
+  // here every one has some).
+  const reports = config.loadBalancers.flatMap((lb, i) =>
+    ['host1', 'host2'].map((node, h) =>
+      db.insert(db.SlotConnectionsTable, {
+        node,
+        lb: lb.name,
+        generation: 1,
+        bits: 8,
+        counts: db.encodeSlotCounts(new Map([[i & 255, new Map([[backendKey(lb.backends[h * 10]), 1]])]])),
+        reported_at: Date.now(),
+      }),
+    ),
+  );
+  for (let i = 0; i < reports.length; i += 10_000) await tx(reports.slice(i, i + 10_000));
   return rows.length;
 }
 
@@ -103,15 +126,25 @@ async function seen(r: Replica, table: string, from: string): Promise<void> {
 /** Connection counts written so far (each write a new value, so every version sees a change). */
 let written = 0;
 
-/** The changes of one round, written by `writer` (this tree's code), each followed by one measured step. */
-function changes(writer: Replica, round: number): { kind: Kind; table: string; ops: () => Operation[] }[] {
-  const status = (lb: string) =>
+/** The changes of one round, written by `writer` (this tree's code), each followed by one measured step (a no-op
+ *  writes nothing). A backend is added to one load balancer and removed again, so every round starts from the same
+ *  desired state. */
+function changes(
+  writer: Replica,
+  round: number,
+  vips: number,
+): { kind: Kind; table: string | undefined; ops: () => Operation[] }[] {
+  const lb = `v${(1 + round) % vips}`;
+  const status = () =>
     db.find(writer, db.BackendStatusTable, (x) => x.lb === lb && x.backend === '10.0.1.13:80')!;
-  const lb = `v${1 + round}`;
   const set = (columns: Partial<db.BackendStatusRow>) => () => [
-    db.update(db.BackendStatusTable, db.byUuid(status(lb)._uuid), columns),
+    db.update(db.BackendStatusTable, db.byUuid(status()._uuid), columns),
   ];
   const host = db.nodeStatus(writer, 'host1')!;
+  const lbRow = () => db.find(writer, db.LoadBalancerTable, (x) => x.name === lb)!;
+  const address = `10.0.9.${10 + round}`;
+  const bump = db.mutate(db.GlobalTable, [], [db.add(db.GlobalTable, 'desired_cfg', 1)]);
+  const report = () => db.find(writer, db.SlotConnectionsTable, (x) => x.lb === lb && x.node === 'host1')!;
   return [
     {
       kind: 'heartbeat',
@@ -121,6 +154,45 @@ function changes(writer: Replica, round: number): { kind: Kind; table: string; o
     { kind: 'connections', table: db.BackendStatusTable.name, ops: set({ connections: ++written }) },
     { kind: 'health', table: db.BackendStatusTable.name, ops: set({ health: 'down' }) },
     { kind: 'health', table: db.BackendStatusTable.name, ops: set({ health: 'up' }) },
+    {
+      kind: 'slot report',
+      table: db.SlotConnectionsTable.name,
+      ops: () => [
+        db.update(db.SlotConnectionsTable, db.byUuid(report()._uuid), {
+          counts: db.encodeSlotCounts(new Map([[round, new Map([['10.0.1.10:80', ++written]])]])),
+          reported_at: Date.now(),
+        }),
+      ],
+    },
+    { kind: 'no-op', table: undefined, ops: () => [] },
+    {
+      kind: 'backend add',
+      table: db.LoadBalancerTable.name,
+      ops: () => [
+        db.insert(
+          db.BackendTable,
+          { address, port: 80, host: 'host1', weight: 1, admin_state: 'active' },
+          'added',
+        ),
+        db.mutate(db.LoadBalancerTable, db.byUuid(lbRow()._uuid), [
+          db.setInsert(db.LoadBalancerTable, 'backends', ['added']),
+        ]),
+        bump,
+      ],
+    },
+    {
+      kind: 'backend del',
+      table: db.LoadBalancerTable.name,
+      ops: () => {
+        const gone = lbRow().backends.find((u) => db.get(writer, db.BackendTable, u)?.address === address)!;
+        return [
+          db.mutate(db.LoadBalancerTable, db.byUuid(lbRow()._uuid), [
+            db.setDelete(db.LoadBalancerTable, 'backends', [gone]),
+          ]),
+          bump,
+        ];
+      },
+    },
   ];
 }
 
@@ -141,12 +213,14 @@ async function measure(
     plannerWork(impl, r, Date.now());
     const firstMs = cpuMs(c0);
     plannerWork(impl, r, Date.now());
-    const ms: Record<Kind, number[]> = { heartbeat: [], connections: [], health: [] };
+    const ms = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     for (let round = 0; round < ROUNDS; round++)
-      for (const c of changes(writer.replica, round)) {
-        const from = r.version(c.table);
-        await writer.client.transact(db.DB_NAME, ...c.ops());
-        await seen(r, c.table, from);
+      for (const c of changes(writer.replica, round, vips)) {
+        if (c.table !== undefined) {
+          const from = r.version(c.table);
+          await writer.client.transact(db.DB_NAME, ...c.ops());
+          await seen(r, c.table, from);
+        }
         const t0 = process.cpuUsage();
         plannerWork(impl, r, Date.now());
         ms[c.kind].push(cpuMs(t0));
@@ -189,54 +263,67 @@ const fmt = (x: number) => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
 function report(results: readonly SizeResult[], m: ReturnType<typeof machine>): string {
   const get = (impl: string, vips: number) => results.find((r) => r.impl === impl && r.vips === vips)!;
   const sizes = [...new Set(results.map((r) => r.vips))];
-  const lines = ['## Planner step per report: 1,000 and 10,000 VIPs, health followed row by row', ''];
+  const n = (v: number) => v.toLocaleString('en');
+  const lines = [`## Planner step per change: ${sizes.map(n).join(', ')} VIPs, before and after`, ''];
   lines.push(machineLine(m, 'npm run bench -- planner-step'), '');
   lines.push(
     'A standalone ovsdb-server, no lab and no agents; every VIP has 20 backends (slotBits 8), each with a ' +
-      'Backend_Status row (health up), nodes gw1, host1, host2 with a Node_Status row, the initial generation ' +
-      'published and released. Each version monitors every table as `sluice planner` does; after each change has ' +
-      'reached its replica it runs what the planner runs per step from the store (readStoreView, effectiveConfig, ' +
-      'plannerStep; PlannerCore adds loops over the three nodes). Changes, per round: a heartbeat (Node_Status), ' +
-      "one backend's connection count (Backend_Status), that backend down and up again (two steps, both under " +
-      `"health"); ${ROUNDS} rounds, a different load balancer each. **full walk**: src/ at ${BASELINE.slice(0, 7)} ` +
-      '(every step: the health of every backend re-read from all Backend_Status rows when the table moved, every ' +
-      'entry walked to find the unhealthy ones, and on a health change the whole effective config parsed again); ' +
-      '**incremental**: this tree (the unhealthy backends followed from the rows that changed, the effective config ' +
-      'made again only for the load balancers whose backends changed health). CPU: this process, user + system.',
+      'Backend_Status row (health up), a Slot_Connections row per host and VIP, nodes gw1, host1, host2 with a ' +
+      'Node_Status row, the initial generation published and released. Each version monitors every table as ' +
+      '`sluice planner` does; after each change has reached its replica it runs what the planner runs per step ' +
+      'from the store (readStoreView, effectiveConfig, plannerStep; PlannerCore adds loops over the three nodes). ' +
+      "Changes, per round: a heartbeat (Node_Status), one backend's connection count (Backend_Status), that " +
+      'backend down and up again (two steps, both under "health"), one host\'s connection report for one VIP ' +
+      "(one Slot_Connections row), a step with no change (the planner's tick), a backend added to one VIP and " +
+      `removed again (Backend + Load_Balancer + Global.desired_cfg, as \`sluice backend add/del\` writes); ${ROUNDS} ` +
+      `rounds, a different VIP each. **before**: src/ at ${BASELINE.slice(0, 7)}; **after**: this tree. CPU: this ` +
+      'process, user + system.',
     '',
   );
-  const cols = sizes.flatMap((v) => ['full walk', 'incremental'].map((i) => ({ v, i })));
-  lines.push(`| per step | ${cols.map((c) => `${c.v.toLocaleString('en')} VIPs, ${c.i}`).join(' | ')} |`);
+  const labels = ['before', 'after'];
+  const cols = sizes.flatMap((v) => labels.map((i) => ({ v, i })));
+  lines.push(`| per step | ${cols.map((c) => `${n(c.v)} VIPs, ${c.i}`).join(' | ')} |`);
   lines.push(`| --- | ${cols.map(() => '---:').join(' | ')} |`);
   const row = (name: string, f: (r: SizeResult) => string) =>
     lines.push(`| ${name} | ${cols.map((c) => f(get(c.i, c.v))).join(' | ')} |`);
-  row('Backend_Status rows', (r) => r.statusRows.toLocaleString('en'));
+  row('Backend_Status rows', (r) => n(r.statusRows));
   for (const k of KINDS)
     row(`**${k}** (median; max)`, (r) => `${fmt(median(r.ms[k]))}; ${fmt(Math.max(...r.ms[k]))}`);
   row('first step (builds everything)', (r) => fmt(r.firstMs));
   lines.push('');
   for (const v of sizes)
     lines.push(
-      `${v.toLocaleString('en')} VIPs, incremental against the full walk (medians): ` +
+      `${n(v)} VIPs, after against before (medians): ` +
         KINDS.map(
-          (k) => `${k} ${ratio(median(get('incremental', v).ms[k]), median(get('full walk', v).ms[k]), 3)}`,
+          (k) => `${k} ${ratio(median(get('after', v).ms[k]), median(get('before', v).ms[k]), 3)}`,
         ).join(', ') +
         '.',
       '',
     );
-  lines.push(
-    "Reading: what is left per step at 10,000 VIPs is proportional to the load balancers, not to the backends' rows: " +
-      "planNext's loop over the pools (a settled pool is skipped by one lookup) and the plan's load balancer names " +
-      'gathered for the ids (lbIdContext). The first step after a start still reads every row once.',
-  );
+  const small = Math.min(...sizes);
+  for (const v of sizes.filter((x) => x !== small))
+    for (const i of labels)
+      lines.push(
+        `${i}, ${n(v)} VIPs against ${n(small)} (medians): ` +
+          KINDS.map((k) => `${k} ${ratio(median(get(i, v).ms[k]), median(get(i, small).ms[k]), 1)}`).join(
+            ', ',
+          ) +
+          '.',
+        '',
+      );
   return lines.join('\n').trimEnd();
 }
 
 /** Both versions at every size, on the same store per size; the section for docs/benchmarks.md. */
 async function run(): Promise<string> {
   const started = machine();
-  const baseline = await loadImpl('full walk', extractTree(BASELINE, 'sluice-planner-step-baseline'));
-  const current = await loadImpl('incremental', root);
+  const current = await loadImpl('after', root);
+  // PLANNER_STEP_AFTER_ONLY=1: this tree only (a profile, --cpu-prof), no report.
+  if (process.env.PLANNER_STEP_AFTER_ONLY === '1') {
+    for (const vips of SIZES) await size([current], vips);
+    return '';
+  }
+  const baseline = await loadImpl('before', extractTree(BASELINE, 'sluice-planner-step-baseline'));
   const results: SizeResult[] = [];
   for (const vips of SIZES) results.push(...(await size([baseline, current], vips)));
   return report(results, finish(started));
@@ -244,4 +331,4 @@ async function run(): Promise<string> {
 
 const section = await run();
 process.stdout.write(`${section}\n`);
-if (process.env.PLANNER_STEP_NO_WRITE !== '1') writeSection('planner-step', section);
+if (section !== '' && process.env.PLANNER_STEP_NO_WRITE !== '1') writeSection('planner-step', section);
