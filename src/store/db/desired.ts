@@ -27,6 +27,7 @@ import {
   type BackendRow,
   BackendTable,
   CHAIN_LENGTH_KEY,
+  type GlobalRow,
   GlobalTable,
   type LoadBalancerRow,
   LoadBalancerTable,
@@ -61,39 +62,59 @@ export interface StoredDesiredState {
   };
 }
 
-const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-
 /** The desired_cfg of the stored desired state (0: nothing written yet). */
 export function storedDesiredCfg(r: Replica): number {
   return single(r, GlobalTable)?.desired_cfg ?? 0;
 }
 
-/** Reads the desired state from a replica that monitors DESIRED_STATE_MONITOR. */
+/** Reads the desired state from a replica that monitors DESIRED_STATE_MONITOR (every row; DesiredStateIndex in
+ *  desired-index.ts follows the same state row by row and is checked against this). */
 export function readDesiredState(r: Replica): StoredDesiredState {
   const g = single(r, GlobalTable);
-  const nodes = rows(r, NodeTable)
+  const loadBalancers = rows(r, LoadBalancerTable)
+    .map((lb) => desiredLb(r, lb))
+    .sort(byName);
+  return desiredStateOf(g, desiredNodes(r), loadBalancers);
+}
+
+export type DesiredLbDoc = StoredDesiredState['config']['loadBalancers'][number];
+type DesiredNodeDoc = StoredDesiredState['config']['nodes'][number];
+
+/** The nodes of the desired state, by name. */
+export function desiredNodes(r: Replica): DesiredNodeDoc[] {
+  return rows(r, NodeTable)
     .map((n) => ({ name: n.name, role: n.role, tunnelIp: n.tunnel_ip }))
     .sort(byName);
-  const loadBalancers = rows(r, LoadBalancerTable)
-    .map((lb) => ({
-      name: lb.name,
-      vip: lb.vip,
-      protocol: lb.protocol,
-      ports: [...lb.ports].sort((a, b) => a - b),
-      ...healthCheckOfRow(lb),
-      backends: lb.backends
-        .map((u) => get(r, BackendTable, u))
-        .filter((b): b is BackendRow => b !== undefined)
-        .map((b) => ({
-          address: b.address,
-          ...(b.port === undefined ? {} : { port: b.port }),
-          host: b.host,
-          weight: b.weight,
-          state: b.admin_state,
-          ...(b.mac === undefined ? {} : { mac: b.mac }),
-        })),
-    }))
-    .sort(byName);
+}
+
+/** One load balancer of the desired state: its row and the Backend rows it names (in the row's order). */
+export function desiredLb(r: Replica, lb: LoadBalancerRow): DesiredLbDoc {
+  return {
+    name: lb.name,
+    vip: lb.vip,
+    protocol: lb.protocol,
+    ports: [...lb.ports].sort((a, b) => a - b),
+    ...healthCheckOfRow(lb),
+    backends: lb.backends
+      .map((u) => get(r, BackendTable, u))
+      .filter((b): b is BackendRow => b !== undefined)
+      .map((b) => ({
+        address: b.address,
+        ...(b.port === undefined ? {} : { port: b.port }),
+        host: b.host,
+        weight: b.weight,
+        state: b.admin_state,
+        ...(b.mac === undefined ? {} : { mac: b.mac }),
+      })),
+  };
+}
+
+/** The desired state of Global's settings, the nodes and the load balancers (sorted by name). */
+export function desiredStateOf(
+  g: GlobalRow | undefined,
+  nodes: DesiredNodeDoc[],
+  loadBalancers: DesiredLbDoc[],
+): StoredDesiredState {
   const config: StoredDesiredState['config'] = { nodes, loadBalancers };
   if (g !== undefined) {
     config.hashMode = g.hash_mode;
@@ -105,6 +126,10 @@ export function readDesiredState(r: Replica): StoredDesiredState {
   }
   return { desiredCfg: g?.desired_cfg ?? 0, config };
 }
+
+/** Load balancers (or nodes) by name, as the desired state lists them. */
+export const byName = <T extends { name: string }>(a: T, b: T) =>
+  a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 
 const nodeColumns = (n: Node) => ({ name: n.name, role: n.role, tunnel_ip: n.tunnelIp });
 const backendColumns = (b: Backend) => ({

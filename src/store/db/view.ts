@@ -2,26 +2,20 @@
 // planner decides from it (src/planner/core.ts); `sluice status` and `sluice rollout status` recompute the planner's
 // next step from the same view, so they show the reasons the planner logs. Pure: no I/O.
 
+import { crossCheckOk } from '../../model/config-parts.ts';
 import { parseConfig, validateConfig } from '../../model/schema.ts';
-import { backendKey, type Config } from '../../model/types.ts';
+import { backendKey, type Config, type LoadBalancer } from '../../model/types.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
 import { type ConnectionCounts, type PlanStep, planNext } from '../../rollout/planner.ts';
 import type { Generation } from '../../rollout/types.ts';
 import type { StoredDesiredState } from './desired.ts';
-import { readDesiredState } from './desired.ts';
+import { DesiredStateIndex } from './desired-index.ts';
 import { BackendHealthIndex } from './health.ts';
 import { gatewayGeneration, type PlanDocs, readPlan, samePlanDocs, splitPlanDocument } from './plans.ts';
-import { rows, single } from './read.ts';
-import { decodeSlotCounts, fenceMarks } from './status.ts';
-import {
-  CHAIN_LENGTH_KEY,
-  GlobalTable,
-  type Health,
-  NodeStatusTable,
-  PlanPoolTable,
-  REPORT_AT_KEY,
-  SlotConnectionsTable,
-} from './tables.ts';
+import { rows } from './read.ts';
+import { SlotReportIndex, type SlotReports } from './slot-reports.ts';
+import { fenceMarks } from './status.ts';
+import { type Health, NodeStatusTable, PlanPoolTable, REPORT_AT_KEY } from './tables.ts';
 
 /** The config-file-shaped desired state, as the store holds it. */
 export type DesiredDoc = StoredDesiredState['config'];
@@ -44,12 +38,6 @@ export interface NodeStatusView {
   readonly reportAt?: number;
 }
 
-/** Live connections one host reported for one LB: slot -> backend key -> count. */
-export interface SlotReport {
-  readonly bits: number;
-  readonly counts: ReadonlyMap<number, ReadonlyMap<string, number>>;
-}
-
 /** What the planner reads from the store. */
 export interface StoreView {
   readonly desiredCfg: number;
@@ -65,8 +53,9 @@ export interface StoreView {
    *  `gone` change the plan (effectiveDoc), and readStoreView lists only those, in a map that stays the same object
    *  while they do not change. */
   readonly backendHealth: ReadonlyMap<string, Health>;
-  /** host -> lb -> report. */
-  readonly slotReports: ReadonlyMap<string, ReadonlyMap<string, SlotReport>>;
+  /** host -> lb -> report: SlotReportIndex's own maps, current as of this view's read (they change in place at
+   *  the next readStoreView of the same replica: use them within one step). */
+  readonly slotReports: SlotReports;
   /** Load balancer ids of every stored plan (Plan_Pool.lb_id): no new load balancer may take one. */
   readonly storedLbIds?: ReadonlySet<number>;
 }
@@ -78,10 +67,23 @@ export function lbIdContext(view: StoreView): {
   reservedLbIds?: Iterable<number>;
 } {
   return {
-    ...(view.latestConfig !== undefined ? { legacyLbNames: [...view.latestConfig.lbs.keys()] } : {}),
+    ...(view.latestConfig !== undefined ? { legacyLbNames: lbNames(view.latestConfig) } : {}),
     ...(view.storedLbIds !== undefined ? { reservedLbIds: view.storedLbIds } : {}),
   };
 }
+
+/** A plan config's load balancer names, once per (immutable) config: the planner asks on every step, and at 10,000
+ *  VIPs a fresh array each time was a tenth of an idle step. */
+function lbNames(docs: PlanDocs): readonly string[] {
+  let names = lbNamesMemo.get(docs);
+  if (names === undefined) {
+    names = Object.freeze([...docs.lbs.keys()]);
+    lbNamesMemo.set(docs, names);
+  }
+  return names;
+}
+
+const lbNamesMemo = new WeakMap<PlanDocs, readonly string[]>();
 
 /**
  * The effective config document. A failed health check is not a dead backend: a backend whose host reports it
@@ -116,18 +118,22 @@ type Effective = { config: Config; doc: PlanDocs };
  *  documents a published generation carries for the agents; undefined when the store holds no desired state. */
 export function effectiveConfig(view: StoreView, source: string): Effective | undefined {
   if (view.desired === undefined) return undefined;
-  // Computed once per desired state; then, per set of unhealthy backends, again only for the load balancers whose
-  // backends' health changed (the planner asks on every step, and at 10,000 VIPs a whole parse takes a second).
+  // Computed once per desired state and set of unhealthy backends; from the previous one (same source), again only
+  // for the load balancers whose document or backends' health changed (the planner asks on every step, and at
+  // 10,000 VIPs a whole parse takes a second).
   const bySource = effectiveMemo.get(view.desired) ?? new Map<string, EffectiveMemo>();
   effectiveMemo.set(view.desired, bySource);
   const hit = bySource.get(source);
   if (hit?.health === view.backendHealth) return hit.value;
-  const patched = hit === undefined ? undefined : healthPatch(view.desired, hit, view.backendHealth);
+  const last = hit === undefined ? lastEffective.get(source) : { desired: view.desired, memo: hit };
+  const patched =
+    last === undefined ? undefined : patch(last.desired, last.memo, view.desired, view.backendHealth);
   const next = patched ?? {
     health: view.backendHealth,
     value: effectiveWhole(view.desired, view.backendHealth, source),
   };
   bySource.set(source, next);
+  lastEffective.set(source, { desired: view.desired, memo: next });
   return next.value;
 }
 
@@ -144,6 +150,8 @@ interface EffectiveMemo {
 }
 
 const effectiveMemo = new WeakMap<DesiredDoc, Map<string, EffectiveMemo>>();
+/** Per source, the last effective config computed: what the next desired state is patched from. */
+const lastEffective = new Map<string, { desired: DesiredDoc; memo: EffectiveMemo }>();
 
 /** What effectiveDoc makes of a backend's health: only `gone` and `down` change its state. */
 const planned = (h: Health | undefined) => (h === 'gone' || h === 'down' ? h : undefined);
@@ -151,41 +159,90 @@ const planned = (h: Health | undefined) => (h === 'gone' || h === 'down' ? h : u
 /** Names of the load balancers with a backend whose planned health differs between the two maps. */
 function changedLbs(a: ReadonlyMap<string, Health>, b: ReadonlyMap<string, Health>): Set<string> {
   const out = new Set<string>();
+  if (a === b) return out;
   const note = (k: string) => out.add(k.slice(0, k.indexOf(' ')));
   for (const [k, h] of a) if (planned(h) !== planned(b.get(k))) note(k);
   for (const [k, h] of b) if (!a.has(k) && planned(h) !== undefined) note(k);
   return out;
 }
 
+/** The desired state without its load balancers (nodes and settings), as text. */
+const baseOf = (d: DesiredDoc) => JSON.stringify({ ...d, loadBalancers: [] });
+
 /**
- * `prev`'s effective config with only the load balancers whose backends' health changed made again: each one's
- * effective document, validated with the desired state's nodes and settings (validateConfig), replaces its entry.
- * Equal to the whole computation: health changes only backends' `state`, which no rule of validateConfig reads
- * beyond its value (test/unit/store-health.test.ts compares both over random health changes). Undefined: do the
- * whole computation (a document that does not validate alone, so the full parse reports it).
+ * `prev`'s effective config (of `prevDesired`) with only the load balancers that changed made again: those whose
+ * desired document is another object (DesiredStateIndex keeps the unchanged ones), that were added, or whose
+ * backends' health changed. Each one's effective document is validated with the nodes and settings (validateConfig)
+ * and replaces its entry; the load balancers removed go. Equal to the whole computation: the nodes and settings must
+ * be the same, and when documents changed (not only health, which changes backends' `state`, a value no other rule
+ * reads) the rules across load balancers are checked on the joined config (crossCheckOk).
+ * test/unit/store-health.test.ts and store-desired-index.test.ts compare both over random changes. Undefined: do
+ * the whole computation (a change of the nodes or settings, most load balancers changed, or a document that does
+ * not validate alone, so the full parse reports it).
  */
-function healthPatch(
-  desired: DesiredDoc,
+function patch(
+  prevDesired: DesiredDoc,
   prev: EffectiveMemo,
+  desired: DesiredDoc,
   health: ReadonlyMap<string, Health>,
 ): EffectiveMemo | undefined {
-  const at = prev.at ?? positions(desired, prev.value.config);
-  const names = [...changedLbs(prev.health, health)].filter((n) => at.has(n));
-  if (names.length === 0) return { health, value: prev.value, at };
+  const edited = desired !== prevDesired;
+  if (edited && baseOf(desired) !== baseOf(prevDesired)) return undefined;
+  const prevAt = prev.at ?? positions(prevDesired, prev.value.config);
+  const changed = changedLbs(prev.health, health);
+  let sameNames = desired.loadBalancers.length === prevDesired.loadBalancers.length;
+  if (edited)
+    for (const lb of desired.loadBalancers) {
+      const p = prevAt.get(lb.name);
+      if (p === undefined) sameNames = false;
+      if (p === undefined || prevDesired.loadBalancers[p.doc] !== lb) changed.add(lb.name);
+    }
+  if (changed.size === 0 && sameNames) return { health, value: prev.value, at: prevAt };
+  if (changed.size > desired.loadBalancers.length / 4) return undefined;
+  const at = sameNames ? prevAt : docPositions(desired);
+  const names = [...changed].filter((n) => at.has(n));
   const docs = new Map(names.map((n) => [n, effectiveLb(desired.loadBalancers[at.get(n)!.doc], health)]));
   const sub = validateConfig({ ...desired, loadBalancers: [...docs.values()] });
   if (!sub.ok || sub.config.loadBalancers.length !== docs.size) return undefined;
-  const lbs = [...prev.value.config.loadBalancers];
-  const lbDocs = new Map(prev.value.doc.lbs);
-  for (const lb of sub.config.loadBalancers) {
-    const pos = at.get(lb.name);
-    const doc = docs.get(lb.name);
-    if (pos === undefined || doc === undefined) return undefined;
-    lbs[pos.config] = lb;
-    lbDocs.set(lb.name, JSON.stringify(doc));
+  const fresh = new Map(sub.config.loadBalancers.map((lb) => [lb.name, lb]));
+  if (names.some((n) => !fresh.has(n))) return undefined;
+  const prevLb = (n: string) => prev.value.config.loadBalancers[prevAt.get(n)!.config];
+  let lbs: LoadBalancer[];
+  let lbDocs: Map<string, string>;
+  let base = prev.value.doc.base;
+  if (sameNames) {
+    lbs = [...prev.value.config.loadBalancers];
+    lbDocs = new Map(prev.value.doc.lbs);
+    for (const n of names) {
+      lbs[prevAt.get(n)!.config] = fresh.get(n)!;
+      lbDocs.set(n, JSON.stringify(docs.get(n)));
+    }
+  } else {
+    lbs = desired.loadBalancers.map((d) => fresh.get(d.name) ?? prevLb(d.name));
+    lbs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    lbDocs = new Map(
+      desired.loadBalancers.map((d) => {
+        const doc = docs.get(d.name);
+        return [d.name, doc === undefined ? prev.value.doc.lbs.get(d.name)! : JSON.stringify(doc)];
+      }),
+    );
+    base = splitPlanDocument({
+      ...desired,
+      loadBalancers: desired.loadBalancers.map((d) => ({ name: d.name })),
+    }).base;
   }
   const config: Config = Object.freeze({ ...prev.value.config, loadBalancers: Object.freeze(lbs) });
-  return { health, value: { config, doc: { base: prev.value.doc.base, lbs: lbDocs } }, at };
+  if (edited && !crossCheckOk(config)) return undefined;
+  return {
+    health,
+    value: { config, doc: { base, lbs: lbDocs } },
+    at: sameNames ? prevAt : positions(desired, config),
+  };
+}
+
+/** Load balancer name -> its position in the desired document (the config's is not known yet). */
+function docPositions(desired: DesiredDoc): Map<string, { doc: number; config: number }> {
+  return new Map(desired.loadBalancers.map((lb, i) => [lb.name, { doc: i, config: -1 }]));
 }
 
 function positions(desired: DesiredDoc, config: Config): Map<string, { doc: number; config: number }> {
@@ -308,30 +365,19 @@ function reportAt(ids: ReadonlyMap<string, string>): { reportAt?: number } {
   return Number.isFinite(v) && v > 0 ? { reportAt: v } : {};
 }
 
-/** The unhealthy backends of a replica, followed row by row from its first read (health.ts). */
-function healthIndexOf(r: Replica): BackendHealthIndex {
-  let index = healthIndexes.get(r);
+/** The index of kind `Index` of a replica, following its rows from its first read (health.ts, desired-index.ts). */
+function followed<T>(r: Replica, Index: new (r: Replica) => T): T {
+  const byKind = indexes.get(r) ?? new Map<unknown, unknown>();
+  indexes.set(r, byKind);
+  let index = byKind.get(Index) as T | undefined;
   if (index === undefined) {
-    index = new BackendHealthIndex(r);
-    healthIndexes.set(r, index);
+    index = new Index(r);
+    byKind.set(Index, index);
   }
   return index;
 }
 
-const healthIndexes = new WeakMap<Replica, BackendHealthIndex>();
-
-function readSlotReports(r: Replica): Map<string, Map<string, SlotReport>> {
-  const slotReports = new Map<string, Map<string, SlotReport>>();
-  for (const row of rows(r, SlotConnectionsTable)) {
-    let m = slotReports.get(row.node);
-    if (m === undefined) {
-      m = new Map();
-      slotReports.set(row.node, m);
-    }
-    m.set(row.lb, { bits: row.bits, counts: decodeSlotCounts(row.counts) });
-  }
-  return slotReports;
-}
+const indexes = new WeakMap<Replica, Map<unknown, unknown>>();
 
 /** What was derived from a replica, and the stamp of what it was derived from then. */
 const derived = new WeakMap<Replica, Map<string, { stamp: string; value: unknown }>>();
@@ -351,29 +397,10 @@ function memo<T>(r: Replica, key: string, stamp: string, read: (r: Replica) => T
 
 const versions = (r: Replica, tables: readonly string[]) => tables.map((t) => r.version(t)).join(' ');
 
-/** What readDesiredState reads: three tables and Global's desired-state columns (not the planner's generation, which
- *  moves on every publication). */
-function desiredStamp(r: Replica): string {
-  const g = single(r, GlobalTable);
-  const global =
-    g === undefined
-      ? '-'
-      : JSON.stringify([
-          g.desired_cfg,
-          g.hash_mode,
-          g.slot_bits,
-          g.drain_window,
-          g.options.get(CHAIN_LENGTH_KEY),
-        ]);
-  return `${versions(r, ['Load_Balancer', 'Backend', 'Node'])} ${global}`;
-}
-
 /** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). The desired state and the plan are the
  *  same objects as in the previous view while what they are read from did not change: treat them as read-only. */
 export function readStoreView(r: Replica): StoreView {
-  const desired = memo(r, 'desired', desiredStamp(r), (x) =>
-    single(x, GlobalTable) === undefined ? undefined : readDesiredState(x),
-  );
+  const desired = followed(r, DesiredStateIndex).read();
   const plan = memo(r, 'plan', versions(r, ['Global', 'Plan', 'Plan_LB', 'Plan_Pool', 'Plan_Config']), (x) =>
     readPlan(x),
   );
@@ -390,8 +417,8 @@ export function readStoreView(r: Replica): StoreView {
       ...reportAt(row.external_ids),
     });
   }
-  const backendHealth = healthIndexOf(r).unhealthy();
-  const slotReports = memo(r, 'slots', versions(r, ['Slot_Connections']), readSlotReports);
+  const backendHealth = followed(r, BackendHealthIndex).unhealthy();
+  const slotReports = followed(r, SlotReportIndex).reports();
   const storedLbIds = memo(r, 'lb ids', versions(r, ['Plan_Pool']), readStoredLbIds);
   return {
     desiredCfg: desired?.desiredCfg ?? 0,
