@@ -994,3 +994,53 @@ test('a backend whose host changes keeps its slots and names its old host until 
     .next!;
   assert.equal('movedFrom' in member(g4), false);
 });
+
+test('property: a step on the config and generation of an earlier quiet step plans what a fresh step plans', () => {
+  // planNext remembers, per (config, latest) that published nothing, which pools it stepped (quietStep); a shallow
+  // copy of the config and fresh pool objects are never remembered: that step visits every pool.
+  const fresh = (g: Generation): Generation => ({
+    ...g,
+    pools: new Map([...g.pools].map(([k, p]) => [k, { ...p }])),
+  });
+  const other = { name: 'api', vip: '10.9.9.8', family: 4 as const, protocol: 'tcp' as const, ports: [80] };
+  let quietSteps = 0;
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(arbBackends, arbBackends), { minLength: 2, maxLength: 4 }),
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 2 }), fc.boolean(), fc.integer({ min: 1, max: 40 })), {
+        minLength: 4,
+        maxLength: 12,
+      }),
+      (changes, steps) => {
+        let latest: Generation | null = null;
+        let now = 0;
+        for (const [web, api] of changes) {
+          const config = cfg(web, 4, {
+            drainWindowSeconds: 30,
+            loadBalancers: [{ ...other, backends: api }],
+          });
+          for (const [busy, silent, seconds] of steps) {
+            now += seconds * 1000;
+            const input = {
+              connections:
+                busy === 0 ? zero : busy === 1 ? (_lb: string, slot: number) => slot % 3 : (_lb: string) => 1,
+              now,
+              ...(silent ? { silentHosts: new Set(['h2']) } : {}),
+            };
+            const remembered = planNext({ ...input, config, latest });
+            const whole = planNext({
+              ...input,
+              config: { ...config },
+              latest: latest === null ? null : fresh(latest),
+            });
+            assert.deepEqual(remembered, whole);
+            if (remembered.next === null) quietSteps++;
+            else latest = remembered.next;
+          }
+        }
+      },
+    ),
+    { numRuns: 200, seed: 11 },
+  );
+  assert.ok(quietSteps > 200, `${quietSteps} quiet steps`);
+});
