@@ -25,20 +25,9 @@ import {
   single,
   splitPlanDocument,
 } from '../../src/store/db/index.ts';
+import { pick, random } from '../scenarios/random.ts';
+import { storeView } from '../scenarios/store-view.ts';
 
-/** mulberry32: a small seeded generator. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const pick = <T>(rnd: () => number, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
 const uuid = (n: number) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 const row = (o: Record<string, unknown>) => Object.freeze(o) as JsRow;
 
@@ -299,19 +288,6 @@ test('the desired-state index returns the same object while only the planner wro
 // ---------------------------------------------------------------------------------------------------------
 // effectiveConfig patched from the previous desired state: equal to the whole computation, decisions included.
 
-function view(doc: DesiredDoc, health: ReadonlyMap<string, Health>, latest: Generation | null): StoreView {
-  return {
-    desiredCfg: 1,
-    desired: doc,
-    latest,
-    latestConfig: undefined,
-    gatewayGeneration: 0,
-    nodeStatus: new Map(),
-    backendHealth: health,
-    slotReports: new Map(),
-  };
-}
-
 /** The whole computation (what effectiveConfig did for every new desired state), or the error it throws. */
 function whole(doc: DesiredDoc, health: ReadonlyMap<string, Health>, source: string) {
   try {
@@ -353,7 +329,7 @@ test('effectiveConfig patched over desired edits and health changes equals the w
         else health.set(k, pick(rnd, ['up', 'down', 'gone'] as Health[]));
       }
       const doc = index.read()!.config;
-      const v = view(doc, health, latest);
+      const v = storeView(doc, health, latest);
       const got = attempt(v, source);
       const want = whole(doc, health, source);
       assert.deepEqual(got, want, `seed ${s} step ${step}`);
@@ -383,13 +359,13 @@ test('negative control: a document changed behind the same object is caught by t
   for (let i = 0; i < 3; i++) r.apply(edit(r, m, () => 0.01 + i * 0.001));
   const doc = readDesiredState(r).config;
   const health = new Map<string, Health>();
-  const first = effectiveConfig(view(doc, health, null), 'negative')!;
+  const first = effectiveConfig(storeView(doc, health, null), 'negative')!;
   assert.ok(first.config.loadBalancers.length > 0);
   // A new desired state whose load balancer is the same object, edited in place: the patch trusts identity.
   const lb = doc.loadBalancers[0];
   const next = { ...doc, loadBalancers: [...doc.loadBalancers] };
   lb.backends = lb.backends.map((b) => ({ ...b, state: b.state === 'active' ? 'draining' : 'active' }));
-  const got = effectiveConfig(view(next, health, null), 'negative')!;
+  const got = effectiveConfig(storeView(next, health, null), 'negative')!;
   const want = whole(next, health, 'negative');
   assert.notDeepEqual(got, want, 'the comparison must see the stale load balancer');
 });

@@ -18,25 +18,13 @@ import {
   plannerStep,
   readStoreView,
   rows,
-  type StoreView,
   splitPlanDocument,
 } from '../../src/store/db/index.ts';
 import { testNodes } from '../scenarios/configs.ts';
-
-/** mulberry32: a small seeded generator. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { pick, random } from '../scenarios/random.ts';
+import { storeView } from '../scenarios/store-view.ts';
 
 const HEALTHS: readonly Health[] = ['unknown', 'up', 'down', 'gone'];
-const pick = <T>(rnd: () => number, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
 
 /** What readStoreView computed before the index: every row read, `down` if any row of a backend says so, else the
  *  last row's health; only `down` and `gone` kept (the only ones that change the plan). */
@@ -159,19 +147,6 @@ function desired(): DesiredDoc {
   return { hashMode: 'dp_hash', slotBits: 4, nodes: testNodes(['gw1'], ['h1', 'h2']), loadBalancers: lbs };
 }
 
-function view(doc: DesiredDoc, health: ReadonlyMap<string, Health>, latest: Generation | null): StoreView {
-  return {
-    desiredCfg: 1,
-    desired: doc,
-    latest,
-    latestConfig: undefined,
-    gatewayGeneration: 0,
-    nodeStatus: new Map(),
-    backendHealth: health,
-    slotReports: new Map(),
-  };
-}
-
 test('effectiveConfig patched per load balancer equals the whole computation, and so does the planner step', () => {
   const rnd = random(7);
   const doc = desired();
@@ -181,7 +156,7 @@ test('effectiveConfig patched per load balancer equals the whole computation, an
   keys.push('lb7 [2001:db8::7]:80', 'nosuchlb 10.0.1.11:80');
   let health = new Map<string, Health>();
   let latest: Generation | null = null;
-  let prev = effectiveConfig(view(doc, health, latest), 'test')!;
+  let prev = effectiveConfig(storeView(doc, health, latest), 'test')!;
   let reused = 0;
   for (let step = 0; step < 400; step++) {
     health = new Map(health);
@@ -190,7 +165,7 @@ test('effectiveConfig patched per load balancer equals the whole computation, an
       if (rnd() < 0.2) health.delete(k);
       else health.set(k, pick(rnd, HEALTHS));
     }
-    const v = view(doc, health, latest);
+    const v = storeView(doc, health, latest);
     const got = effectiveConfig(v, 'test')!;
     const whole = effectiveDoc(doc, health);
     const want = { config: parseConfig(whole, 'test'), doc: splitPlanDocument(whole) };

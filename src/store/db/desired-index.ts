@@ -13,6 +13,7 @@ import {
   type StoredDesiredState,
 } from './desired.ts';
 import { get, rows, single } from './read.ts';
+import { RowIndex } from './row-index.ts';
 import { BackendTable, GlobalTable, LoadBalancerTable, NodeTable } from './tables.ts';
 
 /** More changed rows than this between two reads: read everything again instead (bounds the pending set). */
@@ -34,7 +35,7 @@ interface Entry {
  * load balancers with one name) makes the next read a whole one (readDesiredState's code), which also throws the
  * decoder's error for a malformed row as the whole read does.
  */
-export class DesiredStateIndex {
+export class DesiredStateIndex extends RowIndex {
   readonly #replica: Replica;
   /** Load_Balancer UUID -> what was read from it. */
   readonly #lbs = new Map<string, Entry>();
@@ -44,10 +45,10 @@ export class DesiredStateIndex {
   #dirty = new Set<string>();
   #nodesDirty = false;
   #globalDirty = false;
-  #stale = true;
   #last: StoredDesiredState | undefined;
 
   constructor(replica: Replica) {
+    super();
     this.#replica = replica;
     replica.watch(LoadBalancerTable.name, (c) => this.#note(c, () => this.#dirty.add(c!.uuid)));
     replica.watch(BackendTable.name, (c) =>
@@ -62,31 +63,24 @@ export class DesiredStateIndex {
   /** The stored desired state, undefined without a Global row (nothing written yet). Read-only: the same object
    *  while nothing it is read from changed. */
   read(): StoredDesiredState | undefined {
-    try {
-      if (this.#stale) this.#rebuild();
-      else this.#catchUp();
-    } catch (e) {
-      // A malformed row (the decoder's error): the next read is a whole one and throws it again.
-      this.#stale = true;
-      throw e;
-    }
+    this.refresh();
     return single(this.#replica, GlobalTable) === undefined ? undefined : this.#last;
   }
 
   #note(c: RowChange | undefined, mark: () => void): void {
-    if (this.#stale) return;
+    if (this.stale) return;
     if (c === undefined || this.#dirty.size >= MAX_PENDING) {
-      this.#stale = true;
+      this.stale = true;
       return;
     }
     mark();
   }
 
-  #rebuild(): void {
+  protected rebuild(): void {
     this.#lbs.clear();
     this.#namedBy.clear();
     this.#dirty.clear();
-    this.#stale = true;
+    this.stale = true;
     const r = this.#replica;
     const whole = readDesiredState(r);
     // The same documents, filed under their rows (readDesiredState decodes each row once more here: a whole read is
@@ -99,10 +93,10 @@ export class DesiredStateIndex {
     this.#last = whole;
     this.#nodesDirty = false;
     this.#globalDirty = false;
-    this.#stale = this.#lbs.size !== byLbName.size; // two rows with one name: never followed row by row
+    this.stale = this.#lbs.size !== byLbName.size; // two rows with one name: never followed row by row
   }
 
-  #catchUp(): void {
+  protected catchUp(): void {
     if (this.#dirty.size === 0 && !this.#nodesDirty && !this.#globalDirty) return;
     const r = this.#replica;
     const prev = this.#last!;
@@ -123,7 +117,7 @@ export class DesiredStateIndex {
         const i = at(lbs, row.name);
         if (lbs[i]?.name === row.name) {
           // Two load balancers with one name (the schema's index forbids it): leave the order to the whole read.
-          this.#rebuild();
+          this.rebuild();
           return;
         }
         lbs.splice(i, 0, doc);

@@ -6,6 +6,7 @@
 import type { JsRow } from '../../ovsdb/protocol.ts';
 import type { Replica, RowChange } from '../../ovsdb/replica.ts';
 import { get, rows } from './read.ts';
+import { RowIndex } from './row-index.ts';
 import { type BackendStatusRow, BackendStatusTable, type Health } from './tables.ts';
 
 /** `${lb} ${backendKey}`: how the planner names a backend's health. */
@@ -43,7 +44,7 @@ const MAX_PENDING = 50_000;
  * reconnect, a row moved to another backend, a malformed row) makes the next read walk the table once, which
  * also throws the decoder's error for a malformed row exactly as a full read does.
  */
-export class BackendHealthIndex {
+export class BackendHealthIndex extends RowIndex {
   readonly #replica: Replica;
   /** Key -> the UUIDs of its rows, in the replica's order (one row almost always: a string). */
   readonly #rowsOf = new Map<string, string | string[]>();
@@ -51,35 +52,28 @@ export class BackendHealthIndex {
   /** What unhealthy() returns: the same object until the unhealthy set changes. */
   #snapshot: ReadonlyMap<string, 'down' | 'gone'> | undefined;
   #pending = new Map<string, Pending>();
-  #stale = true;
 
   constructor(replica: Replica) {
+    super();
     this.#replica = replica;
     replica.watch(BackendStatusTable.name, (c) => this.#watch(c));
   }
 
   /** Backend key -> `down` or `gone`, for every unhealthy backend. Read-only: a new Map when the set changed. */
   unhealthy(): ReadonlyMap<string, 'down' | 'gone'> {
-    try {
-      if (this.#stale) this.#rebuild();
-      else this.#catchUp();
-    } catch (e) {
-      // A malformed row (the decoder's error): the next read walks the table again and throws it again.
-      this.#stale = true;
-      throw e;
-    }
+    this.refresh();
     this.#snapshot ??= new Map(this.#unhealthy);
     return this.#snapshot;
   }
 
   #watch(c: RowChange | undefined): void {
-    if (this.#stale) return;
+    if (this.stale) return;
     if (
       c === undefined ||
       this.#pending.size >= MAX_PENDING ||
       (c.old !== undefined && rawKey(c.old) === undefined)
     ) {
-      this.#stale = true;
+      this.stale = true;
       this.#pending.clear();
       return;
     }
@@ -94,12 +88,12 @@ export class BackendHealthIndex {
     }
   }
 
-  #rebuild(): void {
+  protected rebuild(): void {
     this.#rowsOf.clear();
     this.#unhealthy.clear();
     this.#snapshot = undefined;
     this.#pending.clear();
-    this.#stale = true;
+    this.stale = true;
     const health = new Map<string, Health>();
     for (const row of rows(this.#replica, BackendStatusTable)) {
       const k = healthKey(row);
@@ -111,10 +105,10 @@ export class BackendHealthIndex {
       if (health.get(k) !== 'down') health.set(k, row.health);
     }
     for (const [k, h] of health) if (isUnhealthy(h)) this.#unhealthy.set(k, h);
-    this.#stale = false;
+    this.stale = false;
   }
 
-  #catchUp(): void {
+  protected catchUp(): void {
     if (this.#pending.size === 0) return;
     const pending = this.#pending;
     this.#pending = new Map();
@@ -124,7 +118,7 @@ export class BackendHealthIndex {
       const key = row === undefined ? undefined : healthKey(row);
       if (p.oldKey !== undefined && key !== undefined && p.oldKey !== key && !p.deleted) {
         // A row that now belongs to another backend keeps its place in the replica: read the table again.
-        this.#rebuild();
+        this.rebuild();
         return;
       }
       if (p.oldKey !== undefined && (p.deleted || key === undefined)) this.#drop(p.oldKey, uuid, touched);

@@ -6,6 +6,7 @@
 
 import type { Replica, RowChange } from '../../ovsdb/replica.ts';
 import { get, rows } from './read.ts';
+import { RowIndex } from './row-index.ts';
 import { decodeSlotCounts } from './status.ts';
 import { type SlotConnectionsRow, SlotConnectionsTable } from './tables.ts';
 
@@ -44,44 +45,38 @@ const MAX_PENDING = 50_000;
  * load balancer, which the table's index forbids) makes the next read decode every row, which also throws the
  * decoder's error for a malformed row exactly as a whole read does.
  */
-export class SlotReportIndex {
+export class SlotReportIndex extends RowIndex {
   readonly #replica: Replica;
   #reports = new Map<string, Map<string, SlotReport>>();
   /** Row UUID -> the host and load balancer it reports for. */
   readonly #rows = new Map<string, { readonly node: string; readonly lb: string }>();
   #pending = new Set<string>();
-  #stale = true;
 
   constructor(replica: Replica) {
+    super();
     this.#replica = replica;
     replica.watch(SlotConnectionsTable.name, (c) => this.#watch(c));
   }
 
   reports(): SlotReports {
-    try {
-      if (this.#stale) this.#rebuild();
-      else this.#catchUp();
-    } catch (e) {
-      this.#stale = true;
-      throw e;
-    }
+    this.refresh();
     return this.#reports;
   }
 
   #watch(c: RowChange | undefined): void {
-    if (this.#stale) return;
+    if (this.stale) return;
     if (c === undefined || this.#pending.size >= MAX_PENDING) {
-      this.#stale = true;
+      this.stale = true;
       this.#pending.clear();
       return;
     }
     this.#pending.add(c.uuid);
   }
 
-  #rebuild(): void {
+  protected rebuild(): void {
     this.#rows.clear();
     this.#pending.clear();
-    this.#stale = true;
+    this.stale = true;
     this.#reports = new Map();
     let twice = false;
     // readSlotReports, noting each row's host and load balancer.
@@ -91,10 +86,10 @@ export class SlotReportIndex {
       put(this.#reports, row);
     }
     // Two rows for one host and load balancer: which one wins is the replica's order, left to the whole read.
-    this.#stale = twice;
+    this.stale = twice;
   }
 
-  #catchUp(): void {
+  protected catchUp(): void {
     if (this.#pending.size === 0) return;
     const pending = this.#pending;
     this.#pending = new Set();
@@ -109,7 +104,7 @@ export class SlotReportIndex {
       const row = get(this.#replica, SlotConnectionsTable, uuid);
       if (row === undefined) continue;
       if (this.#reports.get(row.node)?.has(row.lb)) {
-        this.#rebuild();
+        this.rebuild();
         return;
       }
       this.#rows.set(uuid, { node: row.node, lb: row.lb });

@@ -1,0 +1,23 @@
+// What the store's row-by-row indexes share (health.ts, desired-index.ts, slot-reports.ts): each follows some tables
+// through Replica.watch and, on a read, either takes in the rows that changed or, when it cannot follow (the content
+// replaced, too many changes, a malformed row), reads its tables whole. Pure: no I/O.
+
+export abstract class RowIndex {
+  /** The next read reads the tables whole. */
+  protected stale = true;
+
+  protected abstract rebuild(): void;
+  protected abstract catchUp(): void;
+
+  /** Brings the index up to date. A malformed row throws the decoder's error and leaves the index stale: the next
+   *  read is a whole one and throws it again, exactly as a whole read does. */
+  protected refresh(): void {
+    try {
+      if (this.stale) this.rebuild();
+      else this.catchUp();
+    } catch (e) {
+      this.stale = true;
+      throw e;
+    }
+  }
+}
