@@ -57,7 +57,7 @@ export const BENCHES: readonly Bench[] = [
     file: here('./planner-step.ts'),
     nodeArgs: ['--max-old-space-size=6000'],
     root: false,
-    what: 'planner CPU per step on a heartbeat, a connection count, a health change at 1,000 and 10,000 VIPs: health followed row by row vs the full walk (ovsdb-server, no lab)',
+    what: 'planner CPU per step on a heartbeat, a connection count, a health change, a slot report, a backend add/del, a no-op at 1, 1,000 and 10,000 VIPs, before/after (ovsdb-server, no lab)',
   },
   {
     name: 'reconnect',
