@@ -23,8 +23,14 @@ import {
   diffConfigs,
   formatChanges,
 } from '../store/config-diff.ts';
-import { DB_NAME, DESIRED_STATE_MONITOR, PLAN_HEAD_MONITOR, publishedGeneration } from '../store/db/index.ts';
-import { accessControlOps, type StoreRemote, type StoreRole } from '../store/db/rbac.ts';
+import {
+  DB_NAME,
+  DESIRED_STATE_MONITOR,
+  PLAN_HEAD_MONITOR,
+  publishedGeneration,
+  STATUS_DB_NAME,
+} from '../store/db/index.ts';
+import { accessControlOps, type StoreRemote, type StoreRole, statusAccessOps } from '../store/db/rbac.ts';
 import {
   type BackendReport,
   backendReports,
@@ -553,9 +559,11 @@ function storeAccessCommand(program: Command): void {
   ).action(
     action(async (ctx, _args, opts) => {
       const remotes = accessRemotes(opts); // usage errors before connecting
-      await withStore(ctx.db, DESIRED_STATE_MONITOR, (s) =>
-        s.client.transact(DB_NAME, ...accessControlOps(remotes)),
-      );
+      // Sluice_Status first: its roles must be in place before the remotes that let roles in open.
+      await withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
+        await s.client.transact(STATUS_DB_NAME, ...statusAccessOps());
+        await s.client.transact(DB_NAME, ...accessControlOps(remotes));
+      });
       return {
         json: { ok: true, command: 'store access', remotes },
         text: remotes.map((r) => `${r.target}: ${r.role}`).join('\n'),

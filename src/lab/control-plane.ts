@@ -15,7 +15,13 @@ import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
-import { createDatabase, freePort, OvsdbServerProcess } from '../ovsdb/server.ts';
+import {
+  createDatabase,
+  databaseFile,
+  freePort,
+  OvsdbServerProcess,
+  sluiceSchemaPaths,
+} from '../ovsdb/server.ts';
 import type { Progress } from '../progress.ts';
 import {
   DB_NAME,
@@ -25,8 +31,9 @@ import {
   NodeStatusTable,
   publishedGeneration,
   rows,
+  STATUS_DB_NAME,
 } from '../store/db/index.ts';
-import { accessControlOps } from '../store/db/rbac.ts';
+import { accessControlOps, statusAccessOps } from '../store/db/rbac.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
 import { labEcmpCommand, labFenceTemplate, labRouterSessionCommand } from './ecmp.ts';
 import { killPidFile, pidAlive, readPidFile, startDetached } from './exec.ts';
@@ -318,14 +325,16 @@ export function startAgent(
 export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbServerProcess> {
   requireLabUp(cp);
   mkdirSync(cp.dir, { recursive: true });
-  const dbFile = `${cp.dir}/store.db`;
-  const restart = existsSync(dbFile);
-  if (!restart) await createDatabase(dbFile);
+  // Both databases of a sluice store (Sluice, Sluice_Status), in one ovsdb-server.
+  const dbFiles = sluiceSchemaPaths().map((schema, i) => databaseFile(cp.dir, 'store', schema, i === 0));
+  const restart = existsSync(dbFiles[0]!);
+  for (const [i, schema] of sluiceSchemaPaths().entries())
+    if (!existsSync(dbFiles[i]!)) await createDatabase(dbFiles[i]!, schema);
   if (tls) await cp.pki.issue(['store', 'planner', 'operator', ...cp.lab.nodes.map((n) => n.name)]);
   const store = new OvsdbServerProcess(
     {
       dir: cp.dir,
-      dbFiles: [dbFile],
+      dbFiles,
       name: 'store',
       detached: true,
       ...(tls ? { tls: cp.pki.files('store') } : {}),
@@ -350,6 +359,7 @@ export async function startStore(cp: ControlPlane, tls = true): Promise<OvsdbSer
           { target: `pssl:${ports.operator}:127.0.0.1`, role: 'sluice-operator' },
         ]),
       );
+      await client.transact(STATUS_DB_NAME, ...statusAccessOps());
     } finally {
       client.close();
     }

@@ -14,13 +14,35 @@ import type { TlsFiles } from './jsonrpc.ts';
 
 const run = promisify(execFile);
 
-/** Path of schema/sluice.ovsschema, from the source tree or the built package. */
-export function sluiceSchemaPath(): string {
-  for (const rel of ['../../schema/sluice.ovsschema', '../../../schema/sluice.ovsschema']) {
+/** Path of schema/<file>, from the source tree or the built package. */
+function schemaFile(file: string): string {
+  for (const rel of [`../../schema/${file}`, `../../../schema/${file}`]) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;
   }
-  throw new OvsdbError('SLUICE_E_IO', 'schema/sluice.ovsschema not found');
+  throw new OvsdbError('SLUICE_E_IO', `schema/${file} not found`);
+}
+
+/** Path of schema/sluice.ovsschema (database Sluice: desired state, plans, acknowledgements). */
+export function sluiceSchemaPath(): string {
+  return schemaFile('sluice.ovsschema');
+}
+
+/** Path of schema/sluice-status.ovsschema (database Sluice_Status: heartbeats and reports), which every sluice store
+ *  serves next to Sluice. */
+export function sluiceStatusSchemaPath(): string {
+  return schemaFile('sluice-status.ovsschema');
+}
+
+/** Both schemas of a sluice store, Sluice first. */
+export function sluiceSchemaPaths(): string[] {
+  return [sluiceSchemaPath(), sluiceStatusSchemaPath()];
+}
+
+/** The file a store keeps database `d` of `schemas` in: `<base>.db` for the first (the historical name), else
+ *  `<base>-<database name>.db`. */
+export function databaseFile(dir: string, base: string, schemaPath: string, first: boolean): string {
+  return join(dir, first ? `${base}.db` : `${base}-${schemaName(schemaPath)}.db`);
 }
 
 /** The database name a schema file declares (its "name"). */
@@ -192,15 +214,21 @@ export class OvsdbServerProcess {
   }
 }
 
-/** Creates `<dir>/<name>.db` from the schema (if missing) and starts a standalone server on it. */
+/** Creates `<dir>/<name>.db` (and one file per further schema, databaseFile) if missing and starts a standalone server
+ *  on them. Default: both databases of a sluice store. */
 export async function startStandalone(
   dir: string,
-  schemaPath = sluiceSchemaPath(),
+  schemaPath: string | readonly string[] = sluiceSchemaPaths(),
   name = 'ovsdb',
 ): Promise<OvsdbServerProcess> {
-  const db = join(dir, `${name}.db`);
-  if (!existsSync(db)) await createDatabase(db, schemaPath);
-  const srv = new OvsdbServerProcess({ dir, dbFiles: [db], name }, await freePort());
+  const schemas = typeof schemaPath === 'string' ? [schemaPath] : schemaPath;
+  const dbFiles: string[] = [];
+  for (const [i, schema] of schemas.entries()) {
+    const db = databaseFile(dir, name, schema, i === 0);
+    if (!existsSync(db)) await createDatabase(db, schema);
+    dbFiles.push(db);
+  }
+  const srv = new OvsdbServerProcess({ dir, dbFiles, name }, await freePort());
   await srv.start();
   return srv;
 }
@@ -221,7 +249,8 @@ export interface ClusterOptions {
    *  member also serves its TLS client remotes with (OvsdbServerOptions.tls). Default: plain `tcp:`. */
   readonly tls?: TlsFiles;
   /** More databases every member serves, each its own Raft cluster on its own ports (ovsdb-server keeps transaction
-   *  history per database: writes to one never push another's out). Default: none. */
+   *  history per database: writes to one never push another's out). Default: Sluice_Status when `schemaPath` is
+   *  not given (a sluice store), else none. */
   readonly moreSchemaPaths?: readonly string[];
 }
 
@@ -232,7 +261,8 @@ export interface ClusterOptions {
 export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}): Promise<Cluster> {
   const schemaPath = opts.schemaPath ?? sluiceSchemaPath();
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const schemas = [schemaPath, ...(opts.moreSchemaPaths ?? [])];
+  const more = opts.moreSchemaPaths ?? (opts.schemaPath === undefined ? [sluiceStatusSchemaPath()] : []);
+  const schemas = [schemaPath, ...more];
   const proto = opts.tls ? 'ssl' : 'tcp';
   // dbs[i][d]: member i's file of database d (database 0 keeps the historical name member<i>.db).
   const dbs: string[][] = Array.from({ length: n }, () => []);
@@ -240,8 +270,7 @@ export async function startCluster(dir: string, n = 3, opts: ClusterOptions = {}
     const raftPorts: number[] = [];
     for (let i = 0; i < n; i++) raftPorts.push(await freePort());
     const raft = (i: number) => `${proto}:127.0.0.1:${raftPorts[i]}`;
-    const file = (i: number) =>
-      join(dir, d === 0 ? `member${i + 1}.db` : `member${i + 1}-${schemaName(schema)}.db`);
+    const file = (i: number) => databaseFile(dir, `member${i + 1}`, schema, d === 0);
     await tool('ovsdb-tool', ['create-cluster', file(0), schema, raft(0)]);
     for (let i = 1; i < n; i++)
       await tool('ovsdb-tool', ['join-cluster', file(i), schemaName(schema), raft(i), raft(0)]);

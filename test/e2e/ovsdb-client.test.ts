@@ -28,6 +28,7 @@ import {
   type OvsdbServerProcess,
   schemaName,
   sluiceSchemaPath,
+  sluiceStatusSchemaPath,
   startCluster,
   startStandalone,
 } from '../../src/ovsdb/server.ts';
@@ -146,10 +147,15 @@ describe('ovsdb client against a real ovsdb-server', () => {
     writeFileSync(bad, JSON.stringify({ ...file, tables: { T: { columns: { c: { type: 'nope' } } } } }));
     await assert.rejects(createDatabase(join(dir, 'bad.db'), bad), /SLUICE_E_IO|ovsdb-tool/);
     const c = client({ remotes: [srv.unixRemote] });
-    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', '_Server']);
+    // Every sluice store serves its status database next to Sluice (docs/design/ovsdb.md, "Two databases").
+    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', 'Sluice_Status', '_Server']);
     schema = await c.getSchema(DB);
     assert.equal(schema.version, file.version);
     assert.deepEqual(Object.keys(schema.tables).sort(), Object.keys(file.tables).sort());
+    const statusFile = JSON.parse(readFileSync(sluiceStatusSchemaPath(), 'utf8')) as DatabaseSchema;
+    const status = await c.getSchema('Sluice_Status');
+    assert.equal(status.version, statusFile.version);
+    assert.deepEqual(Object.keys(status.tables).sort(), Object.keys(statusFile.tables).sort());
   });
 
   test('transact: insert with named-uuid references, select, update, mutate, delete', async () => {
@@ -413,7 +419,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
     await eventually('server echo', () => c.serverEchoes >= 2, 20_000);
     assert.equal(c.state, 'connected');
     assert.equal(c.connects, 1);
-    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', '_Server']);
+    assert.deepEqual((await c.listDbs()).sort(), ['Sluice', 'Sluice_Status', '_Server']);
   });
 
   test('echo: our own probe detects a frozen server and reconnects once it is back', async () => {

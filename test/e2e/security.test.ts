@@ -41,6 +41,7 @@ import {
   publishGenerationOps,
   readGeneration,
   readPlanConfig,
+  STATUS_DB_NAME,
   update,
   where,
 } from '../../src/store/db/index.ts';
@@ -348,6 +349,30 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
         /permission error/,
       );
       await assert.rejects(as(gw1, { op: 'delete', table: 'Plan', where: [] }), /permission error/);
+      // 2b. The same limits in the second database (Sluice_Status: ovsdb-server looks the role's permissions up in the
+      // database written, and that database carries its own RBAC tables): its own heartbeat and reports only.
+      const inStatus = (c: OvsdbClient, ...ops: Operation[]) => c.transact(STATUS_DB_NAME, ...ops);
+      const report = (node: string): Operation => ({
+        op: 'insert',
+        table: 'Backend_Status',
+        row: { node, lb: 'rbac-check', backend: '10.9.9.9:1', health: 'up', connections: 0, checked_at: 1 },
+      });
+      const unreport: Operation = {
+        op: 'delete',
+        table: 'Backend_Status',
+        where: [['lb', '==', 'rbac-check']],
+      };
+      await inStatus(gw1, report('gw1')); // negative control: its own row
+      await inStatus(gw1, unreport);
+      await assert.rejects(inStatus(gw1, report('host1')), /permission error/);
+      await assert.rejects(
+        inStatus(gw1, { op: 'insert', table: 'Node_Heartbeat', row: { node: 'gw2', heartbeat_at: 1 } }),
+        /permission error/,
+      );
+      await assert.rejects(
+        inStatus(gw1, { op: 'insert', table: 'Report_Round', row: { generation: 1 } }),
+        /permission error/,
+      );
     } finally {
       gw1.close();
     }
@@ -368,6 +393,18 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
         /permission error/,
       );
       await assert.rejects(as(planner, beat('gw1')), /permission error/);
+      await assert.rejects(
+        planner.transact(STATUS_DB_NAME, {
+          op: 'insert',
+          table: 'Backend_Status',
+          row: { node: 'planner', lb: 'x', backend: 'y', health: 'up', connections: 0, checked_at: 1 },
+        }),
+        /permission error/,
+      );
+      await assert.rejects(
+        operator.transact(STATUS_DB_NAME, { op: 'delete', table: 'Backend_Status', where: [] }),
+        /permission error/,
+      );
       await assert.rejects(as(operator, { op: 'delete', table: 'Plan', where: [] }), /permission error/);
       await assert.rejects(
         as(operator, { op: 'update', table: 'Global', where: [], row: { generation: 999 } }),

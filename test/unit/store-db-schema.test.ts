@@ -16,13 +16,18 @@ import {
   encodeColumns,
   NodeStatusTable,
   PlanTable,
+  STATUS_DB_NAME,
+  STATUS_TABLES,
   TABLES,
   type TableDef,
 } from '../../src/store/db/index.ts';
 
-const SCHEMA = JSON.parse(
-  readFileSync(fileURLToPath(new URL('../../schema/sluice.ovsschema', import.meta.url)), 'utf8'),
-) as DatabaseSchema;
+const schemaFile = (name: string) =>
+  JSON.parse(
+    readFileSync(fileURLToPath(new URL(`../../schema/${name}`, import.meta.url)), 'utf8'),
+  ) as DatabaseSchema;
+const SCHEMA = schemaFile('sluice.ovsschema');
+const STATUS_SCHEMA = schemaFile('sluice-status.ovsschema');
 
 /** The parts of an OVSDB type the module declares, in one comparable form. */
 function shape(t: Type | ColumnDef<unknown>['type']): string {
@@ -69,6 +74,15 @@ test('the module defines exactly the schema file: its name, tables, columns and 
   assert.equal(DB_NAME, SCHEMA.name);
   assert.equal(TABLES.length, Object.keys(SCHEMA.tables).length);
   assert.deepEqual(differences(SCHEMA, TABLES as unknown as TableDef<{ _uuid: string }>[]), []);
+});
+
+test('the module defines exactly the status schema file (Sluice_Status), and RBAC tables in both', () => {
+  assert.equal(STATUS_DB_NAME, STATUS_SCHEMA.name);
+  assert.equal(STATUS_TABLES.length, Object.keys(STATUS_SCHEMA.tables).length);
+  assert.deepEqual(differences(STATUS_SCHEMA, STATUS_TABLES as unknown as TableDef<{ _uuid: string }>[]), []);
+  // ovsdb-server skips RBAC for a database without an RBAC_Role table (ovsdb/rbac.c: every write allowed): the
+  // status database must carry its own, or any agent could write any node's rows there.
+  for (const s of [SCHEMA, STATUS_SCHEMA]) assert.ok(s.tables.RBAC_Role && s.tables.RBAC_Permission, s.name);
 });
 
 test('the comparison fails for a column the module lacks, one the schema lacks, and a changed type', () => {

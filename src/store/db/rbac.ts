@@ -7,6 +7,11 @@
 // record (Node_Status.external_ids). An operator writes the desired state (Global's settings, Load_Balancer,
 // Backend, Node) and `node confirm-fenced` (Node_Status.external_ids). Every other table is read-only to all three;
 // the local unix socket (no role) stays the administrator's.
+//
+// ovsdb-server looks permissions up in the database a transaction writes (ovsdb/rbac.c), and lets every write through
+// in a database that has no RBAC_Role table: so Sluice_Status carries its own roles (STATUS_ROLES), installed by the
+// same command (statusAccessOps). The session's role comes from the remote it came in through (Sluice's
+// Store.connections), whichever database it then writes.
 
 import type { Operation } from '../../ovsdb/protocol.ts';
 
@@ -21,24 +26,30 @@ interface Permission {
 
 const EVERY_ROW = [''] as const;
 
-/** Role -> table -> what it may do there (a table not listed is read-only for the role). */
-export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Permission } } = {
+/** An agent's own connection reports (authorized by `node` = its certificate's CN). */
+const OWN_BACKEND_STATUS: Permission = {
+  authorization: ['node'],
+  insertDelete: true,
+  update: ['lb', 'backend', 'health', 'connections', 'checked_at', 'last_ok'],
+};
+const OWN_SLOT_CONNECTIONS: Permission = {
+  authorization: ['node'],
+  insertDelete: true,
+  update: ['lb', 'generation', 'bits', 'counts', 'reported_at'],
+};
+
+type RoleTables = { readonly [R in StoreRole]: { readonly [table: string]: Permission } };
+
+/** Sluice: role -> table -> what it may do there (a table not listed is read-only for the role). */
+export const ROLES: RoleTables = {
   'sluice-agent': {
     Node_Status: {
       authorization: ['node'],
       insertDelete: true,
       update: ['applied_generation', 'applied_cfg', 'applied_at', 'heartbeat_at', 'error', 'external_ids'],
     },
-    Backend_Status: {
-      authorization: ['node'],
-      insertDelete: true,
-      update: ['lb', 'backend', 'health', 'connections', 'checked_at', 'last_ok'],
-    },
-    Slot_Connections: {
-      authorization: ['node'],
-      insertDelete: true,
-      update: ['lb', 'generation', 'bits', 'counts', 'reported_at'],
-    },
+    Backend_Status: OWN_BACKEND_STATUS,
+    Slot_Connections: OWN_SLOT_CONNECTIONS,
   },
   'sluice-planner': {
     Global: { authorization: EVERY_ROW, insertDelete: false, update: ['generation', 'plan', 'options'] },
@@ -81,6 +92,20 @@ export const ROLES: { readonly [R in StoreRole]: { readonly [table: string]: Per
   },
 };
 
+/** Sluice_Status: what each role may write there. An agent its own node's heartbeat and reports; the planner the
+ *  report round it marks; the operator nothing (a role with no permission rows is refused every write). */
+export const STATUS_ROLES: RoleTables = {
+  'sluice-agent': {
+    Node_Heartbeat: { authorization: ['node'], insertDelete: true, update: ['heartbeat_at', 'external_ids'] },
+    Backend_Status: OWN_BACKEND_STATUS,
+    Slot_Connections: OWN_SLOT_CONNECTIONS,
+  },
+  'sluice-planner': {
+    Report_Round: { authorization: EVERY_ROW, insertDelete: true, update: ['generation', 'marked_at'] },
+  },
+  'sluice-operator': {},
+};
+
 /** One TLS remote of the store and the role of every client that connects through it. */
 export interface StoreRemote {
   /** ovsdb-server remote, e.g. `pssl:6650:127.0.0.1`. */
@@ -93,13 +118,33 @@ export interface StoreRemote {
  * and `remotes`. ovsdb-server started with `--remote=db:Sluice,Store,connections` opens them at once.
  */
 export function accessControlOps(remotes: readonly StoreRemote[]): Operation[] {
+  const ops: Operation[] = [{ op: 'delete', table: 'Store', where: [] }, ...roleOps(ROLES)];
+  const conns = remotes.map((r, i) => {
+    ops.push({
+      op: 'insert',
+      table: 'Connection',
+      'uuid-name': `conn${i}`,
+      row: { target: r.target, role: r.role },
+    });
+    return ['named-uuid', `conn${i}`] as const;
+  });
+  ops.push({ op: 'insert', table: 'Store', row: { connections: ['set', conns] } });
+  return ops;
+}
+
+/** The transaction (on STATUS_DB_NAME, through the administrator's socket) that replaces its roles with STATUS_ROLES. */
+export function statusAccessOps(): Operation[] {
+  return roleOps(STATUS_ROLES);
+}
+
+/** Replaces a database's RBAC_Role and RBAC_Permission rows with `roles`. */
+function roleOps(roles: RoleTables): Operation[] {
   const ops: Operation[] = [
     { op: 'delete', table: 'RBAC_Role', where: [] },
     { op: 'delete', table: 'RBAC_Permission', where: [] },
-    { op: 'delete', table: 'Store', where: [] },
   ];
   let n = 0;
-  for (const [role, tables] of Object.entries(ROLES)) {
+  for (const [role, tables] of Object.entries(roles)) {
     const perms: [string, ['named-uuid', string]][] = [];
     for (const [table, p] of Object.entries(tables)) {
       const id = `perm${n++}`;
@@ -118,15 +163,5 @@ export function accessControlOps(remotes: readonly StoreRemote[]): Operation[] {
     }
     ops.push({ op: 'insert', table: 'RBAC_Role', row: { name: role, permissions: ['map', perms] } });
   }
-  const conns = remotes.map((r, i) => {
-    ops.push({
-      op: 'insert',
-      table: 'Connection',
-      'uuid-name': `conn${i}`,
-      row: { target: r.target, role: r.role },
-    });
-    return ['named-uuid', `conn${i}`] as const;
-  });
-  ops.push({ op: 'insert', table: 'Store', row: { connections: ['set', conns] } });
   return ops;
 }

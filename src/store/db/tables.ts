@@ -7,6 +7,10 @@ import { col, type TableDef } from './columns.ts';
 
 /** The database name, as in schema/sluice.ovsschema. */
 export const DB_NAME = 'Sluice';
+/** The status database (schema/sluice-status.ovsschema), served by the same ovsdb-server processes: what nodes write
+ *  periodically (heartbeats, connection reports), kept apart so those writes never push the plans' transactions out of
+ *  ovsdb-server's history (docs/design/ovsdb.md, "Two databases"). */
+export const STATUS_DB_NAME = 'Sluice_Status';
 
 // The schema's enums that the model already names (one definition each).
 export type { AdminState, HashMode } from '../../model/types.ts';
@@ -289,6 +293,35 @@ export const SlotConnectionsTable: TableDef<SlotConnectionsRow> = {
   },
 };
 
+/** Sluice_Status: a node's heartbeat (its lease) and the marks it refreshes with it. */
+export interface NodeHeartbeatRow {
+  readonly _uuid: string;
+  readonly node: string;
+  /** ms, the agent's clock: only its changes matter to the planner. */
+  readonly heartbeat_at: number;
+  /** ROLE_KEY, REPORT_AT_KEY, ROUTING_KEY, SECOND_CHANCE_KEY, HASH_AGREEMENT_KEY, SLOT_AUDIT_KEY. */
+  readonly external_ids: ReadonlyMap<string, string>;
+}
+
+/** Sluice_Status: the generation whose gateway ack round the planner saw complete (written by the planner): host
+ *  connection reports committed after it are newer than that round. */
+export interface ReportRoundRow {
+  readonly _uuid: string;
+  readonly generation: number;
+  /** ms, the planner's clock. */
+  readonly marked_at: number;
+}
+
+export const NodeHeartbeatTable: TableDef<NodeHeartbeatRow> = {
+  name: 'Node_Heartbeat',
+  columns: { node: col.string, heartbeat_at: col.integer, external_ids: col.stringMap },
+};
+
+export const ReportRoundTable: TableDef<ReportRoundRow> = {
+  name: 'Report_Round',
+  columns: { generation: col.integer, marked_at: col.integer },
+};
+
 // Access control (docs/security.md): ovsdb-server reads its TLS remotes, each with a role, from Store.connections
 // and enforces RBAC_Role/RBAC_Permission on every client that came in through a remote with a role.
 
@@ -363,6 +396,16 @@ export const TABLES = [
   SlotConnectionsTable,
   StoreTable,
   ConnectionTable,
+  RbacRoleTable,
+  RbacPermissionTable,
+] as const;
+
+/** Every table of Sluice_Status, in schema order. */
+export const STATUS_TABLES = [
+  NodeHeartbeatTable,
+  BackendStatusTable,
+  SlotConnectionsTable,
+  ReportRoundTable,
   RbacRoleTable,
   RbacPermissionTable,
 ] as const;
