@@ -254,22 +254,31 @@ export class OvsdbClient extends EventEmitter {
           if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_DISCONNECTED') return;
           throw e;
         });
-      // Connected, then the snapshot, which has its own deadline (negotiateTimeoutMs of silence): at 10,000 VIPs
-      // it can queue behind other clients' snapshots for longer than waitConnectedMs alone.
-      await m.ready(this.#opts.waitConnectedMs + this.#opts.negotiateTimeoutMs);
+      // Connected, then the snapshot (its request has the same deadline): at 10,000 VIPs it can queue behind other
+      // clients' snapshots for longer than waitConnectedMs alone.
+      await m.ready(this._deadlines.snapshot);
     } catch (e) {
+      // Given up, perhaps with the request still pending (a reconnect re-issued it): the server may set the monitor
+      // up anyway, so it is cancelled there and its updates ignored.
       this.#monitors.delete(m.id);
+      m._abandon().catch(() => {});
       throw e;
     }
     return m;
   }
 
-  /** Stops a monitor (4.1.7 monitor_cancel) and forgets it. */
+  /** Stops a monitor (4.1.7 monitor_cancel) and forgets it; one whose request is pending is cancelled on reply. */
   async cancelMonitor(m: Monitor): Promise<void> {
     if (!this.#monitors.delete(m.id)) return;
-    const id = m._activeId;
-    m._detach();
-    if (id !== undefined && this.#state === 'connected') await this.request('monitor_cancel', [id]);
+    await m._abandon();
+  }
+
+  /** Reply deadlines (ms): `request` for short requests (0: none), `snapshot` for a monitor's reply. */
+  get _deadlines(): { readonly request: number; readonly snapshot: number } {
+    return {
+      request: this.#opts.requestTimeoutMs,
+      snapshot: this.#opts.waitConnectedMs + this.#opts.negotiateTimeoutMs,
+    };
   }
 
   /**
@@ -305,7 +314,7 @@ export class OvsdbClient extends EventEmitter {
     lock._wanted = true;
     const conn = await this.#whenConnected();
     if (lock.state === 'held') return lock;
-    if (lock.state === 'waiting') await conn.request('unlock', [id]);
+    if (lock.state === 'waiting') await conn.request('unlock', [id], this.#opts.requestTimeoutMs);
     await lock._request(conn, 'steal');
     return lock;
   }
@@ -319,7 +328,7 @@ export class OvsdbClient extends EventEmitter {
     // While negotiating, the lock may already have been re-requested on the new session: withdraw it there too.
     const conn = this.#conn;
     if ((this.#state === 'connected' || this.#state === 'negotiating') && conn !== undefined) {
-      await conn.request('unlock', [id]);
+      await conn.request('unlock', [id], this.#opts.requestTimeoutMs);
     }
     lock._setState('unlocked', 'released');
   }
@@ -667,6 +676,8 @@ export class Monitor extends EventEmitter {
   #established = 0;
   /** json-value of the monitor on the current connection. */
   _activeId: string | undefined;
+  /** The connection `_activeId` lives on. */
+  #activeConn: JsonRpcConnection | undefined;
   /** Notifications that arrived for a monitor request whose reply is still being processed. */
   #pendingId: string | undefined;
   #buffer: { method: string; updates: unknown; txn: string | undefined }[] = [];
@@ -758,8 +769,27 @@ export class Monitor extends EventEmitter {
     this.#pendingId = undefined;
   }
 
+  /**
+   * Its caller gave it up: detached (no more updates), and cancelled on the server where it is set up. A request
+   * still pending is cancelled when its reply arrives or its deadline passes (_establish).
+   */
+  _abandon(): Promise<void> {
+    const id = this._activeId;
+    const conn = this.#activeConn;
+    this._detach();
+    return id === undefined || conn === undefined ? Promise.resolve() : this.#cancelOn(conn, id);
+  }
+
+  /** 4.1.7 monitor_cancel of `mid` on `conn` (nothing to do once it closed: the server forgot its monitors). */
+  async #cancelOn(conn: JsonRpcConnection, mid: string): Promise<void> {
+    if (conn.closed) return;
+    const { request, snapshot } = this.#client._deadlines;
+    await conn.request('monitor_cancel', [mid], request > 0 ? request : snapshot);
+  }
+
   _disconnected(): void {
     this._activeId = undefined;
+    this.#activeConn = undefined;
     this.#pendingId = undefined;
     this.#buffer = [];
   }
@@ -784,7 +814,9 @@ export class Monitor extends EventEmitter {
   /** Issues the monitor request on `conn`, replaces the replica with the snapshot and emits the difference. */
   async _establish(conn: JsonRpcConnection): Promise<void> {
     if (this.#detached) return;
-    this.#schema = (await conn.request('get_schema', [this.db])) as DatabaseSchema;
+    const deadlines = this.#client._deadlines;
+    this.#schema = (await conn.request('get_schema', [this.db], deadlines.request)) as DatabaseSchema;
+    if (this.#detached) return;
     const mid = `${this.id}.${conn.remote}.${++this.#established}`;
     const reqs: Record<string, unknown> = {};
     for (const [table, r] of Object.entries(this.requests)) {
@@ -797,11 +829,25 @@ export class Monitor extends EventEmitter {
     this.#pendingId = mid;
     this.#buffer = [];
     const bytesBefore = conn.bytesReceived;
-    const reply = await this.#building(conn, () => this.#request(conn, mid, reqs));
+    let reply: { result: unknown; found: boolean } | undefined;
+    try {
+      reply = await this.#building(conn, () => this.#request(conn, mid, reqs, deadlines.snapshot));
+    } catch (e) {
+      // No reply in time: the server may still set it up (it answers a session's requests in order, so the cancel
+      // arrives after it) and would send its updates for good.
+      if (e instanceof OvsdbError && e.code === 'SLUICE_E_OVSDB_TIMEOUT')
+        this.#cancelOn(conn, mid).catch(() => {});
+      throw e;
+    }
+    // Given up while pending (client.monitor's deadline, cancelMonitor): the server set it up for nobody.
+    if (this.#detached) {
+      if (reply !== undefined) await this.#cancelOn(conn, mid).catch(() => {});
+      return;
+    }
     if (reply === undefined || this.#pendingId !== mid) return; // the connection dropped meanwhile
     const { result, found } = reply;
     if (found && this.#everReady) {
-      this.#resume(mid, result);
+      this.#resume(conn, mid, result);
       return;
     }
     this.snapshotBytes = conn.bytesReceived - bytesBefore;
@@ -821,6 +867,7 @@ export class Monitor extends EventEmitter {
     this.replica.replace(snapshot);
     this.#snapshotRows = [...snapshot.values()].reduce((n, t) => n + t.size, 0);
     this._activeId = mid;
+    this.#activeConn = conn;
     this.#pendingId = undefined;
     const buffered = this.#buffer;
     this.#buffer = [];
@@ -858,32 +905,33 @@ export class Monitor extends EventEmitter {
     conn: JsonRpcConnection,
     mid: string,
     reqs: Record<string, unknown>,
+    deadlineMs: number,
   ): Promise<{ result: unknown; found: boolean } | undefined> {
     // _Server (the session's own member checks) is small and kept by the server in memory: a snapshot is fine.
     if (this.method !== 'monitor_cond' || this.#noSince || this.db === '_Server')
-      return { result: await conn.request(this.method, [this.db, mid, reqs]), found: false };
+      return { result: await conn.request(this.method, [this.db, mid, reqs], deadlineMs), found: false };
     try {
-      const r = (await conn.request('monitor_cond_since', [
-        this.db,
-        mid,
-        reqs,
-        this.#lastTxnId ?? ZERO_UUID,
-      ])) as [boolean, string, unknown];
+      const r = (await conn.request(
+        'monitor_cond_since',
+        [this.db, mid, reqs, this.#lastTxnId ?? ZERO_UUID],
+        deadlineMs,
+      )) as [boolean, string, unknown];
       this.#lastTxnId = r[1];
       return { result: r[2], found: r[0] === true };
     } catch (e) {
       if (!(e instanceof OvsdbError && e.ovsdbError === 'unknown method')) throw e;
       this.#noSince = true;
       if (this.#pendingId !== mid) return undefined;
-      return { result: await conn.request(this.method, [this.db, mid, reqs]), found: false };
+      return { result: await conn.request(this.method, [this.db, mid, reqs], deadlineMs), found: false };
     }
   }
 
   /** A reconnect that resumed: `updates` (table-updates2) are the changes since the last transaction seen. */
-  #resume(mid: string, updates: unknown): void {
+  #resume(conn: JsonRpcConnection, mid: string, updates: unknown): void {
     const changes = this.#changesOf('update2', updates ?? {});
     this.replica.apply(changes);
     this._activeId = mid;
+    this.#activeConn = conn;
     this.#pendingId = undefined;
     this.resumes++;
     const buffered = this.#buffer;
@@ -1023,7 +1071,9 @@ export class OvsdbLock extends EventEmitter {
   }
 
   async _request(conn: JsonRpcConnection, method: 'lock' | 'steal'): Promise<void> {
-    const r = (await conn.request(method, [this.id])) as { locked?: unknown };
+    const r = (await conn.request(method, [this.id], this.#client._deadlines.request)) as {
+      locked?: unknown;
+    };
     this._setState(r?.locked === true ? 'held' : 'waiting', method);
   }
 }

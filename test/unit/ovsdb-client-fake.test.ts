@@ -140,6 +140,12 @@ async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
   const sockets: net.Socket[] = [];
   let frozen = false;
   let monitors = 0;
+  /** When it last wrote to a client (performance.now()): a silence starts there, not when the test froze it. */
+  let lastWrite = 0;
+  const write = (socket: net.Socket, text: string) => {
+    lastWrite = performance.now();
+    socket.write(text);
+  };
   let monitorId: unknown;
   const uuid = (i: number) => `00000000-0000-0000-0000-${String(i).padStart(12, '0')}`;
   const snapshot: Record<string, unknown> = {};
@@ -154,8 +160,8 @@ async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
       const send = (text: string) => {
         const wait = busyUntil - performance.now();
         if (wait === Number.POSITIVE_INFINITY) return;
-        if (wait > 0) setTimeout(() => socket.writable && !frozen && socket.write(text), wait);
-        else socket.write(text);
+        if (wait > 0) setTimeout(() => socket.writable && !frozen && write(socket, text), wait);
+        else write(socket, text);
       };
       if (msg.method === 'get_schema') send(reply(SCHEMA));
       else if (msg.method === 'echo') send(reply(msg.params));
@@ -179,10 +185,12 @@ async function slowSnapshotServer(path: string, holdMs: number, rows = 1) {
       const rowsIn: Record<string, unknown> = {};
       for (let i = rows; i < rows + n; i++) rowsIn[uuid(i)] = { insert: { name: `row-${i}` } };
       const params = [monitorId, U2, { T: rowsIn }];
-      for (const s of sockets) s.write(JSON.stringify({ method: 'update3', id: null, params }));
+      for (const s of sockets) write(s, JSON.stringify({ method: 'update3', id: null, params }));
     },
+    /** Answers nothing from now on; returns when it last wrote. */
     silent: () => {
       frozen = true;
+      return lastWrite;
     },
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -248,16 +256,165 @@ test('fake server frozen while connected: the probe still drops the session with
     assert.ok(Math.abs(m.sizeEstimate - 2 * m.snapshotBytes) < 1, `estimate ${m.sizeEstimate}`);
     const limit = c.silenceLimitMs();
     assert.equal(limit, Math.round(200 + 2 * m.snapshotBytes * 0.0005));
-    const t0 = performance.now();
-    srv.silent();
+    // Silence counts from the last byte the server wrote (an echo reply, or the insert itself when applying it kept
+    // the client from probing: on a loaded machine that is hundreds of ms before the freeze).
+    const t0 = srv.silent();
     await waitFor(() => errors.length > 0, 5000);
     const detectMs = performance.now() - t0;
     assert.match(errors[0]!, /no message for/);
-    // Silence counts from the last byte (an echo reply, at most ~1.3 intervals before the freeze).
     assert.ok(
-      detectMs >= limit - 300 && detectMs < limit + 1000,
-      `dropped after ${detectMs} ms, limit ${limit}`,
+      detectMs >= limit - 50 && detectMs < limit + 1000,
+      `dropped ${detectMs} ms after the last byte, limit ${limit}`,
     );
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
+/**
+ * A FAKE store that answers one request at a time, in order, as ovsdb-server does on a session: get_schema and echo at
+ * once; a monitor after `holdMs` (Infinity: never, and nothing after it either), followed in the same write by an
+ * update3 for that monitor inserting U2; monitor_cancel of a monitor it set up with {}, else an error. It records
+ * every request when it arrives and which monitors are set up.
+ */
+async function orderedServer(path: string, holdMs: number) {
+  const requests: { method: string; params: unknown[] }[] = [];
+  const active = new Set<unknown>();
+  let setUp = 0;
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+    let queue = Promise.resolve();
+    onJsonMessages(socket, (msg) => {
+      if (msg.method === undefined) return;
+      requests.push({ method: msg.method, params: msg.params });
+      queue = queue.then(async () => {
+        const reply = (result: unknown, error: unknown = null) =>
+          JSON.stringify({ id: msg.id, result, error });
+        if (msg.method === 'get_schema') socket.write(reply(SCHEMA));
+        else if (msg.method === 'echo') socket.write(reply(msg.params));
+        else if (msg.method === 'monitor_cond_since') {
+          if (holdMs === Number.POSITIVE_INFINITY) await new Promise(() => {});
+          await new Promise((r) => setTimeout(r, holdMs));
+          const id = msg.params[1];
+          active.add(id);
+          setUp++;
+          const update = {
+            method: 'update3',
+            id: null,
+            params: [id, U3, { T: { [U2]: { insert: { name: 'b' } } } }],
+          };
+          const snapshot = { T: { [U1]: { initial: { name: 'a' } } } };
+          if (socket.writable) socket.write(reply([false, U1, snapshot]) + JSON.stringify(update));
+        } else if (msg.method === 'monitor_cancel') {
+          const known = active.delete(msg.params[0]);
+          socket.write(known ? reply({}) : reply(null, { error: 'unknown monitor' }));
+        } else socket.write(reply(null, { error: 'unknown method' }));
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    requests,
+    active,
+    /** Monitors set up so far (cancelled or not). */
+    setUp: () => setUp,
+    /** The json-value ids of the monitors the client asked for, and of those it cancelled. */
+    asked: () => requests.filter((r) => r.method === 'monitor_cond_since').map((r) => r.params[1]),
+    cancelled: () => requests.filter((r) => r.method === 'monitor_cancel').map((r) => r.params[0]),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/** What `p` settled to within `ms` ('pending' if it did not). */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((r) => {
+    timer = setTimeout(() => r('pending'), ms);
+  });
+  try {
+    return await Promise.race([
+      p.then(
+        () => 'resolved',
+        (e: Error) => e,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('fake server: a monitor added while connected (no probe) whose reply never comes fails at its own deadline and is cancelled', async () => {
+  const srv = await orderedServer(join(dir, 'never.sock'), Number.POSITIVE_INFINITY);
+  const c = new OvsdbClient({
+    remotes: [`unix:${join(dir, 'never.sock')}`],
+    probeIntervalMs: 0,
+    waitConnectedMs: 300,
+    negotiateTimeoutMs: 300,
+  });
+  try {
+    await c.connect();
+    const out = await settledWithin(c.monitor('D', { T: {} }), 3000);
+    assert.ok(out instanceof Error, `monitor() ${String(out)} after 3 s: no deadline of its own`);
+    assert.match(out.message, /monitor_cond_since got no reply in 600 ms/);
+    // The server may still set it up (it answers in order, so the cancel comes after it): cancelled.
+    await waitFor(() => srv.cancelled().length > 0);
+    assert.deepEqual(srv.cancelled(), srv.asked());
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
+test('fake server: a monitor given up while its request is pending is cancelled when set up, and its update ignored', async () => {
+  // The reply comes after the caller gave up: during the negotiation (waitConnectedMs), and while connected (the
+  // monitor's own deadline, waitConnectedMs + negotiateTimeoutMs).
+  for (const [what, opts] of [
+    ['during the negotiation', { waitConnectedMs: 150, negotiateTimeoutMs: 5000 }],
+    ['while connected', { waitConnectedMs: 100, negotiateTimeoutMs: 100 }],
+  ] as const) {
+    const sock = join(dir, 'late.sock');
+    const srv = await orderedServer(sock, 400);
+    const c = new OvsdbClient({ remotes: [`unix:${sock}`], probeIntervalMs: 0, ...opts });
+    try {
+      if (what === 'while connected') await c.connect();
+      const out = await settledWithin(c.monitor('D', { T: {} }), 3000);
+      assert.ok(out instanceof Error, `${what}: monitor() ${String(out)}`);
+      await waitFor(() => c.state === 'connected' && srv.setUp() === 1);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(srv.asked().length, 1, what);
+      assert.deepEqual(srv.cancelled(), srv.asked(), `${what}: the monitor set up late was cancelled`);
+      assert.equal(srv.active.size, 0, `${what}: no monitor left on the server`);
+      // Its update (sent with the late reply) was ignored, not taken as a protocol error: the session stayed.
+      assert.equal(c.connects, 1, what);
+    } finally {
+      c.close();
+      await srv.close();
+    }
+  }
+});
+
+test('fake server negative control: a monitor answered in time is not cancelled and gets its update; cancel() cancels it', async () => {
+  const srv = await orderedServer(join(dir, 'prompt.sock'), 50);
+  const c = new OvsdbClient({
+    remotes: [`unix:${join(dir, 'prompt.sock')}`],
+    probeIntervalMs: 0,
+    negotiateTimeoutMs: 2000,
+  });
+  try {
+    const m = await c.monitor('D', { T: {} });
+    await waitFor(() => m.replica.get('T', U2) !== undefined);
+    assert.deepEqual(srv.cancelled(), []);
+    assert.equal(srv.active.size, 1);
+    await m.cancel();
+    assert.deepEqual(srv.cancelled(), srv.asked());
+    assert.equal(srv.active.size, 0);
   } finally {
     c.close();
     await srv.close();
