@@ -46,6 +46,7 @@ import {
   nsScript,
   pidAlive,
   pidExited,
+  processCmdline,
   processStart,
   readPidFile,
   run,
@@ -658,54 +659,132 @@ export class Lab {
   /**
    * Connects to every backend from its host namespace through br-int (a temporary address on br-int's LOCAL port,
    * removed afterwards) and returns the greeting. Only meaningful while br-int still forwards NORMAL (before
-   * sluice's flows are installed).
+   * sluice's flows are installed). One try each: waitBackendsAnswer retries.
    */
   async probeBackends(): Promise<BackendProbe[]> {
     const out: BackendProbe[] = [];
-    const port = this.config.backendPort;
     await Promise.all(
-      this.hosts.map(async (h) => {
-        if (h.backends.length === 0) return;
-        const gw = h.backends[0].gatewayIp;
-        await nsScript(h.netns, [`ip addr replace ${gw}/24 dev br-int`, 'ip link set br-int up']);
-        try {
-          const results = await Promise.all(
-            h.backends.map(async (b) => {
-              const tcp = await nsRun(
-                h.netns,
-                'timeout',
-                ['3', 'bash', '-c', `exec 3<>/dev/tcp/${b.ip}/${port} && head -n1 <&3`],
-                { allowFail: true },
-              );
-              let udp: string | undefined;
-              if (this.config.udp) {
-                const u = await nsRun(
-                  h.netns,
-                  'timeout',
-                  ['3', 'socat', '-T0.5', '-', `UDP:${b.ip}:${port}`],
-                  {
-                    input: 'probe',
-                    allowFail: true,
-                  },
-                );
-                udp = u.stdout.trim();
-              }
-              const tcpGreeting = tcp.stdout.trim();
-              return {
-                backend: b.name,
-                tcpGreeting,
-                udpReply: udp,
-                ok: tcpGreeting === b.name && (udp === undefined || udp === b.name),
-              };
-            }),
-          );
-          out.push(...results);
-        } finally {
-          await nsScript(h.netns, [`ip addr del ${gw}/24 dev br-int`, 'ip link set br-int down']);
-        }
-      }),
+      this.hosts.map((h) =>
+        this.#onBrInt(h, async () => {
+          out.push(...(await Promise.all(h.backends.map((b) => this.#probe(h, b)))));
+        }),
+      ),
     );
     return out.sort((a, b) => a.backend.localeCompare(b.backend));
+  }
+
+  /**
+   * Until every backend answers through its host's br-int (probeBackends' checks), probing again only those that
+   * have not (on a loaded machine a first reply can come after a probe's 3 s). After `timeoutMs`, throws
+   * naming per backend what did not answer and what of its path was not ready: br-int's neighbour entry for it (an
+   * ARP that got no reply), its OVS port's link, its server, and flows on br-int other than the lab's NORMAL (the
+   * switch programmed by something, e.g. an agent that outlived an earlier lab of this prefix).
+   */
+  async waitBackendsAnswer(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const problems: string[] = [];
+    await Promise.all(
+      this.hosts.map((h) =>
+        this.#onBrInt(h, async () => {
+          let pending: BackendProbe[] = [];
+          let todo = h.backends;
+          for (;;) {
+            pending = (await Promise.all(todo.map((b) => this.#probe(h, b)))).filter((p) => !p.ok);
+            if (pending.length === 0) return;
+            if (Date.now() > deadline) break;
+            todo = h.backends.filter((b) => pending.some((p) => p.backend === b.name));
+            await sleep(200);
+          }
+          problems.push(...(await this.#probeProblems(h, pending)));
+        }),
+      ),
+    );
+    if (problems.length > 0)
+      throw new SluiceError(
+        'SLUICE_E_LAB_COMMAND',
+        `backends did not answer through br-int within ${timeoutMs} ms: ${problems.sort().join('; ')}`,
+      );
+  }
+
+  /** Runs `fn` with the first backend's gateway address on `h`'s br-int (its LOCAL port), then takes it away. */
+  async #onBrInt(h: LabNode, fn: () => Promise<void>): Promise<void> {
+    if (h.backends.length === 0) return;
+    const gw = h.backends[0].gatewayIp;
+    await nsScript(h.netns, [`ip addr replace ${gw}/24 dev br-int`, 'ip link set br-int up']);
+    try {
+      await fn();
+    } finally {
+      await nsScript(h.netns, [`ip addr del ${gw}/24 dev br-int`, 'ip link set br-int down']);
+    }
+  }
+
+  /** One TCP greeting and (udp) one UDP reply from backend `b`, from `h`'s namespace. */
+  async #probe(h: LabNode, b: LabBackendFacts): Promise<BackendProbe> {
+    const port = this.config.backendPort;
+    const tcp = await nsRun(
+      h.netns,
+      'timeout',
+      ['3', 'bash', '-c', `exec 3<>/dev/tcp/${b.ip}/${port} && head -n1 <&3`],
+      { allowFail: true },
+    );
+    let udp: string | undefined;
+    if (this.config.udp) {
+      // bash's /dev/udp socket is connected: one read gets the reply (or the port's ICMP error) as soon as it comes.
+      const u = await nsRun(
+        h.netns,
+        'timeout',
+        [
+          '3',
+          'bash',
+          '-c',
+          `exec 3<>/dev/udp/${b.ip}/${port} && printf probe >&3 && dd bs=512 count=1 status=none <&3`,
+        ],
+        { allowFail: true },
+      );
+      udp = u.stdout.trim();
+    }
+    const tcpGreeting = tcp.stdout.trim();
+    return {
+      backend: b.name,
+      tcpGreeting,
+      udpReply: udp,
+      ok: tcpGreeting === b.name && (udp === undefined || udp === b.name),
+    };
+  }
+
+  /** What each failed probe got, and the state of its path (read while br-int still has its address). */
+  async #probeProblems(h: LabNode, failed: readonly BackendProbe[]): Promise<string[]> {
+    const flows = (await h.ofctl('br-int', ['dump-flows'], { allowFail: true })).stdout
+      .split('\n')
+      .filter((l) => l.includes('actions='));
+    const foreign = flows.filter((l) => !/^\s*cookie=0x0,.* priority=0 actions=NORMAL$/.test(l)).length;
+    // Who may have: processes (other than its own OVS daemons) whose command line names this node's OVS directory.
+    const programmers =
+      foreign === 0
+        ? ''
+        : processesNaming(`${h.ovsDir}`)
+            .filter((x) => !/ovs-vswitchd|ovsdb-server/.test(x.cmdline))
+            .map((x) => `pid ${x.pid} (${x.cmdline.slice(0, 120)})`)
+            .join(', ') || 'no process naming its OVS directory';
+    return Promise.all(
+      failed.map(async (p) => {
+        const b = this.backend(p.backend);
+        const neigh = (
+          await nsRun(h.netns, 'ip', ['neigh', 'show', b.ip, 'dev', 'br-int'], { allowFail: true })
+        ).stdout
+          .trim()
+          .replace(`${b.ip} `, '');
+        const link = (
+          await h.vsctl(['get', 'Interface', b.vmPort, 'link_state'], { allowFail: true })
+        ).stdout.trim();
+        return (
+          `${p.backend} (tcp ${JSON.stringify(p.tcpGreeting)}, udp ${JSON.stringify(p.udpReply)}; ` +
+          `br-int neighbour ${b.ip}: ${neigh || 'none'}; port ${b.vmPort} link ${link || '?'}; ` +
+          `server ${this.backendPid(b.name) === undefined ? 'not running' : 'running'}; ` +
+          `br-int flows ${flows.length}${foreign > 0 ? `, ${foreign} not the lab's NORMAL; programmed by ${programmers}` : ''})`
+        );
+      }),
+    );
   }
 
   /** Pings every node's tunnel IP from every node namespace and from the router (one packet each). */
@@ -915,19 +994,7 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     const lab = new Lab(facts);
     if (opts.probe ?? true) {
       prog?.step(5, "probing every backend through its host's br-int");
-      // A few tries: on a starved machine a reply can miss the probe's 0.5 s UDP wait (seen once in a bench run).
-      let bad: BackendProbe[] = [];
-      for (let attempt = 0; attempt < 3; attempt++) {
-        if (attempt > 0) await sleep(1000);
-        bad = (await lab.probeBackends()).filter((p) => !p.ok);
-        if (bad.length === 0) break;
-      }
-      if (bad.length > 0) {
-        throw new SluiceError(
-          'SLUICE_E_LAB_COMMAND',
-          `backends did not answer through br-int: ${bad.map((b) => `${b.backend} (got ${JSON.stringify(b.tcpGreeting)}/${JSON.stringify(b.udpReply)})`).join(', ')}`,
-        );
-      }
+      await lab.waitBackendsAnswer(30_000);
     }
     const done: LabFacts = { ...facts, upMs: Date.now() - t0 };
     writeFileSync(labJsonPath(plan.runDir), `${JSON.stringify(done, null, 2)}\n`);
@@ -938,6 +1005,16 @@ export async function labUp(input: LabConfigInput = {}, opts: LabUpOptions = {})
     await labDown(cfg.prefix, { runRoot: cfg.runRoot }).catch(() => {});
     throw err;
   }
+}
+
+/** Live processes whose command line contains `text` (a path), with it. */
+function processesNaming(text: string): { pid: number; cmdline: string }[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .flatMap((d) => {
+      const cmdline = processCmdline(Number(d));
+      return cmdline?.includes(text) ? [{ pid: Number(d), cmdline }] : [];
+    });
 }
 
 function startBackend(

@@ -153,6 +153,37 @@ describe('lab', { skip: isRoot ? false : 'needs root', timeout: 300_000 }, () =>
     assert.ok((await lab.probeBackends()).every((p) => p.ok));
   });
 
+  test("set-up's wait for the backends: it waits for one that answers late, and names what was not ready", async () => {
+    // A backend that starts answering after the first probes (a loaded machine): waited for, not failed at once.
+    await lab.stopBackend('host3-b2');
+    const waited = lab.waitBackendsAnswer(20_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    await lab.startBackend('host3-b2');
+    await waited;
+    // Negative control, within a short deadline: a backend that does not answer (its server stopped) on a switch
+    // with a flow that is not the lab's (harmless here; an agent left over from an earlier lab would add many).
+    const h2 = lab.node('host2');
+    const b = lab.backend('host2-b1');
+    await lab.stopBackend('host2-b1');
+    await h2.ofctl('br-int', ['add-flow', 'priority=1,arp,actions=NORMAL']);
+    try {
+      await assert.rejects(lab.waitBackendsAnswer(500), (e: Error) => {
+        const want = `host2-b1 (tcp "", udp ""; br-int neighbour ${b.ip}: `;
+        assert.ok(e.message.includes(want), e.message);
+        assert.match(
+          e.message,
+          /port vm-host2-b1 link up; server not running; br-int flows 2, 1 not the lab's NORMAL; programmed by no process/,
+        );
+        assert.ok(!e.message.includes('host2-b2'), 'only the backend that did not answer is named');
+        return true;
+      });
+    } finally {
+      await h2.ofctl('br-int', ['--strict', 'del-flows', 'priority=1,arp']);
+      await lab.startBackend('host2-b1');
+    }
+    await lab.waitBackendsAnswer(5000);
+  });
+
   test('a backend echoes over a long-lived connection (harness in the backend namespace, 0 broken)', async () => {
     const b = lab.backend('host2-b1');
     const r = await TrafficRunner.start(lab, { netns: b.netns, vip: b.ip, port: 80, count: 20, rate: 200 });
