@@ -210,7 +210,9 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
   test('a desired state written to the store reaches every node; every gateway acknowledges it', async () => {
     await writeDesired(config);
     startPlanner('planner-a');
-    await sleep(1500);
+    // The tests below take planner-a for the active one: the standby starts once it holds the lock (a fixed 1.5 s was
+    // not always enough for a tsx start on a loaded machine).
+    await waitFor(() => activePlanners().join() === 'planner-a', 120_000, 'planner-a holds the lock');
     startPlanner('planner-b');
     await proxy.open();
     for (const n of lab.nodes) startAgent(n.name, n.name === 'gw2' ? proxy.remote : undefined);
