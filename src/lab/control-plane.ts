@@ -8,13 +8,14 @@
 // script (labEcmpCommand). Everything after start goes through the store, as with a real deployment:
 // `--db unix:<runDir>/cp/store.sock`.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { SluiceError } from '../model/errors.ts';
 import type { Config } from '../model/types.ts';
 import { OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
+import type { Replica } from '../ovsdb/replica.ts';
 import {
   createDatabase,
   databaseFile,
@@ -159,6 +160,27 @@ export class ControlPlane {
   /** JSON log records (pino lines) of `planner-a`, `agent-gw1`, ... */
   records(name: string): Array<Record<string, unknown>> {
     return logRecords(this.logFile(name));
+  }
+
+  /** Those records written by the process the lab started last (its pid file's), not by one it replaced: the log is
+   *  appended to across restarts. */
+  currentRecords(name: string): Array<Record<string, unknown>> {
+    const pid = readPidFile(this.pidFile(name));
+    return pid === undefined ? [] : this.records(name).filter((r) => r.pid === pid);
+  }
+
+  /** When the lab last started `name` (ms: its pid file, written as it spawned it), or undefined. */
+  startedAt(name: string): number | undefined {
+    try {
+      return statSync(this.pidFile(name)).mtimeMs;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** What every node acknowledged (see currentAcks) from the agents this lab started last. */
+  currentAcks(r: Replica): Map<string, number> {
+    return currentAcks(r, (node) => this.startedAt(`agent-${node}`));
   }
 
   /** The planner currently holding the lock (its last `lock` record says held), if any. */
@@ -499,7 +521,26 @@ export async function operatorClient(cp: ControlPlane): Promise<OvsdbClient> {
   return client;
 }
 
-/** Every node applied the latest generation, it is released to gateways, and every gateway announced itself. */
+/**
+ * node -> the generation it acknowledged, counting only acknowledgements its current agent wrote: a Node_Status row
+ * stays when its agent is killed, so a row applied before `startedAt(node)` (that agent's start, ms) is its
+ * predecessor's and says nothing about the new one. A node without a start time counts as it is.
+ */
+export function currentAcks(
+  r: Replica,
+  startedAt: (node: string) => number | undefined,
+): Map<string, number> {
+  return new Map(
+    rows(r, NodeStatusTable)
+      .filter((s) => s.applied_at >= (startedAt(s.node) ?? 0))
+      .map((s) => [s.node, s.applied_generation]),
+  );
+}
+
+/**
+ * Every node's current agent applied the latest generation, it is released to gateways, and every gateway's current
+ * agent announced itself (after a restart, neither the killed agent's acknowledgement nor its log lines count).
+ */
 export async function waitConverged(
   cp: ControlPlane,
   timeoutMs: number,
@@ -516,9 +557,9 @@ export async function waitConverged(
       cp,
       () => {
         gen = publishedGeneration(r);
-        const acks = new Map(rows(r, NodeStatusTable).map((s) => [s.node, s.applied_generation]));
+        const acks = cp.currentAcks(r);
         const announced = gateways.filter((g) =>
-          cp.records(`agent-${g}`).some((x) => x.event === 'announced'),
+          cp.currentRecords(`agent-${g}`).some((x) => x.event === 'announced'),
         );
         onProgress?.(
           cp.lab.nodes.filter((n) => gen > 0 && acks.get(n.name) === gen).length,

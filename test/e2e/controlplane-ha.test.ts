@@ -102,6 +102,7 @@ const { storeState, waitConverged } = storeWatch(
   () => status.replica,
   () => lab.nodes.map((n) => n.name),
   120_000,
+  (node) => children.startedAt(`agent-${node}`),
 );
 
 async function waitFor(

@@ -84,6 +84,7 @@ const { storeState, waitConverged } = storeWatch(
   () => status!.replica,
   () => lab.nodes.map((n) => n.name),
   180_000,
+  (node) => cp.startedAt(`agent-${node}`),
 );
 
 async function waitFor(

@@ -109,6 +109,7 @@ const { storeState, waitConverged } = storeWatch(
   () => status.replica,
   () => lab.nodes.map((n) => n.name),
   90_000,
+  (node) => cp.startedAt(`agent-${node}`),
 );
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {

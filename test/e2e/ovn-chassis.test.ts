@@ -243,8 +243,8 @@ async function drainAcrossChassis(): Promise<{ c: TrafficCounters; received: num
 async function genevePort(port: number): Promise<void> {
   for (const n of lab.nodes) await n.vsctl(['set', 'Interface', 'geneve0', `options:dst_port=${port}`]);
   for (const n of lab.nodes) await restartAgent(n.name);
-  // The killed agents' acknowledgements stay in the store, so waitConverged alone may return before the new ones
-  // reported: a rollout still in phase 1 (waiting for their reports) must end first.
+  // waitConverged counts only the new agents' acknowledgements; a rollout still in phase 1 (the previous undrain,
+  // waiting for their connection reports) must also end before the next drain.
   await waitConverged(cp, 60_000);
   await inEffect();
 }

@@ -13,6 +13,7 @@ export class SluiceChildren {
   readonly #dir: () => string;
   readonly #children = new Map<string, ChildProcess>();
   readonly #lines = new Map<string, string[]>();
+  readonly #startedAt = new Map<string, number>();
 
   /** `dir` is read at each start: tests create their log directory in `before`. */
   constructor(dir: () => string) {
@@ -21,6 +22,7 @@ export class SluiceChildren {
 
   /** Starts `sluice <args>` as `name` (a restart under the same name appends to its log and lines). */
   start(name: string, args: readonly string[]): ChildProcess {
+    this.#startedAt.set(name, Date.now());
     const out = createWriteStream(join(this.#dir(), `${name}.log`), { flags: 'a' });
     const child = spawn(process.execPath, [...SLUICE, ...args], {
       cwd: ROOT,
@@ -43,6 +45,11 @@ export class SluiceChildren {
 
   get(name: string): ChildProcess | undefined {
     return this.#children.get(name);
+  }
+
+  /** When `name` was last started (ms), if it was. */
+  startedAt(name: string): number | undefined {
+    return this.#startedAt.get(name);
   }
 
   /** Raw stderr lines of `name`, every run of it. */

@@ -1,15 +1,13 @@
 // What the control-plane e2e tests read from the store: the published generation, the one released to gateways,
 // what every node acknowledged, and a wait for all of them to agree (shared by controlplane and controlplane-ha).
 
+import { currentAcks } from '../../../src/lab/control-plane.ts';
 import type { Replica } from '../../../src/ovsdb/replica.ts';
 import { PHASE1 } from '../../../src/rollout/types.ts';
-import {
-  gatewayGeneration,
-  NodeStatusTable,
-  publishedGeneration,
-  readGeneration,
-  rows,
-} from '../../../src/store/db/index.ts';
+import { gatewayGeneration, publishedGeneration, readGeneration } from '../../../src/store/db/index.ts';
+
+/** When a node's agent was last started (ms), if known: an acknowledgement from before is its predecessor's. */
+export type AgentStarts = (node: string) => number | undefined;
 
 /** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
 export const STORE_STATE_TABLES = {
@@ -28,10 +26,11 @@ export interface StoreState {
   readonly phase1Slots: number;
 }
 
-/** The store's published generation, the one released to gateways, and what every node acknowledged. */
-export function readStoreState(r: Replica): StoreState {
+/** The store's published generation, the one released to gateways, and what every node acknowledged (with
+ *  `startedAt`, only what its current agent acknowledged). */
+export function readStoreState(r: Replica, startedAt: AgentStarts = () => undefined): StoreState {
   const gen = publishedGeneration(r);
-  const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation]));
+  const acks = currentAcks(r, startedAt);
   let phase1Slots = 0;
   for (const pool of readGeneration(r)?.pools.values() ?? []) {
     for (const ph of pool.phase) if (ph === PHASE1) phase1Slots++;
@@ -50,12 +49,13 @@ export async function waitStoreConverged(
   after: number,
   timeoutMs: number,
   quietMs: number,
+  startedAt?: AgentStarts,
 ): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let last = -1;
   let since = Date.now();
   for (;;) {
-    const s = readStoreState(replica());
+    const s = readStoreState(replica(), startedAt);
     const all =
       nodes.every((n) => s.acks.get(n) === s.gen) &&
       s.released === s.gen &&
@@ -74,11 +74,17 @@ export async function waitStoreConverged(
 }
 
 /** A test's view of the store through its status monitor: the state now, and a wait for convergence of `nodes`
- *  (each test file's own default timeout). */
-export function storeWatch(replica: () => Replica, nodes: () => readonly string[], defaultTimeoutMs: number) {
+ *  (each test file's own default timeout); with `startedAt`, acknowledgements from before an agent's restart do not
+ *  count. */
+export function storeWatch(
+  replica: () => Replica,
+  nodes: () => readonly string[],
+  defaultTimeoutMs: number,
+  startedAt?: AgentStarts,
+) {
   return {
-    storeState: () => readStoreState(replica()),
+    storeState: () => readStoreState(replica(), startedAt),
     waitConverged: (after = 0, timeoutMs = defaultTimeoutMs, quietMs = 3000) =>
-      waitStoreConverged(replica, nodes(), after, timeoutMs, quietMs),
+      waitStoreConverged(replica, nodes(), after, timeoutMs, quietMs, startedAt),
   };
 }
