@@ -36,11 +36,14 @@ export function groupRefs(actions: string): number[] {
  * @param desired   the compiled state of one bridge
  * @param installed what is installed and owned by sluice (flows with sluice cookies, sluice group ids), + TLV map
  * @param foreign   installed flows that are not sluice's: never touched, but their group references are honoured
+ * @param staying   the desired flows whose group references keep an unwanted group (default desired.flows; the
+ *                  applier diffs only the load balancers that differ and passes every desired flow here)
  */
 export function diffBridge(
   desired: BridgeState,
   installed: BridgeState,
   foreign: readonly Flow[] = [],
+  staying: readonly Flow[] = desired.flows,
 ): BridgeDiff {
   // Keys of the installed side only: a first install (nothing installed) holds no key per desired flow, whose
   // match text a compact flow renders on demand (src/compile/gateway.ts).
@@ -71,7 +74,7 @@ export function diffBridge(
   const unwanted = [...instG.values()].filter((g) => !wantG.has(g.groupId));
   const stillReferenced = new Set<number>();
   if (unwanted.length > 0)
-    for (const flows of [desired.flows, foreign])
+    for (const flows of [staying, foreign])
       for (const f of flows) for (const id of groupRefs(f.actions)) stillReferenced.add(id);
   for (const g of unwanted) {
     if (stillReferenced.has(g.groupId)) keptGroups.push(g);

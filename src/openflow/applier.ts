@@ -18,9 +18,10 @@
 // - After an ovs-vswitchd restart (empty tables, no TLV map) the same call restores everything.
 // - Verified: after a commit the bridge is read again and must equal the desired state (SLUICE_E_OPENFLOW_VERIFY);
 //   this also proves the compiler's text is canonical (what OVS prints back). Above STREAM_VERIFY_FLOWS desired
-//   flows the read is streamed: each printed flow goes into per-load-balancer digests (src/flowset/digest.ts) and
-//   is dropped, so memory does not grow with the dump (695 MiB of text at 10,000 VIPs); only the load balancers
-//   whose digests differ are read again (by cookie) to name the difference.
+//   flows every read is streamed, the one before the diff too: each printed flow goes into per-load-balancer
+//   digests (src/flowset/digest.ts) and is dropped, so memory does not grow with the dump (695 MiB of text at
+//   10,000 VIPs); only the load balancers whose digests differ are read again (by cookie, or picked from one more
+//   dump) to be diffed, or to name the difference.
 // - Meters (a host's SYN meter) are outside bundles: new or changed ones are sent before the bundle (a flow naming a
 //   missing meter is refused), unwanted ones deleted after it (deleting a meter deletes the flows naming it: by then
 //   the bundle removed sluice's). Only meter ids in sluice's range are read, changed or deleted.
@@ -187,12 +188,21 @@ export async function readInstalled(runner: Runner, bridge: string): Promise<Ins
   return { owned: { ...tables, flows: owned }, foreign };
 }
 
+/** What a streamed read of a bridge found: its groups, TLV map and meters, its foreign flows, how many of sluice's
+ *  flows it printed, and the load balancer ids (cookie lb, 0 = node-wide) where those differ from `desired`. */
+interface DigestRead {
+  readonly tables: BridgeState;
+  readonly foreign: Flow[];
+  readonly printed: number;
+  readonly unequal: number[];
+}
+
 /**
- * Verification after a bundle without holding the dump: every sluice flow the switch prints goes into a digest
- * per load balancer id, every desired flow comes out of it; the load balancers left unequal are read again by cookie
- * and diffed to name the first difference. Groups, the TLV map and meters are compared as in applyBridge.
+ * Reads a bridge without holding its flows: every sluice flow the switch prints goes into a digest per load balancer
+ * id and is dropped, every desired flow comes out of it (src/flowset/digest.ts). A gateway at 10,000 VIPs prints
+ * 2.6 M flows (695 MiB of text); held as parsed flows with a key each they took over 1 GiB.
  */
-async function verifyStreamed(runner: Runner, bridge: string, desired: BridgeState): Promise<void> {
+async function digestRead(runner: Runner, bridge: string, desired: BridgeState): Promise<DigestRead> {
   const digest = new FlowDigest((f) => cookieLb(f.cookie));
   const foreign: Flow[] = [];
   let printed = 0;
@@ -205,16 +215,65 @@ async function verifyStreamed(runner: Runner, bridge: string, desired: BridgeSta
     }),
   ]);
   for (const f of desired.flows) digest.add(f, -1);
+  return { tables, foreign, printed, unequal: digest.unequal() };
+}
+
+/** Load balancers read again by cookie, one dump each, up to this many; more are picked from one more full dump. */
+const READ_BY_COOKIE_MAX = 8;
+
+/** Sluice's installed flows of the load balancer ids `lbs` (by cookie, or filtered from one more streamed dump). */
+async function readLbFlows(runner: Runner, bridge: string, lbs: readonly number[]): Promise<Flow[]> {
+  const out: Flow[] = [];
+  if (lbs.length <= READ_BY_COOKIE_MAX) {
+    for (const lb of lbs) await streamFlows(runner, bridge, [cookieLbMatch(lb)], (f) => out.push(f));
+    return out;
+  }
+  const want = new Set(lbs);
+  await streamFlows(runner, bridge, [], (f) => {
+    if (isSluiceCookie(f.cookie) && want.has(cookieLb(f.cookie))) out.push(f);
+  });
+  return out;
+}
+
+/**
+ * What applyBridge diffs above the streaming threshold: the installed state read by digests (digestRead), holding
+ * only the flows of the load balancers that differ, and the desired flows of those. An agent restarted on a switch
+ * that already holds its flows then keeps none of them (nothing differs), and one that missed a change holds the
+ * changed load balancers' flows only. When every load balancer differs (a hash mode or slot bits change while the
+ * agent was down) they are all read, as without digests.
+ */
+async function readDiffering(
+  runner: Runner,
+  bridge: string,
+  desired: BridgeState,
+): Promise<{ installed: Installed; desiredFlows: readonly Flow[]; ownedFlows: number }> {
+  const r = await digestRead(runner, bridge, desired);
+  const lbs = new Set(r.unequal);
+  // Nothing of sluice's installed: every desired flow is an addition, no second read.
+  const flows = r.printed === 0 ? [] : await readLbFlows(runner, bridge, r.unequal);
+  const desiredFlows =
+    r.printed === 0 ? desired.flows : desired.flows.filter((f) => lbs.has(cookieLb(f.cookie)));
+  return {
+    installed: { owned: { ...r.tables, flows }, foreign: r.foreign },
+    desiredFlows,
+    ownedFlows: r.printed,
+  };
+}
+
+/**
+ * Verification after a bundle without holding the dump (digestRead); the load balancers left unequal are read again
+ * by cookie and diffed to name the first difference. Groups, the TLV map and meters are compared as in applyBridge.
+ */
+async function verifyStreamed(runner: Runner, bridge: string, desired: BridgeState): Promise<void> {
+  const { tables, foreign, printed, unequal: lbs } = await digestRead(runner, bridge, desired);
   const m = meterCommands(diffMeters(desired.meters ?? [], tables.meters ?? []));
   const rest = [
     ...bundleLines(diffBridge({ ...desired, flows: [] }, tables, foreign)),
     ...[...m.before, ...m.after].map((c) => c.join(' ')),
   ];
-  const lbs = digest.unequal();
   // The first few unequal load balancers, read again by cookie, name the difference.
   for (const lb of lbs.slice(0, 3)) {
-    const installed: Flow[] = [];
-    await streamFlows(runner, bridge, [cookieLbMatch(lb)], (f) => installed.push(f));
+    const installed = await readLbFlows(runner, bridge, [lb]);
     const want = desired.flows.filter((f) => cookieLb(f.cookie) === lb);
     rest.push(
       ...bundleLines(
@@ -251,9 +310,23 @@ export async function applyBridge(
   desired: BridgeState,
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
-  const installed = await readInstalled(runner, bridge);
+  const streamed = desired.flows.length > (opts.streamVerifyAbove ?? STREAM_VERIFY_FLOWS);
+  const read = streamed
+    ? await readDiffering(runner, bridge, desired)
+    : await readInstalled(runner, bridge).then((installed) => ({
+        installed,
+        desiredFlows: desired.flows,
+        ownedFlows: installed.owned.flows.length,
+      }));
+  const { installed } = read;
   refuseForeignClashes(bridge, desired.flows, installed.foreign);
-  const diff = diffBridge(desired, installed.owned, installed.foreign);
+  // Only the differing load balancers' flows on both sides; every desired flow still counts as a group reference.
+  const diff = diffBridge(
+    { ...desired, flows: read.desiredFlows },
+    installed.owned,
+    installed.foreign,
+    desired.flows,
+  );
   if (diff.conflictingTlv.length > 0) {
     throw new SluiceError(
       'SLUICE_E_OPENFLOW_TLV',
@@ -280,10 +353,10 @@ export async function applyBridge(
       foreign: installed.foreign,
     };
   }
-  const firstInstall = installed.owned.flows.length === 0 && installed.owned.groups.length === 0;
+  const firstInstall = read.ownedFlows === 0 && installed.owned.groups.length === 0;
   const pieces = firstInstall ? firstInstallPieces(diff, FIRST_INSTALL_BUNDLE_LINES) : [diff];
   const sentMeters = await sendWithMeters(runner, bridge, diff, meters, pieces);
-  if ((opts.verify ?? true) && desired.flows.length > (opts.streamVerifyAbove ?? STREAM_VERIFY_FLOWS)) {
+  if ((opts.verify ?? true) && streamed) {
     await verifyStreamed(runner, bridge, desired);
   } else if (opts.verify ?? true) {
     const after = await readInstalled(runner, bridge);

@@ -16,7 +16,7 @@ import {
   firstInstallPieces,
   readInstalled,
 } from '../../src/openflow/applier.ts';
-import type { Generation } from '../../src/rollout/types.ts';
+import type { Generation, PoolPlan } from '../../src/rollout/types.ts';
 import { activeBackend, testConfig, testLb, testNodes } from '../scenarios/configs.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
 import { FakeSwitch } from '../scenarios/fake-switch.ts';
@@ -270,4 +270,55 @@ test('a large first install is cut in bundles: groups first, node-wide flows las
   );
   assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort(), 'the same lines, each once');
   assert.deepEqual(firstInstallPieces(diff, bundleLineCount(diff)), [diff], 'small enough: one bundle');
+});
+
+test('streamed read of a populated switch: only the load balancers that differ are diffed, same bundle', async () => {
+  // Two load balancers, so one can differ while the other is equal.
+  const two: Config = testConfig(testNodes(['gw1'], ['host1']), [
+    testLb('web', '203.0.113.10', 'tcp', [80], [activeBackend('10.0.1.11', 'host1')]),
+    testLb('api', '203.0.113.20', 'tcp', [443], [activeBackend('10.0.1.11', 'host1')]),
+  ]);
+  const pool = (lb: string, owner: number): PoolPlan => ({ ...gen(1, () => owner).pools.get('web')!, lb });
+  const state = (apiOwner: number) =>
+    compileNode(
+      two,
+      {
+        number: 1,
+        createdAt: 0,
+        pools: new Map([
+          ['web', pool('web', 0)],
+          ['api', pool('api', apiOwner)],
+        ]),
+      },
+      fakeFacts(two, 'gw1'),
+    ).bridges.get('br-int')!;
+  const streamed = { streamVerifyAbove: 0 };
+  const populated = async () => {
+    const sw = new FakeSwitch();
+    await applyBridge(sw, 'br-int', state(0));
+    return sw;
+  };
+  // The same state: one dump, nothing sent.
+  const same = await populated();
+  const reads = same.reads;
+  const r0 = await applyBridge(same, 'br-int', state(0), streamed);
+  assert.equal(r0.changed, false);
+  assert.equal(same.reads, reads + 1, 'one streamed dump, no read by cookie');
+  // api lost its backend: the streamed read sends what the read of every flow sends (api's slot flows only).
+  const a = await populated();
+  const b = await populated();
+  const viaDigest = await applyBridge(a, 'br-int', state(0xffff), streamed);
+  const viaKeys = await applyBridge(b, 'br-int', state(0xffff));
+  assert.ok(viaDigest.bundleLines > 0);
+  assert.deepEqual(viaDigest.bundle, viaKeys.bundle);
+  assert.deepEqual([...a.flows.get('br-int')!.keys()].sort(), [...b.flows.get('br-int')!.keys()].sort());
+  // Negative control: a flow of the equal load balancer changed behind the agent's back is found and restored.
+  const c = await populated();
+  const flows = c.flows.get('br-int')!;
+  const [k, f] = [...flows].find(([, x]) => x.table === 10)!;
+  flows.set(k, { ...f, actions: 'drop' });
+  const fixed = await applyBridge(c, 'br-int', state(0), streamed);
+  assert.equal(fixed.bundleLines, 1);
+  assert.match(fixed.bundle[0]!, /^flow add cookie=0x51[0-9a-f]+,table=10,/);
+  assert.notEqual(c.flows.get('br-int')!.get(k)!.actions, 'drop');
 });
