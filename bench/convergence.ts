@@ -30,11 +30,22 @@
 // The lab and every child process are stopped in `finally` and on SIGINT/SIGTERM (children by their own PIDs).
 // Options (environment): CONV_SIZES (comma-separated VIP counts), CONV_CHANGES, CONV_NO_WRITE=1 (print only),
 // CONV_KEEP_LOGS=1 (keep the daemons' logs), CONV_CPU_PROF=1 (V8 CPU profiles of the daemons, with the logs),
-// CONV_BASELINE=1 (also the full-apply runs), CONV_LARGE_BASELINE=0 (not at the sizes above 1), CONV_REPORT_ONLY=<json>
+// CONV_MEM=1 (every daemon's memory breakdown after the changes, bench/mem-probe.ts; CONV_MEM_SNAPSHOT=<daemons>
+// with heap snapshots), CONV_RESTART=<nodes> (at the largest size, those agents restarted on their populated switch
+// after the changes: time to their first apply, peak RSS), CONV_BASELINE=1 (also the full-apply runs), CONV_LARGE_BASELINE=0 (not at the sizes above 1), CONV_REPORT_ONLY=<json>
 // (render a saved run's results, no lab; CONV_NOTE adds a note).
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main as cliMain } from '../src/cli/main.ts';
@@ -65,6 +76,7 @@ import {
   ratio,
   say,
   sleep,
+  statusKb,
   writeSection,
 } from './perf/common.ts';
 
@@ -76,6 +88,12 @@ const BASELINE = process.env.CONV_BASELINE === '1';
 /** CONV_LARGE_BASELINE=0: no full-apply run at the large size (it takes tens of minutes on the loaded machine). */
 const LARGE_BASELINE_OFF = process.env.CONV_LARGE_BASELINE === '0';
 const BACKENDS_PER_HOST = 10;
+const MEM = process.env.CONV_MEM === '1';
+const memDir = () => {
+  const d = join(dir!, 'mem');
+  mkdirSync(d, { recursive: true });
+  return d;
+};
 const ADDED = { host: 'host2', address: `10.0.2.${10 + BACKENDS_PER_HOST}` };
 
 type Mode = 'incremental' | 'full';
@@ -94,10 +112,21 @@ function spawnCli(name: string, args: readonly string[]): void {
   // CONV_CPU_PROF=1: each daemon writes a V8 CPU profile into the run's directory when it stops.
   const prof =
     process.env.CONV_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(dir!, 'prof')}`] : [];
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  // CONV_MEM=1: each daemon answers SIGUSR2 with its memory breakdown (bench/mem-probe.ts), a heap snapshot too
+  // for the daemons named in CONV_MEM_SNAPSHOT (comma-separated, e.g. agent-gw2,agent-host2).
+  const mem = MEM ? ['--expose-gc', '--import', join(ROOT, 'bench/mem-probe.ts')] : [];
+  const snap = (process.env.CONV_MEM_SNAPSHOT ?? '').split(',').includes(name);
+  const child = spawn(
+    process.execPath,
+    [...prof, '--import', 'tsx', ...mem, join(ROOT, 'src/cli/bin.ts'), ...args],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: MEM
+        ? { ...process.env, MEM_PROBE_DIR: memDir(), ...(snap ? { MEM_PROBE_SNAPSHOT: '1' } : {}) }
+        : process.env,
+    },
+  );
   const recs: Record<string, unknown>[] = children.has(name) ? (logs.get(name) ?? []) : [];
   logs.set(name, recs);
   let buf = '';
@@ -293,9 +322,9 @@ function wireDelta(
   return out;
 }
 
-function startAgents(mode: Mode): void {
+function startAgents(mode: Mode, which: (node: string) => boolean = () => true): void {
   const db = srv!.tcpRemote;
-  for (const n of lab!.nodes)
+  for (const n of lab!.nodes.filter((x) => which(x.name)))
     spawnCli(`agent-${n.name}`, [
       'agent',
       '--role',
@@ -366,6 +395,10 @@ interface ScenarioResult {
   storeBytes: number;
   /** VmRSS after the last change, MB, by process (`agent-gw1`, `planner`, `ovsdb-server`, `ovs-vswitchd gw1`...). */
   rss: Record<string, number>;
+  /** CONV_MEM=1: every daemon's memory breakdown (bench/mem-probe.ts). */
+  mem?: Record<string, unknown>;
+  /** CONV_RESTART: agents restarted on their populated switch after the changes, by node. */
+  restarts?: Record<string, RestartResult>;
   /** Agents that exited on their own during the scenario and were started again. */
   respawns: number;
   /** Store sessions each daemon lost during the scenario (its `ovsdb-state` records of `backoff`). */
@@ -525,6 +558,78 @@ function healthEvents(): number {
   return n;
 }
 
+/** CONV_MEM=1: asks every daemon for its memory breakdown (bench/mem-probe.ts) and waits for it, one at a time. */
+async function memProbes(tag: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const [name, c] of children) {
+    if (c.pid === undefined) continue;
+    const before = new Set(readdirSync(memDir()));
+    c.kill('SIGUSR2');
+    const deadline = Date.now() + 5 * 60_000;
+    let file: string | undefined;
+    while (file === undefined && Date.now() < deadline) {
+      await sleep(500);
+      file = readdirSync(memDir()).find(
+        (f) => f.startsWith(`${c.pid}-`) && f.endsWith('.json') && !before.has(f),
+      );
+    }
+    if (file === undefined) continue;
+    out[name] = JSON.parse(readFileSync(join(memDir(), file), 'utf8'));
+    const p = out[name] as { before: MemSample; afterGc: MemSample; snapshot?: string };
+    const m = (x: number) => `${Math.round(x / 2 ** 20)}`;
+    say(
+      `${tag} mem ${name}: rss ${m(p.before.status.VmRSS!)} MiB (hwm ${m(p.before.status.VmHWM!)}), heap used ` +
+        `${m(p.before.usage.heapUsed)} / total ${m(p.before.usage.heapTotal)}, external ${m(p.before.usage.external)}, ` +
+        `arrayBuffers ${m(p.before.usage.arrayBuffers)}; after gc: rss ${m(p.afterGc.status.VmRSS!)}, heap used ` +
+        `${m(p.afterGc.usage.heapUsed)} / total ${m(p.afterGc.usage.heapTotal)}${p.snapshot ? `; snapshot ${p.snapshot}` : ''}`,
+    );
+  }
+  writeFileSync(join(memDir(), `${tag.replace(/\W+/g, '_')}.json`), JSON.stringify(out, null, 1));
+  return out;
+}
+
+interface MemSample {
+  status: Record<string, number>;
+  usage: NodeJS.MemoryUsage;
+}
+
+/** An agent stopped and started again on its switch, which holds what it installed (CONV_RESTART). */
+interface RestartResult {
+  /** From the start of the process to its first `applied` log record (installed, verified, revalidated). */
+  ms: number;
+  /** VmHWM of the new process then, MB. */
+  peakMb: number;
+  /** VmRSS a few seconds later, MB. */
+  rssMb: number;
+  mode: string;
+  lines: number;
+}
+
+/** CONV_RESTART=gw1,host1: after the changes, each named agent is stopped and started again on its populated switch. */
+async function restartAgents(tag: string, mode: Mode): Promise<Record<string, RestartResult>> {
+  const out: Record<string, RestartResult> = {};
+  for (const node of (process.env.CONV_RESTART ?? '').split(',').filter((x) => x !== '')) {
+    const name = `agent-${node}`;
+    await stopChildren((n) => n === name);
+    const t0 = Date.now();
+    startAgents(mode, (n) => n === node);
+    const deadline = t0 + 10 * 60_000;
+    let rec: Record<string, unknown> | undefined;
+    while (rec === undefined && Date.now() < deadline) {
+      await sleep(100);
+      rec = logs.get(name)?.find((r) => r.event === 'applied');
+    }
+    if (rec === undefined) throw new Error(`${name} did not apply within 10 minutes of its restart`);
+    const ms = Date.now() - t0;
+    const peakMb = statusKb(children.get(name)!.pid!, 'VmHWM') / 1024;
+    await sleep(5000);
+    const lines = Object.values(rec.bundleLines as Record<string, number>).reduce((a, b) => a + b, 0);
+    out[node] = { ms, peakMb, rssMb: rssMb(name) ?? 0, mode: String(rec.mode), lines };
+    say(`${tag} restart ${node}: ${JSON.stringify(out[node])}`);
+  }
+  return out;
+}
+
 /** VmRSS of every daemon of the run and of every node's ovs-vswitchd, MB. */
 function allRss(): Record<string, number> {
   const out: Record<string, number> = {};
@@ -571,6 +676,10 @@ async function scenario(m: Monitor, vips: number, mode: Mode): Promise<ScenarioR
     configRows: rows(m.replica, PlanConfigTable).length,
     storeBytes: statSync(join(dir!, 'ovsdb.db')).size,
     rss: allRss(),
+    ...(MEM ? { mem: await memProbes(tag) } : {}),
+    ...(vips === Math.max(...SIZES) && process.env.CONV_RESTART
+      ? { restarts: await restartAgents(tag, mode) }
+      : {}),
     respawns: [...respawns.values()].reduce((a, b) => a + b, 0),
     drops,
     snapshot,
