@@ -1014,8 +1014,7 @@ export class AgentDaemon {
           startedAt,
         );
       // A failing check may mean the backend's port is gone: read the facts again to tell (cheap when all are up).
-      if ([...(this.health?.states().values() ?? [])].some((h) => h.state === 'down'))
-        await this.#refreshFacts();
+      if (this.health?.anyDown()) await this.#refreshFacts();
       this.#report = { conns, startedAt };
       this.#conns = conns;
       for (const [state, n] of Object.entries(conns.states)) this.#m.ctEntries.set({ state }, n);

@@ -159,6 +159,33 @@ describe('agent health checks', () => {
     assert.ok(busiest < 30, `busiest tick ${busiest} of 3000 targets (even share 10)`);
   });
 
+  test('targets with the same check share it; anyDown follows the states; a changed check starts over', async () => {
+    let ok = true;
+    const c = new HealthChecker({ rise: 1, fall: 1 }, async () => ok);
+    const tcp = (i: number) => ({
+      id: `v${i} a`,
+      address: '10.0.0.1',
+      port: 80,
+      check: { type: 'tcp' } as const,
+    });
+    c.setTargets([tcp(0), tcp(1), { id: 'dns a', address: '10.0.0.1', port: 53, check: { type: 'udp' } }]);
+    assert.equal(c.check('v0 a'), c.check('v1 a'), 'one check object for equal checks');
+    assert.notEqual(c.check('v0 a'), c.check('dns a'));
+    assert.equal(c.anyDown(), false);
+    await c.checkOnce();
+    ok = false;
+    await c.checkOnce();
+    assert.equal(c.anyDown(), true);
+    assert.equal(c.state('v0 a'), 'down');
+    // The same targets again keep their state; one with another check starts unknown.
+    c.setTargets([tcp(0), { ...tcp(1), check: { type: 'tcp', rise: 3 } }]);
+    assert.equal(c.state('v0 a'), 'down');
+    assert.equal(c.state('v1 a'), 'unknown');
+    assert.notEqual(c.check('v0 a'), c.check('v1 a'));
+    c.setTargets([tcp(1)]);
+    assert.equal(c.anyDown(), false, 'the down target is gone');
+  });
+
   test('tcpProbe: a listening loopback port succeeds, a closed one fails', async () => {
     const srv = createServer((s) => s.end());
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
