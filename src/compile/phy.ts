@@ -30,32 +30,43 @@ import { cookie, PRIO, T } from './registry.ts';
  *   table=0 priority=1 actions=NORMAL
  */
 export function phyFlows(_config: Config, lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
+  return [...phyVipFlows(lbs, facts), ...phyNodeFlows(facts)];
+}
+
+/** A gateway's VIP flows of `lbs` (two per distinct VIP, with the id of its first load balancer); [] on a host. */
+export function phyVipFlows(lbs: readonly LbInput[], facts: NodeFacts): Flow[] {
   const flows: Flow[] = [];
-  if (facts.role === 'gateway') {
-    const seen = new Set<string>();
-    for (const { lb, id } of lbs) {
-      if (seen.has(lb.vip)) continue;
-      seen.add(lb.vip);
-      const inPort = `in_port=${facts.ports.eth0}`;
-      const dst = `${dstField(lb.family)}=${lb.vip}`;
-      flows.push(
-        {
-          table: T.PHY,
-          priority: PRIO.NORMAL,
-          match: match(l3(lb.family), inPort, `dl_dst=${facts.phyMac}`, dst),
-          actions: `output:${facts.ports.phyToInt}`,
-          cookie: cookie('PHY_VIP', id),
-        },
-        {
-          table: T.PHY,
-          priority: PRIO.LOW,
-          match: match(l3(lb.family), inPort, dst),
-          actions: 'drop',
-          cookie: cookie('PHY_VIP_NOT_MINE', id),
-        },
-      );
-    }
-  } else {
+  if (facts.role !== 'gateway') return flows;
+  const seen = new Set<string>();
+  for (const { lb, id } of lbs) {
+    if (seen.has(lb.vip)) continue;
+    seen.add(lb.vip);
+    const inPort = `in_port=${facts.ports.eth0}`;
+    const dst = `${dstField(lb.family)}=${lb.vip}`;
+    flows.push(
+      {
+        table: T.PHY,
+        priority: PRIO.NORMAL,
+        match: match(l3(lb.family), inPort, `dl_dst=${facts.phyMac}`, dst),
+        actions: `output:${facts.ports.phyToInt}`,
+        cookie: cookie('PHY_VIP', id),
+      },
+      {
+        table: T.PHY,
+        priority: PRIO.LOW,
+        match: match(l3(lb.family), inPort, dst),
+        actions: 'drop',
+        cookie: cookie('PHY_VIP_NOT_MINE', id),
+      },
+    );
+  }
+  return flows;
+}
+
+/** br-phy's flows that do not depend on the load balancers. */
+export function phyNodeFlows(facts: NodeFacts): Flow[] {
+  const flows: Flow[] = [];
+  if (facts.role === 'host')
     flows.push({
       table: T.PHY,
       priority: PRIO.NORMAL,
@@ -63,7 +74,6 @@ export function phyFlows(_config: Config, lbs: readonly LbInput[], facts: NodeFa
       actions: `output:${facts.ports.eth0}`,
       cookie: cookie('PHY_RETURN'),
     });
-  }
   flows.push({
     table: T.PHY,
     priority: PRIO.NORMAL,

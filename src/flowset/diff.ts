@@ -199,17 +199,19 @@ export function diffParts(
     addTlv: [] as TlvMapping[],
     conflictingTlv: [] as TlvMapping[],
   };
-  const names = new Set([...desired.keys(), ...installed.keys()]);
-  for (const name of names) {
-    const d = desired.get(name) ?? NOTHING;
-    const i = installed.get(name) ?? NOTHING;
-    if (d === i) continue;
+  const add = (d: BridgeState, i: BridgeState) => {
     const p = diffBridge(d, i, foreign);
     for (const k of Object.keys(out) as (keyof typeof out)[]) {
       const from = p[k] as readonly never[];
       for (const x of from) (out[k] as never[]).push(x);
     }
+  };
+  // One pass over each side's entries (10,000 load balancers: no list or set of every name is built).
+  for (const [name, d] of desired) {
+    const i = installed.get(name) ?? NOTHING;
+    if (d !== i) add(d, i);
   }
+  for (const [name, i] of installed) if (!desired.has(name)) add(NOTHING, i);
   // A group id that leaves one part and enters another (a load balancer id taken over by another load balancer
   // when ids are reassigned on a hash collision) is one modify: an add would come before the delete of the same
   // id in the bundle (groups go after the flows that reference them) and ovs-vswitchd refuses it (GROUP_EXISTS).

@@ -28,7 +28,7 @@
 // applyBridgeDelta is the incremental variant (no read, no verification): it trusts that the caller knows what it
 // installed last; src/agent/node-ops.ts NodeProgrammer falls back to applyBridge whenever it does not.
 
-import { NODE_PART } from '../compile/incremental.ts';
+import { isLbPart } from '../compile/incremental.ts';
 import {
   cookieLb,
   cookieLbMatch,
@@ -432,7 +432,7 @@ export async function applyBridgeDelta(
  * lines when it is larger: `ovs-ofctl bundle` holds about 5 KiB per line it parses (a 1,000-VIP step on a gateway
  * is 261,000 lines; a slotBits change at 10,000 VIPs rewrites 7.7 M). The first bundles carry whole load balancer
  * parts, new or changed, each part's lines in one bundle (several parts per bundle, a part never split); the last one
- * is everything else as one bundle: the node part, removed parts, and parts that share a flow key or group id with
+ * is everything else as one bundle: the node part, the VIP parts, removed parts, and parts that share a flow key or group id with
  * another part's changes. Safe because each state in between is the installed state with some load balancers
  * wholly on the target and the others wholly as installed, and load balancer parts do not reference one another:
  * a part's flows match only its own VIPs and ports or its own load balancer id, and reference only its own group.
@@ -474,7 +474,7 @@ export function incrementalPieces(
 
 /**
  * The load balancer parts that may go before the rest (incrementalPieces), each with its own diff, in name order:
- * new or changed, not the node part, and no flow key or group id of theirs in another part's changes. Within one
+ * new or changed load balancer parts (not the node part nor a VIP part), and no flow key or group id of theirs in another part's changes. Within one
  * bridge a desired flow key belongs to one part and so does an installed one, and a part's changed flow is an add
  * only, so a key two parts touch is one some part adds and another deletes: the keys `diff` both adds and deletes.
  */
@@ -494,8 +494,9 @@ function earlyParts(
     const one = (s: BridgeState | undefined) => new Map(s === undefined ? [] : [[name, s]]);
     const part = diffParts(one(d), one(i), foreign);
     for (const id of touchedGroups(part)) groupParts.set(id, (groupParts.get(id) ?? 0) + 1);
-    // The node part and removed parts go last; they still count for the groups they touch.
-    if (name !== NODE_PART && d !== undefined && !isEmptyDiff(part)) own.set(name, part);
+    // The node part, VIP parts (a gateway's br-phy steers a VIP to br-int there) and removed parts go last; they
+    // still count for the groups they touch.
+    if (isLbPart(name) && d !== undefined && !isEmptyDiff(part)) own.set(name, part);
   }
   for (const [name, part] of own) {
     const shared =
@@ -526,7 +527,9 @@ function joinDiffs(diffs: readonly BridgeDiff[]): BridgeDiff {
 }
 
 function partsMeters(parts: ReadonlyMap<string, BridgeState>): Meter[] {
-  return [...parts.values()].flatMap((p) => p.meters ?? []);
+  const out: Meter[] = [];
+  for (const p of parts.values()) if (p.meters !== undefined) out.push(...p.meters);
+  return out;
 }
 
 /** The `ovs-ofctl` arguments (after the bridge) of a meter diff: those to run before the bundle, and after it. */

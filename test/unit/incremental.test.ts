@@ -9,15 +9,18 @@ import * as fc from 'fast-check';
 import { NodeProgrammer } from '../../src/agent/node-ops.ts';
 import {
   compileNodeParts,
+  isLbPart,
   lbPart,
   NODE_PART,
   type NodeParts,
   partsFlowSet,
+  vipPart,
 } from '../../src/compile/incremental.ts';
 import { compileNode } from '../../src/compile/index.ts';
 import { lbIds } from '../../src/compile/registry.ts';
 import { bundleLineCount, bundleLines, diffParts } from '../../src/flowset/diff.ts';
 import { hex, renderFlowSet } from '../../src/flowset/text.ts';
+import type { BridgeState } from '../../src/flowset/types.ts';
 import type { Backend, Config, LoadBalancer } from '../../src/model/types.ts';
 import { incrementalPieces } from '../../src/openflow/applier.ts';
 import { planNext } from '../../src/rollout/planner.ts';
@@ -120,6 +123,93 @@ test('incremental compile equals a full compile through random rollouts (gateway
   );
 });
 
+/** One load balancer of a random config: present or not, its VIP (of three, so VIPs are shared), its protocol and
+ *  its backends. The port follows the name, so no two load balancers clash on (protocol, VIP, port). */
+const lbArb = fc.option(
+  fc.record({
+    vip: fc.integer({ min: 0, max: 2 }),
+    udp: fc.boolean(),
+    backends: fc.uniqueArray(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 6 }),
+  }),
+  { freq: 4 },
+);
+/** Sequences of configs of up to five load balancers that come and go, share and change VIPs and protocols. */
+type ChurnLb = { vip: number; udp: boolean; backends: number[] } | null;
+const churnArb: fc.Arbitrary<ChurnLb[][]> = fc.array(fc.array(lbArb, { minLength: 5, maxLength: 5 }), {
+  minLength: 2,
+  maxLength: 5,
+});
+
+function churnConfig(step: readonly ChurnLb[], hashMode: Config['hashMode']): Config {
+  const lbs: LoadBalancer[] = [];
+  step.forEach((x, i) => {
+    if (x === null) return;
+    lbs.push({
+      name: `v${i}`,
+      vip: `203.0.113.${10 + x.vip}`,
+      family: 4,
+      protocol: x.udp ? 'udp' : 'tcp',
+      ports: [80 + i],
+      backends: x.backends.map((j) => POOL[j]!),
+    });
+  });
+  return { hashMode, slotBits: 4, drainWindowSeconds: 30, nodes: NODES, loadBalancers: lbs };
+}
+
+/** Every generation the planner publishes through the churn steps. */
+function churnGenerations(steps: readonly (readonly ChurnLb[])[], hashMode: Config['hashMode']) {
+  const out: { config: Config; gen: Generation }[] = [];
+  let latest: Generation | null = null;
+  for (const step of steps) {
+    const config = churnConfig(step, hashMode);
+    for (let i = 0; i < 20; i++) {
+      const r = planNext({ config, latest, connections: () => 0, now: 1000 * out.length });
+      if (r.next === null) break;
+      latest = r.next;
+      out.push({ config, gen: latest });
+    }
+  }
+  return out;
+}
+
+type Compile = typeof compileNodeParts;
+
+/** The property: through every churn, the incremental result renders exactly as a full compile. */
+function churnProperty(compile: Compile) {
+  return fc.property(churnArb, fc.constantFrom('dp_hash' as const, 'fields' as const), (steps, hashMode) => {
+    for (const node of ['gw1', 'host1', 'host2']) {
+      let prev: NodeParts | undefined;
+      for (const { config, gen } of churnGenerations(steps, hashMode)) {
+        const parts = compile(config, gen, facts(node), prev);
+        assert.equal(renderFlowSet(partsFlowSet(parts)), full(config, gen, node));
+        prev = parts;
+      }
+    }
+  });
+}
+
+test('incremental compile equals a full compile while load balancers come and go, share and change VIPs', () => {
+  fc.assert(churnProperty(compileNodeParts), { numRuns: 80 });
+});
+
+test('negative control: VIP and node parts wrongly kept from the previous result fail the churn property', () => {
+  // The optimisation going wrong: every `vip:` part and the node part taken over from `prev` whatever changed.
+  const stale: Compile = (config, gen, f, prev, opts) => {
+    const parts = compileNodeParts(config, gen, f, prev, opts);
+    if (prev === undefined) return parts;
+    const bridges = new Map(
+      [...parts.bridges].map(([b, m]) => {
+        const kept = new Map(m);
+        for (const [name, old] of prev.bridges.get(b) ?? []) if (!isLbPart(name)) kept.set(name, old);
+        return [b, kept] as const;
+      }),
+    );
+    return { ...parts, bridges };
+  };
+  const r = fc.check(churnProperty(stale), { numRuns: 80 });
+  assert.equal(r.failed, true, 'the property catches stale VIP parts');
+});
+
 test('a one-backend change recompiles one load balancer and the others are reused as the same objects', () => {
   const before = configOf(
     [
@@ -146,6 +236,11 @@ test('a one-backend change recompiles one load balancer and the others are reuse
   const int2 = p2.bridges.get('br-int')!;
   assert.equal(int2.get('lb:v1'), int1.get('lb:v1'));
   assert.notEqual(int2.get('lb:v0'), int1.get('lb:v0'));
+  // The other VIPs' parts and the node part are taken over too; the changed load balancer's VIP is compiled again.
+  assert.equal(int2.get(vipPart('4/203.0.113.11')), int1.get(vipPart('4/203.0.113.11')));
+  assert.notEqual(int2.get(vipPart('4/203.0.113.10')), int1.get(vipPart('4/203.0.113.10')));
+  assert.equal(int2.get(NODE_PART), int1.get(NODE_PART));
+  assert.equal(p2.bridges.get('br-phy')!.get(NODE_PART), p1.bridges.get('br-phy')!.get(NODE_PART));
   assert.equal(renderFlowSet(partsFlowSet(p2)), full(after, g2, 'gw1'));
   // Another context (a node added) recompiles everything.
   const moreNodes = {
@@ -367,11 +462,9 @@ test('a large incremental bundle goes in pieces: whole new load balancers first,
     );
     assert.equal(p.addGroups.length, lbs.length);
   }
-  // The node part's changes (br-int's ICMP flows for the new VIPs) come last.
-  const nodeChanges = diffParts(
-    new Map([[NODE_PART, want.get(NODE_PART)!]]),
-    new Map([[NODE_PART, have.get(NODE_PART)!]]),
-  );
+  // The changes outside load balancer parts (br-int's ICMP flows for the new VIPs, in their VIP parts) come last.
+  const notLb = (m: ReadonlyMap<string, BridgeState>) => new Map([...m].filter(([n]) => !isLbPart(n)));
+  const nodeChanges = diffParts(notLb(want), notLb(have));
   assert.ok(bundleLineCount(nodeChanges) > 0);
   assert.deepEqual(
     bundleLines(pieces.at(-1)!)
@@ -429,17 +522,16 @@ function checkedPieces(
   // Together they send exactly the single bundle's lines.
   assert.deepEqual(pieces.flatMap(bundleLines).sort(), bundleLines(diff).sort());
   // Every load balancer's lines are in one bundle: after each bundle it is wholly as installed or wholly as wanted.
-  for (const name of [...want.keys()].filter((n) => n !== NODE_PART)) {
+  for (const name of [...want.keys()].filter(isLbPart)) {
     const own = bundleLines(
       diffParts(new Map([[name, want.get(name)!]]), new Map([[name, have.get(name)!]])),
     );
     const holders = pieces.filter((p) => own.some((l) => bundleLines(p).includes(l)));
     assert.ok(holders.length <= 1, `${name} is split over ${holders.length} bundles`);
   }
-  // The node part's changes come last.
-  const node = bundleLines(
-    diffParts(new Map([[NODE_PART, want.get(NODE_PART)!]]), new Map([[NODE_PART, have.get(NODE_PART)!]])),
-  );
+  // The changes of the node part and the VIP parts come last.
+  const notLb = (m: ReadonlyMap<string, BridgeState>) => new Map([...m].filter(([n]) => !isLbPart(n)));
+  const node = bundleLines(diffParts(notLb(want), notLb(have)));
   for (const p of pieces.slice(0, -1)) assert.ok(!bundleLines(p).some((l) => node.includes(l)));
   return { diff, pieces };
 }
@@ -465,7 +557,7 @@ test('a change of every load balancer (slot bits, hash mode, a host address) goe
     ).bridges.get(f.bridges.int)!;
     const partLines = (n: string) =>
       bundleLineCount(diffParts(new Map([[n, want.get(n)!]]), new Map([[n, have.get(n)!]])));
-    const changed = [...want.keys()].filter((n) => n !== NODE_PART && partLines(n) > 0);
+    const changed = [...want.keys()].filter((n) => isLbPart(n) && partLines(n) > 0);
     assert.ok(changed.length >= 4, `${what}: ${changed.length} load balancers change`);
     const perLb = Math.max(...changed.map(partLines));
     const { diff, pieces } = checkedPieces(want, have, 2 * perLb);
