@@ -147,21 +147,31 @@ test('many random one-LB edits in a row stay equal to the full parse', () => {
   let d = doc(20);
   let p = parts(d);
   let seed = 7;
+  // mulberry32: the low bits of a plain LCG repeat too soon for several draws per step.
   const rnd = (n: number) => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed % n;
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) % n;
   };
   let refused = 0;
-  for (let step = 0; step < 40; step++) {
+  const kinds = new Set<number>();
+  for (let step = 0; step < 120; step++) {
     const last = d;
     d = structuredClone(d);
     const lb = d.loadBalancers[rnd(20)]!;
-    const k = rnd(3);
+    const other = d.loadBalancers[rnd(20)]!;
+    const k = rnd(6);
     if (k === 0 && lb.backends.length > 1) lb.backends.pop();
     else if (k === 1) lb.backends.push({ address: `10.0.2.${30 + step}`, port: 80, host: 'host2' });
-    else lb.ports = [80 + rnd(5)];
+    else if (k === 2) lb.ports = [80 + rnd(5)];
+    // The rules between load balancers (checked on the changed one against counts kept from before):
+    else if (k === 3) lb.backends.push({ address: other.vip, port: 80, host: 'host1' });
+    else if (k === 4) lb.backends.push({ address: '10.0.1.10', port: 81, host: rnd(2) ? 'host1' : 'host2' });
+    else lb.vip = other.vip;
     const want = fullError(d);
     if (want !== undefined) {
+      kinds.add(k);
       assert.throws(
         () => parts(d, p),
         (e: Error) => e.message === want,
@@ -174,5 +184,7 @@ test('many random one-LB edits in a row stay equal to the full parse', () => {
     assert.ok(p.parsed <= 1, `step ${step}: ${p.parsed} parsed`);
     assert.deepEqual(p.config, parseConfig(d), `step ${step}`);
   }
-  assert.ok(refused < 40, 'some edits were accepted');
+  assert.ok(refused < 120, 'some edits were accepted');
+  // Each kind of edit that breaks a rule between load balancers was tried and refused at least once.
+  for (const k of [2, 3, 4, 5]) assert.ok(kinds.has(k), `edit kind ${k} refused`);
 });
