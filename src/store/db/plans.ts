@@ -284,9 +284,22 @@ export function readGeneration(
   const want = number ?? single(current, GlobalTable)?.generation;
   if (want === undefined) return undefined;
   const plan = find(current, PlanTable, (p) => p.generation === want);
-  if (plan === undefined) return undefined;
+  return plan === undefined ? undefined : generationOf(current, plan, lbRowsFor(current, plan));
+}
+
+/** The Plan_LB rows of `plan` (undefined for a plan of before 2.0.0, which lists its pools itself). */
+function lbRowsFor(current: Replica, plan: PlanRow): PlanLbRow[] | undefined {
+  return hasLbRows(plan) ? lbRowsOf(current, plan.generation) : undefined;
+}
+
+function generationOf(
+  current: Replica,
+  plan: PlanRow,
+  lbRows: readonly PlanLbRow[] | undefined,
+): GenerationRecord & { readonly desiredCfg: number } {
+  const want = plan.generation;
   const pools = new Map<string, PoolPlanRecord>();
-  const refs = hasLbRows(plan) ? lbRowsOf(current, want).map((r) => r.pool) : plan.pools;
+  const refs = lbRows !== undefined ? lbRows.map((r) => r.pool) : plan.pools;
   for (const u of refs) {
     const pool = decodePool(current, want, u);
     pools.set(pool.lb, pool);
@@ -311,7 +324,14 @@ export function readPlanConfig(
   number: number,
 ): { docs: PlanDocs; ref: string | undefined } | undefined {
   const plan = find(current, PlanTable, (p) => p.generation === number);
-  if (plan === undefined) return undefined;
+  return plan === undefined ? undefined : planConfigOf(current, plan, lbRowsFor(current, plan));
+}
+
+function planConfigOf(
+  current: Replica,
+  plan: PlanRow,
+  lbRows: readonly PlanLbRow[] | undefined,
+): { docs: PlanDocs; ref: string | undefined } | undefined {
   const ref = plan.config;
   const whole = (doc: string) =>
     splitPlanDocument(JSON.parse(doc) as Parameters<typeof splitPlanDocument>[0]);
@@ -321,10 +341,10 @@ export function readPlanConfig(
   }
   const base = get(current, PlanConfigTable, ref)?.document;
   if (base === undefined) return undefined;
-  if (!hasLbRows(plan)) return { docs: whole(base), ref };
+  if (lbRows === undefined) return { docs: whole(base), ref };
   const lbs = new Map<string, string>();
   const key = [ref];
-  for (const row of lbRowsOf(current, number)) {
+  for (const row of lbRows) {
     const doc = row.config === undefined ? undefined : get(current, PlanConfigTable, row.config)?.document;
     if (doc === undefined) continue;
     lbs.set(row.lb, doc);
@@ -348,9 +368,14 @@ export interface PublishedPlan {
 
 /** Generation `number` (default: Global.generation) with the config documents it was planned from. */
 export function readPlan(r: Replica, number?: number): PublishedPlan | undefined {
-  const rec = readGeneration(r, number);
-  if (rec === undefined) return undefined;
-  const doc = readPlanConfig(r, rec.number);
+  const want = number ?? single(r, GlobalTable)?.generation;
+  if (want === undefined) return undefined;
+  const plan = find(r, PlanTable, (p) => p.generation === want);
+  if (plan === undefined) return undefined;
+  // One pass over Plan_LB for both the pools and the documents (10,000 rows at 10,000 VIPs).
+  const lbRows = lbRowsFor(r, plan);
+  const rec = generationOf(r, plan, lbRows);
+  const doc = planConfigOf(r, plan, lbRows);
   let whole: string | undefined;
   return {
     generation: {
