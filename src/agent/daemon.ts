@@ -67,6 +67,7 @@ import { XdpDatapathError } from '../xdp/datapath.ts';
 import { heartbeatInterval, isPlanChange } from './beat-cadence.ts';
 import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
 import { HashAgreement, readDatapath } from './datapath.ts';
+import { keepUnchangedFacts } from './facts.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
 import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
@@ -683,9 +684,9 @@ export class AgentDaemon {
   /** Re-reads the node's facts from its OVS (when the agent has no facts file); logs what changed. */
   async #refreshFacts(): Promise<void> {
     if (this.#o.readFacts === undefined) return;
-    const f = await this.#o.readFacts();
-    if (JSON.stringify(f) !== JSON.stringify(this.#facts))
-      this.#log.info({ event: 'facts', facts: f }, 'node facts read from OVS changed');
+    // The same objects when nothing changed: the report scope follows `vms` by identity.
+    const f = keepUnchangedFacts(this.#facts, await this.#o.readFacts());
+    if (f !== this.#facts) this.#log.info({ event: 'facts', facts: f }, 'node facts read from OVS changed');
     this.#facts = f;
   }
 

@@ -3,8 +3,10 @@
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { keepUnchangedFacts } from '../../src/agent/facts.ts';
 import { FULL_REPORT_MS, reportScope } from '../../src/agent/report-scope.ts';
 import { parseConfig } from '../../src/model/schema.ts';
+import { labHost1Facts } from '../scenarios/fake-facts.ts';
 
 const config = parseConfig({
   nodes: [
@@ -55,4 +57,33 @@ test('anything else the rows depend on moved: every load balancer (negative cont
   const soon = reportScope(scope, 1000 + FULL_REPORT_MS - 1, { config, health: 0, vms, active: new Set() });
   assert.equal(soon.full, false);
   assert.equal(soon.scope.fullAt, 1000);
+});
+
+test('facts read again unchanged keep their objects, so the next report is not full; a changed port makes it full', () => {
+  // Each read of the node's OVS gives fresh objects (labHost1Facts: a new object per call).
+  const read = (ofport: number) => labHost1Facts({ '10.0.1.11': { ofport, mac: '02:00:0a:00:01:0b' } });
+  const f0 = read(21);
+  const first = reportScope(undefined, 1000, { config, health: 0, vms: f0.vms, active: new Set() });
+  const f1 = keepUnchangedFacts(f0, read(21));
+  assert.equal(f1, f0);
+  assert.equal(
+    reportScope(first.scope, 1500, { config, health: 0, vms: f1.vms, active: new Set() }).full,
+    false,
+  );
+  // Negative control: the fresh read itself (what the agent kept before) makes every report a full one.
+  assert.equal(
+    reportScope(first.scope, 1500, { config, health: 0, vms: read(21).vms, active: new Set() }).full,
+    true,
+  );
+  // A backend port that changed is a change: a full report (its health may now be `gone` or back).
+  const f2 = keepUnchangedFacts(f1, read(22));
+  assert.notEqual(f2.vms, f0.vms);
+  assert.equal(
+    reportScope(first.scope, 1500, { config, health: 0, vms: f2.vms, active: new Set() }).full,
+    true,
+  );
+  // Other facts changed, the backends not: a new facts object with the same vms object.
+  const f3 = keepUnchangedFacts(f1, { ...read(21), synRate: 5 });
+  assert.notEqual(f3, f1);
+  assert.equal(f3.vms, f1.vms);
 });
