@@ -269,7 +269,7 @@ async function main(): Promise<void> {
     results.push(
       await runJsonChild<SizeResult>(
         fileURLToPath(import.meta.url),
-        { GEN_COMPILE_CHILD: String(vips) },
+        { GEN_COMPILE_CHILD: String(vips), NODE_OPTIONS: '--max-old-space-size=6000' },
         `${vips} VIPs`,
       ),
     );

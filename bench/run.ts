@@ -1,7 +1,7 @@
 // Runs the benchmarks in bench/ and lets each write its section of docs/benchmarks.md.
 //
 //   npm run bench                          # every benchmark (the lab ones need root and OVS)
-//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, planner-step, reconnect, reconnect-window, health-probes, agent-start, agent-start-ovs, bundle-split, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
+//   npm run bench -- --only perf-cp        # a subset, comma-separated: slots, cli-edit, plan-store, planner-step, reconnect, reconnect-window, health-probes, agent-start, generation-compile, agent-start-ovs, bundle-split, vswitchd-scale, sim-engine, dpflows, perf-cp, perf-lab, perf-xdp, chains, udp-walk, failover
 //   npm run bench -- --skip dpflows,perf-lab
 //   npm run bench -- --list
 //   npm run bench -- --only perf-lab --parts state,fwd      # perf-lab parts: state, fwd, setup, sc
@@ -86,6 +86,13 @@ export const BENCHES: readonly Bench[] = [
     nodeArgs: [],
     root: false,
     what: 'gateway agent start at 10,000 VIPs: compile CPU, retained heap, streamed first bundle, peak RSS (pure)',
+  },
+  {
+    name: 'generation-compile',
+    file: here('./generation-compile.ts'),
+    nodeArgs: [],
+    root: false,
+    what: "an agent's cost per generation (read, config, compile, diff) at 1, 1,000 and 10,000 VIPs (pure)",
   },
   {
     name: 'bundle-split',
