@@ -3,7 +3,7 @@
 // What an agent does between "a new plan is in its replica" and "the bundle is ready to send" (src/agent/daemon.ts
 // #apply, then src/agent/node-ops.ts NodeProgrammer.program up to applyBridgeDelta's diff): read the generation and
 // its config documents from the replica (readPlan), build the config from the documents that changed
-// (parseConfigParts, as the daemon's #planConfig), compile the node reusing unchanged load balancers
+// (PlanConfigReader, as the daemon), compile the node reusing unchanged load balancers
 // (compileNodeParts), diff every bridge's parts against what it installed last (diffParts) and render the bundle
 // lines. The store is an in-memory stand-in (bench/memory-store.ts) that runs the planner's publish, release and
 // prune transactions on a Replica, so rows change as a monitor delivers them; no ovsdb-server, no OVS.
@@ -16,22 +16,19 @@
 // GEN_COMPILE_NO_WRITE=1, GEN_COMPILE_CHILD (internal: one size, JSON on stdout).
 
 import { fileURLToPath } from 'node:url';
+import { PlanConfigReader } from '../src/agent/plan-config.ts';
 import { compileNodeParts, type NodeParts } from '../src/compile/incremental.ts';
 import type { NodeFacts } from '../src/compile/index.ts';
 import { ovnPatchEntries, withDeliveryEntries } from '../src/compile/ovn-patch.ts';
 import { bundleLines, diffParts } from '../src/flowset/diff.ts';
 import type { BridgeState } from '../src/flowset/types.ts';
-import { type ConfigParts, parseConfigParts } from '../src/model/config-parts.ts';
 import { parseConfig } from '../src/model/schema.ts';
-import type { Config } from '../src/model/types.ts';
 import { planNext } from '../src/rollout/planner.ts';
 import type { Generation } from '../src/rollout/types.ts';
 import {
   GlobalTable,
   gatewayGeneration,
   insert,
-  type PlanDocs,
-  planDocument,
   prunePlansOps,
   publishedGeneration,
   publishGenerationOps,
@@ -39,6 +36,7 @@ import {
   releaseOps,
   splitPlanDocument,
 } from '../src/store/db/index.ts';
+import { fakeFacts } from '../test/scenarios/fake-facts.ts';
 import { MemoryStore } from './memory-store.ts';
 import {
   finish,
@@ -55,10 +53,6 @@ import { syntheticDesiredDoc } from './store-fixture.ts';
 
 const SIZES = (process.env.GEN_COMPILE_VIPS ?? '1,1000,10000').split(',').map(Number);
 const CHANGES = Number(process.env.GEN_COMPILE_CHANGES ?? 4);
-/** Generations followed per change at most (a backend add takes phase 1, phase 2 and the stable step). */
-const MAX_STEPS = 6;
-/** Changes applied before the timed ones (an even number: v0 is back to 19 backends). */
-const WARMUP = 2;
 
 /** One agent's per-generation timings, ms. */
 interface Step {
@@ -78,34 +72,15 @@ interface SizeResult {
   readonly publishMs: readonly number[];
 }
 
-/** Every VIP's 20 backends (the same addresses behind every VIP). */
-const ALL_BACKENDS = syntheticDesiredDoc(2).loadBalancers[1]!.backends;
-
-function nodeFacts(name: string, role: 'gateway' | 'host', tunnelIp: string): NodeFacts {
-  const vms: Record<string, { ofport: number; mac: string }> = {};
-  if (role === 'host')
-    for (const b of ALL_BACKENDS)
-      if (b.host === name) {
-        const last = Number(b.address.split('.')[3]);
-        vms[b.address] = { ofport: 100 + last, mac: `02:00:00:00:00:${last.toString(16).padStart(2, '0')}` };
-      }
-  return {
-    name,
-    role,
-    tunnelIp,
-    bridges: { int: 'br-int', phy: 'br-phy' },
-    phyMac: '02:00:c0:00:02:01',
-    ports: { eth0: 1, phyToInt: 2, intToPhy: 1, geneve: 2 },
-    vms,
-    vmRouterMac: '02:00:00:00:00:01',
-    router: { ip: '192.0.2.254', mac: '02:00:c0:00:02:fe' },
-  };
-}
+/** Generations followed per change at most (a backend add takes phase 1, phase 2 and the stable step). */
+const MAX_STEPS = 6;
+/** Changes applied before the timed ones (an even number: v0 is back to 19 backends). */
+const WARMUP = 2;
 
 /** One agent's apply path without the switch (see the top of this file). */
 class AgentModel {
   readonly #facts: NodeFacts;
-  #configCache: { ref: string; parts: ConfigParts } | undefined;
+  readonly #planConfig = new PlanConfigReader();
   #compiled: NodeParts | undefined;
   #installed: ReadonlyMap<string, ReadonlyMap<string, BridgeState>> | undefined;
 
@@ -113,23 +88,12 @@ class AgentModel {
     this.#facts = facts;
   }
 
-  /** As the daemon's #planConfig. */
-  #planConfig(docs: PlanDocs, ref: string | undefined, target: number): Config {
-    if (ref !== undefined && this.#configCache?.ref === ref) return this.#configCache.parts.config;
-    const source = `plan g${target}`;
-    const whole = () => planDocument(docs);
-    if (ref === undefined) return parseConfig(whole(), source);
-    const parts = parseConfigParts(docs.base, docs.lbs, whole, this.#configCache?.parts, source);
-    this.#configCache = { ref, parts };
-    return parts.config;
-  }
-
   apply(store: MemoryStore): Step {
     const r = store.replica;
     const t0 = performance.now();
     const target = this.#facts.role === 'gateway' ? gatewayGeneration(r) : publishedGeneration(r);
     const plan = readPlan(r, target)!;
-    const config = this.#planConfig(plan.docs!, plan.configRef, target);
+    const config = this.#planConfig.read(plan.docs!, plan.configRef, target);
     const t1 = performance.now();
     const entries = ovnPatchEntries(config, plan.generation, this.#facts, {});
     const facts = withDeliveryEntries(this.#facts, entries);
@@ -159,8 +123,8 @@ function measureSize(vips: number): SizeResult {
   const doc = syntheticDesiredDoc(vips);
   const store = new MemoryStore();
   store.transact([insert(GlobalTable, { hash_mode: 'dp_hash', slot_bits: 8 })]);
-  const gw = new AgentModel(nodeFacts('gw1', 'gateway', '192.0.2.1'));
-  const host = new AgentModel(nodeFacts('host1', 'host', '192.0.2.11'));
+  const gw = new AgentModel(fakeFacts(parseConfig(doc), 'gw1'));
+  const host = new AgentModel(fakeFacts(parseConfig(syntheticDesiredDoc(2)), 'host1'));
   let now = 1_000;
   let desiredCfg = 1;
   const publishMs: number[] = [];
@@ -179,10 +143,11 @@ function measureSize(vips: number): SizeResult {
   host.apply(store);
   const gateway: Step[] = [];
   const hostSteps: Step[] = [];
+  const all = syntheticDesiredDoc(2).loadBalancers[1]!.backends;
   // WARMUP changes first, not timed (the JIT compiles the incremental path on them).
   for (let k = 0; k < WARMUP + CHANGES; k++) {
     // Add v0's 20th backend, then remove it, alternately.
-    doc.loadBalancers[0]!.backends = k % 2 === 0 ? ALL_BACKENDS : ALL_BACKENDS.slice(0, 19);
+    doc.loadBalancers[0]!.backends = k % 2 === 0 ? all : all.slice(0, 19);
     desiredCfg++;
     const config = parseConfig(doc);
     for (let s = 0; s < MAX_STEPS; s++) {
@@ -224,6 +189,14 @@ function render(m: ReturnType<typeof machine>, results: readonly SizeResult[]): 
     Math.max(...pick(r).map((s) => s[k]));
   const gw = (r: SizeResult) => r.gateway;
   const host = (r: SizeResult) => r.host;
+  const agentRows = (who: string, pick: (r: SizeResult) => readonly Step[]) => [
+    row(`**${who}: total**`, med(pick, 'totalMs')),
+    row('… max', max(pick, 'totalMs')),
+    row('… read (readPlan + config parts)', med(pick, 'readMs')),
+    row('… compile (compileNodeParts)', med(pick, 'compileMs')),
+    row('… diff (diffParts + bundle lines)', med(pick, 'diffMs')),
+    row('… bundle lines', med(pick, 'lines'), n0, false),
+  ];
   const L = [
     '## An agent’s cost per generation at scale (in-process, no OVS)',
     '',
@@ -239,18 +212,8 @@ function render(m: ReturnType<typeof machine>, results: readonly SizeResult[]): 
     '',
     head,
     sep,
-    row('**gateway gw1: total**', med(gw, 'totalMs')),
-    row('… max', max(gw, 'totalMs')),
-    row('… read (readPlan + config parts)', med(gw, 'readMs')),
-    row('… compile (compileNodeParts)', med(gw, 'compileMs')),
-    row('… diff (diffParts + bundle lines)', med(gw, 'diffMs')),
-    row('… bundle lines', med(gw, 'lines'), n0, false),
-    row('**host host1: total**', med(host, 'totalMs')),
-    row('… max', max(host, 'totalMs')),
-    row('… read', med(host, 'readMs')),
-    row('… compile', med(host, 'compileMs')),
-    row('… diff', med(host, 'diffMs')),
-    row('… bundle lines', med(host, 'lines'), n0, false),
+    ...agentRows('gateway gw1', gw),
+    ...agentRows('host host1', host),
     row('planner’s publish + release + prune in the stand-in (not the agent’s)', (r) => median(r.publishMs)),
   ];
   return L.join('\n');

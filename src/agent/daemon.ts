@@ -25,8 +25,6 @@ import { type DeliveryEntries, ovnPatchEntries, withDeliveryEntries } from '../c
 import { ctZoneOf, ICMP_METER_ID, lbIdsOf, SYN_METER_ID } from '../compile/registry.ts';
 import type { Datapath } from '../explain.ts';
 import { runHookCommand } from '../hook-command.ts';
-import { type ConfigParts, parseConfigParts } from '../model/config-parts.ts';
-import { parseConfig } from '../model/schema.ts';
 import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, healthCheckOf } from '../model/types.ts';
@@ -52,8 +50,6 @@ import {
   isConflict,
   nodeStatus,
   nodeStatusOps,
-  type PlanDocs,
-  planDocument,
   publishedGeneration,
   readPlan,
   remove,
@@ -79,6 +75,7 @@ import {
   readConntrack,
   type SlotConnections,
 } from './node-ops.ts';
+import { PlanConfigReader } from './plan-config.ts';
 import { type ReportScope, reportScope } from './report-scope.ts';
 import type { XdpGateway } from './xdp-gateway.ts';
 
@@ -355,8 +352,8 @@ export class AgentDaemon {
   #routing: RoutingState | undefined;
   #routingError: string | undefined;
   readonly #programmer: NodeProgrammer;
-  /** The last plan config parsed, by the UUIDs of its Plan_Config rows (rows are never modified). */
-  #configCache: { ref: string; parts: ConfigParts } | undefined;
+  /** The plan's config, built from the documents that changed (src/agent/plan-config.ts). */
+  readonly #planConfig = new PlanConfigReader();
   /** Last successful store transaction (ms). */
   #lastStoreOk = Date.now();
   #fence: FenceState = 'unknown';
@@ -690,18 +687,6 @@ export class AgentDaemon {
     this.#facts = f;
   }
 
-  /** The plan's config, parsed once per set of Plan_Config rows (the generations of one rollout share it); after a
-   *  change, only the load balancers whose documents changed are parsed again (src/model/config-parts.ts). */
-  #planConfig(docs: PlanDocs, ref: string | undefined, target: number): Config {
-    if (ref !== undefined && this.#configCache?.ref === ref) return this.#configCache.parts.config;
-    const source = `plan g${target}`;
-    const whole = () => planDocument(docs);
-    if (ref === undefined) return parseConfig(whole(), source);
-    const parts = parseConfigParts(docs.base, docs.lbs, whole, this.#configCache?.parts, source);
-    this.#configCache = { ref, parts };
-    return parts.config;
-  }
-
   async #apply(r: Replica, target: number): Promise<void> {
     if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) return;
     const t0 = performance.now();
@@ -709,7 +694,7 @@ export class AgentDaemon {
       const plan = readPlan(r, target);
       if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
       if (plan.docs === undefined) throw new Error(`generation ${target} has no config document`);
-      const config = this.#planConfig(plan.docs, plan.configRef, target);
+      const config = this.#planConfig.read(plan.docs, plan.configRef, target);
       const readMs = Math.round(performance.now() - t0);
       await this.#refreshFacts();
       const entries = ovnPatchEntries(config, plan.generation, this.#facts, this.#ovnEntries);

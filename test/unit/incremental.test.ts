@@ -93,10 +93,14 @@ function generations(
   steps: readonly (readonly (readonly number[])[])[],
   hashMode: Config['hashMode'],
 ): { config: Config; gen: Generation }[] {
+  return generationsOf(steps.map((step) => configOf(step, hashMode)));
+}
+
+/** Every generation the planner publishes through these configs in turn. */
+function generationsOf(configs: readonly Config[]): { config: Config; gen: Generation }[] {
   const out: { config: Config; gen: Generation }[] = [];
   let latest: Generation | null = null;
-  for (const step of steps) {
-    const config = configOf(step, hashMode);
+  for (const config of configs) {
     for (let i = 0; i < 20; i++) {
       const r = planNext({ config, latest, connections: () => 0, now: 1000 * out.length });
       if (r.next === null) break;
@@ -156,22 +160,6 @@ function churnConfig(step: readonly ChurnLb[], hashMode: Config['hashMode']): Co
   return { hashMode, slotBits: 4, drainWindowSeconds: 30, nodes: NODES, loadBalancers: lbs };
 }
 
-/** Every generation the planner publishes through the churn steps. */
-function churnGenerations(steps: readonly (readonly ChurnLb[])[], hashMode: Config['hashMode']) {
-  const out: { config: Config; gen: Generation }[] = [];
-  let latest: Generation | null = null;
-  for (const step of steps) {
-    const config = churnConfig(step, hashMode);
-    for (let i = 0; i < 20; i++) {
-      const r = planNext({ config, latest, connections: () => 0, now: 1000 * out.length });
-      if (r.next === null) break;
-      latest = r.next;
-      out.push({ config, gen: latest });
-    }
-  }
-  return out;
-}
-
 type Compile = typeof compileNodeParts;
 
 /** The property: through every churn, the incremental result renders exactly as a full compile. */
@@ -179,7 +167,7 @@ function churnProperty(compile: Compile) {
   return fc.property(churnArb, fc.constantFrom('dp_hash' as const, 'fields' as const), (steps, hashMode) => {
     for (const node of ['gw1', 'host1', 'host2']) {
       let prev: NodeParts | undefined;
-      for (const { config, gen } of churnGenerations(steps, hashMode)) {
+      for (const { config, gen } of generationsOf(steps.map((st) => churnConfig(st, hashMode)))) {
         const parts = compile(config, gen, facts(node), prev);
         assert.equal(renderFlowSet(partsFlowSet(parts)), full(config, gen, node));
         prev = parts;
