@@ -53,7 +53,6 @@ import {
   publishedGeneration,
   readPlan,
   remove,
-  rows,
   type SlotConnectionsRow,
   SlotConnectionsTable,
   stillReleasedOp,
@@ -77,6 +76,7 @@ import {
 } from './node-ops.ts';
 import { PlanConfigReader } from './plan-config.ts';
 import { type ReportScope, reportScope } from './report-scope.ts';
+import { StatusIndex } from './status-index.ts';
 import type { XdpGateway } from './xdp-gateway.ts';
 
 export type { FenceState } from './fencing.ts';
@@ -310,13 +310,6 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       registers: r,
     }),
   };
-}
-
-/** A host's own Slot_Connections rows by load balancer and Backend_Status rows by "lb backend". */
-interface StatusIndex {
-  readonly stamp: string;
-  readonly slots: Map<string, SlotConnectionsRow>;
-  readonly status: Map<string, BackendStatusRow>;
 }
 
 export class AgentDaemon {
@@ -1036,18 +1029,12 @@ export class AgentDaemon {
   #committedReportScope: ReportScope | undefined;
   /** The scope of the report in the transaction being written. */
   #pendingReportScope: ReportScope | undefined;
-  /** Backend_Status and Slot_Connections rows by key, rebuilt only when those tables moved. */
-  #statusIndex: StatusIndex | undefined;
+  /** Backend_Status and Slot_Connections rows by key, following the replica's changes (src/agent/status-index.ts). */
+  #statusIndex: { replica: Replica; index: StatusIndex } | undefined;
 
   #indexStatusRows(r: Replica): StatusIndex {
-    const stamp = `${r.version(SlotConnectionsTable.name)} ${r.version(BackendStatusTable.name)}`;
-    if (this.#statusIndex?.stamp !== stamp)
-      this.#statusIndex = {
-        stamp,
-        slots: new Map(rows(r, SlotConnectionsTable).map((x) => [x.lb, x])),
-        status: new Map(rows(r, BackendStatusTable).map((x) => [`${x.lb} ${x.backend}`, x])),
-      };
-    return this.#statusIndex;
+    if (this.#statusIndex?.replica !== r) this.#statusIndex = { replica: r, index: new StatusIndex(r) };
+    return this.#statusIndex.index.current();
   }
 
   /**
