@@ -1,7 +1,7 @@
 #!/bin/sh
 # ExecStartPre of sluice-store.service: creates (bootstrap member) or joins (the others) the Raft clusters of the
 # store's two databases, each the first time its file does not exist: Sluice (/var/lib/sluice/sluice.db) and
-# Sluice_Status (/var/lib/sluice/sluice-status.db, heartbeats and reports; docs/design/ovsdb.md, "Two databases").
+# Sluice_Status (/var/lib/sluice/sluice-status.db, heartbeats and reports; docs/design/ovsdb.md, "ovsdb-server's transaction history").
 # An existing file is never touched, so a store made before Sluice_Status existed gets it at its next start
 # (docs/deploy.md, "Upgrades"). Values come from /etc/sluice/store.env; nothing is interpolated into a shell command
 # string (each value is one argument).

@@ -9,7 +9,7 @@ import { col, type TableDef } from './columns.ts';
 export const DB_NAME = 'Sluice';
 /** The status database (schema/sluice-status.ovsschema), served by the same ovsdb-server processes: what nodes write
  *  periodically (heartbeats, connection reports), kept apart so those writes never push the plans' transactions out of
- *  ovsdb-server's history (docs/design/ovsdb.md, "Two databases"). */
+ *  ovsdb-server's history (docs/design/ovsdb.md, "ovsdb-server's transaction history"). */
 export const STATUS_DB_NAME = 'Sluice_Status';
 
 // The schema's enums that the model already names (one definition each).
