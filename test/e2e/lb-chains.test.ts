@@ -167,11 +167,13 @@ describe('lb chains: long-lived connections through repeated changes, default se
     }
   });
 
-  test('NEGATIVE CONTROL (1): chain bound 1 and a 20 s window break the connections whose slots moved twice', async (t) => {
+  test('NEGATIVE CONTROL (1): chain bound 1 and a 45 s window break the connections whose slots moved twice', async (t) => {
     // Back to the lab's backends with the old design's bound, no connections: every chain empties.
-    // The window must outlast the add below (its rollout takes several seconds on a loaded machine): a window that
-    // passed before the drain would drop the owners at once, with no chain-full wait to see.
-    config = lab.sluiceConfig({ chainLength: 1, drainWindowSeconds: 20 });
+    // The window must outlast the add and the drain's first step below (on a slow machine they took more than 20 s): a
+    // window that passed before the drain would drop the owners at once, with no chain-full wait to see. The test
+    // waits only until the window has surely passed, not a fixed time after the drain.
+    const windowMs = 45_000;
+    config = lab.sluiceConfig({ chainLength: 1, drainWindowSeconds: windowMs / 1000 });
     await ctl.change(config, { timeoutMs: 90_000 });
     await ctl.settle({ timeoutMs: 90_000 });
     const exp = { expectBackends: lab.backends().map((b) => b.name), ...T };
@@ -180,7 +182,9 @@ describe('lb chains: long-lived connections through repeated changes, default se
       await tw.waitOpened(200);
       await sleep(1000);
       config = addLabBackend(lab, config, 'web', 'host2-b2');
+      const addStarted = Date.now(); // no slot moved before: the window of every chain member starts after this
       await ctl.change(config, { timeoutMs: 90_000 }); // slots move once: their previous owners fill the chains
+      const addDone = Date.now(); // every chain member's window started before this
       await sleep(2000);
       assert.equal((await tw.report()).broken, 0, 'one move per slot: nothing breaks');
       // host2-b2 drained: every slot it just took must move again. Those whose previous owner still holds
@@ -190,9 +194,15 @@ describe('lb chains: long-lived connections through repeated changes, default se
       config = setLabBackendState(lab, config, 'web', 'host2-b2', 'draining');
       const waiting = await ctl.change(config, { timeoutMs: 90_000 });
       const full = waiting.notes.filter((n) => n.kind === 'chain-full');
-      t.diagnostic(`drain of the added backend: ${full.map((n) => n.message).join(' | ')}`);
-      assert.ok(full.length > 0, 'slots wait on a full chain, and say so');
-      await sleep(21_000);
+      const sinceAdd = Date.now() - addStarted;
+      t.diagnostic(
+        `drain of the added backend, ${sinceAdd} ms after the add began: ${full.map((n) => n.message).join(' | ')}`,
+      );
+      assert.ok(
+        full.length > 0,
+        `slots wait on a full chain, and say so (${sinceAdd} ms after the add began, window ${windowMs} ms)`,
+      );
+      await sleep(Math.max(0, addDone + windowMs + 1000 - Date.now()));
       const forced = await ctl.change(config, { timeoutMs: 90_000 });
       const gaveUp = forced.gaveUp.reduce((n, x) => n + (x.connections ?? 0), 0);
       await sleep(6000);
