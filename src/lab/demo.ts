@@ -13,6 +13,7 @@
 // error). Exit 0 only if no connection broke and every step's own check held. The steps are src/lab/demo-steps.ts,
 // what they work with src/lab/demo-session.ts. `runDemo` is also what scripts/measure-churn.ts runs.
 
+import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
@@ -260,7 +261,8 @@ export function registerDemoCommand(program: Command): void {
     .option('--prefix <prefix>', 'namespace prefix of the lab', 'sl-')
     .option('--connections <n>', 'long-lived connections at start', '300')
     .option('--routing <mode>', 'bgp (BIRD + BFD) or static (a script edits the ECMP routes)', 'bgp')
-    .action(async (o: { prefix: string; connections: string; routing: string }) => {
+    .option('--result-file <path>', "write the run's result (steps, generations, counters) there as JSON")
+    .action(async (o: { prefix: string; connections: string; routing: string; resultFile?: string }) => {
       const n = Number(o.connections);
       if (!Number.isInteger(n) || n < 3 || n > 2000)
         throw new SluiceError(
@@ -275,6 +277,8 @@ export function registerDemoCommand(program: Command): void {
         progress: true,
         routing: o.routing as LabRouting,
       });
+      // For a test of the installed package (test/e2e/package.test.ts), which checks what runDemo returned.
+      if (o.resultFile !== undefined) writeFileSync(o.resultFile, `${JSON.stringify(r)}\n`);
       const failedChecks = r.steps
         .filter((st) => st.problem !== undefined)
         .map((st) => `${st.name}: ${st.problem}`);

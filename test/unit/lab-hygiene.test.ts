@@ -38,7 +38,7 @@ const SUFFIXES = ['fabric', 'router', 'gw1', 'gw12', 'host1', 'host3', 'host1-b1
 test("no lab prefix the repository uses matches another prefix's namespaces", () => {
   const prefixes = repoPrefixes();
   assert.ok(
-    prefixes.includes('slt-out-') && prefixes.includes('slt-demo-') && prefixes.length > 15,
+    prefixes.includes('slt-out-') && prefixes.includes('slt-pkg-') && prefixes.length > 15,
     `${prefixes}`,
   );
   const clashes: string[] = [];
