@@ -164,6 +164,17 @@ async function plannerMetric(re: RegExp): Promise<number> {
   return Number(re.exec(text)?.[1] ?? Number.NaN);
 }
 
+/** Until the active planner stops waiting for the silent `node` (its sluice_planner_node_live gauge 0: no heartbeat
+ *  for lease + margin), instead of sleeping lease + margin + 2 s and hoping it noticed. */
+async function plannerStopsWaitingFor(node: string): Promise<void> {
+  const re = new RegExp(`^sluice_planner_node_live\\{node="${node}"\\} (\\d+)$`, 'm');
+  const deadline = Date.now() + (OPTS.leaseSeconds + OPTS.marginSeconds + 30) * 1000;
+  while ((await plannerMetric(re)) !== 0) {
+    if (Date.now() > deadline) throw new Error(`the planner still waits for the silent ${node}`);
+    await sleep(200);
+  }
+}
+
 function activePlanners(): string[] {
   return ['planner-a', 'planner-b'].filter((p) => {
     const lock = records(p).filter((r) => r.event === 'lock');
@@ -458,7 +469,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     const [silent0, drainedToo0] = [primarySlots(SILENT), primarySlots(DRAINED_TOO)];
     cp.signal('agent-host3', 'SIGSTOP');
     try {
-      await sleep((OPTS.leaseSeconds + OPTS.marginSeconds + 2) * 1000); // the planner stops waiting for host3
+      await plannerStopsWaitingFor('host3');
       // Two changes at once: SILENT drained (its slots would move away from the silent host, leaving it a previous
       // owner whose report is stale), and DRAINED_TOO drained (slots without an owner on host3 still move).
       await writeDesired(
@@ -512,7 +523,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     assert.equal(primarySlots(SILENT), 0, `${SILENT} is only a chain member`);
     cp.signal('agent-host3', 'SIGSTOP');
     try {
-      await sleep((OPTS.leaseSeconds + OPTS.marginSeconds + 2) * 1000);
+      await plannerStopsWaitingFor('host3');
       // The operator says SILENT is gone (admin down): the planner drops it from every chain, silent host or not.
       await writeDesired(withState(config, lab.backend(SILENT).ip, 'down'));
       await waitFor(() => ownerSlots(SILENT) === 0, 90_000, `${SILENT} left every chain`);
