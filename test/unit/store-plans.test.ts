@@ -21,6 +21,7 @@ import {
   publishGenerationOps,
   readGeneration,
   readPlanConfig,
+  readStoreView,
   replicaOf,
   samePlanDocs,
   splitPlanDocument,
@@ -154,6 +155,26 @@ test('Plan_LB rows: a generation is the rows whose range holds it', () => {
   );
   assert.deepEqual(planDocument(readPlanConfig(r, 2)!.docs), doc);
   assert.equal(readPlanConfig(r, 1)!.ref, readPlanConfig(r, 2)!.ref, 'same documents, same cache key');
+});
+
+test('readStoreView reads the plan again when the generation moves, not on an edit of the desired state', () => {
+  const r = twoGenerations();
+  const first = readStoreView(r);
+  const g = r.get(GlobalTable.name, global(2, 'p2')._uuid as string)!;
+  // An edit bumps Global.desired_cfg: the same plan objects (planNext's and samePlanDocs' memos hold on them).
+  r.apply([{ table: GlobalTable.name, uuid: g._uuid as string, old: g, new: row({ ...g, desired_cfg: 7 }) }]);
+  const edited = readStoreView(r);
+  assert.equal(edited.desiredCfg, 7);
+  assert.equal(edited.latest, first.latest);
+  assert.equal(edited.latestConfig, first.latestConfig);
+  // Negative control: Global.generation back to 1 is another plan.
+  const g7 = r.get(GlobalTable.name, g._uuid as string)!;
+  r.apply([
+    { table: GlobalTable.name, uuid: g._uuid as string, old: g7, new: row({ ...g7, generation: 1 }) },
+  ]);
+  const back = readStoreView(r).latest!;
+  assert.equal(back.number, 1);
+  assert.equal(back.pools.get('a')!.members[0]!.address, '10.0.0.1');
 });
 
 test('publishing writes only the load balancers that changed; pruning deletes what only old plans used', () => {

@@ -12,10 +12,19 @@ import type { StoredDesiredState } from './desired.ts';
 import { DesiredStateIndex } from './desired-index.ts';
 import { BackendHealthIndex } from './health.ts';
 import { gatewayGeneration, type PlanDocs, readPlan, samePlanDocs, splitPlanDocument } from './plans.ts';
-import { rows } from './read.ts';
+import { rows, single } from './read.ts';
 import { SlotReportIndex, type SlotReports } from './slot-reports.ts';
 import { fenceMarks } from './status.ts';
-import { type Health, NodeStatusTable, PlanPoolTable, REPORT_AT_KEY } from './tables.ts';
+import {
+  GlobalTable,
+  type Health,
+  NodeStatusTable,
+  PlanConfigTable,
+  PlanLbTable,
+  PlanPoolTable,
+  PlanTable,
+  REPORT_AT_KEY,
+} from './tables.ts';
 
 /** The config-file-shaped desired state, as the store holds it. */
 export type DesiredDoc = StoredDesiredState['config'];
@@ -397,13 +406,17 @@ function memo<T>(r: Replica, key: string, stamp: string, read: (r: Replica) => T
 
 const versions = (r: Replica, tables: readonly string[]) => tables.map((t) => r.version(t)).join(' ');
 
+/** The tables readPlan reads besides Global. */
+const PLAN_TABLES = [PlanTable.name, PlanLbTable.name, PlanPoolTable.name, PlanConfigTable.name];
+
 /** Reads the StoreView from a replica of every table (ALL_TABLES_MONITOR). The desired state and the plan are the
  *  same objects as in the previous view while what they are read from did not change: treat them as read-only. */
 export function readStoreView(r: Replica): StoreView {
   const desired = followed(r, DesiredStateIndex).read();
-  const plan = memo(r, 'plan', versions(r, ['Global', 'Plan', 'Plan_LB', 'Plan_Pool', 'Plan_Config']), (x) =>
-    readPlan(x),
-  );
+  // Of Global only the generation: every edit bumps desired_cfg, and a plan read again is a pass over every Plan_LB
+  // row and a new Generation (which planNext and samePlanDocs then meet for the first time).
+  const planStamp = `${single(r, GlobalTable)?.generation} ${versions(r, PLAN_TABLES)}`;
+  const plan = memo(r, 'plan', planStamp, (x) => readPlan(x));
   const nodeStatus = new Map<string, NodeStatusView>();
   for (const row of rows(r, NodeStatusTable)) {
     const marks = fenceMarks(row);
