@@ -121,10 +121,10 @@ export function parseConfigParts(
  * The counts behind the rules between load balancers (crossCheckOk) over one config's load balancers: listeners
  * (protocol, VIP, port), VIPs, backend addresses per host, slots. `replace` checks a change of some load balancers
  * against them in work proportional to those load balancers, and applies it only when every rule still holds. It
- * is mutable, so one ConfigParts result holds it at a time (`holder`).
+ * is mutable, so one result (a ConfigParts, the planner's effective config) holds it at a time (`holder`).
  */
-class CrossIndex {
-  holder: ConfigParts | undefined;
+export class CrossIndex {
+  holder: unknown;
   readonly #listeners = new Map<string, number>();
   readonly #vips = new Map<string, number>();
   /** `address host` -> how many backends; address -> how many hosts have it. */

@@ -2,7 +2,7 @@
 // planner decides from it (src/planner/core.ts); `sluice status` and `sluice rollout status` recompute the planner's
 // next step from the same view, so they show the reasons the planner logs. Pure: no I/O.
 
-import { crossCheckOk } from '../../model/config-parts.ts';
+import { CrossIndex } from '../../model/config-parts.ts';
 import { parseConfig, validateConfig } from '../../model/schema.ts';
 import { backendKey, type Config, type LoadBalancer } from '../../model/types.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
@@ -156,6 +156,9 @@ interface EffectiveMemo {
   readonly value: Effective;
   /** Load balancer name -> its position in the desired document and in the config (built on the first patch). */
   readonly at?: ReadonlyMap<string, { readonly doc: number; readonly config: number }>;
+  /** The counts of the rules between load balancers over `value.config` (built on the first edit), while this memo
+   *  is its holder: an edit checks the changed load balancers against them, not every backend. */
+  readonly cross?: CrossIndex;
 }
 
 const effectiveMemo = new WeakMap<DesiredDoc, Map<string, EffectiveMemo>>();
@@ -200,13 +203,15 @@ function patch(
   const prevAt = prev.at ?? positions(prevDesired, prev.value.config);
   const changed = changedLbs(prev.health, health);
   let sameNames = desired.loadBalancers.length === prevDesired.loadBalancers.length;
-  if (edited)
+  if (edited && sameNames) sameNames = editedInPlace(prevDesired, desired, changed);
+  if (edited && !sameNames)
     for (const lb of desired.loadBalancers) {
       const p = prevAt.get(lb.name);
       if (p === undefined) sameNames = false;
       if (p === undefined || prevDesired.loadBalancers[p.doc] !== lb) changed.add(lb.name);
     }
-  if (changed.size === 0 && sameNames) return { health, value: prev.value, at: prevAt };
+  if (changed.size === 0 && sameNames)
+    return holding(heldBy(prev), { health, value: prev.value, at: prevAt });
   if (changed.size > desired.loadBalancers.length / 4) return undefined;
   const at = sameNames ? prevAt : docPositions(desired);
   const names = [...changed].filter((n) => at.has(n));
@@ -241,12 +246,42 @@ function patch(
     }).base;
   }
   const config: Config = Object.freeze({ ...prev.value.config, loadBalancers: Object.freeze(lbs) });
-  if (edited && !crossCheckOk(config)) return undefined;
-  return {
-    health,
-    value: { config, doc: { base, lbs: lbDocs } },
-    at: sameNames ? prevAt : positions(desired, config),
-  };
+  // Health changes only backends' `state`, which no rule between load balancers reads: the counts stay.
+  let cross = heldBy(prev);
+  if (edited) {
+    cross ??= CrossIndex.of(prev.value.config);
+    const gone = sameNames ? [] : prev.value.config.loadBalancers.filter((lb) => !at.has(lb.name));
+    const before = [...names.filter((n) => prevAt.has(n)).map(prevLb), ...gone];
+    if (!cross.replace(config.slotBits, before, [...fresh.values()])) return undefined;
+  }
+  const value = { config, doc: { base, lbs: lbDocs } };
+  return holding(cross, { health, value, at: sameNames ? prevAt : positions(desired, config) });
+}
+
+/** `memo`'s cross index if it still holds it (the counts are mutable: they belong to one memo at a time). */
+const heldBy = (memo: EffectiveMemo) => (memo.cross?.holder === memo ? memo.cross : undefined);
+
+/** `next` as the holder of `cross`. */
+function holding(cross: CrossIndex | undefined, next: EffectiveMemo): EffectiveMemo {
+  if (cross === undefined) return next;
+  const out = { ...next, cross };
+  cross.holder = out;
+  return out;
+}
+
+/**
+ * Whether `desired` holds the load balancers of `prevDesired` by the same names at the same places (both are sorted
+ * by name), adding to `changed` the ones whose document is another object: one pass comparing references.
+ */
+function editedInPlace(prevDesired: DesiredDoc, desired: DesiredDoc, changed: Set<string>): boolean {
+  const a = prevDesired.loadBalancers;
+  const b = desired.loadBalancers;
+  for (let i = 0; i < b.length; i++) {
+    if (a[i] === b[i]) continue;
+    if (a[i]!.name !== b[i]!.name) return false;
+    changed.add(b[i]!.name);
+  }
+  return true;
 }
 
 /** Load balancer name -> its position in the desired document (the config's is not known yet). */
