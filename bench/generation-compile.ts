@@ -23,6 +23,7 @@ import { ovnPatchEntries, withDeliveryEntries } from '../src/compile/ovn-patch.t
 import { bundleLines, diffParts } from '../src/flowset/diff.ts';
 import type { BridgeState } from '../src/flowset/types.ts';
 import { parseConfig } from '../src/model/schema.ts';
+import { PlanCache } from '../src/rollout/plan-cache.ts';
 import { planNext } from '../src/rollout/planner.ts';
 import type { Generation } from '../src/rollout/types.ts';
 import {
@@ -145,6 +146,7 @@ function measureSize(vips: number): SizeResult {
   const hostSteps: Step[] = [];
   const all = syntheticDesiredDoc(2).loadBalancers[1]!.backends;
   // WARMUP changes first, not timed (the JIT compiles the incremental path on them).
+  const cache = new PlanCache(); // the planner's memory of its steps
   for (let k = 0; k < WARMUP + CHANGES; k++) {
     // Add v0's 20th backend, then remove it, alternately.
     doc.loadBalancers[0]!.backends = k % 2 === 0 ? all : all.slice(0, 19);
@@ -152,7 +154,7 @@ function measureSize(vips: number): SizeResult {
     const config = parseConfig(doc);
     for (let s = 0; s < MAX_STEPS; s++) {
       now += 60_000;
-      const next = planNext({ config, latest, connections: () => 0, now }).next;
+      const next = planNext({ config, latest, connections: () => 0, now, cache }).next;
       if (next === null) break;
       publish(next);
       const [g, h] = [gw.apply(store), host.apply(store)];

@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type * as Schema from '../src/model/schema.ts';
 import type * as Client from '../src/ovsdb/client.ts';
 import type * as Server from '../src/ovsdb/server.ts';
+import type { PlanCache } from '../src/rollout/plan-cache.ts';
 import type * as Planner from '../src/rollout/planner.ts';
 import type * as Db from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, writeSection } from './perf/common.ts';
@@ -25,6 +26,8 @@ interface Impl {
   readonly server: typeof Server;
   readonly planner: typeof Planner;
   readonly db: typeof Db;
+  /** The planner's PlanCache class (trees before it kept their memos in the module). */
+  readonly newCache: (new () => unknown) | undefined;
 }
 
 async function loadImpl(label: string, tree: string): Promise<Impl> {
@@ -36,6 +39,9 @@ async function loadImpl(label: string, tree: string): Promise<Impl> {
     server: await at('src/ovsdb/server.ts'),
     planner: await at('src/rollout/planner.ts'),
     db: await at('src/store/db/index.ts'),
+    newCache: existsSync(join(tree, 'src/rollout/plan-cache.ts'))
+      ? (await at('src/rollout/plan-cache.ts')).PlanCache
+      : undefined,
   };
 }
 
@@ -87,10 +93,12 @@ async function size(impl: Impl, vips: number): Promise<SizeResult> {
     /** Plans one step on the store's latest generation; publishes it; undefined when there was nothing to do. */
     // Parsed once per desired state, as the planner does (effectiveConfig): its load balancers stay the same objects.
     let config = schema.parseConfig(doc);
+    // One planner's memory of its steps, as PlannerCore holds it.
+    const cache = impl.newCache === undefined ? {} : { cache: new impl.newCache() as PlanCache };
     const step = async (): Promise<Generation | undefined> => {
       const latest = db.readGeneration(m.replica) ?? null;
       const c0 = process.cpuUsage();
-      const next = planner.planNext({ config, latest, connections: () => 0, now: Date.now() }).next;
+      const next = planner.planNext({ config, latest, connections: () => 0, now: Date.now(), ...cache }).next;
       const planMs = cpuMs(c0);
       if (next === null) return undefined;
       const ops = [
@@ -125,7 +133,7 @@ async function size(impl: Impl, vips: number): Promise<SizeResult> {
     for (let i = 0; i < IDLE; i++) {
       const latest = db.readGeneration(m.replica) ?? null;
       const c0 = process.cpuUsage();
-      planner.planNext({ config, latest, connections: () => 0, now: Date.now() });
+      planner.planNext({ config, latest, connections: () => 0, now: Date.now(), ...cache });
       idleMs.push(cpuMs(c0));
     }
     const storeBytes = statSync(file).size;

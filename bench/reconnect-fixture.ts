@@ -6,6 +6,7 @@ import { createServer, type Server, type Socket, connect as tcpConnect } from 'n
 import { parseConfig } from '../src/model/schema.ts';
 import { type Monitor, OvsdbClient, type UpdateInfo } from '../src/ovsdb/client.ts';
 import type { MonitorCondRequest } from '../src/ovsdb/protocol.ts';
+import { PlanCache } from '../src/rollout/plan-cache.ts';
 import { planNext } from '../src/rollout/planner.ts';
 import {
   DB_NAME,
@@ -115,6 +116,8 @@ export class Writer {
   added = 0;
   readonly client: OvsdbClient;
   readonly m: Monitor;
+  /** The planner's memory of its steps (a step visits what changed). */
+  readonly #plans = new PlanCache();
   constructor(client: OvsdbClient, m: Monitor) {
     this.client = client;
     this.m = m;
@@ -143,7 +146,13 @@ export class Writer {
     let n = 0;
     for (;;) {
       const latest = readGeneration(this.m.replica) ?? null;
-      const next = planNext({ config, latest, connections: () => 0, now: Date.now() }).next;
+      const next = planNext({
+        config,
+        latest,
+        connections: () => 0,
+        now: Date.now(),
+        cache: this.#plans,
+      }).next;
       if (next === null) return n;
       await this.client.transact(
         DB_NAME,

@@ -23,6 +23,7 @@
 
 import type { Config } from '../model/types.ts';
 import { withLbIds } from '../rollout/lb-ids.ts';
+import { PlanCache } from '../rollout/plan-cache.ts';
 import type { PlanNote } from '../rollout/planner.ts';
 import { type Generation, PHASE_STABLE } from '../rollout/types.ts';
 import {
@@ -100,6 +101,8 @@ export class PlannerCore {
   /** The generation whose gateway ack round completed, and when (planner clock). */
   #round: { generation: number; at: number } | undefined;
   #view: StoreView | undefined;
+  /** What planNext remembers of this planner's earlier steps (a step then costs what changed). */
+  readonly #plans = new PlanCache();
 
   constructor(opts: PlannerCoreOptions = {}) {
     this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
@@ -345,7 +348,7 @@ export class PlannerCore {
     const hosts = this.nodes('host', now);
     // A host out of the wait set is silent, not gone: its data plane may still forward and hold connections.
     // Evidence that it is gone is in the config (its backends down, or the host removed), never its silence.
-    const step = plannerStep(v, effective, now, new Set(hosts.live), new Set(hosts.out));
+    const step = plannerStep(v, effective, now, new Set(hosts.live), new Set(hosts.out), this.#plans);
     if (step.next !== null) return { kind: 'publish', generation: step.next, config: doc, notes: step.notes };
     if (latest !== null && step.configChanged) {
       // Only the config changed (a node, a VIP port, a backend's state without slot movement): same pools, new

@@ -11,7 +11,8 @@ import {
 import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Backend, Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, DEFAULT_CHAIN_LENGTH } from '../model/types.ts';
-import { withLbIds } from './lb-ids.ts';
+import { RETIRED_LB_ID_HOLD_MS, withLbIds } from './lb-ids.ts';
+import { changedSince, type LastStep, type PlanCache } from './plan-cache.ts';
 import * as T from './types.ts';
 import { type Generation, LANES, type PlanMember, type PoolPlan, planLanes } from './types.ts';
 
@@ -45,6 +46,11 @@ export interface PlanInput {
   /** Load balancer ids across an upgrade and older stored plans (rollout/lb-ids.ts LbIdInput). */
   readonly legacyLbNames?: readonly string[];
   readonly reservedLbIds?: Iterable<number>;
+  /**
+   * The caller's memory of its earlier steps (rollout/plan-cache.ts): with it a step visits the load balancers that
+   * changed and the pools still in flight; without it every pool is stepped. The answer is the same.
+   */
+  readonly cache?: PlanCache;
 }
 
 export type NoteKind =
@@ -663,7 +669,8 @@ function stepPool(
   const next: PoolPlan = { lb: lb.name, bits: prev.bits, members, primary, second, phase, since, lanes };
   if (!samePlan(prev, next)) return next;
   // A moved member's old host is let go on a report, not on a change of the backends: such a pool is never settled.
-  if (!decided && !prev.members.some((m) => m.movedFrom !== undefined)) settled.set(prev, backendsKey(lb));
+  if (!decided && !prev.members.some((m) => m.movedFrom !== undefined))
+    input.cache?.settled.set(prev, input.cache.backendsKey(lb));
   return prev;
 }
 
@@ -698,27 +705,6 @@ function withMovedFrom(
     const { movedFrom: _, ...rest } = m;
     return rest;
   });
-}
-
-/**
- * Pools that a step left unchanged without deciding any slot (no chain, every slot already on its target owner),
- * with the backends (backendsKey) they were stepped with. Stepping such a pool again with the same backends gives
- * the pool itself: its target table depends only on the pool and the backends, and without a chain nothing else
- * enters (connections, the clock, silent hosts, the chain bound, the nodes). So planNext skips it, and a step costs
- * the pools that change, not every pool.
- */
-const settled = new WeakMap<PoolPlan, string>();
-/** backendsKey by load balancer object: the planner plans from the same Config until the desired state changes. */
-const keys = new WeakMap<LoadBalancer, string>();
-
-/** Everything of a load balancer's backends that stepPool reads on a settled pool (desiredPool, statusMap). */
-function backendsKey(lb: LoadBalancer): string {
-  let k = keys.get(lb);
-  if (k === undefined) {
-    k = lb.backends.map((b) => `${b.address} ${b.port ?? '*'} ${b.host} ${b.weight} ${b.state}`).join('\n');
-    keys.set(lb, k);
-  }
-  return k;
 }
 
 function sameMember(a: PlanMember, b: PlanMember): boolean {
@@ -773,6 +759,11 @@ function statusMap(lb: LoadBalancer): Map<string, MemberStatus> {
  *   the ids of removed ones held (rollout/lb-ids.ts).
  */
 export function planNext(input: PlanInput): PlanStep {
+  const { latest, cache } = input;
+  if (latest !== null && cache?.last !== undefined) {
+    const step = stepChanged(input, latest, cache, cache.last);
+    if (step !== undefined) return step;
+  }
   const step = planPools(input);
   if (step.next === null) return step;
   return { ...step, next: withLbIds(step.next, input) };
@@ -798,22 +789,19 @@ function planPools(input: PlanInput): PlanStep {
     return { next: { number: 1, createdAt: input.now, pools }, notes };
   }
 
-  const quick = quietStep(input, latest);
-  if (quick !== undefined) return quick;
+  if (input.cache !== undefined) input.cache.last = undefined;
   const byName = new Map(config.loadBalancers.map((lb) => [lb.name, lb]));
   const growing: [PoolPlan, number][] = [];
-  for (const [name, plan] of latest.pools) {
-    const lb = byName.get(name);
-    if (lb === undefined) continue;
+  const refused = new Map<number, PlanNote>();
+  for (const [i, lb] of config.loadBalancers.entries()) {
+    const plan = latest.pools.get(lb.name);
+    if (plan === undefined) continue;
     const bits = bitsOf(lb);
     if (plan.bits < bits) growing.push([plan, bits]);
-    if (plan.bits > bits) {
-      notes.push({
-        lb: name,
-        kind: 'bits-decrease-refused',
-        slots: [],
-        message: `${name}: slot bits ${plan.bits} -> ${bits} refused (shrinking would move connections); keeps ${plan.bits}`,
-      });
+    const note = refusal(plan, bits);
+    if (note !== undefined) {
+      notes.push(note);
+      refused.set(i, note);
     }
   }
 
@@ -832,74 +820,124 @@ function planPools(input: PlanInput): PlanStep {
     return { next: { number: latest.number + 1, createdAt: input.now, pools }, notes };
   }
 
-  const fixed = [...notes];
   const counted = { ...input, connections: grownCounts(input.connections, config.slotBits) };
   let changed = false;
+  let aligned = true;
   const pools = new Map<string, PoolPlan>();
-  const stepped: LoadBalancer[] = [];
+  const stepped: number[] = [];
   for (const name of latest.pools.keys()) {
     if (!byName.has(name)) {
       changed = true;
+      aligned = false;
       notes.push({ lb: name, kind: 'removed-lb', slots: [], message: `${name}: removed from the config` });
     }
   }
-  for (const lb of config.loadBalancers) {
+  for (const [i, lb] of config.loadBalancers.entries()) {
     const prev = latest.pools.get(lb.name);
     if (prev === undefined) {
       const bits = bitsOf(lb);
       pools.set(lb.name, initialPool(lb, bits));
       notes.push({ lb: lb.name, kind: 'initial', slots: [], message: `${lb.name}: new, ${1 << bits} slots` });
       changed = true;
+      aligned = false;
       continue;
     }
-    if (settled.get(prev) === backendsKey(lb)) {
+    if (prev.id === undefined) aligned = false;
+    if (input.cache?.isSettled(prev, lb)) {
       pools.set(lb.name, prev);
       continue;
     }
     const next = stepPool(prev, lb, statusMap(lb), counted, notes);
     if (next !== prev) changed = true;
-    stepped.push(lb);
+    stepped.push(i);
     pools.set(lb.name, next);
   }
-  if (!changed) {
-    const known = quiet.get(config) ?? new WeakMap<Generation, Quiet>();
-    quiet.set(config, known);
-    known.set(latest, { fixed, stepped });
-    return { next: null, notes };
-  }
+  // A step that added or removed load balancers is not remembered: the same (config, latest) again must plan it again.
+  if (input.cache !== undefined)
+    input.cache.last = changed && !aligned ? undefined : lastStep(config, latest, stepped, refused, aligned);
+  if (!changed) return { next: null, notes };
   return { next: { number: latest.number + 1, createdAt: input.now, pools }, notes };
 }
 
-/** What a step that published nothing on (config, latest) saw: the notes of the growth check (they depend on those
- *  two only) and the load balancers it stepped rather than skipped as settled. */
-interface Quiet {
-  readonly fixed: readonly PlanNote[];
-  stepped: readonly LoadBalancer[];
+/** The note of a pool whose load balancer now wants fewer slot bits than it has (they never shrink). */
+function refusal(plan: PoolPlan, bits: number): PlanNote | undefined {
+  if (plan.bits <= bits) return undefined;
+  return {
+    lb: plan.lb,
+    kind: 'bits-decrease-refused',
+    slots: [],
+    message: `${plan.lb}: slot bits ${plan.bits} -> ${bits} refused (shrinking would move connections); keeps ${plan.bits}`,
+  };
 }
 
-const quiet = new WeakMap<Config, WeakMap<Generation, Quiet>>();
+function lastStep(
+  config: Config,
+  latest: Generation,
+  stepped: readonly number[],
+  refused: ReadonlyMap<number, PlanNote>,
+  aligned: boolean,
+): LastStep {
+  const index = aligned ? new Map(config.loadBalancers.map((lb, i) => [lb.name, i])) : undefined;
+  return { config, latest, stepped, refused, aligned, index, whole: true };
+}
 
 /**
- * planPools again on the (config, latest) of an earlier step that published nothing, visiting only the load
- * balancers that step stepped: every other pool was settled, and a settled pool steps to itself with no notes
- * whatever the connections or the clock (see `settled`), so the loop over every pool (5 ms at 10,000 VIPs, on every
- * planner tick) comes down to the pools still in flight. Undefined when a visited pool changes: the caller plans
- * the whole step (the generation it publishes holds every pool).
+ * planPools and the ids (planNext) from the cache's last step, visiting only the load balancers that changed since
+ * and the pools still in flight (changedSince): every other pool was settled, and a settled pool steps to itself
+ * with no notes whatever the connections or the clock (PlanCache.settled), so a step costs what changed, not every
+ * load balancer. The same config and latest as the last step visit the pools it stepped (its notes of slot-bits
+ * refusals kept). Undefined where only the whole step can answer: a pool that grows or would shrink, load
+ * balancers added or removed, a change after a step that was not aligned.
  */
-function quietStep(input: PlanInput, latest: Generation): PlanStep | undefined {
-  const known = quiet.get(input.config)?.get(latest);
-  if (known === undefined) return undefined;
-  const notes = [...known.fixed];
-  const counted = { ...input, connections: grownCounts(input.connections, input.config.slotBits) };
-  const stepped: LoadBalancer[] = [];
-  for (const lb of known.stepped) {
+function stepChanged(
+  input: PlanInput,
+  latest: Generation,
+  cache: PlanCache,
+  last: LastStep,
+): PlanStep | undefined {
+  const { config } = input;
+  const same = config === last.config && latest === last.latest;
+  const since = same ? undefined : changedSince(last, config, latest);
+  if (!same && since === undefined) return undefined;
+  const visit = since === undefined ? last.stepped : [...since].sort((a, b) => a - b);
+  const refused = same ? last.refused : new Map(last.refused);
+  const counted = { ...input, connections: grownCounts(input.connections, config.slotBits) };
+  const stepNotes: PlanNote[] = [];
+  const stepped: number[] = [];
+  const changed: PoolPlan[] = [];
+  for (const i of visit) {
+    const lb = config.loadBalancers[i]!;
     const prev = latest.pools.get(lb.name)!;
-    if (settled.get(prev) === backendsKey(lb)) continue;
-    if (stepPool(prev, lb, statusMap(lb), counted, notes) !== prev) return undefined;
-    stepped.push(lb);
+    if (!same) {
+      const bits = lbSlotBits(config.slotBits, lb.backends.length);
+      if (prev.bits < bits) return undefined; // grows: a generation of its own
+      const note = refusal(prev, bits);
+      if (note === undefined) (refused as Map<number, PlanNote>).delete(i);
+      else (refused as Map<number, PlanNote>).set(i, note);
+    }
+    if (cache.isSettled(prev, lb)) continue;
+    const next = stepPool(prev, lb, statusMap(lb), counted, stepNotes);
+    stepped.push(i);
+    if (next !== prev) changed.push(next);
   }
-  known.stepped = stepped;
-  return { next: null, notes };
+  if (changed.length > 0 && !last.aligned) return undefined;
+  cache.last = { ...last, config, latest, stepped, refused, whole: false };
+  // The whole step's order: the refusals in config order, then each pool's notes.
+  const notes = [...[...refused].sort((a, b) => a[0] - b[0]).map(([, n]) => n), ...stepNotes];
+  if (changed.length === 0) return { next: null, notes };
+  // withLbIds on a generation whose load balancers are the latest's: each keeps its id, the retired ones are held.
+  const pools = new Map(latest.pools);
+  for (const p of changed) pools.set(p.lb, { ...p, id: latest.pools.get(p.lb)!.id });
+  const retired = new Map<number, number>();
+  for (const [id, at] of latest.retiredLbIds ?? [])
+    if (input.now - at < RETIRED_LB_ID_HOLD_MS) retired.set(id, at);
+  const next: Generation = {
+    number: latest.number + 1,
+    createdAt: input.now,
+    pools,
+    ...(retired.size > 0 ? { retiredLbIds: retired } : {}),
+  };
+  return { next, notes };
 }
 
 /**

@@ -5,6 +5,7 @@
 // the way is one extra hop. Hosts are modelled on the gateway's generation (they apply it before the gateways).
 
 import type { Backend, Config, LoadBalancer, Node } from '../model/types.ts';
+import { PlanCache } from '../rollout/plan-cache.ts';
 import { planNext } from '../rollout/planner.ts';
 import { type Generation, LANES, planLanes } from '../rollout/types.ts';
 import { STEP } from './step-queue.ts';
@@ -88,6 +89,8 @@ export class SluiceStrategy extends Strategy {
   /** Per gateway: the generation it runs. */
   readonly #gatewayGeneration: Int32Array;
   #latest: Generation | null = null;
+  /** The planner's memory of its steps: each step visits the pools that changed. */
+  readonly #plans = new PlanCache();
   /** A generation is published and not acknowledged by every gateway yet. */
   #busy = false;
   #maxSpread = 0;
@@ -272,6 +275,7 @@ export class SluiceStrategy extends Strategy {
     const step = planNext({
       config: this.#plannerConfig(),
       latest: this.#latest,
+      cache: this.#plans,
       now: t * 1000,
       connections: (lb, slot, key) => {
         const id = this.#world.backendId.get(key);

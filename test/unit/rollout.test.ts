@@ -15,12 +15,14 @@ import {
   canTransition,
   transitionReason,
 } from '../../src/rollout/backend-state.ts';
+import { PlanCache } from '../../src/rollout/plan-cache.ts';
 import {
   type ChainUse,
   type ConnectionCounts,
   canPublish,
   grownCounts,
   nextSlot,
+  type PlanInput,
   type PlanStep,
   planNext,
   planRollout,
@@ -38,6 +40,7 @@ import {
   type PoolPlan,
   planLanes,
 } from '../../src/rollout/types.ts';
+import { pick, random } from '../scenarios/random.ts';
 
 const NODES: Config['nodes'] = [
   { name: 'gw1', role: 'gateway', tunnelIp: '192.168.0.1' },
@@ -736,12 +739,7 @@ test('property: every offline rollout step keeps A, B, C and D, ends stable and 
   );
 });
 
-test('property: planNext skipping settled pools plans exactly what stepping every pool plans', () => {
-  // The same latest generation as fresh pool objects, which planNext has never seen settle: it steps every pool.
-  const fresh = (g: Generation): Generation => ({
-    ...g,
-    pools: new Map([...g.pools].map(([k, p]) => [k, { ...p }])),
-  });
+test('property: planNext with a planner cache (settled pools skipped) plans exactly what stepping every pool plans', () => {
   const other = { name: 'api', vip: '10.9.9.8', family: 4 as const, protocol: 'tcp' as const, ports: [80] };
   fc.assert(
     fc.property(
@@ -752,18 +750,20 @@ test('property: planNext skipping settled pools plans exactly what stepping ever
       (changes) => {
         let latest: Generation | null = null;
         let now = 0;
+        const cache = new PlanCache();
         for (const [web, api, busy, silent] of changes) {
           const config = cfg(web, 4, { loadBalancers: [{ ...other, backends: api }] });
           for (let i = 0; i < 8; i++) {
             now += 1000;
             const input = {
               config,
+              latest,
               connections: busy ? (_lb: string, slot: number) => slot % 3 : zero,
               now,
               ...(silent ? { silentHosts: new Set(['h2']) } : {}),
             };
-            const skipping = planNext({ ...input, latest });
-            const stepping = planNext({ ...input, latest: latest === null ? null : fresh(latest) });
+            const skipping = planNext({ ...input, cache });
+            const stepping = planNext(input);
             assert.deepEqual(skipping, stepping);
             if (skipping.next === null) break;
             latest = skipping.next;
@@ -996,12 +996,8 @@ test('a backend whose host changes keeps its slots and names its old host until 
 });
 
 test('property: a step on the config and generation of an earlier quiet step plans what a fresh step plans', () => {
-  // planNext remembers, per (config, latest) that published nothing, which pools it stepped (quietStep); a shallow
-  // copy of the config and fresh pool objects are never remembered: that step visits every pool.
-  const fresh = (g: Generation): Generation => ({
-    ...g,
-    pools: new Map([...g.pools].map(([k, p]) => [k, { ...p }])),
-  });
+  // The cache remembers, per (config, latest) that published nothing, which pools it stepped; planNext without it
+  // visits every pool.
   const other = { name: 'api', vip: '10.9.9.8', family: 4 as const, protocol: 'tcp' as const, ports: [80] };
   let quietSteps = 0;
   fc.assert(
@@ -1014,6 +1010,7 @@ test('property: a step on the config and generation of an earlier quiet step pla
       (changes, steps) => {
         let latest: Generation | null = null;
         let now = 0;
+        const cache = new PlanCache();
         for (const [web, api] of changes) {
           const config = cfg(web, 4, {
             drainWindowSeconds: 30,
@@ -1027,12 +1024,8 @@ test('property: a step on the config and generation of an earlier quiet step pla
               now,
               ...(silent ? { silentHosts: new Set(['h2']) } : {}),
             };
-            const remembered = planNext({ ...input, config, latest });
-            const whole = planNext({
-              ...input,
-              config: { ...config },
-              latest: latest === null ? null : fresh(latest),
-            });
+            const remembered = planNext({ ...input, config, latest, cache });
+            const whole = planNext({ ...input, config, latest });
             assert.deepEqual(remembered, whole);
             if (remembered.next === null) quietSteps++;
             else latest = remembered.next;
@@ -1043,4 +1036,102 @@ test('property: a step on the config and generation of an earlier quiet step pla
     { numRuns: 200, seed: 11 },
   );
   assert.ok(quietSteps > 200, `${quietSteps} quiet steps`);
+});
+
+/** Load balancer `lb<i>` with its own VIP (backend keys are compared within one pool). */
+const manyLb = (i: number, backends: Backend[]) => ({
+  name: `lb${i}`,
+  vip: `10.9.8.${i + 1}`,
+  family: 4 as const,
+  protocol: 'tcp' as const,
+  ports: [80],
+  backends,
+});
+
+/** The generation as the store reads it back: the pools that changed since `before` are new, equal objects (decoded
+ *  from their new rows); the others the very objects of `before` (decoded once per row). */
+function readBack(next: Generation, before: Generation | null): Generation {
+  const pools = new Map(
+    [...next.pools].map(([k, p]) => [k, before?.pools.get(k) === p ? p : { ...p }] as const),
+  );
+  return { ...next, pools };
+}
+
+/**
+ * Random edits of a few of many load balancers (the others stay the same objects), connection counts, silent hosts
+ * and time, generations read back as the store gives them, now and then a load balancer added or removed (and so
+ * pools that grow or would shrink): planNext with one planner's cache against planNext without one, at every step.
+ * `breakIt` may tamper with each config. Returns how many steps the cache answered without a whole step.
+ */
+function cacheAgainstWhole(seed: number, breakIt?: (config: Config, rnd: () => number) => void): number {
+  const rnd = random(seed);
+  const pickOf = <T>(xs: readonly T[]): T => pick(rnd, xs);
+  const states = ['active', 'active', 'active', 'draining', 'down'] as const;
+  const backends = (): Backend[] =>
+    ['A', 'B', 'C', 'D', 'E', 'F'].filter(() => rnd() < 0.6).map((n) => be(n, pickOf(states)));
+  let lbs = Array.from({ length: 8 }, (_, i) => manyLb(i, backends()));
+  let config: Config | undefined;
+  let latest: Generation | null = null;
+  let now = 0;
+  let fast = 0;
+  const cache = new PlanCache();
+  for (let step = 0; step < 400; step++) {
+    const roll = rnd();
+    if (roll < 0.25) {
+      const i = Math.floor(rnd() * lbs.length);
+      lbs = lbs.map((lb, j) => (j === i ? manyLb(Number(lb.name.slice(2)), backends()) : lb));
+    } else if (roll < 0.28 && lbs.length > 2) {
+      const i = Math.floor(rnd() * lbs.length);
+      lbs = lbs.filter((_, j) => j !== i);
+    } else if (roll < 0.31) {
+      const free = [8, 9, 10, 11].filter((i) => !lbs.some((lb) => lb.name === `lb${i}`));
+      if (free.length > 0) lbs = [...lbs, manyLb(pickOf(free), backends())];
+    }
+    // Mostly a new config object (what an edit gives), else the same one again (a step on the same inputs).
+    if (config === undefined || config.loadBalancers !== lbs || rnd() < 0.7)
+      config = { ...cfg([], 4, { chainLength: 2 }), loadBalancers: lbs };
+    const current: Config = config;
+    breakIt?.(current, rnd);
+    now += 1000 * (1 + Math.floor(rnd() * 20));
+    const busy = rnd();
+    const input: PlanInput = {
+      config: current,
+      latest,
+      connections: busy < 0.5 ? zero : busy < 0.8 ? (_lb: string, slot: number) => slot % 2 : () => 1,
+      now,
+      ...(rnd() < 0.1 ? { silentHosts: new Set(['h2']) } : {}),
+    };
+    const remembered = planNext({ ...input, cache });
+    if (cache.last?.whole === false) fast++;
+    const whole = planNext(input);
+    assert.deepEqual(remembered, whole, `seed ${seed} step ${step}`);
+    // The same inputs again (a publication that failed, the status page's step): the same answer.
+    if (rnd() < 0.3)
+      assert.deepEqual(planNext({ ...input, cache }), whole, `seed ${seed} step ${step} again`);
+    // Mostly published and read back; else the same latest again (a publication that failed, the status page).
+    if (remembered.next !== null && rnd() < 0.8) latest = readBack(remembered.next, latest);
+  }
+  return fast;
+}
+
+test('a planner cache over edits of a few of many load balancers plans what a whole step plans', () => {
+  for (const seed of [1, 2, 3]) {
+    const fast = cacheAgainstWhole(seed);
+    // Most steps are answered from the cache, visiting what changed.
+    assert.ok(fast > 250, `seed ${seed}: ${fast} of 400 steps answered by the cache`);
+  }
+});
+
+test('negative control: a load balancer changed behind the same object is caught by the comparison', () => {
+  // The cache trusts identity: a load balancer whose backends are replaced in place is not visited again.
+  assert.throws(
+    () =>
+      cacheAgainstWhole(4, (config, rnd) => {
+        if (rnd() < 0.2) {
+          const lb = config.loadBalancers[0] as unknown as { backends: Backend[] };
+          lb.backends = lb.backends.length > 1 ? lb.backends.slice(1) : [be('A'), be('B'), be('C')];
+        }
+      }),
+    assert.AssertionError,
+  );
 });

@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { parseConfig } from '../../src/model/schema.ts';
 import type { JsRow } from '../../src/ovsdb/protocol.ts';
 import { Replica, type RowChange } from '../../src/ovsdb/replica.ts';
+import { PlanCache } from '../../src/rollout/plan-cache.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import {
   type DesiredDoc,
@@ -319,6 +320,7 @@ test('effectiveConfig patched over desired edits and health changes equals the w
     let valid = 0;
     let patchedReuse = 0;
     let prev: ReturnType<typeof effectiveConfig>;
+    const cache = new PlanCache();
     for (let step = 0; step < 500; step++) {
       if (rnd() < 0.7) for (let n = 1 + Math.floor(rnd() * 2); n > 0; n--) r.apply(edit(r, m, rnd));
       if (rnd() < 0.3) {
@@ -335,10 +337,16 @@ test('effectiveConfig patched over desired edits and health changes equals the w
       assert.deepEqual(got, want, `seed ${s} step ${step}`);
       if ('error' in got || 'error' in want) continue;
       valid++;
-      const a = plannerStep(v, got, 1000 + step, new Set(HOSTS));
+      // The planner's step with its PlanCache (kept across the steps), against a step of every pool.
+      const a = plannerStep(v, got, 1000 + step, new Set(HOSTS), undefined, cache);
       const b = plannerStep(v, want, 1000 + step, new Set(HOSTS));
       assert.deepEqual(a.next, b.next, `seed ${s} step ${step}: next generation`);
       assert.deepEqual(a.notes, b.notes, `seed ${s} step ${step}: notes`);
+      // The status page's step shares the planner's cache: other hosts counted, one of them silent.
+      const silent = new Set([pick(rnd, HOSTS)]);
+      const c = plannerStep(v, got, 1000 + step, undefined, silent, cache);
+      const d = plannerStep(v, want, 1000 + step, undefined, silent);
+      assert.deepEqual([c.next, c.notes], [d.next, d.notes], `seed ${s} step ${step}: the page's step`);
       if (a.next !== null) latest = a.next;
       if (prev !== undefined)
         patchedReuse += got.config.loadBalancers.filter((lb) =>

@@ -6,6 +6,7 @@ import { CrossIndex } from '../../model/config-parts.ts';
 import { parseConfig, validateConfig } from '../../model/schema.ts';
 import { backendKey, type Config, type LoadBalancer } from '../../model/types.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
+import type { PlanCache } from '../../rollout/plan-cache.ts';
 import { type ConnectionCounts, type PlanStep, planNext } from '../../rollout/planner.ts';
 import type { Generation } from '../../rollout/types.ts';
 import type { StoredDesiredState } from './desired.ts';
@@ -308,8 +309,9 @@ export interface PlannerStep extends PlanStep {
 /**
  * The planner's rollout step on a view: planNext on the effective config (effectiveConfig), the latest generation and
  * the connections the hosts reported (only `hosts`' reports when given: the planner passes the hosts it still waits
- * for; status, which cannot know the planner's clock, counts every report). PlannerCore.decide, `sluice status` and
- * `sluice rollout status` all call this one function, so the waits they show are the planner's own.
+ * for; status, which cannot know the planner's clock, counts every report); `cache`: the planner's PlanCache.
+ * PlannerCore.decide, `sluice status` and `sluice rollout status` all call this one function, so the waits they show
+ * are the planner's own.
  */
 export function plannerStep(
   view: StoreView,
@@ -317,8 +319,10 @@ export function plannerStep(
   now: number,
   hosts?: ReadonlySet<string>,
   silent?: ReadonlySet<string>,
+  cache?: PlanCache,
 ): PlannerStep {
   const step = planNext({
+    ...(cache !== undefined ? { cache } : {}),
     config: effective.config,
     latest: view.latest,
     connections: reportCounts(view.slotReports, hosts),
