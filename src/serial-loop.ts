@@ -28,6 +28,19 @@ export class SerialLoop {
       return;
     }
     this.#running = true;
+    // Never inside the task that scheduled it (a store client's handler that just parsed a snapshot, say): the
+    // timers due first run before the step, among them the store client's keepalive. ovsdb-server drops a session
+    // that sends nothing for two of its probe intervals (5 s each on a TCP remote by default), and a 10,000-VIP
+    // snapshot's parse followed by a first step in the same task kept a planner silent longer than that on every
+    // reconnect.
+    setTimeout(() => this.#run(), 0);
+  }
+
+  #run(): void {
+    if (this.#stopped()) {
+      this.#running = false;
+      return;
+    }
     this.#step()
       .catch((e: unknown) => this.#onError(e instanceof Error ? e : new Error(String(e))))
       .finally(() => {

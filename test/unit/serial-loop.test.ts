@@ -52,3 +52,23 @@ test('an error is reported and the loop goes on; a stopped loop does not run', a
   await sleep(10);
   assert.equal(runs, 2);
 });
+
+test('a step starts after the timers that came due while the scheduling task ran (a keepalive goes out first)', async () => {
+  const order: string[] = [];
+  const loop = new SerialLoop(
+    async () => {
+      order.push('step');
+    },
+    () => assert.fail('no error expected'),
+    () => false,
+  );
+  // A store client's probe timer, then a long synchronous task (a snapshot parsed) that schedules the step.
+  setTimeout(() => order.push('keepalive'), 5);
+  const until = performance.now() + 30;
+  while (performance.now() < until) {} // busy: the timer comes due meanwhile
+  loop.schedule();
+  assert.equal(loop.running, true, 'running from schedule() on: a trigger now coalesces');
+  assert.deepEqual(order, [], 'not inside the scheduling task');
+  await sleep(20);
+  assert.deepEqual(order, ['keepalive', 'step']);
+});
