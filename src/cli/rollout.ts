@@ -5,6 +5,7 @@
 
 import type { Command } from 'commander';
 import { SluiceError } from '../model/errors.ts';
+import { PlanCache } from '../rollout/plan-cache.ts';
 import { STATUS_MONITOR, StoreSession } from '../store/operator.ts';
 import { formatProgress, type RolloutProgress, rolloutProgress } from '../store/rollout-progress.ts';
 import { defaultDb, reportFailure } from './store-commands.ts';
@@ -31,9 +32,11 @@ function output(p: RolloutProgress, json: boolean, stuck = false): string {
 /** Follows the store until the rollout is done (resolves true) or `timeoutMs` passes (false). */
 async function watch(s: StoreSession, json: boolean, timeoutMs: number): Promise<RolloutProgress> {
   let last = '';
-  let current = rolloutProgress(s.replica);
+  // One planner's memory across the watch: each re-evaluation steps what changed, not every pool.
+  const cache = new PlanCache();
+  let current = rolloutProgress(s.replica, Date.now(), cache);
   const show = () => {
-    current = rolloutProgress(s.replica);
+    current = rolloutProgress(s.replica, Date.now(), cache);
     const line = output(current, json);
     if (line !== last) process.stdout.write(`${line}\n`);
     last = line;

@@ -101,8 +101,9 @@ export class PlannerCore {
   /** The generation whose gateway ack round completed, and when (planner clock). */
   #round: { generation: number; at: number } | undefined;
   #view: StoreView | undefined;
-  /** What planNext remembers of this planner's earlier steps (a step then costs what changed). */
-  readonly #plans = new PlanCache();
+  /** What planNext remembers of this planner's earlier steps (a step then costs what changed); the status page's
+   *  replans share it (a pool settles whatever the reports or the silent hosts). */
+  readonly plans = new PlanCache();
 
   constructor(opts: PlannerCoreOptions = {}) {
     this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
@@ -348,7 +349,7 @@ export class PlannerCore {
     const hosts = this.nodes('host', now);
     // A host out of the wait set is silent, not gone: its data plane may still forward and hold connections.
     // Evidence that it is gone is in the config (its backends down, or the host removed), never its silence.
-    const step = plannerStep(v, effective, now, new Set(hosts.live), new Set(hosts.out), this.#plans);
+    const step = plannerStep(v, effective, now, new Set(hosts.live), new Set(hosts.out), this.plans);
     if (step.next !== null) return { kind: 'publish', generation: step.next, config: doc, notes: step.notes };
     if (latest !== null && step.configChanged) {
       // Only the config changed (a node, a VIP port, a backend's state without slot movement): same pools, new

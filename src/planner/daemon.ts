@@ -284,7 +284,7 @@ export class PlannerDaemon {
     if (this.#page === undefined || now - this.#page.at >= 1000)
       this.#page = {
         at: now,
-        state: pageState(r, { active: this.active, lastDecision: this.#lastDecision }, now),
+        state: pageState(r, { active: this.active, lastDecision: this.#lastDecision }, now, this.core.plans),
       };
     return this.#page.state;
   }

@@ -15,6 +15,7 @@ import { OvsdbError } from '../ovsdb/errors.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
+import type { PlanCache } from '../rollout/plan-cache.ts';
 import type { Generation } from '../rollout/types.ts';
 import { type ConfigChange, type ConfigDocument, configDocument, diffConfigs } from './config-diff.ts';
 import {
@@ -626,10 +627,10 @@ export interface SlotWait {
  * The slots that wait for connections to end: what the planner computes from the store (the latest generation, the
  * effective desired state, every host's connection report), so status shows the same reasons the planner logs.
  */
-export function slotWaits(r: Replica, now = Date.now()): SlotWait[] {
+export function slotWaits(r: Replica, now = Date.now(), cache?: PlanCache): SlotWait[] {
   const view = readStoreView(r);
   if (view.latest === null) return [];
-  return (observedPlannerStep(view, now)?.notes ?? [])
+  return (observedPlannerStep(view, now, cache)?.notes ?? [])
     .filter((n) => n.kind === 'waits' || n.kind === 'chain-full' || n.kind === 'silent-host')
     .map((n) => ({
       lb: n.lb,
@@ -697,7 +698,8 @@ export function backendReports(
 }
 
 /** What agents reported, joined with the desired state (nodes, backends) and the latest published generation. */
-export function statusReport(r: Replica, now = Date.now()): StatusReport {
+/** `cache`: a PlanCache for the planner's step it recomputes (observedPlannerStep). */
+export function statusReport(r: Replica, now = Date.now(), cache?: PlanCache): StatusReport {
   const stored = readDesiredState(r);
   const generation = publishedGeneration(r);
   const plan = publishedPlanHead(r);
@@ -744,7 +746,7 @@ export function statusReport(r: Replica, now = Date.now()): StatusReport {
     nodes,
     backends,
     waiting: { gateways: behind('gateway'), hosts: behind('host') },
-    waitingSlots: slotWaits(r, now),
+    waitingSlots: slotWaits(r, now, cache),
     ovnSkipped: readOvnSkipped(r),
   };
 }

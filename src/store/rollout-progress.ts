@@ -3,6 +3,7 @@
 // reported state, never what was asked; the planner's next step is recomputed with the same pure core it runs.
 
 import type { Replica } from '../ovsdb/replica.ts';
+import type { PlanCache } from '../rollout/plan-cache.ts';
 import { PHASE1, PHASE2 } from '../rollout/types.ts';
 import { observedPlannerStep, readStoreView } from './db/index.ts';
 import { statusReport } from './operator.ts';
@@ -41,16 +42,17 @@ function acks(nodes: ReturnType<typeof statusReport>['nodes'], role: string, gen
 }
 
 /** Would the planner publish another generation now (same inputs as the planner: effective config, reports)? */
-function plannerHasMore(r: Replica, now: number): boolean {
+function plannerHasMore(r: Replica, now: number, cache: PlanCache | undefined): boolean {
   const view = readStoreView(r);
   if (view.desired === undefined) return false;
   if (view.latest === null) return true;
-  const step = observedPlannerStep(view, now);
+  const step = observedPlannerStep(view, now, cache);
   return step !== undefined && (step.next !== null || step.configChanged);
 }
 
-export function rolloutProgress(r: Replica, now = Date.now()): RolloutProgress {
-  const st = statusReport(r, now);
+/** `cache`: a PlanCache for the planner's step it recomputes (observedPlannerStep). */
+export function rolloutProgress(r: Replica, now = Date.now(), cache?: PlanCache): RolloutProgress {
+  const st = statusReport(r, now, cache);
   const gateways = acks(st.nodes, 'gateway', st.generation);
   const hosts = acks(st.nodes, 'host', st.generation);
   const view = readStoreView(r);
@@ -62,7 +64,7 @@ export function rolloutProgress(r: Replica, now = Date.now()): RolloutProgress {
       else if (x === PHASE2) phase2++;
     }
   const caughtUp = st.plannedCfg !== null && st.plannedCfg >= st.desiredCfg;
-  const morePending = plannerHasMore(r, now);
+  const morePending = plannerHasMore(r, now, cache);
   const acked =
     gateways.behind.length === 0 && hosts.behind.length === 0 && st.gatewayGeneration >= st.generation;
   const done = caughtUp && acked && !morePending && phase1 === 0;

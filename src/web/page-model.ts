@@ -4,6 +4,7 @@
 
 import { NO_OWNER } from '../hashing/slots.ts';
 import type { Replica } from '../ovsdb/replica.ts';
+import type { PlanCache } from '../rollout/plan-cache.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import {
   CANNOT_AGREE,
@@ -117,8 +118,9 @@ export function pageState(
   r: Replica,
   planner: { active: boolean; lastDecision: string },
   now = Date.now(),
+  cache?: PlanCache,
 ): PageState {
-  const st = statusReport(r, now);
+  const st = statusReport(r, now, cache);
   const latest = readPlan(r);
   const previous = latest === undefined ? undefined : readPlan(r, latest.generation.number - 1);
   const waitSlots = new Map<string, Set<number>>();
@@ -144,7 +146,7 @@ export function pageState(
       waiting: [...(waitSlots.get(p.lb) ?? [])].sort((a, b) => a - b),
     });
   }
-  const progress = rolloutProgress(r, now);
+  const progress = rolloutProgress(r, now, cache);
   const late = new Set([...st.waiting.gateways, ...st.waiting.hosts, ...progress.silent.map((n) => n.name)]);
   const counts = secondChanceCounts(r);
   const reported = rows(r, NodeStatusTable).some(

@@ -336,8 +336,13 @@ export function plannerStep(
 
 /** plannerStep as status sees it (every report counts; hosts silent for HOST_WAIT_MS are silent hosts): undefined
  *  when the store holds no valid desired state (the planner publishes nothing then; storedConfig reports the
- *  problem). */
-export function observedPlannerStep(view: StoreView, now: number): PlannerStep | undefined {
+ *  problem). `cache`: a PlanCache kept across calls (the planner's own: what a pool settled to does not depend on
+ *  the reports or the silent hosts), else every pool is stepped. */
+export function observedPlannerStep(
+  view: StoreView,
+  now: number,
+  cache?: PlanCache,
+): PlannerStep | undefined {
   let effective: ReturnType<typeof effectiveConfig>;
   try {
     effective = effectiveConfig(view, '(the desired state in the store)');
@@ -346,7 +351,7 @@ export function observedPlannerStep(view: StoreView, now: number): PlannerStep |
   }
   return effective === undefined
     ? undefined
-    : plannerStep(view, effective, now, undefined, silentHosts(view, now));
+    : plannerStep(view, effective, now, undefined, silentHosts(view, now), cache);
 }
 
 /** The agents' lease by default: how long a node may go without a heartbeat before it counts as silent. */
