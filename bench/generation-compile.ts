@@ -2,9 +2,10 @@
 //
 // What an agent does between "a new plan is in its replica" and "the bundle is ready to send" (src/agent/daemon.ts
 // #apply, then src/agent/node-ops.ts NodeProgrammer.program up to applyBridgeDelta's diff): read the generation and
-// its config documents from the replica (readPlan), build the config from the documents that changed
+// its config documents from the replica (PlanIndex, following its rows, as the daemon), build the config from the documents that changed
 // (PlanConfigReader, as the daemon), compile the node reusing unchanged load balancers
-// (compileNodeParts), diff every bridge's parts against what it installed last (diffParts) and render the bundle
+// (compileNodeParts, told which ones may have changed), diff every bridge's parts against what it installed last
+// (diffParts, told which parts the compile changed) and render the bundle
 // lines. The store is an in-memory stand-in (bench/memory-store.ts) that runs the planner's publish, release and
 // prune transactions on a Replica, so rows change as a monitor delivers them; no ovsdb-server, no OVS.
 //
@@ -30,10 +31,10 @@ import {
   GlobalTable,
   gatewayGeneration,
   insert,
+  PlanIndex,
   prunePlansOps,
   publishedGeneration,
   publishGenerationOps,
-  readPlan,
   releaseOps,
   splitPlanDocument,
 } from '../src/store/db/index.ts';
@@ -82,7 +83,9 @@ const WARMUP = 2;
 class AgentModel {
   readonly #facts: NodeFacts;
   readonly #planConfig = new PlanConfigReader();
+  #plans: PlanIndex | undefined;
   #compiled: NodeParts | undefined;
+  #compiledFrom: Generation | undefined;
   #installed: ReadonlyMap<string, ReadonlyMap<string, BridgeState>> | undefined;
 
   constructor(facts: NodeFacts) {
@@ -93,18 +96,26 @@ class AgentModel {
     const r = store.replica;
     const t0 = performance.now();
     const target = this.#facts.role === 'gateway' ? gatewayGeneration(r) : publishedGeneration(r);
-    const plan = readPlan(r, target)!;
-    const config = this.#planConfig.read(plan.docs!, plan.configRef, target);
+    this.#plans ??= new PlanIndex(r);
+    const plans = this.#plans;
+    const plan = plans.read(target)!;
+    const config = this.#planConfig.read(plan.docs!, plan.configRef, target, (a, b) => plans.changed(a, b));
     const t1 = performance.now();
     const entries = ovnPatchEntries(config, plan.generation, this.#facts, {});
     const facts = withDeliveryEntries(this.#facts, entries);
-    const parts = compileNodeParts(config, plan.generation, facts, this.#compiled);
+    const from = this.#compiledFrom;
+    const hint = from === undefined ? undefined : plans.changed(from, plan.generation);
+    const parts = compileNodeParts(config, plan.generation, facts, this.#compiled, {}, hint);
     this.#compiled = parts;
+    this.#compiledFrom = plan.generation;
     const t2 = performance.now();
     let lines = 0;
     if (this.#installed !== undefined)
       for (const name of [...parts.bridges.keys()].sort()) {
-        const diff = diffParts(parts.bridges.get(name)!, this.#installed.get(name) ?? new Map(), []);
+        const have = this.#installed.get(name) ?? new Map();
+        const changed = parts.changed.get(name);
+        const only = changed?.from === have ? changed.names : undefined;
+        const diff = diffParts(parts.bridges.get(name)!, have, [], only);
         lines += bundleLines(diff).length;
       }
     this.#installed = parts.bridges;

@@ -50,8 +50,8 @@ import {
   isConflict,
   nodeStatus,
   nodeStatusOps,
+  PlanIndex,
   publishedGeneration,
-  readPlan,
   remove,
   type SlotConnectionsRow,
   SlotConnectionsTable,
@@ -680,19 +680,31 @@ export class AgentDaemon {
     this.#facts = f;
   }
 
+  /** The plans of the store's replica, followed row by row (src/store/db/plan-index.ts); a replaced replica (a
+   *  reconnect's) gets a new index. */
+  #planIndex: { replica: Replica; index: PlanIndex } | undefined;
+
+  #plans(r: Replica): PlanIndex {
+    if (this.#planIndex?.replica !== r) this.#planIndex = { replica: r, index: new PlanIndex(r) };
+    return this.#planIndex.index;
+  }
+
   async #apply(r: Replica, target: number): Promise<void> {
     if (this.#o.vswitchdPid && this.#vswitchdPid === undefined) return;
     const t0 = performance.now();
     try {
-      const plan = readPlan(r, target);
+      const plans = this.#plans(r);
+      const plan = plans.read(target);
       if (plan === undefined) throw new Error(`generation ${target} is not in the store`);
       if (plan.docs === undefined) throw new Error(`generation ${target} has no config document`);
-      const config = this.#planConfig.read(plan.docs, plan.configRef, target);
+      const config = this.#planConfig.read(plan.docs, plan.configRef, target, (a, b) => plans.changed(a, b));
       const readMs = Math.round(performance.now() - t0);
       await this.#refreshFacts();
       const entries = ovnPatchEntries(config, plan.generation, this.#facts, this.#ovnEntries);
       const facts = withDeliveryEntries(this.#compileFacts(), entries);
-      const res = await this.#programmer.program(config, plan.generation, facts);
+      const res = await this.#programmer.program(config, plan.generation, facts, (a, b) =>
+        plans.changed(a, b),
+      );
       this.#setOvnEntries(entries);
       const xdp = await this.#o.xdp?.install(config, plan.generation, this.#compileFacts());
       const from = this.#applied;

@@ -63,12 +63,18 @@ export const DEFAULT_FULL_RECONCILE_MS = 15 * 60_000;
  * every `fullReconcileMs` as a safety net against changes made behind its back. Then revalidator/wait, as before:
  * when program() resolves the node obeys the generation.
  */
+/** The load balancers whose configuration or pool may differ between two generations an agent read (undefined:
+ *  not known). */
+export type GenerationChanges = (from: Generation, to: Generation) => ReadonlySet<string> | undefined;
+
 export class NodeProgrammer {
   readonly #runner: Runner;
   readonly #fullEveryMs: number;
   readonly #now: () => number;
   readonly #compile: CompileOptions;
   #compiled: NodeParts | undefined;
+  /** The generation #compiled was compiled from. */
+  #compiledFrom: Generation | undefined;
   #installed: Map<string, InstalledBridge> | undefined;
   #lastFull = 0;
   #invalidated: string | undefined = 'first apply';
@@ -98,10 +104,21 @@ export class NodeProgrammer {
     return this.#now() - this.#lastFull >= this.#fullEveryMs ? 'periodic reconcile' : undefined;
   }
 
-  async program(config: Config, generation: Generation, facts: NodeFacts): Promise<ProgramResult> {
+  /** `changes` says which load balancers' configuration or pool may differ between two generations (the store's
+   *  follower: src/store/db/plan-index.ts PlanIndex.changed); without it, or when it does not know, the compile
+   *  compares every load balancer's input. */
+  async program(
+    config: Config,
+    generation: Generation,
+    facts: NodeFacts,
+    changes?: GenerationChanges,
+  ): Promise<ProgramResult> {
     const t0 = performance.now();
-    const parts = compileNodeParts(config, generation, facts, this.#compiled, this.#compile);
+    const from = this.#compiledFrom;
+    const hint = from === undefined ? undefined : changes?.(from, generation);
+    const parts = compileNodeParts(config, generation, facts, this.#compiled, this.#compile, hint);
     this.#compiled = parts;
+    this.#compiledFrom = generation;
     const tc = performance.now();
     const fullReason = this.#fullReason();
     const installed = this.#installed;
@@ -113,9 +130,13 @@ export class NodeProgrammer {
     for (const name of [...parts.bridges.keys()].sort()) {
       const want = parts.bridges.get(name)!;
       const have = installed?.get(name);
+      // The compile says which parts may differ from its previous result: all there is to diff when that is what
+      // is installed.
+      const changed = parts.changed.get(name);
+      const only = changed !== undefined && changed.from === have?.parts ? changed.names : undefined;
       const r =
         fullReason === undefined && have !== undefined
-          ? await applyBridgeDelta(this.#runner, name, want, have.parts, have.foreign)
+          ? await applyBridgeDelta(this.#runner, name, want, have.parts, have.foreign, only)
           : await applyBridge(this.#runner, name, joinParts(want));
       results.push(r);
       next.set(name, { parts: want, foreign: r.foreign });

@@ -18,6 +18,7 @@
 // hold the per-VIP flows and was recompiled and diffed whole every time: 0.1 s per generation at 10,000 VIPs.
 
 import type { BridgeState, Flow, FlowSet, Meter } from '../flowset/types.ts';
+import { LayeredMap } from '../model/layered-map.ts';
 import type { Config, LoadBalancer } from '../model/types.ts';
 import { type Generation, type PoolPlan, planLanes } from '../rollout/types.ts';
 import type { NodeFacts } from './facts.ts';
@@ -62,21 +63,35 @@ export function vipPart(key: string): string {
   return `vip:${key}`;
 }
 
-/** A node's desired state in parts (see the top of this file). */
+/** A node's desired state in parts (see the top of this file). Its maps are LayeredMaps: the next result shares
+ *  the entries that did not change (a copy of a 10,000-entry Map costs milliseconds). */
 export interface NodeParts {
   readonly node: string;
   /** What every part depends on besides its own load balancer (hash mode, nodes, facts), as JSON. */
   readonly context: string;
   /** Load balancer name -> the input its part was compiled from. */
-  readonly inputs: ReadonlyMap<string, LbInput>;
+  readonly inputs: LayeredMap<string, LbInput>;
+  /** Load balancer id -> name. */
+  readonly owners: LayeredMap<number, string>;
+  /** Whether the ids are the pools' own (not computed from every name: registry.ts lbIdsOf). */
+  readonly idsFromPools: boolean;
   /** VIP key (`family/address`) -> the names of the load balancers on it, sorted. */
-  readonly vips: ReadonlyMap<string, readonly string[]>;
+  readonly vips: LayeredMap<string, readonly string[]>;
   /** Hosts: which protocols and families walk the chain (the node part's one input besides the context). */
   readonly nodeKey: string;
   /** Bridge -> part name -> that part's state. */
-  readonly bridges: ReadonlyMap<string, ReadonlyMap<string, BridgeState>>;
+  readonly bridges: ReadonlyMap<string, LayeredMap<string, BridgeState>>;
+  /** Bridge -> the parts that may differ from `from`, the previous result's parts of that bridge (diffParts looks
+   *  only at those when what is installed is `from`); a bridge absent: every part. */
+  readonly changed: ReadonlyMap<string, PartChanges>;
   /** Load balancer parts taken over unchanged from the previous result. */
   readonly reused: number;
+}
+
+/** The parts of a bridge that may differ from `from`. */
+export interface PartChanges {
+  readonly from: ReadonlyMap<string, BridgeState>;
+  readonly names: ReadonlySet<string>;
 }
 
 const EMPTY: BridgeState = { flows: [], groups: [], tlvMap: [] };
@@ -186,17 +201,57 @@ function nodeState(config: Config, lbs: readonly LbInput[], facts: NodeFacts): B
   };
 }
 
-/** Sets (or, when it has no flows, deletes) part `name` of a bridge. */
-function setPart(parts: Map<string, BridgeState>, name: string, flows: Flow[]): void {
-  if (flows.length === 0) parts.delete(name);
-  else parts.set(name, { flows, groups: [], tlvMap: [] });
+/** A load balancer of a config sorted by name (parseConfig's order), found by binary search. */
+function lbNamed(config: Config, name: string): LoadBalancer | undefined {
+  const lbs = config.loadBalancers;
+  let lo = 0;
+  let hi = lbs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (lbs[mid]!.name < name) lo = mid + 1;
+    else hi = mid;
+  }
+  return lbs[lo]?.name === name ? lbs[lo] : undefined;
+}
+
+/** The inputs of the load balancers `hint` names (undefined: not configured or not planned), or undefined when the
+ *  hint cannot be followed: ids computed from every name, or an id missing or held by another load balancer (the
+ *  whole pass then gives lbIdsOf's answer or error). */
+function hintedInputs(
+  config: Config,
+  gen: Generation,
+  old: NodeParts,
+  hint: ReadonlySet<string>,
+  opts: CompileOptions,
+): Map<string, LbInput | undefined> | undefined {
+  if (!old.idsFromPools) return undefined;
+  const out = new Map<string, LbInput | undefined>();
+  const claimed = new Set<number>();
+  for (const name of hint) {
+    const lb = lbNamed(config, name);
+    const plan = gen.pools.get(name);
+    if (lb === undefined || plan === undefined) {
+      out.set(name, undefined);
+      continue;
+    }
+    const id = plan.id;
+    if (id === undefined || claimed.has(id)) return undefined;
+    const owner = old.owners.get(id);
+    if (owner !== undefined && owner !== name && !hint.has(owner)) return undefined;
+    claimed.add(id);
+    out.set(name, { lb, id, plan, ...(opts.udpWalk === false ? { udpWalk: false } : {}) });
+  }
+  return out;
 }
 
 /**
  * compileNode's result in parts, reusing `prev`'s parts whose inputs did not change: a load balancer's when its
  * input is the same (sameInput), a VIP's when no load balancer on it changed, came or went, the node part when the
- * context (and on a host the walking protocols) did. The work is proportional to what changed, plus one pass over
- * the load balancers that compares their inputs by identity. Throws what compileNode throws (SLUICE_E_COMPILE_FACTS).
+ * context (and on a host the walking protocols) did. Without `hint`, the work is proportional to what changed plus
+ * one pass over the load balancers that compares their inputs by identity; with `hint`, the names of the load
+ * balancers whose configuration or pool may differ from those `prev` was compiled from (the store's follower knows
+ * them: src/store/db/plan-index.ts), only those are looked at. `config` must be parseConfig's (sorted by name).
+ * Throws what compileNode throws (SLUICE_E_COMPILE_FACTS).
  */
 export function compileNodeParts(
   config: Config,
@@ -204,79 +259,134 @@ export function compileNodeParts(
   facts: NodeFacts,
   prev?: NodeParts,
   opts: CompileOptions = {},
+  hint?: ReadonlySet<string>,
 ): NodeParts {
   checkNodeInConfig(config, facts);
   const context = JSON.stringify([config.hashMode, config.nodes, facts, opts]);
   const old = prev !== undefined && prev.context === context && prev.node === facts.name ? prev : undefined;
-  const lbs = lbInputs(config, gen, opts);
+  const hinted =
+    old !== undefined && hint !== undefined ? hintedInputs(config, gen, old, hint, opts) : undefined;
+  // The load balancers to look at: those the hint names, or every one (and, when some left, every one before).
+  let look: Map<string, LbInput | undefined>;
+  let all: LbInput[] | undefined;
+  if (hinted !== undefined) look = hinted;
+  else {
+    all = lbInputs(config, gen, opts);
+    look = new Map(all.map((x) => [x.lb.name, x]));
+    if (old !== undefined && look.size - countNew(old, all) < old.inputs.size)
+      for (const name of old.inputs.keys()) if (!look.has(name)) look.set(name, undefined);
+  }
   const hostIp = new Map(config.nodes.map((n) => [n.name, n.tunnelIp]));
   const oldInt = old?.bridges.get(facts.bridges.int);
   const oldPhy = old?.bridges.get(facts.bridges.phy);
-  // Copies of the previous maps, changed where something changed (a copy of a map is cheap next to its parts).
-  const int = new Map(oldInt ?? []);
-  const phy = new Map(oldPhy ?? []);
-  const inputs = new Map(old?.inputs ?? []);
-  const vips = new Map(old?.vips ?? []);
+  const int = new Pending(oldInt);
+  const phy = new Pending(oldPhy);
+  const inputs = new Pending(old?.inputs);
+  const owners = new Pending(old?.owners);
+  const vips = new Pending(old?.vips);
   const dirty = new Set<string>();
-  let reused = 0;
-  let seenOld = 0;
-  for (const x of lbs) {
-    const name = x.lb.name;
+  let recompiled = 0;
+  for (const [name, x] of look) {
     const before = old?.inputs.get(name);
     if (before !== undefined) {
-      seenOld++;
-      if (sameInput(before, x) && oldInt?.has(lbPart(name))) {
-        reused++;
-        continue;
-      }
+      if (x !== undefined && sameInput(before, x) && oldInt?.has(lbPart(name))) continue;
       const was = vipKey(before.lb);
       vips.set(was, withName(vips.get(was), name, false));
       dirty.add(was);
+      if (owners.get(before.id) === name) owners.set(before.id, undefined);
     }
+    if (x === undefined) {
+      inputs.set(name, undefined);
+      int.set(lbPart(name), undefined);
+      continue;
+    }
+    recompiled++;
     const key = vipKey(x.lb);
     vips.set(key, withName(vips.get(key), name, true));
     dirty.add(key);
     inputs.set(name, x);
+    owners.set(x.id, name);
     int.set(lbPart(name), lbState(config, x, facts, hostIp));
-  }
-  // Load balancers that left (only looked for when some did).
-  if (old !== undefined && seenOld < old.inputs.size) {
-    const names = new Set(lbs.map((x) => x.lb.name));
-    for (const [name, before] of old.inputs) {
-      if (names.has(name)) continue;
-      const was = vipKey(before.lb);
-      vips.set(was, withName(vips.get(was), name, false));
-      dirty.add(was);
-      inputs.delete(name);
-      int.delete(lbPart(name));
-    }
   }
   for (const key of dirty) {
     const on = (vips.get(key) ?? []).map((n) => inputs.get(n)!);
-    if (on.length === 0) vips.delete(key);
+    if (on.length === 0) vips.set(key, undefined);
     const part = vipPart(key);
     if (facts.role === 'gateway') {
-      setPart(int, part, gatewayIcmpFlows(config, on, facts));
-      setPart(phy, part, phyVipFlows(on, facts));
-    } else setPart(int, part, hostIcmpTunInFlows(on, ctZoneOf(facts)));
+      int.setFlows(part, gatewayIcmpFlows(config, on, facts));
+      phy.setFlows(part, phyVipFlows(on, facts));
+    } else int.setFlows(part, hostIcmpTunInFlows(on, ctZoneOf(facts)));
   }
-  const nodeKey = facts.role === 'host' ? chainJumpKey(lbs) : '';
+  const nextInputs = inputs.done();
+  const inputList = () => all ?? [...nextInputs.values()];
+  const nodeKey = facts.role === 'host' ? chainJumpKey(inputList()) : '';
   if (old === undefined || old.nodeKey !== nodeKey || !oldInt?.has(NODE_PART)) {
-    int.set(NODE_PART, nodeState(config, lbs, facts));
+    int.set(NODE_PART, nodeState(config, inputList(), facts));
     phy.set(NODE_PART, { flows: phyNodeFlows(facts), groups: [], tlvMap: [] });
   }
+  const changed = new Map<string, PartChanges>();
+  if (oldInt !== undefined) changed.set(facts.bridges.int, { from: oldInt, names: int.names() });
+  if (oldPhy !== undefined) changed.set(facts.bridges.phy, { from: oldPhy, names: phy.names() });
   return {
     node: facts.name,
     context,
-    inputs,
-    vips,
+    inputs: nextInputs,
+    owners: owners.done(),
+    idsFromPools: hinted !== undefined || all!.length === 0 || all!.some((x) => x.plan.id !== undefined),
+    vips: vips.done(),
     nodeKey,
     bridges: new Map([
-      [facts.bridges.int, int],
-      [facts.bridges.phy, phy],
+      [facts.bridges.int, int.done()],
+      [facts.bridges.phy, phy.done()],
     ]),
-    reused,
+    changed,
+    reused: nextInputs.size - recompiled,
   };
+}
+
+/** How many of `all` the previous result did not have. */
+function countNew(old: NodeParts, all: readonly LbInput[]): number {
+  let n = 0;
+  for (const x of all) if (!old.inputs.has(x.lb.name)) n++;
+  return n;
+}
+
+/** Changes to a LayeredMap gathered before its next version is made (undefined: delete). */
+class Pending<K, V> {
+  readonly #base: LayeredMap<K, V> | undefined;
+  readonly #set = new Map<K, V | undefined>();
+
+  constructor(base: LayeredMap<K, V> | undefined) {
+    this.#base = base;
+  }
+
+  get(k: K): V | undefined {
+    return this.#set.has(k) ? this.#set.get(k) : this.#base?.get(k);
+  }
+
+  set(k: K, v: V | undefined): void {
+    this.#set.set(k, v);
+  }
+
+  /** Sets part `k` to `flows`, or deletes it when there are none (bridge parts only). */
+  setFlows(this: Pending<K, BridgeState>, k: K, flows: Flow[]): void {
+    this.set(k, flows.length === 0 ? undefined : { flows, groups: [], tlvMap: [] });
+  }
+
+  /** The keys set or deleted. */
+  names(): ReadonlySet<K> {
+    return new Set(this.#set.keys());
+  }
+
+  done(): LayeredMap<K, V> {
+    const set: [K, V][] = [];
+    const remove: K[] = [];
+    for (const [k, v] of this.#set) {
+      if (v === undefined) remove.push(k);
+      else set.push([k, v]);
+    }
+    return (this.#base ?? LayeredMap.of<K, V>()).with(set, remove);
+  }
 }
 
 /** One bridge's parts joined into one state. */

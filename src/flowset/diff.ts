@@ -179,7 +179,8 @@ const NOTHING: BridgeState = { flows: [], groups: [], tlvMap: [] };
 /**
  * diffBridge over a bridge split in parts (compile/incremental.ts): `desired` and `installed` map part names to
  * states. A part that is the same object on both sides is unchanged and skipped without looking at its flows; the
- * others are diffed part by part and the results joined, so the cost is O(changed parts), not O(bridge). Correct as
+ * others are diffed part by part and the results joined, so the cost is O(changed parts), not O(bridge); with
+ * `changed` (every part name whose state may differ between the two sides), only those are looked at. Correct as
  * long as no flow key or group id appears in two parts of one side (flows of different load balancers differ in
  * their match). A flow that moves from one part to another becomes a delete and an add of the same key: the bundle
  * lists every delete before any add, so it ends up installed.
@@ -188,6 +189,7 @@ export function diffParts(
   desired: ReadonlyMap<string, BridgeState>,
   installed: ReadonlyMap<string, BridgeState>,
   foreign: readonly Flow[] = [],
+  changed?: Iterable<string>,
 ): BridgeDiff {
   const out = {
     deleteFlows: [] as Flow[],
@@ -206,12 +208,20 @@ export function diffParts(
       for (const x of from) (out[k] as never[]).push(x);
     }
   };
-  // One pass over each side's entries (10,000 load balancers: no list or set of every name is built).
-  for (const [name, d] of desired) {
-    const i = installed.get(name) ?? NOTHING;
-    if (d !== i) add(d, i);
+  if (changed !== undefined)
+    for (const name of changed) {
+      const d = desired.get(name) ?? NOTHING;
+      const i = installed.get(name) ?? NOTHING;
+      if (d !== i) add(d, i);
+    }
+  else {
+    // One pass over each side's entries (10,000 load balancers: no list or set of every name is built).
+    for (const [name, d] of desired) {
+      const i = installed.get(name) ?? NOTHING;
+      if (d !== i) add(d, i);
+    }
+    for (const [name, i] of installed) if (!desired.has(name)) add(NOTHING, i);
   }
-  for (const [name, i] of installed) if (!desired.has(name)) add(NOTHING, i);
   // A group id that leaves one part and enters another (a load balancer id taken over by another load balancer
   // when ids are reassigned on a hash collision) is one modify: an add would come before the delete of the same
   // id in the bundle (groups go after the flows that reference them) and ovs-vswitchd refuses it (GROUP_EXISTS).

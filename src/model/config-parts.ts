@@ -62,7 +62,8 @@ function derive(base: string, config: Config): Derived | undefined {
  * base. `whole()` returns the whole document (config-file shape) for the full parse; it may throw (a base naming a
  * load balancer without a document). Throws what parseConfig throws (SLUICE_E_CONFIG_INVALID); `source` names the
  * config in that error. A partial parse costs the changed load balancers plus one pass comparing every document by
- * identity: the base is not parsed again, the load balancers are not sorted again, and the rules between load
+ * identity (or only the names in `hint`, when the caller knows which documents may have changed: the store's
+ * follower, src/store/db/plan-index.ts): the base is not parsed again, the load balancers are not sorted again, and the rules between load
  * balancers are checked on the changed ones against counts kept from `prev` (CrossIndex).
  */
 export function parseConfigParts(
@@ -71,6 +72,7 @@ export function parseConfigParts(
   whole: () => unknown,
   prev?: ConfigParts,
   source?: string,
+  hint?: Iterable<string>,
 ): ConfigParts {
   const full = (): ConfigParts => {
     const config = parseConfig(whole(), source);
@@ -80,7 +82,10 @@ export function parseConfigParts(
   const d = prev.derived ?? derive(base, prev.config);
   if (d === undefined || d.names.length !== docs.size) return full();
   const changed: string[] = [];
-  for (const name of d.names) {
+  // With a hint (the names whose documents may differ from prev's; every other name's is prev's, present or not),
+  // only those are compared: with the same base and size, the names are still the base's.
+  for (const name of hint ?? d.names) {
+    if (hint !== undefined && !d.position.has(name)) continue;
     const doc = docs.get(name);
     if (doc === undefined) return full();
     if (prev.docs.get(name) !== doc) changed.push(name);

@@ -389,8 +389,9 @@ export async function applyBridge(
  * without reading the switch: diffParts skips parts that are the same object, the rest goes in at most one bundle,
  * and nothing is read back. `foreign` is what the last full read found outside sluice's cookies: a desired flow
  * clashing with one is still refused. The TLV map is not touched (it is part of the node part and constant; a full
- * applyBridge installs it). The caller must fall back to applyBridge when it does not know what is installed
- * (start, ovs-vswitchd restart, a failed bundle): see src/agent/node-ops.ts NodeProgrammer.
+ * applyBridge installs it). `changed`: the only part names whose states may differ between the two (the compile
+ * knows them). The caller must fall back to applyBridge when it does not know what is installed (start,
+ * ovs-vswitchd restart, a failed bundle): see src/agent/node-ops.ts NodeProgrammer.
  */
 export async function applyBridgeDelta(
   runner: Runner,
@@ -398,11 +399,12 @@ export async function applyBridgeDelta(
   desired: ReadonlyMap<string, BridgeState>,
   installed: ReadonlyMap<string, BridgeState>,
   foreign: readonly Flow[],
+  changed?: ReadonlySet<string>,
 ): Promise<ApplyResult> {
-  const diff = diffParts(desired, installed, foreign);
+  const diff = diffParts(desired, installed, foreign, changed);
   refuseForeignClashes(bridge, diff.addFlows, foreign);
   const keptGroups = diff.keptGroups.map((g) => g.groupId);
-  const meters = diffMeters(partsMeters(desired), partsMeters(installed));
+  const meters = diffMeters(partsMeters(desired, changed), partsMeters(installed, changed));
   if (isEmptyDiff(diff) && isEmptyMeterDiff(meters))
     return {
       bridge,
@@ -526,9 +528,14 @@ function joinDiffs(diffs: readonly BridgeDiff[]): BridgeDiff {
   };
 }
 
-function partsMeters(parts: ReadonlyMap<string, BridgeState>): Meter[] {
+/** The meters of `parts` (of those named in `only`: a part's meter ids are its own, like its flows). */
+function partsMeters(parts: ReadonlyMap<string, BridgeState>, only?: ReadonlySet<string>): Meter[] {
   const out: Meter[] = [];
-  for (const p of parts.values()) if (p.meters !== undefined) out.push(...p.meters);
+  const of = (p: BridgeState | undefined) => {
+    if (p?.meters !== undefined) out.push(...p.meters);
+  };
+  if (only !== undefined) for (const name of only) of(parts.get(name));
+  else for (const p of parts.values()) of(p);
   return out;
 }
 

@@ -21,6 +21,7 @@ import { lbIds } from '../../src/compile/registry.ts';
 import { bundleLineCount, bundleLines, diffParts } from '../../src/flowset/diff.ts';
 import { hex, renderFlowSet } from '../../src/flowset/text.ts';
 import type { BridgeState } from '../../src/flowset/types.ts';
+import { LayeredMap } from '../../src/model/layered-map.ts';
 import type { Backend, Config, LoadBalancer } from '../../src/model/types.ts';
 import { incrementalPieces } from '../../src/openflow/applier.ts';
 import { planNext } from '../../src/rollout/planner.ts';
@@ -189,7 +190,7 @@ test('negative control: VIP and node parts wrongly kept from the previous result
       [...parts.bridges].map(([b, m]) => {
         const kept = new Map(m);
         for (const [name, old] of prev.bridges.get(b) ?? []) if (!isLbPart(name)) kept.set(name, old);
-        return [b, kept] as const;
+        return [b, LayeredMap.of(kept)] as const;
       }),
     );
     return { ...parts, bridges };

@@ -7,6 +7,7 @@ export * from './encoding.ts';
 export * from './health.ts';
 export * from './ops.ts';
 export * from './ovn-status.ts';
+export * from './plan-index.ts';
 export * from './plans.ts';
 export * from './read.ts';
 export * from './slot-reports.ts';

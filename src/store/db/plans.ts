@@ -249,7 +249,7 @@ export function releaseOps(generation: number): Operation[] {
 }
 
 /** Whether `plan` keeps its load balancers in Plan_LB rows (schema 2.0.0) rather than in Plan.pools. */
-function hasLbRows(plan: PlanRow): boolean {
+export function hasLbRows(plan: PlanRow): boolean {
   return plan.external_ids.get(PLAN_LAYOUT_KEY) === PLAN_LB_ROWS;
 }
 
@@ -263,7 +263,8 @@ function lbRowsOf(current: Replica, number: number): PlanLbRow[] {
 /** Decoded pools by their (frozen, never modified) row object: a generation that changes one pool decodes one. */
 const decodedPools = new WeakMap<PlanPoolRow, PoolPlanRecord>();
 
-function decodePool(current: Replica, want: number, u: string): PoolPlanRecord {
+/** Plan_Pool row `u` decoded (once per row object); throws SLUICE_E_OVSDB_VALUE naming plan `want` when it is missing. */
+export function decodePool(current: Replica, want: number, u: string): PoolPlanRecord {
   const row = get(current, PlanPoolTable, u);
   if (row === undefined)
     throw new OvsdbError('SLUICE_E_OVSDB_VALUE', `Plan ${want} references a missing Plan_Pool ${u}`);
