@@ -4,12 +4,13 @@
 // stored rows. Everything they are computed from is either the report's connection counts or something this scope
 // records (the config object, the health checker's version, the facts' VM map): when none of those moved since the
 // last committed report, a load balancer with no connections now and none in that report has nothing new to write.
-// So a report looks at the load balancers with connections now or then, and at every one only when something else
-// moved or FULL_REPORT_MS passed (rows changed behind the agent's back are then repaired). At 10,000 VIPs a host has
+// So a report looks at the load balancers with connections now or then, and those the config changed (a new config
+// keeps the unchanged load balancers' objects), and at every one only when something else moved, a load balancer or
+// one of its backends went, or FULL_REPORT_MS passed (rows changed behind the agent's back are then repaired). At 10,000 VIPs a host has
 // 100,000 local backends: looking at all of them on every heartbeat kept its agent's core busy.
 
 import type { NodeFacts } from '../compile/facts.ts';
-import type { Config, LoadBalancer } from '../model/types.ts';
+import { type Backend, backendKey, type Config, type LoadBalancer } from '../model/types.ts';
 
 /** What a report was computed from. */
 export interface ReportScope {
@@ -36,15 +37,43 @@ export function reportScope(
   input: Pick<ReportScope, 'config' | 'health' | 'vms' | 'active'>,
 ): { scope: ReportScope; full: boolean; lbs: readonly LoadBalancer[] } {
   const { config, health, vms, active } = input;
-  const full =
-    last === undefined ||
-    last.config !== config ||
-    last.health !== health ||
-    last.vms !== vms ||
-    now - last.fullAt >= FULL_REPORT_MS;
-  const scope = { config, health, vms, active, fullAt: full ? now : last.fullAt };
+  const changed =
+    last === undefined || last.health !== health || last.vms !== vms || now - last.fullAt >= FULL_REPORT_MS
+      ? undefined
+      : changedLbs(last.config, config);
+  const full = changed === undefined;
+  const scope = { config, health, vms, active, fullAt: full ? now : last!.fullAt };
   const lbs = full
     ? config.loadBalancers
-    : config.loadBalancers.filter((lb) => active.has(lb.name) || last.active.has(lb.name));
+    : config.loadBalancers.filter(
+        (lb) => active.has(lb.name) || last!.active.has(lb.name) || changed.has(lb.name),
+      );
   return { scope, full, lbs };
+}
+
+/**
+ * The load balancers of `b` that are not the very objects of `a` (a new plan config keeps the unchanged ones:
+ * src/model/config-parts.ts), or undefined when the report must look at every one: another slotBits (every
+ * load balancer's bits), load balancers that came or went, or a backend that left one (only a full report removes
+ * the rows of what is gone). One pass comparing objects, no allocation per load balancer.
+ */
+/** A backend and the host it is on (a backend that moved to another host left this one). */
+function localKey(b: Backend): string {
+  return `${backendKey(b)} ${b.host}`;
+}
+
+function changedLbs(a: Config, b: Config): ReadonlySet<string> | undefined {
+  if (a === b) return new Set();
+  const x = a.loadBalancers;
+  const y = b.loadBalancers;
+  if (a.slotBits !== b.slotBits || x.length !== y.length) return undefined;
+  const out = new Set<string>();
+  for (let i = 0; i < y.length; i++) {
+    if (x[i] === y[i]) continue;
+    if (x[i]!.name !== y[i]!.name) return undefined;
+    const kept = new Set(y[i]!.backends.map(localKey));
+    if (x[i]!.backends.some((old) => !kept.has(localKey(old)))) return undefined;
+    out.add(y[i]!.name);
+  }
+  return out;
 }

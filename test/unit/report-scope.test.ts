@@ -40,16 +40,32 @@ test('first report, then only the load balancers with connections now or in the 
 
 test('anything else the rows depend on moved: every load balancer (negative controls)', () => {
   const { scope } = reportScope(undefined, 1000, { config, health: 0, vms, active: new Set() });
-  const all = ['v0', 'v1', 'v2', 'v3', 'v4'];
-  const other = { ...config };
+  const lbs = config.loadBalancers;
+  const edited = (i: number, lb: Partial<(typeof lbs)[number]>) =>
+    ({ ...config, loadBalancers: lbs.map((x, j) => (j === i ? { ...x, ...lb } : x)) }) as typeof config;
+  const b = lbs[2]!.backends[0]!;
   for (const [what, input] of [
-    ['a new config object', { config: other, health: 0, vms, active: new Set<string>() }],
+    ['another slotBits', { config: { ...config, slotBits: 9 }, health: 0, vms, active: new Set<string>() }],
+    [
+      'a load balancer gone',
+      { config: { ...config, loadBalancers: lbs.slice(1) }, health: 0, vms, active: new Set<string>() },
+    ],
+    ['a backend gone', { config: edited(2, { backends: [] }), health: 0, vms, active: new Set<string>() }],
+    [
+      'a backend moved to another host',
+      {
+        config: edited(2, { backends: [{ ...b, host: 'host2' }] }),
+        health: 0,
+        vms,
+        active: new Set<string>(),
+      },
+    ],
     ['a health result changed', { config, health: 1, vms, active: new Set<string>() }],
     ['the VMs changed', { config, health: 0, vms: {}, active: new Set<string>() }],
   ] as const) {
     const r = reportScope(scope, 1500, input);
     assert.equal(r.full, true, what);
-    assert.deepEqual(names(r.lbs), all, what);
+    assert.deepEqual(names(r.lbs), names(input.config.loadBalancers), what);
   }
   const late = reportScope(scope, 1000 + FULL_REPORT_MS, { config, health: 0, vms, active: new Set() });
   assert.equal(late.full, true, 'FULL_REPORT_MS after the last full report');
@@ -57,6 +73,30 @@ test('anything else the rows depend on moved: every load balancer (negative cont
   const soon = reportScope(scope, 1000 + FULL_REPORT_MS - 1, { config, health: 0, vms, active: new Set() });
   assert.equal(soon.full, false);
   assert.equal(soon.scope.fullAt, 1000);
+});
+
+test('a new config: the load balancers it changed (not the same objects) and those with connections', () => {
+  const { scope } = reportScope(undefined, 1000, { config, health: 0, vms, active: new Set(['v0']) });
+  const lbs = config.loadBalancers;
+  const same = { ...config };
+  const r0 = reportScope(scope, 1500, { config: same, health: 0, vms, active: new Set() });
+  assert.equal(r0.full, false, 'the same load balancers in a new config object');
+  assert.deepEqual(names(r0.lbs), ['v0']);
+  // v3 gained a backend, v1 changed its port: both looked at, with v0 (connections in the last report).
+  const more = {
+    ...lbs[3]!,
+    backends: [...lbs[3]!.backends, { ...lbs[3]!.backends[0]!, address: '10.0.1.12' }],
+  };
+  const port = { ...lbs[1]!, ports: [81] };
+  const next = { ...config, loadBalancers: lbs.map((lb, i) => (i === 3 ? more : i === 1 ? port : lb)) };
+  const r1 = reportScope(r0.scope, 2000, {
+    config: next as typeof config,
+    health: 0,
+    vms,
+    active: new Set(),
+  });
+  assert.equal(r1.full, false);
+  assert.deepEqual(names(r1.lbs), ['v1', 'v3']);
 });
 
 test('facts read again unchanged keep their objects, so the next report is not full; a changed port makes it full', () => {
