@@ -205,7 +205,7 @@ function render(m: ReturnType<typeof machine>, results: readonly SizeResult[]): 
   const agentRows = (who: string, pick: (r: SizeResult) => readonly Step[]) => [
     row(`**${who}: total**`, med(pick, 'totalMs')),
     row('… max', max(pick, 'totalMs')),
-    row('… read (readPlan + config parts)', med(pick, 'readMs')),
+    row('… read (PlanIndex + config parts)', med(pick, 'readMs')),
     row('… compile (compileNodeParts)', med(pick, 'compileMs')),
     row('… diff (diffParts + bundle lines)', med(pick, 'diffMs')),
     row('… bundle lines', med(pick, 'lines'), n0, false),
@@ -215,9 +215,10 @@ function render(m: ReturnType<typeof machine>, results: readonly SizeResult[]): 
     '',
     machineLine(m, 'npm run bench -- --only generation-compile'),
     '',
-    `From a new generation in the agent's replica to its bundle ready to send: readPlan and the config built from the ` +
-      'documents that changed (read), compileNodeParts reusing unchanged load balancers (compile), diffParts of ' +
-      'every bridge and the bundle lines (diff). The store is an in-memory stand-in running the planner’s publish, ' +
+    `From a new generation in the agent's replica to its bundle ready to send: the plan followed from the changed ` +
+      'Plan_LB rows (PlanIndex) and the config built from the documents that changed (read), compileNodeParts told ' +
+      'which load balancers changed (compile), diffParts of the parts it changed on every bridge and the bundle ' +
+      'lines (diff). The store is an in-memory stand-in running the planner’s publish, ' +
       `release and prune transactions on a Replica (bench/memory-store.ts). ${CHANGES} changes to VIP v0 (its 20th ` +
       'backend added, then removed, alternately); every generation the planner published for them timed, ' +
       `${base.generations} per size. 20 backends per VIP on 2 hosts, 2^8 slots, dp_hash; each size in its own process. ` +
