@@ -52,8 +52,8 @@ interface Last {
  * Published plans of one replica, followed row by row (Replica.watch on Plan_LB; Plan_Pool and Plan_Config rows
  * are never modified, so only their deletion is watched). `read(n)` returns what readPlan(replica, n) returns, with
  * the same pool objects and documents, in work proportional to the load balancers whose Plan_LB rows changed since
- * the last read (plus, when `n` moved, those with rows of more than one range still stored: the few the last
- * generations changed). The generation's pools and the documents are LayeredMaps: the next version shares the
+ * the last read (plus, when `n` moved, those whose rows start or end in between: the few those generations
+ * changed). The generation's pools and the documents are LayeredMaps: the next version shares the
  * unchanged entries. `changed(a, b)` says which load balancers' pool or document may differ between two results
  * (generations or documents) it returned, for the compile to follow. A change it cannot follow (the content replaced
  * after a reconnect, too many changes, a malformed row, a plan of before schema 2.0.0, two rows of one load balancer
@@ -109,7 +109,8 @@ export class PlanIndex extends RowIndex {
     const deleted = this.#deleted;
     this.#deleted = new Set();
     for (const u of deleted) if ((this.#refs.get(u) ?? 0) > 0) return this.#whole(number);
-    if (!hasLbRows(plan)) return this.#whole(number);
+    // Plans of before schema 2.0.0, or without a base document row (readPlan then looks for the legacy one).
+    if (!hasLbRows(plan) || plan.config === undefined) return this.#whole(number);
     const last = this.#last;
     const names = last === undefined ? new Set(this.#byLb.keys()) : this.#dirtyNames;
     this.#dirtyNames = new Set();
@@ -156,7 +157,7 @@ export class PlanIndex extends RowIndex {
         : docSet.every(([n, d]) => last.lbs.get(n) === d) && docGone.every((n) => !last.lbs.has(n))
           ? last.lbs
           : last.lbs.with(docSet, docGone);
-    const base = plan.config === undefined ? undefined : get(r, PlanConfigTable, plan.config)?.document;
+    const base = get(r, PlanConfigTable, plan.config)?.document;
     const docs: PlanDocs | undefined =
       base === undefined
         ? undefined
