@@ -77,6 +77,8 @@ export interface NodeParts {
   readonly idsFromPools: boolean;
   /** VIP key (`family/address`) -> the names of the load balancers on it, sorted. */
   readonly vips: LayeredMap<string, readonly string[]>;
+  /** How many load balancers walk the chain per (protocol, family): tcp4, tcp6, udp4, udp6. */
+  readonly walking: readonly number[];
   /** Hosts: which protocols and families walk the chain (the node part's one input besides the context). */
   readonly nodeKey: string;
   /** Bridge -> part name -> that part's state. */
@@ -136,16 +138,35 @@ function withName(names: readonly string[] | undefined, name: string, add: boole
   return add ? [...rest, name].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) : rest;
 }
 
-/** The host's CT_IN jumps to CHAIN depend on every load balancer only through which (protocol, family) pairs walk. */
-function chainJumpKey(lbs: readonly LbInput[]): string {
-  let tcp = 0;
-  let udp = 0;
-  for (const x of lbs) {
-    const bit = x.lb.family === 6 ? 2 : 1;
-    if (x.lb.protocol === 'tcp') tcp |= bit;
-    else if (x.udpWalk !== false) udp |= bit;
+/** Which of the four (protocol, family) pairs a load balancer's input makes walk the chain: tcp4, tcp6, udp4, udp6. */
+function walkSlot(x: LbInput): number | undefined {
+  const fam = x.lb.family === 6 ? 1 : 0;
+  if (x.lb.protocol === 'tcp') return fam;
+  return x.udpWalk !== false ? 2 + fam : undefined;
+}
+
+/** How many load balancers walk per pair (walkSlot), after `before` left and `after` came. */
+function walkCounts(
+  counts: readonly number[],
+  before: Iterable<LbInput>,
+  after: Iterable<LbInput>,
+): readonly number[] {
+  const out = [...counts];
+  for (const x of before) {
+    const i = walkSlot(x);
+    if (i !== undefined) out[i]!--;
   }
-  return `${tcp}${udp}`;
+  for (const x of after) {
+    const i = walkSlot(x);
+    if (i !== undefined) out[i]!++;
+  }
+  return out;
+}
+
+/** The host's CT_IN jumps to CHAIN depend on every load balancer only through which (protocol, family) pairs walk. */
+function chainJumpKey(counts: readonly number[]): string {
+  const bits = (a: number, b: number) => (counts[a]! > 0 ? 1 : 0) | (counts[b]! > 0 ? 2 : 0);
+  return `${bits(0, 1)}${bits(2, 3)}`;
 }
 
 /** One load balancer's part on br-int. */
@@ -285,9 +306,12 @@ export function compileNodeParts(
   const owners = new Pending(old?.owners);
   const vips = new Pending(old?.vips);
   const dirty = new Set<string>();
+  /** The previous inputs of the load balancers looked at (hint path: what walkCounts takes off). */
+  const left: LbInput[] = [];
   let recompiled = 0;
   for (const [name, x] of look) {
     const before = old?.inputs.get(name);
+    if (before !== undefined) left.push(before);
     if (before !== undefined) {
       if (x !== undefined && sameInput(before, x) && oldInt?.has(lbPart(name))) continue;
       const was = vipKey(before.lb);
@@ -319,7 +343,15 @@ export function compileNodeParts(
   }
   const nextInputs = inputs.done();
   const inputList = () => all ?? [...nextInputs.values()];
-  const nodeKey = facts.role === 'host' ? chainJumpKey(inputList()) : '';
+  const walking =
+    all !== undefined
+      ? walkCounts([0, 0, 0, 0], [], all)
+      : walkCounts(
+          old!.walking,
+          left,
+          [...look.values()].filter((x) => x !== undefined),
+        );
+  const nodeKey = facts.role === 'host' ? chainJumpKey(walking) : '';
   if (old === undefined || old.nodeKey !== nodeKey || !oldInt?.has(NODE_PART)) {
     int.set(NODE_PART, nodeState(config, inputList(), facts));
     phy.set(NODE_PART, { flows: phyNodeFlows(facts), groups: [], tlvMap: [] });
@@ -334,6 +366,7 @@ export function compileNodeParts(
     owners: owners.done(),
     idsFromPools: hinted !== undefined || all!.length === 0 || all!.some((x) => x.plan.id !== undefined),
     vips: vips.done(),
+    walking,
     nodeKey,
     bridges: new Map([
       [facts.bridges.int, int.done()],

@@ -2,7 +2,8 @@
 // PlanIndex; the hints it gives src/model/config-parts.ts and src/compile/incremental.ts) against the whole read and
 // compile they replace, over random change sequences: load balancers come and go, share and change VIPs, their
 // backends change; every generation the planner publishes is read by a gateway (the released generation, which
-// lags) and a host (the published one), and sometimes an older stored generation. Pure: the planner's own publish,
+// lags) and a host (the published one), and sometimes an older stored generation. TCP and UDP (the host's chain
+// jumps follow which protocols walk). Pure: the planner's own publish,
 // release and prune transactions on an in-memory stand-in for ovsdb-server (bench/memory-store.ts), no OVS; a
 // seeded generator, so a failure repeats. Negative controls: an index that misses Plan_LB's changes, and a hint that
 // leaves out a changed load balancer, are caught by the same comparisons.
@@ -76,8 +77,14 @@ function edit(doc: Doc, rnd: () => number, names: { next: number }): void {
     const vip = pick(rnd, VIPS);
     const port = pick(rnd, PORTS);
     if (!taken(vip, port))
-      lbs.push({ name: `lb${names.next++}`, vip, protocol: 'tcp', ports: [port], backends: backends() });
-  } else if (k < 0.4) lbs.splice(Math.floor(rnd() * lbs.length), 1);
+      lbs.push({
+        name: `lb${names.next++}`,
+        vip,
+        protocol: rnd() < 0.5 ? 'udp' : 'tcp',
+        ports: [port],
+        backends: backends(),
+      });
+  } else if (k < 0.45) lbs.splice(Math.floor(rnd() * lbs.length), 1);
   else if (k < 0.55) {
     const lb = pick(rnd, lbs);
     const vip = pick(rnd, VIPS);
