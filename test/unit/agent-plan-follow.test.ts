@@ -19,7 +19,7 @@ import { bundleLines, diffParts } from '../../src/flowset/diff.ts';
 import { renderFlowSet } from '../../src/flowset/text.ts';
 import type { BridgeState } from '../../src/flowset/types.ts';
 import { parseConfig } from '../../src/model/schema.ts';
-import { Replica, type RowChange } from '../../src/ovsdb/replica.ts';
+import type { Replica } from '../../src/ovsdb/replica.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import type { Generation } from '../../src/rollout/types.ts';
 import {
@@ -37,20 +37,9 @@ import {
   rows,
   splitPlanDocument,
 } from '../../src/store/db/index.ts';
+import { DeafReplica } from '../scenarios/deaf-replica.ts';
 import { fakeFacts } from '../scenarios/fake-facts.ts';
 import { pick, random } from '../scenarios/random.ts';
-
-/** A replica that never tells watchers about `table` (an index that misses that table's changes). */
-class DeafReplica extends Replica {
-  readonly #deaf: string;
-  constructor(deaf: string) {
-    super();
-    this.#deaf = deaf;
-  }
-  override watch(table: string, fn: (change: RowChange | undefined) => void): void {
-    if (table !== this.#deaf) super.watch(table, fn);
-  }
-}
 
 class DeafStore extends MemoryStore {
   override readonly replica: Replica = new DeafReplica('Plan_LB');
@@ -246,26 +235,23 @@ function checkReaders(store: MemoryStore, readers: Reader[], rnd: () => number):
   }
 }
 
+/** A reader that compiles what it reads, as node `node`'s agent does. */
+function agent(
+  store: MemoryStore,
+  name: string,
+  node: string,
+  target: Reader['target'],
+  hint: NonNullable<Reader['hint']>,
+): Reader {
+  return { name, index: new PlanIndex(store.replica), target, node, hint, configs: new PlanConfigReader() };
+}
+
 test('PlanIndex: the same plan as readPlan, and the compile told what changed the same as a whole compile, over random change sequences', () => {
   for (const seed of [1, 2, 3, 4, 5]) {
     const store = new MemoryStore();
-    const readers: Reader[] = [
-      {
-        name: 'gateway',
-        index: new PlanIndex(store.replica),
-        target: (s) => gatewayGeneration(s.replica),
-        node: 'gw1',
-        hint: told,
-        configs: new PlanConfigReader(),
-      },
-      {
-        name: 'host',
-        index: new PlanIndex(store.replica),
-        target: (s) => publishedGeneration(s.replica),
-        node: 'host1',
-        hint: told,
-        configs: new PlanConfigReader(),
-      },
+    const readers = [
+      agent(store, 'gateway', 'gw1', (s) => gatewayGeneration(s.replica), told),
+      agent(store, 'host', 'host1', (s) => publishedGeneration(s.replica), told),
     ];
     run(seed, 40, store, (rnd) => checkReaders(store, readers, rnd));
   }
@@ -292,16 +278,7 @@ test('negative control: a hint that leaves out one changed load balancer is caug
     out.delete([...h][0]!);
     return out;
   };
-  const readers: Reader[] = [
-    {
-      name: 'lossy gateway',
-      index: new PlanIndex(store.replica),
-      target: (s) => gatewayGeneration(s.replica),
-      node: 'gw1',
-      hint: lossy,
-      configs: new PlanConfigReader(),
-    },
-  ];
+  const readers = [agent(store, 'lossy gateway', 'gw1', (s) => gatewayGeneration(s.replica), lossy)];
   assert.throws(
     () => run(1, 40, store, (rnd) => checkReaders(store, readers, rnd)),
     (e: Error) => e instanceof assert.AssertionError && /compiled|diff/.test(e.message),

@@ -26,23 +26,12 @@ import {
   single,
   splitPlanDocument,
 } from '../../src/store/db/index.ts';
+import { DeafReplica } from '../scenarios/deaf-replica.ts';
 import { pick, random } from '../scenarios/random.ts';
 import { storeView } from '../scenarios/store-view.ts';
 
 const uuid = (n: number) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 const row = (o: Record<string, unknown>) => Object.freeze(o) as JsRow;
-
-/** A replica that never tells watchers about `table` (an index that misses that table's changes). */
-class DeafReplica extends Replica {
-  readonly #deaf: string;
-  constructor(deaf: string) {
-    super();
-    this.#deaf = deaf;
-  }
-  override watch(table: string, fn: (change: RowChange | undefined) => void): void {
-    if (table !== this.#deaf) super.watch(table, fn);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Random edits of the desired-state tables, mostly valid (backend addresses keep their host), sometimes not.
