@@ -418,7 +418,8 @@ class Pending<K, V> {
       if (v === undefined) remove.push(k);
       else set.push([k, v]);
     }
-    return (this.#base ?? LayeredMap.of<K, V>()).with(set, remove);
+    // A first compile: one map built, not a change set folded into an empty one.
+    return this.#base === undefined ? LayeredMap.of(set) : this.#base.with(set, remove);
   }
 }
 

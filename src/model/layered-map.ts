@@ -27,7 +27,7 @@ export class LayeredMap<K, V> implements ReadonlyMap<K, V> {
     return new LayeredMap(base, new Map(), base.size);
   }
 
-  /** This map with `set` entries set and `remove` keys deleted (a new version; this one is unchanged). */
+  /** This map with `remove` keys deleted, then `set` entries set (a new version; this one is unchanged). */
   with(set: Iterable<readonly [K, V]>, remove: Iterable<K> = []): LayeredMap<K, V> {
     const top = new Map(this.#top);
     let size = this.size;
