@@ -98,6 +98,8 @@ const STEPS: Record<Kind, typeof plannerWork> = {
 async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<number> {
   const doc = syntheticDesiredDoc(vips);
   const tx = (ops: readonly unknown[]) => client.transact(db.DB_NAME, ...(ops as Operation[]));
+  // Heartbeats and reports are in Sluice_Status (schema 3.0.0).
+  const txStatus = (ops: readonly unknown[]) => client.transact(db.STATUS_DB_NAME, ...(ops as Operation[]));
   await writeInBatches(
     vips,
     (k) => db.desiredStateOps(r, parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) })),
@@ -107,14 +109,9 @@ async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<numb
   const first = planNext({ config, latest: null, connections: () => 0, now: Date.now() }).next!;
   await tx(db.publishGenerationOps(r, first, db.storedDesiredCfg(r), JSON.stringify(doc)));
   await tx(db.releaseOps(first.number));
-  const beat = {
-    appliedGeneration: 1,
-    appliedCfg: 1,
-    appliedAt: Date.now(),
-    heartbeatAt: Date.now(),
-    error: undefined,
-  };
-  await tx(NODES.flatMap((node) => db.nodeStatusOps(r, { node, ...beat })));
+  const ack = { appliedGeneration: 1, appliedCfg: 1, appliedAt: Date.now(), error: undefined };
+  await tx(NODES.flatMap((node) => db.nodeStatusOps(r, { node, ...ack })));
+  await txStatus(NODES.flatMap((node) => db.heartbeatOps(r, node, Date.now(), { role: 'host' })));
   const rows = config.loadBalancers.flatMap((lb) =>
     lb.backends.map((b) =>
       db.insert(db.BackendStatusTable, {
@@ -128,7 +125,7 @@ async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<numb
       }),
     ),
   );
-  for (let i = 0; i < rows.length; i += 10_000) await tx(rows.slice(i, i + 10_000));
+  for (let i = 0; i < rows.length; i += 10_000) await txStatus(rows.slice(i, i + 10_000));
   // A connection report per host and load balancer (a host writes rows only for load balancers with connections:
   // here every one has some).
   const reports = config.loadBalancers.flatMap((lb, i) =>
@@ -143,7 +140,7 @@ async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<numb
       }),
     ),
   );
-  for (let i = 0; i < reports.length; i += 10_000) await tx(reports.slice(i, i + 10_000));
+  for (let i = 0; i < reports.length; i += 10_000) await txStatus(reports.slice(i, i + 10_000));
   return rows.length;
 }
 
@@ -170,7 +167,7 @@ function changes(
   const set = (columns: Partial<db.BackendStatusRow>) => () => [
     db.update(db.BackendStatusTable, db.byUuid(status()._uuid), columns),
   ];
-  const host = db.nodeStatus(writer, 'host1')!;
+  const host = db.nodeHeartbeat(writer, 'host1')!;
   const lbRow = () => db.find(writer, db.LoadBalancerTable, (x) => x.name === lb)!;
   const address = `10.0.9.${10 + round}`;
   const bump = db.mutate(db.GlobalTable, [], [db.add(db.GlobalTable, 'desired_cfg', 1)]);
@@ -178,8 +175,10 @@ function changes(
   return [
     {
       kind: 'heartbeat',
-      table: db.NodeStatusTable.name,
-      ops: () => [db.update(db.NodeStatusTable, db.byUuid(host._uuid), { heartbeat_at: Date.now() + round })],
+      table: db.NodeHeartbeatTable.name,
+      ops: () => [
+        db.update(db.NodeHeartbeatTable, db.byUuid(host._uuid), { heartbeat_at: Date.now() + round }),
+      ],
     },
     { kind: 'connections', table: db.BackendStatusTable.name, ops: set({ connections: ++written }) },
     { kind: 'health', table: db.BackendStatusTable.name, ops: set({ health: 'down' }) },
@@ -236,7 +235,8 @@ async function measure(
   const client = new impl.client.OvsdbClient({ remotes: [remote], probeIntervalMs: 0 });
   try {
     await client.connect();
-    const m = await client.monitor(db.DB_NAME, impl.db.ALL_TABLES_MONITOR);
+    // Both databases (a baseline older than schema 3.0.0 read its status tables from Sluice, and cannot run here).
+    const m = await client.monitorDatabases(impl.db.splitMonitor(impl.db.ALL_TABLES_MONITOR));
     const r = m.replica as unknown as Replica;
     while (r.table(db.BackendStatusTable.name).size < rows) await sleep(10);
     const c0 = process.cpuUsage();
@@ -250,7 +250,9 @@ async function measure(
       for (const c of changes(writer.replica, round, vips)) {
         if (c.table !== undefined) {
           const from = r.version(c.table);
-          await writer.client.transact(db.DB_NAME, ...c.ops());
+          // Heartbeats and reports are in Sluice_Status, the desired state in Sluice.
+          const inDb = db.STATUS_MONITOR_TABLES.includes(c.table) ? db.STATUS_DB_NAME : db.DB_NAME;
+          await writer.client.transact(inDb, ...c.ops());
           await seen(r, c.table, from);
         }
         const t0 = process.cpuUsage();
@@ -275,7 +277,7 @@ async function size(impls: readonly Impl[], vips: number): Promise<SizeResult[]>
   const writer = new OvsdbClient({ remotes: [srv.unixRemote], probeIntervalMs: 0 });
   try {
     await writer.connect();
-    const m = await writer.monitor(db.DB_NAME, db.ALL_TABLES_MONITOR);
+    const m = await writer.monitorDatabases(db.splitMonitor(db.ALL_TABLES_MONITOR));
     const rows = await fill(writer, m.replica, vips);
     say(`[${vips} VIPs] store filled: ${rows} Backend_Status rows`);
     while (m.replica.table(db.BackendStatusTable.name).size < rows) await sleep(10);

@@ -13,12 +13,13 @@ import {
   DESIRED_STATE_MONITOR,
   desiredStateOps,
   insert,
-  NodeStatusTable,
+  NodeHeartbeatTable,
   PLAN_MONITOR,
   prunePlansOps,
   publishedGeneration,
   publishGenerationOps,
   readGeneration,
+  STATUS_DB_NAME,
   storedDesiredCfg,
   update,
   where,
@@ -169,15 +170,19 @@ export class Writer {
     }
   }
 
-  /** `n` heartbeat transactions of node gw1 (its Node_Status row), one at a time as agents write them. */
+  /** `n` heartbeat transactions of one node (its Node_Heartbeat row), one at a time as agents write them: in
+   *  Sluice_Status, where agents write them (schema 3.0.0), so they never push Sluice's transactions out. */
   async beats(n: number): Promise<void> {
     if (n === 0) return;
     const node = `gw-beat-${this.added}`;
-    await this.client.transact(DB_NAME, insert(NodeStatusTable, { node, heartbeat_at: 0 }));
+    await this.client.transact(
+      STATUS_DB_NAME,
+      insert(NodeHeartbeatTable, { node, heartbeat_at: 0, external_ids: new Map() }),
+    );
     for (let i = 1; i <= n; i++)
       await this.client.transact(
-        DB_NAME,
-        update(NodeStatusTable, [where(NodeStatusTable, 'node', '==', node)], { heartbeat_at: i }),
+        STATUS_DB_NAME,
+        update(NodeHeartbeatTable, [where(NodeHeartbeatTable, 'node', '==', node)], { heartbeat_at: i }),
       );
   }
 

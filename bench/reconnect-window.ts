@@ -22,18 +22,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
 import type { Operation } from '../src/ovsdb/protocol.ts';
-import { type Cluster, sluiceSchemaPath, startCluster } from '../src/ovsdb/server.ts';
+import { type Cluster, sluiceSchemaPath, sluiceStatusSchemaPath, startCluster } from '../src/ovsdb/server.ts';
 import {
-  agentMarksOp,
   agentMonitor,
-  BackendStatusTable,
   DB_NAME,
-  insert,
+  mapDelete,
+  mapInsert,
+  mutate,
   NodeStatusTable,
   publishedGeneration,
-  rows,
-  SlotConnectionsTable,
-  update,
+  splitMonitor,
   where,
 } from '../src/store/db/index.ts';
 import { finish, machine, machineLine, ratio, say, writeSection } from './perf/common.ts';
@@ -88,15 +86,21 @@ interface Round {
   readonly resume: Sample;
 }
 
-/** The status tables of schema/sluice.ovsschema as a database of their own. */
-function statusSchema(dir: string): string {
+/** The simulation's schemas: its writers keep one row shape in both databases (the Node_Status row of schema 2.2.0,
+ *  heartbeat_at included), so every layout writes the same atoms and only where they go differs. `Sluice`: the real
+ *  schema plus Node_Status.heartbeat_at; `Sluice_Status`: the real status schema plus that Node_Status table. */
+function simSchemas(dir: string): { sluice: string; status: string } {
   const sluice = JSON.parse(readFileSync(sluiceSchemaPath(), 'utf8'));
-  const tables: Record<string, unknown> = {};
-  for (const t of [NodeStatusTable, BackendStatusTable, SlotConnectionsTable])
-    tables[t.name] = sluice.tables[t.name];
-  const path = join(dir, 'sluice-status.ovsschema');
-  writeFileSync(path, JSON.stringify({ name: STATUS_DB, version: '1.0.0', tables }));
-  return path;
+  const status = JSON.parse(readFileSync(sluiceStatusSchemaPath(), 'utf8'));
+  sluice.tables.Node_Status.columns.heartbeat_at = { type: 'integer' };
+  status.tables.Node_Status = sluice.tables.Node_Status;
+  const paths = {
+    sluice: join(dir, 'sim-sluice.ovsschema'),
+    status: join(dir, 'sim-sluice-status.ovsschema'),
+  };
+  writeFileSync(paths.sluice, JSON.stringify(sluice));
+  writeFileSync(paths.status, JSON.stringify(status));
+  return paths;
 }
 
 const simName = (i: number) => `sim-host-${i}`;
@@ -126,34 +130,42 @@ class Agents {
       if (want.length > 0)
         await this.client.transact(
           db,
-          ...want.map((node) =>
-            insert(NodeStatusTable, {
-              node,
-              applied_generation: 0,
-              applied_cfg: 0,
-              applied_at: 0,
-              heartbeat_at: 0,
-            }),
+          ...want.map(
+            (node) =>
+              ({
+                op: 'insert',
+                table: NodeStatusTable.name,
+                row: { node, applied_generation: 0, applied_cfg: 0, applied_at: 0, heartbeat_at: 0 },
+              }) as Operation,
           ),
         );
     }
   }
 
-  /** One agent's heartbeat as the agent writes it (Node_Status columns and its marks), without a report. */
+  /** One agent's heartbeat as agents of schema 2.2.0 wrote it (Node_Status columns and its marks), without a
+   *  report. */
   #beatOps(node: string, generation?: number): Operation[] {
     const now = Date.now() + ++this.#beat; // distinct every time: a transaction that changes nothing is not kept
+    const me = [where(NodeStatusTable, 'node', '==', node)];
     return [
-      update(NodeStatusTable, [where(NodeStatusTable, 'node', '==', node)], {
-        heartbeat_at: now,
-        ...(generation === undefined ? {} : { applied_generation: generation, applied_at: now }),
-      }),
-      agentMarksOp(node, {
-        fenced: false,
-        role: 'host',
-        clearFenceRecords: false,
-        secondChance: '{}',
-        reportAt: String(now),
-      }),
+      {
+        op: 'update',
+        table: NodeStatusTable.name,
+        where: me,
+        row: {
+          heartbeat_at: now,
+          ...(generation === undefined ? {} : { applied_generation: generation, applied_at: now }),
+        },
+      },
+      mutate(NodeStatusTable, me, [
+        mapDelete(NodeStatusTable, 'external_ids', ['fenced', 'role', 'second_chance_packets', 'report_at']),
+        mapInsert(NodeStatusTable, 'external_ids', {
+          fenced: 'false',
+          role: 'host',
+          second_chance_packets: '{}',
+          report_at: String(now),
+        }),
+      ]),
     ];
   }
 
@@ -182,7 +194,7 @@ class Agents {
     await this.client.transact(DB_NAME, ...ops);
     const want = (ops[0] as unknown as { row: { heartbeat_at: number } }).row.heartbeat_at;
     const deadline = Date.now() + 10_000;
-    while (!rows(m.replica, NodeStatusTable).some((r) => r.node === SUBJECT && r.heartbeat_at === want)) {
+    while (!m.replica.rows(NodeStatusTable.name).some((r) => r.node === SUBJECT && r.heartbeat_at === want)) {
       if (Date.now() > deadline) throw new Error('the subject never saw its own heartbeat');
       await new Promise((r) => setTimeout(r, 2));
     }
@@ -263,7 +275,8 @@ async function measure(servers: Cluster, proxy: CountingProxy, remote: string): 
     await direct.connect();
     const agents = new Agents(direct);
     await agents.ensure(Math.max(...AGENTS));
-    const requests: MonitorRequests = agentMonitor(SUBJECT);
+    // The subject's monitor of Sluice (plans and its own Node_Status row, as the simulation writes it there).
+    const requests: MonitorRequests = splitMonitor(agentMonitor(SUBJECT))[0]![1];
     const fresh = await freshMonitor(proxy, remote, requests);
     const statusFresh = await freshMonitor(proxy, remote, {
       Node_Status: { where: [['node', '==', SUBJECT]] },
@@ -345,7 +358,8 @@ async function main(): Promise<void> {
   for (const signal of ['SIGTERM', 'SIGINT'] as const)
     process.once(signal, () => void stop().finally(() => process.exit(1)));
   try {
-    servers = await startCluster(dir, 1, { moreSchemaPaths: [statusSchema(dir)] });
+    const sim = simSchemas(dir);
+    servers = await startCluster(dir, 1, { schemaPath: sim.sluice, moreSchemaPaths: [sim.status] });
     const proxy = new CountingProxy(servers.remotes[0]!.slice('unix:'.length));
     try {
       const remote = await proxy.listen();

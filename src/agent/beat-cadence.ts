@@ -6,7 +6,12 @@
 // planner's waits during a rollout (acknowledgements, two fresh connection reports after each round) keep their
 // pace, and an idle store takes fewer transactions. Pure.
 
-import { BackendStatusTable, NodeStatusTable, SlotConnectionsTable } from '../store/db/index.ts';
+import {
+  BackendStatusTable,
+  NodeHeartbeatTable,
+  NodeStatusTable,
+  SlotConnectionsTable,
+} from '../store/db/index.ts';
 
 /** How long after the last change an agent keeps the fast pace: one rollout step (host ack, gateway release and
  *  acks, two host reports) takes a few seconds; each new generation is a change again. */
@@ -14,7 +19,7 @@ export const ACTIVE_WINDOW_MS = 10_000;
 
 /** The tables an agent writes itself: its own rows there echo back on every heartbeat and are not a change. */
 const OWN_TABLES: ReadonlySet<string> = new Set(
-  [NodeStatusTable, BackendStatusTable, SlotConnectionsTable].map((t) => t.name),
+  [NodeStatusTable, NodeHeartbeatTable, BackendStatusTable, SlotConnectionsTable].map((t) => t.name),
 );
 
 export interface Cadence {

@@ -29,13 +29,14 @@ import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, healthCheckOf } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
-import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
+import { type MonitorSet, OvsdbClient } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica, RowChange } from '../ovsdb/replica.ts';
 import type { Generation } from '../rollout/types.ts';
 import { SerialLoop } from '../serial-loop.ts';
 import {
+  agentMarksCurrent,
   agentMarksOp,
   agentMonitor,
   type BackendStatusRow,
@@ -46,6 +47,7 @@ import {
   encodeSlotCounts,
   fenceMarks,
   gatewayGeneration,
+  heartbeatOps,
   insert,
   isConflict,
   nodeStatus,
@@ -55,6 +57,9 @@ import {
   remove,
   type SlotConnectionsRow,
   SlotConnectionsTable,
+  STATUS_DB_HINT,
+  STATUS_DB_NAME,
+  splitMonitor,
   stillReleasedOp,
   update,
 } from '../store/db/index.ts';
@@ -320,7 +325,7 @@ export class AgentDaemon {
   readonly #log: Logger;
   readonly #m: ReturnType<typeof agentMetrics>;
   #schema: DatabaseSchema | undefined;
-  #monitor: Monitor | undefined;
+  #monitor: MonitorSet | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   // What this node obeys.
@@ -439,7 +444,12 @@ export class AgentDaemon {
       try {
         await this.client.connect();
         this.#schema = await this.client.getSchema(DB_NAME);
-        this.#monitor = await this.client.monitor(DB_NAME, agentMonitor(this.#o.node));
+        // Plans and its acknowledgement in Sluice, its heartbeat and reports in Sluice_Status: one monitor each,
+        // each resuming from its own last transaction after a reconnect.
+        this.#monitor = await this.client.monitorDatabases(
+          splitMonitor(agentMonitor(this.#o.node)),
+          STATUS_DB_HINT,
+        );
         break;
       } catch (e) {
         if (this.#stopped) throw e;
@@ -855,63 +865,73 @@ export class AgentDaemon {
 
   async #writeStatus(r: Replica, target: number, rejoin: boolean): Promise<void> {
     const now = Date.now();
-    const ops: Operation[] = [];
     const fencedFlag = reportsFenced(this.#fence) && !rejoin;
-    // Acknowledge a rejoin only if the generation applied is still the released one: then the planner cannot get two
-    // generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
-    if (rejoin) ops.push(stillReleasedOp(target));
-    ops.push(
-      ...nodeStatusOps(r, {
-        node: this.#o.node,
-        appliedGeneration: this.#applied,
-        appliedCfg: this.#appliedCfg,
-        appliedAt: this.#appliedAt,
-        heartbeatAt: now,
-        error: this.#error,
-      }),
-    );
-    // Hosts: the latest report, if its conntrack read started after the last report went out (the planner counts
-    // reports by report_at); the heartbeat never waits for a report (#reportTick reads conntrack in its own loop).
+    const marks = { fenced: fencedFlag, role: this.#o.role, clearFenceRecords: rejoin };
+    // Sluice: the acknowledgement and the fence marks, only when they change (they are what the rollout gates on;
+    // the heartbeat goes to Sluice_Status, so an idle store's plan database takes no transactions).
+    const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
+    const row = nodeStatus(r, this.#o.node);
+    if (ackDue || rejoin || row === undefined || !agentMarksCurrent(row, marks)) {
+      const ops: Operation[] = [];
+      // Acknowledge a rejoin only if the generation applied is still the released one: then the planner cannot get
+      // two generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
+      if (rejoin) ops.push(stillReleasedOp(target));
+      ops.push(
+        ...nodeStatusOps(r, {
+          node: this.#o.node,
+          appliedGeneration: this.#applied,
+          appliedCfg: this.#appliedCfg,
+          appliedAt: this.#appliedAt,
+          error: this.#error,
+        }),
+        // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that
+        // follows supersede it.
+        agentMarksOp(this.#o.node, marks),
+      );
+      try {
+        await this.client.transact(DB_NAME, ...ops);
+      } catch (e) {
+        if (rejoin && isConflict(e)) {
+          this.#log.info(
+            { event: 'rejoin-retry' },
+            'a newer generation was released meanwhile: applying it before re-announcing',
+          );
+          return;
+        }
+        throw e;
+      }
+      this.#lastStoreOk = Date.now();
+      this.#acked = this.#applied;
+      this.#ackedError = this.#error;
+      if (rejoin) this.#announce();
+    }
+    // Sluice_Status: the heartbeat and, hosts, the latest report if its conntrack read started after the last report
+    // went out (the planner counts reports by report_at, written in the same transaction as the report's rows); the
+    // heartbeat never waits for a report (#reportTick reads conntrack in its own loop).
     const rep = this.#report;
     const fresh = this.#o.role === 'host' && rep !== undefined && rep.startedAt > this.#reportWrittenAt;
-    // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that follows
-    // supersede it. Hosts add their second-chance packets received per load balancer (the status page sums them).
-    ops.push(
-      agentMarksOp(this.#o.node, {
-        fenced: fencedFlag,
-        role: this.#o.role,
-        clearFenceRecords: rejoin,
-        ...(this.#agreement === undefined ? {} : { hashAgreement: this.#agreement.text() }),
-        ...(this.#bird === undefined
-          ? {}
-          : {
-              routing:
-                this.#routing === undefined
-                  ? (this.#routingError ?? 'not read yet')
-                  : formatRoutingState(this.#routing),
-            }),
-        ...(this.#slotAudit.text === undefined ? {} : { slotAudit: this.#slotAudit.text }),
-        ...(this.#o.role === 'host' ? { secondChance: this.#secondChanceJson() } : {}),
-        ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
-      }),
-    );
+    const ops: Operation[] = heartbeatOps(r, this.#o.node, now, {
+      role: this.#o.role,
+      ...(this.#agreement === undefined ? {} : { hashAgreement: this.#agreement.text() }),
+      ...(this.#bird === undefined
+        ? {}
+        : {
+            routing:
+              this.#routing === undefined
+                ? (this.#routingError ?? 'not read yet')
+                : formatRoutingState(this.#routing),
+          }),
+      ...(this.#slotAudit.text === undefined ? {} : { slotAudit: this.#slotAudit.text }),
+      // Hosts: second-chance packets received per load balancer (the status page sums them).
+      ...(this.#o.role === 'host' ? { secondChance: this.#secondChanceJson() } : {}),
+      ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
+    });
     if (this.#o.role === 'host') {
       if (fresh) ops.push(...this.#reportOps(r, now, rep!.conns));
       // Refresh the counters for the next heartbeat (at most one bridge read per flowCacheMs; never waited for).
       this.#sharedFlowScrape().catch(() => {});
     }
-    try {
-      await this.client.transact(DB_NAME, ...ops);
-    } catch (e) {
-      if (rejoin && isConflict(e)) {
-        this.#log.info(
-          { event: 'rejoin-retry' },
-          'a newer generation was released meanwhile: applying it before re-announcing',
-        );
-        return;
-      }
-      throw e;
-    }
+    await this.client.transact(STATUS_DB_NAME, ...ops);
     this.#lastStoreOk = Date.now();
     this.#storeSilentLogged = false;
     this.#lastHeartbeat = now;
@@ -919,9 +939,6 @@ export class AgentDaemon {
       this.#reportWrittenAt = Date.now();
       this.#committedReportScope = this.#pendingReportScope;
     }
-    this.#acked = this.#applied;
-    this.#ackedError = this.#error;
-    if (rejoin) this.#announce();
   }
 
   /** After the rejoin ack: --announce-cmd in the background, heartbeats (fenced=false) go on meanwhile, so the

@@ -8,6 +8,7 @@ import { SluiceError } from '../model/errors.ts';
 import {
   DESIRED_STATE_MONITOR,
   gatewayGeneration,
+  nodeHeartbeat,
   nodeStatus,
   PLAN_HEAD_MONITOR,
   publishedGeneration,
@@ -158,7 +159,7 @@ export class DemoSession {
 
   /** The node's last heartbeat value in the store (its own clock), undefined before its first. */
   heartbeat(node: string): number | undefined {
-    return this.#status(node)?.heartbeat_at;
+    return nodeHeartbeat(this.#store.replica, node)?.heartbeat_at;
   }
 
   nodeError(node: string): string | undefined {

@@ -27,7 +27,7 @@ import {
   type TableUpdates2,
   ZERO_UUID,
 } from './protocol.ts';
-import { diffTables, Replica, type ReplicaTables, type RowChange } from './replica.ts';
+import { diffTables, Replica, type ReplicaTables, ReplicaUnion, type RowChange } from './replica.ts';
 
 // ---------------------------------------------------------------------------------------------------------
 // Connection state machine
@@ -265,6 +265,33 @@ export class OvsdbClient extends EventEmitter {
       throw e;
     }
     return m;
+  }
+
+  /**
+   * One monitor per database of `parts` ([database, requests], each resuming from its own last transaction), read
+   * as one replica (ReplicaUnion; table names must not overlap). A database the server does not serve fails with
+   * SLUICE_E_OVSDB_PROTOCOL naming it (and `hint`: what to do), before any monitor starts.
+   */
+  async monitorDatabases(
+    parts: readonly (readonly [string, { readonly [table: string]: MonitorCondRequest }])[],
+    hint = '',
+  ): Promise<MonitorSet> {
+    const served = await this.listDbs();
+    for (const [db] of parts)
+      if (!served.includes(db))
+        throw new OvsdbError(
+          'SLUICE_E_OVSDB_PROTOCOL',
+          `the store does not serve database ${db} (it serves ${served.filter((d) => d !== '_Server').join(', ')})` +
+            (hint === '' ? '' : `: ${hint}`),
+        );
+    const monitors: Monitor[] = [];
+    try {
+      for (const [db, requests] of parts) monitors.push(await this.monitor(db, requests));
+    } catch (e) {
+      for (const m of monitors) await this.cancelMonitor(m).catch(() => {});
+      throw e;
+    }
+    return new MonitorSet(monitors);
   }
 
   /** Stops a monitor (4.1.7 monitor_cancel) and forgets it; one whose request is pending is cancelled on reply. */
@@ -659,6 +686,36 @@ export interface UpdateInfo {
   /** A reconnect that resumed from the last transaction seen (monitor_cond_since "found"): `changes` are what
    *  happened meanwhile, no snapshot was sent. */
   readonly resumed?: boolean;
+}
+
+/**
+ * Monitors of several databases on one client (monitorDatabases), read through one replica. Events: `update`
+ * (changes, info, monitor) from any of them, after its replica was updated.
+ */
+export class MonitorSet extends EventEmitter {
+  readonly monitors: readonly Monitor[];
+  readonly replica: Replica;
+
+  constructor(monitors: readonly Monitor[]) {
+    super();
+    this.monitors = monitors;
+    this.replica =
+      monitors.length === 1 ? monitors[0]!.replica : new ReplicaUnion(monitors.map((m) => m.replica));
+    for (const m of monitors)
+      m.on('update', (changes: readonly RowChange[], info: UpdateInfo) =>
+        this.emit('update', changes, info, m),
+      );
+  }
+
+  /** The monitor of database `db`. */
+  of(db: string): Monitor | undefined {
+    return this.monitors.find((m) => m.db === db);
+  }
+
+  /** Reconnects that resumed, over every monitor. */
+  get resumes(): number {
+    return this.monitors.reduce((n, m) => n + m.resumes, 0);
+  }
 }
 
 /**

@@ -139,3 +139,67 @@ export class Replica {
     return out;
   }
 }
+
+/**
+ * Several replicas read as one (a client's monitors of two databases whose table names do not overlap): each table
+ * is read from the first part that holds it. Read-only; `apply`/`replace` go to the parts (their monitors do that).
+ * The parts are not read atomically: each is a consistent prefix of its own database's transactions.
+ */
+export class ReplicaUnion extends Replica {
+  readonly parts: readonly Replica[];
+
+  constructor(parts: readonly Replica[]) {
+    super();
+    this.parts = parts;
+  }
+
+  #part(table: string): { part: Replica; i: number } {
+    for (const [i, part] of this.parts.entries()) if (part.tables.has(table)) return { part, i };
+    return { part: this.parts[0]!, i: 0 };
+  }
+
+  override watch(table: string, fn: (change: RowChange | undefined) => void): void {
+    // Every part: a table is watched before the snapshot that tells which part holds it.
+    for (const part of this.parts) part.watch(table, fn);
+  }
+
+  override version(name: string): string {
+    const { part, i } = this.#part(name);
+    return `${i}:${part.version(name)}`;
+  }
+
+  override get tables(): ReplicaTables {
+    const out = new Map<string, ReadonlyMap<string, JsRow>>();
+    for (const part of this.parts)
+      for (const [name, rows] of part.tables) if (!out.has(name)) out.set(name, rows);
+    return out;
+  }
+
+  override table(name: string): ReadonlyMap<string, JsRow> {
+    return this.#part(name).part.table(name);
+  }
+
+  override get(table: string, uuid: string): JsRow | undefined {
+    return this.#part(table).part.get(table, uuid);
+  }
+
+  override rows(table: string): JsRow[] {
+    return this.#part(table).part.rows(table);
+  }
+
+  override find(table: string, pred: (row: JsRow) => boolean): JsRow | undefined {
+    return this.#part(table).part.find(table, pred);
+  }
+
+  override toJSON(): Record<string, Record<string, unknown>> {
+    return Object.assign({}, ...[...this.parts].reverse().map((p) => p.toJSON()));
+  }
+
+  override apply(_changes: readonly RowChange[]): void {
+    throw new Error('ReplicaUnion is read-only: apply changes to its parts');
+  }
+
+  override replace(_tables: ReplicaTables): void {
+    throw new Error('ReplicaUnion is read-only: replace its parts');
+  }
+}

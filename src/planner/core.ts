@@ -57,6 +57,9 @@ export type Decision =
       readonly notes: readonly PlanNote[];
     }
   | { readonly kind: 'release'; readonly generation: number }
+  /** Write Report_Round = generation into Sluice_Status: host reports committed after it are newer than the ack round
+   *  (the acks are in Sluice, the reports in Sluice_Status, and two monitors are not read atomically). */
+  | { readonly kind: 'mark-round'; readonly generation: number }
   /** Take these gateways out of ECMP (they were silent for the lease and did not say they withdrew), then record it. */
   | { readonly kind: 'fence'; readonly nodes: readonly string[]; readonly message: string }
   | {
@@ -119,6 +122,8 @@ export class PlannerCore {
 
   /** Planner clock of the last heartbeat change of any node. */
   #lastAnyBeat: number | undefined;
+  /** The Report_Round generation of the last view (undefined before the first). */
+  #lastMark: number | undefined;
 
   /** Takes a fresh view of the store: tracks heartbeats on the planner's clock. When no node at all was heard for
    *  more than half a lease and then one is, the silence was the store's or the planner's (a store restarted, a
@@ -162,6 +167,12 @@ export class PlannerCore {
         seen.reportAt = s.reportAt;
         seen.beatsSinceRound++;
       }
+    }
+    // The view in which the round mark appears may hold reports committed before it (reports and mark are in one
+    // database, so only reports that change in a later view were committed after it): count from the next view on.
+    if (view.reportRound !== this.#lastMark) {
+      this.#lastMark = view.reportRound;
+      for (const s of this.#seen.values()) s.beatsSinceRound = 0;
     }
   }
 
@@ -332,8 +343,10 @@ export class PlannerCore {
         for (const s of this.#seen.values()) s.beatsSinceRound = 0;
       }
       // Connection reports must be newer than the ack round (two heartbeats: the second one's conntrack read
-      // started after the first was written, i.e. after the round completed).
+      // started after the first was written, i.e. after the round completed). The acks are in Sluice and the reports
+      // in Sluice_Status: the planner first marks the round there, and counts reports committed after its mark.
       if (hasSecondChances(latest)) {
+        if (v.reportRound !== latest.number) return { kind: 'mark-round', generation: latest.number };
         const stale = this.nodes('host', now).live.filter(
           (h) => (this.#seen.get(h)?.beatsSinceRound ?? 0) < 2,
         );

@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { runHookCommand } from '../hook-command.ts';
-import { type Monitor, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
+import { type MonitorSet, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
@@ -28,6 +28,10 @@ import {
   publishGenerationOps,
   readStoreView,
   releaseOps,
+  reportRoundOps,
+  STATUS_DB_HINT,
+  STATUS_DB_NAME,
+  splitMonitor,
 } from '../store/db/index.ts';
 import { type PageState, pageState } from '../web/page-model.ts';
 import { AckLatency } from './ack-latency.ts';
@@ -169,7 +173,7 @@ export class PlannerDaemon {
   readonly #log: Logger;
   readonly #metrics: ReturnType<typeof plannerMetrics>;
   #schema: DatabaseSchema | undefined;
-  #monitor: Monitor | undefined;
+  #monitor: MonitorSet | undefined;
   #lock: OvsdbLock | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -220,7 +224,8 @@ export class PlannerDaemon {
     });
     await this.client.connect();
     this.#schema = await this.client.getSchema(DB_NAME);
-    this.#monitor = await this.client.monitor(DB_NAME, ALL_TABLES_MONITOR);
+    // Sluice and Sluice_Status, one monitor each (each resumes from its own last transaction), read as one replica.
+    this.#monitor = await this.client.monitorDatabases(splitMonitor(ALL_TABLES_MONITOR), STATUS_DB_HINT);
     this.#monitor.on('update', () => this.#schedule());
     this.#lock = await this.client.lock(PLANNER_LOCK);
     this.#lock.on('state', (state: string, reason: string) => {
@@ -348,6 +353,18 @@ export class PlannerDaemon {
           `g${d.generation} released to gateways (every live host acknowledged it)`,
           'info',
           { generation: d.generation },
+        );
+        return;
+      }
+      case 'mark-round': {
+        await this.client.transact(STATUS_DB_NAME, lockOp, ...reportRoundOps(replica, d.generation, now));
+        this.#note(
+          'mark-round',
+          `g${d.generation}: ack round complete, waiting for fresh connection reports`,
+          'info',
+          {
+            generation: d.generation,
+          },
         );
         return;
       }

@@ -10,7 +10,7 @@ import { ipEquals, parseIp } from '../model/ip.ts';
 import { formatIssues, parseConfig } from '../model/schema.ts';
 import type { Config } from '../model/types.ts';
 import { backendKey, type HealthCheck, healthCheckOf, healthCheckText } from '../model/types.ts';
-import { type Monitor, OvsdbClient } from '../ovsdb/client.ts';
+import { type Monitor, type MonitorSet, OvsdbClient } from '../ovsdb/client.ts';
 import { OvsdbError } from '../ovsdb/errors.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, MonitorCondRequest } from '../ovsdb/protocol.ts';
@@ -33,6 +33,7 @@ import {
   lbScopeConflictWaits,
   lbScopeReadOps,
   lbScopeReplica,
+  NodeHeartbeatTable,
   NodeStatusTable,
   nodeStatus,
   OPERATOR_FENCED_KEY,
@@ -48,6 +49,8 @@ import {
   readStoreView,
   rows,
   SLOT_DISAGREE,
+  STATUS_DB_HINT,
+  splitMonitor,
   storedDesiredCfg,
 } from './db/index.ts';
 
@@ -115,11 +118,17 @@ function reachError(e: unknown, remotes: readonly string[]): unknown {
 
 export class StoreSession {
   readonly client: OvsdbClient;
-  readonly monitor: Monitor;
+  /** One monitor per database the tables are in (Sluice, Sluice_Status), read as one replica. */
+  readonly monitors: MonitorSet;
 
-  private constructor(client: OvsdbClient, monitor: Monitor) {
+  private constructor(client: OvsdbClient, monitors: MonitorSet) {
     this.client = client;
-    this.monitor = monitor;
+    this.monitors = monitors;
+  }
+
+  /** The monitor of Sluice (the desired state, plans, acknowledgements). */
+  get monitor(): Monitor {
+    return this.monitors.of(DB_NAME) ?? this.monitors.monitors[0]!;
   }
 
   /** Connects to `db` (comma-separated remotes) and waits for a snapshot of `tables`. */
@@ -131,8 +140,8 @@ export class StoreSession {
   ): Promise<StoreSession> {
     const client = await connectStore(db, waitMs, tls);
     try {
-      const monitor = await client.monitor(DB_NAME, tables);
-      return new StoreSession(client, monitor);
+      const monitors = await client.monitorDatabases(splitMonitor(tables), STATUS_DB_HINT);
+      return new StoreSession(client, monitors);
     } catch (e) {
       client.close();
       throw reachError(e, parseRemotes(db));
@@ -140,7 +149,7 @@ export class StoreSession {
   }
 
   get replica(): Replica {
-    return this.monitor.replica;
+    return this.monitors.replica;
   }
 
   get schema(): DatabaseSchema {
@@ -160,14 +169,14 @@ export class StoreSession {
       const on = () => {
         if (!pred(this.replica)) return;
         clearTimeout(timer);
-        this.monitor.off('update', on);
+        this.monitors.off('update', on);
         resolve(true);
       };
       const timer = setTimeout(() => {
-        this.monitor.off('update', on);
+        this.monitors.off('update', on);
         resolve(false);
       }, timeoutMs);
-      this.monitor.on('update', on);
+      this.monitors.on('update', on);
     });
   }
 }
@@ -641,10 +650,13 @@ export function slotWaits(r: Replica, now = Date.now(), cache?: PlanCache): Slot
     }));
 }
 
+/** What `sluice status` reads: the desired state, plans and acknowledgements (Sluice), heartbeats and reports
+ *  (Sluice_Status). */
 export const STATUS_MONITOR = {
   ...DESIRED_STATE_MONITOR,
   ...PLAN_MONITOR,
   Node_Status: {},
+  Node_Heartbeat: {},
   Backend_Status: {},
   Slot_Connections: {},
 };
@@ -704,12 +716,14 @@ export function statusReport(r: Replica, now = Date.now(), cache?: PlanCache): S
   const generation = publishedGeneration(r);
   const plan = publishedPlanHead(r);
   const statusRows = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row]));
-  const names = new Set([...stored.config.nodes.map((n) => n.name), ...statusRows.keys()]);
+  const beats = new Map(rows(r, NodeHeartbeatTable).map((row) => [row.node, row]));
+  const names = new Set([...stored.config.nodes.map((n) => n.name), ...statusRows.keys(), ...beats.keys()]);
   const nodes: NodeReport[] = [...names].sort().map((name) => {
     const want = stored.config.nodes.find((n) => n.name === name);
     const st = statusRows.get(name);
+    const beat = beats.get(name);
     const applied = st === undefined ? null : st.applied_generation;
-    const marks = fenceMarks(st);
+    const marks = fenceMarks(st, beat);
     const fencedBy = marks.byAgent
       ? 'agent'
       : marks.byPlanner !== undefined
@@ -724,7 +738,7 @@ export function statusReport(r: Replica, now = Date.now(), cache?: PlanCache): S
       appliedGeneration: applied,
       appliedCfg: st === undefined ? null : st.applied_cfg,
       lag: applied === null ? null : generation - applied,
-      heartbeatAgeMs: st === undefined ? null : Math.max(0, now - st.heartbeat_at),
+      heartbeatAgeMs: beat === undefined ? null : Math.max(0, now - beat.heartbeat_at),
       fenced: fencedBy !== null,
       fencedBy,
       error: st?.error ?? null,

@@ -8,7 +8,7 @@ import type { PlanCache } from '../rollout/plan-cache.ts';
 import { describeGeneration } from '../rollout/summary.ts';
 import {
   CANNOT_AGREE,
-  NodeStatusTable,
+  NodeHeartbeatTable,
   readPlan,
   rows,
   SECOND_CHANCE_KEY,
@@ -98,7 +98,7 @@ export function slotAuditWarning(slotAudit: string | null): string | null {
 /** Second-chance counters the hosts reported, per load balancer. */
 export function secondChanceCounts(r: Replica): Map<string, number> {
   const out = new Map<string, number>();
-  for (const row of rows(r, NodeStatusTable)) {
+  for (const row of rows(r, NodeHeartbeatTable)) {
     const text = row.external_ids.get(SECOND_CHANCE_KEY);
     if (text === undefined) continue;
     let parsed: unknown;
@@ -149,7 +149,7 @@ export function pageState(
   const progress = rolloutProgress(r, now, cache);
   const late = new Set([...st.waiting.gateways, ...st.waiting.hosts, ...progress.silent.map((n) => n.name)]);
   const counts = secondChanceCounts(r);
-  const reported = rows(r, NodeStatusTable).some(
+  const reported = rows(r, NodeHeartbeatTable).some(
     (row) => row.external_ids.get(SECOND_CHANCE_KEY) !== undefined,
   );
   return {

@@ -18,7 +18,7 @@ import { labEcmpCommand } from '../../src/lab/ecmp.ts';
 import { nsRun } from '../../src/lab/exec.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import type { Config } from '../../src/model/types.ts';
-import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
 import {
   BackendStatusTable,
@@ -31,6 +31,7 @@ import {
   nodeStatus,
   publishedGeneration,
   rows,
+  splitMonitor,
 } from '../../src/store/db/index.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 
@@ -41,7 +42,7 @@ let lab: Lab;
 let dir: string;
 let srv: OvsdbServerProcess | undefined;
 let client: OvsdbClient | undefined;
-let status: Monitor;
+let status: MonitorSet;
 const children = new SluiceChildren(() => dir);
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -131,7 +132,7 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
     await client.connect();
     const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
-    status = await client.monitor(DB_NAME, { Global: {}, Node_Status: {}, Backend_Status: {} });
+    status = await client.monitorDatabases(splitMonitor({ Global: {}, Node_Status: {}, Backend_Status: {} }));
     await client.transact(DB_NAME, ...desiredStateOps(desired.replica, config));
     children.start('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
     for (const n of lab.nodes) {

@@ -19,9 +19,11 @@ import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
   insert,
+  NodeHeartbeatTable,
   nodeStatusOps,
   PLAN_MONITOR,
   publishGenerationOps,
+  STATUS_DB_NAME,
   storedDesiredCfg,
 } from '../../src/store/db/index.ts';
 import { editDesiredState, editLoadBalancer, edits, StoreSession } from '../../src/store/operator.ts';
@@ -379,13 +381,17 @@ describe('sluice CLI against a real ovsdb-server', () => {
             appliedGeneration: applied,
             appliedCfg: desiredCfg,
             appliedAt: now,
-            heartbeatAt: now - 1500,
             error,
           }),
         );
+        // The heartbeat goes to the status database (Sluice_Status), the acknowledgement above to Sluice.
+        await client.transact(
+          STATUS_DB_NAME,
+          insert(NodeHeartbeatTable, { node, heartbeat_at: now - 1500, external_ids: new Map() }),
+        );
       }
       await client.transact(
-        DB_NAME,
+        STATUS_DB_NAME,
         insert(BackendStatusTable, {
           node: 'host1',
           lb: 'web',

@@ -291,7 +291,7 @@ describe('ovsdb client against a real ovsdb-server', () => {
       const writer = client({ remotes: [srv.unixRemote] });
       const reader = client({ remotes: [srv.tcpRemote] });
       await writer.transact(DB, insertNode(`pre-${method}`, 'host', '172.16.1.1'));
-      const m = await reader.monitor(DB, { Node: {}, Backend_Status: {} }, method);
+      const m = await reader.monitor(DB, { Node: {}, Node_Status: {} }, method);
       assert.ok(
         m.replica.find('Node', (r) => r.name === `pre-${method}`),
         'snapshot has the existing row',
@@ -337,8 +337,8 @@ describe('ovsdb client against a real ovsdb-server', () => {
       await eventually('delete update', () => seen.some((c) => c.uuid === u && c.new === undefined));
       assert.equal(m.replica.get('Node', u), undefined);
       assert.deepEqual(
-        replicaState(m, ['Node', 'Backend_Status']),
-        await serverState(writer, schema, ['Node', 'Backend_Status']),
+        replicaState(m, ['Node', 'Node_Status']),
+        await serverState(writer, schema, ['Node', 'Node_Status']),
       );
 
       await m.cancel();

@@ -20,7 +20,7 @@ import { Pki } from '../../src/lab/pki.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { parseConfig } from '../../src/model/schema.ts';
-import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import type { Operation } from '../../src/ovsdb/protocol.ts';
 import { startStandalone } from '../../src/ovsdb/server.ts';
 import { PlannerDaemon } from '../../src/planner/daemon.ts';
@@ -32,16 +32,19 @@ import {
   desiredStateOps,
   GATEWAY_GENERATION_KEY,
   GlobalTable,
+  insert,
   mapPut,
   mutate,
+  NodeHeartbeatTable,
   NodeTable,
+  nodeHeartbeat,
   nodeStatus,
-  nodeStatusOps,
   PLAN_MONITOR,
   publishGenerationOps,
   readGeneration,
   readPlanConfig,
   STATUS_DB_NAME,
+  splitMonitor,
   update,
   where,
 } from '../../src/store/db/index.ts';
@@ -116,17 +119,15 @@ describe('finding 1: a hostile Node name in a real store reaches no shell', () =
         DB_NAME,
         update(NodeTable, [where(NodeTable, 'name', '==', 'gw2')], { name: HOSTILE }),
       );
+      // Heartbeats are in the status database (Sluice_Status; one row per node, inserted by the first).
       const beat = (node: string, at: number) =>
         client.transact(
-          DB_NAME,
-          ...nodeStatusOps(m.replica, {
-            node,
-            appliedGeneration: 0,
-            appliedCfg: 0,
-            appliedAt: 0,
-            heartbeatAt: at,
-            error: undefined,
-          }),
+          STATUS_DB_NAME,
+          at === 1
+            ? insert(NodeHeartbeatTable, { node, heartbeat_at: at, external_ids: new Map() })
+            : update(NodeHeartbeatTable, [where(NodeHeartbeatTable, 'node', '==', node)], {
+                heartbeat_at: at,
+              }),
         );
       for (const node of ['gw1', HOSTILE]) await beat(node, 1);
       // gw1 keeps beating: the hostile gateway alone goes silent (the planner never fences a majority of gateways).
@@ -252,7 +253,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
   let cp: ControlPlane;
   let traffic: Traffic | undefined;
   let client: OvsdbClient;
-  let state: Monitor;
+  let state: MonitorSet;
 
   before(async () => {
     lab = await labUp({ prefix: PREFIX, hosts: 2 }, { replace: true });
@@ -263,7 +264,9 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
       agentArgs: ['--ct-limit', String(CT_LIMIT), '--syn-rate', String(SYN_RATE)],
     });
     client = new OvsdbClient({ remotes: [cp.db], database: DB_NAME });
-    state = await client.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
+    state = await client.monitorDatabases(
+      splitMonitor({ ...PLAN_MONITOR, Node_Status: {}, Node_Heartbeat: {} }),
+    );
     traffic = await startTraffic(lab, {
       ...WEB,
       count: 200,
@@ -481,7 +484,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
       try {
         for (let t = 0; t < seconds; t++) {
           await sleep(1000);
-          for (const h of hosts) beats.get(h.name)!.add(status(h.name)?.heartbeat_at);
+          for (const h of hosts) beats.get(h.name)!.add(nodeHeartbeat(state.replica, h.name)?.heartbeat_at);
           for (const [h, n] of await entries()) ct.get(h)!.push(n);
           await during(t);
         }

@@ -16,6 +16,7 @@ export function storeView(
     latestConfig: undefined,
     gatewayGeneration: 0,
     nodeStatus: new Map(),
+    reportRound: 0,
     backendHealth: health,
     slotReports: new Map(),
   };

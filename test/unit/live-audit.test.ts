@@ -17,7 +17,15 @@ import { readConfigFile } from '../../src/cli/store-commands.ts';
 import { lbIds } from '../../src/compile/registry.ts';
 import { tupleHash } from '../../src/explain.ts';
 import type { HashMode } from '../../src/model/types.ts';
-import { agentMarksOp, fenceMarks, type NodeStatusRow, SLOT_AUDIT_KEY } from '../../src/store/db/index.ts';
+import {
+  agentMarksOp,
+  fenceMarks,
+  heartbeatOps,
+  type NodeHeartbeatRow,
+  NodeHeartbeatTable,
+  replicaOf,
+  SLOT_AUDIT_KEY,
+} from '../../src/store/db/index.ts';
 import { hashWarnings, type NodeReport } from '../../src/store/operator.ts';
 import { slotAuditWarning } from '../../src/web/page-model.ts';
 
@@ -224,21 +232,22 @@ test('the periodic audit runs every everyMs (0 = off) and sets the metric per lo
   assert.equal(off.text, undefined);
 });
 
-test("the host's summary travels in its Node_Status marks (SLOT_AUDIT_KEY), replaced at each heartbeat", () => {
+test("the host's summary travels in its heartbeat's marks (Node_Heartbeat SLOT_AUDIT_KEY), replaced each beat", () => {
   const text = "DISAGREE: web 1 of 2 connections in another slot than the model's (e.g. ...)";
-  const op = agentMarksOp('host1', {
-    fenced: false,
-    role: 'host',
-    clearFenceRecords: false,
-    slotAudit: text,
-  });
-  const json = JSON.stringify(op);
+  const beat = { _uuid: 'b1', node: 'host1', heartbeat_at: 1, external_ids: new Map() } as NodeHeartbeatRow;
+  const current = replicaOf([[NodeHeartbeatTable as never, [beat as never]]]);
+  const ops = heartbeatOps(current, 'host1', 2, { role: 'host', slotAudit: text });
+  const json = JSON.stringify(ops);
   assert.equal(json.split(`"${SLOT_AUDIT_KEY}"`).length - 1, 2, 'deleted, then inserted with the new text');
   assert.ok(json.includes(JSON.stringify(text)));
-  const none = JSON.stringify(
-    agentMarksOp('gw1', { fenced: false, role: 'gateway', clearFenceRecords: false }),
-  );
+  const none = JSON.stringify(heartbeatOps(current, 'host1', 3, { role: 'gateway' }));
   assert.ok(!none.includes(SLOT_AUDIT_KEY), 'a gateway leaves the key alone');
-  const row = { external_ids: new Map([[SLOT_AUDIT_KEY, text]]) } as unknown as NodeStatusRow;
-  assert.equal(fenceMarks(row).slotAudit, text);
+  // The plan database's marks never carry it (they are written only when a fence changes).
+  assert.ok(
+    !JSON.stringify(
+      agentMarksOp('host1', { fenced: false, role: 'host', clearFenceRecords: false }),
+    ).includes(SLOT_AUDIT_KEY),
+  );
+  const row = { external_ids: new Map([[SLOT_AUDIT_KEY, text]]) } as unknown as NodeHeartbeatRow;
+  assert.equal(fenceMarks(undefined, row).slotAudit, text);
 });

@@ -75,6 +75,8 @@ interface Store {
   latest: Generation | null;
   latestConfig: PlanDocs | undefined;
   released: number;
+  /** Report_Round (Sluice_Status): the ack round the planner marked. */
+  reportRound: number;
   status: Map<string, StatusRow>;
 }
 
@@ -174,6 +176,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       latest: null,
       latestConfig: undefined,
       released: 0,
+      reportRound: 0,
       status: new Map(),
     };
     const agents: Agent[] = [
@@ -238,6 +241,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
         latestConfig: store.latestConfig,
         gatewayGeneration: store.released,
         nodeStatus,
+        reportRound: store.reportRound,
         backendHealth: new Map(),
         slotReports: new Map(),
       };
@@ -351,6 +355,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
         store.latestConfig = d.config;
         res.published++;
       } else if (d.kind === 'release' && store.latest?.number === d.generation) store.released = d.generation;
+      else if (d.kind === 'mark-round') store.reportRound = d.generation;
     };
 
     for (let tick = 1; tick <= ticksPerSequence; tick++) {

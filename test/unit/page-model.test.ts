@@ -1,4 +1,4 @@
-// The status page's second-chance counters (src/web/page-model.ts) from Node_Status rows in a Replica built here
+// The status page's second-chance counters (src/web/page-model.ts) from Node_Heartbeat rows in a Replica built here
 // (no store): summed over hosts per load balancer; a malformed report is ignored, never fatal. The routing cell of a
 // node, with the continuous hash audit's reason when that keeps a gateway out.
 
@@ -9,16 +9,12 @@ import { Replica } from '../../src/ovsdb/replica.ts';
 import { routingCell, secondChanceCounts } from '../../src/web/page-model.ts';
 
 let n = 0;
-function nodeStatus(node: string, ids: [string, string][]): JsRow {
+function nodeHeartbeat(node: string, ids: [string, string][]): JsRow {
   n++;
   return {
     _uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
     node,
-    applied_generation: 3,
-    applied_cfg: 2,
-    applied_at: 1,
     heartbeat_at: 1,
-    error: undefined,
     external_ids: new Map(ids),
   } as unknown as JsRow;
 }
@@ -28,13 +24,13 @@ test('second-chance packets per load balancer are summed over the hosts that rep
   r.replace(
     new Map([
       [
-        'Node_Status',
+        'Node_Heartbeat',
         new Map([
-          ['u1', nodeStatus('host1', [['second_chance_packets', '{"web":7,"api":1}']])],
-          ['u2', nodeStatus('host2', [['second_chance_packets', '{"web":5}']])],
-          ['u3', nodeStatus('host3', [['second_chance_packets', 'not json']])],
-          ['u4', nodeStatus('host4', [['second_chance_packets', '{"web":"9","api":null}']])],
-          ['u5', nodeStatus('gw1', [['role', 'gateway']])],
+          ['u1', nodeHeartbeat('host1', [['second_chance_packets', '{"web":7,"api":1}']])],
+          ['u2', nodeHeartbeat('host2', [['second_chance_packets', '{"web":5}']])],
+          ['u3', nodeHeartbeat('host3', [['second_chance_packets', 'not json']])],
+          ['u4', nodeHeartbeat('host4', [['second_chance_packets', '{"web":"9","api":null}']])],
+          ['u5', nodeHeartbeat('gw1', [['role', 'gateway']])],
         ]),
       ],
     ]),

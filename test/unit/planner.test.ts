@@ -43,6 +43,8 @@ class FakeStore {
   status = new Map<string, NodeStatusView>();
   health = new Map<string, Health>();
   reports = new Map<string, Map<string, SlotReport>>();
+  /** Report_Round (Sluice_Status). */
+  reportRound = 0;
 
   view(): StoreView {
     return {
@@ -52,6 +54,7 @@ class FakeStore {
       latestConfig: this.latestConfig,
       gatewayGeneration: this.gatewayGeneration,
       nodeStatus: new Map(this.status),
+      reportRound: this.reportRound,
       backendHealth: new Map(this.health),
       slotReports: new Map(this.reports),
     };
@@ -76,10 +79,15 @@ class FakeStore {
   }
 }
 
-/** Runs one planner step against the fake store and applies publish/release to it. */
-function step(core: PlannerCore, store: FakeStore, now: number) {
+/** Runs one planner step against the fake store and applies publish/release to it; a round mark is written and the
+ *  planner steps again on the view that shows it (as the daemon's monitor delivers it). */
+function step(core: PlannerCore, store: FakeStore, now: number): ReturnType<PlannerCore['decide']> {
   core.observe(store.view(), now);
   const d = core.decide(now);
+  if (d.kind === 'mark-round') {
+    store.reportRound = d.generation;
+    return step(core, store, now);
+  }
   if (d.kind === 'publish') {
     store.latest = d.generation;
     store.latestConfig = d.config;
@@ -477,6 +485,33 @@ describe('planner core (fake store)', () => {
     store.beat('h1', 2);
     store.beat('h2', 2);
     assert.equal(step(core, store, 50).kind, 'publish');
+  });
+
+  test('second chances across two databases: reports count only from the view after the round mark', () => {
+    const { core, store } = convergedOnG1();
+    step(core, store, 0);
+    store.desired = doc([A, B, C]);
+    assert.equal(step(core, store, 10).kind, 'publish');
+    converge(core, store, 20);
+    // The round completes: the planner asks to mark it (the acks are in Sluice, the reports in Sluice_Status).
+    core.observe(store.view(), 30);
+    const d = core.decide(30);
+    assert.deepEqual(d, { kind: 'mark-round', generation: 2 });
+    // A lagging status monitor: the view that shows the mark also shows a report from each host, which may have
+    // been committed before the mark (and before the last ack): it does not count.
+    store.reportRound = 2;
+    store.beat('h1', 2, { reportAt: 100 });
+    store.beat('h2', 2, { reportAt: 100 });
+    core.observe(store.view(), 40);
+    assert.equal(core.decide(40).kind, 'wait');
+    store.beat('h1', 2, { reportAt: 200 });
+    store.beat('h2', 2, { reportAt: 200 });
+    core.observe(store.view(), 50);
+    assert.equal(core.decide(50).kind, 'wait', 'one report after the mark is not enough');
+    store.beat('h1', 2, { reportAt: 300 });
+    store.beat('h2', 2, { reportAt: 300 });
+    core.observe(store.view(), 60);
+    assert.equal(core.decide(60).kind, 'publish', 'two reports committed after the mark');
   });
 
   test("a moved backend's old host is let go only on fresh reports of 0 connections", () => {

@@ -98,6 +98,7 @@ describe('finding 1: hook commands never paste data into shell text', () => {
         },
       ]),
     ),
+    reportRound: 0,
     backendHealth: new Map(),
     slotReports: new Map(),
   });

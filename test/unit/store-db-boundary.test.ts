@@ -8,14 +8,16 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SCHEMA = JSON.parse(readFileSync(`${ROOT}schema/sluice.ovsschema`, 'utf8')) as {
-  tables: Record<string, { columns: Record<string, unknown> }>;
-};
-const TABLES = Object.keys(SCHEMA.tables);
-/** Column names with an underscore: snake_case, so they cannot be a camelCase field of some other object. */
-const COLUMNS = [...new Set(TABLES.flatMap((t) => Object.keys(SCHEMA.tables[t]!.columns)))].filter((c) =>
-  c.includes('_'),
+type Schema = { tables: Record<string, { columns: Record<string, unknown> }> };
+// Both databases of the store (Sluice, Sluice_Status).
+const SCHEMAS = ['sluice.ovsschema', 'sluice-status.ovsschema'].map(
+  (f) => JSON.parse(readFileSync(`${ROOT}schema/${f}`, 'utf8')) as Schema,
 );
+const TABLES = [...new Set(SCHEMAS.flatMap((s) => Object.keys(s.tables)))];
+/** Column names with an underscore: snake_case, so they cannot be a camelCase field of some other object. */
+const COLUMNS = [
+  ...new Set(SCHEMAS.flatMap((s) => Object.values(s.tables).flatMap((t) => Object.keys(t.columns)))),
+].filter((c) => c.includes('_'));
 
 function tsFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

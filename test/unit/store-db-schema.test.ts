@@ -112,9 +112,9 @@ test('the comparison fails for a column the module lacks, one the schema lacks, 
   assert.deepEqual(differences(dropped, all), ['Node_Status.error is in the module, not in the schema']);
   assert.equal(differences(retyped, all).length, 1);
   assert.match(differences(retyped, all)[0]!, /^Plan\.config: schema .*"min":1.*module .*"min":0/);
-  const { Slot_Connections: _gone, ...fewer } = SCHEMA.tables;
+  const { Plan_Config: _gone, ...fewer } = SCHEMA.tables;
   assert.deepEqual(differences({ ...SCHEMA, tables: fewer }, all), [
-    'table Slot_Connections is in the module, not in the schema',
+    'table Plan_Config is in the module, not in the schema',
   ]);
 });
 
@@ -124,7 +124,6 @@ const goodStatus: JsRow = {
   applied_generation: 3,
   applied_cfg: 2,
   applied_at: 1000,
-  heartbeat_at: 2000,
   error: undefined,
   external_ids: new Map([['fenced', 'false']]),
 };
@@ -144,7 +143,7 @@ test('decodeRow names the table, row and column of a malformed row', () => {
     ],
     [{ ...goodStatus, error: 7 }, /column error: expected a string or nothing, got 7/],
     [{ ...goodStatus, external_ids: ['x'] }, /column external_ids: expected a map/],
-    [(({ heartbeat_at: _h, ...r }) => r)(goodStatus), /column heartbeat_at: missing/],
+    [(({ applied_at: _a, ...r }) => r)(goodStatus), /column applied_at: missing/],
   ];
   for (const [row, re] of cases)
     assert.throws(

@@ -13,7 +13,15 @@ import type {
 import { decodeValue } from '../../ovsdb/protocol.ts';
 import { Replica } from '../../ovsdb/replica.ts';
 import { type ColumnDef, type Columns, decodeColumns, decodeRow, type TableDef } from './columns.ts';
-import { TABLES } from './tables.ts';
+import {
+  BackendStatusTable,
+  DB_NAME,
+  NodeHeartbeatTable,
+  ReportRoundTable,
+  SlotConnectionsTable,
+  STATUS_DB_NAME,
+  TABLES,
+} from './tables.ts';
 
 type Any = { readonly _uuid: string };
 
@@ -84,9 +92,35 @@ export function replicaOf(tables: readonly (readonly [TableDef<Any>, readonly Js
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Monitor requests (client.monitor(DB_NAME, ...))
+// Monitor requests. One object may name tables of both databases: splitMonitor says which go to which (a client
+// then runs one monitor per database, each resuming on its own, and reads them as one ReplicaUnion).
 
 type MonitorRequests = { readonly [table: string]: MonitorCondRequest };
+
+/** The Sluice_Status tables a monitor reads (its RBAC tables share their names with Sluice's and stay unread). */
+export const STATUS_MONITOR_TABLES: readonly string[] = [
+  NodeHeartbeatTable.name,
+  BackendStatusTable.name,
+  SlotConnectionsTable.name,
+  ReportRoundTable.name,
+];
+
+/** What a daemon of this version says to an operator whose store predates Sluice_Status (schema 3.0.0). */
+export const STATUS_DB_HINT =
+  'this sluice needs the store at schema 3.0.0 with the Sluice_Status database: upgrade the store first ' +
+  '(docs/deploy.md, "Upgrades")';
+
+/** `requests` per database: [database, its requests] for each database it names (Sluice first). */
+export function splitMonitor(requests: MonitorRequests): [string, MonitorRequests][] {
+  const plan: Record<string, MonitorCondRequest> = {};
+  const status: Record<string, MonitorCondRequest> = {};
+  for (const [table, req] of Object.entries(requests))
+    (STATUS_MONITOR_TABLES.includes(table) ? status : plan)[table] = req;
+  const out: [string, MonitorRequests][] = [];
+  if (Object.keys(plan).length > 0) out.push([DB_NAME, plan]);
+  if (Object.keys(status).length > 0) out.push([STATUS_DB_NAME, status]);
+  return out;
+}
 
 /** The desired state: what the CLI writes and the planner plans from (every column). */
 export const DESIRED_STATE_MONITOR: MonitorRequests = {
@@ -105,19 +139,22 @@ export const PLAN_MONITOR: MonitorRequests = {
   Plan_Config: {},
 };
 
-/** Every table (the planner's view of the whole store). */
-export const ALL_TABLES_MONITOR: MonitorRequests = Object.fromEntries(TABLES.map((t) => [t.name, {}]));
+/** Every table of both databases (the planner's view of the whole store). */
+export const ALL_TABLES_MONITOR: MonitorRequests = Object.fromEntries(
+  [...TABLES.map((t) => t.name), ...STATUS_MONITOR_TABLES].map((t) => [t, {}]),
+);
 
 /** The heads of published plans (no pools, no config): enough to say which desired_cfg a generation came from. */
 export const PLAN_HEAD_COLUMNS = ['generation', 'desired_cfg', 'created_at'] as const;
 export const PLAN_HEAD_MONITOR: MonitorRequests = { Plan: { columns: PLAN_HEAD_COLUMNS } };
 
-/** What node `node`'s agent follows: published plans, and its own status rows. */
+/** What node `node`'s agent follows: published plans, and its own status rows (in both databases). */
 export function agentMonitor(node: string): MonitorRequests {
   const me = [['node', '==', node]] as const;
   return {
     ...PLAN_MONITOR,
     Node_Status: { where: me },
+    Node_Heartbeat: { where: me },
     Backend_Status: { where: me },
     Slot_Connections: { where: me },
   };

@@ -1,5 +1,7 @@
-// What nodes report in the Sluice database (Node_Status, Backend_Status, Slot_Connections) and the fence records
-// the planner and the operator add to Node_Status. Pure: callers run the ops with client.transact.
+// What nodes report: acknowledgements and fence marks in Sluice (Node_Status, with the fence records the planner and
+// the operator add there), heartbeats and connection reports in Sluice_Status (Node_Heartbeat, Backend_Status,
+// Slot_Connections; docs/design/ovsdb.md, "Two databases"). Pure: callers run the ops with client.transact on the
+// database each function names.
 
 import type { Operation } from '../../ovsdb/protocol.ts';
 import type { Replica } from '../../ovsdb/replica.ts';
@@ -15,17 +17,20 @@ import {
   waitExists,
   where,
 } from './ops.ts';
-import { find } from './read.ts';
+import { find, single } from './read.ts';
 import {
   AGENT_FENCED_KEY,
   GATEWAY_GENERATION_KEY,
   GlobalTable,
   HASH_AGREEMENT_KEY,
+  type NodeHeartbeatRow,
+  NodeHeartbeatTable,
   type NodeStatusRow,
   NodeStatusTable,
   OPERATOR_FENCED_KEY,
   PLANNER_FENCED_KEY,
   REPORT_AT_KEY,
+  ReportRoundTable,
   ROLE_KEY,
   ROUTING_KEY,
   SECOND_CHANCE_KEY,
@@ -40,8 +45,6 @@ export interface NodeStatusRecord {
   readonly appliedCfg: number;
   /** ms */
   readonly appliedAt: number;
-  /** ms: the agent's lease heartbeat. */
-  readonly heartbeatAt: number;
   readonly error: string | undefined;
 }
 
@@ -50,14 +53,19 @@ export function nodeStatus(r: Replica, node: string): NodeStatusRow | undefined 
   return find(r, NodeStatusTable, (row) => row.node === node);
 }
 
-/** Insert or update the node's Node_Status row (`current` must replicate Node_Status, at least this node's row). */
+/** The node's Node_Heartbeat row (Sluice_Status), if the replica has it. */
+export function nodeHeartbeat(r: Replica, node: string): NodeHeartbeatRow | undefined {
+  return find(r, NodeHeartbeatTable, (row) => row.node === node);
+}
+
+/** Insert or update the node's Node_Status row, on Sluice (`current` must replicate Node_Status, at least this
+ *  node's row). */
 export function nodeStatusOps(current: Replica, s: NodeStatusRecord): Operation[] {
   const row = {
     node: s.node,
     applied_generation: s.appliedGeneration,
     applied_cfg: s.appliedCfg,
     applied_at: Math.round(s.appliedAt),
-    heartbeat_at: Math.round(s.heartbeatAt),
     error: s.error,
   };
   const existing = nodeStatus(current, s.node);
@@ -85,16 +93,19 @@ export interface FenceMarks {
   readonly slotAudit: string | undefined;
 }
 
-export function fenceMarks(row: NodeStatusRow | undefined): FenceMarks {
+/** The marks of a node's Node_Status row (Sluice) and, for what its agent refreshes with each heartbeat (routing,
+ *  hash agreement, slot audit), of its Node_Heartbeat row (Sluice_Status). */
+export function fenceMarks(row: NodeStatusRow | undefined, beat?: NodeHeartbeatRow): FenceMarks {
   const ids = row?.external_ids;
+  const beatIds = beat?.external_ids;
   return {
     byAgent: ids?.get(AGENT_FENCED_KEY) === 'true',
     byPlanner: ids?.get(PLANNER_FENCED_KEY),
     byOperator: ids?.get(OPERATOR_FENCED_KEY),
-    role: ids?.get(ROLE_KEY),
-    routing: ids?.get(ROUTING_KEY),
-    hashAgreement: ids?.get(HASH_AGREEMENT_KEY),
-    slotAudit: ids?.get(SLOT_AUDIT_KEY),
+    role: ids?.get(ROLE_KEY) ?? beatIds?.get(ROLE_KEY),
+    routing: beatIds?.get(ROUTING_KEY),
+    hashAgreement: beatIds?.get(HASH_AGREEMENT_KEY),
+    slotAudit: beatIds?.get(SLOT_AUDIT_KEY),
   };
 }
 
@@ -117,39 +128,20 @@ export function fenceRecordOp(
         applied_generation: 0,
         applied_cfg: 0,
         applied_at: 0,
-        heartbeat_at: 0,
         external_ids: new Map([[key, String(at)]]),
       });
 }
 
 /**
- * The agent's own marks on its Node_Status row: withdrawn or not (AGENT_FENCED_KEY), its role, and (hosts) the
- * second-chance packets it received per load balancer (SECOND_CHANCE_KEY, JSON). With `clearFenceRecords` (a
- * rejoin) the planner's and the operator's fence records go too: the acknowledgement and the announcement that
- * follows supersede them.
+ * The agent's fence marks on its Node_Status row (Sluice): withdrawn or not (AGENT_FENCED_KEY) and its role. With
+ * `clearFenceRecords` (a rejoin) the planner's and the operator's fence records go too: the acknowledgement and the
+ * announcement that follows supersede them. Written when they change, not with every heartbeat.
  */
 export function agentMarksOp(
   node: string,
-  marks: {
-    readonly fenced: boolean;
-    readonly role: string;
-    readonly clearFenceRecords: boolean;
-    readonly secondChance?: string;
-    /** Hosts: when the connection report this heartbeat carries was read (REPORT_AT_KEY). */
-    readonly reportAt?: string;
-    /** Gateways with BIRD: BGP and BFD state (ROUTING_KEY). */
-    readonly routing?: string;
-    /** Gateways: the continuous audit's verdict (HASH_AGREEMENT_KEY): `ok (...)` or why its hash cannot agree. */
-    readonly hashAgreement?: string;
-    /** Hosts: the live slot audit's summary (SLOT_AUDIT_KEY). */
-    readonly slotAudit?: string;
-  },
+  marks: { readonly fenced: boolean; readonly role: string; readonly clearFenceRecords: boolean },
 ): Operation {
-  const cleared = [AGENT_FENCED_KEY, ROLE_KEY, SECOND_CHANCE_KEY];
-  if (marks.reportAt !== undefined) cleared.push(REPORT_AT_KEY);
-  if (marks.routing !== undefined) cleared.push(ROUTING_KEY);
-  if (marks.hashAgreement !== undefined) cleared.push(HASH_AGREEMENT_KEY);
-  if (marks.slotAudit !== undefined) cleared.push(SLOT_AUDIT_KEY);
+  const cleared = [AGENT_FENCED_KEY, ROLE_KEY];
   if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
@@ -159,14 +151,65 @@ export function agentMarksOp(
       mapInsert(NodeStatusTable, 'external_ids', {
         [AGENT_FENCED_KEY]: String(marks.fenced),
         [ROLE_KEY]: marks.role,
-        ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
-        ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
-        ...(marks.routing === undefined ? {} : { [ROUTING_KEY]: marks.routing }),
-        ...(marks.hashAgreement === undefined ? {} : { [HASH_AGREEMENT_KEY]: marks.hashAgreement }),
-        ...(marks.slotAudit === undefined ? {} : { [SLOT_AUDIT_KEY]: marks.slotAudit }),
       }),
     ],
   );
+}
+
+/** Whether the node's Node_Status row already says what agentMarksOp would write (no fence record to clear). */
+export function agentMarksCurrent(
+  row: NodeStatusRow | undefined,
+  marks: { readonly fenced: boolean; readonly role: string; readonly clearFenceRecords: boolean },
+): boolean {
+  const ids = row?.external_ids;
+  if (ids === undefined) return false;
+  if (marks.clearFenceRecords && (ids.has(PLANNER_FENCED_KEY) || ids.has(OPERATOR_FENCED_KEY))) return false;
+  return ids.get(AGENT_FENCED_KEY) === String(marks.fenced) && ids.get(ROLE_KEY) === marks.role;
+}
+
+/** What a heartbeat carries besides its time (Node_Heartbeat.external_ids); a key left undefined keeps its value. */
+export interface HeartbeatMarks {
+  readonly role: string;
+  /** Hosts: second-chance packets received per load balancer (SECOND_CHANCE_KEY, JSON). */
+  readonly secondChance?: string;
+  /** Hosts: when the connection report this heartbeat carries was read (REPORT_AT_KEY). */
+  readonly reportAt?: string;
+  /** Gateways with BIRD: BGP and BFD state (ROUTING_KEY). */
+  readonly routing?: string;
+  /** Gateways: the continuous audit's verdict (HASH_AGREEMENT_KEY): `ok (...)` or why its hash cannot agree. */
+  readonly hashAgreement?: string;
+  /** Hosts: the live slot audit's summary (SLOT_AUDIT_KEY). */
+  readonly slotAudit?: string;
+}
+
+/** The node's heartbeat on Sluice_Status: inserts its Node_Heartbeat row or updates its time and marks (`current`
+ *  must replicate Node_Heartbeat, at least this node's row). */
+export function heartbeatOps(current: Replica, node: string, at: number, marks: HeartbeatMarks): Operation[] {
+  const given: Record<string, string> = {
+    [ROLE_KEY]: marks.role,
+    ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
+    ...(marks.reportAt === undefined ? {} : { [REPORT_AT_KEY]: marks.reportAt }),
+    ...(marks.routing === undefined ? {} : { [ROUTING_KEY]: marks.routing }),
+    ...(marks.hashAgreement === undefined ? {} : { [HASH_AGREEMENT_KEY]: marks.hashAgreement }),
+    ...(marks.slotAudit === undefined ? {} : { [SLOT_AUDIT_KEY]: marks.slotAudit }),
+  };
+  const existing = nodeHeartbeat(current, node);
+  if (existing === undefined)
+    return [
+      insert(NodeHeartbeatTable, {
+        node,
+        heartbeat_at: Math.round(at),
+        external_ids: new Map(Object.entries(given)),
+      }),
+    ];
+  const me = byUuid(existing._uuid);
+  return [
+    update(NodeHeartbeatTable, me, { heartbeat_at: Math.round(at) }),
+    mutate(NodeHeartbeatTable, me, [
+      mapDelete(NodeHeartbeatTable, 'external_ids', Object.keys(given)),
+      mapInsert(NodeHeartbeatTable, 'external_ids', given),
+    ]),
+  ];
 }
 
 /** Fails the transaction (isConflict) unless `generation` is still the one released to gateways. */
@@ -206,4 +249,13 @@ export function decodeSlotCounts(s: string): Map<number, Map<string, number>> {
     out.set(Number(slot), m);
   }
   return out;
+}
+
+/** The planner's mark on Sluice_Status that the ack round of `generation` completed (Report_Round, one row). */
+export function reportRoundOps(current: Replica, generation: number, at: number): Operation[] {
+  const row = { generation, marked_at: Math.round(at) };
+  const existing = single(current, ReportRoundTable);
+  return existing === undefined
+    ? [insert(ReportRoundTable, row)]
+    : [update(ReportRoundTable, byUuid(existing._uuid), row)];
 }

@@ -129,10 +129,9 @@ export interface NodeStatusRow {
   readonly applied_cfg: number;
   /** ms */
   readonly applied_at: number;
-  /** ms: the agent's lease heartbeat. */
-  readonly heartbeat_at: number;
   readonly error: string | undefined;
-  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY, SECOND_CHANCE_KEY. */
+  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY (the heartbeat's marks are in
+   *  Node_Heartbeat, Sluice_Status). */
   readonly external_ids: ReadonlyMap<string, string>;
 }
 
@@ -262,7 +261,6 @@ export const NodeStatusTable: TableDef<NodeStatusRow> = {
     applied_generation: col.integer,
     applied_cfg: col.integer,
     applied_at: col.integer,
-    heartbeat_at: col.integer,
     error: col.optionalString,
     external_ids: col.stringMap,
   },
@@ -392,8 +390,6 @@ export const TABLES = [
   PlanLbTable,
   PlanConfigTable,
   NodeStatusTable,
-  BackendStatusTable,
-  SlotConnectionsTable,
   StoreTable,
   ConnectionTable,
   RbacRoleTable,
@@ -419,28 +415,29 @@ export const GATEWAY_GENERATION_KEY = 'gateway_generation';
 export const CHAIN_LENGTH_KEY = 'chain_length';
 /** Node_Status.external_ids, set by the node's agent: "true" while the gateway withdrew itself from ECMP. */
 export const AGENT_FENCED_KEY = 'fenced';
-/** Node_Status.external_ids, set by the node's agent: its role (a node that left the desired state keeps one). */
+/** Node_Status.external_ids and Node_Heartbeat.external_ids, set by the node's agent: its role (a node that left the
+ *  desired state keeps one). */
 export const ROLE_KEY = 'role';
 /** Node_Status.external_ids key the planner sets (value: when, ms) after its fence command took a gateway out of
  *  ECMP; the gateway's agent deletes it when it rejoins (acknowledges the released generation, then announces). */
 export const PLANNER_FENCED_KEY = 'fenced_by_planner';
-/** Node_Status.external_ids key a host's agent sets (ms, its clock) in the heartbeat that carries a connection report
+/** Node_Heartbeat.external_ids key a host's agent sets (ms, its clock) in the heartbeat that carries a connection report
  *  whose conntrack read started after the previous report was written: the planner counts reports by it. */
 export const REPORT_AT_KEY = 'report_at';
 /** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
  *  out of ECMP by hand (for when the fence command cannot). Read and cleared like PLANNER_FENCED_KEY. */
 export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
-/** Node_Status.external_ids, set by a host's agent: second-chance packets it received per load balancer since the
+/** Node_Heartbeat.external_ids, set by a host's agent: second-chance packets it received per load balancer since the
  *  agent started, JSON {lb: packets} (the status page sums them over hosts). */
-/** Node_Status external_ids: a gateway's BGP and BFD state as its agent last read it from its BIRD, one line. */
+/** Node_Heartbeat external_ids: a gateway's BGP and BFD state as its agent last read it from its BIRD, one line. */
 export const ROUTING_KEY = 'routing';
 export const SECOND_CHANCE_KEY = 'second_chance_packets';
-/** Node_Status external_ids: a gateway's continuous hash audit as its agent last ran it (src/agent/datapath.ts):
+/** Node_Heartbeat external_ids: a gateway's continuous hash audit as its agent last ran it (src/agent/datapath.ts):
  *  `ok (<mode> on <datapath>)`, `CANNOT AGREE: <why>` (the gateway stays withdrawn), or why it is unchecked. */
 export const HASH_AGREEMENT_KEY = 'hash_agreement';
 /** How a HASH_AGREEMENT_KEY verdict that keeps the gateway out starts. */
 export const CANNOT_AGREE = 'CANNOT AGREE:';
-/** Node_Status external_ids: a host's live slot audit as its agent last ran it (src/agent/live-audit.ts), one line:
+/** Node_Heartbeat external_ids: a host's live slot audit as its agent last ran it (src/agent/live-audit.ts), one line:
  *  `ok: <n> connections agree`, `DISAGREE: <lb> <n> of <m> (e.g. <5-tuple> ...)`, `unknown: <why>` or `off`. */
 export const SLOT_AUDIT_KEY = 'slot_audit';
 /** How a SLOT_AUDIT_KEY summary that found connections in other slots than the model's starts. */

@@ -19,12 +19,14 @@ import { fenceMarks } from './status.ts';
 import {
   GlobalTable,
   type Health,
+  NodeHeartbeatTable,
   NodeStatusTable,
   PlanConfigTable,
   PlanLbTable,
   PlanPoolTable,
   PlanTable,
   REPORT_AT_KEY,
+  ReportRoundTable,
 } from './tables.ts';
 
 /** The config-file-shaped desired state, as the store holds it. */
@@ -43,7 +45,7 @@ export interface NodeStatusView {
    *  Same effect as plannerFenced, cleared the same way. */
   readonly operatorFenced: boolean;
   readonly error: string | undefined;
-  /** A host's last connection report (Node_Status external_ids:report_at); undefined from agents that report in
+  /** A host's last connection report (Node_Heartbeat external_ids:report_at); undefined from agents that report in
    *  every heartbeat (then each heartbeat counts as a report). */
   readonly reportAt?: number;
 }
@@ -58,7 +60,11 @@ export interface StoreView {
   readonly latestConfig: PlanDocs | undefined;
   /** Generation released to the gateways (Global.options:gateway_generation), 0 = none. */
   readonly gatewayGeneration: number;
+  /** Every node with a Node_Status row (Sluice) or a Node_Heartbeat row (Sluice_Status): the two are read from two
+   *  databases, not atomically (docs/design/ovsdb.md, "Two databases"). */
   readonly nodeStatus: ReadonlyMap<string, NodeStatusView>;
+  /** The generation of the last ack round the planner marked in Sluice_Status (Report_Round), 0 if none. */
+  readonly reportRound: number;
   /** `${lb} ${backendKey}` -> health reported by the backend's host agents (`down` if any says so): only `down` and
    *  `gone` change the plan (effectiveDoc), and readStoreView lists only those, in a map that stays the same object
    *  while they do not change. */
@@ -461,17 +467,23 @@ export function readStoreView(r: Replica): StoreView {
   // row and a new Generation (which planNext and samePlanDocs then meet for the first time).
   const planStamp = `${single(r, GlobalTable)?.generation} ${versions(r, PLAN_TABLES)}`;
   const plan = memo(r, 'plan', planStamp, (x) => readPlan(x));
+  // Acknowledgements and fence marks from Node_Status (Sluice), heartbeats and report marks from Node_Heartbeat
+  // (Sluice_Status).
+  const beats = new Map(rows(r, NodeHeartbeatTable).map((b) => [b.node, b]));
   const nodeStatus = new Map<string, NodeStatusView>();
-  for (const row of rows(r, NodeStatusTable)) {
-    const marks = fenceMarks(row);
-    nodeStatus.set(row.node, {
-      appliedGeneration: row.applied_generation,
-      heartbeatAt: row.heartbeat_at,
+  const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row]));
+  for (const node of new Set([...acks.keys(), ...beats.keys()])) {
+    const row = acks.get(node);
+    const beat = beats.get(node);
+    const marks = fenceMarks(row, beat);
+    nodeStatus.set(node, {
+      appliedGeneration: row?.applied_generation ?? 0,
+      heartbeatAt: beat?.heartbeat_at ?? 0,
       fenced: marks.byAgent,
       plannerFenced: marks.byPlanner !== undefined,
       operatorFenced: marks.byOperator !== undefined,
-      error: row.error,
-      ...reportAt(row.external_ids),
+      error: row?.error,
+      ...(beat === undefined ? {} : reportAt(beat.external_ids)),
     });
   }
   const backendHealth = followed(r, BackendHealthIndex).unhealthy();
@@ -484,6 +496,7 @@ export function readStoreView(r: Replica): StoreView {
     latestConfig: plan?.docs,
     gatewayGeneration: gatewayGeneration(r),
     nodeStatus,
+    reportRound: single(r, ReportRoundTable)?.generation ?? 0,
     backendHealth,
     slotReports,
     storedLbIds,
