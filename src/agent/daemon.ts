@@ -29,7 +29,13 @@ import { lbSlotBits } from '../model/slot-bits.ts';
 import type { Config, LoadBalancer } from '../model/types.ts';
 import { backendKey, healthCheckOf } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
-import { type MonitorSet, OvsdbClient } from '../ovsdb/client.ts';
+import {
+  logReestablished,
+  type Monitor,
+  type MonitorSet,
+  OvsdbClient,
+  type Reestablished,
+} from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica, RowChange } from '../ovsdb/replica.ts';
@@ -464,6 +470,7 @@ export class AgentDaemon {
       if (isPlanChange(changes)) this.#lastChangeAt = Date.now();
       this.#schedule();
     });
+    this.#monitor.on('reestablished', (r: Reestablished, m: Monitor) => logReestablished(this.#log, r, m));
     this.#lastStoreOk = Date.now();
     this.#lastChangeAt = Date.now();
     this.#schedule();

@@ -688,6 +688,36 @@ export interface UpdateInfo {
   readonly resumed?: boolean;
 }
 
+/** Event `reestablished` of a Monitor: after every reconnect, whether it resumed or downloaded a snapshot. */
+export interface Reestablished {
+  readonly resumed: boolean;
+  /** Rows changed meanwhile (what an `update` then carries). */
+  readonly changes: number;
+  /** A snapshot's bytes (resumed: none). */
+  readonly snapshotBytes?: number;
+}
+
+/** One log line per reconnect of a daemon's monitor: resumed, or the snapshot it downloaded (operators size the
+ *  store's CPU by these; docs/design/ovsdb.md, "Two databases"). */
+export function logReestablished(
+  log: { info(o: object, msg: string): void },
+  r: Reestablished,
+  m: { readonly db: string },
+): void {
+  log.info(
+    {
+      event: 'store-monitor',
+      db: m.db,
+      resumed: r.resumed,
+      changes: r.changes,
+      snapshotBytes: r.snapshotBytes,
+    },
+    r.resumed
+      ? `store monitor of ${m.db}: resumed from its last transaction (${r.changes} rows changed meanwhile)`
+      : `store monitor of ${m.db}: downloaded a snapshot (${r.snapshotBytes ?? 0} bytes)`,
+  );
+}
+
 /**
  * Monitors of several databases on one client (monitorDatabases), read through one replica. Events: `update`
  * (changes, info, monitor) from any of them, after its replica was updated.
@@ -720,7 +750,7 @@ export class MonitorSet extends EventEmitter {
 
 /**
  * A monitor and its replica. Events: `update` (changes: RowChange[], info: UpdateInfo), emitted after the
- * replica has been updated.
+ * replica has been updated; `reestablished` (Reestablished) after each reconnect, even when nothing changed.
  */
 export class Monitor extends EventEmitter {
   readonly db: string;
@@ -932,7 +962,14 @@ export class Monitor extends EventEmitter {
       this.#everReady = true;
       this.#emitUpdate(changes, { initial: true, resync: false });
       this.#readyResolve?.();
-    } else if (changes.length > 0) {
+    } else {
+      this.emit('reestablished', {
+        resumed: false,
+        changes: changes.length,
+        snapshotBytes: this.snapshotBytes,
+      } satisfies Reestablished);
+    }
+    if (!first && changes.length > 0) {
       this.#emitUpdate(changes, { initial: false, resync: true });
     }
     for (const b of buffered) this._notify(b.method, b.updates, b.txn);
@@ -993,6 +1030,7 @@ export class Monitor extends EventEmitter {
     this.resumes++;
     const buffered = this.#buffer;
     this.#buffer = [];
+    this.emit('reestablished', { resumed: true, changes: changes.length } satisfies Reestablished);
     if (changes.length > 0) this.#emitUpdate(changes, { initial: false, resync: true, resumed: true });
     for (const b of buffered) this._notify(b.method, b.updates, b.txn);
   }

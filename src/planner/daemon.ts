@@ -10,7 +10,14 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { runHookCommand } from '../hook-command.ts';
-import { type MonitorSet, OvsdbClient, type OvsdbLock } from '../ovsdb/client.ts';
+import {
+  logReestablished,
+  type Monitor,
+  type MonitorSet,
+  OvsdbClient,
+  type OvsdbLock,
+  type Reestablished,
+} from '../ovsdb/client.ts';
 import type { TlsFiles } from '../ovsdb/jsonrpc.ts';
 import type { DatabaseSchema, Operation } from '../ovsdb/protocol.ts';
 import type { Replica } from '../ovsdb/replica.ts';
@@ -227,6 +234,7 @@ export class PlannerDaemon {
     // Sluice and Sluice_Status, one monitor each (each resumes from its own last transaction), read as one replica.
     this.#monitor = await this.client.monitorDatabases(splitMonitor(ALL_TABLES_MONITOR), STATUS_DB_HINT);
     this.#monitor.on('update', () => this.#schedule());
+    this.#monitor.on('reestablished', (r: Reestablished, m: Monitor) => logReestablished(this.#log, r, m));
     this.#lock = await this.client.lock(PLANNER_LOCK);
     this.#lock.on('state', (state: string, reason: string) => {
       this.#metrics.active.set(state === 'held' ? 1 : 0);

@@ -11,7 +11,9 @@
 //     acknowledge, `sluice status` shows the gateway fenced by the planner, 0 broken; the agent restarted
 //     re-announces and the control plane converges with both gateways;
 //   - a gateway's agent frozen (SIGSTOP) past the planner's lease is fenced the same way; thawed (before its own, longer
-//     lease), it finds the planner's record on its Node_Status row and rejoins: both gateways back in ECMP, 0 broken.
+//     lease), it finds the planner's record on its Node_Status row and rejoins: both gateways back in ECMP, 0 broken;
+//   - a host's agent frozen while 150 heartbeat transactions commit (Sluice_Status), then every session dropped: its
+//     monitor of Sluice resumes from its last transaction; with the 150 transactions in Sluice instead, it does not.
 
 import * as assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,8 +33,17 @@ import {
   DESIRED_STATE_MONITOR,
   desiredStateOps,
   fenceMarks,
+  GlobalTable,
+  insert,
+  mapDelete,
+  mapPut,
+  mutate,
+  NodeHeartbeatTable,
   nodeStatus,
   publishedGeneration,
+  STATUS_DB_NAME,
+  update,
+  where,
 } from '../../src/store/db/index.ts';
 import { runSluice, SluiceChildren } from './helpers/sluice-children.ts';
 import { STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
@@ -221,6 +232,61 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
       expectBackends: lab.backends().map((b) => b.name),
     });
     await traffic.waitOpened(200, 60_000);
+  });
+
+  test('a daemon away while 150 status transactions commit resumes its plan monitor; 150 in Sluice do not', async () => {
+    // Heartbeats and reports are in Sluice_Status, and ovsdb-server keeps the last 100 transactions per database: a
+    // daemon away while more than 100 heartbeats commit still finds its last Sluice transaction (docs/design/ovsdb.md,
+    // "Two databases"). host1's agent is frozen, 150 transactions are written, every member drops every session
+    // (ovsdb-server/reconnect: a store-wide blip), and the agent is thawed; it logs how each monitor came back.
+    const agent = 'agent-host1';
+    const pid = children.get(agent)!.pid!;
+    let n = 0;
+    const heartbeat = (i: number) =>
+      client.transact(
+        STATUS_DB_NAME,
+        i === 0 && n++ === 0
+          ? insert(NodeHeartbeatTable, { node: 'blip-ghost', heartbeat_at: 0, external_ids: new Map() })
+          : update(NodeHeartbeatTable, [where(NodeHeartbeatTable, 'node', '==', 'blip-ghost')], {
+              heartbeat_at: Date.now() * 1000 + i,
+            }),
+      );
+    const planWrite = (i: number) =>
+      client.transact(
+        DB_NAME,
+        mutate(GlobalTable, [], mapPut(GlobalTable, 'external_ids', { e2e_blip: String(i) })),
+      );
+    const blip = async (write: (i: number) => Promise<unknown>) => {
+      const from = children.records(agent).length;
+      process.kill(pid, 'SIGSTOP');
+      try {
+        for (let i = 0; i < 150; i++) await write(i);
+        for (const m of cluster.members) await m.appctl('ovsdb-server/reconnect');
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      const back = () =>
+        children
+          .records(agent)
+          .slice(from)
+          .filter((r) => r.event === 'store-monitor');
+      await waitFor(() => back().length >= 2, 30_000, `${agent}: both monitors back`);
+      return new Map(back().map((r) => [r.db as string, r]));
+    };
+    const moved = await blip(heartbeat);
+    process.stderr.write(`blip, 150 status transactions: ${JSON.stringify([...moved.values()])}\n`);
+    assert.equal(moved.get(DB_NAME)?.resumed, true, 'the plan monitor resumed');
+    // The same blip exceeded Sluice_Status's history: that monitor downloaded its (own, small) rows again.
+    assert.equal(moved.get(STATUS_DB_NAME)?.resumed, false);
+    // Negative control: the same 150 transactions in Sluice (where heartbeats were before 3.0.0): no resume there.
+    const inPlan = await blip(planWrite);
+    process.stderr.write(`blip, 150 Sluice transactions: ${JSON.stringify([...inPlan.values()])}\n`);
+    assert.equal(inPlan.get(DB_NAME)?.resumed, false, 'a plan monitor past 100 Sluice transactions resyncs');
+    await client.transact(
+      DB_NAME,
+      mutate(GlobalTable, [], [mapDelete(GlobalTable, 'external_ids', ['e2e_blip'])]),
+    );
+    await waitConverged(0, 60_000, 1000);
   });
 
   test('the Raft leader killed: a CLI change converges on the members left, 0 broken; the member rejoins', async () => {
