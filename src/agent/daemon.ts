@@ -1,9 +1,11 @@
 // `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, Plan_Config, its own
 // status rows), applies the generation meant for its role with a NodeProgrammer (incremental: compile the load
 // balancers that changed -> diff against what it installed last -> one bundle per bridge -> revalidator/wait)
-// and acknowledges it in Node_Status (applied_generation = the datapath obeys it: what was applied, not what was asked). Every
-// `heartbeatMs` it writes its heartbeat; hosts add their backends' health (Backend_Status) and live connections per
-// slot (Slot_Connections) in the same transaction (the planner relies on that: see docs/design/control-plane.md).
+// and acknowledges it in Node_Status, database Sluice (applied_generation = the datapath obeys it: what was applied,
+// not what was asked), when it changes. Every `heartbeatMs` it writes its heartbeat (Node_Heartbeat, database
+// Sluice_Status: the frequent writes stay out of the plans' transaction history); hosts add their backends' health
+// (Backend_Status) and live connections per slot (Slot_Connections) in the same transaction (the planner relies on
+// that: see docs/design/control-plane.md). One session, one monitor per database, each resuming on its own.
 //
 // Which generation: hosts follow Global.generation, gateways Global.options:gateway_generation (released by the
 // planner once every live host has the generation).

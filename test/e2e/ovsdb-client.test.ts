@@ -32,6 +32,7 @@ import {
   startCluster,
   startStandalone,
 } from '../../src/ovsdb/server.ts';
+import { agentMonitor, STATUS_DB_HINT, splitMonitor } from '../../src/store/db/index.ts';
 
 const run = promisify(execFile);
 const DB = schemaName(sluiceSchemaPath());
@@ -156,6 +157,31 @@ describe('ovsdb client against a real ovsdb-server', () => {
     const status = await c.getSchema('Sluice_Status');
     assert.equal(status.version, statusFile.version);
     assert.deepEqual(Object.keys(status.tables).sort(), Object.keys(statusFile.tables).sort());
+  });
+
+  test('a store without Sluice_Status (made before 3.0.0) is refused with what to do; nothing is monitored', async () => {
+    const old = await startStandalone(mkdtempSync(join(dir, 'old-')), sluiceSchemaPath(), 'old');
+    try {
+      const c = client({ remotes: [old.unixRemote] });
+      await assert.rejects(
+        c.monitorDatabases(splitMonitor(agentMonitor('host1')), STATUS_DB_HINT),
+        (e: unknown) =>
+          e instanceof OvsdbError &&
+          /does not serve database Sluice_Status \(it serves Sluice\): .*upgrade the store first/.test(
+            e.message,
+          ),
+      );
+      // Negative control: the same request against a store of this version.
+      const ok = await client({ remotes: [srv.unixRemote] }).monitorDatabases(
+        splitMonitor(agentMonitor('host1')),
+      );
+      assert.deepEqual(
+        ok.monitors.map((m) => m.db),
+        ['Sluice', 'Sluice_Status'],
+      );
+    } finally {
+      await old.stop();
+    }
   });
 
   test('transact: insert with named-uuid references, select, update, mutate, delete', async () => {
