@@ -30,7 +30,7 @@ import { killPidFile } from '../../src/lab/exec.ts';
 import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Backend, Config } from '../../src/model/types.ts';
-import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type Monitor, type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import type { RowChange } from '../../src/ovsdb/replica.ts';
 import { planLanes } from '../../src/rollout/types.ts';
 import {
@@ -38,10 +38,11 @@ import {
   DESIRED_STATE_MONITOR,
   desiredStateOps,
   find,
-  NodeStatusTable,
+  NodeHeartbeatTable,
   nodeStatus,
   PlanTable,
   readGeneration,
+  splitMonitor,
 } from '../../src/store/db/index.ts';
 import { type SlotWait, STATUS_MONITOR, statusReport } from '../../src/store/operator.ts';
 import { StoreProxy } from './helpers/store-proxy.ts';
@@ -65,8 +66,8 @@ let lab: Lab;
 let cp: ControlPlane;
 let client: OvsdbClient;
 let desired: Monitor;
-let status: Monitor;
-let statusMon: Monitor | undefined;
+let status: MonitorSet;
+let statusMon: MonitorSet | undefined;
 let config: Config;
 
 /** Kills a control-plane process by its pid file (only if it still runs the expected program). */
@@ -202,8 +203,9 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     client = new OvsdbClient({ remotes: [cp.db] });
     await client.connect();
     desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
-    status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
-    statusMon = await client.monitor(DB_NAME, STATUS_MONITOR);
+    // The acknowledgements (Sluice) and the heartbeats (Sluice_Status), one monitor each, read as one replica.
+    status = await client.monitorDatabases(splitMonitor({ ...STORE_STATE_TABLES, Node_Heartbeat: {} }));
+    statusMon = await client.monitorDatabases(splitMonitor(STATUS_MONITOR));
   });
 
   after(async () => {
@@ -619,7 +621,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     const onUpdate = (changes: readonly RowChange[]) => {
       for (const c of changes) {
         const row = c.new as { node?: string; heartbeat_at?: number } | undefined;
-        if (c.table !== NodeStatusTable.name || row?.heartbeat_at === undefined) continue;
+        if (c.table !== NodeHeartbeatTable.name || row?.heartbeat_at === undefined) continue;
         const list = beats.get(row.node ?? '');
         if (list !== undefined && list.at(-1) !== row.heartbeat_at) list.push(row.heartbeat_at);
       }

@@ -46,7 +46,7 @@ import type { Lab } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import { backendKey, type Config, healthCheckOf } from '../../src/model/types.ts';
 import { OvsdbClient } from '../../src/ovsdb/client.ts';
-import { DB_NAME, readGeneration } from '../../src/store/db/index.ts';
+import { DB_NAME, readGeneration, splitMonitor } from '../../src/store/db/index.ts';
 import { STATUS_MONITOR, statusReport } from '../../src/store/operator.ts';
 import {
   brokenInfo,
@@ -296,7 +296,7 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
     let t4: Traffic | undefined;
     try {
       await client.connect();
-      const store = (await client.monitor(DB_NAME, STATUS_MONITOR)).replica;
+      const store = (await client.monitorDatabases(splitMonitor(STATUS_MONITOR))).replica;
       /** A backend's line of `sluice status` (statusReport). */
       const row = (lb: string, address: string) =>
         statusReport(store).backends.find(

@@ -19,8 +19,10 @@ import {
   find,
   type GenerationRecord,
   GlobalTable,
+  heartbeatOps,
   insert,
   isConflict,
+  NodeHeartbeatTable,
   NodeStatusTable,
   nodeStatusOps,
   PLAN_MONITOR,
@@ -32,10 +34,12 @@ import {
   planDocument,
   prunePlansOps,
   publishGenerationOps,
+  REPORT_AT_KEY,
   readDesiredState,
   readGeneration,
   readPlanConfig,
   rows,
+  STATUS_DB_NAME,
 } from '../../src/store/db/index.ts';
 
 const nodes = [
@@ -319,13 +323,12 @@ describe('plans and node status in ovsdb-server', () => {
     );
   });
 
-  test('node status: inserted once, then updated in place', async () => {
+  test('node status and heartbeat (two databases): inserted once, then updated in place', async () => {
     const status = {
       node: 'gw1',
       appliedGeneration: 1,
       appliedCfg: 1,
       appliedAt: 1000,
-      heartbeatAt: 1000,
       error: undefined,
     };
     await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, status));
@@ -339,6 +342,17 @@ describe('plans and node status in ovsdb-server', () => {
     assert.equal(statusRows[0]!.error, 'bundle rejected');
     await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, { ...status, appliedGeneration: 3 }));
     assert.equal(rows(pm.replica, NodeStatusTable)[0]!.error, undefined);
+    // The heartbeat goes to Sluice_Status: inserted, then updated; a key left out keeps its value (report_at).
+    const beats = await planner.monitor(STATUS_DB_NAME, { Node_Heartbeat: {} });
+    await planner.transact(
+      STATUS_DB_NAME,
+      ...heartbeatOps(beats.replica, 'gw1', 1000, { role: 'gateway', reportAt: '900' }),
+    );
+    await planner.transact(STATUS_DB_NAME, ...heartbeatOps(beats.replica, 'gw1', 2000, { role: 'gateway' }));
+    const beatRows = rows(beats.replica, NodeHeartbeatTable);
+    assert.equal(beatRows.length, 1);
+    assert.equal(beatRows[0]!.heartbeat_at, 2000);
+    assert.equal(beatRows[0]!.external_ids.get(REPORT_AT_KEY), '900');
   });
 });
 
