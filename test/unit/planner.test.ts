@@ -139,6 +139,16 @@ function gw2SilentAfterChange() {
   return { core, store, g, others };
 }
 
+/** Converged on g1, then a backend added (g2 moves slots in phases) and acknowledged by every agent at t = 20. */
+function acksOfSecondChances(): { core: PlannerCore; store: FakeStore } {
+  const { core, store } = convergedOnG1();
+  step(core, store, 0);
+  store.desired = doc([A, B, C]);
+  assert.equal(step(core, store, 10).kind, 'publish');
+  converge(core, store, 20);
+  return { core, store };
+}
+
 const hasSecond = (g: Generation) =>
   [...g.pools.values()].some((p) => p.phase.some((x) => x !== PHASE_STABLE));
 
@@ -488,11 +498,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('second chances across two databases: reports count only from the view after the round mark', () => {
-    const { core, store } = convergedOnG1();
-    step(core, store, 0);
-    store.desired = doc([A, B, C]);
-    assert.equal(step(core, store, 10).kind, 'publish');
-    converge(core, store, 20);
+    const { core, store } = acksOfSecondChances();
     // The round completes: the planner asks to mark it (the acks are in Sluice, the reports in Sluice_Status).
     core.observe(store.view(), 30);
     const d = core.decide(30);
@@ -541,11 +547,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('second chances: hosts that report in their own loop count reports (report_at), not heartbeats', () => {
-    const { core, store } = convergedOnG1();
-    step(core, store, 0);
-    store.desired = doc([A, B, C]);
-    assert.equal(step(core, store, 10).kind, 'publish');
-    converge(core, store, 20);
+    const { core, store } = acksOfSecondChances();
     // Hosts whose reports are slow (a flood): heartbeats go on, report_at stays: the planner keeps waiting.
     for (let t = 30; t < 90; t += 10) {
       store.beat('h1', 2, { reportAt: 5 });
