@@ -731,10 +731,12 @@ export class MonitorSet extends EventEmitter {
     this.monitors = monitors;
     this.replica =
       monitors.length === 1 ? monitors[0]!.replica : new ReplicaUnion(monitors.map((m) => m.replica));
-    for (const m of monitors)
+    for (const m of monitors) {
       m.on('update', (changes: readonly RowChange[], info: UpdateInfo) =>
         this.emit('update', changes, info, m),
       );
+      m.on('reestablished', (r: Reestablished) => this.emit('reestablished', r, m));
+    }
   }
 
   /** The monitor of database `db`. */
