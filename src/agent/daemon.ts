@@ -33,6 +33,7 @@ import { backendKey, healthCheckOf } from '../model/types.ts';
 import type { Runner } from '../openflow/runner.ts';
 import {
   logReestablished,
+  logSessionState,
   type Monitor,
   type MonitorSet,
   OvsdbClient,
@@ -430,9 +431,9 @@ export class AgentDaemon {
   }
 
   async start(): Promise<void> {
-    this.client.on('state', (to: string) => {
+    this.client.on('state', (to: string, _from: string, why?: Error) => {
       this.#m.storeConnected.set(to === 'connected' ? 1 : 0);
-      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
+      logSessionState(this.#log, to, this.client.remote, why);
     });
     this.#vswitchdPid = this.#o.vswitchdPid?.();
     // No switch at start: nothing can be programmed, so a gateway must not be (or stay) announced.

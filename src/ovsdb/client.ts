@@ -363,12 +363,13 @@ export class OvsdbClient extends EventEmitter {
   // -------------------------------------------------------------------------------------------------------
   // Session internals
 
-  #transition(to: ConnectionState): void {
+  /** Event `state` (to, from, why): `why` is the error that sent the session to backoff. */
+  #transition(to: ConnectionState, why?: Error): void {
     const from = this.#state;
     if (!TRANSITIONS[from].includes(to)) throw new Error(`ovsdb client: illegal transition ${from} -> ${to}`);
     this.#state = to;
     this.#opts.log?.('ovsdb.state', { from, to, remote: this.remote });
-    this.emit('state', to, from);
+    this.emit('state', to, from, why);
   }
 
   #connectNext(): void {
@@ -434,12 +435,16 @@ export class OvsdbClient extends EventEmitter {
         await m._establish(conn);
       } catch (e) {
         // The server refused this monitor (unknown table, bad condition...): fail the monitor, not the session,
-        // or every reconnect would fail the same way.
+        // or every reconnect would fail the same way. Not one it served before: this member cannot serve it now (a
+        // database of a monitor set not ready here), and dropping it would leave its replica stale for good while
+        // the session looks healthy; the next member is tried instead.
         if (
           !(e instanceof OvsdbError) ||
           (e.code !== 'SLUICE_E_OVSDB_RPC' && e.code !== 'SLUICE_E_OVSDB_VALUE')
         )
           throw e;
+        if (m.everReady)
+          throw new OvsdbError('SLUICE_E_OVSDB_CONNECT', `monitor of ${m.db} refused: ${e.message}`);
         this.#monitors.delete(m.id);
         m._failed(e);
         this.#opts.log?.('ovsdb.monitor_failed', { db: m.db, error: e.message });
@@ -497,7 +502,7 @@ export class OvsdbClient extends EventEmitter {
     const rounds = Math.floor((this.#failures - 1) / this.#opts.remotes.length);
     const delay = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffInitialMs * 2 ** rounds);
     this.#opts.log?.('ovsdb.disconnected', { remote: this.remote, error: error.message, retryInMs: delay });
-    this.#transition('backoff');
+    this.#transition('backoff', error);
     this.emit('disconnected', error);
     this.#backoffTimer = setTimeout(() => this.#connectNext(), delay);
   }
@@ -718,6 +723,20 @@ export function logReestablished(
   );
 }
 
+/** One log line per change of a daemon's session state, with why a session ended: a reconnect loop (a member not
+ *  the leader, a monitor refused...) explains itself from the daemon's log. */
+export function logSessionState(
+  log: { info(o: object, msg: string): void },
+  to: string,
+  remote: string | undefined,
+  why?: Error,
+): void {
+  log.info(
+    { event: 'ovsdb-state', state: to, remote, ...(why ? { error: why.message } : {}) },
+    why ? `ovsdb ${to}: ${why.message}` : `ovsdb ${to}`,
+  );
+}
+
 /**
  * Monitors of several databases on one client (monitorDatabases), read through one replica. Events: `update`
  * (changes, info, monitor) from any of them, after its replica was updated.
@@ -823,7 +842,7 @@ export class Monitor extends EventEmitter {
     return this.#client.cancelMonitor(this);
   }
 
-  /** The server refused the monitor after a reconnect: it is dropped; `error` events carry why. */
+  /** The server refused the monitor before it ever had a snapshot: it is dropped; `error` events carry why. */
   _failed(e: Error): void {
     this._detach();
     this.#readyReject?.(e);
@@ -842,6 +861,11 @@ export class Monitor extends EventEmitter {
       );
     });
     return Promise.race([this.#ready, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** It had a snapshot once (its replica is what the caller reads). */
+  get everReady(): boolean {
+    return this.#everReady;
   }
 
   get _isEstablished(): boolean {

@@ -12,6 +12,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { runHookCommand } from '../hook-command.ts';
 import {
   logReestablished,
+  logSessionState,
   type Monitor,
   type MonitorSet,
   OvsdbClient,
@@ -224,10 +225,10 @@ export class PlannerDaemon {
   }
 
   async start(): Promise<void> {
-    this.client.on('state', (to: string) => {
+    this.client.on('state', (to: string, _from: string, why?: Error) => {
       // Back with a fresh replica (monitors are re-established before `connected`): silences are measured from now.
       if (to === 'connected') this.core.resync(Date.now());
-      this.#log.info({ event: 'ovsdb-state', state: to, remote: this.client.remote }, `ovsdb ${to}`);
+      logSessionState(this.#log, to, this.client.remote, why);
     });
     await this.client.connect();
     this.#schema = await this.client.getSchema(DB_NAME);

@@ -428,3 +428,84 @@ async function waitFor(fn: () => boolean, timeoutMs = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/**
+ * A FAKE store serving databases D and S (SCHEMA under both names): list_dbs, get_schema, monitor_cond_since (never
+ * "found": a snapshot each time) and echo. `refuse(db)`: the next get_schema of `db` is answered with an error (a
+ * member that cannot serve that database right now); `insert(db, uuid)`: an update3 inserting a row on the latest
+ * monitor of `db`.
+ */
+async function twoDatabaseServer(path: string) {
+  const sockets: net.Socket[] = [];
+  const monitorIds = new Map<string, unknown>();
+  const refusals = new Set<string>();
+  const server = net.createServer((socket) => {
+    sockets.push(socket);
+    socket.on('error', () => {});
+    onJsonMessages(socket, (msg) => {
+      if (msg.method === undefined) return;
+      const reply = (result: unknown) => JSON.stringify({ id: msg.id, result, error: null });
+      const error = (e: string) => JSON.stringify({ id: msg.id, result: null, error: { error: e } });
+      if (msg.method === 'list_dbs') socket.write(reply(['_Server', 'D', 'S']));
+      else if (msg.method === 'get_schema') {
+        const db = msg.params[0] as string;
+        if (refusals.delete(db)) socket.write(error('unknown database'));
+        else socket.write(reply({ ...SCHEMA, name: db }));
+      } else if (msg.method === 'monitor_cond_since') {
+        monitorIds.set(msg.params[0], msg.params[1]);
+        socket.write(reply([false, U1, { T: {} }]));
+      } else if (msg.method === 'echo') socket.write(reply(msg.params));
+      else socket.write(error('unknown method'));
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    refuse: (db: string) => refusals.add(db),
+    insert: (db: string, uuid: string) => {
+      const params = [monitorIds.get(db), U2, { T: { [uuid]: { insert: { name: db } } } }];
+      sockets.at(-1)!.write(JSON.stringify({ method: 'update3', id: null, params }));
+    },
+    /** Drops every session (ovsdb-server/reconnect). */
+    drop: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+test('fake server: a monitor of a set refused on a reconnect leaves that member; it is not dropped', async () => {
+  const srv = await twoDatabaseServer(join(dir, 'two.sock'));
+  const { c, errors } = probedClient('two.sock', 2000);
+  try {
+    const set = await c.monitorDatabases([
+      ['D', { T: {} }],
+      ['S', { T: {} }],
+    ]);
+    // The first request of a monitor refused: it fails alone (the caller hears it), the session stays.
+    srv.refuse('S');
+    await assert.rejects(c.monitor('S', { T: {} }), /unknown database/);
+    assert.equal(c.connects, 1);
+    // Refused on a reconnect, a monitor that served its caller makes the client leave this member and try again.
+    srv.refuse('S');
+    srv.drop();
+    await waitFor(() => errors.length === 2 && c.state === 'connected');
+    assert.equal(c.connects, 2);
+    assert.ok(
+      errors.some((e) => /monitor of S refused: .*unknown database/.test(e)),
+      JSON.stringify(errors),
+    );
+    // Both monitors are live: an update of each reaches its replica (a dropped monitor would ignore it).
+    srv.insert('S', U3);
+    srv.insert('D', U2);
+    await waitFor(
+      () =>
+        set.of('S')!.replica.get('T', U3)?.name === 'S' && set.of('D')!.replica.get('T', U2)?.name === 'D',
+    );
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
