@@ -9,7 +9,7 @@ import type { Operation } from '../src/ovsdb/protocol.ts';
 import type { Replica } from '../src/ovsdb/replica.ts';
 import { startStandalone } from '../src/ovsdb/server.ts';
 import { planNext } from '../src/rollout/planner.ts';
-import * as db from '../src/store/db/index.ts';
+import type * as db from '../src/store/db/index.ts';
 import { finish, machine, machineLine, median, ratio, say, sleep, writeSection } from './perf/common.ts';
 import { extractTree, syntheticDesiredDoc, writeInBatches } from './store-fixture.ts';
 
@@ -20,20 +20,44 @@ const NODES = ['gw1', 'host1', 'host2'];
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
-/** The store-side modules of one version (its readStoreView, effectiveConfig, plannerStep, client). */
+/** The store-side modules of one version (its readStoreView, effectiveConfig, plannerStep, client) and its schemas:
+ *  each version is measured on a store of its own schema, written with its own row helpers. */
 interface Impl {
   readonly label: string;
   readonly db: typeof db;
   readonly client: typeof import('../src/ovsdb/client.ts');
+  readonly schemas: readonly string[];
   /** The planner's PlanCache, as PlannerCore holds one (undefined in trees before it: their memos were global). */
   readonly cache: unknown;
 }
 
 async function loadImpl(label: string, tree: string): Promise<Impl> {
   const at = (p: string) => import(pathToFileURL(join(tree, p)).href);
+  // Schema 3.0.0 added Sluice_Status (heartbeats and reports); a version before it keeps them in Sluice.
+  const schemas = ['sluice.ovsschema', 'sluice-status.ovsschema']
+    .map((f) => join(tree, 'schema', f))
+    .filter((f) => existsSync(f));
   const cacheModule = join(tree, 'src/rollout/plan-cache.ts');
   const cache = existsSync(cacheModule) ? new (await at('src/rollout/plan-cache.ts')).PlanCache() : undefined;
-  return { label, db: await at('src/store/db/index.ts'), client: await at('src/ovsdb/client.ts'), cache };
+  return {
+    label,
+    db: await at('src/store/db/index.ts'),
+    client: await at('src/ovsdb/client.ts'),
+    schemas,
+    cache,
+  };
+}
+
+/** Where a version keeps what: before schema 3.0.0 every table is in Sluice and heartbeats in Node_Status. */
+function layoutOf(d: typeof db) {
+  const split = d.splitMonitor !== undefined;
+  const statusTables: readonly string[] = split ? d.STATUS_MONITOR_TABLES : [];
+  return {
+    monitor: split ? d.splitMonitor(d.ALL_TABLES_MONITOR) : ([[d.DB_NAME, d.ALL_TABLES_MONITOR]] as const),
+    dbOf: (table: string) => (statusTables.includes(table) ? d.STATUS_DB_NAME : d.DB_NAME),
+    heartbeatTable: split ? d.NodeHeartbeatTable : d.NodeStatusTable,
+    heartbeatRow: (r: Replica, node: string) => (split ? d.nodeHeartbeat(r, node) : d.nodeStatus(r, node)),
+  };
 }
 
 const KINDS = [
@@ -94,27 +118,44 @@ const STEPS: Record<Kind, typeof plannerWork> = {
   },
 };
 
-/** The store a size is measured on: desired state, released initial generation, status rows. */
-async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<number> {
+/** The store a size is measured on, written with version `d`'s helpers: desired state, released initial generation,
+ *  status rows. */
+async function fill(d: typeof db, client: OvsdbClient, r: Replica, vips: number): Promise<number> {
   const doc = syntheticDesiredDoc(vips);
-  const tx = (ops: readonly unknown[]) => client.transact(db.DB_NAME, ...(ops as Operation[]));
-  // Heartbeats and reports are in Sluice_Status (schema 3.0.0).
-  const txStatus = (ops: readonly unknown[]) => client.transact(db.STATUS_DB_NAME, ...(ops as Operation[]));
+  const at = layoutOf(d);
+  const tx = (table: string, ops: readonly unknown[]) =>
+    client.transact(at.dbOf(table), ...(ops as Operation[]));
   await writeInBatches(
     vips,
-    (k) => db.desiredStateOps(r, parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) })),
-    tx,
+    (k) => d.desiredStateOps(r, parseConfig({ ...doc, loadBalancers: doc.loadBalancers.slice(0, k) })),
+    (ops) => tx(d.GlobalTable.name, ops),
   );
   const config = parseConfig(doc);
   const first = planNext({ config, latest: null, connections: () => 0, now: Date.now() }).next!;
-  await tx(db.publishGenerationOps(r, first, db.storedDesiredCfg(r), JSON.stringify(doc)));
-  await tx(db.releaseOps(first.number));
+  await tx(d.PlanTable.name, d.publishGenerationOps(r, first, d.storedDesiredCfg(r), JSON.stringify(doc)));
+  await tx(d.GlobalTable.name, d.releaseOps(first.number));
   const ack = { appliedGeneration: 1, appliedCfg: 1, appliedAt: Date.now(), error: undefined };
-  await tx(NODES.flatMap((node) => db.nodeStatusOps(r, { node, ...ack })));
-  await txStatus(NODES.flatMap((node) => db.heartbeatOps(r, node, Date.now(), { role: 'host' })));
+  if (d.heartbeatOps === undefined) {
+    // Before schema 3.0.0: the heartbeat is a Node_Status column.
+    const beat = (node: string) =>
+      ({ node, ...ack, heartbeatAt: Date.now() }) as Parameters<typeof d.nodeStatusOps>[1];
+    await tx(
+      d.NodeStatusTable.name,
+      NODES.flatMap((node) => d.nodeStatusOps(r, beat(node))),
+    );
+  } else {
+    await tx(
+      d.NodeStatusTable.name,
+      NODES.flatMap((node) => d.nodeStatusOps(r, { node, ...ack })),
+    );
+    await tx(
+      d.NodeHeartbeatTable.name,
+      NODES.flatMap((node) => d.heartbeatOps(r, node, Date.now(), { role: 'host' })),
+    );
+  }
   const rows = config.loadBalancers.flatMap((lb) =>
     lb.backends.map((b) =>
-      db.insert(db.BackendStatusTable, {
+      d.insert(d.BackendStatusTable, {
         node: b.host,
         lb: lb.name,
         backend: backendKey(b),
@@ -125,22 +166,24 @@ async function fill(client: OvsdbClient, r: Replica, vips: number): Promise<numb
       }),
     ),
   );
-  for (let i = 0; i < rows.length; i += 10_000) await txStatus(rows.slice(i, i + 10_000));
+  for (let i = 0; i < rows.length; i += 10_000)
+    await tx(d.BackendStatusTable.name, rows.slice(i, i + 10_000));
   // A connection report per host and load balancer (a host writes rows only for load balancers with connections:
   // here every one has some).
   const reports = config.loadBalancers.flatMap((lb, i) =>
     ['host1', 'host2'].map((node, h) =>
-      db.insert(db.SlotConnectionsTable, {
+      d.insert(d.SlotConnectionsTable, {
         node,
         lb: lb.name,
         generation: 1,
         bits: 8,
-        counts: db.encodeSlotCounts(new Map([[i & 255, new Map([[backendKey(lb.backends[h * 10]), 1]])]])),
+        counts: d.encodeSlotCounts(new Map([[i & 255, new Map([[backendKey(lb.backends[h * 10]), 1]])]])),
         reported_at: Date.now(),
       }),
     ),
   );
-  for (let i = 0; i < reports.length; i += 10_000) await txStatus(reports.slice(i, i + 10_000));
+  for (let i = 0; i < reports.length; i += 10_000)
+    await tx(d.SlotConnectionsTable.name, reports.slice(i, i + 10_000));
   return rows.length;
 }
 
@@ -153,42 +196,46 @@ async function seen(r: Replica, table: string, from: string): Promise<void> {
 /** Connection counts written so far (each write a new value, so every version sees a change). */
 let written = 0;
 
-/** The changes of one round, written by `writer` (this tree's code), each followed by one measured step (a no-op
- *  writes nothing). A backend is added to one load balancer and removed again, so every round starts from the same
- *  desired state. */
+/** The changes of one round, written by `writer` with version `d`'s helpers, each followed by one measured step (a
+ *  no-op writes nothing). A backend is added to one load balancer and removed again, so every round starts from the
+ *  same desired state. */
 function changes(
+  d: typeof db,
   writer: Replica,
   round: number,
   vips: number,
 ): { kind: Kind; table: string | undefined; ops: () => Operation[] }[] {
+  const { heartbeatTable, heartbeatRow } = layoutOf(d);
   const lb = `v${(1 + round) % vips}`;
   const status = () =>
-    db.find(writer, db.BackendStatusTable, (x) => x.lb === lb && x.backend === '10.0.1.13:80')!;
+    d.find(writer, d.BackendStatusTable, (x) => x.lb === lb && x.backend === '10.0.1.13:80')!;
   const set = (columns: Partial<db.BackendStatusRow>) => () => [
-    db.update(db.BackendStatusTable, db.byUuid(status()._uuid), columns),
+    d.update(d.BackendStatusTable, d.byUuid(status()._uuid), columns),
   ];
-  const host = db.nodeHeartbeat(writer, 'host1')!;
-  const lbRow = () => db.find(writer, db.LoadBalancerTable, (x) => x.name === lb)!;
+  const host = heartbeatRow(writer, 'host1')!;
+  const lbRow = () => d.find(writer, d.LoadBalancerTable, (x) => x.name === lb)!;
   const address = `10.0.9.${10 + round}`;
-  const bump = db.mutate(db.GlobalTable, [], [db.add(db.GlobalTable, 'desired_cfg', 1)]);
-  const report = () => db.find(writer, db.SlotConnectionsTable, (x) => x.lb === lb && x.node === 'host1')!;
+  const bump = d.mutate(d.GlobalTable, [], [d.add(d.GlobalTable, 'desired_cfg', 1)]);
+  const report = () => d.find(writer, d.SlotConnectionsTable, (x) => x.lb === lb && x.node === 'host1')!;
   return [
     {
       kind: 'heartbeat',
-      table: db.NodeHeartbeatTable.name,
+      table: heartbeatTable.name,
       ops: () => [
-        db.update(db.NodeHeartbeatTable, db.byUuid(host._uuid), { heartbeat_at: Date.now() + round }),
+        d.update(heartbeatTable as typeof d.NodeHeartbeatTable, d.byUuid(host._uuid), {
+          heartbeat_at: Date.now() + round,
+        }),
       ],
     },
-    { kind: 'connections', table: db.BackendStatusTable.name, ops: set({ connections: ++written }) },
-    { kind: 'health', table: db.BackendStatusTable.name, ops: set({ health: 'down' }) },
-    { kind: 'health', table: db.BackendStatusTable.name, ops: set({ health: 'up' }) },
+    { kind: 'connections', table: d.BackendStatusTable.name, ops: set({ connections: ++written }) },
+    { kind: 'health', table: d.BackendStatusTable.name, ops: set({ health: 'down' }) },
+    { kind: 'health', table: d.BackendStatusTable.name, ops: set({ health: 'up' }) },
     {
       kind: 'slot report',
-      table: db.SlotConnectionsTable.name,
+      table: d.SlotConnectionsTable.name,
       ops: () => [
-        db.update(db.SlotConnectionsTable, db.byUuid(report()._uuid), {
-          counts: db.encodeSlotCounts(new Map([[round, new Map([['10.0.1.10:80', ++written]])]])),
+        d.update(d.SlotConnectionsTable, d.byUuid(report()._uuid), {
+          counts: d.encodeSlotCounts(new Map([[round, new Map([['10.0.1.10:80', ++written]])]])),
           reported_at: Date.now(),
         }),
       ],
@@ -196,27 +243,27 @@ function changes(
     { kind: 'no-op', table: undefined, ops: () => [] },
     {
       kind: 'backend add',
-      table: db.LoadBalancerTable.name,
+      table: d.LoadBalancerTable.name,
       ops: () => [
-        db.insert(
-          db.BackendTable,
+        d.insert(
+          d.BackendTable,
           { address, port: 80, host: 'host1', weight: 1, admin_state: 'active' },
           'added',
         ),
-        db.mutate(db.LoadBalancerTable, db.byUuid(lbRow()._uuid), [
-          db.setInsert(db.LoadBalancerTable, 'backends', ['added']),
+        d.mutate(d.LoadBalancerTable, d.byUuid(lbRow()._uuid), [
+          d.setInsert(d.LoadBalancerTable, 'backends', ['added']),
         ]),
         bump,
       ],
     },
     {
       kind: 'backend del',
-      table: db.LoadBalancerTable.name,
+      table: d.LoadBalancerTable.name,
       ops: () => {
-        const gone = lbRow().backends.find((u) => db.get(writer, db.BackendTable, u)?.address === address)!;
+        const gone = lbRow().backends.find((u) => d.get(writer, d.BackendTable, u)?.address === address)!;
         return [
-          db.mutate(db.LoadBalancerTable, db.byUuid(lbRow()._uuid), [
-            db.setDelete(db.LoadBalancerTable, 'backends', [gone]),
+          d.mutate(d.LoadBalancerTable, d.byUuid(lbRow()._uuid), [
+            d.setDelete(d.LoadBalancerTable, 'backends', [gone]),
           ]),
           bump,
         ];
@@ -232,13 +279,17 @@ async function measure(
   vips: number,
   rows: number,
 ) {
+  const d = impl.db;
+  const at = layoutOf(d);
   const client = new impl.client.OvsdbClient({ remotes: [remote], probeIntervalMs: 0 });
   try {
     await client.connect();
-    // Both databases (a baseline older than schema 3.0.0 read its status tables from Sluice, and cannot run here).
-    const m = await client.monitorDatabases(impl.db.splitMonitor(impl.db.ALL_TABLES_MONITOR));
-    const r = m.replica as unknown as Replica;
-    while (r.table(db.BackendStatusTable.name).size < rows) await sleep(10);
+    // Every table, as `sluice planner` of that version monitors them (3.0.0: one monitor per database).
+    const [only] = at.monitor;
+    const r = (at.monitor.length === 1
+      ? (await client.monitor(only![0], only![1])).replica
+      : (await client.monitorDatabases(at.monitor)).replica) as unknown as Replica;
+    while (r.table(d.BackendStatusTable.name).size < rows) await sleep(10);
     const c0 = process.cpuUsage();
     (function stepFirst() {
       plannerWork(impl, r, Date.now());
@@ -247,12 +298,10 @@ async function measure(
     plannerWork(impl, r, Date.now());
     const ms = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     for (let round = 0; round < ROUNDS; round++)
-      for (const c of changes(writer.replica, round, vips)) {
+      for (const c of changes(d, writer.replica, round, vips)) {
         if (c.table !== undefined) {
           const from = r.version(c.table);
-          // Heartbeats and reports are in Sluice_Status, the desired state in Sluice.
-          const inDb = db.STATUS_MONITOR_TABLES.includes(c.table) ? db.STATUS_DB_NAME : db.DB_NAME;
-          await writer.client.transact(inDb, ...c.ops());
+          await writer.client.transact(at.dbOf(c.table), ...c.ops());
           await seen(r, c.table, from);
         }
         const t0 = process.cpuUsage();
@@ -269,27 +318,31 @@ async function measure(
   }
 }
 
-async function size(impls: readonly Impl[], vips: number): Promise<SizeResult[]> {
+/** One version at one size, on a store of its own schema filled with its own helpers. */
+async function sizeOf(impl: Impl, vips: number): Promise<SizeResult> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-planner-step-'));
-  const srv = await startStandalone(dir);
+  const srv = await startStandalone(dir, impl.schemas);
   // No inactivity probe: ovsdb-server is silent for seconds while it takes 10,000 VIPs; this measures the planner's
   // step, not the session.
   const writer = new OvsdbClient({ remotes: [srv.unixRemote], probeIntervalMs: 0 });
   try {
     await writer.connect();
-    const m = await writer.monitorDatabases(db.splitMonitor(db.ALL_TABLES_MONITOR));
-    const rows = await fill(writer, m.replica, vips);
-    say(`[${vips} VIPs] store filled: ${rows} Backend_Status rows`);
-    while (m.replica.table(db.BackendStatusTable.name).size < rows) await sleep(10);
-    const out: SizeResult[] = [];
-    for (const impl of impls)
-      out.push(await measure(impl, srv.unixRemote, { client: writer, replica: m.replica }, vips, rows));
-    return out;
+    const m = await writer.monitorDatabases(layoutOf(impl.db).monitor);
+    const rows = await fill(impl.db, writer, m.replica, vips);
+    say(`[${impl.label} ${vips} VIPs] store filled: ${rows} Backend_Status rows`);
+    while (m.replica.table(impl.db.BackendStatusTable.name).size < rows) await sleep(10);
+    return await measure(impl, srv.unixRemote, { client: writer, replica: m.replica }, vips, rows);
   } finally {
     writer.close();
     await srv.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+async function size(impls: readonly Impl[], vips: number): Promise<SizeResult[]> {
+  const out: SizeResult[] = [];
+  for (const impl of impls) out.push(await sizeOf(impl, vips));
+  return out;
 }
 
 const fmt = (x: number) => `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
@@ -301,12 +354,15 @@ function report(results: readonly SizeResult[], m: ReturnType<typeof machine>): 
   const lines = [`## Planner step per change: ${sizes.map(n).join(', ')} VIPs, before and after`, ''];
   lines.push(machineLine(m, 'npm run bench -- planner-step'), '');
   lines.push(
-    'A standalone ovsdb-server, no lab and no agents; every VIP has 20 backends (slotBits 8), each with a ' +
+    "A standalone ovsdb-server per version and size, of that version's schema (from 3.0.0 heartbeats and reports " +
+      'are in the Sluice_Status database), no lab and no agents; every VIP has 20 backends (slotBits 8), each with a ' +
       'Backend_Status row (health up), a Slot_Connections row per host and VIP, nodes gw1, host1, host2 with a ' +
-      'Node_Status row, the initial generation published and released. Each version monitors every table as ' +
+      'Node_Status row (and a heartbeat row), the initial generation published and released. Each version ' +
+      'monitors every table as its `sluice planner` does; after each change has reached its replica it runs what ' +
+      'the planner runs per step ' +
       '`sluice planner` does; after each change has reached its replica it runs what the planner runs per step ' +
       'from the store (readStoreView, effectiveConfig, plannerStep; PlannerCore adds loops over the three nodes). ' +
-      "Changes, per round: a heartbeat (Node_Status), one backend's connection count (Backend_Status), that " +
+      "Changes, per round: a heartbeat (Node_Status; Node_Heartbeat from 3.0.0), one backend's connection count (Backend_Status), that " +
       'backend down and up again (two steps, both under "health"), one host\'s connection report for one VIP ' +
       "(one Slot_Connections row), a step with no change (the planner's tick), a backend added to one VIP and " +
       `removed again (Backend + Load_Balancer + Global.desired_cfg, as \`sluice backend add/del\` writes); ${ROUNDS} ` +
@@ -348,7 +404,7 @@ function report(results: readonly SizeResult[], m: ReturnType<typeof machine>): 
   return lines.join('\n').trimEnd();
 }
 
-/** Both versions at every size, on the same store per size; the section for docs/benchmarks.md. */
+/** Both versions at every size, each on a store of its own schema; the section for docs/benchmarks.md. */
 async function run(): Promise<string> {
   const started = machine();
   const current = await loadImpl('after', root);
