@@ -4,7 +4,7 @@
 
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { parseConfig } from '../src/model/schema.ts';
-import { type Monitor, OvsdbClient, type UpdateInfo } from '../src/ovsdb/client.ts';
+import { type Monitor, OvsdbClient } from '../src/ovsdb/client.ts';
 import type { MonitorCondRequest } from '../src/ovsdb/protocol.ts';
 import { PlanCache } from '../src/rollout/plan-cache.ts';
 import { planNext } from '../src/rollout/planner.ts';
@@ -12,7 +12,10 @@ import {
   DB_NAME,
   DESIRED_STATE_MONITOR,
   desiredStateOps,
+  GlobalTable,
   insert,
+  mapPut,
+  mutate,
   NodeHeartbeatTable,
   PLAN_MONITOR,
   prunePlansOps,
@@ -99,10 +102,6 @@ export interface Sample {
   readonly resumed: boolean;
 }
 
-export function nextUpdate(m: Monitor): Promise<UpdateInfo> {
-  return new Promise((resolve) => m.once('update', (_changes, info: UpdateInfo) => resolve(info)));
-}
-
 export function withDeadline<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
@@ -186,6 +185,16 @@ export class Writer {
       );
   }
 
+  /** `n` transactions in Sluice that change nothing a daemon monitors (Global external_ids): what heartbeats were
+   *  there before schema 3.0.0, the negative control of a resume. */
+  async sluiceWrites(n: number): Promise<void> {
+    for (let i = 1; i <= n; i++)
+      await this.client.transact(
+        DB_NAME,
+        mutate(GlobalTable, [], mapPut(GlobalTable, 'external_ids', { bench_write: String(i) })),
+      );
+  }
+
   /** `k` VIPs get one more backend each (a new address every time), then their rollout. */
   async change(k: number): Promise<number> {
     const doc = structuredClone(this.doc);
@@ -208,23 +217,32 @@ export class Writer {
   }
 }
 
-/** A new client with the same monitor: bytes the store sent it and the time to its snapshot. */
-export async function freshMonitor(
+/** A new client with the same monitors as a daemon (one per database): bytes the store sent it and the time to its
+ *  snapshots. */
+export async function freshMonitors(
   proxy: CountingProxy,
   remote: string,
-  requests: MonitorRequests,
+  parts: readonly (readonly [string, MonitorRequests])[],
 ): Promise<Sample> {
   proxy.admit();
   const t0 = performance.now();
   const client = new OvsdbClient({ remotes: [remote] });
   try {
     await client.connect();
-    const m = await client.monitor(DB_NAME, requests);
-    await withDeadline(m.ready(DEADLINE_MS), 'fresh snapshot');
+    await withDeadline(client.monitorDatabases(parts), 'fresh snapshots');
     return { bytes: proxy.bytes, ms: performance.now() - t0, resumed: false };
   } finally {
     client.close();
   }
+}
+
+/** A new client with the same monitor of Sluice: bytes the store sent it and the time to its snapshot. */
+export function freshMonitor(
+  proxy: CountingProxy,
+  remote: string,
+  requests: MonitorRequests,
+): Promise<Sample> {
+  return freshMonitors(proxy, remote, [[DB_NAME, requests]]);
 }
 
 export const kb = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
