@@ -2,8 +2,8 @@
 // backends, with N agents writing while it is away (`npm run bench -- reconnect-window`).
 //
 // No lab, not root: one ovsdb-server (a one-member Raft cluster, the only kind that keeps transaction history) serving
-// two databases: Sluice, and a second one with the status tables only (Sluice_Status, generated from
-// schema/sluice.ovsschema in the run's temp dir: design (a) of docs/design/ovsdb.md; the product does not use it yet).
+// two databases: Sluice, and Sluice_Status (generated in the run's temp dir from
+// schema/sluice-status.ovsschema plus the simulation's Node_Status table: where schema 3.0.0 puts heartbeats).
 // The agents are SIMULATED: one client writes their heartbeats (each one transaction updating that agent's Node_Status
 // row and marks, as the agent's heartbeat does, without connection reports). A blip of T seconds is written as the
 // transactions N agents make in T seconds (N x T x 1000 / heartbeat ms), as fast as the server takes them: ovsdb-server
@@ -15,7 +15,7 @@
 // its generations are published, each acknowledged by every agent). Measured: resumed or not, bytes the store sent on
 // the new connection and the time to the monitor's re-establishment, against a fresh monitor's snapshot.
 // Options (environment): WINDOW_VIPS (default 10000), WINDOW_AGENTS (default "4,100"), WINDOW_BLIPS (seconds,
-// default "5,30,120"), WINDOW_NO_WRITE=1 (print only).
+// default "5,30,120"), WINDOW_LAYOUTS (default all: "0,1,2,3"), WINDOW_NO_WRITE=1 (print only).
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -64,13 +64,24 @@ interface Layout {
   readonly acksIn: Db;
 }
 
-const LAYOUTS: readonly Layout[] = [
-  { name: 'today: heartbeats in Sluice, 1 s', beatsIn: DB_NAME, beatMs: 1000, acksIn: DB_NAME },
+const ALL_LAYOUTS: readonly Layout[] = [
+  { name: 'before 3.0.0: heartbeats in Sluice, 1 s', beatsIn: DB_NAME, beatMs: 1000, acksIn: DB_NAME },
   // Heartbeats every 2 s while nothing moves (`sluice agent --idle-heartbeat 2000`, the longest a 10 s lease allows:
-  // src/agent/beat-cadence.ts); idle only: while the plan moves such an agent beats every second, as today.
+  // src/agent/beat-cadence.ts); idle only: while the plan moves such an agent beats every second, as before.
   { name: '(b) idle heartbeats in Sluice, 2 s', beatsIn: DB_NAME, beatMs: 2000, acksIn: DB_NAME },
-  { name: '(a) heartbeats in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: DB_NAME },
+  // What schema 3.0.0 ships: heartbeats and reports in Sluice_Status, acknowledgements (when they change) in Sluice.
+  { name: '3.0.0: heartbeats in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: DB_NAME },
   { name: '(a) heartbeats and acks in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: STATUS_DB },
+];
+/** WINDOW_LAYOUTS: which layouts run (indexes into ALL_LAYOUTS, default all); the first one always runs (the
+ *  boundary rounds and the same-run baseline). */
+const LAYOUTS: readonly Layout[] = [
+  ALL_LAYOUTS[0]!,
+  ...(process.env.WINDOW_LAYOUTS ?? ALL_LAYOUTS.map((_, i) => i).join(','))
+    .split(',')
+    .map(Number)
+    .filter((i) => i > 0 && i < ALL_LAYOUTS.length)
+    .map((i) => ALL_LAYOUTS[i]!),
 ];
 
 type Scenario = 'idle' | 'rollout';
@@ -292,7 +303,7 @@ async function measure(servers: Cluster, proxy: CountingProxy, remote: string): 
     for (const scenario of ['idle', 'rollout'] as const)
       for (const layout of LAYOUTS) {
         // Idle, the two (a) layouts write the same: heartbeats into Sluice_Status only. During a rollout an agent
-        // beating slower only while idle keeps the 1 s pace: (b) is today's row there.
+        // beating slower only while idle keeps the 1 s pace: (b) is the baseline's row there.
         if (scenario === 'idle' && layout.acksIn === STATUS_DB) continue;
         if (scenario === 'rollout' && layout.beatMs !== 1000) continue;
         for (const n of AGENTS)
@@ -314,18 +325,19 @@ function report(run: Run, m: ReturnType<typeof machine>): string {
     machineLine(m, 'npm run bench -- reconnect-window'),
     '',
     `${VIPS.toLocaleString('en')} VIPs x 20 backends on one ovsdb-server (a one-member Raft cluster) serving Sluice ` +
-      'and a second database with the status tables only (Sluice_Status: design (a) in docs/design/ovsdb.md, not ' +
-      'used by the product yet). The agents are **simulated**: one client writes their heartbeats (a Node_Status ' +
+      'and Sluice_Status (the status database of schema 3.0.0, docs/design/ovsdb.md). The agents are ' +
+      '**simulated**: one client writes their heartbeats (a Node_Status ' +
       "update and the agent's marks per heartbeat, no connection reports) and acknowledgements. A blip of T s is " +
       "written as the transactions N agents make in T s at the layout's heartbeat interval, as fast as the server " +
       "takes them (its history is trimmed by count and size, never by time). The subject is an agent's monitor of " +
-      'Sluice (plan tables, its own status rows) behind a byte-counting proxy, whose own heartbeat (today and (b)) ' +
+      'Sluice (plan tables, its own status rows) behind a byte-counting proxy, whose own heartbeat (baseline and (b)) ' +
       'was the last transaction before the cut. `idle`: only heartbeats while away; `rollout`: one VIP also gets a ' +
-      'backend and every generation of its rollout is published and acknowledged by every agent. Layouts: **today** ' +
-      "(every agent's heartbeat a transaction in Sluice every second); **(b)** agents beating every 2 s while idle " +
-      '(every 2 s while the plan does not move, the longest a 10 s lease allows; during a rollout they beat every ' +
-      'second, so the rollout rows of today apply to them); **(a)** heartbeats in Sluice_Status (acknowledgements ' +
-      'in Sluice, then also in Sluice_Status). **model**: what ' +
+      'backend and every generation of its rollout is published and acknowledged by every agent. Layouts: **before ' +
+      "3.0.0** (every agent's heartbeat a transaction in Sluice every second: the same-run baseline); **(b)** agents " +
+      'beating every 2 s while idle (every 2 s while the plan does not move, the longest a 10 s lease allows; during ' +
+      'a rollout they beat every second, so the rollout rows of the baseline apply to them); **3.0.0** heartbeats ' +
+      'in Sluice_Status, acknowledgements in Sluice (what the product does); **(a) ... and acks** also the ' +
+      'acknowledgements in Sluice_Status (not built). **model**: what ' +
       "bench/txn-history.ts predicts from the count of Sluice transactions while away. Fresh monitor (the subject's " +
       `full snapshot) in the same run: ${kb(run.fresh.bytes)} in ${run.fresh.ms.toFixed(0)} ms; its own rows in ` +
       `Sluice_Status (what (a) adds to a reconnect that cannot resume there): ${kb(run.statusFresh.bytes)} in ` +
