@@ -30,7 +30,13 @@ import {
   publishedGeneration,
   STATUS_DB_NAME,
 } from '../store/db/index.ts';
-import { accessControlOps, type StoreRemote, type StoreRole, statusAccessOps } from '../store/db/rbac.ts';
+import {
+  accessControlOps,
+  DEFAULT_INACTIVITY_PROBE_MS,
+  type StoreRemote,
+  type StoreRole,
+  statusAccessOps,
+} from '../store/db/rbac.ts';
 import {
   type BackendReport,
   backendReports,
@@ -541,6 +547,19 @@ export function accessRemotes(opts: Record<string, string | boolean | undefined>
   return remotes;
 }
 
+/** `--inactivity-probe SECONDS` of `sluice store access`, in ms: whole seconds, 0 (never probe) to an hour (a
+ *  planner whose machine vanished holds the lock for up to twice this). */
+export function accessProbeMs(opts: Record<string, string | boolean | undefined>): number {
+  const value = opts.inactivityProbe;
+  if (value === undefined) return DEFAULT_INACTIVITY_PROBE_MS;
+  if (typeof value !== 'string' || !/^\d{1,4}$/.test(value) || Number(value) > 3600)
+    throw new SluiceError(
+      'SLUICE_E_USAGE',
+      `--inactivity-probe: expected whole seconds from 0 to 3600, got ${JSON.stringify(value)}`,
+    );
+  return Number(value) * 1000;
+}
+
 /**
  * `sluice store access`: writes the store's RBAC roles and its TLS remotes, one role per remote (docs/security.md).
  * Run it once per cluster through the administrator's unix socket: a role's own remote cannot change roles.
@@ -555,18 +574,31 @@ function storeAccessCommand(program: Command): void {
       )
       .option('--agent-remote <pssl>', 'remote(s) for agents, e.g. pssl:6642:10.0.0.1 (comma separated)')
       .option('--planner-remote <pssl>', 'remote(s) for planners, e.g. pssl:6643:10.0.0.1')
-      .option('--operator-remote <pssl>', 'remote(s) for operators (the CLI), e.g. pssl:6645:10.0.0.1'),
+      .option('--operator-remote <pssl>', 'remote(s) for operators (the CLI), e.g. pssl:6645:10.0.0.1')
+      .option(
+        '--inactivity-probe <seconds>',
+        "how long the store lets a client of these remotes send nothing before it probes it (ovsdb-server's own default: 5); 0 = never",
+        String(DEFAULT_INACTIVITY_PROBE_MS / 1000),
+      ),
   ).action(
     action(async (ctx, _args, opts) => {
       const remotes = accessRemotes(opts); // usage errors before connecting
+      const probeMs = accessProbeMs(opts);
       // Sluice_Status first: its roles must be in place before the remotes that let roles in open.
       await withStore(ctx.db, DESIRED_STATE_MONITOR, async (s) => {
+        if (s.schema.tables.Connection?.columns.inactivity_probe === undefined)
+          throw new SluiceError(
+            'SLUICE_E_OVSDB_VALUE',
+            "store access: the store's Sluice has no Connection.inactivity_probe (schema before 3.1.0): convert " +
+              'it first (docs/deploy.md, "Upgrades"); nothing was written',
+          );
         await s.client.transact(STATUS_DB_NAME, ...statusAccessOps());
-        await s.client.transact(DB_NAME, ...accessControlOps(remotes));
+        await s.client.transact(DB_NAME, ...accessControlOps(remotes, probeMs));
       });
+      const probe = `inactivity probe ${probeMs / 1000} s`;
       return {
-        json: { ok: true, command: 'store access', remotes },
-        text: remotes.map((r) => `${r.target}: ${r.role}`).join('\n'),
+        json: { ok: true, command: 'store access', remotes, inactivityProbeMs: probeMs },
+        text: remotes.map((r) => `${r.target}: ${r.role}, ${probe}`).join('\n'),
       };
     }),
   );

@@ -3,19 +3,30 @@
 // stdout/stderr captured. Agent and planner reports (Node_Status, Backend_Status, a published Plan) are written
 // directly with the store helpers the daemons use, so `status` and `explain` read real rows.
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { main } from '../../src/cli/main.ts';
+import { Pki } from '../../src/lab/pki.ts';
 import { SluiceError } from '../../src/model/errors.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
-import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
+import {
+  createDatabase,
+  databaseFile,
+  freePort,
+  OvsdbServerProcess,
+  sluiceSchemaPaths,
+  startStandalone,
+} from '../../src/ovsdb/server.ts';
 import { planNext } from '../../src/rollout/planner.ts';
 import {
   BackendStatusTable,
+  ConnectionTable,
   DB_NAME,
   DESIRED_STATE_MONITOR,
   insert,
@@ -24,7 +35,10 @@ import {
   PLAN_MONITOR,
   publishGenerationOps,
   STATUS_DB_NAME,
+  StoreTable,
   storedDesiredCfg,
+  update,
+  where,
 } from '../../src/store/db/index.ts';
 import { editDesiredState, editLoadBalancer, edits, StoreSession } from '../../src/store/operator.ts';
 
@@ -518,6 +532,150 @@ describe('sluice CLI against a real ovsdb-server', () => {
       assert.match(r.err, /cannot reach the store at unix:.*nothing-here\.sock/);
     } finally {
       db = saved;
+    }
+  });
+});
+
+describe('sluice store access against a real ovsdb-server: the TLS remotes and its inactivity probe', () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'sluice-store-access-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  /** Runs `sluice` against the store at `remote` (the module's `db`, put back afterwards). */
+  async function sluiceAt(remote: string, ...argv: string[]) {
+    const saved = db;
+    db = remote;
+    try {
+      return await sluice(...argv);
+    } finally {
+      db = saved;
+    }
+  }
+
+  /** A TLS client with `files`' certificate that completes the handshake on `port` (retried while the remote
+   *  opens) and then sends nothing, not even an answer to the server's echo: a daemon busy in one long task. */
+  async function silentClient(port: number, files: ReturnType<Pki['files']>) {
+    for (let tries = 0; ; tries++) {
+      const sock: TLSSocket = tlsConnect({
+        host: '127.0.0.1',
+        port,
+        key: readFileSync(files.privateKey),
+        cert: readFileSync(files.certificate),
+        ca: readFileSync(files.caCert),
+        checkServerIdentity: () => undefined,
+      });
+      const up = await new Promise<boolean>((resolve) => {
+        sock.once('secureConnect', () => resolve(true));
+        sock.once('error', () => resolve(false));
+      });
+      if (up) {
+        const client = { sock, received: '', closedAt: undefined as number | undefined };
+        sock.on('data', (d) => {
+          client.received += String(d);
+        });
+        sock.on('error', () => {});
+        sock.on('close', () => {
+          client.closedAt = Date.now();
+        });
+        return client;
+      }
+      sock.destroy();
+      if (tries > 100) throw new Error(`pssl:${port} never accepted a TLS session`);
+      await sleep(50);
+    }
+  }
+
+  test('a client silent past 5 s keeps its session on the remotes it wrote; without the setting it is dropped', async () => {
+    const pki = new Pki(join(work, 'pki'));
+    await pki.issue(['store', 'host1']);
+    const dbFiles = sluiceSchemaPaths().map((schema, i) => databaseFile(work, 'tls', schema, i === 0));
+    for (const [i, schema] of sluiceSchemaPaths().entries()) await createDatabase(dbFiles[i]!, schema);
+    const store = new OvsdbServerProcess(
+      { dir: work, dbFiles, name: 'tls', tls: pki.files('store') },
+      await freePort(),
+    );
+    await store.start();
+    const sockets: TLSSocket[] = [];
+    try {
+      const [kept, dropped] = [await freePort(), await freePort()];
+      const r = await sluiceAt(
+        store.unixRemote,
+        'store',
+        'access',
+        '--agent-remote',
+        `pssl:${kept}:127.0.0.1,pssl:${dropped}:127.0.0.1`,
+        '--format',
+        'json',
+      );
+      assert.equal(r.code, 0, r.err);
+      assert.equal(JSON.parse(r.out).inactivityProbeMs, 30_000);
+      // The negative control: the second remote without the setting, as every remote had before schema 3.1.0
+      // (ovsdb-server's default then: probe after 5 s of silence, drop 5 s later).
+      const admin = new OvsdbClient({ remotes: [store.unixRemote], database: DB_NAME });
+      try {
+        await admin.transact(
+          DB_NAME,
+          update(ConnectionTable, [where(ConnectionTable, 'target', '==', `pssl:${dropped}:127.0.0.1`)], {
+            inactivity_probe: undefined,
+          }),
+        );
+      } finally {
+        admin.close();
+      }
+      const t0 = Date.now();
+      const a = await silentClient(kept, pki.files('host1'));
+      const b = await silentClient(dropped, pki.files('host1'));
+      sockets.push(a.sock, b.sock);
+      for (let i = 0; i < 400 && b.closedAt === undefined; i++) await sleep(50);
+      assert.ok(b.closedAt !== undefined, 'the control session was dropped within 20 s');
+      assert.match(b.received, /"method":"echo"/, 'the server probed the control session first');
+      assert.match(
+        readFileSync(store.logPath, 'utf8'),
+        /ssl:127\.0\.0\.1:\d+: no response to inactivity probe after 5 seconds/,
+      );
+      // Silent as long as the control (> 5 s, two of ovsdb-server's default intervals), the session on the remote
+      // with the setting is still up, unprobed, and answers.
+      const silentMs = b.closedAt - t0;
+      assert.ok(silentMs > 5000, `the control was dropped after ${silentMs} ms`);
+      await sleep(500);
+      assert.equal(a.closedAt, undefined, `dropped after ${a.closedAt! - t0} ms`);
+      assert.equal(a.received, '', 'no echo before 30 s');
+      a.sock.write(JSON.stringify({ method: 'list_dbs', params: [], id: 1 }));
+      for (let i = 0; i < 100 && !a.received.includes('Sluice_Status'); i++) await sleep(50);
+      assert.match(a.received, /"result":\[.*"Sluice_Status"/);
+      process.stderr.write(`inactivity probe: control dropped after ${silentMs} ms; the other kept\n`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await store.stop();
+    }
+  });
+
+  test('a store before schema 3.1.0 (no Connection.inactivity_probe) is refused, naming the upgrade; nothing written', async () => {
+    // Schema 3.0.0's Sluice, as the store of an operator who has not converted yet.
+    const schema = JSON.parse(readFileSync(sluiceSchemaPaths()[0]!, 'utf8'));
+    schema.version = '3.0.0';
+    delete schema.tables.Connection.columns.inactivity_probe;
+    const oldSchema = join(work, 'sluice-3.0.0.ovsschema');
+    writeFileSync(oldSchema, JSON.stringify(schema));
+    const old = await startStandalone(work, [oldSchema, sluiceSchemaPaths()[1]!], 'old');
+    try {
+      const r = await sluiceAt(old.unixRemote, 'store', 'access', '--agent-remote', 'pssl:6642');
+      assert.equal(r.code, 1, r.err);
+      assert.match(
+        r.err,
+        /no Connection\.inactivity_probe \(schema before 3\.1\.0\): convert it first .*nothing was written \[SLUICE_E_OVSDB_VALUE\]/,
+      );
+      const c = new OvsdbClient({ remotes: [old.unixRemote], database: DB_NAME });
+      try {
+        const rows = await c.transact(DB_NAME, { op: 'select', table: StoreTable.name, where: [] });
+        assert.deepEqual(rows[0], { rows: [] });
+      } finally {
+        c.close();
+      }
+    } finally {
+      await old.stop();
     }
   });
 });

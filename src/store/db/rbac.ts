@@ -104,6 +104,16 @@ export const STATUS_ROLES: RoleTables = {
   'sluice-operator': {},
 };
 
+/**
+ * How long, in ms, ovsdb-server lets a client of a remote `sluice store access` writes send nothing before it probes
+ * it with an `echo` (and then as long again for the answer before it drops the session). Its own default for a TCP
+ * or TLS remote is 5 s: a daemon that spends longer than that in one task (a planner parsing an 86 MB snapshot and
+ * stepping 10,000 VIPs) loses its session, its lock and, on a standalone store, its monitor, and repeats the work
+ * on every reconnect. The price of a longer probe: a planner whose machine vanishes (no FIN, no RST) keeps the lock
+ * until the probe drops its session, up to twice this (a killed process closes its socket at once).
+ */
+export const DEFAULT_INACTIVITY_PROBE_MS = 30_000;
+
 /** One TLS remote of the store and the role of every client that connects through it. */
 export interface StoreRemote {
   /** ovsdb-server remote, e.g. `pssl:6650:127.0.0.1`. */
@@ -113,16 +123,21 @@ export interface StoreRemote {
 
 /**
  * The transaction (for the administrator's unix socket) that replaces the store's roles and TLS remotes with ROLES
- * and `remotes`. ovsdb-server started with `--remote=db:Sluice,Store,connections` opens them at once.
+ * and `remotes`, each with ovsdb-server's inactivity probe `inactivityProbeMs` (0: never probe). ovsdb-server
+ * started with `--remote=db:Sluice,Store,connections` opens them at once, and applies a new probe to the sessions
+ * it has (a remote whose target and role stay is not reopened).
  */
-export function accessControlOps(remotes: readonly StoreRemote[]): Operation[] {
+export function accessControlOps(
+  remotes: readonly StoreRemote[],
+  inactivityProbeMs = DEFAULT_INACTIVITY_PROBE_MS,
+): Operation[] {
   const ops: Operation[] = [{ op: 'delete', table: 'Store', where: [] }, ...roleOps(ROLES)];
   const conns = remotes.map((r, i) => {
     ops.push({
       op: 'insert',
       table: 'Connection',
       'uuid-name': `conn${i}`,
-      row: { target: r.target, role: r.role },
+      row: { target: r.target, role: r.role, inactivity_probe: inactivityProbeMs },
     });
     return ['named-uuid', `conn${i}`] as const;
   });

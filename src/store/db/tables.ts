@@ -335,6 +335,9 @@ export interface ConnectionRow {
   readonly target: string;
   /** The RBAC_Role of every client that connects here ('' = none: full access). */
   readonly role: string;
+  /** ms ovsdb-server lets a client of this remote send nothing before it probes it (and as long again before it
+   *  drops it); 0 = never probe; unset = ovsdb-server's default, 5 s (schema 3.1.0). */
+  readonly inactivity_probe: number | undefined;
 }
 
 export interface RbacRoleRow {
@@ -361,7 +364,7 @@ export const StoreTable: TableDef<StoreRow> = {
 
 export const ConnectionTable: TableDef<ConnectionRow> = {
   name: 'Connection',
-  columns: { target: col.string, role: col.string },
+  columns: { target: col.string, role: col.string, inactivity_probe: col.optionalInteger },
 };
 
 export const RbacRoleTable: TableDef<RbacRoleRow> = {
