@@ -80,21 +80,13 @@ interface Seen {
 }
 
 /** Whether any slot of `g` is in a phase other than stable, or a member names the host it moved from (both are
- *  let go on fresh connection reports); remembered per (immutable) generation: the planner asks
- *  on every step, and at 10,000 pools the scan reads 2.56 M phases. */
+ *  let go on fresh connection reports). */
 function hasSecondChances(g: Generation): boolean {
-  let known = secondChancesMemo.get(g);
-  if (known === undefined) {
-    // A moved member's old host (movedFrom) is let go on a report of 0 connections, as a chain member is.
-    known = [...g.pools.values()].some(
-      (p) => p.phase.some((x) => x !== PHASE_STABLE) || p.members.some((m) => m.movedFrom !== undefined),
-    );
-    secondChancesMemo.set(g, known);
-  }
-  return known;
+  // A moved member's old host (movedFrom) is let go on a report of 0 connections, as a chain member is.
+  return [...g.pools.values()].some(
+    (p) => p.phase.some((x) => x !== PHASE_STABLE) || p.members.some((m) => m.movedFrom !== undefined),
+  );
 }
-
-const secondChancesMemo = new WeakMap<Generation, boolean>();
 
 export class PlannerCore {
   readonly leaseMs: number;
@@ -107,6 +99,9 @@ export class PlannerCore {
   /** What planNext remembers of this planner's earlier steps (a step then costs what changed); the status page's
    *  replans share it (a pool settles whatever the reports or the silent hosts). */
   readonly plans = new PlanCache();
+  /** hasSecondChances of the latest generation, asked on every step: at 10,000 pools the scan reads 2.56 M phases,
+   *  and a generation is immutable, so once per generation. */
+  #chances: { generation: Generation; has: boolean } | undefined;
 
   constructor(opts: PlannerCoreOptions = {}) {
     this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
@@ -345,7 +340,9 @@ export class PlannerCore {
       // Connection reports must be newer than the ack round (two heartbeats: the second one's conntrack read
       // started after the first was written, i.e. after the round completed). The acks are in Sluice and the reports
       // in Sluice_Status: the planner first marks the round there, and counts reports committed after its mark.
-      if (hasSecondChances(latest)) {
+      if (this.#chances?.generation !== latest)
+        this.#chances = { generation: latest, has: hasSecondChances(latest) };
+      if (this.#chances.has) {
         if (v.reportRound !== latest.number) return { kind: 'mark-round', generation: latest.number };
         const stale = this.nodes('host', now).live.filter(
           (h) => (this.#seen.get(h)?.beatsSinceRound ?? 0) < 2,
