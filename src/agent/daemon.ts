@@ -705,7 +705,10 @@ export class AgentDaemon {
   #planIndex: { replica: Replica; index: PlanIndex } | undefined;
 
   #plans(r: Replica): PlanIndex {
-    if (this.#planIndex?.replica !== r) this.#planIndex = { replica: r, index: new PlanIndex(r) };
+    if (this.#planIndex?.replica !== r) {
+      this.#planIndex?.index.close();
+      this.#planIndex = { replica: r, index: new PlanIndex(r) };
+    }
     return this.#planIndex.index;
   }
 

@@ -65,11 +65,20 @@ export class Replica {
 
   /** Calls `fn` with every change applied to `table` from now on, and with undefined when the whole content is
    *  replaced: a reader that keeps something derived from a large table follows the rows that changed instead of
-   *  reading every row again. `fn` must not throw (it runs inside apply). */
-  watch(table: string, fn: (change: RowChange | undefined) => void): void {
-    const list = this.#watchers.get(table) ?? [];
-    list.push(fn);
-    this.#watchers.set(table, list);
+   *  reading every row again. `fn` must not throw (it runs inside apply). Returns what stops it (a reader that
+   *  lives shorter than the replica: one replaced by another). */
+  watch(table: string, fn: (change: RowChange | undefined) => void): () => void {
+    // A new list on every change: apply and replace iterate the list they started with, whatever a watcher does.
+    this.#watchers.set(table, [...(this.#watchers.get(table) ?? []), fn]);
+    return () => {
+      const list = this.#watchers.get(table) ?? [];
+      const i = list.indexOf(fn);
+      if (i >= 0)
+        this.#watchers.set(
+          table,
+          list.filter((_, j) => j !== i),
+        );
+    };
   }
 
   /** A number that changes whenever table `name` may have changed (apply touching it, or a replace). */
@@ -158,9 +167,12 @@ export class ReplicaUnion extends Replica {
     return { part: this.parts[0]!, i: 0 };
   }
 
-  override watch(table: string, fn: (change: RowChange | undefined) => void): void {
+  override watch(table: string, fn: (change: RowChange | undefined) => void): () => void {
     // Every part: a table is watched before the snapshot that tells which part holds it.
-    for (const part of this.parts) part.watch(table, fn);
+    const stops = this.parts.map((part) => part.watch(table, fn));
+    return () => {
+      for (const stop of stops) stop();
+    };
   }
 
   override version(name: string): string {

@@ -9,7 +9,7 @@ export class DeafReplica extends Replica {
     super();
     this.#deaf = deaf;
   }
-  override watch(table: string, fn: (change: RowChange | undefined) => void): void {
-    if (table !== this.#deaf) super.watch(table, fn);
+  override watch(table: string, fn: (change: RowChange | undefined) => void): () => void {
+    return table === this.#deaf ? () => {} : super.watch(table, fn);
   }
 }

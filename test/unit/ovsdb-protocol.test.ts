@@ -23,7 +23,7 @@ import {
   type Type,
   type Value,
 } from '../../src/ovsdb/protocol.ts';
-import { diffTables, Replica, rowsEqual } from '../../src/ovsdb/replica.ts';
+import { diffTables, Replica, ReplicaUnion, rowsEqual } from '../../src/ovsdb/replica.ts';
 import {
   decodeF64,
   decodeMembers,
@@ -319,6 +319,43 @@ test('replica: applying diffTables(a, b) to a yields b', () => {
   const x = new Map([['T', new Map([['u', { s: [1, 2] } as JsRow]])]]);
   const y = new Map([['T', new Map([['u', { s: [2, 1] } as JsRow]])]]);
   assert.deepEqual(diffTables(x, y), []);
+});
+
+test('replica watchers: each hears its table until stopped; a stop inside apply skips no other watcher', () => {
+  const r = new Replica();
+  const heard: string[] = [];
+  const change = (uuid: string) => ({ table: 'T', uuid, old: undefined, new: { _uuid: uuid } as JsRow });
+  const stopA = r.watch('T', (c) => heard.push(`a ${c?.uuid ?? 'replaced'}`));
+  // b stops c while a change is being delivered: c is still called for this change (the list apply started with)
+  // and for no later one; d, after c, is called every time.
+  let stopC = () => {};
+  const stopB = r.watch('T', (c) => {
+    heard.push(`b ${c?.uuid}`);
+    stopC();
+  });
+  stopC = r.watch('T', (c) => heard.push(`c ${c?.uuid}`));
+  r.watch('T', (c) => heard.push(`d ${c?.uuid ?? 'replaced'}`));
+  r.watch('U', () => heard.push('u'));
+  r.apply([change('1')]);
+  stopA();
+  stopB();
+  stopA(); // twice: nothing more
+  r.apply([change('2')]);
+  r.replace(new Map());
+  // U's watcher hears only the replace, which every watcher hears.
+  assert.deepEqual(heard, ['a 1', 'b 1', 'c 1', 'd 1', 'd 2', 'd replaced', 'u']);
+
+  // A union watches every part; its stop stops every part's watcher.
+  const parts = [new Replica(), new Replica()];
+  const union = new ReplicaUnion(parts);
+  const fromUnion: string[] = [];
+  const stop = union.watch('T', (c) => fromUnion.push(c?.uuid ?? 'replaced'));
+  parts[0]!.apply([change('3')]);
+  parts[1]!.apply([change('4')]);
+  stop();
+  parts[0]!.apply([change('5')]);
+  parts[1]!.replace(new Map());
+  assert.deepEqual(fromUnion, ['3', '4']);
 });
 
 test('slot arrays: base64 little-endian round trips and pinned bytes', () => {

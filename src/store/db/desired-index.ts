@@ -50,14 +50,14 @@ export class DesiredStateIndex extends RowIndex {
   constructor(replica: Replica) {
     super();
     this.#replica = replica;
-    replica.watch(LoadBalancerTable.name, (c) => this.#note(c, () => this.#dirty.add(c!.uuid)));
-    replica.watch(BackendTable.name, (c) =>
+    this.follow(replica, LoadBalancerTable.name, (c) => this.#note(c, () => this.#dirty.add(c!.uuid)));
+    this.follow(replica, BackendTable.name, (c) =>
       this.#note(c, () => {
         for (const lb of this.#namedBy.get(c!.uuid) ?? []) this.#dirty.add(lb);
       }),
     );
-    replica.watch(NodeTable.name, (c) => this.#note(c, () => (this.#nodesDirty = true)));
-    replica.watch(GlobalTable.name, (c) => this.#note(c, () => (this.#globalDirty = true)));
+    this.follow(replica, NodeTable.name, (c) => this.#note(c, () => (this.#nodesDirty = true)));
+    this.follow(replica, GlobalTable.name, (c) => this.#note(c, () => (this.#globalDirty = true)));
   }
 
   /** The stored desired state, undefined without a Global row (nothing written yet). Read-only: the same object

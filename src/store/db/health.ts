@@ -56,7 +56,7 @@ export class BackendHealthIndex extends RowIndex {
   constructor(replica: Replica) {
     super();
     this.#replica = replica;
-    replica.watch(BackendStatusTable.name, (c) => this.#watch(c));
+    this.follow(replica, BackendStatusTable.name, (c) => this.#watch(c));
   }
 
   /** Backend key -> `down` or `gone`, for every unhealthy backend. Read-only: a new Map when the set changed. */

@@ -83,13 +83,13 @@ export class PlanIndex extends RowIndex {
   constructor(replica: Replica) {
     super();
     this.#replica = replica;
-    replica.watch(PlanLbTable.name, (c) => {
+    this.follow(replica, PlanLbTable.name, (c) => {
       if (this.stale) return;
       if (c === undefined || this.#dirtyRows.size >= MAX_PENDING) this.stale = true;
       else this.#dirtyRows.add(c.uuid);
     });
     for (const t of [PlanPoolTable.name, PlanConfigTable.name])
-      replica.watch(t, (c) => {
+      this.follow(replica, t, (c) => {
         if (this.stale) return;
         if (c === undefined || c.old !== undefined) {
           if (c?.new !== undefined)

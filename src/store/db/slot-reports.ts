@@ -55,7 +55,7 @@ export class SlotReportIndex extends RowIndex {
   constructor(replica: Replica) {
     super();
     this.#replica = replica;
-    replica.watch(SlotConnectionsTable.name, (c) => this.#watch(c));
+    this.follow(replica, SlotConnectionsTable.name, (c) => this.#watch(c));
   }
 
   reports(): SlotReports {
