@@ -1075,7 +1075,10 @@ export class AgentDaemon {
   #statusIndex: { replica: Replica; index: StatusIndex } | undefined;
 
   #indexStatusRows(r: Replica): StatusIndex {
-    if (this.#statusIndex?.replica !== r) this.#statusIndex = { replica: r, index: new StatusIndex(r) };
+    if (this.#statusIndex?.replica !== r) {
+      this.#statusIndex?.index.close();
+      this.#statusIndex = { replica: r, index: new StatusIndex(r) };
+    }
     return this.#statusIndex.index.current();
   }
 

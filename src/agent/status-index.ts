@@ -14,19 +14,20 @@ import {
   type SlotConnectionsRow,
   SlotConnectionsTable,
 } from '../store/db/index.ts';
+import { RowIndex } from '../store/db/row-index.ts';
 
-export class StatusIndex {
+export class StatusIndex extends RowIndex {
   /** Slot_Connections rows by load balancer. */
   readonly slots = new Map<string, SlotConnectionsRow>();
   /** Backend_Status rows by `lb backend`. */
   readonly status = new Map<string, BackendStatusRow>();
   readonly #replica: Replica;
-  #stale = true;
 
   constructor(replica: Replica) {
+    super();
     this.#replica = replica;
-    replica.watch(SlotConnectionsTable.name, (c) => this.#follow(c, this.slots, slotOf));
-    replica.watch(BackendStatusTable.name, (c) => this.#follow(c, this.status, statusOf));
+    this.follow(replica, SlotConnectionsTable.name, (c) => this.#follow(c, this.slots, slotOf));
+    this.follow(replica, BackendStatusTable.name, (c) => this.#follow(c, this.status, statusOf));
   }
 
   /** The maps, up to date with the replica. */
@@ -34,10 +35,16 @@ export class StatusIndex {
     // Two rows with one key (not written by the agent, which updates its row) make the maps smaller than the tables:
     // which row wins is then the rebuild's (the last in the replica's order), as before.
     const r = this.#replica;
-    const whole =
-      this.slots.size === r.table(SlotConnectionsTable.name).size &&
-      this.status.size === r.table(BackendStatusTable.name).size;
-    if (!this.#stale && whole) return this;
+    if (
+      this.slots.size !== r.table(SlotConnectionsTable.name).size ||
+      this.status.size !== r.table(BackendStatusTable.name).size
+    )
+      this.stale = true;
+    this.refresh();
+    return this;
+  }
+
+  protected rebuild(): void {
     this.slots.clear();
     this.status.clear();
     for (const row of this.#replica.table(SlotConnectionsTable.name).values()) {
@@ -48,17 +55,19 @@ export class StatusIndex {
       const [k, x] = statusOf(row);
       this.status.set(k, x);
     }
-    this.#stale = false;
-    return this;
+    this.stale = false;
   }
+
+  /** Nothing: the maps take each change as it is applied (#follow). */
+  protected catchUp(): void {}
 
   #follow<R extends { readonly _uuid: string }>(
     c: RowChange | undefined,
     map: Map<string, R>,
     read: (row: JsRow) => readonly [string, R],
   ): void {
-    if (c === undefined || this.#stale) {
-      this.#stale = true;
+    if (c === undefined || this.stale) {
+      this.stale = true;
       return;
     }
     try {
@@ -72,7 +81,7 @@ export class StatusIndex {
       }
     } catch {
       // A row that does not decode: read everything again when asked (the full read throws where it belongs).
-      this.#stale = true;
+      this.stale = true;
     }
   }
 }

@@ -110,3 +110,33 @@ test('negative control: an index that misses the changes differs from the rebuil
   );
   assert.equal(r.failed, true);
 });
+
+test('close: the index no longer follows its replica (a rebuild on the next read)', () => {
+  // What close() stops is the following: a closed index is not called by the replica's changes (an index dropped
+  // before its replica is not kept alive by it). Counted by the rows it decodes as changes arrive.
+  const r = new Replica();
+  const index = new StatusIndex(r);
+  index.current();
+  let decoded = 0;
+  const counting = (row: JsRow) =>
+    new Proxy(row, {
+      get(t, k, rcv) {
+        if (k === 'lb') decoded++;
+        return Reflect.get(t, k, rcv);
+      },
+    });
+  const write = (id: number) =>
+    r.apply([
+      {
+        table: SlotConnectionsTable.name,
+        uuid: uuid(id),
+        old: undefined,
+        new: counting(slotRow(id, `v${id}`, 'c')),
+      },
+    ]);
+  write(1);
+  assert.equal(decoded, 1, 'followed while open');
+  index.close();
+  write(2);
+  assert.equal(decoded, 1, 'not called once closed');
+});
