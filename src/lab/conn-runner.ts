@@ -63,6 +63,8 @@ interface Conn {
   nextSendAt: number;
   seq: number;
   closingAt: number;
+  /** The socket's port, kept from the open: a closed socket no longer says (the broken event names it). */
+  localPort: number | undefined;
 }
 
 function arg(name: string, dflt?: string): string | undefined {
@@ -172,9 +174,12 @@ function finish(c: Conn, outcome: 'broken' | 'failed' | 'closed', reason: string
       id: c.id,
       backend: c.backend,
       reason,
-      localPort: c.sock.localPort,
+      localPort: c.localPort ?? c.sock.localPort,
       ageMs: now - c.openedAt,
       unechoed: c.pending.length,
+      at: now,
+      // When the oldest payload still unechoed was sent: about when the path stopped answering.
+      unechoedSince: c.pending[0]?.at,
     });
   } else {
     counters.failed++;
@@ -236,6 +241,7 @@ function opened(c: Conn, name: string): void {
     return;
   }
   c.backend = name;
+  c.localPort = c.sock.localPort;
   c.state = 'alive';
   c.openedAt = Date.now();
   c.nextSendAt = c.openedAt + Math.floor(Math.random() * intervalMs);
@@ -325,6 +331,7 @@ function openOne(): void {
     nextSendAt: 0,
     seq: 0,
     closingAt: 0,
+    localPort: undefined,
   };
   conns.set(id, c);
 }

@@ -46,6 +46,10 @@ export interface BrokenEvent {
   readonly reason: string;
   readonly localPort: number | undefined;
   readonly ageMs: number;
+  /** Date.now() when the runner saw it break; when it sent the oldest payload still unechoed then (about when the
+   *  path stopped answering), absent when nothing was in flight. */
+  readonly at?: number;
+  readonly unechoedSince?: number;
 }
 
 export interface FailedEvent {
@@ -284,6 +288,8 @@ export class TrafficRunner {
           reason: ev.reason as string,
           localPort: ev.localPort as number | undefined,
           ageMs: ev.ageMs as number,
+          ...(typeof ev.at === 'number' ? { at: ev.at } : {}),
+          ...(typeof ev.unechoedSince === 'number' ? { unechoedSince: ev.unechoedSince } : {}),
         });
         break;
       case 'failed':
