@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { PlannerCore, type PlannerCoreOptions } from '../../src/planner/core.ts';
 import type { Generation } from '../../src/rollout/types.ts';
-import { PHASE_STABLE } from '../../src/rollout/types.ts';
+import { LANES, PHASE_STABLE, PHASE2, planLanes } from '../../src/rollout/types.ts';
 import {
   type DesiredDoc,
   decodeSlotCounts,
@@ -255,6 +255,51 @@ describe('planner core (fake store)', () => {
     run(61_000, 90_000, ['h1', 'h2']);
     assert.equal(secondA(), 0, 'back and reporting 0: A left every chain');
   });
+
+  // The e2e freeze (test/e2e/controlplane.test.ts) can land anywhere in a rollout; here it lands where the planner's
+  // next step would let a previous owner go: h2 acknowledged the phase-2 generation that made B a previous owner, and
+  // stops with no report (or one) after the round's mark. Its last report, read before, stays in the store.
+  for (const reportsAfterMark of [0, 1]) {
+    test(`a host frozen after acking phase 2 (${reportsAfterMark} report after the mark) keeps its previous owners`, () => {
+      const { core, store } = convergedOnG1({ leaseMs: 10_000, marginMs: 3000 });
+      const counts = new Map(Array.from({ length: 16 }, (_, s) => [s, new Map([['10.0.2.11:*', 1]])]));
+      store.reports.set('h2', new Map([['web', { bits: 4, counts }]]));
+      store.desired = doc([A, { ...B, state: 'draining' }]);
+      const ownedByB = (g: Generation) => {
+        const p = g.pools.get('web')!;
+        const b = p.members.findIndex((m) => m.address === B.address);
+        return [...planLanes(p)].flatMap((m, i) => (m === b ? [Math.floor(i / LANES)] : []));
+      };
+      let frozenAt: number | undefined;
+      let held: number[] = [];
+      let markSeen: number | undefined;
+      let after = 0;
+      for (let t = 500; t <= 60_000; t += 500) {
+        const g = store.latest!;
+        const phase2 = g.pools.get('web')!.phase.some((x) => x === PHASE2);
+        if (frozenAt === undefined) {
+          store.beat('h2', g.number, { reportAt: t });
+          if (phase2 && store.reportRound === g.number && markSeen !== g.number) markSeen = g.number;
+          else if (markSeen === g.number) after++;
+          if (phase2 && store.status.get('h2')?.appliedGeneration === g.number && after >= reportsAfterMark) {
+            frozenAt = t;
+            held = ownedByB(g);
+          }
+        }
+        store.beat('h1', g.number, { reportAt: t });
+        if (store.gatewayGeneration === g.number) for (const gw of ['gw1', 'gw2']) store.beat(gw, g.number);
+        step(core, store, t);
+        if (frozenAt !== undefined)
+          assert.deepEqual(
+            held.filter((s) => !ownedByB(store.latest!).includes(s)),
+            [],
+            `t=${t}: B (on frozen h2, its connections unknown) left slots it owned at ${frozenAt} ms`,
+          );
+      }
+      assert.ok(frozenAt !== undefined && held.length > 0, 'h2 froze while B was a previous owner');
+      assert.equal(core.isLive('h2', 60_000), false, 'h2 is silent by the end');
+    });
+  }
 
   test('a fenced gateway is not waited for; heartbeats again -> waited for again', () => {
     const { core, store } = convergedOnG1();
