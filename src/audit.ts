@@ -53,6 +53,22 @@ function lbIndex(config: Config): (tuple: FiveTuple) => LoadBalancer | undefined
   return (t) => byEndpoint.get(endpointKey(t.proto, t.dst, t.dport));
 }
 
+/** The lookups of the last audit per generation object: a host audits every few seconds against the applied
+ *  generation, and building them walked every load balancer each time (10,000-entry maps at 10,000 VIPs, garbage
+ *  only a full collection frees). */
+const tablesOf = new WeakMap<
+  Generation,
+  { config: Config; idOf: ReadonlyMap<string, number>; lbOf: (t: FiveTuple) => LoadBalancer | undefined }
+>();
+
+function auditTables(config: Config, generation: Generation) {
+  const kept = tablesOf.get(generation);
+  if (kept?.config === config) return kept;
+  const t = { config, idOf: lbIdsOf(config, generation), lbOf: lbIndex(config) };
+  tablesOf.set(generation, t);
+  return t;
+}
+
 /**
  * Whether a connection committed in `slot` agrees with `hash`: its low bits at the pool's current size
  * (`currentBits`), or at any smaller size down to `minBits`. A connection committed before its pool grew carries
@@ -76,8 +92,7 @@ export function auditCommittedSlots(
   datapath: Datapath = 'netdev',
   hashOf: HashFunction = tupleHash,
 ): AuditResult {
-  const idOf = lbIdsOf(config, generation);
-  const lbOf = lbIndex(config);
+  const { idOf, lbOf } = auditTables(config, generation);
   const skipReasons = new Map<string, number>();
   const skip = (why: string) => skipReasons.set(why, (skipReasons.get(why) ?? 0) + 1);
   const disagree: Disagreement[] = [];

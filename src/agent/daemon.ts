@@ -78,8 +78,8 @@ import { BirdControl, formatRoutingState, type RoutingState } from './bird-contr
 import { HashAgreement, readDatapath } from './datapath.ts';
 import { keepUnchangedFacts } from './facts.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
-import { countFlows, parseMeterStats, ReadingCounters } from './flow-counts.ts';
-import { HealthChecker, type HealthOptions, type Probe } from './health.ts';
+import { FlowCounter, parseMeterStats, ReadingCounters } from './flow-counts.ts';
+import { HealthChecker, type HealthOptions, type HealthTarget, type Probe } from './health.ts';
 import { PeriodicSlotAudit } from './live-audit.ts';
 import {
   type CtEntry,
@@ -89,7 +89,7 @@ import {
   type SlotConnections,
 } from './node-ops.ts';
 import { PlanConfigReader } from './plan-config.ts';
-import { type ReportScope, reportScope } from './report-scope.ts';
+import { goneReportRows, type ReportScope, reportScope } from './report-scope.ts';
 import { StatusIndex } from './status-index.ts';
 import type { XdpGateway } from './xdp-gateway.ts';
 
@@ -797,21 +797,33 @@ export class AgentDaemon {
     // Once per config, not per generation (a rollout's generations share one config; 100,000 targets at 10,000 VIPs).
     if (config === this.#healthTargetsOf) return;
     this.#healthTargetsOf = config;
-    const targets = config.loadBalancers.flatMap((lb) =>
-      lb.backends
-        .filter((b) => b.host === this.#o.node)
-        .map((b) => {
-          // The load balancer's check (by protocol when it has none: a UDP one is never probed with TCP).
-          const check = healthCheckOf(lb);
-          return {
+    this.health?.setTargets(this.#healthTargets(config));
+  }
+
+  /** The health targets of each load balancer object (a new config keeps those of unchanged load balancers). */
+  readonly #lbTargets = new WeakMap<LoadBalancer, readonly HealthTarget[]>();
+
+  /** This host's health targets in `config`, one load balancer at a time: those of an unchanged load balancer are
+   *  the objects it had, which the checker skips (rebuilding 100,000 targets on every config change at 10,000 VIPs,
+   *  with their ids and a check each, was garbage only a full collection frees). */
+  *#healthTargets(config: Config): Generator<HealthTarget> {
+    for (const lb of config.loadBalancers) {
+      let targets = this.#lbTargets.get(lb);
+      if (targets === undefined) {
+        // The load balancer's check (by protocol when it has none: a UDP one is never probed with TCP).
+        const check = healthCheckOf(lb);
+        targets = lb.backends
+          .filter((b) => b.host === this.#o.node)
+          .map((b) => ({
             id: `${lb.name} ${backendKey(b)}`,
             address: b.address,
             port: check.port ?? b.port ?? lb.ports[0]!,
             check,
-          };
-        }),
-    );
-    this.health?.setTargets(targets);
+          }));
+        this.#lbTargets.set(lb, targets);
+      }
+      yield* targets;
+    }
   }
 
   /** The most pressing fencing event now, if any (src/agent/fencing.ts). */
@@ -1025,7 +1037,7 @@ export class AgentDaemon {
           timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
         }),
       ]);
-      const ids = generation === undefined ? undefined : lbIdsOf(config, generation);
+      const ids = generation === undefined ? undefined : this.#appliedIds(config, generation);
       const conns = countSlotConnections(entries, config, zone, ids);
       if (generation !== undefined)
         this.#maybeAuditSlots(
@@ -1055,6 +1067,18 @@ export class AgentDaemon {
     }
   }
 
+  #idsMemo: { config: Config; generation: Generation; ids: ReadonlyMap<string, number> } | undefined;
+
+  /** lbIdsOf of the applied config and generation, once per generation: connection reports (twice a second) and
+   *  flow scrapes used to build its maps of every load balancer each time (four 10,000-entry maps at 10,000 VIPs). */
+  #appliedIds(config: Config, generation: Generation): ReadonlyMap<string, number> {
+    const m = this.#idsMemo;
+    if (m?.config === config && m.generation === generation) return m.ids;
+    const ids = lbIdsOf(config, generation);
+    this.#idsMemo = { config, generation, ids };
+    return ids;
+  }
+
   /** Hosts: the live slot audit over the entries the connection report read, at most every `slotAuditMs`. */
   #maybeAuditSlots(config: Config, generation: Generation, entries: readonly CtEntry[], now: number): void {
     const was = this.#slotAudit.text;
@@ -1067,6 +1091,8 @@ export class AgentDaemon {
       this.#log.info({ event: 'slot-audit', state: summary.state }, `live slot audit: ${text}`);
   }
 
+  /** Whether a full report set every local backend's gauges (after that, only those whose row changes are set). */
+  #gaugesFilled = false;
   /** What the last written report covered (hosts; set once its transaction committed). */
   #committedReportScope: ReportScope | undefined;
   /** The scope of the report in the transaction being written. */
@@ -1100,19 +1126,18 @@ export class AgentDaemon {
     this.#pendingReportScope = scope;
     const { slots: slotRows, status: statusRows } = this.#indexStatusRows(r);
     const ops: Operation[] = [];
-    const seen = new Set<string>();
-    for (const lb of lbs) ops.push(...this.#reportLbOps(lb, config, now, conns, slotRows, statusRows, seen));
+    const found = { slots: 0, status: 0 };
+    for (const lb of lbs) ops.push(...this.#reportLbOps(lb, config, now, conns, slotRows, statusRows, found));
     if (!full) return ops;
+    this.#gaugesFilled = true;
     // Rows of load balancers and backends that are gone (only a full report knows every one).
-    const names = new Set(config.loadBalancers.map((lb) => lb.name));
-    for (const row of slotRows.values())
-      if (!names.has(row.lb)) ops.push(remove(SlotConnectionsTable, byUuid(row._uuid)));
-    for (const [key, row] of statusRows)
-      if (!seen.has(key)) ops.push(remove(BackendStatusTable, byUuid(row._uuid)));
+    const gone = goneReportRows(config, this.#o.node, slotRows, statusRows, found);
+    for (const row of gone.slots) ops.push(remove(SlotConnectionsTable, byUuid(row._uuid)));
+    for (const row of gone.status) ops.push(remove(BackendStatusTable, byUuid(row._uuid)));
     return ops;
   }
 
-  /** One load balancer's part of #reportOps (its local backends' keys are added to `seen`). */
+  /** One load balancer's part of #reportOps (`found` counts the stored rows it has). */
   #reportLbOps(
     lb: LoadBalancer,
     config: Config,
@@ -1120,13 +1145,14 @@ export class AgentDaemon {
     conns: SlotConnections,
     slotRows: ReadonlyMap<string, SlotConnectionsRow>,
     statusRows: ReadonlyMap<string, BackendStatusRow>,
-    seen: Set<string>,
+    found: { slots: number; status: number },
   ): Operation[] {
     const ops: Operation[] = [];
     const perSlot = conns.counts.get(lb.name) ?? new Map();
     const counts = encodeSlotCounts(perSlot);
     const bits = lbSlotBits(config.slotBits, lb.backends.length);
     const row = slotRows.get(lb.name);
+    if (row !== undefined) found.slots++;
     if (row === undefined)
       ops.push(
         insert(SlotConnectionsTable, {
@@ -1151,13 +1177,20 @@ export class AgentDaemon {
       if (b.host !== this.#o.node) continue;
       const key = backendKey(b);
       const id = `${lb.name} ${key}`;
-      seen.add(id);
       let n = 0;
       for (const perKey of perSlot.values()) n += perKey.get(key) ?? 0;
       const health = this.#healthOf(id, b.address);
-      this.#m.health.set({ lb: lb.name, backend: key }, health === 'up' ? 1 : health === 'unknown' ? -1 : 0);
-      this.#m.connections.set({ lb: lb.name, backend: key }, n);
       const cur = statusRows.get(id);
+      if (cur !== undefined) found.status++;
+      // The gauges where the stored row differs (each set replaces prom-client's entry: 200,000 long-lived objects
+      // made garbage per full report at 10,000 VIPs), and all of them until a full report filled them once.
+      if (!this.#gaugesFilled || cur === undefined || cur.health !== health || cur.connections !== n) {
+        this.#m.health.set(
+          { lb: lb.name, backend: key },
+          health === 'up' ? 1 : health === 'unknown' ? -1 : 0,
+        );
+        this.#m.connections.set({ lb: lb.name, backend: key }, n);
+      }
       // The latest probe's result is written when it changes (not every round): a falling or rising backend shows.
       const want = { health, connections: n, last_ok: this.health?.lastOk(id) };
       if (cur === undefined)
@@ -1200,12 +1233,20 @@ export class AgentDaemon {
   }
 
   async #collectFlows(): Promise<void> {
-    const dumps: string[] = [];
-    for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy])
-      dumps.push((await this.#o.runner.ofctl(br, ['dump-flows'], { allowFail: true })).stdout);
     const [config, generation] = [this.#appliedConfig, this.#appliedGeneration];
-    const ids = config === undefined || generation === undefined ? new Map() : lbIdsOf(config, generation);
-    const { byKind, perLb } = countFlows(dumps.join('\n'), ids);
+    const ids =
+      config === undefined || generation === undefined ? new Map() : this.#appliedIds(config, generation);
+    const counter = new FlowCounter(ids);
+    // Line by line when the runner streams (never the whole dump in memory: src/agent/flow-counts.ts).
+    const runner = this.#o.runner;
+    for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy]) {
+      const add = (line: string) => counter.add(line);
+      if (runner.ofctlLines) await runner.ofctlLines(br, ['dump-flows'], add, { allowFail: true });
+      else
+        for (const line of (await runner.ofctl(br, ['dump-flows'], { allowFail: true })).stdout.split('\n'))
+          add(line);
+    }
+    const { byKind, perLb } = counter.counts();
     this.#m.flows.reset();
     for (const [kind, k] of byKind) {
       this.#m.flows.set({ kind }, k.flows);

@@ -15,23 +15,50 @@ export interface FlowCounts {
 /** Counts `dump-flows` text; `lbIds` are the ids of the applied generation's load balancers (name -> id,
  *  registry lbIdsOf: cookies carry the ids). */
 export function countFlows(dump: string, lbIds: ReadonlyMap<string, number>): FlowCounts {
-  const names = new Map([...lbIds].map(([n, id]) => [id, n]));
-  const byKind = new Map<string, { flows: number; packets: number }>();
-  const perLb = new Map<string, number>();
-  for (const line of dump.split('\n')) {
+  const c = new FlowCounter(lbIds);
+  for (const line of dump.split('\n')) c.add(line);
+  return c.counts();
+}
+
+/** Id -> name of each ids map counted with (a host counts every 5 s with the applied generation's map). */
+const namesOf = new WeakMap<ReadonlyMap<string, number>, ReadonlyMap<number, string>>();
+
+/**
+ * countFlows one line at a time, for a dump read as a stream (Runner.ofctlLines): a host's dump at 10,000 VIPs is
+ * tens of MB, read every few seconds for its heartbeat's counters; held whole (and split) it was garbage that only
+ * a full collection frees, and a gateway's (695 MiB) does not fit in a string.
+ */
+export class FlowCounter {
+  readonly #names: ReadonlyMap<number, string>;
+  readonly #byKind = new Map<string, { flows: number; packets: number }>();
+  readonly #perLb = new Map<string, number>();
+
+  constructor(lbIds: ReadonlyMap<string, number>) {
+    let names = namesOf.get(lbIds);
+    if (names === undefined) {
+      names = new Map([...lbIds].map(([n, id]) => [id, n]));
+      namesOf.set(lbIds, names);
+    }
+    this.#names = names;
+  }
+
+  add(line: string): void {
     const c = /cookie=(0x[0-9a-f]+)/.exec(line);
-    if (!c) continue;
+    if (!c) return;
     const parts = decodeCookie(BigInt(c[1]!));
-    if (parts === undefined) continue;
+    if (parts === undefined) return;
     const p = Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
-    const k = byKind.get(parts.kind) ?? { flows: 0, packets: 0 };
+    const k = this.#byKind.get(parts.kind) ?? { flows: 0, packets: 0 };
     k.flows++;
     k.packets += p;
-    byKind.set(parts.kind, k);
-    const lb = parts.kind === 'TUN_VIP_SECOND' ? names.get(parts.lb) : undefined;
-    if (lb !== undefined) perLb.set(lb, (perLb.get(lb) ?? 0) + p);
+    this.#byKind.set(parts.kind, k);
+    const lb = parts.kind === 'TUN_VIP_SECOND' ? this.#names.get(parts.lb) : undefined;
+    if (lb !== undefined) this.#perLb.set(lb, (this.#perLb.get(lb) ?? 0) + p);
   }
-  return { byKind, perLb };
+
+  counts(): FlowCounts {
+    return { byKind: this.#byKind, perLb: this.#perLb };
+  }
 }
 
 /**

@@ -208,6 +208,8 @@ interface Tracked {
   nextAt: number;
   /** The probe it shares with every target of the same address, port and check (probeKey). */
   key: string;
+  /** The last setTargets call that had it. */
+  round: number;
 }
 
 /** How often start() looks for targets due for a probe (each target keeps its own interval). */
@@ -281,14 +283,20 @@ export class HealthChecker {
   /** Sets the targets (new or changed ones start `unknown`; gone ones are forgotten). Targets with the same check
    *  share one resolved check object, and those with the same address and port too one probe key: a host at
    *  10,000 VIPs has 100,000 targets over a few backends, which each held their own copies. */
-  setTargets(targets: readonly HealthTarget[]): void {
+  setTargets(targets: Iterable<HealthTarget>): void {
     this.#version++;
-    const ids = new Set(targets.map((t) => t.id));
-    for (const id of this.#tracked.keys()) if (!ids.has(id)) this.#tracked.delete(id);
+    // Targets not in this call are forgotten after it: each one seen is stamped with the call's round (a set of
+    // every id was garbage a full collection had to free, 100,000 ids per config change at 10,000 VIPs).
+    const round = ++this.#round;
     const checks = new Map<string, { check: Tracked['check']; text: string }>();
     const keys = new Map<string, string>();
     for (const t of targets) {
       const cur = this.#tracked.get(t.id);
+      if (cur?.target === t) {
+        // The very target object set before (the agent keeps those of unchanged load balancers): nothing changed.
+        cur.round = round;
+        continue;
+      }
       const resolved = this.#resolve(t);
       const text = JSON.stringify(resolved);
       let shared = checks.get(text);
@@ -318,10 +326,20 @@ export class HealthChecker {
           lastOk: undefined,
           nextAt: 0,
           key,
+          round,
         });
-      } else if (cur.check !== check) cur.check = check;
+      } else {
+        cur.round = round;
+        // The same target in a new object: kept, and it points at the target the caller holds now.
+        cur.target = t;
+        if (cur.check !== check) cur.check = check;
+      }
     }
+    for (const [id, t] of this.#tracked) if (t.round !== round) this.#tracked.delete(id);
   }
+
+  /** Counts setTargets calls (Tracked.round). */
+  #round = 0;
 
   #version = 0;
 

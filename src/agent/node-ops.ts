@@ -298,6 +298,32 @@ function keyOf(address: string, port: number | undefined, wildcard: boolean): st
   return address.includes(':') ? `[${address}]:${p}` : `${address}:${p}`;
 }
 
+/** What countSlotConnections looks entries up in: lb id -> name, and which (lb, address) have a wildcard port in the
+ *  config (their key ends in ':*'). */
+interface CountTables {
+  readonly config: Config;
+  readonly byId: ReadonlyMap<number, string>;
+  readonly wildcard: ReadonlySet<string>;
+}
+
+/** The tables of the last counts per ids map: a host agent counts twice a second with the applied generation's ids
+ *  (one map per generation), and building them walked every load balancer and backend each time (10,000 VIPs: a
+ *  10,000-entry map per report, garbage only a full collection frees). */
+const countTablesOf = new WeakMap<ReadonlyMap<string, number>, CountTables>();
+
+function countTables(config: Config, ids: ReadonlyMap<string, number>): CountTables {
+  const kept = countTablesOf.get(ids);
+  if (kept?.config === config) return kept;
+  const byId = new Map<number, string>();
+  for (const [name, id] of ids) byId.set(id, name);
+  const wildcard = new Set<string>();
+  for (const lb of config.loadBalancers)
+    for (const b of lb.backends) if (b.port === undefined) wildcard.add(`${lb.name} ${b.address}`);
+  const t = { config, byId, wildcard };
+  countTablesOf.set(ids, t);
+  return t;
+}
+
 /**
  * Counts live connections per (lb, slot, backend) from conntrack entries of the sluice zone. ct_mark = lb id << 16 |
  * slot (src/compile/registry.ts); lb id -> name by `ids` (the applied generation's, registry lbIdsOf; default: computed
@@ -311,12 +337,7 @@ export function countSlotConnections(
   zone: number = CT_ZONE,
   ids: ReadonlyMap<string, number> = lbIds(config.loadBalancers.map((l) => l.name)),
 ): SlotConnections {
-  const byId = new Map<number, string>();
-  for (const [name, id] of ids) byId.set(id, name);
-  // Which (lb, address) have a wildcard port in the config: their key ends in ':*'.
-  const wildcard = new Set<string>();
-  for (const lb of config.loadBalancers)
-    for (const b of lb.backends) if (b.port === undefined) wildcard.add(`${lb.name} ${b.address}`);
+  const { byId, wildcard } = countTables(config, ids);
   const counts = new Map<string, Map<number, Map<string, number>>>();
   let total = 0;
   let unknown = 0;

@@ -77,3 +77,32 @@ function changedLbs(a: Config, b: Config): ReadonlySet<string> | undefined {
   }
   return out;
 }
+
+/**
+ * The stored report rows a full report removes: Slot_Connections of load balancers no longer in `config`, and
+ * Backend_Status of backends no longer on `node` in it (keys `lb backend`). `found` counts the stored rows the report
+ * met while writing every load balancer's rows: when it met all of them none is gone, and the sets of every name and
+ * key are not built (a full report at 10,000 VIPs collected its 100,000 keys in one, garbage that only a full
+ * collection frees).
+ */
+export function goneReportRows<S extends { readonly lb: string }, B>(
+  config: Config,
+  node: string,
+  slotRows: ReadonlyMap<string, S>,
+  statusRows: ReadonlyMap<string, B>,
+  found: { readonly slots: number; readonly status: number },
+): { slots: S[]; status: B[] } {
+  const slots: S[] = [];
+  const status: B[] = [];
+  if (found.slots < slotRows.size) {
+    const names = new Set(config.loadBalancers.map((lb) => lb.name));
+    for (const row of slotRows.values()) if (!names.has(row.lb)) slots.push(row);
+  }
+  if (found.status < statusRows.size) {
+    const local = new Set<string>();
+    for (const lb of config.loadBalancers)
+      for (const b of lb.backends) if (b.host === node) local.add(`${lb.name} ${backendKey(b)}`);
+    for (const [key, row] of statusRows) if (!local.has(key)) status.push(row);
+  }
+  return { slots, status };
+}

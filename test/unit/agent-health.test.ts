@@ -186,6 +186,34 @@ describe('agent health checks', () => {
     assert.equal(c.anyDown(), false, 'the down target is gone');
   });
 
+  test('setTargets from an iterable: the same target objects keep their state, a changed one starts over, the rest go', async () => {
+    // The agent hands over the targets of unchanged load balancers as the very objects it gave before (a generator
+    // over them, no array of all); the checker skips those and forgets whatever the call did not name.
+    let ok = false;
+    const c = new HealthChecker({ rise: 1, fall: 1 }, async () => ok);
+    const t = (i: number, port = 80) => ({ id: `v${i} a`, address: '10.0.0.1', port });
+    const [a, b, d] = [t(0), t(1), t(2)];
+    function* gen(...xs: ReturnType<typeof t>[]) {
+      yield* xs;
+    }
+    c.setTargets(gen(a, b, d));
+    await c.checkOnce();
+    assert.deepEqual([c.state('v0 a'), c.state('v1 a'), c.state('v2 a')], ['down', 'down', 'down']);
+    ok = true;
+    const version = c.version;
+    // a: the same object; b: a new object with the same fields; d: another port; v3: new; nothing else survives.
+    c.setTargets(gen(a, t(1), t(2, 81), t(3)));
+    assert.ok(c.version > version, 'readers see that the targets changed');
+    assert.equal(c.state('v0 a'), 'down', 'the same object keeps its state');
+    assert.equal(c.state('v1 a'), 'down', 'an equal target keeps its state');
+    assert.equal(c.state('v2 a'), 'unknown', 'another port starts over');
+    assert.equal(c.state('v3 a'), 'unknown');
+    c.setTargets(gen(a));
+    assert.deepEqual([...c.states().keys()], ['v0 a'], 'the targets not named are forgotten');
+    await c.checkOnce();
+    assert.equal(c.state('v0 a'), 'up', 'the kept target is still probed');
+  });
+
   test('tcpProbe: a listening loopback port succeeds, a closed one fails', async () => {
     const srv = createServer((s) => s.end());
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));

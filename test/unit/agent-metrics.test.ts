@@ -77,6 +77,36 @@ describe('agent metrics (fake runner)', () => {
     await d.stop();
   });
 
+  test('a runner that streams: the dump is counted line by line, never asked for whole', async () => {
+    // A host's dump at 10,000 VIPs is tens of MB every few seconds (a gateway's 695 MiB): read as a stream.
+    const streamed: string[] = [];
+    const streaming: Runner = {
+      ...runner,
+      async ofctl(bridge, args, opts) {
+        if (args[0] === 'dump-flows') throw new Error('dump-flows read whole');
+        return runner.ofctl(bridge, args, opts);
+      },
+      async ofctlLines(bridge, args, onLine) {
+        streamed.push(bridge);
+        for (const line of (await runner.ofctl(bridge, args)).stdout.split('\n')) onLine(line);
+        return { code: 0, stderr: '' };
+      },
+    };
+    const d = new AgentDaemon({
+      role: 'host',
+      node: 'host1',
+      remotes: ['unix:/nonexistent'],
+      runner: streaming,
+      facts,
+      log: pino({ level: 'silent' }),
+    });
+    const text = await d.registry.metrics();
+    assert.deepEqual(streamed.sort(), ['br-int', 'br-phy']);
+    assert.match(text, /^sluice_agent_flows\{kind="SECOND_CHANCE"\} 2$/m);
+    assert.match(text, /^sluice_agent_second_chance_sent_packets_total 12$/m);
+    await d.stop();
+  });
+
   test('second-chance packets per load balancer come from TUN_VIP_SECOND cookies (lb id -> name)', () => {
     const ids = lbIds(['web', 'api']);
     const dump = [

@@ -101,3 +101,19 @@ test('sample tuples cover every VIP:port, deterministically', () => {
   const targets = new Set(a.map((t) => `${t.dst}:${t.dport}`));
   assert.equal(targets.size, config.loadBalancers.flatMap((l) => l.ports).length);
 });
+
+test('one generation audited against another config: the lookups kept for the generation are not reused', () => {
+  // The agent audits every few seconds against the applied generation; what it looks connections up in is kept per
+  // generation object, and must follow the config it was asked with.
+  assert.equal(auditCommittedSlots(config, generation, committed(5)).agree, 5);
+  const moved = {
+    ...config,
+    loadBalancers: config.loadBalancers.map((lb) =>
+      lb.name === 'web' ? { ...lb, vip: '203.0.113.99' } : lb,
+    ),
+  };
+  const r = auditCommittedSlots(moved, generation, committed(5));
+  assert.equal(r.agree, 0);
+  assert.equal(r.skipped, 5, 'web is no longer at 203.0.113.10');
+  assert.equal(auditCommittedSlots(config, generation, committed(5)).agree, 5);
+});

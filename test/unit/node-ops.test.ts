@@ -125,6 +125,21 @@ test('countSlotConnections: per (lb, slot, backend key) from the captured host',
   assert.equal(n('nope', web, '10.0.1.11:80', 8), 0);
 });
 
+test('counts with one ids map and another config: the lookup kept for those ids is not reused for it', () => {
+  // The agent passes the applied generation's ids map on every report; what is derived from it (id -> name, the
+  // wildcard ports) is kept per map and must follow the config it was asked with.
+  const ids = lbIds(['web', 'api']);
+  const web = 3007906041 & 0xffff;
+  const entries = parseConntrack(CAPTURED);
+  const a = countSlotConnections(entries, config, undefined, ids);
+  assert.equal(a.counts.get('web')?.get(web)?.get('10.0.1.11:80'), 7);
+  const again = countSlotConnections(entries, config, undefined, ids);
+  assert.deepEqual(again, a, 'the same counts from the kept lookup');
+  const b = countSlotConnections(entries, webApi(undefined), undefined, ids);
+  assert.equal(b.counts.get('web')?.get(web)?.get('10.0.1.11:*'), 7, 'the new config has no port: addr:*');
+  assert.equal(b.counts.get('web')?.get(web)?.get('10.0.1.11:80'), undefined);
+});
+
 test('a backend without a port is keyed addr:* like backendKey; merge sums hosts', () => {
   const noPort = webApi(undefined);
   const c = countSlotConnections(parseConntrack(CAPTURED), noPort);

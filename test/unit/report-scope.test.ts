@@ -4,7 +4,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { keepUnchangedFacts } from '../../src/agent/facts.ts';
-import { FULL_REPORT_MS, reportScope } from '../../src/agent/report-scope.ts';
+import { FULL_REPORT_MS, goneReportRows, reportScope } from '../../src/agent/report-scope.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import { labHost1Facts } from '../scenarios/fake-facts.ts';
 
@@ -126,4 +126,23 @@ test('facts read again unchanged keep their objects, so the next report is not f
   const f3 = keepUnchangedFacts(f1, { ...read(21), synRate: 5 });
   assert.notEqual(f3, f1);
   assert.equal(f3.vms, f1.vms);
+});
+
+test('goneReportRows: rows of load balancers and local backends no longer in the config, when not all were found', () => {
+  const slotRows = new Map(['v0', 'v4', 'old'].map((lb) => [lb, { lb }]));
+  const statusRows = new Map(
+    ['v0 10.0.1.11:80', 'v4 10.0.1.11:80', 'v4 10.0.1.99:80', 'old 10.0.1.11:80'].map((k) => [k, { k }]),
+  );
+  // The report met v0 and v4 (2 of 3 slot rows) and their one local backend each (2 of 4 status rows).
+  const gone = goneReportRows(config, 'host1', slotRows, statusRows, { slots: 2, status: 2 });
+  assert.deepEqual(gone.slots, [{ lb: 'old' }]);
+  assert.deepEqual(gone.status, [{ k: 'v4 10.0.1.99:80' }, { k: 'old 10.0.1.11:80' }]);
+  // Another host's view of the same rows: none of these backends is on host2, so every status row is gone.
+  assert.equal(
+    goneReportRows(config, 'host2', slotRows, statusRows, { slots: 2, status: 0 }).status.length,
+    4,
+  );
+  // Every stored row found: nothing is gone, nothing is looked up.
+  const all = goneReportRows(config, 'host1', slotRows, statusRows, { slots: 3, status: 4 });
+  assert.deepEqual(all, { slots: [], status: [] });
 });
