@@ -78,9 +78,11 @@ export function parseConfigParts(
     const config = parseConfig(whole(), source);
     return { base, docs, config, parsed: config.loadBalancers.length };
   };
-  if (prev === undefined || prev.base !== base) return full();
-  const d = prev.derived ?? derive(base, prev.config);
-  if (d === undefined || d.names.length !== docs.size) return full();
+  if (prev === undefined) return full();
+  const d = prev.derived ?? derive(prev.base, prev.config);
+  if (d === undefined) return full();
+  if (prev.base !== base) return otherNames(base, docs, prev, d) ?? full();
+  if (d.names.length !== docs.size) return full();
   const changed: string[] = [];
   // With a hint (the names whose documents may differ from prev's; every other name's is prev's, present or not),
   // only those are compared: with the same base and size, the names are still the base's.
@@ -118,6 +120,60 @@ export function parseConfigParts(
     d.cross.holder === prev || d.cross.holder === undefined ? d.cross : CrossIndex.of(prev.config);
   if (!cross.replace(config.slotBits, before, [...fresh.values()])) return full();
   const out: ConfigParts = { base, docs, config, parsed: changed.length, derived: { ...d, cross } };
+  cross.holder = out;
+  return out;
+}
+
+/**
+ * parseConfigParts after a change of the base that only added or removed load balancers (the same settings and
+ * nodes): the added ones and those whose documents changed are validated, the others taken over as the same
+ * objects, and the cross rules checked on what came and went (an operator adding 1,000 VIPs to 9,000 used to make
+ * every agent parse all 10,000 again, and every load balancer a new object for the compile, the health checker
+ * and the report to look at). Undefined: the full parse decides.
+ */
+function otherNames(
+  base: string,
+  docs: ReadonlyMap<string, string>,
+  prev: ConfigParts,
+  d: Derived,
+): ConfigParts | undefined {
+  const b = baseFields(base);
+  if (b === undefined || b.names.length !== docs.size) return undefined;
+  if (JSON.stringify(b.fields) !== JSON.stringify(d.fields)) return undefined;
+  const changed: string[] = [];
+  for (const name of b.names) {
+    const doc = docs.get(name);
+    if (doc === undefined) return undefined;
+    if (!d.position.has(name) || prev.docs.get(name) !== doc) changed.push(name);
+  }
+  const sub = validateConfig({
+    ...d.fields,
+    loadBalancers: changed.map((n) => JSON.parse(docs.get(n)!) as unknown),
+  });
+  if (!sub.ok) return undefined;
+  const fresh = byName(sub.config);
+  if (fresh.size !== changed.length || changed.some((n) => !fresh.has(n))) return undefined;
+  const names = new Set(b.names);
+  const before: LoadBalancer[] = [];
+  const lbs: LoadBalancer[] = [];
+  for (const lb of prev.config.loadBalancers)
+    if (!names.has(lb.name) || fresh.has(lb.name)) before.push(lb);
+    else lbs.push(lb);
+  lbs.push(...fresh.values());
+  // The full parse's order (schema.ts buildConfig: by name, code unit order).
+  lbs.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  const config: Config = Object.freeze({ ...sub.config, loadBalancers: Object.freeze(lbs) });
+  const cross =
+    d.cross.holder === prev || d.cross.holder === undefined ? d.cross : CrossIndex.of(prev.config);
+  if (!cross.replace(config.slotBits, before, [...fresh.values()])) return undefined;
+  const position = new Map(lbs.map((lb, i) => [lb.name, i]));
+  const out: ConfigParts = {
+    base,
+    docs,
+    config,
+    parsed: changed.length,
+    derived: { fields: d.fields, names: b.names, position, cross },
+  };
   cross.holder = out;
   return out;
 }

@@ -62,15 +62,60 @@ test('nothing changed: the same config object, nothing parsed', () => {
   assert.equal(p1.config, p0.config);
 });
 
-test('a changed base (settings, nodes, the set of load balancers) parses everything again', () => {
+test('a changed base (settings, nodes) parses everything again', () => {
   const p0 = parts(doc(5));
   const d1 = { ...doc(5), slotBits: 7 };
   const p1 = parts(d1, p0);
   assert.equal(p1.parsed, 5);
   assert.deepEqual(p1.config, parseConfig(d1));
   const p2 = parts(doc(6), p1);
-  assert.equal(p2.parsed, 6);
+  assert.equal(p2.parsed, 6, 'other settings and another load balancer: all of them');
   assert.deepEqual(p2.config, parseConfig(doc(6)));
+  const d3 = { ...doc(6), nodes: [...doc(6).nodes, { name: 'host3', role: 'host', tunnelIp: '192.0.2.13' }] };
+  const p3 = parts(d3, p2);
+  assert.equal(p3.parsed, 6);
+  assert.deepEqual(p3.config, parseConfig(d3));
+});
+
+test('load balancers added or removed: only the new ones are parsed, the others are the same objects', () => {
+  const p0 = parts(doc(12));
+  // v12..v23 added: their names sort between the old ones (v1 < v10 < v12 < v2), as in the full parse.
+  const p1 = parts(doc(24), p0);
+  assert.equal(p1.parsed, 12);
+  assert.deepEqual(p1.config, parseConfig(doc(24)));
+  const old = new Set(p0.config.loadBalancers);
+  assert.equal(
+    p1.config.loadBalancers.filter((lb) => old.has(lb)).length,
+    12,
+    'the 12 kept are the same objects',
+  );
+  assert.ok(Object.isFrozen(p1.config) && Object.isFrozen(p1.config.loadBalancers));
+  // Removed, and one changed at the same time; then a one-LB edit on the result (the kept counts and positions).
+  const d2 = doc(20);
+  d2.loadBalancers[3]!.backends.pop();
+  const p2 = parts(d2, p1);
+  assert.equal(p2.parsed, 1);
+  assert.deepEqual(p2.config, parseConfig(d2));
+  const d3 = structuredClone(d2);
+  d3.loadBalancers[15]!.ports = [81];
+  const p3 = parts(d3, p2);
+  assert.equal(p3.parsed, 1);
+  assert.deepEqual(p3.config, parseConfig(d3));
+  // An added load balancer that breaks a rule between load balancers (v1's VIP): the full parse's error.
+  const d4 = doc(21);
+  d4.loadBalancers[20]!.vip = d4.loadBalancers[1]!.vip;
+  const want = fullError(d4);
+  assert.ok(want !== undefined);
+  assert.throws(
+    () => parts(d4, p2),
+    (e: Error) => e.message === want,
+  );
+  // Negative control: the counts were not changed by the refused add (v20 with its own VIP is accepted after it).
+  const d5 = doc(21);
+  d5.loadBalancers[3]!.backends.pop();
+  const p5 = parts(d5, p2);
+  assert.equal(p5.parsed, 1);
+  assert.deepEqual(p5.config, parseConfig(d5));
 });
 
 test('every refused change is refused with the full parse’s own error', () => {
