@@ -53,9 +53,9 @@ export function reportScope(
 
 /**
  * The load balancers of `b` that are not the very objects of `a` (a new plan config keeps the unchanged ones:
- * src/model/config-parts.ts), or undefined when the report must look at every one: another slotBits (every
- * load balancer's bits), load balancers that came or went, or a backend that left one (only a full report removes
- * the rows of what is gone). One pass comparing objects, no allocation per load balancer.
+ * src/model/config-parts.ts), those that came included, or undefined when the report must look at every one:
+ * another slotBits (every load balancer's bits), load balancers that went, or a backend that left one (only a full
+ * report removes the rows of what is gone). One pass comparing objects, no allocation per unchanged load balancer.
  */
 /** A backend and the host it is on (a backend that moved to another host left this one). */
 function localKey(b: Backend): string {
@@ -66,16 +66,28 @@ function changedLbs(a: Config, b: Config): ReadonlySet<string> | undefined {
   if (a === b) return new Set();
   const x = a.loadBalancers;
   const y = b.loadBalancers;
-  if (a.slotBits !== b.slotBits || x.length !== y.length) return undefined;
+  if (a.slotBits !== b.slotBits || x.length > y.length) return undefined;
   const out = new Set<string>();
-  for (let i = 0; i < y.length; i++) {
-    if (x[i] === y[i]) continue;
-    if (x[i]!.name !== y[i]!.name) return undefined;
-    const kept = new Set(y[i]!.backends.map(localKey));
-    if (x[i]!.backends.some((old) => !kept.has(localKey(old)))) return undefined;
-    out.add(y[i]!.name);
+  // Both lists are sorted by name (schema.ts buildConfig): one merge pass. A load balancer of `a` missing from `b`
+  // went (only a full report removes its rows); one only in `b` came (its rows are new: looked at like a change).
+  let i = 0;
+  for (const lb of y) {
+    const old = x[i];
+    if (old === lb) {
+      i++;
+      continue;
+    }
+    if (old === undefined || lb.name < old.name) {
+      out.add(lb.name);
+      continue;
+    }
+    if (old.name !== lb.name) return undefined;
+    i++;
+    const kept = new Set(lb.backends.map(localKey));
+    if (old.backends.some((o) => !kept.has(localKey(o)))) return undefined;
+    out.add(lb.name);
   }
-  return out;
+  return i === x.length ? out : undefined;
 }
 
 /**

@@ -99,6 +99,33 @@ test('a new config: the load balancers it changed (not the same objects) and tho
   assert.deepEqual(names(r1.lbs), ['v1', 'v3']);
 });
 
+test('load balancers added (the others the same objects): only the new ones, not a full report', () => {
+  const { scope } = reportScope(undefined, 1000, { config, health: 0, vms, active: new Set() });
+  const lbs = config.loadBalancers;
+  const added = (name: string) => ({ ...lbs[0]!, name, vip: `198.18.1.${name.length}` });
+  // Sorted by name as a parsed config is: v00 and v10 fall between the old ones, v9 after them.
+  const more = [lbs[0]!, added('v00'), ...lbs.slice(1), added('v10'), added('v9')].sort((a, b) =>
+    a.name < b.name ? -1 : 1,
+  );
+  const r = reportScope(scope, 1500, {
+    config: { ...config, loadBalancers: more } as typeof config,
+    health: 0,
+    vms,
+    active: new Set(),
+  });
+  assert.equal(r.full, false);
+  assert.deepEqual(names(r.lbs), ['v00', 'v10', 'v9']);
+  // Negative control: a load balancer gone (v2) makes the report full (only a full report removes its rows).
+  const swap = [...more.filter((lb) => lb.name !== 'v2')];
+  const r2 = reportScope(r.scope, 2000, {
+    config: { ...config, loadBalancers: swap } as typeof config,
+    health: 0,
+    vms,
+    active: new Set(),
+  });
+  assert.equal(r2.full, true);
+});
+
 test('facts read again unchanged keep their objects, so the next report is not full; a changed port makes it full', () => {
   // Each read of the node's OVS gives fresh objects (labHost1Facts: a new object per call).
   const read = (ofport: number) => labHost1Facts({ '10.0.1.11': { ofport, mac: '02:00:0a:00:01:0b' } });
