@@ -194,6 +194,17 @@ export class ControlPlane {
     );
   }
 
+  /** Whether the active planner's last decision was `idle` at generation `gen` planned from `desiredCfg`: nothing
+   *  more is coming for that state (it decides on every store change, and logs a decision when it differs). */
+  plannerIdleAt(gen: number, desiredCfg: number): boolean {
+    const active = this.activePlanner();
+    if (active === undefined) return false;
+    const last = this.currentRecords(active)
+      .filter((r) => DECISIONS.has(r.event as string))
+      .at(-1);
+    return last?.event === 'idle' && last.generation === gen && last.desiredCfg === desiredCfg;
+  }
+
   /** Sends a signal to a control-plane process by its pid file (e.g. SIGSTOP/SIGCONT an agent). */
   signal(name: string, sig: NodeJS.Signals): number {
     const pid = this.pid(name);
@@ -232,6 +243,9 @@ export function controlPlaneDir(runDir: string): string {
 }
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The planner's log events that record a decision (src/planner/daemon.ts #step). */
+const DECISIONS = new Set(['publish', 'release', 'mark-round', 'fence', 'wait', 'idle', 'invalid']);
 
 /** How to run the `sluice` CLI from here: the built bin.js with plain node, or the source through tsx. */
 function sluiceCommand(): string[] {

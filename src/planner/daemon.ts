@@ -392,7 +392,10 @@ export class PlannerDaemon {
       }
       case 'idle':
         this.#reportChainNotes(d.notes);
+        // What it is idle at: a reader (the e2e tests' convergence wait) knows nothing more comes for this state.
         this.#note('idle', d.message, 'info', {
+          generation: view.latest?.number ?? 0,
+          desiredCfg: view.desiredCfg,
           waits: d.notes
             .filter((n) => n.kind === 'waits' || n.kind === 'chain-full' || n.kind === 'silent-host')
             .map((n) => n.message),

@@ -85,6 +85,7 @@ const { storeState, waitConverged } = storeWatch(
   () => lab.nodes.map((n) => n.name),
   180_000,
   (node) => cp.startedAt(`agent-${node}`),
+  (gen, desiredCfg) => cp.plannerIdleAt(gen, desiredCfg),
 );
 
 async function waitFor(

@@ -113,6 +113,7 @@ const { storeState, waitConverged } = storeWatch(
   () => lab.nodes.map((n) => n.name),
   90_000,
   (node) => cp.startedAt(`agent-${node}`),
+  (gen, desiredCfg) => cp.plannerIdleAt(gen, desiredCfg),
 );
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {

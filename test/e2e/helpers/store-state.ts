@@ -4,10 +4,18 @@
 import { currentAcks } from '../../../src/lab/control-plane.ts';
 import type { Replica } from '../../../src/ovsdb/replica.ts';
 import { PHASE1 } from '../../../src/rollout/types.ts';
-import { gatewayGeneration, publishedGeneration, readGeneration } from '../../../src/store/db/index.ts';
+import {
+  gatewayGeneration,
+  publishedGeneration,
+  readGeneration,
+  storedDesiredCfg,
+} from '../../../src/store/db/index.ts';
 
 /** When a node's agent was last started (ms), if known: an acknowledgement from before is its predecessor's. */
 export type AgentStarts = (node: string) => number | undefined;
+
+/** Whether the planner said it is idle at (generation, desired_cfg): ControlPlane.plannerIdleAt. */
+export type PlannerIdle = (gen: number, desiredCfg: number) => boolean;
 
 /** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
 export const STORE_STATE_TABLES = {
@@ -24,6 +32,7 @@ export interface StoreState {
   readonly acks: ReadonlyMap<string, number>;
   /** Slots of the latest generation in phase 1 (a rollout's gated step still ahead: phase 2 follows). */
   readonly phase1Slots: number;
+  readonly desiredCfg: number;
 }
 
 /** The store's published generation, the one released to gateways, and what every node acknowledged (with
@@ -35,13 +44,15 @@ export function readStoreState(r: Replica, startedAt: AgentStarts = () => undefi
   for (const pool of readGeneration(r)?.pools.values() ?? []) {
     for (const ph of pool.phase) if (ph === PHASE1) phase1Slots++;
   }
-  return { gen, released: gatewayGeneration(r), acks, phase1Slots };
+  return { gen, released: gatewayGeneration(r), acks, phase1Slots, desiredCfg: storedDesiredCfg(r) };
 }
 
 /**
  * Waits until every node in `nodes` acknowledged the latest generation (> `after`), it was released to gateways, no
  * slot of it is in phase 1 (else the rollout's next step is still to come, however quiet the planner is for a while),
- * and nothing new was published for `quietMs`. Resolves with that generation.
+ * and nothing new was published for `quietMs`, or, with `idle`, the planner said it is idle at that generation and
+ * the stored desired_cfg (it has nothing more to publish: no need to wait out the quiet period). Resolves with that
+ * generation.
  */
 export async function waitStoreConverged(
   replica: () => Replica,
@@ -50,6 +61,7 @@ export async function waitStoreConverged(
   timeoutMs: number,
   quietMs: number,
   startedAt?: AgentStarts,
+  idle?: PlannerIdle,
 ): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let last = -1;
@@ -65,6 +77,12 @@ export async function waitStoreConverged(
       last = s.gen;
       since = Date.now();
     } else if (Date.now() - since >= quietMs) return s.gen;
+    else if (idle?.(s.gen, s.desiredCfg)) {
+      process.stderr.write(
+        `converged at g${s.gen}: planner idle ${Date.now() - since} ms into the ${quietMs} ms quiet wait\n`,
+      );
+      return s.gen;
+    }
     if (Date.now() > deadline)
       throw new Error(
         `not converged: g${s.gen} released g${s.released} acks ${JSON.stringify([...s.acks])} phase-1 slots ${s.phase1Slots}`,
@@ -81,10 +99,11 @@ export function storeWatch(
   nodes: () => readonly string[],
   defaultTimeoutMs: number,
   startedAt?: AgentStarts,
+  idle?: PlannerIdle,
 ) {
   return {
     storeState: () => readStoreState(replica(), startedAt),
     waitConverged: (after = 0, timeoutMs = defaultTimeoutMs, quietMs = 3000) =>
-      waitStoreConverged(replica, nodes(), after, timeoutMs, quietMs, startedAt),
+      waitStoreConverged(replica, nodes(), after, timeoutMs, quietMs, startedAt, idle),
   };
 }
