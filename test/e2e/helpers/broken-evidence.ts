@@ -270,7 +270,8 @@ export class BrokenEvidence {
         continue;
       }
       const hits = text.split('\n').filter((l) => {
-        if (!/\|(WARN|ERR|EMER)\|/.test(l)) return false;
+        // (A userspace-only switch warns every second that it finds no kernel datapath: noise.)
+        if (!/\|(WARN|ERR|EMER)\|/.test(l) || l.includes('enumerate system datapaths')) return false;
         const t = Date.parse(l.slice(0, l.indexOf('|')));
         return t >= from && t <= to;
       });
