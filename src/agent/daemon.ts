@@ -78,7 +78,7 @@ import { BirdControl, formatRoutingState, type RoutingState } from './bird-contr
 import { HashAgreement, readDatapath } from './datapath.ts';
 import { keepUnchangedFacts } from './facts.ts';
 import { type FenceEvent, type FenceState, mayRejoin, nextFence, reportsFenced } from './fencing.ts';
-import { FlowCounter, parseMeterStats, ReadingCounters } from './flow-counts.ts';
+import { FlowCounter, lbNamesById, parseMeterStats, ReadingCounters } from './flow-counts.ts';
 import { HealthChecker, type HealthOptions, type HealthTarget, type Probe } from './health.ts';
 import { PeriodicSlotAudit } from './live-audit.ts';
 import {
@@ -324,6 +324,14 @@ function agentMetrics(registry: Registry, collectFlows: () => Promise<void>) {
       registers: r,
     }),
   };
+}
+
+/** The applied generation's load balancer ids (lbIdsOf) and their inverse, kept per generation. */
+interface AppliedIdMaps {
+  readonly config: Config;
+  readonly generation: Generation;
+  readonly ids: ReadonlyMap<string, number>;
+  readonly names: ReadonlyMap<number, string>;
 }
 
 export class AgentDaemon {
@@ -1037,7 +1045,7 @@ export class AgentDaemon {
           timer = setTimeout(() => reject(new Error(`conntrack read took more than ${limit} ms`)), limit);
         }),
       ]);
-      const ids = generation === undefined ? undefined : this.#appliedIds(config, generation);
+      const ids = generation === undefined ? undefined : this.#appliedIdMaps(config, generation).ids;
       const conns = countSlotConnections(entries, config, zone, ids);
       if (generation !== undefined)
         this.#maybeAuditSlots(
@@ -1067,16 +1075,17 @@ export class AgentDaemon {
     }
   }
 
-  #idsMemo: { config: Config; generation: Generation; ids: ReadonlyMap<string, number> } | undefined;
+  #idsMemo: AppliedIdMaps | undefined;
 
-  /** lbIdsOf of the applied config and generation, once per generation: connection reports (twice a second) and
-   *  flow scrapes used to build its maps of every load balancer each time (four 10,000-entry maps at 10,000 VIPs). */
-  #appliedIds(config: Config, generation: Generation): ReadonlyMap<string, number> {
+  /** lbIdsOf of the applied config and generation and its inverse, once per generation: connection reports (twice
+   *  a second) and flow scrapes used to build these maps of every load balancer each time (four 10,000-entry maps at
+   *  10,000 VIPs). */
+  #appliedIdMaps(config: Config, generation: Generation): AppliedIdMaps {
     const m = this.#idsMemo;
-    if (m?.config === config && m.generation === generation) return m.ids;
+    if (m?.config === config && m.generation === generation) return m;
     const ids = lbIdsOf(config, generation);
-    this.#idsMemo = { config, generation, ids };
-    return ids;
+    this.#idsMemo = { config, generation, ids, names: lbNamesById(ids) };
+    return this.#idsMemo;
   }
 
   /** Hosts: the live slot audit over the entries the connection report read, at most every `slotAuditMs`. */
@@ -1234,9 +1243,11 @@ export class AgentDaemon {
 
   async #collectFlows(): Promise<void> {
     const [config, generation] = [this.#appliedConfig, this.#appliedGeneration];
-    const ids =
-      config === undefined || generation === undefined ? new Map() : this.#appliedIds(config, generation);
-    const counter = new FlowCounter(ids);
+    const names =
+      config === undefined || generation === undefined
+        ? new Map<number, string>()
+        : this.#appliedIdMaps(config, generation).names;
+    const counter = new FlowCounter(names);
     // Line by line when the runner streams (never the whole dump in memory: src/agent/flow-counts.ts).
     const runner = this.#o.runner;
     for (const br of [this.#facts.bridges.int, this.#facts.bridges.phy]) {

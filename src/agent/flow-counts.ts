@@ -15,13 +15,15 @@ export interface FlowCounts {
 /** Counts `dump-flows` text; `lbIds` are the ids of the applied generation's load balancers (name -> id,
  *  registry lbIdsOf: cookies carry the ids). */
 export function countFlows(dump: string, lbIds: ReadonlyMap<string, number>): FlowCounts {
-  const c = new FlowCounter(lbIds);
+  const c = new FlowCounter(lbNamesById(lbIds));
   for (const line of dump.split('\n')) c.add(line);
   return c.counts();
 }
 
-/** Id -> name of each ids map counted with (a host counts every 5 s with the applied generation's map). */
-const namesOf = new WeakMap<ReadonlyMap<string, number>, ReadonlyMap<number, string>>();
+/** The inverse of lbIdsOf's map (id -> load balancer name), which FlowCounter reads cookies with. */
+export function lbNamesById(lbIds: ReadonlyMap<string, number>): ReadonlyMap<number, string> {
+  return new Map([...lbIds].map(([n, id]) => [id, n]));
+}
 
 /**
  * countFlows one line at a time, for a dump read as a stream (Runner.ofctlLines): a host's dump at 10,000 VIPs is
@@ -33,12 +35,8 @@ export class FlowCounter {
   readonly #byKind = new Map<string, { flows: number; packets: number }>();
   readonly #perLb = new Map<string, number>();
 
-  constructor(lbIds: ReadonlyMap<string, number>) {
-    let names = namesOf.get(lbIds);
-    if (names === undefined) {
-      names = new Map([...lbIds].map(([n, id]) => [id, n]));
-      namesOf.set(lbIds, names);
-    }
+  /** `names`: lbNamesById of the applied generation (the caller keeps it per generation, not per count). */
+  constructor(names: ReadonlyMap<number, string>) {
     this.#names = names;
   }
 
