@@ -18,6 +18,7 @@ import type { SlotConnections } from '../agent/node-ops.ts';
 import {
   connectionCounts,
   mergeSlotConnections,
+  NodeProgrammer,
   programNode,
   readSlotConnections,
 } from '../agent/node-ops.ts';
@@ -48,6 +49,14 @@ export interface LabControllerOptions {
   readonly pollMs?: number;
   /** Compiler switches for every node it programs (negative controls, e.g. `{ udpWalk: false }`). */
   readonly compile?: CompileOptions;
+  /**
+   * Program each node as its agent does (a NodeProgrammer per node): the switch read, diffed and verified on the
+   * first apply, after its ovs-vswitchd was killed or restarted, after a failure and after `verifyNext()`; in
+   * between, one bundle of only the changes, without reading the switch. Default false: every generation is read
+   * back and verified on every node (programNode), which costs a few switch dumps per node and generation (seconds
+   * per generation with tens of thousands of flows).
+   */
+  readonly incremental?: boolean;
 }
 
 export interface ChangeOptions {
@@ -105,6 +114,8 @@ export class LabController {
   readonly #xdp = new Map<string, XdpGateway>();
   /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
   #chain: Promise<unknown> = Promise.resolve();
+  /** Per node, with `incremental`: what it installed last. */
+  readonly #programmers = new Map<string, NodeProgrammer>();
 
   constructor(lab: Lab, opts: LabControllerOptions = {}) {
     this.lab = lab;
@@ -160,7 +171,9 @@ export class LabController {
   }
 
   async #program(node: string, gen: Generation): Promise<void> {
-    const r = await programNode(this.lab.node(node), this.config, gen, this.#facts(node), this.#opts.compile);
+    const r = this.#opts.incremental
+      ? await this.#programmer(node).program(this.config, gen, this.#facts(node))
+      : await programNode(this.lab.node(node), this.config, gen, this.#facts(node), this.#opts.compile);
     // As the agent does: the XDP tables after the OVS flows, the acknowledgement after the flip.
     const x = await this.#xdp.get(node)?.install(this.config, gen, this.#facts(node));
     this.acks.set(node, gen.number);
@@ -169,7 +182,31 @@ export class LabController {
       .map(([b, n]) => `${b} ${n} lines`)
       .join(', ');
     const xdp = x ? `; xdp copy ${x.copy}, ${x.writes} writes${x.attached ? ', attached' : ''}` : '';
-    this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms${xdp})`);
+    const mode = this.#opts.incremental ? `, ${r.mode}` : '';
+    this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms${mode}${xdp})`);
+  }
+
+  #programmer(node: string): NodeProgrammer {
+    let p = this.#programmers.get(node);
+    if (p === undefined) {
+      // No periodic reconcile: a test's generations come seconds apart; the reads happen where the switch changed.
+      p = new NodeProgrammer(this.lab.node(node), {
+        fullReconcileMs: Number.POSITIVE_INFINITY,
+        ...(this.#opts.compile ? { compile: this.#opts.compile } : {}),
+      });
+      this.#programmers.set(node, p);
+    }
+    return p;
+  }
+
+  /** With `incremental`: the switch of `node` changed behind the controller's back (ovs-vswitchd restarted). */
+  #invalidate(node: string, reason: string): void {
+    this.#programmers.get(node)?.invalidate(reason);
+  }
+
+  /** With `incremental`: the next generation is read back and verified on every node, as without it. */
+  verifyNext(): void {
+    for (const p of this.#programmers.values()) p.invalidate('verify requested');
   }
 
   /**
@@ -428,6 +465,7 @@ export class LabController {
     this.#out.add(name);
     if (opts.withdraw ?? true) await this.#setEcmp();
     const pid = await this.lab.node(name).killVswitchd('SIGKILL');
+    this.#invalidate(name, 'ovs-vswitchd killed');
     await this.#xdp.get(name)?.detach();
     this.acks.delete(name);
     const xdp = this.#xdp.has(name) ? ' and its XDP program detached' : '';
@@ -441,6 +479,7 @@ export class LabController {
     if (this.lab.node(name).role !== 'host') throw new SluiceError('SLUICE_E_USAGE', `${name} is not a host`);
     const node = this.lab.node(name);
     if (node.vswitchdPid() === undefined) await node.restartVswitchd();
+    this.#invalidate(name, 'ovs-vswitchd restarted');
     for (;;) {
       const latest = this.latest;
       if (!latest) break;
@@ -455,6 +494,7 @@ export class LabController {
   async restoreGateway(name: string): Promise<void> {
     const t = Date.now();
     const pid = await this.lab.node(name).restartVswitchd();
+    this.#invalidate(name, 'ovs-vswitchd restarted');
     this.log('restart', `${name}: ovs-vswitchd restarted (pid ${pid}), restoring flows`);
     await this.addGateway(name);
     this.log('restore', `${name} restored in ${Date.now() - t} ms`);

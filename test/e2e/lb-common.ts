@@ -4,7 +4,7 @@
 import * as assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import type { LabConfigInput } from '../../src/lab/config.ts';
-import { type ChangeResult, LabController } from '../../src/lab/controller.ts';
+import { type ChangeResult, LabController, type LabControllerOptions } from '../../src/lab/controller.ts';
 import { packetsByKind as flowPacketsByKind, secondChancePackets } from '../../src/lab/flow-counters.ts';
 import type { Lab } from '../../src/lab/topology.ts';
 import { labDown, labUp } from '../../src/lab/topology.ts';
@@ -57,6 +57,9 @@ export interface LabSetup {
   readonly config: Config;
 }
 
+/** What a test may choose of its controller (the event log is setup's). */
+export type ControllerChoice = Omit<LabControllerOptions, 'onEvent'>;
+
 /**
  * Brings the lab up (setup) before the enclosing describe block's tests, hands it to `onSetup`, and tears it down
  * after them; the controller's event log is printed then when SLUICE_E2E_LOG is set. Returns that log.
@@ -65,9 +68,10 @@ export function labHooks(
   prefix: string,
   onSetup: (s: LabSetup) => void,
   input: Omit<LabConfigInput, 'prefix'> = {},
+  controller: ControllerChoice = {},
 ): string[] {
   const log: string[] = [];
-  before(async () => onSetup(await setup(prefix, (s) => log.push(s), input)));
+  before(async () => onSetup(await setup(prefix, (s) => log.push(s), input, controller)));
   after(async () => {
     if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
     await labDown(prefix);
@@ -81,9 +85,11 @@ export async function setup(
   prefix: string,
   log: (s: string) => void,
   input: Omit<LabConfigInput, 'prefix'> = {},
+  controller: ControllerChoice = {},
 ): Promise<LabSetup> {
   const lab = await labUp({ ...input, prefix }, { replace: true });
   const ctl = new LabController(lab, {
+    ...controller,
     onEvent: (e) => log(`[${(e.t / 1000).toFixed(1)}s] ${e.kind}: ${e.message}`),
   });
   const config = lab.sluiceConfig();

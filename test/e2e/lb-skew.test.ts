@@ -13,7 +13,7 @@
 // stable table at once, no second chance) with gw1 held and the same ECMP flips must break connections.
 //
 // (5) At scale: 300 more VIPs (no traffic, web's backends) installed beside web and api, ~78,000 flows per gateway
-// (the applier then verifies by streamed digests); long-lived connections through web survive host2-b2's phased
+// (that install is read back and verified by streamed digests); long-lived connections through web survive host2-b2's phased
 // add to web: 0 broken. NEGATIVE CONTROL (5): with the 300 VIPs still there, host3-b2 added to web without phases
 // breaks connections.
 //
@@ -22,6 +22,9 @@
 // gateways compute the same slot for a connection, so 0 break. NEGATIVE CONTROL: gw2 hashes with another basis (a
 // seed: its multipath flows rewritten in place, basis 0 -> 1) and the same crossing breaks the connections whose
 // slot then names another backend.
+//
+// The controller programs each node as its agent does (incremental: only the changes after the first apply, no switch
+// read), so a generation at 302 VIPs costs its changes, not two dumps of ~78,000 flows per gateway.
 //
 // The live slot audit of the host agents (src/agent/live-audit.ts, the agents' PeriodicSlotAudit run here on each
 // host's real conntrack, every second as the connection report reads it): in the positive fields-mode test no
@@ -108,9 +111,14 @@ function gens(): string {
 }
 
 describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs root' }, () => {
-  const log = labHooks(PREFIX, (s) => {
-    ({ lab, ctl, config } = s);
-  });
+  const log = labHooks(
+    PREFIX,
+    (s) => {
+      ({ lab, ctl, config } = s);
+    },
+    {},
+    { incremental: true },
+  );
 
   test('(4) phased rollout with gw1 one generation behind, connections crossing gateways: 0 broken', async (t) => {
     const exp = expectAll(lab);
@@ -200,6 +208,7 @@ describe('lb skew: one gateway a generation behind', { skip: !isRoot && 'needs r
   }
 
   test('(5) 300 more VIPs: long-lived connections through web survive a backend add on it, 0 broken', async (t) => {
+    ctl.verifyNext(); // the 78,000-flow install read back and verified (the applier's streamed digests)
     const grow = await ctl.change(withExtraVips(config, 300));
     assert.ok(grow.settled, 'the 300 VIPs are installed');
     config = withExtraVips(config, 300);
