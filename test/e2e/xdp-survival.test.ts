@@ -1,7 +1,8 @@
 // End-to-end: the survival scenarios with XDP gateways (root; lab prefix `slt-xdps-`, torn down in `after`). One lab
 // built with `gatewayDatapath: 'mixed'` (gw1 OVS, gw2 the XDP program on its uplink, OVS behind it; `fields` hash
 // mode), driven by the LabController, which installs each generation in the XDP maps (inactive copy, then the
-// flip) before it counts the acknowledgement, as the agent does (src/agent/xdp-gateway.ts). Real kernel TCP from
+// flip) before it counts the acknowledgement, as the agent does (src/agent/xdp-gateway.ts), and programs each node's
+// OVS as its agent does too (incremental: only the changes after the first apply). Real kernel TCP from
 // two clients through the router's ECMP; a connection echoes every 300 ms and breaks on a reset or 3 s of silence.
 //
 // (1) Both gateways XDP (gw1 switched to XDP in service) in `fields` mode, then (2) the mixed set (gw1 back to OVS)
@@ -222,6 +223,7 @@ describe('XDP survival: XDP and mixed gateway sets through the scenarios', {
       ({ lab, ctl, config } = s);
     },
     { gatewayDatapath: 'mixed' },
+    { incremental: true },
   );
 
   test('(1) both gateways XDP: add, skewed rollout, drain, remove, gateway crash: 0 broken', async (t) => {
