@@ -15,7 +15,7 @@
 //
 // What is timed (wall clock, this process's monitor of the store; the agents and the planner are on this machine):
 // - cli: the `sluice backend add` command (connect, read, validate, guarded transaction);
-// - first ack: until every gateway acknowledged (Node_Status.applied_generation) the first generation planned from
+// - first ack: until every gateway acknowledged (Node_Heartbeat.applied_generation) the first generation planned from
 //   the new desired_cfg (phase 1: the new backend becomes second chance of the slots it will take);
 // - converged: until every gateway acknowledged the last generation of the rollout (phase 2, then second chances
 //   dropped once the hosts reported no connections for them) and the planner published nothing more for 3 s;
@@ -60,7 +60,7 @@ import {
   desiredStateOps,
   gatewayGeneration,
   NodeHeartbeatTable,
-  NodeStatusTable,
+  nodeAcks,
   PlanConfigTable,
   PlanTable,
   publishedGeneration,
@@ -193,7 +193,7 @@ function state(m: MonitorSet): StoreState {
     desiredCfg: storedDesiredCfg(r),
     gen: publishedGeneration(r),
     released: gatewayGeneration(r),
-    acks: new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation])),
+    acks: new Map([...nodeAcks(r)].map(([node, ack]) => [node, ack.appliedGeneration])),
     planCfg: new Map(rows(r, PlanTable).map((p) => [p.generation, p.desired_cfg])),
   };
 }

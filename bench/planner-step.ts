@@ -135,22 +135,23 @@ async function fill(d: typeof db, client: OvsdbClient, r: Replica, vips: number)
   await tx(d.PlanTable.name, d.publishGenerationOps(r, first, d.storedDesiredCfg(r), JSON.stringify(doc)));
   await tx(d.GlobalTable.name, d.releaseOps(first.number));
   const ack = { appliedGeneration: 1, appliedCfg: 1, appliedAt: Date.now(), error: undefined };
+  // Where a version writes acknowledgements: Node_Status (Sluice) before Sluice_Status 1.1.0, the heartbeat after.
+  const legacyAcks = (d as { nodeStatusOps?: (r: Replica, s: object) => unknown[] }).nodeStatusOps;
   if (d.heartbeatOps === undefined) {
     // Before schema 3.0.0: the heartbeat is a Node_Status column.
-    const beat = (node: string) =>
-      ({ node, ...ack, heartbeatAt: Date.now() }) as Parameters<typeof d.nodeStatusOps>[1];
     await tx(
       d.NodeStatusTable.name,
-      NODES.flatMap((node) => d.nodeStatusOps(r, beat(node))),
+      NODES.flatMap((node) => legacyAcks!(r, { node, ...ack, heartbeatAt: Date.now() })),
     );
   } else {
-    await tx(
-      d.NodeStatusTable.name,
-      NODES.flatMap((node) => d.nodeStatusOps(r, { node, ...ack })),
-    );
+    if (legacyAcks !== undefined)
+      await tx(
+        d.NodeStatusTable.name,
+        NODES.flatMap((node) => legacyAcks(r, { node, ...ack })),
+      );
     await tx(
       d.NodeHeartbeatTable.name,
-      NODES.flatMap((node) => d.heartbeatOps(r, node, Date.now(), { role: 'host' })),
+      NODES.flatMap((node) => d.heartbeatOps(r, node, Date.now(), { role: 'host' }, { node, ...ack })),
     );
   }
   const rows = config.loadBalancers.flatMap((lb) =>

@@ -1,9 +1,9 @@
 // `sluice agent`: the ovn-controller of one node. Monitors the store (Global, Plan, Plan_Pool, Plan_Config, its own
 // status rows), applies the generation meant for its role with a NodeProgrammer (incremental: compile the load
 // balancers that changed -> diff against what it installed last -> one bundle per bridge -> revalidator/wait)
-// and acknowledges it in Node_Status, database Sluice (applied_generation = the datapath obeys it: what was applied,
-// not what was asked), when it changes. Every `heartbeatMs` it writes its heartbeat (Node_Heartbeat, database
-// Sluice_Status: the frequent writes stay out of the plans' transaction history); hosts add their backends' health
+// and acknowledges it with its next heartbeat (Node_Heartbeat, database Sluice_Status: applied_generation = the
+// datapath obeys it: what was applied, not what was asked). Every `heartbeatMs` it writes its heartbeat there (the
+// frequent writes stay out of the plans' transaction history; its fence marks stay in Node_Status, Sluice); hosts add their backends' health
 // (Backend_Status) and live connections per slot (Slot_Connections) in the same transaction (the planner relies on
 // that: see docs/design/control-plane.md). One session, one monitor per database, each resuming on its own.
 //
@@ -59,11 +59,12 @@ import {
   heartbeatOps,
   insert,
   isConflict,
+  nodeRowOps,
   nodeStatus,
-  nodeStatusOps,
   PlanIndex,
   publishedGeneration,
   remove,
+  SCHEMA_NEEDS,
   type SlotConnectionsRow,
   SlotConnectionsTable,
   STATUS_DB_HINT,
@@ -461,11 +462,12 @@ export class AgentDaemon {
       try {
         await this.client.connect();
         this.#schema = await this.client.getSchema(DB_NAME);
-        // Plans and its acknowledgement in Sluice, its heartbeat and reports in Sluice_Status: one monitor each,
+        // Plans and its fence marks in Sluice, its heartbeat, ack and reports in Sluice_Status: one monitor each,
         // each resuming from its own last transaction after a reconnect.
         this.#monitor = await this.client.monitorDatabases(
           splitMonitor(agentMonitor(this.#o.node)),
           STATUS_DB_HINT,
+          SCHEMA_NEEDS,
         );
         break;
       } catch (e) {
@@ -898,67 +900,42 @@ export class AgentDaemon {
 
   async #writeStatus(r: Replica, target: number, rejoin: boolean): Promise<void> {
     const now = Date.now();
-    const fencedFlag = reportsFenced(this.#fence) && !rejoin;
-    const marks = { fenced: fencedFlag, role: this.#o.role, clearFenceRecords: rejoin };
-    // Sluice: the acknowledgement and the fence marks, only when they change (they are what the rollout gates on;
-    // the heartbeat goes to Sluice_Status, so an idle store's plan database takes no transactions).
-    const ackDue = this.#acked !== this.#applied || this.#ackedError !== this.#error;
-    const row = nodeStatus(r, this.#o.node);
-    if (ackDue || rejoin || row === undefined || !agentMarksCurrent(row, marks)) {
-      const ops: Operation[] = [];
-      // Acknowledge a rejoin only if the generation applied is still the released one: then the planner cannot get
-      // two generations ahead of us before it sees this ack (it gates on it from the moment it is committed).
-      if (rejoin) ops.push(stillReleasedOp(target));
-      ops.push(
-        ...nodeStatusOps(r, {
-          node: this.#o.node,
-          appliedGeneration: this.#applied,
-          appliedCfg: this.#appliedCfg,
-          appliedAt: this.#appliedAt,
-          error: this.#error,
-        }),
-        // A rejoin also deletes the planner's (or operator's) fence record: the ack and the announcement that
-        // follows supersede it.
-        agentMarksOp(this.#o.node, marks),
-      );
-      try {
-        await this.client.transact(DB_NAME, ...ops);
-      } catch (e) {
-        if (rejoin && isConflict(e)) {
-          this.#log.info(
-            { event: 'rejoin-retry' },
-            'a newer generation was released meanwhile: applying it before re-announcing',
-          );
-          return;
-        }
-        throw e;
-      }
-      this.#lastStoreOk = Date.now();
-      this.#acked = this.#applied;
-      this.#ackedError = this.#error;
-      if (rejoin) this.#announce();
-    }
-    // Sluice_Status: the heartbeat and, hosts, the latest report if its conntrack read started after the last report
-    // went out (the planner counts reports by report_at, written in the same transaction as the report's rows); the
-    // heartbeat never waits for a report (#reportTick reads conntrack in its own loop).
+    // Sluice_Status first: the heartbeat, the acknowledgement and, hosts, the latest report if its conntrack read
+    // started after the last report went out (the planner counts reports by report_at, written in the same
+    // transaction as the report's rows); the heartbeat never waits for a report (#reportTick reads conntrack in its
+    // own loop). A rejoin's ack is committed here before the rejoin itself (below), so once the planner waits for
+    // this gateway again it either sees the ack or waits for it (docs/design/ovsdb.md, "Acknowledgements").
     const rep = this.#report;
     const fresh = this.#o.role === 'host' && rep !== undefined && rep.startedAt > this.#reportWrittenAt;
-    const ops: Operation[] = heartbeatOps(r, this.#o.node, now, {
-      role: this.#o.role,
-      ...(this.#agreement === undefined ? {} : { hashAgreement: this.#agreement.text() }),
-      ...(this.#bird === undefined
-        ? {}
-        : {
-            routing:
-              this.#routing === undefined
-                ? (this.#routingError ?? 'not read yet')
-                : formatRoutingState(this.#routing),
-          }),
-      ...(this.#slotAudit.text === undefined ? {} : { slotAudit: this.#slotAudit.text }),
-      // Hosts: second-chance packets received per load balancer (the status page sums them).
-      ...(this.#o.role === 'host' ? { secondChance: this.#secondChanceJson() } : {}),
-      ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
-    });
+    const ack = {
+      node: this.#o.node,
+      appliedGeneration: this.#applied,
+      appliedCfg: this.#appliedCfg,
+      appliedAt: this.#appliedAt,
+      error: this.#error,
+    };
+    const ops: Operation[] = heartbeatOps(
+      r,
+      this.#o.node,
+      now,
+      {
+        role: this.#o.role,
+        ...(this.#agreement === undefined ? {} : { hashAgreement: this.#agreement.text() }),
+        ...(this.#bird === undefined
+          ? {}
+          : {
+              routing:
+                this.#routing === undefined
+                  ? (this.#routingError ?? 'not read yet')
+                  : formatRoutingState(this.#routing),
+            }),
+        ...(this.#slotAudit.text === undefined ? {} : { slotAudit: this.#slotAudit.text }),
+        // Hosts: second-chance packets received per load balancer (the status page sums them).
+        ...(this.#o.role === 'host' ? { secondChance: this.#secondChanceJson() } : {}),
+        ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
+      },
+      ack,
+    );
     if (this.#o.role === 'host') {
       if (fresh) ops.push(...this.#reportOps(r, now, rep!.conns));
       // Refresh the counters for the next heartbeat (at most one bridge read per flowCacheMs; never waited for).
@@ -968,10 +945,40 @@ export class AgentDaemon {
     this.#lastStoreOk = Date.now();
     this.#storeSilentLogged = false;
     this.#lastHeartbeat = now;
+    this.#acked = ack.appliedGeneration;
+    this.#ackedError = ack.error;
     if (fresh) {
       this.#reportWrittenAt = Date.now();
       this.#committedReportScope = this.#pendingReportScope;
     }
+    // Sluice: the fence marks, only when they change (the rollout gates on them), and the rejoin.
+    const marks = {
+      fenced: reportsFenced(this.#fence) && !rejoin,
+      role: this.#o.role,
+      clearFenceRecords: rejoin,
+    };
+    if (!rejoin && agentMarksCurrent(nodeStatus(r, this.#o.node), marks)) return;
+    // A rejoin commits only if the generation applied is still the released one: then the planner cannot get two
+    // generations ahead of us before it waits for us again (it gates on us from the moment this commits). It also
+    // deletes the planner's (or operator's) fence record: the ack and the announcement that follows supersede it.
+    const marksOps = [
+      ...(rejoin ? [stillReleasedOp(target)] : []),
+      ...nodeRowOps(r, this.#o.node),
+      agentMarksOp(this.#o.node, marks),
+    ];
+    try {
+      await this.client.transact(DB_NAME, ...marksOps);
+    } catch (e) {
+      if (rejoin && isConflict(e)) {
+        this.#log.info(
+          { event: 'rejoin-retry' },
+          'a newer generation was released meanwhile: applying it before re-announcing',
+        );
+        return;
+      }
+      throw e;
+    }
+    if (rejoin) this.#announce();
   }
 
   /** After the rejoin ack: --announce-cmd in the background, heartbeats (fenced=false) go on meanwhile, so the

@@ -29,9 +29,8 @@ import {
   DESIRED_STATE_MONITOR,
   desiredStateOps,
   gatewayGeneration,
-  NodeStatusTable,
+  nodeAcks,
   publishedGeneration,
-  rows,
   STATUS_DB_NAME,
 } from '../store/db/index.ts';
 import { accessControlOps, statusAccessOps } from '../store/db/rbac.ts';
@@ -536,7 +535,7 @@ export async function operatorClient(cp: ControlPlane): Promise<OvsdbClient> {
 }
 
 /**
- * node -> the generation it acknowledged, counting only acknowledgements its current agent wrote: a Node_Status row
+ * node -> the generation it acknowledged, counting only acknowledgements its current agent wrote: a status row
  * stays when its agent is killed, so a row applied before `startedAt(node)` (that agent's start, ms) is its
  * predecessor's and says nothing about the new one. A node without a start time counts as it is.
  */
@@ -545,9 +544,9 @@ export function currentAcks(
   startedAt: (node: string) => number | undefined,
 ): Map<string, number> {
   return new Map(
-    rows(r, NodeStatusTable)
-      .filter((s) => s.applied_at >= (startedAt(s.node) ?? 0))
-      .map((s) => [s.node, s.applied_generation]),
+    [...nodeAcks(r).values()]
+      .filter((s) => s.appliedAt >= (startedAt(s.node) ?? 0))
+      .map((s) => [s.node, s.appliedGeneration]),
   );
 }
 

@@ -8,6 +8,7 @@ import { SluiceError } from '../model/errors.ts';
 import {
   DESIRED_STATE_MONITOR,
   gatewayGeneration,
+  nodeAck,
   nodeHeartbeat,
   nodeStatus,
   PLAN_HEAD_MONITOR,
@@ -154,7 +155,7 @@ export class DemoSession {
   }
 
   applied(node: string): number {
-    return this.#status(node)?.applied_generation ?? 0;
+    return this.#ack(node)?.appliedGeneration ?? 0;
   }
 
   /** The node's last heartbeat value in the store (its own clock), undefined before its first. */
@@ -163,7 +164,7 @@ export class DemoSession {
   }
 
   nodeError(node: string): string | undefined {
-    return this.#status(node)?.error;
+    return this.#ack(node)?.error;
   }
 
   /** Every load balancer's backends as `sluice status` lists them (check, health, latest probe). */
@@ -173,6 +174,10 @@ export class DemoSession {
 
   #status(node: string) {
     return nodeStatus(this.#store.replica, node);
+  }
+
+  #ack(node: string) {
+    return nodeAck(this.#status(node), nodeHeartbeat(this.#store.replica, node));
   }
 
   /** desired_cfg the latest generation was planned from. */

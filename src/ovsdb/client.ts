@@ -275,6 +275,7 @@ export class OvsdbClient extends EventEmitter {
   async monitorDatabases(
     parts: readonly (readonly [string, { readonly [table: string]: MonitorCondRequest }])[],
     hint = '',
+    needs: { readonly [db: string]: string } = {},
   ): Promise<MonitorSet> {
     const served = await this.listDbs();
     for (const [db] of parts)
@@ -286,7 +287,18 @@ export class OvsdbClient extends EventEmitter {
         );
     const monitors: Monitor[] = [];
     try {
-      for (const [db, requests] of parts) monitors.push(await this.monitor(db, requests));
+      for (const [db, requests] of parts) {
+        const m = await this.monitor(db, requests);
+        monitors.push(m);
+        // A store older than this client's schema would refuse or silently drop the columns it writes.
+        const have = m.schema?.version ?? '0.0.0';
+        if (needs[db] !== undefined && olderSchema(have, needs[db]))
+          throw new OvsdbError(
+            'SLUICE_E_OVSDB_PROTOCOL',
+            `the store's database ${db} is at schema ${have}, this sluice needs ${needs[db]} or later` +
+              (hint === '' ? '' : `: ${hint}`),
+          );
+      }
     } catch (e) {
       for (const m of monitors) await this.cancelMonitor(m).catch(() => {});
       throw e;
@@ -1197,4 +1209,11 @@ export class OvsdbLock extends EventEmitter {
     };
     this._setState(r?.locked === true ? 'held' : 'waiting', method);
   }
+}
+
+/** Whether schema version `have` (x.y.z) is older than `need` with the same major version, or of an older major. */
+function olderSchema(have: string, need: string): boolean {
+  const [a, b] = [have, need].map((v) => v.split('.').map(Number));
+  for (let i = 0; i < 3; i++) if (a![i] !== b![i]) return (a![i] ?? 0) < (b![i] ?? 0);
+  return false;
 }

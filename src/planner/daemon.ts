@@ -37,6 +37,7 @@ import {
   readStoreView,
   releaseOps,
   reportRoundOps,
+  SCHEMA_NEEDS,
   STATUS_DB_HINT,
   STATUS_DB_NAME,
   splitMonitor,
@@ -233,7 +234,11 @@ export class PlannerDaemon {
     await this.client.connect();
     this.#schema = await this.client.getSchema(DB_NAME);
     // Sluice and Sluice_Status, one monitor each (each resumes from its own last transaction), read as one replica.
-    this.#monitor = await this.client.monitorDatabases(splitMonitor(ALL_TABLES_MONITOR), STATUS_DB_HINT);
+    this.#monitor = await this.client.monitorDatabases(
+      splitMonitor(ALL_TABLES_MONITOR),
+      STATUS_DB_HINT,
+      SCHEMA_NEEDS,
+    );
     this.#monitor.on('update', () => this.#schedule());
     this.#monitor.on('reestablished', (r: Reestablished, m: Monitor) => logReestablished(this.#log, r, m));
     this.#lock = await this.client.lock(PLANNER_LOCK);

@@ -35,6 +35,7 @@ import {
   lbScopeReplica,
   NodeHeartbeatTable,
   NodeStatusTable,
+  nodeAck,
   nodeStatus,
   OPERATOR_FENCED_KEY,
   type OvnSkippedRow,
@@ -48,6 +49,7 @@ import {
   readPlan,
   readStoreView,
   rows,
+  SCHEMA_NEEDS,
   SLOT_DISAGREE,
   STATUS_DB_HINT,
   splitMonitor,
@@ -140,7 +142,7 @@ export class StoreSession {
   ): Promise<StoreSession> {
     const client = await connectStore(db, waitMs, tls);
     try {
-      const monitors = await client.monitorDatabases(splitMonitor(tables), STATUS_DB_HINT);
+      const monitors = await client.monitorDatabases(splitMonitor(tables), STATUS_DB_HINT, SCHEMA_NEEDS);
       return new StoreSession(client, monitors);
     } catch (e) {
       client.close();
@@ -722,7 +724,8 @@ export function statusReport(r: Replica, now = Date.now(), cache?: PlanCache): S
     const want = stored.config.nodes.find((n) => n.name === name);
     const st = statusRows.get(name);
     const beat = beats.get(name);
-    const applied = st === undefined ? null : st.applied_generation;
+    const ack = nodeAck(st, beat);
+    const applied = ack === undefined ? null : ack.appliedGeneration;
     const marks = fenceMarks(st, beat);
     const fencedBy = marks.byAgent
       ? 'agent'
@@ -736,12 +739,12 @@ export function statusReport(r: Replica, now = Date.now(), cache?: PlanCache): S
       role: want?.role ?? marks.role ?? '?',
       desired: want !== undefined,
       appliedGeneration: applied,
-      appliedCfg: st === undefined ? null : st.applied_cfg,
+      appliedCfg: ack === undefined ? null : ack.appliedCfg,
       lag: applied === null ? null : generation - applied,
       heartbeatAgeMs: beat === undefined ? null : Math.max(0, now - beat.heartbeat_at),
       fenced: fencedBy !== null,
       fencedBy,
-      error: st?.error ?? null,
+      error: ack?.error ?? null,
       routing: marks.routing ?? null,
       hashAgreement: marks.hashAgreement ?? null,
       slotAudit: marks.slotAudit ?? null,

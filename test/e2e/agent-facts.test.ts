@@ -27,7 +27,7 @@ import {
   desiredStateOps,
   fenceMarks,
   gatewayGeneration,
-  NodeStatusTable,
+  nodeAcks,
   nodeStatus,
   publishedGeneration,
   rows,
@@ -57,7 +57,7 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
 function converged(): boolean {
   const r = status.replica;
   const gen = publishedGeneration(r);
-  const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row.applied_generation]));
+  const acks = new Map([...nodeAcks(r)].map(([node, ack]) => [node, ack.appliedGeneration]));
   return gen > 0 && gatewayGeneration(r) === gen && lab.nodes.every((n) => acks.get(n.name) === gen);
 }
 
@@ -132,7 +132,9 @@ describe('agents read their node facts from their own OVS', { skip: !isRoot && '
     client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
     await client.connect();
     const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
-    status = await client.monitorDatabases(splitMonitor({ Global: {}, Node_Status: {}, Backend_Status: {} }));
+    status = await client.monitorDatabases(
+      splitMonitor({ Global: {}, Node_Status: {}, Node_Heartbeat: {}, Backend_Status: {} }),
+    );
     await client.transact(DB_NAME, ...desiredStateOps(desired.replica, config));
     children.start('planner', ['planner', '--db', `unix:${srv.unixPath}`, '--lease', '10', '--margin', '3']);
     for (const n of lab.nodes) {

@@ -31,7 +31,6 @@ import {
   DESIRED_STATE_MONITOR,
   insert,
   NodeHeartbeatTable,
-  nodeStatusOps,
   PLAN_MONITOR,
   publishGenerationOps,
   STATUS_DB_NAME,
@@ -388,20 +387,18 @@ describe('sluice CLI against a real ovsdb-server', () => {
         ['host1', 1, undefined],
         ['host2', 1, 'bundle rejected'],
       ] as const) {
-        await client.transact(
-          DB_NAME,
-          ...nodeStatusOps(plans.replica, {
-            node,
-            appliedGeneration: applied,
-            appliedCfg: desiredCfg,
-            appliedAt: now,
-            error,
-          }),
-        );
-        // The heartbeat goes to the status database (Sluice_Status), the acknowledgement above to Sluice.
+        // The acknowledgement travels with the heartbeat, in the status database (Sluice_Status 1.1.0).
         await client.transact(
           STATUS_DB_NAME,
-          insert(NodeHeartbeatTable, { node, heartbeat_at: now - 1500, external_ids: new Map() }),
+          insert(NodeHeartbeatTable, {
+            node,
+            heartbeat_at: now - 1500,
+            applied_generation: applied,
+            applied_cfg: desiredCfg,
+            applied_at: now,
+            error,
+            external_ids: new Map(),
+          }),
         );
       }
       await client.transact(

@@ -39,7 +39,7 @@ import {
   desiredStateOps,
   find,
   NodeHeartbeatTable,
-  nodeStatus,
+  nodeAcks,
   PlanTable,
   readGeneration,
   splitMonitor,
@@ -279,12 +279,12 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await writeDesired(withState(config, lab.backend('host3-b1').ip, 'draining'));
     const g2 = await waitConverged(before, 60_000, 1000);
     assert.ok(g2 > before, `a new generation was published (g${before} -> g${g2})`);
-    // Node_Status.applied_cfg (`sluice status` appliedCfg) is the desired_cfg of the generation the node applied.
+    // Node_Heartbeat.applied_cfg (`sluice status` appliedCfg) is the desired_cfg of the generation the node applied.
     for (const n of lab.nodes) {
-      const st = nodeStatus(status.replica, n.name)!;
-      const plan = find(status.replica, PlanTable, (p) => p.generation === st.applied_generation);
-      assert.ok(st.applied_cfg > 0, `${n.name} reports applied_cfg ${st.applied_cfg}`);
-      assert.equal(st.applied_cfg, plan?.desired_cfg, `${n.name}: applied_cfg of g${st.applied_generation}`);
+      const st = nodeAcks(status.replica).get(n.name)!;
+      const plan = find(status.replica, PlanTable, (p) => p.generation === st.appliedGeneration);
+      assert.ok(st.appliedCfg > 0, `${n.name} reports applied_cfg ${st.appliedCfg}`);
+      assert.equal(st.appliedCfg, plan?.desired_cfg, `${n.name}: applied_cfg of g${st.appliedGeneration}`);
     }
     process.stderr.write(
       `drain change: g${before} -> g${g2} acknowledged everywhere in ${Date.now() - t1} ms\n`,

@@ -32,7 +32,7 @@ import {
   startCluster,
   startStandalone,
 } from '../../src/ovsdb/server.ts';
-import { agentMonitor, STATUS_DB_HINT, splitMonitor } from '../../src/store/db/index.ts';
+import { agentMonitor, SCHEMA_NEEDS, STATUS_DB_HINT, splitMonitor } from '../../src/store/db/index.ts';
 
 const run = promisify(execFile);
 const DB = schemaName(sluiceSchemaPath());
@@ -157,6 +157,37 @@ describe('ovsdb client against a real ovsdb-server', () => {
     const status = await c.getSchema('Sluice_Status');
     assert.equal(status.version, statusFile.version);
     assert.deepEqual(Object.keys(status.tables).sort(), Object.keys(statusFile.tables).sort());
+  });
+
+  test('a store whose Sluice_Status predates the acknowledgements (1.0.0) is refused with what to do', async () => {
+    // Sluice_Status 1.0.0: the schema file without Node_Heartbeat's acknowledgement columns (1.1.0).
+    const d = mkdtempSync(join(dir, 'status10-'));
+    const s10 = JSON.parse(readFileSync(sluiceStatusSchemaPath(), 'utf8'));
+    s10.version = '1.0.0';
+    for (const c of ['applied_generation', 'applied_cfg', 'applied_at', 'error'])
+      delete s10.tables.Node_Heartbeat.columns[c];
+    writeFileSync(join(d, 'status-1.0.0.ovsschema'), JSON.stringify(s10));
+    const old = await startStandalone(d, [sluiceSchemaPath(), join(d, 'status-1.0.0.ovsschema')], 'old');
+    try {
+      const c = client({ remotes: [old.unixRemote] });
+      await assert.rejects(
+        c.monitorDatabases(splitMonitor(agentMonitor('host1')), STATUS_DB_HINT, SCHEMA_NEEDS),
+        (e: unknown) =>
+          e instanceof OvsdbError &&
+          /database Sluice_Status is at schema 1\.0\.0, this sluice needs 1\.1\.0 or later: .*upgrade the store/.test(
+            e.message,
+          ),
+      );
+      // Negative control: the same request against a store of this version.
+      const ok = await client({ remotes: [srv.unixRemote] }).monitorDatabases(
+        splitMonitor(agentMonitor('host1')),
+        STATUS_DB_HINT,
+        SCHEMA_NEEDS,
+      );
+      assert.equal(ok.of('Sluice_Status')?.schema?.version, '1.1.0');
+    } finally {
+      await old.stop();
+    }
   });
 
   test('a store without Sluice_Status (made before 3.0.0) is refused with what to do; nothing is monitored', async () => {

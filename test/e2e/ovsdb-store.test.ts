@@ -24,7 +24,8 @@ import {
   isConflict,
   NodeHeartbeatTable,
   NodeStatusTable,
-  nodeStatusOps,
+  nodeAck,
+  nodeRowOps,
   PLAN_MONITOR,
   PlanConfigTable,
   PlanLbTable,
@@ -324,35 +325,49 @@ describe('plans and node status in ovsdb-server', () => {
   });
 
   test('node status and heartbeat (two databases): inserted once, then updated in place', async () => {
-    const status = {
+    const ack = {
       node: 'gw1',
       appliedGeneration: 1,
       appliedCfg: 1,
       appliedAt: 1000,
       error: undefined,
     };
-    await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, status));
-    await planner.transact(
-      DB_NAME,
-      ...nodeStatusOps(pm.replica, { ...status, appliedGeneration: 2, error: 'bundle rejected' }),
-    );
-    const statusRows = rows(pm.replica, NodeStatusTable);
-    assert.equal(statusRows.length, 1);
-    assert.equal(statusRows[0]!.applied_generation, 2);
-    assert.equal(statusRows[0]!.error, 'bundle rejected');
-    await planner.transact(DB_NAME, ...nodeStatusOps(pm.replica, { ...status, appliedGeneration: 3 }));
-    assert.equal(rows(pm.replica, NodeStatusTable)[0]!.error, undefined);
-    // The heartbeat goes to Sluice_Status: inserted, then updated; a key left out keeps its value (report_at).
+    // Sluice: the row of the fence marks, inserted once.
+    await planner.transact(DB_NAME, ...nodeRowOps(pm.replica, 'gw1'));
+    assert.deepEqual(nodeRowOps(pm.replica, 'gw1'), []);
+    assert.equal(rows(pm.replica, NodeStatusTable).length, 1);
+    // Sluice_Status: the heartbeat with the acknowledgement, inserted, then updated; a key left out keeps its value
+    // (report_at), a heartbeat without an ack keeps the ack.
     const beats = await planner.monitor(STATUS_DB_NAME, { Node_Heartbeat: {} });
     await planner.transact(
       STATUS_DB_NAME,
-      ...heartbeatOps(beats.replica, 'gw1', 1000, { role: 'gateway', reportAt: '900' }),
+      ...heartbeatOps(beats.replica, 'gw1', 1000, { role: 'gateway', reportAt: '900' }, ack),
     );
-    await planner.transact(STATUS_DB_NAME, ...heartbeatOps(beats.replica, 'gw1', 2000, { role: 'gateway' }));
+    await planner.transact(
+      STATUS_DB_NAME,
+      ...heartbeatOps(
+        beats.replica,
+        'gw1',
+        2000,
+        { role: 'gateway' },
+        { ...ack, appliedGeneration: 2, error: 'bundle rejected' },
+      ),
+    );
     const beatRows = rows(beats.replica, NodeHeartbeatTable);
     assert.equal(beatRows.length, 1);
     assert.equal(beatRows[0]!.heartbeat_at, 2000);
+    assert.equal(beatRows[0]!.applied_generation, 2);
+    assert.equal(beatRows[0]!.error, 'bundle rejected');
     assert.equal(beatRows[0]!.external_ids.get(REPORT_AT_KEY), '900');
+    await planner.transact(
+      STATUS_DB_NAME,
+      ...heartbeatOps(beats.replica, 'gw1', 3000, { role: 'gateway' }, { ...ack, appliedGeneration: 3 }),
+    );
+    await planner.transact(STATUS_DB_NAME, ...heartbeatOps(beats.replica, 'gw1', 4000, { role: 'gateway' }));
+    const [beat] = rows(beats.replica, NodeHeartbeatTable);
+    assert.equal(beat!.applied_generation, 3);
+    assert.equal(beat!.error, undefined);
+    assert.equal(nodeAck(undefined, beat)?.appliedGeneration, 3);
   });
 });
 

@@ -38,9 +38,8 @@ import type { Replica } from '../../src/ovsdb/replica.ts';
 import {
   DESIRED_STATE_MONITOR,
   gatewayGeneration,
-  NodeStatusTable,
+  nodeAcks,
   publishedGeneration,
-  rows,
 } from '../../src/store/db/index.ts';
 import { editDesiredState, edits, formatStatus, withStore } from '../../src/store/operator.ts';
 import { removeForeignFlows, reseedGateway } from './helpers/hash-fault.ts';
@@ -276,7 +275,7 @@ describe('BGP + BFD: a failed gateway leaves ECMP in well under a second', {
     let state = '';
     const done = await waitStore(h, 60_000, (r) => {
       const gen = publishedGeneration(r);
-      const acks = new Map(rows(r, NodeStatusTable).map((x) => [x.node, x.applied_generation]));
+      const acks = new Map([...nodeAcks(r)].map(([node, ack]) => [node, ack.appliedGeneration]));
       state = `published g${gen} (before g${before}), released g${gatewayGeneration(r)}, acks ${JSON.stringify(Object.fromEntries(acks))}`;
       return gen > before && gatewayGeneration(r) === gen && survivors.every((n) => acks.get(n) === gen);
     });

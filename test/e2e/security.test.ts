@@ -37,6 +37,7 @@ import {
   mutate,
   NodeHeartbeatTable,
   NodeTable,
+  nodeAcks,
   nodeHeartbeat,
   nodeStatus,
   PLAN_MONITOR,
@@ -282,7 +283,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
     if (lab) await labDown(PREFIX);
   });
 
-  const status = (node: string) => nodeStatus(state.replica, node);
+  const status = (node: string) => nodeAcks(state.replica).get(node);
 
   test('finding 4: the store is TLS-only for the daemons, with certificates, and RBAC limits each role', async () => {
     const ports = cp.tlsPorts!;
@@ -627,8 +628,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
         new RegExp(`refused g${g + 1}: .*slot 0 names member 7`).test(String(status(n.name)?.error ?? '')),
       ),
     );
-    for (const n of lab.nodes)
-      assert.equal(status(n.name)?.applied_generation, g, `${n.name} still at g${g}`);
+    for (const n of lab.nodes) assert.equal(status(n.name)?.appliedGeneration, g, `${n.name} still at g${g}`);
     // Past the agents' lease (10 s): no gateway withdrew, every gateway still in the router's ECMP set.
     await sleep(12_000);
     for (const v of Object.values(await lab.ecmpGateways())) assert.deepEqual([...v].sort(), ['gw1', 'gw2']);
@@ -651,7 +651,7 @@ describe('on the lab: hostile store writes and floods', { skip: !isRoot && 'need
       mutate(GlobalTable, [], mapPut(GlobalTable, 'options', { [GATEWAY_GENERATION_KEY]: String(g + 2) })),
     );
     await until('every agent to apply g+2 and clear its error', () =>
-      lab.nodes.every((n) => status(n.name)?.applied_generation === g + 2 && !status(n.name)?.error),
+      lab.nodes.every((n) => status(n.name)?.appliedGeneration === g + 2 && !status(n.name)?.error),
     );
     assert.equal(await waitConverged(cp, 60_000), g + 2);
     c = await traffic!.report();

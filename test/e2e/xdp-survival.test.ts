@@ -45,7 +45,14 @@ import { labXdpInForce, setLabDatapathFacts } from '../../src/lab/xdp.ts';
 import { parseConfig } from '../../src/model/schema.ts';
 import type { Config } from '../../src/model/types.ts';
 import type { Replica } from '../../src/ovsdb/replica.ts';
-import { DB_NAME, nodeStatus, PLAN_MONITOR, planDocument, readPlan } from '../../src/store/db/index.ts';
+import {
+  nodeAck,
+  nodeHeartbeat,
+  PLAN_MONITOR,
+  planDocument,
+  readPlan,
+  splitMonitor,
+} from '../../src/store/db/index.ts';
 import { ICMP_TC_PREF } from '../../src/xdp/attach.ts';
 import { cleanPaths, echoTransfer, flushPathMtu, lockClientMtu } from './helpers/pmtu.ts';
 import { execSluice } from './helpers/sluice-children.ts';
@@ -170,7 +177,7 @@ interface AckSeen {
  */
 async function watchXdpAcks(cp: ControlPlane, node: string) {
   const client = await operatorClient(cp);
-  const m = await client.monitor(DB_NAME, { ...PLAN_MONITOR, Node_Status: {} });
+  const m = await client.monitorDatabases(splitMonitor({ ...PLAN_MONITOR, Node_Heartbeat: {} }));
   const n = lab.node(node);
   const facts = lab.compilerFacts(node);
   const neighbours = parseTnlNeigh((await n.appctl(['tnl/neigh/show'])).stdout);
@@ -181,7 +188,7 @@ async function watchXdpAcks(cp: ControlPlane, node: string) {
     const t = xdpTables(c, plan.generation, { tunnelIp: facts.tunnelIp, mac: facts.phyMac, neighbours });
     return xdpImageLines(xdpMapImage(t, copy)).join('\n');
   };
-  const acked = () => nodeStatus(m.replica, node)?.applied_generation ?? 0;
+  const acked = () => nodeAck(undefined, nodeHeartbeat(m.replica, node))?.appliedGeneration ?? 0;
   const seen: AckSeen[] = [];
   let stop = false;
   const loop = (async () => {

@@ -234,7 +234,16 @@ test('the periodic audit runs every everyMs (0 = off) and sets the metric per lo
 
 test("the host's summary travels in its heartbeat's marks (Node_Heartbeat SLOT_AUDIT_KEY), replaced each beat", () => {
   const text = "DISAGREE: web 1 of 2 connections in another slot than the model's (e.g. ...)";
-  const beat = { _uuid: 'b1', node: 'host1', heartbeat_at: 1, external_ids: new Map() } as NodeHeartbeatRow;
+  const beat: NodeHeartbeatRow = {
+    _uuid: 'b1',
+    node: 'host1',
+    heartbeat_at: 1,
+    applied_generation: 0,
+    applied_cfg: 0,
+    applied_at: 0,
+    error: undefined,
+    external_ids: new Map(),
+  };
   const current = replicaOf([[NodeHeartbeatTable as never, [beat as never]]]);
   const ops = heartbeatOps(current, 'host1', 2, { role: 'host', slotAudit: text });
   const json = JSON.stringify(ops);

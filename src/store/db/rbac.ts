@@ -2,8 +2,8 @@
 // through a TLS remote with a role, and the transaction that installs them with those remotes. Pure data and ops.
 //
 // A client's identity is the CN of its certificate (mutual TLS). An agent's certificate is named after its node:
-// it may insert, update and delete only the Node_Status rows (Sluice) and the Node_Heartbeat, Backend_Status and
-// Slot_Connections rows (Sluice_Status) whose `node` is that name. A planner writes plans (Plan, Plan_LB, Plan_Pool, Plan_Config, Global's generation/plan/options) and its fence
+// it may insert, update and delete only the Node_Status rows (Sluice) and the Node_Heartbeat (its heartbeat and
+// acknowledgement), Backend_Status and Slot_Connections rows (Sluice_Status) whose `node` is that name. A planner writes plans (Plan, Plan_LB, Plan_Pool, Plan_Config, Global's generation/plan/options) and its fence
 // record (Node_Status.external_ids). An operator writes the desired state (Global's settings, Load_Balancer,
 // Backend, Node) and `node confirm-fenced` (Node_Status.external_ids). Every other table is read-only to all three;
 // the local unix socket (no role) stays the administrator's.
@@ -94,7 +94,11 @@ export const ROLES: RoleTables = {
  *  report round it marks; the operator nothing (a role with no permission rows is refused every write). */
 export const STATUS_ROLES: RoleTables = {
   'sluice-agent': {
-    Node_Heartbeat: { authorization: ['node'], insertDelete: true, update: ['heartbeat_at', 'external_ids'] },
+    Node_Heartbeat: {
+      authorization: ['node'],
+      insertDelete: true,
+      update: ['heartbeat_at', 'applied_generation', 'applied_cfg', 'applied_at', 'error', 'external_ids'],
+    },
     Backend_Status: OWN_BACKEND_STATUS,
     Slot_Connections: OWN_SLOT_CONNECTIONS,
   },

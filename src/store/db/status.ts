@@ -1,5 +1,5 @@
-// What nodes report: acknowledgements and fence marks in Sluice (Node_Status, with the fence records the planner and
-// the operator add there), heartbeats and connection reports in Sluice_Status (Node_Heartbeat, Backend_Status,
+// What nodes report: fence marks in Sluice (Node_Status, with the fence records the planner and the operator add
+// there), heartbeats, acknowledgements and connection reports in Sluice_Status (Node_Heartbeat, Backend_Status,
 // Slot_Connections; docs/design/ovsdb.md, "Two databases"). Pure: callers run the ops with client.transact on the
 // database each function names.
 
@@ -17,7 +17,7 @@ import {
   waitExists,
   where,
 } from './ops.ts';
-import { find, single } from './read.ts';
+import { find, rows, single } from './read.ts';
 import {
   AGENT_FENCED_KEY,
   GATEWAY_GENERATION_KEY,
@@ -37,7 +37,7 @@ import {
   SLOT_AUDIT_KEY,
 } from './tables.ts';
 
-/** What an agent applied (report what was applied, not what was asked). */
+/** What an agent applied (report what was applied, not what was asked): its acknowledgement. */
 export interface NodeStatusRecord {
   readonly node: string;
   readonly appliedGeneration: number;
@@ -58,21 +58,46 @@ export function nodeHeartbeat(r: Replica, node: string): NodeHeartbeatRow | unde
   return find(r, NodeHeartbeatTable, (row) => row.node === node);
 }
 
-/** Insert or update the node's Node_Status row, on Sluice (`current` must replicate Node_Status, at least this
- *  node's row). */
-export function nodeStatusOps(current: Replica, s: NodeStatusRecord): Operation[] {
-  const row = {
-    node: s.node,
-    applied_generation: s.appliedGeneration,
-    applied_cfg: s.appliedCfg,
-    applied_at: Math.round(s.appliedAt),
-    error: s.error,
+/** The node's acknowledgement: from its Node_Heartbeat row (Sluice_Status 1.1.0), or, where that row has none (an agent
+ *  before 1.1.0, during an upgrade), from its Node_Status row. Undefined: the node never acknowledged anything. */
+export function nodeAck(
+  row: NodeStatusRow | undefined,
+  beat: NodeHeartbeatRow | undefined,
+): NodeStatusRecord | undefined {
+  if (beat?.applied_generation !== undefined)
+    return {
+      node: beat.node,
+      appliedGeneration: beat.applied_generation,
+      appliedCfg: beat.applied_cfg,
+      appliedAt: beat.applied_at,
+      error: beat.error,
+    };
+  if (row === undefined) return undefined;
+  return {
+    node: row.node,
+    appliedGeneration: row.applied_generation,
+    appliedCfg: row.applied_cfg,
+    appliedAt: row.applied_at,
+    error: row.error,
   };
-  const existing = nodeStatus(current, s.node);
-  if (existing === undefined) return [insert(NodeStatusTable, row)];
-  // An update leaves `node` alone: the store's RBAC lets an agent update its own row but never rename it.
-  const { node: _node, ...columns } = row;
-  return [update(NodeStatusTable, byUuid(existing._uuid), columns)];
+}
+
+/** Every node's acknowledgement (nodeAck), by node. */
+export function nodeAcks(r: Replica): Map<string, NodeStatusRecord> {
+  const marks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row]));
+  const beats = new Map(rows(r, NodeHeartbeatTable).map((beat) => [beat.node, beat]));
+  const out = new Map<string, NodeStatusRecord>();
+  for (const node of new Set([...marks.keys(), ...beats.keys()])) {
+    const ack = nodeAck(marks.get(node), beats.get(node));
+    if (ack !== undefined) out.set(node, ack);
+  }
+  return out;
+}
+
+/** The node's Node_Status row in Sluice, inserted if missing (it holds the fence marks); nothing if it exists. */
+export function nodeRowOps(current: Replica, node: string): Operation[] {
+  if (nodeStatus(current, node) !== undefined) return [];
+  return [insert(NodeStatusTable, { node, applied_generation: 0, applied_cfg: 0, applied_at: 0 })];
 }
 
 /** Who took a node out of the upstream ECMP set, as its Node_Status row records it. */
@@ -133,7 +158,7 @@ export function fenceRecordOp(
 }
 
 /**
- * The agent's fence marks on its Node_Status row (Sluice): withdrawn or not (AGENT_FENCED_KEY) and its role. With
+ * The agent's fence marks on its Node_Status row (Sluice; nodeRowOps first if it has none): withdrawn or not (AGENT_FENCED_KEY) and its role. With
  * `clearFenceRecords` (a rejoin) the planner's and the operator's fence records go too: the acknowledgement and the
  * announcement that follows supersede them. Written when they change, not with every heartbeat.
  */
@@ -182,9 +207,15 @@ export interface HeartbeatMarks {
   readonly slotAudit?: string;
 }
 
-/** The node's heartbeat on Sluice_Status: inserts its Node_Heartbeat row or updates its time and marks (`current`
- *  must replicate Node_Heartbeat, at least this node's row). */
-export function heartbeatOps(current: Replica, node: string, at: number, marks: HeartbeatMarks): Operation[] {
+/** The node's heartbeat on Sluice_Status: inserts its Node_Heartbeat row or updates its time, marks and, with `ack`,
+ *  its acknowledgement (`current` must replicate Node_Heartbeat, at least this node's row). */
+export function heartbeatOps(
+  current: Replica,
+  node: string,
+  at: number,
+  marks: HeartbeatMarks,
+  ack?: NodeStatusRecord,
+): Operation[] {
   const given: Record<string, string> = {
     [ROLE_KEY]: marks.role,
     ...(marks.secondChance === undefined ? {} : { [SECOND_CHANCE_KEY]: marks.secondChance }),
@@ -193,18 +224,28 @@ export function heartbeatOps(current: Replica, node: string, at: number, marks: 
     ...(marks.hashAgreement === undefined ? {} : { [HASH_AGREEMENT_KEY]: marks.hashAgreement }),
     ...(marks.slotAudit === undefined ? {} : { [SLOT_AUDIT_KEY]: marks.slotAudit }),
   };
+  const acked =
+    ack === undefined
+      ? {}
+      : {
+          applied_generation: ack.appliedGeneration,
+          applied_cfg: ack.appliedCfg,
+          applied_at: Math.round(ack.appliedAt),
+          error: ack.error,
+        };
   const existing = nodeHeartbeat(current, node);
   if (existing === undefined)
     return [
       insert(NodeHeartbeatTable, {
         node,
         heartbeat_at: Math.round(at),
+        ...acked,
         external_ids: new Map(Object.entries(given)),
       }),
     ];
   const me = byUuid(existing._uuid);
   return [
-    update(NodeHeartbeatTable, me, { heartbeat_at: Math.round(at) }),
+    update(NodeHeartbeatTable, me, { heartbeat_at: Math.round(at), ...acked }),
     mutate(NodeHeartbeatTable, me, [
       mapDelete(NodeHeartbeatTable, 'external_ids', Object.keys(given)),
       mapInsert(NodeHeartbeatTable, 'external_ids', given),

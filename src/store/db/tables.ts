@@ -124,6 +124,8 @@ export interface PlanConfigRow {
 export interface NodeStatusRow {
   readonly _uuid: string;
   readonly node: string;
+  /** The acknowledgement of agents before Sluice_Status 1.1.0 (they now write it in Node_Heartbeat): read only where
+   *  the node's Node_Heartbeat row has none (nodeAck). */
   readonly applied_generation: number;
   /** The desired_cfg the applied generation was planned from (0: nothing applied yet). */
   readonly applied_cfg: number;
@@ -297,6 +299,14 @@ export interface NodeHeartbeatRow {
   readonly node: string;
   /** ms, the agent's clock: only its changes matter to the planner. */
   readonly heartbeat_at: number;
+  /** The node's acknowledgement (1.1.0; what Node_Status held before): the generation its datapath obeys. Empty in the
+   *  rows of agents before 1.1.0, whose acknowledgements are in Node_Status. */
+  readonly applied_generation: number | undefined;
+  /** The desired_cfg the applied generation was planned from (0: nothing applied yet). */
+  readonly applied_cfg: number;
+  /** ms */
+  readonly applied_at: number;
+  readonly error: string | undefined;
   /** ROLE_KEY, REPORT_AT_KEY, ROUTING_KEY, SECOND_CHANCE_KEY, HASH_AGREEMENT_KEY, SLOT_AUDIT_KEY. */
   readonly external_ids: ReadonlyMap<string, string>;
 }
@@ -312,7 +322,15 @@ export interface ReportRoundRow {
 
 export const NodeHeartbeatTable: TableDef<NodeHeartbeatRow> = {
   name: 'Node_Heartbeat',
-  columns: { node: col.string, heartbeat_at: col.integer, external_ids: col.stringMap },
+  columns: {
+    node: col.string,
+    heartbeat_at: col.integer,
+    applied_generation: col.optionalInteger,
+    applied_cfg: col.integer,
+    applied_at: col.integer,
+    error: col.optionalString,
+    external_ids: col.stringMap,
+  },
 };
 
 export const ReportRoundTable: TableDef<ReportRoundRow> = {

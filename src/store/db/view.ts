@@ -15,7 +15,7 @@ import { BackendHealthIndex } from './health.ts';
 import { gatewayGeneration, type PlanDocs, readPlan, samePlanDocs, splitPlanDocument } from './plans.ts';
 import { rows, single } from './read.ts';
 import { SlotReportIndex, type SlotReports } from './slot-reports.ts';
-import { fenceMarks } from './status.ts';
+import { fenceMarks, nodeAck } from './status.ts';
 import {
   GlobalTable,
   type Health,
@@ -33,6 +33,8 @@ import {
 export type DesiredDoc = StoredDesiredState['config'];
 
 export interface NodeStatusView {
+  /** Its acknowledgement (Sluice_Status), read from another replica than the fence marks (Sluice): a lagging one
+   *  shows an older acknowledgement, never a newer one, so it can only make the planner wait longer. */
   readonly appliedGeneration: number;
   /** The agent's heartbeat value (its own clock, ms): only its changes matter to the planner. */
   readonly heartbeatAt: number;
@@ -467,8 +469,8 @@ export function readStoreView(r: Replica): StoreView {
   // row and a new Generation (which planNext and samePlanDocs then meet for the first time).
   const planStamp = `${single(r, GlobalTable)?.generation} ${versions(r, PLAN_TABLES)}`;
   const plan = memo(r, 'plan', planStamp, (x) => readPlan(x));
-  // Acknowledgements and fence marks from Node_Status (Sluice), heartbeats and report marks from Node_Heartbeat
-  // (Sluice_Status).
+  // Fence marks from Node_Status (Sluice); heartbeats, acknowledgements and report marks from Node_Heartbeat
+  // (Sluice_Status). The two replicas are not read atomically: docs/design/ovsdb.md, "Acknowledgements".
   const beats = new Map(rows(r, NodeHeartbeatTable).map((b) => [b.node, b]));
   const nodeStatus = new Map<string, NodeStatusView>();
   const acks = new Map(rows(r, NodeStatusTable).map((row) => [row.node, row]));
@@ -476,13 +478,14 @@ export function readStoreView(r: Replica): StoreView {
     const row = acks.get(node);
     const beat = beats.get(node);
     const marks = fenceMarks(row, beat);
+    const ack = nodeAck(row, beat);
     nodeStatus.set(node, {
-      appliedGeneration: row?.applied_generation ?? 0,
+      appliedGeneration: ack?.appliedGeneration ?? 0,
       heartbeatAt: beat?.heartbeat_at ?? 0,
       fenced: marks.byAgent,
       plannerFenced: marks.byPlanner !== undefined,
       operatorFenced: marks.byOperator !== undefined,
-      error: row?.error,
+      error: ack?.error,
       ...(beat === undefined ? {} : reportAt(beat.external_ids)),
     });
   }
