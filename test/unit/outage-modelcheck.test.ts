@@ -22,6 +22,21 @@
 // - old-agent-rule: gateways withdraw after a lease without the store (the rule before) -> availability;
 // - no-majority-guard: the planner also fences the gateways it holds -> availability (every gateway cut off);
 // - margin-only: the planner stops waiting for a gateway silent for lease + margin without fencing it -> safety.
+//
+//
+// Two databases (docs/design/ovsdb.md, "Acknowledgements"): the desired state, the plans, the released generation,
+// the fence marks and records are in Sluice; heartbeats and acknowledgements in Sluice_Status. Each planner reads the
+// plans, the marks and the acknowledgements from two replicas that lag independently: every tick it sees each
+// database as it was at some commit of the last LAG_TICKS ticks (never older than what it saw before, nor than its
+// own last write there), so it may see a gateway's rejoin without its ack, or acks newer than the marks. Heartbeats
+// are read as they are now, as the checks above always did (SLUICE_OUTAGE_HEARTBEAT_LAG=1 lags them with the acks:
+// see "Acknowledgements" for what that finds, which is not about acknowledgements). An agent writes its heartbeat
+// and ack in Sluice_Status, then its marks (the rejoin with its wait on the released generation) in Sluice.
+// - ack-ahead (negative control): an agent acknowledges what it was asked before its datapath has it (what the
+//   argument rests on: a replica shows an ack that is old, never one ahead of the datapath) -> safety;
+// - rejoin-before-ack (a variant that must still pass): the rejoin commits a tick before the ack: safety does not
+//   rest on that order (a lagging replica may show either without the other anyway); the order only lets a
+//   planner that is up to date see the ack with the rejoin.
 
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -39,7 +54,13 @@ import { Rng } from '../../src/sim/hash.ts';
 import type { DesiredDoc, NodeStatusView, PlanDocs, StoreView } from '../../src/store/db/index.ts';
 import { answerJob, unmutatedInWorkers } from '../scenarios/worker-job.ts';
 
-type Mutation = 'none' | 'old-agent-rule' | 'no-majority-guard' | 'margin-only';
+type Mutation =
+  | 'none'
+  | 'old-agent-rule'
+  | 'no-majority-guard'
+  | 'margin-only'
+  | 'ack-ahead'
+  | 'rejoin-before-ack';
 
 interface Result {
   sequences: number;
@@ -49,6 +70,10 @@ interface Result {
   held: number;
   storeOutageTicks: number;
   allGatewaysCutTicks: number;
+  /** Planner views whose Sluice_Status part was older than their Sluice part (the two replicas apart). */
+  skewedViews: number;
+  /** Rejoins committed while the planner's Sluice_Status replica did not show the rejoining gateway's ack yet. */
+  rejoinsBeforeAckSeen: number;
   safety: number;
   availability: number;
   first?: string;
@@ -59,25 +84,49 @@ const LEASE = 10_000;
 const TRACE = Number(process.env.SLUICE_OUTAGE_TRACE ?? -1);
 const MARGIN = 5000;
 const TICK = 1000;
+/** How far behind the store a planner's replica of each database may be (ticks). */
+const LAG_TICKS = 3;
+const HEARTBEAT_LAG = process.env.SLUICE_OUTAGE_HEARTBEAT_LAG === '1';
 
-interface StatusRow {
-  applied: number;
-  heartbeat: number;
+/** Node_Status (Sluice): the fence marks and records. */
+interface Marks {
   fenced: boolean;
   plannerFenced: boolean;
   operatorFenced: boolean;
 }
 
-/** What the store holds (its database file survives a restart). */
+/** Node_Heartbeat (Sluice_Status): the heartbeat and the acknowledgement. */
+interface Ack {
+  applied: number;
+  heartbeat: number;
+}
+
+/** What the store holds (its database files survive a restart). */
 interface Store {
   state: 'up' | 'down' | 'frozen';
   desired: DesiredDoc;
   latest: Generation | null;
   latestConfig: PlanDocs | undefined;
   released: number;
+  marks: Map<string, Marks>;
+  /** Sluice_Status. */
+  acks: Map<string, Ack>;
   /** Report_Round (Sluice_Status): the ack round the planner marked. */
   reportRound: number;
-  status: Map<string, StatusRow>;
+}
+
+/** One database as a replica saw it after a commit: Sluice (desired state, plans, marks) or Sluice_Status (acks,
+ *  the round mark; the marks too under rejoin-in-status). */
+interface Snapshot {
+  readonly tick: number;
+  readonly version: number;
+  readonly desired: DesiredDoc;
+  readonly latest: Generation | null;
+  readonly latestConfig: PlanDocs | undefined;
+  readonly released: number;
+  readonly marks: ReadonlyMap<string, Marks>;
+  readonly acks: ReadonlyMap<string, Ack>;
+  readonly reportRound: number;
 }
 
 interface Agent {
@@ -111,6 +160,11 @@ interface Planner {
   readonly core: PlannerCore;
   link: boolean;
   wasConnected: boolean;
+  /** The commit of each database its replica shows, and the oldest it may show (its own last write there). */
+  sluiceAt: number;
+  statusAt: number;
+  sluiceMin: number;
+  statusMin: number;
 }
 
 function desiredDoc(gateways: number, hosts: number, version: number): DesiredDoc {
@@ -161,6 +215,8 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
     held: 0,
     storeOutageTicks: 0,
     allGatewaysCutTicks: 0,
+    skewedViews: 0,
+    rejoinsBeforeAckSeen: 0,
     safety: 0,
     availability: 0,
   };
@@ -176,9 +232,44 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       latest: null,
       latestConfig: undefined,
       released: 0,
+      marks: new Map(),
+      acks: new Map(),
       reportRound: 0,
-      status: new Map(),
     };
+    // Commits of each database, oldest first (what replicas can be at).
+    const sluiceLog: Snapshot[] = [];
+    const statusLog: Snapshot[] = [];
+    const snapshot = (tick: number, kind: 'sluice' | 'status'): Snapshot => ({
+      tick,
+      version,
+      desired: store.desired,
+      latest: store.latest,
+      latestConfig: store.latestConfig,
+      released: store.released,
+      marks: kind === 'sluice' ? new Map([...store.marks].map(([n, m]) => [n, { ...m }])) : new Map(),
+      acks: kind === 'status' ? new Map([...store.acks].map(([n, a]) => [n, { ...a }])) : new Map(),
+      reportRound: store.reportRound,
+    });
+    let sluiceWrites = 0;
+    let statusWrites = 0;
+    const wrote = (db: 'sluice' | 'status') => {
+      if (db === 'sluice') sluiceWrites++;
+      else statusWrites++;
+    };
+    /** Appends a snapshot of each database that was written since its last one (after every component's turn). */
+    const commit = (tick: number) => {
+      if (sluiceWrites !== sluiceLog.length) {
+        sluiceLog.push(snapshot(tick, 'sluice'));
+        sluiceWrites = sluiceLog.length;
+      }
+      if (statusWrites !== statusLog.length) {
+        statusLog.push(snapshot(tick, 'status'));
+        statusWrites = statusLog.length;
+      }
+    };
+    wrote('sluice');
+    wrote('status');
+    commit(0);
     const agents: Agent[] = [
       ...Array.from({ length: nGw }, (_, i) => `gw${i + 1}`),
       ...Array.from({ length: nHosts }, (_, i) => `h${i + 1}`),
@@ -206,6 +297,10 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       core: new PlannerCore({ leaseMs: LEASE, marginMs: MARGIN, fencing: true }),
       link: true,
       wasConnected: true,
+      sluiceAt: 0,
+      statusAt: 0,
+      sluiceMin: 0,
+      statusMin: 0,
     }));
     let lockHolder: Planner | undefined;
     const reaches = (link: boolean) => store.state === 'up' && link;
@@ -214,34 +309,49 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       res.first ??= `sequence ${q} (${nGw} gateways, ${nHosts} hosts): ${msg}`;
     };
 
-    const view = (now: number, core: PlannerCore): StoreView => {
+    /** A commit of `log` at least `min`, and no older than LAG_TICKS before `tick`: what a lagging replica shows. */
+    const lagged = (log: readonly Snapshot[], min: number, tick: number): number => {
+      let lo = min;
+      while (lo + 1 < log.length && log[lo + 1]!.tick <= tick - LAG_TICKS) lo++;
+      return lo + int(log.length - lo);
+    };
+
+    const view = (now: number, p: Planner): StoreView => {
+      const tick = now / TICK;
+      p.sluiceAt = lagged(sluiceLog, Math.max(p.sluiceAt, p.sluiceMin), tick);
+      p.statusAt = lagged(statusLog, Math.max(p.statusAt, p.statusMin), tick);
+      const sl = sluiceLog[p.sluiceAt]!;
+      const st = statusLog[p.statusAt]!;
+      if (p.statusAt + 1 < statusLog.length && statusLog[p.statusAt + 1]!.tick <= sl.tick) res.skewedViews++;
       const nodeStatus = new Map<string, NodeStatusView>();
-      for (const [n, s] of store.status) {
-        let fenced = s.fenced;
+      for (const n of new Set([...sl.marks.keys(), ...st.acks.keys()])) {
+        const m = sl.marks.get(n) ?? { fenced: false, plannerFenced: false, operatorFenced: false };
+        const a = st.acks.get(n) ?? { applied: 0, heartbeat: 0 };
+        let fenced = m.fenced;
         // margin-only (negative control): a gateway silent for lease + margin counts as out, unfenced.
         if (
           mutation === 'margin-only' &&
           n.startsWith('gw') &&
-          (core.silentFor(n, now) ?? 0) > LEASE + MARGIN
+          (p.core.silentFor(n, now) ?? 0) > LEASE + MARGIN
         )
           fenced = true;
         nodeStatus.set(n, {
-          appliedGeneration: s.applied,
-          heartbeatAt: s.heartbeat,
+          appliedGeneration: a.applied,
+          heartbeatAt: HEARTBEAT_LAG ? a.heartbeat : (store.acks.get(n)?.heartbeat ?? 0),
           fenced,
-          plannerFenced: s.plannerFenced,
-          operatorFenced: s.operatorFenced,
+          plannerFenced: m.plannerFenced,
+          operatorFenced: m.operatorFenced,
           error: undefined,
         });
       }
       return {
-        desiredCfg: version,
-        desired: store.desired,
-        latest: store.latest,
-        latestConfig: store.latestConfig,
-        gatewayGeneration: store.released,
+        desiredCfg: sl.version,
+        desired: sl.desired,
+        latest: sl.latest,
+        latestConfig: sl.latestConfig,
+        gatewayGeneration: sl.released,
         nodeStatus,
-        reportRound: store.reportRound,
+        reportRound: st.reportRound,
         backendHealth: new Map(),
         slotReports: new Map(),
       };
@@ -250,7 +360,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
     const agentTick = (a: Agent, now: number) => {
       if (!a.alive) return;
       const connected = reaches(a.link);
-      const row = store.status.get(a.name);
+      const row = store.marks.get(a.name);
       if (connected) {
         a.seenReleased = store.released;
         a.seenGen = store.latest?.number ?? 0;
@@ -274,29 +384,41 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
         }
         fenceCheck(a, now);
       }
-      // Heartbeat + acknowledgement (+ the rejoin ack, which commits only if the released generation is the one
-      // applied: the `wait` of the daemon).
+      // Sluice_Status: heartbeat + acknowledgement. Then Sluice: the fence marks, and the rejoin, which commits only
+      // if the released generation is the one applied (the `wait` of the daemon).
       if (!connected) return;
       const rejoin =
         a.role === 'gateway' && mayRejoin(a.fence) && a.applied === target && !a.broken && target > 0;
-      if (rejoin && store.released !== a.applied) return;
-      const s = row ?? {
-        applied: 0,
-        heartbeat: 0,
-        fenced: false,
-        plannerFenced: false,
-        operatorFenced: false,
-      };
-      s.applied = a.applied;
-      s.heartbeat++;
-      s.fenced = a.role === 'gateway' && reportsFenced(a.fence) && !rejoin;
-      if (rejoin) {
-        s.plannerFenced = false;
-        s.operatorFenced = false;
+      const ackNow = !(rejoin && mutation === 'rejoin-before-ack'); // that variant: the ack comes a tick later
+      if (ackNow) {
+        const ack = store.acks.get(a.name) ?? { applied: 0, heartbeat: 0 };
+        ack.applied = mutation === 'ack-ahead' ? Math.max(a.applied, target) : a.applied;
+        ack.heartbeat++;
+        store.acks.set(a.name, ack);
+        wrote('status');
+        a.lastStoreOk = now;
       }
-      store.status.set(a.name, s);
+      if (rejoin && store.released !== a.applied) return;
+      const m = row ?? { fenced: false, plannerFenced: false, operatorFenced: false };
+      const fenced = a.role === 'gateway' && reportsFenced(a.fence) && !rejoin;
+      if (row === undefined || m.fenced !== fenced || rejoin) {
+        m.fenced = fenced;
+        if (rejoin) {
+          m.plannerFenced = false;
+          m.operatorFenced = false;
+          // Its own replica shows its own write (ovsdb-server sends the update before the reply), as the daemon's does.
+          a.seenRecord = undefined;
+          const p = planners.find((x) => x === lockHolder);
+          const seen = p === undefined ? undefined : statusLog[p.statusAt]?.acks.get(a.name)?.applied;
+          if (p !== undefined && seen !== a.applied) res.rejoinsBeforeAckSeen++;
+        }
+        store.marks.set(a.name, m);
+        wrote('sluice');
+      }
       a.lastStoreOk = now;
       if (rejoin) {
+        if (TRACE === q)
+          console.log(`t${now / TICK} ${a.name} rejoin at ${a.applied} (released ${store.released})`);
         a.fence = nextFence(a.fence, 'rejoin-acked')!.to;
         a.announceIn = 1 + int(2);
       }
@@ -315,7 +437,10 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       if (t === undefined) return;
       if (t.action === 'withdraw') a.inEcmp = false;
       if (event === 'apply-failing') a.outForApply = true;
-      if (TRACE === q) console.log(`t${now / TICK} ${a.name} ${a.fence} --${event}--> ${t.to}`);
+      if (TRACE === q)
+        console.log(
+          `t${now / TICK} ${a.name} ${a.fence} --${event}--> ${t.to} (applied ${a.applied} dp ${a.dp} seenRel ${a.seenReleased})`,
+        );
       a.fence = t.to;
     };
 
@@ -327,10 +452,19 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
         if (lockHolder === p && !(store.state === 'frozen' && p.link)) lockHolder = undefined;
         return;
       }
-      p.core.observe(view(now, p.core), now);
+      const v = view(now, p);
+      p.core.observe(v, now);
       lockHolder ??= p;
       if (lockHolder !== p) return;
       const d = p.core.decide(now);
+      if (TRACE === q && d.kind !== 'wait' && d.kind !== 'idle') {
+        const acks = [...v.nodeStatus].map(
+          ([n, x]) => `${n}:${x.appliedGeneration}${x.plannerFenced ? 'P' : ''}`,
+        );
+        console.log(
+          `t${now / TICK} ${p.name} ${d.kind}; sees g${v.latest?.number} released g${v.gatewayGeneration} ${acks}`,
+        );
+      }
       const held = p.core.fenceHeld(now);
       if (held) res.held++;
       const fence = d.kind === 'fence' ? [...d.nodes] : [];
@@ -340,22 +474,29 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
         gateways.find((g) => g.name === n)!.inEcmp = false;
         if (TRACE === q) console.log(`t${now / TICK} ${p.name} fenced ${n}`);
         res.fences++;
-        const s = store.status.get(n) ?? {
-          applied: 0,
-          heartbeat: 0,
-          fenced: false,
-          plannerFenced: false,
-          operatorFenced: false,
-        };
-        store.status.set(n, { ...s, plannerFenced: true });
+        const m = store.marks.get(n) ?? { fenced: false, plannerFenced: false, operatorFenced: false };
+        store.marks.set(n, { ...m, plannerFenced: true });
+        wrote('sluice');
+        p.sluiceMin = sluiceLog.length;
       }
       if (fence.length > 0) return;
-      if (d.kind === 'publish') {
+      // Publish and release carry a `wait` that Global.generation is the one the planner saw.
+      const unchanged = (store.latest?.number ?? 0) === (v.latest?.number ?? 0);
+      if (d.kind === 'publish' && unchanged) {
         store.latest = d.generation;
         store.latestConfig = d.config;
         res.published++;
-      } else if (d.kind === 'release' && store.latest?.number === d.generation) store.released = d.generation;
-      else if (d.kind === 'mark-round') store.reportRound = d.generation;
+        wrote('sluice');
+        p.sluiceMin = sluiceLog.length;
+      } else if (d.kind === 'release' && unchanged && store.latest?.number === d.generation) {
+        store.released = d.generation;
+        wrote('sluice');
+        p.sluiceMin = sluiceLog.length;
+      } else if (d.kind === 'mark-round') {
+        store.reportRound = d.generation;
+        wrote('status');
+        p.statusMin = statusLog.length;
+      }
     };
 
     for (let tick = 1; tick <= ticksPerSequence; tick++) {
@@ -383,7 +524,9 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       if (store.state === 'up' && rnd() < 0.05) {
         version++;
         store.desired = desiredDoc(nGw, nHosts, version);
+        wrote('sluice');
       }
+      commit(tick);
       if (store.state !== 'up') res.storeOutageTicks++;
       if (gateways.every((g) => !g.link)) res.allGatewaysCutTicks++;
 
@@ -398,6 +541,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation, ticks
       for (const x of order) {
         if ('core' in x) plannerTick(x, now);
         else agentTick(x, now);
+        commit(tick);
       }
 
       // Safety: generations in ECMP at most one apart.
@@ -446,6 +590,12 @@ if (!isMainThread) {
     assert.equal(total.availability, 0, runs.map((r) => r.first ?? '').join(' '));
     // The model exercised what it claims to.
     assert.equal(total.sequences, SEQUENCES);
+    // The two replicas apart (acks older than the marks), and rejoins the planner did not see the ack of yet.
+    assert.ok(total.skewedViews > SEQUENCES * 10, `only ${total.skewedViews} views with the replicas apart`);
+    assert.ok(
+      total.rejoinsBeforeAckSeen > SEQUENCES,
+      `only ${total.rejoinsBeforeAckSeen} rejoins before the ack`,
+    );
     assert.ok(total.published > SEQUENCES, `only ${total.published} generations published`);
     assert.ok(total.fences > SEQUENCES / 10, `only ${total.fences} fences`);
     assert.ok(total.held > SEQUENCES / 10, `only ${total.held} ticks with a fence held`);
@@ -463,6 +613,7 @@ if (!isMainThread) {
     ['old-agent-rule', 'availability'],
     ['no-majority-guard', 'availability'],
     ['margin-only', 'safety'],
+    ['ack-ahead', 'safety'],
   ] as const) {
     test(`negative control: ${mutation} finds ${kind} violations`, () => {
       const r = runSequences(0xbad, 400, mutation);
@@ -472,4 +623,11 @@ if (!isMainThread) {
       assert.ok(r[kind] > 0, `${mutation}: no ${kind} violation found, so the model check could not fail`);
     });
   }
+
+  test('rejoin-before-ack (the rejoin committed a tick before its ack): no violation either', () => {
+    const r = runSequences(0xbad, 400, 'rejoin-before-ack');
+    console.log(`rejoin-before-ack: safety ${r.safety}, availability ${r.availability}; first: ${r.first}`);
+    assert.equal(r.safety + r.availability, 0, r.first);
+    assert.ok(r.rejoinsBeforeAckSeen > 400, `only ${r.rejoinsBeforeAckSeen} rejoins before the ack`);
+  });
 }

@@ -15,6 +15,10 @@ function nodeHeartbeat(node: string, ids: [string, string][]): JsRow {
     _uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
     node,
     heartbeat_at: 1,
+    applied_generation: 1,
+    applied_cfg: 1,
+    applied_at: 1,
+    error: undefined,
     external_ids: new Map(ids),
   } as unknown as JsRow;
 }

@@ -25,7 +25,8 @@
 // - No drain window (the default): nothing is given up on purpose; a slot whose chain is full waits.
 // - The planner publishes only when every live gateway and every host acknowledged the latest generation (the
 //   planner's two-stage publication is stricter: hosts first, then gateways), and reads the true live connection
-//   counts at that moment. Gateways and hosts acknowledge in any order, independently; gateways join (on the
+//   counts at that moment. It reads the acknowledgements from a replica of their own (Sluice_Status, apart from the
+//   plans: docs/design/ovsdb.md, "Acknowledgements") that lags up to ACK_LAG events behind, never going back. Gateways and hosts acknowledge in any order, independently; gateways join (on the
 //   latest generation) and leave.
 // - A host's agent goes silent (its data plane forwards on the generation it has): it no longer acknowledges, the
 //   planner no longer waits for it, gets 0 connections from it (what src/planner/core.ts reads from a host it no
@@ -66,6 +67,8 @@ interface Result {
   sequences: number;
   events: number;
   steps: number;
+  /** Planner steps held back only because the lagging replica did not show an acknowledgement yet. */
+  heldByLag: number;
   published: number;
   checks: number;
   violations: number;
@@ -115,10 +118,13 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
   const rng = new Rng(seed);
   const rnd = (): number => rng.next();
   const int = (n: number): number => Math.floor(rnd() * n);
+  // The replica's lag has a random stream of its own: the events of each sequence stay those of the check before it.
+  const lagRng = new Rng(seed ^ 0x1a9);
   const res: Result = {
     sequences,
     events: 0,
     steps: 0,
+    heldByLag: 0,
     published: 0,
     checks: 0,
     violations: 0,
@@ -210,6 +216,9 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     let latest = mutate(planNext({ config: config(), latest: null, connections: () => 0, now }).next!);
     const nGateways = 2 + int(3);
     const gateways: Generation[] = Array.from({ length: nGateways }, () => latest);
+    // Names that stay with a gateway while others join and leave (the replica's acks are by name).
+    const gwNames = gateways.map((_, i) => `gw${i}`);
+    let gwJoined = nGateways;
     // Each host applies generations on its own: the lanes it walks are those of its generation.
     const hosts = HOSTS.slice(0, nHosts);
     const hostGen = new Map<string, Generation>(hosts.map((h) => [h, latest]));
@@ -218,6 +227,14 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
     let conns: Conn[] = [];
     let nextConn = 0;
     let dirty = true;
+    /** Every node's acknowledgement after each event: what the planner's lagging replica can show. */
+    const ackLog: Map<string, number>[] = [];
+    let ackSeen = 0;
+    const ackNow = () =>
+      new Map<string, number>([
+        ...gateways.map((g, i): [string, number] => [gwNames[i]!, g.number]),
+        ...hosts.map((h): [string, number] => [h, hostGen.get(h)!.number]),
+      ]);
 
     /**
      * Host-to-host hops to deliver `c` from a gateway on `g`, or a reason it is not delivered. `c` undefined: a new
@@ -362,10 +379,15 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         // planNext is a pure function of (config, latest, counts, now); while none of them changed since it
         // last returned null it would return null again, so it is not called (the drain window is infinite, so
         // `now` does not matter; SYNs only add connections on primaries, which the planner does not count).
-        const acks = new Map([
-          ...gateways.map((g, i): [string, number] => [`gw${i}`, g.number]),
-          ...hosts.filter((h) => !silent.has(h)).map((h): [string, number] => [h, hostGen.get(h)!.number]),
-        ]);
+        const truth = ackNow();
+        ackLog.push(truth);
+        ackSeen = Math.max(ackSeen, ackLog.length - 1 - ACK_LAG);
+        ackSeen += Math.floor(lagRng.next() * (ackLog.length - ackSeen));
+        const seen = ackLog[ackSeen]!;
+        const live = [...gwNames, ...hosts.filter((h) => !silent.has(h))];
+        const acks = new Map(live.map((n): [string, number] => [n, seen.get(n) ?? 0]));
+        const trueAcks = new Map(live.map((n): [string, number] => [n, truth.get(n)!]));
+        if (dirty && !canPublish(acks, latest) && canPublish(trueAcks, latest)) res.heldByLag++;
         if (dirty && (mutation === 'ignore-acks' || canPublish(acks, latest))) {
           res.steps++;
           dirty = false;
@@ -468,9 +490,16 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         dirty = true;
       } else if (r < 89) {
         // A gateway joins, on the latest generation.
-        if (gateways.length < 4) gateways.push(latest);
+        if (gateways.length < 4) {
+          gateways.push(latest);
+          gwNames.push(`gw${gwJoined++}`);
+        }
       } else if (r < 93) {
-        if (gateways.length > 1) gateways.splice(int(gateways.length), 1);
+        if (gateways.length > 1) {
+          const i = int(gateways.length);
+          gateways.splice(i, 1);
+          gwNames.splice(i, 1);
+        }
       } else if (r < 94) {
         if (bits < 5) bits++;
         dirty = true;
@@ -489,6 +518,7 @@ function runSequences(seed: number, sequences: number, mutation: Mutation): Resu
         for (const g of [...gateways, ...hosts.filter((h) => !silent.has(h)).map((h) => hostGen.get(h)!)])
           assert.ok(latest.number - g.number <= 1, 'nodes two generations apart');
       }
+      ackLog.push(ackNow());
       check();
     }
     if (T) console.log(trace.join('\n'));
@@ -513,6 +543,8 @@ function dropOlderMember(g: Generation): Generation {
 }
 
 const SEQUENCES = Number(process.env.SLUICE_MODELCHECK_SEQUENCES ?? 100_000);
+/** How many events the planner's replica of the acknowledgements may be behind. */
+const ACK_LAG = 3;
 
 if (!isMainThread) {
   answerJob<Mutation, Result>((job) => runSequences(job.seed, job.sequences, job.mutation));
@@ -524,6 +556,7 @@ if (!isMainThread) {
       sequences: 0,
       events: 0,
       steps: 0,
+      heldByLag: 0,
       published: 0,
       checks: 0,
       violations: 0,
@@ -551,6 +584,8 @@ if (!isMainThread) {
     // The model exercised what it claims to: many generations published, many deliveries checked.
     assert.ok(total.published > SEQUENCES, `only ${total.published} generations published`);
     assert.ok(total.checks > 10 * SEQUENCES, `only ${total.checks} deliveries checked`);
+    // The replica's lag held steps back (acks it did not show yet), and only that: it can only make the planner wait.
+    assert.ok(total.heldByLag > SEQUENCES / 10, `only ${total.heldByLag} steps held by the lagging replica`);
     // Chains were used: slots kept several previous owners, and packets were delivered through them.
     assert.ok(maxChain >= 3, `longest chain ${maxChain}`);
     assert.ok(total.deepDeliveries > 0, 'no delivery needed more than one hop');
