@@ -69,9 +69,20 @@ const ALL_LAYOUTS: readonly Layout[] = [
   // Heartbeats every 2 s while nothing moves (`sluice agent --idle-heartbeat 2000`, the longest a 10 s lease allows:
   // src/agent/beat-cadence.ts); idle only: while the plan moves such an agent beats every second, as before.
   { name: '(b) idle heartbeats in Sluice, 2 s', beatsIn: DB_NAME, beatMs: 2000, acksIn: DB_NAME },
-  // What schema 3.0.0 ships: heartbeats and reports in Sluice_Status, acknowledgements (when they change) in Sluice.
-  { name: '3.0.0: heartbeats in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: DB_NAME },
-  { name: '(a) heartbeats and acks in Sluice_Status', beatsIn: STATUS_DB, beatMs: 1000, acksIn: STATUS_DB },
+  // Schema 3.0.0 with Sluice_Status 1.0.0: heartbeats and reports in Sluice_Status, acknowledgements in Sluice.
+  {
+    name: 'Sluice_Status 1.0.0: heartbeats there, acks in Sluice',
+    beatsIn: STATUS_DB,
+    beatMs: 1000,
+    acksIn: DB_NAME,
+  },
+  // Sluice_Status 1.1.0 (what the product does now): the acknowledgements there too, with the heartbeats.
+  {
+    name: 'Sluice_Status 1.1.0: heartbeats and acks there',
+    beatsIn: STATUS_DB,
+    beatMs: 1000,
+    acksIn: STATUS_DB,
+  },
 ];
 /** WINDOW_LAYOUTS: which layouts run (indexes into ALL_LAYOUTS, default all); the first one always runs (the
  *  boundary rounds and the same-run baseline). */
@@ -302,7 +313,7 @@ async function measure(servers: Cluster, proxy: CountingProxy, remote: string): 
     for (const exact of [99, 100]) rounds.push(await round(env, LAYOUTS[0]!, 1, 0, 'idle', exact));
     for (const scenario of ['idle', 'rollout'] as const)
       for (const layout of LAYOUTS) {
-        // Idle, the two (a) layouts write the same: heartbeats into Sluice_Status only. During a rollout an agent
+        // Idle, the two Sluice_Status layouts write the same: heartbeats into Sluice_Status only. During a rollout an agent
         // beating slower only while idle keeps the 1 s pace: (b) is the baseline's row there.
         if (scenario === 'idle' && layout.acksIn === STATUS_DB) continue;
         if (scenario === 'rollout' && layout.beatMs !== 1000) continue;
@@ -335,12 +346,12 @@ function report(run: Run, m: ReturnType<typeof machine>): string {
       'backend and every generation of its rollout is published and acknowledged by every agent. Layouts: **before ' +
       "3.0.0** (every agent's heartbeat a transaction in Sluice every second: the same-run baseline); **(b)** agents " +
       'beating every 2 s while idle (every 2 s while the plan does not move, the longest a 10 s lease allows; during ' +
-      'a rollout they beat every second, so the rollout rows of the baseline apply to them); **3.0.0** heartbeats ' +
-      'in Sluice_Status, acknowledgements in Sluice (what the product does); **(a) ... and acks** also the ' +
-      'acknowledgements in Sluice_Status (not built). **model**: what ' +
+      'a rollout they beat every second, so the rollout rows of the baseline apply to them); **Sluice_Status ' +
+      '1.0.0** (schema 3.0.0 as first built) heartbeats in Sluice_Status, acknowledgements in Sluice; **Sluice_Status ' +
+      '1.1.0** (what the product does now) the acknowledgements in Sluice_Status too. **model**: what ' +
       "bench/txn-history.ts predicts from the count of Sluice transactions while away. Fresh monitor (the subject's " +
       `full snapshot) in the same run: ${kb(run.fresh.bytes)} in ${run.fresh.ms.toFixed(0)} ms; its own rows in ` +
-      `Sluice_Status (what (a) adds to a reconnect that cannot resume there): ${kb(run.statusFresh.bytes)} in ` +
+      `Sluice_Status (what a reconnect that cannot resume there re-reads): ${kb(run.statusFresh.bytes)} in ` +
       `${run.statusFresh.ms.toFixed(0)} ms.`,
     '',
     '| layout | scenario | agents | away | Sluice transactions while away | model | resumed | bytes | vs fresh | time | vs fresh |',
