@@ -32,6 +32,7 @@ import {
   nodeAcks,
   publishedGeneration,
   STATUS_DB_NAME,
+  splitMonitor,
 } from '../store/db/index.ts';
 import { accessControlOps, statusAccessOps } from '../store/db/rbac.ts';
 import { STATUS_MONITOR, type StatusReport, statusReport, withStore } from '../store/operator.ts';
@@ -561,7 +562,10 @@ export async function waitConverged(
 ): Promise<number> {
   const client = await operatorClient(cp);
   try {
-    const m = await client.monitor(DB_NAME, { Global: {}, Node_Status: {} });
+    // The acks are in Node_Heartbeat (Sluice_Status), read with the fallback to Node_Status (nodeAcks).
+    const m = await client.monitorDatabases(
+      splitMonitor({ Global: {}, Node_Status: {}, Node_Heartbeat: {} }),
+    );
     const r = m.replica;
     let gen = 0;
     let state = '';

@@ -652,8 +652,8 @@ export function slotWaits(r: Replica, now = Date.now(), cache?: PlanCache): Slot
     }));
 }
 
-/** What `sluice status` reads: the desired state, plans and acknowledgements (Sluice), heartbeats and reports
- *  (Sluice_Status). */
+/** What `sluice status` reads: the desired state, plans and fence marks (Sluice), heartbeats, acknowledgements and
+ *  reports (Sluice_Status). */
 export const STATUS_MONITOR = {
   ...DESIRED_STATE_MONITOR,
   ...PLAN_MONITOR,

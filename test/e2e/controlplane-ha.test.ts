@@ -26,7 +26,7 @@ import { Pki } from '../../src/lab/pki.ts';
 import { type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
-import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type Cluster, type OvsdbServerProcess, startCluster } from '../../src/ovsdb/server.ts';
 import {
   DB_NAME,
@@ -42,6 +42,7 @@ import {
   nodeStatus,
   publishedGeneration,
   STATUS_DB_NAME,
+  splitMonitor,
   update,
   where,
 } from '../../src/store/db/index.ts';
@@ -57,7 +58,7 @@ let lab: Lab;
 let dir: string;
 let cluster: Cluster;
 let client: OvsdbClient;
-let status: Monitor;
+let status: MonitorSet;
 const children = new SluiceChildren(() => dir);
 
 /** Every member's client remote: what every process and CLI call of this test is given. */
@@ -177,7 +178,7 @@ describe('control plane HA: Raft store members and agents lost', { skip: !isRoot
     client = new OvsdbClient({ remotes: cluster.remotes });
     await client.connect();
     const desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
-    status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
+    status = await client.monitorDatabases(splitMonitor(STORE_STATE_TABLES));
     await client.transact(DB_NAME, ...desiredStateOps(desired.replica, config));
   });
 

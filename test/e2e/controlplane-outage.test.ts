@@ -40,9 +40,9 @@ import { killPidFile } from '../../src/lab/exec.ts';
 import { expectedProgram, type Lab, labDown, labUp } from '../../src/lab/topology.ts';
 import { startTraffic, type Traffic, type TrafficCounters } from '../../src/lab/traffic.ts';
 import type { Config } from '../../src/model/types.ts';
-import { type Monitor, OvsdbClient } from '../../src/ovsdb/client.ts';
+import { type Monitor, type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import { type Cluster, startCluster } from '../../src/ovsdb/server.ts';
-import { DB_NAME, DESIRED_STATE_MONITOR, desiredStateOps } from '../../src/store/db/index.ts';
+import { DB_NAME, DESIRED_STATE_MONITOR, desiredStateOps, splitMonitor } from '../../src/store/db/index.ts';
 import { StoreProxy } from './helpers/store-proxy.ts';
 import { readStoreState, STORE_STATE_TABLES, storeWatch } from './helpers/store-state.ts';
 
@@ -60,7 +60,7 @@ let lab: Lab;
 let cp: ControlPlane;
 let config: Config;
 let remotes: () => string[] = () => [];
-let status: Monitor | undefined;
+let status: MonitorSet | undefined;
 let desired: Monitor | undefined;
 let client: OvsdbClient | undefined;
 /** The desired state the tests start from (without ADDED). */
@@ -76,7 +76,7 @@ async function watchStore(): Promise<void> {
   client?.close();
   client = new OvsdbClient({ remotes: remotes(), database: DB_NAME, probeIntervalMs: 2000 });
   await client.connect();
-  status = await client.monitor(DB_NAME, STORE_STATE_TABLES);
+  status = await client.monitorDatabases(splitMonitor(STORE_STATE_TABLES));
   desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
 }
 

@@ -226,7 +226,7 @@ describe('control plane: store -> planner -> agents on the lab', { skip: !isRoot
     await client.connect();
     desired = await client.monitor(DB_NAME, DESIRED_STATE_MONITOR);
     // The acknowledgements (Sluice) and the heartbeats (Sluice_Status), one monitor each, read as one replica.
-    status = await client.monitorDatabases(splitMonitor({ ...STORE_STATE_TABLES, Node_Heartbeat: {} }));
+    status = await client.monitorDatabases(splitMonitor(STORE_STATE_TABLES));
     statusMon = await client.monitorDatabases(splitMonitor(STATUS_MONITOR));
     evidence = new BrokenEvidence(
       lab,

@@ -461,9 +461,9 @@ async function waitSlotAudit(h: Hooked, done: (v: SlotAuditView) => boolean): Pr
   return v;
 }
 
-/** Polls the store (Global and Node_Status) until `done` holds or `timeoutMs` passes; false on time-out. */
+/** Polls the store (Global and the nodes' acks) until `done` holds or `timeoutMs` passes; false on time-out. */
 async function waitStore(h: Hooked, timeoutMs: number, done: (r: Replica) => boolean): Promise<boolean> {
-  return withStore(h.cp.db, { Global: {}, Node_Status: {} }, async (s) => {
+  return withStore(h.cp.db, { Global: {}, Node_Status: {}, Node_Heartbeat: {} }, async (s) => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (done(s.replica)) return true;

@@ -18,9 +18,19 @@ after(() => rmSync(runDir, { recursive: true, force: true }));
 const cp = new ControlPlane({ facts: { runDir } } as unknown as Lab);
 mkdirSync(cp.dir);
 
-/** A replica whose Node_Status says: node -> [generation, applied_at (ms)]. */
-function acked(rows: Record<string, [number, number]>): Replica {
+/** A replica whose Node_Heartbeat (or, `legacy`, Node_Status) says: node -> [generation, applied_at (ms)]. */
+function acked(rows: Record<string, [number, number]>, legacy?: Record<string, [number, number]>): Replica {
   const r = new Replica();
+  r.replace(
+    new Map([
+      ['Node_Heartbeat', table(rows)],
+      ['Node_Status', table(legacy ?? {})],
+    ]),
+  );
+  return r;
+}
+
+function table(rows: Record<string, [number, number]>): Map<string, JsRow> {
   const table = new Map<string, JsRow>();
   for (const [i, [node, [gen, at]]] of Object.entries(rows).entries()) {
     const uuid = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
@@ -36,8 +46,7 @@ function acked(rows: Record<string, [number, number]>): Replica {
     };
     table.set(uuid, row as unknown as JsRow);
   }
-  r.replace(new Map([['Node_Status', table]]));
-  return r;
+  return table;
 }
 
 test("an acknowledgement written before the node's agent started is its predecessor's: not counted", () => {
@@ -50,6 +59,15 @@ test("an acknowledgement written before the node's agent started is its predeces
   ]);
   // Negative control: without start times (what waitConverged read before), gw1's old row passes for current.
   assert.equal(currentAcks(r, () => undefined).get('gw1'), 5);
+});
+
+test('an ack is read from Node_Heartbeat, or from Node_Status where the heartbeat row has none (an older agent)', () => {
+  // gw1's agent is new: its heartbeat row's ack wins over the stale one it left in Node_Status; host1's is older.
+  const r = acked({ gw1: [7, 1000] }, { gw1: [5, 500], host1: [6, 500] });
+  assert.deepEqual([...currentAcks(r, () => undefined)].sort(), [
+    ['gw1', 7],
+    ['host1', 6],
+  ]);
 });
 
 test("the lab's agents: start times from their pid files, log records of the process started last", () => {

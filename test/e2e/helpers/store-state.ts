@@ -17,10 +17,12 @@ export type AgentStarts = (node: string) => number | undefined;
 /** Whether the planner said it is idle at (generation, desired_cfg): ControlPlane.plannerIdleAt. */
 export type PlannerIdle = (gen: number, desiredCfg: number) => boolean;
 
-/** What a test's status monitor must watch for readStoreState (the plan tables give the rollout's phases). */
+/** What a test's status monitors must watch for readStoreState (the plan tables give the rollout's phases; the acks
+ *  are in Node_Heartbeat, Sluice_Status: monitor with splitMonitor). */
 export const STORE_STATE_TABLES = {
   Global: {},
   Node_Status: {},
+  Node_Heartbeat: {},
   Plan: {},
   Plan_LB: {},
   Plan_Pool: {},
