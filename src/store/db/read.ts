@@ -108,8 +108,8 @@ export const STATUS_MONITOR_TABLES: readonly string[] = [
 /** What a daemon of this version says to an operator whose store predates Sluice_Status (schema 3.0.0) or its
  *  acknowledgements (Sluice_Status 1.1.0). */
 export const STATUS_DB_HINT =
-  'this sluice needs the store at schema 3.0.0 with the Sluice_Status database at 1.1.0: upgrade the store ' +
-  'first (docs/deploy.md, "Upgrades")';
+  'this sluice needs the store at schema 3.0.0 or later with the Sluice_Status database at 1.1.0: upgrade the ' +
+  'store first (docs/deploy.md, "Upgrades")';
 
 /** The oldest schema of each database this version reads and writes (client.monitorDatabases checks them). */
 export const SCHEMA_NEEDS: { readonly [db: string]: string } = { [STATUS_DB_NAME]: '1.1.0' };
