@@ -36,7 +36,7 @@ import {
   DB_NAME,
   desiredStateOps,
   gatewayGeneration,
-  NodeStatusTable,
+  nodeAcks,
   PlanTable,
   publishedGeneration,
   rows,
@@ -318,7 +318,7 @@ async function parent(): Promise<void> {
         const r = m.replica;
         const gen = publishedGeneration(r);
         const planCfg = rows(r, PlanTable).find((p) => p.generation === gen)?.desired_cfg ?? 0;
-        const acks = new Map(rows(r, NodeStatusTable).map((x) => [x.node, x.applied_generation]));
+        const acks = new Map([...nodeAcks(r)].map(([node, ack]) => [node, ack.appliedGeneration]));
         const all =
           gen > 0 &&
           planCfg >= storedDesiredCfg(r) &&
