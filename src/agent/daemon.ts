@@ -3,9 +3,12 @@
 // balancers that changed -> diff against what it installed last -> one bundle per bridge -> revalidator/wait)
 // and acknowledges it with its next heartbeat (Node_Heartbeat, database Sluice_Status: applied_generation = the
 // datapath obeys it: what was applied, not what was asked). Every `heartbeatMs` it writes its heartbeat there (the
-// frequent writes stay out of the plans' transaction history; its fence marks stay in Node_Status, Sluice); hosts add their backends' health
-// (Backend_Status) and live connections per slot (Slot_Connections) in the same transaction (the planner relies on
-// that: see docs/design/control-plane.md). One session, one monitor per database, each resuming on its own.
+// frequent writes stay out of the plans' transaction history; its fence marks stay in Node_Status, Sluice); hosts
+// add their backends' health (Backend_Status) and live connections per slot (Slot_Connections) in the same
+// transaction (the planner relies on that: see docs/design/control-plane.md). One session, one monitor per database,
+// each resuming on its own, and one of Sluice_Status's roles: while they deny agents the acknowledgement's columns
+// (an upgrade that skipped `sluice store access`), it acknowledges in Node_Status as agents before 1.1.0 did, and
+// says which step was missed.
 //
 // Which generation: hosts follow Global.generation, gateways Global.options:gateway_generation (released by the
 // planner once every live host has the generation).
@@ -61,6 +64,7 @@ import {
   isConflict,
   nodeRowOps,
   nodeStatus,
+  nodeStatusAckOps,
   PlanIndex,
   publishedGeneration,
   remove,
@@ -73,6 +77,7 @@ import {
   stillReleasedOp,
   update,
 } from '../store/db/index.ts';
+import { ackDeniedHint, heartbeatAckDenied, ROLES_MONITOR } from '../store/db/rbac.ts';
 import { XdpDatapathError } from '../xdp/datapath.ts';
 import { heartbeatInterval, isPlanChange } from './beat-cadence.ts';
 import { BirdControl, formatRoutingState, type RoutingState } from './bird-control.ts';
@@ -344,6 +349,8 @@ export class AgentDaemon {
   readonly #m: ReturnType<typeof agentMetrics>;
   #schema: DatabaseSchema | undefined;
   #monitor: MonitorSet | undefined;
+  /** Sluice_Status's RBAC tables: whether the store lets this agent acknowledge in its heartbeat. */
+  #roles: Monitor | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   // What this node obeys.
@@ -464,11 +471,13 @@ export class AgentDaemon {
         this.#schema = await this.client.getSchema(DB_NAME);
         // Plans and its fence marks in Sluice, its heartbeat, ack and reports in Sluice_Status: one monitor each,
         // each resuming from its own last transaction after a reconnect.
-        this.#monitor = await this.client.monitorDatabases(
+        // (Each kept once it started: monitors survive reconnects, and a retry must not start a second one.)
+        this.#monitor ??= await this.client.monitorDatabases(
           splitMonitor(agentMonitor(this.#o.node)),
           STATUS_DB_HINT,
           SCHEMA_NEEDS,
         );
+        this.#roles ??= await this.client.monitor(STATUS_DB_NAME, ROLES_MONITOR);
         break;
       } catch (e) {
         if (this.#stopped) throw e;
@@ -598,7 +607,8 @@ export class AgentDaemon {
   async #beatStep(): Promise<void> {
     const now = Date.now();
     const r = this.#monitor?.replica;
-    if (r === undefined || this.#schema === undefined) return;
+    // (Not before the roles are read: a first heartbeat inserts its row, with an ack they may not let it update.)
+    if (r === undefined || this.#schema === undefined || this.#roles === undefined) return;
     if (this.client.state !== 'connected') return;
     const target = this.#target(r);
     const cadence = { heartbeatMs: this.#o.heartbeatMs ?? 1000, idleHeartbeatMs: this.#o.idleHeartbeatMs };
@@ -914,6 +924,7 @@ export class AgentDaemon {
       appliedAt: this.#appliedAt,
       error: this.#error,
     };
+    const inBeat = this.#ackInHeartbeat();
     const ops: Operation[] = heartbeatOps(
       r,
       this.#o.node,
@@ -934,7 +945,7 @@ export class AgentDaemon {
         ...(this.#o.role === 'host' ? { secondChance: this.#secondChanceJson() } : {}),
         ...(fresh ? { reportAt: String(rep!.startedAt) } : {}),
       },
-      ack,
+      inBeat ? ack : undefined,
     );
     if (this.#o.role === 'host') {
       if (fresh) ops.push(...this.#reportOps(r, now, rep!.conns));
@@ -945,8 +956,7 @@ export class AgentDaemon {
     this.#lastStoreOk = Date.now();
     this.#storeSilentLogged = false;
     this.#lastHeartbeat = now;
-    this.#acked = ack.appliedGeneration;
-    this.#ackedError = ack.error;
+    if (inBeat) [this.#acked, this.#ackedError] = [ack.appliedGeneration, ack.error];
     if (fresh) {
       this.#reportWrittenAt = Date.now();
       this.#committedReportScope = this.#pendingReportScope;
@@ -957,13 +967,15 @@ export class AgentDaemon {
       role: this.#o.role,
       clearFenceRecords: rejoin,
     };
-    if (!rejoin && agentMarksCurrent(nodeStatus(r, this.#o.node), marks)) return;
+    // Without the roles for it, the ack goes here as before 1.1.0, in the rejoin's own transaction.
+    const ackDue = !inBeat && (this.#acked !== ack.appliedGeneration || this.#ackedError !== ack.error);
+    if (!rejoin && !ackDue && agentMarksCurrent(nodeStatus(r, this.#o.node), marks)) return;
     // A rejoin commits only if the generation applied is still the released one: then the planner cannot get two
     // generations ahead of us before it waits for us again (it gates on us from the moment this commits). It also
     // deletes the planner's (or operator's) fence record: the ack and the announcement that follows supersede it.
     const marksOps = [
       ...(rejoin ? [stillReleasedOp(target)] : []),
-      ...nodeRowOps(r, this.#o.node),
+      ...(inBeat ? nodeRowOps(r, this.#o.node) : nodeStatusAckOps(r, ack)),
       agentMarksOp(this.#o.node, marks),
     ];
     try {
@@ -978,7 +990,27 @@ export class AgentDaemon {
       }
       throw e;
     }
+    if (!inBeat) [this.#acked, this.#ackedError] = [ack.appliedGeneration, ack.error];
     if (rejoin) this.#announce();
+  }
+
+  #ackDenied: readonly string[] = [];
+
+  /** Whether the store's roles let this agent acknowledge in its heartbeat (heartbeatAckDenied); logs each change. A
+   *  heartbeat they refuse would leave the node silent: a gateway the planner fences, a host it stops waiting for. */
+  #ackInHeartbeat(): boolean {
+    const denied = this.#roles === undefined ? [] : heartbeatAckDenied(this.#roles.replica);
+    if (denied.join() !== this.#ackDenied.join()) {
+      this.#acked = -1; // acknowledge again where it goes now
+      if (denied.length > 0) this.#log.error({ event: 'ack-denied', columns: denied }, ackDeniedHint(denied));
+      else
+        this.#log.info(
+          { event: 'ack-granted' },
+          'the store lets this agent acknowledge in Node_Heartbeat again',
+        );
+      this.#ackDenied = denied;
+    }
+    return denied.length === 0;
   }
 
   /** After the rejoin ack: --announce-cmd in the background, heartbeats (fenced=false) go on meanwhile, so the

@@ -32,7 +32,10 @@ import {
 } from '../store/db/index.ts';
 import {
   accessControlOps,
+  ackDeniedHint,
   DEFAULT_INACTIVITY_PROBE_MS,
+  heartbeatAckDenied,
+  ROLES_MONITOR,
   type StoreRemote,
   type StoreRole,
   statusAccessOps,
@@ -511,7 +514,12 @@ function statusCommand(program: Command): void {
   ).action(
     action(async (ctx) =>
       withStore(ctx.db, STATUS_MONITOR, async (s) => {
-        const report = statusReport(s.replica);
+        // Sluice_Status's roles: an upgrade that skipped `sluice store access` shows here, not only in agents' logs.
+        const denied = heartbeatAckDenied((await s.client.monitor(STATUS_DB_NAME, ROLES_MONITOR)).replica);
+        const report = {
+          ...statusReport(s.replica),
+          ...(denied.length === 0 ? {} : { rolesWarning: ackDeniedHint(denied) }),
+        };
         return { json: report, text: formatStatus(report) };
       }),
     ),

@@ -622,6 +622,9 @@ export interface StatusReport {
   readonly waitingSlots: readonly SlotWait[];
   /** OVN rows `sluice ovn sync` does not serve, and why (docs/ovn.md); empty without the importer. */
   readonly ovnSkipped: readonly OvnSkippedRow[];
+  /** Set while the store's roles deny agents their acknowledgement in Node_Heartbeat: the step that was missed
+   *  (src/store/db/rbac.ts ackDeniedHint). */
+  readonly rolesWarning?: string;
 }
 
 export interface SlotWait {
@@ -869,6 +872,7 @@ export function formatStatus(s: StatusReport): string {
       : s.plannedCfg < s.desiredCfg
         ? `latest plan is from desired_cfg ${s.plannedCfg}: the planner has not caught up yet`
         : `latest plan is from desired_cfg ${s.plannedCfg}`;
+  if (s.rolesWarning !== undefined) lines.push(`WARNING ${s.rolesWarning}`, '');
   lines.push(`desired_cfg ${s.desiredCfg}; ${planned}`);
   lines.push(`generation ${s.generation} published, ${s.gatewayGeneration} released to gateways`);
   lines.push(

@@ -14,6 +14,9 @@
 // Store.connections), whichever database it then writes.
 
 import type { Operation } from '../../ovsdb/protocol.ts';
+import type { Replica } from '../../ovsdb/replica.ts';
+import { find, get } from './read.ts';
+import { NodeHeartbeatTable, RbacPermissionTable, RbacRoleTable } from './tables.ts';
 
 export type StoreRole = 'sluice-agent' | 'sluice-planner' | 'sluice-operator';
 
@@ -90,6 +93,9 @@ export const ROLES: RoleTables = {
   },
 };
 
+/** The Node_Heartbeat columns an agent writes its acknowledgement in (Sluice_Status 1.1.0). */
+export const HEARTBEAT_ACK_COLUMNS = ['applied_generation', 'applied_cfg', 'applied_at', 'error'] as const;
+
 /** Sluice_Status: what each role may write there. An agent its own node's heartbeat and reports; the planner the
  *  report round it marks; the operator nothing (a role with no permission rows is refused every write). */
 export const STATUS_ROLES: RoleTables = {
@@ -97,7 +103,7 @@ export const STATUS_ROLES: RoleTables = {
     Node_Heartbeat: {
       authorization: ['node'],
       insertDelete: true,
-      update: ['heartbeat_at', 'applied_generation', 'applied_cfg', 'applied_at', 'error', 'external_ids'],
+      update: ['heartbeat_at', ...HEARTBEAT_ACK_COLUMNS, 'external_ids'],
     },
     Backend_Status: OWN_BACKEND_STATUS,
     Slot_Connections: OWN_SLOT_CONNECTIONS,
@@ -181,4 +187,32 @@ function roleOps(roles: RoleTables): Operation[] {
     ops.push({ op: 'insert', table: 'RBAC_Role', row: { name: role, permissions: ['map', perms] } });
   }
   return ops;
+}
+
+/** The RBAC tables of Sluice_Status, for heartbeatAckDenied: a monitor of their own (Sluice has tables of the same
+ *  names, and one replica cannot hold both). Every client may read them: RBAC limits writes only. */
+export const ROLES_MONITOR = { RBAC_Role: {}, RBAC_Permission: {} } as const;
+
+/**
+ * The acknowledgement columns the store's Sluice_Status roles (`r`: a replica of ROLES_MONITOR) do not let an agent
+ * update. All of them after an upgrade that converted the store to Sluice_Status 1.1.0 but did not run `sluice store
+ * access` again: the convert adds the columns, not the permissions, and ovsdb-server would refuse every heartbeat
+ * that writes them (an insert is not checked per column, so a new node's first one would pass). Empty when they are
+ * granted, or when no agent role is installed (no TLS remotes with roles: nothing is refused).
+ */
+export function heartbeatAckDenied(r: Replica): string[] {
+  const role = find(r, RbacRoleTable, (row) => row.name === 'sluice-agent');
+  if (role === undefined) return [];
+  const id = role.permissions.get(NodeHeartbeatTable.name);
+  const granted = id === undefined ? [] : (get(r, RbacPermissionTable, id)?.update ?? []);
+  return HEARTBEAT_ACK_COLUMNS.filter((c) => !granted.includes(c));
+}
+
+/** What an agent logs and `sluice status` prints while heartbeatAckDenied is not empty: the step that was missed. */
+export function ackDeniedHint(denied: readonly string[]): string {
+  return (
+    `the store's roles do not let agents write ${denied.map((c) => `Node_Heartbeat.${c}`).join(', ')} ` +
+    '(written by a `sluice store access` before Sluice_Status 1.1.0): run `sluice store access` again through the ' +
+    'store\'s unix socket (docs/deploy.md, "Upgrades"); agents acknowledge in Node_Status meanwhile'
+  );
 }

@@ -94,6 +94,23 @@ export function nodeAcks(r: Replica): Map<string, NodeStatusRecord> {
   return out;
 }
 
+/** The node's acknowledgement in its Node_Status row (Sluice), inserted or updated: where agents acknowledge while the
+ *  store's roles deny them Node_Heartbeat's (rbac.ts heartbeatAckDenied). `current` must replicate this node's row. */
+export function nodeStatusAckOps(current: Replica, s: NodeStatusRecord): Operation[] {
+  const row = {
+    node: s.node,
+    applied_generation: s.appliedGeneration,
+    applied_cfg: s.appliedCfg,
+    applied_at: Math.round(s.appliedAt),
+    error: s.error,
+  };
+  const existing = nodeStatus(current, s.node);
+  if (existing === undefined) return [insert(NodeStatusTable, row)];
+  // An update leaves `node` alone: the store's RBAC lets an agent update its own row but never rename it.
+  const { node: _node, ...columns } = row;
+  return [update(NodeStatusTable, byUuid(existing._uuid), columns)];
+}
+
 /** The node's Node_Status row in Sluice, inserted if missing (it holds the fence marks); nothing if it exists. */
 export function nodeRowOps(current: Replica, node: string): Operation[] {
   if (nodeStatus(current, node) !== undefined) return [];
