@@ -7,91 +7,34 @@
 // what is checked is that the agent and the CLI read the roles and act on them.
 
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
-import { AgentDaemon } from '../../src/agent/daemon.ts';
 import { main } from '../../src/cli/main.ts';
-import { parseConfig } from '../../src/model/schema.ts';
-import { type MonitorSet, OvsdbClient } from '../../src/ovsdb/client.ts';
 import type { Operation } from '../../src/ovsdb/protocol.ts';
-import { type OvsdbServerProcess, startStandalone } from '../../src/ovsdb/server.ts';
-import { planNext } from '../../src/rollout/planner.ts';
-import {
-  ALL_TABLES_MONITOR,
-  DB_NAME,
-  GlobalTable,
-  insert,
-  nodeAcks,
-  nodeHeartbeat,
-  nodeStatus,
-  publishGenerationOps,
-  STATUS_DB_NAME,
-  splitMonitor,
-  splitPlanDocument,
-} from '../../src/store/db/index.ts';
+import { nodeAcks, nodeHeartbeat, nodeStatus, STATUS_DB_NAME } from '../../src/store/db/index.ts';
 import {
   HEARTBEAT_ACK_COLUMNS,
   heartbeatAckDenied,
   ROLES_MONITOR,
   statusAccessOps,
 } from '../../src/store/db/rbac.ts';
-import { fakeFacts } from '../scenarios/fake-facts.ts';
-import { FakeSwitch } from '../scenarios/fake-switch.ts';
+import { type PublishedStore, publishedStore, until } from '../scenarios/published-store.ts';
 
-const doc = {
-  hashMode: 'dp_hash',
-  slotBits: 8,
-  nodes: [
-    { name: 'gw1', role: 'gateway', tunnelIp: '192.0.2.1' },
-    { name: 'host1', role: 'host', tunnelIp: '192.0.2.11' },
-  ],
-  loadBalancers: [
-    {
-      name: 'web',
-      vip: '198.18.0.1',
-      protocol: 'tcp',
-      ports: [80],
-      backends: [{ address: '10.0.1.10', port: 80, host: 'host1' }],
-    },
-  ],
+const WEB = {
+  name: 'web',
+  vip: '198.18.0.1',
+  protocol: 'tcp',
+  ports: [80],
+  backends: [{ address: '10.0.1.10', port: 80, host: 'host1' }],
 };
 
-let dir: string;
-let srv: OvsdbServerProcess;
-let client: OvsdbClient;
-let mon: MonitorSet;
-let generation: number;
+let store: PublishedStore;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-ack-roles-'));
-  srv = await startStandalone(dir);
-  client = new OvsdbClient({ remotes: [`unix:${srv.unixPath}`] });
-  await client.connect();
-  mon = await client.monitorDatabases(splitMonitor(ALL_TABLES_MONITOR));
-  await client.transact(DB_NAME, insert(GlobalTable, { hash_mode: 'dp_hash', slot_bits: 8 }));
-  const gen = planNext({ config: parseConfig(doc), latest: null, connections: () => 0, now: 1000 }).next!;
-  await client.transact(DB_NAME, ...publishGenerationOps(mon.replica, gen, 1, splitPlanDocument(doc)));
-  generation = gen.number;
+  store = await publishedStore('ack-roles', [WEB]);
 });
 
-after(async () => {
-  client.close();
-  await srv.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const x = await f();
-    if (x !== undefined) return x;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+after(() => store.stop());
 
 /** The roles `sluice store access` wrote before Sluice_Status 1.1.0: an agent's Node_Heartbeat without the ack. */
 function rolesBefore110(): Operation[] {
@@ -110,7 +53,7 @@ async function status(): Promise<string> {
   process.stdout.write = ((s: string) => out.push(String(s)) > 0) as typeof process.stdout.write;
   const saved = process.exitCode;
   try {
-    assert.equal(await main(['status', '--db', `unix:${srv.unixPath}`]), 0);
+    assert.equal(await main(['status', '--db', `unix:${store.srv.unixPath}`]), 0);
   } finally {
     process.stdout.write = write;
     process.exitCode = saved;
@@ -119,33 +62,27 @@ async function status(): Promise<string> {
 }
 
 test('roles without the acknowledgement: the agent acknowledges in Node_Status and says so, then in its heartbeat', async () => {
-  await client.transact(STATUS_DB_NAME, ...rolesBefore110());
-  const roles = await client.monitor(STATUS_DB_NAME, ROLES_MONITOR);
+  await store.client.transact(STATUS_DB_NAME, ...rolesBefore110());
+  const roles = await store.client.monitor(STATUS_DB_NAME, ROLES_MONITOR);
   assert.deepEqual(heartbeatAckDenied(roles.replica), [...HEARTBEAT_ACK_COLUMNS]);
   const logs: { event?: string; msg?: string }[] = [];
-  const agent = new AgentDaemon({
-    role: 'host',
-    node: 'host1',
-    remotes: [`unix:${srv.unixPath}`],
-    runner: new FakeSwitch(),
-    facts: fakeFacts(parseConfig(doc), 'host1'),
+  const agent = store.hostAgent({
     log: pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) }),
-    heartbeatMs: 100,
     probe: async () => true,
   });
   await agent.start();
   try {
     // Denied: the ack in Node_Status (where a new planner reads it when the heartbeat row has none), heartbeats on.
     await until('the ack in Node_Status', () =>
-      nodeStatus(mon.replica, 'host1')?.applied_generation === generation ? true : undefined,
+      nodeStatus(store.mon.replica, 'host1')?.applied_generation === store.generation ? true : undefined,
     );
-    const beat = await until('a heartbeat', () => nodeHeartbeat(mon.replica, 'host1'));
+    const beat = await until('a heartbeat', () => nodeHeartbeat(store.mon.replica, 'host1'));
     assert.equal(
       beat.applied_generation,
       undefined,
       'the heartbeat row holds no ack while the roles deny it',
     );
-    assert.equal(nodeAcks(mon.replica).get('host1')?.appliedGeneration, generation);
+    assert.equal(nodeAcks(store.mon.replica).get('host1')?.appliedGeneration, store.generation);
     const denied = logs.filter((l) => l.event === 'ack-denied');
     assert.equal(denied.length, 1, JSON.stringify(logs.map((l) => l.event)));
     assert.match(denied[0]!.msg!, /Node_Heartbeat\.applied_generation.*run `sluice store access` again/);
@@ -155,11 +92,11 @@ test('roles without the acknowledgement: the agent acknowledges in Node_Status a
     );
 
     // The missed step, with the agent running: it acknowledges in its heartbeat from its next one on.
-    await client.transact(STATUS_DB_NAME, ...statusAccessOps());
+    await store.client.transact(STATUS_DB_NAME, ...statusAccessOps());
     await until('the ack in Node_Heartbeat', () =>
-      nodeHeartbeat(mon.replica, 'host1')?.applied_generation === generation ? true : undefined,
+      nodeHeartbeat(store.mon.replica, 'host1')?.applied_generation === store.generation ? true : undefined,
     );
-    assert.equal(nodeAcks(mon.replica).get('host1')?.appliedGeneration, generation);
+    assert.equal(nodeAcks(store.mon.replica).get('host1')?.appliedGeneration, store.generation);
     assert.ok(logs.some((l) => l.event === 'ack-granted'));
     assert.deepEqual(heartbeatAckDenied(roles.replica), []);
     assert.doesNotMatch(await status(), /WARNING|sluice store access/);
