@@ -51,7 +51,7 @@ export interface LabControllerOptions {
   readonly compile?: CompileOptions;
   /**
    * Program each node as its agent does (a NodeProgrammer per node): the switch read, diffed and verified on the
-   * first apply, after its ovs-vswitchd was killed or restarted, after a failure and after `verifyNext()`; in
+   * first apply, after its ovs-vswitchd restarted (another pid), after a failure and after `verifyNext()`; in
    * between, one bundle of only the changes, without reading the switch. Default false: every generation is read
    * back and verified on every node (programNode), which costs a few switch dumps per node and generation (seconds
    * per generation with tens of thousands of flows).
@@ -114,8 +114,8 @@ export class LabController {
   readonly #xdp = new Map<string, XdpGateway>();
   /** Serialises publications (a publish and a rejoin never interleave their bookkeeping). */
   #chain: Promise<unknown> = Promise.resolve();
-  /** Per node, with `incremental`: what it installed last. */
-  readonly #programmers = new Map<string, NodeProgrammer>();
+  /** Per node, with `incremental`: what it installed last, and the ovs-vswitchd (pid) it installed it on. */
+  readonly #programmers = new Map<string, { programmer: NodeProgrammer; pid: number | undefined }>();
 
   constructor(lab: Lab, opts: LabControllerOptions = {}) {
     this.lab = lab;
@@ -186,27 +186,29 @@ export class LabController {
     this.log('ack', `${node} acked g${gen.number} (${lines || 'no change'}; ${r.ms} ms${mode}${xdp})`);
   }
 
+  /** With `incremental`: the node's programmer; a new ovs-vswitchd (restarted, by the controller or behind its back:
+   *  another pid) lost every flow, so its next apply reads the switch, as an agent's does. */
   #programmer(node: string): NodeProgrammer {
+    const pid = this.lab.node(node).vswitchdPid();
     let p = this.#programmers.get(node);
     if (p === undefined) {
       // No periodic reconcile: a test's generations come seconds apart; the reads happen where the switch changed.
-      p = new NodeProgrammer(this.lab.node(node), {
+      const programmer = new NodeProgrammer(this.lab.node(node), {
         fullReconcileMs: Number.POSITIVE_INFINITY,
         ...(this.#opts.compile ? { compile: this.#opts.compile } : {}),
       });
+      p = { programmer, pid };
       this.#programmers.set(node, p);
+    } else if (p.pid !== pid) {
+      p.programmer.invalidate('ovs-vswitchd restarted');
+      p.pid = pid;
     }
-    return p;
-  }
-
-  /** With `incremental`: the switch of `node` changed behind the controller's back (ovs-vswitchd restarted). */
-  #invalidate(node: string, reason: string): void {
-    this.#programmers.get(node)?.invalidate(reason);
+    return p.programmer;
   }
 
   /** With `incremental`: the next generation is read back and verified on every node, as without it. */
   verifyNext(): void {
-    for (const p of this.#programmers.values()) p.invalidate('verify requested');
+    for (const p of this.#programmers.values()) p.programmer.invalidate('verify requested');
   }
 
   /**
@@ -465,7 +467,6 @@ export class LabController {
     this.#out.add(name);
     if (opts.withdraw ?? true) await this.#setEcmp();
     const pid = await this.lab.node(name).killVswitchd('SIGKILL');
-    this.#invalidate(name, 'ovs-vswitchd killed');
     await this.#xdp.get(name)?.detach();
     this.acks.delete(name);
     const xdp = this.#xdp.has(name) ? ' and its XDP program detached' : '';
@@ -479,7 +480,6 @@ export class LabController {
     if (this.lab.node(name).role !== 'host') throw new SluiceError('SLUICE_E_USAGE', `${name} is not a host`);
     const node = this.lab.node(name);
     if (node.vswitchdPid() === undefined) await node.restartVswitchd();
-    this.#invalidate(name, 'ovs-vswitchd restarted');
     for (;;) {
       const latest = this.latest;
       if (!latest) break;
@@ -494,7 +494,6 @@ export class LabController {
   async restoreGateway(name: string): Promise<void> {
     const t = Date.now();
     const pid = await this.lab.node(name).restartVswitchd();
-    this.#invalidate(name, 'ovs-vswitchd restarted');
     this.log('restart', `${name}: ovs-vswitchd restarted (pid ${pid}), restoring flows`);
     await this.addGateway(name);
     this.log('restore', `${name} restored in ${Date.now() - t} ms`);
