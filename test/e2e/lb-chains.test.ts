@@ -1,7 +1,8 @@
 // Chains of previous owners end to end on REAL Open vSwitch and real kernel TCP (root; lab prefix
 // `slt-e2ech-`, torn down in `after`). The default lab (2 gateways behind the router's ECMP, 3 hosts x 2 backends,
 // 2 clients) with the DEFAULT settings (chain bound 4, no drain window), driven by the LabController: every change
-// goes through the planner's phases with ack gating, hosts first. Connections send a few bytes every 300 ms and need
+// goes through the planner's phases with ack gating, hosts first; each node programmed as its agent does
+// (incremental). Connections send a few bytes every 300 ms and need
 // them echoed within 3 s: a reset, an echo timeout or a wrong greeting counts as broken.
 //
 // (1) 200 + 60 long-lived connections, then one change after the other without waiting for any connection to close:
@@ -74,7 +75,7 @@ describe('lb chains: long-lived connections through repeated changes, default se
   skip: !isRoot && 'needs root',
 }, () => {
   before(async () => {
-    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s)));
+    ({ lab, ctl, config } = await setup(PREFIX, (s) => log.push(s), {}, { incremental: true }));
   });
   after(async () => {
     if (process.env.SLUICE_E2E_LOG) console.log(log.join('\n'));
