@@ -3,6 +3,8 @@
 // backends, 2 clients) with two UDP VIPs: dns = 203.0.113.53:80 (host1-b1, host2-b1, host3-b1, host1-b2) and
 // dns6 = [2001:db8::53]:80 (host1-b1, host2-b1, host3-b1). Every backend answers each datagram with its name.
 //
+// The LabController programs each node as its agent does (incremental: only the changes after the first apply).
+//
 // A flow is one client socket (its own source port) sending a datagram every 200 ms (conn-runner --udp). It is
 // BROKEN when an answer names another backend than its first (`backend-changed`: the flow moved), when no answer
 // came for 3 s, or on an ICMP error; one that never got an answer FAILED.
@@ -129,6 +131,7 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
         },
       ],
     },
+    { incremental: true },
   );
 
   test('(0) UDP, HTTP and TCP health probes in the lab; a refusing UDP backend is demoted, never TCP-probed', async () => {
@@ -259,7 +262,7 @@ describe('lb udp: UDP flows keep their backend through slot moves', { skip: !isR
   });
 
   test('NEGATIVE CONTROL: hosts without the UDP walk, the same backend add: flows change backend', async (t) => {
-    const legacy = new LabController(lab, { compile: { udpWalk: false } });
+    const legacy = new LabController(lab, { compile: { udpWalk: false }, incremental: true });
     await legacy.start(config);
     const t4 = await startTraffic(lab, { ...DNS, count: 200, rate: 150, ...flows() });
     try {
