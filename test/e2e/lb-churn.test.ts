@@ -1,8 +1,9 @@
 // End-to-end: the data plane on REAL Open vSwitch and real kernel TCP (root; lab prefix `slt-e2e2-`,
 // torn down in `after`). The default lab (2 gateways behind the router's ECMP, 3 hosts x 2 backends, 2 clients),
-// driven by the LabController: every change goes through the planner's phases with ack gating, hosts first.
-// Connections send a few bytes every 300 ms and need them echoed within 3 s: a reset, an echo timeout or a wrong
-// greeting counts as broken.
+// driven by the LabController: every change goes through the planner's phases with ack gating, hosts first; each node
+// programmed as its agent does (incremental; a restarted ovs-vswitchd is read and restored whole). Connections send a
+// few bytes every 300 ms and need them echoed within 3 s: a reset, an echo timeout or a wrong greeting counts as
+// broken.
 //
 // (2) host2-b2 added to web; host1-b1 drained (new connections stop going to it); host1-b1 removed once its
 //     connections were closed (closed gracefully by the harness: the planner waits for them, then removes it).
@@ -48,9 +49,14 @@ function _allBackends(): string[] {
 }
 
 describe('lb churn: backends and gateways come and go, 0 broken', { skip: !isRoot && 'needs root' }, () => {
-  labHooks(PREFIX, (s) => {
-    ({ lab, ctl, config } = s);
-  });
+  labHooks(
+    PREFIX,
+    (s) => {
+      ({ lab, ctl, config } = s);
+    },
+    {},
+    { incremental: true },
+  );
 
   test('(2) backend added, drained, removed after its connections closed: 0 broken', async (t) => {
     const exp = expectAll(lab);
