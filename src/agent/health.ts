@@ -198,6 +198,8 @@ interface Tracked {
   target: HealthTarget;
   /** The target's check with the checker's defaults filled in. */
   check: Required<Pick<HealthCheck, 'intervalMs' | 'timeoutMs' | 'rise' | 'fall'>> & ProbeSpec;
+  /** `check` as JSON, kept so a target skipped by setTargets can still offer its check to new targets. */
+  checkText: string;
   state: HealthState;
   okStreak: number;
   failStreak: number;
@@ -294,7 +296,10 @@ export class HealthChecker {
       const cur = this.#tracked.get(t.id);
       if (cur?.target === t) {
         // The very target object set before (the agent keeps those of unchanged load balancers): nothing changed.
+        // Its check and probe key still count for sharing with the new targets of this call.
         cur.round = round;
+        if (!checks.has(cur.checkText)) checks.set(cur.checkText, { check: cur.check, text: cur.checkText });
+        if (!keys.has(cur.key)) keys.set(cur.key, cur.key);
         continue;
       }
       const resolved = this.#resolve(t);
@@ -302,8 +307,8 @@ export class HealthChecker {
       let shared = checks.get(text);
       if (shared === undefined) {
         // A target that stays keeps its check object, and the next targets with this check share it.
-        const kept = cur !== undefined && JSON.stringify(cur.check) === text ? cur.check : resolved;
-        shared = { check: kept, text };
+        const kept = cur !== undefined && cur.checkText === text ? cur : undefined;
+        shared = kept === undefined ? { check: resolved, text } : { check: kept.check, text: kept.checkText };
         checks.set(text, shared);
       }
       const check = shared.check;
@@ -311,7 +316,7 @@ export class HealthChecker {
         cur === undefined ||
         cur.target.address !== t.address ||
         cur.target.port !== t.port ||
-        (cur.check !== check && JSON.stringify(cur.check) !== text)
+        (cur.check !== check && cur.checkText !== text)
       ) {
         const k = probeKey(t.address, t.port, check);
         const key = keys.get(k) ?? k;
@@ -319,6 +324,7 @@ export class HealthChecker {
         this.#tracked.set(t.id, {
           target: t,
           check,
+          checkText: shared.text,
           state: 'unknown',
           okStreak: 0,
           failStreak: 0,
@@ -332,7 +338,10 @@ export class HealthChecker {
         cur.round = round;
         // The same target in a new object: kept, and it points at the target the caller holds now.
         cur.target = t;
-        if (cur.check !== check) cur.check = check;
+        if (cur.check !== check) {
+          cur.check = check;
+          cur.checkText = shared.text;
+        }
       }
     }
     for (const [id, t] of this.#tracked) if (t.round !== round) this.#tracked.delete(id);

@@ -186,6 +186,16 @@ describe('agent health checks', () => {
     assert.equal(c.anyDown(), false, 'the down target is gone');
   });
 
+  test('a new target shares the check of a target the call skipped as unchanged', () => {
+    const c = new HealthChecker({}, async () => true);
+    const kept = { id: 'v0 a', address: '10.0.0.1', port: 80, check: { type: 'tcp' } as const };
+    c.setTargets([kept]);
+    // The agent hands the unchanged target over as the same object: setTargets skips it, yet the new target with the
+    // same check must get the very check object it holds (100,000 targets at 10,000 VIPs share a few checks).
+    c.setTargets([kept, { id: 'v1 a', address: '10.0.0.2', port: 80, check: { type: 'tcp' } }]);
+    assert.equal(c.check('v1 a'), c.check('v0 a'));
+  });
+
   test('setTargets from an iterable: the same target objects keep their state, a changed one starts over, the rest go', async () => {
     // The agent hands over the targets of unchanged load balancers as the very objects it gave before (a generator
     // over them, no array of all); the checker skips those and forgets whatever the call did not name.
