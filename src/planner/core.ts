@@ -19,7 +19,9 @@
 // by the planner (decision `fence`: the daemon runs the command, then records Node_Status
 // external_ids:fenced_by_planner), unless that would leave fewer gateways in ECMP than out of it: a majority going
 // silent together is far more likely a fault on the planner's side (its store, its network) than in the gateways,
-// so the planner holds the fence, keeps waiting, and says so (fenceHeld). Docs: control-plane.md "Fencing".
+// so the planner holds the fence, keeps waiting, and says so (fenceHeld). It fences only a gateway whose last rejoin's
+// announce is known to have ended, and records the fence with the rejoin token it decided on: a rejoin committed after
+// that view voids the record (the fence and the announce raced). Docs: control-plane.md "Fencing".
 
 import type { Config } from '../model/types.ts';
 import { withLbIds } from '../rollout/lb-ids.ts';
@@ -60,8 +62,14 @@ export type Decision =
   /** Write Report_Round = generation into Sluice_Status: host reports committed after it are newer than the ack round
    *  (the acks are in Sluice, the reports in Sluice_Status, and two monitors are not read atomically). */
   | { readonly kind: 'mark-round'; readonly generation: number }
-  /** Take these gateways out of ECMP (they were silent for the lease and did not say they withdrew), then record it. */
-  | { readonly kind: 'fence'; readonly nodes: readonly string[]; readonly message: string }
+  /** Take these gateways out of ECMP (they were silent for the lease and did not say they withdrew), then record it
+   *  with the rejoin token each had in the view decided on (`rejoins`; a rejoin after it makes the record void). */
+  | {
+      readonly kind: 'fence';
+      readonly nodes: readonly string[];
+      readonly rejoins: ReadonlyMap<string, string | undefined>;
+      readonly message: string;
+    }
   | {
       readonly kind: 'wait';
       readonly on: 'hosts' | 'gateways' | 'reports';
@@ -72,6 +80,8 @@ export type Decision =
 
 interface Seen {
   heartbeatAt: number;
+  /** The node's rejoin and announce tokens (Node_Status): a change is the agent heard, like a heartbeat. */
+  marks: string;
   /** Planner clock when the heartbeat last changed (or when the planner first saw the node). */
   lastSeen: number;
   /** Connection reports (heartbeats, from agents without report_at) seen since the current ack round completed. */
@@ -86,6 +96,11 @@ function hasSecondChances(g: Generation): boolean {
   return [...g.pools.values()].some(
     (p) => p.phase.some((x) => x !== PHASE_STABLE) || p.members.some((m) => m.movedFrom !== undefined),
   );
+}
+
+/** A node's rejoin and announce tokens, as one value to compare. */
+function marksOf(s: { readonly rejoin?: string; readonly announced?: string }): string {
+  return `${s.rejoin ?? ''} ${s.announced ?? ''}`;
 }
 
 export class PlannerCore {
@@ -127,7 +142,7 @@ export class PlannerCore {
     this.#view = view;
     const heard = [...view.nodeStatus].some(([n, s]) => {
       const seen = this.#seen.get(n);
-      return seen !== undefined && seen.heartbeatAt !== s.heartbeatAt;
+      return seen !== undefined && (seen.heartbeatAt !== s.heartbeatAt || seen.marks !== marksOf(s));
     });
     if (heard) {
       if (this.#lastAnyBeat !== undefined && now - this.#lastAnyBeat > this.leaseMs / 2) this.resync(now);
@@ -138,7 +153,12 @@ export class PlannerCore {
     // (planner start, or the node's addition), then no longer.
     for (const n of view.desired?.nodes ?? []) {
       if (!view.nodeStatus.has(n.name) && !this.#seen.has(n.name))
-        this.#seen.set(n.name, { heartbeatAt: Number.NaN, lastSeen: now, beatsSinceRound: 0 });
+        this.#seen.set(n.name, {
+          heartbeatAt: Number.NaN,
+          marks: marksOf({}),
+          lastSeen: now,
+          beatsSinceRound: 0,
+        });
     }
     for (const [node, s] of view.nodeStatus) {
       const seen = this.#seen.get(node);
@@ -146,6 +166,7 @@ export class PlannerCore {
         // First sight (planner start or a new node): give it a full lease from now.
         this.#seen.set(node, {
           heartbeatAt: s.heartbeatAt,
+          marks: marksOf(s),
           lastSeen: now,
           beatsSinceRound: 0,
           reportAt: s.reportAt,
@@ -156,6 +177,12 @@ export class PlannerCore {
         seen.heartbeatAt = s.heartbeatAt;
         seen.lastSeen = now;
         if (s.reportAt === undefined) seen.beatsSinceRound++;
+      }
+      // A gateway's rejoin (or the end of its announce) is heard too: its heartbeats are in the other database, and a
+      // replica of Sluice_Status that lags the rejoin must not make it look silent (the lease restarts here).
+      if (seen.marks !== marksOf(s)) {
+        seen.marks = marksOf(s);
+        seen.lastSeen = now;
       }
       // A host that reports in its own loop: only a new report counts (its heartbeats go on without one).
       if (s.reportAt !== undefined && s.reportAt !== seen.reportAt) {
@@ -208,11 +235,24 @@ export class PlannerCore {
     return valid.nodes.filter((n) => n.role === 'gateway').map((n) => n.name);
   }
 
+  /** Whether the announce command of the gateway's latest rejoin is known to have ended (its agent wrote the rejoin's
+   *  token as announced; no token at all: an agent before them, or no rejoin yet). A fence before that could land
+   *  before the announce and be undone by it, with the gateway counted out. */
+  #announceEnded(node: string): boolean {
+    const s = this.#view?.nodeStatus.get(node);
+    return s?.rejoin === s?.announced;
+  }
+
   /** Gateways silent for more than the lease and not out of ECMP: the ones a fence would take out. */
-  #fenceCandidates(now: number, config?: Config): string[] {
+  #silentGateways(now: number, config?: Config): string[] {
     return this.#gateways(config)
       .filter((n) => !this.#isOut(n) && (this.silentFor(n, now) ?? 0) > this.leaseMs)
       .sort();
+  }
+
+  /** Silent gateways the planner may fence: their last announce is known to have ended. */
+  #fenceCandidates(now: number, config?: Config): string[] {
+    return this.#silentGateways(now, config).filter((n) => this.#announceEnded(n));
   }
 
   /** The fence is held when the gateways left in ECMP would be fewer than those out of it: out = already out,
@@ -302,6 +342,7 @@ export class PlannerCore {
       return {
         kind: 'fence',
         nodes: fence,
+        rejoins: new Map(fence.map((n) => [n, v.nodeStatus.get(n)?.rejoin])),
         message: `fencing ${fence.join(', ')}: silent for more than the lease (${this.leaseMs} ms) and not withdrawn`,
       };
     const latest = v.latest;
@@ -324,13 +365,20 @@ export class PlannerCore {
       if (waiting.length > 0) {
         this.#round = undefined;
         const held = this.fenceHeld(now, config);
+        const announcing = this.fencing
+          ? this.#silentGateways(now, config).filter((n) => !this.#announceEnded(n))
+          : [];
         return {
           kind: 'wait',
           on: 'gateways',
           nodes: waiting,
           message:
             `g${latest.number}: waiting for gateways ${waiting.join(', ')} to acknowledge` +
-            (held ? ` (${held.message})` : ''),
+            (held ? ` (${held.message})` : '') +
+            (announcing.length > 0
+              ? ` (not fencing ${announcing.join(', ')}: silent since a rejoin whose announce command may still ` +
+                'run; sluice node confirm-fenced <gateway> if one is really out)'
+              : ''),
         };
       }
       if (this.#round?.generation !== latest.number) {

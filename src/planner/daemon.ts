@@ -195,8 +195,9 @@ export class PlannerDaemon {
   #lastWaitLog = '';
   /** A failed fence command is retried after 2 s (the gateway is waited for meanwhile). */
   readonly #fenceRetryAt = new Map<string, number>();
-  /** Gateways this planner fenced whose record is not in the store yet (when, command run time), ms. */
-  readonly #unrecorded = new Map<string, { at: number; ms: number }>();
+  /** Gateways this planner fenced whose record is not in the store yet: when and command run time (ms), and the
+   *  rejoin token the fence was decided on. */
+  readonly #unrecorded = new Map<string, { at: number; ms: number; rejoin: string | undefined }>();
   readonly #acks = new AckLatency();
   #page: { at: number; state: PageState } | undefined;
 
@@ -384,7 +385,7 @@ export class PlannerDaemon {
       }
       case 'fence': {
         this.#note('fence', d.message, 'warn', { nodes: d.nodes });
-        for (const node of d.nodes) await this.#fence(node);
+        for (const node of d.nodes) await this.#fence(node, d.rejoins.get(node));
         return;
       }
       case 'wait': {
@@ -424,7 +425,7 @@ export class PlannerDaemon {
 
   /** Runs the fence command for a gateway, then records it (only after it succeeded: the record is what stops the
    *  planner waiting for the gateway). A failure is retried 2 s later; the gateway is waited for meanwhile. */
-  async #fence(node: string): Promise<void> {
+  async #fence(node: string, rejoin: string | undefined): Promise<void> {
     const t0 = Date.now();
     if ((this.#fenceRetryAt.get(node) ?? 0) > t0) return;
     try {
@@ -437,15 +438,16 @@ export class PlannerDaemon {
       return;
     }
     this.#metrics.fences.inc({ node, result: 'ok' });
-    this.#unrecorded.set(node, { at: Date.now(), ms: Date.now() - t0 });
+    this.#unrecorded.set(node, { at: Date.now(), ms: Date.now() - t0, rejoin });
     const replica = this.#monitor?.replica;
     if (replica !== undefined) await this.#recordFences(replica);
   }
 
   /** Writes Node_Status external_ids:fenced_by_planner for every fence not recorded yet (retried at every step). */
   async #recordFences(replica: Replica): Promise<void> {
-    for (const [node, { at, ms }] of [...this.#unrecorded]) {
-      const op = fenceRecordOp(replica, node, PLANNER_FENCED_KEY, at);
+    for (const [node, { at, ms, rejoin }] of [...this.#unrecorded]) {
+      // With the rejoin token the fence was decided on: a rejoin since then voids the record (fenceMarks).
+      const op = fenceRecordOp(replica, node, PLANNER_FENCED_KEY, at, rejoin);
       try {
         await this.client.transact(DB_NAME, op);
       } catch (e) {

@@ -101,6 +101,13 @@ function recordFence(store: FakeStore, node: string): void {
   store.status.set(node, { ...s, plannerFenced: true });
 }
 
+/** A gateway's agent writes its rejoin and announce tokens (Node_Status, Sluice): its heartbeat, in the other
+ *  database, stays as the planner last saw it (a lagging replica). */
+function marks(store: FakeStore, node: string, tokens: { rejoin?: string; announced?: string }): void {
+  const { rejoin: _r, announced: _a, ...s } = store.status.get(node)!;
+  store.status.set(node, { ...s, ...tokens });
+}
+
 /** Every agent acknowledges the latest generation (hosts first, then the release, then gateways). */
 function converge(core: PlannerCore, store: FakeStore, now: number): void {
   const g = store.latest!.number;
@@ -368,6 +375,40 @@ describe('planner core (fake store)', () => {
     core.observe(store.view(), 70_000);
     assert.deepEqual(core.toFence(72_000), []);
     assert.deepEqual(core.toFence(72_001), ['gw2']);
+  });
+
+  test('fencing: never while the announce of a rejoin may run; the fence names the rejoin it was decided on', () => {
+    const { core, store, g, others } = gw2SilentAfterChange();
+    others(500);
+    assert.equal(store.gatewayGeneration, g, 'released to gateways');
+    // gw2's agent restarted and rejoined at 1 s: its rejoin (Sluice) is seen, its heartbeats (Sluice_Status) are
+    // not (that replica lags), and its announce command runs (announced is not the rejoin's token yet).
+    marks(store, 'gw2', { rejoin: 'r1' });
+    for (let t = 1000; t <= 60_000; t += 1000) {
+      const d = others(t);
+      assert.equal(d.kind, 'wait', `t=${t}: a fence could land before the announce: ${JSON.stringify(d)}`);
+      if (t > 11_000)
+        assert.match(d.kind === 'wait' ? d.message : '', /not fencing gw2: silent since a rejoin/);
+    }
+    // The announce ended (announced = r1) at 60.5 s: heard, and fenced a lease later if still silent.
+    marks(store, 'gw2', { rejoin: 'r1', announced: 'r1' });
+    for (let t = 60_500; t <= 70_500; t += 1000) assert.equal(others(t).kind, 'wait');
+    const f = others(70_501);
+    assert.equal(f.kind, 'fence', JSON.stringify(f));
+    assert.deepEqual(f.kind === 'fence' && [f.nodes, [...f.rejoins]], [['gw2'], [['gw2', 'r1']]]);
+  });
+
+  test('fencing: a rejoin seen without its heartbeat restarts the lease (the heartbeat replica lags)', () => {
+    const { core, store, others } = gw2SilentAfterChange();
+    others(500);
+    others(9000);
+    // At 9 s the planner sees gw2's rejoin, announce ended, but none of the heartbeats written before it.
+    marks(store, 'gw2', { rejoin: 'r2', announced: 'r2' });
+    others(9500);
+    assert.equal(core.silentFor('gw2', 9500), 0, 'the rejoin is gw2 heard');
+    for (let t = 10_500; t <= 19_500; t += 1000) assert.equal(others(t).kind, 'wait', `t=${t}`);
+    assert.deepEqual(core.toFence(19_500), []);
+    assert.deepEqual(core.toFence(19_501), ['gw2'], 'still silent a lease after its rejoin: fenced');
   });
 
   test('fencing: a fence command that keeps failing is unblocked by the operator confirming the fence by hand', () => {

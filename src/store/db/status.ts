@@ -20,6 +20,8 @@ import {
 import { find, rows, single } from './read.ts';
 import {
   AGENT_FENCED_KEY,
+  ANNOUNCED_KEY,
+  FENCE_REJOIN_KEY,
   GATEWAY_GENERATION_KEY,
   GlobalTable,
   HASH_AGREEMENT_KEY,
@@ -29,6 +31,7 @@ import {
   NodeStatusTable,
   OPERATOR_FENCED_KEY,
   PLANNER_FENCED_KEY,
+  REJOIN_KEY,
   REPORT_AT_KEY,
   ReportRoundTable,
   ROLE_KEY,
@@ -121,8 +124,17 @@ export function nodeRowOps(current: Replica, node: string): Operation[] {
 export interface FenceMarks {
   /** Its own agent withdrew it (AGENT_FENCED_KEY = "true"). */
   readonly byAgent: boolean;
-  /** When the planner's fence command took it out (ms), or undefined. */
+  /** When the planner's fence command took it out (ms), or undefined; only a record decided on the gateway's
+   *  current rejoin (FENCE_REJOIN_KEY equals REJOIN_KEY): a record that raced a later rejoin is `plannerRaced`. */
   readonly byPlanner: string | undefined;
+  /** A planner's fence record decided on a view older than the gateway's latest rejoin (ms), or undefined. It does not
+   *  say the gateway is out: its fence command may have run before the rejoin's announce (then the announce put it
+   *  back) or after it (then it is out, and its agent must announce again). */
+  readonly plannerRaced: string | undefined;
+  /** The token of the gateway's latest rejoin (REJOIN_KEY), and of the latest rejoin whose announce command ended
+   *  (ANNOUNCED_KEY); undefined from agents before them, or before the first rejoin. */
+  readonly rejoin: string | undefined;
+  readonly announced: string | undefined;
   /** When the operator confirmed it out by hand (ms), or undefined. */
   readonly byOperator: string | undefined;
   /** The role its agent reported (ROLE_KEY). */
@@ -140,9 +152,14 @@ export interface FenceMarks {
 export function fenceMarks(row: NodeStatusRow | undefined, beat?: NodeHeartbeatRow): FenceMarks {
   const ids = row?.external_ids;
   const beatIds = beat?.external_ids;
+  const record = ids?.get(PLANNER_FENCED_KEY);
+  const current = ids?.get(FENCE_REJOIN_KEY) === ids?.get(REJOIN_KEY);
   return {
     byAgent: ids?.get(AGENT_FENCED_KEY) === 'true',
-    byPlanner: ids?.get(PLANNER_FENCED_KEY),
+    byPlanner: current ? record : undefined,
+    plannerRaced: current ? undefined : record,
+    rejoin: ids?.get(REJOIN_KEY),
+    announced: ids?.get(ANNOUNCED_KEY),
     byOperator: ids?.get(OPERATOR_FENCED_KEY),
     role: ids?.get(ROLE_KEY) ?? beatIds?.get(ROLE_KEY),
     routing: beatIds?.get(ROUTING_KEY),
@@ -152,60 +169,81 @@ export function fenceMarks(row: NodeStatusRow | undefined, beat?: NodeHeartbeatR
 }
 
 /** Records a fence from outside the gateway (`key`: PLANNER_FENCED_KEY or OPERATOR_FENCED_KEY) on its Node_Status
- *  row; a gateway that never reported gets a row that says only this. */
+ *  row; a gateway that never reported gets a row that says only this. The planner's record carries `rejoin`, the
+ *  REJOIN_KEY token of the view it decided the fence on (absent: none), so a rejoin committed after that view makes
+ *  the record one that raced it (fenceMarks). */
 export function fenceRecordOp(
   r: Replica,
   node: string,
   key: typeof PLANNER_FENCED_KEY | typeof OPERATOR_FENCED_KEY,
   at: number,
+  rejoin?: string,
 ): Operation {
-  return nodeStatus(r, node) !== undefined
-    ? mutate(
-        NodeStatusTable,
-        [where(NodeStatusTable, 'node', '==', node)],
-        mapPut(NodeStatusTable, 'external_ids', { [key]: String(at) }),
-      )
-    : insert(NodeStatusTable, {
-        node,
-        applied_generation: 0,
-        applied_cfg: 0,
-        applied_at: 0,
-        external_ids: new Map([[key, String(at)]]),
-      });
+  const put = { [key]: String(at), ...(rejoin === undefined ? {} : { [FENCE_REJOIN_KEY]: rejoin }) };
+  if (nodeStatus(r, node) === undefined)
+    return insert(NodeStatusTable, {
+      node,
+      applied_generation: 0,
+      applied_cfg: 0,
+      applied_at: 0,
+      external_ids: new Map(Object.entries(put)),
+    });
+  // The planner's record replaces an older one's token too (a token-less record must not keep it).
+  const replaced = key === PLANNER_FENCED_KEY ? [key, FENCE_REJOIN_KEY] : [key];
+  return mutate(
+    NodeStatusTable,
+    [where(NodeStatusTable, 'node', '==', node)],
+    [mapDelete(NodeStatusTable, 'external_ids', replaced), mapInsert(NodeStatusTable, 'external_ids', put)],
+  );
+}
+
+/** What an agent writes on its Node_Status row (agentMarksOp). */
+export interface AgentMarks {
+  readonly fenced: boolean;
+  readonly role: string;
+  /** A rejoin: the planner's and the operator's fence records go (the acknowledgement and the announcement that
+   *  follows supersede them). */
+  readonly clearFenceRecords: boolean;
+  /** A rejoin's new token (REJOIN_KEY), with clearFenceRecords. */
+  readonly rejoin?: string;
+  /** The token of the latest rejoin whose announce command ended (ANNOUNCED_KEY); undefined = left as it is. */
+  readonly announced?: string;
 }
 
 /**
- * The agent's fence marks on its Node_Status row (Sluice; nodeRowOps first if it has none): withdrawn or not (AGENT_FENCED_KEY) and its role. With
- * `clearFenceRecords` (a rejoin) the planner's and the operator's fence records go too: the acknowledgement and the
- * announcement that follows supersede them. Written when they change, not with every heartbeat.
+ * The agent's fence marks on its Node_Status row (Sluice; nodeRowOps first if it has none): withdrawn or not
+ * (AGENT_FENCED_KEY), its role, and (gateways) its rejoin and announce tokens. Written when they change, not with
+ * every heartbeat.
  */
-export function agentMarksOp(
-  node: string,
-  marks: { readonly fenced: boolean; readonly role: string; readonly clearFenceRecords: boolean },
-): Operation {
+export function agentMarksOp(node: string, marks: AgentMarks): Operation {
   const cleared = [AGENT_FENCED_KEY, ROLE_KEY];
-  if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY);
+  if (marks.clearFenceRecords) cleared.push(PLANNER_FENCED_KEY, FENCE_REJOIN_KEY, OPERATOR_FENCED_KEY);
   return mutate(
     NodeStatusTable,
     [where(NodeStatusTable, 'node', '==', node)],
     [
-      mapDelete(NodeStatusTable, 'external_ids', cleared),
+      mapDelete(NodeStatusTable, 'external_ids', [
+        ...cleared,
+        ...(marks.rejoin === undefined ? [] : [REJOIN_KEY]),
+        ...(marks.announced === undefined ? [] : [ANNOUNCED_KEY]),
+      ]),
       mapInsert(NodeStatusTable, 'external_ids', {
         [AGENT_FENCED_KEY]: String(marks.fenced),
         [ROLE_KEY]: marks.role,
+        ...(marks.rejoin === undefined ? {} : { [REJOIN_KEY]: marks.rejoin }),
+        ...(marks.announced === undefined ? {} : { [ANNOUNCED_KEY]: marks.announced }),
       }),
     ],
   );
 }
 
-/** Whether the node's Node_Status row already says what agentMarksOp would write (no fence record to clear). */
-export function agentMarksCurrent(
-  row: NodeStatusRow | undefined,
-  marks: { readonly fenced: boolean; readonly role: string; readonly clearFenceRecords: boolean },
-): boolean {
+/** Whether the node's Node_Status row already says what agentMarksOp would write (no fence record to clear, no
+ *  new rejoin). */
+export function agentMarksCurrent(row: NodeStatusRow | undefined, marks: AgentMarks): boolean {
   const ids = row?.external_ids;
-  if (ids === undefined) return false;
+  if (ids === undefined || marks.rejoin !== undefined) return false;
   if (marks.clearFenceRecords && (ids.has(PLANNER_FENCED_KEY) || ids.has(OPERATOR_FENCED_KEY))) return false;
+  if (marks.announced !== undefined && ids.get(ANNOUNCED_KEY) !== marks.announced) return false;
   return ids.get(AGENT_FENCED_KEY) === String(marks.fenced) && ids.get(ROLE_KEY) === marks.role;
 }
 

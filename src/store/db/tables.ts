@@ -132,8 +132,8 @@ export interface NodeStatusRow {
   /** ms */
   readonly applied_at: number;
   readonly error: string | undefined;
-  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY (the heartbeat's marks are in
-   *  Node_Heartbeat, Sluice_Status). */
+  /** AGENT_FENCED_KEY, ROLE_KEY, PLANNER_FENCED_KEY, OPERATOR_FENCED_KEY, REJOIN_KEY, ANNOUNCED_KEY,
+   *  FENCE_REJOIN_KEY (the heartbeat's marks are in Node_Heartbeat, Sluice_Status). */
   readonly external_ids: ReadonlyMap<string, string>;
 }
 
@@ -448,6 +448,17 @@ export const REPORT_AT_KEY = 'report_at';
 /** Node_Status.external_ids key `sluice node confirm-fenced` sets (value: when, ms): the operator took the gateway
  *  out of ECMP by hand (for when the fence command cannot). Read and cleared like PLANNER_FENCED_KEY. */
 export const OPERATOR_FENCED_KEY = 'fenced_by_operator';
+/** Node_Status.external_ids, set by a gateway's agent in each rejoin transaction: a token new at every rejoin (also
+ *  across agent restarts), so a planner sees every rejoin, even one that changes no other mark. */
+export const REJOIN_KEY = 'rejoin';
+/** Node_Status.external_ids, set by a gateway's agent after the announce command of a rejoin ended (succeeded or
+ *  failed): that rejoin's token. Until it equals REJOIN_KEY an announce may still be running, and the planner does
+ *  not fence the gateway (a fence could land before the announce and be undone by it). */
+export const ANNOUNCED_KEY = 'announced';
+/** Node_Status.external_ids, written by the planner with PLANNER_FENCED_KEY: the REJOIN_KEY token of the view it
+ *  decided the fence on (absent: no token). A record whose token is not the row's current one raced a rejoin and
+ *  does not count (docs/design/control-plane.md, "A fence that races a rejoin"). */
+export const FENCE_REJOIN_KEY = 'fenced_rejoin';
 /** Node_Heartbeat.external_ids, set by a host's agent: second-chance packets it received per load balancer since the
  *  agent started, JSON {lb: packets} (the status page sums them over hosts). */
 /** Node_Heartbeat external_ids: a gateway's BGP and BFD state as its agent last read it from its BIRD, one line. */

@@ -40,13 +40,19 @@ export interface NodeStatusView {
   readonly heartbeatAt: number;
   /** A gateway that withdrew itself from the upstream ECMP set. */
   readonly fenced: boolean;
-  /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner). Cleared by
-   *  the gateway's agent when it rejoins. */
+  /** The planner took this gateway out of ECMP (ran its fence command; external_ids:fenced_by_planner), deciding on
+   *  the gateway's current rejoin (a record that raced a later rejoin does not count: fenceMarks). Cleared by the
+   *  gateway's agent when it rejoins. */
   readonly plannerFenced: boolean;
   /** The operator confirmed the gateway is out of ECMP (`sluice node confirm-fenced`; external_ids:fenced_by_operator).
    *  Same effect as plannerFenced, cleared the same way. */
   readonly operatorFenced: boolean;
   readonly error: string | undefined;
+  /** A gateway's latest rejoin token, and that of the latest rejoin whose announce command ended (Node_Status,
+   *  Sluice; undefined from agents before them or before their first rejoin). While they differ an announce may be
+   *  running; any change of either is the agent heard. */
+  readonly rejoin?: string;
+  readonly announced?: string;
   /** A host's last connection report (Node_Heartbeat external_ids:report_at); undefined from agents that report in
    *  every heartbeat (then each heartbeat counts as a report). */
   readonly reportAt?: number;
@@ -486,6 +492,8 @@ export function readStoreView(r: Replica): StoreView {
       plannerFenced: marks.byPlanner !== undefined,
       operatorFenced: marks.byOperator !== undefined,
       error: ack?.error,
+      ...(marks.rejoin === undefined ? {} : { rejoin: marks.rejoin }),
+      ...(marks.announced === undefined ? {} : { announced: marks.announced }),
       ...(beat === undefined ? {} : reportAt(beat.external_ids)),
     });
   }
