@@ -22,6 +22,7 @@
 // re-announces (idempotent), so traffic is not disturbed. While out it tells the planner (Node_Status
 // external_ids:fenced=true) so the planner does not wait for it.
 
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeFacts } from '../compile/facts.ts';
@@ -380,6 +381,8 @@ export class AgentDaemon {
   /** Last successful store transaction (ms). */
   #lastStoreOk = Date.now();
   #fence: FenceState = 'unknown';
+  /** The token of this agent's latest rejoin whose announce command ended (Node_Status external_ids:announced). */
+  #announced: string | undefined;
   #conns: SlotConnections | undefined;
   #lastHeartbeat = 0;
   /** When the agent last saw a change of what it applies or reports urgently (plans, its fence state, a backend's
@@ -858,6 +861,8 @@ export class AgentDaemon {
     if (r !== undefined && this.#fence === 'announced' && this.#target(r) >= this.#applied + 2)
       return 'behind';
     if (this.#failingSince !== undefined && now - this.#failingSince > lease) return 'apply-failing';
+    // After the reasons to leave: only `announced` acts on it, and it must not hide them from `unknown`.
+    if (marks.plannerRaced !== undefined) return 'raced-record';
     if (now - this.#lastStoreOk > lease) return 'store-silent';
     return undefined;
   }
@@ -894,6 +899,11 @@ export class AgentDaemon {
     this.#setFence(t.to);
     if (t.to === 'withdrawn') {
       this.#log.warn({ event: 'withdrawn', reason: event, was }, `withdrawn from ECMP (${event})`);
+    } else if (event === 'raced-record') {
+      this.#log.warn(
+        { event: 'fence-raced', was },
+        "a planner's fence raced this gateway's rejoin (it may have taken it out after the announce): rejoining",
+      );
     } else {
       // fenced-by-planner / fenced-by-operator: out already; rejoin (apply, ack, announce) like after a withdrawal.
       const by = t.to === 'fenced-by-planner' ? 'planner' : 'operator';
@@ -961,11 +971,15 @@ export class AgentDaemon {
       this.#reportWrittenAt = Date.now();
       this.#committedReportScope = this.#pendingReportScope;
     }
-    // Sluice: the fence marks, only when they change (the rollout gates on them), and the rejoin.
+    // Sluice: the fence marks, only when they change (the rollout gates on them), and the rejoin with a new token
+    // (the planner sees every rejoin, and a fence it decided before this one does not count).
+    const token = rejoin ? randomUUID() : undefined;
     const marks = {
       fenced: reportsFenced(this.#fence) && !rejoin,
       role: this.#o.role,
       clearFenceRecords: rejoin,
+      ...(token === undefined ? {} : { rejoin: token }),
+      ...(this.#announced === undefined ? {} : { announced: this.#announced }),
     };
     // Without the roles for it, the ack goes here as before 1.1.0, in the rejoin's own transaction.
     const ackDue = !inBeat && (this.#acked !== ack.appliedGeneration || this.#ackedError !== ack.error);
@@ -991,7 +1005,7 @@ export class AgentDaemon {
       throw e;
     }
     if (!inBeat) [this.#acked, this.#ackedError] = [ack.appliedGeneration, ack.error];
-    if (rejoin) this.#announce();
+    if (token !== undefined) this.#announce(token);
   }
 
   #ackDenied: readonly string[] = [];
@@ -1014,8 +1028,9 @@ export class AgentDaemon {
   }
 
   /** After the rejoin ack: --announce-cmd in the background, heartbeats (fenced=false) go on meanwhile, so the
-   *  planner keeps waiting for this gateway. */
-  #announce(): void {
+   *  planner keeps waiting for this gateway. When the command ended (either way), the next marks say so (the rejoin's
+   *  token as `announced`): only then may the planner fence this gateway. */
+  #announce(token: string): void {
     const was = this.#fence;
     const t = nextFence(was, 'rejoin-acked');
     if (t === undefined) return;
@@ -1037,6 +1052,10 @@ export class AgentDaemon {
           { event: 'announce-failed', err: (e as Error).message },
           `announce failed: ${(e as Error).message}`,
         );
+      })
+      .finally(() => {
+        this.#announced = token;
+        this.#beatLoop.schedule();
       });
   }
 

@@ -37,6 +37,9 @@ export type FenceEvent =
   /** A fence record on this gateway's own Node_Status row. */
   | 'planner-record'
   | 'operator-record'
+  /** A planner's fence record decided on a view older than this gateway's latest rejoin: it does not count (the
+   *  planner waits for the gateway), but its command may have run after the announce and taken the gateway out. */
+  | 'raced-record'
   /** The rejoin ack (with `wait gateway_generation == applied`) committed. */
   | 'rejoin-acked'
   | 'announce-ok'
@@ -81,6 +84,8 @@ export const FENCE_TABLE: Readonly<
     // Out already (the fence command did it): no command, then rejoin like after a withdrawal of its own.
     'planner-record': byPlanner,
     'operator-record': byOperator,
+    // Maybe out, maybe in: announce again, through a rejoin (which deletes the record).
+    'raced-record': { to: 'unknown', action: 'none' },
   },
   withdrawn: { 'rejoin-acked': rejoin },
   'fenced-by-planner': { 'rejoin-acked': rejoin },

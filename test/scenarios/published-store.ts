@@ -25,7 +25,18 @@ import {
 import { fakeFacts } from './fake-facts.ts';
 import { FakeSwitch } from './fake-switch.ts';
 
+/** One load balancer with one backend on host1: enough for a test about an agent, not about its load balancers. */
+export const WEB = {
+  name: 'web',
+  vip: '198.18.0.1',
+  protocol: 'tcp',
+  ports: [80],
+  backends: [{ address: '10.0.1.10', port: 80, host: 'host1' }],
+};
+
 export interface PublishedStore {
+  /** The store's temp directory (removed by stop): a test may keep files of its own there. */
+  readonly dir: string;
   readonly srv: OvsdbServerProcess;
   readonly client: OvsdbClient;
   readonly mon: MonitorSet;
@@ -34,6 +45,8 @@ export interface PublishedStore {
   /** The real AgentDaemon of host1 on this store: a FAKE switch (test/scenarios/fake-switch.ts, empty conntrack),
    *  heartbeats every 100 ms, silent unless `opts` says otherwise. Not started. */
   hostAgent(opts?: Partial<AgentOptions>): AgentDaemon;
+  /** The same for gw1. */
+  gatewayAgent(opts?: Partial<AgentOptions>): AgentDaemon;
   stop(): Promise<void>;
 }
 
@@ -61,22 +74,25 @@ export async function publishedStore(
   const gen = planNext({ config: parseConfig(doc), latest: null, connections: () => 0, now: 1000 }).next!;
   await client.transact(DB_NAME, ...publishGenerationOps(mon.replica, gen, 1, splitPlanDocument(doc)));
   await client.transact(DB_NAME, ...releaseOps(gen.number));
+  const agent = (node: 'gw1' | 'host1', opts: Partial<AgentOptions>) =>
+    new AgentDaemon({
+      role: node === 'gw1' ? 'gateway' : 'host',
+      node,
+      remotes: [`unix:${srv.unixPath}`],
+      runner: new FakeSwitch(),
+      facts: fakeFacts(parseConfig(doc), node),
+      log: pino({ level: 'silent' }),
+      heartbeatMs: 100,
+      ...opts,
+    });
   return {
+    dir,
     srv,
     client,
     mon,
     generation: gen.number,
-    hostAgent: (opts = {}) =>
-      new AgentDaemon({
-        role: 'host',
-        node: 'host1',
-        remotes: [`unix:${srv.unixPath}`],
-        runner: new FakeSwitch(),
-        facts: fakeFacts(parseConfig(doc), 'host1'),
-        log: pino({ level: 'silent' }),
-        heartbeatMs: 100,
-        ...opts,
-      }),
+    hostAgent: (opts = {}) => agent('host1', opts),
+    gatewayAgent: (opts = {}) => agent('gw1', opts),
     async stop() {
       client.close();
       await srv.stop();

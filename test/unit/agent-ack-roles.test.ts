@@ -18,15 +18,7 @@ import {
   ROLES_MONITOR,
   statusAccessOps,
 } from '../../src/store/db/rbac.ts';
-import { type PublishedStore, publishedStore, until } from '../scenarios/published-store.ts';
-
-const WEB = {
-  name: 'web',
-  vip: '198.18.0.1',
-  protocol: 'tcp',
-  ports: [80],
-  backends: [{ address: '10.0.1.10', port: 80, host: 'host1' }],
-};
+import { type PublishedStore, publishedStore, until, WEB } from '../scenarios/published-store.ts';
 
 let store: PublishedStore;
 

@@ -29,6 +29,7 @@ const EVENTS: readonly FenceEvent[] = [
   'behind',
   'planner-record',
   'operator-record',
+  'raced-record',
   'rejoin-acked',
   'announce-ok',
   'announce-failed',
@@ -48,6 +49,10 @@ const TRANSITIONS: ReadonlyArray<readonly [FenceState, FenceEvent, FenceState, s
   ['announced', 'behind', 'withdrawn', 'withdraw'],
   ['announced', 'planner-record', 'fenced-by-planner', 'none'],
   ['announced', 'operator-record', 'fenced-by-operator', 'none'],
+  // A fence that raced the rejoin may have taken the gateway out after its announce: maybe in, maybe out, so
+  // `unknown` (waited for) and rejoin again. In every other state the gateway rejoins anyway, or (rejoining) will
+  // be announced and meet the record then.
+  ['announced', 'raced-record', 'unknown', 'none'],
   ['withdrawn', 'rejoin-acked', 'rejoining', 'announce'],
   ['fenced-by-planner', 'rejoin-acked', 'rejoining', 'announce'],
   ['fenced-by-operator', 'rejoin-acked', 'rejoining', 'announce'],
