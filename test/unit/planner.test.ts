@@ -378,7 +378,7 @@ describe('planner core (fake store)', () => {
   });
 
   test('fencing: never while the announce of a rejoin may run; the fence names the rejoin it was decided on', () => {
-    const { core, store, g, others } = gw2SilentAfterChange();
+    const { store, g, others } = gw2SilentAfterChange();
     others(500);
     assert.equal(store.gatewayGeneration, g, 'released to gateways');
     // gw2's agent restarted and rejoined at 1 s: its rejoin (Sluice) is seen, its heartbeats (Sluice_Status) are

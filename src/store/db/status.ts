@@ -11,7 +11,6 @@ import {
   mapDelete,
   mapIncludes,
   mapInsert,
-  mapPut,
   mutate,
   update,
   waitExists,
