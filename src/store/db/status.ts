@@ -116,7 +116,18 @@ export function nodeStatusAckOps(current: Replica, s: NodeStatusRecord): Operati
 /** The node's Node_Status row in Sluice, inserted if missing (it holds the fence marks); nothing if it exists. */
 export function nodeRowOps(current: Replica, node: string): Operation[] {
   if (nodeStatus(current, node) !== undefined) return [];
-  return [insert(NodeStatusTable, { node, applied_generation: 0, applied_cfg: 0, applied_at: 0 })];
+  return [insertNodeRow(node, new Map())];
+}
+
+/** A new Node_Status row that acknowledges nothing (generation 0) and holds only `externalIds`. */
+function insertNodeRow(node: string, externalIds: ReadonlyMap<string, string>): Operation {
+  return insert(NodeStatusTable, {
+    node,
+    applied_generation: 0,
+    applied_cfg: 0,
+    applied_at: 0,
+    external_ids: externalIds,
+  });
 }
 
 /** Who took a node out of the upstream ECMP set, as its Node_Status row records it. */
@@ -179,14 +190,7 @@ export function fenceRecordOp(
   rejoin?: string,
 ): Operation {
   const put = { [key]: String(at), ...(rejoin === undefined ? {} : { [FENCE_REJOIN_KEY]: rejoin }) };
-  if (nodeStatus(r, node) === undefined)
-    return insert(NodeStatusTable, {
-      node,
-      applied_generation: 0,
-      applied_cfg: 0,
-      applied_at: 0,
-      external_ids: new Map(Object.entries(put)),
-    });
+  if (nodeStatus(r, node) === undefined) return insertNodeRow(node, new Map(Object.entries(put)));
   // The planner's record replaces an older one's token too (a token-less record must not keep it).
   const replaced = key === PLANNER_FENCED_KEY ? [key, FENCE_REJOIN_KEY] : [key];
   return mutate(
